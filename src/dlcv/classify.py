@@ -1,0 +1,220 @@
+"""Problem 1, image classification: ``fit``, ``predict`` and ``evaluate`` as the command line runs them.
+
+``evaluate`` needs only NumPy (and Matplotlib for its figure); torch and Lightning are imported
+inside ``fit`` and ``predict`` so that it starts fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_write, check_output_path
+
+
+# --- fit -------------------------------------------------------------------------------------------
+def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False) -> Path:
+    """Train a classifier from a recipe; return the run folder."""
+    from dlcv.config import load_recipe
+    from dlcv.recipes import classify_defaults
+
+    recipe = load_recipe(classify_defaults(), config, overrides)
+    if name:
+        recipe["name"] = name
+    if not recipe["name"]:
+        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
+    epochs = int(recipe["train"]["epochs"])
+    if epochs < 1:
+        raise DlcvError(f"train.epochs must be at least 1, got {epochs}")
+
+    import lightning as L
+    import torch
+
+    from dlcv.data.batches import ClassificationData
+    from dlcv.runs import build_trainer, prepare_run_dir, resolve_precision, write_json, write_recipe
+    from dlcv.tasks.classification import ClassificationTask
+
+    if recipe["train"]["threads"]:
+        torch.set_num_threads(int(recipe["train"]["threads"]))
+    start = time.perf_counter()
+    data_module = ClassificationData(data, recipe["data"], int(recipe["seed"]))
+    data_module.prepare()  # bad data fails here, before anything is written
+    recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
+                                                     str(recipe["train"]["accelerator"]))
+    recipe["data"]["num_classes"] = data_module.num_classes
+    run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite)
+    write_recipe(run_dir, recipe)
+    print(f"run folder: {run_dir}  ({len(data_module.train_y)} training images, "
+          f"{len(data_module.val_y)} validation images, {data_module.num_classes} classes, "
+          f"precision {recipe['train']['precision']})", flush=True)
+
+    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
+    task = ClassificationTask(recipe, data_module.num_classes)
+    trainer = build_trainer(run_dir, recipe, monitor="val_acc", mode="max", max_epochs=epochs)
+    trainer.fit(task, datamodule=data_module)
+    fit_seconds = time.perf_counter() - start
+
+    checkpoint = trainer.checkpoint_callback
+    summary = {
+        "name": recipe["name"],
+        "model": recipe["model"]["name"],
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 1),
+        "selected_on": (f"holdout {recipe['data']['holdout']:.0%} of {recipe['data']['train']}"
+                        if float(recipe["data"]["holdout"]) > 0 else recipe["data"]["validation"]),
+        "best_val_acc": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_checkpoint": str(run_dir / "best.ckpt"),
+    }
+    if data_module.final is not None and trainer.is_global_zero:
+        images, labels, _, folder = data_module.final
+        model, _ = load_classifier(run_dir / "best.ckpt")
+        predicted = predict_labels(model, images, recipe)
+        summary["final_validation"] = {"folder": folder, "accuracy": float((predicted == labels.numpy()).mean())}
+    if trainer.is_global_zero:
+        write_json(run_dir / "summary.json", summary)
+        print(f"best val_acc {summary['best_val_acc']:.4f} (selected on {summary['selected_on']}); "
+              f"fit took {fit_seconds / 60:.1f} min", flush=True)
+        if "final_validation" in summary:
+            final = summary["final_validation"]
+            print(f"{final['folder']} accuracy of the best checkpoint: {final['accuracy']:.4f} "
+                  "(not used for any choice)", flush=True)
+        print(f"best checkpoint: {run_dir / 'best.ckpt'}", flush=True)
+    return run_dir
+
+
+# --- checkpoints and prediction ----------------------------------------------------------------------
+def load_classifier(path: str | os.PathLike):
+    """``(model, recipe)`` from a dlcv classification checkpoint, loaded without running pickled code."""
+    import pickle
+
+    import torch
+
+    from dlcv.models import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise DlcvError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0][:160]
+        raise DlcvError(f"{path}: refused to load: it holds objects beyond plain weights ({reason})") from None
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise DlcvError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    recipe = ckpt.get("hyper_parameters", {}).get("recipe") if isinstance(ckpt, dict) else None
+    if not isinstance(recipe, dict) or "state_dict" not in ckpt:
+        raise DlcvError(f"{path}: not a dlcv checkpoint (no recipe inside); train one with 'dlcv classify fit'")
+    if recipe.get("task") != "classify":
+        raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a classification one")
+    num_classes = int(ckpt["hyper_parameters"]["num_classes"])
+    spec = recipe["model"]
+    model = create_model(spec["name"], num_classes=num_classes, **spec["args"])
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise DlcvError(f"{path}: its weights do not fit model {spec['name']!r} ({detail})") from None
+    model.eval()
+    return model, recipe
+
+
+def predict_labels(model, images, recipe: dict, batch_size: int = 500) -> np.ndarray:
+    """Class predictions for uint8 (N, H, W, 3) images, with the recipe's input preparation and TTA."""
+    import torch
+
+    from dlcv.data.batches import prepare_batch
+    from dlcv.tasks.classification import predict_logits
+
+    images = torch.as_tensor(np.asarray(images))
+    model = model.eval().to(memory_format=torch.channels_last)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            x = prepare_batch(images[i : i + batch_size], recipe["data"])
+            out.append(predict_logits(model, x, bool(recipe["train"]["tta_flip"])).argmax(1))
+    return torch.cat(out).numpy()
+
+
+def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
+            id_column: str = "filename") -> int:
+    """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name."""
+    from dlcv.data.images import list_images, load_image_stack
+
+    if id_column not in ("filename", "image_id"):
+        raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
+    output = check_output_path(output)
+    files = list_images(images)
+    model, recipe = load_classifier(checkpoint)
+    array = load_image_stack(files, use_cache=False)
+    labels = predict_labels(model, array, recipe)
+    with atomic_write(output, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([id_column, "label"])
+        writer.writerows((f.name, int(l)) for f, l in zip(files, labels))
+    return len(files)
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+def _read_label_table(path: Path, role: str) -> dict[str, int]:
+    from dlcv.data.p1 import parse_label, read_csv_rows
+
+    if path.is_dir():
+        from dlcv.data.images import list_images
+        from dlcv.data.p1 import label_from_filename
+
+        return {p.name: label_from_filename(p) for p in list_images(path)}
+    rows = read_csv_rows(path, ("label",))
+    if rows and "filename" not in rows[0] and "image_id" not in rows[0]:
+        raise DlcvError(f"{path}: missing column filename (or image_id) in the {role} CSV")
+    table: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        name = row.get("filename") or row.get("image_id") or ""
+        if not name:
+            raise DlcvError(f"{path}:{line}: empty file name")
+        if name in table:
+            raise DlcvError(f"{path}:{line}: file name {name!r} appears twice")
+        table[name] = parse_label(row["label"], f"{path}:{line}")
+    if not table:
+        raise DlcvError(f"{path}: the {role} CSV has no rows")
+    return table
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(sorted(names)[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
+             confusion: str | os.PathLike | None = None) -> dict:
+    """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV."""
+    from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
+
+    predictions, labels = Path(predictions), Path(labels)
+    if confusion is None:
+        confusion = predictions.with_name(predictions.stem + "_confusion.png")
+    confusion = check_output_path(confusion)
+    predicted = _read_label_table(predictions, "predictions")
+    truth = _read_label_table(labels, "labels")
+    missing = [n for n in truth if n not in predicted]
+    extra = [n for n in predicted if n not in truth]
+    if missing:
+        raise DlcvError(f"{predictions}: no prediction for {len(missing)} labelled image(s): {_names(missing)}")
+    if extra:
+        raise DlcvError(f"{predictions}: {len(extra)} prediction(s) for images not in {labels}: {_names(extra)}")
+    names = sorted(truth)
+    y_true = np.array([truth[n] for n in names])
+    y_pred = np.array([predicted[n] for n in names])
+    num_classes = int(max(y_true.max(), y_pred.max())) + 1
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    from dlcv.viz.confusion import plot_confusion
+
+    plot_confusion(cm, confusion, title=f"{predictions.name} vs {labels.name}")
+    return {"accuracy": accuracy(y_true, y_pred), "per_class": per_class_accuracy(cm),
+            "support": cm.sum(axis=1), "images": len(names), "confusion_figure": str(confusion)}

@@ -1,0 +1,126 @@
+"""``dlcv``: one command per job of the homework.
+
+Each handler imports what it needs when it runs, so ``dlcv --help`` and ``dlcv classify evaluate``
+start without loading torch. A ``DlcvError`` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dlcv.errors import DlcvError
+
+
+def _synth(args) -> None:
+    from dlcv.data.synth import synth_p1
+
+    target = synth_p1(args.output, num_classes=args.classes, train_per_class=args.train_per_class,
+                      val_per_class=args.val_per_class, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {target} ({args.classes} classes, {args.train_per_class} training and "
+          f"{args.val_per_class} validation images each)")
+
+
+def _fit(args) -> None:
+    from dlcv.classify import fit
+
+    fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=tuple(args.set),
+        overwrite=args.overwrite)
+
+
+def _predict(args) -> None:
+    from dlcv.classify import predict
+
+    count = predict(args.checkpoint, args.images, args.output, id_column=args.id_column)
+    print(f"wrote {count} predictions to {args.output}")
+
+
+def _evaluate(args) -> None:
+    import math
+
+    from dlcv.classify import evaluate
+
+    result = evaluate(args.predictions, args.labels, confusion=args.confusion)
+    print("per-class accuracy (class: accuracy / images)")
+    cells = [f"{c:>3}: {a:.4f} / {n}" if not math.isnan(a) else f"{c:>3}:    -   / 0"
+             for c, (a, n) in enumerate(zip(result["per_class"], result["support"]))]
+    for i in range(0, len(cells), 5):
+        print("  " + "   ".join(cells[i : i + 5]))
+    print(f"confusion matrix: {result['confusion_figure']}")
+    print(f"images: {result['images']}")
+    print(f"accuracy: {result['accuracy']:.4f}")
+
+
+def _models(args) -> None:
+    from dlcv.models import list_models
+
+    print("\n".join(list_models()))
+
+
+def _demo(args) -> None:
+    from dlcv.demo import run_demo
+
+    run_demo(args.output, overwrite=args.overwrite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dlcv", description="The computer-vision work of DLCV HW1, end to end.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="synthesise the default data, train, predict and evaluate at small scale")
+    demo.add_argument("--output", default="demo", help="folder for the data, runs and results (default: demo)")
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo in that folder")
+    demo.set_defaults(handler=_demo)
+
+    data = commands.add_parser("data", help="data sets").add_subparsers(dest="action", required=True, metavar="ACTION")
+    synth = data.add_parser("synth", help="write the embedded default data in the course's formats")
+    synth.add_argument("--output", required=True, help="folder to write p1_data/ into")
+    synth.add_argument("--classes", type=int, default=10)
+    synth.add_argument("--train-per-class", type=int, default=100)
+    synth.add_argument("--val-per-class", type=int, default=20)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--overwrite", action="store_true", help="replace data already there")
+    synth.set_defaults(handler=_synth)
+
+    classify = commands.add_parser("classify", help="Problem 1: image classification").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    fit = classify.add_parser("fit", help="train a classifier from a recipe")
+    fit.add_argument("--config", required=True, help="recipe YAML, e.g. configs/p1/model_a.yaml")
+    fit.add_argument("--data", required=True, help="folder holding train_50/ and val_50/ (p1_data)")
+    fit.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    fit.add_argument("--name", help="run folder name (default: the recipe's name)")
+    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
+    fit.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
+    fit.set_defaults(handler=_fit)
+
+    predict = classify.add_parser("predict", help="write filename,label for every image of a folder")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--images", required=True, help="folder of images")
+    predict.add_argument("--output", required=True, help="CSV to write")
+    predict.add_argument("--id-column", default="filename", choices=("filename", "image_id"),
+                         help="name of the first column (image_id: the 2021 format)")
+    predict.set_defaults(handler=_predict)
+
+    evaluate = classify.add_parser("evaluate", help="accuracy of a predictions CSV against labels")
+    evaluate.add_argument("--predictions", required=True, help="CSV with filename (or image_id) and label")
+    evaluate.add_argument("--labels", required=True, help="filename,label CSV, or an image folder named by class")
+    evaluate.add_argument("--confusion", help="confusion-matrix figure to write (default: beside the predictions)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    models = commands.add_parser("models", help="list the model names a recipe can use")
+    models.set_defaults(handler=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except DlcvError as exc:
+        print(f"dlcv: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dlcv: interrupted", file=sys.stderr)
+        return 130
+    return 0

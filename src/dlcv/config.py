@@ -1,0 +1,96 @@
+"""Recipes: one YAML file per experiment, merged over the task's defaults and resolved in full.
+
+A run writes the resolved recipe into its folder, so nothing about an experiment lives only in a
+shell history. Keys the defaults do not know are errors (a typo must not be silently ignored),
+except under sections marked free-form (``model.args``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from dlcv.errors import DlcvError
+
+FREE_FORM = {("model", "args")}
+
+
+def _load_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise DlcvError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DlcvError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise DlcvError(f"{path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DlcvError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def merge(defaults: dict, override: dict, source: str, path: tuple[str, ...] = ()) -> dict:
+    """``defaults`` updated by ``override``, refusing keys the defaults do not have."""
+    out = copy.deepcopy(defaults)
+    for key, value in override.items():
+        here = (*path, str(key))
+        if here in FREE_FORM:
+            if not isinstance(value, dict):
+                raise DlcvError(f"{source}: recipe key {'.'.join(here)!r} must be a mapping")
+            out[key] = {**(out.get(key) or {}), **copy.deepcopy(value)}
+            continue
+        if key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            raise DlcvError(f"{source}: unknown recipe key {'.'.join(here)!r} (known here: {known})")
+        if isinstance(defaults[key], dict):
+            if not isinstance(value, dict):
+                raise DlcvError(f"{source}: recipe key {'.'.join(here)!r} must be a mapping")
+            out[key] = merge(defaults[key], value, source, here)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict:
+    """``["optim.lr=0.05", "train.epochs=3"]`` -> nested dict, values parsed as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise DlcvError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> dict:
+    """Defaults, then the recipe file, then ``--set`` overrides; ``name`` defaults to the file's."""
+    recipe = copy.deepcopy(defaults)
+    if path is not None:
+        path = Path(path)
+        recipe = merge(recipe, _load_yaml(path), str(path))
+        if not recipe.get("name"):
+            recipe["name"] = path.stem
+    recipe = merge(recipe, parse_overrides(overrides), "--set")
+    return recipe
+
+
+def dump_recipe(recipe: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,158 @@
+"""Batches straight from in-memory uint8 tensors, and the classification data module.
+
+No ``Dataset``/``DataLoader`` workers: the images were decoded once (``images.load_image_stack``),
+so a batch is one index into a tensor. Normalisation and augmentation run after the batch reaches
+the training device, batched (``on_after_batch_transfer``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from dlcv.data.augment import augment, resize, to_float
+from dlcv.data.images import load_image_stack
+from dlcv.data.p1 import LabelledImages, read_image_folder, stratified_holdout
+from dlcv.errors import DlcvError
+
+
+class TensorBatches:
+    """An iterable of ``(images, labels)`` batches over in-memory tensors.
+
+    Shuffling is a function of ``(seed, epoch)``, so a run is reproducible and a resumed run sees
+    the same order. With ``world_size > 1`` each process takes every ``world_size``-th sample.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(n)
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        order = self._indices()
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.images[index], self.labels[index]
+        if self.shuffle:
+            self.epoch += 1
+
+
+def _as_tensor(images: np.ndarray) -> torch.Tensor:
+    # One copy out of the memory map into RAM: batches then index plain memory.
+    return torch.from_numpy(np.array(images, copy=True))
+
+
+def load_labelled(images: LabelledImages, use_cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    array = load_image_stack(images.files, use_cache=use_cache)
+    return _as_tensor(array), torch.from_numpy(images.labels)
+
+
+class ClassificationData(L.LightningDataModule):
+    """Problem 1's data for training: ``root/train`` split or paired with ``root/validation``.
+
+    With ``holdout > 0`` a stratified share of the training folder is the validation set used for
+    checkpoint selection, and the validation folder (if present) is only evaluated at the end.
+    """
+
+    def __init__(self, root: str | os.PathLike, cfg: dict, seed: int):
+        super().__init__()
+        self.root, self.cfg, self.seed = Path(root), cfg, seed
+        self.num_classes: int | None = None
+
+    def _folder(self, key: str) -> Path:
+        return self.root / self.cfg[key]
+
+    def prepare(self) -> None:
+        """Read, check and decode everything once (also usable without a Trainer)."""
+        if self.num_classes is not None:
+            return
+        cfg = self.cfg
+        if not self.root.is_dir():
+            raise DlcvError(f"{self.root}: no such data folder")
+        train = read_image_folder(self._folder("train"), self._optional_csv("train_labels"))
+        val_folder = self._folder("validation") if cfg["validation"] else None
+        holdout = float(cfg["holdout"])
+        if holdout <= 0 and (val_folder is None or not val_folder.is_dir()):
+            raise DlcvError(f"{val_folder or self.root}: no validation folder, and the recipe keeps no "
+                            "holdout share of train (data.holdout)")
+        other = read_image_folder(val_folder, self._optional_csv("validation_labels")) \
+            if val_folder is not None and val_folder.is_dir() else None
+        self.num_classes = int(cfg["num_classes"] or int(train.labels.max()) + 1)
+        if other is not None and other.labels.max() >= self.num_classes:
+            bad = other.files[int(np.argmax(other.labels))]
+            raise DlcvError(f"{bad}: label {int(other.labels.max())} is not among the "
+                            f"{self.num_classes} training classes")
+        use_cache = bool(cfg["cache"])
+        # The whole training folder is decoded once (one cache file) and split in memory.
+        train_x, train_y = load_labelled(train, use_cache)
+        self.final = None
+        if holdout > 0:
+            train_idx, hold_idx = stratified_holdout(train.labels, holdout, self.seed)
+            self.train_x, self.train_y = train_x[train_idx], train_y[train_idx]
+            self.val_x, self.val_y = train_x[hold_idx], train_y[hold_idx]
+            self.val_names = [train.files[i].name for i in hold_idx]
+            if other is not None:
+                self.final = (*load_labelled(other, use_cache), other.names, str(val_folder))
+        else:
+            self.train_x, self.train_y = train_x, train_y
+            self.val_x, self.val_y = load_labelled(other, use_cache)
+            self.val_names = other.names
+
+    def _optional_csv(self, key: str) -> Path | None:
+        return self.root / self.cfg[key] if self.cfg.get(key) else None
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def train_dataloader(self) -> TensorBatches:
+        rank, world = self._rank_world()
+        batches = TensorBatches(self.train_x, self.train_y, int(self.cfg["batch_size"]), shuffle=True,
+                                drop_last=len(self.train_y) // world >= int(self.cfg["batch_size"]),
+                                seed=self.seed, rank=rank, world_size=world)
+        if getattr(self, "trainer", None) is not None:
+            batches.set_epoch(self.trainer.current_epoch)
+        return batches
+
+    def val_dataloader(self) -> TensorBatches:
+        rank, world = self._rank_world()
+        return TensorBatches(self.val_x, self.val_y, int(self.cfg["eval_batch_size"]), rank=rank, world_size=world)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        training = getattr(self, "trainer", None) is not None and self.trainer.training
+        return prepare_batch(images, self.cfg, train=training), labels
+
+
+def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the model's input, augmented when ``train``."""
+    x = to_float(images, cfg["mean"], cfg["std"])
+    if train:
+        x = augment(x, crop_padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
+    return resize(x, cfg["input_size"])

@@ -1,0 +1,122 @@
+"""Image folders decoded once into a uint8 array, cached as a memory-mapped ``.npy`` file.
+
+The cache key is a fingerprint of the folder: every listed file's name, size and modification
+time. A changed folder therefore gets a new cache file (and the stale one is removed), and a later
+run over the same folder maps the decoded array from disk instead of decoding anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dlcv.errors import DlcvError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def default_cache_dir() -> Path:
+    """``$DLCV_CACHE`` if set, else ``~/.cache/dlcv``."""
+    env = os.environ.get("DLCV_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "dlcv"
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files of ``folder`` sorted by file name; an error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder")
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        key=lambda p: p.name,
+    )
+    if not files:
+        raise DlcvError(f"{folder}: the folder holds no images (.png, .jpg)")
+    return files
+
+
+def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one image to an RGB uint8 array (H, W, 3); an error naming the file if it cannot."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DlcvError(f"{path}: not a readable image ({exc})") from None
+    array = np.asarray(rgb, dtype=np.uint8)
+    if size is not None and array.shape[:2] != size:
+        raise DlcvError(
+            f"{path}: image is {array.shape[1]}x{array.shape[0]}, expected {size[1]}x{size[0]} "
+            "like the first image of the folder"
+        )
+    return array
+
+
+def fingerprint(files: Sequence[Path]) -> str:
+    """A hash of the files' absolute paths, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def decode_images(files: Sequence[Path], workers: int | None = None) -> np.ndarray:
+    """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array."""
+    first = decode_image(files[0])
+    out = np.empty((len(files), *first.shape), dtype=np.uint8)
+    out[0] = first
+    size = first.shape[:2]
+
+    def work(index: int) -> None:
+        out[index] = decode_image(files[index], size)
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for _ in pool.map(work, range(1, len(files))):
+            pass
+    return out
+
+
+def load_image_stack(
+    files: Sequence[Path], cache_dir: str | os.PathLike | None = None, use_cache: bool = True
+) -> np.ndarray:
+    """The decoded images of ``files`` as an (N, H, W, 3) uint8 array.
+
+    With ``use_cache`` the array is a read-only memory map of a cache file named by the files'
+    fingerprint; it is written atomically on first use, so an interrupted decode leaves nothing.
+    """
+    files = list(files)
+    if not files:
+        raise DlcvError("no images to load")
+    if not use_cache:
+        return decode_images(files)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder_key = hashlib.sha256(str(files[0].parent.resolve()).encode()).hexdigest()[:12]
+    target = cache_dir / "images" / f"{folder_key}-{fingerprint(files)}-{len(files)}.npy"
+    if target.exists():
+        try:
+            return np.load(target, mmap_mode="r")
+        except (ValueError, OSError):
+            target.unlink()  # a damaged cache file is rebuilt, never trusted
+    array = decode_images(files)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    # The folder changed since an earlier cache was written: drop the stale file(s).
+    for stale in target.parent.glob(f"{folder_key}-*.npy"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    return np.load(target, mmap_mode="r")

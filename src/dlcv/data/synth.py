@@ -1,0 +1,115 @@
+"""Deterministic synthetic data in exactly the course's formats (the embedded default data).
+
+Problem 1: every class is a shape (disc, square, triangle, cross, ring, bar) in a hue of its own,
+drawn at a random place, size, angle and shade over a noisy background, so that a classifier must
+learn shape and colour together and its embeddings have real structure to show.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.errors import DlcvError
+
+SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
+
+
+def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A boolean (size, size) mask of ``shape`` at a random centre, radius and angle."""
+    r = rng.uniform(0.22, 0.36) * size
+    cx, cy = rng.uniform(r * 0.8, size - r * 0.8, 2)
+    angle = rng.uniform(0, np.pi)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    dx, dy = x - cx, y - cy
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = -dx * np.sin(angle) + dy * np.cos(angle)
+    dist = np.hypot(dx, dy)
+    if shape == "disc":
+        return dist < r
+    if shape == "ring":
+        return (dist < r) & (dist > 0.55 * r)
+    if shape == "square":
+        return (np.abs(u) < 0.8 * r) & (np.abs(v) < 0.8 * r)
+    if shape == "cross":
+        return ((np.abs(u) < 0.3 * r) & (np.abs(v) < r)) | ((np.abs(v) < 0.3 * r) & (np.abs(u) < r))
+    if shape == "bar":
+        return (np.abs(u) < r) & (np.abs(v) < 0.35 * r)
+    # triangle: three half-planes around the centre
+    inside = np.ones_like(u, dtype=bool)
+    for k in range(3):
+        a = angle + k * 2 * np.pi / 3
+        inside &= (dx * np.cos(a) + dy * np.sin(a)) < 0.5 * r
+    return inside
+
+
+def class_appearance(label: int, num_classes: int) -> tuple[str, float]:
+    """The shape and hue of a class: shapes cycle fastest, hues spread over the rest."""
+    shape = SHAPES[label % len(SHAPES)]
+    hues = -(-num_classes // len(SHAPES))
+    return shape, (label // len(SHAPES)) / hues
+
+
+def draw_p1_image(label: int, num_classes: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """One synthetic (size, size, 3) uint8 image of class ``label``."""
+    shape, hue = class_appearance(label, num_classes)
+    background = rng.uniform(0.15, 0.85, 3)
+    image = np.empty((size, size, 3), dtype=np.float32)
+    image[:] = background
+    # A smooth random gradient and pixel noise make the background something to ignore.
+    gy, gx = np.mgrid[0:size, 0:size] / size
+    image += (rng.normal(0, 0.12, 3) * gx[..., None] + rng.normal(0, 0.12, 3) * gy[..., None])
+    colour = colorsys.hsv_to_rgb((hue + rng.normal(0, 0.02)) % 1.0, rng.uniform(0.65, 1.0), rng.uniform(0.6, 1.0))
+    mask = _shape_mask(shape, size, rng)
+    image[mask] = colour
+    image += rng.normal(0, 0.05, image.shape)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _write_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path, format="PNG")
+
+
+def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: int = 100,
+             val_per_class: int = 20, seed: int = 0, overwrite: bool = False) -> Path:
+    """Write ``output/p1_data`` (train_50/, val_50/, val_gt.csv) as the course lays it out.
+
+    Training images of a class take indices 0..train_per_class-1 and validation images the
+    indices after them, as in the course's data. The folder is built beside its final place and
+    renamed into it, so an interrupted run leaves no partial data set.
+    """
+    if num_classes < 2 or train_per_class < 1 or val_per_class < 1:
+        raise DlcvError("synthetic data needs at least 2 classes and 1 image per class and split")
+    output = Path(output)
+    target = output / "p1_data"
+    if target.exists() and not overwrite:
+        raise DlcvError(f"{target}: already exists; pass --overwrite to replace it")
+    output.mkdir(parents=True, exist_ok=True)
+    staging = output / ".p1_data.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "train_50").mkdir(parents=True)
+    (staging / "val_50").mkdir()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in range(num_classes):
+        for index in range(train_per_class + val_per_class):
+            name = f"{label}_{index}.png"
+            split = "train_50" if index < train_per_class else "val_50"
+            _write_png(draw_p1_image(label, num_classes, rng), staging / split / name)
+            if split == "val_50":
+                rows.append((name, label))
+    with open(staging / "val_gt.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "label"])
+        writer.writerows(sorted(rows))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return target

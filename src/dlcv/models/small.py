@@ -1,0 +1,203 @@
+"""Classifiers for small (32x32) images, trained from scratch: the reports' and our own.
+
+Every class here has ``forward_features`` (the second-last layer, one vector per image) and a
+linear ``head``; ``forward`` is ``head(forward_features(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dlcv.models.registry import register_model
+
+
+class Classifier(nn.Module):
+    """Base: a feature extractor followed by a linear head."""
+
+    feature_dim: int
+    head: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def conv_bn_act(c_in: int, c_out: int, act: type[nn.Module] = nn.ReLU, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), act()
+    )
+
+
+# --- R2: three conv blocks and a two-layer MLP ("VGG-like") -------------------------------------
+class CNN3(Classifier):
+    def __init__(self, num_classes: int, widths: Sequence[int] = (64, 128, 256), hidden: int = 512,
+                 dropout: float = 0.5):
+        super().__init__()
+        layers, c_in = [], 3
+        for c in widths:
+            layers += [conv_bn_act(c_in, c), conv_bn_act(c, c), nn.MaxPool2d(2)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(c_in * 4 * 4, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.feature_dim = hidden
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward_features(self, x):
+        return self.mlp(self.features(x))
+
+
+@register_model("cnn3")
+def cnn3(num_classes: int, **kwargs) -> Classifier:
+    """R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
+    return CNN3(num_classes, **kwargs)
+
+
+# --- R3: VGG13 with batch norm, for 32x32 --------------------------------------------------------
+VGG13_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+class VGG(Classifier):
+    def __init__(self, num_classes: int, widths: Sequence = VGG13_WIDTHS, dropout: float = 0.0):
+        super().__init__()
+        layers, c_in = [], 3
+        for w in widths:
+            if w == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers.append(conv_bn_act(c_in, int(w)))
+                c_in = int(w)
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = c_in
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward_features(self, x):
+        return self.dropout(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+@register_model("vgg13_bn")
+def vgg13_bn(num_classes: int, **kwargs) -> Classifier:
+    """R3's model A: VGG13 with batch norm at R3's widths; five pools take 32x32 to 1x1."""
+    return VGG(num_classes, **kwargs)
+
+
+# --- R1: AlexNet on images resized to 224 --------------------------------------------------------
+class AlexNet(Classifier):
+    def __init__(self, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+        from torchvision.models import alexnet as tv_alexnet
+
+        net = tv_alexnet(weights=None, num_classes=1000, dropout=dropout)
+        self.body = net
+        self.feature_dim = 1000
+        self.head = nn.Linear(1000, num_classes)
+
+    def forward_features(self, x):
+        return self.body(x)
+
+
+@register_model("alexnet")
+def alexnet(num_classes: int, **kwargs) -> Classifier:
+    """R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""
+    return AlexNet(num_classes, **kwargs)
+
+
+# --- ResNet for 32x32 (3x3 stem, no stem pooling) ------------------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class SmallResNet(Classifier):
+    def __init__(self, num_classes: int, width: int = 64, blocks: Sequence[int] = (2, 2, 2, 2)):
+        super().__init__()
+        self.stem = conv_bn_act(3, width)
+        stages, c_in = [], width
+        for i, n in enumerate(blocks):
+            c_out = width * 2**i
+            for j in range(n):
+                stages.append(BasicBlock(c_in, c_out, 2 if (j == 0 and i > 0) else 1))
+                c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.feature_dim = c_in
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward_features(self, x):
+        return F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1).flatten(1)
+
+
+@register_model("resnet_small")
+def resnet_small(num_classes: int, **kwargs) -> Classifier:
+    """A ResNet for 32x32 images (ResNet-18 layout by default; ``width`` and ``blocks`` scale it)."""
+    return SmallResNet(num_classes, **kwargs)
+
+
+# --- dlcv_net: our from-scratch design for 32x32 on a CPU ----------------------------------------
+class ConvGroup(nn.Module):
+    """conv -> max-pool -> BN -> GELU -> conv -> BN -> GELU: the resolution halves once per group."""
+
+    def __init__(self, c_in: int, c_out: int, bn_momentum: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = nn.BatchNorm2d(c_out, momentum=bn_momentum)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out, momentum=bn_momentum)
+
+    def forward(self, x):
+        x = F.gelu(self.bn1(self.pool(self.conv1(x))))
+        return F.gelu(self.bn2(self.conv2(x)))
+
+
+class DlcvNet(Classifier):
+    """A wide, shallow VGG-style network in the spirit of airbench (Keller Jordan, 2024).
+
+    Pooling right after the first convolution of each group does most of the work at a quarter of
+    the resolution, which is what makes it fast on a CPU; a 2x2 stem, three groups, global max-pool
+    and a bias-free head with a fixed logit scale.
+    """
+
+    def __init__(self, num_classes: int, widths: Sequence[int] = (64, 256, 256), stem_width: int = 24,
+                 bn_momentum: float = 0.4, logit_scale: float = 1 / 9):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, stem_width, 2, padding=0, bias=True), nn.GELU())
+        groups, c_in = [], stem_width
+        for w in widths:
+            groups.append(ConvGroup(c_in, w, bn_momentum))
+            c_in = w
+        self.groups = nn.Sequential(*groups)
+        self.feature_dim = c_in
+        self.head = nn.Linear(c_in, num_classes, bias=False)
+        self.logit_scale = logit_scale
+
+    def forward_features(self, x):
+        # Pad 32 -> 33 so that the 2x2 stem gives 32x32 and the pools stay exact.
+        x = self.stem(F.pad(x, (0, 1, 0, 1), mode="replicate"))
+        return F.adaptive_max_pool2d(self.groups(x), 1).flatten(1)
+
+    def forward(self, x):
+        return self.head(self.forward_features(x)) * self.logit_scale
+
+
+@register_model("dlcv_net")
+def dlcv_net(num_classes: int, **kwargs) -> Classifier:
+    """dlcv's own from-scratch design for 32x32 images on a CPU budget (see ``DlcvNet``)."""
+    return DlcvNet(num_classes, **kwargs)

@@ -1,0 +1,76 @@
+"""The recipe schema: every key a recipe may set, its default, and what it means.
+
+A recipe YAML file overrides these; ``dlcv.config.load_recipe`` refuses keys not listed here. This
+module imports nothing heavy, so commands that only read recipes start fast.
+"""
+
+from __future__ import annotations
+
+import copy
+
+OPTIM_DEFAULTS = {
+    "name": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "betas": [0.9, 0.999],
+    "weight_decay": 5e-4,
+    "decay_norm_and_bias": False,
+}
+
+SCHEDULE_DEFAULTS = {
+    "name": "onecycle",
+    "warmup_epochs": 0,  # cosine, linear, multistep: linear ramp over these epochs
+    "pct_start": 0.25,  # onecycle: share of steps rising to the peak
+    "anneal": "linear",  # onecycle: linear or cos
+    "div_factor": 10.0,  # onecycle: start lr = lr / div_factor
+    "final_div_factor": 100.0,  # onecycle: end lr = start lr / final_div_factor
+    "min_lr_fraction": 0.0,  # cosine, linear: floor as a fraction of lr
+    "milestones": [],  # multistep: epochs
+    "gamma": 0.1,  # multistep
+}
+
+DATA_DEFAULTS = {
+    "train": "train_50",  # folder under --data; labels from file names or train_labels
+    "train_labels": None,  # optional filename,label CSV under --data
+    "validation": "val_50",  # folder under --data
+    "validation_labels": None,
+    "holdout": 0.0,  # > 0: select checkpoints on this stratified share of train instead
+    "num_classes": None,  # None: highest training label + 1
+    "batch_size": 256,
+    "eval_batch_size": 500,
+    "mean": [0.5071, 0.4865, 0.4409],  # CIFAR-100 statistics (the p1 images are of that kind)
+    "std": [0.2673, 0.2564, 0.2762],
+    "input_size": None,  # resize to this square size for the model (e.g. 224 for AlexNet)
+    "crop_padding": 4,
+    "flip": True,
+    "cache": True,  # decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv
+}
+
+TRAIN_DEFAULTS = {
+    "epochs": 30,
+    "precision": "auto",  # auto: bf16-mixed where the hardware computes bf16 fast, else 32-true
+    "label_smoothing": 0.1,
+    "tta_flip": True,  # validation and prediction average the logits of the image and its mirror
+    "channels_last": True,
+    "threads": None,  # CPU threads for torch; None: all cores
+    "accelerator": "auto",
+    "devices": "auto",
+    "deterministic": False,
+}
+
+
+CLASSIFY_DEFAULTS = {
+    "task": "classify",
+    "name": None,  # run folder name under --runs-dir; default: the recipe file's name
+    "seed": 0,
+    "data": DATA_DEFAULTS,
+    "model": {"name": "dlcv_net", "args": {}},  # any registered model; args go to its builder
+    "optim": OPTIM_DEFAULTS,
+    "schedule": SCHEDULE_DEFAULTS,
+    "train": TRAIN_DEFAULTS,
+}
+
+
+def classify_defaults() -> dict:
+    return copy.deepcopy(CLASSIFY_DEFAULTS)

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny synthetic p1 data, a seconds-long recipe, and ways to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlcv.cli.main import main
+from dlcv.data.synth import synth_p1
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_P1 = REPO.parent / "shared" / "data" / "hw1_data" / "p1_data"
+
+TINY_RECIPE = """\
+name: tiny
+data: {batch_size: 16, eval_batch_size: 32}
+model: {name: dlcv_net, args: {widths: [8, 16, 16], stem_width: 8}}
+optim: {lr: 0.05}
+train: {epochs: 2, threads: 1}
+"""
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own image cache, so none sees another's files."""
+    monkeypatch.setenv("DLCV_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def p1_data(tmp_path_factory) -> Path:
+    """Synthetic p1_data: 4 classes, 12 training and 4 validation images each (read-only use)."""
+    return synth_p1(tmp_path_factory.mktemp("synth"), num_classes=4, train_per_class=12, val_per_class=4)
+
+
+@pytest.fixture
+def recipe(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_RECIPE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, p1_data) -> Path:
+    """A finished tiny run folder (trained once per session)."""
+    base = tmp_path_factory.mktemp("trained")
+    recipe = base / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    os.environ.setdefault("DLCV_CACHE", str(base / "cache"))
+    assert main(["classify", "fit", "--config", str(recipe), "--data", str(p1_data),
+                 "--runs-dir", str(base / "runs")]) == 0
+    return base / "runs" / "tiny"
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``dlcv ARGS`` in this process: (exit status, stdout, stderr)."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_dlcv(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``dlcv ARGS`` as a separate process, the way a user does."""
+    return subprocess.run([sys.executable, "-m", "dlcv", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)

@@ -1,0 +1,85 @@
+"""Models by name, recipes with their checks, and the NumPy metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dlcv.config import load_recipe, parse_overrides
+from dlcv.errors import DlcvError
+from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
+from dlcv.models import create_model, list_models
+from dlcv.recipes import classify_defaults
+
+INPUT_SIZE = {"alexnet": 224}
+
+
+@pytest.mark.parametrize("name", ["alexnet", "cnn3", "dlcv_net", "resnet_small", "vgg13_bn"])
+def test_every_model_maps_images_to_class_scores_and_features(name):
+    assert name in list_models()
+    model = create_model(name, num_classes=7).eval()
+    size = INPUT_SIZE.get(name, 32)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        logits = model(x)
+    assert features.shape == (2, model.feature_dim)
+    assert logits.shape == (2, 7)
+
+
+def test_vgg13_bn_has_r3s_widths():
+    convs = [m.out_channels for m in create_model("vgg13_bn", num_classes=50).modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [64, 64, 128, 128, 256, 256, 512, 512, 512, 512]
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(DlcvError, match="unknown model 'resnet9000'.*dlcv_net"):
+        create_model("resnet9000", num_classes=3)
+
+
+def test_wrong_model_argument_is_a_clear_error():
+    with pytest.raises(DlcvError, match="model 'dlcv_net'.*colour"):
+        create_model("dlcv_net", num_classes=3, colour="red")
+
+
+def test_recipe_overrides_defaults_and_takes_its_name_from_the_file(tmp_path):
+    path = tmp_path / "exp1.yaml"
+    path.write_text("optim: {lr: 0.3}\nmodel: {name: cnn3, args: {hidden: 64}}\n")
+    recipe = load_recipe(classify_defaults(), path, ["train.epochs=7"])
+    assert recipe["name"] == "exp1"
+    assert recipe["optim"]["lr"] == 0.3 and recipe["optim"]["momentum"] == 0.9
+    assert recipe["model"] == {"name": "cnn3", "args": {"hidden": 64}}
+    assert recipe["train"]["epochs"] == 7
+
+
+def test_unknown_recipe_key_is_an_error_naming_file_and_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("optim: {lrate: 0.3}\n")
+    with pytest.raises(DlcvError, match=r"typo\.yaml: unknown recipe key 'optim\.lrate'"):
+        load_recipe(classify_defaults(), path)
+
+
+def test_invalid_yaml_is_an_error_naming_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("optim: {lr: [\n")
+    with pytest.raises(DlcvError, match=r"broken\.yaml: not valid YAML"):
+        load_recipe(classify_defaults(), path)
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_overrides(["a.b=3", "a.c=[1, 2]", "d=text"]) == {"a": {"b": 3, "c": [1, 2]}, "d": "text"}
+    with pytest.raises(DlcvError, match="expected KEY=VALUE"):
+        parse_overrides(["epochs"])
+
+
+def test_confusion_matrix_counts_true_rows_against_predicted_columns():
+    cm = confusion_matrix(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0]), 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+    assert np.allclose(per_class_accuracy(cm), [0.5, 1.0, 0.5])
+    assert accuracy(np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0])) == pytest.approx(0.6)
+
+
+def test_class_without_images_has_no_accuracy():
+    assert np.isnan(per_class_accuracy(confusion_matrix(np.array([0]), np.array([1]), 2))[1])
