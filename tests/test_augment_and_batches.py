@@ -5,44 +5,62 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dlcv.data.augment import augment, random_crop, random_flip, resize, to_float
-from dlcv.data.batches import TensorBatches
+from dlcv.data.augment import crop_flip, resize, to_float
+from dlcv.data.batches import TensorBatches, prepare_batch
+from dlcv.recipes import classify_defaults
+
+
+def _windows(image: torch.Tensor, padding: int) -> list[torch.Tensor]:
+    """Every H x W window of the reflect-padded image (HWC), and its mirror."""
+    h, w, _ = image.shape
+    padded = F.pad(image.permute(2, 0, 1).float(), (padding,) * 4, mode="reflect").permute(1, 2, 0)
+    windows = [padded[dy : dy + h, dx : dx + w] for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)]
+    return windows + [win.flip(1) for win in windows]
 
 
 def test_to_float_normalises_and_is_channels_last():
-    images = torch.full((2, 4, 4, 3), 255, dtype=torch.uint8)
-    x = to_float(images, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
-    assert x.shape == (2, 3, 4, 4) and torch.allclose(x, torch.full_like(x, 2.0))
+    images = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3).expand(2, 4, 4, 3)
+    x = to_float(images, mean=[0.0, 0.2, 0.5], std=[1.0, 0.5, 0.25])
+    assert x.shape == (2, 3, 4, 4)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([0.0, 0.0, 2.0]), atol=1e-6)
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_random_crop_is_a_window_of_the_padded_image():
-    x = torch.randn(8, 3, 8, 8)
-    out = random_crop(x, padding=2, generator=torch.Generator().manual_seed(0))
-    padded = F.pad(x, (2, 2, 2, 2), mode="reflect")
-    for i in range(8):
-        windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
-        assert any(torch.equal(out[i], w) for w in windows)
+def test_crop_flip_gives_a_window_of_the_reflect_padded_image():
+    images = torch.randint(0, 256, (32, 8, 8, 3), dtype=torch.uint8)
+    out = crop_flip(images, padding=2, flip=True, generator=torch.Generator().manual_seed(0))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    for i in range(32):
+        assert any(torch.equal(out[i].float(), win) for win in _windows(images[i], 2))
 
 
-def test_random_crop_without_padding_changes_nothing():
-    x = torch.randn(2, 3, 8, 8)
-    assert torch.equal(random_crop(x, 0), x)
+def test_crop_flip_draws_differ_between_images():
+    images = torch.randint(0, 256, (1, 8, 8, 3), dtype=torch.uint8).expand(64, 8, 8, 3)
+    out = crop_flip(images, padding=2, flip=True, generator=torch.Generator().manual_seed(0))
+    assert len({bytes(o.flatten().tolist()) for o in out}) > 10
 
 
-def test_random_flip_mirrors_some_images_and_keeps_the_rest():
-    x = torch.randn(64, 3, 5, 5)
-    out = random_flip(x, generator=torch.Generator().manual_seed(1))
-    flipped = [torch.equal(out[i], x[i].flip(2)) for i in range(64)]
-    kept = [torch.equal(out[i], x[i]) for i in range(64)]
-    assert all(f or k for f, k in zip(flipped, kept))
-    assert 10 < sum(flipped) < 54
+def test_flip_alone_mirrors_about_half_and_keeps_the_rest():
+    images = torch.randint(0, 256, (64, 5, 5, 3), dtype=torch.uint8)
+    out = crop_flip(images, padding=0, flip=True, generator=torch.Generator().manual_seed(1))
+    mirrored = [torch.equal(out[i], images[i].flip(1)) for i in range(64)]
+    kept = [torch.equal(out[i], images[i]) for i in range(64)]
+    assert all(m or k for m, k in zip(mirrored, kept))
+    assert 10 < sum(mirrored) < 54
 
 
-def test_augment_keeps_shape_and_channels_last():
-    x = to_float(torch.randint(0, 255, (4, 32, 32, 3), dtype=torch.uint8), [0.5] * 3, [0.5] * 3)
-    out = augment(x, crop_padding=4, flip=True)
-    assert out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)
+def test_no_padding_and_no_flip_changes_nothing():
+    images = torch.randint(0, 256, (4, 8, 8, 3), dtype=torch.uint8)
+    assert torch.equal(crop_flip(images, padding=0, flip=False), images)
+
+
+def test_prepare_batch_augments_only_for_training():
+    cfg = classify_defaults()["data"]
+    images = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
+    plain = prepare_batch(images, cfg)
+    assert torch.equal(plain, to_float(images, cfg["mean"], cfg["std"]))
+    assert not torch.equal(prepare_batch(images, cfg, train=True), plain)
+    assert prepare_batch(images, {**cfg, "input_size": 64}).shape == (16, 3, 64, 64)
 
 
 def test_resize_to_the_model_input():

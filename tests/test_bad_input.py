@@ -147,3 +147,15 @@ def test_evaluate_with_a_label_that_is_not_a_number(capsys, p1_data, tmp_path):
 def test_synth_refuses_to_replace_data(capsys, tmp_path):
     (tmp_path / "p1_data").mkdir()
     _expect_error(capsys, r"p1_data: already exists; pass --overwrite", "data", "synth", "--output", tmp_path)
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from dlcv.io import atomic_write
+
+    with atomic_write(tmp_path / "out.txt") as handle:
+        handle.write("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o666 & ~mask

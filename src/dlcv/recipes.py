@@ -44,6 +44,7 @@ DATA_DEFAULTS = {
     "input_size": None,  # resize to this square size for the model (e.g. 224 for AlexNet)
     "crop_padding": 4,
     "flip": True,
+    "cutout": 0,  # side of the square zeroed in every training image (0: off)
     "cache": True,  # decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv
 }
 

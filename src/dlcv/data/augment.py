@@ -1,8 +1,9 @@
 """Batched image preparation and augmentation, run on the training device.
 
-Images travel as uint8 (N, H, W, 3) batches; here they become normalised float (N, 3, H, W)
-tensors in channels-last memory, and training batches get a random crop with padding and a
-horizontal flip, one random draw per image but one tensor operation per batch.
+Images travel as uint8 (N, H, W, 3) batches. Training batches get a random crop with reflect
+padding and a horizontal flip, one random draw per image but a single gather for the whole batch,
+done on the uint8 pixels before anything is converted. Then the batch becomes a normalised float
+(N, 3, H, W) tensor in channels-last memory (the NHWC layout it already has).
 """
 
 from __future__ import annotations
@@ -16,12 +17,60 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Map indices in [-size+1, 2*size-2] into [0, size) as reflect padding does."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def crop_flip(images: torch.Tensor, padding: int, flip: bool,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random crop (reflect-padded by ``padding``) and random mirror of uint8 (N, H, W, C) images.
+
+    Equal to padding every image, cutting a random H x W window and mirroring half of them, but
+    computed as one gather: the window and the mirror only decide which source pixel each output
+    pixel reads.
+    """
+    n, h, w, _ = images.shape
+    device = images.device
+    rows = torch.arange(h, device=device).expand(n, h)
+    cols = torch.arange(w, device=device).expand(n, w)
+    if padding > 0:
+        dy = torch.randint(-padding, padding + 1, (n, 1), device=device, generator=generator)
+        dx = torch.randint(-padding, padding + 1, (n, 1), device=device, generator=generator)
+        rows, cols = _reflect(rows + dy, h), _reflect(cols + dx, w)
+    if flip:
+        mirrored = torch.rand(n, 1, device=device, generator=generator) < 0.5
+        cols = torch.where(mirrored, cols.flip(1), cols)
+    # One index_select over the (N*H*W, C) pixel rows: the fastest gather on a CPU.
+    pixel = (torch.arange(n, device=device)[:, None, None] * (h * w) + rows[:, :, None] * w + cols[:, None, :])
+    return images.reshape(n * h * w, -1).index_select(0, pixel.view(-1)).view(images.shape)
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero a random ``size`` x ``size`` square of every image of normalised (N, C, H, W) ``x``.
+
+    Zero is the data mean after normalisation; squares may hang over the border (DeVries & Taylor).
+    """
+    if size <= 0:
+        return x
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n, 1, 1), device=x.device, generator=generator) - size // 2
+    cx = torch.randint(0, w, (n, 1, 1), device=x.device, generator=generator) - size // 2
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    hole = (rows >= cy) & (rows < cy + size) & (cols >= cx) & (cols < cx + size)
+    return x.masked_fill(hole[:, None], 0.0)
+
+
 def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) in channels-last memory."""
-    x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+    x = images.permute(0, 3, 1, 2).float()  # NHWC memory is NCHW channels-last already
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    # (x / 255 - mean) / std as one fused multiply-add
+    x = torch.addcmul(-mean_t / std_t, x, 1.0 / (255.0 * std_t))
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -29,34 +78,4 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     if size is None or tuple(x.shape[-2:]) == (size, size):
         return x
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Crop every image of (N, C, H, W) at a random offset after reflect-padding by ``padding``."""
-    if padding <= 0:
-        return x
-    n, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4, mode="reflect")
-    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    # Advanced indexing around the channel slice gives (N, H, W, C): channels-last as it stands.
-    return padded[batch, :, rows, cols].permute(0, 3, 1, 2)
-
-
-def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror a random half of the images of (N, C, H, W) left to right."""
-    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-def augment(x: torch.Tensor, crop_padding: int = 4, flip: bool = True,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """The standard small-image training augmentation: padded random crop, then flip."""
-    x = random_crop(x, crop_padding, generator)
-    if flip:
-        x = random_flip(x, generator)
     return x.contiguous(memory_format=torch.channels_last)

@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from dlcv.data.augment import augment, resize, to_float
+from dlcv.data.augment import crop_flip, cutout, resize, to_float
 from dlcv.data.images import load_image_stack
 from dlcv.data.p1 import LabelledImages, read_image_folder, stratified_holdout
 from dlcv.errors import DlcvError
@@ -152,7 +152,9 @@ class ClassificationData(L.LightningDataModule):
 
 def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> the model's input, augmented when ``train``."""
-    x = to_float(images, cfg["mean"], cfg["std"])
     if train:
-        x = augment(x, crop_padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
+        images = crop_flip(images, padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
+    x = to_float(images, cfg["mean"], cfg["std"])
+    if train and cfg["cutout"]:
+        x = cutout(x, int(cfg["cutout"]))
     return resize(x, cfg["input_size"])

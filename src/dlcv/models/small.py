@@ -176,7 +176,7 @@ class DlcvNet(Classifier):
     """
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (64, 256, 256), stem_width: int = 24,
-                 bn_momentum: float = 0.4, logit_scale: float = 1 / 9):
+                 bn_momentum: float = 0.4, logit_scale: float = 1.0):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, stem_width, 2, padding=0, bias=True), nn.GELU())
         groups, c_in = [], stem_width
