@@ -36,12 +36,20 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     import lightning as L
     import torch
 
-    from dlcv.data.batches import ClassificationData
+    from dlcv.data.batches import ClassificationData, prepare_batch
+    from dlcv.data.features import snapshot_epochs
     from dlcv.runs import build_trainer, prepare_run_dir, resolve_precision, write_json, write_recipe
     from dlcv.tasks.classification import ClassificationTask
+    from dlcv.tasks.snapshots import EmbeddingSnapshots
 
     if recipe["train"]["threads"]:
         torch.set_num_threads(int(recipe["train"]["threads"]))
+    from dlcv.tasks.classification import TTA_MODES
+
+    for key in ("tta", "val_tta"):
+        if recipe["train"][key] not in TTA_MODES:
+            raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of {', '.join(TTA_MODES)}")
+    snapshot_at = snapshot_epochs(recipe["embed"]["epochs"], epochs)  # a bad list fails before any work
     start = time.perf_counter()
     data_module = ClassificationData(data, recipe["data"], int(recipe["seed"]))
     data_module.prepare()  # bad data fails here, before anything is written
@@ -56,7 +64,14 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
 
     L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
     task = ClassificationTask(recipe, data_module.num_classes)
-    trainer = build_trainer(run_dir, recipe, monitor="val_acc", mode="max", max_epochs=epochs)
+    snapshots = []
+    if snapshot_at:
+        sets = data_module.embedding_sets(int(recipe["embed"]["train_subset"]))
+        snapshots.append(EmbeddingSnapshots(run_dir, snapshot_at, sets,
+                                            lambda x: prepare_batch(x, recipe["data"]),
+                                            batch_size=int(recipe["data"]["eval_batch_size"])))
+    trainer = build_trainer(run_dir, recipe, monitor="val_acc", mode="max", max_epochs=epochs,
+                            extra_callbacks=tuple(snapshots))
     trainer.fit(task, datamodule=data_module)
     fit_seconds = time.perf_counter() - start
 
@@ -138,7 +153,7 @@ def predict_labels(model, images, recipe: dict, batch_size: int = 500) -> np.nda
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             x = prepare_batch(images[i : i + batch_size], recipe["data"])
-            out.append(predict_logits(model, x, bool(recipe["train"]["tta_flip"])).argmax(1))
+            out.append(predict_logits(model, x, recipe["train"]["tta"]).argmax(1))
     return torch.cat(out).numpy()
 
 

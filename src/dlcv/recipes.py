@@ -52,12 +52,18 @@ TRAIN_DEFAULTS = {
     "epochs": 30,
     "precision": "auto",  # auto: bf16-mixed where the hardware computes bf16 fast, else 32-true
     "label_smoothing": 0.1,
-    "tta_flip": True,  # validation and prediction average the logits of the image and its mirror
+    "tta": "flip",  # prediction and final scoring: none, flip (image + mirror) or flip_shift (+ 1-px shifts)
+    "val_tta": "flip",  # per-epoch validation (kept cheap: it runs every epoch)
     "channels_last": True,
     "threads": None,  # CPU threads for torch; None: all cores
     "accelerator": "auto",
     "devices": "auto",
     "deterministic": False,
+}
+
+EMBED_DEFAULTS = {
+    "epochs": "first,middle,last",  # snapshot epochs: words and/or numbers; "" for none
+    "train_subset": 0,  # also keep this many training images' features (a fixed, class-balanced sample)
 }
 
 
@@ -70,6 +76,7 @@ CLASSIFY_DEFAULTS = {
     "optim": OPTIM_DEFAULTS,
     "schedule": SCHEDULE_DEFAULTS,
     "train": TRAIN_DEFAULTS,
+    "embed": EMBED_DEFAULTS,
 }
 
 

@@ -106,7 +106,8 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epochs: int, **overrides):
+def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epochs: int,
+                  extra_callbacks: tuple = (), **overrides):
     """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
@@ -119,6 +120,7 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
                         auto_insert_metric_name=False, enable_version_counter=False),
         make_epoch_csv_callback(run_dir / "metrics.csv", echo=not interactive),
+        *extra_callbacks,
     ]
     if interactive:
         callbacks.append(TQDMProgressBar(refresh_rate=5))

@@ -51,6 +51,19 @@ def _evaluate(args) -> None:
     print(f"accuracy: {result['accuracy']:.4f}")
 
 
+def _embed_plot(args) -> None:
+    from dlcv.embed import plot
+
+    result = plot(args.sources, methods=args.method, output=args.output, k=args.k, perplexity=args.perplexity,
+                  training_subset=args.training_subset)
+    for row in result["rows"]:
+        print(f"{row['snapshot']}: {row['points']} points x {row['dims']} dims  "
+              f"knn_acc {row['knn_acc']:.4f}  silhouette {row['silhouette']:.4f}")
+    for method, seconds in result["seconds"].items():
+        print(f"{method}: {seconds:.1f} s")
+    print(f"wrote {len(result['written'])} files to {result['output']}")
+
+
 def _models(args) -> None:
     from dlcv.models import list_models
 
@@ -107,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", required=True, help="filename,label CSV, or an image folder named by class")
     evaluate.add_argument("--confusion", help="confusion-matrix figure to write (default: beside the predictions)")
     evaluate.set_defaults(handler=_evaluate)
+
+    embed = commands.add_parser("embed", help="learned representations").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    embed_plot = embed.add_parser("plot", help="PCA / t-SNE panels of a run's snapshots or of feature files")
+    embed_plot.add_argument("sources", nargs="+", metavar="RUN_OR_NPZ",
+                            help="a run folder (its embeddings/ snapshots) or .npz files with features and labels")
+    embed_plot.add_argument("--method", default="pca,tsne", help="pca, tsne or both (default: pca,tsne)")
+    embed_plot.add_argument("--output", help="folder for the figures (default: RUN/figures or beside the files)")
+    embed_plot.add_argument("--k", type=int, default=10, help="neighbours for the kNN accuracy (default: 10)")
+    embed_plot.add_argument("--perplexity", type=float, default=30.0)
+    embed_plot.add_argument("--training-subset", action="store_true",
+                            help="plot the run's training-subset snapshots instead of its validation ones")
+    embed_plot.set_defaults(handler=_embed_plot)
 
     models = commands.add_parser("models", help="list the model names a recipe can use")
     models.set_defaults(handler=_models)

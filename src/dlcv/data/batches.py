@@ -110,14 +110,30 @@ class ClassificationData(L.LightningDataModule):
         if holdout > 0:
             train_idx, hold_idx = stratified_holdout(train.labels, holdout, self.seed)
             self.train_x, self.train_y = train_x[train_idx], train_y[train_idx]
+            self.train_names = [train.files[i].name for i in train_idx]
             self.val_x, self.val_y = train_x[hold_idx], train_y[hold_idx]
             self.val_names = [train.files[i].name for i in hold_idx]
             if other is not None:
                 self.final = (*load_labelled(other, use_cache), other.names, str(val_folder))
         else:
             self.train_x, self.train_y = train_x, train_y
+            self.train_names = train.names
             self.val_x, self.val_y = load_labelled(other, use_cache)
             self.val_names = other.names
+
+    def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
+        """Image sets for embedding snapshots: the validation folder (or, without one, the validation
+        set), and with ``train_subset`` a fixed, class-balanced sample of that many training images."""
+        if self.final is not None:
+            images, labels, names, _ = self.final
+            sets = {"": (images, labels.numpy(), names)}
+        else:
+            sets = {"": (self.val_x, self.val_y.numpy(), self.val_names)}
+        if train_subset > 0:
+            fraction = min(train_subset / len(self.train_y), 0.999)
+            _, pick = stratified_holdout(self.train_y.numpy(), fraction, self.seed + 1)
+            sets["train_"] = (self.train_x[pick], self.train_y[pick].numpy(), [self.train_names[i] for i in pick])
+        return sets
 
     def _optional_csv(self, key: str) -> Path | None:
         return self.root / self.cfg[key] if self.cfg.get(key) else None

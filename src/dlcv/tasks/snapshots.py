@@ -1,0 +1,50 @@
+"""Embedding snapshots during training: the second-last layer's outputs at chosen epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+
+from dlcv.data.features import save_features, snapshot_path
+
+
+class EmbeddingSnapshots(L.Callback):
+    """At the end of each chosen epoch, run the model over a fixed image set and save its features.
+
+    ``sets`` maps a file prefix ("" for the validation images, "train_" for a training subset) to
+    ``(uint8 images, labels, file names)``; ``prepare`` turns a uint8 batch into model input.
+    """
+
+    def __init__(self, run_dir: Path, epochs: list[int], sets: dict[str, tuple], prepare: Callable,
+                 batch_size: int = 500):
+        self.run_dir, self.epochs, self.sets = Path(run_dir), set(epochs), sets
+        self.prepare, self.batch_size = prepare, batch_size
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        if epoch not in self.epochs or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        try:
+            for prefix, (images, labels, names) in self.sets.items():
+                features = self._features(model, images, pl_module.device, trainer.precision)
+                path = snapshot_path(self.run_dir, epoch)
+                path.parent.mkdir(exist_ok=True)
+                save_features(path.with_name(prefix + path.name), features, np.asarray(labels), names, epoch)
+        finally:
+            model.train(was_training)
+
+    def _features(self, model, images: torch.Tensor, device, precision: str) -> np.ndarray:
+        out = []
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=str(precision).startswith("bf16"))
+        with torch.inference_mode(), autocast:
+            for start in range(0, len(images), self.batch_size):
+                x = self.prepare(images[start : start + self.batch_size].to(device))
+                out.append(model.forward_features(x).float().cpu())
+        return torch.cat(out).numpy()
