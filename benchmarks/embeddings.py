@@ -12,7 +12,8 @@ The feature files come from a run with training-subset snapshots, e.g.
   dlcv classify fit --config configs/p1/model_a_cpu.yaml --data P1 --name embed_bench \
       --set train.epochs=3 --set data.holdout=0 --set embed.train_subset=20000 \
       --set "model.args.widths=[64,256,512]"
-Usage: python benchmarks/embeddings.py runs/embed_bench/embeddings/train_epoch_00{1,2,3}.npz [--plot-run runs/embed_bench]
+Usage: python benchmarks/embeddings.py runs/embed_bench/embeddings/train_epoch_00{1,2,3}.npz \
+           [--plot runs/embed_bench/embeddings/epoch_003.npz runs/embed_bench]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -59,7 +61,8 @@ def sklearn_tsne(x: np.ndarray) -> tuple[np.ndarray, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("features", nargs="+", help="feature files of snapshots of the same points, in order")
-    parser.add_argument("--plot-run", help="also time `dlcv embed plot RUN --method tsne` as a whole process")
+    parser.add_argument("--plot", nargs="+", default=[], metavar="RUN_OR_NPZ",
+                        help="also time `dlcv embed plot X --method tsne` as a whole process, for each X")
     args = parser.parse_args()
     from dlcv.data.features import load_features
     from dlcv.viz.layouts import tsne_series
@@ -91,13 +94,15 @@ def main():
     print(f"series of {len(sets)}: dlcv {series_time:.1f} s  scikit-learn {sum(sk_times):.1f} s  "
           f"speed-up {sum(sk_times) / series_time:.2f}x (target >= 3x)")
 
-    if args.plot_run:
+    for source in args.plot:
+        output = tempfile.mkdtemp(prefix="dlcv-bench-figures-")
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "dlcv", "embed", "plot", args.plot_run, "--method", "tsne",
-                               "--output", os.path.join(args.plot_run, "bench_figures")], capture_output=True, text=True)
-        print(f"`dlcv embed plot {args.plot_run} --method tsne` as a whole process: "
-              f"{time.perf_counter() - start:.1f} s (exit {done.returncode}; target <= 15 s)")
-
+        done = subprocess.run([sys.executable, "-m", "dlcv", "embed", "plot", source, "--method", "tsne",
+                               "--output", output], capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        shown = done.stdout.strip().splitlines()[0] if done.returncode == 0 else done.stderr.strip()
+        print(f"`dlcv embed plot {source} --method tsne` as a whole process: {seconds:.1f} s "
+              f"(exit {done.returncode}; target <= 15 s) [{shown}]")
 
 if __name__ == "__main__":
     main()

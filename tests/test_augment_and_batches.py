@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dlcv.data.augment import crop_flip, resize, to_float
-from dlcv.data.batches import TensorBatches, prepare_batch
+from dlcv.data.augment import crop_flip, prepare_batch, resize, to_float
+from dlcv.data.batches import TensorBatches
 from dlcv.recipes import classify_defaults
 
 

@@ -91,12 +91,15 @@ def test_procrustes_undoes_a_rotation_and_a_reflection():
 
 
 def test_tsne_of_nearly_the_same_features_gives_nearly_the_same_layout():
-    x, _ = clusters(n_classes=4, per_class=50)
+    """Every class keeps its place from one layout to the next (within a tight cluster of noise the
+    points' order is arbitrary, so the classes' centres are what alignment must keep)."""
+    x, labels = clusters(n_classes=4, per_class=50)
     noisy = x + np.random.default_rng(5).normal(scale=0.01, size=x.shape).astype(np.float32)
-    options = TSNEOptions(pca_components=0, iterations=250, continued_iterations=100, threads=1)
-    first, second = tsne_series([x, noisy], options)
-    spread = np.linalg.norm(first - first.mean(0), axis=1).mean()
-    assert np.linalg.norm(first - second, axis=1).mean() < 0.15 * spread
+    first, second = tsne_series([x, noisy], TSNEOptions(pca_components=0, threads=1))
+    centres = [np.stack([lay[labels == c].mean(0) for c in range(4)]) for lay in (first, second)]
+    between = min(np.linalg.norm(centres[0][i] - centres[0][j]) for i in range(4) for j in range(i + 1, 4))
+    # Each class moves by far less than the distance to its nearest neighbour class.
+    assert np.linalg.norm(centres[0] - centres[1], axis=1).max() < 0.25 * between
 
 
 def test_training_keeps_snapshots_of_the_validation_images(trained_run):
@@ -104,6 +107,10 @@ def test_training_keeps_snapshots_of_the_validation_images(trained_run):
     assert [s.epoch for s in sets] == [1, 2]  # first, middle and last of two epochs
     assert all(s.features.shape == (16, 16) for s in sets)  # 16 images, dlcv_net's last width
     assert sets[0].filenames == sorted(sets[0].filenames)
+    import json
+
+    timed = json.loads((trained_run / "summary.json").read_text())["snapshot_seconds"]
+    assert set(timed) == {"epoch_001.npz", "epoch_002.npz"} and all(t >= 0 for t in timed.values())
 
 
 def test_embed_plot_writes_panels_singles_metrics(capsys, trained_run, tmp_path, monkeypatch):

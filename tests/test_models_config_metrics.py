@@ -83,3 +83,17 @@ def test_confusion_matrix_counts_true_rows_against_predicted_columns():
 
 def test_class_without_images_has_no_accuracy():
     assert np.isnan(per_class_accuracy(confusion_matrix(np.array([0]), np.array([1]), 2))[1])
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"train": {"epochs": 0}}, "train.epochs must be a whole number of at least 1"),
+    ({"train": {"tta": "rotate"}}, "train.tta: 'rotate' is not one of none, flip, flip_shift"),
+    ({"embed": {"epochs": "first,99"}}, "embed.epochs: '99' is not first, middle, last"),
+])
+def test_recipe_values_are_checked_before_training(override, message):
+    from dlcv.config import merge
+    from dlcv.recipes import check_classify_recipe
+
+    recipe = merge(classify_defaults(), {"name": "x", **override}, "test")
+    with pytest.raises(DlcvError, match=message):
+        check_classify_recipe(recipe)

@@ -22,34 +22,24 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False) -> Path:
     """Train a classifier from a recipe; return the run folder."""
     from dlcv.config import load_recipe
-    from dlcv.recipes import classify_defaults
+    from dlcv.recipes import check_classify_recipe, classify_defaults
 
     recipe = load_recipe(classify_defaults(), config, overrides)
     if name:
         recipe["name"] = name
-    if not recipe["name"]:
-        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
-    epochs = int(recipe["train"]["epochs"])
-    if epochs < 1:
-        raise DlcvError(f"train.epochs must be at least 1, got {epochs}")
+    snapshot_at = check_classify_recipe(recipe)  # a bad recipe fails before any work
 
     import lightning as L
     import torch
 
-    from dlcv.data.batches import ClassificationData, prepare_batch
-    from dlcv.data.features import snapshot_epochs
+    from dlcv.data.augment import prepare_batch
+    from dlcv.data.batches import ClassificationData
     from dlcv.runs import build_trainer, prepare_run_dir, resolve_precision, write_json, write_recipe
     from dlcv.tasks.classification import ClassificationTask
     from dlcv.tasks.snapshots import EmbeddingSnapshots
 
     if recipe["train"]["threads"]:
         torch.set_num_threads(int(recipe["train"]["threads"]))
-    from dlcv.tasks.classification import TTA_MODES
-
-    for key in ("tta", "val_tta"):
-        if recipe["train"][key] not in TTA_MODES:
-            raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of {', '.join(TTA_MODES)}")
-    snapshot_at = snapshot_epochs(recipe["embed"]["epochs"], epochs)  # a bad list fails before any work
     start = time.perf_counter()
     data_module = ClassificationData(data, recipe["data"], int(recipe["seed"]))
     data_module.prepare()  # bad data fails here, before anything is written
@@ -70,8 +60,8 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         snapshots.append(EmbeddingSnapshots(run_dir, snapshot_at, sets,
                                             lambda x: prepare_batch(x, recipe["data"]),
                                             batch_size=int(recipe["data"]["eval_batch_size"])))
-    trainer = build_trainer(run_dir, recipe, monitor="val_acc", mode="max", max_epochs=epochs,
-                            extra_callbacks=tuple(snapshots))
+    trainer = build_trainer(run_dir, recipe, monitor="val_acc", mode="max",
+                            max_epochs=recipe["train"]["epochs"], extra_callbacks=tuple(snapshots))
     trainer.fit(task, datamodule=data_module)
     fit_seconds = time.perf_counter() - start
 
@@ -86,6 +76,8 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         "best_val_acc": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "best_checkpoint": str(run_dir / "best.ckpt"),
     }
+    if snapshots:
+        summary["snapshot_seconds"] = snapshots[0].seconds
     if data_module.final is not None and trainer.is_global_zero:
         images, labels, _, folder = data_module.final
         model, _ = load_classifier(run_dir / "best.ckpt")
@@ -144,13 +136,16 @@ def predict_labels(model, images, recipe: dict, batch_size: int = 500) -> np.nda
     """Class predictions for uint8 (N, H, W, 3) images, with the recipe's input preparation and TTA."""
     import torch
 
-    from dlcv.data.batches import prepare_batch
+    from dlcv.data.augment import prepare_batch
+    from dlcv.runs import cpu_computes_bf16_fast
     from dlcv.tasks.classification import predict_logits
 
     images = torch.as_tensor(np.asarray(images))
     model = model.eval().to(memory_format=torch.channels_last)
+    # Predict in the precision the model was trained in (bf16 on CPUs that compute it natively).
+    bf16 = str(recipe["train"]["precision"]).startswith("bf16") and cpu_computes_bf16_fast()
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(images), batch_size):
             x = prepare_batch(images[i : i + batch_size], recipe["data"])
             out.append(predict_logits(model, x, recipe["train"]["tta"]).argmax(1))

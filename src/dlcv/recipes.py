@@ -80,5 +80,24 @@ CLASSIFY_DEFAULTS = {
 }
 
 
+TTA_MODES = ("none", "flip", "flip_shift")
+
+
 def classify_defaults() -> dict:
     return copy.deepcopy(CLASSIFY_DEFAULTS)
+
+
+def check_classify_recipe(recipe: dict) -> list[int]:
+    """Refuse values that would fail deep inside training; return the snapshot epochs."""
+    from dlcv.data.features import snapshot_epochs
+    from dlcv.errors import DlcvError
+
+    if not recipe.get("name"):
+        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
+    epochs = recipe["train"]["epochs"]
+    if not isinstance(epochs, int) or epochs < 1:
+        raise DlcvError(f"train.epochs must be a whole number of at least 1, got {epochs!r}")
+    for key in ("tta", "val_tta"):
+        if recipe["train"][key] not in TTA_MODES:
+            raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of {', '.join(TTA_MODES)}")
+    return snapshot_epochs(recipe["embed"]["epochs"], epochs)

@@ -79,3 +79,13 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
         return x
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the model's input, augmented when ``train``."""
+    if train:
+        images = crop_flip(images, padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
+    x = to_float(images, cfg["mean"], cfg["std"])
+    if train and cfg["cutout"]:
+        x = cutout(x, int(cfg["cutout"]))
+    return resize(x, cfg["input_size"])

@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from dlcv.data.augment import crop_flip, cutout, resize, to_float
+from dlcv.data.augment import prepare_batch
 from dlcv.data.images import load_image_stack
 from dlcv.data.p1 import LabelledImages, read_image_folder, stratified_holdout
 from dlcv.errors import DlcvError
@@ -164,13 +164,3 @@ class ClassificationData(L.LightningDataModule):
         images, labels = batch
         training = getattr(self, "trainer", None) is not None and self.trainer.training
         return prepare_batch(images, self.cfg, train=training), labels
-
-
-def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the model's input, augmented when ``train``."""
-    if train:
-        images = crop_flip(images, padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
-    x = to_float(images, cfg["mean"], cfg["std"])
-    if train and cfg["cutout"]:
-        x = cutout(x, int(cfg["cutout"]))
-    return resize(x, cfg["input_size"])

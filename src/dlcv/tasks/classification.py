@@ -10,9 +10,6 @@ from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 
 
-TTA_MODES = ("none", "flip", "flip_shift")
-
-
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -> torch.Tensor:
     """The model's logits under test-time augmentation ``tta``.
 

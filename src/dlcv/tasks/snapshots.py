@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +24,7 @@ class EmbeddingSnapshots(L.Callback):
                  batch_size: int = 500):
         self.run_dir, self.epochs, self.sets = Path(run_dir), set(epochs), sets
         self.prepare, self.batch_size = prepare, batch_size
+        self.seconds: dict[str, float] = {}  # time spent per snapshot file, for the run's summary
 
     def on_train_epoch_end(self, trainer, pl_module):
         epoch = trainer.current_epoch + 1
@@ -33,10 +35,13 @@ class EmbeddingSnapshots(L.Callback):
         model.eval()
         try:
             for prefix, (images, labels, names) in self.sets.items():
+                start = time.perf_counter()
                 features = self._features(model, images, pl_module.device, trainer.precision)
                 path = snapshot_path(self.run_dir, epoch)
                 path.parent.mkdir(exist_ok=True)
-                save_features(path.with_name(prefix + path.name), features, np.asarray(labels), names, epoch)
+                path = path.with_name(prefix + path.name)
+                save_features(path, features, np.asarray(labels), names, epoch)
+                self.seconds[path.name] = round(time.perf_counter() - start, 2)
         finally:
             model.train(was_training)
 
