@@ -19,7 +19,7 @@ P1_DEMO_RECIPE = {
     "name": "p1_demo",
     "data": {"batch_size": 128},
     "model": {"name": "dlcv_net", "args": {"widths": [32, 96, 128]}},
-    "optim": {"lr": 0.2, "weight_decay": 5e-4},
+    "optim": {"lr": 0.05, "weight_decay": 5e-4},
     "schedule": {"name": "onecycle", "pct_start": 0.25},
     "train": {"epochs": 12},
 }
