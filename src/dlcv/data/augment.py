@@ -13,10 +13,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     """Map indices in [-size+1, 2*size-2] into [0, size) as reflect padding does."""
     index = index.abs()

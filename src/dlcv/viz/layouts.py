@@ -75,12 +75,8 @@ def _reduce(features: np.ndarray, components: int, seed: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = None,
-                kl: list | None = None) -> list[np.ndarray]:
-    """t-SNE layouts of snapshots of the same points, each initialised from the one before.
-
-    ``kl``, if a list, receives each layout's KL divergence as openTSNE reports it.
-    """
+def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = None) -> list[np.ndarray]:
+    """t-SNE layouts of snapshots of the same points, each initialised from the one before."""
     import logging
     import os
 
@@ -112,8 +108,6 @@ def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = No
         layout = np.asarray(embedding, dtype=np.float32)
         if previous is not None:
             layout = align_to(layout, previous)
-        if kl is not None:
-            kl.append(float(embedding.kl_divergence))
         layouts.append(layout)
         previous = layout
     return layouts
