@@ -164,3 +164,16 @@ def test_embed_plot_does_not_import_torch(tmp_path):
             "assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_training_subset_snapshots_are_kept_and_plotted_apart(capsys, p1_data, recipe, tmp_path):
+    from dlcv.classify import fit
+
+    run = fit(recipe, p1_data, runs_dir=tmp_path / "runs", overrides=("embed.train_subset=8", "train.epochs=1"))
+    subset = load_run_snapshots(run, training_subset=True)
+    assert [s.epoch for s in subset] == [1] and len(subset[0].labels) == 8
+    assert np.bincount(subset[0].labels).tolist() == [2, 2, 2, 2]  # class-balanced
+    assert (run / "embeddings" / "train_epoch_001.npz").exists()
+    assert len(load_run_snapshots(run)[0].labels) == 16  # the validation snapshots stay apart
+    code, _, err = run_cli(capsys, "embed", "plot", run, "--training-subset", "--method", "pca")
+    assert code == 0, err

@@ -93,9 +93,8 @@ def plot(sources: list[str | os.PathLike], methods: str = "pca,tsne", output: st
                     else "Independent layouts.")
         seconds[method] = time.perf_counter() - start
         name = METHOD_NAMES[method]
-        labels = sets[0].labels if aligned else None
         if aligned:
-            written += plot_panels(layouts, labels, titles, name, note, output / f"{method}_panels")
+            written += plot_panels(layouts, sets[0].labels, titles, name, note, output / f"{method}_panels")
         for fs, layout, title in zip(sets, layouts, titles):
             tag = f"epoch_{fs.epoch:03d}" if fs.epoch is not None else Path(fs.source).stem
             written += plot_single(layout, fs.labels, f"{name}, {title}", output / f"{method}_{tag}")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from dlcv.data.augment import prepare_batch
+from dlcv.data.features import TRAINING_SUBSET
 from dlcv.data.images import load_image_stack
 from dlcv.data.p1 import LabelledImages, read_image_folder, stratified_holdout
 from dlcv.errors import DlcvError
@@ -132,7 +133,8 @@ class ClassificationData(L.LightningDataModule):
         if train_subset > 0:
             fraction = min(train_subset / len(self.train_y), 0.999)
             _, pick = stratified_holdout(self.train_y.numpy(), fraction, self.seed + 1)
-            sets["train_"] = (self.train_x[pick], self.train_y[pick].numpy(), [self.train_names[i] for i in pick])
+            names = [self.train_names[i] for i in pick]
+            sets[TRAINING_SUBSET] = (self.train_x[pick], self.train_y[pick].numpy(), names)
         return sets
 
     def _optional_csv(self, key: str) -> Path | None:

@@ -20,7 +20,8 @@ from dlcv.errors import DlcvError
 from dlcv.io import atomic_path
 
 SNAPSHOT_DIR = "embeddings"
-_SNAPSHOT_NAME = re.compile(r"^(train_)?epoch_(\d+)\.npz$")
+TRAINING_SUBSET = "train_"  # file-name prefix of the training-subset snapshots
+_SNAPSHOT_NAME = re.compile(rf"^({TRAINING_SUBSET})?epoch_(\d+)\.npz$")
 
 
 @dataclass
@@ -80,14 +81,15 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
     return FeatureSet(features, labels.astype(np.int64), filenames, epoch, str(path))
 
 
-def snapshot_path(run_dir: str | os.PathLike, epoch: int) -> Path:
-    return Path(run_dir) / SNAPSHOT_DIR / f"epoch_{epoch:03d}.npz"
+def snapshot_path(run_dir: str | os.PathLike, epoch: int, prefix: str = "") -> Path:
+    """``run_dir/embeddings/[prefix]epoch_NNN.npz``; prefix "" or ``TRAINING_SUBSET``."""
+    return Path(run_dir) / SNAPSHOT_DIR / f"{prefix}epoch_{epoch:03d}.npz"
 
 
 def load_run_snapshots(run_dir: str | os.PathLike, training_subset: bool = False) -> list[FeatureSet]:
     """Every snapshot of a run (of its validation images, or of its training subset), in epoch order."""
     folder = Path(run_dir) / SNAPSHOT_DIR
-    prefix = "train_" if training_subset else None
+    prefix = TRAINING_SUBSET if training_subset else None
     found = sorted((int(m.group(2)), p) for p in folder.glob("*epoch_*.npz")
                    if (m := _SNAPSHOT_NAME.match(p.name)) and m.group(1) == prefix)
     if not found:

@@ -16,7 +16,7 @@ from dlcv.data.features import save_features, snapshot_path
 class EmbeddingSnapshots(L.Callback):
     """At the end of each chosen epoch, run the model over a fixed image set and save its features.
 
-    ``sets`` maps a file prefix ("" for the validation images, "train_" for a training subset) to
+    ``sets`` maps a file prefix ("" for the validation images, ``TRAINING_SUBSET`` for a training subset) to
     ``(uint8 images, labels, file names)``; ``prepare`` turns a uint8 batch into model input.
     """
 
@@ -37,9 +37,8 @@ class EmbeddingSnapshots(L.Callback):
             for prefix, (images, labels, names) in self.sets.items():
                 start = time.perf_counter()
                 features = self._features(model, images, pl_module.device, trainer.precision)
-                path = snapshot_path(self.run_dir, epoch)
+                path = snapshot_path(self.run_dir, epoch, prefix)
                 path.parent.mkdir(exist_ok=True)
-                path = path.with_name(prefix + path.name)
                 save_features(path, features, np.asarray(labels), names, epoch)
                 self.seconds[path.name] = round(time.perf_counter() - start, 2)
         finally:
