@@ -76,6 +76,16 @@ def test_silhouette_near_one_on_separated_clusters_and_near_zero_on_shuffled_lab
     assert abs(silhouette(x, np.random.default_rng(2).permutation(y))) < 0.1
 
 
+def test_silhouette_matches_scikit_learn_including_a_class_of_one():
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(400, 16)), rng.integers(0, 6, 400)
+    y[0] = 9  # a class with one point scores 0, as in scikit-learn
+    expected = silhouette_score(x, y, metric="cosine")
+    assert silhouette(x, y, chunk=64) == pytest.approx(expected, abs=1e-5)
+
+
 def test_pca_panels_of_rotated_features_come_out_aligned():
     x, _ = clusters(dims=8)
     q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(8, 8)))
