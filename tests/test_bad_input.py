@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import run_cli
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import REPO, run_cli, run_dlcv
 
 
@@ -116,13 +115,17 @@ def test_course_wrappers_write_the_years_format(trained_run, p1_data, tmp_path):
         assert lines[0] == header and len(lines) == 17
 
 
-def test_demo_learns_problem_one_and_draws_the_embeddings(capsys, tmp_path):
+def test_demo_learns_both_problems_and_draws_their_figures(capsys, tmp_path):
     """The README's main job, as shipped: it must really learn the default data (chance is 0.1)."""
     code, out, _ = run_cli(capsys, "demo", "--output", tmp_path / "demo")
     assert code == 0, out
-    last = out.strip().splitlines()[-1]
+    last, before = out.strip().splitlines()[-1], out.strip().splitlines()[-2]
     assert last.startswith("accuracy: ") and float(last.split()[1]) > 0.8
+    assert before.startswith("mean_iou: ") and float(before.split()[1]) > 0.5
     run = tmp_path / "demo" / "runs" / "p1_demo"
     assert (run / "best.ckpt").exists() and (run / "figures" / "tsne_panels.png").exists()
+    seg = tmp_path / "demo" / "runs" / "p2_demo"
+    assert (seg / "figures" / "masks_through_training.png").exists()
+    assert len(list((tmp_path / "demo" / "p2_pred_masks").glob("*_mask.png"))) == 8
     code, _, err = run_cli(capsys, "demo", "--output", tmp_path / "demo")
     assert code == 2 and "already holds files" in err

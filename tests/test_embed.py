@@ -7,9 +7,14 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
-from dlcv.data.features import load_features, load_run_snapshots, save_features, snapshot_epochs
+
+from dlcv.data.features import (
+    load_features,
+    load_run_snapshots,
+    save_features,
+    snapshot_epochs,
+)
 from dlcv.errors import DlcvError
 from dlcv.metrics.embedding import knn_accuracy, silhouette
 from dlcv.viz.layouts import TSNEOptions, align_to, pca_series, tsne_series

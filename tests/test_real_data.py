@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from conftest import REAL_P1, run_cli
 
 pytestmark = pytest.mark.real_data
@@ -16,7 +15,7 @@ def real_slice(tmp_path_factory):
     if not REAL_P1.is_dir():
         pytest.skip("the course data is not at ../shared/data")
     root = tmp_path_factory.mktemp("real") / "p1_data"
-    for split, indices in (("train_50", range(0, 30)), ("val_50", range(450, 460))):
+    for split, indices in (("train_50", range(30)), ("val_50", range(450, 460))):
         (root / split).mkdir(parents=True)
         for cls in range(5):
             for i in indices:

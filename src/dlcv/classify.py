@@ -34,7 +34,13 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
 
     from dlcv.data.augment import prepare_batch
     from dlcv.data.batches import ClassificationData
-    from dlcv.runs import build_trainer, prepare_run_dir, resolve_precision, write_json, write_recipe
+    from dlcv.runs import (
+        build_trainer,
+        prepare_run_dir,
+        resolve_precision,
+        write_json,
+        write_recipe,
+    )
     from dlcv.tasks.classification import ClassificationTask
     from dlcv.tasks.snapshots import EmbeddingSnapshots
 
@@ -98,37 +104,14 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
 # --- checkpoints and prediction ----------------------------------------------------------------------
 def load_classifier(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv classification checkpoint, loaded without running pickled code."""
-    import pickle
-
-    import torch
-
+    from dlcv.checkpoints import load_model_weights, read_checkpoint, rebuild_args
     from dlcv.models import create_model
 
-    path = Path(path)
-    if not path.is_file():
-        raise DlcvError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0][:160]
-        raise DlcvError(f"{path}: refused to load: it holds objects beyond plain weights ({reason})") from None
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise DlcvError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    recipe = ckpt.get("hyper_parameters", {}).get("recipe") if isinstance(ckpt, dict) else None
-    if not isinstance(recipe, dict) or "state_dict" not in ckpt:
-        raise DlcvError(f"{path}: not a dlcv checkpoint (no recipe inside); train one with 'dlcv classify fit'")
-    if recipe.get("task") != "classify":
-        raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a classification one")
+    ckpt, recipe = read_checkpoint(path, "classify")
     num_classes = int(ckpt["hyper_parameters"]["num_classes"])
     spec = recipe["model"]
-    model = create_model(spec["name"], num_classes=num_classes, **spec["args"])
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:200]
-        raise DlcvError(f"{path}: its weights do not fit model {spec['name']!r} ({detail})") from None
-    model.eval()
+    model = create_model(spec["name"], num_classes=num_classes, kind="classify", **rebuild_args(spec["args"]))
+    load_model_weights(model, ckpt, path, spec["name"])
     return model, recipe
 
 
@@ -204,7 +187,11 @@ def _names(names: list[str]) -> str:
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
              confusion: str | os.PathLike | None = None) -> dict:
     """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV."""
-    from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
+    from dlcv.metrics.classification import (
+        accuracy,
+        confusion_matrix,
+        per_class_accuracy,
+    )
 
     predictions, labels = Path(predictions), Path(labels)
     if confusion is None:

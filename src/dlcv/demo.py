@@ -24,10 +24,29 @@ P1_DEMO_RECIPE = {
     "train": {"epochs": 12},
 }
 
+# Problem 2 at demo scale: a small U-Net from scratch on 128-pixel crops of the 512-pixel tiles.
+P2_DEMO_RECIPE = {
+    "name": "p2_demo",
+    "data": {"batch_size": 8, "eval_batch_size": 8, "train_size": 128, "eval_size": 128},
+    "model": {"name": "unet_small", "args": {"width": 16, "depth": 3}},
+    "optim": {"name": "adamw", "lr": 0.005, "weight_decay": 1e-4},
+    "schedule": {"name": "onecycle", "pct_start": 0.2},
+    "train": {"epochs": 12, "tta": "flip"},
+    "progress": {"images": ["0000", "0001", "0002"]},
+}
+
+
+def _write_recipe(folder: Path, recipe: dict) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{recipe['name']}.yaml"
+    with atomic_write(path) as handle:
+        handle.write(dump_recipe(recipe))
+    return path
+
 
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
-    from dlcv.classify import evaluate, fit, predict
-    from dlcv.data.synth import synth_p1
+    from dlcv import classify, segment
+    from dlcv.data.synth import synth_p1, synth_p2
     from dlcv.embed import plot
 
     output = Path(output)
@@ -35,28 +54,38 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
         raise DlcvError(f"{output}: already holds files; pass --overwrite to replace the demo there")
     start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
-    print(f"[1/5] synthesising the default data into {output / 'data'}", flush=True)
+    steps = 8
+    print(f"[1/{steps}] synthesising the default data into {output / 'data'}", flush=True)
     p1 = synth_p1(output / "data", overwrite=True)
-    recipes = output / "recipes"
-    recipes.mkdir(exist_ok=True)
-    recipe_path = recipes / "p1_demo.yaml"
-    with atomic_write(recipe_path) as handle:
-        handle.write(dump_recipe(P1_DEMO_RECIPE))
-    print("[2/5] Problem 1: training dlcv_net from scratch", flush=True)
-    run_dir = fit(recipe_path, p1, runs_dir=output / "runs", overwrite=True)
-    print("[3/5] Problem 1: predicting the validation images", flush=True)
+    p2 = synth_p2(output / "data", overwrite=True)
+    runs = output / "runs"
+    print(f"[2/{steps}] Problem 1: training dlcv_net from scratch", flush=True)
+    run_dir = classify.fit(_write_recipe(output / "recipes", P1_DEMO_RECIPE), p1, runs_dir=runs, overwrite=True)
+    print(f"[3/{steps}] Problem 1: predicting the validation images", flush=True)
     predictions = output / "p1_predictions.csv"
-    predict(run_dir / "best.ckpt", p1 / "val_50", predictions)
-    print("[4/5] Problem 1: evaluating", flush=True)
-    result = evaluate(predictions, p1 / "val_gt.csv")
-    print("[5/5] Problem 1: PCA and t-SNE of the second-last layer at the first, middle and last epoch", flush=True)
+    classify.predict(run_dir / "best.ckpt", p1 / "val_50", predictions)
+    print(f"[4/{steps}] Problem 1: evaluating", flush=True)
+    result = classify.evaluate(predictions, p1 / "val_gt.csv")
+    print(f"[5/{steps}] Problem 1: PCA and t-SNE of the second-last layer at the first, middle and last epoch", flush=True)
     embedding = plot([run_dir], methods="pca,tsne")
     for row in embedding["rows"]:
         print(f"  {row['snapshot']}: 10-NN accuracy {row['knn_acc']:.3f}, silhouette {row['silhouette']:.3f}")
+    print(f"[6/{steps}] Problem 2: training a small U-Net on the satellite-like tiles", flush=True)
+    seg_run = segment.fit(_write_recipe(output / "recipes", P2_DEMO_RECIPE), p2, runs_dir=runs, overwrite=True)
+    print(f"[7/{steps}] Problem 2: predicting and evaluating the validation masks", flush=True)
+    masks = output / "p2_pred_masks"
+    segment.predict(seg_run / "best.ckpt", p2 / "validation", masks, overwrite=True)
+    seg_result = segment.evaluate(masks, p2 / "validation")
+    print(f"[8/{steps}] Problem 2: masks through training", flush=True)
+    grid = segment.progress(seg_run)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; everything is in {output}")
-    print(f"  run folder:        {run_dir}")
-    print(f"  predictions:       {predictions}")
-    print(f"  confusion matrix:  {result['confusion_figure']}")
-    print(f"  embedding figures: {embedding['output']}")
+    print(f"  Problem 1 run:      {run_dir}")
+    print(f"  predictions:        {predictions}")
+    print(f"  confusion matrix:   {result['confusion_figure']}")
+    print(f"  embedding figures:  {embedding['output']}")
+    print(f"  Problem 2 run:      {seg_run}")
+    print(f"  predicted masks:    {masks}")
+    print(f"  masks in training:  {grid[0]}")
+    print(f"mean_iou: {seg_result['mean_iou']:.6f}")
     print(f"accuracy: {result['accuracy']:.4f}")
     return output

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from dlcv.errors import DlcvError
 
@@ -50,6 +50,5 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator:
     """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success."""
-    with atomic_path(path) as tmp:
-        with open(tmp, mode, **kwargs) as handle:
-            yield handle
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle

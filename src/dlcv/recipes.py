@@ -20,12 +20,13 @@ OPTIM_DEFAULTS = {
 
 SCHEDULE_DEFAULTS = {
     "name": "onecycle",
-    "warmup_epochs": 0,  # cosine, linear, multistep: linear ramp over these epochs
+    "warmup_epochs": 0,  # cosine, linear, poly, multistep: linear ramp over these epochs
     "pct_start": 0.25,  # onecycle: share of steps rising to the peak
     "anneal": "linear",  # onecycle: linear or cos
     "div_factor": 10.0,  # onecycle: start lr = lr / div_factor
     "final_div_factor": 100.0,  # onecycle: end lr = start lr / final_div_factor
-    "min_lr_fraction": 0.0,  # cosine, linear: floor as a fraction of lr
+    "min_lr_fraction": 0.0,  # cosine, linear, poly: floor as a fraction of lr
+    "power": 0.9,  # poly: lr * (1 - t)^power
     "milestones": [],  # multistep: epochs
     "gamma": 0.1,  # multistep
 }
@@ -82,9 +83,86 @@ CLASSIFY_DEFAULTS = {
 
 TTA_MODES = ("none", "flip", "flip_shift")
 
+SEG_DATA_DEFAULTS = {
+    "train": "train",  # folder of NNNN_sat.jpg / NNNN_mask.png pairs under --data
+    "validation": "validation",
+    "holdout": 0.0,  # > 0: select checkpoints on this random share of train; validation scored once at the end
+    "unmapped": "unknown",  # mask colours in no class (red): unknown (count as Unknown) or error
+    "batch_size": 8,
+    "eval_batch_size": 8,
+    "train_size": 512,  # side of the augmented training crops fed to the model
+    "eval_size": 512,  # whole images are resized to this for the model; predictions return to full size
+    "scale": [0.5, 1.0],  # random crop side as a fraction of the image side (log-uniform)
+    "flip": True,
+    "rot90": True,
+    "mean": [0.485, 0.456, 0.406],  # ImageNet statistics
+    "std": [0.229, 0.224, 0.225],
+    "cache": True,
+}
+
+SEG_LOSS_DEFAULTS = {
+    "name": "ce",  # ce, focal, dice, or a sum such as ce+dice
+    "class_weights": None,  # 7 numbers (Unknown last), for ce and focal
+    "label_smoothing": 0.0,  # ce
+    "focal_gamma": 2.0,
+    "dice_weight": 1.0,  # weight of the dice term in a sum
+}
+
+SEG_TRAIN_DEFAULTS = {
+    **{k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("label_smoothing", "tta", "val_tta")},
+    "epochs": 20,
+    "tta": "flip",  # prediction: none, flip or d4 (4 rotations x 2 mirrors)
+    "val_tta": "none",
+}
+
+PROGRESS_DEFAULTS = {
+    "epochs": "first,middle,last",  # epochs whose predicted masks are kept for the progress grid
+    "images": ["0013", "0062", "0104"],  # validation ids (the reports' choice); missing ones are skipped
+}
+
+SEGMENT_DEFAULTS = {
+    "task": "segment",
+    "name": None,
+    "seed": 0,
+    "data": SEG_DATA_DEFAULTS,
+    "model": {"name": "unet_lite0", "args": {}},
+    "loss": SEG_LOSS_DEFAULTS,
+    "optim": {**OPTIM_DEFAULTS, "name": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
+    "schedule": SCHEDULE_DEFAULTS,
+    "train": SEG_TRAIN_DEFAULTS,
+    "progress": PROGRESS_DEFAULTS,
+}
+
 
 def classify_defaults() -> dict:
     return copy.deepcopy(CLASSIFY_DEFAULTS)
+
+
+def segment_defaults() -> dict:
+    return copy.deepcopy(SEGMENT_DEFAULTS)
+
+
+def check_segment_recipe(recipe: dict) -> list[int]:
+    """Refuse values that would fail deep inside training; return the progress epochs."""
+    from dlcv.data.features import snapshot_epochs
+    from dlcv.errors import DlcvError
+
+    if not recipe.get("name"):
+        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
+    epochs = recipe["train"]["epochs"]
+    if not isinstance(epochs, int) or epochs < 1:
+        raise DlcvError(f"train.epochs must be a whole number of at least 1, got {epochs!r}")
+    for key in ("tta", "val_tta"):
+        if recipe["train"][key] not in ("none", "flip", "d4"):
+            raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of none, flip, d4")
+    data = recipe["data"]
+    for key in ("train_size", "eval_size", "batch_size", "eval_batch_size"):
+        if not isinstance(data[key], int) or data[key] < 1:
+            raise DlcvError(f"data.{key} must be a positive whole number, got {data[key]!r}")
+    scale = data["scale"]
+    if not (isinstance(scale, list) and len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        raise DlcvError(f"data.scale must be [low, high] with 0 < low <= high <= 1, got {scale!r}")
+    return snapshot_epochs(recipe["progress"]["epochs"], epochs, key="progress.epochs")
 
 
 def check_classify_recipe(recipe: dict) -> list[int]:

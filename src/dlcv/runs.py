@@ -86,7 +86,8 @@ def make_epoch_csv_callback(path: Path, echo: bool):
             with open(path, "a", newline="") as handle:
                 csv.writer(handle).writerow([row.get(c, "") for c in self.columns])
             if echo:
-                shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                # Per-class figures go to the CSV only: the line stays readable.
+                shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_iou_" not in k)
                 print(f"epoch {row['epoch']}/{trainer.max_epochs} {row['seconds']:.0f}s {shown}", flush=True)
 
     return EpochMetricsCSV()

@@ -13,12 +13,21 @@ from dlcv.errors import DlcvError
 
 
 def _synth(args) -> None:
-    from dlcv.data.synth import synth_p1
+    from dlcv.data.synth import synth_p1, synth_p2
 
-    target = synth_p1(args.output, num_classes=args.classes, train_per_class=args.train_per_class,
-                      val_per_class=args.val_per_class, seed=args.seed, overwrite=args.overwrite)
-    print(f"wrote {target} ({args.classes} classes, {args.train_per_class} training and "
-          f"{args.val_per_class} validation images each)")
+    problems = [p.strip() for p in args.problems.split(",") if p.strip()]
+    if not problems or any(p not in ("p1", "p2") for p in problems):
+        raise DlcvError(f"--problems {args.problems!r}: choose p1, p2 or p1,p2")
+    if "p1" in problems:
+        target = synth_p1(args.output, num_classes=args.classes, train_per_class=args.train_per_class,
+                          val_per_class=args.val_per_class, seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {target} ({args.classes} classes, {args.train_per_class} training and "
+              f"{args.val_per_class} validation images each)")
+    if "p2" in problems:
+        target = synth_p2(args.output, train=args.p2_train, validation=args.p2_validation, size=args.p2_size,
+                          seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {target} ({args.p2_train} training and {args.p2_validation} validation pairs of "
+              f"{args.p2_size}x{args.p2_size} satellite-like images with land-cover masks)")
 
 
 def _fit(args) -> None:
@@ -64,10 +73,60 @@ def _embed_plot(args) -> None:
     print(f"wrote {len(result['written'])} files to {result['output']}")
 
 
-def _models(args) -> None:
-    from dlcv.models import list_models
+def _segment_fit(args) -> None:
+    from dlcv.segment import fit
 
-    print("\n".join(list_models()))
+    fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=tuple(args.set),
+        overwrite=args.overwrite)
+
+
+def _segment_predict(args) -> None:
+    from dlcv.segment import predict
+
+    count = predict(args.checkpoint, args.images, args.output, tta=args.tta, overwrite=args.overwrite)
+    print(f"wrote {count} masks to {args.output}")
+
+
+def _segment_evaluate(args) -> None:
+    import math
+
+    from dlcv.data.masks import CLASS_NAMES
+    from dlcv.segment import evaluate
+
+    result = evaluate(args.predictions, args.labels, unmapped=args.unmapped, breakdown=args.breakdown)
+    for path, count in sorted(result["unmapped"].items()):
+        print(f"note: {path}: {count} pixel(s) of a colour in no class (red), counted as Unknown")
+    for i, iou in enumerate(result["iou"]):
+        shown = "nan" if math.isnan(iou) else f"{iou:1.5f}"
+        print(f"class #{i} : {shown}  ({CLASS_NAMES[i]})")
+    if result["breakdown"] is not None:
+        print(f"per-image breakdown: {result['breakdown']}")
+    print(f"images: {result['images']}")
+    print(f"mean_iou: {result['mean_iou']:.6f}")
+
+
+def _segment_overlay(args) -> None:
+    from dlcv.segment import overlay
+
+    print(f"wrote {overlay(args.image, args.mask, args.output, alpha=args.alpha)}")
+
+
+def _segment_progress(args) -> None:
+    from dlcv.segment import progress
+
+    written = progress(args.run, args.output)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _models(args) -> None:
+    from dlcv.models.registry import KINDS, list_models, model_summary
+
+    for kind in KINDS:
+        names = list_models(kind)
+        print(f"{kind}:")
+        width = max(len(n) for n in names)
+        for name in names:
+            print(f"  {name:<{width}}  {model_summary(name)}")
 
 
 def _demo(args) -> None:
@@ -87,10 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser("data", help="data sets").add_subparsers(dest="action", required=True, metavar="ACTION")
     synth = data.add_parser("synth", help="write the embedded default data in the course's formats")
-    synth.add_argument("--output", required=True, help="folder to write p1_data/ into")
+    synth.add_argument("--output", required=True, help="folder to write p1_data/ and p2_data/ into")
+    synth.add_argument("--problems", default="p1,p2", help="which data sets: p1, p2 or p1,p2 (default)")
     synth.add_argument("--classes", type=int, default=10)
     synth.add_argument("--train-per-class", type=int, default=100)
     synth.add_argument("--val-per-class", type=int, default=20)
+    synth.add_argument("--p2-train", type=int, default=24, help="satellite training pairs (default 24)")
+    synth.add_argument("--p2-validation", type=int, default=8, help="satellite validation pairs (default 8)")
+    synth.add_argument("--p2-size", type=int, default=512, help="side of the satellite images (default 512)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--overwrite", action="store_true", help="replace data already there")
     synth.set_defaults(handler=_synth)
@@ -133,6 +196,47 @@ def build_parser() -> argparse.ArgumentParser:
     embed_plot.add_argument("--training-subset", action="store_true",
                             help="plot the run's training-subset snapshots instead of its validation ones")
     embed_plot.set_defaults(handler=_embed_plot)
+
+    segment = commands.add_parser("segment", help="Problem 2: semantic segmentation of satellite images")\
+        .add_subparsers(dest="action", required=True, metavar="ACTION")
+    seg_fit = segment.add_parser("fit", help="train a segmentation model from a recipe")
+    seg_fit.add_argument("--config", required=True, help="recipe YAML, e.g. configs/seg/cpu.yaml")
+    seg_fit.add_argument("--data", required=True, help="folder holding train/ and validation/ (p2_data)")
+    seg_fit.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    seg_fit.add_argument("--name", help="run folder name (default: the recipe's name)")
+    seg_fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
+    seg_fit.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
+    seg_fit.set_defaults(handler=_segment_fit)
+
+    seg_predict = segment.add_parser("predict", help="write NNNN_mask.png for every NNNN_sat.jpg of a folder")
+    seg_predict.add_argument("--checkpoint", required=True)
+    seg_predict.add_argument("--images", required=True, help="folder of NNNN_sat.jpg images")
+    seg_predict.add_argument("--output", required=True, help="folder for the masks (new or empty)")
+    seg_predict.add_argument("--tta", choices=("none", "flip", "d4"),
+                             help="test-time augmentation (default: the recipe's train.tta)")
+    seg_predict.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
+    seg_predict.set_defaults(handler=_segment_predict)
+
+    seg_eval = segment.add_parser("evaluate", help="mIoU of predicted masks, as the course grades it")
+    seg_eval.add_argument("--predictions", required=True, help="folder of predicted NNNN_mask.png")
+    seg_eval.add_argument("--labels", required=True, help="folder of ground-truth NNNN_mask.png")
+    seg_eval.add_argument("--unmapped", choices=("unknown", "error"), default="unknown",
+                          help="colours in no class (red): count as Unknown (default) or refuse the mask")
+    seg_eval.add_argument("--breakdown", help="CSV to write with each image's per-class IoU")
+    seg_eval.set_defaults(handler=_segment_evaluate)
+
+    seg_overlay = segment.add_parser("overlay", help="draw a mask over its satellite image")
+    seg_overlay.add_argument("--image", required=True)
+    seg_overlay.add_argument("--mask", required=True)
+    seg_overlay.add_argument("--output", required=True, help="PNG to write")
+    seg_overlay.add_argument("--alpha", type=float, default=0.45, help="opacity of the mask colours (0..1)")
+    seg_overlay.set_defaults(handler=_segment_overlay)
+
+    seg_progress = segment.add_parser("progress", help="grid of a run's predicted masks through training")
+    seg_progress.add_argument("run", help="run folder")
+    seg_progress.add_argument("--output", help="figure path without suffix (default: RUN/figures/masks_through_training)")
+    seg_progress.set_defaults(handler=_segment_progress)
 
     models = commands.add_parser("models", help="list the model names a recipe can use")
     models.set_defaults(handler=_models)

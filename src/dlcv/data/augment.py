@@ -8,10 +8,11 @@ done on the uint8 pixels before anything is converted. Then the batch becomes a 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     """Map indices in [-size+1, 2*size-2] into [0, size) as reflect padding does."""

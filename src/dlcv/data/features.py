@@ -44,9 +44,8 @@ def save_features(path: str | os.PathLike, features: np.ndarray, labels: np.ndar
         arrays["filenames"] = np.asarray(filenames, dtype=str)
     if epoch is not None:
         arrays["epoch"] = np.asarray(epoch, dtype=np.int32)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def load_features(path: str | os.PathLike) -> FeatureSet:
@@ -103,7 +102,7 @@ def load_run_snapshots(run_dir: str | os.PathLike, training_subset: bool = False
     return sets
 
 
-def snapshot_epochs(spec, max_epochs: int) -> list[int]:
+def snapshot_epochs(spec, max_epochs: int, key: str = "embed.epochs") -> list[int]:
     """Resolve ``first,middle,last`` (or a list of numbers and those words) to 1-based epochs."""
     words = {"first": 1, "middle": (max_epochs + 1) // 2, "last": max_epochs}
     items = spec.split(",") if isinstance(spec, str) else list(spec or [])
@@ -117,5 +116,5 @@ def snapshot_epochs(spec, max_epochs: int) -> list[int]:
         elif item.isdigit() and 1 <= int(item) <= max_epochs:
             epochs.add(int(item))
         else:
-            raise DlcvError(f"embed.epochs: {item!r} is not first, middle, last or an epoch in 1..{max_epochs}")
+            raise DlcvError(f"{key}: {item!r} is not first, middle, last or an epoch in 1..{max_epochs}")
     return sorted(epochs)

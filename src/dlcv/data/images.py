@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -68,15 +68,19 @@ def fingerprint(files: Sequence[Path]) -> str:
     return digest.hexdigest()[:20]
 
 
-def decode_images(files: Sequence[Path], workers: int | None = None) -> np.ndarray:
-    """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array."""
-    first = decode_image(files[0])
+def decode_images(files: Sequence[Path], workers: int | None = None, decode=decode_image) -> np.ndarray:
+    """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array.
+
+    ``decode(path, size=None)`` turns one file into an array; the default gives RGB images, and a
+    mask decoder gives (H, W) class indices.
+    """
+    first = decode(files[0])
     out = np.empty((len(files), *first.shape), dtype=np.uint8)
     out[0] = first
     size = first.shape[:2]
 
     def work(index: int) -> None:
-        out[index] = decode_image(files[index], size)
+        out[index] = decode(files[index], size)
 
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         for _ in pool.map(work, range(1, len(files))):
@@ -85,27 +89,30 @@ def decode_images(files: Sequence[Path], workers: int | None = None) -> np.ndarr
 
 
 def load_image_stack(
-    files: Sequence[Path], cache_dir: str | os.PathLike | None = None, use_cache: bool = True
+    files: Sequence[Path], cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+    decode=decode_image, tag: str = "images",
 ) -> np.ndarray:
-    """The decoded images of ``files`` as an (N, H, W, 3) uint8 array.
+    """The decoded images of ``files`` as an (N, H, W, 3) uint8 array (or what ``decode`` makes).
 
     With ``use_cache`` the array is a read-only memory map of a cache file named by the files'
     fingerprint; it is written atomically on first use, so an interrupted decode leaves nothing.
+    ``tag`` names the kind of decoding (a mask decoder's policy, say) so kinds never share a file.
     """
     files = list(files)
     if not files:
         raise DlcvError("no images to load")
     if not use_cache:
-        return decode_images(files)
+        return decode_images(files, decode=decode)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder_key = hashlib.sha256(str(files[0].parent.resolve()).encode()).hexdigest()[:12]
+    folder = str(files[0].parent.resolve())
+    folder_key = hashlib.sha256((folder if tag == "images" else f"{folder}\0{tag}").encode()).hexdigest()[:12]
     target = cache_dir / "images" / f"{folder_key}-{fingerprint(files)}-{len(files)}.npy"
     if target.exists():
         try:
             return np.load(target, mmap_mode="r")
         except (ValueError, OSError):
             target.unlink()  # a damaged cache file is rebuilt, never trusted
-    array = decode_images(files)
+    array = decode_images(files, decode=decode)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     try:

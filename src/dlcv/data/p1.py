@@ -81,7 +81,7 @@ class LabelledImages:
     def names(self) -> list[str]:
         return [p.name for p in self.files]
 
-    def subset(self, index: np.ndarray) -> "LabelledImages":
+    def subset(self, index: np.ndarray) -> LabelledImages:
         return LabelledImages(
             [self.files[i] for i in index], None if self.labels is None else self.labels[index]
         )

@@ -113,3 +113,80 @@ def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: 
         shutil.rmtree(target)
     os.replace(staging, target)
     return target
+
+
+# --- Problem 2: satellite-like images with land-cover masks ------------------------------------------
+# Per class: a base colour and a texture, loosely like the real tiles (Unknown is rare and black).
+_P2_LOOK = {
+    0: ((0.55, 0.55, 0.58), "blocks"),  # Urban: grey blocks
+    1: ((0.78, 0.70, 0.35), "stripes"),  # Agriculture: yellow-brown fields in rows
+    2: ((0.55, 0.62, 0.35), "noise"),  # Rangeland: dry green
+    3: ((0.12, 0.35, 0.12), "blobs"),  # Forest: dark green canopy
+    4: ((0.08, 0.15, 0.45), "smooth"),  # Water: dark blue
+    5: ((0.80, 0.75, 0.65), "noise"),  # Barren: pale sand
+}
+
+
+def draw_p2_pair(rng: np.random.Generator, size: int = 512, regions: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic (size, size, 3) satellite image and its (size, size) class map.
+
+    The map is a Voronoi tessellation with wavy borders (each cell one class, Unknown rare); the
+    image paints every class with its own colour and texture, plus shading and noise.
+    """
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    wx = x + 0.03 * np.sin(2 * np.pi * (3 * y + rng.uniform()))
+    wy = y + 0.03 * np.sin(2 * np.pi * (3 * x + rng.uniform()))
+    seeds = rng.uniform(0, 1, (regions, 2)).astype(np.float32)
+    distance = (wx[None] - seeds[:, 0, None, None]) ** 2 + (wy[None] - seeds[:, 1, None, None]) ** 2
+    cell = distance.argmin(0)
+    cell_class = rng.choice(7, size=regions, p=[0.16, 0.2, 0.15, 0.18, 0.13, 0.16, 0.02])
+    classes = cell_class[cell].astype(np.uint8)
+    image = np.zeros((size, size, 3), dtype=np.float32)
+    for label, (colour, texture) in _P2_LOOK.items():
+        inside = classes == label
+        if not inside.any():
+            continue
+        tone = np.array(colour, dtype=np.float32) * rng.uniform(0.85, 1.15)
+        if texture == "stripes":
+            angle = rng.uniform(0, np.pi)
+            pattern = 0.12 * np.sign(np.sin(2 * np.pi * 40 * (x * np.cos(angle) + y * np.sin(angle))))
+        elif texture == "blocks":
+            pattern = 0.15 * (((x * 24).astype(int) + (y * 24).astype(int)) % 2) - 0.07
+        elif texture == "blobs":
+            pattern = 0.1 * np.sin(2 * np.pi * 30 * x) * np.sin(2 * np.pi * 30 * y)
+        elif texture == "smooth":
+            pattern = 0.03 * np.sin(2 * np.pi * 4 * (x + y))
+        else:
+            pattern = np.zeros_like(x)
+        image[inside] = tone + pattern[inside, None]
+    image += 0.05 * (x[..., None] - 0.5) + rng.normal(0, 0.04, image.shape).astype(np.float32)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), classes
+
+
+def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, size: int = 512, seed: int = 0,
+             overwrite: bool = False) -> Path:
+    """Write ``output/p2_data`` (train/, validation/ of NNNN_sat.jpg + NNNN_mask.png) as the course lays it out."""
+    from PIL import Image
+
+    from dlcv.data.masks import MaskCodec
+
+    if train < 1 or validation < 1 or size < 32:
+        raise DlcvError("synthetic satellite data needs at least 1 pair per split and images of at least 32 pixels")
+    output = Path(output)
+    target = output / "p2_data"
+    if target.exists() and not overwrite:
+        raise DlcvError(f"{target}: already exists; pass --overwrite to replace it")
+    output.mkdir(parents=True, exist_ok=True)
+    staging = output / ".p2_data.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    rng = np.random.default_rng(seed + 1)
+    for split, count in (("train", train), ("validation", validation)):
+        (staging / split).mkdir(parents=True)
+        for index in range(count):
+            image, classes = draw_p2_pair(rng, size)
+            Image.fromarray(image).save(staging / split / f"{index:04d}_sat.jpg", format="JPEG", quality=90)
+            Image.fromarray(MaskCodec.encode(classes)).save(staging / split / f"{index:04d}_mask.png", format="PNG")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
+    return target

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
-import torch.nn as nn
+from torch import nn
 
 from dlcv.errors import DlcvError
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_KINDS: dict[str, str] = {}
+KINDS = ("classify", "segment")
 # Modules whose import registers builders; imported on first lookup so that listing is cheap.
-_MODULES = ("dlcv.models.small",)
+_MODULES = ("dlcv.models.small", "dlcv.models.segmentation")
 
 
-def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make ``fn(num_classes=..., **kwargs)`` buildable as ``create_model(name, ...)``."""
+def register_model(name: str, kind: str = "classify") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: make ``fn(num_classes=..., **kwargs)`` buildable as ``create_model(name, ...)``.
+
+    ``kind`` says what the model does: ``classify`` (logits per image) or ``segment`` (per pixel).
+    """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _BUILDERS:
             raise ValueError(f"model {name!r} is registered twice")
         _BUILDERS[name] = fn
+        _KINDS[name] = kind
         return fn
 
     return wrap
@@ -31,16 +37,24 @@ def _load_all() -> None:
         importlib.import_module(module)
 
 
-def list_models() -> list[str]:
+def list_models(kind: str | None = None) -> list[str]:
     _load_all()
-    return sorted(_BUILDERS)
+    return sorted(n for n in _BUILDERS if kind is None or _KINDS[n] == kind)
 
 
-def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with ``num_classes`` outputs."""
+def model_summary(name: str) -> str:
+    """The first line of the builder's docstring."""
     _load_all()
-    if name not in _BUILDERS:
-        raise DlcvError(f"unknown model {name!r}; known models: {', '.join(sorted(_BUILDERS))}")
+    return ((_BUILDERS[name].__doc__ or "").strip().splitlines() or [""])[0]
+
+
+def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with ``num_classes`` outputs (of ``kind``, when given)."""
+    _load_all()
+    if name not in _BUILDERS or (kind is not None and _KINDS[name] != kind):
+        known = list_models(kind)
+        what = f"{kind} model" if kind else "model"
+        raise DlcvError(f"unknown {what} {name!r}; known: {', '.join(known)}")
     try:
         return _BUILDERS[name](num_classes=num_classes, **kwargs)
     except TypeError as exc:

@@ -6,11 +6,11 @@ linear ``head``; ``forward`` is ``head(forward_features(x))``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from dlcv.models.registry import register_model
 

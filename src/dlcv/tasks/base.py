@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
-import torch.nn as nn
+from torch import nn
 
 from dlcv.tasks.optim import build_optimizer, build_scheduler
 

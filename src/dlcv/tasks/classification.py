@@ -34,7 +34,7 @@ class ClassificationTask(BaseTask):
     def __init__(self, recipe: dict, num_classes: int):
         super().__init__(recipe, num_classes=num_classes)
         spec = recipe["model"]
-        self.model = create_model(spec["name"], num_classes=num_classes, **spec["args"])
+        self.model = create_model(spec["name"], num_classes=num_classes, kind="classify", **spec["args"])
         if recipe["train"]["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.label_smoothing = float(recipe["train"]["label_smoothing"])

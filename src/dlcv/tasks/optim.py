@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from dlcv.errors import DlcvError
 
@@ -47,14 +47,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: in
             anneal_strategy=cfg["anneal"], div_factor=float(cfg["div_factor"]),
             final_div_factor=float(cfg["final_div_factor"]), cycle_momentum=False,
         )
-    elif name in ("cosine", "linear"):
+    elif name in ("cosine", "linear", "poly"):
         floor = float(cfg["min_lr_fraction"])
+        power = float(cfg.get("power", 0.9))
 
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
             progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            shape = 0.5 * (1 + math.cos(math.pi * progress)) if name == "cosine" else 1 - progress
+            if name == "cosine":
+                shape = 0.5 * (1 + math.cos(math.pi * progress))
+            elif name == "poly":  # DeepLab's (1 - t)^power
+                shape = (1 - progress) ** power
+            else:
+                shape = 1 - progress
             return floor + (1 - floor) * shape
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -68,5 +74,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: in
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     else:
-        raise DlcvError(f"unknown schedule {cfg['name']!r}; known: constant, onecycle, cosine, linear, multistep")
+        raise DlcvError(f"unknown schedule {cfg['name']!r}; known: constant, onecycle, cosine, linear, poly, multistep")
     return {"scheduler": scheduler, "interval": "step"}

@@ -1,0 +1,102 @@
+"""Land-cover masks: RGB PNG <-> class index, exactly as the course's evaluation script reads them.
+
+Each channel is thresholded at 128 and the three bits make a code ``4*R + 2*G + B``; the colour
+table maps seven of the eight codes to a class. The eighth, red (code 4), is in no class: the
+course's script leaves such pixels undefined. ``MaskCodec`` makes that a policy: ``"unknown"``
+(the default) counts them as Unknown (class 6, which no score averages), ``"error"`` refuses the
+mask. The real validation set holds 7 red pixels, all in ``0177_mask.png``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.errors import DlcvError
+
+CLASS_NAMES = ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren", "Unknown")
+CLASS_COLOURS = np.array(
+    [(0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)],
+    dtype=np.uint8,
+)
+NUM_CLASSES = len(CLASS_NAMES)  # 7, Unknown included
+SCORED_CLASSES = 6  # mIoU averages classes 0-5
+UNKNOWN = 6
+UNMAPPED_POLICIES = ("unknown", "error")
+_UNMAPPED = 255  # code-table entry of a colour in no class
+
+
+def _code_table() -> np.ndarray:
+    table = np.full(8, _UNMAPPED, dtype=np.uint8)
+    for index, (r, g, b) in enumerate(CLASS_COLOURS):
+        table[4 * (r >= 128) + 2 * (g >= 128) + (b >= 128)] = index
+    return table
+
+
+CODE_TO_CLASS = _code_table()  # code 4 (red) stays unmapped
+
+
+@dataclass(frozen=True)
+class MaskCodec:
+    """RGB mask <-> class index (uint8, 0..6). ``unmapped``: what red pixels become."""
+
+    unmapped: str = "unknown"
+
+    def __post_init__(self):
+        if self.unmapped not in UNMAPPED_POLICIES:
+            raise DlcvError(f"unmapped colours: {self.unmapped!r} is not one of {', '.join(UNMAPPED_POLICIES)}")
+
+    def decode(self, rgb: np.ndarray, source: str | os.PathLike = "mask") -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (H, W) uint8 class index."""
+        if rgb.ndim != 3 or rgb.shape[2] < 3:
+            raise DlcvError(f"{source}: a mask must be an RGB image, got an array of shape {rgb.shape}")
+        bits = (rgb[..., :3] >= 128).astype(np.uint8)
+        classes = CODE_TO_CLASS[(bits[..., 0] << 2) | (bits[..., 1] << 1) | bits[..., 2]]
+        unmapped = classes == _UNMAPPED
+        if unmapped.any():
+            count = int(unmapped.sum())
+            if self.unmapped == "error":
+                raise DlcvError(f"{source}: {count} pixel(s) of a colour in no class (red, (255, 0, 0)); "
+                                "use the 'unknown' policy to count them as Unknown")
+            classes[unmapped] = UNKNOWN
+        return classes
+
+    @staticmethod
+    def encode(classes: np.ndarray) -> np.ndarray:
+        """(H, W) class index -> (H, W, 3) uint8 RGB in the table's exact colours."""
+        classes = np.asarray(classes)
+        if classes.size and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
+            raise DlcvError(f"class indices must lie in 0..{NUM_CLASSES - 1}")
+        return CLASS_COLOURS[classes]
+
+    def count_unmapped(self, rgb: np.ndarray) -> int:
+        bits = (rgb[..., :3] >= 128).astype(np.uint8)
+        return int((CODE_TO_CLASS[(bits[..., 0] << 2) | (bits[..., 1] << 1) | bits[..., 2]] == _UNMAPPED).sum())
+
+
+def colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 code ``4*R + 2*G + B`` of the channels thresholded at 128."""
+    return ((rgb[..., 0] >> 7) << 2) | ((rgb[..., 1] >> 7) << 1) | (rgb[..., 2] >> 7)
+
+
+def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one mask PNG to class indices; errors name the file."""
+    from dlcv.data.images import decode_image
+
+    rgb = decode_image(path)
+    if size is not None and rgb.shape[:2] != size:
+        raise DlcvError(f"{path}: mask is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[1]}x{size[0]}")
+    return codec.decode(rgb, path)
+
+
+def write_mask(path: Path, classes: np.ndarray) -> None:
+    """Write class indices as an RGB PNG (atomically: a reader never sees half a file)."""
+    from PIL import Image
+
+    from dlcv.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(MaskCodec.encode(classes)).save(tmp, format="PNG")

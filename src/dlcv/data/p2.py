@@ -1,0 +1,100 @@
+"""Problem 2's format: ``NNNN_sat.jpg`` satellite images with ``NNNN_mask.png`` land-cover masks."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.data.masks import MaskCodec, read_mask
+from dlcv.errors import DlcvError
+
+_SAT = re.compile(r"^(.+)_sat\.(jpg|jpeg|png)$", re.IGNORECASE)
+_MASK = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SatelliteSet:
+    """Image files in id order, with their mask files when the set is labelled."""
+
+    ids: list[str]
+    images: list[Path]
+    masks: list[Path] | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _scan(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in folder.iterdir():
+        match = pattern.match(path.name)
+        if match and path.is_file():
+            found[match.group(1)] = path
+    return found
+
+
+def find_images(folder: str | os.PathLike) -> SatelliteSet:
+    """The ``*_sat.jpg`` images of a folder (no masks needed), sorted by id."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder")
+    images = _scan(folder, _SAT)
+    if not images:
+        raise DlcvError(f"{folder}: no satellite images (expected NNNN_sat.jpg)")
+    ids = sorted(images)
+    return SatelliteSet(ids, [images[i] for i in ids], None)
+
+
+def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
+    """Image/mask pairs of a folder, matched by id; an error names any image without a mask and the reverse."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder")
+    images, masks = _scan(folder, _SAT), _scan(folder, _MASK)
+    if not images and not masks:
+        raise DlcvError(f"{folder}: no image/mask pairs (expected NNNN_sat.jpg with NNNN_mask.png)")
+    lone_images = sorted(set(images) - set(masks))
+    lone_masks = sorted(set(masks) - set(images))
+    problems = []
+    if lone_images:
+        problems.append(f"{len(lone_images)} image(s) without a mask: {_names(images, lone_images)}")
+    if lone_masks:
+        problems.append(f"{len(lone_masks)} mask(s) without an image: {_names(masks, lone_masks)}")
+    if problems:
+        raise DlcvError(f"{folder}: " + "; ".join(problems))
+    ids = sorted(images)
+    return SatelliteSet(ids, [images[i] for i in ids], [masks[i] for i in ids])
+
+
+def _names(paths: dict[str, Path], ids: list[str], shown: int = 5) -> str:
+    names = [paths[i].name for i in ids[:shown]]
+    return ", ".join(names) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
+def load_images(files: list[Path], use_cache: bool = True) -> np.ndarray:
+    """(N, H, W, 3) uint8, memory-mapped from the cache after the first decode."""
+    from dlcv.data.images import load_image_stack
+
+    return load_image_stack(files, use_cache=use_cache)
+
+
+def load_masks(files: list[Path], codec: MaskCodec, use_cache: bool = True) -> np.ndarray:
+    """(N, H, W) uint8 class indices, memory-mapped from the cache after the first decode."""
+    from dlcv.data.images import load_image_stack
+
+    return load_image_stack(files, use_cache=use_cache, decode=lambda path, size=None: read_mask(path, codec, size),
+                            tag=f"masks-{codec.unmapped}")
+
+
+def load_pairs(pairs: SatelliteSet, codec: MaskCodec, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Images and masks of a labelled set, checked to be of one size."""
+    images = load_images(pairs.images, use_cache)
+    masks = load_masks(pairs.masks, codec, use_cache)
+    if images.shape[1:3] != masks.shape[1:3]:
+        raise DlcvError(f"{pairs.masks[0].parent}: masks are {masks.shape[2]}x{masks.shape[1]} but images are "
+                        f"{images.shape[2]}x{images.shape[1]}")
+    return images, masks

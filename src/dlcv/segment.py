@@ -1,0 +1,385 @@
+"""Problem 2, semantic segmentation: ``evaluate``, ``overlay``, ``predict``, ``fit`` and ``progress``.
+
+``evaluate`` and ``overlay`` need only NumPy and Pillow; torch and Lightning are imported inside the
+commands that train or run a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.data.masks import (
+    CLASS_NAMES,
+    SCORED_CLASSES,
+    MaskCodec,
+    read_mask,
+    write_mask,
+)
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_write
+
+_MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
+
+
+# --- evaluate ----------------------------------------------------------------------------------------
+def _mask_files(folder: Path, role: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder ({role})")
+    found = {p.name: p for p in folder.iterdir() if _MASK_NAME.match(p.name) and p.is_file()}
+    if not found:
+        raise DlcvError(f"{folder}: no masks (expected NNNN_mask.png) ({role})")
+    return found
+
+
+def pair_masks(predictions: Path, labels: Path) -> list[tuple[str, Path, Path]]:
+    """(name, prediction, ground truth) by file name; an error names every missing or extra file."""
+    pred, gt = _mask_files(predictions, "predictions"), _mask_files(labels, "labels")
+    missing, extra = sorted(set(gt) - set(pred)), sorted(set(pred) - set(gt))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} ground-truth mask(s) have no prediction: {_some(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} prediction(s) have no ground truth: {_some(extra)}")
+    if problems:
+        raise DlcvError(f"{predictions} against {labels}: " + "; ".join(problems))
+    return [(name, pred[name], gt[name]) for name in sorted(gt)]
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped: str = "unknown",
+             breakdown: str | os.PathLike | None = None, workers: int | None = None) -> dict:
+    """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks.
+
+    ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike.
+    ``breakdown``: a CSV to write with every image's per-class IoU and pixel accuracy.
+    """
+    from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES
+    from dlcv.metrics.segmentation import (
+        class_iou,
+        code_confusion,
+        codes_to_classes,
+        mean_iou,
+    )
+
+    pairs = pair_masks(Path(predictions), Path(labels))
+    MaskCodec(unmapped)  # a bad policy fails before any work
+    unmapped_codes = np.flatnonzero(CODE_TO_CLASS >= NUM_CLASSES)  # red
+    unmapped_counts: dict[str, int] = {}
+
+    def score(item):
+        _, pred_path, gt_path = item
+        gt, pred = _read_rgb(gt_path), _read_rgb(pred_path)
+        if pred.shape != gt.shape:
+            raise DlcvError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
+                            f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]}")
+        codes = code_confusion(gt, pred)
+        for path, count in ((gt_path, codes[unmapped_codes].sum()), (pred_path, codes[:, unmapped_codes].sum())):
+            if count:
+                if unmapped == "error":
+                    raise DlcvError(f"{path}: {count} pixel(s) of a colour in no class (red, (255, 0, 0)); "
+                                    "use the 'unknown' policy to count them as Unknown")
+                unmapped_counts[str(path)] = int(count)
+        return codes_to_classes(codes)
+
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+        per_image = list(pool.map(score, pairs))
+    total = np.sum(per_image, axis=0)
+    result = {"images": len(pairs), "confusion": total, "iou": class_iou(total), "mean_iou": mean_iou(total),
+              "unmapped": unmapped_counts, "breakdown": None}
+    if breakdown is not None:
+        result["breakdown"] = write_breakdown(Path(breakdown), [p[0] for p in pairs], per_image)
+    return result
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from dlcv.data.images import decode_image
+
+    return decode_image(path)
+
+
+def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) -> Path:
+    """One row per image: each scored class's IoU (empty where absent from both) and pixel accuracy."""
+    from dlcv.metrics.segmentation import class_iou
+
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["mask", *[f"iou_{n.lower()}" for n in CLASS_NAMES[:SCORED_CLASSES]], "pixel_accuracy"])
+        for name, matrix in zip(names, matrices):
+            ious = class_iou(matrix)
+            accuracy = np.trace(matrix) / max(1, matrix.sum())
+            writer.writerow([name, *["" if np.isnan(v) else f"{v:.6f}" for v in ious], f"{accuracy:.6f}"])
+    return path
+
+
+# --- overlay -----------------------------------------------------------------------------------------
+def overlay_image(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45, outline: bool = True) -> np.ndarray:
+    """The image with the class colours blended over it and class boundaries drawn in black."""
+    colours = MaskCodec.encode(classes).astype(np.float32)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    if outline:
+        edge = np.zeros(classes.shape, dtype=bool)
+        edge[:-1, :] |= classes[:-1, :] != classes[1:, :]
+        edge[:, :-1] |= classes[:, :-1] != classes[:, 1:]
+        blended[edge] = 0
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
+            alpha: float = 0.45, unmapped: str = "unknown") -> Path:
+    """Write ``output`` (PNG): the satellite image with its mask drawn over it."""
+    from PIL import Image
+
+    from dlcv.data.images import decode_image
+    from dlcv.io import atomic_path
+
+    if not 0.0 <= alpha <= 1.0:
+        raise DlcvError(f"--alpha must lie in 0..1, got {alpha}")
+    image_path, mask_path = Path(image), Path(mask)
+    for path in (image_path, mask_path):
+        if not path.is_file():
+            raise DlcvError(f"{path}: no such file")
+    rgb = decode_image(image_path)
+    classes = read_mask(mask_path, MaskCodec(unmapped))
+    if classes.shape != rgb.shape[:2]:
+        raise DlcvError(f"{mask_path}: mask is {classes.shape[1]}x{classes.shape[0]} but the image "
+                        f"{image_path.name} is {rgb.shape[1]}x{rgb.shape[0]}")
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        Image.fromarray(overlay_image(rgb, classes, alpha)).save(tmp, format="PNG")
+    return output
+
+
+# --- fit ---------------------------------------------------------------------------------------------
+def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False) -> Path:
+    """Train a segmentation model from a recipe; return the run folder."""
+    from dlcv.config import load_recipe
+    from dlcv.recipes import check_segment_recipe, segment_defaults
+
+    recipe = load_recipe(segment_defaults(), config, overrides)
+    if name:
+        recipe["name"] = name
+    progress_at = check_segment_recipe(recipe)  # a bad recipe fails before any work
+    MaskCodec(recipe["data"]["unmapped"])
+
+    import lightning as L
+    import torch
+
+    from dlcv.data.seg_batches import SegmentationData, model_input
+    from dlcv.runs import (
+        build_trainer,
+        prepare_run_dir,
+        resolve_precision,
+        write_json,
+        write_recipe,
+    )
+    from dlcv.tasks.progress import MaskProgress
+    from dlcv.tasks.segmentation import SegmentationTask
+
+    if recipe["train"]["threads"]:
+        torch.set_num_threads(int(recipe["train"]["threads"]))
+    start = time.perf_counter()
+    data_module = SegmentationData(data, recipe["data"], int(recipe["seed"]))
+    data_module.prepare()  # bad data fails here, before anything is written
+    recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
+                                                     str(recipe["train"]["accelerator"]))
+    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
+    task = SegmentationTask(recipe)  # a bad model name or weights file fails before the run folder exists
+    run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite)
+    write_recipe(run_dir, recipe)
+    print(f"run folder: {run_dir}  ({len(data_module.train_y)} training pairs, {len(data_module.val_y)} "
+          f"validation pairs, training at {recipe['data']['train_size']}px, model input "
+          f"{recipe['data']['eval_size']}px, precision {recipe['train']['precision']})", flush=True)
+
+    callbacks = []
+    if progress_at:
+        ids, images, masks = _progress_images(data_module, recipe["progress"]["images"])
+        callbacks.append(MaskProgress(run_dir, progress_at, ids, images, masks,
+                                      lambda x: model_input(x, recipe["data"]), recipe["train"]["val_tta"]))
+    trainer = build_trainer(run_dir, recipe, monitor="val_miou", mode="max", max_epochs=recipe["train"]["epochs"],
+                            extra_callbacks=tuple(callbacks))
+    trainer.fit(task, datamodule=data_module)
+    fit_seconds = time.perf_counter() - start
+
+    checkpoint = trainer.checkpoint_callback
+    summary = {
+        "name": recipe["name"],
+        "model": recipe["model"]["name"],
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 1),
+        "train_size": recipe["data"]["train_size"],
+        "eval_size": recipe["data"]["eval_size"],
+        "selected_on": (f"holdout {recipe['data']['holdout']:.0%} of {recipe['data']['train']}"
+                        if float(recipe["data"]["holdout"]) > 0 else recipe["data"]["validation"]),
+        "best_val_miou": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_checkpoint": str(run_dir / "best.ckpt"),
+    }
+    if data_module.final is not None and trainer.is_global_zero:
+        final = data_module.final
+        model, _ = load_segmenter(run_dir / "best.ckpt")
+        matrix = _score_set(model, recipe, final, data_module.codec)
+        from dlcv.metrics.segmentation import class_iou, mean_iou
+
+        summary["final_validation"] = {"folder": str(final.images[0].parent), "mean_iou": mean_iou(matrix),
+                                       "iou": [float(v) for v in class_iou(matrix)]}
+    if trainer.is_global_zero:
+        write_json(run_dir / "summary.json", summary)
+        print(f"best val_miou {summary['best_val_miou']:.4f} (selected on {summary['selected_on']}); "
+              f"fit took {fit_seconds / 60:.1f} min", flush=True)
+        if "final_validation" in summary:
+            fv = summary["final_validation"]
+            print(f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe['train']['tta']}): "
+                  f"{fv['mean_iou']:.4f} (not used for any choice)", flush=True)
+        print(f"best checkpoint: {run_dir / 'best.ckpt'}", flush=True)
+    return run_dir
+
+
+def _progress_images(data_module, wanted: list):
+    """``(ids, images, masks)`` of the validation images whose masks are kept through training.
+
+    They come from the validation folder even when checkpoints are selected on a holdout share of
+    train (drawing them decides nothing); the chosen ids that exist there, else its first three.
+    """
+    import torch
+
+    from dlcv.data.images import decode_images
+
+    source = data_module.final if data_module.final is not None else data_module.val_set
+    wanted = [str(w) for w in wanted or []]
+    picks = [source.ids.index(w) for w in wanted if w in source.ids] or list(range(min(3, len(source))))
+    images = decode_images([source.images[i] for i in picks])
+    masks = np.stack([read_mask(source.masks[i], data_module.codec, images.shape[1:3]) for i in picks])
+    return [source.ids[i] for i in picks], torch.from_numpy(images), torch.from_numpy(masks)
+
+
+def _score_set(model, recipe: dict, pairs, codec: MaskCodec) -> np.ndarray:
+    """Pooled confusion matrix of ``model`` over a labelled set, predicted at full size with the recipe's TTA."""
+    from dlcv.data.p2 import load_pairs
+    from dlcv.metrics.segmentation import confusion
+
+    images, masks = load_pairs(pairs, codec, use_cache=bool(recipe["data"]["cache"]))
+    total = np.zeros((7, 7), dtype=np.int64)
+    for start, classes in predict_classes(model, images, recipe):
+        for j, pred in enumerate(classes):
+            total += confusion(np.asarray(masks[start + j]), pred)
+    return total
+
+
+# --- checkpoints and prediction ----------------------------------------------------------------------
+def load_segmenter(path: str | os.PathLike):
+    """``(model, recipe)`` from a dlcv segmentation checkpoint."""
+    from dlcv.checkpoints import load_model_weights, read_checkpoint, rebuild_args
+    from dlcv.data.masks import NUM_CLASSES
+    from dlcv.models import create_model
+
+    ckpt, recipe = read_checkpoint(path, "segment")
+    spec = recipe["model"]
+    model = create_model(spec["name"], num_classes=NUM_CLASSES, kind="segment", **rebuild_args(spec["args"]))
+    load_model_weights(model, ckpt, path, spec["name"])
+    return model, recipe
+
+
+def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_size: int | None = None):
+    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch."""
+    import torch
+
+    from dlcv.data.seg_batches import model_input
+    from dlcv.runs import cpu_computes_bf16_fast
+    from dlcv.tasks.segmentation import predict_probs
+
+    tta = tta or recipe["train"]["tta"]
+    batch_size = batch_size or int(recipe["data"]["eval_batch_size"])
+    model = model.eval().to(memory_format=torch.channels_last)
+    bf16 = str(recipe["train"]["precision"]).startswith("bf16") and cpu_computes_bf16_fast()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+            probs = predict_probs(model, model_input(batch, recipe["data"]), tuple(batch.shape[1:3]), tta)
+            yield start, probs.argmax(1).to(torch.uint8).numpy()
+
+
+def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
+            tta: str | None = None, overwrite: bool = False) -> int:
+    """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder.
+
+    The masks are written into a new folder beside ``output`` and moved into place when all are
+    done, so ``output`` never mixes old and new predictions and an interrupted run leaves it as it was.
+    """
+    from dlcv.data.images import decode_images
+    from dlcv.data.p2 import find_images
+
+    if tta is not None and tta not in ("none", "flip", "d4"):
+        raise DlcvError(f"--tta must be none, flip or d4, got {tta!r}")
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise DlcvError(f"{output}: exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise DlcvError(f"{output}: already holds files; choose a new folder or pass --overwrite to replace it")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise DlcvError(f"{output}: the folder {parent} does not exist")
+    found = find_images(images)
+    model, recipe = load_segmenter(checkpoint)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=parent))
+    try:
+        batch = int(recipe["data"]["eval_batch_size"])
+        for first in range(0, len(found), batch):
+            ids = found.ids[first : first + batch]
+            array = decode_images(found.images[first : first + batch])
+            for _, classes in predict_classes(model, array, recipe, tta, batch_size=batch):
+                for name, mask in zip(ids, classes):
+                    write_mask(staging / f"{name}_mask.png", mask)
+        os.chmod(staging, 0o777 & ~_umask())
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return len(found)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --- progress grid -----------------------------------------------------------------------------------
+def progress(run: str | os.PathLike, output: str | os.PathLike | None = None) -> list[Path]:
+    """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth."""
+    from dlcv.tasks.progress import PROGRESS_DIR
+    from dlcv.viz.segmentation import plot_progress
+
+    run = Path(run)
+    root = run / PROGRESS_DIR
+    truth = root / "ground_truth"
+    if not truth.is_dir():
+        raise DlcvError(f"{run}: no masks through training here (expected {truth}); train with progress.epochs set")
+    epochs = sorted(int(p.name.split("_")[1]) for p in root.glob("epoch_*") if p.is_dir())
+    if not epochs:
+        raise DlcvError(f"{run}: no epoch's masks saved yet under {root}")
+    ids = sorted(p.name[: -len("_mask.png")] for p in truth.glob("*_mask.png"))
+    codec = MaskCodec()
+    rows = []
+    for name in ids:
+        image = _read_rgb(root / "images" / f"{name}_sat.png")
+        masks = [read_mask(root / f"epoch_{e:03d}" / f"{name}_mask.png", codec) for e in epochs]
+        rows.append((name, image, masks, read_mask(truth / f"{name}_mask.png", codec)))
+    stem = Path(output) if output is not None else run / "figures" / "masks_through_training"
+    if output is None:
+        stem.parent.mkdir(exist_ok=True)
+    stem = stem.with_suffix("") if stem.suffix.lower() in (".png", ".pdf") else stem
+    return plot_progress(rows, epochs, stem)

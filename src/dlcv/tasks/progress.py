@@ -1,0 +1,66 @@
+"""Masks through training: chosen validation images' predicted masks at chosen epochs.
+
+The run folder gets ``progress/ground_truth/ID_mask.png`` and ``progress/images/ID_sat.png`` once,
+and ``progress/epoch_NNN/ID_mask.png`` at each chosen epoch; ``dlcv segment progress RUN`` draws them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+PROGRESS_DIR = "progress"
+
+
+def epoch_dir(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / PROGRESS_DIR / f"epoch_{epoch:03d}"
+
+
+class MaskProgress(L.Callback):
+    """``images`` uint8 (K, H, W, 3) and ``masks`` (K, H, W) of validation ``ids``; ``prepare`` makes model input."""
+
+    def __init__(self, run_dir: Path, epochs: list[int], ids: list[str], images: torch.Tensor, masks: torch.Tensor,
+                 prepare, tta: str = "none"):
+        self.run_dir, self.epochs, self.ids = Path(run_dir), set(epochs), ids
+        self.images, self.masks, self.prepare, self.tta = images, masks, prepare, tta
+
+    def on_fit_start(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        from PIL import Image
+
+        from dlcv.data.masks import write_mask
+        from dlcv.io import atomic_path
+
+        for sub in ("ground_truth", "images"):
+            (self.run_dir / PROGRESS_DIR / sub).mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(self.ids):
+            write_mask(self.run_dir / PROGRESS_DIR / "ground_truth" / f"{name}_mask.png", self.masks[i].numpy())
+            with atomic_path(self.run_dir / PROGRESS_DIR / "images" / f"{name}_sat.png") as tmp:
+                Image.fromarray(self.images[i].numpy()).save(tmp, format="PNG")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        if epoch not in self.epochs or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        from dlcv.data.masks import write_mask
+        from dlcv.tasks.segmentation import predict_probs
+
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        out = epoch_dir(self.run_dir, epoch)
+        out.mkdir(parents=True, exist_ok=True)
+        autocast = torch.autocast(pl_module.device.type, dtype=torch.bfloat16,
+                                  enabled=str(trainer.precision).startswith("bf16"))
+        try:
+            with torch.inference_mode(), autocast:
+                for i, name in enumerate(self.ids):
+                    x = self.prepare(self.images[i : i + 1]).to(pl_module.device)
+                    probs = predict_probs(model, x, tuple(self.masks.shape[-2:]), self.tta)
+                    write_mask(out / f"{name}_mask.png", probs.argmax(1)[0].cpu().numpy().astype(np.uint8))
+        finally:
+            model.train(was_training)

