@@ -1,7 +1,8 @@
-"""Segmentation input pipeline benchmark (issue 5): dlcv's decode-once pipeline, augmenting image and
-mask together on batches after transfer, against the common way (a PIL-per-sample Dataset decoding
-the JPEG and the PNG mask, torchvision.transforms.v2 on image and mask together, a 2-worker DataLoader)
-doing the same decoding and augmentation (random scaled crop, flip, 90-degree turn, resize, normalise).
+"""Segmentation input pipeline benchmark (issue 5): dlcv's decode-once pipeline (uint8 crops cut from
+the cached tiles, image and mask together, converted to float only at the training size) against
+the common way: a PIL-per-sample Dataset decoding the JPEG and the PNG mask and augmenting both
+with torchvision.transforms.v2 on the PIL images (random scaled crop, flip, 90-degree turn, resize),
+then ToImage / ToDtype / Normalize, in a 2-worker DataLoader.
 
   (a) ready batches per second with no model;
   (b) training images per second with the CPU recipe's model, against that model's own limit
@@ -27,10 +28,9 @@ from torchvision.transforms import v2
 
 from dlcv.config import load_recipe
 from dlcv.data.augment import to_float
-from dlcv.data.batches import TensorBatches
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import find_pairs, load_pairs
-from dlcv.data.seg_batches import augment_pair, random_affines
+from dlcv.data.seg_batches import SegmentationBatches
 from dlcv.recipes import segment_defaults
 from dlcv.tasks.segmentation import SegmentationTask
 
@@ -48,7 +48,7 @@ class PilPairs(Dataset):
 
     def __getitem__(self, i):
         with Image.open(self.pairs.images[i]) as im:
-            image = tv_tensors.Image(torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1))
+            image = im.convert("RGB")
         with Image.open(self.pairs.masks[i]) as im:
             mask = tv_tensors.Mask(torch.from_numpy(self.codec.decode(np.asarray(im.convert("RGB")))))
         image, mask = self.transform(image, mask)
@@ -58,9 +58,10 @@ class PilPairs(Dataset):
 def reference_loader(pairs, cfg, batch_size):
     low, high = cfg["scale"]
     transform = v2.Compose([
-        v2.RandomResizedCrop(int(cfg["train_size"]), scale=(low**2, high**2), ratio=(1.0, 1.0), antialias=False),
+        v2.RandomResizedCrop(int(cfg["train_size"]), scale=(low**2, high**2), ratio=(1.0, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomChoice([v2.RandomRotation((a, a)) for a in (0, 90, 180, 270)]),
+        v2.ToImage(),
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
         v2.Normalize(cfg["mean"], cfg["std"]),
     ])
@@ -69,11 +70,11 @@ def reference_loader(pairs, cfg, batch_size):
 
 
 def ours(images, masks, cfg, batch_size, epoch=0):
-    batches = TensorBatches(images, masks, batch_size, shuffle=True, drop_last=True, seed=0)
+    """What the training step receives: the batches as made, then as ``on_after_batch_transfer`` finishes them."""
+    batches = SegmentationBatches(images, masks, batch_size, cfg, shuffle=True, drop_last=True, seed=0)
     batches.set_epoch(epoch)
     for x, y in batches:
-        theta = random_affines(len(x), tuple(cfg["scale"]), bool(cfg["flip"]), bool(cfg["rot90"]))
-        yield augment_pair(to_float(x, cfg["mean"], cfg["std"]), y, int(cfg["train_size"]), theta)
+        yield to_float(x, cfg["mean"], cfg["std"]), y.long()
 
 
 def time_batches(iterable, limit):

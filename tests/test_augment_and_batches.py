@@ -104,3 +104,42 @@ def test_processes_take_disjoint_shares():
     shares = [torch.cat([y for _, y in _batches(shuffle=True, rank=r, world_size=2)]) for r in range(2)]
     assert not set(shares[0].tolist()) & set(shares[1].tolist())
     assert sorted(torch.cat(shares).tolist()) == list(range(10))
+
+
+def test_each_epoch_of_a_trainer_gets_a_new_order():
+    """A trainer stops asking once it has len() batches, so the epoch must count on at the start of a pass."""
+    import lightning as L
+    import torch
+
+    from dlcv.data.batches import TensorBatches
+
+    orders = []
+
+    class Recording(TensorBatches):
+        def __iter__(self):
+            for images, labels in super().__iter__():
+                orders[-1].append(int(labels[0]))
+                yield images, labels
+
+        def __len__(self):
+            orders.append([])
+            return super().__len__()
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return Recording(torch.randn(16, 2), torch.arange(16), 2, shuffle=True)
+
+    L.Trainer(max_epochs=3, enable_progress_bar=False, logger=False, enable_checkpointing=False,
+              enable_model_summary=False).fit(Tiny())
+    passes = [o for o in orders if o]
+    assert len(passes) >= 3 and len({tuple(p) for p in passes[-3:]}) == 3

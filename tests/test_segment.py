@@ -158,19 +158,22 @@ def test_wrong_size_masks_and_broken_images_get_clear_errors(tmp_path, capsys, p
 
 # --- augmentation --------------------------------------------------------------------------------------
 def test_augmentation_moves_image_and_mask_together():
-    from dlcv.data.seg_batches import augment_pair, random_affines
+    from dlcv.data.seg_batches import SegmentationBatches
 
-    torch.manual_seed(0)
     masks = torch.zeros(6, 64, 64, dtype=torch.uint8)
     masks[:, :, 20:] = 3
     masks[:, 40:, :] = 5
-    image = (masks.float() * 40)[:, None].repeat(1, 3, 1, 1)  # the image spells out the class
-    theta = random_affines(6, (0.5, 1.0), flip=True, rot90=True)
-    out_image, out_mask = augment_pair(image, masks, 32, theta)
-    assert out_image.shape == (6, 3, 32, 32) and out_mask.shape == (6, 32, 32)
-    agree = (out_image[:, 0] / 40).round().long() == out_mask
-    assert agree.float().mean() > 0.95  # only pixels on a class border may differ
-    assert len({tuple(t.flatten().tolist()) for t in theta}) == 6
+    masks[:, 5:12, 5:30] = 1  # an asymmetric patch, so turns and mirrors show
+    images = (masks * 40)[..., None].repeat(1, 1, 1, 3)  # the image spells out the class
+    cfg = {"train_size": 32, "scale": [0.5, 1.0], "flip": True, "rot90": True}
+    batches = SegmentationBatches(images, masks, 6, cfg, shuffle=True, seed=1)
+    out_image, out_mask = next(iter(batches))
+    assert out_image.shape == (6, 32, 32, 3) and out_image.dtype == torch.uint8 and out_mask.shape == (6, 32, 32)
+    agree = (out_image[..., 0].float() / 40).round().long() == out_mask.long()
+    assert agree.float().mean() > 0.93  # only pixels on a class border may differ
+    assert len({out_mask[i].numpy().tobytes() for i in range(6)}) > 1  # each sample drew its own crop
+    again = SegmentationBatches(images, masks, 6, cfg, shuffle=True, seed=1)
+    assert torch.equal(next(iter(again))[1], out_mask)  # the same (seed, epoch) draws the same crops
 
 
 # --- models --------------------------------------------------------------------------------------------

@@ -19,28 +19,28 @@ from dlcv.io import atomic_write, check_output_path
 
 # --- fit -------------------------------------------------------------------------------------------
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
-        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False) -> Path:
-    """Train a classifier from a recipe; return the run folder."""
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
+        resume: bool = False) -> Path:
+    """Train a classifier from a recipe; return the run folder. ``resume`` continues an interrupted
+    run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch)."""
     from dlcv.config import load_recipe
     from dlcv.recipes import check_classify_recipe, classify_defaults
+    from dlcv.runs import is_primary_process, resumed_recipe
 
     recipe = load_recipe(classify_defaults(), config, overrides)
     if name:
         recipe["name"] = name
+    if resume:
+        recipe = resumed_recipe(runs_dir, recipe)
     snapshot_at = check_classify_recipe(recipe)  # a bad recipe fails before any work
+    say = print if is_primary_process() else (lambda *a, **k: None)
 
     import lightning as L
     import torch
 
     from dlcv.data.augment import prepare_batch
     from dlcv.data.batches import ClassificationData
-    from dlcv.runs import (
-        build_trainer,
-        prepare_run_dir,
-        resolve_precision,
-        write_json,
-        write_recipe,
-    )
+    from dlcv.runs import build_trainer, open_run_dir, resolve_precision, write_json
     from dlcv.tasks.classification import ClassificationTask
     from dlcv.tasks.snapshots import EmbeddingSnapshots
 
@@ -52,11 +52,12 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
                                                      str(recipe["train"]["accelerator"]))
     recipe["data"]["num_classes"] = data_module.num_classes
-    run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite)
-    write_recipe(run_dir, recipe)
-    print(f"run folder: {run_dir}  ({len(data_module.train_y)} training images, "
+    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume)
+    say(f"run folder: {run_dir}  ({len(data_module.train_y)} training images, "
           f"{len(data_module.val_y)} validation images, {data_module.num_classes} classes, "
           f"precision {recipe['train']['precision']})", flush=True)
+    if resume_from is not None:
+        say(f"resuming from {resume_from} with the run's saved recipe", flush=True)
 
     L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
     task = ClassificationTask(recipe, data_module.num_classes)
@@ -68,7 +69,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
                                             batch_size=int(recipe["data"]["eval_batch_size"])))
     trainer = build_trainer(run_dir, recipe, monitor="val_acc", mode="max",
                             max_epochs=recipe["train"]["epochs"], extra_callbacks=tuple(snapshots))
-    trainer.fit(task, datamodule=data_module)
+    trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
 
     checkpoint = trainer.checkpoint_callback
@@ -115,8 +116,9 @@ def load_classifier(path: str | os.PathLike):
     return model, recipe
 
 
-def predict_labels(model, images, recipe: dict, batch_size: int = 500) -> np.ndarray:
-    """Class predictions for uint8 (N, H, W, 3) images, with the recipe's input preparation and TTA."""
+def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str | None = None):
+    """Softmax probabilities (N, classes) for uint8 (N, H, W, 3) images, with the recipe's input
+    preparation and test-time augmentation (``tta`` overrides the recipe's)."""
     import torch
 
     from dlcv.data.augment import prepare_batch
@@ -131,22 +133,56 @@ def predict_labels(model, images, recipe: dict, batch_size: int = 500) -> np.nda
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(images), batch_size):
             x = prepare_batch(images[i : i + batch_size], recipe["data"])
-            out.append(predict_logits(model, x, recipe["train"]["tta"]).argmax(1))
-    return torch.cat(out).numpy()
+            out.append(predict_logits(model, x, tta or recipe["train"]["tta"]).float().softmax(1))
+    return torch.cat(out)
+
+
+def predict_labels(model, images, recipe: dict, batch_size: int = 500) -> np.ndarray:
+    """Class predictions for uint8 (N, H, W, 3) images, with the recipe's input preparation and TTA."""
+    return predict_scores(model, images, recipe, batch_size).argmax(1).numpy()
+
+
+def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path]:
+    """The ``count`` best checkpoints of the run that ``checkpoint`` belongs to (its ``top/`` folder,
+    written when the recipe sets ``train.save_top_k``), best first; ``[checkpoint]`` for 1."""
+    from dlcv.runs import TOP_DIR
+
+    checkpoint = Path(checkpoint)
+    if count <= 1:
+        return [checkpoint]
+    top = checkpoint.parent / TOP_DIR
+    found = sorted(top.glob("*.ckpt")) if top.is_dir() else []
+    if len(found) < count:
+        raise DlcvError(f"--ensemble {count}: {top} holds {len(found)} checkpoint(s); train with "
+                        f"train.save_top_k >= {count}")
+    # File names end with the monitored validation accuracy: higher is better.
+    scored = sorted(found, key=lambda p: float(p.stem.rsplit("-", 1)[-1]), reverse=True)
+    return scored[:count]
 
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
-            id_column: str = "filename") -> int:
-    """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name."""
+            id_column: str = "filename", ensemble: int = 1, tta: str | None = None) -> int:
+    """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name.
+
+    ``ensemble`` k averages the probabilities of the run's k best checkpoints (R5 averaged its 5
+    best epochs); ``tta`` (none, flip, flip_shift) overrides the recipe's test-time augmentation.
+    """
     from dlcv.data.images import list_images, load_image_stack
+    from dlcv.recipes import TTA_MODES
 
     if id_column not in ("filename", "image_id"):
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
+    if tta is not None and tta not in TTA_MODES:
+        raise DlcvError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     output = check_output_path(output)
     files = list_images(images)
-    model, recipe = load_classifier(checkpoint)
     array = load_image_stack(files, use_cache=False)
-    labels = predict_labels(model, array, recipe)
+    total = None
+    for path in ensemble_checkpoints(checkpoint, ensemble):
+        model, recipe = load_classifier(path)
+        scores = predict_scores(model, array, recipe, tta=tta)
+        total = scores if total is None else total + scores
+    labels = total.argmax(1).numpy()
     with atomic_write(output, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([id_column, "label"])

@@ -29,6 +29,8 @@ SCHEDULE_DEFAULTS = {
     "power": 0.9,  # poly: lr * (1 - t)^power
     "milestones": [],  # multistep: epochs
     "gamma": 0.1,  # multistep
+    "restart_epochs": 10,  # cosine_restarts: epochs of the first cosine period (SGDR's T_0)
+    "restart_mult": 1,  # cosine_restarts: each period this many times longer than the last (T_mult)
 }
 
 DATA_DEFAULTS = {
@@ -46,19 +48,33 @@ DATA_DEFAULTS = {
     "crop_padding": 4,
     "flip": True,
     "cutout": 0,  # side of the square zeroed in every training image (0: off)
+    "auto_augment": "none",  # none, trivialaugment (TrivialAugmentWide) or randaugment, per image
+    "randaugment_ops": 2,
+    "randaugment_magnitude": 9,
+    "mixup_alpha": 0.0,  # > 0: MixUp with this Beta(alpha, alpha)
+    "cutmix_alpha": 0.0,  # > 0: CutMix; with both on, one of the two per batch at equal odds
     "cache": True,  # decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv
 }
 
 TRAIN_DEFAULTS = {
     "epochs": 30,
     "precision": "auto",  # auto: bf16-mixed where the hardware computes bf16 fast, else 32-true
+    "loss": "ce",  # ce (cross-entropy) or focal
+    "focal_gamma": 2.0,
     "label_smoothing": 0.1,
+    "early_stopping_patience": 0,  # > 0: stop after this many epochs without a better monitored metric
+    "ema_decay": 0.0,  # > 0: validate, checkpoint and predict with an exponential moving average of the weights
+    "gradient_clip": 0.0,  # > 0: clip the gradients' global norm to this
+    "save_top_k": 1,  # keep the k best checkpoints (top/), for predict --ensemble k
     "tta": "flip",  # prediction and final scoring: none, flip (image + mirror) or flip_shift (+ 1-px shifts)
     "val_tta": "flip",  # per-epoch validation (kept cheap: it runs every epoch)
     "channels_last": True,
     "threads": None,  # CPU threads for torch; None: all cores
     "accelerator": "auto",
-    "devices": "auto",
+    "devices": "auto",  # a number of GPUs (or CPU processes), or auto
+    "num_nodes": 1,
+    "strategy": "auto",  # auto, ddp, ... (Lightning's); torchrun and SLURM are detected
+    "sync_batchnorm": False,  # batch-norm statistics over all processes (small per-device batches)
     "deterministic": False,
 }
 
@@ -109,7 +125,7 @@ SEG_LOSS_DEFAULTS = {
 }
 
 SEG_TRAIN_DEFAULTS = {
-    **{k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("label_smoothing", "tta", "val_tta")},
+    **{k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("label_smoothing", "loss", "focal_gamma", "tta", "val_tta")},
     "epochs": 20,
     "tta": "flip",  # prediction: none, flip or d4 (4 rotations x 2 mirrors)
     "val_tta": "none",
@@ -178,4 +194,12 @@ def check_classify_recipe(recipe: dict) -> list[int]:
     for key in ("tta", "val_tta"):
         if recipe["train"][key] not in TTA_MODES:
             raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of {', '.join(TTA_MODES)}")
+    if recipe["train"]["loss"] not in ("ce", "focal"):
+        raise DlcvError(f"train.loss: {recipe['train']['loss']!r} is not one of ce, focal")
+    if recipe["data"]["auto_augment"] not in ("none", "trivialaugment", "randaugment"):
+        raise DlcvError(f"data.auto_augment: {recipe['data']['auto_augment']!r} is not one of none, trivialaugment, "
+                        "randaugment")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if float(recipe["data"][key]) < 0:
+            raise DlcvError(f"data.{key} must be 0 (off) or positive, got {recipe['data'][key]!r}")
     return snapshot_epochs(recipe["embed"]["epochs"], epochs)

@@ -33,6 +33,35 @@ def prepare_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool) -> 
     return run_dir
 
 
+def is_primary_process() -> bool:
+    """False in the extra processes of a multi-process run (Lightning's DDP launcher, torchrun, SLURM):
+    only the primary process creates, clears or writes the run folder."""
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def resumed_recipe(runs_dir: str | os.PathLike, recipe: dict) -> dict:
+    """The recipe saved in the run folder of ``recipe``'s name, which ``--resume`` trains with, so
+    that the resumed run trains exactly what the interrupted one did; an error if there is nothing to resume."""
+    from dlcv.config import load_recipe
+
+    run_dir = Path(runs_dir) / str(recipe.get("name"))
+    if not (run_dir / "last.ckpt").is_file() or not (run_dir / "recipe.yaml").is_file():
+        raise DlcvError(f"{run_dir}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
+    return load_recipe(recipe, run_dir / "recipe.yaml")
+
+
+def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, resume: bool) -> tuple[Path, Path | None]:
+    """``(run folder, checkpoint to resume from or None)``: a new run gets an empty folder with its
+    recipe (``prepare_run_dir``, primary process only); a resumed one its ``last.ckpt``."""
+    run_dir = Path(runs_dir) / recipe["name"]
+    if resume:
+        return run_dir, run_dir / "last.ckpt"
+    if is_primary_process():
+        run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite)
+        write_recipe(run_dir, recipe)
+    return run_dir, None
+
+
 def write_recipe(run_dir: Path, recipe: dict) -> None:
     with atomic_write(run_dir / "recipe.yaml") as handle:
         handle.write(dump_recipe(recipe))
@@ -73,6 +102,21 @@ def make_epoch_csv_callback(path: Path, echo: bool):
             self.start = time.perf_counter()
             self.columns: list[str] | None = None
 
+        def on_train_start(self, trainer, pl_module):
+            """A resumed run keeps the rows of the epochs it resumes after and drops any later ones."""
+            done = trainer.current_epoch
+            if done == 0 or trainer.global_rank != 0 or not path.exists():
+                return
+            with open(path, newline="") as handle:
+                rows = list(csv.reader(handle))
+            if not rows:
+                return
+            self.columns, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) <= done]
+            with open(path, "w", newline="") as handle:
+                csv.writer(handle).writerows([self.columns, *kept])
+            if kept:  # the clock goes on from the last kept epoch
+                self.start -= float(kept[-1][self.columns.index("seconds")])
+
         def on_train_epoch_end(self, trainer, pl_module):
             if trainer.sanity_checking or trainer.global_rank != 0:
                 return
@@ -107,11 +151,19 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+TOP_DIR = "top"  # the save_top_k best checkpoints of a run
+
+
 def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epochs: int,
                   extra_callbacks: tuple = (), **overrides):
     """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard)."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        EMAWeightAveraging,
+        ModelCheckpoint,
+        TQDMProgressBar,
+    )
     from lightning.pytorch.loggers import TensorBoardLogger
 
     quiet_lightning()
@@ -123,13 +175,39 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         make_epoch_csv_callback(run_dir / "metrics.csv", echo=not interactive),
         *extra_callbacks,
     ]
+    class TopKCheckpoint(ModelCheckpoint):
+        @property
+        def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
+            return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
+
+    top_k = int(train.get("save_top_k", 1))
+    if top_k > 1:  # the k best epochs, for prediction by their averaged logits (predict --ensemble k)
+        callbacks.append(TopKCheckpoint(dirpath=run_dir / TOP_DIR, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
+                                         monitor=monitor, mode=mode, save_top_k=top_k, auto_insert_metric_name=False,
+                                         enable_version_counter=False))
+    if int(train.get("early_stopping_patience", 0)) > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(train["early_stopping_patience"])))
+    if float(train.get("ema_decay", 0)) > 0:
+        callbacks.append(EMAWeightAveraging(decay=float(train["ema_decay"])))
     if interactive:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
+    sync_batchnorm = bool(train.get("sync_batchnorm", False))
+    if sync_batchnorm:
+        import torch
+
+        if not torch.cuda.is_available() or str(train["accelerator"]) == "cpu":
+            sync_batchnorm = False  # torch's SyncBatchNorm runs on GPUs only
+            print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
+                  file=sys.stderr)
     options = dict(
         default_root_dir=run_dir,
         max_epochs=max_epochs,
         accelerator=train["accelerator"],
         devices=train["devices"],
+        num_nodes=int(train.get("num_nodes", 1)),
+        strategy=train.get("strategy", "auto"),
+        sync_batchnorm=sync_batchnorm,
+        gradient_clip_val=float(train.get("gradient_clip", 0)) or None,
         precision=resolve_precision(str(train["precision"]), str(train["accelerator"])),
         deterministic=bool(train["deterministic"]),
         logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),

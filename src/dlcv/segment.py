@@ -163,14 +163,19 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
 
 # --- fit ---------------------------------------------------------------------------------------------
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
-        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False) -> Path:
-    """Train a segmentation model from a recipe; return the run folder."""
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
+        resume: bool = False) -> Path:
+    """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
     from dlcv.config import load_recipe
     from dlcv.recipes import check_segment_recipe, segment_defaults
+    from dlcv.runs import is_primary_process, resumed_recipe
 
     recipe = load_recipe(segment_defaults(), config, overrides)
     if name:
         recipe["name"] = name
+    if resume:
+        recipe = resumed_recipe(runs_dir, recipe)
+    say = print if is_primary_process() else (lambda *a, **k: None)
     progress_at = check_segment_recipe(recipe)  # a bad recipe fails before any work
     MaskCodec(recipe["data"]["unmapped"])
 
@@ -178,13 +183,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     import torch
 
     from dlcv.data.seg_batches import SegmentationData, model_input
-    from dlcv.runs import (
-        build_trainer,
-        prepare_run_dir,
-        resolve_precision,
-        write_json,
-        write_recipe,
-    )
+    from dlcv.runs import build_trainer, open_run_dir, resolve_precision, write_json
     from dlcv.tasks.progress import MaskProgress
     from dlcv.tasks.segmentation import SegmentationTask
 
@@ -197,11 +196,10 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
                                                      str(recipe["train"]["accelerator"]))
     L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
     task = SegmentationTask(recipe)  # a bad model name or weights file fails before the run folder exists
-    run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite)
-    write_recipe(run_dir, recipe)
-    print(f"run folder: {run_dir}  ({len(data_module.train_y)} training pairs, {len(data_module.val_y)} "
-          f"validation pairs, training at {recipe['data']['train_size']}px, model input "
-          f"{recipe['data']['eval_size']}px, precision {recipe['train']['precision']})", flush=True)
+    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume)
+    say(f"run folder: {run_dir}  ({len(data_module.train_y)} training pairs, {len(data_module.val_y)} "
+        f"validation pairs, training at {recipe['data']['train_size']}px, model input "
+        f"{recipe['data']['eval_size']}px, precision {recipe['train']['precision']})", flush=True)
 
     callbacks = []
     if progress_at:
@@ -210,7 +208,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
                                       lambda x: model_input(x, recipe["data"]), recipe["train"]["val_tta"]))
     trainer = build_trainer(run_dir, recipe, monitor="val_miou", mode="max", max_epochs=recipe["train"]["epochs"],
                             extra_callbacks=tuple(callbacks))
-    trainer.fit(task, datamodule=data_module)
+    trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
 
     checkpoint = trainer.checkpoint_callback

@@ -34,13 +34,14 @@ def _fit(args) -> None:
     from dlcv.classify import fit
 
     fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=tuple(args.set),
-        overwrite=args.overwrite)
+        overwrite=args.overwrite, resume=args.resume)
 
 
 def _predict(args) -> None:
     from dlcv.classify import predict
 
-    count = predict(args.checkpoint, args.images, args.output, id_column=args.id_column)
+    count = predict(args.checkpoint, args.images, args.output, id_column=args.id_column, ensemble=args.ensemble,
+                    tta=args.tta)
     print(f"wrote {count} predictions to {args.output}")
 
 
@@ -77,7 +78,7 @@ def _segment_fit(args) -> None:
     from dlcv.segment import fit
 
     fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=tuple(args.set),
-        overwrite=args.overwrite)
+        overwrite=args.overwrite, resume=args.resume)
 
 
 def _segment_predict(args) -> None:
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
     fit.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
     fit.set_defaults(handler=_fit)
 
     predict = classify.add_parser("predict", help="write filename,label for every image of a folder")
@@ -176,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, help="CSV to write")
     predict.add_argument("--id-column", default="filename", choices=("filename", "image_id"),
                          help="name of the first column (image_id: the 2021 format)")
+    predict.add_argument("--ensemble", type=int, default=1, metavar="K",
+                         help="average the run's K best checkpoints (needs train.save_top_k >= K)")
+    predict.add_argument("--tta", choices=("none", "flip", "flip_shift"),
+                         help="test-time augmentation (default: the recipe's train.tta)")
     predict.set_defaults(handler=_predict)
 
     evaluate = classify.add_parser("evaluate", help="accuracy of a predictions CSV against labels")
@@ -207,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg_fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
     seg_fit.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
+    seg_fit.add_argument("--resume", action="store_true",
+                         help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
     seg_fit.set_defaults(handler=_segment_fit)
 
     seg_predict = segment.add_parser("predict", help="write NNNN_mask.png for every NNNN_sat.jpg of a folder")

@@ -61,13 +61,19 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
 
 
 def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) in channels-last memory."""
-    x = images.permute(0, 3, 1, 2).float()  # NHWC memory is NCHW channels-last already
-    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    # (x / 255 - mean) / std as one fused multiply-add
-    x = torch.addcmul(-mean_t / std_t, x, 1.0 / (255.0 * std_t))
-    return x.contiguous(memory_format=torch.channels_last)
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) in channels-last memory.
+
+    The NHWC pixels are converted as they lie, and normalised as rows of ``W * 3`` values against
+    one repeated (scale, shift) row: broadcasting a 3-vector over the innermost dimension is about
+    7x slower on a CPU.
+    """
+    x = images.contiguous().float()
+    w = x.shape[2]
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=x.dtype, device=x.device).repeat(w)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=x.dtype, device=x.device).repeat(w)
+    rows = x.view(-1, w * x.shape[3])
+    rows.mul_(scale).add_(shift)
+    return x.permute(0, 3, 1, 2)  # NHWC memory is NCHW channels-last already
 
 
 def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -82,6 +88,11 @@ def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False) -> torch
     """uint8 (N, H, W, 3) -> the model's input, augmented when ``train``."""
     if train:
         images = crop_flip(images, padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
+        if cfg.get("auto_augment", "none") != "none":
+            from dlcv.data.policies import auto_augment
+
+            images = auto_augment(images, cfg["auto_augment"], int(cfg.get("randaugment_ops", 2)),
+                                  int(cfg.get("randaugment_magnitude", 9)))
     x = to_float(images, cfg["mean"], cfg["std"])
     if train and cfg["cutout"]:
         x = cutout(x, int(cfg["cutout"]))

@@ -29,19 +29,21 @@ class TensorBatches:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, epoch_fn=None):
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
+        self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch: right after a resume too
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _indices(self) -> torch.Tensor:
+    def _indices(self, epoch: int | None = None) -> torch.Tensor:
         n = len(self.labels)
         if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+            seed = self.seed * 100_003 + (self.epoch if epoch is None else epoch)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(n)
         return order[self.rank :: self.world_size]
@@ -50,13 +52,23 @@ class TensorBatches:
         n = len(self._indices())
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def _next_epoch(self) -> int:
+        """The epoch of the pass that starts now; counted on at the start, not the end, of a pass,
+        because a trainer that knows the length stops asking once it has every batch (so code after
+        the last ``yield`` never runs)."""
+        if self.epoch_fn is not None:
+            self.epoch = int(self.epoch_fn())
+        epoch = self.epoch
+        if self.shuffle:
+            self.epoch += 1
+        return epoch
+
     def __iter__(self):
-        order = self._indices()
+        epoch = self._next_epoch()
+        order = self._indices(epoch)
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.images[index], self.labels[index]
-        if self.shuffle:
-            self.epoch += 1
 
 
 def _as_tensor(images: np.ndarray) -> torch.Tensor:
@@ -151,12 +163,11 @@ class ClassificationData(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches:
         rank, world = self._rank_world()
-        batches = TensorBatches(self.train_x, self.train_y, int(self.cfg["batch_size"]), shuffle=True,
-                                drop_last=len(self.train_y) // world >= int(self.cfg["batch_size"]),
-                                seed=self.seed, rank=rank, world_size=world)
-        if getattr(self, "trainer", None) is not None:
-            batches.set_epoch(self.trainer.current_epoch)
-        return batches
+        trainer = getattr(self, "trainer", None)
+        return TensorBatches(self.train_x, self.train_y, int(self.cfg["batch_size"]), shuffle=True,
+                             drop_last=len(self.train_y) // world >= int(self.cfg["batch_size"]),
+                             seed=self.seed, rank=rank, world_size=world,
+                             epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
 
     def val_dataloader(self) -> TensorBatches:
         rank, world = self._rank_world()
@@ -165,4 +176,9 @@ class ClassificationData(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         training = getattr(self, "trainer", None) is not None and self.trainer.training
-        return prepare_batch(images, self.cfg, train=training), labels
+        x = prepare_batch(images, self.cfg, train=training)
+        if training and (float(self.cfg.get("mixup_alpha", 0)) > 0 or float(self.cfg.get("cutmix_alpha", 0)) > 0):
+            from dlcv.data.policies import mix
+
+            return mix(x, labels, self.num_classes, float(self.cfg["mixup_alpha"]), float(self.cfg["cutmix_alpha"]))
+        return x, labels

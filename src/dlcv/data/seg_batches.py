@@ -1,15 +1,19 @@
-"""Segmentation batches: image and mask augmented together, batched, after the batch reaches the device.
+"""Segmentation batches: image and mask cropped, resized and turned together, straight from uint8 caches.
 
-The pairs are decoded once into uint8 stacks (memory-mapped caches, ``p2.load_pairs``), so a batch
-is one index into two tensors. Augmentation is one affine per sample (a random scaled crop, a
-horizontal flip and a 90-degree rotation, composed) applied with ``grid_sample``: bilinear for the
-image, nearest for the mask, so both move exactly together and come out at the training size.
+The pairs are decoded once into uint8 stacks (memory-mapped caches, ``p2.load_pairs``). A training
+batch is cut from them on the CPU before it travels: per sample a random square crop (its side a
+log-uniform fraction ``data.scale`` of the tile's), resized to ``data.train_size`` on the uint8
+pixels (bilinear with anti-aliasing for the image, nearest for the mask), then a random mirror and a
+random multiple of 90 degrees, the same for both. Only the small crops are ever converted to float,
+on the training device. The draws come from a generator seeded by (seed, epoch), so an epoch's crops
+are the same whenever it runs, a resumed one included.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
@@ -24,45 +28,74 @@ from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs
 from dlcv.errors import DlcvError
 
 
-def random_affines(batch: int, scale: tuple[float, float], flip: bool, rot90: bool,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """(batch, 2, 3) ``affine_grid`` matrices: output coordinates -> input coordinates in [-1, 1].
-
-    A crop of side ``s`` (a fraction of the image side, log-uniform in ``scale``) at a uniform
-    position, flipped left-right with probability 1/2 and turned by a random multiple of 90 degrees.
-    """
+def crop_params(batch: int, side: int, scale: tuple[float, float], flip: bool, rot90: bool,
+                generator: torch.Generator) -> list[tuple[int, int, int, bool, int]]:
+    """Per sample ``(crop side, top, left, mirror, quarter turns)`` for tiles of ``side`` pixels."""
     lo, hi = math.log(scale[0]), math.log(scale[1])
-    s = torch.exp(lo + (hi - lo) * torch.rand(batch, generator=generator))
-    centre = (torch.rand(batch, 2, generator=generator) * 2 - 1) * (1 - s)[:, None]
-    k = torch.randint(0, 4, (batch,), generator=generator) if rot90 else torch.zeros(batch, dtype=torch.long)
-    angle = k.float() * (math.pi / 2)
-    cos, sin = torch.cos(angle).round(), torch.sin(angle).round()
-    mirror = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(batch)
-    theta = torch.zeros(batch, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1] = s * cos * mirror, -s * sin
-    theta[:, 1, 0], theta[:, 1, 1] = s * sin * mirror, s * cos
-    theta[:, :, 2] = centre
-    return theta
+    fraction = torch.exp(lo + (hi - lo) * torch.rand(batch, generator=generator))
+    sides = (fraction * side).round().long().clamp(1, side)
+    tops = (torch.rand(batch, generator=generator) * (side - sides + 1)).long()
+    lefts = (torch.rand(batch, generator=generator) * (side - sides + 1)).long()
+    mirror = (torch.rand(batch, generator=generator) < 0.5) & flip
+    turns = torch.randint(0, 4, (batch,), generator=generator) if rot90 else torch.zeros(batch, dtype=torch.long)
+    return [(int(s), int(t), int(l), bool(m), int(k)) for s, t, l, m, k in zip(sides, tops, lefts, mirror, turns)]
 
 
-def augment_pair(x: torch.Tensor, masks: torch.Tensor, size: int, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float images (B, 3, H, W) and class masks (B, H, W) -> both at ``size`` x ``size`` under ``theta``."""
-    theta = theta.to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, [x.shape[0], 1, size, size], align_corners=False)
-    images = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    labels = F.grid_sample(masks[:, None].to(x.dtype), grid, mode="nearest", padding_mode="reflection",
-                           align_corners=False)
-    return images.contiguous(memory_format=torch.channels_last), labels[:, 0].round().long()
+def crop_pair(image: torch.Tensor, mask: torch.Tensor, params: tuple, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One uint8 (H, W, 3) image and (H, W) mask -> (size, size, 3) and (size, size), moved together."""
+    side, top, left, mirror, turns = params
+    crop = image[top : top + side, left : left + side].permute(2, 0, 1).unsqueeze(0)  # NCHW view, channels-last
+    out = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    labels = mask[top : top + side, left : left + side][None, None]
+    labels = F.interpolate(labels, size=(size, size), mode="nearest-exact")[0, 0]
+    if mirror:
+        out, labels = out.flip(2), labels.flip(1)
+    if turns:
+        out, labels = torch.rot90(out, turns, (1, 2)), torch.rot90(labels, turns, (0, 1))
+    return out.permute(1, 2, 0), labels
+
+
+class SegmentationBatches(TensorBatches):
+    """Training batches of augmented uint8 crops: ``(images (B, S, S, 3), masks (B, S, S))``.
+
+    The per-sample work runs on a small thread pool (PyTorch releases the GIL in its kernels).
+    """
+
+    def __init__(self, images, masks, batch_size: int, cfg: dict, **kwargs):
+        super().__init__(images, masks, batch_size, **kwargs)
+        self.cfg = cfg
+        self.workers = max(1, min(4, os.cpu_count() or 1))
+
+    def __iter__(self):
+        cfg, size = self.cfg, int(self.cfg["train_size"])
+        epoch = self._next_epoch()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + self.rank)
+        order = self._indices(epoch)
+        side = self.images.shape[1]
+        with ThreadPoolExecutor(self.workers) as pool:
+            for i in range(len(self)):
+                index = order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+                params = crop_params(len(index), side, tuple(cfg["scale"]), bool(cfg["flip"]), bool(cfg["rot90"]),
+                                     generator)
+                images = torch.empty(len(index), size, size, 3, dtype=torch.uint8)
+                masks = torch.empty(len(index), size, size, dtype=torch.uint8)
+
+                def work(j: int, index=index, params=params, images=images, masks=masks) -> None:
+                    images[j], masks[j] = crop_pair(self.images[index[j]], self.labels[index[j]], params[j], size)
+
+                list(pool.map(work, range(len(index))))
+                yield images, masks
 
 
 def model_input(images: torch.Tensor, cfg: dict) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> normalised float at the evaluation size (the whole image, resized)."""
-    x = to_float(images, cfg["mean"], cfg["std"])
+    """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize
+    of the uint8 pixels, as the training crops are made)."""
     size = cfg["eval_size"]
-    if size and tuple(x.shape[-2:]) != (size, size):
-        # Plain bilinear, as training's grid_sample reads pixels (no anti-aliasing in either).
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x.contiguous(memory_format=torch.channels_last)
+    if size and tuple(images.shape[1:3]) != (size, size):
+        nchw = images.permute(0, 3, 1, 2)
+        images = F.interpolate(nchw, size=(size, size), mode="bilinear", antialias=True,
+                               align_corners=False).permute(0, 2, 3, 1)
+    return to_float(images, cfg["mean"], cfg["std"])
 
 
 class SegmentationData(L.LightningDataModule):
@@ -126,12 +159,11 @@ class SegmentationData(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         rank, world = self._rank_world()
         batch = int(self.cfg["batch_size"])
-        batches = TensorBatches(self.train_x, self.train_y, batch, shuffle=True,
-                                drop_last=len(self.train_y) // world >= batch, seed=self.seed, rank=rank,
-                                world_size=world)
-        if getattr(self, "trainer", None) is not None:
-            batches.set_epoch(self.trainer.current_epoch)
-        return batches
+        trainer = getattr(self, "trainer", None)
+        return SegmentationBatches(self.train_x, self.train_y, batch, self.cfg, shuffle=True,
+                                   drop_last=len(self.train_y) // world >= batch, seed=self.seed, rank=rank,
+                                   world_size=world,
+                                   epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
 
     def val_dataloader(self) -> TensorBatches:
         rank, world = self._rank_world()
@@ -140,8 +172,6 @@ class SegmentationData(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, masks = batch
         training = getattr(self, "trainer", None) is not None and self.trainer.training
-        if not training:
-            return model_input(images, self.cfg), masks.long()
-        cfg = self.cfg
-        theta = random_affines(len(images), tuple(cfg["scale"]), bool(cfg["flip"]), bool(cfg["rot90"]))
-        return augment_pair(to_float(images, cfg["mean"], cfg["std"]), masks, int(cfg["train_size"]), theta)
+        if training:  # already cropped to the training size on the CPU
+            return to_float(images, self.cfg["mean"], self.cfg["std"]), masks.long()
+        return model_input(images, self.cfg), masks.long()

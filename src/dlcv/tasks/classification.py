@@ -30,6 +30,12 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -
     return logits / 4
 
 
+def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Focal loss against soft targets: ``-sum_c t_c (1 - p_c)^gamma log p_c`` (gamma 0: cross-entropy)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(targets * (1 - log_p.exp()) ** gamma * log_p).sum(1).mean()
+
+
 class ClassificationTask(BaseTask):
     def __init__(self, recipe: dict, num_classes: int):
         super().__init__(recipe, num_classes=num_classes)
@@ -37,25 +43,47 @@ class ClassificationTask(BaseTask):
         self.model = create_model(spec["name"], num_classes=num_classes, kind="classify", **spec["args"])
         if recipe["train"]["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.label_smoothing = float(recipe["train"]["label_smoothing"])
-        self.val_tta = recipe["train"]["val_tta"]
+        train = recipe["train"]
+        self.label_smoothing = float(train["label_smoothing"])
+        self.loss_name, self.focal_gamma = str(train.get("loss", "ce")), float(train.get("focal_gamma", 2.0))
+        if self.loss_name not in ("ce", "focal"):
+            from dlcv.errors import DlcvError
+
+            raise DlcvError(f"train.loss: {self.loss_name!r} is not one of ce, focal")
+        self.num_classes = num_classes
+        self.val_tta = train["val_tta"]
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The recipe's loss against soft targets (one-hot, smoothed, or mixed by MixUp / CutMix)."""
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / targets.shape[1]
+        if self.loss_name == "focal":
+            return soft_focal_loss(logits, targets, self.focal_gamma)
+        return F.cross_entropy(logits.float(), targets)
+
+    def on_train_epoch_start(self):
+        # Every epoch's random draws (augmentation, mixing, dropout) depend on (seed, epoch, rank) only,
+        # so a run resumed at this epoch draws exactly what the uninterrupted run drew.
+        seed = int(self.recipe["seed"]) * 1_000_003 + self.current_epoch * 7919 + self.global_rank
+        torch.manual_seed(seed)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
+        if y.ndim == 1:
+            y = F.one_hot(y, self.num_classes).to(x.dtype)
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        self.train_acc(logits.detach(), y)
+        loss = self.loss(logits, y)
+        hard = y.argmax(1)
+        self.train_acc(logits.detach(), hard)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
-
-    def on_train_epoch_start(self):
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

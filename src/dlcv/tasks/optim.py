@@ -64,6 +64,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: in
             return floor + (1 - floor) * shape
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    elif name == "cosine_restarts":  # SGDR: cosine periods of restart_epochs, each restart_mult times longer
+        floor = float(cfg["min_lr_fraction"])
+        period = max(1, int(round(float(cfg["restart_epochs"]) * steps_per_epoch)))
+        mult = max(1, int(cfg["restart_mult"]))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            t, length = step - warmup, period
+            while t >= length:
+                t, length = t - length, length * mult
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / length))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     elif name == "multistep":
         milestones = [int(m) * steps_per_epoch for m in cfg["milestones"]]
         gamma = float(cfg["gamma"])
@@ -74,5 +88,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: in
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     else:
-        raise DlcvError(f"unknown schedule {cfg['name']!r}; known: constant, onecycle, cosine, linear, poly, multistep")
+        raise DlcvError(f"unknown schedule {cfg['name']!r}; known: constant, onecycle, cosine, cosine_restarts, linear, poly, multistep")
     return {"scheduler": scheduler, "interval": "step"}

@@ -72,6 +72,8 @@ class SegmentationTask(BaseTask):
         return loss
 
     def on_train_epoch_start(self):
+        # Dropout draws depend on (seed, epoch, rank) only (the crops already do): resumable exactly.
+        torch.manual_seed(int(self.recipe["seed"]) * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def validation_step(self, batch, batch_idx):

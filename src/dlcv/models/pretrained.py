@@ -1,0 +1,132 @@
+"""Model B: any timm or torchvision classifier by name, its head replaced for the data set's classes.
+
+``weights``: ``None`` (random), ``imagenet`` (the library's own weights API; downloads when online),
+a local file (a state_dict of the same architecture, its classifier included or not), or for timm's
+``tf_efficientnet_lite0`` the offline ``efficientnet-lite0`` weights. The input is resized to the
+model's resolution by the recipe (``data.input_size``, e.g. 224: the reports upsample 32 to 224).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from dlcv.errors import DlcvError
+from dlcv.models.registry import register_model
+from dlcv.models.small import Classifier
+
+
+def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: tuple[str, ...]) -> None:
+    """Load ``state`` into ``model``; a classifier whose shape differs (another class count) is skipped."""
+    own = model.state_dict()
+    usable = {}
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            if key.startswith(classifier_prefixes):
+                continue  # the old head; it is replaced anyway
+            raise DlcvError(f"{source}: {key} has shape {tuple(value.shape)} but the model's has {tuple(own[key].shape)}")
+        usable[key] = value
+    missing = [k for k in own if k not in usable and not k.startswith(classifier_prefixes)
+               and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in usable if k not in own]
+    if missing or unexpected:
+        detail = (f"missing {', '.join(missing[:3])}" if missing else "") + \
+                 (f" unexpected {', '.join(unexpected[:3])}" if unexpected else "")
+        raise DlcvError(f"{source}: does not fit the model ({detail.strip()} ...)")
+    model.load_state_dict(usable, strict=False)
+
+
+class TimmClassifier(Classifier):
+    """A timm model; ``forward_features`` is its pooled pre-logits layer."""
+
+    def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: float = 0.0):
+        super().__init__()
+        import timm
+
+        from dlcv.models.weights import (
+            EFFICIENTNET_LITE0,
+            efficientnet_lite0_state,
+            load_state_file,
+        )
+
+        try:
+            net = timm.create_model(arch, pretrained=False, drop_rate=drop_rate)
+        except RuntimeError as exc:
+            raise DlcvError(f"timm model {arch!r}: {exc}") from None
+        if weights == EFFICIENTNET_LITE0:
+            if arch != "tf_efficientnet_lite0":
+                raise DlcvError(f"weights {weights!r} fit arch tf_efficientnet_lite0, not {arch!r}")
+            net.load_state_dict(efficientnet_lite0_state(net.state_dict()), strict=False)
+        elif weights and weights.lower() == "imagenet":
+            try:
+                net = timm.create_model(arch, pretrained=True, drop_rate=drop_rate)
+            except Exception as exc:
+                raise DlcvError(f"ImageNet weights of {arch!r} could not be downloaded ({type(exc).__name__}); "
+                                "give a local weights file instead") from None
+        elif weights:
+            head = net.default_cfg.get("classifier", "classifier")
+            _load_into(net, load_state_file(weights), weights, (head + ".",))
+        net.reset_classifier(num_classes)
+        self.net = net
+        self.feature_dim = net.num_features
+
+    @property
+    def head(self) -> nn.Module:
+        return self.net.get_classifier()
+
+    def forward_features(self, x):
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TorchvisionClassifier(Classifier):
+    """A torchvision model whose last linear layer becomes ``head`` (new, ``num_classes`` wide)."""
+
+    def __init__(self, num_classes: int, arch: str, weights: str | None = None):
+        super().__init__()
+        from torchvision import models
+
+        from dlcv.models.weights import load_state_file
+
+        try:
+            if weights and weights.lower() != "imagenet" and not weights.upper().startswith("IMAGENET"):
+                net = models.get_model(arch, weights=None)
+                _load_into(net, load_state_file(weights), weights, ())
+            elif weights:
+                spec = "DEFAULT" if weights.lower() == "imagenet" else weights
+                try:
+                    net = models.get_model(arch, weights=spec)
+                except Exception as exc:
+                    raise DlcvError(f"weights {weights!r} of {arch!r} could not be had ({type(exc).__name__}); "
+                                    "give a local weights file instead") from None
+            else:
+                net = models.get_model(arch, weights=None)
+        except ValueError as exc:
+            raise DlcvError(f"torchvision model {arch!r}: {exc}") from None
+        name, last = None, None
+        for module_name, module in net.named_modules():
+            if isinstance(module, nn.Linear):
+                name, last = module_name, module
+        if last is None:
+            raise DlcvError(f"torchvision model {arch!r} has no linear classifier to replace")
+        parent = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
+        setattr(parent, name.rsplit(".", 1)[-1], nn.Identity())
+        self.net = net
+        self.feature_dim = last.in_features
+        self.head = nn.Linear(last.in_features, num_classes)
+
+    def forward_features(self, x):
+        return self.net(x)
+
+
+@register_model("timm")
+def timm_model(num_classes: int, arch: str = "tf_efficientnet_lite0", **kwargs) -> Classifier:
+    """Any timm classifier (model.args.arch), head replaced; weights: imagenet, a file, or efficientnet-lite0."""
+    return TimmClassifier(num_classes, arch, **kwargs)
+
+
+@register_model("torchvision")
+def torchvision_model(num_classes: int, arch: str = "resnet50", **kwargs) -> Classifier:
+    """Any torchvision classifier (model.args.arch), last linear layer replaced; weights: imagenet or a file."""
+    return TorchvisionClassifier(num_classes, arch, **kwargs)

@@ -1,0 +1,272 @@
+"""Issue 3: every recipe knob reaches the optimiser, schedule, loss or data path; model B by name;
+exact resume after SIGKILL; two-process DDP with gathered validation metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, run_cli
+
+from dlcv.config import load_recipe
+from dlcv.errors import DlcvError
+from dlcv.recipes import classify_defaults
+
+
+def _recipe(**sections) -> dict:
+    recipe = classify_defaults()
+    for section, values in sections.items():
+        recipe[section].update(values)
+    return recipe
+
+
+def _optimizer_and_schedule(recipe: dict, steps: int = 100, per_epoch: int = 10):
+    from dlcv.tasks.optim import build_optimizer, build_scheduler
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    optimizer = build_optimizer(model, recipe["optim"])
+    scheduler = build_scheduler(optimizer, recipe["schedule"], steps, per_epoch)
+    return optimizer, scheduler
+
+
+def _lrs(optimizer, scheduler, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler["scheduler"].step()
+    return out
+
+
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_optimiser_knobs_reach_the_optimiser(name, cls):
+    recipe = _recipe(optim={"name": name, "lr": 0.02, "weight_decay": 0.3, "momentum": 0.8, "betas": [0.8, 0.9]},
+                     schedule={"name": "constant"})
+    optimizer, _ = _optimizer_and_schedule(recipe)
+    assert isinstance(optimizer, cls)
+    decay, no_decay = optimizer.param_groups
+    assert decay["lr"] == 0.02 and decay["weight_decay"] == 0.3 and no_decay["weight_decay"] == 0.0
+    if name == "sgd":
+        assert decay["momentum"] == 0.8
+    else:
+        assert decay["betas"] == (0.8, 0.9)
+
+
+def test_multistep_with_warmup_follows_milestones_and_gamma():
+    recipe = _recipe(optim={"lr": 1.0}, schedule={"name": "multistep", "milestones": [3, 6], "gamma": 0.5,
+                                                  "warmup_epochs": 1})
+    lrs = _lrs(*_optimizer_and_schedule(recipe, steps=100, per_epoch=10), 80)
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up over epoch 1
+    assert lrs[29] == pytest.approx(1.0) and lrs[30] == pytest.approx(0.5) and lrs[60] == pytest.approx(0.25)
+
+
+def test_cosine_with_warm_restarts_restarts_and_grows_its_period():
+    recipe = _recipe(optim={"lr": 1.0}, schedule={"name": "cosine_restarts", "restart_epochs": 2, "restart_mult": 2,
+                                                  "warmup_epochs": 0})
+    lrs = _lrs(*_optimizer_and_schedule(recipe, steps=100, per_epoch=10), 100)
+    assert lrs[0] == pytest.approx(1.0) and lrs[19] < 0.01  # first period: 2 epochs
+    assert lrs[20] == pytest.approx(1.0) and lrs[59] < 0.01  # second: 4 epochs
+    assert lrs[60] == pytest.approx(1.0)
+
+
+def test_onecycle_and_cosine_reach_their_peaks_and_floors():
+    onecycle = _recipe(optim={"lr": 1.0}, schedule={"name": "onecycle", "pct_start": 0.3, "div_factor": 10,
+                                                    "final_div_factor": 100})
+    lrs = _lrs(*_optimizer_and_schedule(onecycle), 100)
+    assert lrs[0] == pytest.approx(0.1) and max(lrs) == pytest.approx(1.0, rel=1e-3) and lrs[-1] < 0.002
+    cosine = _recipe(optim={"lr": 1.0}, schedule={"name": "cosine", "min_lr_fraction": 0.1})
+    lrs = _lrs(*_optimizer_and_schedule(cosine), 100)
+    assert lrs[0] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_loss_knobs_reach_the_loss():
+    from dlcv.tasks.classification import ClassificationTask
+
+    logits, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
+    targets = torch.nn.functional.one_hot(y, 5).float()
+    smooth = ClassificationTask(_recipe(train={"label_smoothing": 0.2}, model={"name": "cnn3", "args": {}}), 5)
+    assert smooth.loss(logits, targets) == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.2).item(), rel=1e-5)
+    focal = ClassificationTask(_recipe(train={"loss": "focal", "focal_gamma": 0.0, "label_smoothing": 0.0},
+                                       model={"name": "cnn3", "args": {}}), 5)
+    assert focal.loss(logits, targets) == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    focal2 = ClassificationTask(_recipe(train={"loss": "focal", "focal_gamma": 2.0, "label_smoothing": 0.0},
+                                        model={"name": "cnn3", "args": {}}), 5)
+    assert focal2.loss(logits, targets) < focal.loss(logits, targets)
+
+
+def test_mixup_cutmix_and_auto_augment_reach_the_batches():
+    from dlcv.data.policies import auto_augment, mix
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8)
+    for policy in ("trivialaugment", "randaugment"):
+        out = auto_augment(images, policy)
+        assert out.shape == images.shape and out.dtype == torch.uint8 and not torch.equal(out, images)
+    with pytest.raises(DlcvError, match="data.auto_augment"):
+        auto_augment(images, "autoaugment_v9")
+    x, y = torch.randn(6, 3, 32, 32), torch.arange(6)
+    _, soft = mix(x, y, 10, mixup_alpha=0.4, cutmix_alpha=0.0)
+    assert soft.shape == (6, 10) and torch.allclose(soft.sum(1), torch.ones(6))
+    assert (soft > 0).sum() > 6  # labels really mixed
+    plain_x, plain = mix(x, y, 10, 0.0, 0.0)
+    assert torch.equal(plain_x, x) and torch.equal(plain.argmax(1), y)
+
+
+def test_trainer_knobs_reach_the_trainer(tmp_path):
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        EMAWeightAveraging,
+        ModelCheckpoint,
+    )
+
+    from dlcv.runs import build_trainer
+
+    recipe = _recipe(train={"early_stopping_patience": 4, "ema_decay": 0.99, "gradient_clip": 1.5, "save_top_k": 3,
+                            "deterministic": True, "accelerator": "cpu", "devices": 1})
+    trainer = build_trainer(tmp_path, recipe, monitor="val_acc", mode="max", max_epochs=5)
+    stops = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
+    assert len(stops) == 1 and stops[0].patience == 4 and stops[0].monitor == "val_acc"
+    emas = [c for c in trainer.callbacks if isinstance(c, EMAWeightAveraging)]
+    assert len(emas) == 1
+    assert trainer.gradient_clip_val == 1.5
+    tops = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.save_top_k == 3]
+    assert len(tops) == 1
+    assert torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
+
+
+def test_model_b_by_name_replaces_the_head_and_loads_local_weights(tmp_path):
+    import timm
+
+    from dlcv.models import create_model
+
+    source = timm.create_model("resnet10t", pretrained=False)
+    torch.save(source.state_dict(), tmp_path / "resnet10t.pth")
+    model = create_model("timm", num_classes=7, arch="resnet10t", weights=str(tmp_path / "resnet10t.pth"))
+    assert model.head.out_features == 7
+    assert torch.equal(model.net.conv1[0].weight, source.conv1[0].weight)
+    model.eval()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64)
+        assert model(x).shape == (2, 7) and model.forward_features(x).shape == (2, model.feature_dim)
+    tv = create_model("torchvision", num_classes=5, arch="resnet18")
+    assert tv.head.out_features == 5 and tv.feature_dim == 512
+    lite = create_model("timm", num_classes=50, arch="tf_efficientnet_lite0", weights="efficientnet-lite0")
+    assert lite.head.out_features == 50
+    with pytest.raises(DlcvError, match="timm model 'no_such_net'"):
+        create_model("timm", num_classes=3, arch="no_such_net")
+
+
+def test_recipes_of_the_reports_load_by_name():
+    names = ["r1_model_a", "r1_model_b", "r2_model_a", "r2_model_b", "r3_model_a", "r3_model_b", "r5_model_b"]
+    for name in names:
+        recipe = load_recipe(classify_defaults(), REPO / "configs" / "p1" / f"{name}.yaml")
+        assert recipe["name"] == name
+    assert load_recipe(classify_defaults(), REPO / "configs/p1/r3_model_b.yaml")["data"]["mixup_alpha"] == 0.1
+    assert load_recipe(classify_defaults(), REPO / "configs/p1/r5_model_b.yaml")["train"]["save_top_k"] == 5
+
+
+# --- exact resume and scale-out ------------------------------------------------------------------------
+RESUME_RECIPE = """\
+name: resume
+seed: 3
+data: {batch_size: 8, eval_batch_size: 64, mixup_alpha: 0.2}
+model: {name: dlcv_net, args: {widths: [8, 16, 16], stem_width: 8}}
+optim: {lr: 0.05}
+schedule: {name: cosine}
+train: {epochs: 4, threads: 1, deterministic: true, ema_decay: 0.9, early_stopping_patience: 10}
+embed: {epochs: ""}
+"""
+
+
+def _fit_process(data: Path, recipe: Path, runs: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "DLCV_CACHE": str(runs / "cache")}
+    return subprocess.Popen([sys.executable, "-m", "dlcv", "classify", "fit", "--config", str(recipe), "--data",
+                             str(data), "--runs-dir", str(runs), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _last_row(run: Path) -> dict:
+    import csv
+
+    with open(run / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))[-1]
+
+
+@pytest.fixture(scope="module")
+def bigger_p1(tmp_path_factory) -> Path:
+    from dlcv.data.synth import synth_p1
+
+    return synth_p1(tmp_path_factory.mktemp("p1_resume"), num_classes=4, train_per_class=60, val_per_class=8)
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(bigger_p1, tmp_path):
+    recipe = tmp_path / "resume.yaml"
+    recipe.write_text(RESUME_RECIPE)
+    straight = _fit_process(bigger_p1, recipe, tmp_path / "straight")
+    out, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err
+    expected = _last_row(tmp_path / "straight" / "resume")
+
+    runs = tmp_path / "killed"
+    victim = _fit_process(bigger_p1, recipe, runs)
+    csv_path = runs / "resume" / "metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (csv_path.exists() and len(csv_path.read_text().splitlines()) >= 3):
+        time.sleep(0.05)  # wait for the end of epoch 2 ...
+    time.sleep(0.3)  # ... and kill inside epoch 3
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL
+    rows_before = len(csv_path.read_text().splitlines()) - 1
+    assert 2 <= rows_before < 4, "the kill did not land inside the run"
+
+    resumed = _fit_process(bigger_p1, recipe, runs, "--resume")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert "resuming" in out
+    got = _last_row(runs / "resume")
+    for key in ("epoch", "val_acc", "val_loss", "train_loss"):
+        assert got[key] == expected[key], key
+    rows = (runs / "resume" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+
+
+def test_two_processes_train_with_gloo_and_gather_validation_metrics(p1_data, tmp_path):
+    """DDP on two CPU processes: the logged val_acc is over the whole validation set, not one shard."""
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(RESUME_RECIPE.replace("name: resume", "name: ddp").replace("epochs: 4", "epochs: 2")
+                      .replace("ema_decay: 0.9, ", ""))
+    proc = _fit_process(p1_data, recipe, tmp_path, "--set", "train.devices=2", "--set", "train.strategy=ddp",
+                        "--set", "train.accelerator=cpu")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    run = tmp_path / "ddp"
+    logged = float(_last_row(run)["val_acc"])
+    from dlcv.classify import load_classifier, predict_labels
+    from dlcv.data.images import load_image_stack
+    from dlcv.data.p1 import read_image_folder
+
+    val = read_image_folder(p1_data / "val_50")
+    model, saved = load_classifier(run / "last.ckpt")
+    images = load_image_stack(val.files, use_cache=False)
+    saved = {**saved, "train": {**saved["train"], "tta": saved["train"]["val_tta"]}}
+    accuracy = float((predict_labels(model, images, saved) == val.labels).mean())
+    assert logged == pytest.approx(accuracy, abs=1e-6)  # 16 images over 2 processes: a shard would differ
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["train"]["devices"] == 2
+
+
+def test_resume_without_a_run_says_so(p1_data, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RESUME_RECIPE)
+    code, _, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data,
+                           "--runs-dir", tmp_path, "--resume")
+    assert code == 2 and "nothing to resume" in err
