@@ -20,20 +20,10 @@ def rebuild_args(args: dict) -> dict:
 
 def read_checkpoint(path: str | os.PathLike, task: str) -> tuple[dict, dict]:
     """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task``, loaded without running pickled code."""
-    import pickle
-
-    import torch
+    from dlcv.models.weights import safe_load
 
     path = Path(path)
-    if not path.is_file():
-        raise DlcvError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0][:160]
-        raise DlcvError(f"{path}: refused to load: it holds objects beyond plain weights ({reason})") from None
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise DlcvError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    ckpt = safe_load(path, "checkpoint")
     recipe = ckpt.get("hyper_parameters", {}).get("recipe") if isinstance(ckpt, dict) else None
     if not isinstance(recipe, dict) or "state_dict" not in ckpt:
         raise DlcvError(f"{path}: not a dlcv checkpoint (no recipe inside); train one with '{TASK_COMMANDS[task]}'")

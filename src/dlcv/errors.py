@@ -8,3 +8,14 @@ class DlcvError(Exception):
 
     The command line prints it as one line and exits with status 2; no traceback.
     """
+
+
+def mismatch_message(where: str, groups: list[tuple[str, list[str]]], shown: int = 5) -> str | None:
+    """``where: 2 image(s) without a mask: a, b; 1 mask(s) without an image: c`` for the non-empty
+    groups of (description, names), at most ``shown`` names each; None when every group is empty."""
+    parts = []
+    for what, names in groups:
+        if names:
+            listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+            parts.append(f"{len(names)} {what}: {listed}")
+    return f"{where}: " + "; ".join(parts) if parts else None

@@ -158,9 +158,8 @@ def segment_defaults() -> dict:
     return copy.deepcopy(SEGMENT_DEFAULTS)
 
 
-def check_segment_recipe(recipe: dict) -> list[int]:
-    """Refuse values that would fail deep inside training; return the progress epochs."""
-    from dlcv.data.features import snapshot_epochs
+def _check_run(recipe: dict, tta_modes: tuple[str, ...]) -> int:
+    """The checks every training recipe gets: a name, whole epochs, known TTA modes; returns the epochs."""
     from dlcv.errors import DlcvError
 
     if not recipe.get("name"):
@@ -169,8 +168,17 @@ def check_segment_recipe(recipe: dict) -> list[int]:
     if not isinstance(epochs, int) or epochs < 1:
         raise DlcvError(f"train.epochs must be a whole number of at least 1, got {epochs!r}")
     for key in ("tta", "val_tta"):
-        if recipe["train"][key] not in ("none", "flip", "d4"):
-            raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of none, flip, d4")
+        if recipe["train"][key] not in tta_modes:
+            raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of {', '.join(tta_modes)}")
+    return epochs
+
+
+def check_segment_recipe(recipe: dict) -> list[int]:
+    """Refuse values that would fail deep inside training; return the progress epochs."""
+    from dlcv.data.features import snapshot_epochs
+    from dlcv.errors import DlcvError
+
+    epochs = _check_run(recipe, ("none", "flip", "d4"))
     data = recipe["data"]
     for key in ("train_size", "eval_size", "batch_size", "eval_batch_size"):
         if not isinstance(data[key], int) or data[key] < 1:
@@ -186,14 +194,7 @@ def check_classify_recipe(recipe: dict) -> list[int]:
     from dlcv.data.features import snapshot_epochs
     from dlcv.errors import DlcvError
 
-    if not recipe.get("name"):
-        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
-    epochs = recipe["train"]["epochs"]
-    if not isinstance(epochs, int) or epochs < 1:
-        raise DlcvError(f"train.epochs must be a whole number of at least 1, got {epochs!r}")
-    for key in ("tta", "val_tta"):
-        if recipe["train"][key] not in TTA_MODES:
-            raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of {', '.join(TTA_MODES)}")
+    epochs = _check_run(recipe, TTA_MODES)
     if recipe["train"]["loss"] not in ("ce", "focal"):
         raise DlcvError(f"train.loss: {recipe['train']['loss']!r} is not one of ce, focal")
     if recipe["data"]["auto_augment"] not in ("none", "trivialaugment", "randaugment"):

@@ -43,19 +43,14 @@ def _mask_files(folder: Path, role: str) -> dict[str, Path]:
 def pair_masks(predictions: Path, labels: Path) -> list[tuple[str, Path, Path]]:
     """(name, prediction, ground truth) by file name; an error names every missing or extra file."""
     pred, gt = _mask_files(predictions, "predictions"), _mask_files(labels, "labels")
-    missing, extra = sorted(set(gt) - set(pred)), sorted(set(pred) - set(gt))
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} ground-truth mask(s) have no prediction: {_some(missing)}")
-    if extra:
-        problems.append(f"{len(extra)} prediction(s) have no ground truth: {_some(extra)}")
-    if problems:
-        raise DlcvError(f"{predictions} against {labels}: " + "; ".join(problems))
+    from dlcv.errors import mismatch_message
+
+    problem = mismatch_message(f"{predictions} against {labels}", [
+        ("ground-truth mask(s) have no prediction", sorted(set(gt) - set(pred))),
+        ("prediction(s) have no ground truth", sorted(set(pred) - set(gt)))])
+    if problem:
+        raise DlcvError(problem)
     return [(name, pred[name], gt[name]) for name in sorted(gt)]
-
-
-def _some(names: list[str], shown: int = 5) -> str:
-    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped: str = "unknown",

@@ -57,22 +57,15 @@ def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
     images, masks = _scan(folder, _SAT), _scan(folder, _MASK)
     if not images and not masks:
         raise DlcvError(f"{folder}: no image/mask pairs (expected NNNN_sat.jpg with NNNN_mask.png)")
-    lone_images = sorted(set(images) - set(masks))
-    lone_masks = sorted(set(masks) - set(images))
-    problems = []
-    if lone_images:
-        problems.append(f"{len(lone_images)} image(s) without a mask: {_names(images, lone_images)}")
-    if lone_masks:
-        problems.append(f"{len(lone_masks)} mask(s) without an image: {_names(masks, lone_masks)}")
-    if problems:
-        raise DlcvError(f"{folder}: " + "; ".join(problems))
+    from dlcv.errors import mismatch_message
+
+    problem = mismatch_message(str(folder), [
+        ("image(s) without a mask", [images[i].name for i in sorted(set(images) - set(masks))]),
+        ("mask(s) without an image", [masks[i].name for i in sorted(set(masks) - set(images))])])
+    if problem:
+        raise DlcvError(problem)
     ids = sorted(images)
     return SatelliteSet(ids, [images[i] for i in ids], [masks[i] for i in ids])
-
-
-def _names(paths: dict[str, Path], ids: list[str], shown: int = 5) -> str:
-    names = [paths[i].name for i in ids[:shown]]
-    return ", ".join(names) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def load_images(files: list[Path], use_cache: bool = True) -> np.ndarray:

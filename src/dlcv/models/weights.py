@@ -22,22 +22,29 @@ EFFICIENTNET_LITE0 = "efficientnet-lite0"
 EFFICIENTNET_LITE0_NORM = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
 
 
-def load_state_file(path: str | os.PathLike) -> dict:
-    """A state_dict from a local file (a plain state_dict, or one under 'state_dict' / 'model')."""
+def safe_load(path: str | os.PathLike, what: str):
+    """``torch.load`` of plain tensors only (``weights_only``): a file that would run pickled code is
+    refused, and a damaged or foreign one named, as ``what`` ("checkpoint", "weights file")."""
     import pickle
 
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise DlcvError(f"{path}: no such weights file")
+        raise DlcvError(f"{path}: no such {what}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0][:160]
         raise DlcvError(f"{path}: refused to load: it holds objects beyond plain weights ({reason})") from None
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise DlcvError(f"{path}: not a readable weights file ({type(exc).__name__})") from None
+        raise DlcvError(f"{path}: not a readable {what} ({type(exc).__name__})") from None
+
+
+def load_state_file(path: str | os.PathLike) -> dict:
+    """A state_dict from a local file (a plain state_dict, or one under 'state_dict' / 'model')."""
+    path = Path(path)
+    data = safe_load(path, "weights file")
     if isinstance(data, dict):
         for key in ("state_dict", "model"):
             if isinstance(data.get(key), dict):
