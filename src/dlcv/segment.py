@@ -60,7 +60,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
     ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike.
     ``breakdown``: a CSV to write with every image's per-class IoU and pixel accuracy.
     """
-    from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES
+    from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES, unmapped_error
     from dlcv.metrics.segmentation import (
         class_iou,
         code_confusion,
@@ -83,8 +83,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
         for path, count in ((gt_path, codes[unmapped_codes].sum()), (pred_path, codes[:, unmapped_codes].sum())):
             if count:
                 if unmapped == "error":
-                    raise DlcvError(f"{path}: {count} pixel(s) of a colour in no class (red, (255, 0, 0)); "
-                                    "use the 'unknown' policy to count them as Unknown")
+                    raise unmapped_error(path, int(count))
                 unmapped_counts[str(path)] = int(count)
         return codes_to_classes(codes)
 

@@ -39,6 +39,17 @@ def _code_table() -> np.ndarray:
 CODE_TO_CLASS = _code_table()  # code 4 (red) stays unmapped
 
 
+def colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 code ``4*R + 2*G + B`` of the channels thresholded at 128."""
+    return ((rgb[..., 0] >> 7) << 2) | ((rgb[..., 1] >> 7) << 1) | (rgb[..., 2] >> 7)
+
+
+def unmapped_error(source, count: int) -> DlcvError:
+    """The error of the ``error`` policy for ``count`` pixels of a colour in no class."""
+    return DlcvError(f"{source}: {count} pixel(s) of a colour in no class (red, (255, 0, 0)); "
+                     "use the 'unknown' policy to count them as Unknown")
+
+
 @dataclass(frozen=True)
 class MaskCodec:
     """RGB mask <-> class index (uint8, 0..6). ``unmapped``: what red pixels become."""
@@ -53,14 +64,12 @@ class MaskCodec:
         """(H, W, 3) uint8 RGB -> (H, W) uint8 class index."""
         if rgb.ndim != 3 or rgb.shape[2] < 3:
             raise DlcvError(f"{source}: a mask must be an RGB image, got an array of shape {rgb.shape}")
-        bits = (rgb[..., :3] >= 128).astype(np.uint8)
-        classes = CODE_TO_CLASS[(bits[..., 0] << 2) | (bits[..., 1] << 1) | bits[..., 2]]
+        classes = CODE_TO_CLASS[colour_codes(rgb)]
         unmapped = classes == _UNMAPPED
         if unmapped.any():
             count = int(unmapped.sum())
             if self.unmapped == "error":
-                raise DlcvError(f"{source}: {count} pixel(s) of a colour in no class (red, (255, 0, 0)); "
-                                "use the 'unknown' policy to count them as Unknown")
+                raise unmapped_error(source, count)
             classes[unmapped] = UNKNOWN
         return classes
 
@@ -71,15 +80,6 @@ class MaskCodec:
         if classes.size and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
             raise DlcvError(f"class indices must lie in 0..{NUM_CLASSES - 1}")
         return CLASS_COLOURS[classes]
-
-    def count_unmapped(self, rgb: np.ndarray) -> int:
-        bits = (rgb[..., :3] >= 128).astype(np.uint8)
-        return int((CODE_TO_CLASS[(bits[..., 0] << 2) | (bits[..., 1] << 1) | bits[..., 2]] == _UNMAPPED).sum())
-
-
-def colour_codes(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) uint8 code ``4*R + 2*G + B`` of the channels thresholded at 128."""
-    return ((rgb[..., 0] >> 7) << 2) | ((rgb[..., 1] >> 7) << 1) | (rgb[..., 2] >> 7)
 
 
 def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None) -> np.ndarray:

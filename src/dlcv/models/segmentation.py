@@ -316,7 +316,3 @@ def unet_small(num_classes: int, **kwargs) -> nn.Module:
     """A small U-Net from scratch (width 16 by default): the tests' and the demo's model."""
     return SmallUNet(num_classes, **kwargs)
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
