@@ -48,19 +48,12 @@ class MaskProgress(L.Callback):
             return
         from dlcv.data.masks import write_mask
         from dlcv.tasks.segmentation import predict_probs
+        from dlcv.tasks.snapshots import evaluating
 
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
         out = epoch_dir(self.run_dir, epoch)
         out.mkdir(parents=True, exist_ok=True)
-        autocast = torch.autocast(pl_module.device.type, dtype=torch.bfloat16,
-                                  enabled=str(trainer.precision).startswith("bf16"))
-        try:
-            with torch.inference_mode(), autocast:
-                for i, name in enumerate(self.ids):
-                    x = self.prepare(self.images[i : i + 1]).to(pl_module.device)
-                    probs = predict_probs(model, x, tuple(self.masks.shape[-2:]), self.tta)
-                    write_mask(out / f"{name}_mask.png", probs.argmax(1)[0].cpu().numpy().astype(np.uint8))
-        finally:
-            model.train(was_training)
+        with evaluating(trainer, pl_module) as model:
+            for i, name in enumerate(self.ids):
+                x = self.prepare(self.images[i : i + 1]).to(pl_module.device)
+                probs = predict_probs(model, x, tuple(self.masks.shape[-2:]), self.tta)
+                write_mask(out / f"{name}_mask.png", probs.argmax(1)[0].cpu().numpy().astype(np.uint8))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +12,21 @@ import numpy as np
 import torch
 
 from dlcv.data.features import save_features, snapshot_path
+
+
+@contextmanager
+def evaluating(trainer, pl_module):
+    """The task's model in eval mode, without gradients, in the run's precision; restored after."""
+    model = pl_module.model
+    was_training = model.training
+    model.eval()
+    autocast = torch.autocast(pl_module.device.type, dtype=torch.bfloat16,
+                              enabled=str(trainer.precision).startswith("bf16"))
+    try:
+        with torch.inference_mode(), autocast:
+            yield model
+    finally:
+        model.train(was_training)
 
 
 class EmbeddingSnapshots(L.Callback):
@@ -30,25 +46,18 @@ class EmbeddingSnapshots(L.Callback):
         epoch = trainer.current_epoch + 1
         if epoch not in self.epochs or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        model = pl_module.model
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluating(trainer, pl_module) as model:
             for prefix, (images, labels, names) in self.sets.items():
                 start = time.perf_counter()
-                features = self._features(model, images, pl_module.device, trainer.precision)
+                features = self._features(model, images, pl_module.device)
                 path = snapshot_path(self.run_dir, epoch, prefix)
                 path.parent.mkdir(exist_ok=True)
                 save_features(path, features, np.asarray(labels), names, epoch)
                 self.seconds[path.name] = round(time.perf_counter() - start, 2)
-        finally:
-            model.train(was_training)
 
-    def _features(self, model, images: torch.Tensor, device, precision: str) -> np.ndarray:
+    def _features(self, model, images: torch.Tensor, device) -> np.ndarray:
         out = []
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=str(precision).startswith("bf16"))
-        with torch.inference_mode(), autocast:
-            for start in range(0, len(images), self.batch_size):
-                x = self.prepare(images[start : start + self.batch_size].to(device))
-                out.append(model.forward_features(x).float().cpu())
+        for start in range(0, len(images), self.batch_size):
+            x = self.prepare(images[start : start + self.batch_size].to(device))
+            out.append(model.forward_features(x).float().cpu())
         return torch.cat(out).numpy()
