@@ -40,7 +40,13 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
 
     from dlcv.data.augment import prepare_batch
     from dlcv.data.batches import ClassificationData
-    from dlcv.runs import build_trainer, open_run_dir, resolve_precision, write_json
+    from dlcv.runs import (
+        build_trainer,
+        finish_fit,
+        fit_summary,
+        open_run_dir,
+        resolve_precision,
+    )
     from dlcv.tasks.classification import ClassificationTask
     from dlcv.tasks.snapshots import EmbeddingSnapshots
 
@@ -72,33 +78,19 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
 
-    checkpoint = trainer.checkpoint_callback
-    summary = {
-        "name": recipe["name"],
-        "model": recipe["model"]["name"],
-        "epochs": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 1),
-        "selected_on": (f"holdout {recipe['data']['holdout']:.0%} of {recipe['data']['train']}"
-                        if float(recipe["data"]["holdout"]) > 0 else recipe["data"]["validation"]),
-        "best_val_acc": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
-        "best_checkpoint": str(run_dir / "best.ckpt"),
-    }
+    summary = fit_summary(recipe, trainer, run_dir, fit_seconds, "val_acc")
     if snapshots:
         summary["snapshot_seconds"] = snapshots[0].seconds
+    final_line = None
     if data_module.final is not None and trainer.is_global_zero:
         images, labels, _, folder = data_module.final
         model, _ = load_classifier(run_dir / "best.ckpt")
         predicted = predict_labels(model, images, recipe)
         summary["final_validation"] = {"folder": folder, "accuracy": float((predicted == labels.numpy()).mean())}
+        final_line = (f"{folder} accuracy of the best checkpoint: {summary['final_validation']['accuracy']:.4f} "
+                      "(not used for any choice)")
     if trainer.is_global_zero:
-        write_json(run_dir / "summary.json", summary)
-        print(f"best val_acc {summary['best_val_acc']:.4f} (selected on {summary['selected_on']}); "
-              f"fit took {fit_seconds / 60:.1f} min", flush=True)
-        if "final_validation" in summary:
-            final = summary["final_validation"]
-            print(f"{final['folder']} accuracy of the best checkpoint: {final['accuracy']:.4f} "
-                  "(not used for any choice)", flush=True)
-        print(f"best checkpoint: {run_dir / 'best.ckpt'}", flush=True)
+        finish_fit(run_dir, summary, "val_acc", final_line)
     return run_dir
 
 

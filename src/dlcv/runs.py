@@ -219,3 +219,33 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
     )
     options.update(overrides)
     return L.Trainer(**options)
+
+
+def fit_summary(recipe: dict, trainer, run_dir: Path, fit_seconds: float, metric: str, **extra) -> dict:
+    """The fields every run's ``summary.json`` shares: what ran, for how long, what was selected on what."""
+    data = recipe["data"]
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_score if checkpoint is not None else None
+    return {
+        "name": recipe["name"],
+        "model": recipe["model"]["name"],
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 1),
+        **extra,
+        "selected_on": (f"holdout {data['holdout']:.0%} of {data['train']}" if float(data["holdout"]) > 0
+                        else data["validation"]),
+        f"best_{metric}": float(best) if best is not None else None,
+        "best_checkpoint": str(run_dir / "best.ckpt"),
+    }
+
+
+def finish_fit(run_dir: Path, summary: dict, metric: str, final_line: str | None = None) -> None:
+    """Write ``summary.json`` and print the closing lines of a ``fit`` command (primary process only)."""
+    write_json(run_dir / "summary.json", summary)
+    best = summary[f"best_{metric}"]
+    best_text = f"{best:.4f}" if best is not None else "-"
+    print(f"best {metric} {best_text} (selected on {summary['selected_on']}); "
+          f"fit took {summary['fit_seconds'] / 60:.1f} min", flush=True)
+    if final_line:
+        print(final_line, flush=True)
+    print(f"best checkpoint: {run_dir / 'best.ckpt'}", flush=True)

@@ -177,7 +177,13 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     import torch
 
     from dlcv.data.seg_batches import SegmentationData, model_input
-    from dlcv.runs import build_trainer, open_run_dir, resolve_precision, write_json
+    from dlcv.runs import (
+        build_trainer,
+        finish_fit,
+        fit_summary,
+        open_run_dir,
+        resolve_precision,
+    )
     from dlcv.tasks.progress import MaskProgress
     from dlcv.tasks.segmentation import SegmentationTask
 
@@ -205,36 +211,22 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
     fit_seconds = time.perf_counter() - start
 
-    checkpoint = trainer.checkpoint_callback
-    summary = {
-        "name": recipe["name"],
-        "model": recipe["model"]["name"],
-        "epochs": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 1),
-        "train_size": recipe["data"]["train_size"],
-        "eval_size": recipe["data"]["eval_size"],
-        "selected_on": (f"holdout {recipe['data']['holdout']:.0%} of {recipe['data']['train']}"
-                        if float(recipe["data"]["holdout"]) > 0 else recipe["data"]["validation"]),
-        "best_val_miou": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
-        "best_checkpoint": str(run_dir / "best.ckpt"),
-    }
+    summary = fit_summary(recipe, trainer, run_dir, fit_seconds, "val_miou", train_size=recipe["data"]["train_size"],
+                          eval_size=recipe["data"]["eval_size"])
+    final_line = None
     if data_module.final is not None and trainer.is_global_zero:
         final = data_module.final
         model, _ = load_segmenter(run_dir / "best.ckpt")
         matrix = _score_set(model, recipe, final, data_module.codec)
         from dlcv.metrics.segmentation import class_iou, mean_iou
 
-        summary["final_validation"] = {"folder": str(final.images[0].parent), "mean_iou": mean_iou(matrix),
-                                       "iou": [float(v) for v in class_iou(matrix)]}
+        fv = {"folder": str(final.images[0].parent), "mean_iou": mean_iou(matrix),
+              "iou": [float(v) for v in class_iou(matrix)]}
+        summary["final_validation"] = fv
+        final_line = (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe['train']['tta']}): "
+                      f"{fv['mean_iou']:.4f} (not used for any choice)")
     if trainer.is_global_zero:
-        write_json(run_dir / "summary.json", summary)
-        print(f"best val_miou {summary['best_val_miou']:.4f} (selected on {summary['selected_on']}); "
-              f"fit took {fit_seconds / 60:.1f} min", flush=True)
-        if "final_validation" in summary:
-            fv = summary["final_validation"]
-            print(f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe['train']['tta']}): "
-                  f"{fv['mean_iou']:.4f} (not used for any choice)", flush=True)
-        print(f"best checkpoint: {run_dir / 'best.ckpt'}", flush=True)
+        finish_fit(run_dir, summary, "val_miou", final_line)
     return run_dir
 
 
