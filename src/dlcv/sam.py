@@ -158,11 +158,15 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 def decode_rle(segmentation: dict) -> np.ndarray:
     """A COCO RLE (``{"size": [h, w], "counts": str}``) as an (h, w) boolean mask."""
+    import warnings
+
     from pycocotools import mask as mask_utils
 
     counts = segmentation["counts"]
     rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
-    return mask_utils.decode(rle).astype(bool)
+    with warnings.catch_warnings():  # pycocotools 2.0 under NumPy 2 warns about its own __array__ on every call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def read_sam_records(path: Path, size: tuple[int, int]) -> list[tuple[np.ndarray, float]]:

@@ -46,7 +46,8 @@ def plot_sam_masks(rows: list[tuple[str, np.ndarray, np.ndarray, int]], stem: Pa
     side = 3.0
     fig, axes = plt.subplots(2, len(rows), figsize=(side * len(rows), 2 * side + 0.3), squeeze=False)
     for c, (name, image, overlay, count) in enumerate(rows):
-        for r, (panel, title) in enumerate(((image, name), (overlay, f"{name}: {count} SAM masks"))):
+        label = f"{name}: {count} SAM mask{'s' if count != 1 else ''}"
+        for r, (panel, title) in enumerate(((image, name), (overlay, label))):
             ax = axes[r][c]
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
