@@ -220,7 +220,7 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     from dlcv.data.p2 import find_images
     from dlcv.errors import mismatch_message
     from dlcv.runs import write_json
-    from dlcv.segment import _mask_files
+    from dlcv.segment import _mask_files, pair_masks
 
     if (checkpoint is None) == (sam_masks is None):
         raise DlcvError("give either --checkpoint (with --images) to run SAM, or --sam-masks FOLDER from `dlcv sam masks`")
@@ -242,6 +242,8 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     problem = mismatch_message(f"{predictions}", [("predicted mask(s) have no SAM input", missing)])
     if problem:
         raise DlcvError(problem)
+    if labels is not None:
+        pair_masks(Path(predictions), Path(labels))  # unmatched files fail before any work
     runner = SamRunner(checkpoint, recipe, device) if checkpoint is not None else None
     settings = recipe["refine"]
     codec = MaskCodec()
