@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, run_cli, run_dlcv
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -16,7 +17,6 @@ from dlcv.data.synth import synth_p2
 from dlcv.errors import DlcvError
 from dlcv.models.sam import build_sam, load_sam, mask_generator
 from dlcv.sam import SamRunner, decode_rle, refine_classes, sam_recipe
-from tests.conftest import run_cli, run_dlcv
 
 # Random weights predict IoUs near 0 and unstable masks: the filters are opened so that masks come out.
 OPEN_FILTERS = ("--set", "generator.pred_iou_thresh=0", "--set", "generator.stability_score_thresh=0",
@@ -95,6 +95,19 @@ def test_recipe_knobs_reach_the_generator(tiny_checkpoint, tmp_path):
     assert (generator.crop_n_points_downscale_factor, generator.min_mask_region_area) == (2, 9)
     assert generator.prefilter and generator.output_mode == "coco_rle"
     assert [len(g) for g in generator.point_grids] == [36, 9]  # layer 1: 6 / 2 points per side
+
+
+def test_official_recipe_holds_every_generator_knob_at_segment_anythings_default():
+    import inspect
+
+    from segment_anything import SamAutomaticMaskGenerator
+
+    signature = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    package_defaults = {k: p.default for k, p in signature.items() if k not in ("self", "model", "point_grids",
+                                                                               "output_mode")}
+    assert sam_recipe(REPO / "configs/sam/official.yaml")["generator"] == pytest.approx(package_defaults)
+    fast = sam_recipe(REPO / "configs/sam/fast.yaml")
+    assert fast["prefilter"] and fast["generator"]["points_per_side"] == 16
 
 
 def test_bad_knob_is_refused_before_any_work(tiny_checkpoint):
