@@ -52,3 +52,32 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
     """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success."""
     with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
         yield handle
+
+
+@contextlib.contextmanager
+def staged_folder(output: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a new folder beside ``output`` to fill; on success it replaces ``output`` whole.
+
+    ``output`` never mixes old and new files, and an interrupted run leaves it as it was. A folder
+    that already holds files is refused unless ``overwrite``.
+    """
+    import shutil
+
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise DlcvError(f"{output}: exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise DlcvError(f"{output}: already holds files; choose a new folder or pass --overwrite to replace it")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise DlcvError(f"{output}: the folder {parent} does not exist")
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)

@@ -204,3 +204,63 @@ def check_classify_recipe(recipe: dict) -> list[int]:
         if float(recipe["data"][key]) < 0:
             raise DlcvError(f"data.{key} must be 0 (off) or positive, got {recipe['data'][key]!r}")
     return snapshot_epochs(recipe["embed"]["epochs"], epochs)
+
+
+# Every knob of segment-anything's SamAutomaticMaskGenerator, with its default (tuned there for ViT-H).
+SAM_GENERATOR_DEFAULTS = {
+    "points_per_side": 32,  # point prompts on a points_per_side^2 grid (per crop layer, see below)
+    "points_per_batch": 64,  # prompts decoded together; more is faster where memory allows
+    "pred_iou_thresh": 0.88,  # drop masks whose predicted IoU (SAM's own quality estimate) is not above this
+    "stability_score_thresh": 0.95,  # drop masks whose IoU between logit cut-offs +-offset is under this
+    "stability_score_offset": 1.0,
+    "box_nms_thresh": 0.7,  # box IoU above which the lower-scored of two masks is a duplicate
+    "crop_n_layers": 0,  # > 0: run again on crops, layer i has (2^i)^2 crops
+    "crop_nms_thresh": 0.7,  # duplicates between crops
+    "crop_overlap_ratio": 512 / 1500,  # overlap of first-layer crops, as a fraction of the image side
+    "crop_n_points_downscale_factor": 1,  # crop layer i samples points_per_side / factor^i per side
+    "min_mask_region_area": 0,  # > 0: remove islands and fill holes smaller than this (pixels; needs OpenCV)
+}
+
+SAM_DEFAULTS = {
+    "task": "sam",
+    "name": None,
+    "model": {"type": "vit_h"},  # vit_h (= default), vit_l, vit_b, or vit_tiny (tests; no published weights)
+    "generator": SAM_GENERATOR_DEFAULTS,
+    # true: filter the decoder's low-resolution masks by predicted IoU before up-sampling them (same
+    # masks as the official generator, less work); false: the official generator exactly.
+    "prefilter": False,
+    "refine": {
+        "min_predicted_iou": 0.88,  # SAM regions with a lower predicted IoU change no label
+        "min_area": 0,  # regions smaller than this many pixels change no label
+    },
+    "figure": {"images": ["0013", "0062", "0104"]},  # the reports' images; missing ones: the first three
+}
+
+
+def sam_defaults() -> dict:
+    return copy.deepcopy(SAM_DEFAULTS)
+
+
+def check_sam_recipe(recipe: dict) -> None:
+    """Refuse knob values that would fail inside segment-anything (its checks are bare asserts)."""
+    from dlcv.errors import DlcvError
+
+    knobs = recipe["generator"]
+    for key in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor"):
+        if not isinstance(knobs[key], int) or isinstance(knobs[key], bool) or knobs[key] < 1:
+            raise DlcvError(f"generator.{key} must be a positive whole number, got {knobs[key]!r}")
+    for key in ("crop_n_layers", "min_mask_region_area"):
+        if not isinstance(knobs[key], int) or isinstance(knobs[key], bool) or knobs[key] < 0:
+            raise DlcvError(f"generator.{key} must be a whole number of at least 0, got {knobs[key]!r}")
+    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh",
+                "crop_overlap_ratio"):
+        if not isinstance(knobs[key], (int, float)) or not 0 <= knobs[key] <= 1:
+            raise DlcvError(f"generator.{key} must be a number in 0..1, got {knobs[key]!r}")
+    if not isinstance(knobs["stability_score_offset"], (int, float)) or knobs["stability_score_offset"] <= 0:
+        raise DlcvError(f"generator.stability_score_offset must be positive, got {knobs['stability_score_offset']!r}")
+    if not isinstance(recipe["prefilter"], bool):
+        raise DlcvError(f"prefilter must be true or false, got {recipe['prefilter']!r}")
+    if not isinstance(recipe["refine"]["min_area"], int) or recipe["refine"]["min_area"] < 0:
+        raise DlcvError(f"refine.min_area must be a whole number of at least 0, got {recipe['refine']['min_area']!r}")
+    if not isinstance(recipe["refine"]["min_predicted_iou"], (int, float)):
+        raise DlcvError(f"refine.min_predicted_iou must be a number, got {recipe['refine']['min_predicted_iou']!r}")

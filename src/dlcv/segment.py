@@ -9,8 +9,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +23,7 @@ from dlcv.data.masks import (
     write_mask,
 )
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write
+from dlcv.io import atomic_write, staged_folder
 
 _MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
@@ -306,18 +304,9 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 
     if tta is not None and tta not in ("none", "flip", "d4"):
         raise DlcvError(f"--tta must be none, flip or d4, got {tta!r}")
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise DlcvError(f"{output}: exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise DlcvError(f"{output}: already holds files; choose a new folder or pass --overwrite to replace it")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise DlcvError(f"{output}: the folder {parent} does not exist")
     found = find_images(images)
     model, recipe = load_segmenter(checkpoint)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=parent))
-    try:
+    with staged_folder(output, overwrite) as staging:
         batch = int(recipe["data"]["eval_batch_size"])
         for first in range(0, len(found), batch):
             ids = found.ids[first : first + batch]
@@ -325,20 +314,7 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
             for _, classes in predict_classes(model, array, recipe, tta, batch_size=batch):
                 for name, mask in zip(ids, classes):
                     write_mask(staging / f"{name}_mask.png", mask)
-        os.chmod(staging, 0o777 & ~_umask())
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return len(found)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --- progress grid -----------------------------------------------------------------------------------

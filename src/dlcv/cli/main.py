@@ -119,6 +119,29 @@ def _segment_progress(args) -> None:
     print("wrote " + ", ".join(str(p) for p in written))
 
 
+def _sam_masks(args) -> None:
+    from dlcv.sam import masks
+
+    summary = masks(args.checkpoint, args.images, args.output, model_type=args.model, config=args.config,
+                    overrides=tuple(args.set), overwrite=args.overwrite)
+    print(f"{summary['images']} images, {summary['masks_per_image']:.1f} masks and "
+          f"{summary['seconds_per_image']:.1f} s per image on {summary['device']} ({summary['model_type']})")
+    print(f"wrote {args.output} (NNNN.json, NNNN_overlay.png, figure.png, summary.json)")
+
+
+def _sam_refine(args) -> None:
+    from dlcv.sam import refine
+
+    result = refine(args.predictions, args.output, checkpoint=args.checkpoint, images=args.images,
+                    sam_masks=args.sam_masks, labels=args.labels, model_type=args.model, config=args.config,
+                    overrides=tuple(args.set), overwrite=args.overwrite)
+    changed = sum(v["pixels_changed"] for v in result["per_image"].values())
+    print(f"refined {result['images']} masks ({changed} pixels changed) into {args.output}")
+    if "mean_iou_before" in result:
+        print(f"mean_iou before: {result['mean_iou_before']:.6f}")
+        print(f"mean_iou after:  {result['mean_iou_after']:.6f}")
+
+
 def _models(args) -> None:
     from dlcv.models.registry import KINDS, list_models, model_summary
 
@@ -246,6 +269,27 @@ def build_parser() -> argparse.ArgumentParser:
     seg_progress.add_argument("run", help="run folder")
     seg_progress.add_argument("--output", help="figure path without suffix (default: RUN/figures/masks_through_training)")
     seg_progress.set_defaults(handler=_segment_progress)
+
+    sam = commands.add_parser("sam", help="Segment Anything on the satellite images").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    sam_masks = sam.add_parser("masks", help="SAM's automatic masks: COCO RLE JSON and an overlay per image, a figure")
+    sam_masks.add_argument("--checkpoint", required=True, help="local SAM checkpoint, e.g. sam_vit_b_01ec64.pth")
+    sam_masks.add_argument("--images", required=True, help="folder of NNNN_sat.jpg images")
+    sam_masks.add_argument("--output", required=True, help="folder for the masks (new or empty)")
+    sam_refine = sam.add_parser("refine", help="set each SAM region of predicted masks to its majority class")
+    sam_refine.add_argument("--predictions", required=True, help="folder of predicted NNNN_mask.png")
+    sam_refine.add_argument("--output", required=True, help="folder for the refined masks (new or empty)")
+    sam_refine.add_argument("--checkpoint", help="local SAM checkpoint to run on --images")
+    sam_refine.add_argument("--images", help="folder of the NNNN_sat.jpg images the predictions are of")
+    sam_refine.add_argument("--sam-masks", help="instead of --checkpoint: the output folder of `dlcv sam masks`")
+    sam_refine.add_argument("--labels", help="folder of ground-truth NNNN_mask.png: print the mIoU before and after")
+    for command, handler in ((sam_masks, _sam_masks), (sam_refine, _sam_refine)):
+        command.add_argument("--model", help="SAM model type: vit_h (default), vit_l, vit_b (or vit_tiny)")
+        command.add_argument("--config", help="recipe YAML, e.g. configs/sam/fast.yaml (default: the official knobs)")
+        command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="override a recipe key, e.g. --set generator.points_per_side=16 (repeatable)")
+        command.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
+        command.set_defaults(handler=handler)
 
     models = commands.add_parser("models", help="list the model names a recipe can use")
     models.set_defaults(handler=_models)
