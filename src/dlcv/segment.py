@@ -25,7 +25,7 @@ from dlcv.data.masks import (
     write_mask,
 )
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write
+from dlcv.io import atomic_write, current_umask
 
 _MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
@@ -325,7 +325,7 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
             for _, classes in predict_classes(model, array, recipe, tta, batch_size=batch):
                 for name, mask in zip(ids, classes):
                     write_mask(staging / f"{name}_mask.png", mask)
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         if output.exists():
             shutil.rmtree(output)
         os.replace(staging, output)
@@ -333,12 +333,6 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
         if staging.exists():
             shutil.rmtree(staging)
     return len(found)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # --- progress grid -----------------------------------------------------------------------------------
