@@ -143,6 +143,57 @@ def test_the_tables_hold_the_runs_numbers(both_report, plotted_run, seg_run):
     assert [r["silhouette"] for r in shown] == [f"{float(e['silhouette']):.4f}" for e in expected]
 
 
+BYOL_RECIPE = """\
+task: ssl_pretrain
+name: byol
+data: {batch_size: 256}
+views: {size: 32, min_scale: 0.2}
+model: {arch: resnet18}
+byol: {hidden_dim: 1024, output_dim: 128, momentum: 0.99}
+optim: {name: adam, lr: 2.0e-3, weight_decay: 1.0e-6}
+schedule: {name: cosine, warmup_epochs: 1}
+train: {epochs: 3}
+"""
+
+
+def make_ssl_table(runs: Path, plotted_run: Path) -> Path:
+    """A folder as dlcv ssl table leaves it: its recipe, table.json, the BYOL run and setting C's run."""
+    table = runs / "ssl_cpu"
+    byol = table / "byol"
+    byol.mkdir(parents=True)
+    (table / "recipe.yaml").write_text("task: ssl_table\nname: ssl_cpu\n")
+    (byol / "recipe.yaml").write_text(BYOL_RECIPE)
+    (byol / "metrics.csv").write_text("epoch,seconds,lr,momentum,train_loss,knn_acc\n1,4.0,0.001,0.99,1.9,0.21\n"
+                                      "2,8.1,0.002,0.995,1.2,0.33\n3,12.2,0.0,1.0,0.8,0.375\n")
+    (byol / "summary.json").write_text(json.dumps({"name": "byol", "epochs": 3, "fit_seconds": 12.2}))
+    shutil.copytree(plotted_run, table / "C", ignore=shutil.ignore_patterns("*.ckpt", "tensorboard"))
+    rows = [{"setting": s, "pretraining": p, "finetuning": f, "accuracy": a, "selection_accuracy": a + 0.01,
+             "epochs": 2, "fit_seconds": 60.0, "notes": f"note {s}"}
+            for s, p, f, a in (("A", "none", "full", 0.25), ("B", "supervised", "full", 0.5),
+                               ("C", "self-supervised", "full", 0.4375), ("D", "supervised", "frozen", 0.3),
+                               ("E", "self-supervised", "frozen", 0.2))]
+    (table / "table.json").write_text(json.dumps({"name": "ssl_cpu", "arch": "resnet18", "rows": rows,
+                                                   "note": "a frozen trunk keeps its batch-norm statistics"}))
+    return table
+
+
+def test_the_self_supervised_section_shows_the_byol_curve_the_table_beside_the_course_and_c_tsne(
+        capsys, tmp_path, plotted_run):
+    table = make_ssl_table(tmp_path / "runs", plotted_run)
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report")
+    assert code == 0, err
+    page = read_page(tmp_path / "report" / "index.html")
+    assert page.ids == ["ssl"]  # setting C's classification run belongs to its table, not to Problem 1
+    settings = {r["setting"]: r for r in table_with(page, "selection accuracy")}
+    expected = json.loads((table / "table.json").read_text())["rows"]
+    assert [settings[r["setting"]]["accuracy"] for r in expected] == [f"{r['accuracy']:.4f}" for r in expected]
+    assert settings["C"]["course R1"] == "0.4507" and settings["E"]["course R4"] == "0.2857"
+    assert settings["D"]["notes"] == "note D"
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
+    assert figures == ["C_ssl_cpu_tsne.png", "byol_curves.png"]
+    assert "a frozen trunk keeps its batch-norm statistics" in (tmp_path / "report" / "report.md").read_text()
+
+
 def test_the_confusion_matrix_is_saved_with_the_run_and_counts_its_validation_images(trained_run, p1_data):
     with open(trained_run / "confusion.csv", newline="") as handle:
         rows = list(csv.reader(handle))

@@ -73,6 +73,8 @@ def describe_schedule(schedule: dict) -> str:
 def describe_augmentation(recipe: dict) -> str:
     data = recipe.get("data") or {}
     parts = []
+    if recipe.get("views"):  # BYOL's two views
+        return "two views, " + ", ".join(f"{k} {_number(v)}" for k, v in recipe["views"].items())
     if recipe.get("task") == "segment":
         scale = data.get("scale") or [1, 1]
         parts.append(f"random scaled crop (side {scale[0]:g}-{scale[1]:g} of the image) to {data.get('train_size')} px")
@@ -100,6 +102,10 @@ def describe_augmentation(recipe: dict) -> str:
 
 
 def describe_loss(recipe: dict) -> str:
+    if recipe.get("byol"):
+        byol = recipe["byol"]
+        return (f"BYOL: negative cosine similarity of prediction and target, both views; target momentum "
+                f"{_number(byol.get('momentum'))} rising to 1")
     if recipe.get("task") == "segment":
         loss = recipe.get("loss") or {}
         text = str(loss.get("name", "ce"))
@@ -115,16 +121,27 @@ def describe_loss(recipe: dict) -> str:
     return text
 
 
+def selection(run: Run) -> str:
+    """What the run's best checkpoint was chosen on."""
+    if run.metrics and "knn_acc" in run.metrics[-1]:
+        return "the kNN monitor's accuracy (knn_acc)"
+    if run.summary.get("selected_on"):
+        return str(run.summary["selected_on"])
+    data = run.recipe.get("data") or {}
+    holdout = float(data.get("holdout") or 0)
+    return f"holdout {holdout:.0%} of training" if holdout > 0 else str(data.get("validation"))
+
+
 def recipe_table(run: Run) -> Table:
     """The run's recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, early
     stopping, read from its resolved recipe.yaml (and how many epochs it ran, from its metrics)."""
     recipe = run.recipe
     train, data, model = recipe.get("train") or {}, recipe.get("data") or {}, recipe.get("model") or {}
-    args = ", ".join(f"{k}={v}" for k, v in (model.get("args") or {}).items())
+    args = ", ".join(f"{k}={v}" for k, v in (model.get("args") or {}).items() if v is not None)
     patience = int(train.get("early_stopping_patience") or 0)
     ran = run.summary.get("epochs") or (run.metrics[-1]["epoch"] if run.metrics else None)
     rows = [
-        ["model", f"{model.get('name')}" + (f" ({args})" if args else "")],
+        ["model", f"{model.get('name') or model.get('arch')}" + (f" ({args})" if args else "")],
         ["optimiser", describe_optimiser(recipe.get("optim") or {})],
         ["schedule", describe_schedule(recipe.get("schedule") or {})],
         ["loss", describe_loss(recipe)],
@@ -132,13 +149,12 @@ def recipe_table(run: Run) -> Table:
         ["batch size", str(data.get("batch_size"))],
         ["epochs", f"{train.get('epochs')} planned, {ran} trained"],
         ["early stopping", f"patience {patience} epochs" if patience else "none (best epoch kept)"],
-        ["checkpoint selected on", str(run.summary.get("selected_on") or (
-            f"holdout {float(data.get('holdout')):.0%} of training" if float(data.get("holdout") or 0) > 0
-            else data.get("validation")))],
+        ["checkpoint selected on", selection(run)],
     ]
     if float(train.get("ema_decay") or 0) > 0:
         rows.append(["weight averaging", f"EMA, decay {_number(train['ema_decay'])}"])
-    rows.append(["test-time augmentation", str(train.get("tta", "none"))])
+    if "tta" in train:
+        rows.append(["test-time augmentation", str(train["tta"])])
     rows.append(["precision", str(train.get("precision"))])
     if run.summary.get("fit_seconds") is not None:
         rows.append(["training time", f"{float(run.summary['fit_seconds']) / 60:.1f} min"])
@@ -190,3 +206,22 @@ def curves_figure(run: Run, ctx: ReportContext, panels, monitor: str, caption: s
     path = plot_curves(run.metrics, shown, f"{run.name}: training curves",
                        ctx.figure_path(run, "curves").with_suffix(""), best_epoch=best["epoch"] if best else None)[0]
     return [Figure(path, f"{caption} of {run.name} per epoch (dotted: the epoch of the best checkpoint, by {monitor}).")]
+
+
+def embedding_figures(run: Run, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
+    """The folder holding the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own
+    figures/ when ``dlcv embed plot`` drew them after its last validation snapshot, else a fresh
+    drawing in the scratch folder (always for the training subset, whose figures share those names)."""
+    from dlcv.embed import plot
+
+    pattern = "train_epoch_*.npz" if training_subset else "epoch_*.npz"
+    snapshots = list((run.path / "embeddings").glob(pattern))
+    own = run.path / "figures"
+    newest = max(p.stat().st_mtime for p in snapshots)
+    wanted = ["embedding_metrics.csv", *(f"{m}_panels.png" for m in methods.split(","))]
+    if not training_subset and all((own / f).is_file() and (own / f).stat().st_mtime >= newest for f in wanted):
+        return own
+    ctx.say(f"  drawing {methods.replace(',', ' and ')} of {run.name}'s {len(snapshots)} snapshots")
+    target = ctx.scratch / f"{run.name}_{'train_' if training_subset else ''}embedding"
+    plot([run.path], methods=methods, output=target, training_subset=training_subset)
+    return target

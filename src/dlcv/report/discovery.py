@@ -109,14 +109,18 @@ def read_run(path: Path) -> Run:
 
 
 def find_run_folders(root: Path) -> list[Path]:
-    """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself);
-    a run's own sub-folders are not searched."""
+    """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself).
+    A trained run's own sub-folders are not searched; a recipe.yaml without metrics.csv may be a
+    folder of runs (``dlcv ssl table`` keeps its recipe beside its settings' runs), so it is."""
     found = []
     for folder, dirs, files in os.walk(root):
+        here = Path(folder)
         if RECIPE_FILE in files:
-            found.append(Path(folder))
-            dirs[:] = []
-        elif len(Path(folder).relative_to(root).parts) >= MAX_DEPTH:
+            found.append(here)
+            if METRICS_FILE in files:
+                dirs[:] = []
+                continue
+        if len(here.relative_to(root).parts) >= MAX_DEPTH:
             dirs[:] = []
         else:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -128,11 +132,13 @@ def discover_runs(root: str | os.PathLike) -> tuple[list[Run], list[str]]:
     root = Path(root)
     if not root.is_dir():
         raise DlcvError(f"{root}: no such folder of runs")
+    folders = find_run_folders(root)
     runs, skipped = [], []
-    for folder in find_run_folders(root):
+    for folder in folders:
         run = read_run(folder)
-        if not run.metrics:
+        if run.metrics:
+            runs.append(run)
+        elif not any(other != folder and other.is_relative_to(folder) for other in folders):
+            # (a recipe.yaml above other runs is a folder of runs, not an untrained run)
             skipped.append(f"{folder}: no {METRICS_FILE} yet (not trained, or stopped before its first epoch)")
-            continue
-        runs.append(run)
     return runs, skipped

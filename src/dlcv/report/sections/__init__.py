@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from dlcv.report.sections import classification, segmentation
+from dlcv.report.sections import classification, segmentation, ssl
 
 SECTIONS = [
     classification.build,
+    ssl.build,
     segmentation.build,
 ]

@@ -15,15 +15,16 @@ from dlcv.report.blocks import (
     ReportContext,
     architecture_blocks,
     curves_figure,
+    embedding_figures,
     recipe_table,
 )
 from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Section, Table, Text
 from dlcv.report.published import OURS, group, ours, range_text
+from dlcv.report.sections.ssl import table_folder
 from dlcv.viz.curves import CurvePanel
 
 COURSE_CLASSES = 50  # the course's numbers are on its 50-class validation set
-EMBEDDING_FIGURES = ("embedding_metrics.csv", "pca_panels.png", "tsne_panels.png")
 
 PANELS = [
     CurvePanel("loss", "cross-entropy", (("train_loss", "train"), ("val_loss", "validation"))),
@@ -74,26 +75,10 @@ def confusion_blocks(run: Run, ctx: ReportContext) -> list:
                            f"({int(matrix.sum())} images; rows are the true classes, normalised to recall).")]
 
 
-def _embedding_figures(run: Run, ctx: ReportContext) -> Path:
-    """The folder holding the run's embedding figures: its own figures/ when they are newer than its
-    snapshots (``dlcv embed plot`` drew them), else a fresh drawing in the scratch folder."""
-    from dlcv.embed import plot
-
-    snapshots = list((run.path / "embeddings").glob("epoch_*.npz"))
-    own = run.path / "figures"
-    newest = max(p.stat().st_mtime for p in snapshots)
-    if all((own / f).is_file() and (own / f).stat().st_mtime >= newest for f in EMBEDDING_FIGURES):
-        return own
-    ctx.say(f"  drawing PCA and t-SNE of {run.name}'s {len(snapshots)} snapshots")
-    target = ctx.scratch / f"{run.name}_embedding"
-    plot([run.path], methods="pca,tsne", output=target)
-    return target
-
-
 def embedding_blocks(run: Run, ctx: ReportContext) -> list:
     if not list((run.path / "embeddings").glob("epoch_*.npz")):
         return []
-    folder = _embedding_figures(run, ctx)
+    folder = embedding_figures(run, ctx, "pca,tsne")
     with open(folder / "embedding_metrics.csv", newline="") as handle:
         metrics = list(csv.DictReader(handle))
     rows = [[m["snapshot"], int(m["epoch"]) if m["epoch"] else None, int(m["points"]), int(m["dims"]),
@@ -140,7 +125,8 @@ def _course_rows(runs: list[Run]) -> list[list]:
 
 
 def build(runs: list[Run], ctx: ReportContext) -> Section | None:
-    mine = [r for r in runs if r.task == "classify"]
+    # The fine-tuning runs of a dlcv ssl table belong to the self-supervised section.
+    mine = [r for r in runs if r.task == "classify" and table_folder(r) is None]
     if not mine:
         return None
     mine.sort(key=lambda r: (role(r), r.name))
