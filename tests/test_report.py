@@ -194,6 +194,35 @@ def test_the_self_supervised_section_shows_the_byol_curve_the_table_beside_the_c
     assert "a frozen trunk keeps its batch-norm statistics" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_the_sam_section_shows_the_overlays_and_the_refinement_before_and_after(capsys, tmp_path):
+    from PIL import Image
+
+    masks, refined = tmp_path / "runs" / "sam_out", tmp_path / "runs" / "refined"
+    masks.mkdir(parents=True)
+    refined.mkdir()
+    Image.new("RGB", (120, 80), (30, 160, 90)).save(masks / "figure.png")
+    (masks / "recipe.yaml").write_text("model: {type: vit_b}\n")
+    (masks / "summary.json").write_text(json.dumps({
+        "model_type": "vit_b", "device": "cpu", "prefilter": True, "generator": {"points_per_side": 16},
+        "images": 3, "seconds_per_image": 12.25, "masks_per_image": 41.5, "figure_images": ["0013"],
+        "figure": "figure.png"}))
+    before, after = [0.7, 0.8, 0.3, 0.8, 0.7, 0.7], [0.72, 0.81, 0.29, 0.82, 0.75, 0.71]
+    (refined / "refine.json").write_text(json.dumps({
+        "images": 3, "min_predicted_iou": 0.88, "min_area": 100, "order": "largest region first",
+        "per_image": {"0013": {"regions": 40, "regions_used": 12, "pixels_changed": 5000}},
+        "mean_iou_before": 0.6667, "mean_iou_after": 0.6833, "iou_before": before, "iou_after": after}))
+    code, out, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report")
+    assert code == 0, err
+    assert "left out" not in out  # the SAM folder's recipe.yaml is not an untrained run
+    page = read_page(tmp_path / "report" / "index.html")
+    assert page.ids == ["sam"] and len(page.images) == 1
+    rows = {r["class"]: r for r in table_with(page, "IoU before")}
+    assert rows["Rangeland"]["IoU before"] == "0.3000" and rows["Rangeland"]["IoU after"] == "0.2900"
+    assert rows["mIoU"]["IoU after"] == "0.6833" and rows["mIoU"]["change"] == "0.0166"
+    details = {r[""]: r["value"] for r in table_with(page, "value")}
+    assert details["SAM model"] == "vit_b" and details["masks per image"] == "41.50"
+
+
 def test_the_confusion_matrix_is_saved_with_the_run_and_counts_its_validation_images(trained_run, p1_data):
     with open(trained_run / "confusion.csv", newline="") as handle:
         rows = list(csv.reader(handle))

@@ -22,17 +22,22 @@ class ReportContext:
 
     figures: Path
     scratch: Path
+    root: Path  # the folder of runs, for sections that read outputs other than runs
     say: Callable[..., None] = print
     drawn: dict = field(default_factory=dict)  # figures already made (architecture per model), by key
 
-    def figure_path(self, run: Run, what: str) -> Path:
+    def figure_path(self, run: Run | Path, what: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run.name}_{what}")
         return self.figures / f"{slug}.png"
 
-    def copy_figure(self, source: Path, run: Run, what: str) -> Path:
+    def copy_figure(self, source: Path, run: Run | Path, what: str) -> Path:
         target = self.figure_path(run, what)
         shutil.copyfile(source, target)
         return target
+
+
+OPTIMISER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS"}
+LOSS_NAMES = {"ce": "cross-entropy", "focal": "focal", "dice": "Dice"}
 
 
 def _number(value) -> str:
@@ -41,7 +46,7 @@ def _number(value) -> str:
 
 def describe_optimiser(optim: dict) -> str:
     name = str(optim.get("name", "?"))
-    parts = [f"{name.upper() if name == 'sgd' else name.capitalize()}, lr {_number(optim.get('lr'))}"]
+    parts = [f"{OPTIMISER_NAMES.get(name, name)}, lr {_number(optim.get('lr'))}"]
     if name == "sgd":
         parts.append(f"momentum {_number(optim.get('momentum'))}" + (" (Nesterov)" if optim.get("nesterov") else ""))
     elif "betas" in optim:
@@ -108,7 +113,9 @@ def describe_loss(recipe: dict) -> str:
                 f"{_number(byol.get('momentum'))} rising to 1")
     if recipe.get("task") == "segment":
         loss = recipe.get("loss") or {}
-        text = str(loss.get("name", "ce"))
+        text = " + ".join(LOSS_NAMES.get(part, part) for part in str(loss.get("name", "ce")).split("+"))
+        if "focal" in text:
+            text += f" (gamma {_number(loss.get('focal_gamma'))})"
         if float(loss.get("label_smoothing") or 0):
             text += f", label smoothing {_number(loss['label_smoothing'])}"
         if loss.get("class_weights"):
@@ -205,7 +212,7 @@ def curves_figure(run: Run, ctx: ReportContext, panels, monitor: str, caption: s
     best = run.best_row(monitor)
     path = plot_curves(run.metrics, shown, f"{run.name}: training curves",
                        ctx.figure_path(run, "curves").with_suffix(""), best_epoch=best["epoch"] if best else None)[0]
-    return [Figure(path, f"{caption} of {run.name} per epoch (dotted: the epoch of the best checkpoint, by {monitor}).")]
+    return [Figure(path, f"{run.name} per epoch: {caption} (dotted: the epoch of the best checkpoint, by {monitor}).")]
 
 
 def embedding_figures(run: Run, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:

@@ -41,22 +41,23 @@ def _replace_folder(built: Path, output: Path) -> None:
 def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print) -> dict:
     """Write the report of the runs under ``runs`` into ``output``; return what it holds."""
     from dlcv.report.blocks import ReportContext
-    from dlcv.report.discovery import discover_runs
+    from dlcv.report.discovery import discover_runs, find_outputs
     from dlcv.report.document import Text, render_html, render_markdown
     from dlcv.report.sections import SECTIONS
+    from dlcv.report.sections.sam import OTHER_OUTPUTS
 
     start = time.perf_counter()
     runs, output = Path(runs), Path(output)
     _check_output(output)
     found, skipped = discover_runs(runs)
-    if not found:
+    if not found and not any(find_outputs(runs, name) for name in OTHER_OUTPUTS):
         raise DlcvError(f"{runs}: no run folders with metrics (recipe.yaml and metrics.csv) here or below")
     building = Path(tempfile.mkdtemp(prefix=f".{output.name}.building-", dir=output.parent))
     try:
         figures, scratch = building / "figures", building / ".scratch"
         figures.mkdir()
         scratch.mkdir()
-        ctx = ReportContext(figures=figures, scratch=scratch, say=say)
+        ctx = ReportContext(figures=figures, scratch=scratch, root=runs, say=say)
         sections = [s for s in (builder(found, ctx) for builder in SECTIONS) if s is not None]
         if skipped and sections:
             sections[-1].blocks.append(Text("Left out: " + "; ".join(skipped), note=True))

@@ -127,6 +127,13 @@ def find_run_folders(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def find_outputs(root: Path, name: str) -> list[Path]:
+    """Folders holding a file ``name`` at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself):
+    the outputs of commands that are not training runs (dlcv sam masks, dlcv sam refine)."""
+    return sorted({p.parent for depth in range(MAX_DEPTH + 1)
+                   for p in root.glob("/".join(["*"] * depth + [name])) if p.is_file()})
+
+
 def discover_runs(root: str | os.PathLike) -> tuple[list[Run], list[str]]:
     """``(runs with metrics, notes on folders left out)`` under ``root``."""
     root = Path(root)
@@ -138,7 +145,8 @@ def discover_runs(root: str | os.PathLike) -> tuple[list[Run], list[str]]:
         run = read_run(folder)
         if run.metrics:
             runs.append(run)
-        elif not any(other != folder and other.is_relative_to(folder) for other in folders):
-            # (a recipe.yaml above other runs is a folder of runs, not an untrained run)
+        elif not run.summary and not any(other != folder and other.is_relative_to(folder) for other in folders):
+            # (a recipe.yaml above other runs is a folder of runs, and one beside a summary.json the
+            # finished output of a command that does not train, such as dlcv sam masks: neither is an untrained run)
             skipped.append(f"{folder}: no {METRICS_FILE} yet (not trained, or stopped before its first epoch)")
     return runs, skipped

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from dlcv.report.sections import classification, segmentation, ssl
+from dlcv.report.sections import classification, sam, segmentation, ssl
 
 SECTIONS = [
     classification.build,
     ssl.build,
     segmentation.build,
+    sam.build,
 ]

@@ -148,7 +148,7 @@ def build(runs: list[Run], ctx: ReportContext) -> Section | None:
             section.blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
         section.blocks += architecture_blocks(run, ctx)
         section.blocks += [Heading(f"Training of {run.name}", 4), *curves_figure(
-            run, ctx, PANELS, "val_acc", "Loss and accuracy, training (blue) and validation (orange),")]
+            run, ctx, PANELS, "val_acc", "loss and accuracy, training (blue) and validation (orange)")]
         section.blocks += confusion_blocks(run, ctx)
         section.blocks += embedding_blocks(run, ctx)
     return section

@@ -102,7 +102,7 @@ def build(runs: list[Run], ctx: ReportContext) -> Section | None:
             section.blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
         section.blocks += architecture_blocks(run, ctx)
         section.blocks += [Heading(f"Training of {run.name}", 4), *curves_figure(
-            run, ctx, PANELS, "val_miou", "Loss (training blue, validation orange), mIoU and pixel accuracy, and "
+            run, ctx, PANELS, "val_miou", "loss (training blue, validation orange), mIoU and pixel accuracy, and "
                                           "each class's validation IoU in its mask colour")]
         section.blocks += progress_blocks(run, ctx)
     return section
