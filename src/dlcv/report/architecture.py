@@ -99,7 +99,7 @@ def trace_model(model, example) -> Trace:
 
 
 def build_for_run(recipe: dict):
-    """``(model, example input, input description)`` for a run's resolved recipe, without any
+    """``(model, example input, input description, trace)`` for a run's resolved recipe, without any
     pretrained weights (the structure is what is shown)."""
     import torch
 
@@ -116,7 +116,17 @@ def build_for_run(recipe: dict):
         num_classes, side = int(data.get("num_classes") or 50), int(data.get("input_size") or 32)
     else:
         raise DlcvError(f"run {recipe.get('name')!r}: no architecture for task {task!r}")
-    torch.manual_seed(0)
-    model = create_model(str(spec.get("name")), num_classes=num_classes, kind=task,
-                         **rebuild_args(dict(spec.get("args") or {})))
-    return model, torch.zeros(1, 3, side, side), f"3x{side}x{side}"
+    def build(device: str):
+        with torch.device(device):
+            model = create_model(str(spec.get("name")), num_classes=num_classes, kind=task,
+                                 **rebuild_args(dict(spec.get("args") or {})))
+            example = torch.zeros(1, 3, side, side)
+            return model, example, trace_model(model, example)
+
+    # On the meta device the forward pass computes shapes without any arithmetic (an FCN32s at 512
+    # pixels takes seconds on a CPU); a model that meta tensors cannot run is traced on the CPU.
+    try:
+        model, example, trace = build("meta")
+    except (NotImplementedError, RuntimeError):
+        model, example, trace = build("cpu")
+    return model, example, f"3x{side}x{side}", trace

@@ -172,7 +172,7 @@ def architecture_blocks(run: Run, ctx: ReportContext) -> list:
     """A layer table (by forward hooks on a dummy input) and a block diagram of the run's model; the
     same model with the same arguments is drawn once."""
     from dlcv.errors import DlcvError
-    from dlcv.report.architecture import build_for_run, trace_model
+    from dlcv.report.architecture import build_for_run
     from dlcv.viz.architecture import plot_block_diagram
 
     model_spec = run.recipe.get("model") or {}
@@ -181,8 +181,7 @@ def architecture_blocks(run: Run, ctx: ReportContext) -> list:
     if key in ctx.drawn:
         return [Heading(f"Architecture of {run.name}", 4), Text(f"The same network as {ctx.drawn[key]} above.", note=True)]
     try:
-        model, example, described = build_for_run(run.recipe)
-        trace = trace_model(model, example)
+        model, _, described, trace = build_for_run(run.recipe)
     except DlcvError as exc:
         return [Heading(f"Architecture of {run.name}", 4), Text(f"Not drawn: {exc}", note=True)]
     ctx.drawn[key] = run.name

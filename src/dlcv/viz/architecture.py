@@ -25,6 +25,16 @@ def block_colour(name: str, type_name: str) -> str:
     return DEFAULT_COLOUR
 
 
+def short_name(name: str, width: int) -> str:
+    """``net.backbone.layer2`` -> ``…backbone.layer2``: the last dotted parts that fit in ``width``."""
+    shown = name
+    while len(shown) > width - 1 and "." in shown:
+        shown = shown.split(".", 1)[1]
+    if len(shown) > width - 1:
+        shown = shown[-(width - 1):]
+    return shown if shown == name else "…" + shown
+
+
 def plot_block_diagram(blocks: list[tuple[str, str, str, int]], title: str, stem: Path, max_per_row: int = 6) -> list[Path]:
     """``blocks``: (name, type, output shape, parameters) in call order, drawn left to right in rows of
     at most ``max_per_row`` (rows balanced) with arrows between them. Writes ``stem.png``."""
@@ -45,7 +55,7 @@ def plot_block_diagram(blocks: list[tuple[str, str, str, int]], title: str, stem
         y = height - (r + 1) * box_h - r * gap_y
         ax.add_patch(FancyBboxPatch((x, y), box_w, box_h, boxstyle="round,pad=0.02,rounding_size=0.12",
                                     facecolor=block_colour(name, type_name), edgecolor="0.35", linewidth=1))
-        shown_name = name if len(name) <= 18 else "…" + name[-17:]
+        shown_name = short_name(name, 18)
         shown_type = type_name if len(type_name) <= 20 else type_name[:19] + "…"
         ax.text(x + box_w / 2, y + box_h * 0.76, shown_name, ha="center", va="center", fontsize=11.5, weight="bold")
         ax.text(x + box_w / 2, y + box_h * 0.50, shown_type, ha="center", va="center", fontsize=10.5, color="0.25")
