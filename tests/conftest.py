@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dlcv.cli.main import main
-from dlcv.data.synth import synth_p1
+from dlcv.data.synth import synth_p1, synth_p2
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_P1 = REPO.parent / "shared" / "data" / "hw1_data" / "p1_data"
@@ -21,6 +21,15 @@ data: {batch_size: 16, eval_batch_size: 32}
 model: {name: dlcv_net, args: {widths: [8, 16, 16], stem_width: 8}}
 optim: {lr: 0.05}
 train: {epochs: 2, threads: 1}
+"""
+
+TINY_SEG_RECIPE = """\
+name: seg_tiny
+data: {batch_size: 4, eval_batch_size: 4, train_size: 64, eval_size: 64}
+model: {name: unet_small, args: {width: 4, depth: 2}}
+optim: {name: adamw, lr: 0.01}
+train: {epochs: 2, threads: 1}
+progress: {images: ["0001", "0003"]}
 """
 
 
@@ -53,6 +62,22 @@ def trained_run(tmp_path_factory, p1_data) -> Path:
     assert main(["classify", "fit", "--config", str(recipe), "--data", str(p1_data),
                  "--runs-dir", str(base / "runs")]) == 0
     return base / "runs" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def p2_data(tmp_path_factory) -> Path:
+    """Synthetic p2_data: 6 training and 4 validation pairs of 96x96 (read-only use)."""
+    return synth_p2(tmp_path_factory.mktemp("synth_p2"), train=6, validation=4, size=96)
+
+
+@pytest.fixture(scope="session")
+def seg_run(tmp_path_factory, p2_data) -> Path:
+    """A finished tiny segmentation run folder (trained once per session)."""
+    base = tmp_path_factory.mktemp("seg_trained")
+    recipe = base / "tiny.yaml"
+    recipe.write_text(TINY_SEG_RECIPE)
+    assert main(["segment", "fit", "--config", str(recipe), "--data", str(p2_data), "--runs-dir", str(base)]) == 0
+    return base / "seg_tiny"
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

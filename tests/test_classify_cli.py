@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -127,5 +128,11 @@ def test_demo_learns_both_problems_and_draws_their_figures(capsys, tmp_path):
     seg = tmp_path / "demo" / "runs" / "p2_demo"
     assert (seg / "figures" / "masks_through_training.png").exists()
     assert len(list((tmp_path / "demo" / "p2_pred_masks").glob("*_mask.png"))) == 8
+    report = tmp_path / "demo" / "report" / "index.html"
+    assert f"report:             {report}" in out
+    page = report.read_text()
+    assert 'id="classification"' in page and 'id="segmentation"' in page
+    summary = json.loads((run / "summary.json").read_text())
+    assert f"{summary['best_val_acc']:.4f}" in page
     code, _, err = run_cli(capsys, "demo", "--output", tmp_path / "demo")
     assert code == 2 and "already holds files" in err

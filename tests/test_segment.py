@@ -3,47 +3,20 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, TINY_SEG_RECIPE, run_cli
 from PIL import Image
 
 from dlcv.cli.main import main
 from dlcv.data.masks import CLASS_COLOURS, UNKNOWN, MaskCodec
 from dlcv.data.p2 import find_pairs
-from dlcv.data.synth import synth_p2
 from dlcv.errors import DlcvError
 from dlcv.metrics.segmentation import class_iou, confusion, mean_iou
 
 REAL_P2 = REPO.parent / "shared" / "data" / "hw1_data" / "p2_data"
-
-TINY_SEG_RECIPE = """\
-name: seg_tiny
-data: {batch_size: 4, eval_batch_size: 4, train_size: 64, eval_size: 64}
-model: {name: unet_small, args: {width: 4, depth: 2}}
-optim: {name: adamw, lr: 0.01}
-train: {epochs: 2, threads: 1}
-progress: {images: ["0001", "0003"]}
-"""
-
-
-@pytest.fixture(scope="session")
-def p2_data(tmp_path_factory) -> Path:
-    """Synthetic p2_data: 6 training and 4 validation pairs of 96x96 (read-only use)."""
-    return synth_p2(tmp_path_factory.mktemp("synth_p2"), train=6, validation=4, size=96)
-
-
-@pytest.fixture(scope="session")
-def seg_run(tmp_path_factory, p2_data) -> Path:
-    base = tmp_path_factory.mktemp("seg_trained")
-    recipe = base / "tiny.yaml"
-    recipe.write_text(TINY_SEG_RECIPE)
-    assert main(["segment", "fit", "--config", str(recipe), "--data", str(p2_data), "--runs-dir", str(base)]) == 0
-    return base / "seg_tiny"
-
 
 # --- codec ---------------------------------------------------------------------------------------------
 def test_codec_round_trips_every_colour_and_thresholds_at_128():

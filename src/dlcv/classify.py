@@ -16,6 +16,19 @@ import numpy as np
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_write, check_output_path
 
+CONFUSION_FILE = "confusion.csv"  # in a run folder: the best checkpoint's confusion matrix on the validation images
+
+
+def write_confusion(path: Path, labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> None:
+    """Counts of (true class, predicted class): a header ``true,pred_0,...``, one row per true class."""
+    from dlcv.metrics.classification import confusion_matrix
+
+    matrix = confusion_matrix(labels, predicted, num_classes)
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["true", *(f"pred_{c}" for c in range(num_classes))])
+        writer.writerows([c, *map(int, row)] for c, row in enumerate(matrix))
+
 
 # --- fit -------------------------------------------------------------------------------------------
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
@@ -82,13 +95,20 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     if snapshots:
         summary["snapshot_seconds"] = snapshots[0].seconds
     final_line = None
-    if data_module.final is not None and trainer.is_global_zero:
-        images, labels, _, folder = data_module.final
+    if trainer.is_global_zero:
+        # The best checkpoint's confusion matrix on the validation folder, for the report.
         model, _ = load_classifier(run_dir / "best.ckpt")
+        if data_module.final is not None:
+            images, labels, _, folder = data_module.final
+        else:
+            images, labels = data_module.val_x, data_module.val_y
+        labels = labels.numpy()
         predicted = predict_labels(model, images, recipe)
-        summary["final_validation"] = {"folder": folder, "accuracy": float((predicted == labels.numpy()).mean())}
-        final_line = (f"{folder} accuracy of the best checkpoint: {summary['final_validation']['accuracy']:.4f} "
-                      "(not used for any choice)")
+        write_confusion(run_dir / CONFUSION_FILE, labels, predicted, data_module.num_classes)
+        if data_module.final is not None:
+            summary["final_validation"] = {"folder": folder, "accuracy": float((predicted == labels).mean())}
+            final_line = (f"{folder} accuracy of the best checkpoint: {summary['final_validation']['accuracy']:.4f} "
+                          "(not used for any choice)")
     if trainer.is_global_zero:
         finish_fit(run_dir, summary, "val_acc", final_line)
     return run_dir

@@ -1,7 +1,7 @@
 """``dlcv demo``: the whole homework at small scale on the embedded default data.
 
-It synthesises the data, trains with small recipes, predicts and evaluates, leaving everything in
-one folder. Each problem joins this as it lands in the package.
+It synthesises the data, trains with small recipes, predicts and evaluates, and builds the report
+(``OUTPUT/report/index.html``), leaving everything in one folder. Each problem joins this as it lands in the package.
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     from dlcv import classify, segment
     from dlcv.data.synth import synth_p1, synth_p2
     from dlcv.embed import plot
+    from dlcv.report import build_report
 
     output = Path(output)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise DlcvError(f"{output}: already holds files; pass --overwrite to replace the demo there")
     start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
-    steps = 8
+    steps = 9
     print(f"[1/{steps}] synthesising the default data into {output / 'data'}", flush=True)
     p1 = synth_p1(output / "data", overwrite=True)
     p2 = synth_p2(output / "data", overwrite=True)
@@ -78,6 +79,8 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     seg_result = segment.evaluate(masks, p2 / "validation")
     print(f"[8/{steps}] Problem 2: masks through training", flush=True)
     grid = segment.progress(seg_run)
+    print(f"[9/{steps}] building the report of every run", flush=True)
+    report = build_report(runs, output / "report", say=lambda *a, **k: None)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; everything is in {output}")
     print(f"  Problem 1 run:      {run_dir}")
     print(f"  predictions:        {predictions}")
@@ -86,6 +89,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     print(f"  Problem 2 run:      {seg_run}")
     print(f"  predicted masks:    {masks}")
     print(f"  masks in training:  {grid[0]}")
+    print(f"  report:             {report['index']} (open it in a browser; Markdown: {report['markdown']})")
     print(f"mean_iou: {seg_result['mean_iou']:.6f}")
     print(f"accuracy: {result['accuracy']:.4f}")
     return output

@@ -22,7 +22,8 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read without changing it), for giving temporary files the usual mode."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -38,7 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+    os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -74,7 +75,7 @@ def staged_folder(output: str | os.PathLike, overwrite: bool = False) -> Iterato
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=parent))
     try:
         yield staging
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         if output.exists():
             shutil.rmtree(output)
         os.replace(staging, output)

@@ -153,6 +153,16 @@ def _models(args) -> None:
             print(f"  {name:<{width}}  {model_summary(name)}")
 
 
+def _report(args) -> None:
+    from dlcv.report import build_report
+
+    result = build_report(args.runs, args.output)
+    for note in result["skipped"]:
+        print(f"note: left out {note}")
+    print(f"report of {len(result['runs'])} run(s) ({', '.join(result['sections'])}) in {result['seconds']:.0f} s")
+    print(f"open {result['index']} (self-contained); Markdown: {result['markdown']}")
+
+
 def _demo(args) -> None:
     from dlcv.demo import run_demo
 
@@ -167,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="demo", help="folder for the data, runs and results (default: demo)")
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo in that folder")
     demo.set_defaults(handler=_demo)
+
+    report = commands.add_parser("report", help="every table and figure of the homework from run folders, as a page")
+    report.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
+    report.add_argument("--output", default="report",
+                        help="folder for index.html, report.md and figures/ (new, empty or an earlier report)")
+    report.set_defaults(handler=_report)
 
     data = commands.add_parser("data", help="data sets").add_subparsers(dest="action", required=True, metavar="ACTION")
     synth = data.add_parser("synth", help="write the embedded default data in the course's formats")

@@ -42,6 +42,12 @@ def list_models(kind: str | None = None) -> list[str]:
     return sorted(n for n in _BUILDERS if kind is None or _KINDS[n] == kind)
 
 
+def model_kind(name: str) -> str | None:
+    """What the registered model ``name`` does (one of ``KINDS``), or None for an unknown name."""
+    _load_all()
+    return _KINDS.get(name)
+
+
 def model_summary(name: str) -> str:
     """The first line of the builder's docstring."""
     _load_all()

@@ -1,0 +1,233 @@
+"""Blocks that several sections share: a run's recipe as a table, its architecture (layer table and
+diagram), its training curves. Each returns report blocks and writes its figures into the report."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlcv.report.discovery import Run
+from dlcv.report.document import Figure, Heading, Table, Text
+
+LAYER_TABLE_ROWS = 40  # the deepest view of a model that fits in this many rows
+DIAGRAM_BLOCKS = 18  # the deepest view that fits in this many boxes (three rows of six)
+
+
+@dataclass
+class ReportContext:
+    """What every section builder gets: where figures go, a scratch folder, and a progress printer."""
+
+    figures: Path
+    scratch: Path
+    root: Path  # the folder of runs, for sections that read outputs other than runs
+    say: Callable[..., None] = print
+    drawn: dict = field(default_factory=dict)  # figures already made (architecture per model), by key
+
+    def figure_path(self, run: Run | Path, what: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run.name}_{what}")
+        return self.figures / f"{slug}.png"
+
+    def copy_figure(self, source: Path, run: Run | Path, what: str) -> Path:
+        target = self.figure_path(run, what)
+        shutil.copyfile(source, target)
+        return target
+
+
+OPTIMISER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS"}
+LOSS_NAMES = {"ce": "cross-entropy", "focal": "focal", "dice": "Dice"}
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def describe_optimiser(optim: dict) -> str:
+    name = str(optim.get("name", "?"))
+    parts = [f"{OPTIMISER_NAMES.get(name, name)}, lr {_number(optim.get('lr'))}"]
+    if name == "sgd":
+        parts.append(f"momentum {_number(optim.get('momentum'))}" + (" (Nesterov)" if optim.get("nesterov") else ""))
+    elif "betas" in optim:
+        parts.append(f"betas {tuple(optim['betas'])}")
+    parts.append(f"weight decay {_number(optim.get('weight_decay', 0))}")
+    return ", ".join(parts)
+
+
+def describe_schedule(schedule: dict) -> str:
+    name = str(schedule.get("name", "?"))
+    if name == "onecycle":
+        text = (f"one-cycle: from lr/{_number(schedule.get('div_factor'))} up to lr over the first "
+                f"{float(schedule.get('pct_start', 0)):.0%} of steps, then {schedule.get('anneal')} down to "
+                f"lr/{_number(float(schedule.get('div_factor', 1)) * float(schedule.get('final_div_factor', 1)))}")
+    elif name == "multistep":
+        text = f"multistep at epochs {schedule.get('milestones')}, gamma {_number(schedule.get('gamma'))}"
+    elif name == "cosine_restarts":
+        text = (f"cosine with warm restarts, first period {schedule.get('restart_epochs')} epochs, "
+                f"each next x{schedule.get('restart_mult')}")
+    elif name == "poly":
+        text = f"poly, power {_number(schedule.get('power'))}"
+    else:
+        text = name
+    if int(schedule.get("warmup_epochs") or 0) and name != "onecycle":
+        text += f", {schedule['warmup_epochs']} warm-up epochs"
+    return text
+
+
+def describe_augmentation(recipe: dict) -> str:
+    data = recipe.get("data") or {}
+    parts = []
+    if recipe.get("views"):  # BYOL's two views
+        return "two views, " + ", ".join(f"{k} {_number(v)}" for k, v in recipe["views"].items())
+    if recipe.get("task") == "segment":
+        scale = data.get("scale") or [1, 1]
+        parts.append(f"random scaled crop (side {scale[0]:g}-{scale[1]:g} of the image) to {data.get('train_size')} px")
+        if data.get("flip"):
+            parts.append("flips")
+        if data.get("rot90"):
+            parts.append("90-degree turns")
+        parts.append("image and mask by one affine per sample")
+    else:
+        if data.get("input_size"):
+            parts.append(f"resized to {data['input_size']} px")
+        if data.get("crop_padding"):
+            parts.append(f"random crop with {data['crop_padding']}-px padding")
+        if data.get("flip"):
+            parts.append("horizontal flip")
+        if data.get("cutout"):
+            parts.append(f"cutout {data['cutout']} px")
+        if str(data.get("auto_augment", "none")) != "none":
+            parts.append(str(data["auto_augment"]))
+        if float(data.get("mixup_alpha") or 0) > 0:
+            parts.append(f"mixup (alpha {_number(data['mixup_alpha'])})")
+        if float(data.get("cutmix_alpha") or 0) > 0:
+            parts.append(f"cutmix (alpha {_number(data['cutmix_alpha'])})")
+    return ", ".join(parts) or "none"
+
+
+def describe_loss(recipe: dict) -> str:
+    if recipe.get("byol"):
+        byol = recipe["byol"]
+        return (f"BYOL: negative cosine similarity of prediction and target, both views; target momentum "
+                f"{_number(byol.get('momentum'))} rising to 1")
+    if recipe.get("task") == "segment":
+        loss = recipe.get("loss") or {}
+        text = " + ".join(LOSS_NAMES.get(part, part) for part in str(loss.get("name", "ce")).split("+"))
+        if "focal" in text:
+            text += f" (gamma {_number(loss.get('focal_gamma'))})"
+        if float(loss.get("label_smoothing") or 0):
+            text += f", label smoothing {_number(loss['label_smoothing'])}"
+        if loss.get("class_weights"):
+            text += f", class weights {loss['class_weights']}"
+        return text
+    train = recipe.get("train") or {}
+    text = "focal (gamma " + _number(train.get("focal_gamma")) + ")" if train.get("loss") == "focal" else "cross-entropy"
+    if float(train.get("label_smoothing") or 0):
+        text += f", label smoothing {_number(train['label_smoothing'])}"
+    return text
+
+
+def selection(run: Run) -> str:
+    """What the run's best checkpoint was chosen on."""
+    if run.metrics and "knn_acc" in run.metrics[-1]:
+        return "the kNN monitor's accuracy (knn_acc)"
+    if run.summary.get("selected_on"):
+        return str(run.summary["selected_on"])
+    data = run.recipe.get("data") or {}
+    holdout = float(data.get("holdout") or 0)
+    return f"holdout {holdout:.0%} of training" if holdout > 0 else str(data.get("validation"))
+
+
+def recipe_table(run: Run) -> Table:
+    """The run's recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, early
+    stopping, read from its resolved recipe.yaml (and how many epochs it ran, from its metrics)."""
+    recipe = run.recipe
+    train, data, model = recipe.get("train") or {}, recipe.get("data") or {}, recipe.get("model") or {}
+    args = ", ".join(f"{k}={v}" for k, v in (model.get("args") or {}).items() if v is not None)
+    patience = int(train.get("early_stopping_patience") or 0)
+    ran = run.summary.get("epochs") or (run.metrics[-1]["epoch"] if run.metrics else None)
+    rows = [
+        ["model", f"{model.get('name') or model.get('arch')}" + (f" ({args})" if args else "")],
+        ["optimiser", describe_optimiser(recipe.get("optim") or {})],
+        ["schedule", describe_schedule(recipe.get("schedule") or {})],
+        ["loss", describe_loss(recipe)],
+        ["augmentation", describe_augmentation(recipe)],
+        ["batch size", str(data.get("batch_size"))],
+        ["epochs", f"{train.get('epochs')} planned, {ran} trained"],
+        ["early stopping", f"patience {patience} epochs" if patience else "none (best epoch kept)"],
+        ["checkpoint selected on", selection(run)],
+    ]
+    if float(train.get("ema_decay") or 0) > 0:
+        rows.append(["weight averaging", f"EMA, decay {_number(train['ema_decay'])}"])
+    if "tta" in train:
+        rows.append(["test-time augmentation", str(train["tta"])])
+    rows.append(["precision", str(train.get("precision"))])
+    if run.summary.get("fit_seconds") is not None:
+        rows.append(["training time", f"{float(run.summary['fit_seconds']) / 60:.1f} min"])
+    return Table(["recipe key", "value"], rows, caption=f"Recipe of {run.name} (from {run.path.name}/recipe.yaml)")
+
+
+def architecture_blocks(run: Run, ctx: ReportContext) -> list:
+    """A layer table (by forward hooks on a dummy input) and a block diagram of the run's model; the
+    same model with the same arguments is drawn once."""
+    from dlcv.errors import DlcvError
+    from dlcv.report.architecture import build_for_run
+    from dlcv.viz.architecture import plot_block_diagram
+
+    model_spec = run.recipe.get("model") or {}
+    key = repr((run.recipe.get("task"), model_spec, (run.recipe.get("data") or {}).get("num_classes"),
+                (run.recipe.get("data") or {}).get("eval_size"), (run.recipe.get("data") or {}).get("input_size")))
+    if key in ctx.drawn:
+        return [Heading(f"Architecture of {run.name}", 4), Text(f"The same network as {ctx.drawn[key]} above.", note=True)]
+    try:
+        model, _, described, trace = build_for_run(run.recipe)
+    except DlcvError as exc:
+        return [Heading(f"Architecture of {run.name}", 4), Text(f"Not drawn: {exc}", note=True)]
+    ctx.drawn[key] = run.name
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    layers, output = trace.view(LAYER_TABLE_ROWS), trace.output
+    boxes = [b for b in trace.view(DIAGRAM_BLOCKS) if b.output_shape != "-"]
+    diagram = plot_block_diagram([(b.name, b.type_name, b.output_shape, b.parameters) for b in boxes],
+                                 f"{model_spec.get('name')}: input {described}, output {output}, {total:,} parameters",
+                                 ctx.figure_path(run, "architecture").with_suffix(""))[0]
+    rows = [[layer.name, layer.type_name, layer.output_shape, layer.parameters] for layer in layers]
+    rows.append(["total", "", output, total])
+    caption = (f"Layers of {model_spec.get('name')} for one {described} input (output shape per sample; "
+               f"{trainable:,} of {total:,} parameters trainable)")
+    return [Heading(f"Architecture of {run.name}", 4), Figure(diagram, f"Block diagram of {model_spec.get('name')}: "
+                                                                      "its main blocks in call order, each with its output shape."),
+            Table(["layer", "type", "output shape", "parameters"], rows, caption=caption)]
+
+
+def curves_figure(run: Run, ctx: ReportContext, panels, monitor: str, caption: str) -> list:
+    """Training curves of ``panels`` present in the run's metrics, the best epoch of ``monitor`` marked."""
+    from dlcv.viz.curves import available_panels, plot_curves
+
+    shown = available_panels(run.metrics, panels)
+    if not shown:
+        return []
+    best = run.best_row(monitor)
+    path = plot_curves(run.metrics, shown, f"{run.name}: training curves",
+                       ctx.figure_path(run, "curves").with_suffix(""), best_epoch=best["epoch"] if best else None)[0]
+    return [Figure(path, f"{run.name} per epoch: {caption} (dotted: the epoch of the best checkpoint, by {monitor}).")]
+
+
+def embedding_figures(run: Run, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
+    """The folder holding the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own
+    figures/ when ``dlcv embed plot`` drew them after its last validation snapshot, else a fresh
+    drawing in the scratch folder (always for the training subset, whose figures share those names)."""
+    from dlcv.embed import plot
+
+    pattern = "train_epoch_*.npz" if training_subset else "epoch_*.npz"
+    snapshots = list((run.path / "embeddings").glob(pattern))
+    own = run.path / "figures"
+    newest = max(p.stat().st_mtime for p in snapshots)
+    wanted = ["embedding_metrics.csv", *(f"{m}_panels.png" for m in methods.split(","))]
+    if not training_subset and all((own / f).is_file() and (own / f).stat().st_mtime >= newest for f in wanted):
+        return own
+    ctx.say(f"  drawing {methods.replace(',', ' and ')} of {run.name}'s {len(snapshots)} snapshots")
+    target = ctx.scratch / f"{run.name}_{'train_' if training_subset else ''}embedding"
+    plot([run.path], methods=methods, output=target, training_subset=training_subset)
+    return target

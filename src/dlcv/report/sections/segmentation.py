@@ -1,0 +1,108 @@
+"""Semantic segmentation: the mask colours, mIoU with per-class IoU beside the course's numbers,
+recipes, architectures, curves, and the predicted masks through training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dlcv.data.masks import CLASS_COLOURS, CLASS_NAMES, SCORED_CLASSES
+from dlcv.report.blocks import (
+    ReportContext,
+    architecture_blocks,
+    curves_figure,
+    recipe_table,
+)
+from dlcv.report.discovery import Run
+from dlcv.report.document import Figure, Heading, Section, Swatch, Table, Text
+from dlcv.report.published import OURS, group, ours, range_text
+from dlcv.viz.curves import CurvePanel
+
+SCORED = CLASS_NAMES[:SCORED_CLASSES]
+IOU_COLUMNS = tuple(f"val_iou_{name.lower()}" for name in SCORED)
+
+PANELS = [
+    CurvePanel("loss", "loss", (("train_loss", "train"), ("val_loss", "validation"))),
+    CurvePanel("mIoU and pixel accuracy", "score", (("val_miou", "validation mIoU"),
+                                                    ("train_pixel_acc", "train pixel accuracy"),
+                                                    ("val_pixel_acc", "validation pixel accuracy")),
+               unit_range=True, colours=("tab:red", "tab:blue", "tab:orange")),
+    CurvePanel("per-class IoU (validation)", "IoU", tuple(zip(IOU_COLUMNS, SCORED)), unit_range=True,
+               colours=tuple(tuple(c / 255) for c in CLASS_COLOURS[:SCORED_CLASSES]), dark=True),
+]
+
+
+def role(run: Run) -> str:
+    """``fcn32s`` for the course's model A, ``improved`` for any other network."""
+    return "fcn32s" if (run.recipe.get("model") or {}).get("name") == "fcn32s" else "improved"
+
+
+def validation_scores(run: Run) -> tuple[float | None, list, str]:
+    """(mIoU, per-class IoU of the scored classes, where they come from)."""
+    final = run.summary.get("final_validation")
+    if isinstance(final, dict) and final.get("mean_iou") is not None:
+        iou = [float(v) if v is not None else None for v in final.get("iou", [])][:SCORED_CLASSES]
+        return (float(final["mean_iou"]), iou + [None] * (SCORED_CLASSES - len(iou)),
+                f"{Path(str(final.get('folder', 'validation'))).name}, full size, scored once at the end")
+    best = run.best_row("val_miou")
+    if best is None:
+        return None, [None] * SCORED_CLASSES, ""
+    where = run.summary.get("selected_on") or "validation"
+    return best["val_miou"], [best.get(c) for c in IOU_COLUMNS], f"{where}, best epoch"
+
+
+def colour_table() -> Table:
+    rows = [[i, name, Swatch(tuple(int(v) for v in colour)), "yes" if i < SCORED_CLASSES else "no"]
+            for i, (name, colour) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS))]
+    return Table(["class", "name", "mask colour", "in mIoU"], rows,
+                 caption="The course's mask colours, used in every figure of this section")
+
+
+def progress_blocks(run: Run, ctx: ReportContext) -> list:
+    from dlcv.segment import progress
+    from dlcv.tasks.progress import PROGRESS_DIR
+
+    if not (run.path / PROGRESS_DIR / "ground_truth").is_dir():
+        return []
+    written = progress(run.path, ctx.scratch / f"{run.name}_masks_through_training")
+    png = next(p for p in written if p.suffix == ".png")
+    return [Figure(ctx.copy_figure(png, run, "masks_through_training"),
+                   f"Predicted masks of {run.name} for the chosen validation images at the first, middle and "
+                   "last epoch, beside the ground truth (mask colours as in the table above).")]
+
+
+def build(runs: list[Run], ctx: ReportContext) -> Section | None:
+    mine = [r for r in runs if r.task == "segment"]
+    if not mine:
+        return None
+    mine.sort(key=lambda r: (role(r) != "fcn32s", r.name))
+    section = Section("Semantic segmentation", "segmentation")
+    rows, course = [], []
+    for run in mine:
+        miou, iou, source = validation_scores(run)
+        rows.append([run.name, group("segmentation", role(run))["title"], (run.recipe.get("model") or {}).get("name"),
+                     run.summary.get("epochs") or run.metrics[-1]["epoch"], miou, *iou, source,
+                     range_text("segmentation", role(run))])
+    section.blocks += [
+        colour_table(),
+        Table(["run", "role", "model", "epochs", "mIoU", *SCORED, "measured on", "course reports (range)"], rows,
+              caption="mIoU (classes 0-5 from one pooled confusion matrix, as the course grades it) and per-class IoU"),
+        Text("The course's numbers are on its 257 validation tiles; a run on other data (such as the demo's "
+             "synthetic tiles) is shown beside them for its recipe, not as a like-for-like comparison.", note=True),
+    ]
+    for key in ("fcn32s", "improved"):
+        published = group("segmentation", key)
+        course += [[published["title"], r["report"], r["model"], r["value"]] for r in published["results"]]
+        course += [[published["title"], f"{OURS}{run.name}", (run.recipe.get("model") or {}).get("name"),
+                    validation_scores(run)[0]] for run in mine if role(run) == key]
+    section.blocks.append(Table(["", "report", "model", "mIoU"], course, marked=ours(course), caption="Beside the course's reports (mIoU)"))
+    for run in mine:
+        ctx.say(f"  segmentation: {run.name}")
+        section.blocks += [Heading(f"{run.name} ({group('segmentation', role(run))['title']})", 3), recipe_table(run)]
+        if not run.finished:
+            section.blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
+        section.blocks += architecture_blocks(run, ctx)
+        section.blocks += [Heading(f"Training of {run.name}", 4), *curves_figure(
+            run, ctx, PANELS, "val_miou", "loss (training blue, validation orange), mIoU and pixel accuracy, and "
+                                          "each class's validation IoU in its mask colour")]
+        section.blocks += progress_blocks(run, ctx)
+    return section

@@ -1,0 +1,290 @@
+"""dlcv report: sections present exactly when their runs are, the runs' numbers in the page, the
+architecture table, bad input, and the page as a browser shows it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from dlcv.report.architecture import trace_model
+from dlcv.report.discovery import read_metrics
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+class TableReader(HTMLParser):
+    """Every table of a page as rows of cell texts, and the section ids and image sources."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.ids: list[str] = []
+        self.images: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "h2":
+            self.ids.append(attrs.get("id", ""))
+        elif tag == "img":
+            self.images.append(attrs.get("src", ""))
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def read_page(path: Path) -> TableReader:
+    reader = TableReader()
+    reader.feed(path.read_text())
+    return reader
+
+
+def table_with(reader: TableReader, header: str) -> list[dict]:
+    """The rows (as dicts by column) of the first table with a column named ``header``."""
+    for table in reader.tables:
+        if header in table[0]:
+            return [dict(zip(table[0], row)) for row in table[1:]]
+    raise AssertionError(f"no table with a column {header!r}")
+
+
+def copy_run(run: Path, runs: Path) -> Path:
+    """A copy of a run folder without its checkpoints (the report reads none); times are kept."""
+    return Path(shutil.copytree(run, runs / run.name, ignore=shutil.ignore_patterns("*.ckpt", "tensorboard")))
+
+
+@pytest.fixture(scope="module")
+def plotted_run(tmp_path_factory, trained_run) -> Path:
+    """A copy of the tiny classification run with its embedding figures drawn by ``dlcv embed plot``
+    (once: t-SNE is the slow part), which the report then reuses."""
+    from dlcv.embed import plot
+
+    run = copy_run(trained_run, tmp_path_factory.mktemp("plotted"))
+    plot([run], methods="pca,tsne")
+    return run
+
+
+@pytest.fixture(scope="module")
+def both_report(tmp_path_factory, plotted_run, seg_run) -> Path:
+    """The report of one classification and one segmentation run."""
+    base = tmp_path_factory.mktemp("report")
+    copy_run(plotted_run, base / "runs")
+    copy_run(seg_run, base / "runs")
+    from dlcv.cli.main import main
+
+    assert main(["report", "--runs", str(base / "runs"), "--output", str(base / "report")]) == 0
+    return base / "report"
+
+
+def test_a_report_of_only_classification_runs_has_only_that_section_and_replaces_an_earlier_one(
+        capsys, tmp_path, plotted_run):
+    copy_run(plotted_run, tmp_path / "runs")
+    for _ in range(2):
+        code, out, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report")
+        assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "runs"]  # no temporary folder left
+    page = read_page(tmp_path / "report" / "index.html")
+    assert page.ids == ["classification"]
+    assert "Semantic segmentation" not in (tmp_path / "report" / "report.md").read_text()
+    assert f"open {tmp_path / 'report' / 'index.html'}" in out
+
+
+def test_a_report_of_both_problems_has_both_sections_and_their_figures(both_report):
+    page = read_page(both_report / "index.html")
+    assert page.ids == ["classification", "segmentation"]
+    figures = sorted(p.name for p in (both_report / "figures").iterdir())
+    for name in ("tiny_architecture.png", "tiny_curves.png", "tiny_confusion.png", "tiny_pca_panels.png",
+                 "tiny_tsne_panels.png", "seg_tiny_architecture.png", "seg_tiny_curves.png",
+                 "seg_tiny_masks_through_training.png"):
+        assert name in figures
+    # Self-contained: every image is a data URI, nothing is fetched.
+    assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) == len(figures)
+    markdown = (both_report / "report.md").read_text()
+    assert all(f"(figures/{name})" in markdown for name in figures)
+
+
+def test_the_tables_hold_the_runs_numbers(both_report, plotted_run, seg_run):
+    page = read_page(both_report / "index.html")
+    summary = json.loads((plotted_run / "summary.json").read_text())
+    row = next(r for r in table_with(page, "best val_acc") if r["run"] == "tiny")
+    assert row["best val_acc"] == f"{summary['best_val_acc']:.4f}"
+    assert row["epochs"] == str(summary["epochs"])
+
+    seg_summary = json.loads((seg_run / "summary.json").read_text())
+    best = max(read_metrics(seg_run / "metrics.csv"), key=lambda r: r["val_miou"])
+    row = next(r for r in table_with(page, "mIoU") if r["run"] == "seg_tiny")
+    assert row["mIoU"] == f"{seg_summary['best_val_miou']:.4f}" == f"{best['val_miou']:.4f}"
+    for name in ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren"):
+        value = best[f"val_iou_{name.lower()}"]
+        assert row[name] == ("–" if value is None else f"{value:.4f}")
+
+    with open(plotted_run / "figures" / "embedding_metrics.csv", newline="") as handle:
+        expected = list(csv.DictReader(handle))
+    shown = table_with(page, "10-NN accuracy")
+    assert [r["10-NN accuracy"] for r in shown] == [f"{float(e['knn_acc']):.4f}" for e in expected]
+    assert [r["silhouette"] for r in shown] == [f"{float(e['silhouette']):.4f}" for e in expected]
+
+
+BYOL_RECIPE = """\
+task: ssl_pretrain
+name: byol
+data: {batch_size: 256}
+views: {size: 32, min_scale: 0.2}
+model: {arch: resnet18}
+byol: {hidden_dim: 1024, output_dim: 128, momentum: 0.99}
+optim: {name: adam, lr: 2.0e-3, weight_decay: 1.0e-6}
+schedule: {name: cosine, warmup_epochs: 1}
+train: {epochs: 3}
+"""
+
+
+def make_ssl_table(runs: Path, plotted_run: Path) -> Path:
+    """A folder as dlcv ssl table leaves it: its recipe, table.json, the BYOL run and setting C's run."""
+    table = runs / "ssl_cpu"
+    byol = table / "byol"
+    byol.mkdir(parents=True)
+    (table / "recipe.yaml").write_text("task: ssl_table\nname: ssl_cpu\n")
+    (byol / "recipe.yaml").write_text(BYOL_RECIPE)
+    (byol / "metrics.csv").write_text("epoch,seconds,lr,momentum,train_loss,knn_acc\n1,4.0,0.001,0.99,1.9,0.21\n"
+                                      "2,8.1,0.002,0.995,1.2,0.33\n3,12.2,0.0,1.0,0.8,0.375\n")
+    (byol / "summary.json").write_text(json.dumps({"name": "byol", "epochs": 3, "fit_seconds": 12.2}))
+    shutil.copytree(plotted_run, table / "C", ignore=shutil.ignore_patterns("*.ckpt", "tensorboard"))
+    rows = [{"setting": s, "pretraining": p, "finetuning": f, "accuracy": a, "selection_accuracy": a + 0.01,
+             "epochs": 2, "fit_seconds": 60.0, "notes": f"note {s}"}
+            for s, p, f, a in (("A", "none", "full", 0.25), ("B", "supervised", "full", 0.5),
+                               ("C", "self-supervised", "full", 0.4375), ("D", "supervised", "frozen", 0.3),
+                               ("E", "self-supervised", "frozen", 0.2))]
+    (table / "table.json").write_text(json.dumps({"name": "ssl_cpu", "arch": "resnet18", "rows": rows,
+                                                   "note": "a frozen trunk keeps its batch-norm statistics"}))
+    return table
+
+
+def test_the_self_supervised_section_shows_the_byol_curve_the_table_beside_the_course_and_c_tsne(
+        capsys, tmp_path, plotted_run):
+    table = make_ssl_table(tmp_path / "runs", plotted_run)
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report")
+    assert code == 0, err
+    page = read_page(tmp_path / "report" / "index.html")
+    assert page.ids == ["ssl"]  # setting C's classification run belongs to its table, not to Problem 1
+    settings = {r["setting"]: r for r in table_with(page, "selection accuracy")}
+    expected = json.loads((table / "table.json").read_text())["rows"]
+    assert [settings[r["setting"]]["accuracy"] for r in expected] == [f"{r['accuracy']:.4f}" for r in expected]
+    assert settings["C"]["course R1"] == "0.4507" and settings["E"]["course R4"] == "0.2857"
+    assert settings["D"]["notes"] == "note D"
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
+    assert figures == ["C_ssl_cpu_tsne.png", "byol_curves.png"]
+    assert "a frozen trunk keeps its batch-norm statistics" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_sam_section_shows_the_overlays_and_the_refinement_before_and_after(capsys, tmp_path):
+    from PIL import Image
+
+    masks, refined = tmp_path / "runs" / "sam_out", tmp_path / "runs" / "refined"
+    masks.mkdir(parents=True)
+    refined.mkdir()
+    Image.new("RGB", (120, 80), (30, 160, 90)).save(masks / "figure.png")
+    (masks / "recipe.yaml").write_text("model: {type: vit_b}\n")
+    (masks / "summary.json").write_text(json.dumps({
+        "model_type": "vit_b", "device": "cpu", "prefilter": True, "generator": {"points_per_side": 16},
+        "images": 3, "seconds_per_image": 12.25, "masks_per_image": 41.5, "figure_images": ["0013"],
+        "figure": "figure.png"}))
+    before, after = [0.7, 0.8, 0.3, 0.8, 0.7, 0.7], [0.72, 0.81, 0.29, 0.82, 0.75, 0.71]
+    (refined / "refine.json").write_text(json.dumps({
+        "images": 3, "min_predicted_iou": 0.88, "min_area": 100, "order": "largest region first",
+        "per_image": {"0013": {"regions": 40, "regions_used": 12, "pixels_changed": 5000}},
+        "mean_iou_before": 0.6667, "mean_iou_after": 0.6833, "iou_before": before, "iou_after": after}))
+    code, out, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report")
+    assert code == 0, err
+    assert "left out" not in out  # the SAM folder's recipe.yaml is not an untrained run
+    page = read_page(tmp_path / "report" / "index.html")
+    assert page.ids == ["sam"] and len(page.images) == 1
+    rows = {r["class"]: r for r in table_with(page, "IoU before")}
+    assert rows["Rangeland"]["IoU before"] == "0.3000" and rows["Rangeland"]["IoU after"] == "0.2900"
+    assert rows["mIoU"]["IoU after"] == "0.6833" and rows["mIoU"]["change"] == "0.0166"
+    details = {r[""]: r["value"] for r in table_with(page, "value")}
+    assert details["SAM model"] == "vit_b" and details["masks per image"] == "41.50"
+
+
+def test_the_confusion_matrix_is_saved_with_the_run_and_counts_its_validation_images(trained_run, p1_data):
+    with open(trained_run / "confusion.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["true", "pred_0", "pred_1", "pred_2", "pred_3"]
+    counts = [[int(v) for v in row[1:]] for row in rows[1:]]
+    assert [sum(row) for row in counts] == [4, 4, 4, 4]  # 4 validation images per class
+
+
+def test_layer_table_covers_every_parameter_in_call_order():
+    from dlcv.models import create_model
+
+    model = create_model("dlcv_net", num_classes=10, widths=[8, 16, 16], stem_width=8)
+    import torch
+
+    trace = trace_model(model, torch.zeros(1, 3, 32, 32))
+    layers = trace.view(40)
+    assert sum(layer.parameters for layer in layers) == sum(p.numel() for p in model.parameters())
+    assert layers[0].name == "stem.0" and layers[-1].name == "head"
+    assert layers[-1].output_shape == "10" and trace.output == "10"
+    assert len(trace.view(8)) <= 8 < len(layers)
+
+
+def test_bad_input_gives_one_line_and_leaves_files_alone(capsys, tmp_path, trained_run):
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "nowhere", "--output", tmp_path / "r")
+    assert code == 2 and "nowhere: no such folder of runs" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "empty", "--output", tmp_path / "r")
+    assert code == 2 and "no run folders" in err
+    run = copy_run(trained_run, tmp_path / "runs")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "mine")
+    assert code == 2 and "not a report" in err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    (run / "metrics.csv").write_text("epoch,val_acc\n1,abc\n")
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "r")
+    assert code == 2 and f"{run / 'metrics.csv'}:2: val_acc is not a number" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_page_renders_in_headless_chromium_with_every_image_and_no_console_error(both_report, seg_run):
+    playwright = pytest.importorskip("playwright.sync_api")
+    errors, requests = [], []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((both_report / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        images = page.evaluate("document.images.length")
+        text = page.inner_text("body")
+        shot = both_report.parent / "page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert errors == []
+    assert images > 0 and broken == 0
+    assert all(url.startswith(("file:", "data:")) for url in requests)  # no external request
+    summary = json.loads((seg_run / "summary.json").read_text())
+    assert f"{summary['best_val_miou']:.4f}" in text
+    assert shot.stat().st_size > 10_000
