@@ -89,5 +89,5 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 def run_dlcv(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``dlcv ARGS`` as a separate process, the way a user does."""
-    return subprocess.run([sys.executable, "-m", "dlcv", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dlcv", *map(str, args)], check=False, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)

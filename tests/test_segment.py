@@ -225,7 +225,7 @@ def test_fit_keeps_masks_through_training_and_progress_draws_the_grid(seg_run, c
     progress = seg_run / "progress"
     assert sorted(p.name for p in progress.iterdir()) == ["epoch_001", "epoch_002", "ground_truth", "images"]
     assert sorted(p.name for p in (progress / "epoch_002").iterdir()) == ["0001_mask.png", "0003_mask.png"]
-    code, out, _ = run_cli(capsys, "segment", "progress", seg_run)
+    code, _out, _ = run_cli(capsys, "segment", "progress", seg_run)
     assert code == 0
     png = seg_run / "figures" / "masks_through_training.png"
     assert png.exists() and (seg_run / "figures" / "masks_through_training.pdf").exists()

@@ -247,7 +247,7 @@ def test_two_processes_train_with_gloo_and_gather_validation_metrics(p1_data, tm
                       .replace("ema_decay: 0.9, ", ""))
     proc = _fit_process(p1_data, recipe, tmp_path, "--set", "train.devices=2", "--set", "train.strategy=ddp",
                         "--set", "train.accelerator=cpu")
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     run = tmp_path / "ddp"
     logged = float(_last_row(run)["val_acc"])

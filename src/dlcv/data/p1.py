@@ -132,7 +132,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
         rng.shuffle(members)
-        keep = max(1, int(round(len(members) * fraction))) if len(members) > 1 else 0
+        keep = max(1, round(len(members) * fraction)) if len(members) > 1 else 0
         holdout.extend(members[:keep])
         train.extend(members[keep:])
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(holdout, dtype=np.int64))

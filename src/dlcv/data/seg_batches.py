@@ -132,7 +132,7 @@ class SegmentationData(L.LightningDataModule):
         images, masks = torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
         if holdout > 0:
             order = np.random.default_rng(self.seed).permutation(len(train))
-            count = max(1, int(round(holdout * len(train))))
+            count = max(1, round(holdout * len(train)))
             if count >= len(train):
                 raise DlcvError(f"data.holdout {holdout} leaves no training pairs of {len(train)}")
             hold, keep = np.sort(order[:count]), np.sort(order[count:])

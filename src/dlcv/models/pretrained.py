@@ -59,7 +59,7 @@ class TimmClassifier(Classifier):
         elif weights and weights.lower() == "imagenet":
             try:
                 net = timm.create_model(arch, pretrained=True, drop_rate=drop_rate)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 -- a download fails in many ways offline
                 raise DlcvError(f"ImageNet weights of {arch!r} could not be downloaded ({type(exc).__name__}); "
                                 "give a local weights file instead") from None
         elif weights:
@@ -97,7 +97,7 @@ class TorchvisionClassifier(Classifier):
                 spec = "DEFAULT" if weights.lower() == "imagenet" else weights
                 try:
                     net = models.get_model(arch, weights=spec)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 -- a download fails in many ways offline
                     raise DlcvError(f"weights {weights!r} of {arch!r} could not be had ({type(exc).__name__}); "
                                     "give a local weights file instead") from None
             else:

@@ -88,7 +88,7 @@ def _vgg16_state(weights: str) -> dict:
 def _online(load, name: str):
     try:
         return load()
-    except Exception as exc:  # no network, a hub error
+    except Exception as exc:  # noqa: BLE001 -- no network, a hub error: any of many types
         raise DlcvError(f"weights {name!r} could not be downloaded ({type(exc).__name__}); "
                         "give a local weights file instead") from None
 

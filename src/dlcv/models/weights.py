@@ -37,7 +37,7 @@ def safe_load(path: str | os.PathLike, what: str):
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0][:160]
         raise DlcvError(f"{path}: refused to load: it holds objects beyond plain weights ({reason})") from None
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
+    except Exception as exc:  # noqa: BLE001 -- torch raises many types for a damaged or foreign file
         raise DlcvError(f"{path}: not a readable {what} ({type(exc).__name__})") from None
 
 
