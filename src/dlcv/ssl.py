@@ -180,10 +180,16 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
     from dlcv.classify import fit
     from dlcv.recipes import finetune_defaults
 
+    from dlcv.config import load_recipe
+    from dlcv.models.transfer import load_backbone
+
     setting = setting.upper()
     extra = setting_overrides(setting, backbone)
     if name is None and config is None:
         name = f"finetune_{setting}"
+    if backbone is not None and not resume:  # a file of another architecture fails before any work
+        arch = load_recipe(finetune_defaults(), config, overrides)["model"]["args"].get("arch", "resnet50")
+        load_backbone(backbone, arch)
     return fit(config, data, runs_dir=runs_dir, name=name, overrides=(*overrides, *extra), overwrite=overwrite,
                resume=resume, defaults=finetune_defaults())
 
