@@ -241,3 +241,18 @@ def test_prediction_csv_without_id_column_is_a_clear_error(table_run, ssl_data, 
                            "--images", ssl_data / "office" / "val", "--output", tmp_path / "pred.csv")
     assert code == 2 and "missing column(s) id" in err and "Traceback" not in err
     assert not (tmp_path / "pred.csv").exists()
+
+
+def test_pretraining_resumes_from_its_last_checkpoint(ssl_data, tmp_path):
+    from dlcv.ssl import pretrain, read_metric
+
+    recipe = tmp_path / "byol.yaml"
+    recipe.write_text(TINY_BYOL)
+    run = pretrain(recipe, ssl_data / "mini" / "train", runs_dir=tmp_path / "runs")
+    assert read_metric(run / "metrics.csv", "knn_acc") == []  # no monitor given: no kNN column
+    saved = (run / "recipe.yaml").read_text()
+    (run / "recipe.yaml").write_text(saved.replace("epochs: 1", "epochs: 2"))  # as if stopped after epoch 1 of 2
+    pretrain(recipe, ssl_data / "mini" / "train", runs_dir=tmp_path / "runs", resume=True)
+    momentum = read_metric(run / "metrics.csv", "momentum")
+    assert len(momentum) == 2 and momentum[1] > momentum[0]  # the schedule went on from the resumed step
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
