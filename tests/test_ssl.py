@@ -169,7 +169,7 @@ def test_frozen_trunk_changes_no_parameter_or_batch_norm_statistic(ssl_data):
 
 def test_transfer_split_keeps_the_two_roles_apart(tmp_path, capsys):
     p1 = synth_p1(tmp_path, num_classes=50, train_per_class=2, val_per_class=1)
-    code, out, err = run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", tmp_path / "split")
+    code, _, err = run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", tmp_path / "split")
     assert code == 0, err
     split = tmp_path / "split"
     assert len(list((split / "mini" / "train").glob("*.jpg"))) == 25 * 2

@@ -178,10 +178,9 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
              overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
     """Fine-tune setting A-E on the Office-Home folder ``data``; a normal classification run folder."""
     from dlcv.classify import fit
-    from dlcv.recipes import finetune_defaults
-
     from dlcv.config import load_recipe
     from dlcv.models.transfer import load_backbone
+    from dlcv.recipes import finetune_defaults
 
     setting = setting.upper()
     extra = setting_overrides(setting, backbone)
