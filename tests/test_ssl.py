@@ -206,6 +206,8 @@ def test_table_has_five_settings_with_their_run_folders(table_run):
     with open(byol / "metrics.csv", newline="") as handle:
         assert all(row["knn_acc"] for row in csv.DictReader(handle))
     assert (byol / "backbone.pt").is_file() and (byol / "knn_curve.png").is_file()
+    summary = json.loads((byol / "summary.json").read_text())
+    assert 0.0 <= summary["knn_acc_at_init"] <= 1.0 and len(summary["knn_acc"]) == 1
     assert (folder / "C" / "embeddings" / "train_epoch_001.npz").is_file()  # t-SNE of C's training set
 
 

@@ -19,6 +19,7 @@ from dlcv.io import atomic_write, check_output_path
 
 BACKBONE_FILE = "backbone.pt"
 KNN_FIGURE = "knn_curve"
+INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
 
 
 # --- pre-training -----------------------------------------------------------------------------------------
@@ -29,7 +30,7 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
 
     The run folder gets ``recipe.yaml``, ``metrics.csv`` (``train_loss``, ``momentum``, ``knn_acc``
     per epoch), ``last.ckpt`` / ``best.ckpt``, ``backbone.pt`` (the last epoch's online trunk),
-    ``knn_curve.{png,pdf}`` and ``summary.json``.
+    ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
     """
     from dlcv.config import load_recipe
     from dlcv.recipes import byol_defaults
@@ -70,6 +71,13 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     trainer = build_trainer(run_dir, recipe, monitor="knn_acc" if monitored else "train_loss",
                             mode="max" if monitored else "min", max_epochs=recipe["train"]["epochs"],
                             **({} if monitored else {"limit_val_batches": 0}))
+    at_init = read_json_key(run_dir / INIT_FILE, "knn_acc")
+    if monitored and resume_from is None:
+        # The monitor before any training: random convolutional features already separate small images
+        # by colour, so the per-epoch curve is read against this value, not against chance.
+        at_init = float(trainer.validate(task, datamodule=data_module, verbose=False)[0]["knn_acc"])
+        write_json(run_dir / INIT_FILE, {"knn_acc": at_init})
+        print(f"kNN accuracy of the trunk at initialisation: {at_init:.4f}", flush=True)
     trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
     if not trainer.is_global_zero:
         return run_dir
@@ -83,13 +91,14 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
         "images": len(data_module.images),
         "fit_seconds": round(time.perf_counter() - start, 1),
         "final_train_loss": _last(read_metric(run_dir / "metrics.csv", "train_loss")),
+        "knn_acc_at_init": at_init,
         "knn_acc": curve,
         "final_knn_acc": _last(curve),
         "knn_monitor": str(monitor) if monitored else None,
         "backbone": str(run_dir / BACKBONE_FILE),
     }
     if curve:
-        summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"]))
+        summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"], at_init))
     write_json(run_dir / "summary.json", summary)
     knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
     print(f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run_dir / BACKBONE_FILE}",
@@ -130,8 +139,14 @@ def _last(values: list[float]) -> float | None:
     return values[-1] if values else None
 
 
-def plot_knn_curve(values: list[float], stem: Path, title: str) -> Path:
-    """The kNN monitor's accuracy over pre-training epochs, as ``stem.png`` and ``stem.pdf``."""
+def read_json_key(path: Path, key: str):
+    """``key`` of a JSON file, or None when the file is not there."""
+    return json.loads(path.read_text()).get(key) if path.is_file() else None
+
+
+def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None) -> Path:
+    """The kNN monitor's accuracy over pre-training epochs (epoch 0: at initialisation, when measured),
+    as ``stem.png`` and ``stem.pdf``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +155,10 @@ def plot_knn_curve(values: list[float], stem: Path, title: str) -> Path:
     from dlcv.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(range(1, len(values) + 1), values, marker="o", ms=3)
+    epochs, points = list(range(1, len(values) + 1)), list(values)
+    if at_init is not None:
+        epochs, points = [0, *epochs], [at_init, *points]
+    ax.plot(epochs, points, marker="o", ms=3)
     ax.set_xlabel("pre-training epoch")
     ax.set_ylabel("kNN accuracy (Office-Home val)")
     ax.set_title(f"{title}: kNN monitor")
