@@ -33,14 +33,15 @@ def write_confusion(path: Path, labels: np.ndarray, predicted: np.ndarray, num_c
 # --- fit -------------------------------------------------------------------------------------------
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
-        resume: bool = False) -> Path:
+        resume: bool = False, defaults: dict | None = None) -> Path:
     """Train a classifier from a recipe; return the run folder. ``resume`` continues an interrupted
-    run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch)."""
+    run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch).
+    ``defaults``: the recipe the file and overrides apply to (the classification defaults when None)."""
     from dlcv.config import load_recipe
     from dlcv.recipes import check_classify_recipe, classify_defaults
     from dlcv.runs import is_primary_process, resumed_recipe
 
-    recipe = load_recipe(classify_defaults(), config, overrides)
+    recipe = load_recipe(defaults if defaults is not None else classify_defaults(), config, overrides)
     if name:
         recipe["name"] = name
     if resume:

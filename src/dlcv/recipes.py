@@ -44,6 +44,7 @@ DATA_DEFAULTS = {
     "eval_batch_size": 500,
     "mean": [0.5071, 0.4865, 0.4409],  # CIFAR-100 statistics (the p1 images are of that kind)
     "std": [0.2673, 0.2564, 0.2762],
+    "image_size": None,  # decode every image resized to this square side (folders of mixed sizes: Office-Home)
     "input_size": None,  # resize to this square size for the model (e.g. 224 for AlexNet)
     "crop_padding": 4,
     "flip": True,
@@ -148,6 +149,93 @@ SEGMENT_DEFAULTS = {
     "train": SEG_TRAIN_DEFAULTS,
     "progress": PROGRESS_DEFAULTS,
 }
+
+
+# --- self-supervised pre-training (BYOL) and transfer to Office-Home -----------------------------------
+BYOL_VIEW_DEFAULTS = {  # lightly's BYOLView1Transform / BYOLView2Transform parameters (dlcv.data.ssl_views)
+    "size": 128,  # side of each view fed to the network (R1 cropped 128)
+    "min_scale": 0.08,  # smallest crop area as a share of the image
+    "hflip": 0.5,
+    "jitter_prob": 0.8,
+    "brightness": 0.4,
+    "contrast": 0.4,
+    "saturation": 0.2,
+    "hue": 0.1,
+    "grayscale": 0.2,
+    "blur": [1.0, 0.1],  # probability per view
+    "sigma": [0.1, 2.0],  # blur sigma range at 224 pixels; scaled by size / 224
+    "solarize": [0.0, 0.2],  # probability per view
+}
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+BYOL_DEFAULTS = {
+    "task": "ssl_pretrain",
+    "name": None,
+    "seed": 0,
+    "data": {
+        "image_size": None,  # decode every image resized to this side (Mini-ImageNet: 84 to 128; R1 resized 160)
+        "batch_size": 128,
+        "eval_batch_size": 500,
+        "mean": IMAGENET_MEAN,  # the statistics' values only; no ImageNet weights anywhere in this path
+        "std": IMAGENET_STD,
+        "cache": True,
+    },
+    "views": BYOL_VIEW_DEFAULTS,
+    "model": {"arch": "resnet50"},  # a torchvision ResNet: resnet18/34/50/101/152, randomly initialised
+    "byol": {"hidden_dim": 4096, "output_dim": 256, "momentum": 0.99},  # momentum: start of the cosine schedule to 1
+    "optim": {**OPTIM_DEFAULTS, "name": "adam", "lr": 3e-4, "weight_decay": 1e-6},  # R1's; "lars" also works
+    "schedule": {**SCHEDULE_DEFAULTS, "name": "cosine", "warmup_epochs": 0},
+    "train": {**{k: v for k, v in TRAIN_DEFAULTS.items()
+                 if k not in ("loss", "focal_gamma", "label_smoothing", "tta", "val_tta", "save_top_k", "ema_decay",
+                              "early_stopping_patience")},
+              "epochs": 100},
+    "monitor": {"k": 20, "max_bank": 5000},  # kNN on Office-Home train (bank, class-balanced) -> val, every epoch
+}
+
+SSL_SETTINGS = {  # setting -> (pre-training, fine-tuning)
+    "A": ("none", "full"),
+    "B": ("supervised", "full"),
+    "C": ("self_supervised", "full"),
+    "D": ("supervised", "frozen"),
+    "E": ("self_supervised", "frozen"),
+}
+
+FINETUNE_DEFAULTS = {  # a classification recipe over the Office-Home layout (dlcv ssl finetune without --config)
+    **CLASSIFY_DEFAULTS,
+    "data": {**DATA_DEFAULTS, "train": "train", "train_labels": "train.csv", "validation": "val",
+             "validation_labels": "val.csv", "holdout": 0.1, "image_size": 128, "crop_padding": 16,
+             "batch_size": 64, "eval_batch_size": 256, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+    "model": {"name": "resnet_transfer", "args": {"arch": "resnet50", "head": "mlp"}},
+    "optim": {**OPTIM_DEFAULTS, "name": "adam", "lr": 5e-4, "weight_decay": 1e-3},  # R1's fine-tuning
+    "schedule": {**SCHEDULE_DEFAULTS, "name": "cosine"},
+    "train": {**TRAIN_DEFAULTS, "epochs": 30},
+    "embed": {"epochs": "first,last", "train_subset": 1000},  # t-SNE of the training set at the first and last epoch
+}
+
+SSL_TABLE_DEFAULTS = {
+    "task": "ssl_table",
+    "name": None,
+    "pretrain": None,  # BYOL recipe (path relative to the settings file); None: use backbones.self_supervised
+    "supervised": None,  # classify recipe training the supervised backbone on data.supervised; None: backbones.supervised
+    "finetune": None,  # fine-tuning recipe shared by all five settings (None: the built-in defaults)
+    "backbones": {"supervised": None, "self_supervised": None},  # existing files (relative to --data), e.g. pretrain_model_SL.pt
+    "data": {"root": None,  # the data folder when --data is not given
+             "mini": "mini/train", "office": "office", "supervised": "supervised"},  # folders under it
+    "settings": ["A", "B", "C", "D", "E"],
+}
+
+
+def byol_defaults() -> dict:
+    return copy.deepcopy(BYOL_DEFAULTS)
+
+
+def finetune_defaults() -> dict:
+    return copy.deepcopy(FINETUNE_DEFAULTS)
+
+
+def ssl_table_defaults() -> dict:
+    return copy.deepcopy(SSL_TABLE_DEFAULTS)
 
 
 def classify_defaults() -> dict:

@@ -147,7 +147,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*exists and is not empty.*", ".*is smaller than the logging interval.*",
                     ".*LeafSpec.*is deprecated.*", ".*does not have many workers.*",
-                    ".*to estimate number of stepping batches.*"):
+                    ".*to estimate number of stepping batches.*",
+                    ".*module\\(s\\) in eval mode at the start of training.*"):  # a frozen trunk, on purpose
         warnings.filterwarnings("ignore", message=pattern)
 
 

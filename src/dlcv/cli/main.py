@@ -13,11 +13,11 @@ from dlcv.errors import DlcvError
 
 
 def _synth(args) -> None:
-    from dlcv.data.synth import synth_p1, synth_p2
+    from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
 
     problems = [p.strip() for p in args.problems.split(",") if p.strip()]
-    if not problems or any(p not in ("p1", "p2") for p in problems):
-        raise DlcvError(f"--problems {args.problems!r}: choose p1, p2 or p1,p2")
+    if not problems or any(p not in ("p1", "p2", "ssl") for p in problems):
+        raise DlcvError(f"--problems {args.problems!r}: choose among p1, p2, ssl (comma-separated)")
     if "p1" in problems:
         target = synth_p1(args.output, num_classes=args.classes, train_per_class=args.train_per_class,
                           val_per_class=args.val_per_class, seed=args.seed, overwrite=args.overwrite)
@@ -28,6 +28,54 @@ def _synth(args) -> None:
                           seed=args.seed, overwrite=args.overwrite)
         print(f"wrote {target} ({args.p2_train} training and {args.p2_validation} validation pairs of "
               f"{args.p2_size}x{args.p2_size} satellite-like images with land-cover masks)")
+    if "ssl" in problems:
+        target = synth_ssl(args.output, arch=args.ssl_arch, seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {target}/mini/train (unlabelled), {target}/office/{{train,val}} with train.csv, val.csv, "
+              f"and {target}/pretrain_model_SL.pt (a random {args.ssl_arch} in the course file's form)")
+
+
+def _transfer_split(args) -> None:
+    from dlcv.data.transfer import write_transfer_split
+
+    counts = write_transfer_split(args.p1, args.output, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.output}: mini/train {counts['mini']} unlabelled images (classes 0-24); office/train "
+          f"{counts['office_train']} and office/val {counts['office_val']} (classes 25-49 as 0-24); supervised/ "
+          f"{counts['supervised_train']} + {counts['supervised_val']} labelled images of classes 0-24")
+
+
+def _ssl_pretrain(args) -> None:
+    from dlcv.ssl import pretrain
+
+    pretrain(args.config, args.data, monitor=args.monitor, runs_dir=args.runs_dir, name=args.name,
+             overrides=tuple(args.set), overwrite=args.overwrite, resume=args.resume)
+
+
+def _ssl_finetune(args) -> None:
+    from dlcv.ssl import finetune
+
+    finetune(args.setting, args.data, backbone=args.backbone, config=args.config, runs_dir=args.runs_dir,
+             name=args.name, overrides=tuple(args.set), overwrite=args.overwrite, resume=args.resume)
+
+
+def _ssl_table(args) -> None:
+    from dlcv.ssl import table
+
+    folder = table(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=tuple(args.set))
+    print((folder / "table.md").read_text())
+    print(f"wrote {folder / 'table.md'}, {folder / 'table.csv'}, {folder / 'table.json'}")
+
+
+def _ssl_predict(args) -> None:
+    from dlcv.ssl import predict
+
+    count = predict(args.checkpoint, args.csv, args.images, args.output, tta=args.tta)
+    print(f"wrote {count} predictions to {args.output}")
+
+
+def _ssl_export(args) -> None:
+    from dlcv.ssl import export
+
+    print(f"wrote {export(args.checkpoint, args.output)}")
 
 
 def _fit(args) -> None:
@@ -194,9 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--p2-train", type=int, default=24, help="satellite training pairs (default 24)")
     synth.add_argument("--p2-validation", type=int, default=8, help="satellite validation pairs (default 8)")
     synth.add_argument("--p2-size", type=int, default=512, help="side of the satellite images (default 512)")
+    synth.add_argument("--ssl-arch", default="resnet50",
+                       help="architecture of the synthetic pretrain_model_SL.pt (default resnet50, the course's)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--overwrite", action="store_true", help="replace data already there")
     synth.set_defaults(handler=_synth)
+    split = data.add_parser("transfer-split", help="the p1 images as Mini-ImageNet (classes 0-24) and Office-Home "
+                            "(classes 25-49) for the self-supervised problem")
+    split.add_argument("--p1", required=True, help="the p1_data folder (train_50/, val_50/)")
+    split.add_argument("--output", required=True, help="folder to write mini/, office/ and supervised/ into")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
+    split.set_defaults(handler=_transfer_split)
 
     classify = commands.add_parser("classify", help="Problem 1: image classification").add_subparsers(
         dest="action", required=True, metavar="ACTION")
@@ -306,6 +363,58 @@ def build_parser() -> argparse.ArgumentParser:
                              help="override a recipe key, e.g. --set generator.points_per_side=16 (repeatable)")
         command.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
         command.set_defaults(handler=handler)
+
+    ssl = commands.add_parser("ssl", help="self-supervised pre-training (BYOL) and the transfer settings A-E")\
+        .add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def run_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+        parser.add_argument("--name", help="run folder name (default: the recipe's name)")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
+        parser.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
+
+    ssl_pretrain = ssl.add_parser("pretrain", help="BYOL on a folder of unlabelled images; exports backbone.pt")
+    ssl_pretrain.add_argument("--config", help="BYOL recipe, e.g. configs/ssl/byol_resnet50.yaml")
+    ssl_pretrain.add_argument("--data", required=True, help="folder of unlabelled images (mini/train)")
+    ssl_pretrain.add_argument("--monitor", help="an Office-Home folder (train/, val/, CSVs): kNN accuracy per epoch")
+    run_options(ssl_pretrain)
+    ssl_pretrain.set_defaults(handler=_ssl_pretrain)
+
+    ssl_finetune = ssl.add_parser("finetune", help="fine-tune one setting (A-E) on Office-Home")
+    ssl_finetune.add_argument("--setting", required=True, help="A (none/full), B (supervised/full), C (ours/full), "
+                              "D (supervised/frozen), E (ours/frozen)")
+    ssl_finetune.add_argument("--backbone", help="backbone file (B, D: pretrain_model_SL.pt; C, E: runs/.../backbone.pt)")
+    ssl_finetune.add_argument("--data", required=True, help="the Office-Home folder (train/, val/, train.csv, val.csv)")
+    ssl_finetune.add_argument("--config", help="fine-tuning recipe (default: the built-in one, R1's)")
+    run_options(ssl_finetune)
+    ssl_finetune.set_defaults(handler=_ssl_finetune)
+
+    ssl_table = ssl.add_parser("table", help="run or reuse settings A-E from one recipe; write the table")
+    ssl_table.add_argument("--config", required=True, help="settings recipe, e.g. configs/ssl/settings.yaml")
+    ssl_table.add_argument("--data", help="folder holding mini/train, office/ (and supervised/ or the "
+                           "supervised backbone file); default: the recipe's data.root")
+    ssl_table.add_argument("--runs-dir", default="runs", help="where the table's folder goes (default: runs)")
+    ssl_table.add_argument("--name", help="the table's folder name (default: the recipe's name)")
+    ssl_table.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="override a settings key, e.g. --set settings=[A,C] (repeatable)")
+    ssl_table.set_defaults(handler=_ssl_table)
+
+    ssl_predict = ssl.add_parser("predict", help="write id,filename,label for every row of an Office-Home CSV")
+    ssl_predict.add_argument("--checkpoint", required=True)
+    ssl_predict.add_argument("--csv", required=True, help="id,filename[,label] CSV; its order is kept")
+    ssl_predict.add_argument("--images", required=True, help="folder of the CSV's images")
+    ssl_predict.add_argument("--output", required=True, help="CSV to write")
+    ssl_predict.add_argument("--tta", choices=("none", "flip", "flip_shift"),
+                             help="test-time augmentation (default: the recipe's train.tta)")
+    ssl_predict.set_defaults(handler=_ssl_predict)
+
+    ssl_export = ssl.add_parser("export", help="a resnet_transfer checkpoint's trunk as a plain torchvision state_dict")
+    ssl_export.add_argument("--checkpoint", required=True)
+    ssl_export.add_argument("--output", required=True, help="file to write (e.g. pretrain_model_SL.pt)")
+    ssl_export.set_defaults(handler=_ssl_export)
 
     models = commands.add_parser("models", help="list the model names a recipe can use")
     models.set_defaults(handler=_models)

@@ -16,7 +16,7 @@ import torch
 
 from dlcv.data.augment import prepare_batch
 from dlcv.data.features import TRAINING_SUBSET
-from dlcv.data.images import load_image_stack
+from dlcv.data.images import load_resized_stack
 from dlcv.data.p1 import LabelledImages, read_image_folder, stratified_holdout
 from dlcv.errors import DlcvError
 
@@ -76,8 +76,9 @@ def _as_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(images, copy=True))
 
 
-def load_labelled(images: LabelledImages, use_cache: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    array = load_image_stack(images.files, use_cache=use_cache)
+def load_labelled(images: LabelledImages, use_cache: bool, side: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (resized to ``side`` when given) and their labels as tensors."""
+    array = load_resized_stack(images.files, side, use_cache=use_cache)
     return _as_tensor(array), torch.from_numpy(images.labels)
 
 
@@ -117,8 +118,9 @@ class ClassificationData(L.LightningDataModule):
             raise DlcvError(f"{bad}: label {int(other.labels.max())} is not among the "
                             f"{self.num_classes} training classes")
         use_cache = bool(cfg["cache"])
+        side = cfg.get("image_size")
         # The whole training folder is decoded once (one cache file) and split in memory.
-        train_x, train_y = load_labelled(train, use_cache)
+        train_x, train_y = load_labelled(train, use_cache, side)
         self.final = None
         if holdout > 0:
             train_idx, hold_idx = stratified_holdout(train.labels, holdout, self.seed)
@@ -127,11 +129,11 @@ class ClassificationData(L.LightningDataModule):
             self.val_x, self.val_y = train_x[hold_idx], train_y[hold_idx]
             self.val_names = [train.files[i].name for i in hold_idx]
             if other is not None:
-                self.final = (*load_labelled(other, use_cache), other.names, str(val_folder))
+                self.final = (*load_labelled(other, use_cache, side), other.names, str(val_folder))
         else:
             self.train_x, self.train_y = train_x, train_y
             self.train_names = train.names
-            self.val_x, self.val_y = load_labelled(other, use_cache)
+            self.val_x, self.val_y = load_labelled(other, use_cache, side)
             self.val_names = other.names
 
     def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:

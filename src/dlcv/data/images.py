@@ -59,6 +59,28 @@ def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return array
 
 
+def resized_decoder(side: int):
+    """A ``decode(path, size=None)`` that gives every image as a ``side`` x ``side`` RGB array (bicubic,
+    antialiased), for folders of mixed sizes such as Office-Home's; use it with ``tag=f"resized{side}"``."""
+    from PIL import Image
+
+    def decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+        array = decode_image(path)
+        if array.shape[:2] == (side, side):
+            return array
+        return np.asarray(Image.fromarray(array).resize((side, side), Image.BICUBIC), dtype=np.uint8)
+
+    return decode
+
+
+def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool = True) -> np.ndarray:
+    """``load_image_stack`` of ``files``, each resized to ``side`` x ``side`` first (None: as they are,
+    all of one size)."""
+    if side is None:
+        return load_image_stack(files, use_cache=use_cache)
+    return load_image_stack(files, use_cache=use_cache, decode=resized_decoder(int(side)), tag=f"resized{int(side)}")
+
+
 def fingerprint(files: Sequence[Path]) -> str:
     """A hash of the files' absolute paths, sizes and modification times."""
     digest = hashlib.sha256()

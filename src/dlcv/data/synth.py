@@ -190,3 +190,56 @@ def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, si
         shutil.rmtree(target)
     os.replace(staging, target)
     return target
+
+
+# --- The self-supervised problem: Mini-ImageNet, Office-Home and the course's supervised backbone ------------
+def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, office_train_per_class: int = 12,
+              office_val_per_class: int = 4, arch: str = "resnet50", seed: int = 0, overwrite: bool = False) -> Path:
+    """Write ``output/p2_data/mini/train/*.jpg`` (unlabelled, 84x84), ``output/p2_data/office/{train,val}/``
+    with ``train.csv`` / ``val.csv`` (``id,filename,label``; images of mixed sizes, as Office-Home's are)
+    and ``output/p2_data/pretrain_model_SL.pt``: a randomly initialised torchvision ``arch`` state_dict in
+    the course file's form (``fc`` with 1000 outputs), for tests. Satellite pairs already there are kept."""
+    import torch
+    from PIL import Image
+
+    from dlcv.models.transfer import export_backbone, resnet_trunk
+
+    if num_classes < 2 or mini < 2 or office_train_per_class < 1 or office_val_per_class < 1:
+        raise DlcvError("synthetic self-supervised data needs at least 2 classes, 2 unlabelled images and 1 "
+                        "Office-Home image per class and split")
+    target = Path(output) / "p2_data"
+    parts = ("mini", "office", "pretrain_model_SL.pt")
+    if any((target / p).exists() for p in parts) and not overwrite:
+        raise DlcvError(f"{target}: already holds mini/, office/ or pretrain_model_SL.pt; pass --overwrite to replace them")
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(output) / ".ssl_data.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "mini" / "train").mkdir(parents=True)
+    rng = np.random.default_rng(seed + 2)
+    for index in range(mini):
+        image = draw_p1_image(int(rng.integers(num_classes)), num_classes, rng, size=84)
+        Image.fromarray(image).save(staging / "mini" / "train" / f"{index:05d}.jpg", format="JPEG", quality=90)
+    for split, per_class in (("train", office_train_per_class), ("val", office_val_per_class)):
+        (staging / "office" / split).mkdir(parents=True)
+        rows = []
+        for label in range(num_classes):
+            for index in range(per_class):
+                name = f"{label}_{index}.jpg"
+                side = int(rng.integers(48, 97))
+                image = draw_p1_image(label, num_classes, rng, size=side)
+                Image.fromarray(image).save(staging / "office" / split / name, format="JPEG", quality=90)
+                rows.append((name, label))
+        with open(staging / "office" / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "filename", "label"])
+            writer.writerows((i, name, label) for i, (name, label) in enumerate(rows))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        trunk, _ = resnet_trunk(arch)
+    export_backbone(trunk, arch, staging / "pretrain_model_SL.pt", seed=seed)
+    for part in parts:
+        if (target / part).is_dir():
+            shutil.rmtree(target / part)
+        os.replace(staging / part, target / part)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -14,30 +14,49 @@ def _unit_rows(features: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _vote(sim: np.ndarray, bank_y: np.ndarray, k: int, num_classes: int) -> np.ndarray:
+    """The majority class among each row's ``k`` most similar bank points; a tie goes to the class of
+    the nearer neighbours (votes are weighted by rank very slightly)."""
+    nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(sim, nearest, axis=1), axis=1)
+    nearest = np.take_along_axis(nearest, order, axis=1)
+    rank_weight = 1.0 + 1e-3 * (k - np.arange(k)) / k
+    votes = np.zeros((len(sim), num_classes))
+    np.add.at(votes, (np.arange(len(sim))[:, None], bank_y[nearest]), rank_weight[None, :])
+    return votes.argmax(1)
+
+
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 10, chunk: int = 2048) -> float:
     """Leave-one-out k-nearest-neighbour accuracy with cosine similarity.
 
-    Each point is classified by the majority class among its ``k`` most similar other points; a
-    tie goes to the class of the nearer neighbours (votes are weighted by rank very slightly).
+    Each point is classified by the majority class among its ``k`` most similar other points.
     """
     x = _unit_rows(features)
     labels = np.asarray(labels)
     n = len(x)
     k = min(k, n - 1)
     classes, y = np.unique(labels, return_inverse=True)
-    rank_weight = 1.0 + 1e-3 * (k - np.arange(k)) / k  # nearer neighbour breaks ties
     correct = 0
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         sim = x[start:stop] @ x.T
         sim[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # leave one out
-        nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sim, nearest, axis=1), axis=1)
-        nearest = np.take_along_axis(nearest, order, axis=1)
-        votes = np.zeros((stop - start, len(classes)))
-        np.add.at(votes, (np.arange(stop - start)[:, None], y[nearest]), rank_weight[None, :])
-        correct += int((votes.argmax(1) == y[start:stop]).sum())
+        correct += int((_vote(sim, y, k, len(classes)) == y[start:stop]).sum())
     return correct / n
+
+
+def knn_accuracy_against(bank: np.ndarray, bank_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray,
+                         k: int = 20, chunk: int = 2048) -> float:
+    """Accuracy of classifying ``query`` points by their ``k`` most cosine-similar ``bank`` points
+    (the kNN monitor of self-supervised training: bank = labelled training images, query = validation)."""
+    b, q = _unit_rows(bank), _unit_rows(query)
+    classes, y = np.unique(np.asarray(bank_labels), return_inverse=True)
+    k = min(k, len(b))
+    correct = 0
+    for start in range(0, len(q), chunk):
+        predicted = classes[_vote(q[start : start + chunk] @ b.T, y, k, len(classes))]
+        correct += int((predicted == np.asarray(query_labels)[start : start + chunk]).sum())
+    return correct / max(1, len(q))
 
 
 def silhouette(features: np.ndarray, labels: np.ndarray, max_points: int = 10_000, seed: int = 0,

@@ -13,7 +13,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _KINDS: dict[str, str] = {}
 KINDS = ("classify", "segment")
 # Modules whose import registers builders; imported on first lookup so that listing is cheap.
-_MODULES = ("dlcv.models.small", "dlcv.models.pretrained", "dlcv.models.segmentation")
+_MODULES = ("dlcv.models.small", "dlcv.models.pretrained", "dlcv.models.segmentation",
+            "dlcv.models.transfer")
 
 
 def register_model(name: str, kind: str = "classify") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

@@ -31,7 +31,11 @@ def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
         return torch.optim.Adam(groups, lr=lr, betas=tuple(cfg["betas"]))
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg["betas"]))
-    raise DlcvError(f"unknown optimizer {cfg['name']!r}; known: sgd, adam, adamw")
+    if name == "lars":  # BYOL's optimiser for large batches; lightly's implementation
+        from lightly.utils.lars import LARS
+
+        return LARS(groups, lr=lr, momentum=float(cfg["momentum"]))
+    raise DlcvError(f"unknown optimizer {cfg['name']!r}; known: sgd, adam, adamw, lars")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: int, steps_per_epoch: int) -> dict | None:

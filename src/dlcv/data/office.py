@@ -1,0 +1,127 @@
+"""The self-supervised problem's formats: Mini-ImageNet (a folder of unlabelled JPEGs) and Office-Home.
+
+Office-Home is ``office/{train,val}/`` with ``train.csv`` / ``val.csv`` of header ``id,filename,label``;
+a test CSV has the same columns with the label empty. Fine-tuning reads it through the classification
+data module (``data.train_labels: train.csv``, whose ``filename,label`` columns it needs); prediction
+keeps the CSV's own order and ids (``read_office_csv``). Images of mixed sizes are decoded once,
+resized to ``data.image_size``, into the usual uint8 cache.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from dlcv.data.augment import prepare_batch
+from dlcv.data.batches import TensorBatches
+from dlcv.data.images import list_images, load_resized_stack
+from dlcv.data.p1 import (
+    _safe_member,
+    parse_label,
+    read_csv_rows,
+    read_image_folder,
+    stratified_holdout,
+)
+from dlcv.errors import DlcvError
+
+
+@dataclass(frozen=True)
+class OfficeRows:
+    """The rows of an Office-Home CSV in file order; ``labels`` None where the label column is empty."""
+
+    ids: list[str]
+    filenames: list[str]
+    files: list[Path]
+    labels: list[int | None]
+
+
+def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> OfficeRows:
+    """Read ``id,filename,label`` (label may be empty), checking that every file is inside ``folder``."""
+    csv_path, folder = Path(csv_path), Path(folder)
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such image folder")
+    rows = read_csv_rows(csv_path, ("id", "filename"))
+    if not rows:
+        raise DlcvError(f"{csv_path}: the CSV has no rows")
+    ids, names, files, labels = [], [], [], []
+    for line, row in enumerate(rows, start=2):
+        path = _safe_member(folder, row["filename"], csv_path, line)
+        if not path.is_file():
+            raise DlcvError(f"{csv_path}:{line}: no such image {row['filename']!r} in {folder}")
+        ids.append(row["id"])
+        names.append(row["filename"])
+        files.append(path)
+        raw = row.get("label", "")
+        labels.append(parse_label(raw, f"{csv_path}:{line}") if raw else None)
+    return OfficeRows(ids, names, files, labels)
+
+
+def monitor_sets(office: str | os.PathLike, side: int | None, max_bank: int, seed: int,
+                 use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kNN monitor's labelled images: Office-Home ``train`` (the memory bank, at most ``max_bank``
+    images, class-balanced) and ``val`` (the queries). Returns uint8 images and (N, 2) ``[label,
+    is_query]`` rows."""
+    office = Path(office)
+    parts = []
+    for split, is_query in (("train", 0), ("val", 1)):
+        listed = read_image_folder(office / split, office / f"{split}.csv")
+        if not is_query and len(listed.labels) > max_bank:
+            _, keep = stratified_holdout(listed.labels, max_bank / len(listed.labels), seed)
+            listed = listed.subset(keep)
+        images = torch.from_numpy(np.array(load_resized_stack(listed.files, side, use_cache=use_cache)))
+        flags = torch.full((len(images),), is_query, dtype=torch.int64)
+        parts.append((images, torch.stack([torch.from_numpy(listed.labels), flags], 1)))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+class UnlabelledImages(L.LightningDataModule):
+    """Mini-ImageNet for pre-training: every image of a folder, decoded once (resized to
+    ``data.image_size``); training batches become BYOL's two views on the device (``views``), and
+    the optional Office-Home monitor set is the validation data, prepared without augmentation."""
+
+    def __init__(self, folder: str | os.PathLike, cfg: dict, views: dict, seed: int,
+                 monitor: str | os.PathLike | None = None, max_bank: int = 5000):
+        super().__init__()
+        self.folder, self.cfg, self.views, self.seed = Path(folder), cfg, views, seed
+        self.monitor, self.max_bank = monitor, max_bank
+        self.images: torch.Tensor | None = None
+
+    def prepare(self) -> None:
+        """Read, check and decode everything once (bad data fails here, before a run folder exists)."""
+        if self.images is not None:
+            return
+        files = list_images(self.folder)
+        side = self.cfg.get("image_size")
+        self.images = torch.from_numpy(np.array(load_resized_stack(files, side, use_cache=bool(self.cfg["cache"]))))
+        self.monitor_x = self.monitor_y = None
+        if self.monitor is not None:
+            self.monitor_x, self.monitor_y = monitor_sets(self.monitor, side, self.max_bank, self.seed,
+                                                          bool(self.cfg["cache"]))
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def train_dataloader(self) -> TensorBatches:
+        trainer = getattr(self, "trainer", None)
+        batch = int(self.cfg["batch_size"])
+        return TensorBatches(self.images, torch.zeros(len(self.images), dtype=torch.int64), batch, shuffle=True,
+                             drop_last=len(self.images) >= batch, seed=self.seed,
+                             epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
+
+    def val_dataloader(self):
+        if self.monitor_x is None:
+            return []
+        return TensorBatches(self.monitor_x, self.monitor_y, int(self.cfg["eval_batch_size"]))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        from dlcv.data.ssl_views import byol_views
+
+        images, labels = batch
+        if getattr(self, "trainer", None) is not None and self.trainer.training:
+            return byol_views(images, self.views, self.cfg["mean"], self.cfg["std"])
+        return prepare_batch(images, {**self.cfg, "input_size": int(self.views["size"])}), labels

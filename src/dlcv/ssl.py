@@ -1,0 +1,441 @@
+"""Self-supervised pre-training and the five transfer settings, as the command line runs them.
+
+``pretrain`` trains BYOL on an unlabelled folder and exports the online trunk as a plain torchvision
+ResNet state_dict (``backbone.pt``, loadable like the course's ``pretrain_model_SL.pt``); ``finetune``
+trains one setting A-E on Office-Home; ``table`` runs (or reuses) all of them from one recipe and
+writes the table; ``predict`` writes ``id,filename,label`` in the input CSV's order.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_write, check_output_path
+
+BACKBONE_FILE = "backbone.pt"
+KNN_FIGURE = "knn_curve"
+INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
+
+
+# --- pre-training -----------------------------------------------------------------------------------------
+def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor: str | os.PathLike | None = None,
+             runs_dir: str | os.PathLike = "runs", name: str | None = None, overrides: tuple[str, ...] = (),
+             overwrite: bool = False, resume: bool = False) -> Path:
+    """BYOL on the images of ``data``; ``monitor`` an Office-Home folder for the per-epoch kNN accuracy.
+
+    The run folder gets ``recipe.yaml``, ``metrics.csv`` (``train_loss``, ``momentum``, ``knn_acc``
+    per epoch), ``last.ckpt`` / ``best.ckpt``, ``backbone.pt`` (the last epoch's online trunk),
+    ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
+    """
+    from dlcv.config import load_recipe
+    from dlcv.recipes import byol_defaults
+    from dlcv.runs import resumed_recipe
+
+    recipe = load_recipe(byol_defaults(), config, overrides)
+    if name:
+        recipe["name"] = name
+    if resume:
+        recipe = resumed_recipe(runs_dir, recipe)
+    _check_byol_recipe(recipe)
+    if monitor is not None and not Path(monitor).is_dir():
+        raise DlcvError(f"{monitor}: no such Office-Home folder for the kNN monitor")
+
+    import lightning as L
+    import torch
+
+    from dlcv.data.office import UnlabelledImages
+    from dlcv.models.transfer import export_backbone
+    from dlcv.runs import build_trainer, open_run_dir, resolve_precision, write_json
+    from dlcv.tasks.byol import BYOLTask
+
+    if recipe["train"]["threads"]:
+        torch.set_num_threads(int(recipe["train"]["threads"]))
+    start = time.perf_counter()
+    data_module = UnlabelledImages(data, recipe["data"], recipe["views"], int(recipe["seed"]), monitor,
+                                   int(recipe["monitor"]["max_bank"]))
+    data_module.prepare()
+    recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
+                                                     str(recipe["train"]["accelerator"]))
+    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume)
+    watched = f", kNN monitor on {monitor}" if monitor is not None else ", no kNN monitor"
+    print(f"run folder: {run_dir}  ({len(data_module.images)} unlabelled images{watched}, "
+          f"precision {recipe['train']['precision']})", flush=True)
+    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
+    task = BYOLTask(recipe)
+    monitored = monitor is not None
+    trainer = build_trainer(run_dir, recipe, monitor="knn_acc" if monitored else "train_loss",
+                            mode="max" if monitored else "min", max_epochs=recipe["train"]["epochs"],
+                            **({} if monitored else {"limit_val_batches": 0}))
+    at_init = read_json_key(run_dir / INIT_FILE, "knn_acc")
+    if monitored and resume_from is None:
+        # The monitor before any training: random convolutional features already separate small images
+        # by colour, so the per-epoch curve is read against this value, not against chance.
+        at_init = float(trainer.validate(task, datamodule=data_module, verbose=False)[0]["knn_acc"])
+        write_json(run_dir / INIT_FILE, {"knn_acc": at_init})
+        print(f"kNN accuracy of the trunk at initialisation: {at_init:.4f}", flush=True)
+    trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
+    if not trainer.is_global_zero:
+        return run_dir
+    arch = recipe["model"]["arch"]
+    export_backbone(task.backbone, arch, run_dir / BACKBONE_FILE, seed=int(recipe["seed"]))
+    curve = read_metric(run_dir / "metrics.csv", "knn_acc")
+    summary = {
+        "name": recipe["name"],
+        "arch": arch,
+        "epochs": trainer.current_epoch,
+        "images": len(data_module.images),
+        "fit_seconds": round(time.perf_counter() - start, 1),
+        "final_train_loss": _last(read_metric(run_dir / "metrics.csv", "train_loss")),
+        "knn_acc_at_init": at_init,
+        "knn_acc": curve,
+        "final_knn_acc": _last(curve),
+        "knn_monitor": str(monitor) if monitored else None,
+        "backbone": str(run_dir / BACKBONE_FILE),
+    }
+    if curve:
+        summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"], at_init))
+    write_json(run_dir / "summary.json", summary)
+    knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
+    print(f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run_dir / BACKBONE_FILE}",
+          flush=True)
+    return run_dir
+
+
+def _check_byol_recipe(recipe: dict) -> None:
+    from dlcv.models.transfer import RESNETS
+
+    if not recipe.get("name"):
+        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
+    epochs = recipe["train"]["epochs"]
+    if not isinstance(epochs, int) or epochs < 1:
+        raise DlcvError(f"train.epochs must be a whole number of at least 1, got {epochs!r}")
+    if recipe["model"]["arch"] not in RESNETS:
+        raise DlcvError(f"model.arch {recipe['model']['arch']!r}: choose one of {', '.join(RESNETS)}")
+    momentum = float(recipe["byol"]["momentum"])
+    if not 0 <= momentum < 1:
+        raise DlcvError(f"byol.momentum must be in [0, 1), got {momentum}")
+    views = recipe["views"]
+    if not 0 < float(views["min_scale"]) <= 1:
+        raise DlcvError(f"views.min_scale must be in (0, 1], got {views['min_scale']!r}")
+    for key in ("blur", "solarize", "sigma"):
+        if not (isinstance(views[key], list) and len(views[key]) == 2):
+            raise DlcvError(f"views.{key} must be a list of two numbers, got {views[key]!r}")
+
+
+def read_metric(path: Path, column: str) -> list[float]:
+    """One column of a run's ``metrics.csv``, by epoch (rows without it skipped)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
+
+
+def _last(values: list[float]) -> float | None:
+    return values[-1] if values else None
+
+
+def read_json_key(path: Path, key: str):
+    """``key`` of a JSON file, or None when the file is not there."""
+    return json.loads(path.read_text()).get(key) if path.is_file() else None
+
+
+def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None) -> Path:
+    """The kNN monitor's accuracy over pre-training epochs (epoch 0: at initialisation, when measured),
+    as ``stem.png`` and ``stem.pdf``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dlcv.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    epochs, points = list(range(1, len(values) + 1)), list(values)
+    if at_init is not None:
+        epochs, points = [0, *epochs], [at_init, *points]
+    ax.plot(epochs, points, marker="o", ms=3)
+    ax.set_xlabel("pre-training epoch")
+    ax.set_ylabel("kNN accuracy (Office-Home val)")
+    ax.set_title(f"{title}: kNN monitor")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    for suffix in (".png", ".pdf"):
+        with atomic_path(stem.with_suffix(suffix)) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=150)
+    plt.close(fig)
+    return stem.with_suffix(".png")
+
+
+# --- fine-tuning ------------------------------------------------------------------------------------------
+def setting_overrides(setting: str, backbone: str | os.PathLike | None) -> list[str]:
+    """The recipe keys that make a fine-tuning recipe setting ``setting`` (A-E): which backbone file it
+    starts from and whether the trunk is frozen. Nothing else differs between the settings."""
+    from dlcv.recipes import SSL_SETTINGS
+
+    if setting not in SSL_SETTINGS:
+        raise DlcvError(f"--setting {setting!r}: choose one of {', '.join(SSL_SETTINGS)}")
+    pretraining, tuning = SSL_SETTINGS[setting]
+    if pretraining == "none" and backbone is not None:
+        raise DlcvError(f"setting {setting} trains from random weights; give no --backbone")
+    if pretraining != "none":
+        if backbone is None:
+            raise DlcvError(f"setting {setting} starts from a {pretraining.replace('_', '-')} backbone: give --backbone FILE")
+        if not Path(backbone).is_file():
+            raise DlcvError(f"{backbone}: no such backbone file")
+    weights = "null" if backbone is None else str(Path(backbone).resolve())
+    return [f"model.args.backbone_weights={weights}", f"model.args.freeze={'true' if tuning == 'frozen' else 'false'}"]
+
+
+def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike | None = None,
+             config: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs", name: str | None = None,
+             overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
+    """Fine-tune setting A-E on the Office-Home folder ``data``; a normal classification run folder."""
+    from dlcv.classify import fit
+    from dlcv.config import load_recipe
+    from dlcv.models.transfer import load_backbone
+    from dlcv.recipes import finetune_defaults
+
+    setting = setting.upper()
+    extra = setting_overrides(setting, backbone)
+    if name is None and config is None:
+        name = f"finetune_{setting}"
+    if backbone is not None and not resume:  # a file of another architecture fails before any work
+        arch = load_recipe(finetune_defaults(), config, overrides)["model"]["args"].get("arch", "resnet50")
+        load_backbone(backbone, arch)
+    return fit(config, data, runs_dir=runs_dir, name=name, overrides=(*overrides, *extra), overwrite=overwrite,
+               resume=resume, defaults=finetune_defaults())
+
+
+def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """A fine-tuned or supervised ``resnet_transfer`` checkpoint's trunk as a plain torchvision state_dict."""
+    from dlcv.classify import load_classifier
+    from dlcv.models.transfer import TransferResNet, export_backbone
+
+    output = check_output_path(output)
+    model, recipe = load_classifier(checkpoint)
+    if not isinstance(model, TransferResNet):
+        raise DlcvError(f"{checkpoint}: a {recipe['model']['name']!r} model; only resnet_transfer checkpoints "
+                        "hold a torchvision ResNet trunk to export")
+    return export_backbone(model.backbone, recipe["model"]["args"].get("arch", "resnet50"), output,
+                           seed=int(recipe["seed"]))
+
+
+# --- prediction -------------------------------------------------------------------------------------------
+def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: str | os.PathLike,
+            output: str | os.PathLike, tta: str | None = None) -> int:
+    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (labels may be empty)."""
+    import numpy as np
+
+    from dlcv.classify import load_classifier, predict_scores
+    from dlcv.data.images import load_resized_stack
+    from dlcv.data.office import read_office_csv
+    from dlcv.recipes import TTA_MODES
+
+    if tta is not None and tta not in TTA_MODES:
+        raise DlcvError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
+    output = check_output_path(output)
+    rows = read_office_csv(csv_path, images)
+    model, recipe = load_classifier(checkpoint)
+    array = np.asarray(load_resized_stack(rows.files, recipe["data"].get("image_size"), use_cache=False))
+    labels = predict_scores(model, array, recipe, tta=tta).argmax(1).numpy()
+    with atomic_write(output, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "filename", "label"])
+        writer.writerows(zip(rows.ids, rows.filenames, (int(v) for v in labels)))
+    return len(rows.ids)
+
+
+# --- the table --------------------------------------------------------------------------------------------
+TABLE_NOTES = {
+    "full": "whole model trained",
+    "frozen": ("trunk frozen: no gradient, and its batch norm stays in evaluation mode, so the pre-training "
+               "running statistics normalise the new images; only the head learns"),
+}
+FROZEN_NOTE = (
+    "Frozen settings (D, E) use the trunk exactly as pre-training left it: parameters get no gradient and "
+    "batch-norm layers are kept in evaluation mode, so their running statistics are never updated by the new "
+    "data. A frozen trunk whose batch norm is left in training mode instead normalises each fine-tuning batch "
+    "by its own statistics and, through the momentum, drifts the running statistics towards them, while "
+    "evaluation uses the drifted ones: features at training and at test time differ, which is a likely "
+    "cause of a report's unexplained low D. Here D and E measure the pre-trained features as they are.")
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "summary.json").is_file()
+
+
+def _resumable(run_dir: Path) -> bool:
+    return (run_dir / "last.ckpt").is_file() and (run_dir / "recipe.yaml").is_file()
+
+
+def _relative(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
+          name: str | None = None, overrides: tuple[str, ...] = ()) -> Path:
+    """Run (or reuse) the pre-training runs and the fine-tuning of each setting, then write the table.
+
+    Every fine-tuning run uses the same recipe (``finetune``), seed and trunk architecture; only the
+    backbone file and the freezing differ. A run folder with a ``summary.json`` is reused as it is, one
+    with a ``last.ckpt`` resumed, anything else started afresh. Writes ``table.md``, ``table.csv`` and
+    ``table.json`` into ``runs_dir/NAME/``, beside the run folders.
+    """
+    from dlcv.config import load_recipe
+    from dlcv.recipes import SSL_SETTINGS, ssl_table_defaults
+    from dlcv.runs import write_recipe
+
+    start = time.perf_counter()
+    if config is None or not Path(config).is_file():
+        raise DlcvError(f"{config}: no such settings file")
+    config = Path(config)
+    recipe = load_recipe(ssl_table_defaults(), config, overrides)
+    if name:
+        recipe["name"] = name
+    if data is None and recipe["data"]["root"] is None:
+        raise DlcvError(f"{config}: no data folder: give --data or set data.root")
+    data = Path(data if data is not None else recipe["data"]["root"])
+    unknown = [s for s in recipe["settings"] if s not in SSL_SETTINGS]
+    if unknown or not recipe["settings"]:
+        raise DlcvError(f"{config}: settings {recipe['settings']!r}: choose among {', '.join(SSL_SETTINGS)}")
+    if not data.is_dir():
+        raise DlcvError(f"{data}: no such data folder")
+    base = config.parent
+    pretrain_recipe, supervised_recipe = _relative(base, recipe["pretrain"]), _relative(base, recipe["supervised"])
+    finetune_recipe = _relative(base, recipe["finetune"])
+    office = data / recipe["data"]["office"]
+    arch = _shared_arch(finetune_recipe, pretrain_recipe, supervised_recipe)
+    table_dir = Path(runs_dir) / str(recipe["name"])
+    table_dir.mkdir(parents=True, exist_ok=True)
+    write_recipe(table_dir, recipe)
+    needs = {SSL_SETTINGS[s][0] for s in recipe["settings"]}
+
+    backbones: dict[str, Path | None] = {"none": None}
+    if "self_supervised" in needs:
+        backbones["self_supervised"] = _relative(data, recipe["backbones"]["self_supervised"]) or \
+            _byol_backbone(table_dir, pretrain_recipe, data / recipe["data"]["mini"], office, arch)
+    if "supervised" in needs:
+        backbones["supervised"] = _relative(data, recipe["backbones"]["supervised"]) or \
+            _supervised_backbone(table_dir, supervised_recipe, data / recipe["data"]["supervised"], arch)
+
+    rows = []
+    for setting in recipe["settings"]:
+        pretraining, tuning = SSL_SETTINGS[setting]
+        run_dir = table_dir / setting
+        if _finished(run_dir):
+            print(f"setting {setting}: reusing {run_dir}", flush=True)
+        else:
+            print(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning", flush=True)
+            finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
+                     overrides=(f"model.args.arch={arch}",), overwrite=not _resumable(run_dir),
+                     resume=_resumable(run_dir))
+        summary = json.loads((run_dir / "summary.json").read_text())
+        final = summary.get("final_validation") or {}
+        rows.append({
+            "setting": setting,
+            "pretraining": pretraining.replace("_", "-"),
+            "finetuning": tuning,
+            "accuracy": final.get("accuracy", summary.get("best_val_acc")),
+            "scored_on": final.get("folder", summary.get("selected_on")),
+            "selection_accuracy": summary.get("best_val_acc"),
+            "selected_on": summary.get("selected_on"),
+            "epochs": summary.get("epochs"),
+            "fit_seconds": summary.get("fit_seconds"),
+            "backbone": str(backbones[pretraining]) if backbones[pretraining] is not None else None,
+            "run": str(run_dir),
+            "notes": TABLE_NOTES[tuning],
+        })
+    result = {"name": recipe["name"], "arch": arch, "rows": rows, "note": FROZEN_NOTE,
+              "seconds": round(time.perf_counter() - start, 1)}
+    write_table(table_dir, result)
+    return table_dir
+
+
+def _shared_arch(finetune_recipe: Path | None, pretrain_recipe: Path | None, supervised_recipe: Path | None) -> str:
+    """The one trunk architecture of the table: the fine-tuning recipe's, which the pre-training recipes
+    must agree with (a backbone of another architecture could not be loaded into it)."""
+    from dlcv.config import load_recipe
+    from dlcv.recipes import byol_defaults, classify_defaults, finetune_defaults
+
+    arch = load_recipe(finetune_defaults(), finetune_recipe)["model"]["args"].get("arch", "resnet50")
+    if pretrain_recipe is not None:
+        other = load_recipe(byol_defaults(), pretrain_recipe)["model"]["arch"]
+        if other != arch:
+            raise DlcvError(f"{pretrain_recipe}: pre-trains a {other} but {finetune_recipe} fine-tunes a {arch}")
+    if supervised_recipe is not None:
+        model = load_recipe(classify_defaults(), supervised_recipe)["model"]
+        other = model["args"].get("arch", "resnet50")
+        if model["name"] != "resnet_transfer" or other != arch:
+            raise DlcvError(f"{supervised_recipe}: the supervised backbone must be a resnet_transfer {arch}, "
+                            f"got {model['name']} {other}")
+    return arch
+
+
+def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, office: Path, arch: str) -> Path:
+    if pretrain_recipe is None:
+        raise DlcvError("the settings need a self-supervised backbone: set pretrain (a BYOL recipe) or "
+                        "backbones.self_supervised (a file)")
+    run_dir = table_dir / "byol"
+    if _finished(run_dir) and (run_dir / BACKBONE_FILE).is_file():
+        print(f"self-supervised backbone: reusing {run_dir / BACKBONE_FILE}", flush=True)
+    else:
+        pretrain(pretrain_recipe, mini, monitor=office, runs_dir=table_dir, name="byol",
+                 overwrite=not _resumable(run_dir), resume=_resumable(run_dir))
+    return run_dir / BACKBONE_FILE
+
+
+def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder: Path, arch: str) -> Path:
+    from dlcv.classify import fit
+
+    if supervised_recipe is None:
+        raise DlcvError("the settings need a supervised backbone: set supervised (a classify recipe) or "
+                        "backbones.supervised (a file such as pretrain_model_SL.pt)")
+    run_dir = table_dir / "supervised"
+    target = run_dir / BACKBONE_FILE
+    if _finished(run_dir) and target.is_file():
+        print(f"supervised backbone: reusing {target}", flush=True)
+        return target
+    if not _finished(run_dir):
+        fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overwrite=not _resumable(run_dir),
+            resume=_resumable(run_dir))
+    export(run_dir / "best.ckpt", target)
+    return target
+
+
+TABLE_COLUMNS = ("setting", "pretraining", "finetuning", "accuracy", "scored_on", "selection_accuracy",
+                 "selected_on", "epochs", "fit_seconds", "backbone", "run", "notes")
+
+
+def write_table(table_dir: Path, result: dict) -> None:
+    """``table.json`` (everything), ``table.csv`` (one row per setting) and ``table.md`` (for reading)."""
+    from dlcv.runs import write_json
+
+    write_json(table_dir / "table.json", result)
+    with atomic_write(table_dir / "table.csv", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(result["rows"])
+    lines = [f"# {result['name']}: pre-training and fine-tuning settings ({result['arch']})", "",
+             "| setting | pre-training | fine-tuning | accuracy | selection accuracy | epochs | minutes | run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        accuracy = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        selection = "-" if row["selection_accuracy"] is None else f"{row['selection_accuracy']:.4f}"
+        minutes = "-" if row["fit_seconds"] is None else f"{row['fit_seconds'] / 60:.1f}"
+        lines.append(f"| {row['setting']} | {row['pretraining']} | {row['finetuning']} | {accuracy} | {selection} "
+                     f"| {row['epochs']} | {minutes} | `{row['run']}` |")
+    scored = {r["scored_on"] for r in result["rows"]}
+    selected = {r["selected_on"] for r in result["rows"]}
+    how = (f"Accuracy: of the checkpoint selected on {', '.join(map(str, selected))}, scored once on "
+           f"{', '.join(map(str, scored))}. Selection accuracy: on the selection split.")
+    lines += ["", how, "", f"Notes: {result['note']}", ""]
+    with atomic_write(table_dir / "table.md") as handle:
+        handle.write("\n".join(lines))

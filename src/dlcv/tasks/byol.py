@@ -1,0 +1,97 @@
+"""BYOL (Grill et al., 2020) as a composition of lightly's parts, in the shared base task.
+
+An online network (ResNet trunk, projection head, prediction head) learns to predict a target
+network's projection of another view of the same image. The target (trunk and projection head) gets
+no gradient: it moves only by an exponential moving average of the online weights, with the momentum
+rising from ``byol.momentum`` to 1 on a cosine schedule over all steps. The loss is lightly's
+negative cosine similarity, symmetrised over the two views. A kNN monitor (validation) measures the
+online trunk's features on a labelled set every epoch: ``knn_acc``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from dlcv.models.transfer import resnet_trunk
+from dlcv.tasks.base import BaseTask
+
+
+class BYOLTask(BaseTask):
+    """``self.model`` holds the online parts (what the optimiser trains); ``self.target`` the momentum copies."""
+
+    def __init__(self, recipe: dict):
+        super().__init__(recipe)
+        spec, byol = recipe["model"], recipe["byol"]
+        trunk, width = resnet_trunk(spec["arch"])
+        if recipe["train"]["channels_last"]:
+            trunk = trunk.to(memory_format=torch.channels_last)
+        projection = BYOLProjectionHead(width, int(byol["hidden_dim"]), int(byol["output_dim"]))
+        prediction = BYOLPredictionHead(int(byol["output_dim"]), int(byol["hidden_dim"]), int(byol["output_dim"]))
+        self.model = nn.ModuleDict({"backbone": trunk, "projection": projection, "prediction": prediction})
+        self.target = nn.ModuleDict({"backbone": copy.deepcopy(trunk), "projection": copy.deepcopy(projection)})
+        deactivate_requires_grad(self.target)
+        self.criterion = NegativeCosineSimilarity()
+        self.base_momentum = float(byol["momentum"])
+        self.knn_k = int(recipe["monitor"]["k"])
+        self._monitor: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model["backbone"]
+
+    def momentum(self) -> float:
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return cosine_schedule(self.global_step, total, self.base_momentum, 1.0)
+
+    def on_train_epoch_start(self):
+        # Every epoch's random draws (views, order) depend on (seed, epoch) only: a resumed run draws the same.
+        torch.manual_seed(int(self.recipe["seed"]) * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def online(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model["prediction"](self.model["projection"](self.model["backbone"](x)))
+
+    @torch.no_grad()
+    def projected_target(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target["projection"](self.target["backbone"](x)).detach()
+
+    def byol_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+        """Each view's online prediction against the other view's target projection, averaged."""
+        p0, p1 = self.online(view0), self.online(view1)
+        z0, z1 = self.projected_target(view0), self.projected_target(view1)
+        return 0.5 * (self.criterion(p0.float(), z1.float()) + self.criterion(p1.float(), z0.float()))
+
+    def training_step(self, batch, batch_idx):
+        view0, view1 = batch
+        momentum = self.momentum()
+        update_momentum(self.model["backbone"], self.target["backbone"], m=momentum)
+        update_momentum(self.model["projection"], self.target["projection"], m=momentum)
+        loss = self.byol_loss(view0, view1)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(view0))
+        self.log("momentum", momentum, on_step=False, on_epoch=True, batch_size=len(view0))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, rows = batch
+        self._monitor.append((self.backbone(x).float().cpu(), rows.cpu()))
+
+    def on_validation_epoch_end(self):
+        if not self._monitor:
+            return
+        from dlcv.metrics.embedding import knn_accuracy_against
+
+        features = torch.cat([f for f, _ in self._monitor]).numpy()
+        rows = torch.cat([r for _, r in self._monitor]).numpy()
+        self._monitor.clear()
+        query = rows[:, 1] == 1
+        accuracy = knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0],
+                                        k=self.knn_k)
+        self.log("knn_acc", float(np.float32(accuracy)), prog_bar=True)

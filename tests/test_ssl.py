@@ -1,0 +1,260 @@
+"""Self-supervised pre-training (BYOL), backbone files, the frozen settings, the A-E table, prediction."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from conftest import run_cli
+
+from dlcv.data.synth import synth_p1, synth_ssl
+from dlcv.errors import DlcvError
+from dlcv.recipes import byol_defaults
+
+TINY_BYOL = """\
+name: tiny_byol
+data: {image_size: 32, batch_size: 16, eval_batch_size: 64}
+views: {size: 32, min_scale: 0.3}
+model: {arch: resnet18}
+byol: {hidden_dim: 32, output_dim: 16}
+optim: {lr: 0.001}
+train: {epochs: 1, threads: 1}
+monitor: {k: 3}
+"""
+TINY_FINETUNE = """\
+name: tiny_finetune
+data: {image_size: 32, crop_padding: 2, batch_size: 16, eval_batch_size: 64, holdout: 0.25}
+model: {name: resnet_transfer, args: {arch: resnet18, head: linear}}
+train: {epochs: 1, threads: 1}
+embed: {epochs: "first,last", train_subset: 8}
+"""
+TINY_SETTINGS = """\
+name: tiny_table
+pretrain: byol.yaml
+finetune: finetune.yaml
+backbones: {supervised: pretrain_model_SL.pt}
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine the small steps here run faster than with two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ssl_data(tmp_path_factory):
+    """Synthetic p2_data with mini/ (32 images), office/ (3 classes) and a resnet18 pretrain_model_SL.pt."""
+    return synth_ssl(tmp_path_factory.mktemp("ssl"), num_classes=3, mini=32, office_train_per_class=8,
+                     office_val_per_class=3, arch="resnet18")
+
+
+def tiny_task():
+    from dlcv.tasks.byol import BYOLTask
+
+    recipe = byol_defaults()
+    recipe["model"]["arch"] = "resnet18"
+    recipe["byol"].update(hidden_dim=32, output_dim=16)
+    recipe["views"].update(size=32, min_scale=0.3)
+    task = BYOLTask(recipe)
+    task.log = lambda *args, **kwargs: None  # no trainer to log to
+    return task, recipe
+
+
+def views_of(recipe, count=8, seed=0):
+    from dlcv.data.ssl_views import byol_views
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, 32, 32, 3), dtype=torch.uint8, generator=generator)
+    return byol_views(images, recipe["views"], recipe["data"]["mean"], recipe["data"]["std"], generator)
+
+
+def test_byol_views_are_two_different_normalised_crops_of_the_batch():
+    _, recipe = tiny_task()
+    view0, view1 = views_of(recipe)
+    assert view0.shape == view1.shape == (8, 3, 32, 32)
+    assert torch.isfinite(view0).all() and not torch.allclose(view0, view1)
+
+
+def test_target_network_moves_only_by_momentum():
+    task, recipe = tiny_task()
+    task.momentum = lambda: 0.9
+    online = {k: v.clone() for k, v in task.model.state_dict().items()}
+    target = {k: v.clone() for k, v in task.target.state_dict().items()}
+    loss = task.training_step(views_of(recipe), 0)
+    for key, value in task.target.state_dict().items():
+        if value.is_floating_point() and "running" not in key:
+            expected = 0.9 * target[key] + 0.1 * online[key]
+            assert torch.allclose(value, expected, atol=1e-6), key
+    loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in task.target.parameters())
+    optimizer_params = {id(p) for p in task.model.parameters()}
+    assert not optimizer_params & {id(p) for p in task.target.parameters()}
+
+
+def test_byol_loss_falls_on_a_tiny_data_set():
+    task, recipe = tiny_task()
+    task.momentum = lambda: 0.99
+    optimizer = torch.optim.Adam(task.model.parameters(), lr=1e-3)
+    batch = views_of(recipe, count=12)
+    losses = []
+    for _ in range(5):
+        loss = task.training_step(batch, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_exported_backbone_loads_strictly_into_torchvision_and_round_trips(tmp_path):
+    from torchvision import models
+
+    from dlcv.models.transfer import export_backbone, load_backbone, resnet_trunk
+
+    trunk, _ = resnet_trunk("resnet18")
+    path = export_backbone(trunk, "resnet18", tmp_path / "backbone.pt")
+    plain = models.resnet18()
+    plain.load_state_dict(torch.load(path, weights_only=True), strict=True)  # the course's way
+    assert plain.fc.out_features == 1000
+    again = load_backbone(path, "resnet18")
+    x = torch.randn(2, 3, 32, 32)
+    trunk.eval(), again.eval()
+    assert torch.equal(trunk(x), again(x))
+
+
+def test_backbone_of_another_architecture_is_refused_by_name(ssl_data):
+    from dlcv.models.transfer import load_backbone
+
+    with pytest.raises(DlcvError, match="not a torchvision resnet50 state_dict"):
+        load_backbone(ssl_data / "pretrain_model_SL.pt", "resnet50")
+
+
+def test_finetune_refuses_a_backbone_of_another_architecture_before_writing(ssl_data, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "ssl", "finetune", "--setting", "B", "--backbone",
+                           ssl_data / "pretrain_model_SL.pt", "--data", ssl_data / "office",
+                           "--runs-dir", tmp_path / "runs")
+    assert code == 2 and "not a torchvision resnet50 state_dict" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_frozen_trunk_changes_no_parameter_or_batch_norm_statistic(ssl_data):
+    from dlcv.models.transfer import TransferResNet
+
+    def train_steps(freeze: bool):
+        model = TransferResNet(3, arch="resnet18", backbone_weights=str(ssl_data / "pretrain_model_SL.pt"),
+                               freeze=freeze)
+        before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        head_before = model.head.weight.clone()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        model.train()
+        for _ in range(2):
+            loss = torch.nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32)), torch.arange(8) % 3)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        changed = [k for k, v in model.backbone.state_dict().items() if not torch.equal(v, before[k])]
+        return changed, not torch.equal(head_before, model.head.weight)
+
+    changed, head_moved = train_steps(freeze=True)
+    assert changed == [] and head_moved
+    changed, _ = train_steps(freeze=False)  # the same steps unfrozen do move weights and statistics
+    assert any("running_mean" in k for k in changed) and any(k.endswith("conv1.weight") for k in changed)
+
+
+def test_transfer_split_keeps_the_two_roles_apart(tmp_path, capsys):
+    p1 = synth_p1(tmp_path, num_classes=50, train_per_class=2, val_per_class=1)
+    code, _, err = run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", tmp_path / "split")
+    assert code == 0, err
+    split = tmp_path / "split"
+    assert len(list((split / "mini" / "train").glob("*.jpg"))) == 25 * 2
+    with open(split / "office" / "train.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 25 * 2 and {int(r["label"]) for r in rows} == set(range(25))
+    assert len(list((split / "office" / "val").glob("*.jpg"))) == 25
+    assert sorted({int(p.name.split("_")[0]) for p in (split / "supervised" / "train_50").iterdir()}) == list(range(25))
+
+
+@pytest.fixture(scope="module")
+def table_run(ssl_data, tmp_path_factory):
+    """The A-E table on synthetic data, run once for the module: (its folder, the settings file)."""
+    from dlcv.ssl import table
+
+    base = tmp_path_factory.mktemp("table")
+    (base / "byol.yaml").write_text(TINY_BYOL)
+    (base / "finetune.yaml").write_text(TINY_FINETUNE)
+    (base / "settings.yaml").write_text(TINY_SETTINGS)
+    return table(base / "settings.yaml", ssl_data, runs_dir=base / "runs"), base / "settings.yaml"
+
+
+def test_table_has_five_settings_with_their_run_folders(table_run):
+    folder, _ = table_run
+    result = json.loads((folder / "table.json").read_text())
+    assert [r["setting"] for r in result["rows"]] == ["A", "B", "C", "D", "E"]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and (folder / r["setting"] / "summary.json").is_file()
+               for r in result["rows"])
+    assert [r["finetuning"] for r in result["rows"]] == ["full", "full", "full", "frozen", "frozen"]
+    with open(folder / "table.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 5
+    assert "| C | self-supervised | full |" in (folder / "table.md").read_text()
+    byol = folder / "byol"
+    with open(byol / "metrics.csv", newline="") as handle:
+        assert all(row["knn_acc"] for row in csv.DictReader(handle))
+    assert (byol / "backbone.pt").is_file() and (byol / "knn_curve.png").is_file()
+    summary = json.loads((byol / "summary.json").read_text())
+    assert 0.0 <= summary["knn_acc_at_init"] <= 1.0 and len(summary["knn_acc"]) == 1
+    assert (folder / "C" / "embeddings" / "train_epoch_001.npz").is_file()  # t-SNE of C's training set
+
+
+def test_table_reuses_finished_runs(table_run, ssl_data, capsys):
+    folder, settings = table_run
+    stamps = {s: (folder / s / "summary.json").stat().st_mtime_ns for s in "ABCDE"}
+    code, out, err = run_cli(capsys, "ssl", "table", "--config", settings, "--data", ssl_data,
+                             "--runs-dir", folder.parent)
+    assert code == 0, err
+    assert out.count("reusing") == 6  # the BYOL backbone and the five settings
+    assert stamps == {s: (folder / s / "summary.json").stat().st_mtime_ns for s in "ABCDE"}
+
+
+def test_predictions_keep_the_input_csv_order_with_empty_labels(table_run, ssl_data, tmp_path, capsys):
+    folder, _ = table_run
+    names = ["2_1.jpg", "0_0.jpg", "1_2.jpg", "0_2.jpg"]
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text("id,filename,label\n" + "".join(f"{10 - i},{n},\n" for i, n in enumerate(names)))
+    code, _, err = run_cli(capsys, "ssl", "predict", "--checkpoint", folder / "C" / "best.ckpt", "--csv", test_csv,
+                           "--images", ssl_data / "office" / "val", "--output", tmp_path / "pred.csv")
+    assert code == 0, err
+    with open(tmp_path / "pred.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["filename"] for r in rows] == names and [r["id"] for r in rows] == ["10", "9", "8", "7"]
+    assert all(0 <= int(r["label"]) < 3 for r in rows)
+
+
+def test_prediction_csv_without_id_column_is_a_clear_error(table_run, ssl_data, tmp_path, capsys):
+    folder, _ = table_run
+    bad = tmp_path / "bad.csv"
+    bad.write_text("filename,label\n0_0.jpg,\n")
+    code, _, err = run_cli(capsys, "ssl", "predict", "--checkpoint", folder / "C" / "best.ckpt", "--csv", bad,
+                           "--images", ssl_data / "office" / "val", "--output", tmp_path / "pred.csv")
+    assert code == 2 and "missing column(s) id" in err and "Traceback" not in err
+    assert not (tmp_path / "pred.csv").exists()
+
+
+def test_pretraining_resumes_from_its_last_checkpoint(ssl_data, tmp_path):
+    from dlcv.ssl import pretrain, read_metric
+
+    recipe = tmp_path / "byol.yaml"
+    recipe.write_text(TINY_BYOL)
+    run = pretrain(recipe, ssl_data / "mini" / "train", runs_dir=tmp_path / "runs")
+    assert read_metric(run / "metrics.csv", "knn_acc") == []  # no monitor given: no kNN column
+    saved = (run / "recipe.yaml").read_text()
+    (run / "recipe.yaml").write_text(saved.replace("epochs: 1", "epochs: 2"))  # as if stopped after epoch 1 of 2
+    pretrain(recipe, ssl_data / "mini" / "train", runs_dir=tmp_path / "runs", resume=True)
+    momentum = read_metric(run / "metrics.csv", "momentum")
+    assert len(momentum) == 2 and momentum[1] > momentum[0]  # the schedule went on from the resumed step
+    assert json.loads((run / "summary.json").read_text())["epochs"] == 2
