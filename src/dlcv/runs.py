@@ -200,24 +200,24 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
             sync_batchnorm = False  # torch's SyncBatchNorm runs on GPUs only
             print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
                   file=sys.stderr)
-    options = dict(
-        default_root_dir=run_dir,
-        max_epochs=max_epochs,
-        accelerator=train["accelerator"],
-        devices=train["devices"],
-        num_nodes=int(train.get("num_nodes", 1)),
-        strategy=train.get("strategy", "auto"),
-        sync_batchnorm=sync_batchnorm,
-        gradient_clip_val=float(train.get("gradient_clip", 0)) or None,
-        precision=resolve_precision(str(train["precision"]), str(train["accelerator"])),
-        deterministic=bool(train["deterministic"]),
-        logger=TensorBoardLogger(run_dir, name="tensorboard", version=""),
-        callbacks=callbacks,
-        enable_progress_bar=interactive,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=10,
-    )
+    options = {
+        "default_root_dir": run_dir,
+        "max_epochs": max_epochs,
+        "accelerator": train["accelerator"],
+        "devices": train["devices"],
+        "num_nodes": int(train.get("num_nodes", 1)),
+        "strategy": train.get("strategy", "auto"),
+        "sync_batchnorm": sync_batchnorm,
+        "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
+        "precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
+        "deterministic": bool(train["deterministic"]),
+        "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
+        "callbacks": callbacks,
+        "enable_progress_bar": interactive,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 10,
+    }
     options.update(overrides)
     return L.Trainer(**options)
 

@@ -41,7 +41,7 @@ def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: int, steps_per_epoch: int) -> dict | None:
     """A Lightning scheduler config stepping every batch, or None for a constant rate."""
     name = cfg["name"].lower()
-    warmup = int(round(float(cfg["warmup_epochs"]) * steps_per_epoch))
+    warmup = round(float(cfg["warmup_epochs"]) * steps_per_epoch)
     if name == "constant":
         return None
     if name == "onecycle":
@@ -70,7 +70,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: in
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     elif name == "cosine_restarts":  # SGDR: cosine periods of restart_epochs, each restart_mult times longer
         floor = float(cfg["min_lr_fraction"])
-        period = max(1, int(round(float(cfg["restart_epochs"]) * steps_per_epoch)))
+        period = max(1, round(float(cfg["restart_epochs"]) * steps_per_epoch))
         mult = max(1, int(cfg["restart_mult"]))
 
         def factor(step: int) -> float:
