@@ -116,7 +116,7 @@ def test_course_wrappers_write_the_years_format(trained_run, p1_data, tmp_path):
         assert lines[0] == header and len(lines) == 17
 
 
-def test_demo_learns_both_problems_and_draws_their_figures(capsys, tmp_path):
+def test_demo_runs_every_problem_and_builds_the_report(capsys, tmp_path):
     """The README's main job, as shipped: it must really learn the default data (chance is 0.1)."""
     code, out, _ = run_cli(capsys, "demo", "--output", tmp_path / "demo")
     assert code == 0, out
@@ -131,7 +131,10 @@ def test_demo_learns_both_problems_and_draws_their_figures(capsys, tmp_path):
     report = tmp_path / "demo" / "report" / "index.html"
     assert f"report:             {report}" in out
     page = report.read_text()
-    assert 'id="classification"' in page and 'id="segmentation"' in page
+    assert 'id="classification"' in page and 'id="segmentation"' in page and 'id="ssl"' in page
+    table = json.loads((tmp_path / "demo" / "runs" / "ssl_table_demo" / "table.json").read_text())
+    assert [r["setting"] for r in table["rows"]] == ["A", "B", "C", "D", "E"]
+    assert "ssl: A " in out and f"{table['rows'][2]['accuracy']:.4f}" in page
     summary = json.loads((run / "summary.json").read_text())
     assert f"{summary['best_val_acc']:.4f}" in page
     code, _, err = run_cli(capsys, "demo", "--output", tmp_path / "demo")

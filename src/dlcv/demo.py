@@ -6,6 +6,7 @@ It synthesises the data, trains with small recipes, predicts and evaluates, and 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,37 @@ P2_DEMO_RECIPE = {
     "progress": {"images": ["0000", "0001", "0002"]},
 }
 
+# The self-supervised problem at demo scale: ResNet18 at 32x32, BYOL on the unlabelled images, the
+# supervised backbone of B and D trained on Problem 1's synthetic images, then settings A-E.
+SSL_DEMO_BYOL = {
+    "name": "byol_demo",
+    "data": {"image_size": 32, "batch_size": 64, "eval_batch_size": 128},
+    "views": {"size": 32, "min_scale": 0.2},
+    "model": {"arch": "resnet18"},
+    "byol": {"hidden_dim": 256, "output_dim": 64},
+    "optim": {"lr": 2.0e-3},
+    "train": {"epochs": 4},
+    "monitor": {"k": 5},
+}
+SSL_DEMO_SUPERVISED = {
+    "name": "supervised_demo",
+    "data": {"holdout": 0.1, "batch_size": 128, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    "model": {"name": "resnet_transfer", "args": {"arch": "resnet18", "head": "linear"}},
+    "optim": {"name": "sgd", "lr": 0.05, "weight_decay": 5.0e-4},
+    "schedule": {"name": "onecycle"},
+    "train": {"epochs": 3},
+    "embed": {"epochs": ""},
+}
+SSL_DEMO_FINETUNE = {
+    "name": "finetune_demo",
+    "data": {"image_size": 32, "crop_padding": 2, "batch_size": 32, "eval_batch_size": 128, "holdout": 0.2,
+             "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    "model": {"name": "resnet_transfer", "args": {"arch": "resnet18", "head": "linear"}},
+    "optim": {"name": "adam", "lr": 1.0e-3, "weight_decay": 1.0e-4},
+    "train": {"epochs": 4},
+    "embed": {"epochs": "first,last", "train_subset": 60},
+}
+
 
 def _write_recipe(folder: Path, recipe: dict) -> Path:
     folder.mkdir(exist_ok=True)
@@ -45,8 +77,8 @@ def _write_recipe(folder: Path, recipe: dict) -> Path:
 
 
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
-    from dlcv import classify, segment
-    from dlcv.data.synth import synth_p1, synth_p2
+    from dlcv import classify, segment, ssl
+    from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
     from dlcv.embed import plot
     from dlcv.report import build_report
 
@@ -55,10 +87,11 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
         raise DlcvError(f"{output}: already holds files; pass --overwrite to replace the demo there")
     start = time.perf_counter()
     output.mkdir(parents=True, exist_ok=True)
-    steps = 9
+    steps = 10
     print(f"[1/{steps}] synthesising the default data into {output / 'data'}", flush=True)
     p1 = synth_p1(output / "data", overwrite=True)
     p2 = synth_p2(output / "data", overwrite=True)
+    synth_ssl(output / "data", arch="resnet18", overwrite=True)
     runs = output / "runs"
     print(f"[2/{steps}] Problem 1: training dlcv_net from scratch", flush=True)
     run_dir = classify.fit(_write_recipe(output / "recipes", P1_DEMO_RECIPE), p1, runs_dir=runs, overwrite=True)
@@ -79,7 +112,19 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     seg_result = segment.evaluate(masks, p2 / "validation")
     print(f"[8/{steps}] Problem 2: masks through training", flush=True)
     grid = segment.progress(seg_run)
-    print(f"[9/{steps}] building the report of every run", flush=True)
+    print(f"[9/{steps}] self-supervised: BYOL, a supervised backbone, and fine-tuning settings A-E", flush=True)
+    recipes = output / "recipes"
+    settings = _write_recipe(recipes, {
+        "name": "ssl_table_demo",
+        "pretrain": _write_recipe(recipes, SSL_DEMO_BYOL).name,
+        "supervised": _write_recipe(recipes, SSL_DEMO_SUPERVISED).name,
+        "finetune": _write_recipe(recipes, SSL_DEMO_FINETUNE).name,
+        # the supervised backbone learns Problem 1's labelled images (the course's is ImageNet's)
+        "data": {"mini": "mini/train", "office": "office", "supervised": "../p1_data"},
+    })
+    table_dir = ssl.table(settings, p2, runs_dir=runs)
+    table_rows = json.loads((table_dir / "table.json").read_text())["rows"]
+    print(f"[10/{steps}] building the report of every run", flush=True)
     report = build_report(runs, output / "report", say=lambda *a, **k: None)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; everything is in {output}")
     print(f"  Problem 1 run:      {run_dir}")
@@ -89,7 +134,11 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     print(f"  Problem 2 run:      {seg_run}")
     print(f"  predicted masks:    {masks}")
     print(f"  masks in training:  {grid[0]}")
+    print(f"  A-E table:          {table_dir / 'table.md'}")
     print(f"  report:             {report['index']} (open it in a browser; Markdown: {report['markdown']})")
+    print("  Segment Anything needs a SAM checkpoint (none can be downloaded here): see the README's "
+          "`dlcv sam masks`")
+    print("ssl: " + "  ".join(f"{r['setting']} {r['accuracy']:.3f}" for r in table_rows))
     print(f"mean_iou: {seg_result['mean_iou']:.6f}")
     print(f"accuracy: {result['accuracy']:.4f}")
     return output

@@ -33,8 +33,8 @@ def table_folder(run: Run) -> Path | None:
     return run.path.parent if (run.path.parent / TABLE_FILE).is_file() else None
 
 
-def _minutes(seconds) -> float | None:
-    return None if seconds is None else float(seconds) / 60
+def _seconds(seconds) -> int | None:
+    return None if seconds is None else round(float(seconds))
 
 
 def settings_blocks(folder: Path) -> list:
@@ -45,11 +45,11 @@ def settings_blocks(folder: Path) -> list:
     for row in table.get("rows", []):
         setting = str(row.get("setting"))
         rows.append([setting, row.get("pretraining"), row.get("finetuning"), row.get("accuracy"),
-                     row.get("selection_accuracy"), row.get("epochs"), _minutes(row.get("fit_seconds")),
+                     row.get("selection_accuracy"), row.get("epochs"), _seconds(row.get("fit_seconds")),
                      *by_setting.get(setting, [None] * len(course["results"])), row.get("notes")])
     reports = [r["report"] for r in course["results"]]
     blocks = [Heading(f"{table.get('name', folder.name)}: the five settings ({table.get('arch', '?')})", 3),
-              Table(["setting", "pre-training", "fine-tuning", "accuracy", "selection accuracy", "epochs", "minutes",
+              Table(["setting", "pre-training", "fine-tuning", "accuracy", "selection accuracy", "epochs", "seconds",
                      *(f"course {r}" for r in reports), "notes"], rows, digits=4,
                     caption=f"Accuracy of each setting's best checkpoint (from {folder.name}/{TABLE_FILE}) beside "
                             f"the course's reports ({course['title']}; ours on this run's data)")]
