@@ -217,6 +217,17 @@ def _demo(args) -> None:
     run_demo(args.output, overwrite=args.overwrite)
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The flags every training command shares: where its run folder goes and how an old one is treated."""
+    parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    parser.add_argument("--name", help="run folder name (default: the recipe's name)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlcv", description="The computer-vision work of DLCV HW1, end to end.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -260,13 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit = classify.add_parser("fit", help="train a classifier from a recipe")
     fit.add_argument("--config", required=True, help="recipe YAML, e.g. configs/p1/model_a.yaml")
     fit.add_argument("--data", required=True, help="folder holding train_50/ and val_50/ (p1_data)")
-    fit.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
-    fit.add_argument("--name", help="run folder name (default: the recipe's name)")
-    fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
-    fit.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
-    fit.add_argument("--resume", action="store_true",
-                     help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
+    _run_options(fit)
     fit.set_defaults(handler=_fit)
 
     predict = classify.add_parser("predict", help="write filename,label for every image of a folder")
@@ -305,13 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg_fit = segment.add_parser("fit", help="train a segmentation model from a recipe")
     seg_fit.add_argument("--config", required=True, help="recipe YAML, e.g. configs/seg/cpu.yaml")
     seg_fit.add_argument("--data", required=True, help="folder holding train/ and validation/ (p2_data)")
-    seg_fit.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
-    seg_fit.add_argument("--name", help="run folder name (default: the recipe's name)")
-    seg_fit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
-    seg_fit.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
-    seg_fit.add_argument("--resume", action="store_true",
-                         help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
+    _run_options(seg_fit)
     seg_fit.set_defaults(handler=_segment_fit)
 
     seg_predict = segment.add_parser("predict", help="write NNNN_mask.png for every NNNN_sat.jpg of a folder")
@@ -367,20 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     ssl = commands.add_parser("ssl", help="self-supervised pre-training (BYOL) and the transfer settings A-E")\
         .add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    def run_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
-        parser.add_argument("--name", help="run folder name (default: the recipe's name)")
-        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
-        parser.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
-        parser.add_argument("--resume", action="store_true",
-                            help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
-
     ssl_pretrain = ssl.add_parser("pretrain", help="BYOL on a folder of unlabelled images; exports backbone.pt")
     ssl_pretrain.add_argument("--config", help="BYOL recipe, e.g. configs/ssl/byol_resnet50.yaml")
     ssl_pretrain.add_argument("--data", required=True, help="folder of unlabelled images (mini/train)")
     ssl_pretrain.add_argument("--monitor", help="an Office-Home folder (train/, val/, CSVs): kNN accuracy per epoch")
-    run_options(ssl_pretrain)
+    _run_options(ssl_pretrain)
     ssl_pretrain.set_defaults(handler=_ssl_pretrain)
 
     ssl_finetune = ssl.add_parser("finetune", help="fine-tune one setting (A-E) on Office-Home")
@@ -389,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssl_finetune.add_argument("--backbone", help="backbone file (B, D: pretrain_model_SL.pt; C, E: runs/.../backbone.pt)")
     ssl_finetune.add_argument("--data", required=True, help="the Office-Home folder (train/, val/, train.csv, val.csv)")
     ssl_finetune.add_argument("--config", help="fine-tuning recipe (default: the built-in one, R1's)")
-    run_options(ssl_finetune)
+    _run_options(ssl_finetune)
     ssl_finetune.set_defaults(handler=_ssl_finetune)
 
     ssl_table = ssl.add_parser("table", help="run or reuse settings A-E from one recipe; write the table")
