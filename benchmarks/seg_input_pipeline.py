@@ -14,6 +14,7 @@ Usage: python benchmarks/seg_input_pipeline.py [--data ../shared/data/hw1_data/p
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import time
@@ -66,7 +67,7 @@ def reference_loader(pairs, cfg, batch_size):
         v2.Normalize(cfg["mean"], cfg["std"]),
     ])
     return DataLoader(PilPairs(pairs, transform, MaskCodec(cfg["unmapped"])), batch_size=batch_size, shuffle=True,
-                      drop_last=True, num_workers=2, persistent_workers=True)
+                      drop_last=True, num_workers=2)
 
 
 def ours(images, masks, cfg, batch_size, epoch=0):
@@ -77,17 +78,29 @@ def ours(images, masks, cfg, batch_size, epoch=0):
         yield to_float(x, cfg["mean"], cfg["std"]), y.long()
 
 
-def time_batches(iterable, limit):
-    start, n = time.perf_counter(), 0
-    for i, (_, y) in enumerate(iterable):
-        n += 1
-        if i + 1 >= limit:
-            break
-    return n / (time.perf_counter() - start)
+def finish(it) -> None:
+    """End a feed before the next one is timed: a DataLoader iterator joins its workers, which would
+    otherwise go on prefetching (on the same 2 cores) while the next feed is measured."""
+    del it
+    gc.collect()
+    time.sleep(0.5)
 
 
-def train_rate(step, batches, steps, warmup=1):
-    it = iter(batches)
+def time_batches(feed, limit, warmup=3):
+    """Ready batches per second over ``limit`` batches, after ``warmup`` (workers started, pools warm)."""
+    it = iter(feed())
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(limit):
+        next(it)
+    rate = limit / (time.perf_counter() - start)
+    finish(it)
+    return rate
+
+
+def train_rate(step, feed, steps, warmup=1):
+    it = iter(feed())
     for _ in range(warmup):
         step(*next(it))
     start, n = time.perf_counter(), 0
@@ -95,15 +108,17 @@ def train_rate(step, batches, steps, warmup=1):
         x, y = next(it)
         step(x, y)
         n += len(y)
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    finish(it)
+    return rate
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared/data/hw1_data/p2_data"))
     parser.add_argument("--recipe", default=str(REPO / "configs/seg/cpu.yaml"))
-    parser.add_argument("--batches", type=int, default=40, help="batches per (a) measurement")
-    parser.add_argument("--steps", type=int, default=6, help="training steps per (b) measurement")
+    parser.add_argument("--batches", type=int, default=100, help="batches per (a) measurement")
+    parser.add_argument("--steps", type=int, default=10, help="training steps per (b) measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     args = parser.parse_args()
     recipe = load_recipe(segment_defaults(), args.recipe)
@@ -117,12 +132,11 @@ def main():
     print(f"load from the memory-mapped caches: {time.perf_counter() - start:.1f} s")
 
     ref = reference_loader(pairs, cfg, batch)
-    time_batches(ref, 3)  # start the workers
-    feeds_a = {"dlcv": lambda: ours(images, masks, cfg, batch), "reference": lambda: iter(ref)}
+    feeds_a = {"dlcv": lambda: ours(images, masks, cfg, batch), "reference": lambda: ref}
     rates_a = {name: [] for name in feeds_a}
     for _ in range(args.rounds):
         for name, feed in feeds_a.items():
-            rates_a[name].append(time_batches(feed(), args.batches))
+            rates_a[name].append(time_batches(feed, args.batches))
     ours_a, ref_a = (float(np.median(rates_a[n])) for n in ("dlcv", "reference"))
     print(f"(a) ready batches/s, no model: dlcv {ours_a:.1f}  reference {ref_a:.2f}  ratio {ours_a / ref_a:.1f}x "
           f"(target >= 10x)")
@@ -145,11 +159,11 @@ def main():
     fixed = next(ours(images, masks, cfg, batch))
     steps = {name: make_step() for name in ("limit", "dlcv", "reference")}
     feeds = {"limit": lambda: iter(lambda: fixed, None), "dlcv": lambda: ours(images, masks, cfg, batch, epoch=1),
-             "reference": lambda: iter(ref)}
+             "reference": lambda: ref}
     rates = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name in steps:
-            rates[name].append(train_rate(steps[name], feeds[name](), args.steps))
+            rates[name].append(train_rate(steps[name], feeds[name], args.steps))
     limit, ours_b, ref_b = (float(np.median(rates[n])) for n in ("limit", "dlcv", "reference"))
     print(f"(b) training images/s with {recipe['model']['name']}: limit (fixed batch) {limit:.1f}  "
           f"dlcv {ours_b:.1f} ({ours_b / limit:.1%} of limit, target >= 95%)  reference {ref_b:.1f} ({ref_b / limit:.1%})")
