@@ -112,6 +112,33 @@ def test_byol_loss_falls_on_a_tiny_data_set():
     assert losses[-1] < losses[0] - 0.05, losses
 
 
+def test_untrained_monitor_calibrates_batch_norm_on_the_pretraining_images_without_training():
+    from types import SimpleNamespace
+
+    from dlcv.tasks.byol import calibrate_batch_norm
+
+    task, recipe = tiny_task()
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (24, 32, 32, 3), dtype=torch.uint8, generator=generator)
+    cfg = {**recipe["data"], "input_size": 32}
+    before = {k: v.clone() for k, v in task.backbone.state_dict().items()}
+    trunk = __import__("copy").deepcopy(task.backbone)
+    calibrate_batch_norm(trunk, images, cfg, batch=8)
+    after = trunk.state_dict()
+    for key, value in before.items():
+        if "running_mean" in key or "running_var" in key:
+            assert not torch.allclose(after[key], value), key  # estimated from the images
+        elif value.is_floating_point():
+            assert torch.equal(after[key], value), key  # no weight moves
+    assert not trunk.training
+    assert trunk.bn1.momentum == 0.1  # restored after the cumulative average of the calibration
+    rows = torch.tensor([[i % 3, int(i >= 12)] for i in range(24)])
+    data = SimpleNamespace(cfg=recipe["data"], views=recipe["views"], images=images, monitor_x=images, monitor_y=rows)
+    result = task.knn_untrained(data)
+    assert set(result) == {"knn_acc", "knn_acc_unit_bn"} and all(0.0 <= v <= 1.0 for v in result.values())
+    assert all(torch.equal(task.backbone.state_dict()[k], v) for k, v in before.items())  # a copy was calibrated
+
+
 def test_exported_backbone_loads_strictly_into_torchvision_and_round_trips(tmp_path):
     from torchvision import models
 
@@ -208,6 +235,8 @@ def test_table_has_five_settings_with_their_run_folders(table_run):
     assert (byol / "backbone.pt").is_file() and (byol / "knn_curve.png").is_file()
     summary = json.loads((byol / "summary.json").read_text())
     assert 0.0 <= summary["knn_acc_at_init"] <= 1.0 and len(summary["knn_acc"]) == 1
+    untrained = json.loads((byol / "knn_at_init.json").read_text())
+    assert untrained["knn_acc"] == summary["knn_acc_at_init"] and 0.0 <= untrained["knn_acc_unit_bn"] <= 1.0
     assert (folder / "C" / "embeddings" / "train_epoch_001.npz").is_file()  # t-SNE of C's training set
 
 

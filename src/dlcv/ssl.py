@@ -73,11 +73,13 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
                             **({} if monitored else {"limit_val_batches": 0}))
     at_init = read_json_key(run_dir / INIT_FILE, "knn_acc")
     if monitored and resume_from is None:
-        # The monitor before any training: random convolutional features already separate small images
-        # by colour, so the per-epoch curve is read against this value, not against chance.
-        at_init = float(trainer.validate(task, datamodule=data_module, verbose=False)[0]["knn_acc"])
-        write_json(run_dir / INIT_FILE, {"knn_acc": at_init})
-        print(f"kNN accuracy of the trunk at initialisation: {at_init:.4f}", flush=True)
+        # The monitor before any training, with batch-norm statistics of the pre-training images (see
+        # BYOLTask.knn_untrained): the per-epoch curve is read against this value, not against chance.
+        untrained = task.knn_untrained(data_module)
+        at_init = untrained["knn_acc"]
+        write_json(run_dir / INIT_FILE, untrained)
+        print(f"kNN accuracy of the untrained trunk: {at_init:.4f} (batch-norm statistics of the pre-training "
+              f"images; {untrained['knn_acc_unit_bn']:.4f} with none)", flush=True)
     trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
     if not trainer.is_global_zero:
         return run_dir
@@ -145,7 +147,7 @@ def read_json_key(path: Path, key: str):
 
 
 def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None) -> Path:
-    """The kNN monitor's accuracy over pre-training epochs (epoch 0: at initialisation, when measured),
+    """The kNN monitor's accuracy over pre-training epochs (epoch 0: the untrained trunk, when measured),
     as ``stem.png`` and ``stem.pdf``."""
     import matplotlib
 

@@ -20,6 +20,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from dlcv.data.augment import prepare_batch
 from dlcv.models.transfer import resnet_trunk
 from dlcv.tasks.base import BaseTask
 
@@ -86,12 +87,58 @@ class BYOLTask(BaseTask):
     def on_validation_epoch_end(self):
         if not self._monitor:
             return
-        from dlcv.metrics.embedding import knn_accuracy_against
-
         features = torch.cat([f for f, _ in self._monitor]).numpy()
         rows = torch.cat([r for _, r in self._monitor]).numpy()
         self._monitor.clear()
-        query = rows[:, 1] == 1
-        accuracy = knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0],
-                                        k=self.knn_k)
-        self.log("knn_acc", float(np.float32(accuracy)), prog_bar=True)
+        self.log("knn_acc", float(np.float32(monitor_knn(features, rows, self.knn_k))), prog_bar=True)
+
+    @torch.no_grad()
+    def knn_untrained(self, data, calibration_images: int = 2048) -> dict[str, float]:
+        """The monitor before epoch 1, the value the per-epoch curve is read against.
+
+        ``knn_acc``: the untrained trunk with its batch-norm statistics estimated on (up to
+        ``calibration_images`` of) the pre-training images, weights untouched: the network epoch 1
+        starts from. ``knn_acc_unit_bn``: the same trunk with batch norm's initial statistics (mean 0,
+        variance 1, i.e. no normalisation), which scores higher on small images because raw colour
+        survives every layer; it is not a trunk any trained run can be compared with.
+        """
+        cfg = {**data.cfg, "input_size": int(data.views["size"])}
+        batch = int(cfg["eval_batch_size"])
+
+        def features(trunk: nn.Module) -> np.ndarray:
+            trunk.eval()
+            x = data.monitor_x
+            return torch.cat([trunk(prepare_batch(x[i : i + batch], cfg).to(self.device)).float().cpu()
+                              for i in range(0, len(x), batch)]).numpy()
+
+        rows = data.monitor_y.numpy()
+        trunk = copy.deepcopy(self.backbone)
+        result = {"knn_acc_unit_bn": monitor_knn(features(trunk), rows, self.knn_k)}
+        calibrate_batch_norm(trunk, data.images[:calibration_images], cfg, batch, self.device)
+        result["knn_acc"] = monitor_knn(features(trunk), rows, self.knn_k)
+        return {k: float(np.float32(v)) for k, v in result.items()}
+
+
+def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
+    """kNN accuracy of the monitor's queries (``rows[:, 1] == 1``) against its bank; ``rows[:, 0]`` the labels."""
+    from dlcv.metrics.embedding import knn_accuracy_against
+
+    query = rows[:, 1] == 1
+    return knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
+
+
+@torch.no_grad()
+def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> None:
+    """Replace every batch-norm layer's running statistics by their plain average over uint8 ``images``
+    (prepared without augmentation); no weight changes."""
+    norms = [m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the calibration batches
+    trunk.train()
+    for i in range(0, len(images), batch):
+        trunk(prepare_batch(images[i : i + batch], cfg).to(device))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    trunk.eval()
