@@ -152,8 +152,8 @@ def main():
     }
     rates = {name: [] for name in steps}
     for _ in range(args.rounds):
-        for name in steps:
-            rates[name].append(train_rate(steps[name], feeds[name](), args.steps))
+        for name, step in steps.items():
+            rates[name].append(train_rate(step, feeds[name](), args.steps))
     limit, ours_rate, ref_train = (float(np.median(rates[n])) for n in ("limit", "dlcv", "reference"))
     print(f"(b) training images/s with {recipe['model']['name']}: limit (fixed batch) {limit:.0f}  "
           f"dlcv {ours_rate:.0f} ({ours_rate / limit:.1%} of limit, target >= 95%)  "

@@ -162,8 +162,8 @@ def main():
              "reference": lambda: ref}
     rates = {name: [] for name in steps}
     for _ in range(args.rounds):
-        for name in steps:
-            rates[name].append(train_rate(steps[name], feeds[name], args.steps))
+        for name, step in steps.items():
+            rates[name].append(train_rate(step, feeds[name], args.steps))
     limit, ours_b, ref_b = (float(np.median(rates[n])) for n in ("limit", "dlcv", "reference"))
     print(f"(b) training images/s with {recipe['model']['name']}: limit (fixed batch) {limit:.1f}  "
           f"dlcv {ours_b:.1f} ({ours_b / limit:.1%} of limit, target >= 95%)  reference {ref_b:.1f} ({ref_b / limit:.1%})")
