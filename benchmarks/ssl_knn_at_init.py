@@ -1,32 +1,93 @@
-"""The kNN monitor of a BYOL recipe's trunk at initialisation (its seed), i.e. the value before epoch 1,
-which the per-epoch curve in metrics.csv should be read against (random convolutional features already
-separate small images by colour).
+"""kNN accuracy of BYOL trunks on the transfer split: the untrained trunk (two ways) and any backbone files.
 
-Usage: python benchmarks/ssl_knn_at_init.py [BYOL_RECIPE] [OFFICE_DIR]
-       (default: configs/ssl/byol_cpu.yaml and the transfer split's office/ under /tmp/dlcv_transfer_split)
+Two monitors, 20-NN cosine as in ``dlcv ssl pretrain``: ``office`` (val of classes 25-49 against a
+class-balanced bank of their train images: the transfer the table is about, and the run's own monitor) and
+``in-domain`` (``supervised/val_50`` against ``supervised/train_50``: the 25 classes the unlabelled
+``mini/train`` images come from). Three kinds of trunk:
+
+  - ``untrained, unit BN``: the recipe's seeded trunk with batch norm's initial statistics (mean 0, variance
+    1: no normalisation), what an evaluation-mode forward of a fresh model computes;
+  - ``untrained, calibrated BN``: the same weights with batch-norm statistics estimated on the pre-training
+    images (``dlcv.tasks.byol.calibrate_batch_norm``), the network epoch 1 starts from and what
+    ``dlcv ssl pretrain`` reports as epoch 0;
+  - each ``--backbone NAME=FILE`` (a torchvision ResNet state_dict, e.g. a run's ``backbone.pt``).
+
+Usage: python benchmarks/ssl_knn_at_init.py [--recipe configs/ssl/byol_cpu.yaml]
+       [--split /tmp/dlcv_transfer_split] [--backbone byol=RUN/byol/backbone.pt ...]
 """
-import sys
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 
 from dlcv.config import load_recipe
 from dlcv.data.augment import prepare_batch
+from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.office import monitor_sets
-from dlcv.metrics.embedding import knn_accuracy_against
+from dlcv.data.p1 import read_image_folder, stratified_holdout
+from dlcv.models.transfer import load_backbone
 from dlcv.recipes import byol_defaults
-from dlcv.tasks.byol import BYOLTask
+from dlcv.tasks.byol import BYOLTask, calibrate_batch_norm, monitor_knn, spread
 
-recipe_path = sys.argv[1] if len(sys.argv) > 1 else "configs/ssl/byol_cpu.yaml"
-office = sys.argv[2] if len(sys.argv) > 2 else "/tmp/dlcv_transfer_split/office"
-r = load_recipe(byol_defaults(), recipe_path)
-L.seed_everything(int(r["seed"]), workers=True, verbose=False)  # as dlcv ssl pretrain seeds before building
-task = BYOLTask(r).eval()
-x, rows = monitor_sets(office, r["data"]["image_size"], int(r["monitor"]["max_bank"]), int(r["seed"]))
-cfg = {**r["data"], "input_size": int(r["views"]["size"])}
-with torch.inference_mode():
-    f = torch.cat([task.backbone(prepare_batch(x[i : i + 500], cfg)) for i in range(0, len(x), 500)]).float().numpy()
-rows = rows.numpy()
-query = rows[:, 1] == 1
-accuracy = knn_accuracy_against(f[~query], rows[~query, 0], f[query], rows[query, 0], k=int(r["monitor"]["k"]))
-print(f"knn_acc at initialisation: {accuracy:.4f}")
+
+def in_domain_sets(folder: Path, side: int | None, max_bank: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """``train_50`` (a class-balanced bank of at most ``max_bank``) and ``val_50`` (queries), as monitor rows."""
+    parts = []
+    for split, is_query in (("train_50", 0), ("val_50", 1)):
+        listed = read_image_folder(folder / split)
+        if not is_query and len(listed.labels) > max_bank:
+            _, keep = stratified_holdout(listed.labels, max_bank / len(listed.labels), seed)
+            listed = listed.subset(keep)
+        images = torch.from_numpy(np.array(load_resized_stack(listed.files, side)))
+        parts.append((images, np.stack([listed.labels, np.full(len(listed.labels), is_query)], 1)))
+    return torch.cat([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+@torch.inference_mode()
+def knn(trunk: torch.nn.Module, images: torch.Tensor, rows: np.ndarray, cfg: dict, k: int) -> float:
+    trunk.eval()
+    batch = int(cfg["eval_batch_size"])
+    features = torch.cat([trunk(prepare_batch(images[i : i + batch], cfg)).float()
+                          for i in range(0, len(images), batch)]).numpy()
+    return monitor_knn(features, rows, k)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="configs/ssl/byol_cpu.yaml")
+    parser.add_argument("--split", default="/tmp/dlcv_transfer_split")
+    parser.add_argument("--backbone", action="append", default=[], metavar="NAME=FILE")
+    args = parser.parse_args()
+    recipe = load_recipe(byol_defaults(), args.recipe)
+    split, side, seed = Path(args.split), recipe["data"]["image_size"], int(recipe["seed"])
+    k, bank = int(recipe["monitor"]["k"]), int(recipe["monitor"]["max_bank"])
+    cfg = {**recipe["data"], "input_size": int(recipe["views"]["size"])}
+    x, rows = monitor_sets(split / "office", side, bank, seed)
+    monitors = {"office": (x, rows.numpy())}
+    if (split / "supervised" / "val_50").is_dir():
+        monitors["in-domain"] = in_domain_sets(split / "supervised", side, bank, seed)
+
+    L.seed_everything(seed, workers=True, verbose=False)  # as dlcv ssl pretrain seeds before building
+    untrained = BYOLTask(recipe).backbone
+    calibrated = copy.deepcopy(untrained)
+    pretraining = torch.from_numpy(np.array(load_resized_stack(list_images(split / "mini" / "train"), side)))
+    calibrate_batch_norm(calibrated, spread(pretraining, 2048), cfg, int(cfg["eval_batch_size"]))
+    trunks = {"untrained, unit BN": untrained, "untrained, calibrated BN": calibrated}
+    for spec in args.backbone:
+        name, _, path = spec.partition("=")
+        trunks[name] = load_backbone(path, recipe["model"]["arch"])
+
+    print(f"| trunk | {' | '.join(monitors)} |\n|---|{'---|' * len(monitors)}")
+    for name, trunk in trunks.items():
+        scores = [knn(trunk, images, labels, cfg, k) for images, labels in monitors.values()]
+        print(f"| {name} | {' | '.join(f'{s:.4f}' for s in scores)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -114,9 +114,16 @@ class BYOLTask(BaseTask):
         rows = data.monitor_y.numpy()
         trunk = copy.deepcopy(self.backbone)
         result = {"knn_acc_unit_bn": monitor_knn(features(trunk), rows, self.knn_k)}
-        calibrate_batch_norm(trunk, data.images[:calibration_images], cfg, batch, self.device)
+        calibrate_batch_norm(trunk, spread(data.images, calibration_images), cfg, batch, self.device)
         result["knn_acc"] = monitor_knn(features(trunk), rows, self.knn_k)
         return {k: float(np.float32(v)) for k, v in result.items()}
+
+
+def spread(images: torch.Tensor, count: int) -> torch.Tensor:
+    """At most ``count`` images evenly spaced through ``images`` (folders sorted by name are often sorted by class)."""
+    if len(images) <= count:
+        return images
+    return images[torch.linspace(0, len(images) - 1, count).round().long()]
 
 
 def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
