@@ -30,23 +30,9 @@ from dlcv.config import load_recipe
 from dlcv.data.augment import prepare_batch
 from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.office import monitor_sets
-from dlcv.data.p1 import read_image_folder, stratified_holdout
 from dlcv.models.transfer import load_backbone
 from dlcv.recipes import byol_defaults
 from dlcv.tasks.byol import BYOLTask, calibrate_batch_norm, monitor_knn, spread
-
-
-def in_domain_sets(folder: Path, side: int | None, max_bank: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    """``train_50`` (a class-balanced bank of at most ``max_bank``) and ``val_50`` (queries), as monitor rows."""
-    parts = []
-    for split, is_query in (("train_50", 0), ("val_50", 1)):
-        listed = read_image_folder(folder / split)
-        if not is_query and len(listed.labels) > max_bank:
-            _, keep = stratified_holdout(listed.labels, max_bank / len(listed.labels), seed)
-            listed = listed.subset(keep)
-        images = torch.from_numpy(np.array(load_resized_stack(listed.files, side)))
-        parts.append((images, np.stack([listed.labels, np.full(len(listed.labels), is_query)], 1)))
-    return torch.cat([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 @torch.inference_mode()
@@ -68,10 +54,11 @@ def main() -> None:
     split, side, seed = Path(args.split), recipe["data"]["image_size"], int(recipe["seed"])
     k, bank = int(recipe["monitor"]["k"]), int(recipe["monitor"]["max_bank"])
     cfg = {**recipe["data"], "input_size": int(recipe["views"]["size"])}
-    x, rows = monitor_sets(split / "office", side, bank, seed)
-    monitors = {"office": (x, rows.numpy())}
-    if (split / "supervised" / "val_50").is_dir():
-        monitors["in-domain"] = in_domain_sets(split / "supervised", side, bank, seed)
+    monitors = {}
+    for name, folder in (("office", split / "office"), ("in-domain", split / "supervised")):
+        if folder.is_dir():
+            x, rows = monitor_sets(folder, side, bank, seed)
+            monitors[name] = (x, rows.numpy())
 
     L.seed_everything(seed, workers=True, verbose=False)  # as dlcv ssl pretrain seeds before building
     untrained = BYOLTask(recipe).backbone

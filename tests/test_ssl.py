@@ -139,6 +139,19 @@ def test_untrained_monitor_calibrates_batch_norm_on_the_pretraining_images_witho
     assert all(torch.equal(task.backbone.state_dict()[k], v) for k, v in before.items())  # a copy was calibrated
 
 
+def test_knn_monitor_reads_office_home_or_p1_layout_and_names_any_other_folder(ssl_data, tmp_path):
+    from dlcv.data.office import monitor_sets
+
+    p1 = synth_p1(tmp_path, num_classes=4, train_per_class=5, val_per_class=2)
+    images, rows = monitor_sets(p1, 32, max_bank=8, seed=0, use_cache=False)
+    assert images.shape[1:] == (32, 32, 3) and int((rows[:, 1] == 1).sum()) == 8  # every val_50 image a query
+    assert int((rows[:, 1] == 0).sum()) == 8 and set(rows[rows[:, 1] == 0, 0].tolist()) == {0, 1, 2, 3}
+    _, rows = monitor_sets(ssl_data / "office", 32, max_bank=100, seed=0, use_cache=False)
+    assert int((rows[:, 1] == 0).sum()) == 24 and int((rows[:, 1] == 1).sum()) == 9
+    with pytest.raises(DlcvError, match=r"not a kNN monitor folder"):
+        monitor_sets(tmp_path, 32, max_bank=8, seed=0)
+
+
 def test_exported_backbone_loads_strictly_into_torchvision_and_round_trips(tmp_path):
     from torchvision import models
 

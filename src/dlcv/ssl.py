@@ -43,7 +43,7 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
         recipe = resumed_recipe(runs_dir, recipe)
     _check_byol_recipe(recipe)
     if monitor is not None and not Path(monitor).is_dir():
-        raise DlcvError(f"{monitor}: no such Office-Home folder for the kNN monitor")
+        raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
 
     import lightning as L
     import torch

@@ -369,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     ssl_pretrain = ssl.add_parser("pretrain", help="BYOL on a folder of unlabelled images; exports backbone.pt")
     ssl_pretrain.add_argument("--config", help="BYOL recipe, e.g. configs/ssl/byol_resnet50.yaml")
     ssl_pretrain.add_argument("--data", required=True, help="folder of unlabelled images (mini/train)")
-    ssl_pretrain.add_argument("--monitor", help="an Office-Home folder (train/, val/, CSVs): kNN accuracy per epoch")
+    ssl_pretrain.add_argument("--monitor", help="kNN accuracy per epoch on a labelled folder: Office-Home (train/, val/, "
+                              "CSVs) or p1 layout (train_50/, val_50/), e.g. the transfer split's supervised/")
     _run_options(ssl_pretrain)
     ssl_pretrain.set_defaults(handler=_ssl_pretrain)
 

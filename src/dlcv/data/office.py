@@ -61,15 +61,25 @@ def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> O
     return OfficeRows(ids, names, files, labels)
 
 
-def monitor_sets(office: str | os.PathLike, side: int | None, max_bank: int, seed: int,
+def monitor_sets(folder: str | os.PathLike, side: int | None, max_bank: int, seed: int,
                  use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kNN monitor's labelled images: Office-Home ``train`` (the memory bank, at most ``max_bank``
-    images, class-balanced) and ``val`` (the queries). Returns uint8 images and (N, 2) ``[label,
-    is_query]`` rows."""
-    office = Path(office)
+    """The kNN monitor's labelled images: a bank (at most ``max_bank`` images, class-balanced) and queries.
+
+    ``folder`` is an Office-Home folder (``train/`` the bank and ``val/`` the queries, with their CSVs),
+    or a p1-style labelled folder (``train_50/`` and ``val_50/``, the class at the start of each file
+    name), such as the transfer split's ``supervised/``: the classes the unlabelled images come from.
+    Returns uint8 images and (N, 2) ``[label, is_query]`` rows."""
+    folder = Path(folder)
+    if (folder / "train.csv").is_file():
+        splits = [(read_image_folder(folder / name, folder / f"{name}.csv"), is_query)
+                  for name, is_query in (("train", 0), ("val", 1))]
+    elif (folder / "train_50").is_dir() and (folder / "val_50").is_dir():
+        splits = [(read_image_folder(folder / name), is_query) for name, is_query in (("train_50", 0), ("val_50", 1))]
+    else:
+        raise DlcvError(f"{folder}: not a kNN monitor folder: it needs train/, val/ with train.csv, val.csv "
+                        "(Office-Home), or train_50/ and val_50/ (p1 layout)")
     parts = []
-    for split, is_query in (("train", 0), ("val", 1)):
-        listed = read_image_folder(office / split, office / f"{split}.csv")
+    for listed, is_query in splits:
         if not is_query and len(listed.labels) > max_bank:
             _, keep = stratified_holdout(listed.labels, max_bank / len(listed.labels), seed)
             listed = listed.subset(keep)
