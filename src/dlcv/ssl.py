@@ -100,7 +100,8 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
         "backbone": str(run_dir / BACKBONE_FILE),
     }
     if curve:
-        summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"], at_init))
+        summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"], at_init,
+                                                         monitor_label(Path(monitor))))
     write_json(run_dir / "summary.json", summary)
     knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
     print(f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run_dir / BACKBONE_FILE}",
@@ -146,7 +147,13 @@ def read_json_key(path: Path, key: str):
     return json.loads(path.read_text()).get(key) if path.is_file() else None
 
 
-def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None) -> Path:
+def monitor_label(folder: Path) -> str:
+    """What the monitor's queries are, for the curve's axis."""
+    return "Office-Home val" if (folder / "train.csv").is_file() else f"{folder.name}/val_50"
+
+
+def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None,
+                   queries: str = "Office-Home val") -> Path:
     """The kNN monitor's accuracy over pre-training epochs (epoch 0: the untrained trunk, when measured),
     as ``stem.png`` and ``stem.pdf``."""
     import matplotlib
@@ -162,7 +169,7 @@ def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float |
         epochs, points = [0, *epochs], [at_init, *points]
     ax.plot(epochs, points, marker="o", ms=3)
     ax.set_xlabel("pre-training epoch")
-    ax.set_ylabel("kNN accuracy (Office-Home val)")
+    ax.set_ylabel(f"kNN accuracy ({queries})")
     ax.set_title(f"{title}: kNN monitor")
     ax.grid(alpha=0.3)
     fig.tight_layout()
