@@ -248,9 +248,23 @@ def test_table_has_five_settings_with_their_run_folders(table_run):
     assert (byol / "backbone.pt").is_file() and (byol / "knn_curve.png").is_file()
     summary = json.loads((byol / "summary.json").read_text())
     assert 0.0 <= summary["knn_acc_at_init"] <= 1.0 and len(summary["knn_acc"]) == 1
+    assert summary["knn_monitor"].endswith("office")  # the default monitor
     untrained = json.loads((byol / "knn_at_init.json").read_text())
     assert untrained["knn_acc"] == summary["knn_acc_at_init"] and 0.0 <= untrained["knn_acc_unit_bn"] <= 1.0
     assert (folder / "C" / "embeddings" / "train_epoch_001.npz").is_file()  # t-SNE of C's training set
+
+
+def test_table_monitors_byol_on_the_labelled_folder_it_names(ssl_data, tmp_path):
+    from dlcv.ssl import table
+
+    p1 = synth_p1(tmp_path, num_classes=3, train_per_class=4, val_per_class=2)
+    (tmp_path / "byol.yaml").write_text(TINY_BYOL)
+    (tmp_path / "finetune.yaml").write_text(TINY_FINETUNE)
+    (tmp_path / "settings.yaml").write_text(TINY_SETTINGS + "settings: [E]\n")
+    folder = table(tmp_path / "settings.yaml", ssl_data, runs_dir=tmp_path / "runs",
+                   overrides=(f"data.monitor={p1}",))
+    summary = json.loads((folder / "byol" / "summary.json").read_text())
+    assert summary["knn_monitor"] == str(p1) and len(summary["knn_acc"]) == 1
 
 
 def test_table_reuses_finished_runs(table_run, ssl_data, capsys):

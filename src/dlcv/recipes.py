@@ -221,7 +221,8 @@ SSL_TABLE_DEFAULTS = {
     "finetune": None,  # fine-tuning recipe shared by all five settings (None: the built-in defaults)
     "backbones": {"supervised": None, "self_supervised": None},  # existing files (relative to --data), e.g. pretrain_model_SL.pt
     "data": {"root": None,  # the data folder when --data is not given
-             "mini": "mini/train", "office": "office", "supervised": "supervised"},  # folders under it
+             "mini": "mini/train", "office": "office", "supervised": "supervised",  # folders under it
+             "monitor": None},  # BYOL's kNN monitor, a labelled folder under it (None: the office folder)
     "settings": ["A", "B", "C", "D", "E"],
 }
 

@@ -329,8 +329,9 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
 
     backbones: dict[str, Path | None] = {"none": None}
     if "self_supervised" in needs:
+        monitor = data / recipe["data"]["monitor"] if recipe["data"]["monitor"] else office
         backbones["self_supervised"] = _relative(data, recipe["backbones"]["self_supervised"]) or \
-            _byol_backbone(table_dir, pretrain_recipe, data / recipe["data"]["mini"], office, arch)
+            _byol_backbone(table_dir, pretrain_recipe, data / recipe["data"]["mini"], monitor, arch)
     if "supervised" in needs:
         backbones["supervised"] = _relative(data, recipe["backbones"]["supervised"]) or \
             _supervised_backbone(table_dir, supervised_recipe, data / recipe["data"]["supervised"], arch)
@@ -388,7 +389,7 @@ def _shared_arch(finetune_recipe: Path | None, pretrain_recipe: Path | None, sup
     return arch
 
 
-def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, office: Path, arch: str) -> Path:
+def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, monitor: Path, arch: str) -> Path:
     if pretrain_recipe is None:
         raise DlcvError("the settings need a self-supervised backbone: set pretrain (a BYOL recipe) or "
                         "backbones.self_supervised (a file)")
@@ -396,7 +397,7 @@ def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, of
     if _finished(run_dir) and (run_dir / BACKBONE_FILE).is_file():
         print(f"self-supervised backbone: reusing {run_dir / BACKBONE_FILE}", flush=True)
     else:
-        pretrain(pretrain_recipe, mini, monitor=office, runs_dir=table_dir, name="byol",
+        pretrain(pretrain_recipe, mini, monitor=monitor, runs_dir=table_dir, name="byol",
                  overwrite=not _resumable(run_dir), resume=_resumable(run_dir))
     return run_dir / BACKBONE_FILE
 
