@@ -78,14 +78,6 @@ def ours(images, masks, cfg, batch_size, epoch=0):
         yield to_float(x, cfg["mean"], cfg["std"]), y.long()
 
 
-def finish(it) -> None:
-    """End a feed before the next one is timed: a DataLoader iterator joins its workers, which would
-    otherwise go on prefetching (on the same 2 cores) while the next feed is measured."""
-    del it
-    gc.collect()
-    time.sleep(0.5)
-
-
 def time_batches(feed, limit, warmup=3):
     """Ready batches per second over ``limit`` batches, after ``warmup`` (workers started, pools warm)."""
     it = iter(feed())
@@ -95,7 +87,10 @@ def time_batches(feed, limit, warmup=3):
     for _ in range(limit):
         next(it)
     rate = limit / (time.perf_counter() - start)
-    finish(it)
+    # End the feed before the next one is timed: a DataLoader iterator joins its workers when the last
+    # reference goes, which would otherwise go on prefetching on the same 2 cores.
+    del it
+    gc.collect()
     return rate
 
 
@@ -109,7 +104,8 @@ def train_rate(step, feed, steps, warmup=1):
         step(x, y)
         n += len(y)
     rate = n / (time.perf_counter() - start)
-    finish(it)
+    del it  # as in time_batches: the workers are joined before the next feed is timed
+    gc.collect()
     return rate
 
 

@@ -27,21 +27,17 @@ import numpy as np
 import torch
 
 from dlcv.config import load_recipe
-from dlcv.data.augment import prepare_batch
 from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.office import monitor_sets
 from dlcv.models.transfer import load_backbone
 from dlcv.recipes import byol_defaults
-from dlcv.tasks.byol import BYOLTask, calibrate_batch_norm, monitor_knn, spread
-
-
-@torch.inference_mode()
-def knn(trunk: torch.nn.Module, images: torch.Tensor, rows: np.ndarray, cfg: dict, k: int) -> float:
-    trunk.eval()
-    batch = int(cfg["eval_batch_size"])
-    features = torch.cat([trunk(prepare_batch(images[i : i + batch], cfg)).float()
-                          for i in range(0, len(images), batch)]).numpy()
-    return monitor_knn(features, rows, k)
+from dlcv.tasks.byol import (
+    BYOLTask,
+    calibrate_batch_norm,
+    monitor_knn,
+    spread,
+    trunk_features,
+)
 
 
 def main() -> None:
@@ -72,7 +68,8 @@ def main() -> None:
 
     print(f"| trunk | {' | '.join(monitors)} |\n|---|{'---|' * len(monitors)}")
     for name, trunk in trunks.items():
-        scores = [knn(trunk, images, labels, cfg, k) for images, labels in monitors.values()]
+        scores = [monitor_knn(trunk_features(trunk, images, cfg, int(cfg["eval_batch_size"])), labels, k)
+                  for images, labels in monitors.values()]
         print(f"| {name} | {' | '.join(f'{s:.4f}' for s in scores)} |", flush=True)
 
 

@@ -133,7 +133,7 @@ def test_untrained_monitor_calibrates_batch_norm_on_the_pretraining_images_witho
     assert not trunk.training
     assert trunk.bn1.momentum == 0.1  # restored after the cumulative average of the calibration
     rows = torch.tensor([[i % 3, int(i >= 12)] for i in range(24)])
-    data = SimpleNamespace(cfg=recipe["data"], views=recipe["views"], images=images, monitor_x=images, monitor_y=rows)
+    data = SimpleNamespace(cfg=recipe["data"], eval_cfg=cfg, images=images, monitor_x=images, monitor_y=rows)
     result = task.knn_untrained(data)
     assert set(result) == {"knn_acc", "knn_acc_unit_bn"} and all(0.0 <= v <= 1.0 for v in result.values())
     assert all(torch.equal(task.backbone.state_dict()[k], v) for k, v in before.items())  # a copy was calibrated
@@ -220,16 +220,21 @@ def test_transfer_split_keeps_the_two_roles_apart(tmp_path, capsys):
     assert sorted({int(p.name.split("_")[0]) for p in (split / "supervised" / "train_50").iterdir()}) == list(range(25))
 
 
+def write_tiny_settings(folder, extra: str = ""):
+    """The tiny table's settings file and the two recipes it names, in ``folder``; returns the settings file."""
+    (folder / "byol.yaml").write_text(TINY_BYOL)
+    (folder / "finetune.yaml").write_text(TINY_FINETUNE)
+    (folder / "settings.yaml").write_text(TINY_SETTINGS + extra)
+    return folder / "settings.yaml"
+
+
 @pytest.fixture(scope="module")
 def table_run(ssl_data, tmp_path_factory):
     """The A-E table on synthetic data, run once for the module: (its folder, the settings file)."""
     from dlcv.ssl import table
 
     base = tmp_path_factory.mktemp("table")
-    (base / "byol.yaml").write_text(TINY_BYOL)
-    (base / "finetune.yaml").write_text(TINY_FINETUNE)
-    (base / "settings.yaml").write_text(TINY_SETTINGS)
-    return table(base / "settings.yaml", ssl_data, runs_dir=base / "runs"), base / "settings.yaml"
+    return table(write_tiny_settings(base), ssl_data, runs_dir=base / "runs"), base / "settings.yaml"
 
 
 def test_table_has_five_settings_with_their_run_folders(table_run):
@@ -258,10 +263,7 @@ def test_table_monitors_byol_on_the_labelled_folder_it_names(ssl_data, tmp_path)
     from dlcv.ssl import table
 
     p1 = synth_p1(tmp_path, num_classes=3, train_per_class=4, val_per_class=2)
-    (tmp_path / "byol.yaml").write_text(TINY_BYOL)
-    (tmp_path / "finetune.yaml").write_text(TINY_FINETUNE)
-    (tmp_path / "settings.yaml").write_text(TINY_SETTINGS + "settings: [E]\n")
-    folder = table(tmp_path / "settings.yaml", ssl_data, runs_dir=tmp_path / "runs",
+    folder = table(write_tiny_settings(tmp_path, "settings: [E]\n"), ssl_data, runs_dir=tmp_path / "runs",
                    overrides=(f"data.monitor={p1}",))
     summary = json.loads((folder / "byol" / "summary.json").read_text())
     assert summary["knn_monitor"] == str(p1) and len(summary["knn_acc"]) == 1
@@ -301,8 +303,15 @@ def test_prediction_csv_without_id_column_is_a_clear_error(table_run, ssl_data, 
     assert not (tmp_path / "pred.csv").exists()
 
 
+def read_metric(path, column):
+    """One column of a run's metrics.csv, by epoch (rows without it skipped)."""
+    from dlcv.report.discovery import read_metrics
+
+    return [row[column] for row in read_metrics(path) if row.get(column) is not None]
+
+
 def test_pretraining_resumes_from_its_last_checkpoint(ssl_data, tmp_path):
-    from dlcv.ssl import pretrain, read_metric
+    from dlcv.ssl import pretrain
 
     recipe = tmp_path / "byol.yaml"
     recipe.write_text(TINY_BYOL)

@@ -37,15 +37,11 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     """Train a classifier from a recipe; return the run folder. ``resume`` continues an interrupted
     run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch).
     ``defaults``: the recipe the file and overrides apply to (the classification defaults when None)."""
-    from dlcv.config import load_recipe
     from dlcv.recipes import check_classify_recipe, classify_defaults
-    from dlcv.runs import is_primary_process, resumed_recipe
+    from dlcv.runs import is_primary_process, run_recipe
 
-    recipe = load_recipe(defaults if defaults is not None else classify_defaults(), config, overrides)
-    if name:
-        recipe["name"] = name
-    if resume:
-        recipe = resumed_recipe(runs_dir, recipe)
+    recipe = run_recipe(defaults if defaults is not None else classify_defaults(), config, overrides, name, runs_dir,
+                        resume)
     snapshot_at = check_classify_recipe(recipe)  # a bad recipe fails before any work
     say = print if is_primary_process() else (lambda *a, **k: None)
 
@@ -95,23 +91,23 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     summary = fit_summary(recipe, trainer, run_dir, fit_seconds, "val_acc")
     if snapshots:
         summary["snapshot_seconds"] = snapshots[0].seconds
+    if not trainer.is_global_zero:
+        return run_dir
+    # The best checkpoint on the validation folder (scored once, when a holdout chose it) or on the
+    # selection images: its confusion matrix, for the report.
+    model, _ = load_classifier(run_dir / "best.ckpt")
+    final = data_module.final
+    images, labels = (final[0], final[1]) if final is not None else (data_module.val_x, data_module.val_y)
+    labels = labels.numpy()
+    predicted = predict_labels(model, images, recipe)
+    write_confusion(run_dir / CONFUSION_FILE, labels, predicted, data_module.num_classes)
     final_line = None
-    if trainer.is_global_zero:
-        # The best checkpoint's confusion matrix on the validation folder, for the report.
-        model, _ = load_classifier(run_dir / "best.ckpt")
-        if data_module.final is not None:
-            images, labels, _, folder = data_module.final
-        else:
-            images, labels = data_module.val_x, data_module.val_y
-        labels = labels.numpy()
-        predicted = predict_labels(model, images, recipe)
-        write_confusion(run_dir / CONFUSION_FILE, labels, predicted, data_module.num_classes)
-        if data_module.final is not None:
-            summary["final_validation"] = {"folder": folder, "accuracy": float((predicted == labels).mean())}
-            final_line = (f"{folder} accuracy of the best checkpoint: {summary['final_validation']['accuracy']:.4f} "
-                          "(not used for any choice)")
-    if trainer.is_global_zero:
-        finish_fit(run_dir, summary, "val_acc", final_line)
+    if final is not None:
+        folder = final[3]
+        summary["final_validation"] = {"folder": folder, "accuracy": float((predicted == labels).mean())}
+        final_line = (f"{folder} accuracy of the best checkpoint: {summary['final_validation']['accuracy']:.4f} "
+                      "(not used for any choice)")
+    finish_fit(run_dir, summary, "val_acc", final_line)
     return run_dir
 
 

@@ -247,8 +247,8 @@ def segment_defaults() -> dict:
     return copy.deepcopy(SEGMENT_DEFAULTS)
 
 
-def _check_run(recipe: dict, tta_modes: tuple[str, ...]) -> int:
-    """The checks every training recipe gets: a name, whole epochs, known TTA modes; returns the epochs."""
+def check_name_and_epochs(recipe: dict) -> int:
+    """The checks every training recipe gets: a name and whole epochs; returns the epochs."""
     from dlcv.errors import DlcvError
 
     if not recipe.get("name"):
@@ -256,6 +256,14 @@ def _check_run(recipe: dict, tta_modes: tuple[str, ...]) -> int:
     epochs = recipe["train"]["epochs"]
     if not isinstance(epochs, int) or epochs < 1:
         raise DlcvError(f"train.epochs must be a whole number of at least 1, got {epochs!r}")
+    return epochs
+
+
+def _check_run(recipe: dict, tta_modes: tuple[str, ...]) -> int:
+    """``check_name_and_epochs`` and known TTA modes (supervised runs); returns the epochs."""
+    from dlcv.errors import DlcvError
+
+    epochs = check_name_and_epochs(recipe)
     for key in ("tta", "val_tta"):
         if recipe["train"][key] not in tta_modes:
             raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of {', '.join(tta_modes)}")

@@ -39,6 +39,18 @@ def is_primary_process() -> bool:
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
+def run_recipe(defaults: dict, config: str | os.PathLike | None, overrides: tuple[str, ...], name: str | None,
+               runs_dir: str | os.PathLike, resume: bool) -> dict:
+    """The recipe a training command runs: ``defaults``, then the file, then the overrides, renamed to
+    ``name`` when given; with ``resume``, the one saved in that run's folder (``resumed_recipe``)."""
+    from dlcv.config import load_recipe
+
+    recipe = load_recipe(defaults, config, overrides)
+    if name:
+        recipe["name"] = name
+    return resumed_recipe(runs_dir, recipe) if resume else recipe
+
+
 def resumed_recipe(runs_dir: str | os.PathLike, recipe: dict) -> dict:
     """The recipe saved in the run folder of ``recipe``'s name, which ``--resume`` trains with, so
     that the resumed run trains exactly what the interrupted one did; an error if there is nothing to resume."""

@@ -158,15 +158,10 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False) -> Path:
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
-    from dlcv.config import load_recipe
     from dlcv.recipes import check_segment_recipe, segment_defaults
-    from dlcv.runs import is_primary_process, resumed_recipe
+    from dlcv.runs import is_primary_process, run_recipe
 
-    recipe = load_recipe(segment_defaults(), config, overrides)
-    if name:
-        recipe["name"] = name
-    if resume:
-        recipe = resumed_recipe(runs_dir, recipe)
+    recipe = run_recipe(segment_defaults(), config, overrides, name, runs_dir, resume)
     say = print if is_primary_process() else (lambda *a, **k: None)
     progress_at = check_segment_recipe(recipe)  # a bad recipe fails before any work
     MaskCodec(recipe["data"]["unmapped"])

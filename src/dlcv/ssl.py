@@ -26,21 +26,17 @@ INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
 def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor: str | os.PathLike | None = None,
              runs_dir: str | os.PathLike = "runs", name: str | None = None, overrides: tuple[str, ...] = (),
              overwrite: bool = False, resume: bool = False) -> Path:
-    """BYOL on the images of ``data``; ``monitor`` an Office-Home folder for the per-epoch kNN accuracy.
+    """BYOL on the images of ``data``; ``monitor`` a labelled folder (Office-Home or p1 layout,
+    ``dlcv.data.office.monitor_sets``) for the per-epoch kNN accuracy.
 
     The run folder gets ``recipe.yaml``, ``metrics.csv`` (``train_loss``, ``momentum``, ``knn_acc``
     per epoch), ``last.ckpt`` / ``best.ckpt``, ``backbone.pt`` (the last epoch's online trunk),
     ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
     """
-    from dlcv.config import load_recipe
     from dlcv.recipes import byol_defaults
-    from dlcv.runs import resumed_recipe
+    from dlcv.runs import run_recipe
 
-    recipe = load_recipe(byol_defaults(), config, overrides)
-    if name:
-        recipe["name"] = name
-    if resume:
-        recipe = resumed_recipe(runs_dir, recipe)
+    recipe = run_recipe(byol_defaults(), config, overrides, name, runs_dir, resume)
     _check_byol_recipe(recipe)
     if monitor is not None and not Path(monitor).is_dir():
         raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
@@ -50,6 +46,7 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
 
     from dlcv.data.office import UnlabelledImages
     from dlcv.models.transfer import export_backbone
+    from dlcv.report.discovery import read_metrics
     from dlcv.runs import build_trainer, open_run_dir, resolve_precision, write_json
     from dlcv.tasks.byol import BYOLTask
 
@@ -85,14 +82,17 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
         return run_dir
     arch = recipe["model"]["arch"]
     export_backbone(task.backbone, arch, run_dir / BACKBONE_FILE, seed=int(recipe["seed"]))
-    curve = read_metric(run_dir / "metrics.csv", "knn_acc")
+    metrics_file = run_dir / "metrics.csv"
+    metrics = read_metrics(metrics_file) if metrics_file.is_file() else []
+    curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
+    losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
     summary = {
         "name": recipe["name"],
         "arch": arch,
         "epochs": trainer.current_epoch,
         "images": len(data_module.images),
         "fit_seconds": round(time.perf_counter() - start, 1),
-        "final_train_loss": _last(read_metric(run_dir / "metrics.csv", "train_loss")),
+        "final_train_loss": _last(losses),
         "knn_acc_at_init": at_init,
         "knn_acc": curve,
         "final_knn_acc": _last(curve),
@@ -111,12 +111,9 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
 
 def _check_byol_recipe(recipe: dict) -> None:
     from dlcv.models.transfer import RESNETS
+    from dlcv.recipes import check_name_and_epochs
 
-    if not recipe.get("name"):
-        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
-    epochs = recipe["train"]["epochs"]
-    if not isinstance(epochs, int) or epochs < 1:
-        raise DlcvError(f"train.epochs must be a whole number of at least 1, got {epochs!r}")
+    check_name_and_epochs(recipe)
     if recipe["model"]["arch"] not in RESNETS:
         raise DlcvError(f"model.arch {recipe['model']['arch']!r}: choose one of {', '.join(RESNETS)}")
     momentum = float(recipe["byol"]["momentum"])
@@ -128,14 +125,6 @@ def _check_byol_recipe(recipe: dict) -> None:
     for key in ("blur", "solarize", "sigma"):
         if not (isinstance(views[key], list) and len(views[key]) == 2):
             raise DlcvError(f"views.{key} must be a list of two numbers, got {views[key]!r}")
-
-
-def read_metric(path: Path, column: str) -> list[float]:
-    """One column of a run's ``metrics.csv``, by epoch (rows without it skipped)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as handle:
-        return [float(row[column]) for row in csv.DictReader(handle) if row.get(column)]
 
 
 def _last(values: list[float]) -> float | None:
@@ -156,13 +145,9 @@ def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float |
                    queries: str = "Office-Home val") -> Path:
     """The kNN monitor's accuracy over pre-training epochs (epoch 0: the untrained trunk, when measured),
     as ``stem.png`` and ``stem.pdf``."""
-    import matplotlib
+    from dlcv.viz.embedding import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dlcv.io import atomic_path
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     epochs, points = list(range(1, len(values) + 1)), list(values)
     if at_init is not None:
@@ -173,11 +158,9 @@ def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float |
     ax.set_title(f"{title}: kNN monitor")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    for suffix in (".png", ".pdf"):
-        with atomic_path(stem.with_suffix(suffix)) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150)
+    written = save_figure(fig, stem)
     plt.close(fig)
-    return stem.with_suffix(".png")
+    return written[0]
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------------
@@ -242,7 +225,7 @@ def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: 
 
     from dlcv.classify import load_classifier, predict_scores
     from dlcv.data.images import load_resized_stack
-    from dlcv.data.office import read_office_csv
+    from dlcv.data.office import read_office_csv, write_office_csv
     from dlcv.recipes import TTA_MODES
 
     if tta is not None and tta not in TTA_MODES:
@@ -252,10 +235,7 @@ def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: 
     model, recipe = load_classifier(checkpoint)
     array = np.asarray(load_resized_stack(rows.files, recipe["data"].get("image_size"), use_cache=False))
     labels = predict_scores(model, array, recipe, tta=tta).argmax(1).numpy()
-    with atomic_write(output, newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "filename", "label"])
-        writer.writerows(zip(rows.ids, rows.filenames, (int(v) for v in labels)))
+    write_office_csv(output, zip(rows.ids, rows.filenames, (int(v) for v in labels)))
     return len(rows.ids)
 
 

@@ -9,7 +9,9 @@ resized to ``data.image_size``, into the usual uint8 cache.
 
 from __future__ import annotations
 
+import csv
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,16 @@ def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> O
         raw = row.get("label", "")
         labels.append(parse_label(raw, f"{csv_path}:{line}") if raw else None)
     return OfficeRows(ids, names, files, labels)
+
+
+def write_office_csv(path: str | os.PathLike, rows: Iterable[tuple]) -> None:
+    """Write ``(id, filename, label)`` rows under the header ``id,filename,label``, atomically."""
+    from dlcv.io import atomic_write
+
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "filename", "label"])
+        writer.writerows(rows)
 
 
 def monitor_sets(folder: str | os.PathLike, side: int | None, max_bank: int, seed: int,
@@ -116,6 +128,11 @@ class UnlabelledImages(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
+    @property
+    def eval_cfg(self) -> dict:
+        """How monitor images are prepared: no augmentation, resized to the views' side."""
+        return {**self.cfg, "input_size": int(self.views["size"])}
+
     def train_dataloader(self) -> TensorBatches:
         trainer = getattr(self, "trainer", None)
         batch = int(self.cfg["batch_size"])
@@ -134,4 +151,4 @@ class UnlabelledImages(L.LightningDataModule):
         images, labels = batch
         if getattr(self, "trainer", None) is not None and self.trainer.training:
             return byol_views(images, self.views, self.cfg["mean"], self.cfg["std"])
-        return prepare_batch(images, {**self.cfg, "input_size": int(self.views["size"])}), labels
+        return prepare_batch(images, self.eval_cfg), labels

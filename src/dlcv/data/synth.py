@@ -202,6 +202,7 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, 
     import torch
     from PIL import Image
 
+    from dlcv.data.office import write_office_csv
     from dlcv.models.transfer import export_backbone, resnet_trunk
 
     if num_classes < 2 or mini < 2 or office_train_per_class < 1 or office_val_per_class < 1:
@@ -229,10 +230,7 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, 
                 image = draw_p1_image(label, num_classes, rng, size=side)
                 Image.fromarray(image).save(staging / "office" / split / name, format="JPEG", quality=90)
                 rows.append((name, label))
-        with open(staging / "office" / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "filename", "label"])
-            writer.writerows((i, name, label) for i, (name, label) in enumerate(rows))
+        write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         trunk, _ = resnet_trunk(arch)

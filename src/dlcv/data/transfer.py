@@ -12,7 +12,6 @@ problem's layouts, with the two roles kept apart by class.
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from pathlib import Path
@@ -43,6 +42,8 @@ def _write_jpeg(source: Path, target: Path) -> None:
 def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed: int = 0,
                          overwrite: bool = False) -> dict[str, int]:
     """Write the split into ``output`` (built beside it and renamed in); return the image counts."""
+    from dlcv.data.office import write_office_csv
+
     p1, output = Path(p1), Path(output)
     train, val = p1 / "train_50", p1 / "val_50"
     for folder in (train, val):
@@ -79,10 +80,7 @@ def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed:
                 _link_or_copy(path, staging / "supervised" / f"{split}_50" / path.name)
                 counts[f"supervised_{split}"] += 1
         rows.sort(key=lambda r: (r[1], r[0]))
-        with open(staging / "office" / f"{split}.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["id", "filename", "label"])
-            writer.writerows((i, name, label) for i, (name, label) in enumerate(rows))
+        write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
         counts[f"office_{split}"] = len(rows)
     if output.exists():
         shutil.rmtree(output)

@@ -22,13 +22,18 @@ from dlcv.models.small import Classifier
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
-def resnet_trunk(arch: str) -> tuple[nn.Module, int]:
-    """``(torchvision resnet with fc replaced by Identity, feature width)``, randomly initialised."""
+def _resnet(arch: str) -> nn.Module:
+    """A randomly initialised ``torchvision.models.<arch>()``, ``fc`` included; a name not in RESNETS refused."""
     from torchvision import models
 
     if arch not in RESNETS:
         raise DlcvError(f"backbone arch {arch!r}: choose one of {', '.join(RESNETS)} (torchvision ResNets)")
-    net = models.get_model(arch, weights=None)
+    return models.get_model(arch, weights=None)
+
+
+def resnet_trunk(arch: str) -> tuple[nn.Module, int]:
+    """``(torchvision resnet with fc replaced by Identity, feature width)``, randomly initialised."""
+    net = _resnet(arch)
     width = net.fc.in_features
     net.fc = nn.Identity()
     return net, width
@@ -37,14 +42,10 @@ def resnet_trunk(arch: str) -> tuple[nn.Module, int]:
 def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
     """The ResNet trunk of a backbone file, loaded as the course loads ``pretrain_model_SL.pt``:
     ``torchvision.models.<arch>()`` then a strict ``load_state_dict``; ``fc`` is then dropped."""
-    from torchvision import models
-
     from dlcv.models.weights import load_state_file
 
     state = load_state_file(path)
-    if arch not in RESNETS:
-        raise DlcvError(f"backbone arch {arch!r}: choose one of {', '.join(RESNETS)} (torchvision ResNets)")
-    net = models.get_model(arch, weights=None)
+    net = _resnet(arch)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -61,13 +62,11 @@ def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: 
     pre-training never trains one, so ``fc`` is torchvision's own initialisation (seeded), which
     fine-tuning replaces anyway.
     """
-    from torchvision import models
-
     from dlcv.io import atomic_path
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        full = models.get_model(arch, weights=None)
+        full = _resnet(arch)
     state = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
              for k, v in trunk.state_dict().items()}
     state.update({f"fc.{k}": v for k, v in full.fc.state_dict().items()})

@@ -214,6 +214,16 @@ def curves_figure(run: Run, ctx: ReportContext, panels, monitor: str, caption: s
     return [Figure(path, f"{run.name} per epoch: {caption} (dotted: the epoch of the best checkpoint, by {monitor}).")]
 
 
+def run_blocks(run: Run, ctx: ReportContext, title: str, panels, monitor: str, caption: str) -> list:
+    """What every trained run of a problem's section shows first: its heading, recipe, whether it is
+    unfinished, its architecture and its training curves."""
+    blocks = [Heading(f"{run.name} ({title})", 3), recipe_table(run)]
+    if not run.finished:
+        blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
+    return [*blocks, *architecture_blocks(run, ctx), Heading(f"Training of {run.name}", 4),
+            *curves_figure(run, ctx, panels, monitor, caption)]
+
+
 def embedding_figures(run: Run, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
     """The folder holding the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own
     figures/ when ``dlcv embed plot`` drew them after its last validation snapshot, else a fresh

@@ -102,20 +102,13 @@ class BYOLTask(BaseTask):
         variance 1, i.e. no normalisation), which scores higher on small images because raw colour
         survives every layer; it is not a trunk any trained run can be compared with.
         """
-        cfg = {**data.cfg, "input_size": int(data.views["size"])}
-        batch = int(cfg["eval_batch_size"])
-
-        def features(trunk: nn.Module) -> np.ndarray:
-            trunk.eval()
-            x = data.monitor_x
-            return torch.cat([trunk(prepare_batch(x[i : i + batch], cfg).to(self.device)).float().cpu()
-                              for i in range(0, len(x), batch)]).numpy()
-
+        cfg, batch = data.eval_cfg, int(data.cfg["eval_batch_size"])
         rows = data.monitor_y.numpy()
         trunk = copy.deepcopy(self.backbone)
-        result = {"knn_acc_unit_bn": monitor_knn(features(trunk), rows, self.knn_k)}
+        result = {"knn_acc_unit_bn": monitor_knn(trunk_features(trunk, data.monitor_x, cfg, batch, self.device),
+                                                 rows, self.knn_k)}
         calibrate_batch_norm(trunk, spread(data.images, calibration_images), cfg, batch, self.device)
-        result["knn_acc"] = monitor_knn(features(trunk), rows, self.knn_k)
+        result["knn_acc"] = monitor_knn(trunk_features(trunk, data.monitor_x, cfg, batch, self.device), rows, self.knn_k)
         return {k: float(np.float32(v)) for k, v in result.items()}
 
 
@@ -134,6 +127,18 @@ def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
     return knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
 
 
+def _forward(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> torch.Tensor:
+    """``trunk`` (in the mode it is in) on uint8 ``images`` prepared without augmentation, batch by batch."""
+    return torch.cat([trunk(prepare_batch(images[i : i + batch], cfg).to(device)).float().cpu()
+                      for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def trunk_features(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> np.ndarray:
+    """The evaluation-mode trunk's features of uint8 ``images``, as the kNN monitor computes them."""
+    return _forward(trunk.eval(), images, cfg, batch, device).numpy()
+
+
 @torch.no_grad()
 def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> None:
     """Replace every batch-norm layer's running statistics by their plain average over uint8 ``images``
@@ -143,9 +148,7 @@ def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, cfg: dict, batc
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the calibration batches
-    trunk.train()
-    for i in range(0, len(images), batch):
-        trunk(prepare_batch(images[i : i + batch], cfg).to(device))
+    _forward(trunk.train(), images, cfg, batch, device)
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     trunk.eval()

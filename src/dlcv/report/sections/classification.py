@@ -11,15 +11,9 @@ import numpy as np
 from dlcv.checkpoints import WEIGHT_ARGS
 from dlcv.classify import CONFUSION_FILE
 from dlcv.errors import DlcvError
-from dlcv.report.blocks import (
-    ReportContext,
-    architecture_blocks,
-    curves_figure,
-    embedding_figures,
-    recipe_table,
-)
+from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
 from dlcv.report.discovery import Run
-from dlcv.report.document import Figure, Heading, Section, Table, Text
+from dlcv.report.document import Figure, Heading, Section, Table
 from dlcv.report.published import OURS, group, ours, range_text
 from dlcv.report.sections.ssl import table_folder
 from dlcv.viz.curves import CurvePanel
@@ -142,13 +136,8 @@ def build(runs: list[Run], ctx: ReportContext) -> Section | None:
                                     caption="Beside the course's reports (validation accuracy, 50 classes)"))
     for run in mine:
         ctx.say(f"  Problem 1: {run.name}")
-        section.blocks += [Heading(f"{run.name} ({group('classification', role(run))['title']})", 3),
-                           recipe_table(run)]
-        if not run.finished:
-            section.blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
-        section.blocks += architecture_blocks(run, ctx)
-        section.blocks += [Heading(f"Training of {run.name}", 4), *curves_figure(
-            run, ctx, PANELS, "val_acc", "loss and accuracy, training (blue) and validation (orange)")]
+        section.blocks += run_blocks(run, ctx, group("classification", role(run))["title"], PANELS, "val_acc",
+                                     "loss and accuracy, training (blue) and validation (orange)")
         section.blocks += confusion_blocks(run, ctx)
         section.blocks += embedding_blocks(run, ctx)
     return section

@@ -6,14 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlcv.data.masks import CLASS_COLOURS, CLASS_NAMES, SCORED_CLASSES
-from dlcv.report.blocks import (
-    ReportContext,
-    architecture_blocks,
-    curves_figure,
-    recipe_table,
-)
+from dlcv.report.blocks import ReportContext, run_blocks
 from dlcv.report.discovery import Run
-from dlcv.report.document import Figure, Heading, Section, Swatch, Table, Text
+from dlcv.report.document import Figure, Section, Swatch, Table, Text
 from dlcv.report.published import OURS, group, ours, range_text
 from dlcv.viz.curves import CurvePanel
 
@@ -97,12 +92,8 @@ def build(runs: list[Run], ctx: ReportContext) -> Section | None:
     section.blocks.append(Table(["", "report", "model", "mIoU"], course, marked=ours(course), caption="Beside the course's reports (mIoU)"))
     for run in mine:
         ctx.say(f"  segmentation: {run.name}")
-        section.blocks += [Heading(f"{run.name} ({group('segmentation', role(run))['title']})", 3), recipe_table(run)]
-        if not run.finished:
-            section.blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
-        section.blocks += architecture_blocks(run, ctx)
-        section.blocks += [Heading(f"Training of {run.name}", 4), *curves_figure(
-            run, ctx, PANELS, "val_miou", "loss (training blue, validation orange), mIoU and pixel accuracy, and "
-                                          "each class's validation IoU in its mask colour")]
+        section.blocks += run_blocks(run, ctx, group("segmentation", role(run))["title"], PANELS, "val_miou",
+                                     "loss (training blue, validation orange), mIoU and pixel accuracy, and each "
+                                     "class's validation IoU in its mask colour")
         section.blocks += progress_blocks(run, ctx)
     return section
