@@ -8,6 +8,12 @@ then ToImage / ToDtype / Normalize, in a 2-worker DataLoader.
   (b) training images per second with the CPU recipe's model, against that model's own limit
       (one fixed batch reused, no data work), the same training step for all three.
 
+Both are timed in interleaved rounds (each round times every feed once, in turn) and reported as
+the rate over all rounds, with the spread of the per-round ratios: this machine's speed drifts by up to
+a third within an hour, more than the differences measured. The process first takes the same malloc
+settings as `dlcv segment fit` (``dlcv.runtime.retain_freed_memory``); the reference's workers,
+forked later, inherit them.
+
 Usage: python benchmarks/seg_input_pipeline.py [--data ../shared/data/hw1_data/p2_data] [--recipe configs/seg/cpu.yaml]
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import platform
 import time
@@ -28,11 +35,11 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from dlcv.config import load_recipe
-from dlcv.data.augment import to_float
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import find_pairs, load_pairs
 from dlcv.data.seg_batches import SegmentationBatches
 from dlcv.recipes import segment_defaults
+from dlcv.runtime import retain_freed_memory
 from dlcv.tasks.segmentation import SegmentationTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,30 +78,33 @@ def reference_loader(pairs, cfg, batch_size):
 
 
 def ours(images, masks, cfg, batch_size, epoch=0):
-    """What the training step receives: the batches as made, then as ``on_after_batch_transfer`` finishes them."""
-    batches = SegmentationBatches(images, masks, batch_size, cfg, shuffle=True, drop_last=True, seed=0)
-    batches.set_epoch(epoch)
-    for x, y in batches:
-        yield to_float(x, cfg["mean"], cfg["std"]), y.long()
+    """What the training step receives on the CPU: the batches as ``SegmentationData`` makes them for a CPU
+    trainer (finished on the workers: normalised float planes, int64 masks), epoch after epoch."""
+    batches = SegmentationBatches(images, masks, batch_size, cfg, normalize=(cfg["mean"], cfg["std"]), shuffle=True,
+                                  drop_last=True, seed=0)
+    for e in itertools.count(epoch):
+        batches.set_epoch(e)
+        yield from batches
 
 
 def time_batches(feed, limit, warmup=3):
-    """Ready batches per second over ``limit`` batches, after ``warmup`` (workers started, pools warm)."""
+    """``(batches, seconds)`` for ``limit`` ready batches, after ``warmup`` (workers started, pools warm)."""
     it = iter(feed())
     for _ in range(warmup):
         next(it)
     start = time.perf_counter()
     for _ in range(limit):
         next(it)
-    rate = limit / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
     # End the feed before the next one is timed: a DataLoader iterator joins its workers when the last
     # reference goes, which would otherwise go on prefetching on the same 2 cores.
     del it
     gc.collect()
-    return rate
+    return limit, seconds
 
 
-def train_rate(step, feed, steps, warmup=1):
+def train_time(step, feed, steps, warmup=1):
+    """``(images, seconds)`` for ``steps`` training steps fed by ``feed``, after ``warmup`` steps."""
     it = iter(feed())
     for _ in range(warmup):
         step(*next(it))
@@ -103,10 +113,28 @@ def train_rate(step, feed, steps, warmup=1):
         x, y = next(it)
         step(x, y)
         n += len(y)
-    rate = n / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
     del it  # as in time_batches: the workers are joined before the next feed is timed
     gc.collect()
-    return rate
+    return n, seconds
+
+
+def interleaved(measure, names, rounds):
+    """Each round measures every name once, in turn, so a drift of the machine's speed (a third within
+    an hour on this 2-core machine) falls on all of them alike. Returns per name the rate over all
+    rounds and the per-round rates."""
+    done = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            done[name].append(measure(name))
+    total = {name: sum(n for n, _ in runs) / sum(t for _, t in runs) for name, runs in done.items()}
+    per_round = {name: [n / t for n, t in runs] for name, runs in done.items()}
+    return total, per_round
+
+
+def spread(ours, theirs):
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    return f"per round {min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def main():
@@ -114,10 +142,13 @@ def main():
     parser.add_argument("--data", default=str(REPO.parent / "shared/data/hw1_data/p2_data"))
     parser.add_argument("--recipe", default=str(REPO / "configs/seg/cpu.yaml"))
     parser.add_argument("--batches", type=int, default=100, help="batches per (a) measurement")
-    parser.add_argument("--steps", type=int, default=10, help="training steps per (b) measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=5, help="(a): rounds, each timing dlcv and the reference in turn")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per (b) measurement")
+    parser.add_argument("--train-rounds", type=int, default=6,
+                        help="(b): rounds, each timing the limit, dlcv and the reference in turn")
     args = parser.parse_args()
     recipe = load_recipe(segment_defaults(), args.recipe)
+    retain_freed_memory()  # as `dlcv segment fit` does; the reference's workers, forked later, inherit it
     cfg, batch = recipe["data"], int(recipe["data"]["batch_size"])
     pairs = find_pairs(Path(args.data) / cfg["train"])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -129,13 +160,11 @@ def main():
 
     ref = reference_loader(pairs, cfg, batch)
     feeds_a = {"dlcv": lambda: ours(images, masks, cfg, batch), "reference": lambda: ref}
-    rates_a = {name: [] for name in feeds_a}
-    for _ in range(args.rounds):
-        for name, feed in feeds_a.items():
-            rates_a[name].append(time_batches(feed, args.batches))
-    ours_a, ref_a = (float(np.median(rates_a[n])) for n in ("dlcv", "reference"))
+    rate_a, rounds_a = interleaved(lambda name: time_batches(feeds_a[name], args.batches), feeds_a, args.rounds)
+    ours_a, ref_a = rate_a["dlcv"], rate_a["reference"]
     print(f"(a) ready batches/s, no model: dlcv {ours_a:.1f}  reference {ref_a:.2f}  ratio {ours_a / ref_a:.1f}x "
-          f"(target >= 10x)")
+          f"(target >= 10x; {args.rounds} rounds of {args.batches} batches, "
+          f"{spread(rounds_a['dlcv'], rounds_a['reference'])})", flush=True)
 
     def make_step():
         torch.manual_seed(0)
@@ -156,13 +185,13 @@ def main():
     steps = {name: make_step() for name in ("limit", "dlcv", "reference")}
     feeds = {"limit": lambda: iter(lambda: fixed, None), "dlcv": lambda: ours(images, masks, cfg, batch, epoch=1),
              "reference": lambda: ref}
-    rates = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            rates[name].append(train_rate(step, feeds[name], args.steps))
-    limit, ours_b, ref_b = (float(np.median(rates[n])) for n in ("limit", "dlcv", "reference"))
+    rate_b, rounds_b = interleaved(lambda name: train_time(steps[name], feeds[name], args.steps), steps,
+                                   args.train_rounds)
+    limit, ours_b, ref_b = rate_b["limit"], rate_b["dlcv"], rate_b["reference"]
     print(f"(b) training images/s with {recipe['model']['name']}: limit (fixed batch) {limit:.1f}  "
-          f"dlcv {ours_b:.1f} ({ours_b / limit:.1%} of limit, target >= 95%)  reference {ref_b:.1f} ({ref_b / limit:.1%})")
+          f"dlcv {ours_b:.1f} ({ours_b / limit:.1%} of limit, target >= 95%; "
+          f"{spread(rounds_b['dlcv'], rounds_b['limit'])})  reference {ref_b:.1f} ({ref_b / limit:.1%}; "
+          f"{spread(rounds_b['reference'], rounds_b['limit'])}); {args.train_rounds} rounds of {args.steps} steps")
 
 
 if __name__ == "__main__":

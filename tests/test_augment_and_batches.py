@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dlcv.data.augment import crop_flip, prepare_batch, resize, to_float
+from dlcv.data.augment import (
+    crop_flip,
+    planes_to_float,
+    prepare_batch,
+    resize,
+    to_float,
+)
 from dlcv.data.batches import TensorBatches
 from dlcv.recipes import classify_defaults
 
@@ -24,6 +30,13 @@ def test_to_float_normalises_and_is_channels_last():
     assert x.shape == (2, 3, 4, 4)
     assert torch.allclose(x[0, :, 0, 0], torch.tensor([0.0, 0.0, 2.0]), atol=1e-6)
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_planes_to_float_gives_to_floats_values():
+    images = torch.randint(0, 256, (2, 5, 7, 3), dtype=torch.uint8)
+    mean, std = [0.1, 0.2, 0.5], [1.0, 0.5, 0.25]
+    planar = planes_to_float(images.permute(0, 3, 1, 2).contiguous(), mean, std)
+    assert torch.equal(planar, to_float(images, mean, std))
 
 
 def test_crop_flip_gives_a_window_of_the_reflect_padded_image():

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import REPO, TINY_SEG_RECIPE, run_cli
 from PIL import Image
 
@@ -131,6 +132,7 @@ def test_wrong_size_masks_and_broken_images_get_clear_errors(tmp_path, capsys, p
 
 # --- augmentation --------------------------------------------------------------------------------------
 def test_augmentation_moves_image_and_mask_together():
+    from dlcv.data.augment import planes_to_float
     from dlcv.data.seg_batches import SegmentationBatches
 
     masks = torch.zeros(6, 64, 64, dtype=torch.uint8)
@@ -139,14 +141,42 @@ def test_augmentation_moves_image_and_mask_together():
     masks[:, 5:12, 5:30] = 1  # an asymmetric patch, so turns and mirrors show
     images = (masks * 40)[..., None].repeat(1, 1, 1, 3)  # the image spells out the class
     cfg = {"train_size": 32, "scale": [0.5, 1.0], "flip": True, "rot90": True}
+    threads = torch.get_num_threads()
     batches = SegmentationBatches(images, masks, 6, cfg, shuffle=True, seed=1)
     out_image, out_mask = next(iter(batches))
-    assert out_image.shape == (6, 32, 32, 3) and out_image.dtype == torch.uint8 and out_mask.shape == (6, 32, 32)
-    agree = (out_image[..., 0].float() / 40).round().long() == out_mask.long()
+    assert out_image.shape == (6, 3, 32, 32) and out_image.dtype == torch.uint8 and out_mask.shape == (6, 32, 32)
+    agree = (out_image[:, 0].float() / 40).round().long() == out_mask.long()
     assert agree.float().mean() > 0.93  # only pixels on a class border may differ
     assert len({out_mask[i].numpy().tobytes() for i in range(6)}) > 1  # each sample drew its own crop
     again = SegmentationBatches(images, masks, 6, cfg, shuffle=True, seed=1)
     assert torch.equal(next(iter(again))[1], out_mask)  # the same (seed, epoch) draws the same crops
+    assert torch.get_num_threads() == threads  # the pool's one-thread workers leave the caller's count alone
+    mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 1.0]
+    finished = SegmentationBatches(images, masks, 6, cfg, normalize=(mean, std), shuffle=True, seed=1)
+    float_image, long_mask = next(iter(finished))  # for a CPU trainer: finished on the workers, same values
+    assert torch.equal(float_image, planes_to_float(out_image, mean, std)) and torch.equal(long_mask, out_mask.long())
+
+
+@pytest.mark.parametrize("side", [37, 64, 90, 100])
+def test_crop_pairs_mask_gather_equals_resize_mirror_and_turn(side):
+    from dlcv.data.seg_batches import crop_pair
+
+    generator = torch.Generator().manual_seed(side)
+    mask = torch.randint(0, 7, (100, 100), dtype=torch.uint8, generator=generator)
+    image = torch.randint(0, 256, (100, 100, 3), dtype=torch.uint8, generator=generator)
+    top, left = (100 - side) // 3, (100 - side) // 2
+    for mirror in (False, True):
+        for turns in range(4):
+            out, labels = crop_pair(image, mask.numpy(), (side, top, left, mirror, turns), 48)
+            expected = F.interpolate(mask[top : top + side, left : left + side][None, None], size=(48, 48),
+                                     mode="nearest-exact")[0, 0]
+            picture = F.interpolate(image[top : top + side, left : left + side].permute(2, 0, 1)[None],
+                                    size=(48, 48), mode="bilinear", antialias=True)[0]
+            if mirror:
+                expected, picture = expected.flip(1), picture.flip(2)
+            expected, picture = torch.rot90(expected, turns, (0, 1)), torch.rot90(picture, turns, (1, 2))
+            assert torch.equal(torch.from_numpy(labels.copy()), expected), (mirror, turns)
+            assert torch.equal(out, picture), (mirror, turns)
 
 
 # --- models --------------------------------------------------------------------------------------------

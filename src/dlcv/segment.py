@@ -177,11 +177,13 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         open_run_dir,
         resolve_precision,
     )
+    from dlcv.runtime import retain_freed_memory
     from dlcv.tasks.progress import MaskProgress
     from dlcv.tasks.segmentation import SegmentationTask
 
     if recipe["train"]["threads"]:
         torch.set_num_threads(int(recipe["train"]["threads"]))
+    retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
     start = time.perf_counter()
     data_module = SegmentationData(data, recipe["data"], int(recipe["seed"]))
     data_module.prepare()  # bad data fails here, before anything is written

@@ -4,13 +4,15 @@ The pairs are decoded once into uint8 stacks (memory-mapped caches, ``p2.load_pa
 batch is cut from them on the CPU before it travels: per sample a random square crop (its side a
 log-uniform fraction ``data.scale`` of the tile's), resized to ``data.train_size`` on the uint8
 pixels (bilinear with anti-aliasing for the image, nearest for the mask), then a random mirror and a
-random multiple of 90 degrees, the same for both. Only the small crops are ever converted to float,
-on the training device. The draws come from a generator seeded by (seed, epoch), so an epoch's crops
-are the same whenever it runs, a resumed one included.
+random multiple of 90 degrees, the same for both. The crops are planar (``(B, 3, S, S)``: the
+resize writes planes, and a plane turns as cheaply as a mask), and only the small crops are ever
+converted to float, on the training device. The draws come from a generator seeded by (seed,
+epoch), so an epoch's crops are the same whenever it runs, a resumed one included.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dlcv.data.augment import to_float
+from dlcv.data.augment import planes_to_float, to_float
 from dlcv.data.batches import TensorBatches
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs
@@ -38,33 +40,72 @@ def crop_params(batch: int, side: int, scale: tuple[float, float], flip: bool, r
     lefts = (torch.rand(batch, generator=generator) * (side - sides + 1)).long()
     mirror = (torch.rand(batch, generator=generator) < 0.5) & flip
     turns = torch.randint(0, 4, (batch,), generator=generator) if rot90 else torch.zeros(batch, dtype=torch.long)
-    return [(int(s), int(t), int(l), bool(m), int(k)) for s, t, l, m, k in zip(sides, tops, lefts, mirror, turns)]
+    return list(zip(sides.tolist(), tops.tolist(), lefts.tolist(), mirror.tolist(), turns.tolist()))
 
 
-def crop_pair(image: torch.Tensor, mask: torch.Tensor, params: tuple, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One uint8 (H, W, 3) image and (H, W) mask -> (size, size, 3) and (size, size), moved together."""
+@functools.cache
+def _nearest_rows(side: int, size: int) -> np.ndarray:
+    """The source row of each of ``size`` output rows when ``side`` rows are resized by ``nearest-exact``,
+    read off ``F.interpolate`` itself (a ramp through the same kernel), so a gather with them equals it."""
+    ramp = torch.arange(side, dtype=torch.float32).view(1, 1, 1, side)
+    return F.interpolate(ramp, size=(1, size), mode="nearest-exact").view(size).long().numpy()
+
+
+def crop_pair(image: torch.Tensor, mask: np.ndarray, params: tuple, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """One uint8 (H, W, 3) image and (H, W) mask -> planar (3, size, size) and (size, size), moved together.
+
+    The image is resized with anti-aliasing, then mirrored and turned. The mask's nearest-neighbour
+    resize, mirror and turn are one gather of rows and then columns of the tile (the rows and columns
+    ``nearest-exact`` picks, reversed or swapped as the mirror and the turn say): equal to resizing,
+    mirroring and turning, at a third of the time.
+    """
     side, top, left, mirror, turns = params
     crop = image[top : top + side, left : left + side].permute(2, 0, 1).unsqueeze(0)  # NCHW view, channels-last
     out = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
-    labels = mask[top : top + side, left : left + side][None, None]
-    labels = F.interpolate(labels, size=(size, size), mode="nearest-exact")[0, 0]
     if mirror:
-        out, labels = out.flip(2), labels.flip(1)
+        out = out.flip(2)
     if turns:
-        out, labels = torch.rot90(out, turns, (1, 2)), torch.rot90(labels, turns, (0, 1))
-    return out.permute(1, 2, 0), labels
+        out = torch.rot90(out, turns, (1, 2))
+    pick = _nearest_rows(side, size)
+    rows, cols = pick + top, pick + left
+    if mirror:
+        cols = cols[::-1]
+    if turns % 2 == 0:  # 0 or a half turn (which reverses both)
+        labels = mask.take(rows[::-1] if turns else rows, 0).take(cols[::-1] if turns else cols, 1)
+    elif turns == 1:  # out[i, j] = x[j, W-1-i]
+        labels = mask.take(rows, 0).take(cols[::-1], 1).T
+    else:  # three quarters: out[i, j] = x[H-1-j, i]
+        labels = mask.take(rows[::-1], 0).take(cols, 1).T
+    return out, labels
+
+
+def _one_thread() -> None:
+    """A pool worker's kernels run on its own thread: each worker starting its own 2-thread OpenMP team
+    on the same 2 cores made a batch's crops about 1.6x slower. The calling (training) thread keeps its
+    own thread count."""
+    torch.set_num_threads(1)
 
 
 class SegmentationBatches(TensorBatches):
-    """Training batches of augmented uint8 crops: ``(images (B, S, S, 3), masks (B, S, S))``.
+    """Training batches of augmented uint8 crops: ``(images (B, 3, S, S), masks (B, S, S))``.
 
-    The per-sample work runs on a small thread pool (PyTorch releases the GIL in its kernels).
+    The per-sample work runs on a small thread pool (PyTorch releases the GIL in its kernels), one
+    kernel thread per worker. With ``normalize=(mean, std)`` the workers also finish each sample as
+    the training step takes it (normalised float32 planes, int64 masks, the values of
+    ``planes_to_float`` and ``long()``): for training on the CPU, where converting a whole batch on
+    the training thread would wake its OpenMP team, whose threads then spin on the cores the next
+    batch's crops need. For an accelerator the uint8 batch travels and is converted there.
     """
 
-    def __init__(self, images, masks, batch_size: int, cfg: dict, **kwargs):
+    def __init__(self, images, masks, batch_size: int, cfg: dict, normalize: tuple | None = None, **kwargs):
         super().__init__(images, masks, batch_size, **kwargs)
         self.cfg = cfg
         self.workers = max(1, min(4, os.cpu_count() or 1))
+        self.normalize = None
+        if normalize is not None:
+            mean, std = normalize
+            self.normalize = (torch.tensor([1.0 / (255.0 * s) for s in std]).view(-1, 1, 1),
+                              torch.tensor([-m / s for m, s in zip(mean, std)]).view(-1, 1, 1))
 
     def __iter__(self):
         cfg, size = self.cfg, int(self.cfg["train_size"])
@@ -72,16 +113,20 @@ class SegmentationBatches(TensorBatches):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + self.rank)
         order = self._indices(epoch)
         side = self.images.shape[1]
-        with ThreadPoolExecutor(self.workers) as pool:
+        finish, labels = self.normalize, self.labels.numpy()
+        draws = crop_params(len(order), side, tuple(cfg["scale"]), bool(cfg["flip"]), bool(cfg["rot90"]), generator)
+        with ThreadPoolExecutor(self.workers, initializer=_one_thread) as pool:
             for i in range(len(self)):
                 index = order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
-                params = crop_params(len(index), side, tuple(cfg["scale"]), bool(cfg["flip"]), bool(cfg["rot90"]),
-                                     generator)
-                images = torch.empty(len(index), size, size, 3, dtype=torch.uint8)
-                masks = torch.empty(len(index), size, size, dtype=torch.uint8)
+                params = draws[i * self.batch_size : (i + 1) * self.batch_size]
+                images = torch.empty(len(index), 3, size, size, dtype=torch.float32 if finish else torch.uint8)
+                masks = torch.empty(len(index), size, size, dtype=torch.int64 if finish else torch.uint8)
+                slots = masks.numpy()  # the masks' gathers are numpy's
 
-                def work(j: int, index=index, params=params, images=images, masks=masks) -> None:
-                    images[j], masks[j] = crop_pair(self.images[index[j]], self.labels[index[j]], params[j], size)
+                def work(j: int, index=index, params=params, images=images, masks=slots) -> None:
+                    images[j], masks[j] = crop_pair(self.images[index[j]], labels[index[j]], params[j], size)
+                    if finish:
+                        images[j].mul_(finish[0]).add_(finish[1])
 
                 list(pool.map(work, range(len(index))))
                 yield images, masks
@@ -160,7 +205,9 @@ class SegmentationData(L.LightningDataModule):
         rank, world = self._rank_world()
         batch = int(self.cfg["batch_size"])
         trainer = getattr(self, "trainer", None)
-        return SegmentationBatches(self.train_x, self.train_y, batch, self.cfg, shuffle=True,
+        on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
+        normalize = (self.cfg["mean"], self.cfg["std"]) if on_cpu else None
+        return SegmentationBatches(self.train_x, self.train_y, batch, self.cfg, normalize=normalize, shuffle=True,
                                    drop_last=len(self.train_y) // world >= batch, seed=self.seed, rank=rank,
                                    world_size=world,
                                    epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
@@ -172,6 +219,8 @@ class SegmentationData(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, masks = batch
         training = getattr(self, "trainer", None) is not None and self.trainer.training
-        if training:  # already cropped to the training size on the CPU
-            return to_float(images, self.cfg["mean"], self.cfg["std"]), masks.long()
+        if training and images.is_floating_point():  # finished by the batches' workers (training on the CPU)
+            return images, masks
+        if training:  # already cropped to the training size on the CPU, planar
+            return planes_to_float(images, self.cfg["mean"], self.cfg["std"]), masks.long()
         return model_input(images, self.cfg), masks.long()
