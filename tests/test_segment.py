@@ -179,6 +179,29 @@ def test_crop_pairs_mask_gather_equals_resize_mirror_and_turn(side):
             assert torch.equal(out, picture), (mirror, turns)
 
 
+def test_training_batches_for_an_accelerator_travel_as_uint8_and_end_equal_to_the_cpu_ones(p2_data):
+    from types import SimpleNamespace
+
+    from dlcv.data.seg_batches import SegmentationData
+    from dlcv.recipes import segment_defaults
+
+    cfg = {**segment_defaults()["data"], "train_size": 32, "batch_size": 4, "holdout": 0.25}
+    batches = {}
+    for device in ("cpu", "cuda"):
+        data = SegmentationData(p2_data, cfg, seed=0)
+        data.prepare()
+        data.trainer = SimpleNamespace(training=True, current_epoch=0, global_rank=0, world_size=1,
+                                       strategy=SimpleNamespace(root_device=torch.device(device)))
+        batches[device] = next(iter(data.train_dataloader()))
+    images, masks = batches["cuda"]
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 32, 32) and masks.dtype == torch.uint8
+    assert batches["cpu"][0].dtype == torch.float32 and batches["cpu"][1].dtype == torch.int64
+    finished = data.on_after_batch_transfer((images, masks), 0)  # what the accelerator does with them
+    assert torch.equal(finished[0], batches["cpu"][0]) and torch.equal(finished[1], batches["cpu"][1])
+    passed = data.on_after_batch_transfer(batches["cpu"], 0)  # already finished on the workers: passed on
+    assert passed[0] is batches["cpu"][0] and passed[1] is batches["cpu"][1]
+
+
 # --- models --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,args", [("unet_small", {"width": 4}), ("unet_lite0", {"decoder_widths": [16, 16, 8, 8]}),
                                        ("fcn32s", {})])
