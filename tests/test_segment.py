@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -151,6 +152,11 @@ def test_augmentation_moves_image_and_mask_together():
     again = SegmentationBatches(images, masks, 6, cfg, shuffle=True, seed=1)
     assert torch.equal(next(iter(again))[1], out_mask)  # the same (seed, epoch) draws the same crops
     assert torch.get_num_threads() == threads  # the pool's one-thread workers leave the caller's count alone
+    later = []  # and the default a thread started later takes
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [threads]
     mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 1.0]
     finished = SegmentationBatches(images, masks, 6, cfg, normalize=(mean, std), shuffle=True, seed=1)
     float_image, long_mask = next(iter(finished))  # for a CPU trainer: finished on the workers, same values

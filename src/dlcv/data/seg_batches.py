@@ -12,6 +12,7 @@ epoch), so an epoch's crops are the same whenever it runs, a resumed one include
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -86,11 +87,28 @@ def _next_or_none(items, lock: threading.Lock):
         return next(items, None)
 
 
-def _one_thread() -> None:
-    """A pool worker's kernels run on its own thread: each worker starting its own 2-thread OpenMP team
-    on the same 2 cores made a batch's crops about 1.6x slower. The calling (training) thread keeps its
-    own thread count."""
-    torch.set_num_threads(1)
+@contextlib.contextmanager
+def _crop_pool(workers: int):
+    """A thread pool whose workers run their kernels on one thread each.
+
+    Each worker starting its own 2-thread OpenMP team on the same 2 cores made a batch's crops about 1.6x
+    slower. ``torch.set_num_threads`` also sets the default that threads starting later take, so once
+    every worker has set its own count the default is put back: the calling (training) thread, and any
+    thread after, keep the process's count.
+    """
+    threads = torch.get_num_threads()  # the calling thread's count (and its own setting made first)
+    ready = threading.Barrier(workers + 1, timeout=60)
+
+    def start() -> None:
+        torch.set_num_threads(1)
+        ready.wait()
+
+    with ThreadPoolExecutor(workers, initializer=start) as pool:
+        for _ in range(workers):
+            pool.submit(int)  # start every worker now (each submit finds none idle: a new thread)
+        ready.wait()
+        torch.set_num_threads(threads)
+        yield pool
 
 
 class SegmentationBatches(TensorBatches):
@@ -122,7 +140,7 @@ class SegmentationBatches(TensorBatches):
         side = self.images.shape[1]
         finish, labels = self.normalize, self.labels.numpy()
         draws = crop_params(len(order), side, tuple(cfg["scale"]), bool(cfg["flip"]), bool(cfg["rot90"]), generator)
-        with ThreadPoolExecutor(self.workers, initializer=_one_thread) as pool:
+        with _crop_pool(self.workers) as pool:
             for i in range(len(self)):
                 index = order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
                 params = draws[i * self.batch_size : (i + 1) * self.batch_size]
