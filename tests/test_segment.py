@@ -185,6 +185,15 @@ def test_crop_pairs_mask_gather_equals_resize_mirror_and_turn(side):
             assert torch.equal(out, picture), (mirror, turns)
 
 
+def test_the_crop_pools_workers_run_one_kernel_thread_and_the_rest_keep_theirs():
+    from dlcv.data.seg_batches import _crop_pool
+
+    threads = torch.get_num_threads()
+    with _crop_pool(2) as pool:  # a kernel first, so a worker that took the default late would show it
+        inside = list(pool.map(lambda _: (torch.ones(1 << 20).add_(1), torch.get_num_threads())[1], range(4)))
+    assert inside == [1, 1, 1, 1] and torch.get_num_threads() == threads
+
+
 def test_training_batches_for_an_accelerator_travel_as_uint8_and_end_equal_to_the_cpu_ones(p2_data):
     from types import SimpleNamespace
 

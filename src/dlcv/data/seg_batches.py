@@ -100,6 +100,9 @@ def _crop_pool(workers: int):
     ready = threading.Barrier(workers + 1, timeout=60)
 
     def start() -> None:
+        # A thread takes the process default at its first kernel unless it has read its count before: read
+        # it, then set it, so the default put back below does not reach the workers.
+        torch.get_num_threads()
         torch.set_num_threads(1)
         ready.wait()
 
