@@ -60,6 +60,13 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     return x.masked_fill(hole[:, None], 0.0)
 
 
+def scale_shift(mean: Sequence[float], std: Sequence[float], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel the float32 ``(scale, shift)`` that take uint8 pixels to ``(x / 255 - mean) / std``."""
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=device)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=device)
+    return scale, shift
+
+
 def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) in channels-last memory.
 
@@ -69,8 +76,7 @@ def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     """
     x = images.contiguous().float()
     w = x.shape[2]
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=x.dtype, device=x.device).repeat(w)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=x.dtype, device=x.device).repeat(w)
+    scale, shift = (v.repeat(w) for v in scale_shift(mean, std, x.device))
     rows = x.view(-1, w * x.shape[3])
     rows.mul_(scale).add_(shift)
     return x.permute(0, 3, 1, 2)  # NHWC memory is NCHW channels-last already
@@ -83,8 +89,7 @@ def planes_to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     rows, the fast case on a CPU).
     """
     x = images.float()
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    scale, shift = (v.view(1, -1, 1, 1) for v in scale_shift(mean, std, x.device))
     return x.mul_(scale).add_(shift)
 
 

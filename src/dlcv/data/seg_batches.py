@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dlcv.data.augment import planes_to_float, to_float
+from dlcv.data.augment import planes_to_float, scale_shift, to_float
 from dlcv.data.batches import TensorBatches
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs
@@ -72,13 +72,14 @@ def crop_pair(image: torch.Tensor, mask: np.ndarray, params: tuple, size: int) -
     rows, cols = pick + top, pick + left
     if mirror:
         cols = cols[::-1]
-    if turns % 2 == 0:  # 0 or a half turn (which reverses both)
-        labels = mask.take(rows[::-1] if turns else rows, 0).take(cols[::-1] if turns else cols, 1)
-    elif turns == 1:  # out[i, j] = x[j, W-1-i]
-        labels = mask.take(rows, 0).take(cols[::-1], 1).T
-    else:  # three quarters: out[i, j] = x[H-1-j, i]
-        labels = mask.take(rows[::-1], 0).take(cols, 1).T
-    return out, labels
+    # A quarter turn k times of x is x with its rows reversed (k = 2, 3) and its columns reversed (k = 1, 2),
+    # transposed when k is odd: rot90(x, 1)[i, j] = x[j, W-1-i], rot90(x, 3)[i, j] = x[H-1-j, i].
+    if turns in (2, 3):
+        rows = rows[::-1]
+    if turns in (1, 2):
+        cols = cols[::-1]
+    labels = mask.take(rows, 0).take(cols, 1)
+    return out, labels.T if turns % 2 else labels
 
 
 def _next_or_none(items, lock: threading.Lock):
@@ -129,11 +130,7 @@ class SegmentationBatches(TensorBatches):
         super().__init__(images, masks, batch_size, **kwargs)
         self.cfg = cfg
         self.workers = max(1, min(4, os.cpu_count() or 1))
-        self.normalize = None
-        if normalize is not None:
-            mean, std = normalize
-            self.normalize = (torch.tensor([1.0 / (255.0 * s) for s in std]).view(-1, 1, 1),
-                              torch.tensor([-m / s for m, s in zip(mean, std)]).view(-1, 1, 1))
+        self.normalize = None if normalize is None else tuple(v.view(-1, 1, 1) for v in scale_shift(*normalize))
 
     def __iter__(self):
         cfg, size = self.cfg, int(self.cfg["train_size"])
