@@ -87,6 +87,20 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def expect_error(capsys, pattern: str, *args) -> str:
+    """Run ``dlcv ARGS`` expecting the promise for bad input: exit 2, no traceback, one line
+    ``dlcv: error: ...`` matching ``pattern``; returns that line."""
+    import re
+
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dlcv: error: "), err
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
 def run_dlcv(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``dlcv ARGS`` as a separate process, the way a user does."""
     return subprocess.run([sys.executable, "-m", "dlcv", *map(str, args)], check=False, capture_output=True, text=True,

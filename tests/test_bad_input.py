@@ -6,19 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import run_cli
-
-
-def _expect_error(capsys, pattern: str, *args) -> str:
-    import re
-
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (out, err)
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dlcv: error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
-    return lines[0]
+from conftest import expect_error as _expect_error
 
 
 @pytest.fixture
@@ -55,8 +43,11 @@ def test_fit_with_a_missing_recipe(capsys, p1_data, tmp_path):
 
 
 def test_fit_refuses_to_replace_an_earlier_run(capsys, recipe, p1_data, tmp_path):
+    from dlcv.io import mark_folder
+
     run = tmp_path / "runs" / "tiny"
     run.mkdir(parents=True)
+    mark_folder(run, "run")
     (run / "best.ckpt").write_text("precious")
     _expect_error(capsys, r"runs/tiny: already holds a run; pass --overwrite", "classify", "fit", "--config",
                   recipe, "--data", p1_data, "--runs-dir", tmp_path / "runs")
@@ -144,8 +135,8 @@ def test_evaluate_with_a_label_that_is_not_a_number(capsys, p1_data, tmp_path):
 
 
 def test_synth_refuses_to_replace_data(capsys, tmp_path):
-    (tmp_path / "p1_data").mkdir()
-    _expect_error(capsys, r"p1_data: already exists; pass --overwrite", "data", "synth", "--output", tmp_path)
+    (tmp_path / "p1_data" / "train_50").mkdir(parents=True)
+    _expect_error(capsys, r"p1_data: already holds train_50; pass --overwrite", "data", "synth", "--output", tmp_path)
 
 
 def test_outputs_get_the_usual_file_mode(tmp_path):

@@ -138,4 +138,4 @@ def test_demo_runs_every_problem_and_builds_the_report(capsys, tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert f"{summary['best_val_acc']:.4f}" in page
     code, _, err = run_cli(capsys, "demo", "--output", tmp_path / "demo")
-    assert code == 2 and "already holds files" in err
+    assert code == 2 and "already holds a demo; pass --overwrite" in err

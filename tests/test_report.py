@@ -255,7 +255,7 @@ def test_bad_input_gives_one_line_and_leaves_files_alone(capsys, tmp_path, train
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "mine")
-    assert code == 2 and "not a report" in err
+    assert code == 2 and "holds files that dlcv did not write" in err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     (run / "metrics.csv").write_text("epoch,val_acc\n1,abc\n")
     code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "r")

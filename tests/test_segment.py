@@ -307,7 +307,7 @@ def test_predict_then_evaluate_through_the_command_line(seg_run, p2_data, tmp_pa
                            "--images", p2_data / "validation", "--output", out_dir, "--tta", "d4")
     assert code == 0 and "wrote 4 masks" in out
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == [f"{i:04d}_mask.png" for i in range(4)]
+    assert names == [".dlcv-output", *(f"{i:04d}_mask.png" for i in range(4))]  # the masks and dlcv's manifest
     mask = np.asarray(Image.open(out_dir / "0000_mask.png").convert("RGB"))
     assert mask.shape == (96, 96, 3)
     assert {tuple(c) for c in mask.reshape(-1, 3)} <= {tuple(c) for c in CLASS_COLOURS}
@@ -316,7 +316,7 @@ def test_predict_then_evaluate_through_the_command_line(seg_run, p2_data, tmp_pa
     # A folder that holds files is never mixed into; --overwrite replaces it whole.
     code, _, err = run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt",
                            "--images", p2_data / "validation", "--output", out_dir)
-    assert code == 2 and "already holds files" in err
+    assert code == 2 and "already holds a set of predicted masks; pass --overwrite" in err
     (out_dir / "stale_mask.png").write_bytes(b"old")
     code, _, _ = run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt",
                          "--images", p2_data / "validation", "--output", out_dir, "--overwrite")

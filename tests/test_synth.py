@@ -28,7 +28,7 @@ def test_layout_matches_the_course(tmp_path):
     assert rows[0] == ["filename", "label"] and rows[1] == ["0_4.png", "0"] and len(rows) == 7
     stack = load_image_stack(list_images(root / "train_50"), use_cache=False)
     assert stack.shape == (12, 32, 32, 3)
-    assert not (tmp_path / ".p1_data.partial").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["p1_data"]  # no staging folder left beside it
 
 
 def test_a_small_network_learns_the_classes(tmp_path):

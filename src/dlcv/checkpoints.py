@@ -11,6 +11,7 @@ TASK_COMMANDS = {"classify": "dlcv classify fit", "segment": "dlcv segment fit"}
 # Model arguments that name pretrained weights: rebuilding a trained model from its checkpoint
 # must not read them again (the checkpoint holds every weight, and the file may be gone).
 WEIGHT_ARGS = ("weights", "backbone_weights", "encoder_weights")
+MAX_CLASSES = 100_000  # a checkpoint's class count sizes the model's head: bounded before it is built
 
 
 def rebuild_args(args: dict) -> dict:
@@ -19,17 +20,49 @@ def rebuild_args(args: dict) -> dict:
 
 
 def read_checkpoint(path: str | os.PathLike, task: str) -> tuple[dict, dict]:
-    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task``, loaded without running pickled code."""
+    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task``, loaded without running pickled code;
+    one line saying what the file is not when it is no such checkpoint or misses a part."""
     from dlcv.models.weights import safe_load
 
     path = Path(path)
     ckpt = safe_load(path, "checkpoint")
-    recipe = ckpt.get("hyper_parameters", {}).get("recipe") if isinstance(ckpt, dict) else None
-    if not isinstance(recipe, dict) or "state_dict" not in ckpt:
-        raise DlcvError(f"{path}: not a dlcv checkpoint (no recipe inside); train one with '{TASK_COMMANDS[task]}'")
+    hyper = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    recipe = hyper.get("recipe") if isinstance(hyper, dict) else None
+    if not isinstance(recipe, dict):
+        what = "a plain state_dict" if isinstance(ckpt, dict) and ckpt and all(
+            hasattr(v, "shape") for v in ckpt.values()) else f"a {type(ckpt).__name__}"
+        raise DlcvError(f"{path}: {what}, not a dlcv checkpoint (no recipe inside); train one with "
+                        f"'{TASK_COMMANDS[task]}'")
     if recipe.get("task") != task:
         raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a {task!r} one")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise DlcvError(f"{path}: a dlcv checkpoint without its weights (no state_dict)")
+    model = recipe.get("model")
+    if not (isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("args", {}), dict)
+            and isinstance(recipe.get("data"), dict) and isinstance(recipe.get("train"), dict)):
+        raise DlcvError(f"{path}: a dlcv checkpoint whose recipe lacks its model, data or train section")
     return ckpt, recipe
+
+
+def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
+    """The class count a classification checkpoint was trained with (bounded, a whole number)."""
+    value = ckpt["hyper_parameters"].get("num_classes")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CLASSES:
+        raise DlcvError(f"{path}: a dlcv checkpoint with no valid class count (num_classes {value!r})")
+    return value
+
+
+def rebuild_model(ckpt: dict, recipe: dict, path: str | os.PathLike, kind: str, num_classes: int):
+    """The checkpoint's model, built from its recipe and loaded with its weights, in evaluation mode."""
+    from dlcv.models import create_model
+
+    spec = recipe["model"]
+    try:
+        model = create_model(spec["name"], num_classes=num_classes, kind=kind, **rebuild_args(spec.get("args", {})))
+    except DlcvError as exc:
+        raise DlcvError(f"{path}: its model cannot be rebuilt ({exc})") from None
+    load_model_weights(model, ckpt, path, spec["name"])
+    return model
 
 
 def load_model_weights(model, ckpt: dict, path: str | os.PathLike, model_name: str) -> None:

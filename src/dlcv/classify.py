@@ -38,11 +38,13 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch).
     ``defaults``: the recipe the file and overrides apply to (the classification defaults when None)."""
     from dlcv.recipes import check_classify_recipe, classify_defaults
-    from dlcv.runs import is_primary_process, run_recipe
+    from dlcv.runs import check_run_dir, is_primary_process, run_recipe
 
     recipe = run_recipe(defaults if defaults is not None else classify_defaults(), config, overrides, name, runs_dir,
                         resume)
     snapshot_at = check_classify_recipe(recipe)  # a bad recipe fails before any work
+    if not resume and is_primary_process():  # so does a run folder that may not be written
+        check_run_dir(runs_dir, recipe["name"], overwrite, inputs=(data,))
     say = print if is_primary_process() else (lambda *a, **k: None)
 
     import lightning as L
@@ -68,7 +70,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
                                                      str(recipe["train"]["accelerator"]))
     recipe["data"]["num_classes"] = data_module.num_classes
-    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume)
+    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=(data,))
     say(f"run folder: {run_dir}  ({len(data_module.train_y)} training images, "
           f"{len(data_module.val_y)} validation images, {data_module.num_classes} classes, "
           f"precision {recipe['train']['precision']})", flush=True)
@@ -114,15 +116,10 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
 # --- checkpoints and prediction ----------------------------------------------------------------------
 def load_classifier(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv classification checkpoint, loaded without running pickled code."""
-    from dlcv.checkpoints import load_model_weights, read_checkpoint, rebuild_args
-    from dlcv.models import create_model
+    from dlcv.checkpoints import checkpoint_classes, read_checkpoint, rebuild_model
 
     ckpt, recipe = read_checkpoint(path, "classify")
-    num_classes = int(ckpt["hyper_parameters"]["num_classes"])
-    spec = recipe["model"]
-    model = create_model(spec["name"], num_classes=num_classes, kind="classify", **rebuild_args(spec["args"]))
-    load_model_weights(model, ckpt, path, spec["name"])
-    return model, recipe
+    return rebuild_model(ckpt, recipe, path, "classify", checkpoint_classes(ckpt, path)), recipe
 
 
 def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str | None = None):
@@ -183,7 +180,7 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
     if tta is not None and tta not in TTA_MODES:
         raise DlcvError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-    output = check_output_path(output)
+    output = check_output_path(output, inputs=(images, checkpoint))
     files = list_images(images)
     array = load_image_stack(files, use_cache=False)
     total = None
@@ -241,7 +238,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
     predictions, labels = Path(predictions), Path(labels)
     if confusion is None:
         confusion = predictions.with_name(predictions.stem + "_confusion.png")
-    confusion = check_output_path(confusion)
+    confusion = check_output_path(confusion, inputs=(predictions, labels))
     predicted = _read_label_table(predictions, "predictions")
     truth = _read_label_table(labels, "labels")
     missing = [n for n in truth if n not in predicted]

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from dlcv.config import dump_recipe
-from dlcv.errors import DlcvError
-from dlcv.io import atomic_write
+from dlcv.io import atomic_write, check_output_folder, make_output_folder
 
 # Problem 1 at demo scale: a narrow dlcv_net, seconds per epoch on two CPU cores.
 P1_DEMO_RECIPE = {
@@ -82,11 +81,10 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     from dlcv.embed import plot
     from dlcv.report import build_report
 
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise DlcvError(f"{output}: already holds files; pass --overwrite to replace the demo there")
+    # An earlier demo's folder is written over with --overwrite; a folder of other files never.
+    output = check_output_folder(output, overwrite, need_parent=False)
     start = time.perf_counter()
-    output.mkdir(parents=True, exist_ok=True)
+    make_output_folder(output, "demo")
     steps = 10
     print(f"[1/{steps}] synthesising the default data into {output / 'data'}", flush=True)
     p1 = synth_p1(output / "data", overwrite=True)

@@ -17,20 +17,27 @@ from pathlib import Path
 
 from dlcv.config import dump_recipe
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write
+from dlcv.io import atomic_write, check_output_folder, make_output_folder
+
+RUN_KIND = "run"  # the manifest kind of a run folder (dlcv.io)
 
 
-def prepare_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool) -> Path:
-    """Create ``runs_dir/name``; refuse to touch one that already holds a run unless ``overwrite``."""
+def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
+                  inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
+    """``runs_dir/name`` after checking that a run may be written there: a plain name, not the current
+    folder or an input, and new, empty or (with ``overwrite``) a folder that dlcv wrote."""
     if not name or "/" in name or name in (".", ".."):
         raise DlcvError(f"run name {name!r} must be a plain folder name")
-    run_dir = Path(runs_dir) / name
+    return check_output_folder(Path(runs_dir) / name, overwrite, inputs, need_parent=False)
+
+
+def prepare_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
+                    inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
+    """Create ``runs_dir/name`` (checked by ``check_run_dir``), replacing an earlier run only with ``overwrite``."""
+    run_dir = check_run_dir(runs_dir, name, overwrite, inputs)
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise DlcvError(f"{run_dir}: already holds a run; pass --overwrite to replace it or --name to choose another")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+        shutil.rmtree(run_dir)  # a run folder of dlcv's (checked above), replaced as asked
+    return make_output_folder(run_dir, RUN_KIND)
 
 
 def is_primary_process() -> bool:
@@ -62,14 +69,15 @@ def resumed_recipe(runs_dir: str | os.PathLike, recipe: dict) -> dict:
     return load_recipe(recipe, run_dir / "recipe.yaml")
 
 
-def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, resume: bool) -> tuple[Path, Path | None]:
+def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, resume: bool,
+                 inputs: tuple[str | os.PathLike | None, ...] = ()) -> tuple[Path, Path | None]:
     """``(run folder, checkpoint to resume from or None)``: a new run gets an empty folder with its
     recipe (``prepare_run_dir``, primary process only); a resumed one its ``last.ckpt``."""
     run_dir = Path(runs_dir) / recipe["name"]
     if resume:
         return run_dir, run_dir / "last.ckpt"
     if is_primary_process():
-        run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite)
+        run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite, inputs)
         write_recipe(run_dir, recipe)
     return run_dir, None
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from dlcv.data.masks import NUM_CLASSES, MaskCodec, read_mask, write_mask
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_path, staged_folder
+from dlcv.io import atomic_path, check_output_folder, staged_folder
 
 FIGURE_STEM = "figure"
 
@@ -103,13 +103,14 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
     from dlcv.viz.sam import masks_overlay, plot_sam_masks
 
     recipe = sam_recipe(config, overrides, model_type)
+    check_output_folder(output, overwrite, inputs=(images, checkpoint))
     found = find_images(images)
     runner = SamRunner(checkpoint, recipe, device)
     chosen = [str(i) for i in recipe["figure"]["images"] if str(i) in found.ids] or found.ids[:3]
     seconds: dict[str, float] = {}
     counts: dict[str, int] = {}
     rows = []
-    with staged_folder(output, overwrite) as staging:
+    with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of SAM masks") as staging:
         for name, path in zip(found.ids, found.images):
             image = decode_image(path)
             records, seconds[name] = runner.generate(name, image)
@@ -227,6 +228,8 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     if checkpoint is not None and images is None:
         raise DlcvError("--checkpoint needs --images: the satellite images SAM runs on")
     recipe = sam_recipe(config, overrides, model_type)
+    inputs = (predictions, checkpoint, images, sam_masks, labels)
+    check_output_folder(output, overwrite, inputs=inputs)
     predicted = {name[: -len("_mask.png")]: path for name, path in _mask_files(Path(predictions), "predictions").items()}
     ids = sorted(predicted)
     if sam_masks is not None:
@@ -248,7 +251,7 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     settings = recipe["refine"]
     codec = MaskCodec()
     per_image = {}
-    with staged_folder(output, overwrite) as staging:
+    with staged_folder(output, overwrite, inputs=inputs, kind="set of refined masks") as staging:
         for name in ids:
             classes = read_mask(predicted[name], codec)
             if runner is not None:

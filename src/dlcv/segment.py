@@ -23,7 +23,7 @@ from dlcv.data.masks import (
     write_mask,
 )
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, staged_folder
+from dlcv.io import atomic_write, check_output_folder, check_output_path, staged_folder
 
 _MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
@@ -66,6 +66,8 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
         mean_iou,
     )
 
+    if breakdown is not None:
+        check_output_path(breakdown, inputs=(predictions, labels))
     pairs = pair_masks(Path(predictions), Path(labels))
     MaskCodec(unmapped)  # a bad policy fails before any work
     unmapped_codes = np.flatnonzero(CODE_TO_CLASS >= NUM_CLASSES)  # red
@@ -142,12 +144,12 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
     for path in (image_path, mask_path):
         if not path.is_file():
             raise DlcvError(f"{path}: no such file")
+    output = check_output_path(output, inputs=(image_path, mask_path))
     rgb = decode_image(image_path)
     classes = read_mask(mask_path, MaskCodec(unmapped))
     if classes.shape != rgb.shape[:2]:
         raise DlcvError(f"{mask_path}: mask is {classes.shape[1]}x{classes.shape[0]} but the image "
                         f"{image_path.name} is {rgb.shape[1]}x{rgb.shape[0]}")
-    output = Path(output)
     with atomic_path(output) as tmp:
         Image.fromarray(overlay_image(rgb, classes, alpha)).save(tmp, format="PNG")
     return output
@@ -159,12 +161,14 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         resume: bool = False) -> Path:
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
     from dlcv.recipes import check_segment_recipe, segment_defaults
-    from dlcv.runs import is_primary_process, run_recipe
+    from dlcv.runs import check_run_dir, is_primary_process, run_recipe
 
     recipe = run_recipe(segment_defaults(), config, overrides, name, runs_dir, resume)
     say = print if is_primary_process() else (lambda *a, **k: None)
     progress_at = check_segment_recipe(recipe)  # a bad recipe fails before any work
     MaskCodec(recipe["data"]["unmapped"])
+    if not resume and is_primary_process():  # so does a run folder that may not be written
+        check_run_dir(runs_dir, recipe["name"], overwrite, inputs=(data,))
 
     import lightning as L
     import torch
@@ -191,7 +195,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
                                                      str(recipe["train"]["accelerator"]))
     L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
     task = SegmentationTask(recipe)  # a bad model name or weights file fails before the run folder exists
-    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume)
+    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=(data,))
     say(f"run folder: {run_dir}  ({len(data_module.train_y)} training pairs, {len(data_module.val_y)} "
         f"validation pairs, training at {recipe['data']['train_size']}px, model input "
         f"{recipe['data']['eval_size']}px, precision {recipe['train']['precision']})", flush=True)
@@ -259,15 +263,11 @@ def _score_set(model, recipe: dict, pairs, codec: MaskCodec) -> np.ndarray:
 # --- checkpoints and prediction ----------------------------------------------------------------------
 def load_segmenter(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv segmentation checkpoint."""
-    from dlcv.checkpoints import load_model_weights, read_checkpoint, rebuild_args
+    from dlcv.checkpoints import read_checkpoint, rebuild_model
     from dlcv.data.masks import NUM_CLASSES
-    from dlcv.models import create_model
 
     ckpt, recipe = read_checkpoint(path, "segment")
-    spec = recipe["model"]
-    model = create_model(spec["name"], num_classes=NUM_CLASSES, kind="segment", **rebuild_args(spec["args"]))
-    load_model_weights(model, ckpt, path, spec["name"])
-    return model, recipe
+    return rebuild_model(ckpt, recipe, path, "segment", NUM_CLASSES), recipe
 
 
 def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_size: int | None = None):
@@ -301,9 +301,10 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 
     if tta is not None and tta not in ("none", "flip", "d4"):
         raise DlcvError(f"--tta must be none, flip or d4, got {tta!r}")
+    check_output_folder(output, overwrite, inputs=(images, checkpoint))
     found = find_images(images)
     model, recipe = load_segmenter(checkpoint)
-    with staged_folder(output, overwrite) as staging:
+    with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
         batch = int(recipe["data"]["eval_batch_size"])
         for first in range(0, len(found), batch):
             ids = found.ids[first : first + batch]

@@ -15,10 +15,16 @@ import time
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_path
+from dlcv.io import (
+    atomic_write,
+    check_output_folder,
+    check_output_path,
+    make_output_folder,
+)
 
 BACKBONE_FILE = "backbone.pt"
 KNN_FIGURE = "knn_curve"
+TABLE_KIND = "table of settings A-E"  # the manifest kind of a table's folder (dlcv.io)
 INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
 
 
@@ -34,12 +40,14 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
     """
     from dlcv.recipes import byol_defaults
-    from dlcv.runs import run_recipe
+    from dlcv.runs import check_run_dir, is_primary_process, run_recipe
 
     recipe = run_recipe(byol_defaults(), config, overrides, name, runs_dir, resume)
     _check_byol_recipe(recipe)
     if monitor is not None and not Path(monitor).is_dir():
         raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
+    if not resume and is_primary_process():  # a run folder that may not be written fails before any work
+        check_run_dir(runs_dir, recipe["name"], overwrite, inputs=(data, monitor))
 
     import lightning as L
     import torch
@@ -58,7 +66,7 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     data_module.prepare()
     recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
                                                      str(recipe["train"]["accelerator"]))
-    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume)
+    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=(data, monitor))
     watched = f", kNN monitor on {monitor}" if monitor is not None else ", no kNN monitor"
     print(f"run folder: {run_dir}  ({len(data_module.images)} unlabelled images{watched}, "
           f"precision {recipe['train']['precision']})", flush=True)
@@ -208,7 +216,7 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
     from dlcv.classify import load_classifier
     from dlcv.models.transfer import TransferResNet, export_backbone
 
-    output = check_output_path(output)
+    output = check_output_path(output, inputs=(checkpoint,))
     model, recipe = load_classifier(checkpoint)
     if not isinstance(model, TransferResNet):
         raise DlcvError(f"{checkpoint}: a {recipe['model']['name']!r} model; only resnet_transfer checkpoints "
@@ -230,7 +238,7 @@ def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: 
 
     if tta is not None and tta not in TTA_MODES:
         raise DlcvError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
-    output = check_output_path(output)
+    output = check_output_path(output, inputs=(csv_path, images, checkpoint))
     rows = read_office_csv(csv_path, images)
     model, recipe = load_classifier(checkpoint)
     array = np.asarray(load_resized_stack(rows.files, recipe["data"].get("image_size"), use_cache=False))
@@ -303,7 +311,9 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     office = data / recipe["data"]["office"]
     arch = _shared_arch(finetune_recipe, pretrain_recipe, supervised_recipe)
     table_dir = Path(runs_dir) / str(recipe["name"])
-    table_dir.mkdir(parents=True, exist_ok=True)
+    # An earlier table's folder is filled on (its runs reused or resumed); any other folder of files is refused.
+    check_output_folder(table_dir, inputs=(data, config), kind=TABLE_KIND, need_parent=False)
+    make_output_folder(table_dir, TABLE_KIND)
     write_recipe(table_dir, recipe)
     needs = {SSL_SETTINGS[s][0] for s in recipe["settings"]}
 

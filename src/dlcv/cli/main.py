@@ -204,7 +204,7 @@ def _models(args) -> None:
 def _report(args) -> None:
     from dlcv.report import build_report
 
-    result = build_report(args.runs, args.output)
+    result = build_report(args.runs, args.output, overwrite=args.overwrite)
     for note in result["skipped"]:
         print(f"note: left out {note}")
     print(f"report of {len(result['runs'])} run(s) ({', '.join(result['sections'])}) in {result['seconds']:.0f} s")
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
     report.add_argument("--output", default="report",
                         help="folder for index.html, report.md and figures/ (new, empty or an earlier report)")
+    report.add_argument("--overwrite", action="store_true",
+                        help="also replace a folder of dlcv's that is not a report (an earlier report always is)")
     report.set_defaults(handler=_report)
 
     data = commands.add_parser("data", help="data sets").add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -418,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
         args.handler(args)
     except DlcvError as exc:
         print(f"dlcv: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the checks could not foresee (permissions, a full disk, a vanished file)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"dlcv: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dlcv: interrupted", file=sys.stderr)

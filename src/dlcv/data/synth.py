@@ -10,14 +10,33 @@ from __future__ import annotations
 import colorsys
 import csv
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from dlcv.errors import DlcvError
+from dlcv.io import check_output_folder, staged_folder
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
+SYNTH_KIND = "synthetic data set"  # the manifest kind of p1_data/ and p2_data/ written here (dlcv.io)
+P2_PARTS = ("train", "validation")  # p2_data/ holds the satellite pairs and the self-supervised
+SSL_PARTS = ("mini", "office", "pretrain_model_SL.pt")  # problem's data side by side, each kept by the other
+P1_PARTS = ("train_50", "val_50", "val_gt.csv")
+
+
+def _data_target(output: str | os.PathLike, name: str, parts: tuple[str, ...], overwrite: bool) -> Path:
+    """``output/name`` once it is known that ``parts`` may be written there: none of them exists yet, or
+    ``overwrite`` and the folder is synthetic data of dlcv's (a course data folder is never replaced)."""
+    target = Path(output) / name
+    existing = [p for p in parts if (target / p).exists()]
+    if existing and not overwrite:
+        raise DlcvError(f"{target}: already holds {existing[0]}; pass --overwrite to replace it")
+    check_output_folder(target, overwrite=True, need_parent=False)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DlcvError(f"{target.parent}: cannot be created ({exc.strerror})") from None
+    return target
 
 
 def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,31 +106,23 @@ def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: 
     """
     if num_classes < 2 or train_per_class < 1 or val_per_class < 1:
         raise DlcvError("synthetic data needs at least 2 classes and 1 image per class and split")
-    output = Path(output)
-    target = output / "p1_data"
-    if target.exists() and not overwrite:
-        raise DlcvError(f"{target}: already exists; pass --overwrite to replace it")
-    output.mkdir(parents=True, exist_ok=True)
-    staging = output / ".p1_data.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "train_50").mkdir(parents=True)
-    (staging / "val_50").mkdir()
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label in range(num_classes):
-        for index in range(train_per_class + val_per_class):
-            name = f"{label}_{index}.png"
-            split = "train_50" if index < train_per_class else "val_50"
-            _write_png(draw_p1_image(label, num_classes, rng), staging / split / name)
-            if split == "val_50":
-                rows.append((name, label))
-    with open(staging / "val_gt.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["filename", "label"])
-        writer.writerows(sorted(rows))
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    target = _data_target(output, "p1_data", P1_PARTS, overwrite)
+    with staged_folder(target, overwrite=True, kind=SYNTH_KIND) as staging:
+        (staging / "train_50").mkdir()
+        (staging / "val_50").mkdir()
+        rng = np.random.default_rng(seed)
+        rows = []
+        for label in range(num_classes):
+            for index in range(train_per_class + val_per_class):
+                name = f"{label}_{index}.png"
+                split = "train_50" if index < train_per_class else "val_50"
+                _write_png(draw_p1_image(label, num_classes, rng), staging / split / name)
+                if split == "val_50":
+                    rows.append((name, label))
+        with open(staging / "val_gt.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["filename", "label"])
+            writer.writerows(sorted(rows))
     return target
 
 
@@ -172,23 +183,16 @@ def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, si
 
     if train < 1 or validation < 1 or size < 32:
         raise DlcvError("synthetic satellite data needs at least 1 pair per split and images of at least 32 pixels")
-    output = Path(output)
-    target = output / "p2_data"
-    if target.exists() and not overwrite:
-        raise DlcvError(f"{target}: already exists; pass --overwrite to replace it")
-    output.mkdir(parents=True, exist_ok=True)
-    staging = output / ".p2_data.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    rng = np.random.default_rng(seed + 1)
-    for split, count in (("train", train), ("validation", validation)):
-        (staging / split).mkdir(parents=True)
-        for index in range(count):
-            image, classes = draw_p2_pair(rng, size)
-            Image.fromarray(image).save(staging / split / f"{index:04d}_sat.jpg", format="JPEG", quality=90)
-            Image.fromarray(MaskCodec.encode(classes)).save(staging / split / f"{index:04d}_mask.png", format="PNG")
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    target = _data_target(output, "p2_data", P2_PARTS, overwrite)
+    with staged_folder(target, overwrite=True, kind=SYNTH_KIND, keep=SSL_PARTS) as staging:
+        rng = np.random.default_rng(seed + 1)
+        for split, count in (("train", train), ("validation", validation)):
+            (staging / split).mkdir()
+            for index in range(count):
+                image, classes = draw_p2_pair(rng, size)
+                Image.fromarray(image).save(staging / split / f"{index:04d}_sat.jpg", format="JPEG", quality=90)
+                Image.fromarray(MaskCodec.encode(classes)).save(staging / split / f"{index:04d}_mask.png",
+                                                                format="PNG")
     return target
 
 
@@ -208,36 +212,26 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, 
     if num_classes < 2 or mini < 2 or office_train_per_class < 1 or office_val_per_class < 1:
         raise DlcvError("synthetic self-supervised data needs at least 2 classes, 2 unlabelled images and 1 "
                         "Office-Home image per class and split")
-    target = Path(output) / "p2_data"
-    parts = ("mini", "office", "pretrain_model_SL.pt")
-    if any((target / p).exists() for p in parts) and not overwrite:
-        raise DlcvError(f"{target}: already holds mini/, office/ or pretrain_model_SL.pt; pass --overwrite to replace them")
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(output) / ".ssl_data.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "mini" / "train").mkdir(parents=True)
-    rng = np.random.default_rng(seed + 2)
-    for index in range(mini):
-        image = draw_p1_image(int(rng.integers(num_classes)), num_classes, rng, size=84)
-        Image.fromarray(image).save(staging / "mini" / "train" / f"{index:05d}.jpg", format="JPEG", quality=90)
-    for split, per_class in (("train", office_train_per_class), ("val", office_val_per_class)):
-        (staging / "office" / split).mkdir(parents=True)
-        rows = []
-        for label in range(num_classes):
-            for index in range(per_class):
-                name = f"{label}_{index}.jpg"
-                side = int(rng.integers(48, 97))
-                image = draw_p1_image(label, num_classes, rng, size=side)
-                Image.fromarray(image).save(staging / "office" / split / name, format="JPEG", quality=90)
-                rows.append((name, label))
-        write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        trunk, _ = resnet_trunk(arch)
-    export_backbone(trunk, arch, staging / "pretrain_model_SL.pt", seed=seed)
-    for part in parts:
-        if (target / part).is_dir():
-            shutil.rmtree(target / part)
-        os.replace(staging / part, target / part)
-    shutil.rmtree(staging, ignore_errors=True)
+    target = _data_target(output, "p2_data", SSL_PARTS, overwrite)
+    with staged_folder(target, overwrite=True, kind=SYNTH_KIND, keep=P2_PARTS) as staging:
+        (staging / "mini" / "train").mkdir(parents=True)
+        rng = np.random.default_rng(seed + 2)
+        for index in range(mini):
+            image = draw_p1_image(int(rng.integers(num_classes)), num_classes, rng, size=84)
+            Image.fromarray(image).save(staging / "mini" / "train" / f"{index:05d}.jpg", format="JPEG", quality=90)
+        for split, per_class in (("train", office_train_per_class), ("val", office_val_per_class)):
+            (staging / "office" / split).mkdir(parents=True)
+            rows = []
+            for label in range(num_classes):
+                for index in range(per_class):
+                    name = f"{label}_{index}.jpg"
+                    side = int(rng.integers(48, 97))
+                    image = draw_p1_image(label, num_classes, rng, size=side)
+                    Image.fromarray(image).save(staging / "office" / split / name, format="JPEG", quality=90)
+                    rows.append((name, label))
+            write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            trunk, _ = resnet_trunk(arch)
+        export_backbone(trunk, arch, staging / "pretrain_model_SL.pt", seed=seed)
     return target

@@ -21,6 +21,7 @@ import numpy as np
 from dlcv.data.images import decode_image, list_images
 from dlcv.data.p1 import label_from_filename
 from dlcv.errors import DlcvError
+from dlcv.io import check_output_folder, staged_folder
 
 PRETRAIN_CLASSES = range(25)
 TRANSFER_CLASSES = range(25, 50)
@@ -49,40 +50,34 @@ def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed:
     for folder in (train, val):
         if not folder.is_dir():
             raise DlcvError(f"{folder}: no such folder (give --p1 the p1_data folder holding train_50/ and val_50/)")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise DlcvError(f"{output}: already holds files; pass --overwrite to replace it")
+    check_output_folder(output, overwrite, inputs=(p1,))
     train_files = list_images(train)
     val_files = list_images(val)
     labels = {p: label_from_filename(p) for p in (*train_files, *val_files)}
     missing = [c for c in (*PRETRAIN_CLASSES, *TRANSFER_CLASSES) if c not in set(labels.values())]
     if missing:
         raise DlcvError(f"{p1}: the transfer split needs classes 0-49; none of class {missing[0]}")
-    staging = output.with_name(f".{output.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for sub in ("mini/train", "office/train", "office/val", "supervised/train_50", "supervised/val_50"):
-        (staging / sub).mkdir(parents=True)
     counts = {"mini": 0, "office_train": 0, "office_val": 0, "supervised_train": 0, "supervised_val": 0}
-
-    pretrain = [p for p in train_files if labels[p] in PRETRAIN_CLASSES]
-    order = np.random.default_rng(seed).permutation(len(pretrain))
-    for index, position in enumerate(order):
-        _write_jpeg(pretrain[position], staging / "mini" / "train" / f"{index:05d}.jpg")
-    counts["mini"] = len(pretrain)
-    for split, files in (("train", train_files), ("val", val_files)):
-        rows = []
-        for path in files:
-            if labels[path] in TRANSFER_CLASSES:
-                label = labels[path] - TRANSFER_CLASSES.start
-                name = f"{label}_{path.stem.split('_', 1)[1]}.jpg"
-                _write_jpeg(path, staging / "office" / split / name)
-                rows.append((name, label))
-            elif labels[path] in PRETRAIN_CLASSES:
-                _link_or_copy(path, staging / "supervised" / f"{split}_50" / path.name)
-                counts[f"supervised_{split}"] += 1
-        rows.sort(key=lambda r: (r[1], r[0]))
-        write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
-        counts[f"office_{split}"] = len(rows)
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(staging, output)
+    with staged_folder(output, overwrite, inputs=(p1,), kind="transfer split") as staging:
+        for sub in ("mini/train", "office/train", "office/val", "supervised/train_50", "supervised/val_50"):
+            (staging / sub).mkdir(parents=True)
+        pretrain = [p for p in train_files if labels[p] in PRETRAIN_CLASSES]
+        order = np.random.default_rng(seed).permutation(len(pretrain))
+        for index, position in enumerate(order):
+            _write_jpeg(pretrain[position], staging / "mini" / "train" / f"{index:05d}.jpg")
+        counts["mini"] = len(pretrain)
+        for split, files in (("train", train_files), ("val", val_files)):
+            rows = []
+            for path in files:
+                if labels[path] in TRANSFER_CLASSES:
+                    label = labels[path] - TRANSFER_CLASSES.start
+                    name = f"{label}_{path.stem.split('_', 1)[1]}.jpg"
+                    _write_jpeg(path, staging / "office" / split / name)
+                    rows.append((name, label))
+                elif labels[path] in PRETRAIN_CLASSES:
+                    _link_or_copy(path, staging / "supervised" / f"{split}_50" / path.name)
+                    counts[f"supervised_{split}"] += 1
+            rows.sort(key=lambda r: (r[1], r[0]))
+            write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
+            counts[f"office_{split}"] = len(rows)
     return counts

@@ -22,23 +22,59 @@ EFFICIENTNET_LITE0 = "efficientnet-lite0"
 EFFICIENTNET_LITE0_NORM = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
 
 
+PICKLE_PROTOCOL = 0x80  # the first byte of a pickle of protocol 2 or later (torch's legacy format too)
+
+
+def _torch_file_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` is no PyTorch file at all (empty, another zip archive, neither zip nor pickle), or None."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        return f"{path}: is empty, not a {what}"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return f"{path}: a damaged zip archive, not a readable {what}"
+        if not any(n.endswith("/data.pkl") for n in names):
+            return f"{path}: a zip archive but not a PyTorch file (no data.pkl inside), so not a {what}"
+        return None
+    if head[0] != PICKLE_PROTOCOL:
+        return f"{path}: not a PyTorch file (neither its zip format nor a pickle), so not a {what}"
+    return None
+
+
 def safe_load(path: str | os.PathLike, what: str):
     """``torch.load`` of plain tensors only (``weights_only``): a file that would run pickled code is
-    refused, and a damaged or foreign one named, as ``what`` ("checkpoint", "weights file")."""
+    refused, and a damaged or foreign one named, as ``what`` ("checkpoint", "weights file"), in one
+    line of ours (torch's warnings and its advice to load untrusted files are kept off the terminal)."""
     import pickle
+    import re
+    import warnings
 
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise DlcvError(f"{path}: no such {what}")
+    problem = _torch_file_problem(path, what)
+    if problem:
+        raise DlcvError(problem)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[0][:160]
-        raise DlcvError(f"{path}: refused to load: it holds objects beyond plain weights ({reason})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise DlcvError(f"{path}: refused to load: it holds Python objects beyond plain weights "
+                            f"({found.group(1)}), which could run code; not a {what}") from None
+        raise DlcvError(f"{path}: a Python pickle but not a PyTorch file, so not a {what}") from None
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for a damaged or foreign file
-        raise DlcvError(f"{path}: not a readable {what} ({type(exc).__name__})") from None
+        raise DlcvError(f"{path}: a damaged PyTorch file, not a readable {what} ({type(exc).__name__})") from None
 
 
 def load_state_file(path: str | os.PathLike) -> dict:

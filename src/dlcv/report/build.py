@@ -5,40 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, current_umask
+from dlcv.io import atomic_write, check_output_folder, staged_folder
 
-REPORT_FILES = ("index.html", "report.md")
 TITLE = "DLCV HW1: report"
+KIND = "report"  # an earlier report is replaced without --overwrite; any other folder of files is refused
 
 
-def _check_output(output: Path) -> None:
-    """The output may be new, empty or an earlier report (replaced whole); never a folder of other files."""
-    if output.exists() and not output.is_dir():
-        raise DlcvError(f"{output}: exists and is not a folder")
-    if not output.parent.is_dir():
-        raise DlcvError(f"{output}: the folder {output.parent} does not exist")
-    if output.is_dir() and any(output.iterdir()) and not any((output / f).is_file() for f in REPORT_FILES):
-        raise DlcvError(f"{output}: holds files that are not a report; choose a new or empty folder")
-
-
-def _replace_folder(built: Path, output: Path) -> None:
-    """Put ``built`` where ``output`` is: the earlier report stays whole until the new one is in place."""
-    if not output.exists():
-        os.replace(built, output)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-    os.replace(output, old / output.name)
-    os.replace(built, output)
-    shutil.rmtree(old)
-
-
-def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print) -> dict:
+def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, overwrite: bool = False) -> dict:
     """Write the report of the runs under ``runs`` into ``output``; return what it holds."""
     from dlcv.report.blocks import ReportContext
     from dlcv.report.discovery import discover_runs, find_outputs
@@ -48,12 +26,11 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print) 
 
     start = time.perf_counter()
     runs, output = Path(runs), Path(output)
-    _check_output(output)
+    check_output_folder(output, overwrite, inputs=(runs,), kind=KIND)
     found, skipped = discover_runs(runs)
     if not found and not any(find_outputs(runs, name) for name in OTHER_OUTPUTS):
         raise DlcvError(f"{runs}: no run folders with metrics (recipe.yaml and metrics.csv) here or below")
-    building = Path(tempfile.mkdtemp(prefix=f".{output.name}.building-", dir=output.parent))
-    try:
+    with staged_folder(output, overwrite, inputs=(runs,), kind=KIND, replaces_same_kind=True) as building:
         figures, scratch = building / "figures", building / ".scratch"
         figures.mkdir()
         scratch.mkdir()
@@ -69,11 +46,6 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print) 
             handle.write(render_html(TITLE, meta, sections))
         with atomic_write(building / "report.md") as handle:
             handle.write(render_markdown(TITLE, meta, sections, building))
-        os.chmod(building, 0o777 & ~current_umask())  # mkdtemp makes 0700; the report gets the usual mode
-        _replace_folder(building, output)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
     return {"output": output, "index": output / "index.html", "markdown": output / "report.md",
             "sections": [s.title for s in sections], "runs": [r.name for r in found], "skipped": skipped,
             "figures": sorted(p.name for p in (output / "figures").iterdir()),

@@ -1,0 +1,95 @@
+"""A file that is not a dlcv checkpoint gets one line saying what it is not: no torch warning, no
+torch advice to load untrusted files, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+
+import pytest
+import torch
+from conftest import run_cli
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def _recipe(task: str, model: dict | None = None) -> dict:
+    return {"task": task, "model": model or {"name": "dlcv_net", "args": {}}, "data": {}, "train": {}}
+
+
+def _write(path, kind: str, task: str) -> None:
+    """The bad file of ``kind`` at ``path``."""
+    writers = {
+        "random bytes": lambda: path.write_bytes(os.urandom(4096)),
+        "empty": lambda: path.write_bytes(b""),
+        "text": lambda: path.write_text("epoch,val_acc\n1,0.5\n"),
+        "plain pickle": lambda: path.write_bytes(pickle.dumps({"state_dict": {}}, protocol=4)),
+        "pickled code": lambda: torch.save({"state_dict": {}, "hyper_parameters": Payload()}, path),
+        "zip of other files": lambda: zipfile.ZipFile(path, "w").writestr("notes.txt", "hi"),
+        "plain state_dict": lambda: torch.save({"conv.weight": torch.zeros(2)}, path),
+        "list": lambda: torch.save([1, 2], path),
+        "no weights": lambda: torch.save({"hyper_parameters": {"recipe": _recipe(task), "num_classes": 3}}, path),
+        "recipe without model": lambda: torch.save(
+            {"state_dict": {}, "hyper_parameters": {"recipe": {"task": task, "data": {}, "train": {}}}}, path),
+        "unknown model": lambda: torch.save(
+            {"state_dict": {}, "hyper_parameters": {"recipe": _recipe(task, {"name": "nope", "args": {}}),
+                                                    "num_classes": 3}}, path),
+        "model argument it lacks": lambda: torch.save(
+            {"state_dict": {}, "hyper_parameters": {"recipe": _recipe(task, {"name": "dlcv_net" if task == "classify"
+                                                                              else "unet_small", "args": {"bogus": 1}}),
+                                                    "num_classes": 3}}, path),
+    }
+    writers[kind]()
+
+
+EXPECTED = {
+    "random bytes": r"not a PyTorch file \(neither its zip format nor a pickle\)",
+    "empty": r"is empty, not a checkpoint",
+    "text": r"not a PyTorch file",
+    "plain pickle": r"a Python pickle but not a PyTorch file",
+    "pickled code": r"refused to load: it holds Python objects beyond plain weights \(print\)",
+    "zip of other files": r"a zip archive but not a PyTorch file",
+    "plain state_dict": r"a plain state_dict, not a dlcv checkpoint",
+    "list": r"a list, not a dlcv checkpoint",
+    "no weights": r"a dlcv checkpoint without its weights",
+    "recipe without model": r"recipe lacks its model",
+    "unknown model": r"its model cannot be rebuilt \(unknown .*model 'nope'",
+    "model argument it lacks": r"its model cannot be rebuilt .*bogus",
+}
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+def test_a_file_that_is_not_a_dlcv_checkpoint_is_one_line(capsys, tmp_path, p1_data, p2_data, kind, task):
+    bad = tmp_path / "model.ckpt"
+    _write(bad, kind, task)
+    images = p1_data / "val_50" if task == "classify" else p2_data / "validation"
+    output = tmp_path / ("p.csv" if task == "classify" else "masks")
+    code, out, err = run_cli(capsys, task, "predict", "--checkpoint", bad, "--images", images, "--output", output)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"dlcv: error: {bad}: "), err
+    assert re.search(EXPECTED[kind], lines[0]), lines[0]
+    assert "pickled code ran" not in out + err and "weights_only" not in err and "Traceback" not in err
+    assert not output.exists()
+
+
+def test_a_checkpoint_of_the_other_task_is_named(capsys, tmp_path, trained_run, p2_data):
+    code, _, err = run_cli(capsys, "segment", "predict", "--checkpoint", trained_run / "best.ckpt", "--images",
+                           p2_data / "validation", "--output", tmp_path / "masks")
+    assert code == 2 and "a 'classify' checkpoint, not a 'segment' one" in err
+
+
+def test_an_absurd_class_count_is_refused_before_the_model_is_built(capsys, tmp_path, trained_run, p1_data):
+    ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["num_classes"] = 10**12
+    bad = tmp_path / "huge.ckpt"
+    torch.save(ckpt, bad)
+    code, _, err = run_cli(capsys, "classify", "predict", "--checkpoint", bad, "--images", p1_data / "val_50",
+                           "--output", tmp_path / "p.csv")
+    assert code == 2 and "no valid class count (num_classes 1000000000000)" in err
