@@ -139,7 +139,8 @@ def test_trainer_knobs_reach_the_trainer(tmp_path):
     assert trainer.gradient_clip_val == 1.5
     tops = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.save_top_k == 3]
     assert len(tops) == 1
-    assert torch.are_deterministic_algorithms_enabled()
+    # Deterministic where a kernel has a deterministic version; CUDA has none for some (warn, never crash).
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(False)
 
 

@@ -128,18 +128,17 @@ def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str 
     import torch
 
     from dlcv.data.augment import prepare_batch
-    from dlcv.runs import cpu_computes_bf16_fast
+    from dlcv.runtime import inference_autocast, inference_device
     from dlcv.tasks.classification import predict_logits
 
     images = torch.as_tensor(np.asarray(images))
-    model = model.eval().to(memory_format=torch.channels_last)
-    # Predict in the precision the model was trained in (bf16 on CPUs that compute it natively).
-    bf16 = str(recipe["train"]["precision"]).startswith("bf16") and cpu_computes_bf16_fast()
+    device = inference_device()  # the uint8 batches travel; conversion and TTA run on the device
+    model = model.eval().to(device, memory_format=torch.channels_last)
     out = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"]):
         for i in range(0, len(images), batch_size):
-            x = prepare_batch(images[i : i + batch_size], recipe["data"])
-            out.append(predict_logits(model, x, tta or recipe["train"]["tta"]).float().softmax(1))
+            x = prepare_batch(images[i : i + batch_size].to(device), recipe["data"])
+            out.append(predict_logits(model, x, tta or recipe["train"]["tta"]).float().softmax(1).cpu())
     return torch.cat(out)
 
 

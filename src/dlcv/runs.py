@@ -103,14 +103,31 @@ def cpu_computes_bf16_fast() -> bool:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto`` -> bf16-mixed where it is fast (recent GPUs, bf16 CPUs), else 32-true."""
+    """``auto`` -> bf16-mixed where it is fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older
+    GPUs (a T4 or V100 only emulates bf16), else 32-true."""
     if precision != "auto":
         return precision
     import torch
 
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
     return "bf16-mixed" if cpu_computes_bf16_fast() else "32-true"
+
+
+LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node set by torchrun / SLURM
+
+
+def resolve_devices(devices) -> int | str | list:
+    """``auto`` -> one device, unless a launcher (torchrun, SLURM) started several processes: then one
+    per process. Lightning's own ``auto`` takes every GPU of the host, which silently multiplies the
+    global batch; more than one device is used only when asked for."""
+    if devices != "auto":
+        return devices
+    for var in LAUNCHER_WORLD:
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value) if var == "SLURM_NTASKS_PER_NODE" else int(os.environ.get("LOCAL_WORLD_SIZE", value))
+    return 1
 
 
 def make_epoch_csv_callback(path: Path, echo: bool):
@@ -162,8 +179,7 @@ def quiet_lightning() -> None:
     import logging
     import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.accelerators.cuda"):
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*exists and is not empty.*", ".*is smaller than the logging interval.*",
                     ".*LeafSpec.*is deprecated.*", ".*does not have many workers.*",
@@ -224,13 +240,15 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         "default_root_dir": run_dir,
         "max_epochs": max_epochs,
         "accelerator": train["accelerator"],
-        "devices": train["devices"],
+        "devices": resolve_devices(train["devices"]),
         "num_nodes": int(train.get("num_nodes", 1)),
         "strategy": train.get("strategy", "auto"),
         "sync_batchnorm": sync_batchnorm,
         "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
         "precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
-        "deterministic": bool(train["deterministic"]),
+        # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
+        # deterministic version: "warn" keeps the deterministic algorithms where they exist.
+        "deterministic": "warn" if train["deterministic"] else False,
         "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
         "callbacks": callbacks,
         "enable_progress_bar": interactive,
@@ -239,7 +257,24 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         "log_every_n_steps": 10,
     }
     options.update(overrides)
-    return L.Trainer(**options)
+    use_fast_gpu_math(deterministic=bool(train["deterministic"]))
+    trainer = L.Trainer(benchmark=not train["deterministic"], **options)
+    if trainer.is_global_zero:
+        strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
+        print(f"trainer: {trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator')} "
+              f"device(s) x {trainer.num_nodes} node(s), strategy {strategy}, precision {options['precision']}",
+              flush=True)
+    return trainer
+
+
+def use_fast_gpu_math(deterministic: bool = False) -> None:
+    """TF32 for float32 matrix products and convolutions on GPUs that have it (10 bits of mantissa,
+    as every bf16 run already accepts), unless the run asked to be deterministic."""
+    import torch
+
+    if torch.cuda.is_available() and not deterministic:
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def fit_summary(recipe: dict, trainer, run_dir: Path, fit_seconds: float, metric: str, **extra) -> dict:

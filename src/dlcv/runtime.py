@@ -26,3 +26,25 @@ def retain_freed_memory(trim_mb: int = 256, mmap_mb: int = 32) -> bool:
     except (OSError, AttributeError):  # another C library (musl) or none by that name
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_mb << 20))
+
+
+def inference_device():
+    """Where prediction runs: the first GPU when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def inference_autocast(device, precision: str):
+    """The autocast a trained model predicts in: on a GPU, a model trained below float32 predicts in
+    the half type the GPU computes natively (bf16 from Ampere on, fp16 before); on a CPU, a bf16-trained
+    model in bf16 where the CPU has bf16 units; anything else in float32."""
+    import torch
+
+    from dlcv.runs import cpu_computes_bf16_fast
+
+    precision = str(precision)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        return torch.autocast("cuda", dtype=dtype, enabled=not precision.startswith(("32", "64")))
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16") and cpu_computes_bf16_fast())

@@ -275,18 +275,18 @@ def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_s
     import torch
 
     from dlcv.data.seg_batches import model_input
-    from dlcv.runs import cpu_computes_bf16_fast
+    from dlcv.runtime import inference_autocast, inference_device
     from dlcv.tasks.segmentation import predict_probs
 
     tta = tta or recipe["train"]["tta"]
     batch_size = batch_size or int(recipe["data"]["eval_batch_size"])
-    model = model.eval().to(memory_format=torch.channels_last)
-    bf16 = str(recipe["train"]["precision"]).startswith("bf16") and cpu_computes_bf16_fast()
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    device = inference_device()  # the uint8 tiles travel; resizing, TTA and up-sampling run on the device
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    with torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"]):
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+            batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
             probs = predict_probs(model, model_input(batch, recipe["data"]), tuple(batch.shape[1:3]), tta)
-            yield start, probs.argmax(1).to(torch.uint8).numpy()
+            yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
 
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,

@@ -8,10 +8,18 @@ done on the uint8 pixels before anything is converted. Then the batch becomes a 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+
+@functools.lru_cache(maxsize=64)
+def device_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.tensor(values)`` made once per device and dtype, for constants every batch uses:
+    built per batch it is a host-to-device copy each time (a sync on a GPU). Never write into it."""
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -61,9 +69,11 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
 
 
 def scale_shift(mean: Sequence[float], std: Sequence[float], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per channel the float32 ``(scale, shift)`` that take uint8 pixels to ``(x / 255 - mean) / std``."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=device)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=device)
+    """Per channel the float32 ``(scale, shift)`` that take uint8 pixels to ``(x / 255 - mean) / std``
+    (cached per device: read them, never write into them)."""
+    device = torch.device(device if device is not None else "cpu")
+    scale = device_constant(tuple(1.0 / (255.0 * s) for s in std), device, torch.float32)
+    shift = device_constant(tuple(-m / s for m, s in zip(mean, std)), device, torch.float32)
     return scale, shift
 
 

@@ -162,14 +162,25 @@ class SegmentationBatches(TensorBatches):
                 yield images, masks
 
 
+def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Anti-aliased bilinear resize of a float (B, C, H, W) batch to ``size`` x ``size``."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 def model_input(images: torch.Tensor, cfg: dict) -> torch.Tensor:
-    """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize
-    of the uint8 pixels, as the training crops are made)."""
+    """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize).
+
+    On a CPU the uint8 pixels are resized, as the training crops are made (its fast uint8 kernel);
+    elsewhere the batch becomes float first: CUDA has no anti-aliased bilinear resize of uint8.
+    """
     size = cfg["eval_size"]
-    if size and tuple(images.shape[1:3]) != (size, size):
-        nchw = images.permute(0, 3, 1, 2)
-        images = F.interpolate(nchw, size=(size, size), mode="bilinear", antialias=True,
-                               align_corners=False).permute(0, 2, 3, 1)
+    if not size or tuple(images.shape[1:3]) == (size, size):
+        return to_float(images, cfg["mean"], cfg["std"])
+    if images.device.type != "cpu":
+        return resize_float(to_float(images, cfg["mean"], cfg["std"]), size)
+    nchw = images.permute(0, 3, 1, 2)
+    images = F.interpolate(nchw, size=(size, size), mode="bilinear", antialias=True,
+                           align_corners=False).permute(0, 2, 3, 1)
     return to_float(images, cfg["mean"], cfg["std"])
 
 

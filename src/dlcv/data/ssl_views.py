@@ -19,7 +19,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from dlcv.data.augment import device_constant
+
 _GRAY = (0.299, 0.587, 0.114)
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_FROM_YIQ = tuple(map(tuple, torch.linalg.inv(torch.tensor(_TO_YIQ, dtype=torch.float64)).tolist()))
 
 
 def _uniform(n: int, low: float, high: float, device, generator) -> torch.Tensor:
@@ -52,9 +56,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Hue shift by ``angle`` (radians, per sample) as a rotation about the grey axis (YIQ)."""
     cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          device=x.device, dtype=x.dtype)
-    from_yiq = torch.linalg.inv(to_yiq)
+    # Constants made once per device: a matrix inverse on a GPU checks its result on the host every call.
+    to_yiq, from_yiq = (device_constant(m, x.device, x.dtype) for m in (_TO_YIQ, _FROM_YIQ))
     rot = torch.zeros(len(x), 3, 3, device=x.device, dtype=x.dtype)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2] = cos[:, 0, 0], -sin[:, 0, 0]
@@ -123,8 +126,8 @@ def byol_view(images: torch.Tensor, cfg: dict, view: int, mean, std, generator=N
     scale = size / 224
     x = gaussian_blur(x, float(cfg["blur"][view]), (cfg["sigma"][0] * scale, cfg["sigma"][1] * scale), generator)
     x = solarize(x, float(cfg["solarize"][view]), generator)
-    mean = torch.tensor(mean, device=x.device, dtype=x.dtype)[None, :, None, None]
-    std = torch.tensor(std, device=x.device, dtype=x.dtype)[None, :, None, None]
+    mean = device_constant(tuple(mean), x.device, x.dtype)[None, :, None, None]
+    std = device_constant(tuple(std), x.device, x.dtype)[None, :, None, None]
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 

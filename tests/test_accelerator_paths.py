@@ -1,0 +1,104 @@
+"""The GPU paths that a CPU can check: dtypes each CUDA kernel accepts, how many devices and which
+precision a run takes on a given machine, constants not rebuilt per batch."""
+
+from __future__ import annotations
+
+import torch
+
+from dlcv.data import seg_batches
+from dlcv.data.augment import device_constant, scale_shift, to_float
+from dlcv.runs import resolve_devices, resolve_precision
+
+SEG_CFG = {"eval_size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def test_off_the_cpu_the_segmentation_batch_is_float_before_it_is_resized(monkeypatch):
+    """CUDA has no anti-aliased bilinear resize of uint8 ('upsample_bilinear2d_out_frame' for 'Byte')."""
+    seen = []
+    real = seg_batches.F.interpolate
+    monkeypatch.setattr(seg_batches.F, "interpolate", lambda x, *a, **k: seen.append(x.dtype) or real(x, *a, **k))
+    out = seg_batches.model_input(torch.zeros(2, 96, 96, 3, dtype=torch.uint8, device="meta"), SEG_CFG)
+    assert seen == [torch.float32] and out.shape == (2, 3, 64, 64) and out.dtype == torch.float32
+
+
+def test_the_float_resize_matches_the_cpus_uint8_resize_to_rounding():
+    images = torch.randint(0, 256, (2, 96, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    on_cpu = seg_batches.model_input(images, SEG_CFG)
+    float_first = seg_batches.resize_float(to_float(images, SEG_CFG["mean"], SEG_CFG["std"]), 64)
+    one_level = 1 / (255 * min(SEG_CFG["std"]))  # the uint8 kernel works in fixed point and rounds to levels
+    assert (on_cpu - float_first).abs().max() <= one_level + 1e-5
+
+
+def test_precision_auto_takes_fp16_on_gpus_that_only_emulate_bf16(monkeypatch):
+    asked = []
+
+    def bf16(including_emulation=True):
+        asked.append(including_emulation)
+        return native
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16)
+    native = False  # a T4 or V100
+    assert resolve_precision("auto", "auto") == "16-mixed"
+    native = True  # Ampere and later
+    assert resolve_precision("auto", "gpu") == "bf16-mixed"
+    assert asked == [False, False]
+    assert resolve_precision("32-true", "gpu") == "32-true"
+
+
+def test_devices_auto_is_one_device_unless_a_launcher_started_several(monkeypatch):
+    for var in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        monkeypatch.delenv(var, raising=False)
+    assert resolve_devices("auto") == 1  # never every GPU of the host
+    assert resolve_devices(2) == 2
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resolve_devices("auto") == 4  # torchrun: the processes of this node
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "3")
+    assert resolve_devices("auto") == 3
+
+
+def test_per_batch_constants_are_made_once_per_device():
+    a = scale_shift([0.5, 0.5, 0.5], [0.2, 0.2, 0.2], "cpu")
+    b = scale_shift((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    assert a[0] is b[0] and a[1] is b[1]
+    assert device_constant((1.0, 2.0), torch.device("cpu"), torch.float32) is device_constant(
+        (1.0, 2.0), torch.device("cpu"), torch.float32)
+
+
+def test_prediction_on_a_gpu_uses_the_half_type_the_gpu_computes(monkeypatch):
+    import warnings
+
+    from dlcv.runtime import inference_autocast
+
+    cuda = torch.device("cuda")
+    for native, expected in ((False, torch.float16), (True, torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "CUDA is not available": the choice is what is checked here
+            assert inference_autocast(cuda, "bf16-mixed").fast_dtype == expected
+    assert not inference_autocast(torch.device("cpu"), "32-true")._enabled
+
+
+def test_prediction_moves_the_model_and_the_uint8_batches_to_the_inference_device(monkeypatch, trained_run, p1_data):
+    """Wherever ``inference_device`` says (a GPU when there is one), the model and every batch go there."""
+    from dlcv import classify, runtime
+    from dlcv.data.images import list_images, load_image_stack
+
+    moved = []
+    real_to = torch.Tensor.to
+
+    def spy_to(self, *args, **kwargs):
+        if self.dtype == torch.uint8 and args and isinstance(args[0], torch.device):
+            moved.append(args[0])
+        return real_to(self, *args, **kwargs)
+
+    target = torch.device("cpu", 0)  # a device object of our own: the batches must be sent to it
+    monkeypatch.setattr(runtime, "inference_device", lambda: target)
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    model, recipe = classify.load_classifier(trained_run / "best.ckpt")
+    images = load_image_stack(list_images(p1_data / "val_50"), use_cache=False)
+    scores = classify.predict_scores(model, images, recipe, batch_size=8)
+    assert scores.shape == (len(images), 4) and scores.device.type == "cpu"
+    assert moved == [target] * -(-len(images) // 8)
