@@ -102,3 +102,16 @@ def test_prediction_moves_the_model_and_the_uint8_batches_to_the_inference_devic
     scores = classify.predict_scores(model, images, recipe, batch_size=8)
     assert scores.shape == (len(images), 4) and scores.device.type == "cpu"
     assert moved == [target] * -(-len(images) // 8)
+
+
+def test_sync_batchnorm_keeps_timms_activations_and_frozen_layers_modes():
+    from timm.layers import BatchNormAct2d
+    from torch import nn
+
+    from dlcv.runs import sync_batchnorm_plugin
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), BatchNormAct2d(4, act_layer=nn.ReLU), nn.BatchNorm2d(4))
+    model[2].eval()  # a frozen layer
+    synced = sync_batchnorm_plugin().apply(model)
+    assert isinstance(synced[1], nn.SyncBatchNorm) and isinstance(synced[1].act, nn.ReLU)
+    assert isinstance(synced[2], nn.SyncBatchNorm) and not synced[2].training and synced[1].training

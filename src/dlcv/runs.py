@@ -244,6 +244,7 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         "num_nodes": int(train.get("num_nodes", 1)),
         "strategy": train.get("strategy", "auto"),
         "sync_batchnorm": sync_batchnorm,
+        "plugins": [sync_batchnorm_plugin()] if sync_batchnorm else None,
         "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
         "precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
         # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
@@ -265,6 +266,22 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
               f"device(s) x {trainer.num_nodes} node(s), strategy {strategy}, precision {options['precision']}",
               flush=True)
     return trainer
+
+
+def sync_batchnorm_plugin():
+    """Lightning's batch-norm synchronisation through timm's converter: torch's own turns timm's
+    ``BatchNormAct2d`` (batch norm with its activation, in every timm encoder) into a bare
+    ``SyncBatchNorm`` and silently drops the activation; timm's keeps it, and each layer's mode
+    (a frozen trunk's batch norm stays in evaluation mode)."""
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
+        def apply(self, model):
+            from timm.layers import convert_sync_batchnorm
+
+            return convert_sync_batchnorm(model)
+
+    return TimmAwareSyncBatchNorm()
 
 
 def use_fast_gpu_math(deterministic: bool = False) -> None:
