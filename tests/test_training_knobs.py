@@ -271,3 +271,12 @@ def test_resume_without_a_run_says_so(p1_data, tmp_path, capsys):
     code, _, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data,
                            "--runs-dir", tmp_path, "--resume")
     assert code == 2 and "nothing to resume" in err
+
+
+@pytest.mark.parametrize("steps", [2, 3, 4, 8])
+def test_onecycle_runs_to_its_end_on_a_run_of_a_few_steps(steps):
+    """A warm-up of one step (4 steps at pct_start 0.25) made torch divide by zero."""
+    optimizer, scheduler = _optimizer_and_schedule(_recipe(schedule={"name": "onecycle", "pct_start": 0.25}),
+                                                   steps=steps, per_epoch=2)
+    lrs = _lrs(optimizer, scheduler, steps)
+    assert len(lrs) == steps and all(0 < lr <= 0.1 + 1e-9 for lr in lrs)

@@ -46,8 +46,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: in
         return None
     if name == "onecycle":
         max_lrs = [g["lr"] for g in optimizer.param_groups]
+        steps = max(total_steps, 2)
+        # torch divides by the warm-up's length in steps less one: a run of a few steps whose warm-up
+        # is a single step (or none) gets half a step of it instead of a ZeroDivisionError.
+        pct_start = float(cfg["pct_start"]) if float(cfg["pct_start"]) * steps > 1 else 1.5 / steps
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lrs, total_steps=max(total_steps, 2), pct_start=float(cfg["pct_start"]),
+            optimizer, max_lr=max_lrs, total_steps=steps, pct_start=pct_start,
             anneal_strategy=cfg["anneal"], div_factor=float(cfg["div_factor"]),
             final_div_factor=float(cfg["final_div_factor"]), cycle_momentum=False,
         )

@@ -1,0 +1,194 @@
+"""The accelerator check: every command's GPU path end to end, in one call.
+
+On whatever accelerator is present (a CUDA GPU, else the CPU at smaller sizes) it runs, on synthetic
+data (and on the real p1 images when ``--p1`` names them):
+
+1. ``classify fit`` (short), then ``classify predict --ensemble 2 --tta flip_shift``;
+2. ``segment fit`` with ``data.eval_size`` different from the tile size, then ``segment predict --tta d4``;
+3. ``ssl table`` with one-epoch settings (BYOL, the supervised backbone, A-E);
+4. ``sam masks`` with a small random SAM (``vit_tiny``);
+5. ``report`` of all the runs.
+
+Global hooks watch every module's forward (the devices of its parameters and inputs) and every
+optimiser step (their rate) in each phase; on a GPU each training and prediction phase must have run
+on it alone. It prints a table (phase, devices seen, steps, steps/s, peak accelerator memory, seconds)
+and exits 1 if a phase failed or touched another device.
+
+Usage: python benchmarks/gpu_check.py [--p1 ../shared/data/hw1_data/p1_data] [--work /tmp/gpu_check]
+On a lent GPU machine, in one call: here ``bash benchmarks/gpu_prepare.sh`` (the wheels its image lacks
+and a 54 MB subset of the p1 images, into the git-ignored .gpu/), then the device's run with carry
+[".gpu"] and the command
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl &&
+  PYTHONPATH=/tmp/site python3 benchmarks/gpu_check.py --p1 .gpu/p1_data
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from dlcv.cli.main import main as dlcv
+from dlcv.config import dump_recipe
+from dlcv.demo import (
+    P1_DEMO_RECIPE,
+    P2_DEMO_RECIPE,
+    SSL_DEMO_BYOL,
+    SSL_DEMO_FINETUNE,
+    SSL_DEMO_SUPERVISED,
+)
+
+# Phases whose every forward must run on the accelerator (the report traces shapes on meta/CPU on purpose).
+ON_ACCELERATOR = ("classify fit", "classify predict", "segment fit", "segment predict", "ssl table", "sam masks")
+
+
+class Watch:
+    """Global hooks over every module forward and optimiser step, read phase by phase."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.rows: list[dict] = []
+        self._devices: set[str] = set()
+        self._steps: list[float] = []
+        torch.nn.modules.module.register_module_forward_pre_hook(self._forward)
+        register_optimizer_step_post_hook(self._step)
+
+    def _forward(self, module, args):
+        params = next(module.parameters(recurse=False), None)
+        if params is not None:
+            self._devices.add(params.device.type)
+            self._devices.update(a.device.type for a in args if isinstance(a, torch.Tensor))
+
+    def _step(self, optimizer, args, kwargs):
+        self._steps.append(time.perf_counter())
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        self._devices, self._steps = set(), []
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start, error = time.perf_counter(), None
+        try:
+            yield
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 -- a failed phase is a row of the table
+            error = f"{type(exc).__name__}: {exc}"
+        seconds = time.perf_counter() - start
+        steps = len(self._steps)
+        rate = (steps - 1) / (self._steps[-1] - self._steps[0]) if steps > 2 else None
+        peak = torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None
+        wrong = name in ON_ACCELERATOR and self._devices - {self.device.type}
+        ok = error is None and not wrong
+        self.rows.append({"phase": name, "devices": ",".join(sorted(self._devices)) or "-", "steps": steps,
+                          "steps_per_s": rate, "peak_mib": peak, "seconds": seconds, "ok": ok,
+                          "error": error or (f"ran on {sorted(wrong)}" if wrong else "")})
+
+    def table(self) -> str:
+        lines = ["| phase | devices seen | optimiser steps | steps/s | peak accelerator MiB | seconds | ok |",
+                 "|---|---|---:|---:|---:|---:|---|"]
+        for r in self.rows:
+            rate = f"{r['steps_per_s']:.1f}" if r["steps_per_s"] else "-"
+            peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
+            lines.append(f"| {r['phase']} | {r['devices']} | {r['steps']} | {rate} | {peak} | {r['seconds']:.1f} | "
+                         f"{'yes' if r['ok'] else 'NO: ' + r['error']} |")
+        return "\n".join(lines)
+
+
+def run(*args) -> None:
+    code = dlcv([str(a) for a in args])
+    if code != 0:
+        raise SystemExit(f"dlcv {' '.join(map(str, args[:2]))} exited {code}")
+
+
+def write(path: Path, recipe: dict) -> Path:
+    path.write_text(dump_recipe(recipe))
+    return path
+
+
+def with_changes(recipe: dict, **sections) -> dict:
+    """``recipe`` with the keys of each given section replaced (a plain value replaces the key)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in recipe.items()}
+    for section, values in sections.items():
+        out[section] = {**out.get(section, {}), **values} if isinstance(values, dict) else values
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--p1", type=Path, help="the real p1_data folder (else synthetic images)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="scratch folder (replaced)")
+    args = parser.parse_args()
+    gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if gpu else "cpu")
+    name = torch.cuda.get_device_name() if gpu else "CPU"
+    print(f"device: {name}; torch {torch.__version__}; sizes for a {'GPU' if gpu else 'CPU'}", flush=True)
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    work, runs = args.work, args.work / "runs"
+    recipes = work / "recipes"
+    recipes.mkdir()
+
+    from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
+
+    side = 256 if gpu else 128
+    p1 = args.p1 or synth_p1(work / "data", num_classes=10, train_per_class=200 if gpu else 30, val_per_class=10)
+    p2 = synth_p2(work / "data", train=16 if gpu else 4, validation=4, size=side)
+    synth_ssl(work / "data", arch="resnet18")
+    watch = Watch(device)
+    gpu_train = {"accelerator": "auto", "devices": "auto", "epochs": 2}
+
+    p1_recipe = write(recipes / "p1.yaml", with_changes(
+        P1_DEMO_RECIPE, name="p1_check", train={**gpu_train, "save_top_k": 2, "tta": "flip_shift"}))
+    with watch.phase("classify fit"):
+        run("classify", "fit", "--config", p1_recipe, "--data", p1, "--runs-dir", runs)
+    with watch.phase("classify predict"):
+        run("classify", "predict", "--checkpoint", runs / "p1_check" / "best.ckpt", "--images", Path(p1) / "val_50",
+            "--output", work / "p1.csv", "--ensemble", 2, "--tta", "flip_shift")
+
+    p2_recipe = write(recipes / "p2.yaml", with_changes(
+        P2_DEMO_RECIPE, name="p2_check", train=gpu_train,
+        data={"train_size": side // 2, "eval_size": side // 2 + 32}))  # eval_size differs from the tile size
+    with watch.phase("segment fit"):
+        run("segment", "fit", "--config", p2_recipe, "--data", p2, "--runs-dir", runs)
+    with watch.phase("segment predict"):
+        run("segment", "predict", "--checkpoint", runs / "p2_check" / "best.ckpt", "--images", p2 / "validation",
+            "--output", work / "p2_masks", "--tta", "d4")
+
+    one_epoch = {**gpu_train, "epochs": 1}
+    settings = write(recipes / "settings.yaml", {
+        "name": "ssl_check",
+        "pretrain": write(recipes / "byol.yaml", with_changes(SSL_DEMO_BYOL, train=one_epoch)).name,
+        "supervised": write(recipes / "sup.yaml", with_changes(SSL_DEMO_SUPERVISED, train=one_epoch)).name,
+        "finetune": write(recipes / "ft.yaml", with_changes(SSL_DEMO_FINETUNE, train=one_epoch)).name,
+        "data": {"mini": "mini/train", "office": "office", "supervised": str(Path(p1).resolve())},
+    })
+    with watch.phase("ssl table"):
+        run("ssl", "table", "--config", settings, "--data", p2, "--runs-dir", runs)
+
+    from dlcv.models.sam import build_sam
+
+    tiny = work / "sam_tiny.pth"
+    torch.save(build_sam("vit_tiny").state_dict(), tiny)
+    with watch.phase("sam masks"):
+        run("sam", "masks", "--checkpoint", tiny, "--model", "vit_tiny", "--images", p2 / "validation",
+            "--output", runs / "sam_check", "--set", "generator.points_per_side=8")
+    with watch.phase("report"):
+        run("report", "--runs", runs, "--output", work / "report")
+
+    print(f"\n{name}, torch {torch.__version__}\n{watch.table()}")
+    failed = [r["phase"] for r in watch.rows if not r["ok"]]
+    print(f"gpu_check: {len(watch.rows) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
