@@ -57,7 +57,8 @@ def test_text_file_named_png_is_an_error_naming_the_file(tmp_path):
 
 
 def test_image_of_another_size_is_an_error_naming_it(tmp_path, p1_data):
-    shutil.copy(p1_data / "val_50" / "0_12.png", tmp_path / "0_1.png")
+    for index in (1, 3):
+        shutil.copy(p1_data / "val_50" / "0_12.png", tmp_path / f"0_{index}.png")
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "0_2.png")
-    with pytest.raises(DlcvError, match=r"0_2\.png: image is 16x16, expected 32x32"):
+    with pytest.raises(DlcvError, match=r"0_2\.png: image is 16x16, but 2 of the 3 images here are 32x32"):
         load_image_stack(list_images(tmp_path))

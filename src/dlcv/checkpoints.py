@@ -11,7 +11,6 @@ TASK_COMMANDS = {"classify": "dlcv classify fit", "segment": "dlcv segment fit"}
 # Model arguments that name pretrained weights: rebuilding a trained model from its checkpoint
 # must not read them again (the checkpoint holds every weight, and the file may be gone).
 WEIGHT_ARGS = ("weights", "backbone_weights", "encoder_weights")
-MAX_CLASSES = 100_000  # a checkpoint's class count sizes the model's head: bounded before it is built
 
 
 def rebuild_args(args: dict) -> dict:
@@ -46,6 +45,8 @@ def read_checkpoint(path: str | os.PathLike, task: str) -> tuple[dict, dict]:
 
 def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
     """The class count a classification checkpoint was trained with (bounded, a whole number)."""
+    from dlcv.data.p1 import MAX_CLASSES
+
     value = ckpt["hyper_parameters"].get("num_classes")
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CLASSES:
         raise DlcvError(f"{path}: a dlcv checkpoint with no valid class count (num_classes {value!r})")

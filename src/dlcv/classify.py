@@ -249,7 +249,12 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
     names = sorted(truth)
     y_true = np.array([truth[n] for n in names])
     y_pred = np.array([predicted[n] for n in names])
-    num_classes = int(max(y_true.max(), y_pred.max())) + 1
+    num_classes = int(y_true.max()) + 1  # labels are bounded (parse_label); predictions must fall among them
+    stray = [n for n in names if predicted[n] >= num_classes]
+    if stray:
+        raise DlcvError(f"{predictions}: {stray[0]} is predicted as class {predicted[stray[0]]}, but the labels in "
+                        f"{labels} are classes 0...{num_classes - 1}" + (f" ({len(stray)} such rows)" if len(stray) > 1
+                                                                            else ""))
     cm = confusion_matrix(y_true, y_pred, num_classes)
     from dlcv.viz.confusion import plot_confusion
 

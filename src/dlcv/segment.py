@@ -75,7 +75,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
 
     def score(item):
         _, pred_path, gt_path = item
-        gt, pred = _read_rgb(gt_path), _read_rgb(pred_path)
+        gt, pred = (_read_rgb(p, mask=True) for p in (gt_path, pred_path))
         if pred.shape != gt.shape:
             raise DlcvError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
                             f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]}")
@@ -97,10 +97,11 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
     return result
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def _read_rgb(path: Path, mask: bool = False) -> np.ndarray:
+    """An image as RGB uint8; a mask (``mask``) must be stored as RGB (``decode_image``'s ``rgb_only``)."""
     from dlcv.data.images import decode_image
 
-    return decode_image(path)
+    return decode_image(path, rgb_only=mask)
 
 
 def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) -> Path:

@@ -17,7 +17,12 @@ import torch
 from dlcv.data.augment import prepare_batch
 from dlcv.data.features import TRAINING_SUBSET
 from dlcv.data.images import load_resized_stack
-from dlcv.data.p1 import LabelledImages, read_image_folder, stratified_holdout
+from dlcv.data.p1 import (
+    LabelledImages,
+    check_class_count,
+    read_image_folder,
+    stratified_holdout,
+)
 from dlcv.errors import DlcvError
 
 
@@ -112,7 +117,10 @@ class ClassificationData(L.LightningDataModule):
                             "holdout share of train (data.holdout)")
         other = read_image_folder(val_folder, self._optional_csv("validation_labels")) \
             if val_folder is not None and val_folder.is_dir() else None
-        self.num_classes = int(cfg["num_classes"] or int(train.labels.max()) + 1)
+        self.num_classes = int(cfg["num_classes"] or check_class_count(train.labels, self._folder("train")))
+        if train.labels.max() >= self.num_classes:
+            bad = train.files[int(np.argmax(train.labels))]
+            raise DlcvError(f"{bad}: label {int(train.labels.max())} is not below data.num_classes {self.num_classes}")
         if other is not None and other.labels.max() >= self.num_classes:
             bad = other.files[int(np.argmax(other.labels))]
             raise DlcvError(f"{bad}: label {int(other.labels.max())} is not among the "

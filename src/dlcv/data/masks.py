@@ -84,11 +84,11 @@ class MaskCodec:
 
 def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one mask PNG to class indices; errors name the file."""
-    from dlcv.data.images import decode_image
+    from dlcv.data.images import SizeMismatch, decode_image
 
-    rgb = decode_image(path)
+    rgb = decode_image(path, rgb_only=True)
     if size is not None and rgb.shape[:2] != size:
-        raise DlcvError(f"{path}: mask is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[1]}x{size[0]}")
+        raise SizeMismatch(f"{path}: mask is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[1]}x{size[0]}")
     return codec.decode(rgb, path)
 
 

@@ -10,10 +10,13 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from dlcv.data.images import list_images
+from dlcv.data.images import check_inside, list_images
 from dlcv.errors import DlcvError
 
 _CLASS_PREFIX = re.compile(r"^(\d+)_")
+# Every class number read from a file (a name, a CSV, a checkpoint) is below this before anything is
+# sized by it: a head, a one-hot matrix, a confusion matrix. ImageNet-21k has 21,841 classes.
+MAX_CLASSES = 100_000
 
 
 def label_from_filename(path: str | os.PathLike) -> int:
@@ -22,11 +25,15 @@ def label_from_filename(path: str | os.PathLike) -> int:
     match = _CLASS_PREFIX.match(name)
     if match is None:
         raise DlcvError(f"{path}: the file name has no class prefix (expected {{class}}_{{index}}.png)")
-    return int(match.group(1))
+    label = int(match.group(1))
+    if label >= MAX_CLASSES:
+        raise DlcvError(f"{path}: class {match.group(1)} in the file name is out of range (classes are 0..."
+                        f"{MAX_CLASSES - 1})")
+    return label
 
 
 def _safe_member(folder: Path, name: str, csv_path: Path, line: int) -> Path:
-    """``folder / name`` after refusing names that leave the folder (absolute, ``..``)."""
+    """``folder / name`` after refusing names that leave the folder (absolute, ``..``, a link out of it)."""
     if (
         not name
         or PurePosixPath(name).is_absolute()
@@ -35,7 +42,7 @@ def _safe_member(folder: Path, name: str, csv_path: Path, line: int) -> Path:
         or ".." in PurePosixPath(name.replace("\\", "/")).parts
     ):
         raise DlcvError(f"{csv_path}:{line}: file name {name!r} points outside the image folder {folder}")
-    return folder / name
+    return check_inside(folder, folder / name, f"{csv_path}:{line}")
 
 
 def read_csv_rows(path: str | os.PathLike, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -52,7 +59,13 @@ def read_csv_rows(path: str | os.PathLike, required: tuple[str, ...]) -> list[di
                 raise DlcvError(
                     f"{path}: missing column(s) {', '.join(missing)} (header is {','.join(columns) or 'empty'})"
                 )
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                # DictReader files extra fields under None and fills missing ones with None.
+                if None in row or None in row.values():
+                    fields = len(columns) + len(row.get(None) or ()) - sum(v is None for v in row.values())
+                    raise DlcvError(f"{path}:{line}: {fields} field(s), but the header has {len(columns)}")
+                rows.append({k.strip(): v.strip() for k, v in row.items()})
     except UnicodeDecodeError:
         raise DlcvError(f"{path}: not a text CSV file") from None
     except csv.Error as exc:
@@ -61,13 +74,28 @@ def read_csv_rows(path: str | os.PathLike, required: tuple[str, ...]) -> list[di
 
 
 def parse_label(value: str, where: str) -> int:
+    """A class label from text: a whole number in 0..MAX_CLASSES-1, else one line naming ``where``."""
     try:
         label = int(value)
     except ValueError:
         raise DlcvError(f"{where}: label {value!r} is not a whole number") from None
     if label < 0:
         raise DlcvError(f"{where}: label {label} is negative")
+    if label >= MAX_CLASSES:
+        raise DlcvError(f"{where}: label {value} is out of range (classes are 0...{MAX_CLASSES - 1})")
     return label
+
+
+def check_class_count(labels: np.ndarray, where: str | os.PathLike) -> int:
+    """The class count that ``labels`` imply (highest + 1), refused when it is absurd for them: a
+    highest label more than twice the number of different labels (a stray ``99999_0.png`` among 50
+    classes) would silently make a model of 100,000 classes; ``data.num_classes`` states such a count."""
+    count = int(labels.max()) + 1
+    distinct = len(np.unique(labels))
+    if count > max(2 * distinct, 10):
+        raise DlcvError(f"{where}: labels run up to {count - 1} but only {distinct} different ones occur; a stray "
+                        "class number? (set data.num_classes if that many classes are meant)")
+    return count
 
 
 @dataclass(frozen=True)

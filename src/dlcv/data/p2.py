@@ -29,11 +29,14 @@ class SatelliteSet:
 
 
 def _scan(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
+    """The files of ``folder`` whose names match ``pattern``, by id (none a link leaving the folder)."""
+    from dlcv.data.images import check_inside
+
     found: dict[str, Path] = {}
     for path in folder.iterdir():
         match = pattern.match(path.name)
         if match and path.is_file():
-            found[match.group(1)] = path
+            found[match.group(1)] = check_inside(folder, path) if path.is_symlink() else path
     return found
 
 
