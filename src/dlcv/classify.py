@@ -70,6 +70,8 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
                                                      str(recipe["train"]["accelerator"]))
     recipe["data"]["num_classes"] = data_module.num_classes
+    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
+    task = ClassificationTask(recipe, data_module.num_classes)  # a weights file that fails does so before the run folder
     run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=(data,))
     say(f"run folder: {run_dir}  ({len(data_module.train_y)} training images, "
           f"{len(data_module.val_y)} validation images, {data_module.num_classes} classes, "
@@ -77,8 +79,6 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     if resume_from is not None:
         say(f"resuming from {resume_from} with the run's saved recipe", flush=True)
 
-    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
-    task = ClassificationTask(recipe, data_module.num_classes)
     snapshots = []
     if snapshot_at:
         sets = data_module.embedding_sets(int(recipe["embed"]["train_subset"]))

@@ -80,14 +80,32 @@ def parse_overrides(items: Iterable[str]) -> dict:
 
 
 def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> dict:
-    """Defaults, then the recipe file, then ``--set`` overrides; ``name`` defaults to the file's."""
+    """Defaults, then the recipe file, then ``--set`` overrides; ``name`` defaults to the file's.
+
+    Every value is checked (``dlcv.recipe_checks``) and so is the model, where the recipe names one;
+    an error names the key and where its value came from (the file or ``--set``).
+    """
+    from dlcv.recipe_checks import MISSING, check_model, check_values, lookup
+
     recipe = copy.deepcopy(defaults)
+    from_file: dict = {}
     if path is not None:
         path = Path(path)
-        recipe = merge(recipe, _load_yaml(path), str(path))
+        from_file = _load_yaml(path)
+        recipe = merge(recipe, from_file, str(path))
         if not recipe.get("name"):
             recipe["name"] = path.stem
-    recipe = merge(recipe, parse_overrides(overrides), "--set")
+    from_set = parse_overrides(overrides)
+    recipe = merge(recipe, from_set, "--set")
+
+    def source_of(key: str) -> str:
+        if lookup(from_set, key) is not MISSING:
+            return "--set"
+        return str(path) if lookup(from_file, key) is not MISSING else "the built-in defaults"
+
+    check_values(recipe, source_of)
+    if recipe.get("task") in ("classify", "segment") and isinstance(recipe.get("model"), dict):
+        check_model(recipe, source_of("model"))
     return recipe
 
 

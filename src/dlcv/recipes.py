@@ -99,6 +99,7 @@ CLASSIFY_DEFAULTS = {
 
 
 TTA_MODES = ("none", "flip", "flip_shift")
+SEG_TTA_MODES = ("none", "flip", "d4")  # flip: image + mirror; d4: the 4 rotations x 2 mirrors
 
 SEG_DATA_DEFAULTS = {
     "train": "train",  # folder of NNNN_sat.jpg / NNNN_mask.png pairs under --data
@@ -248,58 +249,27 @@ def segment_defaults() -> dict:
 
 
 def check_name_and_epochs(recipe: dict) -> int:
-    """The checks every training recipe gets: a name and whole epochs; returns the epochs."""
+    """The check every training recipe gets beyond its values' (checked as loaded): a name; returns the epochs."""
     from dlcv.errors import DlcvError
 
     if not recipe.get("name"):
         raise DlcvError("the run needs a name: give --config FILE or --name NAME")
-    epochs = recipe["train"]["epochs"]
-    if not isinstance(epochs, int) or epochs < 1:
-        raise DlcvError(f"train.epochs must be a whole number of at least 1, got {epochs!r}")
-    return epochs
-
-
-def _check_run(recipe: dict, tta_modes: tuple[str, ...]) -> int:
-    """``check_name_and_epochs`` and known TTA modes (supervised runs); returns the epochs."""
-    from dlcv.errors import DlcvError
-
-    epochs = check_name_and_epochs(recipe)
-    for key in ("tta", "val_tta"):
-        if recipe["train"][key] not in tta_modes:
-            raise DlcvError(f"train.{key}: {recipe['train'][key]!r} is not one of {', '.join(tta_modes)}")
-    return epochs
+    return recipe["train"]["epochs"]
 
 
 def check_segment_recipe(recipe: dict) -> list[int]:
-    """Refuse values that would fail deep inside training; return the progress epochs."""
+    """The name, and the progress epochs against the epochs (values are checked as loaded); returns them."""
     from dlcv.data.features import snapshot_epochs
-    from dlcv.errors import DlcvError
 
-    epochs = _check_run(recipe, ("none", "flip", "d4"))
-    data = recipe["data"]
-    for key in ("train_size", "eval_size", "batch_size", "eval_batch_size"):
-        if not isinstance(data[key], int) or data[key] < 1:
-            raise DlcvError(f"data.{key} must be a positive whole number, got {data[key]!r}")
-    scale = data["scale"]
-    if not (isinstance(scale, list) and len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
-        raise DlcvError(f"data.scale must be [low, high] with 0 < low <= high <= 1, got {scale!r}")
+    epochs = check_name_and_epochs(recipe)
     return snapshot_epochs(recipe["progress"]["epochs"], epochs, key="progress.epochs")
 
 
 def check_classify_recipe(recipe: dict) -> list[int]:
-    """Refuse values that would fail deep inside training; return the snapshot epochs."""
+    """The name, and the snapshot epochs against the epochs (values are checked as loaded); returns them."""
     from dlcv.data.features import snapshot_epochs
-    from dlcv.errors import DlcvError
 
-    epochs = _check_run(recipe, TTA_MODES)
-    if recipe["train"]["loss"] not in ("ce", "focal"):
-        raise DlcvError(f"train.loss: {recipe['train']['loss']!r} is not one of ce, focal")
-    if recipe["data"]["auto_augment"] not in ("none", "trivialaugment", "randaugment"):
-        raise DlcvError(f"data.auto_augment: {recipe['data']['auto_augment']!r} is not one of none, trivialaugment, "
-                        "randaugment")
-    for key in ("mixup_alpha", "cutmix_alpha"):
-        if float(recipe["data"][key]) < 0:
-            raise DlcvError(f"data.{key} must be 0 (off) or positive, got {recipe['data'][key]!r}")
+    epochs = check_name_and_epochs(recipe)
     return snapshot_epochs(recipe["embed"]["epochs"], epochs)
 
 
@@ -336,28 +306,3 @@ SAM_DEFAULTS = {
 
 def sam_defaults() -> dict:
     return copy.deepcopy(SAM_DEFAULTS)
-
-
-def check_sam_recipe(recipe: dict) -> None:
-    """Refuse knob values that would fail inside segment-anything (its checks are bare asserts)."""
-    from dlcv.errors import DlcvError
-
-    knobs = recipe["generator"]
-    for key in ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor"):
-        if not isinstance(knobs[key], int) or isinstance(knobs[key], bool) or knobs[key] < 1:
-            raise DlcvError(f"generator.{key} must be a positive whole number, got {knobs[key]!r}")
-    for key in ("crop_n_layers", "min_mask_region_area"):
-        if not isinstance(knobs[key], int) or isinstance(knobs[key], bool) or knobs[key] < 0:
-            raise DlcvError(f"generator.{key} must be a whole number of at least 0, got {knobs[key]!r}")
-    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh",
-                "crop_overlap_ratio"):
-        if not isinstance(knobs[key], (int, float)) or not 0 <= knobs[key] <= 1:
-            raise DlcvError(f"generator.{key} must be a number in 0..1, got {knobs[key]!r}")
-    if not isinstance(knobs["stability_score_offset"], (int, float)) or knobs["stability_score_offset"] <= 0:
-        raise DlcvError(f"generator.stability_score_offset must be positive, got {knobs['stability_score_offset']!r}")
-    if not isinstance(recipe["prefilter"], bool):
-        raise DlcvError(f"prefilter must be true or false, got {recipe['prefilter']!r}")
-    if not isinstance(recipe["refine"]["min_area"], int) or recipe["refine"]["min_area"] < 0:
-        raise DlcvError(f"refine.min_area must be a whole number of at least 0, got {recipe['refine']['min_area']!r}")
-    if not isinstance(recipe["refine"]["min_predicted_iou"], (int, float)):
-        raise DlcvError(f"refine.min_predicted_iou must be a number, got {recipe['refine']['min_predicted_iou']!r}")

@@ -34,14 +34,13 @@ FIGURE_STEM = "figure"
 
 # --- recipe and model --------------------------------------------------------------------------------
 def sam_recipe(config: str | os.PathLike | None, overrides: tuple[str, ...] = (), model_type: str | None = None) -> dict:
-    """Defaults, then the recipe file, then ``--set``, then ``--model``; checked."""
+    """Defaults, then the recipe file, then ``--set`` (values checked as loaded), then ``--model``."""
     from dlcv.config import load_recipe
-    from dlcv.recipes import check_sam_recipe, sam_defaults
+    from dlcv.recipes import sam_defaults
 
     recipe = load_recipe(sam_defaults(), config, overrides)
     if model_type:
         recipe["model"]["type"] = model_type
-    check_sam_recipe(recipe)
     return recipe
 
 

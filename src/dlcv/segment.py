@@ -299,9 +299,10 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     """
     from dlcv.data.images import decode_images
     from dlcv.data.p2 import find_images
+    from dlcv.recipes import SEG_TTA_MODES
 
-    if tta is not None and tta not in ("none", "flip", "d4"):
-        raise DlcvError(f"--tta must be none, flip or d4, got {tta!r}")
+    if tta is not None and tta not in SEG_TTA_MODES:
+        raise DlcvError(f"--tta must be one of {', '.join(SEG_TTA_MODES)}, got {tta!r}")
     check_output_folder(output, overwrite, inputs=(images, checkpoint))
     found = find_images(images)
     model, recipe = load_segmenter(checkpoint)

@@ -66,12 +66,12 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     data_module.prepare()
     recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
                                                      str(recipe["train"]["accelerator"]))
+    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
+    task = BYOLTask(recipe)
     run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=(data, monitor))
     watched = f", kNN monitor on {monitor}" if monitor is not None else ", no kNN monitor"
     print(f"run folder: {run_dir}  ({len(data_module.images)} unlabelled images{watched}, "
           f"precision {recipe['train']['precision']})", flush=True)
-    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
-    task = BYOLTask(recipe)
     monitored = monitor is not None
     trainer = build_trainer(run_dir, recipe, monitor="knn_acc" if monitored else "train_loss",
                             mode="max" if monitored else "min", max_epochs=recipe["train"]["epochs"],
@@ -124,15 +124,6 @@ def _check_byol_recipe(recipe: dict) -> None:
     check_name_and_epochs(recipe)
     if recipe["model"]["arch"] not in RESNETS:
         raise DlcvError(f"model.arch {recipe['model']['arch']!r}: choose one of {', '.join(RESNETS)}")
-    momentum = float(recipe["byol"]["momentum"])
-    if not 0 <= momentum < 1:
-        raise DlcvError(f"byol.momentum must be in [0, 1), got {momentum}")
-    views = recipe["views"]
-    if not 0 < float(views["min_scale"]) <= 1:
-        raise DlcvError(f"views.min_scale must be in (0, 1], got {views['min_scale']!r}")
-    for key in ("blur", "solarize", "sigma"):
-        if not (isinstance(views[key], list) and len(views[key]) == 2):
-            raise DlcvError(f"views.{key} must be a list of two numbers, got {views[key]!r}")
 
 
 def _last(values: list[float]) -> float | None:

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from dlcv.errors import DlcvError
+from dlcv.recipes import SEG_TTA_MODES
 
 
 def _synth(args) -> None:
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg_predict.add_argument("--checkpoint", required=True)
     seg_predict.add_argument("--images", required=True, help="folder of NNNN_sat.jpg images")
     seg_predict.add_argument("--output", required=True, help="folder for the masks (new or empty)")
-    seg_predict.add_argument("--tta", choices=("none", "flip", "d4"),
+    seg_predict.add_argument("--tta", choices=SEG_TTA_MODES,
                              help="test-time augmentation (default: the recipe's train.tta)")
     seg_predict.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
     seg_predict.set_defaults(handler=_segment_predict)

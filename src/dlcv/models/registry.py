@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 
 from torch import nn
@@ -65,4 +66,7 @@ def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs)
     try:
         return _BUILDERS[name](num_classes=num_classes, **kwargs)
     except TypeError as exc:
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unexpected:
+            raise DlcvError(f"model.args.{unexpected.group(1)} is not an argument of model {name!r}") from None
         raise DlcvError(f"model {name!r}: {exc}") from None

@@ -11,8 +11,6 @@ from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 from dlcv.tasks.losses import build_pixel_loss
 
-SEG_TTA_MODES = ("none", "flip", "d4")  # d4: 4 rotations x 2 mirrors
-
 
 def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int], tta: str = "none") -> torch.Tensor:
     """Class probabilities (B, C, *size) of the model on ``x``, averaged over the TTA views and

@@ -1,0 +1,79 @@
+"""Every recipe value is checked as the recipe is loaded, before any data is read or any run folder
+exists: one line naming the key and where the value came from (the recipe file or --set)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import REPO, expect_error
+
+from dlcv import recipes
+from dlcv.config import load_recipe
+from dlcv.errors import DlcvError
+
+
+def _fit(recipe, data, runs, *extra):
+    return ("classify", "fit", "--config", recipe, "--data", data, "--runs-dir", runs, *extra)
+
+
+@pytest.mark.parametrize("line,pattern", [
+    ("data: {batch_size: big}", r"data\.batch_size must be a whole number >= 1, got 'big'"),
+    ("data: {holdout: 1.0}", r"data\.holdout must be a number in \[0, 1\), got 1\.0"),
+    ("optim: {name: adamz}", r"optim\.name must be one of sgd, adam, adamw, lars, got 'adamz'"),
+    ("optim: {weight_decay: -0.1}", r"optim\.weight_decay must be a number >= 0, got -0\.1"),
+    ("train: {precision: fp8}", r"train\.precision must be one of auto, .*, got 'fp8'"),
+    ("data: {mean: [0.5, 0.5]}", r"data\.mean must be a list of 3"),
+    ("model: {name: dlcv_net, args: {widthz: [8]}}", r"model\.args\.widthz is not an argument of model 'dlcv_net'"),
+    ("model: {name: resnet9000}", r"unknown classify model 'resnet9000'"),
+])
+def test_a_bad_value_in_the_recipe_file_names_the_key_and_the_file(capsys, tmp_path, p1_data, line, pattern):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(f"name: bad\n{line}\n")
+    expect_error(capsys, rf"bad\.yaml: {pattern}", *_fit(recipe, p1_data, tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("setting,pattern", [
+    ("optim.lr=-1", r"optim\.lr must be a number >= 0, got -1"),
+    ("train.epochs=0", r"train\.epochs must be a whole number >= 1, got 0"),
+    ("data.mixup_alpha=-0.2", r"data\.mixup_alpha must be a number >= 0"),
+    ("model.args.stem=3", r"model\.args\.stem is not an argument of model 'dlcv_net'"),
+])
+def test_a_bad_value_from_set_names_set(capsys, tmp_path, recipe, p1_data, setting, pattern):
+    expect_error(capsys, rf"--set: {pattern}", *_fit(recipe, p1_data, tmp_path / "runs", "--set", setting))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_segment_fit_and_ssl_pretrain_leave_no_run_folder_for_a_bad_recipe(capsys, tmp_path, p2_data):
+    expect_error(capsys, r"--set: data\.eval_size must be a whole number >= 1, got 0", "segment", "fit", "--config",
+                 REPO / "configs" / "seg" / "cpu.yaml", "--data", p2_data, "--runs-dir", tmp_path / "runs",
+                 "--set", "data.eval_size=0")
+    expect_error(capsys, r"--set: byol\.momentum must be a number in \[0, 1\), got 1\.5", "ssl", "pretrain", "--config",
+                 REPO / "configs" / "ssl" / "byol_cpu.yaml", "--data", tmp_path, "--runs-dir", tmp_path / "runs",
+                 "--set", "byol.momentum=1.5")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_weights_file_fails_before_the_run_folder(capsys, tmp_path, p1_data):
+    recipe = tmp_path / "b.yaml"
+    recipe.write_text("model: {name: timm, args: {arch: resnet18, weights: /nowhere/w.pth}}\ntrain: {epochs: 1}\n")
+    expect_error(capsys, r"/nowhere/w\.pth", *_fit(recipe, p1_data, tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sam_knobs_are_checked_as_loaded():
+    with pytest.raises(DlcvError, match=r"--set: generator\.points_per_side must be a whole number >= 1, got 0"):
+        load_recipe(recipes.sam_defaults(), None, ["generator.points_per_side=0"])
+
+
+DEFAULTS = {"p1": recipes.classify_defaults, "seg": recipes.segment_defaults, "sam": recipes.sam_defaults,
+            "byol": recipes.byol_defaults, "settings": recipes.ssl_table_defaults,
+            "finetune": recipes.finetune_defaults, "supervised": recipes.classify_defaults}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_recipe_passes_the_checks(path: Path):
+    kind = path.parent.name if path.parent.name != "ssl" else path.stem.split("_")[0]
+    recipe = load_recipe(DEFAULTS[kind](), path)
+    assert recipe["name"]
