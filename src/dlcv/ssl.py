@@ -77,7 +77,7 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
                             mode="max" if monitored else "min", max_epochs=recipe["train"]["epochs"],
                             **({} if monitored else {"limit_val_batches": 0}))
     at_init = read_json_key(run_dir / INIT_FILE, "knn_acc")
-    if monitored and resume_from is None:
+    if monitored and resume_from is None and is_primary_process():
         # The monitor before any training, with batch-norm statistics of the pre-training images (see
         # BYOLTask.knn_untrained): the per-epoch curve is read against this value, not against chance.
         untrained = task.knn_untrained(data_module)

@@ -102,13 +102,16 @@ class BYOLTask(BaseTask):
         variance 1, i.e. no normalisation), which scores higher on small images because raw colour
         survives every layer; it is not a trunk any trained run can be compared with.
         """
+        from dlcv.runtime import inference_device
+
         cfg, batch = data.eval_cfg, int(data.cfg["eval_batch_size"])
         rows = data.monitor_y.numpy()
-        trunk = copy.deepcopy(self.backbone)
-        result = {"knn_acc_unit_bn": monitor_knn(trunk_features(trunk, data.monitor_x, cfg, batch, self.device),
+        device = inference_device()  # before fit the task is still on the CPU; a GPU, when there is one, does this
+        trunk = copy.deepcopy(self.backbone).to(device)
+        result = {"knn_acc_unit_bn": monitor_knn(trunk_features(trunk, data.monitor_x, cfg, batch, device),
                                                  rows, self.knn_k)}
-        calibrate_batch_norm(trunk, spread(data.images, calibration_images), cfg, batch, self.device)
-        result["knn_acc"] = monitor_knn(trunk_features(trunk, data.monitor_x, cfg, batch, self.device), rows, self.knn_k)
+        calibrate_batch_norm(trunk, spread(data.images, calibration_images), cfg, batch, device)
+        result["knn_acc"] = monitor_knn(trunk_features(trunk, data.monitor_x, cfg, batch, device), rows, self.knn_k)
         return {k: float(np.float32(v)) for k, v in result.items()}
 
 
@@ -128,8 +131,10 @@ def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
 
 
 def _forward(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> torch.Tensor:
-    """``trunk`` (in the mode it is in) on uint8 ``images`` prepared without augmentation, batch by batch."""
-    return torch.cat([trunk(prepare_batch(images[i : i + batch], cfg).to(device)).float().cpu()
+    """``trunk`` (in the mode it is in) on uint8 ``images`` prepared without augmentation, batch by batch
+    (the uint8 batch travels to ``device``, a quarter of the float one's bytes, and is prepared there)."""
+    device = device if device is not None else torch.device("cpu")
+    return torch.cat([trunk(prepare_batch(images[i : i + batch].to(device), cfg)).float().cpu()
                       for i in range(0, len(images), batch)])
 
 
