@@ -45,12 +45,22 @@ def test_a_stray_class_far_above_the_others_is_refused(capsys, recipe, data_copy
 @pytest.mark.parametrize("row,pattern", [
     ("0_12.png,0,7", r"pred\.csv:2: 3 field\(s\), but the header has 2"),
     ("0_12.png", r"pred\.csv:2: 1 field\(s\), but the header has 2"),
-    ("0_12.png,123456789012345678901234567890", r"pred\.csv:2: label 123456789012345678901234567890 is out of range"),
+    ("0_12.png,123456789012345678901234567890", r"pred\.csv:2: label '12345678901234567890' \(30 characters\) is out"),
+    ("0_12.png," + "9" * 5000, r"pred\.csv:2: label '9{20}' \(5000 characters\) is out of range"),
+    ("0_12.png,100000", r"pred\.csv:2: label 100000 is out of range \(classes are 0\.\.\.99999\)"),
+    ("\n0_12.png,0,1", r"pred\.csv:3: 3 field\(s\)"),  # the line in the file, blank lines counted
 ])
 def test_a_csv_row_of_the_wrong_shape_or_an_absurd_label_is_named(capsys, p1_data, tmp_path, row, pattern):
     pred = tmp_path / "pred.csv"
     pred.write_text(f"filename,label\n{row}\n")
     expect_error(capsys, pattern, "classify", "evaluate", "--predictions", pred, "--labels", p1_data / "val_gt.csv")
+
+
+def test_a_header_naming_a_column_twice_is_refused(capsys, p1_data, tmp_path):
+    pred = tmp_path / "pred.csv"
+    pred.write_text("filename,label,label\n0_12.png,0,1\n")
+    expect_error(capsys, r"pred\.csv: the header names column\(s\) label more than once", "classify", "evaluate",
+                 "--predictions", pred, "--labels", p1_data / "val_gt.csv")
 
 
 def test_a_predicted_class_the_labels_do_not_have_is_named(capsys, p1_data, tmp_path):

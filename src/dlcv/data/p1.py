@@ -54,17 +54,21 @@ def read_csv_rows(path: str | os.PathLike, required: tuple[str, ...]) -> list[di
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in (reader.fieldnames or [])]
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:
+                raise DlcvError(f"{path}: the header names column(s) {', '.join(twice)} more than once")
             missing = [c for c in required if c not in columns]
             if missing:
                 raise DlcvError(
                     f"{path}: missing column(s) {', '.join(missing)} (header is {','.join(columns) or 'empty'})"
                 )
             rows = []
-            for line, row in enumerate(reader, start=2):
+            for row in reader:
                 # DictReader files extra fields under None and fills missing ones with None.
                 if None in row or None in row.values():
                     fields = len(columns) + len(row.get(None) or ()) - sum(v is None for v in row.values())
-                    raise DlcvError(f"{path}:{line}: {fields} field(s), but the header has {len(columns)}")
+                    raise DlcvError(f"{path}:{reader.line_num}: {fields} field(s), but the header has "
+                                    f"{len(columns)}")
                 rows.append({k.strip(): v.strip() for k, v in row.items()})
     except UnicodeDecodeError:
         raise DlcvError(f"{path}: not a text CSV file") from None
@@ -75,10 +79,13 @@ def read_csv_rows(path: str | os.PathLike, required: tuple[str, ...]) -> list[di
 
 def parse_label(value: str, where: str) -> int:
     """A class label from text: a whole number in 0..MAX_CLASSES-1, else one line naming ``where``."""
+    shown = repr(value) if len(value) <= 24 else repr(value[:20]) + f" ({len(value)} characters)"
+    if len(value) > len(str(MAX_CLASSES)) + 2:  # int() of thousands of digits is slow, then refused anyway
+        raise DlcvError(f"{where}: label {shown} is out of range (classes are 0...{MAX_CLASSES - 1})")
     try:
         label = int(value)
     except ValueError:
-        raise DlcvError(f"{where}: label {value!r} is not a whole number") from None
+        raise DlcvError(f"{where}: label {shown} is not a whole number") from None
     if label < 0:
         raise DlcvError(f"{where}: label {label} is negative")
     if label >= MAX_CLASSES:
