@@ -115,3 +115,21 @@ def test_sync_batchnorm_keeps_timms_activations_and_frozen_layers_modes():
     synced = sync_batchnorm_plugin().apply(model)
     assert isinstance(synced[1], nn.SyncBatchNorm) and isinstance(synced[1].act, nn.ReLU)
     assert isinstance(synced[2], nn.SyncBatchNorm) and not synced[2].training and synced[1].training
+
+
+def test_a_half_precision_model_gets_its_batches_in_its_dtype(p1_data):
+    """bf16-true / 16-true: Lightning converts inputs before on_after_batch_transfer, when ours are uint8."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins import HalfPrecision
+
+    from dlcv.data.batches import ClassificationData
+    from dlcv.recipes import classify_defaults
+
+    data = ClassificationData(p1_data, classify_defaults()["data"], seed=0)
+    data.prepare()
+    images, labels = next(iter(data.val_dataloader()))
+    for precision, dtype in (("bf16-true", torch.bfloat16), ("16-true", torch.float16)):
+        data.trainer = SimpleNamespace(precision_plugin=HalfPrecision(precision), training=False)
+        x, y = data.on_after_batch_transfer((images, labels), 0)
+        assert x.dtype == dtype and y.dtype == labels.dtype

@@ -7,6 +7,7 @@ the training device, batched (``on_after_batch_transfer``).
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -24,6 +25,20 @@ from dlcv.data.p1 import (
     stratified_holdout,
 )
 from dlcv.errors import DlcvError
+
+
+def in_model_dtype(hook):
+    """Wrap a data module's ``on_after_batch_transfer`` so that its float batch reaches the model in the
+    dtype the trainer's precision feeds it. Lightning converts a batch before that hook, while ours are
+    still uint8, so a ``bf16-true`` or ``16-true`` model would otherwise get float32 (and fail)."""
+
+    @functools.wraps(hook)
+    def wrapped(self, batch, dataloader_idx: int):
+        out = hook(self, batch, dataloader_idx)
+        trainer = getattr(self, "trainer", None)
+        return trainer.precision_plugin.convert_input(out) if trainer is not None else out
+
+    return wrapped
 
 
 class TensorBatches:
@@ -183,6 +198,7 @@ class ClassificationData(L.LightningDataModule):
         rank, world = self._rank_world()
         return TensorBatches(self.val_x, self.val_y, int(self.cfg["eval_batch_size"]), rank=rank, world_size=world)
 
+    @in_model_dtype
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         training = getattr(self, "trainer", None) is not None and self.trainer.training

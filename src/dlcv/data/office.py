@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dlcv.data.augment import prepare_batch
-from dlcv.data.batches import TensorBatches
+from dlcv.data.batches import TensorBatches, in_model_dtype
 from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.p1 import (
     _safe_member,
@@ -145,6 +145,7 @@ class UnlabelledImages(L.LightningDataModule):
             return []
         return TensorBatches(self.monitor_x, self.monitor_y, int(self.cfg["eval_batch_size"]))
 
+    @in_model_dtype
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         from dlcv.data.ssl_views import byol_views
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from dlcv.data.augment import planes_to_float, scale_shift, to_float
-from dlcv.data.batches import TensorBatches
+from dlcv.data.batches import TensorBatches, in_model_dtype
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs
 from dlcv.errors import DlcvError
@@ -257,6 +257,7 @@ class SegmentationData(L.LightningDataModule):
         rank, world = self._rank_world()
         return TensorBatches(self.val_x, self.val_y, int(self.cfg["eval_batch_size"]), rank=rank, world_size=world)
 
+    @in_model_dtype
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, masks = batch
         training = getattr(self, "trainer", None) is not None and self.trainer.training
