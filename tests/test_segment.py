@@ -197,6 +197,8 @@ def test_the_crop_pools_workers_run_one_kernel_thread_and_the_rest_keep_theirs()
 def test_training_batches_for_an_accelerator_travel_as_uint8_and_end_equal_to_the_cpu_ones(p2_data):
     from types import SimpleNamespace
 
+    from lightning.pytorch.plugins import Precision
+
     from dlcv.data.seg_batches import SegmentationData
     from dlcv.recipes import segment_defaults
 
@@ -206,7 +208,8 @@ def test_training_batches_for_an_accelerator_travel_as_uint8_and_end_equal_to_th
         data = SegmentationData(p2_data, cfg, seed=0)
         data.prepare()
         data.trainer = SimpleNamespace(training=True, current_epoch=0, global_rank=0, world_size=1,
-                                       strategy=SimpleNamespace(root_device=torch.device(device)))
+                                       strategy=SimpleNamespace(root_device=torch.device(device)),
+                                       precision_plugin=Precision())  # 32-true's
         batches[device] = next(iter(data.train_dataloader()))
     images, masks = batches["cuda"]
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 32, 32) and masks.dtype == torch.uint8
