@@ -1,35 +1,183 @@
-"""Augmentation policies and label mixing for classification batches (torchvision's own transforms).
+"""Augmentation policies and label mixing for classification batches.
 
-``auto_augment`` applies TrivialAugmentWide or RandAugment with a fresh draw per image (torchvision's
-v2 transforms draw once per call, so each image of the batch is its own call). ``mix`` applies
-MixUp or CutMix (chosen at random per batch when both are on, as R3 did) and returns soft targets.
-Both use torch's global random state, which the training task re-seeds at every epoch start, so a
-resumed run draws exactly what the uninterrupted one drew.
+``auto_augment`` applies TrivialAugmentWide or RandAugment (torchvision's spaces of operations and
+magnitudes) with a fresh draw per image, to the whole batch at once on its device: the draws are
+made for every image first, then each operation runs once over the images that drew it, with
+per-image magnitudes (one batched affine resampling for the shears, translations and rotations,
+per-image blend ratios for brightness, colour, contrast and sharpness, per-image bit masks and
+thresholds). Each image gets what torchvision's transform gives it for the same draw (pixels may
+differ by one where a blend's rounding falls differently). ``mix`` applies MixUp or CutMix (chosen
+at random per batch when both are on, as R3 did) and returns soft targets. The draws use torch's
+global random state, which the training task re-seeds at every epoch start, so a resumed run draws
+exactly what the uninterrupted one drew.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from dlcv.errors import DlcvError
 
 AUTO_AUGMENT = ("none", "trivialaugment", "randaugment")
+BINS = 31  # torchvision's num_magnitude_bins
+
+# Operation -> (largest magnitude at the last bin, or None: no magnitude; signed), torchvision's spaces.
+# The largest translation of RandAugment is a share of the side (150/331 of it).
+TRIVIAL_WIDE = {"Identity": (None, False), "ShearX": (0.99, True), "ShearY": (0.99, True),
+                "TranslateX": (32.0, True), "TranslateY": (32.0, True), "Rotate": (135.0, True),
+                "Brightness": (0.99, True), "Color": (0.99, True), "Contrast": (0.99, True),
+                "Sharpness": (0.99, True), "Posterize": (6, False), "Solarize": (1.0, False),
+                "AutoContrast": (None, False), "Equalize": (None, False)}
+RAND_AUGMENT = {"Identity": (None, False), "ShearX": (0.3, True), "ShearY": (0.3, True),
+                "TranslateX": (150.0 / 331.0, True), "TranslateY": (150.0 / 331.0, True), "Rotate": (30.0, True),
+                "Brightness": (0.9, True), "Color": (0.9, True), "Contrast": (0.9, True),
+                "Sharpness": (0.9, True), "Posterize": (4, False), "Solarize": (1.0, False),
+                "AutoContrast": (None, False), "Equalize": (None, False)}
+
+
+def magnitude_of(op: str, top, index: torch.Tensor, side: int) -> torch.Tensor:
+    """The magnitudes of bins ``index`` for operation ``op`` (torchvision's tables, bin by bin)."""
+    if op == "Posterize":  # bits: 8 down to 8 - top over the bins
+        return (8 - (torch.arange(BINS) / ((BINS - 1) / top))).round().int()[index].float()
+    if op == "Solarize":  # threshold share: 1 down to 0
+        return torch.linspace(1.0, 0.0, BINS)[index]
+    if op.startswith("Translate") and top < 1:  # RandAugment: a share of the side
+        return torch.linspace(0.0, top * side, BINS)[index]
+    return torch.linspace(0.0, float(top), BINS)[index]
+
+
+def draw(batch: int, space: dict, num_ops: int, magnitude: int | None, side: int) -> list[tuple[torch.Tensor, ...]]:
+    """Per round of operations: (operation index, magnitude) per image, as torchvision draws them:
+    an operation uniformly, a bin uniformly (TrivialAugment) or the fixed one (RandAugment), a sign."""
+    names = list(space)
+    rounds = []
+    for _ in range(num_ops):
+        ops = torch.randint(len(names), (batch,))
+        bins = torch.randint(BINS, (batch,)) if magnitude is None else torch.full((batch,), magnitude)
+        signs = torch.where(torch.rand(batch) <= 0.5, -1.0, 1.0)
+        values = torch.zeros(batch)
+        for k, name in enumerate(names):
+            top, signed = space[name]
+            chosen = ops == k
+            if top is not None and chosen.any():
+                values[chosen] = magnitude_of(name, top, bins[chosen], side) * (signs[chosen] if signed else 1.0)
+        rounds.append((ops, values))
+    return rounds
+
+
+def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor:
+    """Shear, translation or rotation of uint8 (N, C, H, W) images by per-image amounts: one nearest-
+    neighbour resampling, with torchvision's inverse matrices and grid (``affine_image``)."""
+    from torchvision.transforms.v2.functional._geometry import (
+        _get_inverse_affine_matrix,
+    )
+
+    n, _, h, w = images.shape
+    if op == "Rotate" and h == w and bool((values % 90 == 0).any()):  # torchvision turns these exactly
+        out, quarter = images.clone(), torch.nonzero(values % 90 == 0).flatten()
+        for i in quarter.tolist():
+            out[i] = torch.rot90(images[i], k=int(float(values[i]) % 360) // 90, dims=(-2, -1))
+        rest = torch.nonzero(values % 90 != 0).flatten()
+        if len(rest):
+            out[rest.to(images.device)] = _affine(images[rest.to(images.device)], op, values[rest])
+        return out
+    matrices = []
+    for v in values.tolist():
+        if op == "ShearX":
+            m = _get_inverse_affine_matrix([-w * 0.5, -h * 0.5], 0.0, [0.0, 0.0], 1.0, [math.degrees(math.atan(v)), 0.0])
+        elif op == "ShearY":
+            m = _get_inverse_affine_matrix([-w * 0.5, -h * 0.5], 0.0, [0.0, 0.0], 1.0, [0.0, math.degrees(math.atan(v))])
+        elif op == "TranslateX":
+            m = _get_inverse_affine_matrix([0.0, 0.0], 0.0, [float(int(v)), 0.0], 1.0, [0.0, 0.0])
+        elif op == "TranslateY":
+            m = _get_inverse_affine_matrix([0.0, 0.0], 0.0, [0.0, float(int(v))], 1.0, [0.0, 0.0])
+        else:  # Rotate (torchvision's rotate turns the other way from its affine)
+            m = _get_inverse_affine_matrix([0.0, 0.0], -(v % 360), [0.0, 0.0], 1.0, [0.0, 0.0])
+        matrices.append(m)
+    theta = torch.tensor(matrices, dtype=torch.float32).view(n, 2, 3).to(images.device)
+    base = torch.empty(1, h, w, 3, device=images.device)
+    base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=images.device))
+    base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=images.device).unsqueeze(-1))
+    base[..., 2].fill_(1)
+    scale = torch.tensor([0.5 * w, 0.5 * h], device=images.device)
+    grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(theta.transpose(1, 2) / scale).view(n, h, w, 2)
+    out = F.grid_sample(images.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out.round_().to(images.dtype)
+
+
+def _blend(images: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``_blend`` with a ratio per image: ``ratio * images + (1 - ratio) * other``, clamped."""
+    ratio = ratio.to(images.device).view(-1, 1, 1, 1)
+    return images.float().mul(ratio).add_(other * (1.0 - ratio)).clamp_(0, 255).to(images.dtype)
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    r, g, b = images.float().unbind(dim=-3)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3).floor_()
+
+
+def _sharpen(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``adjust_sharpness`` with a factor per image: the inside blended with a 3x3 blur."""
+    c = images.shape[1]
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], device=images.device).expand(c, 1, 3, 3)
+    out = images.float()
+    blurred = F.conv2d(out, kernel, groups=c).round_()
+    inside = out[..., 1:-1, 1:-1]
+    ratio = (1.0 - factor.to(images.device)).view(-1, 1, 1, 1)
+    inside.add_(blurred.sub_(inside).mul_(ratio))
+    return out.clamp_(0, 255).to(images.dtype)
+
+
+def apply_op(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor:
+    """Operation ``op`` on uint8 (N, C, H, W) images, image i with magnitude ``values[i]``."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if op == "Identity":
+        return images
+    if op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
+        return _affine(images, op, values)
+    if op == "Brightness":
+        return _blend(images, torch.zeros((), device=images.device), 1.0 + values)
+    if op == "Color":
+        return _blend(images, _grey(images), 1.0 + values)
+    if op == "Contrast":
+        return _blend(images, _grey(images).mean(dim=(-3, -2, -1), keepdim=True), 1.0 + values)
+    if op == "Sharpness":
+        return _sharpen(images, 1.0 + values) if min(images.shape[-2:]) > 2 else images
+    if op == "Posterize":
+        bits = values.round().to(torch.int64)
+        masks = ((((1 << bits) - 1) << (8 - bits)).clamp(max=255)).to(torch.uint8).to(images.device)
+        return images & masks.view(-1, 1, 1, 1)
+    if op == "Solarize":
+        threshold = (255.0 * values).to(images.device).view(-1, 1, 1, 1)
+        return torch.where(images >= threshold, 255 - images, images)
+    if op == "AutoContrast":
+        return TF.autocontrast(images)
+    return TF.equalize(images)  # Equalize
 
 
 def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude: int = 9) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the same, each image through its own draw of the policy."""
+    """uint8 (N, H, W, 3) -> the same, each image through its own draw of the policy, batched by operation."""
     if policy == "none":
         return images
-    from torchvision.transforms import v2
-
     if policy == "trivialaugment":
-        transform = v2.TrivialAugmentWide()
+        space, rounds, fixed = TRIVIAL_WIDE, 1, None
     elif policy == "randaugment":
-        transform = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
+        space, rounds, fixed = RAND_AUGMENT, num_ops, magnitude
     else:
         raise DlcvError(f"data.auto_augment: {policy!r} is not one of {', '.join(AUTO_AUGMENT)}")
-    chw = images.permute(0, 3, 1, 2)
-    out = torch.stack([transform(image) for image in chw])
+    out = images.permute(0, 3, 1, 2).contiguous()
+    names = list(space)
+    for ops, values in draw(len(out), space, rounds, fixed, out.shape[-1]):
+        for k, name in enumerate(names):
+            chosen = torch.nonzero(ops == k).flatten()  # drawn on the host: no device sync
+            if len(chosen) and name != "Identity":
+                index = chosen.to(out.device)
+                out[index] = apply_op(out[index], name, values[chosen])
     return out.permute(0, 2, 3, 1).contiguous()
 
 

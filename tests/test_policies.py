@@ -1,0 +1,51 @@
+"""The batched TrivialAugmentWide / RandAugment against torchvision's own transforms, operation by operation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlcv.data.policies import (
+    BINS,
+    RAND_AUGMENT,
+    TRIVIAL_WIDE,
+    apply_op,
+    auto_augment,
+    magnitude_of,
+)
+
+
+def torchvision_op(image: torch.Tensor, op: str, magnitude: float) -> torch.Tensor:
+    from torchvision.transforms import v2
+
+    transform = v2.TrivialAugmentWide()
+    return transform._apply_image_or_video_transform(image, op, magnitude, interpolation=transform.interpolation,
+                                                     fill=transform._fill)
+
+
+@pytest.mark.parametrize("space", [TRIVIAL_WIDE, RAND_AUGMENT], ids=["trivialaugment", "randaugment"])
+def test_each_operation_gives_each_image_what_torchvision_gives_it(space):
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[0] = 7  # a flat image (contrast, autocontrast and equalize have their edge cases there)
+    bins = torch.tensor([0, 3, 7, 10, 14, 15, 19, 20, 24, 27, 29, BINS - 1])
+    for op, (top, signed) in space.items():
+        values = torch.zeros(12) if top is None else magnitude_of(op, top, bins, 32)
+        if signed:
+            values = values * torch.tensor([1.0, -1.0] * 6)
+        got = apply_op(images.clone(), op, values)
+        want = torch.stack([torchvision_op(x, op, float(v)) for x, v in zip(images, values)])
+        difference = (got.int() - want.int()).abs()
+        assert difference.max() <= 1, op  # a blend's rounding may fall the other way by one
+        assert (difference > 0).float().mean() < 0.01, op
+
+
+def test_auto_augment_draws_per_image_and_repeats_under_the_same_seed():
+    images = torch.randint(0, 256, (64, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(5)
+    first = auto_augment(images, "trivialaugment")
+    torch.manual_seed(5)
+    again = auto_augment(images, "trivialaugment")
+    assert torch.equal(first, again) and first.shape == images.shape and first.dtype == torch.uint8
+    changed = (first != images).flatten(1).any(1)
+    assert 0.5 < changed.float().mean() < 1.0  # most images changed; Identity (and no-op draws) leave some
+    assert not torch.equal(auto_augment(images, "randaugment", num_ops=2, magnitude=9), images)
