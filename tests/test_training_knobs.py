@@ -280,3 +280,11 @@ def test_onecycle_runs_to_its_end_on_a_run_of_a_few_steps(steps):
                                                    steps=steps, per_epoch=2)
     lrs = _lrs(optimizer, scheduler, steps)
     assert len(lrs) == steps and all(0 < lr <= 0.1 + 1e-9 for lr in lrs)
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(trained_run):
+    """Lightning 2.6's save_last writes last.ckpt only in epochs that improve: --resume would repeat the rest."""
+    import torch
+
+    last = torch.load(trained_run / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1 and last["global_step"] == 2 * 3  # 2 epochs of 48 images in batches of 16

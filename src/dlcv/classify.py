@@ -8,109 +8,92 @@ from __future__ import annotations
 
 import csv
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
 from dlcv.errors import DlcvError
+from dlcv.fitting import Fit
 from dlcv.io import atomic_write, check_output_path
 
 CONFUSION_FILE = "confusion.csv"  # in a run folder: the best checkpoint's confusion matrix on the validation images
 
 
-def write_confusion(path: Path, labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> None:
+def write_confusion(path: Path, matrix: np.ndarray) -> None:
     """Counts of (true class, predicted class): a header ``true,pred_0,...``, one row per true class."""
-    from dlcv.metrics.classification import confusion_matrix
-
-    matrix = confusion_matrix(labels, predicted, num_classes)
     with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["true", *(f"pred_{c}" for c in range(num_classes))])
+        writer.writerow(["true", *(f"pred_{c}" for c in range(len(matrix)))])
         writer.writerows([c, *map(int, row)] for c, row in enumerate(matrix))
 
 
 # --- fit -------------------------------------------------------------------------------------------
+class ClassifyFit(Fit):
+    """``classify fit`` (and ``ssl finetune``): a classifier on labelled folders; the best checkpoint's
+    confusion matrix on the validation images (``confusion.csv``), its accuracy there when a holdout
+    share of train chose it."""
+
+    def __init__(self, data: str | os.PathLike, defaults: dict | None = None):
+        super().__init__(data)
+        self._defaults = defaults
+
+    def defaults(self) -> dict:
+        from dlcv.recipes import classify_defaults
+
+        return self._defaults if self._defaults is not None else classify_defaults()
+
+    def check(self, recipe: dict) -> None:
+        from dlcv.recipes import check_classify_recipe
+
+        self.snapshot_at = check_classify_recipe(recipe)
+
+    def make_data(self, recipe: dict):
+        from dlcv.data.batches import ClassificationData
+
+        return ClassificationData(self.data, recipe["data"], int(recipe["seed"]))
+
+    def derive(self, recipe: dict, data) -> None:
+        recipe["data"]["num_classes"] = data.num_classes
+
+    def make_task(self, recipe: dict, data):
+        from dlcv.tasks.classification import ClassificationTask
+
+        return ClassificationTask(recipe, data.num_classes)
+
+    def callbacks(self, recipe: dict, data, run_dir: Path) -> list:
+        from dlcv.data.augment import prepare_batch
+        from dlcv.tasks.snapshots import EmbeddingSnapshots
+
+        self.snapshots = None
+        if self.snapshot_at:
+            sets = data.embedding_sets(int(recipe["embed"]["train_subset"]))
+            self.snapshots = EmbeddingSnapshots(run_dir, self.snapshot_at, sets,
+                                                lambda x: prepare_batch(x, recipe["data"]),
+                                                batch_size=int(recipe["data"]["eval_batch_size"]))
+        return [self.snapshots] if self.snapshots else []
+
+    def final_line(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+        if self.snapshots:
+            summary["snapshot_seconds"] = self.snapshots.seconds
+        matrix = task.final_confusion
+        if matrix is None:
+            return None
+        write_confusion(run_dir / CONFUSION_FILE, matrix)
+        if data.final is None:
+            return None
+        folder = data.final[3]
+        accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
+        summary["final_validation"] = {"folder": folder, "accuracy": accuracy}
+        return f"{folder} accuracy of the best checkpoint: {accuracy:.4f} (not used for any choice)"
+
+
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False, defaults: dict | None = None) -> Path:
     """Train a classifier from a recipe; return the run folder. ``resume`` continues an interrupted
     run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch).
     ``defaults``: the recipe the file and overrides apply to (the classification defaults when None)."""
-    from dlcv.recipes import check_classify_recipe, classify_defaults
-    from dlcv.runs import check_run_dir, is_primary_process, run_recipe
-
-    recipe = run_recipe(defaults if defaults is not None else classify_defaults(), config, overrides, name, runs_dir,
-                        resume)
-    snapshot_at = check_classify_recipe(recipe)  # a bad recipe fails before any work
-    if not resume and is_primary_process():  # so does a run folder that may not be written
-        check_run_dir(runs_dir, recipe["name"], overwrite, inputs=(data,))
-    say = print if is_primary_process() else (lambda *a, **k: None)
-
-    import lightning as L
-    import torch
-
-    from dlcv.data.augment import prepare_batch
-    from dlcv.data.batches import ClassificationData
-    from dlcv.runs import (
-        build_trainer,
-        finish_fit,
-        fit_summary,
-        open_run_dir,
-        resolve_precision,
-    )
-    from dlcv.tasks.classification import ClassificationTask
-    from dlcv.tasks.snapshots import EmbeddingSnapshots
-
-    if recipe["train"]["threads"]:
-        torch.set_num_threads(int(recipe["train"]["threads"]))
-    start = time.perf_counter()
-    data_module = ClassificationData(data, recipe["data"], int(recipe["seed"]))
-    data_module.prepare()  # bad data fails here, before anything is written
-    recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
-                                                     str(recipe["train"]["accelerator"]))
-    recipe["data"]["num_classes"] = data_module.num_classes
-    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
-    task = ClassificationTask(recipe, data_module.num_classes)  # a weights file that fails does so before the run folder
-    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=(data,))
-    say(f"run folder: {run_dir}  ({len(data_module.train_y)} training images, "
-          f"{len(data_module.val_y)} validation images, {data_module.num_classes} classes, "
-          f"precision {recipe['train']['precision']})", flush=True)
-    if resume_from is not None:
-        say(f"resuming from {resume_from} with the run's saved recipe", flush=True)
-
-    snapshots = []
-    if snapshot_at:
-        sets = data_module.embedding_sets(int(recipe["embed"]["train_subset"]))
-        snapshots.append(EmbeddingSnapshots(run_dir, snapshot_at, sets,
-                                            lambda x: prepare_batch(x, recipe["data"]),
-                                            batch_size=int(recipe["data"]["eval_batch_size"])))
-    trainer = build_trainer(run_dir, recipe, monitor="val_acc", mode="max",
-                            max_epochs=recipe["train"]["epochs"], extra_callbacks=tuple(snapshots))
-    trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
-    fit_seconds = time.perf_counter() - start
-
-    summary = fit_summary(recipe, trainer, run_dir, fit_seconds, "val_acc")
-    if snapshots:
-        summary["snapshot_seconds"] = snapshots[0].seconds
-    if not trainer.is_global_zero:
-        return run_dir
-    # The best checkpoint on the validation folder (scored once, when a holdout chose it) or on the
-    # selection images: its confusion matrix, for the report.
-    model, _ = load_classifier(run_dir / "best.ckpt")
-    final = data_module.final
-    images, labels = (final[0], final[1]) if final is not None else (data_module.val_x, data_module.val_y)
-    labels = labels.numpy()
-    predicted = predict_labels(model, images, recipe)
-    write_confusion(run_dir / CONFUSION_FILE, labels, predicted, data_module.num_classes)
-    final_line = None
-    if final is not None:
-        folder = final[3]
-        summary["final_validation"] = {"folder": folder, "accuracy": float((predicted == labels).mean())}
-        final_line = (f"{folder} accuracy of the best checkpoint: {summary['final_validation']['accuracy']:.4f} "
-                      "(not used for any choice)")
-    finish_fit(run_dir, summary, "val_acc", final_line)
-    return run_dir
+    return ClassifyFit(data, defaults).run(config, runs_dir, name, overrides, overwrite, resume)
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------

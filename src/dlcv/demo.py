@@ -75,8 +75,23 @@ def _write_recipe(folder: Path, recipe: dict) -> Path:
     return path
 
 
+def _ssl_table(recipes: Path, data: Path, runs: Path) -> Path:
+    """The A-E table on the synthetic self-supervised data, from the demo's recipes."""
+    from dlcv import ssl
+
+    settings = _write_recipe(recipes, {
+        "name": "ssl_table_demo",
+        "pretrain": _write_recipe(recipes, SSL_DEMO_BYOL).name,
+        "supervised": _write_recipe(recipes, SSL_DEMO_SUPERVISED).name,
+        "finetune": _write_recipe(recipes, SSL_DEMO_FINETUNE).name,
+        # the supervised backbone learns Problem 1's labelled images (the course's is ImageNet's)
+        "data": {"mini": "mini/train", "office": "office", "supervised": "../p1_data"},
+    })
+    return ssl.table(settings, data, runs_dir=runs)
+
+
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
-    from dlcv import classify, segment, ssl
+    from dlcv import classify, segment
     from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
     from dlcv.embed import plot
     from dlcv.report import build_report
@@ -111,16 +126,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     print(f"[8/{steps}] Problem 2: masks through training", flush=True)
     grid = segment.progress(seg_run)
     print(f"[9/{steps}] self-supervised: BYOL, a supervised backbone, and fine-tuning settings A-E", flush=True)
-    recipes = output / "recipes"
-    settings = _write_recipe(recipes, {
-        "name": "ssl_table_demo",
-        "pretrain": _write_recipe(recipes, SSL_DEMO_BYOL).name,
-        "supervised": _write_recipe(recipes, SSL_DEMO_SUPERVISED).name,
-        "finetune": _write_recipe(recipes, SSL_DEMO_FINETUNE).name,
-        # the supervised backbone learns Problem 1's labelled images (the course's is ImageNet's)
-        "data": {"mini": "mini/train", "office": "office", "supervised": "../p1_data"},
-    })
-    table_dir = ssl.table(settings, p2, runs_dir=runs)
+    table_dir = _ssl_table(output / "recipes", p2, runs)
     table_rows = json.loads((table_dir / "table.json").read_text())["rows"]
     print(f"[10/{steps}] building the report of every run", flush=True)
     report = build_report(runs, output / "report", say=lambda *a, **k: None)

@@ -46,6 +46,15 @@ def is_primary_process() -> bool:
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
+def barrier() -> None:
+    """Wait for every process of a multi-process run (nothing to wait for in a single process): used
+    where the first process has written a file that the others read next."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def run_recipe(defaults: dict, config: str | os.PathLike | None, overrides: tuple[str, ...], name: str | None,
                runs_dir: str | os.PathLike, resume: bool) -> dict:
     """The recipe a training command runs: ``defaults``, then the file, then the overrides, renamed to
@@ -195,47 +204,12 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
                   extra_callbacks: tuple = (), **overrides):
     """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard)."""
     import lightning as L
-    from lightning.pytorch.callbacks import (
-        EarlyStopping,
-        EMAWeightAveraging,
-        ModelCheckpoint,
-        TQDMProgressBar,
-    )
     from lightning.pytorch.loggers import TensorBoardLogger
 
     quiet_lightning()
     train = recipe["train"]
     interactive = sys.stderr.isatty()
-    callbacks = [
-        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
-                        auto_insert_metric_name=False, enable_version_counter=False),
-        make_epoch_csv_callback(run_dir / "metrics.csv", echo=not interactive),
-        *extra_callbacks,
-    ]
-    class TopKCheckpoint(ModelCheckpoint):
-        @property
-        def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
-            return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
-
-    top_k = int(train.get("save_top_k", 1))
-    if top_k > 1:  # the k best epochs, for prediction by their averaged logits (predict --ensemble k)
-        callbacks.append(TopKCheckpoint(dirpath=run_dir / TOP_DIR, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
-                                         monitor=monitor, mode=mode, save_top_k=top_k, auto_insert_metric_name=False,
-                                         enable_version_counter=False))
-    if int(train.get("early_stopping_patience", 0)) > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(train["early_stopping_patience"])))
-    if float(train.get("ema_decay", 0)) > 0:
-        callbacks.append(EMAWeightAveraging(decay=float(train["ema_decay"])))
-    if interactive:
-        callbacks.append(TQDMProgressBar(refresh_rate=5))
-    sync_batchnorm = bool(train.get("sync_batchnorm", False))
-    if sync_batchnorm:
-        import torch
-
-        if not torch.cuda.is_available() or str(train["accelerator"]) == "cpu":
-            sync_batchnorm = False  # torch's SyncBatchNorm runs on GPUs only
-            print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
-                  file=sys.stderr)
+    sync_batchnorm = wants_sync_batchnorm(train)
     options = {
         "default_root_dir": run_dir,
         "max_epochs": max_epochs,
@@ -251,7 +225,7 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         # deterministic version: "warn" keeps the deterministic algorithms where they exist.
         "deterministic": "warn" if train["deterministic"] else False,
         "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
-        "callbacks": callbacks,
+        "callbacks": run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks),
         "enable_progress_bar": interactive,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
@@ -266,6 +240,58 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
               f"device(s) x {trainer.num_nodes} node(s), strategy {strategy}, precision {options['precision']}",
               flush=True)
     return trainer
+
+
+def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interactive: bool,
+                  extra: tuple = ()) -> list:
+    """The callbacks of every run: best and last checkpoints, metrics.csv, the recipe's top-k, early
+    stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        EMAWeightAveraging,
+        ModelCheckpoint,
+        TQDMProgressBar,
+    )
+
+    class TopKCheckpoint(ModelCheckpoint):
+        @property
+        def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
+            return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
+
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
+                        auto_insert_metric_name=False, enable_version_counter=False),
+        # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
+        # that also write a best checkpoint (since 2.6), so a resumed run would repeat every epoch after it.
+        ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
+        make_epoch_csv_callback(run_dir / "metrics.csv", echo=not interactive),
+        *extra,
+    ]
+    top_k = int(train.get("save_top_k", 1))
+    if top_k > 1:  # the k best epochs, for prediction by their averaged logits (predict --ensemble k)
+        callbacks.append(TopKCheckpoint(dirpath=run_dir / TOP_DIR, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
+                                        monitor=monitor, mode=mode, save_top_k=top_k, auto_insert_metric_name=False,
+                                        enable_version_counter=False))
+    if int(train.get("early_stopping_patience", 0)) > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(train["early_stopping_patience"])))
+    if float(train.get("ema_decay", 0)) > 0:
+        callbacks.append(EMAWeightAveraging(decay=float(train["ema_decay"])))
+    if interactive:
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
+    return callbacks
+
+
+def wants_sync_batchnorm(train: dict) -> bool:
+    """``train.sync_batchnorm``, where it applies: torch's SyncBatchNorm runs on GPUs only."""
+    if not bool(train.get("sync_batchnorm", False)):
+        return False
+    import torch
+
+    if not torch.cuda.is_available() or str(train["accelerator"]) == "cpu":
+        print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
+              file=sys.stderr)
+        return False
+    return True
 
 
 def sync_batchnorm_plugin():

@@ -25,7 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.masks import NUM_CLASSES, MaskCodec, read_mask, write_mask
+from dlcv.data.masks import (
+    NUM_CLASSES,
+    MaskCodec,
+    mask_files,
+    pair_masks,
+    read_mask,
+    write_mask,
+)
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_path, check_output_folder, staged_folder
 
@@ -209,28 +216,12 @@ def refine_classes(classes: np.ndarray, regions: list[tuple[np.ndarray, float]],
     return refined, len(used)
 
 
-def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-           images: str | os.PathLike | None = None, sam_masks: str | os.PathLike | None = None,
-           labels: str | os.PathLike | None = None, model_type: str | None = None,
-           config: str | os.PathLike | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
-           device: str | None = None) -> dict:
-    """Refine every predicted ``NNNN_mask.png`` by SAM's regions, from a checkpoint run on ``images``
-    or from the ``NNNN.json`` files of an earlier ``sam masks`` (``sam_masks``); returns refine.json's data."""
-    from dlcv.data.images import decode_image
+def _sam_sources(predictions, ids: list[str], images, sam_masks) -> dict[str, Path]:
+    """Each predicted mask's SAM input: an earlier run's ``NNNN.json`` (``sam_masks``) or its satellite
+    image (``images``); one error names every mask without one."""
     from dlcv.data.p2 import find_images
     from dlcv.errors import mismatch_message
-    from dlcv.runs import write_json
-    from dlcv.segment import _mask_files, pair_masks
 
-    if (checkpoint is None) == (sam_masks is None):
-        raise DlcvError("give either --checkpoint (with --images) to run SAM, or --sam-masks FOLDER from `dlcv sam masks`")
-    if checkpoint is not None and images is None:
-        raise DlcvError("--checkpoint needs --images: the satellite images SAM runs on")
-    recipe = sam_recipe(config, overrides, model_type)
-    inputs = (predictions, checkpoint, images, sam_masks, labels)
-    check_output_folder(output, overwrite, inputs=inputs)
-    predicted = {name[: -len("_mask.png")]: path for name, path in _mask_files(Path(predictions), "predictions").items()}
-    ids = sorted(predicted)
     if sam_masks is not None:
         folder = Path(sam_masks)
         if not folder.is_dir():
@@ -244,6 +235,29 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     problem = mismatch_message(f"{predictions}", [("predicted mask(s) have no SAM input", missing)])
     if problem:
         raise DlcvError(problem)
+    return sources
+
+
+def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+           images: str | os.PathLike | None = None, sam_masks: str | os.PathLike | None = None,
+           labels: str | os.PathLike | None = None, model_type: str | None = None,
+           config: str | os.PathLike | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
+           device: str | None = None) -> dict:
+    """Refine every predicted ``NNNN_mask.png`` by SAM's regions, from a checkpoint run on ``images``
+    or from the ``NNNN.json`` files of an earlier ``sam masks`` (``sam_masks``); returns refine.json's data."""
+    from dlcv.data.images import decode_image
+    from dlcv.runs import write_json
+
+    if (checkpoint is None) == (sam_masks is None):
+        raise DlcvError("give either --checkpoint (with --images) to run SAM, or --sam-masks FOLDER from `dlcv sam masks`")
+    if checkpoint is not None and images is None:
+        raise DlcvError("--checkpoint needs --images: the satellite images SAM runs on")
+    recipe = sam_recipe(config, overrides, model_type)
+    inputs = (predictions, checkpoint, images, sam_masks, labels)
+    check_output_folder(output, overwrite, inputs=inputs)
+    predicted = {name[: -len("_mask.png")]: path for name, path in mask_files(Path(predictions), "predictions").items()}
+    ids = sorted(predicted)
+    sources = _sam_sources(predictions, ids, images, sam_masks)
     if labels is not None:
         pair_masks(Path(predictions), Path(labels))  # unmatched files fail before any work
     runner = SamRunner(checkpoint, recipe, device) if checkpoint is not None else None

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,38 +17,16 @@ from dlcv.data.masks import (
     CLASS_NAMES,
     SCORED_CLASSES,
     MaskCodec,
+    pair_masks,
     read_mask,
     write_mask,
 )
 from dlcv.errors import DlcvError
+from dlcv.fitting import Fit
 from dlcv.io import atomic_write, check_output_folder, check_output_path, staged_folder
-
-_MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
 
 # --- evaluate ----------------------------------------------------------------------------------------
-def _mask_files(folder: Path, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise DlcvError(f"{folder}: no such folder ({role})")
-    found = {p.name: p for p in folder.iterdir() if _MASK_NAME.match(p.name) and p.is_file()}
-    if not found:
-        raise DlcvError(f"{folder}: no masks (expected NNNN_mask.png) ({role})")
-    return found
-
-
-def pair_masks(predictions: Path, labels: Path) -> list[tuple[str, Path, Path]]:
-    """(name, prediction, ground truth) by file name; an error names every missing or extra file."""
-    pred, gt = _mask_files(predictions, "predictions"), _mask_files(labels, "labels")
-    from dlcv.errors import mismatch_message
-
-    problem = mismatch_message(f"{predictions} against {labels}", [
-        ("ground-truth mask(s) have no prediction", sorted(set(gt) - set(pred))),
-        ("prediction(s) have no ground truth", sorted(set(pred) - set(gt)))])
-    if problem:
-        raise DlcvError(problem)
-    return [(name, pred[name], gt[name]) for name in sorted(gt)]
-
-
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped: str = "unknown",
              breakdown: str | os.PathLike | None = None, workers: int | None = None) -> dict:
     """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks.
@@ -119,18 +95,6 @@ def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) ->
 
 
 # --- overlay -----------------------------------------------------------------------------------------
-def overlay_image(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45, outline: bool = True) -> np.ndarray:
-    """The image with the class colours blended over it and class boundaries drawn in black."""
-    colours = MaskCodec.encode(classes).astype(np.float32)
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
-    if outline:
-        edge = np.zeros(classes.shape, dtype=bool)
-        edge[:-1, :] |= classes[:-1, :] != classes[1:, :]
-        edge[:, :-1] |= classes[:, :-1] != classes[:, 1:]
-        blended[edge] = 0
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-
-
 def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
             alpha: float = 0.45, unmapped: str = "unknown") -> Path:
     """Write ``output`` (PNG): the satellite image with its mask drawn over it."""
@@ -138,6 +102,7 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
 
     from dlcv.data.images import decode_image
     from dlcv.io import atomic_path
+    from dlcv.viz.segmentation import overlay_image
 
     if not 0.0 <= alpha <= 1.0:
         raise DlcvError(f"--alpha must lie in 0..1, got {alpha}")
@@ -157,77 +122,62 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
 
 
 # --- fit ---------------------------------------------------------------------------------------------
+class SegmentFit(Fit):
+    """``segment fit``: a segmentation model on satellite pairs; masks through training; the best
+    checkpoint's graded mIoU on the validation folder when a holdout share of train chose it."""
+
+    def defaults(self) -> dict:
+        from dlcv.recipes import segment_defaults
+
+        return segment_defaults()
+
+    def check(self, recipe: dict) -> None:
+        from dlcv.recipes import check_segment_recipe
+
+        self.progress_at = check_segment_recipe(recipe)
+        MaskCodec(recipe["data"]["unmapped"])
+
+    def make_data(self, recipe: dict):
+        from dlcv.data.seg_batches import SegmentationData
+        from dlcv.runtime import retain_freed_memory
+
+        retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
+        return SegmentationData(self.data, recipe["data"], int(recipe["seed"]))
+
+    def make_task(self, recipe: dict, data):
+        from dlcv.tasks.segmentation import SegmentationTask
+
+        return SegmentationTask(recipe)
+
+    def callbacks(self, recipe: dict, data, run_dir: Path) -> list:
+        from dlcv.data.seg_batches import model_input
+        from dlcv.tasks.progress import MaskProgress
+
+        if not self.progress_at:
+            return []
+        ids, images, masks = _progress_images(data, recipe["progress"]["images"])
+        return [MaskProgress(run_dir, self.progress_at, ids, images, masks, lambda x: model_input(x, recipe["data"]),
+                             recipe["train"]["val_tta"])]
+
+    def final_line(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+        from dlcv.metrics.segmentation import class_iou, mean_iou
+
+        summary["train_size"], summary["eval_size"] = recipe["data"]["train_size"], recipe["data"]["eval_size"]
+        matrix = task.final_confusion
+        if matrix is None:
+            return None
+        fv = {"folder": str(data.final.images[0].parent), "mean_iou": mean_iou(matrix),
+              "iou": [float(v) for v in class_iou(matrix)]}
+        summary["final_validation"] = fv
+        return (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe['train']['tta']}): "
+                f"{fv['mean_iou']:.4f} (not used for any choice)")
+
+
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False) -> Path:
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
-    from dlcv.recipes import check_segment_recipe, segment_defaults
-    from dlcv.runs import check_run_dir, is_primary_process, run_recipe
-
-    recipe = run_recipe(segment_defaults(), config, overrides, name, runs_dir, resume)
-    say = print if is_primary_process() else (lambda *a, **k: None)
-    progress_at = check_segment_recipe(recipe)  # a bad recipe fails before any work
-    MaskCodec(recipe["data"]["unmapped"])
-    if not resume and is_primary_process():  # so does a run folder that may not be written
-        check_run_dir(runs_dir, recipe["name"], overwrite, inputs=(data,))
-
-    import lightning as L
-    import torch
-
-    from dlcv.data.seg_batches import SegmentationData, model_input
-    from dlcv.runs import (
-        build_trainer,
-        finish_fit,
-        fit_summary,
-        open_run_dir,
-        resolve_precision,
-    )
-    from dlcv.runtime import retain_freed_memory
-    from dlcv.tasks.progress import MaskProgress
-    from dlcv.tasks.segmentation import SegmentationTask
-
-    if recipe["train"]["threads"]:
-        torch.set_num_threads(int(recipe["train"]["threads"]))
-    retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
-    start = time.perf_counter()
-    data_module = SegmentationData(data, recipe["data"], int(recipe["seed"]))
-    data_module.prepare()  # bad data fails here, before anything is written
-    recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
-                                                     str(recipe["train"]["accelerator"]))
-    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
-    task = SegmentationTask(recipe)  # a bad model name or weights file fails before the run folder exists
-    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=(data,))
-    say(f"run folder: {run_dir}  ({len(data_module.train_y)} training pairs, {len(data_module.val_y)} "
-        f"validation pairs, training at {recipe['data']['train_size']}px, model input "
-        f"{recipe['data']['eval_size']}px, precision {recipe['train']['precision']})", flush=True)
-
-    callbacks = []
-    if progress_at:
-        ids, images, masks = _progress_images(data_module, recipe["progress"]["images"])
-        callbacks.append(MaskProgress(run_dir, progress_at, ids, images, masks,
-                                      lambda x: model_input(x, recipe["data"]), recipe["train"]["val_tta"]))
-    trainer = build_trainer(run_dir, recipe, monitor="val_miou", mode="max", max_epochs=recipe["train"]["epochs"],
-                            extra_callbacks=tuple(callbacks))
-    trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
-    fit_seconds = time.perf_counter() - start
-
-    summary = fit_summary(recipe, trainer, run_dir, fit_seconds, "val_miou", train_size=recipe["data"]["train_size"],
-                          eval_size=recipe["data"]["eval_size"])
-    final_line = None
-    if data_module.final is not None and trainer.is_global_zero:
-        final = data_module.final
-        model, _ = load_segmenter(run_dir / "best.ckpt")
-        matrix = _score_set(model, recipe, final, data_module.codec)
-        from dlcv.metrics.segmentation import class_iou, mean_iou
-
-        fv = {"folder": str(final.images[0].parent), "mean_iou": mean_iou(matrix),
-              "iou": [float(v) for v in class_iou(matrix)]}
-        summary["final_validation"] = fv
-        final_line = (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe['train']['tta']}): "
-                      f"{fv['mean_iou']:.4f} (not used for any choice)")
-    if trainer.is_global_zero:
-        finish_fit(run_dir, summary, "val_miou", final_line)
-    return run_dir
+    return SegmentFit(data).run(config, runs_dir, name, overrides, overwrite, resume)
 
 
 def _progress_images(data_module, wanted: list):
@@ -246,19 +196,6 @@ def _progress_images(data_module, wanted: list):
     images = decode_images([source.images[i] for i in picks])
     masks = np.stack([read_mask(source.masks[i], data_module.codec, images.shape[1:3]) for i in picks])
     return [source.ids[i] for i in picks], torch.from_numpy(images), torch.from_numpy(masks)
-
-
-def _score_set(model, recipe: dict, pairs, codec: MaskCodec) -> np.ndarray:
-    """Pooled confusion matrix of ``model`` over a labelled set, predicted at full size with the recipe's TTA."""
-    from dlcv.data.p2 import load_pairs
-    from dlcv.metrics.segmentation import confusion
-
-    images, masks = load_pairs(pairs, codec, use_cache=bool(recipe["data"]["cache"]))
-    total = np.zeros((7, 7), dtype=np.int64)
-    for start, classes in predict_classes(model, images, recipe):
-        for j, pred in enumerate(classes):
-            total += confusion(np.asarray(masks[start + j]), pred)
-    return total
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------

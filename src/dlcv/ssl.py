@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 
 from dlcv.errors import DlcvError
+from dlcv.fitting import Fit, say
 from dlcv.io import (
     atomic_write,
     check_output_folder,
     check_output_path,
     make_output_folder,
 )
+from dlcv.runs import barrier, is_primary_process
 
 BACKBONE_FILE = "backbone.pt"
 KNN_FIGURE = "knn_curve"
@@ -29,6 +31,78 @@ INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
 
 
 # --- pre-training -----------------------------------------------------------------------------------------
+class PretrainFit(Fit):
+    """``ssl pretrain``: BYOL on an unlabelled folder, with the kNN monitor on a labelled one."""
+
+    def __init__(self, data: str | os.PathLike, monitor: str | os.PathLike | None):
+        if monitor is not None and not Path(monitor).is_dir():
+            raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
+        super().__init__(data, inputs=(monitor,))
+        self.monitor = monitor
+
+    def defaults(self) -> dict:
+        from dlcv.recipes import byol_defaults
+
+        return byol_defaults()
+
+    def check(self, recipe: dict) -> None:
+        _check_byol_recipe(recipe)
+
+    def make_data(self, recipe: dict):
+        from dlcv.data.office import UnlabelledImages
+
+        return UnlabelledImages(self.data, recipe["data"], recipe["views"], int(recipe["seed"]), self.monitor,
+                                int(recipe["monitor"]["max_bank"]))
+
+    def make_task(self, recipe: dict, data):
+        from dlcv.tasks.byol import BYOLTask
+
+        return BYOLTask(recipe, monitored=self.monitor is not None)
+
+    def trainer_options(self, task) -> dict:
+        return {} if self.monitor is not None else {"limit_val_batches": 0}
+
+    def before_fit(self, task, data, run_dir: Path, resumed: bool) -> None:
+        from dlcv.runs import write_json
+
+        self.at_init = read_json_key(run_dir / INIT_FILE, "knn_acc")
+        if self.monitor is None or resumed or not is_primary_process():
+            return
+        # The monitor before any training, with batch-norm statistics of the pre-training images (see
+        # BYOLTask.knn_untrained): the per-epoch curve is read against this value, not against chance.
+        untrained = task.knn_untrained(data)
+        self.at_init = untrained["knn_acc"]
+        write_json(run_dir / INIT_FILE, untrained)
+        print(f"kNN accuracy of the untrained trunk: {self.at_init:.4f} (batch-norm statistics of the pre-training "
+              f"images; {untrained['knn_acc_unit_bn']:.4f} with none)", flush=True)
+
+    def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
+        """The trunk as ``backbone.pt``, the kNN curve and ``summary.json``."""
+        from dlcv.models.transfer import export_backbone
+        from dlcv.report.discovery import read_metrics
+        from dlcv.runs import write_json
+        from dlcv.viz.curves import monitor_label, plot_knn_curve
+
+        arch = recipe["model"]["arch"]
+        export_backbone(task.backbone, arch, run_dir / BACKBONE_FILE, seed=int(recipe["seed"]))
+        metrics_file = run_dir / "metrics.csv"
+        metrics = read_metrics(metrics_file) if metrics_file.is_file() else []
+        curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
+        losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
+        summary = {"name": recipe["name"], "arch": arch, "epochs": trainer.current_epoch, "images": len(data.images),
+                   "fit_seconds": round(fit_seconds, 1), "final_train_loss": _last(losses),
+                   "knn_acc_at_init": self.at_init, "knn_acc": curve, "final_knn_acc": _last(curve),
+                   "knn_monitor": str(self.monitor) if self.monitor is not None else None,
+                   "backbone": str(run_dir / BACKBONE_FILE)}
+        if curve:
+            summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"], self.at_init,
+                                                       monitor_label(Path(self.monitor))))
+        write_json(run_dir / "summary.json", summary)
+        knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
+        print(f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run_dir / BACKBONE_FILE}",
+              flush=True)
+
+
 def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor: str | os.PathLike | None = None,
              runs_dir: str | os.PathLike = "runs", name: str | None = None, overrides: tuple[str, ...] = (),
              overwrite: bool = False, resume: bool = False) -> Path:
@@ -39,82 +113,7 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     per epoch), ``last.ckpt`` / ``best.ckpt``, ``backbone.pt`` (the last epoch's online trunk),
     ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
     """
-    from dlcv.recipes import byol_defaults
-    from dlcv.runs import check_run_dir, is_primary_process, run_recipe
-
-    recipe = run_recipe(byol_defaults(), config, overrides, name, runs_dir, resume)
-    _check_byol_recipe(recipe)
-    if monitor is not None and not Path(monitor).is_dir():
-        raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
-    if not resume and is_primary_process():  # a run folder that may not be written fails before any work
-        check_run_dir(runs_dir, recipe["name"], overwrite, inputs=(data, monitor))
-
-    import lightning as L
-    import torch
-
-    from dlcv.data.office import UnlabelledImages
-    from dlcv.models.transfer import export_backbone
-    from dlcv.report.discovery import read_metrics
-    from dlcv.runs import build_trainer, open_run_dir, resolve_precision, write_json
-    from dlcv.tasks.byol import BYOLTask
-
-    if recipe["train"]["threads"]:
-        torch.set_num_threads(int(recipe["train"]["threads"]))
-    start = time.perf_counter()
-    data_module = UnlabelledImages(data, recipe["data"], recipe["views"], int(recipe["seed"]), monitor,
-                                   int(recipe["monitor"]["max_bank"]))
-    data_module.prepare()
-    recipe["train"]["precision"] = resolve_precision(str(recipe["train"]["precision"]),
-                                                     str(recipe["train"]["accelerator"]))
-    L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
-    task = BYOLTask(recipe)
-    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=(data, monitor))
-    watched = f", kNN monitor on {monitor}" if monitor is not None else ", no kNN monitor"
-    print(f"run folder: {run_dir}  ({len(data_module.images)} unlabelled images{watched}, "
-          f"precision {recipe['train']['precision']})", flush=True)
-    monitored = monitor is not None
-    trainer = build_trainer(run_dir, recipe, monitor="knn_acc" if monitored else "train_loss",
-                            mode="max" if monitored else "min", max_epochs=recipe["train"]["epochs"],
-                            **({} if monitored else {"limit_val_batches": 0}))
-    at_init = read_json_key(run_dir / INIT_FILE, "knn_acc")
-    if monitored and resume_from is None and is_primary_process():
-        # The monitor before any training, with batch-norm statistics of the pre-training images (see
-        # BYOLTask.knn_untrained): the per-epoch curve is read against this value, not against chance.
-        untrained = task.knn_untrained(data_module)
-        at_init = untrained["knn_acc"]
-        write_json(run_dir / INIT_FILE, untrained)
-        print(f"kNN accuracy of the untrained trunk: {at_init:.4f} (batch-norm statistics of the pre-training "
-              f"images; {untrained['knn_acc_unit_bn']:.4f} with none)", flush=True)
-    trainer.fit(task, datamodule=data_module, ckpt_path=resume_from)
-    if not trainer.is_global_zero:
-        return run_dir
-    arch = recipe["model"]["arch"]
-    export_backbone(task.backbone, arch, run_dir / BACKBONE_FILE, seed=int(recipe["seed"]))
-    metrics_file = run_dir / "metrics.csv"
-    metrics = read_metrics(metrics_file) if metrics_file.is_file() else []
-    curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
-    losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
-    summary = {
-        "name": recipe["name"],
-        "arch": arch,
-        "epochs": trainer.current_epoch,
-        "images": len(data_module.images),
-        "fit_seconds": round(time.perf_counter() - start, 1),
-        "final_train_loss": _last(losses),
-        "knn_acc_at_init": at_init,
-        "knn_acc": curve,
-        "final_knn_acc": _last(curve),
-        "knn_monitor": str(monitor) if monitored else None,
-        "backbone": str(run_dir / BACKBONE_FILE),
-    }
-    if curve:
-        summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"], at_init,
-                                                         monitor_label(Path(monitor))))
-    write_json(run_dir / "summary.json", summary)
-    knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
-    print(f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run_dir / BACKBONE_FILE}",
-          flush=True)
-    return run_dir
+    return PretrainFit(data, monitor).run(config, runs_dir, name, overrides, overwrite, resume)
 
 
 def _check_byol_recipe(recipe: dict) -> None:
@@ -133,33 +132,6 @@ def _last(values: list[float]) -> float | None:
 def read_json_key(path: Path, key: str):
     """``key`` of a JSON file, or None when the file is not there."""
     return json.loads(path.read_text()).get(key) if path.is_file() else None
-
-
-def monitor_label(folder: Path) -> str:
-    """What the monitor's queries are, for the curve's axis."""
-    return "Office-Home val" if (folder / "train.csv").is_file() else f"{folder.name}/val_50"
-
-
-def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None,
-                   queries: str = "Office-Home val") -> Path:
-    """The kNN monitor's accuracy over pre-training epochs (epoch 0: the untrained trunk, when measured),
-    as ``stem.png`` and ``stem.pdf``."""
-    from dlcv.viz.embedding import _pyplot, save_figure
-
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    epochs, points = list(range(1, len(values) + 1)), list(values)
-    if at_init is not None:
-        epochs, points = [0, *epochs], [at_init, *points]
-    ax.plot(epochs, points, marker="o", ms=3)
-    ax.set_xlabel("pre-training epoch")
-    ax.set_ylabel(f"kNN accuracy ({queries})")
-    ax.set_title(f"{title}: kNN monitor")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    written = save_figure(fig, stem)
-    plt.close(fig)
-    return written[0]
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------------
@@ -277,25 +249,11 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     with a ``last.ckpt`` resumed, anything else started afresh. Writes ``table.md``, ``table.csv`` and
     ``table.json`` into ``runs_dir/NAME/``, beside the run folders.
     """
-    from dlcv.config import load_recipe
-    from dlcv.recipes import SSL_SETTINGS, ssl_table_defaults
+    from dlcv.recipes import SSL_SETTINGS
     from dlcv.runs import write_recipe
 
     start = time.perf_counter()
-    if config is None or not Path(config).is_file():
-        raise DlcvError(f"{config}: no such settings file")
-    config = Path(config)
-    recipe = load_recipe(ssl_table_defaults(), config, overrides)
-    if name:
-        recipe["name"] = name
-    if data is None and recipe["data"]["root"] is None:
-        raise DlcvError(f"{config}: no data folder: give --data or set data.root")
-    data = Path(data if data is not None else recipe["data"]["root"])
-    unknown = [s for s in recipe["settings"] if s not in SSL_SETTINGS]
-    if unknown or not recipe["settings"]:
-        raise DlcvError(f"{config}: settings {recipe['settings']!r}: choose among {', '.join(SSL_SETTINGS)}")
-    if not data.is_dir():
-        raise DlcvError(f"{data}: no such data folder")
+    recipe, config, data = _table_recipe(config, data, name, overrides)
     base = config.parent
     pretrain_recipe, supervised_recipe = _relative(base, recipe["pretrain"]), _relative(base, recipe["supervised"])
     finetune_recipe = _relative(base, recipe["finetune"])
@@ -303,9 +261,10 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     arch = _shared_arch(finetune_recipe, pretrain_recipe, supervised_recipe)
     table_dir = Path(runs_dir) / str(recipe["name"])
     # An earlier table's folder is filled on (its runs reused or resumed); any other folder of files is refused.
-    check_output_folder(table_dir, inputs=(data, config), kind=TABLE_KIND, need_parent=False)
-    make_output_folder(table_dir, TABLE_KIND)
-    write_recipe(table_dir, recipe)
+    if is_primary_process():  # in a multi-process run only the first process writes (the others read after)
+        check_output_folder(table_dir, inputs=(data, config), kind=TABLE_KIND, need_parent=False)
+        make_output_folder(table_dir, TABLE_KIND)
+        write_recipe(table_dir, recipe)
     needs = {SSL_SETTINGS[s][0] for s in recipe["settings"]}
 
     backbones: dict[str, Path | None] = {"none": None}
@@ -322,32 +281,65 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
         pretraining, tuning = SSL_SETTINGS[setting]
         run_dir = table_dir / setting
         if _finished(run_dir):
-            print(f"setting {setting}: reusing {run_dir}", flush=True)
+            say(f"setting {setting}: reusing {run_dir}")
         else:
-            print(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning", flush=True)
+            say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
             finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
                      overrides=(f"model.args.arch={arch}",), overwrite=not _resumable(run_dir),
                      resume=_resumable(run_dir))
-        summary = json.loads((run_dir / "summary.json").read_text())
-        final = summary.get("final_validation") or {}
-        rows.append({
-            "setting": setting,
-            "pretraining": pretraining.replace("_", "-"),
-            "finetuning": tuning,
-            "accuracy": final.get("accuracy", summary.get("best_val_acc")),
-            "scored_on": final.get("folder", summary.get("selected_on")),
-            "selection_accuracy": summary.get("best_val_acc"),
-            "selected_on": summary.get("selected_on"),
-            "epochs": summary.get("epochs"),
-            "fit_seconds": summary.get("fit_seconds"),
-            "backbone": str(backbones[pretraining]) if backbones[pretraining] is not None else None,
-            "run": str(run_dir),
-            "notes": TABLE_NOTES[tuning],
-        })
+        rows.append(_table_row(setting, run_dir, backbones[pretraining]))
     result = {"name": recipe["name"], "arch": arch, "rows": rows, "note": FROZEN_NOTE,
               "seconds": round(time.perf_counter() - start, 1)}
-    write_table(table_dir, result)
+    if is_primary_process():
+        write_table(table_dir, result)
+    barrier()
     return table_dir
+
+
+def _table_recipe(config: str | os.PathLike | None, data: str | os.PathLike | None, name: str | None,
+                  overrides: tuple[str, ...]) -> tuple[dict, Path, Path]:
+    """``(recipe, settings file, data folder)`` of a table, checked."""
+    from dlcv.config import load_recipe
+    from dlcv.recipes import SSL_SETTINGS, ssl_table_defaults
+
+    if config is None or not Path(config).is_file():
+        raise DlcvError(f"{config}: no such settings file")
+    config = Path(config)
+    recipe = load_recipe(ssl_table_defaults(), config, overrides)
+    if name:
+        recipe["name"] = name
+    if data is None and recipe["data"]["root"] is None:
+        raise DlcvError(f"{config}: no data folder: give --data or set data.root")
+    data = Path(data if data is not None else recipe["data"]["root"])
+    unknown = [s for s in recipe["settings"] if s not in SSL_SETTINGS]
+    if unknown or not recipe["settings"]:
+        raise DlcvError(f"{config}: settings {recipe['settings']!r}: choose among {', '.join(SSL_SETTINGS)}")
+    if not data.is_dir():
+        raise DlcvError(f"{data}: no such data folder")
+    return recipe, config, data
+
+
+def _table_row(setting: str, run_dir: Path, backbone: Path | None) -> dict:
+    """The table's row of a finished setting, from its run's ``summary.json``."""
+    from dlcv.recipes import SSL_SETTINGS
+
+    pretraining, tuning = SSL_SETTINGS[setting]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    final = summary.get("final_validation") or {}
+    return {
+        "setting": setting,
+        "pretraining": pretraining.replace("_", "-"),
+        "finetuning": tuning,
+        "accuracy": final.get("accuracy", summary.get("best_val_acc")),
+        "scored_on": final.get("folder", summary.get("selected_on")),
+        "selection_accuracy": summary.get("best_val_acc"),
+        "selected_on": summary.get("selected_on"),
+        "epochs": summary.get("epochs"),
+        "fit_seconds": summary.get("fit_seconds"),
+        "backbone": str(backbone) if backbone is not None else None,
+        "run": str(run_dir),
+        "notes": TABLE_NOTES[tuning],
+    }
 
 
 def _shared_arch(finetune_recipe: Path | None, pretrain_recipe: Path | None, supervised_recipe: Path | None) -> str:
@@ -376,7 +368,7 @@ def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, mo
                         "backbones.self_supervised (a file)")
     run_dir = table_dir / "byol"
     if _finished(run_dir) and (run_dir / BACKBONE_FILE).is_file():
-        print(f"self-supervised backbone: reusing {run_dir / BACKBONE_FILE}", flush=True)
+        say(f"self-supervised backbone: reusing {run_dir / BACKBONE_FILE}")
     else:
         pretrain(pretrain_recipe, mini, monitor=monitor, runs_dir=table_dir, name="byol",
                  overwrite=not _resumable(run_dir), resume=_resumable(run_dir))
@@ -392,12 +384,14 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
     run_dir = table_dir / "supervised"
     target = run_dir / BACKBONE_FILE
     if _finished(run_dir) and target.is_file():
-        print(f"supervised backbone: reusing {target}", flush=True)
+        say(f"supervised backbone: reusing {target}")
         return target
     if not _finished(run_dir):
         fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overwrite=not _resumable(run_dir),
             resume=_resumable(run_dir))
-    export(run_dir / "best.ckpt", target)
+    if is_primary_process():
+        export(run_dir / "best.ckpt", target)
+    barrier()  # the other processes fine-tune from it next
     return target
 
 

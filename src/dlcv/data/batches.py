@@ -45,14 +45,19 @@ class TensorBatches:
     """An iterable of ``(images, labels)`` batches over in-memory tensors.
 
     Shuffling is a function of ``(seed, epoch)``, so a run is reproducible and a resumed run sees
-    the same order. With ``world_size > 1`` each process takes every ``world_size``-th sample.
+    the same order. With ``world_size > 1`` each process takes every ``world_size``-th sample; with
+    ``pad`` (training) the order is first wrapped around to a multiple of ``world_size``, as torch's
+    ``DistributedSampler`` does, so every process runs the same number of steps (a process with one
+    batch more would wait for the others' gradients for ever). Evaluation is not padded: no sample
+    is counted twice, and evaluation steps wait for nothing.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, epoch_fn=None):
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, epoch_fn=None,
+                 pad: bool = False):
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.seed, self.rank, self.world_size, self.pad = seed, rank, world_size, pad
         self.epoch = 0
         self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch: right after a resume too
 
@@ -66,6 +71,9 @@ class TensorBatches:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         else:
             order = torch.arange(n)
+        if self.pad and n % self.world_size:
+            total = -(-n // self.world_size) * self.world_size
+            order = order.repeat(-(-total // n))[:total]  # wrapped round (more than once if n < world_size)
         return order[self.rank :: self.world_size]
 
     def __len__(self) -> int:
@@ -102,7 +110,67 @@ def load_labelled(images: LabelledImages, use_cache: bool, side: int | None = No
     return _as_tensor(array), torch.from_numpy(images.labels)
 
 
-class ClassificationData(L.LightningDataModule):
+class InMemoryData(L.LightningDataModule):
+    """The base of dlcv's data modules: everything is decoded once (``prepare``) into uint8 tensors,
+    a batch is an index into them, and it is converted on the training device
+    (``on_after_batch_transfer``, in the model's dtype).
+
+    Training batches are per-process shards with equal step counts (``TensorBatches``' ``pad``);
+    evaluation and test batches are disjoint shards whose metrics the tasks gather over processes.
+    ``test_tensors`` is the set the chosen checkpoint is scored on once, after fit (None: none).
+    """
+
+    def __init__(self, cfg: dict, seed: int):
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+
+    def prepare(self) -> None:
+        """Read, check and decode everything once (also usable without a Trainer)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def describe(self) -> str:
+        """What the run trains on, for its first line."""
+        raise NotImplementedError
+
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    @property
+    def _trainer(self):
+        return getattr(self, "trainer", None)
+
+    @property
+    def training(self) -> bool:
+        return self._trainer is not None and self._trainer.training
+
+    def rank_world(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
+    def train_batches(self, images: torch.Tensor, labels: torch.Tensor, kind=TensorBatches, **extra) -> TensorBatches:
+        """Shuffled training batches of this process's shard (equal step counts on every process)."""
+        rank, world = self.rank_world()
+        batch, trainer = int(self.cfg["batch_size"]), self._trainer
+        return kind(images, labels, batch, shuffle=True, pad=True, drop_last=-(-len(labels) // world) >= batch,
+                    seed=self.seed, rank=rank, world_size=world,
+                    epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
+
+    def eval_batches(self, images: torch.Tensor, labels: torch.Tensor) -> TensorBatches:
+        """Batches of this process's share of an evaluation set, in order."""
+        rank, world = self.rank_world()
+        return TensorBatches(images, labels, int(self.cfg["eval_batch_size"]), rank=rank, world_size=world)
+
+    def test_dataloader(self) -> TensorBatches:
+        tensors = self.test_tensors()
+        if tensors is None:
+            raise DlcvError("this data has no final set to score")
+        return self.eval_batches(*tensors)
+
+
+class ClassificationData(InMemoryData):
     """Problem 1's data for training: ``root/train`` split or paired with ``root/validation``.
 
     With ``holdout > 0`` a stratified share of the training folder is the validation set used for
@@ -110,8 +178,8 @@ class ClassificationData(L.LightningDataModule):
     """
 
     def __init__(self, root: str | os.PathLike, cfg: dict, seed: int):
-        super().__init__()
-        self.root, self.cfg, self.seed = Path(root), cfg, seed
+        super().__init__(cfg, seed)
+        self.root = Path(root)
         self.num_classes: int | None = None
 
     def _folder(self, key: str) -> Path:
@@ -177,31 +245,24 @@ class ClassificationData(L.LightningDataModule):
     def _optional_csv(self, key: str) -> Path | None:
         return self.root / self.cfg[key] if self.cfg.get(key) else None
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare()
+    def describe(self) -> str:
+        return (f"{len(self.train_y)} training images, {len(self.val_y)} validation images, "
+                f"{self.num_classes} classes")
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation folder when a holdout share selected checkpoints, else the validation set."""
+        return (self.final[0], self.final[1]) if self.final is not None else (self.val_x, self.val_y)
 
     def train_dataloader(self) -> TensorBatches:
-        rank, world = self._rank_world()
-        trainer = getattr(self, "trainer", None)
-        return TensorBatches(self.train_x, self.train_y, int(self.cfg["batch_size"]), shuffle=True,
-                             drop_last=len(self.train_y) // world >= int(self.cfg["batch_size"]),
-                             seed=self.seed, rank=rank, world_size=world,
-                             epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
+        return self.train_batches(self.train_x, self.train_y)
 
     def val_dataloader(self) -> TensorBatches:
-        rank, world = self._rank_world()
-        return TensorBatches(self.val_x, self.val_y, int(self.cfg["eval_batch_size"]), rank=rank, world_size=world)
+        return self.eval_batches(self.val_x, self.val_y)
 
     @in_model_dtype
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
-        training = getattr(self, "trainer", None) is not None and self.trainer.training
+        training = self.training
         x = prepare_batch(images, self.cfg, train=training)
         if training and (float(self.cfg.get("mixup_alpha", 0)) > 0 or float(self.cfg.get("cutmix_alpha", 0)) > 0):
             from dlcv.data.policies import mix

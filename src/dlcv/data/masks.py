@@ -10,12 +10,13 @@ mask. The real validation set holds 7 red pixels, all in ``0177_mask.png``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, mismatch_message
 
 CLASS_NAMES = ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren", "Unknown")
 CLASS_COLOURS = np.array(
@@ -100,3 +101,28 @@ def write_mask(path: Path, classes: np.ndarray) -> None:
 
     with atomic_path(path) as tmp:
         Image.fromarray(MaskCodec.encode(classes)).save(tmp, format="PNG")
+
+
+# --- folders of masks ----------------------------------------------------------------------------------
+_MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
+
+
+def mask_files(folder: Path, role: str) -> dict[str, Path]:
+    """The ``NNNN_mask.png`` files of a folder by name; ``role`` (predictions, labels) names it in errors."""
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder ({role})")
+    found = {p.name: p for p in folder.iterdir() if _MASK_NAME.match(p.name) and p.is_file()}
+    if not found:
+        raise DlcvError(f"{folder}: no masks (expected NNNN_mask.png) ({role})")
+    return found
+
+
+def pair_masks(predictions: Path, labels: Path) -> list[tuple[str, Path, Path]]:
+    """(name, prediction, ground truth) by file name; an error names every missing or extra file."""
+    pred, gt = mask_files(predictions, "predictions"), mask_files(labels, "labels")
+    problem = mismatch_message(f"{predictions} against {labels}", [
+        ("ground-truth mask(s) have no prediction", sorted(set(gt) - set(pred))),
+        ("prediction(s) have no ground truth", sorted(set(pred) - set(gt)))])
+    if problem:
+        raise DlcvError(problem)
+    return [(name, pred[name], gt[name]) for name in sorted(gt)]

@@ -15,12 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 
 from dlcv.data.augment import prepare_batch
-from dlcv.data.batches import TensorBatches, in_model_dtype
+from dlcv.data.batches import InMemoryData, TensorBatches, in_model_dtype
 from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.p1 import (
     _safe_member,
@@ -101,15 +100,15 @@ def monitor_sets(folder: str | os.PathLike, side: int | None, max_bank: int, see
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-class UnlabelledImages(L.LightningDataModule):
+class UnlabelledImages(InMemoryData):
     """Mini-ImageNet for pre-training: every image of a folder, decoded once (resized to
     ``data.image_size``); training batches become BYOL's two views on the device (``views``), and
     the optional Office-Home monitor set is the validation data, prepared without augmentation."""
 
     def __init__(self, folder: str | os.PathLike, cfg: dict, views: dict, seed: int,
                  monitor: str | os.PathLike | None = None, max_bank: int = 5000):
-        super().__init__()
-        self.folder, self.cfg, self.views, self.seed = Path(folder), cfg, views, seed
+        super().__init__(cfg, seed)
+        self.folder, self.views = Path(folder), views
         self.monitor, self.max_bank = monitor, max_bank
         self.images: torch.Tensor | None = None
 
@@ -125,8 +124,9 @@ class UnlabelledImages(L.LightningDataModule):
             self.monitor_x, self.monitor_y = monitor_sets(self.monitor, side, self.max_bank, self.seed,
                                                           bool(self.cfg["cache"]))
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare()
+    def describe(self) -> str:
+        watched = f"kNN monitor on {self.monitor}" if self.monitor is not None else "no kNN monitor"
+        return f"{len(self.images)} unlabelled images, {watched}"
 
     @property
     def eval_cfg(self) -> dict:
@@ -134,22 +134,18 @@ class UnlabelledImages(L.LightningDataModule):
         return {**self.cfg, "input_size": int(self.views["size"])}
 
     def train_dataloader(self) -> TensorBatches:
-        trainer = getattr(self, "trainer", None)
-        batch = int(self.cfg["batch_size"])
-        return TensorBatches(self.images, torch.zeros(len(self.images), dtype=torch.int64), batch, shuffle=True,
-                             drop_last=len(self.images) >= batch, seed=self.seed,
-                             epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
+        return self.train_batches(self.images, torch.zeros(len(self.images), dtype=torch.int64))
 
     def val_dataloader(self):
         if self.monitor_x is None:
             return []
-        return TensorBatches(self.monitor_x, self.monitor_y, int(self.cfg["eval_batch_size"]))
+        return self.eval_batches(self.monitor_x, self.monitor_y)
 
     @in_model_dtype
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         from dlcv.data.ssl_views import byol_views
 
         images, labels = batch
-        if getattr(self, "trainer", None) is not None and self.trainer.training:
+        if self.training:
             return byol_views(images, self.views, self.cfg["mean"], self.cfg["std"])
         return prepare_batch(images, self.eval_cfg), labels

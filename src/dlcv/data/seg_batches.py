@@ -20,13 +20,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from dlcv.data.augment import planes_to_float, scale_shift, to_float
-from dlcv.data.batches import TensorBatches, in_model_dtype
+from dlcv.data.batches import InMemoryData, TensorBatches, in_model_dtype
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs
 from dlcv.errors import DlcvError
@@ -184,19 +183,21 @@ def model_input(images: torch.Tensor, cfg: dict) -> torch.Tensor:
     return to_float(images, cfg["mean"], cfg["std"])
 
 
-class SegmentationData(L.LightningDataModule):
+class SegmentationData(InMemoryData):
     """Problem 2's data: ``root/train`` pairs, and ``root/validation`` or a holdout share of train.
 
     With ``holdout > 0`` a random share of the training pairs selects checkpoints, and the
-    validation folder (if present) is scored once at the end, for no choice.
+    validation folder (if present) is scored once at the end, for no choice (``test_tensors``:
+    decoded only then).
     """
 
     def __init__(self, root: str | os.PathLike, cfg: dict, seed: int):
-        super().__init__()
-        self.root, self.cfg, self.seed = Path(root), cfg, seed
+        super().__init__(cfg, seed)
+        self.root = Path(root)
         self.codec = MaskCodec(cfg["unmapped"])
         self.ready = False
         self.final: SatelliteSet | None = None
+        self._final_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare(self) -> None:
         """Find, check and decode everything once (also usable without a Trainer)."""
@@ -235,32 +236,33 @@ class SegmentationData(L.LightningDataModule):
             self.val_ids, self.val_set = val.ids, val
         self.ready = True
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare()
+    def describe(self) -> str:
+        return (f"{len(self.train_y)} training pairs, {len(self.val_y)} validation pairs, training at "
+                f"{self.cfg['train_size']}px, model input {self.cfg['eval_size']}px")
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The validation folder's pairs at full size, when a holdout share selected the checkpoints."""
+        if self.final is None:
+            return None
+        if self._final_tensors is None:
+            images, masks = load_pairs(self.final, self.codec, use_cache=bool(self.cfg["cache"]))
+            self._final_tensors = torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
+        return self._final_tensors
 
     def train_dataloader(self) -> TensorBatches:
-        rank, world = self._rank_world()
-        batch = int(self.cfg["batch_size"])
-        trainer = getattr(self, "trainer", None)
+        trainer = self._trainer
         on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
         normalize = (self.cfg["mean"], self.cfg["std"]) if on_cpu else None
-        return SegmentationBatches(self.train_x, self.train_y, batch, self.cfg, normalize=normalize, shuffle=True,
-                                   drop_last=len(self.train_y) // world >= batch, seed=self.seed, rank=rank,
-                                   world_size=world,
-                                   epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None)
+        return self.train_batches(self.train_x, self.train_y, kind=SegmentationBatches, cfg=self.cfg,
+                                  normalize=normalize)
 
     def val_dataloader(self) -> TensorBatches:
-        rank, world = self._rank_world()
-        return TensorBatches(self.val_x, self.val_y, int(self.cfg["eval_batch_size"]), rank=rank, world_size=world)
+        return self.eval_batches(self.val_x, self.val_y)
 
     @in_model_dtype
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, masks = batch
-        training = getattr(self, "trainer", None) is not None and self.trainer.training
+        training = self.training
         if training and images.is_floating_point():  # finished by the batches' workers (training on the CPU)
             return images, masks
         if training:  # already cropped to the training size on the CPU, planar

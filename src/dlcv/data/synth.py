@@ -205,9 +205,9 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, 
     the course file's form (``fc`` with 1000 outputs), for tests. Satellite pairs already there are kept."""
     import torch
     from PIL import Image
+    from torchvision import models
 
     from dlcv.data.office import write_office_csv
-    from dlcv.models.transfer import export_backbone, resnet_trunk
 
     if num_classes < 2 or mini < 2 or office_train_per_class < 1 or office_val_per_class < 1:
         raise DlcvError("synthetic self-supervised data needs at least 2 classes, 2 unlabelled images and 1 "
@@ -230,8 +230,11 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, 
                     Image.fromarray(image).save(staging / "office" / split / name, format="JPEG", quality=90)
                     rows.append((name, label))
             write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # torchvision's own initialisation, seeded
             torch.manual_seed(seed)
-            trunk, _ = resnet_trunk(arch)
-        export_backbone(trunk, arch, staging / "pretrain_model_SL.pt", seed=seed)
+            try:
+                net = models.get_model(arch, weights=None)
+            except ValueError:
+                raise DlcvError(f"backbone arch {arch!r}: not a torchvision model") from None
+        torch.save(net.state_dict(), staging / "pretrain_model_SL.pt")
     return target

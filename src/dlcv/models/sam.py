@@ -104,16 +104,7 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
 
 
 def _generator_class():
-    import torch
     from segment_anything import SamAutomaticMaskGenerator
-    from segment_anything.utils.amg import (
-        MaskData,
-        batched_mask_to_box,
-        calculate_stability_score,
-        is_box_near_crop_edge,
-        mask_to_rle_pytorch,
-        uncrop_masks,
-    )
 
     class MaskGenerator(SamAutomaticMaskGenerator):
         """``SamAutomaticMaskGenerator`` with ``on_batch`` (called per batch of points) and ``prefilter``."""
@@ -124,50 +115,63 @@ def _generator_class():
             self.on_batch = on_batch
 
         def _process_batch(self, points, im_size, crop_box, orig_size):
-            data = self._prefiltered_batch(points, im_size, crop_box, orig_size) if self.prefilter \
+            data = _prefiltered_batch(self, points, im_size, crop_box, orig_size) if self.prefilter \
                 else super()._process_batch(points, im_size, crop_box, orig_size)
             if self.on_batch is not None:
                 self.on_batch()
             return data
 
-        def _prefiltered_batch(self, points, im_size, crop_box, orig_size):
-            predictor, model = self.predictor, self.predictor.model
-            orig_h, orig_w = orig_size
-            coords = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
-            labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
-            sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
-            low_res, iou_preds = model.mask_decoder(image_embeddings=predictor.features,
-                                                    image_pe=model.prompt_encoder.get_dense_pe(),
-                                                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                                    multimask_output=True)
-            per_point = low_res.shape[1]
-            low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)
-            point_rows = torch.as_tensor(points.repeat(per_point, axis=0))
-            if self.pred_iou_thresh > 0.0:
-                keep = iou_preds > self.pred_iou_thresh
-                low_res, iou_preds, point_rows = low_res[keep], iou_preds[keep], point_rows[keep.cpu()]
-            # Up-sampled as SAM does (to the encoder's input, crop the padding, to the image), kept masks
-            # only, 64 at a time: a 1024x1024 float logit map is 4 MiB.
-            masks = torch.cat([model.postprocess_masks(low_res[i : i + 64, None], predictor.input_size,
-                                                       predictor.original_size)[:, 0]
-                               for i in range(0, len(low_res), 64)]) if len(low_res) else \
-                low_res.new_zeros((0, *predictor.original_size))
-            data = MaskData(masks=masks, iou_preds=iou_preds, points=point_rows)
-            data["stability_score"] = calculate_stability_score(data["masks"], model.mask_threshold,
-                                                                self.stability_score_offset)
-            if self.stability_score_thresh > 0.0:
-                data.filter(data["stability_score"] >= self.stability_score_thresh)
-            data["masks"] = data["masks"] > model.mask_threshold
-            data["boxes"] = batched_mask_to_box(data["masks"])
-            inside = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
-            if not torch.all(inside):
-                data.filter(inside)
-            data["masks"] = uncrop_masks(data["masks"], crop_box, orig_h, orig_w)
-            data["rles"] = mask_to_rle_pytorch(data["masks"])
-            del data["masks"]
-            return data
-
     return MaskGenerator
+
+
+def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
+    """``SamAutomaticMaskGenerator._process_batch`` that drops masks below the IoU threshold before it
+    up-samples them (the same masks come out, without up-sampling those it throws away)."""
+    import torch
+    from segment_anything.utils.amg import (
+        MaskData,
+        batched_mask_to_box,
+        calculate_stability_score,
+        is_box_near_crop_edge,
+        mask_to_rle_pytorch,
+        uncrop_masks,
+    )
+
+    predictor, model = generator.predictor, generator.predictor.model
+    orig_h, orig_w = orig_size
+    coords = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
+    labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
+    sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
+    low_res, iou_preds = model.mask_decoder(image_embeddings=predictor.features,
+                                            image_pe=model.prompt_encoder.get_dense_pe(),
+                                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                            multimask_output=True)
+    per_point = low_res.shape[1]
+    low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)
+    point_rows = torch.as_tensor(points.repeat(per_point, axis=0))
+    if generator.pred_iou_thresh > 0.0:
+        keep = iou_preds > generator.pred_iou_thresh
+        low_res, iou_preds, point_rows = low_res[keep], iou_preds[keep], point_rows[keep.cpu()]
+    # Up-sampled as SAM does (to the encoder's input, crop the padding, to the image), kept masks
+    # only, 64 at a time: a 1024x1024 float logit map is 4 MiB.
+    masks = torch.cat([model.postprocess_masks(low_res[i : i + 64, None], predictor.input_size,
+                                               predictor.original_size)[:, 0]
+                       for i in range(0, len(low_res), 64)]) if len(low_res) else \
+        low_res.new_zeros((0, *predictor.original_size))
+    data = MaskData(masks=masks, iou_preds=iou_preds, points=point_rows)
+    data["stability_score"] = calculate_stability_score(data["masks"], model.mask_threshold,
+                                                        generator.stability_score_offset)
+    if generator.stability_score_thresh > 0.0:
+        data.filter(data["stability_score"] >= generator.stability_score_thresh)
+    data["masks"] = data["masks"] > model.mask_threshold
+    data["boxes"] = batched_mask_to_box(data["masks"])
+    inside = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+    if not torch.all(inside):
+        data.filter(inside)
+    data["masks"] = uncrop_masks(data["masks"], crop_box, orig_h, orig_w)
+    data["rles"] = mask_to_rle_pytorch(data["masks"])
+    del data["masks"]
+    return data
 
 
 def mask_generator(model, knobs: dict, prefilter: bool = False, on_batch=None):

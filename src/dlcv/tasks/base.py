@@ -1,8 +1,16 @@
-"""The base task: owns the recipe, the optimiser and the learning-rate schedule."""
+"""The base task: the recipe, the optimiser and schedule, per-epoch seeding, and the final scoring.
+
+Classification, segmentation and BYOL are short subclasses: each builds ``self.model``, says which
+metric selects its checkpoints (``monitor``, ``mode``) and defines its steps. A task that can be
+scored on a labelled final set builds ``self.test_confusion`` and says how a batch is predicted
+(``final_predictions``); ``trainer.test`` then fills ``final_confusion``, summed over processes.
+"""
 
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
+import torch
 from torch import nn
 
 from dlcv.tasks.optim import build_optimizer, build_scheduler
@@ -16,11 +24,18 @@ class BaseTask(L.LightningModule):
     """
 
     model: nn.Module
+    monitor: str = "val_loss"  # the metric that selects checkpoints (and stops early)
+    mode: str = "min"
 
     def __init__(self, recipe: dict, **extra):
         super().__init__()
         self.save_hyperparameters({"recipe": recipe, **extra})
         self.recipe = recipe
+        self.final_confusion: np.ndarray | None = None
+
+    def channels_last(self, model: nn.Module) -> nn.Module:
+        """``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""
+        return model.to(memory_format=torch.channels_last) if self.recipe["train"]["channels_last"] else model
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.recipe["optim"])
@@ -30,3 +45,21 @@ class BaseTask(L.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_train_epoch_start(self):
+        # Every epoch's random draws (augmentation, mixing, views, dropout) depend on (seed, epoch, rank)
+        # only, so a run resumed at this epoch draws exactly what the uninterrupted run drew.
+        torch.manual_seed(int(self.recipe["seed"]) * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Predicted classes of a final-set batch, as the trained model predicts (the recipe's ``tta``)."""
+        raise NotImplementedError
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.test_confusion.update(self.final_predictions(x, y), y)
+
+    def on_test_epoch_end(self):
+        self.final_confusion = self.test_confusion.compute().cpu().numpy().astype(np.int64)  # over all processes
+        self.test_confusion.reset()

@@ -28,12 +28,13 @@ from dlcv.tasks.base import BaseTask
 class BYOLTask(BaseTask):
     """``self.model`` holds the online parts (what the optimiser trains); ``self.target`` the momentum copies."""
 
-    def __init__(self, recipe: dict):
+    def __init__(self, recipe: dict, monitored: bool = True):
         super().__init__(recipe)
+        # With a labelled monitor set the kNN accuracy selects checkpoints; without, the loss.
+        self.monitor, self.mode = ("knn_acc", "max") if monitored else ("train_loss", "min")
         spec, byol = recipe["model"], recipe["byol"]
         trunk, width = resnet_trunk(spec["arch"])
-        if recipe["train"]["channels_last"]:
-            trunk = trunk.to(memory_format=torch.channels_last)
+        trunk = self.channels_last(trunk)
         projection = BYOLProjectionHead(width, int(byol["hidden_dim"]), int(byol["output_dim"]))
         prediction = BYOLPredictionHead(int(byol["output_dim"]), int(byol["hidden_dim"]), int(byol["output_dim"]))
         self.model = nn.ModuleDict({"backbone": trunk, "projection": projection, "prediction": prediction})
@@ -51,11 +52,6 @@ class BYOLTask(BaseTask):
     def momentum(self) -> float:
         total = max(1, int(self.trainer.estimated_stepping_batches))
         return cosine_schedule(self.global_step, total, self.base_momentum, 1.0)
-
-    def on_train_epoch_start(self):
-        # Every epoch's random draws (views, order) depend on (seed, epoch) only: a resumed run draws the same.
-        torch.manual_seed(int(self.recipe["seed"]) * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def online(self, x: torch.Tensor) -> torch.Tensor:
         return self.model["prediction"](self.model["projection"](self.model["backbone"](x)))
@@ -76,7 +72,8 @@ class BYOLTask(BaseTask):
         update_momentum(self.model["backbone"], self.target["backbone"], m=momentum)
         update_momentum(self.model["projection"], self.target["projection"], m=momentum)
         loss = self.byol_loss(view0, view1)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(view0))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(view0))
         self.log("momentum", momentum, on_step=False, on_epoch=True, batch_size=len(view0))
         return loss
 
@@ -90,6 +87,12 @@ class BYOLTask(BaseTask):
         features = torch.cat([f for f, _ in self._monitor]).numpy()
         rows = torch.cat([r for _, r in self._monitor]).numpy()
         self._monitor.clear()
+        if self.trainer.world_size > 1:  # each process saw its share of the monitor set: the kNN needs all
+            import torch.distributed as dist
+
+            shares: list = [None] * self.trainer.world_size
+            dist.all_gather_object(shares, (features, rows))
+            features, rows = np.concatenate([f for f, _ in shares]), np.concatenate([r for _, r in shares])
         self.log("knn_acc", float(np.float32(monitor_knn(features, rows, self.knn_k))), prog_bar=True)
 
     @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
@@ -37,12 +37,13 @@ def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -
 
 
 class ClassificationTask(BaseTask):
+    monitor, mode = "val_acc", "max"
+
     def __init__(self, recipe: dict, num_classes: int):
         super().__init__(recipe, num_classes=num_classes)
         spec = recipe["model"]
-        self.model = create_model(spec["name"], num_classes=num_classes, kind="classify", **spec["args"])
-        if recipe["train"]["channels_last"]:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.channels_last(create_model(spec["name"], num_classes=num_classes, kind="classify",
+                                                     **spec["args"]))
         train = recipe["train"]
         self.label_smoothing = float(train["label_smoothing"])
         self.loss_name, self.focal_gamma = str(train.get("loss", "ce")), float(train.get("focal_gamma", 2.0))
@@ -51,9 +52,11 @@ class ClassificationTask(BaseTask):
 
             raise DlcvError(f"train.loss: {self.loss_name!r} is not one of ce, focal")
         self.num_classes = num_classes
-        self.val_tta = train["val_tta"]
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_tta, self.tta = train["val_tta"], train["tta"]
+        # The step metrics skip their argument checks: each would copy a value to the host every step.
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -66,13 +69,6 @@ class ClassificationTask(BaseTask):
             return soft_focal_loss(logits, targets, self.focal_gamma)
         return F.cross_entropy(logits.float(), targets)
 
-    def on_train_epoch_start(self):
-        # Every epoch's random draws (augmentation, mixing, dropout) depend on (seed, epoch, rank) only,
-        # so a run resumed at this epoch draws exactly what the uninterrupted run drew.
-        seed = int(self.recipe["seed"]) * 1_000_003 + self.current_epoch * 7919 + self.global_rank
-        torch.manual_seed(seed)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
-
     def training_step(self, batch, batch_idx):
         x, y = batch
         if y.ndim == 1:
@@ -81,7 +77,7 @@ class ClassificationTask(BaseTask):
         loss = self.loss(logits, y)
         hard = y.argmax(1)
         self.train_acc(logits.detach(), hard)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
@@ -92,3 +88,6 @@ class ClassificationTask(BaseTask):
         self.val_acc(logits, y)
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.model, x, self.tta).argmax(1)

@@ -46,15 +46,18 @@ def miou_from_confusion(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 class SegmentationTask(BaseTask):
+    monitor, mode = "val_miou", "max"
+
     def __init__(self, recipe: dict):
         super().__init__(recipe, num_classes=NUM_CLASSES)
         spec = recipe["model"]
-        self.model = create_model(spec["name"], num_classes=NUM_CLASSES, kind="segment", **spec["args"])
-        if recipe["train"]["channels_last"]:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.channels_last(create_model(spec["name"], num_classes=NUM_CLASSES, kind="segment",
+                                                     **spec["args"]))
         self.criterion = build_pixel_loss(recipe["loss"], NUM_CLASSES)
-        self.val_tta = recipe["train"]["val_tta"]
-        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES)
+        self.val_tta, self.tta = recipe["train"]["val_tta"], recipe["train"]["tta"]
+        # No argument checks: each would copy a value to the host every step.
+        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
 
     def forward(self, x):
         return self.model(x)
@@ -65,14 +68,9 @@ class SegmentationTask(BaseTask):
         loss = self.criterion(logits, y)
         with torch.no_grad():
             acc = (logits.argmax(1) == y).float().mean()
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log("train_pixel_acc", acc, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.log("train_pixel_acc", acc, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
         return loss
-
-    def on_train_epoch_start(self):
-        # Dropout draws depend on (seed, epoch, rank) only (the crops already do): resumable exactly.
-        torch.manual_seed(int(self.recipe["seed"]) * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -80,6 +78,10 @@ class SegmentationTask(BaseTask):
         loss = F.nll_loss(torch.log(probs.clamp(min=1e-8)), y)
         self.val_confusion.update(probs.argmax(1), y)
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
+
+    def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Classes at the masks' full size, with the recipe's test-time augmentation."""
+        return predict_probs(self.model, x, tuple(y.shape[-2:]), self.tta).argmax(1)
 
     def on_validation_epoch_end(self):
         matrix = self.val_confusion.compute()  # summed over processes

@@ -77,3 +77,28 @@ def plot_curves(rows: list[dict], panels: list[CurvePanel], title: str, stem: Pa
     written = save_figure(fig, stem, formats=("png",))
     plt.close(fig)
     return written
+
+
+def monitor_label(folder: Path) -> str:
+    """What the monitor's queries are, for the curve's axis."""
+    return "Office-Home val" if (folder / "train.csv").is_file() else f"{folder.name}/val_50"
+
+
+def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None,
+                   queries: str = "Office-Home val") -> Path:
+    """The kNN monitor's accuracy over pre-training epochs (epoch 0: the untrained trunk, when measured),
+    as ``stem.png`` and ``stem.pdf``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    epochs, points = list(range(1, len(values) + 1)), list(values)
+    if at_init is not None:
+        epochs, points = [0, *epochs], [at_init, *points]
+    ax.plot(epochs, points, marker="o", ms=3)
+    ax.set_xlabel("pre-training epoch")
+    ax.set_ylabel(f"kNN accuracy ({queries})")
+    ax.set_title(f"{title}: kNN monitor")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written = save_figure(fig, stem)
+    plt.close(fig)
+    return written[0]

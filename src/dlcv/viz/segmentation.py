@@ -45,3 +45,15 @@ def plot_progress(rows: list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray
     written = save_figure(fig, stem)
     plt.close(fig)
     return written
+
+
+def overlay_image(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45, outline: bool = True) -> np.ndarray:
+    """The image with the class colours blended over it and class boundaries drawn in black."""
+    colours = MaskCodec.encode(classes).astype(np.float32)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    if outline:
+        edge = np.zeros(classes.shape, dtype=bool)
+        edge[:-1, :] |= classes[:-1, :] != classes[1:, :]
+        edge[:, :-1] |= classes[:, :-1] != classes[:, 1:]
+        blended[edge] = 0
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,128 @@
+"""The one fit driver behind every training command.
+
+``classify fit``, ``segment fit``, ``ssl pretrain``, ``ssl finetune`` and every run of ``ssl table``
+are a ``Fit`` subclass that says only what differs (its defaults, data, task, callbacks and
+summary); ``Fit.run`` is the one sequence:
+
+1. the recipe, checked, and the run folder, checked: both fail before any data is read;
+2. the data, decoded and checked; the precision resolved; the task built (bad weights fail here);
+3. the run folder written (first process only) and the trainer built (devices, strategy, precision);
+4. ``trainer.fit``;
+5. the chosen checkpoint (``best.ckpt``) scored once on the data's final set through Lightning
+   (``trainer.test``): on the accelerator, in every process, its confusion matrix summed over them;
+6. ``summary.json`` and the closing lines, from the first process; every process leaves when it is
+   written, so whatever runs next may read it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from dlcv.runs import is_primary_process
+
+
+def say(*args, **kwargs) -> None:
+    """``print`` in the first process only: a multi-process run prints each line once."""
+    if is_primary_process():
+        print(*args, **kwargs, flush=True)
+
+
+class Fit:
+    """One training command: its data folder (``data``) and the folders it must not write into (``inputs``)."""
+
+    def __init__(self, data: str | os.PathLike, inputs: tuple[str | os.PathLike | None, ...] = ()):
+        self.data = data
+        self.inputs = (data, *inputs)
+
+    # --- what differs between the commands -----------------------------------------------------------
+    def defaults(self) -> dict:
+        raise NotImplementedError
+
+    def check(self, recipe: dict) -> None:
+        """Refuse a bad recipe before any work (the generic checks ran when it was loaded)."""
+
+    def make_data(self, recipe: dict):
+        raise NotImplementedError
+
+    def derive(self, recipe: dict, data) -> None:
+        """Values the data decides that the saved recipe must record (the class count)."""
+
+    def make_task(self, recipe: dict, data):
+        raise NotImplementedError
+
+    def callbacks(self, recipe: dict, data, run_dir: Path) -> list:
+        return []
+
+    def trainer_options(self, task) -> dict:
+        return {}
+
+    def before_fit(self, task, data, run_dir: Path, resumed: bool) -> None:
+        """Work between the run folder and the first epoch (primary process only where it writes)."""
+
+    def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
+        """First process only, after the final scoring: ``summary.json`` and the closing lines."""
+        from dlcv.runs import finish_fit, fit_summary
+
+        summary = fit_summary(recipe, trainer, run_dir, fit_seconds, task.monitor)
+        finish_fit(run_dir, summary, task.monitor, self.final_line(summary, recipe, task, data, run_dir))
+
+    def final_line(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+        """Record the final scoring in ``summary`` (and any file of it); the line that reports it."""
+        return None
+
+    # --- the one sequence ----------------------------------------------------------------------------
+    def run(self, config: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs", name: str | None = None,
+            overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
+        """Train from a recipe; return the run folder (``resume``: continue the run of that name)."""
+        from dlcv.runs import check_run_dir, run_recipe
+
+        recipe = run_recipe(self.defaults(), config, overrides, name, runs_dir, resume)
+        self.check(recipe)
+        if not resume and is_primary_process():
+            check_run_dir(runs_dir, recipe["name"], overwrite, inputs=self.inputs)
+
+        import lightning as L
+        import torch
+
+        from dlcv.runs import build_trainer, open_run_dir, resolve_precision
+
+        train = recipe["train"]
+        if train["threads"]:
+            torch.set_num_threads(int(train["threads"]))
+        start = time.perf_counter()
+        data = self.make_data(recipe)
+        data.prepare()  # bad data fails here, before anything is written
+        train["precision"] = resolve_precision(str(train["precision"]), str(train["accelerator"]))
+        self.derive(recipe, data)
+        L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
+        task = self.make_task(recipe, data)  # a weights file that fails does so before the run folder
+        run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=self.inputs)
+        say(f"run folder: {run_dir}  ({data.describe()}, precision {train['precision']})")
+        if resume_from is not None:
+            say(f"resuming from {resume_from} with the run's saved recipe")
+        trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode, max_epochs=train["epochs"],
+                                extra_callbacks=tuple(self.callbacks(recipe, data, run_dir)),
+                                **self.trainer_options(task))
+        self.before_fit(task, data, run_dir, resume_from is not None)
+        trainer.fit(task, datamodule=data, ckpt_path=resume_from)
+        fit_seconds = time.perf_counter() - start
+        score_best(trainer, task, data, run_dir, recipe["task"])
+        if trainer.is_global_zero:
+            self.finish(recipe, trainer, task, data, run_dir, fit_seconds)
+        trainer.strategy.barrier("summary written")
+        return run_dir
+
+
+def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
+    """Load ``best.ckpt`` into the task in every process and score it on the data's final set with
+    ``trainer.test``; the task's ``final_confusion`` then holds the counts over all processes."""
+    from dlcv.checkpoints import load_model_weights, read_checkpoint
+
+    best = run_dir / "best.ckpt"
+    if data.test_tensors() is None or not best.is_file():
+        return
+    ckpt, recipe = read_checkpoint(best, kind)
+    load_model_weights(task.model, ckpt, best, recipe["model"]["name"])
+    trainer.test(task, datamodule=data, verbose=False)

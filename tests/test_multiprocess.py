@@ -1,0 +1,152 @@
+"""Two CPU processes (gloo) through torchrun: ``classify fit``, ``segment fit`` and ``ssl table`` (whose
+BYOL run is ``ssl pretrain``'s driver).
+
+Each run checks what a multi-process run must get right: every process trains a disjoint shard for
+the same number of steps, metrics are gathered over both processes (the final scores equal a single
+process's over the whole set), every file is written once and every line printed once, and the
+table has the rows a single process gives.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import TINY_RECIPE, TINY_SEG_RECIPE, run_cli
+from test_ssl import write_tiny_settings
+
+from dlcv.data.batches import TensorBatches
+from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="torch.distributed with gloo is needed")
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two processes on a 2-core machine
+
+
+def torchrun(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m dlcv ARGS``, as a user launches it."""
+    env = {**os.environ, **ONE_THREAD}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "dlcv", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def metric_rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_shards_are_disjoint_and_equal_in_steps():
+    """10 samples, 3 processes, batches of 2: unpadded shards of 4, 3, 3 would give one process a third
+    batch to wait on for ever; padded, each takes 4 (two wrapped round) and every sample is seen."""
+    images, labels = torch.zeros(10, 1), torch.arange(10)
+    shards = [TensorBatches(images, labels, 2, shuffle=True, drop_last=True, seed=3, rank=r, world_size=3, pad=True)
+              for r in range(3)]
+    lengths = {len(s) for s in shards}
+    seen = [torch.cat([y for _, y in s]).tolist() for s in shards]
+    assert lengths == {2} and all(len(s) == 4 for s in seen)
+    assert set().union(*seen) == set(range(10)) and sum(map(len, seen)) == 12
+    evaluation = [TensorBatches(images, labels, 2, rank=r, world_size=3) for r in range(3)]
+    scored = sorted(v for s in evaluation for _, y in s for v in y.tolist())
+    assert scored == list(range(10))  # evaluation shards: each sample exactly once, no padding
+
+
+def test_classify_fit_in_two_processes(tmp_path, capsys):
+    data = synth_p1(tmp_path / "data", num_classes=4, train_per_class=9, val_per_class=4)  # 36 training images
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    result = torchrun("classify", "fit", "--config", recipe, "--data", data, "--runs-dir", tmp_path / "runs",
+                      "--set", "train.accelerator=cpu", cwd=tmp_path)
+    run = tmp_path / "runs" / "tiny"
+    assert result.stdout.count("trainer: 2 CPU device(s) x 1 node(s), strategy DDP") == 1
+    assert result.stdout.count("run folder:") == 1 and result.stdout.count("best checkpoint:") == 1
+    assert [r["epoch"] for r in metric_rows(run)] == ["1", "2"]  # one row an epoch: written by one process
+    # 36 images in 2 shards of 18, batches of 16 (last dropped): 1 step an epoch in each process.
+    assert torch.load(run / "last.ckpt", weights_only=True)["global_step"] == 2
+    # The final scoring covered every validation image, from both processes, and agrees with a single
+    # process predicting with the same checkpoint.
+    with open(run / "confusion.csv", newline="") as handle:
+        matrix = np.array([[int(v) for v in row[1:]] for row in list(csv.reader(handle))[1:]])
+    assert matrix.sum() == 16
+    code, _, err = run_cli(capsys, "classify", "predict", "--checkpoint", run / "best.ckpt", "--images",
+                           data / "val_50", "--output", tmp_path / "pred.csv")
+    assert code == 0, err
+    with open(tmp_path / "pred.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    correct = sum(int(r["label"]) == int(r["filename"].split("_")[0]) for r in rows)
+    assert np.trace(matrix) == correct
+
+
+def test_segment_fit_in_two_processes(tmp_path, capsys):
+    data = synth_p2(tmp_path / "data", train=9, validation=4, size=96)
+    recipe = tmp_path / "seg.yaml"
+    recipe.write_text(TINY_SEG_RECIPE)
+    result = torchrun("segment", "fit", "--config", recipe, "--data", data, "--runs-dir", tmp_path / "runs",
+                      "--set", "data.holdout=0.3", "--set", "train.precision=32-true", "--set", "train.accelerator=cpu",
+                      "--set", "train.epochs=10", "--set", "optim.lr=0.03", cwd=tmp_path)  # long enough to learn
+    run = tmp_path / "runs" / "seg_tiny"
+    assert result.stdout.count("mIoU of the best checkpoint") == 1
+    assert [r["epoch"] for r in metric_rows(run)] == [str(e) for e in range(1, 11)]
+    # 6 training pairs (3 held out) in 2 shards of 3, batches of 4: one short batch an epoch each.
+    assert torch.load(run / "last.ckpt", weights_only=True)["global_step"] == 10
+    summary = json.loads((run / "summary.json").read_text())
+    code, _, err = run_cli(capsys, "segment", "predict", "--checkpoint", run / "best.ckpt", "--images",
+                           data / "validation", "--output", tmp_path / "pred")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "segment", "evaluate", "--predictions", tmp_path / "pred", "--labels",
+                             data / "validation")
+    assert code == 0, err
+    single = float(out.strip().splitlines()[-1].split()[-1])
+    assert single > 0.05  # (a model that learned nothing scores 0 on any share of the images)
+    assert summary["final_validation"]["mean_iou"] == pytest.approx(single, abs=1e-4)
+
+
+def test_ssl_table_in_two_processes(tmp_path):
+    from dlcv.data.office import monitor_sets
+    from dlcv.models.transfer import load_backbone
+    from dlcv.ssl import table
+    from dlcv.tasks.byol import monitor_knn, trunk_features
+
+    data = synth_ssl(tmp_path / "data", num_classes=3, mini=33, office_train_per_class=7, office_val_per_class=3,
+                     arch="resnet18")
+    two, one = tmp_path / "two", tmp_path / "one"
+    for base in (two, one):
+        base.mkdir()
+        write_tiny_settings(base, "settings: [A, C]\n")
+        for recipe in (base / "byol.yaml", base / "finetune.yaml"):  # float32: comparable with one process's
+            recipe.write_text(recipe.read_text().replace("threads: 1}", "threads: 1, precision: 32-true, "
+                                                                        "accelerator: cpu}"))
+    result = torchrun("ssl", "table", "--config", two / "settings.yaml", "--data", data, "--runs-dir", two / "runs",
+                      cwd=tmp_path)
+    folder = two / "runs" / "tiny_table"
+    assert result.stdout.count("setting C:") == 1 and result.stdout.count("kNN accuracy of the untrained") == 1
+    for run in ("byol", "A", "C"):
+        assert len(metric_rows(folder / run)) == 1, run
+    # BYOL: 33 images in 2 shards of 17 (one wrapped round), batches of 16: 1 step in each process.
+    assert torch.load(folder / "byol" / "last.ckpt", weights_only=True)["global_step"] == 1
+    # The kNN monitor gathered both processes' features: a single process scoring the saved trunk on
+    # the whole monitor set gets the same accuracy.
+    recipe = yaml.safe_load((folder / "byol" / "recipe.yaml").read_text())
+    trunk = load_backbone(folder / "byol" / "backbone.pt", "resnet18")
+    images, rows = monitor_sets(data / "office", 32, int(recipe["monitor"]["max_bank"]), 0, use_cache=False)
+    cfg = {**recipe["data"], "input_size": recipe["views"]["size"]}
+    single = monitor_knn(trunk_features(trunk, images, cfg, 64), rows.numpy(), int(recipe["monitor"]["k"]))
+    assert float(metric_rows(folder / "byol")[0]["knn_acc"]) == pytest.approx(single, abs=1e-6)
+
+    table(one / "settings.yaml", data, runs_dir=one / "runs")
+    got, expected = (json.loads((base / "runs" / "tiny_table" / "table.json").read_text()) for base in (two, one))
+    keep = ("setting", "pretraining", "finetuning", "epochs")
+    assert [{k: r[k] for k in keep} for r in got["rows"]] == [{k: r[k] for k in keep} for r in expected["rows"]]
+    assert [Path(r["scored_on"]).name for r in got["rows"]] == [Path(r["scored_on"]).name for r in expected["rows"]]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in got["rows"])
