@@ -7,7 +7,7 @@ import torch
 
 from dlcv.data import seg_batches
 from dlcv.data.augment import device_constant, scale_shift, to_float
-from dlcv.runs import resolve_devices, resolve_precision
+from dlcv.trainer import resolve_devices, resolve_precision
 
 SEG_CFG = {"eval_size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
@@ -108,7 +108,7 @@ def test_sync_batchnorm_keeps_timms_activations_and_frozen_layers_modes():
     from timm.layers import BatchNormAct2d
     from torch import nn
 
-    from dlcv.runs import sync_batchnorm_plugin
+    from dlcv.trainer import sync_batchnorm_plugin
 
     model = nn.Sequential(nn.Conv2d(3, 4, 1), BatchNormAct2d(4, act_layer=nn.ReLU), nn.BatchNorm2d(4))
     model[2].eval()  # a frozen layer

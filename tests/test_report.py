@@ -13,7 +13,7 @@ import pytest
 from conftest import run_cli
 
 from dlcv.report.architecture import trace_model
-from dlcv.report.discovery import read_metrics
+from dlcv.runs import read_metrics
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -305,7 +305,7 @@ def test_prediction_csv_without_id_column_is_a_clear_error(table_run, ssl_data, 
 
 def read_metric(path, column):
     """One column of a run's metrics.csv, by epoch (rows without it skipped)."""
-    from dlcv.report.discovery import read_metrics
+    from dlcv.runs import read_metrics
 
     return [row[column] for row in read_metrics(path) if row.get(column) is not None]
 

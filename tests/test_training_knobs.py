@@ -127,7 +127,7 @@ def test_trainer_knobs_reach_the_trainer(tmp_path):
         ModelCheckpoint,
     )
 
-    from dlcv.runs import build_trainer
+    from dlcv.trainer import build_trainer
 
     recipe = _recipe(train={"early_stopping_patience": 4, "ema_decay": 0.99, "gradient_clip": 1.5, "save_top_k": 3,
                             "deterministic": True, "accelerator": "cpu", "devices": 1})

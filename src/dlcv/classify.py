@@ -15,8 +15,7 @@ import numpy as np
 from dlcv.errors import DlcvError
 from dlcv.fitting import Fit
 from dlcv.io import atomic_write, check_output_path
-
-CONFUSION_FILE = "confusion.csv"  # in a run folder: the best checkpoint's confusion matrix on the validation images
+from dlcv.runs import RunFolder
 
 
 def write_confusion(path: Path, matrix: np.ndarray) -> None:
@@ -78,7 +77,7 @@ class ClassifyFit(Fit):
         matrix = task.final_confusion
         if matrix is None:
             return None
-        write_confusion(run_dir / CONFUSION_FILE, matrix)
+        write_confusion(RunFolder(run_dir).confusion_file, matrix)
         if data.final is None:
             return None
         folder = data.final[3]
@@ -133,12 +132,10 @@ def predict_labels(model, images, recipe: dict, batch_size: int = 500) -> np.nda
 def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path]:
     """The ``count`` best checkpoints of the run that ``checkpoint`` belongs to (its ``top/`` folder,
     written when the recipe sets ``train.save_top_k``), best first; ``[checkpoint]`` for 1."""
-    from dlcv.runs import TOP_DIR
-
     checkpoint = Path(checkpoint)
     if count <= 1:
         return [checkpoint]
-    top = checkpoint.parent / TOP_DIR
+    top = RunFolder(checkpoint.parent).top
     found = sorted(top.glob("*.ckpt")) if top.is_dir() else []
     if len(found) < count:
         raise DlcvError(f"--ensemble {count}: {top} holds {len(found)} checkpoint(s); train with "

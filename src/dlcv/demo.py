@@ -95,6 +95,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
     from dlcv.embed import plot
     from dlcv.report import build_report
+    from dlcv.runs import RunFolder
 
     # An earlier demo's folder is written over with --overwrite; a folder of other files never.
     output = check_output_folder(output, overwrite, need_parent=False)
@@ -110,7 +111,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     run_dir = classify.fit(_write_recipe(output / "recipes", P1_DEMO_RECIPE), p1, runs_dir=runs, overwrite=True)
     print(f"[3/{steps}] Problem 1: predicting the validation images", flush=True)
     predictions = output / "p1_predictions.csv"
-    classify.predict(run_dir / "best.ckpt", p1 / "val_50", predictions)
+    classify.predict(RunFolder(run_dir).best, p1 / "val_50", predictions)
     print(f"[4/{steps}] Problem 1: evaluating", flush=True)
     result = classify.evaluate(predictions, p1 / "val_gt.csv")
     print(f"[5/{steps}] Problem 1: PCA and t-SNE of the second-last layer at the first, middle and last epoch", flush=True)
@@ -121,7 +122,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     seg_run = segment.fit(_write_recipe(output / "recipes", P2_DEMO_RECIPE), p2, runs_dir=runs, overwrite=True)
     print(f"[7/{steps}] Problem 2: predicting and evaluating the validation masks", flush=True)
     masks = output / "p2_pred_masks"
-    segment.predict(seg_run / "best.ckpt", p2 / "validation", masks, overwrite=True)
+    segment.predict(RunFolder(seg_run).best, p2 / "validation", masks, overwrite=True)
     seg_result = segment.evaluate(masks, p2 / "validation")
     print(f"[8/{steps}] Problem 2: masks through training", flush=True)
     grid = segment.progress(seg_run)

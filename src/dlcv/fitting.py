@@ -20,7 +20,8 @@ import os
 import time
 from pathlib import Path
 
-from dlcv.runs import is_primary_process
+from dlcv.runs import RunFolder
+from dlcv.runtime import is_primary_process
 
 
 def say(*args, **kwargs) -> None:
@@ -63,8 +64,6 @@ class Fit:
 
     def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
         """First process only, after the final scoring: ``summary.json`` and the closing lines."""
-        from dlcv.runs import finish_fit, fit_summary
-
         summary = fit_summary(recipe, trainer, run_dir, fit_seconds, task.monitor)
         finish_fit(run_dir, summary, task.monitor, self.final_line(summary, recipe, task, data, run_dir))
 
@@ -86,7 +85,8 @@ class Fit:
         import lightning as L
         import torch
 
-        from dlcv.runs import build_trainer, open_run_dir, resolve_precision
+        from dlcv.runs import open_run_dir
+        from dlcv.trainer import build_trainer, resolve_precision
 
         train = recipe["train"]
         if train["threads"]:
@@ -120,9 +120,39 @@ def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
     ``trainer.test``; the task's ``final_confusion`` then holds the counts over all processes."""
     from dlcv.checkpoints import load_model_weights, read_checkpoint
 
-    best = run_dir / "best.ckpt"
+    best = RunFolder(run_dir).best
     if data.test_tensors() is None or not best.is_file():
         return
     ckpt, recipe = read_checkpoint(best, kind)
     load_model_weights(task.model, ckpt, best, recipe["model"]["name"])
     trainer.test(task, datamodule=data, verbose=False)
+
+
+def fit_summary(recipe: dict, trainer, run_dir: Path, fit_seconds: float, metric: str, **extra) -> dict:
+    """The fields every run's ``summary.json`` shares: what ran, for how long, what was selected on what."""
+    data = recipe["data"]
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_score if checkpoint is not None else None
+    return {
+        "name": recipe["name"],
+        "model": recipe["model"]["name"],
+        "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 1),
+        **extra,
+        "selected_on": (f"holdout {data['holdout']:.0%} of {data['train']}" if float(data["holdout"]) > 0
+                        else data["validation"]),
+        f"best_{metric}": float(best) if best is not None else None,
+        "best_checkpoint": str(RunFolder(run_dir).best),
+    }
+
+
+def finish_fit(run_dir: Path, summary: dict, metric: str, final_line: str | None = None) -> None:
+    """Write ``summary.json`` and print the closing lines of a ``fit`` command (primary process only)."""
+    RunFolder(run_dir).write_summary(summary)
+    best = summary[f"best_{metric}"]
+    best_text = f"{best:.4f}" if best is not None else "-"
+    print(f"best {metric} {best_text} (selected on {summary['selected_on']}); "
+          f"fit took {summary['fit_seconds'] / 60:.1f} min", flush=True)
+    if final_line:
+        print(final_line, flush=True)
+    print(f"best checkpoint: {RunFolder(run_dir).best}", flush=True)

@@ -251,3 +251,9 @@ def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[Pa
             for name in taken:  # the old output gets back what it lent, whole
                 os.replace(staging / name, output / name)
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")

@@ -1,23 +1,165 @@
-"""Run folders and the Lightning trainer that writes them.
+"""Run folders: the one type that names a run folder's files and reads and writes them, for the
+commands that train (``dlcv.fitting``) and the report that reads them (``dlcv.report``) alike.
 
 ``runs/NAME/`` holds the resolved recipe (``recipe.yaml``), the checkpoints (``best.ckpt`` by the
-monitored metric, ``last.ckpt``), one row of metrics per epoch (``metrics.csv``), TensorBoard logs
-(``tensorboard/``) and a ``summary.json`` written when the run ends.
+monitored metric, ``last.ckpt`` after every epoch, the k best under ``top/``), one row of metrics per
+epoch (``metrics.csv``), TensorBoard logs (``tensorboard/``), the best checkpoint's confusion matrix
+(``confusion.csv``, classification) and a ``summary.json`` written when the run ends.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
-import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from dlcv.config import dump_recipe
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_folder, make_output_folder
+from dlcv.io import atomic_write, check_output_folder, make_output_folder, write_json
+from dlcv.runtime import is_primary_process
+
+TOP_DIR = "top"  # the save_top_k best checkpoints of a run
+PROGRESS_DIR = "progress"  # segmentation: chosen images' masks through training
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder's files by name, and reading and writing them."""
+
+    path: Path
+
+    RECIPE = "recipe.yaml"
+    METRICS = "metrics.csv"
+    SUMMARY = "summary.json"
+    CONFUSION = "confusion.csv"
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    recipe_file = property(lambda self: self.path / self.RECIPE)
+    metrics_file = property(lambda self: self.path / self.METRICS)
+    summary_file = property(lambda self: self.path / self.SUMMARY)
+    confusion_file = property(lambda self: self.path / self.CONFUSION)
+    best = property(lambda self: self.path / "best.ckpt")
+    last = property(lambda self: self.path / "last.ckpt")
+    top = property(lambda self: self.path / TOP_DIR)
+
+    @property
+    def finished(self) -> bool:
+        """The run ended and wrote its summary."""
+        return self.summary_file.is_file()
+
+    @property
+    def resumable(self) -> bool:
+        """An interrupted run that ``--resume`` continues: its last checkpoint and its recipe are there."""
+        return self.last.is_file() and self.recipe_file.is_file()
+
+    def read_recipe(self) -> dict:
+        return read_yaml(self.recipe_file)
+
+    def read_metrics(self) -> list[dict]:
+        """metrics.csv's rows (``read_metrics``), or none before the first epoch ends."""
+        return read_metrics(self.metrics_file) if self.metrics_file.is_file() else []
+
+    def read_summary(self) -> dict:
+        """summary.json, or ``{}`` while the run has not ended."""
+        return read_json(self.summary_file) if self.summary_file.is_file() else {}
+
+    def write_recipe(self, recipe: dict) -> None:
+        from dlcv.config import dump_recipe
+
+        with atomic_write(self.recipe_file) as handle:
+            handle.write(dump_recipe(recipe))
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary_file, summary)
+
+    @property
+    def progress(self) -> Path:
+        """``progress/``: ``images/ID_sat.png`` and ``ground_truth/ID_mask.png`` once, ``epoch_NNN/ID_mask.png``
+        at each chosen epoch (``tasks.progress.MaskProgress`` writes them)."""
+        return self.path / PROGRESS_DIR
+
+    def progress_epoch(self, epoch: int) -> Path:
+        return self.progress / f"epoch_{epoch:03d}"
+
+    def read_progress(self) -> tuple[list[int], list[tuple]]:
+        """``(epochs, rows)`` of the masks through training: a row per image, ``(id, image, [class map per
+        epoch], ground truth)``; one line saying what is missing when there are none."""
+        from dlcv.data.images import decode_image
+        from dlcv.data.masks import MaskCodec, read_mask
+
+        truth = self.progress / "ground_truth"
+        if not truth.is_dir():
+            raise DlcvError(f"{self.path}: no masks through training here (expected {truth}); train with "
+                            "progress.epochs set")
+        epochs = sorted(int(p.name.split("_")[1]) for p in self.progress.glob("epoch_*") if p.is_dir())
+        if not epochs:
+            raise DlcvError(f"{self.path}: no epoch's masks saved yet under {self.progress}")
+        codec = MaskCodec()
+        rows = []
+        for name in sorted(p.name[: -len("_mask.png")] for p in truth.glob("*_mask.png")):
+            image = decode_image(self.progress / "images" / f"{name}_sat.png")
+            masks = [read_mask(self.progress_epoch(e) / f"{name}_mask.png", codec) for e in epochs]
+            rows.append((name, image, masks, read_mask(truth / f"{name}_mask.png", codec)))
+        return epochs, rows
+
+
+def read_yaml(path: Path) -> dict:
+    """A recipe file written by a run, as a mapping; one line naming the file when it is not one."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DlcvError(f"{path}: not a readable recipe ({' '.join(str(exc).split())[:160]})") from None
+    if not isinstance(data, dict):
+        raise DlcvError(f"{path}: not a recipe (expected a mapping of keys)")
+    return data
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a run's metrics.csv with numbers as floats (``epoch`` as int) and empty cells as None."""
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            raw = list(reader)
+            columns = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DlcvError(f"{path}: cannot read the metrics ({exc})") from None
+    if "epoch" not in columns:
+        raise DlcvError(f"{path}: missing column epoch")
+    rows = []
+    for line, row in enumerate(raw, start=2):
+        parsed = {}
+        for key, value in row.items():
+            if key is None:
+                raise DlcvError(f"{path}:{line}: more cells than columns")
+            try:
+                number = float(value) if value not in ("", None) else None
+            except ValueError:
+                raise DlcvError(f"{path}:{line}: {key} is not a number: {value!r}") from None
+            parsed[key] = None if number is not None and math.isnan(number) else number
+        if parsed["epoch"] is None:
+            raise DlcvError(f"{path}:{line}: empty epoch")
+        parsed["epoch"] = int(parsed["epoch"])
+        rows.append(parsed)
+    return rows
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object written by dlcv; one line naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DlcvError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DlcvError(f"{path}: expected a JSON object")
+    return data
+
 
 RUN_KIND = "run"  # the manifest kind of a run folder (dlcv.io)
 
@@ -40,21 +182,6 @@ def prepare_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
     return make_output_folder(run_dir, RUN_KIND)
 
 
-def is_primary_process() -> bool:
-    """False in the extra processes of a multi-process run (Lightning's DDP launcher, torchrun, SLURM):
-    only the primary process creates, clears or writes the run folder."""
-    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
-
-
-def barrier() -> None:
-    """Wait for every process of a multi-process run (nothing to wait for in a single process): used
-    where the first process has written a file that the others read next."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def run_recipe(defaults: dict, config: str | os.PathLike | None, overrides: tuple[str, ...], name: str | None,
                runs_dir: str | os.PathLike, resume: bool) -> dict:
     """The recipe a training command runs: ``defaults``, then the file, then the overrides, renamed to
@@ -72,10 +199,10 @@ def resumed_recipe(runs_dir: str | os.PathLike, recipe: dict) -> dict:
     that the resumed run trains exactly what the interrupted one did; an error if there is nothing to resume."""
     from dlcv.config import load_recipe
 
-    run_dir = Path(runs_dir) / str(recipe.get("name"))
-    if not (run_dir / "last.ckpt").is_file() or not (run_dir / "recipe.yaml").is_file():
-        raise DlcvError(f"{run_dir}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
-    return load_recipe(recipe, run_dir / "recipe.yaml")
+    run = RunFolder(Path(runs_dir) / str(recipe.get("name")))
+    if not run.resumable:
+        raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
+    return load_recipe(recipe, run.recipe_file)
 
 
 def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, resume: bool,
@@ -84,267 +211,8 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, res
     recipe (``prepare_run_dir``, primary process only); a resumed one its ``last.ckpt``."""
     run_dir = Path(runs_dir) / recipe["name"]
     if resume:
-        return run_dir, run_dir / "last.ckpt"
+        return run_dir, RunFolder(run_dir).last
     if is_primary_process():
         run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite, inputs)
-        write_recipe(run_dir, recipe)
+        RunFolder(run_dir).write_recipe(recipe)
     return run_dir, None
-
-
-def write_recipe(run_dir: Path, recipe: dict) -> None:
-    with atomic_write(run_dir / "recipe.yaml") as handle:
-        handle.write(dump_recipe(recipe))
-
-
-def write_json(path: Path, data: dict) -> None:
-    with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-
-
-def cpu_computes_bf16_fast() -> bool:
-    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto`` -> bf16-mixed where it is fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older
-    GPUs (a T4 or V100 only emulates bf16), else 32-true."""
-    if precision != "auto":
-        return precision
-    import torch
-
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
-    return "bf16-mixed" if cpu_computes_bf16_fast() else "32-true"
-
-
-LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node set by torchrun / SLURM
-
-
-def resolve_devices(devices) -> int | str | list:
-    """``auto`` -> one device, unless a launcher (torchrun, SLURM) started several processes: then one
-    per process. Lightning's own ``auto`` takes every GPU of the host, which silently multiplies the
-    global batch; more than one device is used only when asked for."""
-    if devices != "auto":
-        return devices
-    for var in LAUNCHER_WORLD:
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 1:
-            return int(value) if var == "SLURM_NTASKS_PER_NODE" else int(os.environ.get("LOCAL_WORLD_SIZE", value))
-    return 1
-
-
-def make_epoch_csv_callback(path: Path, echo: bool):
-    """A callback writing one CSV row per epoch (and echoing it as a line when there is no bar)."""
-    import lightning as L
-
-    class EpochMetricsCSV(L.Callback):
-        def __init__(self):
-            self.start = time.perf_counter()
-            self.columns: list[str] | None = None
-
-        def on_train_start(self, trainer, pl_module):
-            """A resumed run keeps the rows of the epochs it resumes after and drops any later ones."""
-            done = trainer.current_epoch
-            if done == 0 or trainer.global_rank != 0 or not path.exists():
-                return
-            with open(path, newline="") as handle:
-                rows = list(csv.reader(handle))
-            if not rows:
-                return
-            self.columns, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) <= done]
-            with open(path, "w", newline="") as handle:
-                csv.writer(handle).writerows([self.columns, *kept])
-            if kept:  # the clock goes on from the last kept epoch
-                self.start -= float(kept[-1][self.columns.index("seconds")])
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.sanity_checking or trainer.global_rank != 0:
-                return
-            metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
-            row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self.start, 1),
-                   **metrics}
-            if self.columns is None:
-                self.columns = list(row)
-                with open(path, "w", newline="") as handle:
-                    csv.writer(handle).writerow(self.columns)
-            with open(path, "a", newline="") as handle:
-                csv.writer(handle).writerow([row.get(c, "") for c in self.columns])
-            if echo:
-                # Per-class figures go to the CSV only: the line stays readable.
-                shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_iou_" not in k)
-                print(f"epoch {row['epoch']}/{trainer.max_epochs} {row['seconds']:.0f}s {shown}", flush=True)
-
-    return EpochMetricsCSV()
-
-
-def quiet_lightning() -> None:
-    """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
-    import logging
-    import warnings
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in (".*exists and is not empty.*", ".*is smaller than the logging interval.*",
-                    ".*LeafSpec.*is deprecated.*", ".*does not have many workers.*",
-                    ".*to estimate number of stepping batches.*",
-                    ".*module\\(s\\) in eval mode at the start of training.*"):  # a frozen trunk, on purpose
-        warnings.filterwarnings("ignore", message=pattern)
-
-
-TOP_DIR = "top"  # the save_top_k best checkpoints of a run
-
-
-def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epochs: int,
-                  extra_callbacks: tuple = (), **overrides):
-    """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard)."""
-    import lightning as L
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    quiet_lightning()
-    train = recipe["train"]
-    interactive = sys.stderr.isatty()
-    sync_batchnorm = wants_sync_batchnorm(train)
-    options = {
-        "default_root_dir": run_dir,
-        "max_epochs": max_epochs,
-        "accelerator": train["accelerator"],
-        "devices": resolve_devices(train["devices"]),
-        "num_nodes": int(train.get("num_nodes", 1)),
-        "strategy": train.get("strategy", "auto"),
-        "sync_batchnorm": sync_batchnorm,
-        "plugins": [sync_batchnorm_plugin()] if sync_batchnorm else None,
-        "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
-        "precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
-        # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
-        # deterministic version: "warn" keeps the deterministic algorithms where they exist.
-        "deterministic": "warn" if train["deterministic"] else False,
-        "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
-        "callbacks": run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks),
-        "enable_progress_bar": interactive,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "log_every_n_steps": 10,
-    }
-    options.update(overrides)
-    use_fast_gpu_math(deterministic=bool(train["deterministic"]))
-    trainer = L.Trainer(benchmark=not train["deterministic"], **options)
-    if trainer.is_global_zero:
-        strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
-        print(f"trainer: {trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator')} "
-              f"device(s) x {trainer.num_nodes} node(s), strategy {strategy}, precision {options['precision']}",
-              flush=True)
-    return trainer
-
-
-def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interactive: bool,
-                  extra: tuple = ()) -> list:
-    """The callbacks of every run: best and last checkpoints, metrics.csv, the recipe's top-k, early
-    stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
-    from lightning.pytorch.callbacks import (
-        EarlyStopping,
-        EMAWeightAveraging,
-        ModelCheckpoint,
-        TQDMProgressBar,
-    )
-
-    class TopKCheckpoint(ModelCheckpoint):
-        @property
-        def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
-            return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
-
-    callbacks = [
-        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
-                        auto_insert_metric_name=False, enable_version_counter=False),
-        # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
-        # that also write a best checkpoint (since 2.6), so a resumed run would repeat every epoch after it.
-        ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
-        make_epoch_csv_callback(run_dir / "metrics.csv", echo=not interactive),
-        *extra,
-    ]
-    top_k = int(train.get("save_top_k", 1))
-    if top_k > 1:  # the k best epochs, for prediction by their averaged logits (predict --ensemble k)
-        callbacks.append(TopKCheckpoint(dirpath=run_dir / TOP_DIR, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
-                                        monitor=monitor, mode=mode, save_top_k=top_k, auto_insert_metric_name=False,
-                                        enable_version_counter=False))
-    if int(train.get("early_stopping_patience", 0)) > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(train["early_stopping_patience"])))
-    if float(train.get("ema_decay", 0)) > 0:
-        callbacks.append(EMAWeightAveraging(decay=float(train["ema_decay"])))
-    if interactive:
-        callbacks.append(TQDMProgressBar(refresh_rate=5))
-    return callbacks
-
-
-def wants_sync_batchnorm(train: dict) -> bool:
-    """``train.sync_batchnorm``, where it applies: torch's SyncBatchNorm runs on GPUs only."""
-    if not bool(train.get("sync_batchnorm", False)):
-        return False
-    import torch
-
-    if not torch.cuda.is_available() or str(train["accelerator"]) == "cpu":
-        print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
-              file=sys.stderr)
-        return False
-    return True
-
-
-def sync_batchnorm_plugin():
-    """Lightning's batch-norm synchronisation through timm's converter: torch's own turns timm's
-    ``BatchNormAct2d`` (batch norm with its activation, in every timm encoder) into a bare
-    ``SyncBatchNorm`` and silently drops the activation; timm's keeps it, and each layer's mode
-    (a frozen trunk's batch norm stays in evaluation mode)."""
-    from lightning.pytorch.plugins import TorchSyncBatchNorm
-
-    class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
-        def apply(self, model):
-            from timm.layers import convert_sync_batchnorm
-
-            return convert_sync_batchnorm(model)
-
-    return TimmAwareSyncBatchNorm()
-
-
-def use_fast_gpu_math(deterministic: bool = False) -> None:
-    """TF32 for float32 matrix products and convolutions on GPUs that have it (10 bits of mantissa,
-    as every bf16 run already accepts), unless the run asked to be deterministic."""
-    import torch
-
-    if torch.cuda.is_available() and not deterministic:
-        torch.set_float32_matmul_precision("high")
-        torch.backends.cudnn.allow_tf32 = True
-
-
-def fit_summary(recipe: dict, trainer, run_dir: Path, fit_seconds: float, metric: str, **extra) -> dict:
-    """The fields every run's ``summary.json`` shares: what ran, for how long, what was selected on what."""
-    data = recipe["data"]
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_score if checkpoint is not None else None
-    return {
-        "name": recipe["name"],
-        "model": recipe["model"]["name"],
-        "epochs": trainer.current_epoch,
-        "fit_seconds": round(fit_seconds, 1),
-        **extra,
-        "selected_on": (f"holdout {data['holdout']:.0%} of {data['train']}" if float(data["holdout"]) > 0
-                        else data["validation"]),
-        f"best_{metric}": float(best) if best is not None else None,
-        "best_checkpoint": str(run_dir / "best.ckpt"),
-    }
-
-
-def finish_fit(run_dir: Path, summary: dict, metric: str, final_line: str | None = None) -> None:
-    """Write ``summary.json`` and print the closing lines of a ``fit`` command (primary process only)."""
-    write_json(run_dir / "summary.json", summary)
-    best = summary[f"best_{metric}"]
-    best_text = f"{best:.4f}" if best is not None else "-"
-    print(f"best {metric} {best_text} (selected on {summary['selected_on']}); "
-          f"fit took {summary['fit_seconds'] / 60:.1f} min", flush=True)
-    if final_line:
-        print(final_line, flush=True)
-    print(f"best checkpoint: {run_dir / 'best.ckpt'}", flush=True)

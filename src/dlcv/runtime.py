@@ -1,9 +1,12 @@
-"""Process-level settings for the training commands."""
+"""Process-level facts and settings: this process's place in a multi-process run, the hardware's
+fast number formats, where inference runs, the allocator."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from pathlib import Path
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
@@ -41,10 +44,32 @@ def inference_autocast(device, precision: str):
     model in bf16 where the CPU has bf16 units; anything else in float32."""
     import torch
 
-    from dlcv.runs import cpu_computes_bf16_fast
-
     precision = str(precision)
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         return torch.autocast("cuda", dtype=dtype, enabled=not precision.startswith(("32", "64")))
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16") and cpu_computes_bf16_fast())
+
+
+def is_primary_process() -> bool:
+    """False in the extra processes of a multi-process run (Lightning's DDP launcher, torchrun, SLURM):
+    only the primary process creates, clears or writes the run folder."""
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def barrier() -> None:
+    """Wait for every process of a multi-process run (nothing to wait for in a single process): used
+    where the first process has written a file that the others read next."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cpu_computes_bf16_fast() -> bool:
+    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags

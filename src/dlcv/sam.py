@@ -105,7 +105,7 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
     from dlcv.config import dump_recipe
     from dlcv.data.images import decode_image
     from dlcv.data.p2 import find_images
-    from dlcv.runs import write_json
+    from dlcv.io import write_json
     from dlcv.viz.sam import masks_overlay, plot_sam_masks
 
     recipe = sam_recipe(config, overrides, model_type)
@@ -246,7 +246,7 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     """Refine every predicted ``NNNN_mask.png`` by SAM's regions, from a checkpoint run on ``images``
     or from the ``NNNN.json`` files of an earlier ``sam masks`` (``sam_masks``); returns refine.json's data."""
     from dlcv.data.images import decode_image
-    from dlcv.runs import write_json
+    from dlcv.io import write_json
 
     if (checkpoint is None) == (sam_masks is None):
         raise DlcvError("give either --checkpoint (with --images) to run SAM, or --sam-masks FOLDER from `dlcv sam masks`")

@@ -257,24 +257,11 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 # --- progress grid -----------------------------------------------------------------------------------
 def progress(run: str | os.PathLike, output: str | os.PathLike | None = None) -> list[Path]:
     """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth."""
-    from dlcv.tasks.progress import PROGRESS_DIR
+    from dlcv.runs import RunFolder
     from dlcv.viz.segmentation import plot_progress
 
     run = Path(run)
-    root = run / PROGRESS_DIR
-    truth = root / "ground_truth"
-    if not truth.is_dir():
-        raise DlcvError(f"{run}: no masks through training here (expected {truth}); train with progress.epochs set")
-    epochs = sorted(int(p.name.split("_")[1]) for p in root.glob("epoch_*") if p.is_dir())
-    if not epochs:
-        raise DlcvError(f"{run}: no epoch's masks saved yet under {root}")
-    ids = sorted(p.name[: -len("_mask.png")] for p in truth.glob("*_mask.png"))
-    codec = MaskCodec()
-    rows = []
-    for name in ids:
-        image = _read_rgb(root / "images" / f"{name}_sat.png")
-        masks = [read_mask(root / f"epoch_{e:03d}" / f"{name}_mask.png", codec) for e in epochs]
-        rows.append((name, image, masks, read_mask(truth / f"{name}_mask.png", codec)))
+    epochs, rows = RunFolder(run).read_progress()
     stem = Path(output) if output is not None else run / "figures" / "masks_through_training"
     if output is None:
         stem.parent.mkdir(exist_ok=True)

@@ -22,7 +22,8 @@ from dlcv.io import (
     check_output_path,
     make_output_folder,
 )
-from dlcv.runs import barrier, is_primary_process
+from dlcv.runs import RunFolder
+from dlcv.runtime import barrier, is_primary_process
 
 BACKBONE_FILE = "backbone.pt"
 KNN_FIGURE = "knn_curve"
@@ -63,7 +64,7 @@ class PretrainFit(Fit):
         return {} if self.monitor is not None else {"limit_val_batches": 0}
 
     def before_fit(self, task, data, run_dir: Path, resumed: bool) -> None:
-        from dlcv.runs import write_json
+        from dlcv.io import write_json
 
         self.at_init = read_json_key(run_dir / INIT_FILE, "knn_acc")
         if self.monitor is None or resumed or not is_primary_process():
@@ -79,14 +80,12 @@ class PretrainFit(Fit):
     def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
         """The trunk as ``backbone.pt``, the kNN curve and ``summary.json``."""
         from dlcv.models.transfer import export_backbone
-        from dlcv.report.discovery import read_metrics
-        from dlcv.runs import write_json
         from dlcv.viz.curves import monitor_label, plot_knn_curve
 
         arch = recipe["model"]["arch"]
         export_backbone(task.backbone, arch, run_dir / BACKBONE_FILE, seed=int(recipe["seed"]))
-        metrics_file = run_dir / "metrics.csv"
-        metrics = read_metrics(metrics_file) if metrics_file.is_file() else []
+        run = RunFolder(run_dir)
+        metrics = run.read_metrics()
         curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
         losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
         summary = {"name": recipe["name"], "arch": arch, "epochs": trainer.current_epoch, "images": len(data.images),
@@ -97,7 +96,7 @@ class PretrainFit(Fit):
         if curve:
             summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"], self.at_init,
                                                        monitor_label(Path(self.monitor))))
-        write_json(run_dir / "summary.json", summary)
+        run.write_summary(summary)
         knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
         print(f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run_dir / BACKBONE_FILE}",
               flush=True)
@@ -225,14 +224,6 @@ FROZEN_NOTE = (
     "cause of a report's unexplained low D. Here D and E measure the pre-trained features as they are.")
 
 
-def _finished(run_dir: Path) -> bool:
-    return (run_dir / "summary.json").is_file()
-
-
-def _resumable(run_dir: Path) -> bool:
-    return (run_dir / "last.ckpt").is_file() and (run_dir / "recipe.yaml").is_file()
-
-
 def _relative(base: Path, value: str | None) -> Path | None:
     if value is None:
         return None
@@ -250,7 +241,6 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     ``table.json`` into ``runs_dir/NAME/``, beside the run folders.
     """
     from dlcv.recipes import SSL_SETTINGS
-    from dlcv.runs import write_recipe
 
     start = time.perf_counter()
     recipe, config, data = _table_recipe(config, data, name, overrides)
@@ -264,7 +254,7 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     if is_primary_process():  # in a multi-process run only the first process writes (the others read after)
         check_output_folder(table_dir, inputs=(data, config), kind=TABLE_KIND, need_parent=False)
         make_output_folder(table_dir, TABLE_KIND)
-        write_recipe(table_dir, recipe)
+        RunFolder(table_dir).write_recipe(recipe)
     needs = {SSL_SETTINGS[s][0] for s in recipe["settings"]}
 
     backbones: dict[str, Path | None] = {"none": None}
@@ -280,13 +270,13 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     for setting in recipe["settings"]:
         pretraining, tuning = SSL_SETTINGS[setting]
         run_dir = table_dir / setting
-        if _finished(run_dir):
+        if RunFolder(run_dir).finished:
             say(f"setting {setting}: reusing {run_dir}")
         else:
             say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
             finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
-                     overrides=(f"model.args.arch={arch}",), overwrite=not _resumable(run_dir),
-                     resume=_resumable(run_dir))
+                     overrides=(f"model.args.arch={arch}",), overwrite=not RunFolder(run_dir).resumable,
+                     resume=RunFolder(run_dir).resumable)
         rows.append(_table_row(setting, run_dir, backbones[pretraining]))
     result = {"name": recipe["name"], "arch": arch, "rows": rows, "note": FROZEN_NOTE,
               "seconds": round(time.perf_counter() - start, 1)}
@@ -324,7 +314,7 @@ def _table_row(setting: str, run_dir: Path, backbone: Path | None) -> dict:
     from dlcv.recipes import SSL_SETTINGS
 
     pretraining, tuning = SSL_SETTINGS[setting]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = RunFolder(run_dir).read_summary()
     final = summary.get("final_validation") or {}
     return {
         "setting": setting,
@@ -367,11 +357,11 @@ def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, mo
         raise DlcvError("the settings need a self-supervised backbone: set pretrain (a BYOL recipe) or "
                         "backbones.self_supervised (a file)")
     run_dir = table_dir / "byol"
-    if _finished(run_dir) and (run_dir / BACKBONE_FILE).is_file():
+    if RunFolder(run_dir).finished and (run_dir / BACKBONE_FILE).is_file():
         say(f"self-supervised backbone: reusing {run_dir / BACKBONE_FILE}")
     else:
         pretrain(pretrain_recipe, mini, monitor=monitor, runs_dir=table_dir, name="byol",
-                 overwrite=not _resumable(run_dir), resume=_resumable(run_dir))
+                 overwrite=not RunFolder(run_dir).resumable, resume=RunFolder(run_dir).resumable)
     return run_dir / BACKBONE_FILE
 
 
@@ -383,14 +373,14 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
                         "backbones.supervised (a file such as pretrain_model_SL.pt)")
     run_dir = table_dir / "supervised"
     target = run_dir / BACKBONE_FILE
-    if _finished(run_dir) and target.is_file():
+    if RunFolder(run_dir).finished and target.is_file():
         say(f"supervised backbone: reusing {target}")
         return target
-    if not _finished(run_dir):
-        fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overwrite=not _resumable(run_dir),
-            resume=_resumable(run_dir))
+    if not RunFolder(run_dir).finished:
+        fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overwrite=not RunFolder(run_dir).resumable,
+            resume=RunFolder(run_dir).resumable)
     if is_primary_process():
-        export(run_dir / "best.ckpt", target)
+        export(RunFolder(run_dir).best, target)
     barrier()  # the other processes fine-tune from it next
     return target
 
@@ -401,7 +391,7 @@ TABLE_COLUMNS = ("setting", "pretraining", "finetuning", "accuracy", "scored_on"
 
 def write_table(table_dir: Path, result: dict) -> None:
     """``table.json`` (everything), ``table.csv`` (one row per setting) and ``table.md`` (for reading)."""
-    from dlcv.runs import write_json
+    from dlcv.io import write_json
 
     write_json(table_dir / "table.json", result)
     with atomic_write(table_dir / "table.csv", newline="") as handle:

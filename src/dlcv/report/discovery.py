@@ -3,20 +3,14 @@ per-epoch metrics, the summary."""
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from dlcv.errors import DlcvError
+from dlcv.runs import RunFolder
 
-RECIPE_FILE = "recipe.yaml"
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
+RECIPE_FILE, METRICS_FILE = RunFolder.RECIPE, RunFolder.METRICS
 MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
 
 
@@ -52,60 +46,9 @@ class Run:
         return max(rows, key=lambda r: r[monitor]) if rows else None
 
 
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DlcvError(f"{path}: not a readable recipe ({' '.join(str(exc).split())[:160]})") from None
-    if not isinstance(data, dict):
-        raise DlcvError(f"{path}: not a recipe (expected a mapping of keys)")
-    return data
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """Rows of a run's metrics.csv with numbers as floats (``epoch`` as int) and empty cells as None."""
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            raw = list(reader)
-            columns = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DlcvError(f"{path}: cannot read the metrics ({exc})") from None
-    if "epoch" not in columns:
-        raise DlcvError(f"{path}: missing column epoch")
-    rows = []
-    for line, row in enumerate(raw, start=2):
-        parsed = {}
-        for key, value in row.items():
-            if key is None:
-                raise DlcvError(f"{path}:{line}: more cells than columns")
-            try:
-                number = float(value) if value not in ("", None) else None
-            except ValueError:
-                raise DlcvError(f"{path}:{line}: {key} is not a number: {value!r}") from None
-            parsed[key] = None if number is not None and math.isnan(number) else number
-        if parsed["epoch"] is None:
-            raise DlcvError(f"{path}:{line}: empty epoch")
-        parsed["epoch"] = int(parsed["epoch"])
-        rows.append(parsed)
-    return rows
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DlcvError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DlcvError(f"{path}: expected a JSON object")
-    return data
-
-
 def read_run(path: Path) -> Run:
-    recipe = _read_yaml(path / RECIPE_FILE)
-    metrics = read_metrics(path / METRICS_FILE) if (path / METRICS_FILE).is_file() else []
-    summary = read_json(path / SUMMARY_FILE) if (path / SUMMARY_FILE).is_file() else {}
-    return Run(path=path, recipe=recipe, metrics=metrics, summary=summary)
+    folder = RunFolder(path)
+    return Run(path=path, recipe=folder.read_recipe(), metrics=folder.read_metrics(), summary=folder.read_summary())
 
 
 def find_run_folders(root: Path) -> list[Path]:

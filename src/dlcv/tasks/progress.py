@@ -12,11 +12,7 @@ import lightning as L
 import numpy as np
 import torch
 
-PROGRESS_DIR = "progress"
-
-
-def epoch_dir(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / PROGRESS_DIR / f"epoch_{epoch:03d}"
+from dlcv.runs import RunFolder
 
 
 class MaskProgress(L.Callback):
@@ -36,10 +32,10 @@ class MaskProgress(L.Callback):
         from dlcv.io import atomic_path
 
         for sub in ("ground_truth", "images"):
-            (self.run_dir / PROGRESS_DIR / sub).mkdir(parents=True, exist_ok=True)
+            (RunFolder(self.run_dir).progress / sub).mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(self.ids):
-            write_mask(self.run_dir / PROGRESS_DIR / "ground_truth" / f"{name}_mask.png", self.masks[i].numpy())
-            with atomic_path(self.run_dir / PROGRESS_DIR / "images" / f"{name}_sat.png") as tmp:
+            write_mask(RunFolder(self.run_dir).progress / "ground_truth" / f"{name}_mask.png", self.masks[i].numpy())
+            with atomic_path(RunFolder(self.run_dir).progress / "images" / f"{name}_sat.png") as tmp:
                 Image.fromarray(self.images[i].numpy()).save(tmp, format="PNG")
 
     def on_train_epoch_end(self, trainer, pl_module):
@@ -50,7 +46,7 @@ class MaskProgress(L.Callback):
         from dlcv.tasks.segmentation import predict_probs
         from dlcv.tasks.snapshots import evaluating
 
-        out = epoch_dir(self.run_dir, epoch)
+        out = RunFolder(self.run_dir).progress_epoch(epoch)
         out.mkdir(parents=True, exist_ok=True)
         with evaluating(trainer, pl_module) as model:
             for i, name in enumerate(self.ids):

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from dlcv.checkpoints import WEIGHT_ARGS
-from dlcv.classify import CONFUSION_FILE
 from dlcv.errors import DlcvError
 from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
 from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Section, Table
 from dlcv.report.published import OURS, group, ours, range_text
 from dlcv.report.sections.ssl import table_folder
+from dlcv.runs import RunFolder
 from dlcv.viz.curves import CurvePanel
 
 COURSE_CLASSES = 50  # the course's numbers are on its 50-class validation set
@@ -59,7 +59,7 @@ def read_confusion(path: Path) -> np.ndarray:
 def confusion_blocks(run: Run, ctx: ReportContext) -> list:
     from dlcv.viz.confusion import plot_confusion
 
-    path = run.path / CONFUSION_FILE
+    path = RunFolder(run.path).confusion_file
     if not path.is_file():
         return []
     matrix = read_confusion(path)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from dlcv.data.masks import CLASS_NAMES, SCORED_CLASSES
 from dlcv.report.blocks import ReportContext
-from dlcv.report.discovery import Run, find_outputs, read_json
+from dlcv.report.discovery import Run, find_outputs
 from dlcv.report.document import Figure, Heading, Section, Table, Text
+from dlcv.runs import read_json
 
 MASKS_SUMMARY = "summary.json"
 REFINE_FILE = "refine.json"

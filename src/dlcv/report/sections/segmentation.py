@@ -53,12 +53,14 @@ def colour_table() -> Table:
 
 
 def progress_blocks(run: Run, ctx: ReportContext) -> list:
-    from dlcv.segment import progress
-    from dlcv.tasks.progress import PROGRESS_DIR
+    from dlcv.runs import RunFolder
+    from dlcv.viz.segmentation import plot_progress
 
-    if not (run.path / PROGRESS_DIR / "ground_truth").is_dir():
+    folder = RunFolder(run.path)
+    if not (folder.progress / "ground_truth").is_dir():
         return []
-    written = progress(run.path, ctx.scratch / f"{run.name}_masks_through_training")
+    epochs, rows = folder.read_progress()
+    written = plot_progress(rows, epochs, ctx.scratch / f"{run.name}_masks_through_training")
     png = next(p for p in written if p.suffix == ".png")
     return [Figure(ctx.copy_figure(png, run, "masks_through_training"),
                    f"Predicted masks of {run.name} for the chosen validation images at the first, middle and "

@@ -13,9 +13,10 @@ from dlcv.report.blocks import (
     embedding_figures,
     recipe_table,
 )
-from dlcv.report.discovery import Run, read_json
+from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Section, Table, Text
 from dlcv.report.published import published
+from dlcv.runs import read_json
 from dlcv.viz.curves import CurvePanel
 
 PRETRAIN_TASK = "ssl_pretrain"

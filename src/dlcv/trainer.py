@@ -1,0 +1,220 @@
+"""The Lightning trainer of every run: devices and precision resolved for the hardware, the callbacks
+that write the run folder (best and last checkpoints, metrics.csv, TensorBoard), batch-norm
+synchronisation that keeps timm's activations, and the GPU speed settings."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+from dlcv.runs import TOP_DIR, RunFolder
+from dlcv.runtime import cpu_computes_bf16_fast
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> bf16-mixed where it is fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older
+    GPUs (a T4 or V100 only emulates bf16), else 32-true."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
+    return "bf16-mixed" if cpu_computes_bf16_fast() else "32-true"
+
+
+LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node set by torchrun / SLURM
+
+
+def resolve_devices(devices) -> int | str | list:
+    """``auto`` -> one device, unless a launcher (torchrun, SLURM) started several processes: then one
+    per process. Lightning's own ``auto`` takes every GPU of the host, which silently multiplies the
+    global batch; more than one device is used only when asked for."""
+    if devices != "auto":
+        return devices
+    for var in LAUNCHER_WORLD:
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value) if var == "SLURM_NTASKS_PER_NODE" else int(os.environ.get("LOCAL_WORLD_SIZE", value))
+    return 1
+
+
+def make_epoch_csv_callback(path: Path, echo: bool):
+    """A callback writing one CSV row per epoch (and echoing it as a line when there is no bar)."""
+    import lightning as L
+
+    class EpochMetricsCSV(L.Callback):
+        def __init__(self):
+            self.start = time.perf_counter()
+            self.columns: list[str] | None = None
+
+        def on_train_start(self, trainer, pl_module):
+            """A resumed run keeps the rows of the epochs it resumes after and drops any later ones."""
+            done = trainer.current_epoch
+            if done == 0 or trainer.global_rank != 0 or not path.exists():
+                return
+            with open(path, newline="") as handle:
+                rows = list(csv.reader(handle))
+            if not rows:
+                return
+            self.columns, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) <= done]
+            with open(path, "w", newline="") as handle:
+                csv.writer(handle).writerows([self.columns, *kept])
+            if kept:  # the clock goes on from the last kept epoch
+                self.start -= float(kept[-1][self.columns.index("seconds")])
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.sanity_checking or trainer.global_rank != 0:
+                return
+            metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
+            row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self.start, 1),
+                   **metrics}
+            if self.columns is None:
+                self.columns = list(row)
+                with open(path, "w", newline="") as handle:
+                    csv.writer(handle).writerow(self.columns)
+            with open(path, "a", newline="") as handle:
+                csv.writer(handle).writerow([row.get(c, "") for c in self.columns])
+            if echo:
+                # Per-class figures go to the CSV only: the line stays readable.
+                shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_iou_" not in k)
+                print(f"epoch {row['epoch']}/{trainer.max_epochs} {row['seconds']:.0f}s {shown}", flush=True)
+
+    return EpochMetricsCSV()
+
+
+def quiet_lightning() -> None:
+    """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*exists and is not empty.*", ".*is smaller than the logging interval.*",
+                    ".*LeafSpec.*is deprecated.*", ".*does not have many workers.*",
+                    ".*to estimate number of stepping batches.*",
+                    ".*module\\(s\\) in eval mode at the start of training.*"):  # a frozen trunk, on purpose
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epochs: int,
+                  extra_callbacks: tuple = (), **overrides):
+    """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard)."""
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    quiet_lightning()
+    train = recipe["train"]
+    interactive = sys.stderr.isatty()
+    sync_batchnorm = wants_sync_batchnorm(train)
+    options = {
+        "default_root_dir": run_dir,
+        "max_epochs": max_epochs,
+        "accelerator": train["accelerator"],
+        "devices": resolve_devices(train["devices"]),
+        "num_nodes": int(train.get("num_nodes", 1)),
+        "strategy": train.get("strategy", "auto"),
+        "sync_batchnorm": sync_batchnorm,
+        "plugins": [sync_batchnorm_plugin()] if sync_batchnorm else None,
+        "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
+        "precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
+        # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
+        # deterministic version: "warn" keeps the deterministic algorithms where they exist.
+        "deterministic": "warn" if train["deterministic"] else False,
+        "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
+        "callbacks": run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks),
+        "enable_progress_bar": interactive,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 10,
+    }
+    options.update(overrides)
+    use_fast_gpu_math(deterministic=bool(train["deterministic"]))
+    trainer = L.Trainer(benchmark=not train["deterministic"], **options)
+    if trainer.is_global_zero:
+        strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
+        print(f"trainer: {trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator')} "
+              f"device(s) x {trainer.num_nodes} node(s), strategy {strategy}, precision {options['precision']}",
+              flush=True)
+    return trainer
+
+
+def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interactive: bool,
+                  extra: tuple = ()) -> list:
+    """The callbacks of every run: best and last checkpoints, metrics.csv, the recipe's top-k, early
+    stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
+    from lightning.pytorch.callbacks import (
+        EarlyStopping,
+        EMAWeightAveraging,
+        ModelCheckpoint,
+        TQDMProgressBar,
+    )
+
+    class TopKCheckpoint(ModelCheckpoint):
+        @property
+        def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
+            return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
+
+    callbacks = [
+        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
+                        auto_insert_metric_name=False, enable_version_counter=False),
+        # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
+        # that also write a best checkpoint (since 2.6), so a resumed run would repeat every epoch after it.
+        ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
+        make_epoch_csv_callback(RunFolder(run_dir).metrics_file, echo=not interactive),
+        *extra,
+    ]
+    top_k = int(train.get("save_top_k", 1))
+    if top_k > 1:  # the k best epochs, for prediction by their averaged logits (predict --ensemble k)
+        callbacks.append(TopKCheckpoint(dirpath=run_dir / TOP_DIR, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
+                                        monitor=monitor, mode=mode, save_top_k=top_k, auto_insert_metric_name=False,
+                                        enable_version_counter=False))
+    if int(train.get("early_stopping_patience", 0)) > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(train["early_stopping_patience"])))
+    if float(train.get("ema_decay", 0)) > 0:
+        callbacks.append(EMAWeightAveraging(decay=float(train["ema_decay"])))
+    if interactive:
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
+    return callbacks
+
+
+def wants_sync_batchnorm(train: dict) -> bool:
+    """``train.sync_batchnorm``, where it applies: torch's SyncBatchNorm runs on GPUs only."""
+    if not bool(train.get("sync_batchnorm", False)):
+        return False
+    import torch
+
+    if not torch.cuda.is_available() or str(train["accelerator"]) == "cpu":
+        print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
+              file=sys.stderr)
+        return False
+    return True
+
+
+def sync_batchnorm_plugin():
+    """Lightning's batch-norm synchronisation through timm's converter: torch's own turns timm's
+    ``BatchNormAct2d`` (batch norm with its activation, in every timm encoder) into a bare
+    ``SyncBatchNorm`` and silently drops the activation; timm's keeps it, and each layer's mode
+    (a frozen trunk's batch norm stays in evaluation mode)."""
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
+        def apply(self, model):
+            from timm.layers import convert_sync_batchnorm
+
+            return convert_sync_batchnorm(model)
+
+    return TimmAwareSyncBatchNorm()
+
+
+def use_fast_gpu_math(deterministic: bool = False) -> None:
+    """TF32 for float32 matrix products and convolutions on GPUs that have it (10 bits of mantissa,
+    as every bf16 run already accepts), unless the run asked to be deterministic."""
+    import torch
+
+    if torch.cuda.is_available() and not deterministic:
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
