@@ -77,3 +77,27 @@ def test_every_shipped_recipe_passes_the_checks(path: Path):
     kind = path.parent.name if path.parent.name != "ssl" else path.stem.split("_")[0]
     recipe = load_recipe(DEFAULTS[kind](), path)
     assert recipe["name"]
+
+
+def test_every_key_has_its_default_rule_and_meaning_in_one_schema():
+    from dlcv.recipes import FINETUNE, SCHEMAS, defaults, meanings, rules
+
+    for task, schema in {**SCHEMAS, "finetune": FINETUNE}.items():
+        described = meanings(schema)
+        assert all(len(m) > 5 for m in described.values()), task
+        flat = set(described)
+        assert set(rules(schema)) <= flat  # every rule belongs to a declared key
+        assert {k.split(".")[0] for k in flat} == set(defaults(schema)), task
+
+
+def test_the_schemas_names_are_the_registries_names():
+    """Optimisers, schedules and pixel losses are built by name from registries; the schema's rules
+    (which import no torch) accept exactly those names."""
+    from dlcv.recipes import OPTIM, SCHEDULE, TRAIN
+    from dlcv.tasks.losses import PIXEL_LOSSES
+    from dlcv.tasks.optim import OPTIMIZERS, SCHEDULES
+
+    assert all(OPTIM["name"].rule.test(n) for n in OPTIMIZERS) and not OPTIM["name"].rule.test("rmsprop")
+    assert OPTIM["name"].rule.wants == f"one of {', '.join(OPTIMIZERS)}"
+    assert SCHEDULE["name"].rule.wants == f"one of {', '.join(SCHEDULES)}"
+    assert set(PIXEL_LOSSES) == {"ce", "focal", "dice"} and TRAIN["loss"].rule.test("focal")

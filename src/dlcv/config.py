@@ -86,6 +86,7 @@ def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Itera
     an error names the key and where its value came from (the file or ``--set``).
     """
     from dlcv.recipe_checks import MISSING, check_model, check_values, lookup
+    from dlcv.recipes import rules_for
 
     recipe = copy.deepcopy(defaults)
     from_file: dict = {}
@@ -103,7 +104,7 @@ def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Itera
             return "--set"
         return str(path) if lookup(from_file, key) is not MISSING else "the built-in defaults"
 
-    check_values(recipe, source_of)
+    check_values(recipe, rules_for(recipe.get("task")), source_of)
     if recipe.get("task") in ("classify", "segment") and isinstance(recipe.get("model"), dict):
         check_model(recipe, source_of("model"))
     return recipe

@@ -1,197 +1,302 @@
-"""The recipe schema: every key a recipe may set, its default, and what it means.
+"""The recipe schema: every key a recipe may set, in one place with its default, its rule and its meaning.
 
-A recipe YAML file overrides these; ``dlcv.config.load_recipe`` refuses keys not listed here. This
-module imports nothing heavy, so commands that only read recipes start fast.
+A task's schema is a tree of sections whose leaves are ``Key(default, rule, meaning)``; ``defaults``
+turns it into the plain dict a recipe starts from and ``rules`` into the dotted keys' rules that
+``dlcv.config.load_recipe`` checks every value against (``dlcv.recipe_checks``). A recipe YAML file
+overrides the defaults; keys the schema does not list are refused. A key without a rule is checked
+where it is used, across keys (snapshot epochs against the epochs; the model by building it) or as a
+path. This module imports nothing heavy, so commands that only read recipes start fast.
+
+Plain dataclasses, not pydantic: every module reads a recipe as a plain dict (saved in run folders and
+checkpoints as YAML), pydantic is not in the stack, and the rules must name the recipe file and the
+``--set`` that gave a bad value, which the loader already knows.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
-OPTIM_DEFAULTS = {
-    "name": "sgd",
-    "lr": 0.1,
-    "momentum": 0.9,
-    "nesterov": True,
-    "betas": [0.9, 0.999],
-    "weight_decay": 5e-4,
-    "decay_norm_and_bias": False,
-}
-
-SCHEDULE_DEFAULTS = {
-    "name": "onecycle",
-    "warmup_epochs": 0,  # cosine, linear, poly, multistep: linear ramp over these epochs
-    "pct_start": 0.25,  # onecycle: share of steps rising to the peak
-    "anneal": "linear",  # onecycle: linear or cos
-    "div_factor": 10.0,  # onecycle: start lr = lr / div_factor
-    "final_div_factor": 100.0,  # onecycle: end lr = start lr / final_div_factor
-    "min_lr_fraction": 0.0,  # cosine, linear, poly: floor as a fraction of lr
-    "power": 0.9,  # poly: lr * (1 - t)^power
-    "milestones": [],  # multistep: epochs
-    "gamma": 0.1,  # multistep
-    "restart_epochs": 10,  # cosine_restarts: epochs of the first cosine period (SGDR's T_0)
-    "restart_mult": 1,  # cosine_restarts: each period this many times longer than the last (T_mult)
-}
-
-DATA_DEFAULTS = {
-    "train": "train_50",  # folder under --data; labels from file names or train_labels
-    "train_labels": None,  # optional filename,label CSV under --data
-    "validation": "val_50",  # folder under --data
-    "validation_labels": None,
-    "holdout": 0.0,  # > 0: select checkpoints on this stratified share of train instead
-    "num_classes": None,  # None: highest training label + 1
-    "batch_size": 256,
-    "eval_batch_size": 500,
-    "mean": [0.5071, 0.4865, 0.4409],  # CIFAR-100 statistics (the p1 images are of that kind)
-    "std": [0.2673, 0.2564, 0.2762],
-    "image_size": None,  # decode every image resized to this square side (folders of mixed sizes: Office-Home)
-    "input_size": None,  # resize to this square size for the model (e.g. 224 for AlexNet)
-    "crop_padding": 4,
-    "flip": True,
-    "cutout": 0,  # side of the square zeroed in every training image (0: off)
-    "auto_augment": "none",  # none, trivialaugment (TrivialAugmentWide) or randaugment, per image
-    "randaugment_ops": 2,
-    "randaugment_magnitude": 9,
-    "mixup_alpha": 0.0,  # > 0: MixUp with this Beta(alpha, alpha)
-    "cutmix_alpha": 0.0,  # > 0: CutMix; with both on, one of the two per batch at equal odds
-    "cache": True,  # decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv
-}
-
-TRAIN_DEFAULTS = {
-    "epochs": 30,
-    "precision": "auto",  # auto: bf16-mixed where the hardware computes bf16 fast, else 32-true
-    "loss": "ce",  # ce (cross-entropy) or focal
-    "focal_gamma": 2.0,
-    "label_smoothing": 0.1,
-    "early_stopping_patience": 0,  # > 0: stop after this many epochs without a better monitored metric
-    "ema_decay": 0.0,  # > 0: validate, checkpoint and predict with an exponential moving average of the weights
-    "gradient_clip": 0.0,  # > 0: clip the gradients' global norm to this
-    "save_top_k": 1,  # keep the k best checkpoints (top/), for predict --ensemble k
-    "tta": "flip",  # prediction and final scoring: none, flip (image + mirror) or flip_shift (+ 1-px shifts)
-    "val_tta": "flip",  # per-epoch validation (kept cheap: it runs every epoch)
-    "channels_last": True,
-    "threads": None,  # CPU threads for torch; None: all cores
-    "accelerator": "auto",
-    "devices": "auto",  # a number of GPUs (or CPU processes), or auto
-    "num_nodes": 1,
-    "strategy": "auto",  # auto, ddp, ... (Lightning's); torchrun and SLURM are detected
-    "sync_batchnorm": False,  # batch-norm statistics over all processes (small per-device batches)
-    "deterministic": False,
-}
-
-EMBED_DEFAULTS = {
-    "epochs": "first,middle,last",  # snapshot epochs: words and/or numbers; "" for none
-    "train_subset": 0,  # also keep this many training images' features (a fixed, class-balanced sample)
-}
-
-
-CLASSIFY_DEFAULTS = {
-    "task": "classify",
-    "name": None,  # run folder name under --runs-dir; default: the recipe file's name
-    "seed": 0,
-    "data": DATA_DEFAULTS,
-    "model": {"name": "dlcv_net", "args": {}},  # any registered model; args go to its builder
-    "optim": OPTIM_DEFAULTS,
-    "schedule": SCHEDULE_DEFAULTS,
-    "train": TRAIN_DEFAULTS,
-    "embed": EMBED_DEFAULTS,
-}
-
+from dlcv.data.p1 import MAX_CLASSES
+from dlcv.recipe_checks import (
+    ANY_NUMBER,
+    BOOLEAN,
+    POSITIVE,
+    SHARE,
+    STATS,
+    TEXT,
+    Rule,
+    list_of,
+    number,
+    one_of,
+    optional,
+    whole,
+)
 
 TTA_MODES = ("none", "flip", "flip_shift")
 SEG_TTA_MODES = ("none", "flip", "d4")  # flip: image + mirror; d4: the 4 rotations x 2 mirrors
-
-SEG_DATA_DEFAULTS = {
-    "train": "train",  # folder of NNNN_sat.jpg / NNNN_mask.png pairs under --data
-    "validation": "validation",
-    "holdout": 0.0,  # > 0: select checkpoints on this random share of train; validation scored once at the end
-    "unmapped": "unknown",  # mask colours in no class (red): unknown (count as Unknown) or error
-    "batch_size": 8,
-    "eval_batch_size": 8,
-    "train_size": 512,  # side of the augmented training crops fed to the model
-    "eval_size": 512,  # whole images are resized to this for the model; predictions return to full size
-    "scale": [0.5, 1.0],  # random crop side as a fraction of the image side (log-uniform)
-    "flip": True,
-    "rot90": True,
-    "mean": [0.485, 0.456, 0.406],  # ImageNet statistics
-    "std": [0.229, 0.224, 0.225],
-    "cache": True,
-}
-
-SEG_LOSS_DEFAULTS = {
-    "name": "ce",  # ce, focal, dice, or a sum such as ce+dice
-    "class_weights": None,  # 7 numbers (Unknown last), for ce and focal
-    "label_smoothing": 0.0,  # ce
-    "focal_gamma": 2.0,
-    "dice_weight": 1.0,  # weight of the dice term in a sum
-}
-
-SEG_TRAIN_DEFAULTS = {
-    **{k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("label_smoothing", "loss", "focal_gamma", "tta", "val_tta")},
-    "epochs": 20,
-    "tta": "flip",  # prediction: none, flip or d4 (4 rotations x 2 mirrors)
-    "val_tta": "none",
-}
-
-PROGRESS_DEFAULTS = {
-    "epochs": "first,middle,last",  # epochs whose predicted masks are kept for the progress grid
-    "images": ["0013", "0062", "0104"],  # validation ids (the reports' choice); missing ones are skipped
-}
-
-SEGMENT_DEFAULTS = {
-    "task": "segment",
-    "name": None,
-    "seed": 0,
-    "data": SEG_DATA_DEFAULTS,
-    "model": {"name": "unet_lite0", "args": {}},
-    "loss": SEG_LOSS_DEFAULTS,
-    "optim": {**OPTIM_DEFAULTS, "name": "adamw", "lr": 1e-3, "weight_decay": 1e-4},
-    "schedule": SCHEDULE_DEFAULTS,
-    "train": SEG_TRAIN_DEFAULTS,
-    "progress": PROGRESS_DEFAULTS,
-}
-
-
-# --- self-supervised pre-training (BYOL) and transfer to Office-Home -----------------------------------
-BYOL_VIEW_DEFAULTS = {  # lightly's BYOLView1Transform / BYOLView2Transform parameters (dlcv.data.ssl_views)
-    "size": 128,  # side of each view fed to the network (R1 cropped 128)
-    "min_scale": 0.08,  # smallest crop area as a share of the image
-    "hflip": 0.5,
-    "jitter_prob": 0.8,
-    "brightness": 0.4,
-    "contrast": 0.4,
-    "saturation": 0.2,
-    "hue": 0.1,
-    "grayscale": 0.2,
-    "blur": [1.0, 0.1],  # probability per view
-    "sigma": [0.1, 2.0],  # blur sigma range at 224 pixels; scaled by size / 224
-    "solarize": [0.0, 0.2],  # probability per view
-}
-
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
-BYOL_DEFAULTS = {
-    "task": "ssl_pretrain",
-    "name": None,
-    "seed": 0,
-    "data": {
-        "image_size": None,  # decode every image resized to this side (Mini-ImageNet: 84 to 128; R1 resized 160)
-        "batch_size": 128,
-        "eval_batch_size": 500,
-        "mean": IMAGENET_MEAN,  # the statistics' values only; no ImageNet weights anywhere in this path
-        "std": IMAGENET_STD,
-        "cache": True,
+
+@dataclass(frozen=True)
+class Key:
+    """A recipe key: its default, the rule its value follows (None: checked where it is used), its meaning."""
+
+    default: object
+    rule: Rule | None
+    meaning: str
+
+
+def with_default(key: Key, default) -> Key:
+    """The same key with another default (a task's own choice)."""
+    return Key(default, key.rule, key.meaning)
+
+
+def defaults(schema: dict) -> dict:
+    """The plain recipe of a schema: every key at its default."""
+    return {name: defaults(node) if isinstance(node, dict) else copy.deepcopy(node.default)
+            for name, node in schema.items()}
+
+
+def rules(schema: dict, prefix: str = "") -> dict[str, Rule]:
+    """``{dotted key: rule}`` of every key of a schema that has a rule."""
+    out: dict[str, Rule] = {}
+    for name, node in schema.items():
+        if isinstance(node, dict):
+            out.update(rules(node, f"{prefix}{name}."))
+        elif node.rule is not None:
+            out[f"{prefix}{name}"] = node.rule
+    return out
+
+
+def meanings(schema: dict, prefix: str = "") -> dict[str, str]:
+    """``{dotted key: one-line meaning}`` of every key of a schema."""
+    out: dict[str, str] = {}
+    for name, node in schema.items():
+        out.update(meanings(node, f"{prefix}{name}.") if isinstance(node, dict) else {f"{prefix}{name}": node.meaning})
+    return out
+
+
+# --- the sections every training task shares ------------------------------------------------------------
+RUN = {
+    "name": Key(None, None, "run folder name under --runs-dir; default: the recipe file's name"),
+    "seed": Key(0, whole(0), "seeds the split, the weights and every epoch's random draws"),
+}
+
+OPTIM = {
+    "name": Key("sgd", one_of("sgd", "adam", "adamw", "lars"), "the optimiser"),
+    "lr": Key(0.1, number(0), "the (peak) learning rate"),
+    "momentum": Key(0.9, SHARE, "sgd and lars: momentum"),
+    "nesterov": Key(True, BOOLEAN, "sgd: Nesterov momentum"),
+    "betas": Key([0.9, 0.999], list_of(2, number(0, 1, open_high=True)), "adam and adamw: the moment decays"),
+    "weight_decay": Key(5e-4, number(0), "weight decay (decoupled for adamw)"),
+    "decay_norm_and_bias": Key(False, BOOLEAN, "also decay normalisation weights and biases"),
+}
+
+SCHEDULE = {
+    "name": Key("onecycle", one_of("constant", "onecycle", "cosine", "cosine_restarts", "linear", "poly",
+                                   "multistep"), "the learning-rate schedule, stepped every batch"),
+    "warmup_epochs": Key(0, number(0), "cosine, linear, poly, multistep: linear ramp over these epochs"),
+    "pct_start": Key(0.25, number(0, 1, open_low=True, open_high=True), "onecycle: share of steps rising to the peak"),
+    "anneal": Key("linear", one_of("linear", "cos"), "onecycle: the shape of the rise and fall"),
+    "div_factor": Key(10.0, POSITIVE, "onecycle: start lr = lr / div_factor"),
+    "final_div_factor": Key(100.0, POSITIVE, "onecycle: end lr = start lr / final_div_factor"),
+    "min_lr_fraction": Key(0.0, SHARE, "cosine, linear, poly: floor as a fraction of lr"),
+    "power": Key(0.9, number(0), "poly: lr * (1 - t)^power"),
+    "milestones": Key([], list_of(None, number(0)), "multistep: the epochs where lr drops"),
+    "gamma": Key(0.1, POSITIVE, "multistep: the factor of each drop"),
+    "restart_epochs": Key(10, whole(1), "cosine_restarts: epochs of the first cosine period (SGDR's T_0)"),
+    "restart_mult": Key(1, whole(1), "cosine_restarts: each period this many times longer than the last (T_mult)"),
+}
+
+DEVICES = Rule(lambda v: v == "auto" or whole(1).test(v) or list_of(None, whole(0)).test(v),
+               "auto, a number of devices >= 1 or a list of device indices")
+
+TRAIN = {
+    "epochs": Key(30, whole(1), "training epochs"),
+    "precision": Key("auto", one_of(*PRECISIONS), "auto: bf16-mixed where the hardware computes bf16 fast "
+                     "(16-mixed on a T4 or V100), else 32-true; or any of Lightning's"),
+    "loss": Key("ce", one_of("ce", "focal"), "ce (cross-entropy) or focal"),
+    "focal_gamma": Key(2.0, number(0), "focal: the focusing exponent"),
+    "label_smoothing": Key(0.1, number(0, 1, open_high=True), "share of each target spread over all classes"),
+    "early_stopping_patience": Key(0, whole(0), "> 0: stop after this many epochs without a better monitored metric"),
+    "ema_decay": Key(0.0, number(0, 1, open_high=True), "> 0: validate, checkpoint and predict with an exponential "
+                     "moving average of the weights"),
+    "gradient_clip": Key(0.0, number(0), "> 0: clip the gradients' global norm to this"),
+    "save_top_k": Key(1, whole(1), "keep the k best checkpoints (top/), for predict --ensemble k"),
+    "tta": Key("flip", one_of(*TTA_MODES), "prediction and final scoring: none, flip (image + mirror) or "
+               "flip_shift (+ 1-px shifts)"),
+    "val_tta": Key("flip", one_of(*TTA_MODES), "per-epoch validation (kept cheap: it runs every epoch)"),
+    "channels_last": Key(True, BOOLEAN, "the channels-last memory layout (faster convolutions)"),
+    "threads": Key(None, optional(whole(1)), "CPU threads for torch; null: all cores"),
+    "accelerator": Key("auto", one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu"), "Lightning's accelerator"),
+    "devices": Key("auto", DEVICES, "a number of GPUs (or CPU processes), or auto: one, or one per process "
+                   "that torchrun or SLURM started"),
+    "num_nodes": Key(1, whole(1), "machines in a multi-node run"),
+    "strategy": Key("auto", TEXT, "auto, ddp, ... (Lightning's); torchrun and SLURM are detected"),
+    "sync_batchnorm": Key(False, BOOLEAN, "batch-norm statistics over all processes (GPUs; small per-device batches)"),
+    "deterministic": Key(False, BOOLEAN, "deterministic algorithms wherever a kernel has one"),
+}
+
+
+def _without(section: dict, *names: str) -> dict:
+    return {k: v for k, v in section.items() if k not in names}
+
+
+# --- Problem 1: classification ----------------------------------------------------------------------------
+DATA = {
+    "train": Key("train_50", None, "folder under --data; labels from file names or train_labels"),
+    "train_labels": Key(None, None, "optional filename,label CSV under --data"),
+    "validation": Key("val_50", None, "folder under --data"),
+    "validation_labels": Key(None, None, "optional filename,label CSV under --data"),
+    "holdout": Key(0.0, number(0, 1, open_high=True), "> 0: select checkpoints on this stratified share of train "
+                   "instead; the validation folder is then scored once, at the end"),
+    "num_classes": Key(None, optional(whole(1, MAX_CLASSES)), "null: highest training label + 1"),
+    "batch_size": Key(256, whole(1), "training batch per process"),
+    "eval_batch_size": Key(500, whole(1), "validation and prediction batch"),
+    "mean": Key([0.5071, 0.4865, 0.4409], STATS, "per-channel mean (CIFAR-100's: the p1 images are of that kind)"),
+    "std": Key([0.2673, 0.2564, 0.2762], list_of(3, POSITIVE), "per-channel standard deviation"),
+    "image_size": Key(None, optional(whole(1)), "decode every image resized to this square side (folders of "
+                      "mixed sizes: Office-Home)"),
+    "input_size": Key(None, optional(whole(1)), "resize to this square size for the model (e.g. 224 for AlexNet)"),
+    "crop_padding": Key(4, whole(0), "random crop after padding by this many pixels (reflect)"),
+    "flip": Key(True, BOOLEAN, "random horizontal mirror"),
+    "cutout": Key(0, whole(0), "side of the square zeroed in every training image (0: off)"),
+    "auto_augment": Key("none", one_of("none", "trivialaugment", "randaugment"),
+                        "TrivialAugmentWide or RandAugment, a fresh draw per image"),
+    "randaugment_ops": Key(2, whole(0), "randaugment: operations per image"),
+    "randaugment_magnitude": Key(9, number(0, 30), "randaugment: the magnitude bin (of 31)"),
+    "mixup_alpha": Key(0.0, number(0), "> 0: MixUp with this Beta(alpha, alpha)"),
+    "cutmix_alpha": Key(0.0, number(0), "> 0: CutMix; with both on, one of the two per batch at equal odds"),
+    "cache": Key(True, BOOLEAN, "decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv"),
+}
+
+EMBED = {
+    "epochs": Key("first,middle,last", None, "snapshot epochs: words and/or numbers; \"\" for none"),
+    "train_subset": Key(0, whole(0), "also keep this many training images' features (a fixed, class-balanced "
+                        "sample)"),
+}
+
+CLASSIFY = {
+    "task": Key("classify", None, "the task the recipe is for"),
+    "name": RUN["name"],
+    "seed": RUN["seed"],
+    "data": DATA,
+    "model": {"name": Key("dlcv_net", None, "any registered model (dlcv models)"),
+              "args": Key({}, None, "free-form: the model builder's arguments")},
+    "optim": OPTIM,
+    "schedule": SCHEDULE,
+    "train": TRAIN,
+    "embed": EMBED,
+}
+
+# --- Problem 2: segmentation ------------------------------------------------------------------------------
+SEG_DATA = {
+    "train": Key("train", None, "folder of NNNN_sat.jpg / NNNN_mask.png pairs under --data"),
+    "validation": Key("validation", None, "folder of pairs under --data"),
+    "holdout": Key(0.0, number(0, 1, open_high=True), "> 0: select checkpoints on this random share of train; "
+                   "validation scored once at the end"),
+    "unmapped": Key("unknown", one_of("unknown", "error"), "mask colours in no class (red): unknown (count as "
+                    "Unknown) or error"),
+    "batch_size": Key(8, whole(1), "training batch per process"),
+    "eval_batch_size": Key(8, whole(1), "validation and prediction batch"),
+    "train_size": Key(512, whole(1), "side of the augmented training crops fed to the model"),
+    "eval_size": Key(512, whole(1), "whole images are resized to this for the model; predictions return to full "
+                     "size"),
+    "scale": Key([0.5, 1.0], Rule(lambda v: isinstance(v, list) and len(v) == 2 and all(map(ANY_NUMBER.test, v))
+                                  and 0 < v[0] <= v[1] <= 1, "[low, high] with 0 < low <= high <= 1"),
+                 "random crop side as a fraction of the image side (log-uniform)"),
+    "flip": Key(True, BOOLEAN, "random mirror of image and mask"),
+    "rot90": Key(True, BOOLEAN, "random quarter turns of image and mask"),
+    "mean": Key(IMAGENET_MEAN, STATS, "per-channel mean (ImageNet's)"),
+    "std": Key(IMAGENET_STD, list_of(3, POSITIVE), "per-channel standard deviation (ImageNet's)"),
+    "cache": DATA["cache"],
+}
+
+SEG_LOSS = {
+    "name": Key("ce", None, "ce, focal, dice, or a sum such as ce+dice"),
+    "class_weights": Key(None, optional(list_of(7, number(0))), "7 numbers (Unknown last), for ce and focal"),
+    "label_smoothing": Key(0.0, number(0, 1, open_high=True), "ce: share of each target spread over all classes"),
+    "focal_gamma": Key(2.0, number(0), "focal: the focusing exponent"),
+    "dice_weight": Key(1.0, number(0), "weight of the dice term in a sum"),
+}
+
+SEG_TRAIN = {
+    **_without(TRAIN, "label_smoothing", "loss", "focal_gamma", "tta", "val_tta"),
+    "epochs": with_default(TRAIN["epochs"], 20),
+    "tta": Key("flip", one_of(*SEG_TTA_MODES), "prediction and final scoring: none, flip or d4 (4 rotations x 2 "
+               "mirrors)"),
+    "val_tta": Key("none", one_of(*SEG_TTA_MODES), "per-epoch validation"),
+}
+
+SEGMENT = {
+    "task": Key("segment", None, "the task the recipe is for"),
+    "name": RUN["name"],
+    "seed": RUN["seed"],
+    "data": SEG_DATA,
+    "model": {"name": Key("unet_lite0", None, "any registered segmentation model (dlcv models)"),
+              "args": Key({}, None, "free-form: the model builder's arguments")},
+    "loss": SEG_LOSS,
+    "optim": {**OPTIM, "name": with_default(OPTIM["name"], "adamw"), "lr": with_default(OPTIM["lr"], 1e-3),
+              "weight_decay": with_default(OPTIM["weight_decay"], 1e-4)},
+    "schedule": SCHEDULE,
+    "train": SEG_TRAIN,
+    "progress": {
+        "epochs": Key("first,middle,last", None, "epochs whose predicted masks are kept for the progress grid"),
+        "images": Key(["0013", "0062", "0104"], None, "validation ids (the reports' choice); missing ones are "
+                      "skipped"),
     },
-    "views": BYOL_VIEW_DEFAULTS,
-    "model": {"arch": "resnet50"},  # a torchvision ResNet: resnet18/34/50/101/152, randomly initialised
-    "byol": {"hidden_dim": 4096, "output_dim": 256, "momentum": 0.99},  # momentum: start of the cosine schedule to 1
-    "optim": {**OPTIM_DEFAULTS, "name": "adam", "lr": 3e-4, "weight_decay": 1e-6},  # R1's; "lars" also works
-    "schedule": {**SCHEDULE_DEFAULTS, "name": "cosine", "warmup_epochs": 0},
-    "train": {**{k: v for k, v in TRAIN_DEFAULTS.items()
-                 if k not in ("loss", "focal_gamma", "label_smoothing", "tta", "val_tta", "save_top_k", "ema_decay",
-                              "early_stopping_patience")},
-              "epochs": 100},
-    "monitor": {"k": 20, "max_bank": 5000},  # kNN on Office-Home train (bank, class-balanced) -> val, every epoch
+}
+
+# --- self-supervised pre-training (BYOL) and transfer to Office-Home -----------------------------------
+BYOL_VIEWS = {  # lightly's BYOLView1Transform / BYOLView2Transform parameters (dlcv.data.ssl_views)
+    "size": Key(128, whole(1), "side of each view fed to the network (R1 cropped 128)"),
+    "min_scale": Key(0.08, number(0, 1, open_low=True), "smallest crop area as a share of the image"),
+    "hflip": Key(0.5, SHARE, "probability of a mirror"),
+    "jitter_prob": Key(0.8, SHARE, "probability of the colour jitter"),
+    "brightness": Key(0.4, number(0), "colour jitter: brightness"),
+    "contrast": Key(0.4, number(0), "colour jitter: contrast"),
+    "saturation": Key(0.2, number(0), "colour jitter: saturation"),
+    "hue": Key(0.1, number(0, 0.5), "colour jitter: hue"),
+    "grayscale": Key(0.2, SHARE, "probability of grey"),
+    "blur": Key([1.0, 0.1], list_of(2, SHARE), "probability of a Gaussian blur, per view"),
+    "sigma": Key([0.1, 2.0], list_of(2, number(0)), "blur sigma range at 224 pixels; scaled by size / 224"),
+    "solarize": Key([0.0, 0.2], list_of(2, SHARE), "probability of solarisation, per view"),
+}
+
+BYOL = {
+    "task": Key("ssl_pretrain", None, "the task the recipe is for"),
+    "name": RUN["name"],
+    "seed": RUN["seed"],
+    "data": {
+        "image_size": Key(None, optional(whole(1)), "decode every image resized to this side (Mini-ImageNet: 84 "
+                          "to 128; R1 resized 160)"),
+        "batch_size": with_default(DATA["batch_size"], 128),
+        "eval_batch_size": DATA["eval_batch_size"],
+        "mean": Key(IMAGENET_MEAN, STATS, "per-channel mean: the statistics' values only; no ImageNet weights "
+                    "anywhere in this path"),
+        "std": Key(IMAGENET_STD, list_of(3, POSITIVE), "per-channel standard deviation"),
+        "cache": DATA["cache"],
+    },
+    "views": BYOL_VIEWS,
+    "model": {"arch": Key("resnet50", None, "a torchvision ResNet (resnet18/34/50/101/152), randomly initialised")},
+    "byol": {
+        "hidden_dim": Key(4096, whole(1), "projection and prediction heads' hidden width"),
+        "output_dim": Key(256, whole(1), "projection width"),
+        "momentum": Key(0.99, number(0, 1, open_high=True), "the target's momentum at the start of its cosine "
+                        "schedule to 1"),
+    },
+    "optim": {**OPTIM, "name": with_default(OPTIM["name"], "adam"), "lr": with_default(OPTIM["lr"], 3e-4),
+              "weight_decay": with_default(OPTIM["weight_decay"], 1e-6)},  # R1's; "lars" also works
+    "schedule": {**SCHEDULE, "name": with_default(SCHEDULE["name"], "cosine")},
+    "train": {**_without(TRAIN, "loss", "focal_gamma", "label_smoothing", "tta", "val_tta", "save_top_k",
+                         "ema_decay", "early_stopping_patience"),
+              "epochs": with_default(TRAIN["epochs"], 100)},
+    "monitor": {  # kNN on Office-Home train (bank, class-balanced) -> val, every epoch
+        "k": Key(20, whole(1), "neighbours of the kNN monitor"),
+        "max_bank": Key(5000, whole(1), "at most this many bank images, class-balanced"),
+    },
 }
 
 SSL_SETTINGS = {  # setting -> (pre-training, fine-tuning)
@@ -202,50 +307,121 @@ SSL_SETTINGS = {  # setting -> (pre-training, fine-tuning)
     "E": ("self_supervised", "frozen"),
 }
 
-FINETUNE_DEFAULTS = {  # a classification recipe over the Office-Home layout (dlcv ssl finetune without --config)
-    **CLASSIFY_DEFAULTS,
-    "data": {**DATA_DEFAULTS, "train": "train", "train_labels": "train.csv", "validation": "val",
-             "validation_labels": "val.csv", "holdout": 0.1, "image_size": 128, "crop_padding": 16,
-             "batch_size": 64, "eval_batch_size": 256, "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-    "model": {"name": "resnet_transfer", "args": {"arch": "resnet50", "head": "mlp"}},
-    "optim": {**OPTIM_DEFAULTS, "name": "adam", "lr": 5e-4, "weight_decay": 1e-3},  # R1's fine-tuning
-    "schedule": {**SCHEDULE_DEFAULTS, "name": "cosine"},
-    "train": {**TRAIN_DEFAULTS, "epochs": 30},
-    "embed": {"epochs": "first,last", "train_subset": 1000},  # t-SNE of the training set at the first and last epoch
+FINETUNE = {  # a classification recipe over the Office-Home layout (dlcv ssl finetune without --config)
+    **CLASSIFY,
+    "data": {**DATA, "train": with_default(DATA["train"], "train"),
+             "train_labels": with_default(DATA["train_labels"], "train.csv"),
+             "validation": with_default(DATA["validation"], "val"),
+             "validation_labels": with_default(DATA["validation_labels"], "val.csv"),
+             "holdout": with_default(DATA["holdout"], 0.1), "image_size": with_default(DATA["image_size"], 128),
+             "crop_padding": with_default(DATA["crop_padding"], 16),
+             "batch_size": with_default(DATA["batch_size"], 64),
+             "eval_batch_size": with_default(DATA["eval_batch_size"], 256),
+             "mean": with_default(DATA["mean"], IMAGENET_MEAN), "std": with_default(DATA["std"], IMAGENET_STD)},
+    "model": {"name": with_default(CLASSIFY["model"]["name"], "resnet_transfer"),
+              "args": with_default(CLASSIFY["model"]["args"], {"arch": "resnet50", "head": "mlp"})},
+    "optim": {**OPTIM, "name": with_default(OPTIM["name"], "adam"), "lr": with_default(OPTIM["lr"], 5e-4),
+              "weight_decay": with_default(OPTIM["weight_decay"], 1e-3)},  # R1's fine-tuning
+    "schedule": {**SCHEDULE, "name": with_default(SCHEDULE["name"], "cosine")},
+    "train": TRAIN,
+    # t-SNE of the training set at the first and last epoch
+    "embed": {"epochs": with_default(EMBED["epochs"], "first,last"),
+              "train_subset": with_default(EMBED["train_subset"], 1000)},
 }
 
-SSL_TABLE_DEFAULTS = {
-    "task": "ssl_table",
-    "name": None,
-    "pretrain": None,  # BYOL recipe (path relative to the settings file); None: use backbones.self_supervised
-    "supervised": None,  # classify recipe training the supervised backbone on data.supervised; None: backbones.supervised
-    "finetune": None,  # fine-tuning recipe shared by all five settings (None: the built-in defaults)
-    "backbones": {"supervised": None, "self_supervised": None},  # existing files (relative to --data), e.g. pretrain_model_SL.pt
-    "data": {"root": None,  # the data folder when --data is not given
-             "mini": "mini/train", "office": "office", "supervised": "supervised",  # folders under it
-             "monitor": None},  # BYOL's kNN monitor, a labelled folder under it (None: the office folder)
-    "settings": ["A", "B", "C", "D", "E"],
+SSL_TABLE = {
+    "task": Key("ssl_table", None, "the task the recipe is for"),
+    "name": RUN["name"],
+    "pretrain": Key(None, None, "BYOL recipe (path relative to the settings file); null: use "
+                    "backbones.self_supervised"),
+    "supervised": Key(None, None, "classify recipe training the supervised backbone on data.supervised; null: "
+                      "backbones.supervised"),
+    "finetune": Key(None, None, "fine-tuning recipe shared by all five settings (null: the built-in defaults)"),
+    "backbones": {  # existing files (relative to --data), e.g. pretrain_model_SL.pt
+        "supervised": Key(None, None, "a supervised backbone file instead of training one"),
+        "self_supervised": Key(None, None, "a self-supervised backbone file instead of pre-training one"),
+    },
+    "data": {
+        "root": Key(None, None, "the data folder when --data is not given"),
+        "mini": Key("mini/train", None, "the unlabelled images, under the data folder"),
+        "office": Key("office", None, "the Office-Home folder, under the data folder"),
+        "supervised": Key("supervised", None, "the labelled images of the supervised backbone, under the data "
+                          "folder"),
+        "monitor": Key(None, None, "BYOL's kNN monitor, a labelled folder under it (null: the office folder)"),
+    },
+    "settings": Key(["A", "B", "C", "D", "E"], None, "the settings to run, of A-E"),
 }
 
+# --- Segment Anything ---------------------------------------------------------------------------------------
+# Every knob of segment-anything's SamAutomaticMaskGenerator, with its default (tuned there for ViT-H);
+# the rules are ours (its own checks are bare asserts).
+SAM_GENERATOR = {
+    "points_per_side": Key(32, whole(1), "point prompts on a points_per_side^2 grid (per crop layer)"),
+    "points_per_batch": Key(64, whole(1), "prompts decoded together; more is faster where memory allows"),
+    "pred_iou_thresh": Key(0.88, SHARE, "drop masks whose predicted IoU (SAM's own quality estimate) is not "
+                           "above this"),
+    "stability_score_thresh": Key(0.95, SHARE, "drop masks whose IoU between logit cut-offs +-offset is under "
+                                  "this"),
+    "stability_score_offset": Key(1.0, POSITIVE, "the logit offset of the stability score"),
+    "box_nms_thresh": Key(0.7, SHARE, "box IoU above which the lower-scored of two masks is a duplicate"),
+    "crop_n_layers": Key(0, whole(0), "> 0: run again on crops, layer i has (2^i)^2 crops"),
+    "crop_nms_thresh": Key(0.7, SHARE, "duplicates between crops"),
+    "crop_overlap_ratio": Key(512 / 1500, SHARE, "overlap of first-layer crops, as a fraction of the image side"),
+    "crop_n_points_downscale_factor": Key(1, whole(1), "crop layer i samples points_per_side / factor^i per side"),
+    "min_mask_region_area": Key(0, whole(0), "> 0: remove islands and fill holes smaller than this (pixels; "
+                                "needs OpenCV)"),
+}
 
-def byol_defaults() -> dict:
-    return copy.deepcopy(BYOL_DEFAULTS)
+SAM = {
+    "task": Key("sam", None, "the task the recipe is for"),
+    "name": RUN["name"],
+    "model": {"type": Key("vit_h", None, "vit_h (= default), vit_l, vit_b, or vit_tiny (tests; no published "
+                          "weights)")},
+    "generator": SAM_GENERATOR,
+    "prefilter": Key(False, BOOLEAN, "true: filter the decoder's low-resolution masks by predicted IoU before "
+                     "up-sampling them (same masks as the official generator, less work); false: the official "
+                     "generator exactly"),
+    "refine": {
+        "min_predicted_iou": Key(0.88, ANY_NUMBER, "SAM regions with a lower predicted IoU change no label (SAM's "
+                                 "own estimate: any real number)"),
+        "min_area": Key(0, whole(0), "regions smaller than this many pixels change no label"),
+    },
+    "figure": {"images": Key(["0013", "0062", "0104"], None, "the reports' images; missing ones: the first three")},
+}
+
+SCHEMAS = {"classify": CLASSIFY, "segment": SEGMENT, "ssl_pretrain": BYOL, "ssl_table": SSL_TABLE, "sam": SAM}
 
 
-def finetune_defaults() -> dict:
-    return copy.deepcopy(FINETUNE_DEFAULTS)
-
-
-def ssl_table_defaults() -> dict:
-    return copy.deepcopy(SSL_TABLE_DEFAULTS)
+def rules_for(task: str | None) -> dict[str, Rule]:
+    """The rules of a task's keys (a fine-tuning recipe is a classify one: the same rules)."""
+    return rules(SCHEMAS[task]) if task in SCHEMAS else {}
 
 
 def classify_defaults() -> dict:
-    return copy.deepcopy(CLASSIFY_DEFAULTS)
+    return defaults(CLASSIFY)
 
 
 def segment_defaults() -> dict:
-    return copy.deepcopy(SEGMENT_DEFAULTS)
+    return defaults(SEGMENT)
+
+
+def byol_defaults() -> dict:
+    return defaults(BYOL)
+
+
+def finetune_defaults() -> dict:
+    return defaults(FINETUNE)
+
+
+def ssl_table_defaults() -> dict:
+    return defaults(SSL_TABLE)
+
+
+def sam_defaults() -> dict:
+    return defaults(SAM)
+
+
+SAM_GENERATOR_DEFAULTS = defaults(SAM_GENERATOR)  # segment-anything's own defaults, for benchmarks
 
 
 def check_name_and_epochs(recipe: dict) -> int:
@@ -271,38 +447,3 @@ def check_classify_recipe(recipe: dict) -> list[int]:
 
     epochs = check_name_and_epochs(recipe)
     return snapshot_epochs(recipe["embed"]["epochs"], epochs)
-
-
-# Every knob of segment-anything's SamAutomaticMaskGenerator, with its default (tuned there for ViT-H).
-SAM_GENERATOR_DEFAULTS = {
-    "points_per_side": 32,  # point prompts on a points_per_side^2 grid (per crop layer, see below)
-    "points_per_batch": 64,  # prompts decoded together; more is faster where memory allows
-    "pred_iou_thresh": 0.88,  # drop masks whose predicted IoU (SAM's own quality estimate) is not above this
-    "stability_score_thresh": 0.95,  # drop masks whose IoU between logit cut-offs +-offset is under this
-    "stability_score_offset": 1.0,
-    "box_nms_thresh": 0.7,  # box IoU above which the lower-scored of two masks is a duplicate
-    "crop_n_layers": 0,  # > 0: run again on crops, layer i has (2^i)^2 crops
-    "crop_nms_thresh": 0.7,  # duplicates between crops
-    "crop_overlap_ratio": 512 / 1500,  # overlap of first-layer crops, as a fraction of the image side
-    "crop_n_points_downscale_factor": 1,  # crop layer i samples points_per_side / factor^i per side
-    "min_mask_region_area": 0,  # > 0: remove islands and fill holes smaller than this (pixels; needs OpenCV)
-}
-
-SAM_DEFAULTS = {
-    "task": "sam",
-    "name": None,
-    "model": {"type": "vit_h"},  # vit_h (= default), vit_l, vit_b, or vit_tiny (tests; no published weights)
-    "generator": SAM_GENERATOR_DEFAULTS,
-    # true: filter the decoder's low-resolution masks by predicted IoU before up-sampling them (same
-    # masks as the official generator, less work); false: the official generator exactly.
-    "prefilter": False,
-    "refine": {
-        "min_predicted_iou": 0.88,  # SAM regions with a lower predicted IoU change no label
-        "min_area": 0,  # regions smaller than this many pixels change no label
-    },
-    "figure": {"images": ["0013", "0062", "0104"]},  # the reports' images; missing ones: the first three
-}
-
-
-def sam_defaults() -> dict:
-    return copy.deepcopy(SAM_DEFAULTS)

@@ -8,8 +8,6 @@ from torch import nn
 
 from dlcv.errors import DlcvError
 
-LOSS_NAMES = ("ce", "focal", "dice")
-
 
 class FocalLoss(nn.Module):
     """Lin et al.'s focal loss: ``-alpha_c (1 - p_t)^gamma log p_t``, mean over pixels.
@@ -59,26 +57,26 @@ class SumOfLosses(nn.Module):
         return sum(self.weights[name] * loss(logits, target) for name, loss in self.parts.items())
 
 
+# Loss name -> builder of (recipe's loss section, class weights or None); a recipe may sum several.
+PIXEL_LOSSES = {
+    "ce": lambda cfg, weights: nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32) if weights else None,
+                                                   label_smoothing=float(cfg.get("label_smoothing", 0.0))),
+    "focal": lambda cfg, weights: FocalLoss(float(cfg.get("focal_gamma", 2.0)), weights),
+    "dice": lambda cfg, weights: DiceLoss(),
+}
+
+
 def build_pixel_loss(cfg: dict, num_classes: int) -> nn.Module:
     """``cfg``: name ("ce", "focal", "dice" or a sum such as "ce+dice"), class_weights, label_smoothing,
     focal_gamma, dice_weight."""
     names = [n.strip().lower() for n in str(cfg["name"]).split("+") if n.strip()]
-    unknown = [n for n in names if n not in LOSS_NAMES]
+    unknown = [n for n in names if n not in PIXEL_LOSSES]
     if unknown or not names:
-        raise DlcvError(f"loss.name {cfg['name']!r}: use {', '.join(LOSS_NAMES)} or a sum such as ce+dice")
+        raise DlcvError(f"loss.name {cfg['name']!r}: use {', '.join(PIXEL_LOSSES)} or a sum such as ce+dice")
     weights = cfg.get("class_weights")
     if weights is not None and len(weights) != num_classes:
         raise DlcvError(f"loss.class_weights has {len(weights)} numbers for {num_classes} classes")
-    parts = {}
-    for name in names:
-        if name == "ce":
-            parts[name] = nn.CrossEntropyLoss(
-                weight=torch.tensor(weights, dtype=torch.float32) if weights else None,
-                label_smoothing=float(cfg.get("label_smoothing", 0.0)))
-        elif name == "focal":
-            parts[name] = FocalLoss(float(cfg.get("focal_gamma", 2.0)), weights)
-        else:
-            parts[name] = DiceLoss()
+    parts = {name: PIXEL_LOSSES[name](cfg, weights) for name in names}
     if len(parts) == 1:
         return next(iter(parts.values()))
     scale = {n: (float(cfg.get("dice_weight", 1.0)) if n == "dice" else 1.0) for n in parts}
