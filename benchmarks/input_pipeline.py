@@ -30,7 +30,7 @@ from dlcv.data.images import list_images, load_image_stack
 from dlcv.data.p1 import label_from_filename
 from dlcv.models import create_model
 from dlcv.recipes import classify_defaults
-from dlcv.trainer import resolve_precision
+from dlcv.runtime import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,8 @@ import torch
 
 from dlcv.data import seg_batches
 from dlcv.data.augment import device_constant, scale_shift, to_float
-from dlcv.trainer import resolve_devices, resolve_precision
+from dlcv.runtime import resolve_precision
+from dlcv.trainer import resolve_devices
 
 SEG_CFG = {"eval_size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 

@@ -51,8 +51,8 @@ class ClassifyFit(Fit):
 
         return ClassificationData(self.data, recipe["data"], int(recipe["seed"]))
 
-    def derive(self, recipe: dict, data) -> None:
-        recipe["data"]["num_classes"] = data.num_classes
+    def derive(self, recipe: dict, data) -> dict:
+        return {"num_classes": data.num_classes}
 
     def make_task(self, recipe: dict, data):
         from dlcv.tasks.classification import ClassificationTask

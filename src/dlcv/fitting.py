@@ -47,8 +47,9 @@ class Fit:
     def make_data(self, recipe: dict):
         raise NotImplementedError
 
-    def derive(self, recipe: dict, data) -> None:
-        """Values the data decides that the saved recipe must record (the class count)."""
+    def derive(self, recipe: dict, data) -> dict:
+        """Values the data decides, recorded beside the recipe in ``resolved.json`` (the class count)."""
+        return {}
 
     def make_task(self, recipe: dict, data):
         raise NotImplementedError
@@ -86,7 +87,8 @@ class Fit:
         import torch
 
         from dlcv.runs import open_run_dir
-        from dlcv.trainer import build_trainer, resolve_precision
+        from dlcv.runtime import resolve_precision
+        from dlcv.trainer import build_trainer
 
         train = recipe["train"]
         if train["threads"]:
@@ -94,17 +96,20 @@ class Fit:
         start = time.perf_counter()
         data = self.make_data(recipe)
         data.prepare()  # bad data fails here, before anything is written
-        train["precision"] = resolve_precision(str(train["precision"]), str(train["accelerator"]))
-        self.derive(recipe, data)
+        # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
+        resolved = {"precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
+                    **self.derive(recipe, data)}
         L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
         task = self.make_task(recipe, data)  # a weights file that fails does so before the run folder
         run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=self.inputs)
-        say(f"run folder: {run_dir}  ({data.describe()}, precision {train['precision']})")
+        if is_primary_process():
+            RunFolder(run_dir).write_resolved(resolved)
+        say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
         if resume_from is not None:
             say(f"resuming from {resume_from} with the run's saved recipe")
         trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode, max_epochs=train["epochs"],
                                 extra_callbacks=tuple(self.callbacks(recipe, data, run_dir)),
-                                **self.trainer_options(task))
+                                precision=resolved["precision"], **self.trainer_options(task))
         self.before_fit(task, data, run_dir, resume_from is not None)
         trainer.fit(task, datamodule=data, ckpt_path=resume_from)
         fit_seconds = time.perf_counter() - start

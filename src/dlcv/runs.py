@@ -1,7 +1,8 @@
 """Run folders: the one type that names a run folder's files and reads and writes them, for the
 commands that train (``dlcv.fitting``) and the report that reads them (``dlcv.report``) alike.
 
-``runs/NAME/`` holds the resolved recipe (``recipe.yaml``), the checkpoints (``best.ckpt`` by the
+``runs/NAME/`` holds the recipe as loaded (``recipe.yaml``: defaults, file and ``--set``), what the run
+derived beside it (``resolved.json``: the precision it ran in, the class count), the checkpoints (``best.ckpt`` by the
 monitored metric, ``last.ckpt`` after every epoch, the k best under ``top/``), one row of metrics per
 epoch (``metrics.csv``), TensorBoard logs (``tensorboard/``), the best checkpoint's confusion matrix
 (``confusion.csv``, classification) and a ``summary.json`` written when the run ends.
@@ -32,6 +33,7 @@ class RunFolder:
     path: Path
 
     RECIPE = "recipe.yaml"
+    RESOLVED = "resolved.json"
     METRICS = "metrics.csv"
     SUMMARY = "summary.json"
     CONFUSION = "confusion.csv"
@@ -40,6 +42,7 @@ class RunFolder:
         object.__setattr__(self, "path", Path(self.path))
 
     recipe_file = property(lambda self: self.path / self.RECIPE)
+    resolved_file = property(lambda self: self.path / self.RESOLVED)
     metrics_file = property(lambda self: self.path / self.METRICS)
     summary_file = property(lambda self: self.path / self.SUMMARY)
     confusion_file = property(lambda self: self.path / self.CONFUSION)
@@ -59,6 +62,14 @@ class RunFolder:
 
     def read_recipe(self) -> dict:
         return read_yaml(self.recipe_file)
+
+    def read_resolved(self) -> dict:
+        """What the run derived beside its recipe (the precision it ran in, the class count), or ``{}``
+        (a run from before the file existed: then its recipe holds them)."""
+        return read_json(self.resolved_file) if self.resolved_file.is_file() else {}
+
+    def write_resolved(self, resolved: dict) -> None:
+        write_json(self.resolved_file, resolved)
 
     def read_metrics(self) -> list[dict]:
         """metrics.csv's rows (``read_metrics``), or none before the first epoch ends."""

@@ -44,7 +44,7 @@ def inference_autocast(device, precision: str):
     model in bf16 where the CPU has bf16 units; anything else in float32."""
     import torch
 
-    precision = str(precision)
+    precision = resolve_precision(str(precision), device.type)  # auto: as a run on this device would train
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         return torch.autocast("cuda", dtype=dtype, enabled=not precision.startswith(("32", "64")))
@@ -73,3 +73,15 @@ def cpu_computes_bf16_fast() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> bf16-mixed where it is fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older
+    GPUs (a T4 or V100 only emulates bf16), else 32-true."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
+    return "bf16-mixed" if cpu_computes_bf16_fast() else "32-true"

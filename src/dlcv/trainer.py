@@ -11,20 +11,7 @@ import time
 from pathlib import Path
 
 from dlcv.runs import TOP_DIR, RunFolder
-from dlcv.runtime import cpu_computes_bf16_fast
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto`` -> bf16-mixed where it is fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older
-    GPUs (a T4 or V100 only emulates bf16), else 32-true."""
-    if precision != "auto":
-        return precision
-    import torch
-
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
-    return "bf16-mixed" if cpu_computes_bf16_fast() else "32-true"
-
+from dlcv.runtime import resolve_precision
 
 LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node set by torchrun / SLURM
 
@@ -101,8 +88,9 @@ def quiet_lightning() -> None:
 
 
 def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epochs: int,
-                  extra_callbacks: tuple = (), **overrides):
-    """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard)."""
+                  extra_callbacks: tuple = (), precision: str | None = None, **overrides):
+    """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard), in ``precision``
+    (default: the recipe's, resolved for this hardware)."""
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -120,7 +108,7 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         "sync_batchnorm": sync_batchnorm,
         "plugins": [sync_batchnorm_plugin()] if sync_batchnorm else None,
         "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
-        "precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
+        "precision": precision or resolve_precision(str(train["precision"]), str(train["accelerator"])),
         # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
         # deterministic version: "warn" keeps the deterministic algorithms where they exist.
         "deterministic": "warn" if train["deterministic"] else False,

@@ -98,9 +98,9 @@ def trace_model(model, example) -> Trace:
     return Trace(model, shapes, started, _shape_text(output))
 
 
-def build_for_run(recipe: dict):
-    """``(model, example input, input description, trace)`` for a run's resolved recipe, without any
-    pretrained weights (the structure is what is shown)."""
+def build_for_run(recipe: dict, num_classes: int | None = None):
+    """``(model, example input, input description, trace)`` for a run's recipe and class count, without
+    any pretrained weights (the structure is what is shown)."""
     import torch
 
     from dlcv.checkpoints import rebuild_args
@@ -113,7 +113,7 @@ def build_for_run(recipe: dict):
     if task == "segment":
         num_classes, side = NUM_CLASSES, int(data.get("eval_size") or 512)
     elif task == "classify":
-        num_classes, side = int(data.get("num_classes") or 50), int(data.get("input_size") or 32)
+        num_classes, side = int(num_classes or data.get("num_classes") or 50), int(data.get("input_size") or 32)
     else:
         raise DlcvError(f"run {recipe.get('name')!r}: no architecture for task {task!r}")
     def build(device: str):

@@ -162,7 +162,7 @@ def recipe_table(run: Run) -> Table:
         rows.append(["weight averaging", f"EMA, decay {_number(train['ema_decay'])}"])
     if "tta" in train:
         rows.append(["test-time augmentation", str(train["tta"])])
-    rows.append(["precision", str(train.get("precision"))])
+    rows.append(["precision", str(run.precision)])
     if run.summary.get("fit_seconds") is not None:
         rows.append(["training time", f"{float(run.summary['fit_seconds']) / 60:.1f} min"])
     return Table(["recipe key", "value"], rows, caption=f"Recipe of {run.name} (from {run.path.name}/recipe.yaml)")
@@ -176,12 +176,12 @@ def architecture_blocks(run: Run, ctx: ReportContext) -> list:
     from dlcv.viz.architecture import plot_block_diagram
 
     model_spec = run.recipe.get("model") or {}
-    key = repr((run.recipe.get("task"), model_spec, (run.recipe.get("data") or {}).get("num_classes"),
+    key = repr((run.recipe.get("task"), model_spec, run.num_classes,
                 (run.recipe.get("data") or {}).get("eval_size"), (run.recipe.get("data") or {}).get("input_size")))
     if key in ctx.drawn:
         return [Heading(f"Architecture of {run.name}", 4), Text(f"The same network as {ctx.drawn[key]} above.", note=True)]
     try:
-        model, _, described, trace = build_for_run(run.recipe)
+        model, _, described, trace = build_for_run(run.recipe, run.num_classes)
     except DlcvError as exc:
         return [Heading(f"Architecture of {run.name}", 4), Text(f"Not drawn: {exc}", note=True)]
     ctx.drawn[key] = run.name

@@ -20,6 +20,7 @@ class Run:
     recipe: dict
     metrics: list[dict]  # one dict per epoch: "epoch" and each column as float, or None where empty
     summary: dict = field(default_factory=dict)
+    resolved: dict = field(default_factory=dict)  # what the run derived beside its recipe (resolved.json)
 
     @property
     def name(self) -> str:
@@ -37,6 +38,16 @@ class Run:
         return model_kind(str((self.recipe.get("model") or {}).get("name"))) or "unknown"
 
     @property
+    def num_classes(self) -> int | None:
+        """The class count the run trained with (a run from before resolved.json: its recipe's)."""
+        return self.resolved.get("num_classes", (self.recipe.get("data") or {}).get("num_classes"))
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the run trained in (``auto`` resolved for its hardware)."""
+        return self.resolved.get("precision", (self.recipe.get("train") or {}).get("precision"))
+
+    @property
     def finished(self) -> bool:
         return bool(self.summary)
 
@@ -48,7 +59,8 @@ class Run:
 
 def read_run(path: Path) -> Run:
     folder = RunFolder(path)
-    return Run(path=path, recipe=folder.read_recipe(), metrics=folder.read_metrics(), summary=folder.read_summary())
+    return Run(path=path, recipe=folder.read_recipe(), metrics=folder.read_metrics(), summary=folder.read_summary(),
+               resolved=folder.read_resolved())
 
 
 def find_run_folders(root: Path) -> list[Path]:

@@ -95,7 +95,7 @@ def _accuracy_rows(runs: list[Run]) -> list[list]:
     rows = []
     for run in runs:
         accuracy, source = validation_accuracy(run)
-        classes = (run.recipe.get("data") or {}).get("num_classes")
+        classes = run.num_classes
         comparable = classes == COURSE_CLASSES
         rows.append([run.name, group("classification", role(run))["title"], (run.recipe.get("model") or {}).get("name"),
                      run.summary.get("epochs") or run.metrics[-1]["epoch"], run.summary.get("best_val_acc"),
@@ -112,7 +112,7 @@ def _course_rows(runs: list[Run]) -> list[list]:
         for result in published["results"]:
             rows.append([published["title"], result["report"], result["model"], result["value"]])
         for run in runs:
-            if role(run) == key and (run.recipe.get("data") or {}).get("num_classes") == COURSE_CLASSES:
+            if role(run) == key and run.num_classes == COURSE_CLASSES:
                 rows.append([published["title"], f"{OURS}{run.name}", (run.recipe.get("model") or {}).get("name"),
                              validation_accuracy(run)[0]])
     return rows
