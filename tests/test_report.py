@@ -74,10 +74,10 @@ def copy_run(run: Path, runs: Path) -> Path:
 def plotted_run(tmp_path_factory, trained_run) -> Path:
     """A copy of the tiny classification run with its embedding figures drawn by ``dlcv embed plot``
     (once: t-SNE is the slow part), which the report then reuses."""
-    from dlcv.embed import plot
+    from dlcv.viz.snapshots import plot_snapshots
 
     run = copy_run(trained_run, tmp_path_factory.mktemp("plotted"))
-    plot([run], methods="pca,tsne")
+    plot_snapshots([run], methods="pca,tsne")
     return run
 
 

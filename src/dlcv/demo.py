@@ -93,9 +93,9 @@ def _ssl_table(recipes: Path, data: Path, runs: Path) -> Path:
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     from dlcv import classify, segment
     from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
-    from dlcv.embed import plot
     from dlcv.report import build_report
     from dlcv.runs import RunFolder
+    from dlcv.viz.snapshots import plot_snapshots
 
     # An earlier demo's folder is written over with --overwrite; a folder of other files never.
     output = check_output_folder(output, overwrite, need_parent=False)
@@ -115,7 +115,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     print(f"[4/{steps}] Problem 1: evaluating", flush=True)
     result = classify.evaluate(predictions, p1 / "val_gt.csv")
     print(f"[5/{steps}] Problem 1: PCA and t-SNE of the second-last layer at the first, middle and last epoch", flush=True)
-    embedding = plot([run_dir], methods="pca,tsne")
+    embedding = plot_snapshots([run_dir], methods="pca,tsne")
     for row in embedding["rows"]:
         print(f"  {row['snapshot']}: 10-NN accuracy {row['knn_acc']:.3f}, silhouette {row['silhouette']:.3f}")
     print(f"[6/{steps}] Problem 2: training a small U-Net on the satellite-like tiles", flush=True)

@@ -111,9 +111,9 @@ def _evaluate(args) -> None:
 
 
 def _embed_plot(args) -> None:
-    from dlcv.embed import plot
+    from dlcv.viz.snapshots import plot_snapshots
 
-    result = plot(args.sources, methods=args.method, output=args.output, k=args.k, perplexity=args.perplexity,
+    result = plot_snapshots(args.sources, methods=args.method, output=args.output, k=args.k, perplexity=args.perplexity,
                   training_subset=args.training_subset)
     for row in result["rows"]:
         print(f"{row['snapshot']}: {row['points']} points x {row['dims']} dims  "

@@ -228,7 +228,7 @@ def embedding_figures(run: Run, ctx: ReportContext, methods: str, training_subse
     """The folder holding the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own
     figures/ when ``dlcv embed plot`` drew them after its last validation snapshot, else a fresh
     drawing in the scratch folder (always for the training subset, whose figures share those names)."""
-    from dlcv.embed import plot
+    from dlcv.viz.snapshots import plot_snapshots
 
     pattern = "train_epoch_*.npz" if training_subset else "epoch_*.npz"
     snapshots = list((run.path / "embeddings").glob(pattern))
@@ -239,5 +239,5 @@ def embedding_figures(run: Run, ctx: ReportContext, methods: str, training_subse
         return own
     ctx.say(f"  drawing {methods.replace(',', ' and ')} of {run.name}'s {len(snapshots)} snapshots")
     target = ctx.scratch / f"{run.name}_{'train_' if training_subset else ''}embedding"
-    plot([run.path], methods=methods, output=target, training_subset=training_subset)
+    plot_snapshots([run.path], methods=methods, output=target, training_subset=training_subset)
     return target

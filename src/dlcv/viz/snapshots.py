@@ -1,4 +1,5 @@
-"""``dlcv embed plot``: PCA and t-SNE panels of embedding snapshots, with kNN accuracy and silhouette.
+"""Figures of embedding snapshots (``dlcv embed plot``, the report): PCA and t-SNE panels across epochs,
+with each snapshot's kNN accuracy and silhouette.
 
 Imports nothing heavier than NumPy, scikit-learn, openTSNE and Matplotlib: no torch.
 """
@@ -46,7 +47,7 @@ def same_points(sets: list[FeatureSet]) -> bool:
                for s in sets[1:])
 
 
-def plot(sources: list[str | os.PathLike], methods: str = "pca,tsne", output: str | os.PathLike | None = None,
+def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", output: str | os.PathLike | None = None,
          k: int = 10, perplexity: float = 30.0, training_subset: bool = False) -> dict:
     """Write the panels, single figures, metrics CSV and curve; return what was measured and written."""
     from dlcv.metrics.embedding import knn_accuracy, silhouette
