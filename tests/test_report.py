@@ -156,6 +156,32 @@ train: {epochs: 3}
 """
 
 
+def mark_data(run: Path, synthetic: bool) -> None:
+    """Say in the run's resolved.json whether it was trained on synthetic data (as the fit driver records)."""
+    resolved = json.loads((run / "resolved.json").read_text())
+    (run / "resolved.json").write_text(json.dumps({**resolved, "synthetic_data": synthetic}))
+
+
+def test_runs_on_synthetic_data_are_never_set_beside_the_courses_numbers(capsys, tmp_path, seg_run, plotted_run):
+    assert json.loads((seg_run / "resolved.json").read_text())["synthetic_data"]  # conftest's data is synth's
+    copy_run(seg_run, tmp_path / "runs")
+    course_like = Path(shutil.copytree(seg_run, tmp_path / "runs" / "seg_course",
+                                       ignore=shutil.ignore_patterns("*.ckpt", "tensorboard")))
+    mark_data(course_like, synthetic=False)
+    table = make_ssl_table(tmp_path / "runs", plotted_run)
+    mark_data(table / "C", synthetic=True)
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report")
+    assert code == 0, err
+    page = read_page(tmp_path / "report" / "index.html")
+    runs = {r["run"]: r for r in table_with(page, "course reports (range)")}
+    assert runs["seg_tiny"]["course reports (range)"] == "not comparable (synthetic data)"
+    assert runs["seg_course"]["course reports (range)"] != "not comparable (synthetic data)"
+    beside = [r["report"] for r in table_with(page, "report")]
+    assert "dlcv: seg_course" in beside and "dlcv: seg_tiny" not in beside
+    settings = table_with(page, "selection accuracy")
+    assert not any(column.startswith("course ") for column in settings[0])  # the A-E table: ours alone
+
+
 def make_ssl_table(runs: Path, plotted_run: Path) -> Path:
     """A folder as dlcv ssl table leaves it: its recipe, table.json, the BYOL run and setting C's run."""
     table = runs / "ssl_cpu"
@@ -167,6 +193,7 @@ def make_ssl_table(runs: Path, plotted_run: Path) -> Path:
                                       "2,8.1,0.002,0.995,1.2,0.33\n3,12.2,0.0,1.0,0.8,0.375\n")
     (byol / "summary.json").write_text(json.dumps({"name": "byol", "epochs": 3, "fit_seconds": 12.2}))
     shutil.copytree(plotted_run, table / "C", ignore=shutil.ignore_patterns("*.ckpt", "tensorboard"))
+    mark_data(table / "C", synthetic=False)  # as if trained on the course's images
     rows = [{"setting": s, "pretraining": p, "finetuning": f, "accuracy": a, "selection_accuracy": a + 0.01,
              "epochs": 2, "fit_seconds": 60.0, "notes": f"note {s}"}
             for s, p, f, a in (("A", "none", "full", 0.25), ("B", "supervised", "full", 0.5),

@@ -86,6 +86,7 @@ class Fit:
         import lightning as L
         import torch
 
+        from dlcv.data.synth import is_synthetic
         from dlcv.runs import open_run_dir
         from dlcv.runtime import resolve_precision
         from dlcv.trainer import build_trainer
@@ -98,7 +99,8 @@ class Fit:
         data.prepare()  # bad data fails here, before anything is written
         # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
         resolved = {"precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
-                    **self.derive(recipe, data)}
+                    **self.derive(recipe, data), "data": str(Path(self.data).resolve()),
+                    "synthetic_data": is_synthetic(self.data)}
         L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
         task = self.make_task(recipe, data)  # a weights file that fails does so before the run folder
         run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=self.inputs)

@@ -64,7 +64,8 @@ class RunFolder:
         return read_yaml(self.recipe_file)
 
     def read_resolved(self) -> dict:
-        """What the run derived beside its recipe (the precision it ran in, the class count), or ``{}``
+        """What the run derived beside its recipe (the precision it ran in, the class count, its data folder
+        and whether that is synthetic), or ``{}``
         (a run from before the file existed: then its recipe holds them)."""
         return read_json(self.resolved_file) if self.resolved_file.is_file() else {}
 

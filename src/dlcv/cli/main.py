@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="data sets").add_subparsers(dest="action", required=True, metavar="ACTION")
     synth = data.add_parser("synth", help="write the embedded default data in the course's formats")
     synth.add_argument("--output", required=True, help="folder to write p1_data/ and p2_data/ into")
-    synth.add_argument("--problems", default="p1,p2", help="which data sets: p1, p2 or p1,p2 (default)")
+    synth.add_argument("--problems", default="p1,p2",
+                       help="which data sets, comma-separated: p1, p2, ssl (default p1,p2)")
     synth.add_argument("--classes", type=int, default=10)
     synth.add_argument("--train-per-class", type=int, default=100)
     synth.add_argument("--val-per-class", type=int, default=20)

@@ -24,6 +24,20 @@ SSL_PARTS = ("mini", "office", "pretrain_model_SL.pt")  # problem's data side by
 P1_PARTS = ("train_50", "val_50", "val_gt.csv")
 
 
+def is_synthetic(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` lies in a data set this module wrote (its manifest, on it or up to two folders
+    above: ``p2_data/office`` is synthetic when ``p2_data`` is), so that no one compares its scores with
+    the course's."""
+    from dlcv.io import read_manifest
+
+    path = Path(folder).resolve()
+    for candidate in (path, *list(path.parents)[:2]):
+        manifest = read_manifest(candidate)
+        if manifest is not None and manifest.get("kind") == SYNTH_KIND:
+            return True
+    return False
+
+
 def _data_target(output: str | os.PathLike, name: str, parts: tuple[str, ...], overwrite: bool) -> Path:
     """``output/name`` once it is known that ``parts`` may be written there: none of them exists yet, or
     ``overwrite`` and the folder is synthetic data of dlcv's (a course data folder is never replaced)."""

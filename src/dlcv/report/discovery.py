@@ -48,6 +48,11 @@ class Run:
         return self.resolved.get("precision", (self.recipe.get("train") or {}).get("precision"))
 
     @property
+    def synthetic(self) -> bool:
+        """Trained on synthetic data (``dlcv data synth``, the demo): never comparable with the course's numbers."""
+        return bool(self.resolved.get("synthetic_data"))
+
+    @property
     def finished(self) -> bool:
         return bool(self.summary)
 

@@ -96,11 +96,12 @@ def _accuracy_rows(runs: list[Run]) -> list[list]:
     for run in runs:
         accuracy, source = validation_accuracy(run)
         classes = run.num_classes
-        comparable = classes == COURSE_CLASSES
+        comparable = classes == COURSE_CLASSES and not run.synthetic
         rows.append([run.name, group("classification", role(run))["title"], (run.recipe.get("model") or {}).get("name"),
                      run.summary.get("epochs") or run.metrics[-1]["epoch"], run.summary.get("best_val_acc"),
                      accuracy, source,
                      range_text("classification", role(run)) if comparable
+                     else "not comparable (synthetic data)" if run.synthetic
                      else f"not comparable ({classes} classes, not the course's {COURSE_CLASSES})"])
     return rows
 
@@ -112,7 +113,7 @@ def _course_rows(runs: list[Run]) -> list[list]:
         for result in published["results"]:
             rows.append([published["title"], result["report"], result["model"], result["value"]])
         for run in runs:
-            if role(run) == key and run.num_classes == COURSE_CLASSES:
+            if role(run) == key and run.num_classes == COURSE_CLASSES and not run.synthetic:
                 rows.append([published["title"], f"{OURS}{run.name}", (run.recipe.get("model") or {}).get("name"),
                              validation_accuracy(run)[0]])
     return rows

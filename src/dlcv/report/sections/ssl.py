@@ -16,7 +16,7 @@ from dlcv.report.blocks import (
 from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Section, Table, Text
 from dlcv.report.published import published
-from dlcv.runs import read_json
+from dlcv.runs import RunFolder, read_json
 from dlcv.viz.curves import CurvePanel
 
 PRETRAIN_TASK = "ssl_pretrain"
@@ -41,6 +41,10 @@ def _seconds(seconds) -> int | None:
 def settings_blocks(folder: Path) -> list:
     table = read_json(folder / TABLE_FILE)
     course = published()["ssl"]
+    synthetic = any(RunFolder(folder / str(r.get("setting"))).read_resolved().get("synthetic_data")
+                    for r in table.get("rows", []))
+    if synthetic:  # never set beside the course's numbers
+        course = {**course, "results": []}
     by_setting = {s: [r["values"][i] for r in course["results"]] for i, s in enumerate(course["settings"])}
     rows = []
     for row in table.get("rows", []):
@@ -52,8 +56,9 @@ def settings_blocks(folder: Path) -> list:
     blocks = [Heading(f"{table.get('name', folder.name)}: the five settings ({table.get('arch', '?')})", 3),
               Table(["setting", "pre-training", "fine-tuning", "accuracy", "selection accuracy", "epochs", "seconds",
                      *(f"course {r}" for r in reports), "notes"], rows, digits=4,
-                    caption=f"Accuracy of each setting's best checkpoint (from {folder.name}/{TABLE_FILE}) beside "
-                            f"the course's reports ({course['title']}; ours on this run's data)")]
+                    caption=f"Accuracy of each setting's best checkpoint (from {folder.name}/{TABLE_FILE})" +
+                            (" on synthetic data, not comparable with the course's reports" if synthetic else
+                             f" beside the course's reports ({course['title']}; ours on this run's data)"))]
     if table.get("note"):
         blocks.append(Text(str(table["note"]), note=True))
     return blocks
