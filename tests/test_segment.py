@@ -377,3 +377,32 @@ def test_with_a_holdout_the_progress_masks_are_of_the_validation_folder(p2_data,
     assert (saved == truth).all()
     summary = (run / "summary.json").read_text()
     assert '"final_validation"' in summary and "holdout 34%" in summary
+
+
+@pytest.mark.parametrize("arch", ["Unet", "DeepLabV3Plus", "FPN", "Segformer"])
+def test_smp_architectures_return_logits_at_any_input_size(arch):
+    from dlcv.models import create_model
+
+    model = create_model("smp", num_classes=7, kind="segment", arch=arch, encoder="tu-tf_efficientnet_lite0").eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 100, 76)).shape == (2, 7, 100, 76)  # not multiples of 32
+
+
+def test_smp_encoders_take_the_offline_lite_weights_and_bad_names_are_one_line(capsys, tmp_path):
+    import timm
+    from conftest import expect_error
+
+    from dlcv.models import create_model
+    from dlcv.models.weights import efficientnet_lite_state
+
+    model = create_model("smp", num_classes=7, kind="segment", arch="DeepLabV3Plus",
+                         encoder="tu-tf_efficientnet_lite1", encoder_weights="efficientnet-lite1")
+    reference = efficientnet_lite_state("efficientnet-lite1",
+                                        timm.create_model("tf_efficientnet_lite1", pretrained=False).state_dict())
+    encoder = model.model.encoder.state_dict()
+    assert all(torch.equal(encoder[f"model.{k}"], v) for k, v in reference.items() if f"model.{k}" in encoder)
+    assert sum(f"model.{k}" in encoder for k in reference) > 300  # every trunk tensor, not a few
+    recipe = tmp_path / "smp.yaml"
+    recipe.write_text("name: s\nmodel: {name: smp, args: {arch: NoSuchNet}}\n")
+    expect_error(capsys, r"smp\.yaml: .*smp NoSuchNet over encoder", "segment", "fit", "--config", recipe,
+                 "--data", tmp_path)

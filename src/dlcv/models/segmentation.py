@@ -309,3 +309,63 @@ def unet_small(num_classes: int, **kwargs) -> nn.Module:
     """A small U-Net from scratch (width 16 by default): the tests' and the demo's model."""
     return SmallUNet(num_classes, **kwargs)
 
+
+
+# --- segmentation_models_pytorch: every architecture over every encoder ------------------------------
+class StridePadded(nn.Module):
+    """``model`` on inputs of any size: padded (reflect) up to a multiple of ``stride`` for it, and
+    its output cut back to the input's size (smp's architectures need sides divisible by 32)."""
+
+    def __init__(self, model: nn.Module, stride: int = 32):
+        super().__init__()
+        self.model, self.stride = model, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % self.stride, -w % self.stride
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < h and pad_w < w else "replicate")
+        return self.model(x)[..., :h, :w]
+
+
+def _smp_encoder_state(encoder: str, weights: str, own: dict) -> dict:
+    """``weights`` (offline ``efficientnet-lite0/1/2``, ``imagenet`` online, or a local file of the timm
+    model or of this encoder) under the keys of an smp encoder whose state_dict is ``own``."""
+    import timm
+
+    from dlcv.models.weights import load_state_file, offline_weights
+
+    timm_name = encoder.removeprefix("tu-")
+    state = None
+    if encoder.startswith("tu-"):
+        full = timm.create_model(timm_name, pretrained=False)
+        state = offline_weights(weights, timm_name, full.state_dict())
+        if state is None and weights.lower() == "imagenet":
+            state = _online(lambda: timm.create_model(timm_name, pretrained=True).state_dict(), weights)
+    if state is None:
+        state = load_state_file(weights)
+    if not all(k in state for k in own):  # a timm model's keys under smp's "model." prefix
+        state = {f"model.{k}": v for k, v in state.items()}
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise DlcvError(f"{weights}: does not fit smp encoder {encoder!r} (missing {', '.join(missing[:3])} ...)")
+    return {k: state[k] for k in own}
+
+
+@register_model("smp", kind="segment")
+def smp_model(num_classes: int, arch: str = "Unet", encoder: str = "tu-tf_efficientnet_lite0",
+              encoder_weights: str | None = None, **kwargs) -> nn.Module:
+    """Any segmentation_models_pytorch architecture (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3,
+    DeepLabV3Plus, UPerNet, Segformer, ...) over any of its encoders by name (``tu-`` + a timm model);
+    ``encoder_weights``: the offline ``efficientnet-lite0/1/2`` (for ``tu-tf_efficientnet_lite0/1/2``),
+    ``imagenet`` (online), or a local file. Other arguments go to smp's architecture."""
+    import segmentation_models_pytorch as smp
+
+    try:
+        model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes, **kwargs)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise DlcvError(f"smp {arch} over encoder {encoder!r}: {' '.join(str(exc).split())[:200]}") from None
+    if encoder_weights:
+        own = {k: v for k, v in model.encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
+        model.encoder.load_state_dict(_smp_encoder_state(encoder, encoder_weights, own), strict=False)
+    return StridePadded(model)
