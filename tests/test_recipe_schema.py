@@ -100,4 +100,4 @@ def test_the_schemas_names_are_the_registries_names():
     assert all(OPTIM["name"].rule.test(n) for n in OPTIMIZERS) and not OPTIM["name"].rule.test("rmsprop")
     assert OPTIM["name"].rule.wants == f"one of {', '.join(OPTIMIZERS)}"
     assert SCHEDULE["name"].rule.wants == f"one of {', '.join(SCHEDULES)}"
-    assert set(PIXEL_LOSSES) == {"ce", "focal", "dice"} and TRAIN["loss"].rule.test("focal")
+    assert set(PIXEL_LOSSES) == {"ce", "focal", "dice", "lovasz"} and TRAIN["loss"].rule.test("focal")

@@ -289,6 +289,13 @@ def test_pixel_losses_reach_their_knobs():
     assert isinstance(build_pixel_loss({**base, "name": "focal", "focal_gamma": 2}, 7), FocalLoss)
     with pytest.raises(DlcvError, match="class_weights has 3 numbers"):
         build_pixel_loss({**base, "name": "ce", "class_weights": [1, 2, 3]}, 7)
+    lovasz = build_pixel_loss({**base, "name": "lovasz"}, 7)
+    assert lovasz(perfect, target).item() < 1e-3 < lovasz(-perfect, target).item()  # an IoU surrogate
+    wrong = logits.clone().requires_grad_()
+    lovasz(wrong.bfloat16(), target).backward()  # computed in float32 under bf16 autocast too
+    assert wrong.grad is not None and wrong.grad.abs().sum() > 0
+    summed = build_pixel_loss({**base, "name": "ce+lovasz", "lovasz_weight": 0.5}, 7)
+    assert summed.weights == {"ce": 1.0, "lovasz": 0.5}
 
 
 # --- commands end to end -------------------------------------------------------------------------------

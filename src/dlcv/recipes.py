@@ -215,11 +215,13 @@ SEG_DATA = {
 }
 
 SEG_LOSS = {
-    "name": Key("ce", None, "ce, focal, dice, or a sum such as ce+dice"),
+    "name": Key("ce", None, "ce, focal, dice, lovasz (Lovasz-softmax, an IoU surrogate), or a sum such as "
+                "ce+lovasz"),
     "class_weights": Key(None, optional(list_of(7, number(0))), "7 numbers (Unknown last), for ce and focal"),
     "label_smoothing": Key(0.0, number(0, 1, open_high=True), "ce: share of each target spread over all classes"),
     "focal_gamma": Key(2.0, number(0), "focal: the focusing exponent"),
     "dice_weight": Key(1.0, number(0), "weight of the dice term in a sum"),
+    "lovasz_weight": Key(1.0, number(0), "weight of the lovasz term in a sum"),
 }
 
 SEG_TRAIN = {

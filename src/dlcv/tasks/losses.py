@@ -1,4 +1,4 @@
-"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice, and sums of them."""
+"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice, Lovasz, and sums of them."""
 
 from __future__ import annotations
 
@@ -63,12 +63,25 @@ PIXEL_LOSSES = {
                                                    label_smoothing=float(cfg.get("label_smoothing", 0.0))),
     "focal": lambda cfg, weights: FocalLoss(float(cfg.get("focal_gamma", 2.0)), weights),
     "dice": lambda cfg, weights: DiceLoss(),
+    "lovasz": lambda cfg, weights: _lovasz(),
 }
 
 
+def _lovasz() -> nn.Module:
+    """The Lovasz-softmax loss (Berman et al., 2018): a smooth surrogate of each class's IoU, averaged over
+    the classes present (segmentation_models_pytorch's implementation), in float32."""
+    from segmentation_models_pytorch.losses import LovaszLoss
+
+    class Lovasz(LovaszLoss):
+        def forward(self, logits, target):
+            return super().forward(logits.float(), target)
+
+    return Lovasz("multiclass")
+
+
 def build_pixel_loss(cfg: dict, num_classes: int) -> nn.Module:
-    """``cfg``: name ("ce", "focal", "dice" or a sum such as "ce+dice"), class_weights, label_smoothing,
-    focal_gamma, dice_weight."""
+    """``cfg``: name ("ce", "focal", "dice", "lovasz" or a sum such as "ce+lovasz"), class_weights,
+    label_smoothing, focal_gamma, dice_weight, lovasz_weight."""
     names = [n.strip().lower() for n in str(cfg["name"]).split("+") if n.strip()]
     unknown = [n for n in names if n not in PIXEL_LOSSES]
     if unknown or not names:
@@ -79,5 +92,5 @@ def build_pixel_loss(cfg: dict, num_classes: int) -> nn.Module:
     parts = {name: PIXEL_LOSSES[name](cfg, weights) for name in names}
     if len(parts) == 1:
         return next(iter(parts.values()))
-    scale = {n: (float(cfg.get("dice_weight", 1.0)) if n == "dice" else 1.0) for n in parts}
+    scale = {n: float(cfg.get(f"{n}_weight", 1.0)) if n in ("dice", "lovasz") else 1.0 for n in parts}
     return SumOfLosses(parts, scale)
