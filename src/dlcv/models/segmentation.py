@@ -242,21 +242,8 @@ class EncoderUNet(nn.Module):
         return self
 
     def _load_encoder(self, encoder: str, weights: str) -> None:
-        import timm
-
-        from dlcv.models.weights import load_state_file, offline_weights
-
-        full = timm.create_model(encoder, pretrained=False)
-        state = offline_weights(weights, encoder, full.state_dict())
-        if state is None and weights.lower() == "imagenet":
-            state = _online(lambda: timm.create_model(encoder, pretrained=True).state_dict(), weights)
-        elif state is None:
-            state = load_state_file(weights)
-        own = {k: v for k, v in self.encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
-        missing = [k for k in own if k not in state]
-        if missing:
-            raise DlcvError(f"{weights}: does not fit encoder {encoder!r} (missing {', '.join(missing[:3])} ...)")
-        self.encoder.load_state_dict({k: state[k] for k in own}, strict=False)
+        self.encoder.load_state_dict(_encoder_part(_timm_weights(encoder, weights), self.encoder, weights, encoder),
+                                     strict=False)
 
     def forward(self, x):
         return _fit_to(self.decoder(self.encoder(x)), x.shape[-2:])
@@ -328,27 +315,25 @@ class StridePadded(nn.Module):
         return self.model(x)[..., :h, :w]
 
 
-def _smp_encoder_state(encoder: str, weights: str, own: dict) -> dict:
-    """``weights`` (offline ``efficientnet-lite0/1/2``, ``imagenet`` online, or a local file of the timm
-    model or of this encoder) under the keys of an smp encoder whose state_dict is ``own``."""
+def _timm_weights(arch: str, weights: str) -> dict:
+    """``weights`` under timm ``arch``'s keys: the offline ``efficientnet-lite0/1/2``, ``imagenet``
+    (online), or a local file."""
     import timm
 
     from dlcv.models.weights import load_state_file, offline_weights
 
-    timm_name = encoder.removeprefix("tu-")
-    state = None
-    if encoder.startswith("tu-"):
-        full = timm.create_model(timm_name, pretrained=False)
-        state = offline_weights(weights, timm_name, full.state_dict())
-        if state is None and weights.lower() == "imagenet":
-            state = _online(lambda: timm.create_model(timm_name, pretrained=True).state_dict(), weights)
-    if state is None:
-        state = load_state_file(weights)
-    if not all(k in state for k in own):  # a timm model's keys under smp's "model." prefix
-        state = {f"model.{k}": v for k, v in state.items()}
+    state = offline_weights(weights, arch, timm.create_model(arch, pretrained=False).state_dict())
+    if state is None and weights.lower() == "imagenet":
+        state = _online(lambda: timm.create_model(arch, pretrained=True).state_dict(), weights)
+    return state if state is not None else load_state_file(weights)
+
+
+def _encoder_part(state: dict, encoder: nn.Module, weights: str, name: str) -> dict:
+    """The tensors of ``state`` that ``encoder`` has (batch-norm counters aside); one line when any is missing."""
+    own = [k for k in encoder.state_dict() if not k.endswith("num_batches_tracked")]
     missing = [k for k in own if k not in state]
     if missing:
-        raise DlcvError(f"{weights}: does not fit smp encoder {encoder!r} (missing {', '.join(missing[:3])} ...)")
+        raise DlcvError(f"{weights}: does not fit encoder {name!r} (missing {', '.join(missing[:3])} ...)")
     return {k: state[k] for k in own}
 
 
@@ -366,6 +351,13 @@ def smp_model(num_classes: int, arch: str = "Unet", encoder: str = "tu-tf_effici
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise DlcvError(f"smp {arch} over encoder {encoder!r}: {' '.join(str(exc).split())[:200]}") from None
     if encoder_weights:
-        own = {k: v for k, v in model.encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
-        model.encoder.load_state_dict(_smp_encoder_state(encoder, encoder_weights, own), strict=False)
+        from dlcv.models.weights import load_state_file
+
+        if encoder.startswith("tu-"):  # smp's wrapper of a timm model: its keys under "model."
+            state = _timm_weights(encoder.removeprefix("tu-"), encoder_weights)
+            if not all(k.startswith("model.") for k in state):
+                state = {f"model.{k}": v for k, v in state.items()}
+        else:
+            state = load_state_file(encoder_weights)
+        model.encoder.load_state_dict(_encoder_part(state, model.encoder, encoder_weights, encoder), strict=False)
     return StridePadded(model)
