@@ -101,3 +101,16 @@ def test_the_schemas_names_are_the_registries_names():
     assert OPTIM["name"].rule.wants == f"one of {', '.join(OPTIMIZERS)}"
     assert SCHEDULE["name"].rule.wants == f"one of {', '.join(SCHEDULES)}"
     assert set(PIXEL_LOSSES) == {"ce", "focal", "dice", "lovasz"} and TRAIN["loss"].rule.test("focal")
+
+
+def test_dlcv_keys_lists_every_key_with_its_default_rule_and_meaning(capsys):
+    from conftest import run_cli
+
+    from dlcv.recipes import FINETUNE, meanings
+
+    code, out, err = run_cli(capsys, "keys", "ssl_finetune")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(meanings(FINETUNE))
+    holdout = next(line for line in lines if line.startswith("data.holdout "))
+    assert "0.1" in holdout and "(a number in [0, 1))" in holdout and "stratified share" in holdout

@@ -392,6 +392,21 @@ SAM = {
 }
 
 SCHEMAS = {"classify": CLASSIFY, "segment": SEGMENT, "ssl_pretrain": BYOL, "ssl_table": SSL_TABLE, "sam": SAM}
+RECIPE_KINDS = {**SCHEMAS, "ssl_finetune": FINETUNE}  # what a recipe file can be for (dlcv keys)
+
+
+def describe_keys(schema: dict, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """``(dotted key, default, what a good value is or "", meaning)`` for every key of a schema, in order."""
+    import json
+
+    rows = []
+    for name, node in schema.items():
+        if isinstance(node, dict):
+            rows += describe_keys(node, f"{prefix}{name}.")
+        else:
+            default = json.dumps(node.default) if not isinstance(node.default, float) else f"{node.default:g}"
+            rows.append((f"{prefix}{name}", default, node.rule.wants if node.rule else "", node.meaning))
+    return rows
 
 
 def rules_for(task: str | None) -> dict[str, Rule]:

@@ -7,6 +7,7 @@ start without loading torch. A ``DlcvError`` becomes one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from dlcv.errors import DlcvError
@@ -200,6 +201,15 @@ def _models(args) -> None:
         width = max(len(n) for n in names)
         for name in names:
             print(f"  {name:<{width}}  {model_summary(name)}")
+
+
+def _keys(args) -> None:
+    from dlcv.recipes import RECIPE_KINDS, describe_keys
+
+    rows = describe_keys(RECIPE_KINDS[args.task])
+    width = max(len(key) for key, *_ in rows)
+    for key, default, wants, meaning in rows:
+        print(f"{key:<{width}}  {default}  ({wants})  {meaning}" if wants else f"{key:<{width}}  {default}  {meaning}")
 
 
 def _report(args) -> None:
@@ -413,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the model names a recipe can use")
     models.set_defaults(handler=_models)
+    keys = commands.add_parser("keys", help="list every recipe key of a task: its default, rule and meaning")
+    keys.add_argument("task", choices=["classify", "segment", "ssl_pretrain", "ssl_finetune", "ssl_table", "sam"])
+    keys.set_defaults(handler=_keys)
     return parser
 
 
@@ -423,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     except DlcvError as exc:
         print(f"dlcv: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (``dlcv keys classify | head``): nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush into the closed pipe at exit
+        return 0
     except OSError as exc:  # a file the checks could not foresee (permissions, a full disk, a vanished file)
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"dlcv: error: {where}{exc.strerror or exc}", file=sys.stderr)
