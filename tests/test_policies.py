@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlcv.data.policies import (
-    BINS,
-    RAND_AUGMENT,
-    TRIVIAL_WIDE,
-    apply_op,
-    auto_augment,
-    magnitude_of,
-)
+from dlcv.data.policies import BINS, apply_op, auto_augment, space_of
 
 
 def torchvision_op(image: torch.Tensor, op: str, magnitude: float) -> torch.Tensor:
@@ -23,13 +16,14 @@ def torchvision_op(image: torch.Tensor, op: str, magnitude: float) -> torch.Tens
                                                      fill=transform._fill)
 
 
-@pytest.mark.parametrize("space", [TRIVIAL_WIDE, RAND_AUGMENT], ids=["trivialaugment", "randaugment"])
-def test_each_operation_gives_each_image_what_torchvision_gives_it(space):
+@pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
+def test_each_operation_gives_each_image_what_torchvision_gives_it(policy):
     images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     images[0] = 7  # a flat image (contrast, autocontrast and equalize have their edge cases there)
     bins = torch.tensor([0, 3, 7, 10, 14, 15, 19, 20, 24, 27, 29, BINS - 1])
-    for op, (top, signed) in space.items():
-        values = torch.zeros(12) if top is None else magnitude_of(op, top, bins, 32)
+    for op, (magnitudes, signed) in space_of(policy).items():
+        table = magnitudes(BINS, 32, 32)
+        values = torch.zeros(12) if table is None else table[bins].float()
         if signed:
             values = values * torch.tensor([1.0, -1.0] * 6)
         got = apply_op(images.clone(), op, values)

@@ -71,7 +71,7 @@ class ClassifyFit(Fit):
                                                 batch_size=int(recipe["data"]["eval_batch_size"]))
         return [self.snapshots] if self.snapshots else []
 
-    def final_line(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+    def complete_summary(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
         if self.snapshots:
             summary["snapshot_seconds"] = self.snapshots.seconds
         matrix = task.final_confusion
@@ -122,11 +122,6 @@ def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str 
             x = prepare_batch(images[i : i + batch_size].to(device), recipe["data"])
             out.append(predict_logits(model, x, tta or recipe["train"]["tta"]).float().softmax(1).cpu())
     return torch.cat(out)
-
-
-def predict_labels(model, images, recipe: dict, batch_size: int = 500) -> np.ndarray:
-    """Class predictions for uint8 (N, H, W, 3) images, with the recipe's input preparation and TTA."""
-    return predict_scores(model, images, recipe, batch_size).argmax(1).numpy()
 
 
 def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path]:

@@ -66,10 +66,11 @@ class Fit:
     def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
         """First process only, after the final scoring: ``summary.json`` and the closing lines."""
         summary = fit_summary(recipe, trainer, run_dir, fit_seconds, task.monitor)
-        finish_fit(run_dir, summary, task.monitor, self.final_line(summary, recipe, task, data, run_dir))
+        finish_fit(run_dir, summary, task.monitor, self.complete_summary(summary, recipe, task, data, run_dir))
 
-    def final_line(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
-        """Record the final scoring in ``summary`` (and any file of it); the line that reports it."""
+    def complete_summary(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+        """Add this command's own fields to ``summary`` (the final scoring, and any file of it); return the
+        line that reports the final scoring, or None."""
         return None
 
     # --- the one sequence ----------------------------------------------------------------------------

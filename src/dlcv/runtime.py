@@ -4,6 +4,7 @@ fast number formats, where inference runs, the allocator."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from pathlib import Path
@@ -66,8 +67,10 @@ def barrier() -> None:
         dist.barrier()
 
 
+@functools.cache
 def cpu_computes_bf16_fast() -> bool:
-    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); read once a process
+    (every prediction batch asks)."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:

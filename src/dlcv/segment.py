@@ -159,7 +159,7 @@ class SegmentFit(Fit):
         return [MaskProgress(run_dir, self.progress_at, ids, images, masks, lambda x: model_input(x, recipe["data"]),
                              recipe["train"]["val_tta"])]
 
-    def final_line(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+    def complete_summary(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
         from dlcv.metrics.segmentation import class_iou, mean_iou
 
         summary["train_size"], summary["eval_size"] = recipe["data"]["train_size"], recipe["data"]["eval_size"]

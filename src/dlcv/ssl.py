@@ -275,8 +275,7 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
         else:
             say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
             finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
-                     overrides=(f"model.args.arch={arch}",), overwrite=not RunFolder(run_dir).resumable,
-                     resume=RunFolder(run_dir).resumable)
+                     overrides=(f"model.args.arch={arch}",), **_resume_or_restart(run_dir))
         rows.append(_table_row(setting, run_dir, backbones[pretraining]))
     result = {"name": recipe["name"], "arch": arch, "rows": rows, "note": FROZEN_NOTE,
               "seconds": round(time.perf_counter() - start, 1)}
@@ -361,8 +360,14 @@ def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, mo
         say(f"self-supervised backbone: reusing {run_dir / BACKBONE_FILE}")
     else:
         pretrain(pretrain_recipe, mini, monitor=monitor, runs_dir=table_dir, name="byol",
-                 overwrite=not RunFolder(run_dir).resumable, resume=RunFolder(run_dir).resumable)
+                 **_resume_or_restart(run_dir))
     return run_dir / BACKBONE_FILE
+
+
+def _resume_or_restart(run_dir: Path) -> dict:
+    """How a table (re)runs one of its unfinished runs: resumed from its last checkpoint, else started afresh."""
+    resumable = RunFolder(run_dir).resumable
+    return {"overwrite": not resumable, "resume": resumable}
 
 
 def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder: Path, arch: str) -> Path:
@@ -377,8 +382,7 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
         say(f"supervised backbone: reusing {target}")
         return target
     if not RunFolder(run_dir).finished:
-        fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overwrite=not RunFolder(run_dir).resumable,
-            resume=RunFolder(run_dir).resumable)
+        fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", **_resume_or_restart(run_dir))
     if is_primary_process():
         export(RunFolder(run_dir).best, target)
     barrier()  # the other processes fine-tune from it next

@@ -24,46 +24,30 @@ from dlcv.errors import DlcvError
 AUTO_AUGMENT = ("none", "trivialaugment", "randaugment")
 BINS = 31  # torchvision's num_magnitude_bins
 
-# Operation -> (largest magnitude at the last bin, or None: no magnitude; signed), torchvision's spaces.
-# The largest translation of RandAugment is a share of the side (150/331 of it).
-TRIVIAL_WIDE = {"Identity": (None, False), "ShearX": (0.99, True), "ShearY": (0.99, True),
-                "TranslateX": (32.0, True), "TranslateY": (32.0, True), "Rotate": (135.0, True),
-                "Brightness": (0.99, True), "Color": (0.99, True), "Contrast": (0.99, True),
-                "Sharpness": (0.99, True), "Posterize": (6, False), "Solarize": (1.0, False),
-                "AutoContrast": (None, False), "Equalize": (None, False)}
-RAND_AUGMENT = {"Identity": (None, False), "ShearX": (0.3, True), "ShearY": (0.3, True),
-                "TranslateX": (150.0 / 331.0, True), "TranslateY": (150.0 / 331.0, True), "Rotate": (30.0, True),
-                "Brightness": (0.9, True), "Color": (0.9, True), "Contrast": (0.9, True),
-                "Sharpness": (0.9, True), "Posterize": (4, False), "Solarize": (1.0, False),
-                "AutoContrast": (None, False), "Equalize": (None, False)}
+
+def space_of(policy: str) -> dict:
+    """torchvision's own space of the policy: operation -> (magnitudes of the bins for (bins, height, width),
+    or None: no magnitude; whether the sign is drawn)."""
+    from torchvision.transforms import v2
+
+    return (v2.TrivialAugmentWide if policy == "trivialaugment" else v2.RandAugment)._AUGMENTATION_SPACE
 
 
-def magnitude_of(op: str, top, index: torch.Tensor, side: int) -> torch.Tensor:
-    """The magnitudes of bins ``index`` for operation ``op`` (torchvision's tables, bin by bin)."""
-    if op == "Posterize":  # bits: 8 down to 8 - top over the bins
-        return (8 - (torch.arange(BINS) / ((BINS - 1) / top))).round().int()[index].float()
-    if op == "Solarize":  # threshold share: 1 down to 0
-        return torch.linspace(1.0, 0.0, BINS)[index]
-    if op.startswith("Translate") and top < 1:  # RandAugment: a share of the side
-        return torch.linspace(0.0, top * side, BINS)[index]
-    return torch.linspace(0.0, float(top), BINS)[index]
-
-
-def draw(batch: int, space: dict, num_ops: int, magnitude: int | None, side: int) -> list[tuple[torch.Tensor, ...]]:
+def draw(batch: int, space: dict, num_ops: int, magnitude: int | None, size: tuple[int, int]) -> list[tuple]:
     """Per round of operations: (operation index, magnitude) per image, as torchvision draws them:
     an operation uniformly, a bin uniformly (TrivialAugment) or the fixed one (RandAugment), a sign."""
     names = list(space)
+    tables = [space[name][0](BINS, *size) for name in names]
     rounds = []
     for _ in range(num_ops):
         ops = torch.randint(len(names), (batch,))
         bins = torch.randint(BINS, (batch,)) if magnitude is None else torch.full((batch,), magnitude)
         signs = torch.where(torch.rand(batch) <= 0.5, -1.0, 1.0)
         values = torch.zeros(batch)
-        for k, name in enumerate(names):
-            top, signed = space[name]
+        for k, (name, table) in enumerate(zip(names, tables)):
             chosen = ops == k
-            if top is not None and chosen.any():
-                values[chosen] = magnitude_of(name, top, bins[chosen], side) * (signs[chosen] if signed else 1.0)
+            if table is not None and chosen.any():
+                values[chosen] = table[bins[chosen]].float() * (signs[chosen] if space[name][1] else 1.0)
         rounds.append((ops, values))
     return rounds
 
@@ -114,11 +98,6 @@ def _blend(images: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> to
     return images.float().mul(ratio).add_(other * (1.0 - ratio)).clamp_(0, 255).to(images.dtype)
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    r, g, b = images.float().unbind(dim=-3)
-    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3).floor_()
-
-
 def _sharpen(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """torchvision's ``adjust_sharpness`` with a factor per image: the inside blended with a 3x3 blur."""
     c = images.shape[1]
@@ -143,9 +122,9 @@ def apply_op(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tenso
     if op == "Brightness":
         return _blend(images, torch.zeros((), device=images.device), 1.0 + values)
     if op == "Color":
-        return _blend(images, _grey(images), 1.0 + values)
+        return _blend(images, TF.rgb_to_grayscale(images).float(), 1.0 + values)
     if op == "Contrast":
-        return _blend(images, _grey(images).mean(dim=(-3, -2, -1), keepdim=True), 1.0 + values)
+        return _blend(images, TF.rgb_to_grayscale(images).float().mean(dim=(-3, -2, -1), keepdim=True), 1.0 + values)
     if op == "Sharpness":
         return _sharpen(images, 1.0 + values) if min(images.shape[-2:]) > 2 else images
     if op == "Posterize":
@@ -164,15 +143,13 @@ def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude:
     """uint8 (N, H, W, 3) -> the same, each image through its own draw of the policy, batched by operation."""
     if policy == "none":
         return images
-    if policy == "trivialaugment":
-        space, rounds, fixed = TRIVIAL_WIDE, 1, None
-    elif policy == "randaugment":
-        space, rounds, fixed = RAND_AUGMENT, num_ops, magnitude
-    else:
+    if policy not in AUTO_AUGMENT:
         raise DlcvError(f"data.auto_augment: {policy!r} is not one of {', '.join(AUTO_AUGMENT)}")
+    rounds, fixed = (1, None) if policy == "trivialaugment" else (num_ops, magnitude)
+    space = space_of(policy)
     out = images.permute(0, 3, 1, 2).contiguous()
     names = list(space)
-    for ops, values in draw(len(out), space, rounds, fixed, out.shape[-1]):
+    for ops, values in draw(len(out), space, rounds, fixed, tuple(out.shape[-2:])):
         for k, name in enumerate(names):
             chosen = torch.nonzero(ops == k).flatten()  # drawn on the host: no device sync
             if len(chosen) and name != "Identity":

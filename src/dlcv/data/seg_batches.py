@@ -213,10 +213,7 @@ class SegmentationData(InMemoryData):
         if holdout <= 0 and not has_val:
             raise DlcvError(f"{val_folder or self.root}: no validation folder, and the recipe keeps no holdout "
                             "share of train (data.holdout)")
-        use_cache = bool(cfg["cache"])
-        images, masks = load_pairs(train, self.codec, use_cache)
-        # One copy out of the memory maps into RAM: batches then index plain memory.
-        images, masks = torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
+        images, masks = self._tensors(train)
         if holdout > 0:
             order = np.random.default_rng(self.seed).permutation(len(train))
             count = max(1, round(holdout * len(train)))
@@ -231,8 +228,7 @@ class SegmentationData(InMemoryData):
         else:
             val = find_pairs(val_folder)
             self.train_x, self.train_y = images, masks
-            vx, vy = load_pairs(val, self.codec, use_cache)
-            self.val_x, self.val_y = torch.from_numpy(np.array(vx)), torch.from_numpy(np.array(vy))
+            self.val_x, self.val_y = self._tensors(val)
             self.val_ids, self.val_set = val.ids, val
         self.ready = True
 
@@ -245,9 +241,14 @@ class SegmentationData(InMemoryData):
         if self.final is None:
             return None
         if self._final_tensors is None:
-            images, masks = load_pairs(self.final, self.codec, use_cache=bool(self.cfg["cache"]))
-            self._final_tensors = torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
+            self._final_tensors = self._tensors(self.final)
         return self._final_tensors
+
+    def _tensors(self, pairs: SatelliteSet) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs' images and class masks, decoded once (cache), in one copy out of the memory maps into
+        RAM: batches then index plain memory."""
+        images, masks = load_pairs(pairs, self.codec, use_cache=bool(self.cfg["cache"]))
+        return torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
 
     def train_dataloader(self) -> TensorBatches:
         trainer = self._trainer

@@ -27,6 +27,16 @@ def _bilinear_kernel(channels: int, size: int) -> torch.Tensor:
     return weight
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` padded at the bottom and right (reflect; replicate where the image is smaller than the pad) so
+    that both sides are multiples of ``multiple``, for networks that halve the size several times."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not (pad_h or pad_w):
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < h and pad_w < w else "replicate")
+
+
 def _fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
@@ -279,9 +289,7 @@ class SmallUNet(nn.Module):
 
     def forward(self, x):
         size = x.shape[-2:]
-        pad_h, pad_w = (-size[0]) % self.multiple, (-size[1]) % self.multiple
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+        x = pad_to_multiple(x, self.multiple)
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
@@ -297,7 +305,6 @@ def unet_small(num_classes: int, **kwargs) -> nn.Module:
     return SmallUNet(num_classes, **kwargs)
 
 
-
 # --- segmentation_models_pytorch: every architecture over every encoder ------------------------------
 class StridePadded(nn.Module):
     """``model`` on inputs of any size: padded (reflect) up to a multiple of ``stride`` for it, and
@@ -309,10 +316,7 @@ class StridePadded(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        pad_h, pad_w = -h % self.stride, -w % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < h and pad_w < w else "replicate")
-        return self.model(x)[..., :h, :w]
+        return self.model(pad_to_multiple(x, self.stride))[..., :h, :w]
 
 
 def _timm_weights(arch: str, weights: str) -> dict:
