@@ -88,6 +88,23 @@ def test_classify_fit_in_two_processes(tmp_path, capsys):
     assert np.trace(matrix) == correct
 
 
+def test_a_budget_is_planned_once_and_followed_by_both_processes(tmp_path):
+    """The first process plans (mid-epoch, then at every epoch's end) and both follow its plan: a process
+    stopping one step before the other would wait for its gradients for ever."""
+    data = synth_p1(tmp_path / "data", num_classes=4, train_per_class=9, val_per_class=4)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.replace("batch_size: 16", "batch_size: 2"))  # 9 steps an epoch a process
+    result = torchrun("classify", "fit", "--config", recipe, "--data", data, "--runs-dir", tmp_path / "runs",
+                      "--set", "train.accelerator=cpu", "--budget", "20s", cwd=tmp_path)
+    run = tmp_path / "runs" / "tiny"
+    summary = json.loads((run / "summary.json").read_text())
+    assert result.stdout.count("budget 20s:") == 2  # the plan's line and the closing line, once each
+    assert summary["budget"]["steps_per_epoch"] == 9 and summary["epochs"] > 2
+    assert torch.load(run / "last.ckpt", weights_only=True)["global_step"] == summary["budget"]["steps"]
+    rows = metric_rows(run)
+    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, len(rows) + 1)]
+
+
 def test_segment_fit_in_two_processes(tmp_path, capsys):
     data = synth_p2(tmp_path / "data", train=9, validation=4, size=96)
     recipe = tmp_path / "seg.yaml"

@@ -28,11 +28,11 @@ def _recipe(**sections) -> dict:
 
 
 def _optimizer_and_schedule(recipe: dict, steps: int = 100, per_epoch: int = 10):
-    from dlcv.tasks.optim import build_optimizer, build_scheduler
+    from dlcv.tasks.optim import Horizon, build_optimizer, build_scheduler
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
     optimizer = build_optimizer(model, recipe["optim"])
-    scheduler = build_scheduler(optimizer, recipe["schedule"], steps, per_epoch)
+    scheduler = build_scheduler(optimizer, recipe["schedule"], Horizon(steps, per_epoch))
     return optimizer, scheduler
 
 

@@ -12,6 +12,9 @@ summary); ``Fit.run`` is the one sequence:
    (``trainer.test``): on the accelerator, in every process, its confusion matrix summed over them;
 6. ``summary.json`` and the closing lines, from the first process; every process leaves when it is
    written, so whatever runs next may read it.
+
+With ``train.budget`` the whole sequence ends within that time: ``dlcv.budget.TimeBudget`` plans the
+steps of step 4 from the measured speed, leaving what steps 5 and 6 need.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class Fit:
 
     def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
         """First process only, after the final scoring: ``summary.json`` and the closing lines."""
-        summary = fit_summary(recipe, trainer, run_dir, fit_seconds, task.monitor)
+        summary = fit_summary(recipe, trainer, task, run_dir, fit_seconds)
         finish_fit(run_dir, summary, task.monitor, self.complete_summary(summary, recipe, task, data, run_dir))
 
     def complete_summary(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
@@ -78,6 +81,8 @@ class Fit:
             overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
         """Train from a recipe; return the run folder (``resume``: continue the run of that name)."""
         from dlcv.runs import check_run_dir, run_recipe
+
+        start = time.perf_counter()  # a time budget counts from here
 
         recipe = run_recipe(self.defaults(), config, overrides, name, runs_dir, resume)
         self.check(recipe)
@@ -95,7 +100,6 @@ class Fit:
         train = recipe["train"]
         if train["threads"]:
             torch.set_num_threads(int(train["threads"]))
-        start = time.perf_counter()
         data = self.make_data(recipe)
         data.prepare()  # bad data fails here, before anything is written
         # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
@@ -104,14 +108,18 @@ class Fit:
                     "synthetic_data": is_synthetic(self.data)}
         L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
         task = self.make_task(recipe, data)  # a weights file that fails does so before the run folder
+        budget = time_budget(recipe, data, task, start) if train.get("budget") else None
         run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=self.inputs)
         if is_primary_process():
             RunFolder(run_dir).write_resolved(resolved)
         say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
         if resume_from is not None:
             say(f"resuming from {resume_from} with the run's saved recipe")
-        trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode, max_epochs=train["epochs"],
+        # Under a budget the loop has no set end: the plan stops it (and keeps max_epochs at its epochs).
+        trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
+                                max_epochs=-1 if budget else train["epochs"],
                                 extra_callbacks=tuple(self.callbacks(recipe, data, run_dir)),
+                                first_callbacks=(budget,) if budget else (),
                                 precision=resolved["precision"], **self.trainer_options(task))
         self.before_fit(task, data, run_dir, resume_from is not None)
         trainer.fit(task, datamodule=data, ckpt_path=resume_from)
@@ -119,8 +127,37 @@ class Fit:
         score_best(trainer, task, data, run_dir, recipe["task"])
         if trainer.is_global_zero:
             self.finish(recipe, trainer, task, data, run_dir, fit_seconds)
+            if budget:
+                say(budget.closing_line(trainer))
         trainer.strategy.barrier("summary written")
         return run_dir
+
+
+def time_budget(recipe: dict, data, task, started: float):
+    """The callback that plans the run's steps to end within ``train.budget`` (``dlcv.budget``); it sets
+    the task's horizon, which the schedules follow. Its first guesses, until it has measured them: one
+    validation costs a third of a training step per image and pass, and the final scoring as much per
+    image and pass as one validation."""
+    from dlcv.budget import TimeBudget
+    from dlcv.recipe_checks import parse_duration
+    from dlcv.recipes import TTA_PASSES
+    from dlcv.tasks.optim import Horizon
+
+    train = recipe["train"]
+    n_train, n_val, n_final = data.counts()
+    val_passes = n_val * TTA_PASSES[train.get("val_tta", "none")]
+    task.horizon = Horizon(0, 0)
+    return TimeBudget(parse_duration(train["budget"]), started, task.horizon, int(train["epochs"]),
+                      val_guess=val_passes / max(1, 3 * n_train),
+                      final_ratio=n_final * TTA_PASSES[train.get("tta", "none")] / max(1, val_passes), say=say)
+
+
+def trained_epochs(trainer, task) -> int | float:
+    """Epochs trained: whole, or under a budget steps over steps per epoch (the last may be partial)."""
+    horizon = task.horizon
+    if task.recipe["train"].get("budget") and horizon is not None and horizon.steps_per_epoch:
+        return round(trainer.global_step / horizon.steps_per_epoch, 2)
+    return trainer.current_epoch
 
 
 def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
@@ -136,22 +173,30 @@ def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
     trainer.test(task, datamodule=data, verbose=False)
 
 
-def fit_summary(recipe: dict, trainer, run_dir: Path, fit_seconds: float, metric: str, **extra) -> dict:
-    """The fields every run's ``summary.json`` shares: what ran, for how long, what was selected on what."""
-    data = recipe["data"]
+def fit_summary(recipe: dict, trainer, task, run_dir: Path, fit_seconds: float) -> dict:
+    """The fields every run's ``summary.json`` shares: what ran, for how long, what was selected on what,
+    and under a budget what was planned and measured."""
+    data, metric = recipe["data"], task.monitor
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint is not None else None
     return {
         "name": recipe["name"],
         "model": recipe["model"]["name"],
-        "epochs": trainer.current_epoch,
+        "epochs": trained_epochs(trainer, task),
         "fit_seconds": round(fit_seconds, 1),
-        **extra,
+        **({"budget": budget_summary(trainer)} if recipe["train"].get("budget") else {}),
         "selected_on": (f"holdout {data['holdout']:.0%} of {data['train']}" if float(data["holdout"]) > 0
                         else data["validation"]),
         f"best_{metric}": float(best) if best is not None else None,
         "best_checkpoint": str(RunFolder(run_dir).best),
     }
+
+
+def budget_summary(trainer) -> dict | None:
+    from dlcv.budget import TimeBudget
+
+    found = [c for c in trainer.callbacks if isinstance(c, TimeBudget)]
+    return found[0].summary(trainer) if found else None
 
 
 def finish_fit(run_dir: Path, summary: dict, metric: str, final_line: str | None = None) -> None:

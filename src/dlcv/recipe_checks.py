@@ -61,6 +61,29 @@ def list_of(count: int | None, rule: Rule) -> Rule:
                 f"a list of {count if count is not None else 'any number of'} ({rule.wants})")
 
 
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text) -> float | None:
+    """Seconds of a duration such as ``20m``, ``1h30m``, ``90s`` or ``1.5h``; None if it is not one."""
+    import re
+
+    if not isinstance(text, str) or not re.fullmatch(r"(\d+(\.\d+)?[hms])+", text.strip()):
+        return None
+    seconds = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", text.strip()))
+    return seconds if seconds > 0 else None
+
+
+def format_duration(seconds: float) -> str:
+    """``1h30m``, ``20m``, ``45s``, ``2m30s``: the inverse of ``parse_duration`` to the second."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
+    return text or "0s"
+
+
+DURATION = Rule(lambda v: parse_duration(v) is not None, "a duration such as 20m, 1h30m, 90s or 1.5h")
 BOOLEAN = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and bool(v), "a non-empty text")
 POSITIVE = number(0, open_low=True)

@@ -21,6 +21,7 @@ from dlcv.data.p1 import MAX_CLASSES
 from dlcv.recipe_checks import (
     ANY_NUMBER,
     BOOLEAN,
+    DURATION,
     POSITIVE,
     SHARE,
     STATS,
@@ -35,6 +36,7 @@ from dlcv.recipe_checks import (
 
 TTA_MODES = ("none", "flip", "flip_shift")
 SEG_TTA_MODES = ("none", "flip", "d4")  # flip: image + mirror; d4: the 4 rotations x 2 mirrors
+TTA_PASSES = {"none": 1, "flip": 2, "flip_shift": 6, "d4": 8}  # forward passes per image of each mode
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -104,7 +106,8 @@ SCHEDULE = {
     "final_div_factor": Key(100.0, POSITIVE, "onecycle: end lr = start lr / final_div_factor"),
     "min_lr_fraction": Key(0.0, SHARE, "cosine, linear, poly: floor as a fraction of lr"),
     "power": Key(0.9, number(0), "poly: lr * (1 - t)^power"),
-    "milestones": Key([], list_of(None, number(0)), "multistep: the epochs where lr drops"),
+    "milestones": Key([], list_of(None, number(0)), "multistep: where lr drops: epochs (1 and more) or shares of "
+                      "the run (below 1, e.g. [0.5, 0.75]; with train.budget, shares only)"),
     "gamma": Key(0.1, POSITIVE, "multistep: the factor of each drop"),
     "restart_epochs": Key(10, whole(1), "cosine_restarts: epochs of the first cosine period (SGDR's T_0)"),
     "restart_mult": Key(1, whole(1), "cosine_restarts: each period this many times longer than the last (T_mult)"),
@@ -114,7 +117,9 @@ DEVICES = Rule(lambda v: v == "auto" or whole(1).test(v) or list_of(None, whole(
                "auto, a number of devices >= 1 or a list of device indices")
 
 TRAIN = {
-    "epochs": Key(30, whole(1), "training epochs"),
+    "epochs": Key(30, whole(1), "training epochs (with train.budget: only the plan until the speed is measured)"),
+    "budget": Key(None, optional(DURATION), "end the whole command within this time (20m, 1h30m): the steps are "
+                  "planned from the measured speed, the schedule runs over them, the epochs are a result"),
     "precision": Key("auto", one_of(*PRECISIONS), "auto: bf16-mixed where the hardware computes bf16 fast "
                      "(16-mixed on a T4 or V100), else 32-true; or any of Lightning's"),
     "loss": Key("ce", one_of("ce", "focal"), "ce (cross-entropy) or focal"),
@@ -352,6 +357,13 @@ SSL_TABLE = {
         "monitor": Key(None, None, "BYOL's kNN monitor, a labelled folder under it (null: the office folder)"),
     },
     "settings": Key(["A", "B", "C", "D", "E"], None, "the settings to run, of A-E"),
+    "budget": Key(None, optional(DURATION), "end the whole table within this time (2h): each run it trains gets "
+                  "its share of what is left when it starts"),
+    "shares": {
+        "byol": Key(0.5, number(0), "BYOL pre-training's share of the budget"),
+        "supervised": Key(0.1, number(0), "the supervised backbone's share"),
+        "settings": Key(0.4, number(0), "the fine-tuning settings' share, split evenly among them"),
+    },
 }
 
 # --- Segment Anything ---------------------------------------------------------------------------------------
@@ -447,7 +459,13 @@ def check_name_and_epochs(recipe: dict) -> int:
 
     if not recipe.get("name"):
         raise DlcvError("the run needs a name: give --config FILE or --name NAME")
-    return recipe["train"]["epochs"]
+    if recipe["train"].get("budget") is None:
+        return recipe["train"]["epochs"]
+    schedule = recipe["schedule"]
+    if schedule["name"] == "multistep" and any(float(m) >= 1 for m in schedule["milestones"]):
+        raise DlcvError(f"schedule.milestones {schedule['milestones']}: with train.budget the epochs are not known "
+                        "in advance; give shares of the run, e.g. [0.5, 0.75]")
+    return None
 
 
 def check_segment_recipe(recipe: dict) -> list[int]:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.fitting import Fit, say
+from dlcv.fitting import Fit, budget_summary, say, trained_epochs
 from dlcv.io import (
     atomic_write,
     check_output_folder,
@@ -88,8 +88,10 @@ class PretrainFit(Fit):
         metrics = run.read_metrics()
         curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
         losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
-        summary = {"name": recipe["name"], "arch": arch, "epochs": trainer.current_epoch, "images": len(data.images),
-                   "fit_seconds": round(fit_seconds, 1), "final_train_loss": _last(losses),
+        summary = {"name": recipe["name"], "arch": arch, "epochs": trained_epochs(trainer, task),
+                   "images": len(data.images), "fit_seconds": round(fit_seconds, 1),
+                   **({"budget": budget_summary(trainer)} if recipe["train"].get("budget") else {}),
+                   "final_train_loss": _last(losses),
                    "knn_acc_at_init": self.at_init, "knn_acc": curve, "final_knn_acc": _last(curve),
                    "knn_monitor": str(self.monitor) if self.monitor is not None else None,
                    "backbone": str(run_dir / BACKBONE_FILE)}
@@ -256,26 +258,28 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
         make_output_folder(table_dir, TABLE_KIND)
         RunFolder(table_dir).write_recipe(recipe)
     needs = {SSL_SETTINGS[s][0] for s in recipe["settings"]}
+    clock = TableClock(recipe, needs, start)
 
     backbones: dict[str, Path | None] = {"none": None}
     if "self_supervised" in needs:
         monitor = data / recipe["data"]["monitor"] if recipe["data"]["monitor"] else office
         backbones["self_supervised"] = _relative(data, recipe["backbones"]["self_supervised"]) or \
-            _byol_backbone(table_dir, pretrain_recipe, data / recipe["data"]["mini"], monitor, arch)
+            _byol_backbone(table_dir, pretrain_recipe, data / recipe["data"]["mini"], monitor, clock)
     if "supervised" in needs:
         backbones["supervised"] = _relative(data, recipe["backbones"]["supervised"]) or \
-            _supervised_backbone(table_dir, supervised_recipe, data / recipe["data"]["supervised"], arch)
+            _supervised_backbone(table_dir, supervised_recipe, data / recipe["data"]["supervised"], clock)
 
     rows = []
     for setting in recipe["settings"]:
         pretraining, tuning = SSL_SETTINGS[setting]
         run_dir = table_dir / setting
         if RunFolder(run_dir).finished:
+            clock.skip(setting)
             say(f"setting {setting}: reusing {run_dir}")
         else:
             say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
             finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
-                     overrides=(f"model.args.arch={arch}",), **_resume_or_restart(run_dir))
+                     overrides=(f"model.args.arch={arch}", *clock.budget(setting)), **_resume_or_restart(run_dir))
         rows.append(_table_row(setting, run_dir, backbones[pretraining]))
     result = {"name": recipe["name"], "arch": arch, "rows": rows, "note": FROZEN_NOTE,
               "seconds": round(time.perf_counter() - start, 1)}
@@ -351,16 +355,55 @@ def _shared_arch(finetune_recipe: Path | None, pretrain_recipe: Path | None, sup
     return arch
 
 
-def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, monitor: Path, arch: str) -> Path:
+class TableClock:
+    """How ``ssl table`` shares its ``budget``: each run it trains gets, when it starts, its share of the time
+    left, over the shares of the runs still to train (a run that ends early or late moves the later ones'
+    time, not the table's end). The shares are the recipe's: BYOL's, the supervised backbone's, and the
+    settings', split evenly among them. Runs that are reused, or backbones given as files, take none."""
+
+    TAIL = 2.0  # seconds for writing the table after the last run
+
+    def __init__(self, recipe: dict, needs: set[str], start: float):
+        from dlcv.recipe_checks import parse_duration
+
+        seconds = parse_duration(recipe["budget"]) if recipe["budget"] else None
+        self.deadline = None if seconds is None else start + seconds - self.TAIL
+        shares = recipe["shares"]
+        self.shares: dict[str, float] = {}
+        if "self_supervised" in needs and not recipe["backbones"]["self_supervised"]:
+            self.shares["byol"] = float(shares["byol"])
+        if "supervised" in needs and not recipe["backbones"]["supervised"]:
+            self.shares["supervised"] = float(shares["supervised"])
+        for setting in recipe["settings"]:
+            self.shares[setting] = float(shares["settings"]) / len(recipe["settings"])
+
+    def skip(self, part: str) -> None:
+        self.shares.pop(part, None)
+
+    def budget(self, part: str) -> tuple[str, ...]:
+        """The override giving run ``part`` its budget (none when the table has no budget)."""
+        from dlcv.recipe_checks import format_duration
+
+        share = self.shares.pop(part, 0.0)
+        if self.deadline is None:
+            return ()
+        rest = share + sum(self.shares.values())
+        seconds = (self.deadline - time.perf_counter()) * (share / rest if rest > 0 else 1.0)
+        return (f"train.budget={format_duration(max(1.0, seconds))}",)
+
+
+def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, monitor: Path,
+                   clock: TableClock) -> Path:
     if pretrain_recipe is None:
         raise DlcvError("the settings need a self-supervised backbone: set pretrain (a BYOL recipe) or "
                         "backbones.self_supervised (a file)")
     run_dir = table_dir / "byol"
     if RunFolder(run_dir).finished and (run_dir / BACKBONE_FILE).is_file():
+        clock.skip("byol")
         say(f"self-supervised backbone: reusing {run_dir / BACKBONE_FILE}")
     else:
         pretrain(pretrain_recipe, mini, monitor=monitor, runs_dir=table_dir, name="byol",
-                 **_resume_or_restart(run_dir))
+                 overrides=clock.budget("byol"), **_resume_or_restart(run_dir))
     return run_dir / BACKBONE_FILE
 
 
@@ -370,7 +413,7 @@ def _resume_or_restart(run_dir: Path) -> dict:
     return {"overwrite": not resumable, "resume": resumable}
 
 
-def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder: Path, arch: str) -> Path:
+def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder: Path, clock: TableClock) -> Path:
     from dlcv.classify import fit
 
     if supervised_recipe is None:
@@ -379,10 +422,14 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
     run_dir = table_dir / "supervised"
     target = run_dir / BACKBONE_FILE
     if RunFolder(run_dir).finished and target.is_file():
+        clock.skip("supervised")
         say(f"supervised backbone: reusing {target}")
         return target
     if not RunFolder(run_dir).finished:
-        fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", **_resume_or_restart(run_dir))
+        fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overrides=clock.budget("supervised"),
+            **_resume_or_restart(run_dir))
+    else:
+        clock.skip("supervised")
     if is_primary_process():
         export(RunFolder(run_dir).best, target)
     barrier()  # the other processes fine-tune from it next

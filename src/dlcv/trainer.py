@@ -88,9 +88,10 @@ def quiet_lightning() -> None:
 
 
 def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epochs: int,
-                  extra_callbacks: tuple = (), precision: str | None = None, **overrides):
+                  extra_callbacks: tuple = (), precision: str | None = None, first_callbacks: tuple = (), **overrides):
     """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard), in ``precision``
-    (default: the recipe's, resolved for this hardware)."""
+    (default: the recipe's, resolved for this hardware); ``first_callbacks`` run before every other
+    callback's hooks (a time budget's plan, which the others read)."""
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -113,7 +114,7 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         # deterministic version: "warn" keeps the deterministic algorithms where they exist.
         "deterministic": "warn" if train["deterministic"] else False,
         "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
-        "callbacks": run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks),
+        "callbacks": [*first_callbacks, *run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks)],
         "enable_progress_bar": interactive,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,

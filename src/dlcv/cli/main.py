@@ -45,24 +45,35 @@ def _transfer_split(args) -> None:
           f"{counts['supervised_train']} + {counts['supervised_val']} labelled images of classes 0-24")
 
 
+def _overrides(args, budget_key: str) -> tuple[str, ...]:
+    """The command's ``--set`` overrides, and ``--budget`` as the recipe's budget key."""
+    from dlcv.recipe_checks import DURATION
+
+    if args.budget is None:
+        return tuple(args.set)
+    if not DURATION.test(args.budget):
+        raise DlcvError(f"--budget {args.budget!r}: give {DURATION.wants}")
+    return (*args.set, f"{budget_key}={args.budget}")
+
+
 def _ssl_pretrain(args) -> None:
     from dlcv.ssl import pretrain
 
     pretrain(args.config, args.data, monitor=args.monitor, runs_dir=args.runs_dir, name=args.name,
-             overrides=tuple(args.set), overwrite=args.overwrite, resume=args.resume)
+             overrides=_overrides(args, "train.budget"), overwrite=args.overwrite, resume=args.resume)
 
 
 def _ssl_finetune(args) -> None:
     from dlcv.ssl import finetune
 
     finetune(args.setting, args.data, backbone=args.backbone, config=args.config, runs_dir=args.runs_dir,
-             name=args.name, overrides=tuple(args.set), overwrite=args.overwrite, resume=args.resume)
+             name=args.name, overrides=_overrides(args, "train.budget"), overwrite=args.overwrite, resume=args.resume)
 
 
 def _ssl_table(args) -> None:
     from dlcv.ssl import table
 
-    folder = table(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=tuple(args.set))
+    folder = table(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=_overrides(args, "budget"))
     print((folder / "table.md").read_text())
     print(f"wrote {folder / 'table.md'}, {folder / 'table.csv'}, {folder / 'table.json'}")
 
@@ -83,7 +94,7 @@ def _ssl_export(args) -> None:
 def _fit(args) -> None:
     from dlcv.classify import fit
 
-    fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=tuple(args.set),
+    fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=_overrides(args, "train.budget"),
         overwrite=args.overwrite, resume=args.resume)
 
 
@@ -127,7 +138,7 @@ def _embed_plot(args) -> None:
 def _segment_fit(args) -> None:
     from dlcv.segment import fit
 
-    fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=tuple(args.set),
+    fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=_overrides(args, "train.budget"),
         overwrite=args.overwrite, resume=args.resume)
 
 
@@ -235,8 +246,15 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
+    _budget_option(parser, "train.budget")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
+
+
+def _budget_option(parser: argparse.ArgumentParser, key: str) -> None:
+    parser.add_argument("--budget", metavar="DURATION",
+                        help=f"end the whole command within this time, e.g. 20m or 1h30m (sets {key}): the steps are "
+                             "planned from the measured speed and the schedule runs over them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -405,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     ssl_table.add_argument("--name", help="the table's folder name (default: the recipe's name)")
     ssl_table.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a settings key, e.g. --set settings=[A,C] (repeatable)")
+    _budget_option(ssl_table, "budget; each run gets its share of what is left when it starts")
     ssl_table.set_defaults(handler=_ssl_table)
 
     ssl_predict = ssl.add_parser("predict", help="write id,filename,label for every row of an Office-Home CSV")

@@ -138,6 +138,11 @@ class InMemoryData(L.LightningDataModule):
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
 
+    def counts(self) -> tuple[int, int, int]:
+        """Images (or pairs) of training, of validation and of the final set (0: none), for a time budget's plan."""
+        tensors = self.test_tensors()
+        return len(self.train_y), len(self.val_y), 0 if tensors is None else len(tensors[1])
+
     @property
     def _trainer(self):
         return getattr(self, "trainer", None)

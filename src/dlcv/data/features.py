@@ -102,9 +102,11 @@ def load_run_snapshots(run_dir: str | os.PathLike, training_subset: bool = False
     return sets
 
 
-def snapshot_epochs(spec, max_epochs: int, key: str = "embed.epochs") -> list[int]:
-    """Resolve ``first,middle,last`` (or a list of numbers and those words) to 1-based epochs."""
-    words = {"first": 1, "middle": (max_epochs + 1) // 2, "last": max_epochs}
+def snapshot_epochs(spec, max_epochs: int | None, key: str = "embed.epochs") -> list[int | str]:
+    """Resolve ``first,middle,last`` (or a list of numbers and those words) to 1-based epochs; with no
+    ``max_epochs`` (a time budget decides them) ``middle`` and ``last`` stay words."""
+    words = ({"first": 1, "middle": "middle", "last": "last"} if max_epochs is None
+             else {"first": 1, "middle": (max_epochs + 1) // 2, "last": max_epochs})
     items = spec.split(",") if isinstance(spec, str) else list(spec or [])
     epochs = set()
     for item in items:
@@ -113,8 +115,8 @@ def snapshot_epochs(spec, max_epochs: int, key: str = "embed.epochs") -> list[in
             continue
         if item in words:
             epochs.add(words[item])
-        elif item.isdigit() and 1 <= int(item) <= max_epochs:
+        elif item.isdigit() and 1 <= int(item) <= (max_epochs or int(item)):
             epochs.add(int(item))
         else:
-            raise DlcvError(f"{key}: {item!r} is not first, middle, last or an epoch in 1..{max_epochs}")
-    return sorted(epochs)
+            raise DlcvError(f"{key}: {item!r} is not first, middle, last or an epoch in 1..{max_epochs or 'n'}")
+    return sorted(epochs, key=lambda e: (isinstance(e, str), str(e).zfill(9)))

@@ -128,6 +128,9 @@ class UnlabelledImages(InMemoryData):
         watched = f"kNN monitor on {self.monitor}" if self.monitor is not None else "no kNN monitor"
         return f"{len(self.images)} unlabelled images, {watched}"
 
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.images), 0 if self.monitor_y is None else len(self.monitor_y), 0
+
     @property
     def eval_cfg(self) -> dict:
         """How monitor images are prepared: no augmentation, resized to the views' side."""

@@ -244,6 +244,9 @@ class SegmentationData(InMemoryData):
             self._final_tensors = self._tensors(self.final)
         return self._final_tensors
 
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.train_y), len(self.val_y), 0 if self.final is None else len(self.final.ids)
+
     def _tensors(self, pairs: SatelliteSet) -> tuple[torch.Tensor, torch.Tensor]:
         """The pairs' images and class masks, decoded once (cache), in one copy out of the memory maps into
         RAM: batches then index plain memory."""

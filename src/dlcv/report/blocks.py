@@ -62,7 +62,9 @@ def describe_schedule(schedule: dict) -> str:
                 f"{float(schedule.get('pct_start', 0)):.0%} of steps, then {schedule.get('anneal')} down to "
                 f"lr/{_number(float(schedule.get('div_factor', 1)) * float(schedule.get('final_div_factor', 1)))}")
     elif name == "multistep":
-        text = f"multistep at epochs {schedule.get('milestones')}, gamma {_number(schedule.get('gamma'))}"
+        marks = schedule.get("milestones") or []
+        where = "shares of the run" if marks and all(float(m) < 1 for m in marks) else "epochs"
+        text = f"multistep at {where} {marks}, gamma {_number(schedule.get('gamma'))}"
     elif name == "cosine_restarts":
         text = (f"cosine with warm restarts, first period {schedule.get('restart_epochs')} epochs, "
                 f"each next x{schedule.get('restart_mult')}")
@@ -154,7 +156,8 @@ def recipe_table(run: Run) -> Table:
         ["loss", describe_loss(recipe)],
         ["augmentation", describe_augmentation(recipe)],
         ["batch size", str(data.get("batch_size"))],
-        ["epochs", f"{train.get('epochs')} planned, {ran} trained"],
+        ["epochs", f"{ran} trained in a budget of {train['budget']} (planned from the measured speed)"
+         if train.get("budget") else f"{train.get('epochs')} planned, {ran} trained"],
         ["early stopping", f"patience {patience} epochs" if patience else "none (best epoch kept)"],
         ["checkpoint selected on", selection(run)],
     ]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlcv.tasks.optim import build_optimizer, build_scheduler
+from dlcv.tasks.optim import Horizon, build_optimizer, build_scheduler
 
 
 class BaseTask(L.LightningModule):
@@ -32,6 +32,9 @@ class BaseTask(L.LightningModule):
         self.save_hyperparameters({"recipe": recipe, **extra})
         self.recipe = recipe
         self.final_confusion: np.ndarray | None = None
+        # The run's length in steps, which the schedules (and BYOL's momentum) follow: set by a time
+        # budget's plan before fit (``dlcv.budget``), else fixed by the epochs when the optimiser is built.
+        self.horizon: Horizon | None = None
 
     def channels_last(self, model: nn.Module) -> nn.Module:
         """``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""
@@ -39,9 +42,10 @@ class BaseTask(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.recipe["optim"])
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        scheduler = build_scheduler(optimizer, self.recipe["schedule"], total, per_epoch)
+        if self.horizon is None:
+            total = int(self.trainer.estimated_stepping_batches)
+            self.horizon = Horizon(total, max(1, total // max(1, self.trainer.max_epochs or 1)))
+        scheduler = build_scheduler(optimizer, self.recipe["schedule"], self.horizon)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

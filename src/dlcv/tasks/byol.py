@@ -50,8 +50,7 @@ class BYOLTask(BaseTask):
         return self.model["backbone"]
 
     def momentum(self) -> float:
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        return cosine_schedule(self.global_step, total, self.base_momentum, 1.0)
+        return cosine_schedule(self.global_step, max(1, self.horizon.total_steps), self.base_momentum, 1.0)
 
     def online(self, x: torch.Tensor) -> torch.Tensor:
         return self.model["prediction"](self.model["projection"](self.model["backbone"](x)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -46,45 +47,68 @@ def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     return OPTIMIZERS[name](groups, cfg)
 
 
-def _onecycle(optimizer, cfg: dict, total_steps: int, steps_per_epoch: int, warmup: int):
-    max_lrs = [g["lr"] for g in optimizer.param_groups]
-    steps = max(total_steps, 2)
-    # torch divides by the warm-up's length in steps less one: a run of a few steps whose warm-up
-    # is a single step (or none) gets half a step of it instead of a ZeroDivisionError.
-    pct_start = float(cfg["pct_start"]) if float(cfg["pct_start"]) * steps > 1 else 1.5 / steps
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=max_lrs, total_steps=steps, pct_start=pct_start,
-        anneal_strategy=cfg["anneal"], div_factor=float(cfg["div_factor"]),
-        final_div_factor=float(cfg["final_div_factor"]), cycle_momentum=False,
-    )
+@dataclass
+class Horizon:
+    """The run's length in optimiser steps, as the schedules read it at every step: fixed by the epochs,
+    or re-planned by a time budget as the run goes (``dlcv.budget``), so every schedule ends with the run."""
+
+    total_steps: int
+    steps_per_epoch: int
+
+    def progress(self, step: int, start: int = 0) -> float:
+        """How far ``step`` is between ``start`` and the run's last step, in [0, 1]."""
+        return min(1.0, max(0.0, (step - start) / max(1, self.total_steps - start)))
+
+
+def _onecycle(optimizer, cfg: dict, horizon: Horizon, warmup: int):
+    """torch's OneCycleLR (without momentum cycling) over a horizon that may move: a rise from lr /
+    div_factor to lr over pct_start of the steps, then a fall to lr / div_factor / final_div_factor."""
+    start, floor = 1 / float(cfg["div_factor"]), 1 / float(cfg["div_factor"]) / float(cfg["final_div_factor"])
+    shape = ((lambda a, b, t: b + (a - b) / 2 * (1 + math.cos(math.pi * t))) if cfg["anneal"] == "cos"
+             else (lambda a, b, t: a + (b - a) * t))
+
+    def factor(step: int) -> float:
+        steps = max(horizon.total_steps, 2)
+        # torch divides by the rise's length in steps less one: a run of a few steps whose rise is a
+        # single step (or none) gets half a step of it instead of a ZeroDivisionError.
+        pct = float(cfg["pct_start"]) if float(cfg["pct_start"]) * steps > 1 else 1.5 / steps
+        peak = pct * steps - 1
+        if step <= peak:
+            return shape(start, 1.0, step / peak)
+        return shape(1.0, floor, min(1.0, (step - peak) / (steps - 1 - peak)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _ramp(step: int, warmup: int) -> float:
+    return (step + 1) / warmup if step < warmup else 1.0
 
 
 def _annealing(shape):
     """A schedule that ramps up over the warm-up, then follows ``shape(progress)`` down to the floor."""
 
-    def build(optimizer, cfg: dict, total_steps: int, steps_per_epoch: int, warmup: int):
+    def build(optimizer, cfg: dict, horizon: Horizon, warmup: int):
         floor = float(cfg["min_lr_fraction"])
 
         def factor(step: int) -> float:
             if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return floor + (1 - floor) * shape(progress, cfg)
+                return _ramp(step, warmup)
+            return floor + (1 - floor) * shape(horizon.progress(step, warmup), cfg)
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     return build
 
 
-def _cosine_restarts(optimizer, cfg: dict, total_steps: int, steps_per_epoch: int, warmup: int):
-    """SGDR: cosine periods of restart_epochs, each restart_mult times longer."""
+def _cosine_restarts(optimizer, cfg: dict, horizon: Horizon, warmup: int):
+    """SGDR: cosine periods of restart_epochs, each restart_mult times longer (no fixed end)."""
     floor = float(cfg["min_lr_fraction"])
-    period = max(1, round(float(cfg["restart_epochs"]) * steps_per_epoch))
+    period = max(1, round(float(cfg["restart_epochs"]) * horizon.steps_per_epoch))
     mult = max(1, int(cfg["restart_mult"]))
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            return _ramp(step, warmup)
         t, length = step - warmup, period
         while t >= length:
             t, length = t - length, length * mult
@@ -93,19 +117,24 @@ def _cosine_restarts(optimizer, cfg: dict, total_steps: int, steps_per_epoch: in
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _multistep(optimizer, cfg: dict, total_steps: int, steps_per_epoch: int, warmup: int):
-    milestones = [int(m) * steps_per_epoch for m in cfg["milestones"]]
+def milestone_steps(milestones: list, horizon: Horizon) -> list[int]:
+    """Milestones as steps: a milestone below 1 is a share of the run (it moves with a budget's plan),
+    one of 1 or more an epoch."""
+    return [round(float(m) * horizon.total_steps) if float(m) < 1 else round(float(m) * horizon.steps_per_epoch)
+            for m in milestones]
+
+
+def _multistep(optimizer, cfg: dict, horizon: Horizon, warmup: int):
     gamma = float(cfg["gamma"])
 
     def factor(step: int) -> float:
-        ramp = (step + 1) / warmup if step < warmup else 1.0
-        return ramp * gamma ** sum(step >= m for m in milestones)
+        return _ramp(step, warmup) * gamma ** sum(step >= m for m in milestone_steps(cfg["milestones"], horizon))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# Schedule name -> builder of (optimizer, recipe's schedule section, total steps, steps per epoch, warm-up
-# steps), or None for a constant rate; recipes.SCHEDULE names the same.
+# Schedule name -> builder of (optimizer, recipe's schedule section, horizon, warm-up steps), or None for a
+# constant rate; recipes.SCHEDULE names the same. Every builder reads the horizon at each step.
 SCHEDULES = {
     "constant": None,
     "onecycle": _onecycle,
@@ -117,12 +146,12 @@ SCHEDULES = {
 }
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, total_steps: int, steps_per_epoch: int) -> dict | None:
-    """A Lightning scheduler config stepping every batch, or None for a constant rate."""
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, horizon: Horizon) -> dict | None:
+    """A Lightning scheduler config stepping every batch over ``horizon``, or None for a constant rate."""
     name = cfg["name"].lower()
     if name not in SCHEDULES:
         raise DlcvError(f"unknown schedule {cfg['name']!r}; known: {', '.join(SCHEDULES)}")
     if SCHEDULES[name] is None:
         return None
-    warmup = round(float(cfg["warmup_epochs"]) * steps_per_epoch)
-    return {"scheduler": SCHEDULES[name](optimizer, cfg, total_steps, steps_per_epoch, warmup), "interval": "step"}
+    warmup = round(float(cfg["warmup_epochs"]) * horizon.steps_per_epoch)
+    return {"scheduler": SCHEDULES[name](optimizer, cfg, horizon, warmup), "interval": "step"}

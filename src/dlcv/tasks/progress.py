@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 
 from dlcv.runs import RunFolder
+from dlcv.tasks.snapshots import ChosenEpochs
 
 
-class MaskProgress(L.Callback):
+class MaskProgress(ChosenEpochs):
     """``images`` uint8 (K, H, W, 3) and ``masks`` (K, H, W) of validation ``ids``; ``prepare`` makes model input."""
 
-    def __init__(self, run_dir: Path, epochs: list[int], ids: list[str], images: torch.Tensor, masks: torch.Tensor,
-                 prepare, tta: str = "none"):
-        self.run_dir, self.epochs, self.ids = Path(run_dir), set(epochs), ids
+    def __init__(self, run_dir: Path, epochs: list[int | str], ids: list[str], images: torch.Tensor,
+                 masks: torch.Tensor, prepare, tta: str = "none"):
+        super().__init__(epochs)
+        self.run_dir, self.ids = Path(run_dir), ids
         self.images, self.masks, self.prepare, self.tta = images, masks, prepare, tta
 
     def on_fit_start(self, trainer, pl_module):
@@ -39,13 +40,13 @@ class MaskProgress(L.Callback):
                 Image.fromarray(self.images[i].numpy()).save(tmp, format="PNG")
 
     def on_train_epoch_end(self, trainer, pl_module):
-        epoch = trainer.current_epoch + 1
-        if epoch not in self.epochs or trainer.sanity_checking or not trainer.is_global_zero:
+        if not self.due(trainer):
             return
         from dlcv.data.masks import write_mask
         from dlcv.tasks.segmentation import predict_probs
         from dlcv.tasks.snapshots import evaluating
 
+        epoch = trainer.current_epoch + 1
         out = RunFolder(self.run_dir).progress_epoch(epoch)
         out.mkdir(parents=True, exist_ok=True)
         with evaluating(trainer, pl_module) as model:

@@ -29,23 +29,53 @@ def evaluating(trainer, pl_module):
         model.train(was_training)
 
 
-class EmbeddingSnapshots(L.Callback):
+class ChosenEpochs(L.Callback):
+    """A callback doing its work at chosen epochs: numbers, and under a time budget the words ``middle``
+    and ``last`` of the run as planned when each epoch ends (``dlcv.budget`` keeps ``max_epochs`` at the
+    plan): ``last`` is the epoch after which training stops, ``middle`` the first at or past half the
+    planned epochs (taken once, also across a resume)."""
+
+    def __init__(self, epochs: list[int | str]):
+        self.numbers = {e for e in epochs if isinstance(e, int)}
+        self.words = {e for e in epochs if isinstance(e, str)}
+        self.middle_done = False
+
+    def due(self, trainer) -> bool:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return False
+        epoch, planned = trainer.current_epoch + 1, trainer.max_epochs
+        if "last" in self.words and (trainer.should_stop or epoch >= planned):
+            return True
+        if "middle" in self.words and not self.middle_done and epoch >= (planned + 1) // 2:
+            self.middle_done = True
+            return True
+        return epoch in self.numbers
+
+    def state_dict(self) -> dict:
+        return {"middle_done": self.middle_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.middle_done = bool(state.get("middle_done", False))
+
+
+class EmbeddingSnapshots(ChosenEpochs):
     """At the end of each chosen epoch, run the model over a fixed image set and save its features.
 
     ``sets`` maps a file prefix ("" for the validation images, ``TRAINING_SUBSET`` for a training subset) to
     ``(uint8 images, labels, file names)``; ``prepare`` turns a uint8 batch into model input.
     """
 
-    def __init__(self, run_dir: Path, epochs: list[int], sets: dict[str, tuple], prepare: Callable,
+    def __init__(self, run_dir: Path, epochs: list[int | str], sets: dict[str, tuple], prepare: Callable,
                  batch_size: int = 500):
-        self.run_dir, self.epochs, self.sets = Path(run_dir), set(epochs), sets
+        super().__init__(epochs)
+        self.run_dir, self.sets = Path(run_dir), sets
         self.prepare, self.batch_size = prepare, batch_size
         self.seconds: dict[str, float] = {}  # time spent per snapshot file, for the run's summary
 
     def on_train_epoch_end(self, trainer, pl_module):
-        epoch = trainer.current_epoch + 1
-        if epoch not in self.epochs or trainer.sanity_checking or not trainer.is_global_zero:
+        if not self.due(trainer):
             return
+        epoch = trainer.current_epoch + 1
         with evaluating(trainer, pl_module) as model:
             for prefix, (images, labels, names) in self.sets.items():
                 start = time.perf_counter()

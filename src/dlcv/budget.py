@@ -1,0 +1,203 @@
+"""Training to a time budget: the whole command (data, training, validation, snapshots, final scoring,
+summary) ends within ``train.budget`` on whatever machine runs it.
+
+The speed is measured over the first steps, and the plan is the number of optimiser steps that, with
+each epoch's fixed cost (validation, checkpoints, snapshots) and the final scoring after fit, ends by
+the deadline. The learning-rate schedules (and BYOL's momentum) run over the planned steps
+(``tasks.optim.Horizon``), and the plan is made again at every epoch's end from the latest measured
+speed, so the schedule always finishes. The run stops when the planned steps are done, in the middle
+of an epoch if that is where they end (that epoch is validated as usual): the number of epochs is a
+result. A resumed run goes on with the budget its earlier commands left (the plan is in its checkpoint).
+In a multi-process run the first process plans and every process follows the same plan.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import lightning as L
+
+from dlcv.recipe_checks import format_duration
+from dlcv.tasks.optim import Horizon
+
+WARM_STEPS = 2  # the first steps of a command (kernel choice, caches) are not timed
+SPEED_STEPS = 64  # the step time is measured over the latest epochs that hold at least this many steps
+# Left unplanned at the end: the work after the final scoring (summary, files, the interpreter's exit)
+# and a margin for the last epoch running slower than measured: seconds + share of the budget.
+TAIL = (2.5, 0.01)
+
+
+def plan_steps(seconds: float, step_seconds: float, epoch_seconds: float, done: int, per_epoch: int) -> int:
+    """The most optimiser steps a run can have taken when ``seconds`` from now have passed, having taken
+    ``done``: each step costs ``step_seconds``, and each epoch, the last one too (which may be partial),
+    ``epoch_seconds`` more at its end (validation, checkpoints). Never fewer than ``done``."""
+    step_seconds = max(step_seconds, 1e-9)
+    first = per_epoch - done % per_epoch  # the steps to the end of the current epoch (a whole one at a boundary)
+
+    def partial(left: float, limit: int) -> int:
+        return max(0, min(limit, math.floor((left - epoch_seconds) / step_seconds)))
+
+    cost = first * step_seconds + epoch_seconds
+    if seconds < cost:
+        return done + partial(seconds, first - 1)
+    epoch_cost = per_epoch * step_seconds + epoch_seconds
+    full = math.floor((seconds - cost) / epoch_cost)
+    left = seconds - cost - full * epoch_cost
+    return done + first + full * per_epoch + partial(left, per_epoch - 1)
+
+
+class TimeBudget(L.Callback):
+    """Plans the run's steps to end by the deadline and stops it there (see the module's text).
+
+    ``started``: ``time.perf_counter()`` when the command began; ``horizon``: the task's, which the
+    schedules read; ``val_guess``: one validation's time as a share of a training epoch's, until one is
+    measured; ``final_ratio``: the final scoring's time as a multiple of one validation's.
+    """
+
+    def __init__(self, seconds: float, started: float, horizon: Horizon, provisional_epochs: int,
+                 val_guess: float, final_ratio: float, say=print):
+        self.seconds, self.started, self.horizon = float(seconds), started, horizon
+        self.provisional_epochs, self.val_guess, self.final_ratio = provisional_epochs, val_guess, final_ratio
+        self.say = say
+        self.spent_before = 0.0  # a resumed run: the seconds its earlier commands spent
+        self.planned = False  # planned in this command (a resumed run measures its machine again)
+        self.step_seconds: float | None = None
+        self.epoch_steps: list[tuple[int, float]] = []  # each epoch's (steps, seconds of training)
+        self.epoch_costs: list[float] = []  # each epoch's fixed cost (its time less its steps')
+        self.val_seconds: float | None = None
+        self._marks: dict[str, float] = {}
+        self._start_step = 0
+
+    # --- the deadline and the plan -------------------------------------------------------------------
+    def seconds_left(self) -> float:
+        return self.seconds - self.spent_before - (time.perf_counter() - self.started)
+
+    def reserve(self) -> float:
+        """What must be left when training ends: the final scoring, the last epoch's extra work
+        (snapshots, the first epoch's one-off costs, whichever was larger) and the tail."""
+        final = (self.val_seconds or 0.0) * self.final_ratio
+        extra = max(self.epoch_costs) - statistics.median(self.epoch_costs) if self.epoch_costs else 0.0
+        return final + extra + TAIL[0] + TAIL[1] * self.seconds
+
+    def epoch_cost(self, per_epoch: int) -> float:
+        if self.epoch_costs:
+            return statistics.median(self.epoch_costs)
+        return self.val_guess * per_epoch * (self.step_seconds or 0.0)
+
+    def replan(self, trainer) -> None:
+        """Plan the steps from the latest measurements (first process), the same plan in every process."""
+        per_epoch = self.horizon.steps_per_epoch
+        total = plan_steps(self.seconds_left() - self.reserve(), self.step_seconds or 0.0,
+                           self.epoch_cost(per_epoch), trainer.global_step, per_epoch)
+        total = trainer.strategy.broadcast(total, src=0)
+        self.horizon.total_steps = max(total, trainer.global_step)
+        # The epochs that training will reach, for the loop and for the first/middle/last choices.
+        trainer.fit_loop.max_epochs = max(trainer.current_epoch + 1, math.ceil(self.horizon.total_steps / per_epoch))
+        if not self.planned:
+            self.planned = True
+            self.say(f"budget {format_duration(self.seconds)}: {self.step_seconds:.3f} s a step, "
+                     f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.horizon.total_steps} steps "
+                     f"= {self.epochs():.2f} epochs, {format_duration(self.seconds_left())} left")
+
+    def epochs(self) -> float:
+        return self.horizon.total_steps / max(1, self.horizon.steps_per_epoch)
+
+    # --- Lightning's hooks ---------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        trainer.fit_loop.setup_data()
+        per_epoch = max(1, int(trainer.num_training_batches))
+        self.horizon.steps_per_epoch = per_epoch
+        self.horizon.total_steps = per_epoch * self.provisional_epochs  # until the speed is measured
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start_step = trainer.global_step
+        self._marks["boundary"] = time.perf_counter()
+        trainer.fit_loop.max_epochs = max(trainer.current_epoch + 1,
+                                          math.ceil(self.horizon.total_steps / self.horizon.steps_per_epoch))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._marks["epoch"] = time.perf_counter()
+        self._marks["epoch_step"] = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        taken = trainer.global_step - self._start_step
+        per_epoch = self.horizon.steps_per_epoch
+        warm_end = WARM_STEPS + max(3, min(20, per_epoch // 5))
+        if not self.planned and taken in (WARM_STEPS, warm_end) and warm_end < per_epoch:
+            now = _synchronized(pl_module)
+            if taken == WARM_STEPS:
+                self._marks["warm"] = now
+            elif "warm" in self._marks:
+                self.step_seconds = (now - self._marks["warm"]) / (warm_end - WARM_STEPS)
+                self.replan(trainer)
+        self._marks["batch"] = time.perf_counter()
+        if self.planned and trainer.global_step >= self.horizon.total_steps:
+            trainer.should_stop = True
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._marks["validation"] = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "validation" in self._marks:
+            self.val_seconds = time.perf_counter() - self._marks["validation"]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        now = time.perf_counter()
+        steps = trainer.global_step - self._marks.get("epoch_step", trainer.global_step)
+        if steps > 0 and "batch" in self._marks:
+            training = self._marks["batch"] - self._marks["epoch"]
+            self.epoch_steps.append((steps, training))
+            self.epoch_costs.append(max(0.0, now - self._marks["boundary"] - training))
+            self.step_seconds = latest_step_seconds(self.epoch_steps)
+        self._marks["boundary"] = now
+        if trainer.should_stop:
+            return
+        self.replan(trainer)
+        if self.horizon.total_steps <= trainer.global_step:  # no time for another step: this epoch was the last
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds, "spent": self.spent_before + time.perf_counter() - self.started,
+                "total_steps": self.horizon.total_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.spent_before = float(state.get("spent", 0.0))
+        self.horizon.total_steps = int(state.get("total_steps", self.horizon.total_steps))
+
+    def closing_line(self, trainer) -> str:
+        used = self.spent_before + time.perf_counter() - self.started
+        return (f"budget {format_duration(self.seconds)}: {trainer.global_step} steps = {self.trained(trainer):.2f} "
+                f"epochs; {format_duration(used)} used so far ({used / self.seconds:.1%})")
+
+    def trained(self, trainer) -> float:
+        return trainer.global_step / max(1, self.horizon.steps_per_epoch)
+
+    def summary(self, trainer) -> dict:
+        """The budget's part of ``summary.json``: what was planned and measured."""
+        return {"seconds": self.seconds, "spent_before": round(self.spent_before, 1),
+                "steps": trainer.global_step, "steps_per_epoch": self.horizon.steps_per_epoch,
+                "step_seconds": round(self.step_seconds, 4) if self.step_seconds else None,
+                "epoch_seconds": round(self.epoch_cost(self.horizon.steps_per_epoch), 2),
+                "validation_seconds": round(self.val_seconds, 2) if self.val_seconds else None}
+
+
+def latest_step_seconds(epochs: list[tuple[int, float]]) -> float:
+    """Seconds a step over the latest epochs that together hold ``SPEED_STEPS`` steps (or all of them):
+    the speed as it is now, steady even when an epoch has few steps."""
+    steps = seconds = 0.0
+    for count, spent in reversed(epochs):
+        steps, seconds = steps + count, seconds + spent
+        if steps >= SPEED_STEPS:
+            break
+    return seconds / steps
+
+
+def _synchronized(pl_module) -> float:
+    """The time once the accelerator has finished the work queued so far (CUDA runs ahead of the host)."""
+    import torch
+
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
+    return time.perf_counter()

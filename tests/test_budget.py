@@ -1,0 +1,195 @@
+"""Issue 17, part 1: training to a time budget.
+
+The plan (how many steps fit in the time left), the schedules over a horizon that moves, the
+first/middle/last choices that follow the plan, the shares of ``ssl table``, and whole commands that
+end within their budget, resumed ones included.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_RECIPE
+
+from dlcv.budget import latest_step_seconds, plan_steps
+from dlcv.recipe_checks import format_duration, parse_duration
+from dlcv.recipes import classify_defaults
+from dlcv.tasks.optim import Horizon, build_scheduler
+
+
+# --- the plan -------------------------------------------------------------------------------------------
+def simulate(seconds: float, step: float, epoch: float, done: int, per_epoch: int) -> int:
+    """The plan by brute force: add steps one by one while the time they and their epochs' ends take fits."""
+    best = done
+    for total in range(done + 1, done + 10_000):
+        ends = math.ceil(total / per_epoch) - done // per_epoch  # epoch ends from here to the last (partial) one
+        if (total - done) * step + ends * epoch > seconds + 1e-9:
+            break
+        best = total
+    return best
+
+
+@pytest.mark.parametrize("seconds", [0.5, 3.0, 9.99, 10.0, 41.3, 100.0])
+@pytest.mark.parametrize("done", [0, 3, 10, 17])
+def test_the_plan_is_the_most_steps_that_fit(seconds, done):
+    assert plan_steps(seconds, 0.5, 1.2, done, 10) == simulate(seconds, 0.5, 1.2, done, 10)
+
+
+def test_the_plan_never_goes_back_and_stops_when_nothing_fits():
+    assert plan_steps(-5.0, 0.1, 1.0, 42, 10) == 42
+    assert plan_steps(0.5, 0.1, 1.0, 42, 10) == 42  # not even the current epoch's end fits
+    assert plan_steps(1.0e6, 0.1, 1.0, 0, 10) == 10 * math.floor(1.0e6 / 2.0)  # whole epochs, closed form
+
+
+def test_the_step_time_is_taken_over_enough_recent_steps():
+    assert latest_step_seconds([(100, 50.0), (100, 10.0)]) == pytest.approx(0.1)  # the latest epoch alone
+    assert latest_step_seconds([(40, 40.0), (40, 4.0), (40, 4.0)]) == pytest.approx(0.1)  # two small ones
+    assert latest_step_seconds([(10, 5.0)]) == pytest.approx(0.5)
+
+
+def test_durations_read_and_write():
+    assert parse_duration("20m") == 1200 and parse_duration("1h30m") == 5400 and parse_duration("1.5h") == 5400
+    assert parse_duration("90s") == 90 and parse_duration("2m30s") == 150
+    for bad in ("20", "m", "20 minutes", "", "0s", 20, None):
+        assert parse_duration(bad) is None
+    assert format_duration(5400) == "1h30m" and format_duration(150.4) == "2m30s" and format_duration(45) == "45s"
+
+
+# --- schedules over the horizon ---------------------------------------------------------------------------
+def _lrs(schedule: dict, horizon: Horizon, steps: int, moves: dict[int, int] | None = None) -> list[float]:
+    cfg = {**classify_defaults()["schedule"], **schedule}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, cfg, horizon)["scheduler"]
+    out = []
+    for step in range(steps):
+        if moves and step in moves:
+            horizon.total_steps = moves[step]
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+@pytest.mark.parametrize("anneal", ["linear", "cos"])
+@pytest.mark.parametrize("total", [2, 3, 7, 100])
+def test_onecycle_is_torchs_over_a_fixed_horizon(anneal, total):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    pct = 0.25 if 0.25 * total > 1 else 1.5 / total
+    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=total, pct_start=pct,
+                                                    anneal_strategy=anneal, div_factor=10, final_div_factor=100,
+                                                    cycle_momentum=False)
+    expected = []
+    for step in range(total):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if step < total - 1:
+            reference.step()
+    got = _lrs({"name": "onecycle", "pct_start": 0.25, "anneal": anneal}, Horizon(total, 1), total)
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["onecycle", "cosine", "linear", "poly"])
+def test_every_schedule_finishes_where_a_moved_plan_ends(name):
+    """The plan moves from 100 steps to 60 at step 30: the schedule reaches its floor at step 59, not 99."""
+    lrs = _lrs({"name": name, "min_lr_fraction": 0.0}, Horizon(100, 10), 60, moves={30: 60})
+    assert lrs[-1] < 0.03 and max(lrs[:30]) > 0.5  # poly: (1 / 60) ** 0.9 = 0.025
+
+
+def test_multistep_milestones_as_shares_move_with_the_plan():
+    lrs = _lrs({"name": "multistep", "milestones": [0.5, 0.75], "gamma": 0.1}, Horizon(100, 10), 80,
+               moves={10: 80})
+    assert lrs[39] == pytest.approx(1.0) and lrs[40] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.01)
+    epochs = _lrs({"name": "multistep", "milestones": [3], "gamma": 0.1}, Horizon(100, 10), 40)
+    assert epochs[29] == pytest.approx(1.0) and epochs[30] == pytest.approx(0.1)  # 1 and more: epochs
+
+
+def test_a_budget_refuses_milestones_in_epochs(recipe, p1_data, capsys):
+    from dlcv.cli.main import main
+
+    code = main(["classify", "fit", "--config", str(recipe), "--data", str(p1_data), "--budget", "1m",
+                 "--set", "schedule.name=multistep", "--set", "schedule.milestones=[5, 8]"])
+    assert code == 2 and "shares of the run" in capsys.readouterr().err
+    code = main(["classify", "fit", "--config", str(recipe), "--data", str(p1_data), "--budget", "20 minutes"])
+    assert code == 2 and "--budget '20 minutes': give a duration such as 20m" in capsys.readouterr().err
+
+
+# --- ssl table's shares ---------------------------------------------------------------------------------------
+def test_the_table_shares_what_is_left_among_the_runs_still_to_train():
+    from dlcv.recipes import ssl_table_defaults
+    from dlcv.ssl import TableClock
+
+    recipe = {**ssl_table_defaults(), "budget": "100s", "settings": ["A", "C", "E"]}
+    clock = TableClock(recipe, {"none", "self_supervised"}, time.perf_counter())
+    assert set(clock.shares) == {"byol", "A", "C", "E"}  # no supervised backbone needed
+    byol = parse_duration(clock.budget("byol")[0].split("=")[1])
+    assert byol == pytest.approx((100 - clock.TAIL) * 0.5 / (0.5 + 0.4), abs=1)
+    clock.skip("A")  # reused: the two settings left share what is left evenly
+    c = parse_duration(clock.budget("C")[0].split("=")[1])
+    assert c == pytest.approx((100 - clock.TAIL) / 2, abs=1)
+    assert TableClock({**recipe, "budget": None}, {"none"}, 0.0).budget("A") == ()
+
+
+# --- whole commands -------------------------------------------------------------------------------------------
+BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed").replace("batch_size: 16", "batch_size: 4") + \
+    "schedule: {name: cosine, min_lr_fraction: 0.0}\nembed: {epochs: \"first,middle,last\"}\n"
+
+
+def _fit(data: Path, recipe: Path, runs: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "DLCV_CACHE": str(runs / "cache")}
+    return subprocess.Popen([sys.executable, "-m", "dlcv", "classify", "fit", "--config", str(recipe), "--data",
+                             str(data), "--runs-dir", str(runs), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_a_fit_ends_within_its_budget_with_the_schedule_finished(p1_data, tmp_path):
+    recipe = tmp_path / "timed.yaml"
+    recipe.write_text(BUDGET_RECIPE)
+    began = time.perf_counter()
+    proc = _fit(p1_data, recipe, tmp_path, "--budget", "25s")
+    out, err = proc.communicate(timeout=300)
+    wall = time.perf_counter() - began
+    assert proc.returncode == 0, err
+    assert wall <= 25 + 1.5, out  # the interpreter's start is outside the plan's clock: a little slack
+    run = tmp_path / "timed"
+    summary = json.loads((run / "summary.json").read_text())
+    budget = summary["budget"]
+    assert budget["seconds"] == 25 and budget["steps_per_epoch"] == 12  # 48 images, batches of 4
+    assert summary["epochs"] == pytest.approx(budget["steps"] / 12, abs=0.01) and summary["epochs"] > 3
+    assert "budget 25s:" in out and "epochs;" in out
+    # The schedule ran over the planned steps: the last epoch's rate is near the floor (0).
+    rows = (run / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    last_lr, first_lr = (float(rows[i].split(",")[header.index("lr")]) for i in (-1, 1))
+    assert last_lr < 0.25 * first_lr
+    # first, middle and last follow the plan: the last snapshot is the last epoch trained.
+    epochs = sorted(int(p.stem.split("_")[1]) for p in (run / "embeddings").glob("epoch_*.npz"))
+    assert len(epochs) == 3 and epochs[0] == 1 and epochs[-1] == len(rows) - 1
+
+
+def test_a_resumed_budget_goes_on_with_what_is_left(p1_data, tmp_path):
+    recipe = tmp_path / "timed.yaml"
+    recipe.write_text(BUDGET_RECIPE)
+    victim = _fit(p1_data, recipe, tmp_path, "--budget", "30s")
+    csv_path = tmp_path / "timed" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (csv_path.exists() and len(csv_path.read_text().splitlines()) >= 4):
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    began = time.perf_counter()
+    resumed = _fit(p1_data, recipe, tmp_path, "--resume")
+    out, err = resumed.communicate(timeout=300)
+    wall = time.perf_counter() - began
+    assert resumed.returncode == 0, err
+    budget = json.loads((tmp_path / "timed" / "summary.json").read_text())["budget"]
+    assert budget["spent_before"] > 3
+    assert wall <= 30 - budget["spent_before"] + 1.5, out
