@@ -88,12 +88,9 @@ def class_appearance(label: int, num_classes: int) -> tuple[str, float]:
     return shape, (label // len(SHAPES)) / hues
 
 
-def draw_p1_image(label: int, num_classes: int, rng: np.random.Generator, size: int = 32,
-                  any_hue: bool = False) -> np.ndarray:
-    """One synthetic (size, size, 3) uint8 image of class ``label`` (``any_hue``: in a random colour, so
-    that only its shape tells its class)."""
+def draw_p1_image(label: int, num_classes: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """One synthetic (size, size, 3) uint8 image of class ``label``."""
     shape, hue = class_appearance(label, num_classes)
-    hue = rng.uniform() if any_hue else hue
     background = rng.uniform(0.15, 0.85, 3)
     image = np.empty((size, size, 3), dtype=np.float32)
     image[:] = background
@@ -234,7 +231,7 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, 
         (staging / "mini" / "train").mkdir(parents=True)
         rng = np.random.default_rng(seed + 2)
         for index in range(mini):
-            image = draw_p1_image(int(rng.integers(num_classes)), num_classes, rng, size=84, any_hue=True)
+            image = draw_p1_image(int(rng.integers(num_classes)), num_classes, rng, size=84)
             Image.fromarray(image).save(staging / "mini" / "train" / f"{index:05d}.jpg", format="JPEG", quality=90)
         for split, per_class in (("train", office_train_per_class), ("val", office_val_per_class)):
             (staging / "office" / split).mkdir(parents=True)
@@ -243,7 +240,7 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, 
                 for index in range(per_class):
                     name = f"{label}_{index}.jpg"
                     side = int(rng.integers(48, 97))
-                    image = draw_p1_image(label, num_classes, rng, size=side, any_hue=True)
+                    image = draw_p1_image(label, num_classes, rng, size=side)
                     Image.fromarray(image).save(staging / "office" / split / name, format="JPEG", quality=90)
                     rows.append((name, label))
             write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
