@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from conftest import run_cli
 
 from dlcv.data.synth import synth_p1, synth_ssl
@@ -267,6 +268,26 @@ def test_table_monitors_byol_on_the_labelled_folder_it_names(ssl_data, tmp_path)
                    overrides=(f"data.monitor={p1}",))
     summary = json.loads((folder / "byol" / "summary.json").read_text())
     assert summary["knn_monitor"] == str(p1) and len(summary["knn_acc"]) == 1
+
+
+def test_a_table_budget_is_shared_among_its_runs(ssl_data, tmp_path):
+    """BYOL and settings A and C share 30 s by the recipe's shares (0.5 : 0.2 : 0.2, the settings' 0.4 split
+    in two): each run's recipe carries its budget, each fits in it, and the whole table in the 30 s."""
+    import time
+
+    from dlcv.recipe_checks import parse_duration
+    from dlcv.ssl import table
+
+    began = time.perf_counter()
+    folder = table(write_tiny_settings(tmp_path, "settings: [A, C]\n"), ssl_data, runs_dir=tmp_path / "runs",
+                   overrides=("budget=30s",))
+    assert time.perf_counter() - began <= 30
+    budgets = {run: parse_duration(yaml.safe_load((folder / run / "recipe.yaml").read_text())["train"]["budget"])
+               for run in ("byol", "A", "C")}
+    assert 12 <= budgets["byol"] <= 17 and budgets["A"] >= 4 and budgets["C"] >= 4
+    for run in ("A", "C"):
+        summary = json.loads((folder / run / "summary.json").read_text())
+        assert summary["budget"]["seconds"] == budgets[run] and summary["epochs"] > 0
 
 
 def test_table_reuses_finished_runs(table_run, ssl_data, capsys):

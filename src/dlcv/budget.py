@@ -106,6 +106,8 @@ class TimeBudget(L.Callback):
 
     # --- Lightning's hooks ---------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit":  # the final scoring (trainer.test) after fit: the plan is done
+            return
         trainer.fit_loop.setup_data()
         per_epoch = max(1, int(trainer.num_training_batches))
         self.horizon.steps_per_epoch = per_epoch
