@@ -155,7 +155,7 @@ class SegmentFit(Fit):
 
         if not self.progress_at:
             return []
-        ids, images, masks = _progress_images(data, recipe["progress"]["images"])
+        ids, images, masks = data.progress_images(recipe["progress"]["images"])
         return [MaskProgress(run_dir, self.progress_at, ids, images, masks, lambda x: model_input(x, recipe["data"]),
                              recipe["train"]["val_tta"])]
 
@@ -179,23 +179,6 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
     return SegmentFit(data).run(config, runs_dir, name, overrides, overwrite, resume)
 
-
-def _progress_images(data_module, wanted: list):
-    """``(ids, images, masks)`` of the validation images whose masks are kept through training.
-
-    They come from the validation folder even when checkpoints are selected on a holdout share of
-    train (drawing them decides nothing); the chosen ids that exist there, else its first three.
-    """
-    import torch
-
-    from dlcv.data.images import decode_images
-
-    source = data_module.final if data_module.final is not None else data_module.val_set
-    wanted = [str(w) for w in wanted or []]
-    picks = [source.ids.index(w) for w in wanted if w in source.ids] or list(range(min(3, len(source))))
-    images = decode_images([source.images[i] for i in picks])
-    masks = np.stack([read_mask(source.masks[i], data_module.codec, images.shape[1:3]) for i in picks])
-    return [source.ids[i] for i in picks], torch.from_numpy(images), torch.from_numpy(masks)
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------

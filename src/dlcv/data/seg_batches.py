@@ -247,6 +247,22 @@ class SegmentationData(InMemoryData):
     def counts(self) -> tuple[int, int, int]:
         return len(self.train_y), len(self.val_y), 0 if self.final is None else len(self.final.ids)
 
+    def progress_images(self, wanted: list) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """``(ids, images, masks)`` of the validation images whose masks are kept through training.
+
+        They come from the validation folder even when checkpoints are selected on a holdout share of
+        train (drawing them decides nothing); the chosen ids that exist there, else its first three.
+        """
+        from dlcv.data.images import decode_images
+        from dlcv.data.masks import read_mask
+
+        source = self.final if self.final is not None else self.val_set
+        wanted = [str(w) for w in wanted or []]
+        picks = [source.ids.index(w) for w in wanted if w in source.ids] or list(range(min(3, len(source))))
+        images = decode_images([source.images[i] for i in picks])
+        masks = np.stack([read_mask(source.masks[i], self.codec, images.shape[1:3]) for i in picks])
+        return [source.ids[i] for i in picks], torch.from_numpy(images), torch.from_numpy(masks)
+
     def _tensors(self, pairs: SatelliteSet) -> tuple[torch.Tensor, torch.Tensor]:
         """The pairs' images and class masks, decoded once (cache), in one copy out of the memory maps into
         RAM: batches then index plain memory."""
