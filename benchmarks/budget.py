@@ -6,7 +6,7 @@ Usage (from the repository root, with .venv set up; nothing else running):
     python benchmarks/budget.py segment configs/seg/cpu.yaml ../shared/data/hw1_data/p2_data
     python benchmarks/budget.py ssl-table configs/ssl/settings_cpu.yaml /tmp/transfer
 
-It prints the CPU's model and flags, the command, its wall time (interpreter start to exit) as a share
+It prints the GPU (if any), the CPU's model and flags, the command, its wall time (interpreter start to exit) as a share
 of the budget, the epochs the plan reached and the final score (val_50 accuracy, validation mIoU, or
 the A-E table), from the run folder's summary.json / table.json.
 """
@@ -33,7 +33,10 @@ def cpu() -> str:
     text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.*)", text)
     flags = sorted(set(re.findall(r"\b(avx2|avx512_bf16|amx_bf16)\b", text)))
-    return f"{model.group(1) if model else 'unknown CPU'}; flags: {' '.join(flags) or 'none of avx2/avx512_bf16/amx'}"
+    line = f"{model.group(1) if model else 'unknown CPU'}; flags: {' '.join(flags) or 'none of avx2/avx512_bf16/amx'}"
+    import torch
+
+    return f"{torch.cuda.get_device_name()}; torch {torch.__version__}; {line}" if torch.cuda.is_available() else line
 
 
 def main() -> int:
