@@ -139,6 +139,12 @@ def test_demo_runs_every_problem_and_builds_the_report(capsys, tmp_path):
     table = json.loads((tmp_path / "demo" / "runs" / "ssl_table_demo" / "table.json").read_text())
     assert [r["setting"] for r in table["rows"]] == ["A", "B", "C", "D", "E"]
     assert "ssl: A " in out and f"{table['rows'][2]['accuracy']:.4f}" in page
+    # The effects the demo claims: BYOL's kNN monitor rises well above the untrained trunk's, and
+    # fine-tuning from the BYOL backbone (C) beats training from scratch (A) on the few labelled images.
+    byol = json.loads((tmp_path / "demo" / "runs" / "ssl_table_demo" / "byol" / "summary.json").read_text())
+    assert byol["final_knn_acc"] >= byol["knn_acc_at_init"] + 0.15 and "BYOL kNN monitor:" in out
+    accuracy = {r["setting"]: r["accuracy"] for r in table["rows"]}
+    assert accuracy["C"] >= accuracy["A"] + 0.05
     summary = json.loads((run / "summary.json").read_text())
     assert f"{summary['best_val_acc']:.4f}" in page
     code, _, err = run_cli(capsys, "demo", "--output", tmp_path / "demo")

@@ -43,3 +43,28 @@ def test_a_small_network_learns_the_classes(tmp_path):
                       "data: {batch_size: 32}\noptim: {lr: 0.1}\ntrain: {epochs: 12, threads: 1}\n")
     run = fit(recipe, root, runs_dir=tmp_path / "runs")
     assert json.loads((run / "summary.json").read_text())["best_val_acc"] > 0.6
+
+
+def test_ssl_textures_keep_their_class_in_any_crop_and_not_in_their_colour():
+    """The self-supervised data's premise: a class is told apart by its texture in a crop of any image
+    (the grey-level spectrum of a random half-size crop, nearest neighbour), and not by its colour (the
+    mean colour, nearest neighbour), the cue BYOL's colour jitter takes away."""
+    import numpy as np
+
+    from dlcv.data.synth import TEXTURES, draw_texture
+    from dlcv.metrics.embedding import knn_accuracy_against
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(TEXTURES)), 40)
+    images = np.stack([draw_texture(int(label), rng, size=64) for label in labels]).astype(np.float32)
+    corners = rng.integers(0, 33, (len(images), 2))
+    crops = np.stack([im[y:y + 32, x:x + 32].mean(-1) for im, (y, x) in zip(images, corners)])
+    spectrum = np.abs(np.fft.fft2(crops - crops.mean((1, 2), keepdims=True))).reshape(len(crops), -1)
+    colour = images.mean((1, 2))
+    bank, query = np.arange(len(labels)) % 2 == 0, np.arange(len(labels)) % 2 == 1
+    chance = 1 / len(TEXTURES)
+
+    def accuracy(features):
+        return knn_accuracy_against(features[bank], labels[bank], features[query], labels[query], k=5)
+
+    assert accuracy(spectrum) > 0.8 and accuracy(colour) < chance + 0.15

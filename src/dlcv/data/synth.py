@@ -3,6 +3,14 @@
 Problem 1: every class is a shape (disc, square, triangle, cross, ring, bar) in a hue of its own,
 drawn at a random place, size, angle and shade over a noisy background, so that a classifier must
 learn shape and colour together and its embeddings have real structure to show.
+
+The self-supervised problem: every class is a texture that fills the image (stripes either way,
+checks, dots, a grid, blobs) in two random grey levels under a random tint, at a random period, phase
+and small tilt. Every crop of an image keeps its class and its colour is what BYOL's colour jitter
+varies, so what two views share is the class: a ResNet's untrained features place these images
+little better than chance, and a few hundred BYOL steps lift the kNN monitor well above it
+(docs/RESULTS.md). On Problem 1's single shapes a crop often misses the shape, and BYOL learns the
+background instead.
 """
 
 from __future__ import annotations
@@ -101,6 +109,43 @@ def draw_p1_image(label: int, num_classes: int, rng: np.random.Generator, size: 
     mask = _shape_mask(shape, size, rng)
     image[mask] = colour
     image += rng.normal(0, 0.05, image.shape)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+TEXTURES = ("vertical stripes", "horizontal stripes", "checks", "dots", "grid", "blobs")
+
+
+def _texture_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A boolean (size, size) texture of ``kind`` (one of TEXTURES) at a random period, phase and tilt."""
+    period = rng.uniform(0.18, 0.3) * size
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + rng.uniform(0, period, 2)[:, None, None]
+    tilt = rng.uniform(-0.15, 0.15)
+    u, v = x + tilt * y, y - tilt * x
+    across, down = np.sin(2 * np.pi * u / period), np.sin(2 * np.pi * v / period)
+    if kind == "vertical stripes":
+        return across > 0
+    if kind == "horizontal stripes":
+        return down > 0
+    if kind == "checks":
+        return (across > 0) ^ (down > 0)
+    if kind == "dots":
+        return np.cos(2 * np.pi * u / period) + np.cos(2 * np.pi * v / period) > 1.0
+    if kind == "grid":
+        return (np.cos(2 * np.pi * u / period) > 0.6) | (np.cos(2 * np.pi * v / period) > 0.6)
+    # blobs: coarse Gaussian noise, smoothly enlarged, thresholded at zero
+    from PIL import Image
+
+    cells = max(2, int(size / period) + 1) + 1
+    coarse = Image.fromarray(rng.normal(size=(cells, cells)).astype(np.float32))
+    return np.asarray(coarse.resize((size, size), Image.BICUBIC)) > 0
+
+
+def draw_texture(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """One (size, size, 3) uint8 image of the self-supervised problem's class ``label`` (TEXTURES[label])."""
+    mask = _texture_mask(TEXTURES[label], size, rng)
+    dark, light = rng.uniform(0.0, 0.35), rng.uniform(0.65, 1.0)
+    tint = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0, 0.5), 1.0))
+    image = np.where(mask[..., None], light, dark) * tint + rng.normal(0, 0.04, (size, size, 3))
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -211,27 +256,29 @@ def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, si
 
 
 # --- The self-supervised problem: Mini-ImageNet, Office-Home and the course's supervised backbone ------------
-def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, office_train_per_class: int = 12,
-              office_val_per_class: int = 4, arch: str = "resnet50", seed: int = 0, overwrite: bool = False) -> Path:
+def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 2000, office_train_per_class: int = 12,
+              office_val_per_class: int = 20, arch: str = "resnet50", seed: int = 0, overwrite: bool = False) -> Path:
     """Write ``output/p2_data/mini/train/*.jpg`` (unlabelled, 84x84), ``output/p2_data/office/{train,val}/``
     with ``train.csv`` / ``val.csv`` (``id,filename,label``; images of mixed sizes, as Office-Home's are)
     and ``output/p2_data/pretrain_model_SL.pt``: a randomly initialised torchvision ``arch`` state_dict in
-    the course file's form (``fc`` with 1000 outputs), for tests. Satellite pairs already there are kept."""
+    the course file's form (``fc`` with 1000 outputs), for tests. The images are textures (``draw_texture``),
+    the unlabelled ones of every class; few labelled ones, as Office-Home has. Satellite pairs already
+    there are kept."""
     import torch
     from PIL import Image
     from torchvision import models
 
     from dlcv.data.office import write_office_csv
 
-    if num_classes < 2 or mini < 2 or office_train_per_class < 1 or office_val_per_class < 1:
-        raise DlcvError("synthetic self-supervised data needs at least 2 classes, 2 unlabelled images and 1 "
-                        "Office-Home image per class and split")
+    if not 2 <= num_classes <= len(TEXTURES) or mini < 2 or office_train_per_class < 1 or office_val_per_class < 1:
+        raise DlcvError(f"synthetic self-supervised data needs 2 to {len(TEXTURES)} classes, 2 unlabelled images "
+                        "and 1 Office-Home image per class and split")
     target = _data_target(output, "p2_data", SSL_PARTS, overwrite)
     with staged_folder(target, overwrite=True, kind=SYNTH_KIND, keep=P2_PARTS) as staging:
         (staging / "mini" / "train").mkdir(parents=True)
         rng = np.random.default_rng(seed + 2)
         for index in range(mini):
-            image = draw_p1_image(int(rng.integers(num_classes)), num_classes, rng, size=84)
+            image = draw_texture(int(rng.integers(num_classes)), rng, size=84)
             Image.fromarray(image).save(staging / "mini" / "train" / f"{index:05d}.jpg", format="JPEG", quality=90)
         for split, per_class in (("train", office_train_per_class), ("val", office_val_per_class)):
             (staging / "office" / split).mkdir(parents=True)
@@ -240,7 +287,7 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 240, 
                 for index in range(per_class):
                     name = f"{label}_{index}.jpg"
                     side = int(rng.integers(48, 97))
-                    image = draw_p1_image(label, num_classes, rng, size=side)
+                    image = draw_texture(label, rng, size=side)
                     Image.fromarray(image).save(staging / "office" / split / name, format="JPEG", quality=90)
                     rows.append((name, label))
             write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
