@@ -78,7 +78,10 @@ def quiet_lightning() -> None:
     import logging
     import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    # (accelerators.cuda: "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]" at every fit; dlcv's own trainer line
+    # names the devices and strategy)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*exists and is not empty.*", ".*is smaller than the logging interval.*",
                     ".*LeafSpec.*is deprecated.*", ".*does not have many workers.*",
