@@ -54,6 +54,15 @@ def test_recipe_overrides_defaults_and_takes_its_name_from_the_file(tmp_path):
     assert recipe["train"]["epochs"] == 7
 
 
+def test_another_model_starts_its_arguments_afresh_and_the_same_model_merges_them(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model: {name: cnn3, args: {hidden: 64}}\n")
+    other = load_recipe(classify_defaults(), path, ["model.name=dlcv_net", "model.args.widths=[8, 16, 16]"])
+    assert other["model"] == {"name": "dlcv_net", "args": {"widths": [8, 16, 16]}}
+    same = load_recipe(classify_defaults(), path, ["model.name=cnn3", "model.args.widths=[8, 16, 16]"])
+    assert same["model"] == {"name": "cnn3", "args": {"hidden": 64, "widths": [8, 16, 16]}}
+
+
 def test_unknown_recipe_key_is_an_error_naming_file_and_key(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("optim: {lrate: 0.3}\n")

@@ -2,7 +2,8 @@
 
 A run writes the resolved recipe into its folder, so nothing about an experiment lives only in a
 shell history. Keys the defaults do not know are errors (a typo must not be silently ignored),
-except under sections marked free-form (``model.args``).
+except under sections marked free-form (``model.args``). A free-form section belongs to the ``name``
+beside it: a later layer that names another model starts its arguments afresh.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def _load_yaml(path: Path) -> dict:
 def merge(defaults: dict, override: dict, source: str, path: tuple[str, ...] = ()) -> dict:
     """``defaults`` updated by ``override``, refusing keys the defaults do not have."""
     out = copy.deepcopy(defaults)
+    if (*path, "args") in FREE_FORM and override.get("name", out.get("name")) != out.get("name"):
+        out["args"] = {}  # another model: the arguments of the one it replaces do not apply
     for key, value in override.items():
         here = (*path, str(key))
         if here in FREE_FORM:
