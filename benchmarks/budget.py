@@ -48,6 +48,8 @@ def main() -> int:
     parser.add_argument("--budget", help="override the recipe's budget")
     parser.add_argument("--runs-dir", default="/tmp/budget_runs")
     parser.add_argument("--name", help="run folder name (default: the recipe's name and the precision)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override passed on to the command (repeatable)")
     args = parser.parse_args()
 
     key = "budget" if args.kind == "ssl-table" else "train.budget"
@@ -64,6 +66,8 @@ def main() -> int:
         command = [args.kind, "fit", "--config", args.recipe, "--data", args.data, "--name", name, "--overwrite"]
         if args.precision:
             command += ["--set", f"train.precision={args.precision}"]
+    for override in args.set:
+        command += ["--set", override]
     command += ["--runs-dir", args.runs_dir, "--budget", str(budget)]
     print(cpu(), flush=True)
     print("command: dlcv " + " ".join(command), flush=True)

