@@ -4,7 +4,9 @@ On whatever accelerator is present (a CUDA GPU, else the CPU at smaller sizes) i
 data (and on the real p1 images when ``--p1`` names them):
 
 1. ``classify fit`` (short), then ``classify predict --ensemble 2 --tta flip_shift``, then ``classify fit
-   --budget 30s`` (it must end within its budget: the plan's accelerator timing);
+   --budget 30s`` (it must end within its budget: the plan's accelerator timing); then the classification
+   batch's augmentations (TrivialAugment, RandAugment, MixUp, CutMix) under torch's sync debug mode, which
+   raises at any host sync on a GPU;
 2. ``segment fit`` with ``data.eval_size`` different from the tile size, then ``segment predict --tta d4``;
 3. ``ssl table`` with one-epoch settings (BYOL, the supervised backbone, A-E);
 4. ``sam masks`` with a small random SAM (``vit_tiny``);
@@ -16,7 +18,7 @@ on it alone. It prints a table (phase, devices seen, steps, steps/s, peak accele
 and exits 1 if a phase failed or touched another device.
 
 Usage: python benchmarks/gpu_check.py [--p1 ../shared/data/hw1_data/p1_data] [--work /tmp/gpu_check]
-On a lent GPU machine, in one call: here ``bash benchmarks/gpu_prepare.sh`` (the wheels its image lacks
+On a lent GPU machine, in one call: here ``bash benchmarks/gpu_prepare.sh check`` (the wheels its image lacks
 and the p1 images as one 55 MB archive, into the git-ignored .gpu/), then the device's run with carry
 [".gpu"] and the command
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl &&
@@ -130,6 +132,35 @@ def with_changes(recipe: dict, **sections) -> dict:
     return out
 
 
+def augment_without_syncs(device: torch.device, rounds: int = 5) -> None:
+    """The classification batch's augmentations on ``device`` (crop and flip, TrivialAugment and RandAugment
+    batched by operation, MixUp or CutMix): on a GPU, a host sync anywhere in them raises (torch's sync
+    debug mode), since each one stops the host from running ahead of the GPU."""
+    from dlcv.data.augment import prepare_batch
+    from dlcv.data.policies import mix
+
+    images = torch.randint(0, 256, (128, 32, 32, 3), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 50, (128,), device=device)
+    cfg = {"crop_padding": 4, "flip": True, "randaugment_ops": 2, "randaugment_magnitude": 9, "cutout": 0,
+           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": 64}
+
+    def batches():
+        for policy in ("trivialaugment", "randaugment"):
+            mix(prepare_batch(images, {**cfg, "auto_augment": policy}, train=True), labels, 50, 0.8, 1.0)
+
+    batches()  # first use: the per-device constants are made (and copied) once
+    if device.type != "cuda":
+        return
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(rounds):
+            batches()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.cuda.synchronize()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--p1", type=Path, help="the real p1_data folder (else synthetic images)")
@@ -166,6 +197,9 @@ def main() -> int:
             "--budget", f"{BUDGET}s")
         if watch.elapsed() > BUDGET:
             raise SystemExit(f"the budgeted fit took {watch.elapsed():.1f} s of a {BUDGET} s budget")
+
+    with watch.phase("augment without host syncs"):
+        augment_without_syncs(device)
 
     p2_recipe = write(recipes / "p2.yaml", with_changes(
         P2_DEMO_RECIPE, name="p2_check", train=gpu_train,

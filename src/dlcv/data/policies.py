@@ -52,6 +52,15 @@ def draw(batch: int, space: dict, num_ops: int, magnitude: int | None, size: tup
     return rounds
 
 
+def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor (indices, magnitudes drawn on the host) on ``device``: to a GPU from pinned memory
+    without waiting for the stream (a copy from pageable memory waits for all queued work, which stops
+    the host from running ahead of the GPU several times a batch)."""
+    if device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
 def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor:
     """Shear, translation or rotation of uint8 (N, C, H, W) images by per-image amounts: one nearest-
     neighbour resampling, with torchvision's inverse matrices and grid (``affine_image``)."""
@@ -66,7 +75,8 @@ def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor
             out[i] = torch.rot90(images[i], k=int(float(values[i]) % 360) // 90, dims=(-2, -1))
         rest = torch.nonzero(values % 90 != 0).flatten()
         if len(rest):
-            out[rest.to(images.device)] = _affine(images[rest.to(images.device)], op, values[rest])
+            index = to_device(rest, images.device)
+            out[index] = _affine(images[index], op, values[rest])
         return out
     matrices = []
     for v in values.tolist():
@@ -81,20 +91,20 @@ def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor
         else:  # Rotate (torchvision's rotate turns the other way from its affine)
             m = _get_inverse_affine_matrix([0.0, 0.0], -(v % 360), [0.0, 0.0], 1.0, [0.0, 0.0])
         matrices.append(m)
-    theta = torch.tensor(matrices, dtype=torch.float32).view(n, 2, 3).to(images.device)
+    theta = torch.tensor(matrices, dtype=torch.float32).view(n, 2, 3)
+    theta = to_device(theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h]), images.device)
     base = torch.empty(1, h, w, 3, device=images.device)
     base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=images.device))
     base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=images.device).unsqueeze(-1))
     base[..., 2].fill_(1)
-    scale = torch.tensor([0.5 * w, 0.5 * h], device=images.device)
-    grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(theta.transpose(1, 2) / scale).view(n, h, w, 2)
+    grid = base.view(1, h * w, 3).expand(n, -1, -1).bmm(theta).view(n, h, w, 2)
     out = F.grid_sample(images.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out.round_().to(images.dtype)
 
 
 def _blend(images: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
     """torchvision's ``_blend`` with a ratio per image: ``ratio * images + (1 - ratio) * other``, clamped."""
-    ratio = ratio.to(images.device).view(-1, 1, 1, 1)
+    ratio = to_device(ratio, images.device).view(-1, 1, 1, 1)
     return images.float().mul(ratio).add_(other * (1.0 - ratio)).clamp_(0, 255).to(images.dtype)
 
 
@@ -102,11 +112,12 @@ def _sharpen(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """torchvision's ``adjust_sharpness`` with a factor per image: the inside blended with a 3x3 blur."""
     c = images.shape[1]
     a, b = 1.0 / 13.0, 5.0 / 13.0
-    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], device=images.device).expand(c, 1, 3, 3)
+    kernel = torch.full((c, 1, 3, 3), a, device=images.device)
+    kernel[:, :, 1, 1] = b
     out = images.float()
     blurred = F.conv2d(out, kernel, groups=c).round_()
     inside = out[..., 1:-1, 1:-1]
-    ratio = (1.0 - factor.to(images.device)).view(-1, 1, 1, 1)
+    ratio = (1.0 - to_device(factor, images.device)).view(-1, 1, 1, 1)
     inside.add_(blurred.sub_(inside).mul_(ratio))
     return out.clamp_(0, 255).to(images.dtype)
 
@@ -129,10 +140,10 @@ def apply_op(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tenso
         return _sharpen(images, 1.0 + values) if min(images.shape[-2:]) > 2 else images
     if op == "Posterize":
         bits = values.round().to(torch.int64)
-        masks = ((((1 << bits) - 1) << (8 - bits)).clamp(max=255)).to(torch.uint8).to(images.device)
+        masks = to_device(((((1 << bits) - 1) << (8 - bits)).clamp(max=255)).to(torch.uint8), images.device)
         return images & masks.view(-1, 1, 1, 1)
     if op == "Solarize":
-        threshold = (255.0 * values).to(images.device).view(-1, 1, 1, 1)
+        threshold = to_device(255.0 * values, images.device).view(-1, 1, 1, 1)
         return torch.where(images >= threshold, 255 - images, images)
     if op == "AutoContrast":
         return TF.autocontrast(images)
@@ -153,7 +164,7 @@ def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude:
         for k, name in enumerate(names):
             chosen = torch.nonzero(ops == k).flatten()  # drawn on the host: no device sync
             if len(chosen) and name != "Identity":
-                index = chosen.to(out.device)
+                index = to_device(chosen, out.device)
                 out[index] = apply_op(out[index], name, values[chosen])
     return out.permute(0, 2, 3, 1).contiguous()
 
