@@ -288,3 +288,17 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(trained_
 
     last = torch.load(trained_run / "last.ckpt", weights_only=True)
     assert last["epoch"] == 1 and last["global_step"] == 2 * 3  # 2 epochs of 48 images in batches of 16
+
+
+def test_train_threads_hold_for_one_fit_and_the_process_count_comes_back(capsys, tmp_path, p1_data, recipe):
+    """A fit with ``train.threads: 1`` must not leave the process at one thread (a later fit in the same
+    process, such as the demo after the tests' tiny fits, would run at a fraction of its speed)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code, out, _ = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data,
+                               "--runs-dir", tmp_path / "runs", "--set", "train.epochs=1")
+        assert code == 0, out
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

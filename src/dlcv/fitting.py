@@ -19,6 +19,7 @@ steps of step 4 from the measured speed, leaving what steps 5 and 6 need.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -88,9 +89,11 @@ class Fit:
         self.check(recipe)
         if not resume and is_primary_process():
             check_run_dir(runs_dir, recipe["name"], overwrite, inputs=self.inputs)
+        with torch_threads(recipe["train"]["threads"]):
+            return self._fit(recipe, runs_dir, overwrite, resume, start)
 
+    def _fit(self, recipe: dict, runs_dir, overwrite: bool, resume: bool, start: float) -> Path:
         import lightning as L
-        import torch
 
         from dlcv.data.synth import is_synthetic
         from dlcv.runs import open_run_dir
@@ -98,8 +101,6 @@ class Fit:
         from dlcv.trainer import build_trainer
 
         train = recipe["train"]
-        if train["threads"]:
-            torch.set_num_threads(int(train["threads"]))
         data = self.make_data(recipe)
         data.prepare()  # bad data fails here, before anything is written
         # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
@@ -131,6 +132,21 @@ class Fit:
                 say(budget.closing_line(trainer))
         trainer.strategy.barrier("summary written")
         return run_dir
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """``train.threads`` for one fit only: the process's own count is put back after it, so that a later fit
+    in the same process (the demo's, a library caller's, the test suite's) is not held to it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def time_budget(recipe: dict, data, task, started: float):
