@@ -27,6 +27,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DLCV = [sys.executable, "-m", "dlcv"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from budget import cpu as machine  # the GPU if any, the CPU's model and flags
 
 # candidate -> the recipe overrides (--set) that give it (Unknown keeps weight 1: the graded mIoU counts a
 # class predicted on an Unknown pixel as that class's false positive, so the model must learn Unknown too)
@@ -63,10 +66,7 @@ def main() -> int:
     unknown = [n for n in names if n not in LOSSES]
     if unknown or not names:
         sys.exit(f"--losses {args.losses!r}: choose among {', '.join(LOSSES)}")
-    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", cpu)
-    flags = " ".join(sorted(set(re.findall(r"\b(avx2|avx512_bf16|amx_bf16)\b", cpu))))
-    print(f"{model.group(1) if model else 'unknown CPU'}; flags: {flags or 'none of avx2/avx512_bf16/amx'}")
+    print(machine())
     print(f"recipe {args.recipe}, data {args.data}, budget {args.budget} each\n")
 
     rows = []
