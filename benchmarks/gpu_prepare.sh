@@ -32,7 +32,7 @@ wheels() {
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d "$1" "${@:2}"
 }
-p1() { [ -d "$data/p1_data/train_50" ] && tar czf "$1/p1_data.tar.gz" -C "$data" p1_data; }
+p1() { if [ -d "$data/p1_data/train_50" ]; then tar czf "$1/p1_data.tar.gz" -C "$data" p1_data; fi; }
 case "$what" in
 check)
     folders .gpu
