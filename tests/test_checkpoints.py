@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import re
 import zipfile
 
@@ -25,7 +26,8 @@ def _recipe(task: str, model: dict | None = None) -> dict:
 def _write(path, kind: str, task: str) -> None:
     """The bad file of ``kind`` at ``path``."""
     writers = {
-        "random bytes": lambda: path.write_bytes(os.urandom(4096)),
+        # seeded: unseeded bytes begin like a pickle (0x80, 2..5) once in 16,384 runs
+        "random bytes": lambda: path.write_bytes(random.Random(0).randbytes(4096)),
         "empty": lambda: path.write_bytes(b""),
         "text": lambda: path.write_text("epoch,val_acc\n1,0.5\n"),
         "plain pickle": lambda: path.write_bytes(pickle.dumps({"state_dict": {}}, protocol=4)),

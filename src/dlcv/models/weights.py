@@ -47,7 +47,7 @@ def _torch_file_problem(path: Path, what: str) -> str | None:
         if not any(n.endswith("/data.pkl") for n in names):
             return f"{path}: a zip archive but not a PyTorch file (no data.pkl inside), so not a {what}"
         return None
-    if head[0] != PICKLE_PROTOCOL:
+    if head[0] != PICKLE_PROTOCOL or len(head) < 2 or not 2 <= head[1] <= 5:  # PROTO opcode, then 2..5
         return f"{path}: not a PyTorch file (neither its zip format nor a pickle), so not a {what}"
     return None
 
