@@ -3,7 +3,6 @@ torch advice to load untrusted files, no traceback, nothing written."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
