@@ -169,6 +169,33 @@ def test_exported_backbone_loads_strictly_into_torchvision_and_round_trips(tmp_p
     assert torch.equal(trunk(x), again(x))
 
 
+def test_a_trunk_on_small_images_computes_what_torchvision_does_with_the_centre_tap_on_1x1_maps():
+    """layer4 of a ResNet18 at 24 pixels is 1x1: its 3x3 convolutions take the centre-tap path, and the
+    outputs and every gradient are torchvision's (within float rounding)."""
+    from torchvision import models
+
+    from dlcv.models.transfer import CentreTapConv2d, resnet_trunk
+
+    torch.manual_seed(0)
+    ours, _ = resnet_trunk("resnet18")
+    plain = models.resnet18()
+    plain.fc = torch.nn.Identity()
+    plain.load_state_dict(ours.state_dict(), strict=True)
+    assert type(ours.layer4[1].conv2) is CentreTapConv2d and ours.state_dict().keys() == plain.state_dict().keys()
+    taken = []
+    ours.layer4[1].conv2.register_forward_hook(lambda m, i, o: taken.append(i[0].shape[-2:]))
+    x = torch.randn(4, 3, 24, 24)
+    a, b = ours(x), plain(x)
+    assert taken == [(1, 1)] and torch.allclose(a, b, atol=1e-5)
+    (a * torch.arange(a.shape[1])).sum().backward()
+    (b * torch.arange(b.shape[1])).sum().backward()
+    for (name, p), q in zip(ours.named_parameters(), plain.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-4 * q.grad.abs().max().item()), name
+    outer = ours.layer4[1].conv2.weight.grad.clone()
+    outer[:, :, 1, 1] = 0
+    assert outer.abs().max() == 0  # the taps that only ever see padding get no gradient, as in torchvision
+
+
 def test_backbone_of_another_architecture_is_refused_by_name(ssl_data):
     from dlcv.models.transfer import load_backbone
 
