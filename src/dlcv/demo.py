@@ -39,9 +39,8 @@ P2_DEMO_RECIPE = {
 # images (186 steps: SGD 0.2, the target's momentum from 0.9, no warm-up; with Adam 2e-3 or a
 # momentum from 0.99 the kNN monitor stays flat this early), the supervised backbone of B and D trained
 # on Problem 1's synthetic shapes (another domain, as ImageNet is for Office-Home), then settings A-E.
-# 24 pixels, not 32: a step costs about the same on a 2-core CPU (layer4's 1x1 maps and the 2x2 ones of
-# layer3 are most of it at both sizes), but the kNN monitor rises within 4 epochs instead of 10
-# (docs/RESULTS.md), so 6 epochs do.
+# 24 pixels, not 32: the kNN monitor rises within 4 epochs instead of 10 (docs/RESULTS.md), so 6 epochs
+# do; a step also costs about a fifth less on a 2-core CPU (layer4 is 1x1 at both sizes).
 SSL_DEMO_BYOL = {
     "name": "byol_demo",
     "data": {"image_size": 24, "batch_size": 64, "eval_batch_size": 128},
