@@ -8,6 +8,7 @@ decides nothing.
 Usage (from the repository root, with .venv set up):
     python benchmarks/seg_losses.py configs/seg/cpu.yaml ../shared/data/hw1_data/p2_data --budget 15m
     python benchmarks/seg_losses.py configs/seg/cpu.yaml DATA --budget 1m --losses ce,ce+lovasz
+    python benchmarks/seg_losses.py configs/seg/cpu.yaml DATA --budget 20m --losses ce,ce_rangeland2 --set seed=1
 
 The candidates (``--losses``, comma-separated names of LOSSES): plain cross-entropy; cross-entropy with
 Rangeland weighted 2x (the weighting of the best public FCN32s); focal (gamma 2); cross-entropy plus
@@ -61,20 +62,23 @@ def main() -> int:
     parser.add_argument("--budget", required=True, help="each candidate's budget, e.g. 15m")
     parser.add_argument("--losses", default=",".join(LOSSES), help=f"comma-separated, of {', '.join(LOSSES)}")
     parser.add_argument("--runs-dir", default="/tmp/seg_losses")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every candidate, e.g. seed=1 for a second seed (repeatable)")
     args = parser.parse_args()
     names = [n.strip() for n in args.losses.split(",") if n.strip()]
     unknown = [n for n in names if n not in LOSSES]
     if unknown or not names:
         sys.exit(f"--losses {args.losses!r}: choose among {', '.join(LOSSES)}")
     print(machine())
-    print(f"recipe {args.recipe}, data {args.data}, budget {args.budget} each\n")
+    shared = "".join(f" --set {o}" for o in args.set)
+    print(f"recipe {args.recipe}{shared}, data {args.data}, budget {args.budget} each\n")
 
     rows = []
     for name in names:
         run_name = "loss_" + re.sub(r"[^a-z0-9]+", "_", name)
         command = [*DLCV, "segment", "fit", "--config", args.recipe, "--data", args.data, "--runs-dir", args.runs_dir,
                    "--name", run_name, "--overwrite", "--budget", args.budget]
-        for override in LOSSES[name]:
+        for override in [*args.set, *LOSSES[name]]:
             command += ["--set", override]
         began = time.perf_counter()
         result = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True)
