@@ -220,6 +220,22 @@ def test_training_batches_for_an_accelerator_travel_as_uint8_and_end_equal_to_th
     assert passed[0] is batches["cpu"][0] and passed[1] is batches["cpu"][1]
 
 
+def test_the_holdout_is_the_seeded_split_anyone_can_draw_again(p2_data):
+    """benchmarks/tta_choice.py scores a run's holdout by drawing it again with random_holdout."""
+    from dlcv.data.p2 import random_holdout
+    from dlcv.data.seg_batches import SegmentationData
+    from dlcv.recipes import segment_defaults
+
+    data = SegmentationData(p2_data, {**segment_defaults()["data"], "holdout": 0.34}, seed=5)
+    data.prepare()
+    ids = find_pairs(p2_data / "train").ids
+    keep, hold = random_holdout(len(ids), 0.34, seed=5)
+    assert data.val_ids == [ids[i] for i in hold] and len(data.train_y) == len(keep)
+    assert sorted([*keep, *hold]) == list(range(len(ids))) and list(hold) == sorted(hold)
+    with pytest.raises(DlcvError, match="leaves no training pairs of 3"):
+        random_holdout(3, 0.9, seed=0)
+
+
 # --- models --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,args", [("unet_small", {"width": 4}), ("unet_lite0", {"decoder_widths": [16, 16, 8, 8]}),
                                        ("fcn32s", {})])

@@ -71,6 +71,15 @@ def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
     return SatelliteSet(ids, [images[i] for i in ids], [masks[i] for i in ids])
 
 
+def random_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(count)`` into sorted (train, holdout) indices, a seeded random ``fraction`` held out."""
+    order = np.random.default_rng(seed).permutation(count)
+    held = max(1, round(fraction * count))
+    if held >= count:
+        raise DlcvError(f"data.holdout {fraction} leaves no training pairs of {count}")
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
 def load_images(files: list[Path], use_cache: bool = True) -> np.ndarray:
     """(N, H, W, 3) uint8, memory-mapped from the cache after the first decode."""
     from dlcv.data.images import load_image_stack

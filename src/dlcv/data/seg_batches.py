@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from dlcv.data.augment import planes_to_float, scale_shift, to_float
 from dlcv.data.batches import InMemoryData, TensorBatches, in_model_dtype
 from dlcv.data.masks import MaskCodec
-from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs
+from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
 from dlcv.errors import DlcvError
 
 
@@ -215,11 +215,7 @@ class SegmentationData(InMemoryData):
                             "share of train (data.holdout)")
         images, masks = self._tensors(train)
         if holdout > 0:
-            order = np.random.default_rng(self.seed).permutation(len(train))
-            count = max(1, round(holdout * len(train)))
-            if count >= len(train):
-                raise DlcvError(f"data.holdout {holdout} leaves no training pairs of {len(train)}")
-            hold, keep = np.sort(order[:count]), np.sort(order[count:])
+            keep, hold = random_holdout(len(train), holdout, self.seed)
             self.train_x, self.train_y = images[keep], masks[keep]
             self.val_x, self.val_y = images[hold], masks[hold]
             self.val_ids = [train.ids[i] for i in hold]
