@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,27 +34,28 @@ MODES = {"classify": "none,flip,flip_shift", "segment": "none,flip,d4"}
 SCORE = {"classify": "accuracy", "segment": "mean_iou"}
 
 
-def link_all(files, folder: Path) -> Path:
+def copy_all(files, folder: Path) -> Path:
+    """Copies (dlcv refuses links that lead out of an image folder)."""
     folder.mkdir(parents=True)
     for file in files:
-        (folder / file.name).symlink_to(Path(file).resolve())
+        shutil.copyfile(file, folder / file.name)
     return folder
 
 
 def holdout_folders(kind: str, data: dict, root: Path, seed: int, work: Path) -> tuple[Path, Path, int]:
-    """(images, labels, count) of the run's holdout, as symbolic links in ``work``."""
+    """(images, labels, count) of the run's holdout, copied into ``work``."""
     if kind == "classify":
         labels_csv = root / data["train_labels"] if data.get("train_labels") else None
         train = read_image_folder(root / data["train"], labels_csv)
         if labels_csv is not None:
             sys.exit(f"{labels_csv}: labels from a CSV are not supported here (file names must carry the class)")
         _, hold = stratified_holdout(train.labels, float(data["holdout"]), seed)
-        folder = link_all([train.files[i] for i in hold], work / "holdout")
+        folder = copy_all([train.files[i] for i in hold], work / "holdout")
         return folder, folder, len(hold)
     pairs = find_pairs(root / data["train"])
     _, hold = random_holdout(len(pairs.ids), float(data["holdout"]), seed)
-    images = link_all([pairs.images[i] for i in hold], work / "holdout_images")
-    masks = link_all([pairs.masks[i] for i in hold], work / "holdout_masks")
+    images = copy_all([pairs.images[i] for i in hold], work / "holdout_images")
+    masks = copy_all([pairs.masks[i] for i in hold], work / "holdout_masks")
     return images, masks, len(hold)
 
 
