@@ -8,8 +8,9 @@ as a user runs them. The mode with the best holdout score is the choice; validat
 and chooses nothing.
 
 Usage (from the repository root, with .venv set up; nothing else running when the seconds matter):
-    python benchmarks/tta_choice.py classify /tmp/budget_runs/p1_model_b_cpu_32-true ../shared/data/hw1_data/p1_data
-    python benchmarks/tta_choice.py segment /tmp/budget_runs/seg_cpu_32-true ../shared/data/hw1_data/p2_data
+    python benchmarks/tta_choice.py classify /tmp/budget_runs_b/model_b_cpu_recipe ../shared/data/hw1_data/p1_data
+    python benchmarks/tta_choice.py segment /tmp/budget_runs_seg/cpu_recipe ../shared/data/hw1_data/p2_data
+(the run folders that ``benchmarks/budget.py ... --runs-dir /tmp/budget_runs_b`` / ``_seg`` leave)
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def copy_all(files, folder: Path) -> Path:
 def holdout_folders(kind: str, data: dict, root: Path, seed: int, work: Path) -> tuple[Path, Path, int]:
     """(images, labels, count) of the run's holdout, copied into ``work``."""
     if kind == "classify":
-        labels_csv = root / data["train_labels"] if data.get("train_labels") else None
-        train = read_image_folder(root / data["train"], labels_csv)
-        if labels_csv is not None:
-            sys.exit(f"{labels_csv}: labels from a CSV are not supported here (file names must carry the class)")
+        if data.get("train_labels"):
+            sys.exit(f"{root / data['train_labels']}: labels from a CSV are not supported here (file names must "
+                     "carry the class)")
+        train = read_image_folder(root / data["train"])
         _, hold = stratified_holdout(train.labels, float(data["holdout"]), seed)
         folder = copy_all([train.files[i] for i in hold], work / "holdout")
         return folder, folder, len(hold)
