@@ -286,6 +286,17 @@ def test_frozen_encoder_stages_get_no_gradient_and_keep_their_batch_norm_statist
     model(torch.randn(2, 3, 64, 64)).sum().backward()
     assert torch.equal(before, model.encoder.bn1.running_mean)
     assert model.encoder.conv_stem.weight.grad is None
+    # model B's timm classifier freezes the same layers by the same number, and keeps them the same way
+    classifier = create_model("timm", num_classes=5, arch="tf_efficientnet_lite0", freeze_stages=1).train()
+    assert {n.removeprefix("net.") for n, p in classifier.named_parameters() if not p.requires_grad} == \
+        {n.removeprefix("encoder.") for n in frozen}
+    before = classifier.net.bn1.running_mean.clone()
+    classifier(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert torch.equal(before, classifier.net.bn1.running_mean) and classifier.net.conv_stem.weight.grad is None
+    after_the_frozen = classifier.net.blocks[2][0]
+    assert after_the_frozen.bn1.training and after_the_frozen.conv_pw.weight.grad is not None
+    with pytest.raises(DlcvError, match="freeze_stages must lie in 1..4, got 5"):
+        create_model("timm", num_classes=5, arch="resnet18", freeze_stages=5)
 
 
 def test_pixel_losses_reach_their_knobs():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from dlcv.errors import DlcvError
+from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
 
@@ -36,10 +37,12 @@ def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: 
     model.load_state_dict(usable, strict=False)
 
 
-class TimmClassifier(Classifier):
-    """A timm model; ``forward_features`` is its pooled pre-logits layer."""
+class TimmClassifier(KeepsFrozenStatistics, Classifier):
+    """A timm model; ``forward_features`` is its pooled pre-logits layer. ``freeze_stages``: the stem and
+    the first stages stay as the weights left them (see ``dlcv.models.freezing``)."""
 
-    def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: float = 0.0):
+    def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: float = 0.0,
+                 freeze_stages: int = 0):
         super().__init__()
         import timm
 
@@ -64,6 +67,7 @@ class TimmClassifier(Classifier):
         net.reset_classifier(num_classes)
         self.net = net
         self.feature_dim = net.num_features
+        self.frozen = freeze_encoder_stages(net, list(net.feature_info), int(freeze_stages)) if freeze_stages else []
 
     @property
     def head(self) -> nn.Module:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcv.errors import DlcvError
+from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 
 
@@ -200,8 +201,9 @@ class UNetDecoder(nn.Module):
         return self.classifier(x)
 
 
-class EncoderUNet(nn.Module):
-    """A timm encoder (features at strides 4-32) with ``UNetDecoder``; logits up-sampled to the input."""
+class EncoderUNet(KeepsFrozenStatistics):
+    """A timm encoder (features at strides 4-32) with ``UNetDecoder``; logits up-sampled to the input.
+    ``freeze_stages``: see ``dlcv.models.freezing``."""
 
     def __init__(self, num_classes: int, encoder: str = "tf_efficientnet_lite0", encoder_weights: str | None = None,
                  decoder_widths: tuple[int, ...] = (128, 96, 64, 48), out_indices: tuple[int, ...] = (1, 2, 3, 4),
@@ -220,36 +222,8 @@ class EncoderUNet(nn.Module):
             raise DlcvError(f"decoder_widths needs {len(channels)} numbers (one per encoder stage), got "
                             f"{list(decoder_widths)}")
         self.decoder = UNetDecoder(channels, list(decoder_widths), num_classes)
-        self.frozen: list[nn.Module] = []
-        if freeze_stages:
-            self._freeze(int(freeze_stages))
-
-    def _freeze(self, stages: int) -> None:
-        """Freeze the encoder up to the end of its ``stages``-th output stage: no gradients, and
-        batch-norm statistics kept (its modules stay in eval mode). With pretrained weights the
-        early, high-resolution layers are the costliest to train and change least."""
-        modules = [d["module"] for d in self.encoder.feature_info.get_dicts()]
-        if not 1 <= stages <= len(modules):
-            raise DlcvError(f"freeze_stages must lie in 1..{len(modules)}, got {stages}")
-        last = modules[stages - 1]
-        reached = False
-        for name, module in self.encoder.named_modules():
-            inside = name == last or name.startswith(last + ".")
-            if reached and not inside:
-                break
-            reached = reached or inside
-            if not name:
-                continue
-            for p in module.parameters(recurse=False):
-                p.requires_grad = False
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                self.frozen.append(module)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for module in self.frozen:
-            module.eval()
-        return self
+        self.frozen = (freeze_encoder_stages(self.encoder, self.encoder.feature_info.get_dicts(), int(freeze_stages))
+                       if freeze_stages else [])
 
     def _load_encoder(self, encoder: str, weights: str) -> None:
         self.encoder.load_state_dict(_encoder_part(_timm_weights(encoder, weights), self.encoder, weights, encoder),
