@@ -25,8 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from dlcv.data.masks import MaskCodec
-from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
+from dlcv.data.masks import NUM_CLASSES, MaskCodec
+from dlcv.data.p2 import find_pairs, load_pairs, random_holdout
 from dlcv.metrics.segmentation import class_iou, confusion, mean_iou
 from dlcv.segment import load_segmenter, predict_classes
 
@@ -35,7 +35,7 @@ def score(model, recipe: dict, images: np.ndarray, masks: np.ndarray, size: int,
     """(mIoU, per-class IoUs, seconds) of the model at ``size`` with ``tta``."""
     recipe = copy.deepcopy(recipe)
     recipe["data"]["eval_size"] = size
-    start, matrix = time.perf_counter(), np.zeros((7, 7), np.int64)
+    start, matrix = time.perf_counter(), np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for first, classes in predict_classes(model, images, recipe, tta):
         matrix += confusion(masks[first : first + len(classes)], classes)
     return mean_iou(matrix), np.round(class_iou(matrix), 3).tolist(), time.perf_counter() - start
@@ -56,8 +56,7 @@ def main() -> int:
     codec = MaskCodec(data["unmapped"])
     pairs = find_pairs(args.data / data["train"])
     _, hold = random_holdout(len(pairs.ids), float(data["holdout"]), int(recipe["seed"]))
-    held = SatelliteSet(*([getattr(pairs, f)[i] for i in hold] for f in ("ids", "images", "masks")))
-    images, masks = load_pairs(held, codec)
+    images, masks = load_pairs(pairs.subset(hold), codec)
     print(f"{args.run}: {len(hold)} holdout pairs, tta {tta}, the run's eval_size {data['eval_size']}", flush=True)
     results = {}
     for size in (int(s) for s in args.sizes.split(",")):

@@ -54,10 +54,8 @@ def holdout_folders(kind: str, data: dict, root: Path, seed: int, work: Path) ->
         folder = copy_all([train.files[i] for i in hold], work / "holdout")
         return folder, folder, len(hold)
     pairs = find_pairs(root / data["train"])
-    _, hold = random_holdout(len(pairs.ids), float(data["holdout"]), seed)
-    images = copy_all([pairs.images[i] for i in hold], work / "holdout_images")
-    masks = copy_all([pairs.masks[i] for i in hold], work / "holdout_masks")
-    return images, masks, len(hold)
+    held = pairs.subset(random_holdout(len(pairs), float(data["holdout"]), seed)[1])
+    return copy_all(held.images, work / "holdout_images"), copy_all(held.masks, work / "holdout_masks"), len(held)
 
 
 def dlcv(*args: str) -> str:

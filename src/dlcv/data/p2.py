@@ -27,6 +27,11 @@ class SatelliteSet:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def subset(self, indices) -> SatelliteSet:
+        """The pairs at ``indices`` (e.g. a holdout drawn by ``random_holdout``), in that order."""
+        return SatelliteSet([self.ids[i] for i in indices], [self.images[i] for i in indices],
+                            None if self.masks is None else [self.masks[i] for i in indices])
+
 
 def _scan(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
     """The files of ``folder`` whose names match ``pattern``, by id (none a link leaving the folder)."""

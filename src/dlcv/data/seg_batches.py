@@ -218,8 +218,8 @@ class SegmentationData(InMemoryData):
             keep, hold = random_holdout(len(train), holdout, self.seed)
             self.train_x, self.train_y = images[keep], masks[keep]
             self.val_x, self.val_y = images[hold], masks[hold]
-            self.val_ids = [train.ids[i] for i in hold]
-            self.val_set = SatelliteSet(self.val_ids, [train.images[i] for i in hold], [train.masks[i] for i in hold])
+            self.val_set = train.subset(hold)
+            self.val_ids = self.val_set.ids
             self.final = find_pairs(val_folder) if has_val else None
         else:
             val = find_pairs(val_folder)

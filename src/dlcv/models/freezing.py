@@ -16,11 +16,15 @@ from dlcv.errors import DlcvError
 STAGE_STRIDES = (4, 8, 16, 32)
 
 
-def freeze_encoder_stages(net: nn.Module, feature_dicts: list[dict], stages: int) -> list[nn.Module]:
-    """Freeze ``net`` (a timm model) through the end of its ``stages``-th stage, ``feature_dicts`` being
-    its ``feature_info`` entries; return the frozen batch-norm modules, which ``KeepsFrozenStatistics``
-    keeps in eval mode."""
-    modules = [d["module"] for d in feature_dicts if d["reduction"] in STAGE_STRIDES]
+def freeze_encoder_stages(net: nn.Module, stages: int) -> list[nn.Module]:
+    """Freeze ``net`` (a timm model or feature extractor) through the end of its ``stages``-th stage (0:
+    nothing); return the frozen batch-norm modules, which ``KeepsFrozenStatistics`` keeps in eval mode."""
+    stages = int(stages)
+    if not stages:
+        return []
+    info = net.feature_info  # a features_only extractor's FeatureInfo, or a classifier's list of dicts
+    dicts = info.get_dicts() if hasattr(info, "get_dicts") else list(info)
+    modules = [d["module"] for d in dicts if d["reduction"] in STAGE_STRIDES]
     if not 1 <= stages <= len(modules):
         raise DlcvError(f"freeze_stages must lie in 1..{len(modules)}, got {stages}")
     last = modules[stages - 1]
@@ -47,6 +51,6 @@ class KeepsFrozenStatistics(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for module in getattr(self, "frozen", ()):
+        for module in self.frozen:
             module.eval()
         return self

@@ -67,7 +67,7 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
         net.reset_classifier(num_classes)
         self.net = net
         self.feature_dim = net.num_features
-        self.frozen = freeze_encoder_stages(net, list(net.feature_info), int(freeze_stages)) if freeze_stages else []
+        self.frozen = freeze_encoder_stages(net, freeze_stages)
 
     @property
     def head(self) -> nn.Module:

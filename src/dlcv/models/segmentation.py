@@ -222,8 +222,7 @@ class EncoderUNet(KeepsFrozenStatistics):
             raise DlcvError(f"decoder_widths needs {len(channels)} numbers (one per encoder stage), got "
                             f"{list(decoder_widths)}")
         self.decoder = UNetDecoder(channels, list(decoder_widths), num_classes)
-        self.frozen = (freeze_encoder_stages(self.encoder, self.encoder.feature_info.get_dicts(), int(freeze_stages))
-                       if freeze_stages else [])
+        self.frozen = freeze_encoder_stages(self.encoder, freeze_stages)
 
     def _load_encoder(self, encoder: str, weights: str) -> None:
         self.encoder.load_state_dict(_encoder_part(_timm_weights(encoder, weights), self.encoder, weights, encoder),
