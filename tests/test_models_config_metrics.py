@@ -34,6 +34,36 @@ def test_vgg13_bn_has_r3s_widths():
     assert convs == [64, 64, 128, 128, 256, 256, 512, 512, 512, 512]
 
 
+def test_dlcv_net_whitening_stem_whitens_the_patches_of_its_images_and_stays_frozen():
+    torch.manual_seed(0)
+    # Correlated channels and neighbouring pixels, as in photographs.
+    base = torch.randn(64, 1, 32, 32).cumsum(-1).cumsum(-2) / 8
+    x = torch.cat([base, 0.7 * base + 0.3 * torch.randn_like(base), base.roll(1, -1) + 0.5 * torch.randn_like(base)], 1)
+    model = create_model("dlcv_net", num_classes=5, widths=[8, 8, 8], whiten=True)
+    stem = model.stem[0]
+    assert not stem.weight.requires_grad and stem.bias.requires_grad
+    model.init_from_images(x)
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 1, 0, 1), mode="replicate"), stem.weight)
+    half = out[:, :12].permute(1, 0, 2, 3).reshape(12, -1).double()
+    second_moment = half @ half.T / half.shape[1]
+    patches = torch.nn.functional.pad(x.double(), (0, 1, 0, 1), mode="replicate").unfold(2, 2, 1).unfold(3, 2, 1)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+    values = torch.linalg.eigvalsh(patches.T @ patches / len(patches)).flip(0)
+    # Uncorrelated outputs of unit second moment, but for eps = 5e-4, which damps the weakest directions.
+    assert torch.allclose(second_moment, torch.diag(values / (values + 5e-4)), atol=1e-3)
+    assert torch.equal(out[:, 12:], -out[:, :12])
+    plain = create_model("dlcv_net", num_classes=5, widths=[8, 8, 8])
+    before = plain.stem[0].weight.clone()
+    plain.init_from_images(x)  # without whiten: nothing
+    assert plain.stem[0].weight.requires_grad and torch.equal(plain.stem[0].weight, before)
+
+
+def test_dlcv_net_whitening_needs_its_24_channel_stem():
+    with pytest.raises(DlcvError, match="model.args.whiten: the whitening stem has 24 channels.*not stem_width 16"):
+        create_model("dlcv_net", num_classes=3, whiten=True, stem_width=16)
+
+
 def test_unknown_model_names_the_known_ones():
     with pytest.raises(DlcvError, match="unknown model 'resnet9000'.*dlcv_net"):
         create_model("resnet9000", num_classes=3)

@@ -302,3 +302,22 @@ def test_train_threads_hold_for_one_fit_and_the_process_count_comes_back(capsys,
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_whitening_stem_is_set_from_the_training_images_before_fit_and_kept(capsys, tmp_path, p1_data, recipe):
+    """dlcv_net's ``whiten``: the fit sets the stem from its training images (the task's setup hook), the
+    optimiser leaves it as it is, and the checkpoint holds it."""
+    from dlcv.data.augment import prepare_batch
+    from dlcv.data.batches import ClassificationData
+    from dlcv.models import create_model
+
+    code, out, _ = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir",
+                           tmp_path / "runs", "--set", "train.epochs=1", "--set", "model.args.stem_width=24",
+                           "--set", "model.args.whiten=true")
+    assert code == 0, out
+    saved = torch.load(tmp_path / "runs" / "tiny" / "best.ckpt", weights_only=True)["state_dict"]["model.stem.0.weight"]
+    data = ClassificationData(p1_data, classify_defaults()["data"], seed=0)
+    data.prepare()
+    expected = create_model("dlcv_net", num_classes=4, widths=[8, 16, 16], whiten=True)
+    expected.init_from_images(prepare_batch(data.train_x[:5000], data.cfg))
+    assert torch.allclose(saved, expected.stem[0].weight, atol=1e-6)

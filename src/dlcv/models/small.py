@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
 
 
@@ -172,13 +173,20 @@ class DlcvNet(Classifier):
 
     Pooling right after the first convolution of each group does most of the work at a quarter of
     the resolution, which is what makes it fast on a CPU; a 2x2 stem, three groups, global max-pool
-    and a bias-free head with a fixed logit scale.
+    and a bias-free head with a fixed logit scale. With ``whiten`` the stem is airbench's frozen
+    patch-whitening layer, set from the training images before fit (``init_from_images``).
     """
 
     def __init__(self, num_classes: int, widths: Sequence[int] = (64, 256, 256), stem_width: int = 24,
-                 bn_momentum: float = 0.4, logit_scale: float = 1.0):
+                 bn_momentum: float = 0.4, logit_scale: float = 1.0, whiten: bool = False):
         super().__init__()
+        if whiten and stem_width != 2 * 3 * 2 * 2:
+            raise DlcvError(f"model.args.whiten: the whitening stem has 24 channels (2x2x3 patches, each eigenvector "
+                            f"and its negative), not stem_width {stem_width}")
         self.stem = nn.Sequential(nn.Conv2d(3, stem_width, 2, padding=0, bias=True), nn.GELU())
+        self.whiten = whiten
+        if whiten:  # its weights come from the data and stay; its bias trains
+            self.stem[0].weight.requires_grad_(False)
         groups, c_in = [], stem_width
         for w in widths:
             groups.append(ConvGroup(c_in, w, bn_momentum))
@@ -195,6 +203,20 @@ class DlcvNet(Classifier):
 
     def forward(self, x):
         return self.head(self.forward_features(x)) * self.logit_scale
+
+    @torch.no_grad()
+    def init_from_images(self, x: torch.Tensor, eps: float = 5e-4) -> None:
+        """With ``whiten``: set the stem from normalised training images ``x`` (N, 3, H, W) so that it
+        whitens their 2x2 patches: each eigenvector of the patches' second-moment matrix scaled by
+        1/sqrt(eigenvalue + eps), and its negative (Jordan, 2024). Nothing without ``whiten``."""
+        if not self.whiten:
+            return
+        conv = self.stem[0]
+        x = F.pad(x.double(), (0, 1, 0, 1), mode="replicate")
+        patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+        values, vectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0).reshape(12, 3, 2, 2)
+        conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
 
 
 @register_model("dlcv_net")
