@@ -211,10 +211,12 @@ class DlcvNet(Classifier):
         1/sqrt(eigenvalue + eps), and its negative (Jordan, 2024). Nothing without ``whiten``."""
         if not self.whiten:
             return
-        conv = self.stem[0]
-        x = F.pad(x.double(), (0, 1, 0, 1), mode="replicate")
-        patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
-        values, vectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        conv, moment, count = self.stem[0], torch.zeros(12, 12, dtype=torch.float64), 0
+        for chunk in x.split(500):  # 500 images: 49 MB of float64 patches
+            chunk = F.pad(chunk.cpu().double(), (0, 1, 0, 1), mode="replicate")  # (no float64 on MPS)
+            patches = chunk.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+            moment, count = moment + patches.T @ patches, count + len(patches)
+        values, vectors = torch.linalg.eigh(moment / count)
         filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0).reshape(12, 3, 2, 2)
         conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
 
