@@ -310,6 +310,7 @@ def test_whitening_stem_is_set_from_the_training_images_before_fit_and_kept(caps
     from dlcv.data.augment import prepare_batch
     from dlcv.data.batches import ClassificationData
     from dlcv.models import create_model
+    from dlcv.tasks.classification import INIT_IMAGES
 
     code, out, _ = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir",
                            tmp_path / "runs", "--set", "train.epochs=1", "--set", "model.args.stem_width=24",
@@ -319,5 +320,5 @@ def test_whitening_stem_is_set_from_the_training_images_before_fit_and_kept(caps
     data = ClassificationData(p1_data, classify_defaults()["data"], seed=0)
     data.prepare()
     expected = create_model("dlcv_net", num_classes=4, widths=[8, 16, 16], whiten=True)
-    expected.init_from_images(prepare_batch(data.train_x[:5000], data.cfg))
+    expected.init_from_images(prepare_batch(data.train_x[:INIT_IMAGES], data.cfg))
     assert torch.allclose(saved, expected.stem[0].weight, atol=1e-6)

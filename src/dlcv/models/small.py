@@ -152,6 +152,14 @@ def resnet_small(num_classes: int, **kwargs) -> Classifier:
 
 
 # --- dlcv_net: our from-scratch design for 32x32 on a CPU ----------------------------------------
+PATCH = 3 * 2 * 2  # the values of one 2x2 RGB patch, which the stem sees: its whitening has 2 * PATCH channels
+
+
+def stem_input(x: torch.Tensor) -> torch.Tensor:
+    """Pad 32 -> 33 so that the 2x2 stem gives 32x32 and the pools stay exact."""
+    return F.pad(x, (0, 1, 0, 1), mode="replicate")
+
+
 class ConvGroup(nn.Module):
     """conv -> max-pool -> BN -> GELU -> conv -> BN -> GELU: the resolution halves once per group."""
 
@@ -180,9 +188,9 @@ class DlcvNet(Classifier):
     def __init__(self, num_classes: int, widths: Sequence[int] = (64, 256, 256), stem_width: int = 24,
                  bn_momentum: float = 0.4, logit_scale: float = 1.0, whiten: bool = False):
         super().__init__()
-        if whiten and stem_width != 2 * 3 * 2 * 2:
-            raise DlcvError(f"model.args.whiten: the whitening stem has 24 channels (2x2x3 patches, each eigenvector "
-                            f"and its negative), not stem_width {stem_width}")
+        if whiten and stem_width != 2 * PATCH:
+            raise DlcvError(f"model.args.whiten: the whitening stem has {2 * PATCH} channels (2x2x3 patches, each "
+                            f"eigenvector and its negative), not stem_width {stem_width}")
         self.stem = nn.Sequential(nn.Conv2d(3, stem_width, 2, padding=0, bias=True), nn.GELU())
         self.whiten = whiten
         if whiten:  # its weights come from the data and stay; its bias trains
@@ -197,8 +205,7 @@ class DlcvNet(Classifier):
         self.logit_scale = logit_scale
 
     def forward_features(self, x):
-        # Pad 32 -> 33 so that the 2x2 stem gives 32x32 and the pools stay exact.
-        x = self.stem(F.pad(x, (0, 1, 0, 1), mode="replicate"))
+        x = self.stem(stem_input(x))
         return F.adaptive_max_pool2d(self.groups(x), 1).flatten(1)
 
     def forward(self, x):
@@ -211,13 +218,13 @@ class DlcvNet(Classifier):
         1/sqrt(eigenvalue + eps), and its negative (Jordan, 2024). Nothing without ``whiten``."""
         if not self.whiten:
             return
-        conv, moment, count = self.stem[0], torch.zeros(12, 12, dtype=torch.float64), 0
+        conv, moment, count = self.stem[0], torch.zeros(PATCH, PATCH, dtype=torch.float64), 0
         for chunk in x.split(500):  # 500 images: 49 MB of float64 patches
-            chunk = F.pad(chunk.cpu().double(), (0, 1, 0, 1), mode="replicate")  # (no float64 on MPS)
-            patches = chunk.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+            chunk = stem_input(chunk.cpu().double())  # (no float64 on MPS)
+            patches = chunk.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, PATCH)
             moment, count = moment + patches.T @ patches, count + len(patches)
         values, vectors = torch.linalg.eigh(moment / count)
-        filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0).reshape(12, 3, 2, 2)
+        filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0).reshape(PATCH, 3, 2, 2)
         conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
 
 

@@ -71,7 +71,7 @@ class ClassificationTask(BaseTask):
         init = getattr(self.model, "init_from_images", None)
         data = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and init is not None and data is not None:
-            init(prepare_batch(data.train_x[:INIT_IMAGES], data.cfg).float())
+            init(prepare_batch(data.train_x[:INIT_IMAGES], data.cfg))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The recipe's loss against soft targets (one-hot, smoothed, or mixed by MixUp / CutMix)."""
