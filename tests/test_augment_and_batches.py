@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from dlcv.data.augment import (
     crop_flip,
+    cutout,
     planes_to_float,
     prepare_batch,
     resize,
@@ -74,6 +75,30 @@ def test_prepare_batch_augments_only_for_training():
     assert torch.equal(plain, to_float(images, cfg["mean"], cfg["std"]))
     assert not torch.equal(prepare_batch(images, cfg, train=True), plain)
     assert prepare_batch(images, {**cfg, "input_size": 64}).shape == (16, 3, 64, 64)
+
+
+def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
+    x = torch.randn(64, 3, 12, 12) + 5.0  # no pixel is 0 before
+    out = cutout(x, 4, generator=torch.Generator().manual_seed(0))
+    holes = out[:, 0] == 0
+    assert torch.equal(holes[:, None].expand_as(x), out == 0)  # every channel of a pixel, or none
+    assert torch.equal(out[~holes[:, None].expand_as(x)], x[~holes[:, None].expand_as(x)])
+    for hole in holes:
+        rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 4 and 1 <= len(cols) <= 4
+        assert hole.sum() == len(rows) * len(cols)  # one rectangle: the square, cut by the border
+        assert torch.equal(rows, torch.arange(rows[0], rows[0] + len(rows)))
+        assert torch.equal(cols, torch.arange(cols[0], cols[0] + len(cols)))
+    assert (holes.flatten(1).sum(1) == 16).float().mean() > 0.3  # many squares lie whole inside
+    assert len({tuple(h.nonzero()[0].tolist()) for h in holes}) > 10  # a fresh place per image
+
+
+def test_prepare_batch_cuts_out_only_for_training():
+    cfg = {**classify_defaults()["data"], "crop_padding": 0, "flip": False, "cutout": 8}
+    images = torch.full((16, 32, 32, 3), 200, dtype=torch.uint8)
+    assert (prepare_batch(images, cfg) != 0).all()
+    zeros = (prepare_batch(images, cfg, train=True) == 0).all(1).flatten(1).sum(1)
+    assert ((zeros > 0) & (zeros <= 64)).all()
 
 
 def test_resize_to_the_model_input():
