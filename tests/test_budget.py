@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import TINY_RECIPE
 
-from dlcv.budget import latest_step_seconds, plan_steps
+from dlcv.budget import TAIL, TimeBudget, latest_step_seconds, plan_steps
 from dlcv.recipe_checks import format_duration, parse_duration
 from dlcv.recipes import classify_defaults
 from dlcv.tasks.optim import Horizon, build_scheduler
@@ -54,6 +54,58 @@ def test_the_step_time_is_taken_over_enough_recent_steps():
     assert latest_step_seconds([(100, 50.0), (100, 10.0)]) == pytest.approx(0.1)  # the latest epoch alone
     assert latest_step_seconds([(40, 40.0), (40, 4.0), (40, 4.0)]) == pytest.approx(0.1)  # two small ones
     assert latest_step_seconds([(10, 5.0)]) == pytest.approx(0.5)
+
+
+class _Scorer(torch.nn.Module):
+    """A task whose final prediction of a batch (its test-time augmentation) takes ``final`` seconds."""
+
+    def __init__(self, final: float):
+        super().__init__()
+        self.final, self.calls, self.device = final, 0, torch.device("cpu")
+
+    def final_predictions(self, x, y):
+        self.calls += 1
+        time.sleep(self.final)
+        return y
+
+
+def _validate(budget: TimeBudget, trainer, task, step: float, batches: int = 2) -> None:
+    budget.on_validation_epoch_start(trainer, task)
+    for i in range(batches):
+        budget.on_validation_batch_start(trainer, task, (None, None), i)
+        time.sleep(step)
+        budget.on_validation_batch_end(trainer, task, None, (None, None), i)
+    budget.on_validation_epoch_end(trainer, task)
+
+
+def test_the_final_scoring_is_priced_from_a_timed_validation_batch():
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(sanity_checking=False, precision_plugin=SimpleNamespace(test_step_context=nullcontext))
+    task = _Scorer(final=0.15)
+    budget = TimeBudget(600, time.perf_counter(), Horizon(0, 0), 2, val_guess=0.1, final_ratio=20.0, final_images=2.5)
+    tail = TAIL[0] + TAIL[1] * 600  # no epoch has ended: nothing else is reserved
+    _validate(budget, trainer, task, step=0.05, batches=1)  # one batch, cold: priced by the first guess
+    assert task.calls == 0 and budget.final_per_val is None
+    assert budget.reserve() - tail == pytest.approx(budget.val_seconds * 20.0)
+    _validate(budget, trainer, task, step=0.05, batches=3)  # warm: its first batch is also predicted as at the end
+    assert task.calls == 1 and 3.0 < budget.final_per_val < 5.5  # 1 + 0.15 s over 0.05 s
+    assert 0.14 < budget.val_seconds < 0.25  # three batches of 0.05 s: the probe's 0.15 s is not the validation's
+    assert budget.reserve() - tail == pytest.approx(budget.val_seconds * 2.5 * budget.final_per_val)
+    _validate(budget, trainer, task, step=0.05)  # measured once
+    assert task.calls == 1
+    assert budget.summary(SimpleNamespace(global_step=0))["final_scoring_validations"] == pytest.approx(
+        2.5 * budget.final_per_val, abs=0.01)
+    # A first validation of several batches is measured on its second, the first warm one.
+    first = TimeBudget(600, time.perf_counter(), Horizon(0, 0), 2, val_guess=0.1, final_ratio=20.0, final_images=1.0)
+    _validate(first, trainer, task, step=0.05, batches=2)
+    assert task.calls == 2 and 3.0 < first.final_per_val < 5.5
+    # No final set (a BYOL run; a fit validated on the final folder itself): nothing is predicted.
+    idle = TimeBudget(600, time.perf_counter(), Horizon(0, 0), 2, val_guess=0.1, final_ratio=0.0)
+    for _ in range(2):
+        _validate(idle, trainer, task, step=0.0)
+    assert task.calls == 2 and idle.final_per_val is None
 
 
 def test_durations_read_and_write():
@@ -139,7 +191,7 @@ def test_the_table_shares_what_is_left_among_the_runs_still_to_train():
 
 
 # --- whole commands -------------------------------------------------------------------------------------------
-BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed").replace("batch_size: 16", "batch_size: 4") + \
+BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed").replace("batch_size: 16", "batch_size: 4, holdout: 0.25") + \
     "schedule: {name: cosine, min_lr_fraction: 0.0}\nembed: {epochs: \"first,middle,last\"}\n"
 
 
@@ -162,8 +214,10 @@ def test_a_fit_ends_within_its_budget_with_the_schedule_finished(p1_data, tmp_pa
     run = tmp_path / "timed"
     summary = json.loads((run / "summary.json").read_text())
     budget = summary["budget"]
-    assert budget["seconds"] == 25 and budget["steps_per_epoch"] == 12  # 48 images, batches of 4
-    assert summary["epochs"] == pytest.approx(budget["steps"] / 12, abs=0.01) and summary["epochs"] > 3
+    assert budget["seconds"] == 25 and budget["steps_per_epoch"] == 9  # 36 of 48 images (12 held out), batches of 4
+    assert summary["epochs"] == pytest.approx(budget["steps"] / 9, abs=0.01) and summary["epochs"] > 3
+    assert budget["final_scoring_validations"] > 0  # val_50 (16 images, flip) priced by a timed holdout batch
+    assert summary["final_validation"]["accuracy"] is not None
     assert "budget 25s:" in out and "epochs;" in out
     # The schedule ran over the planned steps: the last epoch's rate is near the floor (0).
     rows = (run / "metrics.csv").read_text().splitlines()

@@ -5,7 +5,9 @@ The speed is measured over the first steps, and the plan is the number of optimi
 each epoch's fixed cost (validation, checkpoints, snapshots) and the final scoring after fit, ends by
 the deadline. The learning-rate schedules (and BYOL's momentum) run over the planned steps
 (``tasks.optim.Horizon``), and the plan is made again at every epoch's end from the latest measured
-speed, so the schedule always finishes. The run stops when the planned steps are done, in the middle
+speed, so the schedule always finishes. The final scoring is priced from the validations: once the kernels are
+warm, one validation batch is also predicted as the final scoring predicts (its test-time augmentation), and
+that time, with the validation step's own added as a bound on the metric's part, scales the measured validation. The run stops when the planned steps are done, in the middle
 of an epoch if that is where they end (that epoch is validated as usual): the number of epochs is a
 result. A resumed run goes on with the budget its earlier commands left (the plan is in its checkpoint).
 In a multi-process run the first process plans and every process follows the same plan.
@@ -53,13 +55,16 @@ class TimeBudget(L.Callback):
 
     ``started``: ``time.perf_counter()`` when the command began; ``horizon``: the task's, which the
     schedules read; ``val_guess``: one validation's time as a share of a training epoch's, until one is
-    measured; ``final_ratio``: the final scoring's time as a multiple of one validation's.
+    measured; ``final_ratio``: the final scoring's time as a multiple of one validation's, until the probe
+    has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring).
     """
 
     def __init__(self, seconds: float, started: float, horizon: Horizon, provisional_epochs: int,
-                 val_guess: float, final_ratio: float, say=print):
+                 val_guess: float, final_ratio: float, final_images: float = 0.0, say=print):
         self.seconds, self.started, self.horizon = float(seconds), started, horizon
         self.provisional_epochs, self.val_guess, self.final_ratio = provisional_epochs, val_guess, final_ratio
+        self.final_images = final_images
+        self.final_per_val: float | None = None  # a final-scoring batch's time over a validation batch's
         self.say = say
         self.spent_before = 0.0  # a resumed run: the seconds its earlier commands spent
         self.planned = False  # planned in this command (a resumed run measures its machine again)
@@ -77,7 +82,8 @@ class TimeBudget(L.Callback):
     def reserve(self) -> float:
         """What must be left when training ends: the final scoring, the last epoch's extra work
         (snapshots, the first epoch's one-off costs, whichever was larger) and the tail."""
-        final = (self.val_seconds or 0.0) * self.final_ratio
+        ratio = self.final_ratio if self.final_per_val is None else self.final_images * self.final_per_val
+        final = (self.val_seconds or 0.0) * ratio
         extra = max(self.epoch_costs) - statistics.median(self.epoch_costs) if self.epoch_costs else 0.0
         return final + extra + TAIL[0] + TAIL[1] * self.seconds
 
@@ -141,17 +147,44 @@ class TimeBudget(L.Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._marks["validation"] = time.perf_counter()
 
+    def _probe_due(self, trainer, batch_idx: int) -> bool:
+        """The first warm validation batch (the second of the first validation, whose first batch chose the
+        kernels, or the first of a later one), until measured."""
+        warm = batch_idx == 1 or (batch_idx == 0 and self.val_seconds is not None)
+        return self.final_images > 0 and self.final_per_val is None and warm and not trainer.sanity_checking
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self._probe_due(trainer, batch_idx):
+            self._marks["val_batch"] = _synchronized(pl_module)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        """Time this batch's validation step against the final scoring's prediction of the same batch (under
+        the same autocast, without gradients, as ``trainer.test`` runs it)."""
+        if not self._probe_due(trainer, batch_idx) or "val_batch" not in self._marks:
+            return
+        validation = _synchronized(pl_module) - self._marks.pop("val_batch")
+        x, y = batch
+        start = time.perf_counter()
+        with trainer.precision_plugin.test_step_context():
+            pl_module.final_predictions(x, y)
+        probe = _synchronized(pl_module) - start
+        # A final-scoring step is the prediction and the metric's update; the validation step holds the update
+        # (with its own prediction and loss), so probe + validation bounds it from above.
+        self.final_per_val = 1.0 + probe / max(validation, 1e-9)
+        self._marks["probe"] = probe  # not the validation's time, nor the epoch's
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and "validation" in self._marks:
-            self.val_seconds = time.perf_counter() - self._marks["validation"]
+            self.val_seconds = time.perf_counter() - self._marks["validation"] - self._marks.get("probe", 0.0)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         now = time.perf_counter()
+        probe = self._marks.pop("probe", 0.0)
         steps = trainer.global_step - self._marks.get("epoch_step", trainer.global_step)
         if steps > 0 and "batch" in self._marks:
             training = self._marks["batch"] - self._marks["epoch"]
             self.epoch_steps.append((steps, training))
-            self.epoch_costs.append(max(0.0, now - self._marks["boundary"] - training))
+            self.epoch_costs.append(max(0.0, now - self._marks["boundary"] - training - probe))
             self.step_seconds = latest_step_seconds(self.epoch_steps)
         self._marks["boundary"] = now
         if trainer.should_stop:
@@ -182,7 +215,9 @@ class TimeBudget(L.Callback):
                 "steps": trainer.global_step, "steps_per_epoch": self.horizon.steps_per_epoch,
                 "step_seconds": round(self.step_seconds, 4) if self.step_seconds else None,
                 "epoch_seconds": round(self.epoch_cost(self.horizon.steps_per_epoch), 2),
-                "validation_seconds": round(self.val_seconds, 2) if self.val_seconds else None}
+                "validation_seconds": round(self.val_seconds, 2) if self.val_seconds else None,
+                "final_scoring_validations": round(self.final_images * self.final_per_val, 2)
+                if self.final_per_val is not None else None}
 
 
 def latest_step_seconds(epochs: list[tuple[int, float]]) -> float:

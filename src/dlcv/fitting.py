@@ -153,7 +153,8 @@ def time_budget(recipe: dict, data, task, started: float):
     """The callback that plans the run's steps to end within ``train.budget`` (``dlcv.budget``); it sets
     the task's horizon, which the schedules follow. Its first guesses, until it has measured them: one
     validation costs a third of a training step per image and pass, and the final scoring as much per
-    image and pass as one validation."""
+    image and pass as one validation (until a validation batch has been timed against the final scoring's
+    prediction of it)."""
     from dlcv.budget import TimeBudget
     from dlcv.recipe_checks import parse_duration
     from dlcv.recipes import TTA_PASSES
@@ -165,7 +166,8 @@ def time_budget(recipe: dict, data, task, started: float):
     task.horizon = Horizon(0, 0)
     return TimeBudget(parse_duration(train["budget"]), started, task.horizon, int(train["epochs"]),
                       val_guess=val_passes / max(1, 3 * n_train),
-                      final_ratio=n_final * TTA_PASSES[train.get("tta", "none")] / max(1, val_passes), say=say)
+                      final_ratio=n_final * TTA_PASSES[train.get("tta", "none")] / max(1, val_passes),
+                      final_images=n_final / max(1, n_val), say=say)
 
 
 def trained_epochs(trainer, task) -> int | float:
