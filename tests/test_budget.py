@@ -191,7 +191,8 @@ def test_the_table_shares_what_is_left_among_the_runs_still_to_train():
 
 
 # --- whole commands -------------------------------------------------------------------------------------------
-BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed").replace("batch_size: 16", "batch_size: 4, holdout: 0.25") + \
+BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed") \
+    .replace("batch_size: 16", "batch_size: 4, holdout: 0.25") + \
     "schedule: {name: cosine, min_lr_fraction: 0.0}\nembed: {epochs: \"first,middle,last\"}\n"
 
 

@@ -5,11 +5,12 @@ The speed is measured over the first steps, and the plan is the number of optimi
 each epoch's fixed cost (validation, checkpoints, snapshots) and the final scoring after fit, ends by
 the deadline. The learning-rate schedules (and BYOL's momentum) run over the planned steps
 (``tasks.optim.Horizon``), and the plan is made again at every epoch's end from the latest measured
-speed, so the schedule always finishes. The final scoring is priced from the validations: once the kernels are
-warm, one validation batch is also predicted as the final scoring predicts (its test-time augmentation), and
-that time, with the validation step's own added as a bound on the metric's part, scales the measured validation. The run stops when the planned steps are done, in the middle
-of an epoch if that is where they end (that epoch is validated as usual): the number of epochs is a
-result. A resumed run goes on with the budget its earlier commands left (the plan is in its checkpoint).
+speed, so the schedule always finishes. The final scoring is priced from the validations: once the
+kernels are warm, one validation batch is also predicted as the final scoring predicts (its test-time
+augmentation), and that time, with the validation step's own added as a bound on the metric's part,
+scales the measured validation. The run stops when the planned steps are done, in the middle of an
+epoch if that is where they end (that epoch is validated as usual): the number of epochs is a result.
+A resumed run goes on with the budget its earlier commands left (the plan is in its checkpoint).
 In a multi-process run the first process plans and every process follows the same plan.
 """
 
@@ -82,10 +83,13 @@ class TimeBudget(L.Callback):
     def reserve(self) -> float:
         """What must be left when training ends: the final scoring, the last epoch's extra work
         (snapshots, the first epoch's one-off costs, whichever was larger) and the tail."""
-        ratio = self.final_ratio if self.final_per_val is None else self.final_images * self.final_per_val
-        final = (self.val_seconds or 0.0) * ratio
+        final = (self.val_seconds or 0.0) * self.final_validations()
         extra = max(self.epoch_costs) - statistics.median(self.epoch_costs) if self.epoch_costs else 0.0
         return final + extra + TAIL[0] + TAIL[1] * self.seconds
+
+    def final_validations(self) -> float:
+        """The final scoring's time in validations: measured once the probe has run, else the first guess."""
+        return self.final_ratio if self.final_per_val is None else self.final_images * self.final_per_val
 
     def epoch_cost(self, per_epoch: int) -> float:
         if self.epoch_costs:
@@ -216,7 +220,7 @@ class TimeBudget(L.Callback):
                 "step_seconds": round(self.step_seconds, 4) if self.step_seconds else None,
                 "epoch_seconds": round(self.epoch_cost(self.horizon.steps_per_epoch), 2),
                 "validation_seconds": round(self.val_seconds, 2) if self.val_seconds else None,
-                "final_scoring_validations": round(self.final_images * self.final_per_val, 2)
+                "final_scoring_validations": round(self.final_validations(), 2)
                 if self.final_per_val is not None else None}
 
 
