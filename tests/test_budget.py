@@ -108,6 +108,30 @@ def test_the_final_scoring_is_priced_from_a_timed_validation_batch():
     assert task.calls == 2 and idle.final_per_val is None
 
 
+def test_slow_first_steps_do_not_fix_a_plan_that_ends_before_the_first_epoch():
+    """First steps ten times slower than the rest (another process starting) would plan a run that stops
+    long before its deadline; measured again as the steps double, the plan grows to what the speed allows."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, should_stop=False, fit_loop=SimpleNamespace(max_epochs=1),
+                              strategy=SimpleNamespace(broadcast=lambda value, src=0: value))
+    task, horizon = _Scorer(final=0.0), Horizon(total_steps=10_000, steps_per_epoch=10_000)
+    began = time.perf_counter()
+    budget = TimeBudget(4.0, began, horizon, 1, val_guess=0.0, final_ratio=0.0, say=lambda *_: None)
+    budget.on_train_start(trainer, task)
+    budget.on_train_epoch_start(trainer, task)
+    first_plan = None
+    while not trainer.should_stop:
+        time.sleep(0.02 if trainer.global_step < 12 else 0.002)
+        trainer.global_step += 1
+        budget.on_train_batch_end(trainer, task, None, None, trainer.global_step - 1)
+        first_plan = first_plan or (horizon.total_steps if budget.planned else None)
+    plannable = 4.0 - TAIL[0] - TAIL[1] * 4.0  # no epoch ends, nothing is scored: the rest is the tail
+    assert first_plan < 150 and horizon.total_steps > 2 * first_plan  # 0.011 s a step over the first 20 steps
+    assert trainer.global_step == horizon.total_steps
+    assert 0.6 * plannable < time.perf_counter() - began <= plannable + 0.1
+
+
 def test_durations_read_and_write():
     assert parse_duration("20m") == 1200 and parse_duration("1h30m") == 5400 and parse_duration("1.5h") == 5400
     assert parse_duration("90s") == 90 and parse_duration("2m30s") == 150

@@ -5,12 +5,13 @@ The speed is measured over the first steps, and the plan is the number of optimi
 each epoch's fixed cost (validation, checkpoints, snapshots) and the final scoring after fit, ends by
 the deadline. The learning-rate schedules (and BYOL's momentum) run over the planned steps
 (``tasks.optim.Horizon``), and the plan is made again at every epoch's end from the latest measured
-speed, so the schedule always finishes. The final scoring is priced from the validations: once the
-kernels are warm, one validation batch is also predicted as the final scoring predicts (its test-time
-augmentation), and that time, with the validation step's own added as a bound on the metric's part,
-scales the measured validation. The run stops when the planned steps are done, in the middle of an
-epoch if that is where they end (that epoch is validated as usual): the number of epochs is a result.
-A resumed run goes on with the budget its earlier commands left (the plan is in its checkpoint).
+speed (and within the first epoch each time the steps measured double), so the schedule always
+finishes. The final scoring is priced from the validations: once the kernels are warm, one validation
+batch is also predicted as the final scoring predicts (its test-time augmentation), and that time, with
+the validation step's own added as a bound on the metric's part, scales the measured validation. The
+run stops when the planned steps are done, in the middle of an epoch if that is where they end (that
+epoch is validated as usual): the number of epochs is a result. A resumed run goes on with the budget
+its earlier commands left (the plan is in its checkpoint).
 In a multi-process run the first process plans and every process follows the same plan.
 """
 
@@ -137,16 +138,26 @@ class TimeBudget(L.Callback):
         taken = trainer.global_step - self._start_step
         per_epoch = self.horizon.steps_per_epoch
         warm_end = WARM_STEPS + max(3, min(20, per_epoch // 5))
-        if not self.planned and taken in (WARM_STEPS, warm_end) and warm_end < per_epoch:
+        if warm_end < per_epoch and self._measure_due(taken, warm_end):
             now = _synchronized(pl_module)
             if taken == WARM_STEPS:
                 self._marks["warm"] = now
             elif "warm" in self._marks:
-                self.step_seconds = (now - self._marks["warm"]) / (warm_end - WARM_STEPS)
+                self.step_seconds = (now - self._marks["warm"]) / (taken - WARM_STEPS)
                 self.replan(trainer)
         self._marks["batch"] = time.perf_counter()
         if self.planned and trainer.global_step >= self.horizon.total_steps:
             trainer.should_stop = True
+
+    def _measure_due(self, taken: int, warm_end: int) -> bool:
+        """Before the first plan: the warm-up's end and ``warm_end``, the first measurement's. Then, until the
+        command's first epoch ends, each time the steps taken double: the speed averaged over more steps, so
+        that first steps slower than the rest (another process starting, caches filling) do not fix a plan
+        that ends before any epoch does."""
+        if not self.planned:
+            return taken in (WARM_STEPS, warm_end)
+        doubling, rest = divmod(taken, warm_end)
+        return not rest and doubling > 1 and doubling & (doubling - 1) == 0 and not self.epoch_steps
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._marks["validation"] = time.perf_counter()
