@@ -111,17 +111,15 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False, progress: float = 1.0) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the model's input, augmented when ``train``; ``progress`` (0..1, how far the
-    run is through its planned steps) is the share of images ``data.auto_augment_ramp`` gives the policy."""
+def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the model's input, augmented when ``train``."""
     if train:
         images = crop_flip(images, padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
         if cfg.get("auto_augment", "none") != "none":
             from dlcv.data.policies import auto_augment
 
             images = auto_augment(images, cfg["auto_augment"], int(cfg.get("randaugment_ops", 2)),
-                                  int(cfg.get("randaugment_magnitude", 9)),
-                                  share=progress if cfg.get("auto_augment_ramp") else 1.0)
+                                  int(cfg.get("randaugment_magnitude", 9)))
     x = to_float(images, cfg["mean"], cfg["std"])
     if train and cfg["cutout"]:
         x = cutout(x, int(cfg["cutout"]))

@@ -151,14 +151,6 @@ class InMemoryData(L.LightningDataModule):
     def training(self) -> bool:
         return self._trainer is not None and self._trainer.training
 
-    @property
-    def progress(self) -> float:
-        """How far training is through its planned steps, 0..1: the task's horizon (which a time budget
-        re-plans) at the trainer's step; 1 without a trainer or a horizon."""
-        trainer = self._trainer
-        horizon = getattr(getattr(trainer, "lightning_module", None), "horizon", None)
-        return 1.0 if horizon is None else horizon.progress(trainer.global_step)
-
     def rank_world(self) -> tuple[int, int]:
         trainer = self._trainer
         return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
@@ -276,7 +268,7 @@ class ClassificationData(InMemoryData):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         training = self.training
-        x = prepare_batch(images, self.cfg, train=training, progress=self.progress if training else 1.0)
+        x = prepare_batch(images, self.cfg, train=training)
         if training and (float(self.cfg.get("mixup_alpha", 0)) > 0 or float(self.cfg.get("cutmix_alpha", 0)) > 0):
             from dlcv.data.policies import mix
 

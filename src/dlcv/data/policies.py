@@ -150,10 +150,8 @@ def apply_op(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tenso
     return TF.equalize(images)  # Equalize
 
 
-def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude: int = 9,
-                 share: float = 1.0) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the same, each image through its own draw of the policy, batched by operation;
-    with ``share`` < 1 each image takes the policy with that probability and is left as it is otherwise."""
+def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude: int = 9) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the same, each image through its own draw of the policy, batched by operation."""
     if policy == "none":
         return images
     if policy not in AUTO_AUGMENT:
@@ -162,10 +160,7 @@ def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude:
     space = space_of(policy)
     out = images.permute(0, 3, 1, 2).contiguous()
     names = list(space)
-    skipped = torch.rand(len(out)) >= share if share < 1 else None  # no draw at 1: runs before the ramp repeat
     for ops, values in draw(len(out), space, rounds, fixed, tuple(out.shape[-2:])):
-        if skipped is not None:
-            ops = ops.masked_fill(skipped, names.index("Identity"))
         for k, name in enumerate(names):
             chosen = torch.nonzero(ops == k).flatten()  # drawn on the host: no device sync
             if len(chosen) and name != "Identity":
