@@ -43,3 +43,32 @@ def test_auto_augment_draws_per_image_and_repeats_under_the_same_seed():
     changed = (first != images).flatten(1).any(1)
     assert 0.5 < changed.float().mean() < 1.0  # most images changed; Identity (and no-op draws) leave some
     assert not torch.equal(auto_augment(images, "randaugment", num_ops=2, magnitude=9), images)
+
+
+def test_the_policy_applies_only_when_the_plan_has_the_epochs_the_recipe_asks():
+    from types import SimpleNamespace
+
+    from dlcv.data.augment import prepare_batch, uses_policy
+    from dlcv.data.batches import InMemoryData
+    from dlcv.recipes import classify_defaults
+    from dlcv.tasks.optim import Horizon
+
+    cfg = {**classify_defaults()["data"], "auto_augment": "trivialaugment", "auto_augment_min_epochs": 50}
+    assert not uses_policy(cfg, 30.0) and uses_policy(cfg, 50.0) and uses_policy(cfg, None)
+    assert not uses_policy({**cfg, "auto_augment": "none"}, 80.0)
+    assert uses_policy({**cfg, "auto_augment_min_epochs": 0}, 1.0)
+
+    data = InMemoryData(cfg, seed=0)
+    assert data.planned_epochs() is None  # no trainer
+    data.trainer = SimpleNamespace(lightning_module=SimpleNamespace(horizon=Horizon(8000, 100)), global_step=10)
+    assert data.planned_epochs() == 80.0
+    data.trainer.lightning_module.horizon = Horizon(0, 0)  # a budget's horizon before its first plan
+    assert data.planned_epochs() is None
+
+    images = torch.randint(0, 256, (64, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(4)
+    short = prepare_batch(images, cfg, train=True, planned_epochs=30.0)
+    torch.manual_seed(4)
+    assert torch.equal(short, prepare_batch(images, {**cfg, "auto_augment": "none"}, train=True))
+    torch.manual_seed(4)
+    assert not torch.equal(short, prepare_batch(images, cfg, train=True, planned_epochs=80.0))

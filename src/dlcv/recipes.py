@@ -170,6 +170,8 @@ DATA = {
     "cutout": Key(0, whole(0), "side of the square zeroed in every training image (0: off)"),
     "auto_augment": Key("none", one_of("none", "trivialaugment", "randaugment"),
                         "TrivialAugmentWide or RandAugment, a fresh draw per image"),
+    "auto_augment_min_epochs": Key(0, whole(0), "> 0: auto_augment only while the run's plan has at least this "
+                                   "many epochs (a time budget gives a fast machine many: it gets the regulariser)"),
     "randaugment_ops": Key(2, whole(0), "randaugment: operations per image"),
     "randaugment_magnitude": Key(9, number(0, 30), "randaugment: the magnitude bin (of 31)"),
     "mixup_alpha": Key(0.0, number(0), "> 0: MixUp with this Beta(alpha, alpha)"),

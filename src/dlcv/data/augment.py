@@ -111,11 +111,20 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the model's input, augmented when ``train``."""
+def uses_policy(cfg: dict, planned_epochs: float | None) -> bool:
+    """Whether training batches take ``data.auto_augment`` when the run's plan has ``planned_epochs``
+    (None: unknown, as outside a fit): only from ``data.auto_augment_min_epochs`` on."""
+    if cfg.get("auto_augment", "none") == "none":
+        return False
+    return planned_epochs is None or planned_epochs >= int(cfg.get("auto_augment_min_epochs", 0))
+
+
+def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False,
+                  planned_epochs: float | None = None) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the model's input, augmented when ``train`` (``uses_policy``: the policy too)."""
     if train:
         images = crop_flip(images, padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
-        if cfg.get("auto_augment", "none") != "none":
+        if uses_policy(cfg, planned_epochs):
             from dlcv.data.policies import auto_augment
 
             images = auto_augment(images, cfg["auto_augment"], int(cfg.get("randaugment_ops", 2)),

@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from dlcv.data.augment import prepare_batch
+from dlcv.data.augment import prepare_batch, uses_policy
 from dlcv.data.features import TRAINING_SUBSET
 from dlcv.data.images import load_resized_stack
 from dlcv.data.p1 import (
@@ -25,6 +25,7 @@ from dlcv.data.p1 import (
     stratified_holdout,
 )
 from dlcv.errors import DlcvError
+from dlcv.runtime import is_primary_process
 
 
 def in_model_dtype(hook):
@@ -151,6 +152,11 @@ class InMemoryData(L.LightningDataModule):
     def training(self) -> bool:
         return self._trainer is not None and self._trainer.training
 
+    def planned_epochs(self) -> float | None:
+        """The epochs the run plans now: the task's horizon (which a time budget re-plans); None without one."""
+        horizon = getattr(getattr(self._trainer, "lightning_module", None), "horizon", None)
+        return None if horizon is None or not horizon.steps_per_epoch else horizon.total_steps / horizon.steps_per_epoch
+
     def rank_world(self) -> tuple[int, int]:
         trainer = self._trainer
         return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
@@ -232,6 +238,14 @@ class ClassificationData(InMemoryData):
             self.val_x, self.val_y = load_labelled(other, use_cache, side)
             self.val_names = other.names
 
+    def _say_policy(self, on: bool, planned: float | None) -> None:
+        """One line whenever ``data.auto_augment_min_epochs`` switches the policy on or off."""
+        if on != getattr(self, "_policy_on", None) and is_primary_process():
+            state = "on" if on else "off"
+            print(f"data.auto_augment {self.cfg['auto_augment']}: {state} (the plan has {planned:.1f} epochs; "
+                  f"on from {self.cfg['auto_augment_min_epochs']})", flush=True)
+        self._policy_on = on
+
     def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
         """Image sets for embedding snapshots: the validation folder (or, without one, the validation
         set), and with ``train_subset`` a fixed, class-balanced sample of that many training images."""
@@ -268,7 +282,10 @@ class ClassificationData(InMemoryData):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         training = self.training
-        x = prepare_batch(images, self.cfg, train=training)
+        planned = self.planned_epochs() if training else None
+        if training and self.cfg.get("auto_augment_min_epochs"):
+            self._say_policy(uses_policy(self.cfg, planned), planned)
+        x = prepare_batch(images, self.cfg, train=training, planned_epochs=planned)
         if training and (float(self.cfg.get("mixup_alpha", 0)) > 0 or float(self.cfg.get("cutmix_alpha", 0)) > 0):
             from dlcv.data.policies import mix
 
