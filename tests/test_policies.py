@@ -45,7 +45,7 @@ def test_auto_augment_draws_per_image_and_repeats_under_the_same_seed():
     assert not torch.equal(auto_augment(images, "randaugment", num_ops=2, magnitude=9), images)
 
 
-def test_the_policy_applies_only_when_the_plan_has_the_epochs_the_recipe_asks():
+def test_the_policy_applies_only_when_the_plan_has_the_epochs_the_recipe_asks(capsys):
     from types import SimpleNamespace
 
     from dlcv.data.augment import prepare_batch, uses_policy
@@ -72,3 +72,12 @@ def test_the_policy_applies_only_when_the_plan_has_the_epochs_the_recipe_asks():
     assert torch.equal(short, prepare_batch(images, {**cfg, "auto_augment": "none"}, train=True))
     torch.manual_seed(4)
     assert not torch.equal(short, prepare_batch(images, cfg, train=True, planned_epochs=80.0))
+
+    from dlcv.data.batches import ClassificationData
+
+    data = ClassificationData("unused", cfg, seed=0)
+    for on, planned in ((True, None), (True, 80.0), (False, 30.0), (False, 29.0)):
+        data._say_policy(on, planned)
+    assert capsys.readouterr().out.splitlines() == [
+        "data.auto_augment trivialaugment: on (the plan: not yet made; on from 50 epochs)",
+        "data.auto_augment trivialaugment: off (the plan: 30.0 epochs; on from 50 epochs)"]

@@ -241,9 +241,9 @@ class ClassificationData(InMemoryData):
     def _say_policy(self, on: bool, planned: float | None) -> None:
         """One line whenever ``data.auto_augment_min_epochs`` switches the policy on or off."""
         if on != getattr(self, "_policy_on", None) and is_primary_process():
-            state = "on" if on else "off"
-            print(f"data.auto_augment {self.cfg['auto_augment']}: {state} (the plan has {planned:.1f} epochs; "
-                  f"on from {self.cfg['auto_augment_min_epochs']})", flush=True)
+            plan = "not yet made" if planned is None else f"{planned:.1f} epochs"
+            print(f"data.auto_augment {self.cfg['auto_augment']}: {'on' if on else 'off'} (the plan: {plan}; "
+                  f"on from {self.cfg['auto_augment_min_epochs']} epochs)", flush=True)
         self._policy_on = on
 
     def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
