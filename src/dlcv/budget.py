@@ -110,10 +110,7 @@ class TimeBudget(L.Callback):
             self.planned = True
             self.say(f"budget {format_duration(self.seconds)}: {self.step_seconds:.3f} s a step, "
                      f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.horizon.total_steps} steps "
-                     f"= {self.epochs():.2f} epochs, {format_duration(self.seconds_left())} left")
-
-    def epochs(self) -> float:
-        return self.horizon.total_steps / max(1, self.horizon.steps_per_epoch)
+                     f"= {self.horizon.epochs:.2f} epochs, {format_duration(self.seconds_left())} left")
 
     # --- Lightning's hooks ---------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:

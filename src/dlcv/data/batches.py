@@ -155,7 +155,7 @@ class InMemoryData(L.LightningDataModule):
     def planned_epochs(self) -> float | None:
         """The epochs the run plans now: the task's horizon (which a time budget re-plans); None without one."""
         horizon = getattr(getattr(self._trainer, "lightning_module", None), "horizon", None)
-        return None if horizon is None or not horizon.steps_per_epoch else horizon.total_steps / horizon.steps_per_epoch
+        return None if horizon is None else horizon.epochs
 
     def rank_world(self) -> tuple[int, int]:
         trainer = self._trainer
@@ -192,6 +192,7 @@ class ClassificationData(InMemoryData):
         super().__init__(cfg, seed)
         self.root = Path(root)
         self.num_classes: int | None = None
+        self._policy_on: bool | None = None  # data.auto_augment_min_epochs' last decision, for _say_policy
 
     def _folder(self, key: str) -> Path:
         return self.root / self.cfg[key]
@@ -240,7 +241,7 @@ class ClassificationData(InMemoryData):
 
     def _say_policy(self, on: bool, planned: float | None) -> None:
         """One line whenever ``data.auto_augment_min_epochs`` switches the policy on or off."""
-        if on != getattr(self, "_policy_on", None) and is_primary_process():
+        if on != self._policy_on and is_primary_process():
             plan = "not yet made" if planned is None else f"{planned:.1f} epochs"
             print(f"data.auto_augment {self.cfg['auto_augment']}: {'on' if on else 'off'} (the plan: {plan}; "
                   f"on from {self.cfg['auto_augment_min_epochs']} epochs)", flush=True)

@@ -55,6 +55,11 @@ class Horizon:
     total_steps: int
     steps_per_epoch: int
 
+    @property
+    def epochs(self) -> float | None:
+        """The epochs planned: the steps over the steps of an epoch; None before those are known."""
+        return self.total_steps / self.steps_per_epoch if self.steps_per_epoch else None
+
     def progress(self, step: int, start: int = 0) -> float:
         """How far ``step`` is between ``start`` and the run's last step, in [0, 1]."""
         return min(1.0, max(0.0, (step - start) / max(1, self.total_steps - start)))
