@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 from dlcv.data.synth import synth_p1, synth_ssl
 from dlcv.errors import DlcvError
@@ -169,9 +169,11 @@ def test_exported_backbone_loads_strictly_into_torchvision_and_round_trips(tmp_p
     assert torch.equal(trunk(x), again(x))
 
 
-def test_a_trunk_on_small_images_computes_what_torchvision_does_with_the_centre_tap_on_1x1_maps():
-    """layer4 of a ResNet18 at 24 pixels is 1x1: its 3x3 convolutions take the centre-tap path, and the
-    outputs and every gradient are torchvision's (within float rounding)."""
+@pytest.mark.parametrize("size, layer", [(24, "layer4.1.conv2"), (16, "layer4.0.conv1")])
+def test_a_trunk_on_small_images_computes_what_torchvision_does_with_the_centre_tap_on_1x1_maps(size, layer):
+    """layer4 of a ResNet18 at 24 pixels is 1x1: its 3x3 convolutions take the centre-tap path; at 16
+    pixels so does layer4's first, strided one (its input is 1x1 already). The outputs and every
+    gradient are torchvision's (within float rounding)."""
     from torchvision import models
 
     from dlcv.models.transfer import CentreTapConv2d, resnet_trunk
@@ -181,19 +183,48 @@ def test_a_trunk_on_small_images_computes_what_torchvision_does_with_the_centre_
     plain = models.resnet18()
     plain.fc = torch.nn.Identity()
     plain.load_state_dict(ours.state_dict(), strict=True)
-    assert type(ours.layer4[1].conv2) is CentreTapConv2d and ours.state_dict().keys() == plain.state_dict().keys()
+    conv = ours.get_submodule(layer)
+    assert type(conv) is CentreTapConv2d and ours.state_dict().keys() == plain.state_dict().keys()
     taken = []
-    ours.layer4[1].conv2.register_forward_hook(lambda m, i, o: taken.append(i[0].shape[-2:]))
-    x = torch.randn(4, 3, 24, 24)
+    conv.register_forward_hook(lambda m, i, o: taken.append((i[0].shape[-2:], o.shape[-2:])))
+    x = torch.randn(4, 3, size, size)
     a, b = ours(x), plain(x)
-    assert taken == [(1, 1)] and torch.allclose(a, b, atol=1e-5)
+    assert taken == [((1, 1), (1, 1))] and torch.allclose(a, b, atol=1e-5)
     (a * torch.arange(a.shape[1])).sum().backward()
     (b * torch.arange(b.shape[1])).sum().backward()
     for (name, p), q in zip(ours.named_parameters(), plain.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-4 * q.grad.abs().max().item()), name
-    outer = ours.layer4[1].conv2.weight.grad.clone()
+    outer = conv.weight.grad.clone()
     outer[:, :, 1, 1] = 0
     assert outer.abs().max() == 0  # the taps that only ever see padding get no gradient, as in torchvision
+
+
+def test_bf16_byol_steps_at_16_pixel_views_keep_the_trunk_finite():
+    """At 16-pixel views layer4's strided 3x3 convolution sees a 1x1 map; oneDNN's bf16 weight gradient of
+    it there put garbage into the padding-only taps and BYOL's loss became NaN within a few steps. On the
+    centre-tap path those taps get exactly no gradient."""
+    from dlcv.config import load_recipe
+    from dlcv.data.ssl_views import byol_views
+    from dlcv.recipes import byol_defaults
+    from dlcv.tasks.byol import BYOLTask
+
+    torch.manual_seed(0)
+    recipe = load_recipe(byol_defaults(), REPO / "configs" / "ssl" / "byol_cpu.yaml")
+    views = {**recipe["views"], "size": 16}
+    task = BYOLTask(recipe, monitored=False)
+    optimiser = torch.optim.SGD(task.model.parameters(), lr=0.06, momentum=0.9)
+    images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
+    strided = task.model["backbone"].layer4[0].conv1
+    for _ in range(4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = task.byol_loss(*byol_views(images, views, recipe["data"]["mean"], recipe["data"]["std"]))
+        optimiser.zero_grad()
+        loss.backward()
+        outer = strided.weight.grad.clone()
+        outer[:, :, 1, 1] = 0
+        assert torch.isfinite(loss) and outer.abs().max() == 0
+        optimiser.step()
+    assert all(torch.isfinite(p).all() for p in task.model.parameters())
 
 
 def test_backbone_of_another_architecture_is_refused_by_name(ssl_data):
