@@ -322,3 +322,39 @@ def test_whitening_stem_is_set_from_the_training_images_before_fit_and_kept(caps
     expected = create_model("dlcv_net", num_classes=4, widths=[8, 16, 16], whiten=True)
     expected.init_from_images(prepare_batch(data.train_x[:INIT_IMAGES], data.cfg))
     assert torch.allclose(saved, expected.stem[0].weight, atol=1e-6)
+
+
+def test_a_run_whose_loss_becomes_nan_stops_with_one_line_and_keeps_the_epochs_before(capsys, tmp_path, p1_data,
+                                                                                       recipe):
+    """A loss gone NaN (here: a learning rate that overflows the weights in the second epoch) stops the run
+    with one line naming the run folder and the epoch, exit 2; no summary.json is written, and the
+    checkpoints are the first epoch's, whose weights are finite."""
+    from dlcv.tasks.base import BaseTask
+
+    class Overflow(torch.optim.lr_scheduler.LRScheduler):
+        def get_lr(self):  # epoch 1 at the recipe's rate, then a rate that sends the weights to inf
+            return [0.05 if self.last_epoch < 3 else 1e38 for _ in self.optimizer.param_groups]
+
+    original = BaseTask.configure_optimizers
+
+    def overflowing(self):
+        optimizer = original(self)
+        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": Overflow(optimizer), "interval": "step"}}
+
+    BaseTask.configure_optimizers = overflowing
+    try:
+        code, out, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data,
+                                 "--runs-dir", tmp_path / "runs", "--set", "train.epochs=3")
+    finally:
+        BaseTask.configure_optimizers = original
+    run = tmp_path / "runs" / "tiny"
+    assert code == 2 and "Traceback" not in err, (out, err)
+    assert err.strip().splitlines()[-1] == (
+        f"dlcv: error: {run}: the training loss became NaN or infinite in epoch 2; the run stops here, its "
+        "checkpoints hold the epochs before (try a lower optim.lr, or train.precision: 32-true)")
+    assert not (run / "summary.json").exists()
+    for name in ("best.ckpt", "last.ckpt"):
+        saved = torch.load(run / name, weights_only=True)
+        assert saved["epoch"] == 0 and all(torch.isfinite(v).all() for v in saved["state_dict"].values()
+                                           if v.is_floating_point())

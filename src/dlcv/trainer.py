@@ -73,6 +73,44 @@ def make_epoch_csv_callback(path: Path, echo: bool):
     return EpochMetricsCSV()
 
 
+def make_finite_loss_callback(run_dir: Path):
+    """A callback that stops a run whose training loss has become NaN or infinite, with one line naming the
+    run folder and the epoch, before that epoch's validation or checkpoint: Lightning would otherwise go on
+    to the end of the schedule and the run would write NaN weights (a backbone, a table) as if trained.
+    Each step's check stays on the device; the flag is read (and agreed across processes) once an epoch."""
+    import lightning as L
+    import torch
+
+    from dlcv.errors import DlcvError
+
+    class StopOnNonFiniteLoss(L.Callback):
+        def __init__(self):
+            self.bad: torch.Tensor | None = None
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if isinstance(loss, torch.Tensor):
+                bad = ~torch.isfinite(loss.detach())
+                self.bad = bad if self.bad is None else self.bad | bad
+
+        def check(self, trainer):
+            bad = self.bad is not None and bool(self.bad.item())
+            self.bad = None
+            if trainer.strategy.reduce_boolean_decision(bad, all=False):
+                raise DlcvError(f"{run_dir}: the training loss became NaN or infinite in epoch "
+                                f"{trainer.current_epoch + 1}; the run stops here, its checkpoints hold the epochs "
+                                "before (try a lower optim.lr, or train.precision: 32-true)")
+
+        def on_validation_start(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                self.check(trainer)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.check(trainer)
+
+    return StopOnNonFiniteLoss()
+
+
 def quiet_lightning() -> None:
     """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
     import logging
@@ -136,7 +174,7 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
 
 def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interactive: bool,
                   extra: tuple = ()) -> list:
-    """The callbacks of every run: best and last checkpoints, metrics.csv, the recipe's top-k, early
+    """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the recipe's top-k, early
     stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
     from lightning.pytorch.callbacks import (
         EarlyStopping,
@@ -151,6 +189,7 @@ def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interacti
             return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
 
     callbacks = [
+        make_finite_loss_callback(run_dir),
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
                         auto_insert_metric_name=False, enable_version_counter=False),
         # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
