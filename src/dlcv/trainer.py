@@ -174,8 +174,8 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
 
 def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interactive: bool,
                   extra: tuple = ()) -> list:
-    """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the recipe's top-k, early
-    stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
+    """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the
+    recipe's top-k, early stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
     from lightning.pytorch.callbacks import (
         EarlyStopping,
         EMAWeightAveraging,
