@@ -121,11 +121,7 @@ def test_mixup_cutmix_and_auto_augment_reach_the_batches():
 
 
 def test_trainer_knobs_reach_the_trainer(tmp_path):
-    from lightning.pytorch.callbacks import (
-        EarlyStopping,
-        EMAWeightAveraging,
-        ModelCheckpoint,
-    )
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
 
     from dlcv.trainer import build_trainer
 
@@ -134,14 +130,43 @@ def test_trainer_knobs_reach_the_trainer(tmp_path):
     trainer = build_trainer(tmp_path, recipe, monitor="val_acc", mode="max", max_epochs=5)
     stops = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
     assert len(stops) == 1 and stops[0].patience == 4 and stops[0].monitor == "val_acc"
-    emas = [c for c in trainer.callbacks if isinstance(c, EMAWeightAveraging)]
-    assert len(emas) == 1
+    emas = [c for c in trainer.callbacks if isinstance(c, WeightAveraging)]
+    assert len(emas) == 1 and emas[0].decay == 0.99
     assert trainer.gradient_clip_val == 1.5
     tops = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.save_top_k == 3]
     assert len(tops) == 1
     # Deterministic where a kernel has a deterministic version; CUDA has none for some (warn, never crash).
     assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(False)
+
+
+def test_the_weight_average_is_bias_corrected_from_the_first_step():
+    """After step t the average is sum_i decay^(t-i) w_i / sum_i decay^(t-i): no share is left to the first
+    step's weights beyond their own (the plain EMA keeps decay^(t-1) of them); integer buffers follow the model."""
+    from types import SimpleNamespace
+
+    import lightning as L
+
+    from dlcv.trainer import make_ema_callback
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer, self.norm = torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)
+
+    module, decay = Tiny(), 0.9
+    ema = make_ema_callback(decay)
+    ema.setup(SimpleNamespace(), module, "fit")
+    steps = [torch.randn(2, 3) for _ in range(6)]
+    for t, weight in enumerate(steps, start=1):
+        module.layer.weight.data.copy_(weight)
+        module.norm.num_batches_tracked.fill_(t)
+        ema.on_train_batch_end(SimpleNamespace(global_step=t), module, None, None, 0)
+        shares = torch.tensor([decay ** (t - i) for i in range(1, t + 1)], dtype=torch.float64)
+        expected = (torch.stack(steps[:t]).double() * (shares / shares.sum())[:, None, None]).sum(0)
+        averaged = ema._average_model.module
+        torch.testing.assert_close(averaged.layer.weight.double(), expected, rtol=1e-5, atol=1e-6)
+        assert int(averaged.norm.num_batches_tracked) == t
 
 
 def test_model_b_by_name_replaces_the_head_and_loads_local_weights(tmp_path):

@@ -127,7 +127,7 @@ TRAIN = {
     "label_smoothing": Key(0.1, number(0, 1, open_high=True), "share of each target spread over all classes"),
     "early_stopping_patience": Key(0, whole(0), "> 0: stop after this many epochs without a better monitored metric"),
     "ema_decay": Key(0.0, number(0, 1, open_high=True), "> 0: validate, checkpoint and predict with an exponential "
-                     "moving average of the weights"),
+                     "moving average of the weights (bias-corrected)"),
     "gradient_clip": Key(0.0, number(0), "> 0: clip the gradients' global norm to this"),
     "save_top_k": Key(1, whole(1), "keep the k best checkpoints (top/), for predict --ensemble k"),
     "tta": Key("flip", one_of(*TTA_MODES), "prediction and final scoring: none, flip (image + mirror) or "
