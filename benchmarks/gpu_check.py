@@ -7,7 +7,8 @@ data (and on the real p1 images when ``--p1`` names them):
    --budget 30s`` (it must end within its budget: the plan's accelerator timing); then the classification
    batch's augmentations (TrivialAugment, RandAugment, MixUp, CutMix) under torch's sync debug mode, which
    raises at any host sync on a GPU;
-2. ``segment fit`` with ``data.eval_size`` different from the tile size, then ``segment predict --tta d4``;
+2. ``segment fit`` with ``data.eval_size`` different from the tile size and the weight average
+   (``train.ema_decay``), then ``segment predict --tta d4``;
 3. ``ssl table`` with one-epoch settings (BYOL, the supervised backbone, A-E);
 4. ``sam masks`` with a small random SAM (``vit_tiny``);
 5. ``report`` of all the runs.
@@ -202,7 +203,7 @@ def main() -> int:
         augment_without_syncs(device)
 
     p2_recipe = write(recipes / "p2.yaml", with_changes(
-        P2_DEMO_RECIPE, name="p2_check", train=gpu_train,
+        P2_DEMO_RECIPE, name="p2_check", train={**gpu_train, "ema_decay": 0.99},  # the weight average on the device
         data={"train_size": side // 2, "eval_size": side // 2 + 32}))  # eval_size differs from the tile size
     with watch.phase("segment fit"):
         run("segment", "fit", "--config", p2_recipe, "--data", p2, "--runs-dir", runs)
