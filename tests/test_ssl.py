@@ -189,7 +189,8 @@ def test_a_trunk_on_small_images_computes_what_torchvision_does_with_the_centre_
     conv.register_forward_hook(lambda m, i, o: taken.append((i[0].shape[-2:], o.shape[-2:])))
     x = torch.randn(4, 3, size, size)
     a, b = ours(x), plain(x)
-    assert taken == [((1, 1), (1, 1))] and torch.allclose(a, b, atol=1e-5)
+    # float32 rounding, as for the gradients below: 4e-5 on outputs of 4.7 with an AVX2 CPU's kernels
+    assert taken == [((1, 1), (1, 1))] and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
     (a * torch.arange(a.shape[1])).sum().backward()
     (b * torch.arange(b.shape[1])).sum().backward()
     for (name, p), q in zip(ours.named_parameters(), plain.parameters()):
