@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -72,7 +73,10 @@ def main() -> int:
     print(cpu(), flush=True)
     print("command: dlcv " + " ".join(command), flush=True)
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "dlcv", *command], capture_output=True, text=True, check=False)
+    # The command runs this checkout's dlcv, installed or not (a lent GPU machine has it only as source).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "dlcv", *command], capture_output=True, text=True, check=False,
+                            env=env)
     wall = time.perf_counter() - start
     log = Path(args.runs_dir) / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
