@@ -18,12 +18,18 @@ optimiser step (their rate) in each phase; on a GPU each training and prediction
 on it alone. It prints a table (phase, devices seen, steps, steps/s, peak accelerator memory, seconds)
 and exits 1 if a phase failed or touched another device.
 
-Usage: python benchmarks/gpu_check.py [--p1 ../shared/data/hw1_data/p1_data] [--work /tmp/gpu_check]
+With ``--fp16`` on a GPU with bf16 units (an A100, an H100) it checks the path of a T4 or V100 instead: torch is
+made to report no native bf16, so ``precision: auto`` trains in ``16-mixed`` (float16 autocast with a gradient
+scaler) and prediction autocasts to float16, as on those GPUs, which no lent machine has been.
+
+Usage: python benchmarks/gpu_check.py [--p1 ../shared/data/hw1_data/p1_data] [--work /tmp/gpu_check] [--fp16]
 On a lent GPU machine, in one call: here ``bash benchmarks/gpu_prepare.sh check`` (the wheels its image lacks
 and the p1 images as one 55 MB archive, into the git-ignored .gpu/), then the device's run with carry
 [".gpu"] and the command
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl &&
-  tar xzf .gpu/p1_data.tar.gz -C /tmp && PYTHONPATH=/tmp/site python3 benchmarks/gpu_check.py --p1 /tmp/p1_data
+  tar xzf .gpu/p1_data.tar.gz -C /tmp && export PYTHONPATH=/tmp/site &&
+  python3 benchmarks/gpu_check.py --p1 /tmp/p1_data; python3 benchmarks/gpu_check.py --p1 /tmp/p1_data --fp16
+(about 200 s each on an H100: the bf16 path, then the T4's float16 one).
 """
 
 from __future__ import annotations
@@ -166,10 +172,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--p1", type=Path, help="the real p1_data folder (else synthetic images)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="scratch folder (replaced)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="on a GPU: the path of a GPU without native bf16 (T4, V100): 16-mixed, float16 prediction")
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
     device = torch.device("cuda" if gpu else "cpu")
     name = torch.cuda.get_device_name() if gpu else "CPU"
+    if args.fp16 and not gpu:
+        sys.exit("gpu_check: --fp16 needs a CUDA GPU (Lightning trains 16-mixed on a CPU as bf16-mixed)")
+    if args.fp16:
+        torch.cuda.is_bf16_supported = lambda including_emulation=True: False  # as torch says on a T4
+        name += " as a GPU without native bf16 (--fp16)"
+    from dlcv.runtime import resolve_precision
+
+    name += f"; precision auto = {resolve_precision('auto', 'auto')}"
     print(f"device: {name}; torch {torch.__version__}; sizes for a {'GPU' if gpu else 'CPU'}", flush=True)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)

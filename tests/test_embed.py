@@ -192,3 +192,24 @@ def test_training_subset_snapshots_are_kept_and_plotted_apart(capsys, p1_data, r
     assert len(load_run_snapshots(run)[0].labels) == 16  # the validation snapshots stay apart
     code, _, err = run_cli(capsys, "embed", "plot", run, "--training-subset", "--method", "pca")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("precision, dtype", [("32-true", "float32"), ("bf16-mixed", "bfloat16"),
+                                              ("16-mixed", "float16")])
+def test_snapshots_and_progress_masks_run_in_the_autocast_of_the_training_steps(precision, dtype):
+    # A T4 or V100 trains in 16-mixed: its snapshots (and masks through training) run in float16 there, not
+    # in float32 (they ran in float32 whenever the run was not bf16); the model is left as it was.
+    import types
+
+    import torch
+    from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+
+    from dlcv.tasks.snapshots import evaluating
+
+    plugin = Precision() if precision == "32-true" else MixedPrecision(precision, "cpu")
+    model = torch.nn.Linear(4, 2).train()
+    trainer = types.SimpleNamespace(precision=precision, precision_plugin=plugin)
+    with evaluating(trainer, types.SimpleNamespace(model=model, device=torch.device("cpu"))) as evaluated:
+        out = evaluated(torch.ones(3, 4))
+        assert not evaluated.training and not out.requires_grad
+    assert str(out.dtype) == f"torch.{dtype}" and model.training

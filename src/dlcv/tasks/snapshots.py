@@ -16,14 +16,13 @@ from dlcv.data.features import save_features, snapshot_path
 
 @contextmanager
 def evaluating(trainer, pl_module):
-    """The task's model in eval mode, without gradients, in the run's precision; restored after."""
+    """The task's model in eval mode, without gradients, in the run's precision (the autocast of its training
+    steps: bf16 or, on a T4 or V100, float16); restored after."""
     model = pl_module.model
     was_training = model.training
     model.eval()
-    autocast = torch.autocast(pl_module.device.type, dtype=torch.bfloat16,
-                              enabled=str(trainer.precision).startswith("bf16"))
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), trainer.precision_plugin.forward_context():
             yield model
     finally:
         model.train(was_training)
