@@ -96,3 +96,21 @@ def test_lite1_and_lite2_weights_reach_model_b_and_segmentation_encoders_and_ref
     assert unet(torch.zeros(1, 3, 64, 64)).shape == (1, 7, 64, 64)
     with pytest.raises(DlcvError, match="fit arch tf_efficientnet_lite1, not 'tf_efficientnet_lite0'"):
         create_model("timm", num_classes=5, arch="tf_efficientnet_lite0", weights="efficientnet-lite1")
+
+
+def test_model_b_takes_stochastic_depth_and_dropout_over_the_offline_weights():
+    from timm.layers import DropPath
+
+    from dlcv.models import create_model
+
+    plain = create_model("timm", num_classes=5, arch="tf_efficientnet_lite0", weights="efficientnet-lite0")
+    model = create_model("timm", num_classes=5, arch="tf_efficientnet_lite0", weights="efficientnet-lite0",
+                         drop_rate=0.2, drop_path_rate=0.1)
+    rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
+    assert rates and max(rates) == pytest.approx(0.1, abs=0.01) and min(rates) < max(rates)  # rising with depth
+    assert not any(isinstance(m, DropPath) for m in plain.modules())
+    state = plain.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items() if not k.startswith("net.classifier"))
+    model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(model(x), model(x))  # both off in evaluation

@@ -39,17 +39,18 @@ def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: 
 
 class TimmClassifier(KeepsFrozenStatistics, Classifier):
     """A timm model; ``forward_features`` is its pooled pre-logits layer. ``freeze_stages``: the stem and
-    the first stages stay as the weights left them (see ``dlcv.models.freezing``)."""
+    the first stages stay as the weights left them (see ``dlcv.models.freezing``). ``drop_rate``: dropout
+    before the classifier; ``drop_path_rate``: stochastic depth, the residual blocks' rate rising to it."""
 
     def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: float = 0.0,
-                 freeze_stages: int = 0):
+                 drop_path_rate: float = 0.0, freeze_stages: int = 0):
         super().__init__()
         import timm
 
         from dlcv.models.weights import load_state_file, offline_weights
 
         try:
-            net = timm.create_model(arch, pretrained=False, drop_rate=drop_rate)
+            net = timm.create_model(arch, pretrained=False, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         except RuntimeError as exc:
             raise DlcvError(f"timm model {arch!r}: {exc}") from None
         offline = offline_weights(weights, arch, net.state_dict())
@@ -57,7 +58,7 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
             net.load_state_dict(offline, strict=False)
         elif weights and weights.lower() == "imagenet":
             try:
-                net = timm.create_model(arch, pretrained=True, drop_rate=drop_rate)
+                net = timm.create_model(arch, pretrained=True, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
             except Exception as exc:  # noqa: BLE001 -- a download fails in many ways offline
                 raise DlcvError(f"ImageNet weights of {arch!r} could not be downloaded ({type(exc).__name__}); "
                                 "give a local weights file instead") from None
