@@ -194,22 +194,41 @@ def test_training_subset_snapshots_are_kept_and_plotted_apart(capsys, p1_data, r
     assert code == 0, err
 
 
+
 @pytest.mark.parametrize("precision, dtype", [("32-true", "float32"), ("bf16-mixed", "bfloat16"),
-                                              ("16-mixed", "float16")])
-def test_snapshots_and_progress_masks_run_in_the_autocast_of_the_training_steps(precision, dtype):
-    # A T4 or V100 trains in 16-mixed: its snapshots (and masks through training) run in float16 there, not
-    # in float32 (they ran in float32 whenever the run was not bf16); the model is left as it was.
+                                              ("16-mixed", "float16"), ("bf16-true", "bfloat16")])
+def test_snapshots_run_in_the_precision_of_the_training_steps(precision, dtype, tmp_path):
+    # A T4 or V100 trains in 16-mixed: its snapshots (and masks through training, by the same two functions) run
+    # in float16 there, not in float32; a bf16-true model gets its input in bf16. The model is left as it was.
     import types
 
     import torch
-    from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+    from lightning.pytorch.plugins.precision import HalfPrecision, MixedPrecision, Precision
 
-    from dlcv.tasks.snapshots import evaluating
+    from dlcv.data.features import load_features, snapshot_path
+    from dlcv.tasks.snapshots import EmbeddingSnapshots
 
-    plugin = Precision() if precision == "32-true" else MixedPrecision(precision, "cpu")
-    model = torch.nn.Linear(4, 2).train()
-    trainer = types.SimpleNamespace(precision=precision, precision_plugin=plugin)
-    with evaluating(trainer, types.SimpleNamespace(model=model, device=torch.device("cpu"))) as evaluated:
-        out = evaluated(torch.ones(3, 4))
-        assert not evaluated.training and not out.requires_grad
-    assert str(out.dtype) == f"torch.{dtype}" and model.training
+    plugin = {"32-true": Precision, "bf16-true": lambda: HalfPrecision("bf16-true")}.get(
+        precision, lambda: MixedPrecision(precision, "cpu"))()
+    seen = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(12, 3)
+
+        def forward_features(self, x):
+            seen.append((self.training, torch.is_grad_enabled()))
+            out = self.linear(x.flatten(1))
+            seen.append(out.dtype)
+            return out
+
+    model = Net().to(torch.bfloat16 if precision == "bf16-true" else torch.float32).train()
+    trainer = types.SimpleNamespace(precision=precision, precision_plugin=plugin, current_epoch=0, max_epochs=1,
+                                    sanity_checking=False, is_global_zero=True, should_stop=False)
+    images = torch.randint(0, 256, (5, 2, 2, 3), dtype=torch.uint8)
+    snapshots = EmbeddingSnapshots(tmp_path, [1], {"": (images, np.arange(5) % 2, [f"{i}.png" for i in range(5)])},
+                                   lambda x: x.float() / 255, batch_size=2)
+    snapshots.on_train_epoch_end(trainer, types.SimpleNamespace(model=model, device=torch.device("cpu")))
+    assert seen[0] == (False, False) and {str(d) for d in seen[1::2]} == {f"torch.{dtype}"} and model.training
+    assert load_features(snapshot_path(tmp_path, 1, "")).features.shape == (5, 3)

@@ -16,8 +16,8 @@ from dlcv.data.features import save_features, snapshot_path
 
 @contextmanager
 def evaluating(trainer, pl_module):
-    """The task's model in eval mode, without gradients, in the run's precision (the autocast of its training
-    steps: bf16 or, on a T4 or V100, float16); restored after."""
+    """The task's model in eval mode, without gradients, in the run's precision (the context of its training
+    steps: a bf16 or, on a T4 or V100, float16 autocast); restored after. Inputs go through ``model_input``."""
     model = pl_module.model
     was_training = model.training
     model.eval()
@@ -26,6 +26,11 @@ def evaluating(trainer, pl_module):
             yield model
     finally:
         model.train(was_training)
+
+
+def model_input(trainer, x: torch.Tensor) -> torch.Tensor:
+    """A float batch in the dtype the run's model takes (bf16 for ``bf16-true``; as it is under autocast)."""
+    return trainer.precision_plugin.convert_input(x)
 
 
 class ChosenEpochs(L.Callback):
@@ -78,15 +83,15 @@ class EmbeddingSnapshots(ChosenEpochs):
         with evaluating(trainer, pl_module) as model:
             for prefix, (images, labels, names) in self.sets.items():
                 start = time.perf_counter()
-                features = self._features(model, images, pl_module.device)
+                features = self._features(model, images, pl_module.device, trainer)
                 path = snapshot_path(self.run_dir, epoch, prefix)
                 path.parent.mkdir(exist_ok=True)
                 save_features(path, features, np.asarray(labels), names, epoch)
                 self.seconds[path.name] = round(time.perf_counter() - start, 2)
 
-    def _features(self, model, images: torch.Tensor, device) -> np.ndarray:
+    def _features(self, model, images: torch.Tensor, device, trainer) -> np.ndarray:
         out = []
         for start in range(0, len(images), self.batch_size):
-            x = self.prepare(images[start : start + self.batch_size].to(device))
+            x = model_input(trainer, self.prepare(images[start : start + self.batch_size].to(device)))
             out.append(model.forward_features(x).float().cpu())
         return torch.cat(out).numpy()
