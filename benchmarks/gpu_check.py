@@ -56,6 +56,7 @@ from dlcv.demo import (
     SSL_DEMO_FINETUNE,
     SSL_DEMO_SUPERVISED,
 )
+from dlcv.runtime import resolve_precision
 
 # Phases whose every forward must run on the accelerator (the report traces shapes on meta/CPU on purpose).
 ON_ACCELERATOR = ("classify fit", "classify predict", "classify fit --budget", "segment fit", "segment predict",
@@ -183,8 +184,6 @@ def main() -> int:
     if args.fp16:
         torch.cuda.is_bf16_supported = lambda including_emulation=True: False  # as torch says on a T4
         name += " as a GPU without native bf16 (--fp16)"
-    from dlcv.runtime import resolve_precision
-
     name += f"; precision auto = {resolve_precision('auto', 'auto')}"
     print(f"device: {name}; torch {torch.__version__}; sizes for a {'GPU' if gpu else 'CPU'}", flush=True)
     shutil.rmtree(args.work, ignore_errors=True)

@@ -194,7 +194,6 @@ def test_training_subset_snapshots_are_kept_and_plotted_apart(capsys, p1_data, r
     assert code == 0, err
 
 
-
 @pytest.mark.parametrize("precision, dtype", [("32-true", "float32"), ("bf16-mixed", "bfloat16"),
                                               ("16-mixed", "float16"), ("bf16-true", "bfloat16")])
 def test_snapshots_run_in_the_precision_of_the_training_steps(precision, dtype, tmp_path):
@@ -224,8 +223,8 @@ def test_snapshots_run_in_the_precision_of_the_training_steps(precision, dtype, 
             return out
 
     model = Net().to(torch.bfloat16 if precision == "bf16-true" else torch.float32).train()
-    trainer = types.SimpleNamespace(precision=precision, precision_plugin=plugin, current_epoch=0, max_epochs=1,
-                                    sanity_checking=False, is_global_zero=True, should_stop=False)
+    trainer = types.SimpleNamespace(precision_plugin=plugin, current_epoch=0, max_epochs=1, sanity_checking=False,
+                                    is_global_zero=True, should_stop=False)
     images = torch.randint(0, 256, (5, 2, 2, 3), dtype=torch.uint8)
     snapshots = EmbeddingSnapshots(tmp_path, [1], {"": (images, np.arange(5) % 2, [f"{i}.png" for i in range(5)])},
                                    lambda x: x.float() / 255, batch_size=2)
