@@ -11,7 +11,10 @@ data (and on the real p1 images when ``--p1`` names them):
    (``train.ema_decay``), then ``segment predict --tta d4``;
 3. ``ssl table`` with one-epoch settings (BYOL, the supervised backbone, A-E);
 4. ``sam masks`` with a small random SAM (``vit_tiny``);
-5. ``report`` of all the runs.
+5. ``report`` of all the runs;
+6. on a GPU only, two training steps of the BYOL recipe ``configs/ssl/byol_resnet50.yaml`` at its own batch (256
+   pairs of 128-pixel views through a ResNet50) in the run's autocast: its peak memory row says whether the course's
+   SSL recipe fits a T4's 15 GiB (with ``--fp16``, the T4's float16).
 
 Global hooks watch every module's forward (the devices of its parameters and inputs) and every
 optimiser step (their rate) in each phase; on a GPU each training and prediction phase must have run
@@ -60,7 +63,7 @@ from dlcv.runtime import resolve_precision
 
 # Phases whose every forward must run on the accelerator (the report traces shapes on meta/CPU on purpose).
 ON_ACCELERATOR = ("classify fit", "classify predict", "classify fit --budget", "segment fit", "segment predict",
-                  "ssl table", "sam masks")
+                  "ssl table", "sam masks", "byol_resnet50.yaml, 2 steps at its batch")
 BUDGET = 30  # seconds of the budgeted fit
 
 
@@ -169,6 +172,28 @@ def augment_without_syncs(device: torch.device, rounds: int = 5) -> None:
     torch.cuda.synchronize()
 
 
+def byol_recipe_steps(device: torch.device, steps: int = 2, batch: int | None = None) -> None:
+    """``steps`` training steps of the GPU BYOL recipe at its own batch (or ``batch``), on random views, in the
+    autocast ``precision: auto`` resolves to: what its peak memory needs (a phase of its own, GPU only)."""
+    from dlcv.config import load_recipe
+    from dlcv.recipes import byol_defaults
+    from dlcv.tasks.byol import BYOLTask
+
+    recipe = load_recipe(byol_defaults(), REPO / "configs" / "ssl" / "byol_resnet50.yaml")
+    task = BYOLTask(recipe, monitored=False).to(device).train()
+    optimizer = torch.optim.Adam(task.model.parameters(), lr=float(recipe["optim"]["lr"]))
+    dtype = torch.float16 if resolve_precision("auto", "auto").startswith("16") else torch.bfloat16
+    batch, size = batch or int(recipe["data"]["batch_size"]), int(recipe["views"]["size"])
+    for _ in range(steps):
+        views = [torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+                 for _ in range(2)]
+        with torch.autocast(device.type, dtype=dtype):
+            loss = task.byol_loss(*views)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--p1", type=Path, help="the real p1_data folder (else synthetic images)")
@@ -246,6 +271,9 @@ def main() -> int:
             "--output", runs / "sam_check", "--set", "generator.points_per_side=8")
     with watch.phase("report"):
         run("report", "--runs", runs, "--output", work / "report")
+    if gpu:
+        with watch.phase("byol_resnet50.yaml, 2 steps at its batch"):
+            byol_recipe_steps(device)
 
     print(f"\n{name}, torch {torch.__version__}\n{watch.table()}")
     failed = [r["phase"] for r in watch.rows if not r["ok"]]
