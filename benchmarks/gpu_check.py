@@ -59,7 +59,7 @@ from dlcv.demo import (
     SSL_DEMO_FINETUNE,
     SSL_DEMO_SUPERVISED,
 )
-from dlcv.runtime import resolve_precision
+from dlcv.runtime import inference_autocast, resolve_precision
 
 # Phases whose every forward must run on the accelerator (the report traces shapes on meta/CPU on purpose).
 ON_ACCELERATOR = ("classify fit", "classify predict", "classify fit --budget", "segment fit", "segment predict",
@@ -174,20 +174,21 @@ def augment_without_syncs(device: torch.device, rounds: int = 5) -> None:
 
 def byol_recipe_steps(device: torch.device, steps: int = 2, batch: int | None = None) -> None:
     """``steps`` training steps of the GPU BYOL recipe at its own batch (or ``batch``), on random views, in the
-    autocast ``precision: auto`` resolves to: what its peak memory needs (a phase of its own, GPU only)."""
+    autocast of a run at ``precision: auto`` (bf16, or float16 on a T4): what its peak memory needs (a phase of its
+    own, GPU only)."""
     from dlcv.config import load_recipe
     from dlcv.recipes import byol_defaults
     from dlcv.tasks.byol import BYOLTask
+    from dlcv.tasks.optim import build_optimizer
 
     recipe = load_recipe(byol_defaults(), REPO / "configs" / "ssl" / "byol_resnet50.yaml")
     task = BYOLTask(recipe, monitored=False).to(device).train()
-    optimizer = torch.optim.Adam(task.model.parameters(), lr=float(recipe["optim"]["lr"]))
-    dtype = torch.float16 if resolve_precision("auto", "auto").startswith("16") else torch.bfloat16
+    optimizer = build_optimizer(task.model, recipe["optim"])  # the recipe's, with its state
     batch, size = batch or int(recipe["data"]["batch_size"]), int(recipe["views"]["size"])
     for _ in range(steps):
         views = [torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
                  for _ in range(2)]
-        with torch.autocast(device.type, dtype=dtype):
+        with inference_autocast(device, "auto"):  # on a GPU, the half type a 16-mixed or bf16-mixed run trains in
             loss = task.byol_loss(*views)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
