@@ -62,6 +62,20 @@ def test_training_shards_are_disjoint_and_equal_in_steps():
     assert scored == list(range(10))  # evaluation shards: each sample exactly once, no padding
 
 
+def test_a_finished_command_closes_its_process_group(tmp_path, capsys):
+    """Left open to the interpreter's exit, a gloo group's threads can abort a process that has done all
+    its work (SIGABRT, "terminate called without an active exception", the run failing under torchrun)."""
+    from dlcv.cli.main import main
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["keys", "classify"]) == 0
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def test_classify_fit_in_two_processes(tmp_path, capsys):
     data = synth_p1(tmp_path / "data", num_classes=4, train_per_class=9, val_per_class=4)  # 36 training images
     recipe = tmp_path / "tiny.yaml"

@@ -67,6 +67,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+def end_process_group() -> None:
+    """Close the process group of a multi-process run once its command has finished. Left to the
+    interpreter's exit, gloo's worker threads can outlive it and abort the process (SIGABRT,
+    "terminate called without an active exception") after all its work is done. Called on success
+    only: after an error another process may still wait in a collective, and closing would hang."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @functools.cache
 def cpu_computes_bf16_fast() -> bool:
     """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); read once a process
