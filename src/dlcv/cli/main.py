@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dlcv: interrupted", file=sys.stderr)
         return 130
-    if "torch.distributed" in sys.modules:  # a torchrun / SLURM process: close its group before the exit
+    if "torch.distributed" in sys.modules:  # torch was loaded: close a multi-process run's group, if any
         from dlcv.runtime import end_process_group
 
         end_process_group()
