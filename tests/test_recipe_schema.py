@@ -67,6 +67,17 @@ def test_sam_knobs_are_checked_as_loaded():
         load_recipe(recipes.sam_defaults(), None, ["generator.points_per_side=0"])
 
 
+def test_exponent_floats_are_numbers_in_files_and_in_set(tmp_path):
+    """``5e-4`` as every user writes it: PyYAML's YAML 1.1 would read it (and ``1.0e4``) as a string."""
+    path = tmp_path / "r.yaml"
+    path.write_text("optim: {lr: 5e-4, weight_decay: 1.0e4}\n")
+    recipe = load_recipe(recipes.classify_defaults(), path, ["schedule.min_lr_fraction=1E-2"])
+    assert (recipe["optim"]["lr"], recipe["optim"]["weight_decay"]) == (5e-4, 1e4)
+    assert recipe["schedule"]["min_lr_fraction"] == 0.01
+    with pytest.raises(DlcvError, match=r"optim\.lr must be a number >= 0, got '5e-4x'"):
+        load_recipe(recipes.classify_defaults(), path, ["optim.lr=5e-4x"])
+
+
 DEFAULTS = {"p1": recipes.classify_defaults, "seg": recipes.segment_defaults, "sam": recipes.sam_defaults,
             "byol": recipes.byol_defaults, "settings": recipes.ssl_table_defaults,
             "finetune": recipes.finetune_defaults, "supervised": recipes.classify_defaults}

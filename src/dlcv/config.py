@@ -9,6 +9,7 @@ beside it: a later layer that names another model starts its arguments afresh.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +18,28 @@ from typing import Any
 from dlcv.errors import DlcvError
 
 FREE_FORM = {("model", "args")}
+# YAML 1.1, which PyYAML reads, makes ``5e-4`` and ``1.0e4`` strings (its floats need a dot and a signed
+# exponent); YAML 1.2 and every user read them as numbers: ``lr: 5e-4``, ``--set optim.lr=5e-4``.
+EXPONENT_FLOAT = r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"
+
+
+@functools.cache
+def _recipe_loader():
+    import re
+
+    import yaml
+
+    class RecipeLoader(yaml.SafeLoader):
+        """PyYAML's safe loader that also reads exponent-only floats (``5e-4``) as numbers."""
+
+    RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(EXPONENT_FLOAT), list("-+0123456789"))
+    return RecipeLoader
+
+
+def _yaml_value(text: str):
+    import yaml
+
+    return yaml.load(text, Loader=_recipe_loader())  # a SafeLoader: plain data only
 
 
 def _load_yaml(path: Path) -> dict:
@@ -25,7 +48,7 @@ def _load_yaml(path: Path) -> dict:
     if not path.is_file():
         raise DlcvError(f"{path}: no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _yaml_value(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise DlcvError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except UnicodeDecodeError:
@@ -71,7 +94,7 @@ def parse_overrides(items: Iterable[str]) -> dict:
             raise DlcvError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = _yaml_value(raw)
         except yaml.YAMLError:
             value = raw
         node = out
