@@ -36,7 +36,8 @@ def _recipe_loader():
     return RecipeLoader
 
 
-def _yaml_value(text: str):
+def yaml_value(text: str):
+    """A recipe's YAML text (a file's, a ``--set`` value's, a run folder's) as data."""
     import yaml
 
     return yaml.load(text, Loader=_recipe_loader())  # a SafeLoader: plain data only
@@ -48,7 +49,7 @@ def _load_yaml(path: Path) -> dict:
     if not path.is_file():
         raise DlcvError(f"{path}: no such recipe file")
     try:
-        data = _yaml_value(path.read_text(encoding="utf-8"))
+        data = yaml_value(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise DlcvError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except UnicodeDecodeError:
@@ -94,7 +95,7 @@ def parse_overrides(items: Iterable[str]) -> dict:
             raise DlcvError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
         key, raw = item.split("=", 1)
         try:
-            value = _yaml_value(raw)
+            value = yaml_value(raw)
         except yaml.YAMLError:
             value = raw
         node = out

@@ -124,8 +124,10 @@ def read_yaml(path: Path) -> dict:
     """A recipe file written by a run, as a mapping; one line naming the file when it is not one."""
     import yaml
 
+    from dlcv.config import yaml_value
+
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_value(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise DlcvError(f"{path}: not a readable recipe ({' '.join(str(exc).split())[:160]})") from None
     if not isinstance(data, dict):
