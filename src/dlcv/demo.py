@@ -36,9 +36,11 @@ P2_DEMO_RECIPE = {
 }
 
 # The self-supervised problem at demo scale: ResNet18 at 24x24, BYOL on the 2,000 unlabelled texture
-# images (186 steps: SGD 0.2, the target's momentum from 0.9, no warm-up; with Adam 2e-3 or a
-# momentum from 0.99 the kNN monitor stays flat this early), the supervised backbone of B and D trained
-# on Problem 1's synthetic shapes (another domain, as ImageNet is for Office-Home), then settings A-E.
+# images (186 steps: SGD 0.1, the target's momentum from 0.9, no warm-up; with Adam 2e-3 or a
+# momentum from 0.99 the kNN monitor stays flat this early; at SGD 0.2 it stayed flat in 2 of 12 CPU
+# runs of seeds and precisions, and the demo's test failed on an H200: docs/RESULTS.md), the supervised
+# backbone of B and D trained on Problem 1's synthetic shapes (another domain, as ImageNet is for
+# Office-Home), then settings A-E.
 # 24 pixels, not 32: the kNN monitor rises within 4 epochs instead of 10 (docs/RESULTS.md), so 6 epochs
 # do; a step also costs about a fifth less on a 2-core CPU (layer4 is 1x1 at both sizes).
 SSL_DEMO_BYOL = {
@@ -47,7 +49,7 @@ SSL_DEMO_BYOL = {
     "views": {"size": 24, "min_scale": 0.2},
     "model": {"arch": "resnet18"},
     "byol": {"hidden_dim": 256, "output_dim": 64, "momentum": 0.9},
-    "optim": {"name": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 5.0e-4},
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4},
     "schedule": {"name": "cosine", "warmup_epochs": 0},
     "train": {"epochs": 6},
     "monitor": {"k": 5},
