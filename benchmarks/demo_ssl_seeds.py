@@ -21,8 +21,7 @@ import json
 import time
 from pathlib import Path
 
-from dlcv import demo, ssl
-from dlcv.config import dump_recipe
+from dlcv import demo
 from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
 
 
@@ -31,12 +30,6 @@ def merged(base: dict, changes: dict) -> dict:
     for key, value in changes.items():
         out[key] = merged(out.get(key, {}), value) if isinstance(value, dict) else value
     return out
-
-
-def write(path: Path, recipe: dict) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_recipe(recipe))
-    return path.name
 
 
 def main() -> None:
@@ -53,27 +46,22 @@ def main() -> None:
         synth_p2(data, overwrite=True)
         synth_ssl(data, arch="resnet18", overwrite=True)
     # A table already in the work folder is reused (ssl table's rule), so the name holds the recipes' digest.
-    recipes = [args.settings, demo.SSL_DEMO_BYOL, args.byol, demo.SSL_DEMO_FINETUNE, args.finetune]
-    digest = hashlib.sha1(json.dumps(recipes, sort_keys=True).encode()).hexdigest()
+    changes = [args.settings, demo.SSL_DEMO_BYOL, args.byol, demo.SSL_DEMO_FINETUNE, args.finetune]
+    digest = hashlib.sha1(json.dumps(changes, sort_keys=True).encode()).hexdigest()
     margins = []
     for run in args.runs:
         seed, precision = run.split(":")
         name = f"{digest[:8]}_{seed}_{precision}"
-        recipes = args.work / "recipes" / name
 
-        def seeded(recipe: dict, changes: dict, file: str) -> str:
-            recipe = merged(recipe, changes)
+        def seeded(recipe: dict, extra: dict) -> dict:
+            recipe = merged(recipe, extra)
             recipe["seed"], recipe["train"]["precision"] = int(seed), precision
-            return write(recipes / file, recipe)
+            return recipe
 
-        table = write(recipes / "table.yaml", {
-            "name": name, "settings": list(args.settings),
-            "pretrain": seeded(demo.SSL_DEMO_BYOL, args.byol, "byol.yaml"),
-            "supervised": seeded(demo.SSL_DEMO_SUPERVISED, {}, "supervised.yaml"),
-            "finetune": seeded(demo.SSL_DEMO_FINETUNE, args.finetune, "finetune.yaml"),
-            "data": {"mini": "mini/train", "office": "office", "supervised": "../p1_data"}})
         start = time.perf_counter()
-        folder = ssl.table(recipes / table, data / "p2_data", runs_dir=args.work / "runs", overrides=())
+        folder = demo.ssl_table(args.work / "recipes" / name, data / "p2_data", args.work / "runs", name,
+                                args.settings, seeded(demo.SSL_DEMO_BYOL, args.byol),
+                                seeded(demo.SSL_DEMO_SUPERVISED, {}), seeded(demo.SSL_DEMO_FINETUNE, args.finetune))
         rows = {r["setting"]: r["accuracy"] for r in json.loads((folder / "table.json").read_text())["rows"]}
         byol = json.loads((folder / "byol" / "summary.json").read_text())
         rise = byol["final_knn_acc"] - byol["knn_acc_at_init"]

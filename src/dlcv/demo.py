@@ -75,26 +75,30 @@ SSL_DEMO_FINETUNE = {
 
 
 def _write_recipe(folder: Path, recipe: dict) -> Path:
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{recipe['name']}.yaml"
     with atomic_write(path) as handle:
         handle.write(dump_recipe(recipe))
     return path
 
 
-def _ssl_table(recipes: Path, data: Path, runs: Path) -> Path:
-    """The A-E table on the synthetic self-supervised data, from the demo's recipes."""
+def ssl_table(recipes: Path, data: Path, runs: Path, name: str = "ssl_table_demo", settings: str = "ABCDE",
+              byol: dict = SSL_DEMO_BYOL, supervised: dict = SSL_DEMO_SUPERVISED,
+              finetune: dict = SSL_DEMO_FINETUNE) -> Path:
+    """The A-E table on the synthetic self-supervised data, from the demo's recipes (or variants of them:
+    ``benchmarks/demo_ssl_seeds.py``), written into ``recipes``."""
     from dlcv import ssl
 
-    settings = _write_recipe(recipes, {
-        "name": "ssl_table_demo",
-        "pretrain": _write_recipe(recipes, SSL_DEMO_BYOL).name,
-        "supervised": _write_recipe(recipes, SSL_DEMO_SUPERVISED).name,
-        "finetune": _write_recipe(recipes, SSL_DEMO_FINETUNE).name,
+    table = _write_recipe(recipes, {
+        "name": name,
+        "settings": list(settings),
+        "pretrain": _write_recipe(recipes, byol).name,
+        "supervised": _write_recipe(recipes, supervised).name,
+        "finetune": _write_recipe(recipes, finetune).name,
         # the supervised backbone learns Problem 1's labelled images (the course's is ImageNet's)
         "data": {"mini": "mini/train", "office": "office", "supervised": "../p1_data"},
     })
-    return ssl.table(settings, data, runs_dir=runs)
+    return ssl.table(table, data, runs_dir=runs)
 
 
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -134,7 +138,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     print(f"[8/{steps}] Problem 2: masks through training", flush=True)
     grid = segment.progress(seg_run)
     print(f"[9/{steps}] self-supervised: BYOL, a supervised backbone, and fine-tuning settings A-E", flush=True)
-    table_dir = _ssl_table(output / "recipes", p2, runs)
+    table_dir = ssl_table(output / "recipes", p2, runs)
     table_rows = json.loads((table_dir / "table.json").read_text())["rows"]
     byol = json.loads((table_dir / "byol" / "summary.json").read_text())
     print(f"[10/{steps}] building the report of every run", flush=True)
