@@ -383,3 +383,27 @@ def test_a_run_whose_loss_becomes_nan_stops_with_one_line_and_keeps_the_epochs_b
         saved = torch.load(run / name, weights_only=True)
         assert saved["epoch"] == 0 and all(torch.isfinite(v).all() for v in saved["state_dict"].values()
                                            if v.is_floating_point())
+
+
+def test_head_lr_mult_gives_the_head_its_own_rate_and_the_schedule_scales_both():
+    from dlcv.errors import DlcvError
+    from dlcv.models import create_model
+    from dlcv.tasks.optim import Horizon, build_optimizer, build_scheduler
+
+    recipe = _recipe(optim={"name": "adamw", "lr": 0.01, "head_lr_mult": 10.0},
+                     schedule={"name": "cosine", "min_lr_fraction": 0.0})
+    model = create_model("cnn3", num_classes=5)
+    optimizer = build_optimizer(model, recipe["optim"])
+    head = {id(p) for p in model.head.parameters()}
+    groups = optimizer.param_groups
+    assert [g["lr"] for g in groups] == [0.01, 0.01, 0.1, 0.1]
+    assert all(id(p) in head for g in groups[2:] for p in g["params"])
+    assert not any(id(p) in head for g in groups[:2] for p in g["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    scheduler = build_scheduler(optimizer, recipe["schedule"], Horizon(10, 10))["scheduler"]
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"]) and 0 < groups[0]["lr"] < 0.01
+    with pytest.raises(DlcvError, match="head_lr_mult"):
+        build_optimizer(torch.nn.Sequential(torch.nn.Linear(4, 4)), recipe["optim"])

@@ -94,6 +94,8 @@ OPTIM = {
     "betas": Key([0.9, 0.999], list_of(2, number(0, 1, open_high=True)), "adam and adamw: the moment decays"),
     "weight_decay": Key(5e-4, number(0), "weight decay (decoupled for adamw)"),
     "decay_norm_and_bias": Key(False, BOOLEAN, "also decay normalisation weights and biases"),
+    "head_lr_mult": Key(1.0, POSITIVE, "a classifier's head (last layer) learns at this multiple of lr; the "
+                        "schedule scales both alike (e.g. 10 when fine-tuning pretrained weights)"),
 }
 
 SCHEDULE = {

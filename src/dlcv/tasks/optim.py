@@ -11,15 +11,29 @@ from torch import nn
 from dlcv.errors import DlcvError
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool) -> list[dict]:
+def _decay_groups(params: list, weight_decay: float, decay_norm_and_bias: bool, **extra) -> list[dict]:
     """Weight decay on weights of convolutions and linear layers; not on norms and biases unless asked."""
     if decay_norm_and_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [{"params": params, "weight_decay": weight_decay, **extra}]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, **extra},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **extra}]
+
+
+def parameter_groups(model: nn.Module, cfg: dict) -> list[dict]:
+    """The trainable parameters in groups: decayed or not, and the classifier's ``head`` at ``head_lr_mult``
+    times the learning rate (its own groups, after the rest's, when the multiple is not 1)."""
+    decay, mult = float(cfg["weight_decay"]), float(cfg["head_lr_mult"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if mult == 1:
+        return _decay_groups(trainable, decay, bool(cfg["decay_norm_and_bias"]))
+    if not isinstance(getattr(model, "head", None), nn.Module):
+        raise DlcvError(f"optim.head_lr_mult is {mult:g} but {type(model).__name__} has no classifier head")
+    head = {id(p) for p in model.head.parameters()}
+    body = [p for p in trainable if id(p) not in head]
+    top = [p for p in trainable if id(p) in head]
+    lr = float(cfg["lr"])
+    return (_decay_groups(body, decay, bool(cfg["decay_norm_and_bias"]), lr=lr)
+            + _decay_groups(top, decay, bool(cfg["decay_norm_and_bias"]), lr=lr * mult))
 
 
 def _lars(groups: list[dict], cfg: dict) -> torch.optim.Optimizer:
@@ -40,7 +54,7 @@ OPTIMIZERS = {
 
 
 def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, float(cfg["weight_decay"]), bool(cfg["decay_norm_and_bias"]))
+    groups = parameter_groups(model, cfg)
     name = cfg["name"].lower()
     if name not in OPTIMIZERS:
         raise DlcvError(f"unknown optimizer {cfg['name']!r}; known: {', '.join(OPTIMIZERS)}")
