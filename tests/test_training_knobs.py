@@ -407,3 +407,26 @@ def test_head_lr_mult_gives_the_head_its_own_rate_and_the_schedule_scales_both()
     assert groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"]) and 0 < groups[0]["lr"] < 0.01
     with pytest.raises(DlcvError, match="head_lr_mult"):
         build_optimizer(torch.nn.Sequential(torch.nn.Linear(4, 4)), recipe["optim"])
+
+
+def test_only_last_checkpoint_carries_the_optimiser_and_the_raw_weights_beside_the_average(capsys, tmp_path,
+                                                                                           p1_data, recipe):
+    """best.ckpt and top/ are for scoring and prediction: the weights validated with (the weight average) and
+    the recipe, without what only --resume reads (Adam's moments, the raw weights), which last.ckpt keeps."""
+    from dlcv.trainer import RESUME_ONLY
+
+    code, out, _ = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", tmp_path,
+                           "--set", "train.epochs=1", "--set", "optim.name=adamw", "--set", "optim.lr=0.01",
+                           "--set", "train.ema_decay=0.5", "--set", "train.save_top_k=2")
+    assert code == 0, out
+    run = tmp_path / "tiny"
+    best, last = (torch.load(run / name, weights_only=True) for name in ("best.ckpt", "last.ckpt"))
+    (top,) = (torch.load(path, weights_only=True) for path in (run / "top").glob("*.ckpt"))
+    assert set(RESUME_ONLY) <= set(last) and not set(RESUME_ONLY) & (set(best) | set(top))
+    assert best["hyper_parameters"]["recipe"]["train"]["ema_decay"] == 0.5
+    for held in (best["state_dict"], top["state_dict"]):  # one epoch: every file holds that epoch's average
+        assert held.keys() == last["state_dict"].keys()
+        assert all(torch.equal(held[k], last["state_dict"][k]) for k in held)
+    raw = last["current_model_state"]
+    assert any(not torch.equal(raw[k], best["state_dict"][k]) for k in raw if k.endswith("weight"))
+    assert (run / "best.ckpt").stat().st_size < (run / "last.ckpt").stat().st_size / 3

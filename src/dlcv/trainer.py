@@ -177,7 +177,7 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         "num_nodes": int(train.get("num_nodes", 1)),
         "strategy": train.get("strategy", "auto"),
         "sync_batchnorm": sync_batchnorm,
-        "plugins": [sync_batchnorm_plugin()] if sync_batchnorm else None,
+        "plugins": [checkpoint_io(RunFolder(run_dir).last), *([sync_batchnorm_plugin()] if sync_batchnorm else [])],
         "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
         "precision": precision or resolve_precision(str(train["precision"]), str(train["accelerator"])),
         # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
@@ -247,6 +247,26 @@ def wants_sync_batchnorm(train: dict) -> bool:
               file=sys.stderr)
         return False
     return True
+
+
+# What only continuing the training needs: the optimiser's moments (twice the weights under Adam), the
+# schedules' and the raw weights beside a weight average (Lightning keeps the average as the weights).
+RESUME_ONLY = ("optimizer_states", "lr_schedulers", "current_model_state", "averaging_state")
+
+
+def checkpoint_io(last: Path):
+    """Lightning's checkpoint writer, which writes the state that only ``--resume`` reads into ``last``
+    alone: ``best.ckpt`` and ``top/`` hold what scoring and prediction read (the weights they validated
+    with, the recipe), a third of a full checkpoint under Adam with weight averaging."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class ResumeStateInLastOnly(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            if Path(path).resolve() != last.resolve():
+                checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_ONLY}
+            super().save_checkpoint(checkpoint, path, storage_options)
+
+    return ResumeStateInLastOnly()
 
 
 def sync_batchnorm_plugin():
