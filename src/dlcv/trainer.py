@@ -1,7 +1,7 @@
 """The Lightning trainer of every run: devices and precision resolved for the hardware, the callbacks
 that write the run folder (best and last checkpoints, only the last with the state --resume reads;
-metrics.csv, TensorBoard), batch-norm
-synchronisation that keeps timm's activations, and the GPU speed settings."""
+metrics.csv, TensorBoard), batch-norm synchronisation that keeps timm's activations, and the GPU speed
+settings."""
 
 from __future__ import annotations
 
