@@ -22,18 +22,15 @@ def _decay_groups(params: list, weight_decay: float, decay_norm_and_bias: bool, 
 def parameter_groups(model: nn.Module, cfg: dict) -> list[dict]:
     """The trainable parameters in groups: decayed or not, and the classifier's ``head`` at ``head_lr_mult``
     times the learning rate (its own groups, after the rest's, when the multiple is not 1)."""
-    decay, mult = float(cfg["weight_decay"]), float(cfg["head_lr_mult"])
+    decay, norm, mult = float(cfg["weight_decay"]), bool(cfg["decay_norm_and_bias"]), float(cfg["head_lr_mult"])
     trainable = [p for p in model.parameters() if p.requires_grad]
     if mult == 1:
-        return _decay_groups(trainable, decay, bool(cfg["decay_norm_and_bias"]))
+        return _decay_groups(trainable, decay, norm)
     if not isinstance(getattr(model, "head", None), nn.Module):
         raise DlcvError(f"optim.head_lr_mult is {mult:g} but {type(model).__name__} has no classifier head")
     head = {id(p) for p in model.head.parameters()}
-    body = [p for p in trainable if id(p) not in head]
-    top = [p for p in trainable if id(p) in head]
-    lr = float(cfg["lr"])
-    return (_decay_groups(body, decay, bool(cfg["decay_norm_and_bias"]), lr=lr)
-            + _decay_groups(top, decay, bool(cfg["decay_norm_and_bias"]), lr=lr * mult))
+    return (_decay_groups([p for p in trainable if id(p) not in head], decay, norm)
+            + _decay_groups([p for p in trainable if id(p) in head], decay, norm, lr=float(cfg["lr"]) * mult))
 
 
 def _lars(groups: list[dict], cfg: dict) -> torch.optim.Optimizer:
