@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -193,6 +196,17 @@ def test_the_crop_pools_workers_run_one_kernel_thread_and_the_rest_keep_theirs()
         inside = list(pool.map(lambda _: (torch.ones(1 << 20).add_(1), torch.get_num_threads())[1], range(4)))
     assert inside == [1, 1, 1, 1] and torch.get_num_threads() == threads
 
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity masks here")
+def test_pools_size_to_the_cpus_the_process_may_use_not_the_machines():
+    """Under SLURM, ``taskset`` or a cpuset the process may use fewer CPUs than the machine has: the crop
+    workers, decoders and t-SNE threads follow the affinity mask, as torch's own threads do."""
+    code = ("import os, torch; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from dlcv.runtime import usable_cpus; from dlcv.data.seg_batches import SegmentationBatches; "
+            "x = torch.zeros(4, 3, 8, 8, dtype=torch.uint8); y = torch.zeros(4, 8, 8, dtype=torch.long); "
+            "print(usable_cpus(), SegmentationBatches(x, y, 2, {}).workers)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1", "1"]
 
 def test_training_batches_for_an_accelerator_travel_as_uint8_and_end_equal_to_the_cpu_ones(p2_data):
     from types import SimpleNamespace

@@ -32,6 +32,14 @@ def retain_freed_memory(trim_mb: int = 256, mmap_mb: int = 32) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_mb << 20))
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what SLURM, ``taskset`` or a container's cpuset
+    leave it), which ``os.cpu_count`` ignores and torch's thread count already follows."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1
+
 def inference_device():
     """Where prediction runs: the first GPU when there is one, else the CPU."""
     import torch

@@ -23,6 +23,7 @@ from dlcv.data.masks import (
 )
 from dlcv.errors import DlcvError
 from dlcv.fitting import Fit
+from dlcv.runtime import usable_cpus
 from dlcv.io import atomic_write, check_output_folder, check_output_path, staged_folder
 
 
@@ -63,7 +64,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
                 unmapped_counts[str(path)] = int(count)
         return codes_to_classes(codes)
 
-    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(4, usable_cpus())) as pool:
         per_image = list(pool.map(score, pairs))
     total = np.sum(per_image, axis=0)
     result = {"images": len(pairs), "confusion": total, "iou": class_iou(total), "mean_iou": mean_iou(total),

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcv.errors import DlcvError
+from dlcv.runtime import usable_cpus
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -172,7 +173,7 @@ def decode_images(files: Sequence[Path], workers: int | None = None, decode=deco
         out[index] = decode(files[index], size)
 
     try:
-        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=workers or min(8, usable_cpus())) as pool:
             for _ in pool.map(work, range(1, len(files))):
                 pass
     except SizeMismatch:  # the first file read may be the odd one: name the one that differs from most

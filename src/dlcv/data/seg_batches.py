@@ -29,6 +29,7 @@ from dlcv.data.batches import InMemoryData, TensorBatches, in_model_dtype
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
 from dlcv.errors import DlcvError
+from dlcv.runtime import usable_cpus
 
 
 def crop_params(batch: int, side: int, scale: tuple[float, float], flip: bool, rot90: bool,
@@ -128,7 +129,7 @@ class SegmentationBatches(TensorBatches):
     def __init__(self, images, masks, batch_size: int, cfg: dict, normalize: tuple | None = None, **kwargs):
         super().__init__(images, masks, batch_size, **kwargs)
         self.cfg = cfg
-        self.workers = max(1, min(4, os.cpu_count() or 1))
+        self.workers = max(1, min(4, usable_cpus()))
         self.normalize = None if normalize is None else tuple(v.view(-1, 1, 1) for v in scale_shift(*normalize))
 
     def __iter__(self):

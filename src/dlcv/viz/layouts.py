@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlcv.runtime import usable_cpus
+
 
 def procrustes_rotation(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """The orthogonal 2x2 matrix R minimising ||(source - mean) R - (target - mean)||."""
@@ -97,13 +99,11 @@ def _reduce(features: np.ndarray, components: int) -> np.ndarray:
 def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = None) -> list[np.ndarray]:
     """t-SNE layouts of snapshots of the same points, each initialised from the one before."""
     import logging
-    import os
-
     from openTSNE import TSNEEmbedding, affinity, initialization
 
     logging.getLogger("openTSNE").setLevel(logging.ERROR)  # its advice to rescale a continued layout
     opt = options or TSNEOptions()
-    threads = opt.threads or os.cpu_count() or 1
+    threads = opt.threads or usable_cpus()
     layouts: list[np.ndarray] = []
     previous = None
     for features in feature_list:
