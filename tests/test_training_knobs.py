@@ -341,7 +341,8 @@ def test_whitening_stem_is_set_from_the_training_images_before_fit_and_kept(caps
                            tmp_path / "runs", "--set", "train.epochs=1", "--set", "model.args.stem_width=24",
                            "--set", "model.args.whiten=true")
     assert code == 0, out
-    best = torch.load(tmp_path / "runs" / "tiny" / "best.ckpt", map_location="cpu", weights_only=True)  # saved on a GPU
+    # map_location: a run on a GPU saves its tensors as cuda ones
+    best = torch.load(tmp_path / "runs" / "tiny" / "best.ckpt", map_location="cpu", weights_only=True)
     saved = best["state_dict"]["model.stem.0.weight"]
     data = ClassificationData(p1_data, classify_defaults()["data"], seed=0)
     data.prepare()
