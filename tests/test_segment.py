@@ -208,6 +208,7 @@ def test_pools_size_to_the_cpus_the_process_may_use_not_the_machines():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["1", "1"]
 
+
 def test_training_batches_for_an_accelerator_travel_as_uint8_and_end_equal_to_the_cpu_ones(p2_data):
     from types import SimpleNamespace
 

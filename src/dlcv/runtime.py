@@ -40,6 +40,7 @@ def usable_cpus() -> int:
     except AttributeError:  # no affinity masks (macOS, Windows)
         return os.cpu_count() or 1
 
+
 def inference_device():
     """Where prediction runs: the first GPU when there is one, else the CPU."""
     import torch

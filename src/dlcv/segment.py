@@ -23,8 +23,8 @@ from dlcv.data.masks import (
 )
 from dlcv.errors import DlcvError
 from dlcv.fitting import Fit
-from dlcv.runtime import usable_cpus
 from dlcv.io import atomic_write, check_output_folder, check_output_path, staged_folder
+from dlcv.runtime import usable_cpus
 
 
 # --- evaluate ----------------------------------------------------------------------------------------
