@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, skip_if_overloaded
 
 from dlcv.budget import TAIL, TimeBudget, latest_step_seconds, plan_steps
 from dlcv.recipe_checks import format_duration, parse_duration
@@ -138,6 +138,7 @@ def test_durations_read_and_write():
     for bad in ("20", "m", "20 minutes", "", "0s", 20, None):
         assert parse_duration(bad) is None
     assert format_duration(5400) == "1h30m" and format_duration(150.4) == "2m30s" and format_duration(45) == "45s"
+    assert format_duration(-7.2) == "-7s" and format_duration(-3725) == "-1h2m5s"  # a budget overrun, not 1h59m53s
 
 
 # --- schedules over the horizon ---------------------------------------------------------------------------
@@ -235,10 +236,11 @@ def test_a_fit_ends_within_its_budget_with_the_schedule_finished(p1_data, tmp_pa
     out, err = proc.communicate(timeout=300)
     wall = time.perf_counter() - began
     assert proc.returncode == 0, err
-    assert wall <= 25 + 1.5, out  # the interpreter's start is outside the plan's clock: a little slack
     run = tmp_path / "timed"
     summary = json.loads((run / "summary.json").read_text())
     budget = summary["budget"]
+    skip_if_overloaded(budget, 25)
+    assert wall <= 25 + 1.5, out  # the interpreter's start is outside the plan's clock: a little slack
     assert budget["seconds"] == 25 and budget["steps_per_epoch"] == 9  # 36 of 48 images (12 held out), batches of 4
     assert summary["epochs"] == pytest.approx(budget["steps"] / 9, abs=0.01) and summary["epochs"] > 3
     assert budget["final_scoring_validations"] > 0  # val_50 (16 images, flip) priced by a timed holdout batch
@@ -252,6 +254,20 @@ def test_a_fit_ends_within_its_budget_with_the_schedule_finished(p1_data, tmp_pa
     # first, middle and last follow the plan: the last snapshot is the last epoch trained.
     epochs = sorted(int(p.stem.split("_")[1]) for p in (run / "embeddings").glob("epoch_*.npz"))
     assert len(epochs) == 3 and epochs[0] == 1 and epochs[-1] == len(rows) - 1
+
+
+def test_a_budget_spent_before_the_first_steps_stops_there_and_says_so(p1_data, tmp_path):
+    """A budget that the setup alone uses up (here 1 s; on an overloaded machine a larger one) cannot be
+    met: the run stops at its first measurement, says why, and still scores and summarises what it trained."""
+    recipe = tmp_path / "timed.yaml"
+    recipe.write_text(BUDGET_RECIPE)
+    out, err = _fit(p1_data, recipe, tmp_path, "--budget", "1s").communicate(timeout=300)
+    assert "no time for more steps, training stops here and the final scoring follows" in out, out + err
+    assert "1h59m" not in out  # the time left is negative, and printed so
+    summary = json.loads((tmp_path / "timed" / "summary.json").read_text())
+    assert summary["budget"]["steps"] == 5  # the 2 warm-up steps and 3 timed ones of the first measurement
+    assert 0 < summary["budget"]["setup_seconds"] < summary["fit_seconds"]
+    assert summary["final_validation"]["accuracy"] is not None and (tmp_path / "timed" / "best.ckpt").is_file()
 
 
 def test_a_resumed_budget_goes_on_with_what_is_left(p1_data, tmp_path):
@@ -270,5 +286,6 @@ def test_a_resumed_budget_goes_on_with_what_is_left(p1_data, tmp_path):
     wall = time.perf_counter() - began
     assert resumed.returncode == 0, err
     budget = json.loads((tmp_path / "timed" / "summary.json").read_text())["budget"]
+    skip_if_overloaded(budget, 30 - budget["spent_before"])
     assert budget["spent_before"] > 3
     assert wall <= 30 - budget["spent_before"] + 1.5, out

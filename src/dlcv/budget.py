@@ -74,6 +74,7 @@ class TimeBudget(L.Callback):
         self.epoch_steps: list[tuple[int, float]] = []  # each epoch's (steps, seconds of training)
         self.epoch_costs: list[float] = []  # each epoch's fixed cost (its time less its steps')
         self.val_seconds: float | None = None
+        self.setup_seconds = 0.0  # this command's time before its first step (data, model, trainer, sanity check)
         self._marks: dict[str, float] = {}
         self._start_step = 0
 
@@ -108,9 +109,13 @@ class TimeBudget(L.Callback):
         trainer.fit_loop.max_epochs = max(trainer.current_epoch + 1, math.ceil(self.horizon.total_steps / per_epoch))
         if not self.planned:
             self.planned = True
+            left = format_duration(self.seconds_left())
+            ending = (f"{left} left" if self.horizon.total_steps > trainer.global_step else
+                      f"{left} left after a setup of {format_duration(self.setup_seconds)}: no time for more steps, "
+                      f"training stops here and the final scoring follows (a larger budget trains)")
             self.say(f"budget {format_duration(self.seconds)}: {self.step_seconds:.3f} s a step, "
                      f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.horizon.total_steps} steps "
-                     f"= {self.horizon.epochs:.2f} epochs, {format_duration(self.seconds_left())} left")
+                     f"= {self.horizon.epochs:.2f} epochs, {ending}")
 
     # --- Lightning's hooks ---------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -124,6 +129,7 @@ class TimeBudget(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self._start_step = trainer.global_step
         self._marks["boundary"] = time.perf_counter()
+        self.setup_seconds = self._marks["boundary"] - self.started
         trainer.fit_loop.max_epochs = max(trainer.current_epoch + 1,
                                           math.ceil(self.horizon.total_steps / self.horizon.steps_per_epoch))
 
@@ -224,6 +230,7 @@ class TimeBudget(L.Callback):
     def summary(self, trainer) -> dict:
         """The budget's part of ``summary.json``: what was planned and measured."""
         return {"seconds": self.seconds, "spent_before": round(self.spent_before, 1),
+                "setup_seconds": round(self.setup_seconds, 1),
                 "steps": trainer.global_step, "steps_per_epoch": self.horizon.steps_per_epoch,
                 "step_seconds": round(self.step_seconds, 4) if self.step_seconds else None,
                 "epoch_seconds": round(self.epoch_cost(self.horizon.steps_per_epoch), 2),

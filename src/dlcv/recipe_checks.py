@@ -75,12 +75,12 @@ def parse_duration(text) -> float | None:
 
 
 def format_duration(seconds: float) -> str:
-    """``1h30m``, ``20m``, ``45s``, ``2m30s``: the inverse of ``parse_duration`` to the second."""
+    """``1h30m``, ``20m``, ``45s``, ``2m30s``, ``-7s``: the inverse of ``parse_duration`` to the second."""
     seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
+    hours, rest = divmod(abs(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
-    return text or "0s"
+    return ("-" if seconds < 0 else "") + (text or "0s")
 
 
 DURATION = Rule(lambda v: parse_duration(v) is not None, "a duration such as 20m, 1h30m, 90s or 1.5h")
