@@ -25,7 +25,9 @@ group() {  # NAME CORES ARGS...: one pytest process in the background, on CORES 
         pin=(taskset -c "$next_core-$((next_core + $2 - 1))")
         next_core=$((next_core + $2))
     fi
-    ("${pin[@]}" timeout "$limit" python3 -m pytest -q -p no:cacheprovider --tb=short -rfEs --basetemp="/tmp/pt_$1" \
+    # At the limit pytest gets SIGINT, so it still prints the failures so far and the test it was in (a KILL
+    # 30 s later); on 2026-11-26 the tracebacks of the groups that ran out of time were lost.
+    ("${pin[@]}" timeout -s INT -k 30 "$limit" python3 -m pytest -q -p no:cacheprovider --tb=short -rfEs --basetemp="/tmp/pt_$1" \
         "${@:3}" > "$out/$1.txt" 2>&1; echo "$1 exit $?" >> "$out/exit.txt") &
 }
 t=tests
