@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -106,6 +107,44 @@ def run_dlcv(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
     """Run ``dlcv ARGS`` as a separate process, the way a user does."""
     return subprocess.run([sys.executable, "-m", "dlcv", *map(str, args)], check=False, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=cwd, timeout=600)
+
+
+BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed") \
+    .replace("batch_size: 16", "batch_size: 4, holdout: 0.25") + \
+    "schedule: {name: cosine, min_lr_fraction: 0.0}\nembed: {epochs: \"first,middle,last\"}\n"
+SETUP_ALLOWED = 5.0  # the wall-clock budget tests leave this much of their budgets for a command's setup
+
+
+def budget_fit(data: Path, recipe: Path, runs: Path, *extra: str) -> subprocess.Popen:
+    """``dlcv classify fit`` as a separate process, with its own image cache, its output piped."""
+    env = {**os.environ, "DLCV_CACHE": str(runs / "cache")}
+    return subprocess.Popen([sys.executable, "-m", "dlcv", "classify", "fit", "--config", str(recipe), "--data",
+                             str(data), "--runs-dir", str(runs), *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def one_second_fit(p1_data, tmp_path_factory) -> tuple[str, Path]:
+    """A fit of BUDGET_RECIPE with a 1 s budget, which the setup alone uses up (its output and run folder). It
+    measures this machine's setup before a first step: importing lightning, timm and torchmetrics took 15 s
+    on a lent GPU machine's image (2026-11-26) against 4 s here."""
+    runs = tmp_path_factory.mktemp("one_second")
+    recipe = runs / "timed.yaml"
+    recipe.write_text(BUDGET_RECIPE)
+    out, err = budget_fit(p1_data, recipe, runs, "--budget", "1s").communicate(timeout=300)
+    return out + err, runs / "timed"
+
+
+@pytest.fixture
+def setup_topped(one_second_fit):
+    """``setup_topped(seconds, setups=1)``: a budget for a command meant to train for ``seconds`` less
+    SETUP_ALLOWED, on this machine: where the measured setup is longer, the budget grows by the difference
+    for each setup the command pays (a resumed run pays it again)."""
+    import json
+
+    summary = json.loads((one_second_fit[1] / "summary.json").read_text())
+    extra = max(0.0, summary["budget"]["setup_seconds"] - SETUP_ALLOWED)
+    return lambda seconds, setups=1: int(math.ceil(seconds + setups * extra))
 
 
 def skip_if_overloaded(budget: dict, seconds: float) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_RECIPE, skip_if_overloaded
+from conftest import BUDGET_RECIPE, budget_fit, skip_if_overloaded
 
 from dlcv.budget import TAIL, TimeBudget, latest_step_seconds, plan_steps
 from dlcv.recipe_checks import format_duration, parse_duration
@@ -216,36 +216,25 @@ def test_the_table_shares_what_is_left_among_the_runs_still_to_train():
 
 
 # --- whole commands -------------------------------------------------------------------------------------------
-BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed") \
-    .replace("batch_size: 16", "batch_size: 4, holdout: 0.25") + \
-    "schedule: {name: cosine, min_lr_fraction: 0.0}\nembed: {epochs: \"first,middle,last\"}\n"
-
-
-def _fit(data: Path, recipe: Path, runs: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "DLCV_CACHE": str(runs / "cache")}
-    return subprocess.Popen([sys.executable, "-m", "dlcv", "classify", "fit", "--config", str(recipe), "--data",
-                             str(data), "--runs-dir", str(runs), *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-
-
-def test_a_fit_ends_within_its_budget_with_the_schedule_finished(p1_data, tmp_path):
+def test_a_fit_ends_within_its_budget_with_the_schedule_finished(p1_data, tmp_path, setup_topped):
     recipe = tmp_path / "timed.yaml"
     recipe.write_text(BUDGET_RECIPE)
+    seconds = setup_topped(25)  # 25 s where the setup takes 5 s or less, more where it takes longer
     began = time.perf_counter()
-    proc = _fit(p1_data, recipe, tmp_path, "--budget", "25s")
+    proc = budget_fit(p1_data, recipe, tmp_path, "--budget", f"{seconds}s")
     out, err = proc.communicate(timeout=300)
     wall = time.perf_counter() - began
     assert proc.returncode == 0, err
     run = tmp_path / "timed"
     summary = json.loads((run / "summary.json").read_text())
     budget = summary["budget"]
-    skip_if_overloaded(budget, 25)
-    assert wall <= 25 + 1.5, out  # the interpreter's start is outside the plan's clock: a little slack
-    assert budget["seconds"] == 25 and budget["steps_per_epoch"] == 9  # 36 of 48 images (12 held out), batches of 4
-    assert summary["epochs"] == pytest.approx(budget["steps"] / 9, abs=0.01) and summary["epochs"] > 3
+    skip_if_overloaded(budget, seconds)
+    assert wall <= seconds + 1.5, out  # the interpreter's start is outside the plan's clock: a little slack
+    assert budget["seconds"] == seconds and budget["steps_per_epoch"] == 9  # 36 of 48 images (12 held out), batches of 4
+    assert summary["epochs"] == pytest.approx(budget["steps"] / 9, abs=0.01) and summary["epochs"] > 3, out
     assert budget["final_scoring_validations"] > 0  # val_50 (16 images, flip) priced by a timed holdout batch
     assert summary["final_validation"]["accuracy"] is not None
-    assert "budget 25s:" in out and "epochs;" in out
+    assert f"budget {format_duration(seconds)}:" in out and "epochs;" in out
     # The schedule ran over the planned steps: the last epoch's rate is near the floor (0).
     rows = (run / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
@@ -256,24 +245,23 @@ def test_a_fit_ends_within_its_budget_with_the_schedule_finished(p1_data, tmp_pa
     assert len(epochs) == 3 and epochs[0] == 1 and epochs[-1] == len(rows) - 1
 
 
-def test_a_budget_spent_before_the_first_steps_stops_there_and_says_so(p1_data, tmp_path):
+def test_a_budget_spent_before_the_first_steps_stops_there_and_says_so(one_second_fit):
     """A budget that the setup alone uses up (here 1 s; on an overloaded machine a larger one) cannot be
     met: the run stops at its first measurement, says why, and still scores and summarises what it trained."""
-    recipe = tmp_path / "timed.yaml"
-    recipe.write_text(BUDGET_RECIPE)
-    out, err = _fit(p1_data, recipe, tmp_path, "--budget", "1s").communicate(timeout=300)
-    assert "no time for more steps, training stops here and the final scoring follows" in out, out + err
+    out, run = one_second_fit
+    assert "no time for more steps, training stops here and the final scoring follows" in out, out
     assert "1h59m" not in out  # the time left is negative, and printed so
-    summary = json.loads((tmp_path / "timed" / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["budget"]["steps"] == 5  # the 2 warm-up steps and 3 timed ones of the first measurement
     assert 0 < summary["budget"]["setup_seconds"] < summary["fit_seconds"]
-    assert summary["final_validation"]["accuracy"] is not None and (tmp_path / "timed" / "best.ckpt").is_file()
+    assert summary["final_validation"]["accuracy"] is not None and (run / "best.ckpt").is_file()
 
 
-def test_a_resumed_budget_goes_on_with_what_is_left(p1_data, tmp_path):
+def test_a_resumed_budget_goes_on_with_what_is_left(p1_data, tmp_path, setup_topped):
     recipe = tmp_path / "timed.yaml"
     recipe.write_text(BUDGET_RECIPE)
-    victim = _fit(p1_data, recipe, tmp_path, "--budget", "30s")
+    seconds = setup_topped(30, setups=2)  # the resumed command pays its setup again
+    victim = budget_fit(p1_data, recipe, tmp_path, "--budget", f"{seconds}s")
     csv_path = tmp_path / "timed" / "metrics.csv"
     deadline = time.time() + 120
     while time.time() < deadline and not (csv_path.exists() and len(csv_path.read_text().splitlines()) >= 4):
@@ -281,11 +269,11 @@ def test_a_resumed_budget_goes_on_with_what_is_left(p1_data, tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
     began = time.perf_counter()
-    resumed = _fit(p1_data, recipe, tmp_path, "--resume")
+    resumed = budget_fit(p1_data, recipe, tmp_path, "--resume")
     out, err = resumed.communicate(timeout=300)
     wall = time.perf_counter() - began
     assert resumed.returncode == 0, err
     budget = json.loads((tmp_path / "timed" / "summary.json").read_text())["budget"]
-    skip_if_overloaded(budget, 30 - budget["spent_before"])
+    skip_if_overloaded(budget, seconds - budget["spent_before"])
     assert budget["spent_before"] > 3
-    assert wall <= 30 - budget["spent_before"] + 1.5, out
+    assert wall <= seconds - budget["spent_before"] + 1.5, out
