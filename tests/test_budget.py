@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import BUDGET_RECIPE, budget_fit, skip_if_overloaded
 
-from dlcv.budget import TAIL, TimeBudget, latest_step_seconds, plan_steps
+from dlcv.budget import TAIL, WARM_STEPS, TimeBudget, latest_step_seconds, plan_steps
 from dlcv.recipe_checks import format_duration, parse_duration
 from dlcv.recipes import classify_defaults
 from dlcv.tasks.optim import Horizon, build_scheduler
@@ -130,6 +130,29 @@ def test_slow_first_steps_do_not_fix_a_plan_that_ends_before_the_first_epoch():
     assert first_plan < 150 and horizon.total_steps > 2 * first_plan  # 0.011 s a step over the first 20 steps
     assert trainer.global_step == horizon.total_steps
     assert 0.6 * plannable < time.perf_counter() - began <= plannable + 0.1
+
+
+def test_the_first_steps_one_off_cost_is_not_counted_as_the_speed():
+    """A command's first steps choose kernels and load them (6 s on a GPU where a step then took 0.02 s):
+    after the first epoch the plan goes on at the speed of the steps, not of the first epoch's average."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, should_stop=False, fit_loop=SimpleNamespace(max_epochs=1),
+                              strategy=SimpleNamespace(broadcast=lambda value, src=0: value))
+    task, horizon = _Scorer(final=0.0), Horizon(total_steps=1_000, steps_per_epoch=20)
+    budget = TimeBudget(60.0, time.perf_counter(), horizon, 50, val_guess=0.0, final_ratio=0.0, say=lambda *_: None)
+    budget.on_train_start(trainer, task)
+    for epoch in range(2):
+        trainer.current_epoch = epoch
+        budget.on_train_epoch_start(trainer, task)
+        for i in range(20):
+            time.sleep(0.4 if trainer.global_step < WARM_STEPS else 0.005)
+            trainer.global_step += 1
+            budget.on_train_batch_end(trainer, task, None, None, i)
+        budget.on_train_epoch_end(trainer, task)
+        assert budget.step_seconds < 0.012 and budget.epoch_cost(20) < 0.05, (budget.step_seconds, budget.epoch_costs)
+    assert budget.epoch_steps[0][0] == 20 - WARM_STEPS and budget.epoch_steps[1][0] == 20
+    assert horizon.total_steps > 2_000  # about (60 - 0.8 spent - the tail) / 0.006 s; 0.045 s a step would give 1,200
 
 
 def test_durations_read_and_write():
