@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -276,7 +272,7 @@ def test_a_budget_spent_before_the_first_steps_stops_there_and_says_so(one_secon
     assert "1h59m" not in out  # the time left is negative, and printed so
     summary = json.loads((run / "summary.json").read_text())
     assert summary["budget"]["steps"] == 5  # the 2 warm-up steps and 3 timed ones of the first measurement
-    assert 0 < summary["budget"]["setup_seconds"] < summary["fit_seconds"]
+    assert 0 < summary["budget"]["setup_seconds"] <= summary["fit_seconds"]  # both rounded to 0.1 s
     assert summary["final_validation"]["accuracy"] is not None and (run / "best.ckpt").is_file()
 
 
