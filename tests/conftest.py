@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -124,15 +125,15 @@ def budget_fit(data: Path, recipe: Path, runs: Path, *extra: str) -> subprocess.
 
 
 @pytest.fixture(scope="session")
-def one_second_fit(p1_data, tmp_path_factory) -> tuple[str, Path]:
-    """A fit of BUDGET_RECIPE with a 1 s budget, which the setup alone uses up (its output and run folder). It
-    measures this machine's setup before a first step: importing lightning, timm and torchmetrics took 15 s
-    on a lent GPU machine's image (2026-11-26) against 4 s here."""
+def one_second_fit(p1_data, tmp_path_factory) -> tuple[str, str, Path]:
+    """A fit of BUDGET_RECIPE with a 1 s budget, which the setup alone uses up (its stdout, stderr and run
+    folder). It measures this machine's setup before a first step: importing lightning, timm and torchmetrics
+    took 15 s on a lent GPU machine's image (2026-11-26) against 4 s here."""
     runs = tmp_path_factory.mktemp("one_second")
     recipe = runs / "timed.yaml"
     recipe.write_text(BUDGET_RECIPE)
     out, err = budget_fit(p1_data, recipe, runs, "--budget", "1s").communicate(timeout=300)
-    return out + err, runs / "timed"
+    return out, err, runs / "timed"
 
 
 @pytest.fixture
@@ -140,9 +141,7 @@ def setup_topped(one_second_fit):
     """``setup_topped(seconds, setups=1)``: a budget for a command meant to train for ``seconds`` less
     SETUP_ALLOWED, on this machine: where the measured setup is longer, the budget grows by the difference
     for each setup the command pays (a resumed run pays it again)."""
-    import json
-
-    summary = json.loads((one_second_fit[1] / "summary.json").read_text())
+    summary = json.loads((one_second_fit[2] / "summary.json").read_text())
     extra = max(0.0, summary["budget"]["setup_seconds"] - SETUP_ALLOWED)
     return lambda seconds, setups=1: int(math.ceil(seconds + setups * extra))
 

@@ -267,8 +267,8 @@ def test_a_fit_ends_within_its_budget_with_the_schedule_finished(p1_data, tmp_pa
 def test_a_budget_spent_before_the_first_steps_stops_there_and_says_so(one_second_fit):
     """A budget that the setup alone uses up (here 1 s; on an overloaded machine a larger one) cannot be
     met: the run stops at its first measurement, says why, and still scores and summarises what it trained."""
-    out, run = one_second_fit
-    assert "no time for more steps, training stops here and the final scoring follows" in out, out
+    out, err, run = one_second_fit
+    assert "no time for more steps, training stops here and the final scoring follows" in out, out + err
     assert "1h59m" not in out  # the time left is negative, and printed so
     summary = json.loads((run / "summary.json").read_text())
     assert summary["budget"]["steps"] == 5  # the 2 warm-up steps and 3 timed ones of the first measurement

@@ -201,13 +201,12 @@ class TimeBudget(L.Callback):
         steps = trainer.global_step - self._marks.get("epoch_step", trainer.global_step)
         # The command's first steps (kernel choice, lazy loading: 6 s on a GPU where a step took 0.02 s) are a
         # one-off, already spent: neither a step's time nor an epoch's.
-        warm_up = self._marks.pop("warm", None) if not self.epoch_steps else None
-        if warm_up is not None and steps > WARM_STEPS:
-            steps, one_off = steps - WARM_STEPS, warm_up - self._marks["epoch"]
-        else:
-            warm_up, one_off = self._marks.get("epoch"), 0.0
+        timed_from, one_off = self._marks.get("epoch"), 0.0
+        warm = self._marks.pop("warm", None) if not self.epoch_steps else None
+        if warm is not None and steps > WARM_STEPS:
+            steps, timed_from, one_off = steps - WARM_STEPS, warm, warm - timed_from
         if steps > 0 and "batch" in self._marks:
-            training = self._marks["batch"] - warm_up
+            training = self._marks["batch"] - timed_from
             self.epoch_steps.append((steps, training))
             self.epoch_costs.append(max(0.0, now - self._marks["boundary"] - one_off - training - probe))
             self.step_seconds = latest_step_seconds(self.epoch_steps)
