@@ -47,6 +47,29 @@ def test_precision_auto_takes_fp16_on_gpus_that_only_emulate_bf16(monkeypatch):
     assert resolve_precision("32-true", "gpu") == "32-true"
 
 
+def _scheduler_stepped_after_a_skipped_step(precision: str) -> list[str]:
+    """What a float16 run's first step looks like to torch when the gradient scaler skips it: the schedule
+    steps, the optimiser did not; the warnings left after ``quiet_lightning(precision)``."""
+    import warnings
+
+    from dlcv.trainer import quiet_lightning
+
+    optimiser = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_lightning(precision)
+        schedule.step()
+    return [str(w.message) for w in seen]
+
+
+def test_a_float16_runs_skipped_first_steps_do_not_warn_of_a_wrong_call_order():
+    assert _scheduler_stepped_after_a_skipped_step("16-mixed") == []
+    # elsewhere no scaler skips a step, so the same call would be a real misuse: torch's warning stays
+    assert any("before `optimizer.step()`" in m for m in _scheduler_stepped_after_a_skipped_step("bf16-mixed"))
+    assert any("before `optimizer.step()`" in m for m in _scheduler_stepped_after_a_skipped_step("32-true"))
+
+
 def test_devices_auto_is_one_device_unless_a_launcher_started_several(monkeypatch):
     for var in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
         monkeypatch.delenv(var, raising=False)

@@ -141,10 +141,16 @@ def make_ema_callback(decay: float):
     return BiasCorrectedEMA()
 
 
-def quiet_lightning() -> None:
+def quiet_lightning(precision: str = "32-true") -> None:
     """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
     import logging
     import warnings
+
+    if precision in ("16-mixed", "16"):
+        # float16's gradient scaler skips the steps whose gradients overflowed (the first ones, while its scale
+        # settles), and the schedule steps on, as in every mixed-precision recipe; torch reads that first skipped
+        # step as a call in the wrong order and warns of it (seen on every T4-path run of benchmarks/gpu_check.py).
+        warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*")
 
     # (accelerators.cuda: "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]" at every fit; dlcv's own trainer line
     # names the devices and strategy)
@@ -166,8 +172,9 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    quiet_lightning()
     train = recipe["train"]
+    precision = precision or resolve_precision(str(train["precision"]), str(train["accelerator"]))
+    quiet_lightning(precision)
     interactive = sys.stderr.isatty()
     sync_batchnorm = wants_sync_batchnorm(train)
     options = {
@@ -180,7 +187,7 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         "sync_batchnorm": sync_batchnorm,
         "plugins": [checkpoint_io(RunFolder(run_dir).last), *([sync_batchnorm_plugin()] if sync_batchnorm else [])],
         "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
-        "precision": precision or resolve_precision(str(train["precision"]), str(train["accelerator"])),
+        "precision": precision,
         # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
         # deterministic version: "warn" keeps the deterministic algorithms where they exist.
         "deterministic": "warn" if train["deterministic"] else False,
