@@ -32,7 +32,7 @@ and the p1 images as one 55 MB archive, into the git-ignored .gpu/), then the de
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl &&
   tar xzf .gpu/p1_data.tar.gz -C /tmp && export PYTHONPATH=/tmp/site &&
   python3 benchmarks/gpu_check.py --p1 /tmp/p1_data; python3 benchmarks/gpu_check.py --p1 /tmp/p1_data --fp16
-(about 200 s each on an H100: the bf16 path, then the T4's float16 one).
+(the bf16 path, then the T4's float16 one: 143 s and 114 s on an H100, both 10 of 10, 2026-11-26).
 """
 
 from __future__ import annotations
