@@ -19,6 +19,7 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from dlcv.data.augment import prepare_batch
 from dlcv.models.transfer import resnet_trunk
@@ -132,30 +133,22 @@ def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
     return knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
 
 
-def _forward(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> torch.Tensor:
-    """``trunk`` (in the mode it is in) on uint8 ``images`` prepared without augmentation, batch by batch
-    (the uint8 batch travels to ``device``, a quarter of the float one's bytes, and is prepared there)."""
+def _prepared(images: torch.Tensor, cfg: dict, batch: int, device=None):
+    """uint8 ``images`` prepared without augmentation, batch by batch (the uint8 batch travels to
+    ``device``, a quarter of the float one's bytes, and is prepared there)."""
     device = device if device is not None else torch.device("cpu")
-    return torch.cat([trunk(prepare_batch(images[i : i + batch].to(device), cfg)).float().cpu()
-                      for i in range(0, len(images), batch)])
+    return (prepare_batch(images[i : i + batch].to(device), cfg) for i in range(0, len(images), batch))
 
 
 @torch.no_grad()
 def trunk_features(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> np.ndarray:
     """The evaluation-mode trunk's features of uint8 ``images``, as the kNN monitor computes them."""
-    return _forward(trunk.eval(), images, cfg, batch, device).numpy()
+    trunk.eval()
+    return torch.cat([trunk(x).float().cpu() for x in _prepared(images, cfg, batch, device)]).numpy()
 
 
-@torch.no_grad()
 def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> None:
     """Replace every batch-norm layer's running statistics by their plain average over uint8 ``images``
-    (prepared without augmentation); no weight changes."""
-    norms = [m for m in trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the calibration batches
-    _forward(trunk.train(), images, cfg, batch, device)
-    for m, momentum in zip(norms, saved):
-        m.momentum = momentum
+    (prepared without augmentation; torch's ``update_bn``); no weight changes."""
+    update_bn(_prepared(images, cfg, batch, device), trunk)
     trunk.eval()
