@@ -94,10 +94,8 @@ def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         full = _resnet(arch)
-    state = {k: v.detach().clone().float() if v.is_floating_point() else v.detach().clone()
-             for k, v in trunk.state_dict().items()}
-    state.update({f"fc.{k}": v for k, v in full.fc.state_dict().items()})
-    full.load_state_dict(state, strict=True)  # proves the file loads the course's way before it is written
+    # Loading copies (into float32 CPU tensors) and proves the file loads the course's way before it is written.
+    full.load_state_dict({**trunk.state_dict(), **{f"fc.{k}": v for k, v in full.fc.state_dict().items()}}, strict=True)
     with atomic_path(path) as tmp:
         torch.save(full.state_dict(), tmp)
     return Path(path)
@@ -129,11 +127,8 @@ class TransferResNet(Classifier):
     def __init__(self, num_classes: int, arch: str = "resnet50", backbone_weights: str | None = None,
                  freeze: bool = False, head: str = "linear", head_hidden: int = 1000, head_dropout: float = 0.5):
         super().__init__()
-        if backbone_weights:
-            self.backbone = load_backbone(backbone_weights, arch)
-            self.feature_dim = _trunk_width(self.backbone)
-        else:
-            self.backbone, self.feature_dim = resnet_trunk(arch)
+        self.backbone = load_backbone(backbone_weights, arch) if backbone_weights else resnet_trunk(arch)[0]
+        self.feature_dim = self.backbone.inplanes  # torchvision's ResNet: layer4's width, what its fc read
         if head == "linear":
             self.head = nn.Linear(self.feature_dim, num_classes)
         elif head == "mlp":
@@ -156,11 +151,6 @@ class TransferResNet(Classifier):
             with torch.no_grad():
                 return self.backbone(x)
         return self.backbone(x)
-
-
-def _trunk_width(trunk: nn.Module) -> int:
-    last = [m for m in trunk.modules() if isinstance(m, nn.BatchNorm2d)][-1]
-    return int(last.num_features)
 
 
 @register_model("resnet_transfer")
