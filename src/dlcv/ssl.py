@@ -66,7 +66,8 @@ class PretrainFit(Fit):
     def before_fit(self, task, data, run_dir: Path, resumed: bool) -> None:
         from dlcv.io import write_json
 
-        self.at_init = read_json_key(run_dir / INIT_FILE, "knn_acc")
+        init = run_dir / INIT_FILE
+        self.at_init = json.loads(init.read_text()).get("knn_acc") if init.is_file() else None
         if self.monitor is None or resumed or not is_primary_process():
             return
         # The monitor before any training, with batch-norm statistics of the pre-training images (see
@@ -128,11 +129,6 @@ def _check_byol_recipe(recipe: dict) -> None:
 
 def _last(values: list[float]) -> float | None:
     return values[-1] if values else None
-
-
-def read_json_key(path: Path, key: str):
-    """``key`` of a JSON file, or None when the file is not there."""
-    return json.loads(path.read_text()).get(key) if path.is_file() else None
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------------
@@ -370,10 +366,9 @@ class TableClock:
         self.deadline = None if seconds is None else start + seconds - self.TAIL
         shares = recipe["shares"]
         self.shares: dict[str, float] = {}
-        if "self_supervised" in needs and not recipe["backbones"]["self_supervised"]:
-            self.shares["byol"] = float(shares["byol"])
-        if "supervised" in needs and not recipe["backbones"]["supervised"]:
-            self.shares["supervised"] = float(shares["supervised"])
+        for part, pretraining in (("byol", "self_supervised"), ("supervised", "supervised")):
+            if pretraining in needs and not recipe["backbones"][pretraining]:
+                self.shares[part] = float(shares[part])
         for setting in recipe["settings"]:
             self.shares[setting] = float(shares["settings"]) / len(recipe["settings"])
 
@@ -421,15 +416,14 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
                         "backbones.supervised (a file such as pretrain_model_SL.pt)")
     run_dir = table_dir / "supervised"
     target = run_dir / BACKBONE_FILE
-    if RunFolder(run_dir).finished and target.is_file():
-        clock.skip("supervised")
-        say(f"supervised backbone: reusing {target}")
-        return target
     if not RunFolder(run_dir).finished:
         fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overrides=clock.budget("supervised"),
             **_resume_or_restart(run_dir))
     else:
         clock.skip("supervised")
+        if target.is_file():
+            say(f"supervised backbone: reusing {target}")
+            return target
     if is_primary_process():
         export(RunFolder(run_dir).best, target)
     barrier()  # the other processes fine-tune from it next
