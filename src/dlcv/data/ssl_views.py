@@ -55,13 +55,13 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Hue shift by ``angle`` (radians, per sample) as a rotation about the grey axis (YIQ)."""
-    cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
+    cos, sin = angle.cos(), angle.sin()
     # Constants made once per device: a matrix inverse on a GPU checks its result on the host every call.
     to_yiq, from_yiq = (device_constant(m, x.device, x.dtype) for m in (_TO_YIQ, _FROM_YIQ))
     rot = torch.zeros(len(x), 3, 3, device=x.device, dtype=x.dtype)
     rot[:, 0, 0] = 1
-    rot[:, 1, 1], rot[:, 1, 2] = cos[:, 0, 0], -sin[:, 0, 0]
-    rot[:, 2, 1], rot[:, 2, 2] = sin[:, 0, 0], cos[:, 0, 0]
+    rot[:, 1, 1], rot[:, 1, 2] = cos, -sin
+    rot[:, 2, 1], rot[:, 2, 2] = sin, cos
     matrix = from_yiq @ rot @ to_yiq  # (N, 3, 3)
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
@@ -126,8 +126,7 @@ def byol_view(images: torch.Tensor, cfg: dict, view: int, mean, std, generator=N
     scale = size / 224
     x = gaussian_blur(x, float(cfg["blur"][view]), (cfg["sigma"][0] * scale, cfg["sigma"][1] * scale), generator)
     x = solarize(x, float(cfg["solarize"][view]), generator)
-    mean = device_constant(tuple(mean), x.device, x.dtype)[None, :, None, None]
-    std = device_constant(tuple(std), x.device, x.dtype)[None, :, None, None]
+    mean, std = (device_constant(tuple(v), x.device, x.dtype)[None, :, None, None] for v in (mean, std))
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
