@@ -149,10 +149,11 @@ def draw_texture(label: int, rng: np.random.Generator, size: int = 32) -> np.nda
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def _write_png(array: np.ndarray, path: Path) -> None:
+def _save(array: np.ndarray, path: Path) -> None:
+    """``array`` as the image file ``path``, its format from the suffix (a JPEG at quality 90)."""
     from PIL import Image
 
-    Image.fromarray(array).save(path, format="PNG")
+    Image.fromarray(array).save(path, quality=90)
 
 
 def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: int = 100,
@@ -175,7 +176,7 @@ def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: 
             for index in range(train_per_class + val_per_class):
                 name = f"{label}_{index}.png"
                 split = "train_50" if index < train_per_class else "val_50"
-                _write_png(draw_p1_image(label, num_classes, rng), staging / split / name)
+                _save(draw_p1_image(label, num_classes, rng), staging / split / name)
                 if split == "val_50":
                     rows.append((name, label))
         with open(staging / "val_gt.csv", "w", newline="") as handle:
@@ -236,8 +237,6 @@ def draw_p2_pair(rng: np.random.Generator, size: int = 512, regions: int = 9) ->
 def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, size: int = 512, seed: int = 0,
              overwrite: bool = False) -> Path:
     """Write ``output/p2_data`` (train/, validation/ of NNNN_sat.jpg + NNNN_mask.png) as the course lays it out."""
-    from PIL import Image
-
     from dlcv.data.masks import MaskCodec
 
     if train < 1 or validation < 1 or size < 32:
@@ -249,9 +248,8 @@ def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, si
             (staging / split).mkdir()
             for index in range(count):
                 image, classes = draw_p2_pair(rng, size)
-                Image.fromarray(image).save(staging / split / f"{index:04d}_sat.jpg", format="JPEG", quality=90)
-                Image.fromarray(MaskCodec.encode(classes)).save(staging / split / f"{index:04d}_mask.png",
-                                                                format="PNG")
+                _save(image, staging / split / f"{index:04d}_sat.jpg")
+                _save(MaskCodec.encode(classes), staging / split / f"{index:04d}_mask.png")
     return target
 
 
@@ -265,7 +263,6 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 2000,
     the unlabelled ones of every class; few labelled ones, as Office-Home has. Satellite pairs already
     there are kept."""
     import torch
-    from PIL import Image
     from torchvision import models
 
     from dlcv.data.office import write_office_csv
@@ -275,20 +272,18 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 2000,
                         "and 1 Office-Home image per class and split")
     target = _data_target(output, "p2_data", SSL_PARTS, overwrite)
     with staged_folder(target, overwrite=True, kind=SYNTH_KIND, keep=P2_PARTS) as staging:
-        (staging / "mini" / "train").mkdir(parents=True)
+        unlabelled = staging / "mini" / "train"
+        unlabelled.mkdir(parents=True)
         rng = np.random.default_rng(seed + 2)
         for index in range(mini):
-            image = draw_texture(int(rng.integers(num_classes)), rng, size=84)
-            Image.fromarray(image).save(staging / "mini" / "train" / f"{index:05d}.jpg", format="JPEG", quality=90)
+            _save(draw_texture(int(rng.integers(num_classes)), rng, size=84), unlabelled / f"{index:05d}.jpg")
         for split, per_class in (("train", office_train_per_class), ("val", office_val_per_class)):
             (staging / "office" / split).mkdir(parents=True)
             rows = []
             for label in range(num_classes):
                 for index in range(per_class):
                     name = f"{label}_{index}.jpg"
-                    side = int(rng.integers(48, 97))
-                    image = draw_texture(label, rng, size=side)
-                    Image.fromarray(image).save(staging / "office" / split / name, format="JPEG", quality=90)
+                    _save(draw_texture(label, rng, size=int(rng.integers(48, 97))), staging / "office" / split / name)
                     rows.append((name, label))
             write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
         with torch.random.fork_rng(devices=[]):  # torchvision's own initialisation, seeded
