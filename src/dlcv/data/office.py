@@ -82,22 +82,20 @@ def monitor_sets(folder: str | os.PathLike, side: int | None, max_bank: int, see
     Returns uint8 images and (N, 2) ``[label, is_query]`` rows."""
     folder = Path(folder)
     if (folder / "train.csv").is_file():
-        splits = [(read_image_folder(folder / name, folder / f"{name}.csv"), is_query)
-                  for name, is_query in (("train", 0), ("val", 1))]
+        bank, queries = [read_image_folder(folder / name, folder / f"{name}.csv") for name in ("train", "val")]
     elif (folder / "train_50").is_dir() and (folder / "val_50").is_dir():
-        splits = [(read_image_folder(folder / name), is_query) for name, is_query in (("train_50", 0), ("val_50", 1))]
+        bank, queries = [read_image_folder(folder / name) for name in ("train_50", "val_50")]
     else:
         raise DlcvError(f"{folder}: not a kNN monitor folder: it needs train/, val/ with train.csv, val.csv "
                         "(Office-Home), or train_50/ and val_50/ (p1 layout)")
-    parts = []
-    for listed, is_query in splits:
-        if not is_query and len(listed.labels) > max_bank:
-            _, keep = stratified_holdout(listed.labels, max_bank / len(listed.labels), seed)
-            listed = listed.subset(keep)
-        images = torch.from_numpy(np.array(load_resized_stack(listed.files, side, use_cache=use_cache)))
-        flags = torch.full((len(images),), is_query, dtype=torch.int64)
-        parts.append((images, torch.stack([torch.from_numpy(listed.labels), flags], 1)))
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    if len(bank.labels) > max_bank:
+        bank = bank.subset(stratified_holdout(bank.labels, max_bank / len(bank.labels), seed)[1])
+    images, rows = [], []
+    for is_query, listed in enumerate((bank, queries)):
+        images.append(torch.from_numpy(np.array(load_resized_stack(listed.files, side, use_cache=use_cache))))
+        flags = torch.full((len(listed.labels),), is_query, dtype=torch.int64)
+        rows.append(torch.stack([torch.from_numpy(listed.labels), flags], 1))
+    return torch.cat(images), torch.cat(rows)
 
 
 class UnlabelledImages(InMemoryData):
