@@ -242,9 +242,8 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
 
     start = time.perf_counter()
     recipe, config, data = _table_recipe(config, data, name, overrides)
-    base = config.parent
-    pretrain_recipe, supervised_recipe = _relative(base, recipe["pretrain"]), _relative(base, recipe["supervised"])
-    finetune_recipe = _relative(base, recipe["finetune"])
+    pretrain_recipe, supervised_recipe, finetune_recipe = (_relative(config.parent, recipe[key])
+                                                           for key in ("pretrain", "supervised", "finetune"))
     office = data / recipe["data"]["office"]
     arch = _shared_arch(finetune_recipe, pretrain_recipe, supervised_recipe)
     table_dir = Path(runs_dir) / str(recipe["name"])

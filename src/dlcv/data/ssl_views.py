@@ -35,8 +35,7 @@ def resized_crop_flip(x: torch.Tensor, size: int, min_scale: float, hflip: float
     random mirror of float (N, C, H, W) ``x``, resampled to ``size`` in one ``grid_sample``."""
     n, device = x.shape[0], x.device
     area = _uniform(n, min_scale, 1.0, device, generator)
-    log_ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), device, generator)
-    ratio = log_ratio.exp()
+    ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), device, generator).exp()
     width = (area * ratio).sqrt().clamp(max=1.0)  # as fractions of the image side
     height = (area / ratio).sqrt().clamp(max=1.0)
     cx = (torch.rand(n, device=device, generator=generator) * 2 - 1) * (1 - width)

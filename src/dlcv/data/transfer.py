@@ -51,8 +51,7 @@ def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed:
         if not folder.is_dir():
             raise DlcvError(f"{folder}: no such folder (give --p1 the p1_data folder holding train_50/ and val_50/)")
     check_output_folder(output, overwrite, inputs=(p1,))
-    train_files = list_images(train)
-    val_files = list_images(val)
+    train_files, val_files = list_images(train), list_images(val)
     labels = {p: label_from_filename(p) for p in (*train_files, *val_files)}
     missing = [c for c in (*PRETRAIN_CLASSES, *TRANSFER_CLASSES) if c not in set(labels.values())]
     if missing:
