@@ -147,10 +147,8 @@ class TransferResNet(Classifier):
         return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
-            with torch.no_grad():
-                return self.backbone(x)
-        return self.backbone(x)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):  # a frozen trunk: no graph
+            return self.backbone(x)
 
 
 @register_model("resnet_transfer")
