@@ -100,15 +100,11 @@ class TensorBatches:
             yield self.images[index], self.labels[index]
 
 
-def _as_tensor(images: np.ndarray) -> torch.Tensor:
-    # One copy out of the memory map into RAM: batches then index plain memory.
-    return torch.from_numpy(np.array(images, copy=True))
-
-
 def load_labelled(images: LabelledImages, use_cache: bool, side: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The images (resized to ``side`` when given) and their labels as tensors."""
     array = load_resized_stack(images.files, side, use_cache=use_cache)
-    return _as_tensor(array), torch.from_numpy(images.labels)
+    # One copy out of the memory map into RAM: batches then index plain memory.
+    return torch.from_numpy(np.array(array, copy=True)), torch.from_numpy(images.labels)
 
 
 class InMemoryData(L.LightningDataModule):
@@ -250,11 +246,8 @@ class ClassificationData(InMemoryData):
     def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
         """Image sets for embedding snapshots: the validation folder (or, without one, the validation
         set), and with ``train_subset`` a fixed, class-balanced sample of that many training images."""
-        if self.final is not None:
-            images, labels, names, _ = self.final
-            sets = {"": (images, labels.numpy(), names)}
-        else:
-            sets = {"": (self.val_x, self.val_y.numpy(), self.val_names)}
+        images, labels, names = self.final[:3] if self.final is not None else (self.val_x, self.val_y, self.val_names)
+        sets = {"": (images, labels.numpy(), names)}
         if train_subset > 0:
             fraction = min(train_subset / len(self.train_y), 0.999)
             _, pick = stratified_holdout(self.train_y.numpy(), fraction, self.seed + 1)
@@ -271,7 +264,7 @@ class ClassificationData(InMemoryData):
 
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The validation folder when a holdout share selected checkpoints, else the validation set."""
-        return (self.final[0], self.final[1]) if self.final is not None else (self.val_x, self.val_y)
+        return self.final[:2] if self.final is not None else (self.val_x, self.val_y)
 
     def train_dataloader(self) -> TensorBatches:
         return self.train_batches(self.train_x, self.train_y)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcv.errors import DlcvError
+from dlcv.io import atomic_path
 from dlcv.runtime import usable_cpus
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -174,8 +175,7 @@ def decode_images(files: Sequence[Path], workers: int | None = None, decode=deco
 
     try:
         with ThreadPoolExecutor(max_workers=workers or min(8, usable_cpus())) as pool:
-            for _ in pool.map(work, range(1, len(files))):
-                pass
+            list(pool.map(work, range(1, len(files))))
     except SizeMismatch:  # the first file read may be the odd one: name the one that differs from most
         raise DlcvError(odd_size_message(files)) from None
     return out
@@ -207,14 +207,8 @@ def load_image_stack(
             target.unlink()  # a damaged cache file is rebuilt, never trusted
     array = decode_images(files, decode=decode)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
     # The folder changed since an earlier cache was written: drop the stale file(s).
     for stale in target.parent.glob(f"{folder_key}-*.npy"):
         if stale != target:

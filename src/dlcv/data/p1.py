@@ -107,36 +107,29 @@ def check_class_count(labels: np.ndarray, where: str | os.PathLike) -> int:
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Image files with their class labels (``labels`` is None for unlabelled images)."""
+    """Image files with their class labels."""
 
     files: list[Path]
-    labels: np.ndarray | None
+    labels: np.ndarray
 
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.files]
 
     def subset(self, index: np.ndarray) -> LabelledImages:
-        return LabelledImages(
-            [self.files[i] for i in index], None if self.labels is None else self.labels[index]
-        )
+        return LabelledImages([self.files[i] for i in index], self.labels[index])
 
 
-def read_image_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike | None = None,
-                      labelled: bool = True) -> LabelledImages:
+def read_image_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike | None = None) -> LabelledImages:
     """The images of ``folder`` (sorted by name) with labels from a CSV or from their file names.
 
     With ``labels_csv``, the CSV's ``filename,label`` rows decide which images there are; every
-    named file must exist inside ``folder``. Without it and with ``labelled``, each file name must
-    start with its class. With ``labelled=False`` the images are listed without labels.
+    named file must exist inside ``folder``. Without it, each file name must start with its class.
     """
     folder = Path(folder)
     if labels_csv is None:
         files = list_images(folder)
-        if not labelled:
-            return LabelledImages(files, None)
-        labels = np.array([label_from_filename(p) for p in files], dtype=np.int64)
-        return LabelledImages(files, labels)
+        return LabelledImages(files, np.array([label_from_filename(p) for p in files], dtype=np.int64))
 
     csv_path = Path(labels_csv)
     if not folder.is_dir():

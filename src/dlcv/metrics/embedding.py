@@ -31,30 +31,24 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 10, chunk: i
 
     Each point is classified by the majority class among its ``k`` most similar other points.
     """
-    x = _unit_rows(features)
-    labels = np.asarray(labels)
-    n = len(x)
-    k = min(k, n - 1)
-    classes, y = np.unique(labels, return_inverse=True)
-    correct = 0
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        sim = x[start:stop] @ x.T
-        sim[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # leave one out
-        correct += int((_vote(sim, y, k, len(classes)) == y[start:stop]).sum())
-    return correct / n
+    k = min(k, len(features) - 1)
+    return knn_accuracy_against(features, labels, features, labels, k, chunk, leave_one_out=True)
 
 
 def knn_accuracy_against(bank: np.ndarray, bank_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray,
-                         k: int = 20, chunk: int = 2048) -> float:
+                         k: int = 20, chunk: int = 2048, leave_one_out: bool = False) -> float:
     """Accuracy of classifying ``query`` points by their ``k`` most cosine-similar ``bank`` points
-    (the kNN monitor of self-supervised training: bank = labelled training images, query = validation)."""
+    (the kNN monitor of self-supervised training: bank = labelled training images, query = validation).
+    ``leave_one_out``: query and bank are the same points, and none is its own neighbour."""
     b, q = _unit_rows(bank), _unit_rows(query)
     classes, y = np.unique(np.asarray(bank_labels), return_inverse=True)
     k = min(k, len(b))
     correct = 0
     for start in range(0, len(q), chunk):
-        predicted = classes[_vote(q[start : start + chunk] @ b.T, y, k, len(classes))]
+        sim = q[start : start + chunk] @ b.T
+        if leave_one_out:
+            sim[np.arange(len(sim)), np.arange(start, start + len(sim))] = -np.inf
+        predicted = classes[_vote(sim, y, k, len(classes))]
         correct += int((predicted == np.asarray(query_labels)[start : start + chunk]).sum())
     return correct / max(1, len(q))
 
