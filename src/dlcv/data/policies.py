@@ -78,19 +78,15 @@ def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor
             index = to_device(rest, images.device)
             out[index] = _affine(images[index], op, values[rest])
         return out
+    sheared = op.startswith("Shear")
+    center = [-w * 0.5, -h * 0.5] if sheared else [0.0, 0.0]  # torchvision shears about the top-left corner
     matrices = []
     for v in values.tolist():
-        if op == "ShearX":
-            m = _get_inverse_affine_matrix([-w * 0.5, -h * 0.5], 0.0, [0.0, 0.0], 1.0, [math.degrees(math.atan(v)), 0.0])
-        elif op == "ShearY":
-            m = _get_inverse_affine_matrix([-w * 0.5, -h * 0.5], 0.0, [0.0, 0.0], 1.0, [0.0, math.degrees(math.atan(v))])
-        elif op == "TranslateX":
-            m = _get_inverse_affine_matrix([0.0, 0.0], 0.0, [float(int(v)), 0.0], 1.0, [0.0, 0.0])
-        elif op == "TranslateY":
-            m = _get_inverse_affine_matrix([0.0, 0.0], 0.0, [0.0, float(int(v))], 1.0, [0.0, 0.0])
-        else:  # Rotate (torchvision's rotate turns the other way from its affine)
-            m = _get_inverse_affine_matrix([0.0, 0.0], -(v % 360), [0.0, 0.0], 1.0, [0.0, 0.0])
-        matrices.append(m)
+        along = [v, 0.0] if op.endswith("X") else [0.0, v]
+        shear = [math.degrees(math.atan(a)) for a in along] if sheared else [0.0, 0.0]
+        shift = [float(int(a)) for a in along] if op.startswith("Translate") else [0.0, 0.0]
+        angle = -(v % 360) if op == "Rotate" else 0.0  # torchvision's rotate turns the other way from its affine
+        matrices.append(_get_inverse_affine_matrix(center, angle, shift, 1.0, shear))
     theta = torch.tensor(matrices, dtype=torch.float32).view(n, 2, 3)
     theta = to_device(theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h]), images.device)
     base = torch.empty(1, h, w, 3, device=images.device)

@@ -91,10 +91,7 @@ class TorchvisionClassifier(Classifier):
         from dlcv.models.weights import load_state_file
 
         try:
-            if weights and weights.lower() != "imagenet" and not weights.upper().startswith("IMAGENET"):
-                net = models.get_model(arch, weights=None)
-                _load_into(net, load_state_file(weights), weights, ())
-            elif weights:
+            if weights and weights.upper().startswith("IMAGENET"):  # "imagenet" or a torchvision weights name
                 spec = "DEFAULT" if weights.lower() == "imagenet" else weights
                 try:
                     net = models.get_model(arch, weights=spec)
@@ -103,16 +100,15 @@ class TorchvisionClassifier(Classifier):
                                     "give a local weights file instead") from None
             else:
                 net = models.get_model(arch, weights=None)
+                if weights:
+                    _load_into(net, load_state_file(weights), weights, ())
         except ValueError as exc:
             raise DlcvError(f"torchvision model {arch!r}: {exc}") from None
-        name, last = None, None
-        for module_name, module in net.named_modules():
-            if isinstance(module, nn.Linear):
-                name, last = module_name, module
-        if last is None:
+        linears = [(name, module) for name, module in net.named_modules() if isinstance(module, nn.Linear)]
+        if not linears:
             raise DlcvError(f"torchvision model {arch!r} has no linear classifier to replace")
-        parent = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
-        setattr(parent, name.rsplit(".", 1)[-1], nn.Identity())
+        name, last = linears[-1]
+        net.set_submodule(name, nn.Identity())
         self.net = net
         self.feature_dim = last.in_features
         self.head = nn.Linear(last.in_features, num_classes)

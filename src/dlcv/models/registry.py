@@ -19,7 +19,8 @@ _MODULES = ("dlcv.models.small", "dlcv.models.pretrained", "dlcv.models.segmenta
 
 
 def register_model(name: str, kind: str = "classify") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make ``fn(num_classes=..., **kwargs)`` buildable as ``create_model(name, ...)``.
+    """Decorator: make ``fn(num_classes=..., **kwargs)`` (a function or a model class) buildable as
+    ``create_model(name, ...)``.
 
     ``kind`` says what the model does: ``classify`` (logits per image) or ``segment`` (per pixel).
     """

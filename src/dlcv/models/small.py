@@ -36,7 +36,10 @@ def conv_bn_act(c_in: int, c_out: int, act: type[nn.Module] = nn.ReLU, stride: i
 
 
 # --- R2: three conv blocks and a two-layer MLP ("VGG-like") -------------------------------------
+@register_model("cnn3")
 class CNN3(Classifier):
+    """R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
+
     def __init__(self, num_classes: int, widths: Sequence[int] = (64, 128, 256), hidden: int = 512,
                  dropout: float = 0.5):
         super().__init__()
@@ -53,17 +56,14 @@ class CNN3(Classifier):
         return self.mlp(self.features(x))
 
 
-@register_model("cnn3")
-def cnn3(num_classes: int, **kwargs) -> Classifier:
-    """R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
-    return CNN3(num_classes, **kwargs)
-
-
 # --- R3: VGG13 with batch norm, for 32x32 --------------------------------------------------------
 VGG13_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
+@register_model("vgg13_bn")
 class VGG(Classifier):
+    """R3's model A: VGG13 with batch norm at R3's widths; five pools take 32x32 to 1x1."""
+
     def __init__(self, num_classes: int, widths: Sequence = VGG13_WIDTHS, dropout: float = 0.0):
         super().__init__()
         layers, c_in = [], 3
@@ -82,31 +82,21 @@ class VGG(Classifier):
         return self.dropout(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
 
 
-@register_model("vgg13_bn")
-def vgg13_bn(num_classes: int, **kwargs) -> Classifier:
-    """R3's model A: VGG13 with batch norm at R3's widths; five pools take 32x32 to 1x1."""
-    return VGG(num_classes, **kwargs)
-
-
 # --- R1: AlexNet on images resized to 224 --------------------------------------------------------
+@register_model("alexnet")
 class AlexNet(Classifier):
+    """R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""
+
     def __init__(self, num_classes: int, dropout: float = 0.5):
         super().__init__()
         from torchvision.models import alexnet as tv_alexnet
 
-        net = tv_alexnet(weights=None, num_classes=1000, dropout=dropout)
-        self.body = net
+        self.body = tv_alexnet(weights=None, num_classes=1000, dropout=dropout)
         self.feature_dim = 1000
         self.head = nn.Linear(1000, num_classes)
 
     def forward_features(self, x):
         return self.body(x)
-
-
-@register_model("alexnet")
-def alexnet(num_classes: int, **kwargs) -> Classifier:
-    """R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""
-    return AlexNet(num_classes, **kwargs)
 
 
 # --- ResNet for 32x32 (3x3 stem, no stem pooling) ------------------------------------------------
@@ -127,7 +117,10 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+@register_model("resnet_small")
 class SmallResNet(Classifier):
+    """A ResNet for 32x32 images (ResNet-18 layout by default; ``width`` and ``blocks`` scale it)."""
+
     def __init__(self, num_classes: int, width: int = 64, blocks: Sequence[int] = (2, 2, 2, 2)):
         super().__init__()
         self.stem = conv_bn_act(3, width)
@@ -143,12 +136,6 @@ class SmallResNet(Classifier):
 
     def forward_features(self, x):
         return F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1).flatten(1)
-
-
-@register_model("resnet_small")
-def resnet_small(num_classes: int, **kwargs) -> Classifier:
-    """A ResNet for 32x32 images (ResNet-18 layout by default; ``width`` and ``blocks`` scale it)."""
-    return SmallResNet(num_classes, **kwargs)
 
 
 # --- dlcv_net: our from-scratch design for 32x32 on a CPU ----------------------------------------
