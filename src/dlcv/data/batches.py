@@ -209,13 +209,11 @@ class ClassificationData(InMemoryData):
         other = read_image_folder(val_folder, self._optional_csv("validation_labels")) \
             if val_folder is not None and val_folder.is_dir() else None
         self.num_classes = int(cfg["num_classes"] or check_class_count(train.labels, self._folder("train")))
-        if train.labels.max() >= self.num_classes:
-            bad = train.files[int(np.argmax(train.labels))]
-            raise DlcvError(f"{bad}: label {int(train.labels.max())} is not below data.num_classes {self.num_classes}")
-        if other is not None and other.labels.max() >= self.num_classes:
-            bad = other.files[int(np.argmax(other.labels))]
-            raise DlcvError(f"{bad}: label {int(other.labels.max())} is not among the "
-                            f"{self.num_classes} training classes")
+        for images, beyond in ((train, f"is not below data.num_classes {self.num_classes}"),
+                               (other, f"is not among the {self.num_classes} training classes")):
+            if images is not None and images.labels.max() >= self.num_classes:
+                bad = images.files[int(np.argmax(images.labels))]
+                raise DlcvError(f"{bad}: label {int(images.labels.max())} {beyond}")
         use_cache = bool(cfg["cache"])
         side = cfg.get("image_size")
         # The whole training folder is decoded once (one cache file) and split in memory.

@@ -128,10 +128,14 @@ def odd_size_message(files: Sequence[Path]) -> str:
             f"{'is' if count == 1 else 'are'} {common[0]}x{common[1]}")
 
 
-def resized_decoder(side: int):
-    """A ``decode(path, size=None)`` that gives every image as a ``side`` x ``side`` RGB array (bicubic,
-    antialiased), for folders of mixed sizes such as Office-Home's; use it with ``tag=f"resized{side}"``."""
+def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool = True) -> np.ndarray:
+    """``load_image_stack`` of ``files``, each resized to ``side`` x ``side`` first (bicubic, antialiased:
+    for folders of mixed sizes such as Office-Home's; None: as they are, all of one size)."""
+    if side is None:
+        return load_image_stack(files, use_cache=use_cache)
     from PIL import Image
+
+    side = int(side)
 
     def decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
         array = decode_image(path)
@@ -139,15 +143,7 @@ def resized_decoder(side: int):
             return array
         return np.asarray(Image.fromarray(array).resize((side, side), Image.BICUBIC), dtype=np.uint8)
 
-    return decode
-
-
-def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool = True) -> np.ndarray:
-    """``load_image_stack`` of ``files``, each resized to ``side`` x ``side`` first (None: as they are,
-    all of one size)."""
-    if side is None:
-        return load_image_stack(files, use_cache=use_cache)
-    return load_image_stack(files, use_cache=use_cache, decode=resized_decoder(int(side)), tag=f"resized{int(side)}")
+    return load_image_stack(files, use_cache=use_cache, decode=decode, tag=f"resized{side}")
 
 
 def fingerprint(files: Sequence[Path]) -> str:

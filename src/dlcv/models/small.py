@@ -29,10 +29,8 @@ class Classifier(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def conv_bn_act(c_in: int, c_out: int, act: type[nn.Module] = nn.ReLU, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), act()
-    )
+def conv_bn_act(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
 # --- R2: three conv blocks and a two-layer MLP ("VGG-like") -------------------------------------
