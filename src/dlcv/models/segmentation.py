@@ -43,8 +43,11 @@ def _fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 # --- VGG16-FCN32s ------------------------------------------------------------------------------------
+@register_model("fcn32s", kind="segment")
 class FCN32s(nn.Module):
-    """VGG16 features, fc6/fc7 as 7x7 and 1x1 convolutions (4096 wide), a 1x1 score layer and one
+    """The reports' model A: VGG16-FCN32s; ``weights``: a local VGG16 state_dict or 'imagenet'.
+
+    VGG16 features, fc6/fc7 as 7x7 and 1x1 convolutions (4096 wide), a 1x1 score layer and one
     learned 64x64 transposed convolution of stride 32 back to the input size (Long et al., 2015)."""
 
     def __init__(self, num_classes: int, weights: str | None = None, dropout: float = 0.5):
@@ -102,12 +105,6 @@ def _online(load, name: str):
     except Exception as exc:  # noqa: BLE001 -- no network, a hub error: any of many types
         raise DlcvError(f"weights {name!r} could not be downloaded ({type(exc).__name__}); "
                         "give a local weights file instead") from None
-
-
-@register_model("fcn32s", kind="segment")
-def fcn32s(num_classes: int, **kwargs) -> nn.Module:
-    """The reports' model A: VGG16-FCN32s; ``weights``: a local VGG16 state_dict or 'imagenet'."""
-    return FCN32s(num_classes, **kwargs)
 
 
 # --- DeepLabv3 (torchvision) -------------------------------------------------------------------------
@@ -244,8 +241,11 @@ def unet_timm(num_classes: int, encoder: str = "resnet50", **kwargs) -> nn.Modul
     return EncoderUNet(num_classes, encoder=encoder, **kwargs)
 
 
+@register_model("unet_small", kind="segment")
 class SmallUNet(nn.Module):
-    """A U-Net from scratch: ``depth`` down-steps of two 3x3 convs, widths doubling from ``width``."""
+    """A small U-Net from scratch (width 16 by default): the tests' and the demo's model.
+
+    ``depth`` down-steps of two 3x3 convs, widths doubling from ``width``."""
 
     def __init__(self, num_classes: int, width: int = 16, depth: int = 4):
         super().__init__()
@@ -270,12 +270,6 @@ class SmallUNet(nn.Module):
         for block, skip in zip(self.up, reversed(skips[:-1])):
             x = block(torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], 1))
         return self.classifier(x)[..., : size[0], : size[1]]
-
-
-@register_model("unet_small", kind="segment")
-def unet_small(num_classes: int, **kwargs) -> nn.Module:
-    """A small U-Net from scratch (width 16 by default): the tests' and the demo's model."""
-    return SmallUNet(num_classes, **kwargs)
 
 
 # --- segmentation_models_pytorch: every architecture over every encoder ------------------------------
