@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from dlcv.data.masks import NUM_CLASSES, SCORED_CLASSES
+from dlcv.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 from dlcv.tasks.losses import build_pixel_loss
@@ -20,15 +20,12 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]
         views.append((0, True))
     elif tta == "d4":
         views = [(k, m) for k in range(4) for m in (False, True)]
-    total = None
+    total = 0
     for k, mirror in views:
         v = x.flip(3) if mirror else x
-        v = torch.rot90(v, k, dims=(2, 3)) if k else v
-        logits = model(v).float()
+        logits = model(torch.rot90(v, k, dims=(2, 3)) if k else v).float()
         logits = torch.rot90(logits, -k, dims=(2, 3)) if k else logits
-        logits = logits.flip(3) if mirror else logits
-        probs = F.softmax(logits, dim=1)
-        total = probs if total is None else total + probs
+        total = total + F.softmax(logits.flip(3) if mirror else logits, dim=1)
     total = total / len(views)
     if tuple(total.shape[-2:]) != tuple(size):
         total = F.interpolate(total, size=size, mode="bilinear", align_corners=False)
@@ -89,5 +86,5 @@ class SegmentationTask(BaseTask):
         iou, miou = miou_from_confusion(matrix)
         self.log("val_miou", miou.float(), prog_bar=True)
         self.log("val_pixel_acc", (torch.diag(matrix).sum() / matrix.sum().clamp(min=1)).float())
-        for name, value in zip(("urban", "agriculture", "rangeland", "forest", "water", "barren"), iou):
-            self.log(f"val_iou_{name}", value.float())
+        for name, value in zip(CLASS_NAMES[:SCORED_CLASSES], iou):
+            self.log(f"val_iou_{name.lower()}", value.float())
