@@ -63,7 +63,7 @@ def crop_pair(image: torch.Tensor, mask: np.ndarray, params: tuple, size: int) -
     """
     side, top, left, mirror, turns = params
     crop = image[top : top + side, left : left + side].permute(2, 0, 1).unsqueeze(0)  # NCHW view, channels-last
-    out = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    out = resize_float(crop, size)[0]
     if mirror:
         out = out.flip(2)
     if turns:
@@ -163,7 +163,7 @@ class SegmentationBatches(TensorBatches):
 
 
 def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Anti-aliased bilinear resize of a float (B, C, H, W) batch to ``size`` x ``size``."""
+    """Anti-aliased bilinear resize of a (B, C, H, W) batch (float; uint8 on a CPU) to ``size`` x ``size``."""
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
@@ -174,13 +174,10 @@ def model_input(images: torch.Tensor, cfg: dict) -> torch.Tensor:
     elsewhere the batch becomes float first: CUDA has no anti-aliased bilinear resize of uint8.
     """
     size = cfg["eval_size"]
-    if not size or tuple(images.shape[1:3]) == (size, size):
-        return to_float(images, cfg["mean"], cfg["std"])
-    if images.device.type != "cpu":
-        return resize_float(to_float(images, cfg["mean"], cfg["std"]), size)
-    nchw = images.permute(0, 3, 1, 2)
-    images = F.interpolate(nchw, size=(size, size), mode="bilinear", antialias=True,
-                           align_corners=False).permute(0, 2, 3, 1)
+    if size and tuple(images.shape[1:3]) != (size, size):
+        if images.device.type != "cpu":
+            return resize_float(to_float(images, cfg["mean"], cfg["std"]), size)
+        images = resize_float(images.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
     return to_float(images, cfg["mean"], cfg["std"])
 
 
