@@ -32,8 +32,9 @@ from dlcv.data.masks import (
     pair_masks,
     read_mask,
     write_mask,
+    write_png,
 )
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, mismatch_message
 from dlcv.io import atomic_path, check_output_folder, staged_folder
 
 FIGURE_STEM = "figure"
@@ -51,19 +52,14 @@ def sam_recipe(config: str | os.PathLike | None, overrides: tuple[str, ...] = ()
     return recipe
 
 
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class SamRunner:
     """A loaded SAM and its mask generator; ``generate(name, image)`` -> (records, seconds)."""
 
     def __init__(self, checkpoint: str | os.PathLike, recipe: dict, device: str | None = None):
         from dlcv.models.sam import load_sam, mask_generator
+        from dlcv.runtime import inference_device
 
-        self.device = device or _device()
+        self.device = device or str(inference_device())
         self.model = load_sam(checkpoint, recipe["model"]["type"]).to(self.device)
         self.knobs = dict(recipe["generator"])
         self._bar = None
@@ -123,7 +119,7 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
             counts[name] = len(records)
             write_json_list(staging / f"{name}.json", records)
             overlay = masks_overlay(image, [decode_rle(r["segmentation"]) for r in records])
-            _write_png(staging / f"{name}_overlay.png", overlay)
+            write_png(staging / f"{name}_overlay.png", overlay)
             if name in chosen:
                 rows.append((name, image, overlay, len(records)))
             print(f"{name}: {len(records)} masks in {seconds[name]:.1f} s", flush=True)
@@ -154,13 +150,6 @@ def write_json_list(path: Path, records: list[dict]) -> None:
     with atomic_write(path) as handle:
         json.dump(records, handle)
         handle.write("\n")
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def decode_rle(segmentation: dict) -> np.ndarray:
@@ -220,7 +209,6 @@ def _sam_sources(predictions, ids: list[str], images, sam_masks) -> dict[str, Pa
     """Each predicted mask's SAM input: an earlier run's ``NNNN.json`` (``sam_masks``) or its satellite
     image (``images``); one error names every mask without one."""
     from dlcv.data.p2 import find_images
-    from dlcv.errors import mismatch_message
 
     if sam_masks is not None:
         folder = Path(sam_masks)

@@ -20,6 +20,7 @@ from dlcv.data.masks import (
     pair_masks,
     read_mask,
     write_mask,
+    write_png,
 )
 from dlcv.errors import DlcvError
 from dlcv.fitting import Fit
@@ -35,6 +36,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
     ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike.
     ``breakdown``: a CSV to write with every image's per-class IoU and pixel accuracy.
     """
+    from dlcv.data.images import decode_image
     from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES, unmapped_error
     from dlcv.metrics.segmentation import (
         class_iou,
@@ -52,7 +54,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
 
     def score(item):
         _, pred_path, gt_path = item
-        gt, pred = (_read_rgb(p, mask=True) for p in (gt_path, pred_path))
+        gt, pred = (decode_image(p, rgb_only=True) for p in (gt_path, pred_path))  # masks stored as RGB
         if pred.shape != gt.shape:
             raise DlcvError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
                             f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]}")
@@ -74,13 +76,6 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
     return result
 
 
-def _read_rgb(path: Path, mask: bool = False) -> np.ndarray:
-    """An image as RGB uint8; a mask (``mask``) must be stored as RGB (``decode_image``'s ``rgb_only``)."""
-    from dlcv.data.images import decode_image
-
-    return decode_image(path, rgb_only=mask)
-
-
 def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) -> Path:
     """One row per image: each scored class's IoU (empty where absent from both) and pixel accuracy."""
     from dlcv.metrics.segmentation import class_iou
@@ -99,10 +94,7 @@ def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) ->
 def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
             alpha: float = 0.45, unmapped: str = "unknown") -> Path:
     """Write ``output`` (PNG): the satellite image with its mask drawn over it."""
-    from PIL import Image
-
     from dlcv.data.images import decode_image
-    from dlcv.io import atomic_path
     from dlcv.viz.segmentation import overlay_image
 
     if not 0.0 <= alpha <= 1.0:
@@ -117,8 +109,7 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
     if classes.shape != rgb.shape[:2]:
         raise DlcvError(f"{mask_path}: mask is {classes.shape[1]}x{classes.shape[0]} but the image "
                         f"{image_path.name} is {rgb.shape[1]}x{rgb.shape[0]}")
-    with atomic_path(output) as tmp:
-        Image.fromarray(overlay_image(rgb, classes, alpha)).save(tmp, format="PNG")
+    write_png(output, overlay_image(rgb, classes, alpha))
     return output
 
 
@@ -181,7 +172,6 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     return SegmentFit(data).run(config, runs_dir, name, overrides, overwrite, resume)
 
 
-
 # --- checkpoints and prediction ----------------------------------------------------------------------
 def load_segmenter(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv segmentation checkpoint."""
@@ -192,25 +182,6 @@ def load_segmenter(path: str | os.PathLike):
     return rebuild_model(ckpt, recipe, path, "segment", NUM_CLASSES), recipe
 
 
-def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_size: int | None = None):
-    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch."""
-    import torch
-
-    from dlcv.data.seg_batches import model_input
-    from dlcv.runtime import inference_autocast, inference_device
-    from dlcv.tasks.segmentation import predict_probs
-
-    tta = tta or recipe["train"]["tta"]
-    batch_size = batch_size or int(recipe["data"]["eval_batch_size"])
-    device = inference_device()  # the uint8 tiles travel; resizing, TTA and up-sampling run on the device
-    model = model.eval().to(device, memory_format=torch.channels_last)
-    with torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"]):
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
-            probs = predict_probs(model, model_input(batch, recipe["data"]), tuple(batch.shape[1:3]), tta)
-            yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
-
-
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
             tta: str | None = None, overwrite: bool = False) -> int:
     """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder.
@@ -218,23 +189,30 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     The masks are written into a new folder beside ``output`` and moved into place when all are
     done, so ``output`` never mixes old and new predictions and an interrupted run leaves it as it was.
     """
+    import torch
+
     from dlcv.data.images import decode_images
     from dlcv.data.p2 import find_images
+    from dlcv.data.seg_batches import model_input
     from dlcv.recipes import SEG_TTA_MODES
+    from dlcv.runtime import inference_autocast, inference_device
+    from dlcv.tasks.segmentation import predict_probs
 
     if tta is not None and tta not in SEG_TTA_MODES:
         raise DlcvError(f"--tta must be one of {', '.join(SEG_TTA_MODES)}, got {tta!r}")
     check_output_folder(output, overwrite, inputs=(images, checkpoint))
     found = find_images(images)
     model, recipe = load_segmenter(checkpoint)
-    with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
-        batch = int(recipe["data"]["eval_batch_size"])
+    tta, batch = tta or recipe["train"]["tta"], int(recipe["data"]["eval_batch_size"])
+    device = inference_device()  # the uint8 tiles travel; resizing, TTA and up-sampling run on the device
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    with (staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging,
+          torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"])):
         for first in range(0, len(found), batch):
-            ids = found.ids[first : first + batch]
-            array = decode_images(found.images[first : first + batch])
-            for _, classes in predict_classes(model, array, recipe, tta, batch_size=batch):
-                for name, mask in zip(ids, classes):
-                    write_mask(staging / f"{name}_mask.png", mask)
+            tiles = torch.from_numpy(decode_images(found.images[first : first + batch])).to(device)
+            probs = predict_probs(model, model_input(tiles, recipe["data"]), tuple(tiles.shape[1:3]), tta)
+            for name, mask in zip(found.ids[first : first + batch], probs.argmax(1).to(torch.uint8).cpu().numpy()):
+                write_mask(staging / f"{name}_mask.png", mask)
     return len(found)
 
 

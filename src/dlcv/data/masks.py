@@ -93,25 +93,30 @@ def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None)
     return codec.decode(rgb, path)
 
 
-def write_mask(path: Path, classes: np.ndarray) -> None:
-    """Write class indices as an RGB PNG (atomically: a reader never sees half a file)."""
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 image array as a PNG, atomically: a reader never sees half a file."""
     from PIL import Image
 
     from dlcv.io import atomic_path
 
     with atomic_path(path) as tmp:
-        Image.fromarray(MaskCodec.encode(classes)).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def write_mask(path: Path, classes: np.ndarray) -> None:
+    """Write class indices as an RGB PNG (atomically)."""
+    write_png(path, MaskCodec.encode(classes))
 
 
 # --- folders of masks ----------------------------------------------------------------------------------
-_MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
+MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
 
 def mask_files(folder: Path, role: str) -> dict[str, Path]:
     """The ``NNNN_mask.png`` files of a folder by name; ``role`` (predictions, labels) names it in errors."""
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder ({role})")
-    found = {p.name: p for p in folder.iterdir() if _MASK_NAME.match(p.name) and p.is_file()}
+    found = {p.name: p for p in folder.iterdir() if MASK_NAME.match(p.name) and p.is_file()}
     if not found:
         raise DlcvError(f"{folder}: no masks (expected NNNN_mask.png) ({role})")
     return found

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.masks import MaskCodec, read_mask
-from dlcv.errors import DlcvError
+from dlcv.data.masks import MASK_NAME, MaskCodec, read_mask
+from dlcv.errors import DlcvError, mismatch_message
 
 _SAT = re.compile(r"^(.+)_sat\.(jpg|jpeg|png)$", re.IGNORECASE)
-_MASK = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,9 @@ def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder")
-    images, masks = _scan(folder, _SAT), _scan(folder, _MASK)
+    images, masks = _scan(folder, _SAT), _scan(folder, MASK_NAME)
     if not images and not masks:
         raise DlcvError(f"{folder}: no image/mask pairs (expected NNNN_sat.jpg with NNNN_mask.png)")
-    from dlcv.errors import mismatch_message
-
     problem = mismatch_message(str(folder), [
         ("image(s) without a mask", [images[i].name for i in sorted(set(images) - set(masks))]),
         ("mask(s) without an image", [masks[i].name for i in sorted(set(masks) - set(images))])])
@@ -85,25 +82,14 @@ def random_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def load_images(files: list[Path], use_cache: bool = True) -> np.ndarray:
-    """(N, H, W, 3) uint8, memory-mapped from the cache after the first decode."""
-    from dlcv.data.images import load_image_stack
-
-    return load_image_stack(files, use_cache=use_cache)
-
-
-def load_masks(files: list[Path], codec: MaskCodec, use_cache: bool = True) -> np.ndarray:
-    """(N, H, W) uint8 class indices, memory-mapped from the cache after the first decode."""
-    from dlcv.data.images import load_image_stack
-
-    return load_image_stack(files, use_cache=use_cache, decode=lambda path, size=None: read_mask(path, codec, size),
-                            tag=f"masks-{codec.unmapped}")
-
-
 def load_pairs(pairs: SatelliteSet, codec: MaskCodec, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Images and masks of a labelled set, checked to be of one size."""
-    images = load_images(pairs.images, use_cache)
-    masks = load_masks(pairs.masks, codec, use_cache)
+    """Images (N, H, W, 3) and class masks (N, H, W) of a labelled set, uint8, checked to be of one size;
+    memory-mapped from the cache after the first decode."""
+    from dlcv.data.images import load_image_stack
+
+    images = load_image_stack(pairs.images, use_cache=use_cache)
+    masks = load_image_stack(pairs.masks, use_cache=use_cache, tag=f"masks-{codec.unmapped}",
+                             decode=lambda path, size=None: read_mask(path, codec, size))
     if images.shape[1:3] != masks.shape[1:3]:
         raise DlcvError(f"{pairs.masks[0].parent}: masks are {masks.shape[2]}x{masks.shape[1]} but images are "
                         f"{images.shape[2]}x{images.shape[1]}")
