@@ -62,13 +62,7 @@ class SamRunner:
         self.device = device or str(inference_device())
         self.model = load_sam(checkpoint, recipe["model"]["type"]).to(self.device)
         self.knobs = dict(recipe["generator"])
-        self._bar = None
-        self.generator = mask_generator(self.model, self.knobs, prefilter=recipe["prefilter"],
-                                        on_batch=self._tick)
-
-    def _tick(self) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
+        self.generator = mask_generator(self.model, self.knobs, prefilter=recipe["prefilter"])
 
     def point_batches(self, size: tuple[int, int]) -> int:
         """How many batches of point prompts one image of ``size`` costs (every crop of every layer)."""
@@ -85,11 +79,8 @@ class SamRunner:
         start = time.perf_counter()
         with tqdm(total=self.point_batches(image.shape[:2]), desc=f"SAM {name}", unit="batch", leave=False,
                   file=sys.stderr, disable=self.device != "cpu") as bar:
-            self._bar = bar
-            try:
-                records = self.generator.generate(image)
-            finally:
-                self._bar = None
+            self.generator.on_batch = lambda: bar.update(1)
+            records = self.generator.generate(image)
         return records, time.perf_counter() - start
 
 

@@ -276,9 +276,9 @@ class SegmentationData(InMemoryData):
     @in_model_dtype
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, masks = batch
-        training = self.training
-        if training and images.is_floating_point():  # finished by the batches' workers (training on the CPU)
+        if not self.training:
+            return model_input(images, self.cfg), masks.long()
+        if images.is_floating_point():  # finished by the batches' workers (training on the CPU)
             return images, masks
-        if training:  # already cropped to the training size on the CPU, planar
-            return planes_to_float(images, self.cfg["mean"], self.cfg["std"]), masks.long()
-        return model_input(images, self.cfg), masks.long()
+        # already cropped to the training size on the CPU, planar
+        return planes_to_float(images, self.cfg["mean"], self.cfg["std"]), masks.long()

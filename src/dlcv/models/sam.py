@@ -109,10 +109,10 @@ def _generator_class():
     class MaskGenerator(SamAutomaticMaskGenerator):
         """``SamAutomaticMaskGenerator`` with ``on_batch`` (called per batch of points) and ``prefilter``."""
 
-        def __init__(self, model, *, prefilter: bool = False, on_batch=None, **knobs):
+        def __init__(self, model, *, prefilter: bool = False, **knobs):
             super().__init__(model, output_mode="coco_rle", **knobs)
             self.prefilter = prefilter
-            self.on_batch = on_batch
+            self.on_batch = None  # set by ``dlcv.sam.SamRunner`` to advance its progress bar
 
         def _process_batch(self, points, im_size, crop_box, orig_size):
             data = _prefiltered_batch(self, points, im_size, crop_box, orig_size) if self.prefilter \
@@ -174,7 +174,7 @@ def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
     return data
 
 
-def mask_generator(model, knobs: dict, prefilter: bool = False, on_batch=None):
+def mask_generator(model, knobs: dict, prefilter: bool = False):
     """The automatic mask generator over ``model`` with ``knobs`` (every ``SamAutomaticMaskGenerator``
     argument but ``point_grids`` and ``output_mode``: masks always come as COCO RLE)."""
-    return _generator_class()(model, prefilter=prefilter, on_batch=on_batch, **knobs)
+    return _generator_class()(model, prefilter=prefilter, **knobs)
