@@ -121,17 +121,16 @@ class TorchvisionSegmenter(nn.Module):
 
 def _deeplabv3(depth: int, num_classes: int, backbone_weights: str | None = None, weights: str | None = None,
                aux_loss: bool = False) -> nn.Module:
-    from torchvision.models import segmentation as seg
+    from torchvision.models import get_model
 
-    build = {50: seg.deeplabv3_resnet50, 101: seg.deeplabv3_resnet101}[depth]
+    name = f"deeplabv3_resnet{depth}"
     if weights:  # a whole segmentation model's weights (e.g. COCO_WITH_VOC_LABELS_V1); head replaced
-        enum = {50: seg.DeepLabV3_ResNet50_Weights, 101: seg.DeepLabV3_ResNet101_Weights}[depth]
-        model = _online(lambda: build(weights=enum[weights], aux_loss=aux_loss), weights)
+        model = _online(lambda: get_model(name, weights=weights, aux_loss=aux_loss), weights)
         model.classifier[-1] = nn.Conv2d(model.classifier[-1].in_channels, num_classes, 1)
         if model.aux_classifier is not None:
             model.aux_classifier[-1] = nn.Conv2d(model.aux_classifier[-1].in_channels, num_classes, 1)
         return TorchvisionSegmenter(model)
-    model = build(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    model = get_model(name, weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
     if backbone_weights:
         _load_resnet_backbone(model.backbone, backbone_weights, depth)
     return TorchvisionSegmenter(model)
@@ -142,11 +141,9 @@ def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None
     from dlcv.models.weights import load_state_file
 
     if weights.lower() == "imagenet":
-        from torchvision import models
+        from torchvision.models import get_model
 
-        build = {50: models.resnet50, 101: models.resnet101}[depth]
-        enum = {50: models.ResNet50_Weights, 101: models.ResNet101_Weights}[depth]
-        state = _online(lambda: build(weights=enum.IMAGENET1K_V1).state_dict(), weights)
+        state = _online(lambda: get_model(f"resnet{depth}", weights="IMAGENET1K_V1").state_dict(), weights)
     else:
         state = load_state_file(weights)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
