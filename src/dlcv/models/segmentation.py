@@ -210,17 +210,13 @@ class EncoderUNet(KeepsFrozenStatistics):
         except RuntimeError as exc:
             raise DlcvError(f"encoder {encoder!r}: {exc}") from None
         if encoder_weights:
-            self._load_encoder(encoder, encoder_weights)
+            _load_encoder(self.encoder, _timm_weights(encoder, encoder_weights), encoder_weights, encoder)
         channels = list(self.encoder.feature_info.channels())
         if len(decoder_widths) != len(channels):
             raise DlcvError(f"decoder_widths needs {len(channels)} numbers (one per encoder stage), got "
                             f"{list(decoder_widths)}")
         self.decoder = UNetDecoder(channels, list(decoder_widths), num_classes)
         self.frozen = freeze_encoder_stages(self.encoder, freeze_stages)
-
-    def _load_encoder(self, encoder: str, weights: str) -> None:
-        self.encoder.load_state_dict(_encoder_part(_timm_weights(encoder, weights), self.encoder, weights, encoder),
-                                     strict=False)
 
     def forward(self, x):
         return _fit_to(self.decoder(self.encoder(x)), x.shape[-2:])
@@ -296,13 +292,13 @@ def _timm_weights(arch: str, weights: str) -> dict:
     return state if state is not None else load_state_file(weights)
 
 
-def _encoder_part(state: dict, encoder: nn.Module, weights: str, name: str) -> dict:
-    """The tensors of ``state`` that ``encoder`` has (batch-norm counters aside); one line when any is missing."""
+def _load_encoder(encoder: nn.Module, state: dict, weights: str, name: str) -> None:
+    """Load the tensors of ``state`` that ``encoder`` has (batch-norm counters aside); one line when any is missing."""
     own = [k for k in encoder.state_dict() if not k.endswith("num_batches_tracked")]
     missing = [k for k in own if k not in state]
     if missing:
         raise DlcvError(f"{weights}: does not fit encoder {name!r} (missing {', '.join(missing[:3])} ...)")
-    return {k: state[k] for k in own}
+    encoder.load_state_dict({k: state[k] for k in own}, strict=False)
 
 
 @register_model("smp", kind="segment")
@@ -327,5 +323,5 @@ def smp_model(num_classes: int, arch: str = "Unet", encoder: str = "tu-tf_effici
                 state = {f"model.{k}": v for k, v in state.items()}
         else:
             state = load_state_file(encoder_weights)
-        model.encoder.load_state_dict(_encoder_part(state, model.encoder, encoder_weights, encoder), strict=False)
+        _load_encoder(model.encoder, state, encoder_weights, encoder)
     return StridePadded(model)
