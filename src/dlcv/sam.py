@@ -108,7 +108,8 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
             image = decode_image(path)
             records, seconds[name] = runner.generate(name, image)
             counts[name] = len(records)
-            write_json_list(staging / f"{name}.json", records)
+            with atomic_path(staging / f"{name}.json") as tmp:
+                tmp.write_text(json.dumps(records) + "\n", encoding="utf-8")
             overlay = masks_overlay(image, [decode_rle(r["segmentation"]) for r in records])
             write_png(staging / f"{name}_overlay.png", overlay)
             if name in chosen:
@@ -133,14 +134,6 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
         with atomic_path(staging / "recipe.yaml") as tmp:
             tmp.write_text(dump_recipe(recipe), encoding="utf-8")
     return summary
-
-
-def write_json_list(path: Path, records: list[dict]) -> None:
-    from dlcv.io import atomic_write
-
-    with atomic_write(path) as handle:
-        json.dump(records, handle)
-        handle.write("\n")
 
 
 def decode_rle(segmentation: dict) -> np.ndarray:
