@@ -291,6 +291,26 @@ def test_deeplabv3_loads_a_local_resnet50_state_dict(tmp_path):
         create_model("deeplabv3_resnet50", num_classes=7, kind="segment", backbone_weights=str(tmp_path / "bad.pt"))
 
 
+def test_deeplabv3_takes_whole_model_weights_and_replaces_both_heads(monkeypatch):
+    """COCO_WITH_VOC_LABELS_V1 holds the auxiliary head: torchvision refuses those weights with aux_loss=False,
+    which once made every such recipe fail as "could not be downloaded". The download is served locally here."""
+    import torchvision.models._api as weights_api
+    from torchvision.models import get_model
+
+    from dlcv.models import create_model
+
+    state = get_model("deeplabv3_resnet50", weights=None, weights_backbone=None, num_classes=21,
+                      aux_loss=True).state_dict()
+    monkeypatch.setattr(weights_api, "load_state_dict_from_url", lambda *a, **k: state)
+    model = create_model("deeplabv3_resnet50", num_classes=7, kind="segment", weights="COCO_WITH_VOC_LABELS_V1")
+    assert torch.equal(model.net.backbone.conv1.weight, state["backbone.conv1.weight"])
+    assert model.net.classifier[-1].out_channels == 7 and model.net.aux_classifier is None
+    assert model.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 7, 64, 64)
+    with_aux = create_model("deeplabv3_resnet50", num_classes=7, kind="segment", weights="COCO_WITH_VOC_LABELS_V1",
+                            aux_loss=True)
+    assert with_aux.net.aux_classifier[-1].out_channels == 7
+
+
 def test_frozen_encoder_stages_get_no_gradient_and_keep_their_batch_norm_statistics():
     from dlcv.models import create_model
 

@@ -124,11 +124,13 @@ def _deeplabv3(depth: int, num_classes: int, backbone_weights: str | None = None
     from torchvision.models import get_model
 
     name = f"deeplabv3_resnet{depth}"
-    if weights:  # a whole segmentation model's weights (e.g. COCO_WITH_VOC_LABELS_V1); head replaced
-        model = _online(lambda: get_model(name, weights=weights, aux_loss=aux_loss), weights)
+    if weights:  # a whole segmentation model's weights (e.g. COCO_WITH_VOC_LABELS_V1); heads replaced
+        # torchvision refuses aux_loss=False with these weights (they hold the auxiliary head): load it, then drop it.
+        model = _online(lambda: get_model(name, weights=weights), weights)
         model.classifier[-1] = nn.Conv2d(model.classifier[-1].in_channels, num_classes, 1)
-        if model.aux_classifier is not None:
-            model.aux_classifier[-1] = nn.Conv2d(model.aux_classifier[-1].in_channels, num_classes, 1)
+        model.aux_classifier[-1] = nn.Conv2d(model.aux_classifier[-1].in_channels, num_classes, 1)
+        if not aux_loss:
+            model.aux_classifier = None
         return TorchvisionSegmenter(model)
     model = get_model(name, weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
     if backbone_weights:
