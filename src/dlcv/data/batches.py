@@ -7,7 +7,6 @@ the training device, batched (``on_after_batch_transfer``).
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -26,20 +25,6 @@ from dlcv.data.p1 import (
 )
 from dlcv.errors import DlcvError
 from dlcv.runtime import is_primary_process
-
-
-def in_model_dtype(hook):
-    """Wrap a data module's ``on_after_batch_transfer`` so that its float batch reaches the model in the
-    dtype the trainer's precision feeds it. Lightning converts a batch before that hook, while ours are
-    still uint8, so a ``bf16-true`` or ``16-true`` model would otherwise get float32 (and fail)."""
-
-    @functools.wraps(hook)
-    def wrapped(self, batch, dataloader_idx: int):
-        out = hook(self, batch, dataloader_idx)
-        trainer = getattr(self, "trainer", None)
-        return trainer.precision_plugin.convert_input(out) if trainer is not None else out
-
-    return wrapped
 
 
 class TensorBatches:
@@ -141,26 +126,22 @@ class InMemoryData(L.LightningDataModule):
         return len(self.train_y), len(self.val_y), 0 if tensors is None else len(tensors[1])
 
     @property
-    def _trainer(self):
-        return getattr(self, "trainer", None)
-
-    @property
     def training(self) -> bool:
-        return self._trainer is not None and self._trainer.training
+        return self.trainer is not None and self.trainer.training
 
     def planned_epochs(self) -> float | None:
         """The epochs the run plans now: the task's horizon (which a time budget re-plans); None without one."""
-        horizon = getattr(getattr(self._trainer, "lightning_module", None), "horizon", None)
+        horizon = getattr(getattr(self.trainer, "lightning_module", None), "horizon", None)
         return None if horizon is None else horizon.epochs
 
     def rank_world(self) -> tuple[int, int]:
-        trainer = self._trainer
+        trainer = self.trainer
         return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
 
     def train_batches(self, images: torch.Tensor, labels: torch.Tensor, kind=TensorBatches, **extra) -> TensorBatches:
         """Shuffled training batches of this process's shard (equal step counts on every process)."""
         rank, world = self.rank_world()
-        batch, trainer = int(self.cfg["batch_size"]), self._trainer
+        batch, trainer = int(self.cfg["batch_size"]), self.trainer
         return kind(images, labels, batch, shuffle=True, pad=True, drop_last=-(-len(labels) // world) >= batch,
                     seed=self.seed, rank=rank, world_size=world,
                     epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
@@ -170,11 +151,25 @@ class InMemoryData(L.LightningDataModule):
         rank, world = self.rank_world()
         return TensorBatches(images, labels, int(self.cfg["eval_batch_size"]), rank=rank, world_size=world)
 
+    def val_dataloader(self) -> TensorBatches:
+        return self.eval_batches(self.val_x, self.val_y)
+
     def test_dataloader(self) -> TensorBatches:
         tensors = self.test_tensors()
         if tensors is None:
             raise DlcvError("this data has no final set to score")
         return self.eval_batches(*tensors)
+
+    def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
+        """A uint8 batch on the training device -> what the model takes (augmented when ``training``)."""
+        raise NotImplementedError
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """``convert_batch``, in the dtype the trainer's precision feeds the model: Lightning converts a batch
+        before this hook, while ours are still uint8, so a ``bf16-true`` or ``16-true`` model would otherwise
+        get float32 (and fail)."""
+        out = self.convert_batch(*batch, training=self.training)
+        return out if self.trainer is None else self.trainer.precision_plugin.convert_input(out)
 
 
 class ClassificationData(InMemoryData):
@@ -267,13 +262,7 @@ class ClassificationData(InMemoryData):
     def train_dataloader(self) -> TensorBatches:
         return self.train_batches(self.train_x, self.train_y)
 
-    def val_dataloader(self) -> TensorBatches:
-        return self.eval_batches(self.val_x, self.val_y)
-
-    @in_model_dtype
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
-        training = self.training
+    def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
         planned = self.planned_epochs() if training else None
         if training and self.cfg.get("auto_augment_min_epochs"):
             self._say_policy(uses_policy(self.cfg, planned), planned)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from dlcv.data.augment import prepare_batch
-from dlcv.data.batches import InMemoryData, TensorBatches, in_model_dtype
+from dlcv.data.batches import InMemoryData, TensorBatches
 from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.p1 import (
     _safe_member,
@@ -142,11 +142,9 @@ class UnlabelledImages(InMemoryData):
             return []
         return self.eval_batches(self.monitor_x, self.monitor_y)
 
-    @in_model_dtype
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+    def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
         from dlcv.data.ssl_views import byol_views
 
-        images, labels = batch
-        if self.training:
+        if training:
             return byol_views(images, self.views, self.cfg["mean"], self.cfg["std"])
         return prepare_batch(images, self.eval_cfg), labels

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dlcv.data.augment import planes_to_float, scale_shift, to_float
-from dlcv.data.batches import InMemoryData, TensorBatches, in_model_dtype
+from dlcv.data.batches import InMemoryData, TensorBatches
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
 from dlcv.errors import DlcvError
@@ -264,19 +264,14 @@ class SegmentationData(InMemoryData):
         return torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
 
     def train_dataloader(self) -> TensorBatches:
-        trainer = self._trainer
+        trainer = self.trainer
         on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
         normalize = (self.cfg["mean"], self.cfg["std"]) if on_cpu else None
         return self.train_batches(self.train_x, self.train_y, kind=SegmentationBatches, cfg=self.cfg,
                                   normalize=normalize)
 
-    def val_dataloader(self) -> TensorBatches:
-        return self.eval_batches(self.val_x, self.val_y)
-
-    @in_model_dtype
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, masks = batch
-        if not self.training:
+    def convert_batch(self, images: torch.Tensor, masks: torch.Tensor, training: bool) -> tuple:
+        if not training:
             return model_input(images, self.cfg), masks.long()
         if images.is_floating_point():  # finished by the batches' workers (training on the CPU)
             return images, masks
