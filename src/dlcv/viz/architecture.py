@@ -42,10 +42,9 @@ def plot_block_diagram(blocks: list[tuple[str, str, str, int]], title: str, stem
 
     plt = _pyplot()
     rows = -(-len(blocks) // max_per_row)
-    per_row = -(-len(blocks) // rows)
-    columns = min(per_row, len(blocks))
+    per_row = -(-len(blocks) // rows)  # at most len(blocks)
     box_w, box_h, gap_x, gap_y = 2.1, 1.3, 0.45, 0.6
-    width = columns * box_w + (columns - 1) * gap_x
+    width = per_row * box_w + (per_row - 1) * gap_x
     height = rows * box_h + (rows - 1) * gap_y
     fig, ax = plt.subplots(figsize=(max(6.0, width + 0.3), height + 0.8))
     centres = []
@@ -62,20 +61,15 @@ def plot_block_diagram(blocks: list[tuple[str, str, str, int]], title: str, stem
         ax.text(x + box_w / 2, y + box_h * 0.24, f"{shape}\n{params:,} params" if params else shape,
                 ha="center", va="center", fontsize=9.5, color="0.15", family="monospace")
         centres.append((x, y))
-    for i in range(len(centres) - 1):
-        (x0, y0), (x1, y1) = centres[i], centres[i + 1]
+    for (x0, y0), (x1, y1) in zip(centres, centres[1:]):
         if y0 == y1:  # same row: straight right
             start, end = (x0 + box_w, y0 + box_h / 2), (x1, y1 + box_h / 2)
         else:  # next row: from the bottom of the last box to the top of the first
             start, end = (x0 + box_w / 2, y0), (x1 + box_w / 2, y1 + box_h)
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=11, color="0.3", linewidth=1,
                                      connectionstyle="arc3,rad=0.0" if y0 == y1 else "angle3,angleA=-90,angleB=0"))
-    ax.set_xlim(-0.1, width + 0.1)
-    ax.set_ylim(-0.1, height + 0.1)
-    ax.set_aspect("equal")
+    ax.set(xlim=(-0.1, width + 0.1), ylim=(-0.1, height + 0.1), aspect="equal")
     ax.axis("off")
     ax.set_title(title, fontsize=12)
     fig.tight_layout()
-    written = save_figure(fig, stem, formats=("png",))
-    plt.close(fig)
-    return written
+    return save_figure(fig, stem, formats=("png",))

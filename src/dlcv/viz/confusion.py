@@ -7,15 +7,12 @@ import os
 import numpy as np
 
 from dlcv.io import atomic_path
+from dlcv.viz.embedding import _pyplot
 
 
 def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "Confusion matrix",
                    class_names: list[str] | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     n = cm.shape[0]
     names = class_names or [str(i) for i in range(n)]
     totals = cm.sum(axis=1, keepdims=True)

@@ -26,10 +26,8 @@ class CurvePanel:
 
 def _series(rows: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
     points = [(r["epoch"], r[column]) for r in rows if r.get(column) is not None]
-    if not points:
-        return np.empty(0), np.empty(0)
-    epochs, values = zip(*points)
-    return np.asarray(epochs, dtype=float), np.asarray(values, dtype=float)
+    epochs, values = np.array(points, dtype=float).reshape(-1, 2).T  # (none: two empty arrays)
+    return epochs, values
 
 
 def available_panels(rows: list[dict], panels: list[CurvePanel]) -> list[CurvePanel]:
@@ -51,10 +49,8 @@ def plot_curves(rows: list[dict], panels: list[CurvePanel], title: str, stem: Pa
             epochs, values = _series(rows, column)
             if not len(epochs):
                 continue
-            if panel.colours:
-                style = {"color": panel.colours[i], "linestyle": "-"}
-            else:
-                style = SPLIT_STYLES["val" if column.startswith("val") else "train"]
+            style = ({"color": panel.colours[i], "linestyle": "-"} if panel.colours
+                     else SPLIT_STYLES["val" if column.startswith("val") else "train"])
             ax.plot(epochs, values, marker="o" if len(epochs) <= 30 else None, markersize=3, linewidth=1.6,
                     label=label, **style)
         if best_epoch is not None:
@@ -63,8 +59,7 @@ def plot_curves(rows: list[dict], panels: list[CurvePanel], title: str, stem: Pa
         if panel.unit_range:
             ax.set_ylim(0, 1)
         ax.set_title(panel.title, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(panel.ylabel)
+        ax.set(xlabel="epoch", ylabel=panel.ylabel)
         ax.grid(alpha=0.25)
         ax.xaxis.get_major_locator().set_params(integer=True)
         if len(panel.columns) > 3:  # many series: the legend goes under the panel, off the lines
@@ -74,9 +69,7 @@ def plot_curves(rows: list[dict], panels: list[CurvePanel], title: str, stem: Pa
             ax.legend(fontsize=8, loc="best", framealpha=0.85)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    written = save_figure(fig, stem, formats=("png",))
-    plt.close(fig)
-    return written
+    return save_figure(fig, stem, formats=("png",))
 
 
 def monitor_label(folder: Path) -> str:
@@ -94,11 +87,7 @@ def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float |
     if at_init is not None:
         epochs, points = [0, *epochs], [at_init, *points]
     ax.plot(epochs, points, marker="o", ms=3)
-    ax.set_xlabel("pre-training epoch")
-    ax.set_ylabel(f"kNN accuracy ({queries})")
-    ax.set_title(f"{title}: kNN monitor")
+    ax.set(xlabel="pre-training epoch", ylabel=f"kNN accuracy ({queries})", title=f"{title}: kNN monitor")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    written = save_figure(fig, stem)
-    plt.close(fig)
-    return written[0]
+    return save_figure(fig, stem)[0]

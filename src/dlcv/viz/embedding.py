@@ -35,21 +35,21 @@ def _pyplot():
 
 
 def save_figure(fig, stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` (and a vector ``stem.pdf``), each written atomically."""
+    """Save ``fig`` as ``stem.png`` (and a vector ``stem.pdf``), each written atomically, and close it."""
     written = []
     for fmt in formats:
         path = stem.with_suffix("." + fmt)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
         written.append(path)
+    _pyplot().close(fig)
     return written
 
 
 def _scatter(ax, layout: np.ndarray, labels: np.ndarray, palette: np.ndarray, size: float) -> None:
     order = np.random.default_rng(0).permutation(len(labels))  # no class drawn wholly on top
     ax.scatter(layout[order, 0], layout[order, 1], c=palette[labels[order]], s=size, linewidths=0, alpha=0.85)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def _legend(fig, classes: np.ndarray, palette: np.ndarray, class_names: dict | None, anchor) -> None:
@@ -77,9 +77,7 @@ def plot_panels(layouts: list[np.ndarray], labels: np.ndarray, titles: list[str]
     fig.suptitle(f"{method} of the second-last layer ({len(labels)} images). {note}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 4.2 * n / (4.2 * n + 2.6), 0.95))
     _legend(fig, classes, palette, class_names, anchor=(4.2 * n / (4.2 * n + 2.6), 0.5))
-    written = save_figure(fig, output_stem)
-    plt.close(fig)
-    return written
+    return save_figure(fig, output_stem)
 
 
 def plot_single(layout: np.ndarray, labels: np.ndarray, title: str, output_stem: Path,
@@ -92,9 +90,7 @@ def plot_single(layout: np.ndarray, labels: np.ndarray, title: str, output_stem:
     ax.set_title(title, fontsize=12)
     fig.tight_layout(rect=(0, 0, 0.78, 1))
     _legend(fig, np.unique(labels), palette, class_names, anchor=(0.78, 0.5))
-    written = save_figure(fig, output_stem)
-    plt.close(fig)
-    return written
+    return save_figure(fig, output_stem)
 
 
 def plot_metric_curves(epochs: list[int], knn: list[float], silhouette: list[float], k: int,
@@ -104,17 +100,12 @@ def plot_metric_curves(epochs: list[int], knn: list[float], silhouette: list[flo
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
     ax1.plot(epochs, knn, marker="o", color="tab:blue")
     ax1.set_title(f"{k}-NN accuracy (leave-one-out, cosine)", fontsize=10)
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("accuracy")
-    ax1.set_ylim(0, 1)
+    ax1.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
     ax2.plot(epochs, silhouette, marker="o", color="tab:orange")
     ax2.set_title("silhouette (cosine)", fontsize=10)
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("mean silhouette")
+    ax2.set(xlabel="epoch", ylabel="mean silhouette")
     for ax in (ax1, ax2):
         ax.set_xticks(epochs)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    written = save_figure(fig, output_stem)
-    plt.close(fig)
-    return written
+    return save_figure(fig, output_stem)

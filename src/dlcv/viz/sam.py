@@ -50,10 +50,7 @@ def plot_sam_masks(rows: list[tuple[str, np.ndarray, np.ndarray, int]], stem: Pa
         for r, (panel, title) in enumerate(((image, name), (overlay, label))):
             ax = axes[r][c]
             ax.imshow(panel, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    written = save_figure(fig, stem)
-    plt.close(fig)
-    return written
+    return save_figure(fig, stem)

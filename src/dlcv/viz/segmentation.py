@@ -33,8 +33,7 @@ def plot_progress(rows: list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray
         panels = [image, *[MaskCodec.encode(m) for m in masks], MaskCodec.encode(truth)]
         for c, (ax, panel) in enumerate(zip(axes[r], panels)):
             ax.imshow(panel, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(titles[c], fontsize=10)
             if c == 0:
@@ -42,9 +41,7 @@ def plot_progress(rows: list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray
     fig.suptitle("Predicted masks through training (validation images)", fontsize=11)
     fig.tight_layout(rect=(0, 0.6 / (side * len(rows) + 0.7), 1, 0.97))
     class_legend(fig)
-    written = save_figure(fig, stem)
-    plt.close(fig)
-    return written
+    return save_figure(fig, stem)
 
 
 def overlay_image(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45, outline: bool = True) -> np.ndarray:

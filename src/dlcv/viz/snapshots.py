@@ -63,11 +63,9 @@ def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", 
         raise DlcvError(f"{output}: the folder {output.parent} does not exist")
     output.mkdir(exist_ok=True)
     aligned = same_points(sets)
-    rows = []
-    for fs in sets:
-        rows.append({"snapshot": fs.title(), "epoch": "" if fs.epoch is None else fs.epoch, "points": len(fs.labels),
-                     "dims": fs.features.shape[1], "knn_acc": knn_accuracy(fs.features, fs.labels, k=k),
-                     "silhouette": silhouette(fs.features, fs.labels)})
+    rows = [{"snapshot": fs.title(), "epoch": "" if fs.epoch is None else fs.epoch, "points": len(fs.labels),
+             "dims": fs.features.shape[1], "knn_acc": knn_accuracy(fs.features, fs.labels, k=k),
+             "silhouette": silhouette(fs.features, fs.labels)} for fs in sets]
     with atomic_write(output / "embedding_metrics.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -79,10 +77,9 @@ def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", 
                                       output / "embedding_metrics")
     titles = [f"{fs.title()}: {k}-NN acc {r['knn_acc']:.3f}, silhouette {r['silhouette']:.3f}"
               for fs, r in zip(sets, rows)]
-    seconds = {}
+    seconds, features = {}, [fs.features for fs in sets]
     for method in chosen:
         start = time.perf_counter()
-        features = [fs.features for fs in sets]
         if method == "pca":
             layouts = pca_series(features) if aligned else [pca_series([f])[0] for f in features]
             note = ("Each panel's own PCA, rotated to match the last (orthogonal Procrustes)." if aligned and len(sets) > 1
