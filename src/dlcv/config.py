@@ -68,17 +68,15 @@ def merge(defaults: dict, override: dict, source: str, path: tuple[str, ...] = (
         out["args"] = {}  # another model: the arguments of the one it replaces do not apply
     for key, value in override.items():
         here = (*path, str(key))
-        if here in FREE_FORM:
-            if not isinstance(value, dict):
-                raise DlcvError(f"{source}: recipe key {'.'.join(here)!r} must be a mapping")
-            out[key] = {**(out.get(key) or {}), **copy.deepcopy(value)}
-            continue
-        if key not in defaults:
+        free = here in FREE_FORM
+        if not free and key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
             raise DlcvError(f"{source}: unknown recipe key {'.'.join(here)!r} (known here: {known})")
-        if isinstance(defaults[key], dict):
-            if not isinstance(value, dict):
-                raise DlcvError(f"{source}: recipe key {'.'.join(here)!r} must be a mapping")
+        if (free or isinstance(defaults[key], dict)) and not isinstance(value, dict):
+            raise DlcvError(f"{source}: recipe key {'.'.join(here)!r} must be a mapping")
+        if free:
+            out[key] = {**(out.get(key) or {}), **copy.deepcopy(value)}
+        elif isinstance(defaults[key], dict):
             out[key] = merge(defaults[key], value, source, here)
         else:
             out[key] = copy.deepcopy(value)

@@ -15,9 +15,12 @@ checkpoints as YAML), pydantic is not in the stack, and the rules must name the 
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dlcv.data.p1 import MAX_CLASSES
+from dlcv.errors import DlcvError
 from dlcv.recipe_checks import (
     ANY_NUMBER,
     BOOLEAN,
@@ -61,23 +64,23 @@ def defaults(schema: dict) -> dict:
             for name, node in schema.items()}
 
 
-def rules(schema: dict, prefix: str = "") -> dict[str, Rule]:
-    """``{dotted key: rule}`` of every key of a schema that has a rule."""
-    out: dict[str, Rule] = {}
+def leaves(schema: dict, prefix: str = "") -> Iterator[tuple[str, Key]]:
+    """``(dotted key, Key)`` of every key of a schema, in order."""
     for name, node in schema.items():
         if isinstance(node, dict):
-            out.update(rules(node, f"{prefix}{name}."))
-        elif node.rule is not None:
-            out[f"{prefix}{name}"] = node.rule
-    return out
+            yield from leaves(node, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", node
 
 
-def meanings(schema: dict, prefix: str = "") -> dict[str, str]:
+def rules(schema: dict) -> dict[str, Rule]:
+    """``{dotted key: rule}`` of every key of a schema that has a rule."""
+    return {key: node.rule for key, node in leaves(schema) if node.rule is not None}
+
+
+def meanings(schema: dict) -> dict[str, str]:
     """``{dotted key: one-line meaning}`` of every key of a schema."""
-    out: dict[str, str] = {}
-    for name, node in schema.items():
-        out.update(meanings(node, f"{prefix}{name}.") if isinstance(node, dict) else {f"{prefix}{name}": node.meaning})
-    return out
+    return {key: node.meaning for key, node in leaves(schema)}
 
 
 # --- the sections every training task shares ------------------------------------------------------------
@@ -411,18 +414,12 @@ SCHEMAS = {"classify": CLASSIFY, "segment": SEGMENT, "ssl_pretrain": BYOL, "ssl_
 RECIPE_KINDS = {**SCHEMAS, "ssl_finetune": FINETUNE}  # what a recipe file can be for (dlcv keys)
 
 
-def describe_keys(schema: dict, prefix: str = "") -> list[tuple[str, str, str, str]]:
+def describe_keys(schema: dict) -> list[tuple[str, str, str, str]]:
     """``(dotted key, default, what a good value is or "", meaning)`` for every key of a schema, in order."""
     import json
 
-    rows = []
-    for name, node in schema.items():
-        if isinstance(node, dict):
-            rows += describe_keys(node, f"{prefix}{name}.")
-        else:
-            default = json.dumps(node.default) if not isinstance(node.default, float) else f"{node.default:g}"
-            rows.append((f"{prefix}{name}", default, node.rule.wants if node.rule else "", node.meaning))
-    return rows
+    return [(key, json.dumps(node.default) if not isinstance(node.default, float) else f"{node.default:g}",
+             node.rule.wants if node.rule else "", node.meaning) for key, node in leaves(schema)]
 
 
 def rules_for(task: str | None) -> dict[str, Rule]:
@@ -430,28 +427,13 @@ def rules_for(task: str | None) -> dict[str, Rule]:
     return rules(SCHEMAS[task]) if task in SCHEMAS else {}
 
 
-def classify_defaults() -> dict:
-    return defaults(CLASSIFY)
-
-
-def segment_defaults() -> dict:
-    return defaults(SEGMENT)
-
-
-def byol_defaults() -> dict:
-    return defaults(BYOL)
-
-
-def finetune_defaults() -> dict:
-    return defaults(FINETUNE)
-
-
-def ssl_table_defaults() -> dict:
-    return defaults(SSL_TABLE)
-
-
-def sam_defaults() -> dict:
-    return defaults(SAM)
+# Each task's plain recipe, fresh on every call.
+classify_defaults = functools.partial(defaults, CLASSIFY)
+segment_defaults = functools.partial(defaults, SEGMENT)
+byol_defaults = functools.partial(defaults, BYOL)
+finetune_defaults = functools.partial(defaults, FINETUNE)
+ssl_table_defaults = functools.partial(defaults, SSL_TABLE)
+sam_defaults = functools.partial(defaults, SAM)
 
 
 SAM_GENERATOR_DEFAULTS = defaults(SAM_GENERATOR)  # segment-anything's own defaults, for benchmarks
@@ -459,8 +441,6 @@ SAM_GENERATOR_DEFAULTS = defaults(SAM_GENERATOR)  # segment-anything's own defau
 
 def check_name_and_epochs(recipe: dict) -> int:
     """The check every training recipe gets beyond its values' (checked as loaded): a name; returns the epochs."""
-    from dlcv.errors import DlcvError
-
     if not recipe.get("name"):
         raise DlcvError("the run needs a name: give --config FILE or --name NAME")
     if recipe["train"].get("budget") is None:
@@ -476,13 +456,11 @@ def check_segment_recipe(recipe: dict) -> list[int]:
     """The name, and the progress epochs against the epochs (values are checked as loaded); returns them."""
     from dlcv.data.features import snapshot_epochs
 
-    epochs = check_name_and_epochs(recipe)
-    return snapshot_epochs(recipe["progress"]["epochs"], epochs, key="progress.epochs")
+    return snapshot_epochs(recipe["progress"]["epochs"], check_name_and_epochs(recipe), key="progress.epochs")
 
 
 def check_classify_recipe(recipe: dict) -> list[int]:
     """The name, and the snapshot epochs against the epochs (values are checked as loaded); returns them."""
     from dlcv.data.features import snapshot_epochs
 
-    epochs = check_name_and_epochs(recipe)
-    return snapshot_epochs(recipe["embed"]["epochs"], epochs)
+    return snapshot_epochs(recipe["embed"]["epochs"], check_name_and_epochs(recipe))
