@@ -11,7 +11,7 @@ import os
 import sys
 
 from dlcv.errors import DlcvError
-from dlcv.recipes import SEG_TTA_MODES
+from dlcv.recipes import SEG_TTA_MODES, TTA_MODES
 
 
 def _synth(args) -> None:
@@ -56,18 +56,22 @@ def _overrides(args, budget_key: str) -> tuple[str, ...]:
     return (*args.set, f"{budget_key}={args.budget}")
 
 
+def _run_kwargs(args) -> dict:
+    """What every training command passes on from ``_run_options``."""
+    return {"runs_dir": args.runs_dir, "name": args.name, "overrides": _overrides(args, "train.budget"),
+            "overwrite": args.overwrite, "resume": args.resume}
+
+
 def _ssl_pretrain(args) -> None:
     from dlcv.ssl import pretrain
 
-    pretrain(args.config, args.data, monitor=args.monitor, runs_dir=args.runs_dir, name=args.name,
-             overrides=_overrides(args, "train.budget"), overwrite=args.overwrite, resume=args.resume)
+    pretrain(args.config, args.data, monitor=args.monitor, **_run_kwargs(args))
 
 
 def _ssl_finetune(args) -> None:
     from dlcv.ssl import finetune
 
-    finetune(args.setting, args.data, backbone=args.backbone, config=args.config, runs_dir=args.runs_dir,
-             name=args.name, overrides=_overrides(args, "train.budget"), overwrite=args.overwrite, resume=args.resume)
+    finetune(args.setting, args.data, backbone=args.backbone, config=args.config, **_run_kwargs(args))
 
 
 def _ssl_table(args) -> None:
@@ -92,10 +96,10 @@ def _ssl_export(args) -> None:
 
 
 def _fit(args) -> None:
-    from dlcv.classify import fit
+    import importlib
 
-    fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=_overrides(args, "train.budget"),
-        overwrite=args.overwrite, resume=args.resume)
+    fit = importlib.import_module(f"dlcv.{args.command}").fit  # dlcv classify fit or dlcv segment fit
+    fit(args.config, args.data, **_run_kwargs(args))
 
 
 def _predict(args) -> None:
@@ -125,21 +129,14 @@ def _evaluate(args) -> None:
 def _embed_plot(args) -> None:
     from dlcv.viz.snapshots import plot_snapshots
 
-    result = plot_snapshots(args.sources, methods=args.method, output=args.output, k=args.k, perplexity=args.perplexity,
-                  training_subset=args.training_subset)
+    result = plot_snapshots(args.sources, methods=args.method, output=args.output, k=args.k,
+                            perplexity=args.perplexity, training_subset=args.training_subset)
     for row in result["rows"]:
         print(f"{row['snapshot']}: {row['points']} points x {row['dims']} dims  "
               f"knn_acc {row['knn_acc']:.4f}  silhouette {row['silhouette']:.4f}")
     for method, seconds in result["seconds"].items():
         print(f"{method}: {seconds:.1f} s")
     print(f"wrote {len(result['written'])} files to {result['output']}")
-
-
-def _segment_fit(args) -> None:
-    from dlcv.segment import fit
-
-    fit(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=_overrides(args, "train.budget"),
-        overwrite=args.overwrite, resume=args.resume)
 
 
 def _segment_predict(args) -> None:
@@ -257,25 +254,39 @@ def _budget_option(parser: argparse.ArgumentParser, key: str) -> None:
                              "planned from the measured speed and the schedule runs over them")
 
 
+def _tta_option(parser: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+    parser.add_argument("--tta", choices=modes, help="test-time augmentation (default: the recipe's train.tta)")
+
+
+def _group(commands, name: str, help: str):
+    """A command whose actions are commands of their own (``dlcv classify fit``)."""
+    return commands.add_parser(name, help=help).add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def _command(commands, name: str, handler, help: str) -> argparse.ArgumentParser:
+    """A command that runs ``handler(args)``."""
+    command = commands.add_parser(name, help=help)
+    command.set_defaults(handler=handler)
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dlcv", description="The computer-vision work of DLCV HW1, end to end.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="synthesise the default data, train, predict and evaluate at small scale")
+    demo = _command(commands, "demo", _demo, "synthesise the default data, train, predict and evaluate at small scale")
     demo.add_argument("--output", default="demo", help="folder for the data, runs and results (default: demo)")
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo in that folder")
-    demo.set_defaults(handler=_demo)
 
-    report = commands.add_parser("report", help="every table and figure of the homework from run folders, as a page")
+    report = _command(commands, "report", _report, "every table and figure of the homework from run folders, as a page")
     report.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
     report.add_argument("--output", default="report",
                         help="folder for index.html, report.md and figures/ (new, empty or an earlier report)")
     report.add_argument("--overwrite", action="store_true",
                         help="also replace a folder of dlcv's that is not a report (an earlier report always is)")
-    report.set_defaults(handler=_report)
 
-    data = commands.add_parser("data", help="data sets").add_subparsers(dest="action", required=True, metavar="ACTION")
-    synth = data.add_parser("synth", help="write the embedded default data in the course's formats")
+    data = _group(commands, "data", "data sets")
+    synth = _command(data, "synth", _synth, "write the embedded default data in the course's formats")
     synth.add_argument("--output", required=True, help="folder to write p1_data/ and p2_data/ into")
     synth.add_argument("--problems", default="p1,p2",
                        help="which data sets, comma-separated: p1, p2, ssl (default p1,p2)")
@@ -289,24 +300,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="architecture of the synthetic pretrain_model_SL.pt (default resnet50, the course's)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--overwrite", action="store_true", help="replace data already there")
-    synth.set_defaults(handler=_synth)
-    split = data.add_parser("transfer-split", help="the p1 images as Mini-ImageNet (classes 0-24) and Office-Home "
-                            "(classes 25-49) for the self-supervised problem")
+    split = _command(data, "transfer-split", _transfer_split, "the p1 images as Mini-ImageNet (classes 0-24) and "
+                     "Office-Home (classes 25-49) for the self-supervised problem")
     split.add_argument("--p1", required=True, help="the p1_data folder (train_50/, val_50/)")
     split.add_argument("--output", required=True, help="folder to write mini/, office/ and supervised/ into")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
-    split.set_defaults(handler=_transfer_split)
 
-    classify = commands.add_parser("classify", help="Problem 1: image classification").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    fit = classify.add_parser("fit", help="train a classifier from a recipe")
+    classify = _group(commands, "classify", "Problem 1: image classification")
+    fit = _command(classify, "fit", _fit, "train a classifier from a recipe")
     fit.add_argument("--config", required=True, help="recipe YAML, e.g. configs/p1/model_a.yaml")
     fit.add_argument("--data", required=True, help="folder holding train_50/ and val_50/ (p1_data)")
     _run_options(fit)
-    fit.set_defaults(handler=_fit)
 
-    predict = classify.add_parser("predict", help="write filename,label for every image of a folder")
+    predict = _command(classify, "predict", _predict, "write filename,label for every image of a folder")
     predict.add_argument("--checkpoint", required=True)
     predict.add_argument("--images", required=True, help="folder of images")
     predict.add_argument("--output", required=True, help="CSV to write")
@@ -314,19 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="name of the first column (image_id: the 2021 format)")
     predict.add_argument("--ensemble", type=int, default=1, metavar="K",
                          help="average the run's K best checkpoints (needs train.save_top_k >= K)")
-    predict.add_argument("--tta", choices=("none", "flip", "flip_shift"),
-                         help="test-time augmentation (default: the recipe's train.tta)")
-    predict.set_defaults(handler=_predict)
+    _tta_option(predict, TTA_MODES)
 
-    evaluate = classify.add_parser("evaluate", help="accuracy of a predictions CSV against labels")
+    evaluate = _command(classify, "evaluate", _evaluate, "accuracy of a predictions CSV against labels")
     evaluate.add_argument("--predictions", required=True, help="CSV with filename (or image_id) and label")
     evaluate.add_argument("--labels", required=True, help="filename,label CSV, or an image folder named by class")
     evaluate.add_argument("--confusion", help="confusion-matrix figure to write (default: beside the predictions)")
-    evaluate.set_defaults(handler=_evaluate)
 
-    embed = commands.add_parser("embed", help="learned representations").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    embed_plot = embed.add_parser("plot", help="PCA / t-SNE panels of a run's snapshots or of feature files")
+    embed = _group(commands, "embed", "learned representations")
+    embed_plot = _command(embed, "plot", _embed_plot, "PCA / t-SNE panels of a run's snapshots or of feature files")
     embed_plot.add_argument("sources", nargs="+", metavar="RUN_OR_NPZ",
                             help="a run folder (its embeddings/ snapshots) or .npz files with features and labels")
     embed_plot.add_argument("--method", default="pca,tsne", help="pca, tsne or both (default: pca,tsne)")
@@ -335,87 +338,79 @@ def build_parser() -> argparse.ArgumentParser:
     embed_plot.add_argument("--perplexity", type=float, default=30.0)
     embed_plot.add_argument("--training-subset", action="store_true",
                             help="plot the run's training-subset snapshots instead of its validation ones")
-    embed_plot.set_defaults(handler=_embed_plot)
 
-    segment = commands.add_parser("segment", help="Problem 2: semantic segmentation of satellite images")\
-        .add_subparsers(dest="action", required=True, metavar="ACTION")
-    seg_fit = segment.add_parser("fit", help="train a segmentation model from a recipe")
+    segment = _group(commands, "segment", "Problem 2: semantic segmentation of satellite images")
+    seg_fit = _command(segment, "fit", _fit, "train a segmentation model from a recipe")
     seg_fit.add_argument("--config", required=True, help="recipe YAML, e.g. configs/seg/cpu.yaml")
     seg_fit.add_argument("--data", required=True, help="folder holding train/ and validation/ (p2_data)")
     _run_options(seg_fit)
-    seg_fit.set_defaults(handler=_segment_fit)
 
-    seg_predict = segment.add_parser("predict", help="write NNNN_mask.png for every NNNN_sat.jpg of a folder")
+    seg_predict = _command(segment, "predict", _segment_predict,
+                           "write NNNN_mask.png for every NNNN_sat.jpg of a folder")
     seg_predict.add_argument("--checkpoint", required=True)
     seg_predict.add_argument("--images", required=True, help="folder of NNNN_sat.jpg images")
     seg_predict.add_argument("--output", required=True, help="folder for the masks (new or empty)")
-    seg_predict.add_argument("--tta", choices=SEG_TTA_MODES,
-                             help="test-time augmentation (default: the recipe's train.tta)")
+    _tta_option(seg_predict, SEG_TTA_MODES)
     seg_predict.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
-    seg_predict.set_defaults(handler=_segment_predict)
 
-    seg_eval = segment.add_parser("evaluate", help="mIoU of predicted masks, as the course grades it")
+    seg_eval = _command(segment, "evaluate", _segment_evaluate, "mIoU of predicted masks, as the course grades it")
     seg_eval.add_argument("--predictions", required=True, help="folder of predicted NNNN_mask.png")
     seg_eval.add_argument("--labels", required=True, help="folder of ground-truth NNNN_mask.png")
     seg_eval.add_argument("--unmapped", choices=("unknown", "error"), default="unknown",
                           help="colours in no class (red): count as Unknown (default) or refuse the mask")
     seg_eval.add_argument("--breakdown", help="CSV to write with each image's per-class IoU")
-    seg_eval.set_defaults(handler=_segment_evaluate)
 
-    seg_overlay = segment.add_parser("overlay", help="draw a mask over its satellite image")
+    seg_overlay = _command(segment, "overlay", _segment_overlay, "draw a mask over its satellite image")
     seg_overlay.add_argument("--image", required=True)
     seg_overlay.add_argument("--mask", required=True)
     seg_overlay.add_argument("--output", required=True, help="PNG to write")
     seg_overlay.add_argument("--alpha", type=float, default=0.45, help="opacity of the mask colours (0..1)")
-    seg_overlay.set_defaults(handler=_segment_overlay)
 
-    seg_progress = segment.add_parser("progress", help="grid of a run's predicted masks through training")
+    seg_progress = _command(segment, "progress", _segment_progress, "grid of a run's predicted masks through training")
     seg_progress.add_argument("run", help="run folder")
-    seg_progress.add_argument("--output", help="figure path without suffix (default: RUN/figures/masks_through_training)")
-    seg_progress.set_defaults(handler=_segment_progress)
+    seg_progress.add_argument("--output",
+                              help="figure path without suffix (default: RUN/figures/masks_through_training)")
 
-    sam = commands.add_parser("sam", help="Segment Anything on the satellite images").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    sam_masks = sam.add_parser("masks", help="SAM's automatic masks: COCO RLE JSON and an overlay per image, a figure")
+    sam = _group(commands, "sam", "Segment Anything on the satellite images")
+    sam_masks = _command(sam, "masks", _sam_masks,
+                         "SAM's automatic masks: COCO RLE JSON and an overlay per image, a figure")
     sam_masks.add_argument("--checkpoint", required=True, help="local SAM checkpoint, e.g. sam_vit_b_01ec64.pth")
     sam_masks.add_argument("--images", required=True, help="folder of NNNN_sat.jpg images")
     sam_masks.add_argument("--output", required=True, help="folder for the masks (new or empty)")
-    sam_refine = sam.add_parser("refine", help="set each SAM region of predicted masks to its majority class")
+    sam_refine = _command(sam, "refine", _sam_refine, "set each SAM region of predicted masks to its majority class")
     sam_refine.add_argument("--predictions", required=True, help="folder of predicted NNNN_mask.png")
     sam_refine.add_argument("--output", required=True, help="folder for the refined masks (new or empty)")
     sam_refine.add_argument("--checkpoint", help="local SAM checkpoint to run on --images")
     sam_refine.add_argument("--images", help="folder of the NNNN_sat.jpg images the predictions are of")
     sam_refine.add_argument("--sam-masks", help="instead of --checkpoint: the output folder of `dlcv sam masks`")
     sam_refine.add_argument("--labels", help="folder of ground-truth NNNN_mask.png: print the mIoU before and after")
-    for command, handler in ((sam_masks, _sam_masks), (sam_refine, _sam_refine)):
+    for command in (sam_masks, sam_refine):
         command.add_argument("--model", help="SAM model type: vit_h (default), vit_l, vit_b (or vit_tiny)")
         command.add_argument("--config", help="recipe YAML, e.g. configs/sam/fast.yaml (default: the official knobs)")
         command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                              help="override a recipe key, e.g. --set generator.points_per_side=16 (repeatable)")
         command.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
-        command.set_defaults(handler=handler)
 
-    ssl = commands.add_parser("ssl", help="self-supervised pre-training (BYOL) and the transfer settings A-E")\
-        .add_subparsers(dest="action", required=True, metavar="ACTION")
+    ssl = _group(commands, "ssl", "self-supervised pre-training (BYOL) and the transfer settings A-E")
 
-    ssl_pretrain = ssl.add_parser("pretrain", help="BYOL on a folder of unlabelled images; exports backbone.pt")
+    ssl_pretrain = _command(ssl, "pretrain", _ssl_pretrain,
+                            "BYOL on a folder of unlabelled images; exports backbone.pt")
     ssl_pretrain.add_argument("--config", help="BYOL recipe, e.g. configs/ssl/byol_resnet50.yaml")
     ssl_pretrain.add_argument("--data", required=True, help="folder of unlabelled images (mini/train)")
-    ssl_pretrain.add_argument("--monitor", help="kNN accuracy per epoch on a labelled folder: Office-Home (train/, val/, "
-                              "CSVs) or p1 layout (train_50/, val_50/), e.g. the transfer split's supervised/")
+    ssl_pretrain.add_argument("--monitor", help="kNN accuracy per epoch on a labelled folder: Office-Home (train/, "
+                              "val/, CSVs) or p1 layout (train_50/, val_50/), e.g. the transfer split's supervised/")
     _run_options(ssl_pretrain)
-    ssl_pretrain.set_defaults(handler=_ssl_pretrain)
 
-    ssl_finetune = ssl.add_parser("finetune", help="fine-tune one setting (A-E) on Office-Home")
+    ssl_finetune = _command(ssl, "finetune", _ssl_finetune, "fine-tune one setting (A-E) on Office-Home")
     ssl_finetune.add_argument("--setting", required=True, help="A (none/full), B (supervised/full), C (ours/full), "
                               "D (supervised/frozen), E (ours/frozen)")
-    ssl_finetune.add_argument("--backbone", help="backbone file (B, D: pretrain_model_SL.pt; C, E: runs/.../backbone.pt)")
+    ssl_finetune.add_argument("--backbone",
+                              help="backbone file (B, D: pretrain_model_SL.pt; C, E: runs/.../backbone.pt)")
     ssl_finetune.add_argument("--data", required=True, help="the Office-Home folder (train/, val/, train.csv, val.csv)")
     ssl_finetune.add_argument("--config", help="fine-tuning recipe (default: the built-in one, R1's)")
     _run_options(ssl_finetune)
-    ssl_finetune.set_defaults(handler=_ssl_finetune)
 
-    ssl_table = ssl.add_parser("table", help="run or reuse settings A-E from one recipe; write the table")
+    ssl_table = _command(ssl, "table", _ssl_table, "run or reuse settings A-E from one recipe; write the table")
     ssl_table.add_argument("--config", required=True, help="settings recipe, e.g. configs/ssl/settings.yaml")
     ssl_table.add_argument("--data", help="folder holding mini/train, office/ (and supervised/ or the "
                            "supervised backbone file); default: the recipe's data.root")
@@ -424,27 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
     ssl_table.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                            help="override a settings key, e.g. --set settings=[A,C] (repeatable)")
     _budget_option(ssl_table, "budget; each run gets its share of what is left when it starts")
-    ssl_table.set_defaults(handler=_ssl_table)
 
-    ssl_predict = ssl.add_parser("predict", help="write id,filename,label for every row of an Office-Home CSV")
+    ssl_predict = _command(ssl, "predict", _ssl_predict, "write id,filename,label for every row of an Office-Home CSV")
     ssl_predict.add_argument("--checkpoint", required=True)
     ssl_predict.add_argument("--csv", required=True, help="id,filename[,label] CSV; its order is kept")
     ssl_predict.add_argument("--images", required=True, help="folder of the CSV's images")
     ssl_predict.add_argument("--output", required=True, help="CSV to write")
-    ssl_predict.add_argument("--tta", choices=("none", "flip", "flip_shift"),
-                             help="test-time augmentation (default: the recipe's train.tta)")
-    ssl_predict.set_defaults(handler=_ssl_predict)
+    _tta_option(ssl_predict, TTA_MODES)
 
-    ssl_export = ssl.add_parser("export", help="a resnet_transfer checkpoint's trunk as a plain torchvision state_dict")
+    ssl_export = _command(ssl, "export", _ssl_export,
+                          "a resnet_transfer checkpoint's trunk as a plain torchvision state_dict")
     ssl_export.add_argument("--checkpoint", required=True)
     ssl_export.add_argument("--output", required=True, help="file to write (e.g. pretrain_model_SL.pt)")
-    ssl_export.set_defaults(handler=_ssl_export)
 
-    models = commands.add_parser("models", help="list the model names a recipe can use")
-    models.set_defaults(handler=_models)
-    keys = commands.add_parser("keys", help="list every recipe key of a task: its default, rule and meaning")
+    _command(commands, "models", _models, "list the model names a recipe can use")
+    keys = _command(commands, "keys", _keys, "list every recipe key of a task: its default, rule and meaning")
     keys.add_argument("task", choices=["classify", "segment", "ssl_pretrain", "ssl_finetune", "ssl_table", "sam"])
-    keys.set_defaults(handler=_keys)
     return parser
 
 
