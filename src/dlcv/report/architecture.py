@@ -99,8 +99,8 @@ def trace_model(model, example) -> Trace:
 
 
 def build_for_run(recipe: dict, num_classes: int | None = None):
-    """``(model, example input, input description, trace)`` for a run's recipe and class count, without
-    any pretrained weights (the structure is what is shown)."""
+    """``(model, input description, trace)`` for a run's recipe and class count, without any pretrained
+    weights (the structure is what is shown)."""
     import torch
 
     from dlcv.checkpoints import rebuild_args
@@ -120,13 +120,12 @@ def build_for_run(recipe: dict, num_classes: int | None = None):
         with torch.device(device):
             model = create_model(str(spec.get("name")), num_classes=num_classes, kind=task,
                                  **rebuild_args(dict(spec.get("args") or {})))
-            example = torch.zeros(1, 3, side, side)
-            return model, example, trace_model(model, example)
+            return model, trace_model(model, torch.zeros(1, 3, side, side))
 
     # On the meta device the forward pass computes shapes without any arithmetic (an FCN32s at 512
     # pixels takes seconds on a CPU); a model that meta tensors cannot run is traced on the CPU.
     try:
-        model, example, trace = build("meta")
+        model, trace = build("meta")
     except (NotImplementedError, RuntimeError):
-        model, example, trace = build("cpu")
-    return model, example, f"3x{side}x{side}", trace
+        model, trace = build("cpu")
+    return model, f"3x{side}x{side}", trace

@@ -178,29 +178,30 @@ def architecture_blocks(run: Run, ctx: ReportContext) -> list:
     from dlcv.report.architecture import build_for_run
     from dlcv.viz.architecture import plot_block_diagram
 
-    model_spec = run.recipe.get("model") or {}
-    key = repr((run.recipe.get("task"), model_spec, run.num_classes,
-                (run.recipe.get("data") or {}).get("eval_size"), (run.recipe.get("data") or {}).get("input_size")))
+    data, name = run.recipe.get("data") or {}, run.model_name
+    key = repr((run.recipe.get("task"), run.recipe.get("model") or {}, run.num_classes, data.get("eval_size"),
+                data.get("input_size")))
+    heading = Heading(f"Architecture of {run.name}", 4)
     if key in ctx.drawn:
-        return [Heading(f"Architecture of {run.name}", 4), Text(f"The same network as {ctx.drawn[key]} above.", note=True)]
+        return [heading, Text(f"The same network as {ctx.drawn[key]} above.", note=True)]
     try:
-        model, _, described, trace = build_for_run(run.recipe, run.num_classes)
+        model, described, trace = build_for_run(run.recipe, run.num_classes)
     except DlcvError as exc:
-        return [Heading(f"Architecture of {run.name}", 4), Text(f"Not drawn: {exc}", note=True)]
+        return [heading, Text(f"Not drawn: {exc}", note=True)]
     ctx.drawn[key] = run.name
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     layers, output = trace.view(LAYER_TABLE_ROWS), trace.output
     boxes = [b for b in trace.view(DIAGRAM_BLOCKS) if b.output_shape != "-"]
     diagram = plot_block_diagram([(b.name, b.type_name, b.output_shape, b.parameters) for b in boxes],
-                                 f"{model_spec.get('name')}: input {described}, output {output}, {total:,} parameters",
+                                 f"{name}: input {described}, output {output}, {total:,} parameters",
                                  ctx.figure_path(run, "architecture").with_suffix(""))[0]
     rows = [[layer.name, layer.type_name, layer.output_shape, layer.parameters] for layer in layers]
     rows.append(["total", "", output, total])
-    caption = (f"Layers of {model_spec.get('name')} for one {described} input (output shape per sample; "
+    caption = (f"Layers of {name} for one {described} input (output shape per sample; "
                f"{trainable:,} of {total:,} parameters trainable)")
-    return [Heading(f"Architecture of {run.name}", 4), Figure(diagram, f"Block diagram of {model_spec.get('name')}: "
-                                                                      "its main blocks in call order, each with its output shape."),
+    return [heading, Figure(diagram, f"Block diagram of {name}: its main blocks in call order, each with its output "
+                                     "shape."),
             Table(["layer", "type", "output shape", "parameters"], rows, caption=caption)]
 
 

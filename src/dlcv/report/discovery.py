@@ -35,7 +35,11 @@ class Run:
             return str(task)
         from dlcv.models.registry import model_kind
 
-        return model_kind(str((self.recipe.get("model") or {}).get("name"))) or "unknown"
+        return model_kind(str(self.model_name)) or "unknown"
+
+    @property
+    def model_name(self) -> str | None:
+        return (self.recipe.get("model") or {}).get("name")
 
     @property
     def num_classes(self) -> int | None:

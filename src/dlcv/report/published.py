@@ -20,18 +20,25 @@ def group(problem: str, key: str) -> dict:
     return published()[problem][key]
 
 
-def value_range(results: list[dict]) -> tuple[float, float]:
-    values = [r["value"] for r in results]
-    return min(values), max(values)
-
-
 def range_text(problem: str, key: str) -> str:
     """``0.620-0.745``: the spread of the reports' numbers (each is listed in the comparison table)."""
-    low, high = value_range(group(problem, key)["results"])
-    return f"{low:.3f}-{high:.3f}"
+    values = [r["value"] for r in group(problem, key)["results"]]
+    return f"{min(values):.3f}-{max(values):.3f}"
 
 
 OURS = "dlcv: "  # how a comparison table names our runs beside the reports
+
+
+def comparison_rows(problem: str, keys: tuple[str, ...], runs: list, role, score) -> list[list]:
+    """The comparison table's rows: for each group in ``keys``, the reports' results and then our ``runs``
+    whose ``role(run)`` is that group, each with its ``score(run)``."""
+    rows = []
+    for key in keys:
+        published = group(problem, key)
+        rows += [[published["title"], r["report"], r["model"], r["value"]] for r in published["results"]]
+        rows += [[published["title"], f"{OURS}{run.name}", run.model_name, score(run)] for run in runs
+                 if role(run) == key]
+    return rows
 
 
 def ours(rows: list[list]) -> frozenset:

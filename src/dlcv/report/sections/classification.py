@@ -13,7 +13,7 @@ from dlcv.errors import DlcvError
 from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
 from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Section, Table
-from dlcv.report.published import OURS, group, ours, range_text
+from dlcv.report.published import comparison_rows, group, ours, range_text
 from dlcv.report.sections.ssl import table_folder
 from dlcv.runs import RunFolder
 from dlcv.viz.curves import CurvePanel
@@ -91,31 +91,20 @@ def embedding_blocks(run: Run, ctx: ReportContext) -> list:
     return blocks
 
 
+def comparable(run: Run) -> bool:
+    return run.num_classes == COURSE_CLASSES and not run.synthetic
+
+
 def _accuracy_rows(runs: list[Run]) -> list[list]:
     rows = []
     for run in runs:
         accuracy, source = validation_accuracy(run)
-        classes = run.num_classes
-        comparable = classes == COURSE_CLASSES and not run.synthetic
-        rows.append([run.name, group("classification", role(run))["title"], (run.recipe.get("model") or {}).get("name"),
+        rows.append([run.name, group("classification", role(run))["title"], run.model_name,
                      run.summary.get("epochs") or run.metrics[-1]["epoch"], run.summary.get("best_val_acc"),
                      accuracy, source,
-                     range_text("classification", role(run)) if comparable
+                     range_text("classification", role(run)) if comparable(run)
                      else "not comparable (synthetic data)" if run.synthetic
-                     else f"not comparable ({classes} classes, not the course's {COURSE_CLASSES})"])
-    return rows
-
-
-def _course_rows(runs: list[Run]) -> list[list]:
-    rows = []
-    for key in ("model_a", "model_b"):
-        published = group("classification", key)
-        for result in published["results"]:
-            rows.append([published["title"], result["report"], result["model"], result["value"]])
-        for run in runs:
-            if role(run) == key and run.num_classes == COURSE_CLASSES and not run.synthetic:
-                rows.append([published["title"], f"{OURS}{run.name}", (run.recipe.get("model") or {}).get("name"),
-                             validation_accuracy(run)[0]])
+                     else f"not comparable ({run.num_classes} classes, not the course's {COURSE_CLASSES})"])
     return rows
 
 
@@ -131,7 +120,8 @@ def build(runs: list[Run], ctx: ReportContext) -> Section | None:
                "course reports (range)"], _accuracy_rows(mine),
               caption="Accuracy of each run's best checkpoint; the course's numbers are on its 50-class validation set"),
     ]
-    course = _course_rows(mine)
+    course = comparison_rows("classification", ("model_a", "model_b"), [r for r in mine if comparable(r)], role,
+                             lambda run: validation_accuracy(run)[0])
     if ours(course):
         section.blocks.append(Table(["", "report", "model", "accuracy"], course, marked=ours(course),
                                     caption="Beside the course's reports (validation accuracy, 50 classes)"))

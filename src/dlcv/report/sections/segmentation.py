@@ -9,7 +9,7 @@ from dlcv.data.masks import CLASS_COLOURS, CLASS_NAMES, SCORED_CLASSES
 from dlcv.report.blocks import ReportContext, run_blocks
 from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Section, Swatch, Table, Text
-from dlcv.report.published import OURS, group, ours, range_text
+from dlcv.report.published import comparison_rows, group, ours, range_text
 from dlcv.viz.curves import CurvePanel
 
 SCORED = CLASS_NAMES[:SCORED_CLASSES]
@@ -28,7 +28,7 @@ PANELS = [
 
 def role(run: Run) -> str:
     """``fcn32s`` for the course's model A, ``improved`` for any other network."""
-    return "fcn32s" if (run.recipe.get("model") or {}).get("name") == "fcn32s" else "improved"
+    return "fcn32s" if run.model_name == "fcn32s" else "improved"
 
 
 def validation_scores(run: Run) -> tuple[float | None, list, str]:
@@ -73,10 +73,10 @@ def build(runs: list[Run], ctx: ReportContext) -> Section | None:
         return None
     mine.sort(key=lambda r: (role(r) != "fcn32s", r.name))
     section = Section("Semantic segmentation", "segmentation")
-    rows, course = [], []
+    rows = []
     for run in mine:
         miou, iou, source = validation_scores(run)
-        rows.append([run.name, group("segmentation", role(run))["title"], (run.recipe.get("model") or {}).get("name"),
+        rows.append([run.name, group("segmentation", role(run))["title"], run.model_name,
                      run.summary.get("epochs") or run.metrics[-1]["epoch"], miou, *iou, source,
                      "not comparable (synthetic data)" if run.synthetic else range_text("segmentation", role(run))])
     section.blocks += [
@@ -86,12 +86,10 @@ def build(runs: list[Run], ctx: ReportContext) -> Section | None:
         Text("The course's numbers are on its 257 validation tiles; a run on synthetic data (such as the "
              "demo's) is never set beside them.", note=True),
     ]
-    for key in ("fcn32s", "improved"):
-        published = group("segmentation", key)
-        course += [[published["title"], r["report"], r["model"], r["value"]] for r in published["results"]]
-        course += [[published["title"], f"{OURS}{run.name}", (run.recipe.get("model") or {}).get("name"),
-                    validation_scores(run)[0]] for run in mine if role(run) == key and not run.synthetic]
-    section.blocks.append(Table(["", "report", "model", "mIoU"], course, marked=ours(course), caption="Beside the course's reports (mIoU)"))
+    course = comparison_rows("segmentation", ("fcn32s", "improved"), [r for r in mine if not r.synthetic], role,
+                             lambda run: validation_scores(run)[0])
+    section.blocks.append(Table(["", "report", "model", "mIoU"], course, marked=ours(course),
+                                caption="Beside the course's reports (mIoU)"))
     for run in mine:
         ctx.say(f"  segmentation: {run.name}")
         section.blocks += run_blocks(run, ctx, group("segmentation", role(run))["title"], PANELS, "val_miou",
