@@ -6,7 +6,6 @@ It synthesises the data, trains with small recipes, predicts and evaluates, and 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -105,7 +104,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     from dlcv import classify, segment
     from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
     from dlcv.report import build_report
-    from dlcv.runs import RunFolder
+    from dlcv.runs import RunFolder, read_json
     from dlcv.viz.snapshots import plot_snapshots
 
     # An earlier demo's folder is written over with --overwrite; a folder of other files never.
@@ -139,8 +138,8 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     grid = segment.progress(seg_run)
     print(f"[9/{steps}] self-supervised: BYOL, a supervised backbone, and fine-tuning settings A-E", flush=True)
     table_dir = ssl_table(output / "recipes", p2, runs)
-    table_rows = json.loads((table_dir / "table.json").read_text())["rows"]
-    byol = json.loads((table_dir / "byol" / "summary.json").read_text())
+    table_rows = read_json(table_dir / "table.json")["rows"]
+    byol = read_json(table_dir / "byol" / "summary.json")
     print(f"[10/{steps}] building the report of every run", flush=True)
     report = build_report(runs, output / "report", say=lambda *a, **k: None)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; everything is in {output}")

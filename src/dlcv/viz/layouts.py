@@ -16,17 +16,12 @@ import numpy as np
 from dlcv.runtime import usable_cpus
 
 
-def procrustes_rotation(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """The orthogonal 2x2 matrix R minimising ||(source - mean) R - (target - mean)||."""
-    a = source - source.mean(0)
-    b = target - target.mean(0)
-    u, _, vt = np.linalg.svd(a.T @ b)
-    return u @ vt
-
-
 def align_to(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``source`` centred and rotated/reflected onto ``target`` (distances unchanged)."""
-    return (source - source.mean(0)) @ procrustes_rotation(source, target) + target.mean(0)
+    """``source`` centred and rotated/reflected onto ``target`` (distances unchanged): by the orthogonal
+    2x2 matrix R minimising ||(source - mean) R - (target - mean)||."""
+    a = source - source.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ (target - target.mean(0)))
+    return a @ (u @ vt) + target.mean(0)
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:
@@ -38,9 +33,8 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
 
 def pca_series(feature_list: list[np.ndarray]) -> list[np.ndarray]:
     """Per-snapshot PCA, each rotated onto the last snapshot's layout."""
-    layouts = [pca_2d(f) for f in feature_list]
-    last = layouts[-1]
-    return [align_to(lay, last) if i < len(layouts) - 1 else lay for i, lay in enumerate(layouts)]
+    *earlier, last = [pca_2d(f) for f in feature_list]
+    return [*(align_to(layout, last) for layout in earlier), last]
 
 
 @dataclass(frozen=True)
