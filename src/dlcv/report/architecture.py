@@ -69,26 +69,24 @@ class Trace:
 
 def trace_model(model, example) -> Trace:
     """Run ``example`` through ``model`` once with hooks on every module."""
+    from functools import partial
+
     import torch
 
     shapes: dict[str, str] = {}
     started: dict[str, int] = {}
 
-    def pre_hook_for(name):
-        def hook(_module, _inputs):
-            started.setdefault(name, len(started))
-        return hook
+    def pre_hook(name, _module, _inputs):
+        started.setdefault(name, len(started))
 
-    def hook_for(name):
-        def hook(_module, _inputs, output):
-            shapes.setdefault(name, _shape_text(output))
-        return hook
+    def hook(name, _module, _inputs, output):
+        shapes.setdefault(name, _shape_text(output))
 
     handles = []
     for name, module in model.named_modules():
         if name:
-            handles += [module.register_forward_pre_hook(pre_hook_for(name)),
-                        module.register_forward_hook(hook_for(name))]
+            handles += [module.register_forward_pre_hook(partial(pre_hook, name)),
+                        module.register_forward_hook(partial(hook, name))]
     try:
         with torch.no_grad():
             output = model.eval()(example)
