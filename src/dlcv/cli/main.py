@@ -96,9 +96,9 @@ def _ssl_export(args) -> None:
 
 
 def _fit(args) -> None:
-    import importlib
+    from dlcv import classify, segment
 
-    fit = importlib.import_module(f"dlcv.{args.command}").fit  # dlcv classify fit or dlcv segment fit
+    fit = {"classify": classify.fit, "segment": segment.fit}[args.command]  # dlcv classify fit, dlcv segment fit
     fit(args.config, args.data, **_run_kwargs(args))
 
 
