@@ -132,11 +132,11 @@ def test_sync_batchnorm_keeps_timms_activations_and_frozen_layers_modes():
     from timm.layers import BatchNormAct2d
     from torch import nn
 
-    from dlcv.trainer import sync_batchnorm_plugin
+    from dlcv.trainer import TimmAwareSyncBatchNorm
 
     model = nn.Sequential(nn.Conv2d(3, 4, 1), BatchNormAct2d(4, act_layer=nn.ReLU), nn.BatchNorm2d(4))
     model[2].eval()  # a frozen layer
-    synced = sync_batchnorm_plugin().apply(model)
+    synced = TimmAwareSyncBatchNorm().apply(model)
     assert isinstance(synced[1], nn.SyncBatchNorm) and isinstance(synced[1].act, nn.ReLU)
     assert isinstance(synced[2], nn.SyncBatchNorm) and not synced[2].training and synced[1].training
 

@@ -147,7 +147,7 @@ def test_the_weight_average_is_bias_corrected_from_the_first_step():
 
     import lightning as L
 
-    from dlcv.trainer import make_ema_callback
+    from dlcv.trainer import BiasCorrectedEMA
 
     class Tiny(L.LightningModule):
         def __init__(self):
@@ -155,7 +155,7 @@ def test_the_weight_average_is_bias_corrected_from_the_first_step():
             self.layer, self.norm = torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2)
 
     module, decay = Tiny(), 0.9
-    ema = make_ema_callback(decay)
+    ema = BiasCorrectedEMA(decay)
     ema.setup(SimpleNamespace(), module, "fit")
     steps = [torch.randn(2, 3) for _ in range(6)]
     for t, weight in enumerate(steps, start=1):

@@ -6,11 +6,21 @@ settings."""
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar, WeightAveraging
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import TorchSyncBatchNorm
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from dlcv.errors import DlcvError
 from dlcv.runs import TOP_DIR, RunFolder
 from dlcv.runtime import resolve_precision
 
@@ -30,122 +40,104 @@ def resolve_devices(devices) -> int | str | list:
     return 1
 
 
-def make_epoch_csv_callback(path: Path, echo: bool):
-    """A callback writing one CSV row per epoch (and echoing it as a line when there is no bar)."""
-    import lightning as L
+class EpochMetricsCSV(L.Callback):
+    """Writes one CSV row per epoch to ``path`` (and echoes it as a line when there is no bar)."""
 
-    class EpochMetricsCSV(L.Callback):
-        def __init__(self):
-            self.start = time.perf_counter()
-            self.columns: list[str] | None = None
+    def __init__(self, path: Path, echo: bool):
+        self.path, self.echo = path, echo
+        self.start = time.perf_counter()
+        self.columns: list[str] | None = None
 
-        def on_train_start(self, trainer, pl_module):
-            """A resumed run keeps the rows of the epochs it resumes after and drops any later ones."""
-            done = trainer.current_epoch
-            if done == 0 or trainer.global_rank != 0 or not path.exists():
-                return
-            with open(path, newline="") as handle:
-                rows = list(csv.reader(handle))
-            if not rows:
-                return
-            self.columns, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) <= done]
-            with open(path, "w", newline="") as handle:
-                csv.writer(handle).writerows([self.columns, *kept])
-            if kept:  # the clock goes on from the last kept epoch
-                self.start -= float(kept[-1][self.columns.index("seconds")])
+    def on_train_start(self, trainer, pl_module):
+        """A resumed run keeps the rows of the epochs it resumes after and drops any later ones."""
+        done = trainer.current_epoch
+        if done == 0 or trainer.global_rank != 0 or not self.path.exists():
+            return
+        with open(self.path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        if not rows:
+            return
+        self.columns, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) <= done]
+        with open(self.path, "w", newline="") as handle:
+            csv.writer(handle).writerows([self.columns, *kept])
+        if kept:  # the clock goes on from the last kept epoch
+            self.start -= float(kept[-1][self.columns.index("seconds")])
 
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.sanity_checking or trainer.global_rank != 0:
-                return
-            metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
-            row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self.start, 1),
-                   **metrics}
-            if self.columns is None:
-                self.columns = list(row)
-                with open(path, "w", newline="") as handle:
-                    csv.writer(handle).writerow(self.columns)
-            with open(path, "a", newline="") as handle:
-                csv.writer(handle).writerow([row.get(c, "") for c in self.columns])
-            if echo:
-                # Per-class figures go to the CSV only: the line stays readable.
-                shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_iou_" not in k)
-                print(f"epoch {row['epoch']}/{trainer.max_epochs} {row['seconds']:.0f}s {shown}", flush=True)
-
-    return EpochMetricsCSV()
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
+        row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self.start, 1), **metrics}
+        if self.columns is None:
+            self.columns = list(row)
+            with open(self.path, "w", newline="") as handle:
+                csv.writer(handle).writerow(self.columns)
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow([row.get(c, "") for c in self.columns])
+        if self.echo:
+            # Per-class figures go to the CSV only: the line stays readable.
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_iou_" not in k)
+            print(f"epoch {row['epoch']}/{trainer.max_epochs} {row['seconds']:.0f}s {shown}", flush=True)
 
 
-def make_finite_loss_callback(run_dir: Path):
-    """A callback that stops a run whose training loss has become NaN or infinite, with one line naming the
-    run folder and the epoch, before that epoch's validation or checkpoint: Lightning would otherwise go on
-    to the end of the schedule and the run would write NaN weights (a backbone, a table) as if trained.
-    Each step's check stays on the device; the flag is read (and agreed across processes) once an epoch."""
-    import lightning as L
-    import torch
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops a run whose training loss has become NaN or infinite, with one line naming the run folder and the
+    epoch, before that epoch's validation or checkpoint: Lightning would otherwise go on to the end of the
+    schedule and the run would write NaN weights (a backbone, a table) as if trained. Each step's check stays
+    on the device; the flag is read (and agreed across processes) once an epoch."""
 
-    from dlcv.errors import DlcvError
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.bad: torch.Tensor | None = None
 
-    class StopOnNonFiniteLoss(L.Callback):
-        def __init__(self):
-            self.bad: torch.Tensor | None = None
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            bad = ~torch.isfinite(loss.detach())
+            self.bad = bad if self.bad is None else self.bad | bad
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-            if isinstance(loss, torch.Tensor):
-                bad = ~torch.isfinite(loss.detach())
-                self.bad = bad if self.bad is None else self.bad | bad
+    def check(self, trainer):
+        bad = self.bad is not None and bool(self.bad.item())
+        self.bad = None
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+            raise DlcvError(f"{self.run_dir}: the training loss became NaN or infinite in epoch "
+                            f"{trainer.current_epoch + 1}; the run stops here, its checkpoints hold the epochs "
+                            "before (try a lower optim.lr, or train.precision: 32-true)")
 
-        def check(self, trainer):
-            bad = self.bad is not None and bool(self.bad.item())
-            self.bad = None
-            if trainer.strategy.reduce_boolean_decision(bad, all=False):
-                raise DlcvError(f"{run_dir}: the training loss became NaN or infinite in epoch "
-                                f"{trainer.current_epoch + 1}; the run stops here, its checkpoints hold the epochs "
-                                "before (try a lower optim.lr, or train.precision: 32-true)")
-
-        def on_validation_start(self, trainer, pl_module):
-            if not trainer.sanity_checking:
-                self.check(trainer)
-
-        def on_train_epoch_end(self, trainer, pl_module):
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
             self.check(trainer)
 
-    return StopOnNonFiniteLoss()
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.check(trainer)
 
 
-def make_ema_callback(decay: float):
+class BiasCorrectedEMA(WeightAveraging):
     """``train.ema_decay``: Lightning's weight averaging with an exponential moving average that is bias-corrected
     as Adam's moments are. After step t the average weighs the weights of steps 1..t by decay^(t - i), normalised by
     their sum (1 - decay^t): early in a run it is an average of the weights trained so far, where the plain average
     (torch's ``get_ema_avg_fn``) is still mostly the first step's nearly random weights (at decay 0.995 and 74 steps
     an epoch, 48% of it after two epochs, which then validate at chance); once decay^t is small the two are the same.
     The step count is the trainer's (no host sync), and the update runs as foreach kernels."""
-    import torch
-    from lightning.pytorch.callbacks import WeightAveraging
 
-    class BiasCorrectedEMA(WeightAveraging):
-        def __init__(self):
-            super().__init__(multi_avg_fn=self.average)  # updated after every optimiser step
-            self.decay, self.weight = decay, 1.0
+    def __init__(self, decay: float):
+        super().__init__(multi_avg_fn=self.average)  # updated after every optimiser step
+        self.decay, self.weight = decay, 1.0
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.weight = (1 - decay) / (1 - decay ** max(1, trainer.global_step))
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.weight = (1 - self.decay) / (1 - self.decay ** max(1, trainer.global_step))
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
-        @torch.no_grad()
-        def average(self, averages, currents, _count):
-            if torch.is_floating_point(averages[0]):
-                torch._foreach_lerp_(averages, currents, self.weight)
-            else:  # integer buffers (batch norm's batch count) follow the model
-                torch._foreach_copy_(averages, currents)
-
-    return BiasCorrectedEMA()
+    @torch.no_grad()
+    def average(self, averages, currents, _count):
+        if torch.is_floating_point(averages[0]):
+            torch._foreach_lerp_(averages, currents, self.weight)
+        else:  # integer buffers (batch norm's batch count) follow the model
+            torch._foreach_copy_(averages, currents)
 
 
 def quiet_lightning(precision: str = "32-true") -> None:
     """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
-    import logging
-    import warnings
-
     if precision in ("16-mixed", "16"):
         # float16's gradient scaler skips the steps whose gradients overflowed (the first ones, while its scale
         # settles), and the schedule steps on, as in every mixed-precision recipe; torch reads that first skipped
@@ -169,9 +161,6 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
     """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard), in ``precision``
     (default: the recipe's, resolved for this hardware); ``first_callbacks`` run before every other
     callback's hooks (a time budget's plan, which the others read)."""
-    import lightning as L
-    from lightning.pytorch.loggers import TensorBoardLogger
-
     train = recipe["train"]
     precision = precision or resolve_precision(str(train["precision"]), str(train["accelerator"]))
     quiet_lightning(precision)
@@ -185,7 +174,8 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         "num_nodes": int(train.get("num_nodes", 1)),
         "strategy": train.get("strategy", "auto"),
         "sync_batchnorm": sync_batchnorm,
-        "plugins": [checkpoint_io(RunFolder(run_dir).last), *([sync_batchnorm_plugin()] if sync_batchnorm else [])],
+        "plugins": [ResumeStateInLastOnly(RunFolder(run_dir).last),
+                    *([TimmAwareSyncBatchNorm()] if sync_batchnorm else [])],
         "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
         "precision": precision,
         # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
@@ -209,25 +199,24 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
     return trainer
 
 
+class TopKCheckpoint(ModelCheckpoint):
+    @property
+    def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
+
+
 def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interactive: bool,
                   extra: tuple = ()) -> list:
     """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the
     recipe's top-k, early stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-
-    class TopKCheckpoint(ModelCheckpoint):
-        @property
-        def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
-            return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
-
     callbacks = [
-        make_finite_loss_callback(run_dir),
+        StopOnNonFiniteLoss(run_dir),
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
                         auto_insert_metric_name=False, enable_version_counter=False),
         # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
         # that also write a best checkpoint (since 2.6), so a resumed run would repeat every epoch after it.
         ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
-        make_epoch_csv_callback(RunFolder(run_dir).metrics_file, echo=not interactive),
+        EpochMetricsCSV(RunFolder(run_dir).metrics_file, echo=not interactive),
         *extra,
     ]
     top_k = int(train.get("save_top_k", 1))
@@ -238,7 +227,7 @@ def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interacti
     if int(train.get("early_stopping_patience", 0)) > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(train["early_stopping_patience"])))
     if float(train.get("ema_decay", 0)) > 0:
-        callbacks.append(make_ema_callback(float(train["ema_decay"])))
+        callbacks.append(BiasCorrectedEMA(float(train["ema_decay"])))
     if interactive:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
     return callbacks
@@ -248,8 +237,6 @@ def wants_sync_batchnorm(train: dict) -> bool:
     """``train.sync_batchnorm``, where it applies: torch's SyncBatchNorm runs on GPUs only."""
     if not bool(train.get("sync_batchnorm", False)):
         return False
-    import torch
-
     if not torch.cuda.is_available() or str(train["accelerator"]) == "cpu":
         print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
               file=sys.stderr)
@@ -262,42 +249,35 @@ def wants_sync_batchnorm(train: dict) -> bool:
 RESUME_ONLY = ("optimizer_states", "lr_schedulers", "current_model_state", "averaging_state")
 
 
-def checkpoint_io(last: Path):
+class ResumeStateInLastOnly(TorchCheckpointIO):
     """Lightning's checkpoint writer, which writes the state that only ``--resume`` reads into ``last``
     alone: ``best.ckpt`` and ``top/`` hold what scoring and prediction read (the weights they validated
     with, the recipe), a third of a full checkpoint under Adam with weight averaging."""
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-    class ResumeStateInLastOnly(TorchCheckpointIO):
-        def save_checkpoint(self, checkpoint, path, storage_options=None):
-            if Path(path).resolve() != last.resolve():
-                checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_ONLY}
-            super().save_checkpoint(checkpoint, path, storage_options)
+    def __init__(self, last: Path):
+        self.last = last
 
-    return ResumeStateInLastOnly()
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if Path(path).resolve() != self.last.resolve():
+            checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_ONLY}
+        super().save_checkpoint(checkpoint, path, storage_options)
 
 
-def sync_batchnorm_plugin():
+class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
     """Lightning's batch-norm synchronisation through timm's converter: torch's own turns timm's
     ``BatchNormAct2d`` (batch norm with its activation, in every timm encoder) into a bare
     ``SyncBatchNorm`` and silently drops the activation; timm's keeps it, and each layer's mode
     (a frozen trunk's batch norm stays in evaluation mode)."""
-    from lightning.pytorch.plugins import TorchSyncBatchNorm
 
-    class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
-        def apply(self, model):
-            from timm.layers import convert_sync_batchnorm
+    def apply(self, model):
+        from timm.layers import convert_sync_batchnorm
 
-            return convert_sync_batchnorm(model)
-
-    return TimmAwareSyncBatchNorm()
+        return convert_sync_batchnorm(model)
 
 
 def use_fast_gpu_math(deterministic: bool = False) -> None:
     """TF32 for float32 matrix products and convolutions on GPUs that have it (10 bits of mantissa,
     as every bf16 run already accepts), unless the run asked to be deterministic."""
-    import torch
-
     if torch.cuda.is_available() and not deterministic:
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.allow_tf32 = True
