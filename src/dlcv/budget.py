@@ -227,11 +227,9 @@ class TimeBudget(L.Callback):
 
     def closing_line(self, trainer) -> str:
         used = self.spent_before + time.perf_counter() - self.started
-        return (f"budget {format_duration(self.seconds)}: {trainer.global_step} steps = {self.trained(trainer):.2f} "
+        epochs = trainer.global_step / max(1, self.horizon.steps_per_epoch)
+        return (f"budget {format_duration(self.seconds)}: {trainer.global_step} steps = {epochs:.2f} "
                 f"epochs; {format_duration(used)} used so far ({used / self.seconds:.1%})")
-
-    def trained(self, trainer) -> float:
-        return trainer.global_step / max(1, self.horizon.steps_per_epoch)
 
     def summary(self, trainer) -> dict:
         """The budget's part of ``summary.json``: what was planned and measured."""

@@ -157,11 +157,10 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     output = check_output_path(output, inputs=(images, checkpoint))
     files = list_images(images)
     array = load_image_stack(files, use_cache=False)
-    total = None
+    total = 0
     for path in ensemble_checkpoints(checkpoint, ensemble):
         model, recipe = load_classifier(path)
-        scores = predict_scores(model, array, recipe, tta=tta)
-        total = scores if total is None else total + scores
+        total = total + predict_scores(model, array, recipe, tta=tta)
     labels = total.argmax(1).numpy()
     with atomic_write(output, newline="") as handle:
         writer = csv.writer(handle)
@@ -172,12 +171,10 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 
 # --- evaluation ----------------------------------------------------------------------------------------
 def _read_label_table(path: Path, role: str) -> dict[str, int]:
-    from dlcv.data.p1 import parse_label, read_csv_rows
+    from dlcv.data.images import list_images
+    from dlcv.data.p1 import label_from_filename, parse_label, read_csv_rows
 
     if path.is_dir():
-        from dlcv.data.images import list_images
-        from dlcv.data.p1 import label_from_filename
-
         return {p.name: label_from_filename(p) for p in list_images(path)}
     rows = read_csv_rows(path, ("label",))
     if rows and "filename" not in rows[0] and "image_id" not in rows[0]:
@@ -203,11 +200,7 @@ def _names(names: list[str]) -> str:
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
              confusion: str | os.PathLike | None = None) -> dict:
     """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV."""
-    from dlcv.metrics.classification import (
-        accuracy,
-        confusion_matrix,
-        per_class_accuracy,
-    )
+    from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
 
     predictions, labels = Path(predictions), Path(labels)
     if confusion is None:

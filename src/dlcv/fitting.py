@@ -68,9 +68,25 @@ class Fit:
         """Work between the run folder and the first epoch (primary process only where it writes)."""
 
     def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
-        """First process only, after the final scoring: ``summary.json`` and the closing lines."""
-        summary = fit_summary(recipe, trainer, task, run_dir, fit_seconds)
-        finish_fit(run_dir, summary, task.monitor, self.complete_summary(summary, recipe, task, data, run_dir))
+        """First process only, after the final scoring: ``summary.json`` (the fields every run's shares: what
+        ran, for how long, what was selected on what, under a budget what was planned and measured; then this
+        command's own) and the closing lines."""
+        cfg, metric, run = recipe["data"], task.monitor, RunFolder(run_dir)
+        best = getattr(trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
+        best = float(best) if best is not None else None
+        summary = {"name": recipe["name"], "model": recipe["model"]["name"], "epochs": trained_epochs(trainer, task),
+                   "fit_seconds": round(fit_seconds, 1),
+                   **({"budget": budget_summary(trainer)} if recipe["train"].get("budget") else {}),
+                   "selected_on": (f"holdout {cfg['holdout']:.0%} of {cfg['train']}" if float(cfg["holdout"]) > 0
+                                   else cfg["validation"]),
+                   f"best_{metric}": best, "best_checkpoint": str(run.best)}
+        final_line = self.complete_summary(summary, recipe, task, data, run_dir)
+        run.write_summary(summary)
+        print(f"best {metric} {f'{best:.4f}' if best is not None else '-'} (selected on {summary['selected_on']}); "
+              f"fit took {summary['fit_seconds'] / 60:.1f} min", flush=True)
+        if final_line:
+            print(final_line, flush=True)
+        print(f"best checkpoint: {run.best}", flush=True)
 
     def complete_summary(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
         """Add this command's own fields to ``summary`` (the final scoring, and any file of it); return the
@@ -191,39 +207,8 @@ def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
     trainer.test(task, datamodule=data, verbose=False)
 
 
-def fit_summary(recipe: dict, trainer, task, run_dir: Path, fit_seconds: float) -> dict:
-    """The fields every run's ``summary.json`` shares: what ran, for how long, what was selected on what,
-    and under a budget what was planned and measured."""
-    data, metric = recipe["data"], task.monitor
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_score if checkpoint is not None else None
-    return {
-        "name": recipe["name"],
-        "model": recipe["model"]["name"],
-        "epochs": trained_epochs(trainer, task),
-        "fit_seconds": round(fit_seconds, 1),
-        **({"budget": budget_summary(trainer)} if recipe["train"].get("budget") else {}),
-        "selected_on": (f"holdout {data['holdout']:.0%} of {data['train']}" if float(data["holdout"]) > 0
-                        else data["validation"]),
-        f"best_{metric}": float(best) if best is not None else None,
-        "best_checkpoint": str(RunFolder(run_dir).best),
-    }
-
-
 def budget_summary(trainer) -> dict | None:
     from dlcv.budget import TimeBudget
 
     found = [c for c in trainer.callbacks if isinstance(c, TimeBudget)]
     return found[0].summary(trainer) if found else None
-
-
-def finish_fit(run_dir: Path, summary: dict, metric: str, final_line: str | None = None) -> None:
-    """Write ``summary.json`` and print the closing lines of a ``fit`` command (primary process only)."""
-    RunFolder(run_dir).write_summary(summary)
-    best = summary[f"best_{metric}"]
-    best_text = f"{best:.4f}" if best is not None else "-"
-    print(f"best {metric} {best_text} (selected on {summary['selected_on']}); "
-          f"fit took {summary['fit_seconds'] / 60:.1f} min", flush=True)
-    if final_line:
-        print(final_line, flush=True)
-    print(f"best checkpoint: {RunFolder(run_dir).best}", flush=True)

@@ -55,10 +55,9 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) ->
     """Return ``path`` as a Path after checking that it can be a new or replaced file: its folder
     exists, it is not a folder and it is none of ``inputs`` (nor inside an input folder)."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        raise DlcvError(f"{path}: the output folder {parent} {what}")
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise DlcvError(f"{path}: the output folder {path.parent} {what}")
     if path.is_dir():
         raise DlcvError(f"{path}: is a folder, expected a file name")
     check_not_an_input(path, inputs)
@@ -121,10 +120,8 @@ def mark_folder(folder: PathLike, kind: str) -> None:
     """Write the manifest that lets a later command replace ``folder`` (``kind`` says what it holds)."""
     from dlcv import __version__
 
-    data = {"kind": kind, "dlcv": __version__, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with atomic_write(Path(folder) / MANIFEST) as handle:
-        json.dump(data, handle)
-        handle.write("\n")
+    write_json(Path(folder) / MANIFEST, {"kind": kind, "dlcv": __version__,
+                                         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=None)
 
 
 def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
@@ -146,10 +143,9 @@ def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Itera
     check_not_an_input(output, inputs)
     if output.exists() and not output.is_dir():
         raise DlcvError(f"{output}: exists and is not a folder")
-    parent = output.parent if str(output.parent) else Path(".")
-    if need_parent and not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        raise DlcvError(f"{output}: the folder {parent} {what}")
+    if need_parent and not output.parent.is_dir():
+        what = "is not a folder" if output.parent.exists() else "does not exist"
+        raise DlcvError(f"{output}: the folder {output.parent} {what}")
     if output.is_dir() and any(output.iterdir()):
         manifest = read_manifest(output)
         if manifest is None:
@@ -187,8 +183,7 @@ def _process_alive(pid: int) -> bool:
 def clean_leftovers(output: Path) -> None:
     """Remove the staging and old folders that a killed run left beside ``output`` (its own marked
     ones, of processes that are gone): the next run never leaves them behind."""
-    parent = output.parent if str(output.parent) else Path(".")
-    for leftover in parent.glob(f".{output.name}.dlcv-*-*"):
+    for leftover in output.parent.glob(f".{output.name}.dlcv-*-*"):
         kind, _, pid = leftover.name[len(output.name) + 2 :].rpartition("-")
         if kind not in (STAGING, OLD) or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
             continue
@@ -253,7 +248,7 @@ def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[Pa
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict, indent: int | None = 2) -> None:
     with atomic_write(path) as handle:
-        json.dump(data, handle, indent=2)
+        json.dump(data, handle, indent=indent)
         handle.write("\n")

@@ -22,9 +22,6 @@ from dlcv.errors import DlcvError
 from dlcv.io import atomic_write, check_output_folder, make_output_folder, write_json
 from dlcv.runtime import is_primary_process
 
-TOP_DIR = "top"  # the save_top_k best checkpoints of a run
-PROGRESS_DIR = "progress"  # segmentation: chosen images' masks through training
-
 
 @dataclass(frozen=True)
 class RunFolder:
@@ -33,22 +30,19 @@ class RunFolder:
     path: Path
 
     RECIPE = "recipe.yaml"
-    RESOLVED = "resolved.json"
     METRICS = "metrics.csv"
-    SUMMARY = "summary.json"
-    CONFUSION = "confusion.csv"
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
 
     recipe_file = property(lambda self: self.path / self.RECIPE)
-    resolved_file = property(lambda self: self.path / self.RESOLVED)
+    resolved_file = property(lambda self: self.path / "resolved.json")
     metrics_file = property(lambda self: self.path / self.METRICS)
-    summary_file = property(lambda self: self.path / self.SUMMARY)
-    confusion_file = property(lambda self: self.path / self.CONFUSION)
+    summary_file = property(lambda self: self.path / "summary.json")
+    confusion_file = property(lambda self: self.path / "confusion.csv")
     best = property(lambda self: self.path / "best.ckpt")
     last = property(lambda self: self.path / "last.ckpt")
-    top = property(lambda self: self.path / TOP_DIR)
+    top = property(lambda self: self.path / "top")  # the save_top_k best checkpoints
 
     @property
     def finished(self) -> bool:
@@ -61,7 +55,18 @@ class RunFolder:
         return self.last.is_file() and self.recipe_file.is_file()
 
     def read_recipe(self) -> dict:
-        return read_yaml(self.recipe_file)
+        """The recipe file the run wrote, as a mapping; one line naming the file when it is not one."""
+        import yaml
+
+        from dlcv.config import yaml_value
+
+        try:
+            data = yaml_value(self.recipe_file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise DlcvError(f"{self.recipe_file}: not a readable recipe ({' '.join(str(exc).split())[:160]})") from None
+        if not isinstance(data, dict):
+            raise DlcvError(f"{self.recipe_file}: not a recipe (expected a mapping of keys)")
+        return data
 
     def read_resolved(self) -> dict:
         """What the run derived beside its recipe (the precision it ran in, the class count, its data folder
@@ -91,9 +96,10 @@ class RunFolder:
 
     @property
     def progress(self) -> Path:
-        """``progress/``: ``images/ID_sat.png`` and ``ground_truth/ID_mask.png`` once, ``epoch_NNN/ID_mask.png``
-        at each chosen epoch (``tasks.progress.MaskProgress`` writes them)."""
-        return self.path / PROGRESS_DIR
+        """``progress/``, segmentation's masks through training: ``images/ID_sat.png`` and
+        ``ground_truth/ID_mask.png`` once, ``epoch_NNN/ID_mask.png`` at each chosen epoch
+        (``tasks.progress.MaskProgress`` writes them)."""
+        return self.path / "progress"
 
     def progress_epoch(self, epoch: int) -> Path:
         return self.progress / f"epoch_{epoch:03d}"
@@ -118,21 +124,6 @@ class RunFolder:
             masks = [read_mask(self.progress_epoch(e) / f"{name}_mask.png", codec) for e in epochs]
             rows.append((name, image, masks, read_mask(truth / f"{name}_mask.png", codec)))
         return epochs, rows
-
-
-def read_yaml(path: Path) -> dict:
-    """A recipe file written by a run, as a mapping; one line naming the file when it is not one."""
-    import yaml
-
-    from dlcv.config import yaml_value
-
-    try:
-        data = yaml_value(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DlcvError(f"{path}: not a readable recipe ({' '.join(str(exc).split())[:160]})") from None
-    if not isinstance(data, dict):
-        raise DlcvError(f"{path}: not a recipe (expected a mapping of keys)")
-    return data
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -175,9 +166,6 @@ def read_json(path: Path) -> dict:
     return data
 
 
-RUN_KIND = "run"  # the manifest kind of a run folder (dlcv.io)
-
-
 def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
                   inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
     """``runs_dir/name`` after checking that a run may be written there: a plain name, not the current
@@ -187,32 +175,18 @@ def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
     return check_output_folder(Path(runs_dir) / name, overwrite, inputs, need_parent=False)
 
 
-def prepare_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
-                    inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
-    """Create ``runs_dir/name`` (checked by ``check_run_dir``), replacing an earlier run only with ``overwrite``."""
-    run_dir = check_run_dir(runs_dir, name, overwrite, inputs)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        shutil.rmtree(run_dir)  # a run folder of dlcv's (checked above), replaced as asked
-    return make_output_folder(run_dir, RUN_KIND)
-
-
 def run_recipe(defaults: dict, config: str | os.PathLike | None, overrides: tuple[str, ...], name: str | None,
                runs_dir: str | os.PathLike, resume: bool) -> dict:
     """The recipe a training command runs: ``defaults``, then the file, then the overrides, renamed to
-    ``name`` when given; with ``resume``, the one saved in that run's folder (``resumed_recipe``)."""
+    ``name`` when given; with ``resume``, the one saved in that run's folder, so that the resumed run trains
+    exactly what the interrupted one did (an error if there is nothing to resume)."""
     from dlcv.config import load_recipe
 
     recipe = load_recipe(defaults, config, overrides)
     if name:
         recipe["name"] = name
-    return resumed_recipe(runs_dir, recipe) if resume else recipe
-
-
-def resumed_recipe(runs_dir: str | os.PathLike, recipe: dict) -> dict:
-    """The recipe saved in the run folder of ``recipe``'s name, which ``--resume`` trains with, so
-    that the resumed run trains exactly what the interrupted one did; an error if there is nothing to resume."""
-    from dlcv.config import load_recipe
-
+    if not resume:
+        return recipe
     run = RunFolder(Path(runs_dir) / str(recipe.get("name")))
     if not run.resumable:
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
@@ -221,12 +195,16 @@ def resumed_recipe(runs_dir: str | os.PathLike, recipe: dict) -> dict:
 
 def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, resume: bool,
                  inputs: tuple[str | os.PathLike | None, ...] = ()) -> tuple[Path, Path | None]:
-    """``(run folder, checkpoint to resume from or None)``: a new run gets an empty folder with its
-    recipe (``prepare_run_dir``, primary process only); a resumed one its ``last.ckpt``."""
+    """``(run folder, checkpoint to resume from or None)``: a new run gets an empty folder (checked by
+    ``check_run_dir``; an earlier run is replaced only with ``overwrite``) with its recipe, written by the
+    primary process only; a resumed one its ``last.ckpt``."""
     run_dir = Path(runs_dir) / recipe["name"]
     if resume:
         return run_dir, RunFolder(run_dir).last
     if is_primary_process():
-        run_dir = prepare_run_dir(runs_dir, recipe["name"], overwrite, inputs)
+        run_dir = check_run_dir(runs_dir, recipe["name"], overwrite, inputs)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            shutil.rmtree(run_dir)  # a run folder of dlcv's (checked above), replaced as asked
+        run_dir = make_output_folder(run_dir, "run")  # the manifest kind of a run folder (dlcv.io)
         RunFolder(run_dir).write_recipe(recipe)
     return run_dir, None

@@ -21,7 +21,7 @@ from lightning.pytorch.plugins import TorchSyncBatchNorm
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dlcv.errors import DlcvError
-from dlcv.runs import TOP_DIR, RunFolder
+from dlcv.runs import RunFolder
 from dlcv.runtime import resolve_precision
 
 LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node set by torchrun / SLURM
@@ -209,6 +209,7 @@ def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interacti
                   extra: tuple = ()) -> list:
     """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the
     recipe's top-k, early stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
+    run = RunFolder(run_dir)
     callbacks = [
         StopOnNonFiniteLoss(run_dir),
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
@@ -216,12 +217,12 @@ def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interacti
         # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
         # that also write a best checkpoint (since 2.6), so a resumed run would repeat every epoch after it.
         ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
-        EpochMetricsCSV(RunFolder(run_dir).metrics_file, echo=not interactive),
+        EpochMetricsCSV(run.metrics_file, echo=not interactive),
         *extra,
     ]
     top_k = int(train.get("save_top_k", 1))
     if top_k > 1:  # the k best epochs, for prediction by their averaged logits (predict --ensemble k)
-        callbacks.append(TopKCheckpoint(dirpath=run_dir / TOP_DIR, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
+        callbacks.append(TopKCheckpoint(dirpath=run.top, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
                                         monitor=monitor, mode=mode, save_top_k=top_k, auto_insert_metric_name=False,
                                         enable_version_counter=False))
     if int(train.get("early_stopping_patience", 0)) > 0:

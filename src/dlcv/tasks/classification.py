@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dlcv.data.augment import prepare_batch
+from dlcv.errors import DlcvError
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
-
 
 INIT_IMAGES = 5000  # training images a data-dependent initialisation reads
 
@@ -52,8 +52,6 @@ class ClassificationTask(BaseTask):
         self.label_smoothing = float(train["label_smoothing"])
         self.loss_name, self.focal_gamma = str(train.get("loss", "ce")), float(train.get("focal_gamma", 2.0))
         if self.loss_name not in ("ce", "focal"):
-            from dlcv.errors import DlcvError
-
             raise DlcvError(f"train.loss: {self.loss_name!r} is not one of ce, focal")
         self.num_classes = num_classes
         self.val_tta, self.tta = train["val_tta"], train["tta"]
@@ -87,8 +85,7 @@ class ClassificationTask(BaseTask):
             y = F.one_hot(y, self.num_classes).to(x.dtype)
         logits = self.model(x)
         loss = self.loss(logits, y)
-        hard = y.argmax(1)
-        self.train_acc(logits.detach(), hard)
+        self.train_acc(logits.detach(), y.argmax(1))
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
