@@ -182,6 +182,25 @@ def load_segmenter(path: str | os.PathLike):
     return rebuild_model(ckpt, recipe, path, "segment", NUM_CLASSES), recipe
 
 
+def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_size: int | None = None):
+    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch."""
+    import torch
+
+    from dlcv.data.seg_batches import model_input
+    from dlcv.runtime import inference_autocast, inference_device
+    from dlcv.tasks.segmentation import predict_probs
+
+    tta = tta or recipe["train"]["tta"]
+    batch_size = batch_size or int(recipe["data"]["eval_batch_size"])
+    device = inference_device()  # the uint8 tiles travel; resizing, TTA and up-sampling run on the device
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    with torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"]):
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
+            probs = predict_probs(model, model_input(batch, recipe["data"]), tuple(batch.shape[1:3]), tta)
+            yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
+
+
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
             tta: str | None = None, overwrite: bool = False) -> int:
     """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder.
@@ -189,30 +208,23 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     The masks are written into a new folder beside ``output`` and moved into place when all are
     done, so ``output`` never mixes old and new predictions and an interrupted run leaves it as it was.
     """
-    import torch
-
     from dlcv.data.images import decode_images
     from dlcv.data.p2 import find_images
-    from dlcv.data.seg_batches import model_input
     from dlcv.recipes import SEG_TTA_MODES
-    from dlcv.runtime import inference_autocast, inference_device
-    from dlcv.tasks.segmentation import predict_probs
 
     if tta is not None and tta not in SEG_TTA_MODES:
         raise DlcvError(f"--tta must be one of {', '.join(SEG_TTA_MODES)}, got {tta!r}")
     check_output_folder(output, overwrite, inputs=(images, checkpoint))
     found = find_images(images)
     model, recipe = load_segmenter(checkpoint)
-    tta, batch = tta or recipe["train"]["tta"], int(recipe["data"]["eval_batch_size"])
-    device = inference_device()  # the uint8 tiles travel; resizing, TTA and up-sampling run on the device
-    model = model.eval().to(device, memory_format=torch.channels_last)
-    with (staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging,
-          torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"])):
+    with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
+        batch = int(recipe["data"]["eval_batch_size"])
         for first in range(0, len(found), batch):
-            tiles = torch.from_numpy(decode_images(found.images[first : first + batch])).to(device)
-            probs = predict_probs(model, model_input(tiles, recipe["data"]), tuple(tiles.shape[1:3]), tta)
-            for name, mask in zip(found.ids[first : first + batch], probs.argmax(1).to(torch.uint8).cpu().numpy()):
-                write_mask(staging / f"{name}_mask.png", mask)
+            ids = found.ids[first : first + batch]
+            array = decode_images(found.images[first : first + batch])
+            for _, classes in predict_classes(model, array, recipe, tta, batch_size=batch):
+                for name, mask in zip(ids, classes):
+                    write_mask(staging / f"{name}_mask.png", mask)
     return len(found)
 
 
