@@ -18,14 +18,6 @@ from dlcv.io import atomic_write, check_output_path
 from dlcv.runs import RunFolder
 
 
-def write_confusion(path: Path, matrix: np.ndarray) -> None:
-    """Counts of (true class, predicted class): a header ``true,pred_0,...``, one row per true class."""
-    with atomic_write(path, newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["true", *(f"pred_{c}" for c in range(len(matrix)))])
-        writer.writerows([c, *map(int, row)] for c, row in enumerate(matrix))
-
-
 # --- fit -------------------------------------------------------------------------------------------
 class ClassifyFit(Fit):
     """``classify fit`` (and ``ssl finetune``): a classifier on labelled folders; the best checkpoint's
@@ -77,7 +69,7 @@ class ClassifyFit(Fit):
         matrix = task.final_confusion
         if matrix is None:
             return None
-        write_confusion(RunFolder(run_dir).confusion_file, matrix)
+        RunFolder(run_dir).write_confusion(matrix)
         if data.final is None:
             return None
         folder = data.final[3]

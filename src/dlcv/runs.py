@@ -94,6 +94,31 @@ class RunFolder:
     def write_summary(self, summary: dict) -> None:
         write_json(self.summary_file, summary)
 
+    def read_confusion(self):
+        """confusion.csv as a square int64 array (classification: the best checkpoint's counts of (true class,
+        predicted class) on the final set), or None when the run has none."""
+        import numpy as np
+
+        path = self.confusion_file
+        if not path.is_file():
+            return None
+        try:
+            with open(path, newline="") as handle:
+                rows = list(csv.reader(handle))
+            matrix = np.array([[int(v) for v in row[1:]] for row in rows[1:]], dtype=np.int64)
+        except (OSError, ValueError, IndexError) as exc:
+            raise DlcvError(f"{path}: not a confusion matrix CSV ({exc})") from None
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise DlcvError(f"{path}: not a square confusion matrix")
+        return matrix
+
+    def write_confusion(self, matrix) -> None:
+        """A header ``true,pred_0,...``, then one row of counts per true class."""
+        with atomic_write(self.confusion_file, newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["true", *(f"pred_{c}" for c in range(len(matrix)))])
+            writer.writerows([c, *map(int, row)] for c, row in enumerate(matrix))
+
     @property
     def progress(self) -> Path:
         """``progress/``, segmentation's masks through training: ``images/ID_sat.png`` and

@@ -6,10 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
-
 from dlcv.checkpoints import WEIGHT_ARGS
-from dlcv.errors import DlcvError
 from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
 from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Section, Table
@@ -44,25 +41,12 @@ def validation_accuracy(run: Run) -> tuple[float | None, str]:
     return (best["val_acc"], "metrics.csv, best epoch (run unfinished)") if best else (None, "")
 
 
-def read_confusion(path: Path) -> np.ndarray:
-    try:
-        with open(path, newline="") as handle:
-            rows = list(csv.reader(handle))
-        matrix = np.array([[int(v) for v in row[1:]] for row in rows[1:]], dtype=np.int64)
-    except (OSError, ValueError, IndexError) as exc:
-        raise DlcvError(f"{path}: not a confusion matrix CSV ({exc})") from None
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise DlcvError(f"{path}: not a square confusion matrix")
-    return matrix
-
-
 def confusion_blocks(run: Run, ctx: ReportContext) -> list:
     from dlcv.viz.confusion import plot_confusion
 
-    path = RunFolder(run.path).confusion_file
-    if not path.is_file():
+    matrix = RunFolder(run.path).read_confusion()
+    if matrix is None:
         return []
-    matrix = read_confusion(path)
     target = ctx.figure_path(run, "confusion")
     plot_confusion(matrix, target, title=f"{run.name}: confusion matrix")
     return [Figure(target, f"Confusion matrix of {run.name}'s best checkpoint on its validation images "
