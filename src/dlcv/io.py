@@ -248,7 +248,7 @@ def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[Pa
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_json(path: Path, data: dict, indent: int | None = 2) -> None:
+def write_json(path: Path, data: dict | list, indent: int | None = 2) -> None:
     with atomic_write(path) as handle:
         json.dump(data, handle, indent=indent)
         handle.write("\n")

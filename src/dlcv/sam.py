@@ -108,8 +108,7 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
             image = decode_image(path)
             records, seconds[name] = runner.generate(name, image)
             counts[name] = len(records)
-            with atomic_path(staging / f"{name}.json") as tmp:
-                tmp.write_text(json.dumps(records) + "\n", encoding="utf-8")
+            write_json(staging / f"{name}.json", records, indent=None)
             overlay = masks_overlay(image, [decode_rle(r["segmentation"]) for r in records])
             write_png(staging / f"{name}_overlay.png", overlay)
             if name in chosen:

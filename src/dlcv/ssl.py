@@ -9,7 +9,6 @@ writes the table; ``predict`` writes ``id,filename,label`` in the input CSV's or
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from dlcv.io import (
     check_output_path,
     make_output_folder,
 )
-from dlcv.runs import RunFolder
+from dlcv.runs import RunFolder, read_json
 from dlcv.runtime import barrier, is_primary_process
 
 BACKBONE_FILE = "backbone.pt"
@@ -67,7 +66,7 @@ class PretrainFit(Fit):
         from dlcv.io import write_json
 
         init = run_dir / INIT_FILE
-        self.at_init = json.loads(init.read_text()).get("knn_acc") if init.is_file() else None
+        self.at_init = read_json(init).get("knn_acc") if init.is_file() else None
         if self.monitor is None or resumed or not is_primary_process():
             return
         # The monitor before any training, with batch-norm statistics of the pre-training images (see
