@@ -182,8 +182,10 @@ def load_segmenter(path: str | os.PathLike):
     return rebuild_model(ckpt, recipe, path, "segment", NUM_CLASSES), recipe
 
 
-def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_size: int | None = None):
-    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch."""
+def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_size: int | None = None,
+                    load=np.array):
+    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch;
+    ``load`` turns a slice of ``images`` into a (B, H, W, 3) uint8 array (e.g. decodes a slice of files)."""
     import torch
 
     from dlcv.data.seg_batches import model_input
@@ -196,7 +198,7 @@ def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_s
     model = model.eval().to(device, memory_format=torch.channels_last)
     with torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"]):
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
+            batch = torch.from_numpy(load(images[start : start + batch_size])).to(device)
             probs = predict_probs(model, model_input(batch, recipe["data"]), tuple(batch.shape[1:3]), tta)
             yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
 
@@ -218,13 +220,9 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     found = find_images(images)
     model, recipe = load_segmenter(checkpoint)
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
-        batch = int(recipe["data"]["eval_batch_size"])
-        for first in range(0, len(found), batch):
-            ids = found.ids[first : first + batch]
-            array = decode_images(found.images[first : first + batch])
-            for _, classes in predict_classes(model, array, recipe, tta, batch_size=batch):
-                for name, mask in zip(ids, classes):
-                    write_mask(staging / f"{name}_mask.png", mask)
+        for first, classes in predict_classes(model, found.images, recipe, tta, load=decode_images):
+            for name, mask in zip(found.ids[first : first + len(classes)], classes):
+                write_mask(staging / f"{name}_mask.png", mask)
     return len(found)
 
 
