@@ -3,7 +3,7 @@
 # C against A) for 12 seeds and precisions side by side (bf16-mixed, 32-true and a T4's 16-mixed), each process on a
 # core of its own, all on the one GPU. The GPU's kernels are not deterministic, so a seed there is one draw: the
 # demo's test failed on an H200 (2026-11-27) with a kNN rise of +0.133 while the same seed gave +0.216 and +0.366 in
-# other runs. The same 12 runs at the 6 BYOL epochs of then took 73 s on an H200.
+# other runs. Twelve such runs at the 6 BYOL epochs of then took 73 s on an H200.
 # Here: `bash benchmarks/gpu_prepare.sh check` (the wheels the image lacks, into .gpu/); then the device's run with
 # carry [".gpu"], timeout_s 240 and the command `bash benchmarks/gpu_demo_seeds.sh`. Extra arguments (e.g.
 # --byol '{"train": {"epochs": 6}}') go to every run.
