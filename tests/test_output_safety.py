@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +260,122 @@ def test_a_folder_output_on_a_full_disk_is_one_line_and_leaves_nothing(capsys, m
     expect_refusal(capsys, r"pred.*: cannot be written \(No space left on device\)",
                    *_seg_predict(seg_run, p2_data / "validation", tmp_path / "pred"))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- special files, links, copied runs, names that look like patterns ---------------------------------------
+def _kinds(root: Path) -> dict[str, tuple]:
+    """Every entry below ``root`` (links not followed): its kind bits, a link's target, a file's digest."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(dirpath) / name
+            mode = path.lstat().st_mode
+            detail = (os.readlink(path) if stat.S_ISLNK(mode) else
+                      hashlib.sha256(path.read_bytes()).hexdigest() if stat.S_ISREG(mode) else "")
+            out[str(path.relative_to(root))] = (stat.S_IFMT(mode), detail)
+    return out
+
+
+@pytest.fixture
+def specials(tmp_path) -> Path:
+    """A folder holding a FIFO, a link to a file of the user's, a dangling link and (as root) a character
+    device like /dev/null, each also under its name with ``.png``: outputs that a rename would replace with a
+    regular file."""
+    folder = tmp_path / "specials"
+    folder.mkdir()
+    (folder / "mine.csv").write_text("the user's own file")
+    for suffix in ("", ".png"):
+        os.mkfifo(folder / f"fifo{suffix}")
+        (folder / f"link{suffix}").symlink_to(folder / "mine.csv")
+        (folder / f"dangling{suffix}").symlink_to(folder / "nowhere.csv")
+        try:
+            os.mknod(folder / f"null{suffix}", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        except PermissionError:
+            pass
+    return folder
+
+
+def _file_writers(trained_run: Path, seg_run: Path, p1_data: Path, p2_data: Path, output: Path) -> list[tuple]:
+    """Every command that writes a single file, writing it to ``output``."""
+    val = p2_data / "validation"
+    return [
+        ("classify", "predict", "--checkpoint", trained_run / "best.ckpt", "--images", p1_data / "val_50",
+         "--output", output),
+        ("segment", "overlay", "--image", val / "0000_sat.jpg", "--mask", val / "0000_mask.png", "--output", output),
+        ("segment", "progress", seg_run, "--output", output.with_name(output.name + ".png")),
+        ("ssl", "export", "--checkpoint", trained_run / "best.ckpt", "--output", output),
+    ]
+
+
+@pytest.mark.parametrize("name", ["fifo", "link", "dangling", "null"])
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(capsys, specials, trained_run, seg_run,
+                                                                              p1_data, p2_data, name):
+    if not os.path.lexists(specials / name):
+        pytest.skip("creating a device file needs root")
+    before = _kinds(specials)
+    what = r"is a link; give the file itself" if "link" in name or name == "dangling" else \
+        r"is a (FIFO|character device), expected a file name"
+    for args in _file_writers(trained_run, seg_run, p1_data, p2_data, specials / name):
+        expect_refusal(capsys, rf"{name}(\.png)?: {what}", *args)
+    assert _kinds(specials) == before
+
+
+def test_evaluate_refuses_a_special_file_as_its_confusion_figure(capsys, specials, tmp_path):
+    (tmp_path / "pred.csv").write_text("filename,label\n0_0.png,0\n")
+    (tmp_path / "labels.csv").write_text("filename,label\n0_0.png,0\n")
+    before = _kinds(specials)
+    expect_refusal(capsys, r"fifo: is a FIFO", "classify", "evaluate", "--predictions", tmp_path / "pred.csv",
+                   "--labels", tmp_path / "labels.csv", "--confusion", specials / "fifo")
+    assert _kinds(specials) == before
+
+
+def test_an_output_folder_that_is_a_fifo_is_refused(capsys, specials, seg_run, p2_data):
+    before = _kinds(specials)
+    expect_refusal(capsys, r"fifo: is a FIFO, expected a folder",
+                   *_seg_predict(seg_run, p2_data / "validation", specials / "fifo", "--overwrite"))
+    assert _kinds(specials) == before
+
+
+def test_embed_plot_never_writes_into_a_folder_of_the_users(capsys, tmp_path, trained_run):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "embedding_metrics.csv").write_text("my own table")
+    expect_refusal(capsys, r"mine: holds files that dlcv did not write", "embed", "plot", trained_run, "--method",
+                   "pca", "--output", mine)
+    assert folder_digest(mine) == {"embedding_metrics.csv": hashlib.sha256(b"my own table").hexdigest()}
+    expect_refusal(capsys, r"best\.ckpt: exists and is not a folder|is a regular file, expected a folder", "embed",
+                   "plot", trained_run, "--method", "pca", "--output", trained_run / "best.ckpt")
+    out = tmp_path / "figures"
+    for _ in range(2):  # its own folder of figures it writes again
+        code, _, err = run_cli(capsys, "embed", "plot", trained_run, "--method", "pca", "--output", out)
+        assert code == 0, err
+    assert (out / MANIFEST).is_file() and (out / "embedding_metrics.csv").is_file()
+
+
+def test_a_copied_run_resumed_under_its_new_name_leaves_the_original_alone(capsys, tmp_path, recipe, p1_data):
+    runs = tmp_path / "runs"
+    code, _, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs,
+                           "--set", "train.epochs=1")
+    assert code == 0, err
+    (runs / "tiny" / "summary.json").unlink()  # as if it had been interrupted after its last.ckpt
+    shutil.copytree(runs / "tiny", runs / "copy")
+    original = folder_digest(runs / "tiny")
+    code, out, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs,
+                             "--name", "copy", "--resume")
+    assert code == 0, err
+    assert f"run folder: {runs / 'copy'}" in out
+    assert folder_digest(runs / "tiny") == original
+    assert json.loads((runs / "copy" / "summary.json").read_text())["name"] == "copy"
+
+
+def test_an_output_name_is_never_a_pattern(capsys, tmp_path, seg_run, p2_data):
+    out = tmp_path / "o"
+    out.mkdir()
+    neighbour = out / f".ab.dlcv-old-{_dead_pid()}"  # what another output's interrupted replacement left
+    neighbour.mkdir()
+    mark_folder(neighbour, "set of predicted masks")
+    (neighbour / "0000_mask.png").write_bytes(b"theirs")
+    code, _, err = run_cli(capsys, *_seg_predict(seg_run, p2_data / "validation", out / "a*"))
+    assert code == 0, err
+    assert (neighbour / "0000_mask.png").read_bytes() == b"theirs"
+    assert (out / "a*" / MANIFEST).is_file()

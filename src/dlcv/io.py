@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -21,9 +23,12 @@ from pathlib import Path
 from dlcv.errors import DlcvError
 
 MANIFEST = ".dlcv-output"  # the mark of a folder that dlcv wrote whole (JSON: kind, version, time)
+FIGURES = "set of figures"  # the manifest kind of a folder that figures are added to file by file
 STAGING, OLD = "dlcv-staging", "dlcv-old"  # ``.NAME.STAGING-PID`` is filled, ``.NAME.OLD-PID`` is being removed
 
 PathLike = str | os.PathLike
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
 
 
 def write_error(path: PathLike, exc: OSError) -> DlcvError:
@@ -53,15 +58,33 @@ def check_not_an_input(output: PathLike, inputs: Iterable[PathLike | None]) -> N
 
 def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
     """Return ``path`` as a Path after checking that it can be a new or replaced file: its folder
-    exists, it is not a folder and it is none of ``inputs`` (nor inside an input folder)."""
+    exists; it is new or a regular file (a link, a folder, a device, a FIFO or a socket is refused:
+    the rename that writes it would put a file in their place); and it is none of ``inputs`` (nor
+    inside an input folder)."""
     path = Path(path)
     if not path.parent.is_dir():
         what = "is not a folder" if path.parent.exists() else "does not exist"
         raise DlcvError(f"{path}: the output folder {path.parent} {what}")
-    if path.is_dir():
-        raise DlcvError(f"{path}: is a folder, expected a file name")
+    check_not_special(path)
     check_not_an_input(path, inputs)
     return path
+
+
+def check_not_special(path: Path, folder: bool = False) -> None:
+    """Refuse an existing ``path`` that is a link, or that is not a regular file (``folder``: a folder)."""
+    wanted = "folder" if folder else "file"
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    if stat.S_ISLNK(mode):
+        raise DlcvError(f"{path}: is a link; give the {wanted} itself, not a link to it")
+    if (stat.S_ISDIR if folder else stat.S_ISREG)(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
+    raise DlcvError(f"{path}: is {kind}, expected {'a folder' if folder else 'a file name'}")
 
 
 def current_umask() -> int:
@@ -134,15 +157,12 @@ def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Itera
     ``kind`` is given, one of that same kind, which the command always replaces: a report).
     """
     output = Path(output)
-    if output.is_symlink():
-        raise DlcvError(f"{output}: is a link; give the folder itself, not a link to it")
+    check_not_special(output, folder=True)
     here = _resolved(".")
     target = _resolved(output)
     if target == here or target in here.parents:
         raise DlcvError(f"{output}: is the current folder or holds it; give a new folder for the output")
     check_not_an_input(output, inputs)
-    if output.exists() and not output.is_dir():
-        raise DlcvError(f"{output}: exists and is not a folder")
     if need_parent and not output.parent.is_dir():
         what = "is not a folder" if output.parent.exists() else "does not exist"
         raise DlcvError(f"{output}: the folder {output.parent} {what}")
@@ -170,6 +190,26 @@ def make_output_folder(output: PathLike, kind: str) -> Path:
     return output
 
 
+def figures_folder(output: PathLike) -> Path:
+    """``output`` made ready to take figures file by file (``dlcv embed plot``, ``dlcv segment progress``):
+    new, empty, a folder of figures dlcv wrote, or a run folder's own ``figures/``; a folder holding
+    anything else is refused, so that no file of another's is written over."""
+    output = Path(output)
+    check_not_special(output, folder=True)
+    if not output.parent.is_dir():
+        what = "is not a folder" if output.parent.exists() else "does not exist"
+        raise DlcvError(f"{output}: the folder {output.parent} {what}")
+    if output.is_dir() and any(output.iterdir()):
+        kind = (read_manifest(output) or {}).get("kind")
+        in_run = (read_manifest(output.parent) or {}).get("kind") == "run" and output.name == "figures"
+        if kind is None and not in_run:
+            raise DlcvError(f"{output}: holds files that dlcv did not write (no {MANIFEST}); choose a new or "
+                            "empty folder for the figures")
+        if kind not in (None, FIGURES):
+            raise DlcvError(f"{output}: already holds a {kind}; choose a new folder for the figures")
+    return make_output_folder(output, FIGURES)
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -183,7 +223,7 @@ def _process_alive(pid: int) -> bool:
 def clean_leftovers(output: Path) -> None:
     """Remove the staging and old folders that a killed run left beside ``output`` (its own marked
     ones, of processes that are gone): the next run never leaves them behind."""
-    for leftover in output.parent.glob(f".{output.name}.dlcv-*-*"):
+    for leftover in output.parent.glob(f".{glob.escape(output.name)}.dlcv-*-*"):  # the name literally, not a pattern
         kind, _, pid = leftover.name[len(output.name) + 2 :].rpartition("-")
         if kind not in (STAGING, OLD) or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
             continue

@@ -191,12 +191,17 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def check_run_name(name: str) -> None:
+    """Refuse a run name that is not a plain folder name."""
+    if not name or "/" in name or name in (".", ".."):
+        raise DlcvError(f"run name {name!r} must be a plain folder name")
+
+
 def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
                   inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
     """``runs_dir/name`` after checking that a run may be written there: a plain name, not the current
     folder or an input, and new, empty or (with ``overwrite``) a folder that dlcv wrote."""
-    if not name or "/" in name or name in (".", ".."):
-        raise DlcvError(f"run name {name!r} must be a plain folder name")
+    check_run_name(name)
     return check_output_folder(Path(runs_dir) / name, overwrite, inputs, need_parent=False)
 
 
@@ -212,10 +217,12 @@ def run_recipe(defaults: dict, config: str | os.PathLike | None, overrides: tupl
         recipe["name"] = name
     if not resume:
         return recipe
+    check_run_name(str(recipe.get("name")))
     run = RunFolder(Path(runs_dir) / str(recipe.get("name")))
     if not run.resumable:
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
-    return load_recipe(recipe, run.recipe_file)
+    # The folder named is the run resumed, whatever name its recipe saved (a run folder copied elsewhere).
+    return {**load_recipe(recipe, run.recipe_file), "name": run.path.name}
 
 
 def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, resume: bool,

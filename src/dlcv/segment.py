@@ -24,7 +24,7 @@ from dlcv.data.masks import (
 )
 from dlcv.errors import DlcvError
 from dlcv.fitting import Fit
-from dlcv.io import atomic_write, check_output_folder, check_output_path, staged_folder
+from dlcv.io import atomic_write, check_output_folder, check_output_path, figures_folder, staged_folder
 from dlcv.runtime import usable_cpus
 
 
@@ -234,8 +234,10 @@ def progress(run: str | os.PathLike, output: str | os.PathLike | None = None) ->
 
     run = Path(run)
     epochs, rows = RunFolder(run).read_progress()
-    stem = Path(output) if output is not None else run / "figures" / "masks_through_training"
     if output is None:
-        stem.parent.mkdir(exist_ok=True)
-    stem = stem.with_suffix("") if stem.suffix.lower() in (".png", ".pdf") else stem
+        stem = figures_folder(run / "figures") / "masks_through_training"
+    else:
+        stem = Path(output).with_suffix("") if Path(output).suffix.lower() in (".png", ".pdf") else Path(output)
+        for suffix in (".png", ".pdf"):
+            check_output_path(stem.with_name(stem.name + suffix))
     return plot_progress(rows, epochs, stem)

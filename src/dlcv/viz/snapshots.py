@@ -15,7 +15,7 @@ import numpy as np
 
 from dlcv.data.features import FeatureSet, load_features, load_run_snapshots
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write
+from dlcv.io import atomic_write, figures_folder
 
 METHODS = ("pca", "tsne")
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
@@ -56,12 +56,7 @@ def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", 
 
     chosen = parse_methods(methods)
     sets, default_output = load_sources(sources, training_subset)
-    output = Path(output) if output is not None else default_output
-    if output.exists() and not output.is_dir():
-        raise DlcvError(f"{output}: exists and is not a folder")
-    if not output.parent.is_dir():
-        raise DlcvError(f"{output}: the folder {output.parent} does not exist")
-    output.mkdir(exist_ok=True)
+    output = figures_folder(output if output is not None else default_output)
     aligned = same_points(sets)
     rows = [{"snapshot": fs.title(), "epoch": "" if fs.epoch is None else fs.epoch, "points": len(fs.labels),
              "dims": fs.features.shape[1], "knn_acc": knn_accuracy(fs.features, fs.labels, k=k),
