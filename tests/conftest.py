@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,12 +118,48 @@ BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed") \
 SETUP_ALLOWED = 5.0  # the wall-clock budget tests leave this much of their budgets for a command's setup
 
 
-def budget_fit(data: Path, recipe: Path, runs: Path, *extra: str) -> subprocess.Popen:
-    """``dlcv classify fit`` as a separate process, with its own image cache, its output piped."""
+def budget_fit(data: Path, recipe: Path, runs: Path, *extra: str,
+               park: tuple[Path, int, int] | None = None) -> subprocess.Popen:
+    """``dlcv classify fit`` as a separate process, with its own image cache, its output piped. With ``park``
+    ``(file, epoch, batch)`` it writes ``file`` after that batch (both counted from 0) and waits there, so
+    that a test kills it at a point it chose, never after a guessed time (see ``wait_parked``)."""
     env = {**os.environ, "DLCV_CACHE": str(runs / "cache")}
-    return subprocess.Popen([sys.executable, "-m", "dlcv", "classify", "fit", "--config", str(recipe), "--data",
+    start = ["-c", PARKED_FIT, *map(str, park)] if park else ["-m", "dlcv"]
+    return subprocess.Popen([sys.executable, *start, "classify", "fit", "--config", str(recipe), "--data",
                              str(data), "--runs-dir", str(runs), *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
+
+
+PARKED_FIT = """
+import pathlib, sys, time
+import lightning as L
+import dlcv.trainer
+from dlcv.cli.main import main
+
+marker, at = pathlib.Path(sys.argv[1]), (int(sys.argv[2]), int(sys.argv[3]))
+
+class Park(L.Callback):
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == at:
+            marker.write_text("parked")
+            time.sleep(600)
+
+build = dlcv.trainer.build_trainer
+dlcv.trainer.build_trainer = lambda *a, extra_callbacks=(), **k: build(*a, extra_callbacks=(*extra_callbacks, Park()),
+                                                                       **k)
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def wait_parked(process: subprocess.Popen, marker: Path, timeout: float = 300) -> None:
+    """Wait until ``process`` (a ``budget_fit`` with ``park``) has parked, then kill it there."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not marker.exists() and process.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), process.communicate()[1][-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
 
 
 @pytest.fixture(scope="session")

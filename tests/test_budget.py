@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import time
 
 import pytest
 import torch
-from conftest import BUDGET_RECIPE, budget_fit, skip_if_overloaded
+from conftest import BUDGET_RECIPE, budget_fit, skip_if_overloaded, wait_parked
 
 from dlcv.budget import TAIL, WARM_STEPS, TimeBudget, latest_step_seconds, plan_steps
 from dlcv.recipe_checks import format_duration, parse_duration
@@ -280,13 +279,8 @@ def test_a_resumed_budget_goes_on_with_what_is_left(p1_data, tmp_path, setup_top
     recipe = tmp_path / "timed.yaml"
     recipe.write_text(BUDGET_RECIPE)
     seconds = setup_topped(30, setups=2)  # the resumed command pays its setup again
-    victim = budget_fit(p1_data, recipe, tmp_path, "--budget", f"{seconds}s")
-    csv_path = tmp_path / "timed" / "metrics.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (csv_path.exists() and len(csv_path.read_text().splitlines()) >= 4):
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
+    victim = budget_fit(p1_data, recipe, tmp_path, "--budget", f"{seconds}s", park=(tmp_path / "parked", 30, 0))
+    wait_parked(victim, tmp_path / "parked")
     began = time.perf_counter()
     resumed = budget_fit(p1_data, recipe, tmp_path, "--resume")
     out, err = resumed.communicate(timeout=300)

@@ -3,17 +3,13 @@ exact resume after SIGKILL; two-process DDP with gathered validation metrics."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import REPO, run_cli
+from conftest import REPO, budget_fit, run_cli, wait_parked
 
 from dlcv.config import load_recipe
 from dlcv.errors import DlcvError
@@ -213,11 +209,8 @@ embed: {epochs: ""}
 """
 
 
-def _fit_process(data: Path, recipe: Path, runs: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "DLCV_CACHE": str(runs / "cache")}
-    return subprocess.Popen([sys.executable, "-m", "dlcv", "classify", "fit", "--config", str(recipe), "--data",
-                             str(data), "--runs-dir", str(runs), *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+def _fit_process(data: Path, recipe: Path, runs: Path, *extra: str, park=None) -> subprocess.Popen:
+    return budget_fit(data, recipe, runs, *extra, park=park)
 
 
 def _last_row(run: Path) -> dict:
@@ -243,17 +236,11 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(bigger_p1, tmp
     expected = _last_row(tmp_path / "straight" / "resume")
 
     runs = tmp_path / "killed"
-    victim = _fit_process(bigger_p1, recipe, runs)
+    parked = tmp_path / "parked"
+    victim = _fit_process(bigger_p1, recipe, runs, park=(parked, 2, 5))  # the sixth batch of epoch 3
+    wait_parked(victim, parked)
     csv_path = runs / "resume" / "metrics.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (csv_path.exists() and len(csv_path.read_text().splitlines()) >= 3):
-        time.sleep(0.05)  # wait for the end of epoch 2 ...
-    time.sleep(0.3)  # ... and kill inside epoch 3
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
-    assert victim.returncode == -signal.SIGKILL
-    rows_before = len(csv_path.read_text().splitlines()) - 1
-    assert 2 <= rows_before < 4, "the kill did not land inside the run"
+    assert len(csv_path.read_text().splitlines()) - 1 == 2  # epochs 1 and 2 ended, 3 did not
 
     resumed = _fit_process(bigger_p1, recipe, runs, "--resume")
     out, err = resumed.communicate(timeout=600)
