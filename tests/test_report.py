@@ -315,3 +315,46 @@ def test_the_page_renders_in_headless_chromium_with_every_image_and_no_console_e
     summary = json.loads((seg_run / "summary.json").read_text())
     assert f"{summary['best_val_miou']:.4f}" in text
     assert shot.stat().st_size > 10_000
+
+
+# --- the report as a PDF, and each year's order -----------------------------------------------------------
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_report_is_printed_to_an_a4_pdf_holding_every_figure_and_section(both_report):
+    pypdf = pytest.importorskip("pypdf")
+    reader = pypdf.PdfReader(both_report / "report.pdf")
+    page = read_page(both_report / "index.html")
+    assert len(reader.pages) >= 2
+    for pdf_page in reader.pages:  # A4 portrait, in points
+        assert (round(float(pdf_page.mediabox.width)), round(float(pdf_page.mediabox.height))) == (595, 842)
+    assert sum(len(p.images) for p in reader.pages) == len(page.images) > 0
+    text = " ".join(p.extract_text() for p in reader.pages)
+    for title in ("Problem 1: image classification", "Semantic segmentation"):
+        assert title in text
+
+
+def test_without_chromium_the_report_says_how_to_get_one_and_writes_the_rest(capsys, monkeypatch, tmp_path,
+                                                                              plotted_run):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("DLCV_CHROMIUM", raising=False)
+    copy_run(plotted_run, tmp_path / "runs")
+    code, out, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report")
+    assert code == 0, err
+    assert "note: no Chromium found, so no report.pdf: install one (Debian/Ubuntu: apt-get install chromium)" in out
+    assert (tmp_path / "report" / "index.html").is_file() and not (tmp_path / "report" / "report.pdf").exists()
+    monkeypatch.setenv("DLCV_CHROMIUM", str(tmp_path / "no-such-browser"))
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report")
+    assert code == 2 and "no-such-browser: not an executable file" in err
+
+
+def test_a_year_orders_the_sections_as_its_homework(capsys, tmp_path, plotted_run, seg_run):
+    copy_run(plotted_run, tmp_path / "runs")
+    copy_run(seg_run, tmp_path / "runs")
+    for year, first in ((2023, "classification"), (2024, "segmentation")):
+        code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report",
+                               "--year", year, "--no-pdf")
+        assert code == 0, err
+        assert read_page(tmp_path / "report" / "index.html").ids[0] == first
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "other",
+                           "--year", 2020)
+    assert code == 2 and "--year 2020: choose among 2021, 2022, 2023, 2024" in err
+    assert not (tmp_path / "other").exists()

@@ -223,11 +223,17 @@ def _keys(args) -> None:
 def _report(args) -> None:
     from dlcv.report import build_report
 
-    result = build_report(args.runs, args.output, overwrite=args.overwrite)
+    from dlcv.report.pdf import HOW_TO_GET
+
+    result = build_report(args.runs, args.output, overwrite=args.overwrite, year=args.year, pdf=not args.no_pdf)
     for note in result["skipped"]:
         print(f"note: left out {note}")
     print(f"report of {len(result['runs'])} run(s) ({', '.join(result['sections'])}) in {result['seconds']:.0f} s")
     print(f"open {result['index']} (self-contained); Markdown: {result['markdown']}")
+    if result["pdf"]:
+        print(f"PDF: {result['pdf']}")
+    elif not args.no_pdf:
+        print(f"note: no Chromium found, so no report.pdf: {HOW_TO_GET}")
 
 
 def _demo(args) -> None:
@@ -284,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder for index.html, report.md and figures/ (new, empty or an earlier report)")
     report.add_argument("--overwrite", action="store_true",
                         help="also replace a folder of dlcv's that is not a report (an earlier report always is)")
+    report.add_argument("--year", type=int, help="order the sections as that year's homework (2021-2024) numbers "
+                        "its problems")
+    report.add_argument("--no-pdf", action="store_true", help="write no report.pdf (it needs a Chromium)")
 
     data = _group(commands, "data", "data sets")
     synth = _command(data, "synth", _synth, "write the embedded default data in the course's formats")

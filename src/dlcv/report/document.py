@@ -101,6 +101,18 @@ tbody tr:hover { background: #fafbfc; }
 figure { margin: 12px 0 22px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; display: block; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; max-width: 90ch; }
+@page { size: A4; margin: 14mm 12mm; }
+@media print {
+  body { font-size: 11.5px; }
+  main { max-width: none; padding: 0; }
+  h2 { break-before: page; margin-top: 0; }
+  h2, h3, h4, p.caption { break-after: avoid; }
+  figure, table, tr, .table-wrap { break-inside: avoid; }
+  .table-wrap { overflow: visible; }
+  table { font-size: 10.5px; }
+  figure img { width: auto !important; max-width: 100%; max-height: 230mm; }
+  tbody tr:hover { background: none; }
+}
 """
 
 
