@@ -236,6 +236,24 @@ def _report(args) -> None:
         print(f"note: no Chromium found, so no report.pdf: {HOW_TO_GET}")
 
 
+def _handin(args) -> None:
+    from dlcv.handin import handin
+
+    given = {}
+    for item in args.checkpoint:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise DlcvError(f"--checkpoint {item!r}: expected NAME=PATH, e.g. p1=runs/p1_model_b/best.ckpt")
+        given[name] = path
+    rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite)
+    width = max(len(name) for name, *_ in rows)
+    for name, size, source in rows:
+        shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+        print(f"  {name:<{width}}  {shown:>9}  from {source}")
+    print(f"wrote {args.output}: {len(rows)} files, {sum(size for _, size, _ in rows) / 1e6:.1f} MB; run its scripts "
+          "from there (bash hw1_1.sh ...) with dlcv installed")
+
+
 def _demo(args) -> None:
     from dlcv.demo import run_demo
 
@@ -293,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--year", type=int, help="order the sections as that year's homework (2021-2024) numbers "
                         "its problems")
     report.add_argument("--no-pdf", action="store_true", help="write no report.pdf (it needs a Chromium)")
+
+    hand = _command(commands, "handin", _handin, "gather a year's course scripts and the checkpoints they load "
+                    "(weights only) into one folder")
+    hand.add_argument("--year", type=int, required=True, help="the homework's year: 2021, 2022, 2023 or 2024")
+    hand.add_argument("--output", required=True, help="folder to write (new or empty)")
+    hand.add_argument("--runs", default="runs", help="folder of run folders to take the checkpoints from (default: runs)")
+    hand.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                      help="the checkpoint for p1, seg or ssl instead of the first of the script's runs that exists")
+    hand.add_argument("--overwrite", action="store_true", help="replace an earlier hand-in folder")
 
     data = _group(commands, "data", "data sets")
     synth = _command(data, "synth", _synth, "write the embedded default data in the course's formats")
