@@ -1,7 +1,7 @@
 """``dlcv demo``: the whole homework at small scale on the embedded default data.
 
 It synthesises the data, trains with small recipes, predicts and evaluates, and builds the report
-(``OUTPUT/report/index.html``), leaving everything in one folder. Each problem joins this as it lands in the package.
+(``OUTPUT/report/index.html``), leaving everything in one folder.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from dlcv.config import dump_recipe
 from dlcv.io import atomic_write, check_output_folder, make_output_folder
 
-# Problem 1 at demo scale: a narrow dlcv_net, seconds per epoch on two CPU cores.
+# Problem 1 at demo scale: a narrow dlcv_net, quick on two CPU cores.
 P1_DEMO_RECIPE = {
     "name": "p1_demo",
     "data": {"batch_size": 128},
@@ -34,17 +34,10 @@ P2_DEMO_RECIPE = {
     "progress": {"images": ["0000", "0001", "0002"]},
 }
 
-# The self-supervised problem at demo scale: ResNet18 at 24x24, BYOL on the 2,000 unlabelled texture
-# images (248 steps: SGD 0.1, the target's momentum from 0.9, no warm-up; with Adam 2e-3 or a
-# momentum from 0.99 the kNN monitor stays flat this early; at SGD 0.2 it stayed flat in 2 of 12 CPU
-# runs of seeds and precisions, and the demo's test failed on an H200: docs/RESULTS.md), the supervised
-# backbone of B and D trained on Problem 1's synthetic shapes (another domain, as ImageNet is for
-# Office-Home), then settings A-E.
-# 24 pixels, not 32: the kNN monitor rises within 4 epochs instead of 10, and a step costs about a fifth
-# less on a 2-core CPU (layer4 is 1x1 at both sizes). 8 epochs, not 6: at 6 the GPU's runs often started
-# slowly (the kNN rise was +0.13 to +0.37 over 10 runs on an H200, +0.20 or more on CPUs), and C beat A by
-# under 0.10 in 4 of 8 runs of seeds and precisions on an AMX Xeon; at 8 in 1 of 8 (A's lucky draw), with
-# C 0.12 higher on average, for about 15 s more (docs/RESULTS.md).
+# The self-supervised problem at demo scale: BYOL with ResNet18 on the unlabelled texture images, the
+# supervised backbone of B and D trained on Problem 1's synthetic shapes (another domain, as ImageNet is for
+# Office-Home), then settings A-E. 24 pixels, 8 epochs, SGD and a target momentum from 0.9: the kNN monitor
+# rises and C beats A over seeds and machines (docs/results.md, benchmarks/demo_ssl_seeds.py).
 SSL_DEMO_BYOL = {
     "name": "byol_demo",
     "data": {"image_size": 24, "batch_size": 64, "eval_batch_size": 128},

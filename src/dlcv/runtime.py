@@ -17,9 +17,8 @@ def retain_freed_memory(trim_mb: int = 256, mmap_mb: int = 32) -> bool:
 
     PyTorch's CPU tensors come from ``malloc``. glibc's default thresholds adapt as blocks are freed, and
     a loop that frees and allocates blocks of a few MB each step (a batch of crops, a kernel's scratch
-    buffers) keeps mapping fresh pages and faulting them in: on the segmentation batches 70-800 page
-    faults a batch and 2-3 ms of kernel time, against 3-50 with fixed thresholds (blocks under
-    ``mmap_mb`` come from the heap, which is not trimmed below ``trim_mb``). This is what an allocator
+    buffers) keeps mapping fresh pages and faulting them in. With fixed thresholds, blocks under
+    ``mmap_mb`` come from the heap, which is not trimmed below ``trim_mb``. This is what an allocator
     such as jemalloc or tcmalloc gives (PyTorch's CPU tuning guide), without preloading one. Linux
     with glibc only; returns whether the settings were taken.
     """

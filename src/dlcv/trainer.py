@@ -116,8 +116,8 @@ class BiasCorrectedEMA(WeightAveraging):
     """``train.ema_decay``: Lightning's weight averaging with an exponential moving average that is bias-corrected
     as Adam's moments are. After step t the average weighs the weights of steps 1..t by decay^(t - i), normalised by
     their sum (1 - decay^t): early in a run it is an average of the weights trained so far, where the plain average
-    (torch's ``get_ema_avg_fn``) is still mostly the first step's nearly random weights (at decay 0.995 and 74 steps
-    an epoch, 48% of it after two epochs, which then validate at chance); once decay^t is small the two are the same.
+    (torch's ``get_ema_avg_fn``) is still mostly the first step's nearly random weights; once decay^t is small the
+    two are the same.
     The step count is the trainer's (no host sync), and the update runs as foreach kernels."""
 
     def __init__(self, decay: float):
@@ -140,8 +140,7 @@ def quiet_lightning(precision: str = "32-true") -> None:
     """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
     if precision in ("16-mixed", "16"):
         # float16's gradient scaler skips the steps whose gradients overflowed (the first ones, while its scale
-        # settles), and the schedule steps on, as in every mixed-precision recipe; torch reads that first skipped
-        # step as a call in the wrong order and warns of it (seen on every T4-path run of benchmarks/gpu_check.py).
+        # settles), and the schedule steps on; torch reads that first skipped step as a call in the wrong order.
         warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*")
 
     # (accelerators.cuda: "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]" at every fit; dlcv's own trainer line

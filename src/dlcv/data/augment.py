@@ -81,8 +81,8 @@ def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) in channels-last memory.
 
     The NHWC pixels are converted as they lie, and normalised as rows of ``W * 3`` values against
-    one repeated (scale, shift) row: broadcasting a 3-vector over the innermost dimension is about
-    7x slower on a CPU.
+    one repeated (scale, shift) row: broadcasting a 3-vector over the innermost dimension is far slower
+    on a CPU.
     """
     x = images.contiguous().float()
     w = x.shape[2]

@@ -7,10 +7,8 @@ learn shape and colour together and its embeddings have real structure to show.
 The self-supervised problem: every class is a texture that fills the image (stripes either way,
 checks, dots, a grid, blobs) in two random grey levels under a random tint, at a random period, phase
 and small tilt. Every crop of an image keeps its class and its colour is what BYOL's colour jitter
-varies, so what two views share is the class: a ResNet's untrained features place these images
-little better than chance, and a few hundred BYOL steps lift the kNN monitor well above it
-(docs/RESULTS.md). On Problem 1's single shapes a crop often misses the shape, and BYOL learns the
-background instead.
+varies, so what two views share is the class, which BYOL can learn where untrained features barely
+separate it (docs/results.md). Problem 1's single shapes would not do: a crop often misses the shape.
 """
 
 from __future__ import annotations

@@ -26,13 +26,10 @@ class CentreTapConv2d(nn.Conv2d):
     """A ``Conv2d`` that, on a 1x1 input under "same" zero padding, convolves with its kernel's centre tap
     alone: every other tap sees only padding, so the result (1x1 at any stride) and the gradients are the same.
 
-    ResNets on small images reach 1x1 maps (layer4 at 24-32 pixels; layer3's output, layer4's strided
-    input, at 16), and there oneDNN's backward of a 3x3 convolution costs about 60 ms a layer at batch 64
-    on a 2-core CPU against 4 for the 1x1 one: a ResNet18 step at 24-32 pixels takes half the time
-    (docs/RESULTS.md). It is also right where oneDNN is not: in bf16, the weight gradient of a stride-2
-    3x3 convolution on a 1x1 map fills the taps that see only padding with garbage (up to 1e33, some
-    non-finite), which made BYOL at 16-pixel views diverge in its first steps. The parameters and the
-    state_dict are the torchvision module's; any other input takes ``Conv2d``'s own path.
+    ResNets on small images reach 1x1 maps, where oneDNN's 3x3 backward is much slower than the 1x1 one on a
+    CPU (docs/self-supervision.md), and where, in bf16, its weight gradient of a stride-2 3x3 convolution fills
+    the padding-only taps with garbage. The parameters and the state_dict are the torchvision module's; any
+    other input takes ``Conv2d``'s own path.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

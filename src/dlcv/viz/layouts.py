@@ -52,15 +52,13 @@ class TSNEOptions:
     """t-SNE settings: openTSNE's gradient descent in phases.
 
     Above ``fft_from`` points openTSNE interpolates the repulsive forces on a grid (FFT); the
-    grid's cost grows with the layout's spread, and twice as coarse a grid
-    (``coarse_ints_in_interval=2``) makes an iteration about 4x cheaper. So the early exaggeration
-    and most of the normal phase run coarse, and the last ``fine`` iterations run on the default
-    grid to settle the fine structure. Below ``fft_from`` points Barnes-Hut is the faster
-    gradient and has no grid. A later snapshot starts from the previous layout (rescaled to
-    openTSNE's initial spread), so it needs a shorter exaggeration phase (none with Barnes-Hut,
-    where one only raised the exact KL divergence) and fewer iterations. Measured on three
-    snapshots of 2,500 x 512 (docs/RESULTS.md): Barnes-Hut 250 + 400, then 200 per later
-    snapshot, ends within 1.3% of the KL of 250 + 500 and 100 + 400 at about 0.65x the time.
+    grid's cost grows with the layout's spread, and a coarser grid (``coarse_ints_in_interval``)
+    makes an iteration cheaper. So the early exaggeration and most of the normal phase run coarse,
+    and the last ``fine`` iterations run on the default grid to settle the fine structure. Below
+    ``fft_from`` points Barnes-Hut is the faster gradient and has no grid. A later snapshot starts
+    from the previous layout (rescaled to openTSNE's initial spread), so it needs a shorter
+    exaggeration phase (none with Barnes-Hut) and fewer iterations, at a KL divergence close to
+    independent runs' (docs/representations.md).
     """
 
     perplexity: float = 30.0
