@@ -96,9 +96,11 @@ def load_classifier(path: str | os.PathLike):
     return rebuild_model(ckpt, recipe, path, "classify", checkpoint_classes(ckpt, path)), recipe
 
 
-def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str | None = None):
+def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str | None = None,
+                   where: str = "the images"):
     """Softmax probabilities (N, classes) for uint8 (N, H, W, 3) images, with the recipe's input
-    preparation and test-time augmentation (``tta`` overrides the recipe's)."""
+    preparation and test-time augmentation (``tta`` overrides the recipe's); images the model cannot
+    take (too small for its pooling) are one line naming ``where``."""
     import torch
 
     from dlcv.data.augment import prepare_batch
@@ -108,12 +110,48 @@ def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str 
     images = torch.as_tensor(np.asarray(images))
     device = inference_device()  # the uint8 batches travel; conversion and TTA run on the device
     model = model.eval().to(device, memory_format=torch.channels_last)
-    out = []
+    tta, out = tta or recipe["train"]["tta"], []
     with torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"]):
         for i in range(0, len(images), batch_size):
             x = prepare_batch(images[i : i + batch_size].to(device), recipe["data"])
-            out.append(predict_logits(model, x, tta or recipe["train"]["tta"]).float().softmax(1).cpu())
+            try:
+                logits = predict_logits(model, x, tta)
+            except RuntimeError as exc:
+                if i > 0 or _takes(model, x.shape[-2:], tta, x):
+                    raise  # not the images' size: a one-image batch of it passes
+                raise _refused_size(model, x, tta, recipe, where, exc) from None
+            out.append(logits.float().softmax(1).cpu())
     return torch.cat(out)
+
+
+def _takes(model, size: tuple[int, int], tta: str, like) -> bool:
+    """Whether ``model`` takes one image of ``size`` (height, width) under ``tta``."""
+    from dlcv.tasks.classification import predict_logits
+
+    try:
+        predict_logits(model, like.new_zeros(1, like.shape[1], *size), tta)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _refused_size(model, x, tta: str, recipe: dict, where: str, exc: Exception) -> DlcvError:
+    """One line for images (or ``data.input_size``) the model cannot take, with the smallest square side it takes
+    (searched up to 1024 pixels)."""
+    from dlcv.errors import exception_line
+
+    fails, side = 0, 1
+    while side <= 1024 and not _takes(model, (side, side), tta, x):
+        fails, side = side, side * 2
+    while side <= 1024 and side - fails > 1:  # the smallest side it takes lies in (fails, side]
+        middle = (fails + side) // 2
+        fails, side = (fails, middle) if _takes(model, (middle, middle), tta, x) else (middle, side)
+    height, width = x.shape[-2:]
+    what = (f"its input of {width}x{height} pixels (data.input_size)" if recipe["data"].get("input_size")
+            else f"images of {width}x{height} pixels")
+    smallest = f"the smallest it takes{f' with tta {tta}' if tta != 'none' else ''} is {side}x{side}"
+    reason = smallest if side <= 1024 and side > min(height, width) else exception_line(exc)
+    return DlcvError(f"{where}: model {recipe['model']['name']!r} cannot take {what}: {reason}")
 
 
 def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path]:
@@ -152,7 +190,7 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     total = 0
     for path in ensemble_checkpoints(checkpoint, ensemble):
         model, recipe = load_classifier(path)
-        total = total + predict_scores(model, array, recipe, tta=tta)
+        total = total + predict_scores(model, array, recipe, tta=tta, where=str(images))
     labels = total.argmax(1).numpy()
     with atomic_write(output, newline="") as handle:
         writer = csv.writer(handle)

@@ -15,12 +15,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, exception_line, shown
 
 FREE_FORM = {("model", "args")}
 # YAML 1.1, which PyYAML reads, makes ``5e-4`` and ``1.0e4`` strings (its floats need a dot and a signed
 # exponent); YAML 1.2 and every user read them as numbers: ``lr: 5e-4``, ``--set optim.lr=5e-4``.
 EXPONENT_FLOAT = r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"
+
+
+# A recipe is a few hundred values; YAML's aliases can make a few lines expand to billions ("billion laughs").
+MAX_VALUES = 10_000  # values a recipe's YAML may expand to, aliases counted at their full size
+MAX_DEPTH = 64  # nesting levels (the composer recurses once per level)
+MAX_CHARS = 1 << 20  # a recipe's YAML text
 
 
 @functools.cache
@@ -29,18 +35,58 @@ def _recipe_loader():
 
     import yaml
 
+    class TooLarge(yaml.YAMLError):
+        """A recipe's YAML past ``MAX_CHARS``, ``MAX_VALUES`` or ``MAX_DEPTH``."""
+
     class RecipeLoader(yaml.SafeLoader):
-        """PyYAML's safe loader that also reads exponent-only floats (``5e-4``) as numbers."""
+        """PyYAML's safe loader that also reads exponent-only floats (``5e-4``) as numbers, and refuses a
+        document that expands past ``MAX_VALUES`` values or nests past ``MAX_DEPTH`` as it is composed."""
+
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.expanded, self.depth, self.sizes = 0, 0, {}  # sizes: each anchor's expanded size
+
+        def compose_node(self, parent, index):
+            """PyYAML's node, counted: an alias at the size of what its anchor holds (a value an anchor
+            still being composed holds counts 1: a recursive value, not an expansion)."""
+            event = self.peek_event()
+            anchor = getattr(event, "anchor", None)
+            if isinstance(event, yaml.AliasEvent):
+                self._count(self.sizes.get(anchor, 1))
+                return super().compose_node(parent, index)
+            if self.depth >= MAX_DEPTH:
+                raise TooLarge(f"nests deeper than {MAX_DEPTH} levels")
+            before, self.depth = self.expanded, self.depth + 1
+            node = super().compose_node(parent, index)
+            self.depth -= 1
+            self._count(1)
+            if anchor is not None:
+                self.sizes[anchor] = self.expanded - before
+            return node
+
+        def _count(self, size: int) -> None:
+            """Add ``size`` values to the document's; refuse it past ``MAX_VALUES``."""
+            self.expanded += size
+            if self.expanded > MAX_VALUES:
+                raise TooLarge(f"expands to more than {MAX_VALUES} values (aliases counted in full)")
 
     RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(EXPONENT_FLOAT), list("-+0123456789"))
+    RecipeLoader.TooLarge = TooLarge
     return RecipeLoader
 
 
 def yaml_value(text: str):
-    """A recipe's YAML text (a file's, a ``--set`` value's, a run folder's) as data."""
+    """A recipe's YAML text (a file's, a ``--set`` value's, a run folder's) as data; a ``yaml.YAMLError``
+    for text that is not YAML, or that is (or expands) past a recipe's size (``_recipe_loader().TooLarge``)."""
     import yaml
 
-    return yaml.load(text, Loader=_recipe_loader())  # a SafeLoader: plain data only
+    loader = _recipe_loader()
+    if len(text) > MAX_CHARS:
+        raise loader.TooLarge(f"is longer than {MAX_CHARS} characters")
+    try:
+        return yaml.load(text, Loader=loader)  # a SafeLoader: plain data only
+    except ValueError as exc:  # an integer past Python's limit of digits for a conversion from text
+        raise yaml.YAMLError(str(exc)) from None
 
 
 def _load_yaml(path: Path) -> dict:
@@ -48,10 +94,16 @@ def _load_yaml(path: Path) -> dict:
 
     if not path.is_file():
         raise DlcvError(f"{path}: no such recipe file")
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_CHARS + 1)  # no more: a file past a recipe's size is refused unread
+    if len(raw) > MAX_CHARS:
+        raise DlcvError(f"{path}: too large for a recipe (more than {MAX_CHARS} bytes)")
     try:
-        data = yaml_value(path.read_text(encoding="utf-8"))
+        data = yaml_value(raw.decode("utf-8"))
+    except _recipe_loader().TooLarge as exc:
+        raise DlcvError(f"{path}: too large for a recipe: it {exc}") from None
     except yaml.YAMLError as exc:
-        raise DlcvError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise DlcvError(f"{path}: not valid YAML ({exception_line(exc)})") from None
     except UnicodeDecodeError:
         raise DlcvError(f"{path}: not a text file") from None
     if data is None:
@@ -71,9 +123,12 @@ def merge(defaults: dict, override: dict, source: str, path: tuple[str, ...] = (
         free = here in FREE_FORM
         if not free and key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
-            raise DlcvError(f"{source}: unknown recipe key {'.'.join(here)!r} (known here: {known})")
+            raise DlcvError(f"{source}: unknown recipe key {shown('.'.join(here))} (known here: {known})")
         if (free or isinstance(defaults[key], dict)) and not isinstance(value, dict):
-            raise DlcvError(f"{source}: recipe key {'.'.join(here)!r} must be a mapping")
+            raise DlcvError(f"{source}: recipe key {shown('.'.join(here))} must be a mapping, got {shown(value)}")
+        if not free and not isinstance(defaults[key], dict) and isinstance(value, dict):
+            raise DlcvError(f"{source}: recipe key {shown('.'.join(here))} takes a value, not sub-keys "
+                            f"({shown(', '.join(map(str, value)))})")
         if free:
             out[key] = {**(out.get(key) or {}), **copy.deepcopy(value)}
         elif isinstance(defaults[key], dict):
@@ -90,16 +145,21 @@ def parse_overrides(items: Iterable[str]) -> dict:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise DlcvError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+            raise DlcvError(f"--set {shown(item)}: expected KEY=VALUE, e.g. train.epochs=5")
         key, raw = item.split("=", 1)
         try:
             value = yaml_value(raw)
+        except _recipe_loader().TooLarge as exc:
+            raise DlcvError(f"--set {shown(key)}: the value is too large for a recipe: it {exc}") from None
         except yaml.YAMLError:
             value = raw
         node = out
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1], start=1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # an earlier --set gave this key a value
+                raise DlcvError(f"--set {shown(key)}: {shown('.'.join(parts[:depth]))} is set to a value by an "
+                                "earlier --set, so it has no sub-keys")
         node[parts[-1]] = value
     return out
 
@@ -109,6 +169,7 @@ def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Itera
 
     Every value is checked (``dlcv.recipe_checks``) and so is the model, where the recipe names one;
     an error names the key and where its value came from (the file or ``--set``).
+    The rules are those of the defaults' task (the command's), and ``task`` itself may name no other.
     """
     from dlcv.recipe_checks import MISSING, check_model, check_values, lookup
     from dlcv.recipes import rules_for
@@ -127,10 +188,12 @@ def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Itera
     def source_of(key: str) -> str:
         if lookup(from_set, key) is not MISSING:
             return "--set"
-        return str(path) if lookup(from_file, key) is not MISSING else "the built-in defaults"
+        from_path = lookup(from_file, key) is not MISSING or (key == "name" and path is not None)
+        return str(path) if from_path else "the built-in defaults"
 
-    check_values(recipe, rules_for(recipe.get("task")), source_of)
-    if recipe.get("task") in ("classify", "segment") and isinstance(recipe.get("model"), dict):
+    task = defaults.get("task")
+    check_values(recipe, rules_for(task), source_of)
+    if task in ("classify", "segment") and isinstance(recipe.get("model"), dict):
         check_model(recipe, source_of("model"))
     return recipe
 

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, exception_line, shown
 
 
 @dataclass(frozen=True)
@@ -25,11 +25,17 @@ class Rule:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    """A finite int or float (not a bool, NaN, an infinity, or an int past the floats' range)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def whole(low: int = 0, high: int | None = None) -> Rule:
-    test = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high))
+    test = (lambda v: isinstance(v, int) and _is_number(v) and v >= low and (high is None or v <= high))
     return Rule(test, f"a whole number >= {low}" + (f" and <= {high}" if high is not None else ""))
 
 
@@ -90,6 +96,8 @@ POSITIVE = number(0, open_low=True)
 SHARE = number(0, 1)
 STATS = list_of(3, number(0))
 ANY_NUMBER = Rule(_is_number, "a number")
+FOLDER_NAME = Rule(lambda v: isinstance(v, str) and 0 < len(v) <= 255 and v not in (".", "..") and "/" not in v
+                   and "\\" not in v and v.isprintable(), "a plain folder name (no /, \\ or control characters)")
 
 
 MISSING = object()  # what ``lookup`` gives for a key the tree does not set
@@ -111,13 +119,19 @@ def check_values(recipe: dict, rules: dict[str, Rule], source_of: Callable[[str]
     for key, rule in rules.items():
         value = lookup(recipe, key)
         if value is not MISSING and not rule.test(value):
-            raise DlcvError(f"{source_of(key)}: {key} must be {rule.wants}, got {value!r}")
+            raise DlcvError(f"{source_of(key)}: {key} must be {rule.wants}, got {shown(value)}")
+
+
+def check_arg(name: str, value, rule: Rule) -> None:
+    """A model builder's argument ``model.args.NAME`` follows ``rule``; else one line naming it."""
+    if not rule.test(value):
+        raise DlcvError(f"model.args.{name} must be {rule.wants}, got {shown(value)}")
 
 
 def check_model(recipe: dict, where: str) -> None:
     """The recipe's model (``model.name`` with ``model.args``) can be built: built once on the meta
     device (shapes only, no memory, no weights read), so an unknown name or argument, or an argument
-    the model refuses, is one line naming ``where`` before any data is read."""
+    the model refuses (whatever it raises), is one line naming ``where`` before any data is read."""
     import torch
 
     from dlcv.checkpoints import rebuild_args
@@ -126,9 +140,12 @@ def check_model(recipe: dict, where: str) -> None:
     spec = recipe["model"]
     kind = "segment" if recipe.get("task") == "segment" else "classify"
     if not isinstance(spec.get("name"), str) or not isinstance(spec.get("args") or {}, dict):
-        raise DlcvError(f"{where}: model must be {{name: NAME, args: {{...}}}}, got {spec!r}")
+        raise DlcvError(f"{where}: model must be {{name: NAME, args: {{...}}}}, got {shown(spec)}")
     try:
         with torch.device("meta"):
             create_model(spec["name"], num_classes=2, kind=kind, **rebuild_args(spec.get("args") or {}))
     except DlcvError as exc:
         raise DlcvError(f"{where}: {exc}") from None
+    except Exception as exc:  # a builder's own refusal: a bare assert, a ValueError, torch's shape checks
+        raise DlcvError(f"{where}: model.args cannot build model {shown(spec['name'])}: "
+                        f"{exception_line(exc)}") from None

@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dlcv.data.p1 import MAX_CLASSES
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, shown
 from dlcv.recipe_checks import (
     ANY_NUMBER,
     BOOLEAN,
     DURATION,
+    FOLDER_NAME,
     POSITIVE,
     SHARE,
     STATS,
@@ -51,6 +52,11 @@ class Key:
     default: object
     rule: Rule | None
     meaning: str
+
+
+def task_key(task: str) -> Key:
+    """A schema's ``task`` key: a recipe is checked and run by its own task's commands only."""
+    return Key(task, one_of(task), "the task the recipe is for (another task's command refuses it)")
 
 
 def with_default(key: Key, default) -> Key:
@@ -85,7 +91,7 @@ def meanings(schema: dict) -> dict[str, str]:
 
 # --- the sections every training task shares ------------------------------------------------------------
 RUN = {
-    "name": Key(None, None, "run folder name under --runs-dir; default: the recipe file's name"),
+    "name": Key(None, optional(FOLDER_NAME), "run folder name under --runs-dir; default: the recipe file's name"),
     "seed": Key(0, whole(0), "seeds the split, the weights and every epoch's random draws"),
 }
 
@@ -117,6 +123,12 @@ SCHEDULE = {
     "restart_epochs": Key(10, whole(1), "cosine_restarts: epochs of the first cosine period (SGDR's T_0)"),
     "restart_mult": Key(1, whole(1), "cosine_restarts: each period this many times longer than the last (T_mult)"),
 }
+
+FOLDER = Rule(lambda v: isinstance(v, str) and bool(v), "a folder or file name")
+NO_FOLDER = optional(Rule(lambda v: isinstance(v, str), "a folder or file name"))  # null or "": none
+EPOCH_LIST = Rule(lambda v: v is None or isinstance(v, str) or (isinstance(v, list) and all(
+    isinstance(e, (str, int)) and not isinstance(e, bool) for e in v)),
+    "first, middle, last and/or epoch numbers, as a text or a list")
 
 DEVICES = Rule(lambda v: v == "auto" or whole(1).test(v) or list_of(None, whole(0)).test(v),
                "auto, a number of devices >= 1 or a list of device indices")
@@ -156,10 +168,10 @@ def _without(section: dict, *names: str) -> dict:
 
 # --- Problem 1: classification ----------------------------------------------------------------------------
 DATA = {
-    "train": Key("train_50", None, "folder under --data; labels from file names or train_labels"),
-    "train_labels": Key(None, None, "optional filename,label CSV under --data"),
-    "validation": Key("val_50", None, "folder under --data"),
-    "validation_labels": Key(None, None, "optional filename,label CSV under --data"),
+    "train": Key("train_50", FOLDER, "folder under --data; labels from file names or train_labels"),
+    "train_labels": Key(None, optional(FOLDER), "optional filename,label CSV under --data"),
+    "validation": Key("val_50", NO_FOLDER, "folder under --data"),
+    "validation_labels": Key(None, optional(FOLDER), "optional filename,label CSV under --data"),
     "holdout": Key(0.0, number(0, 1, open_high=True), "> 0: select checkpoints on this stratified share of train "
                    "instead; the validation folder is then scored once, at the end"),
     "num_classes": Key(None, optional(whole(1, MAX_CLASSES)), "null: highest training label + 1"),
@@ -185,13 +197,13 @@ DATA = {
 }
 
 EMBED = {
-    "epochs": Key("first,middle,last", None, "snapshot epochs: words and/or numbers; \"\" for none"),
+    "epochs": Key("first,middle,last", EPOCH_LIST, "snapshot epochs: words and/or numbers; \"\" for none"),
     "train_subset": Key(0, whole(0), "also keep this many training images' features (a fixed, class-balanced "
                         "sample)"),
 }
 
 CLASSIFY = {
-    "task": Key("classify", None, "the task the recipe is for"),
+    "task": task_key("classify"),
     "name": RUN["name"],
     "seed": RUN["seed"],
     "data": DATA,
@@ -205,8 +217,8 @@ CLASSIFY = {
 
 # --- Problem 2: segmentation ------------------------------------------------------------------------------
 SEG_DATA = {
-    "train": Key("train", None, "folder of NNNN_sat.jpg / NNNN_mask.png pairs under --data"),
-    "validation": Key("validation", None, "folder of pairs under --data"),
+    "train": Key("train", FOLDER, "folder of NNNN_sat.jpg / NNNN_mask.png pairs under --data"),
+    "validation": Key("validation", NO_FOLDER, "folder of pairs under --data"),
     "holdout": Key(0.0, number(0, 1, open_high=True), "> 0: select checkpoints on this random share of train; "
                    "validation scored once at the end"),
     "unmapped": Key("unknown", one_of("unknown", "error"), "mask colours in no class (red): unknown (count as "
@@ -245,7 +257,7 @@ SEG_TRAIN = {
 }
 
 SEGMENT = {
-    "task": Key("segment", None, "the task the recipe is for"),
+    "task": task_key("segment"),
     "name": RUN["name"],
     "seed": RUN["seed"],
     "data": SEG_DATA,
@@ -257,7 +269,7 @@ SEGMENT = {
     "schedule": SCHEDULE,
     "train": SEG_TRAIN,
     "progress": {
-        "epochs": Key("first,middle,last", None, "epochs whose predicted masks are kept for the progress grid"),
+        "epochs": Key("first,middle,last", EPOCH_LIST, "epochs whose predicted masks are kept for the progress grid"),
         "images": Key(["0013", "0062", "0104"], None, "validation ids (the reports' choice); missing ones are "
                       "skipped"),
     },
@@ -280,7 +292,7 @@ BYOL_VIEWS = {  # lightly's BYOLView1Transform / BYOLView2Transform parameters (
 }
 
 BYOL = {
-    "task": Key("ssl_pretrain", None, "the task the recipe is for"),
+    "task": task_key("ssl_pretrain"),
     "name": RUN["name"],
     "seed": RUN["seed"],
     "data": {
@@ -344,7 +356,7 @@ FINETUNE = {  # a classification recipe over the Office-Home layout (dlcv ssl fi
 }
 
 SSL_TABLE = {
-    "task": Key("ssl_table", None, "the task the recipe is for"),
+    "task": task_key("ssl_table"),
     "name": RUN["name"],
     "pretrain": Key(None, None, "BYOL recipe (path relative to the settings file); null: use "
                     "backbones.self_supervised"),
@@ -394,7 +406,7 @@ SAM_GENERATOR = {
 }
 
 SAM = {
-    "task": Key("sam", None, "the task the recipe is for"),
+    "task": task_key("sam"),
     "name": RUN["name"],
     "model": {"type": Key("vit_h", None, "vit_h (= default), vit_l, vit_b, or vit_tiny (tests; no published "
                           "weights)")},
@@ -447,8 +459,8 @@ def check_name_and_epochs(recipe: dict) -> int:
         return recipe["train"]["epochs"]
     schedule = recipe["schedule"]
     if schedule["name"] == "multistep" and any(float(m) >= 1 for m in schedule["milestones"]):
-        raise DlcvError(f"schedule.milestones {schedule['milestones']}: with train.budget the epochs are not known "
-                        "in advance; give shares of the run, e.g. [0.5, 0.75]")
+        raise DlcvError(f"schedule.milestones {shown(schedule['milestones'])}: with train.budget the epochs are not "
+                        "known in advance; give shares of the run, e.g. [0.5, 0.75]")
     return None
 
 
@@ -459,8 +471,20 @@ def check_segment_recipe(recipe: dict) -> list[int]:
     return snapshot_epochs(recipe["progress"]["epochs"], check_name_and_epochs(recipe), key="progress.epochs")
 
 
+def check_crop_padding(padding: int, side: int, what: str) -> None:
+    """The random crop's reflect padding stays within an image of ``side`` pixels (``what``: where that side is
+    from, e.g. ``data.image_size 16``); else one line."""
+    if padding >= side:
+        raise DlcvError(f"data.crop_padding {padding} must be below {what}: reflect padding cannot reach past the "
+                        "image")
+
+
 def check_classify_recipe(recipe: dict) -> list[int]:
-    """The name, and the snapshot epochs against the epochs (values are checked as loaded); returns them."""
+    """The name, the crop padding against data.image_size where it is set, and the snapshot epochs against
+    the epochs (values are checked as loaded); returns them."""
     from dlcv.data.features import snapshot_epochs
 
+    if recipe["data"]["image_size"] is not None:
+        side = recipe["data"]["image_size"]
+        check_crop_padding(recipe["data"]["crop_padding"], side, f"data.image_size {side}")
     return snapshot_epochs(recipe["embed"]["epochs"], check_name_and_epochs(recipe))

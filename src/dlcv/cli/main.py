@@ -56,9 +56,19 @@ def _overrides(args, budget_key: str) -> tuple[str, ...]:
     return (*args.set, f"{budget_key}={args.budget}")
 
 
+def _name(args) -> str | None:
+    """``--name``, a plain folder name (the rule of the recipe's ``name``)."""
+    from dlcv.errors import shown
+    from dlcv.recipe_checks import FOLDER_NAME
+
+    if args.name is not None and not FOLDER_NAME.test(args.name):
+        raise DlcvError(f"--name {shown(args.name)}: give {FOLDER_NAME.wants}")
+    return args.name
+
+
 def _run_kwargs(args) -> dict:
     """What every training command passes on from ``_run_options``."""
-    return {"runs_dir": args.runs_dir, "name": args.name, "overrides": _overrides(args, "train.budget"),
+    return {"runs_dir": args.runs_dir, "name": _name(args), "overrides": _overrides(args, "train.budget"),
             "overwrite": args.overwrite, "resume": args.resume}
 
 
@@ -77,7 +87,8 @@ def _ssl_finetune(args) -> None:
 def _ssl_table(args) -> None:
     from dlcv.ssl import table
 
-    folder = table(args.config, args.data, runs_dir=args.runs_dir, name=args.name, overrides=_overrides(args, "budget"))
+    folder = table(args.config, args.data, runs_dir=args.runs_dir, name=_name(args),
+                   overrides=_overrides(args, "budget"))
     print((folder / "table.md").read_text())
     print(f"wrote {folder / 'table.md'}, {folder / 'table.csv'}, {folder / 'table.json'}")
 
@@ -127,13 +138,22 @@ def _evaluate(args) -> None:
 
 
 def _embed_plot(args) -> None:
+    import math
+
     from dlcv.viz.snapshots import plot_snapshots
 
+    if not (math.isfinite(args.perplexity) and args.perplexity > 0):
+        raise DlcvError(f"--perplexity {args.perplexity:g}: give a number > 0 (t-SNE's neighbourhood size, e.g. 30)")
+    if args.k < 1:
+        raise DlcvError(f"--k {args.k}: give a whole number >= 1 (the neighbours of the kNN accuracy)")
     result = plot_snapshots(args.sources, methods=args.method, output=args.output, k=args.k,
                             perplexity=args.perplexity, training_subset=args.training_subset)
     for row in result["rows"]:
         print(f"{row['snapshot']}: {row['points']} points x {row['dims']} dims  "
               f"knn_acc {row['knn_acc']:.4f}  silhouette {row['silhouette']:.4f}")
+        if args.k >= row["points"]:  # each point's neighbours are the others: knn_accuracy takes them all
+            print(f"note: {row['snapshot']}: --k {args.k} is not below its {row['points']} points; its knn_acc "
+                  f"uses all {row['points'] - 1} others")
     for method, seconds in result["seconds"].items():
         print(f"{method}: {seconds:.1f} s")
     print(f"wrote {len(result['written'])} files to {result['output']}")

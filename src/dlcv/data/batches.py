@@ -24,6 +24,7 @@ from dlcv.data.p1 import (
     stratified_holdout,
 )
 from dlcv.errors import DlcvError
+from dlcv.recipes import check_crop_padding
 from dlcv.runtime import is_primary_process
 
 
@@ -213,6 +214,9 @@ class ClassificationData(InMemoryData):
         side = cfg.get("image_size")
         # The whole training folder is decoded once (one cache file) and split in memory.
         train_x, train_y = load_labelled(train, use_cache, side)
+        height, width = train_x.shape[1:3]
+        check_crop_padding(int(cfg["crop_padding"]), min(height, width),
+                           f"the side of the {width}x{height} images of {self._folder('train')}")
         self.final = None
         if holdout > 0:
             train_idx, hold_idx = stratified_holdout(train.labels, holdout, self.seed)

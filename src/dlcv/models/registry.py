@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, exception_line, shown
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _KINDS: dict[str, str] = {}
@@ -63,11 +63,11 @@ def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs)
     if name not in _BUILDERS or (kind is not None and _KINDS[name] != kind):
         known = list_models(kind)
         what = f"{kind} model" if kind else "model"
-        raise DlcvError(f"unknown {what} {name!r}; known: {', '.join(known)}")
+        raise DlcvError(f"unknown {what} {shown(name)}; known: {', '.join(known)}")
     try:
         return _BUILDERS[name](num_classes=num_classes, **kwargs)
     except TypeError as exc:
         unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
         if unexpected:
             raise DlcvError(f"model.args.{unexpected.group(1)} is not an argument of model {name!r}") from None
-        raise DlcvError(f"model {name!r}: {exc}") from None
+        raise DlcvError(f"model {name!r}: {exception_line(exc)}") from None

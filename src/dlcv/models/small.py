@@ -14,6 +14,11 @@ from torch import nn
 
 from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
+from dlcv.recipe_checks import BOOLEAN, POSITIVE, Rule, check_arg, number, whole
+
+WIDTHS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(whole(1).test, v)),
+              "a non-empty list of whole numbers >= 1")
+DROPOUT = number(0, 1, open_high=True)
 
 
 class Classifier(nn.Module):
@@ -41,6 +46,9 @@ class CNN3(Classifier):
     def __init__(self, num_classes: int, widths: Sequence[int] = (64, 128, 256), hidden: int = 512,
                  dropout: float = 0.5):
         super().__init__()
+        check_arg("widths", widths, WIDTHS)
+        check_arg("hidden", hidden, whole(1))
+        check_arg("dropout", dropout, DROPOUT)
         layers, c_in = [], 3
         for c in widths:
             layers += [conv_bn_act(c_in, c), conv_bn_act(c, c), nn.MaxPool2d(2)]
@@ -64,6 +72,9 @@ class VGG(Classifier):
 
     def __init__(self, num_classes: int, widths: Sequence = VGG13_WIDTHS, dropout: float = 0.0):
         super().__init__()
+        check_arg("widths", widths, Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
+            w == "M" or whole(1).test(w) for w in v), "a non-empty list of whole numbers >= 1 and M (a max-pool)"))
+        check_arg("dropout", dropout, DROPOUT)
         layers, c_in = [], 3
         for w in widths:
             if w == "M":
@@ -87,6 +98,7 @@ class AlexNet(Classifier):
 
     def __init__(self, num_classes: int, dropout: float = 0.5):
         super().__init__()
+        check_arg("dropout", dropout, DROPOUT)
         from torchvision.models import alexnet as tv_alexnet
 
         self.body = tv_alexnet(weights=None, num_classes=1000, dropout=dropout)
@@ -121,6 +133,9 @@ class SmallResNet(Classifier):
 
     def __init__(self, num_classes: int, width: int = 64, blocks: Sequence[int] = (2, 2, 2, 2)):
         super().__init__()
+        check_arg("width", width, whole(1))
+        check_arg("blocks", blocks, Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
+            map(whole(0).test, v)), "a non-empty list of whole numbers >= 0"))
         self.stem = conv_bn_act(3, width)
         stages, c_in = [], width
         for i, n in enumerate(blocks):
@@ -173,6 +188,11 @@ class DlcvNet(Classifier):
     def __init__(self, num_classes: int, widths: Sequence[int] = (64, 256, 256), stem_width: int = 24,
                  bn_momentum: float = 0.4, logit_scale: float = 1.0, whiten: bool = False):
         super().__init__()
+        check_arg("widths", widths, WIDTHS)
+        check_arg("stem_width", stem_width, whole(1))
+        check_arg("bn_momentum", bn_momentum, number(0, 1))
+        check_arg("logit_scale", logit_scale, POSITIVE)
+        check_arg("whiten", whiten, BOOLEAN)
         if whiten and stem_width != 2 * PATCH:
             raise DlcvError(f"model.args.whiten: the whitening stem has {2 * PATCH} channels (2x2x3 patches, each "
                             f"eigenvector and its negative), not stem_width {stem_width}")
