@@ -398,7 +398,8 @@ def test_pretraining_resumes_from_its_last_checkpoint(ssl_data, tmp_path):
     run = pretrain(recipe, ssl_data / "mini" / "train", runs_dir=tmp_path / "runs")
     assert read_metric(run / "metrics.csv", "knn_acc") == []  # no monitor given: no kNN column
     saved = (run / "recipe.yaml").read_text()
-    (run / "recipe.yaml").write_text(saved.replace("epochs: 1", "epochs: 2"))  # as if stopped after epoch 1 of 2
+    (run / "recipe.yaml").write_text(saved.replace("epochs: 1", "epochs: 2"))  # as if stopped after epoch 1 of 2,
+    (run / "summary.json").unlink()  # before its summary
     pretrain(recipe, ssl_data / "mini" / "train", runs_dir=tmp_path / "runs", resume=True)
     momentum = read_metric(run / "metrics.csv", "momentum")
     assert len(momentum) == 2 and momentum[1] > momentum[0]  # the schedule went on from the resumed step

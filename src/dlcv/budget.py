@@ -11,7 +11,8 @@ batch is also predicted as the final scoring predicts (its test-time augmentatio
 the validation step's own added as a bound on the metric's part, scales the measured validation. The
 run stops when the planned steps are done, in the middle of an epoch if that is where they end (that
 epoch is validated as usual): the number of epochs is a result. A resumed run goes on with the budget
-its earlier commands left (the plan is in its checkpoint).
+its earlier commands left (the plan is in its checkpoint); one given a new budget (``--resume --budget``)
+plans within that from the resumed command's start.
 In a multi-process run the first process plans and every process follows the same plan.
 """
 
@@ -58,12 +59,13 @@ class TimeBudget(L.Callback):
     ``started``: ``time.perf_counter()`` when the command began; ``horizon``: the task's, which the
     schedules read; ``val_guess``: one validation's time as a share of a training epoch's, until one is
     measured; ``final_ratio``: the final scoring's time as a multiple of one validation's, until the probe
-    has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring).
+    has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring);
+    ``anew``: a resumed run given a new budget, which counts from ``started`` whatever the earlier commands spent.
     """
 
     def __init__(self, seconds: float, started: float, horizon: Horizon, provisional_epochs: int,
-                 val_guess: float, final_ratio: float, final_images: float = 0.0, say=print):
-        self.seconds, self.started, self.horizon = float(seconds), started, horizon
+                 val_guess: float, final_ratio: float, final_images: float = 0.0, say=print, anew: bool = False):
+        self.seconds, self.started, self.horizon, self.anew = float(seconds), started, horizon, anew
         self.provisional_epochs, self.val_guess, self.final_ratio = provisional_epochs, val_guess, final_ratio
         self.final_images = final_images
         self.final_per_val: float | None = None  # a final-scoring batch's time over a validation batch's
@@ -222,7 +224,7 @@ class TimeBudget(L.Callback):
                 "total_steps": self.horizon.total_steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.spent_before = float(state.get("spent", 0.0))
+        self.spent_before = 0.0 if self.anew else spent_under(state, self.seconds) or 0.0
         self.horizon.total_steps = int(state.get("total_steps", self.horizon.total_steps))
 
     def closing_line(self, trainer) -> str:
@@ -241,6 +243,15 @@ class TimeBudget(L.Callback):
                 "validation_seconds": round(self.val_seconds, 2) if self.val_seconds else None,
                 "final_scoring_validations": round(self.final_validations(), 2)
                 if self.final_per_val is not None else None}
+
+
+def spent_under(state: dict, seconds: float) -> float | None:
+    """The seconds that a checkpoint's ``TimeBudget`` state (its ``state_dict``) says the run's commands spent
+    of a budget of ``seconds``; None when it holds none, or when they spent them under another budget (a
+    resumed run given a new one, killed before its first checkpoint): a new budget counts from its own start."""
+    if not isinstance(state, dict) or not isinstance(state.get("spent"), (int, float)):
+        return None
+    return float(state["spent"]) if float(state.get("seconds", seconds)) == float(seconds) else None
 
 
 def latest_step_seconds(epochs: list[tuple[int, float]]) -> float:

@@ -4,7 +4,8 @@
 are a ``Fit`` subclass that says only what differs (its defaults, data, task, callbacks and
 summary); ``Fit.run`` is the one sequence:
 
-1. the recipe, checked, and the run folder, checked: both fail before any data is read;
+1. the recipe, checked, and the run folder, checked and locked against other processes (``RunLock``):
+   both fail before any data is read;
 2. the data, decoded and checked; the precision resolved; the task built (bad weights fail here);
 3. the run folder written (first process only) and the trainer built (devices, strategy, precision);
 4. ``trainer.fit``;
@@ -96,19 +97,24 @@ class Fit:
     # --- the one sequence ----------------------------------------------------------------------------
     def run(self, config: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs", name: str | None = None,
             overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
-        """Train from a recipe; return the run folder (``resume``: continue the run of that name)."""
-        from dlcv.runs import check_run_dir, run_recipe
+        """Train from a recipe; return the run folder (``resume``: continue the run of that name; with a
+        ``train.budget`` override, within that new budget from now). The run folder is locked (``RunLock``)
+        from its first check until the fit ends."""
+        from dlcv.runs import RunLock, check_run_dir, check_run_name, override_keys, run_recipe
 
         start = time.perf_counter()  # a time budget counts from here
 
         recipe = run_recipe(self.defaults(), config, overrides, name, runs_dir, resume)
         self.check(recipe)
-        if not resume and is_primary_process():
-            check_run_dir(runs_dir, recipe["name"], overwrite, inputs=self.inputs)
-        with torch_threads(recipe["train"]["threads"]):
-            return self._fit(recipe, runs_dir, overwrite, resume, start)
+        check_run_name(recipe["name"])
+        with RunLock(Path(runs_dir) / recipe["name"]) as lock, torch_threads(recipe["train"]["threads"]):
+            lock.take()
+            if not resume and is_primary_process():
+                check_run_dir(runs_dir, recipe["name"], overwrite, inputs=self.inputs)
+            anew = resume and "train.budget" in override_keys(overrides)
+            return self._fit(recipe, runs_dir, overwrite, resume, start, lock, anew)
 
-    def _fit(self, recipe: dict, runs_dir, overwrite: bool, resume: bool, start: float) -> Path:
+    def _fit(self, recipe: dict, runs_dir, overwrite: bool, resume: bool, start: float, lock, anew: bool) -> Path:
         import lightning as L
 
         from dlcv.data.synth import is_synthetic
@@ -125,13 +131,15 @@ class Fit:
                     "synthetic_data": is_synthetic(self.data)}
         L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
         task = self.make_task(recipe, data)  # a weights file that fails does so before the run folder
-        budget = time_budget(recipe, data, task, start) if train.get("budget") else None
+        budget = time_budget(recipe, data, task, start, anew) if train.get("budget") else None
+        lock.take(create=True)  # where the runs folder was missing at the first check
         run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=self.inputs)
         if is_primary_process():
             RunFolder(run_dir).write_resolved(resolved)
         say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
         if resume_from is not None:
-            say(f"resuming from {resume_from} with the run's saved recipe")
+            say(f"resuming from {resume_from} with the run's saved recipe"
+                + (f", within a new budget of {train['budget']} from now" if anew else ""))
         # Under a budget the loop has no set end: the plan stops it (and keeps max_epochs at its epochs).
         trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
                                 max_epochs=-1 if budget else train["epochs"],
@@ -165,9 +173,10 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def time_budget(recipe: dict, data, task, started: float):
-    """The callback that plans the run's steps to end within ``train.budget`` (``dlcv.budget``); it sets
-    the task's horizon, which the schedules follow. Its first guesses, until it has measured them: one
+def time_budget(recipe: dict, data, task, started: float, anew: bool = False):
+    """The callback that plans the run's steps to end within ``train.budget`` (``dlcv.budget``; ``anew``: a
+    resumed run's new budget, counted from ``started``); it sets the task's horizon, which the schedules
+    follow. Its first guesses, until it has measured them: one
     validation costs a third of a training step per image and pass, and the final scoring as much per
     image and pass as one validation (until a validation batch has been timed against the final scoring's
     prediction of it)."""
@@ -183,7 +192,7 @@ def time_budget(recipe: dict, data, task, started: float):
     return TimeBudget(parse_duration(train["budget"]), started, task.horizon, int(train["epochs"]),
                       val_guess=val_passes / max(1, 3 * n_train),
                       final_ratio=n_final * TTA_PASSES[train.get("tta", "none")] / max(1, val_passes),
-                      final_images=n_final / max(1, n_val), say=say)
+                      final_images=n_final / max(1, n_val), say=say, anew=anew)
 
 
 def trained_epochs(trainer, task) -> int | float:

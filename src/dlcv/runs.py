@@ -10,6 +10,8 @@ epoch (``metrics.csv``), TensorBoard logs (``tensorboard/``), the best checkpoin
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import json
 import math
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_folder, make_output_folder, write_json
+from dlcv.io import atomic_write, check_output_folder, make_output_folder, write_error, write_json
 from dlcv.runtime import is_primary_process
 
 
@@ -222,7 +224,75 @@ def run_recipe(defaults: dict, config: str | os.PathLike | None, overrides: tupl
     if not run.resumable:
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
     # The folder named is the run resumed, whatever name its recipe saved (a run folder copied elsewhere).
-    return {**load_recipe(recipe, run.recipe_file), "name": run.path.name}
+    saved = {**load_recipe(recipe, run.recipe_file), "name": run.path.name}
+    return resumed_recipe(run, saved, recipe, overrides)
+
+
+RESUME_KEYS = ("train.epochs", "train.budget")  # what --set (or --budget) may change on --resume
+
+
+def override_keys(overrides: tuple[str, ...]) -> list[str]:
+    """The dotted keys that ``--set KEY=VALUE`` overrides name (``--budget`` arrives as ``train.budget``)."""
+    return [item.split("=", 1)[0].strip() for item in overrides]
+
+
+def resumed_recipe(run: RunFolder, saved: dict, given: dict, overrides: tuple[str, ...]) -> dict:
+    """The recipe that ``--resume`` trains: ``saved`` (the run's own), with the ``RESUME_KEYS`` that the
+    overrides change taken from ``given`` (the recipe of the command's file and overrides). Refused in one
+    line: an override that changes any other key; ``train.epochs`` no more than the epochs trained; and a
+    resume with nothing to train: a finished run (``summary.json``) without more epochs or a new budget, or
+    a run whose budget is spent without a new one (``--budget``, counted from the resume's start). These
+    exit 2 like any error: the command was asked to train and would not, which a script must learn."""
+    from dlcv.recipe_checks import format_duration, lookup, parse_duration
+
+    keys = override_keys(overrides)
+    recipe, changed = copy.deepcopy(saved), []
+    for key in keys:
+        value = lookup(given, key)
+        if key == "name" or value == lookup(saved, key):  # the name picks the run; an equal value changes nothing
+            continue
+        if key not in RESUME_KEYS:
+            raise DlcvError(f"--resume keeps the run's saved recipe; {key} cannot change on resume")
+        section, field = key.split(".")
+        recipe[section][field] = value
+        changed.append(key)
+    train = recipe["train"]
+    if train.get("budget"):
+        if "train.budget" in keys:
+            return recipe
+        seconds = parse_duration(train["budget"])
+        used = budget_used(run, seconds)
+        if run.finished or (used is not None and used >= seconds):
+            spent = f"its budget of {format_duration(seconds)} is spent" + (
+                f" ({format_duration(used)} used)" if used is not None else "")
+            finished = "the run finished and " if run.finished else ""
+            raise DlcvError(f"{run.path}: nothing to resume: {finished}{spent}; give --budget DURATION to train on "
+                            "within a new budget")
+        return recipe
+    done = max((row["epoch"] for row in run.read_metrics()), default=0)
+    if "train.epochs" in changed and int(train["epochs"]) <= done:
+        raise DlcvError(f"{run.path}: train.epochs={train['epochs']} on --resume: the run has trained {done} "
+                        "epoch(s) already; give more to train on")
+    if run.finished and "train.epochs" not in changed:
+        raise DlcvError(f"{run.path}: nothing to resume: the run finished its {done} epoch(s) (summary.json); give "
+                        f"--set train.epochs=N above {done} to train on, or start afresh with --overwrite")
+    return recipe
+
+
+def budget_used(run: RunFolder, seconds: float) -> float | None:
+    """The seconds of a budget of ``seconds`` that the run's commands have used: a finished run's per its
+    summary, else per its last checkpoint; None where neither records it."""
+    from dlcv.budget import TimeBudget, spent_under
+    from dlcv.models.weights import safe_load
+
+    if run.finished:
+        summary = run.read_summary()
+        budget = summary.get("budget") or {}
+        parts = (budget.get("spent_before"), summary.get("fit_seconds"))
+        return sum(parts) if all(isinstance(v, (int, float)) for v in parts) else None
+    ckpt = safe_load(run.last, "checkpoint")
+    states = ckpt.get("callbacks") if isinstance(ckpt, dict) else None
+    return spent_under(states.get(TimeBudget.__qualname__), seconds) if isinstance(states, dict) else None
 
 
 def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, resume: bool,
@@ -232,7 +302,15 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, res
     primary process only; a resumed one its ``last.ckpt``."""
     run_dir = Path(runs_dir) / recipe["name"]
     if resume:
-        return run_dir, RunFolder(run_dir).last
+        run = RunFolder(run_dir)
+        if is_primary_process():
+            from dlcv.recipe_checks import lookup
+
+            # A finished run trained on (more epochs, a new budget) is unfinished until it writes a new summary.
+            run.summary_file.unlink(missing_ok=True)
+            if any(lookup(run.read_recipe(), key) != lookup(recipe, key) for key in RESUME_KEYS):
+                run.write_recipe(recipe)
+        return run_dir, run.last
     if is_primary_process():
         run_dir = check_run_dir(runs_dir, recipe["name"], overwrite, inputs)
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -240,3 +318,67 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, res
         run_dir = make_output_folder(run_dir, "run")  # the manifest kind of a run folder (dlcv.io)
         RunFolder(run_dir).write_recipe(recipe)
     return run_dir, None
+
+
+class RunLock:
+    """An exclusive lock on the folder ``folder`` (a run, a table) while this process writes it: ``flock`` on
+    ``.NAME.dlcv-lock`` beside it, which outlives the folder's replacement by ``--overwrite``. A second process
+    is refused at once with one line naming the first; the kernel lets go of the lock when its process ends,
+    killed or not. Only the primary process of a multi-process run takes it (the others write nothing)."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run"):
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder.parent / f".{self.folder.name}.dlcv-lock"
+        self.fd: int | None = None
+
+    def take(self, create: bool = False) -> RunLock:
+        """Hold the lock from now on; ``create``: making the parent folder where it is missing (else the lock
+        waits for a later ``take``, so that a command refused before it writes leaves no folder behind)."""
+        try:
+            import fcntl
+        except ImportError:  # no flock on this system (Windows): runs there are not locked
+            return self
+        if self.fd is not None or not is_primary_process() or not (create or self.path.parent.is_dir()):
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while self.fd is None:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    os.close(fd)
+                    pid = f" (pid {holder})" if holder.isdigit() else ""
+                    raise DlcvError(f"{self.folder}: another dlcv process{pid} is writing this {self.what}; wait "
+                                    "for it or choose another --name") from None
+                # The holder before this one removes the file as it lets go: hold the file at the path, or try again.
+                if _same_file(fd, self.path):
+                    self.fd = fd
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                else:
+                    os.close(fd)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while still held: no other process holds the file at the path yet
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False

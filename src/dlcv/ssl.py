@@ -21,7 +21,7 @@ from dlcv.io import (
     check_output_path,
     make_output_folder,
 )
-from dlcv.runs import RunFolder, read_json
+from dlcv.runs import RunFolder, RunLock, read_json
 from dlcv.runtime import barrier, is_primary_process
 
 BACKBONE_FILE = "backbone.pt"
@@ -201,7 +201,7 @@ def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: 
     rows = read_office_csv(csv_path, images)
     model, recipe = load_classifier(checkpoint)
     array = np.asarray(load_resized_stack(rows.files, recipe["data"].get("image_size"), use_cache=False))
-    labels = predict_scores(model, array, recipe, tta=tta).argmax(1).numpy()
+    labels = predict_scores(model, array, recipe, tta=tta, where=str(images)).argmax(1).numpy()
     write_office_csv(output, zip(rows.ids, rows.filenames, (int(v) for v in labels)))
     return len(rows.ids)
 
@@ -246,41 +246,44 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     office = data / recipe["data"]["office"]
     arch = _shared_arch(finetune_recipe, pretrain_recipe, supervised_recipe)
     table_dir = Path(runs_dir) / str(recipe["name"])
-    # An earlier table's folder is filled on (its runs reused or resumed); any other folder of files is refused.
-    if is_primary_process():  # in a multi-process run only the first process writes (the others read after)
-        check_output_folder(table_dir, inputs=(data, config), kind=TABLE_KIND, need_parent=False)
-        make_output_folder(table_dir, TABLE_KIND)
-        RunFolder(table_dir).write_recipe(recipe)
-    needs = {SSL_SETTINGS[s][0] for s in recipe["settings"]}
-    clock = TableClock(recipe, needs, start)
+    with RunLock(table_dir, what="table") as lock:  # one process fills a table folder at a time
+        lock.take()
+        # An earlier table's folder is filled on (its runs reused or resumed); any other folder of files is refused.
+        if is_primary_process():  # in a multi-process run only the first process writes (the others read after)
+            check_output_folder(table_dir, inputs=(data, config), kind=TABLE_KIND, need_parent=False)
+            lock.take(create=True)
+            make_output_folder(table_dir, TABLE_KIND)
+            RunFolder(table_dir).write_recipe(recipe)
+        needs = {SSL_SETTINGS[s][0] for s in recipe["settings"]}
+        clock = TableClock(recipe, needs, start)
 
-    backbones: dict[str, Path | None] = {"none": None}
-    if "self_supervised" in needs:
-        monitor = data / recipe["data"]["monitor"] if recipe["data"]["monitor"] else office
-        backbones["self_supervised"] = _relative(data, recipe["backbones"]["self_supervised"]) or \
-            _byol_backbone(table_dir, pretrain_recipe, data / recipe["data"]["mini"], monitor, clock)
-    if "supervised" in needs:
-        backbones["supervised"] = _relative(data, recipe["backbones"]["supervised"]) or \
-            _supervised_backbone(table_dir, supervised_recipe, data / recipe["data"]["supervised"], clock)
+        backbones: dict[str, Path | None] = {"none": None}
+        if "self_supervised" in needs:
+            monitor = data / recipe["data"]["monitor"] if recipe["data"]["monitor"] else office
+            backbones["self_supervised"] = _relative(data, recipe["backbones"]["self_supervised"]) or \
+                _byol_backbone(table_dir, pretrain_recipe, data / recipe["data"]["mini"], monitor, clock)
+        if "supervised" in needs:
+            backbones["supervised"] = _relative(data, recipe["backbones"]["supervised"]) or \
+                _supervised_backbone(table_dir, supervised_recipe, data / recipe["data"]["supervised"], clock)
 
-    rows = []
-    for setting in recipe["settings"]:
-        pretraining, tuning = SSL_SETTINGS[setting]
-        run_dir = table_dir / setting
-        if RunFolder(run_dir).finished:
-            clock.skip(setting)
-            say(f"setting {setting}: reusing {run_dir}")
-        else:
-            say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
-            finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
-                     overrides=(f"model.args.arch={arch}", *clock.budget(setting)), **_resume_or_restart(run_dir))
-        rows.append(_table_row(setting, run_dir, backbones[pretraining]))
-    result = {"name": recipe["name"], "arch": arch, "rows": rows, "note": FROZEN_NOTE,
-              "seconds": round(time.perf_counter() - start, 1)}
-    if is_primary_process():
-        write_table(table_dir, result)
-    barrier()
-    return table_dir
+        rows = []
+        for setting in recipe["settings"]:
+            pretraining, tuning = SSL_SETTINGS[setting]
+            run_dir = table_dir / setting
+            if RunFolder(run_dir).finished:
+                clock.skip(setting)
+                say(f"setting {setting}: reusing {run_dir}")
+            else:
+                say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
+                finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
+                         overrides=(f"model.args.arch={arch}", *clock.budget(setting)), **_resume_or_restart(run_dir))
+            rows.append(_table_row(setting, run_dir, backbones[pretraining]))
+        result = {"name": recipe["name"], "arch": arch, "rows": rows, "note": FROZEN_NOTE,
+                  "seconds": round(time.perf_counter() - start, 1)}
+        if is_primary_process():
+            write_table(table_dir, result)
+        barrier()
+        return table_dir
 
 
 def _table_recipe(config: str | os.PathLike | None, data: str | os.PathLike | None, name: str | None,

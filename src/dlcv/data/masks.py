@@ -112,11 +112,29 @@ def write_mask(path: Path, classes: np.ndarray) -> None:
 MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
 
+def unique_ids(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
+    """The files of ``folder`` whose names match ``pattern``, by the id it captures; two files of one id but
+    for case or extension (``0001_sat.jpg`` and ``0001_SAT.jpg``, ``0001_sat.jpg`` and ``0001_sat.png``)
+    are one line naming both: one would silently stand for the two."""
+    found: dict[str, tuple[str, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        match = pattern.match(path.name)
+        if not (match and path.is_file()):
+            continue
+        name = match.group(1)
+        first, other = found.setdefault(name.casefold(), (name, path))
+        if other is not path:
+            same = f"the same id {name!r}" if first == name else f"the same id but for case ({first!r}, {name!r})"
+            raise DlcvError(f"{folder}: {other.name} and {path.name} have {same}; keep one of them")
+    return dict(found.values())
+
+
 def mask_files(folder: Path, role: str) -> dict[str, Path]:
-    """The ``NNNN_mask.png`` files of a folder by name; ``role`` (predictions, labels) names it in errors."""
+    """The ``NNNN_mask.png`` files of a folder by name, one an id (``unique_ids``); ``role`` (predictions,
+    labels) names it in errors."""
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder ({role})")
-    found = {p.name: p for p in folder.iterdir() if MASK_NAME.match(p.name) and p.is_file()}
+    found = {p.name: p for p in unique_ids(folder, MASK_NAME).values()}
     if not found:
         raise DlcvError(f"{folder}: no masks (expected NNNN_mask.png) ({role})")
     return found

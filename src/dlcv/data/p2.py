@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.masks import MASK_NAME, MaskCodec, read_mask
+from dlcv.data.masks import MASK_NAME, MaskCodec, read_mask, unique_ids
 from dlcv.errors import DlcvError, mismatch_message
 
 _SAT = re.compile(r"^(.+)_sat\.(jpg|jpeg|png)$", re.IGNORECASE)
@@ -33,15 +33,12 @@ class SatelliteSet:
 
 
 def _scan(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
-    """The files of ``folder`` whose names match ``pattern``, by id (none a link leaving the folder)."""
+    """The files of ``folder`` whose names match ``pattern``, by id, one file an id (``unique_ids``); none a
+    link leaving the folder."""
     from dlcv.data.images import check_inside
 
-    found: dict[str, Path] = {}
-    for path in folder.iterdir():
-        match = pattern.match(path.name)
-        if match and path.is_file():
-            found[match.group(1)] = check_inside(folder, path) if path.is_symlink() else path
-    return found
+    return {name: check_inside(folder, path) if path.is_symlink() else path
+            for name, path in unique_ids(folder, pattern).items()}
 
 
 def find_images(folder: str | os.PathLike) -> SatelliteSet:
