@@ -290,3 +290,40 @@ def test_a_resumed_budget_goes_on_with_what_is_left(p1_data, tmp_path, setup_top
     skip_if_overloaded(budget, seconds - budget["spent_before"])
     assert budget["spent_before"] > 3
     assert wall <= seconds - budget["spent_before"] + 1.5, out
+
+
+@pytest.mark.parametrize("reference, warned", [(50, True), (5, False), (None, False)])
+def test_the_first_plan_says_when_the_recipes_figure_needed_more_epochs(reference, warned):
+    """A slow machine (a T4 on a budget measured on an H100) learns at once that the figure may not be reached."""
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, fit_loop=SimpleNamespace(max_epochs=1),
+                              strategy=SimpleNamespace(broadcast=lambda value, src=0: value))
+    lines = []
+    budget = TimeBudget(30.0, time.perf_counter(), Horizon(0, 10), 1, val_guess=0.0, final_ratio=0.0,
+                        say=lines.append, reference_epochs=reference)
+    budget.step_seconds = 0.1  # 30 s at 0.1 s a step, 10 steps an epoch: under 30 epochs
+    budget.replan(trainer)
+    assert lines[0].startswith("budget 30s: 0.100 s a step")
+    assert len(lines) == (2 if warned else 1)
+    if warned:
+        assert lines[1].startswith(f"note: the recipe's figure (docs/results.md) was reached in {reference} epochs "
+                                   "or more; at this speed the budget affords ")
+        assert lines[1].endswith("so it may not be reached: give a larger --budget")
+
+
+def test_epochs_asked_of_a_budget_recipe_are_refused_and_budget_none_trains_by_epochs(capsys, p1_data, tmp_path):
+    from conftest import expect_error, run_cli
+
+    recipe = tmp_path / "timed.yaml"
+    recipe.write_text(BUDGET_RECIPE.replace("train: {", "train: {budget: 20m, "))
+    runs = tmp_path / "runs"
+    expect_error(capsys, r"--set train\.epochs=1: the recipe trains to a time budget \(train\.budget 20m, from .*"
+                 r"timed\.yaml\) and plans its epochs from the measured speed; add --budget none to train by epochs",
+                 "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs, "--set", "train.epochs=1")
+    assert not runs.exists()
+    code, out, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs,
+                             "--set", "train.epochs=1", "--budget", "none")
+    assert code == 0, err
+    summary = json.loads((runs / "timed" / "summary.json").read_text())
+    assert summary["epochs"] == 1 and "budget" not in summary

@@ -60,12 +60,15 @@ class TimeBudget(L.Callback):
     schedules read; ``val_guess``: one validation's time as a share of a training epoch's, until one is
     measured; ``final_ratio``: the final scoring's time as a multiple of one validation's, until the probe
     has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring);
-    ``anew``: a resumed run given a new budget, which counts from ``started`` whatever the earlier commands spent.
+    ``anew``: a resumed run given a new budget, which counts from ``started`` whatever the earlier commands spent;
+    ``reference_epochs``: the epochs the recipe's figure needed, which a plan of fewer warns of.
     """
 
     def __init__(self, seconds: float, started: float, horizon: Horizon, provisional_epochs: int,
-                 val_guess: float, final_ratio: float, final_images: float = 0.0, say=print, anew: bool = False):
+                 val_guess: float, final_ratio: float, final_images: float = 0.0, say=print, anew: bool = False,
+                 reference_epochs: float | None = None):
         self.seconds, self.started, self.horizon, self.anew = float(seconds), started, horizon, anew
+        self.reference_epochs = reference_epochs
         self.provisional_epochs, self.val_guess, self.final_ratio = provisional_epochs, val_guess, final_ratio
         self.final_images = final_images
         self.final_per_val: float | None = None  # a final-scoring batch's time over a validation batch's
@@ -118,6 +121,10 @@ class TimeBudget(L.Callback):
             self.say(f"budget {format_duration(self.seconds)}: {self.step_seconds:.3f} s a step, "
                      f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.horizon.total_steps} steps "
                      f"= {self.horizon.epochs:.2f} epochs, {ending}")
+            if self.reference_epochs and self.horizon.epochs < self.reference_epochs:
+                self.say(f"note: the recipe's figure (docs/results.md) was reached in {self.reference_epochs:g} epochs "
+                         f"or more; at this speed the budget affords {self.horizon.epochs:.2f}, so it may not be "
+                         "reached: give a larger --budget")
 
     # --- Lightning's hooks ---------------------------------------------------------------------------
     def setup(self, trainer, pl_module, stage: str) -> None:

@@ -193,6 +193,12 @@ def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Itera
 
     task = defaults.get("task")
     check_values(recipe, rules_for(task), source_of)
+    train = recipe.get("train")
+    if isinstance(train, dict) and train.get("budget") and lookup(from_set, "train.epochs") is not MISSING:
+        # Under a budget train.epochs is only the first plan: a tiny run asked for would train the whole budget.
+        raise DlcvError(f"--set train.epochs={train['epochs']}: the recipe trains to a time budget (train.budget "
+                        f"{train['budget']}, from {source_of('train.budget')}) and plans its epochs from the measured "
+                        "speed; add --budget none to train by epochs, or give a shorter --budget")
     if task in ("classify", "segment") and isinstance(recipe.get("model"), dict):
         check_model(recipe, source_of("model"))
     return recipe

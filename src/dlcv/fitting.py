@@ -192,7 +192,8 @@ def time_budget(recipe: dict, data, task, started: float, anew: bool = False):
     return TimeBudget(parse_duration(train["budget"]), started, task.horizon, int(train["epochs"]),
                       val_guess=val_passes / max(1, 3 * n_train),
                       final_ratio=n_final * TTA_PASSES[train.get("tta", "none")] / max(1, val_passes),
-                      final_images=n_final / max(1, n_val), say=say, anew=anew)
+                      final_images=n_final / max(1, n_val), say=say, anew=anew,
+                      reference_epochs=train.get("reference_epochs"))
 
 
 def trained_epochs(trainer, task) -> int | float:

@@ -51,8 +51,10 @@ def _overrides(args, budget_key: str) -> tuple[str, ...]:
 
     if args.budget is None:
         return tuple(args.set)
+    if args.budget.strip().lower() == "none":  # no budget: the run trains its recipe's epochs
+        return (*args.set, f"{budget_key}=null")
     if not DURATION.test(args.budget):
-        raise DlcvError(f"--budget {args.budget!r}: give {DURATION.wants}")
+        raise DlcvError(f"--budget {args.budget!r}: give {DURATION.wants}, or none")
     return (*args.set, f"{budget_key}={args.budget}")
 
 
@@ -295,7 +297,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 def _budget_option(parser: argparse.ArgumentParser, key: str) -> None:
     parser.add_argument("--budget", metavar="DURATION",
                         help=f"end the whole command within this time, e.g. 20m or 1h30m (sets {key}): the steps are "
-                             "planned from the measured speed and the schedule runs over them")
+                             "planned from the measured speed and the schedule runs over them; none: train by epochs")
 
 
 def _tta_option(parser: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
