@@ -208,8 +208,8 @@ class TimeBudget(L.Callback):
         now = time.perf_counter()
         probe = self._marks.pop("probe", 0.0)
         steps = trainer.global_step - self._marks.get("epoch_step", trainer.global_step)
-        # The command's first steps (kernel choice, lazy loading: 6 s on a GPU where a step took 0.02 s) are a
-        # one-off, already spent: neither a step's time nor an epoch's.
+        # The command's first steps (kernel choice, lazy loading) are a one-off, already spent: neither a step's
+        # time nor an epoch's.
         timed_from, one_off = self._marks.get("epoch"), 0.0
         warm = self._marks.pop("warm", None) if not self.epoch_steps else None
         if warm is not None and steps > WARM_STEPS:

@@ -149,7 +149,8 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     print(f"  BYOL kNN monitor:   {byol['knn_acc_at_init']:.3f} untrained -> {byol['final_knn_acc']:.3f} after "
           f"{len(byol['knn_acc'])} epochs ({byol['knn_figure']})")
     print(f"  A-E table:          {table_dir / 'table.md'}")
-    print(f"  report:             {report['index']} (open it in a browser; Markdown: {report['markdown']})")
+    pdf = f"; PDF: {report['pdf']}" if report["pdf"] else ""
+    print(f"  report:             {report['index']} (open it in a browser; Markdown: {report['markdown']}{pdf})")
     print("  Segment Anything needs a SAM checkpoint (none can be downloaded here): see the README's "
           "`dlcv sam masks`")
     print("ssl: " + "  ".join(f"{r['setting']} {r['accuracy']:.3f}" for r in table_rows))

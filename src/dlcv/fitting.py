@@ -176,10 +176,8 @@ def torch_threads(threads: int | None):
 def time_budget(recipe: dict, data, task, started: float, anew: bool = False):
     """The callback that plans the run's steps to end within ``train.budget`` (``dlcv.budget``; ``anew``: a
     resumed run's new budget, counted from ``started``); it sets the task's horizon, which the schedules
-    follow. Its first guesses, until it has measured them: one
-    validation costs a third of a training step per image and pass, and the final scoring as much per
-    image and pass as one validation (until a validation batch has been timed against the final scoring's
-    prediction of it)."""
+    follow. Until it has timed them, a validation is guessed at a third of a training step per image and
+    pass, and the final scoring at one validation's cost per image and pass."""
     from dlcv.budget import TimeBudget
     from dlcv.recipe_checks import parse_duration
     from dlcv.recipes import TTA_PASSES
