@@ -320,10 +320,20 @@ def test_epochs_asked_of_a_budget_recipe_are_refused_and_budget_none_trains_by_e
     runs = tmp_path / "runs"
     expect_error(capsys, r"--set train\.epochs=1: the recipe trains to a time budget \(train\.budget 20m, from .*"
                  r"timed\.yaml\) and plans its epochs from the measured speed; add --budget none to train by epochs",
-                 "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs, "--set", "train.epochs=1")
+                 "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs,
+                 "--set", "train.epochs=1")
     assert not runs.exists()
     code, out, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs,
                              "--set", "train.epochs=1", "--budget", "none")
     assert code == 0, err
     summary = json.loads((runs / "timed" / "summary.json").read_text())
     assert summary["epochs"] == 1 and "budget" not in summary
+
+
+def test_a_budget_shorter_than_an_epoch_reserves_the_final_scoring_from_its_first_plan():
+    """No validation has been timed when a short budget makes its only plan: the final scoring is priced from
+    the first guess at a validation (an epoch's end), not left out."""
+    budget = TimeBudget(30.0, time.perf_counter(), Horizon(0, 1000), 1, val_guess=0.01, final_ratio=5.0,
+                        say=lambda *_: None)
+    budget.step_seconds = 0.1  # a validation guessed at 0.01 x 1000 steps x 0.1 s = 1 s; the final scoring, 5 of them
+    assert budget.reserve() == pytest.approx(5.0 + TAIL[0] + TAIL[1] * 30.0)

@@ -90,7 +90,10 @@ class TimeBudget(L.Callback):
     def reserve(self) -> float:
         """What must be left when training ends: the final scoring, the last epoch's extra work
         (snapshots, the first epoch's one-off costs, whichever was larger) and the tail."""
-        final = (self.val_seconds or 0.0) * self.final_validations()
+        validation = self.val_seconds  # until one is timed, the guess that prices an epoch's end
+        if validation is None:
+            validation = self.val_guess * self.horizon.steps_per_epoch * (self.step_seconds or 0.0)
+        final = validation * self.final_validations()
         extra = max(self.epoch_costs) - statistics.median(self.epoch_costs) if self.epoch_costs else 0.0
         return final + extra + TAIL[0] + TAIL[1] * self.seconds
 

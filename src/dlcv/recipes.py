@@ -137,8 +137,9 @@ TRAIN = {
     "epochs": Key(30, whole(1), "training epochs (with train.budget: only the plan until the speed is measured)"),
     "budget": Key(None, optional(DURATION), "end the whole command within this time (20m, 1h30m): the steps are "
                   "planned from the measured speed, the schedule runs over them, the epochs are a result"),
-    "reference_epochs": Key(None, optional(number(0, open_low=True)), "with train.budget: the fewest epochs of the "
-                            "runs behind the recipe's figure (docs/results.md); a plan of fewer says it may not reach it"),
+    "reference_epochs": Key(None, optional(number(0, open_low=True)),
+                            "with train.budget: the fewest epochs of the runs behind the recipe's figure "
+                            "(docs/results.md); a plan of fewer says it may not reach it"),
     "precision": Key("auto", one_of(*PRECISIONS), "auto: bf16-mixed where the hardware computes bf16 fast "
                      "(16-mixed on a T4 or V100), else 32-true; or any of Lightning's"),
     "loss": Key("ce", one_of("ce", "focal"), "ce (cross-entropy) or focal"),

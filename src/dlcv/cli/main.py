@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(weights only) into one folder")
     hand.add_argument("--year", type=int, required=True, help="the homework's year: 2021, 2022, 2023 or 2024")
     hand.add_argument("--output", required=True, help="folder to write (new or empty)")
-    hand.add_argument("--runs", default="runs", help="folder of run folders to take the checkpoints from (default: runs)")
+    hand.add_argument("--runs", default="runs", help="folder of run folders holding the checkpoints (default: runs)")
     hand.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                       help="the checkpoint for p1, seg or ssl instead of the first of the script's runs that exists")
     hand.add_argument("--overwrite", action="store_true", help="replace an earlier hand-in folder")

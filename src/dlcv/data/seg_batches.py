@@ -239,7 +239,11 @@ class SegmentationData(InMemoryData):
         return self._final_tensors
 
     def counts(self) -> tuple[int, int, int]:
-        return len(self.train_y), len(self.val_y), 0 if self.final is None else len(self.final.ids)
+        """Pairs of training, and of validation and the final set in training-sized images (they are predicted
+        at ``eval_size``, the crops trained at ``train_size``), for a time budget's plan."""
+        scale = (int(self.cfg["eval_size"]) / int(self.cfg["train_size"])) ** 2
+        final = 0 if self.final is None else len(self.final.ids)
+        return len(self.train_y), round(len(self.val_y) * scale), round(final * scale)
 
     def progress_images(self, wanted: list) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """``(ids, images, masks)`` of the validation images whose masks are kept through training.
