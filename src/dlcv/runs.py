@@ -194,9 +194,12 @@ def read_json(path: Path) -> dict:
 
 
 def check_run_name(name: str) -> None:
-    """Refuse a run name that is not a plain folder name."""
-    if not name or "/" in name or name in (".", ".."):
-        raise DlcvError(f"run name {name!r} must be a plain folder name")
+    """Refuse a run name that is not a plain folder name (the rule of a recipe's ``name``)."""
+    from dlcv.errors import shown
+    from dlcv.recipe_checks import FOLDER_NAME
+
+    if not FOLDER_NAME.test(name):
+        raise DlcvError(f"run name {shown(name)} must be {FOLDER_NAME.wants}")
 
 
 def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
