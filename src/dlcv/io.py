@@ -62,12 +62,17 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) ->
     the rename that writes it would put a file in their place); and it is none of ``inputs`` (nor
     inside an input folder)."""
     path = Path(path)
-    if not path.parent.is_dir():
-        what = "is not a folder" if path.parent.exists() else "does not exist"
-        raise DlcvError(f"{path}: the output folder {path.parent} {what}")
+    check_parent(path, "the output folder")
     check_not_special(path)
     check_not_an_input(path, inputs)
     return path
+
+
+def check_parent(path: Path, label: str = "the folder") -> None:
+    """Refuse an output whose parent folder is missing or not a folder."""
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise DlcvError(f"{path}: {label} {path.parent} {what}")
 
 
 def check_not_special(path: Path, folder: bool = False) -> None:
@@ -163,9 +168,8 @@ def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Itera
     if target == here or target in here.parents:
         raise DlcvError(f"{output}: is the current folder or holds it; give a new folder for the output")
     check_not_an_input(output, inputs)
-    if need_parent and not output.parent.is_dir():
-        what = "is not a folder" if output.parent.exists() else "does not exist"
-        raise DlcvError(f"{output}: the folder {output.parent} {what}")
+    if need_parent:
+        check_parent(output)
     if output.is_dir() and any(output.iterdir()):
         manifest = read_manifest(output)
         if manifest is None:
@@ -196,9 +200,7 @@ def figures_folder(output: PathLike) -> Path:
     anything else is refused, so that no file of another's is written over."""
     output = Path(output)
     check_not_special(output, folder=True)
-    if not output.parent.is_dir():
-        what = "is not a folder" if output.parent.exists() else "does not exist"
-        raise DlcvError(f"{output}: the folder {output.parent} {what}")
+    check_parent(output)
     if output.is_dir() and any(output.iterdir()):
         kind = (read_manifest(output) or {}).get("kind")
         in_run = (read_manifest(output.parent) or {}).get("kind") == "run" and output.name == "figures"

@@ -244,7 +244,6 @@ def _keys(args) -> None:
 
 def _report(args) -> None:
     from dlcv.report import build_report
-
     from dlcv.report.pdf import HOW_TO_GET
 
     result = build_report(args.runs, args.output, overwrite=args.overwrite, year=args.year, pdf=not args.no_pdf)
