@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 import yaml
 
-from dlcv.recipe_checks import parse_duration
+from dlcv.recipes import parse_duration
 
 
 def cpu() -> str:

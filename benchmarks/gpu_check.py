@@ -177,14 +177,14 @@ def byol_recipe_steps(device: torch.device, steps: int = 2, batch: int | None = 
     autocast of a run at ``precision: auto`` (bf16, or float16 on a T4): what its peak memory needs (a phase of its
     own, GPU only)."""
     from dlcv.config import load_recipe
-    from dlcv.recipes import byol_defaults
+    from dlcv.recipes import ByolRecipe
     from dlcv.tasks.byol import BYOLTask
     from dlcv.tasks.optim import build_optimizer
 
-    recipe = load_recipe(byol_defaults(), REPO / "configs" / "ssl" / "byol_resnet50.yaml")
+    recipe = load_recipe(ByolRecipe, REPO / "configs" / "ssl" / "byol_resnet50.yaml")
     task = BYOLTask(recipe, monitored=False).to(device).train()
-    optimizer = build_optimizer(task.model, recipe["optim"])  # the recipe's, with its state
-    batch, size = batch or int(recipe["data"]["batch_size"]), int(recipe["views"]["size"])
+    optimizer = build_optimizer(task.model, recipe.optim)  # the recipe's, with its state
+    batch, size = batch or recipe.data.batch_size, recipe.views.size
     for _ in range(steps):
         views = [torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
                  for _ in range(2)]

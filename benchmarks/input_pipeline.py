@@ -29,7 +29,7 @@ from dlcv.data.batches import TensorBatches
 from dlcv.data.images import list_images, load_image_stack
 from dlcv.data.p1 import label_from_filename
 from dlcv.models import create_model
-from dlcv.recipes import classify_defaults
+from dlcv.recipes import ClassifyRecipe
 from dlcv.runtime import resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,10 +51,10 @@ class PilFolder(Dataset):
 
 def reference_loader(files, cfg, batch_size):
     transform = transforms.Compose([
-        transforms.RandomCrop(32, padding=int(cfg["crop_padding"]), padding_mode="reflect"),
+        transforms.RandomCrop(32, padding=cfg.crop_padding, padding_mode="reflect"),
         transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
-        transforms.Normalize(cfg["mean"], cfg["std"]),
+        transforms.Normalize(cfg.mean, cfg.std),
     ])
     return DataLoader(PilFolder(files, transform), batch_size=batch_size, shuffle=True, drop_last=True,
                       num_workers=2, persistent_workers=True)
@@ -109,10 +109,10 @@ def main():
     parser.add_argument("--steps", type=int, default=12, help="training steps per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     args = parser.parse_args()
-    recipe = load_recipe(classify_defaults(), args.recipe)
-    cfg, batch = recipe["data"], int(recipe["data"]["batch_size"])
-    precision = resolve_precision(str(recipe["train"]["precision"]), "cpu")
-    files = list_images(Path(args.data) / cfg["train"])
+    recipe = load_recipe(ClassifyRecipe, args.recipe)
+    cfg, batch = recipe.data, recipe.data.batch_size
+    precision = resolve_precision(str(recipe.train.precision), "cpu")
+    files = list_images(Path(args.data) / cfg.train)
     labels = torch.tensor([label_from_filename(f) for f in files])
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}; {len(files)} images, batch {batch}, precision {precision}")
@@ -138,7 +138,7 @@ def main():
     # (b) training with the recipe's model, one identical step function for all three.
     def fresh_model():
         torch.manual_seed(0)
-        model = create_model(recipe["model"]["name"], num_classes=int(labels.max()) + 1, **recipe["model"]["args"])
+        model = create_model(recipe.model.name, num_classes=int(labels.max()) + 1, **recipe.model.args)
         return model.to(memory_format=torch.channels_last).train()
 
     # Alternate the three feeds in rounds on one model each and take each feed's median, so that
@@ -155,7 +155,7 @@ def main():
         for name, step in steps.items():
             rates[name].append(train_rate(step, feeds[name](), args.steps))
     limit, ours_rate, ref_train = (float(np.median(rates[n])) for n in ("limit", "dlcv", "reference"))
-    print(f"(b) training images/s with {recipe['model']['name']}: limit (fixed batch) {limit:.0f}  "
+    print(f"(b) training images/s with {recipe.model.name}: limit (fixed batch) {limit:.0f}  "
           f"dlcv {ours_rate:.0f} ({ours_rate / limit:.1%} of limit, target >= 95%)  "
           f"reference {ref_train:.0f} ({ref_train / limit:.1%})")
 

@@ -61,7 +61,7 @@ def main() -> int:
 
     from dlcv.data.images import decode_image
     from dlcv.models.sam import build_sam, load_sam, mask_generator
-    from dlcv.recipes import SAM_GENERATOR_DEFAULTS
+    from dlcv.recipes import Generator
     from dlcv.sam import decode_rle, sam_recipe
 
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def main() -> int:
     model = (load_sam(args.checkpoint, args.model) if args.checkpoint else build_sam(args.model).eval()).to(device)
     relaxed = {k: v for k, v in (("pred_iou_thresh", args.pred_iou_thresh),
                                  ("stability_score_thresh", args.stability_score_thresh)) if v is not None}
-    official_knobs = {**SAM_GENERATOR_DEFAULTS, **relaxed}
+    official_knobs = {**Generator().model_dump(), **relaxed}
     fast = sam_recipe(args.fast_config)
     ours_knobs = {**fast["generator"], **relaxed}
     variants = {"official": mask_generator(model, official_knobs, prefilter=False),

@@ -15,7 +15,6 @@ Usage (from the repository root, with .venv set up):
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -31,10 +30,10 @@ from dlcv.metrics.segmentation import class_iou, confusion, mean_iou
 from dlcv.segment import load_segmenter, predict_classes
 
 
-def score(model, recipe: dict, images: np.ndarray, masks: np.ndarray, size: int, tta: str) -> tuple[float, list, float]:
+def score(model, recipe, images: np.ndarray, masks: np.ndarray, size: int, tta: str) -> tuple[float, list, float]:
     """(mIoU, per-class IoUs, seconds) of the model at ``size`` with ``tta``."""
-    recipe = copy.deepcopy(recipe)
-    recipe["data"]["eval_size"] = size
+    recipe = recipe.model_copy(deep=True)
+    recipe.data.eval_size = size
     start, matrix = time.perf_counter(), np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
     for first, classes in predict_classes(model, images, recipe, tta):
         matrix += confusion(masks[first : first + len(classes)], classes)
@@ -50,14 +49,14 @@ def main() -> int:
     args = parser.parse_args()
 
     model, recipe = load_segmenter(args.run / "best.ckpt")
-    data, tta = recipe["data"], args.tta or recipe["train"]["tta"]
-    if not float(data.get("holdout") or 0):
+    data, tta = recipe.data, args.tta or recipe.train.tta
+    if not data.holdout:
         sys.exit(f"{args.run}: the run has no holdout (data.holdout) to choose on")
-    codec = MaskCodec(data["unmapped"])
-    pairs = find_pairs(args.data / data["train"])
-    _, hold = random_holdout(len(pairs.ids), float(data["holdout"]), int(recipe["seed"]))
+    codec = MaskCodec(data.unmapped)
+    pairs = find_pairs(args.data / data.train)
+    _, hold = random_holdout(len(pairs.ids), data.holdout, recipe.seed)
     images, masks = load_pairs(pairs.subset(hold), codec)
-    print(f"{args.run}: {len(hold)} holdout pairs, tta {tta}, the run's eval_size {data['eval_size']}", flush=True)
+    print(f"{args.run}: {len(hold)} holdout pairs, tta {tta}, the run's eval_size {data.eval_size}", flush=True)
     results = {}
     for size in (int(s) for s in args.sizes.split(",")):
         results[size] = score(model, recipe, images, masks, size, tta)
@@ -69,7 +68,7 @@ def main() -> int:
     folder = args.data / "validation"
     if folder.is_dir():
         images, masks = load_pairs(find_pairs(folder), codec)
-        for size in dict.fromkeys([int(data["eval_size"]), chosen]):
+        for size in dict.fromkeys([data.eval_size, chosen]):
             miou, per_class, seconds = score(model, recipe, images, masks, size, tta)
             print(f"validation eval_size {size}: mIoU {miou:.4f}  per class {per_class}  {seconds:.0f} s "
                   "(chooses nothing)")

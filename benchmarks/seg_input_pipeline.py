@@ -38,7 +38,7 @@ from dlcv.config import load_recipe
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import find_pairs, load_pairs
 from dlcv.data.seg_batches import SegmentationBatches
-from dlcv.recipes import segment_defaults
+from dlcv.recipes import SegmentRecipe
 from dlcv.runtime import retain_freed_memory
 from dlcv.tasks.segmentation import SegmentationTask
 
@@ -64,23 +64,23 @@ class PilPairs(Dataset):
 
 
 def reference_loader(pairs, cfg, batch_size):
-    low, high = cfg["scale"]
+    low, high = cfg.scale
     transform = v2.Compose([
-        v2.RandomResizedCrop(int(cfg["train_size"]), scale=(low**2, high**2), ratio=(1.0, 1.0), antialias=True),
+        v2.RandomResizedCrop(cfg.train_size, scale=(low**2, high**2), ratio=(1.0, 1.0), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomChoice([v2.RandomRotation((a, a)) for a in (0, 90, 180, 270)]),
         v2.ToImage(),
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.Normalize(cfg["mean"], cfg["std"]),
+        v2.Normalize(cfg.mean, cfg.std),
     ])
-    return DataLoader(PilPairs(pairs, transform, MaskCodec(cfg["unmapped"])), batch_size=batch_size, shuffle=True,
+    return DataLoader(PilPairs(pairs, transform, MaskCodec(cfg.unmapped)), batch_size=batch_size, shuffle=True,
                       drop_last=True, num_workers=2)
 
 
 def ours(images, masks, cfg, batch_size, epoch=0):
     """What the training step receives on the CPU: the batches as ``SegmentationData`` makes them for a CPU
     trainer (finished on the workers: normalised float planes, int64 masks), epoch after epoch."""
-    batches = SegmentationBatches(images, masks, batch_size, cfg, normalize=(cfg["mean"], cfg["std"]), shuffle=True,
+    batches = SegmentationBatches(images, masks, batch_size, cfg, normalize=(cfg.mean, cfg.std), shuffle=True,
                                   drop_last=True, seed=0)
     for e in itertools.count(epoch):
         batches.set_epoch(e)
@@ -147,14 +147,14 @@ def main():
     parser.add_argument("--train-rounds", type=int, default=6,
                         help="(b): rounds, each timing the limit, dlcv and the reference in turn")
     args = parser.parse_args()
-    recipe = load_recipe(segment_defaults(), args.recipe)
+    recipe = load_recipe(SegmentRecipe, args.recipe)
     retain_freed_memory()  # as `dlcv segment fit` does; the reference's workers, forked later, inherit it
-    cfg, batch = recipe["data"], int(recipe["data"]["batch_size"])
-    pairs = find_pairs(Path(args.data) / cfg["train"])
+    cfg, batch = recipe.data, recipe.data.batch_size
+    pairs = find_pairs(Path(args.data) / cfg.train)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; {len(pairs)} pairs, batch {batch}, crops to {cfg['train_size']}px")
+          f"threads {torch.get_num_threads()}; {len(pairs)} pairs, batch {batch}, crops to {cfg.train_size}px")
     start = time.perf_counter()
-    images, masks = load_pairs(pairs, MaskCodec(cfg["unmapped"]))
+    images, masks = load_pairs(pairs, MaskCodec(cfg.unmapped))
     images, masks = torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
     print(f"load from the memory-mapped caches: {time.perf_counter() - start:.1f} s")
 
@@ -188,7 +188,7 @@ def main():
     rate_b, rounds_b = interleaved(lambda name: train_time(steps[name], feeds[name], args.steps), steps,
                                    args.train_rounds)
     limit, ours_b, ref_b = rate_b["limit"], rate_b["dlcv"], rate_b["reference"]
-    print(f"(b) training images/s with {recipe['model']['name']}: limit (fixed batch) {limit:.1f}  "
+    print(f"(b) training images/s with {recipe.model.name}: limit (fixed batch) {limit:.1f}  "
           f"dlcv {ours_b:.1f} ({ours_b / limit:.1%} of limit, target >= 95%; "
           f"{spread(rounds_b['dlcv'], rounds_b['limit'])})  reference {ref_b:.1f} ({ref_b / limit:.1%}; "
           f"{spread(rounds_b['reference'], rounds_b['limit'])}); {args.train_rounds} rounds of {args.steps} steps")

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from dlcv.config import load_recipe
+from dlcv.data.augment import model_input
 from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.office import monitor_sets
 from dlcv.models.transfer import load_backbone
-from dlcv.recipes import byol_defaults
+from dlcv.recipes import ByolRecipe
 from dlcv.tasks.byol import (
     BYOLTask,
     calibrate_batch_norm,
@@ -46,10 +47,14 @@ def main() -> None:
     parser.add_argument("--split", default="/tmp/dlcv_transfer_split")
     parser.add_argument("--backbone", action="append", default=[], metavar="NAME=FILE")
     args = parser.parse_args()
-    recipe = load_recipe(byol_defaults(), args.recipe)
-    split, side, seed = Path(args.split), recipe["data"]["image_size"], int(recipe["seed"])
-    k, bank = int(recipe["monitor"]["k"]), int(recipe["monitor"]["max_bank"])
-    cfg = {**recipe["data"], "input_size": int(recipe["views"]["size"])}
+    recipe = load_recipe(ByolRecipe, args.recipe)
+    split, side, seed = Path(args.split), recipe.data.image_size, recipe.seed
+    k, bank = recipe.monitor.k, recipe.monitor.max_bank
+    batch = recipe.data.eval_batch_size
+
+    def prepare(x):
+        return model_input(x, recipe.data.mean, recipe.data.std, recipe.views.size)
+
     monitors = {}
     for name, folder in (("office", split / "office"), ("in-domain", split / "supervised")):
         if folder.is_dir():
@@ -60,15 +65,15 @@ def main() -> None:
     untrained = BYOLTask(recipe).backbone
     calibrated = copy.deepcopy(untrained)
     pretraining = torch.from_numpy(np.array(load_resized_stack(list_images(split / "mini" / "train"), side)))
-    calibrate_batch_norm(calibrated, spread(pretraining, 2048), cfg, int(cfg["eval_batch_size"]))
+    calibrate_batch_norm(calibrated, spread(pretraining, 2048), prepare, batch)
     trunks = {"untrained, unit BN": untrained, "untrained, calibrated BN": calibrated}
     for spec in args.backbone:
         name, _, path = spec.partition("=")
-        trunks[name] = load_backbone(path, recipe["model"]["arch"])
+        trunks[name] = load_backbone(path, recipe.model.arch)
 
     print(f"| trunk | {' | '.join(monitors)} |\n|---|{'---|' * len(monitors)}")
     for name, trunk in trunks.items():
-        scores = [monitor_knn(trunk_features(trunk, images, cfg, int(cfg["eval_batch_size"])), labels, k)
+        scores = [monitor_knn(trunk_features(trunk, images, prepare, batch), labels, k)
                   for images, labels in monitors.values()]
         print(f"| {name} | {' | '.join(f'{s:.4f}' for s in scores)} |", flush=True)
 

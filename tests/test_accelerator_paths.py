@@ -7,10 +7,11 @@ import torch
 
 from dlcv.data import seg_batches
 from dlcv.data.augment import device_constant, scale_shift, to_float
+from dlcv.recipes import SegmentData
 from dlcv.runtime import resolve_precision
 from dlcv.trainer import resolve_devices
 
-SEG_CFG = {"eval_size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+SEG_CFG = SegmentData(eval_size=64)
 
 
 def test_off_the_cpu_the_segmentation_batch_is_float_before_it_is_resized(monkeypatch):
@@ -25,8 +26,8 @@ def test_off_the_cpu_the_segmentation_batch_is_float_before_it_is_resized(monkey
 def test_the_float_resize_matches_the_cpus_uint8_resize_to_rounding():
     images = torch.randint(0, 256, (2, 96, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     on_cpu = seg_batches.model_input(images, SEG_CFG)
-    float_first = seg_batches.resize_float(to_float(images, SEG_CFG["mean"], SEG_CFG["std"]), 64)
-    one_level = 1 / (255 * min(SEG_CFG["std"]))  # the uint8 kernel works in fixed point and rounds to levels
+    float_first = seg_batches.resize_float(to_float(images, SEG_CFG.mean, SEG_CFG.std), 64)
+    one_level = 1 / (255 * min(SEG_CFG.std))  # the uint8 kernel works in fixed point and rounds to levels
     assert (on_cpu - float_first).abs().max() <= one_level + 1e-5
 
 
@@ -148,9 +149,9 @@ def test_a_half_precision_model_gets_its_batches_in_its_dtype(p1_data):
     from lightning.pytorch.plugins import HalfPrecision
 
     from dlcv.data.batches import ClassificationData
-    from dlcv.recipes import classify_defaults
+    from dlcv.recipes import ClassifyData
 
-    data = ClassificationData(p1_data, classify_defaults()["data"], seed=0)
+    data = ClassificationData(p1_data, ClassifyData(), seed=0)
     data.prepare()
     images, labels = next(iter(data.val_dataloader()))
     for precision, dtype in (("bf16-true", torch.bfloat16), ("16-true", torch.float16)):

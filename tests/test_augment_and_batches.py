@@ -14,7 +14,7 @@ from dlcv.data.augment import (
     to_float,
 )
 from dlcv.data.batches import TensorBatches
-from dlcv.recipes import classify_defaults
+from dlcv.recipes import ClassifyData
 
 
 def _windows(image: torch.Tensor, padding: int) -> list[torch.Tensor]:
@@ -69,12 +69,12 @@ def test_no_padding_and_no_flip_changes_nothing():
 
 
 def test_prepare_batch_augments_only_for_training():
-    cfg = classify_defaults()["data"]
+    cfg = ClassifyData()
     images = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
     plain = prepare_batch(images, cfg)
-    assert torch.equal(plain, to_float(images, cfg["mean"], cfg["std"]))
+    assert torch.equal(plain, to_float(images, cfg.mean, cfg.std))
     assert not torch.equal(prepare_batch(images, cfg, train=True), plain)
-    assert prepare_batch(images, {**cfg, "input_size": 64}).shape == (16, 3, 64, 64)
+    assert prepare_batch(images, cfg.model_copy(update={"input_size": 64})).shape == (16, 3, 64, 64)
 
 
 def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
@@ -94,7 +94,7 @@ def test_cutout_zeroes_one_square_per_image_clipped_at_the_border():
 
 
 def test_prepare_batch_cuts_out_only_for_training():
-    cfg = {**classify_defaults()["data"], "crop_padding": 0, "flip": False, "cutout": 8}
+    cfg = ClassifyData(crop_padding=0, flip=False, cutout=8)
     images = torch.full((16, 32, 32, 3), 200, dtype=torch.uint8)
     assert (prepare_batch(images, cfg) != 0).all()
     zeros = (prepare_batch(images, cfg, train=True) == 0).all(1).flatten(1).sum(1)

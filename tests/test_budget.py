@@ -16,8 +16,7 @@ import torch
 from conftest import BUDGET_RECIPE, budget_fit, skip_if_overloaded, wait_parked
 
 from dlcv.budget import TAIL, WARM_STEPS, TimeBudget, latest_step_seconds, plan_steps
-from dlcv.recipe_checks import format_duration, parse_duration
-from dlcv.recipes import classify_defaults
+from dlcv.recipes import Schedule, format_duration, parse_duration
 from dlcv.tasks.optim import Horizon, build_scheduler
 
 
@@ -161,7 +160,7 @@ def test_durations_read_and_write():
 
 # --- schedules over the horizon ---------------------------------------------------------------------------
 def _lrs(schedule: dict, horizon: Horizon, steps: int, moves: dict[int, int] | None = None) -> list[float]:
-    cfg = {**classify_defaults()["schedule"], **schedule}
+    cfg = Schedule(**schedule)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = build_scheduler(optimizer, cfg, horizon)["scheduler"]
     out = []
@@ -219,10 +218,10 @@ def test_a_budget_refuses_milestones_in_epochs(recipe, p1_data, capsys):
 
 # --- ssl table's shares ---------------------------------------------------------------------------------------
 def test_the_table_shares_what_is_left_among_the_runs_still_to_train():
-    from dlcv.recipes import ssl_table_defaults
+    from dlcv.recipes import TableRecipe
     from dlcv.ssl import TableClock
 
-    recipe = {**ssl_table_defaults(), "budget": "100s", "settings": ["A", "C", "E"]}
+    recipe = TableRecipe(budget="100s", settings=["A", "C", "E"])
     clock = TableClock(recipe, {"none", "self_supervised"}, time.perf_counter())
     assert set(clock.shares) == {"byol", "A", "C", "E"}  # no supervised backbone needed
     byol = parse_duration(clock.budget("byol")[0].split("=")[1])
@@ -230,7 +229,7 @@ def test_the_table_shares_what_is_left_among_the_runs_still_to_train():
     clock.skip("A")  # reused: the two settings left share what is left evenly
     c = parse_duration(clock.budget("C")[0].split("=")[1])
     assert c == pytest.approx((100 - clock.TAIL) / 2, abs=1)
-    assert TableClock({**recipe, "budget": None}, {"none"}, 0.0).budget("A") == ()
+    assert TableClock(recipe.model_copy(update={"budget": None}), {"none"}, 0.0).budget("A") == ()
 
 
 # --- whole commands -------------------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ from dlcv.data.features import (
     load_features,
     load_run_snapshots,
     save_features,
-    snapshot_epochs,
 )
 from dlcv.errors import DlcvError
 from dlcv.metrics.embedding import knn_accuracy, silhouette
+from dlcv.recipes import RecipeError, snapshot_epochs
 from dlcv.viz.layouts import TSNEOptions, align_to, pca_series, tsne_series
 
 
@@ -58,7 +58,7 @@ def test_snapshot_epochs_resolve_words_and_numbers():
     assert snapshot_epochs("first,middle,last", 1) == [1]
     assert snapshot_epochs([2, "last"], 4) == [2, 4]
     assert snapshot_epochs("", 4) == []
-    with pytest.raises(DlcvError, match="'12' is not first, middle, last or an epoch in 1..10"):
+    with pytest.raises(RecipeError, match="'12' is not first, middle, last or an epoch in 1..10"):
         snapshot_epochs("first,12", 10)
 
 

@@ -10,7 +10,7 @@ from dlcv.config import load_recipe, parse_overrides
 from dlcv.errors import DlcvError
 from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
 from dlcv.models import create_model, list_models
-from dlcv.recipes import classify_defaults
+from dlcv.recipes import ClassifyRecipe
 
 INPUT_SIZE = {"alexnet": 224}
 
@@ -77,34 +77,34 @@ def test_wrong_model_argument_is_a_clear_error():
 def test_recipe_overrides_defaults_and_takes_its_name_from_the_file(tmp_path):
     path = tmp_path / "exp1.yaml"
     path.write_text("optim: {lr: 0.3}\nmodel: {name: cnn3, args: {hidden: 64}}\n")
-    recipe = load_recipe(classify_defaults(), path, ["train.epochs=7"])
-    assert recipe["name"] == "exp1"
-    assert recipe["optim"]["lr"] == 0.3 and recipe["optim"]["momentum"] == 0.9
-    assert recipe["model"] == {"name": "cnn3", "args": {"hidden": 64}}
-    assert recipe["train"]["epochs"] == 7
+    recipe = load_recipe(ClassifyRecipe, path, ["train.epochs=7"])
+    assert recipe.name == "exp1"
+    assert recipe.optim.lr == 0.3 and recipe.optim.momentum == 0.9
+    assert recipe.model.model_dump() == {"name": "cnn3", "args": {"hidden": 64}}
+    assert recipe.train.epochs == 7
 
 
 def test_another_model_starts_its_arguments_afresh_and_the_same_model_merges_them(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("model: {name: cnn3, args: {hidden: 64}}\n")
-    other = load_recipe(classify_defaults(), path, ["model.name=dlcv_net", "model.args.widths=[8, 16, 16]"])
-    assert other["model"] == {"name": "dlcv_net", "args": {"widths": [8, 16, 16]}}
-    same = load_recipe(classify_defaults(), path, ["model.name=cnn3", "model.args.widths=[8, 16, 16]"])
-    assert same["model"] == {"name": "cnn3", "args": {"hidden": 64, "widths": [8, 16, 16]}}
+    other = load_recipe(ClassifyRecipe, path, ["model.name=dlcv_net", "model.args.widths=[8, 16, 16]"])
+    assert other.model.model_dump() == {"name": "dlcv_net", "args": {"widths": [8, 16, 16]}}
+    same = load_recipe(ClassifyRecipe, path, ["model.name=cnn3", "model.args.widths=[8, 16, 16]"])
+    assert same.model.model_dump() == {"name": "cnn3", "args": {"hidden": 64, "widths": [8, 16, 16]}}
 
 
 def test_unknown_recipe_key_is_an_error_naming_file_and_key(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("optim: {lrate: 0.3}\n")
     with pytest.raises(DlcvError, match=r"typo\.yaml: unknown recipe key 'optim\.lrate'"):
-        load_recipe(classify_defaults(), path)
+        load_recipe(ClassifyRecipe, path)
 
 
 def test_invalid_yaml_is_an_error_naming_the_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("optim: {lr: [\n")
     with pytest.raises(DlcvError, match=r"broken\.yaml: not valid YAML"):
-        load_recipe(classify_defaults(), path)
+        load_recipe(ClassifyRecipe, path)
 
 
 def test_overrides_parse_yaml_values():
@@ -128,9 +128,8 @@ def test_class_without_images_has_no_accuracy():
     ({"embed": {"epochs": "first,99"}}, "embed.epochs: '99' is not first, middle, last"),
 ])
 def test_recipe_values_are_checked_before_training(override, message):
-    from dlcv.config import merge
-    from dlcv.recipes import check_classify_recipe
+    from dlcv.config import merge, validated
 
-    recipe = merge(classify_defaults(), {"name": "x", **override}, "test")
+    recipe = merge(ClassifyRecipe().model_dump(), {"name": "x", **override}, "test")
     with pytest.raises(DlcvError, match=message):
-        check_classify_recipe(recipe)
+        validated(ClassifyRecipe, recipe)

@@ -25,7 +25,7 @@ from test_ssl import write_tiny_settings
 
 from dlcv.data.batches import TensorBatches
 from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
-from dlcv.recipe_checks import format_duration
+from dlcv.recipes import format_duration
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
@@ -150,6 +150,9 @@ def test_ssl_table_in_two_processes(tmp_path):
     from dlcv.data.office import monitor_sets
     from dlcv.models.transfer import load_backbone
     from dlcv.ssl import table
+    from functools import partial
+
+    from dlcv.data.augment import model_input
     from dlcv.tasks.byol import monitor_knn, trunk_features
 
     data = synth_ssl(tmp_path / "data", num_classes=3, mini=33, office_train_per_class=7, office_val_per_class=3,
@@ -174,8 +177,8 @@ def test_ssl_table_in_two_processes(tmp_path):
     recipe = yaml.safe_load((folder / "byol" / "recipe.yaml").read_text())
     trunk = load_backbone(folder / "byol" / "backbone.pt", "resnet18")
     images, rows = monitor_sets(data / "office", 32, int(recipe["monitor"]["max_bank"]), 0, use_cache=False)
-    cfg = {**recipe["data"], "input_size": recipe["views"]["size"]}
-    single = monitor_knn(trunk_features(trunk, images, cfg, 64), rows.numpy(), int(recipe["monitor"]["k"]))
+    prepare = partial(model_input, mean=recipe["data"]["mean"], std=recipe["data"]["std"], size=recipe["views"]["size"])
+    single = monitor_knn(trunk_features(trunk, images, prepare, 64), rows.numpy(), int(recipe["monitor"]["k"]))
     assert float(metric_rows(folder / "byol")[0]["knn_acc"]) == pytest.approx(single, abs=1e-6)
 
     table(one / "settings.yaml", data, runs_dir=one / "runs")

@@ -50,13 +50,13 @@ def test_the_policy_applies_only_when_the_plan_has_the_epochs_the_recipe_asks(ca
 
     from dlcv.data.augment import prepare_batch, uses_policy
     from dlcv.data.batches import InMemoryData
-    from dlcv.recipes import classify_defaults
+    from dlcv.recipes import ClassifyData
     from dlcv.tasks.optim import Horizon
 
-    cfg = {**classify_defaults()["data"], "auto_augment": "trivialaugment", "auto_augment_min_epochs": 50}
+    cfg = ClassifyData(auto_augment="trivialaugment", auto_augment_min_epochs=50)
     assert not uses_policy(cfg, 30.0) and uses_policy(cfg, 50.0) and uses_policy(cfg, None)
-    assert not uses_policy({**cfg, "auto_augment": "none"}, 80.0)
-    assert uses_policy({**cfg, "auto_augment_min_epochs": 0}, 1.0)
+    assert not uses_policy(cfg.model_copy(update={"auto_augment": "none"}), 80.0)
+    assert uses_policy(cfg.model_copy(update={"auto_augment_min_epochs": 0}), 1.0)
 
     data = InMemoryData(cfg, seed=0)
     assert data.planned_epochs() is None  # no trainer
@@ -69,7 +69,7 @@ def test_the_policy_applies_only_when_the_plan_has_the_epochs_the_recipe_asks(ca
     torch.manual_seed(4)
     short = prepare_batch(images, cfg, train=True, planned_epochs=30.0)
     torch.manual_seed(4)
-    assert torch.equal(short, prepare_batch(images, {**cfg, "auto_augment": "none"}, train=True))
+    assert torch.equal(short, prepare_batch(images, cfg.model_copy(update={"auto_augment": "none"}), train=True))
     torch.manual_seed(4)
     assert not torch.equal(short, prepare_batch(images, cfg, train=True, planned_epochs=80.0))
 

@@ -64,64 +64,69 @@ def test_a_missing_weights_file_fails_before_the_run_folder(capsys, tmp_path, p1
 
 def test_sam_knobs_are_checked_as_loaded():
     with pytest.raises(DlcvError, match=r"--set: generator\.points_per_side must be a whole number >= 1, got 0"):
-        load_recipe(recipes.sam_defaults(), None, ["generator.points_per_side=0"])
+        load_recipe(recipes.SamRecipe, None, ["generator.points_per_side=0"])
 
 
 def test_exponent_floats_are_numbers_in_files_and_in_set(tmp_path):
     """``5e-4`` as every user writes it: PyYAML's YAML 1.1 would read it (and ``1.0e4``) as a string."""
     path = tmp_path / "r.yaml"
     path.write_text("optim: {lr: 5e-4, weight_decay: 1.0e4}\n")
-    recipe = load_recipe(recipes.classify_defaults(), path, ["schedule.min_lr_fraction=1E-2"])
-    assert (recipe["optim"]["lr"], recipe["optim"]["weight_decay"]) == (5e-4, 1e4)
-    assert recipe["schedule"]["min_lr_fraction"] == 0.01
+    recipe = load_recipe(recipes.ClassifyRecipe, path, ["schedule.min_lr_fraction=1E-2"])
+    assert (recipe.optim.lr, recipe.optim.weight_decay) == (5e-4, 1e4)
+    assert recipe.schedule.min_lr_fraction == 0.01
     with pytest.raises(DlcvError, match=r"optim\.lr must be a number >= 0, got '5e-4x'"):
-        load_recipe(recipes.classify_defaults(), path, ["optim.lr=5e-4x"])
+        load_recipe(recipes.ClassifyRecipe, path, ["optim.lr=5e-4x"])
 
 
-DEFAULTS = {"p1": recipes.classify_defaults, "seg": recipes.segment_defaults, "sam": recipes.sam_defaults,
-            "byol": recipes.byol_defaults, "settings": recipes.ssl_table_defaults,
-            "finetune": recipes.finetune_defaults, "supervised": recipes.classify_defaults}
+KINDS = {"p1": "classify", "seg": "segment", "sam": "sam", "byol": "ssl_pretrain", "settings": "ssl_table",
+         "finetune": "ssl_finetune", "supervised": "classify"}
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_recipe_passes_the_checks(path: Path):
     kind = path.parent.name if path.parent.name != "ssl" else path.stem.split("_")[0]
-    recipe = load_recipe(DEFAULTS[kind](), path)
-    assert recipe["name"]
+    recipe = load_recipe(recipes.RECIPES[KINDS[kind]], path)
+    assert recipe.name
 
 
-def test_every_key_has_its_default_rule_and_meaning_in_one_schema():
-    from dlcv.recipes import FINETUNE, SCHEMAS, defaults, meanings, rules
-
-    for task, schema in {**SCHEMAS, "finetune": FINETUNE}.items():
-        described = meanings(schema)
-        assert all(len(m) > 5 for m in described.values()), task
-        flat = set(described)
-        assert set(rules(schema)) <= flat  # every rule belongs to a declared key
-        assert {k.split(".")[0] for k in flat} == set(defaults(schema)), task
+@pytest.mark.parametrize("task", list(recipes.RECIPES))
+def test_every_key_has_its_default_rule_and_meaning_in_one_schema(task):
+    rows = recipes.describe_keys(recipes.RECIPES[task])
+    assert all(len(meaning) > 5 for *_, meaning in rows), task
+    assert all(wants for _, _, wants, _ in rows), task  # every key says what a good value is
+    assert len({key for key, *_ in rows}) == len(rows)
 
 
 def test_the_schemas_names_are_the_registries_names():
-    """Optimisers, schedules and pixel losses are built by name from registries; the schema's rules
-    (which import no torch) accept exactly those names."""
-    from dlcv.recipes import OPTIM, SCHEDULE, TRAIN
+    """Optimisers, schedules and pixel losses are built by name from registries; the schema (which imports no
+    torch) accepts exactly those names."""
     from dlcv.tasks.losses import PIXEL_LOSSES
     from dlcv.tasks.optim import OPTIMIZERS, SCHEDULES
 
-    assert all(OPTIM["name"].rule.test(n) for n in OPTIMIZERS) and not OPTIM["name"].rule.test("rmsprop")
-    assert OPTIM["name"].rule.wants == f"one of {', '.join(OPTIMIZERS)}"
-    assert SCHEDULE["name"].rule.wants == f"one of {', '.join(SCHEDULES)}"
-    assert set(PIXEL_LOSSES) == {"ce", "focal", "dice", "lovasz"} and TRAIN["loss"].rule.test("focal")
+    assert tuple(OPTIMIZERS) == recipes.OPTIMIZERS and tuple(SCHEDULES) == recipes.SCHEDULES
+    assert tuple(PIXEL_LOSSES) == recipes.PIXEL_LOSSES
+    assert recipes.describe_field(recipes.Optim.model_fields["name"]) == f"one of {', '.join(OPTIMIZERS)}"
 
 
 def test_dlcv_keys_lists_every_key_with_its_default_rule_and_meaning(capsys):
     from conftest import run_cli
 
-    from dlcv.recipes import FINETUNE, meanings
-
     code, out, err = run_cli(capsys, "keys", "ssl_finetune")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == list(meanings(FINETUNE))
+    assert [line.split()[0] for line in lines] == [key for key, *_ in recipes.describe_keys(recipes.FinetuneRecipe)]
     holdout = next(line for line in lines if line.startswith("data.holdout "))
     assert "0.1" in holdout and "(a number in [0, 1))" in holdout and "stratified share" in holdout
+
+
+def test_the_configuration_page_lists_every_key_as_dlcv_keys_markdown_prints_them(capsys):
+    from conftest import run_cli
+
+    code, out, _ = run_cli(capsys, "keys", "--markdown")
+    assert code == 0 and out == recipes.keys_markdown()
+    page = (REPO / "docs" / "configuration.md").read_text()
+    assert page.endswith(out), "docs/configuration.md's tables are stale: end it with `dlcv keys --markdown`"
+    assert all(f"`{key}`" in out for task in recipes.RECIPES for key, *_ in recipes.describe_keys(recipes.RECIPES[task])
+               if key != "task")
+    code, _, err = run_cli(capsys, "keys")
+    assert code == 2 and "give a task" in err

@@ -105,9 +105,9 @@ def test_official_recipe_holds_every_generator_knob_at_segment_anythings_default
     signature = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
     package_defaults = {k: p.default for k, p in signature.items() if k not in ("self", "model", "point_grids",
                                                                                "output_mode")}
-    assert sam_recipe(REPO / "configs/sam/official.yaml")["generator"] == pytest.approx(package_defaults)
+    assert sam_recipe(REPO / "configs/sam/official.yaml").generator.model_dump() == pytest.approx(package_defaults)
     fast = sam_recipe(REPO / "configs/sam/fast.yaml")
-    assert fast["prefilter"] and fast["generator"]["points_per_side"] == 16
+    assert fast.prefilter and fast.generator.points_per_side == 16
 
 
 def test_bad_knob_is_refused_before_any_work(tiny_checkpoint):

@@ -138,13 +138,14 @@ def test_wrong_size_masks_and_broken_images_get_clear_errors(tmp_path, capsys, p
 def test_augmentation_moves_image_and_mask_together():
     from dlcv.data.augment import planes_to_float
     from dlcv.data.seg_batches import SegmentationBatches
+    from dlcv.recipes import SegmentData
 
     masks = torch.zeros(6, 64, 64, dtype=torch.uint8)
     masks[:, :, 20:] = 3
     masks[:, 40:, :] = 5
     masks[:, 5:12, 5:30] = 1  # an asymmetric patch, so turns and mirrors show
     images = (masks * 40)[..., None].repeat(1, 1, 1, 3)  # the image spells out the class
-    cfg = {"train_size": 32, "scale": [0.5, 1.0], "flip": True, "rot90": True}
+    cfg = SegmentData(train_size=32)
     threads = torch.get_num_threads()
     batches = SegmentationBatches(images, masks, 6, cfg, shuffle=True, seed=1)
     out_image, out_mask = next(iter(batches))
@@ -215,9 +216,9 @@ def test_training_batches_for_an_accelerator_travel_as_uint8_and_end_equal_to_th
     from lightning.pytorch.plugins import Precision
 
     from dlcv.data.seg_batches import SegmentationData
-    from dlcv.recipes import segment_defaults
+    from dlcv.recipes import SegmentData
 
-    cfg = {**segment_defaults()["data"], "train_size": 32, "batch_size": 4, "holdout": 0.25}
+    cfg = SegmentData(train_size=32, batch_size=4, holdout=0.25)
     batches = {}
     for device in ("cpu", "cuda"):
         data = SegmentationData(p2_data, cfg, seed=0)
@@ -239,9 +240,9 @@ def test_the_holdout_is_the_seeded_split_anyone_can_draw_again(p2_data):
     """benchmarks/tta_choice.py scores a run's holdout by drawing it again with random_holdout."""
     from dlcv.data.p2 import random_holdout
     from dlcv.data.seg_batches import SegmentationData
-    from dlcv.recipes import segment_defaults
+    from dlcv.recipes import SegmentData
 
-    data = SegmentationData(p2_data, {**segment_defaults()["data"], "holdout": 0.34}, seed=5)
+    data = SegmentationData(p2_data, SegmentData(holdout=0.34), seed=5)
     data.prepare()
     ids = find_pairs(p2_data / "train").ids
     keep, hold = random_holdout(len(ids), 0.34, seed=5)
@@ -336,28 +337,32 @@ def test_frozen_encoder_stages_get_no_gradient_and_keep_their_batch_norm_statist
 
 
 def test_pixel_losses_reach_their_knobs():
+    from dlcv.recipes import SegmentLoss
     from dlcv.tasks.losses import DiceLoss, FocalLoss, SumOfLosses, build_pixel_loss
 
     logits, target = torch.randn(2, 7, 8, 8), torch.randint(0, 7, (2, 8, 8))
-    base = {"class_weights": None, "label_smoothing": 0.0, "focal_gamma": 0.0, "dice_weight": 1.0}
+
+    def loss(**knobs):
+        return build_pixel_loss(SegmentLoss(**{"focal_gamma": 0.0, **knobs}), 7)
+
     ce = torch.nn.functional.cross_entropy(logits, target)
-    assert build_pixel_loss({**base, "name": "focal"}, 7)(logits, target) == pytest.approx(ce.item(), rel=1e-5)
+    assert loss(name="focal")(logits, target) == pytest.approx(ce.item(), rel=1e-5)
     weights = [1, 2, 3, 4, 5, 6, 0]
-    weighted = build_pixel_loss({**base, "name": "ce", "class_weights": weights}, 7)
+    weighted = loss(name="ce", class_weights=weights)
     assert torch.equal(weighted.weight, torch.tensor(weights, dtype=torch.float32))
     perfect = torch.nn.functional.one_hot(target, 7).permute(0, 3, 1, 2).float() * 50
     assert DiceLoss()(perfect, target).item() < 1e-3
-    both = build_pixel_loss({**base, "name": "ce+dice", "dice_weight": 0.5}, 7)
+    both = loss(name="ce+dice", dice_weight=0.5)
     assert isinstance(both, SumOfLosses) and both.weights == {"ce": 1.0, "dice": 0.5}
-    assert isinstance(build_pixel_loss({**base, "name": "focal", "focal_gamma": 2}, 7), FocalLoss)
-    with pytest.raises(DlcvError, match="class_weights has 3 numbers"):
-        build_pixel_loss({**base, "name": "ce", "class_weights": [1, 2, 3]}, 7)
-    lovasz = build_pixel_loss({**base, "name": "lovasz"}, 7)
+    assert isinstance(loss(name="focal", focal_gamma=2), FocalLoss)
+    with pytest.raises(DlcvError, match="class_weights has 7 numbers for 5 classes"):
+        build_pixel_loss(SegmentLoss(name="ce", class_weights=weights), 5)
+    lovasz = loss(name="lovasz")
     assert lovasz(perfect, target).item() < 1e-3 < lovasz(-perfect, target).item()  # an IoU surrogate
     wrong = logits.clone().requires_grad_()
     lovasz(wrong.bfloat16(), target).backward()  # computed in float32 under bf16 autocast too
     assert wrong.grad is not None and wrong.grad.abs().sum() > 0
-    summed = build_pixel_loss({**base, "name": "ce+lovasz", "lovasz_weight": 0.5}, 7)
+    summed = loss(name="ce+lovasz", lovasz_weight=0.5)
     assert summed.weights == {"ce": 1.0, "lovasz": 0.5}
 
 

@@ -12,7 +12,7 @@ from conftest import REPO, run_cli
 
 from dlcv.data.synth import synth_p1, synth_ssl
 from dlcv.errors import DlcvError
-from dlcv.recipes import byol_defaults
+from dlcv.recipes import ByolRecipe
 
 TINY_BYOL = """\
 name: tiny_byol
@@ -58,10 +58,8 @@ def ssl_data(tmp_path_factory):
 def tiny_task():
     from dlcv.tasks.byol import BYOLTask
 
-    recipe = byol_defaults()
-    recipe["model"]["arch"] = "resnet18"
-    recipe["byol"].update(hidden_dim=32, output_dim=16)
-    recipe["views"].update(size=32, min_scale=0.3)
+    recipe = ByolRecipe(model={"arch": "resnet18"}, byol={"hidden_dim": 32, "output_dim": 16},
+                        views={"size": 32, "min_scale": 0.3})
     task = BYOLTask(recipe)
     task.log = lambda *args, **kwargs: None  # no trainer to log to
     return task, recipe
@@ -72,7 +70,7 @@ def views_of(recipe, count=8, seed=0):
 
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (count, 32, 32, 3), dtype=torch.uint8, generator=generator)
-    return byol_views(images, recipe["views"], recipe["data"]["mean"], recipe["data"]["std"], generator)
+    return byol_views(images, recipe.views, recipe.data.mean, recipe.data.std, generator)
 
 
 def test_byol_views_are_two_different_normalised_crops_of_the_batch():
@@ -116,15 +114,18 @@ def test_byol_loss_falls_on_a_tiny_data_set():
 def test_untrained_monitor_calibrates_batch_norm_on_the_pretraining_images_without_training():
     from types import SimpleNamespace
 
+    from dlcv.data.augment import model_input
     from dlcv.tasks.byol import calibrate_batch_norm
 
     task, recipe = tiny_task()
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (24, 32, 32, 3), dtype=torch.uint8, generator=generator)
-    cfg = {**recipe["data"], "input_size": 32}
+    def prepare(x):
+        return model_input(x, recipe.data.mean, recipe.data.std, 32)
+
     before = {k: v.clone() for k, v in task.backbone.state_dict().items()}
     trunk = __import__("copy").deepcopy(task.backbone)
-    calibrate_batch_norm(trunk, images, cfg, batch=8)
+    calibrate_batch_norm(trunk, images, prepare, batch=8)
     after = trunk.state_dict()
     for key, value in before.items():
         if "running_mean" in key or "running_var" in key:
@@ -134,7 +135,7 @@ def test_untrained_monitor_calibrates_batch_norm_on_the_pretraining_images_witho
     assert not trunk.training
     assert trunk.bn1.momentum == 0.1  # restored after the cumulative average of the calibration
     rows = torch.tensor([[i % 3, int(i >= 12)] for i in range(24)])
-    data = SimpleNamespace(cfg=recipe["data"], eval_cfg=cfg, images=images, monitor_x=images, monitor_y=rows)
+    data = SimpleNamespace(cfg=recipe.data, eval_input=prepare, images=images, monitor_x=images, monitor_y=rows)
     result = task.knn_untrained(data)
     assert set(result) == {"knn_acc", "knn_acc_unit_bn"} and all(0.0 <= v <= 1.0 for v in result.values())
     assert all(torch.equal(task.backbone.state_dict()[k], v) for k, v in before.items())  # a copy was calibrated
@@ -206,19 +207,18 @@ def test_bf16_byol_steps_at_16_pixel_views_keep_the_trunk_finite():
     centre-tap path those taps get exactly no gradient."""
     from dlcv.config import load_recipe
     from dlcv.data.ssl_views import byol_views
-    from dlcv.recipes import byol_defaults
     from dlcv.tasks.byol import BYOLTask
 
     torch.manual_seed(0)
-    recipe = load_recipe(byol_defaults(), REPO / "configs" / "ssl" / "byol_cpu.yaml")
-    views = {**recipe["views"], "size": 16}
+    recipe = load_recipe(ByolRecipe, REPO / "configs" / "ssl" / "byol_cpu.yaml")
+    views = recipe.views.model_copy(update={"size": 16})
     task = BYOLTask(recipe, monitored=False)
     optimiser = torch.optim.SGD(task.model.parameters(), lr=0.06, momentum=0.9)
     images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
     strided = task.model["backbone"].layer4[0].conv1
     for _ in range(4):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = task.byol_loss(*byol_views(images, views, recipe["data"]["mean"], recipe["data"]["std"]))
+            loss = task.byol_loss(*byol_views(images, views, recipe.data.mean, recipe.data.std))
         optimiser.zero_grad()
         loss.backward()
         outer = strided.weight.grad.clone()
@@ -334,7 +334,7 @@ def test_a_table_budget_is_shared_among_its_runs(ssl_data, tmp_path):
     in two): each run's recipe carries its budget, each fits in it, and the whole table in the 30 s."""
     import time
 
-    from dlcv.recipe_checks import parse_duration
+    from dlcv.recipes import parse_duration
     from dlcv.ssl import table
 
     began = time.perf_counter()

@@ -13,22 +13,20 @@ from conftest import REPO, budget_fit, run_cli, wait_parked
 
 from dlcv.config import load_recipe
 from dlcv.errors import DlcvError
-from dlcv.recipes import classify_defaults
+from dlcv.recipes import ClassifyData, ClassifyRecipe
 
 
-def _recipe(**sections) -> dict:
-    recipe = classify_defaults()
-    for section, values in sections.items():
-        recipe[section].update(values)
-    return recipe
+def _recipe(**sections) -> ClassifyRecipe:
+    return ClassifyRecipe(**{section: type(getattr(ClassifyRecipe(), section))(**values)
+                             for section, values in sections.items()})
 
 
-def _optimizer_and_schedule(recipe: dict, steps: int = 100, per_epoch: int = 10):
+def _optimizer_and_schedule(recipe: ClassifyRecipe, steps: int = 100, per_epoch: int = 10):
     from dlcv.tasks.optim import Horizon, build_optimizer, build_scheduler
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
-    optimizer = build_optimizer(model, recipe["optim"])
-    scheduler = build_scheduler(optimizer, recipe["schedule"], Horizon(steps, per_epoch))
+    optimizer = build_optimizer(model, recipe.optim)
+    scheduler = build_scheduler(optimizer, recipe.schedule, Horizon(steps, per_epoch))
     return optimizer, scheduler
 
 
@@ -190,10 +188,10 @@ def test_model_b_by_name_replaces_the_head_and_loads_local_weights(tmp_path):
 def test_recipes_of_the_reports_load_by_name():
     names = ["r1_model_a", "r1_model_b", "r2_model_a", "r2_model_b", "r3_model_a", "r3_model_b", "r5_model_b"]
     for name in names:
-        recipe = load_recipe(classify_defaults(), REPO / "configs" / "p1" / f"{name}.yaml")
-        assert recipe["name"] == name
-    assert load_recipe(classify_defaults(), REPO / "configs/p1/r3_model_b.yaml")["data"]["mixup_alpha"] == 0.1
-    assert load_recipe(classify_defaults(), REPO / "configs/p1/r5_model_b.yaml")["train"]["save_top_k"] == 5
+        recipe = load_recipe(ClassifyRecipe, REPO / "configs" / "p1" / f"{name}.yaml")
+        assert recipe.name == name
+    assert load_recipe(ClassifyRecipe, REPO / "configs/p1/r3_model_b.yaml").data.mixup_alpha == 0.1
+    assert load_recipe(ClassifyRecipe, REPO / "configs/p1/r5_model_b.yaml").train.save_top_k == 5
 
 
 # --- exact resume and scale-out ------------------------------------------------------------------------
@@ -271,7 +269,7 @@ def test_two_processes_train_with_gloo_and_gather_validation_metrics(p1_data, tm
     val = read_image_folder(p1_data / "val_50")
     model, saved = load_classifier(run / "last.ckpt")
     images = load_image_stack(val.files, use_cache=False)
-    saved = {**saved, "train": {**saved["train"], "tta": saved["train"]["val_tta"]}}
+    saved.train.tta = saved.train.val_tta
     accuracy = float((predict_scores(model, images, saved).argmax(1).numpy() == val.labels).mean())
     assert logged == pytest.approx(accuracy, abs=1e-6)  # 16 images over 2 processes: a shard would differ
     assert yaml.safe_load((run / "recipe.yaml").read_text())["train"]["devices"] == 2
@@ -331,7 +329,7 @@ def test_whitening_stem_is_set_from_the_training_images_before_fit_and_kept(caps
     # map_location: a run on a GPU saves its tensors as cuda ones
     best = torch.load(tmp_path / "runs" / "tiny" / "best.ckpt", map_location="cpu", weights_only=True)
     saved = best["state_dict"]["model.stem.0.weight"]
-    data = ClassificationData(p1_data, classify_defaults()["data"], seed=0)
+    data = ClassificationData(p1_data, ClassifyData(), seed=0)
     data.prepare()
     expected = create_model("dlcv_net", num_classes=4, widths=[8, 16, 16], whiten=True)
     expected.init_from_images(prepare_batch(data.train_x[:INIT_IMAGES], data.cfg))
@@ -382,20 +380,20 @@ def test_head_lr_mult_gives_the_head_its_own_rate_and_the_schedule_scales_both()
     recipe = _recipe(optim={"name": "adamw", "lr": 0.01, "head_lr_mult": 10.0},
                      schedule={"name": "cosine", "min_lr_fraction": 0.0})
     model = create_model("cnn3", num_classes=5)
-    optimizer = build_optimizer(model, recipe["optim"])
+    optimizer = build_optimizer(model, recipe.optim)
     head = {id(p) for p in model.head.parameters()}
     groups = optimizer.param_groups
     assert [g["lr"] for g in groups] == [0.01, 0.01, 0.1, 0.1]
     assert all(id(p) in head for g in groups[2:] for p in g["params"])
     assert not any(id(p) in head for g in groups[:2] for p in g["params"])
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    scheduler = build_scheduler(optimizer, recipe["schedule"], Horizon(10, 10))["scheduler"]
+    scheduler = build_scheduler(optimizer, recipe.schedule, Horizon(10, 10))["scheduler"]
     for _ in range(5):
         optimizer.step()
         scheduler.step()
     assert groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"]) and 0 < groups[0]["lr"] < 0.01
     with pytest.raises(DlcvError, match="head_lr_mult"):
-        build_optimizer(torch.nn.Sequential(torch.nn.Linear(4, 4)), recipe["optim"])
+        build_optimizer(torch.nn.Sequential(torch.nn.Linear(4, 4)), recipe.optim)
 
 
 def test_only_last_checkpoint_carries_the_optimiser_and_the_raw_weights_beside_the_average(capsys, tmp_path,

@@ -24,7 +24,7 @@ import time
 
 import lightning as L
 
-from dlcv.recipe_checks import format_duration
+from dlcv.recipes import format_duration
 from dlcv.tasks.optim import Horizon
 
 WARM_STEPS = 2  # the first steps of a command (kernel choice, caches) are not timed

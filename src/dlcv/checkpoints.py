@@ -18,10 +18,12 @@ def rebuild_args(args: dict) -> dict:
     return {k: (None if k in WEIGHT_ARGS else v) for k, v in args.items()}
 
 
-def read_checkpoint(path: str | os.PathLike, task: str) -> tuple[dict, dict]:
-    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task``, loaded without running pickled code;
-    one line saying what the file is not when it is no such checkpoint or misses a part."""
+def read_checkpoint(path: str | os.PathLike, task: str):
+    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task``, loaded without running pickled code, its recipe
+    typed; one line saying what the file is not when it is no such checkpoint or misses a part."""
+    from dlcv.config import validated
     from dlcv.models.weights import safe_load
+    from dlcv.recipes import RECIPES
 
     path = Path(path)
     ckpt = safe_load(path, "checkpoint")
@@ -36,11 +38,9 @@ def read_checkpoint(path: str | os.PathLike, task: str) -> tuple[dict, dict]:
         raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a {task!r} one")
     if not isinstance(ckpt.get("state_dict"), dict):
         raise DlcvError(f"{path}: a dlcv checkpoint without its weights (no state_dict)")
-    model = recipe.get("model")
-    if not (isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("args", {}), dict)
-            and isinstance(recipe.get("data"), dict) and isinstance(recipe.get("train"), dict)):
+    if not all(isinstance(recipe.get(section), dict) for section in ("model", "data", "train")):  # a full dump
         raise DlcvError(f"{path}: a dlcv checkpoint whose recipe lacks its model, data or train section")
-    return ckpt, recipe
+    return ckpt, validated(RECIPES[task], recipe, lambda key: f"{path} (its recipe)")
 
 
 def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
@@ -53,16 +53,16 @@ def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
     return value
 
 
-def rebuild_model(ckpt: dict, recipe: dict, path: str | os.PathLike, kind: str, num_classes: int):
-    """The checkpoint's model, built from its recipe and loaded with its weights, in evaluation mode."""
+def rebuild_model(ckpt: dict, recipe, path: str | os.PathLike, num_classes: int):
+    """The checkpoint's model, built from its (typed) recipe and loaded with its weights, in evaluation mode."""
     from dlcv.models import create_model
 
-    spec = recipe["model"]
+    spec = recipe.model
     try:
-        model = create_model(spec["name"], num_classes=num_classes, kind=kind, **rebuild_args(spec.get("args", {})))
+        model = create_model(spec.name, num_classes=num_classes, kind=recipe.task, **rebuild_args(spec.args))
     except DlcvError as exc:
         raise DlcvError(f"{path}: its model cannot be rebuilt ({exc})") from None
-    load_model_weights(model, ckpt, path, spec["name"])
+    load_model_weights(model, ckpt, path, spec.name)
     return model
 
 

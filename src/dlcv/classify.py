@@ -24,46 +24,41 @@ class ClassifyFit(Fit):
     confusion matrix on the validation images (``confusion.csv``), its accuracy there when a holdout
     share of train chose it."""
 
-    def __init__(self, data: str | os.PathLike, defaults: dict | None = None):
+    def __init__(self, data: str | os.PathLike, recipe_type: type | None = None):
+        from dlcv.recipes import ClassifyRecipe
+
         super().__init__(data)
-        self._defaults = defaults
+        self.recipe_type = recipe_type or ClassifyRecipe
 
-    def defaults(self) -> dict:
-        from dlcv.recipes import classify_defaults
+    def check(self, recipe) -> None:
+        self.snapshot_at = recipe.snapshots()
 
-        return self._defaults if self._defaults is not None else classify_defaults()
-
-    def check(self, recipe: dict) -> None:
-        from dlcv.recipes import check_classify_recipe
-
-        self.snapshot_at = check_classify_recipe(recipe)
-
-    def make_data(self, recipe: dict):
+    def make_data(self, recipe):
         from dlcv.data.batches import ClassificationData
 
-        return ClassificationData(self.data, recipe["data"], int(recipe["seed"]))
+        return ClassificationData(self.data, recipe.data, recipe.seed)
 
-    def derive(self, recipe: dict, data) -> dict:
+    def derive(self, recipe, data) -> dict:
         return {"num_classes": data.num_classes}
 
-    def make_task(self, recipe: dict, data):
+    def make_task(self, recipe, data):
         from dlcv.tasks.classification import ClassificationTask
 
         return ClassificationTask(recipe, data.num_classes)
 
-    def callbacks(self, recipe: dict, data, run_dir: Path) -> list:
+    def callbacks(self, recipe, data, run_dir: Path) -> list:
         from dlcv.data.augment import prepare_batch
         from dlcv.tasks.snapshots import EmbeddingSnapshots
 
         self.snapshots = None
         if self.snapshot_at:
-            sets = data.embedding_sets(int(recipe["embed"]["train_subset"]))
+            sets = data.embedding_sets(recipe.embed.train_subset)
             self.snapshots = EmbeddingSnapshots(run_dir, self.snapshot_at, sets,
-                                                lambda x: prepare_batch(x, recipe["data"]),
-                                                batch_size=int(recipe["data"]["eval_batch_size"]))
+                                                lambda x: prepare_batch(x, recipe.data),
+                                                batch_size=recipe.data.eval_batch_size)
         return [self.snapshots] if self.snapshots else []
 
-    def complete_summary(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+    def complete_summary(self, summary: dict, recipe, task, data, run_dir: Path) -> str | None:
         if self.snapshots:
             summary["snapshot_seconds"] = self.snapshots.seconds
         matrix = task.final_confusion
@@ -80,11 +75,11 @@ class ClassifyFit(Fit):
 
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
-        resume: bool = False, defaults: dict | None = None) -> Path:
+        resume: bool = False, recipe_type: type | None = None) -> Path:
     """Train a classifier from a recipe; return the run folder. ``resume`` continues an interrupted
     run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch).
-    ``defaults``: the recipe the file and overrides apply to (the classification defaults when None)."""
-    return ClassifyFit(data, defaults).run(config, runs_dir, name, overrides, overwrite, resume)
+    ``recipe_type``: whose defaults the file and overrides apply to (``ClassifyRecipe`` when None)."""
+    return ClassifyFit(data, recipe_type).run(config, runs_dir, name, overrides, overwrite, resume)
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------
@@ -93,10 +88,10 @@ def load_classifier(path: str | os.PathLike):
     from dlcv.checkpoints import checkpoint_classes, read_checkpoint, rebuild_model
 
     ckpt, recipe = read_checkpoint(path, "classify")
-    return rebuild_model(ckpt, recipe, path, "classify", checkpoint_classes(ckpt, path)), recipe
+    return rebuild_model(ckpt, recipe, path, checkpoint_classes(ckpt, path)), recipe
 
 
-def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str | None = None,
+def predict_scores(model, images, recipe, batch_size: int = 500, tta: str | None = None,
                    where: str = "the images"):
     """Softmax probabilities (N, classes) for uint8 (N, H, W, 3) images, with the recipe's input
     preparation and test-time augmentation (``tta`` overrides the recipe's); images the model cannot
@@ -110,10 +105,10 @@ def predict_scores(model, images, recipe: dict, batch_size: int = 500, tta: str 
     images = torch.as_tensor(np.asarray(images))
     device = inference_device()  # the uint8 batches travel; conversion and TTA run on the device
     model = model.eval().to(device, memory_format=torch.channels_last)
-    tta, out = tta or recipe["train"]["tta"], []
-    with torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"]):
+    tta, out = tta or recipe.train.tta, []
+    with torch.inference_mode(), inference_autocast(device, recipe.train.precision):
         for i in range(0, len(images), batch_size):
-            x = prepare_batch(images[i : i + batch_size].to(device), recipe["data"])
+            x = prepare_batch(images[i : i + batch_size].to(device), recipe.data)
             try:
                 logits = predict_logits(model, x, tta)
             except RuntimeError as exc:
@@ -135,7 +130,7 @@ def _takes(model, size: tuple[int, int], tta: str, like) -> bool:
     return True
 
 
-def _refused_size(model, x, tta: str, recipe: dict, where: str, exc: Exception) -> DlcvError:
+def _refused_size(model, x, tta: str, recipe, where: str, exc: Exception) -> DlcvError:
     """One line for images (or ``data.input_size``) the model cannot take, with the smallest square side it takes
     (searched up to 1024 pixels)."""
     from dlcv.errors import exception_line
@@ -147,11 +142,11 @@ def _refused_size(model, x, tta: str, recipe: dict, where: str, exc: Exception) 
         middle = (fails + side) // 2
         fails, side = (fails, middle) if _takes(model, (middle, middle), tta, x) else (middle, side)
     height, width = x.shape[-2:]
-    what = (f"its input of {width}x{height} pixels (data.input_size)" if recipe["data"].get("input_size")
+    what = (f"its input of {width}x{height} pixels (data.input_size)" if recipe.data.input_size
             else f"images of {width}x{height} pixels")
     smallest = f"the smallest it takes{f' with tta {tta}' if tta != 'none' else ''} is {side}x{side}"
     reason = smallest if side <= 1024 and side > min(height, width) else exception_line(exc)
-    return DlcvError(f"{where}: model {recipe['model']['name']!r} cannot take {what}: {reason}")
+    return DlcvError(f"{where}: model {recipe.model.name!r} cannot take {what}: {reason}")
 
 
 def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path]:
@@ -178,12 +173,9 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     best epochs); ``tta`` (none, flip, flip_shift) overrides the recipe's test-time augmentation.
     """
     from dlcv.data.images import list_images, load_image_stack
-    from dlcv.recipes import TTA_MODES
 
     if id_column not in ("filename", "image_id"):
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
-    if tta is not None and tta not in TTA_MODES:
-        raise DlcvError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     output = check_output_path(output, inputs=(images, checkpoint))
     files = list_images(images)
     array = load_image_stack(files, use_cache=False)

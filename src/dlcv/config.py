@@ -13,9 +13,12 @@ import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dlcv.errors import DlcvError, exception_line, shown
+
+if TYPE_CHECKING:
+    from dlcv.recipes import Section as Recipe
 
 FREE_FORM = {("model", "args")}
 # YAML 1.1, which PyYAML reads, makes ``5e-4`` and ``1.0e4`` strings (its floats need a dot and a signed
@@ -164,17 +167,15 @@ def parse_overrides(items: Iterable[str]) -> dict:
     return out
 
 
-def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> dict:
-    """Defaults, then the recipe file, then ``--set`` overrides; ``name`` defaults to the file's.
+def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: Iterable[str] = (),
+                base: dict | None = None) -> Recipe:
+    """The recipe of type ``kind`` (``dlcv.recipes``): its defaults (or ``base``, a recipe as a mapping), then the
+    recipe file, then ``--set`` overrides; ``name`` defaults to the file's.
 
-    Every value is checked (``dlcv.recipe_checks``) and so is the model, where the recipe names one;
-    an error names the key and where its value came from (the file or ``--set``).
-    The rules are those of the defaults' task (the command's), and ``task`` itself may name no other.
+    Every value is checked by the schema and the model by building it, where the recipe names one; an error
+    names the key and where its value came from (the file or ``--set``).
     """
-    from dlcv.recipe_checks import MISSING, check_model, check_values, lookup
-    from dlcv.recipes import rules_for
-
-    recipe = copy.deepcopy(defaults)
+    recipe = copy.deepcopy(base) if base is not None else kind().model_dump()
     from_file: dict = {}
     if path is not None:
         path = Path(path)
@@ -191,20 +192,78 @@ def load_recipe(defaults: dict, path: str | os.PathLike | None, overrides: Itera
         from_path = lookup(from_file, key) is not MISSING or (key == "name" and path is not None)
         return str(path) if from_path else "the built-in defaults"
 
-    task = defaults.get("task")
-    check_values(recipe, rules_for(task), source_of)
-    train = recipe.get("train")
-    if isinstance(train, dict) and train.get("budget") and lookup(from_set, "train.epochs") is not MISSING:
+    typed = validated(kind, recipe, source_of)
+    train = getattr(typed, "train", None)
+    if train is not None and train.budget and lookup(from_set, "train.epochs") is not MISSING:
         # Under a budget train.epochs is only the first plan: a tiny run asked for would train the whole budget.
-        raise DlcvError(f"--set train.epochs={train['epochs']}: the recipe trains to a time budget (train.budget "
-                        f"{train['budget']}, from {source_of('train.budget')}) and plans its epochs from the measured "
+        raise DlcvError(f"--set train.epochs={train.epochs}: the recipe trains to a time budget (train.budget "
+                        f"{train.budget}, from {source_of('train.budget')}) and plans its epochs from the measured "
                         "speed; add --budget none to train by epochs, or give a shorter --budget")
-    if task in ("classify", "segment") and isinstance(recipe.get("model"), dict):
-        check_model(recipe, source_of("model"))
-    return recipe
+    if typed.task in ("classify", "segment"):
+        check_model(typed, source_of("model"))
+    return typed
 
 
-def dump_recipe(recipe: dict) -> str:
+def validated(kind: type[Recipe], recipe: dict, source_of=lambda key: "the recipe") -> Recipe:
+    """``recipe`` (a mapping) as a ``kind``; a value that breaks its rule is one line naming the key, its rule and
+    ``source_of(key)`` (the recipe file, ``--set``, or the run folder's recipe)."""
+    from pydantic import ValidationError
+
+    from dlcv.recipes import RecipeError, describe_field, field_at
+
+    try:
+        return kind.model_validate(recipe)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, RecipeError):  # a check across keys
+            raise DlcvError(f"{source_of(cause.key)}: {cause}") from None
+        if error["type"] == "extra_forbidden":  # a recipe not merged over the defaults (a checkpoint's)
+            key = ".".join(map(str, error["loc"]))
+            raise DlcvError(f"{source_of(key)}: unknown recipe key {shown(key)}") from None
+        key, field = field_at(kind, error["loc"])
+        raise DlcvError(f"{source_of(key)}: {key} must be {describe_field(field)}, got {shown(lookup(recipe, key))}") \
+            from None
+
+
+MISSING = object()  # what ``lookup`` gives for a key the tree does not set
+
+
+def lookup(tree, key: str):
+    """The value of the dotted ``key`` in the nested ``tree`` (a mapping or a typed recipe), or ``MISSING``."""
+    node = tree
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif part in getattr(type(node), "model_fields", {}):
+            node = getattr(node, part)
+        else:
+            return MISSING
+    return node
+
+
+def check_model(recipe: Recipe, where: str) -> None:
+    """The recipe's model (``model.name`` with ``model.args``) can be built: built once on the meta
+    device (shapes only, no memory, no weights read), so an unknown name or argument, or an argument
+    the model refuses (whatever it raises), is one line naming ``where`` before any data is read."""
+    import torch
+
+    from dlcv.checkpoints import rebuild_args
+    from dlcv.models import create_model
+
+    spec = recipe.model
+    try:
+        with torch.device("meta"):
+            create_model(spec.name, num_classes=2, kind=recipe.task, **rebuild_args(spec.args))
+    except DlcvError as exc:
+        raise DlcvError(f"{where}: {exc}") from None
+    except Exception as exc:  # a builder's own refusal: a bare assert, a ValueError, torch's shape checks
+        raise DlcvError(f"{where}: model.args cannot build model {shown(spec.name)}: {exception_line(exc)}") from None
+
+
+def dump_recipe(recipe) -> str:
+    """A recipe (typed, or a mapping) as YAML text."""
     import yaml
 
-    return yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None)
+    data = recipe.model_dump() if hasattr(recipe, "model_dump") else recipe
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)

@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+from dlcv.errors import DlcvError
 from dlcv.runs import RunFolder
 from dlcv.runtime import is_primary_process
 
@@ -43,23 +44,22 @@ class Fit:
         self.inputs = (data, *inputs)
 
     # --- what differs between the commands -----------------------------------------------------------
-    def defaults(self) -> dict:
+    recipe_type: type  # the command's recipe (dlcv.recipes)
+
+    def check(self, recipe) -> None:
+        """Refuse a bad recipe before any work (the schema's checks ran when it was loaded)."""
+
+    def make_data(self, recipe):
         raise NotImplementedError
 
-    def check(self, recipe: dict) -> None:
-        """Refuse a bad recipe before any work (the generic checks ran when it was loaded)."""
-
-    def make_data(self, recipe: dict):
-        raise NotImplementedError
-
-    def derive(self, recipe: dict, data) -> dict:
+    def derive(self, recipe, data) -> dict:
         """Values the data decides, recorded beside the recipe in ``resolved.json`` (the class count)."""
         return {}
 
-    def make_task(self, recipe: dict, data):
+    def make_task(self, recipe, data):
         raise NotImplementedError
 
-    def callbacks(self, recipe: dict, data, run_dir: Path) -> list:
+    def callbacks(self, recipe, data, run_dir: Path) -> list:
         return []
 
     def trainer_options(self, task) -> dict:
@@ -68,18 +68,18 @@ class Fit:
     def before_fit(self, task, data, run_dir: Path, resumed: bool) -> None:
         """Work between the run folder and the first epoch (primary process only where it writes)."""
 
-    def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
+    def finish(self, recipe, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
         """First process only, after the final scoring: ``summary.json`` (the fields every run's shares: what
         ran, for how long, what was selected on what, under a budget what was planned and measured; then this
         command's own) and the closing lines."""
-        cfg, metric, run = recipe["data"], task.monitor, RunFolder(run_dir)
+        cfg, metric, run = recipe.data, task.monitor, RunFolder(run_dir)
         best = getattr(trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
         best = float(best) if best is not None else None
-        summary = {"name": recipe["name"], "model": recipe["model"]["name"], "epochs": trained_epochs(trainer, task),
+        summary = {"name": recipe.name, "model": recipe.model.name, "epochs": trained_epochs(trainer, task),
                    "fit_seconds": round(fit_seconds, 1),
-                   **({"budget": budget_summary(trainer)} if recipe["train"].get("budget") else {}),
-                   "selected_on": (f"holdout {cfg['holdout']:.0%} of {cfg['train']}" if float(cfg["holdout"]) > 0
-                                   else cfg["validation"]),
+                   **({"budget": budget_summary(trainer)} if recipe.train.budget else {}),
+                   "selected_on": (f"holdout {cfg.holdout:.0%} of {cfg.train}" if cfg.holdout > 0
+                                   else cfg.validation),
                    f"best_{metric}": best, "best_checkpoint": str(run.best)}
         final_line = self.complete_summary(summary, recipe, task, data, run_dir)
         run.write_summary(summary)
@@ -89,7 +89,7 @@ class Fit:
             print(final_line, flush=True)
         print(f"best checkpoint: {run.best}", flush=True)
 
-    def complete_summary(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+    def complete_summary(self, summary: dict, recipe, task, data, run_dir: Path) -> str | None:
         """Add this command's own fields to ``summary`` (the final scoring, and any file of it); return the
         line that reports the final scoring, or None."""
         return None
@@ -104,17 +104,19 @@ class Fit:
 
         start = time.perf_counter()  # a time budget counts from here
 
-        recipe = run_recipe(self.defaults(), config, overrides, name, runs_dir, resume)
+        recipe = run_recipe(self.recipe_type, config, overrides, name, runs_dir, resume)
+        if not recipe.name:
+            raise DlcvError("the run needs a name: give --config FILE or --name NAME")
         self.check(recipe)
-        check_run_name(recipe["name"])
-        with RunLock(Path(runs_dir) / recipe["name"]) as lock, torch_threads(recipe["train"]["threads"]):
+        check_run_name(recipe.name)
+        with RunLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
             lock.take()
             if not resume and is_primary_process():
-                check_run_dir(runs_dir, recipe["name"], overwrite, inputs=self.inputs)
+                check_run_dir(runs_dir, recipe.name, overwrite, inputs=self.inputs)
             anew = resume and "train.budget" in override_keys(overrides)
             return self._fit(recipe, runs_dir, overwrite, resume, start, lock, anew)
 
-    def _fit(self, recipe: dict, runs_dir, overwrite: bool, resume: bool, start: float, lock, anew: bool) -> Path:
+    def _fit(self, recipe, runs_dir, overwrite: bool, resume: bool, start: float, lock, anew: bool) -> Path:
         import lightning as L
 
         from dlcv.data.synth import is_synthetic
@@ -122,16 +124,16 @@ class Fit:
         from dlcv.runtime import resolve_precision
         from dlcv.trainer import build_trainer
 
-        train = recipe["train"]
+        train = recipe.train
         data = self.make_data(recipe)
         data.prepare()  # bad data fails here, before anything is written
         # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
-        resolved = {"precision": resolve_precision(str(train["precision"]), str(train["accelerator"])),
+        resolved = {"precision": resolve_precision(train.precision, train.accelerator),
                     **self.derive(recipe, data), "data": str(Path(self.data).resolve()),
                     "synthetic_data": is_synthetic(self.data)}
-        L.seed_everything(int(recipe["seed"]), workers=True, verbose=False)
+        L.seed_everything(recipe.seed, workers=True, verbose=False)
         task = self.make_task(recipe, data)  # a weights file that fails does so before the run folder
-        budget = time_budget(recipe, data, task, start, anew) if train.get("budget") else None
+        budget = time_budget(recipe, data, task, start, anew) if train.budget else None
         lock.take(create=True)  # where the runs folder was missing at the first check
         run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=self.inputs)
         if is_primary_process():
@@ -139,17 +141,17 @@ class Fit:
         say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
         if resume_from is not None:
             say(f"resuming from {resume_from} with the run's saved recipe"
-                + (f", within a new budget of {train['budget']} from now" if anew else ""))
+                + (f", within a new budget of {train.budget} from now" if anew else ""))
         # Under a budget the loop has no set end: the plan stops it (and keeps max_epochs at its epochs).
         trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
-                                max_epochs=-1 if budget else train["epochs"],
+                                max_epochs=-1 if budget else train.epochs,
                                 extra_callbacks=tuple(self.callbacks(recipe, data, run_dir)),
                                 first_callbacks=(budget,) if budget else (),
                                 precision=resolved["precision"], **self.trainer_options(task))
         self.before_fit(task, data, run_dir, resume_from is not None)
         trainer.fit(task, datamodule=data, ckpt_path=resume_from)
         fit_seconds = time.perf_counter() - start
-        score_best(trainer, task, data, run_dir, recipe["task"])
+        score_best(trainer, task, data, run_dir, recipe.task)
         if trainer.is_global_zero:
             self.finish(recipe, trainer, task, data, run_dir, fit_seconds)
             if budget:
@@ -173,31 +175,30 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def time_budget(recipe: dict, data, task, started: float, anew: bool = False):
+def time_budget(recipe, data, task, started: float, anew: bool = False):
     """The callback that plans the run's steps to end within ``train.budget`` (``dlcv.budget``; ``anew``: a
     resumed run's new budget, counted from ``started``); it sets the task's horizon, which the schedules
     follow. Until it has timed them, a validation is guessed at a third of a training step per image and
     pass, and the final scoring at one validation's cost per image and pass."""
     from dlcv.budget import TimeBudget
-    from dlcv.recipe_checks import parse_duration
-    from dlcv.recipes import TTA_PASSES
+    from dlcv.recipes import TTA_PASSES, parse_duration
     from dlcv.tasks.optim import Horizon
 
-    train = recipe["train"]
+    train = recipe.train
     n_train, n_val, n_final = data.counts()
-    val_passes = n_val * TTA_PASSES[train.get("val_tta", "none")]
+    val_passes = n_val * TTA_PASSES[train.val_tta]
     task.horizon = Horizon(0, 0)
-    return TimeBudget(parse_duration(train["budget"]), started, task.horizon, int(train["epochs"]),
+    return TimeBudget(parse_duration(train.budget), started, task.horizon, train.epochs,
                       val_guess=val_passes / max(1, 3 * n_train),
-                      final_ratio=n_final * TTA_PASSES[train.get("tta", "none")] / max(1, val_passes),
+                      final_ratio=n_final * TTA_PASSES[train.tta] / max(1, val_passes),
                       final_images=n_final / max(1, n_val), say=say, anew=anew,
-                      reference_epochs=train.get("reference_epochs"))
+                      reference_epochs=train.reference_epochs)
 
 
 def trained_epochs(trainer, task) -> int | float:
     """Epochs trained: whole, or under a budget steps over steps per epoch (the last may be partial)."""
     horizon = task.horizon
-    if task.recipe["train"].get("budget") and horizon is not None and horizon.steps_per_epoch:
+    if task.recipe.train.budget and horizon is not None and horizon.steps_per_epoch:
         return round(trainer.global_step / horizon.steps_per_epoch, 2)
     return trainer.current_epoch
 
@@ -211,7 +212,7 @@ def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
     if data.test_tensors() is None or not best.is_file():
         return
     ckpt, recipe = read_checkpoint(best, kind)
-    load_model_weights(task.model, ckpt, best, recipe["model"]["name"])
+    load_model_weights(task.model, ckpt, best, recipe.model.name)
     trainer.test(task, datamodule=data, verbose=False)
 
 

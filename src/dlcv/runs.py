@@ -11,7 +11,6 @@ epoch (``metrics.csv``), TensorBoard logs (``tensorboard/``), the best checkpoin
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import json
 import math
@@ -87,7 +86,7 @@ class RunFolder:
         """summary.json, or ``{}`` while the run has not ended."""
         return read_json(self.summary_file) if self.summary_file.is_file() else {}
 
-    def write_recipe(self, recipe: dict) -> None:
+    def write_recipe(self, recipe) -> None:
         from dlcv.config import dump_recipe
 
         with atomic_write(self.recipe_file) as handle:
@@ -196,10 +195,10 @@ def read_json(path: Path) -> dict:
 def check_run_name(name: str) -> None:
     """Refuse a run name that is not a plain folder name (the rule of a recipe's ``name``)."""
     from dlcv.errors import shown
-    from dlcv.recipe_checks import FOLDER_NAME
+    from dlcv.recipes import FolderName, describe, is_folder_name
 
-    if not FOLDER_NAME.test(name):
-        raise DlcvError(f"run name {shown(name)} must be {FOLDER_NAME.wants}")
+    if not is_folder_name(name):
+        raise DlcvError(f"run name {shown(name)} must be {describe(FolderName)}")
 
 
 def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
@@ -210,24 +209,25 @@ def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
     return check_output_folder(Path(runs_dir) / name, overwrite, inputs, need_parent=False)
 
 
-def run_recipe(defaults: dict, config: str | os.PathLike | None, overrides: tuple[str, ...], name: str | None,
-               runs_dir: str | os.PathLike, resume: bool) -> dict:
-    """The recipe a training command runs: ``defaults``, then the file, then the overrides, renamed to
-    ``name`` when given; with ``resume``, the one saved in that run's folder, so that the resumed run trains
-    exactly what the interrupted one did (an error if there is nothing to resume)."""
+def run_recipe(kind: type, config: str | os.PathLike | None, overrides: tuple[str, ...], name: str | None,
+               runs_dir: str | os.PathLike, resume: bool):
+    """The recipe (of type ``kind``) a training command runs: the defaults, then the file, then the overrides,
+    renamed to ``name`` when given; with ``resume``, the one saved in that run's folder, so that the resumed run
+    trains exactly what the interrupted one did (an error if there is nothing to resume)."""
     from dlcv.config import load_recipe
 
-    recipe = load_recipe(defaults, config, overrides)
+    recipe = load_recipe(kind, config, overrides)
     if name:
-        recipe["name"] = name
+        check_run_name(name)
+        recipe.name = name
     if not resume:
         return recipe
-    check_run_name(str(recipe.get("name")))
-    run = RunFolder(Path(runs_dir) / str(recipe.get("name")))
+    check_run_name(str(recipe.name))
+    run = RunFolder(Path(runs_dir) / recipe.name)
     if not run.resumable:
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
-    # The folder named is the run resumed, whatever name its recipe saved (a run folder copied elsewhere).
-    saved = {**load_recipe(recipe, run.recipe_file), "name": run.path.name}
+    saved = load_recipe(kind, run.recipe_file, base=recipe.model_dump())
+    saved.name = run.path.name  # the folder named is the run resumed, whatever name its recipe saved
     return resumed_recipe(run, saved, recipe, overrides)
 
 
@@ -239,31 +239,31 @@ def override_keys(overrides: tuple[str, ...]) -> list[str]:
     return [item.split("=", 1)[0].strip() for item in overrides]
 
 
-def resumed_recipe(run: RunFolder, saved: dict, given: dict, overrides: tuple[str, ...]) -> dict:
+def resumed_recipe(run: RunFolder, saved, given, overrides: tuple[str, ...]):
     """The recipe that ``--resume`` trains: ``saved`` (the run's own), with the ``RESUME_KEYS`` that the
     overrides change taken from ``given`` (the recipe of the command's file and overrides). Refused in one
     line: an override that changes any other key; ``train.epochs`` no more than the epochs trained; and a
     resume with nothing to train: a finished run (``summary.json``) without more epochs or a new budget, or
     a run whose budget is spent without a new one (``--budget``, counted from the resume's start). These
     exit 2 like any error: the command was asked to train and would not, which a script must learn."""
-    from dlcv.recipe_checks import format_duration, lookup, parse_duration
+    from dlcv.config import lookup
+    from dlcv.recipes import format_duration, parse_duration
 
     keys = override_keys(overrides)
-    recipe, changed = copy.deepcopy(saved), []
+    recipe, changed = saved.model_copy(deep=True), []
     for key in keys:
         value = lookup(given, key)
         if key == "name" or value == lookup(saved, key):  # the name picks the run; an equal value changes nothing
             continue
         if key not in RESUME_KEYS:
             raise DlcvError(f"--resume keeps the run's saved recipe; {key} cannot change on resume")
-        section, field = key.split(".")
-        recipe[section][field] = value
+        setattr(recipe.train, key.split(".")[1], value)
         changed.append(key)
-    train = recipe["train"]
-    if train.get("budget"):
+    train = recipe.train
+    if train.budget:
         if "train.budget" in keys:
             return recipe
-        seconds = parse_duration(train["budget"])
+        seconds = parse_duration(train.budget)
         used = budget_used(run, seconds)
         if run.finished or (used is not None and used >= seconds):
             spent = f"its budget of {format_duration(seconds)} is spent" + (
@@ -273,8 +273,8 @@ def resumed_recipe(run: RunFolder, saved: dict, given: dict, overrides: tuple[st
                             "within a new budget")
         return recipe
     done = max((row["epoch"] for row in run.read_metrics()), default=0)
-    if "train.epochs" in changed and int(train["epochs"]) <= done:
-        raise DlcvError(f"{run.path}: train.epochs={train['epochs']} on --resume: the run has trained {done} "
+    if "train.epochs" in changed and train.epochs <= done:
+        raise DlcvError(f"{run.path}: train.epochs={train.epochs} on --resume: the run has trained {done} "
                         "epoch(s) already; give more to train on")
     if run.finished and "train.epochs" not in changed:
         raise DlcvError(f"{run.path}: nothing to resume: the run finished its {done} epoch(s) (summary.json); give "
@@ -298,16 +298,16 @@ def budget_used(run: RunFolder, seconds: float) -> float | None:
     return spent_under(states.get(TimeBudget.__qualname__), seconds) if isinstance(states, dict) else None
 
 
-def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, resume: bool,
+def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: bool,
                  inputs: tuple[str | os.PathLike | None, ...] = ()) -> tuple[Path, Path | None]:
     """``(run folder, checkpoint to resume from or None)``: a new run gets an empty folder (checked by
     ``check_run_dir``; an earlier run is replaced only with ``overwrite``) with its recipe, written by the
     primary process only; a resumed one its ``last.ckpt``."""
-    run_dir = Path(runs_dir) / recipe["name"]
+    run_dir = Path(runs_dir) / recipe.name
     if resume:
         run = RunFolder(run_dir)
         if is_primary_process():
-            from dlcv.recipe_checks import lookup
+            from dlcv.config import lookup
 
             # A finished run trained on (more epochs, a new budget) is unfinished until it writes a new summary.
             run.summary_file.unlink(missing_ok=True)
@@ -315,7 +315,7 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe: dict, overwrite: bool, res
                 run.write_recipe(recipe)
         return run_dir, run.last
     if is_primary_process():
-        run_dir = check_run_dir(runs_dir, recipe["name"], overwrite, inputs)
+        run_dir = check_run_dir(runs_dir, recipe.name, overwrite, inputs)
         if run_dir.exists() and any(run_dir.iterdir()):
             shutil.rmtree(run_dir)  # a run folder of dlcv's (checked above), replaced as asked
         run_dir = make_output_folder(run_dir, "run")  # the manifest kind of a run folder (dlcv.io)

@@ -41,28 +41,25 @@ FIGURE_STEM = "figure"
 
 
 # --- recipe and model --------------------------------------------------------------------------------
-def sam_recipe(config: str | os.PathLike | None, overrides: tuple[str, ...] = (), model_type: str | None = None) -> dict:
+def sam_recipe(config: str | os.PathLike | None, overrides: tuple[str, ...] = (), model_type: str | None = None):
     """Defaults, then the recipe file, then ``--set`` (values checked as loaded), then ``--model``."""
     from dlcv.config import load_recipe
-    from dlcv.recipes import sam_defaults
+    from dlcv.recipes import SamRecipe
 
-    recipe = load_recipe(sam_defaults(), config, overrides)
-    if model_type:
-        recipe["model"]["type"] = model_type
-    return recipe
+    return load_recipe(SamRecipe, config, (*overrides, *([f"model.type={model_type}"] if model_type else [])))
 
 
 class SamRunner:
     """A loaded SAM and its mask generator; ``generate(name, image)`` -> (records, seconds)."""
 
-    def __init__(self, checkpoint: str | os.PathLike, recipe: dict, device: str | None = None):
+    def __init__(self, checkpoint: str | os.PathLike, recipe, device: str | None = None):
         from dlcv.models.sam import load_sam, mask_generator
         from dlcv.runtime import inference_device
 
         self.device = device or str(inference_device())
-        self.model = load_sam(checkpoint, recipe["model"]["type"]).to(self.device)
-        self.knobs = dict(recipe["generator"])
-        self.generator = mask_generator(self.model, self.knobs, prefilter=recipe["prefilter"])
+        self.model = load_sam(checkpoint, recipe.model.type).to(self.device)
+        self.knobs = recipe.generator.model_dump()
+        self.generator = mask_generator(self.model, self.knobs, prefilter=recipe.prefilter)
 
     def point_batches(self, size: tuple[int, int]) -> int:
         """How many batches of point prompts one image of ``size`` costs (every crop of every layer)."""
@@ -99,7 +96,7 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
     check_output_folder(output, overwrite, inputs=(images, checkpoint))
     found = find_images(images)
     runner = SamRunner(checkpoint, recipe, device)
-    chosen = [str(i) for i in recipe["figure"]["images"] if str(i) in found.ids] or found.ids[:3]
+    chosen = [str(i) for i in recipe.figure.images if str(i) in found.ids] or found.ids[:3]
     seconds: dict[str, float] = {}
     counts: dict[str, int] = {}
     rows = []
@@ -116,10 +113,10 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
             print(f"{name}: {len(records)} masks in {seconds[name]:.1f} s", flush=True)
         plot_sam_masks(rows, staging / FIGURE_STEM)
         summary = {
-            "model_type": recipe["model"]["type"],
+            "model_type": recipe.model.type,
             "checkpoint": str(checkpoint),
             "device": runner.device,
-            "prefilter": recipe["prefilter"],
+            "prefilter": recipe.prefilter,
             "generator": runner.knobs,
             "images": len(found.ids),
             "seconds_per_image": sum(seconds.values()) / len(seconds),
@@ -232,7 +229,7 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     if labels is not None:
         pair_masks(Path(predictions), Path(labels))  # unmatched files fail before any work
     runner = SamRunner(checkpoint, recipe, device) if checkpoint is not None else None
-    settings = recipe["refine"]
+    settings = recipe.refine
     codec = MaskCodec()
     per_image = {}
     with staged_folder(output, overwrite, inputs=inputs, kind="set of refined masks") as staging:
@@ -247,14 +244,14 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
                 regions = [(decode_rle(r["segmentation"]), float(r["predicted_iou"])) for r in records]
             else:
                 regions = read_sam_records(sources[name], classes.shape)
-            refined, used = refine_classes(classes, regions, float(settings["min_predicted_iou"]),
-                                           int(settings["min_area"]))
+            refined, used = refine_classes(classes, regions, settings.min_predicted_iou,
+                                           settings.min_area)
             write_mask(staging / f"{name}_mask.png", refined)
             per_image[name] = {"regions": len(regions), "regions_used": used,
                                "pixels_changed": int((refined != classes).sum())}
         result = {"predictions": str(predictions), "sam": str(checkpoint if checkpoint is not None else sam_masks),
-                  "model_type": recipe["model"]["type"] if checkpoint is not None else None,
-                  "min_predicted_iou": float(settings["min_predicted_iou"]), "min_area": int(settings["min_area"]),
+                  "model_type": recipe.model.type if checkpoint is not None else None,
+                  "min_predicted_iou": settings.min_predicted_iou, "min_area": settings.min_area,
                   "order": "largest region first; smaller regions overwrite larger ones",
                   "images": len(ids), "per_image": per_image}
         if labels is not None:

@@ -118,50 +118,48 @@ class SegmentFit(Fit):
     """``segment fit``: a segmentation model on satellite pairs; masks through training; the best
     checkpoint's graded mIoU on the validation folder when a holdout share of train chose it."""
 
-    def defaults(self) -> dict:
-        from dlcv.recipes import segment_defaults
+    def __init__(self, data: str | os.PathLike):
+        from dlcv.recipes import SegmentRecipe
 
-        return segment_defaults()
+        super().__init__(data)
+        self.recipe_type = SegmentRecipe
 
-    def check(self, recipe: dict) -> None:
-        from dlcv.recipes import check_segment_recipe
+    def check(self, recipe) -> None:
+        self.progress_at = recipe.snapshots()
 
-        self.progress_at = check_segment_recipe(recipe)
-        MaskCodec(recipe["data"]["unmapped"])
-
-    def make_data(self, recipe: dict):
+    def make_data(self, recipe):
         from dlcv.data.seg_batches import SegmentationData
         from dlcv.runtime import retain_freed_memory
 
         retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
-        return SegmentationData(self.data, recipe["data"], int(recipe["seed"]))
+        return SegmentationData(self.data, recipe.data, recipe.seed)
 
-    def make_task(self, recipe: dict, data):
+    def make_task(self, recipe, data):
         from dlcv.tasks.segmentation import SegmentationTask
 
         return SegmentationTask(recipe)
 
-    def callbacks(self, recipe: dict, data, run_dir: Path) -> list:
+    def callbacks(self, recipe, data, run_dir: Path) -> list:
         from dlcv.data.seg_batches import model_input
         from dlcv.tasks.progress import MaskProgress
 
         if not self.progress_at:
             return []
-        ids, images, masks = data.progress_images(recipe["progress"]["images"])
-        return [MaskProgress(run_dir, self.progress_at, ids, images, masks, lambda x: model_input(x, recipe["data"]),
-                             recipe["train"]["val_tta"])]
+        ids, images, masks = data.progress_images(recipe.progress.images)
+        return [MaskProgress(run_dir, self.progress_at, ids, images, masks, lambda x: model_input(x, recipe.data),
+                             recipe.train.val_tta)]
 
-    def complete_summary(self, summary: dict, recipe: dict, task, data, run_dir: Path) -> str | None:
+    def complete_summary(self, summary: dict, recipe, task, data, run_dir: Path) -> str | None:
         from dlcv.metrics.segmentation import class_iou, mean_iou
 
-        summary["train_size"], summary["eval_size"] = recipe["data"]["train_size"], recipe["data"]["eval_size"]
+        summary["train_size"], summary["eval_size"] = recipe.data.train_size, recipe.data.eval_size
         matrix = task.final_confusion
         if matrix is None:
             return None
         fv = {"folder": str(data.final.images[0].parent), "mean_iou": mean_iou(matrix),
               "iou": [float(v) for v in class_iou(matrix)]}
         summary["final_validation"] = fv
-        return (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe['train']['tta']}): "
+        return (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe.train.tta}): "
                 f"{fv['mean_iou']:.4f} (not used for any choice)")
 
 
@@ -179,10 +177,10 @@ def load_segmenter(path: str | os.PathLike):
     from dlcv.data.masks import NUM_CLASSES
 
     ckpt, recipe = read_checkpoint(path, "segment")
-    return rebuild_model(ckpt, recipe, path, "segment", NUM_CLASSES), recipe
+    return rebuild_model(ckpt, recipe, path, NUM_CLASSES), recipe
 
 
-def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_size: int | None = None,
+def predict_classes(model, images, recipe, tta: str | None = None, batch_size: int | None = None,
                     load=np.array):
     """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch;
     ``load`` turns a slice of ``images`` into a (B, H, W, 3) uint8 array (e.g. decodes a slice of files)."""
@@ -192,14 +190,14 @@ def predict_classes(model, images, recipe: dict, tta: str | None = None, batch_s
     from dlcv.runtime import inference_autocast, inference_device
     from dlcv.tasks.segmentation import predict_probs
 
-    tta = tta or recipe["train"]["tta"]
-    batch_size = batch_size or int(recipe["data"]["eval_batch_size"])
+    tta = tta or recipe.train.tta
+    batch_size = batch_size or recipe.data.eval_batch_size
     device = inference_device()  # the uint8 tiles travel; resizing, TTA and up-sampling run on the device
     model = model.eval().to(device, memory_format=torch.channels_last)
-    with torch.inference_mode(), inference_autocast(device, recipe["train"]["precision"]):
+    with torch.inference_mode(), inference_autocast(device, recipe.train.precision):
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(load(images[start : start + batch_size])).to(device)
-            probs = predict_probs(model, model_input(batch, recipe["data"]), tuple(batch.shape[1:3]), tta)
+            probs = predict_probs(model, model_input(batch, recipe.data), tuple(batch.shape[1:3]), tta)
             yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
 
 
@@ -212,10 +210,6 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     """
     from dlcv.data.images import decode_images
     from dlcv.data.p2 import find_images
-    from dlcv.recipes import SEG_TTA_MODES
-
-    if tta is not None and tta not in SEG_TTA_MODES:
-        raise DlcvError(f"--tta must be one of {', '.join(SEG_TTA_MODES)}, got {tta!r}")
     check_output_folder(output, overwrite, inputs=(images, checkpoint))
     found = find_images(images)
     model, recipe = load_segmenter(checkpoint)

@@ -37,24 +37,18 @@ class PretrainFit(Fit):
     def __init__(self, data: str | os.PathLike, monitor: str | os.PathLike | None):
         if monitor is not None and not Path(monitor).is_dir():
             raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
+        from dlcv.recipes import ByolRecipe
+
         super().__init__(data, inputs=(monitor,))
-        self.monitor = monitor
+        self.monitor, self.recipe_type = monitor, ByolRecipe
 
-    def defaults(self) -> dict:
-        from dlcv.recipes import byol_defaults
-
-        return byol_defaults()
-
-    def check(self, recipe: dict) -> None:
-        _check_byol_recipe(recipe)
-
-    def make_data(self, recipe: dict):
+    def make_data(self, recipe):
         from dlcv.data.office import UnlabelledImages
 
-        return UnlabelledImages(self.data, recipe["data"], recipe["views"], int(recipe["seed"]), self.monitor,
-                                int(recipe["monitor"]["max_bank"]))
+        return UnlabelledImages(self.data, recipe.data, recipe.views, recipe.seed, self.monitor,
+                                recipe.monitor.max_bank)
 
-    def make_task(self, recipe: dict, data):
+    def make_task(self, recipe, data):
         from dlcv.tasks.byol import BYOLTask
 
         return BYOLTask(recipe, monitored=self.monitor is not None)
@@ -77,26 +71,26 @@ class PretrainFit(Fit):
         print(f"kNN accuracy of the untrained trunk: {self.at_init:.4f} (batch-norm statistics of the pre-training "
               f"images; {untrained['knn_acc_unit_bn']:.4f} with none)", flush=True)
 
-    def finish(self, recipe: dict, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
+    def finish(self, recipe, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
         """The trunk as ``backbone.pt``, the kNN curve and ``summary.json``."""
         from dlcv.models.transfer import export_backbone
         from dlcv.viz.curves import monitor_label, plot_knn_curve
 
-        arch = recipe["model"]["arch"]
-        export_backbone(task.backbone, arch, run_dir / BACKBONE_FILE, seed=int(recipe["seed"]))
+        arch = recipe.model.arch
+        export_backbone(task.backbone, arch, run_dir / BACKBONE_FILE, seed=recipe.seed)
         run = RunFolder(run_dir)
         metrics = run.read_metrics()
         curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
         losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
-        summary = {"name": recipe["name"], "arch": arch, "epochs": trained_epochs(trainer, task),
+        summary = {"name": recipe.name, "arch": arch, "epochs": trained_epochs(trainer, task),
                    "images": len(data.images), "fit_seconds": round(fit_seconds, 1),
-                   **({"budget": budget_summary(trainer)} if recipe["train"].get("budget") else {}),
+                   **({"budget": budget_summary(trainer)} if recipe.train.budget else {}),
                    "final_train_loss": _last(losses),
                    "knn_acc_at_init": self.at_init, "knn_acc": curve, "final_knn_acc": _last(curve),
                    "knn_monitor": str(self.monitor) if self.monitor is not None else None,
                    "backbone": str(run_dir / BACKBONE_FILE)}
         if curve:
-            summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe["name"], self.at_init,
+            summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe.name, self.at_init,
                                                        monitor_label(Path(self.monitor))))
         run.write_summary(summary)
         knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
@@ -115,15 +109,6 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
     """
     return PretrainFit(data, monitor).run(config, runs_dir, name, overrides, overwrite, resume)
-
-
-def _check_byol_recipe(recipe: dict) -> None:
-    from dlcv.models.transfer import RESNETS
-    from dlcv.recipes import check_name_and_epochs
-
-    check_name_and_epochs(recipe)
-    if recipe["model"]["arch"] not in RESNETS:
-        raise DlcvError(f"model.arch {recipe['model']['arch']!r}: choose one of {', '.join(RESNETS)}")
 
 
 def _last(values: list[float]) -> float | None:
@@ -157,17 +142,17 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
     from dlcv.classify import fit
     from dlcv.config import load_recipe
     from dlcv.models.transfer import load_backbone
-    from dlcv.recipes import finetune_defaults
+    from dlcv.recipes import FinetuneRecipe
 
     setting = setting.upper()
     extra = setting_overrides(setting, backbone)
     if name is None and config is None:
         name = f"finetune_{setting}"
     if backbone is not None and not resume:  # a file of another architecture fails before any work
-        arch = load_recipe(finetune_defaults(), config, overrides)["model"]["args"].get("arch", "resnet50")
+        arch = load_recipe(FinetuneRecipe, config, overrides).model.args.get("arch", "resnet50")
         load_backbone(backbone, arch)
     return fit(config, data, runs_dir=runs_dir, name=name, overrides=(*overrides, *extra), overwrite=overwrite,
-               resume=resume, defaults=finetune_defaults())
+               resume=resume, recipe_type=FinetuneRecipe)
 
 
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
@@ -178,10 +163,10 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
     output = check_output_path(output, inputs=(checkpoint,))
     model, recipe = load_classifier(checkpoint)
     if not isinstance(model, TransferResNet):
-        raise DlcvError(f"{checkpoint}: a {recipe['model']['name']!r} model; only resnet_transfer checkpoints "
+        raise DlcvError(f"{checkpoint}: a {recipe.model.name!r} model; only resnet_transfer checkpoints "
                         "hold a torchvision ResNet trunk to export")
-    return export_backbone(model.backbone, recipe["model"]["args"].get("arch", "resnet50"), output,
-                           seed=int(recipe["seed"]))
+    return export_backbone(model.backbone, recipe.model.args.get("arch", "resnet50"), output,
+                           seed=recipe.seed)
 
 
 # --- prediction -------------------------------------------------------------------------------------------
@@ -193,14 +178,10 @@ def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: 
     from dlcv.classify import load_classifier, predict_scores
     from dlcv.data.images import load_resized_stack
     from dlcv.data.office import read_office_csv, write_office_csv
-    from dlcv.recipes import TTA_MODES
-
-    if tta is not None and tta not in TTA_MODES:
-        raise DlcvError(f"--tta must be one of {', '.join(TTA_MODES)}, got {tta!r}")
     output = check_output_path(output, inputs=(csv_path, images, checkpoint))
     rows = read_office_csv(csv_path, images)
     model, recipe = load_classifier(checkpoint)
-    array = np.asarray(load_resized_stack(rows.files, recipe["data"].get("image_size"), use_cache=False))
+    array = np.asarray(load_resized_stack(rows.files, recipe.data.image_size, use_cache=False))
     labels = predict_scores(model, array, recipe, tta=tta, where=str(images)).argmax(1).numpy()
     write_office_csv(output, zip(rows.ids, rows.filenames, (int(v) for v in labels)))
     return len(rows.ids)
@@ -241,11 +222,11 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
 
     start = time.perf_counter()
     recipe, config, data = _table_recipe(config, data, name, overrides)
-    pretrain_recipe, supervised_recipe, finetune_recipe = (_relative(config.parent, recipe[key])
+    pretrain_recipe, supervised_recipe, finetune_recipe = (_relative(config.parent, getattr(recipe, key))
                                                            for key in ("pretrain", "supervised", "finetune"))
-    office = data / recipe["data"]["office"]
+    office = data / recipe.data.office
     arch = _shared_arch(finetune_recipe, pretrain_recipe, supervised_recipe)
-    table_dir = Path(runs_dir) / str(recipe["name"])
+    table_dir = Path(runs_dir) / str(recipe.name)
     with RunLock(table_dir, what="table") as lock:  # one process fills a table folder at a time
         lock.take()
         # An earlier table's folder is filled on (its runs reused or resumed); any other folder of files is refused.
@@ -254,20 +235,20 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
             lock.take(create=True)
             make_output_folder(table_dir, TABLE_KIND)
             RunFolder(table_dir).write_recipe(recipe)
-        needs = {SSL_SETTINGS[s][0] for s in recipe["settings"]}
+        needs = {SSL_SETTINGS[s][0] for s in recipe.settings}
         clock = TableClock(recipe, needs, start)
 
         backbones: dict[str, Path | None] = {"none": None}
         if "self_supervised" in needs:
-            monitor = data / recipe["data"]["monitor"] if recipe["data"]["monitor"] else office
-            backbones["self_supervised"] = _relative(data, recipe["backbones"]["self_supervised"]) or \
-                _byol_backbone(table_dir, pretrain_recipe, data / recipe["data"]["mini"], monitor, clock)
+            monitor = data / recipe.data.monitor if recipe.data.monitor else office
+            backbones["self_supervised"] = _relative(data, recipe.backbones.self_supervised) or \
+                _byol_backbone(table_dir, pretrain_recipe, data / recipe.data.mini, monitor, clock)
         if "supervised" in needs:
-            backbones["supervised"] = _relative(data, recipe["backbones"]["supervised"]) or \
-                _supervised_backbone(table_dir, supervised_recipe, data / recipe["data"]["supervised"], clock)
+            backbones["supervised"] = _relative(data, recipe.backbones.supervised) or \
+                _supervised_backbone(table_dir, supervised_recipe, data / recipe.data.supervised, clock)
 
         rows = []
-        for setting in recipe["settings"]:
+        for setting in recipe.settings:
             pretraining, tuning = SSL_SETTINGS[setting]
             run_dir = table_dir / setting
             if RunFolder(run_dir).finished:
@@ -278,7 +259,7 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
                 finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
                          overrides=(f"model.args.arch={arch}", *clock.budget(setting)), **_resume_or_restart(run_dir))
             rows.append(_table_row(setting, run_dir, backbones[pretraining]))
-        result = {"name": recipe["name"], "arch": arch, "rows": rows, "note": FROZEN_NOTE,
+        result = {"name": recipe.name, "arch": arch, "rows": rows, "note": FROZEN_NOTE,
                   "seconds": round(time.perf_counter() - start, 1)}
         if is_primary_process():
             write_table(table_dir, result)
@@ -287,23 +268,20 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
 
 
 def _table_recipe(config: str | os.PathLike | None, data: str | os.PathLike | None, name: str | None,
-                  overrides: tuple[str, ...]) -> tuple[dict, Path, Path]:
+                  overrides: tuple[str, ...]) -> tuple:
     """``(recipe, settings file, data folder)`` of a table, checked."""
     from dlcv.config import load_recipe
-    from dlcv.recipes import SSL_SETTINGS, ssl_table_defaults
+    from dlcv.recipes import TableRecipe
 
     if config is None or not Path(config).is_file():
         raise DlcvError(f"{config}: no such settings file")
     config = Path(config)
-    recipe = load_recipe(ssl_table_defaults(), config, overrides)
+    recipe = load_recipe(TableRecipe, config, overrides)
     if name:
-        recipe["name"] = name
-    if data is None and recipe["data"]["root"] is None:
+        recipe.name = name
+    if data is None and recipe.data.root is None:
         raise DlcvError(f"{config}: no data folder: give --data or set data.root")
-    data = Path(data if data is not None else recipe["data"]["root"])
-    unknown = [s for s in recipe["settings"] if s not in SSL_SETTINGS]
-    if unknown or not recipe["settings"]:
-        raise DlcvError(f"{config}: settings {recipe['settings']!r}: choose among {', '.join(SSL_SETTINGS)}")
+    data = Path(data if data is not None else recipe.data.root)
     if not data.is_dir():
         raise DlcvError(f"{data}: no such data folder")
     return recipe, config, data
@@ -336,19 +314,19 @@ def _shared_arch(finetune_recipe: Path | None, pretrain_recipe: Path | None, sup
     """The one trunk architecture of the table: the fine-tuning recipe's, which the pre-training recipes
     must agree with (a backbone of another architecture could not be loaded into it)."""
     from dlcv.config import load_recipe
-    from dlcv.recipes import byol_defaults, classify_defaults, finetune_defaults
+    from dlcv.recipes import ByolRecipe, ClassifyRecipe, FinetuneRecipe
 
-    arch = load_recipe(finetune_defaults(), finetune_recipe)["model"]["args"].get("arch", "resnet50")
+    arch = load_recipe(FinetuneRecipe, finetune_recipe).model.args.get("arch", "resnet50")
     if pretrain_recipe is not None:
-        other = load_recipe(byol_defaults(), pretrain_recipe)["model"]["arch"]
+        other = load_recipe(ByolRecipe, pretrain_recipe).model.arch
         if other != arch:
             raise DlcvError(f"{pretrain_recipe}: pre-trains a {other} but {finetune_recipe} fine-tunes a {arch}")
     if supervised_recipe is not None:
-        model = load_recipe(classify_defaults(), supervised_recipe)["model"]
-        other = model["args"].get("arch", "resnet50")
-        if model["name"] != "resnet_transfer" or other != arch:
+        model = load_recipe(ClassifyRecipe, supervised_recipe).model
+        other = model.args.get("arch", "resnet50")
+        if model.name != "resnet_transfer" or other != arch:
             raise DlcvError(f"{supervised_recipe}: the supervised backbone must be a resnet_transfer {arch}, "
-                            f"got {model['name']} {other}")
+                            f"got {model.name} {other}")
     return arch
 
 
@@ -360,25 +338,25 @@ class TableClock:
 
     TAIL = 2.0  # seconds for writing the table after the last run
 
-    def __init__(self, recipe: dict, needs: set[str], start: float):
-        from dlcv.recipe_checks import parse_duration
+    def __init__(self, recipe, needs: set[str], start: float):
+        from dlcv.recipes import parse_duration
 
-        seconds = parse_duration(recipe["budget"]) if recipe["budget"] else None
+        seconds = parse_duration(recipe.budget) if recipe.budget else None
         self.deadline = None if seconds is None else start + seconds - self.TAIL
-        shares = recipe["shares"]
+        shares = recipe.shares
         self.shares: dict[str, float] = {}
         for part, pretraining in (("byol", "self_supervised"), ("supervised", "supervised")):
-            if pretraining in needs and not recipe["backbones"][pretraining]:
-                self.shares[part] = float(shares[part])
-        for setting in recipe["settings"]:
-            self.shares[setting] = float(shares["settings"]) / len(recipe["settings"])
+            if pretraining in needs and not getattr(recipe.backbones, pretraining):
+                self.shares[part] = getattr(shares, part)
+        for setting in recipe.settings:
+            self.shares[setting] = shares.settings / len(recipe.settings)
 
     def skip(self, part: str) -> None:
         self.shares.pop(part, None)
 
     def budget(self, part: str) -> tuple[str, ...]:
         """The override giving run ``part`` its budget (none when the table has no budget)."""
-        from dlcv.recipe_checks import format_duration
+        from dlcv.recipes import format_duration
 
         share = self.shares.pop(part, 0.0)
         if self.deadline is None:

@@ -83,8 +83,9 @@ class EpochMetricsCSV(L.Callback):
 class StopOnNonFiniteLoss(L.Callback):
     """Stops a run whose training loss has become NaN or infinite, with one line naming the run folder and the
     epoch, before that epoch's validation or checkpoint: Lightning would otherwise go on to the end of the
-    schedule and the run would write NaN weights (a backbone, a table) as if trained. Each step's check stays
-    on the device; the flag is read (and agreed across processes) once an epoch."""
+    schedule and the run would write NaN weights (a backbone, a table) as if trained (its ``EarlyStopping(
+    check_finite=True)`` ends such a run silently, as if it had finished). Each step's check stays on the device;
+    the flag is read (and agreed across processes) once an epoch."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
@@ -155,31 +156,31 @@ def quiet_lightning(precision: str = "32-true") -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epochs: int,
+def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: int,
                   extra_callbacks: tuple = (), precision: str | None = None, first_callbacks: tuple = (), **overrides):
     """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard), in ``precision``
     (default: the recipe's, resolved for this hardware); ``first_callbacks`` run before every other
     callback's hooks (a time budget's plan, which the others read)."""
-    train = recipe["train"]
-    precision = precision or resolve_precision(str(train["precision"]), str(train["accelerator"]))
+    train = recipe.train
+    precision = precision or resolve_precision(train.precision, train.accelerator)
     quiet_lightning(precision)
     interactive = sys.stderr.isatty()
     sync_batchnorm = wants_sync_batchnorm(train)
     options = {
         "default_root_dir": run_dir,
         "max_epochs": max_epochs,
-        "accelerator": train["accelerator"],
-        "devices": resolve_devices(train["devices"]),
-        "num_nodes": int(train.get("num_nodes", 1)),
-        "strategy": train.get("strategy", "auto"),
+        "accelerator": train.accelerator,
+        "devices": resolve_devices(train.devices),
+        "num_nodes": train.num_nodes,
+        "strategy": train.strategy,
         "sync_batchnorm": sync_batchnorm,
         "plugins": [ResumeStateInLastOnly(RunFolder(run_dir).last),
                     *([TimmAwareSyncBatchNorm()] if sync_batchnorm else [])],
-        "gradient_clip_val": float(train.get("gradient_clip", 0)) or None,
+        "gradient_clip_val": train.gradient_clip or None,
         "precision": precision,
         # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
         # deterministic version: "warn" keeps the deterministic algorithms where they exist.
-        "deterministic": "warn" if train["deterministic"] else False,
+        "deterministic": "warn" if train.deterministic else False,
         "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
         "callbacks": [*first_callbacks, *run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks)],
         "enable_progress_bar": interactive,
@@ -188,8 +189,8 @@ def build_trainer(run_dir: Path, recipe: dict, monitor: str, mode: str, max_epoc
         "log_every_n_steps": 10,
     }
     options.update(overrides)
-    use_fast_gpu_math(deterministic=bool(train["deterministic"]))
-    trainer = L.Trainer(benchmark=not train["deterministic"], **options)
+    use_fast_gpu_math(deterministic=train.deterministic)
+    trainer = L.Trainer(benchmark=not train.deterministic, **options)
     if trainer.is_global_zero:
         strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
         print(f"trainer: {trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator')} "
@@ -204,7 +205,7 @@ class TopKCheckpoint(ModelCheckpoint):
         return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
 
 
-def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interactive: bool,
+def run_callbacks(run_dir: Path, train, monitor: str, mode: str, interactive: bool,
                   extra: tuple = ()) -> list:
     """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the
     recipe's top-k, early stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
@@ -219,25 +220,25 @@ def run_callbacks(run_dir: Path, train: dict, monitor: str, mode: str, interacti
         EpochMetricsCSV(run.metrics_file, echo=not interactive),
         *extra,
     ]
-    top_k = int(train.get("save_top_k", 1))
+    top_k = train.save_top_k
     if top_k > 1:  # the k best epochs, for prediction by their averaged logits (predict --ensemble k)
         callbacks.append(TopKCheckpoint(dirpath=run.top, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
                                         monitor=monitor, mode=mode, save_top_k=top_k, auto_insert_metric_name=False,
                                         enable_version_counter=False))
-    if int(train.get("early_stopping_patience", 0)) > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(train["early_stopping_patience"])))
-    if float(train.get("ema_decay", 0)) > 0:
-        callbacks.append(BiasCorrectedEMA(float(train["ema_decay"])))
+    if train.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience))
+    if train.ema_decay > 0:
+        callbacks.append(BiasCorrectedEMA(train.ema_decay))
     if interactive:
         callbacks.append(TQDMProgressBar(refresh_rate=5))
     return callbacks
 
 
-def wants_sync_batchnorm(train: dict) -> bool:
+def wants_sync_batchnorm(train) -> bool:
     """``train.sync_batchnorm``, where it applies: torch's SyncBatchNorm runs on GPUs only."""
-    if not bool(train.get("sync_batchnorm", False)):
+    if not train.sync_batchnorm:
         return False
-    if not torch.cuda.is_available() or str(train["accelerator"]) == "cpu":
+    if not torch.cuda.is_available() or train.accelerator == "cpu":
         print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
               file=sys.stderr)
         return False

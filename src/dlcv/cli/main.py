@@ -47,24 +47,24 @@ def _transfer_split(args) -> None:
 
 def _overrides(args, budget_key: str) -> tuple[str, ...]:
     """The command's ``--set`` overrides, and ``--budget`` as the recipe's budget key."""
-    from dlcv.recipe_checks import DURATION
+    from dlcv.recipes import Duration, describe, parse_duration
 
     if args.budget is None:
         return tuple(args.set)
     if args.budget.strip().lower() == "none":  # no budget: the run trains its recipe's epochs
         return (*args.set, f"{budget_key}=null")
-    if not DURATION.test(args.budget):
-        raise DlcvError(f"--budget {args.budget!r}: give {DURATION.wants}, or none")
+    if parse_duration(args.budget) is None:
+        raise DlcvError(f"--budget {args.budget!r}: give {describe(Duration)}, or none")
     return (*args.set, f"{budget_key}={args.budget}")
 
 
 def _name(args) -> str | None:
     """``--name``, a plain folder name (the rule of the recipe's ``name``)."""
     from dlcv.errors import shown
-    from dlcv.recipe_checks import FOLDER_NAME
+    from dlcv.recipes import FolderName, describe, is_folder_name
 
-    if args.name is not None and not FOLDER_NAME.test(args.name):
-        raise DlcvError(f"--name {shown(args.name)}: give {FOLDER_NAME.wants}")
+    if args.name is not None and not is_folder_name(args.name):
+        raise DlcvError(f"--name {shown(args.name)}: give {describe(FolderName)}")
     return args.name
 
 
@@ -234,9 +234,14 @@ def _models(args) -> None:
 
 
 def _keys(args) -> None:
-    from dlcv.recipes import RECIPE_KINDS, describe_keys
+    from dlcv.recipes import RECIPES, describe_keys, keys_markdown
 
-    rows = describe_keys(RECIPE_KINDS[args.task])
+    if args.markdown:
+        print(keys_markdown([args.task] if args.task else None), end="")
+        return
+    if args.task is None:
+        raise DlcvError(f"dlcv keys: give a task ({', '.join(RECIPES)}), or --markdown for all of them")
+    rows = describe_keys(RECIPES[args.task])
     width = max(len(key) for key, *_ in rows)
     for key, default, wants, meaning in rows:
         print(f"{key:<{width}}  {default}  ({wants})  {meaning}" if wants else f"{key:<{width}}  {default}  {meaning}")
@@ -491,7 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _command(commands, "models", _models, "list the model names a recipe can use")
     keys = _command(commands, "keys", _keys, "list every recipe key of a task: its default, rule and meaning")
-    keys.add_argument("task", choices=["classify", "segment", "ssl_pretrain", "ssl_finetune", "ssl_table", "sam"])
+    keys.add_argument("task", nargs="?", choices=["classify", "segment", "ssl_pretrain", "ssl_finetune", "ssl_table", "sam"])
+    keys.add_argument("--markdown", action="store_true", help="Markdown tables, one per section (of every task without "
+                      "one): the tables of docs/configuration.md")
     return parser
 
 

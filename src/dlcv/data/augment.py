@@ -111,25 +111,30 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def uses_policy(cfg: dict, planned_epochs: float | None) -> bool:
+def uses_policy(cfg, planned_epochs: float | None) -> bool:
     """Whether training batches take ``data.auto_augment`` when the run's plan has ``planned_epochs``
     (None: unknown, as outside a fit): only from ``data.auto_augment_min_epochs`` on."""
-    if cfg.get("auto_augment", "none") == "none":
+    if cfg.auto_augment == "none":
         return False
-    return planned_epochs is None or planned_epochs >= int(cfg.get("auto_augment_min_epochs", 0))
+    return planned_epochs is None or planned_epochs >= cfg.auto_augment_min_epochs
 
 
-def prepare_batch(images: torch.Tensor, cfg: dict, train: bool = False,
-                  planned_epochs: float | None = None) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the model's input, augmented when ``train`` (``uses_policy``: the policy too)."""
-    if train:
-        images = crop_flip(images, padding=int(cfg["crop_padding"]), flip=bool(cfg["flip"]))
-        if uses_policy(cfg, planned_epochs):
-            from dlcv.data.policies import auto_augment
+def model_input(images: torch.Tensor, mean, std, size: int | None = None) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, size, size), without augmentation."""
+    return resize(to_float(images, mean, std), size)
 
-            images = auto_augment(images, cfg["auto_augment"], int(cfg.get("randaugment_ops", 2)),
-                                  int(cfg.get("randaugment_magnitude", 9)))
-    x = to_float(images, cfg["mean"], cfg["std"])
-    if train and cfg["cutout"]:
-        x = cutout(x, int(cfg["cutout"]))
-    return resize(x, cfg["input_size"])
+
+def prepare_batch(images: torch.Tensor, cfg, train: bool = False, planned_epochs: float | None = None) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> the model's input as a recipe's ``data`` section says, augmented when ``train``
+    (``uses_policy``: the policy too)."""
+    if not train:
+        return model_input(images, cfg.mean, cfg.std, cfg.input_size)
+    images = crop_flip(images, padding=cfg.crop_padding, flip=cfg.flip)
+    if uses_policy(cfg, planned_epochs):
+        from dlcv.data.policies import auto_augment
+
+        images = auto_augment(images, cfg.auto_augment, cfg.randaugment_ops, cfg.randaugment_magnitude)
+    x = to_float(images, cfg.mean, cfg.std)
+    if cfg.cutout:
+        x = cutout(x, cfg.cutout)
+    return resize(x, cfg.input_size)

@@ -24,7 +24,7 @@ from dlcv.data.p1 import (
     stratified_holdout,
 )
 from dlcv.errors import DlcvError
-from dlcv.recipes import check_crop_padding
+from dlcv.recipes import crop_padding_error
 from dlcv.runtime import is_primary_process
 
 
@@ -103,7 +103,7 @@ class InMemoryData(L.LightningDataModule):
     ``test_tensors`` is the set the chosen checkpoint is scored on once, after fit (None: none).
     """
 
-    def __init__(self, cfg: dict, seed: int):
+    def __init__(self, cfg, seed: int):
         super().__init__()
         self.cfg, self.seed = cfg, seed
 
@@ -142,7 +142,7 @@ class InMemoryData(L.LightningDataModule):
     def train_batches(self, images: torch.Tensor, labels: torch.Tensor, kind=TensorBatches, **extra) -> TensorBatches:
         """Shuffled training batches of this process's shard (equal step counts on every process)."""
         rank, world = self.rank_world()
-        batch, trainer = int(self.cfg["batch_size"]), self.trainer
+        batch, trainer = self.cfg.batch_size, self.trainer
         return kind(images, labels, batch, shuffle=True, pad=True, drop_last=-(-len(labels) // world) >= batch,
                     seed=self.seed, rank=rank, world_size=world,
                     epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
@@ -150,7 +150,7 @@ class InMemoryData(L.LightningDataModule):
     def eval_batches(self, images: torch.Tensor, labels: torch.Tensor) -> TensorBatches:
         """Batches of this process's share of an evaluation set, in order."""
         rank, world = self.rank_world()
-        return TensorBatches(images, labels, int(self.cfg["eval_batch_size"]), rank=rank, world_size=world)
+        return TensorBatches(images, labels, self.cfg.eval_batch_size, rank=rank, world_size=world)
 
     def val_dataloader(self) -> TensorBatches:
         return self.eval_batches(self.val_x, self.val_y)
@@ -180,14 +180,14 @@ class ClassificationData(InMemoryData):
     checkpoint selection, and the validation folder (if present) is only evaluated at the end.
     """
 
-    def __init__(self, root: str | os.PathLike, cfg: dict, seed: int):
+    def __init__(self, root: str | os.PathLike, cfg, seed: int):
         super().__init__(cfg, seed)
         self.root = Path(root)
         self.num_classes: int | None = None
         self._policy_on: bool | None = None  # data.auto_augment_min_epochs' last decision, for _say_policy
 
     def _folder(self, key: str) -> Path:
-        return self.root / self.cfg[key]
+        return self.root / getattr(self.cfg, key)
 
     def prepare(self) -> None:
         """Read, check and decode everything once (also usable without a Trainer)."""
@@ -197,26 +197,26 @@ class ClassificationData(InMemoryData):
         if not self.root.is_dir():
             raise DlcvError(f"{self.root}: no such data folder")
         train = read_image_folder(self._folder("train"), self._optional_csv("train_labels"))
-        val_folder = self._folder("validation") if cfg["validation"] else None
-        holdout = float(cfg["holdout"])
+        val_folder = self._folder("validation") if cfg.validation else None
+        holdout = cfg.holdout
         if holdout <= 0 and (val_folder is None or not val_folder.is_dir()):
             raise DlcvError(f"{val_folder or self.root}: no validation folder, and the recipe keeps no "
                             "holdout share of train (data.holdout)")
         other = read_image_folder(val_folder, self._optional_csv("validation_labels")) \
             if val_folder is not None and val_folder.is_dir() else None
-        self.num_classes = int(cfg["num_classes"] or check_class_count(train.labels, self._folder("train")))
+        self.num_classes = int(cfg.num_classes or check_class_count(train.labels, self._folder("train")))
         for images, beyond in ((train, f"is not below data.num_classes {self.num_classes}"),
                                (other, f"is not among the {self.num_classes} training classes")):
             if images is not None and images.labels.max() >= self.num_classes:
                 bad = images.files[int(np.argmax(images.labels))]
                 raise DlcvError(f"{bad}: label {int(images.labels.max())} {beyond}")
-        use_cache = bool(cfg["cache"])
-        side = cfg.get("image_size")
+        use_cache, side = cfg.cache, cfg.image_size
         # The whole training folder is decoded once (one cache file) and split in memory.
         train_x, train_y = load_labelled(train, use_cache, side)
         height, width = train_x.shape[1:3]
-        check_crop_padding(int(cfg["crop_padding"]), min(height, width),
-                           f"the side of the {width}x{height} images of {self._folder('train')}")
+        if cfg.crop_padding >= min(height, width):
+            raise DlcvError(crop_padding_error(cfg.crop_padding, f"the side of the {width}x{height} images of "
+                                               f"{self._folder('train')}"))
         self.final = None
         if holdout > 0:
             train_idx, hold_idx = stratified_holdout(train.labels, holdout, self.seed)
@@ -236,8 +236,8 @@ class ClassificationData(InMemoryData):
         """One line whenever ``data.auto_augment_min_epochs`` switches the policy on or off."""
         if on != self._policy_on and is_primary_process():
             plan = "not yet made" if planned is None else f"{planned:.1f} epochs"
-            print(f"data.auto_augment {self.cfg['auto_augment']}: {'on' if on else 'off'} (the plan: {plan}; "
-                  f"on from {self.cfg['auto_augment_min_epochs']} epochs)", flush=True)
+            print(f"data.auto_augment {self.cfg.auto_augment}: {'on' if on else 'off'} (the plan: {plan}; "
+                  f"on from {self.cfg.auto_augment_min_epochs} epochs)", flush=True)
         self._policy_on = on
 
     def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
@@ -253,7 +253,7 @@ class ClassificationData(InMemoryData):
         return sets
 
     def _optional_csv(self, key: str) -> Path | None:
-        return self.root / self.cfg[key] if self.cfg.get(key) else None
+        return self.root / getattr(self.cfg, key) if getattr(self.cfg, key) else None
 
     def describe(self) -> str:
         return (f"{len(self.train_y)} training images, {len(self.val_y)} validation images, "
@@ -268,11 +268,12 @@ class ClassificationData(InMemoryData):
 
     def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
         planned = self.planned_epochs() if training else None
-        if training and self.cfg.get("auto_augment_min_epochs"):
-            self._say_policy(uses_policy(self.cfg, planned), planned)
-        x = prepare_batch(images, self.cfg, train=training, planned_epochs=planned)
-        if training and (float(self.cfg.get("mixup_alpha", 0)) > 0 or float(self.cfg.get("cutmix_alpha", 0)) > 0):
+        cfg = self.cfg
+        if training and cfg.auto_augment_min_epochs:
+            self._say_policy(uses_policy(cfg, planned), planned)
+        x = prepare_batch(images, cfg, train=training, planned_epochs=planned)
+        if training and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0):
             from dlcv.data.policies import mix
 
-            return mix(x, labels, self.num_classes, float(self.cfg["mixup_alpha"]), float(self.cfg["cutmix_alpha"]))
+            return mix(x, labels, self.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha)
         return x, labels

@@ -102,21 +102,3 @@ def load_run_snapshots(run_dir: str | os.PathLike, training_subset: bool = False
     return sets
 
 
-def snapshot_epochs(spec, max_epochs: int | None, key: str = "embed.epochs") -> list[int | str]:
-    """Resolve ``first,middle,last`` (or a list of numbers and those words) to 1-based epochs; with no
-    ``max_epochs`` (a time budget decides them) ``middle`` and ``last`` stay words."""
-    words = ({"first": 1, "middle": "middle", "last": "last"} if max_epochs is None
-             else {"first": 1, "middle": (max_epochs + 1) // 2, "last": max_epochs})
-    items = spec.split(",") if isinstance(spec, str) else list(spec or [])
-    epochs = set()
-    for item in items:
-        item = str(item).strip()
-        if not item:
-            continue
-        if item in words:
-            epochs.add(words[item])
-        elif item.isdigit() and 1 <= int(item) <= (max_epochs or int(item)):
-            epochs.add(int(item))
-        else:
-            raise DlcvError(f"{key}: {item!r} is not first, middle, last or an epoch in 1..{max_epochs or 'n'}")
-    return sorted(epochs, key=lambda e: (isinstance(e, str), str(e).zfill(9)))

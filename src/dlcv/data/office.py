@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlcv.data.augment import prepare_batch
+from dlcv.data.augment import model_input
 from dlcv.data.batches import InMemoryData, TensorBatches
 from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.p1 import (
@@ -103,7 +103,7 @@ class UnlabelledImages(InMemoryData):
     ``data.image_size``); training batches become BYOL's two views on the device (``views``), and
     the optional Office-Home monitor set is the validation data, prepared without augmentation."""
 
-    def __init__(self, folder: str | os.PathLike, cfg: dict, views: dict, seed: int,
+    def __init__(self, folder: str | os.PathLike, cfg, views, seed: int,
                  monitor: str | os.PathLike | None = None, max_bank: int = 5000):
         super().__init__(cfg, seed)
         self.folder, self.views = Path(folder), views
@@ -115,12 +115,12 @@ class UnlabelledImages(InMemoryData):
         if self.images is not None:
             return
         files = list_images(self.folder)
-        side = self.cfg.get("image_size")
-        self.images = torch.from_numpy(np.array(load_resized_stack(files, side, use_cache=bool(self.cfg["cache"]))))
+        side = self.cfg.image_size
+        self.images = torch.from_numpy(np.array(load_resized_stack(files, side, use_cache=self.cfg.cache)))
         self.monitor_x = self.monitor_y = None
         if self.monitor is not None:
             self.monitor_x, self.monitor_y = monitor_sets(self.monitor, side, self.max_bank, self.seed,
-                                                          bool(self.cfg["cache"]))
+                                                          self.cfg.cache)
 
     def describe(self) -> str:
         watched = f"kNN monitor on {self.monitor}" if self.monitor is not None else "no kNN monitor"
@@ -129,10 +129,9 @@ class UnlabelledImages(InMemoryData):
     def counts(self) -> tuple[int, int, int]:
         return len(self.images), 0 if self.monitor_y is None else len(self.monitor_y), 0
 
-    @property
-    def eval_cfg(self) -> dict:
-        """How monitor images are prepared: no augmentation, resized to the views' side."""
-        return {**self.cfg, "input_size": int(self.views["size"])}
+    def eval_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Monitor images as the trunk takes them: no augmentation, resized to the views' side."""
+        return model_input(images, self.cfg.mean, self.cfg.std, self.views.size)
 
     def train_dataloader(self) -> TensorBatches:
         return self.train_batches(self.images, torch.zeros(len(self.images), dtype=torch.int64))
@@ -146,5 +145,5 @@ class UnlabelledImages(InMemoryData):
         from dlcv.data.ssl_views import byol_views
 
         if training:
-            return byol_views(images, self.views, self.cfg["mean"], self.cfg["std"])
-        return prepare_batch(images, self.eval_cfg), labels
+            return byol_views(images, self.views, self.cfg.mean, self.cfg.std)
+        return self.eval_input(images), labels

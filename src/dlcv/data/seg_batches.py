@@ -126,20 +126,20 @@ class SegmentationBatches(TensorBatches):
     batch's crops need. For an accelerator the uint8 batch travels and is converted there.
     """
 
-    def __init__(self, images, masks, batch_size: int, cfg: dict, normalize: tuple | None = None, **kwargs):
+    def __init__(self, images, masks, batch_size: int, cfg, normalize: tuple | None = None, **kwargs):
         super().__init__(images, masks, batch_size, **kwargs)
         self.cfg = cfg
         self.workers = max(1, min(4, usable_cpus()))
         self.normalize = None if normalize is None else tuple(v.view(-1, 1, 1) for v in scale_shift(*normalize))
 
     def __iter__(self):
-        cfg, size = self.cfg, int(self.cfg["train_size"])
+        cfg, size = self.cfg, self.cfg.train_size
         epoch = self._next_epoch()
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + self.rank)
         order = self._indices(epoch)
         side = self.images.shape[1]
         finish, labels = self.normalize, self.labels.numpy()
-        draws = crop_params(len(order), side, tuple(cfg["scale"]), bool(cfg["flip"]), bool(cfg["rot90"]), generator)
+        draws = crop_params(len(order), side, tuple(cfg.scale), cfg.flip, cfg.rot90, generator)
         with _crop_pool(self.workers) as pool:
             for i in range(len(self)):
                 index = order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
@@ -167,18 +167,18 @@ def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def model_input(images: torch.Tensor, cfg: dict) -> torch.Tensor:
+def model_input(images: torch.Tensor, cfg) -> torch.Tensor:
     """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize).
 
     On a CPU the uint8 pixels are resized, as the training crops are made (its fast uint8 kernel);
     elsewhere the batch becomes float first: CUDA has no anti-aliased bilinear resize of uint8.
     """
-    size = cfg["eval_size"]
+    size = cfg.eval_size
     if size and tuple(images.shape[1:3]) != (size, size):
         if images.device.type != "cpu":
-            return resize_float(to_float(images, cfg["mean"], cfg["std"]), size)
+            return resize_float(to_float(images, cfg.mean, cfg.std), size)
         images = resize_float(images.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
-    return to_float(images, cfg["mean"], cfg["std"])
+    return to_float(images, cfg.mean, cfg.std)
 
 
 class SegmentationData(InMemoryData):
@@ -189,10 +189,10 @@ class SegmentationData(InMemoryData):
     decoded only then).
     """
 
-    def __init__(self, root: str | os.PathLike, cfg: dict, seed: int):
+    def __init__(self, root: str | os.PathLike, cfg, seed: int):
         super().__init__(cfg, seed)
         self.root = Path(root)
-        self.codec = MaskCodec(cfg["unmapped"])
+        self.codec = MaskCodec(cfg.unmapped)
         self.ready = False
         self.final: SatelliteSet | None = None
         self._final_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -204,10 +204,10 @@ class SegmentationData(InMemoryData):
         cfg = self.cfg
         if not self.root.is_dir():
             raise DlcvError(f"{self.root}: no such data folder")
-        train = find_pairs(self.root / cfg["train"])
-        val_folder = self.root / cfg["validation"] if cfg["validation"] else None
+        train = find_pairs(self.root / cfg.train)
+        val_folder = self.root / cfg.validation if cfg.validation else None
         has_val = val_folder is not None and val_folder.is_dir()
-        holdout = float(cfg["holdout"])
+        holdout = cfg.holdout
         if holdout <= 0 and not has_val:
             raise DlcvError(f"{val_folder or self.root}: no validation folder, and the recipe keeps no holdout "
                             "share of train (data.holdout)")
@@ -228,7 +228,7 @@ class SegmentationData(InMemoryData):
 
     def describe(self) -> str:
         return (f"{len(self.train_y)} training pairs, {len(self.val_y)} validation pairs, training at "
-                f"{self.cfg['train_size']}px, model input {self.cfg['eval_size']}px")
+                f"{self.cfg.train_size}px, model input {self.cfg.eval_size}px")
 
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The validation folder's pairs at full size, when a holdout share selected the checkpoints."""
@@ -241,7 +241,7 @@ class SegmentationData(InMemoryData):
     def counts(self) -> tuple[int, int, int]:
         """Pairs of training, and of validation and the final set in training-sized images (they are predicted
         at ``eval_size``, the crops trained at ``train_size``), for a time budget's plan."""
-        scale = (int(self.cfg["eval_size"]) / int(self.cfg["train_size"])) ** 2
+        scale = (self.cfg.eval_size / self.cfg.train_size) ** 2
         final = 0 if self.final is None else len(self.final.ids)
         return len(self.train_y), round(len(self.val_y) * scale), round(final * scale)
 
@@ -264,13 +264,13 @@ class SegmentationData(InMemoryData):
     def _tensors(self, pairs: SatelliteSet) -> tuple[torch.Tensor, torch.Tensor]:
         """The pairs' images and class masks, decoded once (cache), in one copy out of the memory maps into
         RAM: batches then index plain memory."""
-        images, masks = load_pairs(pairs, self.codec, use_cache=bool(self.cfg["cache"]))
+        images, masks = load_pairs(pairs, self.codec, use_cache=self.cfg.cache)
         return torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
 
     def train_dataloader(self) -> TensorBatches:
         trainer = self.trainer
         on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
-        normalize = (self.cfg["mean"], self.cfg["std"]) if on_cpu else None
+        normalize = (self.cfg.mean, self.cfg.std) if on_cpu else None
         return self.train_batches(self.train_x, self.train_y, kind=SegmentationBatches, cfg=self.cfg,
                                   normalize=normalize)
 
@@ -280,4 +280,4 @@ class SegmentationData(InMemoryData):
         if images.is_floating_point():  # finished by the batches' workers (training on the CPU)
             return images, masks
         # already cropped to the training size on the CPU, planar
-        return planes_to_float(images, self.cfg["mean"], self.cfg["std"]), masks.long()
+        return planes_to_float(images, self.cfg.mean, self.cfg.std), masks.long()

@@ -5,7 +5,7 @@ a random resized crop (area ``min_scale``..1, aspect 3/4..4/3) with a horizontal
 jitter with probability 0.8 (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1), grayscale
 with probability 0.2, Gaussian blur (probability 1.0 for view 1, 0.1 for view 2; sigma 0.1..2 at
 224 pixels, scaled with the output size) and solarisation (0.0 / 0.2); the keys and defaults are
-``dlcv.recipes.BYOL_VIEW_DEFAULTS``. Lightly applies these per
+``dlcv.recipes.Views``. Lightly applies these per
 PIL image; on a 2-core CPU that per-sample work costs more than the network at 32x32, so here every
 step is one batched tensor operation with per-sample random parameters: the crop and flip are one
 ``affine_grid``/``grid_sample``, the blur one grouped convolution. The jitter is applied in a fixed
@@ -65,26 +65,26 @@ def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", matrix, x)
 
 
-def colour_jitter(x: torch.Tensor, cfg: dict, generator=None) -> torch.Tensor:
+def colour_jitter(x: torch.Tensor, cfg, generator=None) -> torch.Tensor:
     """Brightness, contrast, saturation and hue jitter on [0, 1] images, each sample with probability
     ``jitter_prob``, then grayscale with probability ``grayscale``."""
     n, device = x.shape[0], x.device
-    on = (torch.rand(n, device=device, generator=generator) < float(cfg["jitter_prob"])).to(x.dtype)[:, None, None, None]
+    on = (torch.rand(n, device=device, generator=generator) < cfg.jitter_prob).to(x.dtype)[:, None, None, None]
 
     def factor(strength: float) -> torch.Tensor:
         return _uniform(n, max(0.0, 1 - strength), 1 + strength, device, generator)[:, None, None, None]
 
-    jittered = x * factor(float(cfg["brightness"]))
+    jittered = x * factor(cfg.brightness)
     mean = _gray(jittered).mean(dim=(2, 3), keepdim=True)
-    jittered = (jittered - mean) * factor(float(cfg["contrast"])) + mean
+    jittered = (jittered - mean) * factor(cfg.contrast) + mean
     jittered = jittered.clamp(0, 1)
     grey = _gray(jittered)
-    jittered = ((jittered - grey) * factor(float(cfg["saturation"])) + grey).clamp(0, 1)
-    hue = float(cfg["hue"])
+    jittered = ((jittered - grey) * factor(cfg.saturation) + grey).clamp(0, 1)
+    hue = cfg.hue
     if hue > 0:
         jittered = _rotate_hue(jittered, _uniform(n, -hue, hue, device, generator) * 2 * math.pi).clamp(0, 1)
     x = on * jittered + (1 - on) * x
-    gray_on = (torch.rand(n, device=device, generator=generator) < float(cfg["grayscale"])).to(x.dtype)
+    gray_on = (torch.rand(n, device=device, generator=generator) < cfg.grayscale).to(x.dtype)
     return torch.lerp(x, _gray(x).expand_as(x), gray_on[:, None, None, None])
 
 
@@ -116,19 +116,19 @@ def solarize(x: torch.Tensor, prob: float, generator=None) -> torch.Tensor:
     return torch.where(on[:, None, None, None] & (x >= 0.5), 1 - x, x)
 
 
-def byol_view(images: torch.Tensor, cfg: dict, view: int, mean, std, generator=None) -> torch.Tensor:
+def byol_view(images: torch.Tensor, cfg, view: int, mean, std, generator=None) -> torch.Tensor:
     """One BYOL view (``view`` 0 or 1) of uint8 (N, H, W, 3) images: normalised float (N, 3, S, S)."""
     x = images.permute(0, 3, 1, 2).float().div_(255)
-    size = int(cfg["size"])
-    x = resized_crop_flip(x, size, float(cfg["min_scale"]), float(cfg["hflip"]), generator)
+    size = cfg.size
+    x = resized_crop_flip(x, size, cfg.min_scale, cfg.hflip, generator)
     x = colour_jitter(x, cfg, generator)
     scale = size / 224
-    x = gaussian_blur(x, float(cfg["blur"][view]), (cfg["sigma"][0] * scale, cfg["sigma"][1] * scale), generator)
-    x = solarize(x, float(cfg["solarize"][view]), generator)
+    x = gaussian_blur(x, cfg.blur[view], (cfg.sigma[0] * scale, cfg.sigma[1] * scale), generator)
+    x = solarize(x, cfg.solarize[view], generator)
     mean, std = (device_constant(tuple(v), x.device, x.dtype)[None, :, None, None] for v in (mean, std))
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
-def byol_views(images: torch.Tensor, cfg: dict, mean, std, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+def byol_views(images: torch.Tensor, cfg, mean, std, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The two differently augmented views of the same images that BYOL compares."""
     return (byol_view(images, cfg, 0, mean, std, generator), byol_view(images, cfg, 1, mean, std, generator))

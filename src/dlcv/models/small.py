@@ -7,18 +7,21 @@ linear ``head``; ``forward`` is ``head(forward_features(x))``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
-from dlcv.recipe_checks import BOOLEAN, POSITIVE, Rule, check_arg, number, whole
+from dlcv.recipes import Fraction, Positive, Share, Wants, Whole0, Whole1, check_arg
 
-WIDTHS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(map(whole(1).test, v)),
-              "a non-empty list of whole numbers >= 1")
-DROPOUT = number(0, 1, open_high=True)
+WIDTHS = Annotated[Sequence[Whole1], Field(min_length=1), Wants("a non-empty list of whole numbers >= 1")]
+VGG_WIDTHS = Annotated[Sequence[Literal["M"] | Whole1], Field(min_length=1),
+                       Wants("a non-empty list of whole numbers >= 1 and M (a max-pool)")]
+BLOCKS = Annotated[Sequence[Whole0], Field(min_length=1), Wants("a non-empty list of whole numbers >= 0")]
 
 
 class Classifier(nn.Module):
@@ -47,8 +50,8 @@ class CNN3(Classifier):
                  dropout: float = 0.5):
         super().__init__()
         check_arg("widths", widths, WIDTHS)
-        check_arg("hidden", hidden, whole(1))
-        check_arg("dropout", dropout, DROPOUT)
+        check_arg("hidden", hidden, Whole1)
+        check_arg("dropout", dropout, Fraction)
         layers, c_in = [], 3
         for c in widths:
             layers += [conv_bn_act(c_in, c), conv_bn_act(c, c), nn.MaxPool2d(2)]
@@ -72,9 +75,8 @@ class VGG(Classifier):
 
     def __init__(self, num_classes: int, widths: Sequence = VGG13_WIDTHS, dropout: float = 0.0):
         super().__init__()
-        check_arg("widths", widths, Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
-            w == "M" or whole(1).test(w) for w in v), "a non-empty list of whole numbers >= 1 and M (a max-pool)"))
-        check_arg("dropout", dropout, DROPOUT)
+        check_arg("widths", widths, VGG_WIDTHS)
+        check_arg("dropout", dropout, Fraction)
         layers, c_in = [], 3
         for w in widths:
             if w == "M":
@@ -98,7 +100,7 @@ class AlexNet(Classifier):
 
     def __init__(self, num_classes: int, dropout: float = 0.5):
         super().__init__()
-        check_arg("dropout", dropout, DROPOUT)
+        check_arg("dropout", dropout, Fraction)
         from torchvision.models import alexnet as tv_alexnet
 
         self.body = tv_alexnet(weights=None, num_classes=1000, dropout=dropout)
@@ -133,9 +135,8 @@ class SmallResNet(Classifier):
 
     def __init__(self, num_classes: int, width: int = 64, blocks: Sequence[int] = (2, 2, 2, 2)):
         super().__init__()
-        check_arg("width", width, whole(1))
-        check_arg("blocks", blocks, Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
-            map(whole(0).test, v)), "a non-empty list of whole numbers >= 0"))
+        check_arg("width", width, Whole1)
+        check_arg("blocks", blocks, BLOCKS)
         self.stem = conv_bn_act(3, width)
         stages, c_in = [], width
         for i, n in enumerate(blocks):
@@ -189,10 +190,10 @@ class DlcvNet(Classifier):
                  bn_momentum: float = 0.4, logit_scale: float = 1.0, whiten: bool = False):
         super().__init__()
         check_arg("widths", widths, WIDTHS)
-        check_arg("stem_width", stem_width, whole(1))
-        check_arg("bn_momentum", bn_momentum, number(0, 1))
-        check_arg("logit_scale", logit_scale, POSITIVE)
-        check_arg("whiten", whiten, BOOLEAN)
+        check_arg("stem_width", stem_width, Whole1)
+        check_arg("bn_momentum", bn_momentum, Share)
+        check_arg("logit_scale", logit_scale, Positive)
+        check_arg("whiten", whiten, bool)
         if whiten and stem_width != 2 * PATCH:
             raise DlcvError(f"model.args.whiten: the whitening stem has {2 * PATCH} channels (2x2x3 patches, each "
                             f"eigenvector and its negative), not stem_width {stem_width}")

@@ -27,9 +27,9 @@ class BaseTask(L.LightningModule):
     monitor: str = "val_loss"  # the metric that selects checkpoints (and stops early)
     mode: str = "min"
 
-    def __init__(self, recipe: dict, **extra):
+    def __init__(self, recipe, **extra):
         super().__init__()
-        self.save_hyperparameters({"recipe": recipe, **extra})
+        self.save_hyperparameters({"recipe": recipe.model_dump(), **extra})  # plain data: checkpoints load safely
         self.recipe = recipe
         self.final_confusion: np.ndarray | None = None
         # The run's length in steps, which the schedules (and BYOL's momentum) follow: set by a time
@@ -38,14 +38,14 @@ class BaseTask(L.LightningModule):
 
     def channels_last(self, model: nn.Module) -> nn.Module:
         """``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""
-        return model.to(memory_format=torch.channels_last) if self.recipe["train"]["channels_last"] else model
+        return model.to(memory_format=torch.channels_last) if self.recipe.train.channels_last else model
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model, self.recipe["optim"])
+        optimizer = build_optimizer(self.model, self.recipe.optim)
         if self.horizon is None:
             total = int(self.trainer.estimated_stepping_batches)
             self.horizon = Horizon(total, max(1, total // max(1, self.trainer.max_epochs or 1)))
-        scheduler = build_scheduler(optimizer, self.recipe["schedule"], self.horizon)
+        scheduler = build_scheduler(optimizer, self.recipe.schedule, self.horizon)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -53,7 +53,7 @@ class BaseTask(L.LightningModule):
     def on_train_epoch_start(self):
         # Every epoch's random draws (augmentation, mixing, views, dropout) depend on (seed, epoch, rank)
         # only, so a run resumed at this epoch draws exactly what the uninterrupted run drew.
-        torch.manual_seed(int(self.recipe["seed"]) * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
+        torch.manual_seed(self.recipe.seed * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

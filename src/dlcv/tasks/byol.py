@@ -21,7 +21,6 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from dlcv.data.augment import prepare_batch
 from dlcv.models.transfer import resnet_trunk
 from dlcv.tasks.base import BaseTask
 
@@ -29,21 +28,20 @@ from dlcv.tasks.base import BaseTask
 class BYOLTask(BaseTask):
     """``self.model`` holds the online parts (what the optimiser trains); ``self.target`` the momentum copies."""
 
-    def __init__(self, recipe: dict, monitored: bool = True):
+    def __init__(self, recipe, monitored: bool = True):
         super().__init__(recipe)
         # With a labelled monitor set the kNN accuracy selects checkpoints; without, the loss.
         self.monitor, self.mode = ("knn_acc", "max") if monitored else ("train_loss", "min")
-        spec, byol = recipe["model"], recipe["byol"]
-        trunk, width = resnet_trunk(spec["arch"])
+        byol = recipe.byol
+        trunk, width = resnet_trunk(recipe.model.arch)
         trunk = self.channels_last(trunk)
-        projection = BYOLProjectionHead(width, int(byol["hidden_dim"]), int(byol["output_dim"]))
-        prediction = BYOLPredictionHead(int(byol["output_dim"]), int(byol["hidden_dim"]), int(byol["output_dim"]))
+        projection = BYOLProjectionHead(width, byol.hidden_dim, byol.output_dim)
+        prediction = BYOLPredictionHead(byol.output_dim, byol.hidden_dim, byol.output_dim)
         self.model = nn.ModuleDict({"backbone": trunk, "projection": projection, "prediction": prediction})
         self.target = nn.ModuleDict({"backbone": copy.deepcopy(trunk), "projection": copy.deepcopy(projection)})
         deactivate_requires_grad(self.target)
         self.criterion = NegativeCosineSimilarity()
-        self.base_momentum = float(byol["momentum"])
-        self.knn_k = int(recipe["monitor"]["k"])
+        self.base_momentum, self.knn_k = byol.momentum, recipe.monitor.k
         self._monitor: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
@@ -107,14 +105,14 @@ class BYOLTask(BaseTask):
         """
         from dlcv.runtime import inference_device
 
-        cfg, batch = data.eval_cfg, int(data.cfg["eval_batch_size"])
+        prepare, batch = data.eval_input, data.cfg.eval_batch_size
         rows = data.monitor_y.numpy()
         device = inference_device()  # before fit the task is still on the CPU; a GPU, when there is one, does this
         trunk = copy.deepcopy(self.backbone).to(device)
-        result = {"knn_acc_unit_bn": monitor_knn(trunk_features(trunk, data.monitor_x, cfg, batch, device),
+        result = {"knn_acc_unit_bn": monitor_knn(trunk_features(trunk, data.monitor_x, prepare, batch, device),
                                                  rows, self.knn_k)}
-        calibrate_batch_norm(trunk, spread(data.images, calibration_images), cfg, batch, device)
-        result["knn_acc"] = monitor_knn(trunk_features(trunk, data.monitor_x, cfg, batch, device), rows, self.knn_k)
+        calibrate_batch_norm(trunk, spread(data.images, calibration_images), prepare, batch, device)
+        result["knn_acc"] = monitor_knn(trunk_features(trunk, data.monitor_x, prepare, batch, device), rows, self.knn_k)
         return {k: float(np.float32(v)) for k, v in result.items()}
 
 
@@ -133,22 +131,22 @@ def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
     return knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
 
 
-def _prepared(images: torch.Tensor, cfg: dict, batch: int, device=None):
-    """uint8 ``images`` prepared without augmentation, batch by batch (the uint8 batch travels to
-    ``device``, a quarter of the float one's bytes, and is prepared there)."""
+def _prepared(images: torch.Tensor, prepare, batch: int, device=None):
+    """uint8 ``images`` through ``prepare`` (uint8 batch -> the trunk's input), batch by batch (the uint8 batch
+    travels to ``device``, a quarter of the float one's bytes, and is prepared there)."""
     device = device if device is not None else torch.device("cpu")
-    return (prepare_batch(images[i : i + batch].to(device), cfg) for i in range(0, len(images), batch))
+    return (prepare(images[i : i + batch].to(device)) for i in range(0, len(images), batch))
 
 
 @torch.no_grad()
-def trunk_features(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> np.ndarray:
+def trunk_features(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> np.ndarray:
     """The evaluation-mode trunk's features of uint8 ``images``, as the kNN monitor computes them."""
     trunk.eval()
-    return torch.cat([trunk(x).float().cpu() for x in _prepared(images, cfg, batch, device)]).numpy()
+    return torch.cat([trunk(x).float().cpu() for x in _prepared(images, prepare, batch, device)]).numpy()
 
 
-def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, cfg: dict, batch: int, device=None) -> None:
+def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> None:
     """Replace every batch-norm layer's running statistics by their plain average over uint8 ``images``
     (prepared without augmentation; torch's ``update_bn``); no weight changes."""
-    update_bn(_prepared(images, cfg, batch, device), trunk)
+    update_bn(_prepared(images, prepare, batch, device), trunk)
     trunk.eval()

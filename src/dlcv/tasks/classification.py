@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dlcv.data.augment import prepare_batch
-from dlcv.errors import DlcvError
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 
@@ -43,18 +42,14 @@ def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -
 class ClassificationTask(BaseTask):
     monitor, mode = "val_acc", "max"
 
-    def __init__(self, recipe: dict, num_classes: int):
+    def __init__(self, recipe, num_classes: int):
         super().__init__(recipe, num_classes=num_classes)
-        spec = recipe["model"]
-        self.model = self.channels_last(create_model(spec["name"], num_classes=num_classes, kind="classify",
-                                                     **spec["args"]))
-        train = recipe["train"]
-        self.label_smoothing = float(train["label_smoothing"])
-        self.loss_name, self.focal_gamma = str(train.get("loss", "ce")), float(train.get("focal_gamma", 2.0))
-        if self.loss_name not in ("ce", "focal"):
-            raise DlcvError(f"train.loss: {self.loss_name!r} is not one of ce, focal")
+        self.model = self.channels_last(create_model(recipe.model.name, num_classes=num_classes, kind="classify",
+                                                     **recipe.model.args))
+        train = recipe.train
+        self.label_smoothing, self.loss_name, self.focal_gamma = train.label_smoothing, train.loss, train.focal_gamma
         self.num_classes = num_classes
-        self.val_tta, self.tta = train["val_tta"], train["tta"]
+        self.val_tta, self.tta = train.val_tta, train.tta
         # The step metrics skip their argument checks: each would copy a value to the host every step.
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)

@@ -60,8 +60,8 @@ class SumOfLosses(nn.Module):
 # Loss name -> builder of (recipe's loss section, class weights or None); a recipe may sum several.
 PIXEL_LOSSES = {
     "ce": lambda cfg, weights: nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32) if weights else None,
-                                                   label_smoothing=float(cfg.get("label_smoothing", 0.0))),
-    "focal": lambda cfg, weights: FocalLoss(float(cfg.get("focal_gamma", 2.0)), weights),
+                                                   label_smoothing=cfg.label_smoothing),
+    "focal": lambda cfg, weights: FocalLoss(cfg.focal_gamma, weights),
     "dice": lambda cfg, weights: DiceLoss(),
     "lovasz": lambda cfg, weights: _lovasz(),
 }
@@ -79,18 +79,14 @@ def _lovasz() -> nn.Module:
     return Lovasz("multiclass")
 
 
-def build_pixel_loss(cfg: dict, num_classes: int) -> nn.Module:
-    """``cfg``: name ("ce", "focal", "dice", "lovasz" or a sum such as "ce+lovasz"), class_weights,
-    label_smoothing, focal_gamma, dice_weight, lovasz_weight."""
-    names = [n.strip().lower() for n in str(cfg["name"]).split("+") if n.strip()]
-    unknown = [n for n in names if n not in PIXEL_LOSSES]
-    if unknown or not names:
-        raise DlcvError(f"loss.name {cfg['name']!r}: use {', '.join(PIXEL_LOSSES)} or a sum such as ce+dice")
-    weights = cfg.get("class_weights")
+def build_pixel_loss(cfg, num_classes: int) -> nn.Module:
+    """The pixel loss of a recipe's ``loss`` section (``dlcv.recipes.SegmentLoss``): one, or a weighted sum."""
+    names = [n.strip().lower() for n in cfg.name.split("+")]
+    weights = cfg.class_weights
     if weights is not None and len(weights) != num_classes:
         raise DlcvError(f"loss.class_weights has {len(weights)} numbers for {num_classes} classes")
     parts = {name: PIXEL_LOSSES[name](cfg, weights) for name in names}
     if len(parts) == 1:
         return next(iter(parts.values()))
-    scale = {n: float(cfg.get(f"{n}_weight", 1.0)) if n in ("dice", "lovasz") else 1.0 for n in parts}
+    scale = {n: getattr(cfg, f"{n}_weight", 1.0) for n in parts}  # ce and focal weigh 1
     return SumOfLosses(parts, scale)

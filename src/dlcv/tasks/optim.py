@@ -19,10 +19,10 @@ def _decay_groups(params: list, weight_decay: float, decay_norm_and_bias: bool, 
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **extra}]
 
 
-def parameter_groups(model: nn.Module, cfg: dict) -> list[dict]:
+def parameter_groups(model: nn.Module, cfg) -> list[dict]:
     """The trainable parameters in groups: decayed or not, and the classifier's ``head`` at ``head_lr_mult``
     times the learning rate (its own groups, after the rest's, when the multiple is not 1)."""
-    decay, norm, mult = float(cfg["weight_decay"]), bool(cfg["decay_norm_and_bias"]), float(cfg["head_lr_mult"])
+    decay, norm, mult = cfg.weight_decay, cfg.decay_norm_and_bias, cfg.head_lr_mult
     trainable = [p for p in model.parameters() if p.requires_grad]
     if mult == 1:
         return _decay_groups(trainable, decay, norm)
@@ -30,32 +30,29 @@ def parameter_groups(model: nn.Module, cfg: dict) -> list[dict]:
         raise DlcvError(f"optim.head_lr_mult is {mult:g} but {type(model).__name__} has no classifier head")
     head = {id(p) for p in model.head.parameters()}
     return (_decay_groups([p for p in trainable if id(p) not in head], decay, norm)
-            + _decay_groups([p for p in trainable if id(p) in head], decay, norm, lr=float(cfg["lr"]) * mult))
+            + _decay_groups([p for p in trainable if id(p) in head], decay, norm, lr=cfg.lr * mult))
 
 
-def _lars(groups: list[dict], cfg: dict) -> torch.optim.Optimizer:
+def _lars(groups: list[dict], cfg) -> torch.optim.Optimizer:
     """BYOL's optimiser for large batches: lightly's LARS."""
     from lightly.utils.lars import LARS
 
-    return LARS(groups, lr=float(cfg["lr"]), momentum=float(cfg["momentum"]))
+    return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
-# Optimiser name -> builder of (parameter groups, recipe's optim section); recipes.OPTIM names the same.
+# Optimiser name (``dlcv.recipes.OPTIMIZERS``) -> builder of (parameter groups, recipe's optim section).
 OPTIMIZERS = {
-    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=float(cfg["lr"]), momentum=float(cfg["momentum"]),
-                                               nesterov=bool(cfg["nesterov"])),
-    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=float(cfg["lr"]), betas=tuple(cfg["betas"])),
-    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=float(cfg["lr"]), betas=tuple(cfg["betas"])),
+    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                               nesterov=cfg.nesterov),
+    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
+    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
     "lars": _lars,
 }
 
 
-def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    groups = parameter_groups(model, cfg)
-    name = cfg["name"].lower()
-    if name not in OPTIMIZERS:
-        raise DlcvError(f"unknown optimizer {cfg['name']!r}; known: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](groups, cfg)
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """The optimiser of a recipe's ``optim`` section over ``model``'s parameter groups."""
+    return OPTIMIZERS[cfg.name](parameter_groups(model, cfg), cfg)
 
 
 @dataclass
@@ -76,18 +73,18 @@ class Horizon:
         return min(1.0, max(0.0, (step - start) / max(1, self.total_steps - start)))
 
 
-def _onecycle(optimizer, cfg: dict, horizon: Horizon, warmup: int):
+def _onecycle(optimizer, cfg, horizon: Horizon, warmup: int):
     """torch's OneCycleLR (without momentum cycling) over a horizon that may move: a rise from lr /
     div_factor to lr over pct_start of the steps, then a fall to lr / div_factor / final_div_factor."""
-    start, floor = 1 / float(cfg["div_factor"]), 1 / float(cfg["div_factor"]) / float(cfg["final_div_factor"])
-    shape = ((lambda a, b, t: b + (a - b) / 2 * (1 + math.cos(math.pi * t))) if cfg["anneal"] == "cos"
+    start, floor = 1 / cfg.div_factor, 1 / cfg.div_factor / cfg.final_div_factor
+    shape = ((lambda a, b, t: b + (a - b) / 2 * (1 + math.cos(math.pi * t))) if cfg.anneal == "cos"
              else (lambda a, b, t: a + (b - a) * t))
 
     def factor(step: int) -> float:
         steps = max(horizon.total_steps, 2)
         # torch divides by the rise's length in steps less one: a run of a few steps whose rise is a
         # single step (or none) gets half a step of it instead of a ZeroDivisionError.
-        pct = float(cfg["pct_start"]) if float(cfg["pct_start"]) * steps > 1 else 1.5 / steps
+        pct = cfg.pct_start if cfg.pct_start * steps > 1 else 1.5 / steps
         peak = pct * steps - 1
         if step <= peak:
             return shape(start, 1.0, step / peak)
@@ -103,8 +100,8 @@ def _ramp(step: int, warmup: int) -> float:
 def _annealing(shape):
     """A schedule that ramps up over the warm-up, then follows ``shape(progress)`` down to the floor."""
 
-    def build(optimizer, cfg: dict, horizon: Horizon, warmup: int):
-        floor = float(cfg["min_lr_fraction"])
+    def build(optimizer, cfg, horizon: Horizon, warmup: int):
+        floor = cfg.min_lr_fraction
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -116,11 +113,11 @@ def _annealing(shape):
     return build
 
 
-def _cosine_restarts(optimizer, cfg: dict, horizon: Horizon, warmup: int):
+def _cosine_restarts(optimizer, cfg, horizon: Horizon, warmup: int):
     """SGDR: cosine periods of restart_epochs, each restart_mult times longer (no fixed end)."""
-    floor = float(cfg["min_lr_fraction"])
-    period = max(1, round(float(cfg["restart_epochs"]) * horizon.steps_per_epoch))
-    mult = max(1, int(cfg["restart_mult"]))
+    floor = cfg.min_lr_fraction
+    period = max(1, round(cfg.restart_epochs * horizon.steps_per_epoch))
+    mult = max(1, cfg.restart_mult)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -140,34 +137,31 @@ def milestone_steps(milestones: list, horizon: Horizon) -> list[int]:
             for m in milestones]
 
 
-def _multistep(optimizer, cfg: dict, horizon: Horizon, warmup: int):
-    gamma = float(cfg["gamma"])
+def _multistep(optimizer, cfg, horizon: Horizon, warmup: int):
+    gamma = cfg.gamma
 
     def factor(step: int) -> float:
-        return _ramp(step, warmup) * gamma ** sum(step >= m for m in milestone_steps(cfg["milestones"], horizon))
+        return _ramp(step, warmup) * gamma ** sum(step >= m for m in milestone_steps(cfg.milestones, horizon))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# Schedule name -> builder of (optimizer, recipe's schedule section, horizon, warm-up steps), or None for a
-# constant rate; recipes.SCHEDULE names the same. Every builder reads the horizon at each step.
+# Schedule name (``dlcv.recipes.SCHEDULES``) -> builder of (optimizer, recipe's schedule section, horizon,
+# warm-up steps), or None for a constant rate. Every builder reads the horizon at each step.
 SCHEDULES = {
     "constant": None,
     "onecycle": _onecycle,
     "cosine": _annealing(lambda t, cfg: 0.5 * (1 + math.cos(math.pi * t))),
     "cosine_restarts": _cosine_restarts,
     "linear": _annealing(lambda t, cfg: 1 - t),
-    "poly": _annealing(lambda t, cfg: (1 - t) ** float(cfg.get("power", 0.9))),  # DeepLab's (1 - t)^power
+    "poly": _annealing(lambda t, cfg: (1 - t) ** cfg.power),  # DeepLab's (1 - t)^power
     "multistep": _multistep,
 }
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict, horizon: Horizon) -> dict | None:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, horizon: Horizon) -> dict | None:
     """A Lightning scheduler config stepping every batch over ``horizon``, or None for a constant rate."""
-    name = cfg["name"].lower()
-    if name not in SCHEDULES:
-        raise DlcvError(f"unknown schedule {cfg['name']!r}; known: {', '.join(SCHEDULES)}")
-    if SCHEDULES[name] is None:
+    if SCHEDULES[cfg.name] is None:
         return None
-    warmup = round(float(cfg["warmup_epochs"]) * horizon.steps_per_epoch)
-    return {"scheduler": SCHEDULES[name](optimizer, cfg, horizon, warmup), "interval": "step"}
+    warmup = round(cfg.warmup_epochs * horizon.steps_per_epoch)
+    return {"scheduler": SCHEDULES[cfg.name](optimizer, cfg, horizon, warmup), "interval": "step"}

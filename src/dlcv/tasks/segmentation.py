@@ -45,13 +45,12 @@ def miou_from_confusion(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 class SegmentationTask(BaseTask):
     monitor, mode = "val_miou", "max"
 
-    def __init__(self, recipe: dict):
+    def __init__(self, recipe):
         super().__init__(recipe, num_classes=NUM_CLASSES)
-        spec = recipe["model"]
-        self.model = self.channels_last(create_model(spec["name"], num_classes=NUM_CLASSES, kind="segment",
-                                                     **spec["args"]))
-        self.criterion = build_pixel_loss(recipe["loss"], NUM_CLASSES)
-        self.val_tta, self.tta = recipe["train"]["val_tta"], recipe["train"]["tta"]
+        self.model = self.channels_last(create_model(recipe.model.name, num_classes=NUM_CLASSES, kind="segment",
+                                                     **recipe.model.args))
+        self.criterion = build_pixel_loss(recipe.loss, NUM_CLASSES)
+        self.val_tta, self.tta = recipe.train.val_tta, recipe.train.tta
         # No argument checks: each would copy a value to the host every step.
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
