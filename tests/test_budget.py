@@ -219,7 +219,7 @@ def test_a_budget_refuses_milestones_in_epochs(recipe, p1_data, capsys):
 # --- ssl table's shares ---------------------------------------------------------------------------------------
 def test_the_table_shares_what_is_left_among_the_runs_still_to_train():
     from dlcv.recipes import TableRecipe
-    from dlcv.ssl import TableClock
+    from dlcv.ssl_table import TableClock
 
     recipe = TableRecipe(budget="100s", settings=["A", "C", "E"])
     clock = TableClock(recipe, {"none", "self_supervised"}, time.perf_counter())

@@ -149,7 +149,7 @@ def test_segment_fit_in_two_processes(tmp_path, capsys):
 def test_ssl_table_in_two_processes(tmp_path):
     from dlcv.data.office import monitor_sets
     from dlcv.models.transfer import load_backbone
-    from dlcv.ssl import table
+    from dlcv.ssl_table import table
     from functools import partial
 
     from dlcv.data.augment import model_input

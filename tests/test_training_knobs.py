@@ -332,7 +332,7 @@ def test_whitening_stem_is_set_from_the_training_images_before_fit_and_kept(caps
     data = ClassificationData(p1_data, ClassifyData(), seed=0)
     data.prepare()
     expected = create_model("dlcv_net", num_classes=4, widths=[8, 16, 16], whiten=True)
-    expected.init_from_images(prepare_batch(data.train_x[:INIT_IMAGES], data.cfg))
+    expected.init_from_images(prepare_batch(data.train.x[:INIT_IMAGES], data.cfg))
     assert torch.allclose(saved, expected.stem[0].weight, atol=1e-6)
 
 

@@ -67,7 +67,7 @@ class ClassifyFit(Fit):
         RunFolder(run_dir).write_confusion(matrix)
         if data.final is None:
             return None
-        folder = data.final[3]
+        folder = str(data.final.folder)
         accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
         summary["final_validation"] = {"folder": folder, "accuracy": accuracy}
         return f"{folder} accuracy of the best checkpoint: {accuracy:.4f} (not used for any choice)"

@@ -82,7 +82,7 @@ def ssl_table(recipes: Path, data: Path, runs: Path, name: str = "ssl_table_demo
               finetune: dict = SSL_DEMO_FINETUNE) -> Path:
     """The A-E table on the synthetic self-supervised data, from the demo's recipes (or variants of them:
     ``benchmarks/demo_ssl_seeds.py``), written into ``recipes``."""
-    from dlcv import ssl
+    from dlcv import ssl_table
 
     table = _write_recipe(recipes, {
         "name": name,
@@ -93,7 +93,7 @@ def ssl_table(recipes: Path, data: Path, runs: Path, name: str = "ssl_table_demo
         # the supervised backbone learns Problem 1's labelled images (the course's is ImageNet's)
         "data": {"mini": "mini/train", "office": "office", "supervised": "../p1_data"},
     })
-    return ssl.table(table, data, runs_dir=runs)
+    return ssl_table.table(table, data, runs_dir=runs)
 
 
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:

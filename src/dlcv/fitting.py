@@ -25,7 +25,6 @@ import os
 import time
 from pathlib import Path
 
-from dlcv.errors import DlcvError
 from dlcv.runs import RunFolder
 from dlcv.runtime import is_primary_process
 
@@ -100,15 +99,12 @@ class Fit:
         """Train from a recipe; return the run folder (``resume``: continue the run of that name; with a
         ``train.budget`` override, within that new budget from now). The run folder is locked (``RunLock``)
         from its first check until the fit ends."""
-        from dlcv.runs import RunLock, check_run_dir, check_run_name, override_keys, run_recipe
+        from dlcv.runs import RunLock, check_run_dir, override_keys, run_recipe
 
         start = time.perf_counter()  # a time budget counts from here
 
         recipe = run_recipe(self.recipe_type, config, overrides, name, runs_dir, resume)
-        if not recipe.name:
-            raise DlcvError("the run needs a name: give --config FILE or --name NAME")
         self.check(recipe)
-        check_run_name(recipe.name)
         with RunLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
             lock.take()
             if not resume and is_primary_process():
@@ -181,16 +177,16 @@ def time_budget(recipe, data, task, started: float, anew: bool = False):
     follow. Until it has timed them, a validation is guessed at a third of a training step per image and
     pass, and the final scoring at one validation's cost per image and pass."""
     from dlcv.budget import TimeBudget
-    from dlcv.recipes import TTA_PASSES, parse_duration
+    from dlcv.recipes import parse_duration
     from dlcv.tasks.optim import Horizon
 
     train = recipe.train
     n_train, n_val, n_final = data.counts()
-    val_passes = n_val * TTA_PASSES[train.val_tta]
+    val_passes = n_val * task.passes(train.val_tta)
     task.horizon = Horizon(0, 0)
     return TimeBudget(parse_duration(train.budget), started, task.horizon, train.epochs,
                       val_guess=val_passes / max(1, 3 * n_train),
-                      final_ratio=n_final * TTA_PASSES[train.tta] / max(1, val_passes),
+                      final_ratio=n_final * task.passes(train.tta) / max(1, val_passes),
                       final_images=n_final / max(1, n_val), say=say, anew=anew,
                       reference_epochs=train.reference_epochs)
 

@@ -137,7 +137,6 @@ EpochList = Annotated[str | list[str | int] | None, Wants("first, middle, last a
 TtaMode = Literal["none", "flip", "flip_shift"]
 SegTtaMode = Literal["none", "flip", "d4"]  # flip: image + mirror; d4: the 4 rotations x 2 mirrors
 TTA_MODES, SEG_TTA_MODES = typing.get_args(TtaMode), typing.get_args(SegTtaMode)
-TTA_PASSES = {"none": 1, "flip": 2, "flip_shift": 6, "d4": 8}  # forward passes per image of each mode
 OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
 SCHEDULES = ("constant", "onecycle", "cosine", "cosine_restarts", "linear", "poly", "multistep")
 PIXEL_LOSSES = ("ce", "focal", "dice", "lovasz")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import math
 import os
@@ -49,6 +50,45 @@ class RunFolder:
     def finished(self) -> bool:
         """The run ended and wrote its summary."""
         return self.summary_file.is_file()
+
+    # What the report reads, once per folder: the files as they were when first read.
+    recipe = functools.cached_property(lambda self: self.read_recipe())
+    metrics = functools.cached_property(lambda self: self.read_metrics())
+    summary = functools.cached_property(lambda self: self.read_summary())
+    resolved = functools.cached_property(lambda self: self.read_resolved())
+    name = property(lambda self: self.path.name)  # the folder: runs of one recipe under several names stay apart
+
+    @property
+    def task(self) -> str:
+        """``classify`` or ``segment`` (the recipe's task, else the registry's kind of its model), or the task a
+        later command wrote into the recipe (e.g. ``ssl``)."""
+        from dlcv.models.registry import model_kind
+
+        return str(self.recipe.get("task") or model_kind(str(self.model_name)) or "unknown")
+
+    @property
+    def model_name(self) -> str | None:
+        return (self.recipe.get("model") or {}).get("name")
+
+    @property
+    def num_classes(self) -> int | None:
+        """The class count the run trained with (a run from before resolved.json: its recipe's)."""
+        return self.resolved.get("num_classes", (self.recipe.get("data") or {}).get("num_classes"))
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the run trained in (``auto`` resolved for its hardware)."""
+        return self.resolved.get("precision", (self.recipe.get("train") or {}).get("precision"))
+
+    @property
+    def synthetic(self) -> bool:
+        """Trained on synthetic data (``dlcv data synth``, the demo): never comparable with the course's numbers."""
+        return bool(self.resolved.get("synthetic_data"))
+
+    def best_row(self, monitor: str) -> dict | None:
+        """The epoch with the best ``monitor`` (the one the best checkpoint holds)."""
+        rows = [r for r in self.metrics if r.get(monitor) is not None]
+        return max(rows, key=lambda r: r[monitor]) if rows else None
 
     @property
     def resumable(self) -> bool:
@@ -218,11 +258,12 @@ def run_recipe(kind: type, config: str | os.PathLike | None, overrides: tuple[st
 
     recipe = load_recipe(kind, config, overrides)
     if name:
-        check_run_name(name)
+        check_run_name(name)  # before the recipe takes it: one line, not the schema's exception
         recipe.name = name
+    if not recipe.name:
+        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
     if not resume:
         return recipe
-    check_run_name(str(recipe.name))
     run = RunFolder(Path(runs_dir) / recipe.name)
     if not run.resumable:
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")

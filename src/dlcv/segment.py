@@ -156,7 +156,7 @@ class SegmentFit(Fit):
         matrix = task.final_confusion
         if matrix is None:
             return None
-        fv = {"folder": str(data.final.images[0].parent), "mean_iou": mean_iou(matrix),
+        fv = {"folder": str(data.final.folder), "mean_iou": mean_iou(matrix),
               "iou": [float(v) for v in class_iou(matrix)]}
         summary["final_validation"] = fv
         return (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe.train.tta}): "

@@ -87,7 +87,7 @@ def _ssl_finetune(args) -> None:
 
 
 def _ssl_table(args) -> None:
-    from dlcv.ssl import table
+    from dlcv.ssl_table import table
 
     folder = table(args.config, args.data, runs_dir=args.runs_dir, name=_name(args),
                    overrides=_overrides(args, "budget"))

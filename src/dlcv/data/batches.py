@@ -8,6 +8,7 @@ the training device, batched (``on_after_batch_transfer``).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -86,11 +87,28 @@ class TensorBatches:
             yield self.images[index], self.labels[index]
 
 
-def load_labelled(images: LabelledImages, use_cache: bool, side: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images (resized to ``side`` when given) and their labels as tensors."""
+@dataclass(frozen=True)
+class Split:
+    """An in-memory set: uint8 images ``x`` (N, H, W, 3), their labels or class maps ``y``, their names, and the
+    folder they came from."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    names: list[str]
+    folder: Path
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index) -> Split:
+        return Split(self.x[index], self.y[index], [self.names[i] for i in index], self.folder)
+
+
+def load_labelled(images: LabelledImages, folder: Path, use_cache: bool, side: int | None = None) -> Split:
+    """The images (resized to ``side`` when given) and their labels as a ``Split``."""
     array = load_resized_stack(images.files, side, use_cache=use_cache)
     # One copy out of the memory map into RAM: batches then index plain memory.
-    return torch.from_numpy(np.array(array, copy=True)), torch.from_numpy(images.labels)
+    return Split(torch.from_numpy(np.array(array, copy=True)), torch.from_numpy(images.labels), images.names, folder)
 
 
 class InMemoryData(L.LightningDataModule):
@@ -106,6 +124,19 @@ class InMemoryData(L.LightningDataModule):
     def __init__(self, cfg, seed: int):
         super().__init__()
         self.cfg, self.seed = cfg, seed
+        self.train: Split | None = None
+        self.val: Split | None = None
+        self.final: Split | None = None  # scored once, at the end, when a holdout share of train validated
+
+    def split(self, whole: Split, validation: Split | None, holdout: float, draw) -> None:
+        """``train``, ``val`` and ``final`` from the training set ``whole`` and the validation folder's set: with
+        ``holdout`` > 0, ``draw(holdout)`` gives the (kept, held) indices of ``whole``, the held share validates and
+        the validation folder is the final set; else ``whole`` trains and the folder validates."""
+        if holdout > 0:
+            keep, held = draw(holdout)
+            self.train, self.val, self.final = whole.subset(keep), whole.subset(held), validation
+        else:
+            self.train, self.val, self.final = whole, validation, None
 
     def prepare(self) -> None:
         """Read, check and decode everything once (also usable without a Trainer)."""
@@ -119,12 +150,13 @@ class InMemoryData(L.LightningDataModule):
         raise NotImplementedError
 
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return None
+        """The set the chosen checkpoint is scored on once, after fit (None: none)."""
+        return None if self.final is None else (self.final.x, self.final.y)
 
     def counts(self) -> tuple[int, int, int]:
         """Images (or pairs) of training, of validation and of the final set (0: none), for a time budget's plan."""
         tensors = self.test_tensors()
-        return len(self.train_y), len(self.val_y), 0 if tensors is None else len(tensors[1])
+        return len(self.train), len(self.val), 0 if tensors is None else len(tensors[1])
 
     @property
     def training(self) -> bool:
@@ -153,7 +185,7 @@ class InMemoryData(L.LightningDataModule):
         return TensorBatches(images, labels, self.cfg.eval_batch_size, rank=rank, world_size=world)
 
     def val_dataloader(self) -> TensorBatches:
-        return self.eval_batches(self.val_x, self.val_y)
+        return self.eval_batches(self.val.x, self.val.y)
 
     def test_dataloader(self) -> TensorBatches:
         tensors = self.test_tensors()
@@ -191,7 +223,7 @@ class ClassificationData(InMemoryData):
 
     def prepare(self) -> None:
         """Read, check and decode everything once (also usable without a Trainer)."""
-        if self.num_classes is not None:
+        if self.train is not None:
             return
         cfg = self.cfg
         if not self.root.is_dir():
@@ -212,25 +244,13 @@ class ClassificationData(InMemoryData):
                 raise DlcvError(f"{bad}: label {int(images.labels.max())} {beyond}")
         use_cache, side = cfg.cache, cfg.image_size
         # The whole training folder is decoded once (one cache file) and split in memory.
-        train_x, train_y = load_labelled(train, use_cache, side)
-        height, width = train_x.shape[1:3]
+        whole = load_labelled(train, self._folder("train"), use_cache, side)
+        height, width = whole.x.shape[1:3]
         if cfg.crop_padding >= min(height, width):
             raise DlcvError(crop_padding_error(cfg.crop_padding, f"the side of the {width}x{height} images of "
                                                f"{self._folder('train')}"))
-        self.final = None
-        if holdout > 0:
-            train_idx, hold_idx = stratified_holdout(train.labels, holdout, self.seed)
-            self.train_x, self.train_y = train_x[train_idx], train_y[train_idx]
-            self.train_names = [train.files[i].name for i in train_idx]
-            self.val_x, self.val_y = train_x[hold_idx], train_y[hold_idx]
-            self.val_names = [train.files[i].name for i in hold_idx]
-            if other is not None:
-                self.final = (*load_labelled(other, use_cache, side), other.names, str(val_folder))
-        else:
-            self.train_x, self.train_y = train_x, train_y
-            self.train_names = train.names
-            self.val_x, self.val_y = load_labelled(other, use_cache, side)
-            self.val_names = other.names
+        validation = load_labelled(other, val_folder, use_cache, side) if other is not None else None
+        self.split(whole, validation, holdout, lambda share: stratified_holdout(train.labels, share, self.seed))
 
     def _say_policy(self, on: bool, planned: float | None) -> None:
         """One line whenever ``data.auto_augment_min_epochs`` switches the policy on or off."""
@@ -243,28 +263,29 @@ class ClassificationData(InMemoryData):
     def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
         """Image sets for embedding snapshots: the validation folder (or, without one, the validation
         set), and with ``train_subset`` a fixed, class-balanced sample of that many training images."""
-        images, labels, names = self.final[:3] if self.final is not None else (self.val_x, self.val_y, self.val_names)
-        sets = {"": (images, labels.numpy(), names)}
+        shown = self.final if self.final is not None else self.val
+        sets = {"": (shown.x, shown.y.numpy(), shown.names)}
         if train_subset > 0:
-            fraction = min(train_subset / len(self.train_y), 0.999)
-            _, pick = stratified_holdout(self.train_y.numpy(), fraction, self.seed + 1)
-            names = [self.train_names[i] for i in pick]
-            sets[TRAINING_SUBSET] = (self.train_x[pick], self.train_y[pick].numpy(), names)
+            fraction = min(train_subset / len(self.train), 0.999)
+            _, pick = stratified_holdout(self.train.y.numpy(), fraction, self.seed + 1)
+            part = self.train.subset(pick)
+            sets[TRAINING_SUBSET] = (part.x, part.y.numpy(), part.names)
         return sets
 
     def _optional_csv(self, key: str) -> Path | None:
         return self.root / getattr(self.cfg, key) if getattr(self.cfg, key) else None
 
     def describe(self) -> str:
-        return (f"{len(self.train_y)} training images, {len(self.val_y)} validation images, "
+        return (f"{len(self.train)} training images, {len(self.val)} validation images, "
                 f"{self.num_classes} classes")
 
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The validation folder when a holdout share selected checkpoints, else the validation set."""
-        return self.final[:2] if self.final is not None else (self.val_x, self.val_y)
+        shown = self.final if self.final is not None else self.val
+        return shown.x, shown.y
 
     def train_dataloader(self) -> TensorBatches:
-        return self.train_batches(self.train_x, self.train_y)
+        return self.train_batches(self.train.x, self.train.y)
 
     def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
         planned = self.planned_epochs() if training else None

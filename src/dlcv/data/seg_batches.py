@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dlcv.data.augment import planes_to_float, scale_shift, to_float
-from dlcv.data.batches import InMemoryData, TensorBatches
+from dlcv.data.batches import InMemoryData, Split, TensorBatches
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
 from dlcv.errors import DlcvError
@@ -185,21 +185,17 @@ class SegmentationData(InMemoryData):
     """Problem 2's data: ``root/train`` pairs, and ``root/validation`` or a holdout share of train.
 
     With ``holdout > 0`` a random share of the training pairs selects checkpoints, and the
-    validation folder (if present) is scored once at the end, for no choice (``test_tensors``:
-    decoded only then).
+    validation folder (if present) is scored once at the end, for no choice.
     """
 
     def __init__(self, root: str | os.PathLike, cfg, seed: int):
         super().__init__(cfg, seed)
         self.root = Path(root)
         self.codec = MaskCodec(cfg.unmapped)
-        self.ready = False
-        self.final: SatelliteSet | None = None
-        self._final_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare(self) -> None:
         """Find, check and decode everything once (also usable without a Trainer)."""
-        if self.ready:
+        if self.train is not None:
             return
         cfg = self.cfg
         if not self.root.is_dir():
@@ -211,39 +207,20 @@ class SegmentationData(InMemoryData):
         if holdout <= 0 and not has_val:
             raise DlcvError(f"{val_folder or self.root}: no validation folder, and the recipe keeps no holdout "
                             "share of train (data.holdout)")
-        images, masks = self._tensors(train)
-        if holdout > 0:
-            keep, hold = random_holdout(len(train), holdout, self.seed)
-            self.train_x, self.train_y = images[keep], masks[keep]
-            self.val_x, self.val_y = images[hold], masks[hold]
-            self.val_set = train.subset(hold)
-            self.val_ids = self.val_set.ids
-            self.final = find_pairs(val_folder) if has_val else None
-        else:
-            val = find_pairs(val_folder)
-            self.train_x, self.train_y = images, masks
-            self.val_x, self.val_y = self._tensors(val)
-            self.val_ids, self.val_set = val.ids, val
-        self.ready = True
+        whole = self._split(train, self.root / cfg.train)
+        validation = self._split(find_pairs(val_folder), val_folder) if has_val else None
+        self.split(whole, validation, holdout, lambda share: random_holdout(len(train), share, self.seed))
 
     def describe(self) -> str:
-        return (f"{len(self.train_y)} training pairs, {len(self.val_y)} validation pairs, training at "
+        return (f"{len(self.train)} training pairs, {len(self.val)} validation pairs, training at "
                 f"{self.cfg.train_size}px, model input {self.cfg.eval_size}px")
-
-    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The validation folder's pairs at full size, when a holdout share selected the checkpoints."""
-        if self.final is None:
-            return None
-        if self._final_tensors is None:
-            self._final_tensors = self._tensors(self.final)
-        return self._final_tensors
 
     def counts(self) -> tuple[int, int, int]:
         """Pairs of training, and of validation and the final set in training-sized images (they are predicted
         at ``eval_size``, the crops trained at ``train_size``), for a time budget's plan."""
         scale = (self.cfg.eval_size / self.cfg.train_size) ** 2
-        final = 0 if self.final is None else len(self.final.ids)
-        return len(self.train_y), round(len(self.val_y) * scale), round(final * scale)
+        final = 0 if self.final is None else len(self.final)
+        return len(self.train), round(len(self.val) * scale), round(final * scale)
 
     def progress_images(self, wanted: list) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """``(ids, images, masks)`` of the validation images whose masks are kept through training.
@@ -251,27 +228,22 @@ class SegmentationData(InMemoryData):
         They come from the validation folder even when checkpoints are selected on a holdout share of
         train (drawing them decides nothing); the chosen ids that exist there, else its first three.
         """
-        from dlcv.data.images import decode_images
-        from dlcv.data.masks import read_mask
-
-        source = self.final if self.final is not None else self.val_set
+        source = self.final if self.final is not None else self.val
         wanted = [str(w) for w in wanted or []]
-        picks = [source.ids.index(w) for w in wanted if w in source.ids] or list(range(min(3, len(source))))
-        images = decode_images([source.images[i] for i in picks])
-        masks = np.stack([read_mask(source.masks[i], self.codec, images.shape[1:3]) for i in picks])
-        return [source.ids[i] for i in picks], torch.from_numpy(images), torch.from_numpy(masks)
+        picks = [source.names.index(w) for w in wanted if w in source.names] or list(range(min(3, len(source))))
+        return [source.names[i] for i in picks], source.x[picks], source.y[picks]
 
-    def _tensors(self, pairs: SatelliteSet) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pairs' images and class masks, decoded once (cache), in one copy out of the memory maps into
-        RAM: batches then index plain memory."""
+    def _split(self, pairs: SatelliteSet, folder: Path) -> Split:
+        """The pairs' images and class masks as a ``Split`` named by id, decoded once (cache), in one copy out of
+        the memory maps into RAM: batches then index plain memory."""
         images, masks = load_pairs(pairs, self.codec, use_cache=self.cfg.cache)
-        return torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))
+        return Split(torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks)), pairs.ids, folder)
 
     def train_dataloader(self) -> TensorBatches:
         trainer = self.trainer
         on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
         normalize = (self.cfg.mean, self.cfg.std) if on_cpu else None
-        return self.train_batches(self.train_x, self.train_y, kind=SegmentationBatches, cfg=self.cfg,
+        return self.train_batches(self.train.x, self.train.y, kind=SegmentationBatches, cfg=self.cfg,
                                   normalize=normalize)
 
     def convert_batch(self, images: torch.Tensor, masks: torch.Tensor, training: bool) -> tuple:

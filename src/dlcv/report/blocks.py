@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Table, Text
+from dlcv.runs import RunFolder
 
 LAYER_TABLE_ROWS = 40  # the deepest view of a model that fits in this many rows
 DIAGRAM_BLOCKS = 18  # the deepest view that fits in this many boxes (three rows of six)
@@ -26,11 +26,11 @@ class ReportContext:
     say: Callable[..., None] = print
     drawn: dict = field(default_factory=dict)  # figures already made (architecture per model), by key
 
-    def figure_path(self, run: Run | Path, what: str) -> Path:
+    def figure_path(self, run: RunFolder | Path, what: str) -> Path:
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run.name}_{what}")
         return self.figures / f"{slug}.png"
 
-    def copy_figure(self, source: Path, run: Run | Path, what: str) -> Path:
+    def copy_figure(self, source: Path, run: RunFolder | Path, what: str) -> Path:
         target = self.figure_path(run, what)
         shutil.copyfile(source, target)
         return target
@@ -130,7 +130,7 @@ def describe_loss(recipe: dict) -> str:
     return text
 
 
-def selection(run: Run) -> str:
+def selection(run: RunFolder) -> str:
     """What the run's best checkpoint was chosen on."""
     if run.metrics and "knn_acc" in run.metrics[-1]:
         return "the kNN monitor's accuracy (knn_acc)"
@@ -141,7 +141,7 @@ def selection(run: Run) -> str:
     return f"holdout {holdout:.0%} of training" if holdout > 0 else str(data.get("validation"))
 
 
-def recipe_table(run: Run) -> Table:
+def recipe_table(run: RunFolder) -> Table:
     """The run's recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, early
     stopping, read from its resolved recipe.yaml (and how many epochs it ran, from its metrics)."""
     recipe = run.recipe
@@ -171,7 +171,7 @@ def recipe_table(run: Run) -> Table:
     return Table(["recipe key", "value"], rows, caption=f"Recipe of {run.name} (from {run.path.name}/recipe.yaml)")
 
 
-def architecture_blocks(run: Run, ctx: ReportContext) -> list:
+def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """A layer table (by forward hooks on a dummy input) and a block diagram of the run's model; the
     same model with the same arguments is drawn once."""
     from dlcv.errors import DlcvError
@@ -205,7 +205,7 @@ def architecture_blocks(run: Run, ctx: ReportContext) -> list:
             Table(["layer", "type", "output shape", "parameters"], rows, caption=caption)]
 
 
-def curves_figure(run: Run, ctx: ReportContext, panels, monitor: str, caption: str) -> list:
+def curves_figure(run: RunFolder, ctx: ReportContext, panels, monitor: str, caption: str) -> list:
     """Training curves of ``panels`` present in the run's metrics, the best epoch of ``monitor`` marked."""
     from dlcv.viz.curves import available_panels, plot_curves
 
@@ -218,7 +218,7 @@ def curves_figure(run: Run, ctx: ReportContext, panels, monitor: str, caption: s
     return [Figure(path, f"{run.name} per epoch: {caption} (dotted: the epoch of the best checkpoint, by {monitor}).")]
 
 
-def run_blocks(run: Run, ctx: ReportContext, title: str, panels, monitor: str, caption: str) -> list:
+def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: str, caption: str) -> list:
     """What every trained run of a problem's section shows first: its heading, recipe, whether it is
     unfinished, its architecture and its training curves."""
     blocks = [Heading(f"{run.name} ({title})", 3), recipe_table(run)]
@@ -228,7 +228,7 @@ def run_blocks(run: Run, ctx: ReportContext, title: str, panels, monitor: str, c
             *curves_figure(run, ctx, panels, monitor, caption)]
 
 
-def embedding_figures(run: Run, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
+def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
     """The folder holding the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own
     figures/ when ``dlcv embed plot`` drew them after its last validation snapshot, else a fresh
     drawing in the scratch folder (always for the training subset, whose figures share those names)."""

@@ -56,6 +56,10 @@ class BaseTask(L.LightningModule):
         torch.manual_seed(self.recipe.seed * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
+    def passes(self, tta: str) -> int:
+        """The model's forward passes per image under the test-time augmentation ``tta`` (a budget plans with it)."""
+        return 1
+
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Predicted classes of a final-set batch, as the trained model predicts (the recipe's ``tta``)."""
         raise NotImplementedError

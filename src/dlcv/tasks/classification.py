@@ -11,6 +11,7 @@ from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 
 INIT_IMAGES = 5000  # training images a data-dependent initialisation reads
+TTA_PASSES = {"none": 1, "flip": 2, "flip_shift": 6}  # the model's forward passes per image in predict_logits
 
 
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -> torch.Tensor:
@@ -58,13 +59,16 @@ class ClassificationTask(BaseTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def passes(self, tta: str) -> int:
+        return TTA_PASSES[tta]
+
     def setup(self, stage: str) -> None:
         # A data-dependent initialisation (dlcv_net's whitening stem), from the first training images as
         # every process holds them; a resumed run's checkpoint replaces it (restored after this hook).
         init = getattr(self.model, "init_from_images", None)
         data = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and init is not None and data is not None:
-            init(prepare_batch(data.train_x[:INIT_IMAGES], data.cfg))
+            init(prepare_batch(data.train.x[:INIT_IMAGES], data.cfg))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The recipe's loss against soft targets (one-hot, smoothed, or mixed by MixUp / CutMix)."""

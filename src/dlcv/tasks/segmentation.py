@@ -12,14 +12,15 @@ from dlcv.tasks.base import BaseTask
 from dlcv.tasks.losses import build_pixel_loss
 
 
+# Each test-time augmentation's views: (quarter turns, mirrored); one forward pass each.
+TTA_VIEWS = {"none": [(0, False)], "flip": [(0, False), (0, True)],
+             "d4": [(k, m) for k in range(4) for m in (False, True)]}
+
+
 def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int], tta: str = "none") -> torch.Tensor:
     """Class probabilities (B, C, *size) of the model on ``x``, averaged over the TTA views and
     up-sampled (bilinear) to ``size``."""
-    views = [(0, False)]
-    if tta == "flip":
-        views.append((0, True))
-    elif tta == "d4":
-        views = [(k, m) for k in range(4) for m in (False, True)]
+    views = TTA_VIEWS[tta]
     total = 0
     for k, mirror in views:
         v = x.flip(3) if mirror else x
@@ -57,6 +58,9 @@ class SegmentationTask(BaseTask):
 
     def forward(self, x):
         return self.model(x)
+
+    def passes(self, tta: str) -> int:
+        return len(TTA_VIEWS[tta])
 
     def training_step(self, batch, batch_idx):
         x, y = batch

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from dlcv.checkpoints import WEIGHT_ARGS
 from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
-from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Section, Table
 from dlcv.report.published import comparison_rows, group, ours, range_text
 from dlcv.report.sections.ssl import table_folder
@@ -23,14 +22,14 @@ PANELS = [
 ]
 
 
-def role(run: Run) -> str:
+def role(run: RunFolder) -> str:
     """``model_b`` for a network starting from pretrained weights, ``model_a`` for one from scratch."""
     model = run.recipe.get("model") or {}
     args = model.get("args") or {}
     return "model_b" if any(args.get(k) for k in WEIGHT_ARGS) else "model_a"
 
 
-def validation_accuracy(run: Run) -> tuple[float | None, str]:
+def validation_accuracy(run: RunFolder) -> tuple[float | None, str]:
     """The accuracy on the validation folder and where it comes from."""
     final = run.summary.get("final_validation")
     if isinstance(final, dict) and final.get("accuracy") is not None:
@@ -41,7 +40,7 @@ def validation_accuracy(run: Run) -> tuple[float | None, str]:
     return (best["val_acc"], "metrics.csv, best epoch (run unfinished)") if best else (None, "")
 
 
-def confusion_blocks(run: Run, ctx: ReportContext) -> list:
+def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
     from dlcv.viz.confusion import plot_confusion
 
     matrix = RunFolder(run.path).read_confusion()
@@ -53,7 +52,7 @@ def confusion_blocks(run: Run, ctx: ReportContext) -> list:
                            f"({int(matrix.sum())} images; rows are the true classes, normalised to recall).")]
 
 
-def embedding_blocks(run: Run, ctx: ReportContext) -> list:
+def embedding_blocks(run: RunFolder, ctx: ReportContext) -> list:
     if not list((run.path / "embeddings").glob("epoch_*.npz")):
         return []
     folder = embedding_figures(run, ctx, "pca,tsne")
@@ -75,11 +74,11 @@ def embedding_blocks(run: Run, ctx: ReportContext) -> list:
     return blocks
 
 
-def comparable(run: Run) -> bool:
+def comparable(run: RunFolder) -> bool:
     return run.num_classes == COURSE_CLASSES and not run.synthetic
 
 
-def _accuracy_rows(runs: list[Run]) -> list[list]:
+def _accuracy_rows(runs: list[RunFolder]) -> list[list]:
     rows = []
     for run in runs:
         accuracy, source = validation_accuracy(run)
@@ -92,7 +91,7 @@ def _accuracy_rows(runs: list[Run]) -> list[list]:
     return rows
 
 
-def build(runs: list[Run], ctx: ReportContext) -> Section | None:
+def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     # The fine-tuning runs of a dlcv ssl table belong to the self-supervised section.
     mine = [r for r in runs if r.task == "classify" and table_folder(r) is None]
     if not mine:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from dlcv.data.masks import CLASS_NAMES, SCORED_CLASSES
 from dlcv.report.blocks import ReportContext
-from dlcv.report.discovery import Run, find_outputs
+from dlcv.report.discovery import find_outputs
 from dlcv.report.document import Figure, Heading, Section, Table, Text
-from dlcv.runs import read_json
+from dlcv.runs import RunFolder, read_json
 
 MASKS_SUMMARY = "summary.json"
 REFINE_FILE = "refine.json"
@@ -65,7 +65,7 @@ def refine_blocks(folder: Path) -> list:
     return blocks
 
 
-def build(runs: list[Run], ctx: ReportContext) -> Section | None:
+def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     masks, refined = masks_folders(ctx.root), find_outputs(ctx.root, REFINE_FILE)
     if not masks and not refined:
         return None

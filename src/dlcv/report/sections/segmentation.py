@@ -7,9 +7,9 @@ from pathlib import Path
 
 from dlcv.data.masks import CLASS_COLOURS, CLASS_NAMES, SCORED_CLASSES
 from dlcv.report.blocks import ReportContext, run_blocks
-from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Section, Swatch, Table, Text
 from dlcv.report.published import comparison_rows, group, ours, range_text
+from dlcv.runs import RunFolder
 from dlcv.viz.curves import CurvePanel
 
 SCORED = CLASS_NAMES[:SCORED_CLASSES]
@@ -26,12 +26,12 @@ PANELS = [
 ]
 
 
-def role(run: Run) -> str:
+def role(run: RunFolder) -> str:
     """``fcn32s`` for the course's model A, ``improved`` for any other network."""
     return "fcn32s" if run.model_name == "fcn32s" else "improved"
 
 
-def validation_scores(run: Run) -> tuple[float | None, list, str]:
+def validation_scores(run: RunFolder) -> tuple[float | None, list, str]:
     """(mIoU, per-class IoU of the scored classes, where they come from)."""
     final = run.summary.get("final_validation")
     if isinstance(final, dict) and final.get("mean_iou") is not None:
@@ -52,7 +52,7 @@ def colour_table() -> Table:
                  caption="The course's mask colours, used in every figure of this section")
 
 
-def progress_blocks(run: Run, ctx: ReportContext) -> list:
+def progress_blocks(run: RunFolder, ctx: ReportContext) -> list:
     from dlcv.runs import RunFolder
     from dlcv.viz.segmentation import plot_progress
 
@@ -67,7 +67,7 @@ def progress_blocks(run: Run, ctx: ReportContext) -> list:
                    "last epoch, beside the ground truth (mask colours as in the table above).")]
 
 
-def build(runs: list[Run], ctx: ReportContext) -> Section | None:
+def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     mine = [r for r in runs if r.task == "segment"]
     if not mine:
         return None

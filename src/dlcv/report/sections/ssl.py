@@ -8,7 +8,6 @@ import csv
 from pathlib import Path
 
 from dlcv.report.blocks import ReportContext, curves_figure, embedding_figures, recipe_table
-from dlcv.report.discovery import Run
 from dlcv.report.document import Figure, Heading, Section, Table, Text
 from dlcv.report.published import published
 from dlcv.runs import RunFolder, read_json
@@ -24,7 +23,7 @@ PANELS = [
 ]
 
 
-def table_folder(run: Run) -> Path | None:
+def table_folder(run: RunFolder) -> Path | None:
     """The ``dlcv ssl table`` folder the run belongs to (its parent holds table.json), or None."""
     return run.path.parent if (run.path.parent / TABLE_FILE).is_file() else None
 
@@ -59,7 +58,7 @@ def settings_blocks(folder: Path) -> list:
     return blocks
 
 
-def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[Run]) -> list:
+def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list:
     """t-SNE of setting C's trunk at its first and last snapshot: the training subset's snapshots when
     the run kept them (as R4 showed), else the validation ones."""
     run = next((r for r in runs if r.path == folder / TSNE_SETTING), None)
@@ -81,7 +80,7 @@ def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[Run]) -> list:
                   caption=f"Setting {TSNE_SETTING}'s features at the same snapshots")]
 
 
-def build(runs: list[Run], ctx: ReportContext) -> Section | None:
+def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     pretraining = [r for r in runs if r.task == PRETRAIN_TASK]
     tables = sorted({f for f in (table_folder(r) for r in runs) if f is not None})
     if not pretraining and not tables:
