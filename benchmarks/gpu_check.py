@@ -149,15 +149,16 @@ def augment_without_syncs(device: torch.device, rounds: int = 5) -> None:
     debug mode), since each one stops the host from running ahead of the GPU."""
     from dlcv.data.augment import prepare_batch
     from dlcv.data.policies import mix
+    from dlcv.recipes import ClassifyData
 
     images = torch.randint(0, 256, (128, 32, 32, 3), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 50, (128,), device=device)
-    cfg = {"crop_padding": 4, "flip": True, "randaugment_ops": 2, "randaugment_magnitude": 9, "cutout": 0,
-           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": 64}
+    cfg = ClassifyData(crop_padding=4, mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], input_size=64)
 
     def batches():
         for policy in ("trivialaugment", "randaugment"):
-            mix(prepare_batch(images, {**cfg, "auto_augment": policy}, train=True), labels, 50, 0.8, 1.0)
+            mix(prepare_batch(images, cfg.model_copy(update={"auto_augment": policy}), train=True), labels, 50, 0.8,
+                1.0)
 
     batches()  # first use: the per-device constants are made (and copied) once
     if device.type != "cuda":

