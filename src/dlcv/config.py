@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from dlcv.errors import DlcvError, exception_line, shown
 
 if TYPE_CHECKING:
-    from dlcv.recipes import Section as Recipe
+    from dlcv.recipes import Recipe
 
 FREE_FORM = {("model", "args")}
 # YAML 1.1, which PyYAML reads, makes ``5e-4`` and ``1.0e4`` strings (its floats need a dot and a signed

@@ -253,8 +253,20 @@ def snapshot_epochs(spec, max_epochs: int | None, where: str = "embed.epochs") -
     return sorted(epochs, key=lambda e: (isinstance(e, str), str(e).zfill(9)))
 
 
-class Training(Section):
-    """A recipe that trains: the checks across its keys."""
+TASK = "the task the recipe is for (another task's command refuses it)"
+
+
+class Recipe(Section):
+    """A recipe: the task it is for (each recipe fixes its own) and the name of its run folder."""
+
+    task: str = key("", TASK)
+    name: FolderName | None = key(None, "run folder name under --runs-dir; default: the recipe file's name")
+
+
+class Training(Recipe):
+    """A recipe that trains: its seed, and the checks across its keys."""
+
+    seed: Whole0 = key(0, "seeds the split, the weights and every epoch's random draws")
 
     SNAPSHOTS: typing.ClassVar[str | None] = None  # the key of the epochs whose snapshots are kept
 
@@ -333,9 +345,7 @@ class ClassifyRecipe(Training):
     """``classify fit``: a classifier on labelled folders."""
 
     SNAPSHOTS: typing.ClassVar[str] = "embed.epochs"
-    task: Literal["classify"] = key("classify", "the task the recipe is for (another task's command refuses it)")
-    name: FolderName | None = key(None, "run folder name under --runs-dir; default: the recipe file's name")
-    seed: Whole0 = key(0, "seeds the split, the weights and every epoch's random draws")
+    task: Literal["classify"] = key("classify", TASK)
     data: ClassifyData = section(ClassifyData)
     model: Model = section(Model)
     optim: Optim = section(Optim)
@@ -428,9 +438,7 @@ class SegmentRecipe(Training):
     """``segment fit``: a segmentation model on satellite pairs."""
 
     SNAPSHOTS: typing.ClassVar[str] = "progress.epochs"
-    task: Literal["segment"] = key("segment", "the task the recipe is for (another task's command refuses it)")
-    name: FolderName | None = key(None, "run folder name under --runs-dir; default: the recipe file's name")
-    seed: Whole0 = key(0, "seeds the split, the weights and every epoch's random draws")
+    task: Literal["segment"] = key("segment", TASK)
     data: SegmentData = section(SegmentData)
     model: Model = section(Model, name="unet_lite0")
     loss: SegmentLoss = section(SegmentLoss)
@@ -495,10 +503,7 @@ class Monitor(Section):
 class ByolRecipe(Training):
     """``ssl pretrain``: BYOL on unlabelled images."""
 
-    task: Literal["ssl_pretrain"] = key("ssl_pretrain", "the task the recipe is for (another task's command refuses "
-                                        "it)")
-    name: FolderName | None = key(None, "run folder name under --runs-dir; default: the recipe file's name")
-    seed: Whole0 = key(0, "seeds the split, the weights and every epoch's random draws")
+    task: Literal["ssl_pretrain"] = key("ssl_pretrain", TASK)
     data: ByolData = section(ByolData)
     views: Views = section(Views)
     model: Trunk = section(Trunk)
@@ -543,11 +548,10 @@ class Shares(Section):
     settings: NonNegative = key(0.4, "the fine-tuning settings' share, split evenly among them")
 
 
-class TableRecipe(Section):
+class TableRecipe(Recipe):
     """``ssl table``: the pre-training runs and settings A-E from one recipe."""
 
-    task: Literal["ssl_table"] = key("ssl_table", "the task the recipe is for (another task's command refuses it)")
-    name: FolderName | None = key(None, "run folder name under --runs-dir; default: the recipe file's name")
+    task: Literal["ssl_table"] = key("ssl_table", TASK)
     pretrain: str | None = key(None, "BYOL recipe (path relative to the settings file); null: use "
                                "backbones.self_supervised")
     supervised: str | None = key(None, "classify recipe training the supervised backbone on data.supervised; null: "
@@ -602,11 +606,10 @@ class Figure(Section):
     images: list[str] = key(["0013", "0062", "0104"], "the reports' images; missing ones: the first three")
 
 
-class SamRecipe(Section):
+class SamRecipe(Recipe):
     """``sam masks`` and ``sam refine``."""
 
-    task: Literal["sam"] = key("sam", "the task the recipe is for (another task's command refuses it)")
-    name: FolderName | None = key(None, "run folder name under --runs-dir; default: the recipe file's name")
+    task: Literal["sam"] = key("sam", TASK)
     model: SamModel = section(SamModel)
     generator: Generator = section(Generator)
     prefilter: bool = key(False, "true: filter the decoder's low-resolution masks by predicted IoU before up-sampling "

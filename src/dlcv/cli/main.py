@@ -11,7 +11,7 @@ import os
 import sys
 
 from dlcv.errors import DlcvError
-from dlcv.recipes import SEG_TTA_MODES, TTA_MODES
+from dlcv.recipes import RECIPES, SEG_TTA_MODES, TTA_MODES
 
 
 def _synth(args) -> None:
@@ -234,7 +234,7 @@ def _models(args) -> None:
 
 
 def _keys(args) -> None:
-    from dlcv.recipes import RECIPES, describe_keys, keys_markdown
+    from dlcv.recipes import describe_keys, keys_markdown
 
     if args.markdown:
         print(keys_markdown([args.task] if args.task else None), end="")
@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _command(commands, "models", _models, "list the model names a recipe can use")
     keys = _command(commands, "keys", _keys, "list every recipe key of a task: its default, rule and meaning")
-    keys.add_argument("task", nargs="?", choices=["classify", "segment", "ssl_pretrain", "ssl_finetune", "ssl_table", "sam"])
+    keys.add_argument("task", nargs="?", choices=list(RECIPES))
     keys.add_argument("--markdown", action="store_true", help="Markdown tables, one per section (of every task without "
                       "one): the tables of docs/configuration.md")
     return parser
