@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -136,6 +138,21 @@ def test_shuffle_depends_on_seed_and_epoch_only():
 def test_drop_last_and_length():
     assert len(_batches()) == 3 and len(_batches(drop_last=True)) == 2
     assert [len(y) for _, y in _batches(drop_last=True)] == [4, 4]
+
+
+def test_the_plan_is_begun_with_the_steps_each_process_takes():
+    """``steps_per_epoch`` (which a fit begins its plan with, before any loader exists) is the length of every
+    process's training batches, whatever the set's size, the batch and the processes."""
+    from types import SimpleNamespace
+
+    from dlcv.data.batches import InMemoryData, Split
+
+    for n, batch, world in ((10, 4, 1), (10, 4, 3), (7, 8, 2), (64, 16, 4), (5, 4, 8), (100, 32, 3)):
+        data = InMemoryData(ClassifyData(batch_size=batch), seed=0)
+        data.train = data.val = Split(torch.zeros(n, 2, 2, 3, dtype=torch.uint8), torch.arange(n), [""] * n, Path("."))
+        for rank in range(world):
+            data.trainer = SimpleNamespace(global_rank=rank, world_size=world, current_epoch=0)
+            assert len(data.train_batches(data.train.x, data.train.y)) == data.steps_per_epoch(world), (n, batch, world)
 
 
 def test_processes_take_disjoint_shares():

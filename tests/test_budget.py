@@ -1,6 +1,6 @@
 """Issue 17, part 1: training to a time budget.
 
-The plan (how many steps fit in the time left), the schedules over a horizon that moves, the
+The plan (how many steps fit in the time left), the schedules over a plan that moves, the
 first/middle/last choices that follow the plan, the shares of ``ssl table``, and whole commands that
 end within their budget, resumed ones included.
 """
@@ -17,7 +17,8 @@ from conftest import BUDGET_RECIPE, budget_fit, skip_if_overloaded, wait_parked
 
 from dlcv.budget import TAIL, WARM_STEPS, TimeBudget, latest_step_seconds, plan_steps
 from dlcv.recipes import Schedule, format_duration, parse_duration
-from dlcv.tasks.optim import Horizon, build_scheduler
+from dlcv.plan import Plan
+from dlcv.tasks.optim import build_scheduler
 
 
 # --- the plan -------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def test_the_final_scoring_is_priced_from_a_timed_validation_batch():
 
     trainer = SimpleNamespace(sanity_checking=False, precision_plugin=SimpleNamespace(test_step_context=nullcontext))
     task = _Scorer(final=0.15)
-    budget = TimeBudget(600, time.perf_counter(), Horizon(0, 0), 2, val_guess=0.1, final_ratio=20.0, final_images=2.5)
+    budget = TimeBudget(600, time.perf_counter(), Plan(0, 0), val_guess=0.1, final_ratio=20.0, final_images=2.5)
     tail = TAIL[0] + TAIL[1] * 600  # no epoch has ended: nothing else is reserved
     _validate(budget, trainer, task, step=0.05, batches=1)  # one batch, cold: priced by the first guess
     assert task.calls == 0 and budget.final_per_val is None
@@ -92,11 +93,11 @@ def test_the_final_scoring_is_priced_from_a_timed_validation_batch():
     assert budget.summary(SimpleNamespace(global_step=0))["final_scoring_validations"] == pytest.approx(
         2.5 * budget.final_per_val, abs=0.01)
     # A first validation of several batches is measured on its second, the first warm one.
-    first = TimeBudget(600, time.perf_counter(), Horizon(0, 0), 2, val_guess=0.1, final_ratio=20.0, final_images=1.0)
+    first = TimeBudget(600, time.perf_counter(), Plan(0, 0), val_guess=0.1, final_ratio=20.0, final_images=1.0)
     _validate(first, trainer, task, step=0.05, batches=2)
     assert task.calls == 2 and 3.0 < first.final_per_val < 5.5
     # No final set (a BYOL run; a fit validated on the final folder itself): nothing is predicted.
-    idle = TimeBudget(600, time.perf_counter(), Horizon(0, 0), 2, val_guess=0.1, final_ratio=0.0)
+    idle = TimeBudget(600, time.perf_counter(), Plan(0, 0), val_guess=0.1, final_ratio=0.0)
     for _ in range(2):
         _validate(idle, trainer, task, step=0.0)
     assert task.calls == 2 and idle.final_per_val is None
@@ -107,11 +108,11 @@ def test_slow_first_steps_do_not_fix_a_plan_that_ends_before_the_first_epoch():
     long before its deadline; measured again as the steps double, the plan grows to what the speed allows."""
     from types import SimpleNamespace
 
-    trainer = SimpleNamespace(global_step=0, current_epoch=0, should_stop=False, fit_loop=SimpleNamespace(max_epochs=1),
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, should_stop=False,
                               strategy=SimpleNamespace(broadcast=lambda value, src=0: value))
-    task, horizon = _Scorer(final=0.0), Horizon(total_steps=10_000, steps_per_epoch=10_000)
+    task, plan = _Scorer(final=0.0), Plan(total_steps=10_000, steps_per_epoch=10_000)
     began = time.perf_counter()
-    budget = TimeBudget(4.0, began, horizon, 1, val_guess=0.0, final_ratio=0.0, say=lambda *_: None)
+    budget = TimeBudget(4.0, began, plan, val_guess=0.0, final_ratio=0.0, say=lambda *_: None)
     budget.on_train_start(trainer, task)
     budget.on_train_epoch_start(trainer, task)
     first_plan = None
@@ -119,10 +120,10 @@ def test_slow_first_steps_do_not_fix_a_plan_that_ends_before_the_first_epoch():
         time.sleep(0.02 if trainer.global_step < 12 else 0.002)
         trainer.global_step += 1
         budget.on_train_batch_end(trainer, task, None, None, trainer.global_step - 1)
-        first_plan = first_plan or (horizon.total_steps if budget.planned else None)
+        first_plan = first_plan or (plan.total_steps if budget.planned else None)
     plannable = 4.0 - TAIL[0] - TAIL[1] * 4.0  # no epoch ends, nothing is scored: the rest is the tail
-    assert first_plan < 150 and horizon.total_steps > 2 * first_plan  # 0.011 s a step over the first 20 steps
-    assert trainer.global_step == horizon.total_steps
+    assert first_plan < 150 and plan.total_steps > 2 * first_plan  # 0.011 s a step over the first 20 steps
+    assert trainer.global_step == plan.total_steps
     assert 0.6 * plannable < time.perf_counter() - began <= plannable + 0.1
 
 
@@ -131,10 +132,10 @@ def test_the_first_steps_one_off_cost_is_not_counted_as_the_speed():
     after the first epoch the plan goes on at the speed of the steps, not of the first epoch's average."""
     from types import SimpleNamespace
 
-    trainer = SimpleNamespace(global_step=0, current_epoch=0, should_stop=False, fit_loop=SimpleNamespace(max_epochs=1),
+    trainer = SimpleNamespace(global_step=0, current_epoch=0, should_stop=False,
                               strategy=SimpleNamespace(broadcast=lambda value, src=0: value))
-    task, horizon = _Scorer(final=0.0), Horizon(total_steps=1_000, steps_per_epoch=20)
-    budget = TimeBudget(60.0, time.perf_counter(), horizon, 50, val_guess=0.0, final_ratio=0.0, say=lambda *_: None)
+    task, plan = _Scorer(final=0.0), Plan(total_steps=1_000, steps_per_epoch=20)
+    budget = TimeBudget(60.0, time.perf_counter(), plan, val_guess=0.0, final_ratio=0.0, say=lambda *_: None)
     budget.on_train_start(trainer, task)
     for epoch in range(2):
         trainer.current_epoch = epoch
@@ -146,7 +147,7 @@ def test_the_first_steps_one_off_cost_is_not_counted_as_the_speed():
         budget.on_train_epoch_end(trainer, task)
         assert budget.step_seconds < 0.012 and budget.epoch_cost(20) < 0.05, (budget.step_seconds, budget.epoch_costs)
     assert budget.epoch_steps[0][0] == 20 - WARM_STEPS and budget.epoch_steps[1][0] == 20
-    assert horizon.total_steps > 2_000  # about (60 - 0.8 spent - the tail) / 0.006 s; 0.045 s a step would give 1,200
+    assert plan.total_steps > 2_000  # about (60 - 0.8 spent - the tail) / 0.006 s; 0.045 s a step would give 1,200
 
 
 def test_durations_read_and_write():
@@ -158,15 +159,35 @@ def test_durations_read_and_write():
     assert format_duration(-7.2) == "-7s" and format_duration(-3725) == "-1h2m5s"  # a budget overrun, not 1h59m53s
 
 
-# --- schedules over the horizon ---------------------------------------------------------------------------
-def _lrs(schedule: dict, horizon: Horizon, steps: int, moves: dict[int, int] | None = None) -> list[float]:
+def test_middle_and_last_follow_the_plan_as_it_moves():
+    """The chosen-epoch callbacks read the plan they were given: a re-plan from 4 to 6 epochs moves the middle
+    from epoch 2 to 3 and the last from 4 to 6."""
+    from types import SimpleNamespace
+
+    from dlcv.tasks.snapshots import ChosenEpochs
+
+    plan = Plan()
+    plan.begin(10, 4)
+    chosen = ChosenEpochs([1, "middle", "last"], plan)
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, should_stop=False, current_epoch=0)
+    due = []
+    for epoch in range(6):
+        if epoch == 1:
+            plan.total_steps = 60
+        trainer.current_epoch = epoch
+        due.append(chosen.due(trainer))
+    assert due == [True, False, True, False, False, True]
+
+
+# --- schedules over the plan ---------------------------------------------------------------------------
+def _lrs(schedule: dict, plan: Plan, steps: int, moves: dict[int, int] | None = None) -> list[float]:
     cfg = Schedule(**schedule)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = build_scheduler(optimizer, cfg, horizon)["scheduler"]
+    scheduler = build_scheduler(optimizer, cfg, plan)["scheduler"]
     out = []
     for step in range(steps):
         if moves and step in moves:
-            horizon.total_steps = moves[step]
+            plan.total_steps = moves[step]
         out.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
@@ -175,7 +196,7 @@ def _lrs(schedule: dict, horizon: Horizon, steps: int, moves: dict[int, int] | N
 
 @pytest.mark.parametrize("anneal", ["linear", "cos"])
 @pytest.mark.parametrize("total", [2, 3, 7, 100])
-def test_onecycle_is_torchs_over_a_fixed_horizon(anneal, total):
+def test_onecycle_is_torchs_over_a_fixed_plan(anneal, total):
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     pct = 0.25 if 0.25 * total > 1 else 1.5 / total
     reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=total, pct_start=pct,
@@ -187,22 +208,22 @@ def test_onecycle_is_torchs_over_a_fixed_horizon(anneal, total):
         optimizer.step()
         if step < total - 1:
             reference.step()
-    got = _lrs({"name": "onecycle", "pct_start": 0.25, "anneal": anneal}, Horizon(total, 1), total)
+    got = _lrs({"name": "onecycle", "pct_start": 0.25, "anneal": anneal}, Plan(total, 1), total)
     assert got == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine", "linear", "poly"])
 def test_every_schedule_finishes_where_a_moved_plan_ends(name):
     """The plan moves from 100 steps to 60 at step 30: the schedule reaches its floor at step 59, not 99."""
-    lrs = _lrs({"name": name, "min_lr_fraction": 0.0}, Horizon(100, 10), 60, moves={30: 60})
+    lrs = _lrs({"name": name, "min_lr_fraction": 0.0}, Plan(100, 10), 60, moves={30: 60})
     assert lrs[-1] < 0.03 and max(lrs[:30]) > 0.5  # poly: (1 / 60) ** 0.9 = 0.025
 
 
 def test_multistep_milestones_as_shares_move_with_the_plan():
-    lrs = _lrs({"name": "multistep", "milestones": [0.5, 0.75], "gamma": 0.1}, Horizon(100, 10), 80,
+    lrs = _lrs({"name": "multistep", "milestones": [0.5, 0.75], "gamma": 0.1}, Plan(100, 10), 80,
                moves={10: 80})
     assert lrs[39] == pytest.approx(1.0) and lrs[40] == pytest.approx(0.1) and lrs[60] == pytest.approx(0.01)
-    epochs = _lrs({"name": "multistep", "milestones": [3], "gamma": 0.1}, Horizon(100, 10), 40)
+    epochs = _lrs({"name": "multistep", "milestones": [3], "gamma": 0.1}, Plan(100, 10), 40)
     assert epochs[29] == pytest.approx(1.0) and epochs[30] == pytest.approx(0.1)  # 1 and more: epochs
 
 
@@ -296,10 +317,10 @@ def test_the_first_plan_says_when_the_recipes_figure_needed_more_epochs(referenc
     """A slow machine (a T4 on a budget measured on an H100) learns at once that the figure may not be reached."""
     from types import SimpleNamespace
 
-    trainer = SimpleNamespace(global_step=0, current_epoch=0, fit_loop=SimpleNamespace(max_epochs=1),
+    trainer = SimpleNamespace(global_step=0, current_epoch=0,
                               strategy=SimpleNamespace(broadcast=lambda value, src=0: value))
     lines = []
-    budget = TimeBudget(30.0, time.perf_counter(), Horizon(0, 10), 1, val_guess=0.0, final_ratio=0.0,
+    budget = TimeBudget(30.0, time.perf_counter(), Plan(0, 10), val_guess=0.0, final_ratio=0.0,
                         say=lines.append, reference_epochs=reference)
     budget.step_seconds = 0.1  # 30 s at 0.1 s a step, 10 steps an epoch: under 30 epochs
     budget.replan(trainer)
@@ -332,7 +353,7 @@ def test_epochs_asked_of_a_budget_recipe_are_refused_and_budget_none_trains_by_e
 def test_a_budget_shorter_than_an_epoch_reserves_the_final_scoring_from_its_first_plan():
     """No validation has been timed when a short budget makes its only plan: the final scoring is priced from
     the first guess at a validation (an epoch's end), not left out."""
-    budget = TimeBudget(30.0, time.perf_counter(), Horizon(0, 1000), 1, val_guess=0.01, final_ratio=5.0,
+    budget = TimeBudget(30.0, time.perf_counter(), Plan(0, 1000), val_guess=0.01, final_ratio=5.0,
                         say=lambda *_: None)
     budget.step_seconds = 0.1  # a validation guessed at 0.01 x 1000 steps x 0.1 s = 1 s; the final scoring, 5 of them
     assert budget.reserve() == pytest.approx(5.0 + TAIL[0] + TAIL[1] * 30.0)

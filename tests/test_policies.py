@@ -46,24 +46,23 @@ def test_auto_augment_draws_per_image_and_repeats_under_the_same_seed():
 
 
 def test_the_policy_applies_only_when_the_plan_has_the_epochs_the_recipe_asks(capsys):
-    from types import SimpleNamespace
-
     from dlcv.data.augment import prepare_batch, uses_policy
     from dlcv.data.batches import InMemoryData
     from dlcv.recipes import ClassifyData
-    from dlcv.tasks.optim import Horizon
+    from dlcv.plan import Plan
 
     cfg = ClassifyData(auto_augment="trivialaugment", auto_augment_min_epochs=50)
     assert not uses_policy(cfg, 30.0) and uses_policy(cfg, 50.0) and uses_policy(cfg, None)
     assert not uses_policy(cfg.model_copy(update={"auto_augment": "none"}), 80.0)
     assert uses_policy(cfg.model_copy(update={"auto_augment_min_epochs": 0}), 1.0)
 
-    data = InMemoryData(cfg, seed=0)
-    assert data.planned_epochs() is None  # no trainer
-    data.trainer = SimpleNamespace(lightning_module=SimpleNamespace(horizon=Horizon(8000, 100)), global_step=10)
-    assert data.planned_epochs() == 80.0
-    data.trainer.lightning_module.horizon = Horizon(0, 0)  # a budget's horizon before its first plan
-    assert data.planned_epochs() is None
+    plan = Plan()
+    data = InMemoryData(cfg, seed=0, plan=plan)
+    assert data.plan.epochs is None  # the fit has not begun the plan
+    plan.begin(100, 80)
+    assert data.plan.epochs == 80.0
+    plan.total_steps = 3000  # a time budget's re-plan: the data sees it
+    assert data.plan.epochs == 30.0
 
     images = torch.randint(0, 256, (64, 16, 16, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
     torch.manual_seed(4)

@@ -22,11 +22,12 @@ def _recipe(**sections) -> ClassifyRecipe:
 
 
 def _optimizer_and_schedule(recipe: ClassifyRecipe, steps: int = 100, per_epoch: int = 10):
-    from dlcv.tasks.optim import Horizon, build_optimizer, build_scheduler
+    from dlcv.plan import Plan
+    from dlcv.tasks.optim import build_optimizer, build_scheduler
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
     optimizer = build_optimizer(model, recipe.optim)
-    scheduler = build_scheduler(optimizer, recipe.schedule, Horizon(steps, per_epoch))
+    scheduler = build_scheduler(optimizer, recipe.schedule, Plan(steps, per_epoch))
     return optimizer, scheduler
 
 
@@ -375,7 +376,8 @@ def test_a_run_whose_loss_becomes_nan_stops_with_one_line_and_keeps_the_epochs_b
 def test_head_lr_mult_gives_the_head_its_own_rate_and_the_schedule_scales_both():
     from dlcv.errors import DlcvError
     from dlcv.models import create_model
-    from dlcv.tasks.optim import Horizon, build_optimizer, build_scheduler
+    from dlcv.plan import Plan
+    from dlcv.tasks.optim import build_optimizer, build_scheduler
 
     recipe = _recipe(optim={"name": "adamw", "lr": 0.01, "head_lr_mult": 10.0},
                      schedule={"name": "cosine", "min_lr_fraction": 0.0})
@@ -387,7 +389,7 @@ def test_head_lr_mult_gives_the_head_its_own_rate_and_the_schedule_scales_both()
     assert all(id(p) in head for g in groups[2:] for p in g["params"])
     assert not any(id(p) in head for g in groups[:2] for p in g["params"])
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    scheduler = build_scheduler(optimizer, recipe.schedule, Horizon(10, 10))["scheduler"]
+    scheduler = build_scheduler(optimizer, recipe.schedule, Plan(10, 10))["scheduler"]
     for _ in range(5):
         optimizer.step()
         scheduler.step()

@@ -4,7 +4,7 @@ summary) ends within ``train.budget`` on whatever machine runs it.
 The speed is measured over the first steps, and the plan is the number of optimiser steps that, with
 each epoch's fixed cost (validation, checkpoints, snapshots) and the final scoring after fit, ends by
 the deadline. The learning-rate schedules (and BYOL's momentum) run over the planned steps
-(``tasks.optim.Horizon``), and the plan is made again at every epoch's end from the latest measured
+(``dlcv.plan.Plan``, which the task, the data and the callbacks were given), and the plan is made again at every epoch's end from the latest measured
 speed (and within the first epoch each time the steps measured double), so the schedule always
 finishes. The final scoring is priced from the validations: once the kernels are warm, one validation
 batch is also predicted as the final scoring predicts (its test-time augmentation), and that time, with
@@ -24,8 +24,8 @@ import time
 
 import lightning as L
 
+from dlcv.plan import Plan
 from dlcv.recipes import format_duration
-from dlcv.tasks.optim import Horizon
 
 WARM_STEPS = 2  # the first steps of a command (kernel choice, caches) are not timed
 SPEED_STEPS = 64  # the step time is measured over the latest epochs that hold at least this many steps
@@ -56,20 +56,19 @@ def plan_steps(seconds: float, step_seconds: float, epoch_seconds: float, done: 
 class TimeBudget(L.Callback):
     """Plans the run's steps to end by the deadline and stops it there (see the module's text).
 
-    ``started``: ``time.perf_counter()`` when the command began; ``horizon``: the task's, which the
-    schedules read; ``val_guess``: one validation's time as a share of a training epoch's, until one is
+    ``started``: ``time.perf_counter()`` when the command began; ``plan``: the run's, begun at the recipe's
+    epochs when the fit starts, re-planned here; ``val_guess``: one validation's time as a share of a training epoch's, until one is
     measured; ``final_ratio``: the final scoring's time as a multiple of one validation's, until the probe
     has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring);
     ``anew``: a resumed run given a new budget, which counts from ``started`` whatever the earlier commands spent;
     ``reference_epochs``: the epochs the recipe's figure needed, which a plan of fewer warns of.
     """
 
-    def __init__(self, seconds: float, started: float, horizon: Horizon, provisional_epochs: int,
-                 val_guess: float, final_ratio: float, final_images: float = 0.0, say=print, anew: bool = False,
+    def __init__(self, seconds: float, started: float, plan: Plan, val_guess: float, final_ratio: float, final_images: float = 0.0, say=print, anew: bool = False,
                  reference_epochs: float | None = None):
-        self.seconds, self.started, self.horizon, self.anew = float(seconds), started, horizon, anew
+        self.seconds, self.started, self.plan, self.anew = float(seconds), started, plan, anew
         self.reference_epochs = reference_epochs
-        self.provisional_epochs, self.val_guess, self.final_ratio = provisional_epochs, val_guess, final_ratio
+        self.val_guess, self.final_ratio = val_guess, final_ratio
         self.final_images = final_images
         self.final_per_val: float | None = None  # a final-scoring batch's time over a validation batch's
         self.say = say
@@ -92,7 +91,7 @@ class TimeBudget(L.Callback):
         (snapshots, the first epoch's one-off costs, whichever was larger) and the tail."""
         validation = self.val_seconds  # until one is timed, the guess that prices an epoch's end
         if validation is None:
-            validation = self.val_guess * self.horizon.steps_per_epoch * (self.step_seconds or 0.0)
+            validation = self.val_guess * self.plan.steps_per_epoch * (self.step_seconds or 0.0)
         final = validation * self.final_validations()
         extra = max(self.epoch_costs) - statistics.median(self.epoch_costs) if self.epoch_costs else 0.0
         return final + extra + TAIL[0] + TAIL[1] * self.seconds
@@ -108,42 +107,30 @@ class TimeBudget(L.Callback):
 
     def replan(self, trainer) -> None:
         """Plan the steps from the latest measurements (first process), the same plan in every process."""
-        per_epoch = self.horizon.steps_per_epoch
+        per_epoch = self.plan.steps_per_epoch
         total = plan_steps(self.seconds_left() - self.reserve(), self.step_seconds or 0.0,
                            self.epoch_cost(per_epoch), trainer.global_step, per_epoch)
         total = trainer.strategy.broadcast(total, src=0)
-        self.horizon.total_steps = max(total, trainer.global_step)
-        # The epochs that training will reach, for the loop and for the first/middle/last choices.
-        trainer.fit_loop.max_epochs = max(trainer.current_epoch + 1, math.ceil(self.horizon.total_steps / per_epoch))
+        self.plan.total_steps = max(total, trainer.global_step)
         if not self.planned:
             self.planned = True
             left = format_duration(self.seconds_left())
-            ending = (f"{left} left" if self.horizon.total_steps > trainer.global_step else
+            ending = (f"{left} left" if self.plan.total_steps > trainer.global_step else
                       f"{left} left after a setup of {format_duration(self.setup_seconds)}: no time for more steps, "
                       f"training stops here and the final scoring follows (a larger budget trains)")
             self.say(f"budget {format_duration(self.seconds)}: {self.step_seconds:.3f} s a step, "
-                     f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.horizon.total_steps} steps "
-                     f"= {self.horizon.epochs:.2f} epochs, {ending}")
-            if self.reference_epochs and self.horizon.epochs < self.reference_epochs:
+                     f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.plan.total_steps} steps "
+                     f"= {self.plan.epochs:.2f} epochs, {ending}")
+            if self.reference_epochs and self.plan.epochs < self.reference_epochs:
                 self.say(f"note: the recipe's figure (docs/results.md) was reached in {self.reference_epochs:g} epochs "
-                         f"or more; at this speed the budget affords {self.horizon.epochs:.2f}, so it may not be "
+                         f"or more; at this speed the budget affords {self.plan.epochs:.2f}, so it may not be "
                          "reached: give a larger --budget")
 
     # --- Lightning's hooks ---------------------------------------------------------------------------
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage != "fit":  # the final scoring (trainer.test) after fit: the plan is done
-            return
-        trainer.fit_loop.setup_data()
-        per_epoch = max(1, int(trainer.num_training_batches))
-        self.horizon.steps_per_epoch = per_epoch
-        self.horizon.total_steps = per_epoch * self.provisional_epochs  # until the speed is measured
-
     def on_train_start(self, trainer, pl_module) -> None:
         self._start_step = trainer.global_step
         self._marks["boundary"] = time.perf_counter()
         self.setup_seconds = self._marks["boundary"] - self.started
-        trainer.fit_loop.max_epochs = max(trainer.current_epoch + 1,
-                                          math.ceil(self.horizon.total_steps / self.horizon.steps_per_epoch))
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._marks["epoch"] = time.perf_counter()
@@ -151,7 +138,7 @@ class TimeBudget(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         taken = trainer.global_step - self._start_step
-        per_epoch = self.horizon.steps_per_epoch
+        per_epoch = self.plan.steps_per_epoch
         warm_end = WARM_STEPS + max(3, min(20, per_epoch // 5))
         if warm_end < per_epoch and self._measure_due(taken, warm_end):
             now = _synchronized(pl_module)
@@ -161,7 +148,7 @@ class TimeBudget(L.Callback):
                 self.step_seconds = (now - self._marks["warm"]) / (taken - WARM_STEPS)
                 self.replan(trainer)
         self._marks["batch"] = time.perf_counter()
-        if self.planned and trainer.global_step >= self.horizon.total_steps:
+        if self.planned and trainer.global_step >= self.plan.total_steps:
             trainer.should_stop = True
 
     def _measure_due(self, taken: int, warm_end: int) -> bool:
@@ -226,20 +213,20 @@ class TimeBudget(L.Callback):
         if trainer.should_stop:
             return
         self.replan(trainer)
-        if self.horizon.total_steps <= trainer.global_step:  # no time for another step: this epoch was the last
+        if self.plan.total_steps <= trainer.global_step:  # no time for another step: this epoch was the last
             trainer.should_stop = True
 
     def state_dict(self) -> dict:
         return {"seconds": self.seconds, "spent": self.spent_before + time.perf_counter() - self.started,
-                "total_steps": self.horizon.total_steps}
+                "total_steps": self.plan.total_steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.spent_before = 0.0 if self.anew else spent_under(state, self.seconds) or 0.0
-        self.horizon.total_steps = int(state.get("total_steps", self.horizon.total_steps))
+        self.plan.total_steps = int(state.get("total_steps", self.plan.total_steps))
 
     def closing_line(self, trainer) -> str:
         used = self.spent_before + time.perf_counter() - self.started
-        epochs = trainer.global_step / max(1, self.horizon.steps_per_epoch)
+        epochs = trainer.global_step / max(1, self.plan.steps_per_epoch)
         return (f"budget {format_duration(self.seconds)}: {trainer.global_step} steps = {epochs:.2f} "
                 f"epochs; {format_duration(used)} used so far ({used / self.seconds:.1%})")
 
@@ -247,9 +234,9 @@ class TimeBudget(L.Callback):
         """The budget's part of ``summary.json``: what was planned and measured."""
         return {"seconds": self.seconds, "spent_before": round(self.spent_before, 1),
                 "setup_seconds": round(self.setup_seconds, 1),
-                "steps": trainer.global_step, "steps_per_epoch": self.horizon.steps_per_epoch,
+                "steps": trainer.global_step, "steps_per_epoch": self.plan.steps_per_epoch,
                 "step_seconds": round(self.step_seconds, 4) if self.step_seconds else None,
-                "epoch_seconds": round(self.epoch_cost(self.horizon.steps_per_epoch), 2),
+                "epoch_seconds": round(self.epoch_cost(self.plan.steps_per_epoch), 2),
                 "validation_seconds": round(self.val_seconds, 2) if self.val_seconds else None,
                 "final_scoring_validations": round(self.final_validations(), 2)
                 if self.final_per_val is not None else None}

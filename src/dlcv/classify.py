@@ -33,20 +33,20 @@ class ClassifyFit(Fit):
     def check(self, recipe) -> None:
         self.snapshot_at = recipe.snapshots()
 
-    def make_data(self, recipe):
+    def make_data(self, recipe, plan):
         from dlcv.data.batches import ClassificationData
 
-        return ClassificationData(self.data, recipe.data, recipe.seed)
+        return ClassificationData(self.data, recipe.data, recipe.seed, plan)
 
     def derive(self, recipe, data) -> dict:
         return {"num_classes": data.num_classes}
 
-    def make_task(self, recipe, data):
+    def make_task(self, recipe, data, plan):
         from dlcv.tasks.classification import ClassificationTask
 
-        return ClassificationTask(recipe, data.num_classes)
+        return ClassificationTask(recipe, data.num_classes, plan)
 
-    def callbacks(self, recipe, data, run_dir: Path) -> list:
+    def callbacks(self, recipe, data, run_dir: Path, plan) -> list:
         from dlcv.data.augment import prepare_batch
         from dlcv.tasks.snapshots import EmbeddingSnapshots
 
@@ -55,7 +55,7 @@ class ClassifyFit(Fit):
             sets = data.embedding_sets(recipe.embed.train_subset)
             self.snapshots = EmbeddingSnapshots(run_dir, self.snapshot_at, sets,
                                                 lambda x: prepare_batch(x, recipe.data),
-                                                batch_size=recipe.data.eval_batch_size)
+                                                batch_size=recipe.data.eval_batch_size, plan=plan)
         return [self.snapshots] if self.snapshots else []
 
     def complete_summary(self, summary: dict, recipe, task, data, run_dir: Path) -> str | None:

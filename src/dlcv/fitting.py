@@ -48,17 +48,17 @@ class Fit:
     def check(self, recipe) -> None:
         """Refuse a bad recipe before any work (the schema's checks ran when it was loaded)."""
 
-    def make_data(self, recipe):
+    def make_data(self, recipe, plan):
         raise NotImplementedError
 
     def derive(self, recipe, data) -> dict:
         """Values the data decides, recorded beside the recipe in ``resolved.json`` (the class count)."""
         return {}
 
-    def make_task(self, recipe, data):
+    def make_task(self, recipe, data, plan):
         raise NotImplementedError
 
-    def callbacks(self, recipe, data, run_dir: Path) -> list:
+    def callbacks(self, recipe, data, run_dir: Path, plan) -> list:
         return []
 
     def trainer_options(self, task) -> dict:
@@ -116,20 +116,21 @@ class Fit:
         import lightning as L
 
         from dlcv.data.synth import is_synthetic
+        from dlcv.plan import Plan
         from dlcv.runs import open_run_dir
         from dlcv.runtime import resolve_precision
         from dlcv.trainer import build_trainer
 
-        train = recipe.train
-        data = self.make_data(recipe)
+        train, plan = recipe.train, Plan()  # begun below, once the trainer knows its processes
+        data = self.make_data(recipe, plan)
         data.prepare()  # bad data fails here, before anything is written
         # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
         resolved = {"precision": resolve_precision(train.precision, train.accelerator),
                     **self.derive(recipe, data), "data": str(Path(self.data).resolve()),
                     "synthetic_data": is_synthetic(self.data)}
         L.seed_everything(recipe.seed, workers=True, verbose=False)
-        task = self.make_task(recipe, data)  # a weights file that fails does so before the run folder
-        budget = time_budget(recipe, data, task, start, anew) if train.budget else None
+        task = self.make_task(recipe, data, plan)  # a weights file that fails does so before the run folder
+        budget = time_budget(recipe, data, task, plan, start, anew) if train.budget else None
         lock.take(create=True)  # where the runs folder was missing at the first check
         run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=self.inputs)
         if is_primary_process():
@@ -141,9 +142,10 @@ class Fit:
         # Under a budget the loop has no set end: the plan stops it (and keeps max_epochs at its epochs).
         trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
                                 max_epochs=-1 if budget else train.epochs,
-                                extra_callbacks=tuple(self.callbacks(recipe, data, run_dir)),
-                                first_callbacks=(budget,) if budget else (),
+                                extra_callbacks=tuple(self.callbacks(recipe, data, run_dir, plan)),
+                                first_callbacks=(budget,) if budget else (), plan=plan,
                                 precision=resolved["precision"], **self.trainer_options(task))
+        plan.begin(data.steps_per_epoch(trainer.world_size), train.epochs)  # a budget's first plan, until timed
         self.before_fit(task, data, run_dir, resume_from is not None)
         trainer.fit(task, datamodule=data, ckpt_path=resume_from)
         fit_seconds = time.perf_counter() - start
@@ -171,21 +173,17 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def time_budget(recipe, data, task, started: float, anew: bool = False):
-    """The callback that plans the run's steps to end within ``train.budget`` (``dlcv.budget``; ``anew``: a
-    resumed run's new budget, counted from ``started``); it sets the task's horizon, which the schedules
-    follow. Until it has timed them, a validation is guessed at a third of a training step per image and
-    pass, and the final scoring at one validation's cost per image and pass."""
+def time_budget(recipe, data, task, plan, started: float, anew: bool = False):
+    """The callback that re-plans ``plan`` to end within ``train.budget`` (``dlcv.budget``; ``anew``: a
+    resumed run's new budget, counted from ``started``). Until it has timed them, a validation is guessed at a
+    third of a training step per image and pass, and the final scoring at one validation's cost per image and pass."""
     from dlcv.budget import TimeBudget
     from dlcv.recipes import parse_duration
-    from dlcv.tasks.optim import Horizon
 
     train = recipe.train
     n_train, n_val, n_final = data.counts()
     val_passes = n_val * task.passes(train.val_tta)
-    task.horizon = Horizon(0, 0)
-    return TimeBudget(parse_duration(train.budget), started, task.horizon, train.epochs,
-                      val_guess=val_passes / max(1, 3 * n_train),
+    return TimeBudget(parse_duration(train.budget), started, plan, val_guess=val_passes / max(1, 3 * n_train),
                       final_ratio=n_final * task.passes(train.tta) / max(1, val_passes),
                       final_images=n_final / max(1, n_val), say=say, anew=anew,
                       reference_epochs=train.reference_epochs)
@@ -193,9 +191,8 @@ def time_budget(recipe, data, task, started: float, anew: bool = False):
 
 def trained_epochs(trainer, task) -> int | float:
     """Epochs trained: whole, or under a budget steps over steps per epoch (the last may be partial)."""
-    horizon = task.horizon
-    if task.recipe.train.budget and horizon is not None and horizon.steps_per_epoch:
-        return round(trainer.global_step / horizon.steps_per_epoch, 2)
+    if task.recipe.train.budget and task.plan.steps_per_epoch:
+        return round(trainer.global_step / task.plan.steps_per_epoch, 2)
     return trainer.current_epoch
 
 

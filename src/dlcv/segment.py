@@ -127,19 +127,19 @@ class SegmentFit(Fit):
     def check(self, recipe) -> None:
         self.progress_at = recipe.snapshots()
 
-    def make_data(self, recipe):
+    def make_data(self, recipe, plan):
         from dlcv.data.seg_batches import SegmentationData
         from dlcv.runtime import retain_freed_memory
 
         retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
-        return SegmentationData(self.data, recipe.data, recipe.seed)
+        return SegmentationData(self.data, recipe.data, recipe.seed, plan)
 
-    def make_task(self, recipe, data):
+    def make_task(self, recipe, data, plan):
         from dlcv.tasks.segmentation import SegmentationTask
 
-        return SegmentationTask(recipe)
+        return SegmentationTask(recipe, plan)
 
-    def callbacks(self, recipe, data, run_dir: Path) -> list:
+    def callbacks(self, recipe, data, run_dir: Path, plan) -> list:
         from dlcv.data.seg_batches import model_input
         from dlcv.tasks.progress import MaskProgress
 
@@ -147,7 +147,7 @@ class SegmentFit(Fit):
             return []
         ids, images, masks = data.progress_images(recipe.progress.images)
         return [MaskProgress(run_dir, self.progress_at, ids, images, masks, lambda x: model_input(x, recipe.data),
-                             recipe.train.val_tta)]
+                             recipe.train.val_tta, plan)]
 
     def complete_summary(self, summary: dict, recipe, task, data, run_dir: Path) -> str | None:
         from dlcv.metrics.segmentation import class_iou, mean_iou

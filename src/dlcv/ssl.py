@@ -34,16 +34,16 @@ class PretrainFit(Fit):
         super().__init__(data, inputs=(monitor,))
         self.monitor, self.recipe_type = monitor, ByolRecipe
 
-    def make_data(self, recipe):
+    def make_data(self, recipe, plan):
         from dlcv.data.office import UnlabelledImages
 
         return UnlabelledImages(self.data, recipe.data, recipe.views, recipe.seed, self.monitor,
-                                recipe.monitor.max_bank)
+                                recipe.monitor.max_bank, plan)
 
-    def make_task(self, recipe, data):
+    def make_task(self, recipe, data, plan):
         from dlcv.tasks.byol import BYOLTask
 
-        return BYOLTask(recipe, monitored=self.monitor is not None)
+        return BYOLTask(recipe, monitored=self.monitor is not None, plan=plan)
 
     def trainer_options(self, task) -> dict:
         return {} if self.monitor is not None else {"limit_val_batches": 0}

@@ -41,10 +41,11 @@ def resolve_devices(devices) -> int | str | list:
 
 
 class EpochMetricsCSV(L.Callback):
-    """Writes one CSV row per epoch to ``path`` (and echoes it as a line when there is no bar)."""
+    """Writes one CSV row per epoch to ``path`` (and echoes it as a line, with the epochs the run plans, when there
+    is no bar)."""
 
-    def __init__(self, path: Path, echo: bool):
-        self.path, self.echo = path, echo
+    def __init__(self, path: Path, echo: bool, plan=None):
+        self.path, self.echo, self.plan = path, echo, plan
         self.start = time.perf_counter()
         self.columns: list[str] | None = None
 
@@ -77,7 +78,8 @@ class EpochMetricsCSV(L.Callback):
         if self.echo:
             # Per-class figures go to the CSV only: the line stays readable.
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_iou_" not in k)
-            print(f"epoch {row['epoch']}/{trainer.max_epochs} {row['seconds']:.0f}s {shown}", flush=True)
+            planned = self.plan.last_epoch if self.plan is not None else None
+            print(f"epoch {row['epoch']}/{planned or trainer.max_epochs} {row['seconds']:.0f}s {shown}", flush=True)
 
 
 class StopOnNonFiniteLoss(L.Callback):
@@ -157,10 +159,11 @@ def quiet_lightning(precision: str = "32-true") -> None:
 
 
 def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: int,
-                  extra_callbacks: tuple = (), precision: str | None = None, first_callbacks: tuple = (), **overrides):
+                  extra_callbacks: tuple = (), precision: str | None = None, first_callbacks: tuple = (), plan=None,
+                  **overrides):
     """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard), in ``precision``
     (default: the recipe's, resolved for this hardware); ``first_callbacks`` run before every other
-    callback's hooks (a time budget's plan, which the others read)."""
+    callback's hooks (a time budget, which re-plans the ``plan`` the others follow)."""
     train = recipe.train
     precision = precision or resolve_precision(train.precision, train.accelerator)
     quiet_lightning(precision)
@@ -182,7 +185,8 @@ def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: in
         # deterministic version: "warn" keeps the deterministic algorithms where they exist.
         "deterministic": "warn" if train.deterministic else False,
         "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
-        "callbacks": [*first_callbacks, *run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks)],
+        "callbacks": [*first_callbacks, *run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks,
+                                                                plan)],
         "enable_progress_bar": interactive,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
@@ -206,7 +210,7 @@ class TopKCheckpoint(ModelCheckpoint):
 
 
 def run_callbacks(run_dir: Path, train, monitor: str, mode: str, interactive: bool,
-                  extra: tuple = ()) -> list:
+                  extra: tuple = (), plan=None) -> list:
     """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the
     recipe's top-k, early stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
     run = RunFolder(run_dir)
@@ -217,7 +221,7 @@ def run_callbacks(run_dir: Path, train, monitor: str, mode: str, interactive: bo
         # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
         # that also write a best checkpoint (since 2.6), so a resumed run would repeat every epoch after it.
         ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
-        EpochMetricsCSV(run.metrics_file, echo=not interactive),
+        EpochMetricsCSV(run.metrics_file, echo=not interactive, plan=plan),
         *extra,
     ]
     top_k = train.save_top_k

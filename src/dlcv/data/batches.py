@@ -25,6 +25,7 @@ from dlcv.data.p1 import (
     stratified_holdout,
 )
 from dlcv.errors import DlcvError
+from dlcv.plan import Plan
 from dlcv.recipes import crop_padding_error
 from dlcv.runtime import is_primary_process
 
@@ -87,6 +88,11 @@ class TensorBatches:
             yield self.images[index], self.labels[index]
 
 
+def padded_shard(n: int, world_size: int) -> int:
+    """Samples of each process's training shard: ``n`` wrapped round to a multiple of ``world_size``, split."""
+    return -(-n // world_size)
+
+
 @dataclass(frozen=True)
 class Split:
     """An in-memory set: uint8 images ``x`` (N, H, W, 3), their labels or class maps ``y``, their names, and the
@@ -121,9 +127,10 @@ class InMemoryData(L.LightningDataModule):
     ``test_tensors`` is the set the chosen checkpoint is scored on once, after fit (None: none).
     """
 
-    def __init__(self, cfg, seed: int):
+    def __init__(self, cfg, seed: int, plan: Plan | None = None):
         super().__init__()
         self.cfg, self.seed = cfg, seed
+        self.plan = plan if plan is not None else Plan()  # the run's, for the epochs it plans
         self.train: Split | None = None
         self.val: Split | None = None
         self.final: Split | None = None  # scored once, at the end, when a holdout share of train validated
@@ -162,10 +169,10 @@ class InMemoryData(L.LightningDataModule):
     def training(self) -> bool:
         return self.trainer is not None and self.trainer.training
 
-    def planned_epochs(self) -> float | None:
-        """The epochs the run plans now: the task's horizon (which a time budget re-plans); None without one."""
-        horizon = getattr(getattr(self.trainer, "lightning_module", None), "horizon", None)
-        return None if horizon is None else horizon.epochs
+    def steps_per_epoch(self, world_size: int) -> int:
+        """Training steps an epoch takes in each of ``world_size`` processes (``train_batches``' length)."""
+        shard, batch = padded_shard(self.counts()[0], world_size), self.cfg.batch_size
+        return shard // batch if shard >= batch else 1
 
     def rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -175,7 +182,7 @@ class InMemoryData(L.LightningDataModule):
         """Shuffled training batches of this process's shard (equal step counts on every process)."""
         rank, world = self.rank_world()
         batch, trainer = self.cfg.batch_size, self.trainer
-        return kind(images, labels, batch, shuffle=True, pad=True, drop_last=-(-len(labels) // world) >= batch,
+        return kind(images, labels, batch, shuffle=True, pad=True, drop_last=padded_shard(len(labels), world) >= batch,
                     seed=self.seed, rank=rank, world_size=world,
                     epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
 
@@ -212,8 +219,8 @@ class ClassificationData(InMemoryData):
     checkpoint selection, and the validation folder (if present) is only evaluated at the end.
     """
 
-    def __init__(self, root: str | os.PathLike, cfg, seed: int):
-        super().__init__(cfg, seed)
+    def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
+        super().__init__(cfg, seed, plan)
         self.root = Path(root)
         self.num_classes: int | None = None
         self._policy_on: bool | None = None  # data.auto_augment_min_epochs' last decision, for _say_policy
@@ -288,7 +295,7 @@ class ClassificationData(InMemoryData):
         return self.train_batches(self.train.x, self.train.y)
 
     def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
-        planned = self.planned_epochs() if training else None
+        planned = self.plan.epochs if training else None
         cfg = self.cfg
         if training and cfg.auto_augment_min_epochs:
             self._say_policy(uses_policy(cfg, planned), planned)

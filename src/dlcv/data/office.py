@@ -104,8 +104,8 @@ class UnlabelledImages(InMemoryData):
     the optional Office-Home monitor set is the validation data, prepared without augmentation."""
 
     def __init__(self, folder: str | os.PathLike, cfg, views, seed: int,
-                 monitor: str | os.PathLike | None = None, max_bank: int = 5000):
-        super().__init__(cfg, seed)
+                 monitor: str | os.PathLike | None = None, max_bank: int = 5000, plan=None):
+        super().__init__(cfg, seed, plan)
         self.folder, self.views = Path(folder), views
         self.monitor, self.max_bank = monitor, max_bank
         self.images: torch.Tensor | None = None

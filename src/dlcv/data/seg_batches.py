@@ -188,8 +188,8 @@ class SegmentationData(InMemoryData):
     validation folder (if present) is scored once at the end, for no choice.
     """
 
-    def __init__(self, root: str | os.PathLike, cfg, seed: int):
-        super().__init__(cfg, seed)
+    def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
+        super().__init__(cfg, seed, plan)
         self.root = Path(root)
         self.codec = MaskCodec(cfg.unmapped)
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlcv.tasks.optim import Horizon, build_optimizer, build_scheduler
+from dlcv.plan import Plan
+from dlcv.tasks.optim import build_optimizer, build_scheduler
 
 
 class BaseTask(L.LightningModule):
@@ -27,14 +28,12 @@ class BaseTask(L.LightningModule):
     monitor: str = "val_loss"  # the metric that selects checkpoints (and stops early)
     mode: str = "min"
 
-    def __init__(self, recipe, **extra):
+    def __init__(self, recipe, plan: Plan | None = None, **extra):
         super().__init__()
         self.save_hyperparameters({"recipe": recipe.model_dump(), **extra})  # plain data: checkpoints load safely
         self.recipe = recipe
         self.final_confusion: np.ndarray | None = None
-        # The run's length in steps, which the schedules (and BYOL's momentum) follow: set by a time
-        # budget's plan before fit (``dlcv.budget``), else fixed by the epochs when the optimiser is built.
-        self.horizon: Horizon | None = None
+        self.plan = plan if plan is not None else Plan()  # the schedules (and BYOL's momentum) follow it
 
     def channels_last(self, model: nn.Module) -> nn.Module:
         """``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""
@@ -42,10 +41,10 @@ class BaseTask(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.recipe.optim)
-        if self.horizon is None:
-            total = int(self.trainer.estimated_stepping_batches)
-            self.horizon = Horizon(total, max(1, total // max(1, self.trainer.max_epochs or 1)))
-        scheduler = build_scheduler(optimizer, self.recipe.schedule, self.horizon)
+        if not self.plan.steps_per_epoch:  # a task trained outside ``dlcv.fitting``: the trainer's epochs
+            epochs = max(1, self.trainer.max_epochs or 1)
+            self.plan.begin(int(self.trainer.estimated_stepping_batches) // epochs, epochs)
+        scheduler = build_scheduler(optimizer, self.recipe.schedule, self.plan)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

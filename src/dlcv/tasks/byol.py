@@ -28,8 +28,8 @@ from dlcv.tasks.base import BaseTask
 class BYOLTask(BaseTask):
     """``self.model`` holds the online parts (what the optimiser trains); ``self.target`` the momentum copies."""
 
-    def __init__(self, recipe, monitored: bool = True):
-        super().__init__(recipe)
+    def __init__(self, recipe, monitored: bool = True, plan=None):
+        super().__init__(recipe, plan)
         # With a labelled monitor set the kNN accuracy selects checkpoints; without, the loss.
         self.monitor, self.mode = ("knn_acc", "max") if monitored else ("train_loss", "min")
         byol = recipe.byol
@@ -49,7 +49,7 @@ class BYOLTask(BaseTask):
         return self.model["backbone"]
 
     def momentum(self) -> float:
-        return cosine_schedule(self.global_step, max(1, self.horizon.total_steps), self.base_momentum, 1.0)
+        return cosine_schedule(self.global_step, max(1, self.plan.total_steps), self.base_momentum, 1.0)
 
     def online(self, x: torch.Tensor) -> torch.Tensor:
         return self.model["prediction"](self.model["projection"](self.model["backbone"](x)))

@@ -43,8 +43,8 @@ def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -
 class ClassificationTask(BaseTask):
     monitor, mode = "val_acc", "max"
 
-    def __init__(self, recipe, num_classes: int):
-        super().__init__(recipe, num_classes=num_classes)
+    def __init__(self, recipe, num_classes: int, plan=None):
+        super().__init__(recipe, plan, num_classes=num_classes)
         self.model = self.channels_last(create_model(recipe.model.name, num_classes=num_classes, kind="classify",
                                                      **recipe.model.args))
         train = recipe.train

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dlcv.errors import DlcvError
+from dlcv.plan import Plan
 
 
 def _decay_groups(params: list, weight_decay: float, decay_norm_and_bias: bool, **extra) -> list[dict]:
@@ -55,33 +55,15 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.name](parameter_groups(model, cfg), cfg)
 
 
-@dataclass
-class Horizon:
-    """The run's length in optimiser steps, as the schedules read it at every step: fixed by the epochs,
-    or re-planned by a time budget as the run goes (``dlcv.budget``), so every schedule ends with the run."""
-
-    total_steps: int
-    steps_per_epoch: int
-
-    @property
-    def epochs(self) -> float | None:
-        """The epochs planned: the steps over the steps of an epoch; None before those are known."""
-        return self.total_steps / self.steps_per_epoch if self.steps_per_epoch else None
-
-    def progress(self, step: int, start: int = 0) -> float:
-        """How far ``step`` is between ``start`` and the run's last step, in [0, 1]."""
-        return min(1.0, max(0.0, (step - start) / max(1, self.total_steps - start)))
-
-
-def _onecycle(optimizer, cfg, horizon: Horizon, warmup: int):
-    """torch's OneCycleLR (without momentum cycling) over a horizon that may move: a rise from lr /
+def _onecycle(optimizer, cfg, plan: Plan, warmup: int):
+    """torch's OneCycleLR (without momentum cycling) over a plan that may move: a rise from lr /
     div_factor to lr over pct_start of the steps, then a fall to lr / div_factor / final_div_factor."""
     start, floor = 1 / cfg.div_factor, 1 / cfg.div_factor / cfg.final_div_factor
     shape = ((lambda a, b, t: b + (a - b) / 2 * (1 + math.cos(math.pi * t))) if cfg.anneal == "cos"
              else (lambda a, b, t: a + (b - a) * t))
 
     def factor(step: int) -> float:
-        steps = max(horizon.total_steps, 2)
+        steps = max(plan.total_steps, 2)
         # torch divides by the rise's length in steps less one: a run of a few steps whose rise is a
         # single step (or none) gets half a step of it instead of a ZeroDivisionError.
         pct = cfg.pct_start if cfg.pct_start * steps > 1 else 1.5 / steps
@@ -100,23 +82,23 @@ def _ramp(step: int, warmup: int) -> float:
 def _annealing(shape):
     """A schedule that ramps up over the warm-up, then follows ``shape(progress)`` down to the floor."""
 
-    def build(optimizer, cfg, horizon: Horizon, warmup: int):
+    def build(optimizer, cfg, plan: Plan, warmup: int):
         floor = cfg.min_lr_fraction
 
         def factor(step: int) -> float:
             if step < warmup:
                 return _ramp(step, warmup)
-            return floor + (1 - floor) * shape(horizon.progress(step, warmup), cfg)
+            return floor + (1 - floor) * shape(plan.progress(step, warmup), cfg)
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     return build
 
 
-def _cosine_restarts(optimizer, cfg, horizon: Horizon, warmup: int):
+def _cosine_restarts(optimizer, cfg, plan: Plan, warmup: int):
     """SGDR: cosine periods of restart_epochs, each restart_mult times longer (no fixed end)."""
     floor = cfg.min_lr_fraction
-    period = max(1, round(cfg.restart_epochs * horizon.steps_per_epoch))
+    period = max(1, round(cfg.restart_epochs * plan.steps_per_epoch))
     mult = max(1, cfg.restart_mult)
 
     def factor(step: int) -> float:
@@ -130,24 +112,24 @@ def _cosine_restarts(optimizer, cfg, horizon: Horizon, warmup: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def milestone_steps(milestones: list, horizon: Horizon) -> list[int]:
+def milestone_steps(milestones: list, plan: Plan) -> list[int]:
     """Milestones as steps: a milestone below 1 is a share of the run (it moves with a budget's plan),
     one of 1 or more an epoch."""
-    return [round(float(m) * horizon.total_steps) if float(m) < 1 else round(float(m) * horizon.steps_per_epoch)
+    return [round(float(m) * plan.total_steps) if float(m) < 1 else round(float(m) * plan.steps_per_epoch)
             for m in milestones]
 
 
-def _multistep(optimizer, cfg, horizon: Horizon, warmup: int):
+def _multistep(optimizer, cfg, plan: Plan, warmup: int):
     gamma = cfg.gamma
 
     def factor(step: int) -> float:
-        return _ramp(step, warmup) * gamma ** sum(step >= m for m in milestone_steps(cfg.milestones, horizon))
+        return _ramp(step, warmup) * gamma ** sum(step >= m for m in milestone_steps(cfg.milestones, plan))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# Schedule name (``dlcv.recipes.SCHEDULES``) -> builder of (optimizer, recipe's schedule section, horizon,
-# warm-up steps), or None for a constant rate. Every builder reads the horizon at each step.
+# Schedule name (``dlcv.recipes.SCHEDULES``) -> builder of (optimizer, recipe's schedule section, plan,
+# warm-up steps), or None for a constant rate. Every builder reads the plan at each step.
 SCHEDULES = {
     "constant": None,
     "onecycle": _onecycle,
@@ -159,9 +141,9 @@ SCHEDULES = {
 }
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg, horizon: Horizon) -> dict | None:
-    """A Lightning scheduler config stepping every batch over ``horizon``, or None for a constant rate."""
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, plan: Plan) -> dict | None:
+    """A Lightning scheduler config stepping every batch over ``plan``, or None for a constant rate."""
     if SCHEDULES[cfg.name] is None:
         return None
-    warmup = round(cfg.warmup_epochs * horizon.steps_per_epoch)
-    return {"scheduler": SCHEDULES[cfg.name](optimizer, cfg, horizon, warmup), "interval": "step"}
+    warmup = round(cfg.warmup_epochs * plan.steps_per_epoch)
+    return {"scheduler": SCHEDULES[cfg.name](optimizer, cfg, plan, warmup), "interval": "step"}

@@ -19,8 +19,8 @@ class MaskProgress(ChosenEpochs):
     """``images`` uint8 (K, H, W, 3) and ``masks`` (K, H, W) of validation ``ids``; ``prepare`` makes model input."""
 
     def __init__(self, run_dir: Path, epochs: list[int | str], ids: list[str], images: torch.Tensor,
-                 masks: torch.Tensor, prepare, tta: str = "none"):
-        super().__init__(epochs)
+                 masks: torch.Tensor, prepare, tta: str = "none", plan=None):
+        super().__init__(epochs, plan)
         self.run_dir, self.ids = Path(run_dir), ids
         self.images, self.masks, self.prepare, self.tta = images, masks, prepare, tta
 

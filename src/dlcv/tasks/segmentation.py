@@ -46,8 +46,8 @@ def miou_from_confusion(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 class SegmentationTask(BaseTask):
     monitor, mode = "val_miou", "max"
 
-    def __init__(self, recipe):
-        super().__init__(recipe, num_classes=NUM_CLASSES)
+    def __init__(self, recipe, plan=None):
+        super().__init__(recipe, plan, num_classes=NUM_CLASSES)
         self.model = self.channels_last(create_model(recipe.model.name, num_classes=NUM_CLASSES, kind="segment",
                                                      **recipe.model.args))
         self.criterion = build_pixel_loss(recipe.loss, NUM_CLASSES)

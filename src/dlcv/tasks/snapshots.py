@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dlcv.data.features import save_features, snapshot_path
+from dlcv.plan import Plan
 
 
 @contextmanager
@@ -34,23 +35,23 @@ def model_input(trainer, x: torch.Tensor) -> torch.Tensor:
 
 
 class ChosenEpochs(L.Callback):
-    """A callback doing its work at chosen epochs: numbers, and under a time budget the words ``middle``
-    and ``last`` of the run as planned when each epoch ends (``dlcv.budget`` keeps ``max_epochs`` at the
-    plan): ``last`` is the epoch after which training stops, ``middle`` the first at or past half the
-    planned epochs (taken once, also across a resume)."""
+    """A callback doing its work at chosen epochs: numbers, and the words ``middle`` and ``last`` of the run's
+    ``plan`` as it stands when each epoch ends (a time budget re-plans it): ``last`` is the epoch after which
+    training stops, ``middle`` the first at or past half the planned epochs (taken once, also across a resume)."""
 
-    def __init__(self, epochs: list[int | str]):
+    def __init__(self, epochs: list[int | str], plan: Plan | None = None):
         self.numbers = {e for e in epochs if isinstance(e, int)}
         self.words = {e for e in epochs if isinstance(e, str)}
+        self.plan = plan if plan is not None else Plan()
         self.middle_done = False
 
     def due(self, trainer) -> bool:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return False
-        epoch, planned = trainer.current_epoch + 1, trainer.max_epochs
-        if "last" in self.words and (trainer.should_stop or epoch >= planned):
+        epoch, planned = trainer.current_epoch + 1, self.plan.last_epoch
+        if "last" in self.words and (trainer.should_stop or (planned is not None and epoch >= planned)):
             return True
-        if "middle" in self.words and not self.middle_done and epoch >= (planned + 1) // 2:
+        if "middle" in self.words and not self.middle_done and planned is not None and epoch >= (planned + 1) // 2:
             self.middle_done = True
             return True
         return epoch in self.numbers
@@ -70,8 +71,8 @@ class EmbeddingSnapshots(ChosenEpochs):
     """
 
     def __init__(self, run_dir: Path, epochs: list[int | str], sets: dict[str, tuple], prepare: Callable,
-                 batch_size: int = 500):
-        super().__init__(epochs)
+                 batch_size: int = 500, plan: Plan | None = None):
+        super().__init__(epochs, plan)
         self.run_dir, self.sets = Path(run_dir), sets
         self.prepare, self.batch_size = prepare, batch_size
         self.seconds: dict[str, float] = {}  # time spent per snapshot file, for the run's summary
