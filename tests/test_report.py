@@ -288,6 +288,11 @@ def test_bad_input_gives_one_line_and_leaves_files_alone(capsys, tmp_path, train
     code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "r")
     assert code == 2 and f"{run / 'metrics.csv'}:2: val_acc is not a number" in err
     assert not (tmp_path / "r").exists()
+    old = copy_run(trained_run, tmp_path / "old")  # a run folder whose recipe has a key today's schema lacks
+    (old / "recipe.yaml").write_text((old / "recipe.yaml").read_text().replace("\ntrain: {", "\ntrain: {foo: 1, ", 1))
+    code, _, err = run_cli(capsys, "report", "--runs", tmp_path / "old", "--output", tmp_path / "r")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "recipe.yaml" in err and "train.foo" in err, err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")

@@ -12,65 +12,52 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv import fitting
 from dlcv.errors import DlcvError
-from dlcv.fitting import Fit
 from dlcv.io import atomic_write, check_output_path
 from dlcv.runs import RunFolder
 
 
 # --- fit -------------------------------------------------------------------------------------------
-class ClassifyFit(Fit):
-    """``classify fit`` (and ``ssl finetune``): a classifier on labelled folders; the best checkpoint's
-    confusion matrix on the validation images (``confusion.csv``), its accuracy there when a holdout
-    share of train chose it."""
-
-    def __init__(self, data: str | os.PathLike, recipe_type: type | None = None):
-        from dlcv.recipes import ClassifyRecipe
-
-        super().__init__(data)
-        self.recipe_type = recipe_type or ClassifyRecipe
-
-    def check(self, recipe) -> None:
-        self.snapshot_at = recipe.snapshots()
-
-    def make_data(self, recipe, plan):
+def _data(root: str | os.PathLike):
+    def make(recipe, plan):
         from dlcv.data.batches import ClassificationData
 
-        return ClassificationData(self.data, recipe.data, recipe.seed, plan)
+        return ClassificationData(root, recipe.data, recipe.seed, plan)
+    return make
 
-    def derive(self, recipe, data) -> dict:
-        return {"num_classes": data.num_classes}
 
-    def make_task(self, recipe, data, plan):
-        from dlcv.tasks.classification import ClassificationTask
+def _task(recipe, data, plan):
+    from dlcv.tasks.classification import ClassificationTask
 
-        return ClassificationTask(recipe, data.num_classes, plan)
+    return ClassificationTask(recipe, data.num_classes, plan)
 
-    def callbacks(self, recipe, data, run_dir: Path, plan) -> list:
-        from dlcv.data.augment import prepare_batch
-        from dlcv.tasks.snapshots import EmbeddingSnapshots
 
-        self.snapshots = None
-        if self.snapshot_at:
-            sets = data.embedding_sets(recipe.embed.train_subset)
-            self.snapshots = EmbeddingSnapshots(run_dir, self.snapshot_at, sets,
-                                                lambda x: prepare_batch(x, recipe.data),
-                                                batch_size=recipe.data.eval_batch_size, plan=plan)
-        return [self.snapshots] if self.snapshots else []
+def _snapshots(recipe, data, run_dir: Path, plan) -> list:
+    """Embedding snapshots at ``embed.epochs`` (none when the recipe asks for none)."""
+    from dlcv.data.augment import prepare_batch
+    from dlcv.tasks.snapshots import EmbeddingSnapshots
 
-    def complete_summary(self, summary: dict, recipe, task, data, run_dir: Path) -> str | None:
-        if self.snapshots:
-            summary["snapshot_seconds"] = self.snapshots.seconds
-        matrix = task.final_confusion
-        if matrix is None:
-            return None
-        RunFolder(run_dir).write_confusion(matrix)
-        if data.final is None:
-            return None
+    epochs = recipe.snapshots()
+    if not epochs:
+        return []
+    sets = data.embedding_sets(recipe.embed.train_subset)
+    return [EmbeddingSnapshots(run_dir, epochs, sets, lambda x: prepare_batch(x, recipe.data),
+                               batch_size=recipe.data.eval_batch_size, plan=plan)]
+
+
+def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
+    """The best checkpoint's confusion matrix on the validation images (``confusion.csv``), and its accuracy
+    there when a holdout share of train chose it."""
+    matrix, final_line = task.final_confusion, None
+    if matrix is not None:
+        run.write_confusion(matrix)
+    if matrix is not None and data.final is not None:
         folder = str(data.final.folder)
         accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
         summary["final_validation"] = {"folder": folder, "accuracy": accuracy}
-        return f"{folder} accuracy of the best checkpoint: {accuracy:.4f} (not used for any choice)"
+        final_line = f"{folder} accuracy of the best checkpoint: {accuracy:.4f} (not used for any choice)"
+    return fitting.selection_summary(summary, recipe, trainer, task, run, final_line)
 
 
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
@@ -79,7 +66,11 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     """Train a classifier from a recipe; return the run folder. ``resume`` continues an interrupted
     run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch).
     ``recipe_type``: whose defaults the file and overrides apply to (``ClassifyRecipe`` when None)."""
-    return ClassifyFit(data, recipe_type).run(config, runs_dir, name, overrides, overwrite, resume)
+    from dlcv.recipes import ClassifyRecipe
+
+    command = fitting.Command(recipe_type or ClassifyRecipe, data, _data(data), _task, _summarize,
+                              make_callbacks=_snapshots)
+    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------

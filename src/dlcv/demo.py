@@ -96,56 +96,85 @@ def ssl_table(recipes: Path, data: Path, runs: Path, name: str = "ssl_table_demo
     return ssl_table.table(table, data, runs_dir=runs)
 
 
+STEPS = 10  # the demo's numbered steps, as its lines count them
+
+
+def _step(number: int, what: str) -> None:
+    print(f"[{number}/{STEPS}] {what}", flush=True)
+
+
+def _problem1(output: Path, p1: Path, runs: Path) -> dict:
+    """Model A on the synthetic Problem 1 set: fit, predict, evaluate, embeddings (steps 2-5)."""
+    from dlcv import classify
+    from dlcv.runs import RunFolder
+    from dlcv.viz.snapshots import plot_snapshots
+
+    _step(2, "Problem 1: training dlcv_net from scratch")
+    run_dir = classify.fit(_write_recipe(output / "recipes", P1_DEMO_RECIPE), p1, runs_dir=runs, overwrite=True)
+    _step(3, "Problem 1: predicting the validation images")
+    predictions = output / "p1_predictions.csv"
+    classify.predict(RunFolder(run_dir).best, p1 / "val_50", predictions)
+    _step(4, "Problem 1: evaluating")
+    result = classify.evaluate(predictions, p1 / "val_gt.csv")
+    _step(5, "Problem 1: PCA and t-SNE of the second-last layer at the first, middle and last epoch")
+    embedding = plot_snapshots([run_dir], methods="pca,tsne")
+    for row in embedding["rows"]:
+        print(f"  {row['snapshot']}: 10-NN accuracy {row['knn_acc']:.3f}, silhouette {row['silhouette']:.3f}")
+    return {"run": run_dir, "predictions": predictions, "result": result, "embedding": embedding}
+
+
+def _problem2(output: Path, p2: Path, runs: Path) -> dict:
+    """The small U-Net on the synthetic Problem 2 tiles: fit, predict, evaluate, masks in training (steps 6-8)."""
+    from dlcv import segment
+    from dlcv.runs import RunFolder
+
+    _step(6, "Problem 2: training a small U-Net on the satellite-like tiles")
+    seg_run = segment.fit(_write_recipe(output / "recipes", P2_DEMO_RECIPE), p2, runs_dir=runs, overwrite=True)
+    _step(7, "Problem 2: predicting and evaluating the validation masks")
+    masks = output / "p2_pred_masks"
+    segment.predict(RunFolder(seg_run).best, p2 / "validation", masks, overwrite=True)
+    result = segment.evaluate(masks, p2 / "validation")
+    _step(8, "Problem 2: masks through training")
+    return {"run": seg_run, "masks": masks, "result": result, "grid": segment.progress(seg_run)}
+
+
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
-    from dlcv import classify, segment
+    """Every problem on synthetic data in ``output`` (its data, recipes, runs and report); the closing lines end
+    with the A-E table, the mIoU and the accuracy."""
     from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
     from dlcv.report import build_report
-    from dlcv.runs import RunFolder, read_json
-    from dlcv.viz.snapshots import plot_snapshots
 
     # An earlier demo's folder is written over with --overwrite; a folder of other files never.
     output = check_output_folder(output, overwrite, need_parent=False)
     start = time.perf_counter()
     make_output_folder(output, "demo")
-    steps = 10
-    print(f"[1/{steps}] synthesising the default data into {output / 'data'}", flush=True)
+    _step(1, f"synthesising the default data into {output / 'data'}")
     p1 = synth_p1(output / "data", overwrite=True)
     p2 = synth_p2(output / "data", overwrite=True)
     synth_ssl(output / "data", arch="resnet18", overwrite=True)
     runs = output / "runs"
-    print(f"[2/{steps}] Problem 1: training dlcv_net from scratch", flush=True)
-    run_dir = classify.fit(_write_recipe(output / "recipes", P1_DEMO_RECIPE), p1, runs_dir=runs, overwrite=True)
-    print(f"[3/{steps}] Problem 1: predicting the validation images", flush=True)
-    predictions = output / "p1_predictions.csv"
-    classify.predict(RunFolder(run_dir).best, p1 / "val_50", predictions)
-    print(f"[4/{steps}] Problem 1: evaluating", flush=True)
-    result = classify.evaluate(predictions, p1 / "val_gt.csv")
-    print(f"[5/{steps}] Problem 1: PCA and t-SNE of the second-last layer at the first, middle and last epoch", flush=True)
-    embedding = plot_snapshots([run_dir], methods="pca,tsne")
-    for row in embedding["rows"]:
-        print(f"  {row['snapshot']}: 10-NN accuracy {row['knn_acc']:.3f}, silhouette {row['silhouette']:.3f}")
-    print(f"[6/{steps}] Problem 2: training a small U-Net on the satellite-like tiles", flush=True)
-    seg_run = segment.fit(_write_recipe(output / "recipes", P2_DEMO_RECIPE), p2, runs_dir=runs, overwrite=True)
-    print(f"[7/{steps}] Problem 2: predicting and evaluating the validation masks", flush=True)
-    masks = output / "p2_pred_masks"
-    segment.predict(RunFolder(seg_run).best, p2 / "validation", masks, overwrite=True)
-    seg_result = segment.evaluate(masks, p2 / "validation")
-    print(f"[8/{steps}] Problem 2: masks through training", flush=True)
-    grid = segment.progress(seg_run)
-    print(f"[9/{steps}] self-supervised: BYOL, a supervised backbone, and fine-tuning settings A-E", flush=True)
+    one, two = _problem1(output, p1, runs), _problem2(output, p2, runs)
+    _step(9, "self-supervised: BYOL, a supervised backbone, and fine-tuning settings A-E")
     table_dir = ssl_table(output / "recipes", p2, runs)
-    table_rows = read_json(table_dir / "table.json")["rows"]
-    byol = read_json(table_dir / "byol" / "summary.json")
-    print(f"[10/{steps}] building the report of every run", flush=True)
+    _step(10, "building the report of every run")
     report = build_report(runs, output / "report", say=lambda *a, **k: None)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; everything is in {output}")
-    print(f"  Problem 1 run:      {run_dir}")
-    print(f"  predictions:        {predictions}")
-    print(f"  confusion matrix:   {result['confusion_figure']}")
-    print(f"  embedding figures:  {embedding['output']}")
-    print(f"  Problem 2 run:      {seg_run}")
-    print(f"  predicted masks:    {masks}")
-    print(f"  masks in training:  {grid[0]}")
+    _closing_lines(one, two, table_dir, report)
+    return output
+
+
+def _closing_lines(one: dict, two: dict, table_dir: Path, report: dict) -> None:
+    """Where everything is, then the figures: the A-E table, the mIoU, the accuracy."""
+    from dlcv.runs import read_json
+
+    byol = read_json(table_dir / "byol" / "summary.json")
+    print(f"  Problem 1 run:      {one['run']}")
+    print(f"  predictions:        {one['predictions']}")
+    print(f"  confusion matrix:   {one['result']['confusion_figure']}")
+    print(f"  embedding figures:  {one['embedding']['output']}")
+    print(f"  Problem 2 run:      {two['run']}")
+    print(f"  predicted masks:    {two['masks']}")
+    print(f"  masks in training:  {two['grid'][0]}")
     print(f"  BYOL kNN monitor:   {byol['knn_acc_at_init']:.3f} untrained -> {byol['final_knn_acc']:.3f} after "
           f"{len(byol['knn_acc'])} epochs ({byol['knn_figure']})")
     print(f"  A-E table:          {table_dir / 'table.md'}")
@@ -153,7 +182,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     print(f"  report:             {report['index']} (open it in a browser; Markdown: {report['markdown']}{pdf})")
     print("  Segment Anything needs a SAM checkpoint (none can be downloaded here): see the README's "
           "`dlcv sam masks`")
-    print("ssl: " + "  ".join(f"{r['setting']} {r['accuracy']:.3f}" for r in table_rows))
-    print(f"mean_iou: {seg_result['mean_iou']:.6f}")
-    print(f"accuracy: {result['accuracy']:.4f}")
-    return output
+    rows = read_json(table_dir / "table.json")["rows"]
+    print("ssl: " + "  ".join(f"{r['setting']} {r['accuracy']:.3f}" for r in rows))
+    print(f"mean_iou: {two['result']['mean_iou']:.6f}")
+    print(f"accuracy: {one['result']['accuracy']:.4f}")

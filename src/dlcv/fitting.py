@@ -1,13 +1,14 @@
 """The one fit driver behind every training command.
 
 ``classify fit``, ``segment fit``, ``ssl pretrain``, ``ssl finetune`` and every run of ``ssl table``
-are a ``Fit`` subclass that says only what differs (its defaults, data, task, callbacks and
-summary); ``Fit.run`` is the one sequence:
+are a ``Command``: its recipe type and the parts that differ (data, task, callbacks, summary); ``fit``
+is the one sequence:
 
 1. the recipe, checked, and the run folder, checked and locked against other processes (``RunLock``):
    both fail before any data is read;
 2. the data, decoded and checked; the precision resolved; the task built (bad weights fail here);
-3. the run folder written (first process only) and the trainer built (devices, strategy, precision);
+3. the run folder written (first process only), the trainer built (devices, strategy, precision) and the
+   run's ``Plan`` begun (``dlcv.plan``);
 4. ``trainer.fit``;
 5. the chosen checkpoint (``best.ckpt``) scored once on the data's final set through Lightning
    (``trainer.test``): on the accelerator, in every process, its confusion matrix summed over them;
@@ -23,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlcv.runs import RunFolder
@@ -35,127 +38,120 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs, flush=True)
 
 
-class Fit:
-    """One training command: its data folder (``data``) and the folders it must not write into (``inputs``)."""
+def no_callbacks(recipe, data, run_dir: Path, plan) -> list:
+    return []
 
-    def __init__(self, data: str | os.PathLike, inputs: tuple[str | os.PathLike | None, ...] = ()):
-        self.data = data
-        self.inputs = (data, *inputs)
 
-    # --- what differs between the commands -----------------------------------------------------------
-    recipe_type: type  # the command's recipe (dlcv.recipes)
+@dataclass(frozen=True)
+class Command:
+    """A training command as ``fit`` runs it: what differs between ``classify fit``, ``segment fit``, ``ssl pretrain``
+    and the rest is only these parts.
 
-    def check(self, recipe) -> None:
-        """Refuse a bad recipe before any work (the schema's checks ran when it was loaded)."""
+    ``make_data(recipe, plan)`` and ``make_task(recipe, data, plan)`` build the data module and the task;
+    ``make_callbacks(recipe, data, run_dir, plan)`` the command's own callbacks (a callback with a
+    ``summary_fields()`` method adds them to ``summary.json``); ``summarize(summary, recipe, trainer, task, data,
+    run)`` completes ``summary.json`` after the final scoring and returns the closing lines. ``data`` is the data
+    folder and ``inputs`` the other folders the run must not write into.
+    """
 
-    def make_data(self, recipe, plan):
-        raise NotImplementedError
+    recipe_type: type
+    data: str | os.PathLike
+    make_data: Callable
+    make_task: Callable
+    summarize: Callable
+    make_callbacks: Callable = no_callbacks
+    inputs: tuple = ()
+    trainer_options: dict = field(default_factory=dict)
 
-    def derive(self, recipe, data) -> dict:
-        """Values the data decides, recorded beside the recipe in ``resolved.json`` (the class count)."""
-        return {}
 
-    def make_task(self, recipe, data, plan):
-        raise NotImplementedError
+def fit(command: Command, config: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
+    """Train ``command`` from a recipe; return the run folder (``resume``: continue the run of that name; with a
+    ``train.budget`` override, within that new budget from now). The run folder is locked (``RunLock``) from its
+    first check until the fit ends."""
+    from dlcv.runs import RunLock, check_run_dir, override_keys, run_recipe
 
-    def callbacks(self, recipe, data, run_dir: Path, plan) -> list:
-        return []
+    start = time.perf_counter()  # a time budget counts from here
+    recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume)
+    inputs = (command.data, *command.inputs)
+    with RunLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
+        lock.take()
+        if not resume and is_primary_process():
+            check_run_dir(runs_dir, recipe.name, overwrite, inputs=inputs)
+        anew = resume and "train.budget" in override_keys(overrides)
+        return _fit(command, recipe, runs_dir, (overwrite, resume, anew), start, lock)
 
-    def trainer_options(self, task) -> dict:
-        return {}
 
-    def before_fit(self, task, data, run_dir: Path, resumed: bool) -> None:
-        """Work between the run folder and the first epoch (primary process only where it writes)."""
+def _fit(command: Command, recipe, runs_dir, flags: tuple[bool, bool, bool], start: float, lock) -> Path:
+    """Steps 2-6 of the module's sequence; ``flags``: (overwrite, resume, a resumed run's new budget)."""
+    import lightning as L
 
-    def finish(self, recipe, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
-        """First process only, after the final scoring: ``summary.json`` (the fields every run's shares: what
-        ran, for how long, what was selected on what, under a budget what was planned and measured; then this
-        command's own) and the closing lines."""
-        cfg, metric, run = recipe.data, task.monitor, RunFolder(run_dir)
-        best = getattr(trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
-        best = float(best) if best is not None else None
-        summary = {"name": recipe.name, "model": recipe.model.name, "epochs": trained_epochs(trainer, task),
-                   "fit_seconds": round(fit_seconds, 1),
-                   **({"budget": budget_summary(trainer)} if recipe.train.budget else {}),
-                   "selected_on": (f"holdout {cfg.holdout:.0%} of {cfg.train}" if cfg.holdout > 0
-                                   else cfg.validation),
-                   f"best_{metric}": best, "best_checkpoint": str(run.best)}
-        final_line = self.complete_summary(summary, recipe, task, data, run_dir)
-        run.write_summary(summary)
-        print(f"best {metric} {f'{best:.4f}' if best is not None else '-'} (selected on {summary['selected_on']}); "
-              f"fit took {summary['fit_seconds'] / 60:.1f} min", flush=True)
-        if final_line:
-            print(final_line, flush=True)
-        print(f"best checkpoint: {run.best}", flush=True)
+    from dlcv.data.synth import is_synthetic
+    from dlcv.plan import Plan
+    from dlcv.runs import open_run_dir
+    from dlcv.runtime import resolve_precision
+    from dlcv.trainer import build_trainer
 
-    def complete_summary(self, summary: dict, recipe, task, data, run_dir: Path) -> str | None:
-        """Add this command's own fields to ``summary`` (the final scoring, and any file of it); return the
-        line that reports the final scoring, or None."""
-        return None
+    (overwrite, resume, anew), inputs = flags, (command.data, *command.inputs)
+    train, plan = recipe.train, Plan()  # begun below, once the trainer knows its processes
+    data = command.make_data(recipe, plan)
+    data.prepare()  # bad data fails here, before anything is written
+    # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
+    resolved = {"precision": resolve_precision(train.precision, train.accelerator), **data.resolved(),
+                "data": str(Path(command.data).resolve()), "synthetic_data": is_synthetic(command.data)}
+    L.seed_everything(recipe.seed, workers=True, verbose=False)
+    task = command.make_task(recipe, data, plan)  # a weights file that fails does so before the run folder
+    budget = time_budget(recipe, data, task, plan, start, anew) if train.budget else None
+    lock.take(create=True)  # where the runs folder was missing at the first check
+    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=inputs)
+    if is_primary_process():
+        RunFolder(run_dir).write_resolved(resolved)
+    say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
+    if resume_from is not None:
+        say(f"resuming from {resume_from} with the run's saved recipe"
+            + (f", within a new budget of {train.budget} from now" if anew else ""))
+    callbacks = command.make_callbacks(recipe, data, run_dir, plan)
+    # Under a budget the loop has no set end: the plan stops it.
+    trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
+                            max_epochs=-1 if budget else train.epochs, extra_callbacks=tuple(callbacks),
+                            first_callbacks=(budget,) if budget else (), plan=plan,
+                            precision=resolved["precision"], **command.trainer_options)
+    plan.begin(data.steps_per_epoch(trainer.world_size), train.epochs)  # a budget's first plan, until timed
+    trainer.fit(task, datamodule=data, ckpt_path=resume_from)
+    fit_seconds = time.perf_counter() - start
+    score_best(trainer, task, data, run_dir, recipe.task)
+    if trainer.is_global_zero:
+        summary = {"name": recipe.name, "epochs": trained_epochs(trainer, task), "fit_seconds": round(fit_seconds, 1),
+                   **({"budget": budget.summary(trainer)} if budget else {})}
+        lines = _summarize(command, summary, recipe, trainer, task, data, RunFolder(run_dir), callbacks)
+        for line in [*lines, *([budget.closing_line(trainer)] if budget else [])]:
+            print(line, flush=True)
+    trainer.strategy.barrier("summary written")  # every process leaves once it is written
+    return run_dir
 
-    # --- the one sequence ----------------------------------------------------------------------------
-    def run(self, config: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs", name: str | None = None,
-            overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
-        """Train from a recipe; return the run folder (``resume``: continue the run of that name; with a
-        ``train.budget`` override, within that new budget from now). The run folder is locked (``RunLock``)
-        from its first check until the fit ends."""
-        from dlcv.runs import RunLock, check_run_dir, override_keys, run_recipe
 
-        start = time.perf_counter()  # a time budget counts from here
+def _summarize(command: Command, summary: dict, recipe, trainer, task, data, run: RunFolder, callbacks) -> list[str]:
+    """``summary.json``: the fields every run has (``summary``), its callbacks' and its command's; returns the
+    command's closing lines."""
+    for callback in callbacks:
+        summary.update(getattr(callback, "summary_fields", dict)())
+    lines = command.summarize(summary, recipe, trainer, task, data, run)
+    run.write_summary(summary)
+    return lines
 
-        recipe = run_recipe(self.recipe_type, config, overrides, name, runs_dir, resume)
-        self.check(recipe)
-        with RunLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
-            lock.take()
-            if not resume and is_primary_process():
-                check_run_dir(runs_dir, recipe.name, overwrite, inputs=self.inputs)
-            anew = resume and "train.budget" in override_keys(overrides)
-            return self._fit(recipe, runs_dir, overwrite, resume, start, lock, anew)
 
-    def _fit(self, recipe, runs_dir, overwrite: bool, resume: bool, start: float, lock, anew: bool) -> Path:
-        import lightning as L
-
-        from dlcv.data.synth import is_synthetic
-        from dlcv.plan import Plan
-        from dlcv.runs import open_run_dir
-        from dlcv.runtime import resolve_precision
-        from dlcv.trainer import build_trainer
-
-        train, plan = recipe.train, Plan()  # begun below, once the trainer knows its processes
-        data = self.make_data(recipe, plan)
-        data.prepare()  # bad data fails here, before anything is written
-        # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
-        resolved = {"precision": resolve_precision(train.precision, train.accelerator),
-                    **self.derive(recipe, data), "data": str(Path(self.data).resolve()),
-                    "synthetic_data": is_synthetic(self.data)}
-        L.seed_everything(recipe.seed, workers=True, verbose=False)
-        task = self.make_task(recipe, data, plan)  # a weights file that fails does so before the run folder
-        budget = time_budget(recipe, data, task, plan, start, anew) if train.budget else None
-        lock.take(create=True)  # where the runs folder was missing at the first check
-        run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=self.inputs)
-        if is_primary_process():
-            RunFolder(run_dir).write_resolved(resolved)
-        say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
-        if resume_from is not None:
-            say(f"resuming from {resume_from} with the run's saved recipe"
-                + (f", within a new budget of {train.budget} from now" if anew else ""))
-        # Under a budget the loop has no set end: the plan stops it (and keeps max_epochs at its epochs).
-        trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
-                                max_epochs=-1 if budget else train.epochs,
-                                extra_callbacks=tuple(self.callbacks(recipe, data, run_dir, plan)),
-                                first_callbacks=(budget,) if budget else (), plan=plan,
-                                precision=resolved["precision"], **self.trainer_options(task))
-        plan.begin(data.steps_per_epoch(trainer.world_size), train.epochs)  # a budget's first plan, until timed
-        self.before_fit(task, data, run_dir, resume_from is not None)
-        trainer.fit(task, datamodule=data, ckpt_path=resume_from)
-        fit_seconds = time.perf_counter() - start
-        score_best(trainer, task, data, run_dir, recipe.task)
-        if trainer.is_global_zero:
-            self.finish(recipe, trainer, task, data, run_dir, fit_seconds)
-            if budget:
-                say(budget.closing_line(trainer))
-        trainer.strategy.barrier("summary written")
-        return run_dir
+def selection_summary(summary: dict, recipe, trainer, task, run: RunFolder, final_line: str | None) -> list[str]:
+    """A supervised run's part of ``summary.json`` (its model, what selected the checkpoint on what data) and its
+    closing lines, ``final_line`` (the final scoring's, or None) among them."""
+    cfg, metric = recipe.data, task.monitor
+    best = getattr(trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
+    best = float(best) if best is not None else None
+    summary.update({"model": recipe.model.name,
+                    "selected_on": f"holdout {cfg.holdout:.0%} of {cfg.train}" if cfg.holdout > 0 else cfg.validation,
+                    f"best_{metric}": best, "best_checkpoint": str(run.best)})
+    return [f"best {metric} {f'{best:.4f}' if best is not None else '-'} (selected on {summary['selected_on']}); "
+            f"fit took {summary['fit_seconds'] / 60:.1f} min", *([final_line] if final_line else []),
+            f"best checkpoint: {run.best}"]
 
 
 @contextlib.contextmanager
@@ -207,10 +203,3 @@ def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
     ckpt, recipe = read_checkpoint(best, kind)
     load_model_weights(task.model, ckpt, best, recipe.model.name)
     trainer.test(task, datamodule=data, verbose=False)
-
-
-def budget_summary(trainer) -> dict | None:
-    from dlcv.budget import TimeBudget
-
-    found = [c for c in trainer.callbacks if isinstance(c, TimeBudget)]
-    return found[0].summary(trainer) if found else None

@@ -52,7 +52,7 @@ class RunFolder:
         return self.summary_file.is_file()
 
     # What the report reads, once per folder: the files as they were when first read.
-    recipe = functools.cached_property(lambda self: self.read_recipe())
+    raw_recipe = functools.cached_property(lambda self: self.read_recipe())
     metrics = functools.cached_property(lambda self: self.read_metrics())
     summary = functools.cached_property(lambda self: self.read_summary())
     resolved = functools.cached_property(lambda self: self.read_resolved())
@@ -64,21 +64,36 @@ class RunFolder:
         later command wrote into the recipe (e.g. ``ssl``)."""
         from dlcv.models.registry import model_kind
 
-        return str(self.recipe.get("task") or model_kind(str(self.model_name)) or "unknown")
+        return str(self.raw_recipe.get("task") or model_kind(str(self.model_name)) or "unknown")
+
+    @functools.cached_property
+    def recipe(self):
+        """The run's recipe, typed by its task's schema (an older run's file over today's defaults); one line
+        naming the file when it does not load."""
+        from dlcv.config import load_recipe
+        from dlcv.recipes import RECIPES
+
+        if self.task not in RECIPES:
+            raise DlcvError(f"{self.recipe_file}: a recipe of no known task ({self.task!r})")
+        return load_recipe(RECIPES[self.task], self.recipe_file)
 
     @property
     def model_name(self) -> str | None:
-        return (self.recipe.get("model") or {}).get("name")
+        """The model's registered name (BYOL's trunk: its architecture), as the file says."""
+        model = self.raw_recipe.get("model") or {}
+        return model.get("name") or model.get("arch")
 
     @property
     def num_classes(self) -> int | None:
         """The class count the run trained with (a run from before resolved.json: its recipe's)."""
-        return self.resolved.get("num_classes", (self.recipe.get("data") or {}).get("num_classes"))
+        if "num_classes" in self.resolved or self.task != "classify":
+            return self.resolved.get("num_classes")
+        return self.recipe.data.num_classes
 
     @property
     def precision(self) -> str | None:
         """The precision the run trained in (``auto`` resolved for its hardware)."""
-        return self.resolved.get("precision", (self.recipe.get("train") or {}).get("precision"))
+        return self.resolved.get("precision", self.recipe.train.precision)
 
     @property
     def synthetic(self) -> bool:

@@ -206,6 +206,22 @@ def _sam_sources(predictions, ids: list[str], images, sam_masks) -> dict[str, Pa
     return sources
 
 
+def _regions(runner, name: str, source: Path, mask: Path, shape: tuple[int, int]) -> list:
+    """SAM's (region, predicted IoU) pairs for image ``name``: from ``runner`` on the image ``source``, or without
+    one from the records of an earlier ``sam masks`` (``source`` is then its JSON file); ``mask`` the predicted
+    mask of that image, of ``shape``, which a mismatched image is reported against."""
+    from dlcv.data.images import decode_image
+
+    if runner is None:
+        return read_sam_records(source, shape)
+    image = decode_image(source)
+    if image.shape[:2] != shape:
+        raise DlcvError(f"{mask}: mask is {shape[1]}x{shape[0]} but the image "
+                        f"{source.name} is {image.shape[1]}x{image.shape[0]}")
+    records, _ = runner.generate(name, image)
+    return [(decode_rle(r["segmentation"]), float(r["predicted_iou"])) for r in records]
+
+
 def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
            images: str | os.PathLike | None = None, sam_masks: str | os.PathLike | None = None,
            labels: str | os.PathLike | None = None, model_type: str | None = None,
@@ -213,7 +229,6 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
            device: str | None = None) -> dict:
     """Refine every predicted ``NNNN_mask.png`` by SAM's regions, from a checkpoint run on ``images``
     or from the ``NNNN.json`` files of an earlier ``sam masks`` (``sam_masks``); returns refine.json's data."""
-    from dlcv.data.images import decode_image
     from dlcv.io import write_json
 
     if (checkpoint is None) == (sam_masks is None):
@@ -235,15 +250,7 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     with staged_folder(output, overwrite, inputs=inputs, kind="set of refined masks") as staging:
         for name in ids:
             classes = read_mask(predicted[name], codec)
-            if runner is not None:
-                image = decode_image(sources[name])
-                if image.shape[:2] != classes.shape:
-                    raise DlcvError(f"{predicted[name]}: mask is {classes.shape[1]}x{classes.shape[0]} but the image "
-                                    f"{sources[name].name} is {image.shape[1]}x{image.shape[0]}")
-                records, _ = runner.generate(name, image)
-                regions = [(decode_rle(r["segmentation"]), float(r["predicted_iou"])) for r in records]
-            else:
-                regions = read_sam_records(sources[name], classes.shape)
+            regions = _regions(runner, name, sources[name], predicted[name], classes.shape)
             refined, used = refine_classes(classes, regions, settings.min_predicted_iou,
                                            settings.min_area)
             write_mask(staging / f"{name}_mask.png", refined)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv import fitting
 from dlcv.data.masks import (
     CLASS_NAMES,
     SCORED_CLASSES,
@@ -23,8 +24,8 @@ from dlcv.data.masks import (
     write_png,
 )
 from dlcv.errors import DlcvError
-from dlcv.fitting import Fit
 from dlcv.io import atomic_write, check_output_folder, check_output_path, figures_folder, staged_folder
+from dlcv.runs import RunFolder
 from dlcv.runtime import usable_cpus
 
 
@@ -114,60 +115,59 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
 
 
 # --- fit ---------------------------------------------------------------------------------------------
-class SegmentFit(Fit):
-    """``segment fit``: a segmentation model on satellite pairs; masks through training; the best
-    checkpoint's graded mIoU on the validation folder when a holdout share of train chose it."""
-
-    def __init__(self, data: str | os.PathLike):
-        from dlcv.recipes import SegmentRecipe
-
-        super().__init__(data)
-        self.recipe_type = SegmentRecipe
-
-    def check(self, recipe) -> None:
-        self.progress_at = recipe.snapshots()
-
-    def make_data(self, recipe, plan):
+def _data(root: str | os.PathLike):
+    def make(recipe, plan):
         from dlcv.data.seg_batches import SegmentationData
         from dlcv.runtime import retain_freed_memory
 
         retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
-        return SegmentationData(self.data, recipe.data, recipe.seed, plan)
+        return SegmentationData(root, recipe.data, recipe.seed, plan)
+    return make
 
-    def make_task(self, recipe, data, plan):
-        from dlcv.tasks.segmentation import SegmentationTask
 
-        return SegmentationTask(recipe, plan)
+def _task(recipe, data, plan):
+    from dlcv.tasks.segmentation import SegmentationTask
 
-    def callbacks(self, recipe, data, run_dir: Path, plan) -> list:
-        from dlcv.data.seg_batches import model_input
-        from dlcv.tasks.progress import MaskProgress
+    return SegmentationTask(recipe, plan)
 
-        if not self.progress_at:
-            return []
-        ids, images, masks = data.progress_images(recipe.progress.images)
-        return [MaskProgress(run_dir, self.progress_at, ids, images, masks, lambda x: model_input(x, recipe.data),
-                             recipe.train.val_tta, plan)]
 
-    def complete_summary(self, summary: dict, recipe, task, data, run_dir: Path) -> str | None:
-        from dlcv.metrics.segmentation import class_iou, mean_iou
+def _progress(recipe, data, run_dir: Path, plan) -> list:
+    """Masks through training at ``progress.epochs`` (none when the recipe asks for none)."""
+    from dlcv.data.seg_batches import model_input
+    from dlcv.tasks.progress import MaskProgress
 
-        summary["train_size"], summary["eval_size"] = recipe.data.train_size, recipe.data.eval_size
-        matrix = task.final_confusion
-        if matrix is None:
-            return None
+    epochs = recipe.snapshots()
+    if not epochs:
+        return []
+    ids, images, masks = data.progress_images(recipe.progress.images)
+    return [MaskProgress(run_dir, epochs, ids, images, masks, lambda x: model_input(x, recipe.data),
+                         recipe.train.val_tta, plan)]
+
+
+def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
+    """The sizes trained and scored at; the best checkpoint's graded mIoU on the validation folder when a holdout
+    share of train chose it."""
+    from dlcv.metrics.segmentation import class_iou, mean_iou
+
+    summary["train_size"], summary["eval_size"] = recipe.data.train_size, recipe.data.eval_size
+    matrix, final_line = task.final_confusion, None
+    if matrix is not None:
         fv = {"folder": str(data.final.folder), "mean_iou": mean_iou(matrix),
               "iou": [float(v) for v in class_iou(matrix)]}
         summary["final_validation"] = fv
-        return (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe.train.tta}): "
-                f"{fv['mean_iou']:.4f} (not used for any choice)")
+        final_line = (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe.train.tta}): "
+                      f"{fv['mean_iou']:.4f} (not used for any choice)")
+    return fitting.selection_summary(summary, recipe, trainer, task, run, final_line)
 
 
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False) -> Path:
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
-    return SegmentFit(data).run(config, runs_dir, name, overrides, overwrite, resume)
+    from dlcv.recipes import SegmentRecipe
+
+    command = fitting.Command(SegmentRecipe, data, _data(data), _task, _summarize, make_callbacks=_progress)
+    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------

@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dlcv import fitting
 from dlcv.errors import DlcvError
-from dlcv.fitting import Fit, budget_summary, trained_epochs
 from dlcv.io import check_output_path
-from dlcv.runs import RunFolder, read_json
-from dlcv.runtime import is_primary_process
+from dlcv.runs import RunFolder
 
 BACKBONE_FILE = "backbone.pt"
 KNN_FIGURE = "knn_curve"
@@ -23,71 +22,44 @@ INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
 
 
 # --- pre-training -----------------------------------------------------------------------------------------
-class PretrainFit(Fit):
-    """``ssl pretrain``: BYOL on an unlabelled folder, with the kNN monitor on a labelled one."""
-
-    def __init__(self, data: str | os.PathLike, monitor: str | os.PathLike | None):
-        if monitor is not None and not Path(monitor).is_dir():
-            raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
-        from dlcv.recipes import ByolRecipe
-
-        super().__init__(data, inputs=(monitor,))
-        self.monitor, self.recipe_type = monitor, ByolRecipe
-
-    def make_data(self, recipe, plan):
+def _data(folder: str | os.PathLike, monitor: str | os.PathLike | None):
+    def make(recipe, plan):
         from dlcv.data.office import UnlabelledImages
 
-        return UnlabelledImages(self.data, recipe.data, recipe.views, recipe.seed, self.monitor,
-                                recipe.monitor.max_bank, plan)
+        return UnlabelledImages(folder, recipe.data, recipe.views, recipe.seed, monitor, recipe.monitor.max_bank, plan)
+    return make
 
-    def make_task(self, recipe, data, plan):
-        from dlcv.tasks.byol import BYOLTask
 
-        return BYOLTask(recipe, monitored=self.monitor is not None, plan=plan)
+def _task(recipe, data, plan):
+    from dlcv.tasks.byol import BYOLTask
 
-    def trainer_options(self, task) -> dict:
-        return {} if self.monitor is not None else {"limit_val_batches": 0}
+    return BYOLTask(recipe, monitored=data.monitor is not None, plan=plan)
 
-    def before_fit(self, task, data, run_dir: Path, resumed: bool) -> None:
-        from dlcv.io import write_json
 
-        init = run_dir / INIT_FILE
-        self.at_init = read_json(init).get("knn_acc") if init.is_file() else None
-        if self.monitor is None or resumed or not is_primary_process():
-            return
-        # The monitor before any training, with batch-norm statistics of the pre-training images (see
-        # BYOLTask.knn_untrained): the per-epoch curve is read against this value, not against chance.
-        untrained = task.knn_untrained(data)
-        self.at_init = untrained["knn_acc"]
-        write_json(run_dir / INIT_FILE, untrained)
-        print(f"kNN accuracy of the untrained trunk: {self.at_init:.4f} (batch-norm statistics of the pre-training "
-              f"images; {untrained['knn_acc_unit_bn']:.4f} with none)", flush=True)
+def _knn_at_init(recipe, data, run_dir: Path, plan) -> list:
+    from dlcv.tasks.byol import KnnAtInit
 
-    def finish(self, recipe, trainer, task, data, run_dir: Path, fit_seconds: float) -> None:
-        """The trunk as ``backbone.pt``, the kNN curve and ``summary.json``."""
-        from dlcv.models.transfer import export_backbone
-        from dlcv.viz.curves import monitor_label, plot_knn_curve
+    return [KnnAtInit(run_dir / INIT_FILE, data)]
 
-        arch = recipe.model.arch
-        export_backbone(task.backbone, arch, run_dir / BACKBONE_FILE, seed=recipe.seed)
-        run = RunFolder(run_dir)
-        metrics = run.read_metrics()
-        curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
-        losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
-        summary = {"name": recipe.name, "arch": arch, "epochs": trained_epochs(trainer, task),
-                   "images": len(data.images), "fit_seconds": round(fit_seconds, 1),
-                   **({"budget": budget_summary(trainer)} if recipe.train.budget else {}),
-                   "final_train_loss": _last(losses),
-                   "knn_acc_at_init": self.at_init, "knn_acc": curve, "final_knn_acc": _last(curve),
-                   "knn_monitor": str(self.monitor) if self.monitor is not None else None,
-                   "backbone": str(run_dir / BACKBONE_FILE)}
-        if curve:
-            summary["knn_figure"] = str(plot_knn_curve(curve, run_dir / KNN_FIGURE, recipe.name, self.at_init,
-                                                       monitor_label(Path(self.monitor))))
-        run.write_summary(summary)
-        knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
-        print(f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run_dir / BACKBONE_FILE}",
-              flush=True)
+
+def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
+    """The trunk as ``backbone.pt``, the kNN curve, and the run's pre-training figures."""
+    from dlcv.models.transfer import export_backbone
+    from dlcv.viz.curves import monitor_label, plot_knn_curve
+
+    arch, backbone = recipe.model.arch, run.path / BACKBONE_FILE
+    export_backbone(task.backbone, arch, backbone, seed=recipe.seed)
+    metrics = run.read_metrics()
+    curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
+    losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
+    summary.update({"arch": arch, "images": len(data.images), "final_train_loss": _last(losses),
+                    "knn_acc": curve, "final_knn_acc": _last(curve),
+                    "knn_monitor": str(data.monitor) if data.monitor is not None else None, "backbone": str(backbone)})
+    if curve:
+        summary["knn_figure"] = str(plot_knn_curve(curve, run.path / KNN_FIGURE, recipe.name,
+                                                   summary["knn_acc_at_init"], monitor_label(Path(data.monitor))))
+    knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
+    return [f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {backbone}"]
 
 
 def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor: str | os.PathLike | None = None,
@@ -100,7 +72,13 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     per epoch), ``last.ckpt`` / ``best.ckpt``, ``backbone.pt`` (the last epoch's online trunk),
     ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
     """
-    return PretrainFit(data, monitor).run(config, runs_dir, name, overrides, overwrite, resume)
+    from dlcv.recipes import ByolRecipe
+
+    if monitor is not None and not Path(monitor).is_dir():
+        raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
+    command = fitting.Command(ByolRecipe, data, _data(data, monitor), _task, _summarize, make_callbacks=_knn_at_init,
+                              inputs=(monitor,), trainer_options={} if monitor is not None else {"limit_val_batches": 0})
+    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 
 def _last(values: list[float]) -> float | None:
@@ -133,7 +111,7 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
     """Fine-tune setting A-E on the Office-Home folder ``data``; a normal classification run folder."""
     from dlcv.classify import fit
     from dlcv.config import load_recipe
-    from dlcv.models.transfer import load_backbone
+    from dlcv.models.transfer import load_backbone, transfer_arch
     from dlcv.recipes import FinetuneRecipe
 
     setting = setting.upper()
@@ -141,8 +119,7 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
     if name is None and config is None:
         name = f"finetune_{setting}"
     if backbone is not None and not resume:  # a file of another architecture fails before any work
-        arch = load_recipe(FinetuneRecipe, config, overrides).model.args.get("arch", "resnet50")
-        load_backbone(backbone, arch)
+        load_backbone(backbone, transfer_arch(load_recipe(FinetuneRecipe, config, overrides).model))
     return fit(config, data, runs_dir=runs_dir, name=name, overrides=(*overrides, *extra), overwrite=overwrite,
                resume=resume, recipe_type=FinetuneRecipe)
 
@@ -157,8 +134,7 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
     if not isinstance(model, TransferResNet):
         raise DlcvError(f"{checkpoint}: a {recipe.model.name!r} model; only resnet_transfer checkpoints "
                         "hold a torchvision ResNet trunk to export")
-    return export_backbone(model.backbone, recipe.model.args.get("arch", "resnet50"), output,
-                           seed=recipe.seed)
+    return export_backbone(model.backbone, model.arch, output, seed=recipe.seed)
 
 
 # --- prediction -------------------------------------------------------------------------------------------

@@ -74,25 +74,31 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
         if "supervised" in needs:
             backbones["supervised"] = _relative(data, recipe.backbones.supervised) or \
                 _supervised_backbone(table_dir, supervised_recipe, data / recipe.data.supervised, clock)
-
-        rows = []
-        for setting in recipe.settings:
-            pretraining, tuning = SSL_SETTINGS[setting]
-            run_dir = table_dir / setting
-            if RunFolder(run_dir).finished:
-                clock.skip(setting)
-                say(f"setting {setting}: reusing {run_dir}")
-            else:
-                say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
-                finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
-                         overrides=(f"model.args.arch={arch}", *clock.budget(setting)), **_resume_or_restart(run_dir))
-            rows.append(_table_row(setting, run_dir, backbones[pretraining]))
+        rows = [_setting(setting, table_dir, office, backbones, finetune_recipe, arch, clock)
+                for setting in recipe.settings]
         result = {"name": recipe.name, "arch": arch, "rows": rows, "note": FROZEN_NOTE,
                   "seconds": round(time.perf_counter() - start, 1)}
         if is_primary_process():
             write_table(table_dir, result)
         barrier()
         return table_dir
+
+
+def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, finetune_recipe: Path | None, arch: str,
+             clock: TableClock) -> dict:
+    """Fine-tune ``setting`` from its backbone (or reuse its finished run); return its row of the table."""
+    from dlcv.recipes import SSL_SETTINGS
+
+    pretraining, tuning = SSL_SETTINGS[setting]
+    run_dir = table_dir / setting
+    if RunFolder(run_dir).finished:
+        clock.skip(setting)
+        say(f"setting {setting}: reusing {run_dir}")
+    else:
+        say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
+        finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
+                 overrides=(f"model.args.arch={arch}", *clock.budget(setting)), **_resume_or_restart(run_dir))
+    return _table_row(setting, run_dir, backbones[pretraining])
 
 
 def _table_recipe(config: str | os.PathLike | None, data: str | os.PathLike | None, name: str | None,
@@ -142,16 +148,17 @@ def _shared_arch(finetune_recipe: Path | None, pretrain_recipe: Path | None, sup
     """The one trunk architecture of the table: the fine-tuning recipe's, which the pre-training recipes
     must agree with (a backbone of another architecture could not be loaded into it)."""
     from dlcv.config import load_recipe
+    from dlcv.models.transfer import transfer_arch
     from dlcv.recipes import ByolRecipe, ClassifyRecipe, FinetuneRecipe
 
-    arch = load_recipe(FinetuneRecipe, finetune_recipe).model.args.get("arch", "resnet50")
+    arch = transfer_arch(load_recipe(FinetuneRecipe, finetune_recipe).model)
     if pretrain_recipe is not None:
         other = load_recipe(ByolRecipe, pretrain_recipe).model.arch
         if other != arch:
             raise DlcvError(f"{pretrain_recipe}: pre-trains a {other} but {finetune_recipe} fine-tunes a {arch}")
     if supervised_recipe is not None:
         model = load_recipe(ClassifyRecipe, supervised_recipe).model
-        other = model.args.get("arch", "resnet50")
+        other = transfer_arch(model)
         if model.name != "resnet_transfer" or other != arch:
             raise DlcvError(f"{supervised_recipe}: the supervised backbone must be a resnet_transfer {arch}, "
                             f"got {model.name} {other}")

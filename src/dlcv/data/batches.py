@@ -156,6 +156,10 @@ class InMemoryData(L.LightningDataModule):
         """What the run trains on, for its first line."""
         raise NotImplementedError
 
+    def resolved(self) -> dict:
+        """What the data decides of the run (its class count), recorded in ``resolved.json``."""
+        return {}
+
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The set the chosen checkpoint is scored on once, after fit (None: none)."""
         return None if self.final is None else (self.final.x, self.final.y)
@@ -281,6 +285,9 @@ class ClassificationData(InMemoryData):
 
     def _optional_csv(self, key: str) -> Path | None:
         return self.root / getattr(self.cfg, key) if getattr(self.cfg, key) else None
+
+    def resolved(self) -> dict:
+        return {"num_classes": self.num_classes}
 
     def describe(self) -> str:
         return (f"{len(self.train)} training images, {len(self.val)} validation images, "

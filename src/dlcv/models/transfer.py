@@ -124,6 +124,7 @@ class TransferResNet(Classifier):
     def __init__(self, num_classes: int, arch: str = "resnet50", backbone_weights: str | None = None,
                  freeze: bool = False, head: str = "linear", head_hidden: int = 1000, head_dropout: float = 0.5):
         super().__init__()
+        self.arch = arch
         self.backbone = load_backbone(backbone_weights, arch) if backbone_weights else resnet_trunk(arch)[0]
         self.feature_dim = self.backbone.inplanes  # torchvision's ResNet: layer4's width, what its fc read
         if head == "linear":
@@ -152,3 +153,10 @@ class TransferResNet(Classifier):
 def resnet_transfer(num_classes: int, **kwargs) -> Classifier:
     """A torchvision ResNet (arch) from a backbone file or random, frozen or not, with a linear or MLP head."""
     return TransferResNet(num_classes, **kwargs)
+
+
+def transfer_arch(model) -> str:
+    """The ResNet of a recipe's ``resnet_transfer`` model section (``model.args.arch``, else the builder's default)."""
+    import inspect
+
+    return model.args.get("arch", inspect.signature(TransferResNet).parameters["arch"].default)

@@ -96,7 +96,15 @@ def trace_model(model, example) -> Trace:
     return Trace(model, shapes, started, _shape_text(output))
 
 
-def build_for_run(recipe: dict, num_classes: int | None = None):
+def input_side(recipe) -> int | None:
+    """The side of the square images a run's model takes: segmentation's ``eval_size``, a classifier's
+    ``input_size`` or the course's 32; None for a task with no architecture shown."""
+    if recipe.task == "segment":
+        return recipe.data.eval_size
+    return (recipe.data.input_size or 32) if recipe.task == "classify" else None
+
+
+def build_for_run(recipe, num_classes: int | None = None):
     """``(model, input description, trace)`` for a run's recipe and class count, without any pretrained
     weights (the structure is what is shown)."""
     import torch
@@ -105,19 +113,15 @@ def build_for_run(recipe: dict, num_classes: int | None = None):
     from dlcv.data.masks import NUM_CLASSES
     from dlcv.models import create_model
 
-    task = recipe.get("task")
-    spec = recipe.get("model") or {}
-    data = recipe.get("data") or {}
-    if task == "segment":
-        num_classes, side = NUM_CLASSES, int(data.get("eval_size") or 512)
-    elif task == "classify":
-        num_classes, side = int(num_classes or data.get("num_classes") or 50), int(data.get("input_size") or 32)
-    else:
-        raise DlcvError(f"run {recipe.get('name')!r}: no architecture for task {task!r}")
+    task, side = recipe.task, input_side(recipe)
+    if side is None:
+        raise DlcvError(f"run {recipe.name!r}: no architecture for task {task!r}")
+    num_classes = NUM_CLASSES if task == "segment" else num_classes or 50
+
     def build(device: str):
         with torch.device(device):
-            model = create_model(str(spec.get("name")), num_classes=num_classes, kind=task,
-                                 **rebuild_args(dict(spec.get("args") or {})))
+            model = create_model(recipe.model.name, num_classes=num_classes, kind=task,
+                                 **rebuild_args(dict(recipe.model.args)))
             return model, trace_model(model, torch.zeros(1, 3, side, side))
 
     # On the meta device the forward pass computes shapes without any arithmetic (an FCN32s at 512

@@ -44,89 +44,87 @@ def _number(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
-def describe_optimiser(optim: dict) -> str:
-    name = str(optim.get("name", "?"))
-    parts = [f"{OPTIMISER_NAMES.get(name, name)}, lr {_number(optim.get('lr'))}"]
-    if name == "sgd":
-        parts.append(f"momentum {_number(optim.get('momentum'))}" + (" (Nesterov)" if optim.get("nesterov") else ""))
-    elif "betas" in optim:
-        parts.append(f"betas {tuple(optim['betas'])}")
-    parts.append(f"weight decay {_number(optim.get('weight_decay', 0))}")
+def describe_model(recipe) -> str:
+    """The recipe's model: BYOL's trunk, or a registered name with its arguments."""
+    if recipe.task == "ssl_pretrain":
+        return recipe.model.arch
+    args = ", ".join(f"{k}={v}" for k, v in recipe.model.args.items() if v is not None)
+    return recipe.model.name + (f" ({args})" if args else "")
+
+
+def describe_optimiser(optim) -> str:
+    """The recipe's ``optim`` section in words."""
+    parts = [f"{OPTIMISER_NAMES.get(optim.name, optim.name)}, lr {_number(optim.lr)}"]
+    if optim.name in ("sgd", "lars"):
+        parts.append(f"momentum {_number(optim.momentum)}"
+                     + (" (Nesterov)" if optim.nesterov and optim.name == "sgd" else ""))
+    else:
+        parts.append(f"betas {tuple(optim.betas)}")
+    parts.append(f"weight decay {_number(optim.weight_decay)}")
     return ", ".join(parts)
 
 
-def describe_schedule(schedule: dict) -> str:
-    name = str(schedule.get("name", "?"))
+def describe_schedule(schedule) -> str:
+    """The recipe's ``schedule`` section in words."""
+    name = schedule.name
     if name == "onecycle":
-        text = (f"one-cycle: from lr/{_number(schedule.get('div_factor'))} up to lr over the first "
-                f"{float(schedule.get('pct_start', 0)):.0%} of steps, then {schedule.get('anneal')} down to "
-                f"lr/{_number(float(schedule.get('div_factor', 1)) * float(schedule.get('final_div_factor', 1)))}")
+        text = (f"one-cycle: from lr/{_number(schedule.div_factor)} up to lr over the first "
+                f"{schedule.pct_start:.0%} of steps, then {schedule.anneal} down to "
+                f"lr/{_number(schedule.div_factor * schedule.final_div_factor)}")
     elif name == "multistep":
-        marks = schedule.get("milestones") or []
-        where = "shares of the run" if marks and all(float(m) < 1 for m in marks) else "epochs"
-        text = f"multistep at {where} {marks}, gamma {_number(schedule.get('gamma'))}"
+        marks = schedule.milestones
+        where = "shares of the run" if marks and all(m < 1 for m in marks) else "epochs"
+        text = f"multistep at {where} {marks}, gamma {_number(schedule.gamma)}"
     elif name == "cosine_restarts":
-        text = (f"cosine with warm restarts, first period {schedule.get('restart_epochs')} epochs, "
-                f"each next x{schedule.get('restart_mult')}")
+        text = (f"cosine with warm restarts, first period {schedule.restart_epochs} epochs, "
+                f"each next x{schedule.restart_mult}")
     elif name == "poly":
-        text = f"poly, power {_number(schedule.get('power'))}"
+        text = f"poly, power {_number(schedule.power)}"
     else:
         text = name
-    if int(schedule.get("warmup_epochs") or 0) and name != "onecycle":
-        text += f", {schedule['warmup_epochs']} warm-up epochs"
+    if schedule.warmup_epochs and name != "onecycle":
+        text += f", {_number(schedule.warmup_epochs)} warm-up epochs"
     return text
 
 
-def describe_augmentation(recipe: dict) -> str:
-    data = recipe.get("data") or {}
-    parts = []
-    if recipe.get("views"):  # BYOL's two views
-        return "two views, " + ", ".join(f"{k} {_number(v)}" for k, v in recipe["views"].items())
-    if recipe.get("task") == "segment":
-        scale = data.get("scale") or [1, 1]
-        parts.append(f"random scaled crop (side {scale[0]:g}-{scale[1]:g} of the image) to {data.get('train_size')} px")
-        if data.get("flip"):
-            parts.append("flips")
-        if data.get("rot90"):
-            parts.append("90-degree turns")
-        parts.append("image and mask by one affine per sample")
-    else:
-        if data.get("input_size"):
-            parts.append(f"resized to {data['input_size']} px")
-        if data.get("crop_padding"):
-            parts.append(f"random crop with {data['crop_padding']}-px padding")
-        if data.get("flip"):
-            parts.append("horizontal flip")
-        if data.get("cutout"):
-            parts.append(f"cutout {data['cutout']} px")
-        if str(data.get("auto_augment", "none")) != "none":
-            parts.append(str(data["auto_augment"]))
-        if float(data.get("mixup_alpha") or 0) > 0:
-            parts.append(f"mixup (alpha {_number(data['mixup_alpha'])})")
-        if float(data.get("cutmix_alpha") or 0) > 0:
-            parts.append(f"cutmix (alpha {_number(data['cutmix_alpha'])})")
-    return ", ".join(parts) or "none"
+def describe_augmentation(recipe) -> str:
+    """A training recipe's augmentation in words: BYOL's views, segmentation's joint crops, or classification's."""
+    if recipe.task == "ssl_pretrain":
+        return "two views, " + ", ".join(f"{k} {_number(v)}" for k, v in recipe.views.model_dump().items())
+    data, parts = recipe.data, []
+    if recipe.task == "segment":
+        low, high = data.scale
+        parts.append(f"random scaled crop (side {low:g}-{high:g} of the image) to {data.train_size} px")
+        parts += ["flips"] * data.flip + ["90-degree turns"] * data.rot90
+        return ", ".join([*parts, "image and mask by one affine per sample"])
+    optional = [(data.input_size, f"resized to {data.input_size} px"),
+                (data.crop_padding, f"random crop with {data.crop_padding}-px padding"),
+                (data.flip, "horizontal flip"), (data.cutout, f"cutout {data.cutout} px"),
+                (data.auto_augment != "none", data.auto_augment),
+                (data.mixup_alpha > 0, f"mixup (alpha {_number(data.mixup_alpha)})"),
+                (data.cutmix_alpha > 0, f"cutmix (alpha {_number(data.cutmix_alpha)})")]
+    return ", ".join(text for wanted, text in optional if wanted) or "none"
 
 
-def describe_loss(recipe: dict) -> str:
-    if recipe.get("byol"):
-        byol = recipe["byol"]
+def describe_loss(recipe) -> str:
+    """A training recipe's loss in words."""
+    if recipe.task == "ssl_pretrain":
         return (f"BYOL: negative cosine similarity of prediction and target, both views; target momentum "
-                f"{_number(byol.get('momentum'))} rising to 1")
-    if recipe.get("task") == "segment":
-        loss = recipe.get("loss") or {}
-        text = " + ".join(LOSS_NAMES.get(part, part) for part in str(loss.get("name", "ce")).split("+"))
+                f"{_number(recipe.byol.momentum)} rising to 1")
+    if recipe.task == "segment":
+        loss = recipe.loss
+        text = " + ".join(LOSS_NAMES.get(part, part) for part in loss.name.split("+"))
         if "focal" in text:
-            text += f" (gamma {_number(loss.get('focal_gamma'))})"
-        if float(loss.get("label_smoothing") or 0):
-            text += f", label smoothing {_number(loss['label_smoothing'])}"
-        if loss.get("class_weights"):
-            text += f", class weights {loss['class_weights']}"
+            text += f" (gamma {_number(loss.focal_gamma)})"
+        if loss.label_smoothing:
+            text += f", label smoothing {_number(loss.label_smoothing)}"
+        if loss.class_weights:
+            text += f", class weights {loss.class_weights}"
         return text
-    train = recipe.get("train") or {}
-    text = "focal (gamma " + _number(train.get("focal_gamma")) + ")" if train.get("loss") == "focal" else "cross-entropy"
-    if float(train.get("label_smoothing") or 0):
-        text += f", label smoothing {_number(train['label_smoothing'])}"
+    train = recipe.train
+    text = f"focal (gamma {_number(train.focal_gamma)})" if train.loss == "focal" else "cross-entropy"
+    if train.label_smoothing:
+        text += f", label smoothing {_number(train.label_smoothing)}"
     return text
 
 
@@ -136,35 +134,34 @@ def selection(run: RunFolder) -> str:
         return "the kNN monitor's accuracy (knn_acc)"
     if run.summary.get("selected_on"):
         return str(run.summary["selected_on"])
-    data = run.recipe.get("data") or {}
-    holdout = float(data.get("holdout") or 0)
-    return f"holdout {holdout:.0%} of training" if holdout > 0 else str(data.get("validation"))
+    if run.recipe.task == "ssl_pretrain":
+        return "the last epoch (no kNN monitor)"
+    data = run.recipe.data
+    return f"holdout {data.holdout:.0%} of training" if data.holdout > 0 else str(data.validation)
 
 
 def recipe_table(run: RunFolder) -> Table:
     """The run's recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, early
     stopping, read from its resolved recipe.yaml (and how many epochs it ran, from its metrics)."""
     recipe = run.recipe
-    train, data, model = recipe.get("train") or {}, recipe.get("data") or {}, recipe.get("model") or {}
-    args = ", ".join(f"{k}={v}" for k, v in (model.get("args") or {}).items() if v is not None)
-    patience = int(train.get("early_stopping_patience") or 0)
+    train, patience = recipe.train, recipe.train.early_stopping_patience
     ran = run.summary.get("epochs") or (run.metrics[-1]["epoch"] if run.metrics else None)
     rows = [
-        ["model", f"{model.get('name') or model.get('arch')}" + (f" ({args})" if args else "")],
-        ["optimiser", describe_optimiser(recipe.get("optim") or {})],
-        ["schedule", describe_schedule(recipe.get("schedule") or {})],
+        ["model", describe_model(recipe)],
+        ["optimiser", describe_optimiser(recipe.optim)],
+        ["schedule", describe_schedule(recipe.schedule)],
         ["loss", describe_loss(recipe)],
         ["augmentation", describe_augmentation(recipe)],
-        ["batch size", str(data.get("batch_size"))],
-        ["epochs", f"{ran} trained in a budget of {train['budget']} (planned from the measured speed)"
-         if train.get("budget") else f"{train.get('epochs')} planned, {ran} trained"],
+        ["batch size", str(recipe.data.batch_size)],
+        ["epochs", f"{ran} trained in a budget of {train.budget} (planned from the measured speed)"
+         if train.budget else f"{train.epochs} planned, {ran} trained"],
         ["early stopping", f"patience {patience} epochs" if patience else "none (best epoch kept)"],
         ["checkpoint selected on", selection(run)],
     ]
-    if float(train.get("ema_decay") or 0) > 0:
-        rows.append(["weight averaging", f"EMA, decay {_number(train['ema_decay'])}"])
-    if "tta" in train:
-        rows.append(["test-time augmentation", str(train["tta"])])
+    if train.ema_decay > 0:
+        rows.append(["weight averaging", f"EMA, decay {_number(train.ema_decay)}"])
+    if recipe.task != "ssl_pretrain":
+        rows.append(["test-time augmentation", train.tta])
     rows.append(["precision", str(run.precision)])
     if run.summary.get("fit_seconds") is not None:
         rows.append(["training time", f"{float(run.summary['fit_seconds']) / 60:.1f} min"])
@@ -175,12 +172,11 @@ def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """A layer table (by forward hooks on a dummy input) and a block diagram of the run's model; the
     same model with the same arguments is drawn once."""
     from dlcv.errors import DlcvError
-    from dlcv.report.architecture import build_for_run
+    from dlcv.report.architecture import build_for_run, input_side
     from dlcv.viz.architecture import plot_block_diagram
 
-    data, name = run.recipe.get("data") or {}, run.model_name
-    key = repr((run.recipe.get("task"), run.recipe.get("model") or {}, run.num_classes, data.get("eval_size"),
-                data.get("input_size")))
+    recipe, name = run.recipe, run.model_name
+    key = repr((recipe.task, recipe.model.model_dump(), run.num_classes, input_side(recipe)))
     heading = Heading(f"Architecture of {run.name}", 4)
     if key in ctx.drawn:
         return [heading, Text(f"The same network as {ctx.drawn[key]} above.", note=True)]

@@ -11,7 +11,9 @@ online trunk's features on a labelled set every epoch: ``knn_acc``.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from lightly.loss import NegativeCosineSimilarity
@@ -114,6 +116,30 @@ class BYOLTask(BaseTask):
         calibrate_batch_norm(trunk, spread(data.images, calibration_images), prepare, batch, device)
         result["knn_acc"] = monitor_knn(trunk_features(trunk, data.monitor_x, prepare, batch, device), rows, self.knn_k)
         return {k: float(np.float32(v)) for k, v in result.items()}
+
+
+class KnnAtInit(L.Callback):
+    """The kNN monitor before any training, with batch-norm statistics of the pre-training images (see
+    ``BYOLTask.knn_untrained``): the per-epoch curve is read against this value, not against chance. Measured
+    once, when a run starts (not when it resumes), into the JSON file ``path``."""
+
+    def __init__(self, path: Path, data):
+        self.path, self.data = path, data
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.data.monitor is None or trainer.ckpt_path is not None or not trainer.is_global_zero:
+            return
+        from dlcv.io import write_json
+
+        untrained = pl_module.knn_untrained(self.data)
+        write_json(self.path, untrained)
+        print(f"kNN accuracy of the untrained trunk: {untrained['knn_acc']:.4f} (batch-norm statistics of the "
+              f"pre-training images; {untrained['knn_acc_unit_bn']:.4f} with none)", flush=True)
+
+    def summary_fields(self) -> dict:
+        from dlcv.runs import read_json
+
+        return {"knn_acc_at_init": read_json(self.path).get("knn_acc") if self.path.is_file() else None}
 
 
 def spread(images: torch.Tensor, count: int) -> torch.Tensor:

@@ -77,6 +77,9 @@ class EmbeddingSnapshots(ChosenEpochs):
         self.prepare, self.batch_size = prepare, batch_size
         self.seconds: dict[str, float] = {}  # time spent per snapshot file, for the run's summary
 
+    def summary_fields(self) -> dict:
+        return {"snapshot_seconds": self.seconds}
+
     def on_train_epoch_end(self, trainer, pl_module):
         if not self.due(trainer):
             return

@@ -24,8 +24,7 @@ PANELS = [
 
 def role(run: RunFolder) -> str:
     """``model_b`` for a network starting from pretrained weights, ``model_a`` for one from scratch."""
-    model = run.recipe.get("model") or {}
-    args = model.get("args") or {}
+    args = run.recipe.model.args
     return "model_b" if any(args.get(k) for k in WEIGHT_ARGS) else "model_a"
 
 
