@@ -105,10 +105,10 @@ def test_the_schemas_names_are_the_registries_names():
 
     assert tuple(OPTIMIZERS) == recipes.OPTIMIZERS and tuple(SCHEDULES) == recipes.SCHEDULES
     assert tuple(PIXEL_LOSSES) == recipes.PIXEL_LOSSES
-    from dlcv.tasks.classification import TTA_PASSES
-    from dlcv.tasks.segmentation import TTA_VIEWS
+    from dlcv.tasks.classification import TTA_VIEWS as CLASSIFY_TTA
+    from dlcv.tasks.segmentation import TTA_VIEWS as SEGMENT_TTA
 
-    assert tuple(TTA_PASSES) == recipes.TTA_MODES and tuple(TTA_VIEWS) == recipes.SEG_TTA_MODES
+    assert tuple(CLASSIFY_TTA) == recipes.TTA_MODES and tuple(SEGMENT_TTA) == recipes.SEG_TTA_MODES
     assert recipes.describe_field(recipes.Optim.model_fields["name"]) == f"one of {', '.join(OPTIMIZERS)}"
 
 

@@ -337,7 +337,7 @@ def test_frozen_encoder_stages_get_no_gradient_and_keep_their_batch_norm_statist
 
 def test_pixel_losses_reach_their_knobs():
     from dlcv.recipes import SegmentLoss
-    from dlcv.tasks.losses import DiceLoss, FocalLoss, SumOfLosses, build_pixel_loss
+    from dlcv.tasks.losses import FocalLoss, SumOfLosses, build_pixel_loss
 
     logits, target = torch.randn(2, 7, 8, 8), torch.randint(0, 7, (2, 8, 8))
 
@@ -350,7 +350,7 @@ def test_pixel_losses_reach_their_knobs():
     weighted = loss(name="ce", class_weights=weights)
     assert torch.equal(weighted.weight, torch.tensor(weights, dtype=torch.float32))
     perfect = torch.nn.functional.one_hot(target, 7).permute(0, 3, 1, 2).float() * 50
-    assert DiceLoss()(perfect, target).item() < 1e-3
+    assert loss(name="dice")(perfect, target).item() < 1e-3 < loss(name="dice")(-perfect, target).item()
     both = loss(name="ce+dice", dice_weight=0.5)
     assert isinstance(both, SumOfLosses) and both.weights == {"ce": 1.0, "dice": 0.5}
     assert isinstance(loss(name="focal", focal_gamma=2), FocalLoss)

@@ -359,6 +359,17 @@ def test_table_reuses_finished_runs(table_run, ssl_data, capsys):
     assert stamps == {s: (folder / s / "summary.json").stat().st_mtime_ns for s in "ABCDE"}
 
 
+def test_a_resumed_setting_keeps_its_backbone(table_run, ssl_data, capsys):
+    """A setting's backbone and freezing are part of its run: resuming it from another backbone is one line."""
+    folder, _ = table_run
+    rows = {r["setting"]: r for r in json.loads((folder / "table.json").read_text())["rows"]}
+    stamp = (folder / "C" / "summary.json").stat().st_mtime_ns
+    code, _, err = run_cli(capsys, "ssl", "finetune", "--setting", "C", "--data", ssl_data / "office", "--backbone",
+                           rows["B"]["backbone"], "--runs-dir", folder, "--name", "C", "--resume")
+    assert code == 2 and "model.args.backbone_weights cannot change on resume" in err, err
+    assert (folder / "C" / "summary.json").stat().st_mtime_ns == stamp
+
+
 def test_predictions_keep_the_input_csv_order_with_empty_labels(table_run, ssl_data, tmp_path, capsys):
     folder, _ = table_run
     names = ["2_1.jpg", "0_0.jpg", "1_2.jpg", "0_2.jpg"]

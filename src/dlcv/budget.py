@@ -1,18 +1,18 @@
 """Training to a time budget: the whole command (data, training, validation, snapshots, final scoring,
 summary) ends within ``train.budget`` on whatever machine runs it.
 
-The speed is measured over the first steps, and the plan is the number of optimiser steps that, with
-each epoch's fixed cost (validation, checkpoints, snapshots) and the final scoring after fit, ends by
-the deadline. The learning-rate schedules (and BYOL's momentum) run over the planned steps
-(``dlcv.plan.Plan``, which the task, the data and the callbacks were given), and the plan is made again at every epoch's end from the latest measured
-speed (and within the first epoch each time the steps measured double), so the schedule always
-finishes. The final scoring is priced from the validations: once the kernels are warm, one validation
-batch is also predicted as the final scoring predicts (its test-time augmentation), and that time, with
-the validation step's own added as a bound on the metric's part, scales the measured validation. The
-run stops when the planned steps are done, in the middle of an epoch if that is where they end (that
-epoch is validated as usual): the number of epochs is a result. A resumed run goes on with the budget
-its earlier commands left (the plan is in its checkpoint); one given a new budget (``--resume --budget``)
-plans within that from the resumed command's start.
+The speed is measured over the first steps, and the plan is the number of optimiser steps that, with each
+epoch's fixed cost (validation, checkpoints, snapshots) and the final scoring after fit, ends by the deadline.
+The learning-rate schedules (and BYOL's momentum) run over the planned steps (``dlcv.plan.Plan``, which the
+task, the data and the callbacks were given), and the plan is made again at every epoch's end from the latest
+measured speed (and within the first epoch each time the steps measured double), so the schedule always
+finishes. The final scoring is priced from the validations: once the kernels are warm, one validation batch is
+also predicted as the final scoring predicts (its test-time augmentation), and that time, with the validation
+step's own added as a bound on the metric's part, scales the measured validation. The run stops when the
+planned steps are done, in the middle of an epoch if that is where they end (that epoch is validated as
+usual): the number of epochs is a result. A resumed run goes on with the budget its earlier commands left (the
+plan is in its checkpoint); one given a new budget (``--resume --budget``) plans within that from the resumed
+command's start.
 In a multi-process run the first process plans and every process follows the same plan.
 """
 
@@ -57,15 +57,15 @@ class TimeBudget(L.Callback):
     """Plans the run's steps to end by the deadline and stops it there (see the module's text).
 
     ``started``: ``time.perf_counter()`` when the command began; ``plan``: the run's, begun at the recipe's
-    epochs when the fit starts, re-planned here; ``val_guess``: one validation's time as a share of a training epoch's, until one is
-    measured; ``final_ratio``: the final scoring's time as a multiple of one validation's, until the probe
-    has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring);
+    epochs when the fit starts, re-planned here; ``val_guess``: one validation's time as a share of a training
+    epoch's, until one is measured; ``final_ratio``: the final scoring's time as a multiple of one validation's,
+    until the probe has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring);
     ``anew``: a resumed run given a new budget, which counts from ``started`` whatever the earlier commands spent;
     ``reference_epochs``: the epochs the recipe's figure needed, which a plan of fewer warns of.
     """
 
-    def __init__(self, seconds: float, started: float, plan: Plan, val_guess: float, final_ratio: float, final_images: float = 0.0, say=print, anew: bool = False,
-                 reference_epochs: float | None = None):
+    def __init__(self, seconds: float, started: float, plan: Plan, val_guess: float, final_ratio: float,
+                 final_images: float = 0.0, say=print, anew: bool = False, reference_epochs: float | None = None):
         self.seconds, self.started, self.plan, self.anew = float(seconds), started, plan, anew
         self.reference_epochs = reference_epochs
         self.val_guess, self.final_ratio = val_guess, final_ratio

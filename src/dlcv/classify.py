@@ -62,14 +62,16 @@ def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> li
 
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
-        resume: bool = False, recipe_type: type | None = None) -> Path:
-    """Train a classifier from a recipe; return the run folder. ``resume`` continues an interrupted
-    run of the same name from its last checkpoint (model, optimiser, schedule, EMA, early stopping, epoch).
-    ``recipe_type``: whose defaults the file and overrides apply to (``ClassifyRecipe`` when None)."""
+        resume: bool = False, recipe_type: type | None = None, fixed: tuple[str, ...] = ()) -> Path:
+    """Train a classifier from a recipe (a file, or one built as a ``recipe_type``); return the run folder.
+    ``resume`` continues an interrupted run of the same name from its last checkpoint (model, optimiser,
+    schedule, EMA, early stopping, epoch). ``recipe_type``: whose defaults the file and overrides apply to
+    (``ClassifyRecipe`` when None); ``fixed``: keys the caller set on a built recipe, which a resume must find
+    unchanged."""
     from dlcv.recipes import ClassifyRecipe
 
     command = fitting.Command(recipe_type or ClassifyRecipe, data, _data(data), _task, _summarize,
-                              make_callbacks=_snapshots)
+                              make_callbacks=_snapshots, fixed=fixed)
     return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 

@@ -62,17 +62,19 @@ class Command:
     make_callbacks: Callable = no_callbacks
     inputs: tuple = ()
     trainer_options: dict = field(default_factory=dict)
+    fixed: tuple[str, ...] = ()  # recipe keys the command sets itself, which a resumed run must find unchanged
 
 
 def fit(command: Command, config: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
-        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
+        resume: bool = False) -> Path:
     """Train ``command`` from a recipe; return the run folder (``resume``: continue the run of that name; with a
     ``train.budget`` override, within that new budget from now). The run folder is locked (``RunLock``) from its
     first check until the fit ends."""
     from dlcv.runs import RunLock, check_run_dir, override_keys, run_recipe
 
     start = time.perf_counter()  # a time budget counts from here
-    recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume)
+    recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume, command.fixed)
     inputs = (command.data, *command.inputs)
     with RunLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
         lock.take()

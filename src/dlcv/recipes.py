@@ -120,7 +120,8 @@ def format_duration(seconds: float) -> str:
 
 def is_folder_name(v) -> bool:
     """A plain folder name: no path separator, no control character, not ``.`` or ``..``."""
-    return isinstance(v, str) and 0 < len(v) <= 255 and v not in (".", "..") and "/" not in v and "\\" not in v and v.isprintable()
+    return (isinstance(v, str) and 0 < len(v) <= 255 and v not in (".", "..") and "/" not in v and "\\" not in v
+            and v.isprintable())
 
 
 Duration = checked(str, lambda v: parse_duration(v) is not None, "a duration such as 20m, 1h30m, 90s or 1.5h")
@@ -357,7 +358,8 @@ class ClassifyRecipe(Training):
     def _padding(self):
         side = self.data.image_size
         if side is not None and self.data.crop_padding >= side:
-            raise RecipeError("data.crop_padding", crop_padding_error(self.data.crop_padding, f"data.image_size {side}"))
+            raise RecipeError("data.crop_padding",
+                              crop_padding_error(self.data.crop_padding, f"data.image_size {side}"))
         return self
 
 
@@ -559,8 +561,8 @@ class TableRecipe(Recipe):
     finetune: str | None = key(None, "fine-tuning recipe shared by all five settings (null: the built-in defaults)")
     backbones: Backbones = section(Backbones)
     data: TableData = section(TableData)
-    settings: Annotated[list[Literal[tuple(SSL_SETTINGS)]], Field(min_length=1), Wants("a non-empty list of A-E")] = key(
-        ["A", "B", "C", "D", "E"], "the settings to run, of A-E")
+    settings: Annotated[list[Literal[tuple(SSL_SETTINGS)]], Field(min_length=1),
+                        Wants("a non-empty list of A-E")] = key(list(SSL_SETTINGS), "the settings to run, of A-E")
     budget: Duration | None = key(None, "end the whole table within this time (2h): each run it trains gets its share "
                                   "of what is left when it starts")
     shares: Shares = section(Shares)
@@ -672,7 +674,8 @@ def keys_markdown(tasks: list[str] | None = None) -> str:
                     key, ([], {}, leaf.description, {}))
                 row[0].append(task)
                 row[1].setdefault(describe_field(leaf), []).append(task)
-                row[3].setdefault(f"{default:g}" if isinstance(default, float) else json.dumps(default), []).append(task)
+                shown = f"{default:g}" if isinstance(default, float) else json.dumps(default)
+                row[3].setdefault(shown, []).append(task)
 
     def cell(values: dict, where: list, everywhere: set, code: bool) -> str:
         quote = "`" if code else ""

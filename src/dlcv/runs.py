@@ -264,14 +264,19 @@ def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
     return check_output_folder(Path(runs_dir) / name, overwrite, inputs, need_parent=False)
 
 
-def run_recipe(kind: type, config: str | os.PathLike | None, overrides: tuple[str, ...], name: str | None,
-               runs_dir: str | os.PathLike, resume: bool):
-    """The recipe (of type ``kind``) a training command runs: the defaults, then the file, then the overrides,
-    renamed to ``name`` when given; with ``resume``, the one saved in that run's folder, so that the resumed run
-    trains exactly what the interrupted one did (an error if there is nothing to resume)."""
+def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
+               runs_dir: str | os.PathLike, resume: bool, fixed: tuple[str, ...] = ()):
+    """The recipe (of type ``kind``) a training command runs: the defaults, then ``config`` (a recipe file, or a
+    recipe already built as a ``kind``), then the overrides, renamed to ``name`` when given; with ``resume``, the
+    one saved in that run's folder, so that the resumed run trains exactly what the interrupted one did (an error
+    if there is nothing to resume, or if an override or a ``fixed`` key, one the caller set on ``config``, differs
+    from it)."""
     from dlcv.config import load_recipe
 
-    recipe = load_recipe(kind, config, overrides)
+    if isinstance(config, kind):
+        recipe = load_recipe(kind, None, overrides, base=config.model_dump())
+    else:
+        recipe = load_recipe(kind, config, overrides)
     if name:
         check_run_name(name)  # before the recipe takes it: one line, not the schema's exception
         recipe.name = name
@@ -284,7 +289,7 @@ def run_recipe(kind: type, config: str | os.PathLike | None, overrides: tuple[st
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
     saved = load_recipe(kind, run.recipe_file, base=recipe.model_dump())
     saved.name = run.path.name  # the folder named is the run resumed, whatever name its recipe saved
-    return resumed_recipe(run, saved, recipe, overrides)
+    return resumed_recipe(run, saved, recipe, (*override_keys(overrides), *fixed))
 
 
 RESUME_KEYS = ("train.epochs", "train.budget")  # what --set (or --budget) may change on --resume
@@ -295,17 +300,16 @@ def override_keys(overrides: tuple[str, ...]) -> list[str]:
     return [item.split("=", 1)[0].strip() for item in overrides]
 
 
-def resumed_recipe(run: RunFolder, saved, given, overrides: tuple[str, ...]):
-    """The recipe that ``--resume`` trains: ``saved`` (the run's own), with the ``RESUME_KEYS`` that the
-    overrides change taken from ``given`` (the recipe of the command's file and overrides). Refused in one
-    line: an override that changes any other key; ``train.epochs`` no more than the epochs trained; and a
+def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
+    """The recipe that ``--resume`` trains: ``saved`` (the run's own), with the ``RESUME_KEYS`` among ``keys`` (the
+    keys the command sets: its overrides) taken from ``given`` (the recipe of the command's file and overrides).
+    Refused in one line: a change to any other key; ``train.epochs`` no more than the epochs trained; and a
     resume with nothing to train: a finished run (``summary.json``) without more epochs or a new budget, or
     a run whose budget is spent without a new one (``--budget``, counted from the resume's start). These
     exit 2 like any error: the command was asked to train and would not, which a script must learn."""
     from dlcv.config import lookup
     from dlcv.recipes import format_duration, parse_duration
 
-    keys = override_keys(overrides)
     recipe, changed = saved.model_copy(deep=True), []
     for key in keys:
         value = lookup(given, key)

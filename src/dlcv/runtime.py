@@ -57,7 +57,8 @@ def inference_autocast(device, precision: str):
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         return torch.autocast("cuda", dtype=dtype, enabled=not precision.startswith(("32", "64")))
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16") and cpu_computes_bf16_fast())
+    fast = precision.startswith("bf16") and cpu_computes_bf16_fast()
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast)
 
 
 def is_primary_process() -> bool:

@@ -232,7 +232,8 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     from dlcv.io import write_json
 
     if (checkpoint is None) == (sam_masks is None):
-        raise DlcvError("give either --checkpoint (with --images) to run SAM, or --sam-masks FOLDER from `dlcv sam masks`")
+        raise DlcvError("give either --checkpoint (with --images) to run SAM, "
+                        "or --sam-masks FOLDER from `dlcv sam masks`")
     if checkpoint is not None and images is None:
         raise DlcvError("--checkpoint needs --images: the satellite images SAM runs on")
     recipe = sam_recipe(config, overrides, model_type)

@@ -76,8 +76,9 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
 
     if monitor is not None and not Path(monitor).is_dir():
         raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
+    unmonitored = {"limit_val_batches": 0}  # no validation loop at all
     command = fitting.Command(ByolRecipe, data, _data(data, monitor), _task, _summarize, make_callbacks=_knn_at_init,
-                              inputs=(monitor,), trainer_options={} if monitor is not None else {"limit_val_batches": 0})
+                              inputs=(monitor,), trainer_options={} if monitor is not None else unmonitored)
     return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 
@@ -86,9 +87,12 @@ def _last(values: list[float]) -> float | None:
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------------
-def setting_overrides(setting: str, backbone: str | os.PathLike | None) -> list[str]:
-    """The recipe keys that make a fine-tuning recipe setting ``setting`` (A-E): which backbone file it
-    starts from and whether the trunk is frozen. Nothing else differs between the settings."""
+SETTING_KEYS = ("model.args.backbone_weights", "model.args.freeze")  # all that differs between the settings
+
+
+def setting_recipe(recipe, setting: str, backbone: str | os.PathLike | None):
+    """A copy of the fine-tuning recipe ``recipe`` that trains setting ``setting`` (A-E): the backbone file it
+    starts from and whether the trunk is frozen (``SETTING_KEYS``). Nothing else differs between the settings."""
     from dlcv.recipes import SSL_SETTINGS
 
     if setting not in SSL_SETTINGS:
@@ -98,30 +102,36 @@ def setting_overrides(setting: str, backbone: str | os.PathLike | None) -> list[
         raise DlcvError(f"setting {setting} trains from random weights; give no --backbone")
     if pretraining != "none":
         if backbone is None:
-            raise DlcvError(f"setting {setting} starts from a {pretraining.replace('_', '-')} backbone: give --backbone FILE")
+            raise DlcvError(f"setting {setting} starts from a {pretraining.replace('_', '-')} backbone: "
+                            "give --backbone FILE")
         if not Path(backbone).is_file():
             raise DlcvError(f"{backbone}: no such backbone file")
-    weights = "null" if backbone is None else str(Path(backbone).resolve())
-    return [f"model.args.backbone_weights={weights}", f"model.args.freeze={'true' if tuning == 'frozen' else 'false'}"]
+    recipe = recipe.model_copy(deep=True)
+    recipe.model.args = {**recipe.model.args,
+                         "backbone_weights": None if backbone is None else str(Path(backbone).resolve()),
+                         "freeze": tuning == "frozen"}
+    return recipe
 
 
 def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike | None = None,
-             config: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs", name: str | None = None,
+             config=None, runs_dir: str | os.PathLike = "runs", name: str | None = None,
              overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
-    """Fine-tune setting A-E on the Office-Home folder ``data``; a normal classification run folder."""
+    """Fine-tune setting A-E on the Office-Home folder ``data``; a normal classification run folder. ``config``: a
+    recipe file, a ``FinetuneRecipe`` already built (``ssl table``'s), or None for the defaults."""
     from dlcv.classify import fit
     from dlcv.config import load_recipe
     from dlcv.models.transfer import load_backbone, transfer_arch
     from dlcv.recipes import FinetuneRecipe
 
     setting = setting.upper()
-    extra = setting_overrides(setting, backbone)
+    base = config if isinstance(config, FinetuneRecipe) else load_recipe(FinetuneRecipe, config, overrides)
+    recipe = setting_recipe(base, setting, backbone)
     if name is None and config is None:
         name = f"finetune_{setting}"
     if backbone is not None and not resume:  # a file of another architecture fails before any work
-        load_backbone(backbone, transfer_arch(load_recipe(FinetuneRecipe, config, overrides).model))
-    return fit(config, data, runs_dir=runs_dir, name=name, overrides=(*overrides, *extra), overwrite=overwrite,
-               resume=resume, recipe_type=FinetuneRecipe)
+        load_backbone(backbone, transfer_arch(recipe.model))
+    return fit(recipe, data, runs_dir=runs_dir, name=name, overrides=overrides, overwrite=overwrite, resume=resume,
+               recipe_type=FinetuneRecipe, fixed=SETTING_KEYS)
 
 
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:

@@ -53,7 +53,7 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     pretrain_recipe, supervised_recipe, finetune_recipe = (_relative(config.parent, getattr(recipe, key))
                                                            for key in ("pretrain", "supervised", "finetune"))
     office = data / recipe.data.office
-    arch = _shared_arch(finetune_recipe, pretrain_recipe, supervised_recipe)
+    tuning = _tuning_recipe(finetune_recipe, pretrain_recipe, supervised_recipe)
     table_dir = Path(runs_dir) / str(recipe.name)
     with RunLock(table_dir, what="table") as lock:  # one process fills a table folder at a time
         lock.take()
@@ -74,9 +74,8 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
         if "supervised" in needs:
             backbones["supervised"] = _relative(data, recipe.backbones.supervised) or \
                 _supervised_backbone(table_dir, supervised_recipe, data / recipe.data.supervised, clock)
-        rows = [_setting(setting, table_dir, office, backbones, finetune_recipe, arch, clock)
-                for setting in recipe.settings]
-        result = {"name": recipe.name, "arch": arch, "rows": rows, "note": FROZEN_NOTE,
+        rows = [_setting(setting, table_dir, office, backbones, tuning, clock) for setting in recipe.settings]
+        result = {"name": recipe.name, "arch": tuning.model.args["arch"], "rows": rows, "note": FROZEN_NOTE,
                   "seconds": round(time.perf_counter() - start, 1)}
         if is_primary_process():
             write_table(table_dir, result)
@@ -84,9 +83,9 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
         return table_dir
 
 
-def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, finetune_recipe: Path | None, arch: str,
-             clock: TableClock) -> dict:
-    """Fine-tune ``setting`` from its backbone (or reuse its finished run); return its row of the table."""
+def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, base, clock: TableClock) -> dict:
+    """Fine-tune ``setting`` from its backbone with the fine-tuning recipe ``base`` (or reuse its finished run);
+    return its row of the table."""
     from dlcv.recipes import SSL_SETTINGS
 
     pretraining, tuning = SSL_SETTINGS[setting]
@@ -96,8 +95,8 @@ def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, finet
         say(f"setting {setting}: reusing {run_dir}")
     else:
         say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
-        finetune(setting, office, backbones[pretraining], finetune_recipe, runs_dir=table_dir, name=setting,
-                 overrides=(f"model.args.arch={arch}", *clock.budget(setting)), **_resume_or_restart(run_dir))
+        finetune(setting, office, backbones[pretraining], base, runs_dir=table_dir, name=setting,
+                 overrides=clock.budget(setting), **_resume_or_restart(run_dir))
     return _table_row(setting, run_dir, backbones[pretraining])
 
 
@@ -144,14 +143,16 @@ def _table_row(setting: str, run_dir: Path, backbone: Path | None) -> dict:
     }
 
 
-def _shared_arch(finetune_recipe: Path | None, pretrain_recipe: Path | None, supervised_recipe: Path | None) -> str:
-    """The one trunk architecture of the table: the fine-tuning recipe's, which the pre-training recipes
-    must agree with (a backbone of another architecture could not be loaded into it)."""
+def _tuning_recipe(finetune_recipe: Path | None, pretrain_recipe: Path | None, supervised_recipe: Path | None):
+    """The fine-tuning recipe every setting starts from, its trunk architecture (``model.args.arch``) the table's
+    one, which the pre-training recipes must agree with (a backbone of another architecture could not be loaded
+    into it)."""
     from dlcv.config import load_recipe
     from dlcv.models.transfer import transfer_arch
     from dlcv.recipes import ByolRecipe, ClassifyRecipe, FinetuneRecipe
 
-    arch = transfer_arch(load_recipe(FinetuneRecipe, finetune_recipe).model)
+    tuning = load_recipe(FinetuneRecipe, finetune_recipe)
+    arch = transfer_arch(tuning.model)
     if pretrain_recipe is not None:
         other = load_recipe(ByolRecipe, pretrain_recipe).model.arch
         if other != arch:
@@ -162,7 +163,8 @@ def _shared_arch(finetune_recipe: Path | None, pretrain_recipe: Path | None, sup
         if model.name != "resnet_transfer" or other != arch:
             raise DlcvError(f"{supervised_recipe}: the supervised backbone must be a resnet_transfer {arch}, "
                             f"got {model.name} {other}")
-    return arch
+    tuning.model.args = {**tuning.model.args, "arch": arch}  # the default made explicit, as the runs record it
+    return tuning
 
 
 class TableClock:

@@ -503,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``dlcv`` command; a ``DlcvError`` is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)

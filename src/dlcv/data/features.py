@@ -26,6 +26,8 @@ _SNAPSHOT_NAME = re.compile(rf"^({TRAINING_SUBSET})?epoch_(\d+)\.npz$")
 
 @dataclass
 class FeatureSet:
+    """One feature file: (N, D) features, their labels, optional file names and the epoch they were taken at."""
+
     features: np.ndarray  # (N, D) float
     labels: np.ndarray  # (N,) int
     filenames: list[str] | None = None

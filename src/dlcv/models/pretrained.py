@@ -25,7 +25,8 @@ def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: 
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             if key.startswith(classifier_prefixes):
                 continue  # the old head; it is replaced anyway
-            raise DlcvError(f"{source}: {key} has shape {tuple(value.shape)} but the model's has {tuple(own[key].shape)}")
+            raise DlcvError(f"{source}: {key} has shape {tuple(value.shape)} "
+                            f"but the model's has {tuple(own[key].shape)}")
         usable[key] = value
     missing = [k for k in own if k not in usable and not k.startswith(classifier_prefixes)
                and not k.endswith("num_batches_tracked")]

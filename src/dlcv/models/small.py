@@ -113,6 +113,8 @@ class AlexNet(Classifier):
 
 # --- ResNet for 32x32 (3x3 stem, no stem pooling) ------------------------------------------------
 class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 convolutions with batch norm, and a projected shortcut where the shape changes."""
+
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)

@@ -56,6 +56,7 @@ class Section:
 
 
 def cell_text(value, digits: int) -> str:
+    """A table cell's text: a dash for a missing value, yes/no, a float to ``digits`` places, else ``str``."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, bool):
@@ -130,9 +131,11 @@ def _html_table(table: Table) -> str:
                and any(_is_number(r[i]) for r in table.rows) for i in range(len(table.columns))]
     head = "".join(f'<th{" class=num" if n else ""}>{html.escape(c)}</th>' for c, n in zip(table.columns, numeric))
     body = "\n".join(("<tr class=mark>" if i in table.marked else "<tr>")
-                     + "".join(_html_cell(v, table.digits, "td") for v in row) + "</tr>" for i, row in enumerate(table.rows))
+                     + "".join(_html_cell(v, table.digits, "td") for v in row) + "</tr>"
+                     for i, row in enumerate(table.rows))
     caption = f'<p class="caption">{html.escape(table.caption)}</p>' if table.caption else ""
-    return f'{caption}<div class="table-wrap"><table><thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody></table></div>'
+    return (f'{caption}<div class="table-wrap"><table><thead><tr>{head}</tr></thead>\n'
+            f'<tbody>{body}</tbody></table></div>')
 
 
 def png_width(path: Path) -> int:
@@ -150,6 +153,7 @@ def _data_uri(path: Path) -> str:
 
 
 def render_html(title: str, meta: str, sections: list[Section]) -> str:
+    """The self-contained HTML page: the title, the line of what it was built from, a link bar and the sections."""
     parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{html.escape(meta)}</p>']
     if sections:
         links = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)

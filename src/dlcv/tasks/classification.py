@@ -11,27 +11,29 @@ from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 
 INIT_IMAGES = 5000  # training images a data-dependent initialisation reads
-TTA_PASSES = {"none": 1, "flip": 2, "flip_shift": 6}  # the model's forward passes per image in predict_logits
+# Each test-time augmentation's views: (the window of the image reflect-padded by one pixel, None for the image
+# itself; its weight; with its mirror). ``flip_shift`` adds the image shifted diagonally by one pixel either way at
+# half weight, as airbench does. One forward pass per view and mirror.
+TTA_VIEWS = {"none": ((None, 1.0, False),), "flip": ((None, 1.0, True),),
+             "flip_shift": ((None, 1.0, True), (0, 0.5, True), (2, 0.5, True))}
+
+
+def tta_passes(tta: str) -> int:
+    """The model's forward passes per image under the test-time augmentation ``tta``."""
+    return sum(1 + mirrored for _, _, mirrored in TTA_VIEWS[tta])
 
 
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -> torch.Tensor:
-    """The model's logits under test-time augmentation ``tta``.
-
-    ``flip`` averages the image and its mirror; ``flip_shift`` adds both, shifted diagonally by one
-    pixel either way (reflect padding) at half weight, as airbench does: 6 passes instead of 2.
-    """
-    logits = model(x)
-    if tta == "none":
-        return logits
-    logits = logits + model(x.flip(3))
-    if tta == "flip":
-        return logits / 2
+    """The model's logits under test-time augmentation ``tta`` (``TTA_VIEWS``): the weighted mean over its views."""
+    views, total = TTA_VIEWS[tta], None
     h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    for offset in (0, 2):
-        view = padded[:, :, offset : offset + h, offset : offset + w]
-        logits = logits + 0.5 * (model(view) + model(view.flip(3)))
-    return logits / 4
+    for offset, weight, mirrored in views:
+        padded = x if offset is None else F.pad(x, (1, 1, 1, 1), mode="reflect")
+        view = x if offset is None else padded[:, :, offset : offset + h, offset : offset + w]
+        logits = model(view) + model(view.flip(3)) if mirrored else model(view)
+        term = logits if weight == 1 else weight * logits
+        total = term if total is None else total + term
+    return total / sum(weight * (1 + mirrored) for _, weight, mirrored in views)
 
 
 def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -41,6 +43,8 @@ def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -
 
 
 class ClassificationTask(BaseTask):
+    """A classifier on the recipe's model: soft-target loss (smoothing, focal, mixed batches), accuracy, flip TTA."""
+
     monitor, mode = "val_acc", "max"
 
     def __init__(self, recipe, num_classes: int, plan=None):
@@ -60,7 +64,7 @@ class ClassificationTask(BaseTask):
         return self.model(x)
 
     def passes(self, tta: str) -> int:
-        return TTA_PASSES[tta]
+        return tta_passes(tta)
 
     def setup(self, stage: str) -> None:
         # A data-dependent initialisation (dlcv_net's whitening stem), from the first training images as

@@ -1,4 +1,5 @@
-"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice, Lovasz, and sums of them."""
+"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice and Lovasz (smp's), and
+sums of them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dlcv.errors import DlcvError
 class FocalLoss(nn.Module):
     """Lin et al.'s focal loss: ``-alpha_c (1 - p_t)^gamma log p_t``, mean over pixels.
 
-    ``alpha``: a per-class weight list (or None); one report used it against the rare Rangeland class.
+    ``alpha``: a per-class weight list (or None); one report used it against the rare Rangeland class. Kept
+    beside smp's ``FocalLoss``, which is one-vs-rest sigmoid focal without per-class weights.
     """
 
     def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None):
@@ -29,25 +31,9 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
-class DiceLoss(nn.Module):
-    """Soft multi-class Dice: ``1 - mean_c 2|P_c G_c| / (|P_c| + |G_c|)`` over the batch's pixels,
-    averaged over the classes present in the batch's ground truth or predicted mass."""
-
-    def __init__(self, smooth: float = 1.0):
-        super().__init__()
-        self.smooth = float(smooth)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        probs = F.softmax(logits.float(), dim=1)
-        onehot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-        dims = (0, 2, 3)
-        inter = (probs * onehot).sum(dims)
-        total = probs.sum(dims) + onehot.sum(dims)
-        dice = (2 * inter + self.smooth) / (total + self.smooth)
-        return 1 - dice.mean()
-
-
 class SumOfLosses(nn.Module):
+    """A weighted sum of pixel losses (``ce+dice``, ``ce+lovasz``): each part by name, times its weight."""
+
     def __init__(self, parts: dict[str, nn.Module], weights: dict[str, float]):
         super().__init__()
         self.parts = nn.ModuleDict(parts)
@@ -59,24 +45,24 @@ class SumOfLosses(nn.Module):
 
 # Loss name -> builder of (recipe's loss section, class weights or None); a recipe may sum several.
 PIXEL_LOSSES = {
-    "ce": lambda cfg, weights: nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32) if weights else None,
-                                                   label_smoothing=cfg.label_smoothing),
+    "ce": lambda cfg, weights: nn.CrossEntropyLoss(
+        weight=torch.tensor(weights, dtype=torch.float32) if weights else None, label_smoothing=cfg.label_smoothing),
     "focal": lambda cfg, weights: FocalLoss(cfg.focal_gamma, weights),
-    "dice": lambda cfg, weights: DiceLoss(),
-    "lovasz": lambda cfg, weights: _lovasz(),
+    "dice": lambda cfg, weights: _smp_loss("DiceLoss"),  # soft Dice over the classes present
+    "lovasz": lambda cfg, weights: _smp_loss("LovaszLoss"),  # Lovasz-softmax (Berman et al.), an IoU surrogate
 }
 
 
-def _lovasz() -> nn.Module:
-    """The Lovasz-softmax loss (Berman et al., 2018): a smooth surrogate of each class's IoU, averaged over
-    the classes present (segmentation_models_pytorch's implementation), in float32."""
-    from segmentation_models_pytorch.losses import LovaszLoss
+def _smp_loss(name: str) -> nn.Module:
+    """segmentation_models_pytorch's multiclass loss ``name``, computed in float32 (under autocast the logits
+    may be bf16)."""
+    from segmentation_models_pytorch import losses
 
-    class Lovasz(LovaszLoss):
+    class Float32(getattr(losses, name)):
         def forward(self, logits, target):
             return super().forward(logits.float(), target)
 
-    return Lovasz("multiclass")
+    return Float32("multiclass")
 
 
 def build_pixel_loss(cfg, num_classes: int) -> nn.Module:

@@ -44,6 +44,8 @@ def miou_from_confusion(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 class SegmentationTask(BaseTask):
+    """A segmenter on the recipe's model: its pixel loss, the per-epoch mIoU of classes 0-5, TTA by views."""
+
     monitor, mode = "val_miou", "max"
 
     def __init__(self, recipe, plan=None):

@@ -35,7 +35,8 @@ def short_name(name: str, width: int) -> str:
     return shown if shown == name else "…" + shown
 
 
-def plot_block_diagram(blocks: list[tuple[str, str, str, int]], title: str, stem: Path, max_per_row: int = 6) -> list[Path]:
+def plot_block_diagram(blocks: list[tuple[str, str, str, int]], title: str, stem: Path,
+                       max_per_row: int = 6) -> list[Path]:
     """``blocks``: (name, type, output shape, parameters) in call order, drawn left to right in rows of
     at most ``max_per_row`` (rows balanced) with arrows between them. Writes ``stem.png``."""
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch

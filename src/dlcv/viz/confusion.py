@@ -12,6 +12,7 @@ from dlcv.viz.embedding import _pyplot
 
 def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "Confusion matrix",
                    class_names: list[str] | None = None) -> None:
+    """Draw confusion matrix ``cm`` (true classes in rows) with row-normalised colours to ``path``."""
     plt = _pyplot()
     n = cm.shape[0]
     names = class_names or [str(i) for i in range(n)]

@@ -63,7 +63,8 @@ def plot_curves(rows: list[dict], panels: list[CurvePanel], title: str, stem: Pa
         ax.grid(alpha=0.25)
         ax.xaxis.get_major_locator().set_params(integer=True)
         if len(panel.columns) > 3:  # many series: the legend goes under the panel, off the lines
-            dark = {"facecolor": "#3a3a3a", "labelcolor": "white", "framealpha": 1} if panel.dark else {"frameon": False}
+            dark = ({"facecolor": "#3a3a3a", "labelcolor": "white", "framealpha": 1} if panel.dark
+                    else {"frameon": False})
             ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, **dark)
         else:
             ax.legend(fontsize=8, loc="best", framealpha=0.85)

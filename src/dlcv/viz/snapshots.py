@@ -77,8 +77,8 @@ def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", 
         start = time.perf_counter()
         if method == "pca":
             layouts = pca_series(features) if aligned else [pca_series([f])[0] for f in features]
-            note = ("Each panel's own PCA, rotated to match the last (orthogonal Procrustes)." if aligned and len(sets) > 1
-                    else "Each panel's own PCA.")
+            note = ("Each panel's own PCA, rotated to match the last (orthogonal Procrustes)."
+                    if aligned and len(sets) > 1 else "Each panel's own PCA.")
         else:
             options = TSNEOptions(perplexity=perplexity)
             layouts = tsne_series(features, options) if aligned else [tsne_series([f], options)[0] for f in features]

@@ -40,6 +40,7 @@ def validation_accuracy(run: RunFolder) -> tuple[float | None, str]:
 
 
 def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
+    """The run's confusion matrix on the validation images as a figure (none when it wrote none)."""
     from dlcv.viz.confusion import plot_confusion
 
     matrix = RunFolder(run.path).read_confusion()
@@ -52,6 +53,7 @@ def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
 
 
 def embedding_blocks(run: RunFolder, ctx: ReportContext) -> list:
+    """PCA and t-SNE of the run's snapshots with their 10-NN accuracy and silhouette (none without snapshots)."""
     if not list((run.path / "embeddings").glob("epoch_*.npz")):
         return []
     folder = embedding_figures(run, ctx, "pca,tsne")
@@ -91,6 +93,7 @@ def _accuracy_rows(runs: list[RunFolder]) -> list[list]:
 
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
+    """Problem 1's section: every classification run (not a table's settings) beside the course; None without one."""
     # The fine-tuning runs of a dlcv ssl table belong to the self-supervised section.
     mine = [r for r in runs if r.task == "classify" and table_folder(r) is None]
     if not mine:
@@ -100,7 +103,8 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     section.blocks += [
         Table(["run", "role", "model", "epochs", "best val_acc", "validation accuracy", "measured on",
                "course reports (range)"], _accuracy_rows(mine),
-              caption="Accuracy of each run's best checkpoint; the course's numbers are on its 50-class validation set"),
+              caption="Accuracy of each run's best checkpoint; the course's numbers are on its 50-class "
+                      "validation set"),
     ]
     course = comparison_rows("classification", ("model_a", "model_b"), [r for r in mine if comparable(r)], role,
                              lambda run: validation_accuracy(run)[0])

@@ -27,6 +27,7 @@ def masks_folders(root: Path) -> list[Path]:
 
 
 def masks_blocks(folder: Path, ctx: ReportContext) -> list:
+    """A ``dlcv sam masks`` output: its settings, speed and overlay figure."""
     summary = read_json(folder / MASKS_SUMMARY)
     figure = ctx.copy_figure(folder / str(summary.get("figure", "figure.png")), folder, "sam_masks")
     chosen = ", ".join(map(str, summary.get("figure_images", []))) or "the chosen images"
@@ -43,6 +44,7 @@ def masks_blocks(folder: Path, ctx: ReportContext) -> list:
 
 
 def refine_blocks(folder: Path) -> list:
+    """A ``dlcv sam refine`` output: what changed, and the per-class IoU before and after where it was scored."""
     result = read_json(folder / REFINE_FILE)
     blocks = [Heading(f"{folder.name}: predictions refined by SAM's regions", 3)]
     per_image = result.get("per_image") or {}
@@ -66,6 +68,7 @@ def refine_blocks(folder: Path) -> list:
 
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
+    """The SAM section from the SAM outputs under the runs folder; None without any."""
     masks, refined = masks_folders(ctx.root), find_outputs(ctx.root, REFINE_FILE)
     if not masks and not refined:
         return None

@@ -53,6 +53,7 @@ def colour_table() -> Table:
 
 
 def progress_blocks(run: RunFolder, ctx: ReportContext) -> list:
+    """The run's predicted masks through training as one grid (none when it kept none)."""
     from dlcv.runs import RunFolder
     from dlcv.viz.segmentation import plot_progress
 
@@ -68,6 +69,7 @@ def progress_blocks(run: RunFolder, ctx: ReportContext) -> list:
 
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
+    """Problem 2's section: every segmentation run (FCN32s first) beside the course; None without one."""
     mine = [r for r in runs if r.task == "segment"]
     if not mine:
         return None

@@ -33,6 +33,7 @@ def _seconds(seconds) -> int | None:
 
 
 def settings_blocks(folder: Path) -> list:
+    """A ``dlcv ssl table`` folder's A-E table, beside the course reports' unless trained on synthetic data."""
     table = read_json(folder / TABLE_FILE)
     course = published()["ssl"]
     synthetic = any(RunFolder(folder / str(r.get("setting"))).read_resolved().get("synthetic_data")
@@ -81,6 +82,7 @@ def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list
 
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
+    """The self-supervised section: BYOL runs, their curves, the A-E tables and setting C's t-SNE; None without any."""
     pretraining = [r for r in runs if r.task == PRETRAIN_TASK]
     tables = sorted({f for f in (table_folder(r) for r in runs) if f is not None})
     if not pretraining and not tables:
