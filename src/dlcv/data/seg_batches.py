@@ -123,7 +123,8 @@ class SegmentationBatches(TensorBatches):
     the training step takes it (normalised float32 planes, int64 masks, the values of
     ``planes_to_float`` and ``long()``): for training on the CPU, where converting a whole batch on
     the training thread would wake its OpenMP team, whose threads then spin on the cores the next
-    batch's crops need. For an accelerator the uint8 batch travels and is converted there.
+    batch's crops need. For an accelerator the uint8 batch travels and is converted there. Kept beside a
+    ``DataLoader`` with workers: ready batches 10-12x that way's (``benchmarks/seg_input_pipeline.py``).
     """
 
     def __init__(self, images, masks, batch_size: int, cfg, normalize: tuple | None = None, **kwargs):
