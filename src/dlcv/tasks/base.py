@@ -1,7 +1,8 @@
 """The base task: the recipe, the optimiser and schedule, per-epoch seeding, and the final scoring.
 
-Classification, segmentation and BYOL are short subclasses: each builds ``self.model``, says which
-metric selects its checkpoints (``monitor``, ``mode``) and defines its steps. A task that can be
+Classification, segmentation and BYOL are short subclasses in torchgeo's shape: each builds its model, loss
+and metrics (``configure_models``, ``configure_losses``, ``configure_metrics``), says which metric selects its
+checkpoints (``monitor``, ``mode``) and defines its steps. A task that can be
 scored on a labelled final set builds ``self.test_confusion`` and says how a batch is predicted
 (``final_predictions``); ``trainer.test`` then fills ``final_confusion``, summed over processes.
 """
@@ -29,11 +30,25 @@ class BaseTask(L.LightningModule):
     mode: str = "min"
 
     def __init__(self, recipe, plan: Plan | None = None, **extra):
+        """``extra``: the task's own arguments (the class count), saved beside the recipe as ``self.hparams``."""
         super().__init__()
         self.save_hyperparameters({"recipe": recipe.model_dump(), **extra})  # plain data: checkpoints load safely
         self.recipe = recipe
         self.final_confusion: np.ndarray | None = None
         self.plan = plan if plan is not None else Plan()  # the schedules (and BYOL's momentum) follow it
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    def configure_models(self) -> None:
+        """Build ``self.model`` (what the optimiser trains) from the recipe."""
+        raise NotImplementedError
+
+    def configure_losses(self) -> None:
+        """Build the training loss."""
+
+    def configure_metrics(self) -> None:
+        """Build the metrics (``self.test_confusion`` for a task scored on a final set)."""
 
     def channels_last(self, model: nn.Module) -> nn.Module:
         """``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""

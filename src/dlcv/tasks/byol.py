@@ -34,16 +34,23 @@ class BYOLTask(BaseTask):
         super().__init__(recipe, plan)
         # With a labelled monitor set the kNN accuracy selects checkpoints; without, the loss.
         self.monitor, self.mode = ("knn_acc", "max") if monitored else ("train_loss", "min")
-        byol = recipe.byol
-        trunk, width = resnet_trunk(recipe.model.arch)
+
+    def configure_models(self) -> None:
+        byol = self.recipe.byol
+        trunk, width = resnet_trunk(self.recipe.model.arch)
         trunk = self.channels_last(trunk)
         projection = BYOLProjectionHead(width, byol.hidden_dim, byol.output_dim)
         prediction = BYOLPredictionHead(byol.output_dim, byol.hidden_dim, byol.output_dim)
         self.model = nn.ModuleDict({"backbone": trunk, "projection": projection, "prediction": prediction})
         self.target = nn.ModuleDict({"backbone": copy.deepcopy(trunk), "projection": copy.deepcopy(projection)})
         deactivate_requires_grad(self.target)
+        self.base_momentum = byol.momentum
+
+    def configure_losses(self) -> None:
         self.criterion = NegativeCosineSimilarity()
-        self.base_momentum, self.knn_k = byol.momentum, recipe.monitor.k
+
+    def configure_metrics(self) -> None:
+        self.knn_k = self.recipe.monitor.k  # the kNN monitor, over the features gathered each validation
         self._monitor: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property

@@ -49,16 +49,24 @@ class ClassificationTask(BaseTask):
 
     def __init__(self, recipe, num_classes: int, plan=None):
         super().__init__(recipe, plan, num_classes=num_classes)
-        self.model = self.channels_last(create_model(recipe.model.name, num_classes=num_classes, kind="classify",
-                                                     **recipe.model.args))
-        train = recipe.train
+
+    @property
+    def num_classes(self) -> int:
+        return self.hparams.num_classes
+
+    def configure_models(self) -> None:
+        self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=self.num_classes,
+                                                     kind="classify", **self.recipe.model.args))
+
+    def configure_losses(self) -> None:
+        train = self.recipe.train
         self.label_smoothing, self.loss_name, self.focal_gamma = train.label_smoothing, train.loss, train.focal_gamma
-        self.num_classes = num_classes
-        self.val_tta, self.tta = train.val_tta, train.tta
+
+    def configure_metrics(self) -> None:
         # The step metrics skip their argument checks: each would copy a value to the host every step.
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -95,11 +103,11 @@ class ClassificationTask(BaseTask):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = predict_logits(self.model, x, self.val_tta)
+        logits = predict_logits(self.model, x, self.recipe.train.val_tta)
         loss = F.cross_entropy(logits, y)
         self.val_acc(logits, y)
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.model, x, self.tta).argmax(1)
+        return predict_logits(self.model, x, self.recipe.train.tta).argmax(1)

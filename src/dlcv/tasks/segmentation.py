@@ -50,10 +50,15 @@ class SegmentationTask(BaseTask):
 
     def __init__(self, recipe, plan=None):
         super().__init__(recipe, plan, num_classes=NUM_CLASSES)
-        self.model = self.channels_last(create_model(recipe.model.name, num_classes=NUM_CLASSES, kind="segment",
-                                                     **recipe.model.args))
-        self.criterion = build_pixel_loss(recipe.loss, NUM_CLASSES)
-        self.val_tta, self.tta = recipe.train.val_tta, recipe.train.tta
+
+    def configure_models(self) -> None:
+        self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=NUM_CLASSES, kind="segment",
+                                                     **self.recipe.model.args))
+
+    def configure_losses(self) -> None:
+        self.criterion = build_pixel_loss(self.recipe.loss, NUM_CLASSES)
+
+    def configure_metrics(self) -> None:
         # No argument checks: each would copy a value to the host every step.
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
@@ -76,14 +81,14 @@ class SegmentationTask(BaseTask):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        probs = predict_probs(self.model, x, tuple(y.shape[-2:]), self.val_tta)
+        probs = predict_probs(self.model, x, tuple(y.shape[-2:]), self.recipe.train.val_tta)
         loss = F.nll_loss(torch.log(probs.clamp(min=1e-8)), y)
         self.val_confusion.update(probs.argmax(1), y)
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Classes at the masks' full size, with the recipe's test-time augmentation."""
-        return predict_probs(self.model, x, tuple(y.shape[-2:]), self.tta).argmax(1)
+        return predict_probs(self.model, x, tuple(y.shape[-2:]), self.recipe.train.tta).argmax(1)
 
     def on_validation_epoch_end(self):
         matrix = self.val_confusion.compute()  # summed over processes
