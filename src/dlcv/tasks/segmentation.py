@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from dlcv.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES
+from dlcv.metrics.segmentation import class_iou
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 from dlcv.tasks.losses import build_pixel_loss
@@ -31,16 +33,6 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]
     if tuple(total.shape[-2:]) != tuple(size):
         total = F.interpolate(total, size=size, mode="bilinear", align_corners=False)
     return total
-
-
-def miou_from_confusion(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(per-class IoU of classes 0-5, their mean), nan-free: a class absent from both counts as 0 here
-    (per-epoch monitoring only; graded numbers come from ``metrics.segmentation``)."""
-    m = matrix.double()
-    tp = torch.diag(m)[:SCORED_CLASSES]
-    union = m.sum(0)[:SCORED_CLASSES] + m.sum(1)[:SCORED_CLASSES] - tp
-    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.zeros_like(tp))
-    return iou, iou.mean()
 
 
 class SegmentationTask(BaseTask):
@@ -93,8 +85,9 @@ class SegmentationTask(BaseTask):
     def on_validation_epoch_end(self):
         matrix = self.val_confusion.compute()  # summed over processes
         self.val_confusion.reset()
-        iou, miou = miou_from_confusion(matrix)
-        self.log("val_miou", miou.float(), prog_bar=True)
+        # The course's IoUs; a class absent from both counts 0 here (per-epoch monitoring, never nan).
+        iou = torch.from_numpy(np.nan_to_num(class_iou(matrix.cpu().numpy()), nan=0.0))
+        self.log("val_miou", iou.mean().float(), prog_bar=True)
         self.log("val_pixel_acc", (torch.diag(matrix).sum() / matrix.sum().clamp(min=1)).float())
         for name, value in zip(CLASS_NAMES[:SCORED_CLASSES], iou):
             self.log(f"val_iou_{name.lower()}", value.float())
