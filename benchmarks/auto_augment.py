@@ -34,15 +34,21 @@ def milliseconds(fn, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / repeats * 1000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, sizes: str) -> tuple[argparse.Namespace, torch.device]:
+    """``--batch``, ``--sizes`` (default ``sizes``) and ``--repeats``, and the device, printed with the setting."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--sizes", default="32,128")
+    parser.add_argument("--sizes", default=sizes)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
     print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} threads; batch {args.batch}")
+    return args, device
+
+
+def main() -> None:
+    args, device = arguments(__doc__.splitlines()[0], "32,128")
     batched = kornia_policies()
     print("| policy | image side | per image (torchvision) ms | batched (kornia) ms | batched (dlcv) ms | "
           "dlcv's speed-up over torchvision / kornia |")

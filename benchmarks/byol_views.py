@@ -9,27 +9,12 @@ Usage: python benchmarks/byol_views.py [--batch 256] [--sizes 32:32,96:128] [--r
 
 from __future__ import annotations
 
-import argparse
-import platform
-import time
-
 import torch
+from auto_augment import arguments, milliseconds  # this folder's: the same setting and timing as the policies'
 from PIL import Image
 
 from dlcv.data.ssl_views import byol_views
 from dlcv.recipes import IMAGENET_MEAN, IMAGENET_STD, Views
-
-
-def milliseconds(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats * 1000
 
 
 def lightly_views(size: int, cfg: Views):
@@ -76,14 +61,7 @@ def kornia_views(size: int, cfg: Views, device: torch.device):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--sizes", default="32:32,96:128")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
-    print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} threads; batch {args.batch}")
+    args, device = arguments(__doc__.splitlines()[0], "32:32,96:128")
     print("| image side | view side | per image (lightly) ms | batched (kornia) ms | batched (dlcv) ms | "
           "dlcv's speed-up over lightly / kornia |")
     print("|---:|---:|---:|---:|---:|---:|")
