@@ -39,6 +39,7 @@ def say(*args, **kwargs) -> None:
 
 
 def no_callbacks(recipe, data, run_dir: Path, plan) -> list:
+    """A command without callbacks of its own."""
     return []
 
 
@@ -65,10 +66,10 @@ class Command:
     fixed: tuple[str, ...] = ()  # recipe keys the command sets itself, which a resumed run must find unchanged
 
 
-def fit(command: Command, config: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
-        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
-        resume: bool = False) -> Path:
-    """Train ``command`` from a recipe; return the run folder (``resume``: continue the run of that name; with a
+def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: str | None = None,
+        overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
+    """Train ``command`` from a recipe (``config``: a file, one built as ``command.recipe_type``, or None for the
+    defaults); return the run folder (``resume``: continue the run of that name; with a
     ``train.budget`` override, within that new budget from now). The run folder is locked (``RunLock``) from its
     first check until the fit ends."""
     from dlcv.runs import RunLock, check_run_dir, override_keys, run_recipe
