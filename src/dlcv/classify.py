@@ -19,12 +19,10 @@ from dlcv.runs import RunFolder
 
 
 # --- fit -------------------------------------------------------------------------------------------
-def _data(root: str | os.PathLike):
-    def make(recipe, plan):
-        from dlcv.data.batches import ClassificationData
+def _data(folder: str | os.PathLike, recipe, plan):
+    from dlcv.data.batches import ClassificationData
 
-        return ClassificationData(root, recipe.data, recipe.seed, plan)
-    return make
+    return ClassificationData(folder, recipe.data, recipe.seed, plan)
 
 
 def _task(recipe, data, plan):
@@ -70,7 +68,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     unchanged."""
     from dlcv.recipes import ClassifyRecipe
 
-    command = fitting.Command(recipe_type or ClassifyRecipe, data, _data(data), _task, _summarize,
+    command = fitting.Command(recipe_type or ClassifyRecipe, data, _data, _task, _summarize,
                               make_callbacks=_snapshots, fixed=fixed)
     return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 

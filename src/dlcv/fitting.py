@@ -48,7 +48,8 @@ class Command:
     """A training command as ``fit`` runs it: what differs between ``classify fit``, ``segment fit``, ``ssl pretrain``
     and the rest is only these parts.
 
-    ``make_data(recipe, plan)`` and ``make_task(recipe, data, plan)`` build the data module and the task;
+    ``make_data(folder, recipe, plan)`` and ``make_task(recipe, data, plan)`` build the data module (of the data
+    folder ``data``) and the task;
     ``make_callbacks(recipe, data, run_dir, plan)`` the command's own callbacks (a callback with a
     ``summary_fields()`` method adds them to ``summary.json``); ``summarize(summary, recipe, trainer, task, data,
     run)`` completes ``summary.json`` after the final scoring and returns the closing lines. ``data`` is the data
@@ -65,6 +66,11 @@ class Command:
     trainer_options: dict = field(default_factory=dict)
     fixed: tuple[str, ...] = ()  # recipe keys the command sets itself, which a resumed run must find unchanged
 
+    @property
+    def folders(self) -> tuple:
+        """The folders the command reads: its run folder must be none of them."""
+        return (self.data, *self.inputs)
+
 
 def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: str | None = None,
         overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
@@ -76,11 +82,10 @@ def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: st
 
     start = time.perf_counter()  # a time budget counts from here
     recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume, command.fixed)
-    inputs = (command.data, *command.inputs)
     with RunLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
         lock.take()
         if not resume and is_primary_process():
-            check_run_dir(runs_dir, recipe.name, overwrite, inputs=inputs)
+            check_run_dir(runs_dir, recipe.name, overwrite, inputs=command.folders)
         anew = resume and "train.budget" in override_keys(overrides)
         return _fit(command, recipe, runs_dir, (overwrite, resume, anew), start, lock)
 
@@ -95,9 +100,9 @@ def _fit(command: Command, recipe, runs_dir, flags: tuple[bool, bool, bool], sta
     from dlcv.runtime import resolve_precision
     from dlcv.trainer import build_trainer
 
-    (overwrite, resume, anew), inputs = flags, (command.data, *command.inputs)
+    overwrite, resume, anew = flags
     train, plan = recipe.train, Plan()  # begun below, once the trainer knows its processes
-    data = command.make_data(recipe, plan)
+    data = command.make_data(command.data, recipe, plan)
     data.prepare()  # bad data fails here, before anything is written
     # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
     resolved = {"precision": resolve_precision(train.precision, train.accelerator), **data.resolved(),
@@ -106,7 +111,7 @@ def _fit(command: Command, recipe, runs_dir, flags: tuple[bool, bool, bool], sta
     task = command.make_task(recipe, data, plan)  # a weights file that fails does so before the run folder
     budget = time_budget(recipe, data, task, plan, start, anew) if train.budget else None
     lock.take(create=True)  # where the runs folder was missing at the first check
-    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=inputs)
+    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=command.folders)
     if is_primary_process():
         RunFolder(run_dir).write_resolved(resolved)
     say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")

@@ -93,7 +93,7 @@ class RunFolder:
     @property
     def precision(self) -> str | None:
         """The precision the run trained in (``auto`` resolved for its hardware)."""
-        return self.resolved.get("precision", self.recipe.train.precision)
+        return self.resolved["precision"] if "precision" in self.resolved else self.recipe.train.precision
 
     @property
     def synthetic(self) -> bool:

@@ -115,14 +115,12 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
 
 
 # --- fit ---------------------------------------------------------------------------------------------
-def _data(root: str | os.PathLike):
-    def make(recipe, plan):
-        from dlcv.data.seg_batches import SegmentationData
-        from dlcv.runtime import retain_freed_memory
+def _data(folder: str | os.PathLike, recipe, plan):
+    from dlcv.data.seg_batches import SegmentationData
+    from dlcv.runtime import retain_freed_memory
 
-        retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
-        return SegmentationData(root, recipe.data, recipe.seed, plan)
-    return make
+    retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
+    return SegmentationData(folder, recipe.data, recipe.seed, plan)
 
 
 def _task(recipe, data, plan):
@@ -166,7 +164,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
     from dlcv.recipes import SegmentRecipe
 
-    command = fitting.Command(SegmentRecipe, data, _data(data), _task, _summarize, make_callbacks=_progress)
+    command = fitting.Command(SegmentRecipe, data, _data, _task, _summarize, make_callbacks=_progress)
     return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 

@@ -8,6 +8,7 @@ trains one setting A-E on Office-Home; ``predict`` writes ``id,filename,label`` 
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -22,12 +23,10 @@ INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
 
 
 # --- pre-training -----------------------------------------------------------------------------------------
-def _data(folder: str | os.PathLike, monitor: str | os.PathLike | None):
-    def make(recipe, plan):
-        from dlcv.data.office import UnlabelledImages
+def _data(folder: str | os.PathLike, recipe, plan, monitor: str | os.PathLike | None = None):
+    from dlcv.data.office import UnlabelledImages
 
-        return UnlabelledImages(folder, recipe.data, recipe.views, recipe.seed, monitor, recipe.monitor.max_bank, plan)
-    return make
+    return UnlabelledImages(folder, recipe.data, recipe.views, recipe.seed, monitor, recipe.monitor.max_bank, plan)
 
 
 def _task(recipe, data, plan):
@@ -77,8 +76,9 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     if monitor is not None and not Path(monitor).is_dir():
         raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
     unmonitored = {"limit_val_batches": 0}  # no validation loop at all
-    command = fitting.Command(ByolRecipe, data, _data(data, monitor), _task, _summarize, make_callbacks=_knn_at_init,
-                              inputs=(monitor,), trainer_options={} if monitor is not None else unmonitored)
+    command = fitting.Command(ByolRecipe, data, functools.partial(_data, monitor=monitor), _task, _summarize,
+                              make_callbacks=_knn_at_init, inputs=(monitor,),
+                              trainer_options={} if monitor is not None else unmonitored)
     return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 

@@ -28,8 +28,9 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -
     views, total = TTA_VIEWS[tta], None
     h, w = x.shape[-2:]
     for offset, weight, mirrored in views:
-        padded = x if offset is None else F.pad(x, (1, 1, 1, 1), mode="reflect")
-        view = x if offset is None else padded[:, :, offset : offset + h, offset : offset + w]
+        view = x
+        if offset is not None:
+            view = F.pad(x, (1, 1, 1, 1), mode="reflect")[:, :, offset : offset + h, offset : offset + w]
         logits = model(view) + model(view.flip(3)) if mirrored else model(view)
         term = logits if weight == 1 else weight * logits
         total = term if total is None else total + term
