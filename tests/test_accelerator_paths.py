@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dlcv.data import seg_batches
+from dlcv.data import augment
 from dlcv.data.augment import device_constant, scale_shift, to_float
 from dlcv.recipes import SegmentData
 from dlcv.runtime import resolve_precision
@@ -17,16 +17,16 @@ SEG_CFG = SegmentData(eval_size=64)
 def test_off_the_cpu_the_segmentation_batch_is_float_before_it_is_resized(monkeypatch):
     """CUDA has no anti-aliased bilinear resize of uint8 ('upsample_bilinear2d_out_frame' for 'Byte')."""
     seen = []
-    real = seg_batches.F.interpolate
-    monkeypatch.setattr(seg_batches.F, "interpolate", lambda x, *a, **k: seen.append(x.dtype) or real(x, *a, **k))
-    out = seg_batches.model_input(torch.zeros(2, 96, 96, 3, dtype=torch.uint8, device="meta"), SEG_CFG)
+    real = augment.F.interpolate
+    monkeypatch.setattr(augment.F, "interpolate", lambda x, *a, **k: seen.append(x.dtype) or real(x, *a, **k))
+    out = augment.segment_input(torch.zeros(2, 96, 96, 3, dtype=torch.uint8, device="meta"), SEG_CFG)
     assert seen == [torch.float32] and out.shape == (2, 3, 64, 64) and out.dtype == torch.float32
 
 
 def test_the_float_resize_matches_the_cpus_uint8_resize_to_rounding():
     images = torch.randint(0, 256, (2, 96, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    on_cpu = seg_batches.model_input(images, SEG_CFG)
-    float_first = seg_batches.resize_float(to_float(images, SEG_CFG.mean, SEG_CFG.std), 64)
+    on_cpu = augment.segment_input(images, SEG_CFG)
+    float_first = augment.resize_float(to_float(images, SEG_CFG.mean, SEG_CFG.std), 64)
     one_level = 1 / (255 * min(SEG_CFG.std))  # the uint8 kernel works in fixed point and rounds to levels
     assert (on_cpu - float_first).abs().max() <= one_level + 1e-5
 

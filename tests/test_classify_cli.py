@@ -102,6 +102,20 @@ def test_evaluate_does_not_import_torch(p1_data, tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+def test_prediction_does_not_import_lightning(trained_run, seg_run, p1_data, p2_data, tmp_path):
+    """``predict`` (and the hand-in scripts, which call it) needs torch and the model, not the training stack:
+    Lightning and torchmetrics take seconds to import."""
+    code = ("import sys; from dlcv.cli.main import main\n"
+            f"assert main(['classify', 'predict', '--checkpoint', r'{trained_run / 'best.ckpt'}', '--images', "
+            f"r'{p1_data / 'val_50'}', '--output', r'{tmp_path / 'p1.csv'}']) == 0\n"
+            f"assert main(['segment', 'predict', '--checkpoint', r'{seg_run / 'best.ckpt'}', '--images', "
+            f"r'{p2_data / 'validation'}', '--output', r'{tmp_path / 'masks'}']) == 0\n"
+            "heavy = [m for m in ('lightning', 'torchmetrics') if m in sys.modules]\n"
+            "assert not heavy, heavy")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_help_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", ("import sys; from dlcv.cli.main import main\n"
                            "try: main(['--help'])\nexcept SystemExit: pass\nassert 'torch' not in sys.modules")],

@@ -105,8 +105,8 @@ def test_the_schemas_names_are_the_registries_names():
 
     assert tuple(OPTIMIZERS) == recipes.OPTIMIZERS and tuple(SCHEDULES) == recipes.SCHEDULES
     assert tuple(PIXEL_LOSSES) == recipes.PIXEL_LOSSES
-    from dlcv.tasks.classification import TTA_VIEWS as CLASSIFY_TTA
-    from dlcv.tasks.segmentation import TTA_VIEWS as SEGMENT_TTA
+    from dlcv.tta import CLASSIFY_VIEWS as CLASSIFY_TTA
+    from dlcv.tta import SEGMENT_VIEWS as SEGMENT_TTA
 
     assert tuple(CLASSIFY_TTA) == recipes.TTA_MODES and tuple(SEGMENT_TTA) == recipes.SEG_TTA_MODES
     assert recipes.describe_field(recipes.Optim.model_fields["name"]) == f"one of {', '.join(OPTIMIZERS)}"

@@ -91,7 +91,7 @@ def predict_scores(model, images, recipe, batch_size: int = 500, tta: str | None
 
     from dlcv.data.augment import prepare_batch
     from dlcv.runtime import inference_autocast, inference_device
-    from dlcv.tasks.classification import predict_logits
+    from dlcv.tta import predict_logits
 
     images = torch.as_tensor(np.asarray(images))
     device = inference_device()  # the uint8 batches travel; conversion and TTA run on the device
@@ -112,7 +112,7 @@ def predict_scores(model, images, recipe, batch_size: int = 500, tta: str | None
 
 def _takes(model, size: tuple[int, int], tta: str, like) -> bool:
     """Whether ``model`` takes one image of ``size`` (height, width) under ``tta``."""
-    from dlcv.tasks.classification import predict_logits
+    from dlcv.tta import predict_logits
 
     try:
         predict_logits(model, like.new_zeros(1, like.shape[1], *size), tta)

@@ -131,14 +131,14 @@ def _task(recipe, data, plan):
 
 def _progress(recipe, data, run_dir: Path, plan) -> list:
     """Masks through training at ``progress.epochs`` (none when the recipe asks for none)."""
-    from dlcv.data.seg_batches import model_input
+    from dlcv.data.augment import segment_input
     from dlcv.tasks.progress import MaskProgress
 
     epochs = recipe.snapshots()
     if not epochs:
         return []
     ids, images, masks = data.progress_images(recipe.progress.images)
-    return [MaskProgress(run_dir, epochs, ids, images, masks, lambda x: model_input(x, recipe.data),
+    return [MaskProgress(run_dir, epochs, ids, images, masks, lambda x: segment_input(x, recipe.data),
                          recipe.train.val_tta, plan)]
 
 
@@ -184,9 +184,9 @@ def predict_classes(model, images, recipe, tta: str | None = None, batch_size: i
     ``load`` turns a slice of ``images`` into a (B, H, W, 3) uint8 array (e.g. decodes a slice of files)."""
     import torch
 
-    from dlcv.data.seg_batches import model_input
+    from dlcv.data.augment import segment_input
     from dlcv.runtime import inference_autocast, inference_device
-    from dlcv.tasks.segmentation import predict_probs
+    from dlcv.tta import predict_probs
 
     tta = tta or recipe.train.tta
     batch_size = batch_size or recipe.data.eval_batch_size
@@ -195,7 +195,7 @@ def predict_classes(model, images, recipe, tta: str | None = None, batch_size: i
     with torch.inference_mode(), inference_autocast(device, recipe.train.precision):
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(load(images[start : start + batch_size])).to(device)
-            probs = predict_probs(model, model_input(batch, recipe.data), tuple(batch.shape[1:3]), tta)
+            probs = predict_probs(model, segment_input(batch, recipe.data), tuple(batch.shape[1:3]), tta)
             yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
 
 

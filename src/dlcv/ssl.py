@@ -24,7 +24,7 @@ INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
 
 # --- pre-training -----------------------------------------------------------------------------------------
 def _data(folder: str | os.PathLike, recipe, plan, monitor: str | os.PathLike | None = None):
-    from dlcv.data.office import UnlabelledImages
+    from dlcv.data.unlabelled import UnlabelledImages
 
     return UnlabelledImages(folder, recipe.data, recipe.views, recipe.seed, monitor, recipe.monitor.max_bank, plan)
 

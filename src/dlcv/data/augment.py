@@ -124,6 +124,25 @@ def model_input(images: torch.Tensor, mean, std, size: int | None = None) -> tor
     return resize(to_float(images, mean, std), size)
 
 
+def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Anti-aliased bilinear resize of a (B, C, H, W) batch (float; uint8 on a CPU) to ``size`` x ``size``."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def segment_input(images: torch.Tensor, cfg) -> torch.Tensor:
+    """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize).
+
+    On a CPU the uint8 pixels are resized, as the training crops are made (its fast uint8 kernel);
+    elsewhere the batch becomes float first: CUDA has no anti-aliased bilinear resize of uint8.
+    """
+    size = cfg.eval_size
+    if size and tuple(images.shape[1:3]) != (size, size):
+        if images.device.type != "cpu":
+            return resize_float(to_float(images, cfg.mean, cfg.std), size)
+        images = resize_float(images.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
+    return to_float(images, cfg.mean, cfg.std)
+
+
 def prepare_batch(images: torch.Tensor, cfg, train: bool = False, planned_epochs: float | None = None) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> the model's input as a recipe's ``data`` section says, augmented when ``train``
     (``uses_policy``: the policy too)."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dlcv.data.augment import planes_to_float, scale_shift, to_float
+from dlcv.data.augment import planes_to_float, resize_float, scale_shift, segment_input
 from dlcv.data.batches import InMemoryData, Split, TensorBatches
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
@@ -163,25 +163,6 @@ class SegmentationBatches(TensorBatches):
                 yield images, masks
 
 
-def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Anti-aliased bilinear resize of a (B, C, H, W) batch (float; uint8 on a CPU) to ``size`` x ``size``."""
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-def model_input(images: torch.Tensor, cfg) -> torch.Tensor:
-    """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize).
-
-    On a CPU the uint8 pixels are resized, as the training crops are made (its fast uint8 kernel);
-    elsewhere the batch becomes float first: CUDA has no anti-aliased bilinear resize of uint8.
-    """
-    size = cfg.eval_size
-    if size and tuple(images.shape[1:3]) != (size, size):
-        if images.device.type != "cpu":
-            return resize_float(to_float(images, cfg.mean, cfg.std), size)
-        images = resize_float(images.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
-    return to_float(images, cfg.mean, cfg.std)
-
-
 class SegmentationData(InMemoryData):
     """Problem 2's data: ``root/train`` pairs, and ``root/validation`` or a holdout share of train.
 
@@ -249,7 +230,7 @@ class SegmentationData(InMemoryData):
 
     def convert_batch(self, images: torch.Tensor, masks: torch.Tensor, training: bool) -> tuple:
         if not training:
-            return model_input(images, self.cfg), masks.long()
+            return segment_input(images, self.cfg), masks.long()
         if images.is_floating_point():  # finished by the batches' workers (training on the CPU)
             return images, masks
         # already cropped to the training size on the CPU, planar

@@ -9,32 +9,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from dlcv.data.augment import prepare_batch
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
+from dlcv.tta import passes, predict_logits
 
 INIT_IMAGES = 5000  # training images a data-dependent initialisation reads
-# Each test-time augmentation's views: (the window of the image reflect-padded by one pixel, None for the image
-# itself; its weight; with its mirror). ``flip_shift`` adds the image shifted diagonally by one pixel either way at
-# half weight, as airbench does. One forward pass per view and mirror.
-TTA_VIEWS = {"none": ((None, 1.0, False),), "flip": ((None, 1.0, True),),
-             "flip_shift": ((None, 1.0, True), (0, 0.5, True), (2, 0.5, True))}
-
-
-def tta_passes(tta: str) -> int:
-    """The model's forward passes per image under the test-time augmentation ``tta``."""
-    return sum(1 + mirrored for _, _, mirrored in TTA_VIEWS[tta])
-
-
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -> torch.Tensor:
-    """The model's logits under test-time augmentation ``tta`` (``TTA_VIEWS``): the weighted mean over its views."""
-    views, total = TTA_VIEWS[tta], None
-    h, w = x.shape[-2:]
-    for offset, weight, mirrored in views:
-        view = x
-        if offset is not None:
-            view = F.pad(x, (1, 1, 1, 1), mode="reflect")[:, :, offset : offset + h, offset : offset + w]
-        logits = model(view) + model(view.flip(3)) if mirrored else model(view)
-        term = logits if weight == 1 else weight * logits
-        total = term if total is None else total + term
-    return total / sum(weight * (1 + mirrored) for _, weight, mirrored in views)
 
 
 def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -73,7 +50,7 @@ class ClassificationTask(BaseTask):
         return self.model(x)
 
     def passes(self, tta: str) -> int:
-        return tta_passes(tta)
+        return passes("classify", tta)
 
     def setup(self, stage: str) -> None:
         # A data-dependent initialisation (dlcv_net's whitening stem), from the first training images as

@@ -43,7 +43,7 @@ class MaskProgress(ChosenEpochs):
         if not self.due(trainer):
             return
         from dlcv.data.masks import write_mask
-        from dlcv.tasks.segmentation import predict_probs
+        from dlcv.tta import predict_probs
         from dlcv.tasks.snapshots import evaluating, model_input
 
         epoch = trainer.current_epoch + 1

@@ -12,27 +12,7 @@ from dlcv.metrics.segmentation import class_iou
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 from dlcv.tasks.losses import build_pixel_loss
-
-
-# Each test-time augmentation's views: (quarter turns, mirrored); one forward pass each.
-TTA_VIEWS = {"none": [(0, False)], "flip": [(0, False), (0, True)],
-             "d4": [(k, m) for k in range(4) for m in (False, True)]}
-
-
-def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int], tta: str = "none") -> torch.Tensor:
-    """Class probabilities (B, C, *size) of the model on ``x``, averaged over the TTA views and
-    up-sampled (bilinear) to ``size``."""
-    views = TTA_VIEWS[tta]
-    total = 0
-    for k, mirror in views:
-        v = x.flip(3) if mirror else x
-        logits = model(torch.rot90(v, k, dims=(2, 3)) if k else v).float()
-        logits = torch.rot90(logits, -k, dims=(2, 3)) if k else logits
-        total = total + F.softmax(logits.flip(3) if mirror else logits, dim=1)
-    total = total / len(views)
-    if tuple(total.shape[-2:]) != tuple(size):
-        total = F.interpolate(total, size=size, mode="bilinear", align_corners=False)
-    return total
+from dlcv.tta import passes, predict_probs
 
 
 class SegmentationTask(BaseTask):
@@ -59,7 +39,7 @@ class SegmentationTask(BaseTask):
         return self.model(x)
 
     def passes(self, tta: str) -> int:
-        return len(TTA_VIEWS[tta])
+        return passes("segment", tta)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
