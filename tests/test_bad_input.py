@@ -149,3 +149,20 @@ def test_outputs_get_the_usual_file_mode(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_fit_without_a_validation_folder_or_a_holdout_share(capsys, recipe, data_copy, p2_data, tmp_path):
+    """Classification and segmentation refuse it alike, naming the folder, before a run folder exists."""
+    from conftest import TINY_SEG_RECIPE
+
+    shutil.rmtree(data_copy / "val_50")
+    _expect_error(capsys, r"p1_data/val_50: no validation folder, and the recipe keeps no holdout share of train "
+                  r"\(data\.holdout\)", "classify", "fit", "--config", recipe, "--data", data_copy,
+                  "--runs-dir", tmp_path / "runs")
+    pairs = tmp_path / "p2_data"
+    shutil.copytree(p2_data / "train", pairs / "train")
+    seg = tmp_path / "seg.yaml"
+    seg.write_text(TINY_SEG_RECIPE)
+    _expect_error(capsys, r"p2_data/validation: no validation folder", "segment", "fit", "--config", seg,
+                  "--data", pairs, "--runs-dir", tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

@@ -117,6 +117,18 @@ def load_labelled(images: LabelledImages, folder: Path, use_cache: bool, side: i
     return Split(torch.from_numpy(np.array(array, copy=True)), torch.from_numpy(images.labels), images.names, folder)
 
 
+def validation_folder(root: Path, cfg) -> Path | None:
+    """``root/data.validation`` when it is a folder, else None; one line when there is neither it nor a holdout
+    share of train (``data.holdout``) to validate on."""
+    folder = root / cfg.validation if cfg.validation else None
+    if folder is not None and folder.is_dir():
+        return folder
+    if cfg.holdout <= 0:
+        raise DlcvError(f"{folder or root}: no validation folder, and the recipe keeps no holdout share of train "
+                        "(data.holdout)")
+    return None
+
+
 class InMemoryData(L.LightningDataModule):
     """The base of dlcv's data modules: everything is decoded once (``prepare``) into uint8 tensors,
     a batch is an index into them, and it is converted on the training device
@@ -240,13 +252,8 @@ class ClassificationData(InMemoryData):
         if not self.root.is_dir():
             raise DlcvError(f"{self.root}: no such data folder")
         train = read_image_folder(self._folder("train"), self._optional_csv("train_labels"))
-        val_folder = self._folder("validation") if cfg.validation else None
-        holdout = cfg.holdout
-        if holdout <= 0 and (val_folder is None or not val_folder.is_dir()):
-            raise DlcvError(f"{val_folder or self.root}: no validation folder, and the recipe keeps no "
-                            "holdout share of train (data.holdout)")
-        other = read_image_folder(val_folder, self._optional_csv("validation_labels")) \
-            if val_folder is not None and val_folder.is_dir() else None
+        val_folder = validation_folder(self.root, cfg)
+        other = read_image_folder(val_folder, self._optional_csv("validation_labels")) if val_folder else None
         self.num_classes = int(cfg.num_classes or check_class_count(train.labels, self._folder("train")))
         for images, beyond in ((train, f"is not below data.num_classes {self.num_classes}"),
                                (other, f"is not among the {self.num_classes} training classes")):
@@ -261,7 +268,7 @@ class ClassificationData(InMemoryData):
             raise DlcvError(crop_padding_error(cfg.crop_padding, f"the side of the {width}x{height} images of "
                                                f"{self._folder('train')}"))
         validation = load_labelled(other, val_folder, use_cache, side) if other is not None else None
-        self.split(whole, validation, holdout, lambda share: stratified_holdout(train.labels, share, self.seed))
+        self.split(whole, validation, cfg.holdout, lambda share: stratified_holdout(train.labels, share, self.seed))
 
     def _say_policy(self, on: bool, planned: float | None) -> None:
         """One line whenever ``data.auto_augment_min_epochs`` switches the policy on or off."""

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dlcv.data.augment import planes_to_float, resize_float, scale_shift, segment_input
-from dlcv.data.batches import InMemoryData, Split, TensorBatches
+from dlcv.data.batches import InMemoryData, Split, TensorBatches, validation_folder
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
 from dlcv.errors import DlcvError
@@ -183,15 +183,10 @@ class SegmentationData(InMemoryData):
         if not self.root.is_dir():
             raise DlcvError(f"{self.root}: no such data folder")
         train = find_pairs(self.root / cfg.train)
-        val_folder = self.root / cfg.validation if cfg.validation else None
-        has_val = val_folder is not None and val_folder.is_dir()
-        holdout = cfg.holdout
-        if holdout <= 0 and not has_val:
-            raise DlcvError(f"{val_folder or self.root}: no validation folder, and the recipe keeps no holdout "
-                            "share of train (data.holdout)")
+        val_folder = validation_folder(self.root, cfg)
         whole = self._split(train, self.root / cfg.train)
-        validation = self._split(find_pairs(val_folder), val_folder) if has_val else None
-        self.split(whole, validation, holdout, lambda share: random_holdout(len(train), share, self.seed))
+        validation = self._split(find_pairs(val_folder), val_folder) if val_folder else None
+        self.split(whole, validation, cfg.holdout, lambda share: random_holdout(len(train), share, self.seed))
 
     def describe(self) -> str:
         return (f"{len(self.train)} training pairs, {len(self.val)} validation pairs, training at "
