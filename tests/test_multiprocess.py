@@ -125,6 +125,7 @@ def test_segment_fit_in_two_processes(tmp_path, capsys):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert result.stdout.count("trainer: 2 CPU device(s) x 1 node(s), strategy DDP") == 1
     run = tmp_path / "runs" / "seg_tiny"
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["train"]["devices"] == 2
     assert result.stdout.count("mIoU of the best checkpoint") == 1
     assert [r["epoch"] for r in metric_rows(run)] == [str(e) for e in range(1, 11)]
     # 6 training pairs (3 held out) in 2 shards of 3, batches of 4: one short batch an epoch each.

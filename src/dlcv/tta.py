@@ -19,10 +19,9 @@ SEGMENT_VIEWS = {"none": ((0, False),), "flip": ((0, False), (0, True)),
                  "d4": tuple((k, m) for k in range(4) for m in (False, True))}
 
 
-def passes(task: str, tta: str) -> int:
-    """The model's forward passes per image of ``task`` (``classify`` or ``segment``) under ``tta``."""
-    if task == "segment":
-        return len(SEGMENT_VIEWS[tta])
+def classify_passes(tta: str) -> int:
+    """A classifier's forward passes per image under ``tta``: one per view and one per mirror (a segmenter's are
+    ``len(SEGMENT_VIEWS[tta])``)."""
     return sum(1 + mirrored for _, _, mirrored in CLASSIFY_VIEWS[tta])
 
 

@@ -9,7 +9,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from dlcv.data.augment import prepare_batch
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
-from dlcv.tta import passes, predict_logits
+from dlcv.tta import classify_passes, predict_logits
 
 INIT_IMAGES = 5000  # training images a data-dependent initialisation reads
 
@@ -50,7 +50,7 @@ class ClassificationTask(BaseTask):
         return self.model(x)
 
     def passes(self, tta: str) -> int:
-        return passes("classify", tta)
+        return classify_passes(tta)
 
     def setup(self, stage: str) -> None:
         # A data-dependent initialisation (dlcv_net's whitening stem), from the first training images as

@@ -12,7 +12,7 @@ from dlcv.metrics.segmentation import class_iou
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 from dlcv.tasks.losses import build_pixel_loss
-from dlcv.tta import passes, predict_probs
+from dlcv.tta import SEGMENT_VIEWS, predict_probs
 
 
 class SegmentationTask(BaseTask):
@@ -39,7 +39,7 @@ class SegmentationTask(BaseTask):
         return self.model(x)
 
     def passes(self, tta: str) -> int:
-        return passes("segment", tta)
+        return len(SEGMENT_VIEWS[tta])
 
     def training_step(self, batch, batch_idx):
         x, y = batch
