@@ -8,10 +8,10 @@ Usage: python benchmarks/auto_augment.py [--batch 256] [--sizes 32,128] [--repea
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
+from machine import cpu, header
 from torchvision.transforms import v2
 
 from dlcv.data.policies import auto_augment
@@ -42,12 +42,13 @@ def arguments(description: str, sizes: str) -> tuple[argparse.Namespace, torch.d
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
+    name = torch.cuda.get_device_name() if device.type == "cuda" else cpu()
     print(f"device: {name}; torch {torch.__version__}; {torch.get_num_threads()} threads; batch {args.batch}")
     return args, device
 
 
 def main() -> None:
+    header()
     args, device = arguments(__doc__.splitlines()[0], "32,128")
     batched = kornia_policies()
     print("| policy | image side | per image (torchvision) ms | batched (kornia) ms | batched (dlcv) ms | "

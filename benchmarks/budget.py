@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -26,21 +25,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import yaml
+from machine import header
 
 from dlcv.recipes import parse_duration
 
 
-def cpu() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"\b(avx2|avx512_bf16|amx_bf16)\b", text)))
-    line = f"{model.group(1) if model else 'unknown CPU'}; flags: {' '.join(flags) or 'none of avx2/avx512_bf16/amx'}"
-    import torch
-
-    return f"{torch.cuda.get_device_name()}; torch {torch.__version__}; {line}" if torch.cuda.is_available() else line
-
-
 def main() -> int:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=["classify", "segment", "ssl-table"])
     parser.add_argument("recipe")
@@ -70,7 +61,6 @@ def main() -> int:
     for override in args.set:
         command += ["--set", override]
     command += ["--runs-dir", args.runs_dir, "--budget", str(budget)]
-    print(cpu(), flush=True)
     print("command: dlcv " + " ".join(command), flush=True)
     start = time.perf_counter()
     # The command runs this checkout's dlcv, installed or not (a lent GPU machine has it only as source).

@@ -10,7 +10,11 @@ Usage: python benchmarks/byol_views.py [--batch 256] [--sizes 32:32,96:128] [--r
 from __future__ import annotations
 
 import torch
-from auto_augment import arguments, milliseconds  # this folder's: the same setting and timing as the policies'
+from auto_augment import (  # this folder's: the same setting and timing as the policies'
+    arguments,
+    milliseconds,
+)
+from machine import header
 from PIL import Image
 
 from dlcv.data.ssl_views import byol_views
@@ -61,6 +65,7 @@ def kornia_views(size: int, cfg: Views, device: torch.device):
 
 
 def main() -> None:
+    header()
     args, device = arguments(__doc__.splitlines()[0], "32:32,96:128")
     print("| image side | view side | per image (lightly) ms | batched (kornia) ms | batched (dlcv) ms | "
           "dlcv's speed-up over lightly / kornia |")

@@ -21,6 +21,8 @@ import json
 import time
 from pathlib import Path
 
+from machine import header
+
 from dlcv import demo
 from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
 
@@ -33,6 +35,7 @@ def merged(base: dict, changes: dict) -> dict:
 
 
 def main() -> None:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="SEED:PRECISION, e.g. 0:bf16-mixed 1:32-true")
     parser.add_argument("--work", type=Path, default=Path("/tmp/demo_ssl_seeds"))

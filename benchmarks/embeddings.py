@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import numpy as np
+from machine import header
 
 
 def common_p(x: np.ndarray, perplexity: float = 30.0):
@@ -59,6 +60,7 @@ def sklearn_tsne(x: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def main():
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("features", nargs="+", help="feature files of snapshots of the same points, in order")
     parser.add_argument("--plot", nargs="+", default=[], metavar="RUN_OR_NPZ",

@@ -50,6 +50,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from machine import header
+
 from dlcv.cli.main import main as dlcv
 from dlcv.config import dump_recipe
 from dlcv.demo import (
@@ -197,6 +199,7 @@ def byol_recipe_steps(device: torch.device, steps: int = 2, batch: int | None = 
 
 
 def main() -> int:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--p1", type=Path, help="the real p1_data folder (else synthetic images)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu_check"), help="scratch folder (replaced)")

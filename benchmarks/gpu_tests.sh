@@ -17,6 +17,7 @@ export PYTHONPATH=/tmp/site:$PWD/src
 out=${OUT:-/tmp/gpu_tests}
 mkdir -p "$out" && rm -f "$out/exit.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 benchmarks/machine.py  # the CPU, GPU, date and revision
 python3 -c "import torch, lightning as L, timm; print('torch', torch.__version__, 'lightning', L.__version__, 'timm',
     timm.__version__)"
 limit=${LIMIT:-420}
@@ -30,7 +31,7 @@ group() {  # NAME CORES ARGS...: one pytest process in the background, on CORES 
     fi
     # At the limit pytest gets SIGINT, so it still prints the failures so far and the test it was in (a KILL
     # 30 s later); on 2026-11-26 the tracebacks of the groups that ran out of time were lost.
-    ("${pin[@]}" timeout -s INT -k 30 "$limit" python3 -m pytest -q -p no:cacheprovider --tb=short -rfEs --basetemp="/tmp/pt_$1" \
+    ("${pin[@]}" timeout -s INT -k 30 "$limit" python3 -m pytest -q -p no:cacheprovider -o addopts="--strict-markers" --tb=short -rfEs --basetemp="/tmp/pt_$1" \
         "${@:3}" > "$out/$1.txt" 2>&1; echo "$1 exit $?" >> "$out/exit.txt") &
 }
 t=tests

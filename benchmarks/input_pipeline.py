@@ -11,14 +11,13 @@ Usage: python benchmarks/input_pipeline.py [--data ../shared/data/hw1_data/p1_da
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine import header
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -103,6 +102,7 @@ def train_rate(step, batches, steps, warmup=2):
 
 
 def main():
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared/data/hw1_data/p1_data"))
     parser.add_argument("--recipe", default=str(REPO / "configs/p1/model_a_cpu.yaml"))
@@ -114,8 +114,7 @@ def main():
     precision = resolve_precision(str(recipe.train.precision), "cpu")
     files = list_images(Path(args.data) / cfg.train)
     labels = torch.tensor([label_from_filename(f) for f in files])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; {len(files)} images, batch {batch}, precision {precision}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {len(files)} images, batch {batch}, precision {precision}")
 
     start = time.perf_counter()
     load_image_stack(files, use_cache=False)

@@ -18,8 +18,7 @@ commands=(
     "segment predict --checkpoint $demo/runs/p2_demo/best.ckpt --images $demo/data/p2_data/validation --output $out/masks --overwrite"
     "ssl predict --checkpoint $demo/runs/ssl_table_demo/C/best.ckpt --csv $demo/data/p2_data/office/val.csv --images $demo/data/p2_data/office/val --output $out/ssl.csv"
 )
-grep -m1 'model name' /proc/cpuinfo
-echo "flags: $(grep -o 'avx512_bf16\|avx2\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+"$python" "$(dirname "$0")/machine.py"  # the CPU, GPU, date and revision
 for round in $(seq "$rounds"); do
     for tree in "$other" "$here"; do
         name=$([ "$tree" = "$here" ] && git -C "$here" rev-parse --short HEAD || echo "$rev")

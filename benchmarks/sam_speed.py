@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu, header
 
 
 def mean_best_iou(ours: list[np.ndarray], theirs: list[np.ndarray]) -> float:
@@ -46,6 +46,7 @@ def mean_best_iou(ours: list[np.ndarray], theirs: list[np.ndarray]) -> float:
 
 
 def main() -> int:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", required=True, help="folder of NNNN_sat.jpg")
     parser.add_argument("--ids", nargs="+", default=["0013", "0062"])
@@ -92,7 +93,7 @@ def main() -> int:
                      "official_vs_ours_mean_best_iou": mean_best_iou(masks["official"], masks["ours"])})
     result = {
         "model": args.model, "weights": args.checkpoint or "random (seed 0)", "device": device,
-        "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(), "machine": cpu(),
         "official": official_knobs, "ours": {**ours_knobs, "prefilter": fast["prefilter"]}, "relaxed": relaxed,
         "rows": rows,
         "mean_seconds": {v: statistics.mean(r["seconds"][v] for r in rows) for v in variants},

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from machine import header
+
 COURSE_STYLE = r'''
 import os, resource, sys
 import numpy as np
@@ -66,6 +68,7 @@ print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.
 DLCV = r'''
 import resource, sys
 from dlcv.cli.main import main
+from machine import header
 code = main(["segment", "evaluate", "--predictions", sys.argv[1], "--labels", sys.argv[2]])
 print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 sys.exit(code)
@@ -88,6 +91,7 @@ def parse(out: str) -> tuple[list[float], float]:
 
 
 def main():
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--predictions", required=True)
     parser.add_argument("--labels", required=True)

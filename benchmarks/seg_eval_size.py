@@ -24,6 +24,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from machine import header
+
 from dlcv.data.masks import NUM_CLASSES, MaskCodec
 from dlcv.data.p2 import find_pairs, load_pairs, random_holdout
 from dlcv.metrics.segmentation import class_iou, confusion, mean_iou
@@ -41,6 +43,7 @@ def score(model, recipe, images: np.ndarray, masks: np.ndarray, size: int, tta: 
 
 
 def main() -> int:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished segmentation run folder")
     parser.add_argument("data", type=Path, help="the data folder it was trained on (train/, validation/)")

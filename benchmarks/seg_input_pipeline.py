@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import header
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -138,6 +137,7 @@ def spread(ours, theirs):
 
 
 def main():
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared/data/hw1_data/p2_data"))
     parser.add_argument("--recipe", default=str(REPO / "configs/seg/cpu.yaml"))
@@ -151,8 +151,7 @@ def main():
     retain_freed_memory()  # as `dlcv segment fit` does; the reference's workers, forked later, inherit it
     cfg, batch = recipe.data, recipe.data.batch_size
     pairs = find_pairs(Path(args.data) / cfg.train)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; {len(pairs)} pairs, batch {batch}, crops to {cfg.train_size}px")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {len(pairs)} pairs, batch {batch}, crops to {cfg.train_size}px")
     start = time.perf_counter()
     images, masks = load_pairs(pairs, MaskCodec(cfg.unmapped))
     images, masks = torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))

@@ -31,6 +31,7 @@ DLCV = [sys.executable, "-m", "dlcv"]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from budget import cpu as machine  # the GPU if any, the CPU's model and flags
+from machine import header
 
 # candidate -> the recipe overrides (--set) that give it (Unknown keeps weight 1: the graded mIoU counts a
 # class predicted on an Unknown pixel as that class's false positive, so the model must learn Unknown too)
@@ -56,6 +57,7 @@ def holdout_rangeland(run: Path, best: float | None) -> float | None:
 
 
 def main() -> int:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe")
     parser.add_argument("data")

@@ -17,8 +17,7 @@ mkdir -p "$work"
 for rev in "$a" "$b"; do
     [ -d "$work/$rev" ] || git worktree add -f "$work/$rev" "$rev" >/dev/null
 done
-grep -m1 'model name' /proc/cpuinfo
-echo "flags: $(grep -o 'avx512_bf16\|avx2\|amx_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+"$python" "$(dirname "$0")/machine.py"  # the CPU, GPU, date and revision
 
 run() {  # run REV NAME COMMAND...: time one command of one revision, keep its log, print its figure lines
     local rev=$1 name=$2; shift 2

@@ -25,6 +25,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from machine import header
 
 from dlcv.config import load_recipe
 from dlcv.data.augment import model_input
@@ -42,6 +43,7 @@ from dlcv.tasks.byol import (
 
 
 def main() -> None:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="configs/ssl/byol_cpu.yaml")
     parser.add_argument("--split", default="/tmp/dlcv_transfer_split")

@@ -25,10 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+from machine import header
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--p1", default=str(REPO.parent / "shared" / "data" / "hw1_data" / "p1_data"))
     parser.add_argument("--split", default="/tmp/dlcv_transfer_split")

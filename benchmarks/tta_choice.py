@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from machine import header
+
 from dlcv.data.p1 import read_image_folder, stratified_holdout
 from dlcv.data.p2 import find_pairs, random_holdout
 from dlcv.runs import RunFolder
@@ -80,6 +82,7 @@ def score(kind: str, checkpoint: Path, images: Path, labels: Path, mode: str, ou
 
 
 def main() -> int:
+    header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=sorted(MODES))
     parser.add_argument("run", type=Path, help="a finished run folder")

@@ -2,23 +2,46 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from dlcv.cli.main import main
-from dlcv.data.synth import synth_p1, synth_p2
-from dlcv.runtime import usable_cpus
+from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_P1 = REPO.parent / "shared" / "data" / "hw1_data" / "p1_data"
+# The course's data: ../shared/data/hw1_data beside the repository, or where DLCV_COURSE_DATA says.
+COURSE_DATA = Path(os.environ.get("DLCV_COURSE_DATA") or REPO.parent / "shared" / "data" / "hw1_data")
+REAL_P1, REAL_P2 = COURSE_DATA / "p1_data", COURSE_DATA / "p2_data"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")  # .ci/run sets it: it installs every tool
+
+
+def need(present: bool, what: str) -> None:
+    """Skip the test where ``what`` (a tool it runs) is missing, saying so; in CI, which installs every tool
+    (``.ci/run``), fail instead: a broken install never becomes a skip there."""
+    if not present:
+        (pytest.fail if IN_CI else pytest.skip)(f"needs {what}" + ("" if IN_CI else " (.ci/run installs it)"))
+
+
+def need_module(name: str, what: str):
+    """The module ``name``, imported; a missing one as ``need`` says."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        need(False, what)
+
+
+def pytest_report_header(config):
+    if COURSE_DATA.is_dir():
+        return f"course data: {COURSE_DATA} (the real_data tests read it)"
+    return f"course data: not at {COURSE_DATA} (set DLCV_COURSE_DATA): the real_data tests are skipped"
 
 TINY_RECIPE = """\
 name: tiny
@@ -36,6 +59,14 @@ optim: {name: adamw, lr: 0.01}
 train: {epochs: 2, threads: 1}
 progress: {images: ["0001", "0003"]}
 """
+
+
+FIRST = ("test_demo.py", "test_timing.py")  # the longest files: started first, one on each worker
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest files first, so that the workers end together."""
+    items.sort(key=lambda item: item.path.name not in FIRST)
 
 
 @pytest.fixture(autouse=True)
@@ -115,58 +146,75 @@ def run_dlcv(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
 BUDGET_RECIPE = TINY_RECIPE.replace("name: tiny", "name: timed") \
     .replace("batch_size: 16", "batch_size: 4, holdout: 0.25") + \
     "schedule: {name: cosine, min_lr_fraction: 0.0}\nembed: {epochs: \"first,middle,last\"}\n"
-SETUP_ALLOWED = 5.0  # the wall-clock budget tests leave this much of their budgets for a command's setup
 
 
-def budget_fit(data: Path, recipe: Path, runs: Path, *extra: str,
-               park: tuple[Path, int, int] | None = None) -> subprocess.Popen:
-    """``dlcv classify fit`` as a separate process, with its own image cache, its output piped. With ``park``
-    ``(file, epoch, batch)`` it writes ``file`` after that batch (both counted from 0) and waits there, so
-    that a test kills it at a point it chose, never after a guessed time (see ``wait_parked``)."""
+def budget_fit(data: Path, recipe: Path, runs: Path, *extra: str, park: tuple[int, int] | str | None = None
+               ) -> subprocess.Popen:
+    """``dlcv classify fit`` as a separate process, with its own image cache, its output piped. With ``park`` it
+    stops at a point of the run and announces it on stdout, so that a test kills it there (``wait_parked``), never
+    after a guessed time: ``(epoch, batch)`` (both counted from 0) after that batch; ``"plan"`` (a budget run) at
+    the first batch past half its planned steps, once an epoch has ended (its ``last.ckpt`` written)."""
     env = {**os.environ, "DLCV_CACHE": str(runs / "cache")}
-    start = ["-c", PARKED_FIT, *map(str, park)] if park else ["-m", "dlcv"]
+    where = ([park] if isinstance(park, str) else list(map(str, park))) if park else []
+    start = ["-c", PARKED_FIT, *where, "--"] if park else ["-m", "dlcv"]
     return subprocess.Popen([sys.executable, *start, "classify", "fit", "--config", str(recipe), "--data",
                              str(data), "--runs-dir", str(runs), *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-PARKED_FIT = """
-import pathlib, sys, time
+PARKED = "dlcv-test: parked"
+PARKED_FIT = f"""
+import sys, time
 import lightning as L
 import dlcv.trainer
+from dlcv.budget import TimeBudget
 from dlcv.cli.main import main
 
-marker, at = pathlib.Path(sys.argv[1]), (int(sys.argv[2]), int(sys.argv[3]))
+split = sys.argv.index("--")
+where, argv = sys.argv[1:split], sys.argv[split + 1:]
 
 class Park(L.Callback):
+    def due(self, trainer, batch_idx):
+        if where == ["plan"]:
+            budget = next(c for c in trainer.callbacks if isinstance(c, TimeBudget))
+            return (budget.planned and trainer.current_epoch >= 1
+                    and trainer.global_step >= budget.plan.total_steps // 2)
+        return (trainer.current_epoch, batch_idx) == tuple(map(int, where))
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if (trainer.current_epoch, batch_idx) == at:
-            marker.write_text("parked")
-            time.sleep(600)
+        if self.due(trainer, batch_idx):
+            print("{PARKED}", flush=True)
+            time.sleep(600)  # killed here by the test
 
 build = dlcv.trainer.build_trainer
 dlcv.trainer.build_trainer = lambda *a, extra_callbacks=(), **k: build(*a, extra_callbacks=(*extra_callbacks, Park()),
                                                                        **k)
-sys.exit(main(sys.argv[4:]))
+sys.exit(main(argv))
 """
 
 
-def wait_parked(process: subprocess.Popen, marker: Path, timeout: float = 300) -> None:
-    """Wait until ``process`` (a ``budget_fit`` with ``park``) has parked, then kill it there."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and not marker.exists() and process.poll() is None:
-        time.sleep(0.05)
-    assert marker.exists(), process.communicate()[1][-2000:]
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+def wait_parked(process: subprocess.Popen) -> str:
+    """Read ``process``'s stdout (a ``budget_fit`` with ``park``) until it announces that it has parked, then kill
+    it there; returns what it printed. A process that ends without parking fails the test with its stderr."""
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if line.strip() == PARKED:
+                break
+        else:
+            pytest.fail("the run ended before its parking point:\n" + process.communicate()[1][-2000:])
+    finally:
+        process.kill()
+        process.communicate()
     assert process.returncode == -signal.SIGKILL
+    return "".join(lines)
 
 
 @pytest.fixture(scope="session")
 def one_second_fit(p1_data, tmp_path_factory) -> tuple[str, str, Path]:
     """A fit of BUDGET_RECIPE with a 1 s budget, which the setup alone uses up (its stdout, stderr and run
-    folder). It measures this machine's setup before a first step: importing lightning, timm and torchmetrics
-    took 15 s on a lent GPU machine's image (2026-11-26) against 4 s here."""
+    folder)."""
     runs = tmp_path_factory.mktemp("one_second")
     recipe = runs / "timed.yaml"
     recipe.write_text(BUDGET_RECIPE)
@@ -174,21 +222,23 @@ def one_second_fit(p1_data, tmp_path_factory) -> tuple[str, str, Path]:
     return out, err, runs / "timed"
 
 
+def copy_run(run: Path, runs: Path) -> Path:
+    """A copy of the run folder ``run`` in ``runs``."""
+    target = runs / run.name
+    shutil.copytree(run, target)
+    return target
+
+
 @pytest.fixture
-def setup_topped(one_second_fit):
-    """``setup_topped(seconds, setups=1)``: a budget for a command meant to train for ``seconds`` less
-    SETUP_ALLOWED, on this machine: where the measured setup is longer, the budget grows by the difference
-    for each setup the command pays (a resumed run pays it again)."""
-    summary = json.loads((one_second_fit[2] / "summary.json").read_text())
-    extra = max(0.0, summary["budget"]["setup_seconds"] - SETUP_ALLOWED)
-    return lambda seconds, setups=1: int(math.ceil(seconds + setups * extra))
+def spent_run(one_second_fit, tmp_path) -> tuple[Path, Path]:
+    """A copy of a finished run whose 1 s budget its setup spent, and the recipe it was trained from."""
+    recipe = tmp_path / "timed.yaml"
+    recipe.write_text(BUDGET_RECIPE)
+    return copy_run(one_second_fit[2], tmp_path / "runs"), recipe
 
 
-def skip_if_overloaded(budget: dict, seconds: float) -> None:
-    """These tests hold a whole command to a budget of seconds, which a machine running several times more
-    work than it has CPUs (a parallel suite, other jobs) cannot meet even in its setup: there they cannot
-    say anything about the plan, and are skipped with what was measured. An idle machine never skips."""
-    load, cpus = os.getloadavg()[0], usable_cpus()
-    if budget["setup_seconds"] > seconds / 2 and load > 2 * cpus:
-        pytest.skip(f"this machine is overloaded (load {load:.1f} on {cpus} CPUs): the setup alone took "
-                    f"{budget['setup_seconds']} s of the {seconds:.1f} s the command had")
+@pytest.fixture(scope="session")
+def ssl_data(tmp_path_factory):
+    """Synthetic p2_data with mini/ (32 images), office/ (3 classes) and a resnet18 pretrain_model_SL.pt."""
+    return synth_ssl(tmp_path_factory.mktemp("ssl"), num_classes=3, mini=32, office_train_per_class=8,
+                     office_val_per_class=3, arch="resnet18")

@@ -83,6 +83,7 @@ def _check_output(name: str, year: int, hand: Path, script: str, work: Path, p1_
         assert all(r[2].isdigit() for r in rows[1:])
 
 
+@pytest.mark.slow
 def test_each_years_handin_folder_runs_its_scripts_with_only_dlcv_installed(capsys, tmp_path, runs, trained_run,
                                                                           p1_data, p2_data, office):
     """Every year's folder is gathered and checked; a script is run where its command was not already run

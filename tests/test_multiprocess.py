@@ -16,19 +16,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_RECIPE, TINY_SEG_RECIPE, run_cli, run_dlcv, skip_if_overloaded
+from conftest import TINY_SEG_RECIPE, need, run_cli, run_dlcv
 from test_ssl import write_tiny_settings
 
 from dlcv.data.batches import TensorBatches
-from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
-from dlcv.recipes import format_duration
+from dlcv.data.synth import synth_p2, synth_ssl
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="torch.distributed with gloo is needed")
+
+@pytest.fixture(autouse=True)
+def gloo():
+    """Every test here runs torch.distributed's gloo backend."""
+    need(torch.distributed.is_available() and torch.distributed.is_gloo_available(), "torch.distributed with gloo")
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two processes on a 2-core machine
 
@@ -77,42 +78,7 @@ def test_a_finished_command_closes_its_process_group(tmp_path, capsys):
             torch.distributed.destroy_process_group()
 
 
-def test_classify_fit_in_two_processes_follows_one_budget_plan(tmp_path, capsys, setup_topped):
-    """torchrun, two processes, one budget: the first process plans (mid-epoch, then at every epoch's end) and both
-    follow its plan (a process stopping one step before the other would wait for its gradients for ever); every
-    file and line is written once; validation and the final scoring are gathered over both processes."""
-    data = synth_p1(tmp_path / "data", num_classes=4, train_per_class=9, val_per_class=4)  # 36 training images
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(TINY_RECIPE.replace("batch_size: 16", "batch_size: 2"))  # 9 steps an epoch a process
-    seconds = setup_topped(20)
-    result = torchrun("classify", "fit", "--config", recipe, "--data", data, "--runs-dir", tmp_path / "runs",
-                      "--set", "train.accelerator=cpu", "--budget", f"{seconds}s", cwd=tmp_path)
-    run = tmp_path / "runs" / "tiny"
-    assert result.stdout.count("trainer: 2 CPU device(s) x 1 node(s), strategy DDP") == 1
-    assert result.stdout.count("run folder:") == 1 and result.stdout.count("best checkpoint:") == 1
-    assert result.stdout.count(f"budget {format_duration(seconds)}:") == 2  # the plan's and the closing line, once
-    rows = metric_rows(run)
-    assert [r["epoch"] for r in rows] == [str(e) for e in range(1, len(rows) + 1)]  # one row an epoch, one writer
-    # The final scoring covered every validation image, from both processes, and agrees with a single process
-    # predicting with the same checkpoint and with the best epoch's validation accuracy (over the whole set
-    # too: 16 images, where a shard of 8 would differ).
-    with open(run / "confusion.csv", newline="") as handle:
-        matrix = np.array([[int(v) for v in row[1:]] for row in list(csv.reader(handle))[1:]])
-    assert matrix.sum() == 16
-    code, _, err = run_cli(capsys, "classify", "predict", "--checkpoint", run / "best.ckpt", "--images",
-                           data / "val_50", "--output", tmp_path / "pred.csv")
-    assert code == 0, err
-    with open(tmp_path / "pred.csv", newline="") as handle:
-        predicted = list(csv.DictReader(handle))
-    correct = sum(int(r["label"]) == int(r["filename"].split("_")[0]) for r in predicted)
-    assert np.trace(matrix) == correct
-    assert max(float(r["val_acc"]) for r in rows) == pytest.approx(correct / 16, abs=1e-6)
-    summary = json.loads((run / "summary.json").read_text())
-    skip_if_overloaded(summary["budget"], seconds)
-    assert summary["budget"]["steps_per_epoch"] == 9 and summary["epochs"] > 2, result.stdout
-    assert torch.load(run / "last.ckpt", weights_only=True)["global_step"] == summary["budget"]["steps"]
-
-
+@pytest.mark.slow
 def test_segment_fit_in_two_processes(tmp_path, capsys):
     data = synth_p2(tmp_path / "data", train=9, validation=4, size=96)
     recipe = tmp_path / "seg.yaml"
@@ -142,13 +108,14 @@ def test_segment_fit_in_two_processes(tmp_path, capsys):
     assert summary["final_validation"]["mean_iou"] == pytest.approx(single, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_ssl_table_in_two_processes(tmp_path):
-    from dlcv.data.office import monitor_sets
-    from dlcv.models.transfer import load_backbone
-    from dlcv.ssl_table import table
     from functools import partial
 
     from dlcv.data.augment import model_input
+    from dlcv.data.office import monitor_sets
+    from dlcv.models.transfer import load_backbone
+    from dlcv.ssl_table import table
     from dlcv.tasks.byol import monitor_knn, trunk_features
 
     data = synth_ssl(tmp_path / "data", num_classes=3, mini=33, office_train_per_class=7, office_val_per_class=3,

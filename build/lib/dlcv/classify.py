@@ -1,0 +1,244 @@
+"""Problem 1, image classification: ``fit``, ``predict`` and ``evaluate`` as the command line runs them.
+
+``evaluate`` needs only NumPy (and Matplotlib for its figure); torch and Lightning are imported
+inside ``fit`` and ``predict`` so that it starts fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dlcv import fitting
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_write, check_output_path
+from dlcv.runs import RunFolder
+
+
+# --- fit -------------------------------------------------------------------------------------------
+def _data(folder: str | os.PathLike, recipe, plan):
+    from dlcv.data.batches import ClassificationData
+
+    return ClassificationData(folder, recipe.data, recipe.seed, plan)
+
+
+def _task(recipe, data, plan):
+    from dlcv.tasks.classification import ClassificationTask
+
+    return ClassificationTask(recipe, data.num_classes, plan)
+
+
+def _snapshots(recipe, data, run_dir: Path, plan) -> list:
+    """Embedding snapshots at ``embed.epochs`` (none when the recipe asks for none)."""
+    from dlcv.data.augment import prepare_batch
+    from dlcv.tasks.snapshots import EmbeddingSnapshots
+
+    epochs = recipe.snapshots()
+    if not epochs:
+        return []
+    sets = data.embedding_sets(recipe.embed.train_subset)
+    return [EmbeddingSnapshots(run_dir, epochs, sets, lambda x: prepare_batch(x, recipe.data),
+                               batch_size=recipe.data.eval_batch_size, plan=plan)]
+
+
+def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
+    """The best checkpoint's confusion matrix on the validation images (``confusion.csv``), and its accuracy
+    there when a holdout share of train chose it."""
+    matrix, final_line = task.final_confusion, None
+    if matrix is not None:
+        run.write_confusion(matrix)
+    if matrix is not None and data.final is not None:
+        folder = str(data.final.folder)
+        accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
+        summary["final_validation"] = {"folder": folder, "accuracy": accuracy}
+        final_line = f"{folder} accuracy of the best checkpoint: {accuracy:.4f} (not used for any choice)"
+    return fitting.selection_summary(summary, recipe, trainer, task, run, final_line)
+
+
+def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
+        resume: bool = False, recipe_type: type | None = None, fixed: tuple[str, ...] = ()) -> Path:
+    """Train a classifier from a recipe (a file, or one built as a ``recipe_type``); return the run folder.
+    ``resume`` continues an interrupted run of the same name from its last checkpoint (model, optimiser,
+    schedule, EMA, early stopping, epoch). ``recipe_type``: whose defaults the file and overrides apply to
+    (``ClassifyRecipe`` when None); ``fixed``: keys the caller set on a built recipe, which a resume must find
+    unchanged."""
+    from dlcv.recipes import ClassifyRecipe
+
+    command = fitting.Command(recipe_type or ClassifyRecipe, data, _data, _task, _summarize,
+                              make_callbacks=_snapshots, fixed=fixed)
+    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
+
+
+# --- checkpoints and prediction ----------------------------------------------------------------------
+def load_classifier(path: str | os.PathLike):
+    """``(model, recipe)`` from a dlcv classification checkpoint, loaded without running pickled code."""
+    from dlcv.checkpoints import checkpoint_classes, read_checkpoint, rebuild_model
+
+    ckpt, recipe = read_checkpoint(path, "classify")
+    return rebuild_model(ckpt, recipe, path, checkpoint_classes(ckpt, path)), recipe
+
+
+def predict_scores(model, images, recipe, batch_size: int = 500, tta: str | None = None,
+                   where: str = "the images"):
+    """Softmax probabilities (N, classes) for uint8 (N, H, W, 3) images, with the recipe's input
+    preparation and test-time augmentation (``tta`` overrides the recipe's); images the model cannot
+    take (too small for its pooling) are one line naming ``where``."""
+    import torch
+
+    from dlcv.data.augment import prepare_batch
+    from dlcv.runtime import inference_autocast, inference_device
+    from dlcv.tta import predict_logits
+
+    images = torch.as_tensor(np.asarray(images))
+    device = inference_device()  # the uint8 batches travel; conversion and TTA run on the device
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    tta, out = tta or recipe.train.tta, []
+    with torch.inference_mode(), inference_autocast(device, recipe.train.precision):
+        for i in range(0, len(images), batch_size):
+            x = prepare_batch(images[i : i + batch_size].to(device), recipe.data)
+            try:
+                logits = predict_logits(model, x, tta)
+            except RuntimeError as exc:
+                if i > 0 or _takes(model, x.shape[-2:], tta, x):
+                    raise  # not the images' size: a one-image batch of it passes
+                raise _refused_size(model, x, tta, recipe, where, exc) from None
+            out.append(logits.float().softmax(1).cpu())
+    return torch.cat(out)
+
+
+def _takes(model, size: tuple[int, int], tta: str, like) -> bool:
+    """Whether ``model`` takes one image of ``size`` (height, width) under ``tta``."""
+    from dlcv.tta import predict_logits
+
+    try:
+        predict_logits(model, like.new_zeros(1, like.shape[1], *size), tta)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _refused_size(model, x, tta: str, recipe, where: str, exc: Exception) -> DlcvError:
+    """One line for images (or ``data.input_size``) the model cannot take, with the smallest square side it takes
+    (searched up to 1024 pixels)."""
+    from dlcv.errors import exception_line
+
+    fails, side = 0, 1
+    while side <= 1024 and not _takes(model, (side, side), tta, x):
+        fails, side = side, side * 2
+    while side <= 1024 and side - fails > 1:  # the smallest side it takes lies in (fails, side]
+        middle = (fails + side) // 2
+        fails, side = (fails, middle) if _takes(model, (middle, middle), tta, x) else (middle, side)
+    height, width = x.shape[-2:]
+    what = (f"its input of {width}x{height} pixels (data.input_size)" if recipe.data.input_size
+            else f"images of {width}x{height} pixels")
+    smallest = f"the smallest it takes{f' with tta {tta}' if tta != 'none' else ''} is {side}x{side}"
+    reason = smallest if side <= 1024 and side > min(height, width) else exception_line(exc)
+    return DlcvError(f"{where}: model {recipe.model.name!r} cannot take {what}: {reason}")
+
+
+def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path]:
+    """The ``count`` best checkpoints of the run that ``checkpoint`` belongs to (its ``top/`` folder,
+    written when the recipe sets ``train.save_top_k``), best first; ``[checkpoint]`` for 1."""
+    checkpoint = Path(checkpoint)
+    if count <= 1:
+        return [checkpoint]
+    top = RunFolder(checkpoint.parent).top
+    found = sorted(top.glob("*.ckpt")) if top.is_dir() else []
+    if len(found) < count:
+        raise DlcvError(f"--ensemble {count}: {top} holds {len(found)} checkpoint(s); train with "
+                        f"train.save_top_k >= {count}")
+    # File names end with the monitored validation accuracy: higher is better.
+    scored = sorted(found, key=lambda p: float(p.stem.rsplit("-", 1)[-1]), reverse=True)
+    return scored[:count]
+
+
+def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
+            id_column: str = "filename", ensemble: int = 1, tta: str | None = None) -> int:
+    """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name.
+
+    ``ensemble`` k averages the probabilities of the run's k best checkpoints (R5 averaged its 5
+    best epochs); ``tta`` (none, flip, flip_shift) overrides the recipe's test-time augmentation.
+    """
+    from dlcv.data.images import list_images, load_image_stack
+
+    if id_column not in ("filename", "image_id"):
+        raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
+    output = check_output_path(output, inputs=(images, checkpoint))
+    files = list_images(images)
+    array = load_image_stack(files, use_cache=False)
+    total = 0
+    for path in ensemble_checkpoints(checkpoint, ensemble):
+        model, recipe = load_classifier(path)
+        total = total + predict_scores(model, array, recipe, tta=tta, where=str(images))
+    labels = total.argmax(1).numpy()
+    with atomic_write(output, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([id_column, "label"])
+        writer.writerows((f.name, int(l)) for f, l in zip(files, labels))
+    return len(files)
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+def _read_label_table(path: Path, role: str) -> dict[str, int]:
+    from dlcv.data.images import list_images
+    from dlcv.data.p1 import label_from_filename, parse_label, read_csv_rows
+
+    if path.is_dir():
+        return {p.name: label_from_filename(p) for p in list_images(path)}
+    rows = read_csv_rows(path, ("label",))
+    if rows and "filename" not in rows[0] and "image_id" not in rows[0]:
+        raise DlcvError(f"{path}: missing column filename (or image_id) in the {role} CSV")
+    table: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        name = row.get("filename") or row.get("image_id") or ""
+        if not name:
+            raise DlcvError(f"{path}:{line}: empty file name")
+        if name in table:
+            raise DlcvError(f"{path}:{line}: file name {name!r} appears twice")
+        table[name] = parse_label(row["label"], f"{path}:{line}")
+    if not table:
+        raise DlcvError(f"{path}: the {role} CSV has no rows")
+    return table
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(sorted(names)[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
+             confusion: str | os.PathLike | None = None) -> dict:
+    """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV."""
+    from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
+
+    predictions, labels = Path(predictions), Path(labels)
+    if confusion is None:
+        confusion = predictions.with_name(predictions.stem + "_confusion.png")
+    confusion = check_output_path(confusion, inputs=(predictions, labels))
+    predicted = _read_label_table(predictions, "predictions")
+    truth = _read_label_table(labels, "labels")
+    missing = [n for n in truth if n not in predicted]
+    extra = [n for n in predicted if n not in truth]
+    if missing:
+        raise DlcvError(f"{predictions}: no prediction for {len(missing)} labelled image(s): {_names(missing)}")
+    if extra:
+        raise DlcvError(f"{predictions}: {len(extra)} prediction(s) for images not in {labels}: {_names(extra)}")
+    names = sorted(truth)
+    y_true = np.array([truth[n] for n in names])
+    y_pred = np.array([predicted[n] for n in names])
+    num_classes = int(y_true.max()) + 1  # labels are bounded (parse_label); predictions must fall among them
+    stray = [n for n in names if predicted[n] >= num_classes]
+    if stray:
+        raise DlcvError(f"{predictions}: {stray[0]} is predicted as class {predicted[stray[0]]}, but the labels in "
+                        f"{labels} are classes 0...{num_classes - 1}" + (f" ({len(stray)} such rows)" if len(stray) > 1
+                                                                            else ""))
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    from dlcv.viz.confusion import plot_confusion
+
+    plot_confusion(cm, confusion, title=f"{predictions.name} vs {labels.name}")
+    return {"accuracy": accuracy(y_true, y_pred), "per_class": per_class_accuracy(cm),
+            "support": cm.sum(axis=1), "images": len(names), "confusion_figure": str(confusion)}

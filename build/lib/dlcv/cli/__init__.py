@@ -1,0 +1,1 @@
+"""The ``dlcv`` command line: it parses arguments and calls the library, nothing else."""

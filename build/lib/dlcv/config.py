@@ -1,0 +1,269 @@
+"""Recipes: one YAML file per experiment, merged over the task's defaults and resolved in full.
+
+A run writes the resolved recipe into its folder, so nothing about an experiment lives only in a
+shell history. Keys the defaults do not know are errors (a typo must not be silently ignored),
+except under sections marked free-form (``model.args``). A free-form section belongs to the ``name``
+beside it: a later layer that names another model starts its arguments afresh.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dlcv.errors import DlcvError, exception_line, shown
+
+if TYPE_CHECKING:
+    from dlcv.recipes import Recipe
+
+FREE_FORM = {("model", "args")}
+# YAML 1.1, which PyYAML reads, makes ``5e-4`` and ``1.0e4`` strings (its floats need a dot and a signed
+# exponent); YAML 1.2 and every user read them as numbers: ``lr: 5e-4``, ``--set optim.lr=5e-4``.
+EXPONENT_FLOAT = r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"
+
+
+# A recipe is a few hundred values; YAML's aliases can make a few lines expand to billions ("billion laughs").
+MAX_VALUES = 10_000  # values a recipe's YAML may expand to, aliases counted at their full size
+MAX_DEPTH = 64  # nesting levels (the composer recurses once per level)
+MAX_CHARS = 1 << 20  # a recipe's YAML text
+
+
+@functools.cache
+def _recipe_loader():
+    import re
+
+    import yaml
+
+    class TooLarge(yaml.YAMLError):
+        """A recipe's YAML past ``MAX_CHARS``, ``MAX_VALUES`` or ``MAX_DEPTH``."""
+
+    class RecipeLoader(yaml.SafeLoader):
+        """PyYAML's safe loader that also reads exponent-only floats (``5e-4``) as numbers, and refuses a
+        document that expands past ``MAX_VALUES`` values or nests past ``MAX_DEPTH`` as it is composed."""
+
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.expanded, self.depth, self.sizes = 0, 0, {}  # sizes: each anchor's expanded size
+
+        def compose_node(self, parent, index):
+            """PyYAML's node, counted: an alias at the size of what its anchor holds (a value an anchor
+            still being composed holds counts 1: a recursive value, not an expansion)."""
+            event = self.peek_event()
+            anchor = getattr(event, "anchor", None)
+            if isinstance(event, yaml.AliasEvent):
+                self._count(self.sizes.get(anchor, 1))
+                return super().compose_node(parent, index)
+            if self.depth >= MAX_DEPTH:
+                raise TooLarge(f"nests deeper than {MAX_DEPTH} levels")
+            before, self.depth = self.expanded, self.depth + 1
+            node = super().compose_node(parent, index)
+            self.depth -= 1
+            self._count(1)
+            if anchor is not None:
+                self.sizes[anchor] = self.expanded - before
+            return node
+
+        def _count(self, size: int) -> None:
+            """Add ``size`` values to the document's; refuse it past ``MAX_VALUES``."""
+            self.expanded += size
+            if self.expanded > MAX_VALUES:
+                raise TooLarge(f"expands to more than {MAX_VALUES} values (aliases counted in full)")
+
+    RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(EXPONENT_FLOAT), list("-+0123456789"))
+    RecipeLoader.TooLarge = TooLarge
+    return RecipeLoader
+
+
+def yaml_value(text: str):
+    """A recipe's YAML text (a file's, a ``--set`` value's, a run folder's) as data; a ``yaml.YAMLError``
+    for text that is not YAML, or that is (or expands) past a recipe's size (``_recipe_loader().TooLarge``)."""
+    import yaml
+
+    loader = _recipe_loader()
+    if len(text) > MAX_CHARS:
+        raise loader.TooLarge(f"is longer than {MAX_CHARS} characters")
+    try:
+        return yaml.load(text, Loader=loader)  # a SafeLoader: plain data only
+    except ValueError as exc:  # an integer past Python's limit of digits for a conversion from text
+        raise yaml.YAMLError(str(exc)) from None
+
+
+def _load_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.is_file():
+        raise DlcvError(f"{path}: no such recipe file")
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_CHARS + 1)  # no more: a file past a recipe's size is refused unread
+    if len(raw) > MAX_CHARS:
+        raise DlcvError(f"{path}: too large for a recipe (more than {MAX_CHARS} bytes)")
+    try:
+        data = yaml_value(raw.decode("utf-8"))
+    except _recipe_loader().TooLarge as exc:
+        raise DlcvError(f"{path}: too large for a recipe: it {exc}") from None
+    except yaml.YAMLError as exc:
+        raise DlcvError(f"{path}: not valid YAML ({exception_line(exc)})") from None
+    except UnicodeDecodeError:
+        raise DlcvError(f"{path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DlcvError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def merge(defaults: dict, override: dict, source: str, path: tuple[str, ...] = ()) -> dict:
+    """``defaults`` updated by ``override``, refusing keys the defaults do not have."""
+    out = copy.deepcopy(defaults)
+    if (*path, "args") in FREE_FORM and override.get("name", out.get("name")) != out.get("name"):
+        out["args"] = {}  # another model: the arguments of the one it replaces do not apply
+    for key, value in override.items():
+        here = (*path, str(key))
+        free = here in FREE_FORM
+        if not free and key not in defaults:
+            known = ", ".join(sorted(defaults)) or "none"
+            raise DlcvError(f"{source}: unknown recipe key {shown('.'.join(here))} (known here: {known})")
+        if (free or isinstance(defaults[key], dict)) and not isinstance(value, dict):
+            raise DlcvError(f"{source}: recipe key {shown('.'.join(here))} must be a mapping, got {shown(value)}")
+        if not free and not isinstance(defaults[key], dict) and isinstance(value, dict):
+            raise DlcvError(f"{source}: recipe key {shown('.'.join(here))} takes a value, not sub-keys "
+                            f"({shown(', '.join(map(str, value)))})")
+        if free:
+            out[key] = {**(out.get(key) or {}), **copy.deepcopy(value)}
+        elif isinstance(defaults[key], dict):
+            out[key] = merge(defaults[key], value, source, here)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict:
+    """``["optim.lr=0.05", "train.epochs=3"]`` -> nested dict, values parsed as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise DlcvError(f"--set {shown(item)}: expected KEY=VALUE, e.g. train.epochs=5")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml_value(raw)
+        except _recipe_loader().TooLarge as exc:
+            raise DlcvError(f"--set {shown(key)}: the value is too large for a recipe: it {exc}") from None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts[:-1], start=1):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # an earlier --set gave this key a value
+                raise DlcvError(f"--set {shown(key)}: {shown('.'.join(parts[:depth]))} is set to a value by an "
+                                "earlier --set, so it has no sub-keys")
+        node[parts[-1]] = value
+    return out
+
+
+def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: Iterable[str] = (),
+                base: dict | None = None) -> Recipe:
+    """The recipe of type ``kind`` (``dlcv.recipes``): its defaults (or ``base``, a recipe as a mapping), then the
+    recipe file, then ``--set`` overrides; ``name`` defaults to the file's.
+
+    Every value is checked by the schema and the model by building it, where the recipe names one; an error
+    names the key and where its value came from (the file or ``--set``).
+    """
+    recipe = copy.deepcopy(base) if base is not None else kind().model_dump()
+    from_file: dict = {}
+    if path is not None:
+        path = Path(path)
+        from_file = _load_yaml(path)
+        recipe = merge(recipe, from_file, str(path))
+        if not recipe.get("name"):
+            recipe["name"] = path.stem
+    from_set = parse_overrides(overrides)
+    recipe = merge(recipe, from_set, "--set")
+
+    def source_of(key: str) -> str:
+        if lookup(from_set, key) is not MISSING:
+            return "--set"
+        from_path = lookup(from_file, key) is not MISSING or (key == "name" and path is not None)
+        return str(path) if from_path else "the built-in defaults"
+
+    typed = validated(kind, recipe, source_of)
+    train = getattr(typed, "train", None)
+    if train is not None and train.budget and lookup(from_set, "train.epochs") is not MISSING:
+        # Under a budget train.epochs is only the first plan: a tiny run asked for would train the whole budget.
+        raise DlcvError(f"--set train.epochs={train.epochs}: the recipe trains to a time budget (train.budget "
+                        f"{train.budget}, from {source_of('train.budget')}) and plans its epochs from the measured "
+                        "speed; add --budget none to train by epochs, or give a shorter --budget")
+    if typed.task in ("classify", "segment"):
+        check_model(typed, source_of("model"))
+    return typed
+
+
+def validated(kind: type[Recipe], recipe: dict, source_of=lambda key: "the recipe") -> Recipe:
+    """``recipe`` (a mapping) as a ``kind``; a value that breaks its rule is one line naming the key, its rule and
+    ``source_of(key)`` (the recipe file, ``--set``, or the run folder's recipe)."""
+    from pydantic import ValidationError
+
+    from dlcv.recipes import RecipeError, describe_field, field_at
+
+    try:
+        return kind.model_validate(recipe)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, RecipeError):  # a check across keys
+            raise DlcvError(f"{source_of(cause.key)}: {cause}") from None
+        if error["type"] == "extra_forbidden":  # a recipe not merged over the defaults (a checkpoint's)
+            key = ".".join(map(str, error["loc"]))
+            raise DlcvError(f"{source_of(key)}: unknown recipe key {shown(key)}") from None
+        key, field = field_at(kind, error["loc"])
+        raise DlcvError(f"{source_of(key)}: {key} must be {describe_field(field)}, got {shown(lookup(recipe, key))}") \
+            from None
+
+
+MISSING = object()  # what ``lookup`` gives for a key the tree does not set
+
+
+def lookup(tree, key: str):
+    """The value of the dotted ``key`` in the nested ``tree`` (a mapping or a typed recipe), or ``MISSING``."""
+    node = tree
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif part in getattr(type(node), "model_fields", {}):
+            node = getattr(node, part)
+        else:
+            return MISSING
+    return node
+
+
+def check_model(recipe: Recipe, where: str) -> None:
+    """The recipe's model (``model.name`` with ``model.args``) can be built: built once on the meta
+    device (shapes only, no memory, no weights read), so an unknown name or argument, or an argument
+    the model refuses (whatever it raises), is one line naming ``where`` before any data is read."""
+    import torch
+
+    from dlcv.checkpoints import rebuild_args
+    from dlcv.models import create_model
+
+    spec = recipe.model
+    try:
+        with torch.device("meta"):
+            create_model(spec.name, num_classes=2, kind=recipe.task, **rebuild_args(spec.args))
+    except DlcvError as exc:
+        raise DlcvError(f"{where}: {exc}") from None
+    except Exception as exc:  # a builder's own refusal: a bare assert, a ValueError, torch's shape checks
+        raise DlcvError(f"{where}: model.args cannot build model {shown(spec.name)}: {exception_line(exc)}") from None
+
+
+def dump_recipe(recipe) -> str:
+    """A recipe (typed, or a mapping) as YAML text."""
+    import yaml
+
+    data = recipe.model_dump() if hasattr(recipe, "model_dump") else recipe
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,1 @@
+"""Data formats of the course, the decoded-image cache, batched augmentation and synthetic data."""

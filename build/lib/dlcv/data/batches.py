@@ -1,0 +1,321 @@
+"""Batches straight from in-memory uint8 tensors, and the classification data module.
+
+No ``Dataset``/``DataLoader`` workers: the images were decoded once (``images.load_image_stack``),
+so a batch is one index into a tensor. Normalisation and augmentation run after the batch reaches
+the training device, batched (``on_after_batch_transfer``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from dlcv.data.augment import prepare_batch, uses_policy
+from dlcv.data.features import TRAINING_SUBSET
+from dlcv.data.images import load_resized_stack
+from dlcv.data.p1 import (
+    LabelledImages,
+    check_class_count,
+    read_image_folder,
+    stratified_holdout,
+)
+from dlcv.errors import DlcvError
+from dlcv.plan import Plan
+from dlcv.recipes import crop_padding_error
+from dlcv.runtime import is_primary_process
+
+
+class TensorBatches:
+    """An iterable of ``(images, labels)`` batches over in-memory tensors.
+
+    Shuffling is a function of ``(seed, epoch)``, so a run is reproducible and a resumed run sees
+    the same order. With ``world_size > 1`` each process takes every ``world_size``-th sample; with
+    ``pad`` (training) the order is first wrapped around to a multiple of ``world_size``, as torch's
+    ``DistributedSampler`` does, so every process runs the same number of steps (a process with one
+    batch more would wait for the others' gradients for ever). Evaluation is not padded: no sample
+    is counted twice, and evaluation steps wait for nothing.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, epoch_fn=None,
+                 pad: bool = False):
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size, self.pad = seed, rank, world_size, pad
+        self.epoch = 0
+        self.epoch_fn = epoch_fn  # e.g. the trainer's current epoch: right after a resume too
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self, epoch: int | None = None) -> torch.Tensor:
+        n = len(self.labels)
+        if self.shuffle:
+            seed = self.seed * 100_003 + (self.epoch if epoch is None else epoch)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        else:
+            order = torch.arange(n)
+        if self.pad and n % self.world_size:
+            total = -(-n // self.world_size) * self.world_size
+            order = order.repeat(-(-total // n))[:total]  # wrapped round (more than once if n < world_size)
+        return order[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _next_epoch(self) -> int:
+        """The epoch of the pass that starts now; counted on at the start, not the end, of a pass,
+        because a trainer that knows the length stops asking once it has every batch (so code after
+        the last ``yield`` never runs)."""
+        if self.epoch_fn is not None:
+            self.epoch = int(self.epoch_fn())
+        epoch = self.epoch
+        if self.shuffle:
+            self.epoch += 1
+        return epoch
+
+    def __iter__(self):
+        epoch = self._next_epoch()
+        order = self._indices(epoch)
+        for i in range(len(self)):
+            index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.images[index], self.labels[index]
+
+
+def padded_shard(n: int, world_size: int) -> int:
+    """Samples of each process's training shard: ``n`` wrapped round to a multiple of ``world_size``, split."""
+    return -(-n // world_size)
+
+
+@dataclass(frozen=True)
+class Split:
+    """An in-memory set: uint8 images ``x`` (N, H, W, 3), their labels or class maps ``y``, their names, and the
+    folder they came from."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    names: list[str]
+    folder: Path
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index) -> Split:
+        return Split(self.x[index], self.y[index], [self.names[i] for i in index], self.folder)
+
+
+def load_labelled(images: LabelledImages, folder: Path, use_cache: bool, side: int | None = None) -> Split:
+    """The images (resized to ``side`` when given) and their labels as a ``Split``."""
+    array = load_resized_stack(images.files, side, use_cache=use_cache)
+    # One copy out of the memory map into RAM: batches then index plain memory.
+    return Split(torch.from_numpy(np.array(array, copy=True)), torch.from_numpy(images.labels), images.names, folder)
+
+
+def validation_folder(root: Path, cfg) -> Path | None:
+    """``root/data.validation`` when it is a folder, else None; one line when there is neither it nor a holdout
+    share of train (``data.holdout``) to validate on."""
+    folder = root / cfg.validation if cfg.validation else None
+    if folder is not None and folder.is_dir():
+        return folder
+    if cfg.holdout <= 0:
+        raise DlcvError(f"{folder or root}: no validation folder, and the recipe keeps no holdout share of train "
+                        "(data.holdout)")
+    return None
+
+
+class InMemoryData(L.LightningDataModule):
+    """The base of dlcv's data modules: everything is decoded once (``prepare``) into uint8 tensors,
+    a batch is an index into them, and it is converted on the training device
+    (``on_after_batch_transfer``, in the model's dtype).
+
+    Training batches are per-process shards with equal step counts (``TensorBatches``' ``pad``);
+    evaluation and test batches are disjoint shards whose metrics the tasks gather over processes.
+    ``test_tensors`` is the set the chosen checkpoint is scored on once, after fit (None: none).
+    """
+
+    def __init__(self, cfg, seed: int, plan: Plan | None = None):
+        super().__init__()
+        self.cfg, self.seed = cfg, seed
+        self.plan = plan if plan is not None else Plan()  # the run's, for the epochs it plans
+        self.train: Split | None = None
+        self.val: Split | None = None
+        self.final: Split | None = None  # scored once, at the end, when a holdout share of train validated
+
+    def split(self, whole: Split, validation: Split | None, holdout: float, draw) -> None:
+        """``train``, ``val`` and ``final`` from the training set ``whole`` and the validation folder's set: with
+        ``holdout`` > 0, ``draw(holdout)`` gives the (kept, held) indices of ``whole``, the held share validates and
+        the validation folder is the final set; else ``whole`` trains and the folder validates."""
+        if holdout > 0:
+            keep, held = draw(holdout)
+            self.train, self.val, self.final = whole.subset(keep), whole.subset(held), validation
+        else:
+            self.train, self.val, self.final = whole, validation, None
+
+    def prepare(self) -> None:
+        """Read, check and decode everything once (also usable without a Trainer)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def describe(self) -> str:
+        """What the run trains on, for its first line."""
+        raise NotImplementedError
+
+    def resolved(self) -> dict:
+        """What the data decides of the run (its class count), recorded in ``resolved.json``."""
+        return {}
+
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The set the chosen checkpoint is scored on once, after fit (None: none)."""
+        return None if self.final is None else (self.final.x, self.final.y)
+
+    def counts(self) -> tuple[int, int, int]:
+        """Images (or pairs) of training, of validation and of the final set (0: none), for a time budget's plan."""
+        tensors = self.test_tensors()
+        return len(self.train), len(self.val), 0 if tensors is None else len(tensors[1])
+
+    @property
+    def training(self) -> bool:
+        return self.trainer is not None and self.trainer.training
+
+    def steps_per_epoch(self, world_size: int) -> int:
+        """Training steps an epoch takes in each of ``world_size`` processes (``train_batches``' length)."""
+        shard, batch = padded_shard(self.counts()[0], world_size), self.cfg.batch_size
+        return shard // batch if shard >= batch else 1
+
+    def rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
+    def train_batches(self, images: torch.Tensor, labels: torch.Tensor, kind=TensorBatches, **extra) -> TensorBatches:
+        """Shuffled training batches of this process's shard (equal step counts on every process)."""
+        rank, world = self.rank_world()
+        batch, trainer = self.cfg.batch_size, self.trainer
+        return kind(images, labels, batch, shuffle=True, pad=True, drop_last=padded_shard(len(labels), world) >= batch,
+                    seed=self.seed, rank=rank, world_size=world,
+                    epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
+
+    def eval_batches(self, images: torch.Tensor, labels: torch.Tensor) -> TensorBatches:
+        """Batches of this process's share of an evaluation set, in order."""
+        rank, world = self.rank_world()
+        return TensorBatches(images, labels, self.cfg.eval_batch_size, rank=rank, world_size=world)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self.eval_batches(self.val.x, self.val.y)
+
+    def test_dataloader(self) -> TensorBatches:
+        tensors = self.test_tensors()
+        if tensors is None:
+            raise DlcvError("this data has no final set to score")
+        return self.eval_batches(*tensors)
+
+    def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
+        """A uint8 batch on the training device -> what the model takes (augmented when ``training``)."""
+        raise NotImplementedError
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """``convert_batch``, in the dtype the trainer's precision feeds the model: Lightning converts a batch
+        before this hook, while ours are still uint8, so a ``bf16-true`` or ``16-true`` model would otherwise
+        get float32 (and fail)."""
+        out = self.convert_batch(*batch, training=self.training)
+        return out if self.trainer is None else self.trainer.precision_plugin.convert_input(out)
+
+
+class ClassificationData(InMemoryData):
+    """Problem 1's data for training: ``root/train`` split or paired with ``root/validation``.
+
+    With ``holdout > 0`` a stratified share of the training folder is the validation set used for
+    checkpoint selection, and the validation folder (if present) is only evaluated at the end.
+    """
+
+    def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
+        super().__init__(cfg, seed, plan)
+        self.root = Path(root)
+        self.num_classes: int | None = None
+        self._policy_on: bool | None = None  # data.auto_augment_min_epochs' last decision, for _say_policy
+
+    def _folder(self, key: str) -> Path:
+        return self.root / getattr(self.cfg, key)
+
+    def prepare(self) -> None:
+        """Read, check and decode everything once (also usable without a Trainer)."""
+        if self.train is not None:
+            return
+        cfg = self.cfg
+        if not self.root.is_dir():
+            raise DlcvError(f"{self.root}: no such data folder")
+        train = read_image_folder(self._folder("train"), self._optional_csv("train_labels"))
+        val_folder = validation_folder(self.root, cfg)
+        other = read_image_folder(val_folder, self._optional_csv("validation_labels")) if val_folder else None
+        self.num_classes = int(cfg.num_classes or check_class_count(train.labels, self._folder("train")))
+        for images, beyond in ((train, f"is not below data.num_classes {self.num_classes}"),
+                               (other, f"is not among the {self.num_classes} training classes")):
+            if images is not None and images.labels.max() >= self.num_classes:
+                bad = images.files[int(np.argmax(images.labels))]
+                raise DlcvError(f"{bad}: label {int(images.labels.max())} {beyond}")
+        use_cache, side = cfg.cache, cfg.image_size
+        # The whole training folder is decoded once (one cache file) and split in memory.
+        whole = load_labelled(train, self._folder("train"), use_cache, side)
+        height, width = whole.x.shape[1:3]
+        if cfg.crop_padding >= min(height, width):
+            raise DlcvError(crop_padding_error(cfg.crop_padding, f"the side of the {width}x{height} images of "
+                                               f"{self._folder('train')}"))
+        validation = load_labelled(other, val_folder, use_cache, side) if other is not None else None
+        self.split(whole, validation, cfg.holdout, lambda share: stratified_holdout(train.labels, share, self.seed))
+
+    def _say_policy(self, on: bool, planned: float | None) -> None:
+        """One line whenever ``data.auto_augment_min_epochs`` switches the policy on or off."""
+        if on != self._policy_on and is_primary_process():
+            plan = "not yet made" if planned is None else f"{planned:.1f} epochs"
+            print(f"data.auto_augment {self.cfg.auto_augment}: {'on' if on else 'off'} (the plan: {plan}; "
+                  f"on from {self.cfg.auto_augment_min_epochs} epochs)", flush=True)
+        self._policy_on = on
+
+    def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
+        """Image sets for embedding snapshots: the validation folder (or, without one, the validation
+        set), and with ``train_subset`` a fixed, class-balanced sample of that many training images."""
+        shown = self.final if self.final is not None else self.val
+        sets = {"": (shown.x, shown.y.numpy(), shown.names)}
+        if train_subset > 0:
+            fraction = min(train_subset / len(self.train), 0.999)
+            _, pick = stratified_holdout(self.train.y.numpy(), fraction, self.seed + 1)
+            part = self.train.subset(pick)
+            sets[TRAINING_SUBSET] = (part.x, part.y.numpy(), part.names)
+        return sets
+
+    def _optional_csv(self, key: str) -> Path | None:
+        return self.root / getattr(self.cfg, key) if getattr(self.cfg, key) else None
+
+    def resolved(self) -> dict:
+        return {"num_classes": self.num_classes}
+
+    def describe(self) -> str:
+        return (f"{len(self.train)} training images, {len(self.val)} validation images, "
+                f"{self.num_classes} classes")
+
+    def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The validation folder when a holdout share selected checkpoints, else the validation set."""
+        shown = self.final if self.final is not None else self.val
+        return shown.x, shown.y
+
+    def train_dataloader(self) -> TensorBatches:
+        return self.train_batches(self.train.x, self.train.y)
+
+    def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
+        planned = self.plan.epochs if training else None
+        cfg = self.cfg
+        if training and cfg.auto_augment_min_epochs:
+            self._say_policy(uses_policy(cfg, planned), planned)
+        x = prepare_batch(images, cfg, train=training, planned_epochs=planned)
+        if training and (cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0):
+            from dlcv.data.policies import mix
+
+            return mix(x, labels, self.num_classes, cfg.mixup_alpha, cfg.cutmix_alpha)
+        return x, labels

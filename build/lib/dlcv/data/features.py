@@ -1,0 +1,106 @@
+"""Feature files: the second-last layer's outputs of a set of images, with labels and file names.
+
+A feature file is an ``.npz`` holding ``features`` (N x D), ``labels`` (N) and optionally
+``filenames`` (N) and ``epoch``. A run keeps one per snapshot epoch in ``runs/NAME/embeddings/``,
+named ``epoch_NNN.npz``; features are stored as float16 (half the bytes, ample precision for plots
+and neighbour statistics).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_path
+
+SNAPSHOT_DIR = "embeddings"
+TRAINING_SUBSET = "train_"  # file-name prefix of the training-subset snapshots
+_SNAPSHOT_NAME = re.compile(rf"^({TRAINING_SUBSET})?epoch_(\d+)\.npz$")
+
+
+@dataclass
+class FeatureSet:
+    """One feature file: (N, D) features, their labels, optional file names and the epoch they were taken at."""
+
+    features: np.ndarray  # (N, D) float
+    labels: np.ndarray  # (N,) int
+    filenames: list[str] | None = None
+    epoch: int | None = None
+    source: str = ""
+
+    def title(self) -> str:
+        return f"epoch {self.epoch}" if self.epoch is not None else Path(self.source).stem
+
+
+def save_features(path: str | os.PathLike, features: np.ndarray, labels: np.ndarray,
+                  filenames: list[str] | None = None, epoch: int | None = None) -> None:
+    """Write a feature file atomically (features as float16)."""
+    arrays = {"features": np.asarray(features, dtype=np.float16), "labels": np.asarray(labels, dtype=np.int32)}
+    if filenames is not None:
+        arrays["filenames"] = np.asarray(filenames, dtype=str)
+    if epoch is not None:
+        arrays["epoch"] = np.asarray(epoch, dtype=np.int32)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+def load_features(path: str | os.PathLike) -> FeatureSet:
+    """Read and check a feature file; a clear error names what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DlcvError(f"{path}: no such feature file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            if "features" not in keys:
+                raise DlcvError(f"{path}: no 'features' array (a feature file holds features, labels and "
+                                "optionally filenames)")
+            if "labels" not in keys:
+                raise DlcvError(f"{path}: no 'labels' array: every point needs its class to be drawn")
+            features = data["features"].astype(np.float32)
+            labels = data["labels"]
+            filenames = [str(f) for f in data["filenames"]] if "filenames" in keys else None
+            epoch = int(data["epoch"]) if "epoch" in keys else None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise DlcvError(f"{path}: not a readable .npz feature file ({exc})") from None
+    if features.ndim != 2 or len(features) < 3:
+        raise DlcvError(f"{path}: 'features' must be N x D with N >= 3, got shape {features.shape}")
+    if labels.shape != (len(features),):
+        raise DlcvError(f"{path}: 'labels' has shape {labels.shape}, expected ({len(features)},)")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DlcvError(f"{path}: 'labels' must be whole numbers, got {labels.dtype}")
+    if filenames is not None and len(filenames) != len(features):
+        raise DlcvError(f"{path}: {len(filenames)} filenames for {len(features)} points")
+    if not np.isfinite(features).all():
+        raise DlcvError(f"{path}: 'features' holds NaN or infinite values")
+    return FeatureSet(features, labels.astype(np.int64), filenames, epoch, str(path))
+
+
+def snapshot_path(run_dir: str | os.PathLike, epoch: int, prefix: str = "") -> Path:
+    """``run_dir/embeddings/[prefix]epoch_NNN.npz``; prefix "" or ``TRAINING_SUBSET``."""
+    return Path(run_dir) / SNAPSHOT_DIR / f"{prefix}epoch_{epoch:03d}.npz"
+
+
+def load_run_snapshots(run_dir: str | os.PathLike, training_subset: bool = False) -> list[FeatureSet]:
+    """Every snapshot of a run (of its validation images, or of its training subset), in epoch order."""
+    folder = Path(run_dir) / SNAPSHOT_DIR
+    prefix = TRAINING_SUBSET if training_subset else None
+    found = sorted((int(m.group(2)), p) for p in folder.glob("*epoch_*.npz")
+                   if (m := _SNAPSHOT_NAME.match(p.name)) and m.group(1) == prefix)
+    if not found:
+        what = "training-subset " if training_subset else ""
+        raise DlcvError(f"{run_dir}: the run kept no {what}embedding snapshots (no {SNAPSHOT_DIR}/"
+                        f"{prefix or ''}epoch_NNN.npz); train it with embed.epochs"
+                        f"{' and embed.train_subset' if training_subset else ''} set in the recipe")
+    sets = [load_features(p) for _, p in found]
+    for (epoch, _), fs in zip(found, sets):
+        fs.epoch = epoch if fs.epoch is None else fs.epoch
+    return sets
+
+

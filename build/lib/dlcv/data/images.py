@@ -1,0 +1,212 @@
+"""Image folders decoded once into a uint8 array, cached as a memory-mapped ``.npy`` file.
+
+The cache key is a fingerprint of the folder: every listed file's name, size and modification
+time. A changed folder therefore gets a new cache file (and the stale one is removed), and a later
+run over the same folder maps the decoded array from disk instead of decoding anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_path
+from dlcv.runtime import usable_cpus
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def default_cache_dir() -> Path:
+    """``$DLCV_CACHE`` if set, else ``~/.cache/dlcv``."""
+    env = os.environ.get("DLCV_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "dlcv"
+
+
+def check_inside(folder: Path, path: Path, row: str | None = None) -> Path:
+    """``path`` after checking that, links followed, it lies inside ``folder``: a link that leaves the
+    folder is refused like a ``../`` name (``row``, a CSV's ``file:line``, names where it was named)."""
+    target = path.resolve()
+    try:
+        target.relative_to(folder.resolve())
+    except ValueError:
+        where = f"{row}: {path.name}" if row else str(path)
+        raise DlcvError(f"{where} is a link to {target}, outside the folder {folder}") from None
+    return path
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files of ``folder`` sorted by file name (none a link leaving it); an error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder")
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        key=lambda p: p.name,
+    )
+    if not files:
+        raise DlcvError(f"{folder}: the folder holds no images (.png, .jpg)")
+    for path in files:
+        if path.is_symlink():
+            check_inside(folder, path)
+    return files
+
+
+class SizeMismatch(DlcvError):
+    """An image whose size differs from the one its folder's images share (see ``decode_images``)."""
+
+
+def _to_rgb(image, path: Path) -> np.ndarray:
+    """Any PIL mode as RGB uint8, faithfully: 16-bit grey is scaled to 8 bits (PIL's own conversion
+    clips it to white), a palette's transparency is resolved; modes whose range is unknown are refused."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        values = np.asarray(image, dtype=np.int64)
+        if values.min() < 0 or values.max() > 65535:
+            raise DlcvError(f"{path}: a {mode} image with values outside 0-65535; not an image dlcv reads")
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)  # 0-65535 onto 0-255, rounded
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        raise DlcvError(f"{path}: a floating-point image (mode F), whose range is unknown; save it as 8-bit RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # PIL warns when a palette's transparency is dropped directly
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image(path: Path, size: tuple[int, int] | None = None, rgb_only: bool = False) -> np.ndarray:
+    """Decode one image to an RGB uint8 array (H, W, 3); an error naming the file if it cannot.
+
+    Any mode is read faithfully (``_to_rgb``) unless ``rgb_only`` (masks: the course's script reads
+    the channels as they are stored, so any other mode would be misread). Images over PIL's pixel
+    limit (a decompression bomb) are refused before they are decoded.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if rgb_only and image.mode != "RGB":
+                    raise DlcvError(f"{path}: a {image.mode} image, but masks must be RGB (the course's script "
+                                    "reads the three colour channels as stored)")
+                image.load()
+                array = _to_rgb(image, path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DlcvError(f"{path}: more pixels than an image dlcv reads ({Image.MAX_IMAGE_PIXELS:,}); "
+                        "a decompression bomb?") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DlcvError(f"{path}: not a readable image ({exc})") from None
+    if size is not None and array.shape[:2] != size:
+        raise SizeMismatch(f"{path}: image is {array.shape[1]}x{array.shape[0]}, expected {size[1]}x{size[0]}")
+    return array
+
+
+def odd_size_message(files: Sequence[Path]) -> str:
+    """Names the image whose size is the odd one out among ``files`` (read from the headers), with the
+    size most of them share."""
+    from collections import Counter
+
+    from PIL import Image
+
+    sizes = {}
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                sizes[path] = image.size
+        except Exception:  # noqa: BLE001, S112 -- an unreadable file is named when it is decoded
+            continue
+    common, count = Counter(sizes.values()).most_common(1)[0]
+    odd = next(p for p, s in sizes.items() if s != common)
+    return (f"{odd}: image is {sizes[odd][0]}x{sizes[odd][1]}, but {count} of the {len(files)} images here "
+            f"{'is' if count == 1 else 'are'} {common[0]}x{common[1]}")
+
+
+def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool = True) -> np.ndarray:
+    """``load_image_stack`` of ``files``, each resized to ``side`` x ``side`` first (bicubic, antialiased:
+    for folders of mixed sizes such as Office-Home's; None: as they are, all of one size)."""
+    if side is None:
+        return load_image_stack(files, use_cache=use_cache)
+    from PIL import Image
+
+    side = int(side)
+
+    def decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+        array = decode_image(path)
+        if array.shape[:2] == (side, side):
+            return array
+        return np.asarray(Image.fromarray(array).resize((side, side), Image.BICUBIC), dtype=np.uint8)
+
+    return load_image_stack(files, use_cache=use_cache, decode=decode, tag=f"resized{side}")
+
+
+def fingerprint(files: Sequence[Path]) -> str:
+    """A hash of the files' absolute paths, sizes and modification times."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def decode_images(files: Sequence[Path], workers: int | None = None, decode=decode_image) -> np.ndarray:
+    """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array.
+
+    ``decode(path, size=None)`` turns one file into an array; the default gives RGB images, and a
+    mask decoder gives (H, W) class indices.
+    """
+    first = decode(files[0])
+    out = np.empty((len(files), *first.shape), dtype=np.uint8)
+    out[0] = first
+    size = first.shape[:2]
+
+    def work(index: int) -> None:
+        out[index] = decode(files[index], size)
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers or min(8, usable_cpus())) as pool:
+            list(pool.map(work, range(1, len(files))))
+    except SizeMismatch:  # the first file read may be the odd one: name the one that differs from most
+        raise DlcvError(odd_size_message(files)) from None
+    return out
+
+
+def load_image_stack(
+    files: Sequence[Path], cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+    decode=decode_image, tag: str = "images",
+) -> np.ndarray:
+    """The decoded images of ``files`` as an (N, H, W, 3) uint8 array (or what ``decode`` makes).
+
+    With ``use_cache`` the array is a read-only memory map of a cache file named by the files'
+    fingerprint; it is written atomically on first use, so an interrupted decode leaves nothing.
+    ``tag`` names the kind of decoding (a mask decoder's policy, say) so kinds never share a file.
+    """
+    files = list(files)
+    if not files:
+        raise DlcvError("no images to load")
+    if not use_cache:
+        return decode_images(files, decode=decode)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    folder = str(files[0].parent.resolve())
+    folder_key = hashlib.sha256((folder if tag == "images" else f"{folder}\0{tag}").encode()).hexdigest()[:12]
+    target = cache_dir / "images" / f"{folder_key}-{fingerprint(files)}-{len(files)}.npy"
+    if target.exists():
+        try:
+            return np.load(target, mmap_mode="r")
+        except (ValueError, OSError):
+            target.unlink()  # a damaged cache file is rebuilt, never trusted
+    array = decode_images(files, decode=decode)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
+    # The folder changed since an earlier cache was written: drop the stale file(s).
+    for stale in target.parent.glob(f"{folder_key}-*.npy"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    return np.load(target, mmap_mode="r")

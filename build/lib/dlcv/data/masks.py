@@ -1,0 +1,151 @@
+"""Land-cover masks: RGB PNG <-> class index, exactly as the course's evaluation script reads them.
+
+Each channel is thresholded at 128 and the three bits make a code ``4*R + 2*G + B``; the colour
+table maps seven of the eight codes to a class. The eighth, red (code 4), is in no class: the
+course's script leaves such pixels undefined. ``MaskCodec`` makes that a policy: ``"unknown"``
+(the default) counts them as Unknown (class 6, which no score averages), ``"error"`` refuses the
+mask. The real validation set holds 7 red pixels, all in ``0177_mask.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.errors import DlcvError, mismatch_message
+
+CLASS_NAMES = ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren", "Unknown")
+CLASS_COLOURS = np.array(
+    [(0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)],
+    dtype=np.uint8,
+)
+NUM_CLASSES = len(CLASS_NAMES)  # 7, Unknown included
+SCORED_CLASSES = 6  # mIoU averages classes 0-5
+UNKNOWN = 6
+UNMAPPED_POLICIES = ("unknown", "error")
+_UNMAPPED = 255  # code-table entry of a colour in no class
+
+
+def _code_table() -> np.ndarray:
+    table = np.full(8, _UNMAPPED, dtype=np.uint8)
+    for index, (r, g, b) in enumerate(CLASS_COLOURS):
+        table[4 * (r >= 128) + 2 * (g >= 128) + (b >= 128)] = index
+    return table
+
+
+CODE_TO_CLASS = _code_table()  # code 4 (red) stays unmapped
+
+
+def colour_codes(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 code ``4*R + 2*G + B`` of the channels thresholded at 128."""
+    return ((rgb[..., 0] >> 7) << 2) | ((rgb[..., 1] >> 7) << 1) | (rgb[..., 2] >> 7)
+
+
+def unmapped_error(source, count: int) -> DlcvError:
+    """The error of the ``error`` policy for ``count`` pixels of a colour in no class."""
+    return DlcvError(f"{source}: {count} pixel(s) of a colour in no class (red, (255, 0, 0)); "
+                     "use the 'unknown' policy to count them as Unknown")
+
+
+@dataclass(frozen=True)
+class MaskCodec:
+    """RGB mask <-> class index (uint8, 0..6). ``unmapped``: what red pixels become."""
+
+    unmapped: str = "unknown"
+
+    def __post_init__(self):
+        if self.unmapped not in UNMAPPED_POLICIES:
+            raise DlcvError(f"unmapped colours: {self.unmapped!r} is not one of {', '.join(UNMAPPED_POLICIES)}")
+
+    def decode(self, rgb: np.ndarray, source: str | os.PathLike = "mask") -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (H, W) uint8 class index."""
+        if rgb.ndim != 3 or rgb.shape[2] < 3:
+            raise DlcvError(f"{source}: a mask must be an RGB image, got an array of shape {rgb.shape}")
+        classes = CODE_TO_CLASS[colour_codes(rgb)]
+        unmapped = classes == _UNMAPPED
+        if unmapped.any():
+            count = int(unmapped.sum())
+            if self.unmapped == "error":
+                raise unmapped_error(source, count)
+            classes[unmapped] = UNKNOWN
+        return classes
+
+    @staticmethod
+    def encode(classes: np.ndarray) -> np.ndarray:
+        """(H, W) class index -> (H, W, 3) uint8 RGB in the table's exact colours."""
+        classes = np.asarray(classes)
+        if classes.size and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
+            raise DlcvError(f"class indices must lie in 0..{NUM_CLASSES - 1}")
+        return CLASS_COLOURS[classes]
+
+
+def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one mask PNG to class indices; errors name the file."""
+    from dlcv.data.images import SizeMismatch, decode_image
+
+    rgb = decode_image(path, rgb_only=True)
+    if size is not None and rgb.shape[:2] != size:
+        raise SizeMismatch(f"{path}: mask is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[1]}x{size[0]}")
+    return codec.decode(rgb, path)
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 image array as a PNG, atomically: a reader never sees half a file."""
+    from PIL import Image
+
+    from dlcv.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def write_mask(path: Path, classes: np.ndarray) -> None:
+    """Write class indices as an RGB PNG (atomically)."""
+    write_png(path, MaskCodec.encode(classes))
+
+
+# --- folders of masks ----------------------------------------------------------------------------------
+MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
+
+
+def unique_ids(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
+    """The files of ``folder`` whose names match ``pattern``, by the id it captures; two files of one id but
+    for case or extension (``0001_sat.jpg`` and ``0001_SAT.jpg``, ``0001_sat.jpg`` and ``0001_sat.png``)
+    are one line naming both: one would silently stand for the two."""
+    found: dict[str, tuple[str, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        match = pattern.match(path.name)
+        if not (match and path.is_file()):
+            continue
+        name = match.group(1)
+        first, other = found.setdefault(name.casefold(), (name, path))
+        if other is not path:
+            same = f"the same id {name!r}" if first == name else f"the same id but for case ({first!r}, {name!r})"
+            raise DlcvError(f"{folder}: {other.name} and {path.name} have {same}; keep one of them")
+    return dict(found.values())
+
+
+def mask_files(folder: Path, role: str) -> dict[str, Path]:
+    """The ``NNNN_mask.png`` files of a folder by name, one an id (``unique_ids``); ``role`` (predictions,
+    labels) names it in errors."""
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder ({role})")
+    found = {p.name: p for p in unique_ids(folder, MASK_NAME).values()}
+    if not found:
+        raise DlcvError(f"{folder}: no masks (expected NNNN_mask.png) ({role})")
+    return found
+
+
+def pair_masks(predictions: Path, labels: Path) -> list[tuple[str, Path, Path]]:
+    """(name, prediction, ground truth) by file name; an error names every missing or extra file."""
+    pred, gt = mask_files(predictions, "predictions"), mask_files(labels, "labels")
+    problem = mismatch_message(f"{predictions} against {labels}", [
+        ("ground-truth mask(s) have no prediction", sorted(set(gt) - set(pred))),
+        ("prediction(s) have no ground truth", sorted(set(pred) - set(gt)))])
+    if problem:
+        raise DlcvError(problem)
+    return [(name, pred[name], gt[name]) for name in sorted(gt)]

@@ -1,0 +1,96 @@
+"""The self-supervised problem's labelled formats: Office-Home, and the kNN monitor's sets.
+
+Office-Home is ``office/{train,val}/`` with ``train.csv`` / ``val.csv`` of header ``id,filename,label``;
+a test CSV has the same columns with the label empty. Fine-tuning reads it through the classification
+data module (``data.train_labels: train.csv``, whose ``filename,label`` columns it needs); prediction
+keeps the CSV's own order and ids (``read_office_csv``). Images of mixed sizes are decoded once,
+resized to ``data.image_size``, into the usual uint8 cache.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlcv.data.images import load_resized_stack
+from dlcv.data.p1 import (
+    _safe_member,
+    parse_label,
+    read_csv_rows,
+    read_image_folder,
+    stratified_holdout,
+)
+from dlcv.errors import DlcvError
+
+
+@dataclass(frozen=True)
+class OfficeRows:
+    """The rows of an Office-Home CSV in file order; ``labels`` None where the label column is empty."""
+
+    ids: list[str]
+    filenames: list[str]
+    files: list[Path]
+    labels: list[int | None]
+
+
+def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> OfficeRows:
+    """Read ``id,filename,label`` (label may be empty), checking that every file is inside ``folder``."""
+    csv_path, folder = Path(csv_path), Path(folder)
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such image folder")
+    rows = read_csv_rows(csv_path, ("id", "filename"))
+    if not rows:
+        raise DlcvError(f"{csv_path}: the CSV has no rows")
+    ids, names, files, labels = [], [], [], []
+    for line, row in enumerate(rows, start=2):
+        path = _safe_member(folder, row["filename"], csv_path, line)
+        if not path.is_file():
+            raise DlcvError(f"{csv_path}:{line}: no such image {row['filename']!r} in {folder}")
+        ids.append(row["id"])
+        names.append(row["filename"])
+        files.append(path)
+        raw = row.get("label", "")
+        labels.append(parse_label(raw, f"{csv_path}:{line}") if raw else None)
+    return OfficeRows(ids, names, files, labels)
+
+
+def write_office_csv(path: str | os.PathLike, rows: Iterable[tuple]) -> None:
+    """Write ``(id, filename, label)`` rows under the header ``id,filename,label``, atomically."""
+    from dlcv.io import atomic_write
+
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "filename", "label"])
+        writer.writerows(rows)
+
+
+def monitor_sets(folder: str | os.PathLike, side: int | None, max_bank: int, seed: int,
+                 use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kNN monitor's labelled images: a bank (at most ``max_bank`` images, class-balanced) and queries.
+
+    ``folder`` is an Office-Home folder (``train/`` the bank and ``val/`` the queries, with their CSVs),
+    or a p1-style labelled folder (``train_50/`` and ``val_50/``, the class at the start of each file
+    name), such as the transfer split's ``supervised/``: the classes the unlabelled images come from.
+    Returns uint8 images and (N, 2) ``[label, is_query]`` rows."""
+    folder = Path(folder)
+    if (folder / "train.csv").is_file():
+        bank, queries = [read_image_folder(folder / name, folder / f"{name}.csv") for name in ("train", "val")]
+    elif (folder / "train_50").is_dir() and (folder / "val_50").is_dir():
+        bank, queries = [read_image_folder(folder / name) for name in ("train_50", "val_50")]
+    else:
+        raise DlcvError(f"{folder}: not a kNN monitor folder: it needs train/, val/ with train.csv, val.csv "
+                        "(Office-Home), or train_50/ and val_50/ (p1 layout)")
+    if len(bank.labels) > max_bank:
+        bank = bank.subset(stratified_holdout(bank.labels, max_bank / len(bank.labels), seed)[1])
+    images, rows = [], []
+    for is_query, listed in enumerate((bank, queries)):
+        images.append(torch.from_numpy(np.array(load_resized_stack(listed.files, side, use_cache=use_cache))))
+        flags = torch.full((len(listed.labels),), is_query, dtype=torch.int64)
+        rows.append(torch.stack([torch.from_numpy(listed.labels), flags], 1))
+    return torch.cat(images), torch.cat(rows)

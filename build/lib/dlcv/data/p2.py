@@ -1,0 +1,93 @@
+"""Problem 2's format: ``NNNN_sat.jpg`` satellite images with ``NNNN_mask.png`` land-cover masks."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.data.masks import MASK_NAME, MaskCodec, read_mask, unique_ids
+from dlcv.errors import DlcvError, mismatch_message
+
+_SAT = re.compile(r"^(.+)_sat\.(jpg|jpeg|png)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SatelliteSet:
+    """Image files in id order, with their mask files when the set is labelled."""
+
+    ids: list[str]
+    images: list[Path]
+    masks: list[Path] | None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, indices) -> SatelliteSet:
+        """The pairs at ``indices`` (e.g. a holdout drawn by ``random_holdout``), in that order."""
+        return SatelliteSet([self.ids[i] for i in indices], [self.images[i] for i in indices],
+                            None if self.masks is None else [self.masks[i] for i in indices])
+
+
+def _scan(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
+    """The files of ``folder`` whose names match ``pattern``, by id, one file an id (``unique_ids``); none a
+    link leaving the folder."""
+    from dlcv.data.images import check_inside
+
+    return {name: check_inside(folder, path) if path.is_symlink() else path
+            for name, path in unique_ids(folder, pattern).items()}
+
+
+def find_images(folder: str | os.PathLike) -> SatelliteSet:
+    """The ``*_sat.jpg`` images of a folder (no masks needed), sorted by id."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder")
+    images = _scan(folder, _SAT)
+    if not images:
+        raise DlcvError(f"{folder}: no satellite images (expected NNNN_sat.jpg)")
+    ids = sorted(images)
+    return SatelliteSet(ids, [images[i] for i in ids], None)
+
+
+def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
+    """Image/mask pairs of a folder, matched by id; an error names any image without a mask and the reverse."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DlcvError(f"{folder}: no such folder")
+    images, masks = _scan(folder, _SAT), _scan(folder, MASK_NAME)
+    if not images and not masks:
+        raise DlcvError(f"{folder}: no image/mask pairs (expected NNNN_sat.jpg with NNNN_mask.png)")
+    problem = mismatch_message(str(folder), [
+        ("image(s) without a mask", [images[i].name for i in sorted(set(images) - set(masks))]),
+        ("mask(s) without an image", [masks[i].name for i in sorted(set(masks) - set(images))])])
+    if problem:
+        raise DlcvError(problem)
+    ids = sorted(images)
+    return SatelliteSet(ids, [images[i] for i in ids], [masks[i] for i in ids])
+
+
+def random_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(count)`` into sorted (train, holdout) indices, a seeded random ``fraction`` held out."""
+    order = np.random.default_rng(seed).permutation(count)
+    held = max(1, round(fraction * count))
+    if held >= count:
+        raise DlcvError(f"data.holdout {fraction} leaves no training pairs of {count}")
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def load_pairs(pairs: SatelliteSet, codec: MaskCodec, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W, 3) and class masks (N, H, W) of a labelled set, uint8, checked to be of one size;
+    memory-mapped from the cache after the first decode."""
+    from dlcv.data.images import load_image_stack
+
+    images = load_image_stack(pairs.images, use_cache=use_cache)
+    masks = load_image_stack(pairs.masks, use_cache=use_cache, tag=f"masks-{codec.unmapped}",
+                             decode=lambda path, size=None: read_mask(path, codec, size))
+    if images.shape[1:3] != masks.shape[1:3]:
+        raise DlcvError(f"{pairs.masks[0].parent}: masks are {masks.shape[2]}x{masks.shape[1]} but images are "
+                        f"{images.shape[2]}x{images.shape[1]}")
+    return images, masks

@@ -1,0 +1,232 @@
+"""Segmentation batches: image and mask cropped, resized and turned together, straight from uint8 caches.
+
+The pairs are decoded once into uint8 stacks (memory-mapped caches, ``p2.load_pairs``). A training
+batch is cut from them on the CPU before it travels: per sample a random square crop (its side a
+log-uniform fraction ``data.scale`` of the tile's), resized to ``data.train_size`` on the uint8
+pixels (bilinear with anti-aliasing for the image, nearest for the mask), then a random mirror and a
+random multiple of 90 degrees, the same for both. The crops are planar (``(B, 3, S, S)``: the
+resize writes planes, and a plane turns as cheaply as a mask), and only the small crops are ever
+converted to float, on the training device. The draws come from a generator seeded by (seed,
+epoch), so an epoch's crops are the same whenever it runs, a resumed one included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dlcv.data.augment import planes_to_float, resize_float, scale_shift, segment_input
+from dlcv.data.batches import InMemoryData, Split, TensorBatches, validation_folder
+from dlcv.data.masks import MaskCodec
+from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
+from dlcv.errors import DlcvError
+from dlcv.runtime import usable_cpus
+
+
+def crop_params(batch: int, side: int, scale: tuple[float, float], flip: bool, rot90: bool,
+                generator: torch.Generator) -> list[tuple[int, int, int, bool, int]]:
+    """Per sample ``(crop side, top, left, mirror, quarter turns)`` for tiles of ``side`` pixels."""
+    lo, hi = math.log(scale[0]), math.log(scale[1])
+    fraction = torch.exp(lo + (hi - lo) * torch.rand(batch, generator=generator))
+    sides = (fraction * side).round().long().clamp(1, side)
+    tops = (torch.rand(batch, generator=generator) * (side - sides + 1)).long()
+    lefts = (torch.rand(batch, generator=generator) * (side - sides + 1)).long()
+    mirror = (torch.rand(batch, generator=generator) < 0.5) & flip
+    turns = torch.randint(0, 4, (batch,), generator=generator) if rot90 else torch.zeros(batch, dtype=torch.long)
+    return list(zip(sides.tolist(), tops.tolist(), lefts.tolist(), mirror.tolist(), turns.tolist()))
+
+
+@functools.cache
+def _nearest_rows(side: int, size: int) -> np.ndarray:
+    """The source row of each of ``size`` output rows when ``side`` rows are resized by ``nearest-exact``,
+    read off ``F.interpolate`` itself (a ramp through the same kernel), so a gather with them equals it."""
+    ramp = torch.arange(side, dtype=torch.float32).view(1, 1, 1, side)
+    return F.interpolate(ramp, size=(1, size), mode="nearest-exact").view(size).long().numpy()
+
+
+def crop_pair(image: torch.Tensor, mask: np.ndarray, params: tuple, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    """One uint8 (H, W, 3) image and (H, W) mask -> planar (3, size, size) and (size, size), moved together.
+
+    The image is resized with anti-aliasing, then mirrored and turned. The mask's nearest-neighbour
+    resize, mirror and turn are one gather of rows and then columns of the tile (the rows and columns
+    ``nearest-exact`` picks, reversed or swapped as the mirror and the turn say): equal to resizing,
+    mirroring and turning, at a third of the time.
+    """
+    side, top, left, mirror, turns = params
+    crop = image[top : top + side, left : left + side].permute(2, 0, 1).unsqueeze(0)  # NCHW view, channels-last
+    out = resize_float(crop, size)[0]
+    if mirror:
+        out = out.flip(2)
+    if turns:
+        out = torch.rot90(out, turns, (1, 2))
+    pick = _nearest_rows(side, size)
+    rows, cols = pick + top, pick + left
+    if mirror:
+        cols = cols[::-1]
+    # A quarter turn k times of x is x with its rows reversed (k = 2, 3) and its columns reversed (k = 1, 2),
+    # transposed when k is odd: rot90(x, 1)[i, j] = x[j, W-1-i], rot90(x, 3)[i, j] = x[H-1-j, i].
+    if turns in (2, 3):
+        rows = rows[::-1]
+    if turns in (1, 2):
+        cols = cols[::-1]
+    labels = mask.take(rows, 0).take(cols, 1)
+    return out, labels.T if turns % 2 else labels
+
+
+def _next_or_none(items, lock: threading.Lock):
+    """The next of an iterator shared by threads, or None at its end."""
+    with lock:
+        return next(items, None)
+
+
+@contextlib.contextmanager
+def _crop_pool(workers: int):
+    """A thread pool whose workers run their kernels on one thread each.
+
+    Each worker starting its own 2-thread OpenMP team on the same 2 cores made a batch's crops about 1.6x
+    slower. ``torch.set_num_threads`` also sets the default that threads starting later take, so once
+    every worker has set its own count the default is put back: the calling (training) thread, and any
+    thread after, keep the process's count.
+    """
+    threads = torch.get_num_threads()  # the calling thread's count (and its own setting made first)
+    ready = threading.Barrier(workers + 1, timeout=60)
+
+    def start() -> None:
+        # A thread takes the process default at its first kernel unless it has read its count before: read
+        # it, then set it, so the default put back below does not reach the workers.
+        torch.get_num_threads()
+        torch.set_num_threads(1)
+        ready.wait()
+
+    with ThreadPoolExecutor(workers, initializer=start) as pool:
+        for _ in range(workers):
+            pool.submit(int)  # start every worker now (each submit finds none idle: a new thread)
+        ready.wait()
+        torch.set_num_threads(threads)
+        yield pool
+
+
+class SegmentationBatches(TensorBatches):
+    """Training batches of augmented uint8 crops: ``(images (B, 3, S, S), masks (B, S, S))``.
+
+    The per-sample work runs on a small thread pool (PyTorch releases the GIL in its kernels), one
+    kernel thread per worker. With ``normalize=(mean, std)`` the workers also finish each sample as
+    the training step takes it (normalised float32 planes, int64 masks, the values of
+    ``planes_to_float`` and ``long()``): for training on the CPU, where converting a whole batch on
+    the training thread would wake its OpenMP team, whose threads then spin on the cores the next
+    batch's crops need. For an accelerator the uint8 batch travels and is converted there. Kept beside a
+    ``DataLoader`` with workers: ready batches 10-12x that way's (``benchmarks/seg_input_pipeline.py``).
+    """
+
+    def __init__(self, images, masks, batch_size: int, cfg, normalize: tuple | None = None, **kwargs):
+        super().__init__(images, masks, batch_size, **kwargs)
+        self.cfg = cfg
+        self.workers = max(1, min(4, usable_cpus()))
+        self.normalize = None if normalize is None else tuple(v.view(-1, 1, 1) for v in scale_shift(*normalize))
+
+    def __iter__(self):
+        cfg, size = self.cfg, self.cfg.train_size
+        epoch = self._next_epoch()
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + self.rank)
+        order = self._indices(epoch)
+        side = self.images.shape[1]
+        finish, labels = self.normalize, self.labels.numpy()
+        draws = crop_params(len(order), side, tuple(cfg.scale), cfg.flip, cfg.rot90, generator)
+        with _crop_pool(self.workers) as pool:
+            for i in range(len(self)):
+                index = order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+                params = draws[i * self.batch_size : (i + 1) * self.batch_size]
+                images = torch.empty(len(index), 3, size, size, dtype=torch.float32 if finish else torch.uint8)
+                masks = torch.empty(len(index), size, size, dtype=torch.int64 if finish else torch.uint8)
+                slots = masks.numpy()  # the masks' gathers are numpy's
+
+                todo, lock = iter(range(len(index))), threading.Lock()
+
+                def work(_, index=index, params=params, images=images, masks=slots, todo=todo, lock=lock) -> None:
+                    # Each worker takes the batch's next sample until none is left: a task per worker, not
+                    # per sample (5% of a batch's time and most of its system time went to the hand-offs).
+                    while (j := _next_or_none(todo, lock)) is not None:
+                        images[j], masks[j] = crop_pair(self.images[index[j]], labels[index[j]], params[j], size)
+                        if finish:
+                            images[j].mul_(finish[0]).add_(finish[1])
+
+                list(pool.map(work, range(self.workers)))
+                yield images, masks
+
+
+class SegmentationData(InMemoryData):
+    """Problem 2's data: ``root/train`` pairs, and ``root/validation`` or a holdout share of train.
+
+    With ``holdout > 0`` a random share of the training pairs selects checkpoints, and the
+    validation folder (if present) is scored once at the end, for no choice.
+    """
+
+    def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
+        super().__init__(cfg, seed, plan)
+        self.root = Path(root)
+        self.codec = MaskCodec(cfg.unmapped)
+
+    def prepare(self) -> None:
+        """Find, check and decode everything once (also usable without a Trainer)."""
+        if self.train is not None:
+            return
+        cfg = self.cfg
+        if not self.root.is_dir():
+            raise DlcvError(f"{self.root}: no such data folder")
+        train = find_pairs(self.root / cfg.train)
+        val_folder = validation_folder(self.root, cfg)
+        whole = self._split(train, self.root / cfg.train)
+        validation = self._split(find_pairs(val_folder), val_folder) if val_folder else None
+        self.split(whole, validation, cfg.holdout, lambda share: random_holdout(len(train), share, self.seed))
+
+    def describe(self) -> str:
+        return (f"{len(self.train)} training pairs, {len(self.val)} validation pairs, training at "
+                f"{self.cfg.train_size}px, model input {self.cfg.eval_size}px")
+
+    def counts(self) -> tuple[int, int, int]:
+        """Pairs of training, and of validation and the final set in training-sized images (they are predicted
+        at ``eval_size``, the crops trained at ``train_size``), for a time budget's plan."""
+        scale = (self.cfg.eval_size / self.cfg.train_size) ** 2
+        final = 0 if self.final is None else len(self.final)
+        return len(self.train), round(len(self.val) * scale), round(final * scale)
+
+    def progress_images(self, wanted: list) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """``(ids, images, masks)`` of the validation images whose masks are kept through training.
+
+        They come from the validation folder even when checkpoints are selected on a holdout share of
+        train (drawing them decides nothing); the chosen ids that exist there, else its first three.
+        """
+        source = self.final if self.final is not None else self.val
+        wanted = [str(w) for w in wanted or []]
+        picks = [source.names.index(w) for w in wanted if w in source.names] or list(range(min(3, len(source))))
+        return [source.names[i] for i in picks], source.x[picks], source.y[picks]
+
+    def _split(self, pairs: SatelliteSet, folder: Path) -> Split:
+        """The pairs' images and class masks as a ``Split`` named by id, decoded once (cache), in one copy out of
+        the memory maps into RAM: batches then index plain memory."""
+        images, masks = load_pairs(pairs, self.codec, use_cache=self.cfg.cache)
+        return Split(torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks)), pairs.ids, folder)
+
+    def train_dataloader(self) -> TensorBatches:
+        trainer = self.trainer
+        on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
+        normalize = (self.cfg.mean, self.cfg.std) if on_cpu else None
+        return self.train_batches(self.train.x, self.train.y, kind=SegmentationBatches, cfg=self.cfg,
+                                  normalize=normalize)
+
+    def convert_batch(self, images: torch.Tensor, masks: torch.Tensor, training: bool) -> tuple:
+        if not training:
+            return segment_input(images, self.cfg), masks.long()
+        if images.is_floating_point():  # finished by the batches' workers (training on the CPU)
+            return images, masks
+        # already cropped to the training size on the CPU, planar
+        return planes_to_float(images, self.cfg.mean, self.cfg.std), masks.long()

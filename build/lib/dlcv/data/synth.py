@@ -1,0 +1,294 @@
+"""Deterministic synthetic data in exactly the course's formats (the embedded default data).
+
+Problem 1: every class is a shape (disc, square, triangle, cross, ring, bar) in a hue of its own,
+drawn at a random place, size, angle and shade over a noisy background, so that a classifier must
+learn shape and colour together and its embeddings have real structure to show.
+
+The self-supervised problem: every class is a texture that fills the image (stripes either way,
+checks, dots, a grid, blobs) in two random grey levels under a random tint, at a random period, phase
+and small tilt. Every crop of an image keeps its class and its colour is what BYOL's colour jitter
+varies, so what two views share is the class, which BYOL can learn where untrained features barely
+separate it (docs/results.md). Problem 1's single shapes would not do: a crop often misses the shape.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.errors import DlcvError
+from dlcv.io import check_output_folder, staged_folder
+
+SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
+SYNTH_KIND = "synthetic data set"  # the manifest kind of p1_data/ and p2_data/ written here (dlcv.io)
+P2_PARTS = ("train", "validation")  # p2_data/ holds the satellite pairs and the self-supervised
+SSL_PARTS = ("mini", "office", "pretrain_model_SL.pt")  # problem's data side by side, each kept by the other
+P1_PARTS = ("train_50", "val_50", "val_gt.csv")
+
+
+def is_synthetic(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` lies in a data set this module wrote (its manifest, on it or up to two folders
+    above: ``p2_data/office`` is synthetic when ``p2_data`` is), so that no one compares its scores with
+    the course's."""
+    from dlcv.io import read_manifest
+
+    path = Path(folder).resolve()
+    for candidate in (path, *list(path.parents)[:2]):
+        manifest = read_manifest(candidate)
+        if manifest is not None and manifest.get("kind") == SYNTH_KIND:
+            return True
+    return False
+
+
+def _data_target(output: str | os.PathLike, name: str, parts: tuple[str, ...], overwrite: bool) -> Path:
+    """``output/name`` once it is known that ``parts`` may be written there: none of them exists yet, or
+    ``overwrite`` and the folder is synthetic data of dlcv's (a course data folder is never replaced)."""
+    target = Path(output) / name
+    existing = [p for p in parts if (target / p).exists()]
+    if existing and not overwrite:
+        raise DlcvError(f"{target}: already holds {existing[0]}; pass --overwrite to replace it")
+    check_output_folder(target, overwrite=True, need_parent=False)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DlcvError(f"{target.parent}: cannot be created ({exc.strerror})") from None
+    return target
+
+
+def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A boolean (size, size) mask of ``shape`` at a random centre, radius and angle."""
+    r = rng.uniform(0.22, 0.36) * size
+    cx, cy = rng.uniform(r * 0.8, size - r * 0.8, 2)
+    angle = rng.uniform(0, np.pi)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    dx, dy = x - cx, y - cy
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = -dx * np.sin(angle) + dy * np.cos(angle)
+    dist = np.hypot(dx, dy)
+    if shape == "disc":
+        return dist < r
+    if shape == "ring":
+        return (dist < r) & (dist > 0.55 * r)
+    if shape == "square":
+        return (np.abs(u) < 0.8 * r) & (np.abs(v) < 0.8 * r)
+    if shape == "cross":
+        return ((np.abs(u) < 0.3 * r) & (np.abs(v) < r)) | ((np.abs(v) < 0.3 * r) & (np.abs(u) < r))
+    if shape == "bar":
+        return (np.abs(u) < r) & (np.abs(v) < 0.35 * r)
+    # triangle: three half-planes around the centre
+    inside = np.ones_like(u, dtype=bool)
+    for k in range(3):
+        a = angle + k * 2 * np.pi / 3
+        inside &= (dx * np.cos(a) + dy * np.sin(a)) < 0.5 * r
+    return inside
+
+
+def class_appearance(label: int, num_classes: int) -> tuple[str, float]:
+    """The shape and hue of a class: shapes cycle fastest, hues spread over the rest."""
+    shape = SHAPES[label % len(SHAPES)]
+    hues = -(-num_classes // len(SHAPES))
+    return shape, (label // len(SHAPES)) / hues
+
+
+def draw_p1_image(label: int, num_classes: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """One synthetic (size, size, 3) uint8 image of class ``label``."""
+    shape, hue = class_appearance(label, num_classes)
+    background = rng.uniform(0.15, 0.85, 3)
+    image = np.empty((size, size, 3), dtype=np.float32)
+    image[:] = background
+    # A smooth random gradient and pixel noise make the background something to ignore.
+    gy, gx = np.mgrid[0:size, 0:size] / size
+    image += (rng.normal(0, 0.12, 3) * gx[..., None] + rng.normal(0, 0.12, 3) * gy[..., None])
+    colour = colorsys.hsv_to_rgb((hue + rng.normal(0, 0.02)) % 1.0, rng.uniform(0.65, 1.0), rng.uniform(0.6, 1.0))
+    mask = _shape_mask(shape, size, rng)
+    image[mask] = colour
+    image += rng.normal(0, 0.05, image.shape)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+TEXTURES = ("vertical stripes", "horizontal stripes", "checks", "dots", "grid", "blobs")
+
+
+def _texture_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A boolean (size, size) texture of ``kind`` (one of TEXTURES) at a random period, phase and tilt."""
+    period = rng.uniform(0.18, 0.3) * size
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) + rng.uniform(0, period, 2)[:, None, None]
+    tilt = rng.uniform(-0.15, 0.15)
+    u, v = x + tilt * y, y - tilt * x
+    across, down = np.sin(2 * np.pi * u / period), np.sin(2 * np.pi * v / period)
+    if kind == "vertical stripes":
+        return across > 0
+    if kind == "horizontal stripes":
+        return down > 0
+    if kind == "checks":
+        return (across > 0) ^ (down > 0)
+    if kind == "dots":
+        return np.cos(2 * np.pi * u / period) + np.cos(2 * np.pi * v / period) > 1.0
+    if kind == "grid":
+        return (np.cos(2 * np.pi * u / period) > 0.6) | (np.cos(2 * np.pi * v / period) > 0.6)
+    # blobs: coarse Gaussian noise, smoothly enlarged, thresholded at zero
+    from PIL import Image
+
+    cells = max(2, int(size / period) + 1) + 1
+    coarse = Image.fromarray(rng.normal(size=(cells, cells)).astype(np.float32))
+    return np.asarray(coarse.resize((size, size), Image.BICUBIC)) > 0
+
+
+def draw_texture(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """One (size, size, 3) uint8 image of the self-supervised problem's class ``label`` (TEXTURES[label])."""
+    mask = _texture_mask(TEXTURES[label], size, rng)
+    dark, light = rng.uniform(0.0, 0.35), rng.uniform(0.65, 1.0)
+    tint = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0, 0.5), 1.0))
+    image = np.where(mask[..., None], light, dark) * tint + rng.normal(0, 0.04, (size, size, 3))
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _save(array: np.ndarray, path: Path) -> None:
+    """``array`` as the image file ``path``, its format from the suffix (a JPEG at quality 90)."""
+    from PIL import Image
+
+    Image.fromarray(array).save(path, quality=90)
+
+
+def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: int = 100,
+             val_per_class: int = 20, seed: int = 0, overwrite: bool = False) -> Path:
+    """Write ``output/p1_data`` (train_50/, val_50/, val_gt.csv) as the course lays it out.
+
+    Training images of a class take indices 0..train_per_class-1 and validation images the
+    indices after them, as in the course's data. The folder is built beside its final place and
+    renamed into it, so an interrupted run leaves no partial data set.
+    """
+    if num_classes < 2 or train_per_class < 1 or val_per_class < 1:
+        raise DlcvError("synthetic data needs at least 2 classes and 1 image per class and split")
+    target = _data_target(output, "p1_data", P1_PARTS, overwrite)
+    with staged_folder(target, overwrite=True, kind=SYNTH_KIND) as staging:
+        (staging / "train_50").mkdir()
+        (staging / "val_50").mkdir()
+        rng = np.random.default_rng(seed)
+        rows = []
+        for label in range(num_classes):
+            for index in range(train_per_class + val_per_class):
+                name = f"{label}_{index}.png"
+                split = "train_50" if index < train_per_class else "val_50"
+                _save(draw_p1_image(label, num_classes, rng), staging / split / name)
+                if split == "val_50":
+                    rows.append((name, label))
+        with open(staging / "val_gt.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["filename", "label"])
+            writer.writerows(sorted(rows))
+    return target
+
+
+# --- Problem 2: satellite-like images with land-cover masks ------------------------------------------
+# Per class: a base colour and a texture, loosely like the real tiles (Unknown is rare and black).
+_P2_LOOK = {
+    0: ((0.55, 0.55, 0.58), "blocks"),  # Urban: grey blocks
+    1: ((0.78, 0.70, 0.35), "stripes"),  # Agriculture: yellow-brown fields in rows
+    2: ((0.55, 0.62, 0.35), "noise"),  # Rangeland: dry green
+    3: ((0.12, 0.35, 0.12), "blobs"),  # Forest: dark green canopy
+    4: ((0.08, 0.15, 0.45), "smooth"),  # Water: dark blue
+    5: ((0.80, 0.75, 0.65), "noise"),  # Barren: pale sand
+}
+
+
+def draw_p2_pair(rng: np.random.Generator, size: int = 512, regions: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic (size, size, 3) satellite image and its (size, size) class map.
+
+    The map is a Voronoi tessellation with wavy borders (each cell one class, Unknown rare); the
+    image paints every class with its own colour and texture, plus shading and noise.
+    """
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    wx = x + 0.03 * np.sin(2 * np.pi * (3 * y + rng.uniform()))
+    wy = y + 0.03 * np.sin(2 * np.pi * (3 * x + rng.uniform()))
+    seeds = rng.uniform(0, 1, (regions, 2)).astype(np.float32)
+    distance = (wx[None] - seeds[:, 0, None, None]) ** 2 + (wy[None] - seeds[:, 1, None, None]) ** 2
+    cell = distance.argmin(0)
+    cell_class = rng.choice(7, size=regions, p=[0.16, 0.2, 0.15, 0.18, 0.13, 0.16, 0.02])
+    classes = cell_class[cell].astype(np.uint8)
+    image = np.zeros((size, size, 3), dtype=np.float32)
+    for label, (colour, texture) in _P2_LOOK.items():
+        inside = classes == label
+        if not inside.any():
+            continue
+        tone = np.array(colour, dtype=np.float32) * rng.uniform(0.85, 1.15)
+        if texture == "stripes":
+            angle = rng.uniform(0, np.pi)
+            pattern = 0.12 * np.sign(np.sin(2 * np.pi * 40 * (x * np.cos(angle) + y * np.sin(angle))))
+        elif texture == "blocks":
+            pattern = 0.15 * (((x * 24).astype(int) + (y * 24).astype(int)) % 2) - 0.07
+        elif texture == "blobs":
+            pattern = 0.1 * np.sin(2 * np.pi * 30 * x) * np.sin(2 * np.pi * 30 * y)
+        elif texture == "smooth":
+            pattern = 0.03 * np.sin(2 * np.pi * 4 * (x + y))
+        else:
+            pattern = np.zeros_like(x)
+        image[inside] = tone + pattern[inside, None]
+    image += 0.05 * (x[..., None] - 0.5) + rng.normal(0, 0.04, image.shape).astype(np.float32)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), classes
+
+
+def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, size: int = 512, seed: int = 0,
+             overwrite: bool = False) -> Path:
+    """Write ``output/p2_data`` (train/, validation/ of NNNN_sat.jpg + NNNN_mask.png) as the course lays it out."""
+    from dlcv.data.masks import MaskCodec
+
+    if train < 1 or validation < 1 or size < 32:
+        raise DlcvError("synthetic satellite data needs at least 1 pair per split and images of at least 32 pixels")
+    target = _data_target(output, "p2_data", P2_PARTS, overwrite)
+    with staged_folder(target, overwrite=True, kind=SYNTH_KIND, keep=SSL_PARTS) as staging:
+        rng = np.random.default_rng(seed + 1)
+        for split, count in (("train", train), ("validation", validation)):
+            (staging / split).mkdir()
+            for index in range(count):
+                image, classes = draw_p2_pair(rng, size)
+                _save(image, staging / split / f"{index:04d}_sat.jpg")
+                _save(MaskCodec.encode(classes), staging / split / f"{index:04d}_mask.png")
+    return target
+
+
+# --- The self-supervised problem: Mini-ImageNet, Office-Home and the course's supervised backbone ------------
+def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 2000, office_train_per_class: int = 12,
+              office_val_per_class: int = 20, arch: str = "resnet50", seed: int = 0, overwrite: bool = False) -> Path:
+    """Write ``output/p2_data/mini/train/*.jpg`` (unlabelled, 84x84), ``output/p2_data/office/{train,val}/``
+    with ``train.csv`` / ``val.csv`` (``id,filename,label``; images of mixed sizes, as Office-Home's are)
+    and ``output/p2_data/pretrain_model_SL.pt``: a randomly initialised torchvision ``arch`` state_dict in
+    the course file's form (``fc`` with 1000 outputs), for tests. The images are textures (``draw_texture``),
+    the unlabelled ones of every class; few labelled ones, as Office-Home has. Satellite pairs already
+    there are kept."""
+    import torch
+    from torchvision import models
+
+    from dlcv.data.office import write_office_csv
+
+    if not 2 <= num_classes <= len(TEXTURES) or mini < 2 or office_train_per_class < 1 or office_val_per_class < 1:
+        raise DlcvError(f"synthetic self-supervised data needs 2 to {len(TEXTURES)} classes, 2 unlabelled images "
+                        "and 1 Office-Home image per class and split")
+    target = _data_target(output, "p2_data", SSL_PARTS, overwrite)
+    with staged_folder(target, overwrite=True, kind=SYNTH_KIND, keep=P2_PARTS) as staging:
+        unlabelled = staging / "mini" / "train"
+        unlabelled.mkdir(parents=True)
+        rng = np.random.default_rng(seed + 2)
+        for index in range(mini):
+            _save(draw_texture(int(rng.integers(num_classes)), rng, size=84), unlabelled / f"{index:05d}.jpg")
+        for split, per_class in (("train", office_train_per_class), ("val", office_val_per_class)):
+            (staging / "office" / split).mkdir(parents=True)
+            rows = []
+            for label in range(num_classes):
+                for index in range(per_class):
+                    name = f"{label}_{index}.jpg"
+                    _save(draw_texture(label, rng, size=int(rng.integers(48, 97))), staging / "office" / split / name)
+                    rows.append((name, label))
+            write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
+        with torch.random.fork_rng(devices=[]):  # torchvision's own initialisation, seeded
+            torch.manual_seed(seed)
+            try:
+                net = models.get_model(arch, weights=None)
+            except ValueError:
+                raise DlcvError(f"backbone arch {arch!r}: not a torchvision model") from None
+        torch.save(net.state_dict(), staging / "pretrain_model_SL.pt")
+    return target

@@ -1,0 +1,82 @@
+"""The real-image transfer split (``dlcv data transfer-split``): the p1 images in the self-supervised
+problem's layouts, with the two roles kept apart by class.
+
+- ``mini/train/NNNNN.jpg``: p1 ``train_50`` images of classes 0-24, unlabelled (names are a seeded
+  shuffle, so no label hides in them) - the stand-in for Mini-ImageNet.
+- ``office/{train,val}/{label}_{index}.jpg`` with ``train.csv`` / ``val.csv`` (``id,filename,label``):
+  classes 25-49 renumbered 0..24, train from ``train_50`` and val from ``val_50`` - the stand-in
+  for Office-Home.
+- ``supervised/{train_50,val_50}/``: classes 0-24 with their labels in p1's layout, for the supervised
+  backbone of settings B and D (``dlcv classify fit`` with a ``resnet_transfer`` model).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.data.images import decode_image, list_images
+from dlcv.data.p1 import label_from_filename
+from dlcv.errors import DlcvError
+from dlcv.io import check_output_folder, staged_folder
+
+PRETRAIN_CLASSES = range(25)
+TRANSFER_CLASSES = range(25, 50)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _write_jpeg(source: Path, target: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(decode_image(source)).save(target, format="JPEG", quality=95)
+
+
+def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed: int = 0,
+                         overwrite: bool = False) -> dict[str, int]:
+    """Write the split into ``output`` (built beside it and renamed in); return the image counts."""
+    from dlcv.data.office import write_office_csv
+
+    p1, output = Path(p1), Path(output)
+    train, val = p1 / "train_50", p1 / "val_50"
+    for folder in (train, val):
+        if not folder.is_dir():
+            raise DlcvError(f"{folder}: no such folder (give --p1 the p1_data folder holding train_50/ and val_50/)")
+    check_output_folder(output, overwrite, inputs=(p1,))
+    train_files, val_files = list_images(train), list_images(val)
+    labels = {p: label_from_filename(p) for p in (*train_files, *val_files)}
+    missing = [c for c in (*PRETRAIN_CLASSES, *TRANSFER_CLASSES) if c not in set(labels.values())]
+    if missing:
+        raise DlcvError(f"{p1}: the transfer split needs classes 0-49; none of class {missing[0]}")
+    counts = {"mini": 0, "office_train": 0, "office_val": 0, "supervised_train": 0, "supervised_val": 0}
+    with staged_folder(output, overwrite, inputs=(p1,), kind="transfer split") as staging:
+        for sub in ("mini/train", "office/train", "office/val", "supervised/train_50", "supervised/val_50"):
+            (staging / sub).mkdir(parents=True)
+        pretrain = [p for p in train_files if labels[p] in PRETRAIN_CLASSES]
+        order = np.random.default_rng(seed).permutation(len(pretrain))
+        for index, position in enumerate(order):
+            _write_jpeg(pretrain[position], staging / "mini" / "train" / f"{index:05d}.jpg")
+        counts["mini"] = len(pretrain)
+        for split, files in (("train", train_files), ("val", val_files)):
+            rows = []
+            for path in files:
+                if labels[path] in TRANSFER_CLASSES:
+                    label = labels[path] - TRANSFER_CLASSES.start
+                    name = f"{label}_{path.stem.split('_', 1)[1]}.jpg"
+                    _write_jpeg(path, staging / "office" / split / name)
+                    rows.append((name, label))
+                elif labels[path] in PRETRAIN_CLASSES:
+                    _link_or_copy(path, staging / "supervised" / f"{split}_50" / path.name)
+                    counts[f"supervised_{split}"] += 1
+            rows.sort(key=lambda r: (r[1], r[0]))
+            write_office_csv(staging / "office" / f"{split}.csv", ((i, *row) for i, row in enumerate(rows)))
+            counts[f"office_{split}"] = len(rows)
+    return counts

@@ -1,0 +1,65 @@
+"""BYOL's data: the unlabelled images (Mini-ImageNet's ``train/``) and the optional labelled kNN monitor set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlcv.data.augment import model_input
+from dlcv.data.batches import InMemoryData, TensorBatches
+from dlcv.data.images import list_images, load_resized_stack
+from dlcv.data.office import monitor_sets
+
+
+class UnlabelledImages(InMemoryData):
+    """Mini-ImageNet for pre-training: every image of a folder, decoded once (resized to
+    ``data.image_size``); training batches become BYOL's two views on the device (``views``), and
+    the optional Office-Home monitor set is the validation data, prepared without augmentation."""
+
+    def __init__(self, folder: str | os.PathLike, cfg, views, seed: int,
+                 monitor: str | os.PathLike | None = None, max_bank: int = 5000, plan=None):
+        super().__init__(cfg, seed, plan)
+        self.folder, self.views = Path(folder), views
+        self.monitor, self.max_bank = monitor, max_bank
+        self.images: torch.Tensor | None = None
+
+    def prepare(self) -> None:
+        """Read, check and decode everything once (bad data fails here, before a run folder exists)."""
+        if self.images is not None:
+            return
+        files = list_images(self.folder)
+        side = self.cfg.image_size
+        self.images = torch.from_numpy(np.array(load_resized_stack(files, side, use_cache=self.cfg.cache)))
+        self.monitor_x = self.monitor_y = None
+        if self.monitor is not None:
+            self.monitor_x, self.monitor_y = monitor_sets(self.monitor, side, self.max_bank, self.seed,
+                                                          self.cfg.cache)
+
+    def describe(self) -> str:
+        watched = f"kNN monitor on {self.monitor}" if self.monitor is not None else "no kNN monitor"
+        return f"{len(self.images)} unlabelled images, {watched}"
+
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.images), 0 if self.monitor_y is None else len(self.monitor_y), 0
+
+    def eval_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Monitor images as the trunk takes them: no augmentation, resized to the views' side."""
+        return model_input(images, self.cfg.mean, self.cfg.std, self.views.size)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self.train_batches(self.images, torch.zeros(len(self.images), dtype=torch.int64))
+
+    def val_dataloader(self):
+        if self.monitor_x is None:
+            return []
+        return self.eval_batches(self.monitor_x, self.monitor_y)
+
+    def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
+        from dlcv.data.ssl_views import byol_views
+
+        if training:
+            return byol_views(images, self.views, self.cfg.mean, self.cfg.std)
+        return self.eval_input(images), labels

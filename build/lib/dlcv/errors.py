@@ -1,0 +1,42 @@
+"""The one error type a user sees: a clear sentence naming the file and the problem."""
+
+from __future__ import annotations
+
+
+class DlcvError(Exception):
+    """A problem with the user's input (a file, a flag, a recipe).
+
+    The command line prints it as one line and exits with status 2; no traceback.
+    """
+
+
+def mismatch_message(where: str, groups: list[tuple[str, list[str]]], shown: int = 5) -> str | None:
+    """``where: 2 image(s) without a mask: a, b; 1 mask(s) without an image: c`` for the non-empty
+    groups of (description, names), at most ``shown`` names each; None when every group is empty."""
+    parts = []
+    for what, names in groups:
+        if names:
+            listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+            parts.append(f"{len(names)} {what}: {listed}")
+    return f"{where}: " + "; ".join(parts) if parts else None
+
+
+def shown(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, without ever building a huge value's whole repr."""
+    import reprlib
+
+    brief = reprlib.Repr()
+    brief.maxlevel, brief.maxstring, brief.maxother, brief.maxlong = 3, limit, limit, limit
+    brief.maxlist = brief.maxtuple = brief.maxdict = brief.maxset = 8
+    try:
+        text = brief.repr(value)
+    except ValueError:  # an integer past Python's limit of digits for a conversion to text
+        return f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def exception_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (or its type's name), cut to ``limit`` characters."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

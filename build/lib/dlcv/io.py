@@ -1,0 +1,296 @@
+"""Writing outputs so that nothing is half-written and nothing dlcv did not write is ever deleted.
+
+Files are written to a temporary name beside their place and renamed onto it. A folder that a
+command fills (predicted masks, SAM masks, a report, synthetic data, a run) carries a small manifest,
+``.dlcv-output``; only a folder with one can be replaced (``--overwrite``), and an output folder may
+never be the current folder, one holding it, a link, or a folder that holds or lies inside an input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import glob
+import json
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from dlcv.errors import DlcvError
+
+MANIFEST = ".dlcv-output"  # the mark of a folder that dlcv wrote whole (JSON: kind, version, time)
+FIGURES = "set of figures"  # the manifest kind of a folder that figures are added to file by file
+STAGING, OLD = "dlcv-staging", "dlcv-old"  # ``.NAME.STAGING-PID`` is filled, ``.NAME.OLD-PID`` is being removed
+
+PathLike = str | os.PathLike
+_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def write_error(path: PathLike, exc: OSError) -> DlcvError:
+    """The one line for an output that could not be written (read-only, full disk, not a folder...)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return DlcvError(f"{path}: cannot be written ({reason})")
+
+
+def _resolved(path: PathLike) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
+def check_not_an_input(output: PathLike, inputs: Iterable[PathLike | None]) -> None:
+    """Refuse an output that is an input, holds one, or lies inside an input folder."""
+    out = _resolved(output)
+    for given in inputs:
+        if given is None:
+            continue
+        source = _resolved(given)
+        if out == source:
+            raise DlcvError(f"{output}: is an input of this command ({given}); write the output elsewhere")
+        if out in source.parents:
+            raise DlcvError(f"{output}: holds the input {given}; write the output elsewhere")
+        if source in out.parents:
+            raise DlcvError(f"{output}: lies inside the input folder {given}; write the output elsewhere")
+
+
+def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
+    """Return ``path`` as a Path after checking that it can be a new or replaced file: its folder
+    exists; it is new or a regular file (a link, a folder, a device, a FIFO or a socket is refused:
+    the rename that writes it would put a file in their place); and it is none of ``inputs`` (nor
+    inside an input folder)."""
+    path = Path(path)
+    check_parent(path, "the output folder")
+    check_not_special(path)
+    check_not_an_input(path, inputs)
+    return path
+
+
+def check_parent(path: Path, label: str = "the folder") -> None:
+    """Refuse an output whose parent folder is missing or not a folder."""
+    if not path.parent.is_dir():
+        what = "is not a folder" if path.parent.exists() else "does not exist"
+        raise DlcvError(f"{path}: {label} {path.parent} {what}")
+
+
+def check_not_special(path: Path, folder: bool = False) -> None:
+    """Refuse an existing ``path`` that is a link, or that is not a regular file (``folder``: a folder)."""
+    wanted = "folder" if folder else "file"
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    if stat.S_ISLNK(mode):
+        raise DlcvError(f"{path}: is a link; give the {wanted} itself, not a link to it")
+    if (stat.S_ISDIR if folder else stat.S_ISREG)(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
+    raise DlcvError(f"{path}: is {kind}, expected {'a folder' if folder else 'a file name'}")
+
+
+def current_umask() -> int:
+    """The process's umask (read without changing it), for giving temporary files the usual mode."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    On any error the temporary file is removed and ``path`` is left as it was; a write that fails
+    (read-only folder, full disk) is one line naming ``path``.
+    """
+    path = check_output_path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual mode
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename not in (None, str(tmp_path), str(path)):
+            raise  # another file's problem: not this output's to name
+        raise write_error(path, exc) from None
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w", **kwargs) -> Iterator:
+    """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success."""
+    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
+        yield handle
+
+
+# --- output folders ------------------------------------------------------------------------------------
+def read_manifest(folder: PathLike) -> dict | None:
+    """The manifest of a folder that dlcv wrote, or None (no manifest, or not one of dlcv's)."""
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "kind" in data else None
+
+
+def mark_folder(folder: PathLike, kind: str) -> None:
+    """Write the manifest that lets a later command replace ``folder`` (``kind`` says what it holds)."""
+    from dlcv import __version__
+
+    write_json(Path(folder) / MANIFEST, {"kind": kind, "dlcv": __version__,
+                                         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=None)
+
+
+def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
+                        kind: str | None = None, need_parent: bool = True) -> Path:
+    """Refuse, before any work, an output folder that a command may not fill or replace.
+
+    Refused: a link; the current folder or one holding it; an input, a folder holding an input or
+    one inside an input folder; a file; a folder whose parent is missing (``need_parent``); a folder holding files
+    without dlcv's manifest (even with ``overwrite``); a dlcv folder unless ``overwrite`` (or, when
+    ``kind`` is given, one of that same kind, which the command always replaces: a report).
+    """
+    output = Path(output)
+    check_not_special(output, folder=True)
+    here = _resolved(".")
+    target = _resolved(output)
+    if target == here or target in here.parents:
+        raise DlcvError(f"{output}: is the current folder or holds it; give a new folder for the output")
+    check_not_an_input(output, inputs)
+    if need_parent:
+        check_parent(output)
+    if output.is_dir() and any(output.iterdir()):
+        manifest = read_manifest(output)
+        if manifest is None:
+            raise DlcvError(f"{output}: holds files that dlcv did not write (no {MANIFEST}); choose a new or "
+                            "empty folder")
+        if not overwrite and (kind is None or manifest["kind"] != kind):
+            raise DlcvError(f"{output}: already holds a {manifest['kind']}; pass --overwrite to replace it, or "
+                            "choose a new folder")
+    return output
+
+
+def make_output_folder(output: PathLike, kind: str) -> Path:
+    """Create ``output`` (with its parents) as a folder of dlcv's that later commands may fill and
+    replace; call ``check_output_folder`` first. An existing dlcv folder keeps its manifest."""
+    output = Path(output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        if read_manifest(output) is None:
+            mark_folder(output, kind)
+    except OSError as exc:
+        raise write_error(output, exc) from None
+    return output
+
+
+def figures_folder(output: PathLike) -> Path:
+    """``output`` made ready to take figures file by file (``dlcv embed plot``, ``dlcv segment progress``):
+    new, empty, a folder of figures dlcv wrote, or a run folder's own ``figures/``; a folder holding
+    anything else is refused, so that no file of another's is written over."""
+    output = Path(output)
+    check_not_special(output, folder=True)
+    check_parent(output)
+    if output.is_dir() and any(output.iterdir()):
+        kind = (read_manifest(output) or {}).get("kind")
+        in_run = (read_manifest(output.parent) or {}).get("kind") == "run" and output.name == "figures"
+        if kind is None and not in_run:
+            raise DlcvError(f"{output}: holds files that dlcv did not write (no {MANIFEST}); choose a new or "
+                            "empty folder for the figures")
+        if kind not in (None, FIGURES):
+            raise DlcvError(f"{output}: already holds a {kind}; choose a new folder for the figures")
+    return make_output_folder(output, FIGURES)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(output: Path) -> None:
+    """Remove the staging and old folders that a killed run left beside ``output`` (its own marked
+    ones, of processes that are gone): the next run never leaves them behind."""
+    for leftover in output.parent.glob(f".{glob.escape(output.name)}.dlcv-*-*"):  # the name literally, not a pattern
+        kind, _, pid = leftover.name[len(output.name) + 2 :].rpartition("-")
+        if kind not in (STAGING, OLD) or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        if leftover.is_dir() and not leftover.is_symlink() and (kind == OLD or read_manifest(leftover) is not None):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def replace_folder(staging: Path, output: Path) -> None:
+    """Put the finished ``staging`` where ``output`` is; an old ``output`` (checked replaceable) stays
+    whole until the new one is in place."""
+    if output.is_dir() and not any(output.iterdir()):
+        output.rmdir()
+    if not output.exists():
+        os.replace(staging, output)
+        return
+    old = output.with_name(f".{output.name}.{OLD}-{os.getpid()}")
+    os.replace(output, old)
+    try:
+        os.replace(staging, output)
+    except OSError:
+        os.replace(old, output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
+                  kind: str = "output", keep: tuple[str, ...] = (), replaces_same_kind: bool = False
+                  ) -> Iterator[Path]:
+    """Yield a new folder beside ``output`` to fill; on success it replaces ``output`` whole.
+
+    ``output`` is checked first (``check_output_folder``); it never mixes old and new files, and an
+    interrupted run leaves it as it was. ``keep`` names entries of an earlier ``output`` that the new
+    one takes over unchanged when it does not write them itself (synthetic data's other problems).
+    """
+    output = check_output_folder(output, overwrite, inputs, kind if replaces_same_kind else None)
+    clean_leftovers(output)
+    staging = output.with_name(f".{output.name}.{STAGING}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(mode=0o777 & ~current_umask())
+        mark_folder(staging, kind)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise write_error(output, exc) from None
+    taken: list[str] = []
+    try:
+        yield staging
+        for name in keep:
+            if (output / name).exists() and not (staging / name).exists():
+                os.replace(output / name, staging / name)
+                taken.append(name)
+        replace_folder(staging, output)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise write_error(output, exc) from None
+    finally:
+        if staging.exists():
+            for name in taken:  # the old output gets back what it lent, whole
+                os.replace(staging / name, output / name)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict | list, indent: int | None = 2) -> None:
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=indent)
+        handle.write("\n")

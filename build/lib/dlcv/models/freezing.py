@@ -1,0 +1,56 @@
+"""Freezing a pretrained encoder's early stages: the one way every model here does it.
+
+A stage is a timm feature level at stride 4, 8, 16 or 32 (``feature_info``; the stride-2 level, where a
+model has one, belongs to the stem). ``freeze_stages: n`` freezes everything from the input up to the end
+of the n-th stage: those parameters get no gradient, and their batch-norm layers keep their pretrained
+statistics (they stay in eval mode while the rest trains). With pretrained weights the early,
+high-resolution layers are the costliest to train and change least.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from dlcv.errors import DlcvError
+
+STAGE_STRIDES = (4, 8, 16, 32)
+
+
+def freeze_encoder_stages(net: nn.Module, stages: int) -> list[nn.Module]:
+    """Freeze ``net`` (a timm model or feature extractor) through the end of its ``stages``-th stage (0:
+    nothing); return the frozen batch-norm modules, which ``KeepsFrozenStatistics`` keeps in eval mode."""
+    stages = int(stages)
+    if not stages:
+        return []
+    info = net.feature_info  # a features_only extractor's FeatureInfo, or a classifier's list of dicts
+    dicts = info.get_dicts() if hasattr(info, "get_dicts") else list(info)
+    modules = [d["module"] for d in dicts if d["reduction"] in STAGE_STRIDES]
+    if not 1 <= stages <= len(modules):
+        raise DlcvError(f"freeze_stages must lie in 1..{len(modules)}, got {stages}")
+    last = modules[stages - 1]
+    frozen: list[nn.Module] = []
+    reached = False
+    for name, module in net.named_modules():
+        inside = name == last or name.startswith(last + ".")
+        if reached and not inside:
+            break
+        reached = reached or inside
+        if not name:
+            continue
+        for p in module.parameters(recurse=False):
+            p.requires_grad = False
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            frozen.append(module)
+    return frozen
+
+
+class KeepsFrozenStatistics(nn.Module):
+    """A model whose ``frozen`` batch-norm modules stay in eval mode when it trains."""
+
+    frozen: list[nn.Module]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self

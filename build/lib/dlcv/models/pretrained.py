@@ -1,0 +1,130 @@
+"""Model B: any timm or torchvision classifier by name, its head replaced for the data set's classes.
+
+``weights``: ``None`` (random), ``imagenet`` (the library's own weights API; downloads when online),
+a local file (a state_dict of the same architecture, its classifier included or not), or for timm's
+``tf_efficientnet_lite0`` (``lite1``, ``lite2``) the offline ``efficientnet-lite0`` (``-lite1``, ``-lite2``)
+weights. The input is resized to the
+model's resolution by the recipe (``data.input_size``, e.g. 224: the reports upsample 32 to 224).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from dlcv.errors import DlcvError
+from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
+from dlcv.models.registry import register_model
+from dlcv.models.small import Classifier
+
+
+def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: tuple[str, ...]) -> None:
+    """Load ``state`` into ``model``; a classifier whose shape differs (another class count) is skipped."""
+    own = model.state_dict()
+    usable = {}
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            if key.startswith(classifier_prefixes):
+                continue  # the old head; it is replaced anyway
+            raise DlcvError(f"{source}: {key} has shape {tuple(value.shape)} "
+                            f"but the model's has {tuple(own[key].shape)}")
+        usable[key] = value
+    missing = [k for k in own if k not in usable and not k.startswith(classifier_prefixes)
+               and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in usable if k not in own]
+    if missing or unexpected:
+        detail = (f"missing {', '.join(missing[:3])}" if missing else "") + \
+                 (f" unexpected {', '.join(unexpected[:3])}" if unexpected else "")
+        raise DlcvError(f"{source}: does not fit the model ({detail.strip()} ...)")
+    model.load_state_dict(usable, strict=False)
+
+
+class TimmClassifier(KeepsFrozenStatistics, Classifier):
+    """A timm model; ``forward_features`` is its pooled pre-logits layer. ``freeze_stages``: the stem and
+    the first stages stay as the weights left them (see ``dlcv.models.freezing``). ``drop_rate``: dropout
+    before the classifier; ``drop_path_rate``: stochastic depth, the residual blocks' rate rising to it."""
+
+    def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, freeze_stages: int = 0):
+        super().__init__()
+        import timm
+
+        from dlcv.models.weights import load_state_file, offline_weights
+
+        try:
+            net = timm.create_model(arch, pretrained=False, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+        except RuntimeError as exc:
+            raise DlcvError(f"timm model {arch!r}: {exc}") from None
+        offline = offline_weights(weights, arch, net.state_dict())
+        if offline is not None:
+            net.load_state_dict(offline, strict=False)
+        elif weights and weights.lower() == "imagenet":
+            try:
+                net = timm.create_model(arch, pretrained=True, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+            except Exception as exc:  # noqa: BLE001 -- a download fails in many ways offline
+                raise DlcvError(f"ImageNet weights of {arch!r} could not be downloaded ({type(exc).__name__}); "
+                                "give a local weights file instead") from None
+        elif weights:
+            head = net.default_cfg.get("classifier", "classifier")
+            _load_into(net, load_state_file(weights), weights, (head + ".",))
+        net.reset_classifier(num_classes)
+        self.net = net
+        self.feature_dim = net.num_features
+        self.frozen = freeze_encoder_stages(net, freeze_stages)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.net.get_classifier()
+
+    def forward_features(self, x):
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TorchvisionClassifier(Classifier):
+    """A torchvision model whose last linear layer becomes ``head`` (new, ``num_classes`` wide)."""
+
+    def __init__(self, num_classes: int, arch: str, weights: str | None = None):
+        super().__init__()
+        from torchvision import models
+
+        from dlcv.models.weights import load_state_file
+
+        try:
+            if weights and weights.upper().startswith("IMAGENET"):  # "imagenet" or a torchvision weights name
+                spec = "DEFAULT" if weights.lower() == "imagenet" else weights
+                try:
+                    net = models.get_model(arch, weights=spec)
+                except Exception as exc:  # noqa: BLE001 -- a download fails in many ways offline
+                    raise DlcvError(f"weights {weights!r} of {arch!r} could not be had ({type(exc).__name__}); "
+                                    "give a local weights file instead") from None
+            else:
+                net = models.get_model(arch, weights=None)
+                if weights:
+                    _load_into(net, load_state_file(weights), weights, ())
+        except ValueError as exc:
+            raise DlcvError(f"torchvision model {arch!r}: {exc}") from None
+        linears = [(name, module) for name, module in net.named_modules() if isinstance(module, nn.Linear)]
+        if not linears:
+            raise DlcvError(f"torchvision model {arch!r} has no linear classifier to replace")
+        name, last = linears[-1]
+        net.set_submodule(name, nn.Identity())
+        self.net = net
+        self.feature_dim = last.in_features
+        self.head = nn.Linear(last.in_features, num_classes)
+
+    def forward_features(self, x):
+        return self.net(x)
+
+
+@register_model("timm")
+def timm_model(num_classes: int, arch: str = "tf_efficientnet_lite0", **kwargs) -> Classifier:
+    """Any timm classifier (model.args.arch), head replaced; weights: imagenet, a file, or efficientnet-lite0/1/2."""
+    return TimmClassifier(num_classes, arch, **kwargs)
+
+
+@register_model("torchvision")
+def torchvision_model(num_classes: int, arch: str = "resnet50", **kwargs) -> Classifier:
+    """Any torchvision classifier (model.args.arch), last linear layer replaced; weights: imagenet or a file."""
+    return TorchvisionClassifier(num_classes, arch, **kwargs)

@@ -1,0 +1,331 @@
+"""Segmentation models by name: the reports' VGG16-FCN32s and DeepLabv3, and our own designs.
+
+Every model maps (B, 3, H, W) to logits (B, classes, H, W) at the input's resolution. Weights:
+``weights``/``backbone_weights`` is ``None`` (random), a local file, or a name for the library's
+own weights API (downloads when online). Nothing here reads data or writes files.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlcv.errors import DlcvError
+from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
+from dlcv.models.registry import register_model
+
+
+def _bilinear_kernel(channels: int, size: int) -> torch.Tensor:
+    """Weights of a transposed convolution that does bilinear up-sampling (FCN's initialisation)."""
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 == 1 else factor - 0.5
+    og = torch.arange(size, dtype=torch.float32)
+    filt = 1 - (og - centre).abs() / factor
+    kernel = filt[:, None] * filt[None, :]
+    weight = torch.zeros(channels, channels, size, size)
+    weight[range(channels), range(channels)] = kernel
+    return weight
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``x`` padded at the bottom and right (reflect; replicate where the image is smaller than the pad) so
+    that both sides are multiples of ``multiple``, for networks that halve the size several times."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not (pad_h or pad_w):
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if pad_h < h and pad_w < w else "replicate")
+
+
+def _fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+# --- VGG16-FCN32s ------------------------------------------------------------------------------------
+@register_model("fcn32s", kind="segment")
+class FCN32s(nn.Module):
+    """The reports' model A: VGG16-FCN32s; ``weights``: a local VGG16 state_dict or 'imagenet'.
+
+    VGG16 features, fc6/fc7 as 7x7 and 1x1 convolutions (4096 wide), a 1x1 score layer and one
+    learned 64x64 transposed convolution of stride 32 back to the input size (Long et al., 2015)."""
+
+    def __init__(self, num_classes: int, weights: str | None = None, dropout: float = 0.5):
+        super().__init__()
+        from torchvision.models import vgg16
+
+        vgg = vgg16(weights=None)
+        self.features = vgg.features
+        self.fc6 = nn.Conv2d(512, 4096, 7, padding=3)
+        self.fc7 = nn.Conv2d(4096, 4096, 1)
+        self.drop6, self.drop7 = nn.Dropout2d(dropout), nn.Dropout2d(dropout)
+        self.score = nn.Conv2d(4096, num_classes, 1)
+        self.upscore = nn.ConvTranspose2d(num_classes, num_classes, 64, stride=32, padding=16, bias=False)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+        with torch.no_grad():
+            self.upscore.weight.copy_(_bilinear_kernel(num_classes, 64))
+        if weights:
+            self.load_vgg16(_vgg16_state(weights))
+
+    def load_vgg16(self, state: dict) -> None:
+        """VGG16 classifier weights become fc6/fc7 convolutions (the FCN conversion)."""
+        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        try:
+            self.features.load_state_dict(features, strict=True)
+            self.fc6.weight.data.copy_(state["classifier.0.weight"].view(4096, 512, 7, 7))
+            self.fc6.bias.data.copy_(state["classifier.0.bias"])
+            self.fc7.weight.data.copy_(state["classifier.3.weight"].view(4096, 4096, 1, 1))
+            self.fc7.bias.data.copy_(state["classifier.3.bias"])
+        except (KeyError, RuntimeError) as exc:
+            raise DlcvError(f"VGG16 weights do not fit FCN32s ({' '.join(str(exc).split())[:200]})") from None
+
+    def forward(self, x):
+        size = x.shape[-2:]
+        h = self.features(x)
+        h = self.drop6(F.relu(self.fc6(h), inplace=True))
+        h = self.drop7(F.relu(self.fc7(h), inplace=True))
+        return _fit_to(self.upscore(self.score(h)), size)
+
+
+def _vgg16_state(weights: str) -> dict:
+    from dlcv.models.weights import load_state_file
+
+    if weights.lower().startswith("imagenet") or weights.upper().startswith("IMAGENET1K"):
+        from torchvision.models import VGG16_Weights, vgg16
+
+        spec = VGG16_Weights.IMAGENET1K_V1 if weights.lower() == "imagenet" else VGG16_Weights[weights]
+        return _online(lambda: vgg16(weights=spec).state_dict(), weights)
+    return load_state_file(weights)
+
+
+def _online(load, name: str):
+    try:
+        return load()
+    except Exception as exc:  # noqa: BLE001 -- no network, a hub error: any of many types
+        raise DlcvError(f"weights {name!r} could not be downloaded ({type(exc).__name__}); "
+                        "give a local weights file instead") from None
+
+
+# --- DeepLabv3 (torchvision) -------------------------------------------------------------------------
+class TorchvisionSegmenter(nn.Module):
+    """A torchvision segmentation model returning the main output as a tensor."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.net = model
+
+    def forward(self, x):
+        return self.net(x)["out"]
+
+
+def _deeplabv3(depth: int, num_classes: int, backbone_weights: str | None = None, weights: str | None = None,
+               aux_loss: bool = False) -> nn.Module:
+    from torchvision.models import get_model
+
+    name = f"deeplabv3_resnet{depth}"
+    if weights:  # a whole segmentation model's weights (e.g. COCO_WITH_VOC_LABELS_V1); heads replaced
+        # torchvision refuses aux_loss=False with these weights (they hold the auxiliary head): load it, then drop it.
+        model = _online(lambda: get_model(name, weights=weights), weights)
+        model.classifier[-1] = nn.Conv2d(model.classifier[-1].in_channels, num_classes, 1)
+        model.aux_classifier[-1] = nn.Conv2d(model.aux_classifier[-1].in_channels, num_classes, 1)
+        if not aux_loss:
+            model.aux_classifier = None
+        return TorchvisionSegmenter(model)
+    model = get_model(name, weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=aux_loss)
+    if backbone_weights:
+        _load_resnet_backbone(model.backbone, backbone_weights, depth)
+    return TorchvisionSegmenter(model)
+
+
+def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None:
+    """A torchvision ResNet state_dict (a file like the course's pretrain_model_SL.pt, or 'imagenet')."""
+    from dlcv.models.weights import load_state_file
+
+    if weights.lower() == "imagenet":
+        from torchvision.models import get_model
+
+        state = _online(lambda: get_model(f"resnet{depth}", weights="IMAGENET1K_V1").state_dict(), weights)
+    else:
+        state = load_state_file(weights)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DlcvError(f"{weights}: not a ResNet{depth} state_dict ({' '.join(str(exc).split())[:200]})") from None
+
+
+@register_model("deeplabv3_resnet50", kind="segment")
+def deeplabv3_resnet50(num_classes: int, **kwargs) -> nn.Module:
+    """DeepLabv3 with a ResNet50 backbone (torchvision); ``backbone_weights``: a ResNet50 file or 'imagenet'."""
+    return _deeplabv3(50, num_classes, **kwargs)
+
+
+@register_model("deeplabv3_resnet101", kind="segment")
+def deeplabv3_resnet101(num_classes: int, **kwargs) -> nn.Module:
+    """DeepLabv3 with a ResNet101 backbone (torchvision)."""
+    return _deeplabv3(101, num_classes, **kwargs)
+
+
+# --- our designs: a U-Net decoder on a timm encoder, and a small U-Net from scratch ------------------
+def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class UNetDecoder(nn.Module):
+    """From the deepest feature map up: 2x up-sampling, concatenation with the skip, one 3x3 conv.
+    The deepest map first gets global context (a pooled branch, as in LR-ASPP). Kept beside smp's ``Unet``:
+    at an equal budget it scored higher on this work (docs/results.md)."""
+
+    def __init__(self, channels: list[int], widths: list[int], num_classes: int):
+        super().__init__()
+        deepest = channels[-1]
+        self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(deepest, deepest, 1), nn.Sigmoid())
+        self.top = _conv_bn_relu(deepest, widths[0])
+        self.stages = nn.ModuleList()
+        c = widths[0]
+        for skip, width in zip(reversed(channels[:-1]), widths[1:]):
+            self.stages.append(_conv_bn_relu(c + skip, width))
+            c = width
+        self.classifier = nn.Conv2d(c, num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        x = self.top(x * self.context(x))
+        for stage, skip in zip(self.stages, reversed(features[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = stage(torch.cat([x, skip], 1))
+        return self.classifier(x)
+
+
+class EncoderUNet(KeepsFrozenStatistics):
+    """A timm encoder (features at strides 4-32) with ``UNetDecoder``; logits up-sampled to the input.
+    ``freeze_stages``: see ``dlcv.models.freezing``."""
+
+    def __init__(self, num_classes: int, encoder: str = "tf_efficientnet_lite0", encoder_weights: str | None = None,
+                 decoder_widths: tuple[int, ...] = (128, 96, 64, 48), out_indices: tuple[int, ...] = (1, 2, 3, 4),
+                 freeze_stages: int = 0):
+        super().__init__()
+        import timm
+
+        try:
+            self.encoder = timm.create_model(encoder, pretrained=False, features_only=True, out_indices=out_indices)
+        except RuntimeError as exc:
+            raise DlcvError(f"encoder {encoder!r}: {exc}") from None
+        if encoder_weights:
+            _load_encoder(self.encoder, _timm_weights(encoder, encoder_weights), encoder_weights, encoder)
+        channels = list(self.encoder.feature_info.channels())
+        if len(decoder_widths) != len(channels):
+            raise DlcvError(f"decoder_widths needs {len(channels)} numbers (one per encoder stage), got "
+                            f"{list(decoder_widths)}")
+        self.decoder = UNetDecoder(channels, list(decoder_widths), num_classes)
+        self.frozen = freeze_encoder_stages(self.encoder, freeze_stages)
+
+    def forward(self, x):
+        return _fit_to(self.decoder(self.encoder(x)), x.shape[-2:])
+
+
+@register_model("unet_lite0", kind="segment")
+def unet_lite0(num_classes: int, encoder_weights: str | None = None, **kwargs) -> nn.Module:
+    """Our CPU design: an EfficientNet-Lite0 encoder (encoder_weights: efficientnet-lite0 offline) and a light
+    U-Net decoder."""
+    return EncoderUNet(num_classes, encoder="tf_efficientnet_lite0", encoder_weights=encoder_weights, **kwargs)
+
+
+@register_model("unet_timm", kind="segment")
+def unet_timm(num_classes: int, encoder: str = "resnet50", **kwargs) -> nn.Module:
+    """Any timm encoder with features at strides 4-32 (e.g. resnet50, convnext_tiny) + the U-Net decoder."""
+    return EncoderUNet(num_classes, encoder=encoder, **kwargs)
+
+
+@register_model("unet_small", kind="segment")
+class SmallUNet(nn.Module):
+    """A small U-Net from scratch (width 16 by default): the tests' and the demo's model.
+
+    ``depth`` down-steps of two 3x3 convs, widths doubling from ``width``."""
+
+    def __init__(self, num_classes: int, width: int = 16, depth: int = 4):
+        super().__init__()
+        widths = [width * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList()
+        c = 3
+        for w in widths:
+            self.down.append(nn.Sequential(_conv_bn_relu(c, w), _conv_bn_relu(w, w)))
+            c = w
+        self.up = nn.ModuleList(nn.Sequential(_conv_bn_relu(widths[i + 1] + widths[i], widths[i]),
+                                              _conv_bn_relu(widths[i], widths[i])) for i in reversed(range(depth)))
+        self.classifier = nn.Conv2d(widths[0], num_classes, 1)
+        self.multiple = 2**depth
+
+    def forward(self, x):
+        size = x.shape[-2:]
+        x = pad_to_multiple(x, self.multiple)
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = block(torch.cat([F.interpolate(x, scale_factor=2, mode="nearest"), skip], 1))
+        return self.classifier(x)[..., : size[0], : size[1]]
+
+
+# --- segmentation_models_pytorch: every architecture over every encoder ------------------------------
+class StridePadded(nn.Module):
+    """``model`` on inputs of any size: padded (reflect) up to a multiple of ``stride`` for it, and
+    its output cut back to the input's size (smp's architectures need sides divisible by 32)."""
+
+    def __init__(self, model: nn.Module, stride: int = 32):
+        super().__init__()
+        self.model, self.stride = model, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return self.model(pad_to_multiple(x, self.stride))[..., :h, :w]
+
+
+def _timm_weights(arch: str, weights: str) -> dict:
+    """``weights`` under timm ``arch``'s keys: the offline ``efficientnet-lite0/1/2``, ``imagenet``
+    (online), or a local file."""
+    import timm
+
+    from dlcv.models.weights import load_state_file, offline_weights
+
+    state = offline_weights(weights, arch, timm.create_model(arch, pretrained=False).state_dict())
+    if state is None and weights.lower() == "imagenet":
+        state = _online(lambda: timm.create_model(arch, pretrained=True).state_dict(), weights)
+    return state if state is not None else load_state_file(weights)
+
+
+def _load_encoder(encoder: nn.Module, state: dict, weights: str, name: str) -> None:
+    """Load the tensors of ``state`` that ``encoder`` has (batch-norm counters aside); one line when any is missing."""
+    own = [k for k in encoder.state_dict() if not k.endswith("num_batches_tracked")]
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise DlcvError(f"{weights}: does not fit encoder {name!r} (missing {', '.join(missing[:3])} ...)")
+    encoder.load_state_dict({k: state[k] for k in own}, strict=False)
+
+
+@register_model("smp", kind="segment")
+def smp_model(num_classes: int, arch: str = "Unet", encoder: str = "tu-tf_efficientnet_lite0",
+              encoder_weights: str | None = None, **kwargs) -> nn.Module:
+    """Any segmentation_models_pytorch architecture (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3,
+    DeepLabV3Plus, UPerNet, Segformer, ...) over any of its encoders by name (``tu-`` + a timm model);
+    ``encoder_weights``: the offline ``efficientnet-lite0/1/2`` (for ``tu-tf_efficientnet_lite0/1/2``),
+    ``imagenet`` (online), or a local file. Other arguments go to smp's architecture."""
+    import segmentation_models_pytorch as smp
+
+    try:
+        model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes, **kwargs)
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise DlcvError(f"smp {arch} over encoder {encoder!r}: {' '.join(str(exc).split())[:200]}") from None
+    if encoder_weights:
+        from dlcv.models.weights import load_state_file
+
+        if encoder.startswith("tu-"):  # smp's wrapper of a timm model: its keys under "model."
+            state = _timm_weights(encoder.removeprefix("tu-"), encoder_weights)
+            if not all(k.startswith("model.") for k in state):
+                state = {f"model.{k}": v for k, v in state.items()}
+        else:
+            state = load_state_file(encoder_weights)
+        _load_encoder(model.encoder, state, encoder_weights, encoder)
+    return StridePadded(model)

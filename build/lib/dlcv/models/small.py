@@ -1,0 +1,242 @@
+"""Classifiers for small (32x32) images, trained from scratch: the reports' and our own.
+
+Every class here has ``forward_features`` (the second-last layer, one vector per image) and a
+linear ``head``; ``forward`` is ``head(forward_features(x))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from dlcv.errors import DlcvError
+from dlcv.models.registry import register_model
+from dlcv.recipes import Fraction, Positive, Share, Wants, Whole0, Whole1, check_arg
+
+WIDTHS = Annotated[Sequence[Whole1], Field(min_length=1), Wants("a non-empty list of whole numbers >= 1")]
+VGG_WIDTHS = Annotated[Sequence[Literal["M"] | Whole1], Field(min_length=1),
+                       Wants("a non-empty list of whole numbers >= 1 and M (a max-pool)")]
+BLOCKS = Annotated[Sequence[Whole0], Field(min_length=1), Wants("a non-empty list of whole numbers >= 0")]
+
+
+class Classifier(nn.Module):
+    """Base: a feature extractor followed by a linear head."""
+
+    feature_dim: int
+    head: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def conv_bn_act(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+# --- R2: three conv blocks and a two-layer MLP ("VGG-like") -------------------------------------
+@register_model("cnn3")
+class CNN3(Classifier):
+    """R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
+
+    def __init__(self, num_classes: int, widths: Sequence[int] = (64, 128, 256), hidden: int = 512,
+                 dropout: float = 0.5):
+        super().__init__()
+        check_arg("widths", widths, WIDTHS)
+        check_arg("hidden", hidden, Whole1)
+        check_arg("dropout", dropout, Fraction)
+        layers, c_in = [], 3
+        for c in widths:
+            layers += [conv_bn_act(c_in, c), conv_bn_act(c, c), nn.MaxPool2d(2)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(c_in * 4 * 4, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.feature_dim = hidden
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward_features(self, x):
+        return self.mlp(self.features(x))
+
+
+# --- R3: VGG13 with batch norm, for 32x32 --------------------------------------------------------
+VGG13_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+@register_model("vgg13_bn")
+class VGG(Classifier):
+    """R3's model A: VGG13 with batch norm at R3's widths; five pools take 32x32 to 1x1."""
+
+    def __init__(self, num_classes: int, widths: Sequence = VGG13_WIDTHS, dropout: float = 0.0):
+        super().__init__()
+        check_arg("widths", widths, VGG_WIDTHS)
+        check_arg("dropout", dropout, Fraction)
+        layers, c_in = [], 3
+        for w in widths:
+            if w == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers.append(conv_bn_act(c_in, int(w)))
+                c_in = int(w)
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = c_in
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward_features(self, x):
+        return self.dropout(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
+# --- R1: AlexNet on images resized to 224 --------------------------------------------------------
+@register_model("alexnet")
+class AlexNet(Classifier):
+    """R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""
+
+    def __init__(self, num_classes: int, dropout: float = 0.5):
+        super().__init__()
+        check_arg("dropout", dropout, Fraction)
+        from torchvision.models import alexnet as tv_alexnet
+
+        self.body = tv_alexnet(weights=None, num_classes=1000, dropout=dropout)
+        self.feature_dim = 1000
+        self.head = nn.Linear(1000, num_classes)
+
+    def forward_features(self, x):
+        return self.body(x)
+
+
+# --- ResNet for 32x32 (3x3 stem, no stem pooling) ------------------------------------------------
+class BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 convolutions with batch norm, and a projected shortcut where the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+@register_model("resnet_small")
+class SmallResNet(Classifier):
+    """A ResNet for 32x32 images (ResNet-18 layout by default; ``width`` and ``blocks`` scale it)."""
+
+    def __init__(self, num_classes: int, width: int = 64, blocks: Sequence[int] = (2, 2, 2, 2)):
+        super().__init__()
+        check_arg("width", width, Whole1)
+        check_arg("blocks", blocks, BLOCKS)
+        self.stem = conv_bn_act(3, width)
+        stages, c_in = [], width
+        for i, n in enumerate(blocks):
+            c_out = width * 2**i
+            for j in range(n):
+                stages.append(BasicBlock(c_in, c_out, 2 if (j == 0 and i > 0) else 1))
+                c_in = c_out
+        self.stages = nn.Sequential(*stages)
+        self.feature_dim = c_in
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward_features(self, x):
+        return F.adaptive_avg_pool2d(self.stages(self.stem(x)), 1).flatten(1)
+
+
+# --- dlcv_net: our from-scratch design for 32x32 on a CPU ----------------------------------------
+PATCH = 3 * 2 * 2  # the values of one 2x2 RGB patch, which the stem sees: its whitening has 2 * PATCH channels
+
+
+def stem_input(x: torch.Tensor) -> torch.Tensor:
+    """Pad 32 -> 33 so that the 2x2 stem gives 32x32 and the pools stay exact."""
+    return F.pad(x, (0, 1, 0, 1), mode="replicate")
+
+
+class ConvGroup(nn.Module):
+    """conv -> max-pool -> BN -> GELU -> conv -> BN -> GELU: the resolution halves once per group."""
+
+    def __init__(self, c_in: int, c_out: int, bn_momentum: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = nn.BatchNorm2d(c_out, momentum=bn_momentum)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out, momentum=bn_momentum)
+
+    def forward(self, x):
+        x = F.gelu(self.bn1(self.pool(self.conv1(x))))
+        return F.gelu(self.bn2(self.conv2(x)))
+
+
+class DlcvNet(Classifier):
+    """A wide, shallow VGG-style network in the spirit of airbench (Keller Jordan, 2024).
+
+    Pooling right after the first convolution of each group does most of the work at a quarter of
+    the resolution, which is what makes it fast on a CPU; a 2x2 stem, three groups, global max-pool
+    and a bias-free head with a fixed logit scale. With ``whiten`` the stem is airbench's frozen
+    patch-whitening layer, set from the training images before fit (``init_from_images``).
+    """
+
+    def __init__(self, num_classes: int, widths: Sequence[int] = (64, 256, 256), stem_width: int = 24,
+                 bn_momentum: float = 0.4, logit_scale: float = 1.0, whiten: bool = False):
+        super().__init__()
+        check_arg("widths", widths, WIDTHS)
+        check_arg("stem_width", stem_width, Whole1)
+        check_arg("bn_momentum", bn_momentum, Share)
+        check_arg("logit_scale", logit_scale, Positive)
+        check_arg("whiten", whiten, bool)
+        if whiten and stem_width != 2 * PATCH:
+            raise DlcvError(f"model.args.whiten: the whitening stem has {2 * PATCH} channels (2x2x3 patches, each "
+                            f"eigenvector and its negative), not stem_width {stem_width}")
+        self.stem = nn.Sequential(nn.Conv2d(3, stem_width, 2, padding=0, bias=True), nn.GELU())
+        self.whiten = whiten
+        if whiten:  # its weights come from the data and stay; its bias trains
+            self.stem[0].weight.requires_grad_(False)
+        groups, c_in = [], stem_width
+        for w in widths:
+            groups.append(ConvGroup(c_in, w, bn_momentum))
+            c_in = w
+        self.groups = nn.Sequential(*groups)
+        self.feature_dim = c_in
+        self.head = nn.Linear(c_in, num_classes, bias=False)
+        self.logit_scale = logit_scale
+
+    def forward_features(self, x):
+        x = self.stem(stem_input(x))
+        return F.adaptive_max_pool2d(self.groups(x), 1).flatten(1)
+
+    def forward(self, x):
+        return self.head(self.forward_features(x)) * self.logit_scale
+
+    @torch.no_grad()
+    def init_from_images(self, x: torch.Tensor, eps: float = 5e-4) -> None:
+        """With ``whiten``: set the stem from normalised training images ``x`` (N, 3, H, W) so that it
+        whitens their 2x2 patches: each eigenvector of the patches' second-moment matrix scaled by
+        1/sqrt(eigenvalue + eps), and its negative (Jordan, 2024). Nothing without ``whiten``."""
+        if not self.whiten:
+            return
+        conv, moment, count = self.stem[0], torch.zeros(PATCH, PATCH, dtype=torch.float64), 0
+        for chunk in x.split(500):  # 500 images: 49 MB of float64 patches
+            chunk = stem_input(chunk.cpu().double())  # (no float64 on MPS)
+            patches = chunk.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, PATCH)
+            moment, count = moment + patches.T @ patches, count + len(patches)
+        values, vectors = torch.linalg.eigh(moment / count)
+        filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0).reshape(PATCH, 3, 2, 2)
+        conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
+
+
+@register_model("dlcv_net")
+def dlcv_net(num_classes: int, **kwargs) -> Classifier:
+    """dlcv's own from-scratch design for 32x32 images on a CPU budget (see ``DlcvNet``)."""
+    return DlcvNet(num_classes, **kwargs)

@@ -1,0 +1,162 @@
+"""ResNet backbones for self-supervised pre-training and transfer, as plain torchvision modules.
+
+A backbone file is what the course ships as ``pretrain_model_SL.pt``: the ``state_dict`` of a plain
+torchvision ``resnet50`` (``fc`` with 1000 outputs included), loaded with ``load_state_dict(...,
+strict=True)``. ``export_backbone`` writes ours in exactly that form, and ``load_backbone`` reads
+the course's (or ours) the same strict way, so a file of another architecture is refused by name.
+No ImageNet weights are involved anywhere here (the course forbids them for this problem).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dlcv.errors import DlcvError
+from dlcv.models.registry import register_model
+from dlcv.models.small import Classifier
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+class CentreTapConv2d(nn.Conv2d):
+    """A ``Conv2d`` that, on a 1x1 input under "same" zero padding, convolves with its kernel's centre tap
+    alone: every other tap sees only padding, so the result (1x1 at any stride) and the gradients are the same.
+
+    ResNets on small images reach 1x1 maps, where oneDNN's 3x3 backward is much slower than the 1x1 one on a
+    CPU (docs/self-supervision.md), and where, in bf16, its weight gradient of a stride-2 3x3 convolution fills
+    the padding-only taps with garbage. The parameters and the state_dict are the torchvision module's; any
+    other input takes ``Conv2d``'s own path.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        if (x.shape[-2:] == (1, 1) and kh % 2 and kw % 2 and self.padding == (kh // 2, kw // 2)
+                and self.dilation == (1, 1) and self.padding_mode == "zeros"):
+            centre = self.weight[:, :, kh // 2 : kh // 2 + 1, kw // 2 : kw // 2 + 1]
+            return nn.functional.conv2d(x, centre, self.bias, groups=self.groups)
+        return super().forward(x)
+
+
+def _resnet(arch: str) -> nn.Module:
+    """A randomly initialised ``torchvision.models.<arch>()``, ``fc`` included; a name not in RESNETS refused.
+    Its convolutions are ``CentreTapConv2d`` (the same module and weights, faster on 1x1 maps)."""
+    from torchvision import models
+
+    if arch not in RESNETS:
+        raise DlcvError(f"backbone arch {arch!r}: choose one of {', '.join(RESNETS)} (torchvision ResNets)")
+    net = models.get_model(arch, weights=None)
+    for module in net.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = CentreTapConv2d
+    return net
+
+
+def resnet_trunk(arch: str) -> tuple[nn.Module, int]:
+    """``(torchvision resnet with fc replaced by Identity, feature width)``, randomly initialised."""
+    net = _resnet(arch)
+    width = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, width
+
+
+def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
+    """The ResNet trunk of a backbone file, loaded as the course loads ``pretrain_model_SL.pt``:
+    ``torchvision.models.<arch>()`` then a strict ``load_state_dict``; ``fc`` is then dropped."""
+    from dlcv.models.weights import load_state_file
+
+    state = load_state_file(path)
+    net = _resnet(arch)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:240]
+        raise DlcvError(f"{path}: not a torchvision {arch} state_dict (strict load failed: {detail})") from None
+    net.fc = nn.Identity()
+    return net
+
+
+def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write ``trunk``'s weights as a plain torchvision ``arch`` state_dict, atomically.
+
+    The file must load strictly into ``torchvision.models.<arch>()``, whose ``fc`` has 1000 outputs;
+    pre-training never trains one, so ``fc`` is torchvision's own initialisation (seeded), which
+    fine-tuning replaces anyway.
+    """
+    from dlcv.io import atomic_path
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        full = _resnet(arch)
+    # Loading copies (into float32 CPU tensors) and proves the file loads the course's way before it is written.
+    full.load_state_dict({**trunk.state_dict(), **{f"fc.{k}": v for k, v in full.fc.state_dict().items()}}, strict=True)
+    with atomic_path(path) as tmp:
+        torch.save(full.state_dict(), tmp)
+    return Path(path)
+
+
+def mlp_head(width: int, num_classes: int, hidden: int, dropout: float, layers: int = 4) -> nn.Sequential:
+    """R1's classifier: ``layers`` linear layers, ``hidden`` wide, LeakyReLU and dropout between, He init."""
+    blocks: list[nn.Module] = []
+    c_in = width
+    for _ in range(layers - 1):
+        blocks += [nn.Linear(c_in, hidden), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
+        c_in = hidden
+    blocks.append(nn.Linear(c_in, num_classes))
+    for module in blocks:
+        if isinstance(module, nn.Linear):
+            nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
+            nn.init.zeros_(module.bias)
+    return nn.Sequential(*blocks)
+
+
+class TransferResNet(Classifier):
+    """A torchvision ResNet trunk (random, or from a backbone file) and a new classifier head.
+
+    ``freeze`` makes the trunk a fixed feature extractor: its parameters get no gradient and its
+    batch-norm layers stay in evaluation mode (running statistics from pre-training, never updated),
+    whatever mode the model is put in.
+    """
+
+    def __init__(self, num_classes: int, arch: str = "resnet50", backbone_weights: str | None = None,
+                 freeze: bool = False, head: str = "linear", head_hidden: int = 1000, head_dropout: float = 0.5):
+        super().__init__()
+        self.arch = arch
+        self.backbone = load_backbone(backbone_weights, arch) if backbone_weights else resnet_trunk(arch)[0]
+        self.feature_dim = self.backbone.inplanes  # torchvision's ResNet: layer4's width, what its fc read
+        if head == "linear":
+            self.head = nn.Linear(self.feature_dim, num_classes)
+        elif head == "mlp":
+            self.head = mlp_head(self.feature_dim, num_classes, int(head_hidden), float(head_dropout))
+        else:
+            raise DlcvError(f"model.args.head: {head!r} is not one of linear, mlp")
+        self.frozen = bool(freeze)
+        if self.frozen:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()  # batch-norm statistics stay those of pre-training
+        return self
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):  # a frozen trunk: no graph
+            return self.backbone(x)
+
+
+@register_model("resnet_transfer")
+def resnet_transfer(num_classes: int, **kwargs) -> Classifier:
+    """A torchvision ResNet (arch) from a backbone file or random, frozen or not, with a linear or MLP head."""
+    return TransferResNet(num_classes, **kwargs)
+
+
+def transfer_arch(model) -> str:
+    """The ResNet of a recipe's ``resnet_transfer`` model section (``model.args.arch``, else the builder's default)."""
+    import inspect
+
+    return model.args.get("arch", inspect.signature(TransferResNet).parameters["arch"].default)

@@ -1,0 +1,40 @@
+"""The run's plan: its length in optimiser steps, which every part of a run follows.
+
+One ``Plan`` is made per fit and given to the task (its schedules and BYOL's momentum follow
+``progress``), the data module (``data.auto_augment_min_epochs`` reads ``epochs``) and the callbacks that
+act at chosen epochs (``last_epoch``). ``train.epochs`` fixes it when the fit begins; under a time budget
+``dlcv.budget.TimeBudget`` re-plans ``total_steps`` as the run goes, so every schedule ends with the run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class Plan:
+    """``total_steps`` planned, of ``steps_per_epoch`` each epoch (0 until the fit begins)."""
+
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+
+    def begin(self, steps_per_epoch: int, epochs: int) -> None:
+        """The plan of ``epochs`` epochs of ``steps_per_epoch`` steps (a budget's provisional plan, until it has
+        measured the speed)."""
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * epochs
+
+    @property
+    def epochs(self) -> float | None:
+        """The epochs planned: the steps over the steps of an epoch; None before those are known."""
+        return self.total_steps / self.steps_per_epoch if self.steps_per_epoch else None
+
+    @property
+    def last_epoch(self) -> int | None:
+        """The epoch (counted from 1) in which training stops; None before the plan is made."""
+        return math.ceil(self.total_steps / self.steps_per_epoch) if self.steps_per_epoch else None
+
+    def progress(self, step: int, start: int = 0) -> float:
+        """How far ``step`` is between ``start`` and the run's last step, in [0, 1]."""
+        return min(1.0, max(0.0, (step - start) / max(1, self.total_steps - start)))

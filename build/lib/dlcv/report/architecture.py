@@ -1,0 +1,133 @@
+"""A model's layers as a table (name, type, output shape, parameters), read by forward hooks on a
+dummy input, and the rows of its block diagram."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dlcv.errors import DlcvError
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    type_name: str
+    output_shape: str  # "64x16x16" per sample; "-" when the forward pass did not call it
+    parameters: int
+
+
+def _shape_text(output) -> str:
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return "x".join(str(s) for s in output.shape[1:]) or "scalar"
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (list, tuple)):
+        parts = [_shape_text(o) for o in output]
+        parts = [p for p in parts if p != "-"]
+        return ", ".join(parts) if parts else "-"
+    return "-"
+
+
+@dataclass
+class Trace:
+    """What one forward pass of a dummy input showed: every module's output shape and call order."""
+
+    model: object
+    shapes: dict  # module name -> output shape text, for modules the forward pass called
+    started: dict  # module name -> order in which its forward began
+    output: str  # the model's output shape
+
+    def _children(self, name: str) -> list[str]:
+        module = self.model.get_submodule(name) if name else self.model
+        prefix = f"{name}." if name else ""
+        return [prefix + child for child, _ in module.named_children()]
+
+    def _settle(self, names: list[str]) -> list[str]:
+        """Replace every module the forward pass did not call by its children (its parent calls them
+        one by one, as timm's feature extractors do with their blocks)."""
+        out = []
+        for name in names:
+            children = self._children(name)
+            out += self._settle(children) if name not in self.shapes and children else [name]
+        return out
+
+    def view(self, max_rows: int) -> list[Layer]:
+        """The deepest expansion of the module tree that fits in ``max_rows`` rows (at least the top
+        level), in call order; modules never called come last with no shape."""
+        names = self._settle(self._children(""))
+        while True:
+            deeper = self._settle([c for n in names for c in (self._children(n) or [n])])
+            if deeper == names or len(deeper) > max_rows:
+                break
+            names = deeper
+        names.sort(key=lambda n: self.started.get(n, len(self.started)))
+        return [Layer(n, type(self.model.get_submodule(n)).__name__, self.shapes.get(n, "-"),
+                      sum(p.numel() for p in self.model.get_submodule(n).parameters())) for n in names]
+
+
+def trace_model(model, example) -> Trace:
+    """Run ``example`` through ``model`` once with hooks on every module."""
+    from functools import partial
+
+    import torch
+
+    shapes: dict[str, str] = {}
+    started: dict[str, int] = {}
+
+    def pre_hook(name, _module, _inputs):
+        started.setdefault(name, len(started))
+
+    def hook(name, _module, _inputs, output):
+        shapes.setdefault(name, _shape_text(output))
+
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            handles += [module.register_forward_pre_hook(partial(pre_hook, name)),
+                        module.register_forward_hook(partial(hook, name))]
+    try:
+        with torch.no_grad():
+            output = model.eval()(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Trace(model, shapes, started, _shape_text(output))
+
+
+def input_side(recipe) -> int | None:
+    """The side of the square images a run's model takes: segmentation's ``eval_size``, a classifier's
+    ``input_size`` or the course's 32; None for a task with no architecture shown."""
+    if recipe.task == "segment":
+        return recipe.data.eval_size
+    return (recipe.data.input_size or 32) if recipe.task == "classify" else None
+
+
+def build_for_run(recipe, num_classes: int | None = None):
+    """``(model, input description, trace)`` for a run's recipe and class count, without any pretrained
+    weights (the structure is what is shown)."""
+    import torch
+
+    from dlcv.checkpoints import rebuild_args
+    from dlcv.data.masks import NUM_CLASSES
+    from dlcv.models import create_model
+
+    task, side = recipe.task, input_side(recipe)
+    if side is None:
+        raise DlcvError(f"run {recipe.name!r}: no architecture for task {task!r}")
+    num_classes = NUM_CLASSES if task == "segment" else num_classes or 50
+
+    def build(device: str):
+        with torch.device(device):
+            model = create_model(recipe.model.name, num_classes=num_classes, kind=task,
+                                 **rebuild_args(dict(recipe.model.args)))
+            return model, trace_model(model, torch.zeros(1, 3, side, side))
+
+    # On the meta device the forward pass computes shapes without any arithmetic (an FCN32s at 512
+    # pixels takes seconds on a CPU); a model that meta tensors cannot run is traced on the CPU.
+    try:
+        model, trace = build("meta")
+    except (NotImplementedError, RuntimeError):
+        model, trace = build("cpu")
+    return model, f"3x{side}x{side}", trace

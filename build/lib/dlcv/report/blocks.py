@@ -1,0 +1,243 @@
+"""Blocks that several sections share: a run's recipe as a table, its architecture (layer table and
+diagram), its training curves. Each returns report blocks and writes its figures into the report."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dlcv.report.document import Figure, Heading, Table, Text
+from dlcv.runs import RunFolder
+
+LAYER_TABLE_ROWS = 40  # the deepest view of a model that fits in this many rows
+DIAGRAM_BLOCKS = 18  # the deepest view that fits in this many boxes (three rows of six)
+
+
+@dataclass
+class ReportContext:
+    """What every section builder gets: where figures go, a scratch folder, and a progress printer."""
+
+    figures: Path
+    scratch: Path
+    root: Path  # the folder of runs, for sections that read outputs other than runs
+    say: Callable[..., None] = print
+    drawn: dict = field(default_factory=dict)  # figures already made (architecture per model), by key
+
+    def figure_path(self, run: RunFolder | Path, what: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run.name}_{what}")
+        return self.figures / f"{slug}.png"
+
+    def copy_figure(self, source: Path, run: RunFolder | Path, what: str) -> Path:
+        target = self.figure_path(run, what)
+        shutil.copyfile(source, target)
+        return target
+
+
+OPTIMISER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS"}
+LOSS_NAMES = {"ce": "cross-entropy", "focal": "focal", "dice": "Dice"}
+
+
+def _number(value) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def describe_model(recipe) -> str:
+    """The recipe's model: BYOL's trunk, or a registered name with its arguments."""
+    if recipe.task == "ssl_pretrain":
+        return recipe.model.arch
+    args = ", ".join(f"{k}={v}" for k, v in recipe.model.args.items() if v is not None)
+    return recipe.model.name + (f" ({args})" if args else "")
+
+
+def describe_optimiser(optim) -> str:
+    """The recipe's ``optim`` section in words."""
+    parts = [f"{OPTIMISER_NAMES.get(optim.name, optim.name)}, lr {_number(optim.lr)}"]
+    if optim.name in ("sgd", "lars"):
+        parts.append(f"momentum {_number(optim.momentum)}"
+                     + (" (Nesterov)" if optim.nesterov and optim.name == "sgd" else ""))
+    else:
+        parts.append(f"betas {tuple(optim.betas)}")
+    parts.append(f"weight decay {_number(optim.weight_decay)}")
+    return ", ".join(parts)
+
+
+def describe_schedule(schedule) -> str:
+    """The recipe's ``schedule`` section in words."""
+    name = schedule.name
+    if name == "onecycle":
+        text = (f"one-cycle: from lr/{_number(schedule.div_factor)} up to lr over the first "
+                f"{schedule.pct_start:.0%} of steps, then {schedule.anneal} down to "
+                f"lr/{_number(schedule.div_factor * schedule.final_div_factor)}")
+    elif name == "multistep":
+        marks = schedule.milestones
+        where = "shares of the run" if marks and all(m < 1 for m in marks) else "epochs"
+        text = f"multistep at {where} {marks}, gamma {_number(schedule.gamma)}"
+    elif name == "cosine_restarts":
+        text = (f"cosine with warm restarts, first period {schedule.restart_epochs} epochs, "
+                f"each next x{schedule.restart_mult}")
+    elif name == "poly":
+        text = f"poly, power {_number(schedule.power)}"
+    else:
+        text = name
+    if schedule.warmup_epochs and name != "onecycle":
+        text += f", {_number(schedule.warmup_epochs)} warm-up epochs"
+    return text
+
+
+def describe_augmentation(recipe) -> str:
+    """A training recipe's augmentation in words: BYOL's views, segmentation's joint crops, or classification's."""
+    if recipe.task == "ssl_pretrain":
+        return "two views, " + ", ".join(f"{k} {_number(v)}" for k, v in recipe.views.model_dump().items())
+    data, parts = recipe.data, []
+    if recipe.task == "segment":
+        low, high = data.scale
+        parts.append(f"random scaled crop (side {low:g}-{high:g} of the image) to {data.train_size} px")
+        parts += ["flips"] * data.flip + ["90-degree turns"] * data.rot90
+        return ", ".join([*parts, "image and mask by one affine per sample"])
+    optional = [(data.input_size, f"resized to {data.input_size} px"),
+                (data.crop_padding, f"random crop with {data.crop_padding}-px padding"),
+                (data.flip, "horizontal flip"), (data.cutout, f"cutout {data.cutout} px"),
+                (data.auto_augment != "none", data.auto_augment),
+                (data.mixup_alpha > 0, f"mixup (alpha {_number(data.mixup_alpha)})"),
+                (data.cutmix_alpha > 0, f"cutmix (alpha {_number(data.cutmix_alpha)})")]
+    return ", ".join(text for wanted, text in optional if wanted) or "none"
+
+
+def describe_loss(recipe) -> str:
+    """A training recipe's loss in words."""
+    if recipe.task == "ssl_pretrain":
+        return (f"BYOL: negative cosine similarity of prediction and target, both views; target momentum "
+                f"{_number(recipe.byol.momentum)} rising to 1")
+    if recipe.task == "segment":
+        loss = recipe.loss
+        text = " + ".join(LOSS_NAMES.get(part, part) for part in loss.name.split("+"))
+        if "focal" in text:
+            text += f" (gamma {_number(loss.focal_gamma)})"
+        if loss.label_smoothing:
+            text += f", label smoothing {_number(loss.label_smoothing)}"
+        if loss.class_weights:
+            text += f", class weights {loss.class_weights}"
+        return text
+    train = recipe.train
+    text = f"focal (gamma {_number(train.focal_gamma)})" if train.loss == "focal" else "cross-entropy"
+    if train.label_smoothing:
+        text += f", label smoothing {_number(train.label_smoothing)}"
+    return text
+
+
+def selection(run: RunFolder) -> str:
+    """What the run's best checkpoint was chosen on."""
+    if run.metrics and "knn_acc" in run.metrics[-1]:
+        return "the kNN monitor's accuracy (knn_acc)"
+    if run.summary.get("selected_on"):
+        return str(run.summary["selected_on"])
+    if run.recipe.task == "ssl_pretrain":
+        return "the last epoch (no kNN monitor)"
+    data = run.recipe.data
+    return f"holdout {data.holdout:.0%} of training" if data.holdout > 0 else str(data.validation)
+
+
+def recipe_table(run: RunFolder) -> Table:
+    """The run's recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, early
+    stopping, read from its resolved recipe.yaml (and how many epochs it ran, from its metrics)."""
+    recipe = run.recipe
+    train, patience = recipe.train, recipe.train.early_stopping_patience
+    ran = run.summary.get("epochs") or (run.metrics[-1]["epoch"] if run.metrics else None)
+    rows = [
+        ["model", describe_model(recipe)],
+        ["optimiser", describe_optimiser(recipe.optim)],
+        ["schedule", describe_schedule(recipe.schedule)],
+        ["loss", describe_loss(recipe)],
+        ["augmentation", describe_augmentation(recipe)],
+        ["batch size", str(recipe.data.batch_size)],
+        ["epochs", f"{ran} trained in a budget of {train.budget} (planned from the measured speed)"
+         if train.budget else f"{train.epochs} planned, {ran} trained"],
+        ["early stopping", f"patience {patience} epochs" if patience else "none (best epoch kept)"],
+        ["checkpoint selected on", selection(run)],
+    ]
+    if train.ema_decay > 0:
+        rows.append(["weight averaging", f"EMA, decay {_number(train.ema_decay)}"])
+    if recipe.task != "ssl_pretrain":
+        rows.append(["test-time augmentation", train.tta])
+    rows.append(["precision", str(run.precision)])
+    if run.summary.get("fit_seconds") is not None:
+        rows.append(["training time", f"{float(run.summary['fit_seconds']) / 60:.1f} min"])
+    return Table(["recipe key", "value"], rows, caption=f"Recipe of {run.name} (from {run.path.name}/recipe.yaml)")
+
+
+def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
+    """A layer table (by forward hooks on a dummy input) and a block diagram of the run's model; the
+    same model with the same arguments is drawn once."""
+    from dlcv.errors import DlcvError
+    from dlcv.report.architecture import build_for_run, input_side
+    from dlcv.viz.architecture import plot_block_diagram
+
+    recipe, name = run.recipe, run.model_name
+    key = repr((recipe.task, recipe.model.model_dump(), run.num_classes, input_side(recipe)))
+    heading = Heading(f"Architecture of {run.name}", 4)
+    if key in ctx.drawn:
+        return [heading, Text(f"The same network as {ctx.drawn[key]} above.", note=True)]
+    try:
+        model, described, trace = build_for_run(run.recipe, run.num_classes)
+    except DlcvError as exc:
+        return [heading, Text(f"Not drawn: {exc}", note=True)]
+    ctx.drawn[key] = run.name
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    layers, output = trace.view(LAYER_TABLE_ROWS), trace.output
+    boxes = [b for b in trace.view(DIAGRAM_BLOCKS) if b.output_shape != "-"]
+    diagram = plot_block_diagram([(b.name, b.type_name, b.output_shape, b.parameters) for b in boxes],
+                                 f"{name}: input {described}, output {output}, {total:,} parameters",
+                                 ctx.figure_path(run, "architecture").with_suffix(""))[0]
+    rows = [[layer.name, layer.type_name, layer.output_shape, layer.parameters] for layer in layers]
+    rows.append(["total", "", output, total])
+    caption = (f"Layers of {name} for one {described} input (output shape per sample; "
+               f"{trainable:,} of {total:,} parameters trainable)")
+    return [heading, Figure(diagram, f"Block diagram of {name}: its main blocks in call order, each with its output "
+                                     "shape."),
+            Table(["layer", "type", "output shape", "parameters"], rows, caption=caption)]
+
+
+def curves_figure(run: RunFolder, ctx: ReportContext, panels, monitor: str, caption: str) -> list:
+    """Training curves of ``panels`` present in the run's metrics, the best epoch of ``monitor`` marked."""
+    from dlcv.viz.curves import available_panels, plot_curves
+
+    shown = available_panels(run.metrics, panels)
+    if not shown:
+        return []
+    best = run.best_row(monitor)
+    path = plot_curves(run.metrics, shown, f"{run.name}: training curves",
+                       ctx.figure_path(run, "curves").with_suffix(""), best_epoch=best["epoch"] if best else None)[0]
+    return [Figure(path, f"{run.name} per epoch: {caption} (dotted: the epoch of the best checkpoint, by {monitor}).")]
+
+
+def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: str, caption: str) -> list:
+    """What every trained run of a problem's section shows first: its heading, recipe, whether it is
+    unfinished, its architecture and its training curves."""
+    blocks = [Heading(f"{run.name} ({title})", 3), recipe_table(run)]
+    if not run.finished:
+        blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
+    return [*blocks, *architecture_blocks(run, ctx), Heading(f"Training of {run.name}", 4),
+            *curves_figure(run, ctx, panels, monitor, caption)]
+
+
+def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
+    """The folder holding the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own
+    figures/ when ``dlcv embed plot`` drew them after its last validation snapshot, else a fresh
+    drawing in the scratch folder (always for the training subset, whose figures share those names)."""
+    from dlcv.viz.snapshots import plot_snapshots
+
+    pattern = "train_epoch_*.npz" if training_subset else "epoch_*.npz"
+    snapshots = list((run.path / "embeddings").glob(pattern))
+    own = run.path / "figures"
+    newest = max(p.stat().st_mtime for p in snapshots)
+    wanted = ["embedding_metrics.csv", *(f"{m}_panels.png" for m in methods.split(","))]
+    if not training_subset and all((own / f).is_file() and (own / f).stat().st_mtime >= newest for f in wanted):
+        return own
+    ctx.say(f"  drawing {methods.replace(',', ' and ')} of {run.name}'s {len(snapshots)} snapshots")
+    target = ctx.scratch / f"{run.name}_{'train_' if training_subset else ''}embedding"
+    plot_snapshots([run.path], methods=methods, output=target, training_subset=training_subset)
+    return target

@@ -1,0 +1,56 @@
+"""Finding the run folders under a folder (``RunFolder``: what each holds, its recipe, metrics and summary)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dlcv.errors import DlcvError
+from dlcv.runs import RunFolder
+
+RECIPE_FILE, METRICS_FILE = RunFolder.RECIPE, RunFolder.METRICS
+MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
+
+
+def find_run_folders(root: Path) -> list[Path]:
+    """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself).
+    A trained run's own sub-folders are not searched; a recipe.yaml without metrics.csv may be a
+    folder of runs (``dlcv ssl table`` keeps its recipe beside its settings' runs), so it is."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if RECIPE_FILE in files:
+            found.append(here)
+            if METRICS_FILE in files:
+                dirs[:] = []
+                continue
+        if len(here.relative_to(root).parts) >= MAX_DEPTH:
+            dirs[:] = []
+        else:
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return sorted(found)
+
+
+def find_outputs(root: Path, name: str) -> list[Path]:
+    """Folders holding a file ``name`` at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself):
+    the outputs of commands that are not training runs (dlcv sam masks, dlcv sam refine)."""
+    return sorted({p.parent for depth in range(MAX_DEPTH + 1)
+                   for p in root.glob("/".join(["*"] * depth + [name])) if p.is_file()})
+
+
+def discover_runs(root: str | os.PathLike) -> tuple[list[RunFolder], list[str]]:
+    """``(runs with metrics, notes on folders left out)`` under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DlcvError(f"{root}: no such folder of runs")
+    folders = find_run_folders(root)
+    runs, skipped = [], []
+    for folder in folders:
+        run = RunFolder(folder)
+        if run.metrics:
+            runs.append(run)
+        elif not run.summary and not any(other != folder and other.is_relative_to(folder) for other in folders):
+            # (a recipe.yaml above other runs is a folder of runs, and one beside a summary.json the
+            # finished output of a command that does not train, such as dlcv sam masks: neither is an untrained run)
+            skipped.append(f"{folder}: no {METRICS_FILE} yet (not trained, or stopped before its first epoch)")
+    return runs, skipped

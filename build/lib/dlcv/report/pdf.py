@@ -1,0 +1,38 @@
+"""The report as a PDF: the HTML page printed by a headless Chromium (A4; the print style in
+``document.STYLE`` keeps figures and tables whole on a page)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from dlcv.errors import DlcvError
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+HOW_TO_GET = ("install one (Debian/Ubuntu: apt-get install chromium) or name it with DLCV_CHROMIUM=/path/to/chromium")
+
+
+def find_chromium() -> str | None:
+    """The Chromium to print with: ``$DLCV_CHROMIUM`` when set, else the first of ``BROWSERS`` on the PATH."""
+    named = os.environ.get("DLCV_CHROMIUM")
+    if named:
+        if not (Path(named).is_file() and os.access(named, os.X_OK)):
+            raise DlcvError(f"DLCV_CHROMIUM={named}: not an executable file")
+        return named
+    return next((found for name in BROWSERS if (found := shutil.which(name))), None)
+
+
+def print_pdf(browser: str, page: Path, pdf: Path, timeout: float = 180.0) -> None:
+    """Print the HTML file ``page`` to ``pdf`` with ``browser`` (headless, no header or footer)."""
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--no-first-run", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.resolve().as_uri()]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DlcvError(f"{browser}: could not print the report to PDF ({exc})") from None
+    if not pdf.is_file() or pdf.read_bytes()[:5] != b"%PDF-":
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1][:200]
+        raise DlcvError(f"{browser}: could not print the report to PDF (exit {done.returncode}: {last})")

@@ -1,0 +1,30 @@
+"""The report's sections by name, in page order. Each builder takes ``(runs, ctx)`` and returns a
+``Section``, or None when none of its runs are there; a new section is one module and one line here."""
+
+from __future__ import annotations
+
+from dlcv.errors import DlcvError
+from dlcv.report.sections import classification, sam, segmentation, ssl
+
+SECTIONS = {
+    "classification": classification.build,
+    "ssl": ssl.build,
+    "segmentation": segmentation.build,
+    "sam": sam.build,
+}
+# Each year's homework, problem by problem, as the scripts in scripts/YEAR/ number them.
+YEARS = {
+    2021: ("classification", "segmentation"),
+    2022: ("classification", "segmentation"),
+    2023: ("classification", "ssl", "segmentation", "sam"),
+    2024: ("ssl", "segmentation", "sam"),
+}
+
+
+def in_order(year: int | None = None) -> list:
+    """The section builders in the page order of ``year``'s homework (its problems first, then the rest),
+    or in ``SECTIONS``' order."""
+    if year is not None and year not in YEARS:
+        raise DlcvError(f"--year {year}: choose among {', '.join(map(str, YEARS))}")
+    first = YEARS.get(year, ())
+    return [SECTIONS[name] for name in (*first, *(n for n in SECTIONS if n not in first))]

@@ -1,0 +1,120 @@
+"""Problem 1: model A and model B: accuracies beside the course's, recipes, architectures, curves,
+confusion matrices, and PCA / t-SNE of the second-last layer through training."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from dlcv.checkpoints import WEIGHT_ARGS
+from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
+from dlcv.report.document import Figure, Heading, Section, Table
+from dlcv.report.published import comparison_rows, group, ours, range_text
+from dlcv.report.sections.ssl import table_folder
+from dlcv.runs import RunFolder
+from dlcv.viz.curves import CurvePanel
+
+COURSE_CLASSES = 50  # the course's numbers are on its 50-class validation set
+
+PANELS = [
+    CurvePanel("loss", "cross-entropy", (("train_loss", "train"), ("val_loss", "validation"))),
+    CurvePanel("accuracy", "accuracy", (("train_acc", "train"), ("val_acc", "validation")), unit_range=True),
+]
+
+
+def role(run: RunFolder) -> str:
+    """``model_b`` for a network starting from pretrained weights, ``model_a`` for one from scratch."""
+    args = run.recipe.model.args
+    return "model_b" if any(args.get(k) for k in WEIGHT_ARGS) else "model_a"
+
+
+def validation_accuracy(run: RunFolder) -> tuple[float | None, str]:
+    """The accuracy on the validation folder and where it comes from."""
+    final = run.summary.get("final_validation")
+    if isinstance(final, dict) and final.get("accuracy") is not None:
+        return float(final["accuracy"]), f"{Path(str(final.get('folder', 'validation'))).name}, scored once at the end"
+    if run.summary.get("best_val_acc") is not None:
+        return float(run.summary["best_val_acc"]), f"{run.summary.get('selected_on', 'validation')}, best epoch"
+    best = run.best_row("val_acc")
+    return (best["val_acc"], "metrics.csv, best epoch (run unfinished)") if best else (None, "")
+
+
+def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
+    """The run's confusion matrix on the validation images as a figure (none when it wrote none)."""
+    from dlcv.viz.confusion import plot_confusion
+
+    matrix = RunFolder(run.path).read_confusion()
+    if matrix is None:
+        return []
+    target = ctx.figure_path(run, "confusion")
+    plot_confusion(matrix, target, title=f"{run.name}: confusion matrix")
+    return [Figure(target, f"Confusion matrix of {run.name}'s best checkpoint on its validation images "
+                           f"({int(matrix.sum())} images; rows are the true classes, normalised to recall).")]
+
+
+def embedding_blocks(run: RunFolder, ctx: ReportContext) -> list:
+    """PCA and t-SNE of the run's snapshots with their 10-NN accuracy and silhouette (none without snapshots)."""
+    if not list((run.path / "embeddings").glob("epoch_*.npz")):
+        return []
+    folder = embedding_figures(run, ctx, "pca,tsne")
+    with open(folder / "embedding_metrics.csv", newline="") as handle:
+        metrics = list(csv.DictReader(handle))
+    rows = [[m["snapshot"], int(m["epoch"]) if m["epoch"] else None, int(m["points"]), int(m["dims"]),
+             float(m["knn_acc"]), float(m["silhouette"])] for m in metrics]
+    blocks = [Heading(f"Learned representation of {run.name}", 4),
+              Table(["snapshot", "epoch", "images", "dimensions", "10-NN accuracy", "silhouette"], rows,
+                    caption="The second-last layer's features on the validation images: leave-one-out 10-NN "
+                            "accuracy and silhouette score (both cosine), in the original feature space")]
+    for name, what in (("pca_panels.png", "PCA"), ("tsne_panels.png", "t-SNE")):
+        blocks.append(Figure(ctx.copy_figure(folder / name, run, name[:-4]),
+                             f"{what} of {run.name}'s second-last layer at the first, middle and last epoch "
+                             "(colour = class; panels aligned so that they can be compared)."))
+    if (folder / "embedding_metrics.png").is_file():
+        blocks.append(Figure(ctx.copy_figure(folder / "embedding_metrics.png", run, "embedding_metrics"),
+                             "10-NN accuracy and silhouette over the snapshot epochs."))
+    return blocks
+
+
+def comparable(run: RunFolder) -> bool:
+    return run.num_classes == COURSE_CLASSES and not run.synthetic
+
+
+def _accuracy_rows(runs: list[RunFolder]) -> list[list]:
+    rows = []
+    for run in runs:
+        accuracy, source = validation_accuracy(run)
+        rows.append([run.name, group("classification", role(run))["title"], run.model_name,
+                     run.summary.get("epochs") or run.metrics[-1]["epoch"], run.summary.get("best_val_acc"),
+                     accuracy, source,
+                     range_text("classification", role(run)) if comparable(run)
+                     else "not comparable (synthetic data)" if run.synthetic
+                     else f"not comparable ({run.num_classes} classes, not the course's {COURSE_CLASSES})"])
+    return rows
+
+
+def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
+    """Problem 1's section: every classification run (not a table's settings) beside the course; None without one."""
+    # The fine-tuning runs of a dlcv ssl table belong to the self-supervised section.
+    mine = [r for r in runs if r.task == "classify" and table_folder(r) is None]
+    if not mine:
+        return None
+    mine.sort(key=lambda r: (role(r), r.name))
+    section = Section("Problem 1: image classification", "classification")
+    section.blocks += [
+        Table(["run", "role", "model", "epochs", "best val_acc", "validation accuracy", "measured on",
+               "course reports (range)"], _accuracy_rows(mine),
+              caption="Accuracy of each run's best checkpoint; the course's numbers are on its 50-class "
+                      "validation set"),
+    ]
+    course = comparison_rows("classification", ("model_a", "model_b"), [r for r in mine if comparable(r)], role,
+                             lambda run: validation_accuracy(run)[0])
+    if ours(course):
+        section.blocks.append(Table(["", "report", "model", "accuracy"], course, marked=ours(course),
+                                    caption="Beside the course's reports (validation accuracy, 50 classes)"))
+    for run in mine:
+        ctx.say(f"  Problem 1: {run.name}")
+        section.blocks += run_blocks(run, ctx, group("classification", role(run))["title"], PANELS, "val_acc",
+                                     "loss and accuracy, training (blue) and validation (orange)")
+        section.blocks += confusion_blocks(run, ctx)
+        section.blocks += embedding_blocks(run, ctx)
+    return section

@@ -1,0 +1,98 @@
+"""Self-supervised pre-training and the five fine-tuning settings: the BYOL recipe and its kNN monitor
+curve (runs of ``dlcv ssl pretrain``), and each ``dlcv ssl table``'s A-E table (``table.json``) beside
+the course's numbers, with the t-SNE of setting C at its first and last epoch."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from dlcv.report.blocks import ReportContext, curves_figure, embedding_figures, recipe_table
+from dlcv.report.document import Figure, Heading, Section, Table, Text
+from dlcv.report.published import published
+from dlcv.runs import RunFolder, read_json
+from dlcv.viz.curves import CurvePanel
+
+PRETRAIN_TASK = "ssl_pretrain"
+TABLE_FILE = "table.json"  # written by dlcv ssl table beside its settings' run folders
+TSNE_SETTING = "C"
+
+PANELS = [
+    CurvePanel("BYOL loss", "loss", (("train_loss", "train"),)),
+    CurvePanel("kNN monitor", "accuracy", (("knn_acc", "20-NN accuracy (validation)"),), unit_range=True),
+]
+
+
+def table_folder(run: RunFolder) -> Path | None:
+    """The ``dlcv ssl table`` folder the run belongs to (its parent holds table.json), or None."""
+    return run.path.parent if (run.path.parent / TABLE_FILE).is_file() else None
+
+
+def _seconds(seconds) -> int | None:
+    return None if seconds is None else round(float(seconds))
+
+
+def settings_blocks(folder: Path) -> list:
+    """A ``dlcv ssl table`` folder's A-E table, beside the course reports' unless trained on synthetic data."""
+    table = read_json(folder / TABLE_FILE)
+    course = published()["ssl"]
+    synthetic = any(RunFolder(folder / str(r.get("setting"))).read_resolved().get("synthetic_data")
+                    for r in table.get("rows", []))
+    if synthetic:  # never set beside the course's numbers
+        course = {**course, "results": []}
+    by_setting = {s: [r["values"][i] for r in course["results"]] for i, s in enumerate(course["settings"])}
+    rows = []
+    for row in table.get("rows", []):
+        setting = str(row.get("setting"))
+        rows.append([setting, row.get("pretraining"), row.get("finetuning"), row.get("accuracy"),
+                     row.get("selection_accuracy"), row.get("epochs"), _seconds(row.get("fit_seconds")),
+                     *by_setting.get(setting, [None] * len(course["results"])), row.get("notes")])
+    reports = [r["report"] for r in course["results"]]
+    blocks = [Heading(f"{table.get('name', folder.name)}: the five settings ({table.get('arch', '?')})", 3),
+              Table(["setting", "pre-training", "fine-tuning", "accuracy", "selection accuracy", "epochs", "seconds",
+                     *(f"course {r}" for r in reports), "notes"], rows, digits=4,
+                    caption=f"Accuracy of each setting's best checkpoint (from {folder.name}/{TABLE_FILE})" +
+                            (" on synthetic data, not comparable with the course's reports" if synthetic else
+                             f" beside the course's reports ({course['title']}; ours on this run's data)"))]
+    if table.get("note"):
+        blocks.append(Text(str(table["note"]), note=True))
+    return blocks
+
+
+def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list:
+    """t-SNE of setting C's trunk at its first and last snapshot: the training subset's snapshots when
+    the run kept them (as R4 showed), else the validation ones."""
+    run = next((r for r in runs if r.path == folder / TSNE_SETTING), None)
+    if run is None:
+        return []
+    training = bool(list((run.path / "embeddings").glob("train_epoch_*.npz")))
+    if not training and not list((run.path / "embeddings").glob("epoch_*.npz")):
+        return []
+    ctx.say(f"  t-SNE of setting {TSNE_SETTING} in {folder.name}")
+    target = embedding_figures(run, ctx, "tsne", training_subset=training)
+    which = "training-set sample" if training else "validation images"
+    figure = ctx.copy_figure(target / "tsne_panels.png", run, f"{folder.name}_tsne")
+    with open(target / "embedding_metrics.csv", newline="") as handle:
+        rows = [[r["snapshot"], int(r["points"]), float(r["knn_acc"]), float(r["silhouette"])]
+                for r in csv.DictReader(handle)]
+    return [Figure(figure, f"t-SNE of setting {TSNE_SETTING}'s trunk features ({which}) at the snapshot epochs "
+                           "(colour = class)."),
+            Table(["snapshot", "images", "10-NN accuracy", "silhouette"], rows,
+                  caption=f"Setting {TSNE_SETTING}'s features at the same snapshots")]
+
+
+def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
+    """The self-supervised section: BYOL runs, their curves, the A-E tables and setting C's t-SNE; None without any."""
+    pretraining = [r for r in runs if r.task == PRETRAIN_TASK]
+    tables = sorted({f for f in (table_folder(r) for r in runs) if f is not None})
+    if not pretraining and not tables:
+        return None
+    section = Section("Self-supervised pre-training and settings A-E", "ssl")
+    for run in pretraining:
+        ctx.say(f"  self-supervised: {run.name}")
+        section.blocks += [Heading(f"{run.name}: BYOL pre-training", 3), recipe_table(run),
+                           *curves_figure(run, ctx, PANELS, "knn_acc", "BYOL loss and the kNN monitor's accuracy")]
+    for folder in tables:
+        section.blocks += settings_blocks(folder)
+        section.blocks += tsne_blocks(folder, ctx, runs)
+    return section

@@ -1,0 +1,447 @@
+"""Run folders: the one type that names a run folder's files and reads and writes them, for the
+commands that train (``dlcv.fitting``) and the report that reads them (``dlcv.report``) alike.
+
+``runs/NAME/`` holds the recipe as loaded (``recipe.yaml``: defaults, file and ``--set``), what the run
+derived beside it (``resolved.json``: the precision it ran in, the class count), the checkpoints (``best.ckpt`` by the
+monitored metric, ``last.ckpt`` after every epoch, the k best under ``top/``), one row of metrics per
+epoch (``metrics.csv``), TensorBoard logs (``tensorboard/``), the best checkpoint's confusion matrix
+(``confusion.csv``, classification) and a ``summary.json`` written when the run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_write, check_output_folder, make_output_folder, write_error, write_json
+from dlcv.runtime import is_primary_process
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder's files by name, and reading and writing them."""
+
+    path: Path
+
+    RECIPE = "recipe.yaml"
+    METRICS = "metrics.csv"
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    recipe_file = property(lambda self: self.path / self.RECIPE)
+    resolved_file = property(lambda self: self.path / "resolved.json")
+    metrics_file = property(lambda self: self.path / self.METRICS)
+    summary_file = property(lambda self: self.path / "summary.json")
+    confusion_file = property(lambda self: self.path / "confusion.csv")
+    best = property(lambda self: self.path / "best.ckpt")
+    last = property(lambda self: self.path / "last.ckpt")
+    top = property(lambda self: self.path / "top")  # the save_top_k best checkpoints
+
+    @property
+    def finished(self) -> bool:
+        """The run ended and wrote its summary."""
+        return self.summary_file.is_file()
+
+    # What the report reads, once per folder: the files as they were when first read.
+    raw_recipe = functools.cached_property(lambda self: self.read_recipe())
+    metrics = functools.cached_property(lambda self: self.read_metrics())
+    summary = functools.cached_property(lambda self: self.read_summary())
+    resolved = functools.cached_property(lambda self: self.read_resolved())
+    name = property(lambda self: self.path.name)  # the folder: runs of one recipe under several names stay apart
+
+    @property
+    def task(self) -> str:
+        """``classify`` or ``segment`` (the recipe's task, else the registry's kind of its model), or the task a
+        later command wrote into the recipe (e.g. ``ssl``)."""
+        from dlcv.models.registry import model_kind
+
+        return str(self.raw_recipe.get("task") or model_kind(str(self.model_name)) or "unknown")
+
+    @functools.cached_property
+    def recipe(self):
+        """The run's recipe, typed by its task's schema (an older run's file over today's defaults); one line
+        naming the file when it does not load."""
+        from dlcv.config import load_recipe
+        from dlcv.recipes import RECIPES
+
+        if self.task not in RECIPES:
+            raise DlcvError(f"{self.recipe_file}: a recipe of no known task ({self.task!r})")
+        return load_recipe(RECIPES[self.task], self.recipe_file)
+
+    @property
+    def model_name(self) -> str | None:
+        """The model's registered name (BYOL's trunk: its architecture), as the file says."""
+        model = self.raw_recipe.get("model") or {}
+        return model.get("name") or model.get("arch")
+
+    @property
+    def num_classes(self) -> int | None:
+        """The class count the run trained with (a run from before resolved.json: its recipe's)."""
+        if "num_classes" in self.resolved or self.task != "classify":
+            return self.resolved.get("num_classes")
+        return self.recipe.data.num_classes
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the run trained in (``auto`` resolved for its hardware)."""
+        return self.resolved["precision"] if "precision" in self.resolved else self.recipe.train.precision
+
+    @property
+    def synthetic(self) -> bool:
+        """Trained on synthetic data (``dlcv data synth``, the demo): never comparable with the course's numbers."""
+        return bool(self.resolved.get("synthetic_data"))
+
+    def best_row(self, monitor: str) -> dict | None:
+        """The epoch with the best ``monitor`` (the one the best checkpoint holds)."""
+        rows = [r for r in self.metrics if r.get(monitor) is not None]
+        return max(rows, key=lambda r: r[monitor]) if rows else None
+
+    @property
+    def resumable(self) -> bool:
+        """An interrupted run that ``--resume`` continues: its last checkpoint and its recipe are there."""
+        return self.last.is_file() and self.recipe_file.is_file()
+
+    def read_recipe(self) -> dict:
+        """The recipe file the run wrote, as a mapping; one line naming the file when it is not one."""
+        import yaml
+
+        from dlcv.config import yaml_value
+
+        try:
+            data = yaml_value(self.recipe_file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise DlcvError(f"{self.recipe_file}: not a readable recipe ({' '.join(str(exc).split())[:160]})") from None
+        if not isinstance(data, dict):
+            raise DlcvError(f"{self.recipe_file}: not a recipe (expected a mapping of keys)")
+        return data
+
+    def read_resolved(self) -> dict:
+        """What the run derived beside its recipe (the precision it ran in, the class count, its data folder
+        and whether that is synthetic), or ``{}``
+        (a run from before the file existed: then its recipe holds them)."""
+        return read_json(self.resolved_file) if self.resolved_file.is_file() else {}
+
+    def write_resolved(self, resolved: dict) -> None:
+        write_json(self.resolved_file, resolved)
+
+    def read_metrics(self) -> list[dict]:
+        """metrics.csv's rows (``read_metrics``), or none before the first epoch ends."""
+        return read_metrics(self.metrics_file) if self.metrics_file.is_file() else []
+
+    def read_summary(self) -> dict:
+        """summary.json, or ``{}`` while the run has not ended."""
+        return read_json(self.summary_file) if self.summary_file.is_file() else {}
+
+    def write_recipe(self, recipe) -> None:
+        from dlcv.config import dump_recipe
+
+        with atomic_write(self.recipe_file) as handle:
+            handle.write(dump_recipe(recipe))
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary_file, summary)
+
+    def read_confusion(self):
+        """confusion.csv as a square int64 array (classification: the best checkpoint's counts of (true class,
+        predicted class) on the final set), or None when the run has none."""
+        import numpy as np
+
+        path = self.confusion_file
+        if not path.is_file():
+            return None
+        try:
+            with open(path, newline="") as handle:
+                rows = list(csv.reader(handle))
+            matrix = np.array([[int(v) for v in row[1:]] for row in rows[1:]], dtype=np.int64)
+        except (OSError, ValueError, IndexError) as exc:
+            raise DlcvError(f"{path}: not a confusion matrix CSV ({exc})") from None
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise DlcvError(f"{path}: not a square confusion matrix")
+        return matrix
+
+    def write_confusion(self, matrix) -> None:
+        """A header ``true,pred_0,...``, then one row of counts per true class."""
+        with atomic_write(self.confusion_file, newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["true", *(f"pred_{c}" for c in range(len(matrix)))])
+            writer.writerows([c, *map(int, row)] for c, row in enumerate(matrix))
+
+    @property
+    def progress(self) -> Path:
+        """``progress/``, segmentation's masks through training: ``images/ID_sat.png`` and
+        ``ground_truth/ID_mask.png`` once, ``epoch_NNN/ID_mask.png`` at each chosen epoch
+        (``tasks.progress.MaskProgress`` writes them)."""
+        return self.path / "progress"
+
+    def progress_epoch(self, epoch: int) -> Path:
+        return self.progress / f"epoch_{epoch:03d}"
+
+    def read_progress(self) -> tuple[list[int], list[tuple]]:
+        """``(epochs, rows)`` of the masks through training: a row per image, ``(id, image, [class map per
+        epoch], ground truth)``; one line saying what is missing when there are none."""
+        from dlcv.data.images import decode_image
+        from dlcv.data.masks import MaskCodec, read_mask
+
+        truth = self.progress / "ground_truth"
+        if not truth.is_dir():
+            raise DlcvError(f"{self.path}: no masks through training here (expected {truth}); train with "
+                            "progress.epochs set")
+        epochs = sorted(int(p.name.split("_")[1]) for p in self.progress.glob("epoch_*") if p.is_dir())
+        if not epochs:
+            raise DlcvError(f"{self.path}: no epoch's masks saved yet under {self.progress}")
+        codec = MaskCodec()
+        rows = []
+        for name in sorted(p.name[: -len("_mask.png")] for p in truth.glob("*_mask.png")):
+            image = decode_image(self.progress / "images" / f"{name}_sat.png")
+            masks = [read_mask(self.progress_epoch(e) / f"{name}_mask.png", codec) for e in epochs]
+            rows.append((name, image, masks, read_mask(truth / f"{name}_mask.png", codec)))
+        return epochs, rows
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """Rows of a run's metrics.csv with numbers as floats (``epoch`` as int) and empty cells as None."""
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            raw = list(reader)
+            columns = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DlcvError(f"{path}: cannot read the metrics ({exc})") from None
+    if "epoch" not in columns:
+        raise DlcvError(f"{path}: missing column epoch")
+    rows = []
+    for line, row in enumerate(raw, start=2):
+        parsed = {}
+        for key, value in row.items():
+            if key is None:
+                raise DlcvError(f"{path}:{line}: more cells than columns")
+            try:
+                number = float(value) if value not in ("", None) else None
+            except ValueError:
+                raise DlcvError(f"{path}:{line}: {key} is not a number: {value!r}") from None
+            parsed[key] = None if number is not None and math.isnan(number) else number
+        if parsed["epoch"] is None:
+            raise DlcvError(f"{path}:{line}: empty epoch")
+        parsed["epoch"] = int(parsed["epoch"])
+        rows.append(parsed)
+    return rows
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object written by dlcv; one line naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DlcvError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DlcvError(f"{path}: expected a JSON object")
+    return data
+
+
+def check_run_name(name: str) -> None:
+    """Refuse a run name that is not a plain folder name (the rule of a recipe's ``name``)."""
+    from dlcv.errors import shown
+    from dlcv.recipes import FolderName, describe, is_folder_name
+
+    if not is_folder_name(name):
+        raise DlcvError(f"run name {shown(name)} must be {describe(FolderName)}")
+
+
+def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
+                  inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
+    """``runs_dir/name`` after checking that a run may be written there: a plain name, not the current
+    folder or an input, and new, empty or (with ``overwrite``) a folder that dlcv wrote."""
+    check_run_name(name)
+    return check_output_folder(Path(runs_dir) / name, overwrite, inputs, need_parent=False)
+
+
+def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
+               runs_dir: str | os.PathLike, resume: bool, fixed: tuple[str, ...] = ()):
+    """The recipe (of type ``kind``) a training command runs: the defaults, then ``config`` (a recipe file, or a
+    recipe already built as a ``kind``), then the overrides, renamed to ``name`` when given; with ``resume``, the
+    one saved in that run's folder, so that the resumed run trains exactly what the interrupted one did (an error
+    if there is nothing to resume, or if an override or a ``fixed`` key, one the caller set on ``config``, differs
+    from it)."""
+    from dlcv.config import load_recipe
+
+    if isinstance(config, kind):
+        recipe = load_recipe(kind, None, overrides, base=config.model_dump())
+    else:
+        recipe = load_recipe(kind, config, overrides)
+    if name:
+        check_run_name(name)  # before the recipe takes it: one line, not the schema's exception
+        recipe.name = name
+    if not recipe.name:
+        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
+    if not resume:
+        return recipe
+    run = RunFolder(Path(runs_dir) / recipe.name)
+    if not run.resumable:
+        raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
+    saved = load_recipe(kind, run.recipe_file, base=recipe.model_dump())
+    saved.name = run.path.name  # the folder named is the run resumed, whatever name its recipe saved
+    return resumed_recipe(run, saved, recipe, (*override_keys(overrides), *fixed))
+
+
+RESUME_KEYS = ("train.epochs", "train.budget")  # what --set (or --budget) may change on --resume
+
+
+def override_keys(overrides: tuple[str, ...]) -> list[str]:
+    """The dotted keys that ``--set KEY=VALUE`` overrides name (``--budget`` arrives as ``train.budget``)."""
+    return [item.split("=", 1)[0].strip() for item in overrides]
+
+
+def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
+    """The recipe that ``--resume`` trains: ``saved`` (the run's own), with the ``RESUME_KEYS`` among ``keys`` (the
+    keys the command sets: its overrides) taken from ``given`` (the recipe of the command's file and overrides).
+    Refused in one line: a change to any other key; ``train.epochs`` no more than the epochs trained; and a
+    resume with nothing to train: a finished run (``summary.json``) without more epochs or a new budget, or
+    a run whose budget is spent without a new one (``--budget``, counted from the resume's start). These
+    exit 2 like any error: the command was asked to train and would not, which a script must learn."""
+    from dlcv.config import lookup
+    from dlcv.recipes import format_duration, parse_duration
+
+    recipe, changed = saved.model_copy(deep=True), []
+    for key in keys:
+        value = lookup(given, key)
+        if key == "name" or value == lookup(saved, key):  # the name picks the run; an equal value changes nothing
+            continue
+        if key not in RESUME_KEYS:
+            raise DlcvError(f"--resume keeps the run's saved recipe; {key} cannot change on resume")
+        setattr(recipe.train, key.split(".")[1], value)
+        changed.append(key)
+    train = recipe.train
+    if train.budget:
+        if "train.budget" in keys:
+            return recipe
+        seconds = parse_duration(train.budget)
+        used = budget_used(run, seconds)
+        if run.finished or (used is not None and used >= seconds):
+            spent = f"its budget of {format_duration(seconds)} is spent" + (
+                f" ({format_duration(used)} used)" if used is not None else "")
+            finished = "the run finished and " if run.finished else ""
+            raise DlcvError(f"{run.path}: nothing to resume: {finished}{spent}; give --budget DURATION to train on "
+                            "within a new budget")
+        return recipe
+    done = max((row["epoch"] for row in run.read_metrics()), default=0)
+    if "train.epochs" in changed and train.epochs <= done:
+        raise DlcvError(f"{run.path}: train.epochs={train.epochs} on --resume: the run has trained {done} "
+                        "epoch(s) already; give more to train on")
+    if run.finished and "train.epochs" not in changed:
+        raise DlcvError(f"{run.path}: nothing to resume: the run finished its {done} epoch(s) (summary.json); give "
+                        f"--set train.epochs=N above {done} to train on, or start afresh with --overwrite")
+    return recipe
+
+
+def budget_used(run: RunFolder, seconds: float) -> float | None:
+    """The seconds of a budget of ``seconds`` that the run's commands have used: a finished run's per its
+    summary, else per its last checkpoint; None where neither records it."""
+    from dlcv.budget import TimeBudget, spent_under
+    from dlcv.models.weights import safe_load
+
+    if run.finished:
+        summary = run.read_summary()
+        budget = summary.get("budget") or {}
+        parts = (budget.get("spent_before"), summary.get("fit_seconds"))
+        return sum(parts) if all(isinstance(v, (int, float)) for v in parts) else None
+    ckpt = safe_load(run.last, "checkpoint")
+    states = ckpt.get("callbacks") if isinstance(ckpt, dict) else None
+    return spent_under(states.get(TimeBudget.__qualname__), seconds) if isinstance(states, dict) else None
+
+
+def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: bool,
+                 inputs: tuple[str | os.PathLike | None, ...] = ()) -> tuple[Path, Path | None]:
+    """``(run folder, checkpoint to resume from or None)``: a new run gets an empty folder (checked by
+    ``check_run_dir``; an earlier run is replaced only with ``overwrite``) with its recipe, written by the
+    primary process only; a resumed one its ``last.ckpt``."""
+    run_dir = Path(runs_dir) / recipe.name
+    if resume:
+        run = RunFolder(run_dir)
+        if is_primary_process():
+            from dlcv.config import lookup
+
+            # A finished run trained on (more epochs, a new budget) is unfinished until it writes a new summary.
+            run.summary_file.unlink(missing_ok=True)
+            if any(lookup(run.read_recipe(), key) != lookup(recipe, key) for key in RESUME_KEYS):
+                run.write_recipe(recipe)
+        return run_dir, run.last
+    if is_primary_process():
+        run_dir = check_run_dir(runs_dir, recipe.name, overwrite, inputs)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            shutil.rmtree(run_dir)  # a run folder of dlcv's (checked above), replaced as asked
+        run_dir = make_output_folder(run_dir, "run")  # the manifest kind of a run folder (dlcv.io)
+        RunFolder(run_dir).write_recipe(recipe)
+    return run_dir, None
+
+
+class RunLock:
+    """An exclusive lock on the folder ``folder`` (a run, a table) while this process writes it: ``flock`` on
+    ``.NAME.dlcv-lock`` beside it, which outlives the folder's replacement by ``--overwrite``. A second process
+    is refused at once with one line naming the first; the kernel lets go of the lock when its process ends,
+    killed or not. Only the primary process of a multi-process run takes it (the others write nothing)."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run"):
+        self.folder, self.what = Path(folder), what
+        self.path = self.folder.parent / f".{self.folder.name}.dlcv-lock"
+        self.fd: int | None = None
+
+    def take(self, create: bool = False) -> RunLock:
+        """Hold the lock from now on; ``create``: making the parent folder where it is missing (else the lock
+        waits for a later ``take``, so that a command refused before it writes leaves no folder behind)."""
+        try:
+            import fcntl
+        except ImportError:  # no flock on this system (Windows): runs there are not locked
+            return self
+        if self.fd is not None or not is_primary_process() or not (create or self.path.parent.is_dir()):
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while self.fd is None:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    os.close(fd)
+                    pid = f" (pid {holder})" if holder.isdigit() else ""
+                    raise DlcvError(f"{self.folder}: another dlcv process{pid} is writing this {self.what}; wait "
+                                    "for it or choose another --name") from None
+                # The holder before this one removes the file as it lets go: hold the file at the path, or try again.
+                if _same_file(fd, self.path):
+                    self.fd = fd
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                else:
+                    os.close(fd)
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while still held: no other process holds the file at the path yet
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False

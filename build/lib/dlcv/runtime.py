@@ -1,0 +1,110 @@
+"""Process-level facts and settings: this process's place in a multi-process run, the hardware's
+fast number formats, where inference runs, the allocator."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+from pathlib import Path
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def retain_freed_memory(trim_mb: int = 256, mmap_mb: int = 32) -> bool:
+    """Let glibc's malloc keep freed blocks for reuse instead of handing them back to the system.
+
+    PyTorch's CPU tensors come from ``malloc``. glibc's default thresholds adapt as blocks are freed, and
+    a loop that frees and allocates blocks of a few MB each step (a batch of crops, a kernel's scratch
+    buffers) keeps mapping fresh pages and faulting them in. With fixed thresholds, blocks under
+    ``mmap_mb`` come from the heap, which is not trimmed below ``trim_mb``. This is what an allocator
+    such as jemalloc or tcmalloc gives (PyTorch's CPU tuning guide), without preloading one. Linux
+    with glibc only; returns whether the settings were taken.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # another C library (musl) or none by that name
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_mb << 20))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what SLURM, ``taskset`` or a container's cpuset
+    leave it), which ``os.cpu_count`` ignores and torch's thread count already follows."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def inference_device():
+    """Where prediction runs: the first GPU when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def inference_autocast(device, precision: str):
+    """The autocast a trained model predicts in: on a GPU, a model trained below float32 predicts in
+    the half type the GPU computes natively (bf16 from Ampere on, fp16 before); on a CPU, a bf16-trained
+    model in bf16 where the CPU has bf16 units; anything else in float32."""
+    import torch
+
+    precision = resolve_precision(str(precision), device.type)  # auto: as a run on this device would train
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+        return torch.autocast("cuda", dtype=dtype, enabled=not precision.startswith(("32", "64")))
+    fast = precision.startswith("bf16") and cpu_computes_bf16_fast()
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast)
+
+
+def is_primary_process() -> bool:
+    """False in the extra processes of a multi-process run (Lightning's DDP launcher, torchrun, SLURM):
+    only the primary process creates, clears or writes the run folder."""
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def barrier() -> None:
+    """Wait for every process of a multi-process run (nothing to wait for in a single process): used
+    where the first process has written a file that the others read next."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def end_process_group() -> None:
+    """Close the process group of a multi-process run once its command has finished. Left to the
+    interpreter's exit, gloo's worker threads can outlive it and abort the process (SIGABRT,
+    "terminate called without an active exception") after all its work is done. Called on success
+    only: after an error another process may still wait in a collective, and closing would hang."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@functools.cache
+def cpu_computes_bf16_fast() -> bool:
+    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); read once a process
+    (every prediction batch asks)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` -> bf16-mixed where it is fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older
+    GPUs (a T4 or V100 only emulates bf16), else 32-true."""
+    if precision != "auto":
+        return precision
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
+    return "bf16-mixed" if cpu_computes_bf16_fast() else "32-true"

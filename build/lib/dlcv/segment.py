@@ -1,0 +1,235 @@
+"""Problem 2, semantic segmentation: ``evaluate``, ``overlay``, ``predict``, ``fit`` and ``progress``.
+
+``evaluate`` and ``overlay`` need only NumPy and Pillow; torch and Lightning are imported inside the
+commands that train or run a model.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from dlcv import fitting
+from dlcv.data.masks import (
+    CLASS_NAMES,
+    SCORED_CLASSES,
+    MaskCodec,
+    pair_masks,
+    read_mask,
+    write_mask,
+    write_png,
+)
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_write, check_output_folder, check_output_path, figures_folder, staged_folder
+from dlcv.runs import RunFolder
+from dlcv.runtime import usable_cpus
+
+
+# --- evaluate ----------------------------------------------------------------------------------------
+def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped: str = "unknown",
+             breakdown: str | os.PathLike | None = None, workers: int | None = None) -> dict:
+    """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks.
+
+    ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike.
+    ``breakdown``: a CSV to write with every image's per-class IoU and pixel accuracy.
+    """
+    from dlcv.data.images import decode_image
+    from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES, unmapped_error
+    from dlcv.metrics.segmentation import (
+        class_iou,
+        code_confusion,
+        codes_to_classes,
+        mean_iou,
+    )
+
+    if breakdown is not None:
+        check_output_path(breakdown, inputs=(predictions, labels))
+    pairs = pair_masks(Path(predictions), Path(labels))
+    MaskCodec(unmapped)  # a bad policy fails before any work
+    unmapped_codes = np.flatnonzero(CODE_TO_CLASS >= NUM_CLASSES)  # red
+    unmapped_counts: dict[str, int] = {}
+
+    def score(item):
+        _, pred_path, gt_path = item
+        gt, pred = (decode_image(p, rgb_only=True) for p in (gt_path, pred_path))  # masks stored as RGB
+        if pred.shape != gt.shape:
+            raise DlcvError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
+                            f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]}")
+        codes = code_confusion(gt, pred)
+        for path, count in ((gt_path, codes[unmapped_codes].sum()), (pred_path, codes[:, unmapped_codes].sum())):
+            if count:
+                if unmapped == "error":
+                    raise unmapped_error(path, int(count))
+                unmapped_counts[str(path)] = int(count)
+        return codes_to_classes(codes)
+
+    with ThreadPoolExecutor(max_workers=workers or min(4, usable_cpus())) as pool:
+        per_image = list(pool.map(score, pairs))
+    total = np.sum(per_image, axis=0)
+    result = {"images": len(pairs), "confusion": total, "iou": class_iou(total), "mean_iou": mean_iou(total),
+              "unmapped": unmapped_counts, "breakdown": None}
+    if breakdown is not None:
+        result["breakdown"] = write_breakdown(Path(breakdown), [p[0] for p in pairs], per_image)
+    return result
+
+
+def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) -> Path:
+    """One row per image: each scored class's IoU (empty where absent from both) and pixel accuracy."""
+    from dlcv.metrics.segmentation import class_iou
+
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["mask", *[f"iou_{n.lower()}" for n in CLASS_NAMES[:SCORED_CLASSES]], "pixel_accuracy"])
+        for name, matrix in zip(names, matrices):
+            ious = class_iou(matrix)
+            accuracy = np.trace(matrix) / max(1, matrix.sum())
+            writer.writerow([name, *["" if np.isnan(v) else f"{v:.6f}" for v in ious], f"{accuracy:.6f}"])
+    return path
+
+
+# --- overlay -----------------------------------------------------------------------------------------
+def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
+            alpha: float = 0.45, unmapped: str = "unknown") -> Path:
+    """Write ``output`` (PNG): the satellite image with its mask drawn over it."""
+    from dlcv.data.images import decode_image
+    from dlcv.viz.segmentation import overlay_image
+
+    if not 0.0 <= alpha <= 1.0:
+        raise DlcvError(f"--alpha must lie in 0..1, got {alpha}")
+    image_path, mask_path = Path(image), Path(mask)
+    for path in (image_path, mask_path):
+        if not path.is_file():
+            raise DlcvError(f"{path}: no such file")
+    output = check_output_path(output, inputs=(image_path, mask_path))
+    rgb = decode_image(image_path)
+    classes = read_mask(mask_path, MaskCodec(unmapped))
+    if classes.shape != rgb.shape[:2]:
+        raise DlcvError(f"{mask_path}: mask is {classes.shape[1]}x{classes.shape[0]} but the image "
+                        f"{image_path.name} is {rgb.shape[1]}x{rgb.shape[0]}")
+    write_png(output, overlay_image(rgb, classes, alpha))
+    return output
+
+
+# --- fit ---------------------------------------------------------------------------------------------
+def _data(folder: str | os.PathLike, recipe, plan):
+    from dlcv.data.seg_batches import SegmentationData
+    from dlcv.runtime import retain_freed_memory
+
+    retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
+    return SegmentationData(folder, recipe.data, recipe.seed, plan)
+
+
+def _task(recipe, data, plan):
+    from dlcv.tasks.segmentation import SegmentationTask
+
+    return SegmentationTask(recipe, plan)
+
+
+def _progress(recipe, data, run_dir: Path, plan) -> list:
+    """Masks through training at ``progress.epochs`` (none when the recipe asks for none)."""
+    from dlcv.data.augment import segment_input
+    from dlcv.tasks.progress import MaskProgress
+
+    epochs = recipe.snapshots()
+    if not epochs:
+        return []
+    ids, images, masks = data.progress_images(recipe.progress.images)
+    return [MaskProgress(run_dir, epochs, ids, images, masks, lambda x: segment_input(x, recipe.data),
+                         recipe.train.val_tta, plan)]
+
+
+def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
+    """The sizes trained and scored at; the best checkpoint's graded mIoU on the validation folder when a holdout
+    share of train chose it."""
+    from dlcv.metrics.segmentation import class_iou, mean_iou
+
+    summary["train_size"], summary["eval_size"] = recipe.data.train_size, recipe.data.eval_size
+    matrix, final_line = task.final_confusion, None
+    if matrix is not None:
+        fv = {"folder": str(data.final.folder), "mean_iou": mean_iou(matrix),
+              "iou": [float(v) for v in class_iou(matrix)]}
+        summary["final_validation"] = fv
+        final_line = (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe.train.tta}): "
+                      f"{fv['mean_iou']:.4f} (not used for any choice)")
+    return fitting.selection_summary(summary, recipe, trainer, task, run, final_line)
+
+
+def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
+        resume: bool = False) -> Path:
+    """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
+    from dlcv.recipes import SegmentRecipe
+
+    command = fitting.Command(SegmentRecipe, data, _data, _task, _summarize, make_callbacks=_progress)
+    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
+
+
+# --- checkpoints and prediction ----------------------------------------------------------------------
+def load_segmenter(path: str | os.PathLike):
+    """``(model, recipe)`` from a dlcv segmentation checkpoint."""
+    from dlcv.checkpoints import read_checkpoint, rebuild_model
+    from dlcv.data.masks import NUM_CLASSES
+
+    ckpt, recipe = read_checkpoint(path, "segment")
+    return rebuild_model(ckpt, recipe, path, NUM_CLASSES), recipe
+
+
+def predict_classes(model, images, recipe, tta: str | None = None, batch_size: int | None = None,
+                    load=np.array):
+    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch;
+    ``load`` turns a slice of ``images`` into a (B, H, W, 3) uint8 array (e.g. decodes a slice of files)."""
+    import torch
+
+    from dlcv.data.augment import segment_input
+    from dlcv.runtime import inference_autocast, inference_device
+    from dlcv.tta import predict_probs
+
+    tta = tta or recipe.train.tta
+    batch_size = batch_size or recipe.data.eval_batch_size
+    device = inference_device()  # the uint8 tiles travel; resizing, TTA and up-sampling run on the device
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    with torch.inference_mode(), inference_autocast(device, recipe.train.precision):
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(load(images[start : start + batch_size])).to(device)
+            probs = predict_probs(model, segment_input(batch, recipe.data), tuple(batch.shape[1:3]), tta)
+            yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
+            tta: str | None = None, overwrite: bool = False) -> int:
+    """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder.
+
+    The masks are written into a new folder beside ``output`` and moved into place when all are
+    done, so ``output`` never mixes old and new predictions and an interrupted run leaves it as it was.
+    """
+    from dlcv.data.images import decode_images
+    from dlcv.data.p2 import find_images
+    check_output_folder(output, overwrite, inputs=(images, checkpoint))
+    found = find_images(images)
+    model, recipe = load_segmenter(checkpoint)
+    with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
+        for first, classes in predict_classes(model, found.images, recipe, tta, load=decode_images):
+            for name, mask in zip(found.ids[first : first + len(classes)], classes):
+                write_mask(staging / f"{name}_mask.png", mask)
+    return len(found)
+
+
+# --- progress grid -----------------------------------------------------------------------------------
+def progress(run: str | os.PathLike, output: str | os.PathLike | None = None) -> list[Path]:
+    """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth."""
+    from dlcv.runs import RunFolder
+    from dlcv.viz.segmentation import plot_progress
+
+    run = Path(run)
+    epochs, rows = RunFolder(run).read_progress()
+    if output is None:
+        stem = figures_folder(run / "figures") / "masks_through_training"
+    else:
+        stem = Path(output).with_suffix("") if Path(output).suffix.lower() in (".png", ".pdf") else Path(output)
+        for suffix in (".png", ".pdf"):
+            check_output_path(stem.with_name(stem.name + suffix))
+    return plot_progress(rows, epochs, stem)

@@ -1,0 +1,165 @@
+"""Self-supervised pre-training and the five transfer settings, as the command line runs them.
+
+``pretrain`` trains BYOL on an unlabelled folder and exports the online trunk as a plain torchvision
+ResNet state_dict (``backbone.pt``, loadable like the course's ``pretrain_model_SL.pt``); ``finetune``
+trains one setting A-E on Office-Home; ``predict`` writes ``id,filename,label`` in the input CSV's order.
+``dlcv.ssl_table`` runs them all from one recipe.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from dlcv import fitting
+from dlcv.errors import DlcvError
+from dlcv.io import check_output_path
+from dlcv.runs import RunFolder
+
+BACKBONE_FILE = "backbone.pt"
+KNN_FIGURE = "knn_curve"
+INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
+
+
+# --- pre-training -----------------------------------------------------------------------------------------
+def _data(folder: str | os.PathLike, recipe, plan, monitor: str | os.PathLike | None = None):
+    from dlcv.data.unlabelled import UnlabelledImages
+
+    return UnlabelledImages(folder, recipe.data, recipe.views, recipe.seed, monitor, recipe.monitor.max_bank, plan)
+
+
+def _task(recipe, data, plan):
+    from dlcv.tasks.byol import BYOLTask
+
+    return BYOLTask(recipe, monitored=data.monitor is not None, plan=plan)
+
+
+def _knn_at_init(recipe, data, run_dir: Path, plan) -> list:
+    from dlcv.tasks.byol import KnnAtInit
+
+    return [KnnAtInit(run_dir / INIT_FILE, data)]
+
+
+def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
+    """The trunk as ``backbone.pt``, the kNN curve, and the run's pre-training figures."""
+    from dlcv.models.transfer import export_backbone
+    from dlcv.viz.curves import monitor_label, plot_knn_curve
+
+    arch, backbone = recipe.model.arch, run.path / BACKBONE_FILE
+    export_backbone(task.backbone, arch, backbone, seed=recipe.seed)
+    metrics = run.read_metrics()
+    curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
+    losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
+    summary.update({"arch": arch, "images": len(data.images), "final_train_loss": _last(losses),
+                    "knn_acc": curve, "final_knn_acc": _last(curve),
+                    "knn_monitor": str(data.monitor) if data.monitor is not None else None, "backbone": str(backbone)})
+    if curve:
+        summary["knn_figure"] = str(plot_knn_curve(curve, run.path / KNN_FIGURE, recipe.name,
+                                                   summary["knn_acc_at_init"], monitor_label(Path(data.monitor))))
+    knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
+    return [f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {backbone}"]
+
+
+def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor: str | os.PathLike | None = None,
+             runs_dir: str | os.PathLike = "runs", name: str | None = None, overrides: tuple[str, ...] = (),
+             overwrite: bool = False, resume: bool = False) -> Path:
+    """BYOL on the images of ``data``; ``monitor`` a labelled folder (Office-Home or p1 layout,
+    ``dlcv.data.office.monitor_sets``) for the per-epoch kNN accuracy.
+
+    The run folder gets ``recipe.yaml``, ``metrics.csv`` (``train_loss``, ``momentum``, ``knn_acc``
+    per epoch), ``last.ckpt`` / ``best.ckpt``, ``backbone.pt`` (the last epoch's online trunk),
+    ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
+    """
+    from dlcv.recipes import ByolRecipe
+
+    if monitor is not None and not Path(monitor).is_dir():
+        raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
+    unmonitored = {"limit_val_batches": 0}  # no validation loop at all
+    command = fitting.Command(ByolRecipe, data, functools.partial(_data, monitor=monitor), _task, _summarize,
+                              make_callbacks=_knn_at_init, inputs=(monitor,),
+                              trainer_options={} if monitor is not None else unmonitored)
+    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
+
+
+def _last(values: list[float]) -> float | None:
+    return values[-1] if values else None
+
+
+# --- fine-tuning ------------------------------------------------------------------------------------------
+SETTING_KEYS = ("model.args.backbone_weights", "model.args.freeze")  # all that differs between the settings
+
+
+def setting_recipe(recipe, setting: str, backbone: str | os.PathLike | None):
+    """A copy of the fine-tuning recipe ``recipe`` that trains setting ``setting`` (A-E): the backbone file it
+    starts from and whether the trunk is frozen (``SETTING_KEYS``). Nothing else differs between the settings."""
+    from dlcv.recipes import SSL_SETTINGS
+
+    if setting not in SSL_SETTINGS:
+        raise DlcvError(f"--setting {setting!r}: choose one of {', '.join(SSL_SETTINGS)}")
+    pretraining, tuning = SSL_SETTINGS[setting]
+    if pretraining == "none" and backbone is not None:
+        raise DlcvError(f"setting {setting} trains from random weights; give no --backbone")
+    if pretraining != "none":
+        if backbone is None:
+            raise DlcvError(f"setting {setting} starts from a {pretraining.replace('_', '-')} backbone: "
+                            "give --backbone FILE")
+        if not Path(backbone).is_file():
+            raise DlcvError(f"{backbone}: no such backbone file")
+    recipe = recipe.model_copy(deep=True)
+    recipe.model.args = {**recipe.model.args,
+                         "backbone_weights": None if backbone is None else str(Path(backbone).resolve()),
+                         "freeze": tuning == "frozen"}
+    return recipe
+
+
+def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike | None = None,
+             config=None, runs_dir: str | os.PathLike = "runs", name: str | None = None,
+             overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
+    """Fine-tune setting A-E on the Office-Home folder ``data``; a normal classification run folder. ``config``: a
+    recipe file, a ``FinetuneRecipe`` already built (``ssl table``'s), or None for the defaults."""
+    from dlcv.classify import fit
+    from dlcv.config import load_recipe
+    from dlcv.models.transfer import load_backbone, transfer_arch
+    from dlcv.recipes import FinetuneRecipe
+
+    setting = setting.upper()
+    base = config if isinstance(config, FinetuneRecipe) else load_recipe(FinetuneRecipe, config, overrides)
+    recipe = setting_recipe(base, setting, backbone)
+    if name is None and config is None:
+        name = f"finetune_{setting}"
+    if backbone is not None and not resume:  # a file of another architecture fails before any work
+        load_backbone(backbone, transfer_arch(recipe.model))
+    return fit(recipe, data, runs_dir=runs_dir, name=name, overrides=overrides, overwrite=overwrite, resume=resume,
+               recipe_type=FinetuneRecipe, fixed=SETTING_KEYS)
+
+
+def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """A fine-tuned or supervised ``resnet_transfer`` checkpoint's trunk as a plain torchvision state_dict."""
+    from dlcv.classify import load_classifier
+    from dlcv.models.transfer import TransferResNet, export_backbone
+
+    output = check_output_path(output, inputs=(checkpoint,))
+    model, recipe = load_classifier(checkpoint)
+    if not isinstance(model, TransferResNet):
+        raise DlcvError(f"{checkpoint}: a {recipe.model.name!r} model; only resnet_transfer checkpoints "
+                        "hold a torchvision ResNet trunk to export")
+    return export_backbone(model.backbone, model.arch, output, seed=recipe.seed)
+
+
+# --- prediction -------------------------------------------------------------------------------------------
+def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: str | os.PathLike,
+            output: str | os.PathLike, tta: str | None = None) -> int:
+    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (labels may be empty)."""
+    import numpy as np
+
+    from dlcv.classify import load_classifier, predict_scores
+    from dlcv.data.images import load_resized_stack
+    from dlcv.data.office import read_office_csv, write_office_csv
+    output = check_output_path(output, inputs=(csv_path, images, checkpoint))
+    rows = read_office_csv(csv_path, images)
+    model, recipe = load_classifier(checkpoint)
+    array = np.asarray(load_resized_stack(rows.files, recipe.data.image_size, use_cache=False))
+    labels = predict_scores(model, array, recipe, tta=tta, where=str(images)).argmax(1).numpy()
+    write_office_csv(output, zip(rows.ids, rows.filenames, (int(v) for v in labels)))
+    return len(rows.ids)

@@ -1,0 +1,1 @@
+"""Lightning tasks: what is optimised and measured. One base task owns optimiser and schedule."""

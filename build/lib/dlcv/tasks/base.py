@@ -1,0 +1,87 @@
+"""The base task: the recipe, the optimiser and schedule, per-epoch seeding, and the final scoring.
+
+Classification, segmentation and BYOL are short subclasses in torchgeo's shape: each builds its model, loss
+and metrics (``configure_models``, ``configure_losses``, ``configure_metrics``), says which metric selects its
+checkpoints (``monitor``, ``mode``) and defines its steps. A task that can be
+scored on a labelled final set builds ``self.test_confusion`` and says how a batch is predicted
+(``final_predictions``); ``trainer.test`` then fills ``final_confusion``, summed over processes.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from dlcv.plan import Plan
+from dlcv.tasks.optim import build_optimizer, build_scheduler
+
+
+class BaseTask(L.LightningModule):
+    """A LightningModule around ``self.model`` whose optimiser and schedule come from the recipe.
+
+    The resolved recipe is saved in every checkpoint (``hyper_parameters``), so a checkpoint alone
+    says how to rebuild its model and prepare its inputs.
+    """
+
+    model: nn.Module
+    monitor: str = "val_loss"  # the metric that selects checkpoints (and stops early)
+    mode: str = "min"
+
+    def __init__(self, recipe, plan: Plan | None = None, **extra):
+        """``extra``: the task's own arguments (the class count), saved beside the recipe as ``self.hparams``."""
+        super().__init__()
+        self.save_hyperparameters({"recipe": recipe.model_dump(), **extra})  # plain data: checkpoints load safely
+        self.recipe = recipe
+        self.final_confusion: np.ndarray | None = None
+        self.plan = plan if plan is not None else Plan()  # the schedules (and BYOL's momentum) follow it
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    def configure_models(self) -> None:
+        """Build ``self.model`` (what the optimiser trains) from the recipe."""
+        raise NotImplementedError
+
+    def configure_losses(self) -> None:
+        """Build the training loss."""
+
+    def configure_metrics(self) -> None:
+        """Build the metrics (``self.test_confusion`` for a task scored on a final set)."""
+
+    def channels_last(self, model: nn.Module) -> nn.Module:
+        """``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""
+        return model.to(memory_format=torch.channels_last) if self.recipe.train.channels_last else model
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model, self.recipe.optim)
+        if not self.plan.steps_per_epoch:  # a task trained outside ``dlcv.fitting``: the trainer's epochs
+            epochs = max(1, self.trainer.max_epochs or 1)
+            self.plan.begin(int(self.trainer.estimated_stepping_batches) // epochs, epochs)
+        scheduler = build_scheduler(optimizer, self.recipe.schedule, self.plan)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_train_epoch_start(self):
+        # Every epoch's random draws (augmentation, mixing, views, dropout) depend on (seed, epoch, rank)
+        # only, so a run resumed at this epoch draws exactly what the uninterrupted run drew.
+        torch.manual_seed(self.recipe.seed * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def passes(self, tta: str) -> int:
+        """The model's forward passes per image under the test-time augmentation ``tta`` (a budget plans with it)."""
+        return 1
+
+    def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Predicted classes of a final-set batch, as the trained model predicts (the recipe's ``tta``)."""
+        raise NotImplementedError
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.test_confusion.update(self.final_predictions(x, y), y)
+
+    def on_test_epoch_end(self):
+        self.final_confusion = self.test_confusion.compute().cpu().numpy().astype(np.int64)  # over all processes
+        self.test_confusion.reset()

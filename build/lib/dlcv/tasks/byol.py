@@ -1,0 +1,185 @@
+"""BYOL (Grill et al., 2020) as a composition of lightly's parts, in the shared base task.
+
+An online network (ResNet trunk, projection head, prediction head) learns to predict a target
+network's projection of another view of the same image. The target (trunk and projection head) gets
+no gradient: it moves only by an exponential moving average of the online weights, with the momentum
+rising from ``byol.momentum`` to 1 on a cosine schedule over all steps. The loss is lightly's
+negative cosine similarity, symmetrised over the two views. A kNN monitor (validation) measures the
+online trunk's features on a labelled set every epoch: ``knn_acc``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+from torch.optim.swa_utils import update_bn
+
+from dlcv.models.transfer import resnet_trunk
+from dlcv.tasks.base import BaseTask
+
+
+class BYOLTask(BaseTask):
+    """``self.model`` holds the online parts (what the optimiser trains); ``self.target`` the momentum copies."""
+
+    def __init__(self, recipe, monitored: bool = True, plan=None):
+        super().__init__(recipe, plan)
+        # With a labelled monitor set the kNN accuracy selects checkpoints; without, the loss.
+        self.monitor, self.mode = ("knn_acc", "max") if monitored else ("train_loss", "min")
+
+    def configure_models(self) -> None:
+        byol = self.recipe.byol
+        trunk, width = resnet_trunk(self.recipe.model.arch)
+        trunk = self.channels_last(trunk)
+        projection = BYOLProjectionHead(width, byol.hidden_dim, byol.output_dim)
+        prediction = BYOLPredictionHead(byol.output_dim, byol.hidden_dim, byol.output_dim)
+        self.model = nn.ModuleDict({"backbone": trunk, "projection": projection, "prediction": prediction})
+        self.target = nn.ModuleDict({"backbone": copy.deepcopy(trunk), "projection": copy.deepcopy(projection)})
+        deactivate_requires_grad(self.target)
+        self.base_momentum = byol.momentum
+
+    def configure_losses(self) -> None:
+        self.criterion = NegativeCosineSimilarity()
+
+    def configure_metrics(self) -> None:
+        self.knn_k = self.recipe.monitor.k  # the kNN monitor, over the features gathered each validation
+        self._monitor: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.model["backbone"]
+
+    def momentum(self) -> float:
+        return cosine_schedule(self.global_step, max(1, self.plan.total_steps), self.base_momentum, 1.0)
+
+    def online(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model["prediction"](self.model["projection"](self.model["backbone"](x)))
+
+    @torch.no_grad()
+    def projected_target(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target["projection"](self.target["backbone"](x)).detach()
+
+    def byol_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
+        """Each view's online prediction against the other view's target projection, averaged."""
+        p0, p1 = self.online(view0), self.online(view1)
+        z0, z1 = self.projected_target(view0), self.projected_target(view1)
+        return 0.5 * (self.criterion(p0.float(), z1.float()) + self.criterion(p1.float(), z0.float()))
+
+    def training_step(self, batch, batch_idx):
+        view0, view1 = batch
+        momentum = self.momentum()
+        update_momentum(self.model["backbone"], self.target["backbone"], m=momentum)
+        update_momentum(self.model["projection"], self.target["projection"], m=momentum)
+        loss = self.byol_loss(view0, view1)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(view0))
+        self.log("momentum", momentum, on_step=False, on_epoch=True, batch_size=len(view0))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, rows = batch
+        self._monitor.append((self.backbone(x).float().cpu(), rows.cpu()))
+
+    def on_validation_epoch_end(self):
+        if not self._monitor:
+            return
+        features = torch.cat([f for f, _ in self._monitor]).numpy()
+        rows = torch.cat([r for _, r in self._monitor]).numpy()
+        self._monitor.clear()
+        if self.trainer.world_size > 1:  # each process saw its share of the monitor set: the kNN needs all
+            import torch.distributed as dist
+
+            shares: list = [None] * self.trainer.world_size
+            dist.all_gather_object(shares, (features, rows))
+            features, rows = np.concatenate([f for f, _ in shares]), np.concatenate([r for _, r in shares])
+        self.log("knn_acc", float(np.float32(monitor_knn(features, rows, self.knn_k))), prog_bar=True)
+
+    @torch.no_grad()
+    def knn_untrained(self, data, calibration_images: int = 2048) -> dict[str, float]:
+        """The monitor before epoch 1, the value the per-epoch curve is read against.
+
+        ``knn_acc``: the untrained trunk with its batch-norm statistics estimated on (up to
+        ``calibration_images`` of) the pre-training images, weights untouched: the network epoch 1
+        starts from. ``knn_acc_unit_bn``: the same trunk with batch norm's initial statistics (mean 0,
+        variance 1, i.e. no normalisation), which scores higher on small images because raw colour
+        survives every layer; it is not a trunk any trained run can be compared with.
+        """
+        from dlcv.runtime import inference_device
+
+        prepare, batch = data.eval_input, data.cfg.eval_batch_size
+        rows = data.monitor_y.numpy()
+        device = inference_device()  # before fit the task is still on the CPU; a GPU, when there is one, does this
+        trunk = copy.deepcopy(self.backbone).to(device)
+        result = {"knn_acc_unit_bn": monitor_knn(trunk_features(trunk, data.monitor_x, prepare, batch, device),
+                                                 rows, self.knn_k)}
+        calibrate_batch_norm(trunk, spread(data.images, calibration_images), prepare, batch, device)
+        result["knn_acc"] = monitor_knn(trunk_features(trunk, data.monitor_x, prepare, batch, device), rows, self.knn_k)
+        return {k: float(np.float32(v)) for k, v in result.items()}
+
+
+class KnnAtInit(L.Callback):
+    """The kNN monitor before any training, with batch-norm statistics of the pre-training images (see
+    ``BYOLTask.knn_untrained``): the per-epoch curve is read against this value, not against chance. Measured
+    once, when a run starts (not when it resumes), into the JSON file ``path``."""
+
+    def __init__(self, path: Path, data):
+        self.path, self.data = path, data
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if self.data.monitor is None or trainer.ckpt_path is not None or not trainer.is_global_zero:
+            return
+        from dlcv.io import write_json
+
+        untrained = pl_module.knn_untrained(self.data)
+        write_json(self.path, untrained)
+        print(f"kNN accuracy of the untrained trunk: {untrained['knn_acc']:.4f} (batch-norm statistics of the "
+              f"pre-training images; {untrained['knn_acc_unit_bn']:.4f} with none)", flush=True)
+
+    def summary_fields(self) -> dict:
+        from dlcv.runs import read_json
+
+        return {"knn_acc_at_init": read_json(self.path).get("knn_acc") if self.path.is_file() else None}
+
+
+def spread(images: torch.Tensor, count: int) -> torch.Tensor:
+    """At most ``count`` images evenly spaced through ``images`` (folders sorted by name are often sorted by class)."""
+    if len(images) <= count:
+        return images
+    return images[torch.linspace(0, len(images) - 1, count).round().long()]
+
+
+def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
+    """kNN accuracy of the monitor's queries (``rows[:, 1] == 1``) against its bank; ``rows[:, 0]`` the labels."""
+    from dlcv.metrics.embedding import knn_accuracy_against
+
+    query = rows[:, 1] == 1
+    return knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
+
+
+def _prepared(images: torch.Tensor, prepare, batch: int, device=None):
+    """uint8 ``images`` through ``prepare`` (uint8 batch -> the trunk's input), batch by batch (the uint8 batch
+    travels to ``device``, a quarter of the float one's bytes, and is prepared there)."""
+    device = device if device is not None else torch.device("cpu")
+    return (prepare(images[i : i + batch].to(device)) for i in range(0, len(images), batch))
+
+
+@torch.no_grad()
+def trunk_features(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> np.ndarray:
+    """The evaluation-mode trunk's features of uint8 ``images``, as the kNN monitor computes them."""
+    trunk.eval()
+    return torch.cat([trunk(x).float().cpu() for x in _prepared(images, prepare, batch, device)]).numpy()
+
+
+def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> None:
+    """Replace every batch-norm layer's running statistics by their plain average over uint8 ``images``
+    (prepared without augmentation; torch's ``update_bn``); no weight changes."""
+    update_bn(_prepared(images, prepare, batch, device), trunk)
+    trunk.eval()

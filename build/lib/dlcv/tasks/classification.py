@@ -1,0 +1,91 @@
+"""Image classification: cross-entropy with label smoothing, accuracy, flip test-time augmentation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from dlcv.data.augment import prepare_batch
+from dlcv.models import create_model
+from dlcv.tasks.base import BaseTask
+from dlcv.tta import classify_passes, predict_logits
+
+INIT_IMAGES = 5000  # training images a data-dependent initialisation reads
+
+
+def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Focal loss against soft targets: ``-sum_c t_c (1 - p_c)^gamma log p_c`` (gamma 0: cross-entropy)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(targets * (1 - log_p.exp()) ** gamma * log_p).sum(1).mean()
+
+
+class ClassificationTask(BaseTask):
+    """A classifier on the recipe's model: soft-target loss (smoothing, focal, mixed batches), accuracy, flip TTA."""
+
+    monitor, mode = "val_acc", "max"
+
+    def __init__(self, recipe, num_classes: int, plan=None):
+        super().__init__(recipe, plan, num_classes=num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.hparams.num_classes
+
+    def configure_models(self) -> None:
+        self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=self.num_classes,
+                                                     kind="classify", **self.recipe.model.args))
+
+    def configure_losses(self) -> None:
+        train = self.recipe.train
+        self.label_smoothing, self.loss_name, self.focal_gamma = train.label_smoothing, train.loss, train.focal_gamma
+
+    def configure_metrics(self) -> None:
+        # The step metrics skip their argument checks: each would copy a value to the host every step.
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def passes(self, tta: str) -> int:
+        return classify_passes(tta)
+
+    def setup(self, stage: str) -> None:
+        # A data-dependent initialisation (dlcv_net's whitening stem), from the first training images as
+        # every process holds them; a resumed run's checkpoint replaces it (restored after this hook).
+        init = getattr(self.model, "init_from_images", None)
+        data = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and init is not None and data is not None:
+            init(prepare_batch(data.train.x[:INIT_IMAGES], data.cfg))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The recipe's loss against soft targets (one-hot, smoothed, or mixed by MixUp / CutMix)."""
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / targets.shape[1]
+        if self.loss_name == "focal":
+            return soft_focal_loss(logits, targets, self.focal_gamma)
+        return F.cross_entropy(logits.float(), targets)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if y.ndim == 1:
+            y = F.one_hot(y, self.num_classes).to(x.dtype)
+        logits = self.model(x)
+        loss = self.loss(logits, y)
+        self.train_acc(logits.detach(), y.argmax(1))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = predict_logits(self.model, x, self.recipe.train.val_tta)
+        loss = F.cross_entropy(logits, y)
+        self.val_acc(logits, y)
+        self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
+        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return predict_logits(self.model, x, self.recipe.train.tta).argmax(1)

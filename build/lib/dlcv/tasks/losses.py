@@ -1,0 +1,78 @@
+"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice and Lovasz (smp's), and
+sums of them."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlcv.errors import DlcvError
+
+
+class FocalLoss(nn.Module):
+    """Lin et al.'s focal loss: ``-alpha_c (1 - p_t)^gamma log p_t``, mean over pixels.
+
+    ``alpha``: a per-class weight list (or None); one report used it against the rare Rangeland class. Kept
+    beside smp's ``FocalLoss``, which is one-vs-rest sigmoid focal without per-class weights.
+    """
+
+    def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None):
+        super().__init__()
+        self.gamma = float(gamma)
+        self.register_buffer("alpha", torch.tensor(alpha, dtype=torch.float32) if alpha else None)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits.float(), dim=1)
+        log_pt = log_p.gather(1, target[:, None])[:, 0]
+        loss = -((1 - log_pt.exp()) ** self.gamma) * log_pt
+        if self.alpha is not None:
+            loss = loss * self.alpha[target]
+        return loss.mean()
+
+
+class SumOfLosses(nn.Module):
+    """A weighted sum of pixel losses (``ce+dice``, ``ce+lovasz``): each part by name, times its weight."""
+
+    def __init__(self, parts: dict[str, nn.Module], weights: dict[str, float]):
+        super().__init__()
+        self.parts = nn.ModuleDict(parts)
+        self.weights = weights
+
+    def forward(self, logits, target):
+        return sum(self.weights[name] * loss(logits, target) for name, loss in self.parts.items())
+
+
+# Loss name -> builder of (recipe's loss section, class weights or None); a recipe may sum several.
+PIXEL_LOSSES = {
+    "ce": lambda cfg, weights: nn.CrossEntropyLoss(
+        weight=torch.tensor(weights, dtype=torch.float32) if weights else None, label_smoothing=cfg.label_smoothing),
+    "focal": lambda cfg, weights: FocalLoss(cfg.focal_gamma, weights),
+    "dice": lambda cfg, weights: _smp_loss("DiceLoss"),  # soft Dice over the classes present
+    "lovasz": lambda cfg, weights: _smp_loss("LovaszLoss"),  # Lovasz-softmax (Berman et al.), an IoU surrogate
+}
+
+
+def _smp_loss(name: str) -> nn.Module:
+    """segmentation_models_pytorch's multiclass loss ``name``, computed in float32 (under autocast the logits
+    may be bf16)."""
+    from segmentation_models_pytorch import losses
+
+    class Float32(getattr(losses, name)):
+        def forward(self, logits, target):
+            return super().forward(logits.float(), target)
+
+    return Float32("multiclass")
+
+
+def build_pixel_loss(cfg, num_classes: int) -> nn.Module:
+    """The pixel loss of a recipe's ``loss`` section (``dlcv.recipes.SegmentLoss``): one, or a weighted sum."""
+    names = [n.strip().lower() for n in cfg.name.split("+")]
+    weights = cfg.class_weights
+    if weights is not None and len(weights) != num_classes:
+        raise DlcvError(f"loss.class_weights has {len(weights)} numbers for {num_classes} classes")
+    parts = {name: PIXEL_LOSSES[name](cfg, weights) for name in names}
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    scale = {n: getattr(cfg, f"{n}_weight", 1.0) for n in parts}  # ce and focal weigh 1
+    return SumOfLosses(parts, scale)

@@ -1,0 +1,149 @@
+"""Optimisers and learning-rate schedules by name, from a recipe's ``optim`` and ``schedule``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dlcv.errors import DlcvError
+from dlcv.plan import Plan
+
+
+def _decay_groups(params: list, weight_decay: float, decay_norm_and_bias: bool, **extra) -> list[dict]:
+    """Weight decay on weights of convolutions and linear layers; not on norms and biases unless asked."""
+    if decay_norm_and_bias:
+        return [{"params": params, "weight_decay": weight_decay, **extra}]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay, **extra},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **extra}]
+
+
+def parameter_groups(model: nn.Module, cfg) -> list[dict]:
+    """The trainable parameters in groups: decayed or not, and the classifier's ``head`` at ``head_lr_mult``
+    times the learning rate (its own groups, after the rest's, when the multiple is not 1)."""
+    decay, norm, mult = cfg.weight_decay, cfg.decay_norm_and_bias, cfg.head_lr_mult
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if mult == 1:
+        return _decay_groups(trainable, decay, norm)
+    if not isinstance(getattr(model, "head", None), nn.Module):
+        raise DlcvError(f"optim.head_lr_mult is {mult:g} but {type(model).__name__} has no classifier head")
+    head = {id(p) for p in model.head.parameters()}
+    return (_decay_groups([p for p in trainable if id(p) not in head], decay, norm)
+            + _decay_groups([p for p in trainable if id(p) in head], decay, norm, lr=cfg.lr * mult))
+
+
+def _lars(groups: list[dict], cfg) -> torch.optim.Optimizer:
+    """BYOL's optimiser for large batches: lightly's LARS."""
+    from lightly.utils.lars import LARS
+
+    return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+# Optimiser name (``dlcv.recipes.OPTIMIZERS``) -> builder of (parameter groups, recipe's optim section).
+OPTIMIZERS = {
+    "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                                               nesterov=cfg.nesterov),
+    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
+    "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
+    "lars": _lars,
+}
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
+    """The optimiser of a recipe's ``optim`` section over ``model``'s parameter groups."""
+    return OPTIMIZERS[cfg.name](parameter_groups(model, cfg), cfg)
+
+
+def _onecycle(optimizer, cfg, plan: Plan, warmup: int):
+    """torch's OneCycleLR (without momentum cycling) over a plan that may move: a rise from lr /
+    div_factor to lr over pct_start of the steps, then a fall to lr / div_factor / final_div_factor."""
+    start, floor = 1 / cfg.div_factor, 1 / cfg.div_factor / cfg.final_div_factor
+    shape = ((lambda a, b, t: b + (a - b) / 2 * (1 + math.cos(math.pi * t))) if cfg.anneal == "cos"
+             else (lambda a, b, t: a + (b - a) * t))
+
+    def factor(step: int) -> float:
+        steps = max(plan.total_steps, 2)
+        # torch divides by the rise's length in steps less one: a run of a few steps whose rise is a
+        # single step (or none) gets half a step of it instead of a ZeroDivisionError.
+        pct = cfg.pct_start if cfg.pct_start * steps > 1 else 1.5 / steps
+        peak = pct * steps - 1
+        if step <= peak:
+            return shape(start, 1.0, step / peak)
+        return shape(1.0, floor, min(1.0, (step - peak) / (steps - 1 - peak)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _ramp(step: int, warmup: int) -> float:
+    return (step + 1) / warmup if step < warmup else 1.0
+
+
+def _annealing(shape):
+    """A schedule that ramps up over the warm-up, then follows ``shape(progress)`` down to the floor."""
+
+    def build(optimizer, cfg, plan: Plan, warmup: int):
+        floor = cfg.min_lr_fraction
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return _ramp(step, warmup)
+            return floor + (1 - floor) * shape(plan.progress(step, warmup), cfg)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    return build
+
+
+def _cosine_restarts(optimizer, cfg, plan: Plan, warmup: int):
+    """SGDR: cosine periods of restart_epochs, each restart_mult times longer (no fixed end)."""
+    floor = cfg.min_lr_fraction
+    period = max(1, round(cfg.restart_epochs * plan.steps_per_epoch))
+    mult = max(1, cfg.restart_mult)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return _ramp(step, warmup)
+        t, length = step - warmup, period
+        while t >= length:
+            t, length = t - length, length * mult
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / length))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def milestone_steps(milestones: list, plan: Plan) -> list[int]:
+    """Milestones as steps: a milestone below 1 is a share of the run (it moves with a budget's plan),
+    one of 1 or more an epoch."""
+    return [round(float(m) * plan.total_steps) if float(m) < 1 else round(float(m) * plan.steps_per_epoch)
+            for m in milestones]
+
+
+def _multistep(optimizer, cfg, plan: Plan, warmup: int):
+    gamma = cfg.gamma
+
+    def factor(step: int) -> float:
+        return _ramp(step, warmup) * gamma ** sum(step >= m for m in milestone_steps(cfg.milestones, plan))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# Schedule name (``dlcv.recipes.SCHEDULES``) -> builder of (optimizer, recipe's schedule section, plan,
+# warm-up steps), or None for a constant rate. Every builder reads the plan at each step.
+SCHEDULES = {
+    "constant": None,
+    "onecycle": _onecycle,
+    "cosine": _annealing(lambda t, cfg: 0.5 * (1 + math.cos(math.pi * t))),
+    "cosine_restarts": _cosine_restarts,
+    "linear": _annealing(lambda t, cfg: 1 - t),
+    "poly": _annealing(lambda t, cfg: (1 - t) ** cfg.power),  # DeepLab's (1 - t)^power
+    "multistep": _multistep,
+}
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, plan: Plan) -> dict | None:
+    """A Lightning scheduler config stepping every batch over ``plan``, or None for a constant rate."""
+    if SCHEDULES[cfg.name] is None:
+        return None
+    warmup = round(cfg.warmup_epochs * plan.steps_per_epoch)
+    return {"scheduler": SCHEDULES[cfg.name](optimizer, cfg, plan, warmup), "interval": "step"}

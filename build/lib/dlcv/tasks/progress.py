@@ -1,0 +1,56 @@
+"""Masks through training: chosen validation images' predicted masks at chosen epochs.
+
+The run folder gets ``progress/ground_truth/ID_mask.png`` and ``progress/images/ID_sat.png`` once,
+and ``progress/epoch_NNN/ID_mask.png`` at each chosen epoch; ``dlcv segment progress RUN`` draws them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlcv.runs import RunFolder
+from dlcv.tasks.snapshots import ChosenEpochs
+
+
+class MaskProgress(ChosenEpochs):
+    """``images`` uint8 (K, H, W, 3) and ``masks`` (K, H, W) of validation ``ids``; ``prepare`` makes model input."""
+
+    def __init__(self, run_dir: Path, epochs: list[int | str], ids: list[str], images: torch.Tensor,
+                 masks: torch.Tensor, prepare, tta: str = "none", plan=None):
+        super().__init__(epochs, plan)
+        self.run_dir, self.ids = Path(run_dir), ids
+        self.images, self.masks, self.prepare, self.tta = images, masks, prepare, tta
+
+    def on_fit_start(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        from PIL import Image
+
+        from dlcv.data.masks import write_mask
+        from dlcv.io import atomic_path
+
+        for sub in ("ground_truth", "images"):
+            (RunFolder(self.run_dir).progress / sub).mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(self.ids):
+            write_mask(RunFolder(self.run_dir).progress / "ground_truth" / f"{name}_mask.png", self.masks[i].numpy())
+            with atomic_path(RunFolder(self.run_dir).progress / "images" / f"{name}_sat.png") as tmp:
+                Image.fromarray(self.images[i].numpy()).save(tmp, format="PNG")
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self.due(trainer):
+            return
+        from dlcv.data.masks import write_mask
+        from dlcv.tta import predict_probs
+        from dlcv.tasks.snapshots import evaluating, model_input
+
+        epoch = trainer.current_epoch + 1
+        out = RunFolder(self.run_dir).progress_epoch(epoch)
+        out.mkdir(parents=True, exist_ok=True)
+        with evaluating(trainer, pl_module) as model:
+            for i, name in enumerate(self.ids):
+                x = model_input(trainer, self.prepare(self.images[i : i + 1]).to(pl_module.device))
+                probs = predict_probs(model, x, tuple(self.masks.shape[-2:]), self.tta)
+                write_mask(out / f"{name}_mask.png", probs.argmax(1)[0].cpu().numpy().astype(np.uint8))

@@ -1,0 +1,73 @@
+"""Semantic segmentation: pixel losses, the graded mIoU per epoch, test-time augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from dlcv.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES
+from dlcv.metrics.segmentation import class_iou
+from dlcv.models import create_model
+from dlcv.tasks.base import BaseTask
+from dlcv.tasks.losses import build_pixel_loss
+from dlcv.tta import SEGMENT_VIEWS, predict_probs
+
+
+class SegmentationTask(BaseTask):
+    """A segmenter on the recipe's model: its pixel loss, the per-epoch mIoU of classes 0-5, TTA by views."""
+
+    monitor, mode = "val_miou", "max"
+
+    def __init__(self, recipe, plan=None):
+        super().__init__(recipe, plan, num_classes=NUM_CLASSES)
+
+    def configure_models(self) -> None:
+        self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=NUM_CLASSES, kind="segment",
+                                                     **self.recipe.model.args))
+
+    def configure_losses(self) -> None:
+        self.criterion = build_pixel_loss(self.recipe.loss, NUM_CLASSES)
+
+    def configure_metrics(self) -> None:
+        # No argument checks: each would copy a value to the host every step.
+        self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
+
+    def forward(self, x):
+        return self.model(x)
+
+    def passes(self, tta: str) -> int:
+        return len(SEGMENT_VIEWS[tta])
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        loss = self.criterion(logits, y)
+        with torch.no_grad():
+            acc = (logits.argmax(1) == y).float().mean()
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
+        self.log("train_pixel_acc", acc, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        probs = predict_probs(self.model, x, tuple(y.shape[-2:]), self.recipe.train.val_tta)
+        loss = F.nll_loss(torch.log(probs.clamp(min=1e-8)), y)
+        self.val_confusion.update(probs.argmax(1), y)
+        self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
+
+    def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Classes at the masks' full size, with the recipe's test-time augmentation."""
+        return predict_probs(self.model, x, tuple(y.shape[-2:]), self.recipe.train.tta).argmax(1)
+
+    def on_validation_epoch_end(self):
+        matrix = self.val_confusion.compute()  # summed over processes
+        self.val_confusion.reset()
+        # The course's IoUs; a class absent from both counts 0 here (per-epoch monitoring, never nan).
+        iou = torch.from_numpy(np.nan_to_num(class_iou(matrix.cpu().numpy()), nan=0.0))
+        self.log("val_miou", iou.mean().float(), prog_bar=True)
+        self.log("val_pixel_acc", (torch.diag(matrix).sum() / matrix.sum().clamp(min=1)).float())
+        for name, value in zip(CLASS_NAMES[:SCORED_CLASSES], iou):
+            self.log(f"val_iou_{name.lower()}", value.float())

@@ -1,0 +1,288 @@
+"""The Lightning trainer of every run: devices and precision resolved for the hardware, the callbacks
+that write the run folder (best and last checkpoints, only the last with the state --resume reads;
+metrics.csv, TensorBoard), batch-norm synchronisation that keeps timm's activations, and the GPU speed
+settings."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar, WeightAveraging
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins import TorchSyncBatchNorm
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from dlcv.errors import DlcvError
+from dlcv.runs import RunFolder
+from dlcv.runtime import resolve_precision
+
+LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node set by torchrun / SLURM
+
+
+def resolve_devices(devices) -> int | str | list:
+    """``auto`` -> one device, unless a launcher (torchrun, SLURM) started several processes: then one
+    per process. Lightning's own ``auto`` takes every GPU of the host, which silently multiplies the
+    global batch; more than one device is used only when asked for."""
+    if devices != "auto":
+        return devices
+    for var in LAUNCHER_WORLD:
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 1:
+            return int(value) if var == "SLURM_NTASKS_PER_NODE" else int(os.environ.get("LOCAL_WORLD_SIZE", value))
+    return 1
+
+
+class EpochMetricsCSV(L.Callback):
+    """Writes one CSV row per epoch to ``path`` (and echoes it as a line, with the epochs the run plans, when there
+    is no bar)."""
+
+    def __init__(self, path: Path, echo: bool, plan=None):
+        self.path, self.echo, self.plan = path, echo, plan
+        self.start = time.perf_counter()
+        self.columns: list[str] | None = None
+
+    def on_train_start(self, trainer, pl_module):
+        """A resumed run keeps the rows of the epochs it resumes after and drops any later ones."""
+        done = trainer.current_epoch
+        if done == 0 or trainer.global_rank != 0 or not self.path.exists():
+            return
+        with open(self.path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        if not rows:
+            return
+        self.columns, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) <= done]
+        with open(self.path, "w", newline="") as handle:
+            csv.writer(handle).writerows([self.columns, *kept])
+        if kept:  # the clock goes on from the last kept epoch
+            self.start -= float(kept[-1][self.columns.index("seconds")])
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1}
+        row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self.start, 1), **metrics}
+        if self.columns is None:
+            self.columns = list(row)
+            with open(self.path, "w", newline="") as handle:
+                csv.writer(handle).writerow(self.columns)
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow([row.get(c, "") for c in self.columns])
+        if self.echo:
+            # Per-class figures go to the CSV only: the line stays readable.
+            shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_iou_" not in k)
+            planned = self.plan.last_epoch if self.plan is not None else None
+            print(f"epoch {row['epoch']}/{planned or trainer.max_epochs} {row['seconds']:.0f}s {shown}", flush=True)
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops a run whose training loss has become NaN or infinite, with one line naming the run folder and the
+    epoch, before that epoch's validation or checkpoint: Lightning would otherwise go on to the end of the
+    schedule and the run would write NaN weights (a backbone, a table) as if trained (its ``EarlyStopping(
+    check_finite=True)`` ends such a run silently, as if it had finished). Each step's check stays on the device;
+    the flag is read (and agreed across processes) once an epoch."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.bad: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            bad = ~torch.isfinite(loss.detach())
+            self.bad = bad if self.bad is None else self.bad | bad
+
+    def check(self, trainer):
+        bad = self.bad is not None and bool(self.bad.item())
+        self.bad = None
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+            raise DlcvError(f"{self.run_dir}: the training loss became NaN or infinite in epoch "
+                            f"{trainer.current_epoch + 1}; the run stops here, its checkpoints hold the epochs "
+                            "before (try a lower optim.lr, or train.precision: 32-true)")
+
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.check(trainer)
+
+
+class BiasCorrectedEMA(WeightAveraging):
+    """``train.ema_decay``: Lightning's weight averaging with an exponential moving average that is bias-corrected
+    as Adam's moments are. After step t the average weighs the weights of steps 1..t by decay^(t - i), normalised by
+    their sum (1 - decay^t): early in a run it is an average of the weights trained so far, where the plain average
+    (torch's ``get_ema_avg_fn``) is still mostly the first step's nearly random weights; once decay^t is small the
+    two are the same.
+    The step count is the trainer's (no host sync), and the update runs as foreach kernels."""
+
+    def __init__(self, decay: float):
+        super().__init__(multi_avg_fn=self.average)  # updated after every optimiser step
+        self.decay, self.weight = decay, 1.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.weight = (1 - self.decay) / (1 - self.decay ** max(1, trainer.global_step))
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    @torch.no_grad()
+    def average(self, averages, currents, _count):
+        if torch.is_floating_point(averages[0]):
+            torch._foreach_lerp_(averages, currents, self.weight)
+        else:  # integer buffers (batch norm's batch count) follow the model
+            torch._foreach_copy_(averages, currents)
+
+
+def quiet_lightning(precision: str = "32-true") -> None:
+    """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
+    if precision in ("16-mixed", "16"):
+        # float16's gradient scaler skips the steps whose gradients overflowed (the first ones, while its scale
+        # settles), and the schedule steps on; torch reads that first skipped step as a call in the wrong order.
+        warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*")
+
+    # (accelerators.cuda: "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]" at every fit; dlcv's own trainer line
+    # names the devices and strategy)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*exists and is not empty.*", ".*is smaller than the logging interval.*",
+                    ".*LeafSpec.*is deprecated.*", ".*does not have many workers.*",
+                    ".*to estimate number of stepping batches.*",
+                    ".*module\\(s\\) in eval mode at the start of training.*"):  # a frozen trunk, on purpose
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: int,
+                  extra_callbacks: tuple = (), precision: str | None = None, first_callbacks: tuple = (), plan=None,
+                  **overrides):
+    """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard), in ``precision``
+    (default: the recipe's, resolved for this hardware); ``first_callbacks`` run before every other
+    callback's hooks (a time budget, which re-plans the ``plan`` the others follow)."""
+    train = recipe.train
+    precision = precision or resolve_precision(train.precision, train.accelerator)
+    quiet_lightning(precision)
+    interactive = sys.stderr.isatty()
+    sync_batchnorm = wants_sync_batchnorm(train)
+    options = {
+        "default_root_dir": run_dir,
+        "max_epochs": max_epochs,
+        "accelerator": train.accelerator,
+        "devices": resolve_devices(train.devices),
+        "num_nodes": train.num_nodes,
+        "strategy": train.strategy,
+        "sync_batchnorm": sync_batchnorm,
+        "plugins": [ResumeStateInLastOnly(RunFolder(run_dir).last),
+                    *([TimmAwareSyncBatchNorm()] if sync_batchnorm else [])],
+        "gradient_clip_val": train.gradient_clip or None,
+        "precision": precision,
+        # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
+        # deterministic version: "warn" keeps the deterministic algorithms where they exist.
+        "deterministic": "warn" if train.deterministic else False,
+        "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
+        "callbacks": [*first_callbacks, *run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks,
+                                                                plan)],
+        "enable_progress_bar": interactive,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 10,
+    }
+    options.update(overrides)
+    use_fast_gpu_math(deterministic=train.deterministic)
+    trainer = L.Trainer(benchmark=not train.deterministic, **options)
+    if trainer.is_global_zero:
+        strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
+        print(f"trainer: {trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator')} "
+              f"device(s) x {trainer.num_nodes} node(s), strategy {strategy}, precision {options['precision']}",
+              flush=True)
+    return trainer
+
+
+class TopKCheckpoint(ModelCheckpoint):
+    @property
+    def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
+
+
+def run_callbacks(run_dir: Path, train, monitor: str, mode: str, interactive: bool,
+                  extra: tuple = (), plan=None) -> list:
+    """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the
+    recipe's top-k, early stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
+    run = RunFolder(run_dir)
+    callbacks = [
+        StopOnNonFiniteLoss(run_dir),
+        ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
+                        auto_insert_metric_name=False, enable_version_counter=False),
+        # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
+        # that also write a best checkpoint (since 2.6), so a resumed run would repeat every epoch after it.
+        ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
+        EpochMetricsCSV(run.metrics_file, echo=not interactive, plan=plan),
+        *extra,
+    ]
+    top_k = train.save_top_k
+    if top_k > 1:  # the k best epochs, for prediction by their averaged logits (predict --ensemble k)
+        callbacks.append(TopKCheckpoint(dirpath=run.top, filename=f"epoch{{epoch:03d}}-{{{monitor}:.4f}}",
+                                        monitor=monitor, mode=mode, save_top_k=top_k, auto_insert_metric_name=False,
+                                        enable_version_counter=False))
+    if train.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=train.early_stopping_patience))
+    if train.ema_decay > 0:
+        callbacks.append(BiasCorrectedEMA(train.ema_decay))
+    if interactive:
+        callbacks.append(TQDMProgressBar(refresh_rate=5))
+    return callbacks
+
+
+def wants_sync_batchnorm(train) -> bool:
+    """``train.sync_batchnorm``, where it applies: torch's SyncBatchNorm runs on GPUs only."""
+    if not train.sync_batchnorm:
+        return False
+    if not torch.cuda.is_available() or train.accelerator == "cpu":
+        print("note: train.sync_batchnorm applies to GPUs only; on CPU processes batch norm stays per process",
+              file=sys.stderr)
+        return False
+    return True
+
+
+# What only continuing the training needs: the optimiser's moments (twice the weights under Adam), the
+# schedules' and the raw weights beside a weight average (Lightning keeps the average as the weights).
+RESUME_ONLY = ("optimizer_states", "lr_schedulers", "current_model_state", "averaging_state")
+
+
+class ResumeStateInLastOnly(TorchCheckpointIO):
+    """Lightning's checkpoint writer, which writes the state that only ``--resume`` reads into ``last``
+    alone: ``best.ckpt`` and ``top/`` hold what scoring and prediction read (the weights they validated
+    with, the recipe), a third of a full checkpoint under Adam with weight averaging."""
+
+    def __init__(self, last: Path):
+        self.last = last
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if Path(path).resolve() != self.last.resolve():
+            checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_ONLY}
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+
+class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
+    """Lightning's batch-norm synchronisation through timm's converter: torch's own turns timm's
+    ``BatchNormAct2d`` (batch norm with its activation, in every timm encoder) into a bare
+    ``SyncBatchNorm`` and silently drops the activation; timm's keeps it, and each layer's mode
+    (a frozen trunk's batch norm stays in evaluation mode)."""
+
+    def apply(self, model):
+        from timm.layers import convert_sync_batchnorm
+
+        return convert_sync_batchnorm(model)
+
+
+def use_fast_gpu_math(deterministic: bool = False) -> None:
+    """TF32 for float32 matrix products and convolutions on GPUs that have it (10 bits of mantissa,
+    as every bf16 run already accepts), unless the run asked to be deterministic."""
+    if torch.cuda.is_available() and not deterministic:
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True

@@ -1,0 +1,56 @@
+"""Test-time augmentation: each task's views, their forward passes, and the one function per task that averages a
+model over them (per-epoch validation, the final scoring, every ``predict`` and the hand-in scripts).
+
+Torch only: the prediction commands start without Lightning and torchmetrics.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Classification: (the window of the image reflect-padded by one pixel, None for the image itself; its weight; with
+# its mirror). ``flip_shift`` adds the image shifted diagonally by one pixel either way at half weight, as airbench
+# does. One forward pass per view and mirror.
+CLASSIFY_VIEWS = {"none": ((None, 1.0, False),), "flip": ((None, 1.0, True),),
+                  "flip_shift": ((None, 1.0, True), (0, 0.5, True), (2, 0.5, True))}
+# Segmentation: (quarter turns, mirrored); one forward pass each.
+SEGMENT_VIEWS = {"none": ((0, False),), "flip": ((0, False), (0, True)),
+                 "d4": tuple((k, m) for k in range(4) for m in (False, True))}
+
+
+def classify_passes(tta: str) -> int:
+    """A classifier's forward passes per image under ``tta``: one per view and one per mirror (a segmenter's are
+    ``len(SEGMENT_VIEWS[tta])``)."""
+    return sum(1 + mirrored for _, _, mirrored in CLASSIFY_VIEWS[tta])
+
+
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -> torch.Tensor:
+    """A classifier's logits under ``tta`` (``CLASSIFY_VIEWS``): the weighted mean over its views."""
+    views, total, padded = CLASSIFY_VIEWS[tta], None, None
+    h, w = x.shape[-2:]
+    for offset, weight, mirrored in views:
+        view = x
+        if offset is not None:
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect") if padded is None else padded
+            view = padded[:, :, offset : offset + h, offset : offset + w]
+        logits = model(view) + model(view.flip(3)) if mirrored else model(view)
+        term = logits if weight == 1 else weight * logits
+        total = term if total is None else total + term
+    return total / sum(weight * (1 + mirrored) for _, weight, mirrored in views)
+
+
+def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int], tta: str = "none") -> torch.Tensor:
+    """A segmenter's class probabilities (B, C, *size) on ``x``, averaged over ``tta``'s views
+    (``SEGMENT_VIEWS``) and up-sampled (bilinear) to ``size``."""
+    views = SEGMENT_VIEWS[tta]
+    total = 0
+    for k, mirror in views:
+        v = x.flip(3) if mirror else x
+        logits = model(torch.rot90(v, k, dims=(2, 3)) if k else v).float()
+        logits = torch.rot90(logits, -k, dims=(2, 3)) if k else logits
+        total = total + F.softmax(logits.flip(3) if mirror else logits, dim=1)
+    total = total / len(views)
+    if tuple(total.shape[-2:]) != tuple(size):
+        total = F.interpolate(total, size=size, mode="bilinear", align_corners=False)
+    return total

@@ -1,0 +1,1 @@
+"""Figures. Matplotlib is imported inside the functions, with the non-interactive Agg backend."""

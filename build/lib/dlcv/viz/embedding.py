@@ -1,0 +1,111 @@
+"""Figures of embedding layouts: panels side by side, one large figure per panel, metric curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.io import atomic_path
+
+
+def class_palette(num_classes: int) -> np.ndarray:
+    """Colours a person can tell apart: tab10 / tab20 for few classes, else tab20 + tab20b + tab20c."""
+    import matplotlib
+
+    if num_classes <= 10:
+        colours = matplotlib.colormaps["tab10"].colors
+    elif num_classes <= 20:
+        colours = matplotlib.colormaps["tab20"].colors
+    else:
+        # Interleave the three 20-colour maps so that neighbouring class numbers differ most.
+        maps = [matplotlib.colormaps[m].colors for m in ("tab20", "tab20b", "tab20c")]
+        colours = [maps[i % 3][(i // 3 * 7) % 20] for i in range(60)]
+        colours = list(dict.fromkeys(colours))  # keep order, drop repeats
+    return np.array([colours[i % len(colours)] for i in range(num_classes)])
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Save ``fig`` as ``stem.png`` (and a vector ``stem.pdf``), each written atomically, and close it."""
+    written = []
+    for fmt in formats:
+        path = stem.with_suffix("." + fmt)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+        written.append(path)
+    _pyplot().close(fig)
+    return written
+
+
+def _scatter(ax, layout: np.ndarray, labels: np.ndarray, palette: np.ndarray, size: float) -> None:
+    order = np.random.default_rng(0).permutation(len(labels))  # no class drawn wholly on top
+    ax.scatter(layout[order, 0], layout[order, 1], c=palette[labels[order]], s=size, linewidths=0, alpha=0.85)
+    ax.set(xticks=[], yticks=[])
+
+
+def _legend(fig, classes: np.ndarray, palette: np.ndarray, class_names: dict | None, anchor) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", markersize=6, color=palette[c],
+                      label=(class_names or {}).get(int(c), str(int(c)))) for c in classes]
+    columns = 1 if len(classes) <= 20 else (2 if len(classes) <= 40 else 3)
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=anchor, ncol=columns, fontsize=7,
+               title="class", title_fontsize=8, frameon=False, handletextpad=0.1, columnspacing=0.6)
+
+
+def plot_panels(layouts: list[np.ndarray], labels: np.ndarray, titles: list[str], method: str, note: str,
+                output_stem: Path, class_names: dict | None = None) -> list[Path]:
+    """All snapshots side by side with one shared legend; returns the files written."""
+    plt = _pyplot()
+    classes = np.unique(labels)
+    palette = class_palette(int(labels.max()) + 1)
+    n = len(layouts)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 2.6, 4.6), squeeze=False)
+    size = max(2.0, min(12.0, 9000 / len(labels)))
+    for ax, layout, title in zip(axes[0], layouts, titles):
+        _scatter(ax, layout, labels, palette, size)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(f"{method} of the second-last layer ({len(labels)} images). {note}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 4.2 * n / (4.2 * n + 2.6), 0.95))
+    _legend(fig, classes, palette, class_names, anchor=(4.2 * n / (4.2 * n + 2.6), 0.5))
+    return save_figure(fig, output_stem)
+
+
+def plot_single(layout: np.ndarray, labels: np.ndarray, title: str, output_stem: Path,
+                class_names: dict | None = None) -> list[Path]:
+    """One snapshot as a large figure with its legend."""
+    plt = _pyplot()
+    palette = class_palette(int(labels.max()) + 1)
+    fig, ax = plt.subplots(figsize=(10.5, 8))
+    _scatter(ax, layout, labels, palette, max(4.0, min(20.0, 20000 / len(labels))))
+    ax.set_title(title, fontsize=12)
+    fig.tight_layout(rect=(0, 0, 0.78, 1))
+    _legend(fig, np.unique(labels), palette, class_names, anchor=(0.78, 0.5))
+    return save_figure(fig, output_stem)
+
+
+def plot_metric_curves(epochs: list[int], knn: list[float], silhouette: list[float], k: int,
+                       output_stem: Path) -> list[Path]:
+    """kNN accuracy and silhouette over the snapshot epochs."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    ax1.plot(epochs, knn, marker="o", color="tab:blue")
+    ax1.set_title(f"{k}-NN accuracy (leave-one-out, cosine)", fontsize=10)
+    ax1.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+    ax2.plot(epochs, silhouette, marker="o", color="tab:orange")
+    ax2.set_title("silhouette (cosine)", fontsize=10)
+    ax2.set(xlabel="epoch", ylabel="mean silhouette")
+    for ax in (ax1, ax2):
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, output_stem)

@@ -1,0 +1,128 @@
+"""2-D layouts of a series of feature snapshots that a person can compare panel to panel.
+
+PCA: each snapshot gets its own 2-component PCA, then is rotated (or reflected) onto the last
+snapshot's layout by orthogonal Procrustes, so that a class sits in the same place in every panel.
+t-SNE (openTSNE): the first snapshot starts from its PCA; every later one starts from the previous
+layout with a shorter exaggeration phase, which both keeps the panels aligned and costs less than
+a fresh run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dlcv.runtime import usable_cpus
+
+
+def align_to(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source`` centred and rotated/reflected onto ``target`` (distances unchanged): by the orthogonal
+    2x2 matrix R minimising ||(source - mean) R - (target - mean)||."""
+    a = source - source.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ (target - target.mean(0)))
+    return a @ (u @ vt) + target.mean(0)
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float64)
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return (x @ vt[:2].T).astype(np.float32)
+
+
+def pca_series(feature_list: list[np.ndarray]) -> list[np.ndarray]:
+    """Per-snapshot PCA, each rotated onto the last snapshot's layout."""
+    *earlier, last = [pca_2d(f) for f in feature_list]
+    return [*(align_to(layout, last) for layout in earlier), last]
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Iterations of one t-SNE run: early exaggeration, then the normal phase on a coarse grid and
+    on openTSNE's default grid (the grid exists only for FFT gradients; Barnes-Hut ignores it)."""
+
+    exaggeration: int
+    coarse: int
+    fine: int
+
+
+@dataclass
+class TSNEOptions:
+    """t-SNE settings: openTSNE's gradient descent in phases.
+
+    Above ``fft_from`` points openTSNE interpolates the repulsive forces on a grid (FFT); the
+    grid's cost grows with the layout's spread, and a coarser grid (``coarse_ints_in_interval``)
+    makes an iteration cheaper. So the early exaggeration and most of the normal phase run coarse,
+    and the last ``fine`` iterations run on the default grid to settle the fine structure. Below
+    ``fft_from`` points Barnes-Hut is the faster gradient and has no grid. A later snapshot starts
+    from the previous layout (rescaled to openTSNE's initial spread), so it needs a shorter
+    exaggeration phase (none with Barnes-Hut) and fewer iterations, at a KL divergence close to
+    independent runs' (docs/representations.md).
+    """
+
+    perplexity: float = 30.0
+    pca_components: int = 50  # reduce the features first (0: no reduction)
+    fft_from: int = 10_000  # FFT-interpolated gradients from this many points, Barnes-Hut below
+    fft_first: Phases = Phases(exaggeration=250, coarse=250, fine=250)
+    fft_continued: Phases = Phases(exaggeration=100, coarse=150, fine=250)
+    bh_first: Phases = Phases(exaggeration=250, coarse=0, fine=400)
+    bh_continued: Phases = Phases(exaggeration=0, coarse=0, fine=200)
+    coarse_ints_in_interval: int = 2
+    theta: float = 0.5  # Barnes-Hut's accuracy/speed trade-off (openTSNE's default 0.5)
+    exact_neighbours_below: int = 5000  # exact nearest neighbours up to this many points, Annoy above
+    learning_rate: str | float = "auto"
+    threads: int = 0  # 0: every core
+    seed: int = 0
+
+
+def _reduce(features: np.ndarray, components: int) -> np.ndarray:
+    """The first ``components`` principal components (eigenvectors of the D x D covariance)."""
+    x = np.asarray(features, dtype=np.float32)
+    if not components or x.shape[1] <= components:
+        return x
+    x = x - x.mean(0)
+    cov = (x.T @ x).astype(np.float64)
+    _, vectors = np.linalg.eigh(cov)  # ascending eigenvalues
+    top = vectors[:, ::-1][:, :components].astype(np.float32)
+    return np.ascontiguousarray(x @ top)
+
+
+def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = None) -> list[np.ndarray]:
+    """t-SNE layouts of snapshots of the same points, each initialised from the one before."""
+    import logging
+    from openTSNE import TSNEEmbedding, affinity, initialization
+
+    logging.getLogger("openTSNE").setLevel(logging.ERROR)  # its advice to rescale a continued layout
+    opt = options or TSNEOptions()
+    threads = opt.threads or usable_cpus()
+    layouts: list[np.ndarray] = []
+    previous = None
+    for features in feature_list:
+        x = _reduce(features, opt.pca_components)
+        # Exact neighbours cost O(N^2) but beat Annoy's index build below a few thousand points.
+        method = "exact" if len(x) <= opt.exact_neighbours_below else "annoy"
+        affinities = affinity.PerplexityBasedNN(x, perplexity=opt.perplexity, method=method, n_jobs=threads,
+                                                random_state=opt.seed, verbose=False)
+        first = previous is None
+        init = initialization.pca(x, random_state=opt.seed) if first else initialization.rescale(previous)
+        fft = len(x) >= opt.fft_from
+        if fft:
+            phases = opt.fft_first if first else opt.fft_continued
+        else:
+            phases = opt.bh_first if first else opt.bh_continued
+        embedding = TSNEEmbedding(init, affinities, negative_gradient_method="fft" if fft else "bh", n_jobs=threads,
+                                  learning_rate=opt.learning_rate, random_state=opt.seed, verbose=False)
+        coarse = {"ints_in_interval": opt.coarse_ints_in_interval, "theta": opt.theta}
+        if phases.exaggeration:
+            embedding = embedding.optimize(n_iter=phases.exaggeration, exaggeration=12, momentum=0.5, **coarse)
+        if phases.coarse:
+            embedding = embedding.optimize(n_iter=phases.coarse, momentum=0.8, **coarse)
+        if phases.fine:
+            embedding = embedding.optimize(n_iter=phases.fine, momentum=0.8, ints_in_interval=1, theta=opt.theta)
+        layout = np.asarray(embedding, dtype=np.float32)
+        if previous is not None:
+            layout = align_to(layout, previous)
+        layouts.append(layout)
+        previous = layout
+    return layouts

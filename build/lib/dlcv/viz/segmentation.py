@@ -1,0 +1,56 @@
+"""Figures of land-cover masks in the course's exact colours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.data.masks import CLASS_COLOURS, CLASS_NAMES, MaskCodec
+from dlcv.viz.embedding import _pyplot, save_figure
+
+
+def class_legend(fig, anchor=(0.5, 0.0), loc: str = "lower center") -> None:
+    """The seven classes in their mask colours (edged, since Barren is white)."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=np.array(c) / 255, edgecolor="0.3", linewidth=0.6, label=f"{i} {n}")
+               for i, (n, c) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS))]
+    fig.legend(handles=handles, loc=loc, bbox_to_anchor=anchor, ncol=len(handles), fontsize=9, frameon=False,
+               handlelength=1.2, columnspacing=1.0)
+
+
+def plot_progress(rows: list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray]], epochs: list[int],
+                  stem: Path) -> list[Path]:
+    """``rows``: (id, image, predicted masks per epoch, ground truth). One row per image; columns:
+    the image, each epoch's prediction, the ground truth. Writes ``stem.png`` and ``stem.pdf``."""
+    plt = _pyplot()
+    columns = 2 + len(epochs)
+    side = 2.3
+    fig, axes = plt.subplots(len(rows), columns, figsize=(side * columns, side * len(rows) + 0.7), squeeze=False)
+    titles = ["image", *[f"epoch {e}" for e in epochs], "ground truth"]
+    for r, (name, image, masks, truth) in enumerate(rows):
+        panels = [image, *[MaskCodec.encode(m) for m in masks], MaskCodec.encode(truth)]
+        for c, (ax, panel) in enumerate(zip(axes[r], panels)):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set(xticks=[], yticks=[])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=10)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=10)
+    fig.suptitle("Predicted masks through training (validation images)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.6 / (side * len(rows) + 0.7), 1, 0.97))
+    class_legend(fig)
+    return save_figure(fig, stem)
+
+
+def overlay_image(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45, outline: bool = True) -> np.ndarray:
+    """The image with the class colours blended over it and class boundaries drawn in black."""
+    colours = MaskCodec.encode(classes).astype(np.float32)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
+    if outline:
+        edge = np.zeros(classes.shape, dtype=bool)
+        edge[:-1, :] |= classes[:-1, :] != classes[1:, :]
+        edge[:, :-1] |= classes[:, :-1] != classes[:, 1:]
+        blended[edge] = 0
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)

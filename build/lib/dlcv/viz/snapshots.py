@@ -1,0 +1,94 @@
+"""Figures of embedding snapshots (``dlcv embed plot``, the report): PCA and t-SNE panels across epochs,
+with each snapshot's kNN accuracy and silhouette.
+
+Imports nothing heavier than NumPy, scikit-learn, openTSNE and Matplotlib: no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.data.features import FeatureSet, load_features, load_run_snapshots
+from dlcv.errors import DlcvError
+from dlcv.io import atomic_write, figures_folder
+
+METHODS = ("pca", "tsne")
+METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
+
+
+def parse_methods(spec: str) -> list[str]:
+    methods = [m.strip().lower() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise DlcvError(f"--method {spec!r}: choose from {', '.join(METHODS)} (comma-separated)")
+    return methods
+
+
+def load_sources(sources: list[str | os.PathLike], training_subset: bool) -> tuple[list[FeatureSet], Path]:
+    """The feature sets to plot and the default output folder."""
+    paths = [Path(s) for s in sources]
+    if len(paths) == 1 and paths[0].is_dir():
+        return load_run_snapshots(paths[0], training_subset), paths[0] / "figures"
+    for path in paths:
+        if path.is_dir():
+            raise DlcvError(f"{path}: give one run folder, or feature files (.npz), not both")
+    return [load_features(p) for p in paths], paths[0].parent / "figures"
+
+
+def same_points(sets: list[FeatureSet]) -> bool:
+    first = sets[0]
+    return all(len(s.labels) == len(first.labels) and np.array_equal(s.labels, first.labels)
+               and (s.filenames is None or first.filenames is None or s.filenames == first.filenames)
+               for s in sets[1:])
+
+
+def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", output: str | os.PathLike | None = None,
+         k: int = 10, perplexity: float = 30.0, training_subset: bool = False) -> dict:
+    """Write the panels, single figures, metrics CSV and curve; return what was measured and written."""
+    from dlcv.metrics.embedding import knn_accuracy, silhouette
+    from dlcv.viz.embedding import plot_metric_curves, plot_panels, plot_single
+    from dlcv.viz.layouts import TSNEOptions, pca_series, tsne_series
+
+    chosen = parse_methods(methods)
+    sets, default_output = load_sources(sources, training_subset)
+    output = figures_folder(output if output is not None else default_output)
+    aligned = same_points(sets)
+    rows = [{"snapshot": fs.title(), "epoch": "" if fs.epoch is None else fs.epoch, "points": len(fs.labels),
+             "dims": fs.features.shape[1], "knn_acc": knn_accuracy(fs.features, fs.labels, k=k),
+             "silhouette": silhouette(fs.features, fs.labels)} for fs in sets]
+    with atomic_write(output / "embedding_metrics.csv", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    written = [output / "embedding_metrics.csv"]
+    epochs = [fs.epoch for fs in sets]
+    if len(sets) > 1 and all(e is not None for e in epochs):
+        written += plot_metric_curves(epochs, [r["knn_acc"] for r in rows], [r["silhouette"] for r in rows], k,
+                                      output / "embedding_metrics")
+    titles = [f"{fs.title()}: {k}-NN acc {r['knn_acc']:.3f}, silhouette {r['silhouette']:.3f}"
+              for fs, r in zip(sets, rows)]
+    seconds, features = {}, [fs.features for fs in sets]
+    for method in chosen:
+        start = time.perf_counter()
+        if method == "pca":
+            layouts = pca_series(features) if aligned else [pca_series([f])[0] for f in features]
+            note = ("Each panel's own PCA, rotated to match the last (orthogonal Procrustes)."
+                    if aligned and len(sets) > 1 else "Each panel's own PCA.")
+        else:
+            options = TSNEOptions(perplexity=perplexity)
+            layouts = tsne_series(features, options) if aligned else [tsne_series([f], options)[0] for f in features]
+            note = ("Each layout starts from the previous one and is rotated to match it." if aligned and len(sets) > 1
+                    else "Independent layouts.")
+        seconds[method] = time.perf_counter() - start
+        name = METHOD_NAMES[method]
+        if aligned:
+            written += plot_panels(layouts, sets[0].labels, titles, name, note, output / f"{method}_panels")
+        for fs, layout, title in zip(sets, layouts, titles):
+            tag = f"epoch_{fs.epoch:03d}" if fs.epoch is not None else Path(fs.source).stem
+            written += plot_single(layout, fs.labels, f"{name}, {title}", output / f"{method}_{tag}")
+    return {"rows": rows, "written": written, "output": output, "seconds": seconds, "aligned": aligned}
