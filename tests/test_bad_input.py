@@ -101,7 +101,7 @@ def test_predict_keeps_an_old_output_when_it_fails(capsys, trained_run, data_cop
     bad = data_copy / "val_50" / "2_14.png"
     bad.write_text("not a png")
     _expect_error(capsys, r"2_14\.png: not a readable image", "classify", "predict", "--checkpoint",
-                  trained_run / "best.ckpt", "--images", data_copy / "val_50", "--output", out)
+                  trained_run / "best.ckpt", "--images", data_copy / "val_50", "--output", out, "--overwrite")
     assert out.read_text() == "old predictions\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".p.csv")] == []
 

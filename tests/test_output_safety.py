@@ -245,7 +245,7 @@ def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(capsys,
         monkeypatch.setattr(os, "replace", lambda a, b: fail() if str(b).endswith("p.csv") else real_replace(a, b))
     expect_refusal(capsys, rf"out/p\.csv: cannot be written \({re.escape(os.strerror(failure))}\)", "classify",
                    "predict", "--checkpoint", trained_run / "best.ckpt", "--images", p1_data / "val_50",
-                   "--output", out / "p.csv")
+                   "--output", out / "p.csv", "--overwrite")
     assert folder_digest(out) == {"p.csv": hashlib.sha256(b"earlier predictions").hexdigest()}
 
 

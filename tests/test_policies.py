@@ -48,8 +48,8 @@ def test_auto_augment_draws_per_image_and_repeats_under_the_same_seed():
 def test_the_policy_applies_only_when_the_plan_has_the_epochs_the_recipe_asks(capsys):
     from dlcv.data.augment import prepare_batch, uses_policy
     from dlcv.data.batches import InMemoryData
-    from dlcv.recipes import ClassifyData
     from dlcv.plan import Plan
+    from dlcv.recipes import ClassifyData
 
     cfg = ClassifyData(auto_augment="trivialaugment", auto_augment_min_epochs=50)
     assert not uses_policy(cfg, 30.0) and uses_policy(cfg, 50.0) and uses_policy(cfg, None)

@@ -20,7 +20,7 @@ from conftest import TINY_RECIPE, copy_run, expect_error, run_cli
 from dlcv.data.masks import MASK_NAME, unique_ids
 from dlcv.data.p2 import find_images, find_pairs
 from dlcv.errors import DlcvError
-from dlcv.runs import RunLock
+from dlcv.io import FolderLock
 
 
 def digest(root: Path) -> dict[str, tuple[str, int]]:
@@ -93,8 +93,8 @@ def test_resume_with_more_epochs_trains_them(finished_run, p1_data, capsys):
 # --- one process writes a run folder at a time ------------------------------------------------------------
 HOLD_LOCK = """
 import sys
-from dlcv.runs import RunLock
-RunLock(sys.argv[1]).take(create=True)
+from dlcv.io import FolderLock
+FolderLock(sys.argv[1]).take(create=True)
 print("held", flush=True)
 sys.stdin.readline()  # held until the test kills it
 """
@@ -128,16 +128,16 @@ def test_a_run_lock_names_its_holder_and_one_left_by_a_killed_process_blocks_not
         message = rf"{re.escape(str(folder))}: another dlcv process \(pid {holder.pid}\) is writing this run; wait " \
                   r"for it or choose another --name"
         with pytest.raises(DlcvError, match=message):
-            RunLock(folder).take()
+            FolderLock(folder).take()
         with monkeypatch.context() as env:  # another process of a multi-process run writes nothing: no lock
             env.setenv("LOCAL_RANK", "1")
-            assert RunLock(folder).take().fd is None
+            assert FolderLock(folder).take().fd is None
     finally:
         holder.kill()
         holder.communicate()
     lock_file = tmp_path / "runs" / ".x.dlcv-lock"
     assert lock_file.exists()  # the killed process could not remove it ...
-    with RunLock(folder) as lock:
+    with FolderLock(folder) as lock:
         assert lock.take().fd is not None  # ... and it blocks nothing
     assert not lock_file.exists()
 

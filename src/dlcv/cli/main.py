@@ -98,14 +98,14 @@ def _ssl_table(args) -> None:
 def _ssl_predict(args) -> None:
     from dlcv.ssl import predict
 
-    count = predict(args.checkpoint, args.csv, args.images, args.output, tta=args.tta)
+    count = predict(args.checkpoint, args.csv, args.images, args.output, tta=args.tta, overwrite=args.overwrite)
     print(f"wrote {count} predictions to {args.output}")
 
 
 def _ssl_export(args) -> None:
     from dlcv.ssl import export
 
-    print(f"wrote {export(args.checkpoint, args.output)}")
+    print(f"wrote {export(args.checkpoint, args.output, overwrite=args.overwrite)}")
 
 
 def _fit(args) -> None:
@@ -119,7 +119,7 @@ def _predict(args) -> None:
     from dlcv.classify import predict
 
     count = predict(args.checkpoint, args.images, args.output, id_column=args.id_column, ensemble=args.ensemble,
-                    tta=args.tta)
+                    tta=args.tta, overwrite=args.overwrite)
     print(f"wrote {count} predictions to {args.output}")
 
 
@@ -128,7 +128,7 @@ def _evaluate(args) -> None:
 
     from dlcv.classify import evaluate
 
-    result = evaluate(args.predictions, args.labels, confusion=args.confusion)
+    result = evaluate(args.predictions, args.labels, confusion=args.confusion, overwrite=args.overwrite)
     print("per-class accuracy (class: accuracy / images)")
     cells = [f"{c:>3}: {a:.4f} / {n}" if not math.isnan(a) else f"{c:>3}:    -   / 0"
              for c, (a, n) in enumerate(zip(result["per_class"], result["support"]))]
@@ -174,7 +174,8 @@ def _segment_evaluate(args) -> None:
     from dlcv.data.masks import CLASS_NAMES
     from dlcv.segment import evaluate
 
-    result = evaluate(args.predictions, args.labels, unmapped=args.unmapped, breakdown=args.breakdown)
+    result = evaluate(args.predictions, args.labels, unmapped=args.unmapped, breakdown=args.breakdown,
+                      overwrite=args.overwrite)
     for path, count in sorted(result["unmapped"].items()):
         print(f"note: {path}: {count} pixel(s) of a colour in no class (red), counted as Unknown")
     for i, iou in enumerate(result["iou"]):
@@ -189,13 +190,13 @@ def _segment_evaluate(args) -> None:
 def _segment_overlay(args) -> None:
     from dlcv.segment import overlay
 
-    print(f"wrote {overlay(args.image, args.mask, args.output, alpha=args.alpha)}")
+    print(f"wrote {overlay(args.image, args.mask, args.output, alpha=args.alpha, overwrite=args.overwrite)}")
 
 
 def _segment_progress(args) -> None:
     from dlcv.segment import progress
 
-    written = progress(args.run, args.output)
+    written = progress(args.run, args.output, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in written))
 
 
@@ -304,6 +305,12 @@ def _budget_option(parser: argparse.ArgumentParser, key: str) -> None:
                              "planned from the measured speed and the schedule runs over them; none: train by epochs")
 
 
+def _file_overwrite(parser) -> None:
+    """``--overwrite`` of a command that writes files a user names (``dlcv.io.check_output_file``'s rule)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file that dlcv did not write (one it wrote is replaced)")
+
+
 def _tta_option(parser: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
     parser.add_argument("--tta", choices=modes, help="test-time augmentation (default: the recipe's train.tta)")
 
@@ -384,11 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--ensemble", type=int, default=1, metavar="K",
                          help="average the run's K best checkpoints (needs train.save_top_k >= K)")
     _tta_option(predict, TTA_MODES)
+    _file_overwrite(predict)
 
     evaluate = _command(classify, "evaluate", _evaluate, "accuracy of a predictions CSV against labels")
     evaluate.add_argument("--predictions", required=True, help="CSV with filename (or image_id) and label")
     evaluate.add_argument("--labels", required=True, help="filename,label CSV, or an image folder named by class")
     evaluate.add_argument("--confusion", help="confusion-matrix figure to write (default: beside the predictions)")
+    _file_overwrite(evaluate)
 
     embed = _group(commands, "embed", "learned representations")
     embed_plot = _command(embed, "plot", _embed_plot, "PCA / t-SNE panels of a run's snapshots or of feature files")
@@ -421,17 +430,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg_eval.add_argument("--unmapped", choices=("unknown", "error"), default="unknown",
                           help="colours in no class (red): count as Unknown (default) or refuse the mask")
     seg_eval.add_argument("--breakdown", help="CSV to write with each image's per-class IoU")
+    _file_overwrite(seg_eval)
 
     seg_overlay = _command(segment, "overlay", _segment_overlay, "draw a mask over its satellite image")
     seg_overlay.add_argument("--image", required=True)
     seg_overlay.add_argument("--mask", required=True)
     seg_overlay.add_argument("--output", required=True, help="PNG to write")
     seg_overlay.add_argument("--alpha", type=float, default=0.45, help="opacity of the mask colours (0..1)")
+    _file_overwrite(seg_overlay)
 
     seg_progress = _command(segment, "progress", _segment_progress, "grid of a run's predicted masks through training")
     seg_progress.add_argument("run", help="run folder")
     seg_progress.add_argument("--output",
                               help="figure path without suffix (default: RUN/figures/masks_through_training)")
+    _file_overwrite(seg_progress)
 
     sam = _group(commands, "sam", "Segment Anything on the satellite images")
     sam_masks = _command(sam, "masks", _sam_masks,
@@ -488,11 +500,13 @@ def build_parser() -> argparse.ArgumentParser:
     ssl_predict.add_argument("--images", required=True, help="folder of the CSV's images")
     ssl_predict.add_argument("--output", required=True, help="CSV to write")
     _tta_option(ssl_predict, TTA_MODES)
+    _file_overwrite(ssl_predict)
 
     ssl_export = _command(ssl, "export", _ssl_export,
                           "a resnet_transfer checkpoint's trunk as a plain torchvision state_dict")
     ssl_export.add_argument("--checkpoint", required=True)
     ssl_export.add_argument("--output", required=True, help="file to write (e.g. pretrain_model_SL.pt)")
+    _file_overwrite(ssl_export)
 
     _command(commands, "models", _models, "list the model names a recipe can use")
     keys = _command(commands, "keys", _keys, "list every recipe key of a task: its default, rule and meaning")

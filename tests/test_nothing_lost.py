@@ -1,0 +1,233 @@
+"""Nothing lost, round three: single output files, a broken checkpoint on resume, locks and links, two commands
+writing one new output, and the report's figures and the files a user added to it.
+
+Each case hashes what exists before and after (and checks each path's kind), and expects exit 2 with one line
+naming the file, or the contract's own change."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY_RECIPE, copy_run, expect_error, run_cli
+
+from dlcv.io import FolderLock, written_by_dlcv
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, str]]:
+    """Every path below ``root`` (links not followed) -> (its kind, the sha256 of a file's bytes or a link's
+    target)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            out[str(path.relative_to(root))] = ("link", os.readlink(path))
+        elif stat.S_ISDIR(mode):
+            out[str(path.relative_to(root))] = ("folder", "")
+        else:
+            out[str(path.relative_to(root))] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+    return out
+
+
+@pytest.fixture
+def world(tmp_path, trained_run, seg_run) -> Path:
+    """A user's folder: two runs (copies), and a file of theirs."""
+    copy_run(trained_run, tmp_path / "runs")
+    copy_run(seg_run, tmp_path / "runs")
+    (tmp_path / "thesis.tex").write_text("\\chapter{mine}\n")
+    return tmp_path
+
+
+def _predict(world: Path, p1_data: Path, output, *extra):
+    return ("classify", "predict", "--checkpoint", world / "runs" / "tiny" / "best.ckpt", "--images",
+            p1_data / "val_50", "--output", output, *extra)
+
+
+# --- single output files ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target, pattern", [
+    ("runs/seg_tiny/best.ckpt", r"best\.ckpt: lies inside the run .*seg_tiny, which dlcv writes whole"),
+    ("runs/tiny/metrics.csv", r"metrics\.csv: lies inside the run .*tiny, which dlcv writes whole"),
+    ("runs/tiny/new.csv", r"new\.csv: lies inside the run .*tiny, which dlcv writes whole"),
+    ("thesis.tex", r"thesis\.tex: exists and dlcv did not write it; pass --overwrite to replace it"),
+])
+def test_a_prediction_file_never_replaces_a_runs_file_or_a_users(capsys, world, p1_data, target, pattern):
+    before = snapshot(world)
+    expect_error(capsys, pattern, *_predict(world, p1_data, world / target))
+    assert snapshot(world) == before
+
+
+def test_a_file_inside_a_run_is_refused_even_with_overwrite_and_through_a_link(capsys, world, p1_data):
+    (world / "alias").symlink_to(world / "runs" / "tiny")
+    before = snapshot(world)
+    expect_error(capsys, r"lies inside the run .*tiny, which dlcv writes whole",
+                 *_predict(world, p1_data, world / "alias" / "metrics.csv", "--overwrite"))
+    assert snapshot(world) == before
+
+
+def test_a_file_dlcv_wrote_is_replaced_and_a_users_only_with_overwrite(capsys, world, p1_data):
+    out = world / "pred.csv"
+    for _ in range(2):  # the second replaces the first: dlcv wrote it
+        code, _, err = run_cli(capsys, *_predict(world, p1_data, out))
+        assert code == 0, err
+    assert written_by_dlcv(out)
+    code, _, err = run_cli(capsys, *_predict(world, p1_data, world / "thesis.tex", "--overwrite"))
+    assert code == 0, err
+    assert (world / "thesis.tex").read_text().startswith("filename,label\n")
+
+
+def test_every_option_that_names_an_output_file_follows_the_one_rule(capsys, world, p1_data, p2_data, seg_run):
+    """--confusion, --breakdown, segment overlay --output, segment progress --output and ssl export --output."""
+    mine = world / "mine.png"
+    mine.write_bytes(b"my figure")
+    code, _, err = run_cli(capsys, *_predict(world, p1_data, world / "pred.csv"))
+    assert code == 0, err
+    masks = world / "masks"
+    code, _, err = run_cli(capsys, "segment", "predict", "--checkpoint", world / "runs" / "seg_tiny" / "best.ckpt",
+                           "--images", p2_data / "validation", "--output", masks)
+    assert code == 0, err
+    before = snapshot(world)
+    cases = [
+        ("classify", "evaluate", "--predictions", world / "pred.csv", "--labels", p1_data / "val_gt.csv",
+         "--confusion", mine),
+        ("segment", "evaluate", "--predictions", masks, "--labels", p2_data / "validation", "--breakdown",
+         world / "runs" / "tiny" / "recipe.yaml"),
+        ("segment", "overlay", "--image", p2_data / "validation" / "0000_sat.jpg", "--mask",
+         p2_data / "validation" / "0000_mask.png", "--output", mine),
+        ("segment", "progress", world / "runs" / "seg_tiny", "--output", world / "mine"),
+        ("ssl", "export", "--checkpoint", world / "runs" / "tiny" / "best.ckpt", "--output", world / "thesis.tex"),
+    ]
+    for args in cases:
+        expect_error(capsys, r"(exists and dlcv did not write it; pass --overwrite|lies inside the run)", *args)
+    assert snapshot(world) == before
+
+
+@pytest.mark.parametrize("ensemble", ["0", "-3"])
+def test_an_ensemble_below_one_is_refused(capsys, world, p1_data, ensemble):
+    expect_error(capsys, rf"--ensemble {ensemble}: give the number of best checkpoints to average, 1 or more",
+                 *_predict(world, p1_data, world / "p.csv", "--ensemble", ensemble))
+    assert not (world / "p.csv").exists()
+
+
+# --- resume reads everything before it changes anything ------------------------------------------------------
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_resume_from_a_broken_checkpoint_changes_nothing_and_names_it(capsys, world, p1_data, damage):
+    run = world / "runs" / "tiny"
+    last = run / "last.ckpt"
+    data = last.read_bytes()
+    last.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    recipe = world / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    before = snapshot(world)
+    expect_error(capsys, r"runs/tiny/last\.ckpt: (is empty, |not a PyTorch file .*, so |a damaged PyTorch file, )not a",
+                 "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", world / "runs", "--resume",
+                 "--set", "train.epochs=4")
+    assert snapshot(world) == before
+
+
+# --- locks and links ------------------------------------------------------------------------------------------
+HOLD = """
+import sys
+from dlcv.io import FolderLock
+FolderLock(sys.argv[1], what=sys.argv[2], option="--output").take(create=True)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _hold(folder: Path, what: str) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), what], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_file_that_is_a_link_is_never_followed(capsys, world, p1_data):
+    victim = world / "thesis.tex"
+    (world / "runs" / ".tiny.dlcv-lock").symlink_to(victim)
+    recipe = world / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    before = snapshot(world)
+    expect_error(capsys, r"\.tiny\.dlcv-lock: is a link, not dlcv's lock file; remove it", "classify", "fit",
+                 "--config", recipe, "--data", p1_data, "--runs-dir", world / "runs", "--resume",
+                 "--set", "train.epochs=4")
+    assert snapshot(world) == before and victim.read_text() == "\\chapter{mine}\n"
+
+
+def test_a_run_reached_through_a_linked_name_is_locked_against_its_real_name(world):
+    (world / "runs" / "alias").symlink_to(world / "runs" / "tiny")
+    holder = _hold(world / "runs" / "alias", "run")
+    try:
+        with pytest.raises(Exception, match=rf"runs/tiny: another dlcv process \(pid {holder.pid}\) is writing"):
+            FolderLock(world / "runs" / "tiny").take()
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+@pytest.mark.parametrize("command", ["handin", "segment predict"])
+def test_a_second_command_into_a_new_output_being_written_is_refused(capsys, world, p2_data, command):
+    output = world / "new_output"
+    holder = _hold(output, "hand-in folder")  # the first command, mid-way: it holds the output's lock
+    try:
+        before = snapshot(world)
+        args = (("handin", "--year", "2022", "--output", output, "--checkpoint",
+                 f"p1={world / 'runs' / 'tiny' / 'best.ckpt'}", "--checkpoint",
+                 f"seg={world / 'runs' / 'seg_tiny' / 'best.ckpt'}") if command == "handin" else
+                ("segment", "predict", "--checkpoint", world / "runs" / "seg_tiny" / "best.ckpt", "--images",
+                 p2_data / "validation", "--output", output))
+        expect_error(capsys, rf"new_output: another dlcv process \(pid {holder.pid}\) is writing this .*; wait for "
+                             r"it or choose another --output$", *args)
+        assert snapshot(world) == before
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+# --- the report ------------------------------------------------------------------------------------------------
+def test_runs_of_one_name_in_two_subfolders_keep_their_own_figures(capsys, tmp_path, trained_run):
+    runs = tmp_path / "runs"
+    copy_run(trained_run, runs / "a")
+    copy_run(trained_run, runs / "b")
+    metrics = runs / "b" / "tiny" / "metrics.csv"  # b's run learned differently: its curves differ from a's
+    rows = metrics.read_text().splitlines()
+    header = rows[0].split(",")
+    loss = header.index("train_loss")
+    changed = [rows[0]] + [",".join(str(float(v) * 2) if i == loss else v for i, v in enumerate(r.split(",")))
+                           for r in rows[1:]]
+    metrics.write_text("\n".join(changed) + "\n")
+    code, _, err = run_cli(capsys, "report", "--runs", runs, "--output", tmp_path / "report", "--no-pdf")
+    assert code == 0, err
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
+    curves = [name for name in figures if name.endswith("curves.png")]
+    assert curves == ["b_tiny_curves.png", "tiny_curves.png"], figures
+    first, second = ((tmp_path / "report" / "figures" / name).read_bytes() for name in curves)
+    assert first != second
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count("<img") >= 2
+
+
+def test_a_report_written_over_an_earlier_one_keeps_the_files_a_user_added(capsys, tmp_path, trained_run):
+    runs = tmp_path / "runs"
+    copy_run(trained_run, runs)
+    report = tmp_path / "report"
+    code, _, err = run_cli(capsys, "report", "--runs", runs, "--output", report, "--no-pdf")
+    assert code == 0, err
+    (report / "my_notes.md").write_text("notes")
+    (report / "figures" / "my_sketch.png").write_bytes(b"sketch")
+    code, _, err = run_cli(capsys, "report", "--runs", runs, "--output", report, "--no-pdf")
+    assert code == 0, err
+    assert (report / "my_notes.md").read_text() == "notes"
+    assert (report / "figures" / "my_sketch.png").read_bytes() == b"sketch"
+    assert (report / "index.html").is_file()
+    shutil.rmtree(report / "figures")  # a user's file of the name the report writes: refused, nothing changed
+    (report / "figures").write_text("mine")
+    before = snapshot(tmp_path)
+    expect_error(capsys, r"report/figures: not written by dlcv, and the new report has a file of that name",
+                 "report", "--runs", runs, "--output", report, "--no-pdf")
+    assert snapshot(tmp_path) == before
