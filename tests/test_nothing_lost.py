@@ -231,3 +231,99 @@ def test_a_report_written_over_an_earlier_one_keeps_the_files_a_user_added(capsy
     expect_error(capsys, r"report/figures: not written by dlcv, and the new report has a file of that name",
                  "report", "--runs", runs, "--output", report, "--no-pdf")
     assert snapshot(tmp_path) == before
+
+
+# --- tracebacks and hangs: one line each, nothing left behind --------------------------------------------------
+@pytest.mark.parametrize("setting, pattern", [
+    ("train.accelerator=gpu", r"train\.accelerator=gpu: this machine has none that torch can use; give auto or cpu"),
+    ("train.num_nodes=2", r"train\.num_nodes=2: this process was not started on 2 nodes; start it on each with "
+                          r"torchrun --nnodes 2, or with srun on 2 nodes"),
+    ("seed=4294967296", r"seed must be a whole number >= 0 and <= 4294967295"),
+])
+def test_what_a_fit_cannot_do_here_is_refused_before_anything_is_written(capsys, tmp_path, recipe, p1_data,
+                                                                          setting, pattern, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine, GPU or not
+    expect_error(capsys, pattern, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir",
+                 tmp_path / "runs", "--set", setting)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("budget", ["999999999999999999999999999999h", "1e9h", "5m5m", "30m1h", "8785h"])
+def test_a_duration_that_is_not_one_is_refused(capsys, tmp_path, recipe, p1_data, budget):
+    expect_error(capsys, rf"--budget '{budget}': give a duration such as 20m, 1h30m, 90s or 1\.5h \(up to a year\)",
+                 "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", tmp_path / "runs",
+                 "--budget", budget)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_confusion_figure_of_an_unknown_kind_is_refused_before_any_work(capsys, world, p1_data):
+    code, _, err = run_cli(capsys, *_predict(world, p1_data, world / "pred.csv"))
+    assert code == 0, err
+    before = snapshot(world)
+    expect_error(capsys, r"--confusion .*cm\.tiff: give a figure file ending in \.png, \.pdf, \.svg, \.jpg",
+                 "classify", "evaluate", "--predictions", world / "pred.csv", "--labels", p1_data / "val_gt.csv",
+                 "--confusion", world / "cm.tiff")
+    assert snapshot(world) == before
+
+
+# --- options never silently ignored ------------------------------------------------------------------------------
+def test_resume_and_overwrite_together_are_refused(capsys, world, p1_data):
+    recipe = world / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    before = snapshot(world)
+    expect_error(capsys, r"--resume and --overwrite: give one", "classify", "fit", "--config", recipe, "--data",
+                 p1_data, "--runs-dir", world / "runs", "--resume", "--overwrite")
+    assert snapshot(world) == before
+
+
+def test_a_resumed_run_without_a_budget_follows_its_saved_recipe_not_the_files(capsys, world, p1_data):
+    recipe = world / "timed.yaml"
+    recipe.write_text(TINY_RECIPE.replace("train: {", "train: {budget: 20m, "))  # the file has a budget, the run none
+    code, out, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir",
+                             world / "runs", "--name", "tiny", "--resume", "--set", "train.epochs=3")
+    assert code == 0, err
+    assert [r.split(",")[0] for r in (world / "runs" / "tiny" / "metrics.csv").read_text().splitlines()[1:]] == \
+        ["1", "2", "3"]
+
+
+def test_a_checkpoint_for_a_problem_the_year_does_not_grade_is_refused(capsys, world):
+    before = snapshot(world)
+    expect_error(capsys, r"--checkpoint ssl=\.\.\.: the 2022 hand-in grades no ssl problem \(its scripts load p1, "
+                         r"seg\)", "handin", "--year", "2022", "--output", world / "h", "--checkpoint",
+                 f"ssl={world / 'runs' / 'tiny' / 'best.ckpt'}")
+    assert snapshot(world) == before
+
+
+def test_a_run_without_a_name_says_what_names_it(capsys, world, p1_data):
+    recipe = world / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    expect_error(capsys, r"the run needs a name: give --name NAME \(the recipe .*tiny\.yaml sets none\)", "classify",
+                 "fit", "--config", recipe, "--data", p1_data, "--runs-dir", world / "runs", "--set", "name=null")
+
+
+def test_the_report_says_which_linked_and_hidden_runs_it_left_out(capsys, tmp_path, trained_run):
+    runs = tmp_path / "runs"
+    copy_run(trained_run, runs)
+    copy_run(trained_run, tmp_path / "elsewhere")
+    (runs / "linked").symlink_to(tmp_path / "elsewhere" / "tiny")
+    shutil.copytree(trained_run, runs / ".hidden")
+    code, out, err = run_cli(capsys, "report", "--runs", runs, "--output", tmp_path / "report", "--no-pdf")
+    assert code == 0, err
+    assert "note: left out " + str(runs / ".hidden") + ": hidden (its name starts with a dot), not searched" in out
+    assert "note: left out " + str(runs / "linked") + ": a link, not searched; give it as --runs to report it" in out
+
+
+def test_a_chromium_that_fails_keeps_the_page_and_says_so(capsys, tmp_path, trained_run, monkeypatch):
+    broken = tmp_path / "chromium"
+    broken.write_text("#!/bin/sh\necho 'no display' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("DLCV_CHROMIUM", str(broken))
+    code, out, err = run_cli(capsys, "report", "--runs", copy_run(trained_run, tmp_path / "runs").parent,
+                             "--output", tmp_path / "report")
+    assert code == 0, err
+    assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "report" / "report.md").is_file()
+    assert not (tmp_path / "report" / "report.pdf").exists()
+    assert "note: no report.pdf: " in out and "could not print the report to PDF (exit 3: no display)" in out
+    assert "pass --no-pdf" in out

@@ -213,6 +213,9 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")  # what the confusion figure may be written as
+
+
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
              confusion: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
     """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV (``overwrite``: replacing
@@ -227,6 +230,8 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
     if confusion is None:
         confusion = predictions.with_name(predictions.stem + "_confusion.png")
     confusion = check_output_file(confusion, overwrite, inputs=(predictions, labels))
+    if confusion.suffix.lower() not in FIGURE_SUFFIXES:
+        raise DlcvError(f"--confusion {confusion}: give a figure file ending in {', '.join(FIGURE_SUFFIXES)}")
     predicted = _read_label_table(predictions, "predictions")
     truth = _read_label_table(labels, "labels")
     missing = [n for n in truth if n not in predicted]

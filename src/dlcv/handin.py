@@ -71,8 +71,12 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
     if unknown:
         raise DlcvError(f"--checkpoint {unknown[0]}=...: name one of {', '.join(TASKS)}")
     scripts = sorted(folder.glob("hw1_*.sh"))
-    needs = {name: choose_checkpoint(name, candidates, runs, given)
-             for name, candidates in ((n, c) for _, n, c in map(script_checkpoint, scripts))}
+    wanted = {name: candidates for _, name, candidates in map(script_checkpoint, scripts)}
+    ignored = sorted(set(given) - set(wanted))
+    if ignored:
+        raise DlcvError(f"--checkpoint {ignored[0]}=...: the {year} hand-in grades no {ignored[0]} problem (its "
+                        f"scripts load {', '.join(wanted)})")
+    needs = {name: choose_checkpoint(name, candidates, runs, given) for name, candidates in wanted.items()}
     written = []
     with staged_folder(output, overwrite, inputs=(runs, *needs.values()), kind=KIND) as staging:
         for source in (SCRIPTS / "common.sh", *scripts):  # the scripts lie beside common.sh here, not below it

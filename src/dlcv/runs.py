@@ -280,12 +280,13 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
     if isinstance(config, kind):
         recipe = load_recipe(kind, None, overrides, base=config.model_dump())
     else:
-        recipe = load_recipe(kind, config, overrides)
+        recipe = load_recipe(kind, config, overrides, resumed=resume)
     if name:
         check_run_name(name)  # before the recipe takes it: one line, not the schema's exception
         recipe.name = name
     if not recipe.name:
-        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
+        raise DlcvError("the run needs a name: give --name NAME" + ("" if config is None else
+                                                                     f" (the recipe {config} sets none)"))
     if not resume:
         return recipe
     run = RunFolder(Path(runs_dir) / recipe.name)
@@ -293,7 +294,12 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
     saved = load_recipe(kind, run.recipe_file, base=recipe.model_dump())
     saved.name = run.path.name  # the folder named is the run resumed, whatever name its recipe saved
-    return resumed_recipe(run, saved, recipe, (*override_keys(overrides), *fixed))
+    resumed = resumed_recipe(run, saved, recipe, (*override_keys(overrides), *fixed))
+    keys = override_keys(overrides)
+    if resumed.train.budget and "train.epochs" in keys and "train.budget" not in keys:
+        raise DlcvError(f"--set train.epochs={resumed.train.epochs} on --resume: the run trains to a time budget "
+                        f"(train.budget {resumed.train.budget}, its saved recipe); give --budget DURATION to train on")
+    return resumed
 
 
 RESUME_KEYS = ("train.epochs", "train.budget")  # what --set (or --budget) may change on --resume

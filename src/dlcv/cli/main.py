@@ -70,6 +70,9 @@ def _name(args) -> str | None:
 
 def _run_kwargs(args) -> dict:
     """What every training command passes on from ``_run_options``."""
+    if args.resume and args.overwrite:
+        raise DlcvError("--resume and --overwrite: give one (--resume continues the run folder, --overwrite "
+                        "starts it afresh)")
     return {"runs_dir": args.runs_dir, "name": _name(args), "overrides": _overrides(args, "train.budget"),
             "overwrite": args.overwrite, "resume": args.resume}
 
@@ -259,6 +262,8 @@ def _report(args) -> None:
     print(f"open {result['index']} (self-contained); Markdown: {result['markdown']}")
     if result["pdf"]:
         print(f"PDF: {result['pdf']}")
+    elif result["pdf_problem"]:
+        print(f"note: no report.pdf: {result['pdf_problem']}; print index.html from any browser, or pass --no-pdf")
     elif not args.no_pdf:
         print(f"note: no Chromium found, so no report.pdf: {HOW_TO_GET}")
 
