@@ -1,5 +1,5 @@
-# Shared by the course-interface wrappers in scripts/YEAR/ (and in a hand-in folder of `dlcv handin`, where
-# it lies beside them): source it, then call `dlcv ...`.
+# Shared by the course-interface wrappers in scripts/YEAR/ (the folder `dlcv handin` writes runs
+# without dlcv: docs/hw1.md): source it, then call `dlcv ...`.
 set -euo pipefail
 DLCV_HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DLCV_REPO="$(cd "$DLCV_HERE/.." && pwd)"
@@ -14,8 +14,7 @@ usage_unless() {
   fi
 }
 
-# checkpoint VAR NAME CANDIDATE...: the checkpoint named by $VAR; else checkpoints/NAME.ckpt beside this file
-# (a hand-in folder); else the first CANDIDATE under the repository that exists (else the first CANDIDATE).
+# checkpoint VAR NAME CANDIDATE...: the checkpoint named by $VAR; else checkpoints/NAME.ckpt beside this file; else the first CANDIDATE under the repository that exists (else the first CANDIDATE).
 checkpoint() {
   local var="$1" name="$2" candidate
   shift 2

@@ -1,5 +1,5 @@
-"""dlcv handin: a year's course scripts and the checkpoints they load in one folder, run from there with
-nothing but dlcv installed; their outputs in the course's formats. And the scripts' choice of checkpoint."""
+"""dlcv handin: the folder the course grades, run on a stand-in of its machine (Debian's python3 and torch 1.13, no
+dlcv): the course's formats, dlcv's own predictions, the download script. And the scripts' choice of checkpoint."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, need, run_cli
 from PIL import Image
 
-from dlcv.data.masks import CLASS_COLOURS
 from dlcv.io import MANIFEST
 
 SCRIPTS = {2021: ("p1", "seg"), 2022: ("p1", "seg"), 2023: ("p1", "ssl", "seg"), 2024: ("ssl", "seg")}
@@ -48,71 +47,157 @@ def runs(tmp_path_factory, trained_run, seg_run) -> Path:
     return root
 
 
+DEBIAN_PYTHON = Path("/usr/bin/python3")  # Debian's own, with python3-torch: the grading machine's stand-in
+ALLOWED = {"torch", "torchvision", "numpy", "PIL", "scipy", "imageio", "matplotlib", "gdown"}  # the course's list
+FORBIDDEN = ("rm", "sudo", "CUDA_VISIBLE_DEVICES", "cp", "mv", "mkdir", "cd", "pip")  # in the years' scripts
+
+
+@pytest.fixture(scope="module")
+def course_python() -> Path:
+    """Debian's python3 with torch 1.13 and the course's packages, and without dlcv."""
+    import subprocess as sp
+
+    ok = DEBIAN_PYTHON.is_file() and sp.run([str(DEBIAN_PYTHON), "-c", "import torch, torchvision, numpy, PIL"],
+                                            capture_output=True).returncode == 0
+    need(ok, "Debian's python3-torch, python3-torchvision, python3-numpy and python3-pil (the grading stand-in)")
+    assert sp.run([str(DEBIAN_PYTHON), "-c", "import dlcv"], capture_output=True).returncode != 0
+    return DEBIAN_PYTHON
+
+
 def _script(folder: Path, script: str, *args, cwd: Path) -> subprocess.CompletedProcess:
-    """Run a hand-in script as a student's machine would: dlcv on the PATH, no DLCV_* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DLCV_")}
-    env["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    """Run a hand-in script as the course's machine would: Debian's python3 first on the PATH, no dlcv, no
+    DLCV_* variables, from another folder."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "LANG": "C.UTF-8"}
     return subprocess.run(["bash", str(folder / script), *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300, check=False)
+                          cwd=cwd, timeout=600, check=False)
 
 
-def _check_output(name: str, year: int, hand: Path, script: str, work: Path, p1_data: Path, p2_data: Path,
-                  office: Path) -> None:
-    """Run ``script`` of a hand-in folder on synthetic data and check its output by the course's format."""
+def _imports(path: Path) -> set[str]:
+    """The top-level modules a Python file imports."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _check_folder(hand: Path, year: int, names: tuple[str, ...]) -> None:
+    """The folder holds the year's scripts, per problem the inference, the model and its weights, and the
+    download script; its Python parses as the year's Python and imports nothing outside the course's list; its
+    shell scripts use no command the year forbids."""
+    import ast
+    import re
+
+    download = "hw1_download.sh" if year <= 2022 else "hw1_download_ckpt.sh"
+    assert sorted(p.name for p in hand.iterdir()) == sorted([
+        MANIFEST, download, *(f"hw1_{i}.sh" for i in range(1, len(names) + 1)),
+        *(f"{n}{suffix}" for n in names for suffix in (".py", "_model.py", ".pth"))])
+    for path in hand.glob("*.py"):
+        ast.parse(path.read_text(), feature_version=(3, 6) if year == 2021 else (3, 8))
+        own = {n for n in names} | {f"{n}_model" for n in names}
+        assert _imports(path) <= set(sys.stdlib_module_names) | ALLOWED | own, path
+        assert "dlcv" not in _imports(path)
+    for path in hand.glob("*.sh"):
+        words = set(re.findall(r"[A-Za-z_]+", re.sub(r"\b[0-9a-f]{64}\b", "", path.read_text())))  # not the sha256s
+        assert not words & set(FORBIDDEN), (path, words & set(FORBIDDEN))
+
+
+def _check_output(name: str, year: int, hand: Path, script: str, work: Path, checkpoint: Path, p1_data: Path,
+                  p2_data: Path, office: Path) -> None:
+    """Run ``script`` of a hand-in folder on synthetic data: the course's format, and dlcv's own predictions for
+    the same checkpoint (labels equal on every image; masks equal on every pixel)."""
+    from dlcv.classify import predict as classify_predict
+    from dlcv.segment import predict as segment_predict
+    from dlcv.ssl import predict as ssl_predict
+
     if name == "p1":
-        done = _script(hand, script, p1_data / "val_50", work / "pred.csv", cwd=work)
+        done = _script(hand, script, p1_data / "val_50", work / "pred out.csv", cwd=work)
         assert done.returncode == 0, done.stderr
-        rows = list(csv.reader(open(work / "pred.csv")))
+        rows = list(csv.reader(open(work / "pred out.csv")))
         assert rows[0] == (["image_id", "label"] if year == 2021 else ["filename", "label"])
-        assert sorted(r[0] for r in rows[1:]) == sorted(p.name for p in (p1_data / "val_50").iterdir())
+        classify_predict(checkpoint, p1_data / "val_50", work / "dlcv.csv")
+        assert rows[1:] == list(csv.reader(open(work / "dlcv.csv")))[1:]
     elif name == "seg":
-        done = _script(hand, script, p2_data / "validation", work / "masks", cwd=work)
+        done = _script(hand, script, p2_data / "validation", work / "masks out", cwd=work)
         assert done.returncode == 0, done.stderr
-        images = sorted(p.name[:4] for p in (p2_data / "validation").glob("*_sat.jpg"))
-        assert sorted(p.name[:4] for p in (work / "masks").glob("*_mask.png")) == images
-        mask = Image.open(work / "masks" / f"{images[0]}_mask.png")
-        assert mask.mode == "RGB" and mask.size == Image.open(p2_data / "validation" / f"{images[0]}_sat.jpg").size
-        colours = np.unique(np.asarray(mask).reshape(-1, 3), axis=0)
-        assert all((CLASS_COLOURS == c).all(axis=1).any() for c in colours)
+        segment_predict(checkpoint, p2_data / "validation", work / "dlcv_masks")
+        ids = sorted(p.name for p in (work / "dlcv_masks").glob("*_mask.png"))
+        assert sorted(p.name for p in (work / "masks out").glob("*_mask.png")) == ids
+        for mask in ids:
+            got = Image.open(work / "masks out" / mask)
+            assert got.mode == "RGB" and (np.asarray(got) == np.asarray(Image.open(work / "dlcv_masks" / mask))).all()
     else:
-        done = _script(hand, script, office / "test.csv", office / "test", work / "ssl.csv", cwd=work)
+        done = _script(hand, script, office / "test.csv", office / "test", work / "ssl out.csv", cwd=work)
         assert done.returncode == 0, done.stderr
-        rows = list(csv.reader(open(work / "ssl.csv")))
+        rows = list(csv.reader(open(work / "ssl out.csv")))
         assert rows[0] == ["id", "filename", "label"]
         assert [r[:2] for r in rows[1:]] == [[str(i), f"{i}.jpg"] for i in (3, 1, 2, 0)]
-        assert all(r[2].isdigit() for r in rows[1:])
+        ssl_predict(checkpoint, office / "test.csv", office / "test", work / "dlcv.csv")
+        assert rows == list(csv.reader(open(work / "dlcv.csv")))
 
 
 @pytest.mark.slow
-def test_each_years_handin_folder_runs_its_scripts_with_only_dlcv_installed(capsys, tmp_path, runs, trained_run,
-                                                                          p1_data, p2_data, office):
-    """Every year's folder is gathered and checked; a script is run where its command was not already run
-    from an earlier year's folder (each takes seconds to start torch)."""
+def test_each_years_handin_folder_runs_on_the_course_packages_alone_and_predicts_as_dlcv(
+        capsys, tmp_path, runs, trained_run, p1_data, p2_data, office, course_python):
+    """Every year's folder is written and checked; each kind of script runs once (from a folder whose path holds
+    a space, as the course's may), under Debian's python3 and torch 1.13 without dlcv."""
     ran = set()
     for year, names in SCRIPTS.items():
-        hand = tmp_path / f"handin_{year}"
-        code, out, err = run_cli(capsys, "handin", "--year", year, "--output", hand, "--runs", runs,
-                                 "--checkpoint", f"ssl={trained_run / 'best.ckpt'}")
+        hand = tmp_path / f"hand in {year}"
+        ssl = ("--checkpoint", f"ssl={trained_run / 'best.ckpt'}") if "ssl" in names else ()
+        code, out, err = run_cli(capsys, "handin", "--year", year, "--output", hand, "--runs", runs, *ssl)
         assert code == 0, err
-        assert sorted(p.name for p in hand.iterdir()) == sorted(
-            [MANIFEST, "checkpoints", "common.sh", *(f"hw1_{i}.sh" for i in range(1, len(names) + 1))])
-        assert sorted(p.name for p in (hand / "checkpoints").iterdir()) == sorted(f"{n}.ckpt" for n in names)
-        for name in names:  # each file with its size
-            assert f"checkpoints/{name}.ckpt" in out
-        if "p1" in names:  # model B before model A, weights only
+        _check_folder(hand, year, names)
+        for name in names:  # each file with its size and source
+            assert f"{name}.pth" in out
+        if "p1" in names:  # model B before model A
             assert f"from {runs / 'p1_model_b_cpu' / 'best.ckpt'}" in out
-            assert (hand / "checkpoints" / "p1.ckpt").stat().st_size < (runs / "p1_model_a" / "best.ckpt").stat().st_size
+        checkpoints = {"p1": runs / "p1_model_b_cpu" / "best.ckpt", "seg": runs / "seg_cpu" / "best.ckpt",
+                       "ssl": trained_run / "best.ckpt"}
         for number, name in enumerate(names, start=1):
-            script = f"hw1_{number}.sh"
-            command = (hand / script).read_text().splitlines()[-1]
-            assert 'source "$(dirname "${BASH_SOURCE[0]}")/common.sh"' in (hand / script).read_text()
-            if command in ran:
+            kind = (name, year == 2021 and name == "p1")
+            if kind in ran:
                 continue
-            ran.add(command)
-            work = tmp_path / f"work_{year}_{number}"
+            ran.add(kind)
+            work = tmp_path / f"work {year} {number}"
             work.mkdir()
-            _check_output(name, year, hand, script, work, p1_data, p2_data, office)
+            _check_output(name, year, hand, f"hw1_{number}.sh", work, checkpoints[name], p1_data, p2_data, office)
     assert len(ran) == 4  # classification with either header, segmentation, self-supervision
+
+
+def test_the_download_script_fetches_checks_and_keeps_a_good_file(capsys, tmp_path, runs, course_python):
+    """Weights served over http: fetched and checked; a good file is left alone; a wrong one is named."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    hand = tmp_path / "hand"
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, err = run_cli(capsys, "handin", "--year", 2022, "--output", hand, "--runs", runs,
+                                 "--url", f"p1={base}/p1.pth", "--url", f"seg={base}/wrong.pth")
+        assert code == 0, err
+        for name in ("p1.pth", "seg.pth"):
+            shutil.copy(hand / name, served / name)
+            (hand / name).unlink()
+        (served / "wrong.pth").write_bytes(b"not the weights")
+        done = _script(hand, "hw1_download.sh", cwd=tmp_path)
+        assert done.returncode == 1
+        assert "p1.pth: fetched (" in done.stdout and (hand / "p1.pth").read_bytes() == (served / "p1.pth").read_bytes()
+        assert f"seg.pth: the download from {base}/wrong.pth is not the file dlcv handin wrote" in done.stderr
+        done = _script(hand, "hw1_download.sh", "p1", cwd=tmp_path)
+        assert done.returncode == 0 and "p1.pth: already here" in done.stdout
+    finally:
+        server.shutdown()
 
 
 def test_handin_refuses_what_it_cannot_gather_in_one_line(capsys, tmp_path, runs):
@@ -126,6 +211,27 @@ def test_handin_refuses_what_it_cannot_gather_in_one_line(capsys, tmp_path, runs
                  "--output", tmp_path / "h", "--checkpoint", "p9=x.ckpt")
     expect_error(capsys, r"--checkpoint p1=.*nothing\.ckpt: no such file", "handin", "--year", 2021,
                  "--output", tmp_path / "h", "--runs", runs, "--checkpoint", f"p1={tmp_path / 'nothing.ckpt'}")
+    for url in ("ftp://host/p1.pth", "p1.pth", "https://host/p 1.pth", "https://host/$(reboot)"):
+        expect_error(capsys, r"--url p1=.*: give an http\(s\) address of the weights file", "handin", "--year",
+                     2022, "--output", tmp_path / "h", "--runs", runs, "--url", f"p1={url}")
+    expect_error(capsys, r"--url ssl=\.\.\.: the 2022 hand-in grades no ssl problem", "handin", "--year", 2022,
+                 "--output", tmp_path / "h", "--runs", runs, "--url", "ssl=https://host/ssl.pth")
+    assert not (tmp_path / "h").exists()
+
+
+def test_a_model_that_cannot_be_plain_torch_is_refused_in_one_line_before_any_file(capsys, tmp_path, runs,
+                                                                                 monkeypatch):
+    """A forward that branches on a tensor's values cannot be traced to plain torch: refused, nothing written."""
+    from conftest import expect_error
+
+    from dlcv.models.small import DlcvNet
+
+    def branching(self, x):
+        return self.head(self.forward_features(x)) if x.mean() > 0 else -self.head(self.forward_features(x))
+
+    monkeypatch.setattr(DlcvNet, "forward", branching)
+    expect_error(capsys, r"the model branches on the values of a tensor", "handin", "--year", 2022, "--output",
+                 tmp_path / "h", "--runs", runs)
     assert not (tmp_path / "h").exists()
 
 

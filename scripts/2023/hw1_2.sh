@@ -2,8 +2,7 @@
 # DLCV 2023 HW1 (Office-Home, 65 classes): bash hw1_2.sh INPUT_CSV IMAGE_DIR OUTPUT_CSV
 # Writes id,filename,label for every row of INPUT_CSV (id,filename[,label]; the label may be empty), in its
 # order.
-# Checkpoint: $DLCV_SSL_CHECKPOINT; else checkpoints/ssl.ckpt beside this script (a folder made by `dlcv
-# handin`); else the first of these in the repository that exists: setting C of `dlcv ssl table` (the GPU
+# Checkpoint: $DLCV_SSL_CHECKPOINT; else checkpoints/ssl.ckpt beside this script; else the first of these in the repository that exists: setting C of `dlcv ssl table` (the GPU
 # settings' table, then the CPU one).
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 usage_unless 3 "INPUT_CSV IMAGE_DIR OUTPUT_CSV" "$@"

@@ -271,19 +271,28 @@ def _report(args) -> None:
 def _handin(args) -> None:
     from dlcv.handin import handin
 
-    given = {}
-    for item in args.checkpoint:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise DlcvError(f"--checkpoint {item!r}: expected NAME=PATH, e.g. p1=runs/p1_model_b/best.ckpt")
-        given[name] = path
-    rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite)
+    given = _pairs(args.checkpoint, "--checkpoint", "p1=runs/p1_model_b/best.ckpt")
+    urls = _pairs(args.url, "--url", "seg=https://www.dropbox.com/s/.../seg.pth?dl=1")
+    rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite, urls=urls)
     width = max(len(name) for name, *_ in rows)
     for name, size, source in rows:
         shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
         print(f"  {name:<{width}}  {shown:>9}  from {source}")
-    print(f"wrote {args.output}: {len(rows)} files, {sum(size for _, size, _ in rows) / 1e6:.1f} MB; run its scripts "
-          "from there (bash hw1_1.sh ...) with dlcv installed")
+    print(f"wrote {args.output}: {len(rows)} files, {sum(size for _, size, _ in rows) / 1e6:.1f} MB; it needs only "
+          "torch, torchvision, numpy and Pillow: bash hw1_1.sh ... from any folder")
+    if set(urls) != {name for name, *_ in rows if name.endswith(".pth")} and any(n.endswith(".pth") for n, *_ in rows):
+        print("note: weights without --url NAME=URL: the download script says where to put each file")
+
+
+def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a mapping; one line for a malformed one."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise DlcvError(f"{option} {item!r}: expected NAME=VALUE, e.g. {example}")
+        pairs[name] = value
+    return pairs
 
 
 def _demo(args) -> None:
@@ -357,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     hand.add_argument("--runs", default="runs", help="folder of run folders holding the checkpoints (default: runs)")
     hand.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                       help="the checkpoint for p1, seg or ssl instead of the first of the script's runs that exists")
+    hand.add_argument("--url", action="append", default=[], metavar="NAME=URL",
+                      help="where the download script fetches NAME's weights (p1, ssl, seg), e.g. a Google Drive or "
+                           "Dropbox link (repeatable)")
     hand.add_argument("--overwrite", action="store_true", help="replace an earlier hand-in folder")
 
     data = _group(commands, "data", "data sets")
