@@ -50,6 +50,17 @@ print(json.dumps({"torch": torch.__version__, "diff": out}))
 """
 
 
+def _onnx(model, x, path) -> str:
+    """The ONNX export's largest difference from the model (onnxruntime, at the batch traced and at one image)."""
+    from dlcv.errors import DlcvError
+    from dlcv.export import _onnx as export_onnx
+
+    try:
+        return f"{export_onnx(model, x, path):.2e}"
+    except DlcvError as exc:
+        return f"refused ({exc})"
+
+
 def main() -> None:
     header()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,9 +95,11 @@ def main() -> None:
         with torch.no_grad():
             here = (net.eval()(x) - y).abs().max().item()
         names.append(name)
+        onnx = _onnx(model, x, args.work / f"{name}.onnx")
         print(f"{config}: {recipe.model.name} {recipe.model.args.get('arch', recipe.model.args.get('encoder', ''))} "
               f"at {side}px: {len(source.splitlines())} lines, {sum(v.numel() for v in state.values()):,} weights, "
-              f"any size {any_size}, export {seconds:.1f} s, max difference here {here:.2e}", flush=True)
+              f"any size {any_size}, export {seconds:.1f} s, max difference here {here:.2e}, ONNX {onnx}",
+              flush=True)
     done = subprocess.run([args.python, "-c", CHECK, str(args.work), json.dumps(names)], capture_output=True,
                           text=True, check=False)
     if done.returncode:

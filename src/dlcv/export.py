@@ -19,6 +19,7 @@ import io
 import math
 import re
 import textwrap
+import warnings
 
 import torch
 import torch.fx
@@ -264,3 +265,102 @@ class {name}(nn.Module):
 
 {forward}
 '''
+
+
+# --- a checkpoint, exported -----------------------------------------------------------------------------------
+PREDICT_BATCH = {"classify": 100, "segment": 4}  # the batch a checkpoint's model is traced at
+P1_SIDE, TILE_SIDE = 32, 512  # the course's Problem 1 images and satellite tiles
+
+
+def checkpoint_model(path, task: str | None = None, batch: int | None = None):
+    """``(model, recipe, example)`` of a dlcv classification or segmentation checkpoint (of ``task`` where given):
+    the model for inference and a random input of the size its ``predict`` gives it (the recipe's input size,
+    image size or evaluation size; else the course's images'), of ``batch`` images."""
+    from dlcv.models.weights import safe_load
+
+    if task is None:
+        hyper = (safe_load(path, "checkpoint") or {}).get("hyper_parameters") or {}
+        task = (hyper.get("recipe") or {}).get("task") if isinstance(hyper, dict) else None
+        if task not in PREDICT_BATCH:
+            raise DlcvError(f"{path}: not a classification or segmentation checkpoint of dlcv's (a {task!r} one)")
+    if task == "classify":
+        from dlcv.classify import load_classifier
+
+        model, recipe = load_classifier(path)
+        side = recipe.data.input_size or recipe.data.image_size or P1_SIDE
+    else:
+        from dlcv.segment import load_segmenter
+
+        model, recipe = load_segmenter(path)
+        side = recipe.data.eval_size or TILE_SIDE
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(batch or PREDICT_BATCH[task], 3, side, side, generator=generator)
+    return model.eval(), recipe, example
+
+
+def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False) -> dict:
+    """``dlcv export``: a checkpoint's model as plain torch (``fmt`` torch: a folder of ``model.py`` and
+    ``weights.pth``) or ONNX (one file, dynamic batch), each checked against the checkpoint's own outputs;
+    returns what was written and the largest difference."""
+    from dlcv.io import check_output_file, staged_folder
+
+    if fmt not in ("torch", "onnx"):
+        raise DlcvError(f"--format {fmt}: choose torch or onnx")
+    if fmt == "onnx":
+        output = check_output_file(output, overwrite, inputs=(checkpoint,))
+    model, recipe, example = checkpoint_model(checkpoint)
+    if fmt == "torch":
+        source, state, any_size = plain_source(model, example)
+        with staged_folder(output, overwrite, inputs=(checkpoint,), kind="plain torch model") as staging:
+            (staging / "model.py").write_text(source)
+            torch.save(state, staging / "weights.pth")
+            difference = _plain_difference(staging, model, example)
+        return {"output": output, "difference": difference, "any_size": any_size, "side": example.shape[-1]}
+    return {"output": output, "difference": _onnx(model, example, output), "side": example.shape[-1]}
+
+
+def _outputs(model, x):
+    with torch.no_grad():
+        y = model(x)
+    return y["out"] if isinstance(y, dict) else y
+
+
+def _plain_difference(folder, model, example) -> float:
+    """The largest difference between the plain model in ``folder`` and ``model`` on ``example``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dlcv_plain_model", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.Net()
+    net.load_state_dict(torch.load(folder / "weights.pth", map_location="cpu"), strict=True)
+    return (_outputs(net.eval(), example) - _outputs(model, example)).abs().max().item()
+
+
+def _onnx(model, example, output) -> float:
+    """Write the traced model as ONNX with a dynamic batch; the largest difference of onnxruntime's outputs
+    from the model's, at the traced batch and at another."""
+    import numpy as np
+
+    from dlcv.io import atomic_path
+
+    traced = trace(model, example)
+    try:
+        import onnxruntime
+    except ImportError:
+        raise DlcvError("--format onnx needs onnxruntime (pip install onnxruntime onnx)") from None
+    with atomic_path(output) as tmp:
+        with warnings.catch_warnings():  # the exporter's notes on shape inference are not the user's to read
+            warnings.simplefilter("ignore")
+            torch.onnx.export(traced, (example,), str(tmp), input_names=["images"], output_names=["scores"],
+                              dynamic_axes={"images": {0: "batch"}, "scores": {0: "batch"}}, opset_version=17,
+                              dynamo=False)
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        worst = 0.0
+        for x in (example, example[:3]):
+            got = session.run(None, {"images": x.numpy()})[0]
+            worst = max(worst, float(np.abs(got - _outputs(model, x).numpy()).max()))
+        if worst > 1e-4:
+            raise DlcvError(f"{output}: onnxruntime's outputs differ from the checkpoint's by {worst:.2e} (over "
+                            "1e-4); not written")
+    return worst

@@ -50,8 +50,6 @@ def choose_checkpoint(name: str, candidates: list[str], runs: Path, given: dict[
 # What each checkpoint name predicts, as the course runs it: (task of its checkpoint, predict.py's mode).
 PROBLEMS = {"p1": ("classify", "folder"), "ssl": ("classify", "csv"), "seg": ("segment", "masks")}
 TRACE_BATCH = {"p1": 100, "ssl": 50, "seg": 4}  # the batch the plain model is traced at (predict.py pads to it)
-P1_SIDE = 32  # the course's Problem 1 images
-TILE_SIDE = 512  # the satellite tiles
 # The download script's name by year (2021: each script fetches what it loads itself).
 DOWNLOAD = {2021: "hw1_download.sh", 2022: "hw1_download.sh", 2023: "hw1_download_ckpt.sh",
             2024: "hw1_download_ckpt.sh"}
@@ -123,30 +121,18 @@ def script_usage(script: Path) -> str:
 def export_problem(name: str, checkpoint: Path) -> tuple[dict, str, dict]:
     """``(config, model source, state_dict)`` of the problem ``name`` from its checkpoint: the model as plain torch
     code traced at its input, and what ``predict.py`` needs to prepare that input as dlcv's predict does."""
-    import torch
-
-    from dlcv.export import plain_source
+    from dlcv.export import checkpoint_model, plain_source
 
     task, mode = PROBLEMS[name]
+    model, recipe, example = checkpoint_model(checkpoint, task, batch=TRACE_BATCH[name])
     if task == "classify":
-        from dlcv.classify import load_classifier
-
-        model, recipe = load_classifier(checkpoint)
-        side = recipe.data.input_size or recipe.data.image_size or P1_SIDE
-        config = {"input_size": recipe.data.input_size, "image_size": recipe.data.image_size,
-                  "id_column": "filename"}
+        config = {"input_size": recipe.data.input_size, "image_size": recipe.data.image_size, "id_column": "filename"}
     else:
-        from dlcv.segment import load_segmenter
-
-        model, recipe = load_segmenter(checkpoint)
-        side = recipe.data.eval_size or TILE_SIDE
         config = {"eval_size": recipe.data.eval_size}
-    torch.manual_seed(0)
-    example = torch.randn(TRACE_BATCH[name], 3, side, side)
     source, state, any_size = plain_source(model, example)
     config.update({"task": mode, "model": f"{name}_model", "weights": f"{name}.pth", "batch": TRACE_BATCH[name],
-                   "side": None if any_size else side, "mean": list(recipe.data.mean), "std": list(recipe.data.std),
-                   "tta": recipe.train.tta, "precision": str(recipe.train.precision)})
+                   "side": None if any_size else example.shape[-1], "mean": list(recipe.data.mean),
+                   "std": list(recipe.data.std), "tta": recipe.train.tta, "precision": str(recipe.train.precision)})
     return config, source, state
 
 
@@ -158,13 +144,13 @@ def predict_source(config: dict) -> str:
 
 
 def save_weights(state: dict, path: Path) -> str:
-    """Write ``state`` as a plain state_dict file; return its sha256."""
+    """Write ``state`` as a plain state_dict file, the same bytes for the same weights; return its sha256."""
     import hashlib
 
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: the archive is named alike each time
+        torch.save(state, handle)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

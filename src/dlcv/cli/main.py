@@ -295,6 +295,15 @@ def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
     return pairs
 
 
+def _export(args) -> None:
+    from dlcv.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.output, overwrite=args.overwrite)
+    size = "any input size" if result.get("any_size") else f"{result['side']}x{result['side']} inputs"
+    print(f"wrote {result['output']} ({args.format}, {size}); max difference from the checkpoint's outputs: "
+          f"{result['difference']:.2e}")
+
+
 def _demo(args) -> None:
     from dlcv.demo import run_demo
 
@@ -524,6 +533,14 @@ def build_parser() -> argparse.ArgumentParser:
     ssl_export.add_argument("--checkpoint", required=True)
     ssl_export.add_argument("--output", required=True, help="file to write (e.g. pretrain_model_SL.pt)")
     _file_overwrite(ssl_export)
+
+    export = _command(commands, "export", _export, "a checkpoint's model as plain torch code or ONNX, checked "
+                      "against the checkpoint")
+    export.add_argument("checkpoint", help="a classification or segmentation checkpoint (best.ckpt)")
+    export.add_argument("--format", choices=("torch", "onnx"), default="torch",
+                        help="torch: a folder of model.py and weights.pth (torch alone runs it); onnx: one file")
+    export.add_argument("--output", required=True, help="the folder (torch) or file (onnx) to write")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export (or a file of yours)")
 
     _command(commands, "models", _models, "list the model names a recipe can use")
     keys = _command(commands, "keys", _keys, "list every recipe key of a task: its default, rule and meaning")
