@@ -154,3 +154,24 @@ def test_handin_replaces_its_folder_only_with_overwrite(capsys, tmp_path, traine
     code, _, err = run_cli(capsys, *args, "--overwrite")
     assert code == 0, err
     assert (tmp_path / "h" / "p1.pth").read_bytes() == first  # the same checkpoint, the same weights file
+
+
+def test_a_folder_of_the_wrong_kind_says_what_it_looks_like_and_what_is_wanted(capsys, tmp_path, recipe, p1_data,
+                                                                              p2_data, trained_run, seg_run):
+    p1_kind = r"Problem 1's classification data \(train_50/ and val_50/ of CLASS_INDEX\.png\)"
+    satellite = r"the satellite set \(train/ and validation/ of NNNN_sat\.jpg with NNNN_mask\.png\)"
+    cases = [
+        (rf"looks like {satellite}; this command wants {p1_kind}",
+         ("classify", "fit", "--config", recipe, "--data", p2_data, "--runs-dir", tmp_path / "runs")),
+        (rf"looks like {p1_kind}; this command wants {satellite}",
+         ("segment", "fit", "--config", seg_run / "recipe.yaml", "--data", p1_data, "--runs-dir", tmp_path / "runs")),
+        (r"looks like a folder of satellite tiles \(NNNN_sat\.jpg\); this command wants a folder of Problem 1 images",
+         ("classify", "predict", "--checkpoint", trained_run / "best.ckpt", "--images", p2_data / "validation",
+          "--output", tmp_path / "p.csv")),
+        (r"looks like a folder of Problem 1 images \(CLASS_INDEX\.png\); this command wants a folder of satellite",
+         ("segment", "predict", "--checkpoint", seg_run / "best.ckpt", "--images", p1_data / "val_50", "--output",
+          tmp_path / "masks")),
+    ]
+    for pattern, args in cases:
+        expect_error(capsys, pattern, *args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nothing written

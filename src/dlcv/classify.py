@@ -165,12 +165,14 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     replaces an existing ``output`` that dlcv did not write.
     """
     from dlcv.data.images import list_images, load_image_stack
+    from dlcv.data.kinds import check_kind
 
     if id_column not in ("filename", "image_id"):
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
     if ensemble < 1:
         raise DlcvError(f"--ensemble {ensemble}: give the number of best checkpoints to average, 1 or more")
     output = check_output_file(output, overwrite, inputs=(images, checkpoint))
+    check_kind(Path(images), "p1_images")
     files = list_images(images)
     array = load_image_stack(files, use_cache=False)
     total = 0

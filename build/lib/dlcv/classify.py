@@ -14,7 +14,7 @@ import numpy as np
 
 from dlcv import fitting
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_path
+from dlcv.io import atomic_write, check_output_file
 from dlcv.runs import RunFolder
 
 
@@ -157,17 +157,20 @@ def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path
 
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
-            id_column: str = "filename", ensemble: int = 1, tta: str | None = None) -> int:
+            id_column: str = "filename", ensemble: int = 1, tta: str | None = None, overwrite: bool = False) -> int:
     """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name.
 
     ``ensemble`` k averages the probabilities of the run's k best checkpoints (R5 averaged its 5
-    best epochs); ``tta`` (none, flip, flip_shift) overrides the recipe's test-time augmentation.
+    best epochs); ``tta`` (none, flip, flip_shift) overrides the recipe's test-time augmentation; ``overwrite``
+    replaces an existing ``output`` that dlcv did not write.
     """
     from dlcv.data.images import list_images, load_image_stack
 
     if id_column not in ("filename", "image_id"):
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
-    output = check_output_path(output, inputs=(images, checkpoint))
+    if ensemble < 1:
+        raise DlcvError(f"--ensemble {ensemble}: give the number of best checkpoints to average, 1 or more")
+    output = check_output_file(output, overwrite, inputs=(images, checkpoint))
     files = list_images(images)
     array = load_image_stack(files, use_cache=False)
     total = 0
@@ -210,15 +213,25 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")  # what the confusion figure may be written as
+
+
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
-             confusion: str | os.PathLike | None = None) -> dict:
-    """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV."""
-    from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
+             confusion: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
+    """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV (``overwrite``: replacing
+    an existing figure file that dlcv did not write)."""
+    from dlcv.metrics.classification import (
+        accuracy,
+        confusion_matrix,
+        per_class_accuracy,
+    )
 
     predictions, labels = Path(predictions), Path(labels)
     if confusion is None:
         confusion = predictions.with_name(predictions.stem + "_confusion.png")
-    confusion = check_output_path(confusion, inputs=(predictions, labels))
+    confusion = check_output_file(confusion, overwrite, inputs=(predictions, labels))
+    if confusion.suffix.lower() not in FIGURE_SUFFIXES:
+        raise DlcvError(f"--confusion {confusion}: give a figure file ending in {', '.join(FIGURE_SUFFIXES)}")
     predicted = _read_label_table(predictions, "predictions")
     truth = _read_label_table(labels, "labels")
     missing = [n for n in truth if n not in predicted]

@@ -168,12 +168,13 @@ def parse_overrides(items: Iterable[str]) -> dict:
 
 
 def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: Iterable[str] = (),
-                base: dict | None = None) -> Recipe:
+                base: dict | None = None, resumed: bool = False) -> Recipe:
     """The recipe of type ``kind`` (``dlcv.recipes``): its defaults (or ``base``, a recipe as a mapping), then the
     recipe file, then ``--set`` overrides; ``name`` defaults to the file's.
 
     Every value is checked by the schema and the model by building it, where the recipe names one; an error
-    names the key and where its value came from (the file or ``--set``).
+    names the key and where its value came from (the file or ``--set``). ``resumed``: the recipe given to
+    ``--resume``, where the run's saved recipe, not this one, decides whether epochs may be asked of a budget.
     """
     recipe = copy.deepcopy(base) if base is not None else kind().model_dump()
     from_file: dict = {}
@@ -194,7 +195,7 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
 
     typed = validated(kind, recipe, source_of)
     train = getattr(typed, "train", None)
-    if train is not None and train.budget and lookup(from_set, "train.epochs") is not MISSING:
+    if train is not None and train.budget and lookup(from_set, "train.epochs") is not MISSING and not resumed:
         # Under a budget train.epochs is only the first plan: a tiny run asked for would train the whole budget.
         raise DlcvError(f"--set train.epochs={train.epochs}: the recipe trains to a time budget (train.budget "
                         f"{train.budget}, from {source_of('train.budget')}) and plans its epochs from the measured "

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from dlcv.config import dump_recipe
-from dlcv.io import atomic_write, check_output_folder, make_output_folder
+from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder
 
 # Problem 1 at demo scale: a narrow dlcv_net, quick on two CPU cores.
 P1_DEMO_RECIPE = {
@@ -113,9 +113,9 @@ def _problem1(output: Path, p1: Path, runs: Path) -> dict:
     run_dir = classify.fit(_write_recipe(output / "recipes", P1_DEMO_RECIPE), p1, runs_dir=runs, overwrite=True)
     _step(3, "Problem 1: predicting the validation images")
     predictions = output / "p1_predictions.csv"
-    classify.predict(RunFolder(run_dir).best, p1 / "val_50", predictions)
+    classify.predict(RunFolder(run_dir).best, p1 / "val_50", predictions, overwrite=True)
     _step(4, "Problem 1: evaluating")
-    result = classify.evaluate(predictions, p1 / "val_gt.csv")
+    result = classify.evaluate(predictions, p1 / "val_gt.csv", overwrite=True)
     _step(5, "Problem 1: PCA and t-SNE of the second-last layer at the first, middle and last epoch")
     embedding = plot_snapshots([run_dir], methods="pca,tsne")
     for row in embedding["rows"]:
@@ -141,11 +141,18 @@ def _problem2(output: Path, p2: Path, runs: Path) -> dict:
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     """Every problem on synthetic data in ``output`` (its data, recipes, runs and report); the closing lines end
     with the A-E table, the mIoU and the accuracy."""
+    with FolderLock(output, what="demo", option="--output") as lock:  # one demo writes a folder at a time
+        lock.take(create=True)
+        # An earlier demo's folder is written over with --overwrite; a folder of other files never.
+        output = check_output_folder(output, overwrite, need_parent=False)
+        return _run_demo(Path(output))
+
+
+def _run_demo(output: Path) -> Path:
+    """``run_demo`` in its checked and locked folder."""
     from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
     from dlcv.report import build_report
 
-    # An earlier demo's folder is written over with --overwrite; a folder of other files never.
-    output = check_output_folder(output, overwrite, need_parent=False)
     start = time.perf_counter()
     make_output_folder(output, "demo")
     _step(1, f"synthesising the default data into {output / 'data'}")

@@ -4,7 +4,7 @@
 are a ``Command``: its recipe type and the parts that differ (data, task, callbacks, summary); ``fit``
 is the one sequence:
 
-1. the recipe, checked, and the run folder, checked and locked against other processes (``RunLock``):
+1. the recipe, checked, and the run folder, checked and locked against other processes (``io.FolderLock``):
    both fail before any data is read;
 2. the data, decoded and checked; the precision resolved; the task built (bad weights fail here);
 3. the run folder written (first process only), the trainer built (devices, strategy, precision) and the
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlcv.runs import RunFolder
-from dlcv.runtime import is_primary_process
+from dlcv.runtime import check_devices, is_primary_process
 
 
 def say(*args, **kwargs) -> None:
@@ -76,13 +76,15 @@ def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: st
         overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
     """Train ``command`` from a recipe (``config``: a file, one built as ``command.recipe_type``, or None for the
     defaults); return the run folder (``resume``: continue the run of that name; with a
-    ``train.budget`` override, within that new budget from now). The run folder is locked (``RunLock``) from its
+    ``train.budget`` override, within that new budget from now). The run folder is locked (``io.FolderLock``) from its
     first check until the fit ends."""
-    from dlcv.runs import RunLock, check_run_dir, override_keys, run_recipe
+    from dlcv.io import FolderLock
+    from dlcv.runs import check_run_dir, override_keys, run_recipe
 
     start = time.perf_counter()  # a time budget counts from here
     recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume, command.fixed)
-    with RunLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
+    check_devices(recipe.train.accelerator, recipe.train.num_nodes)
+    with FolderLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
         lock.take()
         if not resume and is_primary_process():
             check_run_dir(runs_dir, recipe.name, overwrite, inputs=command.folders)

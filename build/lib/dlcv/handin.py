@@ -1,9 +1,12 @@
-"""``dlcv handin``: one folder holding what a year's course scripts need (the scripts, their shared
-``common.sh`` and, weights only, each checkpoint they load), which runs with nothing but dlcv installed.
+"""``dlcv handin``: the folder the course grades, which runs on the course's machine with its packages alone
+(torch, torchvision, numpy, Pillow; no dlcv).
 
-The scripts come from the repository's ``scripts/YEAR/``; each names its checkpoint as
-``checkpoint VAR NAME CANDIDATE...`` (``scripts/common.sh``), and the folder holds it as
-``checkpoints/NAME.ckpt``, which that function looks for beside the scripts before the repository's runs.
+Per problem the year grades: the course's script (``hw1_N.sh``, its name and arguments as the year's
+``scripts/YEAR/`` in the repository has them), ``NAME.py`` (the inference, ``handin_files/predict.py`` with the
+checkpoint's input preparation and test-time augmentation), ``NAME_model.py`` (the model as plain torch code,
+``dlcv.export``) and ``NAME.pth`` (its weights as a state_dict); and the download script that fetches the weights
+files from the addresses given and checks them. Which checkpoint each script loads: the repository scripts' own
+``checkpoint VAR NAME CANDIDATE...`` lines (``scripts/common.sh``).
 """
 
 from __future__ import annotations
@@ -44,44 +47,170 @@ def choose_checkpoint(name: str, candidates: list[str], runs: Path, given: dict[
     return found
 
 
-def write_weights_only(source: Path, target: Path, task: str) -> None:
-    """``source``'s model weights and recipe, without the optimiser and the training state."""
-    import torch
-
-    from dlcv.checkpoints import read_checkpoint
-
-    ckpt, _ = read_checkpoint(source, task)
-    slim = {"state_dict": {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
-            "hyper_parameters": ckpt["hyper_parameters"]}
-    with atomic_path(target) as tmp:
-        torch.save(slim, tmp)
+# What each checkpoint name predicts, as the course runs it: (task of its checkpoint, predict.py's mode).
+PROBLEMS = {"p1": ("classify", "folder"), "ssl": ("classify", "csv"), "seg": ("segment", "masks")}
+TRACE_BATCH = {"p1": 100, "ssl": 50, "seg": 4}  # the batch the plain model is traced at (predict.py pads to it)
+# The download script's name by year (2021: each script fetches what it loads itself).
+DOWNLOAD = {2021: "hw1_download.sh", 2022: "hw1_download.sh", 2023: "hw1_download_ckpt.sh",
+            2024: "hw1_download_ckpt.sh"}
+TEMPLATE = Path(__file__).resolve().parent / "handin_files" / "predict.py"
 
 
 def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs", given: dict[str, str] | None = None,
-           overwrite: bool = False) -> list[tuple[str, int, str]]:
-    """Write the hand-in folder of ``year`` into ``output``; return ``(file, bytes, where from)`` per file."""
-    folder, runs, given = SCRIPTS / str(year), Path(runs), given or {}
+           overwrite: bool = False, urls: dict[str, str] | None = None) -> list[tuple[str, int, str]]:
+    """Write the hand-in folder of ``year`` into ``output``: per problem the year grades, the course's script, a
+    plain inference file, the model as plain torch code and its weights as a state_dict; and the download script,
+    fetching each weights file from ``urls`` (checked by its sha256). Return ``(file, bytes, where from)`` per
+    file."""
+    folder, runs, given, urls = SCRIPTS / str(year), Path(runs), given or {}, urls or {}
     years = sorted(p.name for p in SCRIPTS.glob("20*")) if SCRIPTS.is_dir() else []
     if not years:
         raise DlcvError(f"{SCRIPTS}: no course scripts here; dlcv handin runs from a clone of the repository "
                         "installed with 'pip install -e .'")
     if not folder.is_dir():
         raise DlcvError(f"--year {year}: choose among {', '.join(years)}")
-    unknown = sorted(set(given) - set(TASKS))
-    if unknown:
-        raise DlcvError(f"--checkpoint {unknown[0]}=...: name one of {', '.join(TASKS)}")
+    for option, names in (("--checkpoint", given), ("--url", urls)):
+        unknown = sorted(set(names) - set(TASKS))
+        if unknown:
+            raise DlcvError(f"{option} {unknown[0]}=...: name one of {', '.join(TASKS)}")
+    for name, url in urls.items():
+        check_url(name, url)
     scripts = sorted(folder.glob("hw1_*.sh"))
-    needs = {name: choose_checkpoint(name, candidates, runs, given)
-             for name, candidates in ((n, c) for _, n, c in map(script_checkpoint, scripts))}
+    wanted = {name: candidates for _, name, candidates in map(script_checkpoint, scripts)}
+    for option, names in (("--checkpoint", given), ("--url", urls)):
+        ignored = sorted(set(names) - set(wanted))
+        if ignored:
+            raise DlcvError(f"{option} {ignored[0]}=...: the {year} hand-in grades no {ignored[0]} problem (its "
+                            f"scripts load {', '.join(wanted)})")
+    needs = {name: choose_checkpoint(name, candidates, runs, given) for name, candidates in wanted.items()}
+    exported = {name: export_problem(name, path) for name, path in needs.items()}  # refused before writing
+    for script in scripts:  # the year's CSV header (2021: image_id), as its repository script asks dlcv for it
+        if "--id-column image_id" in script.read_text():
+            exported[script_checkpoint(script)[1]][0]["id_column"] = "image_id"
+    download = DOWNLOAD[year]
     written = []
     with staged_folder(output, overwrite, inputs=(runs, *needs.values()), kind=KIND) as staging:
-        for source in (SCRIPTS / "common.sh", *scripts):  # the scripts lie beside common.sh here, not below it
-            target = staging / source.name
-            target.write_text(source.read_text().replace('/../common.sh"', '/common.sh"'))
+        sums = {}
+        for name, (config, source, state) in exported.items():
+            config["download"] = f"bash {download}"
+            (staging / f"{name}_model.py").write_text(source)
+            (staging / f"{name}.py").write_text(predict_source(config))
+            sums[name] = save_weights(state, staging / config["weights"])
+            written += [(file, needs[name]) for file in (f"{name}.py", f"{name}_model.py", config["weights"])]
+        for script in scripts:
+            _, name, _ = script_checkpoint(script)
+            fetch = f'bash "$(dirname "$0")/{download}" {name} || exit 1\n' if year == 2021 else ""
+            target = staging / script.name
+            target.write_text(f"#!/usr/bin/env bash\n# {script_usage(script)} (written by dlcv handin)\n{fetch}"
+                              f'python3 "$(dirname "$0")/{name}.py" "$@"\n')
             target.chmod(0o755)
-            written.append((source.name, source))
-        (staging / "checkpoints").mkdir()
-        for name, source in needs.items():
-            write_weights_only(source, staging / "checkpoints" / f"{name}.ckpt", TASKS[name])
-            written.append((f"checkpoints/{name}.ckpt", source))
+            written.append((script.name, script))
+        target = staging / download
+        target.write_text(download_script(year, {n: (exported[n][0]["weights"], sums[n], urls.get(n, ""))
+                                                 for n in exported}))
+        target.chmod(0o755)
+        written.append((download, "dlcv handin"))
         return [(name, (staging / name).stat().st_size, str(source)) for name, source in written]
+
+
+def script_usage(script: Path) -> str:
+    """The first comment line of a course script: the year, the problem and its arguments."""
+    return next(line[2:] for line in script.read_text().splitlines() if line.startswith("# DLCV"))
+
+
+def export_problem(name: str, checkpoint: Path) -> tuple[dict, str, dict]:
+    """``(config, model source, state_dict)`` of the problem ``name`` from its checkpoint: the model as plain torch
+    code traced at its input, and what ``predict.py`` needs to prepare that input as dlcv's predict does."""
+    from dlcv.export import checkpoint_model, plain_source
+
+    task, mode = PROBLEMS[name]
+    model, recipe, example = checkpoint_model(checkpoint, task, batch=TRACE_BATCH[name])
+    if task == "classify":
+        config = {"input_size": recipe.data.input_size, "image_size": recipe.data.image_size, "id_column": "filename"}
+    else:
+        config = {"eval_size": recipe.data.eval_size}
+    source, state, any_size = plain_source(model, example)
+    config.update({"task": mode, "model": f"{name}_model", "weights": f"{name}.pth", "batch": TRACE_BATCH[name],
+                   "side": None if any_size else example.shape[-1], "mean": list(recipe.data.mean),
+                   "std": list(recipe.data.std), "tta": recipe.train.tta, "precision": str(recipe.train.precision)})
+    return config, source, state
+
+
+def predict_source(config: dict) -> str:
+    """``predict.py`` with ``config`` in place of its empty ``CONFIG``."""
+    text = TEMPLATE.read_text()
+    marker = "CONFIG = {}  # filled in by dlcv handin"
+    return text.replace(marker, f"CONFIG = {config!r}  # written by dlcv handin", 1)
+
+
+def save_weights(state: dict, path: Path) -> str:
+    """Write ``state`` as a plain state_dict file, the same bytes for the same weights; return its sha256."""
+    import hashlib
+
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: the archive is named alike each time
+        torch.save(state, handle)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+HOSTS = ("drive.google.com", "docs.google.com")  # fetched with gdown, the course's tool for them
+
+
+def check_url(name: str, url: str) -> None:
+    """Refuse a URL the download script could not fetch: one line naming it."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or any(c in url for c in "\"'`$\n "):
+        raise DlcvError(f"--url {name}={url}: give an http(s) address of the weights file")
+
+
+def download_script(year: int, files: dict[str, tuple[str, str, str]]) -> str:
+    """The download script: per name ``(file, sha256, url)``; a good file already there is left alone."""
+    lines = [f'fetch {name} {file} {digest} "{_direct(url)}"' for name, (file, digest, url) in files.items()]
+    cases = "\n".join(f"    {name}) {line} ;;" for name, line in zip(files, lines))
+    return DOWNLOAD_TEMPLATE.format(year=year, cases=cases, all="\n".join(f"{line} || status=1" for line in lines))
+
+
+def _direct(url: str) -> str:
+    """A share link as a direct download (Dropbox's ``dl=0`` -> ``dl=1``)."""
+    return url.replace("dl=0", "dl=1") if "dropbox.com" in url else url
+
+
+DOWNLOAD_TEMPLATE = """#!/usr/bin/env bash
+# DLCV {year} HW1: fetch the weights the hw1 scripts load (written by dlcv handin). Each file is checked by its
+# sha256; one already here and good is left alone. Usage: bash $0 [NAME]  (no NAME: every file)
+here="$(dirname "$0")"
+
+fetch() {{  # NAME FILE SHA256 URL
+    local path="$here/$2"
+    if [ -f "$path" ] && [ "$(sha256sum "$path" | cut -d' ' -f1)" = "$3" ]; then
+        echo "$2: already here ($(wc -c < "$path") bytes)"
+        return 0
+    fi
+    if [ -z "$4" ]; then
+        echo "$2: no URL was given to dlcv handin; put the file (sha256 $3) at $path" >&2
+        return 1
+    fi
+    case "$4" in
+        *drive.google.com*|*docs.google.com*) python3 -m gdown --fuzzy -q -O "$path" "$4" ;;
+        *) wget -q -O "$path" "$4" || curl -fsSL -o "$path" "$4" ;;
+    esac
+    if [ ! -f "$path" ] || [ "$(sha256sum "$path" | cut -d' ' -f1)" != "$3" ]; then
+        echo "$2: the download from $4 is not the file dlcv handin wrote (sha256 differs); check the link" >&2
+        return 1
+    fi
+    echo "$2: fetched ($(wc -c < "$path") bytes)"
+}}
+
+status=0
+case "${{1:-all}}" in
+{cases}
+    all)
+{all}
+        ;;
+    *) echo "usage: bash $0 [NAME]" >&2; exit 2 ;;
+esac
+exit $status
+"""

@@ -1,8 +1,10 @@
-"""Writing outputs so that nothing is half-written and nothing dlcv did not write is ever deleted.
+"""Writing outputs so that nothing is half-written and nothing dlcv did not write is ever replaced or deleted.
 
-Files are written to a temporary name beside their place and renamed onto it. A folder that a
-command fills (predicted masks, SAM masks, a report, synthetic data, a run) carries a small manifest,
-``.dlcv-output``; only a folder with one can be replaced (``--overwrite``), and an output folder may
+Files are written to a temporary name beside their place and renamed onto it, and carry a mark where the file
+system keeps extended attributes (``user.dlcv``). An output file a user names (``check_output_file``) may replace
+only a file with that mark, or any file with ``--overwrite``; never an input, and never a file inside a folder
+that dlcv writes whole (a run, a report, a hand-in, predicted masks). A folder that a command fills carries a small
+manifest, ``.dlcv-output``; only a folder with one can be replaced (``--overwrite``), and an output folder may
 never be the current folder, one holding it, a link, or a folder that holds or lies inside an input.
 """
 
@@ -21,10 +23,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dlcv.errors import DlcvError
+from dlcv.runtime import is_primary_process
 
 MANIFEST = ".dlcv-output"  # the mark of a folder that dlcv wrote whole (JSON: kind, version, time)
 FIGURES = "set of figures"  # the manifest kind of a folder that figures are added to file by file
 STAGING, OLD = "dlcv-staging", "dlcv-old"  # ``.NAME.STAGING-PID`` is filled, ``.NAME.OLD-PID`` is being removed
+WRITTEN = "user.dlcv"  # the extended attribute that marks a file dlcv wrote
+LOOSE_KINDS = ("demo", FIGURES)  # folders of dlcv's that take files one by one: a named output may go in them
 
 PathLike = str | os.PathLike
 _KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
@@ -66,6 +71,36 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) ->
     check_not_special(path)
     check_not_an_input(path, inputs)
     return path
+
+
+def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()) -> Path:
+    """The one rule for an output file a user names (``--output``, ``--breakdown``, ``--confusion``): the checks
+    of ``check_output_path``; not inside a folder that dlcv writes whole; and an existing file replaced only when
+    dlcv wrote it (its mark) or with ``overwrite``."""
+    path = check_output_path(path, inputs)
+    for folder in _resolved(path).parents:  # resolved: a run reached through a link is that run
+        kind = (read_manifest(folder) or {}).get("kind")
+        if kind is not None and kind not in LOOSE_KINDS:
+            raise DlcvError(f"{path}: lies inside the {kind} {folder}, which dlcv writes whole; write it elsewhere")
+    if path.exists() and not overwrite and not written_by_dlcv(path):
+        raise DlcvError(f"{path}: exists and dlcv did not write it; pass --overwrite to replace it, or choose "
+                        "another name")
+    return path
+
+
+def mark_written(path: PathLike) -> None:
+    """Mark ``path`` as written by dlcv (nothing where the file system keeps no extended attributes)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setxattr(path, WRITTEN, b"1", follow_symlinks=False)
+
+
+def written_by_dlcv(path: PathLike) -> bool:
+    """Whether ``path`` carries dlcv's mark (a file copied elsewhere, or on a file system without extended
+    attributes, does not)."""
+    try:
+        return os.getxattr(path, WRITTEN, follow_symlinks=False) == b"1"
+    except (OSError, AttributeError):
+        return False
 
 
 def check_parent(path: Path, label: str = "the folder") -> None:
@@ -116,6 +151,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     try:
         os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual mode
         yield tmp_path
+        mark_written(tmp_path)
         os.replace(tmp_path, path)
     except OSError as exc:
         if exc.filename not in (None, str(tmp_path), str(path)):
@@ -144,12 +180,29 @@ def read_manifest(folder: PathLike) -> dict | None:
     return data if isinstance(data, dict) and "kind" in data else None
 
 
-def mark_folder(folder: PathLike, kind: str) -> None:
-    """Write the manifest that lets a later command replace ``folder`` (``kind`` says what it holds)."""
+def mark_folder(folder: PathLike, kind: str, files: list[str] | None = None) -> None:
+    """Write the manifest that lets a later command replace ``folder`` (``kind`` says what it holds; ``files``,
+    the files dlcv put in it, so that a later replacement keeps any other)."""
     from dlcv import __version__
 
+    extra = {} if files is None else {"files": files}
     write_json(Path(folder) / MANIFEST, {"kind": kind, "dlcv": __version__,
-                                         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=None)
+                                         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}, indent=None)
+
+
+def listed_files(folder: Path) -> list[str]:
+    """Every file below ``folder`` (its manifest aside), as sorted relative POSIX paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if not p.is_dir() and p.name != MANIFEST)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """The files of a folder of dlcv's that its manifest does not list: added by someone else (none where the
+    manifest lists nothing, as an older dlcv's did)."""
+    manifest = read_manifest(folder) if folder.is_dir() else None
+    if manifest is None or not isinstance(manifest.get("files"), list):
+        return []
+    return sorted(set(listed_files(folder)) - set(manifest["files"]))
 
 
 def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
@@ -261,6 +314,16 @@ def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[Pa
     interrupted run leaves it as it was. ``keep`` names entries of an earlier ``output`` that the new
     one takes over unchanged when it does not write them itself (synthetic data's other problems).
     """
+    with FolderLock(output, what=kind, option="--output") as lock:  # a second command into it is refused
+        lock.take()
+        with _staged(output, overwrite, inputs, kind, keep, replaces_same_kind) as staging:
+            yield staging
+
+
+@contextlib.contextmanager
+def _staged(output: PathLike, overwrite: bool, inputs: Iterable[PathLike | None], kind: str, keep: tuple[str, ...],
+            replaces_same_kind: bool) -> Iterator[Path]:
+    """``staged_folder`` once its lock is held."""
     output = check_output_folder(output, overwrite, inputs, kind if replaces_same_kind else None)
     clean_leftovers(output)
     staging = output.with_name(f".{output.name}.{STAGING}-{os.getpid()}")
@@ -278,6 +341,18 @@ def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[Pa
             if (output / name).exists() and not (staging / name).exists():
                 os.replace(output / name, staging / name)
                 taken.append(name)
+        written = listed_files(staging)
+        # What someone else put in an earlier folder replaced unasked (a report) moves into the new one.
+        added = [] if overwrite else foreign_files(output)
+        clash = next((name for name in added if (staging / name).exists()), None)
+        if clash:
+            raise DlcvError(f"{output / clash}: not written by dlcv, and the new {kind} has a file of that name; "
+                            "move it away, then run the command again")
+        for name in added:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(output / name, staging / name)
+            taken.append(name)
+        mark_folder(staging, kind, files=written)
         replace_folder(staging, output)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
@@ -294,3 +369,72 @@ def write_json(path: Path, data: dict | list, indent: int | None = 2) -> None:
     with atomic_write(path) as handle:
         json.dump(data, handle, indent=indent)
         handle.write("\n")
+
+
+class FolderLock:
+    """An exclusive lock on the folder ``folder`` (a run, a table, an output) while this process writes it:
+    ``flock`` on ``.NAME.dlcv-lock`` beside it, which outlives the folder's replacement by ``--overwrite``. The
+    lock is of the folder links lead to (a run reached through a linked name is locked against its real name), and
+    its file is never opened through a link. A second process is refused at once with one line naming the first
+    (``option``: what to choose instead); the kernel lets go of the lock when its process ends, killed or not.
+    Only the primary process of a multi-process run takes it (the others write nothing)."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run", option: str = "--name"):
+        self.folder, self.what, self.option = Path(folder), what, option
+        real = Path(os.path.realpath(self.folder))
+        self.path = real.parent / f".{real.name}.dlcv-lock"
+        self.fd: int | None = None
+
+    def take(self, create: bool = False) -> FolderLock:
+        """Hold the lock from now on; ``create``: making the parent folder where it is missing (else the lock
+        waits for a later ``take``, so that a command refused before it writes leaves no folder behind)."""
+        try:
+            import fcntl
+        except ImportError:  # no flock on this system (Windows): runs there are not locked
+            return self
+        if self.fd is not None or not is_primary_process() or not (create or self.path.parent.is_dir()):
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while self.fd is None:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                    os.close(fd)
+                    pid = f" (pid {holder})" if holder.isdigit() else ""
+                    raise DlcvError(f"{self.folder}: another dlcv process{pid} is writing this {self.what}; wait "
+                                    f"for it or choose another {self.option}") from None
+                # The holder before this one removes the file as it lets go: hold the file at the path, or try again.
+                if _same_file(fd, self.path):
+                    self.fd = fd
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                else:
+                    os.close(fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DlcvError(f"{self.path}: is a link, not dlcv's lock file; remove it") from None
+            raise write_error(self.path, exc) from None
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while still held: no other process holds the file at the path yet
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False

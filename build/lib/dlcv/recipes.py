@@ -101,12 +101,18 @@ def check_arg(name: str, value, kind) -> None:
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
+MAX_DURATION = 366 * 24 * 3600.0  # a year: anything longer is a typing slip, and overflows timers downstream
+
+
 def parse_duration(text) -> float | None:
-    """Seconds of a duration such as ``20m``, ``1h30m``, ``90s`` or ``1.5h``; None if it is not one."""
-    if not isinstance(text, str) or not re.fullmatch(r"(\d+(\.\d+)?[hms])+", text.strip()):
+    """Seconds of a duration such as ``20m``, ``1h30m``, ``90s`` or ``1.5h`` (each unit at most once, in the order
+    h, m, s; above 0 and at most a year); None if it is not one."""
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?",
+                         text.strip()) if isinstance(text, str) else None
+    if parts is None or not any(parts.groups()) or max(len(g or "") for g in parts.groups()) > 12:
         return None
-    seconds = sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([hms])", text.strip()))
-    return seconds if seconds > 0 else None
+    seconds = sum(float(n) * _UNITS[u] for n, u in zip(parts.groups(), "hms") if n)
+    return seconds if 0 < seconds <= MAX_DURATION else None
 
 
 def format_duration(seconds: float) -> str:
@@ -124,7 +130,8 @@ def is_folder_name(v) -> bool:
             and v.isprintable())
 
 
-Duration = checked(str, lambda v: parse_duration(v) is not None, "a duration such as 20m, 1h30m, 90s or 1.5h")
+Duration = checked(str, lambda v: parse_duration(v) is not None,
+                   "a duration such as 20m, 1h30m, 90s or 1.5h (up to a year)")
 FolderName = checked(str, is_folder_name, "a plain folder name (no /, \\ or control characters)")
 Folder = Annotated[str, Field(min_length=1), Wants("a folder or file name")]
 Text = Annotated[str, Field(min_length=1), Wants("a non-empty text")]
@@ -267,7 +274,7 @@ class Recipe(Section):
 class Training(Recipe):
     """A recipe that trains: its seed, and the checks across its keys."""
 
-    seed: Whole0 = key(0, "seeds the split, the weights and every epoch's random draws")
+    seed: whole(0, 2**32 - 1) = key(0, "seeds the split, the weights and every epoch's random draws")
 
     SNAPSHOTS: typing.ClassVar[str | None] = None  # the key of the epochs whose snapshots are kept
 

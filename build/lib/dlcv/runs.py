@@ -10,7 +10,6 @@ epoch (``metrics.csv``), TensorBoard logs (``tensorboard/``), the best checkpoin
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import json
@@ -21,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_folder, make_output_folder, write_error, write_json
+from dlcv.io import (
+    atomic_write,
+    check_output_folder,
+    make_output_folder,
+    write_json,
+)
 from dlcv.runtime import is_primary_process
 
 
@@ -276,12 +280,13 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
     if isinstance(config, kind):
         recipe = load_recipe(kind, None, overrides, base=config.model_dump())
     else:
-        recipe = load_recipe(kind, config, overrides)
+        recipe = load_recipe(kind, config, overrides, resumed=resume)
     if name:
         check_run_name(name)  # before the recipe takes it: one line, not the schema's exception
         recipe.name = name
     if not recipe.name:
-        raise DlcvError("the run needs a name: give --config FILE or --name NAME")
+        raise DlcvError("the run needs a name: give --name NAME" + ("" if config is None else
+                                                                     f" (the recipe {config} sets none)"))
     if not resume:
         return recipe
     run = RunFolder(Path(runs_dir) / recipe.name)
@@ -289,7 +294,12 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
     saved = load_recipe(kind, run.recipe_file, base=recipe.model_dump())
     saved.name = run.path.name  # the folder named is the run resumed, whatever name its recipe saved
-    return resumed_recipe(run, saved, recipe, (*override_keys(overrides), *fixed))
+    resumed = resumed_recipe(run, saved, recipe, (*override_keys(overrides), *fixed))
+    keys = override_keys(overrides)
+    if resumed.train.budget and "train.epochs" in keys and "train.budget" not in keys:
+        raise DlcvError(f"--set train.epochs={resumed.train.epochs} on --resume: the run trains to a time budget "
+                        f"(train.budget {resumed.train.budget}, its saved recipe); give --budget DURATION to train on")
+    return resumed
 
 
 RESUME_KEYS = ("train.epochs", "train.budget")  # what --set (or --budget) may change on --resume
@@ -358,6 +368,17 @@ def budget_used(run: RunFolder, seconds: float) -> float | None:
     return spent_under(states.get(TimeBudget.__qualname__), seconds) if isinstance(states, dict) else None
 
 
+def check_checkpoint(path: Path) -> None:
+    """Refuse, in one line naming it, a checkpoint that cannot be resumed from: unreadable, truncated (a crash
+    mid-write) or not a training checkpoint of Lightning's."""
+    from dlcv.models.weights import safe_load
+
+    ckpt = safe_load(path, "checkpoint")
+    if not isinstance(ckpt, dict) or not {"state_dict", "global_step", "loops"} <= ckpt.keys():
+        raise DlcvError(f"{path}: not a training checkpoint to resume from (no state_dict, global_step and loops); "
+                        "start afresh with --overwrite")
+
+
 def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: bool,
                  inputs: tuple[str | os.PathLike | None, ...] = ()) -> tuple[Path, Path | None]:
     """``(run folder, checkpoint to resume from or None)``: a new run gets an empty folder (checked by
@@ -366,6 +387,7 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: b
     run_dir = Path(runs_dir) / recipe.name
     if resume:
         run = RunFolder(run_dir)
+        check_checkpoint(run.last)  # read whole before anything of the run changes
         if is_primary_process():
             from dlcv.config import lookup
 
@@ -381,67 +403,3 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: b
         run_dir = make_output_folder(run_dir, "run")  # the manifest kind of a run folder (dlcv.io)
         RunFolder(run_dir).write_recipe(recipe)
     return run_dir, None
-
-
-class RunLock:
-    """An exclusive lock on the folder ``folder`` (a run, a table) while this process writes it: ``flock`` on
-    ``.NAME.dlcv-lock`` beside it, which outlives the folder's replacement by ``--overwrite``. A second process
-    is refused at once with one line naming the first; the kernel lets go of the lock when its process ends,
-    killed or not. Only the primary process of a multi-process run takes it (the others write nothing)."""
-
-    def __init__(self, folder: str | os.PathLike, what: str = "run"):
-        self.folder, self.what = Path(folder), what
-        self.path = self.folder.parent / f".{self.folder.name}.dlcv-lock"
-        self.fd: int | None = None
-
-    def take(self, create: bool = False) -> RunLock:
-        """Hold the lock from now on; ``create``: making the parent folder where it is missing (else the lock
-        waits for a later ``take``, so that a command refused before it writes leaves no folder behind)."""
-        try:
-            import fcntl
-        except ImportError:  # no flock on this system (Windows): runs there are not locked
-            return self
-        if self.fd is not None or not is_primary_process() or not (create or self.path.parent.is_dir()):
-            return self
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            while self.fd is None:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                    os.close(fd)
-                    pid = f" (pid {holder})" if holder.isdigit() else ""
-                    raise DlcvError(f"{self.folder}: another dlcv process{pid} is writing this {self.what}; wait "
-                                    "for it or choose another --name") from None
-                # The holder before this one removes the file as it lets go: hold the file at the path, or try again.
-                if _same_file(fd, self.path):
-                    self.fd = fd
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-                else:
-                    os.close(fd)
-        except OSError as exc:
-            raise write_error(self.path, exc) from None
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                self.path.unlink()  # while still held: no other process holds the file at the path yet
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from dlcv.errors import DlcvError
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
@@ -108,3 +110,22 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported(including_emulation=False) else "16-mixed"
     return "bf16-mixed" if cpu_computes_bf16_fast() else "32-true"
+
+
+def check_devices(accelerator: str, num_nodes: int) -> None:
+    """Refuse, before anything is read or written, an accelerator this machine lacks, and nodes that no launcher
+    started (the first process would wait for the others for ever)."""
+    import importlib.util
+
+    import torch
+
+    missing = {"gpu": not torch.cuda.is_available(), "cuda": not torch.cuda.is_available(),
+               "mps": not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()),
+               "tpu": importlib.util.find_spec("torch_xla") is None}.get(accelerator, False)
+    if missing:
+        raise DlcvError(f"train.accelerator={accelerator}: this machine has none that torch can use; give auto or cpu")
+    if num_nodes > 1:
+        launched = int(os.environ.get("SLURM_NNODES") or os.environ.get("GROUP_WORLD_SIZE") or 1)
+        if launched < num_nodes and int(os.environ.get("WORLD_SIZE") or 1) <= 1:
+            raise DlcvError(f"train.num_nodes={num_nodes}: this process was not started on {num_nodes} nodes; start "
+                            f"it on each with torchrun --nnodes {num_nodes}, or with srun on {num_nodes} nodes")

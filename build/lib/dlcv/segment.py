@@ -24,18 +24,25 @@ from dlcv.data.masks import (
     write_png,
 )
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_folder, check_output_path, figures_folder, staged_folder
+from dlcv.io import (
+    atomic_write,
+    check_output_file,
+    check_output_folder,
+    figures_folder,
+    staged_folder,
+)
 from dlcv.runs import RunFolder
 from dlcv.runtime import usable_cpus
 
 
 # --- evaluate ----------------------------------------------------------------------------------------
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped: str = "unknown",
-             breakdown: str | os.PathLike | None = None, workers: int | None = None) -> dict:
+             breakdown: str | os.PathLike | None = None, workers: int | None = None, overwrite: bool = False) -> dict:
     """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks.
 
     ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike.
-    ``breakdown``: a CSV to write with every image's per-class IoU and pixel accuracy.
+    ``breakdown``: a CSV to write with every image's per-class IoU and pixel accuracy (``overwrite``: replacing an
+    existing file that dlcv did not write).
     """
     from dlcv.data.images import decode_image
     from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES, unmapped_error
@@ -47,7 +54,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
     )
 
     if breakdown is not None:
-        check_output_path(breakdown, inputs=(predictions, labels))
+        check_output_file(breakdown, overwrite, inputs=(predictions, labels))
     pairs = pair_masks(Path(predictions), Path(labels))
     MaskCodec(unmapped)  # a bad policy fails before any work
     unmapped_codes = np.flatnonzero(CODE_TO_CLASS >= NUM_CLASSES)  # red
@@ -93,8 +100,9 @@ def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) ->
 
 # --- overlay -----------------------------------------------------------------------------------------
 def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
-            alpha: float = 0.45, unmapped: str = "unknown") -> Path:
-    """Write ``output`` (PNG): the satellite image with its mask drawn over it."""
+            alpha: float = 0.45, unmapped: str = "unknown", overwrite: bool = False) -> Path:
+    """Write ``output`` (PNG): the satellite image with its mask drawn over it (``overwrite``: replacing an
+    existing file that dlcv did not write)."""
     from dlcv.data.images import decode_image
     from dlcv.viz.segmentation import overlay_image
 
@@ -104,7 +112,7 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
     for path in (image_path, mask_path):
         if not path.is_file():
             raise DlcvError(f"{path}: no such file")
-    output = check_output_path(output, inputs=(image_path, mask_path))
+    output = check_output_file(output, overwrite, inputs=(image_path, mask_path))
     rgb = decode_image(image_path)
     classes = read_mask(mask_path, MaskCodec(unmapped))
     if classes.shape != rgb.shape[:2]:
@@ -219,8 +227,10 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 
 
 # --- progress grid -----------------------------------------------------------------------------------
-def progress(run: str | os.PathLike, output: str | os.PathLike | None = None) -> list[Path]:
-    """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth."""
+def progress(run: str | os.PathLike, output: str | os.PathLike | None = None, overwrite: bool = False) -> list[Path]:
+    """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth (``output``:
+    the figures' path without suffix, else the run's ``figures/``; ``overwrite``: replacing files dlcv did not
+    write)."""
     from dlcv.runs import RunFolder
     from dlcv.viz.segmentation import plot_progress
 
@@ -231,5 +241,5 @@ def progress(run: str | os.PathLike, output: str | os.PathLike | None = None) ->
     else:
         stem = Path(output).with_suffix("") if Path(output).suffix.lower() in (".png", ".pdf") else Path(output)
         for suffix in (".png", ".pdf"):
-            check_output_path(stem.with_name(stem.name + suffix))
+            check_output_file(stem.with_name(stem.name + suffix), overwrite, inputs=(run,))
     return plot_progress(rows, epochs, stem)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dlcv import fitting
 from dlcv.errors import DlcvError
-from dlcv.io import check_output_path
+from dlcv.io import check_output_file
 from dlcv.runs import RunFolder
 
 BACKBONE_FILE = "backbone.pt"
@@ -134,12 +134,17 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
                recipe_type=FinetuneRecipe, fixed=SETTING_KEYS)
 
 
-def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
+def export(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``dlcv ssl export``: ``export_trunk`` into a file the user names (``overwrite``: replacing an existing file
+    that dlcv did not write)."""
+    return export_trunk(checkpoint, check_output_file(output, overwrite, inputs=(checkpoint,)))
+
+
+def export_trunk(checkpoint: str | os.PathLike, output: Path) -> Path:
     """A fine-tuned or supervised ``resnet_transfer`` checkpoint's trunk as a plain torchvision state_dict."""
     from dlcv.classify import load_classifier
     from dlcv.models.transfer import TransferResNet, export_backbone
 
-    output = check_output_path(output, inputs=(checkpoint,))
     model, recipe = load_classifier(checkpoint)
     if not isinstance(model, TransferResNet):
         raise DlcvError(f"{checkpoint}: a {recipe.model.name!r} model; only resnet_transfer checkpoints "
@@ -149,14 +154,15 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
 
 # --- prediction -------------------------------------------------------------------------------------------
 def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: str | os.PathLike,
-            output: str | os.PathLike, tta: str | None = None) -> int:
-    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (labels may be empty)."""
+            output: str | os.PathLike, tta: str | None = None, overwrite: bool = False) -> int:
+    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (labels may be empty;
+    ``overwrite``: replacing an existing file that dlcv did not write)."""
     import numpy as np
 
     from dlcv.classify import load_classifier, predict_scores
     from dlcv.data.images import load_resized_stack
     from dlcv.data.office import read_office_csv, write_office_csv
-    output = check_output_path(output, inputs=(csv_path, images, checkpoint))
+    output = check_output_file(output, overwrite, inputs=(csv_path, images, checkpoint))
     rows = read_office_csv(csv_path, images)
     model, recipe = load_classifier(checkpoint)
     array = np.asarray(load_resized_stack(rows.files, recipe.data.image_size, use_cache=False))

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from dlcv.errors import DlcvError
 from dlcv.fitting import say
-from dlcv.io import atomic_write, check_output_folder, make_output_folder
-from dlcv.runs import RunFolder, RunLock
+from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder
+from dlcv.runs import RunFolder
 from dlcv.runtime import barrier, is_primary_process
-from dlcv.ssl import BACKBONE_FILE, export, finetune, pretrain
+from dlcv.ssl import BACKBONE_FILE, export_trunk, finetune, pretrain
 
 TABLE_KIND = "table of settings A-E"  # the manifest kind of a table's folder (dlcv.io)
 TABLE_NOTES = {
@@ -55,7 +55,7 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     office = data / recipe.data.office
     tuning = _tuning_recipe(finetune_recipe, pretrain_recipe, supervised_recipe)
     table_dir = Path(runs_dir) / str(recipe.name)
-    with RunLock(table_dir, what="table") as lock:  # one process fills a table folder at a time
+    with FolderLock(table_dir, what="table") as lock:  # one process fills a table folder at a time
         lock.take()
         # An earlier table's folder is filled on (its runs reused or resumed); any other folder of files is refused.
         if is_primary_process():  # in a multi-process run only the first process writes (the others read after)
@@ -241,7 +241,7 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
             say(f"supervised backbone: reusing {target}")
             return target
     if is_primary_process():
-        export(RunFolder(run_dir).best, target)
+        export_trunk(RunFolder(run_dir).best, target)  # into the table's own run
     barrier()  # the other processes fine-tune from it next
     return target
 

@@ -18,6 +18,7 @@ import torch
 from dlcv.data.augment import prepare_batch, uses_policy
 from dlcv.data.features import TRAINING_SUBSET
 from dlcv.data.images import load_resized_stack
+from dlcv.data.kinds import check_kind
 from dlcv.data.p1 import (
     LabelledImages,
     check_class_count,
@@ -251,6 +252,8 @@ class ClassificationData(InMemoryData):
         cfg = self.cfg
         if not self.root.is_dir():
             raise DlcvError(f"{self.root}: no such data folder")
+        if cfg.train == "train_50" and not (self.root / cfg.train).is_dir():  # Problem 1's layout asked for
+            check_kind(self.root, "p1")
         train = read_image_folder(self._folder("train"), self._optional_csv("train_labels"))
         val_folder = validation_folder(self.root, cfg)
         other = read_image_folder(val_folder, self._optional_csv("validation_labels")) if val_folder else None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv.data.kinds import check_kind
 from dlcv.data.masks import MASK_NAME, MaskCodec, read_mask, unique_ids
 from dlcv.errors import DlcvError, mismatch_message
 
@@ -48,6 +49,7 @@ def find_images(folder: str | os.PathLike) -> SatelliteSet:
         raise DlcvError(f"{folder}: no such folder")
     images = _scan(folder, _SAT)
     if not images:
+        check_kind(folder, "tiles")
         raise DlcvError(f"{folder}: no satellite images (expected NNNN_sat.jpg)")
     ids = sorted(images)
     return SatelliteSet(ids, [images[i] for i in ids], None)

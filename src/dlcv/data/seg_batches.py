@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from dlcv.data.augment import planes_to_float, resize_float, scale_shift, segment_input
 from dlcv.data.batches import InMemoryData, Split, TensorBatches, validation_folder
+from dlcv.data.kinds import check_kind
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
 from dlcv.errors import DlcvError
@@ -182,6 +183,8 @@ class SegmentationData(InMemoryData):
         cfg = self.cfg
         if not self.root.is_dir():
             raise DlcvError(f"{self.root}: no such data folder")
+        if not (self.root / cfg.train).is_dir():
+            check_kind(self.root, "satellite")
         train = find_pairs(self.root / cfg.train)
         val_folder = validation_folder(self.root, cfg)
         whole = self._split(train, self.root / cfg.train)

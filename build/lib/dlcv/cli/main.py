@@ -70,6 +70,9 @@ def _name(args) -> str | None:
 
 def _run_kwargs(args) -> dict:
     """What every training command passes on from ``_run_options``."""
+    if args.resume and args.overwrite:
+        raise DlcvError("--resume and --overwrite: give one (--resume continues the run folder, --overwrite "
+                        "starts it afresh)")
     return {"runs_dir": args.runs_dir, "name": _name(args), "overrides": _overrides(args, "train.budget"),
             "overwrite": args.overwrite, "resume": args.resume}
 
@@ -98,14 +101,14 @@ def _ssl_table(args) -> None:
 def _ssl_predict(args) -> None:
     from dlcv.ssl import predict
 
-    count = predict(args.checkpoint, args.csv, args.images, args.output, tta=args.tta)
+    count = predict(args.checkpoint, args.csv, args.images, args.output, tta=args.tta, overwrite=args.overwrite)
     print(f"wrote {count} predictions to {args.output}")
 
 
 def _ssl_export(args) -> None:
     from dlcv.ssl import export
 
-    print(f"wrote {export(args.checkpoint, args.output)}")
+    print(f"wrote {export(args.checkpoint, args.output, overwrite=args.overwrite)}")
 
 
 def _fit(args) -> None:
@@ -119,7 +122,7 @@ def _predict(args) -> None:
     from dlcv.classify import predict
 
     count = predict(args.checkpoint, args.images, args.output, id_column=args.id_column, ensemble=args.ensemble,
-                    tta=args.tta)
+                    tta=args.tta, overwrite=args.overwrite)
     print(f"wrote {count} predictions to {args.output}")
 
 
@@ -128,7 +131,7 @@ def _evaluate(args) -> None:
 
     from dlcv.classify import evaluate
 
-    result = evaluate(args.predictions, args.labels, confusion=args.confusion)
+    result = evaluate(args.predictions, args.labels, confusion=args.confusion, overwrite=args.overwrite)
     print("per-class accuracy (class: accuracy / images)")
     cells = [f"{c:>3}: {a:.4f} / {n}" if not math.isnan(a) else f"{c:>3}:    -   / 0"
              for c, (a, n) in enumerate(zip(result["per_class"], result["support"]))]
@@ -174,7 +177,8 @@ def _segment_evaluate(args) -> None:
     from dlcv.data.masks import CLASS_NAMES
     from dlcv.segment import evaluate
 
-    result = evaluate(args.predictions, args.labels, unmapped=args.unmapped, breakdown=args.breakdown)
+    result = evaluate(args.predictions, args.labels, unmapped=args.unmapped, breakdown=args.breakdown,
+                      overwrite=args.overwrite)
     for path, count in sorted(result["unmapped"].items()):
         print(f"note: {path}: {count} pixel(s) of a colour in no class (red), counted as Unknown")
     for i, iou in enumerate(result["iou"]):
@@ -189,13 +193,13 @@ def _segment_evaluate(args) -> None:
 def _segment_overlay(args) -> None:
     from dlcv.segment import overlay
 
-    print(f"wrote {overlay(args.image, args.mask, args.output, alpha=args.alpha)}")
+    print(f"wrote {overlay(args.image, args.mask, args.output, alpha=args.alpha, overwrite=args.overwrite)}")
 
 
 def _segment_progress(args) -> None:
     from dlcv.segment import progress
 
-    written = progress(args.run, args.output)
+    written = progress(args.run, args.output, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in written))
 
 
@@ -258,6 +262,8 @@ def _report(args) -> None:
     print(f"open {result['index']} (self-contained); Markdown: {result['markdown']}")
     if result["pdf"]:
         print(f"PDF: {result['pdf']}")
+    elif result["pdf_problem"]:
+        print(f"note: no report.pdf: {result['pdf_problem']}; print index.html from any browser, or pass --no-pdf")
     elif not args.no_pdf:
         print(f"note: no Chromium found, so no report.pdf: {HOW_TO_GET}")
 
@@ -265,19 +271,37 @@ def _report(args) -> None:
 def _handin(args) -> None:
     from dlcv.handin import handin
 
-    given = {}
-    for item in args.checkpoint:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise DlcvError(f"--checkpoint {item!r}: expected NAME=PATH, e.g. p1=runs/p1_model_b/best.ckpt")
-        given[name] = path
-    rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite)
+    given = _pairs(args.checkpoint, "--checkpoint", "p1=runs/p1_model_b/best.ckpt")
+    urls = _pairs(args.url, "--url", "seg=https://www.dropbox.com/s/.../seg.pth?dl=1")
+    rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite, urls=urls)
     width = max(len(name) for name, *_ in rows)
     for name, size, source in rows:
         shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
         print(f"  {name:<{width}}  {shown:>9}  from {source}")
-    print(f"wrote {args.output}: {len(rows)} files, {sum(size for _, size, _ in rows) / 1e6:.1f} MB; run its scripts "
-          "from there (bash hw1_1.sh ...) with dlcv installed")
+    print(f"wrote {args.output}: {len(rows)} files, {sum(size for _, size, _ in rows) / 1e6:.1f} MB; it needs only "
+          "torch, torchvision, numpy and Pillow: bash hw1_1.sh ... from any folder")
+    if set(urls) != {name for name, *_ in rows if name.endswith(".pth")} and any(n.endswith(".pth") for n, *_ in rows):
+        print("note: weights without --url NAME=URL: the download script says where to put each file")
+
+
+def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a mapping; one line for a malformed one."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise DlcvError(f"{option} {item!r}: expected NAME=VALUE, e.g. {example}")
+        pairs[name] = value
+    return pairs
+
+
+def _export(args) -> None:
+    from dlcv.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.output, overwrite=args.overwrite)
+    size = "any input size" if result.get("any_size") else f"{result['side']}x{result['side']} inputs"
+    print(f"wrote {result['output']} ({args.format}, {size}); max difference from the checkpoint's outputs: "
+          f"{result['difference']:.2e}")
 
 
 def _demo(args) -> None:
@@ -302,6 +326,12 @@ def _budget_option(parser: argparse.ArgumentParser, key: str) -> None:
     parser.add_argument("--budget", metavar="DURATION",
                         help=f"end the whole command within this time, e.g. 20m or 1h30m (sets {key}): the steps are "
                              "planned from the measured speed and the schedule runs over them; none: train by epochs")
+
+
+def _file_overwrite(parser) -> None:
+    """``--overwrite`` of a command that writes files a user names (``dlcv.io.check_output_file``'s rule)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file that dlcv did not write (one it wrote is replaced)")
 
 
 def _tta_option(parser: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
@@ -345,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     hand.add_argument("--runs", default="runs", help="folder of run folders holding the checkpoints (default: runs)")
     hand.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                       help="the checkpoint for p1, seg or ssl instead of the first of the script's runs that exists")
+    hand.add_argument("--url", action="append", default=[], metavar="NAME=URL",
+                      help="where the download script fetches NAME's weights (p1, ssl, seg), e.g. a Google Drive or "
+                           "Dropbox link (repeatable)")
     hand.add_argument("--overwrite", action="store_true", help="replace an earlier hand-in folder")
 
     data = _group(commands, "data", "data sets")
@@ -384,11 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--ensemble", type=int, default=1, metavar="K",
                          help="average the run's K best checkpoints (needs train.save_top_k >= K)")
     _tta_option(predict, TTA_MODES)
+    _file_overwrite(predict)
 
     evaluate = _command(classify, "evaluate", _evaluate, "accuracy of a predictions CSV against labels")
     evaluate.add_argument("--predictions", required=True, help="CSV with filename (or image_id) and label")
     evaluate.add_argument("--labels", required=True, help="filename,label CSV, or an image folder named by class")
     evaluate.add_argument("--confusion", help="confusion-matrix figure to write (default: beside the predictions)")
+    _file_overwrite(evaluate)
 
     embed = _group(commands, "embed", "learned representations")
     embed_plot = _command(embed, "plot", _embed_plot, "PCA / t-SNE panels of a run's snapshots or of feature files")
@@ -421,17 +456,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg_eval.add_argument("--unmapped", choices=("unknown", "error"), default="unknown",
                           help="colours in no class (red): count as Unknown (default) or refuse the mask")
     seg_eval.add_argument("--breakdown", help="CSV to write with each image's per-class IoU")
+    _file_overwrite(seg_eval)
 
     seg_overlay = _command(segment, "overlay", _segment_overlay, "draw a mask over its satellite image")
     seg_overlay.add_argument("--image", required=True)
     seg_overlay.add_argument("--mask", required=True)
     seg_overlay.add_argument("--output", required=True, help="PNG to write")
     seg_overlay.add_argument("--alpha", type=float, default=0.45, help="opacity of the mask colours (0..1)")
+    _file_overwrite(seg_overlay)
 
     seg_progress = _command(segment, "progress", _segment_progress, "grid of a run's predicted masks through training")
     seg_progress.add_argument("run", help="run folder")
     seg_progress.add_argument("--output",
                               help="figure path without suffix (default: RUN/figures/masks_through_training)")
+    _file_overwrite(seg_progress)
 
     sam = _group(commands, "sam", "Segment Anything on the satellite images")
     sam_masks = _command(sam, "masks", _sam_masks,
@@ -488,11 +526,21 @@ def build_parser() -> argparse.ArgumentParser:
     ssl_predict.add_argument("--images", required=True, help="folder of the CSV's images")
     ssl_predict.add_argument("--output", required=True, help="CSV to write")
     _tta_option(ssl_predict, TTA_MODES)
+    _file_overwrite(ssl_predict)
 
     ssl_export = _command(ssl, "export", _ssl_export,
                           "a resnet_transfer checkpoint's trunk as a plain torchvision state_dict")
     ssl_export.add_argument("--checkpoint", required=True)
     ssl_export.add_argument("--output", required=True, help="file to write (e.g. pretrain_model_SL.pt)")
+    _file_overwrite(ssl_export)
+
+    export = _command(commands, "export", _export, "a checkpoint's model as plain torch code or ONNX, checked "
+                      "against the checkpoint")
+    export.add_argument("checkpoint", help="a classification or segmentation checkpoint (best.ckpt)")
+    export.add_argument("--format", choices=("torch", "onnx"), default="torch",
+                        help="torch: a folder of model.py and weights.pth (torch alone runs it); onnx: one file")
+    export.add_argument("--output", required=True, help="the folder (torch) or file (onnx) to write")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export (or a file of yours)")
 
     _command(commands, "models", _models, "list the model names a recipe can use")
     keys = _command(commands, "keys", _keys, "list every recipe key of a task: its default, rule and meaning")

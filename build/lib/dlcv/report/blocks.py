@@ -25,10 +25,29 @@ class ReportContext:
     root: Path  # the folder of runs, for sections that read outputs other than runs
     say: Callable[..., None] = print
     drawn: dict = field(default_factory=dict)  # figures already made (architecture per model), by key
+    labels: dict = field(default_factory=dict)  # run folder -> the name its figures carry, one per folder
 
     def figure_path(self, run: RunFolder | Path, what: str) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{run.name}_{what}")
-        return self.figures / f"{slug}.png"
+        return self.figures / f"{self.label(run)}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', what)}.png"
+
+    def label(self, run: RunFolder | Path) -> str:
+        """The run's name in its figures' file names, unique in the report: its folder's name, or where another
+        run of that name came first (``runs/a/x``, ``runs/b/x``), its path below the runs folder."""
+        path = Path(getattr(run, "path", run)).resolve()
+        if path not in self.labels:
+            try:
+                parts = path.relative_to(Path(self.root).resolve()).parts or (path.name,)
+            except ValueError:
+                parts = (path.name,)
+            base = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.name)
+            if base in self.labels.values():
+                base = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts))
+            label, n = base, 1
+            while label in self.labels.values():
+                n += 1
+                label = f"{base}-{n}"
+            self.labels[path] = label
+        return self.labels[path]
 
     def copy_figure(self, source: Path, run: RunFolder | Path, what: str) -> Path:
         target = self.figure_path(run, what)

@@ -20,8 +20,8 @@ KIND = "report"  # an earlier report is replaced without --overwrite; any other 
 def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, overwrite: bool = False,
                  year: int | None = None, pdf: bool = True) -> dict:
     """Write the report of the runs under ``runs`` into ``output``, its sections in the order of ``year``'s
-    homework (``dlcv.report.sections.YEARS``), with ``report.pdf`` when ``pdf`` and a Chromium is found;
-    return what it holds."""
+    homework (``dlcv.report.sections.YEARS``), with ``report.pdf`` when ``pdf`` and a Chromium is found (one that
+    fails leaves the rest written, and ``pdf_problem`` says why); return what it holds."""
     from dlcv.report.blocks import ReportContext
     from dlcv.report.discovery import discover_runs, find_outputs
     from dlcv.report.document import Text, render_html, render_markdown
@@ -52,9 +52,14 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
             handle.write(render_html(TITLE, meta, sections))
         with atomic_write(building / "report.md") as handle:
             handle.write(render_markdown(TITLE, meta, sections, building))
+        pdf_problem = None
         if browser:
-            print_pdf(browser, building / "index.html", building / "report.pdf")
+            try:
+                print_pdf(browser, building / "index.html", building / "report.pdf")
+            except DlcvError as exc:  # the page and the Markdown are whole: keep them, say what failed
+                pdf_problem, browser = str(exc), None
     return {"output": output, "index": output / "index.html", "markdown": output / "report.md",
             "sections": [s.title for s in sections], "runs": [r.name for r in found], "skipped": skipped,
             "figures": sorted(p.name for p in (output / "figures").iterdir()),
-            "pdf": output / "report.pdf" if browser else None, "seconds": time.perf_counter() - start}
+            "pdf": output / "report.pdf" if browser else None, "pdf_problem": pdf_problem,
+            "seconds": time.perf_counter() - start}

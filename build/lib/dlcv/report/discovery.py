@@ -12,10 +12,11 @@ RECIPE_FILE, METRICS_FILE = RunFolder.RECIPE, RunFolder.METRICS
 MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
 
 
-def find_run_folders(root: Path) -> list[Path]:
+def find_run_folders(root: Path, left_out: list[str] | None = None) -> list[Path]:
     """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself).
     A trained run's own sub-folders are not searched; a recipe.yaml without metrics.csv may be a
-    folder of runs (``dlcv ssl table`` keeps its recipe beside its settings' runs), so it is."""
+    folder of runs (``dlcv ssl table`` keeps its recipe beside its settings' runs), so it is. Links and hidden
+    folders are not searched: those that hold a recipe.yaml are noted in ``left_out``."""
     found = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
@@ -26,8 +27,13 @@ def find_run_folders(root: Path) -> list[Path]:
                 continue
         if len(here.relative_to(root).parts) >= MAX_DEPTH:
             dirs[:] = []
-        else:
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            continue
+        for name in sorted(dirs):
+            why = "a link" if (here / name).is_symlink() else "hidden (its name starts with a dot)" \
+                if name.startswith(".") else None
+            if why and left_out is not None and (here / name / RECIPE_FILE).is_file():
+                left_out.append(f"{here / name}: {why}, not searched; give it as --runs to report it")
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
     return sorted(found)
 
 
@@ -43,8 +49,9 @@ def discover_runs(root: str | os.PathLike) -> tuple[list[RunFolder], list[str]]:
     root = Path(root)
     if not root.is_dir():
         raise DlcvError(f"{root}: no such folder of runs")
-    folders = find_run_folders(root)
-    runs, skipped = [], []
+    skipped: list[str] = []
+    folders = find_run_folders(root, skipped)
+    runs = []
     for folder in folders:
         run = RunFolder(folder)
         if run.metrics:

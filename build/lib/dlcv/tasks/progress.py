@@ -43,8 +43,8 @@ class MaskProgress(ChosenEpochs):
         if not self.due(trainer):
             return
         from dlcv.data.masks import write_mask
-        from dlcv.tta import predict_probs
         from dlcv.tasks.snapshots import evaluating, model_input
+        from dlcv.tta import predict_probs
 
         epoch = trainer.current_epoch + 1
         out = RunFolder(self.run_dir).progress_epoch(epoch)

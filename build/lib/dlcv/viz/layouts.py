@@ -91,6 +91,7 @@ def _reduce(features: np.ndarray, components: int) -> np.ndarray:
 def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = None) -> list[np.ndarray]:
     """t-SNE layouts of snapshots of the same points, each initialised from the one before."""
     import logging
+
     from openTSNE import TSNEEmbedding, affinity, initialization
 
     logging.getLogger("openTSNE").setLevel(logging.ERROR)  # its advice to rescale a continued layout

@@ -1,0 +1,228 @@
+"""DLCV HW1 prediction as the course runs it, written by `dlcv handin`: plain torch, numpy and Pillow.
+
+The model is the plain torch class beside this file (``CONFIG["model"]``), its weights a plain state_dict
+(``CONFIG["weights"]``, fetched by the download script). The input preparation, the test-time augmentation and
+the precision are those of ``dlcv classify predict`` / ``dlcv ssl predict`` / ``dlcv segment predict`` for the
+checkpoint it was made from, so the predictions are theirs. Python 3.6 or later; torch 1.4 or later (1.11 where
+the segmenter resizes its tiles on a GPU).
+"""
+import argparse
+import csv
+import importlib
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+CONFIG = {}  # filled in by dlcv handin: the task, the model, its input and its test-time augmentation
+HERE = os.path.dirname(os.path.abspath(__file__))
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+COLOURS = np.array([(0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255),
+                    (0, 0, 0)], dtype=np.uint8)  # the course's mask colours, classes 0-6
+# Classification views: (offset of the reflect-padded window or None, weight, with its mirror).
+CLASSIFY_VIEWS = {"none": ((None, 1.0, False),), "flip": ((None, 1.0, True),),
+                  "flip_shift": ((None, 1.0, True), (0, 0.5, True), (2, 0.5, True))}
+SEGMENT_VIEWS = {"none": ((0, False),), "flip": ((0, False), (0, True)),
+                 "d4": tuple((k, m) for k in range(4) for m in (False, True))}
+
+
+def fail(message):
+    sys.stderr.write("error: " + message + "\n")
+    sys.exit(2)
+
+
+def load_model(device):
+    """The plain model with its weights, on ``device``, for inference."""
+    weights = os.path.join(HERE, CONFIG["weights"])
+    if not os.path.isfile(weights):
+        fail("{} is missing: run the download script first ({})".format(weights, CONFIG["download"]))
+    sys.path.insert(0, HERE)
+    net = importlib.import_module(CONFIG["model"]).Net()
+    state = torch.load(weights, map_location="cpu")
+    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return net.eval().to(device)
+
+
+def autocast(device):
+    """The precision ``dlcv ... predict`` uses for this checkpoint: a model trained below float32 predicts in the
+    GPU's half type, or in bf16 on a CPU with bf16 units; anything else in float32."""
+    precision = CONFIG["precision"]
+    if device.type == "cuda":
+        half = torch.bfloat16 if torch.cuda.is_bf16_supported() and precision != "16-mixed" else torch.float16
+        return torch.autocast("cuda", dtype=half, enabled=not precision.startswith(("32", "64")))
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        flags = ""
+    fast = " avx512_bf16" in flags or " amx_bf16" in flags
+    return torch.autocast("cpu", dtype=torch.bfloat16,
+                          enabled=fast and (precision.startswith("bf16") or precision == "auto"))
+
+
+def run(net, x):
+    """The model on ``x``, in batches of exactly the size it was traced at (the last one padded)."""
+    size, out = CONFIG["batch"], []
+    if CONFIG["side"] and tuple(x.shape[-2:]) != (CONFIG["side"], CONFIG["side"]):
+        fail("the model was exported for {0}x{0} inputs, not {1}x{2}".format(CONFIG["side"], *x.shape[-2:]))
+    for i in range(0, len(x), size):
+        part = x[i:i + size]
+        pad = size - len(part)
+        if pad:
+            part = torch.cat([part, part.new_zeros((pad,) + tuple(part.shape[1:]))])
+        out.append(net(part.contiguous())[:size - pad])
+    return torch.cat(out)
+
+
+def normalise(images, device):
+    """uint8 (N, H, W, 3) -> (N, 3, H, W) floats, as the model was trained: x * scale + shift per channel, with
+    dlcv's float32 scale 1 / (255 std) and shift -mean / std."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float()
+    scale = torch.tensor([1.0 / (255.0 * s) for s in CONFIG["std"]], dtype=torch.float32, device=device)
+    shift = torch.tensor([-m / s for m, s in zip(CONFIG["mean"], CONFIG["std"])], dtype=torch.float32,
+                         device=device)
+    return (x * scale + shift).permute(0, 3, 1, 2)
+
+
+def read_rgb(path):
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except OSError as exc:
+        fail("{}: not a readable image ({})".format(path, exc))
+
+
+def classify_logits(net, x):
+    """The weighted mean of the logits over the views of ``CONFIG["tta"]``."""
+    views, total = CLASSIFY_VIEWS[CONFIG["tta"]], None
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    for offset, weight, mirrored in views:  # in dlcv's order and number type, so near ties fall its way
+        view = x if offset is None else padded[:, :, offset:offset + h, offset:offset + w]
+        logits = run(net, view) + run(net, view.flip(3)) if mirrored else run(net, view)
+        term = logits if weight == 1 else weight * logits
+        total = term if total is None else total + term
+    return total / sum(weight * (1 + mirrored) for _, weight, mirrored in views)
+
+
+def classify(images, device):
+    """Labels of uint8 (N, H, W, 3) images."""
+    net, labels = load_model(device), []
+    with torch.no_grad(), autocast(device):
+        for i in range(0, len(images), 500):
+            x = normalise(images[i:i + 500], device)
+            size = CONFIG["input_size"]
+            if size and tuple(x.shape[-2:]) != (size, size):
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            labels.extend(classify_logits(net, x).float().softmax(1).argmax(1).tolist())
+    return labels
+
+
+def image_folder(folder):
+    if not os.path.isdir(folder):
+        fail("{}: no such folder".format(folder))
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))
+    if not names:
+        fail("{}: no images (.png, .jpg) here".format(folder))
+    return names
+
+
+def resized(path, side):
+    """An image at ``side`` x ``side`` (bicubic), as dlcv reads a folder of mixed sizes."""
+    image = read_rgb(path)
+    if side is None or image.shape[:2] == (side, side):
+        return image
+    return np.asarray(Image.fromarray(image).resize((side, side), Image.BICUBIC), dtype=np.uint8)
+
+
+def predict_folder(folder, output):
+    """Problem 1: ``filename,label`` (or ``image_id,label``) for every image of ``folder``, by file name."""
+    names = image_folder(folder)
+    images = np.stack([read_rgb(os.path.join(folder, n)) for n in names])
+    if len({im.shape for im in images}) > 1:
+        fail("{}: the images are not all of one size".format(folder))
+    labels = classify(images, device())
+    with open(output, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([CONFIG["id_column"], "label"])
+        writer.writerows(zip(names, labels))
+
+
+def predict_csv(table, folder, output):
+    """Office-Home: ``id,filename,label`` for every row of ``table``, in its order."""
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "id" not in rows[0] or "filename" not in rows[0]:
+        fail("{}: expected the columns id,filename[,label]".format(table))
+    images = np.stack([resized(os.path.join(folder, r["filename"]), CONFIG["image_size"]) for r in rows])
+    labels = classify(images, device())
+    with open(output, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "filename", "label"])
+        writer.writerows((r["id"], r["filename"], label) for r, label in zip(rows, labels))
+
+
+def segment_input(tiles, device):
+    """uint8 (B, H, W, 3) tiles -> the model's input at the evaluation size: on a CPU the uint8 pixels are resized
+    (Pillow's antialiased bilinear, which torch's uint8 resize follows), elsewhere the float batch."""
+    size = CONFIG["eval_size"]
+    if size and tuple(tiles.shape[1:3]) != (size, size):
+        if device.type != "cpu":
+            x = normalise(tiles, device)
+            return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        tiles = np.stack([np.asarray(Image.fromarray(t).resize((size, size), Image.BILINEAR)) for t in tiles])
+    return normalise(tiles, device)
+
+
+def segment_probs(net, x, size):
+    """Class probabilities averaged over the views of ``CONFIG["tta"]``, up-sampled to ``size``."""
+    views, total = SEGMENT_VIEWS[CONFIG["tta"]], 0
+    for k, mirror in views:
+        v = x.flip(3) if mirror else x
+        logits = run(net, torch.rot90(v, k, dims=(2, 3)) if k else v).float()
+        logits = torch.rot90(logits, -k, dims=(2, 3)) if k else logits
+        total = total + F.softmax(logits.flip(3) if mirror else logits, dim=1)
+    total = total / len(views)
+    if tuple(total.shape[-2:]) != tuple(size):
+        total = F.interpolate(total, size=size, mode="bilinear", align_corners=False)
+    return total
+
+
+def predict_masks(folder, output):
+    """Segmentation: ``NNNN_mask.png`` (the course's colours) for every ``NNNN_sat.jpg`` of ``folder``."""
+    if not os.path.isdir(folder):
+        fail("{}: no such folder".format(folder))
+    ids = sorted(n[:-len("_sat.jpg")] for n in os.listdir(folder) if n.lower().endswith("_sat.jpg"))
+    if not ids:
+        fail("{}: no satellite images (NNNN_sat.jpg) here".format(folder))
+    if not os.path.isdir(output):
+        os.makedirs(output)
+    dev = device()
+    net = load_model(dev)
+    with torch.no_grad(), autocast(dev):
+        for i in range(0, len(ids), CONFIG["batch"]):
+            tiles = np.stack([read_rgb(os.path.join(folder, n + "_sat.jpg")) for n in ids[i:i + CONFIG["batch"]]])
+            probs = segment_probs(net, segment_input(tiles, dev), tiles.shape[1:3])
+            for name, classes in zip(ids[i:i + CONFIG["batch"]], probs.argmax(1).cpu().numpy()):
+                Image.fromarray(COLOURS[classes]).save(os.path.join(output, name + "_mask.png"))
+
+
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def main(argv):
+    task = CONFIG["task"]
+    usage = {"folder": "IMAGE_DIR OUTPUT_CSV", "csv": "INPUT_CSV IMAGE_DIR OUTPUT_CSV",
+             "masks": "IMAGE_DIR OUTPUT_DIR"}[task]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage="%(prog)s " + usage)
+    parser.add_argument("paths", nargs=len(usage.split()), help=usage)
+    paths = parser.parse_args(argv).paths
+    {"folder": predict_folder, "csv": predict_csv, "masks": predict_masks}[task](*paths)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
