@@ -1,3 +1,0 @@
-from dlcv.cli.main import main
-
-raise SystemExit(main())

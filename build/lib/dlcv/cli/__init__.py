@@ -1,1 +1,0 @@
-"""The ``dlcv`` command line: it parses arguments and calls the library, nothing else."""

@@ -1,1 +1,0 @@
-"""Data formats of the course, the decoded-image cache, batched augmentation and synthetic data."""

@@ -1,1 +1,0 @@
-"""Metrics computed from predictions with NumPy alone (fast to import, exact to define)."""

@@ -1,1 +1,0 @@
-"""Figures. Matplotlib is imported inside the functions, with the non-interactive Agg backend."""
