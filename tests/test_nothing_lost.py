@@ -327,3 +327,15 @@ def test_a_chromium_that_fails_keeps_the_page_and_says_so(capsys, tmp_path, trai
     assert not (tmp_path / "report" / "report.pdf").exists()
     assert "note: no report.pdf: " in out and "could not print the report to PDF (exit 3: no display)" in out
     assert "pass --no-pdf" in out
+
+
+def test_a_summary_whose_figure_is_not_a_number_is_one_line_under_report(capsys, tmp_path, seg_run):
+    import json
+
+    run = copy_run(seg_run, tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    summary["fit_seconds"] = "abc"
+    (run / "summary.json").write_text(json.dumps(summary))
+    expect_error(capsys, r"seg_tiny/summary\.json: fit_seconds is not a number: 'abc'", "report", "--runs",
+                 tmp_path / "runs", "--output", tmp_path / "report", "--no-pdf")
+    assert not (tmp_path / "report").exists()

@@ -29,6 +29,10 @@ from dlcv.io import (
 from dlcv.runtime import is_primary_process
 
 
+# summary.json's figures that are numbers (and every best_* but the checkpoint's path)
+SUMMARY_NUMBERS = ("epochs", "fit_seconds", "final_validation.accuracy", "final_validation.mean_iou")
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """A run folder's files by name, and reading and writing them."""
@@ -142,8 +146,19 @@ class RunFolder:
         return read_metrics(self.metrics_file) if self.metrics_file.is_file() else []
 
     def read_summary(self) -> dict:
-        """summary.json, or ``{}`` while the run has not ended."""
-        return read_json(self.summary_file) if self.summary_file.is_file() else {}
+        """summary.json, or ``{}`` while the run has not ended; a figure in it that is not a number (an edited or
+        foreign file) is one line naming the file and the key."""
+        if not self.summary_file.is_file():
+            return {}
+        summary = read_json(self.summary_file)
+        final = summary.get("final_validation")
+        figures = {**summary, **({f"final_validation.{k}": v for k, v in final.items()} if isinstance(final, dict)
+                                 else {})}
+        for key, value in figures.items():
+            numeric = key in SUMMARY_NUMBERS or (key.startswith("best_") and key != "best_checkpoint")
+            if numeric and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise DlcvError(f"{self.summary_file}: {key} is not a number: {value!r}")
+        return summary
 
     def write_recipe(self, recipe) -> None:
         from dlcv.config import dump_recipe
