@@ -67,6 +67,21 @@ def test_masks_writes_valid_rle_overlays_figure_and_summary(tiny_checkpoint, sat
     assert summary["figure_images"] == ["0000", "0001"]  # the reports' ids are absent: the first ones
 
 
+def test_masks_of_the_images_asked_for_alone(tiny_checkpoint, satellite, tmp_path, capsys):
+    from conftest import expect_error
+
+    out = tmp_path / "sam_out"
+    result = run_dlcv("sam", "masks", "--checkpoint", tiny_checkpoint, "--model", "vit_tiny", "--images", satellite,
+                      "--output", out, "--only", "0001", *OPEN_FILTERS)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "summary.json").read_text())["images"] == 1
+    assert sorted(p.name for p in out.glob("*.json") if p.name != "summary.json") == ["0001.json"]
+    expect_error(capsys, r"--only 0001,0777: .* has no 0777_sat\.jpg", "sam", "masks", "--checkpoint",
+                 tiny_checkpoint, "--model", "vit_tiny", "--images", satellite, "--output", tmp_path / "o2",
+                 "--only", "0001,0777")
+    assert not (tmp_path / "o2").exists()
+
+
 def test_missing_checkpoint_names_the_file_of_the_model_type_and_where_it_is_published(capsys, satellite, tmp_path):
     code, _, err = run_cli(capsys, "sam", "masks", "--checkpoint", tmp_path / "sam.pth", "--model", "vit_b",
                            "--images", satellite, "--output", tmp_path / "out")

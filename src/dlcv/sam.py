@@ -84,8 +84,9 @@ class SamRunner:
 # --- masks -------------------------------------------------------------------------------------------
 def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
           model_type: str | None = None, config: str | os.PathLike | None = None, overrides: tuple[str, ...] = (),
-          overwrite: bool = False, device: str | None = None) -> dict:
-    """SAM's automatic masks for every ``NNNN_sat.jpg`` of ``images``; returns the summary."""
+          overwrite: bool = False, device: str | None = None, only: tuple[str, ...] = ()) -> dict:
+    """SAM's automatic masks for every ``NNNN_sat.jpg`` of ``images`` (``only``: of those ids alone, e.g. the
+    report's three); returns the summary."""
     from dlcv.config import dump_recipe
     from dlcv.data.images import decode_image
     from dlcv.data.p2 import find_images
@@ -95,6 +96,11 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
     recipe = sam_recipe(config, overrides, model_type)
     check_output_folder(output, overwrite, inputs=(images, checkpoint))
     found = find_images(images)
+    if only:
+        missing = [i for i in only if i not in found.ids]
+        if missing:
+            raise DlcvError(f"--only {','.join(only)}: {images} has no {missing[0]}_sat.jpg")
+        found = type(found)(list(only), [found.images[found.ids.index(i)] for i in only], None)
     runner = SamRunner(checkpoint, recipe, device)
     chosen = [str(i) for i in recipe.figure.images if str(i) in found.ids] or found.ids[:3]
     seconds: dict[str, float] = {}

@@ -206,8 +206,9 @@ def _segment_progress(args) -> None:
 def _sam_masks(args) -> None:
     from dlcv.sam import masks
 
+    only = tuple(i.strip() for i in (args.only or "").split(",") if i.strip())
     summary = masks(args.checkpoint, args.images, args.output, model_type=args.model, config=args.config,
-                    overrides=tuple(args.set), overwrite=args.overwrite)
+                    overrides=tuple(args.set), overwrite=args.overwrite, only=only)
     print(f"{summary['images']} images, {summary['masks_per_image']:.1f} masks and "
           f"{summary['seconds_per_image']:.1f} s per image on {summary['device']} ({summary['model_type']})")
     print(f"wrote {args.output} (NNNN.json, NNNN_overlay.png, figure.png, summary.json)")
@@ -477,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     sam_masks.add_argument("--checkpoint", required=True, help="local SAM checkpoint, e.g. sam_vit_b_01ec64.pth")
     sam_masks.add_argument("--images", required=True, help="folder of NNNN_sat.jpg images")
     sam_masks.add_argument("--output", required=True, help="folder for the masks (new or empty)")
+    sam_masks.add_argument("--only", metavar="ID,ID,...", help="these images of --images alone, e.g. the report's "
+                           "three: 0013,0062,0104 (minutes each on a CPU)")
     sam_refine = _command(sam, "refine", _sam_refine, "set each SAM region of predicted masks to its majority class")
     sam_refine.add_argument("--predictions", required=True, help="folder of predicted NNNN_mask.png")
     sam_refine.add_argument("--output", required=True, help="folder for the refined masks (new or empty)")
