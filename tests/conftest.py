@@ -48,7 +48,7 @@ name: tiny
 data: {batch_size: 16, eval_batch_size: 32}
 model: {name: dlcv_net, args: {widths: [8, 16, 16], stem_width: 8}}
 optim: {lr: 0.05}
-train: {epochs: 2, threads: 1}
+train: {epochs: 2, threads: 1, precision: 32-true}
 """
 
 TINY_SEG_RECIPE = """\
@@ -56,7 +56,7 @@ name: seg_tiny
 data: {batch_size: 4, eval_batch_size: 4, train_size: 64, eval_size: 64}
 model: {name: unet_small, args: {width: 4, depth: 2}}
 optim: {name: adamw, lr: 0.01}
-train: {epochs: 2, threads: 1}
+train: {epochs: 2, threads: 1, precision: 32-true}
 progress: {images: ["0001", "0003"]}
 """
 

@@ -20,14 +20,14 @@ views: {size: 32, min_scale: 0.3}
 model: {arch: resnet18}
 byol: {hidden_dim: 32, output_dim: 16}
 optim: {lr: 0.001}
-train: {epochs: 1, threads: 1}
+train: {epochs: 1, threads: 1, precision: 32-true}
 monitor: {k: 3}
 """
 TINY_FINETUNE = """\
 name: tiny_finetune
 data: {image_size: 32, crop_padding: 2, batch_size: 16, eval_batch_size: 64, holdout: 0.25}
 model: {name: resnet_transfer, args: {arch: resnet18, head: linear}}
-train: {epochs: 1, threads: 1}
+train: {epochs: 1, threads: 1, precision: 32-true}
 embed: {epochs: "first,last", train_subset: 8}
 """
 TINY_SETTINGS = """\

@@ -206,7 +206,7 @@ data: {batch_size: 8, eval_batch_size: 64, mixup_alpha: 0.2}
 model: {name: dlcv_net, args: {widths: [8, 16, 16], stem_width: 8}}
 optim: {lr: 0.05}
 schedule: {name: cosine}
-train: {epochs: 4, threads: 1, deterministic: true, ema_decay: 0.9, early_stopping_patience: 10}
+train: {epochs: 4, threads: 1, precision: 32-true, deterministic: true, ema_decay: 0.9, early_stopping_patience: 10}
 embed: {epochs: ""}
 """
 
