@@ -34,7 +34,11 @@ def test_synth_fit_predict_evaluate_end_to_end(tmp_path):
                     env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     last = done.stdout.strip().splitlines()[-1]
-    assert last.startswith("accuracy: ") and 0.0 <= float(last.split()[1]) <= 1.0
+    with open(tmp_path / "pred.csv", newline="") as handle:
+        predicted = {r["filename"]: r["label"] for r in csv.DictReader(handle)}
+    with open(data / "val_gt.csv", newline="") as handle:
+        truth = {r["filename"]: r["label"] for r in csv.DictReader(handle)}
+    assert last == f"accuracy: {sum(predicted[f] == truth[f] for f in truth) / len(truth):.4f}"
     assert (tmp_path / "pred_confusion.png").stat().st_size > 1000
 
 
