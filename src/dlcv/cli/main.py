@@ -254,9 +254,27 @@ def _keys(args) -> None:
 
 def _report(args) -> None:
     from dlcv.report import build_report
+    from dlcv.report.answers import questions, read_answers, template
     from dlcv.report.pdf import HOW_TO_GET
 
-    result = build_report(args.runs, args.output, overwrite=args.overwrite, year=args.year, pdf=not args.no_pdf)
+    if (args.answers or args.answers_template) and args.year is None:
+        raise DlcvError("--answers and --answers-template go with --year YEAR (each year asks its own questions)")
+    if args.answers_template:
+        from dlcv.io import atomic_write, check_output_file
+
+        with atomic_write(check_output_file(args.answers_template, args.overwrite)) as handle:
+            handle.write(template(args.year))
+        print(f"wrote {args.answers_template}: the {args.year} report's questions; write your answers under them, "
+              f"then: dlcv report --year {args.year} --answers {args.answers_template}")
+        return
+    answers = read_answers(args.answers, args.year) if args.answers else None
+    result = build_report(args.runs, args.output, overwrite=args.overwrite, year=args.year, pdf=not args.no_pdf,
+                          answers=answers)
+    if answers is not None:
+        empty = answers.empty(args.year)
+        total = len(questions(args.year))
+        print(f"answers: {total - len(empty)} of the {args.year} report's {total} questions answered"
+              + (f"; left empty: {', '.join(empty)}" if empty else ""))
     for note in result["skipped"]:
         print(f"note: left out {note}")
     print(f"report of {len(result['runs'])} run(s) ({', '.join(result['sections'])}) in {result['seconds']:.0f} s")
@@ -368,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--year", type=int, help="order the sections as that year's homework (2021-2024) numbers "
                         "its problems")
     report.add_argument("--no-pdf", action="store_true", help="write no report.pdf (it needs a Chromium)")
+    report.add_argument("--answers-template", metavar="FILE",
+                        help="write FILE: the year's questions, each with what dlcv places for it, to answer in")
+    report.add_argument("--answers", metavar="FILE", help="your answers (the template filled in): each under its "
+                        "question, your name and student id at the top")
 
     hand = _command(commands, "handin", _handin, "gather a year's course scripts and the checkpoints they load "
                     "(weights only) into one folder")

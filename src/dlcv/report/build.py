@@ -18,10 +18,12 @@ KIND = "report"  # an earlier report is replaced without --overwrite; any other 
 
 
 def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, overwrite: bool = False,
-                 year: int | None = None, pdf: bool = True) -> dict:
+                 year: int | None = None, pdf: bool = True, answers=None) -> dict:
     """Write the report of the runs under ``runs`` into ``output``, its sections in the order of ``year``'s
     homework (``dlcv.report.sections.YEARS``), with ``report.pdf`` when ``pdf`` and a Chromium is found (one that
-    fails leaves the rest written, and ``pdf_problem`` says why); return what it holds."""
+    fails leaves the rest written, and ``pdf_problem`` says why); ``answers`` (``report.answers.Answers``): the
+    student's name, id and answers, put under ``year``'s questions; return what it holds."""
+    from dlcv.report.answers import place_answers
     from dlcv.report.blocks import ReportContext
     from dlcv.report.discovery import discover_runs, find_outputs
     from dlcv.report.document import Text, render_html, render_markdown
@@ -44,10 +46,15 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
         sections = [s for s in (builder(found, ctx) for builder in builders) if s is not None]
         if skipped and sections:
             sections[-1].blocks.append(Text("Left out: " + "; ".join(skipped), note=True))
+        if answers is not None:
+            sections = place_answers(sections, year, answers)
         shutil.rmtree(scratch)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         meta = (f"Built by dlcv report from {len(found)} run(s) under {runs} on {stamp}. Every number is read "
                 "from the runs' metrics.csv, summary.json and recipe.yaml.")
+        if answers is not None and (answers.name or answers.student_id):
+            who = " ".join(filter(None, (answers.name, f"({answers.student_id})" if answers.student_id else "")))
+            meta = f"{who}. {meta}"
         with atomic_write(building / "index.html") as handle:
             handle.write(render_html(TITLE, meta, sections))
         with atomic_write(building / "report.md") as handle:

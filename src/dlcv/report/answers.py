@@ -1,0 +1,140 @@
+"""The student's own words in the report: each year's questions in its order and wording, a Markdown template of
+them (``dlcv report --answers-template``), and the answers read back (``--answers``) to be put under their
+questions, with the name and student id at the top.
+
+The answers file is Markdown: a front block of ``name:`` and ``student_id:`` lines, then one ``## KEY`` heading per
+question (``## P1.3``), the question's words after the key, and the answer below it, in English or Chinese.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dlcv.errors import DlcvError
+
+
+@dataclass(frozen=True)
+class Question:
+    key: str  # P1.3: the problem as the year numbers it, and the question's number
+    section: str  # the report's section it belongs to (dlcv.report.sections.SECTIONS)
+    text: str
+    shows: str  # what dlcv places in that section for it
+
+
+CLASSIFY = [
+    ("Draw the network architecture of model A or model B.", "each run's layer table and block diagram"),
+    ("Report the accuracy of model A and model B on the validation set.", "the accuracy table beside the reports'"),
+    ("Report the implementation details of model A.", "each run's recipe table and curves"),
+    ("Report the alternative model or method in B, and describe its difference from model A.",
+     "model B's recipe and architecture beside model A's"),
+    ("Visualise the learned visual representations of model A on the validation set by PCA, and briefly explain "
+     "the result.", "the PCA panels with their 10-NN accuracy and silhouette"),
+    ("Visualise the learned visual representations of model A on the validation set by t-SNE at three epochs "
+     "(first, middle, last), and briefly explain the result.", "the t-SNE panels at the first, middle and last epoch"),
+]
+SEGMENT = [
+    ("Draw the network architecture of the VGG16-FCN32s model (model A).", "FCN32s's layer table and diagram"),
+    ("Draw the network architecture of the improved model (model B) and explain how it differs from model A.",
+     "the improved model's layer table and diagram"),
+    ("Report the mIoUs of the two models on the validation set.", "the mIoU table beside the reports'"),
+    ("Show the predicted segmentation masks of three validation images at an early, a middle and the final stage "
+     "of the improved model's training.", "the masks through training"),
+]
+SSL = [
+    ("Describe the implementation details of the self-supervised learning method (method, augmentation, learning "
+     "rate schedule, optimiser, batch size).", "the BYOL recipe and its loss and kNN curves"),
+    ("Complete the table of settings A-E on Office-Home and discuss it.", "the A-E table with the reports'"),
+]
+SAM = [("Run Segment Anything on three validation images; show the resulting images and describe the method used.",
+        "the SAM overlays and, where measured, the refinement's mIoU")]
+TSNE_C = [("Visualise setting C's second-last layer on the training set by t-SNE at the first and last epochs, and "
+           "explain the result.", "setting C's t-SNE at its first and last snapshot")]
+
+
+def _problem(number: int, section: str, items, start: int = 1) -> list[Question]:
+    return [Question(f"P{number}.{i}", section, text, shows) for i, (text, shows) in enumerate(items, start=start)]
+
+
+QUESTIONS = {
+    2021: [*_problem(1, "classification", [CLASSIFY[0], CLASSIFY[1], CLASSIFY[5]]),
+           *_problem(2, "segmentation", SEGMENT)],
+    2022: [*_problem(1, "classification", CLASSIFY), *_problem(2, "segmentation", SEGMENT)],
+    2023: [*_problem(1, "classification", CLASSIFY), *_problem(2, "ssl", SSL), *_problem(3, "segmentation", SEGMENT)],
+    2024: [*_problem(1, "ssl", [*SSL, *TSNE_C]), *_problem(2, "segmentation", SEGMENT),
+           *_problem(2, "sam", SAM, start=5)],  # 2024's P2 asks for SAM as its fifth question
+}
+
+
+def questions(year: int) -> list[Question]:
+    if year not in QUESTIONS:
+        raise DlcvError(f"--year {year}: choose among {', '.join(map(str, QUESTIONS))}")
+    return QUESTIONS[year]
+
+
+def template(year: int) -> str:
+    """The answers file of ``year`` to fill in: the front block, then each question with what dlcv places for it
+    and an empty answer."""
+    lines = [f"<!-- DLCV {year} HW1 report: write each answer under its question (Markdown, English or Chinese), "
+             f"then: dlcv report --year {year} --answers THIS_FILE -->", "", "name: ", "student_id: ", ""]
+    for q in questions(year):
+        lines += [f"## {q.key} {q.text}", "", f"<!-- dlcv places here: {q.shows} -->", "", ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class Answers:
+    name: str
+    student_id: str
+    by_key: dict[str, str]  # key -> the answer's Markdown (empty: not answered)
+
+    def empty(self, year: int) -> list[str]:
+        """The keys of ``year``'s questions left without an answer."""
+        return [q.key for q in questions(year) if not self.by_key.get(q.key, "").strip()]
+
+
+HEADING = re.compile(r"^##\s+(P\d+\.\d+)\b.*$")
+
+
+def read_answers(path: str | Path, year: int) -> Answers:
+    """The answers file for ``year``; one line naming the file for a question the year does not have."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DlcvError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    known = {q.key for q in questions(year)}
+    front, by_key, current = [], {}, None
+    for line in text.splitlines():
+        found = HEADING.match(line)
+        if found:
+            current = found.group(1)
+            if current not in known:
+                raise DlcvError(f"{path}: {current} is not a question of the {year} report (it has "
+                                f"{', '.join(sorted(known))})")
+            by_key[current] = ""
+        elif current is None:
+            front.append(line)
+        else:
+            by_key[current] += line + "\n"
+    fields = dict(re.match(r"^\s*(name|student_id)\s*:\s*(.*?)\s*$", line).groups() for line in front
+                  if re.match(r"^\s*(name|student_id)\s*:", line))
+    return Answers(fields.get("name", ""), fields.get("student_id", ""), {k: v.strip() for k, v in by_key.items()})
+
+
+def place_answers(sections: list, year: int, answers: Answers) -> list:
+    """``sections`` with each question of ``year`` and its answer at the end of the section it belongs to; the
+    questions of a section without runs in a last section, so that no answer is dropped."""
+    from dlcv.report.document import Heading, Section, Text
+
+    by_anchor = {s.anchor: s for s in sections}
+    rest = Section("Answers to the questions without runs here", "answers")
+    for q in questions(year):
+        section = by_anchor.get(q.section, rest)
+        section.blocks.append(Heading(f"{q.key} {q.text}", 3))
+        answer = answers.by_key.get(q.key, "")
+        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", answer) if p.strip()]
+        section.blocks += [Text(p) for p in paragraphs] or [Text("(no answer yet)", note=True)]
+    return sections + ([rest] if rest.blocks else [])

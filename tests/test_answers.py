@@ -1,0 +1,56 @@
+"""The report with the student's own words: each year's questions as a template, the answers put under their
+questions with the name and student id at the top, the empty ones listed, and a foreign question refused."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import copy_run, expect_error, run_cli
+
+from dlcv.report.answers import questions
+
+
+@pytest.mark.parametrize("year", [2021, 2022, 2023, 2024])
+def test_the_template_holds_each_of_the_years_questions_in_order(capsys, tmp_path, year):
+    code, out, err = run_cli(capsys, "report", "--year", year, "--answers-template", tmp_path / "a.md")
+    assert code == 0, err
+    keys = re.findall(r"^## (P\d+\.\d+) ", (tmp_path / "a.md").read_text(), flags=re.M)
+    assert keys == [q.key for q in questions(year)] and len(set(keys)) == len(keys)
+    assert "name: " in (tmp_path / "a.md").read_text() and "dlcv places here:" in (tmp_path / "a.md").read_text()
+
+
+def test_answers_go_under_their_questions_with_the_name_on_top(capsys, tmp_path, trained_run):
+    runs = tmp_path / "runs"
+    copy_run(trained_run, runs)
+    code, _, err = run_cli(capsys, "report", "--year", 2022, "--answers-template", tmp_path / "a.md")
+    assert code == 0, err
+    text = (tmp_path / "a.md").read_text().replace("name: \n", "name: 王小明\n").replace(
+        "student_id: \n", "student_id: r12345678\n")
+    text = text.replace("## P1.2 Report the accuracy of model A and model B on the validation set.\n",
+                        "## P1.2 Report the accuracy of model A and model B on the validation set.\n\n"
+                        "Model A reaches its accuracy early.\n\n模型 B 較好。\n")
+    (tmp_path / "a.md").write_text(text)
+    code, out, err = run_cli(capsys, "report", "--runs", runs, "--output", tmp_path / "report", "--year", 2022,
+                             "--answers", tmp_path / "a.md", "--no-pdf")
+    assert code == 0, err
+    assert "answers: 1 of the 2022 report's 10 questions answered; left empty: P1.1, P1.3" in out
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "王小明 (r12345678). Built by dlcv report" in markdown
+    question = markdown.index("### P1.2 Report the accuracy")
+    assert markdown.index("Model A reaches its accuracy early.") > question
+    assert markdown.index("模型 B 較好。") > question
+    assert markdown.index("### P1.3") > markdown.index("模型 B 較好。")  # the answer under its own question
+    assert markdown.index("### P1.2") > markdown.index("## Problem 1: image classification")
+    assert "### P2.1" in markdown.split("## Answers to the questions without runs here")[1]  # no segmentation run
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "王小明 (r12345678)" in page and "模型 B 較好。" in page
+
+
+def test_a_question_the_year_does_not_have_is_refused_and_nothing_is_written(capsys, tmp_path, trained_run):
+    (tmp_path / "a.md").write_text("name: x\n\n## P3.1 segmentation?\n\nmine\n")
+    expect_error(capsys, r"a\.md: P3\.1 is not a question of the 2022 report \(it has P1\.1, ", "report", "--runs",
+                 trained_run.parent, "--output", tmp_path / "report", "--year", 2022, "--answers", tmp_path / "a.md")
+    expect_error(capsys, r"--answers and --answers-template go with --year YEAR", "report", "--runs",
+                 trained_run.parent, "--output", tmp_path / "report", "--answers", tmp_path / "a.md")
+    assert not (tmp_path / "report").exists()
