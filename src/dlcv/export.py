@@ -12,13 +12,13 @@ is refused in one line naming what.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import inspect
 import io
 import math
 import re
 import textwrap
+import types
 import warnings
 
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 
 from dlcv.errors import DlcvError
 
-ALLOWED_GLOBALS = ("torch", "math", "operator", "builtins")  # what the traced forward may reference
+ALLOWED_MODULES = ("torch", "math", "operator", "builtins")  # what the traced forward may reference
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
@@ -42,9 +42,7 @@ class _ValueProxy(torch.fx.Proxy):
     def __getattr__(self, name):
         if name.startswith("__") or name in ("node", "tracer"):
             raise AttributeError(name)  # not yet set (copying, unpickling): never a traced attribute
-        if name in ("shape", "ndim", "dtype", "device", "is_cuda"):
-            return getattr(self.tracer.values[self.node], name)
-        if name in ("size", "dim"):
+        if name in ("shape", "ndim", "dtype", "device", "is_cuda", "size", "dim"):
             return getattr(self.tracer.values[self.node], name)
         return super().__getattr__(name)
 
@@ -186,43 +184,34 @@ def plain_source(model: nn.Module, example: torch.Tensor, class_name: str = "Net
     for node in traced.graph.nodes:
         node.type = None  # no annotations: the code names nothing but torch
     code = traced.graph.python_code(root_module="self")
-    foreign = sorted(name for name, value in code.globals.items()
-                     if name not in ALLOWED_GLOBALS and not _is_torch_value(value))
+    foreign = sorted(name for name, value in code.globals.items() if not _allowed(value))
     if foreign:
         raise DlcvError(f"{type(model).__name__}: its forward calls {', '.join(foreign)}, outside torch")
-    layers, tensors = [], []
+    layers, tensors = {}, {}  # by dotted path, in the order the forward first uses them
     for node in traced.graph.nodes:
         if node.op == "call_module":
-            layers.append((node.target, traced.get_submodule(node.target)))
+            layers.setdefault(node.target, traced.get_submodule(node.target))
         elif node.op == "get_attr":
             value = _attribute(traced, node.target)
             if not isinstance(value, torch.Tensor):
                 raise DlcvError(f"{type(model).__name__}: its forward reads {node.target}, not a tensor")
-            tensors.append((node.target, value))
-    built = "\n".join(f"        _put(self, {path!r}, {_constructor(layer)})" for path, layer in _unique(layers))
+            tensors.setdefault(node.target, value)
+    built = "\n".join(f"        _put(self, {path!r}, {_constructor(layer)})" for path, layer in layers.items())
     held = "\n".join(f"        _hold(self, {path!r}, {tuple(value.shape)!r}, {isinstance(value, nn.Parameter)!r})"
-                     for path, value in _unique(tensors))
+                     for path, value in tensors.items())
     forward = textwrap.indent(re.sub(r"\n\s*\n", "\n", code.src.strip()), "    ")
     source = TEMPLATE.format(name=class_name, built=built or "        pass", held=held, forward=forward.rstrip())
-    state = {}
-    for path, layer in _unique(layers):
-        state.update({f"{path}.{k}": v for k, v in layer.state_dict().items()})
-    state.update({path: value.detach() for path, value in _unique(tensors)})
+    state = {f"{path}.{k}": v for path, layer in layers.items() for k, v in layer.state_dict().items()}
+    state.update(tensors)
     return source, {k: v.detach().clone().contiguous() for k, v in state.items()}, any_size
 
 
-def _is_torch_value(value) -> bool:
-    """A global the traced code may name: torch's own objects (dtypes, devices, functions) and builtins."""
-    module = getattr(value, "__module__", None) or type(value).__module__
-    return module.split(".")[0] in ("torch", "builtins", "math", "operator") or value is builtins.getattr
-
-
-def _unique(pairs):
-    seen = set()
-    for path, value in pairs:
-        if path not in seen:
-            seen.add(path)
-            yield path, value
+def _allowed(value) -> bool:
+    """Whether the traced code may name ``value``: a module, function or object (dtype, device) of torch, math,
+    operator or the builtins."""
+    name = value.__name__ if isinstance(value, types.ModuleType) else (
+        getattr(value, "__module__", None) or type(value).__module__)
+    return name.split(".")[0] in ALLOWED_MODULES
 
 
 TEMPLATE = '''"""{name}: a trained model as plain torch code, written by dlcv (torch and the standard library only)."""
@@ -233,23 +222,25 @@ import torch
 from torch import nn
 
 
-def _put(root, path, module):
-    """``module`` at the dotted ``path`` below ``root``, making the plain containers on the way."""
+def _parent(root, path):
+    """``(the module holding the dotted path's last name, that name)``, making plain containers on the way."""
     *parents, name = path.split(".")
     for part in parents:
         if not hasattr(root, part):
             root.add_module(part, nn.Module())
         root = getattr(root, part)
+    return root, name
+
+
+def _put(root, path, module):
+    """``module`` at the dotted ``path`` below ``root``."""
+    root, name = _parent(root, path)
     root.add_module(name, module)
 
 
 def _hold(root, path, shape, trainable):
     """An empty parameter or buffer of ``shape`` at the dotted ``path`` (its values come with the state_dict)."""
-    *parents, name = path.split(".")
-    for part in parents:
-        if not hasattr(root, part):
-            root.add_module(part, nn.Module())
-        root = getattr(root, part)
+    root, name = _parent(root, path)
     tensor = torch.empty(shape)
     if trainable:
         root.register_parameter(name, nn.Parameter(tensor))

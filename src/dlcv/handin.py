@@ -20,7 +20,6 @@ from dlcv.io import atomic_path, staged_folder
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"  # the clone's scripts/ (the README installs editable)
 CALL = re.compile(r"checkpoint (DLCV_\w+) (\w+) ((?:[^)\\]|\\\n)+)\)")
-TASKS = {"p1": "classify", "ssl": "classify", "seg": "segment"}  # what kind of checkpoint each name is
 KIND = "hand-in folder"
 
 
@@ -49,7 +48,6 @@ def choose_checkpoint(name: str, candidates: list[str], runs: Path, given: dict[
 
 # What each checkpoint name predicts, as the course runs it: (task of its checkpoint, predict.py's mode).
 PROBLEMS = {"p1": ("classify", "folder"), "ssl": ("classify", "csv"), "seg": ("segment", "masks")}
-TRACE_BATCH = {"p1": 100, "ssl": 50, "seg": 4}  # the batch the plain model is traced at (predict.py pads to it)
 # The download script's name by year (2021: each script fetches what it loads itself).
 DOWNLOAD = {2021: "hw1_download.sh", 2022: "hw1_download.sh", 2023: "hw1_download_ckpt.sh",
             2024: "hw1_download_ckpt.sh"}
@@ -69,48 +67,50 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
                         "installed with 'pip install -e .'")
     if not folder.is_dir():
         raise DlcvError(f"--year {year}: choose among {', '.join(years)}")
+    calls = {script: script_checkpoint(script) for script in sorted(folder.glob("hw1_*.sh"))}
+    wanted = {name: candidates for _, name, candidates in calls.values()}
     for option, names in (("--checkpoint", given), ("--url", urls)):
-        unknown = sorted(set(names) - set(TASKS))
+        unknown = sorted(set(names) - set(PROBLEMS))
         if unknown:
-            raise DlcvError(f"{option} {unknown[0]}=...: name one of {', '.join(TASKS)}")
-    for name, url in urls.items():
-        check_url(name, url)
-    scripts = sorted(folder.glob("hw1_*.sh"))
-    wanted = {name: candidates for _, name, candidates in map(script_checkpoint, scripts)}
-    for option, names in (("--checkpoint", given), ("--url", urls)):
+            raise DlcvError(f"{option} {unknown[0]}=...: name one of {', '.join(PROBLEMS)}")
         ignored = sorted(set(names) - set(wanted))
         if ignored:
             raise DlcvError(f"{option} {ignored[0]}=...: the {year} hand-in grades no {ignored[0]} problem (its "
                             f"scripts load {', '.join(wanted)})")
+    for name, url in urls.items():
+        check_url(name, url)
     needs = {name: choose_checkpoint(name, candidates, runs, given) for name, candidates in wanted.items()}
     exported = {name: export_problem(name, path) for name, path in needs.items()}  # refused before writing
-    for script in scripts:  # the year's CSV header (2021: image_id), as its repository script asks dlcv for it
+    for script, (_, name, _) in calls.items():  # the year's CSV header (2021: image_id), as its script asks dlcv
         if "--id-column image_id" in script.read_text():
-            exported[script_checkpoint(script)[1]][0]["id_column"] = "image_id"
-    download = DOWNLOAD[year]
-    written = []
+            exported[name][0]["id_column"] = "image_id"
     with staged_folder(output, overwrite, inputs=(runs, *needs.values()), kind=KIND) as staging:
-        sums = {}
-        for name, (config, source, state) in exported.items():
-            config["download"] = f"bash {download}"
-            (staging / f"{name}_model.py").write_text(source)
-            (staging / f"{name}.py").write_text(predict_source(config))
-            sums[name] = save_weights(state, staging / config["weights"])
-            written += [(file, needs[name]) for file in (f"{name}.py", f"{name}_model.py", config["weights"])]
-        for script in scripts:
-            _, name, _ = script_checkpoint(script)
-            fetch = f'bash "$(dirname "$0")/{download}" {name} || exit 1\n' if year == 2021 else ""
-            target = staging / script.name
-            target.write_text(f"#!/usr/bin/env bash\n# {script_usage(script)} (written by dlcv handin)\n{fetch}"
-                              f'python3 "$(dirname "$0")/{name}.py" "$@"\n')
-            target.chmod(0o755)
-            written.append((script.name, script))
-        target = staging / download
-        target.write_text(download_script(year, {n: (exported[n][0]["weights"], sums[n], urls.get(n, ""))
-                                                 for n in exported}))
-        target.chmod(0o755)
-        written.append((download, "dlcv handin"))
+        written = write_folder(staging, year, calls, exported, needs, urls)
         return [(name, (staging / name).stat().st_size, str(source)) for name, source in written]
+
+
+def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: dict, urls: dict) -> list[tuple]:
+    """The hand-in folder's files in ``staging``: per problem its inference, model and weights, per course script
+    its ``hw1_N.sh``, and the download script; returns ``(file, where from)`` per file."""
+    download, written, sums = DOWNLOAD[year], [], {}
+    for name, (config, source, state) in exported.items():
+        config["download"] = f"bash {download}"
+        (staging / f"{name}_model.py").write_text(source)
+        (staging / f"{name}.py").write_text(predict_source(config))
+        sums[name] = save_weights(state, staging / config["weights"])
+        written += [(file, needs[name]) for file in (f"{name}.py", f"{name}_model.py", config["weights"])]
+    for script, (_, name, _) in calls.items():
+        fetch = f'bash "$(dirname "$0")/{download}" {name} || exit 1\n' if year == 2021 else ""
+        target = staging / script.name
+        target.write_text(f"#!/usr/bin/env bash\n# {script_usage(script)} (written by dlcv handin)\n{fetch}"
+                          f'python3 "$(dirname "$0")/{name}.py" "$@"\n')
+        target.chmod(0o755)
+        written.append((script.name, script))
+    target = staging / download
+    target.write_text(download_script(year, {n: (exported[n][0]["weights"], sums[n], urls.get(n, ""))
+                                             for n in exported}))
+    target.chmod(0o755)
+    return [*written, (download, "dlcv handin")]
 
 
 def script_usage(script: Path) -> str:
@@ -124,13 +124,13 @@ def export_problem(name: str, checkpoint: Path) -> tuple[dict, str, dict]:
     from dlcv.export import checkpoint_model, plain_source
 
     task, mode = PROBLEMS[name]
-    model, recipe, example = checkpoint_model(checkpoint, task, batch=TRACE_BATCH[name])
+    model, recipe, example = checkpoint_model(checkpoint, task)
     if task == "classify":
         config = {"input_size": recipe.data.input_size, "image_size": recipe.data.image_size, "id_column": "filename"}
     else:
         config = {"eval_size": recipe.data.eval_size}
     source, state, any_size = plain_source(model, example)
-    config.update({"task": mode, "model": f"{name}_model", "weights": f"{name}.pth", "batch": TRACE_BATCH[name],
+    config.update({"task": mode, "model": f"{name}_model", "weights": f"{name}.pth", "batch": len(example),
                    "side": None if any_size else example.shape[-1], "mean": list(recipe.data.mean),
                    "std": list(recipe.data.std), "tta": recipe.train.tta, "precision": str(recipe.train.precision)})
     return config, source, state

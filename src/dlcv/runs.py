@@ -20,14 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.io import (
-    atomic_write,
-    check_output_folder,
-    make_output_folder,
-    write_json,
-)
+from dlcv.io import atomic_write, check_output_folder, make_output_folder, write_json
 from dlcv.runtime import is_primary_process
-
 
 # summary.json's figures that are numbers (and every best_* but the checkpoint's path)
 SUMMARY_NUMBERS = ("epochs", "fit_seconds", "final_validation.accuracy", "final_validation.mean_iou")
@@ -309,8 +303,8 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
     saved = load_recipe(kind, run.recipe_file, base=recipe.model_dump())
     saved.name = run.path.name  # the folder named is the run resumed, whatever name its recipe saved
-    resumed = resumed_recipe(run, saved, recipe, (*override_keys(overrides), *fixed))
     keys = override_keys(overrides)
+    resumed = resumed_recipe(run, saved, recipe, (*keys, *fixed))
     if resumed.train.budget and "train.epochs" in keys and "train.budget" not in keys:
         raise DlcvError(f"--set train.epochs={resumed.train.epochs} on --resume: the run trains to a time budget "
                         f"(train.budget {resumed.train.budget}, its saved recipe); give --budget DURATION to train on")

@@ -119,10 +119,10 @@ def check_devices(accelerator: str, num_nodes: int) -> None:
 
     import torch
 
-    missing = {"gpu": not torch.cuda.is_available(), "cuda": not torch.cuda.is_available(),
-               "mps": not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()),
-               "tpu": importlib.util.find_spec("torch_xla") is None}.get(accelerator, False)
-    if missing:
+    present = {"gpu": torch.cuda.is_available, "cuda": torch.cuda.is_available,
+               "mps": lambda: hasattr(torch.backends, "mps") and torch.backends.mps.is_available(),
+               "tpu": lambda: importlib.util.find_spec("torch_xla") is not None}.get(accelerator, lambda: True)
+    if not present():
         raise DlcvError(f"train.accelerator={accelerator}: this machine has none that torch can use; give auto or cpu")
     if num_nodes > 1:
         launched = int(os.environ.get("SLURM_NNODES") or os.environ.get("GROUP_WORLD_SIZE") or 1)
