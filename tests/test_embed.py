@@ -204,11 +204,7 @@ def test_snapshots_run_in_the_precision_of_the_training_steps(precision, dtype, 
     import types
 
     import torch
-    from lightning.pytorch.plugins.precision import (
-        HalfPrecision,
-        MixedPrecision,
-        Precision,
-    )
+    from lightning.pytorch.plugins.precision import HalfPrecision, MixedPrecision, Precision
 
     from dlcv.data.features import load_features, snapshot_path
     from dlcv.tasks.snapshots import EmbeddingSnapshots

@@ -154,6 +154,7 @@ def test_each_years_handin_folder_runs_on_the_course_packages_alone_and_predicts
         _check_folder(hand, year, names)
         for name in names:  # each file with its size and source
             assert f"{name}.pth" in out
+        assert f"note: no --url NAME=URL for {', '.join(sorted(f'{n}.pth' for n in names))}" in out
         if "p1" in names:  # model B before model A
             assert f"from {runs / 'p1_model_b_cpu' / 'best.ckpt'}" in out
         checkpoints = {"p1": runs / "p1_model_b_cpu" / "best.ckpt", "seg": runs / "seg_cpu" / "best.ckpt",
@@ -186,6 +187,7 @@ def test_the_download_script_fetches_checks_and_keeps_a_good_file(capsys, tmp_pa
         code, out, err = run_cli(capsys, "handin", "--year", 2022, "--output", hand, "--runs", runs,
                                  "--url", f"p1={base}/p1.pth", "--url", f"seg={base}/wrong.pth")
         assert code == 0, err
+        assert "note: no --url" not in out  # both files have an address
         for name in ("p1.pth", "seg.pth"):
             shutil.copy(hand / name, served / name)
             (hand / name).unlink()

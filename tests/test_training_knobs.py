@@ -115,11 +115,7 @@ def test_mixup_cutmix_and_auto_augment_reach_the_batches():
 
 
 def test_trainer_knobs_reach_the_trainer(tmp_path):
-    from lightning.pytorch.callbacks import (
-        EarlyStopping,
-        ModelCheckpoint,
-        WeightAveraging,
-    )
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
 
     from dlcv.trainer import build_trainer
 

@@ -222,11 +222,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
              confusion: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
     """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV (``overwrite``: replacing
     an existing figure file that dlcv did not write)."""
-    from dlcv.metrics.classification import (
-        accuracy,
-        confusion_matrix,
-        per_class_accuracy,
-    )
+    from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
 
     predictions, labels = Path(predictions), Path(labels)
     if confusion is None:

@@ -24,13 +24,7 @@ from dlcv.data.masks import (
     write_png,
 )
 from dlcv.errors import DlcvError
-from dlcv.io import (
-    atomic_write,
-    check_output_file,
-    check_output_folder,
-    figures_folder,
-    staged_folder,
-)
+from dlcv.io import atomic_write, check_output_file, check_output_folder, figures_folder, staged_folder
 from dlcv.runs import RunFolder
 from dlcv.runtime import usable_cpus
 

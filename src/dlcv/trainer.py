@@ -15,12 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import (
-    EarlyStopping,
-    ModelCheckpoint,
-    TQDMProgressBar,
-    WeightAveraging,
-)
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 from lightning.pytorch.plugins.io import TorchCheckpointIO

@@ -299,8 +299,9 @@ def _handin(args) -> None:
         print(f"  {name:<{width}}  {shown:>9}  from {source}")
     print(f"wrote {args.output}: {len(rows)} files, {sum(size for _, size, _ in rows) / 1e6:.1f} MB; it needs only "
           "torch, torchvision, numpy and Pillow: bash hw1_1.sh ... from any folder")
-    if set(urls) != {name for name, *_ in rows if name.endswith(".pth")} and any(n.endswith(".pth") for n, *_ in rows):
-        print("note: weights without --url NAME=URL: the download script says where to put each file")
+    unfetched = sorted(name for name, *_ in rows if name.endswith(".pth") and name[:-4] not in urls)
+    if unfetched:
+        print(f"note: no --url NAME=URL for {', '.join(unfetched)}: the download script says where to put each")
 
 
 def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:

@@ -7,12 +7,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from dlcv.report.blocks import (
-    ReportContext,
-    curves_figure,
-    embedding_figures,
-    recipe_table,
-)
+from dlcv.report.blocks import ReportContext, curves_figure, embedding_figures, recipe_table
 from dlcv.report.document import Figure, Heading, Section, Table, Text
 from dlcv.report.published import published
 from dlcv.runs import RunFolder, read_json
