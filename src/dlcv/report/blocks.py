@@ -28,20 +28,17 @@ class ReportContext:
     labels: dict = field(default_factory=dict)  # run folder -> the name its figures carry, one per folder
 
     def figure_path(self, run: RunFolder | Path, what: str) -> Path:
-        return self.figures / f"{self.label(run)}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', what)}.png"
+        return self.figures / f"{self.label(run)}_{_slug(what)}.png"
 
     def label(self, run: RunFolder | Path) -> str:
         """The run's name in its figures' file names, unique in the report: its folder's name, or where another
         run of that name came first (``runs/a/x``, ``runs/b/x``), its path below the runs folder."""
         path = Path(getattr(run, "path", run)).resolve()
         if path not in self.labels:
-            try:
-                parts = path.relative_to(Path(self.root).resolve()).parts or (path.name,)
-            except ValueError:
-                parts = (path.name,)
-            base = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.name)
+            base = _slug(path.name)
             if base in self.labels.values():
-                base = re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts))
+                root = Path(self.root).resolve()
+                base = _slug("_".join(path.relative_to(root).parts) if path.is_relative_to(root) else path.name)
             label, n = base, 1
             while label in self.labels.values():
                 n += 1
@@ -53,6 +50,11 @@ class ReportContext:
         target = self.figure_path(run, what)
         shutil.copyfile(source, target)
         return target
+
+
+def _slug(text: str) -> str:
+    """``text`` as a piece of a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 OPTIMISER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS"}
