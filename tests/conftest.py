@@ -61,12 +61,40 @@ progress: {images: ["0001", "0003"]}
 """
 
 
+CLUSTER_SECONDS: list[float] = []
+
+
+def pytest_runtest_logreport(report):
+    if "cluster" in report.keywords:
+        CLUSTER_SECONDS.append(report.duration)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The cluster group's own time (its setup, calls and teardown), which CI reports beside the suite's."""
+    if CLUSTER_SECONDS:
+        terminalreporter.write_line(f"cluster group: {sum(CLUSTER_SECONDS):.0f} s")
+
+
 FIRST = ("test_demo.py", "test_timing.py")  # the longest files: started first, one on each worker
 
 
 def pytest_collection_modifyitems(config, items):
     """The longest files first, so that the workers end together."""
     items.sort(key=lambda item: item.path.name not in FIRST)
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same random state: a model or tensor a test builds without a seed of its own is
+    the same in every run, on every worker, in any order."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(autouse=True)

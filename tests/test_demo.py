@@ -87,3 +87,23 @@ def test_a_second_demo_into_the_same_folder_is_refused_and_changes_nothing(demo,
     before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
     expect_error(capsys, r"already holds a demo; pass --overwrite", "demo", "--output", folder)
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
+
+
+def test_demo_overwrite_takes_an_earlier_demo_and_never_a_folder_of_other_files(demo, capsys, tmp_path, monkeypatch):
+    """The gate of ``demo --overwrite`` (the demo itself runs once, above: here its work is recorded, not redone)."""
+    import shutil
+
+    import dlcv.demo
+    from conftest import expect_error, run_cli
+
+    earlier = shutil.copytree(demo[0], tmp_path / "demo", symlinks=True)
+    ran = []
+    monkeypatch.setattr(dlcv.demo, "_run_demo", lambda output: ran.append(output) or output)
+    code, _, err = run_cli(capsys, "demo", "--output", earlier, "--overwrite")
+    assert code == 0, err
+    assert [p.resolve() for p in ran] == [earlier.resolve()]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    expect_error(capsys, r"mine", "demo", "--output", mine, "--overwrite")
+    assert (mine / "notes.txt").read_text() == "keep" and len(ran) == 1

@@ -152,3 +152,54 @@ def test_ssl_table_in_two_processes(tmp_path):
     for row in got["rows"]:  # each setting's accuracy is its run's final scoring
         summary = json.loads((two / "runs" / "tiny_table" / row["setting"] / "summary.json").read_text())
         assert row["accuracy"] == summary["final_validation"]["accuracy"]
+
+
+@pytest.mark.parametrize(("layout", "expected"), [("2", "2"), ("2(x3)", "2"), ("2(x2),2", "2"), ("3,1", None)])
+def test_srun_ntasks_alone_names_the_tasks_per_node(monkeypatch, layout, expected):
+    """``srun --ntasks N`` sets no SLURM_NTASKS_PER_NODE, the one variable Lightning reads: it is derived from
+    SLURM's placement, and an uneven placement is refused in one line."""
+    from dlcv.errors import DlcvError
+    from dlcv.runtime import adopt_slurm_layout
+
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_TASKS_PER_NODE", layout)
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "")  # recorded, so that what the code sets is undone too
+    monkeypatch.delenv("SLURM_NTASKS_PER_NODE")
+    if expected is None:
+        with pytest.raises(DlcvError, match=r"SLURM placed 3,1 tasks .*--ntasks-per-node"):
+            adopt_slurm_layout()
+    else:
+        adopt_slurm_layout()
+        assert os.environ["SLURM_NTASKS_PER_NODE"] == expected
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1")  # given: kept
+    adopt_slurm_layout()
+    assert os.environ["SLURM_NTASKS_PER_NODE"] == "1"
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    ([], r"no command to run; give it after --"),
+    (["--", "launch", "--", "models"], r"itself a launch"),
+    (["--nnodes", "2", "--", "models"], r"--nnodes 2 needs --master HOST:PORT, .*can reach$"),
+    (["--nnodes", "2", "--master", "10.0.0.1", "--", "models"], r"needs --master HOST:PORT, .*\(got '10.0.0.1'\)$"),
+    (["--nnodes", "2", "--node-rank", "2", "--master", "h:1", "--", "models"], r"--node-rank 2 of --nnodes 2"),
+    (["--nproc-per-node", "0", "--", "models"], r"need nodes and processes >= 1"),
+    (["--join-timeout", "0", "--", "models"], r"--join-timeout 0: need a number of seconds >= 1"),
+])
+def test_launch_refuses_what_cannot_start_in_one_line(capsys, args, pattern):
+    from conftest import expect_error
+
+    expect_error(capsys, pattern, "launch", *args)
+
+
+def test_launch_runs_the_command_in_each_process(tmp_path):
+    """One node, two processes: each runs the command (``dlcv models`` prints its list twice)."""
+    result = run_dlcv("launch", "--nproc-per-node", "2", "--", "models", env=ONE_THREAD, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("dlcv_net") == 2
+
+
+def test_an_error_of_a_lone_process_is_not_a_lost_peer():
+    from dlcv.runtime import lost_peer
+
+    assert lost_peer(RuntimeError("gloo: Connection reset by peer")) is None  # no process group: not a run's peer
+    assert lost_peer(ValueError("x")) is None

@@ -223,3 +223,32 @@ def test_refine_names_predictions_without_sam_masks(capsys, satellite, tmp_path)
                            "--output", tmp_path / "refined")
     assert code == 2 and "0000.json" in err and "0001.json" in err
     assert not (tmp_path / "refined").exists()
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    ([], r"give either --checkpoint \(with --images\) to run SAM, or --sam-masks"),
+    (["--checkpoint", "sam.pth", "--images", "img", "--sam-masks", "sam"], r"give either --checkpoint"),
+    (["--checkpoint", "sam.pth"], r"--checkpoint needs --images"),
+])
+def test_refine_takes_sam_from_exactly_one_source(capsys, satellite, tmp_path, args, pattern):
+    from conftest import expect_error
+
+    expect_error(capsys, pattern, "sam", "refine", "--predictions", satellite, "--output", tmp_path / "refined", *args)
+    assert not (tmp_path / "refined").exists()
+
+
+def test_refine_overwrite_replaces_an_earlier_refinement(capsys, satellite, tmp_path):
+    from conftest import expect_error
+
+    sam_dir = tmp_path / "sam"
+    sam_dir.mkdir()
+    for name in ("0000", "0001"):
+        every = np.ones(read_mask(satellite / f"{name}_mask.png", MaskCodec()).shape, dtype=bool)
+        (sam_dir / f"{name}.json").write_text(json.dumps([{"segmentation": _rle(every), "predicted_iou": 0.9}]))
+    args = ("sam", "refine", "--sam-masks", sam_dir, "--predictions", satellite, "--output", tmp_path / "refined")
+    assert run_cli(capsys, *args)[0] == 0
+    expect_error(capsys, r"refined.*--overwrite", *args)
+    code, _, err = run_cli(capsys, *args, "--overwrite", "--set", "refine.min_predicted_iou=0.95")
+    assert code == 0, err
+    report = json.loads((tmp_path / "refined" / "refine.json").read_text())
+    assert all(v["regions_used"] == 0 for v in report["per_image"].values())  # the second run's rule

@@ -390,3 +390,16 @@ def test_pretraining_resumes_from_its_last_checkpoint(ssl_data, tmp_path):
     momentum = read_metric(run / "metrics.csv", "momentum")
     assert len(momentum) == 2 and momentum[1] > momentum[0]  # the schedule went on from the resumed step
     assert json.loads((run / "summary.json").read_text())["epochs"] == 2
+
+
+def test_transfer_split_overwrite_replaces_an_earlier_split(tmp_path, capsys):
+    from conftest import expect_error
+
+    p1 = synth_p1(tmp_path, num_classes=50, train_per_class=2, val_per_class=1)
+    split = tmp_path / "split"
+    assert run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", split)[0] == 0
+    first = sorted(str(p.relative_to(split)) for p in split.rglob("*"))
+    expect_error(capsys, r"split.*--overwrite", "data", "transfer-split", "--p1", p1, "--output", split)
+    code, _, err = run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", split, "--overwrite", "--seed", "1")
+    assert code == 0, err
+    assert sorted(str(p.relative_to(split)) for p in split.rglob("*")) == first  # the same files, a new draw

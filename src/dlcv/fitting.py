@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlcv.runs import RunFolder
-from dlcv.runtime import check_devices, is_primary_process
+from dlcv.runtime import adopt_slurm_layout, check_devices, is_primary_process
 
 
 def say(*args, **kwargs) -> None:
@@ -83,6 +83,7 @@ def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: st
 
     start = time.perf_counter()  # a time budget counts from here
     recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume, command.fixed)
+    adopt_slurm_layout()
     check_devices(recipe.train.accelerator, recipe.train.num_nodes)
     with FolderLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
         lock.take()

@@ -230,7 +230,7 @@ class Train(Section):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = key("auto", "Lightning's accelerator")
     devices: Devices = key("auto", "a number of GPUs (or CPU processes), or auto: one, or one per process that "
                            "torchrun or SLURM started")
-    num_nodes: Whole1 = key(1, "machines in a multi-node run")
+    num_nodes: Whole1 = key(1, "machines in a multi-node run (more when torchrun or srun started more)")
     strategy: Text = key("auto", "auto, ddp, ... (Lightning's); torchrun and SLURM are detected")
     sync_batchnorm: bool = key(False, "batch-norm statistics over all processes (GPUs; small per-device batches)")
     deterministic: bool = key(False, "deterministic algorithms wherever a kernel has one")

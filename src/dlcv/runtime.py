@@ -78,6 +78,23 @@ def barrier() -> None:
         dist.barrier()
 
 
+def lost_peer(exc: BaseException) -> str | None:
+    """What to tell the user when ``exc`` is a collective of a multi-process run failing because another process
+    stopped (killed, out of memory, its node lost); None for any other error."""
+    if "torch.distributed" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    text = str(exc)
+    cut = isinstance(exc, dist.DistError) or any(
+        sign in text for sign in ("gloo", "NCCL", "Connection reset by peer", "Connection closed by peer"))
+    if not (cut and dist.is_available() and dist.is_initialized()):
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return (f"process {dist.get_rank()} of {dist.get_world_size()}: another process of the run stopped ({first}); "
+            "the same command with --resume goes on from the last checkpoint")
+
+
 def end_process_group() -> None:
     """Close the process group of a multi-process run once its command has finished. Left to the
     interpreter's exit, gloo's worker threads can outlive it and abort the process (SIGABRT,
@@ -112,6 +129,24 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_computes_bf16_fast() else "32-true"
 
 
+def adopt_slurm_layout() -> None:
+    """Under ``srun --ntasks N`` (no ``--ntasks-per-node``), name the tasks per node that SLURM placed: Lightning
+    reads only ``SLURM_NTASKS_PER_NODE``. Tasks spread unevenly over the nodes (``3,1``) are refused in one line."""
+    layout = os.environ.get("SLURM_TASKS_PER_NODE", "")
+    if "SLURM_NTASKS" not in os.environ or "SLURM_NTASKS_PER_NODE" in os.environ or not layout:
+        return
+    counts = {part.split("(")[0] for part in layout.split(",")}  # "2(x3),2" -> {"2"}
+    if len(counts) != 1:
+        raise DlcvError(f"SLURM placed {layout} tasks on the nodes (SLURM_TASKS_PER_NODE): give srun "
+                        "--ntasks-per-node so that every node runs the same number")
+    os.environ["SLURM_NTASKS_PER_NODE"] = counts.pop()
+
+
+def launched_nodes() -> int:
+    """The nodes a launcher started this run on: an srun step's, or torchrun's worker groups (1 without either)."""
+    return int(os.environ.get("SLURM_STEP_NUM_NODES") or os.environ.get("GROUP_WORLD_SIZE") or 1)
+
+
 def check_devices(accelerator: str, num_nodes: int) -> None:
     """Refuse, before anything is read or written, an accelerator this machine lacks, and nodes that no launcher
     started (the first process would wait for the others for ever)."""
@@ -125,7 +160,7 @@ def check_devices(accelerator: str, num_nodes: int) -> None:
     if not present():
         raise DlcvError(f"train.accelerator={accelerator}: this machine has none that torch can use; give auto or cpu")
     if num_nodes > 1:
-        launched = int(os.environ.get("SLURM_NNODES") or os.environ.get("GROUP_WORLD_SIZE") or 1)
+        launched = launched_nodes()
         if launched < num_nodes and int(os.environ.get("WORLD_SIZE") or 1) <= 1:
             raise DlcvError(f"train.num_nodes={num_nodes}: this process was not started on {num_nodes} nodes; start "
                             f"it on each with torchrun --nnodes {num_nodes}, or with srun on {num_nodes} nodes")

@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dlcv.errors import DlcvError
 from dlcv.runs import RunFolder
-from dlcv.runtime import resolve_precision
+from dlcv.runtime import launched_nodes, resolve_precision
 
 LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node set by torchrun / SLURM
 
@@ -148,13 +148,16 @@ def quiet_lightning(precision: str = "32-true") -> None:
 
     # (accelerators.cuda: "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]" at every fit; dlcv's own trainer line
     # names the devices and strategy)
+    # (fabric.utilities.distributed and signal_connector: a line per process of a multi-process run)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.accelerators.cuda"):
+                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.distributed",
+                 "lightning.pytorch.trainer.connectors.signal_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*exists and is not empty.*", ".*is smaller than the logging interval.*",
                     ".*LeafSpec.*is deprecated.*", ".*does not have many workers.*",
                     ".*to estimate number of stepping batches.*",
-                    ".*module\\(s\\) in eval mode at the start of training.*"):  # a frozen trunk, on purpose
+                    ".*module\\(s\\) in eval mode at the start of training.*",  # a frozen trunk, on purpose
+                    ".*`srun` command is available on your system but is not used.*"):  # torchrun on a SLURM host
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -174,7 +177,7 @@ def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: in
         "max_epochs": max_epochs,
         "accelerator": train.accelerator,
         "devices": resolve_devices(train.devices),
-        "num_nodes": train.num_nodes,
+        "num_nodes": max(train.num_nodes, launched_nodes()),  # what torchrun or srun started, if more
         "strategy": train.strategy,
         "sync_batchnorm": sync_batchnorm,
         "plugins": [ResumeStateInLastOnly(RunFolder(run_dir).last),

@@ -324,6 +324,14 @@ def _export(args) -> None:
           f"{result['difference']:.2e}")
 
 
+def _launch(args) -> None:
+    from dlcv.launch import launch, torchrun_argv
+
+    command = args.dlcv_command[1:] if args.dlcv_command[:1] == ["--"] else args.dlcv_command
+    argv = torchrun_argv(command, args.nnodes, args.node_rank, args.nproc_per_node, args.master, args.join_timeout)
+    launch(argv, args.nnodes, args.join_timeout)
+
+
 def _demo(args) -> None:
     from dlcv.demo import run_demo
 
@@ -403,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the download script fetches NAME's weights (p1, ssl, seg), e.g. a Google Drive or "
                            "Dropbox link (repeatable)")
     hand.add_argument("--overwrite", action="store_true", help="replace an earlier hand-in folder")
+
+    launch = _command(commands, "launch", _launch, "run a training command in several processes or on several "
+                      "nodes (torchrun's launcher), failures in one line")
+    launch.add_argument("--nnodes", type=int, default=1, help="machines taking part (default 1)")
+    launch.add_argument("--node-rank", type=int, default=0, help="this machine's place, 0 .. nnodes-1 (default 0)")
+    launch.add_argument("--nproc-per-node", type=int, default=1,
+                        help="processes on this machine: one per GPU, or CPU processes (default 1)")
+    launch.add_argument("--master", metavar="HOST:PORT", help="with --nnodes > 1: node 0's address, the same on "
+                        "every node")
+    launch.add_argument("--join-timeout", type=int, default=600, metavar="SECONDS",
+                        help="how long the nodes wait for each other before stopping (default 600)")
+    launch.add_argument("dlcv_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                        help="the dlcv command each process runs, e.g. -- classify fit --config ...")
 
     data = _group(commands, "data", "data sets")
     synth = _command(data, "synth", _synth, "write the embedded default data in the course's formats")
@@ -594,6 +615,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dlcv: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # a multi-process run whose other process stopped: the same line in each
+        from dlcv.runtime import lost_peer
+
+        if not lost_peer(exc):
+            raise
+        print(f"dlcv: error: {lost_peer(exc)}", file=sys.stderr)
+        return 1
     if "torch.distributed" in sys.modules:  # torch was loaded: close a multi-process run's group, if any
         from dlcv.runtime import end_process_group
 

@@ -68,7 +68,8 @@ class BaseTask(L.LightningModule):
         # Every epoch's random draws (augmentation, mixing, views, dropout) depend on (seed, epoch, rank)
         # only, so a run resumed at this epoch draws exactly what the uninterrupted run drew.
         torch.manual_seed(self.recipe.seed * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
+                 sync_dist=True)  # the same in every process: the mean keeps it
 
     def passes(self, tta: str) -> int:
         """The model's forward passes per image under the test-time augmentation ``tta`` (a budget plans with it)."""

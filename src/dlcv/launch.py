@@ -1,0 +1,73 @@
+"""``dlcv launch``: torchrun's launcher for a dlcv command, with its failures in one line.
+
+torchrun waits for the other nodes before any dlcv code runs, and ends a missing node or a failed process
+with pages of traceback; this runs the same launcher (``torch.distributed.run``) and says what happened
+in one sentence instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+from dlcv.errors import DlcvError
+
+
+def torchrun_argv(command: list[str], nnodes: int, node_rank: int, nproc_per_node: int, master: str | None,
+                  join_timeout: int) -> list[str]:
+    """torchrun's arguments for ``python -m dlcv COMMAND`` on this node: a standalone run on one node; on several,
+    the static rendezvous at ``master`` (host:port), which waits ``join_timeout`` seconds for every node."""
+    if not command:
+        raise DlcvError("launch: no command to run; give it after --, e.g. dlcv launch -- classify fit ...")
+    if command[0] == "launch":
+        raise DlcvError("launch: the command to run is itself a launch")
+    if nnodes < 1 or nproc_per_node < 1 or not 0 <= node_rank < nnodes:
+        raise DlcvError(f"launch: --node-rank {node_rank} of --nnodes {nnodes} with --nproc-per-node "
+                        f"{nproc_per_node}: need nodes and processes >= 1 and 0 <= node rank < nodes")
+    if join_timeout < 1:
+        raise DlcvError(f"launch: --join-timeout {join_timeout}: need a number of seconds >= 1")
+    where = ["--standalone"]
+    if nnodes > 1:
+        host, _, port = (master or "").rpartition(":")
+        if not host or not port.isdigit():
+            given = f" (got {master!r})" if master else ""
+            raise DlcvError(f"launch: --nnodes {nnodes} needs --master HOST:PORT, the address of node 0 that every "
+                            f"node can reach{given}")
+        where = ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--master-addr", host,
+                 "--master-port", port, "--rdzv-conf", f"timeout={join_timeout}"]
+    return [*where, "--nproc-per-node", str(nproc_per_node), "--max-restarts", "0", "-m", "dlcv", *command]
+
+
+def _ending(failure) -> str:
+    """``exit status 2`` or ``signal SIGKILL`` for one failed process."""
+    code = failure.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit status {code}"
+
+
+def launch(argv: list[str], nnodes: int, join_timeout: int) -> None:
+    """Run torchrun with ``argv`` (from ``torchrun_argv``) in this process; a missing node or a failed process
+    becomes one ``DlcvError``."""
+    os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"  # c10d's connection retries, with C++ frames, while nodes are awaited
+    import torch.distributed as dist
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
+    from torch.distributed.run import get_args_parser, run
+
+    del os.environ["TORCH_CPP_LOG_LEVEL"]  # read when torch loaded: the processes started keep their warnings
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its own tracebacks of the below
+    try:
+        run(get_args_parser().parse_args(argv))
+    except ChildFailedError as exc:
+        failed = ", ".join(f"rank {rank}: {_ending(f)}" for rank, f in sorted(exc.failures.items()))
+        raise DlcvError(f"launch: a process ended early ({failed}); with a last.ckpt in its run folder, the same "
+                        "command with --resume goes on from there") from None
+    except (dist.DistError, RendezvousError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DlcvError(f"launch: the {nnodes} nodes did not all join within {join_timeout} s ({detail}); start "
+                        "the same command on every node, with its own --node-rank") from None
