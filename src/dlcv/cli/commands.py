@@ -1,0 +1,334 @@
+"""What each ``dlcv`` command runs: parsed arguments in, one library call, its lines printed.
+
+Each function imports what it needs when it runs, so ``dlcv --help`` and ``dlcv classify evaluate`` start
+without loading torch.
+"""
+
+from __future__ import annotations
+
+from dlcv.errors import DlcvError
+from dlcv.recipes import RECIPES
+
+
+def synth(args) -> None:
+    from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
+
+    problems = [p.strip() for p in args.problems.split(",") if p.strip()]
+    if not problems or any(p not in ("p1", "p2", "ssl") for p in problems):
+        raise DlcvError(f"--problems {args.problems!r}: choose among p1, p2, ssl (comma-separated)")
+    if "p1" in problems:
+        target = synth_p1(args.output, num_classes=args.classes, train_per_class=args.train_per_class,
+                          val_per_class=args.val_per_class, seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {target} ({args.classes} classes, {args.train_per_class} training and "
+              f"{args.val_per_class} validation images each)")
+    if "p2" in problems:
+        target = synth_p2(args.output, train=args.p2_train, validation=args.p2_validation, size=args.p2_size,
+                          seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {target} ({args.p2_train} training and {args.p2_validation} validation pairs of "
+              f"{args.p2_size}x{args.p2_size} satellite-like images with land-cover masks)")
+    if "ssl" in problems:
+        target = synth_ssl(args.output, arch=args.ssl_arch, seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote {target}/mini/train (unlabelled), {target}/office/{{train,val}} with train.csv, val.csv, "
+              f"and {target}/pretrain_model_SL.pt (a random {args.ssl_arch} in the course file's form)")
+
+
+def transfer_split(args) -> None:
+    from dlcv.data.transfer import write_transfer_split
+
+    counts = write_transfer_split(args.p1, args.output, seed=args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.output}: mini/train {counts['mini']} unlabelled images (classes 0-24); office/train "
+          f"{counts['office_train']} and office/val {counts['office_val']} (classes 25-49 as 0-24); supervised/ "
+          f"{counts['supervised_train']} + {counts['supervised_val']} labelled images of classes 0-24")
+
+
+def _overrides(args, budget_key: str) -> tuple[str, ...]:
+    """The command's ``--set`` overrides, and ``--budget`` as the recipe's budget key."""
+    from dlcv.recipes import Duration, describe, parse_duration
+
+    if args.budget is None:
+        return tuple(args.set)
+    if args.budget.strip().lower() == "none":  # no budget: the run trains its recipe's epochs
+        return (*args.set, f"{budget_key}=null")
+    if parse_duration(args.budget) is None:
+        raise DlcvError(f"--budget {args.budget!r}: give {describe(Duration)}, or none")
+    return (*args.set, f"{budget_key}={args.budget}")
+
+
+def _name(args) -> str | None:
+    """``--name``, a plain folder name (the rule of the recipe's ``name``)."""
+    from dlcv.errors import shown
+    from dlcv.recipes import FolderName, describe, is_folder_name
+
+    if args.name is not None and not is_folder_name(args.name):
+        raise DlcvError(f"--name {shown(args.name)}: give {describe(FolderName)}")
+    return args.name
+
+
+def _run_kwargs(args) -> dict:
+    """What every training command passes on from ``_run_options``."""
+    if args.resume and args.overwrite:
+        raise DlcvError("--resume and --overwrite: give one (--resume continues the run folder, --overwrite "
+                        "starts it afresh)")
+    return {"runs_dir": args.runs_dir, "name": _name(args), "overrides": _overrides(args, "train.budget"),
+            "overwrite": args.overwrite, "resume": args.resume}
+
+
+def ssl_pretrain(args) -> None:
+    from dlcv.ssl import pretrain
+
+    pretrain(args.config, args.data, monitor=args.monitor, **_run_kwargs(args))
+
+
+def ssl_finetune(args) -> None:
+    from dlcv.ssl import finetune
+
+    finetune(args.setting, args.data, backbone=args.backbone, config=args.config, **_run_kwargs(args))
+
+
+def ssl_table(args) -> None:
+    from dlcv.ssl_table import table
+
+    folder = table(args.config, args.data, runs_dir=args.runs_dir, name=_name(args),
+                   overrides=_overrides(args, "budget"))
+    print((folder / "table.md").read_text())
+    print(f"wrote {folder / 'table.md'}, {folder / 'table.csv'}, {folder / 'table.json'}")
+
+
+def ssl_predict(args) -> None:
+    from dlcv.ssl import predict
+
+    count = predict(args.checkpoint, args.csv, args.images, args.output, tta=args.tta, overwrite=args.overwrite)
+    print(f"wrote {count} predictions to {args.output}")
+
+
+def ssl_export(args) -> None:
+    from dlcv.ssl import export
+
+    print(f"wrote {export(args.checkpoint, args.output, overwrite=args.overwrite)}")
+
+
+def fit(args) -> None:
+    from dlcv import classify, segment
+
+    fit = {"classify": classify.fit, "segment": segment.fit}[args.command]  # dlcv classify fit, dlcv segment fit
+    fit(args.config, args.data, **_run_kwargs(args))
+
+
+def predict(args) -> None:
+    from dlcv.classify import predict
+
+    count = predict(args.checkpoint, args.images, args.output, id_column=args.id_column, ensemble=args.ensemble,
+                    tta=args.tta, overwrite=args.overwrite)
+    print(f"wrote {count} predictions to {args.output}")
+
+
+def evaluate(args) -> None:
+    import math
+
+    from dlcv.classify import evaluate
+
+    result = evaluate(args.predictions, args.labels, confusion=args.confusion, overwrite=args.overwrite)
+    print("per-class accuracy (class: accuracy / images)")
+    cells = [f"{c:>3}: {a:.4f} / {n}" if not math.isnan(a) else f"{c:>3}:    -   / 0"
+             for c, (a, n) in enumerate(zip(result["per_class"], result["support"]))]
+    for i in range(0, len(cells), 5):
+        print("  " + "   ".join(cells[i : i + 5]))
+    print(f"confusion matrix: {result['confusion_figure']}")
+    print(f"images: {result['images']}")
+    print(f"accuracy: {result['accuracy']:.4f}")
+
+
+def embed_plot(args) -> None:
+    import math
+
+    from dlcv.viz.snapshots import plot_snapshots
+
+    if not (math.isfinite(args.perplexity) and args.perplexity > 0):
+        raise DlcvError(f"--perplexity {args.perplexity:g}: give a number > 0 (t-SNE's neighbourhood size, e.g. 30)")
+    if args.k < 1:
+        raise DlcvError(f"--k {args.k}: give a whole number >= 1 (the neighbours of the kNN accuracy)")
+    result = plot_snapshots(args.sources, methods=args.method, output=args.output, k=args.k,
+                            perplexity=args.perplexity, training_subset=args.training_subset)
+    for row in result["rows"]:
+        print(f"{row['snapshot']}: {row['points']} points x {row['dims']} dims  "
+              f"knn_acc {row['knn_acc']:.4f}  silhouette {row['silhouette']:.4f}")
+        if args.k >= row["points"]:  # each point's neighbours are the others: knn_accuracy takes them all
+            print(f"note: {row['snapshot']}: --k {args.k} is not below its {row['points']} points; its knn_acc "
+                  f"uses all {row['points'] - 1} others")
+    for method, seconds in result["seconds"].items():
+        print(f"{method}: {seconds:.1f} s")
+    print(f"wrote {len(result['written'])} files to {result['output']}")
+
+
+def segment_predict(args) -> None:
+    from dlcv.segment import predict
+
+    count = predict(args.checkpoint, args.images, args.output, tta=args.tta, overwrite=args.overwrite)
+    print(f"wrote {count} masks to {args.output}")
+
+
+def segment_evaluate(args) -> None:
+    import math
+
+    from dlcv.data.masks import CLASS_NAMES
+    from dlcv.segment import evaluate
+
+    result = evaluate(args.predictions, args.labels, unmapped=args.unmapped, breakdown=args.breakdown,
+                      overwrite=args.overwrite)
+    for path, count in sorted(result["unmapped"].items()):
+        print(f"note: {path}: {count} pixel(s) of a colour in no class (red), counted as Unknown")
+    for i, iou in enumerate(result["iou"]):
+        shown = "nan" if math.isnan(iou) else f"{iou:1.5f}"
+        print(f"class #{i} : {shown}  ({CLASS_NAMES[i]})")
+    if result["breakdown"] is not None:
+        print(f"per-image breakdown: {result['breakdown']}")
+    print(f"images: {result['images']}")
+    print(f"mean_iou: {result['mean_iou']:.6f}")
+
+
+def segment_overlay(args) -> None:
+    from dlcv.segment import overlay
+
+    print(f"wrote {overlay(args.image, args.mask, args.output, alpha=args.alpha, overwrite=args.overwrite)}")
+
+
+def segment_progress(args) -> None:
+    from dlcv.segment import progress
+
+    written = progress(args.run, args.output, overwrite=args.overwrite)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def sam_masks(args) -> None:
+    from dlcv.sam import masks
+
+    only = tuple(i.strip() for i in (args.only or "").split(",") if i.strip())
+    summary = masks(args.checkpoint, args.images, args.output, model_type=args.model, config=args.config,
+                    overrides=tuple(args.set), overwrite=args.overwrite, only=only)
+    print(f"{summary['images']} images, {summary['masks_per_image']:.1f} masks and "
+          f"{summary['seconds_per_image']:.1f} s per image on {summary['device']} ({summary['model_type']})")
+    print(f"wrote {args.output} (NNNN.json, NNNN_overlay.png, figure.png, summary.json)")
+
+
+def sam_refine(args) -> None:
+    from dlcv.sam import refine
+
+    result = refine(args.predictions, args.output, checkpoint=args.checkpoint, images=args.images,
+                    sam_masks=args.sam_masks, labels=args.labels, model_type=args.model, config=args.config,
+                    overrides=tuple(args.set), overwrite=args.overwrite)
+    changed = sum(v["pixels_changed"] for v in result["per_image"].values())
+    print(f"refined {result['images']} masks ({changed} pixels changed) into {args.output}")
+    if "mean_iou_before" in result:
+        print(f"mean_iou before: {result['mean_iou_before']:.6f}")
+        print(f"mean_iou after:  {result['mean_iou_after']:.6f}")
+
+
+def models(args) -> None:
+    from dlcv.models.registry import KINDS, list_models, model_summary
+
+    for kind in KINDS:
+        names = list_models(kind)
+        print(f"{kind}:")
+        width = max(len(n) for n in names)
+        for name in names:
+            print(f"  {name:<{width}}  {model_summary(name)}")
+
+
+def keys(args) -> None:
+    from dlcv.recipes import describe_keys, keys_markdown
+
+    if args.markdown:
+        print(keys_markdown([args.task] if args.task else None), end="")
+        return
+    if args.task is None:
+        raise DlcvError(f"dlcv keys: give a task ({', '.join(RECIPES)}), or --markdown for all of them")
+    rows = describe_keys(RECIPES[args.task])
+    width = max(len(key) for key, *_ in rows)
+    for key, default, wants, meaning in rows:
+        print(f"{key:<{width}}  {default}  ({wants})  {meaning}" if wants else f"{key:<{width}}  {default}  {meaning}")
+
+
+def report(args) -> None:
+    from dlcv.report import build_report
+    from dlcv.report.answers import questions, read_answers, template
+    from dlcv.report.pdf import HOW_TO_GET
+
+    if (args.answers or args.answers_template) and args.year is None:
+        raise DlcvError("--answers and --answers-template go with --year YEAR (each year asks its own questions)")
+    if args.answers_template:
+        from dlcv.io import atomic_write, check_output_file
+
+        with atomic_write(check_output_file(args.answers_template, args.overwrite)) as handle:
+            handle.write(template(args.year))
+        print(f"wrote {args.answers_template}: the {args.year} report's questions; write your answers under them, "
+              f"then: dlcv report --year {args.year} --answers {args.answers_template}")
+        return
+    answers = read_answers(args.answers, args.year) if args.answers else None
+    result = build_report(args.runs, args.output, overwrite=args.overwrite, year=args.year, pdf=not args.no_pdf,
+                          answers=answers)
+    if answers is not None:
+        empty = answers.empty(args.year)
+        total = len(questions(args.year))
+        print(f"answers: {total - len(empty)} of the {args.year} report's {total} questions answered"
+              + (f"; left empty: {', '.join(empty)}" if empty else ""))
+    for note in result["skipped"]:
+        print(f"note: left out {note}")
+    print(f"report of {len(result['runs'])} run(s) ({', '.join(result['sections'])}) in {result['seconds']:.0f} s")
+    print(f"open {result['index']} (self-contained); Markdown: {result['markdown']}")
+    if result["pdf"]:
+        print(f"PDF: {result['pdf']}")
+    elif result["pdf_problem"]:
+        print(f"note: no report.pdf: {result['pdf_problem']}; print index.html from any browser, or pass --no-pdf")
+    elif not args.no_pdf:
+        print(f"note: no Chromium found, so no report.pdf: {HOW_TO_GET}")
+
+
+def handin(args) -> None:
+    from dlcv.handin import handin
+
+    given = _pairs(args.checkpoint, "--checkpoint", "p1=runs/p1_model_b/best.ckpt")
+    urls = _pairs(args.url, "--url", "seg=https://www.dropbox.com/s/.../seg.pth?dl=1")
+    rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite, urls=urls)
+    width = max(len(name) for name, *_ in rows)
+    for name, size, source in rows:
+        shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+        print(f"  {name:<{width}}  {shown:>9}  from {source}")
+    print(f"wrote {args.output}: {len(rows)} files, {sum(size for _, size, _ in rows) / 1e6:.1f} MB; it needs only "
+          "torch, torchvision, numpy and Pillow: bash hw1_1.sh ... from any folder")
+    unfetched = sorted(name for name, *_ in rows if name.endswith(".pth") and name[:-4] not in urls)
+    if unfetched:
+        print(f"note: no --url NAME=URL for {', '.join(unfetched)}: the download script says where to put each")
+
+
+def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a mapping; one line for a malformed one."""
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise DlcvError(f"{option} {item!r}: expected NAME=VALUE, e.g. {example}")
+        pairs[name] = value
+    return pairs
+
+
+def export(args) -> None:
+    from dlcv.export import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.output, overwrite=args.overwrite)
+    size = "any input size" if result.get("any_size") else f"{result['side']}x{result['side']} inputs"
+    print(f"wrote {result['output']} ({args.format}, {size}); max difference from the checkpoint's outputs: "
+          f"{result['difference']:.2e}")
+
+
+def launch(args) -> None:
+    from dlcv.launch import launch, torchrun_argv
+
+    command = args.dlcv_command[1:] if args.dlcv_command[:1] == ["--"] else args.dlcv_command
+    argv = torchrun_argv(command, args.nnodes, args.node_rank, args.nproc_per_node, args.master, args.join_timeout)
+    launch(argv, args.nnodes, args.join_timeout)
+
+
+def demo(args) -> None:
+    from dlcv.demo import run_demo
+
+    run_demo(args.output, overwrite=args.overwrite)
