@@ -1,0 +1,18 @@
+"""The recipe schema: one pydantic model per task, every key with its default, its rule and its meaning.
+
+A recipe YAML file and ``--set`` override a task's defaults (``dlcv.config.load_recipe``); the result is
+one of the models below, checked in full (strict types, ranges, choices, and the checks across keys as
+validators), and every consumer reads typed sections: ``recipe.train.epochs``. A run folder's
+``recipe.yaml`` is ``recipe.model_dump()``. A rule's text (``Wants``) is what ``dlcv keys`` prints and what
+an error says a good value is. This module imports no torch, so commands that only read recipes start fast.
+"""
+
+from __future__ import annotations
+
+from dlcv.recipes.keys import describe_keys, field_at, keys_markdown, leaves
+from dlcv.recipes.schema import *  # noqa: F403 (the schema's parts, as dlcv.recipes.NAME)
+from dlcv.recipes.schema import __all__ as _schema
+from dlcv.recipes.tasks import *  # noqa: F403 (one recipe per task, and RECIPES)
+from dlcv.recipes.tasks import __all__ as _tasks
+
+__all__ = [*_schema, *_tasks, "describe_keys", "field_at", "keys_markdown", "leaves"]

@@ -1,0 +1,79 @@
+"""Every recipe key described: ``dlcv keys`` and the tables of docs/configuration.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from dlcv.recipes.schema import describe_field
+from dlcv.recipes.tasks import RECIPES
+
+
+def leaves(recipe: BaseModel, prefix: str = ""):
+    """``(dotted key, value, field)`` of every key of a recipe, in order."""
+    for name, field in type(recipe).model_fields.items():
+        value = getattr(recipe, name)
+        if isinstance(value, BaseModel):
+            yield from leaves(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value, field
+
+
+def describe_keys(kind: type[BaseModel]) -> list[tuple[str, str, str, str]]:
+    """``(dotted key, default, what a good value is, meaning)`` for every key of a recipe type, in order."""
+    import json
+
+    return [(name, f"{value:g}" if isinstance(value, float) else json.dumps(value), describe_field(field),
+             field.description or "") for name, value, field in leaves(kind())]
+
+
+def field_at(kind: type[BaseModel], path: tuple) -> tuple[str, Any]:
+    """``(dotted key, field)`` of the deepest recipe key along ``path`` (a validation error's location)."""
+    names, field = [], None
+    for part in path:
+        if not (isinstance(kind, type) and issubclass(kind, BaseModel)) or part not in kind.model_fields:
+            break
+        names.append(part)
+        field = kind.model_fields[part]
+        kind = field.annotation
+    return ".".join(names), field
+
+
+def keys_markdown(tasks: list[str] | None = None) -> str:
+    """Every key of the recipes of ``tasks`` (default: all) as Markdown tables, one per section (the top-level
+    keys first), each key with its rule, its meaning and its default, per task where they differ."""
+    import json
+
+    tables: dict[str, dict] = {}  # section -> {key: (tasks, {rule: tasks}, meaning, {default: tasks})}
+    tasks = tasks or list(RECIPES)
+    for task in tasks:
+        recipe = RECIPES[task]()
+        for name, field in type(recipe).model_fields.items():
+            value = getattr(recipe, name)
+            section = isinstance(value, BaseModel)
+            if name == "task":  # fixed by the command
+                continue
+            for key, default, leaf in leaves(value, f"{name}.") if section else [(name, value, field)]:
+                row = tables.setdefault(name if section else "top level", {}).setdefault(
+                    key, ([], {}, leaf.description, {}))
+                row[0].append(task)
+                row[1].setdefault(describe_field(leaf), []).append(task)
+                shown = f"{default:g}" if isinstance(default, float) else json.dumps(default)
+                row[3].setdefault(shown, []).append(task)
+
+    def cell(values: dict, where: list, everywhere: set, code: bool) -> str:
+        quote = "`" if code else ""
+        if len(values) == 1 and set(where) == everywhere:  # one value in every task that has the section
+            return f"{quote}{next(iter(values))}{quote}"
+        return "; ".join(f"{quote}{value}{quote} ({', '.join(ts)})" for value, ts in values.items())
+
+    lines = []
+    for section, rows in tables.items():
+        everywhere = {task for where, *_ in rows.values() for task in where}
+        lines += [f"#### {section}", "", "| key | default | rule | meaning |", "|---|---|---|---|"]
+        for key, (where, rules, meaning, defaults) in rows.items():
+            rule = cell(rules, where, everywhere, False) if len(rules) > 1 else next(iter(rules))
+            lines.append(f"| `{key}` | {cell(defaults, where, everywhere, True)} | {rule} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,298 @@
+"""The recipe schema's parts: the rules a value follows (``Wants``: what ``dlcv keys`` prints and an error says
+a good value is), the sections every training task shares, and the base recipes."""
+
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from dlcv.errors import DlcvError, shown
+
+__all__ = ["Wants", "RecipeError", "whole", "number", "list_of", "checked", "describe", "describe_field", "check_arg",
+           "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName", "Folder",
+           "Text", "Whole0", "Whole1", "NonNegative", "Positive", "Share", "Fraction", "AnyNumber", "Stats", "Spread",
+           "EpochList", "TtaMode", "SegTtaMode", "TTA_MODES", "SEG_TTA_MODES", "OPTIMIZERS", "SCHEDULES",
+           "PIXEL_LOSSES", "RESNETS", "SAM_TYPES", "IMAGENET_MEAN", "IMAGENET_STD", "key", "section", "Section",
+           "Optim", "Schedule", "Devices", "Train", "Model", "snapshot_epochs", "TASK", "Recipe", "Training"]
+
+@dataclass(frozen=True)
+class Wants:
+    """What a good value of a type is, in words (``a whole number >= 1``)."""
+
+    text: str
+
+
+class RecipeError(ValueError):
+    """A check across keys that failed: ``key`` names the key whose source the error line gives."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def whole(low: int = 0, high: int | None = None):
+    """A whole number in ``[low, high]``."""
+    return Annotated[int, Field(ge=low, le=high),
+                     Wants(f"a whole number >= {low}" + (f" and <= {high}" if high is not None else ""))]
+
+
+def number(low: float = 0.0, high: float | None = None, open_low: bool = False, open_high: bool = False):
+    """A finite number from ``low`` (excluded with ``open_low``) to ``high`` (excluded with ``open_high``)."""
+    bounds = {"gt" if open_low else "ge": low, **({"lt" if open_high else "le": high} if high is not None else {})}
+    wants = (f"a number {'>' if open_low else '>='} {low:g}" if high is None else
+             f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}")
+    return Annotated[float, Field(allow_inf_nan=False, **bounds), Wants(wants)]
+
+
+def list_of(count: int | None, item):
+    """A list of ``count`` (any number for None) values of type ``item``."""
+    return Annotated[list[item], Field(min_length=count, max_length=count),
+                     Wants(f"a list of {count if count is not None else 'any number of'} ({describe(item)})")]
+
+
+def checked(kind, test, wants: str):
+    """A value of ``kind`` that ``test`` accepts."""
+    def check(value):
+        if not test(value):
+            raise ValueError(wants)
+        return value
+    return Annotated[kind, AfterValidator(check), Wants(wants)]
+
+
+def describe(kind) -> str:
+    """What a good value of the type ``kind`` is, in words."""
+    if typing.get_origin(kind) is Annotated:
+        said = [m.text for m in kind.__metadata__ if isinstance(m, Wants)]
+        return said[-1] if said else describe(typing.get_args(kind)[0])
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(kind)))
+    args = typing.get_args(kind)
+    if type(None) in args:
+        return "null or " + " or ".join(describe(a) for a in args if a is not type(None))
+    if args and typing.get_origin(kind) in (typing.Union, type(int | str)):
+        return " or ".join(describe(a) for a in args)
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a text", dict: "a mapping"}
+    return names.get(typing.get_origin(kind) or kind, "a mapping" if isinstance(kind, type) and
+                     issubclass(kind, BaseModel) else "a list")
+
+
+def describe_field(field) -> str:
+    """What a good value of a recipe key (a pydantic field) is, in words."""
+    said = [m.text for m in field.metadata if isinstance(m, Wants)]
+    return said[-1] if said else describe(field.annotation)
+
+
+def check_arg(name: str, value, kind) -> None:
+    """A model builder's argument ``model.args.NAME`` is of the type ``kind``; else one line naming it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(kind).validate_python(value, strict=True)
+    except ValidationError:
+        raise DlcvError(f"model.args.{name} must be {describe(kind)}, got {shown(value)}") from None
+
+
+# --- durations --------------------------------------------------------------------------------------------
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+MAX_DURATION = 366 * 24 * 3600.0  # a year: anything longer is a typing slip, and overflows timers downstream
+
+
+def parse_duration(text) -> float | None:
+    """Seconds of a duration such as ``20m``, ``1h30m``, ``90s`` or ``1.5h`` (each unit at most once, in the order
+    h, m, s; above 0 and at most a year); None if it is not one."""
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?",
+                         text.strip()) if isinstance(text, str) else None
+    if parts is None or not any(parts.groups()) or max(len(g or "") for g in parts.groups()) > 12:
+        return None
+    seconds = sum(float(n) * _UNITS[u] for n, u in zip(parts.groups(), "hms") if n)
+    return seconds if 0 < seconds <= MAX_DURATION else None
+
+
+def format_duration(seconds: float) -> str:
+    """``1h30m``, ``20m``, ``45s``, ``2m30s``, ``-7s``: the inverse of ``parse_duration`` to the second."""
+    seconds = round(seconds)
+    hours, rest = divmod(abs(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
+    return ("-" if seconds < 0 else "") + (text or "0s")
+
+
+def is_folder_name(v) -> bool:
+    """A plain folder name: no path separator, no control character, not ``.`` or ``..``."""
+    return (isinstance(v, str) and 0 < len(v) <= 255 and v not in (".", "..") and "/" not in v and "\\" not in v
+            and v.isprintable())
+
+
+Duration = checked(str, lambda v: parse_duration(v) is not None,
+                   "a duration such as 20m, 1h30m, 90s or 1.5h (up to a year)")
+FolderName = checked(str, is_folder_name, "a plain folder name (no /, \\ or control characters)")
+Folder = Annotated[str, Field(min_length=1), Wants("a folder or file name")]
+Text = Annotated[str, Field(min_length=1), Wants("a non-empty text")]
+Whole0, Whole1 = whole(0), whole(1)
+NonNegative, Positive, Share, Fraction = number(0), number(0, open_low=True), number(0, 1), number(0, 1, open_high=True)
+AnyNumber = Annotated[float, Field(allow_inf_nan=False), Wants("a number")]
+Stats, Spread = list_of(3, NonNegative), list_of(3, Positive)
+EpochList = Annotated[str | list[str | int] | None, Wants("first, middle, last and/or epoch numbers, as a text or a "
+                                                           "list")]
+
+TtaMode = Literal["none", "flip", "flip_shift"]
+SegTtaMode = Literal["none", "flip", "d4"]  # flip: image + mirror; d4: the 4 rotations x 2 mirrors
+TTA_MODES, SEG_TTA_MODES = typing.get_args(TtaMode), typing.get_args(SegTtaMode)
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
+SCHEDULES = ("constant", "onecycle", "cosine", "cosine_restarts", "linear", "poly", "multistep")
+PIXEL_LOSSES = ("ce", "focal", "dice", "lovasz")
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+SAM_TYPES = ("vit_h", "vit_l", "vit_b", "default", "vit_tiny")
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def key(default, meaning: str):
+    """A recipe key's default and its one-line meaning."""
+    return Field(default, description=meaning)
+
+
+def section(kind: type[BaseModel], meaning: str = "", **defaults):
+    """A section of the recipe, with this task's defaults where they differ from the section's own."""
+    return Field(default_factory=lambda: kind(**defaults), description=meaning or kind.__doc__)
+
+
+class Section(BaseModel):
+    """A part of a recipe: unknown keys, values of the wrong type and values outside their range are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+# --- the sections every training task shares ------------------------------------------------------------
+class Optim(Section):
+    """The optimiser."""
+
+    name: Literal[OPTIMIZERS] = key("sgd", "the optimiser")
+    lr: NonNegative = key(0.1, "the (peak) learning rate")
+    momentum: Share = key(0.9, "sgd and lars: momentum")
+    nesterov: bool = key(True, "sgd: Nesterov momentum")
+    betas: list_of(2, Fraction) = key([0.9, 0.999], "adam and adamw: the moment decays")
+    weight_decay: NonNegative = key(5e-4, "weight decay (decoupled for adamw)")
+    decay_norm_and_bias: bool = key(False, "also decay normalisation weights and biases")
+    head_lr_mult: Positive = key(1.0, "a classifier's head (last layer) learns at this multiple of lr; the schedule "
+                                 "scales both alike (e.g. 10 when fine-tuning pretrained weights)")
+
+
+class Schedule(Section):
+    """The learning-rate schedule, stepped every batch."""
+
+    name: Literal[SCHEDULES] = key("onecycle", "the learning-rate schedule, stepped every batch")
+    warmup_epochs: NonNegative = key(0, "cosine, linear, poly, multistep: linear ramp over these epochs")
+    pct_start: number(0, 1, open_low=True, open_high=True) = key(0.25, "onecycle: share of steps rising to the peak")
+    anneal: Literal["linear", "cos"] = key("linear", "onecycle: the shape of the rise and fall")
+    div_factor: Positive = key(10.0, "onecycle: start lr = lr / div_factor")
+    final_div_factor: Positive = key(100.0, "onecycle: end lr = start lr / final_div_factor")
+    min_lr_fraction: Share = key(0.0, "cosine, linear, poly: floor as a fraction of lr")
+    power: NonNegative = key(0.9, "poly: lr * (1 - t)^power")
+    milestones: list_of(None, NonNegative) = key([], "multistep: where lr drops: epochs (1 and more) or shares of "
+                                                 "the run (below 1, e.g. [0.5, 0.75]; with train.budget, shares only)")
+    gamma: Positive = key(0.1, "multistep: the factor of each drop")
+    restart_epochs: Whole1 = key(10, "cosine_restarts: epochs of the first cosine period (SGDR's T_0)")
+    restart_mult: Whole1 = key(1, "cosine_restarts: each period this many times longer than the last (T_mult)")
+
+
+Devices = Annotated[Literal["auto"] | Whole1 | list[Whole0],
+                    Wants("auto, a number of devices >= 1 or a list of device indices")]
+
+
+class Train(Section):
+    """How the run trains: its length or budget, precision, devices, and what keeps the best weights."""
+
+    epochs: Whole1 = key(30, "training epochs (with train.budget: only the plan until the speed is measured)")
+    budget: Duration | None = key(None, "end the whole command within this time (20m, 1h30m): the steps are planned "
+                                  "from the measured speed, the schedule runs over them, the epochs are a result")
+    reference_epochs: number(0, open_low=True) | None = key(
+        None, "with train.budget: the fewest epochs of the runs behind the recipe's figure (docs/results.md); a plan "
+        "of fewer says it may not reach it")
+    precision: Literal["auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] = key(
+        "auto", "auto: bf16-mixed where the hardware computes bf16 fast (16-mixed on a T4 or V100), else 32-true; or "
+        "any of Lightning's")
+    early_stopping_patience: Whole0 = key(0, "> 0: stop after this many epochs without a better monitored metric")
+    ema_decay: Fraction = key(0.0, "> 0: validate, checkpoint and predict with an exponential moving average of the "
+                              "weights (bias-corrected)")
+    gradient_clip: NonNegative = key(0.0, "> 0: clip the gradients' global norm to this")
+    save_top_k: Whole1 = key(1, "keep the k best checkpoints (top/), for predict --ensemble k")
+    tta: Literal["none"] = key("none", "prediction and final scoring's test-time augmentation (none here)")
+    val_tta: Literal["none"] = key("none", "per-epoch validation's test-time augmentation (none here)")
+    channels_last: bool = key(True, "the channels-last memory layout (faster convolutions)")
+    threads: Whole1 | None = key(None, "CPU threads for torch; null: all cores")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = key("auto", "Lightning's accelerator")
+    devices: Devices = key("auto", "a number of GPUs (or CPU processes), or auto: one, or one per process that "
+                           "torchrun or SLURM started")
+    num_nodes: Whole1 = key(1, "machines in a multi-node run (more when torchrun or srun started more)")
+    strategy: Text = key("auto", "auto, ddp, ... (Lightning's); torchrun and SLURM are detected")
+    sync_batchnorm: bool = key(False, "batch-norm statistics over all processes (GPUs; small per-device batches)")
+    deterministic: bool = key(False, "deterministic algorithms wherever a kernel has one")
+
+
+class Model(Section):
+    """The model: a registered name (``dlcv models``) and its builder's arguments."""
+
+    name: str = key("dlcv_net", "any registered model (dlcv models)")
+    args: dict[str, Any] = key({}, "free-form: the model builder's arguments")
+
+
+def snapshot_epochs(spec, max_epochs: int | None, where: str = "embed.epochs") -> list[int | str]:
+    """Resolve ``first,middle,last`` (or a list of numbers and those words) to 1-based epochs; with no
+    ``max_epochs`` (a time budget decides them) ``middle`` and ``last`` stay words."""
+    words = ({"first": 1, "middle": "middle", "last": "last"} if max_epochs is None
+             else {"first": 1, "middle": (max_epochs + 1) // 2, "last": max_epochs})
+    epochs = set()
+    for item in spec.split(",") if isinstance(spec, str) else list(spec or []):
+        item = str(item).strip()
+        if item in words:
+            epochs.add(words[item])
+        elif item.isdigit() and 1 <= int(item) <= (max_epochs or int(item)):
+            epochs.add(int(item))
+        elif item:
+            raise RecipeError(where, f"{where}: {item!r} is not first, middle, last or an epoch in "
+                              f"1..{max_epochs or 'n'}")
+    return sorted(epochs, key=lambda e: (isinstance(e, str), str(e).zfill(9)))
+
+
+TASK = "the task the recipe is for (another task's command refuses it)"
+
+
+class Recipe(Section):
+    """A recipe: the task it is for (each recipe fixes its own) and the name of its run folder."""
+
+    task: str = key("", TASK)
+    name: FolderName | None = key(None, "run folder name under --runs-dir; default: the recipe file's name")
+
+
+class Training(Recipe):
+    """A recipe that trains: its seed, and the checks across its keys."""
+
+    seed: whole(0, 2**32 - 1) = key(0, "seeds the split, the weights and every epoch's random draws")
+
+    SNAPSHOTS: typing.ClassVar[str | None] = None  # the key of the epochs whose snapshots are kept
+
+    @property
+    def planned_epochs(self) -> int | None:
+        """The epochs to train, or None where a time budget decides them."""
+        return None if self.train.budget else self.train.epochs
+
+    def snapshots(self) -> list[int | str]:
+        """The epochs of the recipe's snapshots (words where a budget decides them)."""
+        section, name = self.SNAPSHOTS.split(".")
+        return snapshot_epochs(getattr(getattr(self, section), name), self.planned_epochs, self.SNAPSHOTS)
+
+    @model_validator(mode="after")
+    def _across_keys(self):
+        if self.train.budget and self.schedule.name == "multistep" and any(m >= 1 for m in self.schedule.milestones):
+            raise RecipeError("schedule.milestones", f"schedule.milestones {shown(self.schedule.milestones)}: with "
+                              "train.budget the epochs are not known in advance; give shares of the run, e.g. "
+                              "[0.5, 0.75]")
+        if self.SNAPSHOTS:
+            self.snapshots()
+        return self

@@ -1,0 +1,385 @@
+"""One recipe per task: its sections and defaults, and the checks across its keys."""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from dlcv.data.p1 import MAX_CLASSES
+from dlcv.recipes.schema import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PIXEL_LOSSES,
+    RESNETS,
+    SAM_TYPES,
+    TASK,
+    AnyNumber,
+    Duration,
+    EpochList,
+    Folder,
+    Fraction,
+    Model,
+    NonNegative,
+    Optim,
+    Positive,
+    Recipe,
+    RecipeError,
+    Schedule,
+    Section,
+    SegTtaMode,
+    Share,
+    Spread,
+    Stats,
+    Train,
+    Training,
+    TtaMode,
+    Wants,
+    Whole0,
+    Whole1,
+    checked,
+    key,
+    list_of,
+    number,
+    section,
+    whole,
+)
+
+__all__ = ["RECIPES", "ClassifyData", "ClassifyTrain", "Embed", "ClassifyRecipe", "crop_padding_error",
+           "FinetuneRecipe", "CropScale", "SegmentData", "PixelLoss", "SegmentLoss", "SegmentTrain", "Progress", "SegmentRecipe",
+           "ByolData", "Views", "Trunk", "Byol", "Monitor", "ByolRecipe", "SSL_SETTINGS", "Backbones", "TableData",
+           "Shares", "TableRecipe", "Generator", "SamModel", "Refine", "Figure", "SamRecipe"]
+
+
+# --- Problem 1: classification ----------------------------------------------------------------------------
+class ClassifyData(Section):
+    """The labelled folders, the batches and the augmentation."""
+
+    train: Folder = key("train_50", "folder under --data; labels from file names or train_labels")
+    train_labels: Folder | None = key(None, "optional filename,label CSV under --data")
+    validation: str | None = key("val_50", "folder under --data (null or \"\": none)")
+    validation_labels: Folder | None = key(None, "optional filename,label CSV under --data")
+    holdout: Fraction = key(0.0, "> 0: select checkpoints on this stratified share of train instead; the validation "
+                            "folder is then scored once, at the end")
+    num_classes: whole(1, MAX_CLASSES) | None = key(None, "null: highest training label + 1")
+    batch_size: Whole1 = key(256, "training batch per process")
+    eval_batch_size: Whole1 = key(500, "validation and prediction batch")
+    mean: Stats = key([0.5071, 0.4865, 0.4409], "per-channel mean (CIFAR-100's: the p1 images are of that kind)")
+    std: Spread = key([0.2673, 0.2564, 0.2762], "per-channel standard deviation")
+    image_size: Whole1 | None = key(None, "decode every image resized to this square side (folders of mixed sizes: "
+                                    "Office-Home)")
+    input_size: Whole1 | None = key(None, "resize to this square size for the model (e.g. 224 for AlexNet)")
+    crop_padding: Whole0 = key(4, "random crop after padding by this many pixels (reflect)")
+    flip: bool = key(True, "random horizontal mirror")
+    cutout: Whole0 = key(0, "side of the square zeroed in every training image (0: off)")
+    auto_augment: Literal["none", "trivialaugment", "randaugment"] = key(
+        "none", "TrivialAugmentWide or RandAugment, a fresh draw per image")
+    auto_augment_min_epochs: Whole0 = key(0, "> 0: auto_augment only while the run's plan has at least this many "
+                                          "epochs (a time budget gives a fast machine many: it gets the regulariser)")
+    randaugment_ops: Whole0 = key(2, "randaugment: operations per image")
+    randaugment_magnitude: number(0, 30) = key(9, "randaugment: the magnitude bin (of 31)")
+    mixup_alpha: NonNegative = key(0.0, "> 0: MixUp with this Beta(alpha, alpha)")
+    cutmix_alpha: NonNegative = key(0.0, "> 0: CutMix; with both on, one of the two per batch at equal odds")
+    cache: bool = key(True, "decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv")
+
+
+class ClassifyTrain(Train):
+    """How the run trains, and the classifier's loss and test-time augmentation."""
+
+    loss: Literal["ce", "focal"] = key("ce", "ce (cross-entropy) or focal")
+    focal_gamma: NonNegative = key(2.0, "focal: the focusing exponent")
+    label_smoothing: Fraction = key(0.1, "share of each target spread over all classes")
+    tta: TtaMode = key("flip", "prediction and final scoring: none, flip (image + mirror) or flip_shift (+ 1-px "
+                       "shifts)")
+    val_tta: TtaMode = key("flip", "per-epoch validation (kept cheap: it runs every epoch)")
+
+
+class Embed(Section):
+    """The second-last layer's features kept through training (PCA and t-SNE)."""
+
+    epochs: EpochList = key("first,middle,last", "snapshot epochs: words and/or numbers; \"\" for none")
+    train_subset: Whole0 = key(0, "also keep this many training images' features (a fixed, class-balanced sample)")
+
+
+class ClassifyRecipe(Training):
+    """``classify fit``: a classifier on labelled folders."""
+
+    SNAPSHOTS: typing.ClassVar[str] = "embed.epochs"
+    task: Literal["classify"] = key("classify", TASK)
+    data: ClassifyData = section(ClassifyData)
+    model: Model = section(Model)
+    optim: Optim = section(Optim)
+    schedule: Schedule = section(Schedule)
+    train: ClassifyTrain = section(ClassifyTrain)
+    embed: Embed = section(Embed)
+
+    @model_validator(mode="after")
+    def _padding(self):
+        side = self.data.image_size
+        if side is not None and self.data.crop_padding >= side:
+            raise RecipeError("data.crop_padding",
+                              crop_padding_error(self.data.crop_padding, f"data.image_size {side}"))
+        return self
+
+
+def crop_padding_error(padding: int, what: str) -> str:
+    """The error of a random crop's reflect padding that reaches past the image (``what``: its side, said)."""
+    return f"data.crop_padding {padding} must be below {what}: reflect padding cannot reach past the image"
+
+
+class FinetuneRecipe(ClassifyRecipe):
+    """``ssl finetune``: a classification recipe over the Office-Home layout (R1's fine-tuning)."""
+
+    data: ClassifyData = section(ClassifyData, train="train", train_labels="train.csv", validation="val",
+                                 validation_labels="val.csv", holdout=0.1, image_size=128, crop_padding=16,
+                                 batch_size=64, eval_batch_size=256, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    model: Model = section(Model, name="resnet_transfer", args={"arch": "resnet50", "head": "mlp"})
+    optim: Optim = section(Optim, name="adam", lr=5e-4, weight_decay=1e-3)
+    schedule: Schedule = section(Schedule, name="cosine")
+    embed: Embed = section(Embed, epochs="first,last", train_subset=1000)  # t-SNE of the training set
+
+
+# --- Problem 2: segmentation ------------------------------------------------------------------------------
+CropScale = checked(list_of(2, AnyNumber), lambda v: 0 < v[0] <= v[1] <= 1, "[low, high] with 0 < low <= high <= 1")
+
+
+class SegmentData(Section):
+    """The satellite pairs, the batches and the augmentation."""
+
+    train: Folder = key("train", "folder of NNNN_sat.jpg / NNNN_mask.png pairs under --data")
+    validation: str | None = key("validation", "folder of pairs under --data (null or \"\": none)")
+    holdout: Fraction = key(0.0, "> 0: select checkpoints on this random share of train; validation scored once at "
+                            "the end")
+    unmapped: Literal["unknown", "error"] = key("unknown", "mask colours in no class (red): unknown (count as Unknown) "
+                                                "or error")
+    batch_size: Whole1 = key(8, "training batch per process")
+    eval_batch_size: Whole1 = key(8, "validation and prediction batch")
+    train_size: Whole1 = key(512, "side of the augmented training crops fed to the model")
+    eval_size: Whole1 = key(512, "whole images are resized to this for the model; predictions return to full size")
+    scale: CropScale = key([0.5, 1.0], "random crop side as a fraction of the image side (log-uniform)")
+    flip: bool = key(True, "random mirror of image and mask")
+    rot90: bool = key(True, "random quarter turns of image and mask")
+    mean: Stats = key(IMAGENET_MEAN, "per-channel mean (ImageNet's)")
+    std: Spread = key(IMAGENET_STD, "per-channel standard deviation (ImageNet's)")
+    cache: bool = key(True, "decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv")
+
+
+PixelLoss = checked(str, lambda v: all(p.strip().lower() in PIXEL_LOSSES for p in v.split("+")),
+                    f"one of {', '.join(PIXEL_LOSSES)} or a sum such as ce+lovasz")
+
+
+class SegmentLoss(Section):
+    """The pixel loss."""
+
+    name: PixelLoss = key("ce", "ce, focal, dice, lovasz (Lovasz-softmax, an IoU surrogate), or a sum such as "
+                          "ce+lovasz")
+    class_weights: list_of(7, NonNegative) | None = key(None, "7 numbers (Unknown last), for ce and focal")
+    label_smoothing: Fraction = key(0.0, "ce: share of each target spread over all classes")
+    focal_gamma: NonNegative = key(2.0, "focal: the focusing exponent")
+    dice_weight: NonNegative = key(1.0, "weight of the dice term in a sum")
+    lovasz_weight: NonNegative = key(1.0, "weight of the lovasz term in a sum")
+
+
+class SegmentTrain(Train):
+    """How the run trains, and the segmenter's test-time augmentation."""
+
+    epochs: Whole1 = key(20, "training epochs (with train.budget: only the plan until the speed is measured)")
+    tta: SegTtaMode = key("flip", "prediction and final scoring: none, flip or d4 (4 rotations x 2 mirrors)")
+    val_tta: SegTtaMode = key("none", "per-epoch validation")
+
+
+class Progress(Section):
+    """The predicted masks kept through training."""
+
+    epochs: EpochList = key("first,middle,last", "epochs whose predicted masks are kept for the progress grid")
+    images: list[str] = key(["0013", "0062", "0104"], "validation ids (the reports' choice); missing ones are skipped")
+
+
+class SegmentRecipe(Training):
+    """``segment fit``: a segmentation model on satellite pairs."""
+
+    SNAPSHOTS: typing.ClassVar[str] = "progress.epochs"
+    task: Literal["segment"] = key("segment", TASK)
+    data: SegmentData = section(SegmentData)
+    model: Model = section(Model, name="unet_lite0")
+    loss: SegmentLoss = section(SegmentLoss)
+    optim: Optim = section(Optim, name="adamw", lr=1e-3, weight_decay=1e-4)
+    schedule: Schedule = section(Schedule)
+    train: SegmentTrain = section(SegmentTrain)
+    progress: Progress = section(Progress)
+
+
+# --- self-supervised pre-training (BYOL) and transfer to Office-Home -----------------------------------
+class ByolData(Section):
+    """The unlabelled images and the batches."""
+
+    image_size: Whole1 | None = key(None, "decode every image resized to this side (Mini-ImageNet: 84 to 128; R1 "
+                                    "resized 160)")
+    batch_size: Whole1 = key(128, "training batch per process")
+    eval_batch_size: Whole1 = key(500, "validation and prediction batch")
+    mean: Stats = key(IMAGENET_MEAN, "per-channel mean: the statistics' values only; no ImageNet weights anywhere in "
+                      "this path")
+    std: Spread = key(IMAGENET_STD, "per-channel standard deviation")
+    cache: bool = key(True, "decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv")
+
+
+class Views(Section):
+    """BYOL's two views: lightly's BYOLView1Transform / BYOLView2Transform parameters (``dlcv.data.ssl_views``)."""
+
+    size: Whole1 = key(128, "side of each view fed to the network (R1 cropped 128)")
+    min_scale: number(0, 1, open_low=True) = key(0.08, "smallest crop area as a share of the image")
+    hflip: Share = key(0.5, "probability of a mirror")
+    jitter_prob: Share = key(0.8, "probability of the colour jitter")
+    brightness: NonNegative = key(0.4, "colour jitter: brightness")
+    contrast: NonNegative = key(0.4, "colour jitter: contrast")
+    saturation: NonNegative = key(0.2, "colour jitter: saturation")
+    hue: number(0, 0.5) = key(0.1, "colour jitter: hue")
+    grayscale: Share = key(0.2, "probability of grey")
+    blur: list_of(2, Share) = key([1.0, 0.1], "probability of a Gaussian blur, per view")
+    sigma: list_of(2, NonNegative) = key([0.1, 2.0], "blur sigma range at 224 pixels; scaled by size / 224")
+    solarize: list_of(2, Share) = key([0.0, 0.2], "probability of solarisation, per view")
+
+
+class Trunk(Section):
+    """The network pre-trained."""
+
+    arch: Literal[RESNETS] = key("resnet50", "a torchvision ResNet, randomly initialised")
+
+
+class Byol(Section):
+    """BYOL's heads and target network."""
+
+    hidden_dim: Whole1 = key(4096, "projection and prediction heads' hidden width")
+    output_dim: Whole1 = key(256, "projection width")
+    momentum: Fraction = key(0.99, "the target's momentum at the start of its cosine schedule to 1")
+
+
+class Monitor(Section):
+    """The kNN monitor: Office-Home train (bank, class-balanced) -> val, every epoch."""
+
+    k: Whole1 = key(20, "neighbours of the kNN monitor")
+    max_bank: Whole1 = key(5000, "at most this many bank images, class-balanced")
+
+
+class ByolRecipe(Training):
+    """``ssl pretrain``: BYOL on unlabelled images."""
+
+    task: Literal["ssl_pretrain"] = key("ssl_pretrain", TASK)
+    data: ByolData = section(ByolData)
+    views: Views = section(Views)
+    model: Trunk = section(Trunk)
+    byol: Byol = section(Byol)
+    optim: Optim = section(Optim, name="adam", lr=3e-4, weight_decay=1e-6)  # R1's; "lars" also works
+    schedule: Schedule = section(Schedule, name="cosine")
+    train: Train = section(Train, epochs=100)
+    monitor: Monitor = section(Monitor)
+
+
+SSL_SETTINGS = {  # setting -> (pre-training, fine-tuning)
+    "A": ("none", "full"),
+    "B": ("supervised", "full"),
+    "C": ("self_supervised", "full"),
+    "D": ("supervised", "frozen"),
+    "E": ("self_supervised", "frozen"),
+}
+
+
+class Backbones(Section):
+    """Existing backbone files (relative to --data), e.g. pretrain_model_SL.pt, instead of training them."""
+
+    supervised: str | None = key(None, "a supervised backbone file instead of training one")
+    self_supervised: str | None = key(None, "a self-supervised backbone file instead of pre-training one")
+
+
+class TableData(Section):
+    """Where the table's data lies."""
+
+    root: str | None = key(None, "the data folder when --data is not given")
+    mini: Folder = key("mini/train", "the unlabelled images, under the data folder")
+    office: Folder = key("office", "the Office-Home folder, under the data folder")
+    supervised: Folder = key("supervised", "the labelled images of the supervised backbone, under the data folder")
+    monitor: str | None = key(None, "BYOL's kNN monitor, a labelled folder under it (null: the office folder)")
+
+
+class Shares(Section):
+    """How the table's budget is shared."""
+
+    byol: NonNegative = key(0.5, "BYOL pre-training's share of the budget")
+    supervised: NonNegative = key(0.1, "the supervised backbone's share")
+    settings: NonNegative = key(0.4, "the fine-tuning settings' share, split evenly among them")
+
+
+class TableRecipe(Recipe):
+    """``ssl table``: the pre-training runs and settings A-E from one recipe."""
+
+    task: Literal["ssl_table"] = key("ssl_table", TASK)
+    pretrain: str | None = key(None, "BYOL recipe (path relative to the settings file); null: use "
+                               "backbones.self_supervised")
+    supervised: str | None = key(None, "classify recipe training the supervised backbone on data.supervised; null: "
+                                 "backbones.supervised")
+    finetune: str | None = key(None, "fine-tuning recipe shared by all five settings (null: the built-in defaults)")
+    backbones: Backbones = section(Backbones)
+    data: TableData = section(TableData)
+    settings: Annotated[list[Literal[tuple(SSL_SETTINGS)]], Field(min_length=1),
+                        Wants("a non-empty list of A-E")] = key(list(SSL_SETTINGS), "the settings to run, of A-E")
+    budget: Duration | None = key(None, "end the whole table within this time (2h): each run it trains gets its share "
+                                  "of what is left when it starts")
+    shares: Shares = section(Shares)
+
+
+# --- Segment Anything ---------------------------------------------------------------------------------------
+class Generator(Section):
+    """Every knob of segment-anything's SamAutomaticMaskGenerator, with its default (tuned there for ViT-H); the
+    rules are ours (its own checks are bare asserts)."""
+
+    points_per_side: Whole1 = key(32, "point prompts on a points_per_side^2 grid (per crop layer)")
+    points_per_batch: Whole1 = key(64, "prompts decoded together; more is faster where memory allows")
+    pred_iou_thresh: Share = key(0.88, "drop masks whose predicted IoU (SAM's own quality estimate) is not above this")
+    stability_score_thresh: Share = key(0.95, "drop masks whose IoU between logit cut-offs +-offset is under this")
+    stability_score_offset: Positive = key(1.0, "the logit offset of the stability score")
+    box_nms_thresh: Share = key(0.7, "box IoU above which the lower-scored of two masks is a duplicate")
+    crop_n_layers: Whole0 = key(0, "> 0: run again on crops, layer i has (2^i)^2 crops")
+    crop_nms_thresh: Share = key(0.7, "duplicates between crops")
+    crop_overlap_ratio: Share = key(512 / 1500, "overlap of first-layer crops, as a fraction of the image side")
+    crop_n_points_downscale_factor: Whole1 = key(1, "crop layer i samples points_per_side / factor^i per side")
+    min_mask_region_area: Whole0 = key(0, "> 0: remove islands and fill holes smaller than this (pixels; needs "
+                                       "OpenCV)")
+
+
+class SamModel(Section):
+    """The SAM model."""
+
+    type: Literal[SAM_TYPES] = key("vit_h", "vit_h (= default), vit_l, vit_b, or vit_tiny (tests; no published "
+                                   "weights)")
+
+
+class Refine(Section):
+    """Which SAM regions may relabel a predicted mask."""
+
+    min_predicted_iou: AnyNumber = key(0.88, "SAM regions with a lower predicted IoU change no label (SAM's own "
+                                       "estimate: any real number)")
+    min_area: Whole0 = key(0, "regions smaller than this many pixels change no label")
+
+
+class Figure(Section):
+    """The figure of SAM's masks."""
+
+    images: list[str] = key(["0013", "0062", "0104"], "the reports' images; missing ones: the first three")
+
+
+class SamRecipe(Recipe):
+    """``sam masks`` and ``sam refine``."""
+
+    task: Literal["sam"] = key("sam", TASK)
+    model: SamModel = section(SamModel)
+    generator: Generator = section(Generator)
+    prefilter: bool = key(False, "true: filter the decoder's low-resolution masks by predicted IoU before up-sampling "
+                          "them (same masks as the official generator, less work); false: the official generator "
+                          "exactly")
+    refine: Refine = section(Refine)
+    figure: Figure = section(Figure)
+
+
+RECIPES = {"classify": ClassifyRecipe, "segment": SegmentRecipe, "ssl_pretrain": ByolRecipe,
+           "ssl_finetune": FinetuneRecipe, "ssl_table": TableRecipe, "sam": SamRecipe}  # what a recipe file is for
