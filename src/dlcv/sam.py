@@ -95,12 +95,7 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
 
     recipe = sam_recipe(config, overrides, model_type)
     check_output_folder(output, overwrite, inputs=(images, checkpoint))
-    found = find_images(images)
-    if only:
-        missing = [i for i in only if i not in found.ids]
-        if missing:
-            raise DlcvError(f"--only {','.join(only)}: {images} has no {missing[0]}_sat.jpg")
-        found = type(found)(list(only), [found.images[found.ids.index(i)] for i in only], None)
+    found = _only(find_images(images), only, images)
     runner = SamRunner(checkpoint, recipe, device)
     chosen = [str(i) for i in recipe.figure.images if str(i) in found.ids] or found.ids[:3]
     seconds: dict[str, float] = {}
@@ -136,6 +131,14 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
         with atomic_path(staging / "recipe.yaml") as tmp:
             tmp.write_text(dump_recipe(recipe), encoding="utf-8")
     return summary
+
+
+def _only(found, only: tuple[str, ...], images):
+    """``found`` (``find_images``'s) narrowed to the ids of ``only`` (all of them when empty)."""
+    missing = [i for i in only if i not in found.ids]
+    if missing:
+        raise DlcvError(f"--only {','.join(only)}: {images} has no {missing[0]}_sat.jpg")
+    return type(found)(list(only), [found.images[found.ids.index(i)] for i in only], None) if only else found
 
 
 def decode_rle(segmentation: dict) -> np.ndarray:

@@ -26,8 +26,8 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
     from dlcv.report.answers import place_answers
     from dlcv.report.blocks import ReportContext
     from dlcv.report.discovery import discover_runs, find_outputs
-    from dlcv.report.document import Text, render_html, render_markdown
-    from dlcv.report.pdf import find_chromium, print_pdf
+    from dlcv.report.document import Text
+    from dlcv.report.pdf import find_chromium
     from dlcv.report.sections import in_order
     from dlcv.report.sections.sam import OTHER_OUTPUTS
 
@@ -49,24 +49,39 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
         if answers is not None:
             sections = place_answers(sections, year, answers)
         shutil.rmtree(scratch)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        meta = (f"Built by dlcv report from {len(found)} run(s) under {runs} on {stamp}. Every number is read "
-                "from the runs' metrics.csv, summary.json and recipe.yaml.")
-        if answers is not None and (answers.name or answers.student_id):
-            who = " ".join(filter(None, (answers.name, f"({answers.student_id})" if answers.student_id else "")))
-            meta = f"{who}. {meta}"
-        with atomic_write(building / "index.html") as handle:
-            handle.write(render_html(TITLE, meta, sections))
-        with atomic_write(building / "report.md") as handle:
-            handle.write(render_markdown(TITLE, meta, sections, building))
-        pdf_problem = None
-        if browser:
-            try:
-                print_pdf(browser, building / "index.html", building / "report.pdf")
-            except DlcvError as exc:  # the page and the Markdown are whole: keep them, say what failed
-                pdf_problem, browser = str(exc), None
+        pdf_problem = _write_pages(building, _byline(found, runs, answers), sections, browser)
+        browser = browser if pdf_problem is None else None
     return {"output": output, "index": output / "index.html", "markdown": output / "report.md",
             "sections": [s.title for s in sections], "runs": [r.name for r in found], "skipped": skipped,
             "figures": sorted(p.name for p in (output / "figures").iterdir()),
             "pdf": output / "report.pdf" if browser else None, "pdf_problem": pdf_problem,
             "seconds": time.perf_counter() - start}
+
+
+def _byline(found: list, runs: Path, answers) -> str:
+    """The line under the title: the student (when the answers name one), the runs read and when."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meta = (f"Built by dlcv report from {len(found)} run(s) under {runs} on {stamp}. Every number is read "
+            "from the runs' metrics.csv, summary.json and recipe.yaml.")
+    if answers is not None and (answers.name or answers.student_id):
+        who = " ".join(filter(None, (answers.name, f"({answers.student_id})" if answers.student_id else "")))
+        meta = f"{who}. {meta}"
+    return meta
+
+
+def _write_pages(folder: Path, meta: str, sections: list, browser) -> str | None:
+    """index.html and report.md into ``folder``, and report.pdf with ``browser``; what made the PDF fail, if it did
+    (the page and the Markdown are whole then: they are kept)."""
+    from dlcv.report.document import render_html, render_markdown
+    from dlcv.report.pdf import print_pdf
+
+    with atomic_write(folder / "index.html") as handle:
+        handle.write(render_html(TITLE, meta, sections))
+    with atomic_write(folder / "report.md") as handle:
+        handle.write(render_markdown(TITLE, meta, sections, folder))
+    if browser:
+        try:
+            print_pdf(browser, folder / "index.html", folder / "report.pdf")
+        except DlcvError as exc:
+            return str(exc)
+    return None
