@@ -8,14 +8,6 @@ from pathlib import Path
 from dlcv.errors import DlcvError
 
 TASK_COMMANDS = {"classify": "dlcv classify fit", "segment": "dlcv segment fit"}
-# Model arguments that name pretrained weights: rebuilding a trained model from its checkpoint
-# must not read them again (the checkpoint holds every weight, and the file may be gone).
-WEIGHT_ARGS = ("weights", "backbone_weights", "encoder_weights")
-
-
-def rebuild_args(args: dict) -> dict:
-    """A recipe's model arguments with every pretrained-weights argument set to None."""
-    return {k: (None if k in WEIGHT_ARGS else v) for k, v in args.items()}
 
 
 def read_checkpoint(path: str | os.PathLike, task: str):
@@ -55,7 +47,7 @@ def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
 
 def rebuild_model(ckpt: dict, recipe, path: str | os.PathLike, num_classes: int):
     """The checkpoint's model, built from its (typed) recipe and loaded with its weights, in evaluation mode."""
-    from dlcv.models import create_model
+    from dlcv.models import create_model, rebuild_args
 
     spec = recipe.model
     try:

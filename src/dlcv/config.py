@@ -249,8 +249,7 @@ def check_model(recipe: Recipe, where: str) -> None:
     the model refuses (whatever it raises), is one line naming ``where`` before any data is read."""
     import torch
 
-    from dlcv.checkpoints import rebuild_args
-    from dlcv.models import create_model
+    from dlcv.models import create_model, rebuild_args
 
     spec = recipe.model
     try:

@@ -4,6 +4,6 @@ Models know nothing of training, data or files. Every classifier exposes ``forwa
 (the second-last layer, one vector per image) and ``head`` (the last, linear layer).
 """
 
-from dlcv.models.registry import create_model, list_models, register_model
+from dlcv.models.registry import WEIGHT_ARGS, create_model, list_models, rebuild_args, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["WEIGHT_ARGS", "create_model", "list_models", "rebuild_args", "register_model"]

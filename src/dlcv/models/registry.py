@@ -18,6 +18,16 @@ _MODULES = ("dlcv.models.small", "dlcv.models.pretrained", "dlcv.models.segmenta
             "dlcv.models.transfer")
 
 
+# Model arguments that name pretrained weights: rebuilding a trained model from its checkpoint
+# must not read them again (the checkpoint holds every weight, and the file may be gone).
+WEIGHT_ARGS = ("weights", "backbone_weights", "encoder_weights")
+
+
+def rebuild_args(args: dict) -> dict:
+    """A recipe's model arguments with every pretrained-weights argument set to None."""
+    return {k: (None if k in WEIGHT_ARGS else v) for k, v in args.items()}
+
+
 def register_model(name: str, kind: str = "classify") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: make ``fn(num_classes=..., **kwargs)`` (a function or a model class) buildable as
     ``create_model(name, ...)``.

@@ -39,13 +39,7 @@ def build_tiny_sam(img_size: int = 64, embed_dim: int = 32, prompt_dim: int = 32
     from functools import partial
 
     import torch
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
+    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     grid = img_size // 16
     encoder = ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=embed_dim, depth=2, num_heads=2,

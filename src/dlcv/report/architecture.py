@@ -109,9 +109,8 @@ def build_for_run(recipe, num_classes: int | None = None):
     weights (the structure is what is shown)."""
     import torch
 
-    from dlcv.checkpoints import rebuild_args
     from dlcv.data.masks import NUM_CLASSES
-    from dlcv.models import create_model
+    from dlcv.models import create_model, rebuild_args
 
     task, side = recipe.task, input_side(recipe)
     if side is None:

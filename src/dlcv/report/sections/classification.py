@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from dlcv.checkpoints import WEIGHT_ARGS
+from dlcv.models.registry import WEIGHT_ARGS
 from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
 from dlcv.report.document import Figure, Heading, Section, Table
 from dlcv.report.published import comparison_rows, group, ours, range_text
