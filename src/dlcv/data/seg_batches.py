@@ -93,8 +93,8 @@ def _next_or_none(items, lock: threading.Lock):
 def _crop_pool(workers: int):
     """A thread pool whose workers run their kernels on one thread each.
 
-    Each worker starting its own 2-thread OpenMP team on the same 2 cores made a batch's crops about 1.6x
-    slower. ``torch.set_num_threads`` also sets the default that threads starting later take, so once
+    Each worker starting its own OpenMP team on the same cores made a batch's crops slower.
+    ``torch.set_num_threads`` also sets the default that threads starting later take, so once
     every worker has set its own count the default is put back: the calling (training) thread, and any
     thread after, keep the process's count.
     """
@@ -125,7 +125,7 @@ class SegmentationBatches(TensorBatches):
     ``planes_to_float`` and ``long()``): for training on the CPU, where converting a whole batch on
     the training thread would wake its OpenMP team, whose threads then spin on the cores the next
     batch's crops need. For an accelerator the uint8 batch travels and is converted there. Kept beside a
-    ``DataLoader`` with workers: ready batches 10-12x that way's (``benchmarks/seg_input_pipeline.py``).
+    ``DataLoader`` with workers: faster on this work (docs/results.md, segmentation input pipeline).
     """
 
     def __init__(self, images, masks, batch_size: int, cfg, normalize: tuple | None = None, **kwargs):
@@ -154,7 +154,7 @@ class SegmentationBatches(TensorBatches):
 
                 def work(_, index=index, params=params, images=images, masks=slots, todo=todo, lock=lock) -> None:
                     # Each worker takes the batch's next sample until none is left: a task per worker, not
-                    # per sample (5% of a batch's time and most of its system time went to the hand-offs).
+                    # per sample (the hand-offs cost more than they saved).
                     while (j := _next_or_none(todo, lock)) is not None:
                         images[j], masks[j] = crop_pair(self.images[index[j]], labels[index[j]], params[j], size)
                         if finish:

@@ -10,7 +10,7 @@ PIL image; on a 2-core CPU that per-sample work costs more than the network at 3
 step is one batched tensor operation with per-sample random parameters: the crop and flip are one
 ``affine_grid``/``grid_sample``, the blur one grouped convolution. The jitter is applied in a fixed
 order (torchvision draws a random order); everything else follows lightly's parameters. Kept beside lightly's
-and kornia's: at the CPU recipe's 32 pixels it is 14x and 3x faster (``benchmarks/byol_views.py``).
+and kornia's: faster at the CPU recipe's size (docs/results.md, BYOL's two views).
 """
 
 from __future__ import annotations
