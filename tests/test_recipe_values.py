@@ -96,7 +96,9 @@ def test_a_recipe_cannot_switch_to_another_task(capsys, tmp_path, recipe, p1_dat
     ("{name: dlcv_net, args: {widths: [8, -5]}}", r"model\.args\.widths must be a non-empty list of whole numbers"),
     ("{name: resnet_small, args: {width: 0}}", r"model\.args\.width must be a whole number >= 1, got 0"),
     ("{name: resnet_transfer, args: {arch: resnet18, head: mlp, head_dropout: 3}}",
-     r"model\.args cannot build model 'resnet_transfer': dropout probability has to be between 0 and 1"),
+     r"model\.args\.head_dropout must be a number in \[0, 1\), got 3"),
+    ("{name: resnet_transfer, args: {arch: resnet19}}",
+     r"model\.args\.arch must be one of resnet18, resnet34, resnet50, resnet101, resnet152, got 'resnet19'"),
 ])
 def test_a_model_argument_out_of_range_is_one_line(capsys, tmp_path, p1_data, model, pattern):
     bad = _file(tmp_path, f"model: {model}\n")
@@ -104,8 +106,8 @@ def test_a_model_argument_out_of_range_is_one_line(capsys, tmp_path, p1_data, mo
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_segmentation_model_argument_its_builder_refuses_is_one_line(capsys, tmp_path):
-    expect_error(capsys, r"--set: model\.args cannot build model 'unet_small': .*negative dimension", "segment", "fit",
+def test_a_segmentation_model_argument_out_of_range_is_one_line_before_the_data_is_read(capsys, tmp_path):
+    expect_error(capsys, r"--set: model\.args\.width must be a whole number >= 1, got -1", "segment", "fit",
                  "--config", REPO / "configs" / "seg" / "cpu.yaml", "--data", tmp_path, "--runs-dir",
                  tmp_path / "runs", "--set", "model.name=unet_small", "--set", "model.args.width=-1")
     assert not (tmp_path / "runs").exists()

@@ -482,5 +482,6 @@ def test_smp_encoders_take_the_offline_lite_weights_and_bad_names_are_one_line(c
     assert sum(f"model.{k}" in encoder for k in reference) > 300  # every trunk tensor, not a few
     recipe = tmp_path / "smp.yaml"
     recipe.write_text("name: s\nmodel: {name: smp, args: {arch: NoSuchNet}}\n")
-    expect_error(capsys, r"smp\.yaml: .*smp NoSuchNet over encoder", "segment", "fit", "--config", recipe,
+    expect_error(capsys, r"smp\.yaml: model\.args\.arch must be an architecture of segmentation_models_pytorch .*"
+                 r"got 'NoSuchNet'", "segment", "fit", "--config", recipe,
                  "--data", tmp_path)

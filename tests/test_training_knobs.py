@@ -181,7 +181,7 @@ def test_model_b_by_name_replaces_the_head_and_loads_local_weights(tmp_path):
     assert tv.head.out_features == 5 and tv.feature_dim == 512
     lite = create_model("timm", num_classes=50, arch="tf_efficientnet_lite0", weights="efficientnet-lite0")
     assert lite.head.out_features == 50
-    with pytest.raises(DlcvError, match="timm model 'no_such_net'"):
+    with pytest.raises(DlcvError, match=r"model\.args\.arch must be a timm model name .*got 'no_such_net'"):
         create_model("timm", num_classes=3, arch="no_such_net")
 
 

@@ -9,12 +9,40 @@ model's resolution by the recipe (``data.input_size``, e.g. 224: the reports ups
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import AfterValidator
 from torch import nn
 
 from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
+from dlcv.recipes import Fraction, Wants, Whole0
+
+
+def known_name(name: str, known: bool, library: str) -> str:
+    """``name``, which ``library`` knows (``known``); else the error a model argument's rule reports."""
+    if not known:
+        raise ValueError(f"{name!r} is no {library} model")
+    return name
+
+
+def _timm_name(name: str) -> str:
+    import timm
+
+    return known_name(name, timm.is_model(name), "timm")
+
+
+def _torchvision_name(name: str) -> str:
+    from torchvision import models
+
+    return known_name(name, name in models.list_models(), "torchvision")
+
+
+TimmName = Annotated[str, AfterValidator(_timm_name), Wants("a timm model name (timm.list_models())")]
+TorchvisionName = Annotated[str, AfterValidator(_torchvision_name),
+                            Wants("a torchvision model name (torchvision.models.list_models())")]
 
 
 def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: tuple[str, ...]) -> None:
@@ -43,8 +71,8 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
     the first stages stay as the weights left them (see ``dlcv.models.freezing``). ``drop_rate``: dropout
     before the classifier; ``drop_path_rate``: stochastic depth, the residual blocks' rate rising to it."""
 
-    def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, freeze_stages: int = 0):
+    def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: Fraction = 0.0,
+                 drop_path_rate: Fraction = 0.0, freeze_stages: Whole0 = 0):
         super().__init__()
         import timm
 
@@ -118,13 +146,13 @@ class TorchvisionClassifier(Classifier):
         return self.net(x)
 
 
-@register_model("timm")
-def timm_model(num_classes: int, arch: str = "tf_efficientnet_lite0", **kwargs) -> Classifier:
+@register_model("timm", passes_to=TimmClassifier)
+def timm_model(num_classes: int, arch: TimmName = "tf_efficientnet_lite0", **kwargs) -> Classifier:
     """Any timm classifier (model.args.arch), head replaced; weights: imagenet, a file, or efficientnet-lite0/1/2."""
     return TimmClassifier(num_classes, arch, **kwargs)
 
 
-@register_model("torchvision")
-def torchvision_model(num_classes: int, arch: str = "resnet50", **kwargs) -> Classifier:
+@register_model("torchvision", passes_to=TorchvisionClassifier)
+def torchvision_model(num_classes: int, arch: TorchvisionName = "resnet50", **kwargs) -> Classifier:
     """Any torchvision classifier (model.args.arch), last linear layer replaced; weights: imagenet or a file."""
     return TorchvisionClassifier(num_classes, arch, **kwargs)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
-import re
+import inspect
+import typing
 from collections.abc import Callable
 
 from torch import nn
@@ -12,6 +14,7 @@ from dlcv.errors import DlcvError, exception_line, shown
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _KINDS: dict[str, str] = {}
+_PASSED_TO: dict[str, tuple[Callable, tuple[str, ...]]] = {}  # a builder's **kwargs: whose arguments, less the fixed
 KINDS = ("classify", "segment")
 # Modules whose import registers builders; imported on first lookup so that listing is cheap.
 _MODULES = ("dlcv.models.small", "dlcv.models.pretrained", "dlcv.models.segmentation",
@@ -28,11 +31,14 @@ def rebuild_args(args: dict) -> dict:
     return {k: (None if k in WEIGHT_ARGS else v) for k, v in args.items()}
 
 
-def register_model(name: str, kind: str = "classify") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_model(name: str, kind: str = "classify", passes_to: Callable | None = None,
+                   fixed: tuple[str, ...] = ()) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: make ``fn(num_classes=..., **kwargs)`` (a function or a model class) buildable as
     ``create_model(name, ...)``.
 
-    ``kind`` says what the model does: ``classify`` (logits per image) or ``segment`` (per pixel).
+    ``kind`` says what the model does: ``classify`` (logits per image) or ``segment`` (per pixel). The model's
+    arguments are the parameters of ``fn`` (their annotations are their rules: ``model_args``) and, where ``fn``
+    passes ``**kwargs`` on to ``passes_to``, that one's too, less the ``fixed`` ones ``fn`` sets itself.
     """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -40,6 +46,8 @@ def register_model(name: str, kind: str = "classify") -> Callable[[Callable[...,
             raise ValueError(f"model {name!r} is registered twice")
         _BUILDERS[name] = fn
         _KINDS[name] = kind
+        if passes_to is not None:
+            _PASSED_TO[name] = (passes_to, fixed)
         return fn
 
     return wrap
@@ -67,17 +75,61 @@ def model_summary(name: str) -> str:
     return ((_BUILDERS[name].__doc__ or "").strip().splitlines() or [""])[0]
 
 
-def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with ``num_classes`` outputs (of ``kind``, when given)."""
+@functools.cache
+def model_args(name: str):
+    """The arguments of the registered model ``name`` as a pydantic model (strict, unknown keys refused): each
+    parameter of its builder, and of what its ``**kwargs`` pass to, with its annotation as its rule and its default.
+    A builder whose ``**kwargs`` go to a library (smp's architectures) takes other keys too."""
+    from pydantic import ConfigDict, create_model
+
+    _load_all()
+    target, fixed = _PASSED_TO.get(name, (None, ()))
+    fields, extra = {}, "forbid"
+    for fn in filter(None, (_BUILDERS[name], target)):
+        function = fn.__init__ if isinstance(fn, type) else fn
+        hints = typing.get_type_hints(function, include_extras=True)
+        for param in inspect.signature(function).parameters.values():
+            if param.kind is param.VAR_KEYWORD and target is None:
+                extra = "allow"
+            if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL) or param.name in ("self", "num_classes",
+                                                                                          *fixed, *fields):
+                continue
+            fields[param.name] = (hints.get(param.name, typing.Any),
+                                  ... if param.default is param.empty else param.default)
+    return create_model(f"{name}_args", __config__=ConfigDict(extra=extra, strict=True, arbitrary_types_allowed=True),
+                        **fields)
+
+
+def check_model_args(name: str, kind: str | None, args: dict) -> None:
+    """``args`` are arguments of the registered model ``name`` (of ``kind``, when given), each by its rule; else one
+    line naming the argument and what a good value is. Nothing is built."""
+    from pydantic import ValidationError
+
+    from dlcv.recipes import describe_field
+
     _load_all()
     if name not in _BUILDERS or (kind is not None and _KINDS[name] != kind):
-        known = list_models(kind)
-        what = f"{kind} model" if kind else "model"
-        raise DlcvError(f"unknown {what} {shown(name)}; known: {', '.join(known)}")
+        raise DlcvError(f"unknown {f'{kind} model' if kind else 'model'} {shown(name)}; known: "
+                        f"{', '.join(list_models(kind))}")
+    schema = model_args(name)
+    try:
+        schema.model_validate(args)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else ""
+        if error["type"] == "extra_forbidden":
+            raise DlcvError(f"model.args.{key} is not an argument of model {name!r}") from None
+        raise DlcvError(f"model.args.{key} must be {describe_field(schema.model_fields[key])}, got "
+                        f"{shown(args.get(key))}") from None
+
+
+def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs) -> nn.Module:
+    """Build the registered model ``name`` with ``num_classes`` outputs (of ``kind``, when given); its arguments
+    checked first (``check_model_args``), and a builder's own refusal as one line."""
+    check_model_args(name, kind, kwargs)
     try:
         return _BUILDERS[name](num_classes=num_classes, **kwargs)
-    except TypeError as exc:
-        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
-        if unexpected:
-            raise DlcvError(f"model.args.{unexpected.group(1)} is not an argument of model {name!r}") from None
-        raise DlcvError(f"model {name!r}: {exception_line(exc)}") from None
+    except DlcvError:
+        raise
+    except Exception as exc:  # a builder's own refusal: a bare assert, a ValueError, torch's shape checks
+        raise DlcvError(f"model.args cannot build model {name!r}: {exception_line(exc)}") from None

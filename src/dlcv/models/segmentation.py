@@ -7,13 +7,39 @@ own weights API (downloads when online). Nothing here reads data or writes files
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator
 from torch import nn
 
 from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
+from dlcv.models.pretrained import TimmName, known_name
 from dlcv.models.registry import register_model
+from dlcv.recipes import Fraction, Wants, Whole0, Whole1
+
+
+def _smp_arch(name: str) -> str:
+    import segmentation_models_pytorch as smp
+
+    return known_name(name, name.lower() in smp.MODEL_ARCHITECTURES_MAPPING, "segmentation_models_pytorch")
+
+
+def _smp_encoder(name: str) -> str:
+    import segmentation_models_pytorch as smp
+    import timm
+
+    known = timm.is_model(name[3:]) if name.startswith("tu-") else name in smp.encoders.get_encoder_names()
+    return known_name(name, known, "segmentation_models_pytorch encoder")
+
+
+SmpArch = Annotated[str, AfterValidator(_smp_arch), Wants("an architecture of segmentation_models_pytorch (Unet, "
+                                                          "UnetPlusPlus, FPN, PSPNet, DeepLabV3, DeepLabV3Plus, ...)")]
+SmpEncoder = Annotated[str, AfterValidator(_smp_encoder), Wants("an encoder of segmentation_models_pytorch, or tu- "
+                                                                "and a timm model name")]
 
 
 def _bilinear_kernel(channels: int, size: int) -> torch.Tensor:
@@ -50,7 +76,7 @@ class FCN32s(nn.Module):
     VGG16 features, fc6/fc7 as 7x7 and 1x1 convolutions (4096 wide), a 1x1 score layer and one
     learned 64x64 transposed convolution of stride 32 back to the input size (Long et al., 2015)."""
 
-    def __init__(self, num_classes: int, weights: str | None = None, dropout: float = 0.5):
+    def __init__(self, num_classes: int, weights: str | None = None, dropout: Fraction = 0.5):
         super().__init__()
         from torchvision.models import vgg16
 
@@ -155,13 +181,13 @@ def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None
         raise DlcvError(f"{weights}: not a ResNet{depth} state_dict ({' '.join(str(exc).split())[:200]})") from None
 
 
-@register_model("deeplabv3_resnet50", kind="segment")
+@register_model("deeplabv3_resnet50", kind="segment", passes_to=_deeplabv3, fixed=("depth",))
 def deeplabv3_resnet50(num_classes: int, **kwargs) -> nn.Module:
     """DeepLabv3 with a ResNet50 backbone (torchvision); ``backbone_weights``: a ResNet50 file or 'imagenet'."""
     return _deeplabv3(50, num_classes, **kwargs)
 
 
-@register_model("deeplabv3_resnet101", kind="segment")
+@register_model("deeplabv3_resnet101", kind="segment", passes_to=_deeplabv3, fixed=("depth",))
 def deeplabv3_resnet101(num_classes: int, **kwargs) -> nn.Module:
     """DeepLabv3 with a ResNet101 backbone (torchvision)."""
     return _deeplabv3(101, num_classes, **kwargs)
@@ -203,8 +229,8 @@ class EncoderUNet(KeepsFrozenStatistics):
     ``freeze_stages``: see ``dlcv.models.freezing``."""
 
     def __init__(self, num_classes: int, encoder: str = "tf_efficientnet_lite0", encoder_weights: str | None = None,
-                 decoder_widths: tuple[int, ...] = (128, 96, 64, 48), out_indices: tuple[int, ...] = (1, 2, 3, 4),
-                 freeze_stages: int = 0):
+                 decoder_widths: Sequence[Whole1] = (128, 96, 64, 48), out_indices: Sequence[Whole0] = (1, 2, 3, 4),
+                 freeze_stages: Whole0 = 0):
         super().__init__()
         import timm
 
@@ -225,15 +251,15 @@ class EncoderUNet(KeepsFrozenStatistics):
         return _fit_to(self.decoder(self.encoder(x)), x.shape[-2:])
 
 
-@register_model("unet_lite0", kind="segment")
+@register_model("unet_lite0", kind="segment", passes_to=EncoderUNet, fixed=("encoder",))
 def unet_lite0(num_classes: int, encoder_weights: str | None = None, **kwargs) -> nn.Module:
     """Our CPU design: an EfficientNet-Lite0 encoder (encoder_weights: efficientnet-lite0 offline) and a light
     U-Net decoder."""
     return EncoderUNet(num_classes, encoder="tf_efficientnet_lite0", encoder_weights=encoder_weights, **kwargs)
 
 
-@register_model("unet_timm", kind="segment")
-def unet_timm(num_classes: int, encoder: str = "resnet50", **kwargs) -> nn.Module:
+@register_model("unet_timm", kind="segment", passes_to=EncoderUNet)
+def unet_timm(num_classes: int, encoder: TimmName = "resnet50", **kwargs) -> nn.Module:
     """Any timm encoder with features at strides 4-32 (e.g. resnet50, convnext_tiny) + the U-Net decoder."""
     return EncoderUNet(num_classes, encoder=encoder, **kwargs)
 
@@ -244,7 +270,7 @@ class SmallUNet(nn.Module):
 
     ``depth`` down-steps of two 3x3 convs, widths doubling from ``width``."""
 
-    def __init__(self, num_classes: int, width: int = 16, depth: int = 4):
+    def __init__(self, num_classes: int, width: Whole1 = 16, depth: Whole0 = 4):
         super().__init__()
         widths = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList()
@@ -306,7 +332,7 @@ def _load_encoder(encoder: nn.Module, state: dict, weights: str, name: str) -> N
 
 
 @register_model("smp", kind="segment")
-def smp_model(num_classes: int, arch: str = "Unet", encoder: str = "tu-tf_efficientnet_lite0",
+def smp_model(num_classes: int, arch: SmpArch = "Unet", encoder: SmpEncoder = "tu-tf_efficientnet_lite0",
               encoder_weights: str | None = None, **kwargs) -> nn.Module:
     """Any segmentation_models_pytorch architecture (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3,
     DeepLabV3Plus, UPerNet, Segformer, ...) over any of its encoders by name (``tu-`` + a timm model);

@@ -16,7 +16,7 @@ from torch import nn
 
 from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
-from dlcv.recipes import Fraction, Positive, Share, Wants, Whole0, Whole1, check_arg
+from dlcv.recipes import Fraction, Positive, Share, Wants, Whole0, Whole1
 
 WIDTHS = Annotated[Sequence[Whole1], Field(min_length=1), Wants("a non-empty list of whole numbers >= 1")]
 VGG_WIDTHS = Annotated[Sequence[Literal["M"] | Whole1], Field(min_length=1),
@@ -46,12 +46,9 @@ def conv_bn_act(c_in: int, c_out: int) -> nn.Sequential:
 class CNN3(Classifier):
     """R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
 
-    def __init__(self, num_classes: int, widths: Sequence[int] = (64, 128, 256), hidden: int = 512,
-                 dropout: float = 0.5):
+    def __init__(self, num_classes: int, widths: WIDTHS = (64, 128, 256), hidden: Whole1 = 512,
+                 dropout: Fraction = 0.5):
         super().__init__()
-        check_arg("widths", widths, WIDTHS)
-        check_arg("hidden", hidden, Whole1)
-        check_arg("dropout", dropout, Fraction)
         layers, c_in = [], 3
         for c in widths:
             layers += [conv_bn_act(c_in, c), conv_bn_act(c, c), nn.MaxPool2d(2)]
@@ -73,10 +70,8 @@ VGG13_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 5
 class VGG(Classifier):
     """R3's model A: VGG13 with batch norm at R3's widths; five pools take 32x32 to 1x1."""
 
-    def __init__(self, num_classes: int, widths: Sequence = VGG13_WIDTHS, dropout: float = 0.0):
+    def __init__(self, num_classes: int, widths: VGG_WIDTHS = VGG13_WIDTHS, dropout: Fraction = 0.0):
         super().__init__()
-        check_arg("widths", widths, VGG_WIDTHS)
-        check_arg("dropout", dropout, Fraction)
         layers, c_in = [], 3
         for w in widths:
             if w == "M":
@@ -98,9 +93,8 @@ class VGG(Classifier):
 class AlexNet(Classifier):
     """R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""
 
-    def __init__(self, num_classes: int, dropout: float = 0.5):
+    def __init__(self, num_classes: int, dropout: Fraction = 0.5):
         super().__init__()
-        check_arg("dropout", dropout, Fraction)
         from torchvision.models import alexnet as tv_alexnet
 
         self.body = tv_alexnet(weights=None, num_classes=1000, dropout=dropout)
@@ -135,10 +129,8 @@ class BasicBlock(nn.Module):
 class SmallResNet(Classifier):
     """A ResNet for 32x32 images (ResNet-18 layout by default; ``width`` and ``blocks`` scale it)."""
 
-    def __init__(self, num_classes: int, width: int = 64, blocks: Sequence[int] = (2, 2, 2, 2)):
+    def __init__(self, num_classes: int, width: Whole1 = 64, blocks: BLOCKS = (2, 2, 2, 2)):
         super().__init__()
-        check_arg("width", width, Whole1)
-        check_arg("blocks", blocks, BLOCKS)
         self.stem = conv_bn_act(3, width)
         stages, c_in = [], width
         for i, n in enumerate(blocks):
@@ -188,14 +180,9 @@ class DlcvNet(Classifier):
     patch-whitening layer, set from the training images before fit (``init_from_images``).
     """
 
-    def __init__(self, num_classes: int, widths: Sequence[int] = (64, 256, 256), stem_width: int = 24,
-                 bn_momentum: float = 0.4, logit_scale: float = 1.0, whiten: bool = False):
+    def __init__(self, num_classes: int, widths: WIDTHS = (64, 256, 256), stem_width: Whole1 = 24,
+                 bn_momentum: Share = 0.4, logit_scale: Positive = 1.0, whiten: bool = False):
         super().__init__()
-        check_arg("widths", widths, WIDTHS)
-        check_arg("stem_width", stem_width, Whole1)
-        check_arg("bn_momentum", bn_momentum, Share)
-        check_arg("logit_scale", logit_scale, Positive)
-        check_arg("whiten", whiten, bool)
         if whiten and stem_width != 2 * PATCH:
             raise DlcvError(f"model.args.whiten: the whitening stem has {2 * PATCH} channels (2x2x3 patches, each "
                             f"eigenvector and its negative), not stem_width {stem_width}")
@@ -236,7 +223,7 @@ class DlcvNet(Classifier):
         conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
 
 
-@register_model("dlcv_net")
+@register_model("dlcv_net", passes_to=DlcvNet)
 def dlcv_net(num_classes: int, **kwargs) -> Classifier:
     """dlcv's own from-scratch design for 32x32 images on a CPU budget (see ``DlcvNet``)."""
     return DlcvNet(num_classes, **kwargs)

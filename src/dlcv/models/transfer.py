@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -18,8 +19,7 @@ from torch import nn
 from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
-
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+from dlcv.recipes import RESNETS, Fraction, Whole1
 
 
 class CentreTapConv2d(nn.Conv2d):
@@ -121,8 +121,9 @@ class TransferResNet(Classifier):
     whatever mode the model is put in.
     """
 
-    def __init__(self, num_classes: int, arch: str = "resnet50", backbone_weights: str | None = None,
-                 freeze: bool = False, head: str = "linear", head_hidden: int = 1000, head_dropout: float = 0.5):
+    def __init__(self, num_classes: int, arch: Literal[RESNETS] = "resnet50", backbone_weights: str | None = None,
+                 freeze: bool = False, head: Literal["linear", "mlp"] = "linear", head_hidden: Whole1 = 1000,
+                 head_dropout: Fraction = 0.5):
         super().__init__()
         self.arch = arch
         self.backbone = load_backbone(backbone_weights, arch) if backbone_weights else resnet_trunk(arch)[0]
@@ -131,7 +132,7 @@ class TransferResNet(Classifier):
             self.head = nn.Linear(self.feature_dim, num_classes)
         elif head == "mlp":
             self.head = mlp_head(self.feature_dim, num_classes, int(head_hidden), float(head_dropout))
-        else:
+        else:  # (the recipe's rule refuses any other; a direct call too)
             raise DlcvError(f"model.args.head: {head!r} is not one of linear, mlp")
         self.frozen = bool(freeze)
         if self.frozen:
@@ -149,7 +150,7 @@ class TransferResNet(Classifier):
             return self.backbone(x)
 
 
-@register_model("resnet_transfer")
+@register_model("resnet_transfer", passes_to=TransferResNet)
 def resnet_transfer(num_classes: int, **kwargs) -> Classifier:
     """A torchvision ResNet (arch) from a backbone file or random, frozen or not, with a linear or MLP head."""
     return TransferResNet(num_classes, **kwargs)

@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from dlcv.errors import DlcvError, shown
 
-__all__ = ["Wants", "RecipeError", "whole", "number", "list_of", "checked", "describe", "describe_field", "check_arg",
+__all__ = ["Wants", "RecipeError", "whole", "number", "list_of", "checked", "describe", "describe_field",
            "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName", "Folder",
            "Text", "Whole0", "Whole1", "NonNegative", "Positive", "Share", "Fraction", "AnyNumber", "Stats", "Spread",
            "EpochList", "TtaMode", "SegTtaMode", "TTA_MODES", "SEG_TTA_MODES", "OPTIMIZERS", "SCHEDULES",
@@ -84,16 +84,6 @@ def describe_field(field) -> str:
     """What a good value of a recipe key (a pydantic field) is, in words."""
     said = [m.text for m in field.metadata if isinstance(m, Wants)]
     return said[-1] if said else describe(field.annotation)
-
-
-def check_arg(name: str, value, kind) -> None:
-    """A model builder's argument ``model.args.NAME`` is of the type ``kind``; else one line naming it."""
-    from pydantic import TypeAdapter, ValidationError
-
-    try:
-        TypeAdapter(kind).validate_python(value, strict=True)
-    except ValidationError:
-        raise DlcvError(f"model.args.{name} must be {describe(kind)}, got {shown(value)}") from None
 
 
 # --- durations --------------------------------------------------------------------------------------------
