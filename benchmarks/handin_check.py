@@ -7,7 +7,10 @@ time, the weights file's size, and the agreement (labels equal on how many image
 against the ground truth and how many pixels differ).
 
 Usage: python benchmarks/handin_check.py --year 2022 --checkpoint p1=RUN/best.ckpt --checkpoint seg=RUN/best.ckpt
-       [--data ../shared/data/hw1_data] [--python /usr/bin/python3] [--work /tmp/handin_check]
+       [--data ../shared/data/hw1_data] [--office OFFICE] [--python /usr/bin/python3] [--work /tmp/handin_check]
+
+The self-supervision script (2023, 2024) reads ``--office``'s val.csv and val/ (Office-Home, or the office/ folder of
+``dlcv data transfer-split`` where Office-Home is not on disk).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--year", type=int, default=2022)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "hw1_data")
+    parser.add_argument("--office", type=Path, help="an Office-Home folder (val.csv, val/) for the ssl script")
     parser.add_argument("--python", default="/usr/bin/python3")
     parser.add_argument("--work", type=Path, default=Path("/tmp/handin_check"))
     args = parser.parse_args()
@@ -68,7 +72,7 @@ def main() -> None:
     for path in sorted(hand.glob("hw1_*.sh")):
         if "download" in path.name:
             continue
-        name = path.read_text().split('/')[-1].split(".py")[0]  # python3 "$(dirname "$0")/NAME.py" "$@"
+        name = path.read_text().split('/')[-1].split("_predict.py")[0]  # python3 ".../NAME_predict.py" "$@"
         weights = (hand / f"{name}.pth").stat().st_size / 1e6
         if name == "p1":
             images = args.data / "p1_data" / "val_50"
@@ -80,6 +84,16 @@ def main() -> None:
             names = [r[0] for r in csv.reader(open(args.work / "p1.csv"))][1:]
             accuracy = np.mean([truth[n] == g for n, g in zip(names, got)])
             print(f"{path.name} (p1): {seconds:.1f} s, weights {weights:.1f} MB; labels equal to dlcv's on "
+                  f"{sum(a == b for a, b in zip(got, want))} of {len(want)} images; accuracy {accuracy:.4f}")
+        elif name == "ssl":
+            table, images = args.office / "val.csv", args.office / "val"
+            seconds = script(args.python, hand, path.name, table, images, args.work / "ssl.csv", cwd=args.work)
+            dlcv("ssl", "predict", "--checkpoint", given["ssl"], "--csv", table, "--images", images, "--output",
+                 args.work / "dlcv_ssl.csv")
+            got, want, truth = ([r["label"] for r in csv.DictReader(open(f))]
+                                for f in (args.work / "ssl.csv", args.work / "dlcv_ssl.csv", table))
+            accuracy = np.mean([g == t for g, t in zip(got, truth)])
+            print(f"{path.name} (ssl): {seconds:.1f} s, weights {weights:.1f} MB; labels equal to dlcv's on "
                   f"{sum(a == b for a, b in zip(got, want))} of {len(want)} images; accuracy {accuracy:.4f}")
         elif name == "seg":
             images = args.data / "p2_data" / "validation"

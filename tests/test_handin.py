@@ -64,10 +64,10 @@ def course_python() -> Path:
     return DEBIAN_PYTHON
 
 
-def _script(folder: Path, script: str, *args, cwd: Path) -> subprocess.CompletedProcess:
-    """Run a hand-in script as the course's machine would: Debian's python3 first on the PATH, no dlcv, no
+def _script(folder: Path, script: str, *args, cwd: Path, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
+    """Run a hand-in script as the course's machine would: Debian's python3 first on the ``path``, no dlcv, no
     DLCV_* variables, from another folder."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "LANG": "C.UTF-8"}
+    env = {"PATH": path, "HOME": str(cwd), "LANG": "C.UTF-8"}
     return subprocess.run(["bash", str(folder / script), *map(str, args)], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=600, check=False)
 
@@ -95,7 +95,9 @@ def _check_folder(hand: Path, year: int, names: tuple[str, ...]) -> None:
     download = "hw1_download.sh" if year <= 2022 else "hw1_download_ckpt.sh"
     assert sorted(p.name for p in hand.iterdir()) == sorted([
         MANIFEST, download, *(f"hw1_{i}.sh" for i in range(1, len(names) + 1)),
-        *(f"{n}{suffix}" for n in names for suffix in (".py", "_model.py", ".pth"))])
+        *(f"{n}{suffix}" for n in names for suffix in ("_predict.py", "_model.py", ".pth"))])
+    # A file named as a standard module (ssl.py) would be imported in its place: torch 2 imports ssl.
+    assert not {p.stem for p in hand.glob("*.py")} & set(sys.stdlib_module_names)
     for path in hand.glob("*.py"):
         ast.parse(path.read_text(), feature_version=(3, 6) if year == 2021 else (3, 8))
         own = {n for n in names} | {f"{n}_model" for n in names}
@@ -259,3 +261,26 @@ def test_the_repository_scripts_take_the_best_run_there_is(tmp_path):
     (repo / "scripts" / "checkpoints").mkdir()
     (repo / "scripts" / "checkpoints" / "p1.ckpt").write_bytes(b"x")
     assert chosen() == str(repo / "scripts" / "checkpoints" / "p1.ckpt")
+
+
+@pytest.mark.slow
+def test_the_2024_folder_runs_under_torch_2_as_well(capsys, tmp_path, runs, trained_run, office):
+    """2024's machine has torch 2.4: its self-supervision script runs under this interpreter's torch 2 too (where
+    torch imports modules such as ssl, which a hand-in file of that name would stand in for) and predicts as dlcv."""
+    import torch
+
+    from dlcv.ssl import predict as ssl_predict
+
+    assert int(torch.__version__.split(".")[0]) >= 2
+    hand = tmp_path / "hand in"
+    code, _, err = run_cli(capsys, "handin", "--year", 2024, "--output", hand, "--runs", runs, "--checkpoint",
+                           f"ssl={trained_run / 'best.ckpt'}")
+    assert code == 0, err
+    python3 = Path(sys.executable).parent / "python3"  # this interpreter as the script's python3 (a venv's)
+    assert python3.exists()
+    done = _script(hand, "hw1_1.sh", office / "test.csv", office / "test", tmp_path / "out.csv", cwd=tmp_path,
+                   path=f"{python3.parent}:/usr/bin:/bin")
+    assert done.returncode == 0, done.stderr[-3000:]
+    ssl_predict(trained_run / "best.ckpt", office / "test.csv", office / "test", tmp_path / "dlcv.csv")
+    assert list(csv.reader(open(tmp_path / "out.csv"))) == list(csv.reader(open(tmp_path / "dlcv.csv")))
+

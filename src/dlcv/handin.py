@@ -2,7 +2,7 @@
 (torch, torchvision, numpy, Pillow; no dlcv).
 
 Per problem the year grades: the course's script (``hw1_N.sh``, its name and arguments as the year's
-``scripts/YEAR/`` in the repository has them), ``NAME.py`` (the inference, ``handin_files/predict.py`` with the
+``scripts/YEAR/`` in the repository has them), ``NAME_predict.py`` (the inference, ``handin_files/predict.py`` with the
 checkpoint's input preparation and test-time augmentation), ``NAME_model.py`` (the model as plain torch code,
 ``dlcv.export``) and ``NAME.pth`` (its weights as a state_dict); and the download script that fetches the weights
 files from the addresses given and checks them. Which checkpoint each script loads: the repository scripts' own
@@ -96,14 +96,14 @@ def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: d
     for name, (config, source, state) in exported.items():
         config["download"] = f"bash {download}"
         (staging / f"{name}_model.py").write_text(source)
-        (staging / f"{name}.py").write_text(predict_source(config))
+        (staging / f"{name}_predict.py").write_text(predict_source(config))
         sums[name] = save_weights(state, staging / config["weights"])
-        written += [(file, needs[name]) for file in (f"{name}.py", f"{name}_model.py", config["weights"])]
+        written += [(file, needs[name]) for file in (f"{name}_predict.py", f"{name}_model.py", config["weights"])]
     for script, (_, name, _) in calls.items():
         fetch = f'bash "$(dirname "$0")/{download}" {name} || exit 1\n' if year == 2021 else ""
         target = staging / script.name
         target.write_text(f"#!/usr/bin/env bash\n# {script_usage(script)} (written by dlcv handin)\n{fetch}"
-                          f'python3 "$(dirname "$0")/{name}.py" "$@"\n')
+                          f'python3 "$(dirname "$0")/{name}_predict.py" "$@"\n')
         target.chmod(0o755)
         written.append((script.name, script))
     target = staging / download
