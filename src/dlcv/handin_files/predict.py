@@ -43,7 +43,8 @@ def load_model(device):
     net = importlib.import_module(CONFIG["model"]).Net()
     state = torch.load(weights, map_location="cpu")
     net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return net.eval().to(device)
+    layout = getattr(torch, "channels_last", None)  # torch 1.5 on: dlcv's layout, so its kernels and sums
+    return net.eval().to(device, memory_format=layout) if layout is not None else net.eval().to(device)
 
 
 def autocast(device):
@@ -167,13 +168,19 @@ def predict_csv(table, folder, output):
 
 def segment_input(tiles, device):
     """uint8 (B, H, W, 3) tiles -> the model's input at the evaluation size: on a CPU the uint8 pixels are resized
-    (Pillow's antialiased bilinear, which torch's uint8 resize follows), elsewhere the float batch."""
+    (torch's antialiased bilinear of uint8, as dlcv; before torch 2.1, which lacks it, Pillow's, which it follows
+    within one level), elsewhere the float batch."""
     size = CONFIG["eval_size"]
     if size and tuple(tiles.shape[1:3]) != (size, size):
         if device.type != "cpu":
             x = normalise(tiles, device)
             return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        tiles = np.stack([np.asarray(Image.fromarray(t).resize((size, size), Image.BILINEAR)) for t in tiles])
+        try:
+            pixels = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
+            tiles = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=True).permute(0, 2, 3, 1).numpy()
+        except (RuntimeError, TypeError, NotImplementedError):  # no uint8 resize (or no antialias) here
+            tiles = np.stack([np.asarray(Image.fromarray(t).resize((size, size), Image.BILINEAR)) for t in tiles])
     return normalise(tiles, device)
 
 
