@@ -67,3 +67,29 @@ def test_what_cannot_be_exported_is_one_line_and_writes_nothing(capsys, tmp_path
                  "--output", tmp_path / "y")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.onnx", "plain.txt"]
     assert (tmp_path / "mine.onnx").read_text() == "my file"
+
+
+def test_the_plain_code_leaves_keywords_at_their_defaults_out(tmp_path):
+    """A trace spells out every keyword (interpolate's antialias=False, which torch before 1.11 refuses): the code
+    keeps only those a call sets, and computes the same."""
+    import ast
+
+    import torch.nn.functional as F
+
+    from dlcv.export import plain_source
+
+    class Up(torch.nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, size=(6, 6), mode="bilinear", align_corners=False) + F.interpolate(x, scale_factor=2)
+
+    source, state, _ = plain_source(Up(), torch.rand(1, 2, 3, 3))
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+             and ast.unparse(node.func).endswith("interpolate")]
+    assert [sorted(k.arg for k in call.keywords) for call in calls] == [["align_corners", "mode", "size"],
+                                                                        ["scale_factor"]]
+    (tmp_path / "up_model.py").write_text(source)
+    spec = importlib.util.spec_from_file_location("up_model", tmp_path / "up_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = torch.rand(2, 2, 3, 3)
+    assert torch.equal(module.Net()(x), Up()(x))

@@ -183,6 +183,8 @@ def plain_source(model: nn.Module, example: torch.Tensor, class_name: str = "Net
     any_size = takes_any_size(model.eval(), traced, example)
     for node in traced.graph.nodes:
         node.type = None  # no annotations: the code names nothing but torch
+        if node.op == "call_function" and node.kwargs:
+            node.kwargs = _without_defaults(node.target, node.kwargs)
     code = traced.graph.python_code(root_module="self")
     foreign = sorted(name for name, value in code.globals.items() if not _allowed(value))
     if foreign:
@@ -204,6 +206,17 @@ def plain_source(model: nn.Module, example: torch.Tensor, class_name: str = "Net
     state = {f"{path}.{k}": v for path, layer in layers.items() for k, v in layer.state_dict().items()}
     state.update(tensors)
     return source, {k: v.detach().clone().contiguous() for k, v in state.items()}, any_size
+
+
+def _without_defaults(function, kwargs: dict) -> dict:
+    """``kwargs`` less those at ``function``'s defaults, which the trace spells out: the code then runs on the
+    torch versions before such a keyword came (interpolate's antialias came with torch 1.11)."""
+    try:
+        params = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a C function without a signature: kept as traced
+        return kwargs
+    return {k: v for k, v in kwargs.items()
+            if k not in params or type(v) is not type(params[k].default) or v != params[k].default}
 
 
 def _allowed(value) -> bool:
