@@ -260,13 +260,14 @@ def read_json(path: Path) -> dict:
     return data
 
 
-def check_run_name(name: str) -> None:
-    """Refuse a run name that is not a plain folder name (the rule of a recipe's ``name``)."""
+def check_run_name(name: str, what: str = "run name") -> None:
+    """Refuse a run name that is not a plain folder name (the rule of a recipe's ``name``); ``what``: where it
+    came from, for the message (``--name``)."""
     from dlcv.errors import shown
     from dlcv.recipes import FolderName, describe, is_folder_name
 
     if not is_folder_name(name):
-        raise DlcvError(f"run name {shown(name)} must be {describe(FolderName)}")
+        raise DlcvError(f"{what} {shown(name)}: give {describe(FolderName)}")
 
 
 def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,

@@ -56,11 +56,10 @@ def _overrides(args, budget_key: str) -> tuple[str, ...]:
 
 def _name(args) -> str | None:
     """``--name``, a plain folder name (the rule of the recipe's ``name``)."""
-    from dlcv.errors import shown
-    from dlcv.recipes import FolderName, describe, is_folder_name
+    from dlcv.runs import check_run_name
 
-    if args.name is not None and not is_folder_name(args.name):
-        raise DlcvError(f"--name {shown(args.name)}: give {describe(FolderName)}")
+    if args.name is not None:
+        check_run_name(args.name, "--name")
     return args.name
 
 
