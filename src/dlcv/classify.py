@@ -90,23 +90,19 @@ def predict_scores(model, images, recipe, batch_size: int = 500, tta: str | None
     import torch
 
     from dlcv.data.augment import prepare_batch
-    from dlcv.runtime import inference_autocast, inference_device
-    from dlcv.tta import predict_logits
+    from dlcv.tta import inference_batches, predict_logits
 
-    images = torch.as_tensor(np.asarray(images))
-    device = inference_device()  # the uint8 batches travel; conversion and TTA run on the device
-    model = model.eval().to(device, memory_format=torch.channels_last)
     tta, out = tta or recipe.train.tta, []
-    with torch.inference_mode(), inference_autocast(device, recipe.train.precision):
-        for i in range(0, len(images), batch_size):
-            x = prepare_batch(images[i : i + batch_size].to(device), recipe.data)
-            try:
-                logits = predict_logits(model, x, tta)
-            except RuntimeError as exc:
-                if i > 0 or _takes(model, x.shape[-2:], tta, x):
-                    raise  # not the images' size: a one-image batch of it passes
-                raise _refused_size(model, x, tta, recipe, where, exc) from None
-            out.append(logits.float().softmax(1).cpu())
+    for start, batch in inference_batches(model, torch.as_tensor(np.asarray(images)), recipe.train.precision,
+                                          batch_size):
+        x = prepare_batch(batch, recipe.data)
+        try:
+            logits = predict_logits(model, x, tta)
+        except RuntimeError as exc:
+            if start > 0 or _takes(model, x.shape[-2:], tta, x):
+                raise  # not the images' size: a one-image batch of it passes
+            raise _refused_size(model, x, tta, recipe, where, exc) from None
+        out.append(logits.float().softmax(1).cpu())
     return torch.cat(out)
 
 

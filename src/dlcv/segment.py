@@ -187,18 +187,13 @@ def predict_classes(model, images, recipe, tta: str | None = None, batch_size: i
     import torch
 
     from dlcv.data.augment import segment_input
-    from dlcv.runtime import inference_autocast, inference_device
-    from dlcv.tta import predict_probs
+    from dlcv.tta import inference_batches, predict_probs
 
     tta = tta or recipe.train.tta
-    batch_size = batch_size or recipe.data.eval_batch_size
-    device = inference_device()  # the uint8 tiles travel; resizing, TTA and up-sampling run on the device
-    model = model.eval().to(device, memory_format=torch.channels_last)
-    with torch.inference_mode(), inference_autocast(device, recipe.train.precision):
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(load(images[start : start + batch_size])).to(device)
-            probs = predict_probs(model, segment_input(batch, recipe.data), tuple(batch.shape[1:3]), tta)
-            yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
+    batches = inference_batches(model, images, recipe.train.precision, batch_size or recipe.data.eval_batch_size, load)
+    for start, batch in batches:
+        probs = predict_probs(model, segment_input(batch, recipe.data), tuple(batch.shape[1:3]), tta)
+        yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
 
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,

@@ -54,3 +54,19 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]
     if tuple(total.shape[-2:]) != tuple(size):
         total = F.interpolate(total, size=size, mode="bilinear", align_corners=False)
     return total
+
+
+def inference_batches(model: torch.nn.Module, images, precision: str, batch_size: int, load=None):
+    """Put ``model`` in evaluation mode on the inference device, channels-last, then yield ``(start, batch)`` for each
+    batch of ``images`` (uint8 (N, H, W, 3), or what ``load`` turns a slice of into that), on that device, while the
+    caller works with gradients off and the autocast of the model's training ``precision`` on: the one prediction
+    loop of ``classify``, ``ssl`` and ``segment predict``."""
+    from dlcv.runtime import inference_autocast, inference_device
+
+    device = inference_device()  # the uint8 batches travel; preparation and TTA run on the device
+    model.eval().to(device, memory_format=torch.channels_last)
+    with torch.inference_mode(), inference_autocast(device, precision):
+        for start in range(0, len(images), batch_size):
+            part = images[start : start + batch_size]
+            yield start, torch.as_tensor(load(part) if load is not None else part).to(device)
+

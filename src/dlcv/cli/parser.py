@@ -51,11 +51,13 @@ def _command(commands, name: str, handler, help: str) -> argparse.ArgumentParser
 
 def _top_commands(commands) -> None:
     """The whole-homework commands: demo, report, handin, launch."""
-    demo = _command(commands, "demo", run.demo, "synthesise the default data, train, predict and evaluate at small scale")
+    demo = _command(commands, "demo", run.demo,
+                    "synthesise the default data, train, predict and evaluate at small scale")
     demo.add_argument("--output", default="demo", help="folder for the data, runs and results (default: demo)")
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo in that folder")
 
-    report = _command(commands, "report", run.report, "every table and figure of the homework from run folders, as a page")
+    report = _command(commands, "report", run.report,
+                      "every table and figure of the homework from run folders, as a page")
     report.add_argument("--runs", default="runs", help="folder of run folders (default: runs)")
     report.add_argument("--output", default="report",
                         help="folder for index.html, report.md and figures/ (new, empty or an earlier report)")
@@ -79,6 +81,8 @@ def _top_commands(commands) -> None:
     hand.add_argument("--url", action="append", default=[], metavar="NAME=URL",
                       help="where the download script fetches NAME's weights (p1, ssl, seg), e.g. a Google Drive or "
                            "Dropbox link (repeatable)")
+    hand.add_argument("--half", action="store_true", help="store each weights file in float16 (half the size) where "
+                      "the model's predictions on its example batch stay the same; otherwise it stays float32")
     hand.add_argument("--overwrite", action="store_true", help="replace an earlier hand-in folder")
 
     launch = _command(commands, "launch", run.launch, "run a training command in several processes or on several "
@@ -188,7 +192,8 @@ def _segment_commands(commands) -> None:
     seg_overlay.add_argument("--alpha", type=float, default=0.45, help="opacity of the mask colours (0..1)")
     _file_overwrite(seg_overlay)
 
-    seg_progress = _command(segment, "progress", run.segment_progress, "grid of a run's predicted masks through training")
+    seg_progress = _command(segment, "progress", run.segment_progress,
+                            "grid of a run's predicted masks through training")
     seg_progress.add_argument("run", help="run folder")
     seg_progress.add_argument("--output",
                               help="figure path without suffix (default: RUN/figures/masks_through_training)")
@@ -251,7 +256,8 @@ def _ssl_commands(commands) -> None:
                            help="override a settings key, e.g. --set settings=[A,C] (repeatable)")
     _budget_option(ssl_table, "budget; each run gets its share of what is left when it starts")
 
-    ssl_predict = _command(ssl, "predict", run.ssl_predict, "write id,filename,label for every row of an Office-Home CSV")
+    ssl_predict = _command(ssl, "predict", run.ssl_predict,
+                           "write id,filename,label for every row of an Office-Home CSV")
     ssl_predict.add_argument("--checkpoint", required=True)
     ssl_predict.add_argument("--csv", required=True, help="id,filename[,label] CSV; its order is kept")
     ssl_predict.add_argument("--images", required=True, help="folder of the CSV's images")
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``dlcv`` argument parser: every command, its options and the function that runs it."""
     parser = argparse.ArgumentParser(prog="dlcv", description="The computer-vision work of DLCV HW1, end to end.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_top_commands, _data_commands, _classify_commands, _segment_commands, _sam_commands, _ssl_commands, _rest_commands):
+    for add in (_top_commands, _data_commands, _classify_commands, _segment_commands, _sam_commands, _ssl_commands,
+                _rest_commands):
         add(commands)
     return parser
