@@ -7,7 +7,7 @@ time, the weights file's size, and the agreement (labels equal on how many image
 against the ground truth and how many pixels differ).
 
 Usage: python benchmarks/handin_check.py --year 2022 --checkpoint p1=RUN/best.ckpt --checkpoint seg=RUN/best.ckpt
-       [--data ../shared/data/hw1_data] [--office OFFICE] [--python /usr/bin/python3] [--half] [--work /tmp/handin_check]
+       [--data ../shared/data/hw1_data] [--office OFFICE] [--python /usr/bin/python3] [--work /tmp/handin_check]
 
 The self-supervision script (2023, 2024) reads ``--office``'s val.csv and val/ (Office-Home, or the office/ folder of
 ``dlcv data transfer-split`` where Office-Home is not on disk).
@@ -59,15 +59,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "hw1_data")
     parser.add_argument("--office", type=Path, help="an Office-Home folder (val.csv, val/) for the ssl script")
     parser.add_argument("--python", default="/usr/bin/python3")
-    parser.add_argument("--half", action="store_true", help="dlcv handin --half: float16 weights where they hold")
     parser.add_argument("--work", type=Path, default=Path("/tmp/handin_check"))
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     hand = args.work / "hand in"
     given = dict(item.split("=", 1) for item in args.checkpoint)
-    dlcv("handin", "--year", args.year, "--output", hand, *sum((["--checkpoint", c] for c in args.checkpoint), []),
-         *(["--half"] if args.half else []))
+    dlcv("handin", "--year", args.year, "--output", hand, *sum((["--checkpoint", c] for c in args.checkpoint), []))
     version = subprocess.run([args.python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
                              text=True, check=True).stdout.strip()
     print(f"year {args.year}, scripts under {args.python} (torch {version}), from {args.work}")

@@ -284,35 +284,3 @@ def test_the_2024_folder_runs_under_torch_2_as_well(capsys, tmp_path, runs, trai
     ssl_predict(trained_run / "best.ckpt", office / "test.csv", office / "test", tmp_path / "dlcv.csv")
     assert list(csv.reader(open(tmp_path / "out.csv"))) == list(csv.reader(open(tmp_path / "dlcv.csv")))
 
-
-
-@pytest.mark.slow
-def test_half_weights_are_float16_where_the_predictions_stay_and_the_script_predicts_as_dlcv(
-        capsys, tmp_path, runs, p1_data, p2_data, office, course_python):
-    import torch
-
-    hand = tmp_path / "hand in"
-    code, out, err = run_cli(capsys, "handin", "--year", 2022, "--output", hand, "--runs", runs, "--half")
-    assert code == 0, err
-    assert out.count("(float16: the ") == 2  # p1.pth and seg.pth
-    state = torch.load(hand / "p1.pth", weights_only=True)
-    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
-    work = tmp_path / "work"
-    work.mkdir()
-    _check_output("p1", 2022, hand, "hw1_1.sh", work, runs / "p1_model_b_cpu" / "best.ckpt", p1_data, p2_data, office)
-
-
-def test_half_keeps_float32_where_rounding_would_change_a_prediction():
-    import torch
-
-    from dlcv.handin import halved
-
-    model = torch.nn.Linear(1, 2, bias=False)
-    with torch.no_grad():
-        model.weight.copy_(torch.tensor([[1.0], [1.0 + 1e-4]]))  # class 1 by 1e-4, a tie once in float16
-    state = model.state_dict()
-    kept, note = halved(model, state, torch.ones(3, 1))
-    assert kept is state and "kept in float32: 3 of 3 predictions" in note
-    model.weight.data[1] = 1.5
-    half, note = halved(model, model.state_dict(), torch.ones(3, 1))
-    assert half["weight"].dtype == torch.float16 and "float16: the 3 predictions" in note

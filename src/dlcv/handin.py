@@ -55,12 +55,11 @@ TEMPLATE = Path(__file__).resolve().parent / "handin_files" / "predict.py"
 
 
 def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs", given: dict[str, str] | None = None,
-           overwrite: bool = False, urls: dict[str, str] | None = None,
-           half: bool = False) -> list[tuple[str, int, str]]:
+           overwrite: bool = False, urls: dict[str, str] | None = None) -> list[tuple[str, int, str]]:
     """Write the hand-in folder of ``year`` into ``output``: per problem the year grades, the course's script, a
-    plain inference file, the model as plain torch code and its weights as a state_dict (``half``: in float16 where
-    that leaves the predictions as they are); and the download script, fetching each weights file from ``urls``
-    (checked by its sha256). Return ``(file, bytes, where from)`` per file."""
+    plain inference file, the model as plain torch code and its weights as a state_dict; and the download script,
+    fetching each weights file from ``urls`` (checked by its sha256). Return ``(file, bytes, where from)`` per
+    file."""
     folder, runs, given, urls = SCRIPTS / str(year), Path(runs), given or {}, urls or {}
     years = sorted(p.name for p in SCRIPTS.glob("20*")) if SCRIPTS.is_dir() else []
     if not years:
@@ -81,7 +80,7 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
     for name, url in urls.items():
         check_url(name, url)
     needs = {name: choose_checkpoint(name, candidates, runs, given) for name, candidates in wanted.items()}
-    exported = {name: export_problem(name, path, half) for name, path in needs.items()}  # refused before writing
+    exported = {name: export_problem(name, path) for name, path in needs.items()}  # refused before writing
     for script, (_, name, _) in calls.items():  # the year's CSV header (2021: image_id), as its script asks dlcv
         if "--id-column image_id" in script.read_text():
             exported[name][0]["id_column"] = "image_id"
@@ -99,8 +98,7 @@ def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: d
         (staging / f"{name}_model.py").write_text(source)
         (staging / f"{name}_predict.py").write_text(predict_source(config))
         sums[name] = save_weights(state, staging / config["weights"])
-        written += [(f"{name}_predict.py", needs[name]), (f"{name}_model.py", needs[name]),
-                    (config["weights"], f"{needs[name]}{config.pop('precision_note', '')}")]
+        written += [(file, needs[name]) for file in (f"{name}_predict.py", f"{name}_model.py", config["weights"])]
     for script, (_, name, _) in calls.items():
         fetch = f'bash "$(dirname "$0")/{download}" {name} || exit 1\n' if year == 2021 else ""
         target = staging / script.name
@@ -120,10 +118,9 @@ def script_usage(script: Path) -> str:
     return next(line[2:] for line in script.read_text().splitlines() if line.startswith("# DLCV"))
 
 
-def export_problem(name: str, checkpoint: Path, half: bool = False) -> tuple[dict, str, dict]:
+def export_problem(name: str, checkpoint: Path) -> tuple[dict, str, dict]:
     """``(config, model source, state_dict)`` of the problem ``name`` from its checkpoint: the model as plain torch
-    code traced at its input, and what ``predict.py`` needs to prepare that input as dlcv's predict does (``half``:
-    the state_dict in float16 where ``halved`` finds the predictions unchanged)."""
+    code traced at its input, and what ``predict.py`` needs to prepare that input as dlcv's predict does."""
     from dlcv.export import checkpoint_model, plain_source
 
     task, mode = PROBLEMS[name]
@@ -136,31 +133,7 @@ def export_problem(name: str, checkpoint: Path, half: bool = False) -> tuple[dic
     config.update({"task": mode, "model": f"{name}_model", "weights": f"{name}.pth", "batch": len(example),
                    "side": None if any_size else example.shape[-1], "mean": list(recipe.data.mean),
                    "std": list(recipe.data.std), "tta": recipe.train.tta, "precision": str(recipe.train.precision)})
-    if half:
-        state, config["precision_note"] = halved(model, state, example)
     return config, source, state
-
-
-def halved(model, state: dict, example) -> tuple[dict, str]:
-    """``state`` in float16 where ``model``'s predictions (the argmax of its outputs) on ``example`` stay the same
-    with every weight rounded to float16, else ``state`` as it is; and what was found, in words."""
-    import copy
-    import itertools
-
-    import torch
-
-    rounded = copy.deepcopy(model)
-    with torch.no_grad():
-        for tensor in itertools.chain(rounded.parameters(), rounded.buffers()):
-            if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
-        before, after = model(example).argmax(1), rounded(example).argmax(1)
-    changed, total = int((before != after).sum()), before.numel()
-    if changed:
-        return state, (f" (kept in float32: {changed:,} of {total:,} predictions on the trace's example change in "
-                       "float16)")
-    return ({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-            f" (float16: the {total:,} predictions on the trace's example unchanged)")
 
 
 def predict_source(config: dict) -> str:
