@@ -252,3 +252,10 @@ def test_refine_overwrite_replaces_an_earlier_refinement(capsys, satellite, tmp_
     assert code == 0, err
     report = json.loads((tmp_path / "refined" / "refine.json").read_text())
     assert all(v["regions_used"] == 0 for v in report["per_image"].values())  # the second run's rule
+
+
+def test_every_sam_type_a_recipe_may_name_has_a_checkpoint_file_or_is_the_tiny_one():
+    from dlcv.models.sam import CHECKPOINT_FILES, TINY
+    from dlcv.recipes import SAM_TYPES
+
+    assert set(SAM_TYPES) == {*CHECKPOINT_FILES, TINY}

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from dlcv.errors import DlcvError
+from dlcv.recipes import SAM_TYPES
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 # The official checkpoint file of each model type (segment-anything's README); "default" is vit_h.
@@ -27,7 +28,7 @@ CHECKPOINT_FILES = {
     "default": "sam_vit_h_4b8939.pth",
 }
 TINY = "vit_tiny"
-MODEL_TYPES = (*CHECKPOINT_FILES, TINY)
+MODEL_TYPES = SAM_TYPES  # the recipe's list: the published types and TINY
 
 
 def build_tiny_sam(img_size: int = 64, embed_dim: int = 32, prompt_dim: int = 32):
