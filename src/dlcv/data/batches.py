@@ -173,6 +173,11 @@ class InMemoryData(L.LightningDataModule):
         """What the data decides of the run (its class count), recorded in ``resolved.json``."""
         return {}
 
+    def first_inputs(self, count: int) -> torch.Tensor:
+        """The first ``count`` training images as the model takes them, unaugmented (a data-dependent
+        initialisation's sample: the same in every process)."""
+        return prepare_batch(self.train.x[:count], self.cfg)
+
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The set the chosen checkpoint is scored on once, after fit (None: none)."""
         return None if self.final is None else (self.final.x, self.final.y)

@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from dlcv.data.augment import prepare_batch
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 from dlcv.tta import classify_passes, predict_logits
@@ -58,7 +57,7 @@ class ClassificationTask(BaseTask):
         init = getattr(self.model, "init_from_images", None)
         data = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and init is not None and data is not None:
-            init(prepare_batch(data.train.x[:INIT_IMAGES], data.cfg))
+            init(data.first_inputs(INIT_IMAGES))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The recipe's loss against soft targets (one-hot, smoothed, or mixed by MixUp / CutMix)."""
