@@ -172,7 +172,7 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
     """The recipe of type ``kind`` (``dlcv.recipes``): its defaults (or ``base``, a recipe as a mapping), then the
     recipe file, then ``--set`` overrides; ``name`` defaults to the file's.
 
-    Every value is checked by the schema and the model by building it, where the recipe names one; an error
+    Every value is checked by the schema, and the model's arguments by their own rules (nothing is built); an error
     names the key and where its value came from (the file or ``--set``). ``resumed``: the recipe given to
     ``--resume``, where the run's saved recipe, not this one, decides whether epochs may be asked of a budget.
     """

@@ -215,8 +215,7 @@ def _without_defaults(function, kwargs: dict) -> dict:
         params = inspect.signature(function).parameters
     except (TypeError, ValueError):  # a C function without a signature: kept as traced
         return kwargs
-    return {k: v for k, v in kwargs.items()
-            if k not in params or type(v) is not type(params[k].default) or v != params[k].default}
+    return {k: v for k, v in kwargs.items() if k not in params or not _same(v, params[k].default)}
 
 
 def _allowed(value) -> bool:

@@ -170,7 +170,8 @@ def download_script(year: int, files: dict[str, tuple[str, str, str]]) -> str:
     """The download script: per name ``(file, sha256, url)``; a good file already there is left alone."""
     lines = [f'fetch {name} {file} {digest} "{_direct(url)}"' for name, (file, digest, url) in files.items()]
     cases = "\n".join(f"    {name}) {line} ;;" for name, line in zip(files, lines))
-    return DOWNLOAD_TEMPLATE.format(year=year, cases=cases, all="\n".join(f"{line} || status=1" for line in lines))
+    return DOWNLOAD_TEMPLATE.format(year=year, cases=cases, all="\n".join(f"{line} || status=1" for line in lines),
+                                    gdown_hosts="|".join(f"*{host}*" for host in HOSTS))
 
 
 def _direct(url: str) -> str:
@@ -194,7 +195,7 @@ fetch() {{  # NAME FILE SHA256 URL
         return 1
     fi
     case "$4" in
-        *drive.google.com*|*docs.google.com*) python3 -m gdown --fuzzy -q -O "$path" "$4" ;;
+        {gdown_hosts}) python3 -m gdown --fuzzy -q -O "$path" "$4" ;;
         *) wget -q -O "$path" "$4" || curl -fsSL -o "$path" "$4" ;;
     esac
     if [ ! -f "$path" ] || [ "$(sha256sum "$path" | cut -d' ' -f1)" != "$3" ]; then

@@ -69,4 +69,3 @@ def inference_batches(model: torch.nn.Module, images, precision: str, batch_size
         for start in range(0, len(images), batch_size):
             part = images[start : start + batch_size]
             yield start, torch.as_tensor(load(part) if load is not None else part).to(device)
-

@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:  # a multi-process run whose other process stopped: the same line in each
         from dlcv.runtime import lost_peer
 
-        if not lost_peer(exc):
+        said = lost_peer(exc)
+        if said is None:
             raise
-        print(f"dlcv: error: {lost_peer(exc)}", file=sys.stderr)
+        print(f"dlcv: error: {said}", file=sys.stderr)
         return 1
     if "torch.distributed" in sys.modules:  # torch was loaded: close a multi-process run's group, if any
         from dlcv.runtime import end_process_group
