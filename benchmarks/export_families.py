@@ -78,7 +78,7 @@ def main() -> None:
                              **model_args).eval()
         x = torch.randn(4, 3, side, side)
         start = time.perf_counter()
-        source, state, any_size = plain_source(model, x)
+        source, state, any_size, _ = plain_source(model, x)
         seconds = time.perf_counter() - start
         name = Path(config).stem + ("_seg" if kind == "segment" else "")
         (args.work / f"{name}_model.py").write_text(source)

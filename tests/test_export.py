@@ -82,7 +82,7 @@ def test_the_plain_code_leaves_keywords_at_their_defaults_out(tmp_path):
         def forward(self, x):
             return F.interpolate(x, size=(6, 6), mode="bilinear", align_corners=False) + F.interpolate(x, scale_factor=2)
 
-    source, state, _ = plain_source(Up(), torch.rand(1, 2, 3, 3))
+    source, state, *_ = plain_source(Up(), torch.rand(1, 2, 3, 3))
     calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
              and ast.unparse(node.func).endswith("interpolate")]
     assert [sorted(k.arg for k in call.keywords) for call in calls] == [["align_corners", "mode", "size"],
@@ -93,3 +93,20 @@ def test_the_plain_code_leaves_keywords_at_their_defaults_out(tmp_path):
     spec.loader.exec_module(module)
     x = torch.rand(2, 2, 3, 3)
     assert torch.equal(module.Net()(x), Up()(x))
+
+
+def test_the_plain_code_says_whether_it_takes_any_batch():
+    """A model that pools takes any batch (the hand-in then batches as dlcv's predict does); one whose forward
+    fixes the batch it was traced at is run at that batch, padded."""
+    from dlcv.export import plain_source
+
+    class Pooled(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return x.reshape(4, -1)
+
+    assert plain_source(Pooled(), torch.rand(4, 2, 3, 3))[3] is True
+    assert plain_source(Fixed(), torch.rand(4, 2, 3, 3))[3] is False

@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO, need, run_cli
 from PIL import Image
 
+from dlcv.classify import PREDICT_BATCH
 from dlcv.io import MANIFEST
 
 SCRIPTS = {2021: ("p1", "seg"), 2022: ("p1", "seg"), 2023: ("p1", "ssl", "seg"), 2024: ("ssl", "seg")}
@@ -103,6 +104,11 @@ def _check_folder(hand: Path, year: int, names: tuple[str, ...]) -> None:
         own = {n for n in names} | {f"{n}_model" for n in names}
         assert _imports(path) <= set(sys.stdlib_module_names) | ALLOWED | own, path
         assert "dlcv" not in _imports(path)
+    for name in names:  # batches as dlcv's predict batches (a GPU's kernels, and so near ties, follow the shape)
+        line = next(l for l in (hand / f"{name}_predict.py").read_text().splitlines() if l.startswith("CONFIG = "))
+        config = ast.literal_eval(line.split("=", 1)[1].split("  #")[0])
+        assert config["any_batch"]  # these models take any batch: on a GPU, dlcv's batches as they are
+        assert config["predict_batch"] == (PREDICT_BATCH if name != "seg" else 4)  # TINY_SEG_RECIPE's eval batch
     for path in hand.glob("*.sh"):
         words = set(re.findall(r"[A-Za-z_]+", re.sub(r"\b[0-9a-f]{64}\b", "", path.read_text())))  # not the sha256s
         assert not words & set(FORBIDDEN), (path, words & set(FORBIDDEN))
@@ -284,3 +290,60 @@ def test_the_2024_folder_runs_under_torch_2_as_well(capsys, tmp_path, runs, trai
     ssl_predict(trained_run / "best.ckpt", office / "test.csv", office / "test", tmp_path / "dlcv.csv")
     assert list(csv.reader(open(tmp_path / "out.csv"))) == list(csv.reader(open(tmp_path / "dlcv.csv")))
 
+
+
+@pytest.mark.slow
+def test_half_weights_are_float16_where_dlcvs_predictions_on_the_runs_validation_stay(
+        capsys, tmp_path, trained_run, seg_run, p1_data, p2_data, office):
+    """--half checks each checkpoint on the images its run validated on (here its validation folders): the tiny
+    runs' predictions survive float16, and the script of the halved weights predicts as dlcv does there."""
+    import torch
+
+    hand = tmp_path / "hand in"
+    code, out, err = run_cli(capsys, "handin", "--year", 2022, "--output", hand, "--half", "--checkpoint",
+                             f"p1={trained_run / 'best.ckpt'}", "--checkpoint", f"seg={seg_run / 'best.ckpt'}")
+    assert code == 0, err
+    assert "(float16: dlcv's predictions of the 16 images it validated on unchanged)" in out
+    assert "(float16: dlcv's predictions of the 4 images it validated on unchanged)" in out
+    for name in ("p1", "seg"):
+        state = torch.load(hand / f"{name}.pth", weights_only=True)
+        assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    for number, name in ((1, "p1"), (2, "seg")):
+        work = tmp_path / f"work {name}"
+        work.mkdir()
+        run = trained_run if name == "p1" else seg_run
+        _check_output(name, 2022, hand, f"hw1_{number}.sh", work, run / "best.ckpt", p1_data, p2_data, office)
+
+
+def test_half_keeps_float32_where_rounding_changes_a_label(capsys, tmp_path, trained_run, seg_run, p1_data):
+    """Classes 0 and 1 of the head made the same feature times 1 and 1 + 1e-4, which float16 rounds to one value:
+    on every validation image class 1 wins by 1e-4 of a feature, in float16 they tie and class 0 wins. The weights
+    stay float32, and the line says how many labels would change."""
+    import torch
+
+    from dlcv.classify import load_classifier
+    from dlcv.data.augment import prepare_batch
+
+    model, recipe = load_classifier(trained_run / "best.ckpt")
+    images = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB"))
+                                        for p in sorted((p1_data / "val_50").glob("*.png"))]))
+    with torch.no_grad():  # a feature positive on every image and its mirror (the recipe's flip TTA)
+        x = prepare_batch(images, recipe.data)
+        lowest = torch.cat([model.forward_features(x), model.forward_features(x.flip(3))]).min(0).values
+    j = int(lowest.argmax())
+    assert lowest[j] > 0.05
+    run = tmp_path / "runs" / "tied"
+    run.mkdir(parents=True)
+    shutil.copy(trained_run / "resolved.json", run)
+    ckpt = torch.load(trained_run / "best.ckpt", weights_only=False)
+    head = ckpt["state_dict"]["model.head.weight"]
+    head.zero_()
+    head[:, j] = -1.0
+    head[0, j], head[1, j] = 1.0, 1.0 + 1e-4
+    torch.save(ckpt, run / "best.ckpt")
+    code, out, err = run_cli(capsys, "handin", "--year", 2022, "--output", tmp_path / "hand", "--half",
+                             "--checkpoint", f"p1={run / 'best.ckpt'}", "--checkpoint", f"seg={seg_run / 'best.ckpt'}")
+    assert code == 0, err
+    assert "(float32: 16 of the 16 images it validated on change label in float16)" in out
+    p1 = torch.load(tmp_path / "hand" / "p1.pth", weights_only=True)
+    assert {v.dtype for v in p1.values() if v.is_floating_point()} == {torch.float32}

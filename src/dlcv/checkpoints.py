@@ -7,9 +7,6 @@ from pathlib import Path
 
 from dlcv.errors import DlcvError
 
-TASK_COMMANDS = {"classify": "dlcv classify fit", "segment": "dlcv segment fit"}
-
-
 def read_checkpoint(path: str | os.PathLike, task: str):
     """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task``, loaded without running pickled code, its recipe
     typed; one line saying what the file is not when it is no such checkpoint or misses a part."""
@@ -25,7 +22,7 @@ def read_checkpoint(path: str | os.PathLike, task: str):
         what = "a plain state_dict" if isinstance(ckpt, dict) and ckpt and all(
             hasattr(v, "shape") for v in ckpt.values()) else f"a {type(ckpt).__name__}"
         raise DlcvError(f"{path}: {what}, not a dlcv checkpoint (no recipe inside); train one with "
-                        f"'{TASK_COMMANDS[task]}'")
+                        f"'{RECIPES[task].FIT_COMMAND}'")
     if recipe.get("task") != task:
         raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a {task!r} one")
     if not isinstance(ckpt.get("state_dict"), dict):

@@ -19,7 +19,8 @@ from dlcv.runs import RunFolder
 
 
 # --- fit -------------------------------------------------------------------------------------------
-def _data(folder: str | os.PathLike, recipe, plan):
+def data_module(folder: str | os.PathLike, recipe, plan=None):
+    """The data a classification run of ``recipe`` trains and validates on, from ``folder``."""
     from dlcv.data.batches import ClassificationData
 
     return ClassificationData(folder, recipe.data, recipe.seed, plan)
@@ -68,12 +69,15 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     unchanged."""
     from dlcv.recipes import ClassifyRecipe
 
-    command = fitting.Command(recipe_type or ClassifyRecipe, data, _data, _task, _summarize,
+    command = fitting.Command(recipe_type or ClassifyRecipe, data, data_module, _task, _summarize,
                               make_callbacks=_snapshots, fixed=fixed)
     return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------
+PREDICT_BATCH = 500  # images per batch of every classifier's predict (the hand-in's scripts batch alike)
+
+
 def load_classifier(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv classification checkpoint, loaded without running pickled code."""
     from dlcv.checkpoints import checkpoint_classes, read_checkpoint, rebuild_model
@@ -82,7 +86,7 @@ def load_classifier(path: str | os.PathLike):
     return rebuild_model(ckpt, recipe, path, checkpoint_classes(ckpt, path)), recipe
 
 
-def predict_scores(model, images, recipe, batch_size: int = 500, tta: str | None = None,
+def predict_scores(model, images, recipe, batch_size: int = PREDICT_BATCH, tta: str | None = None,
                    where: str = "the images"):
     """Softmax probabilities (N, classes) for uint8 (N, H, W, 3) images, with the recipe's input
     preparation and test-time augmentation (``tta`` overrides the recipe's); images the model cannot

@@ -200,7 +200,9 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
         raise DlcvError(f"--set train.epochs={train.epochs}: the recipe trains to a time budget (train.budget "
                         f"{train.budget}, from {source_of('train.budget')}) and plans its epochs from the measured "
                         "speed; add --budget none to train by epochs, or give a shorter --budget")
-    if typed.task in ("classify", "segment"):
+    from dlcv.recipes import Model, Training
+
+    if isinstance(typed, Training) and isinstance(typed.model, Model):  # a registered model, not BYOL's trunk
         check_model(typed, source_of("model"))
     return typed
 

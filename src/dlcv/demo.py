@@ -172,9 +172,10 @@ def _run_demo(output: Path) -> Path:
 
 def _closing_lines(one: dict, two: dict, table_dir: Path, report: dict) -> None:
     """Where everything is, then the figures: the A-E table, the mIoU, the accuracy."""
-    from dlcv.runs import read_json
+    from dlcv.records import SettingsTable
+    from dlcv.runs import RunFolder
 
-    byol = read_json(table_dir / "byol" / "summary.json")
+    byol = RunFolder(table_dir / "byol").read_summary()
     print(f"  Problem 1 run:      {one['run']}")
     print(f"  predictions:        {one['predictions']}")
     print(f"  confusion matrix:   {one['result']['confusion_figure']}")
@@ -182,14 +183,14 @@ def _closing_lines(one: dict, two: dict, table_dir: Path, report: dict) -> None:
     print(f"  Problem 2 run:      {two['run']}")
     print(f"  predicted masks:    {two['masks']}")
     print(f"  masks in training:  {two['grid'][0]}")
-    print(f"  BYOL kNN monitor:   {byol['knn_acc_at_init']:.3f} untrained -> {byol['final_knn_acc']:.3f} after "
-          f"{len(byol['knn_acc'])} epochs ({byol['knn_figure']})")
+    print(f"  BYOL kNN monitor:   {byol.knn_acc_at_init:.3f} untrained -> {byol.final_knn_acc:.3f} after "
+          f"{len(byol.knn_acc)} epochs ({byol.knn_figure})")
     print(f"  A-E table:          {table_dir / 'table.md'}")
     pdf = f"; PDF: {report['pdf']}" if report["pdf"] else ""
     print(f"  report:             {report['index']} (open it in a browser; Markdown: {report['markdown']}{pdf})")
     print("  Segment Anything needs a SAM checkpoint (none can be downloaded here): see the README's "
           "`dlcv sam masks`")
-    rows = read_json(table_dir / "table.json")["rows"]
-    print("ssl: " + "  ".join(f"{r['setting']} {r['accuracy']:.3f}" for r in rows))
+    rows = SettingsTable.read(table_dir / "table.json").rows
+    print("ssl: " + "  ".join(f"{r.setting} {r.accuracy:.3f}" for r in rows))
     print(f"mean_iou: {two['result']['mean_iou']:.6f}")
     print(f"accuracy: {one['result']['accuracy']:.4f}")

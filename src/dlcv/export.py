@@ -162,25 +162,29 @@ def trace(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     return torch.fx.GraphModule(model, graph)
 
 
-def takes_any_size(model: nn.Module, traced: torch.fx.GraphModule, example: torch.Tensor) -> bool:
-    """Whether the trace at ``example`` computes what ``model`` does at another input size too (nothing in it
-    depends on the size it was traced at)."""
-    other = torch.randn(*example.shape[:-2], example.shape[-2] + 16, example.shape[-1] + 8)
+def computes_alike(model: nn.Module, traced: torch.fx.GraphModule, other: torch.Tensor) -> bool:
+    """Whether the trace computes what ``model`` does on ``other`` (an input of another shape than the one it was
+    traced at: nothing in it depends on that shape)."""
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # fx prints the failing line itself
             want, got = model(other), traced(other)
-    except Exception:  # noqa: BLE001 -- a trace fixed to its size fails at another in many ways
+    except Exception:  # noqa: BLE001 -- a trace fixed to its shape fails at another in many ways
         return False
     want, got = (v["out"] if isinstance(v, dict) else v for v in (want, got))
     return want.shape == got.shape and torch.allclose(want, got, atol=1e-5, rtol=1e-4)
 
 
-def plain_source(model: nn.Module, example: torch.Tensor, class_name: str = "Net") -> tuple[str, dict, bool]:
-    """``(source, state_dict, any_size)``: a Python module (3.8 syntax, importing only torch and the standard
-    library) defining ``class_name``, whose instance loads ``state_dict`` strictly and computes what ``model``
-    does on inputs of ``example``'s shape (of any height and width where ``any_size``)."""
+def plain_source(model: nn.Module, example: torch.Tensor,
+                 class_name: str = "Net") -> tuple[str, dict, bool, bool]:
+    """``(source, state_dict, any_size, any_batch)``: a Python module (3.8 syntax, importing only torch and the
+    standard library) defining ``class_name``, whose instance loads ``state_dict`` strictly and computes what
+    ``model`` does on inputs of ``example``'s shape (of any height and width where ``any_size``, of any batch where
+    ``any_batch``)."""
     traced = trace(model, example)
-    any_size = takes_any_size(model.eval(), traced, example)
+    model.eval()
+    any_size = computes_alike(model, traced, torch.randn(*example.shape[:-2], example.shape[-2] + 16,
+                                                          example.shape[-1] + 8))
+    any_batch = computes_alike(model, traced, example[:3])
     for node in traced.graph.nodes:
         node.type = None  # no annotations: the code names nothing but torch
         if node.op == "call_function" and node.kwargs:
@@ -205,7 +209,7 @@ def plain_source(model: nn.Module, example: torch.Tensor, class_name: str = "Net
     source = TEMPLATE.format(name=class_name, built=built or "        pass", held=held, forward=forward.rstrip())
     state = {f"{path}.{k}": v for path, layer in layers.items() for k, v in layer.state_dict().items()}
     state.update(tensors)
-    return source, {k: v.detach().clone().contiguous() for k, v in state.items()}, any_size
+    return source, {k: v.detach().clone().contiguous() for k, v in state.items()}, any_size, any_batch
 
 
 def _without_defaults(function, kwargs: dict) -> dict:
@@ -271,8 +275,7 @@ class {name}(nn.Module):
 
 
 # --- a checkpoint, exported -----------------------------------------------------------------------------------
-PREDICT_BATCH = {"classify": 100, "segment": 4}  # the batch a checkpoint's model is traced at
-P1_SIDE, TILE_SIDE = 32, 512  # the course's Problem 1 images and satellite tiles
+TRACE_BATCH = {"classify": 100, "segment": 4}  # the batch a checkpoint's model is traced at
 
 
 def checkpoint_model(path, task: str | None = None, batch: int | None = None):
@@ -284,20 +287,19 @@ def checkpoint_model(path, task: str | None = None, batch: int | None = None):
     if task is None:
         hyper = (safe_load(path, "checkpoint") or {}).get("hyper_parameters") or {}
         task = (hyper.get("recipe") or {}).get("task") if isinstance(hyper, dict) else None
-        if task not in PREDICT_BATCH:
+        if task not in TRACE_BATCH:
             raise DlcvError(f"{path}: not a classification or segmentation checkpoint of dlcv's (a {task!r} one)")
     if task == "classify":
         from dlcv.classify import load_classifier
 
         model, recipe = load_classifier(path)
-        side = recipe.data.input_size or recipe.data.image_size or P1_SIDE
     else:
         from dlcv.segment import load_segmenter
 
         model, recipe = load_segmenter(path)
-        side = recipe.data.eval_size or TILE_SIDE
+    side = recipe.input_side()
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(batch or PREDICT_BATCH[task], 3, side, side, generator=generator)
+    example = torch.randn(batch or TRACE_BATCH[task], 3, side, side, generator=generator)
     return model.eval(), recipe, example
 
 
@@ -313,7 +315,7 @@ def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False) -> 
         output = check_output_file(output, overwrite, inputs=(checkpoint,))
     model, recipe, example = checkpoint_model(checkpoint)
     if fmt == "torch":
-        source, state, any_size = plain_source(model, example)
+        source, state, any_size, _ = plain_source(model, example)
         with staged_folder(output, overwrite, inputs=(checkpoint,), kind="plain torch model") as staging:
             (staging / "model.py").write_text(source)
             torch.save(state, staging / "weights.pth")

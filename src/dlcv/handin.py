@@ -55,11 +55,12 @@ TEMPLATE = Path(__file__).resolve().parent / "handin_files" / "predict.py"
 
 
 def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs", given: dict[str, str] | None = None,
-           overwrite: bool = False, urls: dict[str, str] | None = None) -> list[tuple[str, int, str]]:
+           overwrite: bool = False, urls: dict[str, str] | None = None,
+           half: bool = False) -> list[tuple[str, int, str]]:
     """Write the hand-in folder of ``year`` into ``output``: per problem the year grades, the course's script, a
-    plain inference file, the model as plain torch code and its weights as a state_dict; and the download script,
-    fetching each weights file from ``urls`` (checked by its sha256). Return ``(file, bytes, where from)`` per
-    file."""
+    plain inference file, the model as plain torch code and its weights as a state_dict (``half``: in float16 where
+    ``halved`` finds dlcv's predictions unchanged); and the download script, fetching each weights file from
+    ``urls`` (checked by its sha256). Return ``(file, bytes, where from)`` per file."""
     folder, runs, given, urls = SCRIPTS / str(year), Path(runs), given or {}, urls or {}
     years = sorted(p.name for p in SCRIPTS.glob("20*")) if SCRIPTS.is_dir() else []
     if not years:
@@ -80,7 +81,7 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
     for name, url in urls.items():
         check_url(name, url)
     needs = {name: choose_checkpoint(name, candidates, runs, given) for name, candidates in wanted.items()}
-    exported = {name: export_problem(name, path) for name, path in needs.items()}  # refused before writing
+    exported = {name: export_problem(name, path, half) for name, path in needs.items()}  # refused before writing
     for script, (_, name, _) in calls.items():  # the year's CSV header (2021: image_id), as its script asks dlcv
         if "--id-column image_id" in script.read_text():
             exported[name][0]["id_column"] = "image_id"
@@ -98,7 +99,8 @@ def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: d
         (staging / f"{name}_model.py").write_text(source)
         (staging / f"{name}_predict.py").write_text(predict_source(config))
         sums[name] = save_weights(state, staging / config["weights"])
-        written += [(file, needs[name]) for file in (f"{name}_predict.py", f"{name}_model.py", config["weights"])]
+        written += [(f"{name}_predict.py", needs[name]), (f"{name}_model.py", needs[name]),
+                    (config["weights"], f"{needs[name]}{config.pop('precision_note', '')}")]
     for script, (_, name, _) in calls.items():
         fetch = f'bash "$(dirname "$0")/{download}" {name} || exit 1\n' if year == 2021 else ""
         target = staging / script.name
@@ -118,22 +120,74 @@ def script_usage(script: Path) -> str:
     return next(line[2:] for line in script.read_text().splitlines() if line.startswith("# DLCV"))
 
 
-def export_problem(name: str, checkpoint: Path) -> tuple[dict, str, dict]:
+def export_problem(name: str, checkpoint: Path, half: bool = False) -> tuple[dict, str, dict]:
     """``(config, model source, state_dict)`` of the problem ``name`` from its checkpoint: the model as plain torch
-    code traced at its input, and what ``predict.py`` needs to prepare that input as dlcv's predict does."""
+    code traced at its input, and what ``predict.py`` needs to prepare that input as dlcv's predict does (``half``:
+    the state_dict in float16 where ``halved`` allows)."""
     from dlcv.export import checkpoint_model, plain_source
 
     task, mode = PROBLEMS[name]
     model, recipe, example = checkpoint_model(checkpoint, task)
     if task == "classify":
-        config = {"input_size": recipe.data.input_size, "image_size": recipe.data.image_size, "id_column": "filename"}
+        from dlcv.classify import PREDICT_BATCH
+
+        config = {"input_size": recipe.data.input_size, "image_size": recipe.data.image_size, "id_column": "filename",
+                  "predict_batch": PREDICT_BATCH}
     else:
-        config = {"eval_size": recipe.data.eval_size}
-    source, state, any_size = plain_source(model, example)
+        config = {"eval_size": recipe.data.eval_size, "predict_batch": recipe.data.eval_batch_size}
+    source, state, any_size, any_batch = plain_source(model, example)
     config.update({"task": mode, "model": f"{name}_model", "weights": f"{name}.pth", "batch": len(example),
-                   "side": None if any_size else example.shape[-1], "mean": list(recipe.data.mean),
-                   "std": list(recipe.data.std), "tta": recipe.train.tta, "precision": str(recipe.train.precision)})
+                   "any_batch": any_batch, "side": None if any_size else example.shape[-1],
+                   "mean": list(recipe.data.mean), "std": list(recipe.data.std), "tta": recipe.train.tta,
+                   "precision": str(recipe.train.precision)})
+    if half:
+        state, config["precision_note"] = halved(task, model, recipe, checkpoint, state)
     return config, source, state
+
+
+def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dict, str]:
+    """``state`` in float16 where dlcv's predictions on the images the checkpoint's run validated on (its holdout
+    share of train, else its validation folder) stay as they are with every weight rounded to float16, else
+    ``state`` as it is; and what was found, in words. Unchanged means every label of a classifier, and a
+    segmenter's mIoU to 1e-4 (the bar the scripts themselves are held to)."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    from dlcv.runs import RunFolder
+
+    run = RunFolder(checkpoint.parent)
+    folder = run.resolved.get("data") if run.resolved_file.is_file() else None
+    if not folder or not Path(folder).is_dir():
+        return state, f" (float32: the run's data {folder or '(not recorded)'} is not here to check float16 on)"
+    if task == "classify":
+        from dlcv.classify import data_module, predict_scores
+
+        def score(net) -> np.ndarray:
+            return predict_scores(net, data.val.x.numpy(), recipe).argmax(1).numpy()
+    else:
+        from dlcv.metrics.segmentation import confusion, mean_iou
+        from dlcv.segment import data_module, predict_classes
+
+        def score(net) -> float:
+            matrix = sum(confusion(data.val.y[start:start + len(classes)].numpy(), classes)
+                         for start, classes in predict_classes(net, data.val.x.numpy(), recipe))
+            return mean_iou(matrix)
+    data = data_module(folder, recipe)
+    data.prepare()
+    before = score(model)
+    with torch.no_grad():
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    after, where = score(model), f"{len(data.val):,} images it validated on"
+    if task == "classify" and (before != after).any():
+        return state, f" (float32: {int((before != after).sum()):,} of the {where} change label in float16)"
+    if task != "classify" and abs(before - after) > 1e-4:
+        return state, f" (float32: in float16 the mIoU of the {where} moves {after - before:+.1e})"
+    return ({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+            f" (float16: dlcv's predictions of the {where} unchanged)")
 
 
 def predict_source(config: dict) -> str:

@@ -365,6 +365,17 @@ def _staged(output: PathLike, overwrite: bool, inputs: Iterable[PathLike | None]
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def read_json(path: Path) -> dict:
+    """A JSON object written by dlcv; one line naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DlcvError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DlcvError(f"{path}: expected a JSON object")
+    return data
+
+
 def write_json(path: Path, data: dict | list, indent: int | None = 2) -> None:
     with atomic_write(path) as handle:
         json.dump(data, handle, indent=indent)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import os
 import shutil
@@ -20,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_folder, make_output_folder, write_json
+from dlcv.io import atomic_write, check_output_folder, make_output_folder, read_json, write_json
+from dlcv.records import RunSummary
 from dlcv.runtime import is_primary_process
-
-# summary.json's figures that are numbers (and every best_* but the checkpoint's path)
-SUMMARY_NUMBERS = ("epochs", "fit_seconds", "final_validation.accuracy", "final_validation.mean_iou")
 
 
 @dataclass(frozen=True)
@@ -139,20 +136,10 @@ class RunFolder:
         """metrics.csv's rows (``read_metrics``), or none before the first epoch ends."""
         return read_metrics(self.metrics_file) if self.metrics_file.is_file() else []
 
-    def read_summary(self) -> dict:
-        """summary.json, or ``{}`` while the run has not ended; a figure in it that is not a number (an edited or
+    def read_summary(self) -> RunSummary:
+        """summary.json (all None while the run has not ended); a figure in it that is not a number (an edited or
         foreign file) is one line naming the file and the key."""
-        if not self.summary_file.is_file():
-            return {}
-        summary = read_json(self.summary_file)
-        final = summary.get("final_validation")
-        figures = {**summary, **({f"final_validation.{k}": v for k, v in final.items()} if isinstance(final, dict)
-                                 else {})}
-        for key, value in figures.items():
-            numeric = key in SUMMARY_NUMBERS or (key.startswith("best_") and key != "best_checkpoint")
-            if numeric and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise DlcvError(f"{self.summary_file}: {key} is not a number: {value!r}")
-        return summary
+        return RunSummary.read(self.summary_file) if self.summary_file.is_file() else RunSummary()
 
     def write_recipe(self, recipe) -> None:
         from dlcv.config import dump_recipe
@@ -161,6 +148,7 @@ class RunFolder:
             handle.write(dump_recipe(recipe))
 
     def write_summary(self, summary: dict) -> None:
+        RunSummary.model_validate(summary)  # as every reader will read it
         write_json(self.summary_file, summary)
 
     def read_confusion(self):
@@ -247,17 +235,6 @@ def read_metrics(path: Path) -> list[dict]:
         parsed["epoch"] = int(parsed["epoch"])
         rows.append(parsed)
     return rows
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object written by dlcv; one line naming the file when it is not one."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DlcvError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise DlcvError(f"{path}: expected a JSON object")
-    return data
 
 
 def check_run_name(name: str, what: str = "run name") -> None:
@@ -370,9 +347,8 @@ def budget_used(run: RunFolder, seconds: float) -> float | None:
 
     if run.finished:
         summary = run.read_summary()
-        budget = summary.get("budget") or {}
-        parts = (budget.get("spent_before"), summary.get("fit_seconds"))
-        return sum(parts) if all(isinstance(v, (int, float)) for v in parts) else None
+        parts = (summary.budget.spent_before if summary.budget else None, summary.fit_seconds)
+        return sum(parts) if None not in parts else None
     ckpt = safe_load(run.last, "checkpoint")
     states = ckpt.get("callbacks") if isinstance(ckpt, dict) else None
     return spent_under(states.get(TimeBudget.__qualname__), seconds) if isinstance(states, dict) else None

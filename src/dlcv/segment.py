@@ -117,7 +117,8 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
 
 
 # --- fit ---------------------------------------------------------------------------------------------
-def _data(folder: str | os.PathLike, recipe, plan):
+def data_module(folder: str | os.PathLike, recipe, plan=None):
+    """The data a segmentation run of ``recipe`` trains and validates on, from ``folder``."""
     from dlcv.data.seg_batches import SegmentationData
     from dlcv.runtime import retain_freed_memory
 
@@ -166,7 +167,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
     from dlcv.recipes import SegmentRecipe
 
-    command = fitting.Command(SegmentRecipe, data, _data, _task, _summarize, make_callbacks=_progress)
+    command = fitting.Command(SegmentRecipe, data, data_module, _task, _summarize, make_callbacks=_progress)
     return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
 
 

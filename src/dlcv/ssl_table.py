@@ -126,17 +126,17 @@ def _table_row(setting: str, run_dir: Path, backbone: Path | None) -> dict:
 
     pretraining, tuning = SSL_SETTINGS[setting]
     summary = RunFolder(run_dir).read_summary()
-    final = summary.get("final_validation") or {}
+    final = summary.final_validation
     return {
         "setting": setting,
         "pretraining": pretraining.replace("_", "-"),
         "finetuning": tuning,
-        "accuracy": final.get("accuracy", summary.get("best_val_acc")),
-        "scored_on": final.get("folder", summary.get("selected_on")),
-        "selection_accuracy": summary.get("best_val_acc"),
-        "selected_on": summary.get("selected_on"),
-        "epochs": summary.get("epochs"),
-        "fit_seconds": summary.get("fit_seconds"),
+        "accuracy": final.accuracy if final else summary.best_val_acc,
+        "scored_on": final.folder if final else summary.selected_on,
+        "selection_accuracy": summary.best_val_acc,
+        "selected_on": summary.selected_on,
+        "epochs": summary.epochs,
+        "fit_seconds": summary.fit_seconds,
         "backbone": str(backbone) if backbone is not None else None,
         "run": str(run_dir),
         "notes": TABLE_NOTES[tuning],

@@ -287,7 +287,8 @@ def handin(args) -> None:
 
     given = _pairs(args.checkpoint, "--checkpoint", "p1=runs/p1_model_b/best.ckpt")
     urls = _pairs(args.url, "--url", "seg=https://www.dropbox.com/s/.../seg.pth?dl=1")
-    rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite, urls=urls)
+    rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite, urls=urls,
+                  half=args.half)
     width = max(len(name) for name, *_ in rows)
     for name, size, source in rows:
         shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"

@@ -64,11 +64,21 @@ def autocast(device):
                           enabled=fast and (precision.startswith("bf16") or precision == "auto"))
 
 
+def batch_size(device):
+    """Images per batch: on a GPU, where the model takes any batch, those of dlcv's predict (a GPU picks its kernels
+    by shape, so near ties fall alike); else the batch it was traced at (faster on a CPU, whose sums do not depend
+    on the batch)."""
+    return CONFIG["predict_batch"] if CONFIG["any_batch"] and device.type != "cpu" else CONFIG["batch"]
+
+
 def run(net, x):
-    """The model on ``x``, in batches of exactly the size it was traced at (the last one padded)."""
+    """The model on ``x``: whole where it takes any batch, else in batches of exactly the size it was traced at
+    (the last one padded)."""
     size, out = CONFIG["batch"], []
     if CONFIG["side"] and tuple(x.shape[-2:]) != (CONFIG["side"], CONFIG["side"]):
         fail("the model was exported for {0}x{0} inputs, not {1}x{2}".format(CONFIG["side"], *x.shape[-2:]))
+    if CONFIG["any_batch"]:
+        return net(x.contiguous())
     for i in range(0, len(x), size):
         part = x[i:i + size]
         pad = size - len(part)
@@ -111,10 +121,10 @@ def classify_logits(net, x):
 
 def classify(images, device):
     """Labels of uint8 (N, H, W, 3) images."""
-    net, labels = load_model(device), []
+    net, labels, step = load_model(device), [], batch_size(device)
     with torch.no_grad(), autocast(device):
-        for i in range(0, len(images), 500):
-            x = normalise(images[i:i + 500], device)
+        for i in range(0, len(images), step):
+            x = normalise(images[i:i + step], device)
             size = CONFIG["input_size"]
             if size and tuple(x.shape[-2:]) != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -208,12 +218,13 @@ def predict_masks(folder, output):
     if not os.path.isdir(output):
         os.makedirs(output)
     dev = device()
+    step = batch_size(dev)
     net = load_model(dev)
     with torch.no_grad(), autocast(dev):
-        for i in range(0, len(ids), CONFIG["batch"]):
-            tiles = np.stack([read_rgb(os.path.join(folder, n + "_sat.jpg")) for n in ids[i:i + CONFIG["batch"]]])
+        for i in range(0, len(ids), step):
+            tiles = np.stack([read_rgb(os.path.join(folder, n + "_sat.jpg")) for n in ids[i:i + step]])
             probs = segment_probs(net, segment_input(tiles, dev), tiles.shape[1:3])
-            for name, classes in zip(ids[i:i + CONFIG["batch"]], probs.argmax(1).cpu().numpy()):
+            for name, classes in zip(ids[i:i + step], probs.argmax(1).cpu().numpy()):
                 Image.fromarray(COLOURS[classes]).save(os.path.join(output, name + "_mask.png"))
 
 

@@ -10,14 +10,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from dlcv.errors import DlcvError, shown
+from dlcv.errors import shown
 
 __all__ = ["Wants", "RecipeError", "whole", "number", "list_of", "checked", "describe", "describe_field",
            "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName", "Folder",
            "Text", "Whole0", "Whole1", "NonNegative", "Positive", "Share", "Fraction", "AnyNumber", "Stats", "Spread",
            "EpochList", "TtaMode", "SegTtaMode", "TTA_MODES", "SEG_TTA_MODES", "OPTIMIZERS", "SCHEDULES",
            "PIXEL_LOSSES", "RESNETS", "SAM_TYPES", "IMAGENET_MEAN", "IMAGENET_STD", "key", "section", "Section",
-           "Optim", "Schedule", "Devices", "Train", "Model", "snapshot_epochs", "TASK", "Recipe", "Training"]
+           "Optim", "Schedule", "Devices", "Train", "Model", "snapshot_epochs", "TASK", "Recipe", "Training",
+           "number_text"]
 
 @dataclass(frozen=True)
 class Wants:
@@ -253,6 +254,11 @@ def snapshot_epochs(spec, max_epochs: int | None, where: str = "embed.epochs") -
 TASK = "the task the recipe is for (another task's command refuses it)"
 
 
+def number_text(value) -> str:
+    """A recipe's number as a reader wants it (0.001 -> 1e-03 as %g writes it; True stays True)."""
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 class Recipe(Section):
     """A recipe: the task it is for (each recipe fixes its own) and the name of its run folder."""
 
@@ -266,11 +272,37 @@ class Training(Recipe):
     seed: whole(0, 2**32 - 1) = key(0, "seeds the split, the weights and every epoch's random draws")
 
     SNAPSHOTS: typing.ClassVar[str | None] = None  # the key of the epochs whose snapshots are kept
+    FIT_COMMAND: typing.ClassVar[str] = ""  # the command that trains it
 
     @property
     def planned_epochs(self) -> int | None:
         """The epochs to train, or None where a time budget decides them."""
         return None if self.train.budget else self.train.epochs
+
+    # What the report says of a run of the recipe (``report.blocks.recipe_table``); each task's recipe tells its own.
+    def model_words(self) -> str:
+        """The model: a registered name with its arguments."""
+        args = ", ".join(f"{k}={v}" for k, v in self.model.args.items() if v is not None)
+        return self.model.name + (f" ({args})" if args else "")
+
+    def loss_words(self) -> str:
+        raise NotImplementedError
+
+    def augmentation_words(self) -> str:
+        raise NotImplementedError
+
+    def unmonitored_selection(self) -> str:
+        """What chose the best checkpoint when no metric did: the recipe's validation data."""
+        data = self.data
+        return f"holdout {data.holdout:.0%} of training" if data.holdout > 0 else str(data.validation)
+
+    def input_side(self) -> int | None:
+        """The side of the square images the model takes (None: no architecture to show)."""
+        return None
+
+    def test_time_augmentation(self) -> str | None:
+        """The views predictions average over (None: the task does not predict)."""
+        return None
 
     def snapshots(self) -> list[int | str]:
         """The epochs of the recipe's snapshots (words where a budget decides them)."""

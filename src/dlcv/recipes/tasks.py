@@ -42,6 +42,7 @@ from dlcv.recipes.schema import (
     key,
     list_of,
     number,
+    number_text,
     section,
     whole,
 )
@@ -106,6 +107,7 @@ class ClassifyRecipe(Training):
     """``classify fit``: a classifier on labelled folders."""
 
     SNAPSHOTS: typing.ClassVar[str] = "embed.epochs"
+    FIT_COMMAND: typing.ClassVar[str] = "dlcv classify fit"
     task: Literal["classify"] = key("classify", TASK)
     data: ClassifyData = section(ClassifyData)
     model: Model = section(Model)
@@ -113,6 +115,27 @@ class ClassifyRecipe(Training):
     schedule: Schedule = section(Schedule)
     train: ClassifyTrain = section(ClassifyTrain)
     embed: Embed = section(Embed)
+
+    def input_side(self) -> int:
+        return self.data.input_size or self.data.image_size or 32  # the course's images unless resized
+
+    def test_time_augmentation(self) -> str:
+        return self.train.tta
+
+    def loss_words(self) -> str:
+        train = self.train
+        text = f"focal (gamma {number_text(train.focal_gamma)})" if train.loss == "focal" else "cross-entropy"
+        return text + (f", label smoothing {number_text(train.label_smoothing)}" if train.label_smoothing else "")
+
+    def augmentation_words(self) -> str:
+        data = self.data
+        optional = [(data.input_size, f"resized to {data.input_size} px"),
+                    (data.crop_padding, f"random crop with {data.crop_padding}-px padding"),
+                    (data.flip, "horizontal flip"), (data.cutout, f"cutout {data.cutout} px"),
+                    (data.auto_augment != "none", data.auto_augment),
+                    (data.mixup_alpha > 0, f"mixup (alpha {number_text(data.mixup_alpha)})"),
+                    (data.cutmix_alpha > 0, f"cutmix (alpha {number_text(data.cutmix_alpha)})")]
+        return ", ".join(text for wanted, text in optional if wanted) or "none"
 
     @model_validator(mode="after")
     def _padding(self):
@@ -165,6 +188,7 @@ class SegmentData(Section):
     cache: bool = key(True, "decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv")
 
 
+LOSS_NAMES = {"ce": "cross-entropy", "focal": "focal", "dice": "Dice"}  # as the report writes them
 PixelLoss = checked(str, lambda v: all(p.strip().lower() in PIXEL_LOSSES for p in v.split("+")),
                     f"one of {', '.join(PIXEL_LOSSES)} or a sum such as ce+lovasz")
 
@@ -200,6 +224,7 @@ class SegmentRecipe(Training):
     """``segment fit``: a segmentation model on satellite pairs."""
 
     SNAPSHOTS: typing.ClassVar[str] = "progress.epochs"
+    FIT_COMMAND: typing.ClassVar[str] = "dlcv segment fit"
     task: Literal["segment"] = key("segment", TASK)
     data: SegmentData = section(SegmentData)
     model: Model = section(Model, name="unet_lite0")
@@ -208,6 +233,25 @@ class SegmentRecipe(Training):
     schedule: Schedule = section(Schedule)
     train: SegmentTrain = section(SegmentTrain)
     progress: Progress = section(Progress)
+
+    def input_side(self) -> int:
+        return self.data.eval_size
+
+    def test_time_augmentation(self) -> str:
+        return self.train.tta
+
+    def loss_words(self) -> str:
+        loss = self.loss
+        text = " + ".join(LOSS_NAMES.get(part, part) for part in loss.name.split("+"))
+        text += f" (gamma {number_text(loss.focal_gamma)})" if "focal" in text else ""
+        text += f", label smoothing {number_text(loss.label_smoothing)}" if loss.label_smoothing else ""
+        return text + (f", class weights {loss.class_weights}" if loss.class_weights else "")
+
+    def augmentation_words(self) -> str:
+        data, (low, high) = self.data, self.data.scale
+        parts = [f"random scaled crop (side {low:g}-{high:g} of the image) to {data.train_size} px"]
+        parts += ["flips"] * data.flip + ["90-degree turns"] * data.rot90
+        return ", ".join([*parts, "image and mask by one affine per sample"])
 
 
 # --- self-supervised pre-training (BYOL) and transfer to Office-Home -----------------------------------
@@ -265,6 +309,7 @@ class Monitor(Section):
 class ByolRecipe(Training):
     """``ssl pretrain``: BYOL on unlabelled images."""
 
+    FIT_COMMAND: typing.ClassVar[str] = "dlcv ssl pretrain"
     task: Literal["ssl_pretrain"] = key("ssl_pretrain", TASK)
     data: ByolData = section(ByolData)
     views: Views = section(Views)
@@ -274,6 +319,19 @@ class ByolRecipe(Training):
     schedule: Schedule = section(Schedule, name="cosine")
     train: Train = section(Train, epochs=100)
     monitor: Monitor = section(Monitor)
+
+    def model_words(self) -> str:
+        return self.model.arch
+
+    def loss_words(self) -> str:
+        return (f"BYOL: negative cosine similarity of prediction and target, both views; target momentum "
+                f"{number_text(self.byol.momentum)} rising to 1")
+
+    def augmentation_words(self) -> str:
+        return "two views, " + ", ".join(f"{k} {number_text(v)}" for k, v in self.views.model_dump().items())
+
+    def unmonitored_selection(self) -> str:
+        return "the last epoch (no kNN monitor)"
 
 
 SSL_SETTINGS = {  # setting -> (pre-training, fine-tuning)

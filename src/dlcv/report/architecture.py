@@ -96,14 +96,6 @@ def trace_model(model, example) -> Trace:
     return Trace(model, shapes, started, _shape_text(output))
 
 
-def input_side(recipe) -> int | None:
-    """The side of the square images a run's model takes: segmentation's ``eval_size``, a classifier's
-    ``input_size`` or the course's 32; None for a task with no architecture shown."""
-    if recipe.task == "segment":
-        return recipe.data.eval_size
-    return (recipe.data.input_size or 32) if recipe.task == "classify" else None
-
-
 def build_for_run(recipe, num_classes: int | None = None):
     """``(model, input description, trace)`` for a run's recipe and class count, without any pretrained
     weights (the structure is what is shown)."""
@@ -112,7 +104,7 @@ def build_for_run(recipe, num_classes: int | None = None):
     from dlcv.data.masks import NUM_CLASSES
     from dlcv.models import create_model, rebuild_args
 
-    task, side = recipe.task, input_side(recipe)
+    task, side = recipe.task, recipe.input_side()
     if side is None:
         raise DlcvError(f"run {recipe.name!r}: no architecture for task {task!r}")
     num_classes = NUM_CLASSES if task == "segment" else num_classes or 50

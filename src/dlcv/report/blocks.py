@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlcv.recipes import number_text
 from dlcv.report.document import Figure, Heading, Table, Text
 from dlcv.runs import RunFolder
 
@@ -58,30 +59,17 @@ def _slug(text: str) -> str:
 
 
 OPTIMISER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS"}
-LOSS_NAMES = {"ce": "cross-entropy", "focal": "focal", "dice": "Dice"}
-
-
-def _number(value) -> str:
-    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-
-
-def describe_model(recipe) -> str:
-    """The recipe's model: BYOL's trunk, or a registered name with its arguments."""
-    if recipe.task == "ssl_pretrain":
-        return recipe.model.arch
-    args = ", ".join(f"{k}={v}" for k, v in recipe.model.args.items() if v is not None)
-    return recipe.model.name + (f" ({args})" if args else "")
 
 
 def describe_optimiser(optim) -> str:
     """The recipe's ``optim`` section in words."""
-    parts = [f"{OPTIMISER_NAMES.get(optim.name, optim.name)}, lr {_number(optim.lr)}"]
+    parts = [f"{OPTIMISER_NAMES.get(optim.name, optim.name)}, lr {number_text(optim.lr)}"]
     if optim.name in ("sgd", "lars"):
-        parts.append(f"momentum {_number(optim.momentum)}"
+        parts.append(f"momentum {number_text(optim.momentum)}"
                      + (" (Nesterov)" if optim.nesterov and optim.name == "sgd" else ""))
     else:
         parts.append(f"betas {tuple(optim.betas)}")
-    parts.append(f"weight decay {_number(optim.weight_decay)}")
+    parts.append(f"weight decay {number_text(optim.weight_decay)}")
     return ", ".join(parts)
 
 
@@ -89,63 +77,22 @@ def describe_schedule(schedule) -> str:
     """The recipe's ``schedule`` section in words."""
     name = schedule.name
     if name == "onecycle":
-        text = (f"one-cycle: from lr/{_number(schedule.div_factor)} up to lr over the first "
+        text = (f"one-cycle: from lr/{number_text(schedule.div_factor)} up to lr over the first "
                 f"{schedule.pct_start:.0%} of steps, then {schedule.anneal} down to "
-                f"lr/{_number(schedule.div_factor * schedule.final_div_factor)}")
+                f"lr/{number_text(schedule.div_factor * schedule.final_div_factor)}")
     elif name == "multistep":
         marks = schedule.milestones
         where = "shares of the run" if marks and all(m < 1 for m in marks) else "epochs"
-        text = f"multistep at {where} {marks}, gamma {_number(schedule.gamma)}"
+        text = f"multistep at {where} {marks}, gamma {number_text(schedule.gamma)}"
     elif name == "cosine_restarts":
         text = (f"cosine with warm restarts, first period {schedule.restart_epochs} epochs, "
                 f"each next x{schedule.restart_mult}")
     elif name == "poly":
-        text = f"poly, power {_number(schedule.power)}"
+        text = f"poly, power {number_text(schedule.power)}"
     else:
         text = name
     if schedule.warmup_epochs and name != "onecycle":
-        text += f", {_number(schedule.warmup_epochs)} warm-up epochs"
-    return text
-
-
-def describe_augmentation(recipe) -> str:
-    """A training recipe's augmentation in words: BYOL's views, segmentation's joint crops, or classification's."""
-    if recipe.task == "ssl_pretrain":
-        return "two views, " + ", ".join(f"{k} {_number(v)}" for k, v in recipe.views.model_dump().items())
-    data, parts = recipe.data, []
-    if recipe.task == "segment":
-        low, high = data.scale
-        parts.append(f"random scaled crop (side {low:g}-{high:g} of the image) to {data.train_size} px")
-        parts += ["flips"] * data.flip + ["90-degree turns"] * data.rot90
-        return ", ".join([*parts, "image and mask by one affine per sample"])
-    optional = [(data.input_size, f"resized to {data.input_size} px"),
-                (data.crop_padding, f"random crop with {data.crop_padding}-px padding"),
-                (data.flip, "horizontal flip"), (data.cutout, f"cutout {data.cutout} px"),
-                (data.auto_augment != "none", data.auto_augment),
-                (data.mixup_alpha > 0, f"mixup (alpha {_number(data.mixup_alpha)})"),
-                (data.cutmix_alpha > 0, f"cutmix (alpha {_number(data.cutmix_alpha)})")]
-    return ", ".join(text for wanted, text in optional if wanted) or "none"
-
-
-def describe_loss(recipe) -> str:
-    """A training recipe's loss in words."""
-    if recipe.task == "ssl_pretrain":
-        return (f"BYOL: negative cosine similarity of prediction and target, both views; target momentum "
-                f"{_number(recipe.byol.momentum)} rising to 1")
-    if recipe.task == "segment":
-        loss = recipe.loss
-        text = " + ".join(LOSS_NAMES.get(part, part) for part in loss.name.split("+"))
-        if "focal" in text:
-            text += f" (gamma {_number(loss.focal_gamma)})"
-        if loss.label_smoothing:
-            text += f", label smoothing {_number(loss.label_smoothing)}"
-        if loss.class_weights:
-            text += f", class weights {loss.class_weights}"
-        return text
-    train = recipe.train
-    text = f"focal (gamma {_number(train.focal_gamma)})" if train.loss == "focal" else "cross-entropy"
-    if train.label_smoothing:
-        text += f", label smoothing {_number(train.label_smoothing)}"
+        text += f", {number_text(schedule.warmup_epochs)} warm-up epochs"
     return text
 
 
@@ -153,12 +100,7 @@ def selection(run: RunFolder) -> str:
     """What the run's best checkpoint was chosen on."""
     if run.metrics and "knn_acc" in run.metrics[-1]:
         return "the kNN monitor's accuracy (knn_acc)"
-    if run.summary.get("selected_on"):
-        return str(run.summary["selected_on"])
-    if run.recipe.task == "ssl_pretrain":
-        return "the last epoch (no kNN monitor)"
-    data = run.recipe.data
-    return f"holdout {data.holdout:.0%} of training" if data.holdout > 0 else str(data.validation)
+    return run.summary.selected_on or run.recipe.unmonitored_selection()
 
 
 def recipe_table(run: RunFolder) -> Table:
@@ -166,13 +108,13 @@ def recipe_table(run: RunFolder) -> Table:
     stopping, read from its resolved recipe.yaml (and how many epochs it ran, from its metrics)."""
     recipe = run.recipe
     train, patience = recipe.train, recipe.train.early_stopping_patience
-    ran = run.summary.get("epochs") or (run.metrics[-1]["epoch"] if run.metrics else None)
+    ran = run.summary.epochs or (run.metrics[-1]["epoch"] if run.metrics else None)
     rows = [
-        ["model", describe_model(recipe)],
+        ["model", recipe.model_words()],
         ["optimiser", describe_optimiser(recipe.optim)],
         ["schedule", describe_schedule(recipe.schedule)],
-        ["loss", describe_loss(recipe)],
-        ["augmentation", describe_augmentation(recipe)],
+        ["loss", recipe.loss_words()],
+        ["augmentation", recipe.augmentation_words()],
         ["batch size", str(recipe.data.batch_size)],
         ["epochs", f"{ran} trained in a budget of {train.budget} (planned from the measured speed)"
          if train.budget else f"{train.epochs} planned, {ran} trained"],
@@ -180,12 +122,12 @@ def recipe_table(run: RunFolder) -> Table:
         ["checkpoint selected on", selection(run)],
     ]
     if train.ema_decay > 0:
-        rows.append(["weight averaging", f"EMA, decay {_number(train.ema_decay)}"])
-    if recipe.task != "ssl_pretrain":
-        rows.append(["test-time augmentation", train.tta])
+        rows.append(["weight averaging", f"EMA, decay {number_text(train.ema_decay)}"])
+    if recipe.test_time_augmentation() is not None:
+        rows.append(["test-time augmentation", recipe.test_time_augmentation()])
     rows.append(["precision", str(run.precision)])
-    if run.summary.get("fit_seconds") is not None:
-        rows.append(["training time", f"{float(run.summary['fit_seconds']) / 60:.1f} min"])
+    if run.summary.fit_seconds is not None:
+        rows.append(["training time", f"{run.summary.fit_seconds / 60:.1f} min"])
     return Table(["recipe key", "value"], rows, caption=f"Recipe of {run.name} (from {run.path.name}/recipe.yaml)")
 
 
@@ -193,11 +135,11 @@ def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """A layer table (by forward hooks on a dummy input) and a block diagram of the run's model; the
     same model with the same arguments is drawn once."""
     from dlcv.errors import DlcvError
-    from dlcv.report.architecture import build_for_run, input_side
+    from dlcv.report.architecture import build_for_run
     from dlcv.viz.architecture import plot_block_diagram
 
     recipe, name = run.recipe, run.model_name
-    key = repr((recipe.task, recipe.model.model_dump(), run.num_classes, input_side(recipe)))
+    key = repr((recipe.task, recipe.model.model_dump(), run.num_classes, recipe.input_side()))
     heading = Heading(f"Architecture of {run.name}", 4)
     if key in ctx.drawn:
         return [heading, Text(f"The same network as {ctx.drawn[key]} above.", note=True)]

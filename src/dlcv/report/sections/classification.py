@@ -30,11 +30,11 @@ def role(run: RunFolder) -> str:
 
 def validation_accuracy(run: RunFolder) -> tuple[float | None, str]:
     """The accuracy on the validation folder and where it comes from."""
-    final = run.summary.get("final_validation")
-    if isinstance(final, dict) and final.get("accuracy") is not None:
-        return float(final["accuracy"]), f"{Path(str(final.get('folder', 'validation'))).name}, scored once at the end"
-    if run.summary.get("best_val_acc") is not None:
-        return float(run.summary["best_val_acc"]), f"{run.summary.get('selected_on', 'validation')}, best epoch"
+    final, summary = run.summary.final_validation, run.summary
+    if final is not None and final.accuracy is not None:
+        return final.accuracy, f"{Path(final.folder).name}, scored once at the end"
+    if summary.best_val_acc is not None:
+        return summary.best_val_acc, f"{summary.selected_on or 'validation'}, best epoch"
     best = run.best_row("val_acc")
     return (best["val_acc"], "metrics.csv, best epoch (run unfinished)") if best else (None, "")
 
@@ -84,7 +84,7 @@ def _accuracy_rows(runs: list[RunFolder]) -> list[list]:
     for run in runs:
         accuracy, source = validation_accuracy(run)
         rows.append([run.name, group("classification", role(run))["title"], run.model_name,
-                     run.summary.get("epochs") or run.metrics[-1]["epoch"], run.summary.get("best_val_acc"),
+                     run.summary.epochs or run.metrics[-1]["epoch"], run.summary.best_val_acc,
                      accuracy, source,
                      range_text("classification", role(run)) if comparable(run)
                      else "not comparable (synthetic data)" if run.synthetic

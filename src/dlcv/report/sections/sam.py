@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlcv.data.masks import CLASS_NAMES, SCORED_CLASSES
+from dlcv.records import Refinement, SamMasks
 from dlcv.report.blocks import ReportContext
 from dlcv.report.discovery import find_outputs
 from dlcv.report.document import Figure, Heading, Section, Table, Text
@@ -28,16 +29,14 @@ def masks_folders(root: Path) -> list[Path]:
 
 def masks_blocks(folder: Path, ctx: ReportContext) -> list:
     """A ``dlcv sam masks`` output: its settings, speed and overlay figure."""
-    summary = read_json(folder / MASKS_SUMMARY)
-    figure = ctx.copy_figure(folder / str(summary.get("figure", "figure.png")), folder, "sam_masks")
-    chosen = ", ".join(map(str, summary.get("figure_images", []))) or "the chosen images"
-    rows = [["SAM model", summary.get("model_type")], ["device", summary.get("device")],
-            ["images", summary.get("images")], ["masks per image", summary.get("masks_per_image")],
-            ["seconds per image", summary.get("seconds_per_image")],
-            ["prompt pre-filter", summary.get("prefilter")]]
-    generator = summary.get("generator") or {}
-    if generator:
-        rows.append(["generator", ", ".join(f"{k}={v}" for k, v in generator.items())])
+    summary = SamMasks.read(folder / MASKS_SUMMARY)
+    figure = ctx.copy_figure(folder / summary.figure, folder, "sam_masks")
+    chosen = ", ".join(summary.figure_images) or "the chosen images"
+    rows = [["SAM model", summary.model_type], ["device", summary.device], ["images", summary.images],
+            ["masks per image", summary.masks_per_image], ["seconds per image", summary.seconds_per_image],
+            ["prompt pre-filter", summary.prefilter]]
+    if summary.generator:
+        rows.append(["generator", ", ".join(f"{k}={v}" for k, v in summary.generator.items())])
     return [Heading(f"{folder.name}: SAM's automatic masks", 3),
             Figure(figure, f"SAM's masks on validation images {chosen}: each mask in its own colour, outlined."),
             Table(["", "value"], rows, digits=2, caption=f"From {folder.name}/{MASKS_SUMMARY}")]
@@ -45,23 +44,22 @@ def masks_blocks(folder: Path, ctx: ReportContext) -> list:
 
 def refine_blocks(folder: Path) -> list:
     """A ``dlcv sam refine`` output: what changed, and the per-class IoU before and after where it was scored."""
-    result = read_json(folder / REFINE_FILE)
+    result = Refinement.read(folder / REFINE_FILE)
     blocks = [Heading(f"{folder.name}: predictions refined by SAM's regions", 3)]
-    per_image = result.get("per_image") or {}
-    changed = sum(int(v.get("pixels_changed", 0)) for v in per_image.values())
-    used = sum(int(v.get("regions_used", 0)) for v in per_image.values())
-    blocks.append(Text(f"{result.get('images', len(per_image))} images; {used} SAM regions used (predicted IoU >= "
-                       f"{result.get('min_predicted_iou')}, area >= {result.get('min_area')}); {changed:,} pixels "
-                       f"changed. Order: {result.get('order', 'as written')}.", note=True))
-    if result.get("mean_iou_before") is None:
+    changed = sum(v.pixels_changed for v in result.per_image.values())
+    used = sum(v.regions_used for v in result.per_image.values())
+    images = result.images if result.images is not None else len(result.per_image)
+    blocks.append(Text(f"{images} images; {used} SAM regions used (predicted IoU >= {result.min_predicted_iou}, "
+                       f"area >= {result.min_area}); {changed:,} pixels changed. Order: {result.order}.", note=True))
+    if result.mean_iou_before is None or result.mean_iou_after is None:
         blocks.append(Text("Not measured: refine ran without --labels.", note=True))
         return blocks
-    before, after = result.get("iou_before") or [], result.get("iou_after") or []
+    before, after = result.iou_before, result.iou_after
     rows = [[name, before[i] if i < len(before) else None, after[i] if i < len(after) else None,
              (after[i] - before[i]) if i < min(len(before), len(after)) else None]
             for i, name in enumerate(CLASS_NAMES[:SCORED_CLASSES])]
-    rows.append(["mIoU", result["mean_iou_before"], result["mean_iou_after"],
-                 result["mean_iou_after"] - result["mean_iou_before"]])
+    rows.append(["mIoU", result.mean_iou_before, result.mean_iou_after,
+                 result.mean_iou_after - result.mean_iou_before])
     blocks.append(Table(["class", "IoU before", "IoU after", "change"], rows,
                         caption=f"mIoU before and after refinement (from {folder.name}/{REFINE_FILE})"))
     return blocks

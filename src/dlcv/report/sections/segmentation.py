@@ -33,15 +33,15 @@ def role(run: RunFolder) -> str:
 
 def validation_scores(run: RunFolder) -> tuple[float | None, list, str]:
     """(mIoU, per-class IoU of the scored classes, where they come from)."""
-    final = run.summary.get("final_validation")
-    if isinstance(final, dict) and final.get("mean_iou") is not None:
-        iou = [float(v) if v is not None else None for v in final.get("iou", [])][:SCORED_CLASSES]
-        return (float(final["mean_iou"]), iou + [None] * (SCORED_CLASSES - len(iou)),
-                f"{Path(str(final.get('folder', 'validation'))).name}, full size, scored once at the end")
+    final = run.summary.final_validation
+    if final is not None and final.mean_iou is not None:
+        iou = list(final.iou or [])[:SCORED_CLASSES]
+        return (final.mean_iou, iou + [None] * (SCORED_CLASSES - len(iou)),
+                f"{Path(final.folder).name}, full size, scored once at the end")
     best = run.best_row("val_miou")
     if best is None:
         return None, [None] * SCORED_CLASSES, ""
-    where = run.summary.get("selected_on") or "validation"
+    where = run.summary.selected_on or "validation"
     return best["val_miou"], [best.get(c) for c in IOU_COLUMNS], f"{where}, best epoch"
 
 
@@ -79,7 +79,7 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     for run in mine:
         miou, iou, source = validation_scores(run)
         rows.append([run.name, group("segmentation", role(run))["title"], run.model_name,
-                     run.summary.get("epochs") or run.metrics[-1]["epoch"], miou, *iou, source,
+                     run.summary.epochs or run.metrics[-1]["epoch"], miou, *iou, source,
                      "not comparable (synthetic data)" if run.synthetic else range_text("segmentation", role(run))])
     section.blocks += [
         colour_table(),

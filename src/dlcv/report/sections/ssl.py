@@ -7,10 +7,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from dlcv.records import SettingsTable
 from dlcv.report.blocks import ReportContext, curves_figure, embedding_figures, recipe_table
 from dlcv.report.document import Figure, Heading, Section, Table, Text
 from dlcv.report.published import published
-from dlcv.runs import RunFolder, read_json
+from dlcv.runs import RunFolder
 from dlcv.viz.curves import CurvePanel
 
 PRETRAIN_TASK = "ssl_pretrain"
@@ -28,34 +29,28 @@ def table_folder(run: RunFolder) -> Path | None:
     return run.path.parent if (run.path.parent / TABLE_FILE).is_file() else None
 
 
-def _seconds(seconds) -> int | None:
-    return None if seconds is None else round(float(seconds))
-
-
 def settings_blocks(folder: Path) -> list:
     """A ``dlcv ssl table`` folder's A-E table, beside the course reports' unless trained on synthetic data."""
-    table = read_json(folder / TABLE_FILE)
+    table = SettingsTable.read(folder / TABLE_FILE)
     course = published()["ssl"]
-    synthetic = any(RunFolder(folder / str(r.get("setting"))).read_resolved().get("synthetic_data")
-                    for r in table.get("rows", []))
+    synthetic = any(RunFolder(folder / r.setting).read_resolved().get("synthetic_data") for r in table.rows)
     if synthetic:  # never set beside the course's numbers
         course = {**course, "results": []}
     by_setting = {s: [r["values"][i] for r in course["results"]] for i, s in enumerate(course["settings"])}
     rows = []
-    for row in table.get("rows", []):
-        setting = str(row.get("setting"))
-        rows.append([setting, row.get("pretraining"), row.get("finetuning"), row.get("accuracy"),
-                     row.get("selection_accuracy"), row.get("epochs"), _seconds(row.get("fit_seconds")),
-                     *by_setting.get(setting, [None] * len(course["results"])), row.get("notes")])
+    for row in table.rows:
+        rows.append([row.setting, row.pretraining, row.finetuning, row.accuracy, row.selection_accuracy, row.epochs,
+                     None if row.fit_seconds is None else round(row.fit_seconds),
+                     *by_setting.get(row.setting, [None] * len(course["results"])), row.notes])
     reports = [r["report"] for r in course["results"]]
-    blocks = [Heading(f"{table.get('name', folder.name)}: the five settings ({table.get('arch', '?')})", 3),
+    blocks = [Heading(f"{table.name or folder.name}: the five settings ({table.arch or '?'})", 3),
               Table(["setting", "pre-training", "fine-tuning", "accuracy", "selection accuracy", "epochs", "seconds",
                      *(f"course {r}" for r in reports), "notes"], rows, digits=4,
                     caption=f"Accuracy of each setting's best checkpoint (from {folder.name}/{TABLE_FILE})" +
                             (" on synthetic data, not comparable with the course's reports" if synthetic else
                              f" beside the course's reports ({course['title']}; ours on this run's data)"))]
-    if table.get("note"):
-        blocks.append(Text(str(table["note"]), note=True))
+    if table.note:
+        blocks.append(Text(table.note, note=True))
     return blocks
 
 

@@ -1,0 +1,124 @@
+"""The JSON files dlcv's commands write, typed as they are read back: a fit's ``summary.json``, ``sam masks``'
+``summary.json``, ``sam refine``'s ``refine.json`` and ``ssl table``'s ``table.json``. A command writes its file
+as a plain mapping; every reader reads it through its record here, so a field that is not what it must be (an
+edited or foreign file) is one line naming the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dlcv.errors import DlcvError
+from dlcv.io import read_json
+
+
+class Record(BaseModel):
+    """A JSON file a command wrote, as read back: its known fields typed (a number must be a number, not a string
+    or a boolean), any other field kept as it is."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+    @classmethod
+    def read(cls, path: Path):
+        """The file as this record; one line naming the file and the field when a field is not what it must be."""
+        try:
+            return cls.model_validate(read_json(path))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(map(str, error["loc"]))
+            kind = "a number" if error["type"] in ("float_type", "int_type") else f"valid ({error['msg']})"
+            raise DlcvError(f"{path}: {where} is not {kind}: {error['input']!r}") from None
+
+
+class FinalScore(Record):
+    """The best checkpoint's one scoring on the validation folder, when a holdout share of train chose it."""
+
+    folder: str
+    accuracy: float | None = None
+    mean_iou: float | None = None
+    iou: list[float] | None = None
+
+
+class BudgetUse(Record):
+    """A budgeted run's time (``TimeBudget.summary``): what earlier commands of the run had spent, and the rest."""
+
+    spent_before: float | None = None
+
+
+class RunSummary(Record):
+    """``summary.json`` of a fit (``dlcv.fitting`` and each command's additions); every field None while the run
+    has not ended."""
+
+    name: str | None = None
+    epochs: int | float | None = None  # whole epochs stay ints (as the report shows them)
+    fit_seconds: float | None = None
+    model: str | None = None
+    selected_on: str | None = None
+    best_val_acc: float | None = None
+    best_val_miou: float | None = None
+    best_checkpoint: str | None = None
+    final_validation: FinalScore | None = None
+    budget: BudgetUse | None = None
+    train_size: int | None = None
+    eval_size: int | None = None
+    knn_acc_at_init: float | None = None
+    knn_acc: list[float] | None = None  # BYOL's monitor, per epoch
+    final_knn_acc: float | None = None
+    knn_figure: str | None = None
+
+
+class SamMasks(Record):
+    """``summary.json`` of ``dlcv sam masks``."""
+
+    model_type: str
+    device: str | None = None
+    prefilter: bool | None = None
+    generator: dict = {}
+    images: int | None = None
+    seconds_per_image: float | None = None
+    masks_per_image: float | None = None
+    figure_images: list[str] = []
+    figure: str = "figure.png"
+
+
+class RefinedImage(Record):
+    regions: int = 0
+    regions_used: int = 0
+    pixels_changed: int = 0
+
+
+class Refinement(Record):
+    """``refine.json`` of ``dlcv sam refine``: what changed per image and, with labels, the IoU before and after."""
+
+    min_predicted_iou: float | None = None
+    min_area: int | None = None
+    order: str = "as written"
+    images: int | None = None
+    per_image: dict[str, RefinedImage] = {}
+    mean_iou_before: float | None = None
+    mean_iou_after: float | None = None
+    iou_before: list[float] = []
+    iou_after: list[float] = []
+
+
+class SettingRow(Record):
+    """One setting's row of ``table.json``."""
+
+    setting: str
+    pretraining: str | None = None
+    finetuning: str | None = None
+    accuracy: float | None = None
+    selection_accuracy: float | None = None
+    epochs: int | float | None = None
+    fit_seconds: float | None = None
+    notes: str | None = None
+
+
+class SettingsTable(Record):
+    """``table.json`` of ``dlcv ssl table``: the A-E settings' rows."""
+
+    name: str | None = None
+    arch: str | None = None
+    note: str | None = None
+    rows: list[SettingRow] = []
