@@ -7,14 +7,16 @@ from pathlib import Path
 
 from dlcv.errors import DlcvError
 
-def read_checkpoint(path: str | os.PathLike, task: str):
-    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task``, loaded without running pickled code, its recipe
-    typed; one line saying what the file is not when it is no such checkpoint or misses a part."""
+
+def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
+    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task`` (or of any of several), loaded without running
+    pickled code, its recipe typed; one line saying what the file is not when it is no such checkpoint or misses a
+    part."""
     from dlcv.config import validated
     from dlcv.models.weights import safe_load
     from dlcv.recipes import RECIPES
 
-    path = Path(path)
+    path, tasks = Path(path), (task,) if isinstance(task, str) else task
     ckpt = safe_load(path, "checkpoint")
     hyper = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     recipe = hyper.get("recipe") if isinstance(hyper, dict) else None
@@ -22,14 +24,21 @@ def read_checkpoint(path: str | os.PathLike, task: str):
         what = "a plain state_dict" if isinstance(ckpt, dict) and ckpt and all(
             hasattr(v, "shape") for v in ckpt.values()) else f"a {type(ckpt).__name__}"
         raise DlcvError(f"{path}: {what}, not a dlcv checkpoint (no recipe inside); train one with "
-                        f"'{RECIPES[task].FIT_COMMAND}'")
-    if recipe.get("task") != task:
-        raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a {task!r} one")
+                        + " or ".join(f"'{RECIPES[t].FIT_COMMAND}'" for t in tasks))
+    if recipe.get("task") not in tasks:
+        raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a {' or a '.join(map(repr, tasks))} one")
     if not isinstance(ckpt.get("state_dict"), dict):
         raise DlcvError(f"{path}: a dlcv checkpoint without its weights (no state_dict)")
     if not all(isinstance(recipe.get(section), dict) for section in ("model", "data", "train")):  # a full dump
         raise DlcvError(f"{path}: a dlcv checkpoint whose recipe lacks its model, data or train section")
-    return ckpt, validated(RECIPES[task], recipe, lambda key: f"{path} (its recipe)")
+    return ckpt, validated(RECIPES[recipe["task"]], recipe, lambda key: f"{path} (its recipe)")
+
+
+def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...] = ("classify", "segment")):
+    """``(model, recipe)`` of a classification or segmentation checkpoint (of ``task``), read once, rebuilt and
+    loaded for inference: what every ``predict`` and the export start from."""
+    ckpt, recipe = read_checkpoint(path, task)
+    return rebuild_model(ckpt, recipe, path, recipe.CLASSES or checkpoint_classes(ckpt, path)), recipe
 
 
 def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:

@@ -80,10 +80,9 @@ PREDICT_BATCH = 500  # images per batch of every classifier's predict (the hand-
 
 def load_classifier(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv classification checkpoint, loaded without running pickled code."""
-    from dlcv.checkpoints import checkpoint_classes, read_checkpoint, rebuild_model
+    from dlcv.checkpoints import load_predictor
 
-    ckpt, recipe = read_checkpoint(path, "classify")
-    return rebuild_model(ckpt, recipe, path, checkpoint_classes(ckpt, path)), recipe
+    return load_predictor(path, "classify")
 
 
 def predict_scores(model, images, recipe, batch_size: int = PREDICT_BATCH, tta: str | None = None,

@@ -282,24 +282,12 @@ def checkpoint_model(path, task: str | None = None, batch: int | None = None):
     """``(model, recipe, example)`` of a dlcv classification or segmentation checkpoint (of ``task`` where given):
     the model for inference and a random input of the size its ``predict`` gives it (the recipe's input size,
     image size or evaluation size; else the course's images'), of ``batch`` images."""
-    from dlcv.models.weights import safe_load
+    from dlcv.checkpoints import load_predictor
 
-    if task is None:
-        hyper = (safe_load(path, "checkpoint") or {}).get("hyper_parameters") or {}
-        task = (hyper.get("recipe") or {}).get("task") if isinstance(hyper, dict) else None
-        if task not in TRACE_BATCH:
-            raise DlcvError(f"{path}: not a classification or segmentation checkpoint of dlcv's (a {task!r} one)")
-    if task == "classify":
-        from dlcv.classify import load_classifier
-
-        model, recipe = load_classifier(path)
-    else:
-        from dlcv.segment import load_segmenter
-
-        model, recipe = load_segmenter(path)
+    model, recipe = load_predictor(path, task or tuple(TRACE_BATCH))
     side = recipe.input_side()
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(batch or TRACE_BATCH[task], 3, side, side, generator=generator)
+    example = torch.randn(batch or TRACE_BATCH[recipe.task], 3, side, side, generator=generator)
     return model.eval(), recipe, example
 
 

@@ -14,15 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcv import fitting
-from dlcv.data.masks import (
-    CLASS_NAMES,
-    SCORED_CLASSES,
-    MaskCodec,
-    pair_masks,
-    read_mask,
-    write_mask,
-    write_png,
-)
+from dlcv.data.masks import CLASS_NAMES, SCORED_CLASSES, MaskCodec, pair_masks, read_mask, write_mask, write_png
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_write, check_output_file, check_output_folder, figures_folder, staged_folder
 from dlcv.runs import RunFolder
@@ -40,12 +32,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
     """
     from dlcv.data.images import decode_image
     from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES, unmapped_error
-    from dlcv.metrics.segmentation import (
-        class_iou,
-        code_confusion,
-        codes_to_classes,
-        mean_iou,
-    )
+    from dlcv.metrics.segmentation import class_iou, code_confusion, codes_to_classes, mean_iou
 
     if breakdown is not None:
         check_output_file(breakdown, overwrite, inputs=(predictions, labels))
@@ -174,11 +161,9 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
 # --- checkpoints and prediction ----------------------------------------------------------------------
 def load_segmenter(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv segmentation checkpoint."""
-    from dlcv.checkpoints import read_checkpoint, rebuild_model
-    from dlcv.data.masks import NUM_CLASSES
+    from dlcv.checkpoints import load_predictor
 
-    ckpt, recipe = read_checkpoint(path, "segment")
-    return rebuild_model(ckpt, recipe, path, NUM_CLASSES), recipe
+    return load_predictor(path, "segment")
 
 
 def predict_classes(model, images, recipe, tta: str | None = None, batch_size: int | None = None,

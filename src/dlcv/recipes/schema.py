@@ -273,6 +273,7 @@ class Training(Recipe):
 
     SNAPSHOTS: typing.ClassVar[str | None] = None  # the key of the epochs whose snapshots are kept
     FIT_COMMAND: typing.ClassVar[str] = ""  # the command that trains it
+    CLASSES: typing.ClassVar[int | None] = None  # the model's outputs where the task fixes them (else the data's)
 
     @property
     def planned_epochs(self) -> int | None:

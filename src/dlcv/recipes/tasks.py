@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from dlcv.data.masks import NUM_CLASSES
 from dlcv.data.p1 import MAX_CLASSES
 from dlcv.recipes.schema import (
     IMAGENET_MEAN,
@@ -225,6 +226,7 @@ class SegmentRecipe(Training):
 
     SNAPSHOTS: typing.ClassVar[str] = "progress.epochs"
     FIT_COMMAND: typing.ClassVar[str] = "dlcv segment fit"
+    CLASSES: typing.ClassVar[int] = NUM_CLASSES
     task: Literal["segment"] = key("segment", TASK)
     data: SegmentData = section(SegmentData)
     model: Model = section(Model, name="unet_lite0")

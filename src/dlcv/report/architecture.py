@@ -101,13 +101,12 @@ def build_for_run(recipe, num_classes: int | None = None):
     weights (the structure is what is shown)."""
     import torch
 
-    from dlcv.data.masks import NUM_CLASSES
     from dlcv.models import create_model, rebuild_args
 
     task, side = recipe.task, recipe.input_side()
     if side is None:
         raise DlcvError(f"run {recipe.name!r}: no architecture for task {task!r}")
-    num_classes = NUM_CLASSES if task == "segment" else num_classes or 50
+    num_classes = recipe.CLASSES or num_classes or 50
 
     def build(device: str):
         with torch.device(device):
