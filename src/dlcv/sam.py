@@ -25,17 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.masks import (
-    NUM_CLASSES,
-    MaskCodec,
-    mask_files,
-    pair_masks,
-    read_mask,
-    write_mask,
-    write_png,
-)
+from dlcv.data.masks import NUM_CLASSES, MaskCodec, mask_files, pair_masks, read_mask, write_mask, write_png
 from dlcv.errors import DlcvError, mismatch_message
-from dlcv.io import atomic_path, check_output_folder, staged_folder
+from dlcv.io import atomic_path, staged_folder
 
 FIGURE_STEM = "figure"
 
@@ -94,14 +86,13 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
     from dlcv.viz.sam import masks_overlay, plot_sam_masks
 
     recipe = sam_recipe(config, overrides, model_type)
-    check_output_folder(output, overwrite, inputs=(images, checkpoint))
-    found = _only(find_images(images), only, images)
-    runner = SamRunner(checkpoint, recipe, device)
-    chosen = [str(i) for i in recipe.figure.images if str(i) in found.ids] or found.ids[:3]
-    seconds: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    rows = []
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of SAM masks") as staging:
+        found = _only(find_images(images), only, images)
+        runner = SamRunner(checkpoint, recipe, device)
+        chosen = [str(i) for i in recipe.figure.images if str(i) in found.ids] or found.ids[:3]
+        seconds: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        rows = []
         for name, path in zip(found.ids, found.images):
             image = decode_image(path)
             records, seconds[name] = runner.generate(name, image)
@@ -247,17 +238,16 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
         raise DlcvError("--checkpoint needs --images: the satellite images SAM runs on")
     recipe = sam_recipe(config, overrides, model_type)
     inputs = (predictions, checkpoint, images, sam_masks, labels)
-    check_output_folder(output, overwrite, inputs=inputs)
-    predicted = {name[: -len("_mask.png")]: path for name, path in mask_files(Path(predictions), "predictions").items()}
-    ids = sorted(predicted)
-    sources = _sam_sources(predictions, ids, images, sam_masks)
-    if labels is not None:
-        pair_masks(Path(predictions), Path(labels))  # unmatched files fail before any work
-    runner = SamRunner(checkpoint, recipe, device) if checkpoint is not None else None
-    settings = recipe.refine
-    codec = MaskCodec()
-    per_image = {}
     with staged_folder(output, overwrite, inputs=inputs, kind="set of refined masks") as staging:
+        predicted = {name[: -len("_mask.png")]: path for name, path in mask_files(Path(predictions), "predictions").items()}
+        ids = sorted(predicted)
+        sources = _sam_sources(predictions, ids, images, sam_masks)
+        if labels is not None:
+            pair_masks(Path(predictions), Path(labels))  # unmatched files fail before any work
+        runner = SamRunner(checkpoint, recipe, device) if checkpoint is not None else None
+        settings = recipe.refine
+        codec = MaskCodec()
+        per_image = {}
         for name in ids:
             classes = read_mask(predicted[name], codec)
             regions = _regions(runner, name, sources[name], predicted[name], classes.shape)

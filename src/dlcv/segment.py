@@ -16,7 +16,7 @@ import numpy as np
 from dlcv import fitting
 from dlcv.data.masks import CLASS_NAMES, SCORED_CLASSES, MaskCodec, pair_masks, read_mask, write_mask, write_png
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_file, check_output_folder, figures_folder, staged_folder
+from dlcv.io import atomic_write, check_output_file, figures_folder, staged_folder
 from dlcv.runs import RunFolder
 from dlcv.runtime import usable_cpus
 
@@ -191,10 +191,10 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     """
     from dlcv.data.images import decode_images
     from dlcv.data.p2 import find_images
-    check_output_folder(output, overwrite, inputs=(images, checkpoint))
-    found = find_images(images)
-    model, recipe = load_segmenter(checkpoint)
+
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
+        found = find_images(images)
+        model, recipe = load_segmenter(checkpoint)
         for first, classes in predict_classes(model, found.images, recipe, tta, load=decode_images):
             for name, mask in zip(found.ids[first : first + len(classes)], classes):
                 write_mask(staging / f"{name}_mask.png", mask)

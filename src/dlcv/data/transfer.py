@@ -21,7 +21,7 @@ import numpy as np
 from dlcv.data.images import decode_image, list_images
 from dlcv.data.p1 import label_from_filename
 from dlcv.errors import DlcvError
-from dlcv.io import check_output_folder, staged_folder
+from dlcv.io import staged_folder
 
 PRETRAIN_CLASSES = range(25)
 TRANSFER_CLASSES = range(25, 50)
@@ -50,14 +50,13 @@ def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed:
     for folder in (train, val):
         if not folder.is_dir():
             raise DlcvError(f"{folder}: no such folder (give --p1 the p1_data folder holding train_50/ and val_50/)")
-    check_output_folder(output, overwrite, inputs=(p1,))
-    train_files, val_files = list_images(train), list_images(val)
-    labels = {p: label_from_filename(p) for p in (*train_files, *val_files)}
-    missing = [c for c in (*PRETRAIN_CLASSES, *TRANSFER_CLASSES) if c not in set(labels.values())]
-    if missing:
-        raise DlcvError(f"{p1}: the transfer split needs classes 0-49; none of class {missing[0]}")
-    counts = {"mini": 0, "office_train": 0, "office_val": 0, "supervised_train": 0, "supervised_val": 0}
     with staged_folder(output, overwrite, inputs=(p1,), kind="transfer split") as staging:
+        train_files, val_files = list_images(train), list_images(val)
+        labels = {p: label_from_filename(p) for p in (*train_files, *val_files)}
+        missing = [c for c in (*PRETRAIN_CLASSES, *TRANSFER_CLASSES) if c not in set(labels.values())]
+        if missing:
+            raise DlcvError(f"{p1}: the transfer split needs classes 0-49; none of class {missing[0]}")
+        counts = {"mini": 0, "office_train": 0, "office_val": 0, "supervised_train": 0, "supervised_val": 0}
         for sub in ("mini/train", "office/train", "office/val", "supervised/train_50", "supervised/val_50"):
             (staging / sub).mkdir(parents=True)
         pretrain = [p for p in train_files if labels[p] in PRETRAIN_CLASSES]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_folder, staged_folder
+from dlcv.io import atomic_write, staged_folder
 
 TITLE = "DLCV HW1: report"
 KIND = "report"  # an earlier report is replaced without --overwrite; any other folder of files is refused
@@ -33,12 +33,11 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
 
     start = time.perf_counter()
     runs, output = Path(runs), Path(output)
-    check_output_folder(output, overwrite, inputs=(runs,), kind=KIND)
-    builders, browser = in_order(year), find_chromium() if pdf else None
-    found, skipped = discover_runs(runs)
-    if not found and not any(find_outputs(runs, name) for name in OTHER_OUTPUTS):
-        raise DlcvError(f"{runs}: no run folders with metrics (recipe.yaml and metrics.csv) here or below")
     with staged_folder(output, overwrite, inputs=(runs,), kind=KIND, replaces_same_kind=True) as building:
+        builders, browser = in_order(year), find_chromium() if pdf else None
+        found, skipped = discover_runs(runs)
+        if not found and not any(find_outputs(runs, name) for name in OTHER_OUTPUTS):
+            raise DlcvError(f"{runs}: no run folders with metrics (recipe.yaml and metrics.csv) here or below")
         figures, scratch = building / "figures", building / ".scratch"
         figures.mkdir()
         scratch.mkdir()
