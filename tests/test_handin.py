@@ -105,7 +105,7 @@ def _check_folder(hand: Path, year: int, names: tuple[str, ...]) -> None:
         assert _imports(path) <= set(sys.stdlib_module_names) | ALLOWED | own, path
         assert "dlcv" not in _imports(path)
     for name in names:  # batches as dlcv's predict batches (a GPU's kernels, and so near ties, follow the shape)
-        line = next(l for l in (hand / f"{name}_predict.py").read_text().splitlines() if l.startswith("CONFIG = "))
+        line = next(t for t in (hand / f"{name}_predict.py").read_text().splitlines() if t.startswith("CONFIG = "))
         config = ast.literal_eval(line.split("=", 1)[1].split("  #")[0])
         assert config["any_batch"]  # these models take any batch: on a GPU, dlcv's batches as they are
         assert config["predict_batch"] == (PREDICT_BATCH if name != "seg" else 4)  # TINY_SEG_RECIPE's eval batch
@@ -347,3 +347,14 @@ def test_half_keeps_float32_where_rounding_changes_a_label(capsys, tmp_path, tra
     assert "(float32: 16 of the 16 images it validated on change label in float16)" in out
     p1 = torch.load(tmp_path / "hand" / "p1.pth", weights_only=True)
     assert {v.dtype for v in p1.values() if v.is_floating_point()} == {torch.float32}
+
+
+def test_half_keeps_float32_where_the_runs_data_is_not_there_to_check_on(capsys, tmp_path, runs):
+    """The runs fixture's checkpoints are copies without their run's resolved.json: nothing to check float16 on."""
+    import torch
+
+    code, out, err = run_cli(capsys, "handin", "--year", 2022, "--output", tmp_path / "hand", "--runs", runs, "--half")
+    assert code == 0, err
+    assert out.count("(float32: the run's data (not recorded) is not here to check float16 on)") == 2
+    state = torch.load(tmp_path / "hand" / "seg.pth", weights_only=True)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}

@@ -339,3 +339,27 @@ def test_a_summary_whose_figure_is_not_a_number_is_one_line_under_report(capsys,
     expect_error(capsys, r"seg_tiny/summary\.json: fit_seconds is not a number: 'abc'", "report", "--runs",
                  tmp_path / "runs", "--output", tmp_path / "report", "--no-pdf")
     assert not (tmp_path / "report").exists()
+
+
+def test_a_refinement_whose_figure_is_not_a_number_is_one_line_under_report(capsys, tmp_path):
+    """refine.json is read through its record (dlcv.records) as summary.json is: a field that is not a number is
+    one line naming the file and the field, and no report is written."""
+    import json
+
+    folder = tmp_path / "runs" / "refined"
+    folder.mkdir(parents=True)
+    (folder / "refine.json").write_text(json.dumps({"images": 1, "mean_iou_before": 0.6, "mean_iou_after": "0.7"}))
+    expect_error(capsys, r"refine\.json: mean_iou_after is not a number: '0\.7'", "report", "--runs",
+                 tmp_path / "runs", "--output", tmp_path / "report", "--no-pdf")
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_settings_table_row_that_is_not_a_number_is_one_line(tmp_path):
+    import json
+
+    from dlcv.errors import DlcvError
+    from dlcv.records import SettingsTable
+
+    (tmp_path / "table.json").write_text(json.dumps({"rows": [{"setting": "C", "accuracy": True}]}))
+    with pytest.raises(DlcvError, match=r"table\.json: rows\.0\.accuracy is not a number: True"):
+        SettingsTable.read(tmp_path / "table.json")
