@@ -189,8 +189,9 @@ def time_budget(recipe, data, task, plan, started: float, anew: bool = False):
     from dlcv.budget import TimeBudget
     from dlcv.recipes import parse_duration
 
-    train = recipe.train
+    train, scale = recipe.train, recipe.evaluation_scale()
     n_train, n_val, n_final = data.counts()
+    n_val, n_final = round(n_val * scale), round(n_final * scale)  # in training-sized images
     val_passes = n_val * task.passes(train.val_tta)
     return TimeBudget(parse_duration(train.budget), started, plan, val_guess=val_passes / max(1, 3 * n_train),
                       final_ratio=n_final * task.passes(train.tta) / max(1, val_passes),

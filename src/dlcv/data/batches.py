@@ -183,7 +183,7 @@ class InMemoryData(L.LightningDataModule):
         return None if self.final is None else (self.final.x, self.final.y)
 
     def counts(self) -> tuple[int, int, int]:
-        """Images (or pairs) of training, of validation and of the final set (0: none), for a time budget's plan."""
+        """Images (or pairs) of training, of validation and of the final set (0: none)."""
         tensors = self.test_tensors()
         return len(self.train), len(self.val), 0 if tensors is None else len(tensors[1])
 

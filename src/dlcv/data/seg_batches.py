@@ -195,13 +195,6 @@ class SegmentationData(InMemoryData):
         return (f"{len(self.train)} training pairs, {len(self.val)} validation pairs, training at "
                 f"{self.cfg.train_size}px, model input {self.cfg.eval_size}px")
 
-    def counts(self) -> tuple[int, int, int]:
-        """Pairs of training, and of validation and the final set in training-sized images (they are predicted
-        at ``eval_size``, the crops trained at ``train_size``), for a time budget's plan."""
-        scale = (self.cfg.eval_size / self.cfg.train_size) ** 2
-        final = 0 if self.final is None else len(self.final)
-        return len(self.train), round(len(self.val) * scale), round(final * scale)
-
     def progress_images(self, wanted: list) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """``(ids, images, masks)`` of the validation images whose masks are kept through training.
 

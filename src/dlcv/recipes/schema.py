@@ -301,6 +301,10 @@ class Training(Recipe):
         """The side of the square images the model takes (None: no architecture to show)."""
         return None
 
+    def evaluation_scale(self) -> float:
+        """An evaluated image's cost over a trained one's, for a time budget's first guess (the pixels of each)."""
+        return 1.0
+
     def test_time_augmentation(self) -> str | None:
         """The views predictions average over (None: the task does not predict)."""
         return None

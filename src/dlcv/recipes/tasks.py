@@ -239,6 +239,9 @@ class SegmentRecipe(Training):
     def input_side(self) -> int:
         return self.data.eval_size
 
+    def evaluation_scale(self) -> float:
+        return (self.data.eval_size / self.data.train_size) ** 2  # whole tiles predicted, crops trained
+
     def test_time_augmentation(self) -> str:
         return self.train.tta
 
