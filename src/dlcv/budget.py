@@ -25,7 +25,7 @@ import time
 import lightning as L
 
 from dlcv.plan import Plan
-from dlcv.recipes import format_duration
+from dlcv.rules import format_duration
 
 WARM_STEPS = 2  # the first steps of a command (kernel choice, caches) are not timed
 SPEED_STEPS = 64  # the step time is measured over the latest epochs that hold at least this many steps

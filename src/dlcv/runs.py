@@ -241,7 +241,7 @@ def check_run_name(name: str, what: str = "run name") -> None:
     """Refuse a run name that is not a plain folder name (the rule of a recipe's ``name``); ``what``: where it
     came from, for the message (``--name``)."""
     from dlcv.errors import shown
-    from dlcv.recipes import FolderName, describe, is_folder_name
+    from dlcv.rules import FolderName, describe, is_folder_name
 
     if not is_folder_name(name):
         raise DlcvError(f"{what} {shown(name)}: give {describe(FolderName)}")
@@ -305,7 +305,7 @@ def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
     a run whose budget is spent without a new one (``--budget``, counted from the resume's start). These
     exit 2 like any error: the command was asked to train and would not, which a script must learn."""
     from dlcv.config import lookup
-    from dlcv.recipes import format_duration, parse_duration
+    from dlcv.rules import format_duration, parse_duration
 
     recipe, changed = saved.model_copy(deep=True), []
     for key in keys:

@@ -239,7 +239,8 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
     recipe = sam_recipe(config, overrides, model_type)
     inputs = (predictions, checkpoint, images, sam_masks, labels)
     with staged_folder(output, overwrite, inputs=inputs, kind="set of refined masks") as staging:
-        predicted = {name[: -len("_mask.png")]: path for name, path in mask_files(Path(predictions), "predictions").items()}
+        files = mask_files(Path(predictions), "predictions")
+        predicted = {name[: -len("_mask.png")]: path for name, path in files.items()}
         ids = sorted(predicted)
         sources = _sam_sources(predictions, ids, images, sam_masks)
         if labels is not None:

@@ -19,15 +19,10 @@ from dlcv.data.augment import prepare_batch, uses_policy
 from dlcv.data.features import TRAINING_SUBSET
 from dlcv.data.images import load_resized_stack
 from dlcv.data.kinds import check_kind
-from dlcv.data.p1 import (
-    LabelledImages,
-    check_class_count,
-    read_image_folder,
-    stratified_holdout,
-)
+from dlcv.data.p1 import LabelledImages, check_class_count, read_image_folder, stratified_holdout
 from dlcv.errors import DlcvError
 from dlcv.plan import Plan
-from dlcv.recipes import crop_padding_error
+from dlcv.rules import crop_padding_error
 from dlcv.runtime import is_primary_process
 
 

@@ -19,13 +19,7 @@ import numpy as np
 import torch
 
 from dlcv.data.images import load_resized_stack
-from dlcv.data.p1 import (
-    _safe_member,
-    parse_label,
-    read_csv_rows,
-    read_image_folder,
-    stratified_holdout,
-)
+from dlcv.data.p1 import _safe_member, parse_label, read_csv_rows, read_image_folder, stratified_holdout
 from dlcv.errors import DlcvError
 
 

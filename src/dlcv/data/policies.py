@@ -65,9 +65,7 @@ def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor:
     """Shear, translation or rotation of uint8 (N, C, H, W) images by per-image amounts: one nearest-
     neighbour resampling, with torchvision's inverse matrices and grid (``affine_image``)."""
-    from torchvision.transforms.v2.functional._geometry import (
-        _get_inverse_affine_matrix,
-    )
+    from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
 
     n, _, h, w = images.shape
     if op == "Rotate" and h == w and bool((values % 90 == 0).any()):  # torchvision turns these exactly

@@ -13,13 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlcv.data.masks import (
-    CODE_TO_CLASS,
-    NUM_CLASSES,
-    SCORED_CLASSES,
-    UNKNOWN,
-    colour_codes,
-)
+from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES, SCORED_CLASSES, UNKNOWN, colour_codes
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:

@@ -18,7 +18,7 @@ from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
-from dlcv.recipes import Fraction, Wants, Whole0
+from dlcv.rules import Fraction, Wants, Whole0
 
 
 def known_name(name: str, known: bool, library: str) -> str:

@@ -105,7 +105,7 @@ def check_model_args(name: str, kind: str | None, args: dict) -> None:
     line naming the argument and what a good value is. Nothing is built."""
     from pydantic import ValidationError
 
-    from dlcv.recipes import describe_field
+    from dlcv.rules import describe_field
 
     _load_all()
     if name not in _BUILDERS or (kind is not None and _KINDS[name] != kind):

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.recipes import SAM_TYPES
+from dlcv.rules import SAM_TYPES
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 # The official checkpoint file of each model type (segment-anything's README); "default" is vit_h.

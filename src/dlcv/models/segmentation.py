@@ -19,7 +19,7 @@ from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.pretrained import TimmName, known_name
 from dlcv.models.registry import register_model
-from dlcv.recipes import Fraction, Wants, Whole0, Whole1
+from dlcv.rules import Fraction, Wants, Whole0, Whole1
 
 
 def _smp_arch(name: str) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 
 from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
-from dlcv.recipes import Fraction, Positive, Share, Wants, Whole0, Whole1
+from dlcv.rules import Fraction, Positive, Share, Wants, Whole0, Whole1
 
 WIDTHS = Annotated[Sequence[Whole1], Field(min_length=1), Wants("a non-empty list of whole numbers >= 1")]
 VGG_WIDTHS = Annotated[Sequence[Literal["M"] | Whole1], Field(min_length=1),

@@ -19,7 +19,7 @@ from torch import nn
 from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
-from dlcv.recipes import RESNETS, Fraction, Whole1
+from dlcv.rules import RESNETS, Fraction, Whole1
 
 
 class CentreTapConv2d(nn.Conv2d):

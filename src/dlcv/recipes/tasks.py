@@ -47,6 +47,7 @@ from dlcv.recipes.schema import (
     section,
     whole,
 )
+from dlcv.rules import crop_padding_error
 
 __all__ = ["RECIPES", "ClassifyData", "ClassifyTrain", "Embed", "ClassifyRecipe", "crop_padding_error",
            "FinetuneRecipe", "CropScale", "SegmentData", "PixelLoss", "SegmentLoss", "SegmentTrain", "Progress", "SegmentRecipe",
@@ -145,11 +146,6 @@ class ClassifyRecipe(Training):
             raise RecipeError("data.crop_padding",
                               crop_padding_error(self.data.crop_padding, f"data.image_size {side}"))
         return self
-
-
-def crop_padding_error(padding: int, what: str) -> str:
-    """The error of a random crop's reflect padding that reaches past the image (``what``: its side, said)."""
-    return f"data.crop_padding {padding} must be below {what}: reflect padding cannot reach past the image"
 
 
 class FinetuneRecipe(ClassifyRecipe):
