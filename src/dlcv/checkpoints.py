@@ -34,7 +34,7 @@ def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
     return ckpt, validated(RECIPES[recipe["task"]], recipe, lambda key: f"{path} (its recipe)")
 
 
-def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...] = ("classify", "segment")):
+def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...]):
     """``(model, recipe)`` of a classification or segmentation checkpoint (of ``task``), read once, rebuilt and
     loaded for inference: what every ``predict`` and the export start from."""
     ckpt, recipe = read_checkpoint(path, task)

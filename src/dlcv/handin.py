@@ -157,8 +157,7 @@ def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dic
 
     from dlcv.runs import RunFolder
 
-    run = RunFolder(checkpoint.parent)
-    folder = run.resolved.get("data") if run.resolved_file.is_file() else None
+    folder = RunFolder(checkpoint.parent).resolved.get("data")  # {} without resolved.json
     if not folder or not Path(folder).is_dir():
         return state, f" (float32: the run's data {folder or '(not recorded)'} is not here to check float16 on)"
     if task == "classify":
@@ -166,6 +165,10 @@ def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dic
 
         def score(net) -> np.ndarray:
             return predict_scores(net, data.val.x.numpy(), recipe).argmax(1).numpy()
+
+        def change(before, after) -> str | None:
+            moved = int((before != after).sum())
+            return f"{moved:,} of the {where} change label in float16" if moved else None
     else:
         from dlcv.metrics.segmentation import confusion, mean_iou
         from dlcv.segment import data_module, predict_classes
@@ -174,18 +177,20 @@ def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dic
             matrix = sum(confusion(data.val.y[start:start + len(classes)].numpy(), classes)
                          for start, classes in predict_classes(net, data.val.x.numpy(), recipe))
             return mean_iou(matrix)
+
+        def change(before, after) -> str | None:
+            moved = after - before
+            return f"in float16 the mIoU of the {where} moves {moved:+.1e}" if abs(moved) > 1e-4 else None
     data = data_module(folder, recipe)
     data.prepare()
-    before = score(model)
+    where, before = f"{len(data.val):,} images it validated on", score(model)
     with torch.no_grad():
         for tensor in itertools.chain(model.parameters(), model.buffers()):
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
-    after, where = score(model), f"{len(data.val):,} images it validated on"
-    if task == "classify" and (before != after).any():
-        return state, f" (float32: {int((before != after).sum()):,} of the {where} change label in float16)"
-    if task != "classify" and abs(before - after) > 1e-4:
-        return state, f" (float32: in float16 the mIoU of the {where} moves {after - before:+.1e})"
+    changed = change(before, score(model))
+    if changed:
+        return state, f" (float32: {changed})"
     return ({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
             f" (float16: dlcv's predictions of the {where} unchanged)")
 

@@ -123,8 +123,9 @@ def recipe_table(run: RunFolder) -> Table:
     ]
     if train.ema_decay > 0:
         rows.append(["weight averaging", f"EMA, decay {number_text(train.ema_decay)}"])
-    if recipe.test_time_augmentation() is not None:
-        rows.append(["test-time augmentation", recipe.test_time_augmentation()])
+    tta = recipe.test_time_augmentation()
+    if tta is not None:
+        rows.append(["test-time augmentation", tta])
     rows.append(["precision", str(run.precision)])
     if run.summary.fit_seconds is not None:
         rows.append(["training time", f"{run.summary.fit_seconds / 60:.1f} min"])

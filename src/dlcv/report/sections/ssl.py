@@ -33,7 +33,7 @@ def settings_blocks(folder: Path) -> list:
     """A ``dlcv ssl table`` folder's A-E table, beside the course reports' unless trained on synthetic data."""
     table = SettingsTable.read(folder / TABLE_FILE)
     course = published()["ssl"]
-    synthetic = any(RunFolder(folder / r.setting).read_resolved().get("synthetic_data") for r in table.rows)
+    synthetic = any(RunFolder(folder / r.setting).synthetic for r in table.rows)
     if synthetic:  # never set beside the course's numbers
         course = {**course, "results": []}
     by_setting = {s: [r["values"][i] for r in course["results"]] for i, s in enumerate(course["settings"])}
