@@ -28,7 +28,6 @@ CHECKPOINT_FILES = {
     "default": "sam_vit_h_4b8939.pth",
 }
 TINY = "vit_tiny"
-MODEL_TYPES = SAM_TYPES  # the recipe's list: the published types and TINY
 
 
 def build_tiny_sam(img_size: int = 64, embed_dim: int = 32, prompt_dim: int = 32):
@@ -56,14 +55,19 @@ def build_tiny_sam(img_size: int = 64, embed_dim: int = 32, prompt_dim: int = 32
                pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
 
 
+def check_sam_type(model_type: str) -> None:
+    """One line for a model type that is none of ``SAM_TYPES`` (the published types and TINY)."""
+    if model_type not in SAM_TYPES:
+        raise DlcvError(f"SAM model type {model_type!r} is not one of {', '.join(SAM_TYPES)}")
+
+
 def build_sam(model_type: str):
     """An untrained SAM of ``model_type`` (vit_h, vit_l, vit_b, default or vit_tiny)."""
+    check_sam_type(model_type)
     if model_type == TINY:
         return build_tiny_sam()
     from segment_anything import sam_model_registry
 
-    if model_type not in sam_model_registry:
-        raise DlcvError(f"SAM model type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
     return sam_model_registry[model_type](checkpoint=None)
 
 
@@ -79,8 +83,7 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
     """SAM of ``model_type`` with the weights of a local checkpoint file, in eval mode."""
     from dlcv.models.weights import load_state_file
 
-    if model_type not in MODEL_TYPES:
-        raise DlcvError(f"SAM model type {model_type!r} is not one of {', '.join(MODEL_TYPES)}")
+    check_sam_type(model_type)
     path = Path(checkpoint)
     if not path.is_file():
         raise DlcvError(missing_checkpoint_message(path, model_type))
