@@ -69,7 +69,7 @@ class TimeBudget(L.Callback):
                  final_images: float = 0.0, say=print, anew: bool = False, reference_epochs: float | None = None,
                  clock=time.perf_counter):
         self.seconds, self.started, self.plan, self.anew = float(seconds), started, plan, anew
-        self.clock = clock
+        self.clock = plan.clock = clock  # the task's probe reads the same clock
         self.reference_epochs = reference_epochs
         self.val_guess, self.final_ratio = val_guess, final_ratio
         self.final_images = final_images
@@ -144,7 +144,7 @@ class TimeBudget(L.Callback):
         per_epoch = self.plan.steps_per_epoch
         warm_end = WARM_STEPS + max(3, min(20, per_epoch // 5))
         if warm_end < per_epoch and self._measure_due(taken, warm_end):
-            now = self._synchronized(pl_module)
+            now = self.plan.now(pl_module.device)
             if taken == WARM_STEPS:
                 self._marks["warm"] = now
             elif "warm" in self._marks:
@@ -169,31 +169,30 @@ class TimeBudget(L.Callback):
 
     def _probe_due(self, trainer, batch_idx: int) -> bool:
         """The first warm validation batch (the second of the first validation, whose first batch chose the
-        kernels, or the first of a later one), until measured."""
+        kernels, or the first of a later one), once, until measured."""
         warm = batch_idx == 1 or (batch_idx == 0 and self.val_seconds is not None)
-        return self.final_images > 0 and self.final_per_val is None and warm and not trainer.sanity_checking
+        unmeasured = self.final_per_val is None and "val_step" not in self._marks
+        return self.final_images > 0 and unmeasured and warm and not trainer.sanity_checking
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         if self._probe_due(trainer, batch_idx):
-            self._marks["val_batch"] = self._synchronized(pl_module)
+            self._marks["val_batch"] = self.plan.now(pl_module.device)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        """Time this batch's validation step against the final scoring's prediction of the same batch (under
-        the same autocast, without gradients, as ``trainer.test`` runs it)."""
-        if not self._probe_due(trainer, batch_idx) or "val_batch" not in self._marks:
-            return
-        validation = self._synchronized(pl_module) - self._marks.pop("val_batch")
-        x, y = batch
-        start = self.clock()
-        with trainer.precision_plugin.test_step_context():
-            pl_module.final_predictions(x, y)
-        probe = self._synchronized(pl_module) - start
-        # A final-scoring step is the prediction and the metric's update; the validation step holds the update
-        # (with its own prediction and loss), so probe + validation bounds it from above.
-        self.final_per_val = 1.0 + probe / max(validation, 1e-9)
-        self._marks["probe"] = probe  # not the validation's time, nor the epoch's
+        """Time this batch's validation step and ask the task (through the plan) to predict it again as the final
+        scoring will; its answer is read at the validation's end."""
+        if "val_batch" in self._marks:
+            self._marks["val_step"] = self.plan.now(pl_module.device) - self._marks.pop("val_batch")
+            self.plan.probe_wanted = True
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        probe, validation = self.plan.probe_seconds, self._marks.pop("val_step", None)
+        if probe is not None and validation is not None:
+            # A final-scoring step is the prediction and the metric's update; the validation step holds the
+            # update (with its own prediction and loss), so probe + validation bounds it from above.
+            self.final_per_val = 1.0 + probe / max(validation, 1e-9)
+            self._marks["probe"] = probe  # not the validation's time, nor the epoch's
+        self.plan.probe_wanted, self.plan.probe_seconds = False, None
         if not trainer.sanity_checking and "validation" in self._marks:
             self.val_seconds = self.clock() - self._marks["validation"] - self._marks.get("probe", 0.0)
 
@@ -218,14 +217,6 @@ class TimeBudget(L.Callback):
         self.replan(trainer)
         if self.plan.total_steps <= trainer.global_step:  # no time for another step: this epoch was the last
             trainer.should_stop = True
-
-    def _synchronized(self, pl_module) -> float:
-        """The time once the accelerator has finished the work queued so far (CUDA runs ahead of the host)."""
-        import torch
-
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        return self.clock()
 
     def used(self) -> float:
         """The seconds the run's commands have spent of the budget so far."""

@@ -9,15 +9,24 @@ act at chosen epochs (``last_epoch``). ``train.epochs`` fixes it when the fit be
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
 
 
 @dataclass
 class Plan:
-    """``total_steps`` planned, of ``steps_per_epoch`` each epoch (0 until the fit begins)."""
+    """``total_steps`` planned, of ``steps_per_epoch`` each epoch (0 until the fit begins); ``clock``: the one time
+    function of the run (tests give one they advance); ``probe_wanted``/``probe_seconds``: the budget asks the task to
+    predict the batch it has just validated as the final scoring predicts, and the task answers with the seconds."""
 
     total_steps: int = 0
     steps_per_epoch: int = 0
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False, compare=False)
+    probe_wanted: bool = False
+    probe_seconds: float | None = None
 
     def begin(self, steps_per_epoch: int, epochs: int) -> None:
         """The plan of ``epochs`` epochs of ``steps_per_epoch`` steps (a budget's provisional plan, until it has
@@ -38,3 +47,9 @@ class Plan:
     def progress(self, step: int, start: int = 0) -> float:
         """How far ``step`` is between ``start`` and the run's last step, in [0, 1]."""
         return min(1.0, max(0.0, (step - start) / max(1, self.total_steps - start)))
+
+    def now(self, device: torch.device) -> float:
+        """The clock once ``device`` has finished the work queued so far (CUDA runs ahead of the host)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return self.clock()
