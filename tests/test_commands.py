@@ -175,3 +175,33 @@ def test_a_folder_of_the_wrong_kind_says_what_it_looks_like_and_what_is_wanted(c
     for pattern, args in cases:
         expect_error(capsys, pattern, *args)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nothing written
+
+
+def test_a_new_task_is_its_modules_and_one_registry_line(monkeypatch, capsys):
+    """The worked example of docs/contributing.md: a task's command group and report section come from its own
+    modules once its line is in ``dlcv.registry.TASKS``; the CLI and the report need no other edit."""
+    import importlib
+    import sys
+    import types
+
+    from dlcv import registry
+    from dlcv.cli import options
+    from dlcv.report import sections
+
+    said = []
+    commands = types.ModuleType("dlcv.cli.toy")
+    commands.add = lambda group: options.command(options.group(group, "toy", "a toy task"), "hello",
+                                                 lambda args: said.append(args.who), "say hello").add_argument("--who")
+    section = types.ModuleType("dlcv.report.sections.toys")
+    section.build = lambda runs, ctx: None
+    monkeypatch.setitem(sys.modules, "dlcv.cli.toy", commands)
+    monkeypatch.setitem(sys.modules, "dlcv.report.sections.toys", section)
+    monkeypatch.setattr(registry, "TASKS", (*registry.TASKS, registry.Task("toy", "toys")))
+    try:
+        code, _, err = run_cli(capsys, "toy", "hello", "--who", "you")
+        assert code == 0 and said == ["you"], err
+        assert list(importlib.reload(sections).SECTIONS)[-1] == "toys"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(sections)
+    assert "toys" not in sections.SECTIONS

@@ -109,6 +109,23 @@ def predict_scores(model, images, recipe, batch_size: int = PREDICT_BATCH, tta: 
     return torch.cat(out)
 
 
+def handin_config(recipe) -> dict:
+    """What the hand-in's ``predict.py`` needs to prepare a classifier's input as ``predict`` does."""
+    return {"input_size": recipe.data.input_size, "image_size": recipe.data.image_size, "id_column": "filename",
+            "predict_batch": PREDICT_BATCH}
+
+
+def half_score(model, data, recipe) -> np.ndarray:
+    """The labels ``model`` predicts for ``data``'s validation images (what ``dlcv handin --half`` compares)."""
+    return predict_scores(model, data.val.x.numpy(), recipe).argmax(1).numpy()
+
+
+def half_change(before: np.ndarray, after: np.ndarray, where: str) -> str | None:
+    """How float16 weights changed the labels, in words; None when none changed."""
+    moved = int((before != after).sum())
+    return f"{moved:,} of the {where} change label in float16" if moved else None
+
+
 def _takes(model, size: tuple[int, int], tta: str, like) -> bool:
     """Whether ``model`` takes one image of ``size`` (height, width) under ``tta``."""
     from dlcv.tta import predict_logits

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import import_module
 from pathlib import Path
 
 from dlcv.errors import DlcvError
@@ -128,13 +129,7 @@ def export_problem(name: str, checkpoint: Path, half: bool = False) -> tuple[dic
 
     task, mode = PROBLEMS[name]
     model, recipe, example = checkpoint_model(checkpoint, task)
-    if task == "classify":
-        from dlcv.classify import PREDICT_BATCH
-
-        config = {"input_size": recipe.data.input_size, "image_size": recipe.data.image_size, "id_column": "filename",
-                  "predict_batch": PREDICT_BATCH}
-    else:
-        config = {"eval_size": recipe.data.eval_size, "predict_batch": recipe.data.eval_batch_size}
+    config = import_module(f"dlcv.{task}").handin_config(recipe)
     source, state, any_size, any_batch = plain_source(model, example)
     config.update({"task": mode, "model": f"{name}_model", "weights": f"{name}.pth", "batch": len(example),
                    "any_batch": any_batch, "side": None if any_size else example.shape[-1],
@@ -152,7 +147,6 @@ def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dic
     segmenter's mIoU to 1e-4 (the bar the scripts themselves are held to)."""
     import itertools
 
-    import numpy as np
     import torch
 
     from dlcv.runs import RunFolder
@@ -160,35 +154,15 @@ def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dic
     folder = RunFolder(checkpoint.parent).resolved.get("data")  # {} without resolved.json
     if not folder or not Path(folder).is_dir():
         return state, f" (float32: the run's data {folder or '(not recorded)'} is not here to check float16 on)"
-    if task == "classify":
-        from dlcv.classify import data_module, predict_scores
-
-        def score(net) -> np.ndarray:
-            return predict_scores(net, data.val.x.numpy(), recipe).argmax(1).numpy()
-
-        def change(before, after) -> str | None:
-            moved = int((before != after).sum())
-            return f"{moved:,} of the {where} change label in float16" if moved else None
-    else:
-        from dlcv.metrics.segmentation import confusion, mean_iou
-        from dlcv.segment import data_module, predict_classes
-
-        def score(net) -> float:
-            matrix = sum(confusion(data.val.y[start:start + len(classes)].numpy(), classes)
-                         for start, classes in predict_classes(net, data.val.x.numpy(), recipe))
-            return mean_iou(matrix)
-
-        def change(before, after) -> str | None:
-            moved = after - before
-            return f"in float16 the mIoU of the {where} moves {moved:+.1e}" if abs(moved) > 1e-4 else None
-    data = data_module(folder, recipe)
+    commands = import_module(f"dlcv.{task}")  # classify or segment: its data, its score and its bar
+    data = commands.data_module(folder, recipe)
     data.prepare()
-    where, before = f"{len(data.val):,} images it validated on", score(model)
+    where, before = f"{len(data.val):,} images it validated on", commands.half_score(model, data, recipe)
     with torch.no_grad():
         for tensor in itertools.chain(model.parameters(), model.buffers()):
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
-    changed = change(before, score(model))
+    changed = commands.half_change(before, commands.half_score(model, data, recipe), where)
     if changed:
         return state, f" (float32: {changed})"
     return ({k: v.half() if v.is_floating_point() else v for k, v in state.items()},

@@ -182,6 +182,26 @@ def predict_classes(model, images, recipe, tta: str | None = None, batch_size: i
         yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
 
 
+def handin_config(recipe) -> dict:
+    """What the hand-in's ``predict.py`` needs to prepare a segmenter's input as ``predict`` does."""
+    return {"eval_size": recipe.data.eval_size, "predict_batch": recipe.data.eval_batch_size}
+
+
+def half_score(model, data, recipe) -> float:
+    """The mIoU of ``model`` on ``data``'s validation images (what ``dlcv handin --half`` compares)."""
+    from dlcv.metrics.segmentation import confusion, mean_iou
+
+    matrix = sum(confusion(data.val.y[start:start + len(classes)].numpy(), classes)
+                 for start, classes in predict_classes(model, data.val.x.numpy(), recipe))
+    return mean_iou(matrix)
+
+
+def half_change(before: float, after: float, where: str) -> str | None:
+    """How float16 weights moved the mIoU, in words; None when by no more than 1e-4 (the scripts' own bar)."""
+    moved = after - before
+    return f"in float16 the mIoU of the {where} moves {moved:+.1e}" if abs(moved) > 1e-4 else None
+
+
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
             tta: str | None = None, overwrite: bool = False) -> int:
     """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder.

@@ -1,17 +1,14 @@
-"""The report's sections by name, in page order. Each builder takes ``(runs, ctx)`` and returns a
-``Section``, or None when none of its runs are there; a new section is one module and one line here."""
+"""The report's sections by name, in page order: one module per task (``dlcv.registry.TASKS``). Each builder takes
+``(runs, ctx)`` and returns a ``Section``, or None when none of its runs are there."""
 
 from __future__ import annotations
 
-from dlcv.errors import DlcvError
-from dlcv.report.sections import classification, sam, segmentation, ssl
+from importlib import import_module
 
-SECTIONS = {
-    "classification": classification.build,
-    "ssl": ssl.build,
-    "segmentation": segmentation.build,
-    "sam": sam.build,
-}
+from dlcv.errors import DlcvError
+from dlcv.registry import TASKS
+
+SECTIONS = {task.section: import_module(f"dlcv.report.sections.{task.section}").build for task in TASKS}
 # Each year's homework, problem by problem, as the scripts in scripts/YEAR/ number them.
 YEARS = {
     2021: ("classification", "segmentation"),

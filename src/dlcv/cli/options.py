@@ -1,0 +1,88 @@
+"""What the task commands share: the flags of a training command and of one writing files, and turning them
+into a library call's arguments."""
+
+from __future__ import annotations
+
+import argparse
+
+from dlcv.errors import DlcvError
+
+
+def run_options(parser: argparse.ArgumentParser) -> None:
+    """The flags every training command shares: where its run folder goes and how an old one is treated."""
+    parser.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
+    parser.add_argument("--name", help="run folder name (default: the recipe's name)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run folder that already exists")
+    budget_option(parser, "train.budget")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
+
+
+def budget_option(parser: argparse.ArgumentParser, key: str) -> None:
+    parser.add_argument("--budget", metavar="DURATION",
+                        help=f"end the whole command within this time, e.g. 20m or 1h30m (sets {key}): the steps are "
+                        "planned from the measured speed and the schedule runs over them; none: train by epochs")
+
+
+def file_overwrite(parser) -> None:
+    """``--overwrite`` of a command that writes files a user names (``dlcv.io.check_output_file``'s rule)."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file that dlcv did not write (one it wrote is replaced)")
+
+
+def tta_option(parser: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+    parser.add_argument("--tta", choices=modes, help="test-time augmentation (default: the recipe's train.tta)")
+
+
+def group(commands, name: str, help: str):
+    """A command whose actions are commands of their own (``dlcv classify fit``)."""
+    return commands.add_parser(name, help=help).add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def command(commands, name: str, handler, help: str) -> argparse.ArgumentParser:
+    """A command that runs ``handler(args)``."""
+    command = commands.add_parser(name, help=help)
+    command.set_defaults(handler=handler)
+    return command
+
+
+def fit_command(parent, handler, help: str, example: str, data: str) -> argparse.ArgumentParser:
+    """A ``fit`` command: a recipe (``example``), its data folder (``data`` says which) and the run options."""
+    fit = command(parent, "fit", handler, help)
+    fit.add_argument("--config", required=True, help=f"recipe YAML, e.g. {example}")
+    fit.add_argument("--data", required=True, help=data)
+    run_options(fit)
+    return fit
+
+
+def overrides(args, budget_key: str) -> tuple[str, ...]:
+    """The command's ``--set`` overrides, and ``--budget`` as the recipe's budget key."""
+    from dlcv.recipes import Duration, describe, parse_duration
+
+    if args.budget is None:
+        return tuple(args.set)
+    if args.budget.strip().lower() == "none":  # no budget: the run trains its recipe's epochs
+        return (*args.set, f"{budget_key}=null")
+    if parse_duration(args.budget) is None:
+        raise DlcvError(f"--budget {args.budget!r}: give {describe(Duration)}, or none")
+    return (*args.set, f"{budget_key}={args.budget}")
+
+
+def run_name(args) -> str | None:
+    """``--name``, a plain folder name (the rule of the recipe's ``name``)."""
+    from dlcv.runs import check_run_name
+
+    if args.name is not None:
+        check_run_name(args.name, "--name")
+    return args.name
+
+
+def run_kwargs(args) -> dict:
+    """What every training command passes on from ``run_options``."""
+    if args.resume and args.overwrite:
+        raise DlcvError("--resume and --overwrite: give one (--resume continues the run folder, --overwrite "
+                        "starts it afresh)")
+    return {"runs_dir": args.runs_dir, "name": run_name(args), "overrides": overrides(args, "train.budget"),
+            "overwrite": args.overwrite, "resume": args.resume}
