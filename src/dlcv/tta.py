@@ -56,16 +56,23 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]
     return total
 
 
+def batches(images, batch_size: int, device: torch.device, prepare=None, load=None):
+    """``(start, batch)`` for each batch of ``images`` (uint8 (N, H, W, 3), or what ``load`` turns a slice of into
+    that), moved to ``device`` (the uint8 batch travels, a quarter of the float one's bytes) and passed through
+    ``prepare`` there: the one inference loop (prediction, embeddings, the kNN monitor, masks through training)."""
+    for start in range(0, len(images), batch_size):
+        part = images[start : start + batch_size]
+        x = torch.as_tensor(load(part) if load is not None else part).to(device)
+        yield start, (prepare(x) if prepare is not None else x)
+
+
 def inference_batches(model: torch.nn.Module, images, precision: str, batch_size: int, load=None):
-    """Put ``model`` in evaluation mode on the inference device, channels-last, then yield ``(start, batch)`` for each
-    batch of ``images`` (uint8 (N, H, W, 3), or what ``load`` turns a slice of into that), on that device, while the
-    caller works with gradients off and the autocast of the model's training ``precision`` on: the one prediction
-    loop of ``classify``, ``ssl`` and ``segment predict``."""
+    """Put ``model`` in evaluation mode on the inference device, channels-last, then yield ``batches`` of ``images``
+    there while the caller works with gradients off and the autocast of the model's training ``precision`` on:
+    the prediction of ``classify``, ``ssl`` and ``segment predict``."""
     from dlcv.runtime import inference_autocast, inference_device
 
     device = inference_device()  # the uint8 batches travel; preparation and TTA run on the device
     model.eval().to(device, memory_format=torch.channels_last)
     with torch.inference_mode(), inference_autocast(device, precision):
-        for start in range(0, len(images), batch_size):
-            part = images[start : start + batch_size]
-            yield start, torch.as_tensor(load(part) if load is not None else part).to(device)
+        yield from batches(images, batch_size, device, load=load)

@@ -25,6 +25,7 @@ from torch.optim.swa_utils import update_bn
 
 from dlcv.models.transfer import resnet_trunk
 from dlcv.tasks.base import BaseTask
+from dlcv.tta import batches
 
 
 class BYOLTask(BaseTask):
@@ -165,10 +166,8 @@ def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
 
 
 def _prepared(images: torch.Tensor, prepare, batch: int, device=None):
-    """uint8 ``images`` through ``prepare`` (uint8 batch -> the trunk's input), batch by batch (the uint8 batch
-    travels to ``device``, a quarter of the float one's bytes, and is prepared there)."""
-    device = device if device is not None else torch.device("cpu")
-    return (prepare(images[i : i + batch].to(device)) for i in range(0, len(images), batch))
+    """uint8 ``images`` through ``prepare`` (uint8 batch -> the trunk's input) on ``device``, batch by batch."""
+    return (x for _, x in batches(images, batch, device if device is not None else torch.device("cpu"), prepare))
 
 
 @torch.no_grad()

@@ -44,13 +44,12 @@ class MaskProgress(ChosenEpochs):
             return
         from dlcv.data.masks import write_mask
         from dlcv.tasks.snapshots import evaluating, model_input
-        from dlcv.tta import predict_probs
+        from dlcv.tta import batches, predict_probs
 
         epoch = trainer.current_epoch + 1
         out = RunFolder(self.run_dir).progress_epoch(epoch)
         out.mkdir(parents=True, exist_ok=True)
         with evaluating(trainer, pl_module) as model:
-            for i, name in enumerate(self.ids):
-                x = model_input(trainer, self.prepare(self.images[i : i + 1]).to(pl_module.device))
-                probs = predict_probs(model, x, tuple(self.masks.shape[-2:]), self.tta)
-                write_mask(out / f"{name}_mask.png", probs.argmax(1)[0].cpu().numpy().astype(np.uint8))
+            for i, x in batches(self.images, 1, pl_module.device, self.prepare):
+                probs = predict_probs(model, model_input(trainer, x), tuple(self.masks.shape[-2:]), self.tta)
+                write_mask(out / f"{self.ids[i]}_mask.png", probs.argmax(1)[0].cpu().numpy().astype(np.uint8))

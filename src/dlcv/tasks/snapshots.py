@@ -13,6 +13,7 @@ import torch
 
 from dlcv.data.features import save_features, snapshot_path
 from dlcv.plan import Plan
+from dlcv.tta import batches
 
 
 @contextmanager
@@ -94,8 +95,5 @@ class EmbeddingSnapshots(ChosenEpochs):
                 self.seconds[path.name] = round(time.perf_counter() - start, 2)
 
     def _features(self, model, images: torch.Tensor, device, trainer) -> np.ndarray:
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            x = model_input(trainer, self.prepare(images[start : start + self.batch_size].to(device)))
-            out.append(model.forward_features(x).float().cpu())
-        return torch.cat(out).numpy()
+        return torch.cat([model.forward_features(model_input(trainer, x)).float().cpu()
+                          for _, x in batches(images, self.batch_size, device, self.prepare)]).numpy()
