@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcv import fitting
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, exception_line
 from dlcv.io import atomic_write, check_output_file
 from dlcv.runs import RunFolder
 
@@ -140,8 +140,6 @@ def _takes(model, size: tuple[int, int], tta: str, like) -> bool:
 def _refused_size(model, x, tta: str, recipe, where: str, exc: Exception) -> DlcvError:
     """One line for images (or ``data.input_size``) the model cannot take, with the smallest square side it takes
     (searched up to 1024 pixels)."""
-    from dlcv.errors import exception_line
-
     fails, side = 0, 1
     while side <= 1024 and not _takes(model, (side, side), tta, x):
         fails, side = side, side * 2

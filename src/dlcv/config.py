@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +35,6 @@ MAX_CHARS = 1 << 20  # a recipe's YAML text
 
 @functools.cache
 def _recipe_loader():
-    import re
-
     import yaml
 
     class TooLarge(yaml.YAMLError):

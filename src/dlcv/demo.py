@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+from dlcv import classify, segment
 from dlcv.config import dump_recipe
 from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder
 
@@ -105,7 +106,6 @@ def _step(number: int, what: str) -> None:
 
 def _problem1(output: Path, p1: Path, runs: Path) -> dict:
     """Model A on the synthetic Problem 1 set: fit, predict, evaluate, embeddings (steps 2-5)."""
-    from dlcv import classify
     from dlcv.runs import RunFolder
     from dlcv.viz.snapshots import plot_snapshots
 
@@ -125,7 +125,6 @@ def _problem1(output: Path, p1: Path, runs: Path) -> dict:
 
 def _problem2(output: Path, p2: Path, runs: Path) -> dict:
     """The small U-Net on the synthetic Problem 2 tiles: fit, predict, evaluate, masks in training (steps 6-8)."""
-    from dlcv import segment
     from dlcv.runs import RunFolder
 
     _step(6, "Problem 2: training a small U-Net on the satellite-like tiles")

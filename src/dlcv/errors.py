@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import reprlib
+
 
 class DlcvError(Exception):
     """A problem with the user's input (a file, a flag, a recipe).
@@ -23,8 +25,6 @@ def mismatch_message(where: str, groups: list[tuple[str, list[str]]], shown: int
 
 def shown(value, limit: int = 60) -> str:
     """``repr(value)`` cut to about ``limit`` characters, without ever building a huge value's whole repr."""
-    import reprlib
-
     brief = reprlib.Repr()
     brief.maxlevel, brief.maxstring, brief.maxother, brief.maxlong = 3, limit, limit, limit
     brief.maxlist = brief.maxtuple = brief.maxdict = brief.maxset = 8

@@ -13,6 +13,7 @@ is refused in one line naming what.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import io
 import math
@@ -21,6 +22,7 @@ import textwrap
 import types
 import warnings
 
+import numpy as np
 import torch
 import torch.fx
 from torch import nn
@@ -320,8 +322,6 @@ def _outputs(model, x):
 
 def _plain_difference(folder, model, example) -> float:
     """The largest difference between the plain model in ``folder`` and ``model`` on ``example``."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("dlcv_plain_model", folder / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -333,8 +333,6 @@ def _plain_difference(folder, model, example) -> float:
 def _onnx(model, example, output) -> float:
     """Write the traced model as ONNX with a dynamic batch; the largest difference of onnxruntime's outputs
     from the model's, at the traced batch and at another."""
-    import numpy as np
-
     from dlcv.io import atomic_path
 
     traced = trace(model, example)

@@ -28,8 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dlcv.runs import RunFolder
-from dlcv.runtime import adopt_slurm_layout, check_devices, is_primary_process
+from dlcv.io import FolderLock
+from dlcv.runs import RunFolder, check_run_dir, open_run_dir, override_keys, run_recipe
+from dlcv.runtime import adopt_slurm_layout, check_devices, is_primary_process, resolve_precision
 
 
 def say(*args, **kwargs) -> None:
@@ -78,9 +79,6 @@ def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: st
     defaults); return the run folder (``resume``: continue the run of that name; with a
     ``train.budget`` override, within that new budget from now). The run folder is locked (``io.FolderLock``) from its
     first check until the fit ends."""
-    from dlcv.io import FolderLock
-    from dlcv.runs import check_run_dir, override_keys, run_recipe
-
     start = time.perf_counter()  # a time budget counts from here
     recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume, command.fixed)
     adopt_slurm_layout()
@@ -99,8 +97,6 @@ def _fit(command: Command, recipe, runs_dir, flags: tuple[bool, bool, bool], sta
 
     from dlcv.data.synth import is_synthetic
     from dlcv.plan import Plan
-    from dlcv.runs import open_run_dir
-    from dlcv.runtime import resolve_precision
     from dlcv.trainer import build_trainer
 
     overwrite, resume, anew = flags

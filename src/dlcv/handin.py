@@ -11,10 +11,12 @@ files from the addresses given and checks them. Which checkpoint each script loa
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from importlib import import_module
 from pathlib import Path
+from urllib.parse import urlparse
 
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_path, staged_folder
@@ -145,8 +147,6 @@ def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dic
     share of train, else its validation folder) stay as they are with every weight rounded to float16, else
     ``state`` as it is; and what was found, in words. Unchanged means every label of a classifier, and a
     segmenter's mIoU to 1e-4 (the bar the scripts themselves are held to)."""
-    import itertools
-
     import torch
 
     from dlcv.runs import RunFolder
@@ -192,8 +192,6 @@ HOSTS = ("drive.google.com", "docs.google.com")  # fetched with gdown, the cours
 
 def check_url(name: str, url: str) -> None:
     """Refuse a URL the download script could not fetch: one line naming it."""
-    from urllib.parse import urlparse
-
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc or any(c in url for c in "\"'`$\n "):
         raise DlcvError(f"--url {name}={url}: give an http(s) address of the weights file")

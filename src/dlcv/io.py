@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from dlcv import __version__
 from dlcv.errors import DlcvError
 from dlcv.runtime import is_primary_process
 
@@ -183,8 +184,6 @@ def read_manifest(folder: PathLike) -> dict | None:
 def mark_folder(folder: PathLike, kind: str, files: list[str] | None = None) -> None:
     """Write the manifest that lets a later command replace ``folder`` (``kind`` says what it holds; ``files``,
     the files dlcv put in it, so that a later replacement keeps any other)."""
-    from dlcv import __version__
-
     extra = {} if files is None else {"files": files}
     write_json(Path(folder) / MANIFEST, {"kind": kind, "dlcv": __version__,
                                          "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}, indent=None)

@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, shown
 from dlcv.io import atomic_write, check_output_folder, make_output_folder, read_json, write_json
 from dlcv.records import RunSummary
 from dlcv.runtime import is_primary_process
@@ -240,7 +240,6 @@ def read_metrics(path: Path) -> list[dict]:
 def check_run_name(name: str, what: str = "run name") -> None:
     """Refuse a run name that is not a plain folder name (the rule of a recipe's ``name``); ``what``: where it
     came from, for the message (``--name``)."""
-    from dlcv.errors import shown
     from dlcv.rules import FolderName, describe, is_folder_name
 
     if not is_folder_name(name):

@@ -21,13 +21,15 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from dlcv.data.masks import NUM_CLASSES, MaskCodec, mask_files, pair_masks, read_mask, write_mask, write_png
 from dlcv.errors import DlcvError, mismatch_message
-from dlcv.io import atomic_path, staged_folder
+from dlcv.io import atomic_path, staged_folder, write_json
+from dlcv.runtime import inference_device
 
 FIGURE_STEM = "figure"
 
@@ -46,7 +48,6 @@ class SamRunner:
 
     def __init__(self, checkpoint: str | os.PathLike, recipe, device: str | None = None):
         from dlcv.models.sam import load_sam, mask_generator
-        from dlcv.runtime import inference_device
 
         self.device = device or str(inference_device())
         self.model = load_sam(checkpoint, recipe.model.type).to(self.device)
@@ -82,7 +83,6 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
     from dlcv.config import dump_recipe
     from dlcv.data.images import decode_image
     from dlcv.data.p2 import find_images
-    from dlcv.io import write_json
     from dlcv.viz.sam import masks_overlay, plot_sam_masks
 
     recipe = sam_recipe(config, overrides, model_type)
@@ -134,8 +134,6 @@ def _only(found, only: tuple[str, ...], images):
 
 def decode_rle(segmentation: dict) -> np.ndarray:
     """A COCO RLE (``{"size": [h, w], "counts": str}``) as an (h, w) boolean mask."""
-    import warnings
-
     from pycocotools import mask as mask_utils
 
     counts = segmentation["counts"]
@@ -229,8 +227,6 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
            device: str | None = None) -> dict:
     """Refine every predicted ``NNNN_mask.png`` by SAM's regions, from a checkpoint run on ``images``
     or from the ``NNNN.json`` files of an earlier ``sam masks`` (``sam_masks``); returns refine.json's data."""
-    from dlcv.io import write_json
-
     if (checkpoint is None) == (sam_masks is None):
         raise DlcvError("give either --checkpoint (with --images) to run SAM, "
                         "or --sam-masks FOLDER from `dlcv sam masks`")

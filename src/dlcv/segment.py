@@ -14,11 +14,22 @@ from pathlib import Path
 import numpy as np
 
 from dlcv import fitting
-from dlcv.data.masks import CLASS_NAMES, SCORED_CLASSES, MaskCodec, pair_masks, read_mask, write_mask, write_png
+from dlcv.data.masks import (
+    CLASS_NAMES,
+    CODE_TO_CLASS,
+    NUM_CLASSES,
+    SCORED_CLASSES,
+    MaskCodec,
+    pair_masks,
+    read_mask,
+    unmapped_error,
+    write_mask,
+    write_png,
+)
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_write, check_output_file, figures_folder, staged_folder
 from dlcv.runs import RunFolder
-from dlcv.runtime import usable_cpus
+from dlcv.runtime import retain_freed_memory, usable_cpus
 
 
 # --- evaluate ----------------------------------------------------------------------------------------
@@ -31,7 +42,6 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
     existing file that dlcv did not write).
     """
     from dlcv.data.images import decode_image
-    from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES, unmapped_error
     from dlcv.metrics.segmentation import class_iou, code_confusion, codes_to_classes, mean_iou
 
     if breakdown is not None:
@@ -107,7 +117,6 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
 def data_module(folder: str | os.PathLike, recipe, plan=None):
     """The data a segmentation run of ``recipe`` trains and validates on, from ``folder``."""
     from dlcv.data.seg_batches import SegmentationData
-    from dlcv.runtime import retain_freed_memory
 
     retain_freed_memory()  # the batches' and the kernels' buffers are reused, not faulted in afresh
     return SegmentationData(folder, recipe.data, recipe.seed, plan)
@@ -226,7 +235,6 @@ def progress(run: str | os.PathLike, output: str | os.PathLike | None = None, ov
     """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth (``output``:
     the figures' path without suffix, else the run's ``figures/``; ``overwrite``: replacing files dlcv did not
     write)."""
-    from dlcv.runs import RunFolder
     from dlcv.viz.segmentation import plot_progress
 
     run = Path(run)

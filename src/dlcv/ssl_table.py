@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dlcv.errors import DlcvError
 from dlcv.fitting import say
-from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder
+from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder, write_json
 from dlcv.runs import RunFolder
 from dlcv.runtime import barrier, is_primary_process
 from dlcv.ssl import BACKBONE_FILE, export_trunk, finetune, pretrain
@@ -252,8 +252,6 @@ TABLE_COLUMNS = ("setting", "pretraining", "finetuning", "accuracy", "scored_on"
 
 def write_table(table_dir: Path, result: dict) -> None:
     """``table.json`` (everything), ``table.csv`` (one row per setting) and ``table.md`` (for reading)."""
-    from dlcv.io import write_json
-
     write_json(table_dir / "table.json", result)
     with atomic_write(table_dir / "table.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,8 +87,6 @@ def decode_image(path: Path, size: tuple[int, int] | None = None, rgb_only: bool
     the channels as they are stored, so any other mode would be misread). Images over PIL's pixel
     limit (a decompression bomb) are refused before they are decoded.
     """
-    import warnings
-
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -111,8 +111,6 @@ def decode_image(path: Path, size: tuple[int, int] | None = None, rgb_only: bool
 def odd_size_message(files: Sequence[Path]) -> str:
     """Names the image whose size is the odd one out among ``files`` (read from the headers), with the
     size most of them share."""
-    from collections import Counter
-
     from PIL import Image
 
     sizes = {}

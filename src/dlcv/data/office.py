@@ -21,6 +21,7 @@ import torch
 from dlcv.data.images import load_resized_stack
 from dlcv.data.p1 import _safe_member, parse_label, read_csv_rows, read_image_folder, stratified_holdout
 from dlcv.errors import DlcvError
+from dlcv.io import atomic_write
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,6 @@ def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> O
 
 def write_office_csv(path: str | os.PathLike, rows: Iterable[tuple]) -> None:
     """Write ``(id, filename, label)`` rows under the header ``id,filename,label``, atomically."""
-    from dlcv.io import atomic_write
-
     with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", "filename", "label"])

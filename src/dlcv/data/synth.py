@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dlcv.errors import DlcvError
-from dlcv.io import check_output_folder, staged_folder
+from dlcv.io import check_output_folder, read_manifest, staged_folder
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
 SYNTH_KIND = "synthetic data set"  # the manifest kind of p1_data/ and p2_data/ written here (dlcv.io)
@@ -34,8 +34,6 @@ def is_synthetic(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` lies in a data set this module wrote (its manifest, on it or up to two folders
     above: ``p2_data/office`` is synthetic when ``p2_data`` is), so that no one compares its scores with
     the course's."""
-    from dlcv.io import read_manifest
-
     path = Path(folder).resolve()
     for candidate in (path, *list(path.parents)[:2]):
         manifest = read_manifest(candidate)

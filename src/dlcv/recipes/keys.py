@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,8 +23,6 @@ def leaves(recipe: BaseModel, prefix: str = ""):
 
 def describe_keys(kind: type[BaseModel]) -> list[tuple[str, str, str, str]]:
     """``(dotted key, default, what a good value is, meaning)`` for every key of a recipe type, in order."""
-    import json
-
     return [(name, f"{value:g}" if isinstance(value, float) else json.dumps(value), describe_field(field),
              field.description or "") for name, value, field in leaves(kind())]
 
@@ -43,8 +42,6 @@ def field_at(kind: type[BaseModel], path: tuple) -> tuple[str, Any]:
 def keys_markdown(tasks: list[str] | None = None) -> str:
     """Every key of the recipes of ``tasks`` (default: all) as Markdown tables, one per section (the top-level
     keys first), each key with its rule, its meaning and its default, per task where they differ."""
-    import json
-
     tables: dict[str, dict] = {}  # section -> {key: (tasks, {rule: tasks}, meaning, {default: tasks})}
     tasks = tasks or list(RECIPES)
     for task in tasks:

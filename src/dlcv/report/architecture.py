@@ -4,6 +4,7 @@ dummy input, and the rows of its block diagram."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from dlcv.errors import DlcvError
 
@@ -69,8 +70,6 @@ class Trace:
 
 def trace_model(model, example) -> Trace:
     """Run ``example`` through ``model`` once with hooks on every module."""
-    from functools import partial
-
     import torch
 
     shapes: dict[str, str] = {}

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dlcv.errors import DlcvError
 from dlcv.recipes import number_text
 from dlcv.report.document import Figure, Heading, Table, Text
 from dlcv.runs import RunFolder
@@ -135,7 +136,6 @@ def recipe_table(run: RunFolder) -> Table:
 def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """A layer table (by forward hooks on a dummy input) and a block diagram of the run's model; the
     same model with the same arguments is drawn once."""
-    from dlcv.errors import DlcvError
     from dlcv.report.architecture import build_for_run
     from dlcv.viz.architecture import plot_block_diagram
 

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from dlcv.io import atomic_path
 from dlcv.runs import RunFolder
-from dlcv.tasks.snapshots import ChosenEpochs
+from dlcv.tasks.snapshots import ChosenEpochs, evaluating, model_input
+from dlcv.tta import batches, predict_probs
 
 
 class MaskProgress(ChosenEpochs):
@@ -27,10 +30,8 @@ class MaskProgress(ChosenEpochs):
     def on_fit_start(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
-        from PIL import Image
 
         from dlcv.data.masks import write_mask
-        from dlcv.io import atomic_path
 
         for sub in ("ground_truth", "images"):
             (RunFolder(self.run_dir).progress / sub).mkdir(parents=True, exist_ok=True)
@@ -43,8 +44,6 @@ class MaskProgress(ChosenEpochs):
         if not self.due(trainer):
             return
         from dlcv.data.masks import write_mask
-        from dlcv.tasks.snapshots import evaluating, model_input
-        from dlcv.tta import batches, predict_probs
 
         epoch = trainer.current_epoch + 1
         out = RunFolder(self.run_dir).progress_epoch(epoch)

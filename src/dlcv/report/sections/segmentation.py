@@ -54,7 +54,6 @@ def colour_table() -> Table:
 
 def progress_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """The run's predicted masks through training as one grid (none when it kept none)."""
-    from dlcv.runs import RunFolder
     from dlcv.viz.segmentation import plot_progress
 
     folder = RunFolder(run.path)
