@@ -1,20 +1,6 @@
-"""Training to a time budget: the whole command (data, training, validation, snapshots, final scoring,
-summary) ends within ``train.budget`` on whatever machine runs it.
-
-The speed is measured over the first steps, and the plan is the number of optimiser steps that, with each
-epoch's fixed cost (validation, checkpoints, snapshots) and the final scoring after fit, ends by the deadline.
-The learning-rate schedules (and BYOL's momentum) run over the planned steps (``dlcv.plan.Plan``, which the
-task, the data and the callbacks were given), and the plan is made again at every epoch's end from the latest
-measured speed (and within the first epoch each time the steps measured double), so the schedule always
-finishes. The final scoring is priced from the validations: once the kernels are warm, one validation batch is
-also predicted as the final scoring predicts (its test-time augmentation), and that time, with the validation
-step's own added as a bound on the metric's part, scales the measured validation. The run stops when the
-planned steps are done, in the middle of an epoch if that is where they end (that epoch is validated as
-usual): the number of epochs is a result. A resumed run goes on with the budget its earlier commands left (the
-plan is in its checkpoint); one given a new budget (``--resume --budget``) plans within that from the resumed
-command's start.
-In a multi-process run the first process plans and every process follows the same plan.
-"""
+"""Training to a time budget: the whole command, final scoring included, ends within ``train.budget``.
+Steps are planned from the measured speed and re-planned each epoch, so the schedules (``dlcv.plan.Plan``) always
+finish, the run stopping mid-epoch if need be; a resumed run keeps its checkpoint's budget unless given a new one."""
 
 from __future__ import annotations
 
@@ -29,15 +15,13 @@ from dlcv.rules import format_duration
 
 WARM_STEPS = 2  # the first steps of a command (kernel choice, caches) are not timed
 SPEED_STEPS = 64  # the step time is measured over the latest epochs that hold at least this many steps
-# Left unplanned at the end: the work after the final scoring (summary, files, the interpreter's exit)
-# and a margin for the last epoch running slower than measured: seconds + share of the budget.
+# Left unplanned for the work after the final scoring and a slow last epoch: seconds + share of the budget.
 TAIL = (2.5, 0.01)
 
 
 def plan_steps(seconds: float, step_seconds: float, epoch_seconds: float, done: int, per_epoch: int) -> int:
-    """The most optimiser steps a run can have taken when ``seconds`` from now have passed, having taken
-    ``done``: each step costs ``step_seconds``, and each epoch, the last one too (which may be partial),
-    ``epoch_seconds`` more at its end (validation, checkpoints). Never fewer than ``done``."""
+    """The most optimiser steps taken (never fewer than ``done``) once ``seconds`` have passed: each step costs
+    ``step_seconds`` and each epoch, a partial last one too, ``epoch_seconds`` more at its end."""
     step_seconds = max(step_seconds, 1e-9)
     first = per_epoch - done % per_epoch  # the steps to the end of the current epoch (a whole one at a boundary)
 
@@ -54,15 +38,12 @@ def plan_steps(seconds: float, step_seconds: float, epoch_seconds: float, done: 
 
 
 class TimeBudget(L.Callback):
-    """Plans the run's steps to end by the deadline and stops it there (see the module's text).
+    """Plans the run's steps to end by the deadline and stops it there.
 
-    ``started``: the clock's reading when the command began; ``plan``: the run's, begun at the recipe's
-    epochs when the fit starts, re-planned here; ``val_guess``: one validation's time as a share of a training
-    epoch's, until one is measured; ``final_ratio``: the final scoring's time as a multiple of one validation's,
-    until the probe has measured it; ``final_images``: the final set's size over the validation's (0: no final scoring);
-    ``anew``: a resumed run given a new budget, which counts from ``started`` whatever the earlier commands spent;
-    ``reference_epochs``: the epochs the recipe's figure needed, which a plan of fewer warns of; ``clock``: the one
-    time function the budget reads (``started`` is one of its readings; tests give one they advance).
+    ``started``: a ``clock`` reading at the command's start; ``val_guess``: a validation's time as a share of a
+    training epoch's, until measured; ``final_ratio``: the final scoring's time in validations, until probed;
+    ``final_images``: the final set's size over the validation's (0: no final scoring); ``anew``: a resumed run given
+    a new budget, counted from ``started``; ``reference_epochs``: the recipe figure's epochs (a shorter plan warns).
     """
 
     def __init__(self, seconds: float, started: float, plan: Plan, val_guess: float, final_ratio: float,
@@ -90,8 +71,7 @@ class TimeBudget(L.Callback):
         return self.seconds - self.spent_before - (self.clock() - self.started)
 
     def reserve(self) -> float:
-        """What must be left when training ends: the final scoring, the last epoch's extra work
-        (snapshots, the first epoch's one-off costs, whichever was larger) and the tail."""
+        """What must be left when training ends: the final scoring, the last epoch's extra work and the tail."""
         validation = self.val_seconds  # until one is timed, the guess that prices an epoch's end
         if validation is None:
             validation = self.val_guess * self.plan.steps_per_epoch * (self.step_seconds or 0.0)
@@ -155,10 +135,8 @@ class TimeBudget(L.Callback):
             trainer.should_stop = True
 
     def _measure_due(self, taken: int, warm_end: int) -> bool:
-        """Before the first plan: the warm-up's end and ``warm_end``, the first measurement's. Then, until the
-        command's first epoch ends, each time the steps taken double: the speed averaged over more steps, so
-        that first steps slower than the rest (another process starting, caches filling) do not fix a plan
-        that ends before any epoch does."""
+        """Whether to time now: at the warm-up's end and ``warm_end`` before the first plan, then until the first
+        epoch ends each time the steps double, so slow first steps do not fix too short a plan."""
         if not self.planned:
             return taken in (WARM_STEPS, warm_end)
         doubling, rest = divmod(taken, warm_end)
@@ -168,8 +146,7 @@ class TimeBudget(L.Callback):
         self._marks["validation"] = self.clock()
 
     def _probe_due(self, trainer, batch_idx: int) -> bool:
-        """The first warm validation batch (the second of the first validation, whose first batch chose the
-        kernels, or the first of a later one), once, until measured."""
+        """The first warm validation batch (the second of the first validation, the first of a later one), once."""
         warm = batch_idx == 1 or (batch_idx == 0 and self.val_seconds is not None)
         unmeasured = self.final_per_val is None and "val_step" not in self._marks
         return self.final_images > 0 and unmeasured and warm and not trainer.sanity_checking
@@ -179,8 +156,7 @@ class TimeBudget(L.Callback):
             self._marks["val_batch"] = self.plan.now(pl_module.device)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        """Time this batch's validation step and ask the task (through the plan) to predict it again as the final
-        scoring will; its answer is read at the validation's end."""
+        """Time this validation step and ask the task (via the plan) to predict it again as the final scoring will."""
         if "val_batch" in self._marks:
             self._marks["val_step"] = self.plan.now(pl_module.device) - self._marks.pop("val_batch")
             self.plan.probe_wanted = True
@@ -188,8 +164,7 @@ class TimeBudget(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         probe, validation = self.plan.probe_seconds, self._marks.pop("val_step", None)
         if probe is not None and validation is not None:
-            # A final-scoring step is the prediction and the metric's update; the validation step holds the
-            # update (with its own prediction and loss), so probe + validation bounds it from above.
+            # probe + validation step bounds a final-scoring step (prediction and metric update) from above.
             self.final_per_val = 1.0 + probe / max(validation, 1e-9)
             self._marks["probe"] = probe  # not the validation's time, nor the epoch's
         self.plan.probe_wanted, self.plan.probe_seconds = False, None
@@ -200,8 +175,7 @@ class TimeBudget(L.Callback):
         now = self.clock()
         probe = self._marks.pop("probe", 0.0)
         steps = trainer.global_step - self._marks.get("epoch_step", trainer.global_step)
-        # The command's first steps (kernel choice, lazy loading) are a one-off, already spent: neither a step's
-        # time nor an epoch's.
+        # The command's first steps (kernel choice, lazy loading) are a one-off: neither a step's time nor an epoch's.
         timed_from, one_off = self._marks.get("epoch"), 0.0
         warm = self._marks.pop("warm", None) if not self.epoch_steps else None
         if warm is not None and steps > WARM_STEPS:
@@ -249,17 +223,15 @@ class TimeBudget(L.Callback):
 
 
 def spent_under(state: dict, seconds: float) -> float | None:
-    """The seconds that a checkpoint's ``TimeBudget`` state (its ``state_dict``) says the run's commands spent
-    of a budget of ``seconds``; None when it holds none, or when they spent them under another budget (a
-    resumed run given a new one, killed before its first checkpoint): a new budget counts from its own start."""
+    """The seconds a checkpoint's ``TimeBudget`` state says were spent of a budget of ``seconds``; None when it holds
+    none or they were spent under another budget (a new budget counts from its own start)."""
     if not isinstance(state, dict) or not isinstance(state.get("spent"), (int, float)):
         return None
     return float(state["spent"]) if float(state.get("seconds", seconds)) == float(seconds) else None
 
 
 def latest_step_seconds(epochs: list[tuple[int, float]]) -> float:
-    """Seconds a step over the latest epochs that together hold ``SPEED_STEPS`` steps (or all of them):
-    the speed as it is now, steady even when an epoch has few steps."""
+    """Seconds a step over the latest epochs that together hold ``SPEED_STEPS`` steps (or all): current yet steady."""
     steps = seconds = 0.0
     for count, spent in reversed(epochs):
         steps, seconds = steps + count, seconds + spent

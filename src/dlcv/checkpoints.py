@@ -9,9 +9,8 @@ from dlcv.errors import DlcvError
 
 
 def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
-    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task`` (or of any of several), loaded without running
-    pickled code, its recipe typed; one line saying what the file is not when it is no such checkpoint or misses a
-    part."""
+    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task`` (or of any of several), loaded without running pickled
+    code, its recipe typed; one line saying what the file is not when it is no such checkpoint or misses a part."""
     from dlcv.config import validated
     from dlcv.models.weights import safe_load
     from dlcv.recipes import RECIPES
@@ -35,8 +34,7 @@ def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
 
 
 def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...]):
-    """``(model, recipe)`` of a classification or segmentation checkpoint (of ``task``), read once, rebuilt and
-    loaded for inference: what every ``predict`` and the export start from."""
+    """``(model, recipe)`` of a classification or segmentation checkpoint (of ``task``), loaded for inference."""
     ckpt, recipe = read_checkpoint(path, task)
     return rebuild_model(ckpt, recipe, path, recipe.CLASSES or checkpoint_classes(ckpt, path)), recipe
 

@@ -1,7 +1,6 @@
 """Problem 1, image classification: ``fit``, ``predict`` and ``evaluate`` as the command line runs them.
 
-``evaluate`` needs only NumPy (and Matplotlib for its figure); torch and Lightning are imported
-inside ``fit`` and ``predict`` so that it starts fast.
+torch and Lightning are imported inside ``fit`` and ``predict`` so that ``evaluate`` (NumPy, Matplotlib) starts fast.
 """
 
 from __future__ import annotations
@@ -62,11 +61,9 @@ def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> li
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False, recipe_type: type | None = None, fixed: tuple[str, ...] = ()) -> Path:
-    """Train a classifier from a recipe (a file, or one built as a ``recipe_type``); return the run folder.
-    ``resume`` continues an interrupted run of the same name from its last checkpoint (model, optimiser,
-    schedule, EMA, early stopping, epoch). ``recipe_type``: whose defaults the file and overrides apply to
-    (``ClassifyRecipe`` when None); ``fixed``: keys the caller set on a built recipe, which a resume must find
-    unchanged."""
+    """Train a classifier from ``config`` (a recipe file or a built recipe) over ``recipe_type``'s defaults (None:
+    ``ClassifyRecipe``); return the run folder. ``resume`` continues the run of that name from its last checkpoint;
+    ``fixed``: keys the caller set on a built recipe, which a resume must find unchanged."""
     from dlcv.recipes import ClassifyRecipe
 
     command = fitting.Command(recipe_type or ClassifyRecipe, data, data_module, _task, _summarize,
@@ -87,9 +84,8 @@ def load_classifier(path: str | os.PathLike):
 
 def predict_scores(model, images, recipe, batch_size: int = PREDICT_BATCH, tta: str | None = None,
                    where: str = "the images"):
-    """Softmax probabilities (N, classes) for uint8 (N, H, W, 3) images, with the recipe's input
-    preparation and test-time augmentation (``tta`` overrides the recipe's); images the model cannot
-    take (too small for its pooling) are one line naming ``where``."""
+    """Softmax probabilities (N, classes) of uint8 (N, H, W, 3) images, prepared as the recipe says, with its TTA or
+    ``tta``; images the model cannot take (too small for its pooling) are one line naming ``where``."""
     import torch
 
     from dlcv.data.augment import prepare_batch
@@ -138,8 +134,7 @@ def _takes(model, size: tuple[int, int], tta: str, like) -> bool:
 
 
 def _refused_size(model, x, tta: str, recipe, where: str, exc: Exception) -> DlcvError:
-    """One line for images (or ``data.input_size``) the model cannot take, with the smallest square side it takes
-    (searched up to 1024 pixels)."""
+    """One line for images (or ``data.input_size``) the model cannot take, with the smallest square side it takes."""
     fails, side = 0, 1
     while side <= 1024 and not _takes(model, (side, side), tta, x):
         fails, side = side, side * 2
@@ -155,8 +150,7 @@ def _refused_size(model, x, tta: str, recipe, where: str, exc: Exception) -> Dlc
 
 
 def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path]:
-    """The ``count`` best checkpoints of the run that ``checkpoint`` belongs to (its ``top/`` folder,
-    written when the recipe sets ``train.save_top_k``), best first; ``[checkpoint]`` for 1."""
+    """The ``count`` best checkpoints of ``checkpoint``'s run (``top/``, per ``train.save_top_k``), best first."""
     checkpoint = Path(checkpoint)
     if count <= 1:
         return [checkpoint]
@@ -172,12 +166,9 @@ def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
             id_column: str = "filename", ensemble: int = 1, tta: str | None = None, overwrite: bool = False) -> int:
-    """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name.
-
-    ``ensemble`` k averages the probabilities of the run's k best checkpoints (R5 averaged its 5
-    best epochs); ``tta`` (none, flip, flip_shift) overrides the recipe's test-time augmentation; ``overwrite``
-    replaces an existing ``output`` that dlcv did not write.
-    """
+    """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name; ``ensemble`` k
+    averages the run's k best checkpoints' probabilities, ``tta`` (none, flip, flip_shift) overrides the recipe's and
+    ``overwrite`` replaces an ``output`` that dlcv did not write."""
     from dlcv.data.images import list_images, load_image_stack
     from dlcv.data.kinds import check_kind
 

@@ -1,10 +1,6 @@
-"""Recipes: one YAML file per experiment, merged over the task's defaults and resolved in full.
-
-A run writes the resolved recipe into its folder, so nothing about an experiment lives only in a
-shell history. Keys the defaults do not know are errors (a typo must not be silently ignored),
-except under sections marked free-form (``model.args``). A free-form section belongs to the ``name``
-beside it: a later layer that names another model starts its arguments afresh.
-"""
+"""Recipes: one YAML file per experiment, merged over the task's defaults, resolved in full and saved with the run.
+Unknown keys are errors, except under free-form sections (``model.args``), which belong to the ``name`` beside them:
+a later layer naming another model starts its arguments afresh."""
 
 from __future__ import annotations
 
@@ -22,8 +18,7 @@ if TYPE_CHECKING:
     from dlcv.recipes import Recipe
 
 FREE_FORM = {("model", "args")}
-# YAML 1.1, which PyYAML reads, makes ``5e-4`` and ``1.0e4`` strings (its floats need a dot and a signed
-# exponent); YAML 1.2 and every user read them as numbers: ``lr: 5e-4``, ``--set optim.lr=5e-4``.
+# PyYAML (YAML 1.1) reads ``5e-4`` and ``1.0e4`` as strings; YAML 1.2 and every user read them as numbers.
 EXPONENT_FLOAT = r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"
 
 
@@ -49,8 +44,7 @@ def _recipe_loader():
             self.expanded, self.depth, self.sizes = 0, 0, {}  # sizes: each anchor's expanded size
 
         def compose_node(self, parent, index):
-            """PyYAML's node, counted: an alias at the size of what its anchor holds (a value an anchor
-            still being composed holds counts 1: a recursive value, not an expansion)."""
+            """PyYAML's node, counted: an alias at its anchor's expanded size (1 while that is still composed)."""
             event = self.peek_event()
             anchor = getattr(event, "anchor", None)
             if isinstance(event, yaml.AliasEvent):
@@ -78,8 +72,7 @@ def _recipe_loader():
 
 
 def yaml_value(text: str):
-    """A recipe's YAML text (a file's, a ``--set`` value's, a run folder's) as data; a ``yaml.YAMLError``
-    for text that is not YAML, or that is (or expands) past a recipe's size (``_recipe_loader().TooLarge``)."""
+    """A recipe's YAML text as data; a ``yaml.YAMLError`` for bad YAML or text past a recipe's size (``TooLarge``)."""
     import yaml
 
     loader = _recipe_loader()
@@ -168,12 +161,9 @@ def parse_overrides(items: Iterable[str]) -> dict:
 
 def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: Iterable[str] = (),
                 base: dict | None = None, resumed: bool = False) -> Recipe:
-    """The recipe of type ``kind`` (``dlcv.recipes``): its defaults (or ``base``, a recipe as a mapping), then the
-    recipe file, then ``--set`` overrides; ``name`` defaults to the file's.
-
-    Every value is checked by the schema, and the model's arguments by their own rules (nothing is built); an error
-    names the key and where its value came from (the file or ``--set``). ``resumed``: the recipe given to
-    ``--resume``, where the run's saved recipe, not this one, decides whether epochs may be asked of a budget.
+    """The recipe of type ``kind``: its defaults (or ``base``, a mapping), then the file, then ``--set``; ``name``
+    defaults to the file's. Values and model arguments are checked (nothing is built), an error naming the key and
+    its source. ``resumed``: for ``--resume``, where the saved recipe decides whether epochs may be asked of a budget.
     """
     recipe = copy.deepcopy(base) if base is not None else kind().model_dump()
     from_file: dict = {}
@@ -207,8 +197,7 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
 
 
 def validated(kind: type[Recipe], recipe: dict, source_of=lambda key: "the recipe") -> Recipe:
-    """``recipe`` (a mapping) as a ``kind``; a value that breaks its rule is one line naming the key, its rule and
-    ``source_of(key)`` (the recipe file, ``--set``, or the run folder's recipe)."""
+    """``recipe`` (a mapping) as a ``kind``; a broken rule is one line naming key, rule and ``source_of(key)``."""
     from pydantic import ValidationError
 
     from dlcv.recipes import RecipeError, describe_field, field_at
@@ -245,8 +234,7 @@ def lookup(tree, key: str):
 
 
 def check_model(recipe: Recipe, where: str) -> None:
-    """The recipe's model (``model.name`` with ``model.args``) is a registered one of its task, each argument by
-    its rule (``dlcv.models.registry.check_model_args``); else one line naming ``where``. Nothing is built."""
+    """Check ``model.name``/``model.args`` by the task's registry (nothing built); else one line naming ``where``."""
     from dlcv.models.registry import check_model_args
 
     try:

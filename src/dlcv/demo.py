@@ -1,8 +1,5 @@
-"""``dlcv demo``: the whole homework at small scale on the embedded default data.
-
-It synthesises the data, trains with small recipes, predicts and evaluates, and builds the report
-(``OUTPUT/report/index.html``), leaving everything in one folder.
-"""
+"""``dlcv demo``: the whole homework at small scale on synthesised default data, everything in one folder.
+It trains with small recipes, predicts, evaluates and builds the report (``OUTPUT/report/index.html``)."""
 
 from __future__ import annotations
 
@@ -35,10 +32,8 @@ P2_DEMO_RECIPE = {
     "progress": {"images": ["0000", "0001", "0002"]},
 }
 
-# The self-supervised problem at demo scale: BYOL with ResNet18 on the unlabelled texture images, the
-# supervised backbone of B and D trained on Problem 1's synthetic shapes (another domain, as ImageNet is for
-# Office-Home), then settings A-E. 16 pixels, 8 epochs, SGD and a target momentum from 0.9: the kNN monitor
-# rises and C beats A over seeds and precisions (docs/results.md, benchmarks/demo_ssl_seeds.py).
+# The self-supervised problem at demo scale: BYOL (ResNet18) on the unlabelled textures, B and D's supervised
+# backbone on Problem 1's shapes (another domain, as ImageNet is for Office-Home), then A-E (docs/results.md).
 SSL_DEMO_BYOL = {
     "name": "byol_demo",
     "data": {"image_size": 16, "batch_size": 64, "eval_batch_size": 128},
@@ -81,8 +76,7 @@ def _write_recipe(folder: Path, recipe: dict) -> Path:
 def ssl_table(recipes: Path, data: Path, runs: Path, name: str = "ssl_table_demo", settings: str = "ABCDE",
               byol: dict = SSL_DEMO_BYOL, supervised: dict = SSL_DEMO_SUPERVISED,
               finetune: dict = SSL_DEMO_FINETUNE) -> Path:
-    """The A-E table on the synthetic self-supervised data, from the demo's recipes (or variants of them:
-    ``benchmarks/demo_ssl_seeds.py``), written into ``recipes``."""
+    """The A-E table on the synthetic self-supervised data, from the demo's recipes (or variants) in ``recipes``."""
     from dlcv import ssl_table
 
     table = _write_recipe(recipes, {
@@ -138,8 +132,7 @@ def _problem2(output: Path, p2: Path, runs: Path) -> dict:
 
 
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Every problem on synthetic data in ``output`` (its data, recipes, runs and report); the closing lines end
-    with the A-E table, the mIoU and the accuracy."""
+    """Every problem on synthetic data in ``output``; the closing lines end with the A-E table, mIoU and accuracy."""
     with FolderLock(output, what="demo", option="--output") as lock:  # one demo writes a folder at a time
         lock.take(create=True)
         # An earlier demo's folder is written over with --overwrite; a folder of other files never.

@@ -6,10 +6,7 @@ import reprlib
 
 
 class DlcvError(Exception):
-    """A problem with the user's input (a file, a flag, a recipe).
-
-    The command line prints it as one line and exits with status 2; no traceback.
-    """
+    """A problem with the user's input (a file, a flag, a recipe): printed as one line, exit status 2, no traceback."""
 
 
 def mismatch_message(where: str, groups: list[tuple[str, list[str]]], shown: int = 5) -> str | None:

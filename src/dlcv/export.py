@@ -1,13 +1,9 @@
-"""A trained model as plain torch code: one Python class built only from ``torch.nn`` layers and torch functions,
-and its weights as a plain ``state_dict``, so that it runs where dlcv, Lightning and timm are not installed (the
-course's grading machine) and in ONNX.
+"""A trained model as one plain torch class of ``torch.nn`` layers and torch functions, and a plain ``state_dict``: it
+runs where dlcv, Lightning and timm are not installed (the course's grading machine) and in ONNX.
 
-The model is traced with ``torch.fx`` at one input (the size and batch it will be given): every tensor's value is
-computed as it is traced, so code that branches on sizes (same-padding, cropping to the input) takes the branch of
-that input, and everything but ``torch.nn``'s own layers is traced through. The class rebuilds those layers at
-their places in the model (the state_dict's keys are the model's own) and runs the traced graph as its
-``forward``. A model whose forward branches on values, or calls anything outside torch and the standard library,
-is refused in one line naming what.
+Traced with ``torch.fx`` at one input, computing every value: branches on sizes follow that input, ``torch.nn`` layers
+are rebuilt in place (the state_dict's keys are the model's own), and a forward that branches on values or calls
+anything outside torch and the standard library is refused in one line naming what.
 """
 
 from __future__ import annotations
@@ -107,8 +103,7 @@ class FixedInputTracer(torch.fx.Tracer):
 
 
 def _attribute(root: nn.Module, path: str):
-    """The attribute at the dotted ``path`` below ``root``, read without ``nn.Module.__getattr__`` (which fx
-    patches while it traces)."""
+    """The attribute at the dotted ``path`` below ``root``, read without ``nn.Module.__getattr__`` (fx patches it)."""
     *parents, name = path.split(".")
     for part in parents:
         root = root._modules[part]
@@ -119,8 +114,7 @@ def _attribute(root: nn.Module, path: str):
 
 
 def _constructor(module: nn.Module) -> str:
-    """``nn.Conv2d(3, 32, kernel_size=(3, 3), ...)``: the call that builds ``module`` anew, from its constructor's
-    arguments as the layer keeps them."""
+    """``nn.Conv2d(3, 32, kernel_size=(3, 3), ...)``: the call building ``module`` anew from the arguments it keeps."""
     cls = type(module)
     params = [p for p in inspect.signature(cls.__init__).parameters.values()
               if p.name not in ("self", "device", "dtype") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
@@ -165,8 +159,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
 
 
 def computes_alike(model: nn.Module, traced: torch.fx.GraphModule, other: torch.Tensor) -> bool:
-    """Whether the trace computes what ``model`` does on ``other`` (an input of another shape than the one it was
-    traced at: nothing in it depends on that shape)."""
+    """Whether the trace computes what ``model`` does on ``other``, an input of another shape than it was traced at."""
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # fx prints the failing line itself
             want, got = model(other), traced(other)
@@ -178,10 +171,9 @@ def computes_alike(model: nn.Module, traced: torch.fx.GraphModule, other: torch.
 
 def plain_source(model: nn.Module, example: torch.Tensor,
                  class_name: str = "Net") -> tuple[str, dict, bool, bool]:
-    """``(source, state_dict, any_size, any_batch)``: a Python module (3.8 syntax, importing only torch and the
-    standard library) defining ``class_name``, whose instance loads ``state_dict`` strictly and computes what
-    ``model`` does on inputs of ``example``'s shape (of any height and width where ``any_size``, of any batch where
-    ``any_batch``)."""
+    """``(source, state_dict, any_size, any_batch)``: a Python module (3.8 syntax, torch and the standard library only)
+    defining ``class_name``, whose instance loads ``state_dict`` strictly and computes what ``model`` does on inputs of
+    ``example``'s shape (of any height and width where ``any_size``, of any batch where ``any_batch``)."""
     traced = trace(model, example)
     model.eval()
     any_size = computes_alike(model, traced, torch.randn(*example.shape[:-2], example.shape[-2] + 16,
@@ -215,8 +207,7 @@ def plain_source(model: nn.Module, example: torch.Tensor,
 
 
 def _without_defaults(function, kwargs: dict) -> dict:
-    """``kwargs`` less those at ``function``'s defaults, which the trace spells out: the code then runs on the
-    torch versions before such a keyword came (interpolate's antialias came with torch 1.11)."""
+    """``kwargs`` less those at ``function``'s defaults, which the trace spells out, so that older torch runs it too."""
     try:
         params = inspect.signature(function).parameters
     except (TypeError, ValueError):  # a C function without a signature: kept as traced
@@ -225,8 +216,7 @@ def _without_defaults(function, kwargs: dict) -> dict:
 
 
 def _allowed(value) -> bool:
-    """Whether the traced code may name ``value``: a module, function or object (dtype, device) of torch, math,
-    operator or the builtins."""
+    """Whether the traced code may name ``value``: a module, function or object of torch, math, operator or builtins."""
     name = value.__name__ if isinstance(value, types.ModuleType) else (
         getattr(value, "__module__", None) or type(value).__module__)
     return name.split(".")[0] in ALLOWED_MODULES
@@ -282,8 +272,7 @@ TRACE_BATCH = {"classify": 100, "segment": 4}  # the batch a checkpoint's model 
 
 def checkpoint_model(path, task: str | None = None, batch: int | None = None):
     """``(model, recipe, example)`` of a dlcv classification or segmentation checkpoint (of ``task`` where given):
-    the model for inference and a random input of the size its ``predict`` gives it (the recipe's input size,
-    image size or evaluation size; else the course's images'), of ``batch`` images."""
+    the model for inference and a random input of ``batch`` images at the size its ``predict`` gives it."""
     from dlcv.checkpoints import load_predictor
 
     model, recipe = load_predictor(path, task or tuple(TRACE_BATCH))
@@ -294,9 +283,8 @@ def checkpoint_model(path, task: str | None = None, batch: int | None = None):
 
 
 def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False) -> dict:
-    """``dlcv export``: a checkpoint's model as plain torch (``fmt`` torch: a folder of ``model.py`` and
-    ``weights.pth``) or ONNX (one file, dynamic batch), each checked against the checkpoint's own outputs;
-    returns what was written and the largest difference."""
+    """``dlcv export``: a checkpoint's model as plain torch (a folder of ``model.py`` and ``weights.pth``) or ONNX (one
+    file, dynamic batch), checked against the checkpoint's outputs; returns the output and the largest difference."""
     from dlcv.io import check_output_file, staged_folder
 
     if fmt not in ("torch", "onnx"):
@@ -331,8 +319,7 @@ def _plain_difference(folder, model, example) -> float:
 
 
 def _onnx(model, example, output) -> float:
-    """Write the traced model as ONNX with a dynamic batch; the largest difference of onnxruntime's outputs
-    from the model's, at the traced batch and at another."""
+    """Write the traced model as ONNX (dynamic batch); onnxruntime's largest difference from it at two batches."""
     from dlcv.io import atomic_path
 
     traced = trace(model, example)

@@ -1,22 +1,7 @@
-"""The one fit driver behind every training command.
+"""The one fit driver behind every training command: a ``Command`` holds what differs, ``fit`` runs the sequence.
 
-``classify fit``, ``segment fit``, ``ssl pretrain``, ``ssl finetune`` and every run of ``ssl table``
-are a ``Command``: its recipe type and the parts that differ (data, task, callbacks, summary); ``fit``
-is the one sequence:
-
-1. the recipe, checked, and the run folder, checked and locked against other processes (``io.FolderLock``):
-   both fail before any data is read;
-2. the data, decoded and checked; the precision resolved; the task built (bad weights fail here);
-3. the run folder written (first process only), the trainer built (devices, strategy, precision) and the
-   run's ``Plan`` begun (``dlcv.plan``);
-4. ``trainer.fit``;
-5. the chosen checkpoint (``best.ckpt``) scored once on the data's final set through Lightning
-   (``trainer.test``): on the accelerator, in every process, its confusion matrix summed over them;
-6. ``summary.json`` and the closing lines, from the first process; every process leaves when it is
-   written, so whatever runs next may read it.
-
-With ``train.budget`` the whole sequence ends within that time: ``dlcv.budget.TimeBudget`` plans the
-steps of step 4 from the measured speed, leaving what steps 5 and 6 need.
+Check the recipe and lock the run folder (both before any data is read); build data and task; ``trainer.fit``; score
+``best.ckpt`` on the final set in every process; write ``summary.json``. ``train.budget`` bounds the whole sequence.
 """
 
 from __future__ import annotations
@@ -46,16 +31,11 @@ def no_callbacks(recipe, data, run_dir: Path, plan) -> list:
 
 @dataclass(frozen=True)
 class Command:
-    """A training command as ``fit`` runs it: what differs between ``classify fit``, ``segment fit``, ``ssl pretrain``
-    and the rest is only these parts.
+    """A training command as ``fit`` runs it: its recipe type, data folder and the parts that differ.
 
-    ``make_data(folder, recipe, plan)`` and ``make_task(recipe, data, plan)`` build the data module (of the data
-    folder ``data``) and the task;
-    ``make_callbacks(recipe, data, run_dir, plan)`` the command's own callbacks (a callback with a
-    ``summary_fields()`` method adds them to ``summary.json``); ``summarize(summary, recipe, trainer, task, data,
-    run)`` completes ``summary.json`` after the final scoring and returns the closing lines. ``data`` is the data
-    folder and ``inputs`` the other folders the run must not write into.
-    """
+    ``make_data(folder, recipe, plan)``; ``make_task(recipe, data, plan)``; ``make_callbacks(recipe, data, run_dir,
+    plan)``, whose ``summary_fields()`` join ``summary.json``; ``summarize(summary, recipe, trainer, task, data, run)``
+    completes ``summary.json`` and returns the closing lines. ``inputs``: other folders the run must not write into."""
 
     recipe_type: type
     data: str | os.PathLike
@@ -75,10 +55,9 @@ class Command:
 
 def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: str | None = None,
         overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
-    """Train ``command`` from a recipe (``config``: a file, one built as ``command.recipe_type``, or None for the
-    defaults); return the run folder (``resume``: continue the run of that name; with a
-    ``train.budget`` override, within that new budget from now). The run folder is locked (``io.FolderLock``) from its
-    first check until the fit ends."""
+    """Train ``command`` from ``config`` (a recipe file or ``command.recipe_type``; None: the defaults) and return the
+    run folder, locked until the fit ends; ``resume`` continues the run of that name (a ``train.budget`` override:
+    within that budget from now)."""
     start = time.perf_counter()  # a time budget counts from here
     recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume, command.fixed)
     adopt_slurm_layout()
@@ -92,7 +71,7 @@ def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: st
 
 
 def _fit(command: Command, recipe, runs_dir, flags: tuple[bool, bool, bool], start: float, lock) -> Path:
-    """Steps 2-6 of the module's sequence; ``flags``: (overwrite, resume, a resumed run's new budget)."""
+    """``fit`` after the lock: data, task, trainer, fit, scoring, summary; ``flags``: (overwrite, resume, anew)."""
     import lightning as L
 
     from dlcv.data.synth import is_synthetic
@@ -138,8 +117,7 @@ def _fit(command: Command, recipe, runs_dir, flags: tuple[bool, bool, bool], sta
 
 def _summarize(command: Command, summary: dict, recipe, trainer, task, data, run: RunFolder, callbacks,
                budget) -> list[str]:
-    """``summary.json``: the fields every run has (``summary``), its callbacks', its command's and the budget's
-    (its time used read last, as the file is written); returns the command's closing lines."""
+    """Write ``summary.json`` with the callbacks', command's and budget's fields; return the command's closing lines."""
     for callback in callbacks:
         summary.update(getattr(callback, "summary_fields", dict)())
     lines = command.summarize(summary, recipe, trainer, task, data, run)
@@ -150,8 +128,7 @@ def _summarize(command: Command, summary: dict, recipe, trainer, task, data, run
 
 
 def selection_summary(summary: dict, recipe, trainer, task, run: RunFolder, final_line: str | None) -> list[str]:
-    """A supervised run's part of ``summary.json`` (its model, what selected the checkpoint on what data) and its
-    closing lines, ``final_line`` (the final scoring's, or None) among them."""
+    """A supervised run's ``summary.json`` fields (model, checkpoint choice) and closing lines, plus ``final_line``."""
     cfg, metric = recipe.data, task.monitor
     best = getattr(trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
     best = float(best) if best is not None else None
@@ -165,8 +142,7 @@ def selection_summary(summary: dict, recipe, trainer, task, run: RunFolder, fina
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
-    """``train.threads`` for one fit only: the process's own count is put back after it, so that a later fit
-    in the same process (the demo's, a library caller's, the test suite's) is not held to it."""
+    """``train.threads`` for one fit only: the process's count is restored after it, for later fits in the process."""
     import torch
 
     previous = torch.get_num_threads()
@@ -179,9 +155,8 @@ def torch_threads(threads: int | None):
 
 
 def time_budget(recipe, data, task, plan, started: float, anew: bool = False):
-    """The callback that re-plans ``plan`` to end within ``train.budget`` (``dlcv.budget``; ``anew``: a
-    resumed run's new budget, counted from ``started``). Until it has timed them, a validation is guessed at a
-    third of a training step per image and pass, and the final scoring at one validation's cost per image and pass."""
+    """The callback that re-plans ``plan`` to end within ``train.budget`` (``anew``: a resumed run's new budget,
+    counted from ``started``); validation and final scoring are guessed from a training step's cost until timed."""
     from dlcv.budget import TimeBudget
     from dlcv.recipes import parse_duration
 
@@ -203,8 +178,7 @@ def trained_epochs(trainer, task) -> int | float:
 
 
 def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
-    """Load ``best.ckpt`` into the task in every process and score it on the data's final set with
-    ``trainer.test``; the task's ``final_confusion`` then holds the counts over all processes."""
+    """Score ``best.ckpt`` on the final set by ``trainer.test`` in every process; ``task.final_confusion`` sums them."""
     from dlcv.checkpoints import load_model_weights, read_checkpoint
 
     best = RunFolder(run_dir).best

@@ -1,13 +1,6 @@
 """``dlcv handin``: the folder the course grades, which runs on the course's machine with its packages alone
-(torch, torchvision, numpy, Pillow; no dlcv).
-
-Per problem the year grades: the course's script (``hw1_N.sh``, its name and arguments as the year's
-``scripts/YEAR/`` in the repository has them), ``NAME_predict.py`` (the inference, ``handin_files/predict.py`` with the
-checkpoint's input preparation and test-time augmentation), ``NAME_model.py`` (the model as plain torch code,
-``dlcv.export``) and ``NAME.pth`` (its weights as a state_dict); and the download script that fetches the weights
-files from the addresses given and checks them. Which checkpoint each script loads: the repository scripts' own
-``checkpoint VAR NAME CANDIDATE...`` lines (``scripts/common.sh``).
-"""
+(torch, torchvision, numpy, Pillow; no dlcv). Each of the year's ``scripts/YEAR/hw1_N.sh`` loads the checkpoint its
+``checkpoint VAR NAME CANDIDATE...`` line names (``scripts/common.sh``)."""
 
 from __future__ import annotations
 
@@ -60,10 +53,9 @@ TEMPLATE = Path(__file__).resolve().parent / "handin_files" / "predict.py"
 def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs", given: dict[str, str] | None = None,
            overwrite: bool = False, urls: dict[str, str] | None = None,
            half: bool = False) -> list[tuple[str, int, str]]:
-    """Write the hand-in folder of ``year`` into ``output``: per problem the year grades, the course's script, a
-    plain inference file, the model as plain torch code and its weights as a state_dict (``half``: in float16 where
-    ``halved`` finds dlcv's predictions unchanged); and the download script, fetching each weights file from
-    ``urls`` (checked by its sha256). Return ``(file, bytes, where from)`` per file."""
+    """Write ``year``'s hand-in folder into ``output``: per graded problem its script, a plain inference file, the
+    model as plain torch code and its state_dict (``half``: float16 where ``halved`` allows), and the download script
+    fetching each weights file from ``urls`` (sha256-checked); return ``(file, bytes, where from)`` per file."""
     folder, runs, given, urls = SCRIPTS / str(year), Path(runs), given or {}, urls or {}
     years = sorted(p.name for p in SCRIPTS.glob("20*")) if SCRIPTS.is_dir() else []
     if not years:
@@ -124,9 +116,8 @@ def script_usage(script: Path) -> str:
 
 
 def export_problem(name: str, checkpoint: Path, half: bool = False) -> tuple[dict, str, dict]:
-    """``(config, model source, state_dict)`` of the problem ``name`` from its checkpoint: the model as plain torch
-    code traced at its input, and what ``predict.py`` needs to prepare that input as dlcv's predict does (``half``:
-    the state_dict in float16 where ``halved`` allows)."""
+    """``(config, model source, state_dict)`` of problem ``name`` from its checkpoint: the model as plain torch code
+    traced at its input, and what ``predict.py`` needs to prepare it as dlcv does (``half``: see ``halved``)."""
     from dlcv.export import checkpoint_model, plain_source
 
     task, mode = PROBLEMS[name]
@@ -143,10 +134,9 @@ def export_problem(name: str, checkpoint: Path, half: bool = False) -> tuple[dic
 
 
 def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dict, str]:
-    """``state`` in float16 where dlcv's predictions on the images the checkpoint's run validated on (its holdout
-    share of train, else its validation folder) stay as they are with every weight rounded to float16, else
-    ``state`` as it is; and what was found, in words. Unchanged means every label of a classifier, and a
-    segmenter's mIoU to 1e-4 (the bar the scripts themselves are held to)."""
+    """``state`` in float16 if dlcv's predictions on the images its run validated on (holdout, else validation folder)
+    are unchanged with every weight so rounded (each label of a classifier; a segmenter's mIoU to 1e-4, the scripts'
+    own bar), else as it is; and what was found, in words."""
     import torch
 
     from dlcv.runs import RunFolder

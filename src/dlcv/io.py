@@ -1,12 +1,7 @@
 """Writing outputs so that nothing is half-written and nothing dlcv did not write is ever replaced or deleted.
 
-Files are written to a temporary name beside their place and renamed onto it, and carry a mark where the file
-system keeps extended attributes (``user.dlcv``). An output file a user names (``check_output_file``) may replace
-only a file with that mark, or any file with ``--overwrite``; never an input, and never a file inside a folder
-that dlcv writes whole (a run, a report, a hand-in, predicted masks). A folder that a command fills carries a small
-manifest, ``.dlcv-output``; only a folder with one can be replaced (``--overwrite``), and an output folder may
-never be the current folder, one holding it, a link, or a folder that holds or lies inside an input.
-"""
+Files go to a temporary name, are renamed into place and marked (``user.dlcv``); a folder a command fills carries a
+manifest, ``.dlcv-output``, and only a folder with one is replaced."""
 
 from __future__ import annotations
 
@@ -63,10 +58,8 @@ def check_not_an_input(output: PathLike, inputs: Iterable[PathLike | None]) -> N
 
 
 def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
-    """Return ``path`` as a Path after checking that it can be a new or replaced file: its folder
-    exists; it is new or a regular file (a link, a folder, a device, a FIFO or a socket is refused:
-    the rename that writes it would put a file in their place); and it is none of ``inputs`` (nor
-    inside an input folder)."""
+    """Return ``path`` checked as a new or replaced file: its folder exists; it is new or a regular file (a link,
+    folder, device, FIFO or socket is refused: the rename would replace it); it is no input nor inside one."""
     path = Path(path)
     check_parent(path, "the output folder")
     check_not_special(path)
@@ -75,9 +68,8 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) ->
 
 
 def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()) -> Path:
-    """The one rule for an output file a user names (``--output``, ``--breakdown``, ``--confusion``): the checks
-    of ``check_output_path``; not inside a folder that dlcv writes whole; and an existing file replaced only when
-    dlcv wrote it (its mark) or with ``overwrite``."""
+    """Check an output file a user names: ``check_output_path``; not inside a folder dlcv writes whole; an existing
+    file replaced only when dlcv wrote it (its mark) or with ``overwrite``."""
     path = check_output_path(path, inputs)
     for folder in _resolved(path).parents:  # resolved: a run reached through a link is that run
         kind = (read_manifest(folder) or {}).get("kind")
@@ -96,8 +88,7 @@ def mark_written(path: PathLike) -> None:
 
 
 def written_by_dlcv(path: PathLike) -> bool:
-    """Whether ``path`` carries dlcv's mark (a file copied elsewhere, or on a file system without extended
-    attributes, does not)."""
+    """Whether ``path`` carries dlcv's mark (a copy, or a file on a file system without xattrs, does not)."""
     try:
         return os.getxattr(path, WRITTEN, follow_symlinks=False) == b"1"
     except (OSError, AttributeError):
@@ -137,11 +128,8 @@ def current_umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
-
-    On any error the temporary file is removed and ``path`` is left as it was; a write that fails
-    (read-only folder, full disk) is one line naming ``path``.
-    """
+    """Yield a temporary path beside ``path``, renamed onto it on success; on error it is removed and ``path`` left
+    as it was, and a failed write (read-only folder, full disk) is one line naming ``path``."""
     path = check_output_path(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -182,8 +170,8 @@ def read_manifest(folder: PathLike) -> dict | None:
 
 
 def mark_folder(folder: PathLike, kind: str, files: list[str] | None = None) -> None:
-    """Write the manifest that lets a later command replace ``folder`` (``kind`` says what it holds; ``files``,
-    the files dlcv put in it, so that a later replacement keeps any other)."""
+    """Write the manifest that lets a later command replace ``folder`` (``files``: those dlcv put in it, so that a
+    replacement keeps any other)."""
     extra = {} if files is None else {"files": files}
     write_json(Path(folder) / MANIFEST, {"kind": kind, "dlcv": __version__,
                                          "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}, indent=None)
@@ -196,8 +184,7 @@ def listed_files(folder: Path) -> list[str]:
 
 
 def foreign_files(folder: Path) -> list[str]:
-    """The files of a folder of dlcv's that its manifest does not list: added by someone else (none where the
-    manifest lists nothing, as an older dlcv's did)."""
+    """The files of a dlcv folder that its manifest does not list, added by others (none if it lists no files)."""
     manifest = read_manifest(folder) if folder.is_dir() else None
     if manifest is None or not isinstance(manifest.get("files"), list):
         return []
@@ -206,13 +193,9 @@ def foreign_files(folder: Path) -> list[str]:
 
 def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
                         kind: str | None = None, need_parent: bool = True) -> Path:
-    """Refuse, before any work, an output folder that a command may not fill or replace.
-
-    Refused: a link; the current folder or one holding it; an input, a folder holding an input or
-    one inside an input folder; a file; a folder whose parent is missing (``need_parent``); a folder holding files
-    without dlcv's manifest (even with ``overwrite``); a dlcv folder unless ``overwrite`` (or, when
-    ``kind`` is given, one of that same kind, which the command always replaces: a report).
-    """
+    """Refuse, before any work, an output folder that may not be filled or replaced: a link; the current folder or
+    one holding it; an input, or a folder holding or inside one; a file; a missing parent (``need_parent``); files
+    without dlcv's manifest (even with ``overwrite``); a dlcv folder unless ``overwrite`` or of ``kind`` (a report)."""
     output = Path(output)
     check_not_special(output, folder=True)
     here = _resolved(".")
@@ -234,8 +217,8 @@ def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Itera
 
 
 def make_output_folder(output: PathLike, kind: str) -> Path:
-    """Create ``output`` (with its parents) as a folder of dlcv's that later commands may fill and
-    replace; call ``check_output_folder`` first. An existing dlcv folder keeps its manifest."""
+    """Create ``output`` and its parents as a dlcv folder that later commands may fill and replace (check it with
+    ``check_output_folder`` first); an existing dlcv folder keeps its manifest."""
     output = Path(output)
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -247,9 +230,8 @@ def make_output_folder(output: PathLike, kind: str) -> Path:
 
 
 def figures_folder(output: PathLike) -> Path:
-    """``output`` made ready to take figures file by file (``dlcv embed plot``, ``dlcv segment progress``):
-    new, empty, a folder of figures dlcv wrote, or a run folder's own ``figures/``; a folder holding
-    anything else is refused, so that no file of another's is written over."""
+    """``output`` made ready to take figures file by file: new, empty, a folder of figures dlcv wrote, or a run's
+    ``figures/``; a folder holding anything else is refused, so that no one else's file is written over."""
     output = Path(output)
     check_not_special(output, folder=True)
     check_parent(output)
@@ -275,8 +257,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def clean_leftovers(output: Path) -> None:
-    """Remove the staging and old folders that a killed run left beside ``output`` (its own marked
-    ones, of processes that are gone): the next run never leaves them behind."""
+    """Remove the staging and old folders killed runs left beside ``output`` (its marked ones, of dead processes)."""
     for leftover in output.parent.glob(f".{glob.escape(output.name)}.dlcv-*-*"):  # the name literally, not a pattern
         kind, _, pid = leftover.name[len(output.name) + 2 :].rpartition("-")
         if kind not in (STAGING, OLD) or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
@@ -286,8 +267,7 @@ def clean_leftovers(output: Path) -> None:
 
 
 def replace_folder(staging: Path, output: Path) -> None:
-    """Put the finished ``staging`` where ``output`` is; an old ``output`` (checked replaceable) stays
-    whole until the new one is in place."""
+    """Put ``staging`` where ``output`` is; an old ``output`` (checked replaceable) stays whole till the new is in."""
     if output.is_dir() and not any(output.iterdir()):
         output.rmdir()
     if not output.exists():
@@ -307,12 +287,8 @@ def replace_folder(staging: Path, output: Path) -> None:
 def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
                   kind: str = "output", keep: tuple[str, ...] = (), replaces_same_kind: bool = False
                   ) -> Iterator[Path]:
-    """Yield a new folder beside ``output`` to fill; on success it replaces ``output`` whole.
-
-    ``output`` is checked first (``check_output_folder``); it never mixes old and new files, and an
-    interrupted run leaves it as it was. ``keep`` names entries of an earlier ``output`` that the new
-    one takes over unchanged when it does not write them itself (synthetic data's other problems).
-    """
+    """Yield a new folder beside ``output`` to fill; on success it replaces the checked ``output`` whole, and an
+    interrupted run leaves it as it was. ``keep``: entries of an earlier ``output`` taken over when not rewritten."""
     with FolderLock(output, what=kind, option="--output") as lock:  # a second command into it is refused
         lock.take()
         with _staged(output, overwrite, inputs, kind, keep, replaces_same_kind) as staging:
@@ -382,12 +358,10 @@ def write_json(path: Path, data: dict | list, indent: int | None = 2) -> None:
 
 
 class FolderLock:
-    """An exclusive lock on the folder ``folder`` (a run, a table, an output) while this process writes it:
-    ``flock`` on ``.NAME.dlcv-lock`` beside it, which outlives the folder's replacement by ``--overwrite``. The
-    lock is of the folder links lead to (a run reached through a linked name is locked against its real name), and
-    its file is never opened through a link. A second process is refused at once with one line naming the first
-    (``option``: what to choose instead); the kernel lets go of the lock when its process ends, killed or not.
-    Only the primary process of a multi-process run takes it (the others write nothing)."""
+    """An exclusive ``flock`` on ``.NAME.dlcv-lock`` beside ``folder`` (a run, a table, an output) while this process
+    writes it: of the folder links lead to, it outlives ``--overwrite``, is never opened through a link and ends with
+    its process. A second process is refused at once, naming the first (``option``: what to choose instead); only
+    the primary process of a multi-process run takes it."""
 
     def __init__(self, folder: str | os.PathLike, what: str = "run", option: str = "--name"):
         self.folder, self.what, self.option = Path(folder), what, option
@@ -396,8 +370,8 @@ class FolderLock:
         self.fd: int | None = None
 
     def take(self, create: bool = False) -> FolderLock:
-        """Hold the lock from now on; ``create``: making the parent folder where it is missing (else the lock
-        waits for a later ``take``, so that a command refused before it writes leaves no folder behind)."""
+        """Hold the lock from now on; ``create``: make a missing parent folder (else wait for a later ``take``, so
+        that a command refused before it writes leaves no folder behind)."""
         try:
             import fcntl
         except ImportError:  # no flock on this system (Windows): runs there are not locked

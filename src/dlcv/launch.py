@@ -1,9 +1,5 @@
-"""``dlcv launch``: torchrun's launcher for a dlcv command, with its failures in one line.
-
-torchrun waits for the other nodes before any dlcv code runs, and ends a missing node or a failed process
-with pages of traceback; this runs the same launcher (``torch.distributed.run``) and says what happened
-in one sentence instead.
-"""
+"""``dlcv launch``: torchrun's launcher (``torch.distributed.run``) for a dlcv command, with a missing node or a failed
+process said in one line instead of pages of traceback."""
 
 from __future__ import annotations
 
@@ -51,8 +47,7 @@ def _ending(failure) -> str:
 
 
 def launch(argv: list[str], nnodes: int, join_timeout: int) -> None:
-    """Run torchrun with ``argv`` (from ``torchrun_argv``) in this process; a missing node or a failed process
-    becomes one ``DlcvError``."""
+    """Run torchrun with ``torchrun_argv``'s ``argv`` here; a missing node or a failed process is one ``DlcvError``."""
     os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"  # c10d's connection retries, with C++ frames, while nodes are awaited
     import torch.distributed as dist
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -1,10 +1,6 @@
-"""The run's plan: its length in optimiser steps, which every part of a run follows.
-
-One ``Plan`` is made per fit and given to the task (its schedules and BYOL's momentum follow
-``progress``), the data module (``data.auto_augment_min_epochs`` reads ``epochs``) and the callbacks that
-act at chosen epochs (``last_epoch``). ``train.epochs`` fixes it when the fit begins; under a time budget
-``dlcv.budget.TimeBudget`` re-plans ``total_steps`` as the run goes, so every schedule ends with the run.
-"""
+"""The run's plan: its length in optimiser steps, which the task's schedules, the data and the callbacks follow.
+``train.epochs`` fixes it when the fit begins; under a time budget ``dlcv.budget.TimeBudget`` re-plans
+``total_steps`` as the run goes, so every schedule ends with the run."""
 
 from __future__ import annotations
 
@@ -18,9 +14,9 @@ import torch
 
 @dataclass
 class Plan:
-    """``total_steps`` planned, of ``steps_per_epoch`` each epoch (0 until the fit begins); ``clock``: the one time
-    function of the run (tests give one they advance); ``probe_wanted``/``probe_seconds``: the budget asks the task to
-    predict the batch it has just validated as the final scoring predicts, and the task answers with the seconds."""
+    """``total_steps`` planned, of ``steps_per_epoch`` each epoch (0 until the fit begins); ``clock``: the run's time
+    function; ``probe_wanted``/``probe_seconds``: the budget asks the task to predict the batch just validated as the
+    final scoring would, and the task answers with the seconds."""
 
     total_steps: int = 0
     steps_per_epoch: int = 0
@@ -29,8 +25,7 @@ class Plan:
     probe_seconds: float | None = None
 
     def begin(self, steps_per_epoch: int, epochs: int) -> None:
-        """The plan of ``epochs`` epochs of ``steps_per_epoch`` steps (a budget's provisional plan, until it has
-        measured the speed)."""
+        """The plan of ``epochs`` epochs of ``steps_per_epoch`` steps (provisional under a budget)."""
         self.steps_per_epoch = max(1, steps_per_epoch)
         self.total_steps = self.steps_per_epoch * epochs
 

@@ -1,7 +1,6 @@
-"""The JSON files dlcv's commands write, typed as they are read back: a fit's ``summary.json``, ``sam masks``'
-``summary.json``, ``sam refine``'s ``refine.json`` and ``ssl table``'s ``table.json``. A command writes its file
-as a plain mapping; every reader reads it through its record here, so a field that is not what it must be (an
-edited or foreign file) is one line naming the file and the field."""
+"""The JSON files dlcv's commands write, typed as read back: a fit's and ``sam masks``' ``summary.json``, ``sam
+refine``'s ``refine.json`` and ``ssl table``'s ``table.json``; every reader goes through its record here, so a bad
+field (an edited or foreign file) is one line naming the file and the field."""
 
 from __future__ import annotations
 
@@ -14,8 +13,7 @@ from dlcv.io import read_json
 
 
 class Record(BaseModel):
-    """A JSON file a command wrote, as read back: its known fields typed (a number must be a number, not a string
-    or a boolean), any other field kept as it is."""
+    """A JSON file a command wrote, as read back: its known fields strictly typed, any other field kept as it is."""
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
@@ -47,8 +45,7 @@ class BudgetUse(Record):
 
 
 class RunSummary(Record):
-    """``summary.json`` of a fit (``dlcv.fitting`` and each command's additions); every field None while the run
-    has not ended."""
+    """``summary.json`` of a fit (``dlcv.fitting`` and each command's additions); fields None until the run ends."""
 
     name: str | None = None
     epochs: int | float | None = None  # whole epochs stay ints (as the report shows them)

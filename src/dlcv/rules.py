@@ -1,6 +1,5 @@
-"""The rules a recipe's or a model's value follows, as annotated types: what a good value is in words
-(``Wants``, what ``dlcv keys`` prints and an error says), whole numbers and numbers in ranges, durations, folder
-names. Below the recipes, the models and the data, which all take their arguments' rules from here."""
+"""The rules a recipe's or a model's value follows, as annotated types, with ``Wants``: a good value in words (what
+``dlcv keys`` prints and an error says). Below the recipes, models and data, which take their rules from here."""
 
 from __future__ import annotations
 

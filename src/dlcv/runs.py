@@ -1,11 +1,7 @@
-"""Run folders: the one type that names a run folder's files and reads and writes them, for the
-commands that train (``dlcv.fitting``) and the report that reads them (``dlcv.report``) alike.
+"""Run folders: ``RunFolder`` names a run folder's files and reads and writes them, for training and the report alike.
 
-``runs/NAME/`` holds the recipe as loaded (``recipe.yaml``: defaults, file and ``--set``), what the run
-derived beside it (``resolved.json``: the precision it ran in, the class count), the checkpoints (``best.ckpt`` by the
-monitored metric, ``last.ckpt`` after every epoch, the k best under ``top/``), one row of metrics per
-epoch (``metrics.csv``), TensorBoard logs (``tensorboard/``), the best checkpoint's confusion matrix
-(``confusion.csv``, classification) and a ``summary.json`` written when the run ends.
+``runs/NAME/``: ``recipe.yaml`` (as loaded), ``resolved.json`` (derived), ``best.ckpt``, ``last.ckpt``, ``top/`` (k
+best), ``metrics.csv``, ``tensorboard/``, ``confusion.csv`` (classification), ``summary.json`` (when the run ends).
 """
 
 from __future__ import annotations
@@ -59,16 +55,14 @@ class RunFolder:
 
     @property
     def task(self) -> str:
-        """``classify`` or ``segment`` (the recipe's task, else the registry's kind of its model), or the task a
-        later command wrote into the recipe (e.g. ``ssl``)."""
+        """``classify`` or ``segment`` (the recipe's task, else its model's kind), or a later command's (``ssl``)."""
         from dlcv.models.registry import model_kind
 
         return str(self.raw_recipe.get("task") or model_kind(str(self.model_name)) or "unknown")
 
     @functools.cached_property
     def recipe(self):
-        """The run's recipe, typed by its task's schema (an older run's file over today's defaults); one line
-        naming the file when it does not load."""
+        """The run's recipe, typed by its task's schema (old files over today's defaults); one line naming it if bad."""
         from dlcv.config import load_recipe
         from dlcv.recipes import RECIPES
 
@@ -124,9 +118,7 @@ class RunFolder:
         return data
 
     def read_resolved(self) -> dict:
-        """What the run derived beside its recipe (the precision it ran in, the class count, its data folder
-        and whether that is synthetic), or ``{}``
-        (a run from before the file existed: then its recipe holds them)."""
+        """What the run derived (precision, class count, data folder, synthetic or not); ``{}``: its recipe has them."""
         return read_json(self.resolved_file) if self.resolved_file.is_file() else {}
 
     def write_resolved(self, resolved: dict) -> None:
@@ -137,8 +129,7 @@ class RunFolder:
         return read_metrics(self.metrics_file) if self.metrics_file.is_file() else []
 
     def read_summary(self) -> RunSummary:
-        """summary.json (all None while the run has not ended); a figure in it that is not a number (an edited or
-        foreign file) is one line naming the file and the key."""
+        """summary.json (all None until the run ends); a figure that is not a number is one line naming file and key."""
         return RunSummary.read(self.summary_file) if self.summary_file.is_file() else RunSummary()
 
     def write_recipe(self, recipe) -> None:
@@ -152,8 +143,7 @@ class RunFolder:
         write_json(self.summary_file, summary)
 
     def read_confusion(self):
-        """confusion.csv as a square int64 array (classification: the best checkpoint's counts of (true class,
-        predicted class) on the final set), or None when the run has none."""
+        """``confusion.csv`` as a square int64 array of (true, predicted) counts on the final set, or None if absent."""
         import numpy as np
 
         path = self.confusion_file
@@ -178,17 +168,16 @@ class RunFolder:
 
     @property
     def progress(self) -> Path:
-        """``progress/``, segmentation's masks through training: ``images/ID_sat.png`` and
-        ``ground_truth/ID_mask.png`` once, ``epoch_NNN/ID_mask.png`` at each chosen epoch
-        (``tasks.progress.MaskProgress`` writes them)."""
+        """``progress/``, segmentation's masks through training (``tasks.progress.MaskProgress``):
+        ``images/ID_sat.png``, ``ground_truth/ID_mask.png`` and ``epoch_NNN/ID_mask.png`` per chosen epoch."""
         return self.path / "progress"
 
     def progress_epoch(self, epoch: int) -> Path:
         return self.progress / f"epoch_{epoch:03d}"
 
     def read_progress(self) -> tuple[list[int], list[tuple]]:
-        """``(epochs, rows)`` of the masks through training: a row per image, ``(id, image, [class map per
-        epoch], ground truth)``; one line saying what is missing when there are none."""
+        """``(epochs, rows)``, a row per image: ``(id, image, [class map per epoch], ground truth)``; else one line
+        saying what is missing."""
         from dlcv.data.images import decode_image
         from dlcv.data.masks import MaskCodec, read_mask
 
@@ -238,8 +227,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def check_run_name(name: str, what: str = "run name") -> None:
-    """Refuse a run name that is not a plain folder name (the rule of a recipe's ``name``); ``what``: where it
-    came from, for the message (``--name``)."""
+    """Refuse a run name that is not a plain folder name; ``what``: where it came from, for the message (``--name``)."""
     from dlcv.rules import FolderName, describe, is_folder_name
 
     if not is_folder_name(name):
@@ -256,11 +244,9 @@ def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
 
 def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
                runs_dir: str | os.PathLike, resume: bool, fixed: tuple[str, ...] = ()):
-    """The recipe (of type ``kind``) a training command runs: the defaults, then ``config`` (a recipe file, or a
-    recipe already built as a ``kind``), then the overrides, renamed to ``name`` when given; with ``resume``, the
-    one saved in that run's folder, so that the resumed run trains exactly what the interrupted one did (an error
-    if there is nothing to resume, or if an override or a ``fixed`` key, one the caller set on ``config``, differs
-    from it)."""
+    """The recipe (a ``kind``) a training command runs: the defaults, then ``config`` (a file or a ``kind``), then the
+    overrides, renamed to ``name`` if given. With ``resume``, the run folder's saved recipe, so the resumed run trains
+    what the interrupted one did; an error if there is nothing to resume or an override or ``fixed`` key differs."""
     from dlcv.config import load_recipe
 
     if isinstance(config, kind):
@@ -297,12 +283,10 @@ def override_keys(overrides: tuple[str, ...]) -> list[str]:
 
 
 def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
-    """The recipe that ``--resume`` trains: ``saved`` (the run's own), with the ``RESUME_KEYS`` among ``keys`` (the
-    keys the command sets: its overrides) taken from ``given`` (the recipe of the command's file and overrides).
-    Refused in one line: a change to any other key; ``train.epochs`` no more than the epochs trained; and a
-    resume with nothing to train: a finished run (``summary.json``) without more epochs or a new budget, or
-    a run whose budget is spent without a new one (``--budget``, counted from the resume's start). These
-    exit 2 like any error: the command was asked to train and would not, which a script must learn."""
+    """The recipe ``--resume`` trains: ``saved``, with the ``RESUME_KEYS`` among ``keys`` (the command's overrides)
+    taken from ``given``. Refused in one line (exit 2: a script must learn the command would not train): a change to
+    another key, ``train.epochs`` no more than trained, or nothing to train (a finished run without more epochs or a
+    new budget, or a spent budget without a new ``--budget``, which counts from the resume's start)."""
     from dlcv.config import lookup
     from dlcv.rules import format_duration, parse_duration
 
@@ -339,8 +323,7 @@ def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
 
 
 def budget_used(run: RunFolder, seconds: float) -> float | None:
-    """The seconds of a budget of ``seconds`` that the run's commands have used: a finished run's per its
-    summary, else per its last checkpoint; None where neither records it."""
+    """Seconds of a budget of ``seconds`` the run has used, per its summary, else its last checkpoint; or None."""
     from dlcv.budget import TimeBudget, spent_under
     from dlcv.models.weights import safe_load
 
@@ -354,8 +337,7 @@ def budget_used(run: RunFolder, seconds: float) -> float | None:
 
 
 def check_checkpoint(path: Path) -> None:
-    """Refuse, in one line naming it, a checkpoint that cannot be resumed from: unreadable, truncated (a crash
-    mid-write) or not a training checkpoint of Lightning's."""
+    """Refuse, in one line naming it, a checkpoint that is unreadable, truncated or not Lightning's for training."""
     from dlcv.models.weights import safe_load
 
     ckpt = safe_load(path, "checkpoint")
@@ -366,9 +348,8 @@ def check_checkpoint(path: Path) -> None:
 
 def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: bool,
                  inputs: tuple[str | os.PathLike | None, ...] = ()) -> tuple[Path, Path | None]:
-    """``(run folder, checkpoint to resume from or None)``: a new run gets an empty folder (checked by
-    ``check_run_dir``; an earlier run is replaced only with ``overwrite``) with its recipe, written by the
-    primary process only; a resumed one its ``last.ckpt``."""
+    """``(run folder, checkpoint to resume from or None)``: a new run gets an empty, checked folder with its recipe
+    (by the primary process; an earlier run replaced only with ``overwrite``), a resumed one its ``last.ckpt``."""
     run_dir = Path(runs_dir) / recipe.name
     if resume:
         run = RunFolder(run_dir)

@@ -1,5 +1,4 @@
-"""Process-level facts and settings: this process's place in a multi-process run, the hardware's
-fast number formats, where inference runs, the allocator."""
+"""Process-level facts and settings: the place in a multi-process run, fast number formats, inference, allocator."""
 
 from __future__ import annotations
 
@@ -15,15 +14,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mal
 
 
 def retain_freed_memory(trim_mb: int = 256, mmap_mb: int = 32) -> bool:
-    """Let glibc's malloc keep freed blocks for reuse instead of handing them back to the system.
-
-    PyTorch's CPU tensors come from ``malloc``. glibc's default thresholds adapt as blocks are freed, and
-    a loop that frees and allocates blocks of a few MB each step (a batch of crops, a kernel's scratch
-    buffers) keeps mapping fresh pages and faulting them in. With fixed thresholds, blocks under
-    ``mmap_mb`` come from the heap, which is not trimmed below ``trim_mb``. This is what an allocator
-    such as jemalloc or tcmalloc gives (PyTorch's CPU tuning guide), without preloading one. Linux
-    with glibc only; returns whether the settings were taken.
-    """
+    """Let glibc's malloc keep freed blocks under ``mmap_mb`` on a heap not trimmed below ``trim_mb``, so buffers
+    freed each step are reused, not faulted in afresh. Linux with glibc only; returns whether the settings took."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -34,8 +26,7 @@ def retain_freed_memory(trim_mb: int = 256, mmap_mb: int = 32) -> bool:
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (what SLURM, ``taskset`` or a container's cpuset
-    leave it), which ``os.cpu_count`` ignores and torch's thread count already follows."""
+    """The CPUs this process may run on: its affinity mask (SLURM, ``taskset``), which ``os.cpu_count`` ignores."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity masks (macOS, Windows)
@@ -50,9 +41,8 @@ def inference_device():
 
 
 def inference_autocast(device, precision: str):
-    """The autocast a trained model predicts in: on a GPU, a model trained below float32 predicts in
-    the half type the GPU computes natively (bf16 from Ampere on, fp16 before); on a CPU, a bf16-trained
-    model in bf16 where the CPU has bf16 units; anything else in float32."""
+    """The autocast a model trained at ``precision`` predicts in: below float32 on a GPU, its native half type; a
+    bf16-trained model on a CPU with bf16 units, bf16; anything else float32."""
     import torch
 
     precision = resolve_precision(str(precision), device.type)  # auto: as a run on this device would train
@@ -64,14 +54,12 @@ def inference_autocast(device, precision: str):
 
 
 def is_primary_process() -> bool:
-    """False in the extra processes of a multi-process run (Lightning's DDP launcher, torchrun, SLURM):
-    only the primary process creates, clears or writes the run folder."""
+    """False in the extra processes of a multi-process run: only the primary one writes the run folder."""
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def barrier() -> None:
-    """Wait for every process of a multi-process run (nothing to wait for in a single process): used
-    where the first process has written a file that the others read next."""
+    """Wait for every process of a multi-process run, e.g. for a file the first one wrote (a no-op in one process)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -79,8 +67,7 @@ def barrier() -> None:
 
 
 def lost_peer(exc: BaseException) -> str | None:
-    """What to tell the user when ``exc`` is a collective of a multi-process run failing because another process
-    stopped (killed, out of memory, its node lost); None for any other error."""
+    """What to tell the user when ``exc`` is a collective failing because another process stopped; else None."""
     if "torch.distributed" not in sys.modules:
         return None
     import torch.distributed as dist
@@ -96,10 +83,8 @@ def lost_peer(exc: BaseException) -> str | None:
 
 
 def end_process_group() -> None:
-    """Close the process group of a multi-process run once its command has finished. Left to the
-    interpreter's exit, gloo's worker threads can outlive it and abort the process (SIGABRT,
-    "terminate called without an active exception") after all its work is done. Called on success
-    only: after an error another process may still wait in a collective, and closing would hang."""
+    """Close a multi-process run's process group once its command succeeded, as gloo's threads left to the exit can
+    abort it (SIGABRT); not after an error, where closing would hang on a peer still in a collective."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -108,8 +93,7 @@ def end_process_group() -> None:
 
 @functools.cache
 def cpu_computes_bf16_fast() -> bool:
-    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); read once a process
-    (every prediction batch asks)."""
+    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); read once a process."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -118,8 +102,7 @@ def cpu_computes_bf16_fast() -> bool:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto`` -> bf16-mixed where it is fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older
-    GPUs (a T4 or V100 only emulates bf16), else 32-true."""
+    """``auto`` -> bf16-mixed where fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older GPUs, else 32-true."""
     if precision != "auto":
         return precision
     import torch

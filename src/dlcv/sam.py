@@ -1,18 +1,6 @@
-"""Segment Anything on the satellite images: ``masks`` (automatic mask generation) and ``refine``
-(a segmentation model's land-cover masks made to follow SAM's region boundaries).
-
-``masks`` writes into its output folder, per image ``NNNN.json`` (SAM's records: COCO RLE
-``segmentation``, ``area``, ``bbox`` XYWH, ``predicted_iou``, ``stability_score``, ``point_coords``,
-``crop_box``) and ``NNNN_overlay.png``; then ``figure.png``/``figure.pdf`` of the chosen images,
-``summary.json`` and the resolved ``recipe.yaml``.
-
-``refine`` writes ``NNNN_mask.png`` (the course's format) for every predicted mask and
-``refine.json``; with labels, the mIoU before and after. Refinement: the SAM regions whose predicted
-IoU reaches ``refine.min_predicted_iou`` (and area ``refine.min_area``) are taken from the largest to
-the smallest; each region's pixels all get the majority class of the *original* prediction inside
-it. A smaller region coming later overwrites a larger one, so a pixel ends with the label of the
-smallest region that covers it; pixels in no region keep their predicted class.
-"""
+"""Segment Anything on the satellite images: ``masks`` writes SAM's records per image (``NNNN.json``: COCO RLE
+``segmentation``, ``bbox`` XYWH, ``predicted_iou``, ...), overlays, a figure and ``summary.json``; ``refine`` makes a
+model's ``NNNN_mask.png`` follow SAM's regions (``refine_classes``) and writes ``refine.json``."""
 
 from __future__ import annotations
 
@@ -78,8 +66,7 @@ class SamRunner:
 def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
           model_type: str | None = None, config: str | os.PathLike | None = None, overrides: tuple[str, ...] = (),
           overwrite: bool = False, device: str | None = None, only: tuple[str, ...] = ()) -> dict:
-    """SAM's automatic masks for every ``NNNN_sat.jpg`` of ``images`` (``only``: of those ids alone, e.g. the
-    report's three); returns the summary."""
+    """SAM's automatic masks for every ``NNNN_sat.jpg`` of ``images`` (``only``: those ids alone); returns a summary."""
     from dlcv.config import dump_recipe
     from dlcv.data.images import decode_image
     from dlcv.data.p2 import find_images
@@ -169,12 +156,9 @@ def read_sam_records(path: Path, size: tuple[int, int]) -> list[tuple[np.ndarray
 # --- refine ------------------------------------------------------------------------------------------
 def refine_classes(classes: np.ndarray, regions: list[tuple[np.ndarray, float]], min_predicted_iou: float,
                    min_area: int = 0) -> tuple[np.ndarray, int]:
-    """``classes`` with every SAM region (mask, predicted IoU) that passes the thresholds set to its
-    majority class, largest region first; returns the refined classes and the number of regions used.
-
-    The majority is counted on the original ``classes`` (ties go to the lower class index), so the
-    result does not depend on how the regions overlap except through which one comes last.
-    """
+    """``classes`` with every SAM region (mask, predicted IoU) passing the thresholds set to its majority class in
+    the original ``classes`` (ties to the lower index), largest first so the smallest covering region wins; returns
+    the refined classes and the number of regions used."""
     refined = classes.copy()
     used = [(mask, int(mask.sum())) for mask, score in regions
             if score >= min_predicted_iou and mask.sum() >= max(1, min_area)]
@@ -205,9 +189,8 @@ def _sam_sources(predictions, ids: list[str], images, sam_masks) -> dict[str, Pa
 
 
 def _regions(runner, name: str, source: Path, mask: Path, shape: tuple[int, int]) -> list:
-    """SAM's (region, predicted IoU) pairs for image ``name``: from ``runner`` on the image ``source``, or without
-    one from the records of an earlier ``sam masks`` (``source`` is then its JSON file); ``mask`` the predicted
-    mask of that image, of ``shape``, which a mismatched image is reported against."""
+    """SAM's (region, predicted IoU) pairs for image ``name``: ``runner`` run on ``source``, or without one read from
+    ``source`` as a ``sam masks`` JSON file; an image not of ``shape`` is reported against ``mask``."""
     from dlcv.data.images import decode_image
 
     if runner is None:

@@ -1,8 +1,5 @@
 """Problem 2, semantic segmentation: ``evaluate``, ``overlay``, ``predict``, ``fit`` and ``progress``.
-
-``evaluate`` and ``overlay`` need only NumPy and Pillow; torch and Lightning are imported inside the
-commands that train or run a model.
-"""
+``evaluate`` and ``overlay`` need only NumPy and Pillow; torch and Lightning are imported where a model runs."""
 
 from __future__ import annotations
 
@@ -37,9 +34,8 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
              breakdown: str | os.PathLike | None = None, workers: int | None = None, overwrite: bool = False) -> dict:
     """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks.
 
-    ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike.
-    ``breakdown``: a CSV to write with every image's per-class IoU and pixel accuracy (``overwrite``: replacing an
-    existing file that dlcv did not write).
+    ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike; ``breakdown``: a
+    CSV of every image's per-class IoU and pixel accuracy (``overwrite``: replacing a file dlcv did not write).
     """
     from dlcv.data.images import decode_image
     from dlcv.metrics.segmentation import class_iou, code_confusion, codes_to_classes, mean_iou
@@ -92,8 +88,7 @@ def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) ->
 # --- overlay -----------------------------------------------------------------------------------------
 def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
             alpha: float = 0.45, unmapped: str = "unknown", overwrite: bool = False) -> Path:
-    """Write ``output`` (PNG): the satellite image with its mask drawn over it (``overwrite``: replacing an
-    existing file that dlcv did not write)."""
+    """Write ``output`` (PNG): the image with its mask over it (``overwrite``: replacing a file dlcv did not write)."""
     from dlcv.data.images import decode_image
     from dlcv.viz.segmentation import overlay_image
 
@@ -142,8 +137,7 @@ def _progress(recipe, data, run_dir: Path, plan) -> list:
 
 
 def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
-    """The sizes trained and scored at; the best checkpoint's graded mIoU on the validation folder when a holdout
-    share of train chose it."""
+    """The sizes trained and scored at; the best checkpoint's mIoU on the validation folder if a holdout chose it."""
     from dlcv.metrics.segmentation import class_iou, mean_iou
 
     summary["train_size"], summary["eval_size"] = recipe.data.train_size, recipe.data.eval_size
@@ -177,8 +171,8 @@ def load_segmenter(path: str | os.PathLike):
 
 def predict_classes(model, images, recipe, tta: str | None = None, batch_size: int | None = None,
                     load=np.array):
-    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch;
-    ``load`` turns a slice of ``images`` into a (B, H, W, 3) uint8 array (e.g. decodes a slice of files)."""
+    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch; ``load`` turns
+    a slice of ``images`` into a (B, H, W, 3) uint8 array."""
     import torch
 
     from dlcv.data.augment import segment_input
@@ -213,11 +207,8 @@ def half_change(before: float, after: float, where: str) -> str | None:
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
             tta: str | None = None, overwrite: bool = False) -> int:
-    """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder.
-
-    The masks are written into a new folder beside ``output`` and moved into place when all are
-    done, so ``output`` never mixes old and new predictions and an interrupted run leaves it as it was.
-    """
+    """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder, staged beside ``output`` and moved into place
+    when all are done, so ``output`` never mixes old and new masks and an interrupted run leaves it as it was."""
     from dlcv.data.images import decode_images
     from dlcv.data.p2 import find_images
 
@@ -232,9 +223,8 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 
 # --- progress grid -----------------------------------------------------------------------------------
 def progress(run: str | os.PathLike, output: str | os.PathLike | None = None, overwrite: bool = False) -> list[Path]:
-    """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth (``output``:
-    the figures' path without suffix, else the run's ``figures/``; ``overwrite``: replacing files dlcv did not
-    write)."""
+    """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth (``output``: the
+    figures' path without suffix, else the run's ``figures/``; ``overwrite``: replacing files dlcv did not write)."""
     from dlcv.viz.segmentation import plot_progress
 
     run = Path(run)

@@ -1,10 +1,6 @@
-"""Self-supervised pre-training and the five transfer settings, as the command line runs them.
-
-``pretrain`` trains BYOL on an unlabelled folder and exports the online trunk as a plain torchvision
-ResNet state_dict (``backbone.pt``, loadable like the course's ``pretrain_model_SL.pt``); ``finetune``
-trains one setting A-E on Office-Home; ``predict`` writes ``id,filename,label`` in the input CSV's order.
-``dlcv.ssl_table`` runs them all from one recipe.
-"""
+"""Self-supervised pre-training and the five transfer settings, as the command line runs them: ``pretrain`` (BYOL,
+exporting the trunk as a torchvision ResNet state_dict like ``pretrain_model_SL.pt``), ``finetune`` (a setting A-E on
+Office-Home) and ``predict``; ``dlcv.ssl_table`` runs them all from one recipe."""
 
 from __future__ import annotations
 
@@ -64,13 +60,9 @@ def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> li
 def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor: str | os.PathLike | None = None,
              runs_dir: str | os.PathLike = "runs", name: str | None = None, overrides: tuple[str, ...] = (),
              overwrite: bool = False, resume: bool = False) -> Path:
-    """BYOL on the images of ``data``; ``monitor`` a labelled folder (Office-Home or p1 layout,
-    ``dlcv.data.office.monitor_sets``) for the per-epoch kNN accuracy.
-
-    The run folder gets ``recipe.yaml``, ``metrics.csv`` (``train_loss``, ``momentum``, ``knn_acc``
-    per epoch), ``last.ckpt`` / ``best.ckpt``, ``backbone.pt`` (the last epoch's online trunk),
-    ``knn_at_init.json`` (the monitor before training), ``knn_curve.{png,pdf}`` and ``summary.json``.
-    """
+    """BYOL on the images of ``data``; ``monitor``: a labelled folder (Office-Home or p1 layout) for the per-epoch
+    kNN accuracy. The run folder gets ``recipe.yaml``, ``metrics.csv``, ``last.ckpt`` / ``best.ckpt``, ``backbone.pt``
+    (the last epoch's online trunk), ``knn_at_init.json``, ``knn_curve.{png,pdf}`` and ``summary.json``."""
     from dlcv.recipes import ByolRecipe
 
     if monitor is not None and not Path(monitor).is_dir():
@@ -91,8 +83,7 @@ SETTING_KEYS = ("model.args.backbone_weights", "model.args.freeze")  # all that 
 
 
 def setting_recipe(recipe, setting: str, backbone: str | os.PathLike | None):
-    """A copy of the fine-tuning recipe ``recipe`` that trains setting ``setting`` (A-E): the backbone file it
-    starts from and whether the trunk is frozen (``SETTING_KEYS``). Nothing else differs between the settings."""
+    """A copy of ``recipe`` for setting ``setting`` (A-E): its backbone file and frozen trunk (``SETTING_KEYS``)."""
     from dlcv.recipes import SSL_SETTINGS
 
     if setting not in SSL_SETTINGS:
@@ -135,8 +126,7 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
 
 
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
-    """``dlcv ssl export``: ``export_trunk`` into a file the user names (``overwrite``: replacing an existing file
-    that dlcv did not write)."""
+    """``dlcv ssl export``: ``export_trunk`` into a named file (``overwrite``: replace one dlcv did not write)."""
     return export_trunk(checkpoint, check_output_file(output, overwrite, inputs=(checkpoint,)))
 
 

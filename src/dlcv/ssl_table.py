@@ -39,13 +39,9 @@ def _relative(base: Path, value: str | None) -> Path | None:
 
 def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
           name: str | None = None, overrides: tuple[str, ...] = ()) -> Path:
-    """Run (or reuse) the pre-training runs and the fine-tuning of each setting, then write the table.
-
-    Every fine-tuning run uses the same recipe (``finetune``), seed and trunk architecture; only the
-    backbone file and the freezing differ. A run folder with a ``summary.json`` is reused as it is, one
-    with a ``last.ckpt`` resumed, anything else started afresh. Writes ``table.md``, ``table.csv`` and
-    ``table.json`` into ``runs_dir/NAME/``, beside the run folders.
-    """
+    """Run (or reuse) the pre-training runs and each setting's fine-tuning, then write ``table.md``, ``table.csv`` and
+    ``table.json`` into ``runs_dir/NAME/``. Settings differ only in backbone and freezing; a run folder with a
+    ``summary.json`` is reused, one with a ``last.ckpt`` resumed, anything else started afresh."""
     from dlcv.recipes import SSL_SETTINGS
 
     start = time.perf_counter()
@@ -84,8 +80,7 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
 
 
 def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, base, clock: TableClock) -> dict:
-    """Fine-tune ``setting`` from its backbone with the fine-tuning recipe ``base`` (or reuse its finished run);
-    return its row of the table."""
+    """Fine-tune ``setting`` from its backbone with recipe ``base`` (or reuse its finished run); return its row."""
     from dlcv.recipes import SSL_SETTINGS
 
     pretraining, tuning = SSL_SETTINGS[setting]
@@ -144,9 +139,8 @@ def _table_row(setting: str, run_dir: Path, backbone: Path | None) -> dict:
 
 
 def _tuning_recipe(finetune_recipe: Path | None, pretrain_recipe: Path | None, supervised_recipe: Path | None):
-    """The fine-tuning recipe every setting starts from, its trunk architecture (``model.args.arch``) the table's
-    one, which the pre-training recipes must agree with (a backbone of another architecture could not be loaded
-    into it)."""
+    """The fine-tuning recipe every setting starts from, ``model.args.arch`` explicit; the pre-training recipes must
+    train that architecture, or their backbones could not be loaded."""
     from dlcv.config import load_recipe
     from dlcv.models.transfer import transfer_arch
     from dlcv.recipes import ByolRecipe, ClassifyRecipe, FinetuneRecipe
@@ -168,10 +162,9 @@ def _tuning_recipe(finetune_recipe: Path | None, pretrain_recipe: Path | None, s
 
 
 class TableClock:
-    """How ``ssl table`` shares its ``budget``: each run it trains gets, when it starts, its share of the time
-    left, over the shares of the runs still to train (a run that ends early or late moves the later ones'
-    time, not the table's end). The shares are the recipe's: BYOL's, the supervised backbone's, and the
-    settings', split evenly among them. Runs that are reused, or backbones given as files, take none."""
+    """How ``ssl table`` shares its ``budget``: each run gets, as it starts, its share of the time left over the
+    shares still to train (BYOL's, the supervised backbone's, the settings' split evenly); reused runs and
+    backbones given as files take none."""
 
     TAIL = 2.0  # seconds for writing the table after the last run
 

@@ -1,7 +1,5 @@
-"""The Lightning trainer of every run: devices and precision resolved for the hardware, the callbacks
-that write the run folder (best and last checkpoints, only the last with the state --resume reads;
-metrics.csv, TensorBoard), batch-norm synchronisation that keeps timm's activations, and the GPU speed
-settings."""
+"""The Lightning trainer of every run: devices and precision for the hardware, the callbacks that write the run
+folder (checkpoints, metrics.csv, TensorBoard), batch-norm sync that keeps timm's activations, and GPU settings."""
 
 from __future__ import annotations
 
@@ -28,9 +26,8 @@ LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node s
 
 
 def resolve_devices(devices) -> int | str | list:
-    """``auto`` -> one device, unless a launcher (torchrun, SLURM) started several processes: then one
-    per process. Lightning's own ``auto`` takes every GPU of the host, which silently multiplies the
-    global batch; more than one device is used only when asked for."""
+    """``auto`` -> one device, or one per process a launcher (torchrun, SLURM) started: Lightning's own ``auto``
+    takes every GPU of the host, which silently multiplies the global batch."""
     if devices != "auto":
         return devices
     for var in LAUNCHER_WORLD:
@@ -41,8 +38,7 @@ def resolve_devices(devices) -> int | str | list:
 
 
 class EpochMetricsCSV(L.Callback):
-    """Writes one CSV row per epoch to ``path`` (and echoes it as a line, with the epochs the run plans, when there
-    is no bar)."""
+    """Writes one CSV row per epoch to ``path`` (and, with ``echo``, prints it as a line with the planned epochs)."""
 
     def __init__(self, path: Path, echo: bool, plan=None):
         self.path, self.echo, self.plan = path, echo, plan
@@ -83,11 +79,9 @@ class EpochMetricsCSV(L.Callback):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stops a run whose training loss has become NaN or infinite, with one line naming the run folder and the
-    epoch, before that epoch's validation or checkpoint: Lightning would otherwise go on to the end of the
-    schedule and the run would write NaN weights (a backbone, a table) as if trained (its ``EarlyStopping(
-    check_finite=True)`` ends such a run silently, as if it had finished). Each step's check stays on the device;
-    the flag is read (and agreed across processes) once an epoch."""
+    """Stops a run whose training loss became NaN or infinite, naming the run folder and epoch, before that epoch's
+    validation or checkpoint: Lightning would write NaN weights as if trained (``EarlyStopping(check_finite=True)``
+    ends such a run silently). Steps are checked on the device; the flag is read and agreed once an epoch."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
@@ -116,12 +110,9 @@ class StopOnNonFiniteLoss(L.Callback):
 
 
 class BiasCorrectedEMA(WeightAveraging):
-    """``train.ema_decay``: Lightning's weight averaging with an exponential moving average that is bias-corrected
-    as Adam's moments are. After step t the average weighs the weights of steps 1..t by decay^(t - i), normalised by
-    their sum (1 - decay^t): early in a run it is an average of the weights trained so far, where the plain average
-    (torch's ``get_ema_avg_fn``) is still mostly the first step's nearly random weights; once decay^t is small the
-    two are the same.
-    The step count is the trainer's (no host sync), and the update runs as foreach kernels."""
+    """``train.ema_decay``: weight averaging by an exponential moving average bias-corrected as Adam's moments are:
+    after step t it weighs steps 1..t by decay^(t - i), normalised by their sum, so early on it averages the weights
+    trained so far where torch's ``get_ema_avg_fn`` is still mostly the first step's nearly random ones."""
 
     def __init__(self, decay: float):
         super().__init__(multi_avg_fn=self.average)  # updated after every optimiser step
@@ -142,13 +133,10 @@ class BiasCorrectedEMA(WeightAveraging):
 def quiet_lightning(precision: str = "32-true") -> None:
     """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
     if precision in ("16-mixed", "16"):
-        # float16's gradient scaler skips the steps whose gradients overflowed (the first ones, while its scale
-        # settles), and the schedule steps on; torch reads that first skipped step as a call in the wrong order.
+        # float16's scaler skips the first, overflowing steps: torch takes that for scheduler.step before optimizer's.
         warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*")
 
-    # (accelerators.cuda: "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]" at every fit; dlcv's own trainer line
-    # names the devices and strategy)
-    # (fabric.utilities.distributed and signal_connector: a line per process of a multi-process run)
+    # accelerators.cuda's device line repeats dlcv's trainer line; distributed and signal_connector print per process
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.distributed",
                  "lightning.pytorch.trainer.connectors.signal_connector"):
@@ -164,9 +152,8 @@ def quiet_lightning(precision: str = "32-true") -> None:
 def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: int,
                   extra_callbacks: tuple = (), precision: str | None = None, first_callbacks: tuple = (), plan=None,
                   **overrides):
-    """A Lightning Trainer writing ``run_dir`` (checkpoints, metrics.csv, TensorBoard), in ``precision``
-    (default: the recipe's, resolved for this hardware); ``first_callbacks`` run before every other
-    callback's hooks (a time budget, which re-plans the ``plan`` the others follow)."""
+    """A Lightning Trainer writing ``run_dir``, in ``precision`` (default: the recipe's, resolved for this hardware);
+    ``first_callbacks`` run before every other callback's hooks (a time budget, re-planning the ``plan``)."""
     train = recipe.train
     precision = precision or resolve_precision(train.precision, train.accelerator)
     quiet_lightning(precision)
@@ -184,8 +171,7 @@ def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: in
                     *([TimmAwareSyncBatchNorm()] if sync_batchnorm else [])],
         "gradient_clip_val": train.gradient_clip or None,
         "precision": precision,
-        # Several CUDA kernels (adaptive pooling and bilinear upsampling backward, nll_loss2d) have no
-        # deterministic version: "warn" keeps the deterministic algorithms where they exist.
+        # Some CUDA kernels have no deterministic version: "warn" keeps the deterministic ones where they exist.
         "deterministic": "warn" if train.deterministic else False,
         "logger": TensorBoardLogger(run_dir, name="tensorboard", version=""),
         "callbacks": [*first_callbacks, *run_callbacks(run_dir, train, monitor, mode, interactive, extra_callbacks,
@@ -221,8 +207,7 @@ def run_callbacks(run_dir: Path, train, monitor: str, mode: str, interactive: bo
         StopOnNonFiniteLoss(run_dir),
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
                         auto_insert_metric_name=False, enable_version_counter=False),
-        # last.ckpt after every epoch, for --resume: Lightning's own save_last writes it only in the epochs
-        # that also write a best checkpoint (since 2.6), so a resumed run would repeat every epoch after it.
+        # last.ckpt every epoch for --resume: Lightning's save_last (since 2.6) writes it only with a best one.
         ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
         EpochMetricsCSV(run.metrics_file, echo=not interactive, plan=plan),
         *extra,
@@ -252,15 +237,13 @@ def wants_sync_batchnorm(train) -> bool:
     return True
 
 
-# What only continuing the training needs: the optimiser's moments (twice the weights under Adam), the
-# schedules' and the raw weights beside a weight average (Lightning keeps the average as the weights).
+# What only continuing the training needs: optimiser moments, schedules, the raw weights beside a weight average.
 RESUME_ONLY = ("optimizer_states", "lr_schedulers", "current_model_state", "averaging_state")
 
 
 class ResumeStateInLastOnly(TorchCheckpointIO):
-    """Lightning's checkpoint writer, which writes the state that only ``--resume`` reads into ``last``
-    alone: ``best.ckpt`` and ``top/`` hold what scoring and prediction read (the weights they validated
-    with, the recipe), a third of a full checkpoint under Adam with weight averaging."""
+    """Lightning's checkpoint writer, with the state only ``--resume`` reads in ``last`` alone: ``best.ckpt`` and
+    ``top/`` hold only what scoring and prediction read (the validated weights, the recipe)."""
 
     def __init__(self, last: Path):
         self.last = last
@@ -272,10 +255,8 @@ class ResumeStateInLastOnly(TorchCheckpointIO):
 
 
 class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
-    """Lightning's batch-norm synchronisation through timm's converter: torch's own turns timm's
-    ``BatchNormAct2d`` (batch norm with its activation, in every timm encoder) into a bare
-    ``SyncBatchNorm`` and silently drops the activation; timm's keeps it, and each layer's mode
-    (a frozen trunk's batch norm stays in evaluation mode)."""
+    """Batch-norm synchronisation through timm's converter: torch's turns timm's ``BatchNormAct2d`` into a bare
+    ``SyncBatchNorm``, dropping the activation; timm's keeps it and each layer's mode (a frozen trunk stays in eval)."""
 
     def apply(self, model):
         from timm.layers import convert_sync_batchnorm
@@ -284,8 +265,7 @@ class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
 
 
 def use_fast_gpu_math(deterministic: bool = False) -> None:
-    """TF32 for float32 matrix products and convolutions on GPUs that have it (10 bits of mantissa,
-    as every bf16 run already accepts), unless the run asked to be deterministic."""
+    """TF32 for float32 matrix products and convolutions on GPUs that have it, unless the run is deterministic."""
     if torch.cuda.is_available() and not deterministic:
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.allow_tf32 = True

@@ -1,7 +1,5 @@
 """Test-time augmentation: each task's views, their forward passes, and the one function per task that averages a
-model over them (per-epoch validation, the final scoring, every ``predict`` and the hand-in scripts).
-
-Torch only: the prediction commands start without Lightning and torchmetrics.
+model over them (validation, final scoring, ``predict``, hand-in scripts). Torch only: prediction needs no Lightning.
 """
 
 from __future__ import annotations
@@ -9,9 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Classification: (the window of the image reflect-padded by one pixel, None for the image itself; its weight; with
-# its mirror). ``flip_shift`` adds the image shifted diagonally by one pixel either way at half weight, as airbench
-# does. One forward pass per view and mirror.
+# Classification: (offset of a window of the image reflect-padded by one pixel, None for the image itself; weight;
+# mirrored too). ``flip_shift`` adds the image shifted diagonally one pixel either way at half weight, as airbench does.
 CLASSIFY_VIEWS = {"none": ((None, 1.0, False),), "flip": ((None, 1.0, True),),
                   "flip_shift": ((None, 1.0, True), (0, 0.5, True), (2, 0.5, True))}
 # Segmentation: (quarter turns, mirrored); one forward pass each.
@@ -20,8 +17,7 @@ SEGMENT_VIEWS = {"none": ((0, False),), "flip": ((0, False), (0, True)),
 
 
 def classify_passes(tta: str) -> int:
-    """A classifier's forward passes per image under ``tta``: one per view and one per mirror (a segmenter's are
-    ``len(SEGMENT_VIEWS[tta])``)."""
+    """A classifier's forward passes per image under ``tta``: one per view and one per mirror."""
     return sum(1 + mirrored for _, _, mirrored in CLASSIFY_VIEWS[tta])
 
 
@@ -41,8 +37,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -
 
 
 def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int], tta: str = "none") -> torch.Tensor:
-    """A segmenter's class probabilities (B, C, *size) on ``x``, averaged over ``tta``'s views
-    (``SEGMENT_VIEWS``) and up-sampled (bilinear) to ``size``."""
+    """A segmenter's class probabilities (B, C, *size) on ``x``, averaged over ``tta``'s views, resized bilinearly."""
     views = SEGMENT_VIEWS[tta]
     total = 0
     for k, mirror in views:
@@ -57,9 +52,8 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]
 
 
 def batches(images, batch_size: int, device: torch.device, prepare=None, load=None):
-    """``(start, batch)`` for each batch of ``images`` (uint8 (N, H, W, 3), or what ``load`` turns a slice of into
-    that), moved to ``device`` (the uint8 batch travels, a quarter of the float one's bytes) and passed through
-    ``prepare`` there: the one inference loop (prediction, embeddings, the kNN monitor, masks through training)."""
+    """``(start, batch)`` per batch of ``images`` (uint8 (N, H, W, 3), or what ``load`` makes of a slice), moved to
+    ``device`` as uint8 (a quarter of float's bytes) and passed through ``prepare`` there: the one inference loop."""
     for start in range(0, len(images), batch_size):
         part = images[start : start + batch_size]
         x = torch.as_tensor(load(part) if load is not None else part).to(device)
@@ -67,9 +61,8 @@ def batches(images, batch_size: int, device: torch.device, prepare=None, load=No
 
 
 def inference_batches(model: torch.nn.Module, images, precision: str, batch_size: int, load=None):
-    """Put ``model`` in evaluation mode on the inference device, channels-last, then yield ``batches`` of ``images``
-    there while the caller works with gradients off and the autocast of the model's training ``precision`` on:
-    the prediction of ``classify``, ``ssl`` and ``segment predict``."""
+    """Put ``model`` in evaluation mode, channels-last, on the inference device and yield ``batches`` of ``images``
+    there, with gradients off and the autocast of the model's training ``precision`` on for the caller's work."""
     from dlcv.runtime import inference_autocast, inference_device
 
     device = inference_device()  # the uint8 batches travel; preparation and TTA run on the device

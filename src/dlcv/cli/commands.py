@@ -1,7 +1,6 @@
 """What each ``dlcv`` command runs: parsed arguments in, one library call, its lines printed.
 
-Each function imports what it needs when it runs, so ``dlcv --help`` and ``dlcv classify evaluate`` start
-without loading torch.
+Each function imports what it needs when it runs: ``dlcv --help`` and ``dlcv classify evaluate`` start without torch.
 """
 
 from __future__ import annotations

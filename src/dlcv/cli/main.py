@@ -1,7 +1,4 @@
-"""``dlcv``: one command per job of the homework (the parser in ``parser``, what each runs in ``commands``).
-
-A ``DlcvError`` becomes one line on stderr and exit status 2.
-"""
+"""``dlcv``: one command per job of the homework (the parser in ``parser``, what each runs in ``commands``)."""
 
 from __future__ import annotations
 

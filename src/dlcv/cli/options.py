@@ -1,5 +1,4 @@
-"""What the task commands share: the flags of a training command and of one writing files, and turning them
-into a library call's arguments."""
+"""What the task commands share: training and file-writing flags, and turning them into a library call's arguments."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The ``dlcv`` argument parser: the whole-homework commands here (their functions in ``dlcv.cli.commands``), each
-task's from its own module (``dlcv.registry.TASKS``)."""
+"""The ``dlcv`` argument parser: the whole-homework commands here, each task's from ``dlcv.registry.TASKS``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """Batched image preparation and augmentation, run on the training device.
 
-Images travel as uint8 (N, H, W, 3) batches. Training batches get a random crop with reflect
-padding and a horizontal flip, one random draw per image but a single gather for the whole batch,
-done on the uint8 pixels before anything is converted. Then the batch becomes a normalised float
-(N, 3, H, W) tensor in channels-last memory (the NHWC layout it already has).
+Images travel as uint8 (N, H, W, 3) batches; training crops and flips are one gather on the uint8 pixels. Then the
+batch becomes a normalised float (N, 3, H, W) tensor in channels-last memory (the NHWC layout it already has).
 """
 
 from __future__ import annotations
@@ -17,8 +15,7 @@ import torch.nn.functional as F
 
 @functools.lru_cache(maxsize=64)
 def device_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``torch.tensor(values)`` made once per device and dtype, for constants every batch uses:
-    built per batch it is a host-to-device copy each time (a sync on a GPU). Never write into it."""
+    """``torch.tensor(values)`` cached per device and dtype (per batch it is a host-to-device copy); never write it."""
     return torch.tensor(values, dtype=dtype, device=device)
 
 
@@ -30,12 +27,7 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 def crop_flip(images: torch.Tensor, padding: int, flip: bool,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop (reflect-padded by ``padding``) and random mirror of uint8 (N, H, W, C) images.
-
-    Equal to padding every image, cutting a random H x W window and mirroring half of them, but
-    computed as one gather: the window and the mirror only decide which source pixel each output
-    pixel reads.
-    """
+    """Random crop (reflect-padded by ``padding``) and random mirror of uint8 (N, H, W, C) images, as one gather."""
     n, h, w, _ = images.shape
     device = images.device
     rows = torch.arange(h, device=device).expand(n, h)
@@ -53,10 +45,8 @@ def crop_flip(images: torch.Tensor, padding: int, flip: bool,
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero a random ``size`` x ``size`` square of every image of normalised (N, C, H, W) ``x``.
-
-    Zero is the data mean after normalisation; squares may hang over the border (DeVries & Taylor).
-    """
+    """Zero a random ``size`` x ``size`` square (maybe over the border) of each image of normalised (N, C, H, W) ``x``;
+    zero is the data mean (DeVries & Taylor)."""
     if size <= 0:
         return x
     n, _, h, w = x.shape
@@ -69,8 +59,7 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
 
 
 def scale_shift(mean: Sequence[float], std: Sequence[float], device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per channel the float32 ``(scale, shift)`` that take uint8 pixels to ``(x / 255 - mean) / std``
-    (cached per device: read them, never write into them)."""
+    """Per channel float32 ``(scale, shift)`` taking uint8 to ``(x / 255 - mean) / std``; cached, never write them."""
     device = torch.device(device if device is not None else "cpu")
     scale = device_constant(tuple(1.0 / (255.0 * s) for s in std), device, torch.float32)
     shift = device_constant(tuple(-m / s for m, s in zip(mean, std)), device, torch.float32)
@@ -78,12 +67,8 @@ def scale_shift(mean: Sequence[float], std: Sequence[float], device=None) -> tup
 
 
 def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) in channels-last memory.
-
-    The NHWC pixels are converted as they lie, and normalised as rows of ``W * 3`` values against
-    one repeated (scale, shift) row: broadcasting a 3-vector over the innermost dimension is far slower
-    on a CPU.
-    """
+    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) in channels-last memory, normalised as rows of ``W * 3``
+    values against one repeated (scale, shift) row: broadcasting a 3-vector innermost is slow on a CPU."""
     x = images.contiguous().float()
     w = x.shape[2]
     scale, shift = (v.repeat(w) for v in scale_shift(mean, std, x.device))
@@ -93,11 +78,7 @@ def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
 
 
 def planes_to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Planar uint8 (N, C, H, W) -> normalised float (N, C, H, W), the same values as ``to_float``.
-
-    Each plane is scaled and shifted by its channel's numbers, broadcast over whole planes (contiguous
-    rows, the fast case on a CPU).
-    """
+    """Planar uint8 (N, C, H, W) -> normalised float (N, C, H, W), the same values as ``to_float``."""
     x = images.float()
     scale, shift = (v.view(1, -1, 1, 1) for v in scale_shift(mean, std, x.device))
     return x.mul_(scale).add_(shift)
@@ -112,8 +93,7 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def uses_policy(cfg, planned_epochs: float | None) -> bool:
-    """Whether training batches take ``data.auto_augment`` when the run's plan has ``planned_epochs``
-    (None: unknown, as outside a fit): only from ``data.auto_augment_min_epochs`` on."""
+    """Whether training uses ``auto_augment``: planned epochs unknown (None) or at least ``auto_augment_min_epochs``."""
     if cfg.auto_augment == "none":
         return False
     return planned_epochs is None or planned_epochs >= cfg.auto_augment_min_epochs
@@ -130,11 +110,8 @@ def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def segment_input(images: torch.Tensor, cfg) -> torch.Tensor:
-    """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize).
-
-    On a CPU the uint8 pixels are resized, as the training crops are made (its fast uint8 kernel);
-    elsewhere the batch becomes float first: CUDA has no anti-aliased bilinear resize of uint8.
-    """
+    """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize): resized as uint8
+    on a CPU, like the training crops; elsewhere as float, since CUDA has no anti-aliased resize of uint8."""
     size = cfg.eval_size
     if size and tuple(images.shape[1:3]) != (size, size):
         if images.device.type != "cpu":
@@ -144,8 +121,7 @@ def segment_input(images: torch.Tensor, cfg) -> torch.Tensor:
 
 
 def prepare_batch(images: torch.Tensor, cfg, train: bool = False, planned_epochs: float | None = None) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the model's input as a recipe's ``data`` section says, augmented when ``train``
-    (``uses_policy``: the policy too)."""
+    """uint8 (N, H, W, 3) -> the model's input as ``data`` says, augmented when ``train`` (policy: ``uses_policy``)."""
     if not train:
         return model_input(images, cfg.mean, cfg.std, cfg.input_size)
     images = crop_flip(images, padding=cfg.crop_padding, flip=cfg.flip)

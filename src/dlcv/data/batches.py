@@ -1,9 +1,6 @@
 """Batches straight from in-memory uint8 tensors, and the classification data module.
-
-No ``Dataset``/``DataLoader`` workers: the images were decoded once (``images.load_image_stack``),
-so a batch is one index into a tensor. Normalisation and augmentation run after the batch reaches
-the training device, batched (``on_after_batch_transfer``).
-"""
+No ``DataLoader`` workers: images are decoded once, so a batch is one index into a tensor; normalisation and
+augmentation run batched on the training device (``on_after_batch_transfer``)."""
 
 from __future__ import annotations
 
@@ -29,12 +26,10 @@ from dlcv.runtime import is_primary_process
 class TensorBatches:
     """An iterable of ``(images, labels)`` batches over in-memory tensors.
 
-    Shuffling is a function of ``(seed, epoch)``, so a run is reproducible and a resumed run sees
-    the same order. With ``world_size > 1`` each process takes every ``world_size``-th sample; with
-    ``pad`` (training) the order is first wrapped around to a multiple of ``world_size``, as torch's
-    ``DistributedSampler`` does, so every process runs the same number of steps (a process with one
-    batch more would wait for the others' gradients for ever). Evaluation is not padded: no sample
-    is counted twice, and evaluation steps wait for nothing.
+    The shuffle is a function of ``(seed, epoch)``, so a resumed run sees the same order. Each of ``world_size``
+    processes takes every ``world_size``-th sample; ``pad`` (training) first wraps the order round to a multiple of
+    ``world_size`` so every process runs the same steps (else one would wait for gradients for ever). Evaluation is
+    not padded, so no sample counts twice.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
@@ -66,9 +61,8 @@ class TensorBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _next_epoch(self) -> int:
-        """The epoch of the pass that starts now; counted on at the start, not the end, of a pass,
-        because a trainer that knows the length stops asking once it has every batch (so code after
-        the last ``yield`` never runs)."""
+        """The epoch of the pass that starts now; counted at the start of a pass, as code after the last ``yield``
+        never runs when a trainer knows the length."""
         if self.epoch_fn is not None:
             self.epoch = int(self.epoch_fn())
         epoch = self.epoch
@@ -91,8 +85,7 @@ def padded_shard(n: int, world_size: int) -> int:
 
 @dataclass(frozen=True)
 class Split:
-    """An in-memory set: uint8 images ``x`` (N, H, W, 3), their labels or class maps ``y``, their names, and the
-    folder they came from."""
+    """An in-memory set: uint8 images ``x`` (N, H, W, 3), labels or class maps ``y``, names and source folder."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -114,8 +107,7 @@ def load_labelled(images: LabelledImages, folder: Path, use_cache: bool, side: i
 
 
 def validation_folder(root: Path, cfg) -> Path | None:
-    """``root/data.validation`` when it is a folder, else None; one line when there is neither it nor a holdout
-    share of train (``data.holdout``) to validate on."""
+    """``root/data.validation`` when it is a folder, else None; ``DlcvError`` when there is no holdout either."""
     folder = root / cfg.validation if cfg.validation else None
     if folder is not None and folder.is_dir():
         return folder
@@ -126,13 +118,11 @@ def validation_folder(root: Path, cfg) -> Path | None:
 
 
 class InMemoryData(L.LightningDataModule):
-    """The base of dlcv's data modules: everything is decoded once (``prepare``) into uint8 tensors,
-    a batch is an index into them, and it is converted on the training device
-    (``on_after_batch_transfer``, in the model's dtype).
+    """The base of dlcv's data modules: everything is decoded once (``prepare``) into uint8 tensors, indexed into
+    batches and converted on the training device in the model's dtype.
 
-    Training batches are per-process shards with equal step counts (``TensorBatches``' ``pad``);
-    evaluation and test batches are disjoint shards whose metrics the tasks gather over processes.
-    ``test_tensors`` is the set the chosen checkpoint is scored on once, after fit (None: none).
+    Training batches are per-process shards with equal step counts; evaluation and test batches are disjoint shards
+    whose metrics the tasks gather over processes.
     """
 
     def __init__(self, cfg, seed: int, plan: Plan | None = None):
@@ -144,9 +134,8 @@ class InMemoryData(L.LightningDataModule):
         self.final: Split | None = None  # scored once, at the end, when a holdout share of train validated
 
     def split(self, whole: Split, validation: Split | None, holdout: float, draw) -> None:
-        """``train``, ``val`` and ``final`` from the training set ``whole`` and the validation folder's set: with
-        ``holdout`` > 0, ``draw(holdout)`` gives the (kept, held) indices of ``whole``, the held share validates and
-        the validation folder is the final set; else ``whole`` trains and the folder validates."""
+        """Set ``train``, ``val`` and ``final``: with ``holdout`` > 0, ``draw(holdout)`` gives (kept, held) indices of
+        ``whole``, the held share validates and ``validation`` is the final set; else ``validation`` validates."""
         if holdout > 0:
             keep, held = draw(holdout)
             self.train, self.val, self.final = whole.subset(keep), whole.subset(held), validation
@@ -169,8 +158,7 @@ class InMemoryData(L.LightningDataModule):
         return {}
 
     def first_inputs(self, count: int) -> torch.Tensor:
-        """The first ``count`` training images as the model takes them, unaugmented (a data-dependent
-        initialisation's sample: the same in every process)."""
+        """The first ``count`` training images as the model takes them, unaugmented: the same in every process."""
         return prepare_batch(self.train.x[:count], self.cfg)
 
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -222,9 +210,8 @@ class InMemoryData(L.LightningDataModule):
         raise NotImplementedError
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """``convert_batch``, in the dtype the trainer's precision feeds the model: Lightning converts a batch
-        before this hook, while ours are still uint8, so a ``bf16-true`` or ``16-true`` model would otherwise
-        get float32 (and fail)."""
+        """``convert_batch``, in the precision's dtype: Lightning converts before this hook, while batches are uint8,
+        so a ``bf16-true`` or ``16-true`` model would otherwise get float32 and fail."""
         out = self.convert_batch(*batch, training=self.training)
         return out if self.trainer is None else self.trainer.precision_plugin.convert_input(out)
 
@@ -232,8 +219,7 @@ class InMemoryData(L.LightningDataModule):
 class ClassificationData(InMemoryData):
     """Problem 1's data for training: ``root/train`` split or paired with ``root/validation``.
 
-    With ``holdout > 0`` a stratified share of the training folder is the validation set used for
-    checkpoint selection, and the validation folder (if present) is only evaluated at the end.
+    With ``holdout > 0`` a stratified share of train selects checkpoints and the validation folder is scored at the end.
     """
 
     def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
@@ -282,8 +268,8 @@ class ClassificationData(InMemoryData):
         self._policy_on = on
 
     def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
-        """Image sets for embedding snapshots: the validation folder (or, without one, the validation
-        set), and with ``train_subset`` a fixed, class-balanced sample of that many training images."""
+        """Image sets for embedding snapshots: the final (else validation) set, and with ``train_subset`` a fixed,
+        class-balanced sample of that many training images."""
         shown = self.final if self.final is not None else self.val
         sets = {"": (shown.x, shown.y.numpy(), shown.names)}
         if train_subset > 0:

@@ -1,9 +1,7 @@
 """Feature files: the second-last layer's outputs of a set of images, with labels and file names.
 
-A feature file is an ``.npz`` holding ``features`` (N x D), ``labels`` (N) and optionally
-``filenames`` (N) and ``epoch``. A run keeps one per snapshot epoch in ``runs/NAME/embeddings/``,
-named ``epoch_NNN.npz``; features are stored as float16 (half the bytes, ample precision for plots
-and neighbour statistics).
+An ``.npz`` of ``features`` (N x D, float16: ample for plots and neighbour statistics), ``labels`` (N) and optionally
+``filenames`` (N) and ``epoch``; a run keeps one per snapshot epoch as ``runs/NAME/embeddings/epoch_NNN.npz``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Image folders decoded once into a uint8 array, cached as a memory-mapped ``.npy`` file.
-
-The cache key is a fingerprint of the folder: every listed file's name, size and modification
-time. A changed folder therefore gets a new cache file (and the stale one is removed), and a later
-run over the same folder maps the decoded array from disk instead of decoding anything.
-"""
+"""Image folders decoded once into a uint8 array, cached as a memory-mapped ``.npy`` file keyed by a fingerprint of
+the files (paths, sizes, modification times): a changed folder gets a new file and the stale one is removed."""
 
 from __future__ import annotations
 
@@ -81,12 +77,9 @@ def _to_rgb(image, path: Path) -> np.ndarray:
 
 
 def decode_image(path: Path, size: tuple[int, int] | None = None, rgb_only: bool = False) -> np.ndarray:
-    """Decode one image to an RGB uint8 array (H, W, 3); an error naming the file if it cannot.
-
-    Any mode is read faithfully (``_to_rgb``) unless ``rgb_only`` (masks: the course's script reads
-    the channels as they are stored, so any other mode would be misread). Images over PIL's pixel
-    limit (a decompression bomb) are refused before they are decoded.
-    """
+    """Decode one image, any mode faithfully (``_to_rgb``), to an RGB uint8 array (H, W, 3); an error naming the
+    file if it cannot, if it is over PIL's pixel limit (a decompression bomb, refused before decoding), or if
+    ``rgb_only`` (masks, whose channels the course's script reads as stored) and it is not RGB."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -109,8 +102,7 @@ def decode_image(path: Path, size: tuple[int, int] | None = None, rgb_only: bool
 
 
 def odd_size_message(files: Sequence[Path]) -> str:
-    """Names the image whose size is the odd one out among ``files`` (read from the headers), with the
-    size most of them share."""
+    """Names the odd-sized image among ``files`` (read from the headers), with the size most of them share."""
     from PIL import Image
 
     sizes = {}
@@ -154,11 +146,8 @@ def fingerprint(files: Sequence[Path]) -> str:
 
 
 def decode_images(files: Sequence[Path], workers: int | None = None, decode=decode_image) -> np.ndarray:
-    """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array.
-
-    ``decode(path, size=None)`` turns one file into an array; the default gives RGB images, and a
-    mask decoder gives (H, W) class indices.
-    """
+    """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array; ``decode(path, size=None)`` decodes
+    one file (a mask decoder gives (H, W) class indices)."""
     first = decode(files[0])
     out = np.empty((len(files), *first.shape), dtype=np.uint8)
     out[0] = first
@@ -179,12 +168,9 @@ def load_image_stack(
     files: Sequence[Path], cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
     decode=decode_image, tag: str = "images",
 ) -> np.ndarray:
-    """The decoded images of ``files`` as an (N, H, W, 3) uint8 array (or what ``decode`` makes).
-
-    With ``use_cache`` the array is a read-only memory map of a cache file named by the files'
-    fingerprint; it is written atomically on first use, so an interrupted decode leaves nothing.
-    ``tag`` names the kind of decoding (a mask decoder's policy, say) so kinds never share a file.
-    """
+    """The decoded images of ``files`` as an (N, H, W, 3) uint8 array (or what ``decode`` makes); with ``use_cache``,
+    a read-only memory map of a cache file named by the files' fingerprint, written atomically. ``tag`` names the
+    kind of decoding (a mask decoder's policy, say) so kinds never share a file."""
     files = list(files)
     if not files:
         raise DlcvError("no images to load")

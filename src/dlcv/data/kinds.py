@@ -41,8 +41,7 @@ def _holds_tiles(folder: Path) -> bool:
 
 
 def check_kind(folder: Path, wanted: str) -> None:
-    """Refuse in one line a ``folder`` that looks like another of the course's folders than the ``wanted`` kind:
-    what it looks like and what the command wants."""
+    """Refuse in one line a ``folder`` that looks like another course folder than the ``wanted`` kind, naming both."""
     kind = folder_kind(folder)
     if kind is not None and kind != wanted:
         raise DlcvError(f"{folder}: looks like {KINDS[kind]}; this command wants {KINDS[wanted]}")

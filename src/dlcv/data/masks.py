@@ -1,10 +1,8 @@
 """Land-cover masks: RGB PNG <-> class index, exactly as the course's evaluation script reads them.
 
-Each channel is thresholded at 128 and the three bits make a code ``4*R + 2*G + B``; the colour
-table maps seven of the eight codes to a class. The eighth, red (code 4), is in no class: the
-course's script leaves such pixels undefined. ``MaskCodec`` makes that a policy: ``"unknown"``
-(the default) counts them as Unknown (class 6, which no score averages), ``"error"`` refuses the
-mask. The real validation set holds 7 red pixels, all in ``0177_mask.png``.
+Each channel is thresholded at 128 into a code ``4*R + 2*G + B``, seven of whose eight values are classes. Red (4),
+which the course's script leaves undefined, ``MaskCodec`` counts as Unknown (class 6, in no score's average) under
+``"unknown"`` (the default), or refuses under ``"error"``.
 """
 
 from __future__ import annotations
@@ -113,9 +111,8 @@ MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
 
 def unique_ids(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
-    """The files of ``folder`` whose names match ``pattern``, by the id it captures; two files of one id but
-    for case or extension (``0001_sat.jpg`` and ``0001_SAT.jpg``, ``0001_sat.jpg`` and ``0001_sat.png``)
-    are one line naming both: one would silently stand for the two."""
+    """The files of ``folder`` whose names match ``pattern``, by the id it captures; two files of one id differing only
+    in case or extension are one line naming both, as one would silently stand for the two."""
     found: dict[str, tuple[str, Path]] = {}
     for path in sorted(folder.iterdir()):
         match = pattern.match(path.name)
@@ -130,8 +127,7 @@ def unique_ids(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
 
 
 def mask_files(folder: Path, role: str) -> dict[str, Path]:
-    """The ``NNNN_mask.png`` files of a folder by name, one an id (``unique_ids``); ``role`` (predictions,
-    labels) names it in errors."""
+    """The ``NNNN_mask.png`` files of a folder by name, one an id (``unique_ids``); ``role`` names it in errors."""
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder ({role})")
     found = {p.name: p for p in unique_ids(folder, MASK_NAME).values()}

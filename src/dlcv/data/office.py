@@ -1,10 +1,8 @@
 """The self-supervised problem's labelled formats: Office-Home, and the kNN monitor's sets.
 
-Office-Home is ``office/{train,val}/`` with ``train.csv`` / ``val.csv`` of header ``id,filename,label``;
-a test CSV has the same columns with the label empty. Fine-tuning reads it through the classification
-data module (``data.train_labels: train.csv``, whose ``filename,label`` columns it needs); prediction
-keeps the CSV's own order and ids (``read_office_csv``). Images of mixed sizes are decoded once,
-resized to ``data.image_size``, into the usual uint8 cache.
+Office-Home is ``office/{train,val}/`` with ``train.csv`` / ``val.csv`` of header ``id,filename,label`` (a test CSV's
+labels empty), read as classification data (``data.train_labels: train.csv``); prediction keeps the CSV's order and
+ids (``read_office_csv``). Images of mixed sizes are cached once, resized to ``data.image_size``.
 """
 
 from __future__ import annotations
@@ -65,12 +63,9 @@ def write_office_csv(path: str | os.PathLike, rows: Iterable[tuple]) -> None:
 
 def monitor_sets(folder: str | os.PathLike, side: int | None, max_bank: int, seed: int,
                  use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kNN monitor's labelled images: a bank (at most ``max_bank`` images, class-balanced) and queries.
-
-    ``folder`` is an Office-Home folder (``train/`` the bank and ``val/`` the queries, with their CSVs),
-    or a p1-style labelled folder (``train_50/`` and ``val_50/``, the class at the start of each file
-    name), such as the transfer split's ``supervised/``: the classes the unlabelled images come from.
-    Returns uint8 images and (N, 2) ``[label, is_query]`` rows."""
+    """The kNN monitor's uint8 images and (N, 2) ``[label, is_query]`` rows: a class-balanced bank (at most
+    ``max_bank``) and the queries. ``folder``: Office-Home (``train/`` the bank, ``val/`` the queries, with CSVs) or a
+    p1-style folder (``train_50/``, ``val_50/``, the class starting each file name), e.g. transfer's ``supervised/``."""
     folder = Path(folder)
     if (folder / "train.csv").is_file():
         bank, queries = [read_image_folder(folder / name, folder / f"{name}.csv") for name in ("train", "val")]

@@ -94,9 +94,8 @@ def parse_label(value: str, where: str) -> int:
 
 
 def check_class_count(labels: np.ndarray, where: str | os.PathLike) -> int:
-    """The class count that ``labels`` imply (highest + 1), refused when it is absurd for them: a
-    highest label more than twice the number of different labels (a stray ``99999_0.png`` among 50
-    classes) would silently make a model of 100,000 classes; ``data.num_classes`` states such a count."""
+    """The class count ``labels`` imply (highest + 1), refused above twice the number of different labels (a stray
+    ``99999_0.png`` among 50 classes would make a 100,000-class model); ``data.num_classes`` states such a count."""
     count = int(labels.max()) + 1
     distinct = len(np.unique(labels))
     if count > max(2 * distinct, 10):
@@ -121,11 +120,8 @@ class LabelledImages:
 
 
 def read_image_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike | None = None) -> LabelledImages:
-    """The images of ``folder`` (sorted by name) with labels from a CSV or from their file names.
-
-    With ``labels_csv``, the CSV's ``filename,label`` rows decide which images there are; every
-    named file must exist inside ``folder``. Without it, each file name must start with its class.
-    """
+    """The images of ``folder`` (sorted by name), labelled by ``labels_csv``'s ``filename,label`` rows (which decide the
+    images; each must exist inside ``folder``) or else by the class each file name must start with."""
     folder = Path(folder)
     if labels_csv is None:
         files = list_images(folder)

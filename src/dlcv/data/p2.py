@@ -34,8 +34,7 @@ class SatelliteSet:
 
 
 def _scan(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
-    """The files of ``folder`` whose names match ``pattern``, by id, one file an id (``unique_ids``); none a
-    link leaving the folder."""
+    """``folder``'s files matching ``pattern``, by id, one an id (``unique_ids``); none a link leaving the folder."""
     from dlcv.data.images import check_inside
 
     return {name: check_inside(folder, path) if path.is_symlink() else path
@@ -82,8 +81,7 @@ def random_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
 
 
 def load_pairs(pairs: SatelliteSet, codec: MaskCodec, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, H, W, 3) and class masks (N, H, W) of a labelled set, uint8, checked to be of one size;
-    memory-mapped from the cache after the first decode."""
+    """A labelled set's uint8 images (N, H, W, 3) and class masks (N, H, W), of one size; memory-mapped once decoded."""
     from dlcv.data.images import load_image_stack
 
     images = load_image_stack(pairs.images, use_cache=use_cache)

@@ -1,16 +1,9 @@
 """Augmentation policies and label mixing for classification batches.
 
-``auto_augment`` applies TrivialAugmentWide or RandAugment (torchvision's spaces of operations and
-magnitudes) with a fresh draw per image, to the whole batch at once on its device: the draws are
-made for every image first, then each operation runs once over the images that drew it, with
-per-image magnitudes (one batched affine resampling for the shears, translations and rotations,
-per-image blend ratios for brightness, colour, contrast and sharpness, per-image bit masks and
-thresholds). Each image gets what torchvision's transform gives it for the same draw (pixels may
-differ by one where a blend's rounding falls differently). ``mix`` applies MixUp or CutMix (chosen
-at random per batch when both are on, as R3 did) and returns soft targets. The draws use torch's
-global random state, which the training task re-seeds at every epoch start, so a resumed run draws
-exactly what the uninterrupted one drew. Kept beside kornia's policies, which draw one operation per batch, and
-torchvision's per-image transform, which is several times slower here (docs/results.md).
+``auto_augment`` applies TrivialAugmentWide or RandAugment with a fresh draw per image, each operation run once over
+the images that drew it, as torchvision's transform would (pixels may differ by one where a blend rounds differently).
+``mix`` applies MixUp or CutMix (one at random per batch when both are on, as R3 did), giving soft targets. Draws use
+torch's global random state, re-seeded by the task every epoch: a resumed run draws what the uninterrupted one drew.
 """
 
 from __future__ import annotations
@@ -54,9 +47,8 @@ def draw(batch: int, space: dict, num_ops: int, magnitude: int | None, size: tup
 
 
 def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor (indices, magnitudes drawn on the host) on ``device``: to a GPU from pinned memory
-    without waiting for the stream (a copy from pageable memory waits for all queued work, which stops
-    the host from running ahead of the GPU several times a batch)."""
+    """A host tensor (indices, magnitudes drawn on the host) on ``device``: to a GPU from pinned memory, without
+    waiting for the stream (a copy from pageable memory waits for all queued work, stalling the host)."""
     if device.type == "cuda":
         return values.pin_memory().to(device, non_blocking=True)
     return values.to(device)

@@ -1,13 +1,7 @@
 """Segmentation batches: image and mask cropped, resized and turned together, straight from uint8 caches.
 
-The pairs are decoded once into uint8 stacks (memory-mapped caches, ``p2.load_pairs``). A training
-batch is cut from them on the CPU before it travels: per sample a random square crop (its side a
-log-uniform fraction ``data.scale`` of the tile's), resized to ``data.train_size`` on the uint8
-pixels (bilinear with anti-aliasing for the image, nearest for the mask), then a random mirror and a
-random multiple of 90 degrees, the same for both. The crops are planar (``(B, 3, S, S)``: the
-resize writes planes, and a plane turns as cheaply as a mask), and only the small crops are ever
-converted to float, on the training device. The draws come from a generator seeded by (seed,
-epoch), so an epoch's crops are the same whenever it runs, a resumed one included.
+Crops are cut on the CPU as planar uint8 and only they become float, on the training device. The draws are seeded by
+(seed, epoch), so an epoch's crops are the same whenever it runs, a resumed one included.
 """
 
 from __future__ import annotations
@@ -48,20 +42,14 @@ def crop_params(batch: int, side: int, scale: tuple[float, float], flip: bool, r
 
 @functools.cache
 def _nearest_rows(side: int, size: int) -> np.ndarray:
-    """The source row of each of ``size`` output rows when ``side`` rows are resized by ``nearest-exact``,
-    read off ``F.interpolate`` itself (a ramp through the same kernel), so a gather with them equals it."""
+    """Source row of each of ``size`` rows when ``side`` are resized ``nearest-exact``, read off ``F.interpolate``."""
     ramp = torch.arange(side, dtype=torch.float32).view(1, 1, 1, side)
     return F.interpolate(ramp, size=(1, size), mode="nearest-exact").view(size).long().numpy()
 
 
 def crop_pair(image: torch.Tensor, mask: np.ndarray, params: tuple, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    """One uint8 (H, W, 3) image and (H, W) mask -> planar (3, size, size) and (size, size), moved together.
-
-    The image is resized with anti-aliasing, then mirrored and turned. The mask's nearest-neighbour
-    resize, mirror and turn are one gather of rows and then columns of the tile (the rows and columns
-    ``nearest-exact`` picks, reversed or swapped as the mirror and the turn say): equal to resizing,
-    mirroring and turning, at a third of the time.
-    """
+    """One uint8 (H, W, 3) image and (H, W) mask -> planar (3, size, size) and (size, size), moved together; the mask's
+    nearest resize, mirror and turn are one gather of the tile's rows, then columns (the same pixels, cheaper)."""
     side, top, left, mirror, turns = params
     crop = image[top : top + side, left : left + side].permute(2, 0, 1).unsqueeze(0)  # NCHW view, channels-last
     out = resize_float(crop, size)[0]
@@ -91,12 +79,10 @@ def _next_or_none(items, lock: threading.Lock):
 
 @contextlib.contextmanager
 def _crop_pool(workers: int):
-    """A thread pool whose workers run their kernels on one thread each.
+    """A thread pool whose workers run their kernels on one thread each (an OpenMP team per worker fights for cores).
 
-    Each worker starting its own OpenMP team on the same cores made a batch's crops slower.
-    ``torch.set_num_threads`` also sets the default that threads starting later take, so once
-    every worker has set its own count the default is put back: the calling (training) thread, and any
-    thread after, keep the process's count.
+    ``torch.set_num_threads`` also sets the default later threads take, so once every worker has set its own the
+    default is put back: the calling (training) thread, and any thread after, keep the process's count.
     """
     threads = torch.get_num_threads()  # the calling thread's count (and its own setting made first)
     ready = threading.Barrier(workers + 1, timeout=60)
@@ -119,13 +105,10 @@ def _crop_pool(workers: int):
 class SegmentationBatches(TensorBatches):
     """Training batches of augmented uint8 crops: ``(images (B, 3, S, S), masks (B, S, S))``.
 
-    The per-sample work runs on a small thread pool (PyTorch releases the GIL in its kernels), one
-    kernel thread per worker. With ``normalize=(mean, std)`` the workers also finish each sample as
-    the training step takes it (normalised float32 planes, int64 masks, the values of
-    ``planes_to_float`` and ``long()``): for training on the CPU, where converting a whole batch on
-    the training thread would wake its OpenMP team, whose threads then spin on the cores the next
-    batch's crops need. For an accelerator the uint8 batch travels and is converted there. Kept beside a
-    ``DataLoader`` with workers: faster on this work (docs/results.md, segmentation input pipeline).
+    Samples are made on a small thread pool (PyTorch releases the GIL in its kernels). With ``normalize=(mean, std)``,
+    for training on the CPU, the workers also give normalised float32 planes and int64 masks, as ``planes_to_float``
+    and ``long()`` would: a whole batch converted on the training thread wakes an OpenMP team that then spins on the
+    cores the next crops need. Without it (an accelerator) the uint8 batch travels and is converted there.
     """
 
     def __init__(self, images, masks, batch_size: int, cfg, normalize: tuple | None = None, **kwargs):
@@ -153,8 +136,8 @@ class SegmentationBatches(TensorBatches):
                 todo, lock = iter(range(len(index))), threading.Lock()
 
                 def work(_, index=index, params=params, images=images, masks=slots, todo=todo, lock=lock) -> None:
-                    # Each worker takes the batch's next sample until none is left: a task per worker, not
-                    # per sample (the hand-offs cost more than they saved).
+                    # Each worker takes the batch's next sample until none is left: one task per worker, not per
+                    # sample, whose hand-offs cost more.
                     while (j := _next_or_none(todo, lock)) is not None:
                         images[j], masks[j] = crop_pair(self.images[index[j]], labels[index[j]], params[j], size)
                         if finish:
@@ -165,11 +148,8 @@ class SegmentationBatches(TensorBatches):
 
 
 class SegmentationData(InMemoryData):
-    """Problem 2's data: ``root/train`` pairs, and ``root/validation`` or a holdout share of train.
-
-    With ``holdout > 0`` a random share of the training pairs selects checkpoints, and the
-    validation folder (if present) is scored once at the end, for no choice.
-    """
+    """Problem 2's data: ``root/train`` pairs, and ``root/validation`` or a holdout share of train; with ``holdout > 0``
+    the holdout selects checkpoints and the validation folder (if any) is only scored at the end."""
 
     def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
         super().__init__(cfg, seed, plan)
@@ -196,19 +176,15 @@ class SegmentationData(InMemoryData):
                 f"{self.cfg.train_size}px, model input {self.cfg.eval_size}px")
 
     def progress_images(self, wanted: list) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """``(ids, images, masks)`` of the validation images whose masks are kept through training.
-
-        They come from the validation folder even when checkpoints are selected on a holdout share of
-        train (drawing them decides nothing); the chosen ids that exist there, else its first three.
-        """
+        """``(ids, images, masks)`` of the validation images whose masks are kept through training: the ``wanted``
+        ids in the validation folder (even under a holdout: drawing them decides nothing), else its first three."""
         source = self.final if self.final is not None else self.val
         wanted = [str(w) for w in wanted or []]
         picks = [source.names.index(w) for w in wanted if w in source.names] or list(range(min(3, len(source))))
         return [source.names[i] for i in picks], source.x[picks], source.y[picks]
 
     def _split(self, pairs: SatelliteSet, folder: Path) -> Split:
-        """The pairs' images and class masks as a ``Split`` named by id, decoded once (cache), in one copy out of
-        the memory maps into RAM: batches then index plain memory."""
+        """The pairs as a ``Split`` named by id, decoded once (cache), copied into RAM so batches index plain memory."""
         images, masks = load_pairs(pairs, self.codec, use_cache=self.cfg.cache)
         return Split(torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks)), pairs.ids, folder)
 

@@ -1,17 +1,6 @@
-"""BYOL's two augmented views, computed for a whole uint8 batch at once on the training device.
-
-The recipe is lightly's ``BYOLView1Transform`` / ``BYOLView2Transform`` (Grill et al., table 6):
-a random resized crop (area ``min_scale``..1, aspect 3/4..4/3) with a horizontal flip, colour
-jitter with probability 0.8 (brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1), grayscale
-with probability 0.2, Gaussian blur (probability 1.0 for view 1, 0.1 for view 2; sigma 0.1..2 at
-224 pixels, scaled with the output size) and solarisation (0.0 / 0.2); the keys and defaults are
-``dlcv.recipes.Views``. Lightly applies these per
-PIL image; on a 2-core CPU that per-sample work costs more than the network at 32x32, so here every
-step is one batched tensor operation with per-sample random parameters: the crop and flip are one
-``affine_grid``/``grid_sample``, the blur one grouped convolution. The jitter is applied in a fixed
-order (torchvision draws a random order); everything else follows lightly's parameters. Kept beside lightly's
-and kornia's: faster at the CPU recipe's size (docs/results.md, BYOL's two views).
-"""
+"""BYOL's two augmented views, computed for a whole uint8 batch at once on the training device: lightly's
+``BYOLView1Transform`` / ``BYOLView2Transform`` (defaults: ``dlcv.recipes.Views``) as batched tensor operations with
+per-sample random parameters, not per PIL image; the colour jitter goes in a fixed order (torchvision's is random)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
 """Deterministic synthetic data in exactly the course's formats (the embedded default data).
 
-Problem 1: every class is a shape (disc, square, triangle, cross, ring, bar) in a hue of its own,
-drawn at a random place, size, angle and shade over a noisy background, so that a classifier must
-learn shape and colour together and its embeddings have real structure to show.
-
-The self-supervised problem: every class is a texture that fills the image (stripes either way,
-checks, dots, a grid, blobs) in two random grey levels under a random tint, at a random period, phase
-and small tilt. Every crop of an image keeps its class and its colour is what BYOL's colour jitter
-varies, so what two views share is the class, which BYOL can learn where untrained features barely
-separate it (docs/results.md). Problem 1's single shapes would not do: a crop often misses the shape.
-"""
+A class is a shape in its own hue (problem 1), or a texture filling the image (self-supervised: every crop keeps it)."""
 
 from __future__ import annotations
 
@@ -31,9 +22,8 @@ P1_PARTS = ("train_50", "val_50", "val_gt.csv")
 
 
 def is_synthetic(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` lies in a data set this module wrote (its manifest, on it or up to two folders
-    above: ``p2_data/office`` is synthetic when ``p2_data`` is), so that no one compares its scores with
-    the course's."""
+    """Whether ``folder`` lies in a data set this module wrote (its manifest on it or up to two folders above), so
+    that no one compares its scores with the course's."""
     path = Path(folder).resolve()
     for candidate in (path, *list(path.parents)[:2]):
         manifest = read_manifest(candidate)
@@ -154,12 +144,8 @@ def _save(array: np.ndarray, path: Path) -> None:
 
 def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: int = 100,
              val_per_class: int = 20, seed: int = 0, overwrite: bool = False) -> Path:
-    """Write ``output/p1_data`` (train_50/, val_50/, val_gt.csv) as the course lays it out.
-
-    Training images of a class take indices 0..train_per_class-1 and validation images the
-    indices after them, as in the course's data. The folder is built beside its final place and
-    renamed into it, so an interrupted run leaves no partial data set.
-    """
+    """Write ``output/p1_data`` (train_50/, val_50/, val_gt.csv) as the course lays it out, staged so that an
+    interrupted run leaves no partial data set; a class's validation images take the indices after its training ones."""
     if num_classes < 2 or train_per_class < 1 or val_per_class < 1:
         raise DlcvError("synthetic data needs at least 2 classes and 1 image per class and split")
     target = _data_target(output, "p1_data", P1_PARTS, overwrite)
@@ -195,11 +181,8 @@ _P2_LOOK = {
 
 
 def draw_p2_pair(rng: np.random.Generator, size: int = 512, regions: int = 9) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic (size, size, 3) satellite image and its (size, size) class map.
-
-    The map is a Voronoi tessellation with wavy borders (each cell one class, Unknown rare); the
-    image paints every class with its own colour and texture, plus shading and noise.
-    """
+    """One synthetic (size, size, 3) satellite image and its (size, size) class map: Voronoi cells with wavy
+    borders, one class each (Unknown rare), painted in each class's colour and texture with shading and noise."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     wx = x + 0.03 * np.sin(2 * np.pi * (3 * y + rng.uniform()))
     wy = y + 0.03 * np.sin(2 * np.pi * (3 * x + rng.uniform()))
@@ -252,12 +235,10 @@ def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, si
 # --- The self-supervised problem: Mini-ImageNet, Office-Home and the course's supervised backbone ------------
 def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 2000, office_train_per_class: int = 12,
               office_val_per_class: int = 20, arch: str = "resnet50", seed: int = 0, overwrite: bool = False) -> Path:
-    """Write ``output/p2_data/mini/train/*.jpg`` (unlabelled, 84x84), ``output/p2_data/office/{train,val}/``
-    with ``train.csv`` / ``val.csv`` (``id,filename,label``; images of mixed sizes, as Office-Home's are)
-    and ``output/p2_data/pretrain_model_SL.pt``: a randomly initialised torchvision ``arch`` state_dict in
-    the course file's form (``fc`` with 1000 outputs), for tests. The images are textures (``draw_texture``),
-    the unlabelled ones of every class; few labelled ones, as Office-Home has. Satellite pairs already
-    there are kept."""
+    """Write under ``output/p2_data``: ``mini/train/*.jpg`` (unlabelled, 84x84), ``office/{train,val}/`` with
+    ``train.csv`` / ``val.csv`` (``id,filename,label``; mixed sizes, as Office-Home's) and ``pretrain_model_SL.pt``
+    (a randomly initialised torchvision ``arch`` state_dict, ``fc`` of 1000 outputs); the images are
+    ``draw_texture``'s. Satellite pairs already there are kept."""
     import torch
     from torchvision import models
 

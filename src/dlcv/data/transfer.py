@@ -1,14 +1,7 @@
-"""The real-image transfer split (``dlcv data transfer-split``): the p1 images in the self-supervised
-problem's layouts, with the two roles kept apart by class.
-
-- ``mini/train/NNNNN.jpg``: p1 ``train_50`` images of classes 0-24, unlabelled (names are a seeded
-  shuffle, so no label hides in them) - the stand-in for Mini-ImageNet.
-- ``office/{train,val}/{label}_{index}.jpg`` with ``train.csv`` / ``val.csv`` (``id,filename,label``):
-  classes 25-49 renumbered 0..24, train from ``train_50`` and val from ``val_50`` - the stand-in
-  for Office-Home.
-- ``supervised/{train_50,val_50}/``: classes 0-24 with their labels in p1's layout, for the supervised
-  backbone of settings B and D (``dlcv classify fit`` with a ``resnet_transfer`` model).
-"""
+"""The real-image transfer split (``dlcv data transfer-split``), p1's images in the self-supervised problem's layouts:
+classes 0-24 as ``mini/train/NNNNN.jpg`` (unlabelled, names a seeded shuffle; Mini-ImageNet's stand-in) and, labelled,
+as ``supervised/{train_50,val_50}/`` (for the backbone of settings B and D); classes 25-49, renumbered 0..24, as
+``office/{train,val}/{label}_{index}.jpg`` with ``train.csv`` / ``val.csv`` (``id,filename,label``; Office-Home's)."""
 
 from __future__ import annotations
 

@@ -15,9 +15,8 @@ from dlcv.data.office import monitor_sets
 
 
 class UnlabelledImages(InMemoryData):
-    """Mini-ImageNet for pre-training: every image of a folder, decoded once (resized to
-    ``data.image_size``); training batches become BYOL's two views on the device (``views``), and
-    the optional Office-Home monitor set is the validation data, prepared without augmentation."""
+    """Mini-ImageNet for pre-training: every image of a folder, decoded once at ``data.image_size``; training batches
+    become BYOL's two views on the device (``views``), the optional monitor set is unaugmented validation data."""
 
     def __init__(self, folder: str | os.PathLike, cfg, views, seed: int,
                  monitor: str | os.PathLike | None = None, max_bank: int = 5000, plan=None):

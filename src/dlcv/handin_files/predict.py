@@ -1,10 +1,6 @@
 """DLCV HW1 prediction as the course runs it, written by `dlcv handin`: plain torch, numpy and Pillow.
-
-The model is the plain torch class beside this file (``CONFIG["model"]``), its weights a plain state_dict
-(``CONFIG["weights"]``, fetched by the download script). The input preparation, the test-time augmentation and
-the precision are those of ``dlcv classify predict`` / ``dlcv ssl predict`` / ``dlcv segment predict`` for the
-checkpoint it was made from, so the predictions are theirs. Python 3.6 or later; torch 1.4 or later (1.11 where
-the segmenter resizes its tiles on a GPU).
+The model class and state_dict beside this file (``CONFIG``) predict as the source checkpoint's ``dlcv ... predict``.
+Python 3.6 or later; torch 1.4 or later (1.11 where the segmenter resizes its tiles on a GPU).
 """
 import argparse
 import csv
@@ -48,8 +44,7 @@ def load_model(device):
 
 
 def autocast(device):
-    """The precision ``dlcv ... predict`` uses for this checkpoint: a model trained below float32 predicts in the
-    GPU's half type, or in bf16 on a CPU with bf16 units; anything else in float32."""
+    """``dlcv ... predict``'s precision: below float32, the GPU's half type or bf16 on a bf16 CPU; else float32."""
     precision = CONFIG["precision"]
     if device.type == "cuda":
         half = torch.bfloat16 if torch.cuda.is_bf16_supported() and precision != "16-mixed" else torch.float16
@@ -65,15 +60,13 @@ def autocast(device):
 
 
 def batch_size(device):
-    """Images per batch: on a GPU, where the model takes any batch, those of dlcv's predict (a GPU picks its kernels
-    by shape, so near ties fall alike); else the batch it was traced at (faster on a CPU, whose sums do not depend
-    on the batch)."""
+    """Images per batch: ``dlcv ... predict``'s on a GPU when the model takes any batch (kernels are chosen by shape,
+    so near ties fall alike), else the batch it was traced at."""
     return CONFIG["predict_batch"] if CONFIG["any_batch"] and device.type != "cpu" else CONFIG["batch"]
 
 
 def run(net, x):
-    """The model on ``x``: whole where it takes any batch, else in batches of exactly the size it was traced at
-    (the last one padded)."""
+    """The model on ``x``: whole where it takes any batch, else in batches of its traced size (the last one padded)."""
     size, out = CONFIG["batch"], []
     if CONFIG["side"] and tuple(x.shape[-2:]) != (CONFIG["side"], CONFIG["side"]):
         fail("the model was exported for {0}x{0} inputs, not {1}x{2}".format(CONFIG["side"], *x.shape[-2:]))
@@ -177,9 +170,8 @@ def predict_csv(table, folder, output):
 
 
 def segment_input(tiles, device):
-    """uint8 (B, H, W, 3) tiles -> the model's input at the evaluation size: on a CPU the uint8 pixels are resized
-    (torch's antialiased bilinear of uint8, as dlcv; before torch 2.1, which lacks it, Pillow's, which it follows
-    within one level), elsewhere the float batch."""
+    """uint8 (B, H, W, 3) tiles -> the model's input at the evaluation size: resized as uint8 on a CPU (as dlcv;
+    Pillow's before torch 2.1), else as floats."""
     size = CONFIG["eval_size"]
     if size and tuple(tiles.shape[1:3]) != (size, size):
         if device.type != "cpu":

@@ -15,8 +15,7 @@ def _unit_rows(features: np.ndarray) -> np.ndarray:
 
 
 def _vote(sim: np.ndarray, bank_y: np.ndarray, k: int, num_classes: int) -> np.ndarray:
-    """The majority class among each row's ``k`` most similar bank points; a tie goes to the class of
-    the nearer neighbours (votes are weighted by rank very slightly)."""
+    """Majority class among each row's ``k`` most similar bank points; ties go to the nearer (rank-weighted votes)."""
     nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(sim, nearest, axis=1), axis=1)
     nearest = np.take_along_axis(nearest, order, axis=1)
@@ -27,19 +26,15 @@ def _vote(sim: np.ndarray, bank_y: np.ndarray, k: int, num_classes: int) -> np.n
 
 
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 10, chunk: int = 2048) -> float:
-    """Leave-one-out k-nearest-neighbour accuracy with cosine similarity.
-
-    Each point is classified by the majority class among its ``k`` most similar other points.
-    """
+    """Leave-one-out k-nearest-neighbour accuracy with cosine similarity: each point against all the others."""
     k = min(k, len(features) - 1)
     return knn_accuracy_against(features, labels, features, labels, k, chunk, leave_one_out=True)
 
 
 def knn_accuracy_against(bank: np.ndarray, bank_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray,
                          k: int = 20, chunk: int = 2048, leave_one_out: bool = False) -> float:
-    """Accuracy of classifying ``query`` points by their ``k`` most cosine-similar ``bank`` points
-    (the kNN monitor of self-supervised training: bank = labelled training images, query = validation).
-    ``leave_one_out``: query and bank are the same points, and none is its own neighbour."""
+    """Accuracy of classifying ``query`` points by their ``k`` most cosine-similar ``bank`` points (the self-supervised
+    kNN monitor). ``leave_one_out``: query and bank are the same points, and none is its own neighbour."""
     b, q = _unit_rows(bank), _unit_rows(query)
     classes, y = np.unique(np.asarray(bank_labels), return_inverse=True)
     k = min(k, len(b))
@@ -55,12 +50,8 @@ def knn_accuracy_against(bank: np.ndarray, bank_labels: np.ndarray, query: np.nd
 
 def silhouette(features: np.ndarray, labels: np.ndarray, max_points: int = 10_000, seed: int = 0,
                chunk: int = 2048) -> float:
-    """Mean silhouette coefficient (cosine distance); above ``max_points`` a fixed random sample.
-
-    The same definition as scikit-learn's ``silhouette_score(metric="cosine")`` (a point alone in
-    its class scores 0), computed as one matrix product per chunk of rows: the summed distance of
-    each point to every class is ``(1 - x X^T) @ onehot``.
-    """
+    """Mean silhouette coefficient (cosine distance) as scikit-learn's ``silhouette_score(metric="cosine")`` defines it
+    (a point alone in its class scores 0); above ``max_points`` on a fixed random sample."""
     labels = np.asarray(labels)
     x = _unit_rows(features)
     if len(labels) > max_points:

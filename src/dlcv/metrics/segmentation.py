@@ -1,13 +1,6 @@
-"""mIoU exactly as the course grades it, from one pooled 7x7 confusion matrix.
-
-For each class ``i`` in 0..5: ``tp = #(pred==i & gt==i)``, ``iou = tp / (#(pred==i) + #(gt==i) - tp)``,
-pooled over all pixels of all images; ``mIoU`` is the mean of the six. Unknown (6) is not averaged
-but its pixels still count: a prediction of class ``i`` on an Unknown pixel is a false positive of
-``i``. A class absent from both gives 0/0 = nan, as the course's script prints.
-
-The confusion matrix is all that is kept (a 7x7 int64 per image), so evaluating a folder needs
-memory for one mask pair per thread, not a stack of every mask.
-"""
+"""mIoU exactly as the course grades it, from one 7x7 confusion matrix pooled over all pixels: the mean IoU of classes
+0..5; Unknown (6) is not averaged, yet a prediction of ``i`` on an Unknown pixel is a false positive of ``i``; a class
+absent from both gives 0/0 = nan, as the course's script prints."""
 
 from __future__ import annotations
 
@@ -23,10 +16,7 @@ def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) 
 
 
 def code_confusion(gt_rgb: np.ndarray, pred_rgb: np.ndarray) -> np.ndarray:
-    """(8, 8) counts of thresholded colour codes (rows = ground truth), straight from two RGB masks.
-
-    One uint8 key per pixel and one ``bincount``: no per-pixel class lookup, no int64 image.
-    """
+    """(8, 8) counts of thresholded colour codes (rows = ground truth) of two RGB masks, in one ``bincount``."""
     key = (colour_codes(gt_rgb) << 3) | colour_codes(pred_rgb)
     return np.bincount(key.ravel(), minlength=64).reshape(8, 8)
 

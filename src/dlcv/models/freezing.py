@@ -1,11 +1,6 @@
-"""Freezing a pretrained encoder's early stages: the one way every model here does it.
-
-A stage is a timm feature level at stride 4, 8, 16 or 32 (``feature_info``; the stride-2 level, where a
-model has one, belongs to the stem). ``freeze_stages: n`` freezes everything from the input up to the end
-of the n-th stage: those parameters get no gradient, and their batch-norm layers keep their pretrained
-statistics (they stay in eval mode while the rest trains). With pretrained weights the early,
-high-resolution layers are the costliest to train and change least.
-"""
+"""Freezing a pretrained encoder's early stages (costliest to train, least changed), the one way every model does it.
+A stage is a timm feature level at stride 4, 8, 16 or 32 (stride 2 is the stem's); ``freeze_stages: n`` freezes all
+through the n-th stage: no gradient, and batch norm kept in eval mode with its pretrained statistics."""
 
 from __future__ import annotations
 
@@ -17,8 +12,8 @@ STAGE_STRIDES = (4, 8, 16, 32)
 
 
 def freeze_encoder_stages(net: nn.Module, stages: int) -> list[nn.Module]:
-    """Freeze ``net`` (a timm model or feature extractor) through the end of its ``stages``-th stage (0:
-    nothing); return the frozen batch-norm modules, which ``KeepsFrozenStatistics`` keeps in eval mode."""
+    """Freeze ``net`` (a timm model or feature extractor) through the end of its ``stages``-th stage (0: nothing);
+    return the frozen batch-norm modules, which ``KeepsFrozenStatistics`` keeps in eval mode."""
     stages = int(stages)
     if not stages:
         return []

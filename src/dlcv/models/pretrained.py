@@ -1,11 +1,7 @@
 """Model B: any timm or torchvision classifier by name, its head replaced for the data set's classes.
 
-``weights``: ``None`` (random), ``imagenet`` (the library's own weights API; downloads when online),
-a local file (a state_dict of the same architecture, its classifier included or not), or for timm's
-``tf_efficientnet_lite0`` (``lite1``, ``lite2``) the offline ``efficientnet-lite0`` (``-lite1``, ``-lite2``)
-weights. The input is resized to the
-model's resolution by the recipe (``data.input_size``, e.g. 224: the reports upsample 32 to 224).
-"""
+``weights``: ``None`` (random), ``imagenet`` (downloads when online), a local state_dict of the same architecture
+(classifier or not), or for timm's ``tf_efficientnet_lite0`` (1, 2) the offline ``efficientnet-lite0`` (1, 2)."""
 
 from __future__ import annotations
 
@@ -67,9 +63,8 @@ def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: 
 
 
 class TimmClassifier(KeepsFrozenStatistics, Classifier):
-    """A timm model; ``forward_features`` is its pooled pre-logits layer. ``freeze_stages``: the stem and
-    the first stages stay as the weights left them (see ``dlcv.models.freezing``). ``drop_rate``: dropout
-    before the classifier; ``drop_path_rate``: stochastic depth, the residual blocks' rate rising to it."""
+    """A timm model; ``forward_features``: its pooled pre-logits. ``freeze_stages``: stem and first stages kept as the
+    weights left them; ``drop_rate``: dropout before the head; ``drop_path_rate``: stochastic depth, rising to it."""
 
     def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: Fraction = 0.0,
                  drop_path_rate: Fraction = 0.0, freeze_stages: Whole0 = 0):

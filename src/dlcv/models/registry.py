@@ -21,8 +21,7 @@ _MODULES = ("dlcv.models.small", "dlcv.models.pretrained", "dlcv.models.segmenta
             "dlcv.models.transfer")
 
 
-# Model arguments that name pretrained weights: rebuilding a trained model from its checkpoint
-# must not read them again (the checkpoint holds every weight, and the file may be gone).
+# Arguments naming pretrained weights, which a rebuild from a checkpoint must not read (it holds every weight).
 WEIGHT_ARGS = ("weights", "backbone_weights", "encoder_weights")
 
 
@@ -33,12 +32,10 @@ def rebuild_args(args: dict) -> dict:
 
 def register_model(name: str, kind: str = "classify", passes_to: Callable | None = None,
                    fixed: tuple[str, ...] = ()) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make ``fn(num_classes=..., **kwargs)`` (a function or a model class) buildable as
-    ``create_model(name, ...)``.
+    """Decorator: make ``fn(num_classes=..., **kwargs)`` (function or class) buildable as ``create_model(name, ...)``.
 
-    ``kind`` says what the model does: ``classify`` (logits per image) or ``segment`` (per pixel). The model's
-    arguments are the parameters of ``fn`` (their annotations are their rules: ``model_args``) and, where ``fn``
-    passes ``**kwargs`` on to ``passes_to``, that one's too, less the ``fixed`` ones ``fn`` sets itself.
+    ``kind``: ``classify`` (logits per image) or ``segment`` (per pixel). The model's arguments are ``fn``'s parameters
+    (annotations as rules) and, where ``fn`` passes ``**kwargs`` to ``passes_to``, its too, less the ``fixed`` ones.
     """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -77,9 +74,8 @@ def model_summary(name: str) -> str:
 
 @functools.cache
 def model_args(name: str):
-    """The arguments of the registered model ``name`` as a pydantic model (strict, unknown keys refused): each
-    parameter of its builder, and of what its ``**kwargs`` pass to, with its annotation as its rule and its default.
-    A builder whose ``**kwargs`` go to a library (smp's architectures) takes other keys too."""
+    """The arguments of model ``name`` as a strict pydantic model: its builder's parameters and those its ``**kwargs``
+    pass to, annotations as rules; a builder whose ``**kwargs`` go to a library also takes unknown keys."""
     from pydantic import ConfigDict, create_model
 
     _load_all()
@@ -124,8 +120,7 @@ def check_model_args(name: str, kind: str | None, args: dict) -> None:
 
 
 def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` with ``num_classes`` outputs (of ``kind``, when given); its arguments
-    checked first (``check_model_args``), and a builder's own refusal as one line."""
+    """Build the registered model ``name`` (of ``kind`` if given) with ``num_classes`` outputs; refusals as one line."""
     check_model_args(name, kind, kwargs)
     try:
         return _BUILDERS[name](num_classes=num_classes, **kwargs)

@@ -1,14 +1,7 @@
-"""Segment Anything: building a SAM from a local checkpoint, and its automatic mask generator.
+"""Segment Anything: ``segment-anything``'s SAMs from local checkpoints (nothing downloaded), and a mask generator.
 
-The architectures are the ``segment-anything`` package's own (``sam_model_registry``); nothing is
-downloaded. ``vit_tiny`` is a small-encoder SAM from the same modules (no published weights): it
-runs the whole path in seconds, for tests and smoke runs.
-
-``MaskGenerator`` is ``SamAutomaticMaskGenerator`` with two additions: a callback after each batch
-of point prompts (a progress bar), and ``prefilter``: the decoder's low-resolution logits are
-filtered by the predicted IoU *before* they are up-sampled to the image. The official generator
-up-samples every mask of every point (three per point, to 1024x1024 and back) and only then drops
-those under ``pred_iou_thresh``; the masks that survive are the same either way.
+``vit_tiny`` is a small-encoder SAM with no published weights, for tests and smoke runs. ``MaskGenerator`` adds a
+callback per batch of prompts and ``prefilter``: low-IoU masks dropped before up-sampling, the same masks surviving.
 """
 
 from __future__ import annotations
@@ -34,11 +27,8 @@ TINY = "vit_tiny"
 
 
 def build_tiny_sam(img_size: int = 64, embed_dim: int = 32, prompt_dim: int = 32):
-    """A SAM with a 2-block, 32-wide ViT encoder and a 2-layer decoder, from the package's modules.
-
-    Random weights unless loaded; the encoder's input is ``img_size`` square (images are resized
-    to it like the real SAM's 1024), its embedding ``img_size / 16`` square.
-    """
+    """A SAM with a 2-block, 32-wide ViT encoder and a 2-layer decoder, random unless loaded; its encoder takes
+    ``img_size`` square (images resized to it as to the real SAM's 1024), its embedding ``img_size / 16`` square."""
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     grid = img_size // 16
@@ -123,8 +113,7 @@ def _generator_class():
 
 
 def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
-    """``SamAutomaticMaskGenerator._process_batch`` that drops masks below the IoU threshold before it
-    up-samples them (the same masks come out, without up-sampling those it throws away)."""
+    """``SamAutomaticMaskGenerator._process_batch``, dropping masks under the IoU threshold before up-sampling them."""
     from segment_anything.utils.amg import (
         MaskData,
         batched_mask_to_box,

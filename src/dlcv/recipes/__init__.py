@@ -1,10 +1,8 @@
 """The recipe schema: one pydantic model per task, every key with its default, its rule and its meaning.
 
-A recipe YAML file and ``--set`` override a task's defaults (``dlcv.config.load_recipe``); the result is
-one of the models below, checked in full (strict types, ranges, choices, and the checks across keys as
-validators), and every consumer reads typed sections: ``recipe.train.epochs``. A run folder's
-``recipe.yaml`` is ``recipe.model_dump()``. A rule's text (``Wants``) is what ``dlcv keys`` prints and what
-an error says a good value is. This module imports no torch, so commands that only read recipes start fast.
+A recipe YAML file and ``--set`` override a task's defaults (``dlcv.config.load_recipe``) into one of these, checked in
+full and read as typed sections (``recipe.train.epochs``); ``recipe.yaml`` is its ``model_dump()``, and a rule's
+``Wants`` text is what ``dlcv keys`` and errors print. No torch here, so commands that only read recipes start fast.
 """
 
 from __future__ import annotations

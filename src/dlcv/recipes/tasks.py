@@ -50,9 +50,9 @@ from dlcv.recipes.schema import (
 from dlcv.rules import crop_padding_error
 
 __all__ = ["RECIPES", "ClassifyData", "ClassifyTrain", "Embed", "ClassifyRecipe", "crop_padding_error",
-           "FinetuneRecipe", "CropScale", "SegmentData", "PixelLoss", "SegmentLoss", "SegmentTrain", "Progress", "SegmentRecipe",
-           "ByolData", "Views", "Trunk", "Byol", "Monitor", "ByolRecipe", "SSL_SETTINGS", "Backbones", "TableData",
-           "Shares", "TableRecipe", "Generator", "SamModel", "Refine", "Figure", "SamRecipe"]
+           "FinetuneRecipe", "CropScale", "SegmentData", "PixelLoss", "SegmentLoss", "SegmentTrain", "Progress",
+           "SegmentRecipe", "ByolData", "Views", "Trunk", "Byol", "Monitor", "ByolRecipe", "SSL_SETTINGS", "Backbones",
+           "TableData", "Shares", "TableRecipe", "Generator", "SamModel", "Refine", "Figure", "SamRecipe"]
 
 
 # --- Problem 1: classification ----------------------------------------------------------------------------

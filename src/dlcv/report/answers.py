@@ -1,9 +1,6 @@
-"""The student's own words in the report: each year's questions in its order and wording, a Markdown template of
-them (``dlcv report --answers-template``), and the answers read back (``--answers``) to be put under their
-questions, with the name and student id at the top.
-
-The answers file is Markdown: a front block of ``name:`` and ``student_id:`` lines, then one ``## KEY`` heading per
-question (``## P1.3``), the question's words after the key, and the answer below it, in English or Chinese.
+"""The student's own words in the report: each year's questions, their Markdown template (``--answers-template``),
+and the answers file read back (``--answers``): ``name:`` and ``student_id:`` lines, then per question a ``## KEY``
+heading (``## P1.3``) and its words, the answer below it in English or Chinese.
 """
 
 from __future__ import annotations
@@ -74,8 +71,7 @@ def questions(year: int) -> list[Question]:
 
 
 def template(year: int) -> str:
-    """The answers file of ``year`` to fill in: the front block, then each question with what dlcv places for it
-    and an empty answer."""
+    """The answers file of ``year`` to fill in: the front block, then each question with what dlcv places for it."""
     lines = [f"<!-- DLCV {year} HW1 report: write each answer under its question (Markdown, English or Chinese), "
              f"then: dlcv report --year {year} --answers THIS_FILE -->", "", "name: ", "student_id: ", ""]
     for q in questions(year):

@@ -1,5 +1,4 @@
-"""A model's layers as a table (name, type, output shape, parameters), read by forward hooks on a
-dummy input, and the rows of its block diagram."""
+"""A model's layer table (name, type, output shape, parameters) by forward hooks on a dummy input, and its diagram."""
 
 from __future__ import annotations
 
@@ -46,8 +45,7 @@ class Trace:
         return [prefix + child for child, _ in module.named_children()]
 
     def _settle(self, names: list[str]) -> list[str]:
-        """Replace every module the forward pass did not call by its children (its parent calls them
-        one by one, as timm's feature extractors do with their blocks)."""
+        """Replace each module the forward pass did not call by its children (its parent calls them one by one)."""
         out = []
         for name in names:
             children = self._children(name)
@@ -96,8 +94,7 @@ def trace_model(model, example) -> Trace:
 
 
 def build_for_run(recipe, num_classes: int | None = None):
-    """``(model, input description, trace)`` for a run's recipe and class count, without any pretrained
-    weights (the structure is what is shown)."""
+    """``(model, input description, trace)`` for a run's recipe and class count, never with pretrained weights."""
     import torch
 
     from dlcv.models import create_model, rebuild_args
@@ -113,8 +110,7 @@ def build_for_run(recipe, num_classes: int | None = None):
                                  **rebuild_args(dict(recipe.model.args)))
             return model, trace_model(model, torch.zeros(1, 3, side, side))
 
-    # On the meta device the forward pass computes shapes without any arithmetic (an FCN32s at 512
-    # pixels takes seconds on a CPU); a model that meta tensors cannot run is traced on the CPU.
+    # The meta device gives shapes without arithmetic; a model that meta tensors cannot run is traced on the CPU.
     try:
         model, trace = build("meta")
     except (NotImplementedError, RuntimeError):

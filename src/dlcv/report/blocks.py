@@ -105,8 +105,7 @@ def selection(run: RunFolder) -> str:
 
 
 def recipe_table(run: RunFolder) -> Table:
-    """The run's recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, early
-    stopping, read from its resolved recipe.yaml (and how many epochs it ran, from its metrics)."""
+    """The run's resolved recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, stopping."""
     recipe = run.recipe
     train, patience = recipe.train, recipe.train.early_stopping_patience
     ran = run.summary.epochs or (run.metrics[-1]["epoch"] if run.metrics else None)
@@ -134,8 +133,7 @@ def recipe_table(run: RunFolder) -> Table:
 
 
 def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
-    """A layer table (by forward hooks on a dummy input) and a block diagram of the run's model; the
-    same model with the same arguments is drawn once."""
+    """A layer table (hooks on a dummy input) and block diagram of the run's model, once per model and arguments."""
     from dlcv.report.architecture import build_for_run
     from dlcv.viz.architecture import plot_block_diagram
 
@@ -179,8 +177,7 @@ def curves_figure(run: RunFolder, ctx: ReportContext, panels, monitor: str, capt
 
 
 def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: str, caption: str) -> list:
-    """What every trained run of a problem's section shows first: its heading, recipe, whether it is
-    unfinished, its architecture and its training curves."""
+    """What a problem's section shows first of each run: heading, recipe, unfinished note, architecture, curves."""
     blocks = [Heading(f"{run.name} ({title})", 3), recipe_table(run)]
     if not run.finished:
         blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
@@ -189,9 +186,8 @@ def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: 
 
 
 def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
-    """The folder holding the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own
-    figures/ when ``dlcv embed plot`` drew them after its last validation snapshot, else a fresh
-    drawing in the scratch folder (always for the training subset, whose figures share those names)."""
+    """The folder of the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own figures/ when ``dlcv embed
+    plot`` drew them after its last validation snapshot, else a scratch drawing (always for the training subset)."""
     from dlcv.viz.snapshots import plot_snapshots
 
     pattern = "train_epoch_*.npz" if training_subset else "epoch_*.npz"

@@ -1,6 +1,5 @@
-"""``dlcv report``: every table and figure of the homework from a folder of runs, as one
-self-contained HTML page (``index.html``), Markdown beside it (``report.md`` + ``figures/``) and, where a
-Chromium is found, the page printed as ``report.pdf``."""
+"""``dlcv report``: every table and figure of the homework from a folder of runs, as one self-contained HTML page
+(``index.html``), Markdown beside it (``report.md``, ``figures/``) and, where a Chromium is found, ``report.pdf``."""
 
 from __future__ import annotations
 
@@ -19,10 +18,9 @@ KIND = "report"  # an earlier report is replaced without --overwrite; any other 
 
 def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, overwrite: bool = False,
                  year: int | None = None, pdf: bool = True, answers=None) -> dict:
-    """Write the report of the runs under ``runs`` into ``output``, its sections in the order of ``year``'s
-    homework (``dlcv.report.sections.YEARS``), with ``report.pdf`` when ``pdf`` and a Chromium is found (one that
-    fails leaves the rest written, and ``pdf_problem`` says why); ``answers`` (``report.answers.Answers``): the
-    student's name, id and answers, put under ``year``'s questions; return what it holds."""
+    """Write the report of the runs under ``runs`` into ``output`` in ``year``'s order (``sections.YEARS``) and return
+    what it holds; ``report.pdf`` when ``pdf`` and a Chromium is found (if that fails, the rest is kept and
+    ``pdf_problem`` says why); ``answers`` (``report.answers.Answers``): the student's name, id and answers."""
     from dlcv.report.answers import place_answers
     from dlcv.report.blocks import ReportContext
     from dlcv.report.discovery import discover_runs, find_outputs
@@ -69,8 +67,7 @@ def _byline(found: list, runs: Path, answers) -> str:
 
 
 def _write_pages(folder: Path, meta: str, sections: list, browser) -> str | None:
-    """index.html and report.md into ``folder``, and report.pdf with ``browser``; what made the PDF fail, if it did
-    (the page and the Markdown are whole then: they are kept)."""
+    """Write index.html, report.md and, with ``browser``, report.pdf into ``folder``; why the PDF failed, or None."""
     from dlcv.report.document import render_html, render_markdown
     from dlcv.report.pdf import print_pdf
 

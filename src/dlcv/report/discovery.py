@@ -13,10 +13,9 @@ MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
 
 
 def find_run_folders(root: Path, left_out: list[str] | None = None) -> list[Path]:
-    """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself).
-    A trained run's own sub-folders are not searched; a recipe.yaml without metrics.csv may be a
-    folder of runs (``dlcv ssl table`` keeps its recipe beside its settings' runs), so it is. Links and hidden
-    folders are not searched: those that hold a recipe.yaml are noted in ``left_out``."""
+    """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself), not inside a
+    trained run (one with a metrics.csv; others may hold runs, as ``dlcv ssl table``'s do). Links and hidden folders
+    are not searched: those holding a recipe.yaml are noted in ``left_out``."""
     found = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)

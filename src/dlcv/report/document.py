@@ -1,5 +1,4 @@
-"""The report as plain blocks (headings, text, tables, figures) and its two writers: a
-self-contained HTML page (CSS inline, figures as data URIs) and Markdown with the figures as files."""
+"""The report as plain blocks (headings, text, tables, figures), written as self-contained HTML and as Markdown."""
 
 from __future__ import annotations
 

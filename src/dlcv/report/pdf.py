@@ -1,5 +1,4 @@
-"""The report as a PDF: the HTML page printed by a headless Chromium (A4; the print style in
-``document.STYLE`` keeps figures and tables whole on a page)."""
+"""The report as PDF: its HTML printed by headless Chromium (A4; ``document.STYLE`` keeps figures and tables whole)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The course reports' published numbers (``published.json``, from shared/REPORTS.md), to show
-beside ours."""
+"""The course reports' published numbers (``published.json``, from shared/REPORTS.md), to show beside ours."""
 
 from __future__ import annotations
 

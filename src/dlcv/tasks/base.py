@@ -1,10 +1,8 @@
 """The base task: the recipe, the optimiser and schedule, per-epoch seeding, and the final scoring.
 
-Classification, segmentation and BYOL are short subclasses in torchgeo's shape: each builds its model, loss
-and metrics (``configure_models``, ``configure_losses``, ``configure_metrics``), says which metric selects its
-checkpoints (``monitor``, ``mode``) and defines its steps. A task that can be
-scored on a labelled final set builds ``self.test_confusion`` and says how a batch is predicted
-(``final_predictions``); ``trainer.test`` then fills ``final_confusion``, summed over processes.
+Classification, segmentation and BYOL subclass it in torchgeo's shape: ``configure_models``, ``configure_losses``,
+``configure_metrics``, the checkpoint metric (``monitor``, ``mode``) and their steps. One scored on a labelled final
+set builds ``self.test_confusion`` and ``final_predictions``; ``trainer.test`` sums ``final_confusion`` over processes.
 """
 
 from __future__ import annotations
@@ -21,8 +19,7 @@ from dlcv.tasks.optim import build_optimizer, build_scheduler
 class BaseTask(L.LightningModule):
     """A LightningModule around ``self.model`` whose optimiser and schedule come from the recipe.
 
-    The resolved recipe is saved in every checkpoint (``hyper_parameters``), so a checkpoint alone
-    says how to rebuild its model and prepare its inputs.
+    Every checkpoint holds the resolved recipe (``hyper_parameters``): alone it says how to rebuild and feed its model.
     """
 
     model: nn.Module

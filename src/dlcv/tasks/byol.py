@@ -1,11 +1,8 @@
 """BYOL (Grill et al., 2020) as a composition of lightly's parts, in the shared base task.
 
-An online network (ResNet trunk, projection head, prediction head) learns to predict a target
-network's projection of another view of the same image. The target (trunk and projection head) gets
-no gradient: it moves only by an exponential moving average of the online weights, with the momentum
-rising from ``byol.momentum`` to 1 on a cosine schedule over all steps. The loss is lightly's
-negative cosine similarity, symmetrised over the two views. A kNN monitor (validation) measures the
-online trunk's features on a labelled set every epoch: ``knn_acc``.
+An online network learns to predict a target's projection of another view; the target gets no gradient and follows the
+online weights by a moving average, its momentum rising from ``byol.momentum`` to 1 on a cosine schedule over all
+steps. A kNN monitor (validation) scores the online trunk's features on a labelled set every epoch: ``knn_acc``.
 """
 
 from __future__ import annotations
@@ -107,11 +104,9 @@ class BYOLTask(BaseTask):
     def knn_untrained(self, data, calibration_images: int = 2048) -> dict[str, float]:
         """The monitor before epoch 1, the value the per-epoch curve is read against.
 
-        ``knn_acc``: the untrained trunk with its batch-norm statistics estimated on (up to
-        ``calibration_images`` of) the pre-training images, weights untouched: the network epoch 1
-        starts from. ``knn_acc_unit_bn``: the same trunk with batch norm's initial statistics (mean 0,
-        variance 1, i.e. no normalisation), which scores higher on small images because raw colour
-        survives every layer; it is not a trunk any trained run can be compared with.
+        ``knn_acc``: the untrained trunk with batch-norm statistics estimated on up to ``calibration_images``
+        pre-training images, the network epoch 1 starts from. ``knn_acc_unit_bn``: with batch norm's initial statistics
+        (mean 0, variance 1), a trunk no trained run can be compared with.
         """
         from dlcv.runtime import inference_device
 
@@ -127,9 +122,8 @@ class BYOLTask(BaseTask):
 
 
 class KnnAtInit(L.Callback):
-    """The kNN monitor before any training, with batch-norm statistics of the pre-training images (see
-    ``BYOLTask.knn_untrained``): the per-epoch curve is read against this value, not against chance. Measured
-    once, when a run starts (not when it resumes), into the JSON file ``path``."""
+    """The kNN monitor before any training (``BYOLTask.knn_untrained``), which the per-epoch curve is read against;
+    measured when a run starts (not when it resumes), into the JSON file ``path``."""
 
     def __init__(self, path: Path, data):
         self.path, self.data = path, data
@@ -178,7 +172,6 @@ def trunk_features(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, 
 
 
 def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> None:
-    """Replace every batch-norm layer's running statistics by their plain average over uint8 ``images``
-    (prepared without augmentation; torch's ``update_bn``); no weight changes."""
+    """Set every batch-norm layer's running statistics to their average over uint8 ``images`` (``update_bn``)."""
     update_bn(_prepared(images, prepare, batch, device), trunk)
     trunk.eval()

@@ -1,5 +1,4 @@
-"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice and Lovasz (smp's), and
-sums of them."""
+"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice and Lovasz (smp's), and sums."""
 
 from __future__ import annotations
 
@@ -13,8 +12,7 @@ from dlcv.errors import DlcvError
 class FocalLoss(nn.Module):
     """Lin et al.'s focal loss: ``-alpha_c (1 - p_t)^gamma log p_t``, mean over pixels.
 
-    ``alpha``: a per-class weight list (or None); one report used it against the rare Rangeland class. Kept
-    beside smp's ``FocalLoss``, which is one-vs-rest sigmoid focal without per-class weights.
+    ``alpha``: per-class weights (or None), which smp's ``FocalLoss`` (one-vs-rest sigmoid focal) does not take.
     """
 
     def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None):
@@ -54,8 +52,7 @@ PIXEL_LOSSES = {
 
 
 def _smp_loss(name: str) -> nn.Module:
-    """segmentation_models_pytorch's multiclass loss ``name``, computed in float32 (under autocast the logits
-    may be bf16)."""
+    """segmentation_models_pytorch's multiclass loss ``name``, in float32 (under autocast the logits may be bf16)."""
     from segmentation_models_pytorch import losses
 
     class Float32(getattr(losses, name)):

@@ -113,8 +113,7 @@ def _cosine_restarts(optimizer, cfg, plan: Plan, warmup: int):
 
 
 def milestone_steps(milestones: list, plan: Plan) -> list[int]:
-    """Milestones as steps: a milestone below 1 is a share of the run (it moves with a budget's plan),
-    one of 1 or more an epoch."""
+    """Milestones as steps: below 1 a share of the run (moving with a budget's plan), from 1 an epoch."""
     return [round(float(m) * plan.total_steps) if float(m) < 1 else round(float(m) * plan.steps_per_epoch)
             for m in milestones]
 

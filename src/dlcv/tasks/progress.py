@@ -1,8 +1,6 @@
-"""Masks through training: chosen validation images' predicted masks at chosen epochs.
-
-The run folder gets ``progress/ground_truth/ID_mask.png`` and ``progress/images/ID_sat.png`` once,
-and ``progress/epoch_NNN/ID_mask.png`` at each chosen epoch; ``dlcv segment progress RUN`` draws them.
-"""
+"""Masks through training: chosen validation images' predicted masks at chosen epochs, in the run folder's
+``progress/ground_truth/ID_mask.png`` and ``progress/images/ID_sat.png`` (once) and ``progress/epoch_NNN/ID_mask.png``
+(drawn by ``dlcv segment progress RUN``)."""
 
 from __future__ import annotations
 

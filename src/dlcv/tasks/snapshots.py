@@ -36,9 +36,8 @@ def model_input(trainer, x: torch.Tensor) -> torch.Tensor:
 
 
 class ChosenEpochs(L.Callback):
-    """A callback doing its work at chosen epochs: numbers, and the words ``middle`` and ``last`` of the run's
-    ``plan`` as it stands when each epoch ends (a time budget re-plans it): ``last`` is the epoch after which
-    training stops, ``middle`` the first at or past half the planned epochs (taken once, also across a resume)."""
+    """A callback working at chosen epochs: numbers, ``last`` (after which training stops) and ``middle`` (the first at
+    or past half the planned epochs; once, also across a resume), by ``plan`` as it stands at each epoch's end."""
 
     def __init__(self, epochs: list[int | str], plan: Plan | None = None):
         self.numbers = {e for e in epochs if isinstance(e, int)}
@@ -65,11 +64,9 @@ class ChosenEpochs(L.Callback):
 
 
 class EmbeddingSnapshots(ChosenEpochs):
-    """At the end of each chosen epoch, run the model over a fixed image set and save its features.
-
-    ``sets`` maps a file prefix ("" for the validation images, ``TRAINING_SUBSET`` for a training subset) to
-    ``(uint8 images, labels, file names)``; ``prepare`` turns a uint8 batch into model input.
-    """
+    """At the end of each chosen epoch, save the model's features of fixed image sets: ``sets`` maps a file prefix
+    ("" for the validation images, ``TRAINING_SUBSET`` for a training subset) to ``(uint8 images, labels, file
+    names)``; ``prepare`` turns a uint8 batch into model input."""
 
     def __init__(self, run_dir: Path, epochs: list[int | str], sets: dict[str, tuple], prepare: Callable,
                  batch_size: int = 500, plan: Plan | None = None):

@@ -38,8 +38,7 @@ def available_panels(rows: list[dict], panels: list[CurvePanel]) -> list[CurvePa
 
 def plot_curves(rows: list[dict], panels: list[CurvePanel], title: str, stem: Path,
                 best_epoch: int | None = None) -> list[Path]:
-    """Draw ``panels`` side by side from ``rows`` (dicts with ``epoch`` and numeric columns or None);
-    a dotted line marks ``best_epoch`` (the checkpoint kept). Writes ``stem.png``."""
+    """Draw ``panels`` from ``rows`` (``epoch`` and numbers or None) as ``stem.png``, dotted line at ``best_epoch``."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
@@ -80,8 +79,7 @@ def monitor_label(folder: Path) -> str:
 
 def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None,
                    queries: str = "Office-Home val") -> Path:
-    """The kNN monitor's accuracy over pre-training epochs (epoch 0: the untrained trunk, when measured),
-    as ``stem.png`` and ``stem.pdf``."""
+    """The kNN monitor's accuracy over pre-training epochs (0: the untrained trunk) as ``stem.png`` and ``stem.pdf``."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     epochs, points = list(range(1, len(values) + 1)), list(values)

@@ -1,10 +1,7 @@
 """2-D layouts of a series of feature snapshots that a person can compare panel to panel.
 
-PCA: each snapshot gets its own 2-component PCA, then is rotated (or reflected) onto the last
-snapshot's layout by orthogonal Procrustes, so that a class sits in the same place in every panel.
-t-SNE (openTSNE): the first snapshot starts from its PCA; every later one starts from the previous
-layout with a shorter exaggeration phase, which both keeps the panels aligned and costs less than
-a fresh run.
+PCA: each snapshot's own, turned onto the last one's by orthogonal Procrustes, so a class keeps its place. t-SNE
+(openTSNE): the first starts from its PCA, each later one from the previous layout with a shorter exaggeration phase.
 """
 
 from __future__ import annotations
@@ -51,14 +48,10 @@ class Phases:
 class TSNEOptions:
     """t-SNE settings: openTSNE's gradient descent in phases.
 
-    Above ``fft_from`` points openTSNE interpolates the repulsive forces on a grid (FFT); the
-    grid's cost grows with the layout's spread, and a coarser grid (``coarse_ints_in_interval``)
-    makes an iteration cheaper. So the early exaggeration and most of the normal phase run coarse,
-    and the last ``fine`` iterations run on the default grid to settle the fine structure. Below
-    ``fft_from`` points Barnes-Hut is the faster gradient and has no grid. A later snapshot starts
-    from the previous layout (rescaled to openTSNE's initial spread), so it needs a shorter
-    exaggeration phase (none with Barnes-Hut) and fewer iterations, at a KL divergence close to
-    independent runs' (docs/representations.md).
+    From ``fft_from`` points the repulsive forces are interpolated on a grid (FFT), cheaper when coarse
+    (``coarse_ints_in_interval``): all but the last ``fine`` iterations run coarse; below it Barnes-Hut, with no grid.
+    A later snapshot starts from the previous layout (rescaled to openTSNE's initial spread), so it needs a shorter
+    exaggeration phase (none with Barnes-Hut) and fewer iterations.
     """
 
     perplexity: float = 30.0

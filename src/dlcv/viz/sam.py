@@ -27,8 +27,7 @@ def mask_outline(mask: np.ndarray) -> np.ndarray:
 
 
 def masks_overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5) -> np.ndarray:
-    """``image`` with each boolean mask blended in a distinct colour, large masks first (so small
-    ones stay visible on top), and each mask's outline drawn in white."""
+    """``image`` with each boolean mask blended in its own colour, largest first (small on top), outlined in white."""
     out = image.astype(np.float32)
     order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))
     colours = distinct_colours(len(masks)).astype(np.float32)
@@ -40,8 +39,7 @@ def masks_overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5
 
 
 def plot_sam_masks(rows: list[tuple[str, np.ndarray, np.ndarray, int]], stem: Path) -> list[Path]:
-    """``rows``: (id, image, overlay, number of masks). Columns: one per image; rows: image, SAM masks.
-    Writes ``stem.png`` and ``stem.pdf``."""
+    """Write ``stem.png`` and ``stem.pdf``: images over their SAM masks; ``rows``: (id, image, overlay, mask count)."""
     plt = _pyplot()
     side = 3.0
     fig, axes = plt.subplots(2, len(rows), figsize=(side * len(rows), 2 * side + 0.3), squeeze=False)

@@ -1,8 +1,5 @@
-"""Figures of embedding snapshots (``dlcv embed plot``, the report): PCA and t-SNE panels across epochs,
-with each snapshot's kNN accuracy and silhouette.
-
-Imports nothing heavier than NumPy, scikit-learn, openTSNE and Matplotlib: no torch.
-"""
+"""Figures of embedding snapshots (``dlcv embed plot``, the report): PCA and t-SNE panels across epochs, with each
+snapshot's kNN accuracy and silhouette. Imports NumPy, scikit-learn, openTSNE and Matplotlib, never torch."""
 
 from __future__ import annotations
 

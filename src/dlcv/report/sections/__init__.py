@@ -19,8 +19,7 @@ YEARS = {
 
 
 def in_order(year: int | None = None) -> list:
-    """The section builders in the page order of ``year``'s homework (its problems first, then the rest),
-    or in ``SECTIONS``' order."""
+    """The section builders in ``year``'s page order (its problems first, then the rest), or in ``SECTIONS``' order."""
     if year is not None and year not in YEARS:
         raise DlcvError(f"--year {year}: choose among {', '.join(map(str, YEARS))}")
     first = YEARS.get(year, ())

@@ -1,5 +1,4 @@
-"""Segment Anything: the overlays of the chosen images (a ``dlcv sam masks`` folder: ``summary.json``
-and ``figure.png``) and, when measured, the mIoU before and after ``dlcv sam refine`` (``refine.json``)."""
+"""Segment Anything: ``dlcv sam masks``' overlay figure and, when measured, the mIoU before and after ``sam refine``."""
 
 from __future__ import annotations
 

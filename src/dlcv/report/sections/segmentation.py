@@ -1,5 +1,4 @@
-"""Semantic segmentation: the mask colours, mIoU with per-class IoU beside the course's numbers,
-recipes, architectures, curves, and the predicted masks through training."""
+"""Semantic segmentation: mask colours, mIoU and per-class IoU beside the course's, runs, and masks through training."""
 
 from __future__ import annotations
 

@@ -55,8 +55,7 @@ def settings_blocks(folder: Path) -> list:
 
 
 def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list:
-    """t-SNE of setting C's trunk at its first and last snapshot: the training subset's snapshots when
-    the run kept them (as R4 showed), else the validation ones."""
+    """t-SNE of setting C's trunk at its first and last snapshot: the training subset's if kept, else validation's."""
     run = next((r for r in runs if r.path == folder / TSNE_SETTING), None)
     if run is None:
         return []
