@@ -9,13 +9,12 @@ Usage: python benchmarks/knn_monitor.py BANK.npz QUERY.npz [--k 20]   (bank and 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightly.utils.benchmarking import knn_predict
-from machine import header
+from machine import best_of, header
 
 from dlcv.data.features import load_features
 from dlcv.metrics.embedding import knn_accuracy_against
@@ -28,16 +27,6 @@ def lightly_accuracy(bank, bank_y, query, query_y, k: int, t: float = 0.1) -> fl
     q = F.normalize(torch.as_tensor(query, dtype=torch.float32), dim=1)
     predicted = knn_predict(q, b.T.contiguous(), torch.as_tensor(y), len(classes), knn_k=k, knn_t=t)[:, 0]
     return float((classes[predicted.numpy()] == query_y).mean())
-
-
-def timed(fn):
-    """(value, fastest seconds of 3)."""
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return value, min(times)
 
 
 def main() -> None:
@@ -53,10 +42,10 @@ def main() -> None:
     else:
         (bank, bank_y), (query, query_y) = [(s.features, s.labels) for s in sets[:2]]
     print(f"bank {bank.shape[0]} x {bank.shape[1]}, query {query.shape[0]}, {len(np.unique(bank_y))} classes")
-    ours, ours_s = timed(lambda: knn_accuracy_against(bank, bank_y, query, query_y, k=args.k))
+    ours, ours_s = best_of(3, lambda: knn_accuracy_against(bank, bank_y, query, query_y, k=args.k))
     print(f"dlcv majority vote, k={args.k}: accuracy {ours:.4f} in {ours_s * 1000:.1f} ms")
     for k in (args.k, 200):
-        theirs, theirs_s = timed(lambda: lightly_accuracy(bank, bank_y, query, query_y, min(k, len(bank))))
+        theirs, theirs_s = best_of(3, lambda: lightly_accuracy(bank, bank_y, query, query_y, min(k, len(bank))))
         print(f"lightly knn_predict, k={k}, t=0.1: accuracy {theirs:.4f} in {theirs_s * 1000:.1f} ms")
 
 

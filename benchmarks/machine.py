@@ -11,6 +11,7 @@ import datetime
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "neon", "sve")
@@ -53,6 +54,16 @@ def gpu() -> str:
         return "torch not installed"
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     return f"{name}; torch {torch.__version__}"
+
+
+def best_of(repeats: int, fn) -> tuple:
+    """(value, fastest seconds) of ``fn()`` over ``repeats`` runs."""
+    times, value = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = fn()
+        times.append(time.perf_counter() - start)
+    return value, min(times)
 
 
 def header() -> str:

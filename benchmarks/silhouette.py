@@ -7,23 +7,12 @@ Usage: python benchmarks/silhouette.py [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-from machine import header
+from machine import best_of, header
 from sklearn.metrics import silhouette_score
 
 from dlcv.metrics.embedding import silhouette
-
-
-def best_of(repeats: int, fn) -> tuple[float, float]:
-    """(value, fastest seconds) of ``fn()`` over ``repeats`` runs."""
-    times, value = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return value, min(times)
 
 
 def main() -> None:

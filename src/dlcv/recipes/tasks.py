@@ -201,6 +201,10 @@ class SegmentLoss(Section):
     dice_weight: NonNegative = key(1.0, "weight of the dice term in a sum")
     lovasz_weight: NonNegative = key(1.0, "weight of the lovasz term in a sum")
 
+    def weight(self, name: str) -> float:
+        """A term's weight in a sum of losses: dice and lovasz have their keys, ce and focal weigh 1."""
+        return {"dice": self.dice_weight, "lovasz": self.lovasz_weight}.get(name, 1.0)
+
 
 class SegmentTrain(Train):
     """How the run trains, and the segmenter's test-time augmentation."""

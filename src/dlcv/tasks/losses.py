@@ -71,5 +71,4 @@ def build_pixel_loss(cfg, num_classes: int) -> nn.Module:
     parts = {name: PIXEL_LOSSES[name](cfg, weights) for name in names}
     if len(parts) == 1:
         return next(iter(parts.values()))
-    scale = {n: getattr(cfg, f"{n}_weight", 1.0) for n in parts}  # ce and focal weigh 1
-    return SumOfLosses(parts, scale)
+    return SumOfLosses(parts, {name: cfg.weight(name) for name in parts})
