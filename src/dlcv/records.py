@@ -20,8 +20,13 @@ class Record(BaseModel):
     @classmethod
     def read(cls, path: Path):
         """The file as this record; one line naming the file and the field when a field is not what it must be."""
+        return cls.of(read_json(path), path)
+
+    @classmethod
+    def of(cls, data: dict, path: Path):
+        """``data``, read from ``path``, as this record (``read`` for a file already read)."""
         try:
-            return cls.model_validate(read_json(path))
+            return cls.model_validate(data)
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(map(str, error["loc"]))

@@ -16,19 +16,20 @@ REFINE_FILE = "refine.json"
 OTHER_OUTPUTS = (REFINE_FILE, "figure.png")  # what makes a folder of runs worth a report without any run
 
 
-def masks_folders(root: Path) -> list[Path]:
-    """``dlcv sam masks`` outputs: a summary.json naming a SAM model type and its figure."""
+def masks_outputs(root: Path) -> list[tuple[Path, SamMasks]]:
+    """``dlcv sam masks`` outputs and their summaries: a summary.json naming a SAM model type, and its figure."""
     found = []
     for folder in find_outputs(root, MASKS_SUMMARY):
-        summary = read_json(folder / MASKS_SUMMARY)
-        if "model_type" in summary and (folder / str(summary.get("figure", "figure.png"))).is_file():
-            found.append(folder)
+        data = read_json(folder / MASKS_SUMMARY)
+        if "model_type" in data:  # not a training run's summary.json
+            summary = SamMasks.of(data, folder / MASKS_SUMMARY)
+            if (folder / summary.figure).is_file():
+                found.append((folder, summary))
     return found
 
 
-def masks_blocks(folder: Path, ctx: ReportContext) -> list:
+def masks_blocks(folder: Path, summary: SamMasks, ctx: ReportContext) -> list:
     """A ``dlcv sam masks`` output: its settings, speed and overlay figure."""
-    summary = SamMasks.read(folder / MASKS_SUMMARY)
     figure = ctx.copy_figure(folder / summary.figure, folder, "sam_masks")
     chosen = ", ".join(summary.figure_images) or "the chosen images"
     rows = [["SAM model", summary.model_type], ["device", summary.device], ["images", summary.images],
@@ -66,13 +67,13 @@ def refine_blocks(folder: Path) -> list:
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     """The SAM section from the SAM outputs under the runs folder; None without any."""
-    masks, refined = masks_folders(ctx.root), find_outputs(ctx.root, REFINE_FILE)
+    masks, refined = masks_outputs(ctx.root), find_outputs(ctx.root, REFINE_FILE)
     if not masks and not refined:
         return None
     section = Section("Segment Anything", "sam")
-    for folder in masks:
+    for folder, summary in masks:
         ctx.say(f"  SAM: {folder.name}")
-        section.blocks += masks_blocks(folder, ctx)
+        section.blocks += masks_blocks(folder, summary, ctx)
     for folder in refined:
         section.blocks += refine_blocks(folder)
     return section
