@@ -35,8 +35,16 @@ def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
 
 def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...]):
     """``(model, recipe)`` of a classification or segmentation checkpoint (of ``task``), loaded for inference."""
+    from dlcv.models import create_model, rebuild_args
+
     ckpt, recipe = read_checkpoint(path, task)
-    return rebuild_model(ckpt, recipe, path, recipe.CLASSES or checkpoint_classes(ckpt, path)), recipe
+    spec, num_classes = recipe.model, recipe.CLASSES or checkpoint_classes(ckpt, path)
+    try:
+        model = create_model(spec.name, num_classes=num_classes, kind=recipe.task, **rebuild_args(spec.args))
+    except DlcvError as exc:
+        raise DlcvError(f"{path}: its model cannot be rebuilt ({exc})") from None
+    load_model_weights(model, ckpt, path, spec.name)
+    return model, recipe
 
 
 def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
@@ -47,19 +55,6 @@ def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CLASSES:
         raise DlcvError(f"{path}: a dlcv checkpoint with no valid class count (num_classes {value!r})")
     return value
-
-
-def rebuild_model(ckpt: dict, recipe, path: str | os.PathLike, num_classes: int):
-    """The checkpoint's model, built from its (typed) recipe and loaded with its weights, in evaluation mode."""
-    from dlcv.models import create_model, rebuild_args
-
-    spec = recipe.model
-    try:
-        model = create_model(spec.name, num_classes=num_classes, kind=recipe.task, **rebuild_args(spec.args))
-    except DlcvError as exc:
-        raise DlcvError(f"{path}: its model cannot be rebuilt ({exc})") from None
-    load_model_weights(model, ckpt, path, spec.name)
-    return model
 
 
 def load_model_weights(model, ckpt: dict, path: str | os.PathLike, model_name: str) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 from dlcv import classify, segment
 from dlcv.config import dump_recipe
 from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder
+from dlcv.records import SettingsTable
+from dlcv.runs import RunFolder
 
 # Problem 1 at demo scale: a narrow dlcv_net, quick on two CPU cores.
 P1_DEMO_RECIPE = {
@@ -100,7 +102,6 @@ def _step(number: int, what: str) -> None:
 
 def _problem1(output: Path, p1: Path, runs: Path) -> dict:
     """Model A on the synthetic Problem 1 set: fit, predict, evaluate, embeddings (steps 2-5)."""
-    from dlcv.runs import RunFolder
     from dlcv.viz.snapshots import plot_snapshots
 
     _step(2, "Problem 1: training dlcv_net from scratch")
@@ -119,8 +120,6 @@ def _problem1(output: Path, p1: Path, runs: Path) -> dict:
 
 def _problem2(output: Path, p2: Path, runs: Path) -> dict:
     """The small U-Net on the synthetic Problem 2 tiles: fit, predict, evaluate, masks in training (steps 6-8)."""
-    from dlcv.runs import RunFolder
-
     _step(6, "Problem 2: training a small U-Net on the satellite-like tiles")
     seg_run = segment.fit(_write_recipe(output / "recipes", P2_DEMO_RECIPE), p2, runs_dir=runs, overwrite=True)
     _step(7, "Problem 2: predicting and evaluating the validation masks")
@@ -164,9 +163,6 @@ def _run_demo(output: Path) -> Path:
 
 def _closing_lines(one: dict, two: dict, table_dir: Path, report: dict) -> None:
     """Where everything is, then the figures: the A-E table, the mIoU, the accuracy."""
-    from dlcv.records import SettingsTable
-    from dlcv.runs import RunFolder
-
     byol = RunFolder(table_dir / "byol").read_summary()
     print(f"  Problem 1 run:      {one['run']}")
     print(f"  predictions:        {one['predictions']}")

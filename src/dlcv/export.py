@@ -29,11 +29,6 @@ ALLOWED_MODULES = ("torch", "math", "operator", "builtins")  # what the traced f
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
-def _is_plain_layer(module: nn.Module) -> bool:
-    """A layer of ``torch.nn`` itself (not a container): rebuilt from its constructor's arguments."""
-    return type(module).__module__.startswith("torch.nn.modules") and not isinstance(module, CONTAINERS)
-
-
 class _ValueProxy(torch.fx.Proxy):
     """A proxy that knows the value it stands for: sizes are read from it, and branches on it take its value."""
 
@@ -57,7 +52,8 @@ class FixedInputTracer(torch.fx.Tracer):
         self.evaluating = False  # computing a node's value: modules and attributes are the real ones
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return _is_plain_layer(module)
+        """A layer of ``torch.nn`` itself (not a container): rebuilt from its constructor's arguments."""
+        return type(module).__module__.startswith("torch.nn.modules") and not isinstance(module, CONTAINERS)
 
     def proxy(self, node):
         return _ValueProxy(node, self)
@@ -174,8 +170,7 @@ def plain_source(model: nn.Module, example: torch.Tensor,
     """``(source, state_dict, any_size, any_batch)``: a Python module (3.8 syntax, torch and the standard library only)
     defining ``class_name``, whose instance loads ``state_dict`` strictly and computes what ``model`` does on inputs of
     ``example``'s shape (of any height and width where ``any_size``, of any batch where ``any_batch``)."""
-    traced = trace(model, example)
-    model.eval()
+    traced = trace(model, example)  # model is now in evaluation mode
     any_size = computes_alike(model, traced, torch.randn(*example.shape[:-2], example.shape[-2] + 16,
                                                           example.shape[-1] + 8))
     any_batch = computes_alike(model, traced, example[:3])

@@ -57,7 +57,7 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
     model as plain torch code and its state_dict (``half``: float16 where ``halved`` allows), and the download script
     fetching each weights file from ``urls`` (sha256-checked); return ``(file, bytes, where from)`` per file."""
     folder, runs, given, urls = SCRIPTS / str(year), Path(runs), given or {}, urls or {}
-    years = sorted(p.name for p in SCRIPTS.glob("20*")) if SCRIPTS.is_dir() else []
+    years = sorted(p.name for p in SCRIPTS.glob("20*"))  # none where SCRIPTS is no folder
     if not years:
         raise DlcvError(f"{SCRIPTS}: no course scripts here; dlcv handin runs from a clone of the repository "
                         "installed with 'pip install -e .'")
@@ -161,9 +161,8 @@ def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dic
 
 def predict_source(config: dict) -> str:
     """``predict.py`` with ``config`` in place of its empty ``CONFIG``."""
-    text = TEMPLATE.read_text()
-    marker = "CONFIG = {}  # filled in by dlcv handin"
-    return text.replace(marker, f"CONFIG = {config!r}  # written by dlcv handin", 1)
+    return TEMPLATE.read_text().replace("CONFIG = {}  # filled in by dlcv handin",
+                                        f"CONFIG = {config!r}  # written by dlcv handin", 1)
 
 
 def save_weights(state: dict, path: Path) -> str:

@@ -45,7 +45,7 @@ def inference_autocast(device, precision: str):
     bf16-trained model on a CPU with bf16 units, bf16; anything else float32."""
     import torch
 
-    precision = resolve_precision(str(precision), device.type)  # auto: as a run on this device would train
+    precision = resolve_precision(precision, device.type)  # auto: as a run on this device would train
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         return torch.autocast("cuda", dtype=dtype, enabled=not precision.startswith(("32", "64")))

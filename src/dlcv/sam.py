@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv.data.images import decode_image
 from dlcv.data.masks import NUM_CLASSES, MaskCodec, mask_files, pair_masks, read_mask, write_mask, write_png
+from dlcv.data.p2 import find_images
 from dlcv.errors import DlcvError, mismatch_message
 from dlcv.io import atomic_path, staged_folder, write_json
 from dlcv.runtime import inference_device
@@ -68,8 +70,6 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
           overwrite: bool = False, device: str | None = None, only: tuple[str, ...] = ()) -> dict:
     """SAM's automatic masks for every ``NNNN_sat.jpg`` of ``images`` (``only``: those ids alone); returns a summary."""
     from dlcv.config import dump_recipe
-    from dlcv.data.images import decode_image
-    from dlcv.data.p2 import find_images
     from dlcv.viz.sam import masks_overlay, plot_sam_masks
 
     recipe = sam_recipe(config, overrides, model_type)
@@ -170,8 +170,6 @@ def refine_classes(classes: np.ndarray, regions: list[tuple[np.ndarray, float]],
 def _sam_sources(predictions, ids: list[str], images, sam_masks) -> dict[str, Path]:
     """Each predicted mask's SAM input: an earlier run's ``NNNN.json`` (``sam_masks``) or its satellite
     image (``images``); one error names every mask without one."""
-    from dlcv.data.p2 import find_images
-
     if sam_masks is not None:
         folder = Path(sam_masks)
         if not folder.is_dir():
@@ -191,8 +189,6 @@ def _sam_sources(predictions, ids: list[str], images, sam_masks) -> dict[str, Pa
 def _regions(runner, name: str, source: Path, mask: Path, shape: tuple[int, int]) -> list:
     """SAM's (region, predicted IoU) pairs for image ``name``: ``runner`` run on ``source``, or without one read from
     ``source`` as a ``sam masks`` JSON file; an image not of ``shape`` is reported against ``mask``."""
-    from dlcv.data.images import decode_image
-
     if runner is None:
         return read_sam_records(source, shape)
     image = decode_image(source)
@@ -231,8 +227,7 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
         for name in ids:
             classes = read_mask(predicted[name], codec)
             regions = _regions(runner, name, sources[name], predicted[name], classes.shape)
-            refined, used = refine_classes(classes, regions, settings.min_predicted_iou,
-                                           settings.min_area)
+            refined, used = refine_classes(classes, regions, settings.min_predicted_iou, settings.min_area)
             write_mask(staging / f"{name}_mask.png", refined)
             per_image[name] = {"regions": len(regions), "regions_used": used,
                                "pixels_changed": int((refined != classes).sum())}

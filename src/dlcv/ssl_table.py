@@ -92,7 +92,7 @@ def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, base,
         say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
         finetune(setting, office, backbones[pretraining], base, runs_dir=table_dir, name=setting,
                  overrides=clock.budget(setting), **_resume_or_restart(run_dir))
-    return _table_row(setting, run_dir, backbones[pretraining])
+    return _table_row(setting, pretraining, tuning, run_dir, backbones[pretraining])
 
 
 def _table_recipe(config: str | os.PathLike | None, data: str | os.PathLike | None, name: str | None,
@@ -115,11 +115,8 @@ def _table_recipe(config: str | os.PathLike | None, data: str | os.PathLike | No
     return recipe, config, data
 
 
-def _table_row(setting: str, run_dir: Path, backbone: Path | None) -> dict:
+def _table_row(setting: str, pretraining: str, tuning: str, run_dir: Path, backbone: Path | None) -> dict:
     """The table's row of a finished setting, from its run's ``summary.json``."""
-    from dlcv.recipes import SSL_SETTINGS
-
-    pretraining, tuning = SSL_SETTINGS[setting]
     summary = RunFolder(run_dir).read_summary()
     final = summary.final_validation
     return {
@@ -171,15 +168,13 @@ class TableClock:
     def __init__(self, recipe, needs: set[str], start: float):
         from dlcv.recipes import parse_duration
 
-        seconds = parse_duration(recipe.budget) if recipe.budget else None
-        self.deadline = None if seconds is None else start + seconds - self.TAIL
-        shares = recipe.shares
+        self.deadline = start + parse_duration(recipe.budget) - self.TAIL if recipe.budget else None
         self.shares: dict[str, float] = {}
         for part, pretraining in (("byol", "self_supervised"), ("supervised", "supervised")):
             if pretraining in needs and not getattr(recipe.backbones, pretraining):
-                self.shares[part] = getattr(shares, part)
+                self.shares[part] = getattr(recipe.shares, part)
         for setting in recipe.settings:
-            self.shares[setting] = shares.settings / len(recipe.settings)
+            self.shares[setting] = recipe.shares.settings / len(recipe.settings)
 
     def skip(self, part: str) -> None:
         self.shares.pop(part, None)

@@ -176,8 +176,7 @@ class InMemoryData(L.LightningDataModule):
 
     def steps_per_epoch(self, world_size: int) -> int:
         """Training steps an epoch takes in each of ``world_size`` processes (``train_batches``' length)."""
-        shard, batch = padded_shard(self.counts()[0], world_size), self.cfg.batch_size
-        return shard // batch if shard >= batch else 1
+        return max(1, padded_shard(self.counts()[0], world_size) // self.cfg.batch_size)
 
     def rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -243,7 +242,7 @@ class ClassificationData(InMemoryData):
         train = read_image_folder(self._folder("train"), self._optional_csv("train_labels"))
         val_folder = validation_folder(self.root, cfg)
         other = read_image_folder(val_folder, self._optional_csv("validation_labels")) if val_folder else None
-        self.num_classes = int(cfg.num_classes or check_class_count(train.labels, self._folder("train")))
+        self.num_classes = cfg.num_classes or check_class_count(train.labels, self._folder("train"))
         for images, beyond in ((train, f"is not below data.num_classes {self.num_classes}"),
                                (other, f"is not among the {self.num_classes} training classes")):
             if images is not None and images.labels.max() >= self.num_classes:
@@ -280,7 +279,7 @@ class ClassificationData(InMemoryData):
         return sets
 
     def _optional_csv(self, key: str) -> Path | None:
-        return self.root / getattr(self.cfg, key) if getattr(self.cfg, key) else None
+        return self._folder(key) if getattr(self.cfg, key) else None
 
     def resolved(self) -> dict:
         return {"num_classes": self.num_classes}

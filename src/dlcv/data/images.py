@@ -125,8 +125,6 @@ def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool 
         return load_image_stack(files, use_cache=use_cache)
     from PIL import Image
 
-    side = int(side)
-
     def decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
         array = decode_image(path)
         if array.shape[:2] == (side, side):

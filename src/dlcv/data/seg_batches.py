@@ -179,7 +179,6 @@ class SegmentationData(InMemoryData):
         """``(ids, images, masks)`` of the validation images whose masks are kept through training: the ``wanted``
         ids in the validation folder (even under a holdout: drawing them decides nothing), else its first three."""
         source = self.final if self.final is not None else self.val
-        wanted = [str(w) for w in wanted or []]
         picks = [source.names.index(w) for w in wanted if w in source.names] or list(range(min(3, len(source))))
         return [source.names[i] for i in picks], source.x[picks], source.y[picks]
 

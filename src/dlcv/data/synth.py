@@ -25,11 +25,7 @@ def is_synthetic(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` lies in a data set this module wrote (its manifest on it or up to two folders above), so
     that no one compares its scores with the course's."""
     path = Path(folder).resolve()
-    for candidate in (path, *list(path.parents)[:2]):
-        manifest = read_manifest(candidate)
-        if manifest is not None and manifest.get("kind") == SYNTH_KIND:
-            return True
-    return False
+    return any((read_manifest(candidate) or {}).get("kind") == SYNTH_KIND for candidate in (path, *path.parents[:2]))
 
 
 def _data_target(output: str | os.PathLike, name: str, parts: tuple[str, ...], overwrite: bool) -> Path:
@@ -85,15 +81,12 @@ def class_appearance(label: int, num_classes: int) -> tuple[str, float]:
 def draw_p1_image(label: int, num_classes: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
     """One synthetic (size, size, 3) uint8 image of class ``label``."""
     shape, hue = class_appearance(label, num_classes)
-    background = rng.uniform(0.15, 0.85, 3)
-    image = np.empty((size, size, 3), dtype=np.float32)
-    image[:] = background
+    image = np.full((size, size, 3), rng.uniform(0.15, 0.85, 3), dtype=np.float32)
     # A smooth random gradient and pixel noise make the background something to ignore.
     gy, gx = np.mgrid[0:size, 0:size] / size
     image += (rng.normal(0, 0.12, 3) * gx[..., None] + rng.normal(0, 0.12, 3) * gy[..., None])
     colour = colorsys.hsv_to_rgb((hue + rng.normal(0, 0.02)) % 1.0, rng.uniform(0.65, 1.0), rng.uniform(0.6, 1.0))
-    mask = _shape_mask(shape, size, rng)
-    image[mask] = colour
+    image[_shape_mask(shape, size, rng)] = colour
     image += rng.normal(0, 0.05, image.shape)
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 

@@ -49,14 +49,13 @@ def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed:
         missing = [c for c in (*PRETRAIN_CLASSES, *TRANSFER_CLASSES) if c not in set(labels.values())]
         if missing:
             raise DlcvError(f"{p1}: the transfer split needs classes 0-49; none of class {missing[0]}")
-        counts = {"mini": 0, "office_train": 0, "office_val": 0, "supervised_train": 0, "supervised_val": 0}
         for sub in ("mini/train", "office/train", "office/val", "supervised/train_50", "supervised/val_50"):
             (staging / sub).mkdir(parents=True)
         pretrain = [p for p in train_files if labels[p] in PRETRAIN_CLASSES]
+        counts = {"mini": len(pretrain), "office_train": 0, "office_val": 0, "supervised_train": 0, "supervised_val": 0}
         order = np.random.default_rng(seed).permutation(len(pretrain))
         for index, position in enumerate(order):
             _write_jpeg(pretrain[position], staging / "mini" / "train" / f"{index:05d}.jpg")
-        counts["mini"] = len(pretrain)
         for split, files in (("train", train_files), ("val", val_files)):
             rows = []
             for path in files:

@@ -52,9 +52,7 @@ class UnlabelledImages(InMemoryData):
         return self.train_batches(self.images, torch.zeros(len(self.images), dtype=torch.int64))
 
     def val_dataloader(self):
-        if self.monitor_x is None:
-            return []
-        return self.eval_batches(self.monitor_x, self.monitor_y)
+        return [] if self.monitor_x is None else self.eval_batches(self.monitor_x, self.monitor_y)
 
     def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
         from dlcv.data.ssl_views import byol_views

@@ -91,27 +91,6 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
     return model.eval()
 
 
-def _generator_class():
-    from segment_anything import SamAutomaticMaskGenerator
-
-    class MaskGenerator(SamAutomaticMaskGenerator):
-        """``SamAutomaticMaskGenerator`` with ``on_batch`` (called per batch of points) and ``prefilter``."""
-
-        def __init__(self, model, *, prefilter: bool = False, **knobs):
-            super().__init__(model, output_mode="coco_rle", **knobs)
-            self.prefilter = prefilter
-            self.on_batch = None  # set by ``dlcv.sam.SamRunner`` to advance its progress bar
-
-        def _process_batch(self, points, im_size, crop_box, orig_size):
-            data = _prefiltered_batch(self, points, im_size, crop_box, orig_size) if self.prefilter \
-                else super()._process_batch(points, im_size, crop_box, orig_size)
-            if self.on_batch is not None:
-                self.on_batch()
-            return data
-
-    return MaskGenerator
-
-
 def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
     """``SamAutomaticMaskGenerator._process_batch``, dropping masks under the IoU threshold before up-sampling them."""
     from segment_anything.utils.amg import (
@@ -163,4 +142,21 @@ def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
 def mask_generator(model, knobs: dict, prefilter: bool = False):
     """The automatic mask generator over ``model`` with ``knobs`` (every ``SamAutomaticMaskGenerator``
     argument but ``point_grids`` and ``output_mode``: masks always come as COCO RLE)."""
-    return _generator_class()(model, prefilter=prefilter, **knobs)
+    from segment_anything import SamAutomaticMaskGenerator
+
+    class MaskGenerator(SamAutomaticMaskGenerator):
+        """``SamAutomaticMaskGenerator`` with ``on_batch`` (called per batch of points) and ``prefilter``."""
+
+        def __init__(self, model, *, prefilter: bool = False, **knobs):
+            super().__init__(model, output_mode="coco_rle", **knobs)
+            self.prefilter = prefilter
+            self.on_batch = None  # set by ``dlcv.sam.SamRunner`` to advance its progress bar
+
+        def _process_batch(self, points, im_size, crop_box, orig_size):
+            data = _prefiltered_batch(self, points, im_size, crop_box, orig_size) if self.prefilter \
+                else super()._process_batch(points, im_size, crop_box, orig_size)
+            if self.on_batch is not None:
+                self.on_batch()
+            return data
+
+    return MaskGenerator(model, prefilter=prefilter, **knobs)

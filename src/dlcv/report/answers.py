@@ -91,6 +91,7 @@ class Answers:
 
 
 HEADING = re.compile(r"^##\s+(P\d+\.\d+)\b.*$")
+FIELD = re.compile(r"^\s*(name|student_id)\s*:\s*(.*?)\s*$")
 
 
 def read_answers(path: str | Path, year: int) -> Answers:
@@ -115,8 +116,7 @@ def read_answers(path: str | Path, year: int) -> Answers:
             front.append(line)
         else:
             by_key[current] += line + "\n"
-    fields = dict(re.match(r"^\s*(name|student_id)\s*:\s*(.*?)\s*$", line).groups() for line in front
-                  if re.match(r"^\s*(name|student_id)\s*:", line))
+    fields = dict(found.groups() for found in map(FIELD.match, front) if found)
     return Answers(fields.get("name", ""), fields.get("student_id", ""), {k: v.strip() for k, v in by_key.items()})
 
 

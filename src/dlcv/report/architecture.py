@@ -24,9 +24,7 @@ def _shape_text(output) -> str:
     if isinstance(output, dict):
         output = list(output.values())
     if isinstance(output, (list, tuple)):
-        parts = [_shape_text(o) for o in output]
-        parts = [p for p in parts if p != "-"]
-        return ", ".join(parts) if parts else "-"
+        return ", ".join(p for p in map(_shape_text, output) if p != "-") or "-"
     return "-"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 from dlcv.errors import DlcvError
@@ -64,7 +64,7 @@ OPTIMISER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS
 
 def describe_optimiser(optim) -> str:
     """The recipe's ``optim`` section in words."""
-    parts = [f"{OPTIMISER_NAMES.get(optim.name, optim.name)}, lr {number_text(optim.lr)}"]
+    parts = [f"{OPTIMISER_NAMES[optim.name]}, lr {number_text(optim.lr)}"]
     if optim.name in ("sgd", "lars"):
         parts.append(f"momentum {number_text(optim.momentum)}"
                      + (" (Nesterov)" if optim.nesterov and optim.name == "sgd" else ""))
@@ -99,7 +99,7 @@ def describe_schedule(schedule) -> str:
 
 def selection(run: RunFolder) -> str:
     """What the run's best checkpoint was chosen on."""
-    if run.metrics and "knn_acc" in run.metrics[-1]:
+    if "knn_acc" in run.metrics[-1]:
         return "the kNN monitor's accuracy (knn_acc)"
     return run.summary.selected_on or run.recipe.unmonitored_selection()
 
@@ -108,7 +108,7 @@ def recipe_table(run: RunFolder) -> Table:
     """The run's resolved recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, stopping."""
     recipe = run.recipe
     train, patience = recipe.train, recipe.train.early_stopping_patience
-    ran = run.summary.epochs or (run.metrics[-1]["epoch"] if run.metrics else None)
+    ran = run.summary.epochs or run.metrics[-1]["epoch"]
     rows = [
         ["model", recipe.model_words()],
         ["optimiser", describe_optimiser(recipe.optim)],
@@ -143,19 +143,17 @@ def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
     if key in ctx.drawn:
         return [heading, Text(f"The same network as {ctx.drawn[key]} above.", note=True)]
     try:
-        model, described, trace = build_for_run(run.recipe, run.num_classes)
+        model, described, trace = build_for_run(recipe, run.num_classes)
     except DlcvError as exc:
         return [heading, Text(f"Not drawn: {exc}", note=True)]
     ctx.drawn[key] = run.name
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    layers, output = trace.view(LAYER_TABLE_ROWS), trace.output
-    boxes = [b for b in trace.view(DIAGRAM_BLOCKS) if b.output_shape != "-"]
-    diagram = plot_block_diagram([(b.name, b.type_name, b.output_shape, b.parameters) for b in boxes],
-                                 f"{name}: input {described}, output {output}, {total:,} parameters",
+    diagram = plot_block_diagram([astuple(b) for b in trace.view(DIAGRAM_BLOCKS) if b.output_shape != "-"],
+                                 f"{name}: input {described}, output {trace.output}, {total:,} parameters",
                                  ctx.figure_path(run, "architecture").with_suffix(""))[0]
-    rows = [[layer.name, layer.type_name, layer.output_shape, layer.parameters] for layer in layers]
-    rows.append(["total", "", output, total])
+    rows = [list(astuple(layer)) for layer in trace.view(LAYER_TABLE_ROWS)]
+    rows.append(["total", "", trace.output, total])
     caption = (f"Layers of {name} for one {described} input (output shape per sample; "
                f"{trainable:,} of {total:,} parameters trainable)")
     return [heading, Figure(diagram, f"Block diagram of {name}: its main blocks in call order, each with its output "

@@ -47,11 +47,10 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
             sections = place_answers(sections, year, answers)
         shutil.rmtree(scratch)
         pdf_problem = _write_pages(building, _byline(found, runs, answers), sections, browser)
-        browser = browser if pdf_problem is None else None
     return {"output": output, "index": output / "index.html", "markdown": output / "report.md",
             "sections": [s.title for s in sections], "runs": [r.name for r in found], "skipped": skipped,
             "figures": sorted(p.name for p in (output / "figures").iterdir()),
-            "pdf": output / "report.pdf" if browser else None, "pdf_problem": pdf_problem,
+            "pdf": output / "report.pdf" if browser and pdf_problem is None else None, "pdf_problem": pdf_problem,
             "seconds": time.perf_counter() - start}
 
 

@@ -12,7 +12,7 @@ RECIPE_FILE, METRICS_FILE = RunFolder.RECIPE, RunFolder.METRICS
 MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
 
 
-def find_run_folders(root: Path, left_out: list[str] | None = None) -> list[Path]:
+def find_run_folders(root: Path, left_out: list[str]) -> list[Path]:
     """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself), not inside a
     trained run (one with a metrics.csv; others may hold runs, as ``dlcv ssl table``'s do). Links and hidden folders
     are not searched: those holding a recipe.yaml are noted in ``left_out``."""
@@ -30,7 +30,7 @@ def find_run_folders(root: Path, left_out: list[str] | None = None) -> list[Path
         for name in sorted(dirs):
             why = "a link" if (here / name).is_symlink() else "hidden (its name starts with a dot)" \
                 if name.startswith(".") else None
-            if why and left_out is not None and (here / name / RECIPE_FILE).is_file():
+            if why and (here / name / RECIPE_FILE).is_file():
                 left_out.append(f"{here / name}: {why}, not searched; give it as --runs to report it")
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
     return sorted(found)

@@ -126,7 +126,7 @@ def _html_cell(value, digits: int, tag: str) -> str:
 
 
 def _html_table(table: Table) -> str:
-    numeric = [bool(table.rows) and all(_is_number(r[i]) or r[i] is None for r in table.rows)
+    numeric = [all(_is_number(r[i]) or r[i] is None for r in table.rows)
                and any(_is_number(r[i]) for r in table.rows) for i in range(len(table.columns))]
     head = "".join(f'<th{" class=num" if n else ""}>{html.escape(c)}</th>' for c, n in zip(table.columns, numeric))
     body = "\n".join(("<tr class=mark>" if i in table.marked else "<tr>")

@@ -10,12 +10,11 @@ from dlcv.io import atomic_path
 from dlcv.viz.embedding import _pyplot
 
 
-def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "Confusion matrix",
-                   class_names: list[str] | None = None) -> None:
+def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "Confusion matrix") -> None:
     """Draw confusion matrix ``cm`` (true classes in rows) with row-normalised colours to ``path``."""
     plt = _pyplot()
     n = cm.shape[0]
-    names = class_names or [str(i) for i in range(n)]
+    names = [str(i) for i in range(n)]
     totals = cm.sum(axis=1, keepdims=True)
     recall = np.divide(cm, totals, out=np.zeros(cm.shape, dtype=float), where=totals > 0)
     size = min(14.0, max(5.0, 0.22 * n + 3))

@@ -24,10 +24,9 @@ class CurvePanel:
     dark: bool = False  # a dark background, where the colours include white and yellow
 
 
-def _series(rows: list[dict], column: str) -> tuple[np.ndarray, np.ndarray]:
+def _series(rows: list[dict], column: str) -> np.ndarray:
     points = [(r["epoch"], r[column]) for r in rows if r.get(column) is not None]
-    epochs, values = np.array(points, dtype=float).reshape(-1, 2).T  # (none: two empty arrays)
-    return epochs, values
+    return np.array(points, dtype=float).reshape(-1, 2).T  # rows: the epochs, the values (none: two empty rows)
 
 
 def available_panels(rows: list[dict], panels: list[CurvePanel]) -> list[CurvePanel]:

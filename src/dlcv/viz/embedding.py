@@ -52,36 +52,36 @@ def _scatter(ax, layout: np.ndarray, labels: np.ndarray, palette: np.ndarray, si
     ax.set(xticks=[], yticks=[])
 
 
-def _legend(fig, classes: np.ndarray, palette: np.ndarray, class_names: dict | None, anchor) -> None:
+def _legend(fig, classes: np.ndarray, palette: np.ndarray, anchor) -> None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", linestyle="", markersize=6, color=palette[c],
-                      label=(class_names or {}).get(int(c), str(int(c)))) for c in classes]
+                      label=str(int(c))) for c in classes]
     columns = 1 if len(classes) <= 20 else (2 if len(classes) <= 40 else 3)
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=anchor, ncol=columns, fontsize=7,
                title="class", title_fontsize=8, frameon=False, handletextpad=0.1, columnspacing=0.6)
 
 
 def plot_panels(layouts: list[np.ndarray], labels: np.ndarray, titles: list[str], method: str, note: str,
-                output_stem: Path, class_names: dict | None = None) -> list[Path]:
+                output_stem: Path) -> list[Path]:
     """All snapshots side by side with one shared legend; returns the files written."""
     plt = _pyplot()
     classes = np.unique(labels)
     palette = class_palette(int(labels.max()) + 1)
     n = len(layouts)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 2.6, 4.6), squeeze=False)
+    width = 4.2 * n + 2.6
+    fig, axes = plt.subplots(1, n, figsize=(width, 4.6), squeeze=False)
     size = max(2.0, min(12.0, 9000 / len(labels)))
     for ax, layout, title in zip(axes[0], layouts, titles):
         _scatter(ax, layout, labels, palette, size)
         ax.set_title(title, fontsize=10)
     fig.suptitle(f"{method} of the second-last layer ({len(labels)} images). {note}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 4.2 * n / (4.2 * n + 2.6), 0.95))
-    _legend(fig, classes, palette, class_names, anchor=(4.2 * n / (4.2 * n + 2.6), 0.5))
+    fig.tight_layout(rect=(0, 0, 4.2 * n / width, 0.95))
+    _legend(fig, classes, palette, anchor=(4.2 * n / width, 0.5))
     return save_figure(fig, output_stem)
 
 
-def plot_single(layout: np.ndarray, labels: np.ndarray, title: str, output_stem: Path,
-                class_names: dict | None = None) -> list[Path]:
+def plot_single(layout: np.ndarray, labels: np.ndarray, title: str, output_stem: Path) -> list[Path]:
     """One snapshot as a large figure with its legend."""
     plt = _pyplot()
     palette = class_palette(int(labels.max()) + 1)
@@ -89,7 +89,7 @@ def plot_single(layout: np.ndarray, labels: np.ndarray, title: str, output_stem:
     _scatter(ax, layout, labels, palette, max(4.0, min(20.0, 20000 / len(labels))))
     ax.set_title(title, fontsize=12)
     fig.tight_layout(rect=(0, 0, 0.78, 1))
-    _legend(fig, np.unique(labels), palette, class_names, anchor=(0.78, 0.5))
+    _legend(fig, np.unique(labels), palette, anchor=(0.78, 0.5))
     return save_figure(fig, output_stem)
 
 

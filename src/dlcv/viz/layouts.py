@@ -91,20 +91,17 @@ def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = No
     opt = options or TSNEOptions()
     threads = opt.threads or usable_cpus()
     layouts: list[np.ndarray] = []
-    previous = None
     for features in feature_list:
         x = _reduce(features, opt.pca_components)
         # Exact neighbours cost O(N^2) but beat Annoy's index build below a few thousand points.
         method = "exact" if len(x) <= opt.exact_neighbours_below else "annoy"
         affinities = affinity.PerplexityBasedNN(x, perplexity=opt.perplexity, method=method, n_jobs=threads,
                                                 random_state=opt.seed, verbose=False)
-        first = previous is None
-        init = initialization.pca(x, random_state=opt.seed) if first else initialization.rescale(previous)
+        first = not layouts
+        init = initialization.pca(x, random_state=opt.seed) if first else initialization.rescale(layouts[-1])
         fft = len(x) >= opt.fft_from
-        if fft:
-            phases = opt.fft_first if first else opt.fft_continued
-        else:
-            phases = opt.bh_first if first else opt.bh_continued
+        phases = ((opt.fft_first if first else opt.fft_continued) if fft
+                  else (opt.bh_first if first else opt.bh_continued))
         embedding = TSNEEmbedding(init, affinities, negative_gradient_method="fft" if fft else "bh", n_jobs=threads,
                                   learning_rate=opt.learning_rate, random_state=opt.seed, verbose=False)
         coarse = {"ints_in_interval": opt.coarse_ints_in_interval, "theta": opt.theta}
@@ -115,8 +112,5 @@ def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = No
         if phases.fine:
             embedding = embedding.optimize(n_iter=phases.fine, momentum=0.8, ints_in_interval=1, theta=opt.theta)
         layout = np.asarray(embedding, dtype=np.float32)
-        if previous is not None:
-            layout = align_to(layout, previous)
-        layouts.append(layout)
-        previous = layout
+        layouts.append(layout if first else align_to(layout, layouts[-1]))
     return layouts

@@ -10,14 +10,14 @@ from dlcv.data.masks import CLASS_COLOURS, CLASS_NAMES, MaskCodec
 from dlcv.viz.embedding import _pyplot, save_figure
 
 
-def class_legend(fig, anchor=(0.5, 0.0), loc: str = "lower center") -> None:
+def class_legend(fig) -> None:
     """The seven classes in their mask colours (edged, since Barren is white)."""
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=np.array(c) / 255, edgecolor="0.3", linewidth=0.6, label=f"{i} {n}")
                for i, (n, c) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS))]
-    fig.legend(handles=handles, loc=loc, bbox_to_anchor=anchor, ncol=len(handles), fontsize=9, frameon=False,
-               handlelength=1.2, columnspacing=1.0)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=len(handles), fontsize=9,
+               frameon=False, handlelength=1.2, columnspacing=1.0)
 
 
 def plot_progress(rows: list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray]], epochs: list[int],
@@ -44,13 +44,12 @@ def plot_progress(rows: list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray
     return save_figure(fig, stem)
 
 
-def overlay_image(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45, outline: bool = True) -> np.ndarray:
+def overlay_image(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """The image with the class colours blended over it and class boundaries drawn in black."""
     colours = MaskCodec.encode(classes).astype(np.float32)
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
-    if outline:
-        edge = np.zeros(classes.shape, dtype=bool)
-        edge[:-1, :] |= classes[:-1, :] != classes[1:, :]
-        edge[:, :-1] |= classes[:, :-1] != classes[:, 1:]
-        blended[edge] = 0
+    edge = np.zeros(classes.shape, dtype=bool)
+    edge[:-1, :] |= classes[:-1, :] != classes[1:, :]
+    edge[:, :-1] |= classes[:, :-1] != classes[:, 1:]
+    blended[edge] = 0
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)

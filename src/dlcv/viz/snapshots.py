@@ -39,7 +39,7 @@ def load_sources(sources: list[str | os.PathLike], training_subset: bool) -> tup
 
 def same_points(sets: list[FeatureSet]) -> bool:
     first = sets[0]
-    return all(len(s.labels) == len(first.labels) and np.array_equal(s.labels, first.labels)
+    return all(np.array_equal(s.labels, first.labels)
                and (s.filenames is None or first.filenames is None or s.filenames == first.filenames)
                for s in sets[1:])
 

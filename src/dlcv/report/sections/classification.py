@@ -43,7 +43,7 @@ def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """The run's confusion matrix on the validation images as a figure (none when it wrote none)."""
     from dlcv.viz.confusion import plot_confusion
 
-    matrix = RunFolder(run.path).read_confusion()
+    matrix = run.read_confusion()
     if matrix is None:
         return []
     target = ctx.figure_path(run, "confusion")
@@ -54,7 +54,7 @@ def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
 
 def embedding_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """PCA and t-SNE of the run's snapshots with their 10-NN accuracy and silhouette (none without snapshots)."""
-    if not list((run.path / "embeddings").glob("epoch_*.npz")):
+    if not any((run.path / "embeddings").glob("epoch_*.npz")):
         return []
     folder = embedding_figures(run, ctx, "pca,tsne")
     with open(folder / "embedding_metrics.csv", newline="") as handle:

@@ -55,10 +55,9 @@ def progress_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """The run's predicted masks through training as one grid (none when it kept none)."""
     from dlcv.viz.segmentation import plot_progress
 
-    folder = RunFolder(run.path)
-    if not (folder.progress / "ground_truth").is_dir():
+    if not (run.progress / "ground_truth").is_dir():
         return []
-    epochs, rows = folder.read_progress()
+    epochs, rows = run.read_progress()
     written = plot_progress(rows, epochs, ctx.scratch / f"{run.name}_masks_through_training")
     png = next(p for p in written if p.suffix == ".png")
     return [Figure(ctx.copy_figure(png, run, "masks_through_training"),

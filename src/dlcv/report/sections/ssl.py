@@ -37,15 +37,12 @@ def settings_blocks(folder: Path) -> list:
     if synthetic:  # never set beside the course's numbers
         course = {**course, "results": []}
     by_setting = {s: [r["values"][i] for r in course["results"]] for i, s in enumerate(course["settings"])}
-    rows = []
-    for row in table.rows:
-        rows.append([row.setting, row.pretraining, row.finetuning, row.accuracy, row.selection_accuracy, row.epochs,
-                     None if row.fit_seconds is None else round(row.fit_seconds),
-                     *by_setting.get(row.setting, [None] * len(course["results"])), row.notes])
-    reports = [r["report"] for r in course["results"]]
+    rows = [[row.setting, row.pretraining, row.finetuning, row.accuracy, row.selection_accuracy, row.epochs,
+             None if row.fit_seconds is None else round(row.fit_seconds),
+             *by_setting.get(row.setting, [None] * len(course["results"])), row.notes] for row in table.rows]
     blocks = [Heading(f"{table.name or folder.name}: the five settings ({table.arch or '?'})", 3),
               Table(["setting", "pre-training", "fine-tuning", "accuracy", "selection accuracy", "epochs", "seconds",
-                     *(f"course {r}" for r in reports), "notes"], rows, digits=4,
+                     *(f"course {r['report']}" for r in course["results"]), "notes"], rows,
                     caption=f"Accuracy of each setting's best checkpoint (from {folder.name}/{TABLE_FILE})" +
                             (" on synthetic data, not comparable with the course's reports" if synthetic else
                              f" beside the course's reports ({course['title']}; ours on this run's data)"))]
@@ -59,8 +56,8 @@ def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list
     run = next((r for r in runs if r.path == folder / TSNE_SETTING), None)
     if run is None:
         return []
-    training = bool(list((run.path / "embeddings").glob("train_epoch_*.npz")))
-    if not training and not list((run.path / "embeddings").glob("epoch_*.npz")):
+    training = any((run.path / "embeddings").glob("train_epoch_*.npz"))
+    if not training and not any((run.path / "embeddings").glob("epoch_*.npz")):
         return []
     ctx.say(f"  t-SNE of setting {TSNE_SETTING} in {folder.name}")
     target = embedding_figures(run, ctx, "tsne", training_subset=training)
