@@ -24,6 +24,7 @@ import torch.fx
 from torch import nn
 
 from dlcv.errors import DlcvError
+from dlcv.models.weights import load_state_file
 
 ALLOWED_MODULES = ("torch", "math", "operator", "builtins")  # what the traced forward may reference
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -309,7 +310,7 @@ def _plain_difference(folder, model, example) -> float:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     net = module.Net()
-    net.load_state_dict(torch.load(folder / "weights.pth", map_location="cpu"), strict=True)
+    net.load_state_dict(load_state_file(folder / "weights.pth"), strict=True)
     return (_outputs(net.eval(), example) - _outputs(model, example)).abs().max().item()
 
 
