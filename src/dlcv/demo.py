@@ -9,9 +9,12 @@ from pathlib import Path
 
 from dlcv import classify, segment
 from dlcv.config import dump_recipe
+from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
 from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder
 from dlcv.records import SettingsTable
+from dlcv.report import build_report
 from dlcv.runs import RunFolder
+from dlcv.viz.snapshots import plot_snapshots
 
 # Problem 1 at demo scale: a narrow dlcv_net, quick on two CPU cores.
 P1_DEMO_RECIPE = {
@@ -102,8 +105,6 @@ def _step(number: int, what: str) -> None:
 
 def _problem1(output: Path, p1: Path, runs: Path) -> dict:
     """Model A on the synthetic Problem 1 set: fit, predict, evaluate, embeddings (steps 2-5)."""
-    from dlcv.viz.snapshots import plot_snapshots
-
     _step(2, "Problem 1: training dlcv_net from scratch")
     run_dir = classify.fit(_write_recipe(output / "recipes", P1_DEMO_RECIPE), p1, runs_dir=runs, overwrite=True)
     _step(3, "Problem 1: predicting the validation images")
@@ -141,9 +142,6 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def _run_demo(output: Path) -> Path:
     """``run_demo`` in its checked and locked folder."""
-    from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
-    from dlcv.report import build_report
-
     start = time.perf_counter()
     make_output_folder(output, "demo")
     _step(1, f"synthesising the default data into {output / 'data'}")

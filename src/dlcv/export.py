@@ -23,7 +23,9 @@ import torch
 import torch.fx
 from torch import nn
 
+from dlcv.checkpoints import load_predictor
 from dlcv.errors import DlcvError
+from dlcv.io import atomic_path, check_output_file, staged_folder
 from dlcv.models.weights import load_state_file
 
 ALLOWED_MODULES = ("torch", "math", "operator", "builtins")  # what the traced forward may reference
@@ -269,8 +271,6 @@ TRACE_BATCH = {"classify": 100, "segment": 4}  # the batch a checkpoint's model 
 def checkpoint_model(path, task: str | None = None, batch: int | None = None):
     """``(model, recipe, example)`` of a dlcv classification or segmentation checkpoint (of ``task`` where given):
     the model for inference and a random input of ``batch`` images at the size its ``predict`` gives it."""
-    from dlcv.checkpoints import load_predictor
-
     model, recipe = load_predictor(path, task or tuple(TRACE_BATCH))
     side = recipe.input_side()
     generator = torch.Generator().manual_seed(0)
@@ -281,8 +281,6 @@ def checkpoint_model(path, task: str | None = None, batch: int | None = None):
 def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False) -> dict:
     """``dlcv export``: a checkpoint's model as plain torch (a folder of ``model.py`` and ``weights.pth``) or ONNX (one
     file, dynamic batch), checked against the checkpoint's outputs; returns the output and the largest difference."""
-    from dlcv.io import check_output_file, staged_folder
-
     if fmt not in ("torch", "onnx"):
         raise DlcvError(f"--format {fmt}: choose torch or onnx")
     if fmt == "onnx":
@@ -316,8 +314,6 @@ def _plain_difference(folder, model, example) -> float:
 
 def _onnx(model, example, output) -> float:
     """Write the traced model as ONNX (dynamic batch); onnxruntime's largest difference from it at two batches."""
-    from dlcv.io import atomic_path
-
     traced = trace(model, example)
     try:
         import onnxruntime

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
@@ -11,8 +12,12 @@ from importlib import import_module
 from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
+
 from dlcv.errors import DlcvError
+from dlcv.export import checkpoint_model, plain_source
 from dlcv.io import atomic_path, staged_folder
+from dlcv.runs import RunFolder
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"  # the clone's scripts/ (the README installs editable)
 CALL = re.compile(r"checkpoint (DLCV_\w+) (\w+) ((?:[^)\\]|\\\n)+)\)")
@@ -118,8 +123,6 @@ def script_usage(script: Path) -> str:
 def export_problem(name: str, checkpoint: Path, half: bool = False) -> tuple[dict, str, dict]:
     """``(config, model source, state_dict)`` of problem ``name`` from its checkpoint: the model as plain torch code
     traced at its input, and what ``predict.py`` needs to prepare it as dlcv does (``half``: see ``halved``)."""
-    from dlcv.export import checkpoint_model, plain_source
-
     task, mode = PROBLEMS[name]
     model, recipe, example = checkpoint_model(checkpoint, task)
     config = import_module(f"dlcv.{task}").handin_config(recipe)
@@ -137,10 +140,6 @@ def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dic
     """``state`` in float16 if dlcv's predictions on the images its run validated on (holdout, else validation folder)
     are unchanged with every weight so rounded (each label of a classifier; a segmenter's mIoU to 1e-4, the scripts'
     own bar), else as it is; and what was found, in words."""
-    import torch
-
-    from dlcv.runs import RunFolder
-
     folder = RunFolder(checkpoint.parent).resolved.get("data")  # {} without resolved.json
     if not folder or not Path(folder).is_dir():
         return state, f" (float32: the run's data {folder or '(not recorded)'} is not here to check float16 on)"
@@ -167,10 +166,6 @@ def predict_source(config: dict) -> str:
 
 def save_weights(state: dict, path: Path) -> str:
     """Write ``state`` as a plain state_dict file, the same bytes for the same weights; return its sha256."""
-    import hashlib
-
-    import torch
-
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: the archive is named alike each time
         torch.save(state, handle)
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -13,13 +13,20 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from pycocotools import mask as mask_utils
+from segment_anything.utils.amg import generate_crop_boxes
+from tqdm import tqdm
 
+from dlcv.config import dump_recipe, load_recipe
 from dlcv.data.images import decode_image
 from dlcv.data.masks import NUM_CLASSES, MaskCodec, mask_files, pair_masks, read_mask, write_mask, write_png
 from dlcv.data.p2 import find_images
 from dlcv.errors import DlcvError, mismatch_message
 from dlcv.io import atomic_path, staged_folder, write_json
+from dlcv.models.sam import load_sam, mask_generator
+from dlcv.recipes import SamRecipe
 from dlcv.runtime import inference_device
+from dlcv.viz.sam import masks_overlay, plot_sam_masks
 
 FIGURE_STEM = "figure"
 
@@ -27,9 +34,6 @@ FIGURE_STEM = "figure"
 # --- recipe and model --------------------------------------------------------------------------------
 def sam_recipe(config: str | os.PathLike | None, overrides: tuple[str, ...] = (), model_type: str | None = None):
     """Defaults, then the recipe file, then ``--set`` (values checked as loaded), then ``--model``."""
-    from dlcv.config import load_recipe
-    from dlcv.recipes import SamRecipe
-
     return load_recipe(SamRecipe, config, (*overrides, *([f"model.type={model_type}"] if model_type else [])))
 
 
@@ -37,8 +41,6 @@ class SamRunner:
     """A loaded SAM and its mask generator; ``generate(name, image)`` -> (records, seconds)."""
 
     def __init__(self, checkpoint: str | os.PathLike, recipe, device: str | None = None):
-        from dlcv.models.sam import load_sam, mask_generator
-
         self.device = device or str(inference_device())
         self.model = load_sam(checkpoint, recipe.model.type).to(self.device)
         self.knobs = recipe.generator.model_dump()
@@ -46,16 +48,12 @@ class SamRunner:
 
     def point_batches(self, size: tuple[int, int]) -> int:
         """How many batches of point prompts one image of ``size`` costs (every crop of every layer)."""
-        from segment_anything.utils.amg import generate_crop_boxes
-
         _, layers = generate_crop_boxes(size, self.knobs["crop_n_layers"], self.knobs["crop_overlap_ratio"])
         per_batch = self.knobs["points_per_batch"]
         return sum(math.ceil(len(self.generator.point_grids[layer]) / per_batch) for layer in layers)
 
     def generate(self, name: str, image: np.ndarray) -> tuple[list[dict], float]:
         """SAM's mask records for one RGB uint8 image, and the seconds it took; a progress bar on CPU."""
-        from tqdm import tqdm
-
         start = time.perf_counter()
         with tqdm(total=self.point_batches(image.shape[:2]), desc=f"SAM {name}", unit="batch", leave=False,
                   file=sys.stderr, disable=self.device != "cpu") as bar:
@@ -69,9 +67,6 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
           model_type: str | None = None, config: str | os.PathLike | None = None, overrides: tuple[str, ...] = (),
           overwrite: bool = False, device: str | None = None, only: tuple[str, ...] = ()) -> dict:
     """SAM's automatic masks for every ``NNNN_sat.jpg`` of ``images`` (``only``: those ids alone); returns a summary."""
-    from dlcv.config import dump_recipe
-    from dlcv.viz.sam import masks_overlay, plot_sam_masks
-
     recipe = sam_recipe(config, overrides, model_type)
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of SAM masks") as staging:
         found = _only(find_images(images), only, images)
@@ -121,8 +116,6 @@ def _only(found, only: tuple[str, ...], images):
 
 def decode_rle(segmentation: dict) -> np.ndarray:
     """A COCO RLE (``{"size": [h, w], "counts": str}``) as an (h, w) boolean mask."""
-    from pycocotools import mask as mask_utils
-
     counts = segmentation["counts"]
     rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
     with warnings.catch_warnings():  # pycocotools 2.0 under NumPy 2 warns about its own __array__ on every call

@@ -8,9 +8,21 @@ import os
 import time
 from pathlib import Path
 
+from dlcv.classify import fit
+from dlcv.config import load_recipe
 from dlcv.errors import DlcvError
 from dlcv.fitting import say
 from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder, write_json
+from dlcv.models.transfer import transfer_arch
+from dlcv.recipes import (
+    SSL_SETTINGS,
+    ByolRecipe,
+    ClassifyRecipe,
+    FinetuneRecipe,
+    TableRecipe,
+    format_duration,
+    parse_duration,
+)
 from dlcv.runs import RunFolder
 from dlcv.runtime import barrier, is_primary_process
 from dlcv.ssl import BACKBONE_FILE, export_trunk, finetune, pretrain
@@ -42,8 +54,6 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
     """Run (or reuse) the pre-training runs and each setting's fine-tuning, then write ``table.md``, ``table.csv`` and
     ``table.json`` into ``runs_dir/NAME/``. Settings differ only in backbone and freezing; a run folder with a
     ``summary.json`` is reused, one with a ``last.ckpt`` resumed, anything else started afresh."""
-    from dlcv.recipes import SSL_SETTINGS
-
     start = time.perf_counter()
     recipe, config, data = _table_recipe(config, data, name, overrides)
     pretrain_recipe, supervised_recipe, finetune_recipe = (_relative(config.parent, getattr(recipe, key))
@@ -81,8 +91,6 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
 
 def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, base, clock: TableClock) -> dict:
     """Fine-tune ``setting`` from its backbone with recipe ``base`` (or reuse its finished run); return its row."""
-    from dlcv.recipes import SSL_SETTINGS
-
     pretraining, tuning = SSL_SETTINGS[setting]
     run_dir = table_dir / setting
     if RunFolder(run_dir).finished:
@@ -98,9 +106,6 @@ def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, base,
 def _table_recipe(config: str | os.PathLike | None, data: str | os.PathLike | None, name: str | None,
                   overrides: tuple[str, ...]) -> tuple:
     """``(recipe, settings file, data folder)`` of a table, checked."""
-    from dlcv.config import load_recipe
-    from dlcv.recipes import TableRecipe
-
     if config is None or not Path(config).is_file():
         raise DlcvError(f"{config}: no such settings file")
     config = Path(config)
@@ -138,10 +143,6 @@ def _table_row(setting: str, pretraining: str, tuning: str, run_dir: Path, backb
 def _tuning_recipe(finetune_recipe: Path | None, pretrain_recipe: Path | None, supervised_recipe: Path | None):
     """The fine-tuning recipe every setting starts from, ``model.args.arch`` explicit; the pre-training recipes must
     train that architecture, or their backbones could not be loaded."""
-    from dlcv.config import load_recipe
-    from dlcv.models.transfer import transfer_arch
-    from dlcv.recipes import ByolRecipe, ClassifyRecipe, FinetuneRecipe
-
     tuning = load_recipe(FinetuneRecipe, finetune_recipe)
     arch = transfer_arch(tuning.model)
     if pretrain_recipe is not None:
@@ -166,8 +167,6 @@ class TableClock:
     TAIL = 2.0  # seconds for writing the table after the last run
 
     def __init__(self, recipe, needs: set[str], start: float):
-        from dlcv.recipes import parse_duration
-
         self.deadline = start + parse_duration(recipe.budget) - self.TAIL if recipe.budget else None
         self.shares: dict[str, float] = {}
         for part, pretraining in (("byol", "self_supervised"), ("supervised", "supervised")):
@@ -181,8 +180,6 @@ class TableClock:
 
     def budget(self, part: str) -> tuple[str, ...]:
         """The override giving run ``part`` its budget (none when the table has no budget)."""
-        from dlcv.recipes import format_duration
-
         share = self.shares.pop(part, 0.0)
         if self.deadline is None:
             return ()
@@ -213,8 +210,6 @@ def _resume_or_restart(run_dir: Path) -> dict:
 
 
 def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder: Path, clock: TableClock) -> Path:
-    from dlcv.classify import fit
-
     if supervised_recipe is None:
         raise DlcvError("the settings need a supervised backbone: set supervised (a classify recipe) or "
                         "backbones.supervised (a file such as pretrain_model_SL.pt)")

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from timm.layers import convert_sync_batchnorm
 
 from dlcv.errors import DlcvError
 from dlcv.runs import RunFolder
@@ -259,8 +260,6 @@ class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
     ``SyncBatchNorm``, dropping the activation; timm's keeps it and each layer's mode (a frozen trunk stays in eval)."""
 
     def apply(self, model):
-        from timm.layers import convert_sync_batchnorm
-
         return convert_sync_batchnorm(model)
 
 

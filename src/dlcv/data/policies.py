@@ -12,6 +12,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
 
 from dlcv.errors import DlcvError
 
@@ -22,8 +25,6 @@ BINS = 31  # torchvision's num_magnitude_bins
 def space_of(policy: str) -> dict:
     """torchvision's own space of the policy: operation -> (magnitudes of the bins for (bins, height, width),
     or None: no magnitude; whether the sign is drawn)."""
-    from torchvision.transforms import v2
-
     return (v2.TrivialAugmentWide if policy == "trivialaugment" else v2.RandAugment)._AUGMENTATION_SPACE
 
 
@@ -57,8 +58,6 @@ def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor:
     """Shear, translation or rotation of uint8 (N, C, H, W) images by per-image amounts: one nearest-
     neighbour resampling, with torchvision's inverse matrices and grid (``affine_image``)."""
-    from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
-
     n, _, h, w = images.shape
     if op == "Rotate" and h == w and bool((values % 90 == 0).any()):  # torchvision turns these exactly
         out, quarter = images.clone(), torch.nonzero(values % 90 == 0).flatten()
@@ -111,8 +110,6 @@ def _sharpen(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 def apply_op(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor:
     """Operation ``op`` on uint8 (N, C, H, W) images, image i with magnitude ``values[i]``."""
-    from torchvision.transforms.v2 import functional as TF
-
     if op == "Identity":
         return images
     if op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
@@ -158,8 +155,6 @@ def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude:
 
 def mix(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float):
     """(images, soft targets) after MixUp and/or CutMix; unchanged images and one-hot targets if both are 0."""
-    from torchvision.transforms import v2
-
     choices = []
     if mixup_alpha > 0:
         choices.append(v2.MixUp(alpha=float(mixup_alpha), num_classes=num_classes))

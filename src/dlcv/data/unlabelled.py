@@ -12,6 +12,7 @@ from dlcv.data.augment import model_input
 from dlcv.data.batches import InMemoryData, TensorBatches
 from dlcv.data.images import list_images, load_resized_stack
 from dlcv.data.office import monitor_sets
+from dlcv.data.ssl_views import byol_views
 
 
 class UnlabelledImages(InMemoryData):
@@ -55,8 +56,6 @@ class UnlabelledImages(InMemoryData):
         return [] if self.monitor_x is None else self.eval_batches(self.monitor_x, self.monitor_y)
 
     def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
-        from dlcv.data.ssl_views import byol_views
-
         if training:
             return byol_views(images, self.views, self.cfg.mean, self.cfg.std)
         return self.eval_input(images), labels

@@ -11,8 +11,19 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.utils.amg import (
+    MaskData,
+    batched_mask_to_box,
+    calculate_stability_score,
+    is_box_near_crop_edge,
+    mask_to_rle_pytorch,
+    uncrop_masks,
+)
 
 from dlcv.errors import DlcvError
+from dlcv.models.weights import load_state_file
 from dlcv.rules import SAM_TYPES
 
 CHECKPOINT_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -29,8 +40,6 @@ TINY = "vit_tiny"
 def build_tiny_sam(img_size: int = 64, embed_dim: int = 32, prompt_dim: int = 32):
     """A SAM with a 2-block, 32-wide ViT encoder and a 2-layer decoder, random unless loaded; its encoder takes
     ``img_size`` square (images resized to it as to the real SAM's 1024), its embedding ``img_size / 16`` square."""
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
     grid = img_size // 16
     encoder = ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=embed_dim, depth=2, num_heads=2,
                               mlp_ratio=2.0, out_chans=prompt_dim, qkv_bias=True,
@@ -56,7 +65,6 @@ def build_sam(model_type: str):
     check_sam_type(model_type)
     if model_type == TINY:
         return build_tiny_sam()
-    from segment_anything import sam_model_registry
 
     return sam_model_registry[model_type](checkpoint=None)
 
@@ -71,8 +79,6 @@ def missing_checkpoint_message(path: Path, model_type: str) -> str:
 
 def load_sam(checkpoint: str | os.PathLike, model_type: str):
     """SAM of ``model_type`` with the weights of a local checkpoint file, in eval mode."""
-    from dlcv.models.weights import load_state_file
-
     check_sam_type(model_type)
     path = Path(checkpoint)
     if not path.is_file():
@@ -93,15 +99,6 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
 
 def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
     """``SamAutomaticMaskGenerator._process_batch``, dropping masks under the IoU threshold before up-sampling them."""
-    from segment_anything.utils.amg import (
-        MaskData,
-        batched_mask_to_box,
-        calculate_stability_score,
-        is_box_near_crop_edge,
-        mask_to_rle_pytorch,
-        uncrop_masks,
-    )
-
     predictor, model = generator.predictor, generator.predictor.model
     orig_h, orig_w = orig_size
     coords = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
@@ -142,8 +139,6 @@ def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
 def mask_generator(model, knobs: dict, prefilter: bool = False):
     """The automatic mask generator over ``model`` with ``knobs`` (every ``SamAutomaticMaskGenerator``
     argument but ``point_grids`` and ``output_mode``: masks always come as COCO RLE)."""
-    from segment_anything import SamAutomaticMaskGenerator
-
     class MaskGenerator(SamAutomaticMaskGenerator):
         """``SamAutomaticMaskGenerator`` with ``on_batch`` (called per batch of points) and ``prefilter``."""
 

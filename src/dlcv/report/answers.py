@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.errors import DlcvError
+from dlcv.report.document import Heading, Section, Text
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,6 @@ def read_answers(path: str | Path, year: int) -> Answers:
 def place_answers(sections: list, year: int, answers: Answers) -> list:
     """``sections`` with each question of ``year`` and its answer at the end of the section it belongs to; the
     questions of a section without runs in a last section, so that no answer is dropped."""
-    from dlcv.report.document import Heading, Section, Text
-
     by_anchor = {s.anchor: s for s in sections}
     rest = Section("Answers to the questions without runs here", "answers")
     for q in questions(year):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
+import torch
+
 from dlcv.errors import DlcvError
+from dlcv.models import create_model, rebuild_args
 
 
 @dataclass(frozen=True)
@@ -17,8 +20,6 @@ class Layer:
 
 
 def _shape_text(output) -> str:
-    import torch
-
     if isinstance(output, torch.Tensor):
         return "x".join(str(s) for s in output.shape[1:]) or "scalar"
     if isinstance(output, dict):
@@ -66,8 +67,6 @@ class Trace:
 
 def trace_model(model, example) -> Trace:
     """Run ``example`` through ``model`` once with hooks on every module."""
-    import torch
-
     shapes: dict[str, str] = {}
     started: dict[str, int] = {}
 
@@ -93,10 +92,6 @@ def trace_model(model, example) -> Trace:
 
 def build_for_run(recipe, num_classes: int | None = None):
     """``(model, input description, trace)`` for a run's recipe and class count, never with pretrained weights."""
-    import torch
-
-    from dlcv.models import create_model, rebuild_args
-
     task, side = recipe.task, recipe.input_side()
     if side is None:
         raise DlcvError(f"run {recipe.name!r}: no architecture for task {task!r}")

@@ -11,8 +11,12 @@ from pathlib import Path
 
 from dlcv.errors import DlcvError
 from dlcv.recipes import number_text
+from dlcv.report.architecture import build_for_run
 from dlcv.report.document import Figure, Heading, Table, Text
 from dlcv.runs import RunFolder
+from dlcv.viz.architecture import plot_block_diagram
+from dlcv.viz.curves import available_panels, plot_curves
+from dlcv.viz.snapshots import plot_snapshots
 
 LAYER_TABLE_ROWS = 40  # the deepest view of a model that fits in this many rows
 DIAGRAM_BLOCKS = 18  # the deepest view that fits in this many boxes (three rows of six)
@@ -134,9 +138,6 @@ def recipe_table(run: RunFolder) -> Table:
 
 def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """A layer table (hooks on a dummy input) and block diagram of the run's model, once per model and arguments."""
-    from dlcv.report.architecture import build_for_run
-    from dlcv.viz.architecture import plot_block_diagram
-
     recipe, name = run.recipe, run.model_name
     key = repr((recipe.task, recipe.model.model_dump(), run.num_classes, recipe.input_side()))
     heading = Heading(f"Architecture of {run.name}", 4)
@@ -163,8 +164,6 @@ def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
 
 def curves_figure(run: RunFolder, ctx: ReportContext, panels, monitor: str, caption: str) -> list:
     """Training curves of ``panels`` present in the run's metrics, the best epoch of ``monitor`` marked."""
-    from dlcv.viz.curves import available_panels, plot_curves
-
     shown = available_panels(run.metrics, panels)
     if not shown:
         return []
@@ -186,8 +185,6 @@ def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: 
 def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
     """The folder of the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own figures/ when ``dlcv embed
     plot`` drew them after its last validation snapshot, else a scratch drawing (always for the training subset)."""
-    from dlcv.viz.snapshots import plot_snapshots
-
     pattern = "train_epoch_*.npz" if training_subset else "epoch_*.npz"
     snapshots = list((run.path / "embeddings").glob(pattern))
     own = run.path / "figures"

@@ -11,6 +11,13 @@ from pathlib import Path
 
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_write, staged_folder
+from dlcv.report.answers import place_answers
+from dlcv.report.blocks import ReportContext
+from dlcv.report.discovery import discover_runs, find_outputs
+from dlcv.report.document import Text, render_html, render_markdown
+from dlcv.report.pdf import find_chromium, print_pdf
+from dlcv.report.sections import in_order
+from dlcv.report.sections.sam import OTHER_OUTPUTS
 
 TITLE = "DLCV HW1: report"
 KIND = "report"  # an earlier report is replaced without --overwrite; any other folder of files is refused
@@ -21,14 +28,6 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
     """Write the report of the runs under ``runs`` into ``output`` in ``year``'s order (``sections.YEARS``) and return
     what it holds; ``report.pdf`` when ``pdf`` and a Chromium is found (if that fails, the rest is kept and
     ``pdf_problem`` says why); ``answers`` (``report.answers.Answers``): the student's name, id and answers."""
-    from dlcv.report.answers import place_answers
-    from dlcv.report.blocks import ReportContext
-    from dlcv.report.discovery import discover_runs, find_outputs
-    from dlcv.report.document import Text
-    from dlcv.report.pdf import find_chromium
-    from dlcv.report.sections import in_order
-    from dlcv.report.sections.sam import OTHER_OUTPUTS
-
     start = time.perf_counter()
     runs, output = Path(runs), Path(output)
     with staged_folder(output, overwrite, inputs=(runs,), kind=KIND, replaces_same_kind=True) as building:
@@ -67,9 +66,6 @@ def _byline(found: list, runs: Path, answers) -> str:
 
 def _write_pages(folder: Path, meta: str, sections: list, browser) -> str | None:
     """Write index.html, report.md and, with ``browser``, report.pdf into ``folder``; why the PDF failed, or None."""
-    from dlcv.report.document import render_html, render_markdown
-    from dlcv.report.pdf import print_pdf
-
     with atomic_write(folder / "index.html") as handle:
         handle.write(render_html(TITLE, meta, sections))
     with atomic_write(folder / "report.md") as handle:

@@ -20,7 +20,11 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
+from dlcv.io import write_json
+from dlcv.metrics.embedding import knn_accuracy_against
 from dlcv.models.transfer import resnet_trunk
+from dlcv.runs import read_json
+from dlcv.runtime import inference_device
 from dlcv.tasks.base import BaseTask
 from dlcv.tta import batches
 
@@ -108,8 +112,6 @@ class BYOLTask(BaseTask):
         pre-training images, the network epoch 1 starts from. ``knn_acc_unit_bn``: with batch norm's initial statistics
         (mean 0, variance 1), a trunk no trained run can be compared with.
         """
-        from dlcv.runtime import inference_device
-
         prepare, batch = data.eval_input, data.cfg.eval_batch_size
         rows = data.monitor_y.numpy()
         device = inference_device()  # before fit the task is still on the CPU; a GPU, when there is one, does this
@@ -131,7 +133,6 @@ class KnnAtInit(L.Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         if self.data.monitor is None or trainer.ckpt_path is not None or not trainer.is_global_zero:
             return
-        from dlcv.io import write_json
 
         untrained = pl_module.knn_untrained(self.data)
         write_json(self.path, untrained)
@@ -139,8 +140,6 @@ class KnnAtInit(L.Callback):
               f"pre-training images; {untrained['knn_acc_unit_bn']:.4f} with none)", flush=True)
 
     def summary_fields(self) -> dict:
-        from dlcv.runs import read_json
-
         return {"knn_acc_at_init": read_json(self.path).get("knn_acc") if self.path.is_file() else None}
 
 
@@ -153,8 +152,6 @@ def spread(images: torch.Tensor, count: int) -> torch.Tensor:
 
 def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
     """kNN accuracy of the monitor's queries (``rows[:, 1] == 1``) against its bank; ``rows[:, 0]`` the labels."""
-    from dlcv.metrics.embedding import knn_accuracy_against
-
     query = rows[:, 1] == 1
     return knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
 

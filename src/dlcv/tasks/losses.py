@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from segmentation_models_pytorch import losses
 from torch import nn
 
 from dlcv.errors import DlcvError
@@ -53,8 +54,6 @@ PIXEL_LOSSES = {
 
 def _smp_loss(name: str) -> nn.Module:
     """segmentation_models_pytorch's multiclass loss ``name``, in float32 (under autocast the logits may be bf16)."""
-    from segmentation_models_pytorch import losses
-
     class Float32(getattr(losses, name)):
         def forward(self, logits, target):
             return super().forward(logits.float(), target)

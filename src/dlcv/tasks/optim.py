@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from lightly.utils.lars import LARS
 from torch import nn
 
 from dlcv.errors import DlcvError
@@ -35,8 +36,6 @@ def parameter_groups(model: nn.Module, cfg) -> list[dict]:
 
 def _lars(groups: list[dict], cfg) -> torch.optim.Optimizer:
     """BYOL's optimiser for large batches: lightly's LARS."""
-    from lightly.utils.lars import LARS
-
     return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
@@ -81,7 +80,6 @@ def _ramp(step: int, warmup: int) -> float:
 
 def _annealing(shape):
     """A schedule that ramps up over the warm-up, then follows ``shape(progress)`` down to the floor."""
-
     def build(optimizer, cfg, plan: Plan, warmup: int):
         floor = cfg.min_lr_fraction
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dlcv.data.masks import write_mask
 from dlcv.io import atomic_path
 from dlcv.runs import RunFolder
 from dlcv.tasks.snapshots import ChosenEpochs, evaluating, model_input
@@ -29,8 +30,6 @@ class MaskProgress(ChosenEpochs):
         if not trainer.is_global_zero:
             return
 
-        from dlcv.data.masks import write_mask
-
         for sub in ("ground_truth", "images"):
             (RunFolder(self.run_dir).progress / sub).mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(self.ids):
@@ -41,7 +40,6 @@ class MaskProgress(ChosenEpochs):
     def on_train_epoch_end(self, trainer, pl_module):
         if not self.due(trainer):
             return
-        from dlcv.data.masks import write_mask
 
         epoch = trainer.current_epoch + 1
         out = RunFolder(self.run_dir).progress_epoch(epoch)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
 from dlcv.viz.embedding import _pyplot, save_figure
 
 # Box colours by what a block does, so that a reader sees the structure at a glance.
@@ -39,8 +41,6 @@ def plot_block_diagram(blocks: list[tuple[str, str, str, int]], title: str, stem
                        max_per_row: int = 6) -> list[Path]:
     """``blocks``: (name, type, output shape, parameters) in call order, drawn left to right in rows of
     at most ``max_per_row`` (rows balanced) with arrows between them. Writes ``stem.png``."""
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-
     plt = _pyplot()
     rows = -(-len(blocks) // max_per_row)
     per_row = -(-len(blocks) // rows)  # at most len(blocks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,6 @@ from dlcv.viz.embedding import _pyplot, save_figure
 
 def distinct_colours(count: int) -> np.ndarray:
     """``count`` RGB uint8 colours spread around the hue circle by the golden angle (neighbours differ)."""
-    import colorsys
-
     hues = (np.arange(count) * 0.618033988749895) % 1.0
     values = (0.95, 0.75)
     return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.85, values[i % 2])]

@@ -12,6 +12,7 @@ from dlcv.report.document import Figure, Heading, Section, Table
 from dlcv.report.published import comparison_rows, group, ours, range_text
 from dlcv.report.sections.ssl import table_folder
 from dlcv.runs import RunFolder
+from dlcv.viz.confusion import plot_confusion
 from dlcv.viz.curves import CurvePanel
 
 COURSE_CLASSES = 50  # the course's numbers are on its 50-class validation set
@@ -41,8 +42,6 @@ def validation_accuracy(run: RunFolder) -> tuple[float | None, str]:
 
 def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """The run's confusion matrix on the validation images as a figure (none when it wrote none)."""
-    from dlcv.viz.confusion import plot_confusion
-
     matrix = run.read_confusion()
     if matrix is None:
         return []

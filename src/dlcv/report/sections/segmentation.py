@@ -10,6 +10,7 @@ from dlcv.report.document import Figure, Section, Swatch, Table, Text
 from dlcv.report.published import comparison_rows, group, ours, range_text
 from dlcv.runs import RunFolder
 from dlcv.viz.curves import CurvePanel
+from dlcv.viz.segmentation import plot_progress
 
 SCORED = CLASS_NAMES[:SCORED_CLASSES]
 IOU_COLUMNS = tuple(f"val_iou_{name.lower()}" for name in SCORED)
@@ -53,8 +54,6 @@ def colour_table() -> Table:
 
 def progress_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """The run's predicted masks through training as one grid (none when it kept none)."""
-    from dlcv.viz.segmentation import plot_progress
-
     if not (run.progress / "ground_truth").is_dir():
         return []
     epochs, rows = run.read_progress()
