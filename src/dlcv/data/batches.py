@@ -215,28 +215,41 @@ class InMemoryData(L.LightningDataModule):
         return out if self.trainer is None else self.trainer.precision_plugin.convert_input(out)
 
 
-class ClassificationData(InMemoryData):
+class FolderData(InMemoryData):
+    """Data of a labelled folder ``root`` (its train folder, split or paired with its validation folder), decoded once
+    by ``read`` after the checks every such module makes."""
+
+    def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
+        super().__init__(cfg, seed, plan)
+        self.root = Path(root)
+
+    def prepare(self) -> None:
+        if self.train is not None:
+            return
+        if not self.root.is_dir():
+            raise DlcvError(f"{self.root}: no such data folder")
+        self.read(self.cfg)
+
+    def read(self, cfg) -> None:
+        """Read, check and decode the folder's images (and labels or masks) into ``train``, ``val`` and ``final``."""
+        raise NotImplementedError
+
+
+class ClassificationData(FolderData):
     """Problem 1's data for training: ``root/train`` split or paired with ``root/validation``.
 
     With ``holdout > 0`` a stratified share of train selects checkpoints and the validation folder is scored at the end.
     """
 
     def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
-        super().__init__(cfg, seed, plan)
-        self.root = Path(root)
+        super().__init__(root, cfg, seed, plan)
         self.num_classes: int | None = None
         self._policy_on: bool | None = None  # data.auto_augment_min_epochs' last decision, for _say_policy
 
     def _folder(self, key: str) -> Path:
         return self.root / getattr(self.cfg, key)
 
-    def prepare(self) -> None:
-        """Read, check and decode everything once (also usable without a Trainer)."""
-        if self.train is not None:
-            return
-        cfg = self.cfg
-        if not self.root.is_dir():
-            raise DlcvError(f"{self.root}: no such data folder")
+    def read(self, cfg) -> None:
         if cfg.train == "train_50" and not (self.root / cfg.train).is_dir():  # Problem 1's layout asked for
             check_kind(self.root, "p1")
         train = read_image_folder(self._folder("train"), self._optional_csv("train_labels"))

@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from dlcv.data.augment import planes_to_float, resize_float, scale_shift, segment_input
-from dlcv.data.batches import InMemoryData, Split, TensorBatches, validation_folder
+from dlcv.data.batches import FolderData, Split, TensorBatches, validation_folder
 from dlcv.data.kinds import check_kind
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
-from dlcv.errors import DlcvError
 from dlcv.runtime import usable_cpus
 
 
@@ -147,22 +146,15 @@ class SegmentationBatches(TensorBatches):
                 yield images, masks
 
 
-class SegmentationData(InMemoryData):
+class SegmentationData(FolderData):
     """Problem 2's data: ``root/train`` pairs, and ``root/validation`` or a holdout share of train; with ``holdout > 0``
     the holdout selects checkpoints and the validation folder (if any) is only scored at the end."""
 
     def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
-        super().__init__(cfg, seed, plan)
-        self.root = Path(root)
+        super().__init__(root, cfg, seed, plan)
         self.codec = MaskCodec(cfg.unmapped)
 
-    def prepare(self) -> None:
-        """Find, check and decode everything once (also usable without a Trainer)."""
-        if self.train is not None:
-            return
-        cfg = self.cfg
-        if not self.root.is_dir():
-            raise DlcvError(f"{self.root}: no such data folder")
+    def read(self, cfg) -> None:
         if not (self.root / cfg.train).is_dir():
             check_kind(self.root, "satellite")
         train = find_pairs(self.root / cfg.train)
