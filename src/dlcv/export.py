@@ -27,6 +27,7 @@ from dlcv.checkpoints import load_predictor
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_path, check_output_file, staged_folder
 from dlcv.models.weights import load_state_file
+from dlcv.recipes import RECIPES
 
 ALLOWED_MODULES = ("torch", "math", "operator", "builtins")  # what the traced forward may reference
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -265,16 +266,19 @@ class {name}(nn.Module):
 
 
 # --- a checkpoint, exported -----------------------------------------------------------------------------------
-TRACE_BATCH = {"classify": 100, "segment": 4}  # the batch a checkpoint's model is traced at
+def exported_tasks() -> tuple[str, ...]:
+    """The tasks whose checkpoints export: those whose recipe gives the batch to trace at (``TRACE_BATCH``)."""
+    return tuple(task for task, kind in RECIPES.items()
+                 if kind.TRACE_BATCH and kind.model_fields["task"].default == task)  # not an alias (ssl_finetune)
 
 
 def checkpoint_model(path, task: str | None = None, batch: int | None = None):
     """``(model, recipe, example)`` of a dlcv classification or segmentation checkpoint (of ``task`` where given):
     the model for inference and a random input of ``batch`` images at the size its ``predict`` gives it."""
-    model, recipe = load_predictor(path, task or tuple(TRACE_BATCH))
+    model, recipe = load_predictor(path, task or exported_tasks())
     side = recipe.input_side()
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(batch or TRACE_BATCH[recipe.task], 3, side, side, generator=generator)
+    example = torch.randn(batch or recipe.TRACE_BATCH, 3, side, side, generator=generator)
     return model.eval(), recipe, example
 
 

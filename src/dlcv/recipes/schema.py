@@ -180,6 +180,8 @@ class Recipe(Section):
     task: str = key("", TASK)
     name: FolderName | None = key(None, "run folder name under --runs-dir; default: the recipe file's name")
 
+    TRACE_BATCH: typing.ClassVar[int | None] = None  # the batch ``dlcv export`` traces at (None: not exported)
+
 
 class Training(Recipe):
     """A recipe that trains: its seed, and the checks across its keys."""

@@ -110,6 +110,7 @@ class ClassifyRecipe(Training):
 
     SNAPSHOTS: typing.ClassVar[str] = "embed.epochs"
     FIT_COMMAND: typing.ClassVar[str] = "dlcv classify fit"
+    TRACE_BATCH: typing.ClassVar[int] = 100
     task: Literal["classify"] = key("classify", TASK)
     data: ClassifyData = section(ClassifyData)
     model: Model = section(Model)
@@ -226,6 +227,7 @@ class SegmentRecipe(Training):
 
     SNAPSHOTS: typing.ClassVar[str] = "progress.epochs"
     FIT_COMMAND: typing.ClassVar[str] = "dlcv segment fit"
+    TRACE_BATCH: typing.ClassVar[int] = 4
     CLASSES: typing.ClassVar[int] = NUM_CLASSES
     task: Literal["segment"] = key("segment", TASK)
     data: SegmentData = section(SegmentData)
