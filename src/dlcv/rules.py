@@ -126,6 +126,7 @@ NonNegative, Positive, Share, Fraction = number(0), number(0, open_low=True), nu
 AnyNumber = Annotated[float, Field(allow_inf_nan=False), Wants("a number")]
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # torchvision's, by name
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "default", "vit_tiny")  # segment-anything's registry and dlcv's tiny one
+AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")  # the batched policies of dlcv.data.policies
 
 
 def crop_padding_error(padding: int, what: str) -> str:

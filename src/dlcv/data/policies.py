@@ -17,8 +17,8 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
 
 from dlcv.errors import DlcvError
+from dlcv.rules import AUTO_AUGMENTS
 
-AUTO_AUGMENT = ("none", "trivialaugment", "randaugment")
 BINS = 31  # torchvision's num_magnitude_bins
 
 
@@ -138,8 +138,8 @@ def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude:
     """uint8 (N, H, W, 3) -> the same, each image through its own draw of the policy, batched by operation."""
     if policy == "none":
         return images
-    if policy not in AUTO_AUGMENT:
-        raise DlcvError(f"data.auto_augment: {policy!r} is not one of {', '.join(AUTO_AUGMENT)}")
+    if policy not in AUTO_AUGMENTS:
+        raise DlcvError(f"data.auto_augment: {policy!r} is not one of {', '.join(AUTO_AUGMENTS)}")
     rounds, fixed = (1, None) if policy == "trivialaugment" else (num_ops, magnitude)
     space = space_of(policy)
     out = images.permute(0, 3, 1, 2).contiguous()

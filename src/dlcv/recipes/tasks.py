@@ -47,7 +47,7 @@ from dlcv.recipes.schema import (
     section,
     whole,
 )
-from dlcv.rules import crop_padding_error
+from dlcv.rules import AUTO_AUGMENTS, crop_padding_error
 
 __all__ = ["RECIPES", "ClassifyData", "ClassifyTrain", "Embed", "ClassifyRecipe", "crop_padding_error",
            "FinetuneRecipe", "CropScale", "SegmentData", "PixelLoss", "SegmentLoss", "SegmentTrain", "Progress",
@@ -76,7 +76,7 @@ class ClassifyData(Section):
     crop_padding: Whole0 = key(4, "random crop after padding by this many pixels (reflect)")
     flip: bool = key(True, "random horizontal mirror")
     cutout: Whole0 = key(0, "side of the square zeroed in every training image (0: off)")
-    auto_augment: Literal["none", "trivialaugment", "randaugment"] = key(
+    auto_augment: Literal[AUTO_AUGMENTS] = key(
         "none", "TrivialAugmentWide or RandAugment, a fresh draw per image")
     auto_augment_min_epochs: Whole0 = key(0, "> 0: auto_augment only while the run's plan has at least this many "
                                           "epochs (a time budget gives a fast machine many: it gets the regulariser)")
