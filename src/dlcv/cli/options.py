@@ -22,7 +22,7 @@ def run_options(parser: argparse.ArgumentParser) -> None:
 def budget_option(parser: argparse.ArgumentParser, key: str) -> None:
     parser.add_argument("--budget", metavar="DURATION",
                         help=f"end the whole command within this time, e.g. 20m or 1h30m (sets {key}): the steps are "
-                        "planned from the measured speed and the schedule runs over them; none: train by epochs")
+                             "planned from the measured speed and the schedule runs over them; none: train by epochs")
 
 
 def file_overwrite(parser) -> None:
