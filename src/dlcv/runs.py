@@ -292,14 +292,16 @@ def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
 
     recipe, changed = saved.model_copy(deep=True), []
     for key in keys:
-        value = lookup(given, key)
-        if key == "name" or value == lookup(saved, key):  # the name picks the run; an equal value changes nothing
+        if key == "name" or lookup(given, key) == lookup(saved, key):  # the name picks the run; equal changes nothing
             continue
         if key not in RESUME_KEYS:
             raise DlcvError(f"--resume keeps the run's saved recipe; {key} cannot change on resume")
-        setattr(recipe.train, key.split(".")[1], value)
         changed.append(key)
     train = recipe.train
+    if "train.epochs" in changed:
+        train.epochs = given.train.epochs
+    if "train.budget" in changed:
+        train.budget = given.train.budget
     if train.budget:
         if "train.budget" in keys:
             return recipe
