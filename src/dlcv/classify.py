@@ -160,8 +160,7 @@ def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path
         raise DlcvError(f"--ensemble {count}: {top} holds {len(found)} checkpoint(s); train with "
                         f"train.save_top_k >= {count}")
     # File names end with the monitored validation accuracy: higher is better.
-    scored = sorted(found, key=lambda p: float(p.stem.rsplit("-", 1)[-1]), reverse=True)
-    return scored[:count]
+    return sorted(found, key=lambda p: float(p.stem.rsplit("-", 1)[-1]), reverse=True)[:count]
 
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,

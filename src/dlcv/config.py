@@ -116,17 +116,19 @@ def merge(defaults: dict, override: dict, source: str, path: tuple[str, ...] = (
     for key, value in override.items():
         here = (*path, str(key))
         free = here in FREE_FORM
+        name = shown(".".join(here))
         if not free and key not in defaults:
             known = ", ".join(sorted(defaults)) or "none"
-            raise DlcvError(f"{source}: unknown recipe key {shown('.'.join(here))} (known here: {known})")
-        if (free or isinstance(defaults[key], dict)) and not isinstance(value, dict):
-            raise DlcvError(f"{source}: recipe key {shown('.'.join(here))} must be a mapping, got {shown(value)}")
-        if not free and not isinstance(defaults[key], dict) and isinstance(value, dict):
-            raise DlcvError(f"{source}: recipe key {shown('.'.join(here))} takes a value, not sub-keys "
+            raise DlcvError(f"{source}: unknown recipe key {name} (known here: {known})")
+        mapping = free or isinstance(defaults[key], dict)
+        if mapping and not isinstance(value, dict):
+            raise DlcvError(f"{source}: recipe key {name} must be a mapping, got {shown(value)}")
+        if not mapping and isinstance(value, dict):
+            raise DlcvError(f"{source}: recipe key {name} takes a value, not sub-keys "
                             f"({shown(', '.join(map(str, value)))})")
         if free:
             out[key] = {**(out.get(key) or {}), **copy.deepcopy(value)}
-        elif isinstance(defaults[key], dict):
+        elif mapping:
             out[key] = merge(defaults[key], value, source, here)
         else:
             out[key] = copy.deepcopy(value)

@@ -147,7 +147,7 @@ def torch_threads(threads: int | None):
 
     previous = torch.get_num_threads()
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     try:
         yield
     finally:

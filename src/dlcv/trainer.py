@@ -188,7 +188,7 @@ def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: in
     if trainer.is_global_zero:
         strategy = type(trainer.strategy).__name__.removesuffix("Strategy")
         print(f"trainer: {trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator')} "
-              f"device(s) x {trainer.num_nodes} node(s), strategy {strategy}, precision {options['precision']}",
+              f"device(s) x {trainer.num_nodes} node(s), strategy {strategy}, precision {precision}",
               flush=True)
     return trainer
 

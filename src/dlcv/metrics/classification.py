@@ -7,7 +7,7 @@ import numpy as np
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """``cm[i, j]`` = number of images of class ``i`` predicted as ``j``."""
-    index = truth.astype(np.int64) * num_classes + predicted.astype(np.int64)
+    index = truth.astype(np.int64, copy=False) * num_classes + predicted.astype(np.int64, copy=False)
     return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 

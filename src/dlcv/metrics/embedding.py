@@ -61,17 +61,15 @@ def silhouette(features: np.ndarray, labels: np.ndarray, max_points: int = 10_00
     if len(classes) < 2:
         return float("nan")
     n = len(x)
-    onehot = np.zeros((n, len(classes)), dtype=np.float32)
-    onehot[np.arange(n), y] = 1.0
+    onehot = np.eye(len(classes), dtype=np.float32)[y]
     counts = onehot.sum(0).astype(np.float64)
     scores = np.empty(n)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
+        rows, own = np.arange(stop - start), y[start:stop]
         dist = np.maximum(1.0 - x[start:stop] @ x.T, 0.0)  # cosine distance, rounding clipped
-        dist[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        dist[rows, np.arange(start, stop)] = 0.0
         totals = (dist @ onehot).astype(np.float64)  # summed distance to each class
-        own = y[start:stop]
-        rows = np.arange(stop - start)
         own_count = counts[own]
         a = totals[rows, own] / np.maximum(own_count - 1, 1)
         means = totals / counts[None, :]

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from dlcv.data.masks import CODE_TO_CLASS, NUM_CLASSES, SCORED_CLASSES, UNKNOWN, colour_codes
+from dlcv.metrics.classification import confusion_matrix
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """(num_classes, num_classes) counts, rows = ground truth, columns = prediction."""
-    flat = gt.astype(np.int64, copy=False).ravel() * num_classes + pred.astype(np.int64, copy=False).ravel()
-    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    return confusion_matrix(gt.ravel(), pred.ravel(), num_classes)
 
 
 def code_confusion(gt_rgb: np.ndarray, pred_rgb: np.ndarray) -> np.ndarray:
@@ -25,7 +25,7 @@ def codes_to_classes(codes: np.ndarray) -> np.ndarray:
     """An (8, 8) code confusion matrix as the (7, 7) class one; colours in no class count as Unknown."""
     target = np.where(CODE_TO_CLASS < NUM_CLASSES, CODE_TO_CLASS, UNKNOWN).astype(np.int64)
     matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    np.add.at(matrix, (target[:, None].repeat(8, 1), target[None, :].repeat(8, 0)), codes)
+    np.add.at(matrix, np.ix_(target, target), codes)
     return matrix
 
 

@@ -14,7 +14,6 @@ STAGE_STRIDES = (4, 8, 16, 32)
 def freeze_encoder_stages(net: nn.Module, stages: int) -> list[nn.Module]:
     """Freeze ``net`` (a timm model or feature extractor) through the end of its ``stages``-th stage (0: nothing);
     return the frozen batch-norm modules, which ``KeepsFrozenStatistics`` keeps in eval mode."""
-    stages = int(stages)
     if not stages:
         return []
     info = net.feature_info  # a features_only extractor's FeatureInfo, or a classifier's list of dicts

@@ -78,8 +78,7 @@ class FCN32s(nn.Module):
         super().__init__()
         from torchvision.models import vgg16
 
-        vgg = vgg16(weights=None)
-        self.features = vgg.features
+        self.features = vgg16(weights=None).features
         self.fc6 = nn.Conv2d(512, 4096, 7, padding=3)
         self.fc7 = nn.Conv2d(4096, 4096, 1)
         self.drop6, self.drop7 = nn.Dropout2d(dropout), nn.Dropout2d(dropout)
@@ -115,7 +114,7 @@ class FCN32s(nn.Module):
 def _vgg16_state(weights: str) -> dict:
     from dlcv.models.weights import load_state_file
 
-    if weights.lower().startswith("imagenet") or weights.upper().startswith("IMAGENET1K"):
+    if weights.lower().startswith("imagenet"):
         from torchvision.models import VGG16_Weights, vgg16
 
         spec = VGG16_Weights.IMAGENET1K_V1 if weights.lower() == "imagenet" else VGG16_Weights[weights]

@@ -77,8 +77,8 @@ class VGG(Classifier):
             if w == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
-                layers.append(conv_bn_act(c_in, int(w)))
-                c_in = int(w)
+                layers.append(conv_bn_act(c_in, w))
+                c_in = w
         self.features = nn.Sequential(*layers)
         self.feature_dim = c_in
         self.dropout = nn.Dropout(dropout)
@@ -188,13 +188,10 @@ class DlcvNet(Classifier):
         self.whiten = whiten
         if whiten:  # its weights come from the data and stay; its bias trains
             self.stem[0].weight.requires_grad_(False)
-        groups, c_in = [], stem_width
-        for w in widths:
-            groups.append(ConvGroup(c_in, w, bn_momentum))
-            c_in = w
-        self.groups = nn.Sequential(*groups)
-        self.feature_dim = c_in
-        self.head = nn.Linear(c_in, num_classes, bias=False)
+        pairs = zip((stem_width, *widths), widths)
+        self.groups = nn.Sequential(*(ConvGroup(c_in, w, bn_momentum) for c_in, w in pairs))
+        self.feature_dim = widths[-1]
+        self.head = nn.Linear(widths[-1], num_classes, bias=False)
         self.logit_scale = logit_scale
 
     def forward_features(self, x):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dlcv.errors import DlcvError
+from dlcv.models.freezing import KeepsFrozenStatistics
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
 from dlcv.rules import RESNETS, Fraction, Whole1
@@ -38,8 +39,6 @@ def _resnet(arch: str) -> nn.Module:
     """A random ``torchvision.models.<arch>()``, ``fc`` included, convolutions ``CentreTapConv2d``; RESNETS only."""
     from torchvision import models
 
-    if arch not in RESNETS:
-        raise DlcvError(f"backbone arch {arch!r}: choose one of {', '.join(RESNETS)} (torchvision ResNets)")
     net = models.get_model(arch, weights=None)
     for module in net.modules():
         if type(module) is nn.Conv2d:
@@ -100,7 +99,7 @@ def mlp_head(width: int, num_classes: int, hidden: int, dropout: float, layers: 
     return nn.Sequential(*blocks)
 
 
-class TransferResNet(Classifier):
+class TransferResNet(KeepsFrozenStatistics, Classifier):
     """A torchvision ResNet trunk (random, or from a backbone file) and a new classifier head; ``freeze`` makes the
     trunk a fixed feature extractor (no gradients; batch norm in evaluation mode whatever the model's mode)."""
 
@@ -111,22 +110,12 @@ class TransferResNet(Classifier):
         self.arch = arch
         self.backbone = load_backbone(backbone_weights, arch) if backbone_weights else resnet_trunk(arch)[0]
         self.feature_dim = self.backbone.inplanes  # torchvision's ResNet: layer4's width, what its fc read
-        if head == "linear":
-            self.head = nn.Linear(self.feature_dim, num_classes)
-        elif head == "mlp":
-            self.head = mlp_head(self.feature_dim, num_classes, int(head_hidden), float(head_dropout))
-        else:  # (the recipe's rule refuses any other; a direct call too)
-            raise DlcvError(f"model.args.head: {head!r} is not one of linear, mlp")
-        self.frozen = bool(freeze)
-        if self.frozen:
+        self.head = (nn.Linear(self.feature_dim, num_classes) if head == "linear"
+                     else mlp_head(self.feature_dim, num_classes, head_hidden, float(head_dropout)))
+        self.frozen = [self.backbone] if freeze else []  # batch-norm statistics stay those of pre-training
+        if freeze:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen:
-            self.backbone.eval()  # batch-norm statistics stay those of pre-training
-        return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):  # a frozen trunk: no graph

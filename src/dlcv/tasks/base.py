@@ -51,6 +51,9 @@ class BaseTask(L.LightningModule):
         """``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""
         return model.to(memory_format=torch.channels_last) if self.recipe.train.channels_last else model
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.recipe.optim)
         if not self.plan.steps_per_epoch:  # a task trained outside ``dlcv.fitting``: the trainer's epochs

@@ -78,8 +78,8 @@ class BYOLTask(BaseTask):
     def training_step(self, batch, batch_idx):
         view0, view1 = batch
         momentum = self.momentum()
-        update_momentum(self.model["backbone"], self.target["backbone"], m=momentum)
-        update_momentum(self.model["projection"], self.target["projection"], m=momentum)
+        for part in self.target:  # the backbone, then the projection
+            update_momentum(self.model[part], self.target[part], m=momentum)
         loss = self.byol_loss(view0, view1)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
                  batch_size=len(view0))
@@ -113,14 +113,16 @@ class BYOLTask(BaseTask):
         (mean 0, variance 1), a trunk no trained run can be compared with.
         """
         prepare, batch = data.eval_input, data.cfg.eval_batch_size
-        rows = data.monitor_y.numpy()
         device = inference_device()  # before fit the task is still on the CPU; a GPU, when there is one, does this
         trunk = copy.deepcopy(self.backbone).to(device)
-        result = {"knn_acc_unit_bn": monitor_knn(trunk_features(trunk, data.monitor_x, prepare, batch, device),
-                                                 rows, self.knn_k)}
+
+        def knn() -> float:
+            features = trunk_features(trunk, data.monitor_x, prepare, batch, device)
+            return float(np.float32(monitor_knn(features, data.monitor_y.numpy(), self.knn_k)))
+
+        unit_bn = knn()
         calibrate_batch_norm(trunk, spread(data.images, calibration_images), prepare, batch, device)
-        result["knn_acc"] = monitor_knn(trunk_features(trunk, data.monitor_x, prepare, batch, device), rows, self.knn_k)
-        return {k: float(np.float32(v)) for k, v in result.items()}
+        return {"knn_acc_unit_bn": unit_bn, "knn_acc": knn()}
 
 
 class KnnAtInit(L.Callback):

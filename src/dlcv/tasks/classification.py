@@ -45,9 +45,6 @@ class ClassificationTask(BaseTask):
         self.val_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
     def passes(self, tta: str) -> int:
         return classify_passes(tta)
 

@@ -34,18 +34,13 @@ def parameter_groups(model: nn.Module, cfg) -> list[dict]:
             + _decay_groups([p for p in trainable if id(p) in head], decay, norm, lr=cfg.lr * mult))
 
 
-def _lars(groups: list[dict], cfg) -> torch.optim.Optimizer:
-    """BYOL's optimiser for large batches: lightly's LARS."""
-    return LARS(groups, lr=cfg.lr, momentum=cfg.momentum)
-
-
 # Optimiser name (``dlcv.recipes.OPTIMIZERS``) -> builder of (parameter groups, recipe's optim section).
 OPTIMIZERS = {
     "sgd": lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                                nesterov=cfg.nesterov),
     "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
     "adamw": lambda groups, cfg: torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas)),
-    "lars": _lars,
+    "lars": lambda groups, cfg: LARS(groups, lr=cfg.lr, momentum=cfg.momentum),  # BYOL's, for large batches
 }
 
 
@@ -54,7 +49,7 @@ def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.name](parameter_groups(model, cfg), cfg)
 
 
-def _onecycle(optimizer, cfg, plan: Plan, warmup: int):
+def _onecycle(cfg, plan: Plan, warmup: int):
     """torch's OneCycleLR (without momentum cycling) over a plan that may move: a rise from lr /
     div_factor to lr over pct_start of the steps, then a fall to lr / div_factor / final_div_factor."""
     start, floor = 1 / cfg.div_factor, 1 / cfg.div_factor / cfg.final_div_factor
@@ -71,7 +66,7 @@ def _onecycle(optimizer, cfg, plan: Plan, warmup: int):
             return shape(start, 1.0, step / peak)
         return shape(1.0, floor, min(1.0, (step - peak) / (steps - 1 - peak)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
 
 
 def _ramp(step: int, warmup: int) -> float:
@@ -80,7 +75,7 @@ def _ramp(step: int, warmup: int) -> float:
 
 def _annealing(shape):
     """A schedule that ramps up over the warm-up, then follows ``shape(progress)`` down to the floor."""
-    def build(optimizer, cfg, plan: Plan, warmup: int):
+    def build(cfg, plan: Plan, warmup: int):
         floor = cfg.min_lr_fraction
 
         def factor(step: int) -> float:
@@ -88,16 +83,15 @@ def _annealing(shape):
                 return _ramp(step, warmup)
             return floor + (1 - floor) * shape(plan.progress(step, warmup), cfg)
 
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return factor
 
     return build
 
 
-def _cosine_restarts(optimizer, cfg, plan: Plan, warmup: int):
+def _cosine_restarts(cfg, plan: Plan, warmup: int):
     """SGDR: cosine periods of restart_epochs, each restart_mult times longer (no fixed end)."""
-    floor = cfg.min_lr_fraction
+    floor, mult = cfg.min_lr_fraction, cfg.restart_mult
     period = max(1, round(cfg.restart_epochs * plan.steps_per_epoch))
-    mult = max(1, cfg.restart_mult)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -107,7 +101,7 @@ def _cosine_restarts(optimizer, cfg, plan: Plan, warmup: int):
             t, length = t - length, length * mult
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t / length))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
 
 
 def milestone_steps(milestones: list, plan: Plan) -> list[int]:
@@ -116,17 +110,12 @@ def milestone_steps(milestones: list, plan: Plan) -> list[int]:
             for m in milestones]
 
 
-def _multistep(optimizer, cfg, plan: Plan, warmup: int):
-    gamma = cfg.gamma
-
-    def factor(step: int) -> float:
-        return _ramp(step, warmup) * gamma ** sum(step >= m for m in milestone_steps(cfg.milestones, plan))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def _multistep(cfg, plan: Plan, warmup: int):
+    return lambda step: _ramp(step, warmup) * cfg.gamma ** sum(step >= m for m in milestone_steps(cfg.milestones, plan))
 
 
-# Schedule name (``dlcv.recipes.SCHEDULES``) -> builder of (optimizer, recipe's schedule section, plan,
-# warm-up steps), or None for a constant rate. Every builder reads the plan at each step.
+# Schedule name (``dlcv.recipes.SCHEDULES``) -> builder of the rate's factor at each step from (recipe's schedule
+# section, plan, warm-up steps), or None for a constant rate. Every factor reads the plan at each step.
 SCHEDULES = {
     "constant": None,
     "onecycle": _onecycle,
@@ -143,4 +132,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, plan: Plan) -> dict |
     if SCHEDULES[cfg.name] is None:
         return None
     warmup = round(cfg.warmup_epochs * plan.steps_per_epoch)
-    return {"scheduler": SCHEDULES[cfg.name](optimizer, cfg, plan, warmup), "interval": "step"}
+    factor = SCHEDULES[cfg.name](cfg, plan, warmup)
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "interval": "step"}

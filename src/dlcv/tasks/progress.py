@@ -30,11 +30,12 @@ class MaskProgress(ChosenEpochs):
         if not trainer.is_global_zero:
             return
 
+        progress = RunFolder(self.run_dir).progress
         for sub in ("ground_truth", "images"):
-            (RunFolder(self.run_dir).progress / sub).mkdir(parents=True, exist_ok=True)
+            (progress / sub).mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(self.ids):
-            write_mask(RunFolder(self.run_dir).progress / "ground_truth" / f"{name}_mask.png", self.masks[i].numpy())
-            with atomic_path(RunFolder(self.run_dir).progress / "images" / f"{name}_sat.png") as tmp:
+            write_mask(progress / "ground_truth" / f"{name}_mask.png", self.masks[i].numpy())
+            with atomic_path(progress / "images" / f"{name}_sat.png") as tmp:
                 Image.fromarray(self.images[i].numpy()).save(tmp, format="PNG")
 
     def on_train_epoch_end(self, trainer, pl_module):

@@ -35,9 +35,6 @@ class SegmentationTask(BaseTask):
         self.val_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(NUM_CLASSES, validate_args=False)
 
-    def forward(self, x):
-        return self.model(x)
-
     def passes(self, tta: str) -> int:
         return len(SEGMENT_VIEWS[tta])
 
