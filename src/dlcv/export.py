@@ -268,8 +268,7 @@ class {name}(nn.Module):
 # --- a checkpoint, exported -----------------------------------------------------------------------------------
 def exported_tasks() -> tuple[str, ...]:
     """The tasks whose checkpoints export: those whose recipe gives the batch to trace at (``TRACE_BATCH``)."""
-    return tuple(task for task, kind in RECIPES.items()
-                 if kind.TRACE_BATCH and kind.model_fields["task"].default == task)  # not an alias (ssl_finetune)
+    return tuple(dict.fromkeys(kind.model_fields["task"].default for kind in RECIPES.values() if kind.TRACE_BATCH))
 
 
 def checkpoint_model(path, task: str | None = None, batch: int | None = None):
