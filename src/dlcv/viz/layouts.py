@@ -100,8 +100,10 @@ def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = No
         first = not layouts
         init = initialization.pca(x, random_state=opt.seed) if first else initialization.rescale(layouts[-1])
         fft = len(x) >= opt.fft_from
-        phases = ((opt.fft_first if first else opt.fft_continued) if fft
-                  else (opt.bh_first if first else opt.bh_continued))
+        if fft:
+            phases = opt.fft_first if first else opt.fft_continued
+        else:
+            phases = opt.bh_first if first else opt.bh_continued
         embedding = TSNEEmbedding(init, affinities, negative_gradient_method="fft" if fft else "bh", n_jobs=threads,
                                   learning_rate=opt.learning_rate, random_state=opt.seed, verbose=False)
         coarse = {"ints_in_interval": opt.coarse_ints_in_interval, "theta": opt.theta}
