@@ -89,7 +89,8 @@ def predict_scores(model, images, recipe, batch_size: int = PREDICT_BATCH, tta: 
     import torch
 
     from dlcv.data.augment import prepare_batch
-    from dlcv.tta import inference_batches, predict_logits
+    from dlcv.runtime import inference_batches
+    from dlcv.tta import predict_logits
 
     tta, out = tta or recipe.train.tta, []
     for start, batch in inference_batches(model, torch.as_tensor(np.asarray(images)), recipe.train.precision,

@@ -53,6 +53,7 @@ PROBLEMS = {"p1": ("classify", "folder"), "ssl": ("classify", "csv"), "seg": ("s
 DOWNLOAD = {2021: "hw1_download.sh", 2022: "hw1_download.sh", 2023: "hw1_download_ckpt.sh",
             2024: "hw1_download_ckpt.sh"}
 TEMPLATE = Path(__file__).resolve().parent / "handin_files" / "predict.py"
+TTA = Path(__file__).resolve().parent / "tta.py"  # shipped as it is: the scripts average views as dlcv does
 
 
 def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs", given: dict[str, str] | None = None,
@@ -92,7 +93,7 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
 
 def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: dict, urls: dict) -> list[tuple]:
     """The hand-in folder's files in ``staging``: per problem its inference, model and weights, per course script
-    its ``hw1_N.sh``, and the download script; returns ``(file, where from)`` per file."""
+    its ``hw1_N.sh``, dlcv's ``tta.py`` and the download script; returns ``(file, where from)`` per file."""
     download, written, sums = DOWNLOAD[year], [], {}
     for name, (config, source, state) in exported.items():
         config["download"] = f"bash {download}"
@@ -108,6 +109,8 @@ def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: d
                           f'python3 "$(dirname "$0")/{name}_predict.py" "$@"\n')
         target.chmod(0o755)
         written.append((script.name, script))
+    (staging / TTA.name).write_text(TTA.read_text())
+    written.append((TTA.name, TTA))
     target = staging / download
     target.write_text(download_script(year, {n: (exported[n][0]["weights"], sums[n], urls.get(n, ""))
                                              for n in exported}))

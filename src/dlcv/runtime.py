@@ -53,6 +53,19 @@ def inference_autocast(device, precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast)
 
 
+def inference_batches(model, images, precision: str, batch_size: int, load=None):
+    """Put ``model`` in evaluation mode, channels-last, on the inference device and yield ``batches`` of ``images``
+    there, with gradients off and the autocast of the model's training ``precision`` on for the caller's work."""
+    import torch
+
+    from dlcv.tta import batches
+
+    device = inference_device()  # the uint8 batches travel; preparation and TTA run on the device
+    model.eval().to(device, memory_format=torch.channels_last)
+    with torch.inference_mode(), inference_autocast(device, precision):
+        yield from batches(images, batch_size, device, load=load)
+
+
 def is_primary_process() -> bool:
     """False in the extra processes of a multi-process run: only the primary one writes the run folder."""
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))

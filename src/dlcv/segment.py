@@ -176,7 +176,8 @@ def predict_classes(model, images, recipe, tta: str | None = None, batch_size: i
     import torch
 
     from dlcv.data.augment import segment_input
-    from dlcv.tta import inference_batches, predict_probs
+    from dlcv.runtime import inference_batches
+    from dlcv.tta import predict_probs
 
     tta = tta or recipe.train.tta
     batches = inference_batches(model, images, recipe.train.precision, batch_size or recipe.data.eval_batch_size, load)

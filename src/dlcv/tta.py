@@ -1,9 +1,7 @@
 """Test-time augmentation: each task's views, their forward passes, and the one function per task that averages a
-model over them (validation, final scoring, ``predict``, hand-in scripts). Torch only: prediction needs no Lightning.
+model over them (validation, final scoring, ``predict``), and the one inference loop. Torch only, in Python 3.6's
+syntax: the hand-in folder ships this file as it is, so its scripts predict through the same code.
 """
-
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 
@@ -36,7 +34,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -
     return total / sum(weight * (1 + mirrored) for _, weight, mirrored in views)
 
 
-def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int], tta: str = "none") -> torch.Tensor:
+def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple, tta: str = "none") -> torch.Tensor:
     """A segmenter's class probabilities (B, C, *size) on ``x``, averaged over ``tta``'s views, resized bilinearly."""
     views = SEGMENT_VIEWS[tta]
     total = 0
@@ -58,14 +56,3 @@ def batches(images, batch_size: int, device: torch.device, prepare=None, load=No
         part = images[start : start + batch_size]
         x = torch.as_tensor(load(part) if load is not None else part).to(device)
         yield start, (prepare(x) if prepare is not None else x)
-
-
-def inference_batches(model: torch.nn.Module, images, precision: str, batch_size: int, load=None):
-    """Put ``model`` in evaluation mode, channels-last, on the inference device and yield ``batches`` of ``images``
-    there, with gradients off and the autocast of the model's training ``precision`` on for the caller's work."""
-    from dlcv.runtime import inference_autocast, inference_device
-
-    device = inference_device()  # the uint8 batches travel; preparation and TTA run on the device
-    model.eval().to(device, memory_format=torch.channels_last)
-    with torch.inference_mode(), inference_autocast(device, precision):
-        yield from batches(images, batch_size, device, load=load)

@@ -1,9 +1,11 @@
 """DLCV HW1 prediction as the course runs it, written by `dlcv handin`: plain torch, numpy and Pillow.
-The model class and state_dict beside this file (``CONFIG``) predict as the source checkpoint's ``dlcv ... predict``.
+The model class and state_dict beside this file (``CONFIG``) predict as the source checkpoint's ``dlcv ... predict``,
+through dlcv's own test-time augmentation (``tta.py`` beside it).
 Python 3.6 or later; torch 1.4 or later (1.11 where the segmenter resizes its tiles on a GPU).
 """
 import argparse
 import csv
+import functools
 import importlib
 import os
 import sys
@@ -12,17 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tta import predict_logits, predict_probs
 
 CONFIG = {}  # filled in by dlcv handin: the task, the model, its input and its test-time augmentation
 HERE = os.path.dirname(os.path.abspath(__file__))
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 COLOURS = np.array([(0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255),
                     (0, 0, 0)], dtype=np.uint8)  # the course's mask colours, classes 0-6
-# Classification views: (offset of the reflect-padded window or None, weight, with its mirror).
-CLASSIFY_VIEWS = {"none": ((None, 1.0, False),), "flip": ((None, 1.0, True),),
-                  "flip_shift": ((None, 1.0, True), (0, 0.5, True), (2, 0.5, True))}
-SEGMENT_VIEWS = {"none": ((0, False),), "flip": ((0, False), (0, True)),
-                 "d4": tuple((k, m) for k in range(4) for m in (False, True))}
 
 
 def fail(message):
@@ -99,19 +97,6 @@ def read_rgb(path):
         fail("{}: not a readable image ({})".format(path, exc))
 
 
-def classify_logits(net, x):
-    """The weighted mean of the logits over the views of ``CONFIG["tta"]``."""
-    views, total = CLASSIFY_VIEWS[CONFIG["tta"]], None
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-    for offset, weight, mirrored in views:  # in dlcv's order and number type, so near ties fall its way
-        view = x if offset is None else padded[:, :, offset:offset + h, offset:offset + w]
-        logits = run(net, view) + run(net, view.flip(3)) if mirrored else run(net, view)
-        term = logits if weight == 1 else weight * logits
-        total = term if total is None else total + term
-    return total / sum(weight * (1 + mirrored) for _, weight, mirrored in views)
-
-
 def classify(images, device):
     """Labels of uint8 (N, H, W, 3) images."""
     net, labels, step = load_model(device), [], batch_size(device)
@@ -121,7 +106,8 @@ def classify(images, device):
             size = CONFIG["input_size"]
             if size and tuple(x.shape[-2:]) != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-            labels.extend(classify_logits(net, x).float().softmax(1).argmax(1).tolist())
+            logits = predict_logits(functools.partial(run, net), x, CONFIG["tta"])
+            labels.extend(logits.float().softmax(1).argmax(1).tolist())
     return labels
 
 
@@ -186,20 +172,6 @@ def segment_input(tiles, device):
     return normalise(tiles, device)
 
 
-def segment_probs(net, x, size):
-    """Class probabilities averaged over the views of ``CONFIG["tta"]``, up-sampled to ``size``."""
-    views, total = SEGMENT_VIEWS[CONFIG["tta"]], 0
-    for k, mirror in views:
-        v = x.flip(3) if mirror else x
-        logits = run(net, torch.rot90(v, k, dims=(2, 3)) if k else v).float()
-        logits = torch.rot90(logits, -k, dims=(2, 3)) if k else logits
-        total = total + F.softmax(logits.flip(3) if mirror else logits, dim=1)
-    total = total / len(views)
-    if tuple(total.shape[-2:]) != tuple(size):
-        total = F.interpolate(total, size=size, mode="bilinear", align_corners=False)
-    return total
-
-
 def predict_masks(folder, output):
     """Segmentation: ``NNNN_mask.png`` (the course's colours) for every ``NNNN_sat.jpg`` of ``folder``."""
     if not os.path.isdir(folder):
@@ -215,7 +187,8 @@ def predict_masks(folder, output):
     with torch.no_grad(), autocast(dev):
         for i in range(0, len(ids), step):
             tiles = np.stack([read_rgb(os.path.join(folder, n + "_sat.jpg")) for n in ids[i:i + step]])
-            probs = segment_probs(net, segment_input(tiles, dev), tiles.shape[1:3])
+            probs = predict_probs(functools.partial(run, net), segment_input(tiles, dev), tiles.shape[1:3],
+                                  CONFIG["tta"])
             for name, classes in zip(ids[i:i + step], probs.argmax(1).cpu().numpy()):
                 Image.fromarray(COLOURS[classes]).save(os.path.join(output, name + "_mask.png"))
 
