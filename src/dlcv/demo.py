@@ -103,13 +103,23 @@ def _step(number: int, what: str) -> None:
     print(f"[{number}/{STEPS}] {what}", flush=True)
 
 
+def _fit_and_predict(task, recipe: dict, data: Path, images: Path, written: Path, output: Path, runs: Path,
+                     steps: tuple[tuple[int, str], tuple[int, str]]) -> Path:
+    """Fit ``recipe`` with ``task`` (``classify`` or ``segment``) on ``data``, then predict ``images`` into
+    ``written`` with the run's best checkpoint; ``steps``: the two lines announcing each. Returns the run folder."""
+    _step(*steps[0])
+    run_dir = task.fit(_write_recipe(output / "recipes", recipe), data, runs_dir=runs, overwrite=True)
+    _step(*steps[1])
+    task.predict(RunFolder(run_dir).best, images, written, overwrite=True)
+    return run_dir
+
+
 def _problem1(output: Path, p1: Path, runs: Path) -> dict:
     """Model A on the synthetic Problem 1 set: fit, predict, evaluate, embeddings (steps 2-5)."""
-    _step(2, "Problem 1: training dlcv_net from scratch")
-    run_dir = classify.fit(_write_recipe(output / "recipes", P1_DEMO_RECIPE), p1, runs_dir=runs, overwrite=True)
-    _step(3, "Problem 1: predicting the validation images")
     predictions = output / "p1_predictions.csv"
-    classify.predict(RunFolder(run_dir).best, p1 / "val_50", predictions, overwrite=True)
+    run_dir = _fit_and_predict(classify, P1_DEMO_RECIPE, p1, p1 / "val_50", predictions, output, runs,
+                               ((2, "Problem 1: training dlcv_net from scratch"),
+                                (3, "Problem 1: predicting the validation images")))
     _step(4, "Problem 1: evaluating")
     result = classify.evaluate(predictions, p1 / "val_gt.csv", overwrite=True)
     _step(5, "Problem 1: PCA and t-SNE of the second-last layer at the first, middle and last epoch")
@@ -121,11 +131,10 @@ def _problem1(output: Path, p1: Path, runs: Path) -> dict:
 
 def _problem2(output: Path, p2: Path, runs: Path) -> dict:
     """The small U-Net on the synthetic Problem 2 tiles: fit, predict, evaluate, masks in training (steps 6-8)."""
-    _step(6, "Problem 2: training a small U-Net on the satellite-like tiles")
-    seg_run = segment.fit(_write_recipe(output / "recipes", P2_DEMO_RECIPE), p2, runs_dir=runs, overwrite=True)
-    _step(7, "Problem 2: predicting and evaluating the validation masks")
     masks = output / "p2_pred_masks"
-    segment.predict(RunFolder(seg_run).best, p2 / "validation", masks, overwrite=True)
+    seg_run = _fit_and_predict(segment, P2_DEMO_RECIPE, p2, p2 / "validation", masks, output, runs,
+                               ((6, "Problem 2: training a small U-Net on the satellite-like tiles"),
+                                (7, "Problem 2: predicting and evaluating the validation masks")))
     result = segment.evaluate(masks, p2 / "validation")
     _step(8, "Problem 2: masks through training")
     return {"run": seg_run, "masks": masks, "result": result, "grid": segment.progress(seg_run)}
