@@ -25,12 +25,6 @@ def data_module(folder: str | os.PathLike, recipe, plan=None):
     return ClassificationData(folder, recipe.data, recipe.seed, plan)
 
 
-def _task(recipe, data, plan):
-    from dlcv.tasks.classification import ClassificationTask
-
-    return ClassificationTask(recipe, data.num_classes, plan)
-
-
 def _snapshots(recipe, data, run_dir: Path, plan) -> list:
     """Embedding snapshots at ``embed.epochs`` (none when the recipe asks for none)."""
     from dlcv.data.augment import prepare_batch
@@ -44,20 +38,6 @@ def _snapshots(recipe, data, run_dir: Path, plan) -> list:
                                batch_size=recipe.data.eval_batch_size, plan=plan)]
 
 
-def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
-    """The best checkpoint's confusion matrix on the validation images (``confusion.csv``), and its accuracy
-    there when a holdout share of train chose it."""
-    matrix, final_line = task.final_confusion, None
-    if matrix is not None:
-        run.write_confusion(matrix)
-    if matrix is not None and data.final is not None:
-        folder = str(data.final.folder)
-        accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
-        summary["final_validation"] = {"folder": folder, "accuracy": accuracy}
-        final_line = f"{folder} accuracy of the best checkpoint: {accuracy:.4f} (not used for any choice)"
-    return fitting.selection_summary(summary, recipe, trainer, task, run, final_line)
-
-
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False, recipe_type: type | None = None, fixed: tuple[str, ...] = ()) -> Path:
@@ -66,9 +46,13 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     ``fixed``: keys the caller set on a built recipe, which a resume must find unchanged."""
     from dlcv.recipes import ClassifyRecipe
 
-    command = fitting.Command(recipe_type or ClassifyRecipe, data, data_module, _task, _summarize,
-                              make_callbacks=_snapshots, fixed=fixed)
-    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
+    with fitting.run(recipe_type or ClassifyRecipe, config, data, runs_dir, name, overrides, overwrite, resume,
+                     fixed) as run:
+        from dlcv.tasks.classification import ClassificationTask  # torch and Lightning: their import is budgeted
+
+        datamodule = run.prepared(data_module(data, run.recipe, run.plan))
+        task = ClassificationTask(run.recipe, datamodule.num_classes, run.plan)
+        return run.fit(datamodule, task, _snapshots(run.recipe, datamodule, run.dir, run.plan))
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------

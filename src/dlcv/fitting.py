@@ -1,7 +1,9 @@
-"""The one fit driver behind every training command: a ``Command`` holds what differs, ``fit`` runs the sequence.
+"""The one training sequence behind every training command, in the order a fit must keep.
 
-Check the recipe and lock the run folder (both before any data is read); build data and task; ``trainer.fit``; score
-``best.ckpt`` on the final set in every process; write ``summary.json``. ``train.budget`` bounds the whole sequence.
+``run`` checks the recipe and locks the run folder (both before any data is read) and yields a ``Fit``; the command
+builds its data module (``Fit.prepared`` reads and checks it, then seeds), its task and its callbacks and hands them to
+``Fit.fit``, which trains (``train.budget`` bounds the whole sequence), scores ``best.ckpt`` on the final set in every
+process and writes ``summary.json`` with the task's own ``summarize``.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dlcv.io import FolderLock
@@ -24,120 +24,96 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs, flush=True)
 
 
-def no_callbacks(recipe, data, run_dir: Path, plan) -> list:
-    """A command without callbacks of its own."""
-    return []
-
-
-@dataclass(frozen=True)
-class Command:
-    """A training command as ``fit`` runs it: its recipe type, data folder and the parts that differ.
-
-    ``make_data(folder, recipe, plan)``; ``make_task(recipe, data, plan)``; ``make_callbacks(recipe, data, run_dir,
-    plan)``, whose ``summary_fields()`` join ``summary.json``; ``summarize(summary, recipe, trainer, task, data, run)``
-    completes ``summary.json`` and returns the closing lines. ``inputs``: other folders the run must not write into."""
-
-    recipe_type: type
-    data: str | os.PathLike
-    make_data: Callable
-    make_task: Callable
-    summarize: Callable
-    make_callbacks: Callable = no_callbacks
-    inputs: tuple = ()
-    trainer_options: dict = field(default_factory=dict)
-    fixed: tuple[str, ...] = ()  # recipe keys the command sets itself, which a resumed run must find unchanged
-
-    @property
-    def folders(self) -> tuple:
-        """The folders the command reads: its run folder must be none of them."""
-        return (self.data, *self.inputs)
-
-
-def fit(command: Command, config, runs_dir: str | os.PathLike = "runs", name: str | None = None,
-        overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
-    """Train ``command`` from ``config`` (a recipe file or ``command.recipe_type``; None: the defaults) and return the
-    run folder, locked until the fit ends; ``resume`` continues the run of that name (a ``train.budget`` override:
-    within that budget from now)."""
+@contextlib.contextmanager
+def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
+        name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False,
+        fixed: tuple[str, ...] = (), inputs: tuple = ()):
+    """Yield the ``Fit`` of a ``recipe_type`` from ``config`` (a recipe file or a built recipe; None: the defaults) on
+    the ``data`` folder, its run folder locked until the fit ends. ``resume`` continues the run of that name (a
+    ``train.budget`` override: within that budget from now); ``fixed``: keys the caller set on a built recipe, which a
+    resume must find unchanged; ``inputs``: other folders the run reads, which it must not write into."""
     start = time.perf_counter()  # a time budget counts from here
-    recipe = run_recipe(command.recipe_type, config, overrides, name, runs_dir, resume, command.fixed)
+    recipe = run_recipe(recipe_type, config, overrides, name, runs_dir, resume, fixed)
     adopt_slurm_layout()
     check_devices(recipe.train.accelerator, recipe.train.num_nodes)
+    folders = (data, *inputs)
     with FolderLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
         lock.take()
         if not resume and is_primary_process():
-            check_run_dir(runs_dir, recipe.name, overwrite, inputs=command.folders)
+            check_run_dir(runs_dir, recipe.name, overwrite, inputs=folders)
         anew = resume and "train.budget" in override_keys(overrides)
-        return _fit(command, recipe, runs_dir, (overwrite, resume, anew), start, lock)
+        yield Fit(recipe, runs_dir, folders, (overwrite, resume, anew), start, lock)
 
 
-def _fit(command: Command, recipe, runs_dir, flags: tuple[bool, bool, bool], start: float, lock) -> Path:
-    """``fit`` after the lock: data, task, trainer, fit, scoring, summary; ``flags``: (overwrite, resume, anew)."""
-    import lightning as L
+class Fit:
+    """One run after ``run``'s checks: its ``recipe``, its ``plan`` (begun once the trainer knows its processes) and
+    its run folder ``dir``; ``prepared`` and then ``fit``."""
 
-    from dlcv.data.synth import is_synthetic
-    from dlcv.plan import Plan
-    from dlcv.trainer import build_trainer
+    def __init__(self, recipe, runs_dir, folders: tuple, flags: tuple[bool, bool, bool], start: float, lock):
+        """``folders``: the data folder and the other inputs; ``flags``: (overwrite, resume, anew)."""
+        from dlcv.plan import Plan
 
-    overwrite, resume, anew = flags
-    train, plan = recipe.train, Plan()  # begun below, once the trainer knows its processes
-    data = command.make_data(command.data, recipe, plan)
-    data.prepare()  # bad data fails here, before anything is written
-    # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
-    resolved = {"precision": resolve_precision(train.precision, train.accelerator), **data.resolved(),
-                "data": str(Path(command.data).resolve()), "synthetic_data": is_synthetic(command.data)}
-    L.seed_everything(recipe.seed, workers=True, verbose=False)
-    task = command.make_task(recipe, data, plan)  # a weights file that fails does so before the run folder
-    budget = time_budget(recipe, data, task, plan, start, anew) if train.budget else None
-    lock.take(create=True)  # where the runs folder was missing at the first check
-    run_dir, resume_from = open_run_dir(runs_dir, recipe, overwrite, resume, inputs=command.folders)
-    if is_primary_process():
-        RunFolder(run_dir).write_resolved(resolved)
-    say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
-    if resume_from is not None:
-        say(f"resuming from {resume_from} with the run's saved recipe"
-            + (f", within a new budget of {train.budget} from now" if anew else ""))
-    callbacks = command.make_callbacks(recipe, data, run_dir, plan)
-    # Under a budget the loop has no set end: the plan stops it.
-    trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
-                            max_epochs=-1 if budget else train.epochs, extra_callbacks=tuple(callbacks),
-                            first_callbacks=(budget,) if budget else (), plan=plan,
-                            precision=resolved["precision"], **command.trainer_options)
-    plan.begin(data.steps_per_epoch(trainer.world_size), train.epochs)  # a budget's first plan, until timed
-    trainer.fit(task, datamodule=data, ckpt_path=resume_from)
-    fit_seconds = time.perf_counter() - start
-    score_best(trainer, task, data, run_dir, recipe.task)
-    if trainer.is_global_zero:
-        summary = {"name": recipe.name, "epochs": trained_epochs(trainer, task), "fit_seconds": round(fit_seconds, 1)}
-        lines = _summarize(command, summary, recipe, trainer, task, data, RunFolder(run_dir), callbacks, budget)
-        for line in [*lines, *([budget.closing_line(trainer)] if budget else [])]:
-            print(line, flush=True)
-    trainer.strategy.barrier("summary written")  # every process leaves once it is written
-    return run_dir
+        self.recipe, self.plan, self.dir = recipe, Plan(), Path(runs_dir) / recipe.name
+        self._runs_dir, self._folders, self._flags, self._start, self._lock = runs_dir, folders, flags, start, lock
+        self._resolved: dict | None = None
 
+    def prepared(self, data):
+        """``data`` read and checked (bad data fails here, before anything is written), then the run seeded, so the
+        task built next starts alike each time; returns ``data``."""
+        import lightning as L
 
-def _summarize(command: Command, summary: dict, recipe, trainer, task, data, run: RunFolder, callbacks,
-               budget) -> list[str]:
-    """Write ``summary.json`` with the callbacks', command's and budget's fields; return the command's closing lines."""
-    for callback in callbacks:
-        summary.update(getattr(callback, "summary_fields", dict)())
-    lines = command.summarize(summary, recipe, trainer, task, data, run)
-    if budget is not None:
-        summary["budget"] = budget.summary(trainer)
-    run.write_summary(summary)
-    return lines
+        from dlcv.data.synth import is_synthetic
 
+        data.prepare()
+        folder = Path(self._folders[0])
+        # The recipe stays as loaded; what this run derives from the hardware and the data lives beside it.
+        self._resolved = {"precision": resolve_precision(self.recipe.train.precision, self.recipe.train.accelerator),
+                          **data.resolved(), "data": str(folder.resolve()), "synthetic_data": is_synthetic(folder)}
+        L.seed_everything(self.recipe.seed, workers=True, verbose=False)
+        return data
 
-def selection_summary(summary: dict, recipe, trainer, task, run: RunFolder, final_line: str | None) -> list[str]:
-    """A supervised run's ``summary.json`` fields (model, checkpoint choice) and closing lines, plus ``final_line``."""
-    cfg, metric = recipe.data, task.monitor
-    best = getattr(trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
-    best = float(best) if best is not None else None
-    summary.update({"model": recipe.model.name,
-                    "selected_on": f"holdout {cfg.holdout:.0%} of {cfg.train}" if cfg.holdout > 0 else cfg.validation,
-                    f"best_{metric}": best, "best_checkpoint": str(run.best)})
-    return [f"best {metric} {f'{best:.4f}' if best is not None else '-'} (selected on {summary['selected_on']}); "
-            f"fit took {summary['fit_seconds'] / 60:.1f} min", *([final_line] if final_line else []),
-            f"best checkpoint: {run.best}"]
+    def fit(self, data, task, callbacks=(), **trainer_options) -> Path:
+        """Train ``task`` on ``data`` (``prepared``) with ``callbacks`` (their ``summary_fields()`` join
+        ``summary.json``), score the best checkpoint, write ``summary.json`` with ``task.summarize`` and print its
+        closing lines; return the run folder. ``trainer_options``: the command's own Lightning trainer arguments."""
+        from dlcv.trainer import build_trainer
+
+        if self._resolved is None:
+            raise RuntimeError("Fit.fit needs the data module through Fit.prepared first")
+        (overwrite, resume, anew), recipe, plan = self._flags, self.recipe, self.plan
+        train, resolved = recipe.train, self._resolved
+        budget = time_budget(recipe, data, task, plan, self._start, anew) if train.budget else None
+        self._lock.take(create=True)  # where the runs folder was missing at the first check
+        run_dir, resume_from = open_run_dir(self._runs_dir, recipe, overwrite, resume, inputs=self._folders)
+        if is_primary_process():
+            RunFolder(run_dir).write_resolved(resolved)
+        say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
+        if resume_from is not None:
+            say(f"resuming from {resume_from} with the run's saved recipe"
+                + (f", within a new budget of {train.budget} from now" if anew else ""))
+        # Under a budget the loop has no set end: the plan stops it.
+        trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
+                                max_epochs=-1 if budget else train.epochs, extra_callbacks=tuple(callbacks),
+                                first_callbacks=(budget,) if budget else (), plan=plan,
+                                precision=resolved["precision"], **trainer_options)
+        plan.begin(data.steps_per_epoch(trainer.world_size), train.epochs)  # a budget's first plan, until timed
+        trainer.fit(task, datamodule=data, ckpt_path=resume_from)
+        fit_seconds = time.perf_counter() - self._start
+        score_best(trainer, task, data, run_dir, recipe.task)
+        if trainer.is_global_zero:
+            summary = {"name": recipe.name, "epochs": trained_epochs(trainer, task),
+                       "fit_seconds": round(fit_seconds, 1)}
+            for callback in callbacks:
+                summary.update(getattr(callback, "summary_fields", dict)())
+            lines = task.summarize(summary, data, RunFolder(run_dir))
+            if budget is not None:
+                summary["budget"] = budget.summary(trainer)
+                lines.append(budget.closing_line(trainer))
+            RunFolder(run_dir).write_summary(summary)
+            for line in lines:
+                print(line, flush=True)
+        trainer.strategy.barrier("summary written")  # every process leaves once it is written
+        return run_dir
 
 
 @contextlib.contextmanager

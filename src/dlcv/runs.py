@@ -40,6 +40,8 @@ class RunFolder:
     best = property(lambda self: self.path / "best.ckpt")
     last = property(lambda self: self.path / "last.ckpt")
     top = property(lambda self: self.path / "top")  # the save_top_k best checkpoints
+    backbone = property(lambda self: self.path / "backbone.pt")  # a pre-training run's trunk (a ResNet state_dict)
+    knn_at_init = property(lambda self: self.path / "knn_at_init.json")  # its kNN monitor before the first epoch
 
     @property
     def finished(self) -> bool:

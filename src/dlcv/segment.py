@@ -117,12 +117,6 @@ def data_module(folder: str | os.PathLike, recipe, plan=None):
     return SegmentationData(folder, recipe.data, recipe.seed, plan)
 
 
-def _task(recipe, data, plan):
-    from dlcv.tasks.segmentation import SegmentationTask
-
-    return SegmentationTask(recipe, plan)
-
-
 def _progress(recipe, data, run_dir: Path, plan) -> list:
     """Masks through training at ``progress.epochs`` (none when the recipe asks for none)."""
     from dlcv.data.augment import segment_input
@@ -136,29 +130,18 @@ def _progress(recipe, data, run_dir: Path, plan) -> list:
                          recipe.train.val_tta, plan)]
 
 
-def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
-    """The sizes trained and scored at; the best checkpoint's mIoU on the validation folder if a holdout chose it."""
-    from dlcv.metrics.segmentation import class_iou, mean_iou
-
-    summary["train_size"], summary["eval_size"] = recipe.data.train_size, recipe.data.eval_size
-    matrix, final_line = task.final_confusion, None
-    if matrix is not None:
-        fv = {"folder": str(data.final.folder), "mean_iou": mean_iou(matrix),
-              "iou": [float(v) for v in class_iou(matrix)]}
-        summary["final_validation"] = fv
-        final_line = (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {recipe.train.tta}): "
-                      f"{fv['mean_iou']:.4f} (not used for any choice)")
-    return fitting.selection_summary(summary, recipe, trainer, task, run, final_line)
-
-
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False) -> Path:
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
     from dlcv.recipes import SegmentRecipe
 
-    command = fitting.Command(SegmentRecipe, data, data_module, _task, _summarize, make_callbacks=_progress)
-    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
+    with fitting.run(SegmentRecipe, config, data, runs_dir, name, overrides, overwrite, resume) as run:
+        from dlcv.tasks.segmentation import SegmentationTask  # torch and Lightning: their import is budgeted
+
+        datamodule = run.prepared(data_module(data, run.recipe, run.plan))
+        task = SegmentationTask(run.recipe, run.plan)
+        return run.fit(datamodule, task, _progress(run.recipe, datamodule, run.dir, run.plan))
 
 
 # --- checkpoints and prediction ----------------------------------------------------------------------

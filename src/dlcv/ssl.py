@@ -4,7 +4,6 @@ Office-Home) and ``predict``; ``dlcv.ssl_table`` runs them all from one recipe."
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -13,50 +12,8 @@ from dlcv.errors import DlcvError
 from dlcv.io import check_output_file
 from dlcv.runs import RunFolder
 
-BACKBONE_FILE = "backbone.pt"
-KNN_FIGURE = "knn_curve"
-INIT_FILE = "knn_at_init.json"  # the kNN monitor before the first epoch
-
 
 # --- pre-training -----------------------------------------------------------------------------------------
-def _data(folder: str | os.PathLike, recipe, plan, monitor: str | os.PathLike | None = None):
-    from dlcv.data.unlabelled import UnlabelledImages
-
-    return UnlabelledImages(folder, recipe.data, recipe.views, recipe.seed, monitor, recipe.monitor.max_bank, plan)
-
-
-def _task(recipe, data, plan):
-    from dlcv.tasks.byol import BYOLTask
-
-    return BYOLTask(recipe, monitored=data.monitor is not None, plan=plan)
-
-
-def _knn_at_init(recipe, data, run_dir: Path, plan) -> list:
-    from dlcv.tasks.byol import KnnAtInit
-
-    return [KnnAtInit(run_dir / INIT_FILE, data)]
-
-
-def _summarize(summary: dict, recipe, trainer, task, data, run: RunFolder) -> list[str]:
-    """The trunk as ``backbone.pt``, the kNN curve, and the run's pre-training figures."""
-    from dlcv.models.transfer import export_backbone
-    from dlcv.viz.curves import monitor_label, plot_knn_curve
-
-    arch, backbone = recipe.model.arch, run.path / BACKBONE_FILE
-    export_backbone(task.backbone, arch, backbone, seed=recipe.seed)
-    metrics = run.read_metrics()
-    curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
-    losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
-    summary.update({"arch": arch, "images": len(data.images), "final_train_loss": _last(losses),
-                    "knn_acc": curve, "final_knn_acc": _last(curve),
-                    "knn_monitor": str(data.monitor) if data.monitor is not None else None, "backbone": str(backbone)})
-    if curve:
-        summary["knn_figure"] = str(plot_knn_curve(curve, run.path / KNN_FIGURE, recipe.name,
-                                                   summary["knn_acc_at_init"], monitor_label(Path(data.monitor))))
-    knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
-    return [f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {backbone}"]
-
-
 def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor: str | os.PathLike | None = None,
              runs_dir: str | os.PathLike = "runs", name: str | None = None, overrides: tuple[str, ...] = (),
              overwrite: bool = False, resume: bool = False) -> Path:
@@ -68,14 +25,16 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     if monitor is not None and not Path(monitor).is_dir():
         raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
     unmonitored = {"limit_val_batches": 0}  # no validation loop at all
-    command = fitting.Command(ByolRecipe, data, functools.partial(_data, monitor=monitor), _task, _summarize,
-                              make_callbacks=_knn_at_init, inputs=(monitor,),
-                              trainer_options={} if monitor is not None else unmonitored)
-    return fitting.fit(command, config, runs_dir, name, overrides, overwrite, resume)
+    with fitting.run(ByolRecipe, config, data, runs_dir, name, overrides, overwrite, resume, inputs=(monitor,)) as run:
+        from dlcv.data.unlabelled import UnlabelledImages  # torch and Lightning: their import is budgeted
+        from dlcv.tasks.byol import BYOLTask, KnnAtInit
 
-
-def _last(values: list[float]) -> float | None:
-    return values[-1] if values else None
+        recipe = run.recipe
+        datamodule = run.prepared(UnlabelledImages(data, recipe.data, recipe.views, recipe.seed, monitor,
+                                                   recipe.monitor.max_bank, run.plan))
+        task = BYOLTask(recipe, monitored=datamodule.monitor is not None, plan=run.plan)
+        callbacks = [KnnAtInit(RunFolder(run.dir).knn_at_init, datamodule)]
+        return run.fit(datamodule, task, callbacks, **({} if monitor is not None else unmonitored))
 
 
 # --- fine-tuning ------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from dlcv.recipes import (
 )
 from dlcv.runs import RunFolder
 from dlcv.runtime import barrier, is_primary_process
-from dlcv.ssl import BACKBONE_FILE, export_trunk, finetune, pretrain
+from dlcv.ssl import export_trunk, finetune, pretrain
 
 TABLE_KIND = "table of settings A-E"  # the manifest kind of a table's folder (dlcv.io)
 TABLE_NOTES = {
@@ -194,13 +194,14 @@ def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, mo
         raise DlcvError("the settings need a self-supervised backbone: set pretrain (a BYOL recipe) or "
                         "backbones.self_supervised (a file)")
     run_dir = table_dir / "byol"
-    if RunFolder(run_dir).finished and (run_dir / BACKBONE_FILE).is_file():
+    backbone = RunFolder(run_dir).backbone
+    if RunFolder(run_dir).finished and backbone.is_file():
         clock.skip("byol")
-        say(f"self-supervised backbone: reusing {run_dir / BACKBONE_FILE}")
+        say(f"self-supervised backbone: reusing {backbone}")
     else:
         pretrain(pretrain_recipe, mini, monitor=monitor, runs_dir=table_dir, name="byol",
                  overrides=clock.budget("byol"), **_resume_or_restart(run_dir))
-    return run_dir / BACKBONE_FILE
+    return backbone
 
 
 def _resume_or_restart(run_dir: Path) -> dict:
@@ -214,7 +215,7 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
         raise DlcvError("the settings need a supervised backbone: set supervised (a classify recipe) or "
                         "backbones.supervised (a file such as pretrain_model_SL.pt)")
     run_dir = table_dir / "supervised"
-    target = run_dir / BACKBONE_FILE
+    target = RunFolder(run_dir).backbone
     if not RunFolder(run_dir).finished:
         fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overrides=clock.budget("supervised"),
             **_resume_or_restart(run_dir))

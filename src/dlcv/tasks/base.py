@@ -98,3 +98,20 @@ class BaseTask(L.LightningModule):
     def on_test_epoch_end(self):
         self.final_confusion = self.test_confusion.compute().cpu().numpy().astype(np.int64)  # over all processes
         self.test_confusion.reset()
+
+    def summarize(self, summary: dict, data, run) -> list[str]:
+        """Complete ``summary`` (``summary.json``'s fields) once the fit has ended and return the run's closing lines:
+        the model, the checkpoint chosen on ``monitor`` and where, and ``final_line`` (``run``: the ``RunFolder``)."""
+        final_line, cfg, metric = self.final_line(summary, data, run), self.recipe.data, self.monitor
+        best = getattr(self.trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
+        best = float(best) if best is not None else None
+        selected_on = f"holdout {cfg.holdout:.0%} of {cfg.train}" if cfg.holdout > 0 else cfg.validation
+        summary.update({"model": self.recipe.model.name, "selected_on": selected_on, f"best_{metric}": best,
+                        "best_checkpoint": str(run.best)})
+        return [f"best {metric} {f'{best:.4f}' if best is not None else '-'} (selected on {summary['selected_on']}); "
+                f"fit took {summary['fit_seconds'] / 60:.1f} min", *([final_line] if final_line else []),
+                f"best checkpoint: {run.best}"]
+
+    def final_line(self, summary: dict, data, run) -> str | None:
+        """Add the best checkpoint's score on the final set to ``summary`` and return its closing line (None: none)."""
+        return None

@@ -22,11 +22,12 @@ from torch.optim.swa_utils import update_bn
 
 from dlcv.io import write_json
 from dlcv.metrics.embedding import knn_accuracy_against
-from dlcv.models.transfer import resnet_trunk
+from dlcv.models.transfer import export_backbone, resnet_trunk
 from dlcv.runs import read_json
 from dlcv.runtime import inference_device
 from dlcv.tasks.base import BaseTask
 from dlcv.tta import batches
+from dlcv.viz.curves import monitor_label, plot_knn_curve
 
 
 class BYOLTask(BaseTask):
@@ -104,6 +105,23 @@ class BYOLTask(BaseTask):
             features, rows = np.concatenate([f for f, _ in shares]), np.concatenate([r for _, r in shares])
         self.log("knn_acc", float(np.float32(monitor_knn(features, rows, self.knn_k))), prog_bar=True)
 
+    def summarize(self, summary: dict, data, run) -> list[str]:
+        """The trunk as ``backbone.pt``, the kNN curve, and the run's pre-training figures."""
+        arch = self.recipe.model.arch
+        export_backbone(self.backbone, arch, run.backbone, seed=self.recipe.seed)
+        metrics = run.read_metrics()
+        curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
+        losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
+        summary.update({"arch": arch, "images": len(data.images), "final_train_loss": _last(losses),
+                        "knn_acc": curve, "final_knn_acc": _last(curve),
+                        "knn_monitor": str(data.monitor) if data.monitor is not None else None,
+                        "backbone": str(run.backbone)})
+        if curve:
+            summary["knn_figure"] = str(plot_knn_curve(curve, run.path / "knn_curve", self.recipe.name,
+                                                       summary["knn_acc_at_init"], monitor_label(Path(data.monitor))))
+        knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
+        return [f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run.backbone}"]
+
     @torch.no_grad()
     def knn_untrained(self, data, calibration_images: int = 2048) -> dict[str, float]:
         """The monitor before epoch 1, the value the per-epoch curve is read against.
@@ -143,6 +161,10 @@ class KnnAtInit(L.Callback):
 
     def summary_fields(self) -> dict:
         return {"knn_acc_at_init": read_json(self.path).get("knn_acc") if self.path.is_file() else None}
+
+
+def _last(values: list[float]) -> float | None:
+    return values[-1] if values else None
 
 
 def spread(images: torch.Tensor, count: int) -> torch.Tensor:

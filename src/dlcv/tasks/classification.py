@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -85,3 +86,16 @@ class ClassificationTask(BaseTask):
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return predict_logits(self.model, x, self.recipe.train.tta).argmax(1)
+
+    def final_line(self, summary: dict, data, run) -> str | None:
+        """The best checkpoint's confusion matrix on the validation images (``confusion.csv``), and its accuracy
+        there when a holdout share of train chose it."""
+        matrix = self.final_confusion
+        if matrix is not None:
+            run.write_confusion(matrix)
+        if matrix is None or data.final is None:
+            return None
+        folder = str(data.final.folder)
+        accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
+        summary["final_validation"] = {"folder": folder, "accuracy": accuracy}
+        return f"{folder} accuracy of the best checkpoint: {accuracy:.4f} (not used for any choice)"

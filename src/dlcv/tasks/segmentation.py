@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from dlcv.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES
-from dlcv.metrics.segmentation import class_iou
+from dlcv.metrics.segmentation import class_iou, mean_iou
 from dlcv.models import create_model
 from dlcv.tasks.base import BaseTask
 from dlcv.tasks.losses import build_pixel_loss
@@ -68,3 +68,15 @@ class SegmentationTask(BaseTask):
         self.log("val_pixel_acc", (torch.diag(matrix).sum() / matrix.sum().clamp(min=1)).float())
         for name, value in zip(CLASS_NAMES[:SCORED_CLASSES], iou):
             self.log(f"val_iou_{name.lower()}", value.float())
+
+    def final_line(self, summary: dict, data, run) -> str | None:
+        """The sizes trained and scored at; the best checkpoint's mIoU on the validation folder when a holdout chose."""
+        summary["train_size"], summary["eval_size"] = self.recipe.data.train_size, self.recipe.data.eval_size
+        matrix = self.final_confusion
+        if matrix is None:
+            return None
+        fv = {"folder": str(data.final.folder), "mean_iou": mean_iou(matrix),
+              "iou": [float(v) for v in class_iou(matrix)]}
+        summary["final_validation"] = fv
+        return (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {self.recipe.train.tta}): "
+                f"{fv['mean_iou']:.4f} (not used for any choice)")
