@@ -194,8 +194,9 @@ def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, mo
         raise DlcvError("the settings need a self-supervised backbone: set pretrain (a BYOL recipe) or "
                         "backbones.self_supervised (a file)")
     run_dir = table_dir / "byol"
-    backbone = RunFolder(run_dir).backbone
-    if RunFolder(run_dir).finished and backbone.is_file():
+    run = RunFolder(run_dir)
+    backbone = run.backbone
+    if run.finished and backbone.is_file():
         clock.skip("byol")
         say(f"self-supervised backbone: reusing {backbone}")
     else:
