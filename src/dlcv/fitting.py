@@ -85,8 +85,9 @@ class Fit:
         budget = time_budget(recipe, data, task, plan, self._start, anew) if train.budget else None
         self._lock.take(create=True)  # where the runs folder was missing at the first check
         run_dir, resume_from = open_run_dir(self._runs_dir, recipe, overwrite, resume, inputs=self._folders)
+        run = RunFolder(run_dir)
         if is_primary_process():
-            RunFolder(run_dir).write_resolved(resolved)
+            run.write_resolved(resolved)
         say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
         if resume_from is not None:
             say(f"resuming from {resume_from} with the run's saved recipe"
@@ -105,11 +106,11 @@ class Fit:
                        "fit_seconds": round(fit_seconds, 1)}
             for callback in callbacks:
                 summary.update(getattr(callback, "summary_fields", dict)())
-            lines = task.summarize(summary, data, RunFolder(run_dir))
+            lines = task.summarize(summary, data, run)
             if budget is not None:
                 summary["budget"] = budget.summary(trainer)
                 lines.append(budget.closing_line(trainer))
-            RunFolder(run_dir).write_summary(summary)
+            run.write_summary(summary)
             for line in lines:
                 print(line, flush=True)
         trainer.strategy.barrier("summary written")  # every process leaves once it is written
