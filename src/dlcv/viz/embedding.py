@@ -69,15 +69,16 @@ def plot_panels(layouts: list[np.ndarray], labels: np.ndarray, titles: list[str]
     classes = np.unique(labels)
     palette = class_palette(int(labels.max()) + 1)
     n = len(layouts)
-    width = 4.2 * n + 2.6
+    panels = 4.2 * n  # inches of panels; the legend takes 2.6 more
+    width = panels + 2.6
     fig, axes = plt.subplots(1, n, figsize=(width, 4.6), squeeze=False)
     size = max(2.0, min(12.0, 9000 / len(labels)))
     for ax, layout, title in zip(axes[0], layouts, titles):
         _scatter(ax, layout, labels, palette, size)
         ax.set_title(title, fontsize=10)
     fig.suptitle(f"{method} of the second-last layer ({len(labels)} images). {note}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 4.2 * n / width, 0.95))
-    _legend(fig, classes, palette, anchor=(4.2 * n / width, 0.5))
+    fig.tight_layout(rect=(0, 0, panels / width, 0.95))
+    _legend(fig, classes, palette, anchor=(panels / width, 0.5))
     return save_figure(fig, output_stem)
 
 
