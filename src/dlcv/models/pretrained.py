@@ -14,6 +14,7 @@ from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
+from dlcv.models.weights import load_state_file, offline_weights
 from dlcv.rules import Fraction, Wants, Whole0
 
 
@@ -71,8 +72,6 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
         super().__init__()
         import timm
 
-        from dlcv.models.weights import load_state_file, offline_weights
-
         try:
             net = timm.create_model(arch, pretrained=False, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
         except RuntimeError as exc:
@@ -107,12 +106,9 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
 
 class TorchvisionClassifier(Classifier):
     """A torchvision model whose last linear layer becomes ``head`` (new, ``num_classes`` wide)."""
-
     def __init__(self, num_classes: int, arch: str, weights: str | None = None):
         super().__init__()
         from torchvision import models
-
-        from dlcv.models.weights import load_state_file
 
         try:
             if weights and weights.upper().startswith("IMAGENET"):  # "imagenet" or a torchvision weights name

@@ -18,6 +18,7 @@ from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.pretrained import TimmName, known_name
 from dlcv.models.registry import register_model
+from dlcv.models.weights import load_state_file, offline_weights
 from dlcv.rules import Fraction, Wants, Whole0, Whole1
 
 
@@ -112,8 +113,6 @@ class FCN32s(nn.Module):
 
 
 def _vgg16_state(weights: str) -> dict:
-    from dlcv.models.weights import load_state_file
-
     if weights.lower().startswith("imagenet"):
         from torchvision.models import VGG16_Weights, vgg16
 
@@ -133,7 +132,6 @@ def _online(load, name: str):
 # --- DeepLabv3 (torchvision) -------------------------------------------------------------------------
 class TorchvisionSegmenter(nn.Module):
     """A torchvision segmentation model returning the main output as a tensor."""
-
     def __init__(self, model: nn.Module):
         super().__init__()
         self.net = model
@@ -163,8 +161,6 @@ def _deeplabv3(depth: int, num_classes: int, backbone_weights: str | None = None
 
 def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None:
     """A torchvision ResNet state_dict (a file like the course's pretrain_model_SL.pt, or 'imagenet')."""
-    from dlcv.models.weights import load_state_file
-
     if weights.lower() == "imagenet":
         from torchvision.models import get_model
 
@@ -294,7 +290,6 @@ class SmallUNet(nn.Module):
 # --- segmentation_models_pytorch: every architecture over every encoder ------------------------------
 class StridePadded(nn.Module):
     """``model`` on any input size: padded to a multiple of ``stride``, cut back (smp needs sides divisible by 32)."""
-
     def __init__(self, model: nn.Module, stride: int = 32):
         super().__init__()
         self.model, self.stride = model, stride
@@ -307,8 +302,6 @@ class StridePadded(nn.Module):
 def _timm_weights(arch: str, weights: str) -> dict:
     """``weights`` under timm ``arch``'s keys: offline ``efficientnet-lite0/1/2``, ``imagenet`` (online), or a file."""
     import timm
-
-    from dlcv.models.weights import load_state_file, offline_weights
 
     state = offline_weights(weights, arch, timm.create_model(arch, pretrained=False).state_dict())
     if state is None and weights.lower() == "imagenet":
@@ -338,8 +331,6 @@ def smp_model(num_classes: int, arch: SmpArch = "Unet", encoder: SmpEncoder = "t
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise DlcvError(f"smp {arch} over encoder {encoder!r}: {' '.join(str(exc).split())[:200]}") from None
     if encoder_weights:
-        from dlcv.models.weights import load_state_file
-
         if encoder.startswith("tu-"):  # smp's wrapper of a timm model: its keys under "model."
             state = _timm_weights(encoder.removeprefix("tu-"), encoder_weights)
             if not all(k.startswith("model.") for k in state):

@@ -15,9 +15,11 @@ import torch
 from torch import nn
 
 from dlcv.errors import DlcvError
+from dlcv.io import atomic_path
 from dlcv.models.freezing import KeepsFrozenStatistics
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
+from dlcv.models.weights import load_state_file
 from dlcv.rules import RESNETS, Fraction, Whole1
 
 
@@ -56,8 +58,6 @@ def resnet_trunk(arch: str) -> tuple[nn.Module, int]:
 
 def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
     """A backbone file's trunk, loaded as the course does (``<arch>()``, strict ``load_state_dict``), less ``fc``."""
-    from dlcv.models.weights import load_state_file
-
     state = load_state_file(path)
     net = _resnet(arch)
     try:
@@ -72,7 +72,6 @@ def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
 def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: int = 0) -> Path:
     """Write ``trunk``'s weights atomically as a plain torchvision ``arch`` state_dict that loads strictly into
     ``torchvision.models.<arch>()``; its ``fc`` (1000 outputs) is torchvision's seeded initialisation, never trained."""
-    from dlcv.io import atomic_path
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
