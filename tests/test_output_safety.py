@@ -147,9 +147,10 @@ def test_a_report_never_replaces_its_runs_or_the_current_folder(capsys, workdir,
     before = folder_digest(tmp_path)
     expect_refusal(capsys, r"runs: is an input", "report", "--runs", runs, "--output", runs)
     expect_refusal(capsys, r"is the current folder", "report", "--runs", runs, "--output", ".")
-    # A run is no report: never replaced without --overwrite.
-    expect_refusal(capsys, r"other: already holds a run; pass --overwrite", "report", "--runs", runs / "tiny",
-                   "--output", runs / "other")
+    # A run is no report: never replaced, --overwrite or not.
+    for extra in ((), ("--overwrite",)):
+        expect_refusal(capsys, r"other: holds a run, not a report; choose another folder", "report", "--runs",
+                       runs / "tiny", "--output", runs / "other", *extra)
     assert folder_digest(tmp_path) == before
 
 

@@ -402,6 +402,12 @@ def test_predict_then_evaluate_through_the_command_line(seg_run, p2_data, tmp_pa
     code, _, _ = run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt",
                          "--images", p2_data / "validation", "--output", out_dir, "--overwrite")
     assert code == 0 and not (out_dir / "stale_mask.png").exists()
+    # A folder of another kind (a run) is never replaced by masks, --overwrite or not.
+    run_copy = shutil.copytree(seg_run, tmp_path / "run_copy", ignore=shutil.ignore_patterns("*.ckpt"))
+    code, _, err = run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt",
+                           "--images", p2_data / "validation", "--output", run_copy, "--overwrite")
+    assert code == 2 and "holds a run, not a set of predicted masks; choose another folder" in err, err
+    assert (run_copy / "summary.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 

@@ -145,7 +145,7 @@ def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
     with FolderLock(output, what="demo", option="--output") as lock:  # one demo writes a folder at a time
         lock.take(create=True)
         # An earlier demo's folder is written over with --overwrite; a folder of other files never.
-        output = check_output_folder(output, overwrite, need_parent=False)
+        output = check_output_folder(output, "demo", overwrite, need_parent=False)
         return _run_demo(Path(output))
 
 

@@ -84,7 +84,8 @@ class Fit:
         train, resolved = recipe.train, self._resolved
         budget = time_budget(recipe, data, task, plan, self._start, anew) if train.budget else None
         self._lock.take(create=True)  # where the runs folder was missing at the first check
-        run_dir, resume_from = open_run_dir(self._runs_dir, recipe, overwrite, resume, inputs=self._folders)
+        shapes = {k: tuple(v.shape) for k, v in task.state_dict().items()} if resume else None
+        run_dir, resume_from = open_run_dir(self._runs_dir, recipe, overwrite, resume, self._folders, shapes)
         run = RunFolder(run_dir)
         if is_primary_process():
             run.write_resolved(resolved)

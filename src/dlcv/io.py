@@ -81,16 +81,23 @@ def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[
     return path
 
 
+def _stamp(path: PathLike) -> bytes:
+    """The size and modification time of ``path``: an edit (an answers file filled in) changes them."""
+    info = os.lstat(path)
+    return f"{info.st_size}:{info.st_mtime_ns}".encode()
+
+
 def mark_written(path: PathLike) -> None:
-    """Mark ``path`` as written by dlcv (nothing where the file system keeps no extended attributes)."""
+    """Mark ``path`` as written by dlcv as it is now (nothing where the file system keeps no extended attributes)."""
     with contextlib.suppress(OSError, AttributeError):
-        os.setxattr(path, WRITTEN, b"1", follow_symlinks=False)
+        os.setxattr(path, WRITTEN, _stamp(path), follow_symlinks=False)
 
 
 def written_by_dlcv(path: PathLike) -> bool:
-    """Whether ``path`` carries dlcv's mark (a copy, or a file on a file system without xattrs, does not)."""
+    """Whether ``path`` is as dlcv wrote it: its mark, unchanged since (a copy, an edited file, or a file on a file
+    system without xattrs is not)."""
     try:
-        return os.getxattr(path, WRITTEN, follow_symlinks=False) == b"1"
+        return os.getxattr(path, WRITTEN, follow_symlinks=False) == _stamp(path)
     except (OSError, AttributeError):
         return False
 
@@ -191,11 +198,12 @@ def foreign_files(folder: Path) -> list[str]:
     return sorted(set(listed_files(folder)) - set(manifest["files"]))
 
 
-def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
-                        kind: str | None = None, need_parent: bool = True) -> Path:
-    """Refuse, before any work, an output folder that may not be filled or replaced: a link; the current folder or
-    one holding it; an input, or a folder holding or inside one; a file; a missing parent (``need_parent``); files
-    without dlcv's manifest (even with ``overwrite``); a dlcv folder unless ``overwrite`` or of ``kind`` (a report)."""
+def check_output_folder(output: PathLike, kind: str, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
+                        need_parent: bool = True, replaces_same_kind: bool = False) -> Path:
+    """Refuse, before any work, an output folder for a ``kind`` of output that may not be filled or replaced: a link;
+    the current folder or one holding it; an input, or a folder holding or inside one; a file; a missing parent
+    (``need_parent``); files without dlcv's manifest, or a dlcv folder of another kind (a run where masks would go),
+    even with ``overwrite``; one of ``kind`` unless ``overwrite`` or ``replaces_same_kind`` (a report)."""
     output = Path(output)
     check_not_special(output, folder=True)
     here = _resolved(".")
@@ -210,9 +218,11 @@ def check_output_folder(output: PathLike, overwrite: bool = False, inputs: Itera
         if manifest is None:
             raise DlcvError(f"{output}: holds files that dlcv did not write (no {MANIFEST}); choose a new or "
                             "empty folder")
-        if not overwrite and (kind is None or manifest["kind"] != kind):
-            raise DlcvError(f"{output}: already holds a {manifest['kind']}; pass --overwrite to replace it, or "
-                            "choose a new folder")
+        if manifest["kind"] != kind:
+            raise DlcvError(f"{output}: holds a {manifest['kind']}, not a {kind}; choose another folder")
+        if not (overwrite or replaces_same_kind):
+            raise DlcvError(f"{output}: already holds a {kind}; pass --overwrite to replace it, or choose a new "
+                            "folder")
     return output
 
 
@@ -299,7 +309,7 @@ def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[Pa
 def _staged(output: PathLike, overwrite: bool, inputs: Iterable[PathLike | None], kind: str, keep: tuple[str, ...],
             replaces_same_kind: bool) -> Iterator[Path]:
     """``staged_folder`` once its lock is held."""
-    output = check_output_folder(output, overwrite, inputs, kind if replaces_same_kind else None)
+    output = check_output_folder(output, kind, overwrite, inputs, replaces_same_kind=replaces_same_kind)
     clean_leftovers(output)
     staging = output.with_name(f".{output.name}.{STAGING}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)

@@ -241,7 +241,7 @@ def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
     """``runs_dir/name`` after checking that a run may be written there: a plain name, not the current
     folder or an input, and new, empty or (with ``overwrite``) a folder that dlcv wrote."""
     check_run_name(name)
-    return check_output_folder(Path(runs_dir) / name, overwrite, inputs, need_parent=False)
+    return check_output_folder(Path(runs_dir) / name, "run", overwrite, inputs, need_parent=False)
 
 
 def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
@@ -340,24 +340,32 @@ def budget_used(run: RunFolder, seconds: float) -> float | None:
     return spent_under(states.get(TimeBudget.__qualname__), seconds) if isinstance(states, dict) else None
 
 
-def check_checkpoint(path: Path) -> None:
-    """Refuse, in one line naming it, a checkpoint that is unreadable, truncated or not Lightning's for training."""
+def check_checkpoint(path: Path, shapes: dict[str, tuple] | None = None) -> None:
+    """Refuse, in one line naming it, a checkpoint that is unreadable, truncated, not Lightning's for training, or
+    (given the run's weights' ``shapes``) of another task or model."""
     from dlcv.models.weights import safe_load
 
     ckpt = safe_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or not {"state_dict", "global_step", "loops"} <= ckpt.keys():
         raise DlcvError(f"{path}: not a training checkpoint to resume from (no state_dict, global_step and loops); "
                         "start afresh with --overwrite")
+    saved = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}
+    if shapes is not None and saved != shapes:
+        key = next(k for k in sorted(set(saved) | set(shapes)) if saved.get(k) != shapes.get(k))
+        raise DlcvError(f"{path}: its weights are not this run's model's ({key}: {saved.get(key, 'missing')} in the "
+                        f"checkpoint, {shapes.get(key, 'missing')} in the model); start afresh with --overwrite")
 
 
 def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: bool,
-                 inputs: tuple[str | os.PathLike | None, ...] = ()) -> tuple[Path, Path | None]:
+                 inputs: tuple[str | os.PathLike | None, ...] = (), shapes: dict | None = None
+                 ) -> tuple[Path, Path | None]:
     """``(run folder, checkpoint to resume from or None)``: a new run gets an empty, checked folder with its recipe
-    (by the primary process; an earlier run replaced only with ``overwrite``), a resumed one its ``last.ckpt``."""
+    (by the primary process; an earlier run replaced only with ``overwrite``), a resumed one its ``last.ckpt`` (which
+    must hold weights of ``shapes``, the model's)."""
     run_dir = Path(runs_dir) / recipe.name
     if resume:
         run = RunFolder(run_dir)
-        check_checkpoint(run.last)  # read whole before anything of the run changes
+        check_checkpoint(run.last, shapes)  # read whole before anything of the run changes
         if is_primary_process():
             from dlcv.config import lookup
 

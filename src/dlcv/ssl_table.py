@@ -65,7 +65,8 @@ def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: s
         lock.take()
         # An earlier table's folder is filled on (its runs reused or resumed); any other folder of files is refused.
         if is_primary_process():  # in a multi-process run only the first process writes (the others read after)
-            check_output_folder(table_dir, inputs=(data, config), kind=TABLE_KIND, need_parent=False)
+            check_output_folder(table_dir, TABLE_KIND, inputs=(data, config), need_parent=False,
+                                replaces_same_kind=True)
             lock.take(create=True)
             make_output_folder(table_dir, TABLE_KIND)
             RunFolder(table_dir).write_recipe(recipe)

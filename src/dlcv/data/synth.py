@@ -35,7 +35,7 @@ def _data_target(output: str | os.PathLike, name: str, parts: tuple[str, ...], o
     existing = [p for p in parts if (target / p).exists()]
     if existing and not overwrite:
         raise DlcvError(f"{target}: already holds {existing[0]}; pass --overwrite to replace it")
-    check_output_folder(target, overwrite=True, need_parent=False)
+    check_output_folder(target, SYNTH_KIND, overwrite=True, need_parent=False)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
