@@ -51,7 +51,8 @@ def main() -> None:
     for task, name in RECIPE_FILES:
         recipe = load_recipe(RECIPES[task], CONFIGS / name)
         torch.manual_seed(0)
-        model = create_model(recipe.model.name, num_classes=50, kind="classify", **rebuild_args(dict(recipe.model.args)))
+        args = rebuild_args(dict(recipe.model.args))
+        model = create_model(recipe.model.name, num_classes=50, kind="classify", **args)
         cfg = recipe.optim
         ours = split(parameter_groups(model, cfg))
         theirs = split(param_groups_weight_decay(model, cfg.weight_decay))

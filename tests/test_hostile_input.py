@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import expect_error
+from conftest import expect_error, run_cli
 from PIL import Image
 from test_output_safety import folder_digest
 
@@ -159,3 +159,88 @@ def test_a_link_inside_the_folder_is_read(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "0_0.png")
     (tmp_path / "0_1.png").symlink_to(tmp_path / "0_0.png")
     assert [p.name for p in list_images(tmp_path)] == ["0_0.png", "0_1.png"]
+
+
+# --- found by an exploratory pass: each once a traceback, an out-of-memory kill or a silent loss --------------
+def test_images_that_would_not_fit_in_memory_are_refused_before_decoding(capsys, monkeypatch, recipe, data_copy,
+                                                                          tmp_path):
+    import dlcv.data.images as images
+
+    monkeypatch.setattr(images, "available_memory", lambda: 1000)  # bytes: not one image at 96 px
+    expect_error(capsys, r"train_50: \d+ decoded images at data\.image_size 96 need .* GiB, more than the 0\.0 GiB "
+                 r"of memory free", *_fit(recipe, data_copy, tmp_path), "--set", "data.image_size=96",
+                 "--set", "data.crop_padding=4")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("arrays, pattern", [
+    ({"features": np.ones((4, 3)), "labels": np.array([0, 1, 0, 10**9])}, r"'labels' must be classes 0 to 99999"),
+    ({"features": np.ones((4, 3)), "labels": np.array([0, -1, 0, 1])}, r"'labels' must be classes 0 to 99999"),
+    ({"features": np.ones((4, 1)), "labels": np.array([0, 1, 0, 1])}, r"must be N x D with N >= 3 and D >= 2"),
+    (None, r"one array \(\.npy\), not a feature file"),
+])
+def test_a_feature_file_with_absurd_labels_one_dimension_or_one_array_is_named(capsys, tmp_path, arrays, pattern):
+    if arrays is None:
+        path = tmp_path / "plain.npy"
+        np.save(path, np.ones((4, 3)))
+    else:
+        path = tmp_path / "bad.npz"
+        np.savez(path, **arrays)
+    expect_error(capsys, pattern, "embed", "plot", path, "--method", "pca", "--output", tmp_path / "figs")
+    assert not (tmp_path / "figs").exists()
+
+
+def test_a_file_name_that_is_not_text_is_refused_before_prediction(capsys, trained_run, p1_data, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(next((p1_data / "val_50").glob("*.png")), folder / "3_\udcff.png")  # bytes 0xff: no UTF-8 text
+    expect_error(capsys, r"images: the file name '3_\\udcff\.png' is not printable UTF-8 text; rename it",
+                 "classify", "predict", "--checkpoint", trained_run / "best.ckpt", "--images", folder,
+                 "--output", tmp_path / "pred.csv")
+    assert not (tmp_path / "pred.csv").exists()
+
+
+def test_a_checkpoint_with_nan_weights_predicts_and_exports_nothing(capsys, trained_run, p1_data, tmp_path):
+    import torch
+
+    ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=False)
+    first = next(k for k, v in ckpt["state_dict"].items() if k.startswith("model.") and v.is_floating_point())
+    ckpt["state_dict"][first].fill_(float("nan"))
+    torch.save(ckpt, tmp_path / "nan.ckpt")
+    pattern = r"nan\.ckpt: its weights hold NaN or infinite values"
+    expect_error(capsys, pattern, "classify", "predict", "--checkpoint", tmp_path / "nan.ckpt", "--images",
+                 p1_data / "val_50", "--output", tmp_path / "pred.csv")
+    expect_error(capsys, pattern, "export", tmp_path / "nan.ckpt", "--output", tmp_path / "plain")
+    assert not (tmp_path / "pred.csv").exists() and not (tmp_path / "plain").exists()
+
+
+def test_a_resume_from_another_models_checkpoint_is_one_line_and_changes_nothing(capsys, recipe, p1_data, seg_run,
+                                                                                  trained_run, tmp_path):
+    runs = tmp_path / "runs"
+    run = Path(shutil.copytree(trained_run, runs / "tiny"))
+    (run / "summary.json").unlink()
+    shutil.copy(seg_run / "last.ckpt", run / "last.ckpt")
+    before = folder_digest(runs)
+    expect_error(capsys, r"last\.ckpt: its weights are not this run's model's \(.*\); start afresh with --overwrite",
+                 "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs, "--resume")
+    assert folder_digest(runs) == before
+
+
+def test_a_predicted_mask_that_is_a_link_out_of_its_folder_is_refused(capsys, p2_data, tmp_path):
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    for mask in sorted((p2_data / "validation").glob("*_mask.png")):
+        (folder / mask.name).symlink_to(mask)
+    expect_error(capsys, r"pred/0000_mask\.png is a link to .*, outside the folder", "segment", "evaluate",
+                 "--predictions", folder, "--labels", p2_data / "validation")
+
+
+def test_a_recipe_key_given_twice_and_a_negative_seed_are_refused(capsys, p1_data, tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: a\nname: b\n")
+    expect_error(capsys, r"twice\.yaml: not valid YAML \(the key 'name' is given twice", *_fit(twice, p1_data, tmp_path))
+    with pytest.raises(SystemExit) as stop:  # argparse's own usage error
+        run_cli(capsys, "data", "transfer-split", "--p1", p1_data, "--output", tmp_path / "split", "--seed", "-1")
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "argument --seed: '-1': give a whole number from 0" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "split").exists()

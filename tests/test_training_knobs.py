@@ -161,6 +161,10 @@ def test_the_weight_average_is_bias_corrected_from_the_first_step():
         averaged = ema._average_model.module
         torch.testing.assert_close(averaged.layer.weight.double(), expected, rtol=1e-5, atol=1e-6)
         assert int(averaged.norm.num_batches_tracked) == t
+    # A *-true precision (bf16-true, 64-true) trains in its own dtype: the float32 average takes its steps alike.
+    for dtype in (torch.bfloat16, torch.float64):
+        ema.average(list(averaged.parameters()), [p.to(dtype) for p in module.parameters()], 0)
+        assert averaged.layer.weight.dtype == torch.float32
 
 
 def test_model_b_by_name_replaces_the_head_and_loads_local_weights(tmp_path):

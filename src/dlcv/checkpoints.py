@@ -60,6 +60,9 @@ def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
 def load_model_weights(model, ckpt: dict, path: str | os.PathLike, model_name: str) -> None:
     """The checkpoint's ``model.*`` weights into ``model`` (strict), then evaluation mode."""
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if broken is not None:  # every output would be NaN: no prediction or export is worth writing
+        raise DlcvError(f"{path}: its weights hold NaN or infinite values ({broken}); train it again")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

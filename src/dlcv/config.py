@@ -60,6 +60,19 @@ def _recipe_loader():
                 self.sizes[anchor] = self.expanded - before
             return node
 
+        def construct_mapping(self, node, deep=False):
+            """PyYAML's mapping, refusing a key given twice (PyYAML keeps the last one silently)."""
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key if isinstance(key, (str, int, float, bool)) else id(key_node))
+            return super().construct_mapping(node, deep)
+
         def _count(self, size: int) -> None:
             """Add ``size`` values to the document's; refuse it past ``MAX_VALUES``."""
             self.expanded += size

@@ -33,6 +33,16 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux's MemAvailable; None where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def inference_device():
     """Where prediction runs: the first GPU when there is one, else the CPU."""
     import torch

@@ -125,8 +125,8 @@ class BiasCorrectedEMA(WeightAveraging):
 
     @torch.no_grad()
     def average(self, averages, currents, _count):
-        if torch.is_floating_point(averages[0]):
-            torch._foreach_lerp_(averages, currents, self.weight)
+        if torch.is_floating_point(averages[0]):  # a *-true precision trains in its dtype: the average keeps its own
+            torch._foreach_lerp_(averages, [c.to(a.dtype) for a, c in zip(averages, currents)], self.weight)
         else:  # integer buffers (batch norm's batch count) follow the model
             torch._foreach_copy_(averages, currents)
 

@@ -19,6 +19,13 @@ def run_options(parser: argparse.ArgumentParser) -> None:
                         help="continue the interrupted run of this name from its last.ckpt, with its saved recipe")
 
 
+def seed(text: str) -> int:
+    """``--seed``: a whole number a generator takes (0 to 2**32 - 1)."""
+    if not text.strip().isdigit() or int(text) >= 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 0 to {2**32 - 1}")
+    return int(text)
+
+
 def budget_option(parser: argparse.ArgumentParser, key: str) -> None:
     parser.add_argument("--budget", metavar="DURATION",
                         help=f"end the whole command within this time, e.g. 20m or 1h30m (sets {key}): the steps are "

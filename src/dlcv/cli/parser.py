@@ -7,7 +7,7 @@ from importlib import import_module
 
 from dlcv import registry
 from dlcv.cli import commands as run
-from dlcv.cli.options import command, group
+from dlcv.cli.options import command, group, seed
 from dlcv.recipes import RECIPES
 
 
@@ -76,13 +76,13 @@ def _data_commands(commands) -> None:
     synth.add_argument("--p2-size", type=int, default=512, help="side of the satellite images (default 512)")
     synth.add_argument("--ssl-arch", default="resnet50",
                        help="architecture of the synthetic pretrain_model_SL.pt (default resnet50, the course's)")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seed", type=seed, default=0)
     synth.add_argument("--overwrite", action="store_true", help="replace data already there")
     split = command(data, "transfer-split", run.transfer_split, "the p1 images as Mini-ImageNet (classes 0-24) and "
                     "Office-Home (classes 25-49) for the self-supervised problem")
     split.add_argument("--p1", required=True, help="the p1_data folder (train_50/, val_50/)")
     split.add_argument("--output", required=True, help="folder to write mini/, office/ and supervised/ into")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--seed", type=seed, default=0)
     split.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
 
 

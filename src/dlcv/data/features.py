@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv.data.p1 import MAX_CLASSES
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_path
 
@@ -54,7 +55,10 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
     if not path.is_file():
         raise DlcvError(f"{path}: no such feature file")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise DlcvError(f"{path}: one array (.npy), not a feature file (.npz of features and labels)")
+        with data:
             keys = set(data.files)
             if "features" not in keys:
                 raise DlcvError(f"{path}: no 'features' array (a feature file holds features, labels and "
@@ -67,12 +71,15 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
             epoch = int(data["epoch"]) if "epoch" in keys else None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DlcvError(f"{path}: not a readable .npz feature file ({exc})") from None
-    if features.ndim != 2 or len(features) < 3:
-        raise DlcvError(f"{path}: 'features' must be N x D with N >= 3, got shape {features.shape}")
+    if features.ndim != 2 or len(features) < 3 or features.shape[1] < 2:
+        raise DlcvError(f"{path}: 'features' must be N x D with N >= 3 and D >= 2, got shape {features.shape}")
     if labels.shape != (len(features),):
         raise DlcvError(f"{path}: 'labels' has shape {labels.shape}, expected ({len(features)},)")
     if not np.issubdtype(labels.dtype, np.integer):
         raise DlcvError(f"{path}: 'labels' must be whole numbers, got {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= MAX_CLASSES:
+        raise DlcvError(f"{path}: 'labels' must be classes 0 to {MAX_CLASSES - 1}, got {labels.min()} to "
+                        f"{labels.max()}")
     if filenames is not None and len(filenames) != len(features):
         raise DlcvError(f"{path}: {len(filenames)} filenames for {len(features)} points")
     if not np.isfinite(features).all():

@@ -15,7 +15,7 @@ import numpy as np
 
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_path
-from dlcv.runtime import usable_cpus
+from dlcv.runtime import available_memory, usable_cpus
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -52,6 +52,8 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     for path in files:
         if path.is_symlink():
             check_inside(folder, path)
+        if not path.name.isprintable():  # undecodable bytes (surrogates) or control characters: not a CSV's text
+            raise DlcvError(f"{folder}: the file name {path.name!r} is not printable UTF-8 text; rename it")
     return files
 
 
@@ -123,6 +125,7 @@ def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool 
     for folders of mixed sizes such as Office-Home's; None: as they are, all of one size)."""
     if side is None:
         return load_image_stack(files, use_cache=use_cache)
+    check_memory(files, (side, side, 3), f"images at data.image_size {side}")
     from PIL import Image
 
     def decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -132,6 +135,14 @@ def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool 
         return np.asarray(Image.fromarray(array).resize((side, side), Image.BICUBIC), dtype=np.uint8)
 
     return load_image_stack(files, use_cache=use_cache, decode=decode, tag=f"resized{side}")
+
+
+def check_memory(files: Sequence[Path], shape: tuple, what: str) -> None:
+    """Refuse to decode ``files`` as uint8 arrays of ``shape`` when they would not fit in the memory free now."""
+    needed, free = len(files) * int(np.prod(shape, dtype=np.int64)), available_memory()
+    if free is not None and needed > free:
+        raise DlcvError(f"{files[0].parent}: {len(files)} decoded {what} need {needed / 2**30:.1f} GiB, more than the "
+                        f"{free / 2**30:.1f} GiB of memory free")
 
 
 def fingerprint(files: Sequence[Path]) -> str:
@@ -147,6 +158,7 @@ def decode_images(files: Sequence[Path], workers: int | None = None, decode=deco
     """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array; ``decode(path, size=None)`` decodes
     one file (a mask decoder gives (H, W) class indices)."""
     first = decode(files[0])
+    check_memory(files, first.shape, f"{first.shape[1]}x{first.shape[0]} images")
     out = np.empty((len(files), *first.shape), dtype=np.uint8)
     out[0] = first
     size = first.shape[:2]

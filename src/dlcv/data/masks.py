@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv.data.images import check_inside
 from dlcv.errors import DlcvError, mismatch_message
 
 CLASS_NAMES = ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren", "Unknown")
@@ -111,13 +112,16 @@ MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
 
 def unique_ids(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
-    """The files of ``folder`` whose names match ``pattern``, by the id it captures; two files of one id differing only
-    in case or extension are one line naming both, as one would silently stand for the two."""
+    """The files of ``folder`` whose names match ``pattern``, by the id it captures (none a link leaving the folder);
+    two files of one id differing only in case or extension are one line naming both, as one would silently stand
+    for the two."""
     found: dict[str, tuple[str, Path]] = {}
     for path in sorted(folder.iterdir()):
         match = pattern.match(path.name)
         if not (match and path.is_file()):
             continue
+        if path.is_symlink():
+            check_inside(folder, path)
         name = match.group(1)
         first, other = found.setdefault(name.casefold(), (name, path))
         if other is not path:

@@ -33,20 +33,12 @@ class SatelliteSet:
                             None if self.masks is None else [self.masks[i] for i in indices])
 
 
-def _scan(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
-    """``folder``'s files matching ``pattern``, by id, one an id (``unique_ids``); none a link leaving the folder."""
-    from dlcv.data.images import check_inside
-
-    return {name: check_inside(folder, path) if path.is_symlink() else path
-            for name, path in unique_ids(folder, pattern).items()}
-
-
 def find_images(folder: str | os.PathLike) -> SatelliteSet:
     """The ``*_sat.jpg`` images of a folder (no masks needed), sorted by id."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder")
-    images = _scan(folder, _SAT)
+    images = unique_ids(folder, _SAT)
     if not images:
         check_kind(folder, "tiles")
         raise DlcvError(f"{folder}: no satellite images (expected NNNN_sat.jpg)")
@@ -59,7 +51,7 @@ def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder")
-    images, masks = _scan(folder, _SAT), _scan(folder, MASK_NAME)
+    images, masks = unique_ids(folder, _SAT), unique_ids(folder, MASK_NAME)
     if not images and not masks:
         raise DlcvError(f"{folder}: no image/mask pairs (expected NNNN_sat.jpg with NNNN_mask.png)")
     problem = mismatch_message(str(folder), [
