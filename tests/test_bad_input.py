@@ -57,6 +57,9 @@ def test_fit_refuses_to_replace_an_earlier_run(capsys, recipe, p1_data, tmp_path
 def test_predict_with_a_missing_checkpoint(capsys, p1_data, tmp_path):
     _expect_error(capsys, r"missing\.ckpt: no such checkpoint", "classify", "predict", "--checkpoint",
                   tmp_path / "missing.ckpt", "--images", p1_data / "val_50", "--output", tmp_path / "p.csv")
+    (tmp_path / "folder.ckpt").mkdir()
+    _expect_error(capsys, r"folder\.ckpt: a folder, not a checkpoint", "classify", "predict", "--checkpoint",
+                  tmp_path / "folder.ckpt", "--images", p1_data / "val_50", "--output", tmp_path / "p.csv")
     assert not (tmp_path / "p.csv").exists()
 
 

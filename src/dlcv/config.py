@@ -101,7 +101,7 @@ def _load_yaml(path: Path) -> dict:
     import yaml
 
     if not path.is_file():
-        raise DlcvError(f"{path}: no such recipe file")
+        raise DlcvError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} recipe file")
     with open(path, "rb") as handle:
         raw = handle.read(MAX_CHARS + 1)  # no more: a file past a recipe's size is refused unread
     if len(raw) > MAX_CHARS:

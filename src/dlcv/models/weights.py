@@ -56,7 +56,7 @@ def safe_load(path: str | os.PathLike, what: str):
     damaged or foreign one named as ``what`` ("checkpoint", "weights file") in one line, torch's warnings kept quiet."""
     path = Path(path)
     if not path.is_file():
-        raise DlcvError(f"{path}: no such {what}")
+        raise DlcvError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} {what}")
     problem = _torch_file_problem(path, what)
     if problem:
         raise DlcvError(problem)
