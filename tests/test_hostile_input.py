@@ -244,3 +244,9 @@ def test_a_recipe_key_given_twice_and_a_negative_seed_are_refused(capsys, p1_dat
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "argument --seed: '-1': give a whole number from 0" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "split").exists()
+
+
+def test_a_holdout_that_leaves_no_training_images_is_refused_before_the_run(capsys, recipe, p1_data, tmp_path):
+    expect_error(capsys, r"data\.holdout 0\.999 leaves no training images of the \d+; give a smaller share",
+                 *_fit(recipe, p1_data, tmp_path), "--set", "data.holdout=0.999")
+    assert not (tmp_path / "runs").exists()

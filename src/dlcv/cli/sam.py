@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dlcv.cli import options
+from dlcv.rules import SAM_TYPES
 
 
 def add(commands) -> None:
@@ -23,7 +24,8 @@ def add(commands) -> None:
     sam_refine.add_argument("--sam-masks", help="instead of --checkpoint: the output folder of `dlcv sam masks`")
     sam_refine.add_argument("--labels", help="folder of ground-truth NNNN_mask.png: print the mIoU before and after")
     for command in (sam_masks, sam_refine):
-        command.add_argument("--model", help="SAM model type: vit_h (default), vit_l, vit_b (or vit_tiny)")
+        command.add_argument("--model", choices=SAM_TYPES, help="SAM model type: vit_h (default), vit_l, vit_b (or "
+                             "vit_tiny)")
         command.add_argument("--config", help="recipe YAML, e.g. configs/sam/fast.yaml (default: the official knobs)")
         command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                              help="override a recipe key, e.g. --set generator.points_per_side=16 (repeatable)")

@@ -138,6 +138,9 @@ class InMemoryData(L.LightningDataModule):
         ``whole``, the held share validates and ``validation`` is the final set; else ``validation`` validates."""
         if holdout > 0:
             keep, held = draw(holdout)
+            if len(keep) == 0:
+                raise DlcvError(f"data.holdout {holdout} leaves no training images of the {len(whole)}; give a smaller "
+                                "share")
             self.train, self.val, self.final = whole.subset(keep), whole.subset(held), validation
         else:
             self.train, self.val, self.final = whole, validation, None
