@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REAL_P2, TINY_SEG_RECIPE, run_cli
+from conftest import REAL_P2, TINY_SEG_RECIPE, expect_error, run_cli
 from PIL import Image
 
 from dlcv.cli.main import main
@@ -120,6 +120,10 @@ def test_evaluate_of_the_ground_truth_itself_is_perfect_and_ends_with_the_graded
     assert lines[-1] == ("mean_iou: 1.000000" if set(range(6)) <= present else "mean_iou: nan")
     rows = (tmp_path / "b.csv").read_text().splitlines()
     assert rows[0].startswith("mask,iou_urban") and len(rows) == 5
+    expect_error(capsys, r"--breakdown .*b\.png: give a CSV file name \(ending in \.csv\)", "segment", "evaluate",
+                 "--predictions", p2_data / "validation", "--labels", p2_data / "validation", "--breakdown",
+                 tmp_path / "b.png")
+    assert not (tmp_path / "b.png").exists()
 
 
 def test_wrong_size_masks_and_broken_images_get_clear_errors(tmp_path, capsys, p2_data):

@@ -42,6 +42,8 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
 
     if breakdown is not None:
         check_output_file(breakdown, overwrite, inputs=(predictions, labels))
+        if Path(breakdown).suffix.lower() != ".csv":
+            raise DlcvError(f"--breakdown {breakdown}: give a CSV file name (ending in .csv)")
     pairs = pair_masks(Path(predictions), Path(labels))
     MaskCodec(unmapped)  # a bad policy fails before any work
     unmapped_codes = np.flatnonzero(CODE_TO_CLASS >= NUM_CLASSES)  # red
