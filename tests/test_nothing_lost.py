@@ -342,6 +342,10 @@ def test_a_summary_whose_figure_is_not_a_number_is_one_line_under_report(capsys,
     (run / "summary.json").write_text(json.dumps(summary))
     expect_error(capsys, r"seg_tiny/summary\.json: fit_seconds is not a number: 'abc'", "report", "--runs",
                  tmp_path / "runs", "--output", tmp_path / "report", "--no-pdf")
+    summary["fit_seconds"], summary["epochs"] = 1.0, "x"  # a field of several types: named as the file has it
+    (run / "summary.json").write_text(json.dumps(summary))
+    expect_error(capsys, r"seg_tiny/summary\.json: epochs is not a number: 'x'", "report", "--runs",
+                 tmp_path / "runs", "--output", tmp_path / "report", "--no-pdf")
     assert not (tmp_path / "report").exists()
 
 

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from dlcv.errors import DlcvError
 from dlcv.io import read_json
 
+UNION_TAGS = ("int", "float", "str", "bool", "list", "dict", "none")  # what pydantic calls a union's members
+
 
 class Record(BaseModel):
     """A JSON file a command wrote, as read back: its known fields strictly typed, any other field kept as it is."""
@@ -29,7 +31,8 @@ class Record(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             error = exc.errors()[0]
-            where = ".".join(map(str, error["loc"]))
+            # pydantic names the member of a union it tried (epochs.int): the file's reader wants the key alone
+            where = ".".join(str(p) for p in error["loc"] if not (isinstance(p, str) and (p in UNION_TAGS or "[" in p)))
             kind = "a number" if error["type"] in ("float_type", "int_type") else f"valid ({error['msg']})"
             raise DlcvError(f"{path}: {where} is not {kind}: {error['input']!r}") from None
 
