@@ -53,4 +53,7 @@ def test_a_question_the_year_does_not_have_is_refused_and_nothing_is_written(cap
                  trained_run.parent, "--output", tmp_path / "report", "--year", 2022, "--answers", tmp_path / "a.md")
     expect_error(capsys, r"--answers and --answers-template go with --year YEAR", "report", "--runs",
                  trained_run.parent, "--output", tmp_path / "report", "--answers", tmp_path / "a.md")
+    (tmp_path / "b.md").write_text("## P1.2 accuracy\n\nfirst draft\n\n## P1.2 accuracy\n\nsecond\n")
+    expect_error(capsys, r"b\.md: P1\.2 has two headings; keep one answer under one '## P1\.2'", "report", "--runs",
+                 trained_run.parent, "--output", tmp_path / "report", "--year", 2022, "--answers", tmp_path / "b.md")
     assert not (tmp_path / "report").exists()

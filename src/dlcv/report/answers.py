@@ -112,6 +112,8 @@ def read_answers(path: str | Path, year: int) -> Answers:
             if current not in known:
                 raise DlcvError(f"{path}: {current} is not a question of the {year} report (it has "
                                 f"{', '.join(sorted(known))})")
+            if current in by_key:  # the later heading's words would silently replace the earlier's
+                raise DlcvError(f"{path}: {current} has two headings; keep one answer under one '## {current}'")
             by_key[current] = ""
         elif current is None:
             front.append(line)
