@@ -62,15 +62,7 @@ def _recipe_loader():
 
         def construct_mapping(self, node, deep=False):
             """PyYAML's mapping, refusing a key given twice (PyYAML keeps the last one silently)."""
-            seen = set()
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
-                                                            key_node.start_mark)
-                seen.add(key if isinstance(key, (str, int, float, bool)) else id(key_node))
+            _check_unique_keys(self, node)
             return super().construct_mapping(node, deep)
 
         def _count(self, size: int) -> None:
@@ -82,6 +74,20 @@ def _recipe_loader():
     RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(EXPONENT_FLOAT), list("-+0123456789"))
     RecipeLoader.TooLarge = TooLarge
     return RecipeLoader
+
+
+def _check_unique_keys(loader, node) -> None:
+    """Raise PyYAML's constructor error, at its line, for a plain key that a mapping ``node`` gives twice."""
+    import yaml
+
+    seen = set()
+    for key_node, _ in node.value:
+        key = None if key_node.tag == "tag:yaml.org,2002:merge" else loader.construct_object(key_node, deep=True)
+        if isinstance(key, (str, int, float, bool)):
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
 
 
 def yaml_value(text: str):
