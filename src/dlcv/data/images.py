@@ -125,7 +125,6 @@ def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool 
     for folders of mixed sizes such as Office-Home's; None: as they are, all of one size)."""
     if side is None:
         return load_image_stack(files, use_cache=use_cache)
-    check_memory(files, (side, side, 3), f"images at data.image_size {side}")
     from PIL import Image
 
     def decode(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -134,7 +133,8 @@ def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool 
             return array
         return np.asarray(Image.fromarray(array).resize((side, side), Image.BICUBIC), dtype=np.uint8)
 
-    return load_image_stack(files, use_cache=use_cache, decode=decode, tag=f"resized{side}")
+    return load_image_stack(files, use_cache=use_cache, decode=decode, tag=f"resized{side}",
+                            expected=((side, side, 3), f"images at data.image_size {side}"))
 
 
 def check_memory(files: Sequence[Path], shape: tuple, what: str) -> None:
@@ -154,9 +154,13 @@ def fingerprint(files: Sequence[Path]) -> str:
     return digest.hexdigest()[:20]
 
 
-def decode_images(files: Sequence[Path], workers: int | None = None, decode=decode_image) -> np.ndarray:
+def decode_images(files: Sequence[Path], workers: int | None = None, decode=decode_image,
+                  expected: tuple | None = None) -> np.ndarray:
     """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array; ``decode(path, size=None)`` decodes
-    one file (a mask decoder gives (H, W) class indices)."""
+    one file (a mask decoder gives (H, W) class indices); ``expected``: (each array's shape, it in words) when known
+    before the first is decoded (a resize), so that memory is checked before any."""
+    if expected is not None:
+        check_memory(files, *expected)
     first = decode(files[0])
     check_memory(files, first.shape, f"{first.shape[1]}x{first.shape[0]} images")
     out = np.empty((len(files), *first.shape), dtype=np.uint8)
@@ -176,16 +180,17 @@ def decode_images(files: Sequence[Path], workers: int | None = None, decode=deco
 
 def load_image_stack(
     files: Sequence[Path], cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-    decode=decode_image, tag: str = "images",
+    decode=decode_image, tag: str = "images", expected: tuple | None = None,
 ) -> np.ndarray:
     """The decoded images of ``files`` as an (N, H, W, 3) uint8 array (or what ``decode`` makes); with ``use_cache``,
     a read-only memory map of a cache file named by the files' fingerprint, written atomically. ``tag`` names the
-    kind of decoding (a mask decoder's policy, say) so kinds never share a file."""
+    kind of decoding (a mask decoder's policy, say) so kinds never share a file; ``expected``: as
+    ``decode_images``'s."""
     files = list(files)
     if not files:
         raise DlcvError("no images to load")
     if not use_cache:
-        return decode_images(files, decode=decode)
+        return decode_images(files, decode=decode, expected=expected)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = str(files[0].parent.resolve())
     folder_key = hashlib.sha256((folder if tag == "images" else f"{folder}\0{tag}").encode()).hexdigest()[:12]
@@ -195,7 +200,7 @@ def load_image_stack(
             return np.load(target, mmap_mode="r")
         except (ValueError, OSError):
             target.unlink()  # a damaged cache file is rebuilt, never trusted
-    array = decode_images(files, decode=decode)
+    array = decode_images(files, decode=decode, expected=expected)
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array)
