@@ -217,8 +217,9 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
         raise DlcvError("the settings need a supervised backbone: set supervised (a classify recipe) or "
                         "backbones.supervised (a file such as pretrain_model_SL.pt)")
     run_dir = table_dir / "supervised"
-    target = RunFolder(run_dir).backbone
-    if not RunFolder(run_dir).finished:
+    run = RunFolder(run_dir)
+    target = run.backbone
+    if not run.finished:
         fit(supervised_recipe, folder, runs_dir=table_dir, name="supervised", overrides=clock.budget("supervised"),
             **_resume_or_restart(run_dir))
     else:
@@ -227,7 +228,7 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
             say(f"supervised backbone: reusing {target}")
             return target
     if is_primary_process():
-        export_trunk(RunFolder(run_dir).best, target)  # into the table's own run
+        export_trunk(run.best, target)  # into the table's own run
     barrier()  # the other processes fine-tune from it next
     return target
 

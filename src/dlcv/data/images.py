@@ -162,7 +162,8 @@ def decode_images(files: Sequence[Path], workers: int | None = None, decode=deco
     if expected is not None:
         check_memory(files, *expected)
     first = decode(files[0])
-    check_memory(files, first.shape, f"{first.shape[1]}x{first.shape[0]} images")
+    if expected is None:
+        check_memory(files, first.shape, f"{first.shape[1]}x{first.shape[0]} images")
     out = np.empty((len(files), *first.shape), dtype=np.uint8)
     out[0] = first
     size = first.shape[:2]
