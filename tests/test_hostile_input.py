@@ -72,6 +72,27 @@ def test_a_predicted_class_the_labels_do_not_have_is_named(capsys, p1_data, tmp_
                  "classify", "evaluate", "--predictions", pred, "--labels", p1_data / "val_gt.csv")
 
 
+def test_evaluate_beside_read_only_predictions_prints_the_accuracy_and_says_where_no_figure_went(
+        capsys, monkeypatch, p1_data, tmp_path):
+    """The figure's default place (beside the predictions) may be read-only: the accuracy is the answer asked for."""
+    import errno
+
+    import dlcv.io
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(dlcv.io.tempfile, "mkstemp", read_only)
+    gt = Path(shutil.copy(p1_data / "val_gt.csv", tmp_path))
+    code, out, err = run_cli(capsys, "classify", "evaluate", "--predictions", gt, "--labels", gt)
+    assert code == 0, err
+    assert "accuracy: 1.0000" in out and "images: 16" in out
+    assert "confusion matrix: not written: " in out and "(Read-only file system) (give --confusion to write" in out
+    assert not list(tmp_path.glob("*.png"))
+    expect_error(capsys, r"c\.png: cannot be written \(Read-only file system\)", "classify", "evaluate",
+                 "--predictions", gt, "--labels", gt, "--confusion", tmp_path / "c.png")
+
+
 def test_an_office_csv_row_with_a_missing_field_is_named(tmp_path):
     from dlcv.data.office import read_office_csv
 

@@ -214,10 +214,15 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
     from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
 
     predictions, labels = Path(predictions), Path(labels)
-    if confusion is None:
-        confusion = predictions.with_name(predictions.stem + "_confusion.png")
-    confusion = check_output_file(confusion, overwrite, inputs=(predictions, labels))
-    if confusion.suffix.lower() not in FIGURE_SUFFIXES:
+    chosen, problem = confusion is not None, None
+    try:
+        confusion = check_output_file(confusion if chosen else predictions.with_name(predictions.stem
+                                      + "_confusion.png"), overwrite, inputs=(predictions, labels))
+    except DlcvError as exc:
+        if chosen:
+            raise
+        problem = exc  # the default place beside the predictions is refused: the accuracy is still the answer
+    if chosen and confusion.suffix.lower() not in FIGURE_SUFFIXES:
         raise DlcvError(f"--confusion {confusion}: give a figure file ending in {', '.join(FIGURE_SUFFIXES)}")
     predicted = _read_label_table(predictions, "predictions")
     truth = _read_label_table(labels, "labels")
@@ -239,6 +244,13 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
     cm = confusion_matrix(y_true, y_pred, num_classes)
     from dlcv.viz.confusion import plot_confusion
 
-    plot_confusion(cm, confusion, title=f"{predictions.name} vs {labels.name}")
-    return {"accuracy": accuracy(y_true, y_pred), "per_class": per_class_accuracy(cm),
-            "support": cm.sum(axis=1), "images": len(names), "confusion_figure": str(confusion)}
+    try:
+        if problem is None:
+            plot_confusion(cm, confusion, title=f"{predictions.name} vs {labels.name}")
+    except DlcvError as exc:
+        if chosen:
+            raise
+        problem = exc
+    figure = str(confusion) if problem is None else f"not written: {problem} (give --confusion to write it elsewhere)"
+    return {"accuracy": accuracy(y_true, y_pred), "per_class": per_class_accuracy(cm), "support": cm.sum(axis=1),
+            "images": len(names), "confusion_figure": figure}
