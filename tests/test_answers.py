@@ -1,5 +1,6 @@
 """The report with the student's own words: each year's questions as a template, the answers put under their
-questions with the name and student id at the top, the empty ones listed, and a foreign question refused."""
+questions with the name and student id at the top, the empty ones listed; a foreign question, a heading at another
+level, or words under no heading refused."""
 
 from __future__ import annotations
 
@@ -56,4 +57,12 @@ def test_a_question_the_year_does_not_have_is_refused_and_nothing_is_written(cap
     (tmp_path / "b.md").write_text("## P1.2 accuracy\n\nfirst draft\n\n## P1.2 accuracy\n\nsecond\n")
     expect_error(capsys, r"b\.md: P1\.2 has two headings; keep one answer under one '## P1\.2'", "report", "--runs",
                  trained_run.parent, "--output", tmp_path / "report", "--year", 2022, "--answers", tmp_path / "b.md")
+    for name, text, pattern in [
+            ("empty.md", "", r"empty\.md: holds no '## P1\.1' question heading and no name; fill in the file"),
+            ("prose.md", "name: x\n\nP1.2: model B is better.\n", r"prose\.md: its words are under no question"),
+            ("level.md", "### P1.2 accuracy\n\nmine\n", r"level\.md: line 1 heads P1\.2 at another level; write "
+                                                      r"'## P1\.2' \(two #\)")]:
+        (tmp_path / name).write_text(text)
+        expect_error(capsys, pattern, "report", "--runs", trained_run.parent, "--output", tmp_path / "report",
+                     "--year", 2022, "--answers", tmp_path / name)
     assert not (tmp_path / "report").exists()

@@ -259,11 +259,13 @@ def test_a_predicted_mask_that_is_a_link_out_of_its_folder_is_refused(capsys, p2
 def test_a_recipe_key_given_twice_and_a_negative_seed_are_refused(capsys, p1_data, tmp_path):
     twice = tmp_path / "twice.yaml"
     twice.write_text("name: a\nname: b\n")
-    expect_error(capsys, r"twice\.yaml: not valid YAML \(the key 'name' is given twice", *_fit(twice, p1_data, tmp_path))
+    expect_error(capsys, r"twice\.yaml: not valid YAML \(the key 'name' is given twice",
+                 *_fit(twice, p1_data, tmp_path))
     with pytest.raises(SystemExit) as stop:  # argparse's own usage error
         run_cli(capsys, "data", "transfer-split", "--p1", p1_data, "--output", tmp_path / "split", "--seed", "-1")
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "argument --seed: '-1': give a whole number from 0" in err and "Traceback" not in err
+    assert stop.value.code == 2 and "argument --seed: '-1': give a whole number from 0" in err
+    assert "Traceback" not in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "split").exists()
 
 

@@ -92,6 +92,7 @@ class Answers:
 
 
 HEADING = re.compile(r"^##\s+(P\d+\.\d+)\b.*$")
+ANY_LEVEL = re.compile(r"^\s*#+\s*(P\d+\.\d+)\b")  # a question's heading at another level than ##
 FIELD = re.compile(r"^\s*(name|student_id)\s*:\s*(.*?)\s*$")
 
 
@@ -105,8 +106,11 @@ def read_answers(path: str | Path, year: int) -> Answers:
     text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
     known = {q.key for q in questions(year)}
     front, by_key, current = [], {}, None
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         found = HEADING.match(line)
+        if not found and (other := ANY_LEVEL.match(line)):
+            raise DlcvError(f"{path}: line {number} heads {other.group(1)} at another level; write "
+                            f"'## {other.group(1)}' (two #) so that its answer is found")
         if found:
             current = found.group(1)
             if current not in known:
@@ -120,6 +124,13 @@ def read_answers(path: str | Path, year: int) -> Answers:
         else:
             by_key[current] += line + "\n"
     fields = dict(found.groups() for found in map(FIELD.match, front) if found)
+    first = questions(year)[0].key
+    if not by_key and not fields:
+        raise DlcvError(f"{path}: holds no '## {first}' question heading and no name; fill in the file that "
+                        f"'dlcv report --year {year} --answers-template FILE' writes")
+    if not by_key and any(line.strip() and not FIELD.match(line) for line in front):
+        raise DlcvError(f"{path}: its words are under no question heading; write each answer under its "
+                        f"'## {first}'-style heading, as the --answers-template file has them")
     return Answers(fields.get("name", ""), fields.get("student_id", ""), {k: v.strip() for k, v in by_key.items()})
 
 
