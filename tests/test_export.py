@@ -56,6 +56,8 @@ def test_what_cannot_be_exported_is_one_line_and_writes_nothing(capsys, tmp_path
     (tmp_path / "mine.onnx").write_text("my file")
     expect_error(capsys, r"mine\.onnx: exists and dlcv did not write it; pass --overwrite", "export",
                  trained_run / "best.ckpt", "--format", "onnx", "--output", tmp_path / "mine.onnx")
+    expect_error(capsys, r"--output .*model\.txt: an ONNX model's file name ends in \.onnx", "export",
+                 trained_run / "best.ckpt", "--format", "onnx", "--output", tmp_path / "model.txt")
     (tmp_path / "plain.txt").write_text("not a checkpoint")
     expect_error(capsys, r"plain\.txt: .*not a", "export", tmp_path / "plain.txt", "--output", tmp_path / "x")
 

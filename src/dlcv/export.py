@@ -288,6 +288,8 @@ def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False) -> 
         raise DlcvError(f"--format {fmt}: choose torch or onnx")
     if fmt == "onnx":
         output = check_output_file(output, overwrite, inputs=(checkpoint,))
+        if output.suffix.lower() != ".onnx":  # a runtime opens it by its name
+            raise DlcvError(f"--output {output}: an ONNX model's file name ends in .onnx")
     model, recipe, example = checkpoint_model(checkpoint)
     if fmt == "torch":
         source, state, any_size, _ = plain_source(model, example)
