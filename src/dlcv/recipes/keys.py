@@ -43,21 +43,15 @@ def keys_markdown(tasks: list[str] | None = None) -> str:
     """Every key of the recipes of ``tasks`` (default: all) as Markdown tables, one per section (the top-level
     keys first), each key with its rule, its meaning and its default, per task where they differ."""
     tables: dict[str, dict] = {}  # section -> {key: (tasks, {rule: tasks}, meaning, {default: tasks})}
-    tasks = tasks or list(RECIPES)
-    for task in tasks:
-        recipe = RECIPES[task]()
-        for name, field in type(recipe).model_fields.items():
-            value = getattr(recipe, name)
-            section = isinstance(value, BaseModel)
-            if name == "task":  # fixed by the command
+    for task in tasks or RECIPES:
+        for key, default, rule, meaning in describe_keys(RECIPES[task]):
+            if key == "task":  # fixed by the command
                 continue
-            for key, default, leaf in leaves(value, f"{name}.") if section else [(name, value, field)]:
-                row = tables.setdefault(name if section else "top level", {}).setdefault(
-                    key, ([], {}, leaf.description, {}))
-                row[0].append(task)
-                row[1].setdefault(describe_field(leaf), []).append(task)
-                shown = f"{default:g}" if isinstance(default, float) else json.dumps(default)
-                row[3].setdefault(shown, []).append(task)
+            row = tables.setdefault(key.split(".")[0] if "." in key else "top level", {}).setdefault(
+                key, ([], {}, meaning, {}))
+            row[0].append(task)
+            row[1].setdefault(rule, []).append(task)
+            row[3].setdefault(default, []).append(task)
 
     def cell(values: dict, where: list, everywhere: set, code: bool) -> str:
         quote = "`" if code else ""
