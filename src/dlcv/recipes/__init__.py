@@ -12,5 +12,7 @@ from dlcv.recipes.schema import *  # noqa: F403 (the schema's parts, as dlcv.rec
 from dlcv.recipes.schema import __all__ as _schema
 from dlcv.recipes.tasks import *  # noqa: F403 (one recipe per task, and RECIPES)
 from dlcv.recipes.tasks import __all__ as _tasks
+from dlcv.rules import *  # noqa: F403 (the rules a value follows, as dlcv.recipes.NAME)
+from dlcv.rules import __all__ as _rules
 
-__all__ = [*_schema, *_tasks, "describe_keys", "field_at", "keys_markdown", "leaves"]
+__all__ = [*_rules, *_schema, *_tasks, "describe_keys", "field_at", "keys_markdown", "leaves"]

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from dlcv.recipes.schema import describe_field
 from dlcv.recipes.tasks import RECIPES
+from dlcv.rules import describe_field
 
 
 def leaves(recipe: BaseModel, prefix: str = ""):

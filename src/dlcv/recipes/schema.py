@@ -1,5 +1,4 @@
-"""The recipe schema's parts: the sections every training task shares and the base recipes; the rules a value
-follows (``dlcv.rules``) re-exported as ``dlcv.recipes.NAME``."""
+"""The recipe schema's parts: the sections every training task shares and the base recipes."""
 
 from __future__ import annotations
 
@@ -10,12 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dlcv.errors import shown
 from dlcv.rules import (
-    MAX_DURATION,
-    RESNETS,
-    SAM_TYPES,
-    AnyNumber,
     Duration,
-    Folder,
     FolderName,
     Fraction,
     NonNegative,
@@ -26,24 +20,14 @@ from dlcv.rules import (
     Wants,
     Whole0,
     Whole1,
-    checked,
-    describe,
-    describe_field,
-    format_duration,
-    is_folder_name,
     list_of,
     number,
-    parse_duration,
     whole,
 )
 
-__all__ = ["Wants", "RecipeError", "whole", "number", "list_of", "checked", "describe", "describe_field",
-           "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName", "Folder",
-           "Text", "Whole0", "Whole1", "NonNegative", "Positive", "Share", "Fraction", "AnyNumber", "Stats", "Spread",
-           "EpochList", "TtaMode", "SegTtaMode", "TTA_MODES", "SEG_TTA_MODES", "OPTIMIZERS", "SCHEDULES",
-           "PIXEL_LOSSES", "RESNETS", "SAM_TYPES", "IMAGENET_MEAN", "IMAGENET_STD", "key", "section", "Section",
-           "Optim", "Schedule", "Devices", "Train", "Model", "snapshot_epochs", "TASK", "Recipe", "Training",
-           "number_text"]
+__all__ = ["Stats", "Spread", "EpochList", "TtaMode", "SegTtaMode", "TTA_MODES", "SEG_TTA_MODES", "OPTIMIZERS",
+           "SCHEDULES", "PIXEL_LOSSES", "IMAGENET_MEAN", "IMAGENET_STD", "key", "section", "Section", "Optim",
+           "Schedule", "Devices", "Train", "Model", "snapshot_epochs", "TASK", "Recipe", "Training", "number_text"]
 
 Stats, Spread = list_of(3, NonNegative), list_of(3, Positive)
 EpochList = Annotated[str | list[str | int] | None, Wants("first, middle, last and/or epoch numbers, as a text or a "
