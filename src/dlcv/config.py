@@ -213,7 +213,12 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
     from dlcv.recipes import Model, Training
 
     if isinstance(typed, Training) and isinstance(typed.model, Model):  # a registered model, not BYOL's trunk
-        check_model(typed, source_of("model"))
+        from dlcv.models.registry import check_model_args
+
+        try:
+            check_model_args(typed.model.name, typed.task, typed.model.args)
+        except DlcvError as exc:
+            raise DlcvError(f"{source_of('model')}: {exc}") from None
     return typed
 
 
@@ -252,16 +257,6 @@ def lookup(tree, key: str):
         else:
             return MISSING
     return node
-
-
-def check_model(recipe: Recipe, where: str) -> None:
-    """Check ``model.name``/``model.args`` by the task's registry (nothing built); else one line naming ``where``."""
-    from dlcv.models.registry import check_model_args
-
-    try:
-        check_model_args(recipe.model.name, recipe.task, recipe.model.args)
-    except DlcvError as exc:
-        raise DlcvError(f"{where}: {exc}") from None
 
 
 def dump_recipe(recipe) -> str:
