@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dlcv.cli import options
 from dlcv.errors import DlcvError
 from dlcv.recipes import TTA_MODES
@@ -57,8 +59,6 @@ def predict(args) -> None:
 
 
 def evaluate(args) -> None:
-    import math
-
     from dlcv.classify import evaluate
 
     result = evaluate(args.predictions, args.labels, confusion=args.confusion, overwrite=args.overwrite)
@@ -73,8 +73,6 @@ def evaluate(args) -> None:
 
 
 def embed_plot(args) -> None:
-    import math
-
     from dlcv.viz.snapshots import plot_snapshots
 
     if not (math.isfinite(args.perplexity) and args.perplexity > 0):

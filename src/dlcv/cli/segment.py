@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dlcv.cli import options
 from dlcv.recipes import SEG_TTA_MODES
 
@@ -57,8 +59,6 @@ def predict(args) -> None:
 
 
 def evaluate(args) -> None:
-    import math
-
     from dlcv.data.masks import CLASS_NAMES
     from dlcv.segment import evaluate
 
