@@ -62,7 +62,7 @@ def keys(args) -> None:
     rows = describe_keys(RECIPES[args.task])
     width = max(len(key) for key, *_ in rows)
     for key, default, wants, meaning in rows:
-        print(f"{key:<{width}}  {default}  ({wants})  {meaning}" if wants else f"{key:<{width}}  {default}  {meaning}")
+        print(f"{key:<{width}}  {default}  ({wants})  {meaning}")
 
 
 def report(args) -> None:
