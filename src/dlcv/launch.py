@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, exception_line
 
 
 def torchrun_argv(command: list[str], nnodes: int, node_rank: int, nproc_per_node: int, master: str | None,
@@ -63,6 +63,6 @@ def launch(argv: list[str], nnodes: int, join_timeout: int) -> None:
         raise DlcvError(f"launch: a process ended early ({failed}); with a last.ckpt in its run folder, the same "
                         "command with --resume goes on from there") from None
     except (dist.DistError, RendezvousError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = exception_line(exc)
         raise DlcvError(f"launch: the {nnodes} nodes did not all join within {join_timeout} s ({detail}); start "
                         "the same command on every node, with its own --node-rank") from None
