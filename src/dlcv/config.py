@@ -10,12 +10,12 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from pydantic import ValidationError
 
 from dlcv.errors import DlcvError, exception_line, shown
-
-if TYPE_CHECKING:
-    from dlcv.recipes import Recipe
+from dlcv.recipes import Model, Recipe, RecipeError, Training, describe_field, field_at
 
 FREE_FORM = {("model", "args")}
 # PyYAML (YAML 1.1) reads ``5e-4`` and ``1.0e4`` as strings; YAML 1.2 and every user read them as numbers.
@@ -210,8 +210,6 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
         raise DlcvError(f"--set train.epochs={train.epochs}: the recipe trains to a time budget (train.budget "
                         f"{train.budget}, from {source_of('train.budget')}) and plans its epochs from the measured "
                         "speed; add --budget none to train by epochs, or give a shorter --budget")
-    from dlcv.recipes import Model, Training
-
     if isinstance(typed, Training) and isinstance(typed.model, Model):  # a registered model, not BYOL's trunk
         from dlcv.models.registry import check_model_args
 
@@ -224,10 +222,6 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
 
 def validated(kind: type[Recipe], recipe: dict, source_of=lambda key: "the recipe") -> Recipe:
     """``recipe`` (a mapping) as a ``kind``; a broken rule is one line naming key, rule and ``source_of(key)``."""
-    from pydantic import ValidationError
-
-    from dlcv.recipes import RecipeError, describe_field, field_at
-
     try:
         return kind.model_validate(recipe)
     except ValidationError as exc:
