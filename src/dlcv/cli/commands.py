@@ -6,7 +6,7 @@ Each function imports what it needs when it runs: ``dlcv --help`` and ``dlcv cla
 from __future__ import annotations
 
 from dlcv.errors import DlcvError
-from dlcv.recipes import RECIPES
+from dlcv.recipes import RECIPES, describe_keys, keys_markdown
 
 
 def synth(args) -> None:
@@ -52,8 +52,6 @@ def models(args) -> None:
 
 
 def keys(args) -> None:
-    from dlcv.recipes import describe_keys, keys_markdown
-
     if args.markdown:
         print(keys_markdown([args.task] if args.task else None), end="")
         return

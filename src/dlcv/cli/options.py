@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dlcv.errors import DlcvError
+from dlcv.recipes import Duration, describe, parse_duration
 
 
 def run_options(parser: argparse.ArgumentParser) -> None:
@@ -65,8 +66,6 @@ def fit_command(parent, handler, help: str, example: str, data: str) -> argparse
 
 def overrides(args, budget_key: str) -> tuple[str, ...]:
     """The command's ``--set`` overrides, and ``--budget`` as the recipe's budget key."""
-    from dlcv.recipes import Duration, describe, parse_duration
-
     if args.budget is None:
         return tuple(args.set)
     if args.budget.strip().lower() == "none":  # no budget: the run trains its recipe's epochs
