@@ -84,9 +84,6 @@ def describe_field(field) -> str:
 
 
 # --- durations --------------------------------------------------------------------------------------------
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
-
-
 MAX_DURATION = 366 * 24 * 3600.0  # a year: anything longer is a typing slip, and overflows timers downstream
 
 
@@ -97,7 +94,7 @@ def parse_duration(text) -> float | None:
                          text.strip()) if isinstance(text, str) else None
     if parts is None or not any(parts.groups()) or max(len(g or "") for g in parts.groups()) > 12:
         return None
-    seconds = sum(float(n) * _UNITS[u] for n, u in zip(parts.groups(), "hms") if n)
+    seconds = sum(float(n) * unit for n, unit in zip(parts.groups(), (3600.0, 60.0, 1.0)) if n)
     return seconds if 0 < seconds <= MAX_DURATION else None
 
 
