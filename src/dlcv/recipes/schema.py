@@ -47,9 +47,9 @@ def key(default, meaning: str):
     return Field(default, description=meaning)
 
 
-def section(kind: type[BaseModel], meaning: str = "", **defaults):
+def section(kind: type[BaseModel], **defaults):
     """A section of the recipe, with this task's defaults where they differ from the section's own."""
-    return Field(default_factory=lambda: kind(**defaults), description=meaning or kind.__doc__)
+    return Field(default_factory=lambda: kind(**defaults), description=kind.__doc__)
 
 
 class Section(BaseModel):
