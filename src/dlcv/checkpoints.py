@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dlcv.data.p1 import MAX_CLASSES
 from dlcv.errors import DlcvError
 
 
@@ -38,23 +39,15 @@ def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...]):
     from dlcv.models import create_model, rebuild_args
 
     ckpt, recipe = read_checkpoint(path, task)
-    spec, num_classes = recipe.model, recipe.CLASSES or checkpoint_classes(ckpt, path)
+    spec, num_classes = recipe.model, recipe.CLASSES or ckpt["hyper_parameters"].get("num_classes")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        raise DlcvError(f"{path}: a dlcv checkpoint with no valid class count (num_classes {num_classes!r})")
     try:
         model = create_model(spec.name, num_classes=num_classes, kind=recipe.task, **rebuild_args(spec.args))
     except DlcvError as exc:
         raise DlcvError(f"{path}: its model cannot be rebuilt ({exc})") from None
     load_model_weights(model, ckpt, path, spec.name)
     return model, recipe
-
-
-def checkpoint_classes(ckpt: dict, path: str | os.PathLike) -> int:
-    """The class count a classification checkpoint was trained with (bounded, a whole number)."""
-    from dlcv.data.p1 import MAX_CLASSES
-
-    value = ckpt["hyper_parameters"].get("num_classes")
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CLASSES:
-        raise DlcvError(f"{path}: a dlcv checkpoint with no valid class count (num_classes {value!r})")
-    return value
 
 
 def load_model_weights(model, ckpt: dict, path: str | os.PathLike, model_name: str) -> None:
