@@ -8,12 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from dlcv.data.masks import write_mask
-from dlcv.io import atomic_path
+from dlcv.data.masks import write_mask, write_png
 from dlcv.runs import RunFolder
-from dlcv.tasks.snapshots import ChosenEpochs, evaluating, model_input
+from dlcv.tasks.snapshots import ChosenEpochs, evaluating
 from dlcv.tta import batches, predict_probs
 
 
@@ -35,8 +33,7 @@ class MaskProgress(ChosenEpochs):
             (progress / sub).mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(self.ids):
             write_mask(progress / "ground_truth" / f"{name}_mask.png", self.masks[i].numpy())
-            with atomic_path(progress / "images" / f"{name}_sat.png") as tmp:
-                Image.fromarray(self.images[i].numpy()).save(tmp, format="PNG")
+            write_png(progress / "images" / f"{name}_sat.png", self.images[i].numpy())
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not self.due(trainer):
@@ -47,5 +44,6 @@ class MaskProgress(ChosenEpochs):
         out.mkdir(parents=True, exist_ok=True)
         with evaluating(trainer, pl_module) as model:
             for i, x in batches(self.images, 1, pl_module.device, self.prepare):
-                probs = predict_probs(model, model_input(trainer, x), tuple(self.masks.shape[-2:]), self.tta)
+                x = trainer.precision_plugin.convert_input(x)
+                probs = predict_probs(model, x, tuple(self.masks.shape[-2:]), self.tta)
                 write_mask(out / f"{self.ids[i]}_mask.png", probs.argmax(1)[0].cpu().numpy().astype(np.uint8))

@@ -19,7 +19,8 @@ from dlcv.tta import batches
 @contextmanager
 def evaluating(trainer, pl_module):
     """The task's model in eval mode, without gradients, in the run's precision (the context of its training
-    steps: a bf16 or, on a T4 or V100, float16 autocast); restored after. Inputs go through ``model_input``."""
+    steps: a bf16 or, on a T4 or V100, float16 autocast); restored after. Inputs go through the precision plugin's
+    ``convert_input`` (the dtype the run's model takes: bf16 for ``bf16-true``)."""
     model = pl_module.model
     was_training = model.training
     model.eval()
@@ -28,11 +29,6 @@ def evaluating(trainer, pl_module):
             yield model
     finally:
         model.train(was_training)
-
-
-def model_input(trainer, x: torch.Tensor) -> torch.Tensor:
-    """A float batch in the dtype the run's model takes (bf16 for ``bf16-true``; as it is under autocast)."""
-    return trainer.precision_plugin.convert_input(x)
 
 
 class ChosenEpochs(L.Callback):
@@ -92,5 +88,5 @@ class EmbeddingSnapshots(ChosenEpochs):
                 self.seconds[path.name] = round(time.perf_counter() - start, 2)
 
     def _features(self, model, images: torch.Tensor, device, trainer) -> np.ndarray:
-        return torch.cat([model.forward_features(model_input(trainer, x)).float().cpu()
+        return torch.cat([model.forward_features(trainer.precision_plugin.convert_input(x)).float().cpu()
                           for _, x in batches(images, self.batch_size, device, self.prepare)]).numpy()
