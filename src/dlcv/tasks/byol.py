@@ -13,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -20,10 +21,9 @@ from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from dlcv.io import write_json
+from dlcv.io import read_json, write_json
 from dlcv.metrics.embedding import knn_accuracy_against
 from dlcv.models.transfer import export_backbone, resnet_trunk
-from dlcv.runs import read_json
 from dlcv.runtime import inference_device
 from dlcv.tasks.base import BaseTask
 from dlcv.tta import batches
@@ -47,21 +47,19 @@ class BYOLTask(BaseTask):
         self.model = nn.ModuleDict({"backbone": trunk, "projection": projection, "prediction": prediction})
         self.target = nn.ModuleDict({"backbone": copy.deepcopy(trunk), "projection": copy.deepcopy(projection)})
         deactivate_requires_grad(self.target)
-        self.base_momentum = byol.momentum
 
     def configure_losses(self) -> None:
         self.criterion = NegativeCosineSimilarity()
 
     def configure_metrics(self) -> None:
-        self.knn_k = self.recipe.monitor.k  # the kNN monitor, over the features gathered each validation
-        self._monitor: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._monitor: list[tuple[torch.Tensor, torch.Tensor]] = []  # (features, rows) gathered each validation
 
     @property
     def backbone(self) -> nn.Module:
         return self.model["backbone"]
 
     def momentum(self) -> float:
-        return cosine_schedule(self.global_step, max(1, self.plan.total_steps), self.base_momentum, 1.0)
+        return cosine_schedule(self.global_step, max(1, self.plan.total_steps), self.recipe.byol.momentum, 1.0)
 
     def online(self, x: torch.Tensor) -> torch.Tensor:
         return self.model["prediction"](self.model["projection"](self.model["backbone"](x)))
@@ -98,12 +96,10 @@ class BYOLTask(BaseTask):
         rows = torch.cat([r for _, r in self._monitor]).numpy()
         self._monitor.clear()
         if self.trainer.world_size > 1:  # each process saw its share of the monitor set: the kNN needs all
-            import torch.distributed as dist
-
             shares: list = [None] * self.trainer.world_size
             dist.all_gather_object(shares, (features, rows))
             features, rows = np.concatenate([f for f, _ in shares]), np.concatenate([r for _, r in shares])
-        self.log("knn_acc", float(np.float32(monitor_knn(features, rows, self.knn_k))), prog_bar=True)
+        self.log("knn_acc", float(np.float32(monitor_knn(features, rows, self.recipe.monitor.k))), prog_bar=True)
 
     def summarize(self, summary: dict, data, run) -> list[str]:
         """The trunk as ``backbone.pt``, the kNN curve, and the run's pre-training figures."""
@@ -124,19 +120,15 @@ class BYOLTask(BaseTask):
 
     @torch.no_grad()
     def knn_untrained(self, data, calibration_images: int = 2048) -> dict[str, float]:
-        """The monitor before epoch 1, the value the per-epoch curve is read against.
-
-        ``knn_acc``: the untrained trunk with batch-norm statistics estimated on up to ``calibration_images``
-        pre-training images, the network epoch 1 starts from. ``knn_acc_unit_bn``: with batch norm's initial statistics
-        (mean 0, variance 1), a trunk no trained run can be compared with.
-        """
+        """The monitor before epoch 1: ``knn_acc`` with batch-norm statistics of up to ``calibration_images``
+        pre-training images (as epoch 1 starts), ``knn_acc_unit_bn`` with the initial ones (mean 0, variance 1)."""
         prepare, batch = data.eval_input, data.cfg.eval_batch_size
         device = inference_device()  # before fit the task is still on the CPU; a GPU, when there is one, does this
         trunk = copy.deepcopy(self.backbone).to(device)
 
         def knn() -> float:
             features = trunk_features(trunk, data.monitor_x, prepare, batch, device)
-            return float(np.float32(monitor_knn(features, data.monitor_y.numpy(), self.knn_k)))
+            return float(np.float32(monitor_knn(features, data.monitor_y.numpy(), self.recipe.monitor.k)))
 
         unit_bn = knn()
         calibrate_batch_norm(trunk, spread(data.images, calibration_images), prepare, batch, device)
@@ -180,19 +172,14 @@ def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
     return knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
 
 
-def _prepared(images: torch.Tensor, prepare, batch: int, device=None):
-    """uint8 ``images`` through ``prepare`` (uint8 batch -> the trunk's input) on ``device``, batch by batch."""
-    return (x for _, x in batches(images, batch, device if device is not None else torch.device("cpu"), prepare))
-
-
 @torch.no_grad()
 def trunk_features(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> np.ndarray:
-    """The evaluation-mode trunk's features of uint8 ``images``, as the kNN monitor computes them."""
+    """The evaluation-mode trunk's features of uint8 ``images``, on ``device`` (None: where the images are)."""
     trunk.eval()
-    return torch.cat([trunk(x).float().cpu() for x in _prepared(images, prepare, batch, device)]).numpy()
+    return torch.cat([trunk(x).float().cpu() for _, x in batches(images, batch, device, prepare)]).numpy()
 
 
 def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> None:
     """Set every batch-norm layer's running statistics to their average over uint8 ``images`` (``update_bn``)."""
-    update_bn(_prepared(images, prepare, batch, device), trunk)
+    update_bn((x for _, x in batches(images, batch, device, prepare)), trunk)
     trunk.eval()
