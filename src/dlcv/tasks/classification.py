@@ -36,10 +36,6 @@ class ClassificationTask(BaseTask):
         self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=self.num_classes,
                                                      kind="classify", **self.recipe.model.args))
 
-    def configure_losses(self) -> None:
-        train = self.recipe.train
-        self.label_smoothing, self.loss_name, self.focal_gamma = train.label_smoothing, train.loss, train.focal_gamma
-
     def configure_metrics(self) -> None:
         # The step metrics skip their argument checks: each would copy a value to the host every step.
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
@@ -59,10 +55,11 @@ class ClassificationTask(BaseTask):
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The recipe's loss against soft targets (one-hot, smoothed, or mixed by MixUp / CutMix)."""
-        if self.label_smoothing:
-            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / targets.shape[1]
-        if self.loss_name == "focal":
-            return soft_focal_loss(logits, targets, self.focal_gamma)
+        train = self.recipe.train
+        if train.label_smoothing:
+            targets = targets * (1 - train.label_smoothing) + train.label_smoothing / targets.shape[1]
+        if train.loss == "focal":
+            return soft_focal_loss(logits, targets, train.focal_gamma)
         return F.cross_entropy(logits.float(), targets)
 
     def training_step(self, batch, batch_idx):
