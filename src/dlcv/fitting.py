@@ -101,7 +101,7 @@ class Fit:
         plan.begin(data.steps_per_epoch(trainer.world_size), train.epochs)  # a budget's first plan, until timed
         trainer.fit(task, datamodule=data, ckpt_path=resume_from)
         fit_seconds = time.perf_counter() - self._start
-        score_best(trainer, task, data, run_dir, recipe.task)
+        score_best(trainer, task, data, run.best)
         if trainer.is_global_zero:
             summary = {"name": recipe.name, "epochs": trained_epochs(trainer, task),
                        "fit_seconds": round(fit_seconds, 1)}
@@ -155,13 +155,12 @@ def trained_epochs(trainer, task) -> int | float:
     return trainer.current_epoch
 
 
-def score_best(trainer, task, data, run_dir: Path, kind: str) -> None:
+def score_best(trainer, task, data, best: Path) -> None:
     """Score ``best.ckpt`` on the final set by ``trainer.test`` in every process; ``task.final_confusion`` sums them."""
     from dlcv.checkpoints import load_model_weights, read_checkpoint
 
-    best = RunFolder(run_dir).best
     if data.test_tensors() is None or not best.is_file():
         return
-    ckpt, recipe = read_checkpoint(best, kind)
+    ckpt, recipe = read_checkpoint(best, task.recipe.task)
     load_model_weights(task.model, ckpt, best, recipe.model.name)
     trainer.test(task, datamodule=data, verbose=False)

@@ -238,9 +238,7 @@ def check_run_name(name: str, what: str = "run name") -> None:
 
 def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
                   inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
-    """``runs_dir/name`` after checking that a run may be written there: a plain name, not the current
-    folder or an input, and new, empty or (with ``overwrite``) a folder that dlcv wrote."""
-    check_run_name(name)
+    """``runs_dir/name`` (a recipe's name, a plain folder name by the schema) checked as a run folder to write."""
     return check_output_folder(Path(runs_dir) / name, "run", overwrite, inputs, need_parent=False)
 
 
@@ -340,9 +338,9 @@ def budget_used(run: RunFolder, seconds: float) -> float | None:
     return spent_under(states.get(TimeBudget.__qualname__), seconds) if isinstance(states, dict) else None
 
 
-def check_checkpoint(path: Path, shapes: dict[str, tuple] | None = None) -> None:
+def check_checkpoint(path: Path, shapes: dict[str, tuple]) -> None:
     """Refuse, in one line naming it, a checkpoint that is unreadable, truncated, not Lightning's for training, or
-    (given the run's weights' ``shapes``) of another task or model."""
+    of another task or model (weights not of the run's ``shapes``)."""
     from dlcv.models.weights import safe_load
 
     ckpt = safe_load(path, "checkpoint")
@@ -350,7 +348,7 @@ def check_checkpoint(path: Path, shapes: dict[str, tuple] | None = None) -> None
         raise DlcvError(f"{path}: not a training checkpoint to resume from (no state_dict, global_step and loops); "
                         "start afresh with --overwrite")
     saved = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}
-    if shapes is not None and saved != shapes:
+    if saved != shapes:
         key = next(k for k in sorted(set(saved) | set(shapes)) if saved.get(k) != shapes.get(k))
         raise DlcvError(f"{path}: its weights are not this run's model's ({key}: {saved.get(key, 'missing')} in the "
                         f"checkpoint, {shapes.get(key, 'missing')} in the model); start afresh with --overwrite")
