@@ -50,7 +50,7 @@ class TimeBudget(L.Callback):
                  final_images: float = 0.0, say=print, anew: bool = False, reference_epochs: float | None = None,
                  clock=time.perf_counter):
         self.seconds, self.started, self.plan, self.anew = float(seconds), started, plan, anew
-        plan.clock = clock  # the budget's and the task's probe's one time function
+        self.clock = plan.clock = clock  # the budget's and the task's probe's one time function
         self.reference_epochs = reference_epochs
         self.val_guess, self.final_ratio = val_guess, final_ratio
         self.final_images = final_images
@@ -67,11 +67,6 @@ class TimeBudget(L.Callback):
         self._start_step = 0
 
     # --- the deadline and the plan -------------------------------------------------------------------
-    @property
-    def clock(self):
-        """The time function the budget reads: the plan's (``started`` is one of its readings)."""
-        return self.plan.clock
-
     def seconds_left(self) -> float:
         return self.seconds - self.spent_before - (self.clock() - self.started)
 
