@@ -1,10 +1,5 @@
-"""The one training sequence behind every training command, in the order a fit must keep.
-
-``run`` checks the recipe and locks the run folder (both before any data is read) and yields a ``Fit``; the command
-builds its data module (``Fit.prepared`` reads and checks it, then seeds), its task and its callbacks and hands them to
-``Fit.fit``, which trains (``train.budget`` bounds the whole sequence), scores ``best.ckpt`` on the final set in every
-process and writes ``summary.json`` with the task's own ``summarize``.
-"""
+"""The one training sequence behind every training command, in the order a fit must keep: ``run`` checks and locks,
+``Fit.prepared`` reads the data and seeds, ``Fit.fit`` trains, scores ``best.ckpt`` and writes ``summary.json``."""
 
 from __future__ import annotations
 

@@ -200,10 +200,8 @@ def foreign_files(folder: Path) -> list[str]:
 
 def check_output_folder(output: PathLike, kind: str, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
                         need_parent: bool = True, replaces_same_kind: bool = False) -> Path:
-    """Refuse, before any work, an output folder for a ``kind`` of output that may not be filled or replaced: a link;
-    the current folder or one holding it; an input, or a folder holding or inside one; a file; a missing parent
-    (``need_parent``); files without dlcv's manifest, or a dlcv folder of another kind (a run where masks would go),
-    even with ``overwrite``; one of ``kind`` unless ``overwrite`` or ``replaces_same_kind`` (a report)."""
+    """Refuse, before any work, an output folder that may not take a ``kind`` of output: files dlcv did not write or a
+    folder of another kind even with ``overwrite``; one of ``kind`` unless ``overwrite`` or ``replaces_same_kind``."""
     output = Path(output)
     check_not_special(output, folder=True)
     here = _resolved(".")

@@ -283,10 +283,8 @@ def override_keys(overrides: tuple[str, ...]) -> list[str]:
 
 
 def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
-    """The recipe ``--resume`` trains: ``saved``, with the ``RESUME_KEYS`` among ``keys`` (the command's overrides)
-    taken from ``given``. Refused in one line (exit 2: a script must learn the command would not train): a change to
-    another key, ``train.epochs`` no more than trained, or nothing to train (a finished run without more epochs or a
-    new budget, or a spent budget without a new ``--budget``, which counts from the resume's start)."""
+    """The recipe ``--resume`` trains: ``saved`` with the ``RESUME_KEYS`` among ``keys`` (the overrides) from ``given``;
+    a change to another key, or nothing to train, is refused in one line (exit 2: a script learns it did not train)."""
     from dlcv.config import lookup
     from dlcv.rules import format_duration, parse_duration
 

@@ -11,10 +11,8 @@ from dlcv.errors import DlcvError
 
 
 class FocalLoss(nn.Module):
-    """Lin et al.'s focal loss: ``-alpha_c (1 - p_t)^gamma log p_t``, mean over pixels.
-
-    ``alpha``: per-class weights (or None), which smp's ``FocalLoss`` (one-vs-rest sigmoid focal) does not take.
-    """
+    """Lin et al.'s focal loss ``-alpha_c (1 - p_t)^gamma log p_t``, mean over pixels; ``alpha``: per-class weights
+    or None (smp's ``FocalLoss``, a one-vs-rest sigmoid focal loss, takes none)."""
 
     def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None):
         super().__init__()
