@@ -99,7 +99,7 @@ class BYOLTask(BaseTask):
             shares: list = [None] * self.trainer.world_size
             dist.all_gather_object(shares, (features, rows))
             features, rows = np.concatenate([f for f, _ in shares]), np.concatenate([r for _, r in shares])
-        self.log("knn_acc", float(np.float32(monitor_knn(features, rows, self.recipe.monitor.k))), prog_bar=True)
+        self.log("knn_acc", monitor_knn(features, rows, self.recipe.monitor.k), prog_bar=True)
 
     def summarize(self, summary: dict, data, run) -> list[str]:
         """The trunk as ``backbone.pt``, the kNN curve, and the run's pre-training figures."""
@@ -128,7 +128,7 @@ class BYOLTask(BaseTask):
 
         def knn() -> float:
             features = trunk_features(trunk, data.monitor_x, prepare, batch, device)
-            return float(np.float32(monitor_knn(features, data.monitor_y.numpy(), self.recipe.monitor.k)))
+            return monitor_knn(features, data.monitor_y.numpy(), self.recipe.monitor.k)
 
         unit_bn = knn()
         calibrate_batch_norm(trunk, spread(data.images, calibration_images), prepare, batch, device)
@@ -167,9 +167,10 @@ def spread(images: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
-    """kNN accuracy of the monitor's queries (``rows[:, 1] == 1``) against its bank; ``rows[:, 0]`` the labels."""
+    """kNN accuracy (float32, as logged) of queries (``rows[:, 1] == 1``) against the bank; labels: ``rows[:, 0]``."""
     query = rows[:, 1] == 1
-    return knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
+    accuracy = knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
+    return float(np.float32(accuracy))
 
 
 @torch.no_grad()
