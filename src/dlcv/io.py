@@ -111,7 +111,6 @@ def check_parent(path: Path, label: str = "the folder") -> None:
 
 def check_not_special(path: Path, folder: bool = False) -> None:
     """Refuse an existing ``path`` that is a link, or that is not a regular file (``folder``: a folder)."""
-    wanted = "folder" if folder else "file"
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -119,7 +118,7 @@ def check_not_special(path: Path, folder: bool = False) -> None:
     except OSError as exc:
         raise write_error(path, exc) from None
     if stat.S_ISLNK(mode):
-        raise DlcvError(f"{path}: is a link; give the {wanted} itself, not a link to it")
+        raise DlcvError(f"{path}: is a link; give the {'folder' if folder else 'file'} itself, not a link to it")
     if (stat.S_ISDIR if folder else stat.S_ISREG)(mode):
         return
     kind = next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
