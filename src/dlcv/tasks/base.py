@@ -17,10 +17,8 @@ from dlcv.tasks.optim import build_optimizer, build_scheduler
 
 
 class BaseTask(L.LightningModule):
-    """A LightningModule around ``self.model`` whose optimiser and schedule come from the recipe.
-
-    Every checkpoint holds the resolved recipe (``hyper_parameters``): alone it says how to rebuild and feed its model.
-    """
+    """A LightningModule around ``self.model``; every checkpoint holds the resolved recipe (``hyper_parameters``),
+    which alone says how to rebuild and feed its model."""
 
     model: nn.Module
     monitor: str = "val_loss"  # the metric that selects checkpoints (and stops early)
