@@ -154,8 +154,7 @@ def fingerprint(files: Sequence[Path]) -> str:
     return digest.hexdigest()[:20]
 
 
-def decode_images(files: Sequence[Path], workers: int | None = None, decode=decode_image,
-                  expected: tuple | None = None) -> np.ndarray:
+def decode_images(files: Sequence[Path], decode=decode_image, expected: tuple | None = None) -> np.ndarray:
     """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array; ``decode(path, size=None)`` decodes
     one file (a mask decoder gives (H, W) class indices); ``expected``: (each array's shape, it in words) when known
     before the first is decoded (a resize), so that memory is checked before any."""
@@ -172,30 +171,25 @@ def decode_images(files: Sequence[Path], workers: int | None = None, decode=deco
         out[index] = decode(files[index], size)
 
     try:
-        with ThreadPoolExecutor(max_workers=workers or min(8, usable_cpus())) as pool:
+        with ThreadPoolExecutor(max_workers=min(8, usable_cpus())) as pool:
             list(pool.map(work, range(1, len(files))))
     except SizeMismatch:  # the first file read may be the odd one: name the one that differs from most
         raise DlcvError(odd_size_message(files)) from None
     return out
 
 
-def load_image_stack(
-    files: Sequence[Path], cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-    decode=decode_image, tag: str = "images", expected: tuple | None = None,
-) -> np.ndarray:
-    """The decoded images of ``files`` as an (N, H, W, 3) uint8 array (or what ``decode`` makes); with ``use_cache``,
-    a read-only memory map of a cache file named by the files' fingerprint, written atomically. ``tag`` names the
-    kind of decoding (a mask decoder's policy, say) so kinds never share a file; ``expected``: as
-    ``decode_images``'s."""
+def load_image_stack(files: Sequence[Path], use_cache: bool = True, decode=decode_image, tag: str = "images",
+                     expected: tuple | None = None) -> np.ndarray:
+    """``decode_images`` of ``files``; with ``use_cache``, a read-only memory map of a cache file named by the files'
+    fingerprint and ``tag`` (the kind of decoding, a mask decoder's policy say: kinds never share a file)."""
     files = list(files)
     if not files:
         raise DlcvError("no images to load")
     if not use_cache:
         return decode_images(files, decode=decode, expected=expected)
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = str(files[0].parent.resolve())
     folder_key = hashlib.sha256((folder if tag == "images" else f"{folder}\0{tag}").encode()).hexdigest()[:12]
-    target = cache_dir / "images" / f"{folder_key}-{fingerprint(files)}-{len(files)}.npy"
+    target = default_cache_dir() / "images" / f"{folder_key}-{fingerprint(files)}-{len(files)}.npy"
     if target.exists():
         try:
             return np.load(target, mmap_mode="r")
