@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.images import check_inside
+from dlcv.data.images import SizeMismatch, check_inside, decode_image
 from dlcv.errors import DlcvError, mismatch_message
+from dlcv.io import atomic_path
 
 CLASS_NAMES = ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren", "Unknown")
 CLASS_COLOURS = np.array(
@@ -84,8 +85,6 @@ class MaskCodec:
 
 def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one mask PNG to class indices; errors name the file."""
-    from dlcv.data.images import SizeMismatch, decode_image
-
     rgb = decode_image(path, rgb_only=True)
     if size is not None and rgb.shape[:2] != size:
         raise SizeMismatch(f"{path}: mask is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[1]}x{size[0]}")
@@ -95,8 +94,6 @@ def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None)
 def write_png(path: Path, array: np.ndarray) -> None:
     """Write a uint8 image array as a PNG, atomically: a reader never sees half a file."""
     from PIL import Image
-
-    from dlcv.io import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")

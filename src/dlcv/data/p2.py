@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv.data.images import load_image_stack
 from dlcv.data.kinds import check_kind
 from dlcv.data.masks import MASK_NAME, MaskCodec, read_mask, unique_ids
 from dlcv.errors import DlcvError, mismatch_message
@@ -74,8 +75,6 @@ def random_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
 
 def load_pairs(pairs: SatelliteSet, codec: MaskCodec, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A labelled set's uint8 images (N, H, W, 3) and class masks (N, H, W), of one size; memory-mapped once decoded."""
-    from dlcv.data.images import load_image_stack
-
     images = load_image_stack(pairs.images, use_cache=use_cache)
     masks = load_image_stack(pairs.masks, use_cache=use_cache, tag=f"masks-{codec.unmapped}",
                              decode=lambda path, size=None: read_mask(path, codec, size))
