@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv.data.masks import MaskCodec
 from dlcv.errors import DlcvError
 from dlcv.io import check_output_folder, read_manifest, staged_folder
 
@@ -71,16 +72,10 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return inside
 
 
-def class_appearance(label: int, num_classes: int) -> tuple[str, float]:
-    """The shape and hue of a class: shapes cycle fastest, hues spread over the rest."""
-    shape = SHAPES[label % len(SHAPES)]
-    hues = -(-num_classes // len(SHAPES))
-    return shape, (label // len(SHAPES)) / hues
-
-
 def draw_p1_image(label: int, num_classes: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
     """One synthetic (size, size, 3) uint8 image of class ``label``."""
-    shape, hue = class_appearance(label, num_classes)
+    shape = SHAPES[label % len(SHAPES)]
+    hue = (label // len(SHAPES)) / -(-num_classes // len(SHAPES))  # shapes cycle fastest, hues spread over the rest
     image = np.full((size, size, 3), rng.uniform(0.15, 0.85, 3), dtype=np.float32)
     # A smooth random gradient and pixel noise make the background something to ignore.
     gy, gx = np.mgrid[0:size, 0:size] / size
@@ -209,8 +204,6 @@ def draw_p2_pair(rng: np.random.Generator, size: int = 512, regions: int = 9) ->
 def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, size: int = 512, seed: int = 0,
              overwrite: bool = False) -> Path:
     """Write ``output/p2_data`` (train/, validation/ of NNNN_sat.jpg + NNNN_mask.png) as the course lays it out."""
-    from dlcv.data.masks import MaskCodec
-
     if train < 1 or validation < 1 or size < 32:
         raise DlcvError("synthetic satellite data needs at least 1 pair per split and images of at least 32 pixels")
     target = _data_target(output, "p2_data", P2_PARTS, overwrite)
