@@ -119,11 +119,7 @@ def validation_folder(root: Path, cfg) -> Path | None:
 
 class InMemoryData(L.LightningDataModule):
     """The base of dlcv's data modules: everything is decoded once (``prepare``) into uint8 tensors, indexed into
-    batches and converted on the training device in the model's dtype.
-
-    Training batches are per-process shards with equal step counts; evaluation and test batches are disjoint shards
-    whose metrics the tasks gather over processes.
-    """
+    batches and converted on the training device in the model's dtype."""
 
     def __init__(self, cfg, seed: int, plan: Plan | None = None):
         super().__init__()
@@ -173,10 +169,6 @@ class InMemoryData(L.LightningDataModule):
         tensors = self.test_tensors()
         return len(self.train), len(self.val), 0 if tensors is None else len(tensors[1])
 
-    @property
-    def training(self) -> bool:
-        return self.trainer is not None and self.trainer.training
-
     def steps_per_epoch(self, world_size: int) -> int:
         """Training steps an epoch takes in each of ``world_size`` processes (``train_batches``' length)."""
         return max(1, padded_shard(self.counts()[0], world_size) // self.cfg.batch_size)
@@ -194,7 +186,7 @@ class InMemoryData(L.LightningDataModule):
                     epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
 
     def eval_batches(self, images: torch.Tensor, labels: torch.Tensor) -> TensorBatches:
-        """Batches of this process's share of an evaluation set, in order."""
+        """Batches of this process's share of an evaluation set, in order (disjoint: the tasks gather the metrics)."""
         rank, world = self.rank_world()
         return TensorBatches(images, labels, self.cfg.eval_batch_size, rank=rank, world_size=world)
 
@@ -214,8 +206,9 @@ class InMemoryData(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """``convert_batch``, in the precision's dtype: Lightning converts before this hook, while batches are uint8,
         so a ``bf16-true`` or ``16-true`` model would otherwise get float32 and fail."""
-        out = self.convert_batch(*batch, training=self.training)
-        return out if self.trainer is None else self.trainer.precision_plugin.convert_input(out)
+        trainer = self.trainer
+        out = self.convert_batch(*batch, training=trainer is not None and trainer.training)
+        return out if trainer is None else trainer.precision_plugin.convert_input(out)
 
 
 class FolderData(InMemoryData):
