@@ -67,11 +67,9 @@ class MaskCodec:
             raise DlcvError(f"{source}: a mask must be an RGB image, got an array of shape {rgb.shape}")
         classes = CODE_TO_CLASS[colour_codes(rgb)]
         unmapped = classes == _UNMAPPED
-        if unmapped.any():
-            count = int(unmapped.sum())
-            if self.unmapped == "error":
-                raise unmapped_error(source, count)
-            classes[unmapped] = UNKNOWN
+        if self.unmapped == "error" and unmapped.any():
+            raise unmapped_error(source, int(unmapped.sum()))
+        classes[unmapped] = UNKNOWN
         return classes
 
     @staticmethod
