@@ -40,17 +40,15 @@ def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> O
     rows = read_csv_rows(csv_path, ("id", "filename"))
     if not rows:
         raise DlcvError(f"{csv_path}: the CSV has no rows")
-    ids, names, files, labels = [], [], [], []
+    files, labels = [], []
     for line, row in enumerate(rows, start=2):
         path = _safe_member(folder, row["filename"], csv_path, line)
         if not path.is_file():
             raise DlcvError(f"{csv_path}:{line}: no such image {row['filename']!r} in {folder}")
-        ids.append(row["id"])
-        names.append(row["filename"])
         files.append(path)
         raw = row.get("label", "")
         labels.append(parse_label(raw, f"{csv_path}:{line}") if raw else None)
-    return OfficeRows(ids, names, files, labels)
+    return OfficeRows([row["id"] for row in rows], [row["filename"] for row in rows], files, labels)
 
 
 def write_office_csv(path: str | os.PathLike, rows: Iterable[tuple]) -> None:

@@ -133,18 +133,16 @@ def read_image_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike |
     rows = read_csv_rows(csv_path, ("filename", "label"))
     if not rows:
         raise DlcvError(f"{csv_path}: the CSV has no rows")
-    pairs = []
-    seen = set()
+    pairs: dict[str, tuple[Path, int]] = {}
     for line, row in enumerate(rows, start=2):
         path = _safe_member(folder, row["filename"], csv_path, line)
-        if row["filename"] in seen:
+        if row["filename"] in pairs:
             raise DlcvError(f"{csv_path}:{line}: file name {row['filename']!r} appears twice")
-        seen.add(row["filename"])
         if not path.is_file():
             raise DlcvError(f"{csv_path}:{line}: unknown file name {row['filename']!r}: no such file in {folder}")
-        pairs.append((path, parse_label(row["label"], f"{csv_path}:{line}")))
-    pairs.sort(key=lambda pair: pair[0].name)
-    return LabelledImages([p for p, _ in pairs], np.array([l for _, l in pairs], dtype=np.int64))
+        pairs[row["filename"]] = (path, parse_label(row["label"], f"{csv_path}:{line}"))
+    ordered = sorted(pairs.values(), key=lambda pair: pair[0].name)
+    return LabelledImages([p for p, _ in ordered], np.array([l for _, l in ordered], dtype=np.int64))
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
