@@ -58,9 +58,9 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     return x.masked_fill(hole[:, None], 0.0)
 
 
-def scale_shift(mean: Sequence[float], std: Sequence[float], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_shift(mean: Sequence[float], std: Sequence[float], device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Per channel float32 ``(scale, shift)`` taking uint8 to ``(x / 255 - mean) / std``; cached, never write them."""
-    device = torch.device(device if device is not None else "cpu")
+    device = torch.device(device)
     scale = device_constant(tuple(1.0 / (255.0 * s) for s in std), device, torch.float32)
     shift = device_constant(tuple(-m / s for m, s in zip(mean, std)), device, torch.float32)
     return scale, shift

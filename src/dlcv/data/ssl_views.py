@@ -109,10 +109,9 @@ def solarize(x: torch.Tensor, prob: float, generator=None) -> torch.Tensor:
 def byol_view(images: torch.Tensor, cfg, view: int, mean, std, generator=None) -> torch.Tensor:
     """One BYOL view (``view`` 0 or 1) of uint8 (N, H, W, 3) images: normalised float (N, 3, S, S)."""
     x = images.permute(0, 3, 1, 2).float().div_(255)
-    size = cfg.size
-    x = resized_crop_flip(x, size, cfg.min_scale, cfg.hflip, generator)
+    x = resized_crop_flip(x, cfg.size, cfg.min_scale, cfg.hflip, generator)
     x = colour_jitter(x, cfg, generator)
-    scale = size / 224
+    scale = cfg.size / 224
     x = gaussian_blur(x, cfg.blur[view], (cfg.sigma[0] * scale, cfg.sigma[1] * scale), generator)
     x = solarize(x, cfg.solarize[view], generator)
     mean, std = (device_constant(tuple(v), x.device, x.dtype)[None, :, None, None] for v in (mean, std))
