@@ -30,19 +30,13 @@ UNMAPPED_POLICIES = ("unknown", "error")
 _UNMAPPED = 255  # code-table entry of a colour in no class
 
 
-def _code_table() -> np.ndarray:
-    table = np.full(8, _UNMAPPED, dtype=np.uint8)
-    for index, (r, g, b) in enumerate(CLASS_COLOURS):
-        table[4 * (r >= 128) + 2 * (g >= 128) + (b >= 128)] = index
-    return table
-
-
-CODE_TO_CLASS = _code_table()  # code 4 (red) stays unmapped
-
-
 def colour_codes(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W) uint8 code ``4*R + 2*G + B`` of the channels thresholded at 128."""
     return ((rgb[..., 0] >> 7) << 2) | ((rgb[..., 1] >> 7) << 1) | (rgb[..., 2] >> 7)
+
+
+CODE_TO_CLASS = np.full(8, _UNMAPPED, dtype=np.uint8)  # code 4 (red) stays unmapped
+CODE_TO_CLASS[colour_codes(CLASS_COLOURS)] = np.arange(NUM_CLASSES)
 
 
 def unmapped_error(source, count: int) -> DlcvError:
