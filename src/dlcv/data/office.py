@@ -54,9 +54,7 @@ def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> O
 def write_office_csv(path: str | os.PathLike, rows: Iterable[tuple]) -> None:
     """Write ``(id, filename, label)`` rows under the header ``id,filename,label``, atomically."""
     with atomic_write(path, newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "filename", "label"])
-        writer.writerows(rows)
+        csv.writer(handle).writerows([("id", "filename", "label"), *rows])
 
 
 def monitor_sets(folder: str | os.PathLike, side: int | None, max_bank: int, seed: int,

@@ -150,9 +150,7 @@ def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: 
                 if split == "val_50":
                     rows.append((name, label))
         with open(staging / "val_gt.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["filename", "label"])
-            writer.writerows(sorted(rows))
+            csv.writer(handle).writerows([("filename", "label"), *sorted(rows)])
     return target
 
 
