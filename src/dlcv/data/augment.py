@@ -94,9 +94,7 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def uses_policy(cfg, planned_epochs: float | None) -> bool:
     """Whether training uses ``auto_augment``: planned epochs unknown (None) or at least ``auto_augment_min_epochs``."""
-    if cfg.auto_augment == "none":
-        return False
-    return planned_epochs is None or planned_epochs >= cfg.auto_augment_min_epochs
+    return cfg.auto_augment != "none" and (planned_epochs is None or planned_epochs >= cfg.auto_augment_min_epochs)
 
 
 def model_input(images: torch.Tensor, mean, std, size: int | None = None) -> torch.Tensor:

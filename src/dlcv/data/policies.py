@@ -143,9 +143,8 @@ def auto_augment(images: torch.Tensor, policy: str, num_ops: int = 2, magnitude:
     rounds, fixed = (1, None) if policy == "trivialaugment" else (num_ops, magnitude)
     space = space_of(policy)
     out = images.permute(0, 3, 1, 2).contiguous()
-    names = list(space)
     for ops, values in draw(len(out), space, rounds, fixed, tuple(out.shape[-2:])):
-        for k, name in enumerate(names):
+        for k, name in enumerate(space):
             chosen = torch.nonzero(ops == k).flatten()  # drawn on the host: no device sync
             if len(chosen) and name != "Identity":
                 index = to_device(chosen, out.device)
