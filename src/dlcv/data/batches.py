@@ -99,9 +99,9 @@ class Split:
         return Split(self.x[index], self.y[index], [self.names[i] for i in index], self.folder)
 
 
-def load_labelled(images: LabelledImages, folder: Path, use_cache: bool, side: int | None = None) -> Split:
-    """The images (resized to ``side`` when given) and their labels as a ``Split``."""
-    array = load_resized_stack(images.files, side, use_cache=use_cache)
+def load_labelled(images: LabelledImages, folder: Path, cfg) -> Split:
+    """The images (resized to ``data.image_size`` when set) and their labels as a ``Split``."""
+    array = load_resized_stack(images.files, cfg.image_size, use_cache=cfg.cache)
     # One copy out of the memory map into RAM: batches then index plain memory.
     return Split(torch.from_numpy(np.array(array, copy=True)), torch.from_numpy(images.labels), images.names, folder)
 
@@ -257,14 +257,13 @@ class ClassificationData(FolderData):
             if images is not None and images.labels.max() >= self.num_classes:
                 bad = images.files[int(np.argmax(images.labels))]
                 raise DlcvError(f"{bad}: label {int(images.labels.max())} {beyond}")
-        use_cache, side = cfg.cache, cfg.image_size
         # The whole training folder is decoded once (one cache file) and split in memory.
-        whole = load_labelled(train, self._folder("train"), use_cache, side)
+        whole = load_labelled(train, self._folder("train"), cfg)
         height, width = whole.x.shape[1:3]
         if cfg.crop_padding >= min(height, width):
             raise DlcvError(crop_padding_error(cfg.crop_padding, f"the side of the {width}x{height} images of "
                                                f"{self._folder('train')}"))
-        validation = load_labelled(other, val_folder, use_cache, side) if other is not None else None
+        validation = load_labelled(other, val_folder, cfg) if other is not None else None
         self.split(whole, validation, cfg.holdout, lambda share: stratified_holdout(train.labels, share, self.seed))
 
     def _say_policy(self, on: bool, planned: float | None) -> None:
