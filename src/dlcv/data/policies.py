@@ -31,18 +31,17 @@ def space_of(policy: str) -> dict:
 def draw(batch: int, space: dict, num_ops: int, magnitude: int | None, size: tuple[int, int]) -> list[tuple]:
     """Per round of operations: (operation index, magnitude) per image, as torchvision draws them:
     an operation uniformly, a bin uniformly (TrivialAugment) or the fixed one (RandAugment), a sign."""
-    names = list(space)
-    tables = [space[name][0](BINS, *size) for name in names]
+    tables = [(magnitudes(BINS, *size), signed) for magnitudes, signed in space.values()]
     rounds = []
     for _ in range(num_ops):
-        ops = torch.randint(len(names), (batch,))
+        ops = torch.randint(len(tables), (batch,))
         bins = torch.randint(BINS, (batch,)) if magnitude is None else torch.full((batch,), magnitude)
         signs = torch.where(torch.rand(batch) <= 0.5, -1.0, 1.0)
         values = torch.zeros(batch)
-        for k, (name, table) in enumerate(zip(names, tables)):
+        for k, (table, signed) in enumerate(tables):
             chosen = ops == k
             if table is not None and chosen.any():
-                values[chosen] = table[bins[chosen]].float() * (signs[chosen] if space[name][1] else 1.0)
+                values[chosen] = table[bins[chosen]].float() * (signs[chosen] if signed else 1.0)
         rounds.append((ops, values))
     return rounds
 
