@@ -19,7 +19,6 @@ KINDS = {  # what each command wants, in words
 
 def folder_kind(folder: Path) -> str | None:
     """The key of ``KINDS`` that ``folder`` looks like; None for none of them (or no folder)."""
-    folder = Path(folder)
     if not folder.is_dir():
         return None
     if (folder / "train_50").is_dir() or (folder / "val_50").is_dir():
