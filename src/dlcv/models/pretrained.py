@@ -14,7 +14,7 @@ from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
-from dlcv.models.weights import load_state_file, offline_weights
+from dlcv.models.weights import load_state_file, offline_weights, online
 from dlcv.rules import Fraction, Wants, Whole0
 
 
@@ -80,11 +80,8 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
         if offline is not None:
             net.load_state_dict(offline, strict=False)
         elif weights and weights.lower() == "imagenet":
-            try:
-                net = timm.create_model(arch, pretrained=True, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-            except Exception as exc:  # noqa: BLE001 -- a download fails in many ways offline
-                raise DlcvError(f"ImageNet weights of {arch!r} could not be downloaded ({type(exc).__name__}); "
-                                "give a local weights file instead") from None
+            net = online(lambda: timm.create_model(arch, pretrained=True, drop_rate=drop_rate,
+                                                   drop_path_rate=drop_path_rate), f"ImageNet weights of {arch!r}")
         elif weights:
             head = net.default_cfg.get("classifier", "classifier")
             _load_into(net, load_state_file(weights), weights, (head + ".",))
@@ -113,11 +110,8 @@ class TorchvisionClassifier(Classifier):
         try:
             if weights and weights.upper().startswith("IMAGENET"):  # "imagenet" or a torchvision weights name
                 spec = "DEFAULT" if weights.lower() == "imagenet" else weights
-                try:
-                    net = models.get_model(arch, weights=spec)
-                except Exception as exc:  # noqa: BLE001 -- a download fails in many ways offline
-                    raise DlcvError(f"weights {weights!r} of {arch!r} could not be had ({type(exc).__name__}); "
-                                    "give a local weights file instead") from None
+                net = online(lambda: models.get_model(arch, weights=spec), f"weights {weights!r} of {arch!r}",
+                             "could not be had")
             else:
                 net = models.get_model(arch, weights=None)
                 if weights:

