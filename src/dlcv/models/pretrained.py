@@ -63,12 +63,15 @@ def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: 
     model.load_state_dict(usable, strict=False)
 
 
+@register_model("timm")
 class TimmClassifier(KeepsFrozenStatistics, Classifier):
-    """A timm model; ``forward_features``: its pooled pre-logits. ``freeze_stages``: stem and first stages kept as the
-    weights left them; ``drop_rate``: dropout before the head; ``drop_path_rate``: stochastic depth, rising to it."""
+    """Any timm classifier (model.args.arch), head replaced; weights: imagenet, a file, or efficientnet-lite0/1/2.
 
-    def __init__(self, num_classes: int, arch: str, weights: str | None = None, drop_rate: Fraction = 0.0,
-                 drop_path_rate: Fraction = 0.0, freeze_stages: Whole0 = 0):
+    ``forward_features``: its pooled pre-logits. ``freeze_stages``: stem and first stages kept as the weights left
+    them; ``drop_rate``: dropout before the head; ``drop_path_rate``: stochastic depth, rising to it."""
+
+    def __init__(self, num_classes: int, arch: TimmName = "tf_efficientnet_lite0", weights: str | None = None,
+                 drop_rate: Fraction = 0.0, drop_path_rate: Fraction = 0.0, freeze_stages: Whole0 = 0):
         super().__init__()
         import timm
 
@@ -101,9 +104,11 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
         return self.net(x)
 
 
+@register_model("torchvision")
 class TorchvisionClassifier(Classifier):
-    """A torchvision model whose last linear layer becomes ``head`` (new, ``num_classes`` wide)."""
-    def __init__(self, num_classes: int, arch: str, weights: str | None = None):
+    """Any torchvision classifier (model.args.arch), last linear layer replaced; weights: imagenet or a file."""
+
+    def __init__(self, num_classes: int, arch: TorchvisionName = "resnet50", weights: str | None = None):
         super().__init__()
         from torchvision import models
 
@@ -129,15 +134,3 @@ class TorchvisionClassifier(Classifier):
 
     def forward_features(self, x):
         return self.net(x)
-
-
-@register_model("timm", passes_to=TimmClassifier)
-def timm_model(num_classes: int, arch: TimmName = "tf_efficientnet_lite0", **kwargs) -> Classifier:
-    """Any timm classifier (model.args.arch), head replaced; weights: imagenet, a file, or efficientnet-lite0/1/2."""
-    return TimmClassifier(num_classes, arch, **kwargs)
-
-
-@register_model("torchvision", passes_to=TorchvisionClassifier)
-def torchvision_model(num_classes: int, arch: TorchvisionName = "resnet50", **kwargs) -> Classifier:
-    """Any torchvision classifier (model.args.arch), last linear layer replaced; weights: imagenet or a file."""
-    return TorchvisionClassifier(num_classes, arch, **kwargs)

@@ -209,11 +209,13 @@ class UNetDecoder(nn.Module):
         return self.classifier(x)
 
 
+@register_model("unet_timm", kind="segment")
 class EncoderUNet(KeepsFrozenStatistics):
-    """A timm encoder (features at strides 4-32) with ``UNetDecoder``; logits up-sampled to the input.
-    ``freeze_stages``: see ``dlcv.models.freezing``."""
+    """Any timm encoder with features at strides 4-32 (e.g. resnet50, convnext_tiny) + the U-Net decoder.
 
-    def __init__(self, num_classes: int, encoder: str = "tf_efficientnet_lite0", encoder_weights: str | None = None,
+    Logits up-sampled to the input. ``freeze_stages``: see ``dlcv.models.freezing``."""
+
+    def __init__(self, num_classes: int, encoder: TimmName = "resnet50", encoder_weights: str | None = None,
                  decoder_widths: Sequence[Whole1] = (128, 96, 64, 48), out_indices: Sequence[Whole0] = (1, 2, 3, 4),
                  freeze_stages: Whole0 = 0):
         super().__init__()
@@ -241,12 +243,6 @@ def unet_lite0(num_classes: int, encoder_weights: str | None = None, **kwargs) -
     """Our CPU design: an EfficientNet-Lite0 encoder (encoder_weights: efficientnet-lite0 offline) and a light
     U-Net decoder."""
     return EncoderUNet(num_classes, encoder="tf_efficientnet_lite0", encoder_weights=encoder_weights, **kwargs)
-
-
-@register_model("unet_timm", kind="segment", passes_to=EncoderUNet)
-def unet_timm(num_classes: int, encoder: TimmName = "resnet50", **kwargs) -> nn.Module:
-    """Any timm encoder with features at strides 4-32 (e.g. resnet50, convnext_tiny) + the U-Net decoder."""
-    return EncoderUNet(num_classes, encoder=encoder, **kwargs)
 
 
 @register_model("unet_small", kind="segment")

@@ -171,12 +171,14 @@ class ConvGroup(nn.Module):
         return F.gelu(self.bn2(self.conv2(x)))
 
 
+@register_model("dlcv_net")
 class DlcvNet(Classifier):
-    """A wide, shallow VGG-style network in the spirit of airbench (Keller Jordan, 2024).
+    """dlcv's own from-scratch design for 32x32 images on a CPU budget (see ``DlcvNet``).
 
-    A 2x2 stem, three groups each pooling right after its first convolution (most work at a quarter of the resolution,
-    hence fast on a CPU), global max-pool and a bias-free head with a fixed logit scale. ``whiten``: the stem is
-    airbench's frozen patch-whitening layer, set from the training images before fit (``init_from_images``)."""
+    A wide, shallow VGG-style network in the spirit of airbench (Keller Jordan, 2024): a 2x2 stem, three groups each
+    pooling right after its first convolution (most work at a quarter of the resolution, hence fast on a CPU), global
+    max-pool and a bias-free head with a fixed logit scale. ``whiten``: the stem is airbench's frozen patch-whitening
+    layer, set from the training images before fit (``init_from_images``)."""
 
     def __init__(self, num_classes: int, widths: WIDTHS = (64, 256, 256), stem_width: Whole1 = 24,
                  bn_momentum: Share = 0.4, logit_scale: Positive = 1.0, whiten: bool = False):
@@ -215,9 +217,3 @@ class DlcvNet(Classifier):
         values, vectors = torch.linalg.eigh(moment / count)
         filters = (vectors.T / (values[:, None] + eps).sqrt()).flip(0).reshape(PATCH, 3, 2, 2)
         conv.weight.copy_(torch.cat([filters, -filters]).to(conv.weight))
-
-
-@register_model("dlcv_net", passes_to=DlcvNet)
-def dlcv_net(num_classes: int, **kwargs) -> Classifier:
-    """dlcv's own from-scratch design for 32x32 images on a CPU budget (see ``DlcvNet``)."""
-    return DlcvNet(num_classes, **kwargs)

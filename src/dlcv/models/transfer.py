@@ -98,9 +98,12 @@ def mlp_head(width: int, num_classes: int, hidden: int, dropout: float, layers: 
     return nn.Sequential(*blocks)
 
 
+@register_model("resnet_transfer")
 class TransferResNet(KeepsFrozenStatistics, Classifier):
-    """A torchvision ResNet trunk (random, or from a backbone file) and a new classifier head; ``freeze`` makes the
-    trunk a fixed feature extractor (no gradients; batch norm in evaluation mode whatever the model's mode)."""
+    """A torchvision ResNet (arch) from a backbone file or random, frozen or not, with a linear or MLP head.
+
+    ``freeze`` makes the trunk a fixed feature extractor (no gradients; batch norm in evaluation mode whatever the
+    model's mode)."""
 
     def __init__(self, num_classes: int, arch: Literal[RESNETS] = "resnet50", backbone_weights: str | None = None,
                  freeze: bool = False, head: Literal["linear", "mlp"] = "linear", head_hidden: Whole1 = 1000,
@@ -119,12 +122,6 @@ class TransferResNet(KeepsFrozenStatistics, Classifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):  # a frozen trunk: no graph
             return self.backbone(x)
-
-
-@register_model("resnet_transfer", passes_to=TransferResNet)
-def resnet_transfer(num_classes: int, **kwargs) -> Classifier:
-    """A torchvision ResNet (arch) from a backbone file or random, frozen or not, with a linear or MLP head."""
-    return TransferResNet(num_classes, **kwargs)
 
 
 def transfer_arch(model) -> str:
