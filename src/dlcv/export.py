@@ -169,10 +169,9 @@ def computes_alike(model: nn.Module, traced: torch.fx.GraphModule, other: torch.
     return want.shape == got.shape and torch.allclose(want, got, atol=1e-5, rtol=1e-4)
 
 
-def plain_source(model: nn.Module, example: torch.Tensor,
-                 class_name: str = "Net") -> tuple[str, dict, bool, bool]:
+def plain_source(model: nn.Module, example: torch.Tensor) -> tuple[str, dict, bool, bool]:
     """``(source, state_dict, any_size, any_batch)``: a Python module (3.8 syntax, torch and the standard library only)
-    defining ``class_name``, whose instance loads ``state_dict`` strictly and computes what ``model`` does on inputs of
+    defining ``Net``, whose instance loads ``state_dict`` strictly and computes what ``model`` does on inputs of
     ``example``'s shape (of any height and width where ``any_size``, of any batch where ``any_batch``)."""
     traced = trace(model, example)  # model is now in evaluation mode
     any_size = computes_alike(model, traced, torch.randn(*example.shape[:-2], example.shape[-2] + 16,
@@ -199,7 +198,7 @@ def plain_source(model: nn.Module, example: torch.Tensor,
     held = "\n".join(f"        _hold(self, {path!r}, {tuple(value.shape)!r}, {isinstance(value, nn.Parameter)!r})"
                      for path, value in tensors.items())
     forward = textwrap.indent(re.sub(r"\n\s*\n", "\n", code.src.strip()), "    ")
-    source = TEMPLATE.format(name=class_name, built=built or "        pass", held=held, forward=forward.rstrip())
+    source = TEMPLATE.format(built=built or "        pass", held=held, forward=forward.rstrip())
     state = {f"{path}.{k}": v for path, layer in layers.items() for k, v in layer.state_dict().items()}
     state.update(tensors)
     return source, {k: v.detach().clone().contiguous() for k, v in state.items()}, any_size, any_batch
@@ -221,7 +220,7 @@ def _allowed(value) -> bool:
     return name.split(".")[0] in ALLOWED_MODULES
 
 
-TEMPLATE = '''"""{name}: a trained model as plain torch code, written by dlcv (torch and the standard library only)."""
+TEMPLATE = '''"""Net: a trained model as plain torch code, written by dlcv (torch and the standard library only)."""
 import math
 import operator
 
@@ -255,7 +254,7 @@ def _hold(root, path, shape, trainable):
         root.register_buffer(name, tensor)
 
 
-class {name}(nn.Module):
+class Net(nn.Module):
     def __init__(self):
         super().__init__()
 {built}
@@ -271,13 +270,13 @@ def exported_tasks() -> tuple[str, ...]:
     return tuple(dict.fromkeys(kind.model_fields["task"].default for kind in RECIPES.values() if kind.TRACE_BATCH))
 
 
-def checkpoint_model(path, task: str | None = None, batch: int | None = None):
+def checkpoint_model(path, task: str | None = None):
     """``(model, recipe, example)`` of a dlcv classification or segmentation checkpoint (of ``task`` where given):
-    the model for inference and a random input of ``batch`` images at the size its ``predict`` gives it."""
+    the model for inference and a random input of its recipe's ``TRACE_BATCH`` images at the size ``predict`` gives."""
     model, recipe = load_predictor(path, task or exported_tasks())
     side = recipe.input_side()
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(batch or recipe.TRACE_BATCH, 3, side, side, generator=generator)
+    example = torch.randn(recipe.TRACE_BATCH, 3, side, side, generator=generator)
     return model.eval(), recipe, example
 
 

@@ -37,11 +37,12 @@ CHECKPOINT_FILES = {
 TINY = "vit_tiny"
 
 
-def build_tiny_sam(img_size: int = 64, embed_dim: int = 32, prompt_dim: int = 32):
-    """A SAM with a 2-block, 32-wide ViT encoder and a 2-layer decoder, random unless loaded; its encoder takes
-    ``img_size`` square (images resized to it as to the real SAM's 1024), its embedding ``img_size / 16`` square."""
+def build_tiny_sam():
+    """A SAM with a 2-block, 32-wide ViT encoder and a 2-layer decoder, random unless loaded; its encoder takes 64x64
+    (images resized to it as to the real SAM's 1024), its embedding 4x4."""
+    img_size, prompt_dim = 64, 32
     grid = img_size // 16
-    encoder = ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=embed_dim, depth=2, num_heads=2,
+    encoder = ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=32, depth=2, num_heads=2,
                               mlp_ratio=2.0, out_chans=prompt_dim, qkv_bias=True,
                               norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
                               window_size=0, global_attn_indexes=(1,))

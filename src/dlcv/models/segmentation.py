@@ -278,14 +278,14 @@ class SmallUNet(nn.Module):
 
 # --- segmentation_models_pytorch: every architecture over every encoder ------------------------------
 class StridePadded(nn.Module):
-    """``model`` on any input size: padded to a multiple of ``stride``, cut back (smp needs sides divisible by 32)."""
-    def __init__(self, model: nn.Module, stride: int = 32):
+    """``model`` on any input size: padded to a multiple of 32 (smp needs sides divisible by it), cut back."""
+    def __init__(self, model: nn.Module):
         super().__init__()
-        self.model, self.stride = model, stride
+        self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        return self.model(pad_to_multiple(x, self.stride))[..., :h, :w]
+        return self.model(pad_to_multiple(x, 32))[..., :h, :w]
 
 
 def _timm_weights(arch: str, weights: str) -> dict:

@@ -83,11 +83,11 @@ def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: 
     return Path(path)
 
 
-def mlp_head(width: int, num_classes: int, hidden: int, dropout: float, layers: int = 4) -> nn.Sequential:
-    """R1's classifier: ``layers`` linear layers, ``hidden`` wide, LeakyReLU and dropout between, He init."""
+def mlp_head(width: int, num_classes: int, hidden: int, dropout: float) -> nn.Sequential:
+    """R1's classifier: four linear layers, ``hidden`` wide, LeakyReLU and dropout between, He init."""
     blocks: list[nn.Module] = []
     c_in = width
-    for _ in range(layers - 1):
+    for _ in range(3):
         blocks += [nn.Linear(c_in, hidden), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
         c_in = hidden
     blocks.append(nn.Linear(c_in, num_classes))

