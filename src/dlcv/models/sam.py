@@ -70,20 +70,17 @@ def build_sam(model_type: str):
     return sam_model_registry[model_type](checkpoint=None)
 
 
-def missing_checkpoint_message(path: Path, model_type: str) -> str:
-    if model_type == TINY:
-        return f"{path}: no such checkpoint; {TINY} has no published weights (save one from dlcv.models.sam.build_sam)"
-    name = CHECKPOINT_FILES[model_type]
-    return (f"{path}: no such checkpoint; SAM model type {model_type} needs the file {name}, published at "
-            f"{CHECKPOINT_URL}{name} (download it and pass its path with --checkpoint)")
-
-
 def load_sam(checkpoint: str | os.PathLike, model_type: str):
     """SAM of ``model_type`` with the weights of a local checkpoint file, in eval mode."""
     check_sam_type(model_type)
     path = Path(checkpoint)
     if not path.is_file():
-        raise DlcvError(missing_checkpoint_message(path, model_type))
+        if model_type == TINY:
+            raise DlcvError(f"{path}: no such checkpoint; {TINY} has no published weights (save one from "
+                            "dlcv.models.sam.build_sam)")
+        name = CHECKPOINT_FILES[model_type]
+        raise DlcvError(f"{path}: no such checkpoint; SAM model type {model_type} needs the file {name}, published "
+                        f"at {CHECKPOINT_URL}{name} (download it and pass its path with --checkpoint)")
     state = load_state_file(path)
     model = build_sam(model_type)
     expected = model.state_dict()
