@@ -1,8 +1,4 @@
-"""Classifiers for small (32x32) images, trained from scratch: the reports' and our own.
-
-Every class here has ``forward_features`` (the second-last layer, one vector per image) and a
-linear ``head``; ``forward`` is ``head(forward_features(x))``.
-"""
+"""Classifiers for small (32x32) images, trained from scratch: the reports' and our own."""
 
 from __future__ import annotations
 
