@@ -43,11 +43,9 @@ SmpEncoder = Annotated[str, AfterValidator(_smp_encoder), Wants("an encoder of s
 
 
 def _bilinear_kernel(channels: int, size: int) -> torch.Tensor:
-    """Weights of a transposed convolution that does bilinear up-sampling (FCN's initialisation)."""
-    factor = (size + 1) // 2
-    centre = factor - 1 if size % 2 == 1 else factor - 0.5
-    og = torch.arange(size, dtype=torch.float32)
-    filt = 1 - (og - centre).abs() / factor
+    """Weights of a transposed convolution, ``size`` even, that up-samples bilinearly (FCN's initialisation)."""
+    factor = size // 2
+    filt = 1 - (torch.arange(size, dtype=torch.float32) - (factor - 0.5)).abs() / factor
     kernel = filt[:, None] * filt[None, :]
     weight = torch.zeros(channels, channels, size, size)
     weight[range(channels), range(channels)] = kernel
@@ -193,12 +191,9 @@ class UNetDecoder(nn.Module):
         deepest = channels[-1]
         self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(deepest, deepest, 1), nn.Sigmoid())
         self.top = _conv_bn_relu(deepest, widths[0])
-        self.stages = nn.ModuleList()
-        c = widths[0]
-        for skip, width in zip(reversed(channels[:-1]), widths[1:]):
-            self.stages.append(_conv_bn_relu(c + skip, width))
-            c = width
-        self.classifier = nn.Conv2d(c, num_classes, 1)
+        self.stages = nn.ModuleList(_conv_bn_relu(c + skip, width)
+                                    for c, skip, width in zip(widths, reversed(channels[:-1]), widths[1:]))
+        self.classifier = nn.Conv2d(widths[-1], num_classes, 1)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
@@ -254,11 +249,8 @@ class SmallUNet(nn.Module):
     def __init__(self, num_classes: int, width: Whole1 = 16, depth: Whole0 = 4):
         super().__init__()
         widths = [width * 2**i for i in range(depth + 1)]
-        self.down = nn.ModuleList()
-        c = 3
-        for w in widths:
-            self.down.append(nn.Sequential(_conv_bn_relu(c, w), _conv_bn_relu(w, w)))
-            c = w
+        self.down = nn.ModuleList(nn.Sequential(_conv_bn_relu(c, w), _conv_bn_relu(w, w))
+                                  for c, w in zip([3, *widths], widths))
         self.up = nn.ModuleList(nn.Sequential(_conv_bn_relu(widths[i + 1] + widths[i], widths[i]),
                                               _conv_bn_relu(widths[i], widths[i])) for i in reversed(range(depth)))
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)

@@ -86,11 +86,9 @@ def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: 
 def mlp_head(width: int, num_classes: int, hidden: int, dropout: float) -> nn.Sequential:
     """R1's classifier: four linear layers, ``hidden`` wide, LeakyReLU and dropout between, He init."""
     blocks: list[nn.Module] = []
-    c_in = width
-    for _ in range(3):
+    for c_in in (width, hidden, hidden):
         blocks += [nn.Linear(c_in, hidden), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
-        c_in = hidden
-    blocks.append(nn.Linear(c_in, num_classes))
+    blocks.append(nn.Linear(hidden, num_classes))
     for module in blocks:
         if isinstance(module, nn.Linear):
             nn.init.kaiming_normal_(module.weight, a=0.01, nonlinearity="leaky_relu")
