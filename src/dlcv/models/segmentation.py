@@ -70,8 +70,7 @@ def _fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class FCN32s(nn.Module):
     """The reports' model A: VGG16-FCN32s; ``weights``: a local VGG16 state_dict or 'imagenet'.
 
-    VGG16 features, fc6/fc7 as 7x7 and 1x1 convolutions (4096 wide), a 1x1 score layer and one
-    learned 64x64 transposed convolution of stride 32 back to the input size (Long et al., 2015)."""
+    Long et al. (2015): VGG16, its fc6/fc7 as convolutions, and one learned up-sampling of stride 32."""
 
     def __init__(self, num_classes: int, weights: str | None = None, dropout: Fraction = 0.5):
         super().__init__()

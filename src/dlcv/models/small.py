@@ -37,7 +37,6 @@ def conv_bn_act(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
-# --- R2: three conv blocks and a two-layer MLP ("VGG-like") -------------------------------------
 @register_model("cnn3")
 class CNN3(Classifier):
     """R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
@@ -58,7 +57,6 @@ class CNN3(Classifier):
         return self.mlp(self.features(x))
 
 
-# --- R3: VGG13 with batch norm, for 32x32 --------------------------------------------------------
 VGG13_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
@@ -84,7 +82,6 @@ class VGG(Classifier):
         return self.dropout(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
 
 
-# --- R1: AlexNet on images resized to 224 --------------------------------------------------------
 @register_model("alexnet")
 class AlexNet(Classifier):
     """R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""

@@ -100,8 +100,7 @@ def mlp_head(width: int, num_classes: int, hidden: int, dropout: float) -> nn.Se
 class TransferResNet(KeepsFrozenStatistics, Classifier):
     """A torchvision ResNet (arch) from a backbone file or random, frozen or not, with a linear or MLP head.
 
-    ``freeze`` makes the trunk a fixed feature extractor (no gradients; batch norm in evaluation mode whatever the
-    model's mode)."""
+    ``freeze``: the trunk a fixed feature extractor (no gradients; its batch norm stays in evaluation mode)."""
 
     def __init__(self, num_classes: int, arch: Literal[RESNETS] = "resnet50", backbone_weights: str | None = None,
                  freeze: bool = False, head: Literal["linear", "mlp"] = "linear", head_hidden: Whole1 = 1000,
