@@ -79,10 +79,7 @@ def load_state_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     data = safe_load(path, "weights file")
     if isinstance(data, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(data.get(key), dict):
-                data = data[key]
-                break
+        data = next((data[key] for key in ("state_dict", "model") if isinstance(data.get(key), dict)), data)
     if not isinstance(data, dict) or not data or not all(hasattr(v, "shape") for v in data.values()):
         raise DlcvError(f"{path}: not a state_dict (a mapping of names to tensors)")
     return data
