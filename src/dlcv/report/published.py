@@ -6,6 +6,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from dlcv.report.document import Table
+
 PUBLISHED_FILE = Path(__file__).with_name("published.json")
 
 
@@ -28,18 +30,14 @@ def range_text(problem: str, key: str) -> str:
 OURS = "dlcv: "  # how a comparison table names our runs beside the reports
 
 
-def comparison_rows(problem: str, keys: tuple[str, ...], runs: list, role, score) -> list[list]:
-    """The comparison table's rows: for each group in ``keys``, the reports' results and then our ``runs``
-    whose ``role(run)`` is that group, each with its ``score(run)``."""
+def comparison_table(problem: str, keys: tuple[str, ...], runs: list, role, score, metric: str, caption: str) -> Table:
+    """For each group in ``keys``, the reports' results and then our ``runs`` whose ``role(run)`` is that group, each
+    with its ``score(run)``; our rows stand out."""
     rows = []
     for key in keys:
         published = group(problem, key)
         rows += [[published["title"], r["report"], r["model"], r["value"]] for r in published["results"]]
         rows += [[published["title"], f"{OURS}{run.name}", run.model_name, score(run)] for run in runs
                  if role(run) == key]
-    return rows
-
-
-def ours(rows: list[list]) -> frozenset:
-    """Indices of the comparison rows that are our runs (their report column starts with ``OURS``)."""
-    return frozenset(i for i, row in enumerate(rows) if str(row[1]).startswith(OURS))
+    ours = frozenset(i for i, row in enumerate(rows) if str(row[1]).startswith(OURS))
+    return Table(["", "report", "model", metric], rows, caption=caption, marked=ours)

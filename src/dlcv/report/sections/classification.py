@@ -9,7 +9,7 @@ from pathlib import Path
 from dlcv.models.registry import WEIGHT_ARGS
 from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
 from dlcv.report.document import Figure, Heading, Section, Table
-from dlcv.report.published import comparison_rows, group, ours, range_text
+from dlcv.report.published import comparison_table, group, range_text
 from dlcv.report.sections.ssl import table_folder
 from dlcv.runs import RunFolder
 from dlcv.viz.confusion import plot_confusion
@@ -105,11 +105,11 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
               caption="Accuracy of each run's best checkpoint; the course's numbers are on its 50-class "
                       "validation set"),
     ]
-    course = comparison_rows("classification", ("model_a", "model_b"), [r for r in mine if comparable(r)], role,
-                             lambda run: validation_accuracy(run)[0])
-    if ours(course):
-        section.blocks.append(Table(["", "report", "model", "accuracy"], course, marked=ours(course),
-                                    caption="Beside the course's reports (validation accuracy, 50 classes)"))
+    course = comparison_table("classification", ("model_a", "model_b"), [r for r in mine if comparable(r)], role,
+                              lambda run: validation_accuracy(run)[0], "accuracy",
+                              "Beside the course's reports (validation accuracy, 50 classes)")
+    if course.marked:
+        section.blocks.append(course)
     for run in mine:
         ctx.say(f"  Problem 1: {run.name}")
         section.blocks += run_blocks(run, ctx, group("classification", role(run))["title"], PANELS, "val_acc",

@@ -7,7 +7,7 @@ from pathlib import Path
 from dlcv.data.masks import CLASS_COLOURS, CLASS_NAMES, SCORED_CLASSES
 from dlcv.report.blocks import ReportContext, run_blocks
 from dlcv.report.document import Figure, Section, Swatch, Table, Text
-from dlcv.report.published import comparison_rows, group, ours, range_text
+from dlcv.report.published import comparison_table, group, range_text
 from dlcv.runs import RunFolder
 from dlcv.viz.curves import CurvePanel
 from dlcv.viz.segmentation import plot_progress
@@ -84,10 +84,9 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
         Text("The course's numbers are on its 257 validation tiles; a run on synthetic data (such as the "
              "demo's) is never set beside them.", note=True),
     ]
-    course = comparison_rows("segmentation", ("fcn32s", "improved"), [r for r in mine if not r.synthetic], role,
-                             lambda run: validation_scores(run)[0])
-    section.blocks.append(Table(["", "report", "model", "mIoU"], course, marked=ours(course),
-                                caption="Beside the course's reports (mIoU)"))
+    section.blocks.append(comparison_table("segmentation", ("fcn32s", "improved"), [r for r in mine if not r.synthetic],
+                                           role, lambda run: validation_scores(run)[0], "mIoU",
+                                           "Beside the course's reports (mIoU)"))
     for run in mine:
         ctx.say(f"  segmentation: {run.name}")
         section.blocks += run_blocks(run, ctx, group("segmentation", role(run))["title"], PANELS, "val_miou",
