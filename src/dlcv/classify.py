@@ -12,9 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from dlcv import fitting
+from dlcv.checkpoints import load_predictor
+from dlcv.data.images import list_images, load_image_stack
+from dlcv.data.kinds import check_kind
+from dlcv.data.p1 import label_from_filename, parse_label, read_csv_rows
 from dlcv.errors import DlcvError, exception_line
 from dlcv.io import atomic_write, check_output_file
+from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
+from dlcv.recipes import ClassifyRecipe
 from dlcv.runs import RunFolder
+from dlcv.viz.confusion import plot_confusion
 
 
 # --- fit -------------------------------------------------------------------------------------------
@@ -44,8 +51,6 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
     """Train a classifier from ``config`` (a recipe file or a built recipe) over ``recipe_type``'s defaults (None:
     ``ClassifyRecipe``); return the run folder. ``resume`` continues the run of that name from its last checkpoint;
     ``fixed``: keys the caller set on a built recipe, which a resume must find unchanged."""
-    from dlcv.recipes import ClassifyRecipe
-
     with fitting.run(recipe_type or ClassifyRecipe, config, data, runs_dir, name, overrides, overwrite, resume,
                      fixed) as run:
         from dlcv.tasks.classification import ClassificationTask  # torch and Lightning: their import is budgeted
@@ -61,8 +66,6 @@ PREDICT_BATCH = 500  # images per batch of every classifier's predict (the hand-
 
 def load_classifier(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv classification checkpoint, loaded without running pickled code."""
-    from dlcv.checkpoints import load_predictor
-
     return load_predictor(path, "classify")
 
 
@@ -153,9 +156,6 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name; ``ensemble`` k
     averages the run's k best checkpoints' probabilities, ``tta`` (none, flip, flip_shift) overrides the recipe's and
     ``overwrite`` replaces an ``output`` that dlcv did not write."""
-    from dlcv.data.images import list_images, load_image_stack
-    from dlcv.data.kinds import check_kind
-
     if id_column not in ("filename", "image_id"):
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
     if ensemble < 1:
@@ -178,9 +178,6 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 
 # --- evaluation ----------------------------------------------------------------------------------------
 def _read_label_table(path: Path, role: str) -> dict[str, int]:
-    from dlcv.data.images import list_images
-    from dlcv.data.p1 import label_from_filename, parse_label, read_csv_rows
-
     if path.is_dir():
         return {p.name: label_from_filename(p) for p in list_images(path)}
     rows = read_csv_rows(path, ("label",))
@@ -211,8 +208,6 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
              confusion: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
     """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV (``overwrite``: replacing
     an existing figure file that dlcv did not write)."""
-    from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
-
     predictions, labels = Path(predictions), Path(labels)
     chosen, problem = confusion is not None, None
     try:
@@ -242,8 +237,6 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
                         f"{labels} are classes 0...{num_classes - 1}" + (f" ({len(stray)} such rows)" if len(stray) > 1
                                                                             else ""))
     cm = confusion_matrix(y_true, y_pred, num_classes)
-    from dlcv.viz.confusion import plot_confusion
-
     try:
         if problem is None:
             plot_confusion(cm, confusion, title=f"{predictions.name} vs {labels.name}")

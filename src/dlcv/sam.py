@@ -26,6 +26,7 @@ from dlcv.io import atomic_path, staged_folder, write_json
 from dlcv.models.sam import load_sam, mask_generator
 from dlcv.recipes import SamRecipe
 from dlcv.runtime import inference_device
+from dlcv.segment import evaluate
 from dlcv.viz.sam import masks_overlay, plot_sam_masks
 
 FIGURE_STEM = "figure"
@@ -230,8 +231,6 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
                   "order": "largest region first; smaller regions overwrite larger ones",
                   "images": len(ids), "per_image": per_image}
         if labels is not None:
-            from dlcv.segment import evaluate
-
             before, after = evaluate(predictions, labels), evaluate(staging, labels)
             result["labels"] = str(labels)
             result["mean_iou_before"], result["mean_iou_after"] = before["mean_iou"], after["mean_iou"]

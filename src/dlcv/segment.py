@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from dlcv import fitting
+from dlcv.checkpoints import load_predictor
+from dlcv.data.images import decode_image, decode_images
 from dlcv.data.masks import (
     CLASS_NAMES,
     CODE_TO_CLASS,
@@ -23,10 +25,14 @@ from dlcv.data.masks import (
     write_mask,
     write_png,
 )
+from dlcv.data.p2 import find_images
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_write, check_output_file, figures_folder, staged_folder
+from dlcv.metrics.segmentation import class_iou, code_confusion, codes_to_classes, confusion, mean_iou
+from dlcv.recipes import SegmentRecipe
 from dlcv.runs import RunFolder
 from dlcv.runtime import retain_freed_memory, usable_cpus
+from dlcv.viz.segmentation import overlay_image, plot_progress
 
 
 # --- evaluate ----------------------------------------------------------------------------------------
@@ -37,9 +43,6 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
     ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike; ``breakdown``: a
     CSV of every image's per-class IoU and pixel accuracy (``overwrite``: replacing a file dlcv did not write).
     """
-    from dlcv.data.images import decode_image
-    from dlcv.metrics.segmentation import class_iou, code_confusion, codes_to_classes, mean_iou
-
     if breakdown is not None:
         check_output_file(breakdown, overwrite, inputs=(predictions, labels))
         if Path(breakdown).suffix.lower() != ".csv":
@@ -75,8 +78,6 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
 
 def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) -> Path:
     """One row per image: each scored class's IoU (empty where absent from both) and pixel accuracy."""
-    from dlcv.metrics.segmentation import class_iou
-
     with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["mask", *[f"iou_{n.lower()}" for n in CLASS_NAMES[:SCORED_CLASSES]], "pixel_accuracy"])
@@ -91,9 +92,6 @@ def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) ->
 def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
             alpha: float = 0.45, unmapped: str = "unknown", overwrite: bool = False) -> Path:
     """Write ``output`` (PNG): the image with its mask over it (``overwrite``: replacing a file dlcv did not write)."""
-    from dlcv.data.images import decode_image
-    from dlcv.viz.segmentation import overlay_image
-
     if not 0.0 <= alpha <= 1.0:
         raise DlcvError(f"--alpha must lie in 0..1, got {alpha}")
     image_path, mask_path = Path(image), Path(mask)
@@ -136,8 +134,6 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False) -> Path:
     """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
-    from dlcv.recipes import SegmentRecipe
-
     with fitting.run(SegmentRecipe, config, data, runs_dir, name, overrides, overwrite, resume) as run:
         from dlcv.tasks.segmentation import SegmentationTask  # torch and Lightning: their import is budgeted
 
@@ -149,8 +145,6 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
 # --- checkpoints and prediction ----------------------------------------------------------------------
 def load_segmenter(path: str | os.PathLike):
     """``(model, recipe)`` from a dlcv segmentation checkpoint."""
-    from dlcv.checkpoints import load_predictor
-
     return load_predictor(path, "segment")
 
 
@@ -178,8 +172,6 @@ def handin_config(recipe) -> dict:
 
 def half_score(model, data, recipe) -> float:
     """The mIoU of ``model`` on ``data``'s validation images (what ``dlcv handin --half`` compares)."""
-    from dlcv.metrics.segmentation import confusion, mean_iou
-
     matrix = sum(confusion(data.val.y[start:start + len(classes)].numpy(), classes)
                  for start, classes in predict_classes(model, data.val.x.numpy(), recipe))
     return mean_iou(matrix)
@@ -195,9 +187,6 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
             tta: str | None = None, overwrite: bool = False) -> int:
     """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder, staged beside ``output`` and moved into place
     when all are done, so ``output`` never mixes old and new masks and an interrupted run leaves it as it was."""
-    from dlcv.data.images import decode_images
-    from dlcv.data.p2 import find_images
-
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
         found = find_images(images)
         model, recipe = load_segmenter(checkpoint)
@@ -211,8 +200,6 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 def progress(run: str | os.PathLike, output: str | os.PathLike | None = None, overwrite: bool = False) -> list[Path]:
     """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth (``output``: the
     figures' path without suffix, else the run's ``figures/``; ``overwrite``: replacing files dlcv did not write)."""
-    from dlcv.viz.segmentation import plot_progress
-
     run = Path(run)
     epochs, rows = RunFolder(run).read_progress()
     if output is None:

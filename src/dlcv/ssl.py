@@ -7,9 +7,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from dlcv import fitting
+from dlcv.classify import fit, load_classifier, predict_scores
+from dlcv.config import load_recipe
+from dlcv.data.images import load_resized_stack
 from dlcv.errors import DlcvError
 from dlcv.io import check_output_file
+from dlcv.recipes import SSL_SETTINGS, ByolRecipe, FinetuneRecipe
 from dlcv.runs import RunFolder
 
 
@@ -20,8 +26,6 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
     """BYOL on the images of ``data``; ``monitor``: a labelled folder (Office-Home or p1 layout) for the per-epoch
     kNN accuracy. The run folder gets ``recipe.yaml``, ``metrics.csv``, ``last.ckpt`` / ``best.ckpt``, ``backbone.pt``
     (the last epoch's online trunk), ``knn_at_init.json``, ``knn_curve.{png,pdf}`` and ``summary.json``."""
-    from dlcv.recipes import ByolRecipe
-
     if monitor is not None and not Path(monitor).is_dir():
         raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
     unmonitored = {"limit_val_batches": 0}  # no validation loop at all
@@ -43,8 +47,6 @@ SETTING_KEYS = ("model.args.backbone_weights", "model.args.freeze")  # all that 
 
 def setting_recipe(recipe, setting: str, backbone: str | os.PathLike | None):
     """A copy of ``recipe`` for setting ``setting`` (A-E): its backbone file and frozen trunk (``SETTING_KEYS``)."""
-    from dlcv.recipes import SSL_SETTINGS
-
     if setting not in SSL_SETTINGS:
         raise DlcvError(f"--setting {setting!r}: choose one of {', '.join(SSL_SETTINGS)}")
     pretraining, tuning = SSL_SETTINGS[setting]
@@ -68,10 +70,7 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
              overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
     """Fine-tune setting A-E on the Office-Home folder ``data``; a normal classification run folder. ``config``: a
     recipe file, a ``FinetuneRecipe`` already built (``ssl table``'s), or None for the defaults."""
-    from dlcv.classify import fit
-    from dlcv.config import load_recipe
     from dlcv.models.transfer import load_backbone, transfer_arch
-    from dlcv.recipes import FinetuneRecipe
 
     setting = setting.upper()
     base = config if isinstance(config, FinetuneRecipe) else load_recipe(FinetuneRecipe, config, overrides)
@@ -91,7 +90,6 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: 
 
 def export_trunk(checkpoint: str | os.PathLike, output: Path) -> Path:
     """A fine-tuned or supervised ``resnet_transfer`` checkpoint's trunk as a plain torchvision state_dict."""
-    from dlcv.classify import load_classifier
     from dlcv.models.transfer import TransferResNet, export_backbone
 
     model, recipe = load_classifier(checkpoint)
@@ -106,11 +104,8 @@ def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: 
             output: str | os.PathLike, tta: str | None = None, overwrite: bool = False) -> int:
     """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (labels may be empty;
     ``overwrite``: replacing an existing file that dlcv did not write)."""
-    import numpy as np
-
-    from dlcv.classify import load_classifier, predict_scores
-    from dlcv.data.images import load_resized_stack
     from dlcv.data.office import read_office_csv, write_office_csv
+
     output = check_output_file(output, overwrite, inputs=(csv_path, images, checkpoint))
     rows = read_office_csv(csv_path, images)
     model, recipe = load_classifier(checkpoint)
