@@ -43,10 +43,8 @@ FROZEN_NOTE = (
 
 
 def _relative(base: Path, value: str | None) -> Path | None:
-    if value is None:
-        return None
-    path = Path(value)
-    return path if path.is_absolute() else base / path
+    """``value`` below ``base``, or as it is when absolute (pathlib's join keeps an absolute right side)."""
+    return None if value is None else base / value
 
 
 def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
@@ -233,15 +231,11 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
     return target
 
 
-TABLE_COLUMNS = ("setting", "pretraining", "finetuning", "accuracy", "scored_on", "selection_accuracy",
-                 "selected_on", "epochs", "fit_seconds", "backbone", "run", "notes")
-
-
 def write_table(table_dir: Path, result: dict) -> None:
     """``table.json`` (everything), ``table.csv`` (one row per setting) and ``table.md`` (for reading)."""
     write_json(table_dir / "table.json", result)
     with atomic_write(table_dir / "table.csv", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(result["rows"][0]))  # _table_row's keys, in order
         writer.writeheader()
         writer.writerows(result["rows"])
     lines = [f"# {result['name']}: pre-training and fine-tuning settings ({result['arch']})", "",

@@ -21,10 +21,7 @@ DEFAULT_COLOUR = "#eeeeee"
 
 def block_colour(name: str, type_name: str) -> str:
     text = f"{name} {type_name}".lower()
-    for words, colour in BLOCK_COLOURS:
-        if any(w in text for w in words):
-            return colour
-    return DEFAULT_COLOUR
+    return next((colour for words, colour in BLOCK_COLOURS if any(w in text for w in words)), DEFAULT_COLOUR)
 
 
 def short_name(name: str, width: int) -> str:

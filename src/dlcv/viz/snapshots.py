@@ -13,6 +13,9 @@ import numpy as np
 from dlcv.data.features import FeatureSet, load_features, load_run_snapshots
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_write, figures_folder
+from dlcv.metrics.embedding import knn_accuracy, silhouette
+from dlcv.viz.embedding import plot_metric_curves, plot_panels, plot_single
+from dlcv.viz.layouts import TSNEOptions, pca_series, tsne_series
 
 METHODS = ("pca", "tsne")
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
@@ -47,10 +50,6 @@ def same_points(sets: list[FeatureSet]) -> bool:
 def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", output: str | os.PathLike | None = None,
          k: int = 10, perplexity: float = 30.0, training_subset: bool = False) -> dict:
     """Write the panels, single figures, metrics CSV and curve; return what was measured and written."""
-    from dlcv.metrics.embedding import knn_accuracy, silhouette
-    from dlcv.viz.embedding import plot_metric_curves, plot_panels, plot_single
-    from dlcv.viz.layouts import TSNEOptions, pca_series, tsne_series
-
     chosen = parse_methods(methods)
     sets, default_output = load_sources(sources, training_subset)
     output = figures_folder(output if output is not None else default_output)
