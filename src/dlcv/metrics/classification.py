@@ -18,5 +18,4 @@ def accuracy(truth: np.ndarray, predicted: np.ndarray) -> float:
 def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
     """Recall of every class (nan for a class with no images)."""
     totals = cm.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(totals > 0, np.diag(cm) / np.maximum(totals, 1), np.nan)
+    return np.where(totals > 0, np.diag(cm) / np.maximum(totals, 1), np.nan)

@@ -1,8 +1,5 @@
-"""How well a feature space separates classes: leave-one-out kNN accuracy and the silhouette score.
-
-Both use cosine geometry in the original feature space (not a 2-D layout), so "the clusters got
-better" is a measured statement rather than a reading of a picture.
-"""
+"""How well a feature space separates classes: leave-one-out kNN accuracy and the silhouette score, both cosine in
+the original feature space (not a 2-D layout), so that "the clusters got better" is measured, not read off a picture."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from dlcv.errors import DlcvError
 from dlcv.runs import RunFolder
 
-RECIPE_FILE, METRICS_FILE = RunFolder.RECIPE, RunFolder.METRICS
 MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
 
 
@@ -19,9 +18,9 @@ def find_run_folders(root: Path, left_out: list[str]) -> list[Path]:
     found = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
-        if RECIPE_FILE in files:
+        if RunFolder.RECIPE in files:
             found.append(here)
-            if METRICS_FILE in files:
+            if RunFolder.METRICS in files:
                 dirs[:] = []
                 continue
         if len(here.relative_to(root).parts) >= MAX_DEPTH:
@@ -30,15 +29,14 @@ def find_run_folders(root: Path, left_out: list[str]) -> list[Path]:
         for name in sorted(dirs):
             why = "a link" if (here / name).is_symlink() else "hidden (its name starts with a dot)" \
                 if name.startswith(".") else None
-            if why and (here / name / RECIPE_FILE).is_file():
+            if why and (here / name / RunFolder.RECIPE).is_file():
                 left_out.append(f"{here / name}: {why}, not searched; give it as --runs to report it")
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
     return sorted(found)
 
 
 def find_outputs(root: Path, name: str) -> list[Path]:
-    """Folders holding a file ``name`` at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself):
-    the outputs of commands that are not training runs (dlcv sam masks, dlcv sam refine)."""
+    """Folders at most ``MAX_DEPTH`` levels below ``root`` (or ``root``) holding a file ``name`` (sam masks, refine)."""
     return sorted({p.parent for depth in range(MAX_DEPTH + 1)
                    for p in root.glob("/".join(["*"] * depth + [name])) if p.is_file()})
 
@@ -58,5 +56,5 @@ def discover_runs(root: str | os.PathLike) -> tuple[list[RunFolder], list[str]]:
         elif not run.summary and not any(other != folder and other.is_relative_to(folder) for other in folders):
             # (a recipe.yaml above other runs is a folder of runs, and one beside a summary.json the
             # finished output of a command that does not train, such as dlcv sam masks: neither is an untrained run)
-            skipped.append(f"{folder}: no {METRICS_FILE} yet (not trained, or stopped before its first epoch)")
+            skipped.append(f"{folder}: no {RunFolder.METRICS} yet (not trained, or stopped before its first epoch)")
     return runs, skipped

@@ -46,13 +46,8 @@ class Phases:
 
 @dataclass
 class TSNEOptions:
-    """t-SNE settings: openTSNE's gradient descent in phases.
-
-    From ``fft_from`` points the repulsive forces are interpolated on a grid (FFT), cheaper when coarse
-    (``coarse_ints_in_interval``): all but the last ``fine`` iterations run coarse; below it Barnes-Hut, with no grid.
-    A later snapshot starts from the previous layout (rescaled to openTSNE's initial spread), so it needs a shorter
-    exaggeration phase (none with Barnes-Hut) and fewer iterations.
-    """
+    """t-SNE settings: openTSNE's gradient descent in ``Phases``; a later snapshot starts from the previous layout
+    (rescaled to openTSNE's initial spread), so its phases are shorter (no exaggeration with Barnes-Hut)."""
 
     perplexity: float = 30.0
     pca_components: int = 50  # reduce the features first (0: no reduction)
@@ -61,7 +56,7 @@ class TSNEOptions:
     fft_continued: Phases = Phases(exaggeration=100, coarse=150, fine=250)
     bh_first: Phases = Phases(exaggeration=250, coarse=0, fine=400)
     bh_continued: Phases = Phases(exaggeration=0, coarse=0, fine=200)
-    coarse_ints_in_interval: int = 2
+    coarse_ints_in_interval: int = 2  # the coarse phase's FFT grid: cheaper than openTSNE's default (1)
     theta: float = 0.5  # Barnes-Hut's accuracy/speed trade-off (openTSNE's default 0.5)
     exact_neighbours_below: int = 5000  # exact nearest neighbours up to this many points, Annoy above
     learning_rate: str | float = "auto"
