@@ -3,6 +3,7 @@ diagram), its training curves. Each returns report blocks and writes its figures
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 from collections.abc import Callable
@@ -182,17 +183,18 @@ def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: 
             *curves_figure(run, ctx, panels, monitor, caption)]
 
 
-def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str, training_subset: bool = False) -> Path:
-    """The folder of the run's ``embedding_metrics.csv`` and ``{method}_panels.png``: its own figures/ when ``dlcv embed
-    plot`` drew them after its last validation snapshot, else a scratch drawing (always for the training subset)."""
+def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str,
+                      training_subset: bool = False) -> tuple[Path, list[dict]]:
+    """The folder of the run's ``embedding_metrics.csv`` (and its rows) and ``{method}_panels.png``: its own figures/
+    when ``dlcv embed plot`` drew them after its last snapshot, else (always for the training subset) a scratch one."""
     pattern = "train_epoch_*.npz" if training_subset else "epoch_*.npz"
     snapshots = list((run.path / "embeddings").glob(pattern))
-    own = run.path / "figures"
+    folder = run.path / "figures"
     newest = max(p.stat().st_mtime for p in snapshots)
     wanted = ["embedding_metrics.csv", *(f"{m}_panels.png" for m in methods.split(","))]
-    if not training_subset and all((own / f).is_file() and (own / f).stat().st_mtime >= newest for f in wanted):
-        return own
-    ctx.say(f"  drawing {methods.replace(',', ' and ')} of {run.name}'s {len(snapshots)} snapshots")
-    target = ctx.scratch / f"{run.name}_{'train_' if training_subset else ''}embedding"
-    plot_snapshots([run.path], methods=methods, output=target, training_subset=training_subset)
-    return target
+    if training_subset or not all((folder / f).is_file() and (folder / f).stat().st_mtime >= newest for f in wanted):
+        ctx.say(f"  drawing {methods.replace(',', ' and ')} of {run.name}'s {len(snapshots)} snapshots")
+        folder = ctx.scratch / f"{run.name}_{'train_' if training_subset else ''}embedding"
+        plot_snapshots([run.path], methods=methods, output=folder, training_subset=training_subset)
+    with open(folder / "embedding_metrics.csv", newline="") as handle:
+        return folder, list(csv.DictReader(handle))

@@ -3,7 +3,6 @@ confusion matrices, and PCA / t-SNE of the second-last layer through training.""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from dlcv.models.registry import WEIGHT_ARGS
@@ -55,9 +54,7 @@ def embedding_blocks(run: RunFolder, ctx: ReportContext) -> list:
     """PCA and t-SNE of the run's snapshots with their 10-NN accuracy and silhouette (none without snapshots)."""
     if not any((run.path / "embeddings").glob("epoch_*.npz")):
         return []
-    folder = embedding_figures(run, ctx, "pca,tsne")
-    with open(folder / "embedding_metrics.csv", newline="") as handle:
-        metrics = list(csv.DictReader(handle))
+    folder, metrics = embedding_figures(run, ctx, "pca,tsne")
     rows = [[m["snapshot"], int(m["epoch"]) if m["epoch"] else None, int(m["points"]), int(m["dims"]),
              float(m["knn_acc"]), float(m["silhouette"])] for m in metrics]
     blocks = [Heading(f"Learned representation of {run.name}", 4),

@@ -4,7 +4,6 @@ the course's numbers, with the t-SNE of setting C at its first and last epoch.""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from dlcv.records import SettingsTable
@@ -60,12 +59,10 @@ def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list
     if not training and not any((run.path / "embeddings").glob("epoch_*.npz")):
         return []
     ctx.say(f"  t-SNE of setting {TSNE_SETTING} in {folder.name}")
-    target = embedding_figures(run, ctx, "tsne", training_subset=training)
+    target, metrics = embedding_figures(run, ctx, "tsne", training_subset=training)
     which = "training-set sample" if training else "validation images"
     figure = ctx.copy_figure(target / "tsne_panels.png", run, f"{folder.name}_tsne")
-    with open(target / "embedding_metrics.csv", newline="") as handle:
-        rows = [[r["snapshot"], int(r["points"]), float(r["knn_acc"]), float(r["silhouette"])]
-                for r in csv.DictReader(handle)]
+    rows = [[r["snapshot"], int(r["points"]), float(r["knn_acc"]), float(r["silhouette"])] for r in metrics]
     return [Figure(figure, f"t-SNE of setting {TSNE_SETTING}'s trunk features ({which}) at the snapshot epochs "
                            "(colour = class)."),
             Table(["snapshot", "images", "10-NN accuracy", "silhouette"], rows,
