@@ -37,12 +37,9 @@ from dlcv.viz.segmentation import overlay_image, plot_progress
 
 # --- evaluate ----------------------------------------------------------------------------------------
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped: str = "unknown",
-             breakdown: str | os.PathLike | None = None, workers: int | None = None, overwrite: bool = False) -> dict:
-    """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks.
-
-    ``unmapped``: the policy for colours in no class (red), in predictions and ground truth alike; ``breakdown``: a
-    CSV of every image's per-class IoU and pixel accuracy (``overwrite``: replacing a file dlcv did not write).
-    """
+             breakdown: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
+    """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks; ``unmapped``: the policy for
+    colours in no class (red), in predictions and ground truth alike; ``breakdown``: ``write_breakdown``'s CSV."""
     if breakdown is not None:
         check_output_file(breakdown, overwrite, inputs=(predictions, labels))
         if Path(breakdown).suffix.lower() != ".csv":
@@ -66,7 +63,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
                 unmapped_counts[str(path)] = int(count)
         return codes_to_classes(codes)
 
-    with ThreadPoolExecutor(max_workers=workers or min(4, usable_cpus())) as pool:
+    with ThreadPoolExecutor(max_workers=min(4, usable_cpus())) as pool:
         per_image = list(pool.map(score, pairs))
     total = np.sum(per_image, axis=0)
     result = {"images": len(pairs), "confusion": total, "iou": class_iou(total), "mean_iou": mean_iou(total),
