@@ -154,8 +154,7 @@ def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
             id_column: str = "filename", ensemble: int = 1, tta: str | None = None, overwrite: bool = False) -> int:
     """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name; ``ensemble`` k
-    averages the run's k best checkpoints' probabilities, ``tta`` (none, flip, flip_shift) overrides the recipe's and
-    ``overwrite`` replaces an ``output`` that dlcv did not write."""
+    averages the run's k best checkpoints' probabilities, ``tta`` (none, flip, flip_shift) overrides the recipe's."""
     if id_column not in ("filename", "image_id"):
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
     if ensemble < 1:
@@ -206,8 +205,7 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")  # what the confusion figure 
 
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
              confusion: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
-    """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV (``overwrite``: replacing
-    an existing figure file that dlcv did not write)."""
+    """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV."""
     predictions, labels = Path(predictions), Path(labels)
     chosen, problem = confusion is not None, None
     try:

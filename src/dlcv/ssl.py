@@ -102,8 +102,7 @@ def export_trunk(checkpoint: str | os.PathLike, output: Path) -> Path:
 # --- prediction -------------------------------------------------------------------------------------------
 def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: str | os.PathLike,
             output: str | os.PathLike, tta: str | None = None, overwrite: bool = False) -> int:
-    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (labels may be empty;
-    ``overwrite``: replacing an existing file that dlcv did not write)."""
+    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (its labels may be empty)."""
     from dlcv.data.office import read_office_csv, write_office_csv
 
     output = check_output_file(output, overwrite, inputs=(csv_path, images, checkpoint))
