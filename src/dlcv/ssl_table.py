@@ -171,8 +171,7 @@ class TableClock:
         for part, pretraining in (("byol", "self_supervised"), ("supervised", "supervised")):
             if pretraining in needs and not getattr(recipe.backbones, pretraining):
                 self.shares[part] = getattr(recipe.shares, part)
-        for setting in recipe.settings:
-            self.shares[setting] = recipe.shares.settings / len(recipe.settings)
+        self.shares.update(dict.fromkeys(recipe.settings, recipe.shares.settings / len(recipe.settings)))
 
     def skip(self, part: str) -> None:
         self.shares.pop(part, None)
