@@ -7,14 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dlcv.data.augment import (
-    crop_flip,
-    cutout,
-    planes_to_float,
-    prepare_batch,
-    resize,
-    to_float,
-)
+from dlcv.data.augment import crop_flip, cutout, planes_to_float, prepare_batch, resize, to_float
 from dlcv.data.batches import TensorBatches
 from dlcv.recipes import ClassifyData
 

@@ -93,8 +93,9 @@ def test_demo_overwrite_takes_an_earlier_demo_and_never_a_folder_of_other_files(
     """The gate of ``demo --overwrite`` (the demo itself runs once, above: here its work is recorded, not redone)."""
     import shutil
 
-    import dlcv.demo
     from conftest import expect_error, run_cli
+
+    import dlcv.demo
 
     earlier = shutil.copytree(demo[0], tmp_path / "demo", symlinks=True)
     ran = []

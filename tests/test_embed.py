@@ -9,11 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from dlcv.data.features import (
-    load_features,
-    load_run_snapshots,
-    save_features,
-)
+from dlcv.data.features import load_features, load_run_snapshots, save_features
 from dlcv.errors import DlcvError
 from dlcv.metrics.embedding import knn_accuracy, silhouette
 from dlcv.recipes import RecipeError, snapshot_epochs
