@@ -150,6 +150,28 @@ def test_embed_plot_writes_panels_singles_metrics(capsys, trained_run, tmp_path,
     assert "epoch 2: 16 points x 16 dims  knn_acc" in stdout
 
 
+def test_a_layout_that_fails_leaves_the_earlier_figures_as_they_were(capsys, tmp_path, monkeypatch):
+    """Every layout is computed before any file is written: a failure midway leaves no folder of mixed figures."""
+    from test_output_safety import folder_digest
+
+    import dlcv.viz.snapshots
+
+    x, y = clusters()
+    save_features(tmp_path / "feats.npz", x, y)
+    args = ("embed", "plot", tmp_path / "feats.npz", "--method", "pca,tsne", "--output", tmp_path / "figs")
+    assert run_cli(capsys, *args)[0] == 0
+    before = folder_digest(tmp_path / "figs")
+
+    def fails(*_, **__):
+        raise DlcvError("t-SNE failed")
+
+    monkeypatch.setattr(dlcv.viz.snapshots, "tsne_series", fails)
+    save_features(tmp_path / "feats.npz", x[::-1].copy(), y[::-1].copy())  # new features: new figures if any
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "t-SNE failed" in err
+    assert folder_digest(tmp_path / "figs") == before
+
+
 def test_embed_plot_on_a_feature_file(capsys, tmp_path):
     x, y = clusters()
     save_features(tmp_path / "feats.npz", x, y)

@@ -57,6 +57,20 @@ def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", 
     rows = [{"snapshot": fs.title(), "epoch": "" if fs.epoch is None else fs.epoch, "points": len(fs.labels),
              "dims": fs.features.shape[1], "knn_acc": knn_accuracy(fs.features, fs.labels, k=k),
              "silhouette": silhouette(fs.features, fs.labels)} for fs in sets]
+    seconds, layouts, notes, features = {}, {}, {}, [fs.features for fs in sets]
+    for method in chosen:  # every layout before any file: a failure leaves the figures folder as it was
+        start = time.perf_counter()
+        if method == "pca":
+            layouts[method] = pca_series(features) if aligned else [pca_series([f])[0] for f in features]
+            notes[method] = ("Each panel's own PCA, rotated to match the last (orthogonal Procrustes)."
+                             if aligned and len(sets) > 1 else "Each panel's own PCA.")
+        else:
+            options = TSNEOptions(perplexity=perplexity)
+            layouts[method] = (tsne_series(features, options) if aligned
+                               else [tsne_series([f], options)[0] for f in features])
+            notes[method] = ("Each layout starts from the previous one and is rotated to match it."
+                             if aligned and len(sets) > 1 else "Independent layouts.")
+        seconds[method] = time.perf_counter() - start
     with atomic_write(output / "embedding_metrics.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -68,23 +82,12 @@ def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", 
                                       output / "embedding_metrics")
     titles = [f"{fs.title()}: {k}-NN acc {r['knn_acc']:.3f}, silhouette {r['silhouette']:.3f}"
               for fs, r in zip(sets, rows)]
-    seconds, features = {}, [fs.features for fs in sets]
     for method in chosen:
-        start = time.perf_counter()
-        if method == "pca":
-            layouts = pca_series(features) if aligned else [pca_series([f])[0] for f in features]
-            note = ("Each panel's own PCA, rotated to match the last (orthogonal Procrustes)."
-                    if aligned and len(sets) > 1 else "Each panel's own PCA.")
-        else:
-            options = TSNEOptions(perplexity=perplexity)
-            layouts = tsne_series(features, options) if aligned else [tsne_series([f], options)[0] for f in features]
-            note = ("Each layout starts from the previous one and is rotated to match it." if aligned and len(sets) > 1
-                    else "Independent layouts.")
-        seconds[method] = time.perf_counter() - start
         name = METHOD_NAMES[method]
         if aligned:
-            written += plot_panels(layouts, sets[0].labels, titles, name, note, output / f"{method}_panels")
-        for fs, layout, title in zip(sets, layouts, titles):
+            written += plot_panels(layouts[method], sets[0].labels, titles, name, notes[method],
+                                   output / f"{method}_panels")
+        for fs, layout, title in zip(sets, layouts[method], titles):
             tag = f"epoch_{fs.epoch:03d}" if fs.epoch is not None else Path(fs.source).stem
             written += plot_single(layout, fs.labels, f"{name}, {title}", output / f"{method}_{tag}")
     return {"rows": rows, "written": written, "output": output, "seconds": seconds, "aligned": aligned}
