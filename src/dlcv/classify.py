@@ -16,7 +16,7 @@ from dlcv.checkpoints import load_predictor
 from dlcv.data.images import list_images, load_image_stack
 from dlcv.data.kinds import check_kind
 from dlcv.data.p1 import label_from_filename, parse_label, read_csv_rows
-from dlcv.errors import DlcvError, exception_line
+from dlcv.errors import DlcvError, exception_line, listed
 from dlcv.io import atomic_write, check_output_file
 from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
 from dlcv.recipes import ClassifyRecipe
@@ -195,11 +195,6 @@ def _read_label_table(path: Path, role: str) -> dict[str, int]:
     return table
 
 
-def _names(names: list[str]) -> str:
-    shown = ", ".join(sorted(names)[:5])
-    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")  # what the confusion figure may be written as
 
 
@@ -208,23 +203,25 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
     """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV."""
     predictions, labels = Path(predictions), Path(labels)
     chosen, problem = confusion is not None, None
+    figure = Path(confusion) if chosen else predictions.with_name(predictions.stem + "_confusion.png")
     try:
-        confusion = check_output_file(confusion if chosen else predictions.with_name(predictions.stem
-                                      + "_confusion.png"), overwrite, inputs=(predictions, labels))
+        check_output_file(figure, overwrite, inputs=(predictions, labels))
     except DlcvError as exc:
         if chosen:
             raise
         problem = exc  # the default place beside the predictions is refused: the accuracy is still the answer
-    if chosen and confusion.suffix.lower() not in FIGURE_SUFFIXES:
-        raise DlcvError(f"--confusion {confusion}: give a figure file ending in {', '.join(FIGURE_SUFFIXES)}")
+    if chosen and figure.suffix.lower() not in FIGURE_SUFFIXES:
+        raise DlcvError(f"--confusion {figure}: give a figure file ending in {', '.join(FIGURE_SUFFIXES)}")
     predicted = _read_label_table(predictions, "predictions")
     truth = _read_label_table(labels, "labels")
     missing = [n for n in truth if n not in predicted]
     extra = [n for n in predicted if n not in truth]
     if missing:
-        raise DlcvError(f"{predictions}: no prediction for {len(missing)} labelled image(s): {_names(missing)}")
+        raise DlcvError(f"{predictions}: no prediction for {len(missing)} labelled image(s): "
+                        f"{listed(sorted(missing))}")
     if extra:
-        raise DlcvError(f"{predictions}: {len(extra)} prediction(s) for images not in {labels}: {_names(extra)}")
+        raise DlcvError(f"{predictions}: {len(extra)} prediction(s) for images not in {labels}: "
+                        f"{listed(sorted(extra))}")
     names = sorted(truth)
     y_true = np.array([truth[n] for n in names])
     y_pred = np.array([predicted[n] for n in names])
@@ -235,13 +232,13 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
                         f"{labels} are classes 0...{num_classes - 1}" + (f" ({len(stray)} such rows)" if len(stray) > 1
                                                                             else ""))
     cm = confusion_matrix(y_true, y_pred, num_classes)
-    try:
-        if problem is None:
-            plot_confusion(cm, confusion, title=f"{predictions.name} vs {labels.name}")
-    except DlcvError as exc:
-        if chosen:
-            raise
-        problem = exc
-    figure = str(confusion) if problem is None else f"not written: {problem} (give --confusion to write it elsewhere)"
+    if problem is None:
+        try:
+            plot_confusion(cm, figure, title=f"{predictions.name} vs {labels.name}")
+        except DlcvError as exc:
+            if chosen:
+                raise
+            problem = exc  # the default place cannot be written (a read-only folder): said, not fatal
+    written = str(figure) if problem is None else f"not written: {problem} (give --confusion to write it elsewhere)"
     return {"accuracy": accuracy(y_true, y_pred), "per_class": per_class_accuracy(cm), "support": cm.sum(axis=1),
-            "images": len(names), "confusion_figure": figure}
+            "images": len(names), "confusion_figure": written}

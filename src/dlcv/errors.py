@@ -9,14 +9,15 @@ class DlcvError(Exception):
     """A problem with the user's input (a file, a flag, a recipe): printed as one line, exit status 2, no traceback."""
 
 
+def listed(names: list[str], most: int = 5) -> str:
+    """``a, b, c, d, e and 3 more``: the first ``most`` names, and how many are left out."""
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def mismatch_message(where: str, groups: list[tuple[str, list[str]]]) -> str | None:
     """``where: 2 image(s) without a mask: a, b; 1 mask(s) without an image: c`` for the non-empty
     groups of (description, names), at most 5 names each; None when every group is empty."""
-    parts = []
-    for what, names in groups:
-        if names:
-            listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            parts.append(f"{len(names)} {what}: {listed}")
+    parts = [f"{len(names)} {what}: {listed(names)}" for what, names in groups if names]
     return f"{where}: " + "; ".join(parts) if parts else None
 
 

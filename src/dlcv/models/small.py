@@ -166,7 +166,7 @@ class ConvGroup(nn.Module):
 
 @register_model("dlcv_net")
 class DlcvNet(Classifier):
-    """dlcv's own from-scratch design for 32x32 images on a CPU budget (see ``DlcvNet``).
+    """dlcv's own from-scratch design for 32x32 images on a CPU budget.
 
     A wide, shallow VGG-style network in the spirit of airbench (Keller Jordan, 2024): a 2x2 stem, three groups each
     pooling right after its first convolution (most work at a quarter of the resolution, hence fast on a CPU), global
