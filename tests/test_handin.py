@@ -295,7 +295,7 @@ def test_the_2024_folder_runs_under_torch_2_as_well(capsys, tmp_path, runs, trai
 
 @pytest.mark.slow
 def test_half_weights_are_float16_where_dlcvs_predictions_on_the_runs_validation_stay(
-        capsys, tmp_path, trained_run, seg_run, p1_data, p2_data, office):
+        capsys, tmp_path, trained_run, seg_run, p1_data, p2_data, office, course_python):
     """--half checks each checkpoint on the images its run validated on (here its validation folders): the tiny
     runs' predictions survive float16, and the script of the halved weights predicts as dlcv does there."""
     import torch
