@@ -75,14 +75,6 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"cluster group: {sum(CLUSTER_SECONDS):.0f} s")
 
 
-FIRST = ("test_demo.py", "test_timing.py")  # the longest files: started first, one on each worker
-
-
-def pytest_collection_modifyitems(config, items):
-    """The longest files first, so that the workers end together."""
-    items.sort(key=lambda item: item.path.name not in FIRST)
-
-
 @pytest.fixture(autouse=True)
 def seeded():
     """Every test starts from the same random state: a model or tensor a test builds without a seed of its own is
