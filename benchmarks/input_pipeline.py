@@ -25,8 +25,9 @@ from torchvision import transforms
 from dlcv.config import load_recipe
 from dlcv.data.augment import prepare_batch
 from dlcv.data.batches import TensorBatches
-from dlcv.data.images import list_images, load_image_stack
+from dlcv.data.images import load_image_stack
 from dlcv.data.p1 import label_from_filename
+from dlcv.files import list_images
 from dlcv.models import create_model
 from dlcv.recipes import ClassifyRecipe
 from dlcv.runtime import resolve_precision

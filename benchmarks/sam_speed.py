@@ -60,7 +60,7 @@ def main() -> int:
 
     import torch
 
-    from dlcv.data.images import decode_image
+    from dlcv.files import decode_image
     from dlcv.models.sam import build_sam, load_sam, mask_generator
     from dlcv.recipes import Generator
     from dlcv.sam import decode_rle, sam_recipe

@@ -29,8 +29,9 @@ from machine import header
 
 from dlcv.config import load_recipe
 from dlcv.data.augment import model_input
-from dlcv.data.images import list_images, load_resized_stack
+from dlcv.data.images import load_resized_stack
 from dlcv.data.office import monitor_sets
+from dlcv.files import list_images
 from dlcv.models.transfer import load_backbone
 from dlcv.recipes import ByolRecipe
 from dlcv.tasks.byol import (

@@ -109,7 +109,8 @@ def test_prediction_on_a_gpu_uses_the_half_type_the_gpu_computes(monkeypatch):
 def test_prediction_moves_the_model_and_the_uint8_batches_to_the_inference_device(monkeypatch, trained_run, p1_data):
     """Wherever ``inference_device`` says (a GPU when there is one), the model and every batch go there."""
     from dlcv import classify, runtime
-    from dlcv.data.images import list_images, load_image_stack
+    from dlcv.data.images import load_image_stack
+    from dlcv.files import list_images
 
     moved = []
     real_to = torch.Tensor.to

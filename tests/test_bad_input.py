@@ -145,7 +145,7 @@ def test_synth_refuses_to_replace_data(capsys, tmp_path):
 def test_outputs_get_the_usual_file_mode(tmp_path):
     import os
 
-    from dlcv.io import atomic_write
+    from dlcv.files import atomic_write
 
     with atomic_write(tmp_path / "out.txt") as handle:
         handle.write("x")

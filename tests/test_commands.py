@@ -43,7 +43,8 @@ def _labels(path) -> dict[str, int]:
 
 def test_predict_with_an_ensemble_averages_the_best_checkpoints(capsys, tmp_path, top3_run, p1_data):
     from dlcv.classify import ensemble_checkpoints, load_classifier, predict_scores
-    from dlcv.data.images import list_images, load_image_stack
+    from dlcv.data.images import load_image_stack
+    from dlcv.files import list_images
 
     code, _, err = run_cli(capsys, "classify", "predict", "--checkpoint", top3_run / "best.ckpt", "--images",
                            p1_data / "val_50", "--output", tmp_path / "e.csv", "--ensemble", "3")
@@ -63,7 +64,8 @@ def test_predict_with_an_ensemble_averages_the_best_checkpoints(capsys, tmp_path
 def test_predict_takes_each_test_time_augmentation(capsys, tmp_path, trained_run, p1_data, tta):
     from dlcv.classify import load_classifier
     from dlcv.data.augment import prepare_batch
-    from dlcv.data.images import list_images, load_image_stack
+    from dlcv.data.images import load_image_stack
+    from dlcv.files import list_images
     from dlcv.runtime import inference_autocast
     from dlcv.tta import predict_logits
 

@@ -13,8 +13,8 @@ from conftest import expect_error, run_cli
 from PIL import Image
 from test_output_safety import folder_digest
 
-from dlcv.data.images import decode_image
 from dlcv.errors import DlcvError
+from dlcv.files import decode_image
 
 
 @pytest.fixture
@@ -77,12 +77,12 @@ def test_evaluate_beside_read_only_predictions_prints_the_accuracy_and_says_wher
     """The figure's default place (beside the predictions) may be read-only: the accuracy is the answer asked for."""
     import errno
 
-    import dlcv.io
+    import dlcv.files
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(dlcv.io.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(dlcv.files.tempfile, "mkstemp", read_only)
     gt = Path(shutil.copy(p1_data / "val_gt.csv", tmp_path))
     code, out, err = run_cli(capsys, "classify", "evaluate", "--predictions", gt, "--labels", gt)
     assert code == 0, err
@@ -175,7 +175,7 @@ def test_a_csv_name_reached_through_a_link_out_of_the_folder_is_refused(tmp_path
 
 
 def test_a_link_inside_the_folder_is_read(tmp_path):
-    from dlcv.data.images import list_images
+    from dlcv.files import list_images
 
     Image.new("RGB", (8, 8)).save(tmp_path / "0_0.png")
     (tmp_path / "0_1.png").symlink_to(tmp_path / "0_0.png")

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from dlcv.data import images as images_mod
-from dlcv.data.images import decode_image, list_images, load_image_stack
+from dlcv.data.images import load_image_stack
 from dlcv.errors import DlcvError
+from dlcv.files import decode_image, list_images
 
 
 def test_stack_holds_every_image_in_name_order(p1_data):

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RECIPE, copy_run, expect_error, run_cli
 
-from dlcv.io import FolderLock, written_by_dlcv
+from dlcv.files import written_by_dlcv
+from dlcv.io import FolderLock
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, str]]:

@@ -21,7 +21,8 @@ import pytest
 from conftest import expect_error as expect_refusal
 from conftest import run_cli
 
-from dlcv.io import MANIFEST, mark_folder
+from dlcv.files import MANIFEST
+from dlcv.io import mark_folder
 
 
 def folder_digest(root: Path) -> dict[str, str]:

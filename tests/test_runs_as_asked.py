@@ -17,9 +17,10 @@ import pytest
 import yaml
 from conftest import TINY_RECIPE, copy_run, expect_error, run_cli
 
-from dlcv.data.masks import MASK_NAME, unique_ids
+from dlcv.data.masks import MASK_NAME
 from dlcv.data.p2 import find_images, find_pairs
 from dlcv.errors import DlcvError
+from dlcv.files import unique_ids
 from dlcv.io import FolderLock
 
 

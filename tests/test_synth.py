@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 
-from dlcv.data.images import list_images, load_image_stack
+from dlcv.data.images import load_image_stack
 from dlcv.data.synth import synth_p1
+from dlcv.files import list_images
 
 
 def _digest(folder):

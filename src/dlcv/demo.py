@@ -10,7 +10,8 @@ from pathlib import Path
 from dlcv import classify, segment
 from dlcv.config import dump_recipe
 from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
-from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder
+from dlcv.files import atomic_write
+from dlcv.io import FolderLock, check_output_folder, make_output_folder
 from dlcv.records import SettingsTable
 from dlcv.report import build_report
 from dlcv.runs import RunFolder

@@ -11,67 +11,39 @@ import glob
 import json
 import os
 import shutil
-import stat
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dlcv import __version__
 from dlcv.errors import DlcvError
+from dlcv.files import (
+    MANIFEST,
+    atomic_write,
+    check_not_an_input,
+    check_not_special,
+    check_output_path,
+    check_parent,
+    current_umask,
+    read_manifest,
+    resolved_path,
+    write_error,
+    written_by_dlcv,
+)
 from dlcv.runtime import is_primary_process
 
-MANIFEST = ".dlcv-output"  # the mark of a folder that dlcv wrote whole (JSON: kind, version, time)
 FIGURES = "set of figures"  # the manifest kind of a folder that figures are added to file by file
 STAGING, OLD = "dlcv-staging", "dlcv-old"  # ``.NAME.STAGING-PID`` is filled, ``.NAME.OLD-PID`` is being removed
-WRITTEN = "user.dlcv"  # the extended attribute that marks a file dlcv wrote
 LOOSE_KINDS = ("demo", FIGURES)  # folders of dlcv's that take files one by one: a named output may go in them
 
 PathLike = str | os.PathLike
-_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
-
-
-def write_error(path: PathLike, exc: OSError) -> DlcvError:
-    """The one line for an output that could not be written (read-only, full disk, not a folder...)."""
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return DlcvError(f"{path}: cannot be written ({reason})")
-
-
-def _resolved(path: PathLike) -> Path:
-    return Path(os.path.abspath(Path(path).expanduser())).resolve()
-
-
-def check_not_an_input(output: PathLike, inputs: Iterable[PathLike | None]) -> None:
-    """Refuse an output that is an input, holds one, or lies inside an input folder."""
-    out = _resolved(output)
-    for given in inputs:
-        if given is None:
-            continue
-        source = _resolved(given)
-        if out == source:
-            raise DlcvError(f"{output}: is an input of this command ({given}); write the output elsewhere")
-        if out in source.parents:
-            raise DlcvError(f"{output}: holds the input {given}; write the output elsewhere")
-        if source in out.parents:
-            raise DlcvError(f"{output}: lies inside the input folder {given}; write the output elsewhere")
-
-
-def check_output_path(path: PathLike, inputs: Iterable[PathLike | None] = ()) -> Path:
-    """Return ``path`` checked as a new or replaced file: its folder exists; it is new or a regular file (a link,
-    folder, device, FIFO or socket is refused: the rename would replace it); it is no input nor inside one."""
-    path = Path(path)
-    check_parent(path, "the output folder")
-    check_not_special(path)
-    check_not_an_input(path, inputs)
-    return path
 
 
 def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()) -> Path:
     """Check an output file a user names: ``check_output_path``; not inside a folder dlcv writes whole; an existing
     file replaced only when dlcv wrote it (its mark) or with ``overwrite``."""
     path = check_output_path(path, inputs)
-    for folder in _resolved(path).parents:  # resolved: a run reached through a link is that run
+    for folder in resolved_path(path).parents:  # resolved: a run reached through a link is that run
         kind = (read_manifest(folder) or {}).get("kind")
         if kind is not None and kind not in LOOSE_KINDS:
             raise DlcvError(f"{path}: lies inside the {kind} {folder}, which dlcv writes whole; write it elsewhere")
@@ -81,100 +53,7 @@ def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[
     return path
 
 
-def _stamp(path: PathLike) -> bytes:
-    """The size and modification time of ``path``: an edit (an answers file filled in) changes them."""
-    info = os.lstat(path)
-    return f"{info.st_size}:{info.st_mtime_ns}".encode()
-
-
-def mark_written(path: PathLike) -> None:
-    """Mark ``path`` as written by dlcv as it is now (nothing where the file system keeps no extended attributes)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setxattr(path, WRITTEN, _stamp(path), follow_symlinks=False)
-
-
-def written_by_dlcv(path: PathLike) -> bool:
-    """Whether ``path`` is as dlcv wrote it: its mark, unchanged since (a copy, an edited file, or a file on a file
-    system without xattrs is not)."""
-    try:
-        return os.getxattr(path, WRITTEN, follow_symlinks=False) == _stamp(path)
-    except (OSError, AttributeError):
-        return False
-
-
-def check_parent(path: Path, label: str = "the folder") -> None:
-    """Refuse an output whose parent folder is missing or not a folder."""
-    if not path.parent.is_dir():
-        what = "is not a folder" if path.parent.exists() else "does not exist"
-        raise DlcvError(f"{path}: {label} {path.parent} {what}")
-
-
-def check_not_special(path: Path, folder: bool = False) -> None:
-    """Refuse an existing ``path`` that is a link, or that is not a regular file (``folder``: a folder)."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    if stat.S_ISLNK(mode):
-        raise DlcvError(f"{path}: is a link; give the {'folder' if folder else 'file'} itself, not a link to it")
-    if (stat.S_ISDIR if folder else stat.S_ISREG)(mode):
-        return
-    kind = next((name for test, name in _KINDS if test(mode)), "of an unknown kind")
-    raise DlcvError(f"{path}: is {kind}, expected {'a folder' if folder else 'a file name'}")
-
-
-def current_umask() -> int:
-    """The process's umask (read without changing it), for giving temporary files the usual mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``, renamed onto it on success; on error it is removed and ``path`` left
-    as it was, and a failed write (read-only folder, full disk) is one line naming ``path``."""
-    path = check_output_path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual mode
-        yield tmp_path
-        mark_written(tmp_path)
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        if exc.filename not in (None, str(tmp_path), str(path)):
-            raise  # another file's problem: not this output's to name
-        raise write_error(path, exc) from None
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-@contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "w", **kwargs) -> Iterator:
-    """Open a temporary file beside ``path`` for writing; rename it onto ``path`` on success."""
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as handle:
-        yield handle
-
-
 # --- output folders ------------------------------------------------------------------------------------
-def read_manifest(folder: PathLike) -> dict | None:
-    """The manifest of a folder that dlcv wrote, or None (no manifest, or not one of dlcv's)."""
-    path = Path(folder) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "kind" in data else None
-
-
 def mark_folder(folder: PathLike, kind: str, files: list[str] | None = None) -> None:
     """Write the manifest that lets a later command replace ``folder`` (``files``: those dlcv put in it, so that a
     replacement keeps any other)."""
@@ -203,8 +82,8 @@ def check_output_folder(output: PathLike, kind: str, overwrite: bool = False, in
     folder of another kind even with ``overwrite``; one of ``kind`` unless ``overwrite`` or ``replaces_same_kind``."""
     output = Path(output)
     check_not_special(output, folder=True)
-    here = _resolved(".")
-    target = _resolved(output)
+    here = resolved_path(".")
+    target = resolved_path(output)
     if target == here or target in here.parents:
         raise DlcvError(f"{output}: is the current folder or holds it; give a new folder for the output")
     check_not_an_input(output, inputs)

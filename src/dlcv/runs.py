@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.errors import DlcvError, shown
-from dlcv.io import atomic_write, check_output_folder, make_output_folder, read_json, write_json
+from dlcv.files import atomic_write
+from dlcv.io import check_output_folder, make_output_folder, read_json, write_json
 from dlcv.records import RunSummary
 from dlcv.runtime import is_primary_process
 
@@ -180,8 +181,8 @@ class RunFolder:
     def read_progress(self) -> tuple[list[int], list[tuple]]:
         """``(epochs, rows)``, a row per image: ``(id, image, [class map per epoch], ground truth)``; else one line
         saying what is missing."""
-        from dlcv.data.images import decode_image
         from dlcv.data.masks import MaskCodec, read_mask
+        from dlcv.files import decode_image
 
         truth = self.progress / "ground_truth"
         if not truth.is_dir():

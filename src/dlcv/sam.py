@@ -18,11 +18,11 @@ from segment_anything.utils.amg import generate_crop_boxes
 from tqdm import tqdm
 
 from dlcv.config import dump_recipe, load_recipe
-from dlcv.data.images import decode_image
 from dlcv.data.masks import NUM_CLASSES, MaskCodec, mask_files, pair_masks, read_mask, write_mask, write_png
 from dlcv.data.p2 import find_images
 from dlcv.errors import DlcvError, mismatch_message
-from dlcv.io import atomic_path, staged_folder, write_json
+from dlcv.files import atomic_path, decode_image
+from dlcv.io import staged_folder, write_json
 from dlcv.models.sam import load_sam, mask_generator
 from dlcv.recipes import SamRecipe
 from dlcv.runtime import inference_device

@@ -11,8 +11,9 @@ from pathlib import Path
 from dlcv.classify import fit
 from dlcv.config import load_recipe
 from dlcv.errors import DlcvError
+from dlcv.files import atomic_write
 from dlcv.fitting import say
-from dlcv.io import FolderLock, atomic_write, check_output_folder, make_output_folder, write_json
+from dlcv.io import FolderLock, check_output_folder, make_output_folder, write_json
 from dlcv.models.transfer import transfer_arch
 from dlcv.recipes import (
     SSL_SETTINGS,

@@ -16,7 +16,7 @@ import numpy as np
 
 from dlcv.data.p1 import MAX_CLASSES
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_path
+from dlcv.files import atomic_path
 
 SNAPSHOT_DIR = "embeddings"
 TRAINING_SUBSET = "train_"  # file-name prefix of the training-subset snapshots

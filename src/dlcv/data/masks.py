@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.images import SizeMismatch, check_inside, decode_image
 from dlcv.errors import DlcvError, mismatch_message
-from dlcv.io import atomic_path
+from dlcv.files import SizeMismatch, atomic_path, decode_image, unique_ids
 
 CLASS_NAMES = ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren", "Unknown")
 CLASS_COLOURS = np.array(
@@ -98,25 +97,6 @@ def write_mask(path: Path, classes: np.ndarray) -> None:
 
 # --- folders of masks ----------------------------------------------------------------------------------
 MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
-
-
-def unique_ids(folder: Path, pattern: re.Pattern) -> dict[str, Path]:
-    """The files of ``folder`` whose names match ``pattern``, by the id it captures (none a link leaving the folder);
-    two files of one id differing only in case or extension are one line naming both, as one would silently stand
-    for the two."""
-    found: dict[str, tuple[str, Path]] = {}
-    for path in sorted(folder.iterdir()):
-        match = pattern.match(path.name)
-        if not (match and path.is_file()):
-            continue
-        if path.is_symlink():
-            check_inside(folder, path)
-        name = match.group(1)
-        first, other = found.setdefault(name.casefold(), (name, path))
-        if other is not path:
-            same = f"the same id {name!r}" if first == name else f"the same id but for case ({first!r}, {name!r})"
-            raise DlcvError(f"{folder}: {other.name} and {path.name} have {same}; keep one of them")
-    return dict(found.values())
 
 
 def mask_files(folder: Path, role: str) -> dict[str, Path]:

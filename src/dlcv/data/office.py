@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from dlcv.data.images import load_resized_stack
-from dlcv.data.p1 import _safe_member, parse_label, read_csv_rows, read_image_folder, stratified_holdout
+from dlcv.data.p1 import parse_label, read_image_folder, stratified_holdout
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write
+from dlcv.files import atomic_write, office_rows
 
 
 @dataclass(frozen=True)
@@ -34,20 +34,9 @@ class OfficeRows:
 
 def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> OfficeRows:
     """Read ``id,filename,label`` (label may be empty), checking that every file is inside ``folder``."""
-    csv_path, folder = Path(csv_path), Path(folder)
-    if not folder.is_dir():
-        raise DlcvError(f"{folder}: no such image folder")
-    rows = read_csv_rows(csv_path, ("id", "filename"))
-    if not rows:
-        raise DlcvError(f"{csv_path}: the CSV has no rows")
-    files, labels = [], []
-    for line, row in enumerate(rows, start=2):
-        path = _safe_member(folder, row["filename"], csv_path, line)
-        if not path.is_file():
-            raise DlcvError(f"{csv_path}:{line}: no such image {row['filename']!r} in {folder}")
-        files.append(path)
-        raw = row.get("label", "")
-        labels.append(parse_label(raw, f"{csv_path}:{line}") if raw else None)
+    rows, files = office_rows(csv_path, folder)
+    labels = [parse_label(row["label"], f"{csv_path}:{line}") if row.get("label") else None
+              for line, row in enumerate(rows, start=2)]
     return OfficeRows([row["id"] for row in rows], [row["filename"] for row in rows], files, labels)
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.images import check_inside, list_images
 from dlcv.errors import DlcvError
+from dlcv.files import list_images, read_csv_rows, safe_member
 
 _CLASS_PREFIX = re.compile(r"^(\d+)_")
 # Every class number read from a file (a name, a CSV, a checkpoint) is below this before anything is
@@ -30,51 +29,6 @@ def label_from_filename(path: str | os.PathLike) -> int:
         raise DlcvError(f"{path}: class {match.group(1)} in the file name is out of range (classes are 0..."
                         f"{MAX_CLASSES - 1})")
     return label
-
-
-def _safe_member(folder: Path, name: str, csv_path: Path, line: int) -> Path:
-    """``folder / name`` after refusing names that leave the folder (absolute, ``..``, a link out of it)."""
-    if (
-        not name
-        or PurePosixPath(name).is_absolute()
-        or PureWindowsPath(name).is_absolute()
-        or PureWindowsPath(name).drive
-        or ".." in PurePosixPath(name.replace("\\", "/")).parts
-    ):
-        raise DlcvError(f"{csv_path}:{line}: file name {name!r} points outside the image folder {folder}")
-    return check_inside(folder, folder / name, f"{csv_path}:{line}")
-
-
-def read_csv_rows(path: str | os.PathLike, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """The rows of a CSV as dicts, after checking that it exists and has the ``required`` columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise DlcvError(f"{path}: no such file")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [c.strip() for c in (reader.fieldnames or [])]
-            twice = sorted({c for c in columns if columns.count(c) > 1})
-            if twice:
-                raise DlcvError(f"{path}: the header names column(s) {', '.join(twice)} more than once")
-            missing = [c for c in required if c not in columns]
-            if missing:
-                raise DlcvError(
-                    f"{path}: missing column(s) {', '.join(missing)} (header is {','.join(columns) or 'empty'})"
-                )
-            rows = []
-            for row in reader:
-                # DictReader files extra fields under None and fills missing ones with None.
-                if None in row or None in row.values():
-                    fields = len(columns) + len(row.get(None) or ()) - sum(v is None for v in row.values())
-                    raise DlcvError(f"{path}:{reader.line_num}: {fields} field(s), but the header has "
-                                    f"{len(columns)}")
-                rows.append({k.strip(): v.strip() for k, v in row.items()})
-    except UnicodeDecodeError:
-        raise DlcvError(f"{path}: not a text CSV file") from None
-    except csv.Error as exc:
-        raise DlcvError(f"{path}: not a valid CSV ({exc})") from None
-    return rows
 
 
 def parse_label(value: str, where: str) -> int:
@@ -135,7 +89,7 @@ def read_image_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike |
         raise DlcvError(f"{csv_path}: the CSV has no rows")
     pairs: dict[str, tuple[Path, int]] = {}
     for line, row in enumerate(rows, start=2):
-        path = _safe_member(folder, row["filename"], csv_path, line)
+        path = safe_member(folder, row["filename"], csv_path, line)
         if row["filename"] in pairs:
             raise DlcvError(f"{csv_path}:{line}: file name {row['filename']!r} appears twice")
         if not path.is_file():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +10,9 @@ import numpy as np
 
 from dlcv.data.images import load_image_stack
 from dlcv.data.kinds import check_kind
-from dlcv.data.masks import MASK_NAME, MaskCodec, read_mask, unique_ids
+from dlcv.data.masks import MASK_NAME, MaskCodec, read_mask
 from dlcv.errors import DlcvError, mismatch_message
-
-_SAT = re.compile(r"^(.+)_sat\.(jpg|jpeg|png)$", re.IGNORECASE)
+from dlcv.files import SAT_NAME, unique_ids
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ def find_images(folder: str | os.PathLike) -> SatelliteSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder")
-    images = unique_ids(folder, _SAT)
+    images = unique_ids(folder, SAT_NAME)
     if not images:
         check_kind(folder, "tiles")
         raise DlcvError(f"{folder}: no satellite images (expected NNNN_sat.jpg)")
@@ -52,7 +50,7 @@ def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder")
-    images, masks = unique_ids(folder, _SAT), unique_ids(folder, MASK_NAME)
+    images, masks = unique_ids(folder, SAT_NAME), unique_ids(folder, MASK_NAME)
     if not images and not masks:
         raise DlcvError(f"{folder}: no image/mask pairs (expected NNNN_sat.jpg with NNNN_mask.png)")
     problem = mismatch_message(str(folder), [

@@ -13,7 +13,8 @@ import numpy as np
 
 from dlcv.data.masks import MaskCodec
 from dlcv.errors import DlcvError
-from dlcv.io import check_output_folder, read_manifest, staged_folder
+from dlcv.files import read_manifest
+from dlcv.io import check_output_folder, staged_folder
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
 SYNTH_KIND = "synthetic data set"  # the manifest kind of p1_data/ and p2_data/ written here (dlcv.io)

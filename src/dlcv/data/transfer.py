@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.images import decode_image, list_images
 from dlcv.data.p1 import label_from_filename
 from dlcv.errors import DlcvError
+from dlcv.files import decode_image, list_images
 from dlcv.io import staged_folder
 
 PRETRAIN_CLASSES = range(25)

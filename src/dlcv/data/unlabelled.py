@@ -10,9 +10,10 @@ import torch
 
 from dlcv.data.augment import model_input
 from dlcv.data.batches import InMemoryData, TensorBatches
-from dlcv.data.images import list_images, load_resized_stack
+from dlcv.data.images import load_resized_stack
 from dlcv.data.office import monitor_sets
 from dlcv.data.ssl_views import byol_views
+from dlcv.files import list_images
 
 
 class UnlabelledImages(InMemoryData):

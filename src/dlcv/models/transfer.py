@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_path
+from dlcv.files import atomic_path
 from dlcv.models.freezing import KeepsFrozenStatistics
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, staged_folder
+from dlcv.files import atomic_write
+from dlcv.io import staged_folder
 from dlcv.report.answers import place_answers
 from dlcv.report.blocks import ReportContext
 from dlcv.report.discovery import discover_runs, find_outputs

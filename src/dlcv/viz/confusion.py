@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from dlcv.io import atomic_path
+from dlcv.files import atomic_path
 from dlcv.viz.embedding import _pyplot
 
 

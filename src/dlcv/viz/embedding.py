@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.io import atomic_path
+from dlcv.files import atomic_path
 
 
 def class_palette(num_classes: int) -> np.ndarray:

@@ -12,7 +12,8 @@ import numpy as np
 
 from dlcv.data.features import FeatureSet, load_features, load_run_snapshots
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, figures_folder
+from dlcv.files import atomic_write
+from dlcv.io import figures_folder
 from dlcv.metrics.embedding import knn_accuracy, silhouette
 from dlcv.viz.embedding import plot_metric_curves, plot_panels, plot_single
 from dlcv.viz.layouts import TSNEOptions, pca_series, tsne_series
