@@ -3,7 +3,9 @@ runs where dlcv, Lightning and timm are not installed (the course's grading mach
 
 Traced with ``torch.fx`` at one input, computing every value: branches on sizes follow that input, ``torch.nn`` layers
 are rebuilt in place (the state_dict's keys are the model's own), and a forward that branches on values or calls
-anything outside torch and the standard library is refused in one line naming what.
+anything outside torch and the standard library is refused in one line naming what. A second trace at another batch
+finds the constants that follow the batch size, which the code then computes from its input; operations newer than
+the target torch are written as their older equivalents, or refused (``dlcv.torch_versions``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib.util
 import inspect
 import io
 import math
+import operator
 import re
 import textwrap
 import types
@@ -25,9 +28,13 @@ from torch import nn
 
 from dlcv.checkpoints import load_predictor
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_path, check_output_file, staged_folder
+from dlcv.files import atomic_path
+from dlcv.io import check_output_file, staged_folder
 from dlcv.models.weights import load_state_file
 from dlcv.recipes import RECIPES
+from dlcv.torch_versions import check_source, layer_is_newer, older_equivalent, version
+
+DEFAULT_TORCH = "1.12"  # what the exported code runs on unless told: the course machine's of 2022 and 2023
 
 ALLOWED_MODULES = ("torch", "math", "operator", "builtins")  # what the traced forward may reference
 CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -48,16 +55,20 @@ class _ValueProxy(torch.fx.Proxy):
 
 
 class FixedInputTracer(torch.fx.Tracer):
-    """Traces ``root`` at ``example``, computing each node's value as it goes (see the module's text)."""
+    """Traces ``root`` at ``example``, computing each node's value as it goes (see the module's text); what
+    ``torch_version`` (``(major, minor)``) lacks is traced as its older equivalent."""
 
-    def __init__(self, root: nn.Module, example: torch.Tensor):
+    def __init__(self, root: nn.Module, example: torch.Tensor, torch_version: tuple[int, int]):
         super().__init__(autowrap_modules=(math,))
-        self.root_module, self.example, self.values = root, example, {}
+        self.root_module, self.example, self.values, self.torch_version = root, example, {}, torch_version
         self.evaluating = False  # computing a node's value: modules and attributes are the real ones
+        self.defaults: list = []  # the forward's other arguments, in order: fx gives each a placeholder
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        """A layer of ``torch.nn`` itself (not a container): rebuilt from its constructor's arguments."""
-        return type(module).__module__.startswith("torch.nn.modules") and not isinstance(module, CONTAINERS)
+        """A layer of ``torch.nn`` itself (not a container) that the target torch has: rebuilt from its constructor's
+        arguments; a newer one is traced through."""
+        return (type(module).__module__.startswith("torch.nn.modules") and not isinstance(module, CONTAINERS)
+                and not layer_is_newer(module, self.torch_version))
 
     def proxy(self, node):
         return _ValueProxy(node, self)
@@ -79,6 +90,10 @@ class FixedInputTracer(torch.fx.Tracer):
         return forward(*args, **kwargs) if self.evaluating else super().call_module(m, forward, args, kwargs)
 
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        if kind == "call_function" and not self.evaluating:
+            equivalent = older_equivalent(target, kwargs, self.torch_version)
+            if equivalent is not None:  # recorded as the older torch functions it calls
+                return equivalent(*args, **kwargs)
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
         self.evaluating = True
         try:
@@ -92,7 +107,8 @@ class FixedInputTracer(torch.fx.Tracer):
                                                      else v)  # noqa: E731
         args, kwargs = real(args), real(kwargs)
         if kind == "placeholder":
-            return self.example
+            seen = sum(node.op == "placeholder" for node in self.values)  # this one's place among them
+            return self.example if seen == 0 else self.defaults[seen - 1]
         if kind == "get_attr":
             return _attribute(self.root_module, target)
         if kind == "call_module":
@@ -143,19 +159,43 @@ def _same(a, b) -> bool:
         return False
 
 
-def trace(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
-    """``model`` traced at ``example`` (see the module's text); refused in one line where it cannot be."""
+def trace(model: nn.Module, example: torch.Tensor, torch_version: tuple[int, int]) -> torch.fx.GraphModule:
+    """``model`` traced at ``example`` for ``torch_version`` (see the module's text), its forward's other arguments
+    at their defaults; refused in one line where it cannot be."""
     model = model.eval()
-    tracer = FixedInputTracer(model, example)
+    tracer = FixedInputTracer(model, example, torch_version)
+    params = list(inspect.signature(model.forward).parameters.values())[1:]
+    fixed = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if any(p.default is inspect.Parameter.empty for p in fixed):
+        needed = ", ".join(p.name for p in fixed if p.default is inspect.Parameter.empty)
+        raise DlcvError(f"{type(model).__name__}: its forward needs more than the images ({needed})")
+    tracer.defaults = [p.default for p in fixed]
     try:
         with torch.no_grad():
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args={p.name: p.default for p in fixed} or None)
     except DlcvError:
         raise
     except Exception as exc:  # noqa: BLE001 -- fx raises many kinds for what it cannot trace
         raise DlcvError(f"{type(model).__name__}: cannot be traced to plain torch ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]})") from None
+    _drop_fixed_arguments(graph)
     return torch.fx.GraphModule(model, graph)
+
+
+def _drop_fixed_arguments(graph: torch.fx.Graph) -> None:
+    """Remove the placeholders fx gives the forward's other arguments, and the checks of their fixed values: the
+    exported forward takes the images alone."""
+    doomed, frontier = set(), [n for n in graph.nodes if n.op == "placeholder"][1:]
+    while frontier:
+        node = frontier.pop()
+        if node not in doomed:
+            doomed.add(node)
+            frontier.extend(node.users)
+    if any(node.op == "output" for node in doomed):
+        raise DlcvError("the model's output depends on an argument of its forward other than the images")
+    for node in reversed(list(graph.nodes)):
+        if node in doomed:
+            graph.erase_node(node)
 
 
 def computes_alike(model: nn.Module, traced: torch.fx.GraphModule, other: torch.Tensor) -> bool:
@@ -168,14 +208,125 @@ def computes_alike(model: nn.Module, traced: torch.fx.GraphModule, other: torch.
     return want.shape == got.shape and torch.allclose(want, got, atol=1e-5, rtol=1e-4)
 
 
-def plain_source(model: nn.Module, example: torch.Tensor) -> tuple[str, dict, bool, bool]:
+def other_batch(example: torch.Tensor, size: int) -> torch.Tensor:
+    """``example``'s images repeated or cut to a batch of ``size``."""
+    return example.repeat(-(-size // len(example)), *([1] * (example.dim() - 1)))[:size]
+
+
+def batch_generic(model: nn.Module, example: torch.Tensor, traced: torch.fx.GraphModule,
+                  torch_version: tuple[int, int]) -> bool:
+    """Make ``traced`` (``model`` traced at ``example``) run at any batch, if it can: trace again at another batch,
+    and write each constant that follows the batch size (``reshape(4, 65, ...)`` at batch 4) as a multiple of the
+    input's ``size(0)``. Returns whether the result computes ``model``'s outputs at two further batches; where not,
+    ``traced`` is left as it was (it runs at its own batch)."""
+    batch = len(example)
+    second = 2 if batch != 2 else 3
+    again = trace(model, other_batch(example, second), torch_version)
+    mine, theirs = list(traced.graph.nodes), list(again.graph.nodes)
+    if len(mine) != len(theirs):
+        return False
+    place = {node: i for i, node in enumerate(mine)} | {node: i for i, node in enumerate(theirs)}
+    changes = []
+    for a, b in zip(mine, theirs):
+        if (a.op, a.target) != (b.op, b.target) and a.op != "get_attr":
+            return False
+        args = _follow_batch((a.args, a.kwargs), (b.args, b.kwargs), batch, second, place)
+        if args is _DIFFERENT:
+            return False
+        if args != (a.args, a.kwargs):
+            changes.append((a, args))
+    if not changes:
+        return all(computes_alike(model, traced, other_batch(example, n)) for n in (1, 3) if n != batch)
+    saved = [(node, node.args, node.kwargs) for node, _ in changes]
+    graph = traced.graph
+    with graph.inserting_after(mine[0]):
+        size = graph.call_method("size", (mine[0], 0))
+    for node, (args, kwargs) in changes:
+        with graph.inserting_before(node):
+            node.args, node.kwargs = _with_batch(args, size, graph), _with_batch(kwargs, size, graph)
+    traced.recompile()
+    checks = [n for n in (1, 3, 5) if n not in (batch, second)][:2]
+    if all(computes_alike(model, traced, other_batch(example, n)) for n in checks):
+        return True
+    for node, args, kwargs in saved:  # it does not hold: back to the trace of the one batch
+        node.args, node.kwargs = args, kwargs
+    graph.eliminate_dead_code()
+    traced.recompile()
+    return False
+
+
+class _Multiple:
+    """A constant that is ``factor`` times the batch size."""
+
+    def __init__(self, factor: int):
+        self.factor = factor
+
+    def __eq__(self, other):
+        return isinstance(other, _Multiple) and other.factor == self.factor
+
+    __hash__ = None
+
+
+_DIFFERENT = object()  # two traces' arguments that do not follow the batch size
+
+
+def _follow_batch(a, b, batch: int, second: int, place: dict):
+    """``a`` (an argument traced at ``batch``) with the integers that are ``b``'s (traced at ``second``) scaled by the
+    batch as ``_Multiple``; ``_DIFFERENT`` where the two differ otherwise."""
+    if isinstance(a, torch.fx.Node) or isinstance(b, torch.fx.Node):
+        return a if isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node) and place[a] == place[b] \
+            else _DIFFERENT
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) and type(a) is type(b):
+        parts = [_follow_batch(x, y, batch, second, place) for x, y in zip(a, b)]
+        return _DIFFERENT if any(p is _DIFFERENT for p in parts) else (
+            tuple(parts) if isinstance(a, tuple) else list(parts))
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        parts = {k: _follow_batch(a[k], b[k], batch, second, place) for k in a}
+        return _DIFFERENT if any(p is _DIFFERENT for p in parts.values()) else parts
+    if isinstance(a, slice) and isinstance(b, slice):
+        parts = _follow_batch((a.start, a.stop, a.step), (b.start, b.stop, b.step), batch, second, place)
+        return _DIFFERENT if parts is _DIFFERENT else slice(*parts)
+    if type(a) is int and type(b) is int and a != b:
+        return _Multiple(a // batch) if a % batch == 0 and b % second == 0 and a // batch == b // second \
+            else _DIFFERENT
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+        return a if same else _DIFFERENT
+    try:
+        return a if type(a) is type(b) and a == b else _DIFFERENT
+    except Exception:  # noqa: BLE001 -- values that do not compare are not the same
+        return _DIFFERENT
+
+
+def _with_batch(value, size: torch.fx.Node, graph: torch.fx.Graph):
+    """``value`` with each ``_Multiple`` as the node computing it from ``size`` (the input's batch size)."""
+    if isinstance(value, _Multiple):
+        return size if value.factor == 1 else graph.call_function(operator.mul, (size, value.factor))
+    if isinstance(value, (tuple, list)):
+        return type(value)(_with_batch(v, size, graph) for v in value)
+    if isinstance(value, dict):
+        return {k: _with_batch(v, size, graph) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(*(_with_batch(v, size, graph) for v in (value.start, value.stop, value.step)))
+    return value
+
+
+def plain_source(model: nn.Module, example: torch.Tensor, torch_version: str = DEFAULT_TORCH
+                 ) -> tuple[str, dict, bool, bool]:
     """``(source, state_dict, any_size, any_batch)``: a Python module (3.8 syntax, torch and the standard library only)
     defining ``Net``, whose instance loads ``state_dict`` strictly and computes what ``model`` does on inputs of
-    ``example``'s shape (of any height and width where ``any_size``, of any batch where ``any_batch``)."""
-    traced = trace(model, example)  # model is now in evaluation mode
+    ``example``'s shape (of any height and width where ``any_size``, of any batch where ``any_batch``; another input
+    is refused in one line), calling only what ``torch_version`` has.
+
+    Raises:
+        DlcvError: the model cannot be traced, calls what is outside torch, or needs an operation that
+            ``torch_version`` lacks and that has no older equivalent (named, with the first torch that has it).
+    """
+    target = version(torch_version)
+    traced = trace(model, example, target)  # model is now in evaluation mode
+    any_batch = batch_generic(model, example, traced, target)
     any_size = computes_alike(model, traced, torch.randn(*example.shape[:-2], example.shape[-2] + 16,
                                                           example.shape[-1] + 8))
-    any_batch = computes_alike(model, traced, example[:3])
     for node in traced.graph.nodes:
         node.type = None  # no annotations: the code names nothing but torch
         if node.op == "call_function" and node.kwargs:
@@ -193,14 +344,23 @@ def plain_source(model: nn.Module, example: torch.Tensor) -> tuple[str, dict, bo
             if not isinstance(value, torch.Tensor):
                 raise DlcvError(f"{type(model).__name__}: its forward reads {node.target}, not a tensor")
             tensors.setdefault(node.target, value)
+    check_source(code.src, layers, target)
     built = "\n".join(f"        _put(self, {path!r}, {_constructor(layer)})" for path, layer in layers.items())
-    held = "\n".join(f"        _hold(self, {path!r}, {tuple(value.shape)!r}, {isinstance(value, nn.Parameter)!r})"
-                     for path, value in tensors.items())
+    held = "\n".join(f"        _hold(self, {path!r}, {tuple(value.shape)!r}, {isinstance(value, nn.Parameter)!r}, "
+                     f"{str(value.dtype).split('.')[1]!r})" for path, value in tensors.items())
     forward = textwrap.indent(re.sub(r"\n\s*\n", "\n", code.src.strip()), "    ")
-    source = TEMPLATE.format(built=built or "        pass", held=held, forward=forward.rstrip())
+    first, rest = forward.rstrip().split("\n", 1)
+    expected = (None if any_batch else len(example), None if any_size else tuple(example.shape[-2:]))
+    guard = (f"        _expect({_input_name(traced)}, {expected[0]!r}, {expected[1]!r})\n"
+             if expected != (None, None) else "")
+    source = TEMPLATE.format(built=built or "        pass", held=held, forward=f"{first}\n{guard}{rest}")
     state = {f"{path}.{k}": v for path, layer in layers.items() for k, v in layer.state_dict().items()}
     state.update(tensors)
     return source, {k: v.detach().clone().contiguous() for k, v in state.items()}, any_size, any_batch
+
+
+def _input_name(traced: torch.fx.GraphModule) -> str:
+    return next(node.name for node in traced.graph.nodes if node.op == "placeholder")
 
 
 def _without_defaults(function, kwargs: dict) -> dict:
@@ -243,14 +403,24 @@ def _put(root, path, module):
     root.add_module(name, module)
 
 
-def _hold(root, path, shape, trainable):
-    """An empty parameter or buffer of ``shape`` at the dotted ``path`` (its values come with the state_dict)."""
+def _hold(root, path, shape, trainable, dtype):
+    """An empty parameter or buffer of ``shape`` and ``dtype`` at the dotted ``path`` (its values come with the
+    state_dict)."""
     root, name = _parent(root, path)
-    tensor = torch.empty(shape)
+    tensor = torch.empty(shape, dtype=getattr(torch, dtype))
     if trainable:
         root.register_parameter(name, nn.Parameter(tensor))
     else:
         root.register_buffer(name, tensor)
+
+
+def _expect(x, batch, size):
+    """Refuse, in one line, an input of a batch or size this code was not written for."""
+    if batch is not None and x.shape[0] != batch:
+        raise ValueError("this model was exported for batches of {{}} images, not {{}}".format(batch, x.shape[0]))
+    if size is not None and tuple(x.shape[-2:]) != size:
+        raise ValueError("this model was exported for {{}}x{{}} inputs, not {{}}x{{}}".format(
+            size[1], size[0], x.shape[-1], x.shape[-2]))
 
 
 class Net(nn.Module):
@@ -279,22 +449,38 @@ def checkpoint_model(path, task: str | None = None):
     return model.eval(), recipe, example
 
 
-def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False) -> dict:
-    """``dlcv export``: a checkpoint's model as plain torch (a folder of ``model.py`` and ``weights.pth``) or ONNX (one
-    file, dynamic batch), checked against the checkpoint's outputs; returns the output and the largest difference."""
+def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False, torch_version: str | None = None
+                      ) -> dict:
+    """``dlcv export``: a checkpoint's model as plain torch (a folder of ``model.py`` and ``weights.pth``) for
+    ``torch_version`` (None: ``DEFAULT_TORCH``) or ONNX (one file), checked against the checkpoint's outputs at two
+    batches where it takes any batch (else at the one it holds).
+
+    Returns:
+        ``output``, the largest ``difference``, ``any_size``, ``side`` (the input side traced at), ``batch`` (the
+        one batch the export takes, or None for any) and ``torch`` (the version the code is written for).
+    """
     if fmt == "onnx":
         output = check_output_file(output, overwrite, inputs=(checkpoint,))
         if output.suffix.lower() != ".onnx":  # a runtime opens it by its name
             raise DlcvError(f"--output {output}: an ONNX model's file name ends in .onnx")
+    torch_version = torch_version or DEFAULT_TORCH
+    version(torch_version)  # a bad version is refused before any work
     model, recipe, example = checkpoint_model(checkpoint)
-    if fmt == "torch":
-        source, state, any_size, _ = plain_source(model, example)
-        with staged_folder(output, overwrite, inputs=(checkpoint,), kind="plain torch model") as staging:
-            (staging / "model.py").write_text(source)
-            torch.save(state, staging / "weights.pth")
-            difference = _plain_difference(staging, model, example)
-        return {"output": output, "difference": difference, "any_size": any_size, "side": example.shape[-1]}
-    return {"output": output, "difference": _onnx(model, example, output), "side": example.shape[-1]}
+    result = {"output": output, "side": example.shape[-1], "torch": torch_version}
+    if fmt == "onnx":
+        difference, any_batch = _onnx(model, example, output, torch_version)
+        return {**result, "difference": difference, "any_size": False, "batch": None if any_batch else len(example)}
+    source, state, any_size, any_batch = plain_source(model, example, torch_version)
+    with staged_folder(output, overwrite, inputs=(checkpoint,), kind="plain torch model") as staging:
+        (staging / "model.py").write_text(source)
+        torch.save(state, staging / "weights.pth")
+        difference = _plain_difference(staging, model, _checked_batches(example, any_batch))
+    return {**result, "difference": difference, "any_size": any_size, "batch": None if any_batch else len(example)}
+
+
+def _checked_batches(example: torch.Tensor, any_batch: bool) -> list[torch.Tensor]:
+    """The inputs an export is checked on: ``example``, and a batch of another size where it takes any batch."""
+    return [example, other_batch(example, 3 if len(example) != 3 else 1)] if any_batch else [example]
 
 
 def _outputs(model, x):
@@ -302,35 +488,41 @@ def _outputs(model, x):
         return model(x)
 
 
-def _plain_difference(folder, model, example) -> float:
-    """The largest difference between the plain model in ``folder`` and ``model`` on ``example``."""
+def _plain_difference(folder, model, inputs: list[torch.Tensor]) -> float:
+    """The largest difference between the plain model in ``folder`` and ``model`` on each of ``inputs``."""
     spec = importlib.util.spec_from_file_location("dlcv_plain_model", folder / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     net = module.Net()
     net.load_state_dict(load_state_file(folder / "weights.pth"), strict=True)
-    return (_outputs(net.eval(), example) - _outputs(model, example)).abs().max().item()
+    return max((_outputs(net.eval(), x) - _outputs(model, x)).abs().max().item() for x in inputs)
 
 
-def _onnx(model, example, output) -> float:
-    """Write the traced model as ONNX (dynamic batch); onnxruntime's largest difference from it at two batches."""
-    traced = trace(model, example)
+def _onnx(model, example, output, torch_version: str) -> tuple[float, bool]:
+    """Write the traced model as ONNX, with a dynamic batch where the trace takes any batch; return onnxruntime's
+    largest difference from ``model`` (at two batches, else at the one) and whether the batch is dynamic."""
     try:
         import onnxruntime
     except ImportError:
         raise DlcvError("--format onnx needs onnxruntime (pip install onnxruntime onnx)") from None
+    target = version(torch_version)
+    traced = trace(model, example, target)
+    any_batch = batch_generic(model, example, traced, target)
+    dynamic = {"images": {0: "batch"}, "scores": {0: "batch"}} if any_batch else None
     with atomic_path(output) as tmp:
-        with warnings.catch_warnings():  # the exporter's notes on shape inference are not the user's to read
-            warnings.simplefilter("ignore")
-            torch.onnx.export(traced, (example,), str(tmp), input_names=["images"], output_names=["scores"],
-                              dynamic_axes={"images": {0: "batch"}, "scores": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        worst = 0.0
-        for x in (example, example[:3]):
-            got = session.run(None, {"images": x.numpy()})[0]
-            worst = max(worst, float(np.abs(got - _outputs(model, x).numpy()).max()))
+        try:
+            with warnings.catch_warnings():  # the exporter's notes on shape inference are not the user's to read
+                warnings.simplefilter("ignore")
+                torch.onnx.export(traced, (example,), str(tmp), input_names=["images"], output_names=["scores"],
+                                  dynamic_axes=dynamic, opset_version=17, dynamo=False)
+            session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            worst = max(float(np.abs(session.run(None, {"images": x.numpy()})[0] - _outputs(model, x).numpy()).max())
+                        for x in _checked_batches(example, any_batch))
+        except Exception as exc:  # noqa: BLE001 -- the exporter and onnxruntime fail in many ways: one line each
+            raise DlcvError(f"{output}: the ONNX export failed ({type(exc).__name__}: "
+                            f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else 'no message'}); "
+                            "not written (--format torch may hold)") from None
         if worst > 1e-4:
             raise DlcvError(f"{output}: onnxruntime's outputs differ from the checkpoint's by {worst:.2e} (over "
                             "1e-4); not written")
-    return worst
+    return worst, any_batch
