@@ -16,7 +16,7 @@ from conftest import REPO, need, run_cli
 from PIL import Image
 
 from dlcv.classify import PREDICT_BATCH
-from dlcv.io import MANIFEST
+from dlcv.files import MANIFEST
 
 SCRIPTS = {2021: ("p1", "seg"), 2022: ("p1", "seg"), 2023: ("p1", "ssl", "seg"), 2024: ("ssl", "seg")}
 
@@ -95,14 +95,14 @@ def _check_folder(hand: Path, year: int, names: tuple[str, ...]) -> None:
 
     download = "hw1_download.sh" if year <= 2022 else "hw1_download_ckpt.sh"
     assert sorted(p.name for p in hand.iterdir()) == sorted([
-        MANIFEST, download, "tta.py", *(f"hw1_{i}.sh" for i in range(1, len(names) + 1)),
+        MANIFEST, download, "tta.py", "files.py", *(f"hw1_{i}.sh" for i in range(1, len(names) + 1)),
         *(f"{n}{suffix}" for n in names for suffix in ("_predict.py", "_model.py", ".pth"))])
     # A file named as a standard module (ssl.py) would be imported in its place: torch 2 imports ssl.
     assert not {p.stem for p in hand.glob("*.py")} & set(sys.stdlib_module_names)
     for path in hand.glob("*.py"):
         ast.parse(path.read_text(), feature_version=(3, 6) if year == 2021 else (3, 8))
         assert "__future__" not in _imports(path)  # Python 3.6 has no lazy annotations
-        own = {"tta"} | {f"{n}_model" for n in names}
+        own = {"tta", "files"} | {f"{n}_model" for n in names}
         assert _imports(path) <= set(sys.stdlib_module_names) | ALLOWED | own, path
         assert "dlcv" not in _imports(path)
     for name in names:  # batches as dlcv's predict batches (a GPU's kernels, and so near ties, follow the shape)

@@ -13,11 +13,12 @@ import numpy as np
 
 from dlcv import fitting
 from dlcv.checkpoints import load_predictor
-from dlcv.data.images import list_images, load_image_stack
+from dlcv.data.images import load_image_stack
 from dlcv.data.kinds import check_kind
 from dlcv.data.p1 import label_from_filename, parse_label, read_csv_rows
 from dlcv.errors import DlcvError, exception_line, listed
-from dlcv.io import atomic_write, check_output_file
+from dlcv.files import atomic_write, list_images
+from dlcv.io import check_output_file
 from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
 from dlcv.recipes import ClassifyRecipe
 from dlcv.runs import RunFolder
@@ -70,9 +71,10 @@ def load_classifier(path: str | os.PathLike):
 
 
 def predict_scores(model, images, recipe, batch_size: int = PREDICT_BATCH, tta: str | None = None,
-                   where: str = "the images"):
+                   where: str = "the images", autocast: bool = False):
     """Softmax probabilities (N, classes) of uint8 (N, H, W, 3) images, prepared as the recipe says, with its TTA or
-    ``tta``; images the model cannot take (too small for its pooling) are one line naming ``where``."""
+    ``tta``, in float32 (``autocast``: ``inference_batches``'); images the model cannot take (too small for its
+    pooling) are one line naming ``where``."""
     import torch
 
     from dlcv.data.augment import prepare_batch
@@ -81,7 +83,7 @@ def predict_scores(model, images, recipe, batch_size: int = PREDICT_BATCH, tta: 
 
     tta, out = tta or recipe.train.tta, []
     for start, batch in inference_batches(model, torch.as_tensor(np.asarray(images)), recipe.train.precision,
-                                          batch_size):
+                                          batch_size, autocast=autocast):
         x = prepare_batch(batch, recipe.data)
         try:
             logits = predict_logits(model, x, tta)
@@ -152,9 +154,11 @@ def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path
 
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
-            id_column: str = "filename", ensemble: int = 1, tta: str | None = None, overwrite: bool = False) -> int:
+            id_column: str = "filename", ensemble: int = 1, tta: str | None = None, overwrite: bool = False,
+            autocast: bool = False) -> int:
     """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name; ``ensemble`` k
-    averages the run's k best checkpoints' probabilities, ``tta`` (none, flip, flip_shift) overrides the recipe's."""
+    averages the run's k best checkpoints' probabilities, ``tta`` (none, flip, flip_shift) overrides the recipe's;
+    in float32 unless ``autocast`` (``inference_batches``)."""
     if id_column not in ("filename", "image_id"):
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
     if ensemble < 1:
@@ -166,7 +170,7 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
     total = 0
     for path in ensemble_checkpoints(checkpoint, ensemble):
         model, recipe = load_classifier(path)
-        total = total + predict_scores(model, array, recipe, tta=tta, where=str(images))
+        total = total + predict_scores(model, array, recipe, tta=tta, where=str(images), autocast=autocast)
     labels = total.argmax(1).numpy()
     with atomic_write(output, newline="") as handle:
         writer = csv.writer(handle)

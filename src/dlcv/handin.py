@@ -10,13 +10,15 @@ import os
 import re
 from importlib import import_module
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import torch
 
+from dlcv import __version__
 from dlcv.errors import DlcvError
 from dlcv.export import checkpoint_model, plain_source
-from dlcv.io import atomic_path, staged_folder
+from dlcv.files import MANIFEST, atomic_path
+from dlcv.io import staged_folder
 from dlcv.runs import RunFolder
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"  # the clone's scripts/ (the README installs editable)
@@ -53,15 +55,17 @@ PROBLEMS = {"p1": ("classify", "folder"), "ssl": ("classify", "csv"), "seg": ("s
 DOWNLOAD = {2021: "hw1_download.sh", 2022: "hw1_download.sh", 2023: "hw1_download_ckpt.sh",
             2024: "hw1_download_ckpt.sh"}
 TEMPLATE = Path(__file__).resolve().parent / "handin_files" / "predict.py"
-TTA = Path(__file__).resolve().parent / "tta.py"  # shipped as it is: the scripts average views as dlcv does
+# Shipped as they are: the scripts average views (tta.py) and read and write files (files.py) as dlcv does.
+SHIPPED = tuple(Path(__file__).resolve().parent / name for name in ("tta.py", "files.py"))
 
 
 def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs", given: dict[str, str] | None = None,
-           overwrite: bool = False, urls: dict[str, str] | None = None,
-           half: bool = False) -> list[tuple[str, int, str]]:
+           overwrite: bool = False, urls: dict[str, str] | None = None, half: bool = False,
+           autocast: bool = False) -> list[tuple[str, int, str]]:
     """Write ``year``'s hand-in folder into ``output``: per graded problem its script, a plain inference file, the
     model as plain torch code and its state_dict (``half``: float16 where ``halved`` allows), and the download script
-    fetching each weights file from ``urls`` (sha256-checked); return ``(file, bytes, where from)`` per file."""
+    fetching each weights file from ``urls`` (sha256-checked); return ``(file, bytes, where from)`` per file.
+    ``autocast``: the scripts predict under the autocast ``dlcv ... predict --autocast`` uses (else float32)."""
     folder, runs, given, urls = SCRIPTS / str(year), Path(runs), given or {}, urls or {}
     years = sorted(p.name for p in SCRIPTS.glob("20*"))  # none where SCRIPTS is no folder
     if not years:
@@ -86,6 +90,9 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
     for script, (_, name, _) in calls.items():  # the year's CSV header (2021: image_id), as its script asks dlcv
         if "--id-column image_id" in script.read_text():
             exported[name][0]["id_column"] = "image_id"
+    files = folder_files(year, calls, exported)
+    for config, _, _ in exported.values():
+        config.update({"autocast": autocast, "folder_files": files, "dlcv": __version__})
     with staged_folder(output, overwrite, inputs=(runs, *needs.values()), kind=KIND) as staging:
         written = write_folder(staging, year, calls, exported, needs, urls)
         return [(name, (staging / name).stat().st_size, str(source)) for name, source in written]
@@ -97,25 +104,34 @@ def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: d
     download, written, sums = DOWNLOAD[year], [], {}
     for name, (config, source, state) in exported.items():
         config["download"] = f"bash {download}"
+        note = config.pop("precision_note", "")
         (staging / f"{name}_model.py").write_text(source)
         (staging / f"{name}_predict.py").write_text(predict_source(config))
         sums[name] = save_weights(state, staging / config["weights"])
         written += [(f"{name}_predict.py", needs[name]), (f"{name}_model.py", needs[name]),
-                    (config["weights"], f"{needs[name]}{config.pop('precision_note', '')}")]
+                    (config["weights"], f"{needs[name]}{note}")]
     for script, (_, name, _) in calls.items():
-        fetch = f'bash "$(dirname "$0")/{download}" {name} || exit 1\n' if year == 2021 else ""
+        fetch = f'bash "$here/{download}" {name} || exit 1\n' if year == 2021 else ""
         target = staging / script.name
-        target.write_text(f"#!/usr/bin/env bash\n# {script_usage(script)} (written by dlcv handin)\n{fetch}"
-                          f'python3 "$(dirname "$0")/{name}_predict.py" "$@"\n')
+        target.write_text(f"#!/usr/bin/env bash\n# {script_usage(script)} (written by dlcv handin)\n{HERE}{fetch}"
+                          f'python3 "$here/{name}_predict.py" "$@"\n')
         target.chmod(0o755)
         written.append((script.name, script))
-    (staging / TTA.name).write_text(TTA.read_text())
-    written.append((TTA.name, TTA))
+    for shipped in SHIPPED:
+        (staging / shipped.name).write_text(shipped.read_text())
+        written.append((shipped.name, shipped))
     target = staging / download
     target.write_text(download_script(year, {n: (exported[n][0]["weights"], sums[n], urls.get(n, ""))
                                              for n in exported}))
     target.chmod(0o755)
     return [*written, (download, "dlcv handin")]
+
+
+def folder_files(year: int, calls: dict, exported: dict) -> list[str]:
+    """The names of every file the hand-in folder holds, which its scripts never write over."""
+    per_problem = [name for n, (config, _, _) in exported.items()
+                   for name in (f"{n}_predict.py", f"{n}_model.py", config["weights"])]
+    return sorted({*per_problem, *(s.name for s in calls), *(s.name for s in SHIPPED), DOWNLOAD[year], MANIFEST})
 
 
 def script_usage(script: Path) -> str:
@@ -175,21 +191,35 @@ def save_weights(state: dict, path: Path) -> str:
 
 
 HOSTS = ("drive.google.com", "docs.google.com")  # fetched with gdown, the course's tool for them
+# RFC 3986's characters less those a shell gives a meaning (quotes, $, `, ;, \, whitespace): a URL holds none of them.
+URL_SAFE = "-._~:/?#[]@!&()*+,=%"
+MAX_URL = 2048  # characters; browsers and servers refuse longer ones
 
 
 def check_url(name: str, url: str) -> None:
-    """Refuse a URL the download script could not fetch: one line naming it."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or any(c in url for c in "\"'`$\n "):
-        raise DlcvError(f"--url {name}={url}: give an http(s) address of the weights file")
+    """Refuse a URL the download script could not fetch, or that holds a character outside ``URL_SAFE`` and the ASCII
+    letters and digits: one line naming it and why.
 
-
-def download_script(year: int, files: dict[str, tuple[str, str, str]]) -> str:
-    """The download script: per name ``(file, sha256, url)``; a good file already there is left alone."""
-    lines = [f'fetch {name} {file} {digest} "{_direct(url)}"' for name, (file, digest, url) in files.items()]
-    cases = "\n".join(f"    {name}) {line} ;;" for name, line in zip(files, lines))
-    return DOWNLOAD_TEMPLATE.format(year=year, cases=cases, all="\n".join(f"{line} || status=1" for line in lines),
-                                    gdown_hosts="|".join(f"*{host}*" for host in HOSTS))
+    Raises:
+        DlcvError: not http(s), no host, too long, a bad ``%`` escape or a character outside the set.
+    """
+    shown = url if url.isprintable() else repr(url)
+    shown = shown if len(shown) <= 120 else shown[:100] + "..."
+    ask = f"--url {name}={shown}: give an http(s) address of the weights file"
+    odd = next((c for c in url if not (c.isascii() and (c.isalnum() or c in URL_SAFE))), None)
+    if odd is not None:
+        raise DlcvError(f"{ask}; {odd!r} is not a URL's character (RFC 3986's only, and none of \" ' ` $ ; \\ or "
+                        "spaces: copy the address as the browser's address bar shows it)")
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # a malformed bracketed host
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise DlcvError(ask)
+    if len(url) > MAX_URL:
+        raise DlcvError(f"{ask}; this one has {len(url):,} characters, more than a URL may ({MAX_URL:,})")
+    if re.search(r"%(?![0-9A-Fa-f]{2})", url):
+        raise DlcvError(f"{ask}; a '%' here is not followed by two hexadecimal digits")
 
 
 def _direct(url: str) -> str:
@@ -197,39 +227,80 @@ def _direct(url: str) -> str:
     return url.replace("dl=0", "dl=1") if "dropbox.com" in url else url
 
 
+def _tool(url: str) -> str:
+    """The download tool for ``url``: gdown for Google Drive's hosts, else wget (curl where wget is missing)."""
+    return "gdown" if (urlparse(url).hostname or "").lower() in HOSTS else "wget"
+
+
+def download_script(year: int, files: dict[str, tuple[str, str, str]]) -> str:
+    """The download script: per name ``(file, sha256, url)``; a good file already there is left alone. Its table of
+    weights is data the script reads, never runs: each URL percent-encoded past ``URL_SAFE`` (a no-op for one
+    ``check_url`` passed), so no value can end the table or reach a shell as code."""
+    rows = []
+    for name, (file, digest, url) in files.items():
+        url = quote(_direct(url), safe=URL_SAFE) if url else "-"
+        rows.append(f"{name} {file} {digest} {_tool(url) if url != '-' else '-'} {url}")
+    return DOWNLOAD_TEMPLATE.format(year=year, names="|".join(files), table="\n".join(rows))
+
+
+# The folder of the running script from its own path, without a command substitution (which drops a name's trailing
+# newlines) and never starting with '-' (which a command would read as an option).
+HERE = """case "$0" in */*) here="${0%/*}" ;; *) here=. ;; esac
+case "$here" in /*) ;; "") here=/ ;; *) here="./$here" ;; esac
+"""
+
 DOWNLOAD_TEMPLATE = """#!/usr/bin/env bash
 # DLCV {year} HW1: fetch the weights the hw1 scripts load (written by dlcv handin). Each file is checked by its
 # sha256; one already here and good is left alone. Usage: bash $0 [NAME]  (no NAME: every file)
-here="$(dirname "$0")"
+""" + HERE.replace("{", "{{").replace("}", "}}") + """
+sha256() {{  # the file's sha256, read from standard input (sha256sum escapes odd file names)
+    sha256sum < "$1" | cut -d' ' -f1
+}}
 
-fetch() {{  # NAME FILE SHA256 URL
-    local path="$here/$2"
-    if [ -f "$path" ] && [ "$(sha256sum "$path" | cut -d' ' -f1)" = "$3" ]; then
+fetch() {{  # NAME FILE SHA256 TOOL URL
+    local path="$here/$2" part="$here/.$2.part"
+    if [ -f "$path" ] && [ "$(sha256 "$path")" = "$3" ]; then
         echo "$2: already here ($(wc -c < "$path") bytes)"
         return 0
     fi
-    if [ -z "$4" ]; then
+    if [ "$5" = "-" ]; then
         echo "$2: no URL was given to dlcv handin; put the file (sha256 $3) at $path" >&2
         return 1
     fi
-    case "$4" in
-        {gdown_hosts}) python3 -m gdown --fuzzy -q -O "$path" "$4" ;;
-        *) wget -q -O "$path" "$4" || curl -fsSL -o "$path" "$4" ;;
-    esac
-    if [ ! -f "$path" ] || [ "$(sha256sum "$path" | cut -d' ' -f1)" != "$3" ]; then
-        echo "$2: the download from $4 is not the file dlcv handin wrote (sha256 differs); check the link" >&2
+    if [ "$4" = gdown ]; then
+        if command -v gdown > /dev/null; then gdown --fuzzy -q -O "$part" -- "$5" < /dev/null
+        else python3 -m gdown --fuzzy -q -O "$part" -- "$5" < /dev/null; fi
+    elif command -v wget > /dev/null; then
+        wget -q -O "$part" -- "$5" < /dev/null
+    else
+        curl -fsSL -o "$part" --url "$5" < /dev/null
+    fi
+    if [ ! -f "$part" ] || [ "$(sha256 "$part")" != "$3" ]; then
+        echo "$2: the download from $5 is not the file dlcv handin wrote (sha256 differs); check the link" >&2
         return 1
     fi
+    python3 -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$part" "$path" || return 1
     echo "$2: fetched ($(wc -c < "$path") bytes)"
 }}
 
-status=0
-case "${{1:-all}}" in
-{cases}
-    all)
-{all}
-        ;;
-    *) echo "usage: bash $0 [NAME]" >&2; exit 2 ;;
-esac
+# The weights, one per line: NAME FILE SHA256 TOOL URL ('-': no URL). Read as text, never run.
+names=() files=() sums=() tools=() urls=()
+while read -r name file sum tool url; do
+    names+=("$name") files+=("$file") sums+=("$sum") tools+=("$tool") urls+=("$url")
+done <<'WEIGHTS'
+{table}
+WEIGHTS
+
+status=0 found=0
+for i in "${{!names[@]}}"; do
+    if [ "${{1:-all}}" = all ] || [ "$1" = "${{names[$i]}}" ]; then
+        found=1
+        fetch "${{names[$i]}}" "${{files[$i]}}" "${{sums[$i]}}" "${{tools[$i]}}" "${{urls[$i]}}" || status=1
+    fi
+done
+if [ "$found" = 0 ]; then
+    echo "usage: bash $0 [{names}]" >&2
+    exit 2
+fi
 exit $status
 """

@@ -63,16 +63,19 @@ def inference_autocast(device, precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast)
 
 
-def inference_batches(model, images, precision: str, batch_size: int, load=None):
+def inference_batches(model, images, precision: str, batch_size: int, load=None, autocast: bool = False):
     """Put ``model`` in evaluation mode, channels-last, on the inference device and yield ``batches`` of ``images``
-    there, with gradients off and the autocast of the model's training ``precision`` on for the caller's work."""
+    there, with gradients off, in float32 (``autocast``: under the autocast of the model's training ``precision``,
+    ``inference_autocast``) for the caller's work. Float32 by default: labels then depend on neither the torch version
+    nor the machine's half types, as the hand-in's scripts predict."""
     import torch
 
     from dlcv.tta import batches
 
     device = inference_device()  # the uint8 batches travel; preparation and TTA run on the device
     model.eval().to(device, memory_format=torch.channels_last)
-    with torch.inference_mode(), inference_autocast(device, precision):
+    context = inference_autocast(device, precision) if autocast else torch.autocast(device.type, enabled=False)
+    with torch.inference_mode(), context:
         yield from batches(images, batch_size, device, load=load)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from dlcv import fitting
 from dlcv.checkpoints import load_predictor
-from dlcv.data.images import decode_image, decode_images
+from dlcv.data.images import decode_images
 from dlcv.data.masks import (
     CLASS_NAMES,
     CODE_TO_CLASS,
@@ -27,7 +27,8 @@ from dlcv.data.masks import (
 )
 from dlcv.data.p2 import find_images
 from dlcv.errors import DlcvError
-from dlcv.io import atomic_write, check_output_file, figures_folder, staged_folder
+from dlcv.files import atomic_write, check_one_size, decode_image
+from dlcv.io import check_output_file, figures_folder, staged_folder
 from dlcv.metrics.segmentation import class_iou, code_confusion, codes_to_classes, confusion, mean_iou
 from dlcv.recipes import SegmentRecipe
 from dlcv.runs import RunFolder
@@ -146,9 +147,9 @@ def load_segmenter(path: str | os.PathLike):
 
 
 def predict_classes(model, images, recipe, tta: str | None = None, batch_size: int | None = None,
-                    load=np.array):
-    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch; ``load`` turns
-    a slice of ``images`` into a (B, H, W, 3) uint8 array."""
+                    load=np.array, autocast: bool = False):
+    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch, in float32
+    (``autocast``: ``inference_batches``'); ``load`` turns a slice of ``images`` into a (B, H, W, 3) uint8 array."""
     import torch
 
     from dlcv.data.augment import segment_input
@@ -156,7 +157,8 @@ def predict_classes(model, images, recipe, tta: str | None = None, batch_size: i
     from dlcv.tta import predict_probs
 
     tta = tta or recipe.train.tta
-    batches = inference_batches(model, images, recipe.train.precision, batch_size or recipe.data.eval_batch_size, load)
+    batches = inference_batches(model, images, recipe.train.precision, batch_size or recipe.data.eval_batch_size, load,
+                                autocast)
     for start, batch in batches:
         probs = predict_probs(model, segment_input(batch, recipe.data), tuple(batch.shape[1:3]), tta)
         yield start, probs.argmax(1).to(torch.uint8).cpu().numpy()
@@ -181,13 +183,15 @@ def half_change(before: float, after: float, where: str) -> str | None:
 
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
-            tta: str | None = None, overwrite: bool = False) -> int:
-    """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder, staged beside ``output`` and moved into place
-    when all are done, so ``output`` never mixes old and new masks and an interrupted run leaves it as it was."""
+            tta: str | None = None, overwrite: bool = False, autocast: bool = False) -> int:
+    """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder (all of one size), staged beside ``output`` and
+    moved into place when all are done, so ``output`` never mixes old and new masks and an interrupted run leaves it
+    as it was; in float32 unless ``autocast`` (``inference_batches``)."""
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
         found = find_images(images)
+        check_one_size(found.images)
         model, recipe = load_segmenter(checkpoint)
-        for first, classes in predict_classes(model, found.images, recipe, tta, load=decode_images):
+        for first, classes in predict_classes(model, found.images, recipe, tta, load=decode_images, autocast=autocast):
             for name, mask in zip(found.ids[first : first + len(classes)], classes):
                 write_mask(staging / f"{name}_mask.png", mask)
     return len(found)

@@ -101,14 +101,15 @@ def export_trunk(checkpoint: str | os.PathLike, output: Path) -> Path:
 
 # --- prediction -------------------------------------------------------------------------------------------
 def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: str | os.PathLike,
-            output: str | os.PathLike, tta: str | None = None, overwrite: bool = False) -> int:
-    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (its labels may be empty)."""
+            output: str | os.PathLike, tta: str | None = None, overwrite: bool = False, autocast: bool = False) -> int:
+    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (its labels may be empty); in
+    float32 unless ``autocast`` (``inference_batches``)."""
     from dlcv.data.office import read_office_csv, write_office_csv
 
     output = check_output_file(output, overwrite, inputs=(csv_path, images, checkpoint))
     rows = read_office_csv(csv_path, images)
     model, recipe = load_classifier(checkpoint)
     array = np.asarray(load_resized_stack(rows.files, recipe.data.image_size, use_cache=False))
-    labels = predict_scores(model, array, recipe, tta=tta, where=str(images)).argmax(1).numpy()
+    labels = predict_scores(model, array, recipe, tta=tta, where=str(images), autocast=autocast).argmax(1).numpy()
     write_office_csv(output, zip(rows.ids, rows.filenames, (int(v) for v in labels)))
     return len(rows.ids)

@@ -24,6 +24,7 @@ def add(commands) -> None:
     predict_cmd.add_argument("--ensemble", type=int, default=1, metavar="K",
                              help="average the run's K best checkpoints (needs train.save_top_k >= K)")
     options.tta_option(predict_cmd, TTA_MODES)
+    options.autocast_option(predict_cmd)
     options.file_overwrite(predict_cmd)
 
     evaluate_cmd = options.command(classify, "evaluate", evaluate, "accuracy of a predictions CSV against labels")
@@ -54,7 +55,7 @@ def predict(args) -> None:
     from dlcv.classify import predict
 
     count = predict(args.checkpoint, args.images, args.output, id_column=args.id_column, ensemble=args.ensemble,
-                    tta=args.tta, overwrite=args.overwrite)
+                    tta=args.tta, overwrite=args.overwrite, autocast=args.autocast)
     print(f"wrote {count} predictions to {args.output}")
 
 

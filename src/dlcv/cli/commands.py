@@ -71,7 +71,8 @@ def report(args) -> None:
     if (args.answers or args.answers_template) and args.year is None:
         raise DlcvError("--answers and --answers-template go with --year YEAR (each year asks its own questions)")
     if args.answers_template:
-        from dlcv.io import atomic_write, check_output_file
+        from dlcv.files import atomic_write
+        from dlcv.io import check_output_file
 
         with atomic_write(check_output_file(args.answers_template, args.overwrite)) as handle:
             handle.write(template(args.year))
@@ -104,7 +105,7 @@ def handin(args) -> None:
     given = _pairs(args.checkpoint, "--checkpoint", "p1=runs/p1_model_b/best.ckpt")
     urls = _pairs(args.url, "--url", "seg=https://www.dropbox.com/s/.../seg.pth?dl=1")
     rows = handin(args.year, args.output, runs=args.runs, given=given, overwrite=args.overwrite, urls=urls,
-                  half=args.half)
+                  half=args.half, autocast=args.autocast)
     width = max(len(name) for name, *_ in rows)
     for name, size, source in rows:
         shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
@@ -130,10 +131,13 @@ def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
 def export(args) -> None:
     from dlcv.export import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.output, overwrite=args.overwrite)
-    size = "any input size" if result.get("any_size") else f"{result['side']}x{result['side']} inputs"
-    print(f"wrote {result['output']} ({args.format}, {size}); max difference from the checkpoint's outputs: "
-          f"{result['difference']:.2e}")
+    result = export_checkpoint(args.checkpoint, args.format, args.output, overwrite=args.overwrite,
+                               torch_version=args.torch)  # None: the course machine's
+    size = "any input size" if result["any_size"] else f"{result['side']}x{result['side']} inputs"
+    batch = "any batch" if result["batch"] is None else f"batches of {result['batch']} images only"
+    runs_on = f", torch {result['torch']} or later" if args.format == "torch" else ""
+    print(f"wrote {result['output']} ({args.format}, {size}, {batch}{runs_on}); max difference from the "
+          f"checkpoint's outputs: {result['difference']:.2e}")
 
 
 def launch(args) -> None:

@@ -43,6 +43,13 @@ def tta_option(parser: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
     parser.add_argument("--tta", choices=modes, help="test-time augmentation (default: the recipe's train.tta)")
 
 
+def autocast_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--autocast", action="store_true",
+                        help="predict under the autocast of the model's training precision (bf16 or float16 where the "
+                             "machine computes it fast); default float32, whose labels depend on no torch version or "
+                             "machine")
+
+
 def group(commands, name: str, help: str):
     """A command whose actions are commands of their own (``dlcv classify fit``)."""
     return commands.add_parser(name, help=help).add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -45,6 +45,9 @@ def _top_commands(commands) -> None:
                       "Dropbox link (repeatable)")
     hand.add_argument("--half", action="store_true", help="store each weights file in float16 (half the size) where "
                       "dlcv's predictions on the images its run validated on stay the same; otherwise float32")
+    hand.add_argument("--autocast", action="store_true", help="the scripts predict under the autocast of dlcv's "
+                      "predict --autocast (bf16 or float16 where the machine has it); else in float32, so that their "
+                      "labels do not depend on the grader's GPU or torch")
     hand.add_argument("--overwrite", action="store_true", help="replace an earlier hand-in folder")
 
     launch = command(commands, "launch", run.launch, "run a training command in several processes or on several "
@@ -94,6 +97,9 @@ def _rest_commands(commands) -> None:
     export.add_argument("--format", choices=("torch", "onnx"), default="torch",
                         help="torch: a folder of model.py and weights.pth (torch alone runs it); onnx: one file")
     export.add_argument("--output", required=True, help="the folder (torch) or file (onnx) to write")
+    export.add_argument("--torch", metavar="VERSION",
+                        help="the oldest torch the code must run on (default 1.12, the course machine's of 2022 and "
+                        "2023): newer operations are written as their older equivalents, or refused")
     export.add_argument("--overwrite", action="store_true", help="replace an earlier export (or a file of yours)")
 
     command(commands, "models", run.models, "list the model names a recipe can use")

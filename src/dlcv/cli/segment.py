@@ -20,6 +20,7 @@ def add(commands) -> None:
     seg_predict.add_argument("--images", required=True, help="folder of NNNN_sat.jpg images")
     seg_predict.add_argument("--output", required=True, help="folder for the masks (new or empty)")
     options.tta_option(seg_predict, SEG_TTA_MODES)
+    options.autocast_option(seg_predict)
     seg_predict.add_argument("--overwrite", action="store_true", help="replace a folder that already holds files")
 
     seg_eval = options.command(segment, "evaluate", evaluate, "mIoU of predicted masks, as the course grades it")
@@ -54,7 +55,8 @@ def fit(args) -> None:
 def predict(args) -> None:
     from dlcv.segment import predict
 
-    count = predict(args.checkpoint, args.images, args.output, tta=args.tta, overwrite=args.overwrite)
+    count = predict(args.checkpoint, args.images, args.output, tta=args.tta, overwrite=args.overwrite,
+                    autocast=args.autocast)
     print(f"wrote {count} masks to {args.output}")
 
 

@@ -44,6 +44,7 @@ def add(commands) -> None:
     ssl_predict.add_argument("--images", required=True, help="folder of the CSV's images")
     ssl_predict.add_argument("--output", required=True, help="CSV to write")
     options.tta_option(ssl_predict, TTA_MODES)
+    options.autocast_option(ssl_predict)
     options.file_overwrite(ssl_predict)
 
     ssl_export = options.command(ssl, "export", export,
@@ -77,7 +78,8 @@ def table(args) -> None:
 def predict(args) -> None:
     from dlcv.ssl import predict
 
-    count = predict(args.checkpoint, args.csv, args.images, args.output, tta=args.tta, overwrite=args.overwrite)
+    count = predict(args.checkpoint, args.csv, args.images, args.output, tta=args.tta, overwrite=args.overwrite,
+                    autocast=args.autocast)
     print(f"wrote {count} predictions to {args.output}")
 
 

@@ -1,52 +1,88 @@
 """DLCV HW1 prediction as the course runs it, written by `dlcv handin`: plain torch, numpy and Pillow.
-The model class and state_dict beside this file (``CONFIG``) predict as the source checkpoint's ``dlcv ... predict``,
-through dlcv's own test-time augmentation (``tta.py`` beside it).
-Python 3.6 or later; torch 1.4 or later (1.11 where the segmenter resizes its tiles on a GPU).
+
+The model class and state_dict beside this file (``CONFIG``) predict as the source checkpoint's ``dlcv ... predict``:
+the inputs found and decoded by dlcv's own ``files.py``, the views averaged by its ``tta.py`` (both beside this file),
+in float32 unless the folder was written with ``dlcv handin --autocast``. Outputs keep dlcv's rules: never an input,
+one of this folder's files or a file this script did not write; each written to a temporary name and renamed.
+Python 3.6 or later; torch 1.4 or later (1.10 with --autocast; 1.11 where a segmenter resizes its tiles on a GPU).
 """
 import argparse
+import contextlib
 import csv
 import functools
 import importlib
+import json
 import os
+import shutil
+import signal
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from files import (
+    MANIFEST,
+    DlcvError,
+    SizeMismatch,
+    atomic_path,
+    atomic_write,
+    check_not_an_input,
+    check_not_special,
+    check_one_size,
+    current_umask,
+    decode_image,
+    decode_resized,
+    list_images,
+    odd_size_message,
+    office_rows,
+    read_manifest,
+    resolved_path,
+    satellite_tiles,
+    write_error,
+    written_by_dlcv,
+)
 from PIL import Image
 from tta import predict_logits, predict_probs
 
 CONFIG = {}  # filled in by dlcv handin: the task, the model, its input and its test-time augmentation
-HERE = os.path.dirname(os.path.abspath(__file__))
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+HERE = Path(os.path.abspath(__file__)).parent
+MASKS = "set of predicted masks"  # the kind of folder dlcv's segment predict writes, as its manifest says
 COLOURS = np.array([(0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255),
                     (0, 0, 0)], dtype=np.uint8)  # the course's mask colours, classes 0-6
 
 
-def fail(message):
-    sys.stderr.write("error: " + message + "\n")
-    sys.exit(2)
-
-
+# --- the model ---------------------------------------------------------------------------------------------
 def load_model(device):
     """The plain model with its weights, on ``device``, for inference."""
-    weights = os.path.join(HERE, CONFIG["weights"])
-    if not os.path.isfile(weights):
-        fail("{} is missing: run the download script first ({})".format(weights, CONFIG["download"]))
-    sys.path.insert(0, HERE)
+    weights = HERE / CONFIG["weights"]
+    if not weights.is_file():
+        raise DlcvError("{} is missing: run the download script first ({})".format(weights, CONFIG["download"]))
     net = importlib.import_module(CONFIG["model"]).Net()
-    state = torch.load(weights, map_location="cpu")
-    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    try:
+        state = torch.load(str(weights), map_location="cpu")
+        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except Exception as exc:  # noqa: BLE001 -- a truncated or foreign file fails in many ways
+        raise DlcvError("{}: not the weights dlcv handin wrote ({}); run the download script again".format(
+            weights, str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__)) from None
     layout = getattr(torch, "channels_last", None)  # torch 1.5 on: dlcv's layout, so its kernels and sums
     return net.eval().to(device, memory_format=layout) if layout is not None else net.eval().to(device)
 
 
+def device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def autocast(device):
-    """``dlcv ... predict``'s precision: below float32, the GPU's half type or bf16 on a bf16 CPU; else float32."""
+    """Float32 (no autocast) unless ``dlcv handin --autocast``; then ``dlcv ... predict --autocast``'s: below float32
+    on a GPU, its half type (bf16 where it computes bf16); bf16 on a bf16 CPU for a bf16-trained model."""
     precision = CONFIG["precision"]
+    if not CONFIG["autocast"] or precision.startswith(("32", "64")):
+        return contextlib.suppress()  # nothing to suppress: a context that changes nothing, in Python 3.6 too
     if device.type == "cuda":
-        half = torch.bfloat16 if torch.cuda.is_bf16_supported() and precision != "16-mixed" else torch.float16
-        return torch.autocast("cuda", dtype=half, enabled=not precision.startswith(("32", "64")))
+        bf16 = getattr(torch.cuda, "is_bf16_supported", lambda: False)() and precision != "16-mixed"
+        return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
     try:
         with open("/proc/cpuinfo") as handle:
             flags = handle.read()
@@ -67,7 +103,8 @@ def run(net, x):
     """The model on ``x``: whole where it takes any batch, else in batches of its traced size (the last one padded)."""
     size, out = CONFIG["batch"], []
     if CONFIG["side"] and tuple(x.shape[-2:]) != (CONFIG["side"], CONFIG["side"]):
-        fail("the model was exported for {0}x{0} inputs, not {1}x{2}".format(CONFIG["side"], *x.shape[-2:]))
+        raise DlcvError("the model was exported for {0}x{0} inputs, not {1}x{2}".format(CONFIG["side"],
+                                                                                        *x.shape[-2:]))
     if CONFIG["any_batch"]:
         return net(x.contiguous())
     for i in range(0, len(x), size):
@@ -89,14 +126,6 @@ def normalise(images, device):
     return (x * scale + shift).permute(0, 3, 1, 2)
 
 
-def read_rgb(path):
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except OSError as exc:
-        fail("{}: not a readable image ({})".format(path, exc))
-
-
 def classify(images, device):
     """Labels of uint8 (N, H, W, 3) images."""
     net, labels, step = load_model(device), [], batch_size(device)
@@ -109,50 +138,6 @@ def classify(images, device):
             logits = predict_logits(functools.partial(run, net), x, CONFIG["tta"])
             labels.extend(logits.float().softmax(1).argmax(1).tolist())
     return labels
-
-
-def image_folder(folder):
-    if not os.path.isdir(folder):
-        fail("{}: no such folder".format(folder))
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES))
-    if not names:
-        fail("{}: no images (.png, .jpg) here".format(folder))
-    return names
-
-
-def resized(path, side):
-    """An image at ``side`` x ``side`` (bicubic), as dlcv reads a folder of mixed sizes."""
-    image = read_rgb(path)
-    if side is None or image.shape[:2] == (side, side):
-        return image
-    return np.asarray(Image.fromarray(image).resize((side, side), Image.BICUBIC), dtype=np.uint8)
-
-
-def predict_folder(folder, output):
-    """Problem 1: ``filename,label`` (or ``image_id,label``) for every image of ``folder``, by file name."""
-    names = image_folder(folder)
-    images = np.stack([read_rgb(os.path.join(folder, n)) for n in names])
-    if len({im.shape for im in images}) > 1:
-        fail("{}: the images are not all of one size".format(folder))
-    labels = classify(images, device())
-    with open(output, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([CONFIG["id_column"], "label"])
-        writer.writerows(zip(names, labels))
-
-
-def predict_csv(table, folder, output):
-    """Office-Home: ``id,filename,label`` for every row of ``table``, in its order."""
-    with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or "id" not in rows[0] or "filename" not in rows[0]:
-        fail("{}: expected the columns id,filename[,label]".format(table))
-    images = np.stack([resized(os.path.join(folder, r["filename"]), CONFIG["image_size"]) for r in rows])
-    labels = classify(images, device())
-    with open(output, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "filename", "label"])
-        writer.writerows((r["id"], r["filename"], label) for r, label in zip(rows, labels))
 
 
 def segment_input(tiles, device):
@@ -172,29 +157,155 @@ def segment_input(tiles, device):
     return normalise(tiles, device)
 
 
+# --- the inputs, read as dlcv reads them -------------------------------------------------------------------
+def decode_all(files):
+    """uint8 (N, H, W, 3) of ``files``, all of the first one's size (as dlcv decodes a folder)."""
+    first = decode_image(files[0])
+    out = np.empty((len(files),) + first.shape, dtype=np.uint8)
+    out[0] = first
+    try:
+        for i, path in enumerate(files[1:], start=1):
+            out[i] = decode_image(path, first.shape[:2])
+    except SizeMismatch:  # the first file read may be the odd one: name the one that differs from most
+        raise DlcvError(odd_size_message(files)) from None
+    return out
+
+
+# --- the outputs, kept as dlcv keeps them ------------------------------------------------------------------
+def own_files():
+    """This folder's own files (its scripts, code and weights), which no output may replace."""
+    return [HERE / name for name in CONFIG["folder_files"]]
+
+
+def check_output_file(path, inputs):
+    """``path`` checked as dlcv checks an output file, before any work: not a link, folder or device; not an input,
+    nor inside an input folder; none of this folder's files; new, empty, or a file this script wrote."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise DlcvError("{}: give a file name for the output".format(path))
+    for parent in path.parents:  # a missing folder is made when the output is written; a file on the way is not
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise DlcvError("{}: the output folder {} is not a folder".format(path, parent))
+            break
+    check_not_special(path)
+    check_not_an_input(path, inputs)
+    if resolved_path(path) in {resolved_path(p) for p in own_files()}:
+        raise DlcvError("{}: is one of this hand-in folder's own files; write the output elsewhere".format(path))
+    if path.exists() and path.stat().st_size and not written_by_dlcv(path):
+        raise DlcvError("{}: exists and this script did not write it; give a new file name".format(path))
+    return path
+
+
+def make_parent(path):
+    """Make the missing folders above ``path`` (the course's graders may name an output folder that is not there)."""
+    try:
+        os.makedirs(str(path.parent), mode=0o777, exist_ok=True)
+    except OSError as exc:
+        raise write_error(path.parent, exc) from None
+
+
+def check_output_folder(folder, inputs, names):
+    """The mask folder checked before any work: new, empty, or a set of masks dlcv wrote (whose listed files only are
+    replaced); not a link, file or device, no input, inside none and holding none, and not this folder."""
+    folder = Path(folder)
+    check_not_special(folder, folder=True)
+    check_not_an_input(folder, inputs + own_files())
+    for parent in folder.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise DlcvError("{}: its parent {} is not a folder".format(folder, parent))
+            break
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return []
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("kind") != MASKS or not isinstance(manifest.get("files"), list):
+        raise DlcvError("{}: holds files this script did not write; give a new or empty folder".format(folder))
+    ours = set(manifest["files"])
+    clash = next((n for n in names if (folder / n).exists() and n not in ours), None)
+    if clash is not None:
+        raise DlcvError("{}: was not written by this script; move it away or give a new folder".format(folder / clash))
+    return sorted(ours)
+
+
+def write_manifest(folder, names):
+    with atomic_write(folder / MANIFEST) as handle:
+        json.dump({"kind": MASKS, "dlcv": CONFIG["dlcv"], "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "files": sorted(names)}, handle)
+
+
+# --- the three tasks -------------------------------------------------------------------------------------
+def predict_folder(folder, output):
+    """Problem 1: ``filename,label`` (or ``image_id,label``) for every image of ``folder``, by file name."""
+    output = check_output_file(output, [folder])
+    files = list_images(folder)
+    labels = classify(decode_all(files), device())
+    make_parent(output)
+    with atomic_write(output, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([CONFIG["id_column"], "label"])
+        writer.writerows((p.name, label) for p, label in zip(files, labels))
+
+
+def predict_csv(table, folder, output):
+    """Office-Home: ``id,filename,label`` for every row of ``table``, in its order."""
+    output = check_output_file(output, [table, folder])
+    rows, files = office_rows(table, folder)
+    side = CONFIG["image_size"]
+    images = np.stack([decode_resized(p, side) for p in files]) if side else decode_all(files)
+    labels = classify(images, device())
+    make_parent(output)
+    with atomic_write(output, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "filename", "label"])
+        writer.writerows((r["id"], r["filename"], label) for r, label in zip(rows, labels))
+
+
 def predict_masks(folder, output):
     """Segmentation: ``NNNN_mask.png`` (the course's colours) for every ``NNNN_sat.jpg`` of ``folder``."""
-    if not os.path.isdir(folder):
-        fail("{}: no such folder".format(folder))
-    ids = sorted(n[:-len("_sat.jpg")] for n in os.listdir(folder) if n.lower().endswith("_sat.jpg"))
-    if not ids:
-        fail("{}: no satellite images (NNNN_sat.jpg) here".format(folder))
-    if not os.path.isdir(output):
-        os.makedirs(output)
-    dev = device()
-    step = batch_size(dev)
-    net = load_model(dev)
-    with torch.no_grad(), autocast(dev):
-        for i in range(0, len(ids), step):
-            tiles = np.stack([read_rgb(os.path.join(folder, n + "_sat.jpg")) for n in ids[i:i + step]])
-            probs = predict_probs(functools.partial(run, net), segment_input(tiles, dev), tiles.shape[1:3],
-                                  CONFIG["tta"])
-            for name, classes in zip(ids[i:i + step], probs.argmax(1).cpu().numpy()):
-                Image.fromarray(COLOURS[classes]).save(os.path.join(output, name + "_mask.png"))
+    tiles = satellite_tiles(folder)
+    if not tiles:
+        raise DlcvError("{}: no satellite images (expected NNNN_sat.jpg)".format(folder))
+    ids = sorted(tiles)
+    names = [i + "_mask.png" for i in ids]
+    output = Path(output)
+    earlier = check_output_folder(output, [Path(folder)], names)
+    check_one_size([tiles[i] for i in ids])
+    fresh = not output.exists()
+    target = output.with_name(".{}.dlcv-staging-{}".format(output.name, os.getpid())) if fresh else output
+    if fresh:
+        make_parent(output)
+        try:
+            os.mkdir(str(target), 0o777 & ~current_umask())
+        except OSError as exc:
+            raise write_error(output, exc) from None
+    try:
+        dev = device()
+        step, net = batch_size(dev), load_model(dev)
+        with torch.no_grad(), autocast(dev):
+            for i in range(0, len(ids), step):
+                pixels = np.stack([decode_image(tiles[n]) for n in ids[i:i + step]])
+                probs = predict_probs(functools.partial(run, net), segment_input(pixels, dev), pixels.shape[1:3],
+                                      CONFIG["tta"])
+                for name, classes in zip(names[i:i + step], probs.argmax(1).cpu().numpy()):
+                    with atomic_path(target / name) as tmp:
+                        Image.fromarray(COLOURS[classes]).save(str(tmp), format="PNG")
+        write_manifest(target, names)
+        for stale in set(earlier) - set(names):  # an earlier run's masks of tiles no longer given
+            with contextlib.suppress(OSError):
+                (output / stale).unlink()
+        if fresh:
+            os.replace(str(target), str(output))
+    except OSError as exc:
+        raise write_error(output, exc) from None
+    finally:
+        if fresh and target.exists():
+            shutil.rmtree(str(target), ignore_errors=True)
 
 
-def device():
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def stop(signum, frame):
+    """SIGTERM ends the script as Ctrl-C does: what it was writing is removed, nothing half-written stays."""
+    raise KeyboardInterrupt
 
 
 def main(argv):
@@ -204,7 +315,19 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], usage="%(prog)s " + usage)
     parser.add_argument("paths", nargs=len(usage.split()), help=usage)
     paths = parser.parse_args(argv).paths
-    {"folder": predict_folder, "csv": predict_csv, "masks": predict_masks}[task](*paths)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        {"folder": predict_folder, "csv": predict_csv, "masks": predict_masks}[task](*paths)
+    except DlcvError as exc:
+        sys.stderr.write("error: {}\n".format(exc))
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted; nothing was left half-written\n")
+        sys.exit(130)
+    except (RuntimeError, MemoryError) as exc:  # the model could not run here (memory, a missing operation)
+        line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        sys.stderr.write("error: the model could not run on this machine ({})\n".format(line))
+        sys.exit(1)
 
 
 if __name__ == "__main__":
