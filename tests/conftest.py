@@ -136,6 +136,27 @@ def seg_run(tmp_path_factory, p2_data) -> Path:
     return base / "seg_tiny"
 
 
+DEBIAN_PYTHON = Path("/usr/bin/python3")  # Debian's own, with python3-torch: the grading machine's stand-in
+
+
+@pytest.fixture(scope="session")
+def course_python() -> Path:
+    """Debian's python3 with torch 1.13 and the course's packages, and without dlcv."""
+    ok = DEBIAN_PYTHON.is_file() and subprocess.run(
+        [str(DEBIAN_PYTHON), "-c", "import torch, torchvision, numpy, PIL"], capture_output=True).returncode == 0
+    need(ok, "Debian's python3-torch, python3-torchvision, python3-numpy and python3-pil (the grading stand-in)")
+    assert subprocess.run([str(DEBIAN_PYTHON), "-c", "import dlcv"], capture_output=True).returncode != 0
+    return DEBIAN_PYTHON
+
+
+def run_script(folder: Path, script: str, *args, cwd: Path, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
+    """Run a hand-in script as the course's machine would: Debian's python3 first on the ``path``, no dlcv, no
+    DLCV_* variables, from another folder."""
+    env = {"PATH": path, "HOME": str(cwd), "LANG": "C.UTF-8"}
+    return subprocess.run(["bash", str(folder / script), *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600, check=False)
+
+
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """Run ``dlcv ARGS`` in this process: (exit status, stdout, stderr)."""
     code = main([str(a) for a in args])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -112,3 +113,147 @@ def test_the_plain_code_says_whether_it_takes_any_batch():
 
     assert plain_source(Pooled(), torch.rand(4, 2, 3, 3))[3] is True
     assert plain_source(Fixed(), torch.rand(4, 2, 3, 3))[3] is False
+
+
+# Every shipped recipe's model family, at its recipe's input side (segmenters at 64 pixels, any size being theirs),
+# the largest variants as a smaller sibling of the same code (EfficientNetV2-M as -B0, BEiT-base as a one-block BEiT,
+# ResNet-101 as ResNet-18); and the families of the best public solutions that no recipe ships (ViT, ConvNeXt, Swin,
+# RegNet, Segformer).
+SMALLER = {"tf_efficientnetv2_m": "tf_efficientnetv2_b0", "tf_efficientnetv2_s": "tf_efficientnetv2_b0",
+           "resnet101": "resnet18", "resnet50": "resnet18", "tf_efficientnet_lite2": "tf_efficientnet_lite0"}
+EXTRA = {  # name -> (timm or smp builder arguments, side, kind)
+    "vit": ("timm", {"model_name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 4}, 32, "classify"),
+    "beit": ("timm", {"model_name": "beit_base_patch16_224", "img_size": 32, "patch_size": 4, "depth": 1,
+                      "embed_dim": 48, "num_heads": 2}, 32, "classify"),
+    "convnext": ("timm", {"model_name": "convnext_atto"}, 32, "classify"),
+    "swin": ("timm", {"model_name": "swin_tiny_patch4_window7_224", "img_size": 32, "window_size": 4, "embed_dim": 24,
+                      "depths": (1, 1, 1, 1), "num_heads": (1, 2, 2, 2)}, 32, "classify"),
+    "regnet": ("timm", {"model_name": "regnetx_002"}, 32, "classify"),
+    "segformer": ("smp", {"arch": "Segformer", "encoder_name": "mit_b0", "encoder_weights": None}, 64, "segment"),
+}
+RUN_UNDER = """
+import importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("family_model", sys.argv[1] + "/model.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+net = module.Net()
+net.load_state_dict(torch.load(sys.argv[1] + "/weights.pth"), strict=True)
+with torch.no_grad():
+    for x, y in torch.load(sys.argv[1] + "/io.pt"):
+        got = net.eval()(x)
+        scale = y.abs().max().clamp(min=1)
+        print(len(x), ((got - y).abs().max() / scale).item(), bool((got.argmax(1) == y.argmax(1)).all()))
+"""
+
+
+def _families():
+    """``(name, kind, build, side)`` of every family above; ``build()`` makes it with random weights."""
+    import segmentation_models_pytorch as smp
+    import timm
+    from conftest import REPO
+
+    from dlcv.config import load_recipe
+    from dlcv.models.registry import create_model
+    from dlcv.recipes import RECIPES
+
+    found = []
+    for config in sorted([*(REPO / "configs" / "p1").glob("*.yaml"), *(REPO / "configs" / "seg").glob("*.yaml"),
+                          *(REPO / "configs" / "ssl").glob("finetune*.yaml")]):
+        kind = "segment" if config.parent.name == "seg" else "classify"
+        recipe = load_recipe(RECIPES[kind], config)
+        args = {k: SMALLER.get(v, v) if isinstance(v, str) else v for k, v in recipe.model.args.items()
+                if k not in ("weights", "backbone_weights", "encoder_weights")}
+        if args.get("encoder", "").removeprefix("tu-") in SMALLER:
+            args["encoder"] = "tu-" + SMALLER[args["encoder"].removeprefix("tu-")]
+        side = 64 if kind == "segment" else recipe.input_side()
+        found.append((f"{config.parent.name}/{config.stem}", kind, lambda n=recipe.model.name, a=args, k=kind:
+                      create_model(n, num_classes=7 if k == "segment" else 50, kind=k, **a), side))
+    for name, (library, args, side, kind) in EXTRA.items():
+        build = (lambda a=args: timm.create_model(**a, num_classes=50)) if library == "timm" else (
+            lambda a=args: smp.create_model(**a, classes=7))
+        found.append((name, kind, build, side))
+    return found
+
+
+@pytest.mark.slow
+def test_every_model_family_exports_for_the_course_torch_and_runs_there_at_any_batch(tmp_path, course_python):
+    """Each family, traced at a batch of 4 for torch 1.12, runs under Debian's torch 1.13 at batches of 1 and 3:
+    outputs within 1e-4 of the model's own (of its largest output, where that is over 1: random weights make some
+    outputs large), labels (per pixel for a segmenter) equal."""
+    import subprocess
+
+    from dlcv.export import plain_source
+
+    families = _families()
+    assert len(families) >= 20
+    for name, kind, build, side in families:
+        torch.manual_seed(0)
+        model = build().eval()
+        x = torch.randn(4, 3, side, side)
+        source, state, _, any_batch = plain_source(model, x, "1.12")
+        assert any_batch, name
+        folder = tmp_path / name.replace("/", "_")
+        folder.mkdir()
+        (folder / "model.py").write_text(source)
+        torch.save(state, folder / "weights.pth")
+        with torch.no_grad():
+            torch.save([(x[:n], model(x[:n])) for n in (1, 3)], folder / "io.pt")
+        done = subprocess.run([str(course_python), "-c", RUN_UNDER, str(folder)], capture_output=True, text=True,
+                              check=False)
+        assert done.returncode == 0, (name, done.stderr[-3000:])
+        for line in done.stdout.split("\n")[:-1]:
+            batch, difference, same = line.split()
+            assert float(difference) <= 1e-4 and same == "True", (name, line)
+        shutil.rmtree(folder)  # the largest weigh half a gigabyte
+
+
+def test_newer_operations_become_their_older_equivalents_or_are_refused_naming_the_first_torch_that_has_them():
+    """For torch 1.4: silu is written as x * sigmoid(x), attention as matmul and softmax; an antialiased resize,
+    which 1.4 cannot do, is refused. A name torch 1.13 lacks is refused for 1.12 and kept for 2.4."""
+    import torch.nn.functional as F
+
+    from dlcv.errors import DlcvError
+    from dlcv.export import plain_source
+    from dlcv.torch_versions import check_source
+
+    class Newer(torch.nn.Module):
+        def forward(self, x):
+            q = F.silu(x).flatten(2).transpose(1, 2)
+            return F.scaled_dot_product_attention(q, q, q).mean(1)
+
+    class Antialiased(torch.nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, size=(2, 2), mode="bilinear", antialias=True)
+
+    x = torch.randn(2, 3, 4, 4)
+    for target, present in (("1.4", False), ("2.4", True)):
+        source, *_ = plain_source(Newer(), x, target)
+        assert ("scaled_dot_product_attention" in source) == present and ("silu" in source) == present
+        assert "torch.sigmoid" in source or present
+    with pytest.raises(DlcvError, match=r"torch\.nn\.functional\.interpolate \(torch 1\.11 and later\), which "
+                                        r"torch 1\.4 lacks"):
+        plain_source(Antialiased(), x, "1.4")
+    assert plain_source(Antialiased(), x, "1.12")[0]
+    made_up = "def forward(self, x):\n    y = torch.definitely_newer(x)\n    return y.nan_to_num()\n"
+    with pytest.raises(DlcvError, match=r"calls torch\.definitely_newer, which torch 1\.13\.0 lacks"):
+        check_source(made_up, {}, (1, 12))
+    check_source(made_up, {}, (2, 4))  # after the torch whose names are listed: not known to be missing
+
+
+def test_export_says_which_batch_a_model_holds_and_the_code_refuses_another_in_one_line(capsys, tmp_path, trained_run,
+                                                                                      monkeypatch):
+    """A forward that branches on its batch (a reshape to whole hundreds) exports at the batch of 100, says so in its
+    closing line, and the code refuses another batch with one ValueError line; one that takes any batch says so too."""
+    from dlcv.models.small import DlcvNet
+
+    code, out, err = run_cli(capsys, "export", trained_run / "best.ckpt", "--output", tmp_path / "any")
+    assert code == 0 and "any batch, torch 1.12 or later)" in out, err
+    forward = DlcvNet.forward
+    monkeypatch.setattr(DlcvNet, "forward", lambda self, x: forward(self, x).reshape(len(x) // 100 * 100, -1)
+                        if len(x) >= 100 else forward(self, x))
+    code, out, err = run_cli(capsys, "export", trained_run / "best.ckpt", "--output", tmp_path / "fixed")
+    assert code == 0, err
+    assert "batches of 100 images only" in out
+    net = _plain(tmp_path / "fixed")
+    with pytest.raises(ValueError, match=r"^this model was exported for batches of 100 images, not 3$"):
+        net(torch.randn(3, 3, 32, 32))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, need, run_cli
+from conftest import REPO, run_cli, run_script
 from PIL import Image
 
 from dlcv.classify import PREDICT_BATCH
@@ -48,29 +48,8 @@ def runs(tmp_path_factory, trained_run, seg_run) -> Path:
     return root
 
 
-DEBIAN_PYTHON = Path("/usr/bin/python3")  # Debian's own, with python3-torch: the grading machine's stand-in
 ALLOWED = {"torch", "torchvision", "numpy", "PIL", "scipy", "imageio", "matplotlib", "gdown"}  # the course's list
 FORBIDDEN = ("rm", "sudo", "CUDA_VISIBLE_DEVICES", "cp", "mv", "mkdir", "cd", "pip")  # in the years' scripts
-
-
-@pytest.fixture(scope="module")
-def course_python() -> Path:
-    """Debian's python3 with torch 1.13 and the course's packages, and without dlcv."""
-    import subprocess as sp
-
-    ok = DEBIAN_PYTHON.is_file() and sp.run([str(DEBIAN_PYTHON), "-c", "import torch, torchvision, numpy, PIL"],
-                                            capture_output=True).returncode == 0
-    need(ok, "Debian's python3-torch, python3-torchvision, python3-numpy and python3-pil (the grading stand-in)")
-    assert sp.run([str(DEBIAN_PYTHON), "-c", "import dlcv"], capture_output=True).returncode != 0
-    return DEBIAN_PYTHON
-
-
-def _script(folder: Path, script: str, *args, cwd: Path, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
-    """Run a hand-in script as the course's machine would: Debian's python3 first on the ``path``, no dlcv, no
-    DLCV_* variables, from another folder."""
-    env = {"PATH": path, "HOME": str(cwd), "LANG": "C.UTF-8"}
-    return subprocess.run(["bash", str(folder / script), *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=600, check=False)
 
 
 def _imports(path: Path) -> set[str]:
@@ -124,14 +103,14 @@ def _check_output(name: str, year: int, hand: Path, script: str, work: Path, che
     from dlcv.ssl import predict as ssl_predict
 
     if name == "p1":
-        done = _script(hand, script, p1_data / "val_50", work / "pred out.csv", cwd=work)
+        done = run_script(hand, script, p1_data / "val_50", work / "pred out.csv", cwd=work)
         assert done.returncode == 0, done.stderr
         rows = list(csv.reader(open(work / "pred out.csv")))
         assert rows[0] == (["image_id", "label"] if year == 2021 else ["filename", "label"])
         classify_predict(checkpoint, p1_data / "val_50", work / "dlcv.csv")
         assert rows[1:] == list(csv.reader(open(work / "dlcv.csv")))[1:]
     elif name == "seg":
-        done = _script(hand, script, p2_data / "validation", work / "masks out", cwd=work)
+        done = run_script(hand, script, p2_data / "validation", work / "masks out", cwd=work)
         assert done.returncode == 0, done.stderr
         segment_predict(checkpoint, p2_data / "validation", work / "dlcv_masks")
         ids = sorted(p.name for p in (work / "dlcv_masks").glob("*_mask.png"))
@@ -140,7 +119,7 @@ def _check_output(name: str, year: int, hand: Path, script: str, work: Path, che
             got = Image.open(work / "masks out" / mask)
             assert got.mode == "RGB" and (np.asarray(got) == np.asarray(Image.open(work / "dlcv_masks" / mask))).all()
     else:
-        done = _script(hand, script, office / "test.csv", office / "test", work / "ssl out.csv", cwd=work)
+        done = run_script(hand, script, office / "test.csv", office / "test", work / "ssl out.csv", cwd=work)
         assert done.returncode == 0, done.stderr
         rows = list(csv.reader(open(work / "ssl out.csv")))
         assert rows[0] == ["id", "filename", "label"]
@@ -201,11 +180,11 @@ def test_the_download_script_fetches_checks_and_keeps_a_good_file(capsys, tmp_pa
             shutil.copy(hand / name, served / name)
             (hand / name).unlink()
         (served / "wrong.pth").write_bytes(b"not the weights")
-        done = _script(hand, "hw1_download.sh", cwd=tmp_path)
+        done = run_script(hand, "hw1_download.sh", cwd=tmp_path)
         assert done.returncode == 1
         assert "p1.pth: fetched (" in done.stdout and (hand / "p1.pth").read_bytes() == (served / "p1.pth").read_bytes()
         assert f"seg.pth: the download from {base}/wrong.pth is not the file dlcv handin wrote" in done.stderr
-        done = _script(hand, "hw1_download.sh", "p1", cwd=tmp_path)
+        done = run_script(hand, "hw1_download.sh", "p1", cwd=tmp_path)
         assert done.returncode == 0 and "p1.pth: already here" in done.stdout
     finally:
         server.shutdown()
@@ -285,7 +264,7 @@ def test_the_2024_folder_runs_under_torch_2_as_well(capsys, tmp_path, runs, trai
     assert code == 0, err
     python3 = Path(sys.executable).parent / "python3"  # this interpreter as the script's python3 (a venv's)
     assert python3.exists()
-    done = _script(hand, "hw1_1.sh", office / "test.csv", office / "test", tmp_path / "out.csv", cwd=tmp_path,
+    done = run_script(hand, "hw1_1.sh", office / "test.csv", office / "test", tmp_path / "out.csv", cwd=tmp_path,
                    path=f"{python3.parent}:/usr/bin:/bin")
     assert done.returncode == 0, done.stderr[-3000:]
     ssl_predict(trained_run / "best.ckpt", office / "test.csv", office / "test", tmp_path / "dlcv.csv")
@@ -359,3 +338,40 @@ def test_half_keeps_float32_where_the_runs_data_is_not_there_to_check_on(capsys,
     assert out.count("(float32: the run's data (not recorded) is not here to check float16 on)") == 2
     state = torch.load(tmp_path / "hand" / "seg.pth", weights_only=True)
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}
+
+
+def _with_model(run: Path, spec: dict, path: Path, kind: str) -> Path:
+    """``run``'s checkpoint with its model replaced by ``spec`` (``{name, args}``) at random weights, at ``path``."""
+    import torch
+
+    from dlcv.models.registry import create_model
+
+    ckpt = torch.load(run / "best.ckpt", weights_only=False)
+    ckpt["hyper_parameters"]["recipe"]["model"] = spec
+    torch.manual_seed(0)
+    classes = 7 if kind == "segment" else ckpt["hyper_parameters"]["num_classes"]
+    model = create_model(spec["name"], num_classes=classes, kind=kind, **spec["args"])
+    ckpt["state_dict"] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_transformer_and_a_convnext_hand_in_and_predict_as_dlcv_on_the_course_torch(
+        capsys, tmp_path, trained_run, seg_run, p1_data, p2_data, office, course_python):
+    """A Segformer (attention, smp's) and a ConvNeXt (timm's) hand in for 2022 and predict under Debian's torch 1.13
+    as dlcv does under its own: the scripts' code holds no operation torch 1.13 lacks."""
+    p1 = _with_model(trained_run, {"name": "timm", "args": {"arch": "convnext_atto"}}, tmp_path / "p1.ckpt",
+                     "classify")
+    seg = _with_model(seg_run, {"name": "smp", "args": {"arch": "Segformer", "encoder": "mit_b0"}},
+                      tmp_path / "seg.ckpt", "segment")
+    hand = tmp_path / "hand"
+    code, out, err = run_cli(capsys, "handin", "--year", 2022, "--output", hand, "--checkpoint", f"p1={p1}",
+                             "--checkpoint", f"seg={seg}")
+    assert code == 0, err
+    assert "it needs only torch 1.12 or later (the 2022 course's), numpy and Pillow" in out
+    assert "scaled_dot_product_attention" not in (hand / "seg_model.py").read_text()
+    for number, name, checkpoint in ((1, "p1", p1), (2, "seg", seg)):
+        work = tmp_path / f"work {name}"
+        work.mkdir()
+        _check_output(name, 2022, hand, f"hw1_{number}.sh", work, checkpoint, p1_data, p2_data, office)

@@ -52,6 +52,8 @@ def choose_checkpoint(name: str, candidates: list[str], runs: Path, given: dict[
 # What each checkpoint name predicts, as the course runs it: (task of its checkpoint, predict.py's mode).
 PROBLEMS = {"p1": ("classify", "folder"), "ssl": ("classify", "csv"), "seg": ("segment", "masks")}
 # The download script's name by year (2021: each script fetches what it loads itself).
+# The torch of the course's grading machine by year (HANDIN.md): the exported models run on it.
+COURSE_TORCH = {2021: "1.4", 2022: "1.12", 2023: "1.12", 2024: "2.4"}
 DOWNLOAD = {2021: "hw1_download.sh", 2022: "hw1_download.sh", 2023: "hw1_download_ckpt.sh",
             2024: "hw1_download_ckpt.sh"}
 TEMPLATE = Path(__file__).resolve().parent / "handin_files" / "predict.py"
@@ -86,7 +88,8 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
     for name, url in urls.items():
         check_url(name, url)
     needs = {name: choose_checkpoint(name, candidates, runs, given) for name, candidates in wanted.items()}
-    exported = {name: export_problem(name, path, half) for name, path in needs.items()}  # refused before writing
+    exported = {name: export_problem(name, path, half, COURSE_TORCH[year])  # refused before writing
+                for name, path in needs.items()}
     for script, (_, name, _) in calls.items():  # the year's CSV header (2021: image_id), as its script asks dlcv
         if "--id-column image_id" in script.read_text():
             exported[name][0]["id_column"] = "image_id"
@@ -114,7 +117,7 @@ def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: d
         fetch = f'bash "$here/{download}" {name} || exit 1\n' if year == 2021 else ""
         target = staging / script.name
         target.write_text(f"#!/usr/bin/env bash\n# {script_usage(script)} (written by dlcv handin)\n{HERE}{fetch}"
-                          f'python3 "$here/{name}_predict.py" "$@"\n')
+                          f'python3 -B "$here/{name}_predict.py" "$@"\n')  # -B: no __pycache__ in the folder
         target.chmod(0o755)
         written.append((script.name, script))
     for shipped in SHIPPED:
@@ -139,13 +142,23 @@ def script_usage(script: Path) -> str:
     return next(line[2:] for line in script.read_text().splitlines() if line.startswith("# DLCV"))
 
 
-def export_problem(name: str, checkpoint: Path, half: bool = False) -> tuple[dict, str, dict]:
+def export_problem(name: str, checkpoint: Path, half: bool = False, torch_version: str = "1.12"
+                   ) -> tuple[dict, str, dict]:
     """``(config, model source, state_dict)`` of problem ``name`` from its checkpoint: the model as plain torch code
-    traced at its input, and what ``predict.py`` needs to prepare it as dlcv does (``half``: see ``halved``)."""
+    for ``torch_version``, traced at its input, and what ``predict.py`` needs to prepare it as dlcv does (``half``:
+    see ``halved``).
+
+    Raises:
+        DlcvError: the model cannot be plain torch code for ``torch_version`` (``plain_source``), naming the
+            checkpoint.
+    """
     task, mode = PROBLEMS[name]
     model, recipe, example = checkpoint_model(checkpoint, task)
     config = import_module(f"dlcv.{task}").handin_config(recipe)
-    source, state, any_size, any_batch = plain_source(model, example)
+    try:
+        source, state, any_size, any_batch = plain_source(model, example, torch_version)
+    except DlcvError as exc:
+        raise DlcvError(f"{checkpoint}: {exc}") from None
     config.update({"task": mode, "model": f"{name}_model", "weights": f"{name}.pth", "batch": len(example),
                    "any_batch": any_batch, "side": None if any_size else example.shape[-1],
                    "mean": list(recipe.data.mean), "std": list(recipe.data.std), "tta": recipe.train.tta,

@@ -117,7 +117,7 @@ _BY_OBJECT = {getattr(F, name.rsplit(".", 1)[1]): name for name in {*NEWER_FUNCT
 
 
 def older_equivalent(target, kwargs: dict, torch_version: tuple[int, int]):
-    """The older equivalent to call instead of ``target`` with ``kwargs`` where ``torch_version`` lacks it, else None."""
+    """The older equivalent to call for ``target`` with ``kwargs`` where ``torch_version`` lacks it, else None."""
     name = _BY_OBJECT.get(target)
     if name is None:
         return None

@@ -100,7 +100,7 @@ def report(args) -> None:
 
 
 def handin(args) -> None:
-    from dlcv.handin import handin
+    from dlcv.handin import COURSE_TORCH, handin
 
     given = _pairs(args.checkpoint, "--checkpoint", "p1=runs/p1_model_b/best.ckpt")
     urls = _pairs(args.url, "--url", "seg=https://www.dropbox.com/s/.../seg.pth?dl=1")
@@ -111,7 +111,8 @@ def handin(args) -> None:
         shown = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
         print(f"  {name:<{width}}  {shown:>9}  from {source}")
     print(f"wrote {args.output}: {len(rows)} files, {sum(size for _, size, _ in rows) / 1e6:.1f} MB; it needs only "
-          "torch, torchvision, numpy and Pillow: bash hw1_1.sh ... from any folder")
+          f"torch {COURSE_TORCH[args.year]} or later (the {args.year} course's), numpy and Pillow: bash hw1_1.sh ... "
+          "from any folder")
     unfetched = sorted(name for name, *_ in rows if name.endswith(".pth") and name[:-4] not in urls)
     if unfetched:
         print(f"note: no --url NAME=URL for {', '.join(unfetched)}: the download script says where to put each")
