@@ -178,6 +178,8 @@ def trace(model: nn.Module, example: torch.Tensor, torch_version: tuple[int, int
     except Exception as exc:  # noqa: BLE001 -- fx raises many kinds for what it cannot trace
         raise DlcvError(f"{type(model).__name__}: cannot be traced to plain torch ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:160]})") from None
+    finally:
+        tracer.values.clear()  # every activation of the trace: freed now, not when the collector finds the cycle
     _drop_fixed_arguments(graph)
     return torch.fx.GraphModule(model, graph)
 
@@ -468,7 +470,7 @@ def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False, tor
     model, recipe, example = checkpoint_model(checkpoint)
     result = {"output": output, "side": example.shape[-1], "torch": torch_version}
     if fmt == "onnx":
-        difference, any_batch = _onnx(model, example, output, torch_version)
+        difference, any_batch = write_onnx(model, example, output, torch_version)
         return {**result, "difference": difference, "any_size": False, "batch": None if any_batch else len(example)}
     source, state, any_size, any_batch = plain_source(model, example, torch_version)
     with staged_folder(output, overwrite, inputs=(checkpoint,), kind="plain torch model") as staging:
@@ -498,7 +500,7 @@ def _plain_difference(folder, model, inputs: list[torch.Tensor]) -> float:
     return max((_outputs(net.eval(), x) - _outputs(model, x)).abs().max().item() for x in inputs)
 
 
-def _onnx(model, example, output, torch_version: str) -> tuple[float, bool]:
+def write_onnx(model, example, output, torch_version: str) -> tuple[float, bool]:
     """Write the traced model as ONNX, with a dynamic batch where the trace takes any batch; return onnxruntime's
     largest difference from ``model`` (at two batches, else at the one) and whether the batch is dynamic."""
     try:

@@ -273,13 +273,12 @@ def predict_masks(folder, output):
     check_one_size([tiles[i] for i in ids])
     fresh = not output.exists()
     target = output.with_name(".{}.dlcv-staging-{}".format(output.name, os.getpid())) if fresh else output
-    if fresh:
-        make_parent(output)
-        try:
-            os.mkdir(str(target), 0o777 & ~current_umask())
-        except OSError as exc:
-            raise write_error(output, exc) from None
     try:
+        if fresh:
+            make_parent(output)
+            os.mkdir(str(target), 0o777 & ~current_umask())
+        else:  # claimed first: a run stopped half-way leaves masks its manifest lists, which a rerun replaces
+            write_manifest(target, set(earlier) | set(names))
         dev = device()
         step, net = batch_size(dev), load_model(dev)
         with torch.no_grad(), autocast(dev):
