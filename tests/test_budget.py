@@ -70,7 +70,6 @@ class _Scorer(torch.nn.Module):
     it answers the plan's probe as every task does (``BaseTask.on_validation_batch_end``)."""
 
     on_validation_batch_end = BaseTask.on_validation_batch_end
-    final_classes = BaseTask.final_classes
 
     def __init__(self, clock: Clock, final: float = 0.0):
         super().__init__()

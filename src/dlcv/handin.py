@@ -16,7 +16,7 @@ import torch
 
 from dlcv import __version__
 from dlcv.errors import DlcvError
-from dlcv.export import checkpoint_model, plain_source
+from dlcv.export import DEFAULT_TORCH, checkpoint_model, plain_source
 from dlcv.files import MANIFEST, atomic_path
 from dlcv.io import staged_folder
 from dlcv.runs import RunFolder
@@ -51,9 +51,9 @@ def choose_checkpoint(name: str, candidates: list[str], runs: Path, given: dict[
 
 # What each checkpoint name predicts, as the course runs it: (task of its checkpoint, predict.py's mode).
 PROBLEMS = {"p1": ("classify", "folder"), "ssl": ("classify", "csv"), "seg": ("segment", "masks")}
-# The download script's name by year (2021: each script fetches what it loads itself).
 # The torch of the course's grading machine by year (HANDIN.md): the exported models run on it.
 COURSE_TORCH = {2021: "1.4", 2022: "1.12", 2023: "1.12", 2024: "2.4"}
+# The download script's name by year (2021: each script fetches what it loads itself).
 DOWNLOAD = {2021: "hw1_download.sh", 2022: "hw1_download.sh", 2023: "hw1_download_ckpt.sh",
             2024: "hw1_download_ckpt.sh"}
 TEMPLATE = Path(__file__).resolve().parent / "handin_files" / "predict.py"
@@ -142,7 +142,7 @@ def script_usage(script: Path) -> str:
     return next(line[2:] for line in script.read_text().splitlines() if line.startswith("# DLCV"))
 
 
-def export_problem(name: str, checkpoint: Path, half: bool = False, torch_version: str = "1.12"
+def export_problem(name: str, checkpoint: Path, half: bool = False, torch_version: str = DEFAULT_TORCH
                    ) -> tuple[dict, str, dict]:
     """``(config, model source, state_dict)`` of problem ``name`` from its checkpoint: the model as plain torch code
     for ``torch_version``, traced at its input, and what ``predict.py`` needs to prepare it as dlcv does (``half``:
@@ -290,6 +290,7 @@ fetch() {{  # NAME FILE SHA256 TOOL URL
     fi
     if [ ! -f "$part" ] || [ "$(sha256 "$part")" != "$3" ]; then
         echo "$2: the download from $5 is not the file dlcv handin wrote (sha256 differs); check the link" >&2
+        python3 -c 'import os, sys; os.path.exists(sys.argv[1]) and os.remove(sys.argv[1])' "$part"
         return 1
     fi
     python3 -c 'import os, sys; os.replace(sys.argv[1], sys.argv[2])' "$part" "$path" || return 1

@@ -77,12 +77,6 @@ class BaseTask(L.LightningModule):
         """Predicted classes of a final-set batch, as the trained model predicts (the recipe's ``tta``)."""
         raise NotImplementedError
 
-    def final_classes(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``final_predictions`` without the training autocast Lightning's test step runs under: in the model's own
-        dtype (float32 but for ``*-true`` precisions), as ``predict`` predicts by default."""
-        with torch.autocast(self.device.type, enabled=False):
-            return self.final_predictions(x, y)
-
     def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
         """When the plan asks (the budget pricing the final scoring), predict this batch again as ``trainer.test``
         does (its autocast, its test-time augmentation) and answer with the seconds it took."""
@@ -92,12 +86,12 @@ class BaseTask(L.LightningModule):
         x, y = batch
         start = self.plan.now(self.device)
         with self.trainer.precision_plugin.test_step_context():
-            self.final_classes(x, y)
+            self.final_predictions(x, y)
         self.plan.probe_seconds = self.plan.now(self.device) - start
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        self.test_confusion.update(self.final_classes(x, y), y)
+        self.test_confusion.update(self.final_predictions(x, y), y)
 
     def on_test_epoch_end(self):
         self.final_confusion = self.test_confusion.compute().cpu().numpy().astype(np.int64)  # over all processes
