@@ -4,8 +4,10 @@ autocast of the model's training precision (``--autocast``), side by side on the
 
 Usage (nothing else running): python benchmarks/predict_precision.py --p1 RUN/best.ckpt --seg RUN/best.ckpt
        [--data ../shared/data/hw1_data] [--tiles 64] [--rounds 3]
-A p1 checkpoint predicts the 2,500 ``val_50`` images; a segmentation one the first ``--tiles`` validation tiles,
-through the functions ``dlcv classify predict`` and ``dlcv segment predict`` call. Fastest of ``--rounds``.
+A classification checkpoint (``--p1``: model A or B, or a fine-tuned ResNet) predicts the 2,500 ``val_50`` images
+(resized to its ``data.image_size``, as its run read its images); a segmentation one the first ``--tiles``
+validation tiles, through the functions ``dlcv classify predict`` and ``dlcv segment predict`` call. Fastest of
+``--rounds``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ sys.path.insert(0, str(REPO / "src"))
 from machine import header  # noqa: E402
 
 from dlcv.classify import load_classifier, predict_scores  # noqa: E402
-from dlcv.data.images import decode_images, load_image_stack  # noqa: E402
+from dlcv.data.images import decode_images, load_resized_stack  # noqa: E402
 from dlcv.data.p2 import find_images  # noqa: E402
 from dlcv.files import list_images  # noqa: E402
 from dlcv.runtime import cpu_computes_bf16_fast, inference_device, resolve_precision  # noqa: E402
@@ -52,7 +54,8 @@ def main() -> None:
     device = inference_device()
     if args.p1:
         model, recipe = load_classifier(args.p1)
-        images = np.asarray(load_image_stack(list_images(args.data / "p1_data" / "val_50"), use_cache=False))
+        images = np.asarray(load_resized_stack(list_images(args.data / "p1_data" / "val_50"), recipe.data.image_size,
+                                               use_cache=False))  # at data.image_size, as the run read its images
         print(f"p1: {recipe.model.name} {recipe.model.args.get('arch', '')}, trained in {recipe.train.precision} "
               f"(on this machine: {resolve_precision(recipe.train.precision, device.type)}), tta {recipe.train.tta}; "
               f"bf16 units here: {cpu_computes_bf16_fast()}")
