@@ -6,8 +6,9 @@ grading machine's stand-in), the ONNX export's, and the export's time.
 
 Usage: python benchmarks/export_families.py [--python /usr/bin/python3] [--work /tmp/export_families]
     [--torch 1.12] [--only NAME,...]
-Each family is built at full size with random weights (the arithmetic is the architecture's), traced at its recipe's
-input size and a batch of 4.
+Each family is built at full size with random weights (the arithmetic is the architecture's), its batch norms
+calibrated on random inputs, traced at its recipe's input size and a batch of 4. The test suite runs the same
+families small (``families(small=True)``: tests/test_export.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ EXTRA = {  # name -> (library, arguments, side, kind)
     "segformer_b2": ("smp", {"arch": "Segformer", "encoder_name": "mit_b2", "encoder_weights": None}, 512,
                      "segment"),
 }
+# Small: the largest shipped variants as a smaller sibling of the same code, segmenters at 64 pixels (any size is
+# theirs), and the extra families in their smallest forms.
+SMALLER = {"tf_efficientnetv2_m": "tf_efficientnetv2_b0", "tf_efficientnetv2_s": "tf_efficientnetv2_b0",
+           "resnet101": "resnet18", "resnet50": "resnet18", "tf_efficientnet_lite2": "tf_efficientnet_lite0"}
+EXTRA_SMALL = {
+    "vit": ("timm", {"model_name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 4}, 32, "classify"),
+    "beit": ("timm", {"model_name": "beit_base_patch16_224", "img_size": 32, "patch_size": 4, "depth": 1,
+                      "embed_dim": 48, "num_heads": 2}, 32, "classify"),
+    "convnext": ("timm", {"model_name": "convnext_atto"}, 32, "classify"),
+    "swin": ("timm", {"model_name": "swin_tiny_patch4_window7_224", "img_size": 32, "window_size": 4, "embed_dim": 24,
+                      "depths": (1, 1, 1, 1), "num_heads": (1, 2, 2, 2)}, 32, "classify"),
+    "regnet": ("timm", {"model_name": "regnetx_002"}, 32, "classify"),
+    "segformer": ("smp", {"arch": "Segformer", "encoder_name": "mit_b0", "encoder_weights": None}, 64, "segment"),
+}
 CHECK = """
 import importlib.util, json, sys, torch
 folder = sys.argv[1]
@@ -59,22 +74,26 @@ print(json.dumps({"torch": torch.__version__, "checks": out}))
 """
 
 
-def families(only: set[str] | None):
-    """``(name, kind, build, side)``: every shipped recipe's model, then ``EXTRA``."""
+def families(only: set[str] | None = None, small: bool = False):
+    """``(name, kind, build, side)``: every shipped recipe's model, then ``EXTRA`` (``small``: ``SMALLER`` and
+    ``EXTRA_SMALL``); ``build()`` makes it with random weights."""
     import segmentation_models_pytorch as smp
     import timm
 
+    smaller = SMALLER if small else {}
     found = []
     for config in sorted([*(REPO / "configs" / "p1").glob("*.yaml"), *(REPO / "configs" / "seg").glob("*.yaml"),
                           *(REPO / "configs" / "ssl").glob("finetune*.yaml")]):
         kind = "segment" if config.parent.name == "seg" else "classify"
         recipe = load_recipe(RECIPES[kind], config)
-        args = {k: v for k, v in recipe.model.args.items() if k not in ("weights", "backbone_weights",
-                                                                         "encoder_weights")}
-        side = SEG_SIDE.get(config.stem, 512) if kind == "segment" else recipe.input_side()
+        args = {k: smaller.get(v, v) if isinstance(v, str) else v for k, v in recipe.model.args.items()
+                if k not in ("weights", "backbone_weights", "encoder_weights")}
+        if args.get("encoder", "").removeprefix("tu-") in smaller:
+            args["encoder"] = "tu-" + smaller[args["encoder"].removeprefix("tu-")]
+        side = (64 if small else SEG_SIDE.get(config.stem, 512)) if kind == "segment" else recipe.input_side()
         found.append((f"{config.parent.name}/{config.stem}", kind, lambda n=recipe.model.name, a=args, k=kind:
                       create_model(n, num_classes=7 if k == "segment" else 50, kind=k, **a), side))
-    for name, (library, args, side, kind) in EXTRA.items():
+    for name, (library, args, side, kind) in (EXTRA_SMALL if small else EXTRA).items():
         build = (lambda a=args: timm.create_model(**a, num_classes=50)) if library == "timm" else (
             lambda a=args: smp.create_model(**a, classes=7))
         found.append((name, kind, build, side))

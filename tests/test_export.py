@@ -115,22 +115,6 @@ def test_the_plain_code_says_whether_it_takes_any_batch():
     assert plain_source(Fixed(), torch.rand(4, 2, 3, 3))[3] is False
 
 
-# Every shipped recipe's model family, at its recipe's input side (segmenters at 64 pixels, any size being theirs),
-# the largest variants as a smaller sibling of the same code (EfficientNetV2-M as -B0, BEiT-base as a one-block BEiT,
-# ResNet-101 as ResNet-18); and the families of the best public solutions that no recipe ships (ViT, ConvNeXt, Swin,
-# RegNet, Segformer).
-SMALLER = {"tf_efficientnetv2_m": "tf_efficientnetv2_b0", "tf_efficientnetv2_s": "tf_efficientnetv2_b0",
-           "resnet101": "resnet18", "resnet50": "resnet18", "tf_efficientnet_lite2": "tf_efficientnet_lite0"}
-EXTRA = {  # name -> (timm or smp builder arguments, side, kind)
-    "vit": ("timm", {"model_name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 4}, 32, "classify"),
-    "beit": ("timm", {"model_name": "beit_base_patch16_224", "img_size": 32, "patch_size": 4, "depth": 1,
-                      "embed_dim": 48, "num_heads": 2}, 32, "classify"),
-    "convnext": ("timm", {"model_name": "convnext_atto"}, 32, "classify"),
-    "swin": ("timm", {"model_name": "swin_tiny_patch4_window7_224", "img_size": 32, "window_size": 4, "embed_dim": 24,
-                      "depths": (1, 1, 1, 1), "num_heads": (1, 2, 2, 2)}, 32, "classify"),
-    "regnet": ("timm", {"model_name": "regnetx_002"}, 32, "classify"),
-    "segformer": ("smp", {"arch": "Segformer", "encoder_name": "mit_b0", "encoder_weights": None}, 64, "segment"),
-}
 RUN_UNDER = """
 import importlib.util, sys, torch
 for folder in sys.stdin:  # one family's folder a line: its model.py, weights.pth and io.pt
@@ -155,59 +139,32 @@ for folder in sys.stdin:  # one family's folder a line: its model.py, weights.pt
 TOLERANCE = {"seg/deeplabv3": 1e-3}
 
 
-def _families():
-    """``(name, kind, build, side)`` of every family above; ``build()`` makes it with random weights."""
-    import segmentation_models_pytorch as smp
-    import timm
-    from conftest import REPO
-
-    from dlcv.config import load_recipe
-    from dlcv.models.registry import create_model
-    from dlcv.recipes import RECIPES
-
-    found = []
-    for config in sorted([*(REPO / "configs" / "p1").glob("*.yaml"), *(REPO / "configs" / "seg").glob("*.yaml"),
-                          *(REPO / "configs" / "ssl").glob("finetune*.yaml")]):
-        kind = "segment" if config.parent.name == "seg" else "classify"
-        recipe = load_recipe(RECIPES[kind], config)
-        args = {k: SMALLER.get(v, v) if isinstance(v, str) else v for k, v in recipe.model.args.items()
-                if k not in ("weights", "backbone_weights", "encoder_weights")}
-        if args.get("encoder", "").removeprefix("tu-") in SMALLER:
-            args["encoder"] = "tu-" + SMALLER[args["encoder"].removeprefix("tu-")]
-        side = 64 if kind == "segment" else recipe.input_side()
-        found.append((f"{config.parent.name}/{config.stem}", kind, lambda n=recipe.model.name, a=args, k=kind:
-                      create_model(n, num_classes=7 if k == "segment" else 50, kind=k, **a), side))
-    for name, (library, args, side, kind) in EXTRA.items():
-        build = (lambda a=args: timm.create_model(**a, num_classes=50)) if library == "timm" else (
-            lambda a=args: smp.create_model(**a, classes=7))
-        found.append((name, kind, build, side))
-    return found
-
-
 @pytest.mark.slow
 def test_every_model_family_exports_for_the_course_torch_and_runs_there_at_any_batch(tmp_path, course_python):
-    """Each family, traced at a batch of 4 for torch 1.12, runs under Debian's torch 1.13 at batches of 1 and 3:
-    outputs within 1e-4 of the model's own (of its largest output, where that is over 1; ``TOLERANCE`` names the one
-    exception), and a label (per pixel for a segmenter) differs only where the model's own top two classes lie
-    within that of each other: a near tie of random weights, not a different computation."""
+    """Every shipped recipe's model family (the largest as a smaller sibling) and ViT, BEiT, ConvNeXt, Swin, RegNet
+    and Segformer, small (``benchmarks/export_families.py``), each traced at a batch of 4 for torch 1.12, runs under
+    Debian's torch 1.13 at batches of 1 and 3: outputs within 1e-4 of the model's own (of its largest output,
+    where that is over 1; ``TOLERANCE`` names the one exception), and a label (per pixel for a segmenter) differs
+    only where the model's own top two classes lie within that of each other: a near tie of random weights, not a
+    different computation."""
     import subprocess
+    import sys
+
+    from conftest import REPO
 
     from dlcv.export import plain_source
 
-    families = _families()
-    assert len(families) >= 20
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from export_families import calibrated, families  # the benchmark's families, small
+
+    small = families(small=True)
+    assert len(small) >= 20
     checker = subprocess.Popen([str(course_python), "-c", RUN_UNDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                text=True)  # one interpreter for every family: torch imported once
     try:
-        for name, kind, build, side in families:
+        for name, kind, build, side in small:
             torch.manual_seed(0)
-            model = build().train()  # batch norms' statistics of random inputs: random weights' activations stay sane
-            for norm in (m for m in model.modules() if hasattr(m, "running_mean") and hasattr(m, "momentum")):
-                norm.reset_running_stats()
-                norm.momentum = None
-            with torch.no_grad():
-                model(torch.randn(8, 3, side, side))
-            model.eval()
+            model = calibrated(build(), side)
             x = torch.randn(4, 3, side, side)
             source, state, _, any_batch = plain_source(model, x, "1.12")
             assert any_batch, name
