@@ -3,8 +3,9 @@
 The model class and state_dict beside this file (``CONFIG``) predict as the source checkpoint's ``dlcv ... predict``:
 the inputs found and decoded by dlcv's own ``files.py``, the views averaged by its ``tta.py`` (both beside this file),
 in float32 unless the folder was written with ``dlcv handin --autocast``. Outputs keep dlcv's rules: never an input,
-one of this folder's files or a file this script did not write; each written to a temporary name and renamed.
-Python 3.6 or later; torch 1.4 or later (1.10 with --autocast; 1.11 where a segmenter resizes its tiles on a GPU).
+one of this folder's files or a file this script did not write; each written to a temporary name and renamed. Bad
+input is refused before torch is imported. Python 3.6 or later; torch 1.4 or later (1.10 with --autocast; 1.11 where
+a segmenter resizes its tiles on a GPU).
 """
 import argparse
 import contextlib
@@ -20,8 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from files import (
     MANIFEST,
     DlcvError,
@@ -44,7 +43,6 @@ from files import (
     written_by_dlcv,
 )
 from PIL import Image
-from tta import predict_logits, predict_probs
 
 CONFIG = {}  # filled in by dlcv handin: the task, the model, its input and its test-time augmentation
 HERE = Path(os.path.abspath(__file__)).parent
@@ -56,6 +54,8 @@ COLOURS = np.array([(0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0
 # --- the model ---------------------------------------------------------------------------------------------
 def load_model(device):
     """The plain model with its weights, on ``device``, for inference."""
+    import torch  # here, not at the top: bad input is refused before torch's import
+
     weights = HERE / CONFIG["weights"]
     if not weights.is_file():
         raise DlcvError("{} is missing: run the download script first ({})".format(weights, CONFIG["download"]))
@@ -71,12 +71,16 @@ def load_model(device):
 
 
 def device():
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def autocast(device):
     """Float32 (no autocast) unless ``dlcv handin --autocast``; then ``dlcv ... predict --autocast``'s: below float32
     on a GPU, its half type (bf16 where it computes bf16); bf16 on a bf16 CPU for a bf16-trained model."""
+    import torch
+
     precision = CONFIG["precision"]
     if not CONFIG["autocast"] or precision.startswith(("32", "64")):
         return contextlib.suppress()  # nothing to suppress: a context that changes nothing, in Python 3.6 too
@@ -101,6 +105,8 @@ def batch_size(device):
 
 def run(net, x):
     """The model on ``x``: whole where it takes any batch, else in batches of its traced size (the last one padded)."""
+    import torch
+
     size, out = CONFIG["batch"], []
     if CONFIG["side"] and tuple(x.shape[-2:]) != (CONFIG["side"], CONFIG["side"]):
         raise DlcvError("the model was exported for {0}x{0} inputs, not {1}x{2}".format(CONFIG["side"],
@@ -119,6 +125,8 @@ def run(net, x):
 def normalise(images, device):
     """uint8 (N, H, W, 3) -> (N, 3, H, W) floats, as the model was trained: x * scale + shift per channel, with
     dlcv's float32 scale 1 / (255 std) and shift -mean / std."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float()
     scale = torch.tensor([1.0 / (255.0 * s) for s in CONFIG["std"]], dtype=torch.float32, device=device)
     shift = torch.tensor([-m / s for m, s in zip(CONFIG["mean"], CONFIG["std"])], dtype=torch.float32,
@@ -128,6 +136,10 @@ def normalise(images, device):
 
 def classify(images, device):
     """Labels of uint8 (N, H, W, 3) images."""
+    import torch
+    import torch.nn.functional as F
+    from tta import predict_logits
+
     net, labels, step = load_model(device), [], batch_size(device)
     with torch.no_grad(), autocast(device):
         for i in range(0, len(images), step):
@@ -143,6 +155,9 @@ def classify(images, device):
 def segment_input(tiles, device):
     """uint8 (B, H, W, 3) tiles -> the model's input at the evaluation size: resized as uint8 on a CPU (as dlcv;
     Pillow's before torch 2.1), else as floats."""
+    import torch
+    import torch.nn.functional as F
+
     size = CONFIG["eval_size"]
     if size and tuple(tiles.shape[1:3]) != (size, size):
         if device.type != "cpu":
@@ -273,6 +288,9 @@ def predict_masks(folder, output):
     check_one_size([tiles[i] for i in ids])
     fresh = not output.exists()
     target = output.with_name(".{}.dlcv-staging-{}".format(output.name, os.getpid())) if fresh else output
+    import torch
+    from tta import predict_probs
+
     try:
         if fresh:
             make_parent(output)
