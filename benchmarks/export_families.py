@@ -47,6 +47,7 @@ EXTRA = {  # name -> (library, arguments, side, kind)
 # theirs), and the extra families in their smallest forms.
 SMALLER = {"tf_efficientnetv2_m": "tf_efficientnetv2_b0", "tf_efficientnetv2_s": "tf_efficientnetv2_b0",
            "resnet101": "resnet18", "resnet50": "resnet18", "tf_efficientnet_lite2": "tf_efficientnet_lite0"}
+STANDS_FOR = {"p1/r3_model_b": "beit"}  # small: a recipe whose family timm has at one size only, by its one block
 EXTRA_SMALL = {
     "vit": ("timm", {"model_name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 4}, 32, "classify"),
     "beit": ("timm", {"model_name": "beit_base_patch16_224", "img_size": 32, "patch_size": 4, "depth": 1,
@@ -75,8 +76,8 @@ print(json.dumps({"torch": torch.__version__, "checks": out}))
 
 
 def families(only: set[str] | None = None, small: bool = False):
-    """``(name, kind, build, side)``: every shipped recipe's model, then ``EXTRA`` (``small``: ``SMALLER`` and
-    ``EXTRA_SMALL``); ``build()`` makes it with random weights."""
+    """``(name, kind, build, side)``: every shipped recipe's model, then ``EXTRA`` (``small``: ``SMALLER``,
+    ``STANDS_FOR`` and ``EXTRA_SMALL``); ``build()`` makes it with random weights."""
     import segmentation_models_pytorch as smp
     import timm
 
@@ -85,6 +86,8 @@ def families(only: set[str] | None = None, small: bool = False):
     for config in sorted([*(REPO / "configs" / "p1").glob("*.yaml"), *(REPO / "configs" / "seg").glob("*.yaml"),
                           *(REPO / "configs" / "ssl").glob("finetune*.yaml")]):
         kind = "segment" if config.parent.name == "seg" else "classify"
+        if small and f"{config.parent.name}/{config.stem}" in STANDS_FOR:
+            continue
         recipe = load_recipe(RECIPES[kind], config)
         args = {k: smaller.get(v, v) if isinstance(v, str) else v for k, v in recipe.model.args.items()
                 if k not in ("weights", "backbone_weights", "encoder_weights")}
