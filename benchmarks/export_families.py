@@ -43,8 +43,8 @@ EXTRA = {  # name -> (library, arguments, side, kind)
     "segformer_b2": ("smp", {"arch": "Segformer", "encoder_name": "mit_b2", "encoder_weights": None}, 512,
                      "segment"),
 }
-# Small: the largest shipped variants as a smaller sibling of the same code, segmenters at 64 pixels (any size is
-# theirs), and the extra families in their smallest forms.
+# Small: the largest shipped variants as a smaller sibling of the same code, every recipe's model at 64 pixels (at
+# most: the course's 32 where its recipe says so), and the extra families in their smallest forms.
 SMALLER = {"tf_efficientnetv2_m": "tf_efficientnetv2_b0", "tf_efficientnetv2_s": "tf_efficientnetv2_b0",
            "resnet101": "resnet18", "resnet50": "resnet18", "tf_efficientnet_lite2": "tf_efficientnet_lite0"}
 STANDS_FOR = {"p1/r3_model_b": "beit"}  # small: a recipe whose family timm has at one size only, by its one block
@@ -93,7 +93,8 @@ def families(only: set[str] | None = None, small: bool = False):
                 if k not in ("weights", "backbone_weights", "encoder_weights")}
         if args.get("encoder", "").removeprefix("tu-") in smaller:
             args["encoder"] = "tu-" + smaller[args["encoder"].removeprefix("tu-")]
-        side = (64 if small else SEG_SIDE.get(config.stem, 512)) if kind == "segment" else recipe.input_side()
+        full = SEG_SIDE.get(config.stem, 512) if kind == "segment" else recipe.input_side()
+        side = min(64, full) if small else full
         found.append((f"{config.parent.name}/{config.stem}", kind, lambda n=recipe.model.name, a=args, k=kind:
                       create_model(n, num_classes=7 if k == "segment" else 50, kind=k, **a), side))
     for name, (library, args, side, kind) in (EXTRA_SMALL if small else EXTRA).items():
