@@ -234,9 +234,10 @@ sys.exit(main(argv))
 """
 
 
-def wait_parked(process: subprocess.Popen) -> str:
-    """Read ``process``'s stdout (a ``budget_fit`` with ``park``) until it announces that it has parked, then kill
-    it there; returns what it printed. A process that ends without parking fails the test with its stderr."""
+def wait_parked(process: subprocess.Popen, signum: int = signal.SIGKILL) -> str:
+    """Read ``process``'s stdout (a ``budget_fit`` with ``park``) until it announces that it has parked, then end it
+    there by ``signum`` (SIGTERM: as SLURM preempts a job, which dlcv ends with exit status 143); returns what it
+    printed. A process that ends without parking fails the test with its stderr."""
     lines = []
     try:
         for line in process.stdout:
@@ -246,9 +247,9 @@ def wait_parked(process: subprocess.Popen) -> str:
         else:
             pytest.fail("the run ended before its parking point:\n" + process.communicate()[1][-2000:])
     finally:
-        process.kill()
-        process.communicate()
-    assert process.returncode == -signal.SIGKILL
+        process.send_signal(signum)
+        err = process.communicate(timeout=120)[1]
+    assert process.returncode == (-signum if signum == signal.SIGKILL else 128 + signum), err[-2000:]
     return "".join(lines)
 
 

@@ -3,6 +3,7 @@ exact resume after SIGKILL; two-process DDP with gathered validation metrics."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -230,13 +231,15 @@ def bigger_p1(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(bigger_p1, tmp_path):
+def test_a_run_stopped_by_sigterm_mid_epoch_resumes_to_the_same_final_metrics(bigger_p1, tmp_path):
+    """The SLURM preemption case: SIGTERM mid-epoch (dlcv ends at once, exit 143; SIGKILL after a grace period
+    leaves the same files), then --resume."""
     recipe = tmp_path / "resume.yaml"
     recipe.write_text(RESUME_RECIPE)
     # The uninterrupted run and the one to be killed side by side (one thread each, deterministic).
     straight = _fit_process(bigger_p1, recipe, tmp_path / "straight")
     runs = tmp_path / "killed"
-    wait_parked(_fit_process(bigger_p1, recipe, runs, park=(2, 5)))  # the sixth batch of epoch 3
+    wait_parked(_fit_process(bigger_p1, recipe, runs, park=(2, 5)), signal.SIGTERM)  # the sixth batch of epoch 3
     out, err = straight.communicate(timeout=600)
     assert straight.returncode == 0, err
     expected = _last_row(tmp_path / "straight" / "resume")

@@ -6,7 +6,18 @@ import reprlib
 
 from dlcv.files import DlcvError  # defined there, so that the hand-in's copy of that module raises it too
 
-__all__ = ["DlcvError", "exception_line", "listed", "mismatch_message", "shown"]
+__all__ = ["DlcvError", "Stopped", "exception_line", "listed", "mismatch_message", "shown"]
+
+
+class Stopped(BaseException):
+    """A command ended by a signal (SIGTERM, SIGINT): its one line and its exit status, 128 plus the signal's number.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that no ``except Exception`` on the way takes it for an error.
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + int(signum)
 
 
 def listed(names: list[str], most: int = 5) -> str:

@@ -29,7 +29,7 @@ from torch import nn
 from dlcv.checkpoints import load_predictor
 from dlcv.errors import DlcvError
 from dlcv.files import atomic_path
-from dlcv.io import check_output_file, staged_folder
+from dlcv.io import check_output_file, save_torch, staged_folder
 from dlcv.models.weights import load_state_file
 from dlcv.recipes import RECIPES
 from dlcv.torch_versions import check_source, layer_is_newer, older_equivalent, version
@@ -475,7 +475,7 @@ def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False, tor
     source, state, any_size, any_batch = plain_source(model, example, torch_version)
     with staged_folder(output, overwrite, inputs=(checkpoint,), kind="plain torch model") as staging:
         (staging / "model.py").write_text(source)
-        torch.save(state, staging / "weights.pth")
+        save_torch(state, staging / "weights.pth")
         difference = _plain_difference(staging, model, _checked_batches(example, any_batch))
     return {**result, "difference": difference, "any_size": any_size, "batch": None if any_batch else len(example)}
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 
+from dlcv.errors import Stopped
 from dlcv.io import FolderLock
-from dlcv.runs import RunFolder, check_run_dir, open_run_dir, override_keys, run_recipe
+from dlcv.runs import RunFolder, check_run_dir, open_run_dir, override_keys, run_recipe, settle_replaced
 from dlcv.runtime import adopt_slurm_layout, check_devices, is_primary_process, resolve_precision
 
 
@@ -34,6 +36,8 @@ def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.P
     folders = (data, *inputs)
     with FolderLock(Path(runs_dir) / recipe.name) as lock, torch_threads(recipe.train.threads):
         lock.take()
+        if is_primary_process():
+            settle_replaced(Path(runs_dir) / recipe.name)  # what an --overwrite killed before it ended set aside
         if not resume and is_primary_process():
             check_run_dir(runs_dir, recipe.name, overwrite, inputs=folders)
         anew = resume and "train.budget" in override_keys(overrides)
@@ -94,7 +98,13 @@ class Fit:
                                 first_callbacks=(budget,) if budget else (), plan=plan,
                                 precision=resolved["precision"], **trainer_options)
         plan.begin(data.steps_per_epoch(trainer.world_size), train.epochs)  # a budget's first plan, until timed
-        trainer.fit(task, datamodule=data, ckpt_path=resume_from)
+        try:
+            trainer.fit(task, datamodule=data, ckpt_path=resume_from)
+        except (Stopped, SystemExit) as exc:
+            raise stopped_fit(exc, trainer, run) from None
+        finally:
+            if is_primary_process():
+                settle_replaced(run_dir)  # the run --overwrite replaces: gone once this one has a checkpoint, else back
         fit_seconds = time.perf_counter() - self._start
         score_best(trainer, task, data, run.best)
         if trainer.is_global_zero:
@@ -111,6 +121,26 @@ class Fit:
                 print(line, flush=True)
         trainer.strategy.barrier("summary written")  # every process leaves once it is written
         return run_dir
+
+
+def stopped_fit(exc: BaseException, trainer, run: RunFolder) -> BaseException:
+    """The one line of a fit that a signal ended (SIGTERM: exit 143, SIGINT: 130), saying how it goes on; any other
+    ``exc`` as it is. Lightning turns Ctrl-C into ``SystemExit(1)`` and its own SIGTERM handling into a
+    ``SIGTERMException``; a signal leaves the run as the last checkpoint holds it."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    if isinstance(exc, Stopped):
+        signum = exc.exit_status - 128
+    elif isinstance(exc, SIGTERMException):
+        signum = signal.SIGTERM
+    elif trainer.interrupted:
+        signum = signal.SIGINT
+    else:
+        return exc
+    after = ("--resume continues from its last checkpoint" if run.last.is_file() else
+             "it had no checkpoint yet: run the command again")
+    return Stopped(f"{run.path}: stopped by {signal.Signals(signum).name} at epoch {trainer.current_epoch + 1}; "
+                   f"{after}", signum)
 
 
 @contextlib.contextmanager

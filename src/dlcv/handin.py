@@ -17,8 +17,8 @@ import torch
 from dlcv import __version__
 from dlcv.errors import DlcvError
 from dlcv.export import DEFAULT_TORCH, checkpoint_model, plain_source
-from dlcv.files import MANIFEST, atomic_path
-from dlcv.io import staged_folder
+from dlcv.files import MANIFEST
+from dlcv.io import save_torch, staged_folder
 from dlcv.runs import RunFolder
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"  # the clone's scripts/ (the README installs editable)
@@ -198,8 +198,7 @@ def predict_source(config: dict) -> str:
 
 def save_weights(state: dict, path: Path) -> str:
     """Write ``state`` as a plain state_dict file, the same bytes for the same weights; return its sha256."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a file object: the archive is named alike each time
-        torch.save(state, handle)
+    save_torch(state, path)  # serialised in memory: the archive is named alike each time
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

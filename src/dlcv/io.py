@@ -19,6 +19,7 @@ from dlcv import __version__
 from dlcv.errors import DlcvError
 from dlcv.files import (
     MANIFEST,
+    atomic_path,
     atomic_write,
     check_not_an_input,
     check_not_special,
@@ -37,6 +38,9 @@ STAGING, OLD = "dlcv-staging", "dlcv-old"  # ``.NAME.STAGING-PID`` is filled, ``
 LOOSE_KINDS = ("demo", FIGURES)  # folders of dlcv's that take files one by one: a named output may go in them
 
 PathLike = str | os.PathLike
+# What a write into a folder meets that the checks before it cannot foresee: full disk or quota, ``ulimit -f``,
+# a read-only or locked-down folder, a failing device.
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()) -> Path:
@@ -132,7 +136,8 @@ def figures_folder(output: PathLike) -> Path:
     return make_output_folder(output, FIGURES)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of that id runs (one of another user's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -146,7 +151,7 @@ def clean_leftovers(output: Path) -> None:
     """Remove the staging and old folders killed runs left beside ``output`` (its marked ones, of dead processes)."""
     for leftover in output.parent.glob(f".{glob.escape(output.name)}.dlcv-*-*"):  # the name literally, not a pattern
         kind, _, pid = leftover.name[len(output.name) + 2 :].rpartition("-")
-        if kind not in (STAGING, OLD) or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+        if kind not in (STAGING, OLD) or not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
         if leftover.is_dir() and not leftover.is_symlink() and (kind == OLD or read_manifest(leftover) is not None):
             shutil.rmtree(leftover, ignore_errors=True)
@@ -216,7 +221,7 @@ def _staged(output: PathLike, overwrite: bool, inputs: Iterable[PathLike | None]
         mark_folder(staging, kind, files=written)
         replace_folder(staging, output)
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        if exc.errno not in WRITE_ERRORS:
             raise
         raise write_error(output, exc) from None
     finally:
@@ -224,6 +229,28 @@ def _staged(output: PathLike, overwrite: bool, inputs: Iterable[PathLike | None]
             for name in taken:  # the old output gets back what it lent, whole
                 os.replace(staging / name, output / name)
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_torch(obj, path: PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` through a temporary file beside it, written to disk, then renamed onto it.
+
+    The bytes are serialised in memory first: ``torch.save`` to a file reports a full disk or ``ulimit -f`` as an
+    unnamed ``RuntimeError``, where a plain write gives the ``OSError`` that names the file.
+
+    Raises:
+        DlcvError: the file could not be written (full disk, file size limit, read-only folder), naming ``path``;
+            an earlier ``path`` is left whole.
+    """
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(buffer.getbuffer())
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before the rename: a crash then leaves the old file or the new, whole
 
 
 def read_json(path: Path) -> dict:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import functools
+import glob
 import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,6 +204,12 @@ class RunFolder:
 
 def read_metrics(path: Path) -> list[dict]:
     """Rows of a run's metrics.csv with numbers as floats (``epoch`` as int) and empty cells as None."""
+    return read_metrics_table(path)[1]
+
+
+def read_metrics_table(path: Path) -> tuple[list[str], list[dict]]:
+    """``(columns, rows)`` of a run's metrics.csv, rows as ``read_metrics`` gives them; one line naming the file and
+    row when it is not a table of numbers with whole epochs."""
     try:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
@@ -222,11 +230,12 @@ def read_metrics(path: Path) -> list[dict]:
             except ValueError:
                 raise DlcvError(f"{path}:{line}: {key} is not a number: {value!r}") from None
             parsed[key] = None if number is not None and math.isnan(number) else number
-        if parsed["epoch"] is None:
-            raise DlcvError(f"{path}:{line}: empty epoch")
-        parsed["epoch"] = int(parsed["epoch"])
+        epoch = parsed["epoch"]
+        if epoch is None or not math.isfinite(epoch) or epoch != int(epoch) or epoch < 0:
+            raise DlcvError(f"{path}:{line}: epoch is not a whole number: {shown(row['epoch'])}")
+        parsed["epoch"] = int(epoch)
         rows.append(parsed)
-    return rows
+    return list(columns), rows
 
 
 def check_run_name(name: str, what: str = "run name") -> None:
@@ -363,6 +372,7 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: b
     if resume:
         run = RunFolder(run_dir)
         check_checkpoint(run.last, shapes)  # read whole before anything of the run changes
+        run.read_metrics()  # the rows the resumed run keeps: a malformed file is refused here, not after the changes
         if is_primary_process():
             from dlcv.config import lookup
 
@@ -374,7 +384,42 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: b
     if is_primary_process():
         run_dir = check_run_dir(runs_dir, recipe.name, overwrite, inputs)
         if run_dir.exists() and any(run_dir.iterdir()):
-            shutil.rmtree(run_dir)  # a run folder of dlcv's (checked above), replaced as asked
+            set_aside(run_dir)  # a run folder of dlcv's (checked above), replaced as asked once the new one has a checkpoint
         run_dir = make_output_folder(run_dir, "run")  # the manifest kind of a run folder (dlcv.io)
         RunFolder(run_dir).write_recipe(recipe)
     return run_dir, None
+
+
+REPLACED = "dlcv-replaced"  # ``.NAME.dlcv-replaced-PID``: the run ``--overwrite`` replaces, until the new one has a checkpoint
+
+
+def set_aside(run_dir: Path) -> Path:
+    """Move the run folder ``--overwrite`` replaces beside it, hidden, until ``settle_replaced`` decides its fate."""
+    aside = run_dir.with_name(f".{run_dir.name}.{REPLACED}-{os.getpid()}")
+    shutil.rmtree(aside, ignore_errors=True)  # a leftover of an earlier process of this pid
+    try:
+        os.replace(run_dir, aside)
+    except OSError as exc:
+        raise DlcvError(f"{run_dir}: cannot be set aside for the new run ({exc.strerror or exc})") from None
+    return aside
+
+
+def settle_replaced(run_dir: Path) -> None:
+    """Decide on the runs ``--overwrite`` set aside beside ``run_dir`` (this process's, or those of processes that
+    ended): removed once ``run_dir`` has a ``last.ckpt`` to show; otherwise put back in its place, the new run's
+    folder (its recipe and logs, no checkpoint) removed."""
+    from dlcv.io import process_alive
+
+    run_dir = Path(run_dir)
+    for aside in sorted(run_dir.parent.glob(f".{glob.escape(run_dir.name)}.{REPLACED}-*")):
+        pid = aside.name.rpartition("-")[2]
+        if not pid.isdigit() or (int(pid) != os.getpid() and process_alive(int(pid))) or not aside.is_dir():
+            continue
+        if RunFolder(run_dir).last.is_file():
+            shutil.rmtree(aside, ignore_errors=True)
+            continue
+        if run_dir.is_dir():
+            shutil.rmtree(run_dir)
+        os.replace(aside, run_dir)
+        print(f"note: {run_dir}: the new run ended before its first checkpoint; the run it was to replace is back",
+              file=sys.stderr, flush=True)

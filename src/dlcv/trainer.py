@@ -20,7 +20,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from timm.layers import convert_sync_batchnorm
 
 from dlcv.errors import DlcvError
-from dlcv.runs import RunFolder
+from dlcv.io import atomic_write, save_torch
+from dlcv.runs import RunFolder, read_metrics_table
 from dlcv.runtime import launched_nodes, resolve_precision
 
 LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node set by torchrun / SLURM
@@ -45,21 +46,24 @@ class EpochMetricsCSV(L.Callback):
         self.path, self.echo, self.plan = path, echo, plan
         self.start = time.perf_counter()
         self.columns: list[str] | None = None
+        self.rows: list[dict] = []
 
     def on_train_start(self, trainer, pl_module):
         """A resumed run keeps the rows of the epochs it resumes after and drops any later ones."""
         done = trainer.current_epoch
         if done == 0 or trainer.global_rank != 0 or not self.path.exists():
             return
-        with open(self.path, newline="") as handle:
-            rows = list(csv.reader(handle))
-        if not rows:
-            return
-        self.columns, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) <= done]
-        with open(self.path, "w", newline="") as handle:
-            csv.writer(handle).writerows([self.columns, *kept])
-        if kept:  # the clock goes on from the last kept epoch
-            self.start -= float(kept[-1][self.columns.index("seconds")])
+        columns, rows = read_metrics_table(self.path)  # the one reader: checked before the resume changed anything
+        self.columns, self.rows = columns, [row for row in rows if row["epoch"] <= done]
+        if self.rows and self.rows[-1].get("seconds") is not None:  # the clock goes on from the last kept epoch
+            self.start -= self.rows[-1]["seconds"]
+        self.write()
+
+    def write(self) -> None:
+        """metrics.csv anew, whole, through a rename: an interrupted write leaves the rows before it."""
+        if self.columns is not None:
+            with atomic_write(self.path, newline="") as handle:
+                csv.writer(handle).writerows([self.columns, *([row.get(c) for c in self.columns] for row in self.rows)])
 
     def on_train_epoch_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.global_rank != 0:
@@ -68,10 +72,8 @@ class EpochMetricsCSV(L.Callback):
         row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.perf_counter() - self.start, 1), **metrics}
         if self.columns is None:
             self.columns = list(row)
-            with open(self.path, "w", newline="") as handle:
-                csv.writer(handle).writerow(self.columns)
-        with open(self.path, "a", newline="") as handle:
-            csv.writer(handle).writerow([row.get(c, "") for c in self.columns])
+        self.rows.append(row)
+        self.write()
         if self.echo:
             # Per-class figures go to the CSV only: the line stays readable.
             shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "_iou_" not in k)
@@ -168,7 +170,7 @@ def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: in
         "num_nodes": max(train.num_nodes, launched_nodes()),  # what torchrun or srun started, if more
         "strategy": train.strategy,
         "sync_batchnorm": sync_batchnorm,
-        "plugins": [ResumeStateInLastOnly(RunFolder(run_dir).last),
+        "plugins": [RunCheckpointIO(RunFolder(run_dir).last),
                     *([TimmAwareSyncBatchNorm()] if sync_batchnorm else [])],
         "gradient_clip_val": train.gradient_clip or None,
         "precision": precision,
@@ -242,17 +244,21 @@ def wants_sync_batchnorm(train) -> bool:
 RESUME_ONLY = ("optimizer_states", "lr_schedulers", "current_model_state", "averaging_state")
 
 
-class ResumeStateInLastOnly(TorchCheckpointIO):
-    """Lightning's checkpoint writer, with the state only ``--resume`` reads in ``last`` alone: ``best.ckpt`` and
-    ``top/`` hold only what scoring and prediction read (the validated weights, the recipe)."""
+class RunCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing each file as a rename in its own folder (``dlcv.io.save_torch``: never a
+    move from ``TMPDIR``, a failed write leaves the earlier file whole and names it), with the state only ``--resume``
+    reads in ``last`` alone: ``best.ckpt`` and ``top/`` hold only what scoring and prediction read."""
 
     def __init__(self, last: Path):
         self.last = last
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
         if Path(path).resolve() != self.last.resolve():
             checkpoint = {k: v for k, v in checkpoint.items() if k not in RESUME_ONLY}
-        super().save_checkpoint(checkpoint, path, storage_options)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # top/ on its first checkpoint
+        save_torch(checkpoint, path)
 
 
 class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):

@@ -14,7 +14,7 @@ import numpy as np
 from dlcv.data.masks import MaskCodec
 from dlcv.errors import DlcvError
 from dlcv.files import read_manifest
-from dlcv.io import check_output_folder, staged_folder
+from dlcv.io import check_output_folder, save_torch, staged_folder
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
 SYNTH_KIND = "synthetic data set"  # the manifest kind of p1_data/ and p2_data/ written here (dlcv.io)
@@ -254,5 +254,5 @@ def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 2000,
                 net = models.get_model(arch, weights=None)
             except ValueError:
                 raise DlcvError(f"backbone arch {arch!r}: not a torchvision model") from None
-        torch.save(net.state_dict(), staging / "pretrain_model_SL.pt")
+        save_torch(net.state_dict(), staging / "pretrain_model_SL.pt")
     return target

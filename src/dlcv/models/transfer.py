@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 from dlcv.errors import DlcvError
-from dlcv.files import atomic_path
+from dlcv.io import save_torch
 from dlcv.models.freezing import KeepsFrozenStatistics
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
 from dlcv.models.weights import load_state_file
-from dlcv.rules import RESNETS, Fraction, Whole1
+from dlcv.rules import RESNETS, Fraction, Width
 
 
 class CentreTapConv2d(nn.Conv2d):
@@ -78,8 +78,7 @@ def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: 
         full = _resnet(arch)
     # Loading copies (into float32 CPU tensors) and proves the file loads the course's way before it is written.
     full.load_state_dict({**trunk.state_dict(), **{f"fc.{k}": v for k, v in full.fc.state_dict().items()}}, strict=True)
-    with atomic_path(path) as tmp:
-        torch.save(full.state_dict(), tmp)
+    save_torch(full.state_dict(), path)
     return Path(path)
 
 
@@ -103,7 +102,7 @@ class TransferResNet(KeepsFrozenStatistics, Classifier):
     ``freeze``: the trunk a fixed feature extractor (no gradients; its batch norm stays in evaluation mode)."""
 
     def __init__(self, num_classes: int, arch: Literal[RESNETS] = "resnet50", backbone_weights: str | None = None,
-                 freeze: bool = False, head: Literal["linear", "mlp"] = "linear", head_hidden: Whole1 = 1000,
+                 freeze: bool = False, head: Literal["linear", "mlp"] = "linear", head_hidden: Width = 1000,
                  head_dropout: Fraction = 0.5):
         super().__init__()
         self.arch = arch
