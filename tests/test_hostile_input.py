@@ -215,7 +215,7 @@ def test_a_file_name_that_is_not_text_is_refused_before_prediction(capsys, train
     folder = tmp_path / "images"
     folder.mkdir()
     shutil.copy(next((p1_data / "val_50").glob("*.png")), folder / "3_\udcff.png")  # bytes 0xff: no UTF-8 text
-    expect_error(capsys, r"images: the file name '3_\\udcff\.png' is not printable UTF-8 text; rename it",
+    expect_error(capsys, r"images/3_\\udcff\.png': not a UTF-8 name; rename it",
                  "classify", "predict", "--checkpoint", trained_run / "best.ckpt", "--images", folder,
                  "--output", tmp_path / "pred.csv")
     assert not (tmp_path / "pred.csv").exists()

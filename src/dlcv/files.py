@@ -51,8 +51,30 @@ def check_inside(folder: Path, path: Path, row: Optional[str] = None) -> Path:
     return path
 
 
+def is_utf8_name(path) -> bool:
+    """Whether ``path`` is UTF-8 text (Python gives a name's other bytes as surrogate escapes, which no CSV, page, log
+    or cache key can hold)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_utf8_name(path) -> None:
+    """Refuse ``path`` unless ``is_utf8_name``, showing it as ``repr`` does (escaped: the line holds no lone surrogate).
+
+    Raises:
+        DlcvError: ``'NAME': not a UTF-8 name; rename it``.
+    """
+    if not is_utf8_name(path):
+        raise DlcvError(f"{str(path)!r}: not a UTF-8 name; rename it")
+
+
 def _check_name(folder: Path, path: Path) -> None:
-    """Refuse a file name that is not printable text (undecodable bytes, control characters): not a CSV's text."""
+    """Refuse a file name that is not UTF-8 (``check_utf8_name``) or not printable (control characters): not a
+    CSV's text."""
+    check_utf8_name(path)
     if not path.name.isprintable():
         raise DlcvError(f"{folder}: the file name {path.name!r} is not printable UTF-8 text; rename it")
 
@@ -61,7 +83,7 @@ def list_images(folder) -> List[Path]:
     """The image files (``IMAGE_SUFFIXES``, any case) of ``folder``, sorted by file name.
 
     Raises:
-        DlcvError: no such folder, no images, a name that is not printable text, a link leaving the folder.
+        DlcvError: no such folder, no images, a name that is not UTF-8 or not printable, a link leaving the folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -71,9 +93,9 @@ def list_images(folder) -> List[Path]:
     if not files:
         raise DlcvError(f"{folder}: the folder holds no images (.png, .jpg)")
     for path in files:
+        _check_name(folder, path)  # before the link check, whose message shows the name as it is
         if path.is_symlink():
             check_inside(folder, path)
-        _check_name(folder, path)
     return files
 
 
@@ -82,16 +104,16 @@ def unique_ids(folder: Path, pattern) -> Dict[str, Path]:
 
     Raises:
         DlcvError: two files of one id differing only in case or extension (one would silently stand for the
-            two), a name that is not printable text, or a link leaving the folder.
+            two), a name that is not UTF-8 or not printable, or a link leaving the folder.
     """
     found = {}  # type: Dict[str, Tuple[str, Path]]
     for path in sorted(folder.iterdir()):
         match = pattern.match(path.name)
         if not (match and path.is_file()):
             continue
+        _check_name(folder, path)  # before the link check, whose message shows the name as it is
         if path.is_symlink():
             check_inside(folder, path)
-        _check_name(folder, path)
         name = match.group(1)
         first, other = found.setdefault(name.casefold(), (name, path))
         if other is not path:

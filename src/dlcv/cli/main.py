@@ -3,38 +3,71 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 from dlcv.cli.parser import build_parser
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, Stopped
+from dlcv.files import check_utf8_name
+
+STOPPED = "stopped by {name} before the command ended; what it had not finished was not written"
+
+
+def stop_on_signal(signum, frame) -> None:
+    """SIGTERM ends a command as Ctrl-C does (its writes undone by their ``finally``), with exit status 143."""
+    raise Stopped(STOPPED.format(name=signal.Signals(signum).name), signum)
+
+
+def check_arguments(args) -> None:
+    """Refuse, before any command runs, an argument (a path: --data, --runs, --output...) that is not UTF-8."""
+    for value in vars(args).values():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_utf8_name(text)
+
+
+def say_error(text: str) -> None:
+    """``dlcv: error: TEXT`` on stderr, a character its encoding lacks (a name's undecodable byte) escaped."""
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    print(f"dlcv: error: {text}".encode(encoding, "backslashreplace").decode(encoding), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one ``dlcv`` command; a ``DlcvError`` is one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set a signal's handler
+    previous = signal.signal(signal.SIGTERM, stop_on_signal) if main_thread else None
     try:
+        check_arguments(args)
         args.handler(args)
     except DlcvError as exc:
-        print(f"dlcv: error: {exc}", file=sys.stderr)
+        say_error(str(exc))
         return 2
+    except Stopped as exc:
+        print(f"dlcv: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_status
     except BrokenPipeError:  # the reader left (``dlcv keys classify | head``): nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush into the closed pipe at exit
         return 0
     except OSError as exc:  # a file the checks could not foresee (permissions, a full disk, a vanished file)
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"dlcv: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        say_error(f"{where}{exc.strerror or exc}")
         return 2
     except KeyboardInterrupt:
-        print("dlcv: interrupted", file=sys.stderr)
-        return 130
+        print(f"dlcv: {STOPPED.format(name='SIGINT')}", file=sys.stderr)
+        return 128 + signal.SIGINT
     except RuntimeError as exc:  # a multi-process run whose other process stopped: the same line in each
         from dlcv.runtime import lost_peer
 
         said = lost_peer(exc)
         if said is None:
             raise
-        print(f"dlcv: error: {said}", file=sys.stderr)
+        say_error(said)
         return 1
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if "torch.distributed" in sys.modules:  # torch was loaded: close a multi-process run's group, if any
         from dlcv.runtime import end_process_group
 

@@ -30,6 +30,7 @@ from files import (
     check_not_an_input,
     check_not_special,
     check_one_size,
+    check_utf8_name,
     current_umask,
     decode_image,
     decode_resized,
@@ -334,6 +335,8 @@ def main(argv):
     paths = parser.parse_args(argv).paths
     signal.signal(signal.SIGTERM, stop)
     try:
+        for path in paths:
+            check_utf8_name(path)
         {"folder": predict_folder, "csv": predict_csv, "masks": predict_masks}[task](*paths)
     except DlcvError as exc:
         sys.stderr.write("error: {}\n".format(exc))

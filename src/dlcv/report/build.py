@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dlcv.errors import DlcvError
+from dlcv.errors import DlcvError, listed
 from dlcv.files import atomic_write
 from dlcv.io import staged_folder
 from dlcv.report.answers import place_answers
@@ -35,7 +35,8 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
         builders, browser = in_order(year), find_chromium() if pdf else None
         found, skipped = discover_runs(runs)
         if not found and not any(find_outputs(runs, name) for name in OTHER_OUTPUTS):
-            raise DlcvError(f"{runs}: no run folders with metrics (recipe.yaml and metrics.csv) here or below")
+            raise DlcvError(f"{runs}: no run folders with metrics (recipe.yaml and metrics.csv) here or below"
+                            + (f"; left out {listed(skipped, 1)}" if skipped else ""))
         figures, scratch = building / "figures", building / ".scratch"
         figures.mkdir()
         scratch.mkdir()

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from dlcv.errors import DlcvError
+from dlcv.files import check_utf8_name, is_utf8_name
 from dlcv.runs import RunFolder
 
 MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
@@ -14,7 +15,8 @@ MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
 def find_run_folders(root: Path, left_out: list[str]) -> list[Path]:
     """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself), not inside a
     trained run (one with a metrics.csv; others may hold runs, as ``dlcv ssl table``'s do). Links and hidden folders
-    are not searched: those holding a recipe.yaml are noted in ``left_out``."""
+    are not searched: those holding a recipe.yaml are noted in ``left_out``; so is every folder whose name is not
+    UTF-8, which no page could name."""
     found = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
@@ -27,23 +29,29 @@ def find_run_folders(root: Path, left_out: list[str]) -> list[Path]:
             dirs[:] = []
             continue
         for name in sorted(dirs):
+            try:
+                check_utf8_name(here / name)
+            except DlcvError as exc:
+                left_out.append(str(exc))
+                continue
             why = "a link" if (here / name).is_symlink() else "hidden (its name starts with a dot)" \
                 if name.startswith(".") else None
             if why and (here / name / RunFolder.RECIPE).is_file():
                 left_out.append(f"{here / name}: {why}, not searched; give it as --runs to report it")
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
+        dirs[:] = sorted(d for d in dirs if is_utf8_name(d) and not d.startswith(".") and not (here / d).is_symlink())
     return sorted(found)
 
 
 def find_outputs(root: Path, name: str) -> list[Path]:
     """Folders at most ``MAX_DEPTH`` levels below ``root`` (or ``root``) holding a file ``name`` (sam masks, refine)."""
     return sorted({p.parent for depth in range(MAX_DEPTH + 1)
-                   for p in root.glob("/".join(["*"] * depth + [name])) if p.is_file()})
+                   for p in root.glob("/".join(["*"] * depth + [name])) if p.is_file() and is_utf8_name(p)})
 
 
 def discover_runs(root: str | os.PathLike) -> tuple[list[RunFolder], list[str]]:
     """``(runs with metrics, notes on folders left out)`` under ``root``."""
     root = Path(root)
+    check_utf8_name(root)
     if not root.is_dir():
         raise DlcvError(f"{root}: no such folder of runs")
     skipped: list[str] = []
