@@ -188,3 +188,29 @@ def test_a_signal_ends_a_fit_with_one_line_and_its_exit_status(p1_data, recipe, 
                        "command again"
     assert "Traceback" not in err
     assert not list(runs.glob(".*.tmp")) and not list((runs / "tiny").glob(".*.tmp"))
+
+
+def test_a_sigterm_in_the_middle_of_a_prediction_leaves_the_earlier_masks_whole(capsys, seg_run, p2_data, tmp_path,
+                                                                                  monkeypatch):
+    import dlcv.segment
+
+    out = tmp_path / "masks"
+    assert run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt", "--images",
+                   p2_data / "validation", "--output", out)[0] == 0
+    before = snapshot(tmp_path)
+    written = []
+    write = dlcv.segment.write_mask
+
+    def write_then_terminate(path, mask):  # the signal arrives after the second new mask is written
+        write(path, mask)
+        written.append(path)
+        if len(written) == 2:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(dlcv.segment, "write_mask", write_then_terminate)
+    code, _, err = run_cli(capsys, "segment", "predict", "--checkpoint", seg_run / "best.ckpt", "--images",
+                           p2_data / "validation", "--output", out, "--overwrite")
+    assert code == 143, err
+    assert err.strip() == ("dlcv: stopped by SIGTERM before the command ended; what it had not "
+                                           "finished was not written")
+    assert snapshot(tmp_path) == before  # no new mask among the old, nothing staged left beside
