@@ -214,3 +214,34 @@ def test_a_sigterm_in_the_middle_of_a_prediction_leaves_the_earlier_masks_whole(
     assert err.strip() == ("dlcv: stopped by SIGTERM before the command ended; what it had not "
                                            "finished was not written")
     assert snapshot(tmp_path) == before  # no new mask among the old, nothing staged left beside
+
+
+class FullDiskInAThread(L.Callback):
+    """TensorBoard's writer thread on a full disk: the thread raises, and the main thread's next write re-raises the
+    same error, which names no file."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        import errno
+        import threading
+
+        error = OSError(errno.ENOSPC, "No space left on device")
+
+        def write():
+            raise error
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join()
+        raise error
+
+
+def test_a_full_disk_met_by_a_writer_thread_is_one_line_naming_the_run(capsys, recipe, p1_data, tmp_path, monkeypatch):
+    build = dlcv.trainer.build_trainer
+    monkeypatch.setattr(dlcv.trainer, "build_trainer", lambda *a, extra_callbacks=(), **k: build(
+        *a, extra_callbacks=(*extra_callbacks, FullDiskInAThread()), **k))
+    code, _, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir",
+                           tmp_path / "runs")
+    assert code == 2, err
+    assert err.strip().splitlines()[-1] == f"dlcv: error: {tmp_path / 'runs' / 'tiny'}: cannot be written (No space " \
+                                           "left on device)"
+    assert "Traceback" not in err and "Exception in thread" not in err

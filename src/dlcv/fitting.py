@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from dlcv.errors import Stopped
-from dlcv.io import FolderLock
+from dlcv.files import write_error
+from dlcv.io import WRITE_ERRORS, FolderLock
 from dlcv.runs import RunFolder, check_run_dir, open_run_dir, override_keys, run_recipe, settle_replaced
 from dlcv.runtime import adopt_slurm_layout, check_devices, is_primary_process, resolve_precision
 
@@ -102,6 +103,10 @@ class Fit:
             trainer.fit(task, datamodule=data, ckpt_path=resume_from)
         except (Stopped, SystemExit) as exc:
             raise stopped_fit(exc, trainer, run) from None
+        except OSError as exc:  # a full disk met by a writer that names no file (TensorBoard's, from its thread)
+            if exc.filename or exc.errno not in WRITE_ERRORS:
+                raise
+            raise write_error(run_dir, exc) from None
         finally:
             if is_primary_process():
                 settle_replaced(run_dir)  # the run --overwrite replaces: gone once this one has a checkpoint, else back

@@ -10,6 +10,7 @@ import threading
 from dlcv.cli.parser import build_parser
 from dlcv.errors import DlcvError, Stopped
 from dlcv.files import check_utf8_name
+from dlcv.io import WRITE_ERRORS
 
 STOPPED = "stopped by {name} before the command ended; what it had not finished was not written"
 
@@ -17,6 +18,14 @@ STOPPED = "stopped by {name} before the command ended; what it had not finished 
 def stop_on_signal(signum, frame) -> None:
     """SIGTERM ends a command as Ctrl-C does (its writes undone by their ``finally``), with exit status 143."""
     raise Stopped(STOPPED.format(name=signal.Signals(signum).name), signum)
+
+
+def quiet_thread_write_errors(hook_args) -> None:
+    """``threading.excepthook``: a writer thread's full disk (TensorBoard's) without its traceback, as its writer hands
+    the error to the main thread, which says it in one line; any other thread's exception as Python prints it."""
+    if isinstance(hook_args.exc_value, OSError) and hook_args.exc_value.errno in WRITE_ERRORS:
+        return
+    threading.__excepthook__(hook_args)
 
 
 def check_arguments(args) -> None:
@@ -38,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set a signal's handler
     previous = signal.signal(signal.SIGTERM, stop_on_signal) if main_thread else None
+    previous_hook, threading.excepthook = threading.excepthook, quiet_thread_write_errors
     try:
         check_arguments(args)
         args.handler(args)
@@ -66,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         say_error(said)
         return 1
     finally:
+        threading.excepthook = previous_hook
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     if "torch.distributed" in sys.modules:  # torch was loaded: close a multi-process run's group, if any
