@@ -88,6 +88,8 @@ def embed_plot(args) -> None:
         if args.k >= row["points"]:  # each point's neighbours are the others: knn_accuracy takes them all
             print(f"note: {row['snapshot']}: --k {args.k} is not below its {row['points']} points; its knn_acc "
                   f"uses all {row['points'] - 1} others")
+    for note in result["notes"]:
+        print(f"note: {note}")
     for method, seconds in result["seconds"].items():
         print(f"{method}: {seconds:.1f} s")
     print(f"wrote {len(result['written'])} files to {result['output']}")

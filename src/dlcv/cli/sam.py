@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dlcv.cli import options
+from dlcv.errors import DlcvError
 from dlcv.rules import SAM_TYPES
 
 
@@ -35,7 +36,9 @@ def add(commands) -> None:
 def masks(args) -> None:
     from dlcv.sam import masks
 
-    only = tuple(i.strip() for i in (args.only or "").split(",") if i.strip())
+    only = () if args.only is None else tuple(i.strip() for i in args.only.split(","))
+    if "" in only:
+        raise DlcvError(f"--only {args.only!r}: an empty image id; give ID,ID,... (leave --only out for every image)")
     summary = masks(args.checkpoint, args.images, args.output, model_type=args.model, config=args.config,
                     overrides=tuple(args.set), overwrite=args.overwrite, only=only)
     print(f"{summary['images']} images, {summary['masks_per_image']:.1f} masks and "

@@ -78,6 +78,18 @@ class TensorBatches:
             yield self.images[index], self.labels[index]
 
 
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+
+
+def learned_batch_norm(model: torch.nn.Module) -> str | None:
+    """The name of a batch-norm layer of ``model`` that trains (a frozen one's parameters learn nothing), else None."""
+    for name, module in model.named_modules():
+        weights = list(module.parameters(recurse=False))
+        if isinstance(module, BATCH_NORMS) and (not weights or any(w.requires_grad for w in weights)):
+            return name
+    return None
+
+
 def padded_shard(n: int, world_size: int) -> int:
     """Samples of each process's training shard: ``n`` wrapped round to a multiple of ``world_size``, split."""
     return -(-n // world_size)
@@ -177,9 +189,30 @@ class InMemoryData(L.LightningDataModule):
         trainer = self.trainer
         return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
 
+    def training_folder(self) -> Path:
+        """The folder the training images come from, for messages."""
+        return self.train.folder
+
+    def check_batch_norm(self, images: int, world: int) -> None:
+        """``DlcvError`` when the model learns batch norm and a training batch of this process would be one image
+        (``images`` over ``world`` processes): batch statistics of one sample are undefined or meaningless."""
+        model = getattr(self.trainer, "lightning_module", None)
+        layer = None if model is None else learned_batch_norm(model)
+        if layer is None:
+            return
+        if self.cfg.batch_size == 1:
+            raise DlcvError(f"data.batch_size 1: the model's batch norm ({layer}) cannot train on batches of one "
+                            "image; give data.batch_size 2 or more")
+        if padded_shard(images, world) == 1:
+            over = f" over {world} processes" if world > 1 else ""
+            raise DlcvError(f"{self.training_folder()}: {images} training image(s){over} make batches of one image, "
+                            f"which the model's batch norm ({layer}) cannot train on; give more training images")
+
     def train_batches(self, images: torch.Tensor, labels: torch.Tensor, kind=TensorBatches, **extra) -> TensorBatches:
-        """Shuffled training batches of this process's shard (equal step counts on every process)."""
+        """Shuffled training batches of this process's shard (equal step counts on every process); a batch of one
+        image is refused where the model learns batch norm (``check_batch_norm``)."""
         rank, world = self.rank_world()
+        self.check_batch_norm(len(labels), world)
         batch, trainer = self.cfg.batch_size, self.trainer
         return kind(images, labels, batch, shuffle=True, pad=True, drop_last=padded_shard(len(labels), world) >= batch,
                     seed=self.seed, rank=rank, world_size=world,

@@ -20,7 +20,7 @@ from dlcv.files import atomic_path
 
 SNAPSHOT_DIR = "embeddings"
 TRAINING_SUBSET = "train_"  # file-name prefix of the training-subset snapshots
-_SNAPSHOT_NAME = re.compile(rf"^({TRAINING_SUBSET})?epoch_(\d+)\.npz$")
+_SNAPSHOT_NAME = re.compile(rf"^({TRAINING_SUBSET})?epoch_([0-9]+)\.npz$")
 
 
 @dataclass
@@ -65,26 +65,51 @@ def load_features(path: str | os.PathLike) -> FeatureSet:
                                 "optionally filenames)")
             if "labels" not in keys:
                 raise DlcvError(f"{path}: no 'labels' array: every point needs its class to be drawn")
-            features = data["features"].astype(np.float32)
-            labels = data["labels"]
-            filenames = [str(f) for f in data["filenames"]] if "filenames" in keys else None
-            epoch = int(data["epoch"]) if "epoch" in keys else None
+            features, labels = data["features"], data["labels"]
+            filenames = data["filenames"] if "filenames" in keys else None
+            epoch = data["epoch"] if "epoch" in keys else None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DlcvError(f"{path}: not a readable .npz feature file ({exc})") from None
+    features = _checked_features(path, features)
+    _check_labels(path, labels, len(features))
+    if filenames is not None and (filenames.ndim != 1 or filenames.dtype.kind != "U" or
+                                  len(filenames) != len(features)):
+        raise DlcvError(f"{path}: 'filenames' must be {len(features)} names (one per point), got "
+                        f"{filenames.dtype} of shape {filenames.shape}")
+    if epoch is not None and (epoch.shape != () or epoch.dtype.kind not in "iu" or epoch < 0):
+        raise DlcvError(f"{path}: 'epoch' must be one whole number >= 0, got {epoch.dtype} of shape {epoch.shape}")
+    return FeatureSet(features, labels.astype(np.int64), None if filenames is None else filenames.tolist(),
+                      None if epoch is None else int(epoch), str(path))
+
+
+# Every layout and statistic squares and sums features in float32: beyond this they would overflow to inf.
+LARGEST_FEATURE = 1e15
+
+
+def _checked_features(path: Path, features: np.ndarray) -> np.ndarray:
+    """``features`` as float32 (N, D), refused unless real, finite numbers within ``LARGEST_FEATURE``."""
+    if features.dtype.kind not in "iuf":  # records, objects, complex numbers, text, booleans
+        raise DlcvError(f"{path}: 'features' must be an array of real numbers, got {features.dtype}")
     if features.ndim != 2 or len(features) < 3 or features.shape[1] < 2:
         raise DlcvError(f"{path}: 'features' must be N x D with N >= 3 and D >= 2, got shape {features.shape}")
-    if labels.shape != (len(features),):
-        raise DlcvError(f"{path}: 'labels' has shape {labels.shape}, expected ({len(features)},)")
-    if not np.issubdtype(labels.dtype, np.integer):
+    if not np.isfinite(features).all():
+        raise DlcvError(f"{path}: 'features' holds NaN or infinite values")
+    largest = float(np.abs(features.astype(np.float64)).max())
+    if largest > LARGEST_FEATURE:
+        raise DlcvError(f"{path}: 'features' holds values up to {largest:.3g} in size; layouts and neighbour "
+                        f"statistics need them within {LARGEST_FEATURE:g} (rescale the features)")
+    return features.astype(np.float32)
+
+
+def _check_labels(path: Path, labels: np.ndarray, points: int) -> None:
+    """``DlcvError`` unless ``labels`` are ``points`` whole numbers, classes 0 to MAX_CLASSES - 1."""
+    if labels.shape != (points,):
+        raise DlcvError(f"{path}: 'labels' has shape {labels.shape}, expected ({points},)")
+    if labels.dtype.kind not in "iu":
         raise DlcvError(f"{path}: 'labels' must be whole numbers, got {labels.dtype}")
     if labels.min() < 0 or labels.max() >= MAX_CLASSES:
         raise DlcvError(f"{path}: 'labels' must be classes 0 to {MAX_CLASSES - 1}, got {labels.min()} to "
                         f"{labels.max()}")
-    if filenames is not None and len(filenames) != len(features):
-        raise DlcvError(f"{path}: {len(filenames)} filenames for {len(features)} points")
-    if not np.isfinite(features).all():
-        raise DlcvError(f"{path}: 'features' holds NaN or infinite values")
-    return FeatureSet(features, labels.astype(np.int64), filenames, epoch, str(path))
 
 
 def snapshot_path(run_dir: str | os.PathLike, epoch: int, prefix: str = "") -> Path:

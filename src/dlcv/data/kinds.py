@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dlcv.errors import DlcvError
 
-P1_IMAGE = re.compile(r"^\d+_\d+\.png$")
+P1_IMAGE = re.compile(r"^[0-9]+_[0-9]+\.png$")
 KINDS = {  # what each command wants, in words
     "p1": "Problem 1's classification data (train_50/ and val_50/ of CLASS_INDEX.png)",
     "p1_images": "a folder of Problem 1 images (CLASS_INDEX.png)",

@@ -12,7 +12,8 @@ import numpy as np
 from dlcv.errors import DlcvError
 from dlcv.files import list_images, read_csv_rows, safe_member
 
-_CLASS_PREFIX = re.compile(r"^(\d+)_")
+_CLASS_PREFIX = re.compile(r"^([0-9]+)_")  # ASCII digits: int() also reads other scripts'
+_ASCII_WHOLE = re.compile(r"[0-9]+")
 # Every class number read from a file (a name, a CSV, a checkpoint) is below this before anything is
 # sized by it: a head, a one-hot matrix, a confusion matrix. ImageNet-21k has 21,841 classes.
 MAX_CLASSES = 100_000
@@ -32,16 +33,13 @@ def label_from_filename(path: str | os.PathLike) -> int:
 
 
 def parse_label(value: str, where: str) -> int:
-    """A class label from text: a whole number in 0..MAX_CLASSES-1, else one line naming ``where``."""
+    """A class label from text: ASCII digits, a whole number in 0..MAX_CLASSES-1, else one line naming ``where``."""
     shown = repr(value) if len(value) <= 24 else repr(value[:20]) + f" ({len(value)} characters)"
     if len(value) > len(str(MAX_CLASSES)) + 2:  # int() of thousands of digits is slow, then refused anyway
         raise DlcvError(f"{where}: label {shown} is out of range (classes are 0...{MAX_CLASSES - 1})")
-    try:
-        label = int(value)
-    except ValueError:
-        raise DlcvError(f"{where}: label {shown} is not a whole number") from None
-    if label < 0:
-        raise DlcvError(f"{where}: label {label} is negative")
+    if not _ASCII_WHOLE.fullmatch(value):  # int() would also read "+1", " 1", "1_0", "٢" and "３"
+        raise DlcvError(f"{where}: label {shown} is not a whole number of digits 0-9")
+    label = int(value)
     if label >= MAX_CLASSES:
         raise DlcvError(f"{where}: label {value} is out of range (classes are 0...{MAX_CLASSES - 1})")
     return label

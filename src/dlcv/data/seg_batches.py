@@ -23,6 +23,7 @@ from dlcv.data.batches import FolderData, Split, TensorBatches, validation_folde
 from dlcv.data.kinds import check_kind
 from dlcv.data.masks import MaskCodec
 from dlcv.data.p2 import SatelliteSet, find_pairs, load_pairs, random_holdout
+from dlcv.errors import DlcvError
 from dlcv.runtime import usable_cpus
 
 
@@ -169,9 +170,15 @@ class SegmentationData(FolderData):
 
     def progress_images(self, wanted: list) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """``(ids, images, masks)`` of the validation images whose masks are kept through training: the ``wanted``
-        ids in the validation folder (even under a holdout: drawing them decides nothing), else its first three."""
+        ids of the validation folder (even under a holdout: drawing them decides nothing), else its first three;
+        ``DlcvError`` naming a wanted id the folder does not hold."""
         source = self.final if self.final is not None else self.val
-        picks = [source.names.index(w) for w in wanted if w in source.names] or list(range(min(3, len(source))))
+        missing = [w for w in wanted if w not in source.names]
+        if missing:
+            raise DlcvError(f"progress.images: {source.folder} has no image of id {missing[0]!r} (its ids run "
+                            f"{min(source.names)} to {max(source.names)}); give ids of that folder, or "
+                            "progress.epochs: '' for no masks through training")
+        picks = [source.names.index(w) for w in wanted] or list(range(min(3, len(source))))
         return [source.names[i] for i in picks], source.x[picks], source.y[picks]
 
     def _split(self, pairs: SatelliteSet, folder: Path) -> Split:

@@ -57,11 +57,15 @@ def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed:
         for index, position in enumerate(order):
             _write_jpeg(pretrain[position], staging / "mini" / "train" / f"{index:05d}.jpg")
         for split, files in (("train", train_files), ("val", val_files)):
-            rows = []
+            rows, sources = [], {}
             for path in files:
                 if labels[path] in TRANSFER_CLASSES:
                     label = labels[path] - TRANSFER_CLASSES.start
                     name = f"{label}_{path.stem.split('_', 1)[1]}.jpg"
+                    if name in sources:  # e.g. 25_1.png and 025_1.png, or 25_1.png and 25_1.jpg
+                        raise DlcvError(f"{sources[name]} and {path.name}: both would become office/{split}/{name}; "
+                                        "keep one of them")
+                    sources[name] = path
                     _write_jpeg(path, staging / "office" / split / name)
                     rows.append((name, label))
                 elif labels[path] in PRETRAIN_CLASSES:

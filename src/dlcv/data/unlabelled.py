@@ -39,6 +39,9 @@ class UnlabelledImages(InMemoryData):
             self.monitor_x, self.monitor_y = monitor_sets(self.monitor, side, self.max_bank, self.seed,
                                                           self.cfg.cache)
 
+    def training_folder(self) -> Path:
+        return self.folder
+
     def describe(self) -> str:
         watched = f"kNN monitor on {self.monitor}" if self.monitor is not None else "no kNN monitor"
         return f"{len(self.images)} unlabelled images, {watched}"

@@ -21,7 +21,21 @@ def align_to(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return a @ (u @ vt) + target.mean(0)
 
 
+def has_spread(features: np.ndarray) -> bool:
+    """Whether the points differ at all: identical points have no layout but one point (every layout's origin)."""
+    return bool(np.ptp(features, axis=0).max() > 0)
+
+
+def tsne_perplexity(perplexity: float, points: int) -> float:
+    """The perplexity openTSNE uses for ``points`` points: the one asked, else a third of the ``points - 1``
+    neighbours each point has (its rule when the perplexity is above that count)."""
+    neighbours = min(points - 1, int(3 * perplexity))
+    return perplexity if perplexity <= neighbours else neighbours / 3
+
+
 def pca_2d(features: np.ndarray) -> np.ndarray:
+    if not has_spread(features):
+        return np.zeros((len(features), 2), dtype=np.float32)
     x = np.asarray(features, dtype=np.float64)
     x = x - x.mean(0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
@@ -77,7 +91,8 @@ def _reduce(features: np.ndarray, components: int) -> np.ndarray:
 
 
 def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = None) -> list[np.ndarray]:
-    """t-SNE layouts of snapshots of the same points, each initialised from the one before."""
+    """t-SNE layouts of snapshots of the same points, each initialised from the one before; identical points are one
+    point at the origin (no t-SNE), and the snapshot after them starts afresh."""
     import logging
 
     from openTSNE import TSNEEmbedding, affinity, initialization
@@ -86,14 +101,19 @@ def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = No
     opt = options or TSNEOptions()
     threads = opt.threads or usable_cpus()
     layouts: list[np.ndarray] = []
+    previous = None  # the layout the next snapshot starts from
     for features in feature_list:
+        if not has_spread(features):
+            layouts.append(np.zeros((len(features), 2), dtype=np.float32))
+            previous = None
+            continue
         x = _reduce(features, opt.pca_components)
         # Exact neighbours cost O(N^2) but beat Annoy's index build below a few thousand points.
         method = "exact" if len(x) <= opt.exact_neighbours_below else "annoy"
         affinities = affinity.PerplexityBasedNN(x, perplexity=opt.perplexity, method=method, n_jobs=threads,
                                                 random_state=opt.seed, verbose=False)
-        first = not layouts
-        init = initialization.pca(x, random_state=opt.seed) if first else initialization.rescale(layouts[-1])
+        first = previous is None
+        init = initialization.pca(x, random_state=opt.seed) if first else initialization.rescale(previous)
         fft = len(x) >= opt.fft_from
         if fft:
             phases = opt.fft_first if first else opt.fft_continued
@@ -109,5 +129,6 @@ def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = No
         if phases.fine:
             embedding = embedding.optimize(n_iter=phases.fine, momentum=0.8, ints_in_interval=1, theta=opt.theta)
         layout = np.asarray(embedding, dtype=np.float32)
-        layouts.append(layout if first else align_to(layout, layouts[-1]))
+        previous = layout if first else align_to(layout, previous)
+        layouts.append(previous)
     return layouts

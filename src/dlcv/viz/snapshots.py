@@ -16,7 +16,7 @@ from dlcv.files import atomic_write
 from dlcv.io import figures_folder
 from dlcv.metrics.embedding import knn_accuracy, silhouette
 from dlcv.viz.embedding import plot_metric_curves, plot_panels, plot_single
-from dlcv.viz.layouts import TSNEOptions, pca_series, tsne_series
+from dlcv.viz.layouts import TSNEOptions, has_spread, pca_series, tsne_perplexity, tsne_series
 
 METHODS = ("pca", "tsne")
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
@@ -48,18 +48,22 @@ def same_points(sets: list[FeatureSet]) -> bool:
                for s in sets[1:])
 
 
-def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", output: str | os.PathLike | None = None,
-         k: int = 10, perplexity: float = 30.0, training_subset: bool = False) -> dict:
-    """Write the panels, single figures, metrics CSV and curve; return what was measured and written."""
-    chosen = parse_methods(methods)
-    sets, default_output = load_sources(sources, training_subset)
-    output = figures_folder(output if output is not None else default_output)
-    aligned = same_points(sets)
-    rows = [{"snapshot": fs.title(), "epoch": "" if fs.epoch is None else fs.epoch, "points": len(fs.labels),
-             "dims": fs.features.shape[1], "knn_acc": knn_accuracy(fs.features, fs.labels, k=k),
-             "silhouette": silhouette(fs.features, fs.labels)} for fs in sets]
+def layout_note(fs: FeatureSet, method: str, perplexity: float) -> str:
+    """What a ``method`` layout of ``fs`` cannot show, in a few words ("" when it shows everything)."""
+    points = len(fs.labels)
+    if not has_spread(fs.features):
+        return f"all {points} points equal: drawn at the origin"
+    used = tsne_perplexity(perplexity, points)
+    if method == "tsne" and used != perplexity:
+        return f"t-SNE perplexity {perplexity:g} lowered to {used:.3g} for {points} points"
+    return ""
+
+
+def layout_series(sets: list[FeatureSet], chosen: list[str], aligned: bool, perplexity: float) -> tuple:
+    """``(layouts, notes, seconds)`` by method: every snapshot's layout, the figure's note on how they relate, and
+    the seconds they took; ``DlcvError`` naming a snapshot whose layout is not finite numbers."""
     seconds, layouts, notes, features = {}, {}, {}, [fs.features for fs in sets]
-    for method in chosen:  # every layout before any file: a failure leaves the figures folder as it was
+    for method in chosen:
         start = time.perf_counter()
         if method == "pca":
             layouts[method] = pca_series(features) if aligned else [pca_series([f])[0] for f in features]
@@ -71,7 +75,27 @@ def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", 
                                else [tsne_series([f], options)[0] for f in features])
             notes[method] = ("Each layout starts from the previous one and is rotated to match it."
                              if aligned and len(sets) > 1 else "Independent layouts.")
+        for fs, layout in zip(sets, layouts[method]):
+            if not np.isfinite(layout).all():
+                raise DlcvError(f"{fs.source}: its {METHOD_NAMES[method]} layout came out as NaN or infinite "
+                                "values; no figure written")
         seconds[method] = time.perf_counter() - start
+    return layouts, notes, seconds
+
+
+def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", output: str | os.PathLike | None = None,
+         k: int = 10, perplexity: float = 30.0, training_subset: bool = False) -> dict:
+    """Write the panels, single figures, metrics CSV and curve; return what was measured and written, and ``notes``:
+    what a layout could not show (identical points, a perplexity lowered), also said in the figures."""
+    chosen = parse_methods(methods)
+    sets, default_output = load_sources(sources, training_subset)
+    output = figures_folder(output if output is not None else default_output)
+    aligned = same_points(sets)
+    rows = [{"snapshot": fs.title(), "epoch": "" if fs.epoch is None else fs.epoch, "points": len(fs.labels),
+             "dims": fs.features.shape[1], "knn_acc": knn_accuracy(fs.features, fs.labels, k=k),
+             "silhouette": silhouette(fs.features, fs.labels)} for fs in sets]
+    # every layout before any file: a failure leaves the figures folder as it was
+    layouts, notes, seconds = layout_series(sets, chosen, aligned, perplexity)
     with atomic_write(output / "embedding_metrics.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -81,14 +105,17 @@ def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", 
     if len(sets) > 1 and all(e is not None for e in epochs):
         written += plot_metric_curves(epochs, [r["knn_acc"] for r in rows], [r["silhouette"] for r in rows], k,
                                       output / "embedding_metrics")
-    titles = [f"{fs.title()}: {k}-NN acc {r['knn_acc']:.3f}, silhouette {r['silhouette']:.3f}"
-              for fs, r in zip(sets, rows)]
+    said = {m: [layout_note(fs, m, perplexity) for fs in sets] for m in chosen}
     for method in chosen:
         name = METHOD_NAMES[method]
+        titles = [f"{fs.title()}: {k}-NN acc {r['knn_acc']:.3f}, silhouette {r['silhouette']:.3f}"
+                  + (f"\n({note})" if note else "") for fs, r, note in zip(sets, rows, said[method])]
         if aligned:
             written += plot_panels(layouts[method], sets[0].labels, titles, name, notes[method],
                                    output / f"{method}_panels")
         for fs, layout, title in zip(sets, layouts[method], titles):
             tag = f"epoch_{fs.epoch:03d}" if fs.epoch is not None else Path(fs.source).stem
             written += plot_single(layout, fs.labels, f"{name}, {title}", output / f"{method}_{tag}")
-    return {"rows": rows, "written": written, "output": output, "seconds": seconds, "aligned": aligned}
+    lines = [f"{fs.title()}: {note}" for m in chosen for fs, note in zip(sets, said[m]) if note]
+    return {"rows": rows, "written": written, "output": output, "seconds": seconds, "aligned": aligned,
+            "notes": list(dict.fromkeys(lines))}
