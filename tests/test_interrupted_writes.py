@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import lightning as L
 import pytest

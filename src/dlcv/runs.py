@@ -384,13 +384,13 @@ def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: b
     if is_primary_process():
         run_dir = check_run_dir(runs_dir, recipe.name, overwrite, inputs)
         if run_dir.exists() and any(run_dir.iterdir()):
-            set_aside(run_dir)  # a run folder of dlcv's (checked above), replaced as asked once the new one has a checkpoint
+            set_aside(run_dir)  # a run folder of dlcv's (checked above): gone once the new one has a checkpoint
         run_dir = make_output_folder(run_dir, "run")  # the manifest kind of a run folder (dlcv.io)
         RunFolder(run_dir).write_recipe(recipe)
     return run_dir, None
 
 
-REPLACED = "dlcv-replaced"  # ``.NAME.dlcv-replaced-PID``: the run ``--overwrite`` replaces, until the new one has a checkpoint
+REPLACED = "dlcv-replaced"  # ``.NAME.dlcv-replaced-PID``: the run ``--overwrite`` replaces, kept until it is settled
 
 
 def set_aside(run_dir: Path) -> Path:
