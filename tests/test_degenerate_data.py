@@ -3,6 +3,7 @@ too few points, malformed feature files, progress ids, empty --only, labels in o
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -196,3 +197,20 @@ def test_transfer_split_refuses_two_files_of_one_output_name(capsys, tmp_path):
     expect_error(capsys, r"train_50/025_0\.png and 25_0\.png: both would become office/train/0_0\.jpg; keep one",
                  "data", "transfer-split", "--p1", p1, "--output", tmp_path / "split")
     assert not (tmp_path / "split").exists()
+
+
+@pytest.mark.parametrize("value", ["٢", "３", "²", "+1", "1_0"])
+def test_a_seed_of_other_digits_is_refused(value):
+    """str.isdigit() took them: "²" then failed in int() with a traceback, "٢" was read as 2."""
+    from dlcv.cli.options import seed
+
+    with pytest.raises(argparse.ArgumentTypeError, match="give a whole number from 0 to 4294967295"):
+        seed(value)
+
+
+@pytest.mark.parametrize("value", ["١.١٢", "1.１２"])
+def test_a_torch_version_of_other_digits_is_refused(value):
+    from dlcv.torch_versions import version
+
+    with pytest.raises(DlcvError, match="give a version such as 1.12"):
+        version(value)

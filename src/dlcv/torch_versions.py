@@ -28,7 +28,7 @@ def version(text: str) -> tuple[int, int]:
     Raises:
         DlcvError: not a version, or older than ``OLDEST``.
     """
-    found = re.fullmatch(r"(\d+)\.(\d+)(\.\d+)?([+a-z].*)?", str(text).strip())
+    found = re.fullmatch(r"([0-9]+)\.([0-9]+)(\.[0-9]+)?([+a-z].*)?", str(text).strip())
     if found is None:
         raise DlcvError(f"torch {text!r}: give a version such as 1.12 or 2.4")
     parsed = int(found.group(1)), int(found.group(2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from dlcv.errors import DlcvError
 from dlcv.recipes import Duration, describe, parse_duration
@@ -22,7 +23,7 @@ def run_options(parser: argparse.ArgumentParser) -> None:
 
 def seed(text: str) -> int:
     """``--seed``: a whole number a generator takes (0 to 2**32 - 1)."""
-    if not text.strip().isdigit() or int(text) >= 2**32:
+    if not re.fullmatch(r"[0-9]{1,10}", text.strip()) or int(text) >= 2**32:  # isdigit() takes "²" and "٢" too
         raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 0 to {2**32 - 1}")
     return int(text)
 
