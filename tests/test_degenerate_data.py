@@ -214,3 +214,15 @@ def test_a_torch_version_of_other_digits_is_refused(value):
 
     with pytest.raises(DlcvError, match="give a version such as 1.12"):
         version(value)
+
+
+def test_a_sam_figure_id_a_recipe_names_is_never_replaced_by_others(tmp_path):
+    """The default ids (the reports') give way to the first three; an id given and missing was silently replaced."""
+    from dlcv.recipes import SamRecipe
+    from dlcv.sam import figure_images
+
+    ids = ["0000", "0001", "0002", "0003"]
+    assert figure_images(SamRecipe().figure, ids, tmp_path) == ["0000", "0001", "0002"]
+    assert figure_images(SamRecipe(figure={"images": ["0003"]}).figure, ids, tmp_path) == ["0003"]
+    with pytest.raises(DlcvError, match=r"figure\.images: .* has no image of id '0104'"):
+        figure_images(SamRecipe(figure={"images": ["0003", "0104"]}).figure, ids, tmp_path)

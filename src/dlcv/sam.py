@@ -64,6 +64,20 @@ class SamRunner:
 
 
 # --- masks -------------------------------------------------------------------------------------------
+def figure_images(figure, ids: list[str], images) -> list[str]:
+    """The ids the figure shows: ``figure.images`` where the folder ``images`` has them all; the default (the
+    reports' ids) gives way to the first three where it lacks some, an id a recipe names is refused if missing.
+
+    Raises:
+        DlcvError: an id given in ``figure.images`` that the folder does not hold.
+    """
+    wanted = [str(i) for i in figure.images]
+    missing = [i for i in wanted if i not in ids]
+    if missing and "images" in figure.model_fields_set:
+        raise DlcvError(f"figure.images: {images} has no image of id {missing[0]!r}; give ids of that folder")
+    return [i for i in wanted if i in ids] or ids[:3]
+
+
 def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
           model_type: str | None = None, config: str | os.PathLike | None = None, overrides: tuple[str, ...] = (),
           overwrite: bool = False, device: str | None = None, only: tuple[str, ...] = ()) -> dict:
@@ -72,7 +86,7 @@ def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str 
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of SAM masks") as staging:
         found = _only(find_images(images), only, images)
         runner = SamRunner(checkpoint, recipe, device)
-        chosen = [str(i) for i in recipe.figure.images if str(i) in found.ids] or found.ids[:3]
+        chosen = figure_images(recipe.figure, found.ids, images)
         seconds: dict[str, float] = {}
         counts: dict[str, int] = {}
         rows = []
