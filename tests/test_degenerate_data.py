@@ -163,6 +163,19 @@ def test_a_progress_id_the_validation_folder_lacks_is_refused(capsys, tmp_path, 
     assert not (tmp_path / "runs" / "seg_tiny" / "recipe.yaml").exists()
 
 
+def test_the_default_progress_ids_give_way_to_the_first_three_where_the_folder_lacks_them(capsys, tmp_path,
+                                                                                            p2_data):
+    """The defaults are the course's validation ids; synthetic data has others (a saved recipe holds them too)."""
+    recipe = tmp_path / "seg.yaml"
+    recipe.write_text(TINY_SEG_RECIPE.replace('progress: {images: ["0001", "0003"]}', "")
+                      .replace("epochs: 2", "epochs: 1"))
+    code, _, err = run_cli(capsys, "segment", "fit", "--config", recipe, "--data", p2_data, "--runs-dir",
+                           tmp_path / "runs")
+    assert code == 0, err
+    shown = sorted(p.name for p in (tmp_path / "runs" / "seg_tiny" / "progress" / "images").iterdir())
+    assert shown == ["0000_sat.png", "0001_sat.png", "0002_sat.png"]
+
+
 def test_an_empty_only_is_refused(capsys, tmp_path):
     for only in ("", ",", "0001,,0002"):
         expect_error(capsys, rf"--only '{only}': an empty image id", "sam", "masks", "--checkpoint",

@@ -63,7 +63,8 @@ def test_a_missing_weights_file_fails_before_the_run_folder(capsys, tmp_path, p1
 
 
 def test_sam_knobs_are_checked_as_loaded():
-    with pytest.raises(DlcvError, match=r"--set: generator\.points_per_side must be a whole number >= 1, got 0"):
+    with pytest.raises(DlcvError, match=r"--set: generator\.points_per_side must be a whole number >= 1 and <= 256, "
+                       r"got 0"):
         load_recipe(recipes.SamRecipe, None, ["generator.points_per_side=0"])
 
 

@@ -91,10 +91,10 @@ def test_a_recipe_cannot_switch_to_another_task(capsys, tmp_path, recipe, p1_dat
 
 # --- model arguments -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model,pattern", [
-    ("{name: cnn3, args: {hidden: -5}}", r"model\.args\.hidden must be a whole number >= 1, got -5"),
+    ("{name: cnn3, args: {hidden: -5}}", r"model\.args\.hidden must be a whole number >= 1 and <= 16384, got -5"),
     ("{name: cnn3, args: {dropout: 2}}", r"model\.args\.dropout must be a number in \[0, 1\), got 2"),
     ("{name: dlcv_net, args: {widths: [8, -5]}}", r"model\.args\.widths must be a non-empty list of whole numbers"),
-    ("{name: resnet_small, args: {width: 0}}", r"model\.args\.width must be a whole number >= 1, got 0"),
+    ("{name: resnet_small, args: {width: 0}}", r"model\.args\.width must be a whole number >= 1 and <= 16384, got 0"),
     ("{name: resnet_transfer, args: {arch: resnet18, head: mlp, head_dropout: 3}}",
      r"model\.args\.head_dropout must be a number in \[0, 1\), got 3"),
     ("{name: resnet_transfer, args: {arch: resnet19}}",
@@ -107,8 +107,8 @@ def test_a_model_argument_out_of_range_is_one_line(capsys, tmp_path, p1_data, mo
 
 
 def test_a_segmentation_model_argument_out_of_range_is_one_line_before_the_data_is_read(capsys, tmp_path):
-    expect_error(capsys, r"--set: model\.args\.width must be a whole number >= 1, got -1", "segment", "fit",
-                 "--config", REPO / "configs" / "seg" / "cpu.yaml", "--data", tmp_path, "--runs-dir",
+    expect_error(capsys, r"--set: model\.args\.width must be a whole number >= 1 and <= 16384, got -1", "segment",
+                 "fit", "--config", REPO / "configs" / "seg" / "cpu.yaml", "--data", tmp_path, "--runs-dir",
                  tmp_path / "runs", "--set", "model.name=unet_small", "--set", "model.args.width=-1")
     assert not (tmp_path / "runs").exists()
 

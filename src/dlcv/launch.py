@@ -7,7 +7,10 @@ import logging
 import os
 import signal
 
-from dlcv.errors import DlcvError, exception_line
+from dlcv.errors import DlcvError, exception_line, shown
+from dlcv.rules import MAX_PROCESSES
+
+MAX_JOIN_TIMEOUT = 24 * 3600  # a day: nodes that have not all started by then will not
 
 
 def torchrun_argv(command: list[str], nnodes: int, node_rank: int, nproc_per_node: int, master: str | None,
@@ -18,11 +21,13 @@ def torchrun_argv(command: list[str], nnodes: int, node_rank: int, nproc_per_nod
         raise DlcvError("launch: no command to run; give it after --, e.g. dlcv launch -- classify fit ...")
     if command[0] == "launch":
         raise DlcvError("launch: the command to run is itself a launch")
-    if nnodes < 1 or nproc_per_node < 1 or not 0 <= node_rank < nnodes:
+    if not (1 <= nnodes <= MAX_PROCESSES and 1 <= nproc_per_node <= MAX_PROCESSES and 0 <= node_rank < nnodes):
         raise DlcvError(f"launch: --node-rank {node_rank} of --nnodes {nnodes} with --nproc-per-node "
-                        f"{nproc_per_node}: need nodes and processes >= 1 and 0 <= node rank < nodes")
-    if join_timeout < 1:
-        raise DlcvError(f"launch: --join-timeout {join_timeout}: need a number of seconds >= 1")
+                        f"{nproc_per_node}: need nodes and processes >= 1 and <= {MAX_PROCESSES}, and 0 <= node rank < "
+                        "nodes")
+    if not 1 <= join_timeout <= MAX_JOIN_TIMEOUT:
+        raise DlcvError(f"launch: --join-timeout {join_timeout}: need a number of seconds >= 1 and <= "
+                        f"{MAX_JOIN_TIMEOUT} (a day)")
     where = ["--standalone"]
     if nnodes > 1:
         host, _, port = (master or "").rpartition(":")
@@ -30,6 +35,9 @@ def torchrun_argv(command: list[str], nnodes: int, node_rank: int, nproc_per_nod
             given = f" (got {master!r})" if master else ""
             raise DlcvError(f"launch: --nnodes {nnodes} needs --master HOST:PORT, the address of node 0 that every "
                             f"node can reach{given}")
+        digits = port.lstrip("0")
+        if len(digits) > 5 or not 1 <= int(digits or 0) <= 65535:  # int() of a thousand digits is slow: length first
+            raise DlcvError(f"launch: --master {shown(master)}: the port must be in 1..65535")
         where = ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--master-addr", host,
                  "--master-port", port, "--rdzv-conf", f"timeout={join_timeout}"]
     return [*where, "--nproc-per-node", str(nproc_per_node), "--max-restarts", "0", "-m", "dlcv", *command]

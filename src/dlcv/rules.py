@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -13,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, Field
 __all__ = ["Wants", "RecipeError", "whole", "number", "list_of", "checked", "describe", "describe_field",
            "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName",
            "Folder", "Text", "Whole0", "Whole1", "NonNegative", "Positive", "Share", "Fraction", "AnyNumber",
-           "RESNETS", "SAM_TYPES", "crop_padding_error"]
+           "RESNETS", "SAM_TYPES", "crop_padding_error", "MAX_WIDTH", "Width", "MAX_PROCESSES", "STRATEGIES", "FLOAT32",
+           "machine_memory", "gpu_memory", "memory_words", "memory_refusal", "image_batch_bytes", "largest_side"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +133,68 @@ AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")  # the batched policie
 def crop_padding_error(padding: int, what: str) -> str:
     """The error of a random crop's reflect padding that reaches past the image (``what``: its side, said)."""
     return f"data.crop_padding {padding} must be below {what}: reflect padding cannot reach past the image"
+
+
+# --- sizes: static bounds where a larger value is a slip, and what a value costs against the machine --------------
+MAX_WIDTH = 16384  # channels or units of one layer: 8x ResNet's widest (2048), 4x BYOL's heads (4096)
+Width = whole(1, MAX_WIDTH)
+MAX_PROCESSES = 1024  # devices, nodes, threads or processes per node: more than the largest machines have
+# Lightning's strategy names (lightning.pytorch.strategies.StrategyRegistry, which a test holds this to) and auto;
+# the registry itself is not read here, as importing Lightning takes seconds that a recipe check should not.
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
+              "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
+              "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+              "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "deepspeed",
+              "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
+              "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload",
+              "single_device", "single_tpu", "single_xla", "xla", "xla_debug")
+FLOAT32 = 4  # bytes
+
+
+def machine_memory() -> int:
+    """Bytes of this machine's physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def gpu_memory() -> int:
+    """Bytes of memory of this machine's first GPU (0 without one that torch can use)."""
+    import torch
+
+    return torch.cuda.mem_get_info()[1] if torch.cuda.is_available() else 0
+
+
+def memory_words(size: float) -> str:
+    """``690 GB``: bytes in decimal units, to three digits."""
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if size < 999.5 or unit == "PB":
+            return f"{size:.3g} {unit}" if size < 999.5 else f"{size:,.0f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def memory_refusal(what: str, needs: int, at_most: Callable[[int], int], accelerator: str = "auto") -> str | None:
+    """None when ``needs`` bytes fit in this machine's memory, or (unless ``accelerator`` is cpu) in its GPU's; else
+    the refusal in one line: ``WHAT needs ~690 GB, this machine has 31 GB of memory; give at most AT_MOST(limit)``,
+    where ``at_most`` gives the largest value that fits in ``limit`` bytes. The GPU is asked only when the memory is
+    too small, so a recipe that fits loads without torch."""
+    host = machine_memory()
+    if needs <= host:
+        return None
+    gpu = gpu_memory() if accelerator != "cpu" else 0
+    if needs <= gpu:
+        return None
+    has = f"this machine has {memory_words(host)} of memory" + (f" and {memory_words(gpu)} on its GPU" if gpu else "")
+    return f"{what} needs ~{memory_words(needs)}, {has}; give at most {at_most(max(host, gpu))}"
+
+
+def image_batch_bytes(images: int, side: int) -> int:
+    """Bytes of one float32 batch of ``images`` RGB images of ``side`` x ``side``: the estimate behind every bound of
+    an image side or a batch size. It counts the model's input alone; the activations a network keeps for its
+    backward pass are many times that (at least its first layer's channels per input value), so the estimate is a
+    generous floor: a value refused cannot run on the machine, and every shipped recipe needs a few hundred MB."""
+    return images * 3 * side * side * FLOAT32
+
+
+def largest_side(images: int, limit: int) -> int:
+    """The largest side whose float32 batch of ``images`` RGB images fits in ``limit`` bytes."""
+    return math.isqrt(limit // (images * 3 * FLOAT32))

@@ -73,7 +73,7 @@ def figure_images(figure, ids: list[str], images) -> list[str]:
     """
     wanted = [str(i) for i in figure.images]
     missing = [i for i in wanted if i not in ids]
-    if missing and "images" in figure.model_fields_set:
+    if missing and wanted != type(figure)().images:  # a saved recipe holds the default too: compared, not "set"
         raise DlcvError(f"figure.images: {images} has no image of id {missing[0]!r}; give ids of that folder")
     return [i for i in wanted if i in ids] or ids[:3]
 

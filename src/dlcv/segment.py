@@ -123,7 +123,8 @@ def _progress(recipe, data, run_dir: Path, plan) -> list:
     epochs = recipe.snapshots()
     if not epochs:
         return []
-    ids, images, masks = data.progress_images(recipe.progress.images)
+    chosen = recipe.progress.images
+    ids, images, masks = data.progress_images(chosen, strict=chosen != type(recipe.progress)().images)
     return [MaskProgress(run_dir, epochs, ids, images, masks, lambda x: segment_input(x, recipe.data),
                          recipe.train.val_tta, plan)]
 

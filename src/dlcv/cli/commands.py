@@ -10,11 +10,15 @@ from dlcv.recipes import RECIPES, describe_keys, keys_markdown
 
 
 def synth(args) -> None:
-    from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
+    from dlcv.data.synth import check_p1_sizes, check_p2_sizes, synth_p1, synth_p2, synth_ssl
 
     problems = [p.strip() for p in args.problems.split(",") if p.strip()]
     if not problems or any(p not in ("p1", "p2", "ssl") for p in problems):
         raise DlcvError(f"--problems {args.problems!r}: choose among p1, p2, ssl (comma-separated)")
+    if "p1" in problems:  # every set's sizes before the first is written
+        check_p1_sizes(args.classes, args.train_per_class, args.val_per_class)
+    if "p2" in problems:
+        check_p2_sizes(args.p2_train, args.p2_validation, args.p2_size)
     if "p1" in problems:
         target = synth_p1(args.output, num_classes=args.classes, train_per_class=args.train_per_class,
                           val_per_class=args.val_per_class, seed=args.seed, overwrite=args.overwrite)

@@ -168,17 +168,20 @@ class SegmentationData(FolderData):
         return (f"{len(self.train)} training pairs, {len(self.val)} validation pairs, training at "
                 f"{self.cfg.train_size}px, model input {self.cfg.eval_size}px")
 
-    def progress_images(self, wanted: list) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    def progress_images(self, wanted: list, strict: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """``(ids, images, masks)`` of the validation images whose masks are kept through training: the ``wanted``
-        ids of the validation folder (even under a holdout: drawing them decides nothing), else its first three;
-        ``DlcvError`` naming a wanted id the folder does not hold."""
+        ids of the validation folder (even under a holdout: drawing them decides nothing), else its first three.
+
+        Raises:
+            DlcvError: a wanted id the folder does not hold, when ``strict`` (ids a recipe chose, not the default).
+        """
         source = self.final if self.final is not None else self.val
         missing = [w for w in wanted if w not in source.names]
-        if missing:
+        if missing and strict:
             raise DlcvError(f"progress.images: {source.folder} has no image of id {missing[0]!r} (its ids run "
                             f"{min(source.names)} to {max(source.names)}); give ids of that folder, or "
                             "progress.epochs: '' for no masks through training")
-        picks = [source.names.index(w) for w in wanted] or list(range(min(3, len(source))))
+        picks = [source.names.index(w) for w in wanted if w in source.names] or list(range(min(3, len(source))))
         return [source.names[i] for i in picks], source.x[picks], source.y[picks]
 
     def _split(self, pairs: SatelliteSet, folder: Path) -> Split:

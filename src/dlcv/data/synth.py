@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -15,12 +16,16 @@ from dlcv.data.masks import MaskCodec
 from dlcv.errors import DlcvError
 from dlcv.files import read_manifest
 from dlcv.io import check_output_folder, save_torch, staged_folder
+from dlcv.rules import memory_refusal
 
 SHAPES = ("disc", "square", "triangle", "cross", "ring", "bar")
 SYNTH_KIND = "synthetic data set"  # the manifest kind of p1_data/ and p2_data/ written here (dlcv.io)
 P2_PARTS = ("train", "validation")  # p2_data/ holds the satellite pairs and the self-supervised
 SSL_PARTS = ("mini", "office", "pretrain_model_SL.pt")  # problem's data side by side, each kept by the other
 P1_PARTS = ("train_50", "val_50", "val_gt.csv")
+MAX_P1_IMAGES = 1_000_000  # 40 times the course's 25,000: more is hours of drawing and a folder no one lists
+MAX_P2_PIXELS = 2**34  # about 30 times the course's 2,257 satellite tiles of 512x512
+P2_BYTES_PER_PIXEL = 120  # draw_p2_pair's peak: nine float32 distance maps and their temporaries, coordinates, noise
 
 
 def is_synthetic(folder: str | os.PathLike) -> bool:
@@ -131,12 +136,21 @@ def _save(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, quality=90)
 
 
+def check_p1_sizes(num_classes: int, train_per_class: int, val_per_class: int) -> None:
+    """Refuse, before anything is written, a Problem 1 data set too small to train on or too large to draw."""
+    if num_classes < 2 or train_per_class < 1 or val_per_class < 1:
+        raise DlcvError("synthetic data needs at least 2 classes and 1 image per class and split")
+    if num_classes * (train_per_class + val_per_class) > MAX_P1_IMAGES:
+        raise DlcvError(f"--classes {num_classes} with --train-per-class {train_per_class} and --val-per-class "
+                        f"{val_per_class}: {num_classes * (train_per_class + val_per_class)} images to draw; give at "
+                        f"most {MAX_P1_IMAGES} in all")
+
+
 def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: int = 100,
              val_per_class: int = 20, seed: int = 0, overwrite: bool = False) -> Path:
     """Write ``output/p1_data`` (train_50/, val_50/, val_gt.csv) as the course lays it out, staged so that an
     interrupted run leaves no partial data set; a class's validation images take the indices after its training ones."""
-    if num_classes < 2 or train_per_class < 1 or val_per_class < 1:
-        raise DlcvError("synthetic data needs at least 2 classes and 1 image per class and split")
+    check_p1_sizes(num_classes, train_per_class, val_per_class)
     target = _data_target(output, "p1_data", P1_PARTS, overwrite)
     with staged_folder(target, overwrite=True, kind=SYNTH_KIND) as staging:
         (staging / "train_50").mkdir()
@@ -200,11 +214,26 @@ def draw_p2_pair(rng: np.random.Generator, size: int = 512, regions: int = 9) ->
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), classes
 
 
+def check_p2_sizes(train: int, validation: int, size: int) -> None:
+    """Refuse, before anything is written, satellite pairs too few or too small, a side whose drawing exceeds the
+    machine's memory, or more pixels in all than ``MAX_P2_PIXELS``."""
+    if train < 1 or validation < 1 or size < 32:
+        raise DlcvError("synthetic satellite data needs at least 1 pair per split and images of at least 32 pixels")
+    refusal = memory_refusal(f"--p2-size {size}: drawing one {size}x{size} pair at {P2_BYTES_PER_PIXEL} bytes a pixel",
+                             size * size * P2_BYTES_PER_PIXEL, lambda limit: math.isqrt(limit // P2_BYTES_PER_PIXEL),
+                             accelerator="cpu")
+    if refusal:
+        raise DlcvError(refusal)
+    if (train + validation) * size * size > MAX_P2_PIXELS:
+        raise DlcvError(f"--p2-train {train} and --p2-validation {validation} at --p2-size {size}: "
+                        f"{(train + validation) * size * size:.3g} pixels to draw; give at most {MAX_P2_PIXELS:.3g} "
+                        "in all (fewer pairs or a smaller size)")
+
+
 def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, size: int = 512, seed: int = 0,
              overwrite: bool = False) -> Path:
     """Write ``output/p2_data`` (train/, validation/ of NNNN_sat.jpg + NNNN_mask.png) as the course lays it out."""
-    if train < 1 or validation < 1 or size < 32:
-        raise DlcvError("synthetic satellite data needs at least 1 pair per split and images of at least 32 pixels")
+    check_p2_sizes(train, validation, size)
     target = _data_target(output, "p2_data", P2_PARTS, overwrite)
     with staged_folder(target, overwrite=True, kind=SYNTH_KIND, keep=SSL_PARTS) as staging:
         rng = np.random.default_rng(seed + 1)

@@ -19,7 +19,7 @@ from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.pretrained import TimmName, known_name
 from dlcv.models.registry import register_model
 from dlcv.models.weights import load_state_file, offline_weights, online
-from dlcv.rules import Fraction, Wants, Whole0, Whole1
+from dlcv.rules import Fraction, Wants, Whole0, Width, whole
 
 
 def _smp_arch(name: str) -> str:
@@ -210,7 +210,7 @@ class EncoderUNet(KeepsFrozenStatistics):
     Logits up-sampled to the input. ``freeze_stages``: see ``dlcv.models.freezing``."""
 
     def __init__(self, num_classes: int, encoder: TimmName = "resnet50", encoder_weights: str | None = None,
-                 decoder_widths: Sequence[Whole1] = (128, 96, 64, 48), out_indices: Sequence[Whole0] = (1, 2, 3, 4),
+                 decoder_widths: Sequence[Width] = (128, 96, 64, 48), out_indices: Sequence[Whole0] = (1, 2, 3, 4),
                  freeze_stages: Whole0 = 0):
         super().__init__()
         import timm
@@ -245,7 +245,7 @@ class SmallUNet(nn.Module):
 
     ``depth`` down-steps of two 3x3 convs, widths doubling from ``width``."""
 
-    def __init__(self, num_classes: int, width: Whole1 = 16, depth: Whole0 = 4):
+    def __init__(self, num_classes: int, width: Width = 16, depth: whole(0, 8) = 4):  # 8: 256x smaller at the bottom
         super().__init__()
         widths = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList(nn.Sequential(_conv_bn_relu(c, w), _conv_bn_relu(w, w))

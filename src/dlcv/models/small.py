@@ -12,12 +12,14 @@ from torch import nn
 
 from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
-from dlcv.rules import Fraction, Positive, Share, Wants, Whole0, Whole1
+from dlcv.rules import MAX_WIDTH, Fraction, Positive, Share, Wants, Width, whole
 
-WIDTHS = Annotated[Sequence[Whole1], Field(min_length=1), Wants("a non-empty list of whole numbers >= 1")]
-VGG_WIDTHS = Annotated[Sequence[Literal["M"] | Whole1], Field(min_length=1),
-                       Wants("a non-empty list of whole numbers >= 1 and M (a max-pool)")]
-BLOCKS = Annotated[Sequence[Whole0], Field(min_length=1), Wants("a non-empty list of whole numbers >= 0")]
+WIDTHS = Annotated[Sequence[Width], Field(min_length=1), Wants(f"a non-empty list of whole numbers in 1..{MAX_WIDTH}")]
+VGG_WIDTHS = Annotated[Sequence[Literal["M"] | Width], Field(min_length=1),
+                       Wants(f"a non-empty list of whole numbers in 1..{MAX_WIDTH} and M (a max-pool)")]
+# Stages double the width from ``width``; blocks per stage as deep as ResNet-152's deepest (36) and then some.
+BLOCKS = Annotated[Sequence[whole(0, 64)], Field(min_length=1, max_length=6),
+                   Wants("a list of 1 to 6 whole numbers in 0..64")]
 
 
 class Classifier(nn.Module):
@@ -41,7 +43,7 @@ def conv_bn_act(c_in: int, c_out: int) -> nn.Sequential:
 class CNN3(Classifier):
     """R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
 
-    def __init__(self, num_classes: int, widths: WIDTHS = (64, 128, 256), hidden: Whole1 = 512,
+    def __init__(self, num_classes: int, widths: WIDTHS = (64, 128, 256), hidden: Width = 512,
                  dropout: Fraction = 0.5):
         super().__init__()
         layers, c_in = [], 3
@@ -122,7 +124,7 @@ class BasicBlock(nn.Module):
 class SmallResNet(Classifier):
     """A ResNet for 32x32 images (ResNet-18 layout by default; ``width`` and ``blocks`` scale it)."""
 
-    def __init__(self, num_classes: int, width: Whole1 = 64, blocks: BLOCKS = (2, 2, 2, 2)):
+    def __init__(self, num_classes: int, width: Width = 64, blocks: BLOCKS = (2, 2, 2, 2)):
         super().__init__()
         self.stem = conv_bn_act(3, width)
         stages, c_in = [], width
@@ -173,7 +175,7 @@ class DlcvNet(Classifier):
     max-pool and a bias-free head with a fixed logit scale. ``whiten``: the stem is airbench's frozen patch-whitening
     layer, set from the training images before fit (``init_from_images``)."""
 
-    def __init__(self, num_classes: int, widths: WIDTHS = (64, 256, 256), stem_width: Whole1 = 24,
+    def __init__(self, num_classes: int, widths: WIDTHS = (64, 256, 256), stem_width: Width = 24,
                  bn_momentum: Share = 0.4, logit_scale: Positive = 1.0, whiten: bool = False):
         super().__init__()
         if whiten and stem_width != 2 * PATCH:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import typing
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dlcv.errors import shown
 from dlcv.rules import (
+    MAX_PROCESSES,
+    STRATEGIES,
     Duration,
     FolderName,
     Fraction,
@@ -16,11 +19,13 @@ from dlcv.rules import (
     Positive,
     RecipeError,
     Share,
-    Text,
     Wants,
     Whole0,
     Whole1,
+    image_batch_bytes,
+    largest_side,
     list_of,
+    memory_refusal,
     number,
     whole,
 )
@@ -91,8 +96,8 @@ class Schedule(Section):
     restart_mult: Whole1 = key(1, "cosine_restarts: each period this many times longer than the last (T_mult)")
 
 
-Devices = Annotated[Literal["auto"] | Whole1 | list[Whole0],
-                    Wants("auto, a number of devices >= 1 or a list of device indices")]
+Devices = Annotated[Literal["auto"] | whole(1, MAX_PROCESSES) | list[whole(0, MAX_PROCESSES - 1)],
+                    Wants(f"auto, a number of devices in 1..{MAX_PROCESSES} or a list of device indices")]
 
 
 class Train(Section):
@@ -115,12 +120,13 @@ class Train(Section):
     tta: Literal["none"] = key("none", "prediction and final scoring's test-time augmentation (none here)")
     val_tta: Literal["none"] = key("none", "per-epoch validation's test-time augmentation (none here)")
     channels_last: bool = key(True, "the channels-last memory layout (faster convolutions)")
-    threads: Whole1 | None = key(None, "CPU threads for torch; null: all cores")
+    threads: whole(1, MAX_PROCESSES) | None = key(None, "CPU threads for torch; null: all cores")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = key("auto", "Lightning's accelerator")
     devices: Devices = key("auto", "a number of GPUs (or CPU processes), or auto: one, or one per process that "
                            "torchrun or SLURM started")
-    num_nodes: Whole1 = key(1, "machines in a multi-node run (more when torchrun or srun started more)")
-    strategy: Text = key("auto", "auto, ddp, ... (Lightning's); torchrun and SLURM are detected")
+    num_nodes: whole(1, MAX_PROCESSES) = key(1, "machines in a multi-node run (more when torchrun or srun started "
+                                             "more)")
+    strategy: Literal[STRATEGIES] = key("auto", "auto, ddp, ... (Lightning's); torchrun and SLURM are detected")
     sync_batchnorm: bool = key(False, "batch-norm statistics over all processes (GPUs; small per-device batches)")
     deterministic: bool = key(False, "deterministic algorithms wherever a kernel has one")
 
@@ -210,6 +216,11 @@ class Training(Recipe):
         """The views predictions average over (None: the task does not predict)."""
         return None
 
+    def image_batches(self) -> list[tuple[str | None, str, int]]:
+        """The batches of images the model takes, each ``(the key of their side, or None for the course's 32 pixels;
+        the key of their number; views per image)``, whose memory ``_batch_memory`` bounds."""
+        return []
+
     def snapshots(self) -> list[int | str]:
         """The epochs of the recipe's snapshots (words where a budget decides them)."""
         section, name = self.SNAPSHOTS.split(".")
@@ -223,4 +234,39 @@ class Training(Recipe):
                               "[0.5, 0.75]")
         if self.SNAPSHOTS:
             self.snapshots()
+        for batch in self.image_batches():
+            self._batch_memory(*batch)
         return self
+
+    def _batch_memory(self, side_key: str | None, batch_key: str, views: int) -> None:
+        """Refuse a batch whose float32 images (``rules.image_batch_bytes``) exceed the machine's memory, naming the
+        side or the batch size: whichever is further above the recipe's default, in memory."""
+        side, batch = (_value(self, side_key) or COURSE_SIDE) if side_key else COURSE_SIDE, _value(self, batch_key)
+        images, defaults = batch * views, _defaults(type(self))
+        default_side = (_value(defaults, side_key) or COURSE_SIDE) if side_key else COURSE_SIDE
+        blame_side = side_key is not None and (side / default_side) ** 2 >= batch / _value(defaults, batch_key)
+        what = (f"{side_key}={side}: one float32 batch of {batch} images ({batch_key})" if blame_side else
+                f"{batch_key}={batch}: one float32 batch of {batch} images")
+        what += (", two views each," if views == 2 else "") + f" of 3x{side}x{side}"
+        what += f" ({side_key})" if side_key and not blame_side else ""
+
+        def at_most(limit: int) -> int:
+            return largest_side(images, limit) if blame_side else limit // image_batch_bytes(views, side)
+
+        refusal = memory_refusal(what, image_batch_bytes(images, side), at_most, self.train.accelerator)
+        if refusal:
+            raise RecipeError(side_key if blame_side else batch_key, refusal)
+
+
+COURSE_SIDE = 32  # the side of the course's classification images, when no key resizes them
+
+
+@functools.cache
+def _defaults(kind: type[BaseModel]) -> BaseModel:
+    """A recipe type's defaults, built without its checks (which ask for them)."""
+    return kind.model_construct()
+
+
+def _value(recipe: BaseModel, key: str):
+    """The value of a dotted recipe key."""
+    return functools.reduce(getattr, key.split("."), recipe)

@@ -32,6 +32,7 @@ from dlcv.recipes.schema import (
 )
 from dlcv.rules import (
     AUTO_AUGMENTS,
+    FLOAT32,
     RESNETS,
     SAM_TYPES,
     AnyNumber,
@@ -45,9 +46,11 @@ from dlcv.rules import (
     Wants,
     Whole0,
     Whole1,
+    Width,
     checked,
     crop_padding_error,
     list_of,
+    memory_refusal,
     number,
     whole,
 )
@@ -124,6 +127,11 @@ class ClassifyRecipe(Training):
 
     def input_side(self) -> int:
         return self.data.input_size or self.data.image_size or 32  # the course's images unless resized
+
+    def image_batches(self) -> list[tuple[str | None, str, int]]:
+        data = self.data  # images decoded at image_size are augmented before input_size resizes them
+        sides = [k for k, side in (("data.input_size", data.input_size), ("data.image_size", data.image_size)) if side]
+        return [(side, batch, 1) for side in sides or [None] for batch in ("data.batch_size", "data.eval_batch_size")]
 
     def test_time_augmentation(self) -> str:
         return self.train.tta
@@ -222,7 +230,8 @@ class Progress(Section):
     """The predicted masks kept through training."""
 
     epochs: EpochList = key("first,middle,last", "epochs whose predicted masks are kept for the progress grid")
-    images: list[str] = key(["0013", "0062", "0104"], "validation ids (the reports' choice); missing ones are skipped")
+    images: list[str] = key(["0013", "0062", "0104"], "validation ids (the reports' choice; where the folder lacks "
+                            "these defaults, or with [], its first three); an id given here must be in the folder")
 
 
 class SegmentRecipe(Training):
@@ -243,6 +252,9 @@ class SegmentRecipe(Training):
 
     def input_side(self) -> int:
         return self.data.eval_size
+
+    def image_batches(self) -> list[tuple[str | None, str, int]]:
+        return [("data.train_size", "data.batch_size", 1), ("data.eval_size", "data.eval_batch_size", 1)]
 
     def evaluation_scale(self) -> float:
         return (self.data.eval_size / self.data.train_size) ** 2  # whole tiles predicted, crops trained
@@ -304,8 +316,8 @@ class Trunk(Section):
 class Byol(Section):
     """BYOL's heads and target network."""
 
-    hidden_dim: Whole1 = key(4096, "projection and prediction heads' hidden width")
-    output_dim: Whole1 = key(256, "projection width")
+    hidden_dim: Width = key(4096, "projection and prediction heads' hidden width")
+    output_dim: Width = key(256, "projection width")
     momentum: Fraction = key(0.99, "the target's momentum at the start of its cosine schedule to 1")
 
 
@@ -342,6 +354,10 @@ class ByolRecipe(Training):
 
     def unmonitored_selection(self) -> str:
         return "the last epoch (no kNN monitor)"
+
+    def image_batches(self) -> list[tuple[str | None, str, int]]:
+        decoded = [("data.image_size", "data.eval_batch_size", 1)] if self.data.image_size else []
+        return [("views.size", "data.batch_size", 2), *decoded]
 
 
 SSL_SETTINGS = {  # setting -> (pre-training, fine-tuning)
@@ -397,17 +413,20 @@ class TableRecipe(Recipe):
 
 
 # --- Segment Anything ---------------------------------------------------------------------------------------
+SAM_SIDE = 1024  # the side SAM's encoder takes every image (and crop) at
 class Generator(Section):
     """Every knob of segment-anything's SamAutomaticMaskGenerator, with its default (tuned there for ViT-H); the
     rules are ours (its own checks are bare asserts)."""
 
-    points_per_side: Whole1 = key(32, "point prompts on a points_per_side^2 grid (per crop layer)")
+    points_per_side: whole(1, 256) = key(32, "point prompts on a points_per_side^2 grid (per crop layer; at most "
+                                         "256: 65536 prompts per crop, each through the decoder)")
     points_per_batch: Whole1 = key(64, "prompts decoded together; more is faster where memory allows")
     pred_iou_thresh: Share = key(0.88, "drop masks whose predicted IoU (SAM's own quality estimate) is not above this")
     stability_score_thresh: Share = key(0.95, "drop masks whose IoU between logit cut-offs +-offset is under this")
     stability_score_offset: Positive = key(1.0, "the logit offset of the stability score")
     box_nms_thresh: Share = key(0.7, "box IoU above which the lower-scored of two masks is a duplicate")
-    crop_n_layers: Whole0 = key(0, "> 0: run again on crops, layer i has (2^i)^2 crops")
+    crop_n_layers: whole(0, 3) = key(0, "> 0: run again on crops, layer i has (2^i)^2 crops (at most 3: 85 crops, "
+                                     "each through the image encoder)")
     crop_nms_thresh: Share = key(0.7, "duplicates between crops")
     crop_overlap_ratio: Share = key(512 / 1500, "overlap of first-layer crops, as a fraction of the image side")
     crop_n_points_downscale_factor: Whole1 = key(1, "crop layer i samples points_per_side / factor^i per side")
@@ -433,7 +452,8 @@ class Refine(Section):
 class Figure(Section):
     """The figure of SAM's masks."""
 
-    images: list[str] = key(["0013", "0062", "0104"], "the reports' images; missing ones: the first three")
+    images: list[str] = key(["0013", "0062", "0104"], "the reports' images (where the folder lacks these defaults: "
+                            "its first three); an id given here must be in the folder")
 
 
 class SamRecipe(Recipe):
@@ -447,6 +467,18 @@ class SamRecipe(Recipe):
                           "exactly")
     refine: Refine = section(Refine)
     figure: Figure = section(Figure)
+
+    @model_validator(mode="after")
+    def _prompt_memory(self):
+        # Each prompt's 3 mask logits: at the decoder's 256 pixels with prefilter, else up-sampled to SAM's input side.
+        side = 256 if self.prefilter else SAM_SIDE
+        per_prompt, batch = 3 * side * side * FLOAT32, self.generator.points_per_batch
+        refusal = memory_refusal(f"generator.points_per_batch={batch}: one batch of {batch} prompts with 3 float32 "
+                                 f"mask logits of {side}x{side} each", batch * per_prompt,
+                                 lambda limit: limit // per_prompt)
+        if refusal:
+            raise RecipeError("generator.points_per_batch", refusal)
+        return self
 
 
 RECIPES = {"classify": ClassifyRecipe, "segment": SegmentRecipe, "ssl_pretrain": ByolRecipe,
