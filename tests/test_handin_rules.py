@@ -277,14 +277,14 @@ def test_the_scripts_read_every_kind_of_input_as_dlcv_does(capsys, tmp_path, tra
 @pytest.mark.slow
 def test_the_scripts_run_from_a_folder_of_any_name(tmp_path, hand, p1_data, course_python):
     """Folders named like an option, ending in a newline, or holding quotes and a dollar sign; the script given by an
-    absolute or a relative path, or run from inside its folder."""
+    absolute or a relative path, or run from inside its folder (the three ways for the last name)."""
     for index, name in enumerate(("-x", "ends in a newline\n", "it's \"$(id)\" `id`")):
         folder = tmp_path / name
         shutil.copytree(hand, folder)
         out = tmp_path / f"out{index}.csv"
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-        for argv, cwd in (([str(folder / "hw1_1.sh")], tmp_path), ([f"./{name}/hw1_1.sh"], tmp_path),
-                          (["hw1_1.sh"], folder)):
+        ways = (([f"./{name}/hw1_1.sh"], tmp_path), ([str(folder / "hw1_1.sh")], tmp_path), (["hw1_1.sh"], folder))
+        for argv, cwd in ways if index == 2 else ways[:1]:
             done = subprocess.run(["bash", *argv, str(p1_data / "val_50"), str(out)], capture_output=True, text=True,
                                   cwd=cwd, env=env, timeout=600, check=False)
             assert done.returncode == 0, (name, argv, done.stderr[-2000:])

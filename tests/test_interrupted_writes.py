@@ -14,9 +14,10 @@ import tempfile
 import lightning as L
 import pytest
 import torch
-from conftest import PARKED, copy_run, expect_error, run_cli
+from conftest import copy_run, expect_error, run_cli
 from test_nothing_lost import snapshot
 
+import dlcv.cli.main
 import dlcv.trainer
 from dlcv.errors import DlcvError
 from dlcv.io import save_torch
@@ -143,39 +144,30 @@ def test_a_resume_with_malformed_metrics_changes_nothing(capsys, trained_run, re
 
 
 # --- signals ------------------------------------------------------------------------------------------------
-PARK_AT_FIRST_BATCH = f"""
-import sys, time
-import lightning as L
-import dlcv.trainer
-from dlcv.cli.main import main
+class SignalAt(L.Callback):
+    """At the first batch of ``epoch`` (from 0): SIGTERM delivered to this process, or Ctrl-C as Python's own SIGINT
+    handler gives it (a KeyboardInterrupt). A real SIGTERM to a separate process: test_training_knobs' resume."""
 
-class Park(L.Callback):
+    def __init__(self, signum: int, epoch: int):
+        self.signum, self.epoch = signum, epoch
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if (trainer.current_epoch, batch_idx) == (int(sys.argv[1]), 0):
-            print("{PARKED}", flush=True)
-            time.sleep(600)  # ended here by the test's signal
-
-build = dlcv.trainer.build_trainer
-dlcv.trainer.build_trainer = lambda *a, extra_callbacks=(), **k: build(*a, extra_callbacks=(*extra_callbacks, Park()),
-                                                                       **k)
-sys.exit(main(sys.argv[2:]))
-"""
+        if (trainer.current_epoch, batch_idx) == (self.epoch, 0):
+            if self.signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.raise_signal(self.signum)
 
 
 @pytest.mark.parametrize("signum, epoch", [(signal.SIGTERM, 1), (signal.SIGINT, 0)])
-def test_a_signal_ends_a_fit_with_one_line_and_its_exit_status(p1_data, recipe, tmp_path, signum, epoch):
+def test_a_signal_ends_a_fit_with_one_line_and_its_exit_status(capsys, p1_data, recipe, tmp_path, monkeypatch,
+                                                                signum, epoch):
     """SIGTERM ended a fit with exit status 0 and no word; SIGINT with 1, silently."""
     runs = tmp_path / "runs"
-    process = subprocess.Popen([sys.executable, "-c", PARK_AT_FIRST_BATCH, str(epoch), "classify", "fit",
-                                "--config", str(recipe), "--data", str(p1_data), "--runs-dir", str(runs)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "DLCV_CACHE": str(tmp_path / "cache")})
-    for line in process.stdout:
-        if line.strip() == PARKED:
-            break
-    process.send_signal(signum)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signum, err
+    build = dlcv.trainer.build_trainer
+    monkeypatch.setattr(dlcv.trainer, "build_trainer", lambda *a, extra_callbacks=(), **k: build(
+        *a, extra_callbacks=(*extra_callbacks, SignalAt(signum, epoch)), **k))
+    code, _, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", runs)
+    assert code == 128 + signum, err
     name = signal.Signals(signum).name
     last = err.strip().splitlines()[-1]
     if epoch:
@@ -187,6 +179,7 @@ def test_a_signal_ends_a_fit_with_one_line_and_its_exit_status(p1_data, recipe, 
                        "command again"
     assert "Traceback" not in err
     assert not list(runs.glob(".*.tmp")) and not list((runs / "tiny").glob(".*.tmp"))
+    assert signal.getsignal(signal.SIGTERM) is not dlcv.cli.main.stop_on_signal  # the handler ends with the command
 
 
 def test_a_sigterm_in_the_middle_of_a_prediction_leaves_the_earlier_masks_whole(capsys, seg_run, p2_data, tmp_path,
