@@ -11,8 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from dlcv.cli.main import main
-from dlcv.data.synth import synth_p1, synth_p2, synth_ssl
+
+def share_cores() -> int | None:
+    """Under pytest-xdist, each worker (and every process its tests start) computes on its share of the cores:
+    torch's threads on every core in each worker oversubscribe the CPU, and OpenMP's waiting threads spin. Returns
+    the share, or None where it left the threads as they were (one worker, or OMP_NUM_THREADS given)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        share = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+        if "torch" in sys.modules:  # imported already (by a plugin): its pool is set, not read again
+            sys.modules["torch"].set_num_threads(share)
+        return share
+    return None
+
+
+SHARED_THREADS = share_cores()  # before torch is imported: it reads OMP_NUM_THREADS once
+
+from dlcv.cli.main import main  # noqa: E402
+from dlcv.data.synth import synth_p1, synth_p2, synth_ssl  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # The course's data: ../shared/data/hw1_data beside the repository, or where DLCV_COURSE_DATA says.

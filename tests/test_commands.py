@@ -207,3 +207,12 @@ def test_a_new_task_is_its_modules_and_one_registry_line(monkeypatch, capsys):
         monkeypatch.undo()
         importlib.reload(sections)
     assert "toys" not in sections.SECTIONS
+
+
+def test_each_suite_worker_computes_on_its_share_of_the_cores():
+    """Two workers each running torch on every core oversubscribe the CPU (conftest.share_cores)."""
+    import torch
+    from conftest import SHARED_THREADS
+
+    if SHARED_THREADS is not None:
+        assert torch.get_num_threads() == SHARED_THREADS
