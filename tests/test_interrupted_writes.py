@@ -104,6 +104,20 @@ def test_overwrite_keeps_the_finished_run_when_the_new_one_fails_before_its_firs
     assert snapshot(tmp_path / "runs") == before  # the earlier run whole, nothing beside it
 
 
+def test_a_new_run_that_stops_before_its_first_checkpoint_leaves_no_folder_and_runs_again(
+        capsys, recipe, p1_data, tmp_path, monkeypatch):
+    build = dlcv.trainer.build_trainer
+    monkeypatch.setattr(dlcv.trainer, "build_trainer", lambda *a, extra_callbacks=(), **k: build(
+        *a, extra_callbacks=(*extra_callbacks, StopAtFirstBatch()), **k))
+    code, _, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir",
+                           tmp_path / "runs")
+    assert code == 2 and "the new run stopped" in err
+    assert list((tmp_path / "runs").iterdir()) == []
+    monkeypatch.setattr(dlcv.trainer, "build_trainer", build)
+    assert run_cli(capsys, "classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir",
+                   tmp_path / "runs")[0] == 0  # no --overwrite needed
+
+
 def test_an_overwrite_killed_before_its_first_checkpoint_gives_the_earlier_run_back_at_the_next_command(tmp_path):
     runs = tmp_path / "runs"
     (runs / "tiny").mkdir(parents=True)
@@ -177,8 +191,9 @@ def test_a_signal_ends_a_fit_with_one_line_and_its_exit_status(capsys, p1_data, 
     else:
         assert last == f"dlcv: {runs / 'tiny'}: stopped by {name} at epoch 1; it had no checkpoint yet: run the " \
                        "command again"
+        assert not (runs / "tiny").exists()  # nothing left to block the rerun
     assert "Traceback" not in err
-    assert not list(runs.glob(".*.tmp")) and not list((runs / "tiny").glob(".*.tmp"))
+    assert not list(runs.rglob(".*.tmp"))
     assert signal.getsignal(signal.SIGTERM) is not dlcv.cli.main.stop_on_signal  # the handler ends with the command
 
 

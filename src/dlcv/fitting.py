@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -99,17 +100,7 @@ class Fit:
                                 first_callbacks=(budget,) if budget else (), plan=plan,
                                 precision=resolved["precision"], **trainer_options)
         plan.begin(data.steps_per_epoch(trainer.world_size), train.epochs)  # a budget's first plan, until timed
-        try:
-            trainer.fit(task, datamodule=data, ckpt_path=resume_from)
-        except (Stopped, SystemExit) as exc:
-            raise stopped_fit(exc, trainer, run) from None
-        except OSError as exc:  # a full disk met by a writer that names no file (TensorBoard's, from its thread)
-            if exc.filename or exc.errno not in WRITE_ERRORS:
-                raise
-            raise write_error(run_dir, exc) from None
-        finally:
-            if is_primary_process():
-                settle_replaced(run_dir)  # the run --overwrite replaces: gone once this one has a checkpoint, else back
+        train_run(trainer, task, data, resume_from, run)
         fit_seconds = time.perf_counter() - self._start
         score_best(trainer, task, data, run.best)
         if trainer.is_global_zero:
@@ -128,12 +119,31 @@ class Fit:
         return run_dir
 
 
-def stopped_fit(exc: BaseException, trainer, run: RunFolder) -> BaseException:
-    """The one line of a fit that a signal ended (SIGTERM: exit 143, SIGINT: 130), saying how it goes on; any other
-    ``exc`` as it is. Lightning turns Ctrl-C into ``SystemExit(1)`` and its own SIGTERM handling into a
-    ``SIGTERMException``; a signal leaves the run as the last checkpoint holds it."""
+def train_run(trainer, task, data, resume_from: Path | None, run: RunFolder) -> None:
+    """``trainer.fit`` into ``run``; how it ended said in one line (``failed_fit``). A new run that ends before its
+    first checkpoint leaves no folder to block the command's rerun, and the run ``--overwrite`` set aside comes back;
+    one that has a checkpoint replaces it."""
+    try:
+        trainer.fit(task, datamodule=data, ckpt_path=resume_from)
+    except BaseException as exc:
+        if is_primary_process() and resume_from is None and not run.last.is_file():
+            shutil.rmtree(run.path, ignore_errors=True)  # only what this fit wrote: its recipe, logs, no checkpoint
+        raise failed_fit(exc, trainer, run) from None
+    finally:
+        if is_primary_process():
+            settle_replaced(run.path)
+
+
+def failed_fit(exc: BaseException, trainer, run: RunFolder) -> BaseException:
+    """The one line of a fit that a signal ended (SIGTERM: exit 143, SIGINT: 130), saying how it goes on, or that a
+    writer naming no file met a full disk (TensorBoard's, from its thread); any other ``exc`` as it is. Lightning turns
+    Ctrl-C into ``SystemExit(1)`` and its own SIGTERM handling into a ``SIGTERMException``."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    if isinstance(exc, OSError) and not exc.filename and exc.errno in WRITE_ERRORS:
+        return write_error(run.path, exc)
+    if not isinstance(exc, (Stopped, SystemExit)):
+        return exc
     if isinstance(exc, Stopped):
         signum = exc.exit_status - 128
     elif isinstance(exc, SIGTERMException):
@@ -143,7 +153,7 @@ def stopped_fit(exc: BaseException, trainer, run: RunFolder) -> BaseException:
     else:
         return exc
     after = ("--resume continues from its last checkpoint" if run.last.is_file() else
-             "it had no checkpoint yet: run the command again")
+             "it had no checkpoint yet: run the command again")  # a resumed run always has one
     return Stopped(f"{run.path}: stopped by {signal.Signals(signum).name} at epoch {trainer.current_epoch + 1}; "
                    f"{after}", signum)
 
