@@ -70,6 +70,13 @@ CLASSIFY, SEGMENT, PRETRAIN = ("classify", "fit"), ("segment", "fit"), ("ssl", "
      r"model\.args\.depth must be a whole number >= 0 and <= 8, got 40$"),
     (PRETRAIN, "ssl/byol_cpu.yaml", ["byol.hidden_dim=10000000"],
      r"byol\.hidden_dim must be a whole number >= 1 and <= 16384, got 10000000$"),
+    # widths each within their bound, together past the machine: the model counted on the meta device
+    (CLASSIFY, "p1/model_a_cpu.yaml", ["model={name: cnn3, args: {widths: [16384, 16384, 16384]}}"],
+     r"model\.args: model 'cnn3' has 12,214,453,762 parameters; training them \(weights, gradients and two "
+     r"optimiser moments in float32\) needs ~195 GB, this machine has 31 GB of memory; give at most "
+     r"1,937,500,000 parameters \(smaller widths\)$"),
+    (SEGMENT, "seg/cpu.yaml", ["model={name: unet_small, args: {width: 16384}}"],
+     r"model\.args: model 'unet_small' has [0-9,]+ parameters; .* needs ~[0-9.]+ [TP]B, this machine has 31 GB"),
 ])
 def test_a_size_past_its_bound_is_one_line_and_no_run_folder(capsys, tmp_path, small_machine, command, config, sets,
                                                             pattern):

@@ -33,6 +33,7 @@ def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.P
     resume must find unchanged; ``inputs``: other folders the run reads, which it must not write into."""
     start = time.perf_counter()  # a time budget counts from here
     recipe = run_recipe(recipe_type, config, overrides, name, runs_dir, resume, fixed)
+    check_model_memory(recipe)
     adopt_slurm_layout()
     check_devices(recipe.train.accelerator, recipe.train.num_nodes)
     folders = (data, *inputs)
@@ -44,6 +45,17 @@ def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.P
             check_run_dir(runs_dir, recipe.name, overwrite, inputs=folders)
         anew = resume and "train.budget" in override_keys(overrides)
         yield Fit(recipe, runs_dir, folders, (overwrite, resume, anew), start, lock)
+
+
+def check_model_memory(recipe) -> None:
+    """A recipe's model (a ``model: {name, args}`` section) whose training state would not fit the machine, refused
+    before any folder is made (``dlcv.models.registry.check_training_memory``)."""
+    from dlcv.models.registry import check_training_memory
+
+    model = getattr(recipe, "model", None)
+    if isinstance(getattr(model, "args", None), dict) and isinstance(getattr(model, "name", None), str):
+        classes = recipe.CLASSES or getattr(recipe.data, "num_classes", None) or 2  # the head is a small share
+        check_training_memory(model.name, recipe.task, model.args, classes, recipe.train.accelerator)
 
 
 class Fit:

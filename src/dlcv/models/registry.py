@@ -8,6 +8,7 @@ import inspect
 import typing
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from dlcv.errors import DlcvError, exception_line, shown
@@ -117,6 +118,35 @@ def check_model_args(name: str, kind: str | None, args: dict) -> None:
             raise DlcvError(f"model.args.{key} is not an argument of model {name!r}") from None
         raise DlcvError(f"model.args.{key} must be {describe_field(schema.model_fields[key])}, got "
                         f"{shown(args.get(key))}") from None
+
+
+TRAINING_COPIES = 4  # float32 weights, their gradients and two optimiser moments (Adam's, AdamW's)
+
+
+def check_training_memory(name: str, kind: str, args: dict, num_classes: int, accelerator: str = "auto") -> None:
+    """Refuse, in one line with the estimate, a model whose training state alone exceeds the machine's memory (or its
+    GPU's): ``TRAINING_COPIES`` float32 copies of its parameters, counted on the meta device (no arithmetic, no
+    memory, no weights read). A model the meta device cannot build is left to its build.
+
+    Raises:
+        DlcvError: ``model.args: model NAME has N parameters; ... needs ~X GB, this machine has Y GB of memory``.
+    """
+    from dlcv.rules import FLOAT32, memory_refusal
+
+    args = rebuild_args(args)
+    check_model_args(name, kind, args)
+    try:
+        with torch.device("meta"):
+            model = _BUILDERS[name](num_classes=num_classes, **args)
+    except Exception:  # a builder that needs real tensors: its own build says what is wrong
+        return
+    count = sum(p.numel() for p in model.parameters())
+    refusal = memory_refusal(f"model.args: model {name!r} has {count:,} parameters; training them (weights, "
+                             "gradients and two optimiser moments in float32)", count * FLOAT32 * TRAINING_COPIES,
+                             lambda limit: f"{limit // (FLOAT32 * TRAINING_COPIES):,} parameters (smaller widths)",
+                             accelerator)
+    if refusal:
+        raise DlcvError(refusal)
 
 
 def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs) -> nn.Module:
