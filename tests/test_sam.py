@@ -108,7 +108,7 @@ def test_recipe_knobs_reach_the_generator(tiny_checkpoint, tmp_path):
     assert (generator.stability_score_offset, generator.box_nms_thresh, generator.crop_n_layers) == (2.0, 0.45, 1)
     assert (generator.crop_nms_thresh, generator.crop_overlap_ratio) == (0.3, 0.25)
     assert (generator.crop_n_points_downscale_factor, generator.min_mask_region_area) == (2, 9)
-    assert generator.prefilter and generator.output_mode == "coco_rle"
+    assert generator.predictor.iou_floor == 0.5 and generator.output_mode == "coco_rle"  # prefilter: true
     assert [len(g) for g in generator.point_grids] == [36, 9]  # layer 1: 6 / 2 points per side
 
 
@@ -147,6 +147,22 @@ def test_prefilter_keeps_the_official_generators_masks(tiny_checkpoint, satellit
     assert 0 < len(official) < len(everything)
     assert [r["segmentation"] for r in ours] == [r["segmentation"] for r in official]
     assert [r["predicted_iou"] for r in ours] == pytest.approx([r["predicted_iou"] for r in official])
+    assert [r["stability_score"] for r in ours] == pytest.approx([r["stability_score"] for r in official])
+
+
+def test_the_generator_reaches_segment_anything_through_public_methods_only():
+    """Overriding a private method (``_process_batch``) broke silently when segment-anything changed it."""
+    import ast
+    import inspect
+
+    import dlcv.models.sam
+
+    tree = ast.parse(inspect.getsource(dlcv.models.sam))
+    defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    private = sorted(name for name in defined if name.startswith("_") and not name.startswith("__"))
+    used = sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                   and node.attr.startswith("_") and not node.attr.startswith("__")})
+    assert private == [] and used == []
 
 
 def test_region_that_is_70_percent_class_1_becomes_all_class_1():

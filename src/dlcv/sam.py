@@ -58,7 +58,7 @@ class SamRunner:
         start = time.perf_counter()
         with tqdm(total=self.point_batches(image.shape[:2]), desc=f"SAM {name}", unit="batch", leave=False,
                   file=sys.stderr, disable=self.device != "cpu") as bar:
-            self.generator.on_batch = lambda: bar.update(1)
+            self.generator.predictor.on_batch = lambda: bar.update(1)
             records = self.generator.generate(image)
         return records, time.perf_counter() - start
 

@@ -11,16 +11,8 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-from segment_anything.utils.amg import (
-    MaskData,
-    batched_mask_to_box,
-    calculate_stability_score,
-    is_box_near_crop_edge,
-    mask_to_rle_pytorch,
-    uncrop_masks,
-)
 
 from dlcv.errors import DlcvError
 from dlcv.models.weights import load_state_file
@@ -95,61 +87,57 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
     return model.eval()
 
 
-def _prefiltered_batch(generator, points, im_size, crop_box, orig_size):
-    """``SamAutomaticMaskGenerator._process_batch``, dropping masks under the IoU threshold before up-sampling them."""
-    predictor, model = generator.predictor, generator.predictor.model
-    orig_h, orig_w = orig_size
-    coords = torch.as_tensor(predictor.transform.apply_coords(points, im_size), device=predictor.device)
-    labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
-    sparse, dense = model.prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
-    low_res, iou_preds = model.mask_decoder(image_embeddings=predictor.features,
-                                            image_pe=model.prompt_encoder.get_dense_pe(),
-                                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                            multimask_output=True)
-    per_point = low_res.shape[1]
-    low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)
-    point_rows = torch.as_tensor(points.repeat(per_point, axis=0))
-    if generator.pred_iou_thresh > 0.0:
-        keep = iou_preds > generator.pred_iou_thresh
-        low_res, iou_preds, point_rows = low_res[keep], iou_preds[keep], point_rows[keep.cpu()]
-    # Up-sampled as SAM does (to the encoder's input, crop the padding, to the image), kept masks
-    # only, 64 at a time: a 1024x1024 float logit map is 4 MiB.
-    masks = torch.cat([model.postprocess_masks(low_res[i : i + 64, None], predictor.input_size,
-                                               predictor.original_size)[:, 0]
-                       for i in range(0, len(low_res), 64)]) if len(low_res) else \
-        low_res.new_zeros((0, *predictor.original_size))
-    data = MaskData(masks=masks, iou_preds=iou_preds, points=point_rows)
-    data["stability_score"] = calculate_stability_score(data["masks"], model.mask_threshold,
-                                                        generator.stability_score_offset)
-    if generator.stability_score_thresh > 0.0:
-        data.filter(data["stability_score"] >= generator.stability_score_thresh)
-    data["masks"] = data["masks"] > model.mask_threshold
-    data["boxes"] = batched_mask_to_box(data["masks"])
-    inside = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
-    if not torch.all(inside):
-        data.filter(inside)
-    data["masks"] = uncrop_masks(data["masks"], crop_box, orig_h, orig_w)
-    data["rles"] = mask_to_rle_pytorch(data["masks"])
-    del data["masks"]
-    return data
+class PromptPredictor(SamPredictor):
+    """segment-anything's ``SamPredictor``, its public ``predict_torch`` extended: ``on_batch`` is called after each
+    batch of prompts, and with ``iou_floor`` the masks whose predicted IoU is not above it are never up-sampled.
+
+    The automatic mask generator up-samples every mask of a batch to the image's size, then drops those under its
+    predicted-IoU threshold; with the same threshold as ``iou_floor``, those masks come back as logits below
+    ``mask_threshold`` without being up-sampled, and the generator drops them as before: its masks are the same.
+    """
+
+    def __init__(self, model, iou_floor: float | None = None):
+        super().__init__(model)
+        self.iou_floor = iou_floor
+        self.on_batch = None  # set by ``dlcv.sam.SamRunner`` to advance its progress bar
+
+    @torch.no_grad()
+    def predict_torch(self, point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True,
+                      return_logits=False):
+        """``SamPredictor.predict_torch``'s ``(masks, iou_predictions, low_res_masks)``, each ``(B, M, ...)``."""
+        if self.iou_floor is None or boxes is not None or mask_input is not None:
+            result = super().predict_torch(point_coords, point_labels, boxes, mask_input, multimask_output,
+                                           return_logits)
+        else:
+            result = self.predict_above_floor(point_coords, point_labels, multimask_output, return_logits)
+        if self.on_batch is not None:
+            self.on_batch()
+        return result
+
+    def predict_above_floor(self, point_coords, point_labels, multimask_output: bool, return_logits: bool):
+        """``predict_torch`` for point prompts, up-sampling only the masks whose predicted IoU is above
+        ``iou_floor`` (64 at a time: a 1024x1024 float logit map is 4 MiB); the others hold the lowest logit."""
+        model = self.model
+        sparse, dense = model.prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=None)
+        low_res, iou_predictions = model.mask_decoder(image_embeddings=self.features,
+                                                      image_pe=model.prompt_encoder.get_dense_pe(),
+                                                      sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                                      multimask_output=multimask_output)
+        masks = low_res.new_full((*low_res.shape[:2], *self.original_size), torch.finfo(low_res.dtype).min)
+        kept = torch.nonzero(iou_predictions > self.iou_floor)
+        for i in range(0, len(kept), 64):
+            rows, outputs = kept[i : i + 64].unbind(1)
+            masks[rows, outputs] = model.postprocess_masks(low_res[rows, outputs][:, None], self.input_size,
+                                                           self.original_size)[:, 0]
+        return (masks if return_logits else masks > model.mask_threshold), iou_predictions, low_res
 
 
 def mask_generator(model, knobs: dict, prefilter: bool = False):
-    """The automatic mask generator over ``model`` with ``knobs`` (every ``SamAutomaticMaskGenerator``
-    argument but ``point_grids`` and ``output_mode``: masks always come as COCO RLE)."""
-    class MaskGenerator(SamAutomaticMaskGenerator):
-        """``SamAutomaticMaskGenerator`` with ``on_batch`` (called per batch of points) and ``prefilter``."""
-
-        def __init__(self, model, *, prefilter: bool = False, **knobs):
-            super().__init__(model, output_mode="coco_rle", **knobs)
-            self.prefilter = prefilter
-            self.on_batch = None  # set by ``dlcv.sam.SamRunner`` to advance its progress bar
-
-        def _process_batch(self, points, im_size, crop_box, orig_size):
-            data = _prefiltered_batch(self, points, im_size, crop_box, orig_size) if self.prefilter \
-                else super()._process_batch(points, im_size, crop_box, orig_size)
-            if self.on_batch is not None:
-                self.on_batch()
-            return data
-
-    return MaskGenerator(model, prefilter=prefilter, **knobs)
+    """segment-anything's automatic mask generator over ``model`` with ``knobs`` (every ``SamAutomaticMaskGenerator``
+    argument but ``point_grids`` and ``output_mode``: masks always come as COCO RLE), prompting through a
+    ``PromptPredictor``: ``generator.predictor.on_batch`` follows its batches, and ``prefilter`` skips up-sampling
+    the masks its predicted-IoU threshold drops."""
+    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **knobs)
+    threshold = generator.pred_iou_thresh
+    generator.predictor = PromptPredictor(model, iou_floor=threshold if prefilter and threshold > 0 else None)
+    return generator
