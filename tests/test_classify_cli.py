@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, run_cli, run_dlcv
+from conftest import REPO, TINY_RECIPE, run_cli, run_dlcv
 
 
 @pytest.mark.slow
@@ -138,3 +138,28 @@ def test_course_wrappers_write_the_years_format(trained_run, p1_data, tmp_path):
         assert done.returncode == 0, done.stderr
         lines = out.read_text().splitlines()
         assert lines[0] == header and len(lines) == 17
+
+
+@pytest.mark.parametrize("classes, switch, wanted", [(6, "true", True), (6, "false", False), (4, "true", False)])
+def test_top5_accuracy_is_logged_per_epoch_and_scored_at_the_end_where_asked(capsys, tmp_path, classes, switch,
+                                                                             wanted):
+    """The task's one MetricCollection, cloned per stage: top-5 beside accuracy in training, validation and the final
+    scoring (off by the recipe's switch, and below six classes)."""
+    import json
+
+    from dlcv.data.synth import synth_p1
+
+    data = synth_p1(tmp_path / "data", num_classes=classes, train_per_class=4, val_per_class=2)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.replace("batch_size: 16", "batch_size: 4, holdout: 0.25")
+                      .replace("epochs: 2", "epochs: 1")
+                      .replace("precision: 32-true}", f"precision: 32-true, top5_accuracy: {switch}}}"))
+    code, out, err = run_cli(capsys, "classify", "fit", "--config", recipe, "--data", data, "--runs-dir",
+                             tmp_path / "runs")
+    assert code == 0, err
+    header = (tmp_path / "runs" / "tiny" / "metrics.csv").read_text().splitlines()[0].split(",")
+    final = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())["final_validation"]
+    assert ({"train_top5_acc", "val_top5_acc"} <= set(header)) is wanted
+    assert ("top5_accuracy" in final) is wanted and {"train_acc", "val_acc"} <= set(header)
+    if wanted:
+        assert final["accuracy"] <= final["top5_accuracy"] <= 1 and ", top-5 " in out

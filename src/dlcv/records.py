@@ -42,6 +42,7 @@ class FinalScore(Record):
 
     folder: str
     accuracy: float | None = None
+    top5_accuracy: float | None = None
     mean_iou: float | None = None
     iou: list[float] | None = None
 

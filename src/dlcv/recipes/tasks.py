@@ -102,6 +102,8 @@ class ClassifyTrain(Train):
     tta: TtaMode = key("flip", "prediction and final scoring: none, flip (image + mirror) or flip_shift (+ 1-px "
                        "shifts)")
     val_tta: TtaMode = key("flip", "per-epoch validation (kept cheap: it runs every epoch)")
+    top5_accuracy: bool = key(True, "top-5 accuracy beside accuracy, per epoch and at the final scoring (a classifier "
+                              "of six classes or more)")
 
 
 class Embed(Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dlcv.models import create_model
@@ -37,10 +38,18 @@ class ClassificationTask(BaseTask):
                                                      kind="classify", **self.recipe.model.args))
 
     def configure_metrics(self) -> None:
-        # The step metrics skip their argument checks: each would copy a value to the host every step.
-        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
-        self.val_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
+        """One ``MetricCollection`` cloned for training, validation and the final scoring (``train_acc``, ``val_acc``,
+        ``test_acc``...): a metric added here is logged per epoch, and scored at the end, under each prefix."""
+        # No argument checks: each would copy a value to the host every step.
+        metrics = {"acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)}
+        if self.recipe.train.top5_accuracy and self.num_classes > 5:
+            metrics["top5_acc"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro", validate_args=False)
+        collection = MetricCollection(metrics)
+        self.train_metrics = collection.clone(prefix="train_")
+        self.val_metrics = collection.clone(prefix="val_")
+        self.test_metrics = collection.clone(prefix="test_")
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
+        self.final_scores: dict[str, float] = {}
 
     def passes(self, tta: str) -> int:
         return classify_passes(tta)
@@ -68,21 +77,38 @@ class ClassificationTask(BaseTask):
             y = F.one_hot(y, self.num_classes).to(x.dtype)
         logits = self.model(x)
         loss = self.loss(logits, y)
-        self.train_acc(logits.detach(), y.argmax(1))
+        self.train_metrics.update(logits.detach(), y.argmax(1))
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(y))
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = predict_logits(self.model, x, self.recipe.train.val_tta)
         loss = F.cross_entropy(logits, y)
-        self.val_acc(logits, y)
+        self.val_metrics.update(logits, y)
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
-        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True, batch_size=len(y))
+
+    def final_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, classes)`` logits of a final-set batch, with the recipe's test-time augmentation."""
+        return predict_logits(self.model, x, self.recipe.train.tta)
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return predict_logits(self.model, x, self.recipe.train.tta).argmax(1)
+        return self.final_logits(x).argmax(1)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.final_logits(x)
+        self.test_metrics.update(logits, y)
+        self.test_confusion.update(logits.argmax(1), y)
+
+    def on_test_epoch_end(self):
+        """The final scores over every process (``test_acc``... without the prefix), then the confusion matrix."""
+        self.final_scores = {name.removeprefix("test_"): float(value)
+                             for name, value in self.test_metrics.compute().items()}
+        self.test_metrics.reset()
+        super().on_test_epoch_end()
 
     def final_line(self, summary: dict, data, run) -> str | None:
         """The best checkpoint's confusion matrix on the validation images (``confusion.csv``), and its accuracy
@@ -95,4 +121,8 @@ class ClassificationTask(BaseTask):
         folder = str(data.final.folder)
         accuracy = float(np.trace(matrix) / max(1, matrix.sum()))
         summary["final_validation"] = {"folder": folder, "accuracy": accuracy}
-        return f"{folder} accuracy of the best checkpoint: {accuracy:.4f} (not used for any choice)"
+        top5 = self.final_scores.get("top5_acc")
+        if top5 is not None:
+            summary["final_validation"]["top5_accuracy"] = top5
+        return (f"{folder} accuracy of the best checkpoint: {accuracy:.4f}"
+                + (f", top-5 {top5:.4f}" if top5 is not None else "") + " (not used for any choice)")

@@ -79,9 +79,10 @@ def _accuracy_rows(runs: list[RunFolder]) -> list[list]:
     rows = []
     for run in runs:
         accuracy, source = validation_accuracy(run)
+        final = run.summary.final_validation
         rows.append([run.name, group("classification", role(run))["title"], run.model_name,
                      run.summary.epochs or run.metrics[-1]["epoch"], run.summary.best_val_acc,
-                     accuracy, source,
+                     accuracy, final.top5_accuracy if final is not None else None, source,
                      range_text("classification", role(run)) if comparable(run)
                      else "not comparable (synthetic data)" if run.synthetic
                      else f"not comparable ({run.num_classes} classes, not the course's {COURSE_CLASSES})"])
@@ -97,8 +98,8 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     mine.sort(key=lambda r: (role(r), r.name))
     section = Section("Problem 1: image classification", "classification")
     section.blocks += [
-        Table(["run", "role", "model", "epochs", "best val_acc", "validation accuracy", "measured on",
-               "course reports (range)"], _accuracy_rows(mine),
+        Table(["run", "role", "model", "epochs", "best val_acc", "validation accuracy", "validation top-5",
+               "measured on", "course reports (range)"], _accuracy_rows(mine),
               caption="Accuracy of each run's best checkpoint; the course's numbers are on its 50-class "
                       "validation set"),
     ]
