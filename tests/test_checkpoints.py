@@ -94,3 +94,21 @@ def test_an_absurd_class_count_is_refused_before_the_model_is_built(capsys, tmp_
     code, _, err = run_cli(capsys, "classify", "predict", "--checkpoint", bad, "--images", p1_data / "val_50",
                            "--output", tmp_path / "p.csv")
     assert code == 2 and "no valid class count (num_classes 1000000000000)" in err
+
+
+@pytest.mark.parametrize("fixture, task_name", [("trained_run", "classify"), ("seg_run", "segment")])
+def test_each_task_loads_from_its_checkpoint_as_lightning_loads_a_module(request, fixture, task_name):
+    """``Task.load_from_checkpoint(path)`` with ``weights_only`` (plain data, no pickled code): the task's typed
+    recipe and a model that computes what dlcv's own loader's does."""
+    from dlcv.checkpoints import load_predictor
+    from dlcv.tasks.classification import ClassificationTask
+    from dlcv.tasks.segmentation import SegmentationTask
+
+    best = request.getfixturevalue(fixture) / "best.ckpt"
+    kind = {"classify": ClassificationTask, "segment": SegmentationTask}[task_name]
+    task = kind.load_from_checkpoint(best, weights_only=True, map_location="cpu").eval()
+    model, recipe = load_predictor(best, task_name)
+    assert task.recipe == recipe
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(task(x), model(x), atol=1e-5)

@@ -403,3 +403,14 @@ def test_transfer_split_overwrite_replaces_an_earlier_split(tmp_path, capsys):
     code, _, err = run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", split, "--overwrite", "--seed", "1")
     assert code == 0, err
     assert sorted(str(p.relative_to(split)) for p in split.rglob("*")) == first  # the same files, a new draw
+
+
+def test_the_pretraining_task_loads_from_its_checkpoint_as_lightning_loads_a_module(table_run):
+    """``BYOLTask.load_from_checkpoint`` (weights only): the trunk the run saved as ``backbone.pt``."""
+    from dlcv.tasks.byol import BYOLTask
+
+    folder, _ = table_run
+    task = BYOLTask.load_from_checkpoint(folder / "byol" / "best.ckpt", weights_only=True, map_location="cpu")
+    saved = torch.load(folder / "byol" / "backbone.pt", weights_only=True)  # a whole torchvision ResNet's
+    state = task.backbone.state_dict()
+    assert set(state) <= set(saved) and all(torch.equal(state[k], saved[k]) for k in state)

@@ -7,13 +7,27 @@ set builds ``self.test_confusion`` and ``final_predictions``; ``trainer.test`` s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import lightning as L
 import numpy as np
 import torch
 from torch import nn
 
+from dlcv.errors import DlcvError
 from dlcv.plan import Plan
 from dlcv.tasks.optim import build_optimizer, build_scheduler
+
+
+def typed_recipe(recipe: Mapping):
+    """A checkpoint's plain recipe as its task's typed recipe; one line naming the broken key otherwise."""
+    from dlcv.config import validated
+    from dlcv.recipes import RECIPES
+
+    task = recipe.get("task")
+    if task not in RECIPES:
+        raise DlcvError(f"the checkpoint's recipe is of no dlcv task ({task!r})")
+    return validated(RECIPES[task], dict(recipe), lambda key: "the checkpoint's recipe")
 
 
 class BaseTask(L.LightningModule):
@@ -25,8 +39,13 @@ class BaseTask(L.LightningModule):
     mode: str = "min"
 
     def __init__(self, recipe, plan: Plan | None = None, **extra):
-        """``extra``: the task's own arguments (the class count), saved beside the recipe as ``self.hparams``."""
+        """``recipe``: the run's typed recipe, or its plain dump from a checkpoint (``hyper_parameters``, as
+        Lightning's ``load_from_checkpoint`` passes it: the model is then built without its pretrained weights, which
+        the checkpoint's replace); ``extra``: the task's own arguments (the class count), saved beside it."""
         super().__init__()
+        self.weights_from_checkpoint = isinstance(recipe, Mapping)
+        if self.weights_from_checkpoint:
+            recipe = typed_recipe(recipe)
         self.save_hyperparameters({"recipe": recipe.model_dump(), **extra})  # plain data: checkpoints load safely
         self.recipe = recipe
         self.final_confusion: np.ndarray | None = None
@@ -38,6 +57,13 @@ class BaseTask(L.LightningModule):
     def configure_models(self) -> None:
         """Build ``self.model`` (what the optimiser trains) from the recipe."""
         raise NotImplementedError
+
+    def model_args(self) -> dict:
+        """The recipe's ``model.args``; without pretrained weights where a checkpoint's weights replace them."""
+        from dlcv.models import rebuild_args
+
+        args = self.recipe.model.args
+        return rebuild_args(args) if self.weights_from_checkpoint else args
 
     def configure_losses(self) -> None:
         """Build the training loss."""

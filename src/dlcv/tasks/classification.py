@@ -35,7 +35,7 @@ class ClassificationTask(BaseTask):
 
     def configure_models(self) -> None:
         self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=self.num_classes,
-                                                     kind="classify", **self.recipe.model.args))
+                                                     kind="classify", **self.model_args()))
 
     def configure_metrics(self) -> None:
         """One ``MetricCollection`` cloned for training, validation and the final scoring (``train_acc``, ``val_acc``,

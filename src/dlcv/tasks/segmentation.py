@@ -25,7 +25,7 @@ class SegmentationTask(BaseTask):
 
     def configure_models(self) -> None:
         self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=NUM_CLASSES, kind="segment",
-                                                     **self.recipe.model.args))
+                                                     **self.model_args()))
 
     def configure_losses(self) -> None:
         self.criterion = build_pixel_loss(self.recipe.loss, NUM_CLASSES)
