@@ -18,7 +18,6 @@ from conftest import BUDGET_RECIPE
 from dlcv.budget import TAIL, WARM_STEPS, TimeBudget, latest_step_seconds, plan_steps
 from dlcv.plan import Plan
 from dlcv.recipes import Schedule, format_duration, parse_duration
-from dlcv.tasks.base import BaseTask
 from dlcv.tasks.optim import build_scheduler
 
 
@@ -66,10 +65,7 @@ class Clock:
 
 
 class _Scorer(torch.nn.Module):
-    """A task whose final prediction of a batch (its test-time augmentation) takes ``final`` seconds of ``clock``;
-    it answers the plan's probe as every task does (``BaseTask.on_validation_batch_end``)."""
-
-    on_validation_batch_end = BaseTask.on_validation_batch_end
+    """A task whose final prediction of a batch (its test-time augmentation) takes ``final`` seconds of ``clock``."""
 
     def __init__(self, clock: Clock, final: float = 0.0):
         super().__init__()
@@ -82,15 +78,13 @@ class _Scorer(torch.nn.Module):
 
 
 def _validate(budget: TimeBudget, trainer, task, step: float, batches: int = 2) -> None:
-    """One validation of ``batches`` batches of ``step`` seconds, with Lightning's order of hooks: the callback's
-    batch end, then the task's."""
-    task.plan, task.trainer = budget.plan, trainer
+    """One validation of ``batches`` batches of ``step`` seconds, with Lightning's order of the callback's hooks."""
+    task.trainer = trainer
     budget.on_validation_epoch_start(trainer, task)
     for i in range(batches):
         budget.on_validation_batch_start(trainer, task, (None, None), i)
         budget.clock.advance(step)
         budget.on_validation_batch_end(trainer, task, None, (None, None), i)
-        task.on_validation_batch_end(None, (None, None), i)
     budget.on_validation_epoch_end(trainer, task)
 
 

@@ -50,7 +50,7 @@ class TimeBudget(L.Callback):
                  final_images: float = 0.0, say=print, anew: bool = False, reference_epochs: float | None = None,
                  clock=time.perf_counter):
         self.seconds, self.started, self.plan, self.anew = float(seconds), started, plan, anew
-        self.clock = plan.clock = clock  # the budget's and the task's probe's one time function
+        self.clock = plan.clock = clock  # the one time function of the budget and the plan's ``now``
         self.reference_epochs = reference_epochs
         self.val_guess, self.final_ratio = val_guess, final_ratio
         self.final_images = final_images
@@ -156,18 +156,23 @@ class TimeBudget(L.Callback):
             self._marks["val_batch"] = self.plan.now(pl_module.device)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        """Time this validation step and ask the task (via the plan) to predict it again as the final scoring will."""
-        if "val_batch" in self._marks:
-            self._marks["val_step"] = self.plan.now(pl_module.device) - self._marks.pop("val_batch")
-            self.plan.probe_wanted = True
+        """Time this validation step, then the task's prediction of the same batch as the final scoring makes it
+        (``final_predictions`` under the final scoring's autocast: its test-time augmentation, its sizes)."""
+        if "val_batch" not in self._marks:
+            return
+        self._marks["val_step"] = self.plan.now(pl_module.device) - self._marks.pop("val_batch")
+        x, y = batch
+        start = self.plan.now(pl_module.device)
+        with trainer.precision_plugin.test_step_context():
+            pl_module.final_predictions(x, y)
+        self._marks["final_step"] = self.plan.now(pl_module.device) - start
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        probe, validation = self.plan.probe_seconds, self._marks.pop("val_step", None)
+        probe, validation = self._marks.pop("final_step", None), self._marks.pop("val_step", None)
         if probe is not None and validation is not None:
             # probe + validation step bounds a final-scoring step (prediction and metric update) from above.
             self.final_per_val = 1.0 + probe / max(validation, 1e-9)
             self._marks["probe"] = probe  # not the validation's time, nor the epoch's
-        self.plan.probe_wanted, self.plan.probe_seconds = False, None
         if not trainer.sanity_checking and "validation" in self._marks:
             self.val_seconds = self.clock() - self._marks["validation"] - self._marks.get("probe", 0.0)
 

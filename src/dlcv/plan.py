@@ -15,14 +15,12 @@ import torch
 @dataclass
 class Plan:
     """``total_steps`` planned, of ``steps_per_epoch`` each epoch (0 until the fit begins); ``clock``: the run's time
-    function; ``probe_wanted``/``probe_seconds``: the budget asks the task to predict the batch just validated as the
-    final scoring would, and the task answers with the seconds."""
+    function. Its one writer is the fit (``begin``) and then the budget; the task, the data and the callbacks read
+    it."""
 
     total_steps: int = 0
     steps_per_epoch: int = 0
     clock: Callable[[], float] = field(default=time.perf_counter, repr=False, compare=False)
-    probe_wanted: bool = False
-    probe_seconds: float | None = None
 
     def begin(self, steps_per_epoch: int, epochs: int) -> None:
         """The plan of ``epochs`` epochs of ``steps_per_epoch`` steps (provisional under a budget)."""

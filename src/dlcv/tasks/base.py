@@ -103,18 +103,6 @@ class BaseTask(L.LightningModule):
         """Predicted classes of a final-set batch, as the trained model predicts (the recipe's ``tta``)."""
         raise NotImplementedError
 
-    def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
-        """When the plan asks (the budget pricing the final scoring), predict this batch again as ``trainer.test``
-        does (its autocast, its test-time augmentation) and answer with the seconds it took."""
-        if not self.plan.probe_wanted:
-            return
-        self.plan.probe_wanted = False
-        x, y = batch
-        start = self.plan.now(self.device)
-        with self.trainer.precision_plugin.test_step_context():
-            self.final_predictions(x, y)
-        self.plan.probe_seconds = self.plan.now(self.device) - start
-
     def test_step(self, batch, batch_idx):
         x, y = batch
         self.test_confusion.update(self.final_predictions(x, y), y)
