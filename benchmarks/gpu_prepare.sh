@@ -48,7 +48,8 @@ p1() { if [ -d "$data/p1_data/train_50" ]; then tar czf "$1/p1_data.tar.gz" -C "
 case "$what" in
 check)
     folders .gpu
-    wheels .gpu/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11 "${TYPED[@]}"
+    wheels .gpu/whl lightly==1.6.0 openTSNE==1.0.4 segment-anything==1.0 pycocotools==2.0.11 \
+        segmentation-models-pytorch==0.6.0 efficientnet-lite-pytorch "${TYPED[@]}"  # smp: the segment phases
     p1 .gpu
     du -sh --apparent-size .gpu ;;
 tests)
