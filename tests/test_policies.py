@@ -9,11 +9,33 @@ from dlcv.data.policies import BINS, apply_op, auto_augment, space_of
 
 
 def torchvision_op(image: torch.Tensor, op: str, magnitude: float) -> torch.Tensor:
-    from torchvision.transforms import v2
+    """One operation on one image as torchvision's TrivialAugmentWide applies it, through the public functionals."""
+    import math
 
-    transform = v2.TrivialAugmentWide()
-    return transform._apply_image_or_video_transform(image, op, magnitude, interpolation=transform.interpolation,
-                                                     fill=transform._fill)
+    from torchvision.transforms import v2
+    from torchvision.transforms.v2 import functional as TF
+
+    nearest = v2.InterpolationMode.NEAREST
+    if op.startswith("Shear"):
+        angle = math.degrees(math.atan(magnitude))
+        shear = [angle, 0.0] if op == "ShearX" else [0.0, angle]
+        return TF.affine(image, angle=0.0, translate=[0, 0], scale=1.0, shear=shear, interpolation=nearest,
+                         center=[0, 0])
+    if op.startswith("Translate"):
+        shift = [int(magnitude), 0] if op == "TranslateX" else [0, int(magnitude)]
+        return TF.affine(image, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0], interpolation=nearest)
+    return {
+        "Identity": lambda: image,
+        "Rotate": lambda: TF.rotate(image, magnitude, interpolation=nearest),
+        "Brightness": lambda: TF.adjust_brightness(image, 1.0 + magnitude),
+        "Color": lambda: TF.adjust_saturation(image, 1.0 + magnitude),
+        "Contrast": lambda: TF.adjust_contrast(image, 1.0 + magnitude),
+        "Sharpness": lambda: TF.adjust_sharpness(image, 1.0 + magnitude),
+        "Posterize": lambda: TF.posterize(image, int(magnitude)),
+        "Solarize": lambda: TF.solarize(image, 255.0 * magnitude),
+        "AutoContrast": lambda: TF.autocontrast(image),
+        "Equalize": lambda: TF.equalize(image),
+    }[op]()
 
 
 @pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
@@ -31,6 +53,39 @@ def test_each_operation_gives_each_image_what_torchvision_gives_it(policy):
         difference = (got.int() - want.int()).abs()
         assert difference.max() <= 1, op  # a blend's rounding may fall the other way by one
         assert (difference > 0).float().mean() < 0.01, op
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 31), (7, 5), (128, 128)])
+def test_shears_shifts_and_turns_equal_torchvision_pixel_for_pixel(size):
+    h, w = size
+    images = torch.randint(0, 256, (62, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    for policy in ("trivialaugment", "randaugment"):
+        for op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
+            table = space_of(policy)[op][0](BINS, h, w).float()
+            values = torch.cat([table, -table])  # every bin, both signs
+            got = apply_op(images.clone(), op, values)
+            want = torch.stack([torchvision_op(x, op, float(v)) for x, v in zip(images, values)])
+            assert torch.equal(got, want), (policy, op)
+    turns = torch.tensor([90.0, -90.0, 180.0, 270.0, 360.0, -180.0, 45.5, 0.0])
+    got = apply_op(images[:8].clone(), "Rotate", turns)
+    assert torch.equal(got, torch.stack([torchvision_op(x, "Rotate", float(v)) for x, v in zip(images, turns)]))
+
+
+def test_the_spaces_are_torchvisions():
+    """The operations in torchvision's order (the draws depend on it) and the papers' ranges, as torchvision sets them."""
+    from dlcv.data.policies import RAND_AUGMENT, TRIVIAL_AUGMENT_WIDE
+
+    names = ["Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
+             "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize"]
+    assert list(TRIVIAL_AUGMENT_WIDE) == names == list(RAND_AUGMENT)
+    wide = {op: m(BINS, 32, 32) for op, (m, _) in TRIVIAL_AUGMENT_WIDE.items()}
+    rand = {op: m(BINS, 32, 32) for op, (m, _) in RAND_AUGMENT.items()}
+    assert wide["ShearX"][-1].item() == pytest.approx(0.99) and wide["TranslateX"][-1].item() == 32.0
+    assert wide["Rotate"][-1].item() == 135.0 and wide["Posterize"].tolist()[::10] == [8, 6, 4, 2]
+    assert rand["ShearX"][-1].item() == pytest.approx(0.3) and rand["Rotate"][-1].item() == 30.0
+    assert rand["TranslateX"][-1].item() == pytest.approx(150 / 331 * 32) and rand["Posterize"][-1].item() == 4
+    assert wide["Solarize"][0].item() == 1.0 and wide["Solarize"][-1].item() == 0.0 and wide["Identity"] is None
+    assert [signed for _, signed in TRIVIAL_AUGMENT_WIDE.values()] == [False] + [True] * 9 + [False] * 4
 
 
 def test_auto_augment_draws_per_image_and_repeats_under_the_same_seed():

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins import TorchSyncBatchNorm
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from timm.layers import convert_sync_batchnorm
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from dlcv.errors import DlcvError
 from dlcv.io import atomic_write, save_torch
@@ -128,9 +129,10 @@ class BiasCorrectedEMA(WeightAveraging):
     @torch.no_grad()
     def average(self, averages, currents, _count):
         if torch.is_floating_point(averages[0]):  # a *-true precision trains in its dtype: the average keeps its own
-            torch._foreach_lerp_(averages, [c.to(a.dtype) for a, c in zip(averages, currents)], self.weight)
+            get_ema_multi_avg_fn(1.0 - self.weight)(averages, [c.to(a.dtype) for a, c in zip(averages, currents)], _count)
         else:  # integer buffers (batch norm's batch count) follow the model
-            torch._foreach_copy_(averages, currents)
+            for average, current in zip(averages, currents):
+                average.copy_(current)
 
 
 def quiet_lightning(precision: str = "32-true") -> None:

@@ -1,36 +1,97 @@
 """Augmentation policies and label mixing for classification batches.
 
-``auto_augment`` applies TrivialAugmentWide or RandAugment with a fresh draw per image, each operation run once over
-the images that drew it, as torchvision's transform would (pixels may differ by one where a blend rounds differently).
-``mix`` applies MixUp or CutMix (one at random per batch when both are on, as R3 did), giving soft targets. Draws use
-torch's global random state, re-seeded by the task every epoch: a resumed run draws what the uninterrupted one drew.
+``auto_augment`` applies TrivialAugmentWide (Müller and Hutter, 2021) or RandAugment (Cubuk et al., 2020) with a fresh
+draw per image, each operation run once over the images that drew it, with torchvision's operation spaces and
+``torchvision.transforms.v2.functional``'s arithmetic (a blend may round one level the other way). Batched because
+torchvision's transform runs per image and kornia's policies draw one operation per batch (docs/results.md).
+``mix`` applies MixUp or CutMix through torchvision's transforms, giving soft targets. Draws use torch's global random
+state, which the task re-seeds every epoch, so a resumed run draws what the uninterrupted one drew.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
-from torchvision.transforms.v2.functional._geometry import _get_inverse_affine_matrix
 
 from dlcv.errors import DlcvError
 from dlcv.rules import AUTO_AUGMENTS
 
 BINS = 31  # torchvision's num_magnitude_bins
 
+Magnitudes = Callable[[int, int, int], Optional[torch.Tensor]]  # (bins, height, width) -> a magnitude per bin
 
-def space_of(policy: str) -> dict:
-    """torchvision's own space of the policy: operation -> (magnitudes of the bins for (bins, height, width),
-    or None: no magnitude; whether the sign is drawn)."""
-    return (v2.TrivialAugmentWide if policy == "trivialaugment" else v2.RandAugment)._AUGMENTATION_SPACE
+
+def _none(bins: int, height: int, width: int) -> None:
+    return None
+
+
+def _linspace(low: float, high: float) -> Magnitudes:
+    return lambda bins, height, width: torch.linspace(low, high, bins)
+
+
+def _bits(fewest: int) -> Magnitudes:
+    """Posterize's bits kept per bin, from 8 down to ``fewest``."""
+    return lambda bins, height, width: (8 - (torch.arange(bins) / ((bins - 1) / (8 - fewest)))).round().int()
+
+
+# Operation -> (its magnitude per bin, whether a sign is drawn), in torchvision's order (the draws depend on it).
+TRIVIAL_AUGMENT_WIDE: dict[str, tuple[Magnitudes, bool]] = {
+    "Identity": (_none, False),
+    "ShearX": (_linspace(0.0, 0.99), True),
+    "ShearY": (_linspace(0.0, 0.99), True),
+    "TranslateX": (_linspace(0.0, 32.0), True),
+    "TranslateY": (_linspace(0.0, 32.0), True),
+    "Rotate": (_linspace(0.0, 135.0), True),
+    "Brightness": (_linspace(0.0, 0.99), True),
+    "Color": (_linspace(0.0, 0.99), True),
+    "Contrast": (_linspace(0.0, 0.99), True),
+    "Sharpness": (_linspace(0.0, 0.99), True),
+    "Posterize": (_bits(2), False),
+    "Solarize": (_linspace(1.0, 0.0), False),
+    "AutoContrast": (_none, False),
+    "Equalize": (_none, False),
+}
+RAND_AUGMENT: dict[str, tuple[Magnitudes, bool]] = {
+    "Identity": (_none, False),
+    "ShearX": (_linspace(0.0, 0.3), True),
+    "ShearY": (_linspace(0.0, 0.3), True),
+    "TranslateX": (lambda bins, height, width: torch.linspace(0.0, 150.0 / 331.0 * width, bins), True),
+    "TranslateY": (lambda bins, height, width: torch.linspace(0.0, 150.0 / 331.0 * height, bins), True),
+    "Rotate": (_linspace(0.0, 30.0), True),
+    "Brightness": (_linspace(0.0, 0.9), True),
+    "Color": (_linspace(0.0, 0.9), True),
+    "Contrast": (_linspace(0.0, 0.9), True),
+    "Sharpness": (_linspace(0.0, 0.9), True),
+    "Posterize": (_bits(4), False),
+    "Solarize": (_linspace(1.0, 0.0), False),
+    "AutoContrast": (_none, False),
+    "Equalize": (_none, False),
+}
+
+
+def space_of(policy: str) -> dict[str, tuple[Magnitudes, bool]]:
+    """The operation space of ``policy`` ("trivialaugment" or "randaugment"), as torchvision defines it."""
+    return TRIVIAL_AUGMENT_WIDE if policy == "trivialaugment" else RAND_AUGMENT
 
 
 def draw(batch: int, space: dict, num_ops: int, magnitude: int | None, size: tuple[int, int]) -> list[tuple]:
-    """Per round of operations: (operation index, magnitude) per image, as torchvision draws them:
-    an operation uniformly, a bin uniformly (TrivialAugment) or the fixed one (RandAugment), a sign."""
+    """Draw each image's operations as torchvision does: an operation, a bin (or the fixed one), a sign.
+
+    Args:
+        batch: number of images.
+        space: the policy's operations (``space_of``).
+        num_ops: operations applied one after another to each image.
+        magnitude: RandAugment's fixed bin; None draws a bin per image (TrivialAugment).
+        size: (height, width) of the images, in pixels.
+
+    Returns:
+        One ``(operation indices (batch,) int64, magnitudes (batch,) float32)`` pair per round, on the host.
+    """
     tables = [(magnitudes(BINS, *size), signed) for magnitudes, signed in space.values()]
     rounds = []
     for _ in range(num_ops):
@@ -47,38 +108,66 @@ def draw(batch: int, space: dict, num_ops: int, magnitude: int | None, size: tup
 
 
 def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor (indices, magnitudes drawn on the host) on ``device``: to a GPU from pinned memory, without
-    waiting for the stream (a copy from pageable memory waits for all queued work, stalling the host)."""
+    """Copy a host tensor to ``device``; to a GPU from pinned memory, so the host does not wait for the stream."""
     if device.type == "cuda":
         return values.pin_memory().to(device, non_blocking=True)
     return values.to(device)
 
 
+def inverse_affine(op: str, value: float, height: int, width: int) -> list[float]:
+    """The inverse of one operation's affine map, as the 2x3 matrix ``TF.affine`` and ``TF.rotate`` sample with.
+
+    Coordinates are in pixels from the image's centre, as in torchvision's ``affine``.
+
+    Args:
+        op: "ShearX", "ShearY", "TranslateX", "TranslateY" or "Rotate".
+        value: the operation's magnitude: a shear factor, a shift in pixels (truncated to whole pixels, as
+            TrivialAugment does), or an angle in degrees, counter-clockwise.
+        height: image height in pixels.
+        width: image width in pixels.
+
+    Returns:
+        ``[a, b, c, d, e, f]``: an output pixel at (x, y) samples the input at ``(a x + b y + c, d x + e y + f)``.
+    """
+    if op.startswith("Translate"):
+        shift = float(int(value))
+        return [1.0, 0.0, -shift, 0.0, 1.0, 0.0] if op.endswith("X") else [1.0, 0.0, 0.0, 0.0, 1.0, -shift]
+    if op == "Rotate":  # TF.rotate turns counter-clockwise; its inverse turns back
+        angle = math.radians(-(value % 360))
+        return [math.cos(angle), math.sin(angle), 0.0, -math.sin(angle), math.cos(angle), 0.0]
+    # TrivialAugment shears by the angle atan(value), about the top-left corner (pixel offsets half the image)
+    shear = math.radians(math.degrees(math.atan(value)))
+    if op == "ShearX":
+        factor = math.tan(shear)
+        return [1.0, factor, (width * 0.5 + factor * (height * 0.5)) - width * 0.5, 0.0, 1.0, 0.0]
+    factor = math.sin(shear) / math.cos(shear)
+    return [1.0, 0.0, 0.0, factor, 1.0, (factor * (width * 0.5) + height * 0.5) - height * 0.5]
+
+
+def _quarter_turns(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Which rotations ``TF.rotate`` does exactly with ``torch.rot90`` (0 and 180 degrees; 90 and 270 when square)."""
+    degrees = values % 360
+    exact = (degrees == 0) | (degrees == 180)
+    return exact | (degrees % 90 == 0) if height == width else exact
+
+
 def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor:
-    """Shear, translation or rotation of uint8 (N, C, H, W) images by per-image amounts: one nearest-
-    neighbour resampling, with torchvision's inverse matrices and grid (``affine_image``)."""
+    """Shear, translate or rotate uint8 (N, C, H, W) images by per-image amounts, sampled nearest as ``TF.affine``."""
     n, _, h, w = images.shape
-    if op == "Rotate" and h == w and bool((values % 90 == 0).any()):  # torchvision turns these exactly
-        out, quarter = images.clone(), torch.nonzero(values % 90 == 0).flatten()
-        for i in quarter.tolist():
+    if op == "Rotate" and bool(_quarter_turns(values, h, w).any()):
+        exact = _quarter_turns(values, h, w)
+        out = images.clone()
+        for i in torch.nonzero(exact).flatten().tolist():
             out[i] = torch.rot90(images[i], k=int(float(values[i]) % 360) // 90, dims=(-2, -1))
-        rest = torch.nonzero(values % 90 != 0).flatten()
+        rest = torch.nonzero(~exact).flatten()
         if len(rest):
             index = to_device(rest, images.device)
             out[index] = _affine(images[index], op, values[rest])
         return out
-    sheared = op.startswith("Shear")
-    center = [-w * 0.5, -h * 0.5] if sheared else [0.0, 0.0]  # torchvision shears about the top-left corner
-    matrices = []
-    for v in values.tolist():
-        along = [v, 0.0] if op.endswith("X") else [0.0, v]
-        shear = [math.degrees(math.atan(a)) for a in along] if sheared else [0.0, 0.0]
-        shift = [float(int(a)) for a in along] if op.startswith("Translate") else [0.0, 0.0]
-        angle = -(v % 360) if op == "Rotate" else 0.0  # torchvision's rotate turns the other way from its affine
-        matrices.append(_get_inverse_affine_matrix(center, angle, shift, 1.0, shear))
+    matrices = [inverse_affine(op, v, h, w) for v in values.tolist()]
     theta = torch.tensor(matrices, dtype=torch.float32).view(n, 2, 3)
     theta = to_device(theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h]), images.device)
-    base = torch.empty(1, h, w, 3, device=images.device)
+    base = torch.empty(1, h, w, 3, device=images.device)  # pixel centres from the image's centre, as TF.affine samples
     base[..., 0].copy_(torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=images.device))
     base[..., 1].copy_(torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=images.device).unsqueeze(-1))
     base[..., 2].fill_(1)
@@ -88,7 +177,7 @@ def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor
 
 
 def _blend(images: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``_blend`` with a ratio per image: ``ratio * images + (1 - ratio) * other``, clamped."""
+    """Blend each image with ``other`` by its own ratio, ``ratio * images + (1 - ratio) * other``, as ``TF.adjust_*``."""
     ratio = to_device(ratio, images.device).view(-1, 1, 1, 1)
     return images.float().mul(ratio).add_(other * (1.0 - ratio)).clamp_(0, 255).to(images.dtype)
 

@@ -10,6 +10,9 @@ from dlcv.errors import DlcvError
 
 STAGE_STRIDES = (4, 8, 16, 32)
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LazyBatchNorm1d,
+               nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)  # every batch norm of torch.nn, by its public names
+
 
 def freeze_encoder_stages(net: nn.Module, stages: int) -> list[nn.Module]:
     """Freeze ``net`` (a timm model or feature extractor) through the end of its ``stages``-th stage (0: nothing);
@@ -33,7 +36,7 @@ def freeze_encoder_stages(net: nn.Module, stages: int) -> list[nn.Module]:
             continue
         for p in module.parameters(recurse=False):
             p.requires_grad = False
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, BATCH_NORMS):
             frozen.append(module)
     return frozen
 
