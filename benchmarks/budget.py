@@ -86,7 +86,7 @@ def main() -> int:
     score = "-" if score is None else f"{score:.4f}"
     print(f"epochs {summary['epochs']} ({summary['budget']['steps']} steps); precision "
           f"{json.loads((folder / 'resolved.json').read_text())['precision']}; best selection score "
-          f"{summary.get('best_val_acc', summary.get('best_val_miou')):.4f}; final {final.get('folder')}: "
+          f"{summary.get('best_model_score', summary.get('best_val_acc', summary.get('best_val_miou'))):.4f}; final {final.get('folder')}: "
           f"{score}")
     return 0
 

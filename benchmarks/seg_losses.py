@@ -2,7 +2,7 @@
 
 Each candidate loss trains the same recipe for the same time budget (``dlcv segment fit --budget``, one after
 another, nothing else running); the choice is the candidate with the best mIoU on the recipe's holdout of train
-(``best_val_miou``, what selected its checkpoint). The validation folder's graded mIoU is printed beside it and
+(``best_model_score``, what selected its checkpoint). The validation folder's graded mIoU is printed beside it and
 decides nothing.
 
 Usage (from the repository root, with .venv set up):
@@ -91,7 +91,7 @@ def main() -> int:
             print(f"{name}: exit {result.returncode} (log: {args.runs_dir}/{run_name}.log)")
             continue
         summary = json.loads((run / "summary.json").read_text())
-        best = summary.get("best_val_miou")
+        best = summary.get("best_model_score", summary.get("best_val_miou"))
         final = (summary.get("final_validation") or {}).get("mean_iou")
         final_iou = (summary.get("final_validation") or {}).get("iou") or [None] * 3
         rows.append((name, best, holdout_rangeland(run, best), final, final_iou[2], summary.get("epochs"), wall))

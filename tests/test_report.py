@@ -125,14 +125,14 @@ def test_a_report_of_both_problems_has_both_sections_and_their_figures(both_repo
 def test_the_tables_hold_the_runs_numbers(both_report, plotted_run, seg_run):
     page = read_page(both_report / "index.html")
     summary = json.loads((plotted_run / "summary.json").read_text())
-    row = next(r for r in table_with(page, "best val_acc") if r["run"] == "tiny")
-    assert row["best val_acc"] == f"{summary['best_val_acc']:.4f}"
+    row = next(r for r in table_with(page, "selection accuracy") if r["run"] == "tiny")
+    assert row["selection accuracy"] == f"{summary['best_model_score']:.4f}" == f"{summary['best_val_acc']:.4f}"
     assert row["epochs"] == str(summary["epochs"])
 
     seg_summary = json.loads((seg_run / "summary.json").read_text())
     best = max(read_metrics(seg_run / "metrics.csv"), key=lambda r: r["val_miou"])
     row = next(r for r in table_with(page, "mIoU") if r["run"] == "seg_tiny")
-    assert row["mIoU"] == f"{seg_summary['best_val_miou']:.4f}" == f"{best['val_miou']:.4f}"
+    assert row["mIoU"] == f"{seg_summary['best_model_score']:.4f}" == f"{best['val_miou']:.4f}"
     for name in ("Urban", "Agriculture", "Rangeland", "Forest", "Water", "Barren"):
         value = best[f"val_iou_{name.lower()}"]
         assert row[name] == ("–" if value is None else f"{value:.4f}")
@@ -320,7 +320,7 @@ def test_the_page_renders_in_headless_chromium_with_every_image_and_no_console_e
     assert images > 0 and broken == 0
     assert all(url.startswith(("file:", "data:")) for url in requests)  # no external request
     summary = json.loads((seg_run / "summary.json").read_text())
-    assert f"{summary['best_val_miou']:.4f}" in text
+    assert f"{summary['best_model_score']:.4f}" in text
     assert shot.stat().st_size > 10_000
 
 
@@ -365,3 +365,26 @@ def test_a_year_orders_the_sections_as_its_homework(capsys, tmp_path, plotted_ru
                            "--year", 2020)
     assert code == 2 and "--year 2020: choose among 2021, 2022, 2023, 2024" in err
     assert not (tmp_path / "other").exists()
+
+
+def test_a_summary_of_the_release_before_reads_its_selection_score_by_the_old_name(tmp_path):
+    from dlcv.records import RunSummary
+
+    old = RunSummary.of({"name": "old", "selected_on": "holdout 5% of train_50", "best_val_acc": 0.71}, tmp_path)
+    new = RunSummary.of({"name": "new", "monitor": "val_miou", "best_model_score": 0.72, "best_val_miou": 0.72},
+                        tmp_path)
+    assert old.selection_score == 0.71 and new.selection_score == 0.72 and RunSummary().selection_score is None
+
+
+def test_curves_of_a_run_chosen_on_a_holdout_say_holdout_not_validation():
+    from types import SimpleNamespace
+
+    from dlcv.report.blocks import split_labels
+    from dlcv.report.sections.segmentation import PANELS
+
+    on_holdout = SimpleNamespace(summary=SimpleNamespace(selected_on="holdout 10% of train"))
+    on_validation = SimpleNamespace(summary=SimpleNamespace(selected_on="validation"))
+    relabelled = split_labels(PANELS, on_holdout)
+    labels = [label for panel in relabelled for _, label in panel.columns] + [p.title for p in relabelled]
+    assert "holdout mIoU" in labels and not any("validation" in label for label in labels)
+    assert split_labels(PANELS, on_validation) == PANELS

@@ -60,9 +60,11 @@ class RunSummary(Record):
     epochs: int | float | None = None  # whole epochs stay ints (as the report shows them)
     fit_seconds: float | None = None
     model: str | None = None
-    selected_on: str | None = None
-    best_val_acc: float | None = None
-    best_val_miou: float | None = None
+    selected_on: str | None = None  # the split the checkpoints were chosen on (a holdout of train, or validation)
+    monitor: str | None = None  # the metric they were chosen by, as Lightning's ModelCheckpoint names it
+    best_model_score: float | None = None  # the best checkpoint's value of ``monitor`` on ``selected_on``
+    best_val_acc: float | None = None  # deprecated: ``best_model_score`` (still written for one release)
+    best_val_miou: float | None = None  # deprecated: ``best_model_score`` (still written for one release)
     best_checkpoint: str | None = None
     final_validation: FinalScore | None = None
     budget: BudgetUse | None = None
@@ -72,6 +74,14 @@ class RunSummary(Record):
     knn_acc: list[float] | None = None  # BYOL's monitor, per epoch
     final_knn_acc: float | None = None
     knn_figure: str | None = None
+
+    @property
+    def selection_score(self) -> float | None:
+        """``best_model_score``, or the name it had before (``best_val_acc``, ``best_val_miou``) in older runs."""
+        for score in (self.best_model_score, self.best_val_acc, self.best_val_miou):
+            if score is not None:
+                return score
+        return None
 
 
 class SamMasks(Record):

@@ -7,7 +7,7 @@ import csv
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 
 from dlcv.errors import DlcvError
@@ -163,9 +163,18 @@ def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
             Table(["layer", "type", "output shape", "parameters"], rows, caption=caption)]
 
 
+def split_labels(panels: list, run: RunFolder) -> list:
+    """``panels`` with "validation" in their labels said as "holdout" where the run chose its checkpoint on one."""
+    if not (run.summary.selected_on or "").startswith("holdout"):
+        return panels
+    return [replace(p, title=p.title.replace("validation", "holdout"),
+                    columns=tuple((c, label.replace("validation", "holdout")) for c, label in p.columns))
+            for p in panels]
+
+
 def curves_figure(run: RunFolder, ctx: ReportContext, panels, monitor: str, caption: str) -> list:
     """Training curves of ``panels`` present in the run's metrics, the best epoch of ``monitor`` marked."""
-    shown = available_panels(run.metrics, panels)
+    shown = split_labels(available_panels(run.metrics, panels), run)
     if not shown:
         return []
     best = run.best_row(monitor)

@@ -118,8 +118,8 @@ class BaseTask(L.LightningModule):
         best = getattr(self.trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
         best = float(best) if best is not None else None
         selected_on = f"holdout {cfg.holdout:.0%} of {cfg.train}" if cfg.holdout > 0 else cfg.validation
-        summary.update({"model": self.recipe.model.name, "selected_on": selected_on, f"best_{metric}": best,
-                        "best_checkpoint": str(run.best)})
+        summary.update({"model": self.recipe.model.name, "selected_on": selected_on, "monitor": metric,
+                        "best_model_score": best, f"best_{metric}": best, "best_checkpoint": str(run.best)})
         return [f"best {metric} {f'{best:.4f}' if best is not None else '-'} (selected on {summary['selected_on']}); "
                 f"fit took {summary['fit_seconds'] / 60:.1f} min", *([final_line] if final_line else []),
                 f"best checkpoint: {run.best}"]

@@ -33,8 +33,8 @@ def validation_accuracy(run: RunFolder) -> tuple[float | None, str]:
     final, summary = run.summary.final_validation, run.summary
     if final is not None and final.accuracy is not None:
         return final.accuracy, f"{Path(final.folder).name}, scored once at the end"
-    if summary.best_val_acc is not None:
-        return summary.best_val_acc, f"{summary.selected_on or 'validation'}, best epoch"
+    if summary.selection_score is not None:
+        return summary.selection_score, f"{summary.selected_on or 'validation'}, best epoch"
     best = run.best_row("val_acc")
     return (best["val_acc"], "metrics.csv, best epoch (run unfinished)") if best else (None, "")
 
@@ -81,7 +81,7 @@ def _accuracy_rows(runs: list[RunFolder]) -> list[list]:
         accuracy, source = validation_accuracy(run)
         final = run.summary.final_validation
         rows.append([run.name, group("classification", role(run))["title"], run.model_name,
-                     run.summary.epochs or run.metrics[-1]["epoch"], run.summary.best_val_acc,
+                     run.summary.epochs or run.metrics[-1]["epoch"], run.summary.selection_score,
                      accuracy, final.top5_accuracy if final is not None else None, source,
                      range_text("classification", role(run)) if comparable(run)
                      else "not comparable (synthetic data)" if run.synthetic
@@ -98,10 +98,11 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     mine.sort(key=lambda r: (role(r), r.name))
     section = Section("Problem 1: image classification", "classification")
     section.blocks += [
-        Table(["run", "role", "model", "epochs", "best val_acc", "validation accuracy", "validation top-5",
+        Table(["run", "role", "model", "epochs", "selection accuracy", "validation accuracy", "validation top-5",
                "measured on", "course reports (range)"], _accuracy_rows(mine),
-              caption="Accuracy of each run's best checkpoint; the course's numbers are on its 50-class "
-                      "validation set"),
+              caption="Accuracy of each run's best checkpoint: selection accuracy on the split it was chosen on "
+                      "(a holdout of train_50, or the validation folder), validation accuracy on the validation "
+                      "folder; the course's numbers are on its 50-class validation set"),
     ]
     course = comparison_table("classification", ("model_a", "model_b"), [r for r in mine if comparable(r)], role,
                               lambda run: validation_accuracy(run)[0], "accuracy",
