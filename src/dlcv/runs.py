@@ -99,9 +99,13 @@ class RunFolder:
         return bool(self.resolved.get("synthetic_data"))
 
     def best_row(self, monitor: str) -> dict | None:
-        """The epoch with the best ``monitor`` (the one the best checkpoint holds)."""
+        """The metrics row of the epoch with the best ``monitor``: the lowest for a loss, else the highest.
+
+        The best checkpoint holds this epoch when ``monitor`` is the metric it was chosen by (``summary.monitor``).
+        """
         rows = [r for r in self.metrics if r.get(monitor) is not None]
-        return max(rows, key=lambda r: r[monitor]) if rows else None
+        best = min if monitor.endswith("loss") else max  # ModelCheckpoint's mode for such a metric
+        return best(rows, key=lambda r: r[monitor]) if rows else None
 
     @property
     def resumable(self) -> bool:
