@@ -84,7 +84,7 @@ def test_silhouette_matches_scikit_learn_including_a_class_of_one():
     x, y = rng.normal(size=(400, 16)), rng.integers(0, 6, 400)
     y[0] = 9  # a class with one point scores 0, as in scikit-learn
     expected = silhouette_score(x, y, metric="cosine")
-    assert silhouette(x, y, chunk=64) == pytest.approx(expected, abs=1e-5)
+    assert silhouette(x, y) == pytest.approx(expected, abs=1e-5)
 
 
 def test_pca_panels_of_rotated_features_come_out_aligned():
