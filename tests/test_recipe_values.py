@@ -155,8 +155,8 @@ def test_predict_on_images_too_small_for_the_model_is_one_line(capsys, trained_r
     for i in range(3):
         Image.new("RGB", (1, 1), (60 * i, 0, 0)).save(images / f"{i}_0.png")
     for tta, shown in (("none", ""), ("flip_shift", " with tta flip_shift")):
-        expect_error(capsys, rf"tiny_images: model 'dlcv_net' cannot take images of 1x1 pixels: the smallest it "
-                             rf"takes{shown} is 8x8", "classify", "predict", "--checkpoint", trained_run / "best.ckpt",
+        expect_error(capsys, rf"tiny_images: model 'dlcv_net' cannot take images of 1x1 pixels: it takes "
+                             rf"8x8{shown}", "classify", "predict", "--checkpoint", trained_run / "best.ckpt",
                      "--images", images, "--output", tmp_path / "pred.csv", "--tta", tta)
     assert not (tmp_path / "pred.csv").exists()
 

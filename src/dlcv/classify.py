@@ -124,18 +124,15 @@ def _takes(model, size: tuple[int, int], tta: str, like) -> bool:
 
 
 def _refused_size(model, x, tta: str, recipe, where: str, exc: Exception) -> DlcvError:
-    """One line for images (or ``data.input_size``) the model cannot take, with the smallest square side it takes."""
-    fails, side = 0, 1
-    while side <= 1024 and not _takes(model, (side, side), tta, x):
-        fails, side = side, side * 2
-    while side <= 1024 and side - fails > 1:  # the smallest side it takes lies in (fails, side]
-        middle = (fails + side) // 2
-        fails, side = (fails, middle) if _takes(model, (middle, middle), tta, x) else (middle, side)
+    """One line for images (or ``data.input_size``) the model cannot take, with a square size it takes."""
+    side = 1
+    while side <= 1024 and not _takes(model, (side, side), tta, x):  # the smallest power of two it takes
+        side *= 2
     height, width = x.shape[-2:]
     what = (f"its input of {width}x{height} pixels (data.input_size)" if recipe.data.input_size
             else f"images of {width}x{height} pixels")
-    smallest = f"the smallest it takes{f' with tta {tta}' if tta != 'none' else ''} is {side}x{side}"
-    reason = smallest if side <= 1024 and side > min(height, width) else exception_line(exc)
+    takes = f"it takes {side}x{side}{f' with tta {tta}' if tta != 'none' else ''}"
+    reason = takes if side <= 1024 and side > min(height, width) else exception_line(exc)
     return DlcvError(f"{where}: model {recipe.model.name!r} cannot take {what}: {reason}")
 
 
