@@ -43,7 +43,7 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 10, chunk: i
 
 def knn_accuracy_against(bank: np.ndarray, bank_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray,
                          k: int = 20, chunk: int = 2048, leave_one_out: bool = False) -> float:
-    """Accuracy of classifying ``query`` points by their ``k`` most cosine-similar ``bank`` points (a kNN monitor).
+    """Classify ``query`` points by their ``k`` most cosine-similar ``bank`` points; return the accuracy.
 
     Votes are weighted slightly by rank, so that a tie goes to the nearer neighbours.
 

@@ -13,12 +13,12 @@ from dlcv.metrics.classification import confusion_matrix
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Return the (C, C) counts of two same-shaped class-index masks, rows the ground truth, columns the prediction."""
+    """Return the (C, C) counts of two class-index masks, rows the ground truth, columns the prediction."""
     return confusion_matrix(gt.ravel(), pred.ravel(), num_classes)
 
 
 def code_confusion(gt_rgb: np.ndarray, pred_rgb: np.ndarray) -> np.ndarray:
-    """Return the (8, 8) counts of two (H, W, 3) uint8 RGB masks' thresholded colour codes, rows the ground truth."""
+    """Return the (8, 8) counts of two (H, W, 3) uint8 RGB masks' colour codes, rows the ground truth."""
     key = (colour_codes(gt_rgb) << 3) | colour_codes(pred_rgb)
     return np.bincount(key.ravel(), minlength=64).reshape(8, 8)
 

@@ -1,7 +1,8 @@
-"""Freezing a pretrained encoder's early stages (costliest to train, least changed), the same way for every model.
+"""Freezing a pretrained encoder's early stages, which cost most to train and change least.
 
-A stage is a timm feature level at stride 4, 8, 16 or 32 (stride 2 is the stem's); ``freeze_stages: n`` freezes all
-through the n-th stage: no gradient, and batch norm kept in eval mode with its pretrained statistics.
+Every model freezes the same way. A stage is a timm feature level at stride 4, 8, 16 or 32 (stride 2 is the stem's);
+``freeze_stages: n`` freezes all through the n-th stage: no gradient, and batch norm kept in eval mode with its
+pretrained statistics.
 """
 
 from __future__ import annotations

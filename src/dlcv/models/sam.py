@@ -1,4 +1,4 @@
-"""Segment Anything: ``segment-anything``'s SAMs from local checkpoints (nothing downloaded), and a mask generator.
+"""Segment Anything: segment-anything's SAMs from local checkpoints (nothing downloaded), and a mask generator.
 
 ``vit_tiny`` is a small-encoder SAM with no published weights, for tests and smoke runs. ``mask_generator`` adds a
 callback per batch of prompts and ``prefilter``: low-IoU masks dropped before up-sampling, the same masks surviving.
@@ -110,7 +110,7 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
 
 
 class PromptPredictor(SamPredictor):
-    """segment-anything's ``SamPredictor`` with a callback per batch of prompts and an IoU filter before up-sampling.
+    """``SamPredictor`` with a callback per batch of prompts and an IoU filter before up-sampling.
 
     The automatic mask generator up-samples every mask of a batch to the image's size, then drops those not above its
     predicted-IoU threshold; with ``iou_floor`` at that threshold, those masks come back as logits below

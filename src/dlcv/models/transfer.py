@@ -87,7 +87,7 @@ def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
 
 
 def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write ``trunk``'s weights atomically as a torchvision ``arch`` state_dict that loads strictly into ``<arch>()``.
+    """Save ``trunk`` atomically as a torchvision ``arch`` state_dict that loads strictly into ``<arch>()``.
 
     Args:
         trunk: the ResNet trunk, its ``fc`` an ``Identity``.

@@ -1,4 +1,4 @@
-"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice and Lovasz (smp's), and sums."""
+"""Pixel losses by name: cross-entropy (class weights, smoothing), focal, Dice and Lovasz (smp's), and sums."""
 
 from __future__ import annotations
 
@@ -69,10 +69,11 @@ def _smp_loss(name: str) -> nn.Module:
 
 
 def build_pixel_loss(cfg, num_classes: int) -> nn.Module:
-    """Build the pixel loss of a recipe's ``loss`` section (``dlcv.recipes.SegmentLoss``): one, or a weighted sum.
+    """Build the pixel loss of a recipe's ``loss`` section: one loss, or a weighted sum.
 
     Args:
-        cfg: the ``loss`` section; its ``name`` may join several losses with ``+`` (``ce+dice``).
+        cfg: the ``loss`` section (``dlcv.recipes.SegmentLoss``); its ``name`` may join several losses with ``+``
+            (``ce+dice``).
         num_classes: the masks' classes, which ``class_weights`` must match.
 
     Returns:

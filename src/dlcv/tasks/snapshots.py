@@ -18,7 +18,7 @@ from dlcv.tta import batches
 
 @contextmanager
 def evaluating(trainer, pl_module):
-    """Yield the task's model in eval mode, without gradients, in the run's precision; its mode is restored after.
+    """Yield the task's model in eval mode, without gradients, in the run's precision; restored after.
 
     The context is the training steps' (the precision plugin's ``forward_context``: a bf16 autocast, or float16 on
     GPUs without bf16); callers pass inputs through the plugin's ``convert_input`` (bf16 for ``bf16-true``).

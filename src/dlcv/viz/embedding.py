@@ -35,7 +35,7 @@ def _pyplot():
 
 
 def save_figure(fig, stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` (and a vector ``stem.pdf``), each written atomically; close it, return the paths."""
+    """Write ``fig`` atomically as ``stem.png`` and a vector ``stem.pdf`` (``formats``); close it, return the paths."""
     written = []
     for fmt in formats:
         path = stem.with_suffix("." + fmt)

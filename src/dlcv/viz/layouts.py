@@ -103,7 +103,7 @@ def _reduce(features: np.ndarray, components: int) -> np.ndarray:
 
 
 def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = None) -> list[np.ndarray]:
-    """Lay out snapshots of the same points by t-SNE (openTSNE), each started from the one before and turned onto it.
+    """Lay out snapshots of the same points by t-SNE (openTSNE), each from the one before, turned onto it.
 
     Identical points get one point at the origin (no t-SNE), and the snapshot after them starts afresh from PCA.
 
