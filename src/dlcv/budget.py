@@ -1,4 +1,5 @@
 """Training to a time budget: the whole command, final scoring included, ends within ``train.budget``.
+
 Steps are planned from the measured speed and re-planned each epoch, so the schedules (``dlcv.plan.Plan``) always
 finish, the run stopping mid-epoch if need be; a resumed run keeps its checkpoint's budget unless given a new one."""
 
@@ -20,8 +21,18 @@ TAIL = (2.5, 0.01)
 
 
 def plan_steps(seconds: float, step_seconds: float, epoch_seconds: float, done: int, per_epoch: int) -> int:
-    """The most optimiser steps taken (never fewer than ``done``) once ``seconds`` have passed: each step costs
-    ``step_seconds`` and each epoch, a partial last one too, ``epoch_seconds`` more at its end."""
+    """Return the most optimiser steps taken, never fewer than ``done``, once ``seconds`` have passed.
+
+    Args:
+        seconds: the time left to train, in seconds.
+        step_seconds: one step's time, in seconds.
+        epoch_seconds: each epoch's extra time at its end (a partial last epoch's too), in seconds.
+        done: the steps taken so far.
+        per_epoch: steps per epoch.
+
+    Returns:
+        The total steps planned.
+    """
     step_seconds = max(step_seconds, 1e-9)
     first = per_epoch - done % per_epoch  # the steps to the end of the current epoch (a whole one at a boundary)
 
@@ -38,17 +49,25 @@ def plan_steps(seconds: float, step_seconds: float, epoch_seconds: float, done: 
 
 
 class TimeBudget(L.Callback):
-    """Plans the run's steps to end by the deadline and stops it there.
-
-    ``started``: a ``clock`` reading at the command's start; ``val_guess``: a validation's time as a share of a
-    training epoch's, until measured; ``final_ratio``: the final scoring's time in validations, until probed;
-    ``final_images``: the final set's size over the validation's (0: no final scoring); ``anew``: a resumed run given
-    a new budget, counted from ``started``; ``reference_epochs``: the recipe figure's epochs (a shorter plan warns).
-    """
+    """Callback that plans the run's steps to end by the deadline, and stops the run there."""
 
     def __init__(self, seconds: float, started: float, plan: Plan, val_guess: float, final_ratio: float,
                  final_images: float = 0.0, say=print, anew: bool = False, reference_epochs: float | None = None,
                  clock=time.perf_counter):
+        """Set the budget; the first plan follows once the first steps are timed.
+
+        Args:
+            seconds: the budget, in seconds.
+            started: a ``clock`` reading at the command's start.
+            plan: the run's plan, which this callback re-plans.
+            val_guess: a validation's time as a share of a training epoch's, until measured.
+            final_ratio: the final scoring's time in validations, until probed.
+            final_images: the final set's size over the validation set's (0: no final scoring).
+            say: prints a line (the first process's ``print``).
+            anew: a resumed run given a new budget, counted from ``started``.
+            reference_epochs: the epochs the recipe's documented figure took; a shorter plan warns.
+            clock: the time function, in seconds; the plan's too.
+        """
         self.seconds, self.started, self.plan, self.anew = float(seconds), started, plan, anew
         self.clock = plan.clock = clock  # the one time function of the budget and the plan's ``now``
         self.reference_epochs = reference_epochs
@@ -68,10 +87,11 @@ class TimeBudget(L.Callback):
 
     # --- the deadline and the plan -------------------------------------------------------------------
     def seconds_left(self) -> float:
+        """Return the seconds of the budget left now."""
         return self.seconds - self.spent_before - (self.clock() - self.started)
 
     def reserve(self) -> float:
-        """What must be left when training ends: the final scoring, the last epoch's extra work and the tail."""
+        """Return the seconds left over when training ends: final scoring, the last epoch's extra work, the tail."""
         validation = self.val_seconds  # until one is timed, the guess that prices an epoch's end
         if validation is None:
             validation = self.val_guess * self.plan.steps_per_epoch * (self.step_seconds or 0.0)
@@ -80,16 +100,20 @@ class TimeBudget(L.Callback):
         return final + extra + TAIL[0] + TAIL[1] * self.seconds
 
     def final_validations(self) -> float:
-        """The final scoring's time in validations: measured once the probe has run, else the first guess."""
+        """Return the final scoring's time in validations: measured once the probe has run, else the first guess."""
         return self.final_ratio if self.final_per_val is None else self.final_images * self.final_per_val
 
     def epoch_cost(self, per_epoch: int) -> float:
+        """Return an epoch's time beyond its steps, in seconds: the measured median, else the first guess."""
         if self.epoch_costs:
             return statistics.median(self.epoch_costs)
         return self.val_guess * per_epoch * (self.step_seconds or 0.0)
 
     def replan(self, trainer) -> None:
-        """Plan the steps from the latest measurements (first process), the same plan in every process."""
+        """Plan the steps from the latest measurements (first process), the same plan in every process.
+
+        The first plan of the command is printed, with a note when it falls short of ``reference_epochs``.
+        """
         per_epoch = self.plan.steps_per_epoch
         total = plan_steps(self.seconds_left() - self.reserve(), self.step_seconds or 0.0,
                            self.epoch_cost(per_epoch), trainer.global_step, per_epoch)
@@ -135,8 +159,10 @@ class TimeBudget(L.Callback):
             trainer.should_stop = True
 
     def _measure_due(self, taken: int, warm_end: int) -> bool:
-        """Whether to time now: at the warm-up's end and ``warm_end`` before the first plan, then until the first
-        epoch ends each time the steps double, so slow first steps do not fix too short a plan."""
+        """Whether to time the steps now: at the warm-up's end and ``warm_end``, then at each doubling in epoch 1.
+
+        Timing again as the steps double keeps slow first steps from fixing too short a plan.
+        """
         if not self.planned:
             return taken in (WARM_STEPS, warm_end)
         doubling, rest = divmod(taken, warm_end)
@@ -156,8 +182,10 @@ class TimeBudget(L.Callback):
             self._marks["val_batch"] = self.plan.now(pl_module.device)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        """Time this validation step, then the task's prediction of the same batch as the final scoring makes it
-        (``final_predictions`` under the final scoring's autocast: its test-time augmentation, its sizes)."""
+        """Time this validation step, then the final scoring's prediction of the same batch (the probe).
+
+        The probe runs ``final_predictions`` under the final scoring's autocast: its test-time augmentation, its sizes.
+        """
         if "val_batch" not in self._marks:
             return
         self._marks["val_step"] = self.plan.now(pl_module.device) - self._marks.pop("val_batch")
@@ -198,7 +226,7 @@ class TimeBudget(L.Callback):
             trainer.should_stop = True
 
     def used(self) -> float:
-        """The seconds the run's commands have spent of the budget so far."""
+        """Return the seconds the run's commands have spent of the budget so far."""
         return self.spent_before + self.clock() - self.started
 
     def state_dict(self) -> dict:
@@ -210,13 +238,14 @@ class TimeBudget(L.Callback):
         self.plan.total_steps = int(state.get("total_steps", self.plan.total_steps))
 
     def closing_line(self, trainer) -> str:
+        """Return the run's closing line on the budget: steps and epochs trained, time used."""
         used = self.used()
         epochs = trainer.global_step / max(1, self.plan.steps_per_epoch)
         return (f"budget {format_duration(self.seconds)}: {trainer.global_step} steps = {epochs:.2f} "
                 f"epochs; {format_duration(used)} used so far ({used / self.seconds:.1%})")
 
     def summary(self, trainer) -> dict:
-        """The budget's part of ``summary.json``: what was planned and measured."""
+        """Return the budget's part of ``summary.json``: what was planned and measured."""
         return {"seconds": self.seconds, "spent_before": round(self.spent_before, 1),
                 "used_seconds": round(self.used(), 1), "setup_seconds": round(self.setup_seconds, 1),
                 "steps": trainer.global_step, "steps_per_epoch": self.plan.steps_per_epoch,
@@ -228,15 +257,17 @@ class TimeBudget(L.Callback):
 
 
 def spent_under(state: dict, seconds: float) -> float | None:
-    """The seconds a checkpoint's ``TimeBudget`` state says were spent of a budget of ``seconds``; None when it holds
-    none or they were spent under another budget (a new budget counts from its own start)."""
+    """Return the seconds a checkpoint's ``TimeBudget`` state says were spent of a budget of ``seconds``.
+
+    None when it holds none, or they were spent under another budget (a new budget counts from its own start).
+    """
     if not isinstance(state, dict) or not isinstance(state.get("spent"), (int, float)):
         return None
     return float(state["spent"]) if float(state.get("seconds", seconds)) == float(seconds) else None
 
 
 def latest_step_seconds(epochs: list[tuple[int, float]]) -> float:
-    """Seconds a step over the latest epochs that together hold ``SPEED_STEPS`` steps (or all): current yet steady."""
+    """Return seconds per step over the latest epochs with ``SPEED_STEPS`` steps (or all): recent yet steady."""
     steps = seconds = 0.0
     for count, spent in reversed(epochs):
         steps, seconds = steps + count, seconds + spent

@@ -10,8 +10,19 @@ from dlcv.errors import DlcvError
 
 
 def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
-    """``(checkpoint, recipe)`` of a dlcv checkpoint of ``task`` (or of any of several), loaded without running pickled
-    code, its recipe typed; one line saying what the file is not when it is no such checkpoint or misses a part."""
+    """Read a dlcv checkpoint of ``task`` without running pickled code, its recipe typed.
+
+    Args:
+        path: the checkpoint file.
+        task: the task it must be of (``classify``, ``segment``...), or several.
+
+    Returns:
+        ``(checkpoint, recipe)``: the checkpoint's dict and its validated recipe.
+
+    Raises:
+        DlcvError: if the file is unreadable, no dlcv checkpoint, of another task, without its weights or recipe
+            sections, or its recipe breaks a rule (one line saying what the file is not).
+    """
     from dlcv.config import validated
     from dlcv.models.weights import safe_load
     from dlcv.recipes import RECIPES
@@ -35,7 +46,19 @@ def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
 
 
 def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...]):
-    """``(model, recipe)`` of a classification or segmentation checkpoint (of ``task``), loaded for inference."""
+    """Load a classification or segmentation checkpoint's model for inference.
+
+    Args:
+        path: the checkpoint file.
+        task: the task it must be of (``classify``, ``segment``), or several.
+
+    Returns:
+        ``(model, recipe)``: the model on the CPU in evaluation mode, and the checkpoint's recipe.
+
+    Raises:
+        DlcvError: if ``read_checkpoint`` refuses the file, its class count is invalid, or its model cannot be
+            rebuilt or does not take its weights.
+    """
     from dlcv.models import create_model, rebuild_args
 
     ckpt, recipe = read_checkpoint(path, task)
@@ -51,7 +74,17 @@ def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...]):
 
 
 def load_model_weights(model, ckpt: dict, path: str | os.PathLike, model_name: str) -> None:
-    """The checkpoint's ``model.*`` weights into ``model`` (strict), then evaluation mode."""
+    """Load a checkpoint's ``model.*`` weights into ``model`` (strict), then put it in evaluation mode.
+
+    Args:
+        model: the rebuilt model.
+        ckpt: the checkpoint's dict (``read_checkpoint``'s).
+        path: the checkpoint file, for the messages.
+        model_name: the recipe's model name, for the messages.
+
+    Raises:
+        DlcvError: if a weight holds NaN or infinite values, or the weights do not fit ``model``.
+    """
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     broken = next((k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None)
     if broken is not None:  # every output would be NaN: no prediction or export is worth writing

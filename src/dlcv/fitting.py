@@ -1,5 +1,8 @@
-"""The one training sequence behind every training command, in the order a fit must keep: ``run`` checks and locks,
-``Fit.prepared`` reads the data and seeds, ``Fit.fit`` trains, scores ``best.ckpt`` and writes ``summary.json``."""
+"""The one training sequence behind every training command, in the order a fit must keep.
+
+``run`` checks and locks, ``Fit.prepared`` reads the data and seeds, ``Fit.fit`` trains, scores ``best.ckpt`` and
+writes ``summary.json``.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from dlcv.runtime import adopt_slurm_layout, check_devices, is_primary_process, 
 
 
 def say(*args, **kwargs) -> None:
-    """``print`` in the first process only: a multi-process run prints each line once."""
+    """Print (flushed) in the first process only, so that a multi-process run prints each line once."""
     if is_primary_process():
         print(*args, **kwargs, flush=True)
 
@@ -27,10 +30,27 @@ def say(*args, **kwargs) -> None:
 def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False,
         fixed: tuple[str, ...] = (), inputs: tuple = ()):
-    """Yield the ``Fit`` of a ``recipe_type`` from ``config`` (a recipe file or a built recipe; None: the defaults) on
-    the ``data`` folder, its run folder locked until the fit ends. ``resume`` continues the run of that name (a
-    ``train.budget`` override: within that budget from now); ``fixed``: keys the caller set on a built recipe, which a
-    resume must find unchanged; ``inputs``: other folders the run reads, which it must not write into."""
+    """Yield the ``Fit`` of a recipe on a data folder, its run folder locked until the fit ends.
+
+    Args:
+        recipe_type: the task's recipe class.
+        config: a recipe file or a built recipe; None: the defaults.
+        data: the data folder.
+        runs_dir: the folder that holds the run folders.
+        name: the run's name; None: the recipe's.
+        overrides: ``key=value`` recipe overrides.
+        overwrite: replace an existing run of that name.
+        resume: continue the run of that name; with a ``train.budget`` override, within that budget from now.
+        fixed: keys the caller set on a built recipe, which a resume must find unchanged.
+        inputs: other folders the run reads, which it must not write into.
+
+    Yields:
+        The ``Fit``.
+
+    Raises:
+        DlcvError: for a broken recipe or override, a model too large for the machine, devices or nodes this
+            machine lacks, or a run folder that is taken or cannot be resumed.
+    """
     start = time.perf_counter()  # a time budget counts from here
     recipe = run_recipe(recipe_type, config, overrides, name, runs_dir, resume, fixed)
     check_model_memory(recipe)
@@ -48,8 +68,13 @@ def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.P
 
 
 def check_model_memory(recipe) -> None:
-    """A recipe's model (a ``model: {name, args}`` section) whose training state would not fit the machine, refused
-    before any folder is made (``dlcv.models.registry.check_training_memory``)."""
+    """Refuse a recipe's model whose training state would not fit the machine, before any folder is made.
+
+    Only recipes with a ``model: {name, args}`` section are checked (``dlcv.models.registry.check_training_memory``).
+
+    Raises:
+        DlcvError: if the model is unknown, its arguments break a rule, or its training state does not fit.
+    """
     from dlcv.models.registry import check_training_memory
 
     model = getattr(recipe, "model", None)
@@ -59,11 +84,22 @@ def check_model_memory(recipe) -> None:
 
 
 class Fit:
-    """One run after ``run``'s checks: its ``recipe``, its ``plan`` (begun once the trainer knows its processes) and
-    its run folder ``dir``; ``prepared`` and then ``fit``."""
+    """One run after ``run``'s checks: call ``prepared``, then ``fit``.
+
+    It holds the ``recipe``, the ``plan`` (begun once the trainer knows its processes) and the run folder ``dir``.
+    """
 
     def __init__(self, recipe, runs_dir, folders: tuple, flags: tuple[bool, bool, bool], start: float, lock):
-        """``folders``: the data folder and the other inputs; ``flags``: (overwrite, resume, anew)."""
+        """Keep what ``run`` checked.
+
+        Args:
+            recipe: the run's recipe.
+            runs_dir: the folder that holds the run folders.
+            folders: the data folder, then the other inputs.
+            flags: (overwrite, resume, anew); anew: a resumed run given a new budget.
+            start: the ``time.perf_counter()`` reading at the command's start, from which a budget counts.
+            lock: the run folder's ``FolderLock``.
+        """
         from dlcv.plan import Plan
 
         self.recipe, self.plan, self.dir = recipe, Plan(), Path(runs_dir) / recipe.name
@@ -71,8 +107,16 @@ class Fit:
         self._resolved: dict | None = None
 
     def prepared(self, data):
-        """``data`` read and checked (bad data fails here, before anything is written), then the run seeded, so the
-        task built next starts alike each time; returns ``data``."""
+        """Read and check ``data`` (bad data fails here, before anything is written), then seed the run.
+
+        Seeding here makes the task built next start alike each time.
+
+        Args:
+            data: the run's data module.
+
+        Returns:
+            ``data``, read.
+        """
         import lightning as L
 
         from dlcv.data.synth import is_synthetic
@@ -86,9 +130,22 @@ class Fit:
         return data
 
     def fit(self, data, task, callbacks=(), **trainer_options) -> Path:
-        """Train ``task`` on ``data`` (``prepared``) with ``callbacks`` (their ``summary_fields()`` join
-        ``summary.json``), score the best checkpoint, write ``summary.json`` with ``task.summarize`` and print its
-        closing lines; return the run folder. ``trainer_options``: the command's own Lightning trainer arguments."""
+        """Train ``task``, score the best checkpoint, write ``summary.json`` and print the closing lines.
+
+        Args:
+            data: the data module, through ``prepared`` first.
+            task: the Lightning task to train; ``task.summarize`` fills ``summary.json``.
+            callbacks: more callbacks; each one's ``summary_fields()`` joins ``summary.json``.
+            **trainer_options: the command's own Lightning ``Trainer`` arguments.
+
+        Returns:
+            The run folder.
+
+        Raises:
+            RuntimeError: if ``prepared`` was not called first.
+            Stopped: if a signal ended the fit (``failed_fit``).
+            DlcvError: if the run folder cannot be opened or written, or the fit fails in a way dlcv names.
+        """
         from dlcv.trainer import build_trainer
 
         if self._resolved is None:
@@ -132,9 +189,11 @@ class Fit:
 
 
 def train_run(trainer, task, data, resume_from: Path | None, run: RunFolder) -> None:
-    """``trainer.fit`` into ``run``; how it ended said in one line (``failed_fit``). A new run that ends before its
-    first checkpoint leaves no folder to block the command's rerun, and the run ``--overwrite`` set aside comes back;
-    one that has a checkpoint replaces it."""
+    """Run ``trainer.fit`` into ``run``; an error is raised as ``failed_fit`` turns it.
+
+    A new run that ends before its first checkpoint leaves no folder to block the command's rerun, and the run that
+    ``--overwrite`` set aside comes back; one that has a checkpoint replaces it.
+    """
     try:
         trainer.fit(task, datamodule=data, ckpt_path=resume_from)
     except BaseException as exc:
@@ -147,9 +206,13 @@ def train_run(trainer, task, data, resume_from: Path | None, run: RunFolder) -> 
 
 
 def failed_fit(exc: BaseException, trainer, run: RunFolder) -> BaseException:
-    """The one line of a fit that a signal ended (SIGTERM: exit 143, SIGINT: 130), saying how it goes on, or that a
-    writer naming no file met a full disk (TensorBoard's, from its thread); any other ``exc`` as it is. Lightning turns
-    Ctrl-C into ``SystemExit(1)`` and its own SIGTERM handling into a ``SIGTERMException``."""
+    """Return the exception the user sees for ``exc``, which ended a fit.
+
+    A signal (SIGTERM: exit 143, SIGINT: 130) becomes a ``Stopped`` saying how the run goes on; a write error naming
+    no file (TensorBoard's, from its thread) becomes a ``DlcvError`` naming the run folder; any other ``exc`` is
+    returned as it is. Lightning turns Ctrl-C into ``SystemExit(1)`` and its own SIGTERM handling into a
+    ``SIGTERMException``.
+    """
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     if isinstance(exc, OSError) and not exc.filename and exc.errno in WRITE_ERRORS:
@@ -172,7 +235,7 @@ def failed_fit(exc: BaseException, trainer, run: RunFolder) -> BaseException:
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
-    """``train.threads`` for one fit only: the process's count is restored after it, for later fits in the process."""
+    """Set torch's thread count to ``threads`` (None or 0: unchanged) for one fit, then restore it."""
     import torch
 
     previous = torch.get_num_threads()
@@ -185,8 +248,18 @@ def torch_threads(threads: int | None):
 
 
 def time_budget(recipe, data, task, plan, started: float, anew: bool = False):
-    """The callback that re-plans ``plan`` to end within ``train.budget`` (``anew``: a resumed run's new budget,
-    counted from ``started``); validation and final scoring are guessed from a training step's cost until timed."""
+    """Build the ``TimeBudget`` callback that re-plans ``plan`` to end within ``train.budget``.
+
+    Validation and final scoring are guessed from a training step's cost until timed.
+
+    Args:
+        recipe: the run's recipe.
+        data: the prepared data module, for its image counts.
+        task: the task, for its forward passes per image under test-time augmentation.
+        plan: the run's plan.
+        started: the ``time.perf_counter()`` reading the budget counts from.
+        anew: a resumed run given a new budget, counted from ``started``.
+    """
     from dlcv.budget import TimeBudget
     from dlcv.recipes import parse_duration
 
@@ -201,14 +274,17 @@ def time_budget(recipe, data, task, plan, started: float, anew: bool = False):
 
 
 def trained_epochs(trainer, task) -> int | float:
-    """Epochs trained: whole, or under a budget steps over steps per epoch (the last may be partial)."""
+    """Return the epochs trained: whole, or under a budget steps over steps per epoch (the last may be partial)."""
     if task.recipe.train.budget and task.plan.steps_per_epoch:
         return round(trainer.global_step / task.plan.steps_per_epoch, 2)
     return trainer.current_epoch
 
 
 def score_best(trainer, task, data, best: Path) -> None:
-    """Score ``best.ckpt`` on the final set by ``trainer.test`` in every process; ``task.final_confusion`` sums them."""
+    """Score ``best.ckpt`` on the final set with ``trainer.test`` in every process; nothing without a final set.
+
+    ``task.final_confusion`` then holds the sum over the processes.
+    """
     from dlcv.checkpoints import load_model_weights, read_checkpoint
 
     if data.test_tensors() is None or not best.is_file():

@@ -1,5 +1,7 @@
-"""``dlcv launch``: torchrun's launcher (``torch.distributed.run``) for a dlcv command, with a missing node or a failed
-process said in one line instead of pages of traceback."""
+"""``dlcv launch``: torchrun's launcher (``torch.distributed.run``) for a dlcv command.
+
+A missing node or a failed process is said in one line instead of pages of traceback.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +17,26 @@ MAX_JOIN_TIMEOUT = 24 * 3600  # a day: nodes that have not all started by then w
 
 def torchrun_argv(command: list[str], nnodes: int, node_rank: int, nproc_per_node: int, master: str | None,
                   join_timeout: int) -> list[str]:
-    """torchrun's arguments for ``python -m dlcv COMMAND`` on this node: a standalone run on one node; on several,
-    the static rendezvous at ``master`` (host:port), which waits ``join_timeout`` seconds for every node."""
+    """Build torchrun's arguments for ``python -m dlcv COMMAND`` on this node.
+
+    One node runs standalone; several meet at the static rendezvous at ``master``, which waits ``join_timeout``
+    seconds for every node.
+
+    Args:
+        command: the dlcv command and its arguments.
+        nnodes: the run's nodes.
+        node_rank: this node's rank, from 0.
+        nproc_per_node: processes on each node.
+        master: node 0's ``host:port``; needed with several nodes.
+        join_timeout: seconds the rendezvous waits for every node.
+
+    Returns:
+        The arguments of ``torch.distributed.run``.
+
+    Raises:
+        DlcvError: for no command, a command that is itself a launch, counts or ranks out of range, a join timeout
+            outside 1 s to a day, or a missing or malformed ``master``.
+    """
     if not command:
         raise DlcvError("launch: no command to run; give it after --, e.g. dlcv launch -- classify fit ...")
     if command[0] == "launch":
@@ -55,7 +75,16 @@ def _ending(failure) -> str:
 
 
 def launch(argv: list[str], nnodes: int, join_timeout: int) -> None:
-    """Run torchrun with ``torchrun_argv``'s ``argv`` here; a missing node or a failed process is one ``DlcvError``."""
+    """Run torchrun with ``argv`` (``torchrun_argv``'s) in this process.
+
+    Args:
+        argv: torchrun's arguments.
+        nnodes: the run's nodes, for the message.
+        join_timeout: the rendezvous's timeout in seconds, for the message.
+
+    Raises:
+        DlcvError: if a process ended early, or the nodes did not all join in time.
+    """
     os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"  # c10d's connection retries, with C++ frames, while nodes are awaited
     import torch.distributed as dist
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

@@ -14,8 +14,17 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mal
 
 
 def retain_freed_memory(trim_mb: int = 256, mmap_mb: int = 32) -> bool:
-    """Let glibc's malloc keep freed blocks under ``mmap_mb`` on a heap not trimmed below ``trim_mb``, so buffers
-    freed each step are reused, not faulted in afresh. Linux with glibc only; returns whether the settings took."""
+    """Let glibc's malloc keep freed memory, so that buffers freed each step are reused, not faulted in afresh.
+
+    Linux with glibc only.
+
+    Args:
+        trim_mb: the heap is not trimmed below this many MiB.
+        mmap_mb: blocks under this many MiB come from the heap, not from mmap.
+
+    Returns:
+        Whether the settings took.
+    """
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -26,7 +35,7 @@ def retain_freed_memory(trim_mb: int = 256, mmap_mb: int = 32) -> bool:
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (SLURM, ``taskset``), which ``os.cpu_count`` ignores."""
+    """Return how many CPUs this process may use: its affinity mask (SLURM, ``taskset``), not ``os.cpu_count``."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity masks (macOS, Windows)
@@ -34,7 +43,7 @@ def usable_cpus() -> int:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory free for a new allocation (Linux's MemAvailable; None where it cannot be read)."""
+    """Return the bytes of memory free for a new allocation (Linux's MemAvailable; None where it cannot be read)."""
     try:
         with open("/proc/meminfo") as handle:
             fields = dict(line.split(":", 1) for line in handle)
@@ -44,15 +53,18 @@ def available_memory() -> int | None:
 
 
 def inference_device():
-    """Where prediction runs: the first GPU when there is one, else the CPU."""
+    """Return where prediction runs: the first GPU when there is one, else the CPU."""
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def inference_autocast(device, precision: str):
-    """The autocast a model trained at ``precision`` predicts in: below float32 on a GPU, its native half type; a
-    bf16-trained model on a CPU with bf16 units, bf16; anything else float32."""
+    """Return the autocast context in which a model trained at ``precision`` predicts on ``device``.
+
+    Below float32 on a GPU: the GPU's native half type (bf16, else float16); a bf16-trained model on a CPU with bf16
+    units: bf16; anything else: float32 (autocast disabled).
+    """
     import torch
 
     precision = resolve_precision(precision, device.type)  # auto: as a run on this device would train
@@ -64,10 +76,22 @@ def inference_autocast(device, precision: str):
 
 
 def inference_batches(model, images, precision: str, batch_size: int, load=None, autocast: bool = False):
-    """Put ``model`` in evaluation mode, channels-last, on the inference device and yield ``batches`` of ``images``
-    there, with gradients off, in float32 (``autocast``: under the autocast of the model's training ``precision``,
-    ``inference_autocast``) for the caller's work. Float32 by default: labels then depend on neither the torch version
-    nor the machine's half types, as the hand-in's scripts predict."""
+    """Yield the batches of ``images`` on the inference device, with ``model`` ready there for the caller's work.
+
+    The model goes into evaluation mode, channels-last, on the device; gradients are off. Float32 by default: labels
+    then depend on neither the torch version nor the machine's half types, as the hand-in's scripts predict.
+
+    Args:
+        model: the model to predict with.
+        images: uint8 (N, H, W, 3) images, or what ``load`` reads.
+        precision: the model's training precision, for ``autocast``.
+        batch_size: images per batch.
+        load: turns a slice of ``images`` into a uint8 batch; None: the slice itself.
+        autocast: predict under ``inference_autocast(device, precision)`` instead of in float32.
+
+    Yields:
+        ``(start, batch)``: the batch's first index and its uint8 images on the device.
+    """
     import torch
 
     from dlcv.tta import batches
@@ -80,7 +104,7 @@ def inference_batches(model, images, precision: str, batch_size: int, load=None,
 
 
 def is_primary_process() -> bool:
-    """False in the extra processes of a multi-process run: only the primary one writes the run folder."""
+    """Whether this is the primary process, the only one of a multi-process run that writes the run folder."""
     return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
@@ -93,7 +117,7 @@ def barrier() -> None:
 
 
 def lost_peer(exc: BaseException) -> str | None:
-    """What to tell the user when ``exc`` is a collective failing because another process stopped; else None."""
+    """Return what to tell the user when ``exc`` is a collective failing because another process stopped, or None."""
     if "torch.distributed" not in sys.modules:
         return None
     import torch.distributed as dist
@@ -109,8 +133,11 @@ def lost_peer(exc: BaseException) -> str | None:
 
 
 def end_process_group() -> None:
-    """Close a multi-process run's process group once its command succeeded, as gloo's threads left to the exit can
-    abort it (SIGABRT); not after an error, where closing would hang on a peer still in a collective."""
+    """Close a multi-process run's process group once its command succeeded.
+
+    gloo's threads left to the exit can abort it (SIGABRT); callers skip this after an error, where closing would
+    hang on a peer still in a collective.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -119,7 +146,7 @@ def end_process_group() -> None:
 
 @functools.cache
 def cpu_computes_bf16_fast() -> bool:
-    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); read once a process."""
+    """Whether the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); read once a process."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -128,7 +155,10 @@ def cpu_computes_bf16_fast() -> bool:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
-    """``auto`` -> bf16-mixed where fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older GPUs, else 32-true."""
+    """Resolve the precision ``auto`` for this machine; other values pass unchanged.
+
+    ``auto`` is bf16-mixed where it is fast (Ampere and later GPUs, bf16 CPUs), 16-mixed on older GPUs, else 32-true.
+    """
     if precision != "auto":
         return precision
     import torch
@@ -139,8 +169,13 @@ def resolve_precision(precision: str, accelerator: str) -> str:
 
 
 def adopt_slurm_layout() -> None:
-    """Under ``srun --ntasks N`` (no ``--ntasks-per-node``), name the tasks per node that SLURM placed: Lightning
-    reads only ``SLURM_NTASKS_PER_NODE``. Tasks spread unevenly over the nodes (``3,1``) are refused in one line."""
+    """Under ``srun --ntasks N`` alone, set ``SLURM_NTASKS_PER_NODE`` to the tasks SLURM placed on each node.
+
+    Lightning reads only ``SLURM_NTASKS_PER_NODE``.
+
+    Raises:
+        DlcvError: if SLURM spread the tasks unevenly over the nodes (``3,1``).
+    """
     layout = os.environ.get("SLURM_TASKS_PER_NODE", "")
     if "SLURM_NTASKS" not in os.environ or "SLURM_NTASKS_PER_NODE" in os.environ or not layout:
         return
@@ -152,13 +187,18 @@ def adopt_slurm_layout() -> None:
 
 
 def launched_nodes() -> int:
-    """The nodes a launcher started this run on: an srun step's, or torchrun's worker groups (1 without either)."""
+    """Return the nodes a launcher started this run on: an srun step's, or torchrun's worker groups (1 without)."""
     return int(os.environ.get("SLURM_STEP_NUM_NODES") or os.environ.get("GROUP_WORLD_SIZE") or 1)
 
 
 def check_devices(accelerator: str, num_nodes: int) -> None:
-    """Refuse, before anything is read or written, an accelerator this machine lacks, and nodes that no launcher
-    started (the first process would wait for the others for ever)."""
+    """Refuse an accelerator this machine lacks, or nodes no launcher started, before anything is read or written.
+
+    Without the check, the first process would wait for the missing nodes for ever.
+
+    Raises:
+        DlcvError: naming ``train.accelerator`` or ``train.num_nodes`` and what to give instead.
+    """
     import importlib.util
 
     import torch

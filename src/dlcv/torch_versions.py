@@ -1,6 +1,8 @@
-"""What an older torch lacks, for code that must run on the course's machine: each newer operation a traced model may
-reach, the torch that first has it and its older equivalent; and the check of an exported model's source against a
-torch version (torch 1.13's names from ``export_api/``, written by ``tools/torch_api.py`` under Debian's torch).
+"""What an older torch lacks, for code that must run on the course's machine.
+
+Each newer operation a traced model may reach, the torch that first has it and its older equivalent; and the check of
+an exported model's source against a torch version (torch 1.13's names from ``export_api/``, written by
+``tools/torch_api.py`` under Debian's torch).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from torch import nn
 
 from dlcv.errors import DlcvError
 
-OLDEST = "1.4"  # the oldest torch the course graded on (2021); nothing older is a target
+OLDEST = "1.4"  # the oldest torch the course graded on; nothing older is a target
 API = Path(__file__).resolve().parent / "export_api"
 
 
 def version(text: str) -> tuple[int, int]:
-    """``(major, minor)`` of a torch version such as ``1.13.1+cu117``.
+    """Parse a torch version such as ``1.13.1+cu117`` into ``(major, minor)``.
 
     Raises:
         DlcvError: not a version, or older than ``OLDEST``.
@@ -38,6 +40,7 @@ def version(text: str) -> tuple[int, int]:
 
 
 def version_tuple(text: str) -> tuple[int, int]:
+    """Return ``(major, minor)`` of a dotted version, unchecked."""
     major, minor = text.split(".")[:2]
     return int(major), int(minor)
 
@@ -106,8 +109,7 @@ NEWER_KEYWORDS = {
     ("torch.nn.functional.scaled_dot_product_attention", "scale"): ("2.1", attention),
     ("torch.nn.functional.scaled_dot_product_attention", "enable_gqa"): ("2.5", attention),
 }
-# torch.nn layers newer than torch 1.4, or with a newer constructor keyword: traced through (into the functions
-# above) where the target torch lacks them, instead of rebuilt.
+# torch.nn layers (or constructor keywords) newer than 1.4: traced through where the target lacks them, not rebuilt.
 NEWER_LAYERS = {"SiLU": "1.7", "Hardswish": "1.6", "Hardsigmoid": "1.6", "Mish": "1.9", "RMSNorm": "2.4",
                 "Unflatten": "1.7", "GELU.approximate": "1.12", "LayerNorm.bias": "2.1", "GroupNorm.bias": "2.1",
                 "MultiheadAttention.batch_first": "1.9", "Conv2d.padding=same": "1.9"}
@@ -117,7 +119,7 @@ _BY_OBJECT = {getattr(F, name.rsplit(".", 1)[1]): name for name in {*NEWER_FUNCT
 
 
 def older_equivalent(target, kwargs: dict, torch_version: tuple[int, int]):
-    """The older equivalent to call for ``target`` with ``kwargs`` where ``torch_version`` lacks it, else None."""
+    """Return what to call instead of ``target`` with ``kwargs`` where ``torch_version`` lacks it, or None."""
     name = _BY_OBJECT.get(target)
     if name is None:
         return None
@@ -150,18 +152,24 @@ def layer_is_newer(layer: nn.Module, torch_version: tuple[int, int]) -> bool:
 # --- the check of exported code ------------------------------------------------------------------------------
 @functools.cache
 def known_api() -> dict:
-    """The names of the newest torch described in ``export_api/`` (1.13): its namespaces, keywords and layers."""
+    """Return the names of the newest torch that ``export_api/`` describes (1.13): namespaces, keywords, layers."""
     files = sorted(API.glob("torch-*.json"), key=lambda p: version_tuple(p.stem.split("-", 1)[1]))
     return json.loads(files[-1].read_text())
 
 
 def check_source(source: str, layers: dict[str, nn.Module], torch_version: tuple[int, int]) -> None:
-    """Refuse exported ``source`` that calls a torch function, method or keyword ``torch_version`` lacks, naming it and
-    the first torch that has it (the functions and keywords above; names missing from torch 1.13's list too, where
-    the target is no newer than 1.13).
+    """Refuse exported ``source`` that calls a torch function, method or keyword ``torch_version`` lacks.
+
+    The checks are the newer functions, keywords and layers above and, for a target no newer than torch 1.13, every
+    name or layer missing from torch 1.13's list.
+
+    Args:
+        source: the exported model's Python source.
+        layers: the model's torch.nn layers by their path.
+        torch_version: the target torch's ``(major, minor)``.
 
     Raises:
-        DlcvError: the first such name.
+        DlcvError: naming the first such name or layer, and the first torch that has it where known.
     """
     api = known_api()
     described = version_tuple(api["torch"])
@@ -183,8 +191,10 @@ def check_source(source: str, layers: dict[str, nn.Module], torch_version: tuple
 
 
 def _calls(source: str) -> list[tuple[str, set[str]]]:
-    """``(dotted name, keywords)`` of every call in ``source`` rooted at ``torch`` (``torch.Tensor.NAME`` for a
-    method on a value), and of each attribute read from a value or from torch (no keywords)."""
+    """List ``(dotted name, keywords)`` of every torch call in ``source``, and of each attribute read (no keywords).
+
+    A call or attribute on a value is named ``torch.Tensor.NAME``.
+    """
     tree = ast.parse(source)
     inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     found = []
@@ -204,8 +214,10 @@ def _calls(source: str) -> list[tuple[str, set[str]]]:
 
 
 def _described(name: str, keywords: set[str], api: dict) -> bool:
-    """Whether torch 1.13 (``api``) has ``name`` and, for a torch.nn.functional function, each of ``keywords``; a
-    name in a namespace the file does not describe is not known to be there."""
+    """Whether torch 1.13 (``api``) has ``name`` and, where it lists the name's keywords, each of ``keywords``.
+
+    A name in a namespace the file does not describe is not known to be there.
+    """
     namespace, _, attr = name.rpartition(".")
     if attr not in api["namespaces"].get(namespace, ()):
         return False

@@ -1,5 +1,8 @@
-"""The Lightning trainer of every run: devices and precision for the hardware, the callbacks that write the run
-folder (checkpoints, metrics.csv, TensorBoard), batch-norm sync that keeps timm's activations, and GPU settings."""
+"""The Lightning trainer of every run, set for the hardware, with the callbacks that write the run folder.
+
+Devices and precision follow the machine; the callbacks write checkpoints, metrics.csv and TensorBoard logs;
+batch-norm sync keeps timm's activations; GPUs that have TF32 use it.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +32,11 @@ LAUNCHER_WORLD = ("WORLD_SIZE", "SLURM_NTASKS_PER_NODE")  # processes per node s
 
 
 def resolve_devices(devices) -> int | str | list:
-    """``auto`` -> one device, or one per process a launcher (torchrun, SLURM) started: Lightning's own ``auto``
-    takes every GPU of the host, which silently multiplies the global batch."""
+    """Resolve ``train.devices``: ``auto`` is one device, or one per process a launcher (torchrun, SLURM) started.
+
+    Lightning's own ``auto`` takes every GPU of the host, which silently multiplies the global batch. Other values
+    pass unchanged.
+    """
     if devices != "auto":
         return devices
     for var in LAUNCHER_WORLD:
@@ -41,7 +47,10 @@ def resolve_devices(devices) -> int | str | list:
 
 
 class EpochMetricsCSV(L.Callback):
-    """Writes one CSV row per epoch to ``path`` (and, with ``echo``, prints it as a line with the planned epochs)."""
+    """Callback writing one metrics.csv row per epoch to ``path``; with ``echo`` it also prints each as a line.
+
+    The printed line gives the planned epochs of ``plan`` (None: the trainer's ``max_epochs``).
+    """
 
     def __init__(self, path: Path, echo: bool, plan=None):
         self.path, self.echo, self.plan = path, echo, plan
@@ -61,7 +70,7 @@ class EpochMetricsCSV(L.Callback):
         self.write()
 
     def write(self) -> None:
-        """metrics.csv anew, whole, through a rename: an interrupted write leaves the rows before it."""
+        """Write metrics.csv anew, whole, through a rename: an interrupted write leaves the rows before it."""
         if self.columns is not None:
             with atomic_write(self.path, newline="") as handle:
                 csv.writer(handle).writerows([self.columns, *([row.get(c) for c in self.columns] for row in self.rows)])
@@ -83,9 +92,11 @@ class EpochMetricsCSV(L.Callback):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stops a run whose training loss became NaN or infinite, naming the run folder and epoch, before that epoch's
-    validation or checkpoint: Lightning would write NaN weights as if trained (``EarlyStopping(check_finite=True)``
-    ends such a run silently). Steps are checked on the device; the flag is read and agreed once an epoch."""
+    """Callback stopping a run whose training loss became NaN or infinite, before its validation or checkpoint.
+
+    Lightning would write NaN weights as if trained, and ``EarlyStopping(check_finite=True)`` ends such a run
+    silently. Steps are checked on the device; the flag is read and agreed by the processes once an epoch.
+    """
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
@@ -98,6 +109,11 @@ class StopOnNonFiniteLoss(L.Callback):
             self.bad = bad if self.bad is None else self.bad | bad
 
     def check(self, trainer):
+        """Stop the run if any process saw a non-finite loss since the last check.
+
+        Raises:
+            DlcvError: naming the run folder and the epoch, and what to try.
+        """
         bad = self.bad is not None and bool(self.bad.item())
         self.bad = None
         if trainer.strategy.reduce_boolean_decision(bad, all=False):
@@ -114,9 +130,11 @@ class StopOnNonFiniteLoss(L.Callback):
 
 
 class BiasCorrectedEMA(WeightAveraging):
-    """``train.ema_decay``: weight averaging by an exponential moving average bias-corrected as Adam's moments are:
-    after step t it weighs steps 1..t by decay^(t - i), normalised by their sum, so early on it averages the weights
-    trained so far where torch's ``get_ema_avg_fn`` is still mostly the first step's nearly random ones."""
+    """Weight averaging (``train.ema_decay``): an exponential moving average, bias-corrected as in Adam.
+
+    After step t it weighs steps 1..t by decay^(t - i), normalised by their sum, so early on it averages the weights
+    trained so far where torch's ``get_ema_avg_fn`` is still mostly the first step's nearly random ones.
+    """
 
     def __init__(self, decay: float):
         super().__init__(multi_avg_fn=self.average)  # updated after every optimiser step
@@ -136,7 +154,7 @@ class BiasCorrectedEMA(WeightAveraging):
 
 
 def quiet_lightning(precision: str = "32-true") -> None:
-    """Keep the terminal for progress and results: drop Lightning's tips and known harmless warnings."""
+    """Silence Lightning's tips and known harmless warnings, keeping the terminal for progress and results."""
     if precision in ("16-mixed", "16"):
         # float16's scaler skips the first, overflowing steps: torch takes that for scheduler.step before optimizer's.
         warnings.filterwarnings("ignore", message=".*lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`.*")
@@ -157,8 +175,23 @@ def quiet_lightning(precision: str = "32-true") -> None:
 def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: int,
                   extra_callbacks: tuple = (), precision: str | None = None, first_callbacks: tuple = (), plan=None,
                   **overrides):
-    """A Lightning Trainer writing ``run_dir``, in ``precision`` (default: the recipe's, resolved for this hardware);
-    ``first_callbacks`` run before every other callback's hooks (a time budget, re-planning the ``plan``)."""
+    """Build the Lightning Trainer of a run writing ``run_dir``, set for this hardware.
+
+    Args:
+        run_dir: the run folder (checkpoints, metrics.csv, TensorBoard logs).
+        recipe: the run's recipe; its ``train`` section sets devices, precision, callbacks and the rest.
+        monitor: the metric that selects the best checkpoint (and stops early).
+        mode: ``min`` or ``max``, for ``monitor``.
+        max_epochs: the epochs to train; -1: no set end (a time budget stops the run).
+        extra_callbacks: callbacks added after the run's own checkpoints and metrics.csv (``run_callbacks``).
+        precision: Lightning's precision; None: the recipe's, resolved for this hardware.
+        first_callbacks: callbacks whose hooks run before every other's (a time budget, re-planning ``plan``).
+        plan: the run's plan, whose planned epochs the printed lines give.
+        **overrides: Lightning ``Trainer`` arguments that replace the built ones.
+
+    Returns:
+        The ``lightning.Trainer``.
+    """
     train = recipe.train
     precision = precision or resolve_precision(train.precision, train.accelerator)
     quiet_lightning(precision)
@@ -198,6 +231,8 @@ def build_trainer(run_dir: Path, recipe, monitor: str, mode: str, max_epochs: in
 
 
 class TopKCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` of the k best epochs, its state kept apart from the best checkpoint's."""
+
     @property
     def state_key(self) -> str:  # unique beside best/last's checkpoint callback of the same monitor
         return self._generate_state_key(monitor=self.monitor, mode=self.mode, top_k=self.save_top_k)
@@ -205,14 +240,26 @@ class TopKCheckpoint(ModelCheckpoint):
 
 def run_callbacks(run_dir: Path, train, monitor: str, mode: str, interactive: bool,
                   extra: tuple = (), plan=None) -> list:
-    """The callbacks of every run: a stop on a non-finite loss, best and last checkpoints, metrics.csv, the
-    recipe's top-k, early stopping and weight averaging, a progress bar on a terminal, then ``extra``'s."""
+    """Return the callbacks of every run, in their order.
+
+    They are a stop on a non-finite loss, the best and last checkpoints, metrics.csv, ``extra``'s, then the recipe's
+    top-k checkpoints, early stopping and weight averaging, and a progress bar on a terminal.
+
+    Args:
+        run_dir: the run folder.
+        train: the recipe's ``train`` section.
+        monitor: the metric that selects checkpoints.
+        mode: ``min`` or ``max``, for ``monitor``.
+        interactive: stderr is a terminal: a progress bar instead of one printed line per epoch.
+        extra: the command's own callbacks.
+        plan: the run's plan, for the printed lines.
+    """
     run = RunFolder(run_dir)
     callbacks = [
         StopOnNonFiniteLoss(run_dir),
         ModelCheckpoint(dirpath=run_dir, filename="best", monitor=monitor, mode=mode,
                         auto_insert_metric_name=False, enable_version_counter=False),
-        # last.ckpt every epoch for --resume: Lightning's save_last (since 2.6) writes it only with a best one.
+        # last.ckpt every epoch for --resume: Lightning's save_last (2.6 on) writes it only along with a best one.
         ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False),
         EpochMetricsCSV(run.metrics_file, echo=not interactive, plan=plan),
         *extra,
@@ -232,7 +279,7 @@ def run_callbacks(run_dir: Path, train, monitor: str, mode: str, interactive: bo
 
 
 def wants_sync_batchnorm(train) -> bool:
-    """``train.sync_batchnorm``, where it applies: torch's SyncBatchNorm runs on GPUs only."""
+    """Whether to sync batch norm: ``train.sync_batchnorm`` where it applies (torch's SyncBatchNorm is GPU-only)."""
     if not train.sync_batchnorm:
         return False
     if not torch.cuda.is_available() or train.accelerator == "cpu":
@@ -247,14 +294,22 @@ RESUME_ONLY = ("optimizer_states", "lr_schedulers", "current_model_state", "aver
 
 
 class RunCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, writing each file as a rename in its own folder (``dlcv.io.save_torch``: never a
-    move from ``TMPDIR``, a failed write leaves the earlier file whole and names it), with the state only ``--resume``
-    reads in ``last`` alone: ``best.ckpt`` and ``top/`` hold only what scoring and prediction read."""
+    """Lightning's checkpoint writer, writing each file by a rename in its own folder (``dlcv.io.save_torch``).
+
+    A failed write leaves the earlier file whole and names it. The state only ``--resume`` reads goes into ``last``
+    (the run's last.ckpt) alone: ``best.ckpt`` and ``top/`` hold only what scoring and prediction read.
+    """
 
     def __init__(self, last: Path):
         self.last = last
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
+        """Write ``checkpoint`` to ``path``, less the resume-only state unless ``path`` is ``last``.
+
+        Raises:
+            TypeError: if ``storage_options`` is given.
+            DlcvError: if the file cannot be written.
+        """
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         if Path(path).resolve() != self.last.resolve():
@@ -264,15 +319,18 @@ class RunCheckpointIO(TorchCheckpointIO):
 
 
 class TimmAwareSyncBatchNorm(TorchSyncBatchNorm):
-    """Batch-norm synchronisation through timm's converter: torch's turns timm's ``BatchNormAct2d`` into a bare
-    ``SyncBatchNorm``, dropping the activation; timm's keeps it and each layer's mode (a frozen trunk stays in eval)."""
+    """Batch-norm synchronisation through timm's converter, which keeps timm's fused activations.
+
+    torch's converter turns timm's ``BatchNormAct2d`` into a bare ``SyncBatchNorm``, dropping the activation; timm's
+    keeps it and each layer's mode (a frozen trunk stays in eval).
+    """
 
     def apply(self, model):
         return convert_sync_batchnorm(model)
 
 
 def use_fast_gpu_math(deterministic: bool = False) -> None:
-    """TF32 for float32 matrix products and convolutions on GPUs that have it, unless the run is deterministic."""
+    """Use TF32 for float32 matrix products and convolutions on GPUs that have it, unless deterministic."""
     if torch.cuda.is_available() and not deterministic:
         torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.allow_tf32 = True

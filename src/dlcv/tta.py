@@ -1,12 +1,13 @@
-"""Test-time augmentation: each task's views, their forward passes, and the one function per task that averages a
-model over them (validation, final scoring, ``predict``), and the one inference loop. Torch only, in Python 3.6's
-syntax: the hand-in folder ships this file as it is, so its scripts predict through the same code.
+"""Test-time augmentation: each task's views, their forward passes, and the one inference loop.
+
+One function per task averages a model over the views (validation, final scoring, ``predict``). Torch only, in Python
+3.6's syntax: the hand-in folder ships this file as it is, so its scripts predict through the same code.
 """
 import torch
 import torch.nn.functional as F
 
-# Classification: (offset of a window of the image reflect-padded by one pixel, None for the image itself; weight;
-# mirrored too). ``flip_shift`` adds the image shifted diagonally one pixel either way at half weight, as airbench does.
+# Classification: (window offset in the image reflect-padded by 1 px, None: the image; weight; mirrored too).
+# ``flip_shift`` adds the image shifted one pixel diagonally either way at half weight, as airbench does.
 CLASSIFY_VIEWS = {"none": ((None, 1.0, False),), "flip": ((None, 1.0, True),),
                   "flip_shift": ((None, 1.0, True), (0, 0.5, True), (2, 0.5, True))}
 # Segmentation: (quarter turns, mirrored); one forward pass each.
@@ -15,12 +16,21 @@ SEGMENT_VIEWS = {"none": ((0, False),), "flip": ((0, False), (0, True)),
 
 
 def classify_passes(tta: str) -> int:
-    """A classifier's forward passes per image under ``tta``: one per view and one per mirror."""
+    """Return a classifier's forward passes per image under ``tta``: one per view and one per mirror."""
     return sum(1 + mirrored for _, _, mirrored in CLASSIFY_VIEWS[tta])
 
 
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -> torch.Tensor:
-    """A classifier's logits under ``tta`` (``CLASSIFY_VIEWS``): the weighted mean over its views."""
+    """Return a classifier's logits under ``tta``: the weighted mean over ``CLASSIFY_VIEWS[tta]``.
+
+    Args:
+        model: the classifier.
+        x: (N, 3, H, W) input batch.
+        tta: ``none``, ``flip`` or ``flip_shift``.
+
+    Returns:
+        (N, C) logits.
+    """
     views, total, padded = CLASSIFY_VIEWS[tta], None, None
     h, w = x.shape[-2:]
     for offset, weight, mirrored in views:
@@ -35,7 +45,17 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, tta: str = "flip") -
 
 
 def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple, tta: str = "none") -> torch.Tensor:
-    """A segmenter's class probabilities (B, C, *size) on ``x``, averaged over ``tta``'s views, resized bilinearly."""
+    """Return a segmenter's class probabilities on ``x``, averaged over ``tta``'s views and resized bilinearly.
+
+    Args:
+        model: the segmenter, mapping (N, 3, H, W) to (N, C, H, W) logits.
+        x: (N, 3, H, W) input batch.
+        size: (height, width) of the output.
+        tta: ``none``, ``flip`` or ``d4`` (``SEGMENT_VIEWS``).
+
+    Returns:
+        (N, C, *size) float32 probabilities.
+    """
     views = SEGMENT_VIEWS[tta]
     total = 0
     for k, mirror in views:
@@ -50,8 +70,17 @@ def predict_probs(model: torch.nn.Module, x: torch.Tensor, size: tuple, tta: str
 
 
 def batches(images, batch_size: int, device: torch.device, prepare=None, load=None):
-    """``(start, batch)`` per batch of ``images`` (uint8 (N, H, W, 3), or what ``load`` makes of a slice), moved to
-    ``device`` as uint8 (a quarter of float's bytes) and passed through ``prepare`` there: the one inference loop."""
+    """Yield ``(start, batch)`` per batch of ``images``: the one inference loop.
+
+    Each batch travels to ``device`` as uint8 (a quarter of float's bytes) and goes through ``prepare`` there.
+
+    Args:
+        images: uint8 (N, H, W, 3) images, or what ``load`` reads a slice of.
+        batch_size: images per batch.
+        device: where the batches go; None: where they are.
+        prepare: turns a uint8 batch into model input; None: the batch as it is.
+        load: turns a slice of ``images`` into a uint8 array or tensor; None: the slice itself.
+    """
     for start in range(0, len(images), batch_size):
         part = images[start : start + batch_size]
         x = torch.as_tensor(load(part) if load is not None else part).to(device)

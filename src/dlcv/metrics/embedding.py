@@ -1,5 +1,8 @@
-"""How well a feature space separates classes: leave-one-out kNN accuracy and the silhouette score, both cosine in
-the original feature space (not a 2-D layout), so that "the clusters got better" is measured, not read off a picture."""
+"""How well a feature space separates classes: leave-one-out kNN accuracy and the silhouette score.
+
+Both are cosine, in the original feature space rather than a 2-D layout, so that "the clusters got better" is
+measured, not read off a picture.
+"""
 
 from __future__ import annotations
 
@@ -23,15 +26,39 @@ def _vote(sim: np.ndarray, bank_y: np.ndarray, k: int, num_classes: int) -> np.n
 
 
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 10, chunk: int = 2048) -> float:
-    """Leave-one-out k-nearest-neighbour accuracy with cosine similarity: each point against all the others."""
+    """Leave-one-out k-nearest-neighbour accuracy by cosine similarity: each point against all the others.
+
+    Args:
+        features: (N, D) features.
+        labels: (N,) labels.
+        k: neighbours that vote (at most N - 1 are used).
+        chunk: points per block of the similarity matrix, which bounds memory.
+
+    Returns:
+        The share of points whose neighbours' vote gives their own label.
+    """
     k = min(k, len(features) - 1)
     return knn_accuracy_against(features, labels, features, labels, k, chunk, leave_one_out=True)
 
 
 def knn_accuracy_against(bank: np.ndarray, bank_labels: np.ndarray, query: np.ndarray, query_labels: np.ndarray,
                          k: int = 20, chunk: int = 2048, leave_one_out: bool = False) -> float:
-    """Accuracy of classifying ``query`` points by their ``k`` most cosine-similar ``bank`` points (the self-supervised
-    kNN monitor). ``leave_one_out``: query and bank are the same points, and none is its own neighbour."""
+    """Classify ``query`` points by their ``k`` most cosine-similar ``bank`` points; return the accuracy.
+
+    Votes are weighted slightly by rank, so that a tie goes to the nearer neighbours.
+
+    Args:
+        bank: (M, D) features of the labelled points.
+        bank_labels: (M,) their labels.
+        query: (N, D) features to classify.
+        query_labels: (N,) their true labels.
+        k: neighbours that vote (at most M are used).
+        chunk: queries per block of the similarity matrix, which bounds memory.
+        leave_one_out: query and bank are the same points, and none is its own neighbour.
+
+    Returns:
+        The share of queries classified right (0 when there are none).
+    """
     b, q = _unit_rows(bank), _unit_rows(query)
     classes, y = np.unique(np.asarray(bank_labels), return_inverse=True)
     k = min(k, len(b))

@@ -1,6 +1,8 @@
-"""mIoU exactly as the course grades it, from one 7x7 confusion matrix pooled over all pixels: the mean IoU of classes
-0..5; Unknown (6) is not averaged, yet a prediction of ``i`` on an Unknown pixel is a false positive of ``i``; a class
-absent from both gives 0/0 = nan, as the course's script prints."""
+"""mIoU exactly as the course grades it, from one 7x7 confusion matrix pooled over all pixels.
+
+The mean IoU is over classes 0..5; Unknown (6) is not averaged, yet a prediction of ``i`` on an Unknown pixel is a
+false positive of ``i``; a class absent from both gives 0/0 = nan, as the course's script prints.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +13,18 @@ from dlcv.metrics.classification import confusion_matrix
 
 
 def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """(num_classes, num_classes) counts, rows = ground truth, columns = prediction."""
+    """Return the (C, C) counts of two class-index masks, rows the ground truth, columns the prediction."""
     return confusion_matrix(gt.ravel(), pred.ravel(), num_classes)
 
 
 def code_confusion(gt_rgb: np.ndarray, pred_rgb: np.ndarray) -> np.ndarray:
-    """(8, 8) counts of thresholded colour codes (rows = ground truth) of two RGB masks, in one ``bincount``."""
+    """Return the (8, 8) counts of two (H, W, 3) uint8 RGB masks' colour codes, rows the ground truth."""
     key = (colour_codes(gt_rgb) << 3) | colour_codes(pred_rgb)
     return np.bincount(key.ravel(), minlength=64).reshape(8, 8)
 
 
 def codes_to_classes(codes: np.ndarray) -> np.ndarray:
-    """An (8, 8) code confusion matrix as the (7, 7) class one; colours in no class count as Unknown."""
+    """Fold an (8, 8) code confusion matrix into the (7, 7) class one; colours of no class count as Unknown."""
     target = np.where(CODE_TO_CLASS < NUM_CLASSES, CODE_TO_CLASS, UNKNOWN).astype(np.int64)
     matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(matrix, np.ix_(target, target), codes)
@@ -30,7 +32,15 @@ def codes_to_classes(codes: np.ndarray) -> np.ndarray:
 
 
 def class_iou(matrix: np.ndarray, classes: int = SCORED_CLASSES) -> np.ndarray:
-    """IoU of each of the first ``classes`` classes (nan where a class is absent from both)."""
+    """Return the IoU of each of the first ``classes`` classes of a confusion matrix.
+
+    Args:
+        matrix: (C, C) counts, rows the ground truth.
+        classes: how many classes, from 0, are scored.
+
+    Returns:
+        (classes,) float64 IoUs; nan where a class is absent from both ground truth and prediction.
+    """
     matrix = np.asarray(matrix, dtype=np.float64)
     tp = np.diag(matrix)[:classes]
     union = matrix.sum(0)[:classes] + matrix.sum(1)[:classes] - tp
@@ -39,5 +49,5 @@ def class_iou(matrix: np.ndarray, classes: int = SCORED_CLASSES) -> np.ndarray:
 
 
 def mean_iou(matrix: np.ndarray, classes: int = SCORED_CLASSES) -> float:
-    """The course's mIoU: the plain mean of the per-class IoUs (nan if any class is 0/0)."""
+    """Return the course's mIoU: the plain mean of the per-class IoUs (nan if any class is 0/0)."""
     return float(np.mean(class_iou(matrix, classes)))

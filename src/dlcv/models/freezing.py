@@ -1,6 +1,9 @@
-"""Freezing a pretrained encoder's early stages (costliest to train, least changed), the one way every model does it.
-A stage is a timm feature level at stride 4, 8, 16 or 32 (stride 2 is the stem's); ``freeze_stages: n`` freezes all
-through the n-th stage: no gradient, and batch norm kept in eval mode with its pretrained statistics."""
+"""Freezing a pretrained encoder's early stages, which cost most to train and change least.
+
+Every model freezes the same way. A stage is a timm feature level at stride 4, 8, 16 or 32 (stride 2 is the stem's);
+``freeze_stages: n`` freezes all through the n-th stage: no gradient, and batch norm kept in eval mode with its
+pretrained statistics.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +18,18 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
 
 
 def freeze_encoder_stages(net: nn.Module, stages: int) -> list[nn.Module]:
-    """Freeze ``net`` (a timm model or feature extractor) through the end of its ``stages``-th stage (0: nothing);
-    return the frozen batch-norm modules, which ``KeepsFrozenStatistics`` keeps in eval mode."""
+    """Freeze ``net`` from its first module through the end of its ``stages``-th stage.
+
+    Args:
+        net: a timm model or ``features_only`` feature extractor (it has ``feature_info``).
+        stages: how many stages to freeze; 0: none.
+
+    Returns:
+        The frozen batch-norm modules, which ``KeepsFrozenStatistics`` keeps in eval mode.
+
+    Raises:
+        DlcvError: if ``stages`` is not in 1..N, N the number of ``net``'s stages at strides 4-32.
+    """
     if not stages:
         return []
     info = net.feature_info  # a features_only extractor's FeatureInfo, or a classifier's list of dicts

@@ -19,7 +19,11 @@ from dlcv.rules import Fraction, Wants, Whole0
 
 
 def known_name(name: str, known: bool, library: str) -> str:
-    """``name``, which ``library`` knows (``known``); else the error a model argument's rule reports."""
+    """Return ``name`` if ``library`` knows it (``known``); a pydantic rule of a model argument.
+
+    Raises:
+        ValueError: if ``known`` is false; the rule reports it as the argument's error.
+    """
     if not known:
         raise ValueError(f"{name!r} is no {library} model")
     return name
@@ -43,7 +47,7 @@ TorchvisionName = Annotated[str, AfterValidator(_torchvision_name),
 
 
 def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: tuple[str, ...]) -> None:
-    """Load ``state`` into ``model``; a classifier whose shape differs (another class count) is skipped."""
+    """Load ``state`` into ``model``, skipping a classifier of another shape; other mismatches are a DlcvError."""
     own = model.state_dict()
     usable = {}
     for key, value in state.items():
@@ -67,11 +71,27 @@ def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: 
 class TimmClassifier(KeepsFrozenStatistics, Classifier):
     """Any timm classifier (model.args.arch), head replaced; weights: imagenet, a file, or efficientnet-lite0/1/2.
 
-    ``forward_features``: its pooled pre-logits. ``freeze_stages``: stem and first stages kept as the weights left
-    them; ``drop_rate``: dropout before the head; ``drop_path_rate``: stochastic depth, rising to it."""
+    ``forward_features`` gives its pooled pre-logits.
+    """
 
     def __init__(self, num_classes: int, arch: TimmName = "tf_efficientnet_lite0", weights: str | None = None,
                  drop_rate: Fraction = 0.0, drop_path_rate: Fraction = 0.0, freeze_stages: Whole0 = 0):
+        """Build timm's ``arch`` with a new head of ``num_classes`` outputs.
+
+        Args:
+            num_classes: the head's outputs.
+            arch: a timm model name.
+            weights: None (random), ``imagenet`` (downloaded), a local state_dict file, or the offline
+                ``efficientnet-lite0`` (``-lite1``, ``-lite2``) for ``tf_efficientnet_lite0`` (1, 2).
+            drop_rate: dropout before the head.
+            drop_path_rate: stochastic depth, rising to this rate over the blocks.
+            freeze_stages: the stem and this many first stages kept as the weights left them
+                (``dlcv.models.freezing``).
+
+        Raises:
+            DlcvError: if timm cannot build ``arch``, the weights do not fit it or cannot be downloaded, or
+                ``freeze_stages`` exceeds its stages.
+        """
         super().__init__()
         import timm
 
@@ -109,6 +129,18 @@ class TorchvisionClassifier(Classifier):
     """Any torchvision classifier (model.args.arch), last linear layer replaced; weights: imagenet or a file."""
 
     def __init__(self, num_classes: int, arch: TorchvisionName = "resnet50", weights: str | None = None):
+        """Build torchvision's ``arch`` with its last linear layer replaced by a head of ``num_classes`` outputs.
+
+        Args:
+            num_classes: the head's outputs.
+            arch: a torchvision model name.
+            weights: None (random), ``imagenet`` (torchvision's default weights, downloaded), a torchvision weights
+                name such as ``IMAGENET1K_V2``, or a local state_dict file.
+
+        Raises:
+            DlcvError: if torchvision cannot build ``arch`` or it has no linear layer, or the weights do not fit it
+                or cannot be downloaded.
+        """
         super().__init__()
         from torchvision import models
 

@@ -17,7 +17,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _KINDS: dict[str, str] = {}
 _PASSED_TO: dict[str, tuple[Callable, tuple[str, ...]]] = {}  # a builder's **kwargs: whose arguments, less the fixed
 KINDS = ("classify", "segment")
-# Modules whose import registers builders; imported on first lookup so that listing is cheap.
+# Modules whose import registers builders; imported on first lookup, so that importing dlcv.models is cheap.
 _MODULES = ("dlcv.models.small", "dlcv.models.pretrained", "dlcv.models.segmentation",
             "dlcv.models.transfer")
 
@@ -27,16 +27,27 @@ WEIGHT_ARGS = ("weights", "backbone_weights", "encoder_weights")
 
 
 def rebuild_args(args: dict) -> dict:
-    """A recipe's model arguments with every pretrained-weights argument set to None."""
+    """Return a recipe's model arguments with every pretrained-weights argument set to None."""
     return {k: (None if k in WEIGHT_ARGS else v) for k, v in args.items()}
 
 
 def register_model(name: str, kind: str = "classify", passes_to: Callable | None = None,
                    fixed: tuple[str, ...] = ()) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: make ``fn(num_classes=..., **kwargs)`` (function or class) buildable as ``create_model(name, ...)``.
+    """Register a builder ``fn(num_classes=..., **args)`` (function or class) as ``create_model(name, ...)``.
 
-    ``kind``: ``classify`` (logits per image) or ``segment`` (per pixel). The model's arguments are ``fn``'s parameters
-    (annotations as rules) and, where ``fn`` passes ``**kwargs`` to ``passes_to``, its too, less the ``fixed`` ones.
+    The model's arguments are ``fn``'s parameters, their annotations the rules, and those of ``passes_to``.
+
+    Args:
+        name: the model's name in recipes (``model.name``).
+        kind: ``classify`` (logits per image) or ``segment`` (logits per pixel).
+        passes_to: what ``fn`` passes its ``**kwargs`` to, whose parameters are model arguments too.
+        fixed: parameters of ``passes_to`` that ``fn`` sets itself, which are no model arguments.
+
+    Returns:
+        The decorator; it returns ``fn`` unchanged.
+
+    Raises:
+        ValueError: if ``name`` is registered twice (when the decorator is applied).
     """
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -57,26 +68,30 @@ def _load_all() -> None:
 
 
 def list_models(kind: str | None = None) -> list[str]:
+    """Return the registered model names of ``kind`` (None: every kind), sorted."""
     _load_all()
     return sorted(n for n in _BUILDERS if kind is None or _KINDS[n] == kind)
 
 
 def model_kind(name: str) -> str | None:
-    """What the registered model ``name`` does (one of ``KINDS``), or None for an unknown name."""
+    """Return what the registered model ``name`` does (one of ``KINDS``), or None for an unknown name."""
     _load_all()
     return _KINDS.get(name)
 
 
 def model_summary(name: str) -> str:
-    """The first line of the builder's docstring."""
+    """Return the first line of model ``name``'s builder docstring, its description in the model list."""
     _load_all()
     return ((_BUILDERS[name].__doc__ or "").strip().splitlines() or [""])[0]
 
 
 @functools.cache
 def model_args(name: str):
-    """The arguments of model ``name`` as a strict pydantic model: its builder's parameters and those its ``**kwargs``
-    pass to, annotations as rules; a builder whose ``**kwargs`` go to a library also takes unknown keys."""
+    """Return model ``name``'s arguments as a strict pydantic model, their annotations the rules.
+
+    The fields are the builder's parameters and those of what its ``**kwargs`` pass to; a builder whose ``**kwargs``
+    go to a library (no ``passes_to``) also takes unknown keys.
+    """
     from pydantic import ConfigDict, create_model
 
     _load_all()
@@ -98,8 +113,17 @@ def model_args(name: str):
 
 
 def check_model_args(name: str, kind: str | None, args: dict) -> None:
-    """``args`` are arguments of the registered model ``name`` (of ``kind``, when given), each by its rule; else one
-    line naming the argument and what a good value is. Nothing is built."""
+    """Check ``args`` against model ``name``'s argument rules, building nothing.
+
+    Args:
+        name: the model's registered name.
+        kind: the kind the model must be (``classify`` or ``segment``); None: any.
+        args: the recipe's ``model.args``.
+
+    Raises:
+        DlcvError: if ``name`` is no registered model (of ``kind``), or an argument is unknown or breaks its rule
+            (one line naming it and what a good value is).
+    """
     from pydantic import ValidationError
 
     from dlcv.rules import describe_field
@@ -124,12 +148,21 @@ TRAINING_COPIES = 4  # float32 weights, their gradients and two optimiser moment
 
 
 def check_training_memory(name: str, kind: str, args: dict, num_classes: int, accelerator: str = "auto") -> None:
-    """Refuse, in one line with the estimate, a model whose training state alone exceeds the machine's memory (or its
-    GPU's): ``TRAINING_COPIES`` float32 copies of its parameters, counted on the meta device (no arithmetic, no
-    memory, no weights read). A model the meta device cannot build is left to its build.
+    """Refuse a model whose training state alone fits neither the machine's memory nor its GPU's.
+
+    The state is ``TRAINING_COPIES`` float32 copies of the parameters, counted on the meta device (no arithmetic,
+    memory or weights read); a model the meta device cannot build is left to its own build.
+
+    Args:
+        name: the model's registered name.
+        kind: the kind the model must be (``classify`` or ``segment``).
+        args: the recipe's ``model.args``; weights arguments are ignored.
+        num_classes: the head's outputs.
+        accelerator: the recipe's ``train.accelerator``; ``cpu`` leaves the GPU's memory out.
 
     Raises:
-        DlcvError: ``model.args: model NAME has N parameters; ... needs ~X GB, this machine has Y GB of memory``.
+        DlcvError: if ``check_model_args`` refuses ``args``, or the state does not fit (one line with the estimate:
+            ``model.args: model NAME has N parameters; ... needs ~X GB, this machine has Y GB of memory``).
     """
     from dlcv.rules import FLOAT32, memory_refusal
 
@@ -150,7 +183,20 @@ def check_training_memory(name: str, kind: str, args: dict, num_classes: int, ac
 
 
 def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs) -> nn.Module:
-    """Build the registered model ``name`` (of ``kind`` if given) with ``num_classes`` outputs; refusals as one line."""
+    """Build the registered model ``name`` with ``num_classes`` outputs.
+
+    Args:
+        name: the model's registered name (``list_models()``).
+        num_classes: the classes it predicts, per image or per pixel.
+        kind: the kind it must be (``classify`` or ``segment``); None: any.
+        **kwargs: the model's arguments (``model.args``).
+
+    Returns:
+        The model, untrained unless its arguments name weights.
+
+    Raises:
+        DlcvError: if an argument breaks its rule, or the builder refuses the arguments (one line).
+    """
     check_model_args(name, kind, kwargs)
     try:
         return _BUILDERS[name](num_classes=num_classes, **kwargs)

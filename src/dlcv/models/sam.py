@@ -1,6 +1,6 @@
-"""Segment Anything: ``segment-anything``'s SAMs from local checkpoints (nothing downloaded), and a mask generator.
+"""Segment Anything: segment-anything's SAMs from local checkpoints (nothing downloaded), and a mask generator.
 
-``vit_tiny`` is a small-encoder SAM with no published weights, for tests and smoke runs. ``MaskGenerator`` adds a
+``vit_tiny`` is a small-encoder SAM with no published weights, for tests and smoke runs. ``mask_generator`` adds a
 callback per batch of prompts and ``prefilter``: low-IoU masks dropped before up-sampling, the same masks surviving.
 """
 
@@ -30,8 +30,10 @@ TINY = "vit_tiny"
 
 
 def build_tiny_sam():
-    """A SAM with a 2-block, 32-wide ViT encoder and a 2-layer decoder, random unless loaded; its encoder takes 64x64
-    (images resized to it as to the real SAM's 1024), its embedding 4x4."""
+    """Build a tiny random SAM: a 2-block, 32-wide ViT encoder and a 2-layer mask decoder.
+
+    Its encoder takes 64x64 images (resized to it as the real SAM resizes to 1024) and gives a 4x4 embedding.
+    """
     img_size, prompt_dim = 64, 32
     grid = img_size // 16
     encoder = ImageEncoderViT(img_size=img_size, patch_size=16, embed_dim=32, depth=2, num_heads=2,
@@ -48,13 +50,21 @@ def build_tiny_sam():
 
 
 def check_sam_type(model_type: str) -> None:
-    """One line for a model type that is none of ``SAM_TYPES`` (the published types and TINY)."""
+    """Check that ``model_type`` is one of ``SAM_TYPES`` (the published types and ``vit_tiny``).
+
+    Raises:
+        DlcvError: if it is not.
+    """
     if model_type not in SAM_TYPES:
         raise DlcvError(f"SAM model type {model_type!r} is not one of {', '.join(SAM_TYPES)}")
 
 
 def build_sam(model_type: str):
-    """An untrained SAM of ``model_type`` (vit_h, vit_l, vit_b, default or vit_tiny)."""
+    """Build an untrained SAM of ``model_type`` (vit_h, vit_l, vit_b, default or vit_tiny).
+
+    Raises:
+        DlcvError: if ``model_type`` is none of these.
+    """
     check_sam_type(model_type)
     if model_type == TINY:
         return build_tiny_sam()
@@ -63,7 +73,19 @@ def build_sam(model_type: str):
 
 
 def load_sam(checkpoint: str | os.PathLike, model_type: str):
-    """SAM of ``model_type`` with the weights of a local checkpoint file, in eval mode."""
+    """Load a SAM of ``model_type`` with a local checkpoint's weights, in eval mode; nothing is downloaded.
+
+    Args:
+        checkpoint: the checkpoint file (segment-anything's ``sam_vit_*.pth``, or a saved ``vit_tiny``).
+        model_type: ``vit_h``, ``vit_l``, ``vit_b``, ``default`` (vit_h) or ``vit_tiny``.
+
+    Returns:
+        segment-anything's ``Sam`` model.
+
+    Raises:
+        DlcvError: if the type is unknown, or the file is missing (the message names the official file and its
+            URL), unreadable, or no checkpoint of that type.
+    """
     check_sam_type(model_type)
     path = Path(checkpoint)
     if not path.is_file():
@@ -88,15 +110,20 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
 
 
 class PromptPredictor(SamPredictor):
-    """segment-anything's ``SamPredictor``, its public ``predict_torch`` extended: ``on_batch`` is called after each
-    batch of prompts, and with ``iou_floor`` the masks whose predicted IoU is not above it are never up-sampled.
+    """``SamPredictor`` with a callback per batch of prompts and an IoU filter before up-sampling.
 
-    The automatic mask generator up-samples every mask of a batch to the image's size, then drops those under its
-    predicted-IoU threshold; with the same threshold as ``iou_floor``, those masks come back as logits below
+    The automatic mask generator up-samples every mask of a batch to the image's size, then drops those not above its
+    predicted-IoU threshold; with ``iou_floor`` at that threshold, those masks come back as logits below
     ``mask_threshold`` without being up-sampled, and the generator drops them as before: its masks are the same.
     """
 
     def __init__(self, model, iou_floor: float | None = None):
+        """Wrap ``model`` for prompting.
+
+        Args:
+            model: a segment-anything ``Sam``.
+            iou_floor: masks whose predicted IoU is not above it are never up-sampled; None: every mask is.
+        """
         super().__init__(model)
         self.iou_floor = iou_floor
         self.on_batch = None  # set by ``dlcv.sam.SamRunner`` to advance its progress bar
@@ -104,7 +131,11 @@ class PromptPredictor(SamPredictor):
     @torch.no_grad()
     def predict_torch(self, point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True,
                       return_logits=False):
-        """``SamPredictor.predict_torch``'s ``(masks, iou_predictions, low_res_masks)``, each ``(B, M, ...)``."""
+        """Predict masks as ``SamPredictor.predict_torch`` does, then call ``on_batch``.
+
+        With ``iou_floor`` set and point prompts alone, ``predict_above_floor`` predicts. Arguments and results are
+        segment-anything's: ``(masks, iou_predictions, low_res_masks)``, each ``(B, M, ...)``.
+        """
         if self.iou_floor is None or boxes is not None or mask_input is not None:
             result = super().predict_torch(point_coords, point_labels, boxes, mask_input, multimask_output,
                                            return_logits)
@@ -115,8 +146,18 @@ class PromptPredictor(SamPredictor):
         return result
 
     def predict_above_floor(self, point_coords, point_labels, multimask_output: bool, return_logits: bool):
-        """``predict_torch`` for point prompts, up-sampling only the masks whose predicted IoU is above
-        ``iou_floor`` (64 at a time: a 1024x1024 float logit map is 4 MiB); the others hold the lowest logit."""
+        """Predict masks for point prompts, up-sampling only those whose predicted IoU is above ``iou_floor``.
+
+        Args:
+            point_coords: (B, N, 2) point prompts (x, y), in pixels of the model's input frame.
+            point_labels: (B, N) labels: 1 a foreground point, 0 a background one.
+            multimask_output: three masks per prompt if true, else one.
+            return_logits: return the logits instead of boolean masks.
+
+        Returns:
+            ``(masks, iou_predictions, low_res_masks)``: (B, M, H, W) at the original image size, where a mask not
+            up-sampled holds the dtype's lowest logit (False as a boolean mask); (B, M); (B, M, h, w) logits.
+        """
         model = self.model
         sparse, dense = model.prompt_encoder(points=(point_coords, point_labels), boxes=None, masks=None)
         low_res, iou_predictions = model.mask_decoder(image_embeddings=self.features,
@@ -125,7 +166,7 @@ class PromptPredictor(SamPredictor):
                                                       multimask_output=multimask_output)
         masks = low_res.new_full((*low_res.shape[:2], *self.original_size), torch.finfo(low_res.dtype).min)
         kept = torch.nonzero(iou_predictions > self.iou_floor)
-        for i in range(0, len(kept), 64):
+        for i in range(0, len(kept), 64):  # 64 at a time: a 1024x1024 float32 logit map is 4 MiB
             rows, outputs = kept[i : i + 64].unbind(1)
             masks[rows, outputs] = model.postprocess_masks(low_res[rows, outputs][:, None], self.input_size,
                                                            self.original_size)[:, 0]
@@ -133,10 +174,17 @@ class PromptPredictor(SamPredictor):
 
 
 def mask_generator(model, knobs: dict, prefilter: bool = False):
-    """segment-anything's automatic mask generator over ``model`` with ``knobs`` (every ``SamAutomaticMaskGenerator``
-    argument but ``point_grids`` and ``output_mode``: masks always come as COCO RLE), prompting through a
-    ``PromptPredictor``: ``generator.predictor.on_batch`` follows its batches, and ``prefilter`` skips up-sampling
-    the masks its predicted-IoU threshold drops."""
+    """Build segment-anything's automatic mask generator over ``model``, prompting through a ``PromptPredictor``.
+
+    Args:
+        model: a segment-anything ``Sam``.
+        knobs: ``SamAutomaticMaskGenerator``'s arguments but ``point_grids`` and ``output_mode`` (masks always come
+            as COCO RLE).
+        prefilter: skip up-sampling the masks that the predicted-IoU threshold drops (the masks kept are the same).
+
+    Returns:
+        The generator; setting its ``predictor.on_batch`` follows its batches of prompts.
+    """
     generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **knobs)
     threshold = generator.pred_iou_thresh
     generator.predictor = PromptPredictor(model, iou_floor=threshold if prefilter and threshold > 0 else None)

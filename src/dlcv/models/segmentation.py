@@ -53,7 +53,7 @@ def _bilinear_kernel(channels: int, size: int) -> torch.Tensor:
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """``x`` reflect-padded at the bottom and right to multiples of ``multiple`` (replicate if smaller than the pad)."""
+    """Pad ``x`` at the bottom and right to multiples of ``multiple`` by reflection (replication if not longer)."""
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple
     if not (pad_h or pad_w):
@@ -73,6 +73,17 @@ class FCN32s(nn.Module):
     Long et al. (2015): VGG16, its fc6/fc7 as convolutions, and one learned up-sampling of stride 32."""
 
     def __init__(self, num_classes: int, weights: str | None = None, dropout: Fraction = 0.5):
+        """Build FCN32s with ``num_classes`` outputs, its score layer zero and its up-sampling bilinear.
+
+        Args:
+            num_classes: classes per pixel.
+            weights: VGG16 weights: None (random), a local state_dict file, ``imagenet`` (torchvision's
+                ``IMAGENET1K_V1``, downloaded) or a torchvision ``VGG16_Weights`` name.
+            dropout: the channel dropout after fc6 and fc7.
+
+        Raises:
+            DlcvError: if the weights cannot be read or downloaded, or do not fit VGG16.
+        """
         super().__init__()
         from torchvision.models import vgg16
 
@@ -90,7 +101,13 @@ class FCN32s(nn.Module):
             self.load_vgg16(_vgg16_state(weights))
 
     def load_vgg16(self, state: dict) -> None:
-        """VGG16 classifier weights become fc6/fc7 convolutions (the FCN conversion)."""
+        """Load a torchvision VGG16 state_dict, its first two classifier layers as the fc6/fc7 convolutions.
+
+        This is FCN's conversion of a classifier into a fully convolutional network.
+
+        Raises:
+            DlcvError: if the state_dict does not fit VGG16.
+        """
         features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         try:
             self.features.load_state_dict(features, strict=True)
@@ -120,7 +137,7 @@ def _vgg16_state(weights: str) -> dict:
 
 # --- DeepLabv3 (torchvision) -------------------------------------------------------------------------
 class TorchvisionSegmenter(nn.Module):
-    """A torchvision segmentation model returning the main output as a tensor."""
+    """Wrap a torchvision segmentation model to return its main output (``out``) as a tensor."""
     def __init__(self, model: nn.Module):
         super().__init__()
         self.net = model
@@ -149,7 +166,7 @@ def _deeplabv3(depth: int, num_classes: int, backbone_weights: str | None = None
 
 
 def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None:
-    """A torchvision ResNet state_dict (a file like the course's pretrain_model_SL.pt, or 'imagenet')."""
+    """Load a ResNet state_dict into ``backbone``: a file (the course's pretrain_model_SL.pt) or 'imagenet'."""
     if weights.lower() == "imagenet":
         from torchvision.models import get_model
 
@@ -166,13 +183,20 @@ def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None
 
 @register_model("deeplabv3_resnet50", kind="segment", passes_to=_deeplabv3, fixed=("depth",))
 def deeplabv3_resnet50(num_classes: int, **kwargs) -> nn.Module:
-    """DeepLabv3 with a ResNet50 backbone (torchvision); ``backbone_weights``: a ResNet50 file or 'imagenet'."""
+    """DeepLabv3 with a ResNet50 backbone (torchvision); ``backbone_weights``: a ResNet50 file or 'imagenet'.
+
+    Args:
+        num_classes: classes per pixel.
+        **kwargs: ``backbone_weights`` (a torchvision ResNet50 state_dict file, or ``imagenet``, downloaded),
+            ``weights`` (a torchvision DeepLabv3 weights name such as ``COCO_WITH_VOC_LABELS_V1``, its heads
+            replaced) and ``aux_loss`` (keep the auxiliary head).
+    """
     return _deeplabv3(50, num_classes, **kwargs)
 
 
 @register_model("deeplabv3_resnet101", kind="segment", passes_to=_deeplabv3, fixed=("depth",))
 def deeplabv3_resnet101(num_classes: int, **kwargs) -> nn.Module:
-    """DeepLabv3 with a ResNet101 backbone (torchvision)."""
+    """DeepLabv3 with a ResNet101 backbone (torchvision); arguments as for deeplabv3_resnet50."""
     return _deeplabv3(101, num_classes, **kwargs)
 
 
@@ -182,10 +206,19 @@ def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class UNetDecoder(nn.Module):
-    """From the deepest feature map up: 2x up-sampling, concatenation with the skip, one 3x3 conv.
-    The deepest map first gets global context (a pooled branch, as in LR-ASPP)."""
+    """U-Net decoder: from the deepest feature map up, up-sampling to each skip, concatenating it, one 3x3 conv.
+
+    The deepest map first gets global context: a pooled gating branch, as in LR-ASPP (Howard et al., 2019).
+    """
 
     def __init__(self, channels: list[int], widths: list[int], num_classes: int):
+        """Build the decoder's layers.
+
+        Args:
+            channels: the encoder's feature channels, shallowest map first.
+            widths: the decoder's widths, one per feature map, deepest first.
+            num_classes: classes per pixel.
+        """
         super().__init__()
         deepest = channels[-1]
         self.context = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(deepest, deepest, 1), nn.Sigmoid())
@@ -207,11 +240,27 @@ class UNetDecoder(nn.Module):
 class EncoderUNet(KeepsFrozenStatistics):
     """Any timm encoder with features at strides 4-32 (e.g. resnet50, convnext_tiny) + the U-Net decoder.
 
-    Logits up-sampled to the input. ``freeze_stages``: see ``dlcv.models.freezing``."""
+    Its logits are up-sampled to the input's size.
+    """
 
     def __init__(self, num_classes: int, encoder: TimmName = "resnet50", encoder_weights: str | None = None,
                  decoder_widths: Sequence[Width] = (128, 96, 64, 48), out_indices: Sequence[Whole0] = (1, 2, 3, 4),
                  freeze_stages: Whole0 = 0):
+        """Build the encoder and the decoder.
+
+        Args:
+            num_classes: classes per pixel.
+            encoder: a timm model name.
+            encoder_weights: None (random), ``imagenet`` (downloaded), a local state_dict file, or the offline
+                ``efficientnet-lite0/1/2`` for ``tf_efficientnet_lite0/1/2``.
+            decoder_widths: the decoder's widths, one per encoder feature map, deepest first.
+            out_indices: timm's feature levels the decoder reads.
+            freeze_stages: the stem and this many first stages frozen (``dlcv.models.freezing``).
+
+        Raises:
+            DlcvError: if timm cannot build the encoder, the weights do not fit it, ``decoder_widths`` does not have
+                one width per feature map, or ``freeze_stages`` exceeds the stages.
+        """
         super().__init__()
         import timm
 
@@ -234,18 +283,26 @@ class EncoderUNet(KeepsFrozenStatistics):
 
 @register_model("unet_lite0", kind="segment", passes_to=EncoderUNet, fixed=("encoder",))
 def unet_lite0(num_classes: int, encoder_weights: str | None = None, **kwargs) -> nn.Module:
-    """Our CPU design: an EfficientNet-Lite0 encoder (encoder_weights: efficientnet-lite0 offline) and a light
-    U-Net decoder."""
+    """Our CPU design: an EfficientNet-Lite0 encoder and unet_timm's light U-Net decoder.
+
+    ``encoder_weights``: the offline ``efficientnet-lite0``, ``imagenet`` or a file; other arguments as
+    ``EncoderUNet``'s.
+    """
     return EncoderUNet(num_classes, encoder="tf_efficientnet_lite0", encoder_weights=encoder_weights, **kwargs)
 
 
 @register_model("unet_small", kind="segment")
 class SmallUNet(nn.Module):
-    """A small U-Net from scratch (width 16 by default): the tests' and the demo's model.
-
-    ``depth`` down-steps of two 3x3 convs, widths doubling from ``width``."""
+    """A small U-Net from scratch (width 16 by default): the tests' and the demo's model."""
 
     def __init__(self, num_classes: int, width: Width = 16, depth: whole(0, 8) = 4):  # 8: 256x smaller at the bottom
+        """Build the U-Net; any input size is padded to a multiple of ``2**depth`` and cut back.
+
+        Args:
+            num_classes: classes per pixel.
+            width: the first level's channels, doubling at each level down.
+            depth: down-steps (2x2 max-pools), each level two 3x3 convolutions.
+        """
         super().__init__()
         widths = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList(nn.Sequential(_conv_bn_relu(c, w), _conv_bn_relu(w, w))
@@ -269,7 +326,7 @@ class SmallUNet(nn.Module):
 
 # --- segmentation_models_pytorch: every architecture over every encoder ------------------------------
 class StridePadded(nn.Module):
-    """``model`` on any input size: padded to a multiple of 32 (smp needs sides divisible by it), cut back."""
+    """Run ``model`` on any input size: padded to a multiple of 32 (smp needs sides divisible by it), cut back."""
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
@@ -301,9 +358,19 @@ def _load_encoder(encoder: nn.Module, state: dict, weights: str, name: str) -> N
 @register_model("smp", kind="segment")
 def smp_model(num_classes: int, arch: SmpArch = "Unet", encoder: SmpEncoder = "tu-tf_efficientnet_lite0",
               encoder_weights: str | None = None, **kwargs) -> nn.Module:
-    """Any segmentation_models_pytorch architecture (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3,
-    DeepLabV3Plus, UPerNet, Segformer, ...) over any encoder (``tu-`` + a timm model), other arguments going to smp;
-    ``encoder_weights``: ``efficientnet-lite0/1/2`` (offline, ``tu-tf_efficientnet_lite*``), ``imagenet`` or a file."""
+    """Any segmentation_models_pytorch architecture over any encoder, a timm model too (tu-NAME).
+
+    Args:
+        num_classes: classes per pixel.
+        arch: an smp architecture (Unet, UnetPlusPlus, FPN, PSPNet, DeepLabV3, DeepLabV3Plus, UPerNet, Segformer...).
+        encoder: an smp encoder name, or ``tu-`` and a timm model name.
+        encoder_weights: None (random), the offline ``efficientnet-lite0/1/2`` (for ``tu-tf_efficientnet_lite*``),
+            ``imagenet`` (downloaded; ``tu-`` encoders only) or a local state_dict file.
+        **kwargs: other arguments of ``smp.create_model``.
+
+    Raises:
+        DlcvError: if smp cannot build the model, or the weights cannot be had or do not fit the encoder.
+    """
     import segmentation_models_pytorch as smp
 
     try:

@@ -23,12 +23,13 @@ BLOCKS = Annotated[Sequence[whole(0, 64)], Field(min_length=1, max_length=6),
 
 
 class Classifier(nn.Module):
-    """Base: a feature extractor followed by a linear head."""
+    """Base classifier: a feature extractor (``forward_features``) followed by ``head``."""
 
     feature_dim: int
     head: nn.Module
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the (N, feature_dim) outputs of the second-last layer for (N, 3, H, W) images."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,15 +37,24 @@ class Classifier(nn.Module):
 
 
 def conv_bn_act(c_in: int, c_out: int) -> nn.Sequential:
+    """A 3x3 convolution without bias, batch norm and ReLU."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
 
 
 @register_model("cnn3")
 class CNN3(Classifier):
-    """R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
+    """Report R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
 
     def __init__(self, num_classes: int, widths: WIDTHS = (64, 128, 256), hidden: Width = 512,
                  dropout: Fraction = 0.5):
+        """Build the network for 32x32 images, which three blocks pool to 4x4.
+
+        Args:
+            num_classes: the head's outputs.
+            widths: each block's channels.
+            hidden: the MLP's hidden width, the features' size.
+            dropout: dropout before the head.
+        """
         super().__init__()
         layers, c_in = [], 3
         for c in widths:
@@ -64,9 +74,16 @@ VGG13_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 5
 
 @register_model("vgg13_bn")
 class VGG(Classifier):
-    """R3's model A: VGG13 with batch norm at R3's widths; five pools take 32x32 to 1x1."""
+    """Report R3's model A: VGG13 with batch norm at the report's widths; five pools take 32x32 to 1x1."""
 
     def __init__(self, num_classes: int, widths: VGG_WIDTHS = VGG13_WIDTHS, dropout: Fraction = 0.0):
+        """Build the network, its features average-pooled to one vector per image.
+
+        Args:
+            num_classes: the head's outputs.
+            widths: each 3x3 convolution's channels in order, ``"M"`` for a 2x2 max-pool.
+            dropout: dropout before the head.
+        """
         super().__init__()
         layers, c_in = [], 3
         for w in widths:
@@ -86,9 +103,15 @@ class VGG(Classifier):
 
 @register_model("alexnet")
 class AlexNet(Classifier):
-    """R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""
+    """Report R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""
 
     def __init__(self, num_classes: int, dropout: Fraction = 0.5):
+        """Build a random AlexNet and the head on its 1000 outputs.
+
+        Args:
+            num_classes: the head's outputs.
+            dropout: AlexNet's own classifier dropout.
+        """
         super().__init__()
         from torchvision.models import alexnet as tv_alexnet
 
@@ -102,7 +125,10 @@ class AlexNet(Classifier):
 
 # --- ResNet for 32x32 (3x3 stem, no stem pooling) ------------------------------------------------
 class BasicBlock(nn.Module):
-    """ResNet's basic block: two 3x3 convolutions with batch norm, and a projected shortcut where the shape changes."""
+    """ResNet's basic block (He et al., 2016): two 3x3 convolutions with batch norm, and a shortcut.
+
+    The shortcut is a 1x1 convolution with batch norm where the shape changes, else the identity.
+    """
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
@@ -125,6 +151,13 @@ class SmallResNet(Classifier):
     """A ResNet for 32x32 images (ResNet-18 layout by default; ``width`` and ``blocks`` scale it)."""
 
     def __init__(self, num_classes: int, width: Width = 64, blocks: BLOCKS = (2, 2, 2, 2)):
+        """Build the network: a 3x3 stem without pooling, then stages that halve the resolution after the first.
+
+        Args:
+            num_classes: the head's outputs.
+            width: the stem's and first stage's channels, doubling at each stage.
+            blocks: basic blocks per stage.
+        """
         super().__init__()
         self.stem = conv_bn_act(3, width)
         stages, c_in = [], width
@@ -170,13 +203,27 @@ class ConvGroup(nn.Module):
 class DlcvNet(Classifier):
     """dlcv's own from-scratch design for 32x32 images on a CPU budget.
 
-    A wide, shallow VGG-style network in the spirit of airbench (Keller Jordan, 2024): a 2x2 stem, three groups each
-    pooling right after its first convolution (most work at a quarter of the resolution, hence fast on a CPU), global
-    max-pool and a bias-free head with a fixed logit scale. ``whiten``: the stem is airbench's frozen patch-whitening
-    layer, set from the training images before fit (``init_from_images``)."""
+    A wide, shallow VGG-style network after airbench (Keller Jordan, 2024): a 2x2 stem, conv groups each pooling
+    right after its first convolution (most work at a quarter of the resolution, hence fast on a CPU), global max-pool
+    and a bias-free head with a fixed logit scale.
+    """
 
     def __init__(self, num_classes: int, widths: WIDTHS = (64, 256, 256), stem_width: Width = 24,
                  bn_momentum: Share = 0.4, logit_scale: Positive = 1.0, whiten: bool = False):
+        """Build the network.
+
+        Args:
+            num_classes: the head's outputs.
+            widths: each conv group's channels.
+            stem_width: the 2x2 stem's channels; with ``whiten`` it must be 24 (``2 * PATCH``).
+            bn_momentum: batch norm's momentum (torch's convention: the new batch's share).
+            logit_scale: the fixed factor on the logits.
+            whiten: make the stem airbench's frozen patch-whitening layer, set from the training images before fit
+                (``init_from_images``).
+
+        Raises:
+            DlcvError: if ``whiten`` is set with a ``stem_width`` other than 24.
+        """
         super().__init__()
         if whiten and stem_width != 2 * PATCH:
             raise DlcvError(f"model.args.whiten: the whitening stem has {2 * PATCH} channels (2x2x3 patches, each "
@@ -200,8 +247,15 @@ class DlcvNet(Classifier):
 
     @torch.no_grad()
     def init_from_images(self, x: torch.Tensor, eps: float = 5e-4) -> None:
-        """With ``whiten``: set the stem to whiten the 2x2 patches of normalised training images ``x`` (N, 3, H, W):
-        each eigenvector of their second-moment matrix scaled by 1/sqrt(eigenvalue + eps), and its negative."""
+        """Set the whitening stem from training images, as airbench does; nothing without ``whiten``.
+
+        The filters are each eigenvector of the images' 2x2 patches' second-moment matrix, scaled by
+        1/sqrt(eigenvalue + eps), and its negative.
+
+        Args:
+            x: (N, 3, H, W) normalised float training images.
+            eps: added to each eigenvalue.
+        """
         if not self.whiten:
             return
         conv, moment, count = self.stem[0], torch.zeros(PATCH, PATCH, dtype=torch.float64), 0

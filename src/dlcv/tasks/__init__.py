@@ -1,1 +1,1 @@
-"""Lightning tasks: what is optimised and measured. One base task owns optimiser and schedule."""
+"""Lightning tasks: what each kind of run optimises and measures; one base task owns optimiser and schedule."""

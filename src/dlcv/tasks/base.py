@@ -1,8 +1,9 @@
 """The base task: the recipe, the optimiser and schedule, per-epoch seeding, and the final scoring.
 
-Classification, segmentation and BYOL subclass it in torchgeo's shape: ``configure_models``, ``configure_losses``,
-``configure_metrics``, the checkpoint metric (``monitor``, ``mode``) and their steps. One scored on a labelled final
-set builds ``self.test_confusion`` and ``final_predictions``; ``trainer.test`` sums ``final_confusion`` over processes.
+Classification, segmentation and BYOL subclass it as torchgeo's tasks do: ``configure_models``, ``configure_losses``,
+``configure_metrics``, the checkpoint metric (``monitor``, ``mode``) and their steps. A task scored on a labelled final
+set builds ``self.test_confusion`` and defines ``final_predictions``; ``trainer.test`` then sums ``final_confusion``
+over the processes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ from dlcv.tasks.optim import build_optimizer, build_scheduler
 
 
 def typed_recipe(recipe: Mapping):
-    """A checkpoint's plain recipe as its task's typed recipe; one line naming the broken key otherwise."""
+    """Turn a checkpoint's plain recipe into its task's typed recipe.
+
+    Args:
+        recipe: the ``hyper_parameters["recipe"]`` mapping of a dlcv checkpoint.
+
+    Returns:
+        The recipe, validated as the recipe type of the task it names.
+
+    Raises:
+        DlcvError: if the recipe names no dlcv task, or a key breaks its rule (one line naming the key).
+    """
     from dlcv.config import validated
     from dlcv.recipes import RECIPES
 
@@ -31,17 +42,28 @@ def typed_recipe(recipe: Mapping):
 
 
 class BaseTask(L.LightningModule):
-    """A LightningModule around ``self.model``; every checkpoint holds the resolved recipe (``hyper_parameters``),
-    which alone says how to rebuild and feed its model."""
+    """A LightningModule around ``self.model`` whose checkpoints hold the resolved recipe.
+
+    The recipe (``hyper_parameters``) alone says how to rebuild and feed the model.
+    """
 
     model: nn.Module
     monitor: str = "val_loss"  # the metric that selects checkpoints (and stops early)
     mode: str = "min"
 
     def __init__(self, recipe, plan: Plan | None = None, **extra):
-        """``recipe``: the run's typed recipe, or its plain dump from a checkpoint (``hyper_parameters``, as
-        Lightning's ``load_from_checkpoint`` passes it: the model is then built without its pretrained weights, which
-        the checkpoint's replace); ``extra``: the task's own arguments (the class count), saved beside it."""
+        """Build the task's model, loss and metrics from ``recipe``.
+
+        Args:
+            recipe: the run's typed recipe, or its plain dump from a checkpoint (``hyper_parameters``, as Lightning's
+                ``load_from_checkpoint`` passes it); the model is then built without its pretrained weights, which
+                the checkpoint's replace.
+            plan: the run's ``Plan``, which the schedules (and BYOL's momentum) follow; None: a new, empty plan.
+            **extra: the task's own arguments (the class count), saved beside the recipe.
+
+        Raises:
+            DlcvError: if a plain recipe names no dlcv task or breaks a rule.
+        """
         super().__init__()
         self.weights_from_checkpoint = isinstance(recipe, Mapping)
         if self.weights_from_checkpoint:
@@ -72,7 +94,7 @@ class BaseTask(L.LightningModule):
         """Build the metrics (``self.test_confusion`` for a task scored on a final set)."""
 
     def channels_last(self, model: nn.Module) -> nn.Module:
-        """``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""
+        """Return ``model`` in the channels-last layout when the recipe asks for it (faster convolutions)."""
         return model.to(memory_format=torch.channels_last) if self.recipe.train.channels_last else model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,18 +111,25 @@ class BaseTask(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_train_epoch_start(self):
-        # Every epoch's random draws (augmentation, mixing, views, dropout) depend on (seed, epoch, rank)
-        # only, so a run resumed at this epoch draws exactly what the uninterrupted run drew.
+        # Draws depend on (seed, epoch, rank) alone: a run resumed here draws what the uninterrupted run drew.
         torch.manual_seed(self.recipe.seed * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
                  sync_dist=True)  # the same in every process: the mean keeps it
 
     def passes(self, tta: str) -> int:
-        """The model's forward passes per image under the test-time augmentation ``tta`` (a budget plans with it)."""
+        """Return the model's forward passes per image under the test-time augmentation ``tta`` (for a budget)."""
         return 1
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Predicted classes of a final-set batch, as the trained model predicts (the recipe's ``tta``)."""
+        """Predict the classes of a final-set batch under the recipe's test-time augmentation.
+
+        Args:
+            x: the model's input batch, (N, 3, H, W).
+            y: its labels: (N,) class indices, or (N, H, W) masks, whose size the prediction takes.
+
+        Returns:
+            The predicted classes, shaped as ``y``.
+        """
         raise NotImplementedError
 
     def test_step(self, batch, batch_idx):
@@ -112,8 +141,17 @@ class BaseTask(L.LightningModule):
         self.test_confusion.reset()
 
     def summarize(self, summary: dict, data, run) -> list[str]:
-        """Complete ``summary`` (``summary.json``'s fields) once the fit has ended and return the run's closing lines:
-        the model, the checkpoint chosen on ``monitor`` and where, and ``final_line`` (``run``: the ``RunFolder``)."""
+        """Complete ``summary`` once the fit has ended and return the run's closing lines.
+
+        Args:
+            summary: ``summary.json``'s fields so far (``fit_seconds`` among them); completed in place.
+            data: the run's data module.
+            run: the run's ``RunFolder``.
+
+        Returns:
+            The best ``monitor`` value and the set it was selected on, ``final_line``'s line, and the best
+            checkpoint's path.
+        """
         final_line, cfg, metric = self.final_line(summary, data, run), self.recipe.data, self.monitor
         best = getattr(self.trainer.checkpoint_callback, "best_model_score", None)  # no checkpoint callback: None
         best = float(best) if best is not None else None
@@ -125,5 +163,5 @@ class BaseTask(L.LightningModule):
                 f"best checkpoint: {run.best}"]
 
     def final_line(self, summary: dict, data, run) -> str | None:
-        """Add the best checkpoint's score on the final set to ``summary`` and return its closing line (None: none)."""
+        """Add the best checkpoint's final-set score to ``summary`` and return its closing line, or None."""
         return None

@@ -31,9 +31,20 @@ from dlcv.viz.curves import monitor_label, plot_knn_curve
 
 
 class BYOLTask(BaseTask):
-    """``self.model`` holds the online parts (what the optimiser trains); ``self.target`` the momentum copies."""
+    """BYOL pre-training of a torchvision ResNet trunk with lightly's heads and loss.
+
+    ``self.model`` holds the online parts (what the optimiser trains); ``self.target`` their momentum copies.
+    """
 
     def __init__(self, recipe, monitored: bool = True, plan=None):
+        """Build the online and target networks of ``recipe``.
+
+        Args:
+            recipe: the run's BYOL recipe, or its plain dump from a checkpoint.
+            monitored: whether the run has a labelled monitor set; its kNN accuracy then selects checkpoints, else
+                the training loss does.
+            plan: the run's ``Plan``; the momentum rises over its steps.
+        """
         super().__init__(recipe, plan)
         # With a labelled monitor set the kNN accuracy selects checkpoints; without, the loss.
         self.monitor, self.mode = ("knn_acc", "max") if monitored else ("train_loss", "min")
@@ -69,7 +80,7 @@ class BYOLTask(BaseTask):
         return self.target["projection"](self.target["backbone"](x)).detach()
 
     def byol_loss(self, view0: torch.Tensor, view1: torch.Tensor) -> torch.Tensor:
-        """Each view's online prediction against the other view's target projection, averaged."""
+        """Return the symmetric loss: each view's online prediction against the other's target projection."""
         p0, p1 = self.online(view0), self.online(view1)
         z0, z1 = self.projected_target(view0), self.projected_target(view1)
         return 0.5 * (self.criterion(p0.float(), z1.float()) + self.criterion(p1.float(), z0.float()))
@@ -102,7 +113,11 @@ class BYOLTask(BaseTask):
         self.log("knn_acc", monitor_knn(features, rows, self.recipe.monitor.k), prog_bar=True)
 
     def summarize(self, summary: dict, data, run) -> list[str]:
-        """The trunk as ``backbone.pt``, the kNN curve, and the run's pre-training figures."""
+        """Export the trunk as ``backbone.pt``, draw the kNN curve and return the run's closing line.
+
+        ``summary`` gains the pre-training's numbers (images, final loss, kNN curve); arguments as in
+        ``BaseTask.summarize``.
+        """
         arch = self.recipe.model.arch
         export_backbone(self.backbone, arch, run.backbone, seed=self.recipe.seed)
         metrics = run.read_metrics()
@@ -120,8 +135,17 @@ class BYOLTask(BaseTask):
 
     @torch.no_grad()
     def knn_untrained(self, data, calibration_images: int = 2048) -> dict[str, float]:
-        """The monitor before epoch 1: ``knn_acc`` with batch-norm statistics of up to ``calibration_images``
-        pre-training images (as epoch 1 starts), ``knn_acc_unit_bn`` with the initial ones (mean 0, variance 1)."""
+        """Measure the kNN monitor of the untrained trunk, on the inference device.
+
+        Args:
+            data: the BYOL data module (its monitor set, pre-training images and ``eval_input``).
+            calibration_images: at most this many pre-training images, evenly spaced, set the batch-norm
+                statistics.
+
+        Returns:
+            ``knn_acc``: with batch-norm statistics of the calibration images (as epoch 1 starts);
+            ``knn_acc_unit_bn``: with the initial ones (mean 0, variance 1).
+        """
         prepare, batch = data.eval_input, data.cfg.eval_batch_size
         device = inference_device()  # before fit the task is still on the CPU; a GPU, when there is one, does this
         trunk = copy.deepcopy(self.backbone).to(device)
@@ -136,8 +160,10 @@ class BYOLTask(BaseTask):
 
 
 class KnnAtInit(L.Callback):
-    """The kNN monitor before any training (``BYOLTask.knn_untrained``), which the per-epoch curve is read against;
-    measured when a run starts (not when it resumes), into the JSON file ``path``."""
+    """Callback measuring the kNN monitor before any training, the point the per-epoch curve is read against.
+
+    It runs ``BYOLTask.knn_untrained`` when a run starts (not when it resumes) and writes the JSON file ``path``.
+    """
 
     def __init__(self, path: Path, data):
         self.path, self.data = path, data
@@ -160,14 +186,23 @@ def _last(values: list[float]) -> float | None:
 
 
 def spread(images: torch.Tensor, count: int) -> torch.Tensor:
-    """At most ``count`` images evenly spaced through ``images`` (folders sorted by name are often sorted by class)."""
+    """Pick at most ``count`` images evenly spaced through ``images`` (a folder by name is often by class)."""
     if len(images) <= count:
         return images
     return images[torch.linspace(0, len(images) - 1, count).round().long()]
 
 
 def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
-    """kNN accuracy (float32, as logged) of queries (``rows[:, 1] == 1``) against the bank; labels: ``rows[:, 0]``."""
+    """Score the kNN monitor: the queries classified by their cosine-nearest bank images.
+
+    Args:
+        features: (N, D) features of the monitor images.
+        rows: (N, 2) int: each image's label, then 1 for a query or 0 for a bank image.
+        k: neighbours that vote.
+
+    Returns:
+        The queries' accuracy, rounded to float32 as Lightning logs it.
+    """
     query = rows[:, 1] == 1
     accuracy = knn_accuracy_against(features[~query], rows[~query, 0], features[query], rows[query, 0], k=k)
     return float(np.float32(accuracy))
@@ -175,12 +210,26 @@ def monitor_knn(features: np.ndarray, rows: np.ndarray, k: int) -> float:
 
 @torch.no_grad()
 def trunk_features(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> np.ndarray:
-    """The evaluation-mode trunk's features of uint8 ``images``, on ``device`` (None: where the images are)."""
+    """Compute the trunk's features of uint8 images, in evaluation mode.
+
+    Args:
+        trunk: the ResNet trunk; left in evaluation mode.
+        images: (N, H, W, 3) uint8.
+        prepare: turns a uint8 batch on ``device`` into model input.
+        batch: images per forward pass.
+        device: where to run; None: where ``images`` are.
+
+    Returns:
+        (N, D) float32 features.
+    """
     trunk.eval()
     return torch.cat([trunk(x).float().cpu() for _, x in batches(images, batch, device, prepare)]).numpy()
 
 
 def calibrate_batch_norm(trunk: nn.Module, images: torch.Tensor, prepare, batch: int, device=None) -> None:
-    """Set every batch-norm layer's running statistics to their average over uint8 ``images`` (``update_bn``)."""
+    """Set every batch-norm layer's running statistics to their average over uint8 ``images``.
+
+    As torch's ``update_bn`` does; arguments as in ``trunk_features``, and ``trunk`` is left in evaluation mode.
+    """
     update_bn((x for _, x in batches(images, batch, device, prepare)), trunk)
     trunk.eval()

@@ -16,7 +16,16 @@ INIT_IMAGES = 5000  # training images a data-dependent initialisation reads
 
 
 def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Focal loss against soft targets: ``-sum_c t_c (1 - p_c)^gamma log p_c`` (gamma 0: cross-entropy)."""
+    """Focal loss (Lin et al., 2017) against soft targets: ``-sum_c t_c (1 - p_c)^gamma log p_c``.
+
+    Args:
+        logits: (N, C) logits.
+        targets: (N, C) soft targets, each row summing to 1.
+        gamma: the focusing exponent; 0 gives cross-entropy.
+
+    Returns:
+        The mean over the batch, a float32 scalar.
+    """
     log_p = F.log_softmax(logits.float(), dim=1)
     return -(targets * (1 - log_p.exp()) ** gamma * log_p).sum(1).mean()
 
@@ -27,6 +36,13 @@ class ClassificationTask(BaseTask):
     monitor, mode = "val_acc", "max"
 
     def __init__(self, recipe, num_classes: int, plan=None):
+        """Build the recipe's classifier with ``num_classes`` outputs.
+
+        Args:
+            recipe: the run's classification recipe, or its plain dump from a checkpoint.
+            num_classes: the data set's classes, the head's outputs.
+            plan: the run's ``Plan``, which the schedules follow.
+        """
         super().__init__(recipe, plan, num_classes=num_classes)
 
     @property
@@ -38,8 +54,10 @@ class ClassificationTask(BaseTask):
                                                      kind="classify", **self.model_args()))
 
     def configure_metrics(self) -> None:
-        """One ``MetricCollection`` cloned for training, validation and the final scoring (``train_acc``, ``val_acc``,
-        ``test_acc``...): a metric added here is logged per epoch, and scored at the end, under each prefix."""
+        """Build one ``MetricCollection``, cloned per stage (``train_acc``, ``val_acc``, ``test_acc``...).
+
+        A metric added here is logged each epoch, and scored at the end, under each prefix.
+        """
         # No argument checks: each would copy a value to the host every step.
         metrics = {"acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)}
         if self.recipe.train.top5_accuracy and self.num_classes > 5:
@@ -55,15 +73,22 @@ class ClassificationTask(BaseTask):
         return classify_passes(tta)
 
     def setup(self, stage: str) -> None:
-        # A data-dependent initialisation (dlcv_net's whitening stem), from the first training images as
-        # every process holds them; a resumed run's checkpoint replaces it (restored after this hook).
+        # dlcv_net's whitening stem, from the same first images in every process; a resume's checkpoint replaces it.
         init = getattr(self.model, "init_from_images", None)
         data = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and init is not None and data is not None:
             init(data.first_inputs(INIT_IMAGES))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The recipe's loss against soft targets (one-hot, smoothed, or mixed by MixUp / CutMix)."""
+        """Compute the recipe's loss (cross-entropy or focal, label smoothing applied) against soft targets.
+
+        Args:
+            logits: (N, C) logits.
+            targets: (N, C) soft targets: one-hot, or mixed by MixUp / CutMix.
+
+        Returns:
+            The mean loss over the batch, a scalar.
+        """
         train = self.recipe.train
         if train.label_smoothing:
             targets = targets * (1 - train.label_smoothing) + train.label_smoothing / targets.shape[1]
@@ -91,7 +116,7 @@ class ClassificationTask(BaseTask):
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True, batch_size=len(y))
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, classes)`` logits of a final-set batch, with the recipe's test-time augmentation."""
+        """Return the (N, C) logits of a final-set batch under the recipe's test-time augmentation."""
         return predict_logits(self.model, x, self.recipe.train.tta)
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -104,15 +129,17 @@ class ClassificationTask(BaseTask):
         self.test_confusion.update(logits.argmax(1), y)
 
     def on_test_epoch_end(self):
-        """The final scores over every process (``test_acc``... without the prefix), then the confusion matrix."""
+        """Keep the final scores over every process (without the ``test_`` prefix), then the confusion matrix."""
         self.final_scores = {name.removeprefix("test_"): float(value)
                              for name, value in self.test_metrics.compute().items()}
         self.test_metrics.reset()
         super().on_test_epoch_end()
 
     def final_line(self, summary: dict, data, run) -> str | None:
-        """The best checkpoint's confusion matrix on the validation images (``confusion.csv``), and its accuracy
-        there when a holdout share of train chose it."""
+        """Write the best checkpoint's confusion matrix (``confusion.csv``) and return its final-set accuracy line.
+
+        The final set is the validation folder, scored only when a holdout share of train chose the checkpoint.
+        """
         matrix = self.final_confusion
         if matrix is not None:
             run.write_confusion(matrix)

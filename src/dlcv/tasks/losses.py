@@ -1,4 +1,4 @@
-"""Pixel losses by name: cross-entropy (class weights, label smoothing), focal, Dice and Lovasz (smp's), and sums."""
+"""Pixel losses by name: cross-entropy (class weights, smoothing), focal, Dice and Lovasz (smp's), and sums."""
 
 from __future__ import annotations
 
@@ -11,15 +11,24 @@ from dlcv.errors import DlcvError
 
 
 class FocalLoss(nn.Module):
-    """Lin et al.'s focal loss ``-alpha_c (1 - p_t)^gamma log p_t``, mean over pixels; ``alpha``: per-class weights
-    or None (smp's ``FocalLoss``, a one-vs-rest sigmoid focal loss, takes none)."""
+    """Softmax focal loss (Lin et al., 2017) ``-alpha_t (1 - p_t)^gamma log p_t``, the mean over pixels.
+
+    Written here because smp's ``FocalLoss`` is a one-vs-rest sigmoid loss that takes no class weights.
+    """
 
     def __init__(self, gamma: float = 2.0, alpha: list[float] | None = None):
+        """Set the focusing exponent and the class weights.
+
+        Args:
+            gamma: the focusing exponent; 0 gives (weighted) cross-entropy.
+            alpha: one weight per class, or None (or empty) for none.
+        """
         super().__init__()
         self.gamma = float(gamma)
         self.register_buffer("alpha", torch.tensor(alpha, dtype=torch.float32) if alpha else None)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Return the mean loss of (N, C, H, W) logits against (N, H, W) int64 class indices, in float32."""
         log_p = F.log_softmax(logits.float(), dim=1)
         log_pt = log_p.gather(1, target[:, None])[:, 0]
         loss = -((1 - log_pt.exp()) ** self.gamma) * log_pt
@@ -60,7 +69,19 @@ def _smp_loss(name: str) -> nn.Module:
 
 
 def build_pixel_loss(cfg, num_classes: int) -> nn.Module:
-    """The pixel loss of a recipe's ``loss`` section (``dlcv.recipes.SegmentLoss``): one, or a weighted sum."""
+    """Build the pixel loss of a recipe's ``loss`` section: one loss, or a weighted sum.
+
+    Args:
+        cfg: the ``loss`` section (``dlcv.recipes.SegmentLoss``); its ``name`` may join several losses with ``+``
+            (``ce+dice``).
+        num_classes: the masks' classes, which ``class_weights`` must match.
+
+    Returns:
+        A module mapping (N, C, H, W) logits and (N, H, W) class indices to a scalar loss.
+
+    Raises:
+        DlcvError: if ``class_weights`` does not hold one number per class.
+    """
     names = [n.strip().lower() for n in cfg.name.split("+")]
     weights = cfg.class_weights
     if weights is not None and len(weights) != num_classes:

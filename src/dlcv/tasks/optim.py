@@ -21,8 +21,18 @@ def _decay_groups(params: list, weight_decay: float, decay_norm_and_bias: bool, 
 
 
 def parameter_groups(model: nn.Module, cfg) -> list[dict]:
-    """The trainable parameters in groups: decayed or not, and the classifier's ``head`` at ``head_lr_mult``
-    times the learning rate (its own groups, after the rest's, when the multiple is not 1)."""
+    """Split the trainable parameters into optimiser groups: decayed or not, and the head at its own rate.
+
+    Args:
+        model: the model to train; with ``head_lr_mult`` other than 1 it needs a ``head`` module (the classifier).
+        cfg: the recipe's ``optim`` section (``weight_decay``, ``decay_norm_and_bias``, ``head_lr_mult``, ``lr``).
+
+    Returns:
+        The parameter groups; the head's, at ``head_lr_mult`` times the learning rate, come last when that is not 1.
+
+    Raises:
+        DlcvError: if ``head_lr_mult`` is not 1 and the model has no ``head`` module.
+    """
     decay, norm, mult = cfg.weight_decay, cfg.decay_norm_and_bias, cfg.head_lr_mult
     trainable = [p for p in model.parameters() if p.requires_grad]
     if mult == 1:
@@ -45,21 +55,26 @@ OPTIMIZERS = {
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:
-    """The optimiser of a recipe's ``optim`` section over ``model``'s parameter groups."""
+    """Build the optimiser of a recipe's ``optim`` section over ``model``'s parameter groups.
+
+    Raises:
+        DlcvError: as ``parameter_groups`` does.
+    """
     return OPTIMIZERS[cfg.name](parameter_groups(model, cfg), cfg)
 
 
 def _onecycle(cfg, plan: Plan, warmup: int):
-    """torch's OneCycleLR (without momentum cycling) over a plan that may move: a rise from lr /
-    div_factor to lr over pct_start of the steps, then a fall to lr / div_factor / final_div_factor."""
+    """torch's ``OneCycleLR`` factor (without momentum cycling) over a plan that may move.
+
+    It rises from 1 / div_factor to 1 over ``pct_start`` of the steps, then falls to 1 / div_factor / final_div_factor.
+    """
     start, floor = 1 / cfg.div_factor, 1 / cfg.div_factor / cfg.final_div_factor
     shape = ((lambda a, b, t: b + (a - b) / 2 * (1 + math.cos(math.pi * t))) if cfg.anneal == "cos"
              else (lambda a, b, t: a + (b - a) * t))
 
     def factor(step: int) -> float:
         steps = max(plan.total_steps, 2)
-        # torch divides by the rise's length in steps less one: a run of a few steps whose rise is a
-        # single step (or none) gets half a step of it instead of a ZeroDivisionError.
+        # A rise of pct_start * steps - 1 <= 0 steps (a short run) would divide by zero: it gets half a step.
         pct = cfg.pct_start if cfg.pct_start * steps > 1 else 1.5 / steps
         peak = pct * steps - 1
         if step <= peak:
@@ -89,7 +104,7 @@ def _annealing(shape):
 
 
 def _cosine_restarts(cfg, plan: Plan, warmup: int):
-    """SGDR: cosine periods of restart_epochs, each restart_mult times longer (no fixed end)."""
+    """SGDR (Loshchilov & Hutter, 2017): cosine periods of restart_epochs, each restart_mult times longer."""
     floor, mult = cfg.min_lr_fraction, cfg.restart_mult
     period = max(1, round(cfg.restart_epochs * plan.steps_per_epoch))
 
@@ -105,7 +120,15 @@ def _cosine_restarts(cfg, plan: Plan, warmup: int):
 
 
 def milestone_steps(milestones: list, plan: Plan) -> list[int]:
-    """Milestones as steps: below 1 a share of the run (moving with a budget's plan), from 1 an epoch."""
+    """Convert schedule milestones to optimiser steps.
+
+    Args:
+        milestones: each below 1 a share of the run's steps (moving with a budget's plan), else a number of epochs.
+        plan: the run's plan.
+
+    Returns:
+        The milestones' steps, rounded.
+    """
     return [round(float(m) * plan.total_steps) if float(m) < 1 else round(float(m) * plan.steps_per_epoch)
             for m in milestones]
 
@@ -114,8 +137,7 @@ def _multistep(cfg, plan: Plan, warmup: int):
     return lambda step: _ramp(step, warmup) * cfg.gamma ** sum(step >= m for m in milestone_steps(cfg.milestones, plan))
 
 
-# Schedule name (``dlcv.recipes.SCHEDULES``) -> builder of the rate's factor at each step from (recipe's schedule
-# section, plan, warm-up steps), or None for a constant rate. Every factor reads the plan at each step.
+# Schedule name -> builder of (schedule section, plan, warm-up steps) -> the rate's factor per step; None: constant.
 SCHEDULES = {
     "constant": None,
     "onecycle": _onecycle,
@@ -128,7 +150,16 @@ SCHEDULES = {
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, plan: Plan) -> dict | None:
-    """A Lightning scheduler config stepping every batch over ``plan``, or None for a constant rate."""
+    """Build a Lightning scheduler config that steps every batch over ``plan``, or None for a constant rate.
+
+    Args:
+        optimizer: the optimiser whose learning rates it scales.
+        cfg: the recipe's ``schedule`` section.
+        plan: the run's plan, read at every step (a budget may move its end).
+
+    Returns:
+        ``{"scheduler": LambdaLR, "interval": "step"}``, or None for the ``constant`` schedule.
+    """
     if SCHEDULES[cfg.name] is None:
         return None
     warmup = round(cfg.warmup_epochs * plan.steps_per_epoch)

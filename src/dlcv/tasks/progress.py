@@ -1,6 +1,8 @@
-"""Masks through training: chosen validation images' predicted masks at chosen epochs, in the run folder's
-``progress/ground_truth/ID_mask.png`` and ``progress/images/ID_sat.png`` (once) and ``progress/epoch_NNN/ID_mask.png``
-(drawn by ``dlcv segment progress RUN``)."""
+"""Masks through training: chosen validation images' predicted masks, written at chosen epochs.
+
+The run folder gets ``progress/ground_truth/ID_mask.png`` and ``progress/images/ID_sat.png`` once, and
+``progress/epoch_NNN/ID_mask.png`` at each chosen epoch; ``dlcv segment progress RUN`` draws them.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +18,22 @@ from dlcv.tta import batches, predict_probs
 
 
 class MaskProgress(ChosenEpochs):
-    """``images`` uint8 (K, H, W, 3) and ``masks`` (K, H, W) of validation ``ids``; ``prepare`` makes model input."""
+    """Callback writing chosen validation images' predicted masks at chosen epochs."""
 
     def __init__(self, run_dir: Path, epochs: list[int | str], ids: list[str], images: torch.Tensor,
                  masks: torch.Tensor, prepare, tta: str = "none", plan=None):
+        """Keep the images to predict and the folder to write.
+
+        Args:
+            run_dir: the run folder.
+            epochs: epoch numbers, ``last`` or ``middle`` (as ``ChosenEpochs``).
+            ids: the images' ids, which name the files.
+            images: (K, H, W, 3) uint8.
+            masks: (K, H, W) class indices, the ground truth; predictions take their size.
+            prepare: turns a uint8 batch into model input.
+            tta: the predictions' test-time augmentation (a ``dlcv.tta.SEGMENT_VIEWS`` name).
+            plan: the run's plan, which says when ``last`` and ``middle`` come.
+        """
         super().__init__(epochs, plan)
         self.run_dir, self.ids = Path(run_dir), ids
         self.images, self.masks, self.prepare, self.tta = images, masks, prepare, tta

@@ -21,6 +21,12 @@ class SegmentationTask(BaseTask):
     monitor, mode = "val_miou", "max"
 
     def __init__(self, recipe, plan=None):
+        """Build the recipe's segmenter with ``NUM_CLASSES`` outputs.
+
+        Args:
+            recipe: the run's segmentation recipe, or its plain dump from a checkpoint.
+            plan: the run's ``Plan``, which the schedules follow.
+        """
         super().__init__(recipe, plan, num_classes=NUM_CLASSES)
 
     def configure_models(self) -> None:
@@ -56,7 +62,7 @@ class SegmentationTask(BaseTask):
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Classes at the masks' full size, with the recipe's test-time augmentation."""
+        """Predict (N, H, W) classes at the masks' full size under the recipe's test-time augmentation."""
         return predict_probs(self.model, x, tuple(y.shape[-2:]), self.recipe.train.tta).argmax(1)
 
     def on_validation_epoch_end(self):
@@ -70,7 +76,10 @@ class SegmentationTask(BaseTask):
             self.log(f"val_iou_{name.lower()}", value.float())
 
     def final_line(self, summary: dict, data, run) -> str | None:
-        """The sizes trained and scored at; the best checkpoint's mIoU on the validation folder when a holdout chose."""
+        """Record the train and eval sizes; return the best checkpoint's final-set mIoU line, or None.
+
+        The final set is the validation folder, scored only when a holdout share of train chose the checkpoint.
+        """
         summary["train_size"], summary["eval_size"] = self.recipe.data.train_size, self.recipe.data.eval_size
         matrix = self.final_confusion
         if matrix is None:

@@ -18,9 +18,11 @@ from dlcv.tta import batches
 
 @contextmanager
 def evaluating(trainer, pl_module):
-    """The task's model in eval mode, without gradients, in the run's precision (the context of its training
-    steps: a bf16 or, on a T4 or V100, float16 autocast); restored after. Inputs go through the precision plugin's
-    ``convert_input`` (the dtype the run's model takes: bf16 for ``bf16-true``)."""
+    """Yield the task's model in eval mode, without gradients, in the run's precision; restored after.
+
+    The context is the training steps' (the precision plugin's ``forward_context``: a bf16 autocast, or float16 on
+    GPUs without bf16); callers pass inputs through the plugin's ``convert_input`` (bf16 for ``bf16-true``).
+    """
     model = pl_module.model
     was_training = model.training
     model.eval()
@@ -32,16 +34,23 @@ def evaluating(trainer, pl_module):
 
 
 class ChosenEpochs(L.Callback):
-    """A callback working at chosen epochs: numbers, ``last`` (after which training stops) and ``middle`` (the first at
-    or past half the planned epochs; once, also across a resume), by ``plan`` as it stands at each epoch's end."""
+    """Base callback that works at chosen epochs, judged by ``plan`` as it stands at each epoch's end."""
 
     def __init__(self, epochs: list[int | str], plan: Plan | None = None):
+        """Set the chosen epochs.
+
+        Args:
+            epochs: epoch numbers (from 1), ``last`` (the epoch after which training stops) and ``middle`` (the
+                first epoch at or past half the planned ones; once, also across a resume).
+            plan: the run's plan; None: a new, empty one.
+        """
         self.numbers = {e for e in epochs if isinstance(e, int)}
         self.words = {e for e in epochs if isinstance(e, str)}
         self.plan = plan if plan is not None else Plan()
         self.middle_done = False
 
     def due(self, trainer) -> bool:
+        """Whether the epoch now ending is a chosen one (first process only, never in the sanity check)."""
         if trainer.sanity_checking or not trainer.is_global_zero:
             return False
         epoch, planned = trainer.current_epoch + 1, self.plan.last_epoch
@@ -60,12 +69,21 @@ class ChosenEpochs(L.Callback):
 
 
 class EmbeddingSnapshots(ChosenEpochs):
-    """At the end of each chosen epoch, save the model's features of fixed image sets: ``sets`` maps a file prefix
-    ("" for the validation images, ``TRAINING_SUBSET`` for a training subset) to ``(uint8 images, labels, file
-    names)``; ``prepare`` turns a uint8 batch into model input."""
+    """Callback saving the model's second-last-layer features of fixed image sets at chosen epochs."""
 
     def __init__(self, run_dir: Path, epochs: list[int | str], sets: dict[str, tuple], prepare: Callable,
                  batch_size: int = 500, plan: Plan | None = None):
+        """Keep the image sets and where their snapshots go.
+
+        Args:
+            run_dir: the run folder, which holds the snapshot files.
+            epochs: epoch numbers, ``last`` or ``middle`` (as ``ChosenEpochs``).
+            sets: file prefix ("" for the validation images, ``TRAINING_SUBSET`` for a training subset) ->
+                ``(images, labels, file names)``, the images (N, H, W, 3) uint8.
+            prepare: turns a uint8 batch into model input.
+            batch_size: images per forward pass.
+            plan: the run's plan, which says when ``last`` and ``middle`` come.
+        """
         super().__init__(epochs, plan)
         self.run_dir, self.sets = Path(run_dir), sets
         self.prepare, self.batch_size = prepare, batch_size

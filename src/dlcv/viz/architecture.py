@@ -20,12 +20,13 @@ DEFAULT_COLOUR = "#eeeeee"
 
 
 def block_colour(name: str, type_name: str) -> str:
+    """Pick a block's box colour by the words in its name and type."""
     text = f"{name} {type_name}".lower()
     return next((colour for words, colour in BLOCK_COLOURS if any(w in text for w in words)), DEFAULT_COLOUR)
 
 
 def short_name(name: str, width: int) -> str:
-    """``net.backbone.layer2`` -> ``…backbone.layer2``: the last dotted parts that fit in ``width``."""
+    """Shorten a dotted module name to its last parts within ``width`` characters (``…backbone.layer2``)."""
     shown = name
     while len(shown) > width - 1 and "." in shown:
         shown = shown.split(".", 1)[1]
@@ -36,8 +37,17 @@ def short_name(name: str, width: int) -> str:
 
 def plot_block_diagram(blocks: list[tuple[str, str, str, int]], title: str, stem: Path,
                        max_per_row: int = 6) -> list[Path]:
-    """``blocks``: (name, type, output shape, parameters) in call order, drawn left to right in rows of
-    at most ``max_per_row`` (rows balanced) with arrows between them. Writes ``stem.png``."""
+    """Draw ``blocks`` as boxes joined by arrows, left to right in balanced rows; write ``stem.png``.
+
+    Args:
+        blocks: (name, type, output shape, parameter count) of each block, in call order.
+        title: the figure's title.
+        stem: the output path without its suffix.
+        max_per_row: boxes per row at most.
+
+    Returns:
+        The files written.
+    """
     plt = _pyplot()
     rows = -(-len(blocks) // max_per_row)
     per_row = -(-len(blocks) // rows)  # at most len(blocks)

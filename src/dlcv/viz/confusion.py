@@ -11,7 +11,13 @@ from dlcv.viz.embedding import _pyplot
 
 
 def plot_confusion(cm: np.ndarray, path: str | os.PathLike, title: str = "Confusion matrix") -> None:
-    """Draw confusion matrix ``cm`` (true classes in rows) with row-normalised colours to ``path``."""
+    """Draw confusion matrix ``cm`` with row-normalised colours (recall) and write it to ``path``.
+
+    Args:
+        cm: (C, C) integer counts, true classes in rows.
+        path: the image file; its suffix gives the format (none: PNG).
+        title: the title's start; the accuracy follows it.
+    """
     plt = _pyplot()
     n = cm.shape[0]
     names = [str(i) for i in range(n)]

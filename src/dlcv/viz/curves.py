@@ -30,14 +30,25 @@ def _series(rows: list[dict], column: str) -> np.ndarray:
 
 
 def available_panels(rows: list[dict], panels: list[CurvePanel]) -> list[CurvePanel]:
-    """The panels with at least one of their columns present in ``rows``."""
+    """Return the panels with at least one of their columns present in ``rows``."""
     present = {k for r in rows for k, v in r.items() if v is not None}
     return [p for p in panels if any(c in present for c, _ in p.columns)]
 
 
 def plot_curves(rows: list[dict], panels: list[CurvePanel], title: str, stem: Path,
                 best_epoch: int | None = None) -> list[Path]:
-    """Draw ``panels`` from ``rows`` (``epoch`` and numbers or None) as ``stem.png``, dotted line at ``best_epoch``."""
+    """Draw ``panels`` side by side from the rows of metrics.csv; write ``stem.png``.
+
+    Args:
+        rows: one dict per epoch: ``epoch`` and each column's number, or None.
+        panels: the panels, left to right.
+        title: the figure's title.
+        stem: the output path without its suffix.
+        best_epoch: marked by a dotted line in every panel; None: no line.
+
+    Returns:
+        The files written.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels):
@@ -72,13 +83,24 @@ def plot_curves(rows: list[dict], panels: list[CurvePanel], title: str, stem: Pa
 
 
 def monitor_label(folder: Path) -> str:
-    """What the monitor's queries are, for the curve's axis."""
+    """Name the kNN monitor's query set in ``folder``, for the curve's axis."""
     return "Office-Home val" if (folder / "train.csv").is_file() else f"{folder.name}/val_50"
 
 
 def plot_knn_curve(values: list[float], stem: Path, title: str, at_init: float | None = None,
                    queries: str = "Office-Home val") -> Path:
-    """The kNN monitor's accuracy over pre-training epochs (0: the untrained trunk) as ``stem.png`` and ``stem.pdf``."""
+    """Draw the kNN monitor's accuracy over the pre-training epochs; write ``stem.png`` and ``stem.pdf``.
+
+    Args:
+        values: the accuracy after each epoch, from epoch 1.
+        stem: the output path without its suffix.
+        title: the run's name, which starts the title.
+        at_init: the untrained trunk's accuracy, drawn at epoch 0; None: not drawn.
+        queries: the query set's name, for the y axis.
+
+    Returns:
+        The PNG's path.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     epochs, points = list(range(1, len(values) + 1)), list(values)

@@ -10,7 +10,7 @@ from dlcv.files import atomic_path
 
 
 def class_palette(num_classes: int) -> np.ndarray:
-    """Colours a person can tell apart: tab10 / tab20 for few classes, else tab20 + tab20b + tab20c."""
+    """Return (num_classes, 3) RGB colours a person can tell apart: tab10 or tab20, else the three tab20 maps."""
     import matplotlib
 
     if num_classes <= 10:
@@ -35,7 +35,7 @@ def _pyplot():
 
 
 def save_figure(fig, stem: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
-    """Save ``fig`` as ``stem.png`` (and a vector ``stem.pdf``), each written atomically, and close it."""
+    """Write ``fig`` atomically as ``stem.png`` and a vector ``stem.pdf`` (``formats``); close it, return the paths."""
     written = []
     for fmt in formats:
         path = stem.with_suffix("." + fmt)
@@ -64,7 +64,19 @@ def _legend(fig, classes: np.ndarray, palette: np.ndarray, anchor) -> None:
 
 def plot_panels(layouts: list[np.ndarray], labels: np.ndarray, titles: list[str], method: str, note: str,
                 output_stem: Path) -> list[Path]:
-    """All snapshots side by side with one shared legend; returns the files written."""
+    """Draw every snapshot's layout side by side with one shared class legend; write PNG and PDF.
+
+    Args:
+        layouts: (N, 2) layouts of the same N points, one per snapshot.
+        labels: (N,) non-negative integer classes.
+        titles: one per panel.
+        method: the layout method's name (``PCA``, ``t-SNE``), for the title.
+        note: how the layouts relate, for the title.
+        output_stem: the output path without its suffix.
+
+    Returns:
+        The files written.
+    """
     plt = _pyplot()
     classes = np.unique(labels)
     palette = class_palette(int(labels.max()) + 1)
@@ -83,7 +95,7 @@ def plot_panels(layouts: list[np.ndarray], labels: np.ndarray, titles: list[str]
 
 
 def plot_single(layout: np.ndarray, labels: np.ndarray, title: str, output_stem: Path) -> list[Path]:
-    """One snapshot as a large figure with its legend."""
+    """Draw one snapshot's (N, 2) layout as a large figure with its class legend; return the files written."""
     plt = _pyplot()
     palette = class_palette(int(labels.max()) + 1)
     fig, ax = plt.subplots(figsize=(10.5, 8))
@@ -96,7 +108,7 @@ def plot_single(layout: np.ndarray, labels: np.ndarray, title: str, output_stem:
 
 def plot_metric_curves(epochs: list[int], knn: list[float], silhouette: list[float], k: int,
                        output_stem: Path) -> list[Path]:
-    """kNN accuracy and silhouette over the snapshot epochs."""
+    """Draw the kNN accuracy and the silhouette over the snapshot epochs; return the files written."""
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
     ax1.plot(epochs, knn, marker="o", color="tab:blue")

@@ -14,8 +14,11 @@ from dlcv.runtime import usable_cpus
 
 
 def align_to(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``source`` centred and rotated/reflected onto ``target`` (distances unchanged): by the orthogonal
-    2x2 matrix R minimising ||(source - mean) R - (target - mean)||."""
+    """Turn (N, 2) ``source`` onto ``target`` by orthogonal Procrustes: rotated or reflected, distances unchanged.
+
+    The result is ``(source - mean) R + target's mean``, R the orthogonal 2x2 matrix minimising
+    ||(source - mean) R - (target - mean)||.
+    """
     a = source - source.mean(0)
     u, _, vt = np.linalg.svd(a.T @ (target - target.mean(0)))
     return a @ (u @ vt) + target.mean(0)
@@ -27,13 +30,17 @@ def has_spread(features: np.ndarray) -> bool:
 
 
 def tsne_perplexity(perplexity: float, points: int) -> float:
-    """The perplexity openTSNE uses for ``points`` points: the one asked, else a third of the ``points - 1``
-    neighbours each point has (its rule when the perplexity is above that count)."""
+    """Return the perplexity openTSNE uses for ``points`` points.
+
+    That is the one asked, else a third of the ``points - 1`` neighbours each point has (openTSNE's rule when the
+    perplexity asks for more).
+    """
     neighbours = min(points - 1, int(3 * perplexity))
     return perplexity if perplexity <= neighbours else neighbours / 3
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:
+    """Project (N, D) features onto their first two principal components: (N, 2) float32, zeros without spread."""
     if not has_spread(features):
         return np.zeros((len(features), 2), dtype=np.float32)
     x = np.asarray(features, dtype=np.float64)
@@ -50,8 +57,10 @@ def pca_series(feature_list: list[np.ndarray]) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class Phases:
-    """Iterations of one t-SNE run: early exaggeration, then the normal phase on a coarse grid and
-    on openTSNE's default grid (the grid exists only for FFT gradients; Barnes-Hut ignores it)."""
+    """Iterations of one t-SNE run: early exaggeration, then the normal phase on a coarse grid and a fine one.
+
+    The fine grid is openTSNE's default; the grid exists only for FFT gradients, so Barnes-Hut ignores it.
+    """
 
     exaggeration: int
     coarse: int
@@ -60,8 +69,11 @@ class Phases:
 
 @dataclass
 class TSNEOptions:
-    """t-SNE settings: openTSNE's gradient descent in ``Phases``; a later snapshot starts from the previous layout
-    (rescaled to openTSNE's initial spread), so its phases are shorter (no exaggeration with Barnes-Hut)."""
+    """t-SNE settings for openTSNE: perplexity, gradient method, and each run's ``Phases``.
+
+    A later snapshot starts from the previous layout (rescaled to openTSNE's initial spread), so its phases are
+    shorter (no exaggeration with Barnes-Hut).
+    """
 
     perplexity: float = 30.0
     pca_components: int = 50  # reduce the features first (0: no reduction)
@@ -91,8 +103,17 @@ def _reduce(features: np.ndarray, components: int) -> np.ndarray:
 
 
 def tsne_series(feature_list: list[np.ndarray], options: TSNEOptions | None = None) -> list[np.ndarray]:
-    """t-SNE layouts of snapshots of the same points, each initialised from the one before; identical points are one
-    point at the origin (no t-SNE), and the snapshot after them starts afresh."""
+    """Lay out snapshots of the same points by t-SNE (openTSNE), each from the one before, turned onto it.
+
+    Identical points get one point at the origin (no t-SNE), and the snapshot after them starts afresh from PCA.
+
+    Args:
+        feature_list: (N, D) features of each snapshot, the same N points in the same order.
+        options: the t-SNE settings; None: ``TSNEOptions()``.
+
+    Returns:
+        (N, 2) float32 layouts, one per snapshot.
+    """
     import logging
 
     from openTSNE import TSNEEmbedding, affinity, initialization

@@ -11,7 +11,7 @@ from dlcv.viz.embedding import _pyplot, save_figure
 
 
 def distinct_colours(count: int) -> np.ndarray:
-    """``count`` RGB uint8 colours spread around the hue circle by the golden angle (neighbours differ)."""
+    """Return (count, 3) uint8 RGB colours spread around the hue circle by the golden angle (neighbours differ)."""
     hues = (np.arange(count) * 0.618033988749895) % 1.0
     values = (0.95, 0.75)
     return np.array([[round(255 * c) for c in colorsys.hsv_to_rgb(h, 0.85, values[i % 2])]
@@ -19,14 +19,23 @@ def distinct_colours(count: int) -> np.ndarray:
 
 
 def mask_outline(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a 4-neighbour outside it (or on the image border)."""
+    """Return the pixels of boolean (H, W) ``mask`` with a 4-neighbour outside it (or on the image border)."""
     padded = np.pad(mask, 1, constant_values=False)
     inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return mask & ~inner
 
 
 def masks_overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5) -> np.ndarray:
-    """``image`` with each boolean mask blended in its own colour, largest first (small on top), outlined in white."""
+    """Blend each boolean mask over ``image`` in its own colour, largest first (small on top), outlined in white.
+
+    Args:
+        image: (H, W, 3) uint8.
+        masks: (H, W) boolean masks.
+        alpha: each colour's share in the blend.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
     out = image.astype(np.float32)
     order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))
     colours = distinct_colours(len(masks)).astype(np.float32)
@@ -38,7 +47,15 @@ def masks_overlay(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5
 
 
 def plot_sam_masks(rows: list[tuple[str, np.ndarray, np.ndarray, int]], stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf``: images over their SAM masks; ``rows``: (id, image, overlay, mask count)."""
+    """Draw each image above its SAM-mask overlay; write ``stem.png`` and ``stem.pdf``.
+
+    Args:
+        rows: (id, image, overlay, mask count), one per column; image and overlay (H, W, 3) uint8.
+        stem: the output path without its suffix.
+
+    Returns:
+        The files written.
+    """
     plt = _pyplot()
     side = 3.0
     fig, axes = plt.subplots(2, len(rows), figsize=(side * len(rows), 2 * side + 0.3), squeeze=False)

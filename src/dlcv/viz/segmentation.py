@@ -11,7 +11,7 @@ from dlcv.viz.embedding import _pyplot, save_figure
 
 
 def class_legend(fig) -> None:
-    """The seven classes in their mask colours (edged, since Barren is white)."""
+    """Add a legend of the seven classes in their mask colours (edged, since Barren is white) to ``fig``."""
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=np.array(c) / 255, edgecolor="0.3", linewidth=0.6, label=f"{i} {n}")
@@ -22,8 +22,19 @@ def class_legend(fig) -> None:
 
 def plot_progress(rows: list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray]], epochs: list[int],
                   stem: Path) -> list[Path]:
-    """``rows``: (id, image, predicted masks per epoch, ground truth). One row per image; columns:
-    the image, each epoch's prediction, the ground truth. Writes ``stem.png`` and ``stem.pdf``."""
+    """Draw predicted masks through training; write ``stem.png`` and ``stem.pdf``.
+
+    One row per image; its columns: the image, each epoch's prediction, the ground truth.
+
+    Args:
+        rows: (id, image, predicted masks per epoch, ground truth) per image; the image (H, W, 3) uint8, the masks
+            (H, W) class indices.
+        epochs: the predictions' epochs, for the column titles.
+        stem: the output path without its suffix.
+
+    Returns:
+        The files written.
+    """
     plt = _pyplot()
     columns = 2 + len(epochs)
     side = 2.3
@@ -45,7 +56,16 @@ def plot_progress(rows: list[tuple[str, np.ndarray, list[np.ndarray], np.ndarray
 
 
 def overlay_image(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The image with the class colours blended over it and class boundaries drawn in black."""
+    """Blend the class colours over ``image`` and draw the class boundaries in black.
+
+    Args:
+        image: (H, W, 3) uint8.
+        classes: (H, W) class indices.
+        alpha: the colours' share in the blend.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
     colours = MaskCodec.encode(classes).astype(np.float32)
     blended = (1 - alpha) * image.astype(np.float32) + alpha * colours
     edge = np.zeros(classes.shape, dtype=bool)

@@ -1,5 +1,8 @@
-"""Figures of embedding snapshots (``dlcv embed plot``, the report): PCA and t-SNE panels across epochs, with each
-snapshot's kNN accuracy and silhouette. Imports NumPy, scikit-learn, openTSNE and Matplotlib, never torch."""
+"""Figures of embedding snapshots (``dlcv embed plot``, the report): PCA and t-SNE panels across epochs.
+
+Each panel gives its snapshot's kNN accuracy and silhouette. Imports NumPy, scikit-learn, openTSNE and Matplotlib,
+never torch.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +26,11 @@ METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 
 
 def parse_methods(spec: str) -> list[str]:
+    """Parse a comma-separated list of layout methods (``pca``, ``tsne``).
+
+    Raises:
+        DlcvError: if the list is empty or names another method.
+    """
     methods = [m.strip().lower() for m in spec.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
@@ -31,7 +39,18 @@ def parse_methods(spec: str) -> list[str]:
 
 
 def load_sources(sources: list[str | os.PathLike], training_subset: bool) -> tuple[list[FeatureSet], Path]:
-    """The feature sets to plot and the default output folder."""
+    """Load the feature sets to plot and choose the default output folder.
+
+    Args:
+        sources: one run folder (its snapshots), or feature files (``.npz``).
+        training_subset: from a run folder, load the training subset's snapshots, not the validation images'.
+
+    Returns:
+        ``(feature sets, default output folder)``: the run's ``figures/``, or ``figures/`` beside the first file.
+
+    Raises:
+        DlcvError: if a folder is given among others, or a source cannot be read.
+    """
     paths = [Path(s) for s in sources]
     if len(paths) == 1 and paths[0].is_dir():
         return load_run_snapshots(paths[0], training_subset), paths[0] / "figures"
@@ -42,6 +61,7 @@ def load_sources(sources: list[str | os.PathLike], training_subset: bool) -> tup
 
 
 def same_points(sets: list[FeatureSet]) -> bool:
+    """Whether every set holds the same points: equal labels and, where both sets have them, equal file names."""
     first = sets[0]
     return all(np.array_equal(s.labels, first.labels)
                and (s.filenames is None or first.filenames is None or s.filenames == first.filenames)
@@ -49,7 +69,7 @@ def same_points(sets: list[FeatureSet]) -> bool:
 
 
 def layout_note(fs: FeatureSet, method: str, perplexity: float) -> str:
-    """What a ``method`` layout of ``fs`` cannot show, in a few words ("" when it shows everything)."""
+    """Say in a few words what a ``method`` layout of ``fs`` cannot show ("" when it shows everything)."""
     points = len(fs.labels)
     if not has_spread(fs.features):
         return f"all {points} points equal: drawn at the origin"
@@ -60,8 +80,21 @@ def layout_note(fs: FeatureSet, method: str, perplexity: float) -> str:
 
 
 def layout_series(sets: list[FeatureSet], chosen: list[str], aligned: bool, perplexity: float) -> tuple:
-    """``(layouts, notes, seconds)`` by method: every snapshot's layout, the figure's note on how they relate, and
-    the seconds they took; ``DlcvError`` naming a snapshot whose layout is not finite numbers."""
+    """Lay out every snapshot by each chosen method.
+
+    Args:
+        sets: the feature sets.
+        chosen: the methods (``pca``, ``tsne``).
+        aligned: the sets hold the same points, so each layout follows the one before.
+        perplexity: t-SNE's perplexity.
+
+    Returns:
+        ``(layouts, notes, seconds)`` by method: every snapshot's (N, 2) layout, the figure's note on how they
+        relate, and the seconds they took.
+
+    Raises:
+        DlcvError: naming a snapshot whose layout is not all finite numbers.
+    """
     seconds, layouts, notes, features = {}, {}, {}, [fs.features for fs in sets]
     for method in chosen:
         start = time.perf_counter()
@@ -85,8 +118,25 @@ def layout_series(sets: list[FeatureSet], chosen: list[str], aligned: bool, perp
 
 def plot_snapshots(sources: list[str | os.PathLike], methods: str = "pca,tsne", output: str | os.PathLike | None = None,
          k: int = 10, perplexity: float = 30.0, training_subset: bool = False) -> dict:
-    """Write the panels, single figures, metrics CSV and curve; return what was measured and written, and ``notes``:
-    what a layout could not show (identical points, a perplexity lowered), also said in the figures."""
+    """Write the snapshots' figures: panels, single figures, the metrics CSV and its curves.
+
+    Args:
+        sources: one run folder, or feature files (``.npz``).
+        methods: comma-separated layout methods (``pca``, ``tsne``).
+        output: the figures folder; None: the sources' default (``load_sources``).
+        k: neighbours of the kNN accuracy.
+        perplexity: t-SNE's perplexity.
+        training_subset: from a run folder, plot the training subset's snapshots.
+
+    Returns:
+        ``rows`` (each snapshot's metrics), ``written`` (the files), ``output``, ``seconds`` (per method),
+        ``aligned``, and ``notes``: what a layout could not show (identical points, a perplexity lowered), also
+        said in the figures.
+
+    Raises:
+        DlcvError: for an unknown method, a source that cannot be read, an output folder holding others' files, or
+            a layout that is not finite.
+    """
     chosen = parse_methods(methods)
     sets, default_output = load_sources(sources, training_subset)
     output = figures_folder(output if output is not None else default_output)
