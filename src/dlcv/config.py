@@ -1,6 +1,8 @@
 """Recipes: one YAML file per experiment, merged over the task's defaults, resolved in full and saved with the run.
+
 Unknown keys are errors, except under free-form sections (``model.args``), which belong to the ``name`` beside them:
-a later layer naming another model starts its arguments afresh."""
+a later layer naming another model starts its arguments afresh.
+"""
 
 from __future__ import annotations
 
@@ -30,14 +32,18 @@ MAX_CHARS = 1 << 20  # a recipe's YAML text
 
 @functools.cache
 def _recipe_loader():
+    """Return the recipe YAML loader class, built once (PyYAML is imported when first needed)."""
     import yaml
 
     class TooLarge(yaml.YAMLError):
         """A recipe's YAML past ``MAX_CHARS``, ``MAX_VALUES`` or ``MAX_DEPTH``."""
 
     class RecipeLoader(yaml.SafeLoader):
-        """PyYAML's safe loader that also reads exponent-only floats (``5e-4``) as numbers, and refuses a
-        document that expands past ``MAX_VALUES`` values or nests past ``MAX_DEPTH`` as it is composed."""
+        """PyYAML's safe loader, also reading floats such as ``5e-4`` as numbers, and refusing oversized documents.
+
+        A document that expands past ``MAX_VALUES`` values or nests past ``MAX_DEPTH`` is refused as it is composed,
+        and a mapping that gives a key twice is refused.
+        """
 
         def __init__(self, stream):
             super().__init__(stream)
@@ -66,7 +72,7 @@ def _recipe_loader():
             return super().construct_mapping(node, deep)
 
         def _count(self, size: int) -> None:
-            """Add ``size`` values to the document's; refuse it past ``MAX_VALUES``."""
+            """Add ``size`` values to the document's count; refuse the document past ``MAX_VALUES``."""
             self.expanded += size
             if self.expanded > MAX_VALUES:
                 raise TooLarge(f"expands to more than {MAX_VALUES} values (aliases counted in full)")
@@ -91,7 +97,12 @@ def _check_unique_keys(loader, node) -> None:
 
 
 def yaml_value(text: str):
-    """A recipe's YAML text as data; a ``yaml.YAMLError`` for bad YAML or text past a recipe's size (``TooLarge``)."""
+    """Parse a recipe's YAML text into plain data.
+
+    Raises:
+        yaml.YAMLError: if the text is not valid YAML, gives a key twice, or is past a recipe's size (then the
+            loader's ``TooLarge``, a subclass).
+    """
     import yaml
 
     loader = _recipe_loader()
@@ -104,6 +115,7 @@ def yaml_value(text: str):
 
 
 def _load_yaml(path: Path) -> dict:
+    """Read a recipe file as a mapping (``{}`` when empty); ``DlcvError`` for anything else."""
     import yaml
 
     if not path.is_file():
@@ -128,7 +140,20 @@ def _load_yaml(path: Path) -> dict:
 
 
 def merge(defaults: dict, override: dict, source: str, path: tuple[str, ...] = ()) -> dict:
-    """``defaults`` updated by ``override``, refusing keys the defaults do not have."""
+    """Return ``defaults`` updated by ``override``, section by section, refusing keys the defaults do not have.
+
+    Under a free-form section (``model.args``) any key is taken; an ``override`` naming another model starts its
+    arguments afresh.
+
+    Args:
+        defaults: the mapping merged into; it is not changed.
+        override: the keys to set.
+        source: where ``override`` comes from (a file, ``--set``), named in errors.
+        path: the keys above these mappings.
+
+    Raises:
+        DlcvError: if a key is unknown, a section is given a value, or a key that takes a value is given sub-keys.
+    """
     out = copy.deepcopy(defaults)
     if (*path, "args") in FREE_FORM and override.get("name", out.get("name")) != out.get("name"):
         out["args"] = {}  # another model: the arguments of the one it replaces do not apply
@@ -155,7 +180,14 @@ def merge(defaults: dict, override: dict, source: str, path: tuple[str, ...] = (
 
 
 def parse_overrides(items: Iterable[str]) -> dict:
-    """``["optim.lr=0.05", "train.epochs=3"]`` -> nested dict, values parsed as YAML scalars."""
+    """Turn ``--set`` items such as ``optim.lr=0.05`` into a nested mapping, each value parsed as YAML.
+
+    A value that is not valid YAML is kept as text.
+
+    Raises:
+        DlcvError: if an item has no ``=``, a value is too large for a recipe, or a key lies below one that an
+            earlier item set to a value.
+    """
     import yaml
 
     out: dict[str, Any] = {}
@@ -182,9 +214,23 @@ def parse_overrides(items: Iterable[str]) -> dict:
 
 def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: Iterable[str] = (),
                 base: dict | None = None, resumed: bool = False) -> Recipe:
-    """The recipe of type ``kind``: its defaults (or ``base``, a mapping), then the file, then ``--set``; ``name``
-    defaults to the file's. Values and model arguments are checked (nothing is built), an error naming the key and
-    its source. ``resumed``: for ``--resume``, where the saved recipe decides whether epochs may be asked of a budget.
+    """Load the recipe of type ``kind``: its defaults (or ``base``), then the file, then the ``--set`` overrides.
+
+    Values and model arguments are checked (nothing is built); an error names the key and where its value came from.
+
+    Args:
+        kind: the recipe type, e.g. ``ClassifyRecipe``.
+        path: a recipe YAML file, whose stem is the recipe's ``name`` unless it sets one; None: no file.
+        overrides: ``--set`` items, ``KEY=VALUE``.
+        base: a mapping to start from instead of ``kind``'s defaults.
+        resumed: for ``--resume``, where the saved recipe decides whether epochs may be asked of a budget.
+
+    Returns:
+        the checked recipe.
+
+    Raises:
+        DlcvError: if the file is not a readable recipe, a key is unknown, a value breaks its rule, ``--set
+            train.epochs`` meets a time budget (unless ``resumed``), or the model refuses its arguments.
     """
     recipe = copy.deepcopy(base) if base is not None else kind().model_dump()
     from_file: dict = {}
@@ -221,7 +267,16 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
 
 
 def validated(kind: type[Recipe], recipe: dict, source_of=lambda key: "the recipe") -> Recipe:
-    """``recipe`` (a mapping) as a ``kind``; a broken rule is one line naming key, rule and ``source_of(key)``."""
+    """Check the mapping ``recipe`` as a ``kind`` and return it typed.
+
+    Args:
+        kind: the recipe type.
+        recipe: the mapping.
+        source_of: ``source_of(key)`` says where a key's value came from, for the error.
+
+    Raises:
+        DlcvError: on the first broken rule, in one line naming the key, its rule and its source.
+    """
     try:
         return kind.model_validate(recipe)
     except ValidationError as exc:
@@ -241,7 +296,7 @@ MISSING = object()  # what ``lookup`` gives for a key the tree does not set
 
 
 def lookup(tree, key: str):
-    """The value of the dotted ``key`` in the nested ``tree`` (a mapping or a typed recipe), or ``MISSING``."""
+    """Return the value of the dotted ``key`` in the nested ``tree`` (a mapping or a typed recipe), or ``MISSING``."""
     node = tree
     for part in key.split("."):
         if isinstance(node, dict) and part in node:
@@ -254,7 +309,7 @@ def lookup(tree, key: str):
 
 
 def dump_recipe(recipe) -> str:
-    """A recipe (typed, or a mapping) as YAML text."""
+    """Return a recipe (typed, or a mapping) as YAML text, its keys in order."""
     import yaml
 
     data = recipe.model_dump() if hasattr(recipe, "model_dump") else recipe

@@ -1,5 +1,7 @@
 """``dlcv demo``: the whole homework at small scale on synthesised default data, everything in one folder.
-It trains with small recipes, predicts, evaluates and builds the report (``OUTPUT/report/index.html``)."""
+
+It trains with small recipes, predicts, evaluates and builds the report (``OUTPUT/report/index.html``).
+"""
 
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ SSL_DEMO_FINETUNE = {
 
 
 def _write_recipe(folder: Path, recipe: dict) -> Path:
+    """Write ``recipe`` as ``folder/NAME.yaml``, NAME being its ``name``; return the file's path."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{recipe['name']}.yaml"
     with atomic_write(path) as handle:
@@ -82,7 +85,21 @@ def _write_recipe(folder: Path, recipe: dict) -> Path:
 def ssl_table(recipes: Path, data: Path, runs: Path, name: str = "ssl_table_demo", settings: str = "ABCDE",
               byol: dict = SSL_DEMO_BYOL, supervised: dict = SSL_DEMO_SUPERVISED,
               finetune: dict = SSL_DEMO_FINETUNE) -> Path:
-    """The A-E table on the synthetic self-supervised data, from the demo's recipes (or variants) in ``recipes``."""
+    """Run the A-E table on the synthetic self-supervised data, from the demo's recipes or variants of them.
+
+    Args:
+        recipes: the folder the table's recipes are written into.
+        data: the synthetic ``p2_data`` folder (``mini/``, ``office/``), with ``p1_data`` beside it.
+        runs: the folder of run folders.
+        name: the table's folder name.
+        settings: the settings to run, e.g. ``"ABCDE"``.
+        byol: the BYOL recipe.
+        supervised: the recipe of the supervised backbone, trained on Problem 1's images.
+        finetune: the fine-tuning recipe the settings share.
+
+    Returns:
+        the table's folder.
+    """
     from dlcv import ssl_table
 
     table = _write_recipe(recipes, {
@@ -101,13 +118,17 @@ STEPS = 10  # the demo's numbered steps, as its lines count them
 
 
 def _step(number: int, what: str) -> None:
+    """Print the demo's step line ``[number/STEPS] what``."""
     print(f"[{number}/{STEPS}] {what}", flush=True)
 
 
 def _fit_and_predict(task, recipe: dict, data: Path, images: Path, written: Path, output: Path, runs: Path,
                      steps: tuple[tuple[int, str], tuple[int, str]]) -> Path:
-    """Fit ``recipe`` with ``task`` (``classify`` or ``segment``) on ``data``, then predict ``images`` into
-    ``written`` with the run's best checkpoint; ``steps``: the two lines announcing each. Returns the run folder."""
+    """Fit ``recipe`` with ``task`` on ``data``, predict ``images`` into ``written``, and return the run folder.
+
+    ``task`` is the module ``classify`` or ``segment``; the prediction uses the run's best checkpoint, and ``steps``
+    are the two lines announcing the fit and the prediction.
+    """
     _step(*steps[0])
     run_dir = task.fit(_write_recipe(output / "recipes", recipe), data, runs_dir=runs, overwrite=True)
     _step(*steps[1])
@@ -142,7 +163,20 @@ def _problem2(output: Path, p2: Path, runs: Path) -> dict:
 
 
 def run_demo(output: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Every problem on synthetic data in ``output``; the closing lines end with the A-E table, mIoU and accuracy."""
+    """Run every problem of the homework on synthetic data in the folder ``output``.
+
+    The closing lines end with the A-E table's accuracies, the mIoU and the accuracy.
+
+    Args:
+        output: the demo's folder: new, empty, or an earlier demo's.
+        overwrite: write over an earlier demo's folder (a folder of other files never).
+
+    Returns:
+        the demo's folder.
+
+    Raises:
+        DlcvError: if another dlcv process is writing the folder, or the folder may not be written.
+    """
     with FolderLock(output, what="demo", option="--output") as lock:  # one demo writes a folder at a time
         lock.take(create=True)
         # An earlier demo's folder is written over with --overwrite; a folder of other files never.
@@ -170,7 +204,7 @@ def _run_demo(output: Path) -> Path:
 
 
 def _closing_lines(one: dict, two: dict, table_dir: Path, report: dict) -> None:
-    """Where everything is, then the figures: the A-E table, the mIoU, the accuracy."""
+    """Print where everything is, then the figures: the A-E table, the mIoU, the accuracy."""
     byol = RunFolder(table_dir / "byol").read_summary()
     print(f"  Problem 1 run:      {one['run']}")
     print(f"  predictions:        {one['predictions']}")

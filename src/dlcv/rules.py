@@ -1,5 +1,8 @@
-"""The rules a recipe's or a model's value follows, as annotated types, with ``Wants``: a good value in words (what
-``dlcv keys`` prints and an error says). Below the recipes, models and data, which take their rules from here."""
+"""The rules a recipe's or a model's value follows, as annotated types with ``Wants``: a good value in words.
+
+``Wants`` is what ``dlcv keys`` prints and an error says. This module sits below the recipes, models and data, which
+take their rules from here.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ class Wants:
 
 
 class RecipeError(ValueError):
-    """A check across keys that failed: ``key`` names the key whose source the error line gives."""
+    """A failed check across recipe keys; ``key`` is the key whose source the error line names."""
 
     def __init__(self, key: str, message: str):
         super().__init__(message)
@@ -36,13 +39,16 @@ class RecipeError(ValueError):
 
 
 def whole(low: int = 0, high: int | None = None):
-    """A whole number in ``[low, high]``."""
+    """Return the annotated type of a whole number in ``[low, high]`` (``high`` None: no upper bound)."""
     return Annotated[int, Field(ge=low, le=high),
                      Wants(f"a whole number >= {low}" + (f" and <= {high}" if high is not None else ""))]
 
 
 def number(low: float = 0.0, high: float | None = None, open_low: bool = False, open_high: bool = False):
-    """A finite number from ``low`` (excluded with ``open_low``) to ``high`` (excluded with ``open_high``)."""
+    """Return the annotated type of a finite number from ``low`` to ``high`` (None: no upper bound).
+
+    ``open_low`` and ``open_high`` exclude the bound itself.
+    """
     bounds = {"gt" if open_low else "ge": low, **({"lt" if open_high else "le": high} if high is not None else {})}
     wants = (f"a number {'>' if open_low else '>='} {low:g}" if high is None else
              f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}")
@@ -50,13 +56,13 @@ def number(low: float = 0.0, high: float | None = None, open_low: bool = False, 
 
 
 def list_of(count: int | None, item):
-    """A list of ``count`` (any number for None) values of type ``item``."""
+    """Return the annotated type of a list of ``count`` values of type ``item`` (``count`` None: any number)."""
     return Annotated[list[item], Field(min_length=count, max_length=count),
                      Wants(f"a list of {count if count is not None else 'any number of'} ({describe(item)})")]
 
 
 def checked(kind, test, wants: str):
-    """A value of ``kind`` that ``test`` accepts."""
+    """Return the annotated type of a value of ``kind`` that ``test`` accepts; ``wants`` says what it must be."""
     def check(value):
         if not test(value):
             raise ValueError(wants)
@@ -65,7 +71,7 @@ def checked(kind, test, wants: str):
 
 
 def describe(kind) -> str:
-    """What a good value of the type ``kind`` is, in words."""
+    """Say in words what a good value of the type ``kind`` is."""
     if typing.get_origin(kind) is Annotated:
         said = [m.text for m in kind.__metadata__ if isinstance(m, Wants)]
         return said[-1] if said else describe(typing.get_args(kind)[0])
@@ -82,7 +88,7 @@ def describe(kind) -> str:
 
 
 def describe_field(field) -> str:
-    """What a good value of a recipe key (a pydantic field) is, in words."""
+    """Say in words what a good value of a recipe key (a pydantic field) is."""
     said = [m.text for m in field.metadata if isinstance(m, Wants)]
     return said[-1] if said else describe(field.annotation)
 
@@ -92,8 +98,13 @@ MAX_DURATION = 366 * 24 * 3600.0  # a year: anything longer is a typing slip, an
 
 
 def parse_duration(text) -> float | None:
-    """Seconds of a duration such as ``20m``, ``1h30m``, ``90s`` or ``1.5h`` (each unit at most once, in the order
-    h, m, s; above 0 and at most a year); None if it is not one."""
+    """Parse a duration such as ``20m``, ``1h30m``, ``90s`` or ``1.5h`` into seconds.
+
+    Each unit comes at most once, in the order h, m, s.
+
+    Returns:
+        the seconds, above 0 and at most ``MAX_DURATION`` (a year); None for any other text or value.
+    """
     parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?",
                          text.strip()) if isinstance(text, str) else None
     if parts is None or not any(parts.groups()) or max(len(g or "") for g in parts.groups()) > 12:
@@ -103,7 +114,7 @@ def parse_duration(text) -> float | None:
 
 
 def format_duration(seconds: float) -> str:
-    """``1h30m``, ``20m``, ``45s``, ``2m30s``, ``-7s``: the inverse of ``parse_duration`` to the second."""
+    """Format seconds as a duration such as ``1h30m``, ``20m``, ``45s`` or ``-7s``: ``parse_duration``'s inverse."""
     seconds = round(seconds)
     hours, rest = divmod(abs(seconds), 3600)
     minutes, secs = divmod(rest, 60)
@@ -112,7 +123,7 @@ def format_duration(seconds: float) -> str:
 
 
 def is_folder_name(v) -> bool:
-    """A plain folder name: no path separator, no control character, not ``.`` or ``..``."""
+    """Whether ``v`` is a plain folder name: 1 to 255 printable characters, no path separator, not ``.`` or ``..``."""
     return (isinstance(v, str) and 0 < len(v) <= 255 and v not in (".", "..") and "/" not in v and "\\" not in v
             and v.isprintable())
 
@@ -131,7 +142,7 @@ AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")  # the batched policie
 
 
 def crop_padding_error(padding: int, what: str) -> str:
-    """The error of a random crop's reflect padding that reaches past the image (``what``: its side, said)."""
+    """Return the error of a random crop's reflect padding that reaches past the image (``what``: its side)."""
     return f"data.crop_padding {padding} must be below {what}: reflect padding cannot reach past the image"
 
 
@@ -139,8 +150,7 @@ def crop_padding_error(padding: int, what: str) -> str:
 MAX_WIDTH = 16384  # channels or units of one layer: 8x ResNet's widest (2048), 4x BYOL's heads (4096)
 Width = whole(1, MAX_WIDTH)
 MAX_PROCESSES = 1024  # devices, nodes, threads or processes per node: more than the largest machines have
-# Lightning's strategy names (lightning.pytorch.strategies.StrategyRegistry, which a test holds this to) and auto;
-# the registry itself is not read here, as importing Lightning takes seconds that a recipe check should not.
+# Lightning's strategy names (its StrategyRegistry, as a test checks) and auto: importing Lightning here is too slow.
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
               "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
               "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
@@ -152,19 +162,19 @@ FLOAT32 = 4  # bytes
 
 
 def machine_memory() -> int:
-    """Bytes of this machine's physical memory."""
+    """Return the bytes of this machine's physical memory."""
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def gpu_memory() -> int:
-    """Bytes of memory of this machine's first GPU (0 without one that torch can use)."""
+    """Return the bytes of memory of this machine's first GPU (0 without one that torch can use)."""
     import torch
 
     return torch.cuda.mem_get_info()[1] if torch.cuda.is_available() else 0
 
 
 def memory_words(size: float) -> str:
-    """``690 GB``: bytes in decimal units, to three digits."""
+    """Format a byte count in decimal units to three digits, e.g. ``690 GB``."""
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
         if size < 999.5 or unit == "PB":
             return f"{size:.3g} {unit}" if size < 999.5 else f"{size:,.0f} {unit}"
@@ -173,10 +183,17 @@ def memory_words(size: float) -> str:
 
 
 def memory_refusal(what: str, needs: int, at_most: Callable[[int], int], accelerator: str = "auto") -> str | None:
-    """None when ``needs`` bytes fit in this machine's memory, or (unless ``accelerator`` is cpu) in its GPU's; else
-    the refusal in one line: ``WHAT needs ~690 GB, this machine has 31 GB of memory; give at most AT_MOST(limit)``,
-    where ``at_most`` gives the largest value that fits in ``limit`` bytes. The GPU is asked only when the memory is
-    too small, so a recipe that fits loads without torch."""
+    """Return None when ``needs`` bytes fit in this machine's memory or its GPU's, else the refusal in one line.
+
+    The refusal reads ``WHAT needs ~690 GB, this machine has 31 GB of memory; give at most AT_MOST(limit)``. The GPU
+    is asked only when the memory is too small, so that a recipe that fits loads without torch.
+
+    Args:
+        what: the value refused, in words.
+        needs: the bytes it needs.
+        at_most: ``at_most(limit)`` gives the largest value that fits in ``limit`` bytes.
+        accelerator: the recipe's ``train.accelerator``; ``cpu``: the GPU does not count.
+    """
     host = machine_memory()
     if needs <= host:
         return None
@@ -188,13 +205,14 @@ def memory_refusal(what: str, needs: int, at_most: Callable[[int], int], acceler
 
 
 def image_batch_bytes(images: int, side: int) -> int:
-    """Bytes of one float32 batch of ``images`` RGB images of ``side`` x ``side``: the estimate behind every bound of
-    an image side or a batch size. It counts the model's input alone; the activations a network keeps for its
-    backward pass are many times that (at least its first layer's channels per input value), so the estimate is a
-    generous floor: a value refused cannot run on the machine, and every shipped recipe needs a few hundred MB."""
+    """Return the bytes of one float32 batch of ``images`` RGB images of ``side`` x ``side`` pixels.
+
+    It is the estimate behind every bound of an image side or a batch size. It counts the model's input alone, a
+    generous floor: the activations kept for the backward pass are many times that, so a refused value cannot run.
+    """
     return images * 3 * side * side * FLOAT32
 
 
 def largest_side(images: int, limit: int) -> int:
-    """The largest side whose float32 batch of ``images`` RGB images fits in ``limit`` bytes."""
+    """Return the largest side whose float32 batch of ``images`` RGB images fits in ``limit`` bytes."""
     return math.isqrt(limit // (images * 3 * FLOAT32))

@@ -10,7 +10,7 @@ from dlcv.recipes import TTA_MODES
 
 
 def add(commands) -> None:
-    """``dlcv classify`` (Problem 1) and ``dlcv embed`` (its representations)."""
+    """Add ``dlcv classify`` (Problem 1) and ``dlcv embed`` (its learned representations) to ``commands``."""
     classify = options.group(commands, "classify", "Problem 1: image classification")
     options.fit_command(classify, fit, "train a classifier from a recipe", "configs/p1/model_a.yaml",
                         "folder holding train_50/ and val_50/ (p1_data)")
@@ -74,6 +74,7 @@ def evaluate(args) -> None:
 
 
 def embed_plot(args) -> None:
+    """``dlcv embed plot``: check ``--perplexity`` and ``--k``, draw the panels and print each snapshot's scores."""
     from dlcv.viz.snapshots import plot_snapshots
 
     if not (math.isfinite(args.perplexity) and args.perplexity > 0):

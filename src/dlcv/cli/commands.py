@@ -10,6 +10,7 @@ from dlcv.recipes import RECIPES, describe_keys, keys_markdown
 
 
 def synth(args) -> None:
+    """``dlcv data synth``: check the sizes of every set asked for, then write the sets."""
     from dlcv.data.synth import check_p1_sizes, check_p2_sizes, synth_p1, synth_p2, synth_ssl
 
     problems = [p.strip() for p in args.problems.split(",") if p.strip()]
@@ -56,6 +57,7 @@ def models(args) -> None:
 
 
 def keys(args) -> None:
+    """``dlcv keys``: print every key of a task's recipe, or Markdown tables of them."""
     if args.markdown:
         print(keys_markdown([args.task] if args.task else None), end="")
         return
@@ -68,6 +70,7 @@ def keys(args) -> None:
 
 
 def report(args) -> None:
+    """``dlcv report``: write the answers template, or build the report and say where it is."""
     from dlcv.report import build_report
     from dlcv.report.answers import questions, read_answers, template
     from dlcv.report.pdf import HOW_TO_GET
@@ -104,6 +107,7 @@ def report(args) -> None:
 
 
 def handin(args) -> None:
+    """``dlcv handin``: gather the year's scripts and checkpoints, and list the files written."""
     from dlcv.handin import COURSE_TORCH, handin
 
     given = _pairs(args.checkpoint, "--checkpoint", "p1=runs/p1_model_b/best.ckpt")
@@ -123,7 +127,7 @@ def handin(args) -> None:
 
 
 def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
-    """``NAME=VALUE`` options as a mapping; one line for a malformed one."""
+    """Return ``NAME=VALUE`` options as a mapping; ``DlcvError`` for a malformed one, with ``example``."""
     pairs = {}
     for item in items:
         name, sep, value = item.partition("=")

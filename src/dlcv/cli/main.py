@@ -16,20 +16,30 @@ STOPPED = "stopped by {name} before the command ended; what it had not finished 
 
 
 def stop_on_signal(signum, frame) -> None:
-    """SIGTERM ends a command as Ctrl-C does (its writes undone by their ``finally``), with exit status 143."""
+    """End the command on SIGTERM as Ctrl-C does, raising ``Stopped`` (exit status 143).
+
+    Its writes are undone by their ``finally`` blocks.
+    """
     raise Stopped(STOPPED.format(name=signal.Signals(signum).name), signum)
 
 
 def quiet_thread_write_errors(hook_args) -> None:
-    """``threading.excepthook``: a writer thread's full disk (TensorBoard's) without its traceback, as its writer hands
-    the error to the main thread, which says it in one line; any other thread's exception as Python prints it."""
+    """Print a thread's exception as Python does, except a write error (a full disk, say), left unprinted.
+
+    Installed as ``threading.excepthook``: a writer thread (TensorBoard's) hands that error to the main thread, which
+    says it in one line.
+    """
     if isinstance(hook_args.exc_value, OSError) and hook_args.exc_value.errno in WRITE_ERRORS:
         return
     threading.__excepthook__(hook_args)
 
 
 def check_arguments(args) -> None:
-    """Refuse, before any command runs, an argument (a path: --data, --runs, --output...) that is not UTF-8."""
+    """Refuse, before any command runs, an argument (a path: --data, --runs, --output...) that is not UTF-8.
+
+    Raises:
+        DlcvError: naming the first such argument.
+    """
     for value in vars(args).values():
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str):
@@ -37,13 +47,25 @@ def check_arguments(args) -> None:
 
 
 def say_error(text: str) -> None:
-    """``dlcv: error: TEXT`` on stderr, a character its encoding lacks (a name's undecodable byte) escaped."""
+    """Print ``dlcv: error: TEXT`` on stderr, escaping a character its encoding lacks (a name's undecodable byte)."""
     encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
     print(f"dlcv: error: {text}".encode(encoding, "backslashreplace").decode(encoding), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one ``dlcv`` command; a ``DlcvError`` is one line on stderr and exit status 2."""
+    """Run one ``dlcv`` command and return its exit status.
+
+    Args:
+        argv: the arguments after ``dlcv``; None: ``sys.argv[1:]``.
+
+    Returns:
+        0 on success (or when the reader of the output left); 2 after a ``DlcvError`` or an ``OSError``, said in
+        one line on stderr; 1 when another process of a multi-process run stopped; 128 plus the signal's number
+        when SIGTERM or SIGINT stopped it.
+
+    Raises:
+        SystemExit: from argparse, for ``--help`` (status 0) or arguments it refuses (status 2).
+    """
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()  # only it may set a signal's handler
     previous = signal.signal(signal.SIGTERM, stop_on_signal) if main_thread else None

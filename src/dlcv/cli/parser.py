@@ -12,7 +12,7 @@ from dlcv.recipes import RECIPES
 
 
 def _top_commands(commands) -> None:
-    """The whole-homework commands: demo, report, handin, launch."""
+    """Add the whole-homework commands: demo, report, handin, launch."""
     demo = command(commands, "demo", run.demo,
                    "synthesise the default data, train, predict and evaluate at small scale")
     demo.add_argument("--output", default="demo", help="folder for the data, runs and results (default: demo)")
@@ -65,7 +65,7 @@ def _top_commands(commands) -> None:
 
 
 def _data_commands(commands) -> None:
-    """``dlcv data``: synthetic data and the transfer split."""
+    """Add ``dlcv data``: synthetic data and the transfer split."""
     data = group(commands, "data", "data sets")
     synth = command(data, "synth", run.synth, "write the embedded default data in the course's formats")
     synth.add_argument("--output", required=True, help="folder to write p1_data/ and p2_data/ into")
@@ -90,7 +90,7 @@ def _data_commands(commands) -> None:
 
 
 def _rest_commands(commands) -> None:
-    """``dlcv export``, ``dlcv models`` and ``dlcv keys``."""
+    """Add ``dlcv export``, ``dlcv models`` and ``dlcv keys``."""
     export = command(commands, "export", run.export, "a checkpoint's model as plain torch code or ONNX, checked "
                      "against the checkpoint")
     export.add_argument("checkpoint", help="a classification or segmentation checkpoint (best.ckpt)")
@@ -110,7 +110,7 @@ def _rest_commands(commands) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dlcv`` argument parser: every command, its options and the function that runs it."""
+    """Return the ``dlcv`` argument parser: every command, its options and the function that runs it."""
     parser = argparse.ArgumentParser(prog="dlcv", description="The computer-vision work of DLCV HW1, end to end.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _top_commands(commands)

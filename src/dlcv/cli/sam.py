@@ -8,7 +8,7 @@ from dlcv.rules import SAM_TYPES
 
 
 def add(commands) -> None:
-    """``dlcv sam``: Segment Anything."""
+    """Add ``dlcv sam`` (Segment Anything on the satellite images) to ``commands``."""
     sam = options.group(commands, "sam", "Segment Anything on the satellite images")
     sam_masks = options.command(sam, "masks", masks,
                                 "SAM's automatic masks: COCO RLE JSON and an overlay per image, a figure")
@@ -34,6 +34,7 @@ def add(commands) -> None:
 
 
 def masks(args) -> None:
+    """``dlcv sam masks``: check ``--only``, run SAM's automatic masks and say what was written."""
     from dlcv.sam import masks
 
     only = () if args.only is None else tuple(i.strip() for i in args.only.split(","))

@@ -9,7 +9,7 @@ from dlcv.recipes import SEG_TTA_MODES
 
 
 def add(commands) -> None:
-    """``dlcv segment``: Problem 2."""
+    """Add ``dlcv segment`` (Problem 2) to ``commands``."""
     segment = options.group(commands, "segment", "Problem 2: semantic segmentation of satellite images")
     options.fit_command(segment, fit, "train a segmentation model from a recipe", "configs/seg/cpu.yaml",
                         "folder holding train/ and validation/ (p2_data)")

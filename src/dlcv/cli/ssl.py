@@ -7,7 +7,7 @@ from dlcv.recipes import TTA_MODES
 
 
 def add(commands) -> None:
-    """``dlcv ssl``: BYOL and the settings A-E."""
+    """Add ``dlcv ssl`` (BYOL and the settings A-E) to ``commands``."""
     ssl = options.group(commands, "ssl", "self-supervised pre-training (BYOL) and the transfer settings A-E")
 
     ssl_pretrain = options.command(ssl, "pretrain", pretrain,

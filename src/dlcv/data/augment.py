@@ -15,7 +15,10 @@ import torch.nn.functional as F
 
 @functools.lru_cache(maxsize=64)
 def device_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``torch.tensor(values)`` cached per device and dtype (per batch it is a host-to-device copy); never write it."""
+    """Return ``torch.tensor(values)`` on ``device`` in ``dtype``, made once per device and dtype; never write to it.
+
+    Cached because made per batch it would be a host-to-device copy every time.
+    """
     return torch.tensor(values, dtype=dtype, device=device)
 
 
@@ -27,7 +30,18 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 def crop_flip(images: torch.Tensor, padding: int, flip: bool,
               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random crop (reflect-padded by ``padding``) and random mirror of uint8 (N, H, W, C) images, as one gather."""
+    """Randomly crop and mirror each image of a batch, as one gather of its pixels.
+
+    Args:
+        images: (N, H, W, C) images, uint8 in training.
+        padding: the image is reflect-padded by this many pixels and cropped back to H x W at a random shift;
+            0: no crop.
+        flip: mirror each image left-right with probability 0.5.
+        generator: the random generator; None: torch's global one.
+
+    Returns:
+        the (N, H, W, C) batch, of the same dtype.
+    """
     n, h, w, _ = images.shape
     device = images.device
     rows = torch.arange(h, device=device).expand(n, h)
@@ -45,8 +59,18 @@ def crop_flip(images: torch.Tensor, padding: int, flip: bool,
 
 
 def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Zero a random ``size`` x ``size`` square (maybe over the border) of each image of normalised (N, C, H, W) ``x``;
-    zero is the data mean (DeVries & Taylor)."""
+    """Zero a random ``size`` x ``size`` square of each image, as Cutout does (DeVries & Taylor, 2017).
+
+    The square's centre is uniform over the image, so the square may reach past the border; zero is the data mean.
+
+    Args:
+        x: (N, C, H, W) normalised float images.
+        size: side of the square in pixels; 0 or less returns ``x`` unchanged.
+        generator: the random generator; None: torch's global one.
+
+    Returns:
+        a new (N, C, H, W) tensor (``x`` itself when ``size`` <= 0).
+    """
     if size <= 0:
         return x
     n, _, h, w = x.shape
@@ -59,7 +83,16 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
 
 
 def scale_shift(mean: Sequence[float], std: Sequence[float], device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per channel float32 ``(scale, shift)`` taking uint8 to ``(x / 255 - mean) / std``; cached, never write them."""
+    """Return per-channel float32 ``(scale, shift)`` such that ``x * scale + shift == (x / 255 - mean) / std``.
+
+    Args:
+        mean: per-channel mean of pixel values in [0, 1].
+        std: per-channel standard deviation of pixel values in [0, 1].
+        device: where the tensors live.
+
+    Returns:
+        two (C,) float32 tensors, cached (``device_constant``): never write to them.
+    """
     device = torch.device(device)
     scale = device_constant(tuple(1.0 / (255.0 * s) for s in std), device, torch.float32)
     shift = device_constant(tuple(-m / s for m, s in zip(mean, std)), device, torch.float32)
@@ -67,8 +100,19 @@ def scale_shift(mean: Sequence[float], std: Sequence[float], device="cpu") -> tu
 
 
 def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) in channels-last memory, normalised as rows of ``W * 3``
-    values against one repeated (scale, shift) row: broadcasting a 3-vector innermost is slow on a CPU."""
+    """Convert uint8 (N, H, W, 3) images to normalised float32 (N, 3, H, W) in channels-last memory.
+
+    Each row of ``W * 3`` values is normalised against one repeated (scale, shift) row: broadcasting a 3-vector
+    innermost is slow on a CPU.
+
+    Args:
+        images: (N, H, W, 3) uint8 images.
+        mean: per-channel mean of pixel values in [0, 1].
+        std: per-channel standard deviation of pixel values in [0, 1].
+
+    Returns:
+        (N, 3, H, W) float32, a permuted view of NHWC memory.
+    """
     x = images.contiguous().float()
     w = x.shape[2]
     scale, shift = (v.repeat(w) for v in scale_shift(mean, std, x.device))
@@ -78,14 +122,14 @@ def to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
 
 
 def planes_to_float(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Planar uint8 (N, C, H, W) -> normalised float (N, C, H, W), the same values as ``to_float``."""
+    """Convert planar uint8 (N, C, H, W) images to normalised float32 (N, C, H, W), as ``to_float`` does."""
     x = images.float()
     scale, shift = (v.view(1, -1, 1, 1) for v in scale_shift(mean, std, x.device))
     return x.mul_(scale).add_(shift)
 
 
 def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Bilinear resize of (N, C, H, W) to ``size`` x ``size`` (the model's input); None keeps it."""
+    """Resize (N, C, H, W) images bilinearly to ``size`` x ``size``; None or the same size returns ``x`` as is."""
     if size is None or tuple(x.shape[-2:]) == (size, size):
         return x
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -93,23 +137,41 @@ def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def uses_policy(cfg, planned_epochs: float | None) -> bool:
-    """Whether training uses ``auto_augment``: planned epochs unknown (None) or at least ``auto_augment_min_epochs``."""
+    """Whether training applies ``data.auto_augment`` under the run's current plan.
+
+    Args:
+        cfg: the recipe's ``data`` section.
+        planned_epochs: the epochs the run plans; None (no plan yet) counts as enough.
+
+    Returns:
+        True when a policy is set and ``planned_epochs`` is None or at least ``data.auto_augment_min_epochs``.
+    """
     return cfg.auto_augment != "none" and (planned_epochs is None or planned_epochs >= cfg.auto_augment_min_epochs)
 
 
 def model_input(images: torch.Tensor, mean, std, size: int | None = None) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float (N, 3, size, size), without augmentation."""
+    """Convert uint8 (N, H, W, 3) images to normalised float32 (N, 3, size, size), unaugmented (None: H x W)."""
     return resize(to_float(images, mean, std), size)
 
 
 def resize_float(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Anti-aliased bilinear resize of a (B, C, H, W) batch (float; uint8 on a CPU) to ``size`` x ``size``."""
+    """Resize a (B, C, H, W) batch to ``size`` x ``size``, bilinear and anti-aliased (float, or uint8 on a CPU)."""
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def segment_input(images: torch.Tensor, cfg) -> torch.Tensor:
-    """uint8 (B, H, W, 3) whole tiles -> normalised float at the evaluation size (anti-aliased resize): resized as uint8
-    on a CPU, like the training crops; elsewhere as float, since CUDA has no anti-aliased resize of uint8."""
+    """Convert whole uint8 tiles to the model's normalised float input at ``data.eval_size``.
+
+    The anti-aliased resize runs on uint8 on a CPU, like the training crops, and on float elsewhere: CUDA has no
+    anti-aliased resize of uint8.
+
+    Args:
+        images: (B, H, W, 3) uint8 tiles.
+        cfg: the recipe's ``data`` section (``eval_size``, ``mean``, ``std``).
+
+    Returns:
+        (B, 3, S, S) float32 with S = ``data.eval_size``.
+    """
     size = cfg.eval_size
     if size and tuple(images.shape[1:3]) != (size, size):
         if images.device.type != "cpu":
@@ -119,7 +181,20 @@ def segment_input(images: torch.Tensor, cfg) -> torch.Tensor:
 
 
 def prepare_batch(images: torch.Tensor, cfg, train: bool = False, planned_epochs: float | None = None) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> the model's input as ``data`` says, augmented when ``train`` (policy: ``uses_policy``)."""
+    """Turn a uint8 batch into the model's input, augmented as the recipe's ``data`` section says when training.
+
+    Training runs crop and flip, the ``auto_augment`` policy (when ``uses_policy``), normalisation, cutout and the
+    resize; evaluation only normalisation and the resize.
+
+    Args:
+        images: (N, H, W, 3) uint8 images.
+        cfg: the recipe's ``data`` section.
+        train: augment the batch.
+        planned_epochs: the epochs the run plans, for ``uses_policy``; None: no plan yet.
+
+    Returns:
+        (N, 3, S, S) normalised float32, S = ``data.input_size`` (else the images' own side).
+    """
     if not train:
         return model_input(images, cfg.mean, cfg.std, cfg.input_size)
     images = crop_flip(images, padding=cfg.crop_padding, flip=cfg.flip)

@@ -1,6 +1,8 @@
-"""Batches straight from in-memory uint8 tensors, and the classification data module.
+"""Batches indexed straight out of in-memory uint8 tensors, and the classification data module.
+
 No ``DataLoader`` workers: images are decoded once, so a batch is one index into a tensor; normalisation and
-augmentation run batched on the training device (``on_after_batch_transfer``)."""
+augmentation run batched on the training device (``on_after_batch_transfer``).
+"""
 
 from __future__ import annotations
 
@@ -27,14 +29,28 @@ class TensorBatches:
     """An iterable of ``(images, labels)`` batches over in-memory tensors.
 
     The shuffle is a function of ``(seed, epoch)``, so a resumed run sees the same order. Each of ``world_size``
-    processes takes every ``world_size``-th sample; ``pad`` (training) first wraps the order round to a multiple of
-    ``world_size`` so every process runs the same steps (else one would wait for gradients for ever). Evaluation is
-    not padded, so no sample counts twice.
+    processes takes every ``world_size``-th sample. Training pads the order so that every process runs the same
+    steps (else one would wait for gradients for ever); evaluation does not, so no sample counts twice.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1, epoch_fn=None,
                  pad: bool = False):
+        """Initialise the batches.
+
+        Args:
+            images: (N, ...) tensor indexed along its first dimension, e.g. (N, H, W, 3) uint8 images.
+            labels: (N, ...) labels or class maps, indexed alike.
+            batch_size: samples per batch.
+            shuffle: a new order every epoch, drawn from ``(seed, epoch)``; False: the samples' order.
+            drop_last: leave out a last batch smaller than ``batch_size``.
+            seed: seeds the shuffle.
+            rank: this process's index, 0 to ``world_size`` - 1.
+            world_size: processes sharing the samples.
+            epoch_fn: returns the current epoch at the start of each pass (e.g. the trainer's); None: passes
+                are counted here.
+            pad: wrap the order round to a multiple of ``world_size`` (training).
+        """
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.pad = seed, rank, world_size, pad
@@ -61,8 +77,10 @@ class TensorBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _next_epoch(self) -> int:
-        """The epoch of the pass that starts now; counted at the start of a pass, as code after the last ``yield``
-        never runs when a trainer knows the length."""
+        """Return the epoch of the pass that starts now, and count the pass.
+
+        Counted at the start: code after the last ``yield`` never runs when a trainer knows the length.
+        """
         if self.epoch_fn is not None:
             self.epoch = int(self.epoch_fn())
         epoch = self.epoch
@@ -82,7 +100,7 @@ BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d,
 
 
 def learned_batch_norm(model: torch.nn.Module) -> str | None:
-    """The name of a batch-norm layer of ``model`` that trains (a frozen one's parameters learn nothing), else None."""
+    """Return the name of a batch-norm layer of ``model`` whose parameters train (or that has none), else None."""
     for name, module in model.named_modules():
         weights = list(module.parameters(recurse=False))
         if isinstance(module, BATCH_NORMS) and (not weights or any(w.requires_grad for w in weights)):
@@ -91,17 +109,17 @@ def learned_batch_norm(model: torch.nn.Module) -> str | None:
 
 
 def padded_shard(n: int, world_size: int) -> int:
-    """Samples of each process's training shard: ``n`` wrapped round to a multiple of ``world_size``, split."""
+    """Return the samples of each process's training shard: ``n`` padded to a multiple of ``world_size``, split."""
     return -(-n // world_size)
 
 
 @dataclass(frozen=True)
 class Split:
-    """An in-memory set: uint8 images ``x`` (N, H, W, 3), labels or class maps ``y``, names and source folder."""
+    """An in-memory image set: the images, their labels or class maps, their names and their folder."""
 
-    x: torch.Tensor
-    y: torch.Tensor
-    names: list[str]
+    x: torch.Tensor  # (N, H, W, 3) uint8
+    y: torch.Tensor  # (N,) int64 labels, or (N, H, W) uint8 class maps
+    names: list[str]  # file names, or the ids of satellite pairs
     folder: Path
 
     def __len__(self) -> int:
@@ -112,14 +130,31 @@ class Split:
 
 
 def load_labelled(images: LabelledImages, folder: Path, cfg) -> Split:
-    """The images (resized to ``data.image_size`` when set) and their labels as a ``Split``."""
+    """Decode labelled images into a ``Split`` in memory, resized to ``data.image_size`` when it is set.
+
+    Args:
+        images: the image files and their labels.
+        folder: the folder the ``Split`` names.
+        cfg: the recipe's ``data`` section (``image_size``, ``cache``).
+
+    Raises:
+        DlcvError: if an image cannot be decoded, the sizes differ, or the images do not fit in memory.
+    """
     array = load_resized_stack(images.files, cfg.image_size, use_cache=cfg.cache)
     # One copy out of the memory map into RAM: batches then index plain memory.
     return Split(torch.from_numpy(np.array(array, copy=True)), torch.from_numpy(images.labels), images.names, folder)
 
 
 def validation_folder(root: Path, cfg) -> Path | None:
-    """``root/data.validation`` when it is a folder, else None; ``DlcvError`` when there is no holdout either."""
+    """Return the validation folder ``root/data.validation`` when it is a folder, else None.
+
+    Args:
+        root: the data folder (``--data``).
+        cfg: the recipe's ``data`` section.
+
+    Raises:
+        DlcvError: if there is no validation folder and ``data.holdout`` is 0.
+    """
     folder = root / cfg.validation if cfg.validation else None
     if folder is not None and folder.is_dir():
         return folder
@@ -130,10 +165,19 @@ def validation_folder(root: Path, cfg) -> Path | None:
 
 
 class InMemoryData(L.LightningDataModule):
-    """The base of dlcv's data modules: everything is decoded once (``prepare``) into uint8 tensors, indexed into
-    batches and converted on the training device in the model's dtype."""
+    """Base of dlcv's data modules: data decoded once into uint8 tensors and batched by indexing.
+
+    ``prepare`` decodes; each batch is converted on the training device, in the model's dtype (``convert_batch``).
+    """
 
     def __init__(self, cfg, seed: int, plan: Plan | None = None):
+        """Initialise the data module.
+
+        Args:
+            cfg: the recipe's ``data`` section.
+            seed: seeds the holdout draw and the shuffles.
+            plan: the run's plan (its planned epochs); None: an empty ``Plan``.
+        """
         super().__init__()
         self.cfg, self.seed = cfg, seed
         self.plan = plan if plan is not None else Plan()  # the run's, for the epochs it plans
@@ -142,8 +186,18 @@ class InMemoryData(L.LightningDataModule):
         self.final: Split | None = None  # scored once, at the end, when a holdout share of train validated
 
     def split(self, whole: Split, validation: Split | None, holdout: float, draw) -> None:
-        """Set ``train``, ``val`` and ``final``: with ``holdout`` > 0, ``draw(holdout)`` gives (kept, held) indices of
-        ``whole``, the held share validates and ``validation`` is the final set; else ``validation`` validates."""
+        """Set ``train``, ``val`` and ``final`` from the training set and the validation set.
+
+        Args:
+            whole: the whole training set.
+            validation: the validation folder's set, or None.
+            holdout: share of ``whole`` held out to validate, ``validation`` then being the final set, scored once
+                at the end; 0: ``validation`` validates and there is no final set.
+            draw: ``draw(holdout)`` returns the (kept, held) indices of ``whole``.
+
+        Raises:
+            DlcvError: if the holdout leaves no training images.
+        """
         if holdout > 0:
             keep, held = draw(holdout)
             if len(keep) == 0:
@@ -161,28 +215,28 @@ class InMemoryData(L.LightningDataModule):
         self.prepare()
 
     def describe(self) -> str:
-        """What the run trains on, for its first line."""
+        """Describe what the run trains on, for the run's first printed line."""
         raise NotImplementedError
 
     def resolved(self) -> dict:
-        """What the data decides of the run (its class count), recorded in ``resolved.json``."""
+        """Return what the data decides of the run (e.g. its class count), recorded in ``resolved.json``."""
         return {}
 
     def first_inputs(self, count: int) -> torch.Tensor:
-        """The first ``count`` training images as the model takes them, unaugmented: the same in every process."""
+        """Return the first ``count`` training images as the model takes them, unaugmented (alike in every process)."""
         return prepare_batch(self.train.x[:count], self.cfg)
 
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The set the chosen checkpoint is scored on once, after fit (None: none)."""
+        """Return ``(images, labels)`` of the final set, scored once after fit; None when there is none."""
         return None if self.final is None else (self.final.x, self.final.y)
 
     def counts(self) -> tuple[int, int, int]:
-        """Images (or pairs) of training, of validation and of the final set (0: none)."""
+        """Return the number of training, validation and final images (or pairs); 0 for a set that is absent."""
         tensors = self.test_tensors()
         return len(self.train), len(self.val), 0 if tensors is None else len(tensors[1])
 
     def steps_per_epoch(self, world_size: int) -> int:
-        """Training steps an epoch takes in each of ``world_size`` processes (``train_batches``' length)."""
+        """Return the training steps of one epoch in each of ``world_size`` processes (at least 1)."""
         return max(1, padded_shard(self.counts()[0], world_size) // self.cfg.batch_size)
 
     def rank_world(self) -> tuple[int, int]:
@@ -194,8 +248,18 @@ class InMemoryData(L.LightningDataModule):
         return self.train.folder
 
     def check_batch_norm(self, images: int, world: int) -> None:
-        """``DlcvError`` when the model learns batch norm and a training batch of this process would be one image
-        (``images`` over ``world`` processes): batch statistics of one sample are undefined or meaningless."""
+        """Refuse training batches of one image when the model learns batch norm.
+
+        Batch statistics of one sample are undefined or meaningless.
+
+        Args:
+            images: training images in all.
+            world: processes sharing them.
+
+        Raises:
+            DlcvError: if the model learns batch norm and ``data.batch_size`` is 1 or each process's shard is one
+                image.
+        """
         model = getattr(self.trainer, "lightning_module", None)
         layer = None if model is None else learned_batch_norm(model)
         if layer is None:
@@ -209,8 +273,17 @@ class InMemoryData(L.LightningDataModule):
                             f"which the model's batch norm ({layer}) cannot train on; give more training images")
 
     def train_batches(self, images: torch.Tensor, labels: torch.Tensor, kind=TensorBatches, **extra) -> TensorBatches:
-        """Shuffled training batches of this process's shard (equal step counts on every process); a batch of one
-        image is refused where the model learns batch norm (``check_batch_norm``)."""
+        """Return shuffled training batches of this process's shard, the same number of steps on every process.
+
+        Args:
+            images: (N, ...) training images.
+            labels: (N, ...) their labels or class maps.
+            kind: the batches' class, ``TensorBatches`` or a subclass.
+            **extra: further arguments of ``kind``.
+
+        Raises:
+            DlcvError: if a batch would be one image and the model learns batch norm (``check_batch_norm``).
+        """
         rank, world = self.rank_world()
         self.check_batch_norm(len(labels), world)
         batch, trainer = self.cfg.batch_size, self.trainer
@@ -219,7 +292,10 @@ class InMemoryData(L.LightningDataModule):
                     epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
 
     def eval_batches(self, images: torch.Tensor, labels: torch.Tensor) -> TensorBatches:
-        """Batches of this process's share of an evaluation set, in order (disjoint: the tasks gather the metrics)."""
+        """Return this process's share of an evaluation set in order, in batches of ``data.eval_batch_size``.
+
+        The shares are disjoint: the tasks gather the metrics over processes.
+        """
         rank, world = self.rank_world()
         return TensorBatches(images, labels, self.cfg.eval_batch_size, rank=rank, world_size=world)
 
@@ -233,26 +309,34 @@ class InMemoryData(L.LightningDataModule):
         return self.eval_batches(*tensors)
 
     def convert_batch(self, images: torch.Tensor, labels: torch.Tensor, training: bool) -> tuple:
-        """A uint8 batch on the training device -> what the model takes (augmented when ``training``)."""
+        """Convert a uint8 batch on the training device into what the model takes, augmented when ``training``."""
         raise NotImplementedError
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """``convert_batch``, in the precision's dtype: Lightning converts before this hook, while batches are uint8,
-        so a ``bf16-true`` or ``16-true`` model would otherwise get float32 and fail."""
+        """Convert the batch (``convert_batch``) and cast it to the precision's dtype.
+
+        Lightning casts before this hook, while batches are still uint8: without this, a ``bf16-true`` or ``16-true``
+        model would get float32 and fail.
+        """
         trainer = self.trainer
         out = self.convert_batch(*batch, training=trainer is not None and trainer.training)
         return out if trainer is None else trainer.precision_plugin.convert_input(out)
 
 
 class FolderData(InMemoryData):
-    """Data of a labelled folder ``root`` (its train folder, split or paired with its validation folder), decoded once
-    by ``read`` after the checks every such module makes."""
+    """Base of the data modules of a labelled folder: its train folder, split or paired with its validation folder."""
 
     def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
+        """Initialise the data module of the data folder ``root`` (``--data``); the rest as ``InMemoryData``."""
         super().__init__(cfg, seed, plan)
         self.root = Path(root)
 
     def prepare(self) -> None:
+        """Check that ``root`` is a folder and ``read`` it, once.
+
+        Raises:
+            DlcvError: if ``root`` is not a folder, or its data cannot be used.
+        """
         if self.train is not None:
             return
         if not self.root.is_dir():
@@ -265,9 +349,10 @@ class FolderData(InMemoryData):
 
 
 class ClassificationData(FolderData):
-    """Problem 1's data for training: ``root/train`` split or paired with ``root/validation``.
+    """Problem 1's classification data: ``root/data.train``, split or paired with ``root/data.validation``.
 
-    With ``holdout > 0`` a stratified share of train selects checkpoints and the validation folder is scored at the end.
+    With ``data.holdout`` > 0 a stratified share of train selects checkpoints and the validation folder is scored at
+    the end.
     """
 
     def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
@@ -308,8 +393,15 @@ class ClassificationData(FolderData):
         self._policy_on = on
 
     def embedding_sets(self, train_subset: int = 0) -> dict[str, tuple]:
-        """Image sets for embedding snapshots: the final (else validation) set, and with ``train_subset`` a fixed,
-        class-balanced sample of that many training images."""
+        """Return the image sets whose second-last-layer features the embedding snapshots keep.
+
+        Args:
+            train_subset: also a fixed, class-balanced sample of about this many training images; 0: none.
+
+        Returns:
+            ``{prefix: (uint8 images, numpy labels, names)}``: prefix ``""`` for the final set (else the validation
+            set), ``TRAINING_SUBSET`` for the training sample.
+        """
         shown = self.final if self.final is not None else self.val
         sets = {"": (shown.x, shown.y.numpy(), shown.names)}
         if train_subset > 0:
@@ -330,7 +422,7 @@ class ClassificationData(FolderData):
                 f"{self.num_classes} classes")
 
     def test_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The validation folder when a holdout share selected checkpoints, else the validation set."""
+        """Return the set scored after fit: the validation folder's when there is one, else the holdout share."""
         shown = self.final if self.final is not None else self.val
         return shown.x, shown.y
 

@@ -1,7 +1,8 @@
-"""Feature files: the second-last layer's outputs of a set of images, with labels and file names.
+"""Feature files: the second-last layer's outputs for a set of images, with their labels and file names.
 
-An ``.npz`` of ``features`` (N x D, float16: ample for plots and neighbour statistics), ``labels`` (N) and optionally
-``filenames`` (N) and ``epoch``; a run keeps one per snapshot epoch as ``runs/NAME/embeddings/epoch_NNN.npz``.
+A feature file is an ``.npz`` of ``features`` (N, D) float16 (ample for plots and neighbour statistics), ``labels``
+(N,) and optionally ``filenames`` (N,) and ``epoch``; a run keeps one per snapshot epoch as
+``runs/NAME/embeddings/epoch_NNN.npz``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ _SNAPSHOT_NAME = re.compile(rf"^({TRAINING_SUBSET})?epoch_([0-9]+)\.npz$")
 
 @dataclass
 class FeatureSet:
-    """One feature file: (N, D) features, their labels, optional file names and the epoch they were taken at."""
+    """One feature file's contents: features, labels, optional file names and the epoch they were taken at."""
 
-    features: np.ndarray  # (N, D) float
-    labels: np.ndarray  # (N,) int
+    features: np.ndarray  # (N, D) float32 once loaded
+    labels: np.ndarray  # (N,) int64 once loaded
     filenames: list[str] | None = None
     epoch: int | None = None
-    source: str = ""
+    source: str = ""  # the file it was read from
 
     def title(self) -> str:
         return f"epoch {self.epoch}" if self.epoch is not None else Path(self.source).stem
@@ -39,7 +40,15 @@ class FeatureSet:
 
 def save_features(path: str | os.PathLike, features: np.ndarray, labels: np.ndarray,
                   filenames: list[str] | None = None, epoch: int | None = None) -> None:
-    """Write a feature file atomically (features as float16)."""
+    """Write a feature file atomically.
+
+    Args:
+        path: the ``.npz`` file to write.
+        features: (N, D) features, stored as float16.
+        labels: (N,) class labels, stored as int32.
+        filenames: the N images' file names, or None.
+        epoch: the epoch the features were taken at, or None.
+    """
     arrays = {"features": np.asarray(features, dtype=np.float16), "labels": np.asarray(labels, dtype=np.int32)}
     if filenames is not None:
         arrays["filenames"] = np.asarray(filenames, dtype=str)
@@ -50,7 +59,18 @@ def save_features(path: str | os.PathLike, features: np.ndarray, labels: np.ndar
 
 
 def load_features(path: str | os.PathLike) -> FeatureSet:
-    """Read and check a feature file; a clear error names what is wrong with it."""
+    """Read and check a feature file.
+
+    Args:
+        path: an ``.npz`` feature file.
+
+    Returns:
+        the file's ``FeatureSet``, features as float32 (N, D) and labels as int64 (N,).
+
+    Raises:
+        DlcvError: if the file is missing or unreadable, lacks ``features`` or ``labels``, or holds an array of the
+            wrong shape, type or range (N >= 3 points and D >= 2 dimensions are needed).
+    """
     path = Path(path)
     if not path.is_file():
         raise DlcvError(f"{path}: no such feature file")
@@ -87,7 +107,7 @@ LARGEST_FEATURE = 1e15
 
 
 def _checked_features(path: Path, features: np.ndarray) -> np.ndarray:
-    """``features`` as float32 (N, D), refused unless real, finite numbers within ``LARGEST_FEATURE``."""
+    """Return ``features`` as float32 (N, D); ``DlcvError`` unless real, finite and within ``LARGEST_FEATURE``."""
     if features.dtype.kind not in "iuf":  # records, objects, complex numbers, text, booleans
         raise DlcvError(f"{path}: 'features' must be an array of real numbers, got {features.dtype}")
     if features.ndim != 2 or len(features) < 3 or features.shape[1] < 2:
@@ -113,12 +133,23 @@ def _check_labels(path: Path, labels: np.ndarray, points: int) -> None:
 
 
 def snapshot_path(run_dir: str | os.PathLike, epoch: int, prefix: str = "") -> Path:
-    """``run_dir/embeddings/[prefix]epoch_NNN.npz``; prefix "" or ``TRAINING_SUBSET``."""
+    """Return a snapshot's path ``run_dir/embeddings/[prefix]epoch_NNN.npz`` (prefix "" or ``TRAINING_SUBSET``)."""
     return Path(run_dir) / SNAPSHOT_DIR / f"{prefix}epoch_{epoch:03d}.npz"
 
 
 def load_run_snapshots(run_dir: str | os.PathLike, training_subset: bool = False) -> list[FeatureSet]:
-    """Every snapshot of a run (of its validation images, or of its training subset), in epoch order."""
+    """Load every snapshot of a run, in epoch order.
+
+    Args:
+        run_dir: the run folder.
+        training_subset: the snapshots of its training subset instead of those of its validation images.
+
+    Returns:
+        one ``FeatureSet`` per snapshot, its ``epoch`` from the file name where the file has none.
+
+    Raises:
+        DlcvError: if the run kept no such snapshots, or one of them is not a valid feature file.
+    """
     folder = Path(run_dir) / SNAPSHOT_DIR
     prefix = TRAINING_SUBSET if training_subset else None
     found = sorted((int(m.group(2)), p) for p in folder.glob("*epoch_*.npz")

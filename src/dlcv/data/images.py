@@ -1,5 +1,8 @@
-"""Image folders decoded once into a uint8 array, cached as a memory-mapped ``.npy`` file keyed by a fingerprint of
-the files (paths, sizes, modification times): a changed folder gets a new file and the stale one is removed."""
+"""Image folders decoded once into a uint8 array, cached as a memory-mapped ``.npy`` file.
+
+The cache file is named by a fingerprint of the files (paths, sizes, modification times): a changed folder gets a new
+file and the stale one is removed.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +20,26 @@ from dlcv.runtime import available_memory, usable_cpus
 
 
 def default_cache_dir() -> Path:
-    """``$DLCV_CACHE`` if set, else ``~/.cache/dlcv``."""
+    """Return the cache folder: ``$DLCV_CACHE`` if set, else ``~/.cache/dlcv``."""
     env = os.environ.get("DLCV_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "dlcv"
 
 
 def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool = True) -> np.ndarray:
-    """``load_image_stack`` of ``files``, each resized to ``side`` x ``side`` first (bicubic, antialiased:
-    for folders of mixed sizes such as Office-Home's; None: as they are, all of one size)."""
+    """Decode ``files`` into one uint8 array, each first resized to ``side`` x ``side`` (``load_image_stack``).
+
+    Args:
+        files: the image files.
+        side: the square side in pixels, resized bicubic (for folders of mixed sizes such as Office-Home's); None:
+            the images as they are, all of one size.
+        use_cache: read and write the memory-mapped cache.
+
+    Returns:
+        (N, side, side, 3) uint8 ((N, H, W, 3) for None), a read-only memory map when cached.
+
+    Raises:
+        DlcvError: if an image cannot be decoded, the unresized images differ in size, or they do not fit in memory.
+    """
     if side is None:
         return load_image_stack(files, use_cache=use_cache)
     return load_image_stack(files, use_cache=use_cache, decode=lambda path, size=None: decode_resized(path, side),
@@ -33,7 +48,7 @@ def load_resized_stack(files: Sequence[Path], side: int | None, use_cache: bool 
 
 
 def check_memory(files: Sequence[Path], shape: tuple, what: str) -> None:
-    """Refuse to decode ``files`` as uint8 arrays of ``shape`` when they would not fit in the memory free now."""
+    """Refuse to decode ``files`` as uint8 arrays of ``shape`` (``what`` names them) beyond the memory free now."""
     needed, free = len(files) * int(np.prod(shape, dtype=np.int64)), available_memory()
     if free is not None and needed > free:
         raise DlcvError(f"{files[0].parent}: {len(files)} decoded {what} need {needed / 2**30:.1f} GiB, more than the "
@@ -50,9 +65,22 @@ def fingerprint(files: Sequence[Path]) -> str:
 
 
 def decode_images(files: Sequence[Path], decode=decode_image, expected: tuple | None = None) -> np.ndarray:
-    """Decode ``files`` (all of one size) into one (N, H, W, 3) uint8 array; ``decode(path, size=None)`` decodes
-    one file (a mask decoder gives (H, W) class indices); ``expected``: (each array's shape, it in words) when known
-    before the first is decoded (a resize), so that memory is checked before any."""
+    """Decode ``files``, all of one size, into one uint8 array, on a few threads.
+
+    Args:
+        files: the image (or mask) files.
+        decode: ``decode(path, size=None)`` decodes one file, raising ``SizeMismatch`` when it is not of ``size``
+            (height, width); a mask decoder gives (H, W) class indices.
+        expected: ``(each array's shape, the arrays in words)`` when known before the first is decoded (a resize),
+            so that memory is checked before any; None: checked after the first.
+
+    Returns:
+        (N, H, W, 3) uint8, or (N, H, W) from a mask decoder.
+
+    Raises:
+        DlcvError: if a file cannot be decoded, one differs in size (the odd one is named), or the arrays would not
+            fit in the memory free.
+    """
     if expected is not None:
         check_memory(files, *expected)
     first = decode(files[0])
@@ -75,8 +103,22 @@ def decode_images(files: Sequence[Path], decode=decode_image, expected: tuple | 
 
 def load_image_stack(files: Sequence[Path], use_cache: bool = True, decode=decode_image, tag: str = "images",
                      expected: tuple | None = None) -> np.ndarray:
-    """``decode_images`` of ``files``; with ``use_cache``, a read-only memory map of a cache file named by the files'
-    fingerprint and ``tag`` (the kind of decoding, a mask decoder's policy say: kinds never share a file)."""
+    """Decode ``files`` into one uint8 array (``decode_images``), through the cache when ``use_cache``.
+
+    Args:
+        files: the image (or mask) files, all in one folder.
+        use_cache: return a read-only memory map of a cache file named by the folder, ``tag`` and the files'
+            fingerprint, written on first use.
+        decode: decodes one file, as ``decode_images`` takes it.
+        tag: the kind of decoding (e.g. a resize, or a mask decoder's policy): kinds never share a cache file.
+        expected: as ``decode_images`` takes it.
+
+    Returns:
+        (N, H, W, 3) uint8 (or (N, H, W) from a mask decoder).
+
+    Raises:
+        DlcvError: if ``files`` is empty, or ``decode_images`` refuses them.
+    """
     files = list(files)
     if not files:
         raise DlcvError("no images to load")

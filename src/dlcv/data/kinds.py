@@ -18,7 +18,7 @@ KINDS = {  # what each command wants, in words
 
 
 def folder_kind(folder: Path) -> str | None:
-    """The key of ``KINDS`` that ``folder`` looks like; None for none of them (or no folder)."""
+    """Return the key of ``KINDS`` that ``folder`` looks like; None for none of them (or no such folder)."""
     if not folder.is_dir():
         return None
     if (folder / "train_50").is_dir() or (folder / "val_50").is_dir():
@@ -40,7 +40,15 @@ def _holds_tiles(folder: Path) -> bool:
 
 
 def check_kind(folder: Path, wanted: str) -> None:
-    """Refuse in one line a ``folder`` that looks like another course folder than the ``wanted`` kind, naming both."""
+    """Refuse a ``folder`` that looks like another of the course's folders than the ``wanted`` kind.
+
+    Args:
+        folder: the folder a command was given.
+        wanted: the key of ``KINDS`` the command wants.
+
+    Raises:
+        DlcvError: if ``folder`` looks like another kind; the line names both.
+    """
     kind = folder_kind(folder)
     if kind is not None and kind != wanted:
         raise DlcvError(f"{folder}: looks like {KINDS[kind]}; this command wants {KINDS[wanted]}")

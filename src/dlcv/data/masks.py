@@ -1,4 +1,4 @@
-"""Land-cover masks: RGB PNG <-> class index, exactly as the course's evaluation script reads them.
+"""Land-cover masks: RGB PNG to class index and back, exactly as the course's evaluation script reads them.
 
 Each channel is thresholded at 128 into a code ``4*R + 2*G + B``, seven of whose eight values are classes. Red (4),
 which the course's script leaves undefined, ``MaskCodec`` counts as Unknown (class 6, in no score's average) under
@@ -30,7 +30,7 @@ _UNMAPPED = 255  # code-table entry of a colour in no class
 
 
 def colour_codes(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) uint8 code ``4*R + 2*G + B`` of the channels thresholded at 128."""
+    """Return the (H, W) uint8 code ``4*R + 2*G + B`` of (H, W, 3) uint8 RGB, each channel thresholded at 128."""
     return ((rgb[..., 0] >> 7) << 2) | ((rgb[..., 1] >> 7) << 1) | (rgb[..., 2] >> 7)
 
 
@@ -39,14 +39,17 @@ CODE_TO_CLASS[colour_codes(CLASS_COLOURS)] = np.arange(NUM_CLASSES)
 
 
 def unmapped_error(source, count: int) -> DlcvError:
-    """The error of the ``error`` policy for ``count`` pixels of a colour in no class."""
+    """Return the ``error`` policy's error for ``count`` pixels of a colour in no class in ``source``."""
     return DlcvError(f"{source}: {count} pixel(s) of a colour in no class (red, (255, 0, 0)); "
                      "use the 'unknown' policy to count them as Unknown")
 
 
 @dataclass(frozen=True)
 class MaskCodec:
-    """RGB mask <-> class index (uint8, 0..6). ``unmapped``: what red pixels become."""
+    """Converts RGB masks to uint8 class indices 0-6 and back; ``unmapped`` says what red pixels become.
+
+    ``unmapped`` is ``"unknown"`` (counted as Unknown) or ``"error"`` (refused); any other value raises ``DlcvError``.
+    """
 
     unmapped: str = "unknown"
 
@@ -55,7 +58,15 @@ class MaskCodec:
             raise DlcvError(f"unmapped colours: {self.unmapped!r} is not one of {', '.join(UNMAPPED_POLICIES)}")
 
     def decode(self, rgb: np.ndarray, source: str | os.PathLike = "mask") -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (H, W) uint8 class index."""
+        """Convert an (H, W, 3) uint8 RGB mask to (H, W) uint8 class indices.
+
+        Args:
+            rgb: (H, W, 3 or more) uint8 mask; channels beyond three are ignored.
+            source: the mask's file, named in errors.
+
+        Raises:
+            DlcvError: if ``rgb`` is not an RGB array, or holds red pixels under the ``error`` policy.
+        """
         if rgb.ndim != 3 or rgb.shape[2] < 3:
             raise DlcvError(f"{source}: a mask must be an RGB image, got an array of shape {rgb.shape}")
         classes = CODE_TO_CLASS[colour_codes(rgb)]
@@ -67,7 +78,11 @@ class MaskCodec:
 
     @staticmethod
     def encode(classes: np.ndarray) -> np.ndarray:
-        """(H, W) class index -> (H, W, 3) uint8 RGB in the table's exact colours."""
+        """Convert (H, W) class indices to an (H, W, 3) uint8 RGB mask in ``CLASS_COLOURS``.
+
+        Raises:
+            DlcvError: if an index lies outside 0-6.
+        """
         classes = np.asarray(classes)
         if classes.size and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
             raise DlcvError(f"class indices must lie in 0..{NUM_CLASSES - 1}")
@@ -75,7 +90,17 @@ class MaskCodec:
 
 
 def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode one mask PNG to class indices; errors name the file."""
+    """Decode one mask PNG to (H, W) uint8 class indices.
+
+    Args:
+        path: the mask file.
+        codec: the ``MaskCodec`` that maps its colours.
+        size: the (height, width) it must have; None: any.
+
+    Raises:
+        SizeMismatch: if the mask is not of ``size``.
+        DlcvError: if it cannot be read, is not RGB, or ``codec`` refuses its colours.
+    """
     rgb = decode_image(path, rgb_only=True)
     if size is not None and rgb.shape[:2] != size:
         raise SizeMismatch(f"{path}: mask is {rgb.shape[1]}x{rgb.shape[0]}, expected {size[1]}x{size[0]}")
@@ -83,7 +108,7 @@ def read_mask(path: Path, codec: MaskCodec, size: tuple[int, int] | None = None)
 
 
 def write_png(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 image array as a PNG, atomically: a reader never sees half a file."""
+    """Write a uint8 image array as a PNG, atomically, so that a reader never sees half a file."""
     from PIL import Image
 
     with atomic_path(path) as tmp:
@@ -91,7 +116,7 @@ def write_png(path: Path, array: np.ndarray) -> None:
 
 
 def write_mask(path: Path, classes: np.ndarray) -> None:
-    """Write class indices as an RGB PNG (atomically)."""
+    """Write (H, W) class indices as an RGB mask PNG, atomically."""
     write_png(path, MaskCodec.encode(classes))
 
 
@@ -100,7 +125,15 @@ MASK_NAME = re.compile(r"^(.+)_mask\.png$", re.IGNORECASE)
 
 
 def mask_files(folder: Path, role: str) -> dict[str, Path]:
-    """The ``NNNN_mask.png`` files of a folder by name, one an id (``unique_ids``); ``role`` names it in errors."""
+    """Return the ``NNNN_mask.png`` files of a folder by file name, one per id (``unique_ids``).
+
+    Args:
+        folder: the folder of masks.
+        role: what the folder is (``"predictions"``, ``"labels"``), named in errors.
+
+    Raises:
+        DlcvError: if the folder is missing, holds no masks, or holds two files of one id.
+    """
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder ({role})")
     found = {p.name: p for p in unique_ids(folder, MASK_NAME).values()}
@@ -110,7 +143,11 @@ def mask_files(folder: Path, role: str) -> dict[str, Path]:
 
 
 def pair_masks(predictions: Path, labels: Path) -> list[tuple[str, Path, Path]]:
-    """(name, prediction, ground truth) by file name; an error names every missing or extra file."""
+    """Pair predicted and ground-truth masks by file name, as ``(name, prediction, ground truth)`` in name order.
+
+    Raises:
+        DlcvError: if either folder is unusable, or a mask has no partner (the error lists them).
+    """
     pred, gt = mask_files(predictions, "predictions"), mask_files(labels, "labels")
     problem = mismatch_message(f"{predictions} against {labels}", [
         ("ground-truth mask(s) have no prediction", sorted(set(gt) - set(pred))),

@@ -33,7 +33,16 @@ class OfficeRows:
 
 
 def read_office_csv(csv_path: str | os.PathLike, folder: str | os.PathLike) -> OfficeRows:
-    """Read ``id,filename,label`` (label may be empty), checking that every file is inside ``folder``."""
+    """Read an Office-Home CSV of ``id,filename,label`` rows (the label may be empty).
+
+    Args:
+        csv_path: the CSV file.
+        folder: the folder of its images; every file must exist inside it.
+
+    Raises:
+        DlcvError: if the CSV is missing, malformed or empty, names a file outside ``folder`` or not in it, or holds
+            a label that is not a class number.
+    """
     rows, files = office_rows(csv_path, folder)
     labels = [parse_label(row["label"], f"{csv_path}:{line}") if row.get("label") else None
               for line, row in enumerate(rows, start=2)]
@@ -48,9 +57,23 @@ def write_office_csv(path: str | os.PathLike, rows: Iterable[tuple]) -> None:
 
 def monitor_sets(folder: str | os.PathLike, side: int | None, max_bank: int, seed: int,
                  use_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kNN monitor's uint8 images and (N, 2) ``[label, is_query]`` rows: a class-balanced bank (at most
-    ``max_bank``) and the queries. ``folder``: Office-Home (``train/`` the bank, ``val/`` the queries, with CSVs) or a
-    p1-style folder (``train_50/``, ``val_50/``, the class starting each file name), e.g. transfer's ``supervised/``."""
+    """Load the kNN monitor's images: a class-balanced bank of labelled images, then the queries.
+
+    Args:
+        folder: Office-Home (``train/`` the bank, ``val/`` the queries, with ``train.csv``, ``val.csv``) or a
+            p1-style folder (``train_50/``, ``val_50/``, the class starting each file name), e.g. the transfer
+            split's ``supervised/``.
+        side: resize every image to ``side`` x ``side`` pixels; None: as they are, all of one size.
+        max_bank: the most bank images, drawn class-balanced.
+        seed: seeds that draw.
+        use_cache: read and write the decoded-image cache.
+
+    Returns:
+        ``(images, rows)``: (N, H, W, 3) uint8 images, bank first, and (N, 2) int64 ``[label, is_query]`` rows.
+
+    Raises:
+        DlcvError: if ``folder`` has neither layout, or its images or labels cannot be read.
+    """
     folder = Path(folder)
     if (folder / "train.csv").is_file():
         bank, queries = [read_image_folder(folder / name, folder / f"{name}.csv") for name in ("train", "val")]

@@ -20,7 +20,11 @@ MAX_CLASSES = 100_000
 
 
 def label_from_filename(path: str | os.PathLike) -> int:
-    """The class number before the first ``_`` of a file name such as ``12_345.png``."""
+    """Return the class number before the first ``_`` of a file name such as ``12_345.png``.
+
+    Raises:
+        DlcvError: if the name has no class prefix of ASCII digits, or the class is not below ``MAX_CLASSES``.
+    """
     name = Path(path).name
     match = _CLASS_PREFIX.match(name)
     if match is None:
@@ -33,7 +37,11 @@ def label_from_filename(path: str | os.PathLike) -> int:
 
 
 def parse_label(value: str, where: str) -> int:
-    """A class label from text: ASCII digits, a whole number in 0..MAX_CLASSES-1, else one line naming ``where``."""
+    """Parse a class label from text: ASCII digits making a whole number from 0 to ``MAX_CLASSES`` - 1.
+
+    Raises:
+        DlcvError: naming ``where`` (a file and line), if ``value`` is not such a number.
+    """
     shown = repr(value) if len(value) <= 24 else repr(value[:20]) + f" ({len(value)} characters)"
     if len(value) > len(str(MAX_CLASSES)) + 2:  # int() of thousands of digits is slow, then refused anyway
         raise DlcvError(f"{where}: label {shown} is out of range (classes are 0...{MAX_CLASSES - 1})")
@@ -46,8 +54,14 @@ def parse_label(value: str, where: str) -> int:
 
 
 def check_class_count(labels: np.ndarray, where: str | os.PathLike) -> int:
-    """The class count ``labels`` imply (highest + 1), refused above twice the number of different labels (a stray
-    ``99999_0.png`` among 50 classes would make a 100,000-class model); ``data.num_classes`` states such a count."""
+    """Return the class count ``labels`` imply: the highest label + 1.
+
+    A count above twice the number of different labels (and above 10) is refused: a stray ``99999_0.png`` among 50
+    classes would make a 100,000-class model. ``data.num_classes`` states such a count when it is meant.
+
+    Raises:
+        DlcvError: naming ``where``, if the count is refused.
+    """
     count = int(labels.max()) + 1
     distinct = len(np.unique(labels))
     if count > max(2 * distinct, 10):
@@ -61,7 +75,7 @@ class LabelledImages:
     """Image files with their class labels."""
 
     files: list[Path]
-    labels: np.ndarray
+    labels: np.ndarray  # (N,) int64
 
     @property
     def names(self) -> list[str]:
@@ -72,8 +86,17 @@ class LabelledImages:
 
 
 def read_image_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike | None = None) -> LabelledImages:
-    """The images of ``folder`` (sorted by name), labelled by ``labels_csv``'s ``filename,label`` rows (which decide the
-    images; each must exist inside ``folder``) or else by the class each file name must start with."""
+    """List the labelled images of a folder, sorted by file name.
+
+    Args:
+        folder: the image folder.
+        labels_csv: a CSV of ``filename,label`` rows, which decide the images (each must exist inside ``folder``);
+            None: every image of ``folder``, labelled by the class its file name starts with.
+
+    Raises:
+        DlcvError: if the folder or CSV is missing, malformed or empty, a row names a missing, repeated or outside file,
+            or a label is not a class number.
+    """
     folder = Path(folder)
     if labels_csv is None:
         files = list_images(folder)
@@ -98,7 +121,18 @@ def read_image_folder(folder: str | os.PathLike, labels_csv: str | os.PathLike |
 
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (train, holdout) keeping ``fraction`` of every class aside, seeded."""
+    """Split sample indices into sorted ``(train, holdout)`` arrays, holding out ``fraction`` of every class.
+
+    Each class of two samples or more gives at least one to the holdout; a class of one sample stays in train.
+
+    Args:
+        labels: (N,) class labels.
+        fraction: the share of each class held out, strictly between 0 and 1.
+        seed: seeds the draw.
+
+    Raises:
+        DlcvError: if ``fraction`` is not strictly between 0 and 1.
+    """
     if not 0.0 < fraction < 1.0:
         raise DlcvError(f"holdout fraction must be between 0 and 1, got {fraction}")
     rng = np.random.default_rng(seed)

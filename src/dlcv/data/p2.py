@@ -17,7 +17,7 @@ from dlcv.files import SAT_NAME, unique_ids
 
 @dataclass(frozen=True)
 class SatelliteSet:
-    """Image files in id order, with their mask files when the set is labelled."""
+    """Satellite image files in id order, with their mask files when the set is labelled."""
 
     ids: list[str]
     images: list[Path]
@@ -27,13 +27,18 @@ class SatelliteSet:
         return len(self.ids)
 
     def subset(self, indices) -> SatelliteSet:
-        """The pairs at ``indices`` (e.g. a holdout drawn by ``random_holdout``), in that order."""
+        """Return the pairs at ``indices`` (e.g. a holdout drawn by ``random_holdout``), in that order."""
         return SatelliteSet([self.ids[i] for i in indices], [self.images[i] for i in indices],
                             None if self.masks is None else [self.masks[i] for i in indices])
 
 
 def find_images(folder: str | os.PathLike) -> SatelliteSet:
-    """The ``*_sat.jpg`` images of a folder (no masks needed), sorted by id."""
+    """List the ``NNNN_sat.jpg`` images of a folder by id; masks are not needed.
+
+    Raises:
+        DlcvError: if the folder is missing, holds no satellite images (or looks like another course folder), or
+            holds two images of one id.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder")
@@ -46,7 +51,12 @@ def find_images(folder: str | os.PathLike) -> SatelliteSet:
 
 
 def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
-    """Image/mask pairs of a folder, matched by id; an error names any image without a mask and the reverse."""
+    """List the image and mask pairs of a folder, matched by id.
+
+    Raises:
+        DlcvError: if the folder is missing or holds no pairs, or an image lacks its mask or the reverse (the error
+            names them).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DlcvError(f"{folder}: no such folder")
@@ -63,7 +73,11 @@ def find_pairs(folder: str | os.PathLike) -> SatelliteSet:
 
 
 def random_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``range(count)`` into sorted (train, holdout) indices, a seeded random ``fraction`` held out."""
+    """Split ``range(count)`` into sorted ``(train, holdout)`` indices, a seeded random ``fraction`` held out.
+
+    Raises:
+        DlcvError: if the holdout would leave no training pairs.
+    """
     order = np.random.default_rng(seed).permutation(count)
     held = max(1, round(fraction * count))
     if held >= count:
@@ -72,7 +86,19 @@ def random_holdout(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
 
 
 def load_pairs(pairs: SatelliteSet, codec: MaskCodec, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """A labelled set's uint8 images (N, H, W, 3) and class masks (N, H, W), of one size; memory-mapped once decoded."""
+    """Decode a labelled set's images and masks, through the cache when ``use_cache``.
+
+    Args:
+        pairs: the labelled set.
+        codec: maps the masks' colours to classes.
+        use_cache: return read-only memory maps of the decoded-image cache.
+
+    Returns:
+        ``(images, masks)``: (N, H, W, 3) uint8 images and (N, H, W) uint8 class indices.
+
+    Raises:
+        DlcvError: if a file cannot be decoded, the sizes differ, or the masks' size is not the images'.
+    """
     images = load_image_stack(pairs.images, use_cache=use_cache)
     masks = load_image_stack(pairs.masks, use_cache=use_cache, tag=f"masks-{codec.unmapped}",
                              decode=lambda path, size=None: read_mask(path, codec, size))

@@ -29,7 +29,19 @@ from dlcv.runtime import usable_cpus
 
 def crop_params(batch: int, side: int, scale: tuple[float, float], flip: bool, rot90: bool,
                 generator: torch.Generator) -> list[tuple[int, int, int, bool, int]]:
-    """Per sample ``(crop side, top, left, mirror, quarter turns)`` for tiles of ``side`` pixels."""
+    """Draw each sample's crop, mirror and quarter turns for square tiles of ``side`` pixels.
+
+    Args:
+        batch: samples to draw for.
+        side: the tiles' side in pixels.
+        scale: ``(low, high)`` bounds of the crop side as a fraction of ``side``, drawn log-uniform.
+        flip: draw a mirror with probability 0.5.
+        rot90: draw 0 to 3 quarter turns.
+        generator: the random generator.
+
+    Returns:
+        one ``(crop side, top, left, mirror, quarter turns)`` per sample, sides and offsets in pixels.
+    """
     lo, hi = math.log(scale[0]), math.log(scale[1])
     fraction = torch.exp(lo + (hi - lo) * torch.rand(batch, generator=generator))
     sides = (fraction * side).round().long().clamp(1, side)
@@ -48,8 +60,21 @@ def _nearest_rows(side: int, size: int) -> np.ndarray:
 
 
 def crop_pair(image: torch.Tensor, mask: np.ndarray, params: tuple, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    """One uint8 (H, W, 3) image and (H, W) mask -> planar (3, size, size) and (size, size), moved together; the mask's
-    nearest resize, mirror and turn are one gather of the tile's rows, then columns (the same pixels, cheaper)."""
+    """Crop, resize, mirror and turn one image and its mask together.
+
+    The mask's nearest resize, mirror and turn are one gather of the tile's rows, then of its columns: the same
+    pixels as ``F.interpolate`` and ``torch.rot90`` give, for less work.
+
+    Args:
+        image: (H, W, 3) uint8 image.
+        mask: (H, W) uint8 class indices.
+        params: ``(crop side, top, left, mirror, quarter turns)`` from ``crop_params``.
+        size: the output side in pixels.
+
+    Returns:
+        the planar (3, size, size) image (anti-aliased bilinear resize, in ``image``'s dtype) and the (size, size)
+        numpy mask.
+    """
     side, top, left, mirror, turns = params
     crop = image[top : top + side, left : left + side].permute(2, 0, 1).unsqueeze(0)  # NCHW view, channels-last
     out = resize_float(crop, size)[0]
@@ -79,17 +104,16 @@ def _next_or_none(items, lock: threading.Lock):
 
 @contextlib.contextmanager
 def _crop_pool(workers: int):
-    """A thread pool whose workers run their kernels on one thread each (an OpenMP team per worker fights for cores).
+    """Yield a thread pool whose workers run torch kernels on one thread each.
 
-    ``torch.set_num_threads`` also sets the default later threads take, so once every worker has set its own the
-    default is put back: the calling (training) thread, and any thread after, keep the process's count.
+    An OpenMP team per worker would fight for the cores. ``torch.set_num_threads`` also sets the default that later
+    threads take, so it is put back once every worker has set its own: the calling thread keeps its count.
     """
     threads = torch.get_num_threads()  # the calling thread's count (and its own setting made first)
     ready = threading.Barrier(workers + 1, timeout=60)
 
     def start() -> None:
-        # A thread takes the process default at its first kernel unless it has read its count before: read
-        # it, then set it, so the default put back below does not reach the workers.
+        # Read the count before setting it: a thread that never read it takes the default put back below.
         torch.get_num_threads()
         torch.set_num_threads(1)
         ready.wait()
@@ -103,15 +127,26 @@ def _crop_pool(workers: int):
 
 
 class SegmentationBatches(TensorBatches):
-    """Training batches of augmented uint8 crops: ``(images (B, 3, S, S), masks (B, S, S))``.
+    """Training batches of augmented crops: ``(images (B, 3, S, S), masks (B, S, S))``, S = ``data.train_size``.
 
-    Samples are made on a small thread pool (PyTorch releases the GIL in its kernels). With ``normalize=(mean, std)``,
-    for training on the CPU, the workers also give normalised float32 planes and int64 masks, as ``planes_to_float``
-    and ``long()`` would: a whole batch converted on the training thread wakes an OpenMP team that then spins on the
-    cores the next crops need. Without it (an accelerator) the uint8 batch travels and is converted there.
+    Samples are made on a small thread pool (PyTorch releases the GIL in its kernels). On a CPU the workers also
+    normalise: a whole batch converted on the training thread would wake an OpenMP team that spins on the cores the
+    next crops need.
     """
 
     def __init__(self, images, masks, batch_size: int, cfg, normalize: tuple | None = None, **kwargs):
+        """Initialise the batches.
+
+        Args:
+            images: (N, H, W, 3) uint8 square tiles.
+            masks: (N, H, W) uint8 class indices.
+            batch_size: samples per batch.
+            cfg: the recipe's ``data`` section (``train_size``, ``scale``, ``flip``, ``rot90``).
+            normalize: ``(mean, std)`` for batches of normalised float32 images and int64 masks, as
+                ``planes_to_float`` and ``long()`` give them (training on the CPU); None: uint8 images and masks,
+                converted on the device.
+            **kwargs: further arguments of ``TensorBatches``.
+        """
         super().__init__(images, masks, batch_size, **kwargs)
         self.cfg = cfg
         self.workers = max(1, min(4, usable_cpus()))
@@ -136,8 +171,7 @@ class SegmentationBatches(TensorBatches):
                 todo, lock = iter(range(len(index))), threading.Lock()
 
                 def work(_, index=index, params=params, images=images, masks=slots, todo=todo, lock=lock) -> None:
-                    # Each worker takes the batch's next sample until none is left: one task per worker, not per
-                    # sample, whose hand-offs cost more.
+                    # One task per worker, taking samples until none is left: a task per sample costs more hand-offs.
                     while (j := _next_or_none(todo, lock)) is not None:
                         images[j], masks[j] = crop_pair(self.images[index[j]], labels[index[j]], params[j], size)
                         if finish:
@@ -148,8 +182,10 @@ class SegmentationBatches(TensorBatches):
 
 
 class SegmentationData(FolderData):
-    """Problem 2's data: ``root/train`` pairs, and ``root/validation`` or a holdout share of train; with ``holdout > 0``
-    the holdout selects checkpoints and the validation folder (if any) is only scored at the end."""
+    """Problem 2's data: the pairs of ``root/data.train``, validated on ``root/data.validation`` or a holdout share.
+
+    With ``data.holdout`` > 0 the holdout selects checkpoints and the validation folder (if any) is scored at the end.
+    """
 
     def __init__(self, root: str | os.PathLike, cfg, seed: int, plan=None):
         super().__init__(root, cfg, seed, plan)
@@ -169,11 +205,21 @@ class SegmentationData(FolderData):
                 f"{self.cfg.train_size}px, model input {self.cfg.eval_size}px")
 
     def progress_images(self, wanted: list, strict: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """``(ids, images, masks)`` of the validation images whose masks are kept through training: the ``wanted``
-        ids of the validation folder (even under a holdout: drawing them decides nothing), else its first three.
+        """Return the validation images whose predicted masks are kept through training.
+
+        They come from the validation folder when there is one, even under a holdout (drawing them decides nothing),
+        else from the holdout share.
+
+        Args:
+            wanted: the ids to keep; ids the set lacks are skipped unless ``strict``, and with none left the first
+                three images are taken.
+            strict: refuse an id the set lacks (ids a recipe chose, not the defaults).
+
+        Returns:
+            ``(ids, images, masks)``: the K ids, (K, H, W, 3) uint8 images and (K, H, W) uint8 class maps.
 
         Raises:
-            DlcvError: a wanted id the folder does not hold, when ``strict`` (ids a recipe chose, not the default).
+            DlcvError: if ``strict`` and the set lacks a wanted id.
         """
         source = self.final if self.final is not None else self.val
         missing = [w for w in wanted if w not in source.names]
@@ -185,7 +231,7 @@ class SegmentationData(FolderData):
         return [source.names[i] for i in picks], source.x[picks], source.y[picks]
 
     def _split(self, pairs: SatelliteSet, folder: Path) -> Split:
-        """The pairs as a ``Split`` named by id, decoded once (cache), copied into RAM so batches index plain memory."""
+        """Decode ``pairs`` into a ``Split`` named by id, copied into RAM so that batches index plain memory."""
         images, masks = load_pairs(pairs, self.codec, use_cache=self.cfg.cache)
         return Split(torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks)), pairs.ids, folder)
 

@@ -1,6 +1,9 @@
-"""BYOL's two augmented views, computed for a whole uint8 batch at once on the training device: lightly's
-``BYOLView1Transform`` / ``BYOLView2Transform`` (defaults: ``dlcv.recipes.Views``) as batched tensor operations with
-per-sample random parameters, not per PIL image; the colour jitter goes in a fixed order (torchvision's is random)."""
+"""BYOL's two augmented views, made for a whole uint8 batch at once on the training device.
+
+The views are lightly's ``BYOLView1Transform`` / ``BYOLView2Transform`` (after Grill et al., 2020; defaults:
+``dlcv.recipes.Views``) as batched tensor operations with per-sample random parameters, not per PIL image; the colour
+jitter goes in a fixed order (torchvision's is random).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +24,21 @@ def _uniform(n: int, low: float, high: float, device, generator) -> torch.Tensor
 
 
 def resized_crop_flip(x: torch.Tensor, size: int, min_scale: float, hflip: float, generator=None) -> torch.Tensor:
-    """A random resized crop (as torchvision's RandomResizedCrop draws it, clipped to the image) and a
-    random mirror of float (N, C, H, W) ``x``, resampled to ``size`` in one ``grid_sample``."""
+    """Randomly crop and mirror each image and resample it to ``size`` x ``size``, in one ``grid_sample``.
+
+    The crop is drawn as torchvision's ``RandomResizedCrop`` draws it (area share, then aspect ratio log-uniform in
+    [3/4, 4/3]), clipped to the image.
+
+    Args:
+        x: (N, C, H, W) float images.
+        size: the output side in pixels.
+        min_scale: the smallest crop area, as a share of the image's.
+        hflip: probability of a mirror.
+        generator: the random generator; None: torch's global one.
+
+    Returns:
+        (N, C, size, size) images, resampled bilinearly.
+    """
     n, device = x.shape[0], x.device
     area = _uniform(n, min_scale, 1.0, device, generator)
     ratio = _uniform(n, math.log(3 / 4), math.log(4 / 3), device, generator).exp()
@@ -56,8 +72,18 @@ def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
 
 
 def colour_jitter(x: torch.Tensor, cfg, generator=None) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue jitter on [0, 1] images, each sample with probability
-    ``jitter_prob``, then grayscale with probability ``grayscale``."""
+    """Jitter brightness, contrast, saturation and hue, then turn images grey, each at random per sample.
+
+    Args:
+        x: (N, 3, H, W) float images in [0, 1].
+        cfg: the recipe's ``views`` section (``jitter_prob``, ``brightness``, ``contrast``, ``saturation``,
+            ``hue``, ``grayscale``).
+        generator: the random generator; None: torch's global one.
+
+    Returns:
+        (N, 3, H, W) images in [0, 1], jittered with probability ``jitter_prob``, then grey with probability
+        ``grayscale``.
+    """
     n, device = x.shape[0], x.device
     on = (torch.rand(n, device=device, generator=generator) < cfg.jitter_prob).to(x.dtype)[:, None, None, None]
 
@@ -79,8 +105,19 @@ def colour_jitter(x: torch.Tensor, cfg, generator=None) -> torch.Tensor:
 
 
 def gaussian_blur(x: torch.Tensor, prob: float, sigma_range: tuple[float, float], generator=None) -> torch.Tensor:
-    """Blur each image with probability ``prob`` by a Gaussian of random sigma (pixels): one grouped
-    convolution with a kernel per sample (sigma 0 for the unblurred ones is the identity kernel)."""
+    """Blur each image, with probability ``prob``, by a Gaussian of random sigma.
+
+    One grouped convolution with a kernel per sample; an unblurred sample gets sigma 0, the identity kernel.
+
+    Args:
+        x: (N, C, H, W) float images.
+        prob: probability of a blur per sample; 0 or less returns ``x``.
+        sigma_range: ``(low, high)`` of the uniformly drawn sigma, in pixels.
+        generator: the random generator; None: torch's global one.
+
+    Returns:
+        (N, C, H, W) images, reflect-padded at the border.
+    """
     if prob <= 0:
         return x
     n, c, h, w = x.shape
@@ -100,6 +137,7 @@ def gaussian_blur(x: torch.Tensor, prob: float, sigma_range: tuple[float, float]
 
 
 def solarize(x: torch.Tensor, prob: float, generator=None) -> torch.Tensor:
+    """Invert the values at or above 0.5 of each [0, 1] image, with probability ``prob`` per image."""
     if prob <= 0:
         return x
     on = torch.rand(x.shape[0], device=x.device, generator=generator) < prob
@@ -107,7 +145,19 @@ def solarize(x: torch.Tensor, prob: float, generator=None) -> torch.Tensor:
 
 
 def byol_view(images: torch.Tensor, cfg, view: int, mean, std, generator=None) -> torch.Tensor:
-    """One BYOL view (``view`` 0 or 1) of uint8 (N, H, W, 3) images: normalised float (N, 3, S, S)."""
+    """Make one of BYOL's two views of a uint8 batch.
+
+    Args:
+        images: (N, H, W, 3) uint8 images.
+        cfg: the recipe's ``views`` section; its blur sigmas are for 224 pixels and scale with ``views.size``.
+        view: 0 or 1, the view whose blur and solarisation probabilities apply.
+        mean: per-channel mean of pixel values in [0, 1].
+        std: per-channel standard deviation of pixel values in [0, 1].
+        generator: the random generator; None: torch's global one.
+
+    Returns:
+        (N, 3, S, S) normalised float32 in channels-last memory, S = ``views.size``.
+    """
     x = images.permute(0, 3, 1, 2).float().div_(255)
     x = resized_crop_flip(x, cfg.size, cfg.min_scale, cfg.hflip, generator)
     x = colour_jitter(x, cfg, generator)
@@ -119,5 +169,5 @@ def byol_view(images: torch.Tensor, cfg, view: int, mean, std, generator=None) -
 
 
 def byol_views(images: torch.Tensor, cfg, mean, std, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two differently augmented views of the same images that BYOL compares."""
+    """Return the two differently augmented views (``byol_view`` 0 and 1) of the images, which BYOL compares."""
     return (byol_view(images, cfg, 0, mean, std, generator), byol_view(images, cfg, 1, mean, std, generator))

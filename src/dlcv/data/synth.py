@@ -1,6 +1,7 @@
 """Deterministic synthetic data in exactly the course's formats (the embedded default data).
 
-A class is a shape in its own hue (problem 1), or a texture filling the image (self-supervised: every crop keeps it)."""
+A class is a shape in its own hue (problem 1), or a texture filling the image (self-supervised: every crop keeps it).
+"""
 
 from __future__ import annotations
 
@@ -29,15 +30,20 @@ P2_BYTES_PER_PIXEL = 120  # draw_p2_pair's peak: nine float32 distance maps and 
 
 
 def is_synthetic(folder: str | os.PathLike) -> bool:
-    """Whether ``folder`` lies in a data set this module wrote (its manifest on it or up to two folders above), so
-    that no one compares its scores with the course's."""
+    """Whether ``folder`` lies in a synthetic data set of this module (its manifest on it or up to two folders above).
+
+    Runs on such data are never set beside the course's scores.
+    """
     path = Path(folder).resolve()
     return any((read_manifest(candidate) or {}).get("kind") == SYNTH_KIND for candidate in (path, *path.parents[:2]))
 
 
 def _data_target(output: str | os.PathLike, name: str, parts: tuple[str, ...], overwrite: bool) -> Path:
-    """``output/name`` once it is known that ``parts`` may be written there: none of them exists yet, or
-    ``overwrite`` and the folder is synthetic data of dlcv's (a course data folder is never replaced)."""
+    """Return ``output/name`` once ``parts`` may be written there, else raise ``DlcvError``.
+
+    They may when none of them exists yet, or with ``overwrite`` when the folder is dlcv's synthetic data (a course
+    data folder is never replaced).
+    """
     target = Path(output) / name
     existing = [p for p in parts if (target / p).exists()]
     if existing and not overwrite:
@@ -79,7 +85,14 @@ def _shape_mask(shape: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def draw_p1_image(label: int, num_classes: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """One synthetic (size, size, 3) uint8 image of class ``label``."""
+    """Draw one synthetic (size, size, 3) uint8 image of class ``label``: its shape, in its hue, on a noisy background.
+
+    Args:
+        label: the class, 0 to ``num_classes`` - 1; the shape cycles fastest, the hue over the rest.
+        num_classes: classes in the set, which the hues are spread over.
+        rng: the random generator.
+        size: the side in pixels.
+    """
     shape = SHAPES[label % len(SHAPES)]
     hue = (label // len(SHAPES)) / -(-num_classes // len(SHAPES))  # shapes cycle fastest, hues spread over the rest
     image = np.full((size, size, 3), rng.uniform(0.15, 0.85, 3), dtype=np.float32)
@@ -121,7 +134,7 @@ def _texture_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def draw_texture(label: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
-    """One (size, size, 3) uint8 image of the self-supervised problem's class ``label`` (TEXTURES[label])."""
+    """Draw one (size, size, 3) uint8 image of the self-supervised class ``label``: ``TEXTURES[label]``, tinted."""
     mask = _texture_mask(TEXTURES[label], size, rng)
     dark, light = rng.uniform(0.0, 0.35), rng.uniform(0.65, 1.0)
     tint = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0, 0.5), 1.0))
@@ -137,7 +150,12 @@ def _save(array: np.ndarray, path: Path) -> None:
 
 
 def check_p1_sizes(num_classes: int, train_per_class: int, val_per_class: int) -> None:
-    """Refuse, before anything is written, a Problem 1 data set too small to train on or too large to draw."""
+    """Refuse, before anything is written, a Problem 1 data set too small to train on or too large to draw.
+
+    Raises:
+        DlcvError: if there are fewer than 2 classes or 1 image per class and split, or more than
+            ``MAX_P1_IMAGES`` images in all.
+    """
     if num_classes < 2 or train_per_class < 1 or val_per_class < 1:
         raise DlcvError("synthetic data needs at least 2 classes and 1 image per class and split")
     if num_classes * (train_per_class + val_per_class) > MAX_P1_IMAGES:
@@ -148,8 +166,25 @@ def check_p1_sizes(num_classes: int, train_per_class: int, val_per_class: int) -
 
 def synth_p1(output: str | os.PathLike, num_classes: int = 10, train_per_class: int = 100,
              val_per_class: int = 20, seed: int = 0, overwrite: bool = False) -> Path:
-    """Write ``output/p1_data`` (train_50/, val_50/, val_gt.csv) as the course lays it out, staged so that an
-    interrupted run leaves no partial data set; a class's validation images take the indices after its training ones."""
+    """Write a synthetic Problem 1 set ``output/p1_data`` (train_50/, val_50/, val_gt.csv) in the course's layout.
+
+    The folder is staged, so an interrupted run leaves no partial data set; the images are 32x32 PNGs, and a class's
+    validation images take the indices after its training ones.
+
+    Args:
+        output: the folder to write ``p1_data`` into.
+        num_classes: classes, at least 2.
+        train_per_class: training images per class.
+        val_per_class: validation images per class.
+        seed: seeds the drawing.
+        overwrite: replace the synthetic data already there (a course data folder is never replaced).
+
+    Returns:
+        the ``p1_data`` folder.
+
+    Raises:
+        DlcvError: if ``check_p1_sizes`` refuses the sizes, or the folder holds data that may not be replaced.
+    """
     check_p1_sizes(num_classes, train_per_class, val_per_class)
     target = _data_target(output, "p1_data", P1_PARTS, overwrite)
     with staged_folder(target, overwrite=True, kind=SYNTH_KIND) as staging:
@@ -182,8 +217,19 @@ _P2_LOOK = {
 
 
 def draw_p2_pair(rng: np.random.Generator, size: int = 512, regions: int = 9) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic (size, size, 3) satellite image and its (size, size) class map: Voronoi cells with wavy
-    borders, one class each (Unknown rare), painted in each class's colour and texture with shading and noise."""
+    """Draw one synthetic satellite-like image and its class map.
+
+    The image is Voronoi cells with wavy borders, one class each (Unknown rare), painted in each class's colour and
+    texture with shading and noise.
+
+    Args:
+        rng: the random generator.
+        size: the side in pixels.
+        regions: the number of Voronoi cells.
+
+    Returns:
+        ``(image, classes)``: (size, size, 3) uint8 and (size, size) uint8 class indices.
+    """
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     wx = x + 0.03 * np.sin(2 * np.pi * (3 * y + rng.uniform()))
     wy = y + 0.03 * np.sin(2 * np.pi * (3 * x + rng.uniform()))
@@ -215,8 +261,12 @@ def draw_p2_pair(rng: np.random.Generator, size: int = 512, regions: int = 9) ->
 
 
 def check_p2_sizes(train: int, validation: int, size: int) -> None:
-    """Refuse, before anything is written, satellite pairs too few or too small, a side whose drawing exceeds the
-    machine's memory, or more pixels in all than ``MAX_P2_PIXELS``."""
+    """Refuse, before anything is written, a synthetic satellite set too small or too large to draw.
+
+    Raises:
+        DlcvError: if a split has no pair, the side is below 32 pixels, drawing one pair exceeds the machine's
+            memory, or the pixels in all exceed ``MAX_P2_PIXELS``.
+    """
     if train < 1 or validation < 1 or size < 32:
         raise DlcvError("synthetic satellite data needs at least 1 pair per split and images of at least 32 pixels")
     refusal = memory_refusal(f"--p2-size {size}: drawing one {size}x{size} pair at {P2_BYTES_PER_PIXEL} bytes a pixel",
@@ -232,7 +282,25 @@ def check_p2_sizes(train: int, validation: int, size: int) -> None:
 
 def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, size: int = 512, seed: int = 0,
              overwrite: bool = False) -> Path:
-    """Write ``output/p2_data`` (train/, validation/ of NNNN_sat.jpg + NNNN_mask.png) as the course lays it out."""
+    """Write a synthetic satellite set ``output/p2_data`` (train/, validation/) in the course's layout.
+
+    Each split holds ``NNNN_sat.jpg`` images with their ``NNNN_mask.png`` masks; the self-supervised data already in
+    ``p2_data`` is kept.
+
+    Args:
+        output: the folder to write ``p2_data`` into.
+        train: training pairs.
+        validation: validation pairs.
+        size: the images' side in pixels, at least 32.
+        seed: seeds the drawing.
+        overwrite: replace the synthetic pairs already there (a course data folder is never replaced).
+
+    Returns:
+        the ``p2_data`` folder.
+
+    Raises:
+        DlcvError: if ``check_p2_sizes`` refuses the sizes, or the folder holds data that may not be replaced.
+    """
     check_p2_sizes(train, validation, size)
     target = _data_target(output, "p2_data", P2_PARTS, overwrite)
     with staged_folder(target, overwrite=True, kind=SYNTH_KIND, keep=SSL_PARTS) as staging:
@@ -249,10 +317,29 @@ def synth_p2(output: str | os.PathLike, train: int = 24, validation: int = 8, si
 # --- The self-supervised problem: Mini-ImageNet, Office-Home and the course's supervised backbone ------------
 def synth_ssl(output: str | os.PathLike, num_classes: int = 6, mini: int = 2000, office_train_per_class: int = 12,
               office_val_per_class: int = 20, arch: str = "resnet50", seed: int = 0, overwrite: bool = False) -> Path:
-    """Write under ``output/p2_data``: ``mini/train/*.jpg`` (unlabelled, 84x84), ``office/{train,val}/`` with
-    ``train.csv`` / ``val.csv`` (``id,filename,label``; mixed sizes, as Office-Home's) and ``pretrain_model_SL.pt``
-    (a randomly initialised torchvision ``arch`` state_dict, ``fc`` of 1000 outputs); the images are
-    ``draw_texture``'s. Satellite pairs already there are kept."""
+    """Write the synthetic self-supervised data under ``output/p2_data``, keeping the satellite pairs there.
+
+    It writes ``mini/train/*.jpg`` (unlabelled, 84x84), ``office/{train,val}/`` with ``train.csv`` / ``val.csv``
+    (``id,filename,label``; sides of 48 to 96 pixels, mixed as Office-Home's) and ``pretrain_model_SL.pt`` (the
+    state_dict of a randomly initialised torchvision ``arch`` of 1000 outputs); the images are ``draw_texture``'s.
+
+    Args:
+        output: the folder to write ``p2_data`` into.
+        num_classes: texture classes, 2 to ``len(TEXTURES)``.
+        mini: unlabelled images, at least 2.
+        office_train_per_class: Office-Home training images per class.
+        office_val_per_class: Office-Home validation images per class.
+        arch: the torchvision model name of the backbone file.
+        seed: seeds the drawing and the backbone's initialisation.
+        overwrite: replace the synthetic data already there (a course data folder is never replaced).
+
+    Returns:
+        the ``p2_data`` folder.
+
+    Raises:
+        DlcvError: if a count is out of range, ``arch`` is not a torchvision model, or the folder holds data that may
+            not be replaced.
+    """
     import torch
     from torchvision import models
 

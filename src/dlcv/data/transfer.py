@@ -1,7 +1,10 @@
-"""The real-image transfer split (``dlcv data transfer-split``), p1's images in the self-supervised problem's layouts:
-classes 0-24 as ``mini/train/NNNNN.jpg`` (unlabelled, names a seeded shuffle; Mini-ImageNet's stand-in) and, labelled,
-as ``supervised/{train_50,val_50}/`` (for the backbone of settings B and D); classes 25-49, renumbered 0..24, as
-``office/{train,val}/{label}_{index}.jpg`` with ``train.csv`` / ``val.csv`` (``id,filename,label``; Office-Home's)."""
+"""The real-image transfer split (``dlcv data transfer-split``): p1's images in the self-supervised problem's layouts.
+
+Classes 0-24 become ``mini/train/NNNNN.jpg`` (train_50's, unlabelled, named in a seeded shuffle: Mini-ImageNet's
+stand-in) and, labelled, ``supervised/{train_50,val_50}/`` (for the backbone of settings B and D); classes 25-49,
+renumbered 0-24, become ``office/{train,val}/{label}_{index}.jpg`` with ``train.csv`` / ``val.csv``
+(``id,filename,label``, as Office-Home's).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ TRANSFER_CLASSES = range(25, 50)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` as ``target``, or copy it where no link can be made."""
     try:
         os.link(source, target)
     except OSError:
@@ -28,6 +32,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _write_jpeg(source: Path, target: Path) -> None:
+    """Write the image ``source`` to ``target`` as an RGB JPEG of quality 95."""
     from PIL import Image
 
     Image.fromarray(decode_image(source)).save(target, format="JPEG", quality=95)
@@ -35,7 +40,21 @@ def _write_jpeg(source: Path, target: Path) -> None:
 
 def write_transfer_split(p1: str | os.PathLike, output: str | os.PathLike, seed: int = 0,
                          overwrite: bool = False) -> dict[str, int]:
-    """Write the split into ``output`` (built beside it and renamed in); return the image counts."""
+    """Write the transfer split of a p1 data folder into ``output``, built beside it and renamed in.
+
+    Args:
+        p1: the p1_data folder, holding train_50/ and val_50/ with images of classes 0-49.
+        output: the folder to write.
+        seed: seeds the shuffle that names the unlabelled images.
+        overwrite: replace a folder that already holds files.
+
+    Returns:
+        the image counts of ``mini``, ``office_train``, ``office_val``, ``supervised_train`` and ``supervised_val``.
+
+    Raises:
+        DlcvError: if a p1 folder is missing, a class of 0-49 has no image, two images would get one name, or
+            ``output`` may not be written.
+    """
     from dlcv.data.office import write_office_csv
 
     p1, output = Path(p1), Path(output)

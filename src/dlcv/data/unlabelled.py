@@ -17,18 +17,37 @@ from dlcv.files import list_images
 
 
 class UnlabelledImages(InMemoryData):
-    """Mini-ImageNet for pre-training: every image of a folder, decoded once at ``data.image_size``; training batches
-    become BYOL's two views on the device (``views``), the optional monitor set is unaugmented validation data."""
+    """Mini-ImageNet for pre-training: every image of a folder, decoded once at ``data.image_size``.
+
+    Training batches become BYOL's two views on the device; the optional kNN monitor set is unaugmented validation
+    data.
+    """
 
     def __init__(self, folder: str | os.PathLike, cfg, views, seed: int,
                  monitor: str | os.PathLike | None = None, max_bank: int = 5000, plan=None):
+        """Initialise the data module.
+
+        Args:
+            folder: the folder of unlabelled images.
+            cfg: the recipe's ``data`` section.
+            views: the recipe's ``views`` section.
+            seed: seeds the shuffles and the monitor's bank draw.
+            monitor: a labelled folder for the kNN monitor (``office.monitor_sets``); None: no monitor.
+            max_bank: the most images in the monitor's bank.
+            plan: the run's plan; None: an empty ``Plan``.
+        """
         super().__init__(cfg, seed, plan)
         self.folder, self.views = Path(folder), views
         self.monitor, self.max_bank = monitor, max_bank
         self.images: torch.Tensor | None = None
 
     def prepare(self) -> None:
-        """Read, check and decode everything once (bad data fails here, before a run folder exists)."""
+        """Read, check and decode everything once, so that bad data fails before a run folder exists.
+
+        Raises:
+            DlcvError: if the folder is missing, an image cannot be decoded, the images differ in size (without
+                ``data.image_size``), or the monitor folder cannot be used.
+        """
         if self.images is not None:
             return
         files = list_images(self.folder)
@@ -50,7 +69,7 @@ class UnlabelledImages(InMemoryData):
         return len(self.images), 0 if self.monitor_y is None else len(self.monitor_y), 0
 
     def eval_input(self, images: torch.Tensor) -> torch.Tensor:
-        """Monitor images as the trunk takes them: no augmentation, resized to the views' side."""
+        """Convert uint8 monitor images to the trunk's input: normalised, unaugmented, resized to ``views.size``."""
         return model_input(images, self.cfg.mean, self.cfg.std, self.views.size)
 
     def train_dataloader(self) -> TensorBatches:

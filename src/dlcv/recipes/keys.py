@@ -12,7 +12,7 @@ from dlcv.rules import describe_field
 
 
 def leaves(recipe: BaseModel, prefix: str = ""):
-    """``(dotted key, value, field)`` of every key of a recipe, in order."""
+    """Yield ``(dotted key, value, field)`` for every key of a recipe, in order, sections' keys included."""
     for name, field in type(recipe).model_fields.items():
         value = getattr(recipe, name)
         if isinstance(value, BaseModel):
@@ -22,13 +22,13 @@ def leaves(recipe: BaseModel, prefix: str = ""):
 
 
 def describe_keys(kind: type[BaseModel]) -> list[tuple[str, str, str, str]]:
-    """``(dotted key, default, what a good value is, meaning)`` for every key of a recipe type, in order."""
+    """Return ``(dotted key, default, what a good value is, meaning)`` for every key of a recipe type, in order."""
     return [(name, f"{value:g}" if isinstance(value, float) else json.dumps(value), describe_field(field),
              field.description or "") for name, value, field in leaves(kind())]
 
 
 def field_at(kind: type[BaseModel], path: tuple) -> tuple[str, Any]:
-    """``(dotted key, field)`` of the deepest recipe key along ``path`` (a validation error's location)."""
+    """Return ``(dotted key, field)`` of the deepest recipe key along ``path`` (a validation error's location)."""
     names, field = [], None
     for part in path:
         if not (isinstance(kind, type) and issubclass(kind, BaseModel)) or part not in kind.model_fields:
@@ -40,8 +40,14 @@ def field_at(kind: type[BaseModel], path: tuple) -> tuple[str, Any]:
 
 
 def keys_markdown(tasks: list[str] | None = None) -> str:
-    """Every key of the recipes of ``tasks`` (default: all) as Markdown tables, one per section (the top-level
-    keys first), each key with its rule, its meaning and its default, per task where they differ."""
+    """Return every key of the tasks' recipes as Markdown tables, one per section: docs/configuration.md's tables.
+
+    The top-level keys come first; each key has its default, rule and meaning, a default or rule given per task
+    where the tasks differ.
+
+    Args:
+        tasks: task names, keys of ``RECIPES``; None: every task.
+    """
     tables: dict[str, dict] = {}  # section -> {key: (tasks, {rule: tasks}, meaning, {default: tasks})}
     for task in tasks or RECIPES:
         for key, default, rule, meaning in describe_keys(RECIPES[task]):

@@ -48,12 +48,15 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def key(default, meaning: str):
-    """A recipe key's default and its one-line meaning."""
+    """Return the pydantic field of a recipe key: its default and its one-line meaning."""
     return Field(default, description=meaning)
 
 
 def section(kind: type[BaseModel], **defaults):
-    """A section of the recipe, with this task's defaults where they differ from the section's own."""
+    """Return the pydantic field of a recipe section, with this task's defaults where they differ from its own.
+
+    The section class's docstring becomes the field's description.
+    """
     return Field(default_factory=lambda: kind(**defaults), description=kind.__doc__)
 
 
@@ -139,8 +142,19 @@ class Model(Section):
 
 
 def snapshot_epochs(spec, max_epochs: int | None, where: str = "embed.epochs") -> list[int | str]:
-    """Resolve ``first,middle,last`` (or a list of numbers and those words) to 1-based epochs; with no
-    ``max_epochs`` (a time budget decides them) ``middle`` and ``last`` stay words."""
+    """Resolve snapshot epochs given as ``first``, ``middle``, ``last`` and epoch numbers to 1-based epochs.
+
+    Args:
+        spec: comma-separated text, or a list of numbers and those words; empty or None: no epochs.
+        max_epochs: the run's epochs; None (a time budget decides them): ``middle`` and ``last`` stay words.
+        where: the recipe key, named in errors.
+
+    Returns:
+        the distinct epochs: numbers in increasing order, then words.
+
+    Raises:
+        RecipeError: if an item is neither one of the words nor an epoch from 1 to ``max_epochs``.
+    """
     words = ({"first": 1, "middle": "middle", "last": "last"} if max_epochs is None
              else {"first": 1, "middle": (max_epochs + 1) // 2, "last": max_epochs})
     epochs = set()
@@ -160,7 +174,7 @@ TASK = "the task the recipe is for (another task's command refuses it)"
 
 
 def number_text(value) -> str:
-    """A recipe's number as a reader wants it (0.001 -> 1e-03 as %g writes it; True stays True)."""
+    """Format a recipe's number as ``%g`` writes it (``0.0005``, ``1e-05``); booleans and text as ``str`` does."""
     return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
 
 
@@ -189,45 +203,51 @@ class Training(Recipe):
 
     # What the report says of a run of the recipe (``report.blocks.recipe_table``); each task's recipe tells its own.
     def model_words(self) -> str:
-        """The model: a registered name with its arguments."""
+        """Describe the model in words: its registered name with its arguments."""
         args = ", ".join(f"{k}={v}" for k, v in self.model.args.items() if v is not None)
         return self.model.name + (f" ({args})" if args else "")
 
     def loss_words(self) -> str:
+        """Describe the loss in words."""
         raise NotImplementedError
 
     def augmentation_words(self) -> str:
+        """Describe the augmentation in words."""
         raise NotImplementedError
 
     def unmonitored_selection(self) -> str:
-        """What chose the best checkpoint when no metric did: the recipe's validation data."""
+        """Say what chose the best checkpoint when no metric did: the recipe's validation data."""
         data = self.data
         return f"holdout {data.holdout:.0%} of training" if data.holdout > 0 else str(data.validation)
 
     def input_side(self) -> int | None:
-        """The side of the square images the model takes (None: no architecture to show)."""
+        """Return the side of the square images the model takes; None: no architecture to show."""
         return None
 
     def evaluation_scale(self) -> float:
-        """An evaluated image's cost over a trained one's, for a time budget's first guess (the pixels of each)."""
+        """Return an evaluated image's cost over a trained one's (their pixels' ratio), for a budget's first guess."""
         return 1.0
 
     def test_time_augmentation(self) -> str | None:
-        """The views predictions average over (None: the task does not predict)."""
+        """Return the test-time augmentation predictions average over; None where the task does not predict."""
         return None
 
     def image_batches(self) -> list[tuple[str | None, str, int]]:
-        """The batches of images the model takes, each ``(the key of their side, or None for the course's 32 pixels;
-        the key of their number; views per image)``, whose memory ``_batch_memory`` bounds."""
+        """List the batches of images the model takes, whose memory ``_batch_memory`` bounds.
+
+        Returns:
+            one ``(side key, batch-size key, views per image)`` per batch; side key None: the course's 32 pixels.
+        """
         return []
 
     def snapshots(self) -> list[int | str]:
-        """The epochs of the recipe's snapshots (words where a budget decides them)."""
+        """Return the epochs of the recipe's snapshots (words where a time budget decides them)."""
         section, name = self.SNAPSHOTS.split(".")
         return snapshot_epochs(getattr(getattr(self, section), name), self.planned_epochs, self.SNAPSHOTS)
 
     @model_validator(mode="after")
     def _across_keys(self):
+        """Check the rules across keys: multistep milestones under a budget, snapshot epochs, batch memory."""
         if self.train.budget and self.schedule.name == "multistep" and any(m >= 1 for m in self.schedule.milestones):
             raise RecipeError("schedule.milestones", f"schedule.milestones {shown(self.schedule.milestones)}: with "
                               "train.budget the epochs are not known in advance; give shares of the run, e.g. "
@@ -239,8 +259,10 @@ class Training(Recipe):
         return self
 
     def _batch_memory(self, side_key: str | None, batch_key: str, views: int) -> None:
-        """Refuse a batch whose float32 images (``rules.image_batch_bytes``) exceed the machine's memory, naming the
-        side or the batch size: whichever is further above the recipe's default, in memory."""
+        """Refuse a batch whose float32 images (``rules.image_batch_bytes``) exceed the machine's memory.
+
+        The ``RecipeError`` names the side or the batch size, whichever is further above the recipe's default.
+        """
         side, batch = (_value(self, side_key) or COURSE_SIDE) if side_key else COURSE_SIDE, _value(self, batch_key)
         images, defaults = batch * views, _defaults(type(self))
         default_side = (_value(defaults, side_key) or COURSE_SIDE) if side_key else COURSE_SIDE

@@ -155,6 +155,7 @@ class ClassifyRecipe(Training):
 
     @model_validator(mode="after")
     def _padding(self):
+        """Refuse a ``data.crop_padding`` that is not below ``data.image_size``."""
         side = self.data.image_size
         if side is not None and self.data.crop_padding >= side:
             raise RecipeError("data.crop_padding",
@@ -163,7 +164,7 @@ class ClassifyRecipe(Training):
 
 
 class FinetuneRecipe(ClassifyRecipe):
-    """``ssl finetune``: a classification recipe over the Office-Home layout (R1's fine-tuning)."""
+    """``ssl finetune``: a classification recipe over the Office-Home layout (the course report R1's fine-tuning)."""
 
     data: ClassifyData = section(ClassifyData, train="train", train_labels="train.csv", validation="val",
                                  validation_labels="val.csv", holdout=0.1, image_size=128, crop_padding=16,
@@ -310,7 +311,7 @@ class Views(Section):
 
 
 class Trunk(Section):
-    """The network pre-trained."""
+    """The network being pre-trained."""
 
     arch: Literal[RESNETS] = key("resnet50", "a torchvision ResNet, randomly initialised")
 
@@ -324,7 +325,7 @@ class Byol(Section):
 
 
 class Monitor(Section):
-    """The kNN monitor: Office-Home train (bank, class-balanced) -> val, every epoch."""
+    """The kNN monitor: each epoch, validation images classified by their neighbours in a class-balanced bank."""
 
     k: Whole1 = key(20, "neighbours of the kNN monitor")
     max_bank: Whole1 = key(5000, "at most this many bank images, class-balanced")
@@ -417,8 +418,10 @@ class TableRecipe(Recipe):
 # --- Segment Anything ---------------------------------------------------------------------------------------
 SAM_SIDE = 1024  # the side SAM's encoder takes every image (and crop) at
 class Generator(Section):
-    """Every knob of segment-anything's SamAutomaticMaskGenerator, with its default (tuned there for ViT-H); the
-    rules are ours (its own checks are bare asserts)."""
+    """Every knob of segment-anything's SamAutomaticMaskGenerator, with its default (tuned there for ViT-H).
+
+    The rules are dlcv's: the generator's own checks are bare asserts.
+    """
 
     points_per_side: whole(1, 256) = key(32, "point prompts on a points_per_side^2 grid (per crop layer; at most "
                                          "256: 65536 prompts per crop, each through the decoder)")
@@ -459,7 +462,7 @@ class Figure(Section):
 
 
 class SamRecipe(Recipe):
-    """``sam masks`` and ``sam refine``."""
+    """``sam masks`` and ``sam refine``: SAM's automatic masks, and predicted masks refined by them."""
 
     task: Literal["sam"] = key("sam", TASK)
     model: SamModel = section(SamModel)
@@ -472,6 +475,7 @@ class SamRecipe(Recipe):
 
     @model_validator(mode="after")
     def _prompt_memory(self):
+        """Refuse a ``generator.points_per_batch`` whose mask logits exceed the machine's memory."""
         # Each prompt's 3 mask logits: at the decoder's 256 pixels with prefilter, else up-sampled to SAM's input side.
         side = 256 if self.prefilter else SAM_SIDE
         per_prompt, batch = 3 * side * side * FLOAT32, self.generator.points_per_batch

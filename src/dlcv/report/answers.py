@@ -1,6 +1,7 @@
-"""The student's own words in the report: each year's questions, their Markdown template (``--answers-template``),
-and the answers file read back (``--answers``): ``name:`` and ``student_id:`` lines, then per question a ``## KEY``
-heading (``## P1.3``) and its words, the answer below it in English or Chinese.
+"""The student's own words in the report: each year's questions, their template, and the answers read back.
+
+The answers file (``--answers``, filled in from ``--answers-template``) is Markdown: ``name:`` and ``student_id:``
+lines, then per question a ``## KEY`` heading (``## P1.3``) with the answer below it, in English or Chinese.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dlcv.report.document import Heading, Section, Text
 
 @dataclass(frozen=True)
 class Question:
+    """One question of a year's report."""
+
     key: str  # P1.3: the problem as the year numbers it, and the question's number
     section: str  # the report's section it belongs to (dlcv.report.sections.SECTIONS)
     text: str
@@ -52,6 +55,7 @@ TSNE_C = [("Visualise setting C's second-last layer on the training set by t-SNE
 
 
 def _problem(number: int, section: str, items, start: int = 1) -> list[Question]:
+    """Number ``(text, shows)`` items as questions ``P{number}.{start}`` onwards of ``section``."""
     return [Question(f"P{number}.{i}", section, text, shows) for i, (text, shows) in enumerate(items, start=start)]
 
 
@@ -66,13 +70,18 @@ QUESTIONS = {
 
 
 def questions(year: int) -> list[Question]:
+    """Return the questions of ``year``'s report, in order.
+
+    Raises:
+        DlcvError: if the year is not one of ``QUESTIONS``.
+    """
     if year not in QUESTIONS:
         raise DlcvError(f"--year {year}: choose among {', '.join(map(str, QUESTIONS))}")
     return QUESTIONS[year]
 
 
 def template(year: int) -> str:
-    """The answers file of ``year`` to fill in: the front block, then each question with what dlcv places for it."""
+    """Return the answers file of ``year`` to fill in: the front block, then each question with what dlcv places."""
     lines = [f"<!-- DLCV {year} HW1 report: write each answer under its question (Markdown, English or Chinese), "
              f"then: dlcv report --year {year} --answers THIS_FILE -->", "", "name: ", "student_id: ", ""]
     for q in questions(year):
@@ -82,12 +91,14 @@ def template(year: int) -> str:
 
 @dataclass
 class Answers:
+    """An answers file read back: the student's name and id, and each question's answer."""
+
     name: str
     student_id: str
     by_key: dict[str, str]  # key -> the answer's Markdown (empty: not answered)
 
     def empty(self, year: int) -> list[str]:
-        """The keys of ``year``'s questions left without an answer."""
+        """Return the keys of ``year``'s questions left without an answer."""
         return [q.key for q in questions(year) if not self.by_key.get(q.key, "").strip()]
 
 
@@ -97,7 +108,22 @@ FIELD = re.compile(r"^\s*(name|student_id)\s*:\s*(.*?)\s*$")
 
 
 def read_answers(path: str | Path, year: int) -> Answers:
-    """The answers file for ``year``; one line naming the file for a question the year does not have."""
+    """Read an answers file back for ``year``'s report.
+
+    HTML comments are dropped; the lines before the first question heading give ``name:`` and ``student_id:``.
+
+    Args:
+        path: the answers file, UTF-8 Markdown.
+        year: the report's year, whose questions the file answers.
+
+    Returns:
+        the name, the student id and each answered question's Markdown by key.
+
+    Raises:
+        DlcvError: if the file cannot be read, a question's heading is not at level 2, names a question the year
+            does not have or comes twice, or, with no question heading at all, the file holds no name or holds
+            other words.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -135,8 +161,18 @@ def read_answers(path: str | Path, year: int) -> Answers:
 
 
 def place_answers(sections: list, year: int, answers: Answers) -> list:
-    """``sections`` with each question of ``year`` and its answer at the end of the section it belongs to; the
-    questions of a section without runs in a last section, so that no answer is dropped."""
+    """Append each question of ``year`` and its answer to the end of the section it belongs to.
+
+    The questions of a section the report lacks go to a last section, so that no answer is dropped.
+
+    Args:
+        sections: the report's sections; their blocks are appended to.
+        year: the report's year.
+        answers: the answers read back (``read_answers``).
+
+    Returns:
+        ``sections``, followed by that last section when it holds any question.
+    """
     by_anchor = {s.anchor: s for s in sections}
     rest = Section("Answers to the questions without runs here", "answers")
     for q in questions(year):

@@ -13,6 +13,8 @@ from dlcv.models import create_model, rebuild_args
 
 @dataclass(frozen=True)
 class Layer:
+    """One row of a layer table."""
+
     name: str
     type_name: str
     output_shape: str  # "64x16x16" per sample; "-" when the forward pass did not call it
@@ -20,6 +22,7 @@ class Layer:
 
 
 def _shape_text(output) -> str:
+    """Return the per-sample shape of a module's output as text (``64x16x16``), or ``-`` for no tensor."""
     if isinstance(output, torch.Tensor):
         return "x".join(str(s) for s in output.shape[1:]) or "scalar"
     if isinstance(output, dict):
@@ -52,8 +55,10 @@ class Trace:
         return out
 
     def view(self, max_rows: int) -> list[Layer]:
-        """The deepest expansion of the module tree that fits in ``max_rows`` rows (at least the top
-        level), in call order; modules never called come last with no shape."""
+        """Return the deepest expansion of the module tree that fits in ``max_rows`` rows, in call order.
+
+        At least the top level is shown; modules never called come last, with ``-`` as their shape.
+        """
         names = self._settle(self._children(""))
         while True:
             deeper = self._settle([c for n in names for c in (self._children(n) or [n])])
@@ -66,7 +71,15 @@ class Trace:
 
 
 def trace_model(model, example) -> Trace:
-    """Run ``example`` through ``model`` once with hooks on every module."""
+    """Run ``example`` through ``model`` once, with hooks on every module that record their output shapes.
+
+    Args:
+        model: the network; it is left in eval mode.
+        example: an input batch, e.g. a (1, 3, H, W) tensor, run without gradients.
+
+    Returns:
+        the ``Trace``: each called module's output shape and call order, and the model's output shape.
+    """
     shapes: dict[str, str] = {}
     started: dict[str, int] = {}
 
@@ -91,7 +104,18 @@ def trace_model(model, example) -> Trace:
 
 
 def build_for_run(recipe, num_classes: int | None = None):
-    """``(model, input description, trace)`` for a run's recipe and class count, never with pretrained weights."""
+    """Build a run's model from its recipe, never with pretrained weights, and trace a dummy input through it.
+
+    Args:
+        recipe: the run's recipe.
+        num_classes: the run's class count where the task does not fix it; None: 50, the course's.
+
+    Returns:
+        ``(model, input description such as "3x32x32", trace)``.
+
+    Raises:
+        DlcvError: if the task has no architecture to show, or the model cannot be built from its arguments.
+    """
     task, side = recipe.task, recipe.input_side()
     if side is None:
         raise DlcvError(f"run {recipe.name!r}: no architecture for task {task!r}")

@@ -1,5 +1,7 @@
-"""Blocks that several sections share: a run's recipe as a table, its architecture (layer table and
-diagram), its training curves. Each returns report blocks and writes its figures into the report."""
+"""Report blocks that several sections share: a run's recipe table, its architecture and its training curves.
+
+Each returns report blocks and writes its figures into the report's ``figures/``.
+"""
 
 from __future__ import annotations
 
@@ -35,11 +37,15 @@ class ReportContext:
     labels: dict = field(default_factory=dict)  # run folder -> the name its figures carry, one per folder
 
     def figure_path(self, run: RunFolder | Path, what: str) -> Path:
+        """Return the path of the run's figure ``what`` in the report: ``figures/LABEL_WHAT.png``."""
         return self.figures / f"{self.label(run)}_{_slug(what)}.png"
 
     def label(self, run: RunFolder | Path) -> str:
-        """The run's name in its figures' file names, unique in the report: its folder's name, or where another
-        run of that name came first (``runs/a/x``, ``runs/b/x``), its path below the runs folder."""
+        """Return the run's name in its figures' file names, unique in the report.
+
+        It is the folder's name, or, where another run of that name came first (``runs/a/x``, ``runs/b/x``), its path
+        below the runs folder; ``-2``, ``-3``... are added while the name is still taken.
+        """
         path = Path(getattr(run, "path", run)).resolve()
         if path not in self.labels:
             base = _slug(path.name)
@@ -54,6 +60,7 @@ class ReportContext:
         return self.labels[path]
 
     def copy_figure(self, source: Path, run: RunFolder | Path, what: str) -> Path:
+        """Copy the image ``source`` into the report as the run's figure ``what``; return its path there."""
         target = self.figure_path(run, what)
         shutil.copyfile(source, target)
         return target
@@ -68,7 +75,7 @@ OPTIMISER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS
 
 
 def describe_optimiser(optim) -> str:
-    """The recipe's ``optim`` section in words."""
+    """Describe the recipe's ``optim`` section in words (``SGD, lr 0.1, momentum 0.9 (Nesterov), ...``)."""
     parts = [f"{OPTIMISER_NAMES[optim.name]}, lr {number_text(optim.lr)}"]
     if optim.name in ("sgd", "lars"):
         parts.append(f"momentum {number_text(optim.momentum)}"
@@ -80,7 +87,7 @@ def describe_optimiser(optim) -> str:
 
 
 def describe_schedule(schedule) -> str:
-    """The recipe's ``schedule`` section in words."""
+    """Describe the recipe's ``schedule`` section in words."""
     name = schedule.name
     if name == "onecycle":
         text = (f"one-cycle: from lr/{number_text(schedule.div_factor)} up to lr over the first "
@@ -103,14 +110,14 @@ def describe_schedule(schedule) -> str:
 
 
 def selection(run: RunFolder) -> str:
-    """What the run's best checkpoint was chosen on."""
+    """Say what the run's best checkpoint was chosen on."""
     if "knn_acc" in run.metrics[-1]:
         return "the kNN monitor's accuracy (knn_acc)"
     return run.summary.selected_on or run.recipe.unmonitored_selection()
 
 
 def recipe_table(run: RunFolder) -> Table:
-    """The run's resolved recipe as a reader wants it: model, optimiser, schedule, augmentation, epochs, stopping."""
+    """Return the run's resolved recipe as a table: model, optimiser, schedule, augmentation, epochs, stopping."""
     recipe = run.recipe
     train, patience = recipe.train, recipe.train.early_stopping_patience
     ran = run.summary.epochs or run.metrics[-1]["epoch"]
@@ -138,7 +145,10 @@ def recipe_table(run: RunFolder) -> Table:
 
 
 def architecture_blocks(run: RunFolder, ctx: ReportContext) -> list:
-    """A layer table (hooks on a dummy input) and block diagram of the run's model, once per model and arguments."""
+    """Return a heading, a block diagram and a layer table of the run's model, drawn once per model and arguments.
+
+    A model drawn before gets a note naming the run it was drawn for; one that cannot be built, a note saying why.
+    """
     recipe, name = run.recipe, run.model_name
     key = repr((recipe.task, recipe.model.model_dump(), run.num_classes, recipe.input_side()))
     heading = Heading(f"Architecture of {run.name}", 4)
@@ -173,7 +183,15 @@ def split_labels(panels: list, run: RunFolder) -> list:
 
 
 def curves_figure(run: RunFolder, ctx: ReportContext, panels, monitor: str, caption: str) -> list:
-    """Training curves of ``panels`` present in the run's metrics, the best epoch of ``monitor`` marked."""
+    """Draw the run's training curves and return them as a figure block; none when no panel has data.
+
+    Args:
+        run: the run.
+        ctx: the report's context.
+        panels: the ``CurvePanel`` panels, each drawn when the run's metrics have any of its columns.
+        monitor: the metric whose best epoch is marked.
+        caption: what the curves show, for the figure's caption.
+    """
     shown = split_labels(available_panels(run.metrics, panels), run)
     if not shown:
         return []
@@ -184,7 +202,16 @@ def curves_figure(run: RunFolder, ctx: ReportContext, panels, monitor: str, capt
 
 
 def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: str, caption: str) -> list:
-    """What a problem's section shows first of each run: heading, recipe, unfinished note, architecture, curves."""
+    """Return what a problem's section shows first of each run: heading, recipe, unfinished note, architecture, curves.
+
+    Args:
+        run: the run.
+        ctx: the report's context.
+        title: the run's role (e.g. model A), shown in its heading.
+        panels: the curves' panels, as ``curves_figure`` takes them.
+        monitor: the metric whose best epoch the curves mark.
+        caption: what the curves show.
+    """
     blocks = [Heading(f"{run.name} ({title})", 3), recipe_table(run)]
     if not run.finished:
         blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
@@ -194,8 +221,20 @@ def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: 
 
 def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str,
                       training_subset: bool = False) -> tuple[Path, list[dict]]:
-    """The folder of the run's ``embedding_metrics.csv`` (and its rows) and ``{method}_panels.png``: its own figures/
-    when ``dlcv embed plot`` drew them after its last snapshot, else (always for the training subset) a scratch one."""
+    """Return the folder of the run's embedding figures and the rows of its ``embedding_metrics.csv``.
+
+    The run's own ``figures/`` serves when ``dlcv embed plot`` drew them after its last snapshot; otherwise (always for
+    the training subset) they are drawn into a scratch folder.
+
+    Args:
+        run: a run that kept embedding snapshots (the callers check that it did).
+        ctx: the report's context.
+        methods: ``pca``, ``tsne`` or both, comma-separated; each needs its ``{method}_panels.png``.
+        training_subset: the snapshots of the training subset instead of the validation images'.
+
+    Returns:
+        ``(folder, rows)``: the folder holding ``embedding_metrics.csv`` and the panels, and the CSV's rows.
+    """
     pattern = "train_epoch_*.npz" if training_subset else "epoch_*.npz"
     snapshots = list((run.path / "embeddings").glob(pattern))
     folder = run.path / "figures"

@@ -1,5 +1,8 @@
-"""``dlcv report``: every table and figure of the homework from a folder of runs, as one self-contained HTML page
-(``index.html``), Markdown beside it (``report.md``, ``figures/``) and, where a Chromium is found, ``report.pdf``."""
+"""``dlcv report``: every table and figure of the homework, built from a folder of runs.
+
+The report is one self-contained HTML page (``index.html``), Markdown beside it (``report.md``, ``figures/``) and,
+where a Chromium is found, ``report.pdf``.
+"""
 
 from __future__ import annotations
 
@@ -26,9 +29,26 @@ KIND = "report"  # an earlier report is replaced without --overwrite; any other 
 
 def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, overwrite: bool = False,
                  year: int | None = None, pdf: bool = True, answers=None) -> dict:
-    """Write the report of the runs under ``runs`` into ``output`` in ``year``'s order (``sections.YEARS``) and return
-    what it holds; ``report.pdf`` when ``pdf`` and a Chromium is found (if that fails, the rest is kept and
-    ``pdf_problem`` says why); ``answers`` (``report.answers.Answers``): the student's name, id and answers."""
+    """Write the report of the runs under ``runs`` into ``output``, and return what it holds.
+
+    Args:
+        runs: the folder of run folders (and of SAM outputs).
+        output: the report folder: new, empty, or an earlier report, which is replaced.
+        say: prints the progress lines.
+        overwrite: also replace a folder of dlcv's that is not a report.
+        year: order the sections as that year's homework does (``sections.YEARS``); None: ``SECTIONS``' order.
+        pdf: also print ``report.pdf`` when a Chromium is found.
+        answers: the student's name, id and answers (``report.answers.Answers``), placed under ``year``'s questions.
+
+    Returns:
+        a dict of ``output``, ``index``, ``markdown``, ``sections`` (titles), ``runs`` (names), ``skipped`` (notes),
+        ``figures`` (file names), ``pdf`` (its path, or None), ``pdf_problem`` (why the PDF failed, the rest being
+        kept; or None) and ``seconds``.
+
+    Raises:
+        DlcvError: if ``runs`` holds no run with metrics and no SAM output, ``year`` is unknown,
+            ``$DLCV_CHROMIUM`` is not an executable, or ``output`` may not be written.
+    """
     start = time.perf_counter()
     runs, output = Path(runs), Path(output)
     with staged_folder(output, overwrite, inputs=(runs,), kind=KIND, replaces_same_kind=True) as building:
@@ -56,7 +76,7 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
 
 
 def _byline(found: list, runs: Path, answers) -> str:
-    """The line under the title: the student (when the answers name one), the runs read and when."""
+    """Return the line under the title: the student (when the answers name one), the runs read and when."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = (f"Built by dlcv report from {len(found)} run(s) under {runs} on {stamp}. Every number is read "
             "from the runs' metrics.csv, summary.json and recipe.yaml.")
@@ -67,7 +87,7 @@ def _byline(found: list, runs: Path, answers) -> str:
 
 
 def _write_pages(folder: Path, meta: str, sections: list, browser) -> str | None:
-    """Write index.html, report.md and, with ``browser``, report.pdf into ``folder``; why the PDF failed, or None."""
+    """Write index.html, report.md and, with ``browser``, report.pdf into ``folder``; return why the PDF failed."""
     with atomic_write(folder / "index.html") as handle:
         handle.write(render_html(TITLE, meta, sections))
     with atomic_write(folder / "report.md") as handle:

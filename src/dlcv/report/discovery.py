@@ -1,4 +1,4 @@
-"""Finding the run folders under a folder (``RunFolder``: what each holds, its recipe, metrics and summary)."""
+"""Finding the run folders under a folder (each a ``RunFolder``: its recipe, metrics and summary)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,16 @@ MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
 
 
 def find_run_folders(root: Path, left_out: list[str]) -> list[Path]:
-    """Folders holding a recipe.yaml at most ``MAX_DEPTH`` levels below ``root`` (or ``root`` itself), not inside a
-    trained run (one with a metrics.csv; others may hold runs, as ``dlcv ssl table``'s do). Links and hidden folders
-    are not searched: those holding a recipe.yaml are noted in ``left_out``; so is every folder whose name is not
-    UTF-8, which no page could name."""
+    """Return the folders holding a recipe.yaml, ``root`` itself or at most ``MAX_DEPTH`` levels below it, sorted.
+
+    The search enters no trained run (one with a metrics.csv; other folders with a recipe may hold runs, as
+    ``dlcv ssl table``'s do), no link and no hidden folder.
+
+    Args:
+        root: the folder of runs.
+        left_out: gets a note for each link or hidden folder holding a recipe.yaml, and for each folder whose name
+            is not UTF-8 (which no page could name).
+    """
     found = []
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
@@ -43,13 +49,20 @@ def find_run_folders(root: Path, left_out: list[str]) -> list[Path]:
 
 
 def find_outputs(root: Path, name: str) -> list[Path]:
-    """Folders at most ``MAX_DEPTH`` levels below ``root`` (or ``root``) holding a file ``name`` (sam masks, refine)."""
+    """Return the folders, ``root`` or at most ``MAX_DEPTH`` levels below it, holding a file ``name``, sorted."""
     return sorted({p.parent for depth in range(MAX_DEPTH + 1)
                    for p in root.glob("/".join(["*"] * depth + [name])) if p.is_file() and is_utf8_name(p)})
 
 
 def discover_runs(root: str | os.PathLike) -> tuple[list[RunFolder], list[str]]:
-    """``(runs with metrics, notes on folders left out)`` under ``root``."""
+    """Find the runs under ``root`` that have metrics.
+
+    Returns:
+        ``(runs, notes)``: each ``RunFolder`` with a metrics.csv, and a line for each folder left out.
+
+    Raises:
+        DlcvError: if ``root`` is not a folder, or its name is not UTF-8.
+    """
     root = Path(root)
     check_utf8_name(root)
     if not root.is_dir():
@@ -62,7 +75,6 @@ def discover_runs(root: str | os.PathLike) -> tuple[list[RunFolder], list[str]]:
         if run.metrics:
             runs.append(run)
         elif not run.summary and not any(other != folder and other.is_relative_to(folder) for other in folders):
-            # (a recipe.yaml above other runs is a folder of runs, and one beside a summary.json the
-            # finished output of a command that does not train, such as dlcv sam masks: neither is an untrained run)
+            # An untrained run: not a folder of runs (a recipe above runs) nor a command's output (a summary.json).
             skipped.append(f"{folder}: no {RunFolder.METRICS} yet (not trained, or stopped before its first epoch)")
     return runs, skipped

@@ -22,18 +22,24 @@ class Swatch:
 
 @dataclass
 class Heading:
+    """A heading at HTML level ``level`` (sections are level 2)."""
+
     text: str
     level: int = 3
 
 
 @dataclass
 class Text:
+    """A paragraph of plain text."""
+
     text: str
     note: bool = False  # smaller, grey: where a number comes from, what it cannot be compared with
 
 
 @dataclass
 class Table:
+    """A table with an optional caption; the ``marked`` rows stand out."""
+
     columns: list[str]
     rows: list[list]  # str, int, float (shown with ``digits``), None (shown as a dash) or Swatch
     caption: str = ""
@@ -43,19 +49,23 @@ class Table:
 
 @dataclass
 class Figure:
+    """A PNG figure with its caption."""
+
     path: Path  # a PNG inside the report's figures/ folder
     caption: str
 
 
 @dataclass
 class Section:
+    """A section of the report: its title, its anchor in the page and its blocks."""
+
     title: str
     anchor: str
     blocks: list = field(default_factory=list)
 
 
 def cell_text(value, digits: int) -> str:
-    """A table cell's text: a dash for a missing value, yes/no, a float to ``digits`` places, else ``str``."""
+    """Return a table cell's text: a dash for None or NaN, yes/no, ``1,234``, a float to ``digits`` places."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, bool):
@@ -138,7 +148,7 @@ def _html_table(table: Table) -> str:
 
 
 def png_width(path: Path) -> int:
-    """The pixel width in a PNG's header."""
+    """Return the pixel width in a PNG file's header."""
     with open(path, "rb") as handle:
         header = handle.read(24)
     return int.from_bytes(header[16:20], "big")
@@ -152,7 +162,7 @@ def _data_uri(path: Path) -> str:
 
 
 def render_html(title: str, meta: str, sections: list[Section]) -> str:
-    """The self-contained HTML page: the title, the line of what it was built from, a link bar and the sections."""
+    """Render the report as one self-contained HTML page: title, byline, link bar and sections, figures inlined."""
     parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{html.escape(meta)}</p>']
     if sections:
         links = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
@@ -183,7 +193,7 @@ def _md_escape(text: str) -> str:
 
 
 def render_markdown(title: str, meta: str, sections: list[Section], root: Path) -> str:
-    """Markdown with figures linked relative to ``root`` (the report folder)."""
+    """Render the report as Markdown, its figures linked relative to ``root`` (the report folder)."""
     lines = [f"# {title}", "", f"_{meta}_", ""]
     for section in sections:
         lines += [f"## {section.title}", ""]

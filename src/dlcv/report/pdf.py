@@ -14,7 +14,14 @@ HOW_TO_GET = ("install one (Debian/Ubuntu: apt-get install chromium) or name it 
 
 
 def find_chromium() -> str | None:
-    """The Chromium to print with: ``$DLCV_CHROMIUM`` when set, else the first of ``BROWSERS`` on the PATH."""
+    """Return the Chromium to print with: ``$DLCV_CHROMIUM`` when set, else the first of ``BROWSERS`` on the PATH.
+
+    Returns:
+        the browser's path or name, or None when none is found.
+
+    Raises:
+        DlcvError: if ``$DLCV_CHROMIUM`` is not an executable file.
+    """
     named = os.environ.get("DLCV_CHROMIUM")
     if named:
         if not (Path(named).is_file() and os.access(named, os.X_OK)):
@@ -24,7 +31,17 @@ def find_chromium() -> str | None:
 
 
 def print_pdf(browser: str, page: Path, pdf: Path, timeout: float = 180.0) -> None:
-    """Print the HTML file ``page`` to ``pdf`` with ``browser`` (headless, no header or footer)."""
+    """Print the HTML file ``page`` to ``pdf`` with ``browser``, headless, without header or footer.
+
+    Args:
+        browser: the Chromium to run.
+        page: the HTML file.
+        pdf: the PDF file to write.
+        timeout: seconds the browser may take.
+
+    Raises:
+        DlcvError: if the browser cannot start, takes longer than ``timeout``, or writes no PDF.
+    """
     command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--no-first-run", "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.resolve().as_uri()]
     try:

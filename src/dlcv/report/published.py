@@ -13,16 +13,17 @@ PUBLISHED_FILE = Path(__file__).with_name("published.json")
 
 @lru_cache(maxsize=1)
 def published() -> dict:
+    """Return the contents of ``published.json``, read once."""
     return json.loads(PUBLISHED_FILE.read_text())
 
 
 def group(problem: str, key: str) -> dict:
-    """One group of results, e.g. ``group("classification", "model_a")``."""
+    """Return one group of published results (its title and results), e.g. ``group("classification", "model_a")``."""
     return published()[problem][key]
 
 
 def range_text(problem: str, key: str) -> str:
-    """``0.620-0.745``: the spread of the reports' numbers (each is listed in the comparison table)."""
+    """Return the spread of a group's published numbers as text, e.g. ``0.620-0.745``."""
     values = [r["value"] for r in group(problem, key)["results"]]
     return f"{min(values):.3f}-{max(values):.3f}"
 
@@ -31,8 +32,17 @@ OURS = "dlcv: "  # how a comparison table names our runs beside the reports
 
 
 def comparison_table(problem: str, keys: tuple[str, ...], runs: list, role, score, metric: str, caption: str) -> Table:
-    """For each group in ``keys``, the reports' results and then our ``runs`` whose ``role(run)`` is that group, each
-    with its ``score(run)``; our rows stand out."""
+    """Return a table of the reports' results with ours beside them, group by group; our rows stand out.
+
+    Args:
+        problem: the problem's key in ``published.json``.
+        keys: the groups, in order; each lists the reports' results, then our runs of that group.
+        runs: our runs.
+        role: ``role(run)`` gives the group a run belongs to.
+        score: ``score(run)`` gives a run's number.
+        metric: the name of the numbers' column.
+        caption: the table's caption.
+    """
     rows = []
     for key in keys:
         published = group(problem, key)

@@ -1,5 +1,7 @@
-"""The report's sections by name, in page order: one module per task (``dlcv.registry.TASKS``). Each builder takes
-``(runs, ctx)`` and returns a ``Section``, or None when none of its runs are there."""
+"""The report's sections by name, in page order: one module per task (``dlcv.registry.TASKS``).
+
+Each builder takes ``(runs, ctx)`` and returns a ``Section``, or None when none of its runs are there.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ YEARS = {
 
 
 def in_order(year: int | None = None) -> list:
-    """The section builders in ``year``'s page order (its problems first, then the rest), or in ``SECTIONS``' order."""
+    """Return the section builders in ``year``'s page order (its problems first, then the rest), or ``SECTIONS``'.
+
+    Raises:
+        DlcvError: if ``year`` is not one of ``YEARS``.
+    """
     if year is not None and year not in YEARS:
         raise DlcvError(f"--year {year}: choose among {', '.join(map(str, YEARS))}")
     first = YEARS.get(year, ())

@@ -1,5 +1,8 @@
-"""Problem 1: model A and model B: accuracies beside the course's, recipes, architectures, curves,
-confusion matrices, and PCA / t-SNE of the second-last layer through training."""
+"""The report's Problem 1 section: image classification by model A and model B.
+
+It shows the accuracies beside the course's, recipes, architectures, curves, confusion matrices, and PCA / t-SNE of
+the second-last layer through training.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +26,13 @@ PANELS = [
 
 
 def role(run: RunFolder) -> str:
-    """``model_b`` for a network starting from pretrained weights, ``model_a`` for one from scratch."""
+    """Return ``model_b`` for a network starting from pretrained weights, ``model_a`` for one from scratch."""
     args = run.recipe.model.args
     return "model_b" if any(args.get(k) for k in WEIGHT_ARGS) else "model_a"
 
 
 def validation_accuracy(run: RunFolder) -> tuple[float | None, str]:
-    """The accuracy on the validation folder and where it comes from."""
+    """Return the run's accuracy on the validation folder and where it comes from; ``(None, "")`` without one."""
     final, summary = run.summary.final_validation, run.summary
     if final is not None and final.accuracy is not None:
         return final.accuracy, f"{Path(final.folder).name}, scored once at the end"
@@ -40,7 +43,7 @@ def validation_accuracy(run: RunFolder) -> tuple[float | None, str]:
 
 
 def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
-    """The run's confusion matrix on the validation images as a figure (none when it wrote none)."""
+    """Return the run's confusion matrix on its validation images as a figure block (none when it wrote none)."""
     matrix = run.read_confusion()
     if matrix is None:
         return []
@@ -51,7 +54,7 @@ def confusion_blocks(run: RunFolder, ctx: ReportContext) -> list:
 
 
 def embedding_blocks(run: RunFolder, ctx: ReportContext) -> list:
-    """PCA and t-SNE of the run's snapshots with their 10-NN accuracy and silhouette (none without snapshots)."""
+    """Return PCA and t-SNE of the run's snapshots with their 10-NN accuracy and silhouette (none without)."""
     if not any((run.path / "embeddings").glob("epoch_*.npz")):
         return []
     folder, metrics = embedding_figures(run, ctx, "pca,tsne")
@@ -72,6 +75,7 @@ def embedding_blocks(run: RunFolder, ctx: ReportContext) -> list:
 
 
 def comparable(run: RunFolder) -> bool:
+    """Whether the run may stand beside the course's numbers: 50 classes, and not synthetic data."""
     return run.num_classes == COURSE_CLASSES and not run.synthetic
 
 
@@ -90,7 +94,7 @@ def _accuracy_rows(runs: list[RunFolder]) -> list[list]:
 
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
-    """Problem 1's section: every classification run (not a table's settings) beside the course; None without one."""
+    """Build Problem 1's section from every classification run but an A-E table's; None without one."""
     # The fine-tuning runs of a dlcv ssl table belong to the self-supervised section.
     mine = [r for r in runs if r.task == "classify" and table_folder(r) is None]
     if not mine:

@@ -17,7 +17,11 @@ OTHER_OUTPUTS = (REFINE_FILE, "figure.png")  # what makes a folder of runs worth
 
 
 def masks_outputs(root: Path) -> list[tuple[Path, SamMasks]]:
-    """``dlcv sam masks`` outputs and their summaries: a summary.json naming a SAM model type, and its figure."""
+    """Find the ``dlcv sam masks`` outputs under ``root``: a summary.json naming a SAM model, and its figure.
+
+    Returns:
+        ``(folder, summary)`` pairs, in folder order.
+    """
     found = []
     for folder in find_outputs(root, MASKS_SUMMARY):
         data = read_json(folder / MASKS_SUMMARY)
@@ -29,7 +33,7 @@ def masks_outputs(root: Path) -> list[tuple[Path, SamMasks]]:
 
 
 def masks_blocks(folder: Path, summary: SamMasks, ctx: ReportContext) -> list:
-    """A ``dlcv sam masks`` output: its settings, speed and overlay figure."""
+    """Return the blocks of a ``dlcv sam masks`` output: its overlay figure, then its settings and speed."""
     figure = ctx.copy_figure(folder / summary.figure, folder, "sam_masks")
     chosen = ", ".join(summary.figure_images) or "the chosen images"
     rows = [["SAM model", summary.model_type], ["device", summary.device], ["images", summary.images],
@@ -43,7 +47,7 @@ def masks_blocks(folder: Path, summary: SamMasks, ctx: ReportContext) -> list:
 
 
 def refine_blocks(folder: Path) -> list:
-    """A ``dlcv sam refine`` output: what changed, and the per-class IoU before and after where it was scored."""
+    """Return the blocks of a ``dlcv sam refine`` output: what changed, and each class's IoU before and after."""
     result = Refinement.read(folder / REFINE_FILE)
     blocks = [Heading(f"{folder.name}: predictions refined by SAM's regions", 3)]
     changed = sum(v.pixels_changed for v in result.per_image.values())
@@ -66,7 +70,7 @@ def refine_blocks(folder: Path) -> list:
 
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
-    """The SAM section from the SAM outputs under the runs folder; None without any."""
+    """Build the SAM section from the SAM outputs under the runs folder; None without any."""
     masks, refined = masks_outputs(ctx.root), find_outputs(ctx.root, REFINE_FILE)
     if not masks and not refined:
         return None

@@ -1,4 +1,4 @@
-"""Semantic segmentation: mask colours, mIoU and per-class IoU beside the course's, runs, and masks through training."""
+"""The report's segmentation section: mask colours, mIoU beside the course's, runs, and masks through training."""
 
 from __future__ import annotations
 
@@ -27,12 +27,16 @@ PANELS = [
 
 
 def role(run: RunFolder) -> str:
-    """``fcn32s`` for the course's model A, ``improved`` for any other network."""
+    """Return ``fcn32s`` for the course's model A, ``improved`` for any other network."""
     return "fcn32s" if run.model_name == "fcn32s" else "improved"
 
 
 def validation_scores(run: RunFolder) -> tuple[float | None, list, str]:
-    """(mIoU, per-class IoU of the scored classes, where they come from)."""
+    """Return the run's validation mIoU, the IoU of each scored class, and where they come from.
+
+    Returns:
+        ``(mIoU, six IoUs, source)``; None for each number the run lacks.
+    """
     final = run.summary.final_validation
     if final is not None and final.mean_iou is not None:
         iou = list(final.iou or [])[:SCORED_CLASSES]
@@ -46,6 +50,7 @@ def validation_scores(run: RunFolder) -> tuple[float | None, list, str]:
 
 
 def colour_table() -> Table:
+    """Return the table of the course's mask colours, and which classes the mIoU counts."""
     rows = [[i, name, Swatch(tuple(int(v) for v in colour)), "yes" if i < SCORED_CLASSES else "no"]
             for i, (name, colour) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS))]
     return Table(["class", "name", "mask colour", "in mIoU"], rows,
@@ -53,7 +58,7 @@ def colour_table() -> Table:
 
 
 def progress_blocks(run: RunFolder, ctx: ReportContext) -> list:
-    """The run's predicted masks through training as one grid (none when it kept none)."""
+    """Return the run's predicted masks through training as one grid figure (none when it kept none)."""
     if not (run.progress / "ground_truth").is_dir():
         return []
     epochs, rows = run.read_progress()
@@ -65,7 +70,7 @@ def progress_blocks(run: RunFolder, ctx: ReportContext) -> list:
 
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
-    """Problem 2's section: every segmentation run (FCN32s first) beside the course; None without one."""
+    """Build the segmentation section from every segmentation run (FCN32s first); None without one."""
     mine = [r for r in runs if r.task == "segment"]
     if not mine:
         return None

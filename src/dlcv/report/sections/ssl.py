@@ -1,6 +1,8 @@
-"""Self-supervised pre-training and the five fine-tuning settings: the BYOL recipe and its kNN monitor
-curve (runs of ``dlcv ssl pretrain``), and each ``dlcv ssl table``'s A-E table (``table.json``) beside
-the course's numbers, with the t-SNE of setting C at its first and last epoch."""
+"""The report's self-supervised section: BYOL pre-training and the five fine-tuning settings A-E.
+
+It shows the BYOL recipe and its kNN monitor curve (runs of ``dlcv ssl pretrain``), and each ``dlcv ssl table``'s
+A-E table (``table.json``) beside the course's numbers, with the t-SNE of setting C at its first and last epoch.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ PANELS = [
 
 
 def table_folder(run: RunFolder) -> Path | None:
-    """The ``dlcv ssl table`` folder the run belongs to (its parent holds table.json), or None."""
+    """Return the ``dlcv ssl table`` folder the run belongs to (its parent holds table.json), or None."""
     return run.path.parent if (run.path.parent / TABLE_FILE).is_file() else None
 
 
 def settings_blocks(folder: Path) -> list:
-    """A ``dlcv ssl table`` folder's A-E table, beside the course reports' unless trained on synthetic data."""
+    """Return a ``dlcv ssl table`` folder's A-E table, beside the course reports' unless trained on synthetic data."""
     table = SettingsTable.read(folder / TABLE_FILE)
     course = published()["ssl"]
     synthetic = any(RunFolder(folder / r.setting).synthetic for r in table.rows)
@@ -51,7 +53,7 @@ def settings_blocks(folder: Path) -> list:
 
 
 def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list:
-    """t-SNE of setting C's trunk at its first and last snapshot: the training subset's if kept, else validation's."""
+    """Return the t-SNE of setting C's trunk at its snapshots: of its training subset if kept, else of validation."""
     run = next((r for r in runs if r.path == folder / TSNE_SETTING), None)
     if run is None:
         return []
@@ -70,7 +72,7 @@ def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list
 
 
 def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
-    """The self-supervised section: BYOL runs, their curves, the A-E tables and setting C's t-SNE; None without any."""
+    """Build the self-supervised section: BYOL runs, their curves, the A-E tables and setting C's t-SNE (or None)."""
     pretraining = [r for r in runs if r.task == PRETRAIN_TASK]
     tables = sorted({f for f in (table_folder(r) for r in runs) if f is not None})
     if not pretraining and not tables:
