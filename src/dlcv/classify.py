@@ -49,9 +49,22 @@ def _snapshots(recipe, data, run_dir: Path, plan) -> list:
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False, recipe_type: type | None = None, fixed: tuple[str, ...] = ()) -> Path:
-    """Train a classifier from ``config`` (a recipe file or a built recipe) over ``recipe_type``'s defaults (None:
-    ``ClassifyRecipe``); return the run folder. ``resume`` continues the run of that name from its last checkpoint;
-    ``fixed``: keys the caller set on a built recipe, which a resume must find unchanged."""
+    """Train a classifier and return its run folder.
+
+    Args:
+        config: a recipe file, a built recipe, or None for the defaults.
+        data: the folder of training images.
+        runs_dir: the folder that holds the runs.
+        name: the run's name, in place of the recipe's.
+        overrides: ``--set KEY=VALUE`` items.
+        overwrite: replace an earlier run of that name (``--overwrite``).
+        resume: continue the run of that name from its last checkpoint.
+        recipe_type: the recipe's class, whose defaults ``config`` goes over; None: ``ClassifyRecipe``.
+        fixed: keys the caller set on a built recipe, which a resume must find unchanged.
+
+    Raises:
+        DlcvError: the recipe, the data or the run folder is refused, or the run cannot be resumed.
+    """
     with fitting.run(recipe_type or ClassifyRecipe, config, data, runs_dir, name, overrides, overwrite, resume,
                      fixed) as run:
         from dlcv.tasks.classification import ClassificationTask  # torch and Lightning: their import is budgeted
@@ -72,9 +85,22 @@ def load_classifier(path: str | os.PathLike):
 
 def predict_scores(model, images, recipe, batch_size: int = PREDICT_BATCH, tta: str | None = None,
                    where: str = "the images", autocast: bool = False):
-    """Softmax probabilities (N, classes) of uint8 (N, H, W, 3) images, prepared as the recipe says, with its TTA or
-    ``tta``, in float32 (``autocast``: ``inference_batches``'); images the model cannot take (too small for its
-    pooling) are one line naming ``where``."""
+    """Softmax probabilities, float32 (N, classes) on the CPU, of uint8 (N, H, W, 3) images.
+
+    Args:
+        model: the classifier (``load_classifier``).
+        images: uint8 (N, H, W, 3) images.
+        recipe: the model's recipe, which says how images are prepared.
+        batch_size: images per batch.
+        tta: test-time augmentation (``none``, ``flip``, ``flip_shift``); None: the recipe's.
+        where: what the images are, for the message.
+        autocast: predict under the autocast of the model's training precision (``inference_batches``); else
+            float32.
+
+    Raises:
+        DlcvError: the model cannot take images of this size (too small for its pooling), naming ``where``.
+        RuntimeError: any other failure of the model.
+    """
     import torch
 
     from dlcv.data.augment import prepare_batch
@@ -137,7 +163,13 @@ def _refused_size(model, x, tta: str, recipe, where: str, exc: Exception) -> Dlc
 
 
 def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path]:
-    """The ``count`` best checkpoints of ``checkpoint``'s run (``top/``, per ``train.save_top_k``), best first."""
+    """The ``count`` best checkpoints of ``checkpoint``'s run, best first (``top/``, ``train.save_top_k``).
+
+    With ``count`` 1 or less it is ``checkpoint`` alone.
+
+    Raises:
+        DlcvError: the run's ``top/`` holds fewer than ``count`` checkpoints.
+    """
     checkpoint = Path(checkpoint)
     if count <= 1:
         return [checkpoint]
@@ -153,9 +185,27 @@ def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
             id_column: str = "filename", ensemble: int = 1, tta: str | None = None, overwrite: bool = False,
             autocast: bool = False) -> int:
-    """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name; ``ensemble`` k
-    averages the run's k best checkpoints' probabilities, ``tta`` (none, flip, flip_shift) overrides the recipe's;
-    in float32 unless ``autocast`` (``inference_batches``)."""
+    """Write ``filename,label`` (or ``image_id,label``) for every image of a folder, sorted by name.
+
+    Args:
+        checkpoint: a dlcv classification checkpoint.
+        images: the folder of images.
+        output: the CSV file to write.
+        id_column: the first column's name, ``filename`` or ``image_id``.
+        ensemble: average the probabilities of the run's ``ensemble`` best checkpoints (``top/``).
+        tta: test-time augmentation (``none``, ``flip``, ``flip_shift``) in place of the recipe's.
+        overwrite: replace an output file that dlcv did not write (``--overwrite``).
+        autocast: predict under the autocast of the model's training precision (``inference_batches``); else
+            float32.
+
+    Returns:
+        the number of images.
+
+    Raises:
+        DlcvError: a bad ``id_column`` or ``ensemble``, the output is refused, the folder holds no images or is of
+            another kind, too few checkpoints for ``ensemble``, a checkpoint is unreadable, or the model cannot take
+            the images.
+    """
     if id_column not in ("filename", "image_id"):
         raise DlcvError(f"--id-column must be filename or image_id, got {id_column!r}")
     if ensemble < 1:
@@ -178,6 +228,7 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 
 # --- evaluation ----------------------------------------------------------------------------------------
 def _read_label_table(path: Path, role: str) -> dict[str, int]:
+    """File name -> label, from a CSV (``filename`` or ``image_id``, ``label``) or a folder of images."""
     if path.is_dir():
         return {p.name: label_from_filename(p) for p in list_images(path)}
     rows = read_csv_rows(path, ("label",))
@@ -201,7 +252,23 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")  # what the confusion figure 
 
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
              confusion: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
-    """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV."""
+    """Accuracy, per-class accuracy and a confusion-matrix figure of a predictions CSV against its labels.
+
+    Args:
+        predictions: the predictions CSV (``filename,label`` or ``image_id,label``).
+        labels: the labels CSV, or a folder of images whose names give their labels (``LABEL_N.png``).
+        confusion: the figure's file (.png, .pdf, .svg or .jpg); None: ``NAME_confusion.png`` beside
+            ``predictions``, left unwritten (and said so) where it is refused or cannot be written.
+        overwrite: replace a figure file that dlcv did not write (``--overwrite``).
+
+    Returns:
+        ``accuracy``, ``per_class`` accuracy (NaN for a class without images), ``support`` (images per class),
+        ``images`` and ``confusion_figure`` (the figure's path, or why it was not written).
+
+    Raises:
+        DlcvError: a table is unreadable, empty or names an image twice; a labelled image has no prediction, or a
+            prediction no label; a predicted class is beyond the labels' classes; or the chosen figure is refused.
+    """
     predictions, labels = Path(predictions), Path(labels)
     chosen, problem = confusion is not None, None
     figure = Path(confusion) if chosen else predictions.with_name(predictions.stem + "_confusion.png")

@@ -1,11 +1,13 @@
-"""A trained model as one plain torch class of ``torch.nn`` layers and torch functions, and a plain ``state_dict``: it
-runs where dlcv, Lightning and timm are not installed (the course's grading machine) and in ONNX.
+"""Export a trained model as one plain torch class and a plain ``state_dict``, or as ONNX.
 
-Traced with ``torch.fx`` at one input, computing every value: branches on sizes follow that input, ``torch.nn`` layers
-are rebuilt in place (the state_dict's keys are the model's own), and a forward that branches on values or calls
-anything outside torch and the standard library is refused in one line naming what. A second trace at another batch
-finds the constants that follow the batch size, which the code then computes from its input; operations newer than
-the target torch are written as their older equivalents, or refused (``dlcv.torch_versions``).
+The class holds only ``torch.nn`` layers and torch functions, so it runs where dlcv, Lightning and timm are not
+installed (the course's grading machine).
+
+The model is traced with ``torch.fx`` at one input, computing every value: branches on sizes follow that input,
+``torch.nn`` layers are rebuilt in place (the state_dict's keys are the model's own), and a forward that branches on
+values or calls anything outside torch and the standard library is refused in one line naming what. A second trace at
+another batch finds the constants that follow the batch size, which the code then computes from its input; operations
+newer than the target torch are written as their older equivalents, or refused (``dlcv.torch_versions``).
 """
 
 from __future__ import annotations
@@ -55,8 +57,15 @@ class _ValueProxy(torch.fx.Proxy):
 
 
 class FixedInputTracer(torch.fx.Tracer):
-    """Traces ``root`` at ``example``, computing each node's value as it goes (see the module's text); what
-    ``torch_version`` (``(major, minor)``) lacks is traced as its older equivalent."""
+    """A ``torch.fx`` tracer that computes each node's value as it traces ``root`` at ``example``.
+
+    What ``torch_version`` lacks is traced as its older equivalent (see the module's text).
+
+    Args:
+        root: the model.
+        example: the input it is traced at, float32 (N, 3, H, W).
+        torch_version: the target torch as ``(major, minor)``.
+    """
 
     def __init__(self, root: nn.Module, example: torch.Tensor, torch_version: tuple[int, int]):
         super().__init__(autowrap_modules=(math,))
@@ -65,15 +74,23 @@ class FixedInputTracer(torch.fx.Tracer):
         self.defaults: list = []  # the forward's other arguments, in order: fx gives each a placeholder
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        """A layer of ``torch.nn`` itself (not a container) that the target torch has: rebuilt from its constructor's
-        arguments; a newer one is traced through."""
+        """Whether ``module`` stays one layer: one of ``torch.nn``'s (no container) that the target torch has.
+
+        Such a layer is rebuilt from its constructor's arguments; a newer one is traced through.
+        """
         return (type(module).__module__.startswith("torch.nn.modules") and not isinstance(module, CONTAINERS)
                 and not layer_is_newer(module, self.torch_version))
 
     def proxy(self, node):
+        """A proxy that knows its node's value (``_ValueProxy``)."""
         return _ValueProxy(node, self)
 
     def to_bool(self, obj) -> bool:
+        """A branch on a traced value takes the branch its value at ``example`` takes.
+
+        Raises:
+            DlcvError: the branch is on a tensor's data, which a trace cannot keep.
+        """
         value = self.values[obj.node]
         if isinstance(value, torch.Tensor):  # sizes are plain numbers here: a tensor is the data itself
             raise DlcvError(f"the model branches on the values of a tensor ({obj.node.name}), which a plain "
@@ -81,15 +98,19 @@ class FixedInputTracer(torch.fx.Tracer):
         return bool(value)
 
     def iter(self, obj):
+        """Iterate a traced value as its value at ``example``."""
         return iter(self.values[obj.node])
 
     def getattr(self, attr, attr_val, parameter_proxy_cache):
+        """The real attribute while a value is computed, else fx's proxy for it."""
         return attr_val if self.evaluating else super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def call_module(self, m, forward, args, kwargs):
+        """Run the layer itself while a value is computed, else record its call."""
         return forward(*args, **kwargs) if self.evaluating else super().call_module(m, forward, args, kwargs)
 
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        """Record a node (a function the target torch lacks as its older equivalent) and compute its value."""
         if kind == "call_function" and not self.evaluating:
             equivalent = older_equivalent(target, kwargs, self.torch_version)
             if equivalent is not None:  # recorded as the older torch functions it calls
@@ -103,6 +124,7 @@ class FixedInputTracer(torch.fx.Tracer):
         return proxy
 
     def _evaluate(self, kind, target, args, kwargs):
+        """The value of one node at ``example``, from the values of its arguments."""
         real = lambda a: torch.fx.node.map_aggregate(a, lambda v: self.values[v.node] if isinstance(v, torch.fx.Proxy)
                                                      else v)  # noqa: E731
         args, kwargs = real(args), real(kwargs)
@@ -130,7 +152,7 @@ def _attribute(root: nn.Module, path: str):
 
 
 def _constructor(module: nn.Module) -> str:
-    """``nn.Conv2d(3, 32, kernel_size=(3, 3), ...)``: the call building ``module`` anew from the arguments it keeps."""
+    """The call that builds ``module`` anew from the arguments it keeps (``nn.Conv2d(3, 32, ...)``)."""
     cls = type(module)
     params = [p for p in inspect.signature(cls.__init__).parameters.values()
               if p.name not in ("self", "device", "dtype") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
@@ -153,6 +175,7 @@ def _constructor(module: nn.Module) -> str:
 
 
 def _same(a, b) -> bool:
+    """Whether ``a`` equals ``b`` and is of its type (False for values that do not compare)."""
     try:
         return bool(a == b) and type(a) is type(b)
     except Exception:  # noqa: BLE001 -- values that do not compare are not the default
@@ -160,8 +183,19 @@ def _same(a, b) -> bool:
 
 
 def trace(model: nn.Module, example: torch.Tensor, torch_version: tuple[int, int]) -> torch.fx.GraphModule:
-    """``model`` traced at ``example`` for ``torch_version`` (see the module's text), its forward's other arguments
-    at their defaults; refused in one line where it cannot be."""
+    """Trace ``model`` at ``example`` for ``torch_version``, its forward's other arguments at defaults.
+
+    See the module's text for what is kept and what is refused.
+
+    Args:
+        model: the model; it is put in evaluation mode.
+        example: the input, float32 (N, 3, H, W).
+        torch_version: the target torch as ``(major, minor)``.
+
+    Raises:
+        DlcvError: the forward needs arguments beyond the images, branches on a tensor's values, has an output that
+            depends on its other arguments, or cannot be traced by fx.
+    """
     model = model.eval()
     tracer = FixedInputTracer(model, example, torch_version)
     params = list(inspect.signature(model.forward).parameters.values())[1:]
@@ -185,8 +219,10 @@ def trace(model: nn.Module, example: torch.Tensor, torch_version: tuple[int, int
 
 
 def _drop_fixed_arguments(graph: torch.fx.Graph) -> None:
-    """Remove the placeholders fx gives the forward's other arguments, and the checks of their fixed values: the
-    exported forward takes the images alone."""
+    """Remove the placeholders fx gives the forward's other arguments, and the checks of their fixed values.
+
+    The exported forward takes the images alone.
+    """
     doomed, frontier = set(), [n for n in graph.nodes if n.op == "placeholder"][1:]
     while frontier:
         node = frontier.pop()
@@ -201,7 +237,7 @@ def _drop_fixed_arguments(graph: torch.fx.Graph) -> None:
 
 
 def computes_alike(model: nn.Module, traced: torch.fx.GraphModule, other: torch.Tensor) -> bool:
-    """Whether the trace computes what ``model`` does on ``other``, an input of another shape than it was traced at."""
+    """Whether the trace computes what ``model`` does on ``other``, an input of another shape."""
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # fx prints the failing line itself
             want, got = _outputs(model, other), _outputs(traced, other)
@@ -217,10 +253,12 @@ def other_batch(example: torch.Tensor, size: int) -> torch.Tensor:
 
 def batch_generic(model: nn.Module, example: torch.Tensor, traced: torch.fx.GraphModule,
                   torch_version: tuple[int, int]) -> bool:
-    """Make ``traced`` (``model`` traced at ``example``) run at any batch, if it can: trace again at another batch,
-    and write each constant that follows the batch size (``reshape(4, 65, ...)`` at batch 4) as a multiple of the
-    input's ``size(0)``. Returns whether the result computes ``model``'s outputs at two further batches; where not,
-    ``traced`` is left as it was (it runs at its own batch)."""
+    """Make ``traced`` (``model`` at ``example``) run at any batch where it can, and say whether it does.
+
+    ``model`` is traced again at another batch, and each constant that follows the batch size (``reshape(4, 65, ...)``
+    at batch 4) becomes a multiple of the input's ``size(0)``. The result must compute ``model``'s outputs at two
+    further batches; where it does not, ``traced`` is left as it was, running at its own batch only.
+    """
     batch = len(example)
     second = 2 if batch != 2 else 3
     again = trace(model, other_batch(example, second), torch_version)
@@ -273,8 +311,10 @@ _DIFFERENT = object()  # two traces' arguments that do not follow the batch size
 
 
 def _follow_batch(a, b, batch: int, second: int, place: dict):
-    """``a`` (an argument traced at ``batch``) with the integers that are ``b``'s (traced at ``second``) scaled by the
-    batch as ``_Multiple``; ``_DIFFERENT`` where the two differ otherwise."""
+    """Match an argument of two traces: integers that scale with the batch become ``_Multiple``.
+
+    ``a`` was traced at ``batch`` and ``b`` at ``second``; ``_DIFFERENT`` where the two differ otherwise.
+    """
     if isinstance(a, torch.fx.Node) or isinstance(b, torch.fx.Node):
         return a if isinstance(a, torch.fx.Node) and isinstance(b, torch.fx.Node) and place[a] == place[b] \
             else _DIFFERENT
@@ -315,10 +355,20 @@ def _with_batch(value, size: torch.fx.Node, graph: torch.fx.Graph):
 
 def plain_source(model: nn.Module, example: torch.Tensor, torch_version: str = DEFAULT_TORCH
                  ) -> tuple[str, dict, bool, bool]:
-    """``(source, state_dict, any_size, any_batch)``: a Python module (3.8 syntax, torch and the standard library only)
-    defining ``Net``, whose instance loads ``state_dict`` strictly and computes what ``model`` does on inputs of
-    ``example``'s shape (of any height and width where ``any_size``, of any batch where ``any_batch``; another input
-    is refused in one line), calling only what ``torch_version`` has.
+    """Write ``model`` as a plain torch module: ``(source, state_dict, any_size, any_batch)``.
+
+    The source (Python 3.8 syntax, torch and the standard library only) defines ``Net``, whose instance loads
+    ``state_dict`` strictly and computes what ``model`` does on inputs of ``example``'s shape, calling only what
+    ``torch_version`` has; an input of another shape is refused in one line (a ``ValueError``).
+
+    Args:
+        model: the model; it is put in evaluation mode.
+        example: the input it is traced at, float32 (N, 3, H, W).
+        torch_version: the torch the code must run on (``"1.12"``).
+
+    Returns:
+        the module's source, its state_dict, and whether ``Net`` takes inputs of any height and width
+        (``any_size``) and of any batch (``any_batch``).
 
     Raises:
         DlcvError: the model cannot be traced, calls what is outside torch, or needs an operation that
@@ -362,6 +412,7 @@ def plain_source(model: nn.Module, example: torch.Tensor, torch_version: str = D
 
 
 def _input_name(traced: torch.fx.GraphModule) -> str:
+    """The name of the traced forward's input."""
     return next(node.name for node in traced.graph.nodes if node.op == "placeholder")
 
 
@@ -442,8 +493,12 @@ def exported_tasks() -> tuple[str, ...]:
 
 
 def checkpoint_model(path, task: str | None = None):
-    """``(model, recipe, example)`` of a dlcv classification or segmentation checkpoint (of ``task`` where given):
-    the model for inference and a random input of its recipe's ``TRACE_BATCH`` images at the size ``predict`` gives."""
+    """Load a dlcv classification or segmentation checkpoint for export: ``(model, recipe, example)``.
+
+    The model is in evaluation mode; ``example`` is a seeded random float32 input of the recipe's ``TRACE_BATCH``
+    images, (TRACE_BATCH, 3, S, S) at the side S that ``predict`` gives. ``task``: the one it must be of (None: any
+    task that exports).
+    """
     model, recipe = load_predictor(path, task or exported_tasks())
     side = recipe.input_side()
     generator = torch.Generator().manual_seed(0)
@@ -453,13 +508,27 @@ def checkpoint_model(path, task: str | None = None):
 
 def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False, torch_version: str | None = None
                       ) -> dict:
-    """``dlcv export``: a checkpoint's model as plain torch (a folder of ``model.py`` and ``weights.pth``) for
-    ``torch_version`` (None: ``DEFAULT_TORCH``) or ONNX (one file), checked against the checkpoint's outputs at two
-    batches where it takes any batch (else at the one it holds).
+    """``dlcv export``: write a checkpoint's model as plain torch or ONNX, checked against the checkpoint.
+
+    Plain torch is a folder of ``model.py`` and ``weights.pth``; ONNX is one file. The export is checked against the
+    checkpoint's outputs at two batches where it takes any batch, else at the one it holds.
+
+    Args:
+        checkpoint: a dlcv classification or segmentation checkpoint.
+        fmt: ``onnx``, or else plain torch.
+        output: the folder (plain torch) or the ``.onnx`` file to write.
+        overwrite: replace an earlier output (``--overwrite``).
+        torch_version: the torch the code must run on; None: ``DEFAULT_TORCH``.
 
     Returns:
-        ``output``, the largest ``difference``, ``any_size``, ``side`` (the input side traced at), ``batch`` (the
-        one batch the export takes, or None for any) and ``torch`` (the version the code is written for).
+        ``output``, the largest ``difference`` from the checkpoint's outputs, ``any_size``, ``side`` (the input side
+        traced at, in pixels), ``batch`` (the one batch the export takes, or None for any) and ``torch`` (the version
+        the code is written for).
+
+    Raises:
+        DlcvError: the output is refused or not written, an ONNX file's name does not end in ``.onnx``, the torch
+            version is not one the code can be written for, the checkpoint is unreadable, or the model does not
+            export (``plain_source``, ``write_onnx``).
     """
     if fmt == "onnx":
         output = check_output_file(output, overwrite, inputs=(checkpoint,))
@@ -486,6 +555,7 @@ def _checked_batches(example: torch.Tensor, any_batch: bool) -> list[torch.Tenso
 
 
 def _outputs(model, x):
+    """``model(x)`` without gradients."""
     with torch.no_grad():
         return model(x)
 
@@ -501,8 +571,18 @@ def _plain_difference(folder, model, inputs: list[torch.Tensor]) -> float:
 
 
 def write_onnx(model, example, output, torch_version: str) -> tuple[float, bool]:
-    """Write the traced model as ONNX, with a dynamic batch where the trace takes any batch; return onnxruntime's
-    largest difference from ``model`` (at two batches, else at the one) and whether the batch is dynamic."""
+    """Write the traced model to ``output`` as ONNX (opset 17), checked by onnxruntime against ``model``.
+
+    The batch is dynamic where the trace takes any batch.
+
+    Returns:
+        ``(difference, any_batch)``: onnxruntime's largest difference from ``model`` (at two batches, else at the
+        one), and whether the batch is dynamic.
+
+    Raises:
+        DlcvError: onnxruntime is not installed, the export or its check failed, or the outputs differ by more than
+            1e-4; nothing is written then.
+    """
     try:
         import onnxruntime
     except ImportError:

@@ -1,8 +1,9 @@
-"""The course's files as dlcv reads and writes them: image folders, satellite tiles by id and CSVs, any image mode
-decoded faithfully to RGB; outputs checked, written through a temporary file and a rename, and marked.
+"""The course's files as dlcv reads and writes them, in a module the hand-in folder ships as it is.
 
-Python 3.6's syntax, the standard library and NumPy (Pillow where an image is read): ``dlcv handin`` ships this file
-as it is, so that the graded scripts find, decode and write files exactly as dlcv does.
+Reading: image folders, satellite tiles by id and CSVs, any image mode decoded faithfully to RGB. Writing: outputs
+checked, written through a temporary file and a rename, and marked. Python 3.6's syntax, the standard library and
+NumPy (Pillow where an image is read): ``dlcv handin`` ships this file, so that the graded scripts find, decode and
+write files exactly as dlcv does.
 """
 import contextlib
 import csv
@@ -27,7 +28,7 @@ _KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_
 
 
 class DlcvError(Exception):
-    """A problem with the user's input (a file, a flag, a recipe): printed as one line, exit status 2, no traceback."""
+    """A problem with the user's input (a file, a flag, a recipe): one line, exit status 2, no traceback."""
 
 
 class SizeMismatch(DlcvError):
@@ -36,11 +37,15 @@ class SizeMismatch(DlcvError):
 
 # --- reading ---------------------------------------------------------------------------------------------
 def check_inside(folder: Path, path: Path, row: Optional[str] = None) -> Path:
-    """``path`` after checking that, links followed, it lies inside ``folder``.
+    """Return ``path`` after checking that, links followed, it lies inside ``folder``.
+
+    Args:
+        folder: the folder ``path`` must lie in.
+        path: a file of ``folder``, perhaps a link.
+        row: where a CSV named it (``file:line``), for the message; None: ``path`` is named alone.
 
     Raises:
-        DlcvError: a link leaving the folder, refused like a ``../`` name (``row``, a CSV's ``file:line``, says
-            where it was named).
+        DlcvError: ``path`` leads outside ``folder`` (a link out of it is refused as a ``../`` name is).
     """
     target = path.resolve()
     try:
@@ -52,8 +57,10 @@ def check_inside(folder: Path, path: Path, row: Optional[str] = None) -> Path:
 
 
 def is_utf8_name(path) -> bool:
-    """Whether ``path`` is UTF-8 text (Python gives a name's other bytes as surrogate escapes, which no CSV, page, log
-    or cache key can hold)."""
+    """Whether ``path`` encodes as UTF-8 text.
+
+    Python gives a name's other bytes as surrogate escapes, which no CSV, page, log or cache key can hold.
+    """
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
@@ -62,7 +69,7 @@ def is_utf8_name(path) -> bool:
 
 
 def check_utf8_name(path) -> None:
-    """Refuse ``path`` unless ``is_utf8_name``, showing it as ``repr`` does (escaped: the line holds no lone surrogate).
+    """Refuse a ``path`` that is not UTF-8 text, showing it escaped as ``repr`` does.
 
     Raises:
         DlcvError: ``'NAME': not a UTF-8 name; rename it``.
@@ -72,8 +79,7 @@ def check_utf8_name(path) -> None:
 
 
 def _check_name(folder: Path, path: Path) -> None:
-    """Refuse a file name that is not UTF-8 (``check_utf8_name``) or not printable (control characters): not a
-    CSV's text."""
+    """Refuse a file name that is not UTF-8 or not printable (control characters), which no CSV can hold."""
     check_utf8_name(path)
     if not path.name.isprintable():
         raise DlcvError(f"{folder}: the file name {path.name!r} is not printable UTF-8 text; rename it")
@@ -100,7 +106,11 @@ def list_images(folder) -> List[Path]:
 
 
 def unique_ids(folder: Path, pattern) -> Dict[str, Path]:
-    """The files of ``folder`` whose names match ``pattern``, by the id it captures (group 1).
+    """The files of ``folder`` whose names match ``pattern``, by the id it captures.
+
+    Args:
+        folder: the folder to list.
+        pattern: a compiled regular expression; group 1 of a name's match is the file's id.
 
     Raises:
         DlcvError: two files of one id differing only in case or extension (one would silently stand for the
@@ -123,7 +133,7 @@ def unique_ids(folder: Path, pattern) -> Dict[str, Path]:
 
 
 def satellite_tiles(folder) -> Dict[str, Path]:
-    """The ``NNNN_sat.jpg`` tiles (``SAT_NAME``: .jpg, .jpeg or .png, any case) of ``folder`` by id; none is {}.
+    """The ``NNNN_sat.jpg`` tiles (.jpg, .jpeg or .png, any case) of ``folder`` by id; {} if none.
 
     Raises:
         DlcvError: no such folder, or as ``unique_ids``.
@@ -135,8 +145,13 @@ def satellite_tiles(folder) -> Dict[str, Path]:
 
 
 def to_rgb(image, path: Path) -> np.ndarray:
-    """Any PIL mode as RGB uint8 (H, W, 3), faithfully: 16-bit grey scaled to 8 bits (PIL's own conversion clips it
-    to white), a palette's transparency resolved.
+    """Convert a PIL image of any mode to an RGB uint8 array (H, W, 3), keeping its values faithfully.
+
+    16-bit grey is scaled to 8 bits (PIL's own conversion clips it to white) and a palette's transparency is resolved.
+
+    Args:
+        image: an opened, loaded PIL image.
+        path: its file, for the messages.
 
     Raises:
         DlcvError: a mode whose range is unknown (floating point) or 32-bit values outside 0-65535.
@@ -156,13 +171,17 @@ def to_rgb(image, path: Path) -> np.ndarray:
 
 
 def decode_image(path: Path, size: Optional[Tuple[int, int]] = None, rgb_only: bool = False) -> np.ndarray:
-    """One image file as RGB uint8 (H, W, 3), any mode faithfully (``to_rgb``); ``size``: the (height, width) it
-    must have; ``rgb_only``: masks, whose channels the course's script reads as stored, must be RGB.
+    """Decode one image file as an RGB uint8 array (H, W, 3), any mode faithfully (``to_rgb``).
+
+    Args:
+        path: the image file.
+        size: the (height, width) in pixels it must have; None: any.
+        rgb_only: refuse a file not stored as RGB (masks, whose channels the course's script reads as stored).
 
     Raises:
-        SizeMismatch: not of ``size``.
-        DlcvError: not readable, over PIL's pixel limit (a decompression bomb, refused before decoding), or not RGB
-            where ``rgb_only``.
+        SizeMismatch: the image is not of ``size``.
+        DlcvError: the file is not a readable image, has more pixels than PIL's limit (a decompression bomb, refused
+            before decoding), is not RGB where ``rgb_only``, or is refused by ``to_rgb``.
     """
     from PIL import Image
 
@@ -186,7 +205,7 @@ def decode_image(path: Path, size: Optional[Tuple[int, int]] = None, rgb_only: b
 
 
 def decode_resized(path: Path, side: int) -> np.ndarray:
-    """``decode_image`` of ``path`` at ``side`` x ``side`` (bicubic, as dlcv reads folders of mixed sizes)."""
+    """Decode an image, resized bicubic to uint8 (side, side, 3) as dlcv reads folders of mixed sizes."""
     from PIL import Image
 
     array = decode_image(path)
@@ -196,7 +215,7 @@ def decode_resized(path: Path, side: int) -> np.ndarray:
 
 
 def odd_size_message(files: Sequence[Path]) -> str:
-    """The odd-sized image among ``files`` (read from the headers), with the size most of them share, in words."""
+    """The odd-sized image among ``files`` (sizes read from the headers) and the size most share, in words."""
     from PIL import Image
 
     sizes = {}
@@ -228,7 +247,13 @@ def check_one_size(files: Sequence[Path]) -> None:
 
 
 def safe_member(folder: Path, name: str, csv_path: Path, line: int) -> Path:
-    """``folder / name`` for a file a CSV names.
+    """Return ``folder / name`` for a file name a CSV gives, once checked to stay inside ``folder``.
+
+    Args:
+        folder: the image folder.
+        name: the file name as the CSV gives it.
+        csv_path: the CSV, for the message.
+        line: the name's line in the CSV, for the message.
 
     Raises:
         DlcvError: a name that leaves the folder (absolute, ``..``, a drive, a link out of it), at ``csv_path:line``.
@@ -241,6 +266,10 @@ def safe_member(folder: Path, name: str, csv_path: Path, line: int) -> Path:
 
 def read_csv_rows(path, required: Tuple[str, ...]) -> List[Dict[str, str]]:
     """The rows of a CSV (UTF-8, a byte-order mark allowed) as dicts of stripped values.
+
+    Args:
+        path: the CSV file.
+        required: the columns its header must have.
 
     Raises:
         DlcvError: no such file, not text, not valid CSV, a column named twice or missing from ``required``, or a
@@ -276,7 +305,7 @@ def read_csv_rows(path, required: Tuple[str, ...]) -> List[Dict[str, str]]:
 
 
 def office_rows(csv_path, folder) -> Tuple[List[Dict[str, str]], List[Path]]:
-    """The rows of an Office-Home CSV (``id,filename[,label]``) in file order, and the image file each names.
+    """The rows of an Office-Home CSV (``id,filename[,label]``) in file order, and the image each names.
 
     Raises:
         DlcvError: no such folder, no rows, a file name that leaves the folder or names no file (``file:line``), or
@@ -299,7 +328,7 @@ def office_rows(csv_path, folder) -> Tuple[List[Dict[str, str]], List[Path]]:
 
 # --- writing ---------------------------------------------------------------------------------------------
 def write_error(path, exc: OSError) -> DlcvError:
-    """The one line for an output that could not be written (read-only, full disk, not a folder...)."""
+    """The ``DlcvError`` (returned, not raised) for an output that could not be written, naming it and why."""
     reason = exc.strerror or str(exc) or type(exc).__name__
     return DlcvError(f"{path}: cannot be written ({reason})")
 
@@ -310,7 +339,7 @@ def resolved_path(path) -> Path:
 
 
 def check_not_an_input(output, inputs: Iterable) -> None:
-    """Refuse an output that is an input, holds one, or lies inside an input folder (``None`` inputs skipped)."""
+    """Refuse an output that is an input, holds one, or lies inside an input folder (None inputs skipped)."""
     out = resolved_path(output)
     for given in inputs:
         if given is None:
@@ -325,14 +354,14 @@ def check_not_an_input(output, inputs: Iterable) -> None:
 
 
 def check_parent(path: Path, label: str = "the folder") -> None:
-    """Refuse an output whose parent folder is missing or not a folder."""
+    """Refuse an output whose parent is missing or not a folder (``label`` names the parent in the message)."""
     if not path.parent.is_dir():
         what = "is not a folder" if path.parent.exists() else "does not exist"
         raise DlcvError(f"{path}: {label} {path.parent} {what}")
 
 
 def check_not_special(path: Path, folder: bool = False) -> None:
-    """Refuse an existing ``path`` that is a link, or that is not a regular file (``folder``: a folder)."""
+    """Refuse an existing ``path`` that is a link or not a regular file (``folder``: not a folder)."""
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
@@ -348,8 +377,12 @@ def check_not_special(path: Path, folder: bool = False) -> None:
 
 
 def check_output_path(path, inputs: Iterable = ()) -> Path:
-    """``path`` checked as a new or replaced file: its folder exists; it is new or a regular file (a link, folder,
-    device, FIFO or socket is refused: the rename would replace it); it is no input nor inside one."""
+    """Check ``path`` as a new or replaced output file, and return it as a ``Path``.
+
+    Raises:
+        DlcvError: its folder is missing; it is a link, folder, device, FIFO or socket (the rename would replace it);
+            or it is, holds or lies inside one of ``inputs``.
+    """
     path = Path(path)
     check_parent(path, "the output folder")
     check_not_special(path)
@@ -364,14 +397,16 @@ def _stamp(path) -> bytes:
 
 
 def mark_written(path) -> None:
-    """Mark ``path`` as written by dlcv as it is now (nothing where the file system keeps no extended attributes)."""
+    """Mark ``path`` as dlcv's as it is now (a no-op where the file system has no extended attributes)."""
     with contextlib.suppress(OSError, AttributeError):
         os.setxattr(path, WRITTEN, _stamp(path), follow_symlinks=False)
 
 
 def written_by_dlcv(path) -> bool:
-    """Whether ``path`` is as dlcv wrote it: its mark, unchanged since (a copy, an edited file, or a file on a file
-    system without xattrs is not)."""
+    """Whether ``path`` is as dlcv wrote it: marked, and unchanged since.
+
+    A copy, an edited file, or a file on a file system without extended attributes is not.
+    """
     try:
         return os.getxattr(path, WRITTEN, follow_symlinks=False) == _stamp(path)
     except (OSError, AttributeError):
@@ -387,12 +422,14 @@ def current_umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``, renamed onto it (and marked) on success; on error it is removed and
-    ``path`` left as it was.
+    """Yield a temporary path beside ``path``, marked and renamed onto it if the block raises nothing.
+
+    On an error the temporary file is removed and ``path`` is left as it was.
 
     Raises:
-        DlcvError: ``path`` refused by ``check_output_path``, or its write failed (read-only folder, full disk),
-            naming ``path``.
+        DlcvError: ``check_output_path`` refuses ``path``, or its write failed (read-only folder, full disk), naming
+            ``path``.
+        OSError: another file's error, raised inside the block, passed on.
     """
     path = check_output_path(path)
     try:
@@ -417,14 +454,16 @@ def atomic_path(path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", **kwargs) -> Iterator:
-    """Open a temporary file beside ``path`` for writing (``open``'s ``mode`` and keywords); rename it onto ``path``
-    on success (``atomic_path``)."""
+    """Open a temporary file beside ``path`` to write, renamed onto ``path`` on success (``atomic_path``).
+
+    ``mode`` and ``kwargs`` are ``open``'s.
+    """
     with atomic_path(path) as tmp, open(str(tmp), mode, **kwargs) as handle:
         yield handle
 
 
 def read_manifest(folder) -> Optional[dict]:
-    """The manifest of a folder that dlcv wrote (``MANIFEST``), or None (no manifest, or not one of dlcv's)."""
+    """The manifest of a folder dlcv wrote (``MANIFEST``), or None (no manifest, or not one of dlcv's)."""
     path = Path(folder) / MANIFEST
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

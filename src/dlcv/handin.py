@@ -1,6 +1,9 @@
-"""``dlcv handin``: the folder the course grades, which runs on the course's machine with its packages alone
-(torch, torchvision, numpy, Pillow; no dlcv). Each of the year's ``scripts/YEAR/hw1_N.sh`` loads the checkpoint its
-``checkpoint VAR NAME CANDIDATE...`` line names (``scripts/common.sh``)."""
+"""``dlcv handin``: write the folder the course grades, which runs with the course's packages alone.
+
+The folder runs on the course's machine with torch, torchvision, numpy and Pillow, without dlcv. Each of the year's
+``scripts/YEAR/hw1_N.sh`` loads the checkpoint its ``checkpoint VAR NAME CANDIDATE...`` line names
+(``scripts/common.sh``).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,11 @@ KIND = "hand-in folder"
 
 
 def script_checkpoint(script: Path) -> tuple[str, str, list[str]]:
-    """``(variable, name, candidates)`` of the checkpoint a course script loads."""
+    """``(variable, name, candidates)`` of the checkpoint a course script loads.
+
+    Raises:
+        DlcvError: the script has no ``checkpoint VAR NAME CANDIDATE...`` line.
+    """
     found = CALL.search(script.read_text())
     if found is None:
         raise DlcvError(f"{script}: names no checkpoint (expected a line 'checkpoint VAR NAME CANDIDATE...')")
@@ -35,7 +42,17 @@ def script_checkpoint(script: Path) -> tuple[str, str, list[str]]:
 
 
 def choose_checkpoint(name: str, candidates: list[str], runs: Path, given: dict[str, str]) -> Path:
-    """The checkpoint given for ``name``, else the first candidate (``runs/...``) found under ``runs``."""
+    """The checkpoint for problem ``name``: the one given, else the first candidate found under ``runs``.
+
+    Args:
+        name: the problem (``p1``, ``ssl``, ``seg``).
+        candidates: the course script's paths, each starting with ``runs/``.
+        runs: the runs folder those paths are looked up in.
+        given: checkpoints by problem, from ``--checkpoint NAME=PATH``.
+
+    Raises:
+        DlcvError: the checkpoint given is no file, or none of the candidates exists.
+    """
     if name in given:
         path = Path(given[name])
         if not path.is_file():
@@ -64,10 +81,30 @@ SHIPPED = tuple(Path(__file__).resolve().parent / name for name in ("tta.py", "f
 def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs", given: dict[str, str] | None = None,
            overwrite: bool = False, urls: dict[str, str] | None = None, half: bool = False,
            autocast: bool = False) -> list[tuple[str, int, str]]:
-    """Write ``year``'s hand-in folder into ``output``: per graded problem its script, a plain inference file, the
-    model as plain torch code and its state_dict (``half``: float16 where ``halved`` allows), and the download script
-    fetching each weights file from ``urls`` (sha256-checked); return ``(file, bytes, where from)`` per file.
-    ``autocast``: the scripts predict under the autocast ``dlcv ... predict --autocast`` uses (else float32)."""
+    """Write ``year``'s hand-in folder into ``output``, and list each file and where it came from.
+
+    Per graded problem: its script, a plain inference file, and the model as plain torch code with its state_dict;
+    then dlcv's shipped modules (``SHIPPED``) and the download script, which fetches each weights file from ``urls``
+    and checks its sha256.
+
+    Args:
+        year: the course's year, one of the folders of ``scripts/``.
+        output: the hand-in folder, written whole (``staged_folder``).
+        runs: the runs folder where the scripts' checkpoints are looked up.
+        given: checkpoints by problem (``p1``, ``ssl``, ``seg``), in place of the scripts' candidates.
+        overwrite: replace an earlier hand-in folder (``--overwrite``).
+        urls: each weights file's address by problem; without one, the download script asks for the file by hand.
+        half: save the weights in float16 where ``halved`` finds dlcv's predictions unchanged.
+        autocast: the scripts predict under the autocast ``dlcv ... predict --autocast`` uses (else float32).
+
+    Returns:
+        ``(file, bytes, where from)`` per file written.
+
+    Raises:
+        DlcvError: no course scripts (not a clone of the repository), an unknown year, a checkpoint or URL for a
+            problem the year does not grade, a bad URL, a missing checkpoint or one that does not export for the
+            year's torch, or an output folder refused or not written.
+    """
     folder, runs, given, urls = SCRIPTS / str(year), Path(runs), given or {}, urls or {}
     years = sorted(p.name for p in SCRIPTS.glob("20*"))  # none where SCRIPTS is no folder
     if not years:
@@ -102,8 +139,11 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
 
 
 def write_folder(staging: Path, year: int, calls: dict, exported: dict, needs: dict, urls: dict) -> list[tuple]:
-    """The hand-in folder's files in ``staging``: per problem its inference, model and weights, per course script
-    its ``hw1_N.sh``, dlcv's ``tta.py`` and the download script; returns ``(file, where from)`` per file."""
+    """Write the hand-in folder's files into ``staging``, and return ``(file, where from)`` per file.
+
+    Per problem its inference file, model and weights; per course script its ``hw1_N.sh``; dlcv's shipped modules
+    (``SHIPPED``) and the download script.
+    """
     download, written, sums = DOWNLOAD[year], [], {}
     for name, (config, source, state) in exported.items():
         config["download"] = f"bash {download}"
@@ -144,13 +184,20 @@ def script_usage(script: Path) -> str:
 
 def export_problem(name: str, checkpoint: Path, half: bool = False, torch_version: str = DEFAULT_TORCH
                    ) -> tuple[dict, str, dict]:
-    """``(config, model source, state_dict)`` of problem ``name`` from its checkpoint: the model as plain torch code
-    for ``torch_version``, traced at its input, and what ``predict.py`` needs to prepare it as dlcv does (``half``:
-    see ``halved``).
+    """Export problem ``name``'s checkpoint for the hand-in as ``(config, model source, state_dict)``.
+
+    The model becomes plain torch code for ``torch_version``, traced at its input (``plain_source``); ``config`` holds
+    what ``predict.py`` needs to prepare the input as dlcv does.
+
+    Args:
+        name: the problem (``p1``, ``ssl``, ``seg``).
+        checkpoint: its dlcv checkpoint.
+        half: float16 weights where ``halved`` allows.
+        torch_version: the torch the code must run on (``"1.12"``).
 
     Raises:
-        DlcvError: the model cannot be plain torch code for ``torch_version`` (``plain_source``), naming the
-            checkpoint.
+        DlcvError: the checkpoint is unreadable or not of the problem's task, or its model cannot be plain torch code
+            for ``torch_version`` (naming the checkpoint).
     """
     task, mode = PROBLEMS[name]
     model, recipe, example = checkpoint_model(checkpoint, task)
@@ -169,9 +216,14 @@ def export_problem(name: str, checkpoint: Path, half: bool = False, torch_versio
 
 
 def halved(task: str, model, recipe, checkpoint: Path, state: dict) -> tuple[dict, str]:
-    """``state`` in float16 if dlcv's predictions on the images its run validated on (holdout, else validation folder)
-    are unchanged with every weight so rounded (each label of a classifier; a segmenter's mIoU to 1e-4, the scripts'
-    own bar), else as it is; and what was found, in words."""
+    """``state`` in float16 if that leaves dlcv's predictions on the run's validation images unchanged.
+
+    The images are those the run validated on (its holdout, else its validation folder): a classifier must keep every
+    label, a segmenter its mIoU to 1e-4 (the scripts' own bar). ``model``'s weights are rounded in place to check.
+
+    Returns:
+        ``(state, note)``: the state_dict to save (float16, or as it was), and what was found, in words.
+    """
     folder = RunFolder(checkpoint.parent).resolved.get("data")  # {} without resolved.json
     if not folder or not Path(folder).is_dir():
         return state, f" (float32: the run's data {folder or '(not recorded)'} is not here to check float16 on)"
@@ -209,11 +261,11 @@ MAX_URL = 2048  # characters; browsers and servers refuse longer ones
 
 
 def check_url(name: str, url: str) -> None:
-    """Refuse a URL the download script could not fetch, or that holds a character outside ``URL_SAFE`` and the ASCII
-    letters and digits: one line naming it and why.
+    """Refuse a URL the download script could not fetch, or holding a character a shell gives a meaning.
 
     Raises:
-        DlcvError: not http(s), no host, too long, a bad ``%`` escape or a character outside the set.
+        DlcvError: a character other than ASCII letters, digits and ``URL_SAFE``; not http(s); no host; more than
+            ``MAX_URL`` characters; or a ``%`` not followed by two hexadecimal digits (naming the URL and why).
     """
     shown = url if url.isprintable() else repr(url)
     shown = shown if len(shown) <= 120 else shown[:100] + "..."
@@ -245,9 +297,15 @@ def _tool(url: str) -> str:
 
 
 def download_script(year: int, files: dict[str, tuple[str, str, str]]) -> str:
-    """The download script: per name ``(file, sha256, url)``; a good file already there is left alone. Its table of
-    weights is data the script reads, never runs: each URL percent-encoded past ``URL_SAFE`` (a no-op for one
-    ``check_url`` passed), so no value can end the table or reach a shell as code."""
+    """The download script's text; it leaves alone a weights file already there with the right sha256.
+
+    Its table of weights is data the script reads, never runs: each URL is percent-encoded past ``URL_SAFE`` (a no-op
+    for one that ``check_url`` passed), so no value can end the table or reach a shell as code.
+
+    Args:
+        year: the course's year, for the script's heading.
+        files: per problem name, ``(weights file name, sha256, url)``; an empty url: none given.
+    """
     rows = []
     for name, (file, digest, url) in files.items():
         url = quote(_direct(url), safe=URL_SAFE) if url else "-"
@@ -255,8 +313,7 @@ def download_script(year: int, files: dict[str, tuple[str, str, str]]) -> str:
     return DOWNLOAD_TEMPLATE.format(year=year, names="|".join(files), table="\n".join(rows))
 
 
-# The folder of the running script from its own path, without a command substitution (which drops a name's trailing
-# newlines) and never starting with '-' (which a command would read as an option).
+# The script's folder from $0: no command substitution (it drops trailing newlines), no leading '-' (read as an option).
 HERE = """case "$0" in */*) here="${0%/*}" ;; *) here=. ;; esac
 case "$here" in /*) ;; "") here=/ ;; *) here="./$here" ;; esac
 """

@@ -1,7 +1,8 @@
-"""Writing outputs so that nothing is half-written and nothing dlcv did not write is ever replaced or deleted.
+"""Write outputs so that nothing is half-written and nothing dlcv did not write is replaced or deleted.
 
 Files go to a temporary name, are renamed into place and marked (``user.dlcv``); a folder a command fills carries a
-manifest, ``.dlcv-output``, and only a folder with one is replaced."""
+manifest, ``.dlcv-output``, and only a folder with one is replaced.
+"""
 
 from __future__ import annotations
 
@@ -38,14 +39,25 @@ STAGING, OLD = "dlcv-staging", "dlcv-old"  # ``.NAME.STAGING-PID`` is filled, ``
 LOOSE_KINDS = ("demo", FIGURES)  # folders of dlcv's that take files one by one: a named output may go in them
 
 PathLike = str | os.PathLike
-# What a write into a folder meets that the checks before it cannot foresee: full disk or quota, ``ulimit -f``,
-# a read-only or locked-down folder, a failing device.
+# Errors no check can foresee before a write: full disk or quota, ``ulimit -f``, read-only folder, failing device.
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = ()) -> Path:
-    """Check an output file a user names: ``check_output_path``; not inside a folder dlcv writes whole; an existing
-    file replaced only when dlcv wrote it (its mark) or with ``overwrite``."""
+    """Check, before any work, an output file that the user names.
+
+    Args:
+        path: the file to write.
+        overwrite: replace an existing file that dlcv did not write (``--overwrite``).
+        inputs: the command's inputs, which the output may not be, hold or lie inside (None entries are skipped).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        DlcvError: ``path`` is refused by ``check_output_path`` (no such folder; a link, folder or device; an input),
+            lies inside a folder dlcv writes whole, or exists without dlcv's mark while ``overwrite`` is off.
+    """
     path = check_output_path(path, inputs)
     for folder in resolved_path(path).parents:  # resolved: a run reached through a link is that run
         kind = (read_manifest(folder) or {}).get("kind")
@@ -59,8 +71,13 @@ def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[
 
 # --- output folders ------------------------------------------------------------------------------------
 def mark_folder(folder: PathLike, kind: str, files: list[str] | None = None) -> None:
-    """Write the manifest that lets a later command replace ``folder`` (``files``: those dlcv put in it, so that a
-    replacement keeps any other)."""
+    """Write the manifest that lets a later command replace ``folder``.
+
+    Args:
+        folder: the folder dlcv wrote.
+        kind: what it holds (``run``, ``set of predicted masks``...), which later commands check.
+        files: the files dlcv put in it, so that a replacement keeps any other; None: no list, all count as dlcv's.
+    """
     extra = {} if files is None else {"files": files}
     write_json(Path(folder) / MANIFEST, {"kind": kind, "dlcv": __version__,
                                          "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}, indent=None)
@@ -73,7 +90,7 @@ def listed_files(folder: Path) -> list[str]:
 
 
 def foreign_files(folder: Path) -> list[str]:
-    """The files of a dlcv folder that its manifest does not list, added by others (none if it lists no files)."""
+    """Files of a dlcv folder that its manifest does not list, added by others (none if it lists no files)."""
     manifest = read_manifest(folder) if folder.is_dir() else None
     if manifest is None or not isinstance(manifest.get("files"), list):
         return []
@@ -82,8 +99,24 @@ def foreign_files(folder: Path) -> list[str]:
 
 def check_output_folder(output: PathLike, kind: str, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
                         need_parent: bool = True, replaces_same_kind: bool = False) -> Path:
-    """Refuse, before any work, an output folder that may not take a ``kind`` of output: files dlcv did not write or a
-    folder of another kind even with ``overwrite``; one of ``kind`` unless ``overwrite`` or ``replaces_same_kind``."""
+    """Refuse, before any work, an output folder that may not take an output of ``kind``.
+
+    Args:
+        output: the folder to fill.
+        kind: the manifest kind of what is written (``run``, ``hand-in folder``...).
+        overwrite: allow replacing an earlier output of the same ``kind`` (``--overwrite``).
+        inputs: the command's inputs, which the folder may not be, hold or lie inside (None entries are skipped).
+        need_parent: refuse a folder whose parent is missing (False: the parents are made later).
+        replaces_same_kind: allow an earlier output of the same ``kind`` even without ``overwrite``.
+
+    Returns:
+        ``output`` as a ``Path``.
+
+    Raises:
+        DlcvError: ``output`` is a link or not a folder, is or holds the current folder, is or holds an input or lies
+            inside one, has no parent folder (``need_parent``), holds files dlcv did not write or an output of another
+            kind (even with ``overwrite``), or holds a ``kind`` already without ``overwrite`` or ``replaces_same_kind``.
+    """
     output = Path(output)
     check_not_special(output, folder=True)
     here = resolved_path(".")
@@ -107,8 +140,13 @@ def check_output_folder(output: PathLike, kind: str, overwrite: bool = False, in
 
 
 def make_output_folder(output: PathLike, kind: str) -> Path:
-    """Create ``output`` and its parents as a dlcv folder that later commands may fill and replace (check it with
-    ``check_output_folder`` first); an existing dlcv folder keeps its manifest."""
+    """Create ``output`` and its parents as a dlcv folder of ``kind``, which later commands may replace.
+
+    Check it with ``check_output_folder`` first; an existing dlcv folder keeps its manifest.
+
+    Raises:
+        DlcvError: the folder or its manifest could not be written.
+    """
     output = Path(output)
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -120,8 +158,15 @@ def make_output_folder(output: PathLike, kind: str) -> Path:
 
 
 def figures_folder(output: PathLike) -> Path:
-    """``output`` made ready to take figures file by file: new, empty, a folder of figures dlcv wrote, or a run's
-    ``figures/``; a folder holding anything else is refused, so that no one else's file is written over."""
+    """Make ``output`` ready to take figures file by file, and return it.
+
+    It may be new, empty, a folder of figures dlcv wrote, or a run's ``figures/``; a folder holding anything else is
+    refused, so that no one else's file is written over.
+
+    Raises:
+        DlcvError: ``output`` is a link or not a folder, has no parent folder, holds files dlcv did not write or another
+            kind of output, or could not be created.
+    """
     output = Path(output)
     check_not_special(output, folder=True)
     check_parent(output)
@@ -148,7 +193,10 @@ def process_alive(pid: int) -> bool:
 
 
 def clean_leftovers(output: Path) -> None:
-    """Remove the staging and old folders killed runs left beside ``output`` (its marked ones, of dead processes)."""
+    """Remove the staging and old folders that killed commands left beside ``output``.
+
+    Only those of processes no longer alive, and a staging folder only where it holds dlcv's manifest.
+    """
     for leftover in output.parent.glob(f".{glob.escape(output.name)}.dlcv-*-*"):  # the name literally, not a pattern
         kind, _, pid = leftover.name[len(output.name) + 2 :].rpartition("-")
         if kind not in (STAGING, OLD) or not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
@@ -158,7 +206,11 @@ def clean_leftovers(output: Path) -> None:
 
 
 def replace_folder(staging: Path, output: Path) -> None:
-    """Put ``staging`` where ``output`` is; an old ``output`` (checked replaceable) stays whole till the new is in."""
+    """Move ``staging`` into ``output``'s place; an old ``output`` stays whole until the new one is in.
+
+    Raises:
+        OSError: a rename failed; an old ``output`` is then back in its place.
+    """
     if output.is_dir() and not any(output.iterdir()):
         output.rmdir()
     if not output.exists():
@@ -178,8 +230,24 @@ def replace_folder(staging: Path, output: Path) -> None:
 def staged_folder(output: PathLike, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
                   kind: str = "output", keep: tuple[str, ...] = (), replaces_same_kind: bool = False
                   ) -> Iterator[Path]:
-    """Yield a new folder beside ``output`` to fill; on success it replaces the checked ``output`` whole, and an
-    interrupted run leaves it as it was. ``keep``: entries of an earlier ``output`` taken over when not rewritten."""
+    """Yield a folder to fill beside ``output``, replacing ``output`` with it if the block raises nothing.
+
+    An interrupted or failed command leaves ``output`` as it was. Files that others added to an earlier ``output`` move
+    into the new one (unless ``overwrite``); one process at a time writes ``output`` (``FolderLock``).
+
+    Args:
+        output: the folder to write.
+        overwrite: replace an earlier output of ``kind`` (``--overwrite``), dropping files that others added to it.
+        inputs: the command's inputs, which ``output`` may not be, hold or lie inside.
+        kind: the manifest kind of what is written.
+        keep: entries of an earlier ``output`` carried into the new one where the command did not write them anew.
+        replaces_same_kind: replace an earlier output of ``kind`` even without ``overwrite``.
+
+    Raises:
+        DlcvError: another process is writing ``output``, ``check_output_folder`` refuses it, a file that others added
+            has the name of a new file, or a write failed (full disk, quota, read-only folder: ``WRITE_ERRORS``).
+        OSError: any other failure of the file system.
+    """
     with FolderLock(output, what=kind, option="--output") as lock:  # a second command into it is refused
         lock.take()
         with _staged(output, overwrite, inputs, kind, keep, replaces_same_kind) as staging:
@@ -232,7 +300,7 @@ def _staged(output: PathLike, overwrite: bool, inputs: Iterable[PathLike | None]
 
 
 def save_torch(obj, path: PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` through a temporary file beside it, written to disk, then renamed onto it.
+    """Save ``obj`` (``torch.save``) to a temporary file beside ``path``, synced, then renamed onto it.
 
     The bytes are serialised in memory first: ``torch.save`` to a file reports a full disk or ``ulimit -f`` as an
     unnamed ``RuntimeError``, where a plain write gives the ``OSError`` that names the file.
@@ -254,7 +322,11 @@ def save_torch(obj, path: PathLike) -> None:
 
 
 def read_json(path: Path) -> dict:
-    """A JSON object written by dlcv; one line naming the file when it is not one."""
+    """Read a JSON object that dlcv wrote.
+
+    Raises:
+        DlcvError: the file cannot be read, is not JSON, or holds no JSON object (naming ``path``).
+    """
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -265,16 +337,24 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, data: dict | list, indent: int | None = 2) -> None:
+    """Write ``data`` to ``path`` as JSON, atomically (``atomic_write``); ``indent`` None writes one line."""
     with atomic_write(path) as handle:
         json.dump(data, handle, indent=indent)
         handle.write("\n")
 
 
 class FolderLock:
-    """An exclusive ``flock`` on ``.NAME.dlcv-lock`` beside ``folder`` (a run, a table, an output) while this process
-    writes it: of the folder links lead to, it outlives ``--overwrite``, is never opened through a link and ends with
-    its process. A second process is refused at once, naming the first (``option``: what to choose instead); only
-    the primary process of a multi-process run takes it."""
+    """A lock that refuses, at once, a second dlcv process writing the same folder.
+
+    An exclusive ``flock`` on ``.NAME.dlcv-lock`` beside the folder that links lead to: it outlives ``--overwrite``'s
+    replacement of the folder, is never opened through a link and ends with its process. Only the primary process of
+    a multi-process run takes it. Used as ``with FolderLock(folder) as lock: lock.take()``.
+
+    Args:
+        folder: the folder to be written (a run, a table, an output).
+        what: what the folder is, for the message (``run``, ``table``).
+        option: what the refused process may choose instead (``--name``, ``--output``).
+    """
 
     def __init__(self, folder: str | os.PathLike, what: str = "run", option: str = "--name"):
         self.folder, self.what, self.option = Path(folder), what, option
@@ -283,8 +363,16 @@ class FolderLock:
         self.fd: int | None = None
 
     def take(self, create: bool = False) -> FolderLock:
-        """Hold the lock from now on; ``create``: make a missing parent folder (else wait for a later ``take``, so
-        that a command refused before it writes leaves no folder behind)."""
+        """Hold the lock from now on (nothing where the system has no ``flock``), and return this lock.
+
+        Args:
+            create: make a missing parent folder; else a missing one defers the lock to a later ``take``, so that a
+                command refused before it writes leaves no folder behind.
+
+        Raises:
+            DlcvError: another process holds the lock (naming its pid), the lock file is a link, or it cannot be
+                written.
+        """
         try:
             import fcntl
         except ImportError:  # no flock on this system (Windows): runs there are not locked
@@ -317,6 +405,7 @@ class FolderLock:
         return self
 
     def release(self) -> None:
+        """Let go of the lock and remove its file (nothing when it is not held)."""
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 self.path.unlink()  # while still held: no other process holds the file at the path yet
@@ -331,6 +420,7 @@ class FolderLock:
 
 
 def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is the file now at ``path``."""
     try:
         return os.path.samestat(os.fstat(fd), os.stat(path))
     except FileNotFoundError:

@@ -1,6 +1,8 @@
-"""The JSON files dlcv's commands write, typed as read back: a fit's and ``sam masks``' ``summary.json``, ``sam
-refine``'s ``refine.json`` and ``ssl table``'s ``table.json``; every reader goes through its record here, so a bad
-field (an edited or foreign file) is one line naming the file and the field."""
+"""The JSON files dlcv's commands write, typed as they are read back.
+
+A fit's and ``sam masks``' ``summary.json``, ``sam refine``'s ``refine.json`` and ``ssl table``'s ``table.json``: every
+reader goes through its record here, so a bad field (an edited or foreign file) is one line naming the file and field.
+"""
 
 from __future__ import annotations
 
@@ -15,18 +17,27 @@ UNION_TAGS = ("int", "float", "str", "bool", "list", "dict", "none")  # what pyd
 
 
 class Record(BaseModel):
-    """A JSON file a command wrote, as read back: its known fields strictly typed, any other field kept as it is."""
+    """A JSON file a command wrote, read back: known fields strictly typed, any other field kept as it is."""
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
     @classmethod
     def read(cls, path: Path):
-        """The file as this record; one line naming the file and the field when a field is not what it must be."""
+        """Read the JSON file ``path`` as this record.
+
+        Raises:
+            DlcvError: the file is not readable JSON or not an object, or a field is not what it must be (naming the
+                file and the field).
+        """
         return cls.of(read_json(path), path)
 
     @classmethod
     def of(cls, data: dict, path: Path):
-        """``data``, read from ``path``, as this record (``read`` for a file already read)."""
+        """``data``, already read from ``path``, as this record.
+
+        Raises:
+            DlcvError: a field is not what it must be, naming ``path`` and the field.
+        """
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -38,7 +49,7 @@ class Record(BaseModel):
 
 
 class FinalScore(Record):
-    """The best checkpoint's one scoring on the validation folder, when a holdout share of train chose it."""
+    """The best checkpoint's one score on the validation folder, when a held-out part of train chose it."""
 
     folder: str
     accuracy: float | None = None
@@ -48,13 +59,13 @@ class FinalScore(Record):
 
 
 class BudgetUse(Record):
-    """A budgeted run's time (``TimeBudget.summary``): what earlier commands of the run had spent, and the rest."""
+    """A budgeted run's time (``TimeBudget.summary``): seconds its earlier commands spent, and the rest."""
 
     spent_before: float | None = None
 
 
 class RunSummary(Record):
-    """``summary.json`` of a fit (``dlcv.fitting`` and each command's additions); fields None until the run ends."""
+    """A fit's ``summary.json`` (``dlcv.fitting`` and each command's additions); None until the run ends."""
 
     name: str | None = None
     epochs: int | float | None = None  # whole epochs stay ints (as the report shows them)
@@ -99,13 +110,15 @@ class SamMasks(Record):
 
 
 class RefinedImage(Record):
+    """One image's entry in ``refine.json``: SAM regions found and used, and pixels whose class changed."""
+
     regions: int = 0
     regions_used: int = 0
     pixels_changed: int = 0
 
 
 class Refinement(Record):
-    """``refine.json`` of ``dlcv sam refine``: what changed per image and, with labels, the IoU before and after."""
+    """``dlcv sam refine``'s ``refine.json``: the changes per image and, with labels, IoU before and after."""
 
     min_predicted_iou: float | None = None
     min_area: int | None = None

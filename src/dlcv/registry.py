@@ -1,6 +1,9 @@
-"""The tasks dlcv does, one line each. A task's commands are ``dlcv.cli.<name>`` (``add(commands)`` and one
-function per command) and its report section is ``dlcv.report.sections.<section>`` (``build(runs, ctx)``);
-a new task is its own modules and one line here (docs/contributing.md works an example)."""
+"""The tasks dlcv does, one line each.
+
+A task's commands are ``dlcv.cli.<name>`` (``add(commands)`` and one function per command) and its report section is
+``dlcv.report.sections.<section>`` (``build(runs, ctx)``); a new task is its own modules and one line here
+(docs/contributing.md works an example).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from typing import NamedTuple
 
 
 class Task(NamedTuple):
+    """One task: its command group and its report section."""
+
     name: str  # its command group: dlcv NAME ...
     section: str  # its report section, in the page's default order
 

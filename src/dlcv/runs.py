@@ -1,4 +1,4 @@
-"""Run folders: ``RunFolder`` names a run folder's files and reads and writes them, for training and the report alike.
+"""Run folders: ``RunFolder`` names a run's files and reads and writes them, for training and the report.
 
 ``runs/NAME/``: ``recipe.yaml`` (as loaded), ``resolved.json`` (derived), ``best.ckpt``, ``last.ckpt``, ``top/`` (k
 best), ``metrics.csv``, ``tensorboard/``, ``confusion.csv`` (classification), ``summary.json`` (when the run ends).
@@ -60,14 +60,18 @@ class RunFolder:
 
     @property
     def task(self) -> str:
-        """``classify`` or ``segment`` (the recipe's task, else its model's kind), or a later command's (``ssl``)."""
+        """The run's task (``classify``, ``segment``, ``ssl``...): the recipe's, else its model's kind."""
         from dlcv.models.registry import model_kind
 
         return str(self.raw_recipe.get("task") or model_kind(str(self.model_name)) or "unknown")
 
     @functools.cached_property
     def recipe(self):
-        """The run's recipe, typed by its task's schema (old files over today's defaults); one line naming it if bad."""
+        """The run's recipe, typed by its task's schema; an older file is read over today's defaults.
+
+        Raises:
+            DlcvError: the recipe file is unreadable, of no known task, or not valid for its task's schema.
+        """
         from dlcv.config import load_recipe
         from dlcv.recipes import RECIPES
 
@@ -83,14 +87,14 @@ class RunFolder:
 
     @property
     def num_classes(self) -> int | None:
-        """The class count the run trained with (a run from before resolved.json: its recipe's)."""
+        """The number of classes the run trained with (``resolved.json``'s; a classifier's recipe's without it)."""
         if "num_classes" in self.resolved or self.task != "classify":
             return self.resolved.get("num_classes")
         return self.recipe.data.num_classes
 
     @property
     def precision(self) -> str | None:
-        """The precision the run trained in (``auto`` resolved for its hardware)."""
+        """The precision the run trained in (``resolved.json``'s, ``auto`` resolved; else the recipe's)."""
         return self.resolved["precision"] if "precision" in self.resolved else self.recipe.train.precision
 
     @property
@@ -113,7 +117,11 @@ class RunFolder:
         return self.last.is_file() and self.recipe_file.is_file()
 
     def read_recipe(self) -> dict:
-        """The recipe file the run wrote, as a mapping; one line naming the file when it is not one."""
+        """Read the recipe file the run wrote, as a mapping.
+
+        Raises:
+            DlcvError: the file is not readable YAML, or not a mapping of keys.
+        """
         import yaml
 
         from dlcv.config import yaml_value
@@ -127,32 +135,50 @@ class RunFolder:
         return data
 
     def read_resolved(self) -> dict:
-        """What the run derived (precision, class count, data folder, synthetic or not); ``{}``: its recipe has them."""
+        """What the run derived (precision, classes, data folder, synthetic or not); {} without ``resolved.json``."""
         return read_json(self.resolved_file) if self.resolved_file.is_file() else {}
 
     def write_resolved(self, resolved: dict) -> None:
+        """Write ``resolved.json``."""
         write_json(self.resolved_file, resolved)
 
     def read_metrics(self) -> list[dict]:
-        """metrics.csv's rows (``read_metrics``), or none before the first epoch ends."""
+        """The rows of ``metrics.csv`` (``read_metrics``); [] before the first epoch ends."""
         return read_metrics(self.metrics_file) if self.metrics_file.is_file() else []
 
     def read_summary(self) -> RunSummary:
-        """summary.json (all None until the run ends); a figure that is not a number is one line naming file and key."""
+        """Read ``summary.json``; every field is None until the run ends.
+
+        Raises:
+            DlcvError: a field is not what it must be (a number...), naming the file and the field.
+        """
         return RunSummary.read(self.summary_file) if self.summary_file.is_file() else RunSummary()
 
     def write_recipe(self, recipe) -> None:
+        """Write ``recipe.yaml`` (``dump_recipe``)."""
         from dlcv.config import dump_recipe
 
         with atomic_write(self.recipe_file) as handle:
             handle.write(dump_recipe(recipe))
 
     def write_summary(self, summary: dict) -> None:
+        """Write ``summary.json``, checked first as every reader will read it.
+
+        Raises:
+            pydantic.ValidationError: a field is not of its type (a caller's bug, not the user's).
+        """
         RunSummary.model_validate(summary)  # as every reader will read it
         write_json(self.summary_file, summary)
 
     def read_confusion(self):
-        """``confusion.csv`` as a square int64 array of (true, predicted) counts on the final set, or None if absent."""
+        """Read ``confusion.csv``: int64 (C, C) counts on the final set, rows true, columns predicted classes.
+
+        Returns:
+            the matrix, or None without ``confusion.csv``.
+
+        Raises:
+            DlcvError: the file is not a CSV of whole numbers, or the matrix is not square.
+        """
         import numpy as np
 
         path = self.confusion_file
@@ -169,7 +195,11 @@ class RunFolder:
         return matrix
 
     def write_confusion(self, matrix) -> None:
-        """A header ``true,pred_0,...``, then one row of counts per true class."""
+        """Write ``confusion.csv``: a header ``true,pred_0,...``, then one row of counts per true class.
+
+        Args:
+            matrix: (C, C) counts, rows true and columns predicted classes.
+        """
         with atomic_write(self.confusion_file, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["true", *(f"pred_{c}" for c in range(len(matrix)))])
@@ -177,16 +207,26 @@ class RunFolder:
 
     @property
     def progress(self) -> Path:
-        """``progress/``, segmentation's masks through training (``tasks.progress.MaskProgress``):
-        ``images/ID_sat.png``, ``ground_truth/ID_mask.png`` and ``epoch_NNN/ID_mask.png`` per chosen epoch."""
+        """The folder of segmentation masks saved through training (``tasks.progress.MaskProgress``).
+
+        It holds ``images/ID_sat.png``, ``ground_truth/ID_mask.png`` and ``epoch_NNN/ID_mask.png`` per chosen epoch.
+        """
         return self.path / "progress"
 
     def progress_epoch(self, epoch: int) -> Path:
+        """The folder of one epoch's masks, ``progress/epoch_NNN``."""
         return self.progress / f"epoch_{epoch:03d}"
 
     def read_progress(self) -> tuple[list[int], list[tuple]]:
-        """``(epochs, rows)``, a row per image: ``(id, image, [class map per epoch], ground truth)``; else one line
-        saying what is missing."""
+        """Read the masks saved through training, for the figure of their progress.
+
+        Returns:
+            ``(epochs, rows)``: the epochs saved, ascending, and per image ``(id, image, masks, ground truth)``: the
+            image uint8 (H, W, 3), a uint8 (H, W) class map per epoch, and the ground truth's class map.
+
+        Raises:
+            DlcvError: no masks were saved through training, none of any epoch yet, or a file is unreadable.
+        """
         from dlcv.data.masks import MaskCodec, read_mask
         from dlcv.files import decode_image
 
@@ -207,13 +247,17 @@ class RunFolder:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Rows of a run's metrics.csv with numbers as floats (``epoch`` as int) and empty cells as None."""
+    """Rows of a run's metrics.csv with numbers as floats (``epoch`` as int), empty and NaN cells as None."""
     return read_metrics_table(path)[1]
 
 
 def read_metrics_table(path: Path) -> tuple[list[str], list[dict]]:
-    """``(columns, rows)`` of a run's metrics.csv, rows as ``read_metrics`` gives them; one line naming the file and
-    row when it is not a table of numbers with whole epochs."""
+    """``(columns, rows)`` of a run's metrics.csv, the rows as ``read_metrics`` gives them.
+
+    Raises:
+        DlcvError: the file is unreadable or has no ``epoch`` column, or a row has more cells than columns, a cell
+            that is not a number, or an epoch that is not a whole number of 0 or more (naming the file and line).
+    """
     try:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
@@ -243,7 +287,7 @@ def read_metrics_table(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def check_run_name(name: str, what: str = "run name") -> None:
-    """Refuse a run name that is not a plain folder name; ``what``: where it came from, for the message (``--name``)."""
+    """Refuse a run name that is not a plain folder name; ``what`` names it in the message (``--name``)."""
     from dlcv.rules import FolderName, describe, is_folder_name
 
     if not is_folder_name(name):
@@ -252,15 +296,30 @@ def check_run_name(name: str, what: str = "run name") -> None:
 
 def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
                   inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
-    """``runs_dir/name`` (a recipe's name, a plain folder name by the schema) checked as a run folder to write."""
+    """Check ``runs_dir/name`` as a run folder to write (``check_output_folder``), and return it."""
     return check_output_folder(Path(runs_dir) / name, "run", overwrite, inputs, need_parent=False)
 
 
 def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
                runs_dir: str | os.PathLike, resume: bool, fixed: tuple[str, ...] = ()):
-    """The recipe (a ``kind``) a training command runs: the defaults, then ``config`` (a file or a ``kind``), then the
-    overrides, renamed to ``name`` if given. With ``resume``, the run folder's saved recipe, so the resumed run trains
-    what the interrupted one did; an error if there is nothing to resume or an override or ``fixed`` key differs."""
+    """The recipe a training command runs: defaults, then ``config``, then the overrides, then ``name``.
+
+    With ``resume`` it is the run folder's saved recipe (``resumed_recipe``), so that the resumed run trains what the
+    interrupted one did.
+
+    Args:
+        kind: the recipe's class (``ClassifyRecipe``...).
+        config: a recipe file, a built ``kind``, or None for the defaults.
+        overrides: ``--set KEY=VALUE`` items (``--budget`` arrives as ``train.budget=...``).
+        name: the run's name, in place of the recipe's; None keeps the recipe's.
+        runs_dir: the folder that holds the runs.
+        resume: continue the run ``runs_dir/NAME`` from its last checkpoint.
+        fixed: keys the caller set on a built recipe, which a resume must find unchanged.
+
+    Raises:
+        DlcvError: the recipe is not valid, the run has no name or a bad one; with ``resume``, nothing to resume, a
+            changed key that ``--resume`` keeps, or ``train.epochs`` set for a run trained to a time budget.
+    """
     from dlcv.config import load_recipe
 
     if isinstance(config, kind):
@@ -297,8 +356,20 @@ def override_keys(overrides: tuple[str, ...]) -> list[str]:
 
 
 def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
-    """The recipe ``--resume`` trains: ``saved`` with the ``RESUME_KEYS`` among ``keys`` (the overrides) from ``given``;
-    a change to another key, or nothing to train, is refused in one line (exit 2: a script learns it did not train)."""
+    """The recipe ``--resume`` trains: ``saved``, with the ``RESUME_KEYS`` values that ``given`` changes.
+
+    A refusal is a ``DlcvError`` (exit status 2), so that a script learns the run did not train.
+
+    Args:
+        run: the run folder resumed.
+        saved: its saved recipe.
+        given: the recipe the command line builds.
+        keys: the keys the overrides name, and any the caller fixed.
+
+    Raises:
+        DlcvError: a key other than ``RESUME_KEYS`` changes, or there is nothing to train: the budget is spent, the
+            epochs asked are trained already, or the run finished and asks no more epochs.
+    """
     from dlcv.config import lookup
     from dlcv.rules import format_duration, parse_duration
 
@@ -337,7 +408,7 @@ def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
 
 
 def budget_used(run: RunFolder, seconds: float) -> float | None:
-    """Seconds of a budget of ``seconds`` the run has used, per its summary, else its last checkpoint; or None."""
+    """Seconds the run used of its ``seconds`` budget, from its summary or else its last checkpoint; or None."""
     from dlcv.budget import TimeBudget, spent_under
     from dlcv.models.weights import safe_load
 
@@ -351,8 +422,16 @@ def budget_used(run: RunFolder, seconds: float) -> float | None:
 
 
 def check_checkpoint(path: Path, shapes: dict[str, tuple]) -> None:
-    """Refuse, in one line naming it, a checkpoint that is unreadable, truncated, not Lightning's for training, or
-    of another task or model (weights not of the run's ``shapes``)."""
+    """Refuse a checkpoint that a run cannot resume from, in one line naming it.
+
+    Args:
+        path: the checkpoint (``last.ckpt``).
+        shapes: the shape of each weight of the run's model, by state_dict key.
+
+    Raises:
+        DlcvError: the file is unreadable or truncated, not a Lightning checkpoint for training, or holds weights of
+            other names or shapes (another task or model).
+    """
     from dlcv.models.weights import safe_load
 
     ckpt = safe_load(path, "checkpoint")
@@ -369,9 +448,26 @@ def check_checkpoint(path: Path, shapes: dict[str, tuple]) -> None:
 def open_run_dir(runs_dir: str | os.PathLike, recipe, overwrite: bool, resume: bool,
                  inputs: tuple[str | os.PathLike | None, ...] = (), shapes: dict | None = None
                  ) -> tuple[Path, Path | None]:
-    """``(run folder, checkpoint to resume from or None)``: a new run gets an empty, checked folder with its recipe
-    (by the primary process; an earlier run replaced only with ``overwrite``), a resumed one its ``last.ckpt`` (which
-    must hold weights of ``shapes``, the model's)."""
+    """Open the folder a training run writes: a new, checked one with its recipe, or the one it resumes.
+
+    Only the primary process makes a new folder; an earlier run of that name is set aside (``set_aside``), which only
+    ``overwrite`` allows. A resumed run's ``last.ckpt`` and metrics are checked before anything of it changes.
+
+    Args:
+        runs_dir: the folder that holds the runs.
+        recipe: the run's recipe; ``recipe.name`` names its folder.
+        overwrite: replace an earlier run of that name (``--overwrite``).
+        resume: continue the run from its ``last.ckpt``.
+        inputs: the command's inputs, which the run folder may not be, hold or lie inside.
+        shapes: with ``resume``, the shape of each weight of the model, by state_dict key.
+
+    Returns:
+        ``(run folder, checkpoint to resume from or None)``.
+
+    Raises:
+        DlcvError: the folder is refused (``check_run_dir``) or cannot be set aside or written; with ``resume``, the
+            checkpoint is not the model's (``check_checkpoint``) or ``metrics.csv`` is malformed.
+    """
     run_dir = Path(runs_dir) / recipe.name
     if resume:
         run = RunFolder(run_dir)
@@ -398,7 +494,11 @@ REPLACED = "dlcv-replaced"  # ``.NAME.dlcv-replaced-PID``: the run ``--overwrite
 
 
 def set_aside(run_dir: Path) -> Path:
-    """Move the run folder ``--overwrite`` replaces beside it, hidden, until ``settle_replaced`` decides its fate."""
+    """Move the run folder ``--overwrite`` replaces beside it, hidden, until ``settle_replaced`` settles it.
+
+    Raises:
+        DlcvError: the folder cannot be moved.
+    """
     aside = run_dir.with_name(f".{run_dir.name}.{REPLACED}-{os.getpid()}")
     shutil.rmtree(aside, ignore_errors=True)  # a leftover of an earlier process of this pid
     try:
@@ -409,9 +509,12 @@ def set_aside(run_dir: Path) -> Path:
 
 
 def settle_replaced(run_dir: Path) -> None:
-    """Decide on the runs ``--overwrite`` set aside beside ``run_dir`` (this process's, or those of processes that
-    ended): removed once ``run_dir`` has a ``last.ckpt`` to show; otherwise put back in its place, the new run's
-    folder (its recipe and logs, no checkpoint) removed."""
+    """Drop or restore the runs that ``--overwrite`` set aside beside ``run_dir``.
+
+    Only those set aside by this process or by processes that ended. Each is removed once ``run_dir`` has a
+    ``last.ckpt``; otherwise it goes back in its place, and the new run's folder (recipe and logs, no checkpoint) is
+    removed.
+    """
     from dlcv.io import process_alive
 
     run_dir = Path(run_dir)

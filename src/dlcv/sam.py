@@ -1,6 +1,9 @@
-"""Segment Anything on the satellite images: ``masks`` writes SAM's records per image (``NNNN.json``: COCO RLE
-``segmentation``, ``bbox`` XYWH, ``predicted_iou``, ...), overlays, a figure and ``summary.json``; ``refine`` makes a
-model's ``NNNN_mask.png`` follow SAM's regions (``refine_classes``) and writes ``refine.json``."""
+"""Segment Anything (Kirillov et al., 2023) on the satellite images: ``sam masks`` and ``sam refine``.
+
+``masks`` writes SAM's records per image (``NNNN.json``: COCO RLE ``segmentation``, ``bbox`` XYWH, ``predicted_iou``,
+...), overlays, a figure and ``summary.json``; ``refine`` makes a model's ``NNNN_mask.png`` follow SAM's regions
+(``refine_classes``) and writes ``refine.json``.
+"""
 
 from __future__ import annotations
 
@@ -34,12 +37,25 @@ FIGURE_STEM = "figure"
 
 # --- recipe and model --------------------------------------------------------------------------------
 def sam_recipe(config: str | os.PathLike | None, overrides: tuple[str, ...] = (), model_type: str | None = None):
-    """Defaults, then the recipe file, then ``--set`` (values checked as loaded), then ``--model``."""
+    """The SAM recipe: defaults, then the recipe file, then ``--set``, then ``--model``.
+
+    Raises:
+        DlcvError: a value is not valid, naming its key and where it came from.
+    """
     return load_recipe(SamRecipe, config, (*overrides, *([f"model.type={model_type}"] if model_type else [])))
 
 
 class SamRunner:
-    """A loaded SAM and its mask generator; ``generate(name, image)`` -> (records, seconds)."""
+    """A loaded SAM and its automatic mask generator (segment-anything's ``SamAutomaticMaskGenerator``).
+
+    Args:
+        checkpoint: a SAM checkpoint of the recipe's model type.
+        recipe: the SAM recipe (model type, generator settings, ``prefilter``).
+        device: the device to run on; None: the first GPU where there is one, else the CPU.
+
+    Raises:
+        DlcvError: the model type is unknown, or the checkpoint is missing or not of that type.
+    """
 
     def __init__(self, checkpoint: str | os.PathLike, recipe, device: str | None = None):
         self.device = device or str(inference_device())
@@ -54,7 +70,10 @@ class SamRunner:
         return sum(math.ceil(len(self.generator.point_grids[layer]) / per_batch) for layer in layers)
 
     def generate(self, name: str, image: np.ndarray) -> tuple[list[dict], float]:
-        """SAM's mask records for one RGB uint8 image, and the seconds it took; a progress bar on CPU."""
+        """SAM's mask records for one uint8 (H, W, 3) RGB image, and the seconds it took.
+
+        On a CPU a progress bar, labelled with ``name``, follows the batches of point prompts.
+        """
         start = time.perf_counter()
         with tqdm(total=self.point_batches(image.shape[:2]), desc=f"SAM {name}", unit="batch", leave=False,
                   file=sys.stderr, disable=self.device != "cpu") as bar:
@@ -65,8 +84,10 @@ class SamRunner:
 
 # --- masks -------------------------------------------------------------------------------------------
 def figure_images(figure, ids: list[str], images) -> list[str]:
-    """The ids the figure shows: ``figure.images`` where the folder ``images`` has them all; the default (the
-    reports' ids) gives way to the first three where it lacks some, an id a recipe names is refused if missing.
+    """The ids the figure shows: those of ``figure.images`` that the folder ``images`` holds.
+
+    With the default ids (the reports'), those the folder lacks are left out, and its first three ``ids`` shown
+    where it has none of them; an id a recipe names must be there.
 
     Raises:
         DlcvError: an id given in ``figure.images`` that the folder does not hold.
@@ -81,7 +102,29 @@ def figure_images(figure, ids: list[str], images) -> list[str]:
 def masks(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
           model_type: str | None = None, config: str | os.PathLike | None = None, overrides: tuple[str, ...] = (),
           overwrite: bool = False, device: str | None = None, only: tuple[str, ...] = ()) -> dict:
-    """SAM's automatic masks for every ``NNNN_sat.jpg`` of ``images`` (``only``: those ids alone); returns a summary."""
+    """Run SAM's automatic mask generator on every ``NNNN_sat.jpg`` of ``images``, and return the summary.
+
+    The output folder gets, per image, ``NNNN.json`` (SAM's records) and ``NNNN_overlay.png``; then ``figure.png`` and
+    ``figure.pdf``, ``summary.json`` and ``recipe.yaml``.
+
+    Args:
+        checkpoint: a SAM checkpoint.
+        images: the folder of satellite images.
+        output: the folder to write, replaced whole.
+        model_type: the SAM model type (``vit_b``...) in place of the recipe's.
+        config: a SAM recipe file, or None for the defaults.
+        overrides: ``--set KEY=VALUE`` items.
+        overwrite: replace an earlier set of SAM masks (``--overwrite``).
+        device: the device to run on; None: the first GPU where there is one, else the CPU.
+        only: the ids to run on; empty: all.
+
+    Returns:
+        ``summary.json``'s data: model, device and generator settings, and the images' count, seconds and masks.
+
+    Raises:
+        DlcvError: an invalid recipe, the output refused, no satellite images, an id of ``only`` or of the figure
+            missing, or an unreadable checkpoint or image.
+    """
     recipe = sam_recipe(config, overrides, model_type)
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of SAM masks") as staging:
         found = _only(find_images(images), only, images)
@@ -139,7 +182,16 @@ def decode_rle(segmentation: dict) -> np.ndarray:
 
 
 def read_sam_records(path: Path, size: tuple[int, int]) -> list[tuple[np.ndarray, float]]:
-    """(mask, predicted IoU) of every record of a ``sam masks`` JSON file; errors name the file."""
+    """``(mask, predicted IoU)`` of every record of a ``sam masks`` JSON file, each mask bool (H, W).
+
+    Args:
+        path: the ``NNNN.json`` file.
+        size: the (height, width) in pixels every mask must have.
+
+    Raises:
+        DlcvError: the file is unreadable or not a list, or a record is not a SAM record with a COCO RLE of ``size``
+            (naming the file and the record).
+    """
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -164,9 +216,20 @@ def read_sam_records(path: Path, size: tuple[int, int]) -> list[tuple[np.ndarray
 # --- refine ------------------------------------------------------------------------------------------
 def refine_classes(classes: np.ndarray, regions: list[tuple[np.ndarray, float]], min_predicted_iou: float,
                    min_area: int = 0) -> tuple[np.ndarray, int]:
-    """``classes`` with every SAM region (mask, predicted IoU) passing the thresholds set to its majority class in
-    the original ``classes`` (ties to the lower index), largest first so the smallest covering region wins; returns
-    the refined classes and the number of regions used."""
+    """Set each SAM region that passes the thresholds to its majority class in ``classes``.
+
+    Regions are applied largest first, so the smallest region covering a pixel decides it; the majority is counted in
+    the original ``classes``, and a tie goes to the lower class index.
+
+    Args:
+        classes: uint8 (H, W) class map.
+        regions: ``(mask, predicted IoU)`` pairs, each mask bool (H, W).
+        min_predicted_iou: the lowest predicted IoU of a region used.
+        min_area: the fewest pixels a region used may have (at least 1).
+
+    Returns:
+        ``(refined, used)``: a refined copy of ``classes``, and the number of regions used.
+    """
     refined = classes.copy()
     used = [(mask, int(mask.sum())) for mask, score in regions
             if score >= min_predicted_iou and mask.sum() >= max(1, min_area)]
@@ -176,8 +239,10 @@ def refine_classes(classes: np.ndarray, regions: list[tuple[np.ndarray, float]],
 
 
 def _sam_sources(predictions, ids: list[str], images, sam_masks) -> dict[str, Path]:
-    """Each predicted mask's SAM input: an earlier run's ``NNNN.json`` (``sam_masks``) or its satellite
-    image (``images``); one error names every mask without one."""
+    """Each predicted mask's SAM input: its ``NNNN.json`` in ``sam_masks``, else its satellite image.
+
+    One error names every mask without one.
+    """
     if sam_masks is not None:
         folder = Path(sam_masks)
         if not folder.is_dir():
@@ -195,8 +260,10 @@ def _sam_sources(predictions, ids: list[str], images, sam_masks) -> dict[str, Pa
 
 
 def _regions(runner, name: str, source: Path, mask: Path, shape: tuple[int, int]) -> list:
-    """SAM's (region, predicted IoU) pairs for image ``name``: ``runner`` run on ``source``, or without one read from
-    ``source`` as a ``sam masks`` JSON file; an image not of ``shape`` is reported against ``mask``."""
+    """SAM's (region, predicted IoU) pairs for image ``name``: ``runner`` run on ``source``, else read from it.
+
+    Without a runner ``source`` is a ``sam masks`` JSON file; an image not of ``shape`` is reported against ``mask``.
+    """
     if runner is None:
         return read_sam_records(source, shape)
     image = decode_image(source)
@@ -212,8 +279,29 @@ def refine(predictions: str | os.PathLike, output: str | os.PathLike, checkpoint
            labels: str | os.PathLike | None = None, model_type: str | None = None,
            config: str | os.PathLike | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
            device: str | None = None) -> dict:
-    """Refine every predicted ``NNNN_mask.png`` by SAM's regions, from a checkpoint run on ``images``
-    or from the ``NNNN.json`` files of an earlier ``sam masks`` (``sam_masks``); returns refine.json's data."""
+    """Refine every predicted ``NNNN_mask.png`` by SAM's regions; return ``refine.json``'s data.
+
+    SAM's regions come from a checkpoint run on ``images``, or from the ``NNNN.json`` files of an earlier ``sam masks``
+    (``sam_masks``); each mask follows them by ``refine_classes``. With ``labels``, the IoU before and after too.
+
+    Args:
+        predictions: the folder of predicted masks.
+        output: the folder of refined masks to write, replaced whole.
+        checkpoint: a SAM checkpoint to run; give it or ``sam_masks``.
+        images: the satellite images SAM runs on, with ``checkpoint``.
+        sam_masks: the output folder of an earlier ``sam masks``.
+        labels: the ground-truth masks; None: no IoU.
+        model_type: the SAM model type in place of the recipe's.
+        config: a SAM recipe file, or None for the defaults.
+        overrides: ``--set KEY=VALUE`` items.
+        overwrite: replace an earlier set of refined masks (``--overwrite``).
+        device: the device SAM runs on; None: the first GPU where there is one, else the CPU.
+
+    Raises:
+        DlcvError: neither or both of ``checkpoint`` and ``sam_masks``; ``checkpoint`` without ``images``; an invalid
+            recipe; the output refused; a predicted mask without its SAM input; masks not paired with ``labels``; or
+            an unreadable file.
+    """
     if (checkpoint is None) == (sam_masks is None):
         raise DlcvError("give either --checkpoint (with --images) to run SAM, "
                         "or --sam-masks FOLDER from `dlcv sam masks`")

@@ -1,5 +1,7 @@
 """Problem 2, semantic segmentation: ``evaluate``, ``overlay``, ``predict``, ``fit`` and ``progress``.
-``evaluate`` and ``overlay`` need only NumPy and Pillow; torch and Lightning are imported where a model runs."""
+
+``evaluate`` and ``overlay`` need only NumPy and Pillow; torch and Lightning are imported where a model runs.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +41,23 @@ from dlcv.viz.segmentation import overlay_image, plot_progress
 # --- evaluate ----------------------------------------------------------------------------------------
 def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped: str = "unknown",
              breakdown: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
-    """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks; ``unmapped``: the policy for
-    colours in no class (red), in predictions and ground truth alike; ``breakdown``: ``write_breakdown``'s CSV."""
+    """Pooled confusion matrix, per-class IoU and mIoU of a folder of predicted masks against ground truth.
+
+    Args:
+        predictions: the folder of predicted ``NNNN_mask.png``.
+        labels: the folder of ground-truth masks, paired with the predictions by name.
+        unmapped: the policy for colours in no class (red), in predictions and ground truth alike.
+        breakdown: a CSV file for ``write_breakdown``'s rows, one per image; None: none.
+        overwrite: replace a breakdown file that dlcv did not write (``--overwrite``).
+
+    Returns:
+        ``images``, ``confusion`` (pooled class counts), ``iou`` per class, ``mean_iou``, ``unmapped`` (pixels in no
+        class, per file) and ``breakdown`` (its path, or None).
+
+    Raises:
+        DlcvError: the breakdown file is refused or not a .csv; the masks do not pair; a mask is unreadable, not RGB
+            or not of its pair's size; ``unmapped`` is no policy; or a pixel is in no class under ``error``.
+    """
     if breakdown is not None:
         check_output_file(breakdown, overwrite, inputs=(predictions, labels))
         if Path(breakdown).suffix.lower() != ".csv":
@@ -89,7 +106,20 @@ def write_breakdown(path: Path, names: list[str], matrices: list[np.ndarray]) ->
 # --- overlay -----------------------------------------------------------------------------------------
 def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.PathLike,
             alpha: float = 0.45, unmapped: str = "unknown", overwrite: bool = False) -> Path:
-    """Write ``output`` (PNG): the image with its mask over it (``overwrite``: replacing a file dlcv did not write)."""
+    """Write ``output``, a PNG of the image with its mask's colours over it, and return its path.
+
+    Args:
+        image: the satellite image.
+        mask: its mask PNG.
+        output: the PNG to write.
+        alpha: the mask's opacity, 0 to 1.
+        unmapped: the policy for colours in no class (red).
+        overwrite: replace a file that dlcv did not write (``--overwrite``).
+
+    Raises:
+        DlcvError: ``alpha`` outside 0-1, a missing or unreadable file, the output refused, or a mask not of the
+            image's size.
+    """
     if not 0.0 <= alpha <= 1.0:
         raise DlcvError(f"--alpha must lie in 0..1, got {alpha}")
     image_path, mask_path = Path(image), Path(mask)
@@ -132,7 +162,20 @@ def _progress(recipe, data, run_dir: Path, plan) -> list:
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
         resume: bool = False) -> Path:
-    """Train a segmentation model from a recipe; return the run folder (``resume``: continue it)."""
+    """Train a segmentation model and return its run folder.
+
+    Args:
+        config: a recipe file, or None for the defaults.
+        data: the folder of training tiles and masks.
+        runs_dir: the folder that holds the runs.
+        name: the run's name, in place of the recipe's.
+        overrides: ``--set KEY=VALUE`` items.
+        overwrite: replace an earlier run of that name (``--overwrite``).
+        resume: continue the run of that name from its last checkpoint.
+
+    Raises:
+        DlcvError: the recipe, the data or the run folder is refused, or the run cannot be resumed.
+    """
     with fitting.run(SegmentRecipe, config, data, runs_dir, name, overrides, overwrite, resume) as run:
         from dlcv.tasks.segmentation import SegmentationTask  # torch and Lightning: their import is budgeted
 
@@ -149,8 +192,20 @@ def load_segmenter(path: str | os.PathLike):
 
 def predict_classes(model, images, recipe, tta: str | None = None, batch_size: int | None = None,
                     load=np.array, autocast: bool = False):
-    """Yield ``(start, classes)``: uint8 (B, H, W) class maps at the images' own size, batch by batch, in float32
-    (``autocast``: ``inference_batches``'); ``load`` turns a slice of ``images`` into a (B, H, W, 3) uint8 array."""
+    """Yield ``(start, classes)`` batch by batch: the first image's index and uint8 (B, H, W) class maps.
+
+    The class maps are at the images' own size.
+
+    Args:
+        model: the segmenter (``load_segmenter``).
+        images: the images, in the form ``load`` takes a slice of.
+        recipe: the model's recipe, which says how images are prepared.
+        tta: test-time augmentation; None: the recipe's.
+        batch_size: images per batch; None: the recipe's ``data.eval_batch_size``.
+        load: turns a slice of ``images`` into a uint8 (B, H, W, 3) array.
+        autocast: predict under the autocast of the model's training precision (``inference_batches``); else
+            float32.
+    """
     import torch
 
     from dlcv.data.augment import segment_input
@@ -185,9 +240,27 @@ def half_change(before: float, after: float, where: str) -> str | None:
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,
             tta: str | None = None, overwrite: bool = False, autocast: bool = False) -> int:
-    """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder (all of one size), staged beside ``output`` and
-    moved into place when all are done, so ``output`` never mixes old and new masks and an interrupted run leaves it
-    as it was; in float32 unless ``autocast`` (``inference_batches``)."""
+    """Write ``NNNN_mask.png`` for every ``NNNN_sat.jpg`` of a folder whose images share one size.
+
+    The masks are staged beside ``output`` and moved into place when all are done, so ``output`` never mixes old and
+    new masks and an interrupted run leaves it as it was.
+
+    Args:
+        checkpoint: a dlcv segmentation checkpoint.
+        images: the folder of satellite images.
+        output: the folder of masks to write.
+        tta: test-time augmentation in place of the recipe's.
+        overwrite: replace an earlier set of masks (``--overwrite``).
+        autocast: predict under the autocast of the model's training precision (``inference_batches``); else
+            float32.
+
+    Returns:
+        the number of masks written.
+
+    Raises:
+        DlcvError: the output is refused, the folder holds no satellite images or images of more than one size, or
+            the checkpoint is unreadable or not a segmenter's.
+    """
     with staged_folder(output, overwrite, inputs=(images, checkpoint), kind="set of predicted masks") as staging:
         found = find_images(images)
         check_one_size(found.images)
@@ -200,8 +273,19 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
 
 # --- progress grid -----------------------------------------------------------------------------------
 def progress(run: str | os.PathLike, output: str | os.PathLike | None = None, overwrite: bool = False) -> list[Path]:
-    """Draw the run's masks through training: rows = images; columns = image, epochs, ground truth (``output``: the
-    figures' path without suffix, else the run's ``figures/``; ``overwrite``: replacing files dlcv did not write)."""
+    """Draw the run's masks through training: a row per image; columns image, each epoch, ground truth.
+
+    Args:
+        run: the run folder.
+        output: the figures' path, a .png or .pdf suffix dropped (both are written); None: the run's ``figures/``.
+        overwrite: replace figure files that dlcv did not write (``--overwrite``).
+
+    Returns:
+        the figure files written.
+
+    Raises:
+        DlcvError: the run saved no masks through training, or a figure file is refused.
+    """
     run = Path(run)
     epochs, rows = RunFolder(run).read_progress()
     if output is None:

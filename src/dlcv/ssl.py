@@ -1,6 +1,9 @@
-"""Self-supervised pre-training and the five transfer settings, as the command line runs them: ``pretrain`` (BYOL,
-exporting the trunk as a torchvision ResNet state_dict like ``pretrain_model_SL.pt``), ``finetune`` (a setting A-E on
-Office-Home) and ``predict``; ``dlcv.ssl_table`` runs them all from one recipe."""
+"""Self-supervised pre-training (BYOL) and the transfer settings A-E, as the command line runs them.
+
+``pretrain`` runs BYOL and exports the trunk as a torchvision ResNet state_dict like ``pretrain_model_SL.pt``;
+``finetune`` trains a setting A-E on Office-Home; ``predict`` labels an Office-Home CSV. ``dlcv.ssl_table`` runs them
+all from one recipe.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +26,24 @@ from dlcv.runs import RunFolder
 def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor: str | os.PathLike | None = None,
              runs_dir: str | os.PathLike = "runs", name: str | None = None, overrides: tuple[str, ...] = (),
              overwrite: bool = False, resume: bool = False) -> Path:
-    """BYOL on the images of ``data``; ``monitor``: a labelled folder (Office-Home or p1 layout) for the per-epoch
-    kNN accuracy. The run folder gets ``recipe.yaml``, ``metrics.csv``, ``last.ckpt`` / ``best.ckpt``, ``backbone.pt``
-    (the last epoch's online trunk), ``knn_at_init.json``, ``knn_curve.{png,pdf}`` and ``summary.json``."""
+    """Pre-train a ResNet trunk on ``data`` with BYOL (Grill et al., 2020); return the run folder.
+
+    The run folder gets ``recipe.yaml``, ``metrics.csv``, ``last.ckpt`` / ``best.ckpt``, ``backbone.pt`` (the last
+    epoch's online trunk), ``knn_at_init.json``, ``knn_curve.{png,pdf}`` and ``summary.json``.
+
+    Args:
+        config: a BYOL recipe file, or None for the defaults.
+        data: the folder of unlabelled images.
+        monitor: a labelled folder (Office-Home or p1 layout) for the kNN accuracy per epoch; None: no monitor.
+        runs_dir: the folder that holds the runs.
+        name: the run's name, in place of the recipe's.
+        overrides: ``--set KEY=VALUE`` items.
+        overwrite: replace an earlier run of that name (``--overwrite``).
+        resume: continue the run of that name from its last checkpoint.
+
+    Raises:
+        DlcvError: no such ``monitor`` folder, or the recipe, the data or the run folder is refused.
+    """
     if monitor is not None and not Path(monitor).is_dir():
         raise DlcvError(f"{monitor}: no such folder for the kNN monitor")
     unmonitored = {"limit_val_batches": 0}  # no validation loop at all
@@ -46,7 +64,12 @@ SETTING_KEYS = ("model.args.backbone_weights", "model.args.freeze")  # all that 
 
 
 def setting_recipe(recipe, setting: str, backbone: str | os.PathLike | None):
-    """A copy of ``recipe`` for setting ``setting`` (A-E): its backbone file and frozen trunk (``SETTING_KEYS``)."""
+    """A copy of ``recipe`` for setting ``setting`` (A-E): its backbone file and frozen trunk or not.
+
+    Raises:
+        DlcvError: an unknown setting; a backbone given to setting A (random weights) or missing for another; or no
+            such backbone file.
+    """
     if setting not in SSL_SETTINGS:
         raise DlcvError(f"--setting {setting!r}: choose one of {', '.join(SSL_SETTINGS)}")
     pretraining, tuning = SSL_SETTINGS[setting]
@@ -68,8 +91,22 @@ def setting_recipe(recipe, setting: str, backbone: str | os.PathLike | None):
 def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike | None = None,
              config=None, runs_dir: str | os.PathLike = "runs", name: str | None = None,
              overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False) -> Path:
-    """Fine-tune setting A-E on the Office-Home folder ``data``; a normal classification run folder. ``config``: a
-    recipe file, a ``FinetuneRecipe`` already built (``ssl table``'s), or None for the defaults."""
+    """Fine-tune setting A-E on the Office-Home folder ``data``; return its classification run folder.
+
+    Args:
+        setting: the setting, A-E in any case.
+        data: the Office-Home folder.
+        backbone: the pre-trained trunk's file; None for setting A (random weights).
+        config: a recipe file, a ``FinetuneRecipe`` already built (``ssl table``'s), or None for the defaults.
+        runs_dir: the folder that holds the runs.
+        name: the run's name; None: the recipe's, or ``finetune_<setting>`` with the defaults.
+        overrides: ``--set KEY=VALUE`` items.
+        overwrite: replace an earlier run of that name (``--overwrite``).
+        resume: continue the run of that name from its last checkpoint.
+
+    Raises:
+        DlcvError: as ``setting_recipe``; a backbone of another architecture; or as ``classify.fit``.
+    """
     from dlcv.models.transfer import load_backbone, transfer_arch
 
     setting = setting.upper()
@@ -89,7 +126,11 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: 
 
 
 def export_trunk(checkpoint: str | os.PathLike, output: Path) -> Path:
-    """A fine-tuned or supervised ``resnet_transfer`` checkpoint's trunk as a plain torchvision state_dict."""
+    """Write a ``resnet_transfer`` checkpoint's trunk to ``output`` as a torchvision state_dict; return it.
+
+    Raises:
+        DlcvError: the checkpoint is unreadable, or its model is not a ``resnet_transfer``.
+    """
     from dlcv.models.transfer import TransferResNet, export_backbone
 
     model, recipe = load_classifier(checkpoint)
@@ -102,8 +143,22 @@ def export_trunk(checkpoint: str | os.PathLike, output: Path) -> Path:
 # --- prediction -------------------------------------------------------------------------------------------
 def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: str | os.PathLike,
             output: str | os.PathLike, tta: str | None = None, overwrite: bool = False, autocast: bool = False) -> int:
-    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order (its labels may be empty); in
-    float32 unless ``autocast`` (``inference_batches``)."""
+    """Write ``id,filename,label`` for every row of an Office-Home CSV, in its order; return the row count.
+
+    Args:
+        checkpoint: a dlcv classification checkpoint (a fine-tuned setting).
+        csv_path: the Office-Home CSV (``id,filename[,label]``; its labels may be empty).
+        images: the folder of the images it names.
+        output: the CSV file to write.
+        tta: test-time augmentation in place of the recipe's.
+        overwrite: replace an output file that dlcv did not write (``--overwrite``).
+        autocast: predict under the autocast of the model's training precision (``inference_batches``); else
+            float32.
+
+    Raises:
+        DlcvError: the output is refused, the CSV or an image it names is unreadable or outside ``images``, or the
+            checkpoint is unreadable.
+    """
     from dlcv.data.office import read_office_csv, write_office_csv
 
     output = check_output_file(output, overwrite, inputs=(csv_path, images, checkpoint))

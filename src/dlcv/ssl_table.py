@@ -1,5 +1,7 @@
-"""``ssl table``: the pre-training runs and settings A-E from one recipe, run (or reused) in one folder, and
-the table of their accuracies (``table.md``, ``table.csv``, ``table.json``)."""
+"""``ssl table``: run the pre-training and settings A-E from one recipe, and tabulate their accuracies.
+
+The runs are run (or reused) in one folder, which also gets the table: ``table.md``, ``table.csv`` and ``table.json``.
+"""
 
 from __future__ import annotations
 
@@ -50,9 +52,28 @@ def _relative(base: Path, value: str | None) -> Path | None:
 
 def table(config: str | os.PathLike, data: str | os.PathLike | None, runs_dir: str | os.PathLike = "runs",
           name: str | None = None, overrides: tuple[str, ...] = ()) -> Path:
-    """Run (or reuse) the pre-training runs and each setting's fine-tuning, then write ``table.md``, ``table.csv`` and
-    ``table.json`` into ``runs_dir/NAME/``. Settings differ only in backbone and freezing; a run folder with a
-    ``summary.json`` is reused, one with a ``last.ckpt`` resumed, anything else started afresh."""
+    """Run (or reuse) the pre-training and each setting's fine-tuning, then write the table of accuracies.
+
+    The table goes into ``runs_dir/NAME/`` as ``table.md``, ``table.csv`` and ``table.json``. Settings differ only in
+    backbone and freezing; a run folder with a ``summary.json`` is reused, one with a ``last.ckpt`` resumed, anything
+    else started afresh.
+
+    Args:
+        config: the table's recipe file, whose ``pretrain``, ``supervised`` and ``finetune`` recipes are read
+            relative to it.
+        data: the folder the recipe's data folders lie in; None: its ``data.root``.
+        runs_dir: the folder that holds the table's folder.
+        name: the table's name, in place of the recipe's.
+        overrides: ``--set KEY=VALUE`` items.
+
+    Returns:
+        the table's folder.
+
+    Raises:
+        DlcvError: no such settings file or data folder; a recipe that is invalid or trains another architecture; a
+            table folder refused or being written by another process; or as the runs' commands (``pretrain``,
+            ``classify.fit``, ``finetune``).
+    """
     start = time.perf_counter()
     recipe, config, data = _table_recipe(config, data, name, overrides)
     pretrain_recipe, supervised_recipe, finetune_recipe = (_relative(config.parent, getattr(recipe, key))
@@ -141,8 +162,10 @@ def _table_row(setting: str, pretraining: str, tuning: str, run_dir: Path, backb
 
 
 def _tuning_recipe(finetune_recipe: Path | None, pretrain_recipe: Path | None, supervised_recipe: Path | None):
-    """The fine-tuning recipe every setting starts from, ``model.args.arch`` explicit; the pre-training recipes must
-    train that architecture, or their backbones could not be loaded."""
+    """The fine-tuning recipe every setting starts from, with ``model.args.arch`` made explicit.
+
+    The pre-training recipes must train that architecture, or their backbones could not be loaded.
+    """
     tuning = load_recipe(FinetuneRecipe, finetune_recipe)
     arch = transfer_arch(tuning.model)
     if pretrain_recipe is not None:
@@ -160,9 +183,16 @@ def _tuning_recipe(finetune_recipe: Path | None, pretrain_recipe: Path | None, s
 
 
 class TableClock:
-    """How ``ssl table`` shares its ``budget``: each run gets, as it starts, its share of the time left over the
-    shares still to train (BYOL's, the supervised backbone's, the settings' split evenly); reused runs and
-    backbones given as files take none."""
+    """How ``ssl table`` shares its time ``budget`` among its runs.
+
+    Each run gets, as it starts, its share of the time left over the shares still to train (BYOL's, the supervised
+    backbone's, the settings' split evenly); reused runs and backbones given as files take none.
+
+    Args:
+        recipe: the table's recipe (its ``budget``, ``shares``, ``settings`` and ``backbones``).
+        needs: the pre-trainings the settings need (``none``, ``supervised``, ``self_supervised``).
+        start: when the command started, in ``time.perf_counter`` seconds.
+    """
 
     TAIL = 2.0  # seconds for writing the table after the last run
 
@@ -175,6 +205,7 @@ class TableClock:
         self.shares.update(dict.fromkeys(recipe.settings, recipe.shares.settings / len(recipe.settings)))
 
     def skip(self, part: str) -> None:
+        """Take run ``part`` out of the sharing: it is reused and trains no more."""
         self.shares.pop(part, None)
 
     def budget(self, part: str) -> tuple[str, ...]:
@@ -189,6 +220,7 @@ class TableClock:
 
 def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, monitor: Path,
                    clock: TableClock) -> Path:
+    """The trunk file of the table's ``byol`` run, pre-trained (or resumed) unless it finished."""
     if pretrain_recipe is None:
         raise DlcvError("the settings need a self-supervised backbone: set pretrain (a BYOL recipe) or "
                         "backbones.self_supervised (a file)")
@@ -211,6 +243,7 @@ def _resume_or_restart(run_dir: Path) -> dict:
 
 
 def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder: Path, clock: TableClock) -> Path:
+    """The trunk file of the table's ``supervised`` run, trained (or resumed) unless it finished."""
     if supervised_recipe is None:
         raise DlcvError("the settings need a supervised backbone: set supervised (a classify recipe) or "
                         "backbones.supervised (a file such as pretrain_model_SL.pt)")

@@ -1,11 +1,14 @@
 """DLCV HW1 prediction as the course runs it, written by `dlcv handin`: plain torch, numpy and Pillow.
 
 The model class and state_dict beside this file (``CONFIG``) predict as the source checkpoint's ``dlcv ... predict``:
-the inputs found and decoded by dlcv's own ``files.py``, the views averaged by its ``tta.py`` (both beside this file),
-in float32 unless the folder was written with ``dlcv handin --autocast``. Outputs keep dlcv's rules: never an input,
-one of this folder's files or a file this script did not write; each written to a temporary name and renamed. Bad
-input is refused before torch is imported. Python 3.6 or later; torch 1.4 or later (1.10 with --autocast; 1.11 where
-a segmenter resizes its tiles on a GPU).
+inputs found and decoded by dlcv's own ``files.py``, views averaged by its ``tta.py`` (both beside this file), in
+float32 unless the folder was written with ``dlcv handin --autocast``.
+
+Outputs keep dlcv's rules: never an input, one of this folder's files or a file this script did not write; each is
+written to a temporary name and renamed. Bad input is refused before torch is imported.
+
+Needs Python 3.6 or later and torch 1.4 or later (1.10 with --autocast; 1.11 where a segmenter resizes its tiles on a
+GPU).
 """
 import argparse
 import contextlib
@@ -54,7 +57,11 @@ COLOURS = np.array([(0, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 0), (0
 
 # --- the model ---------------------------------------------------------------------------------------------
 def load_model(device):
-    """The plain model with its weights, on ``device``, for inference."""
+    """The plain model with its weights, on ``device``, in evaluation mode.
+
+    Raises:
+        DlcvError: the weights file is missing, or is not the one dlcv handin wrote.
+    """
     import torch  # here, not at the top: bad input is refused before torch's import
 
     weights = HERE / CONFIG["weights"]
@@ -67,19 +74,23 @@ def load_model(device):
     except Exception as exc:  # noqa: BLE001 -- a truncated or foreign file fails in many ways
         raise DlcvError("{}: not the weights dlcv handin wrote ({}); run the download script again".format(
             weights, str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__)) from None
-    layout = getattr(torch, "channels_last", None)  # torch 1.5 on: dlcv's layout, so its kernels and sums
+    layout = getattr(torch, "channels_last", None)  # dlcv's layout (torch 1.5 on): the same kernels, the same sums
     return net.eval().to(device, memory_format=layout) if layout is not None else net.eval().to(device)
 
 
 def device():
+    """The GPU when there is one, else the CPU."""
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def autocast(device):
-    """Float32 (no autocast) unless ``dlcv handin --autocast``; then ``dlcv ... predict --autocast``'s: below float32
-    on a GPU, its half type (bf16 where it computes bf16); bf16 on a bf16 CPU for a bf16-trained model."""
+    """The autocast context to predict under: none (float32) unless written with ``dlcv handin --autocast``.
+
+    Then ``dlcv ... predict --autocast``'s: on a GPU its half type (bf16 where it computes bf16, unless the model
+    trained in ``16-mixed``); on a CPU with bf16 instructions, bf16 for a model trained in bf16 or ``auto``.
+    """
     import torch
 
     precision = CONFIG["precision"]
@@ -99,13 +110,21 @@ def autocast(device):
 
 
 def batch_size(device):
-    """Images per batch: ``dlcv ... predict``'s on a GPU when the model takes any batch (kernels are chosen by shape,
-    so near ties fall alike), else the batch it was traced at."""
+    """Images per batch: ``dlcv ... predict``'s on a GPU for a model of any batch, else its traced batch.
+
+    The same batch as dlcv's gets the same kernels, which are chosen by shape, so near ties fall alike.
+    """
     return CONFIG["predict_batch"] if CONFIG["any_batch"] and device.type != "cpu" else CONFIG["batch"]
 
 
 def run(net, x):
-    """The model on ``x``: whole where it takes any batch, else in batches of its traced size (the last one padded)."""
+    """The model's outputs on ``x``: whole where it takes any batch, else in batches of its traced size.
+
+    The last batch is padded with zeros, and the padding's outputs are dropped.
+
+    Raises:
+        DlcvError: ``x`` is not of the height and width the model was exported for.
+    """
     import torch
 
     size, out = CONFIG["batch"], []
@@ -124,8 +143,10 @@ def run(net, x):
 
 
 def normalise(images, device):
-    """uint8 (N, H, W, 3) -> (N, 3, H, W) floats, as the model was trained: x * scale + shift per channel, with
-    dlcv's float32 scale 1 / (255 std) and shift -mean / std."""
+    """uint8 (N, H, W, 3) images -> float32 (N, 3, H, W) on ``device``, normalised as in training.
+
+    As dlcv computes it: x * scale + shift per channel, with float32 scale 1 / (255 std) and shift -mean / std.
+    """
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).float()
@@ -136,7 +157,7 @@ def normalise(images, device):
 
 
 def classify(images, device):
-    """Labels of uint8 (N, H, W, 3) images."""
+    """The predicted label (an int) of each of uint8 (N, H, W, 3) images."""
     import torch
     import torch.nn.functional as F
     from tta import predict_logits
@@ -154,8 +175,11 @@ def classify(images, device):
 
 
 def segment_input(tiles, device):
-    """uint8 (B, H, W, 3) tiles -> the model's input at the evaluation size: resized as uint8 on a CPU (as dlcv;
-    Pillow's before torch 2.1), else as floats."""
+    """uint8 (B, H, W, 3) tiles -> float32 (B, 3, S, S) model input at the evaluation size S, where set.
+
+    On a CPU the tiles are resized as uint8, as dlcv does (by Pillow where torch has no uint8 resize, before 2.1); on a
+    GPU as floats.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -175,7 +199,11 @@ def segment_input(tiles, device):
 
 # --- the inputs, read as dlcv reads them -------------------------------------------------------------------
 def decode_all(files):
-    """uint8 (N, H, W, 3) of ``files``, all of the first one's size (as dlcv decodes a folder)."""
+    """Decode ``files`` as uint8 (N, H, W, 3), all of the first one's size (as dlcv decodes a folder).
+
+    Raises:
+        DlcvError: a file is not a readable image, or is not of the size most share (naming it).
+    """
     first = decode_image(files[0])
     out = np.empty((len(files),) + first.shape, dtype=np.uint8)
     out[0] = first
@@ -194,8 +222,12 @@ def own_files():
 
 
 def check_output_file(path, inputs):
-    """``path`` checked as dlcv checks an output file, before any work: not a link, folder or device; not an input,
-    nor inside an input folder; none of this folder's files; new, empty, or a file this script wrote."""
+    """Check ``path`` as dlcv checks an output file, before any work, and return it as a ``Path``.
+
+    Raises:
+        DlcvError: no file name; a file where a folder on its way should be; a link, folder or device; an input or
+            inside an input folder; one of this folder's files; or a file, not empty, that this script did not write.
+    """
     path = Path(path)
     if not path.name or path.name in (".", ".."):
         raise DlcvError("{}: give a file name for the output".format(path))
@@ -214,7 +246,11 @@ def check_output_file(path, inputs):
 
 
 def make_parent(path):
-    """Make the missing folders above ``path`` (the course's graders may name an output folder that is not there)."""
+    """Make the missing folders above ``path``: the course's graders may name an output folder not there.
+
+    Raises:
+        DlcvError: a folder could not be made.
+    """
     try:
         os.makedirs(str(path.parent), mode=0o777, exist_ok=True)
     except OSError as exc:
@@ -222,8 +258,23 @@ def make_parent(path):
 
 
 def check_output_folder(folder, inputs, names):
-    """The mask folder checked before any work: new, empty, or a set of masks dlcv wrote (whose listed files only are
-    replaced); not a link, file or device, no input, inside none and holding none, and not this folder."""
+    """Check the mask folder before any work, and return the masks its manifest lists as this script's.
+
+    It may be new, empty, or a set of masks dlcv wrote, whose listed files alone are replaced; it may not be a link, a
+    file or a device, nor be, hold or lie inside an input or this folder's files.
+
+    Args:
+        folder: the output folder.
+        inputs: the input paths.
+        names: the masks to be written.
+
+    Returns:
+        the names the manifest lists, sorted; [] for a new or empty folder.
+
+    Raises:
+        DlcvError: the folder is refused as above, holds files this script did not write, or holds a file of a name to
+            be written that its manifest does not list.
+    """
     folder = Path(folder)
     check_not_special(folder, folder=True)
     check_not_an_input(folder, inputs + own_files())
@@ -245,6 +296,7 @@ def check_output_folder(folder, inputs, names):
 
 
 def write_manifest(folder, names):
+    """Write the mask folder's manifest, listing ``names`` as this script's."""
     with atomic_write(folder / MANIFEST) as handle:
         json.dump({"kind": MASKS, "dlcv": CONFIG["dlcv"], "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                    "files": sorted(names)}, handle)
@@ -252,7 +304,7 @@ def write_manifest(folder, names):
 
 # --- the three tasks -------------------------------------------------------------------------------------
 def predict_folder(folder, output):
-    """Problem 1: ``filename,label`` (or ``image_id,label``) for every image of ``folder``, by file name."""
+    """Problem 1: write ``filename,label`` (or ``image_id,label``) per image of ``folder``, sorted by name."""
     output = check_output_file(output, [folder])
     files = list_images(folder)
     labels = classify(decode_all(files), device())
@@ -264,7 +316,7 @@ def predict_folder(folder, output):
 
 
 def predict_csv(table, folder, output):
-    """Office-Home: ``id,filename,label`` for every row of ``table``, in its order."""
+    """Office-Home: write ``id,filename,label`` for every row of ``table``, in its order."""
     output = check_output_file(output, [table, folder])
     rows, files = office_rows(table, folder)
     side = CONFIG["image_size"]
@@ -278,7 +330,11 @@ def predict_csv(table, folder, output):
 
 
 def predict_masks(folder, output):
-    """Segmentation: ``NNNN_mask.png`` (the course's colours) for every ``NNNN_sat.jpg`` of ``folder``."""
+    """Segmentation: write ``NNNN_mask.png`` in the course's colours per ``NNNN_sat.jpg`` of ``folder``.
+
+    A new folder is filled under a temporary name, then renamed into place; an earlier one of this script's lists the
+    new masks in its manifest first, so that a rerun replaces what a stopped run left.
+    """
     tiles = satellite_tiles(folder)
     if not tiles:
         raise DlcvError("{}: no satellite images (expected NNNN_sat.jpg)".format(folder))
@@ -327,6 +383,7 @@ def stop(signum, frame):
 
 
 def main(argv):
+    """Predict for the paths in ``argv``; exit 2 for bad input, 130 when interrupted, 1 if the model fails."""
     task = CONFIG["task"]
     usage = {"folder": "IMAGE_DIR OUTPUT_CSV", "csv": "INPUT_CSV IMAGE_DIR OUTPUT_CSV",
              "masks": "IMAGE_DIR OUTPUT_DIR"}[task]
