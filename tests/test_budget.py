@@ -149,7 +149,7 @@ def test_slow_first_steps_do_not_fix_a_plan_that_ends_before_the_first_epoch():
     trainer, task, plan = _trainer(), _Scorer(clock), Plan(total_steps=10_000, steps_per_epoch=10_000)
     began = clock()
     plans = []
-    budget = TimeBudget(4.0, began, plan, val_guess=0.0, final_ratio=0.0, say=lambda *_: None, clock=clock)
+    budget = TimeBudget(4.0, began, plan, val_guess=0.0, final_ratio=0.0, print_line=lambda *_: None, clock=clock)
     budget.replan = lambda trainer, replan=budget.replan: (replan(trainer), plans.append(plan.total_steps))
     _train(budget, trainer, task, lambda step: 0.02 if step < 12 else 0.002)
     # The tail leaves 4 - 2.54 s to plan (nothing is scored). Measured from step 2 to step 22 (10 steps of 0.02 s,
@@ -164,7 +164,7 @@ def test_the_first_steps_one_off_cost_is_not_counted_as_the_speed():
     after the first epoch the plan goes on at the speed of the steps, not of the first epoch's average."""
     clock = Clock()
     trainer, task, plan = _trainer(), _Scorer(clock), Plan(total_steps=1_000, steps_per_epoch=20)
-    budget = TimeBudget(60.0, clock(), plan, val_guess=0.0, final_ratio=0.0, say=lambda *_: None, clock=clock)
+    budget = TimeBudget(60.0, clock(), plan, val_guess=0.0, final_ratio=0.0, print_line=lambda *_: None, clock=clock)
     _train(budget, trainer, task, lambda step: 0.4 if step < WARM_STEPS else 0.005, epochs=2, epoch_end=0.125)
     assert budget.epoch_steps == [(20 - WARM_STEPS, pytest.approx(18 * 0.005)), (20, pytest.approx(20 * 0.005))]
     assert budget.step_seconds == pytest.approx(0.005) and budget.epoch_costs == pytest.approx([0.125, 0.125])
@@ -287,7 +287,7 @@ def test_the_first_plan_says_when_the_recipes_figure_needed_more_epochs(referenc
                               strategy=SimpleNamespace(broadcast=lambda value, src=0: value))
     lines = []
     budget = TimeBudget(30.0, time.perf_counter(), Plan(0, 10), val_guess=0.0, final_ratio=0.0,
-                        say=lines.append, reference_epochs=reference)
+                        print_line=lines.append, reference_epochs=reference)
     budget.step_seconds = 0.1  # 30 s at 0.1 s a step, 10 steps an epoch: under 30 epochs
     budget.replan(trainer)
     assert lines[0].startswith("budget 30s: 0.100 s a step")
@@ -320,6 +320,6 @@ def test_a_budget_shorter_than_an_epoch_reserves_the_final_scoring_from_its_firs
     """No validation has been timed when a short budget makes its only plan: the final scoring is priced from
     the first guess at a validation (an epoch's end), not left out."""
     budget = TimeBudget(30.0, time.perf_counter(), Plan(0, 1000), val_guess=0.01, final_ratio=5.0,
-                        say=lambda *_: None)
+                        print_line=lambda *_: None)
     budget.step_seconds = 0.1  # a validation guessed at 0.01 x 1000 steps x 0.1 s = 1 s; the final scoring, 5 of them
     assert budget.reserve() == pytest.approx(5.0 + TAIL[0] + TAIL[1] * 30.0)

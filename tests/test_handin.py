@@ -350,7 +350,7 @@ def _with_model(run: Path, spec: dict, path: Path, kind: str) -> Path:
     ckpt["hyper_parameters"]["recipe"]["model"] = spec
     torch.manual_seed(0)
     classes = 7 if kind == "segment" else ckpt["hyper_parameters"]["num_classes"]
-    model = create_model(spec["name"], num_classes=classes, kind=kind, **spec["args"])
+    model = create_model(spec["name"], num_classes=classes, task=kind, **spec["args"])
     ckpt["state_dict"] = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save(ckpt, path)
     return path

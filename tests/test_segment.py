@@ -265,7 +265,7 @@ def test_the_holdout_is_the_seeded_split_anyone_can_draw_again(p2_data):
 def test_models_return_logits_at_the_input_size(name, args):
     from dlcv.models import create_model
 
-    model = create_model(name, num_classes=7, kind="segment", **args).eval()
+    model = create_model(name, num_classes=7, task="segment", **args).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 96, 80)).shape == (1, 7, 96, 80)
 
@@ -277,7 +277,7 @@ def test_fcn32s_turns_vgg16_classifier_weights_into_fc6_fc7_convolutions(tmp_pat
 
     state = vgg16(weights=None).state_dict()
     torch.save(state, tmp_path / "vgg16.pth")
-    model = create_model("fcn32s", num_classes=7, kind="segment", weights=str(tmp_path / "vgg16.pth"))
+    model = create_model("fcn32s", num_classes=7, task="segment", weights=str(tmp_path / "vgg16.pth"))
     assert torch.equal(model.fc6.weight.flatten(1), state["classifier.0.weight"])
     assert torch.equal(model.features[0].weight, state["features.0.weight"])
     assert model.upscore.kernel_size == (64, 64) and model.upscore.stride == (32, 32)
@@ -290,12 +290,12 @@ def test_deeplabv3_loads_a_local_resnet50_state_dict(tmp_path):
 
     state = resnet50(weights=None).state_dict()
     torch.save(state, tmp_path / "pretrain_model_SL.pt")
-    model = create_model("deeplabv3_resnet50", num_classes=7, kind="segment",
+    model = create_model("deeplabv3_resnet50", num_classes=7, task="segment",
                          backbone_weights=str(tmp_path / "pretrain_model_SL.pt"))
     assert torch.equal(model.net.backbone.conv1.weight, state["conv1.weight"])
     with pytest.raises(DlcvError, match="not a ResNet50 state_dict"):
         torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pt")
-        create_model("deeplabv3_resnet50", num_classes=7, kind="segment", backbone_weights=str(tmp_path / "bad.pt"))
+        create_model("deeplabv3_resnet50", num_classes=7, task="segment", backbone_weights=str(tmp_path / "bad.pt"))
 
 
 def test_deeplabv3_takes_whole_model_weights_and_replaces_both_heads(monkeypatch):
@@ -309,11 +309,11 @@ def test_deeplabv3_takes_whole_model_weights_and_replaces_both_heads(monkeypatch
     state = get_model("deeplabv3_resnet50", weights=None, weights_backbone=None, num_classes=21,
                       aux_loss=True).state_dict()
     monkeypatch.setattr(weights_api, "load_state_dict_from_url", lambda *a, **k: state)
-    model = create_model("deeplabv3_resnet50", num_classes=7, kind="segment", weights="COCO_WITH_VOC_LABELS_V1")
+    model = create_model("deeplabv3_resnet50", num_classes=7, task="segment", weights="COCO_WITH_VOC_LABELS_V1")
     assert torch.equal(model.net.backbone.conv1.weight, state["backbone.conv1.weight"])
     assert model.net.classifier[-1].out_channels == 7 and model.net.aux_classifier is None
     assert model.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 7, 64, 64)
-    with_aux = create_model("deeplabv3_resnet50", num_classes=7, kind="segment", weights="COCO_WITH_VOC_LABELS_V1",
+    with_aux = create_model("deeplabv3_resnet50", num_classes=7, task="segment", weights="COCO_WITH_VOC_LABELS_V1",
                             aux_loss=True)
     assert with_aux.net.aux_classifier[-1].out_channels == 7
 
@@ -471,7 +471,7 @@ def test_with_a_holdout_the_progress_masks_are_of_the_validation_folder(p2_data,
 def test_smp_architectures_return_logits_at_any_input_size(arch):
     from dlcv.models import create_model
 
-    model = create_model("smp", num_classes=7, kind="segment", arch=arch, encoder="tu-tf_efficientnet_lite0").eval()
+    model = create_model("smp", num_classes=7, task="segment", arch=arch, encoder="tu-tf_efficientnet_lite0").eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 100, 76)).shape == (2, 7, 100, 76)  # not multiples of 32
 
@@ -483,7 +483,7 @@ def test_smp_encoders_take_the_offline_lite_weights_and_bad_names_are_one_line(c
     from dlcv.models import create_model
     from dlcv.models.weights import efficientnet_lite_state
 
-    model = create_model("smp", num_classes=7, kind="segment", arch="DeepLabV3Plus",
+    model = create_model("smp", num_classes=7, task="segment", arch="DeepLabV3Plus",
                          encoder="tu-tf_efficientnet_lite1", encoder_weights="efficientnet-lite1")
     reference = efficientnet_lite_state("efficientnet-lite1",
                                         timm.create_model("tf_efficientnet_lite1", pretrained=False).state_dict())

@@ -91,7 +91,7 @@ def test_lite1_and_lite2_weights_reach_model_b_and_segmentation_encoders_and_ref
     expected = efficientnet_lite_state("efficientnet-lite2", reference.state_dict())
     stem = next(k for k in expected if k.startswith("conv_stem"))
     assert torch.equal(model.net.state_dict()[stem], expected[stem])
-    unet = create_model("unet_timm", num_classes=7, kind="segment", encoder="tf_efficientnet_lite1",
+    unet = create_model("unet_timm", num_classes=7, task="segment", encoder="tf_efficientnet_lite1",
                         encoder_weights="efficientnet-lite1")
     assert unet(torch.zeros(1, 3, 64, 64)).shape == (1, 7, 64, 64)
     with pytest.raises(DlcvError, match="fit arch tf_efficientnet_lite1, not 'tf_efficientnet_lite0'"):

@@ -52,7 +52,7 @@ class TimeBudget(L.Callback):
     """Callback that plans the run's steps to end by the deadline, and stops the run there."""
 
     def __init__(self, seconds: float, started: float, plan: Plan, val_guess: float, final_ratio: float,
-                 final_images: float = 0.0, say=print, anew: bool = False, reference_epochs: float | None = None,
+                 final_images: float = 0.0, print_line=print, new_budget: bool = False, reference_epochs: float | None = None,
                  clock=time.perf_counter):
         """Set the budget; the first plan follows once the first steps are timed.
 
@@ -63,18 +63,18 @@ class TimeBudget(L.Callback):
             val_guess: a validation's time as a share of a training epoch's, until measured.
             final_ratio: the final scoring's time in validations, until probed.
             final_images: the final set's size over the validation set's (0: no final scoring).
-            say: prints a line (the first process's ``print``).
-            anew: a resumed run given a new budget, counted from ``started``.
+            print_line: prints a line (the first process's ``print``).
+            new_budget: a resumed run given a new budget, counted from ``started``.
             reference_epochs: the epochs the recipe's documented figure took; a shorter plan warns.
             clock: the time function, in seconds; the plan's too.
         """
-        self.seconds, self.started, self.plan, self.anew = float(seconds), started, plan, anew
+        self.seconds, self.started, self.plan, self.new_budget = float(seconds), started, plan, new_budget
         self.clock = plan.clock = clock  # the one time function of the budget and the plan's ``now``
         self.reference_epochs = reference_epochs
         self.val_guess, self.final_ratio = val_guess, final_ratio
         self.final_images = final_images
         self.final_per_val: float | None = None  # a final-scoring batch's time over a validation batch's
-        self.say = say
+        self.print_line = print_line
         self.spent_before = 0.0  # a resumed run: the seconds its earlier commands spent
         self.planned = False  # planned in this command (a resumed run measures its machine again)
         self.step_seconds: float | None = None
@@ -125,11 +125,11 @@ class TimeBudget(L.Callback):
             ending = (f"{left} left" if self.plan.total_steps > trainer.global_step else
                       f"{left} left after a setup of {format_duration(self.setup_seconds)}: no time for more steps, "
                       f"training stops here and the final scoring follows (a larger budget trains)")
-            self.say(f"budget {format_duration(self.seconds)}: {self.step_seconds:.3f} s a step, "
+            self.print_line(f"budget {format_duration(self.seconds)}: {self.step_seconds:.3f} s a step, "
                      f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.plan.total_steps} steps "
                      f"= {self.plan.epochs:.2f} epochs, {ending}")
             if self.reference_epochs and self.plan.epochs < self.reference_epochs:
-                self.say(f"note: the recipe's figure (docs/results.md) was reached in {self.reference_epochs:g} epochs "
+                self.print_line(f"note: the recipe's figure (docs/results.md) was reached in {self.reference_epochs:g} epochs "
                          f"or more; at this speed the budget affords {self.plan.epochs:.2f}, so it may not be "
                          "reached: give a larger --budget")
 
@@ -234,7 +234,7 @@ class TimeBudget(L.Callback):
                 "total_steps": self.plan.total_steps}
 
     def load_state_dict(self, state: dict) -> None:
-        self.spent_before = 0.0 if self.anew else spent_under(state, self.seconds) or 0.0
+        self.spent_before = 0.0 if self.new_budget else spent_under(state, self.seconds) or 0.0
         self.plan.total_steps = int(state.get("total_steps", self.plan.total_steps))
 
     def closing_line(self, trainer) -> str:

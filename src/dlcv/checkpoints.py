@@ -66,7 +66,7 @@ def load_predictor(path: str | os.PathLike, task: str | tuple[str, ...]):
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
         raise DlcvError(f"{path}: a dlcv checkpoint with no valid class count (num_classes {num_classes!r})")
     try:
-        model = create_model(spec.name, num_classes=num_classes, kind=recipe.task, **rebuild_args(spec.args))
+        model = create_model(spec.name, num_classes=num_classes, task=recipe.task, **rebuild_args(spec.args))
     except DlcvError as exc:
         raise DlcvError(f"{path}: its model cannot be rebuilt ({exc})") from None
     load_model_weights(model, ckpt, path, spec.name)

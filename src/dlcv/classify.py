@@ -48,7 +48,7 @@ def _snapshots(recipe, data, run_dir: Path, plan) -> list:
 
 def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
-        resume: bool = False, recipe_type: type | None = None, fixed: tuple[str, ...] = ()) -> Path:
+        resume: bool = False, recipe_type: type | None = None, caller_keys: tuple[str, ...] = ()) -> Path:
     """Train a classifier and return its run folder.
 
     Args:
@@ -60,13 +60,13 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         overwrite: replace an earlier run of that name (``--overwrite``).
         resume: continue the run of that name from its last checkpoint.
         recipe_type: the recipe's class, whose defaults ``config`` goes over; None: ``ClassifyRecipe``.
-        fixed: keys the caller set on a built recipe, which a resume must find unchanged.
+        caller_keys: keys the caller set on a built recipe, which a resume must find unchanged.
 
     Raises:
         DlcvError: the recipe, the data or the run folder is refused, or the run cannot be resumed.
     """
     with fitting.run(recipe_type or ClassifyRecipe, config, data, runs_dir, name, overrides, overwrite, resume,
-                     fixed) as run:
+                     caller_keys) as run:
         from dlcv.tasks.classification import ClassificationTask  # torch and Lightning: their import is budgeted
 
         datamodule = run.prepared(data_module(data, run.recipe, run.plan))

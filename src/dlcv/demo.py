@@ -197,7 +197,7 @@ def _run_demo(output: Path) -> Path:
     _step(9, "self-supervised: BYOL, a supervised backbone, and fine-tuning settings A-E")
     table_dir = ssl_table(output / "recipes", p2, runs)
     _step(10, "building the report of every run")
-    report = build_report(runs, output / "report", say=lambda *a, **k: None)
+    report = build_report(runs, output / "report", print_line=lambda *a, **k: None)
     print(f"demo finished in {time.perf_counter() - start:.0f} s; everything is in {output}")
     _closing_lines(one, two, table_dir, report)
     return output

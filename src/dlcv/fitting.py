@@ -20,7 +20,7 @@ from dlcv.runs import RunFolder, check_run_dir, open_run_dir, override_keys, run
 from dlcv.runtime import adopt_slurm_layout, check_devices, is_primary_process, resolve_precision
 
 
-def say(*args, **kwargs) -> None:
+def rank_zero_print(*args, **kwargs) -> None:
     """Print (flushed) in the first process only, so that a multi-process run prints each line once."""
     if is_primary_process():
         print(*args, **kwargs, flush=True)
@@ -29,7 +29,7 @@ def say(*args, **kwargs) -> None:
 @contextlib.contextmanager
 def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.PathLike = "runs",
         name: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False, resume: bool = False,
-        fixed: tuple[str, ...] = (), inputs: tuple = ()):
+        caller_keys: tuple[str, ...] = (), inputs: tuple = ()):
     """Yield the ``Fit`` of a recipe on a data folder, its run folder locked until the fit ends.
 
     Args:
@@ -41,7 +41,7 @@ def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.P
         overrides: ``key=value`` recipe overrides.
         overwrite: replace an existing run of that name.
         resume: continue the run of that name; with a ``train.budget`` override, within that budget from now.
-        fixed: keys the caller set on a built recipe, which a resume must find unchanged.
+        caller_keys: keys the caller set on a built recipe, which a resume must find unchanged.
         inputs: other folders the run reads, which it must not write into.
 
     Yields:
@@ -52,7 +52,7 @@ def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.P
             machine lacks, or a run folder that is taken or cannot be resumed.
     """
     start = time.perf_counter()  # a time budget counts from here
-    recipe = run_recipe(recipe_type, config, overrides, name, runs_dir, resume, fixed)
+    recipe = run_recipe(recipe_type, config, overrides, name, runs_dir, resume, caller_keys)
     check_model_memory(recipe)
     adopt_slurm_layout()
     check_devices(recipe.train.accelerator, recipe.train.num_nodes)
@@ -63,8 +63,8 @@ def run(recipe_type: type, config, data: str | os.PathLike, runs_dir: str | os.P
             settle_replaced(Path(runs_dir) / recipe.name)  # what an --overwrite killed before it ended set aside
         if not resume and is_primary_process():
             check_run_dir(runs_dir, recipe.name, overwrite, inputs=folders)
-        anew = resume and "train.budget" in override_keys(overrides)
-        yield Fit(recipe, runs_dir, folders, (overwrite, resume, anew), start, lock)
+        new_budget = resume and "train.budget" in override_keys(overrides)
+        yield Fit(recipe, runs_dir, folders, (overwrite, resume, new_budget), start, lock)
 
 
 def check_model_memory(recipe) -> None:
@@ -96,7 +96,7 @@ class Fit:
             recipe: the run's recipe.
             runs_dir: the folder that holds the run folders.
             folders: the data folder, then the other inputs.
-            flags: (overwrite, resume, anew); anew: a resumed run given a new budget.
+            flags: (overwrite, resume, new_budget); new_budget: a resumed run given a new budget.
             start: the ``time.perf_counter()`` reading at the command's start, from which a budget counts.
             lock: the run folder's ``FolderLock``.
         """
@@ -150,19 +150,19 @@ class Fit:
 
         if self._resolved is None:
             raise RuntimeError("Fit.fit needs the data module through Fit.prepared first")
-        (overwrite, resume, anew), recipe, plan = self._flags, self.recipe, self.plan
+        (overwrite, resume, new_budget), recipe, plan = self._flags, self.recipe, self.plan
         train, resolved = recipe.train, self._resolved
-        budget = time_budget(recipe, data, task, plan, self._start, anew) if train.budget else None
+        budget = time_budget(recipe, data, task, plan, self._start, new_budget) if train.budget else None
         self._lock.take(create=True)  # where the runs folder was missing at the first check
         shapes = {k: tuple(v.shape) for k, v in task.state_dict().items()} if resume else None
         run_dir, resume_from = open_run_dir(self._runs_dir, recipe, overwrite, resume, self._folders, shapes)
         run = RunFolder(run_dir)
         if is_primary_process():
             run.write_resolved(resolved)
-        say(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
+        rank_zero_print(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
         if resume_from is not None:
-            say(f"resuming from {resume_from} with the run's saved recipe"
-                + (f", within a new budget of {train.budget} from now" if anew else ""))
+            rank_zero_print(f"resuming from {resume_from} with the run's saved recipe"
+                + (f", within a new budget of {train.budget} from now" if new_budget else ""))
         # Under a budget the loop has no set end: the plan stops it.
         trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
                                 max_epochs=-1 if budget else train.epochs, extra_callbacks=tuple(callbacks),
@@ -247,7 +247,7 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def time_budget(recipe, data, task, plan, started: float, anew: bool = False):
+def time_budget(recipe, data, task, plan, started: float, new_budget: bool = False):
     """Build the ``TimeBudget`` callback that re-plans ``plan`` to end within ``train.budget``.
 
     Validation and final scoring are guessed from a training step's cost until timed.
@@ -258,7 +258,7 @@ def time_budget(recipe, data, task, plan, started: float, anew: bool = False):
         task: the task, for its forward passes per image under test-time augmentation.
         plan: the run's plan.
         started: the ``time.perf_counter()`` reading the budget counts from.
-        anew: a resumed run given a new budget, counted from ``started``.
+        new_budget: a resumed run given a new budget, counted from ``started``.
     """
     from dlcv.budget import TimeBudget
     from dlcv.recipes import parse_duration
@@ -269,7 +269,7 @@ def time_budget(recipe, data, task, plan, started: float, anew: bool = False):
     val_passes = n_val * task.passes(train.val_tta)
     return TimeBudget(parse_duration(train.budget), started, plan, val_guess=val_passes / max(1, 3 * n_train),
                       final_ratio=n_final * task.passes(train.tta) / max(1, val_passes),
-                      final_images=n_final / max(1, n_val), say=say, anew=anew,
+                      final_images=n_final / max(1, n_val), print_line=rank_zero_print, new_budget=new_budget,
                       reference_epochs=train.reference_epochs)
 
 

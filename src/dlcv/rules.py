@@ -1,7 +1,7 @@
-"""The rules a recipe's or a model's value follows, as annotated types with ``Wants``: a good value in words.
+"""The rules a recipe's or a model's value follows, as annotated types with ``AcceptedValues``: good values in words.
 
-``Wants`` is what ``dlcv keys`` prints and an error says. This module sits below the recipes, models and data, which
-take their rules from here.
+``AcceptedValues`` is what ``dlcv keys`` prints and an error says. This module sits below the recipes, models and
+data, which take their rules from here.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-__all__ = ["Wants", "RecipeError", "whole", "number", "list_of", "checked", "describe", "describe_field",
+__all__ = ["AcceptedValues", "RecipeError", "integer", "number", "list_of", "checked", "describe", "describe_field",
            "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName",
-           "Folder", "Text", "Whole0", "Whole1", "NonNegative", "Positive", "Share", "Fraction", "AnyNumber",
+           "Folder", "Text", "NonNegativeInt", "PositiveInt", "NonNegativeFloat", "PositiveFloat", "ZeroToOne",
+           "ZeroToBelowOne", "AnyNumber",
            "RESNETS", "SAM_TYPES", "crop_padding_error", "MAX_WIDTH", "Width", "MAX_PROCESSES", "STRATEGIES", "FLOAT32",
            "machine_memory", "gpu_memory", "memory_words", "memory_refusal", "image_batch_bytes", "largest_side"]
 
 
 @dataclass(frozen=True)
-class Wants:
+class AcceptedValues:
     """What a good value of a type is, in words (``a whole number >= 1``)."""
 
     text: str
@@ -38,10 +39,10 @@ class RecipeError(ValueError):
         self.key = key
 
 
-def whole(low: int = 0, high: int | None = None):
+def integer(low: int = 0, high: int | None = None):
     """Return the annotated type of a whole number in ``[low, high]`` (``high`` None: no upper bound)."""
     return Annotated[int, Field(ge=low, le=high),
-                     Wants(f"a whole number >= {low}" + (f" and <= {high}" if high is not None else ""))]
+                     AcceptedValues(f"a whole number >= {low}" + (f" and <= {high}" if high is not None else ""))]
 
 
 def number(low: float = 0.0, high: float | None = None, open_low: bool = False, open_high: bool = False):
@@ -52,13 +53,13 @@ def number(low: float = 0.0, high: float | None = None, open_low: bool = False, 
     bounds = {"gt" if open_low else "ge": low, **({"lt" if open_high else "le": high} if high is not None else {})}
     wants = (f"a number {'>' if open_low else '>='} {low:g}" if high is None else
              f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}")
-    return Annotated[float, Field(allow_inf_nan=False, **bounds), Wants(wants)]
+    return Annotated[float, Field(allow_inf_nan=False, **bounds), AcceptedValues(wants)]
 
 
 def list_of(count: int | None, item):
     """Return the annotated type of a list of ``count`` values of type ``item`` (``count`` None: any number)."""
     return Annotated[list[item], Field(min_length=count, max_length=count),
-                     Wants(f"a list of {count if count is not None else 'any number of'} ({describe(item)})")]
+                     AcceptedValues(f"a list of {count if count is not None else 'any number of'} ({describe(item)})")]
 
 
 def checked(kind, test, wants: str):
@@ -67,13 +68,13 @@ def checked(kind, test, wants: str):
         if not test(value):
             raise ValueError(wants)
         return value
-    return Annotated[kind, AfterValidator(check), Wants(wants)]
+    return Annotated[kind, AfterValidator(check), AcceptedValues(wants)]
 
 
 def describe(kind) -> str:
     """Say in words what a good value of the type ``kind`` is."""
     if typing.get_origin(kind) is Annotated:
-        said = [m.text for m in kind.__metadata__ if isinstance(m, Wants)]
+        said = [m.text for m in kind.__metadata__ if isinstance(m, AcceptedValues)]
         return said[-1] if said else describe(typing.get_args(kind)[0])
     if typing.get_origin(kind) is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(kind)))
@@ -89,7 +90,7 @@ def describe(kind) -> str:
 
 def describe_field(field) -> str:
     """Say in words what a good value of a recipe key (a pydantic field) is."""
-    said = [m.text for m in field.metadata if isinstance(m, Wants)]
+    said = [m.text for m in field.metadata if isinstance(m, AcceptedValues)]
     return said[-1] if said else describe(field.annotation)
 
 
@@ -131,11 +132,12 @@ def is_folder_name(v) -> bool:
 Duration = checked(str, lambda v: parse_duration(v) is not None,
                    "a duration such as 20m, 1h30m, 90s or 1.5h (up to a year)")
 FolderName = checked(str, is_folder_name, "a plain folder name (no /, \\ or control characters)")
-Folder = Annotated[str, Field(min_length=1), Wants("a folder or file name")]
-Text = Annotated[str, Field(min_length=1), Wants("a non-empty text")]
-Whole0, Whole1 = whole(0), whole(1)
-NonNegative, Positive, Share, Fraction = number(0), number(0, open_low=True), number(0, 1), number(0, 1, open_high=True)
-AnyNumber = Annotated[float, Field(allow_inf_nan=False), Wants("a number")]
+Folder = Annotated[str, Field(min_length=1), AcceptedValues("a folder or file name")]
+Text = Annotated[str, Field(min_length=1), AcceptedValues("a non-empty text")]
+NonNegativeInt, PositiveInt = integer(0), integer(1)
+NonNegativeFloat, PositiveFloat = number(0), number(0, open_low=True)
+ZeroToOne, ZeroToBelowOne = number(0, 1), number(0, 1, open_high=True)
+AnyNumber = Annotated[float, Field(allow_inf_nan=False), AcceptedValues("a number")]
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # torchvision's, by name
 SAM_TYPES = ("vit_h", "vit_l", "vit_b", "default", "vit_tiny")  # segment-anything's registry and dlcv's tiny one
 AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment")  # the batched policies of dlcv.data.policies
@@ -148,7 +150,7 @@ def crop_padding_error(padding: int, what: str) -> str:
 
 # --- sizes: static bounds where a larger value is a slip, and what a value costs against the machine --------------
 MAX_WIDTH = 16384  # channels or units of one layer: 8x ResNet's widest (2048), 4x BYOL's heads (4096)
-Width = whole(1, MAX_WIDTH)
+Width = integer(1, MAX_WIDTH)
 MAX_PROCESSES = 1024  # devices, nodes, threads or processes per node: more than the largest machines have
 # Lightning's strategy names (its StrategyRegistry, as a test checks) and auto: importing Lightning here is too slow.
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",

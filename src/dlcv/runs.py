@@ -61,9 +61,9 @@ class RunFolder:
     @property
     def task(self) -> str:
         """The run's task (``classify``, ``segment``, ``ssl``...): the recipe's, else its model's kind."""
-        from dlcv.models.registry import model_kind
+        from dlcv.models.registry import model_task
 
-        return str(self.raw_recipe.get("task") or model_kind(str(self.model_name)) or "unknown")
+        return str(self.raw_recipe.get("task") or model_task(str(self.model_name)) or "unknown")
 
     @functools.cached_property
     def recipe(self):
@@ -301,7 +301,7 @@ def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
 
 
 def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
-               runs_dir: str | os.PathLike, resume: bool, fixed: tuple[str, ...] = ()):
+               runs_dir: str | os.PathLike, resume: bool, caller_keys: tuple[str, ...] = ()):
     """The recipe a training command runs: defaults, then ``config``, then the overrides, then ``name``.
 
     With ``resume`` it is the run folder's saved recipe (``resumed_recipe``), so that the resumed run trains what the
@@ -314,7 +314,7 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
         name: the run's name, in place of the recipe's; None keeps the recipe's.
         runs_dir: the folder that holds the runs.
         resume: continue the run ``runs_dir/NAME`` from its last checkpoint.
-        fixed: keys the caller set on a built recipe, which a resume must find unchanged.
+        caller_keys: keys the caller set on a built recipe, which a resume must find unchanged.
 
     Raises:
         DlcvError: the recipe is not valid, the run has no name or a bad one; with ``resume``, nothing to resume, a
@@ -340,7 +340,7 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
     saved = load_recipe(kind, run.recipe_file, base=recipe.model_dump())
     saved.name = run.path.name  # the folder named is the run resumed, whatever name its recipe saved
     keys = override_keys(overrides)
-    resumed = resumed_recipe(run, saved, recipe, (*keys, *fixed))
+    resumed = resumed_recipe(run, saved, recipe, (*keys, *caller_keys))
     if resumed.train.budget and "train.epochs" in keys and "train.budget" not in keys:
         raise DlcvError(f"--set train.epochs={resumed.train.epochs} on --resume: the run trains to a time budget "
                         f"(train.budget {resumed.train.budget}, its saved recipe); give --budget DURATION to train on")
@@ -364,7 +364,7 @@ def resumed_recipe(run: RunFolder, saved, given, keys: tuple[str, ...]):
         run: the run folder resumed.
         saved: its saved recipe.
         given: the recipe the command line builds.
-        keys: the keys the overrides name, and any the caller fixed.
+        keys: the keys the overrides name, and the caller's keys.
 
     Raises:
         DlcvError: a key other than ``RESUME_KEYS`` changes, or there is nothing to train: the budget is spent, the

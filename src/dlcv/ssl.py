@@ -117,7 +117,7 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
     if backbone is not None and not resume:  # a file of another architecture fails before any work
         load_backbone(backbone, transfer_arch(recipe.model))
     return fit(recipe, data, runs_dir=runs_dir, name=name, overrides=overrides, overwrite=overwrite, resume=resume,
-               recipe_type=FinetuneRecipe, fixed=SETTING_KEYS)
+               recipe_type=FinetuneRecipe, caller_keys=SETTING_KEYS)
 
 
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:

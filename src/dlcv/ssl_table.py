@@ -14,7 +14,7 @@ from dlcv.classify import fit
 from dlcv.config import load_recipe
 from dlcv.errors import DlcvError
 from dlcv.files import atomic_write
-from dlcv.fitting import say
+from dlcv.fitting import rank_zero_print
 from dlcv.io import FolderLock, check_output_folder, make_output_folder, write_json
 from dlcv.models.transfer import transfer_arch
 from dlcv.recipes import (
@@ -116,9 +116,9 @@ def _setting(setting: str, table_dir: Path, office: Path, backbones: dict, base,
     run_dir = table_dir / setting
     if RunFolder(run_dir).finished:
         clock.skip(setting)
-        say(f"setting {setting}: reusing {run_dir}")
+        rank_zero_print(f"setting {setting}: reusing {run_dir}")
     else:
-        say(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
+        rank_zero_print(f"setting {setting}: {pretraining.replace('_', '-')} pre-training, {tuning} fine-tuning")
         finetune(setting, office, backbones[pretraining], base, runs_dir=table_dir, name=setting,
                  overrides=clock.budget(setting), **_resume_or_restart(run_dir))
     return _table_row(setting, pretraining, tuning, run_dir, backbones[pretraining])
@@ -229,7 +229,7 @@ def _byol_backbone(table_dir: Path, pretrain_recipe: Path | None, mini: Path, mo
     backbone = run.backbone
     if run.finished and backbone.is_file():
         clock.skip("byol")
-        say(f"self-supervised backbone: reusing {backbone}")
+        rank_zero_print(f"self-supervised backbone: reusing {backbone}")
     else:
         pretrain(pretrain_recipe, mini, monitor=monitor, runs_dir=table_dir, name="byol",
                  overrides=clock.budget("byol"), **_resume_or_restart(run_dir))
@@ -256,7 +256,7 @@ def _supervised_backbone(table_dir: Path, supervised_recipe: Path | None, folder
     else:
         clock.skip("supervised")
         if target.is_file():
-            say(f"supervised backbone: reusing {target}")
+            rank_zero_print(f"supervised backbone: reusing {target}")
             return target
     if is_primary_process():
         export_trunk(run.best, target)  # into the table's own run

@@ -147,7 +147,8 @@ class BiasCorrectedEMA(WeightAveraging):
     @torch.no_grad()
     def average(self, averages, currents, _count):
         if torch.is_floating_point(averages[0]):  # a *-true precision trains in its dtype: the average keeps its own
-            get_ema_multi_avg_fn(1.0 - self.weight)(averages, [c.to(a.dtype) for a, c in zip(averages, currents)], _count)
+            currents = [c.to(a.dtype) for a, c in zip(averages, currents)]
+            get_ema_multi_avg_fn(1.0 - self.weight)(averages, currents, _count)
         else:  # integer buffers (batch norm's batch count) follow the model
             for average, current in zip(averages, currents):
                 average.copy_(current)

@@ -46,11 +46,11 @@ def transfer_split(args) -> None:
 
 
 def models(args) -> None:
-    from dlcv.models.registry import KINDS, list_models, model_summary
+    from dlcv.models.registry import MODEL_TASKS, list_models, model_summary
 
-    for kind in KINDS:
-        names = list_models(kind)
-        print(f"{kind}:")
+    for task in MODEL_TASKS:
+        names = list_models(task)
+        print(f"{task}:")
         width = max(len(n) for n in names)
         for name in names:
             print(f"  {name:<{width}}  {model_summary(name)}")

@@ -177,7 +177,7 @@ def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor
 
 
 def _blend(images: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """Blend each image with ``other`` by its own ratio, ``ratio * images + (1 - ratio) * other``, as ``TF.adjust_*``."""
+    """Blend each image with ``other`` by its own ratio (``ratio * images + (1 - ratio) * other``), as TF.adjust_*."""
     ratio = to_device(ratio, images.device).view(-1, 1, 1, 1)
     return images.float().mul(ratio).add_(other * (1.0 - ratio)).clamp_(0, 255).to(images.dtype)
 

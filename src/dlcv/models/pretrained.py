@@ -15,7 +15,7 @@ from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
 from dlcv.models.weights import load_state_file, offline_weights, online
-from dlcv.rules import Fraction, Wants, Whole0
+from dlcv.rules import AcceptedValues, NonNegativeInt, ZeroToBelowOne
 
 
 def known_name(name: str, known: bool, library: str) -> str:
@@ -41,9 +41,9 @@ def _torchvision_name(name: str) -> str:
     return known_name(name, name in models.list_models(), "torchvision")
 
 
-TimmName = Annotated[str, AfterValidator(_timm_name), Wants("a timm model name (timm.list_models())")]
+TimmName = Annotated[str, AfterValidator(_timm_name), AcceptedValues("a timm model name (timm.list_models())")]
 TorchvisionName = Annotated[str, AfterValidator(_torchvision_name),
-                            Wants("a torchvision model name (torchvision.models.list_models())")]
+                            AcceptedValues("a torchvision model name (torchvision.models.list_models())")]
 
 
 def _load_into(model: nn.Module, state: dict, source: str, classifier_prefixes: tuple[str, ...]) -> None:
@@ -75,7 +75,8 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
     """
 
     def __init__(self, num_classes: int, arch: TimmName = "tf_efficientnet_lite0", weights: str | None = None,
-                 drop_rate: Fraction = 0.0, drop_path_rate: Fraction = 0.0, freeze_stages: Whole0 = 0):
+                 drop_rate: ZeroToBelowOne = 0.0, drop_path_rate: ZeroToBelowOne = 0.0,
+                 freeze_stages: NonNegativeInt = 0):
         """Build timm's ``arch`` with a new head of ``num_classes`` outputs.
 
         Args:

@@ -14,9 +14,9 @@ from torch import nn
 from dlcv.errors import DlcvError, exception_line, shown
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
-_KINDS: dict[str, str] = {}
+_TASKS: dict[str, str] = {}
 _PASSED_TO: dict[str, tuple[Callable, tuple[str, ...]]] = {}  # a builder's **kwargs: whose arguments, less the fixed
-KINDS = ("classify", "segment")
+MODEL_TASKS = ("classify", "segment")
 # Modules whose import registers builders; imported on first lookup, so that importing dlcv.models is cheap.
 _MODULES = ("dlcv.models.small", "dlcv.models.pretrained", "dlcv.models.segmentation",
             "dlcv.models.transfer")
@@ -31,7 +31,7 @@ def rebuild_args(args: dict) -> dict:
     return {k: (None if k in WEIGHT_ARGS else v) for k, v in args.items()}
 
 
-def register_model(name: str, kind: str = "classify", passes_to: Callable | None = None,
+def register_model(name: str, task: str = "classify", passes_to: Callable | None = None,
                    fixed: tuple[str, ...] = ()) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder ``fn(num_classes=..., **args)`` (function or class) as ``create_model(name, ...)``.
 
@@ -39,7 +39,7 @@ def register_model(name: str, kind: str = "classify", passes_to: Callable | None
 
     Args:
         name: the model's name in recipes (``model.name``).
-        kind: ``classify`` (logits per image) or ``segment`` (logits per pixel).
+        task: ``classify`` (logits per image) or ``segment`` (logits per pixel).
         passes_to: what ``fn`` passes its ``**kwargs`` to, whose parameters are model arguments too.
         fixed: parameters of ``passes_to`` that ``fn`` sets itself, which are no model arguments.
 
@@ -54,7 +54,7 @@ def register_model(name: str, kind: str = "classify", passes_to: Callable | None
         if name in _BUILDERS:
             raise ValueError(f"model {name!r} is registered twice")
         _BUILDERS[name] = fn
-        _KINDS[name] = kind
+        _TASKS[name] = task
         if passes_to is not None:
             _PASSED_TO[name] = (passes_to, fixed)
         return fn
@@ -67,16 +67,16 @@ def _load_all() -> None:
         importlib.import_module(module)
 
 
-def list_models(kind: str | None = None) -> list[str]:
-    """Return the registered model names of ``kind`` (None: every kind), sorted."""
+def list_models(task: str | None = None) -> list[str]:
+    """Return the registered model names of ``task`` (None: every task), sorted."""
     _load_all()
-    return sorted(n for n in _BUILDERS if kind is None or _KINDS[n] == kind)
+    return sorted(n for n in _BUILDERS if task is None or _TASKS[n] == task)
 
 
-def model_kind(name: str) -> str | None:
-    """Return what the registered model ``name`` does (one of ``KINDS``), or None for an unknown name."""
+def model_task(name: str) -> str | None:
+    """Return what the registered model ``name`` does (one of ``MODEL_TASKS``), or None for an unknown name."""
     _load_all()
-    return _KINDS.get(name)
+    return _TASKS.get(name)
 
 
 def model_summary(name: str) -> str:
@@ -112,16 +112,16 @@ def model_args(name: str):
                         **fields)
 
 
-def check_model_args(name: str, kind: str | None, args: dict) -> None:
+def check_model_args(name: str, task: str | None, args: dict) -> None:
     """Check ``args`` against model ``name``'s argument rules, building nothing.
 
     Args:
         name: the model's registered name.
-        kind: the kind the model must be (``classify`` or ``segment``); None: any.
+        task: the task the model must be (``classify`` or ``segment``); None: any.
         args: the recipe's ``model.args``.
 
     Raises:
-        DlcvError: if ``name`` is no registered model (of ``kind``), or an argument is unknown or breaks its rule
+        DlcvError: if ``name`` is no registered model (of ``task``), or an argument is unknown or breaks its rule
             (one line naming it and what a good value is).
     """
     from pydantic import ValidationError
@@ -129,9 +129,9 @@ def check_model_args(name: str, kind: str | None, args: dict) -> None:
     from dlcv.rules import describe_field
 
     _load_all()
-    if name not in _BUILDERS or (kind is not None and _KINDS[name] != kind):
-        raise DlcvError(f"unknown {f'{kind} model' if kind else 'model'} {shown(name)}; known: "
-                        f"{', '.join(list_models(kind))}")
+    if name not in _BUILDERS or (task is not None and _TASKS[name] != task):
+        raise DlcvError(f"unknown {f'{task} model' if task else 'model'} {shown(name)}; known: "
+                        f"{', '.join(list_models(task))}")
     schema = model_args(name)
     try:
         schema.model_validate(args)
@@ -147,7 +147,7 @@ def check_model_args(name: str, kind: str | None, args: dict) -> None:
 TRAINING_COPIES = 4  # float32 weights, their gradients and two optimiser moments (Adam's, AdamW's)
 
 
-def check_training_memory(name: str, kind: str, args: dict, num_classes: int, accelerator: str = "auto") -> None:
+def check_training_memory(name: str, task: str, args: dict, num_classes: int, accelerator: str = "auto") -> None:
     """Refuse a model whose training state alone fits neither the machine's memory nor its GPU's.
 
     The state is ``TRAINING_COPIES`` float32 copies of the parameters, counted on the meta device (no arithmetic,
@@ -155,7 +155,7 @@ def check_training_memory(name: str, kind: str, args: dict, num_classes: int, ac
 
     Args:
         name: the model's registered name.
-        kind: the kind the model must be (``classify`` or ``segment``).
+        task: the task the model must be (``classify`` or ``segment``).
         args: the recipe's ``model.args``; weights arguments are ignored.
         num_classes: the head's outputs.
         accelerator: the recipe's ``train.accelerator``; ``cpu`` leaves the GPU's memory out.
@@ -167,7 +167,7 @@ def check_training_memory(name: str, kind: str, args: dict, num_classes: int, ac
     from dlcv.rules import FLOAT32, memory_refusal
 
     args = rebuild_args(args)
-    check_model_args(name, kind, args)
+    check_model_args(name, task, args)
     try:
         with torch.device("meta"):
             model = _BUILDERS[name](num_classes=num_classes, **args)
@@ -182,13 +182,13 @@ def check_training_memory(name: str, kind: str, args: dict, num_classes: int, ac
         raise DlcvError(refusal)
 
 
-def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs) -> nn.Module:
+def create_model(name: str, num_classes: int, task: str | None = None, **kwargs) -> nn.Module:
     """Build the registered model ``name`` with ``num_classes`` outputs.
 
     Args:
         name: the model's registered name (``list_models()``).
         num_classes: the classes it predicts, per image or per pixel.
-        kind: the kind it must be (``classify`` or ``segment``); None: any.
+        task: the task it must be (``classify`` or ``segment``); None: any.
         **kwargs: the model's arguments (``model.args``).
 
     Returns:
@@ -197,7 +197,7 @@ def create_model(name: str, num_classes: int, kind: str | None = None, **kwargs)
     Raises:
         DlcvError: if an argument breaks its rule, or the builder refuses the arguments (one line).
     """
-    check_model_args(name, kind, kwargs)
+    check_model_args(name, task, kwargs)
     try:
         return _BUILDERS[name](num_classes=num_classes, **kwargs)
     except DlcvError:

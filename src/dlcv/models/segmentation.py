@@ -19,7 +19,7 @@ from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.pretrained import TimmName, known_name
 from dlcv.models.registry import register_model
 from dlcv.models.weights import load_state_file, offline_weights, online
-from dlcv.rules import Fraction, Wants, Whole0, Width, whole
+from dlcv.rules import AcceptedValues, NonNegativeInt, Width, ZeroToBelowOne, integer
 
 
 def _smp_arch(name: str) -> str:
@@ -36,10 +36,11 @@ def _smp_encoder(name: str) -> str:
     return known_name(name, known, "segmentation_models_pytorch encoder")
 
 
-SmpArch = Annotated[str, AfterValidator(_smp_arch), Wants("an architecture of segmentation_models_pytorch (Unet, "
-                                                          "UnetPlusPlus, FPN, PSPNet, DeepLabV3, DeepLabV3Plus, ...)")]
-SmpEncoder = Annotated[str, AfterValidator(_smp_encoder), Wants("an encoder of segmentation_models_pytorch, or tu- "
-                                                                "and a timm model name")]
+SmpArch = Annotated[str, AfterValidator(_smp_arch),
+                    AcceptedValues("an architecture of segmentation_models_pytorch (Unet, UnetPlusPlus, FPN, PSPNet, "
+                                   "DeepLabV3, DeepLabV3Plus, ...)")]
+SmpEncoder = Annotated[str, AfterValidator(_smp_encoder), AcceptedValues("an encoder of segmentation_models_pytorch, "
+                                                                         "or tu- and a timm model name")]
 
 
 def _bilinear_kernel(channels: int, size: int) -> torch.Tensor:
@@ -66,13 +67,13 @@ def _fit_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 # --- VGG16-FCN32s ------------------------------------------------------------------------------------
-@register_model("fcn32s", kind="segment")
+@register_model("fcn32s", task="segment")
 class FCN32s(nn.Module):
     """The reports' model A: VGG16-FCN32s; ``weights``: a local VGG16 state_dict or 'imagenet'.
 
     Long et al. (2015): VGG16, its fc6/fc7 as convolutions, and one learned up-sampling of stride 32."""
 
-    def __init__(self, num_classes: int, weights: str | None = None, dropout: Fraction = 0.5):
+    def __init__(self, num_classes: int, weights: str | None = None, dropout: ZeroToBelowOne = 0.5):
         """Build FCN32s with ``num_classes`` outputs, its score layer zero and its up-sampling bilinear.
 
         Args:
@@ -181,7 +182,7 @@ def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None
         raise DlcvError(f"{weights}: not a ResNet{depth} state_dict ({' '.join(str(exc).split())[:200]})") from None
 
 
-@register_model("deeplabv3_resnet50", kind="segment", passes_to=_deeplabv3, fixed=("depth",))
+@register_model("deeplabv3_resnet50", task="segment", passes_to=_deeplabv3, fixed=("depth",))
 def deeplabv3_resnet50(num_classes: int, **kwargs) -> nn.Module:
     """DeepLabv3 with a ResNet50 backbone (torchvision); ``backbone_weights``: a ResNet50 file or 'imagenet'.
 
@@ -194,7 +195,7 @@ def deeplabv3_resnet50(num_classes: int, **kwargs) -> nn.Module:
     return _deeplabv3(50, num_classes, **kwargs)
 
 
-@register_model("deeplabv3_resnet101", kind="segment", passes_to=_deeplabv3, fixed=("depth",))
+@register_model("deeplabv3_resnet101", task="segment", passes_to=_deeplabv3, fixed=("depth",))
 def deeplabv3_resnet101(num_classes: int, **kwargs) -> nn.Module:
     """DeepLabv3 with a ResNet101 backbone (torchvision); arguments as for deeplabv3_resnet50."""
     return _deeplabv3(101, num_classes, **kwargs)
@@ -236,7 +237,7 @@ class UNetDecoder(nn.Module):
         return self.classifier(x)
 
 
-@register_model("unet_timm", kind="segment")
+@register_model("unet_timm", task="segment")
 class EncoderUNet(KeepsFrozenStatistics):
     """Any timm encoder with features at strides 4-32 (e.g. resnet50, convnext_tiny) + the U-Net decoder.
 
@@ -244,8 +245,9 @@ class EncoderUNet(KeepsFrozenStatistics):
     """
 
     def __init__(self, num_classes: int, encoder: TimmName = "resnet50", encoder_weights: str | None = None,
-                 decoder_widths: Sequence[Width] = (128, 96, 64, 48), out_indices: Sequence[Whole0] = (1, 2, 3, 4),
-                 freeze_stages: Whole0 = 0):
+                 decoder_widths: Sequence[Width] = (128, 96, 64, 48),
+                 out_indices: Sequence[NonNegativeInt] = (1, 2, 3, 4),
+                 freeze_stages: NonNegativeInt = 0):
         """Build the encoder and the decoder.
 
         Args:
@@ -281,7 +283,7 @@ class EncoderUNet(KeepsFrozenStatistics):
         return _fit_to(self.decoder(self.encoder(x)), x.shape[-2:])
 
 
-@register_model("unet_lite0", kind="segment", passes_to=EncoderUNet, fixed=("encoder",))
+@register_model("unet_lite0", task="segment", passes_to=EncoderUNet, fixed=("encoder",))
 def unet_lite0(num_classes: int, encoder_weights: str | None = None, **kwargs) -> nn.Module:
     """Our CPU design: an EfficientNet-Lite0 encoder and unet_timm's light U-Net decoder.
 
@@ -291,11 +293,11 @@ def unet_lite0(num_classes: int, encoder_weights: str | None = None, **kwargs) -
     return EncoderUNet(num_classes, encoder="tf_efficientnet_lite0", encoder_weights=encoder_weights, **kwargs)
 
 
-@register_model("unet_small", kind="segment")
+@register_model("unet_small", task="segment")
 class SmallUNet(nn.Module):
     """A small U-Net from scratch (width 16 by default): the tests' and the demo's model."""
 
-    def __init__(self, num_classes: int, width: Width = 16, depth: whole(0, 8) = 4):  # 8: 256x smaller at the bottom
+    def __init__(self, num_classes: int, width: Width = 16, depth: integer(0, 8) = 4):  # 8: 256x smaller at the bottom
         """Build the U-Net; any input size is padded to a multiple of ``2**depth`` and cut back.
 
         Args:
@@ -355,7 +357,7 @@ def _load_encoder(encoder: nn.Module, state: dict, weights: str, name: str) -> N
     encoder.load_state_dict({k: state[k] for k in own}, strict=False)
 
 
-@register_model("smp", kind="segment")
+@register_model("smp", task="segment")
 def smp_model(num_classes: int, arch: SmpArch = "Unet", encoder: SmpEncoder = "tu-tf_efficientnet_lite0",
               encoder_weights: str | None = None, **kwargs) -> nn.Module:
     """Any segmentation_models_pytorch architecture over any encoder, a timm model too (tu-NAME).

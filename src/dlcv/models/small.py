@@ -12,14 +12,15 @@ from torch import nn
 
 from dlcv.errors import DlcvError
 from dlcv.models.registry import register_model
-from dlcv.rules import MAX_WIDTH, Fraction, Positive, Share, Wants, Width, whole
+from dlcv.rules import MAX_WIDTH, AcceptedValues, PositiveFloat, Width, ZeroToBelowOne, ZeroToOne, integer
 
-WIDTHS = Annotated[Sequence[Width], Field(min_length=1), Wants(f"a non-empty list of whole numbers in 1..{MAX_WIDTH}")]
+WIDTHS = Annotated[Sequence[Width], Field(min_length=1),
+                   AcceptedValues(f"a non-empty list of whole numbers in 1..{MAX_WIDTH}")]
 VGG_WIDTHS = Annotated[Sequence[Literal["M"] | Width], Field(min_length=1),
-                       Wants(f"a non-empty list of whole numbers in 1..{MAX_WIDTH} and M (a max-pool)")]
+                       AcceptedValues(f"a non-empty list of whole numbers in 1..{MAX_WIDTH} and M (a max-pool)")]
 # Stages double the width from ``width``; blocks per stage as deep as ResNet-152's deepest (36) and then some.
-BLOCKS = Annotated[Sequence[whole(0, 64)], Field(min_length=1, max_length=6),
-                   Wants("a list of 1 to 6 whole numbers in 0..64")]
+BLOCKS = Annotated[Sequence[integer(0, 64)], Field(min_length=1, max_length=6),
+                   AcceptedValues("a list of 1 to 6 whole numbers in 0..64")]
 
 
 class Classifier(nn.Module):
@@ -46,7 +47,7 @@ class CNN3(Classifier):
     """Report R2's model A: three blocks of two 3x3 convolutions and a max-pool, then a 2-layer MLP."""
 
     def __init__(self, num_classes: int, widths: WIDTHS = (64, 128, 256), hidden: Width = 512,
-                 dropout: Fraction = 0.5):
+                 dropout: ZeroToBelowOne = 0.5):
         """Build the network for 32x32 images, which three blocks pool to 4x4.
 
         Args:
@@ -76,7 +77,7 @@ VGG13_WIDTHS = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 5
 class VGG(Classifier):
     """Report R3's model A: VGG13 with batch norm at the report's widths; five pools take 32x32 to 1x1."""
 
-    def __init__(self, num_classes: int, widths: VGG_WIDTHS = VGG13_WIDTHS, dropout: Fraction = 0.0):
+    def __init__(self, num_classes: int, widths: VGG_WIDTHS = VGG13_WIDTHS, dropout: ZeroToBelowOne = 0.0):
         """Build the network, its features average-pooled to one vector per image.
 
         Args:
@@ -105,7 +106,7 @@ class VGG(Classifier):
 class AlexNet(Classifier):
     """Report R1's model A: torchvision's AlexNet (1000 outputs) and one linear layer; wants 224x224 input."""
 
-    def __init__(self, num_classes: int, dropout: Fraction = 0.5):
+    def __init__(self, num_classes: int, dropout: ZeroToBelowOne = 0.5):
         """Build a random AlexNet and the head on its 1000 outputs.
 
         Args:
@@ -209,7 +210,7 @@ class DlcvNet(Classifier):
     """
 
     def __init__(self, num_classes: int, widths: WIDTHS = (64, 256, 256), stem_width: Width = 24,
-                 bn_momentum: Share = 0.4, logit_scale: Positive = 1.0, whiten: bool = False):
+                 bn_momentum: ZeroToOne = 0.4, logit_scale: PositiveFloat = 1.0, whiten: bool = False):
         """Build the network.
 
         Args:

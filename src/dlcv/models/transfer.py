@@ -20,7 +20,7 @@ from dlcv.models.freezing import KeepsFrozenStatistics
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
 from dlcv.models.weights import load_state_file
-from dlcv.rules import RESNETS, Fraction, Width
+from dlcv.rules import RESNETS, Width, ZeroToBelowOne
 
 
 class CentreTapConv2d(nn.Conv2d):
@@ -127,7 +127,7 @@ class TransferResNet(KeepsFrozenStatistics, Classifier):
 
     def __init__(self, num_classes: int, arch: Literal[RESNETS] = "resnet50", backbone_weights: str | None = None,
                  freeze: bool = False, head: Literal["linear", "mlp"] = "linear", head_hidden: Width = 1000,
-                 head_dropout: Fraction = 0.5):
+                 head_dropout: ZeroToBelowOne = 0.5):
         """Build the trunk and the head.
 
         Args:

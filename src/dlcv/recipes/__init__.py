@@ -2,7 +2,8 @@
 
 A recipe YAML file and ``--set`` override a task's defaults (``dlcv.config.load_recipe``) into one of these, checked in
 full and read as typed sections (``recipe.train.epochs``); ``recipe.yaml`` is its ``model_dump()``, and a rule's
-``Wants`` text is what ``dlcv keys`` and errors print. No torch here, so commands that only read recipes start fast.
+``AcceptedValues`` text is what ``dlcv keys`` and errors print. No torch here, so commands that only read recipes
+start fast.
 """
 
 from __future__ import annotations

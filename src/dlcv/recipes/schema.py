@@ -12,31 +12,31 @@ from dlcv.errors import shown
 from dlcv.rules import (
     MAX_PROCESSES,
     STRATEGIES,
+    AcceptedValues,
     Duration,
     FolderName,
-    Fraction,
-    NonNegative,
-    Positive,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
     RecipeError,
-    Share,
-    Wants,
-    Whole0,
-    Whole1,
+    ZeroToBelowOne,
+    ZeroToOne,
     image_batch_bytes,
+    integer,
     largest_side,
     list_of,
     memory_refusal,
     number,
-    whole,
 )
 
 __all__ = ["Stats", "Spread", "EpochList", "TtaMode", "SegTtaMode", "TTA_MODES", "SEG_TTA_MODES", "OPTIMIZERS",
            "SCHEDULES", "PIXEL_LOSSES", "IMAGENET_MEAN", "IMAGENET_STD", "key", "section", "Section", "Optim",
            "Schedule", "Devices", "Train", "Model", "snapshot_epochs", "TASK", "Recipe", "Training", "number_text"]
 
-Stats, Spread = list_of(3, NonNegative), list_of(3, Positive)
-EpochList = Annotated[str | list[str | int] | None, Wants("first, middle, last and/or epoch numbers, as a text or a "
-                                                           "list")]
+Stats, Spread = list_of(3, NonNegativeFloat), list_of(3, PositiveFloat)
+EpochList = Annotated[str | list[str | int] | None, AcceptedValues("first, middle, last and/or epoch numbers, as a "
+                                                                   "text or a list")]
 
 TtaMode = Literal["none", "flip", "flip_shift"]
 SegTtaMode = Literal["none", "flip", "d4"]  # flip: image + mirror; d4: the 4 rotations x 2 mirrors
@@ -71,64 +71,66 @@ class Optim(Section):
     """The optimiser."""
 
     name: Literal[OPTIMIZERS] = key("sgd", "the optimiser")
-    lr: NonNegative = key(0.1, "the (peak) learning rate")
-    momentum: Share = key(0.9, "sgd and lars: momentum")
+    lr: NonNegativeFloat = key(0.1, "the (peak) learning rate")
+    momentum: ZeroToOne = key(0.9, "sgd and lars: momentum")
     nesterov: bool = key(True, "sgd: Nesterov momentum")
-    betas: list_of(2, Fraction) = key([0.9, 0.999], "adam and adamw: the moment decays")
-    weight_decay: NonNegative = key(5e-4, "weight decay (decoupled for adamw)")
+    betas: list_of(2, ZeroToBelowOne) = key([0.9, 0.999], "adam and adamw: the moment decays")
+    weight_decay: NonNegativeFloat = key(5e-4, "weight decay (decoupled for adamw)")
     decay_norm_and_bias: bool = key(False, "also decay normalisation weights and biases")
-    head_lr_mult: Positive = key(1.0, "a classifier's head (last layer) learns at this multiple of lr; the schedule "
-                                 "scales both alike (e.g. 10 when fine-tuning pretrained weights)")
+    head_lr_mult: PositiveFloat = key(1.0, "a classifier's head (last layer) learns at this multiple of lr; the "
+                                           "schedule scales both alike (e.g. 10 when fine-tuning pretrained weights)")
 
 
 class Schedule(Section):
     """The learning-rate schedule, stepped every batch."""
 
     name: Literal[SCHEDULES] = key("onecycle", "the learning-rate schedule, stepped every batch")
-    warmup_epochs: NonNegative = key(0, "cosine, linear, poly, multistep: linear ramp over these epochs")
+    warmup_epochs: NonNegativeFloat = key(0, "cosine, linear, poly, multistep: linear ramp over these epochs")
     pct_start: number(0, 1, open_low=True, open_high=True) = key(0.25, "onecycle: share of steps rising to the peak")
     anneal: Literal["linear", "cos"] = key("linear", "onecycle: the shape of the rise and fall")
-    div_factor: Positive = key(10.0, "onecycle: start lr = lr / div_factor")
-    final_div_factor: Positive = key(100.0, "onecycle: end lr = start lr / final_div_factor")
-    min_lr_fraction: Share = key(0.0, "cosine, linear, poly: floor as a fraction of lr")
-    power: NonNegative = key(0.9, "poly: lr * (1 - t)^power")
-    milestones: list_of(None, NonNegative) = key([], "multistep: where lr drops: epochs (1 and more) or shares of "
-                                                 "the run (below 1, e.g. [0.5, 0.75]; with train.budget, shares only)")
-    gamma: Positive = key(0.1, "multistep: the factor of each drop")
-    restart_epochs: Whole1 = key(10, "cosine_restarts: epochs of the first cosine period (SGDR's T_0)")
-    restart_mult: Whole1 = key(1, "cosine_restarts: each period this many times longer than the last (T_mult)")
+    div_factor: PositiveFloat = key(10.0, "onecycle: start lr = lr / div_factor")
+    final_div_factor: PositiveFloat = key(100.0, "onecycle: end lr = start lr / final_div_factor")
+    min_lr_fraction: ZeroToOne = key(0.0, "cosine, linear, poly: floor as a fraction of lr")
+    power: NonNegativeFloat = key(0.9, "poly: lr * (1 - t)^power")
+    milestones: list_of(None, NonNegativeFloat) = key([], "multistep: where lr drops: epochs (1 and more) or shares "
+                                                          "of the run (below 1, e.g. [0.5, 0.75]; with train.budget, "
+                                                          "shares only)")
+    gamma: PositiveFloat = key(0.1, "multistep: the factor of each drop")
+    restart_epochs: PositiveInt = key(10, "cosine_restarts: epochs of the first cosine period (SGDR's T_0)")
+    restart_mult: PositiveInt = key(1, "cosine_restarts: each period this many times longer than the last (T_mult)")
 
 
-Devices = Annotated[Literal["auto"] | whole(1, MAX_PROCESSES) | list[whole(0, MAX_PROCESSES - 1)],
-                    Wants(f"auto, a number of devices in 1..{MAX_PROCESSES} or a list of device indices")]
+Devices = Annotated[Literal["auto"] | integer(1, MAX_PROCESSES) | list[integer(0, MAX_PROCESSES - 1)],
+                    AcceptedValues(f"auto, a number of devices in 1..{MAX_PROCESSES} or a list of device indices")]
 
 
 class Train(Section):
     """How the run trains: its length or budget, precision, devices, and what keeps the best weights."""
 
-    epochs: Whole1 = key(30, "training epochs (with train.budget: only the plan until the speed is measured)")
+    epochs: PositiveInt = key(30, "training epochs (with train.budget: only the plan until the speed is measured)")
     budget: Duration | None = key(None, "end the whole command within this time (20m, 1h30m): the steps are planned "
-                                  "from the measured speed, the schedule runs over them, the epochs are a result")
+                                        "from the measured speed, the schedule runs over them, the epochs are a result")
     reference_epochs: number(0, open_low=True) | None = key(
         None, "with train.budget: the fewest epochs of the runs behind the recipe's figure (docs/results.md); a plan "
-        "of fewer says it may not reach it")
+              "of fewer says it may not reach it")
     precision: Literal["auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] = key(
         "auto", "auto: bf16-mixed where the hardware computes bf16 fast (16-mixed on a T4 or V100), else 32-true; or "
-        "any of Lightning's")
-    early_stopping_patience: Whole0 = key(0, "> 0: stop after this many epochs without a better monitored metric")
-    ema_decay: Fraction = key(0.0, "> 0: validate, checkpoint and predict with an exponential moving average of the "
-                              "weights (bias-corrected)")
-    gradient_clip: NonNegative = key(0.0, "> 0: clip the gradients' global norm to this")
-    save_top_k: Whole1 = key(1, "keep the k best checkpoints (top/), for predict --ensemble k")
+                "any of Lightning's")
+    early_stopping_patience: NonNegativeInt = key(0, "> 0: stop after this many epochs without a better monitored "
+                                                     "metric")
+    ema_decay: ZeroToBelowOne = key(0.0, "> 0: validate, checkpoint and predict with an exponential moving average of "
+                                         "the weights (bias-corrected)")
+    gradient_clip: NonNegativeFloat = key(0.0, "> 0: clip the gradients' global norm to this")
+    save_top_k: PositiveInt = key(1, "keep the k best checkpoints (top/), for predict --ensemble k")
     tta: Literal["none"] = key("none", "prediction and final scoring's test-time augmentation (none here)")
     val_tta: Literal["none"] = key("none", "per-epoch validation's test-time augmentation (none here)")
     channels_last: bool = key(True, "the channels-last memory layout (faster convolutions)")
-    threads: whole(1, MAX_PROCESSES) | None = key(None, "CPU threads for torch; null: all cores")
+    threads: integer(1, MAX_PROCESSES) | None = key(None, "CPU threads for torch; null: all cores")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"] = key("auto", "Lightning's accelerator")
     devices: Devices = key("auto", "a number of GPUs (or CPU processes), or auto: one, or one per process that "
-                           "torchrun or SLURM started")
-    num_nodes: whole(1, MAX_PROCESSES) = key(1, "machines in a multi-node run (more when torchrun or srun started "
-                                             "more)")
+                                   "torchrun or SLURM started")
+    num_nodes: integer(1, MAX_PROCESSES) = key(1, "machines in a multi-node run (more when torchrun or srun started "
+                                                  "more)")
     strategy: Literal[STRATEGIES] = key("auto", "auto, ddp, ... (Lightning's); torchrun and SLURM are detected")
     sync_batchnorm: bool = key(False, "batch-norm statistics over all processes (GPUs; small per-device batches)")
     deterministic: bool = key(False, "deterministic algorithms wherever a kernel has one")
@@ -166,7 +168,7 @@ def snapshot_epochs(spec, max_epochs: int | None, where: str = "embed.epochs") -
             epochs.add(int(item))
         elif item:
             raise RecipeError(where, f"{where}: {item!r} is not first, middle, last or an epoch in "
-                              f"1..{max_epochs or 'n'}")
+                                     f"1..{max_epochs or 'n'}")
     return sorted(epochs, key=lambda e: (isinstance(e, str), str(e).zfill(9)))
 
 
@@ -190,7 +192,7 @@ class Recipe(Section):
 class Training(Recipe):
     """A recipe that trains: its seed, and the checks across its keys."""
 
-    seed: whole(0, 2**32 - 1) = key(0, "seeds the split, the weights and every epoch's random draws")
+    seed: integer(0, 2**32 - 1) = key(0, "seeds the split, the weights and every epoch's random draws")
 
     SNAPSHOTS: typing.ClassVar[str | None] = None  # the key of the epochs whose snapshots are kept
     FIT_COMMAND: typing.ClassVar[str] = ""  # the command that trains it

@@ -35,24 +35,24 @@ from dlcv.rules import (
     FLOAT32,
     RESNETS,
     SAM_TYPES,
+    AcceptedValues,
     AnyNumber,
     Duration,
     Folder,
-    Fraction,
-    NonNegative,
-    Positive,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
     RecipeError,
-    Share,
-    Wants,
-    Whole0,
-    Whole1,
     Width,
+    ZeroToBelowOne,
+    ZeroToOne,
     checked,
     crop_padding_error,
+    integer,
     list_of,
     memory_refusal,
     number,
-    whole,
 )
 
 __all__ = ["RECIPES", "ClassifyData", "ClassifyTrain", "Embed", "ClassifyRecipe", "FinetuneRecipe", "CropScale",
@@ -69,27 +69,28 @@ class ClassifyData(Section):
     train_labels: Folder | None = key(None, "optional filename,label CSV under --data")
     validation: str | None = key("val_50", "folder under --data (null or \"\": none)")
     validation_labels: Folder | None = key(None, "optional filename,label CSV under --data")
-    holdout: Fraction = key(0.0, "> 0: select checkpoints on this stratified share of train instead; the validation "
-                            "folder is then scored once, at the end")
-    num_classes: whole(1, MAX_CLASSES) | None = key(None, "null: highest training label + 1")
-    batch_size: Whole1 = key(256, "training batch per process")
-    eval_batch_size: Whole1 = key(500, "validation and prediction batch")
+    holdout: ZeroToBelowOne = key(0.0, "> 0: select checkpoints on this stratified share of train instead; the "
+                                       "validation folder is then scored once, at the end")
+    num_classes: integer(1, MAX_CLASSES) | None = key(None, "null: highest training label + 1")
+    batch_size: PositiveInt = key(256, "training batch per process")
+    eval_batch_size: PositiveInt = key(500, "validation and prediction batch")
     mean: Stats = key([0.5071, 0.4865, 0.4409], "per-channel mean (CIFAR-100's: the p1 images are of that kind)")
     std: Spread = key([0.2673, 0.2564, 0.2762], "per-channel standard deviation")
-    image_size: Whole1 | None = key(None, "decode every image resized to this square side (folders of mixed sizes: "
-                                    "Office-Home)")
-    input_size: Whole1 | None = key(None, "resize to this square size for the model (e.g. 224 for AlexNet)")
-    crop_padding: Whole0 = key(4, "random crop after padding by this many pixels (reflect)")
+    image_size: PositiveInt | None = key(None, "decode every image resized to this square side (folders of mixed "
+                                               "sizes: Office-Home)")
+    input_size: PositiveInt | None = key(None, "resize to this square size for the model (e.g. 224 for AlexNet)")
+    crop_padding: NonNegativeInt = key(4, "random crop after padding by this many pixels (reflect)")
     flip: bool = key(True, "random horizontal mirror")
-    cutout: Whole0 = key(0, "side of the square zeroed in every training image (0: off)")
+    cutout: NonNegativeInt = key(0, "side of the square zeroed in every training image (0: off)")
     auto_augment: Literal[AUTO_AUGMENTS] = key(
         "none", "TrivialAugmentWide or RandAugment, a fresh draw per image")
-    auto_augment_min_epochs: Whole0 = key(0, "> 0: auto_augment only while the run's plan has at least this many "
-                                          "epochs (a time budget gives a fast machine many: it gets the regulariser)")
-    randaugment_ops: Whole0 = key(2, "randaugment: operations per image")
+    auto_augment_min_epochs: NonNegativeInt = key(0, "> 0: auto_augment only while the run's plan has at least this "
+                                                     "many epochs (a time budget gives a fast machine many: it gets "
+                                                     "the regulariser)")
+    randaugment_ops: NonNegativeInt = key(2, "randaugment: operations per image")
     randaugment_magnitude: number(0, 30) = key(9, "randaugment: the magnitude bin (of 31)")
-    mixup_alpha: NonNegative = key(0.0, "> 0: MixUp with this Beta(alpha, alpha)")
-    cutmix_alpha: NonNegative = key(0.0, "> 0: CutMix; with both on, one of the two per batch at equal odds")
+    mixup_alpha: NonNegativeFloat = key(0.0, "> 0: MixUp with this Beta(alpha, alpha)")
+    cutmix_alpha: NonNegativeFloat = key(0.0, "> 0: CutMix; with both on, one of the two per batch at equal odds")
     cache: bool = key(True, "decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv")
 
 
@@ -97,20 +98,21 @@ class ClassifyTrain(Train):
     """How the run trains, and the classifier's loss and test-time augmentation."""
 
     loss: Literal["ce", "focal"] = key("ce", "ce (cross-entropy) or focal")
-    focal_gamma: NonNegative = key(2.0, "focal: the focusing exponent")
-    label_smoothing: Fraction = key(0.1, "share of each target spread over all classes")
+    focal_gamma: NonNegativeFloat = key(2.0, "focal: the focusing exponent")
+    label_smoothing: ZeroToBelowOne = key(0.1, "share of each target spread over all classes")
     tta: TtaMode = key("flip", "prediction and final scoring: none, flip (image + mirror) or flip_shift (+ 1-px "
-                       "shifts)")
+                               "shifts)")
     val_tta: TtaMode = key("flip", "per-epoch validation (kept cheap: it runs every epoch)")
     top5_accuracy: bool = key(True, "top-5 accuracy beside accuracy, per epoch and at the final scoring (a classifier "
-                              "of six classes or more)")
+                                    "of six classes or more)")
 
 
 class Embed(Section):
     """The second-last layer's features kept through training (PCA and t-SNE)."""
 
     epochs: EpochList = key("first,middle,last", "snapshot epochs: words and/or numbers; \"\" for none")
-    train_subset: Whole0 = key(0, "also keep this many training images' features (a fixed, class-balanced sample)")
+    train_subset: NonNegativeInt = key(0, "also keep this many training images' features (a fixed, class-balanced "
+                                          "sample)")
 
 
 class ClassifyRecipe(Training):
@@ -184,14 +186,14 @@ class SegmentData(Section):
 
     train: Folder = key("train", "folder of NNNN_sat.jpg / NNNN_mask.png pairs under --data")
     validation: str | None = key("validation", "folder of pairs under --data (null or \"\": none)")
-    holdout: Fraction = key(0.0, "> 0: select checkpoints on this random share of train; validation scored once at "
-                            "the end")
+    holdout: ZeroToBelowOne = key(0.0, "> 0: select checkpoints on this random share of train; validation scored once "
+                                       "at the end")
     unmapped: Literal["unknown", "error"] = key("unknown", "mask colours in no class (red): unknown (count as Unknown) "
-                                                "or error")
-    batch_size: Whole1 = key(8, "training batch per process")
-    eval_batch_size: Whole1 = key(8, "validation and prediction batch")
-    train_size: Whole1 = key(512, "side of the augmented training crops fed to the model")
-    eval_size: Whole1 = key(512, "whole images are resized to this for the model; predictions return to full size")
+                                                           "or error")
+    batch_size: PositiveInt = key(8, "training batch per process")
+    eval_batch_size: PositiveInt = key(8, "validation and prediction batch")
+    train_size: PositiveInt = key(512, "side of the augmented training crops fed to the model")
+    eval_size: PositiveInt = key(512, "whole images are resized to this for the model; predictions return to full size")
     scale: CropScale = key([0.5, 1.0], "random crop side as a fraction of the image side (log-uniform)")
     flip: bool = key(True, "random mirror of image and mask")
     rot90: bool = key(True, "random quarter turns of image and mask")
@@ -209,12 +211,12 @@ class SegmentLoss(Section):
     """The pixel loss."""
 
     name: PixelLoss = key("ce", "ce, focal, dice, lovasz (Lovasz-softmax, an IoU surrogate), or a sum such as "
-                          "ce+lovasz")
-    class_weights: list_of(7, NonNegative) | None = key(None, "7 numbers (Unknown last), for ce and focal")
-    label_smoothing: Fraction = key(0.0, "ce: share of each target spread over all classes")
-    focal_gamma: NonNegative = key(2.0, "focal: the focusing exponent")
-    dice_weight: NonNegative = key(1.0, "weight of the dice term in a sum")
-    lovasz_weight: NonNegative = key(1.0, "weight of the lovasz term in a sum")
+                                "ce+lovasz")
+    class_weights: list_of(7, NonNegativeFloat) | None = key(None, "7 numbers (Unknown last), for ce and focal")
+    label_smoothing: ZeroToBelowOne = key(0.0, "ce: share of each target spread over all classes")
+    focal_gamma: NonNegativeFloat = key(2.0, "focal: the focusing exponent")
+    dice_weight: NonNegativeFloat = key(1.0, "weight of the dice term in a sum")
+    lovasz_weight: NonNegativeFloat = key(1.0, "weight of the lovasz term in a sum")
 
     def weight(self, name: str) -> float:
         """A term's weight in a sum of losses: dice and lovasz have their keys, ce and focal weigh 1."""
@@ -224,7 +226,7 @@ class SegmentLoss(Section):
 class SegmentTrain(Train):
     """How the run trains, and the segmenter's test-time augmentation."""
 
-    epochs: Whole1 = key(20, "training epochs (with train.budget: only the plan until the speed is measured)")
+    epochs: PositiveInt = key(20, "training epochs (with train.budget: only the plan until the speed is measured)")
     tta: SegTtaMode = key("flip", "prediction and final scoring: none, flip or d4 (4 rotations x 2 mirrors)")
     val_tta: SegTtaMode = key("none", "per-epoch validation")
 
@@ -283,12 +285,12 @@ class SegmentRecipe(Training):
 class ByolData(Section):
     """The unlabelled images and the batches."""
 
-    image_size: Whole1 | None = key(None, "decode every image resized to this side (Mini-ImageNet: 84 to 128; R1 "
-                                    "resized 160)")
-    batch_size: Whole1 = key(128, "training batch per process")
-    eval_batch_size: Whole1 = key(500, "validation and prediction batch")
+    image_size: PositiveInt | None = key(None, "decode every image resized to this side (Mini-ImageNet: 84 to 128; R1 "
+                                               "resized 160)")
+    batch_size: PositiveInt = key(128, "training batch per process")
+    eval_batch_size: PositiveInt = key(500, "validation and prediction batch")
     mean: Stats = key(IMAGENET_MEAN, "per-channel mean: the statistics' values only; no ImageNet weights anywhere in "
-                      "this path")
+                                     "this path")
     std: Spread = key(IMAGENET_STD, "per-channel standard deviation")
     cache: bool = key(True, "decode once into a memory-mapped cache under $DLCV_CACHE or ~/.cache/dlcv")
 
@@ -296,18 +298,18 @@ class ByolData(Section):
 class Views(Section):
     """BYOL's two views: lightly's BYOLView1Transform / BYOLView2Transform parameters (``dlcv.data.ssl_views``)."""
 
-    size: Whole1 = key(128, "side of each view fed to the network (R1 cropped 128)")
+    size: PositiveInt = key(128, "side of each view fed to the network (R1 cropped 128)")
     min_scale: number(0, 1, open_low=True) = key(0.08, "smallest crop area as a share of the image")
-    hflip: Share = key(0.5, "probability of a mirror")
-    jitter_prob: Share = key(0.8, "probability of the colour jitter")
-    brightness: NonNegative = key(0.4, "colour jitter: brightness")
-    contrast: NonNegative = key(0.4, "colour jitter: contrast")
-    saturation: NonNegative = key(0.2, "colour jitter: saturation")
+    hflip: ZeroToOne = key(0.5, "probability of a mirror")
+    jitter_prob: ZeroToOne = key(0.8, "probability of the colour jitter")
+    brightness: NonNegativeFloat = key(0.4, "colour jitter: brightness")
+    contrast: NonNegativeFloat = key(0.4, "colour jitter: contrast")
+    saturation: NonNegativeFloat = key(0.2, "colour jitter: saturation")
     hue: number(0, 0.5) = key(0.1, "colour jitter: hue")
-    grayscale: Share = key(0.2, "probability of grey")
-    blur: list_of(2, Share) = key([1.0, 0.1], "probability of a Gaussian blur, per view")
-    sigma: list_of(2, NonNegative) = key([0.1, 2.0], "blur sigma range at 224 pixels; scaled by size / 224")
-    solarize: list_of(2, Share) = key([0.0, 0.2], "probability of solarisation, per view")
+    grayscale: ZeroToOne = key(0.2, "probability of grey")
+    blur: list_of(2, ZeroToOne) = key([1.0, 0.1], "probability of a Gaussian blur, per view")
+    sigma: list_of(2, NonNegativeFloat) = key([0.1, 2.0], "blur sigma range at 224 pixels; scaled by size / 224")
+    solarize: list_of(2, ZeroToOne) = key([0.0, 0.2], "probability of solarisation, per view")
 
 
 class Trunk(Section):
@@ -321,14 +323,14 @@ class Byol(Section):
 
     hidden_dim: Width = key(4096, "projection and prediction heads' hidden width")
     output_dim: Width = key(256, "projection width")
-    momentum: Fraction = key(0.99, "the target's momentum at the start of its cosine schedule to 1")
+    momentum: ZeroToBelowOne = key(0.99, "the target's momentum at the start of its cosine schedule to 1")
 
 
 class Monitor(Section):
     """The kNN monitor: each epoch, validation images classified by their neighbours in a class-balanced bank."""
 
-    k: Whole1 = key(20, "neighbours of the kNN monitor")
-    max_bank: Whole1 = key(5000, "at most this many bank images, class-balanced")
+    k: PositiveInt = key(20, "neighbours of the kNN monitor")
+    max_bank: PositiveInt = key(5000, "at most this many bank images, class-balanced")
 
 
 class ByolRecipe(Training):
@@ -365,7 +367,7 @@ class ByolRecipe(Training):
 
 SSL_SETTINGS = {  # setting -> (pre-training, fine-tuning)
     "A": ("none", "full"),
-    "B": ("supervised", "full"),
+                  "B": ("supervised", "full"),
     "C": ("self_supervised", "full"),
     "D": ("supervised", "frozen"),
     "E": ("self_supervised", "frozen"),
@@ -392,9 +394,9 @@ class TableData(Section):
 class Shares(Section):
     """How the table's budget is shared."""
 
-    byol: NonNegative = key(0.5, "BYOL pre-training's share of the budget")
-    supervised: NonNegative = key(0.1, "the supervised backbone's share")
-    settings: NonNegative = key(0.4, "the fine-tuning settings' share, split evenly among them")
+    byol: NonNegativeFloat = key(0.5, "BYOL pre-training's share of the budget")
+    supervised: NonNegativeFloat = key(0.1, "the supervised backbone's share")
+    settings: NonNegativeFloat = key(0.4, "the fine-tuning settings' share, split evenly among them")
 
 
 class TableRecipe(Recipe):
@@ -402,16 +404,17 @@ class TableRecipe(Recipe):
 
     task: Literal["ssl_table"] = key("ssl_table", TASK)
     pretrain: str | None = key(None, "BYOL recipe (path relative to the settings file); null: use "
-                               "backbones.self_supervised")
+                                     "backbones.self_supervised")
     supervised: str | None = key(None, "classify recipe training the supervised backbone on data.supervised; null: "
-                                 "backbones.supervised")
+                                       "backbones.supervised")
     finetune: str | None = key(None, "fine-tuning recipe shared by all five settings (null: the built-in defaults)")
     backbones: Backbones = section(Backbones)
     data: TableData = section(TableData)
     settings: Annotated[list[Literal[tuple(SSL_SETTINGS)]], Field(min_length=1),
-                        Wants("a non-empty list of A-E")] = key(list(SSL_SETTINGS), "the settings to run, of A-E")
+                        AcceptedValues("a non-empty list of A-E")] = key(list(SSL_SETTINGS),
+                                                                         "the settings to run, of A-E")
     budget: Duration | None = key(None, "end the whole table within this time (2h): each run it trains gets its share "
-                                  "of what is left when it starts")
+                                        "of what is left when it starts")
     shares: Shares = section(Shares)
 
 
@@ -423,35 +426,36 @@ class Generator(Section):
     The rules are dlcv's: the generator's own checks are bare asserts.
     """
 
-    points_per_side: whole(1, 256) = key(32, "point prompts on a points_per_side^2 grid (per crop layer; at most "
-                                         "256: 65536 prompts per crop, each through the decoder)")
-    points_per_batch: Whole1 = key(64, "prompts decoded together; more is faster where memory allows")
-    pred_iou_thresh: Share = key(0.88, "drop masks whose predicted IoU (SAM's own quality estimate) is not above this")
-    stability_score_thresh: Share = key(0.95, "drop masks whose IoU between logit cut-offs +-offset is under this")
-    stability_score_offset: Positive = key(1.0, "the logit offset of the stability score")
-    box_nms_thresh: Share = key(0.7, "box IoU above which the lower-scored of two masks is a duplicate")
-    crop_n_layers: whole(0, 3) = key(0, "> 0: run again on crops, layer i has (2^i)^2 crops (at most 3: 85 crops, "
-                                     "each through the image encoder)")
-    crop_nms_thresh: Share = key(0.7, "duplicates between crops")
-    crop_overlap_ratio: Share = key(512 / 1500, "overlap of first-layer crops, as a fraction of the image side")
-    crop_n_points_downscale_factor: Whole1 = key(1, "crop layer i samples points_per_side / factor^i per side")
-    min_mask_region_area: Whole0 = key(0, "> 0: remove islands and fill holes smaller than this (pixels; needs "
-                                       "OpenCV)")
+    points_per_side: integer(1, 256) = key(32, "point prompts on a points_per_side^2 grid (per crop layer; at most "
+                                               "256: 65536 prompts per crop, each through the decoder)")
+    points_per_batch: PositiveInt = key(64, "prompts decoded together; more is faster where memory allows")
+    pred_iou_thresh: ZeroToOne = key(0.88, "drop masks whose predicted IoU (SAM's own quality estimate) is not above "
+                                           "this")
+    stability_score_thresh: ZeroToOne = key(0.95, "drop masks whose IoU between logit cut-offs +-offset is under this")
+    stability_score_offset: PositiveFloat = key(1.0, "the logit offset of the stability score")
+    box_nms_thresh: ZeroToOne = key(0.7, "box IoU above which the lower-scored of two masks is a duplicate")
+    crop_n_layers: integer(0, 3) = key(0, "> 0: run again on crops, layer i has (2^i)^2 crops (at most 3: 85 crops, "
+                                          "each through the image encoder)")
+    crop_nms_thresh: ZeroToOne = key(0.7, "duplicates between crops")
+    crop_overlap_ratio: ZeroToOne = key(512 / 1500, "overlap of first-layer crops, as a fraction of the image side")
+    crop_n_points_downscale_factor: PositiveInt = key(1, "crop layer i samples points_per_side / factor^i per side")
+    min_mask_region_area: NonNegativeInt = key(0, "> 0: remove islands and fill holes smaller than this (pixels; needs "
+                                                  "OpenCV)")
 
 
 class SamModel(Section):
     """The SAM model."""
 
     type: Literal[SAM_TYPES] = key("vit_h", "vit_h (= default), vit_l, vit_b, or vit_tiny (tests; no published "
-                                   "weights)")
+                                            "weights)")
 
 
 class Refine(Section):
     """Which SAM regions may relabel a predicted mask."""
 
     min_predicted_iou: AnyNumber = key(0.88, "SAM regions with a lower predicted IoU change no label (SAM's own "
-                                       "estimate: any real number)")
-    min_area: Whole0 = key(0, "regions smaller than this many pixels change no label")
+                                             "estimate: any real number)")
+    min_area: NonNegativeInt = key(0, "regions smaller than this many pixels change no label")
 
 
 class Figure(Section):
@@ -468,8 +472,8 @@ class SamRecipe(Recipe):
     model: SamModel = section(SamModel)
     generator: Generator = section(Generator)
     prefilter: bool = key(False, "true: filter the decoder's low-resolution masks by predicted IoU before up-sampling "
-                          "them (same masks as the official generator, less work); false: the official generator "
-                          "exactly")
+                                 "them (same masks as the official generator, less work); false: the official "
+                                 "generator exactly")
     refine: Refine = section(Refine)
     figure: Figure = section(Figure)
 

@@ -123,7 +123,7 @@ def build_for_run(recipe, num_classes: int | None = None):
 
     def build(device: str):
         with torch.device(device):
-            model = create_model(recipe.model.name, num_classes=num_classes, kind=task,
+            model = create_model(recipe.model.name, num_classes=num_classes, task=task,
                                  **rebuild_args(dict(recipe.model.args)))
             return model, trace_model(model, torch.zeros(1, 3, side, side))
 

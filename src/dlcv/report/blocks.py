@@ -32,7 +32,7 @@ class ReportContext:
     figures: Path
     scratch: Path
     root: Path  # the folder of runs, for sections that read outputs other than runs
-    say: Callable[..., None] = print
+    print_line: Callable[..., None] = print
     drawn: dict = field(default_factory=dict)  # figures already made (architecture per model), by key
     labels: dict = field(default_factory=dict)  # run folder -> the name its figures carry, one per folder
 
@@ -241,7 +241,7 @@ def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str,
     newest = max(p.stat().st_mtime for p in snapshots)
     wanted = ["embedding_metrics.csv", *(f"{m}_panels.png" for m in methods.split(","))]
     if training_subset or not all((folder / f).is_file() and (folder / f).stat().st_mtime >= newest for f in wanted):
-        ctx.say(f"  drawing {methods.replace(',', ' and ')} of {run.name}'s {len(snapshots)} snapshots")
+        ctx.print_line(f"  drawing {methods.replace(',', ' and ')} of {run.name}'s {len(snapshots)} snapshots")
         folder = ctx.scratch / f"{run.name}_{'train_' if training_subset else ''}embedding"
         plot_snapshots([run.path], methods=methods, output=folder, training_subset=training_subset)
     with open(folder / "embedding_metrics.csv", newline="") as handle:

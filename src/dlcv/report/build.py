@@ -27,14 +27,14 @@ TITLE = "DLCV HW1: report"
 KIND = "report"  # an earlier report is replaced without --overwrite; any other folder of files is refused
 
 
-def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, overwrite: bool = False,
+def build_report(runs: str | os.PathLike, output: str | os.PathLike, print_line=print, overwrite: bool = False,
                  year: int | None = None, pdf: bool = True, answers=None) -> dict:
     """Write the report of the runs under ``runs`` into ``output``, and return what it holds.
 
     Args:
         runs: the folder of run folders (and of SAM outputs).
         output: the report folder: new, empty, or an earlier report, which is replaced.
-        say: prints the progress lines.
+        print_line: prints the progress lines.
         overwrite: also replace a folder of dlcv's that is not a report.
         year: order the sections as that year's homework does (``sections.YEARS``); None: ``SECTIONS``' order.
         pdf: also print ``report.pdf`` when a Chromium is found.
@@ -60,7 +60,7 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, say=print, 
         figures, scratch = building / "figures", building / ".scratch"
         figures.mkdir()
         scratch.mkdir()
-        ctx = ReportContext(figures=figures, scratch=scratch, root=runs, say=say)
+        ctx = ReportContext(figures=figures, scratch=scratch, root=runs, print_line=print_line)
         sections = [s for s in (builder(found, ctx) for builder in builders) if s is not None]
         if skipped and sections:
             sections[-1].blocks.append(Text("Left out: " + "; ".join(skipped), note=True))

@@ -155,7 +155,7 @@ class BYOLTask(BaseTask):
             return monitor_knn(features, data.monitor_y.numpy(), self.recipe.monitor.k)
 
         unit_bn = knn()
-        calibrate_batch_norm(trunk, spread(data.images, calibration_images), prepare, batch, device)
+        calibrate_batch_norm(trunk, evenly_spaced(data.images, calibration_images), prepare, batch, device)
         return {"knn_acc_unit_bn": unit_bn, "knn_acc": knn()}
 
 
@@ -185,7 +185,7 @@ def _last(values: list[float]) -> float | None:
     return values[-1] if values else None
 
 
-def spread(images: torch.Tensor, count: int) -> torch.Tensor:
+def evenly_spaced(images: torch.Tensor, count: int) -> torch.Tensor:
     """Pick at most ``count`` images evenly spaced through ``images`` (a folder by name is often by class)."""
     if len(images) <= count:
         return images

@@ -51,7 +51,7 @@ class ClassificationTask(BaseTask):
 
     def configure_models(self) -> None:
         self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=self.num_classes,
-                                                     kind="classify", **self.model_args()))
+                                                     task="classify", **self.model_args()))
 
     def configure_metrics(self) -> None:
         """Build one ``MetricCollection``, cloned per stage (``train_acc``, ``val_acc``, ``test_acc``...).

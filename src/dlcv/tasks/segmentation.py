@@ -30,7 +30,7 @@ class SegmentationTask(BaseTask):
         super().__init__(recipe, plan, num_classes=NUM_CLASSES)
 
     def configure_models(self) -> None:
-        self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=NUM_CLASSES, kind="segment",
+        self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=NUM_CLASSES, task="segment",
                                                      **self.model_args()))
 
     def configure_losses(self) -> None:

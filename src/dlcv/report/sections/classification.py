@@ -114,7 +114,7 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     if course.marked:
         section.blocks.append(course)
     for run in mine:
-        ctx.say(f"  Problem 1: {run.name}")
+        ctx.print_line(f"  Problem 1: {run.name}")
         section.blocks += run_blocks(run, ctx, group("classification", role(run))["title"], PANELS, "val_acc",
                                      "loss and accuracy, training (blue) and validation (orange)")
         section.blocks += confusion_blocks(run, ctx)

@@ -76,7 +76,7 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
         return None
     section = Section("Segment Anything", "sam")
     for folder, summary in masks:
-        ctx.say(f"  SAM: {folder.name}")
+        ctx.print_line(f"  SAM: {folder.name}")
         section.blocks += masks_blocks(folder, summary, ctx)
     for folder in refined:
         section.blocks += refine_blocks(folder)

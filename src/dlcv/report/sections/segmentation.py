@@ -93,7 +93,7 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
                                            role, lambda run: validation_scores(run)[0], "mIoU",
                                            "Beside the course's reports (mIoU)"))
     for run in mine:
-        ctx.say(f"  segmentation: {run.name}")
+        ctx.print_line(f"  segmentation: {run.name}")
         section.blocks += run_blocks(run, ctx, group("segmentation", role(run))["title"], PANELS, "val_miou",
                                      "loss (training blue, validation orange), mIoU and pixel accuracy, and each "
                                      "class's validation IoU in its mask colour")

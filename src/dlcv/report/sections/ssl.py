@@ -60,7 +60,7 @@ def tsne_blocks(folder: Path, ctx: ReportContext, runs: list[RunFolder]) -> list
     training = any((run.path / "embeddings").glob("train_epoch_*.npz"))
     if not training and not any((run.path / "embeddings").glob("epoch_*.npz")):
         return []
-    ctx.say(f"  t-SNE of setting {TSNE_SETTING} in {folder.name}")
+    ctx.print_line(f"  t-SNE of setting {TSNE_SETTING} in {folder.name}")
     target, metrics = embedding_figures(run, ctx, "tsne", training_subset=training)
     which = "training-set sample" if training else "validation images"
     figure = ctx.copy_figure(target / "tsne_panels.png", run, f"{folder.name}_tsne")
@@ -79,7 +79,7 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
         return None
     section = Section("Self-supervised pre-training and settings A-E", "ssl")
     for run in pretraining:
-        ctx.say(f"  self-supervised: {run.name}")
+        ctx.print_line(f"  self-supervised: {run.name}")
         section.blocks += [Heading(f"{run.name}: BYOL pre-training", 3), recipe_table(run),
                            *curves_figure(run, ctx, PANELS, "knn_acc", "BYOL loss and the kNN monitor's accuracy")]
     for folder in tables:
