@@ -104,7 +104,7 @@ def training_batches(module):
     from dlcv.data.seg_batches import SegmentationBatches, SegmentationData
 
     if isinstance(module, SegmentationData):
-        return module.train_batches(module.train.x, module.train.y, kind=SegmentationBatches, cfg=module.cfg,
+        return module.train_batches(module.train.x, module.train.y, batches_type=SegmentationBatches, cfg=module.cfg,
                                     normalize=(module.cfg.mean, module.cfg.std))
     return module.train_dataloader()
 

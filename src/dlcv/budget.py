@@ -52,8 +52,8 @@ class TimeBudget(L.Callback):
     """Callback that plans the run's steps to end by the deadline, and stops the run there."""
 
     def __init__(self, seconds: float, started: float, plan: Plan, val_guess: float, final_ratio: float,
-                 final_images: float = 0.0, print_line=print, new_budget: bool = False, reference_epochs: float | None = None,
-                 clock=time.perf_counter):
+                 final_images: float = 0.0, print_line=print, new_budget: bool = False,
+                 reference_epochs: float | None = None, clock=time.perf_counter):
         """Set the budget; the first plan follows once the first steps are timed.
 
         Args:
@@ -126,12 +126,12 @@ class TimeBudget(L.Callback):
                       f"{left} left after a setup of {format_duration(self.setup_seconds)}: no time for more steps, "
                       f"training stops here and the final scoring follows (a larger budget trains)")
             self.print_line(f"budget {format_duration(self.seconds)}: {self.step_seconds:.3f} s a step, "
-                     f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.plan.total_steps} steps "
-                     f"= {self.plan.epochs:.2f} epochs, {ending}")
+                            f"{self.epoch_cost(per_epoch):.1f} s more an epoch -> {self.plan.total_steps} steps "
+                            f"= {self.plan.epochs:.2f} epochs, {ending}")
             if self.reference_epochs and self.plan.epochs < self.reference_epochs:
-                self.print_line(f"note: the recipe's figure (docs/results.md) was reached in {self.reference_epochs:g} epochs "
-                         f"or more; at this speed the budget affords {self.plan.epochs:.2f}, so it may not be "
-                         "reached: give a larger --budget")
+                self.print_line(f"note: the recipe's figure (docs/results.md) was reached in "
+                                f"{self.reference_epochs:g} epochs or more; at this speed the budget affords "
+                                f"{self.plan.epochs:.2f}, so it may not be reached: give a larger --budget")
 
     # --- Lightning's hooks ---------------------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:

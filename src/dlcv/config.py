@@ -212,17 +212,17 @@ def parse_overrides(items: Iterable[str]) -> dict:
     return out
 
 
-def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: Iterable[str] = (),
+def load_recipe(recipe_type: type[Recipe], path: str | os.PathLike | None, overrides: Iterable[str] = (),
                 base: dict | None = None, resumed: bool = False) -> Recipe:
-    """Load the recipe of type ``kind``: its defaults (or ``base``), then the file, then the ``--set`` overrides.
+    """Load the recipe of type ``recipe_type``: its defaults (or ``base``), then the file, then the ``--set`` overrides.
 
     Values and model arguments are checked (nothing is built); an error names the key and where its value came from.
 
     Args:
-        kind: the recipe type, e.g. ``ClassifyRecipe``.
+        recipe_type: the recipe type, e.g. ``ClassifyRecipe``.
         path: a recipe YAML file, whose stem is the recipe's ``name`` unless it sets one; None: no file.
         overrides: ``--set`` items, ``KEY=VALUE``.
-        base: a mapping to start from instead of ``kind``'s defaults.
+        base: a mapping to start from instead of ``recipe_type``'s defaults.
         resumed: for ``--resume``, where the saved recipe decides whether epochs may be asked of a budget.
 
     Returns:
@@ -232,7 +232,7 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
         DlcvError: if the file is not a readable recipe, a key is unknown, a value breaks its rule, ``--set
             train.epochs`` meets a time budget (unless ``resumed``), or the model refuses its arguments.
     """
-    recipe = copy.deepcopy(base) if base is not None else kind().model_dump()
+    recipe = copy.deepcopy(base) if base is not None else recipe_type().model_dump()
     from_file: dict = {}
     if path is not None:
         path = Path(path)
@@ -249,7 +249,7 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
         from_path = lookup(from_file, key) is not MISSING or (key == "name" and path is not None)
         return str(path) if from_path else "the built-in defaults"
 
-    typed = validated(kind, recipe, source_of)
+    typed = validated(recipe_type, recipe, source_of)
     train = getattr(typed, "train", None)
     if train is not None and train.budget and lookup(from_set, "train.epochs") is not MISSING and not resumed:
         # Under a budget train.epochs is only the first plan: a tiny run asked for would train the whole budget.
@@ -266,11 +266,11 @@ def load_recipe(kind: type[Recipe], path: str | os.PathLike | None, overrides: I
     return typed
 
 
-def validated(kind: type[Recipe], recipe: dict, source_of=lambda key: "the recipe") -> Recipe:
-    """Check the mapping ``recipe`` as a ``kind`` and return it typed.
+def validated(recipe_type: type[Recipe], recipe: dict, source_of=lambda key: "the recipe") -> Recipe:
+    """Check the mapping ``recipe`` as a ``recipe_type`` and return it typed.
 
     Args:
-        kind: the recipe type.
+        recipe_type: the recipe type.
         recipe: the mapping.
         source_of: ``source_of(key)`` says where a key's value came from, for the error.
 
@@ -278,7 +278,7 @@ def validated(kind: type[Recipe], recipe: dict, source_of=lambda key: "the recip
         DlcvError: on the first broken rule, in one line naming the key, its rule and its source.
     """
     try:
-        return kind.model_validate(recipe)
+        return recipe_type.model_validate(recipe)
     except ValidationError as exc:
         error = exc.errors()[0]
         cause = (error.get("ctx") or {}).get("error")
@@ -287,7 +287,7 @@ def validated(kind: type[Recipe], recipe: dict, source_of=lambda key: "the recip
         if error["type"] == "extra_forbidden":  # a recipe not merged over the defaults (a checkpoint's)
             key = ".".join(map(str, error["loc"]))
             raise DlcvError(f"{source_of(key)}: unknown recipe key {shown(key)}") from None
-        key, field = field_at(kind, error["loc"])
+        key, field = field_at(recipe_type, error["loc"])
         raise DlcvError(f"{source_of(key)}: {key} must be {describe_field(field)}, got {shown(lookup(recipe, key))}") \
             from None
 

@@ -162,7 +162,7 @@ class Fit:
         rank_zero_print(f"run folder: {run_dir}  ({data.describe()}, precision {resolved['precision']})")
         if resume_from is not None:
             rank_zero_print(f"resuming from {resume_from} with the run's saved recipe"
-                + (f", within a new budget of {train.budget} from now" if new_budget else ""))
+                            + (f", within a new budget of {train.budget} from now" if new_budget else ""))
         # Under a budget the loop has no set end: the plan stops it.
         trainer = build_trainer(run_dir, recipe, monitor=task.monitor, mode=task.mode,
                                 max_epochs=-1 if budget else train.epochs, extra_callbacks=tuple(callbacks),

@@ -62,30 +62,30 @@ def list_of(count: int | None, item):
                      AcceptedValues(f"a list of {count if count is not None else 'any number of'} ({describe(item)})")]
 
 
-def checked(kind, test, wants: str):
-    """Return the annotated type of a value of ``kind`` that ``test`` accepts; ``wants`` says what it must be."""
+def checked(annotation, test, wants: str):
+    """Return the annotated type of a value of ``annotation`` that ``test`` accepts; ``wants`` says what it must be."""
     def check(value):
         if not test(value):
             raise ValueError(wants)
         return value
-    return Annotated[kind, AfterValidator(check), AcceptedValues(wants)]
+    return Annotated[annotation, AfterValidator(check), AcceptedValues(wants)]
 
 
-def describe(kind) -> str:
-    """Say in words what a good value of the type ``kind`` is."""
-    if typing.get_origin(kind) is Annotated:
-        said = [m.text for m in kind.__metadata__ if isinstance(m, AcceptedValues)]
-        return said[-1] if said else describe(typing.get_args(kind)[0])
-    if typing.get_origin(kind) is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(kind)))
-    args = typing.get_args(kind)
+def describe(annotation) -> str:
+    """Say in words what a good value of the type ``annotation`` is."""
+    if typing.get_origin(annotation) is Annotated:
+        said = [m.text for m in annotation.__metadata__ if isinstance(m, AcceptedValues)]
+        return said[-1] if said else describe(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(annotation)))
+    args = typing.get_args(annotation)
     if type(None) in args:
         return "null or " + " or ".join(describe(a) for a in args if a is not type(None))
-    if args and typing.get_origin(kind) in (typing.Union, type(int | str)):
+    if args and typing.get_origin(annotation) in (typing.Union, type(int | str)):
         return " or ".join(describe(a) for a in args)
     names = {bool: "true or false", int: "a whole number", float: "a number", str: "a text", dict: "a mapping"}
-    return names.get(typing.get_origin(kind) or kind, "a mapping" if isinstance(kind, type) and
-                     issubclass(kind, BaseModel) else "a list")
+    return names.get(typing.get_origin(annotation) or annotation, "a mapping" if isinstance(annotation, type) and
+                     issubclass(annotation, BaseModel) else "a list")
 
 
 def describe_field(field) -> str:

@@ -300,7 +300,7 @@ def check_run_dir(runs_dir: str | os.PathLike, name: str, overwrite: bool,
     return check_output_folder(Path(runs_dir) / name, "run", overwrite, inputs, need_parent=False)
 
 
-def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
+def run_recipe(recipe_type: type, config, overrides: tuple[str, ...], name: str | None,
                runs_dir: str | os.PathLike, resume: bool, caller_keys: tuple[str, ...] = ()):
     """The recipe a training command runs: defaults, then ``config``, then the overrides, then ``name``.
 
@@ -308,8 +308,8 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
     interrupted one did.
 
     Args:
-        kind: the recipe's class (``ClassifyRecipe``...).
-        config: a recipe file, a built ``kind``, or None for the defaults.
+        recipe_type: the recipe's class (``ClassifyRecipe``...).
+        config: a recipe file, a built ``recipe_type``, or None for the defaults.
         overrides: ``--set KEY=VALUE`` items (``--budget`` arrives as ``train.budget=...``).
         name: the run's name, in place of the recipe's; None keeps the recipe's.
         runs_dir: the folder that holds the runs.
@@ -322,10 +322,10 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
     """
     from dlcv.config import load_recipe
 
-    if isinstance(config, kind):
-        recipe = load_recipe(kind, None, overrides, base=config.model_dump())
+    if isinstance(config, recipe_type):
+        recipe = load_recipe(recipe_type, None, overrides, base=config.model_dump())
     else:
-        recipe = load_recipe(kind, config, overrides, resumed=resume)
+        recipe = load_recipe(recipe_type, config, overrides, resumed=resume)
     if name:
         check_run_name(name)  # before the recipe takes it: one line, not the schema's exception
         recipe.name = name
@@ -337,7 +337,7 @@ def run_recipe(kind: type, config, overrides: tuple[str, ...], name: str | None,
     run = RunFolder(Path(runs_dir) / recipe.name)
     if not run.resumable:
         raise DlcvError(f"{run.path}: nothing to resume (no last.ckpt and recipe.yaml); start the run without --resume")
-    saved = load_recipe(kind, run.recipe_file, base=recipe.model_dump())
+    saved = load_recipe(recipe_type, run.recipe_file, base=recipe.model_dump())
     saved.name = run.path.name  # the folder named is the run resumed, whatever name its recipe saved
     keys = override_keys(overrides)
     resumed = resumed_recipe(run, saved, recipe, (*keys, *caller_keys))

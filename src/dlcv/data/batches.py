@@ -272,14 +272,15 @@ class InMemoryData(L.LightningDataModule):
             raise DlcvError(f"{self.training_folder()}: {images} training image(s){over} make batches of one image, "
                             f"which the model's batch norm ({layer}) cannot train on; give more training images")
 
-    def train_batches(self, images: torch.Tensor, labels: torch.Tensor, kind=TensorBatches, **extra) -> TensorBatches:
+    def train_batches(self, images: torch.Tensor, labels: torch.Tensor, batches_type=TensorBatches,
+                      **extra) -> TensorBatches:
         """Return shuffled training batches of this process's shard, the same number of steps on every process.
 
         Args:
             images: (N, ...) training images.
             labels: (N, ...) their labels or class maps.
-            kind: the batches' class, ``TensorBatches`` or a subclass.
-            **extra: further arguments of ``kind``.
+            batches_type: the batches' class, ``TensorBatches`` or a subclass.
+            **extra: further arguments of ``batches_type``.
 
         Raises:
             DlcvError: if a batch would be one image and the model learns batch norm (``check_batch_norm``).
@@ -287,9 +288,10 @@ class InMemoryData(L.LightningDataModule):
         rank, world = self.rank_world()
         self.check_batch_norm(len(labels), world)
         batch, trainer = self.cfg.batch_size, self.trainer
-        return kind(images, labels, batch, shuffle=True, pad=True, drop_last=padded_shard(len(labels), world) >= batch,
-                    seed=self.seed, rank=rank, world_size=world,
-                    epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
+        return batches_type(images, labels, batch, shuffle=True, pad=True,
+                            drop_last=padded_shard(len(labels), world) >= batch, seed=self.seed, rank=rank,
+                            world_size=world,
+                            epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None, **extra)
 
     def eval_batches(self, images: torch.Tensor, labels: torch.Tensor) -> TensorBatches:
         """Return this process's share of an evaluation set in order, in batches of ``data.eval_batch_size``.

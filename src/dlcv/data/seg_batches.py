@@ -239,7 +239,7 @@ class SegmentationData(FolderData):
         trainer = self.trainer
         on_cpu = trainer is not None and trainer.strategy.root_device.type == "cpu"
         normalize = (self.cfg.mean, self.cfg.std) if on_cpu else None
-        return self.train_batches(self.train.x, self.train.y, kind=SegmentationBatches, cfg=self.cfg,
+        return self.train_batches(self.train.x, self.train.y, batches_type=SegmentationBatches, cfg=self.cfg,
                                   normalize=normalize)
 
     def convert_batch(self, images: torch.Tensor, masks: torch.Tensor, training: bool) -> tuple:

@@ -21,21 +21,22 @@ def leaves(recipe: BaseModel, prefix: str = ""):
             yield f"{prefix}{name}", value, field
 
 
-def describe_keys(kind: type[BaseModel]) -> list[tuple[str, str, str, str]]:
+def describe_keys(section_type: type[BaseModel]) -> list[tuple[str, str, str, str]]:
     """Return ``(dotted key, default, what a good value is, meaning)`` for every key of a recipe type, in order."""
     return [(name, f"{value:g}" if isinstance(value, float) else json.dumps(value), describe_field(field),
-             field.description or "") for name, value, field in leaves(kind())]
+             field.description or "") for name, value, field in leaves(section_type())]
 
 
-def field_at(kind: type[BaseModel], path: tuple) -> tuple[str, Any]:
+def field_at(section_type: type[BaseModel], path: tuple) -> tuple[str, Any]:
     """Return ``(dotted key, field)`` of the deepest recipe key along ``path`` (a validation error's location)."""
     names, field = [], None
     for part in path:
-        if not (isinstance(kind, type) and issubclass(kind, BaseModel)) or part not in kind.model_fields:
+        is_section = isinstance(section_type, type) and issubclass(section_type, BaseModel)
+        if not is_section or part not in section_type.model_fields:
             break
         names.append(part)
-        field = kind.model_fields[part]
-        kind = field.annotation
+        field = section_type.model_fields[part]
+        section_type = field.annotation
     return ".".join(names), field
 
 

@@ -52,12 +52,12 @@ def key(default, meaning: str):
     return Field(default, description=meaning)
 
 
-def section(kind: type[BaseModel], **defaults):
+def section(section_type: type[BaseModel], **defaults):
     """Return the pydantic field of a recipe section, with this task's defaults where they differ from its own.
 
     The section class's docstring becomes the field's description.
     """
-    return Field(default_factory=lambda: kind(**defaults), description=kind.__doc__)
+    return Field(default_factory=lambda: section_type(**defaults), description=section_type.__doc__)
 
 
 class Section(BaseModel):
@@ -286,9 +286,9 @@ COURSE_SIDE = 32  # the side of the course's classification images, when no key 
 
 
 @functools.cache
-def _defaults(kind: type[BaseModel]) -> BaseModel:
+def _defaults(section_type: type[BaseModel]) -> BaseModel:
     """A recipe type's defaults, built without its checks (which ask for them)."""
-    return kind.model_construct()
+    return section_type.model_construct()
 
 
 def _value(recipe: BaseModel, key: str):
