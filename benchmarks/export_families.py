@@ -29,8 +29,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 from dlcv.config import load_recipe  # noqa: E402
 from dlcv.errors import DlcvError  # noqa: E402
-from dlcv.export import plain_source, write_onnx  # noqa: E402
+from dlcv.export import write_onnx  # noqa: E402
 from dlcv.models.registry import create_model  # noqa: E402
+from dlcv.plain_source import plain_source  # noqa: E402
 from dlcv.recipes import RECIPES  # noqa: E402
 
 SEG_SIDE = {"cpu": 320}  # a segmentation recipe's side, where it is not the course's 512

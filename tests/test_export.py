@@ -79,7 +79,7 @@ def test_the_plain_code_leaves_keywords_at_their_defaults_out(tmp_path):
 
     import torch.nn.functional as F
 
-    from dlcv.export import plain_source
+    from dlcv.plain_source import plain_source
 
     class Up(torch.nn.Module):
         def forward(self, x):
@@ -101,7 +101,7 @@ def test_the_plain_code_leaves_keywords_at_their_defaults_out(tmp_path):
 def test_the_plain_code_says_whether_it_takes_any_batch():
     """A model that pools takes any batch (the hand-in then batches as dlcv's predict does); one whose forward
     fixes the batch it was traced at is run at that batch, padded."""
-    from dlcv.export import plain_source
+    from dlcv.plain_source import plain_source
 
     class Pooled(torch.nn.Module):
         def forward(self, x):
@@ -152,7 +152,7 @@ def test_every_model_family_exports_for_the_course_torch_and_runs_there_at_any_b
 
     from conftest import REPO
 
-    from dlcv.export import plain_source
+    from dlcv.plain_source import plain_source
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from export_families import calibrated, families  # the benchmark's families, small

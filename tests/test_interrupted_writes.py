@@ -21,7 +21,8 @@ import dlcv.cli.main
 import dlcv.trainer
 from dlcv.errors import DlcvError
 from dlcv.io import save_torch
-from dlcv.runs import REPLACED, RunFolder, settle_replaced
+from dlcv.run_setup import REPLACED, settle_replaced
+from dlcv.runs import RunFolder
 from dlcv.trainer import RunCheckpointIO
 
 

@@ -1,4 +1,4 @@
-"""The names a traced model may call in this interpreter's torch, as JSON: ``dlcv.export`` checks an exported model's
+"""The names a traced model may call in this interpreter's torch, as JSON: ``dlcv.plain_source`` checks an exported model's
 operations against the file for the course machine's torch (``src/dlcv/export_api/``).
 
 Run under the interpreter whose torch is described (no dlcv needed), e.g. Debian's python3-torch, the course

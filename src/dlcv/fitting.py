@@ -16,7 +16,8 @@ from pathlib import Path
 from dlcv.errors import Stopped
 from dlcv.files import write_error
 from dlcv.io import WRITE_ERRORS, FolderLock
-from dlcv.runs import RunFolder, check_run_dir, open_run_dir, override_keys, run_recipe, settle_replaced
+from dlcv.run_setup import check_run_dir, open_run_dir, override_keys, run_recipe, settle_replaced
+from dlcv.runs import RunFolder
 from dlcv.runtime import adopt_slurm_layout, check_devices, is_primary_process, resolve_precision
 
 

@@ -19,9 +19,10 @@ import torch
 
 from dlcv import __version__
 from dlcv.errors import DlcvError
-from dlcv.export import DEFAULT_TORCH, checkpoint_model, plain_source
+from dlcv.export import checkpoint_model
 from dlcv.files import MANIFEST
 from dlcv.io import save_torch, staged_folder
+from dlcv.plain_source import DEFAULT_TORCH, plain_source
 from dlcv.runs import RunFolder
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"  # the clone's scripts/ (the README installs editable)

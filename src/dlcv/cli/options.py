@@ -96,7 +96,7 @@ def overrides(args, budget_key: str) -> tuple[str, ...]:
 
 def run_name(args) -> str | None:
     """Return ``--name``, refused with ``DlcvError`` unless a plain folder name (the rule of the recipe's ``name``)."""
-    from dlcv.runs import check_run_name
+    from dlcv.run_setup import check_run_name
 
     if args.name is not None:
         check_run_name(args.name, "--name")
