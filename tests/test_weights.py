@@ -94,7 +94,8 @@ def test_lite1_and_lite2_weights_reach_model_b_and_segmentation_encoders_and_ref
     unet = create_model("unet_timm", num_classes=7, task="segment", encoder="tf_efficientnet_lite1",
                         encoder_weights="efficientnet-lite1")
     assert unet(torch.zeros(1, 3, 64, 64)).shape == (1, 7, 64, 64)
-    with pytest.raises(DlcvError, match="fit arch tf_efficientnet_lite1, not 'tf_efficientnet_lite0'"):
+    with pytest.raises(DlcvError, match=r"fit arch tf_efficientnet_lite1 \(or tf_efficientnet_lite1.in1k\), not "
+                                        "'tf_efficientnet_lite0'"):
         create_model("timm", num_classes=5, arch="tf_efficientnet_lite0", weights="efficientnet-lite1")
 
 
@@ -114,3 +115,25 @@ def test_model_b_takes_stochastic_depth_and_dropout_over_the_offline_weights():
     model.eval()
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(model(x), model(x))  # both off in evaluation
+
+
+def test_every_pretrained_tag_timm_lists_is_a_model_b_arch_and_the_offline_weights_serve_in1k(tmp_path):
+    import timm
+
+    from dlcv.config import load_recipe
+    from dlcv.errors import DlcvError
+    from dlcv.models import create_model
+    from dlcv.recipes import ClassifyRecipe
+
+    for tagged in timm.list_pretrained("tf_efficientnet_lite*") + timm.list_pretrained("resnet18.*"):
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text(f"model: {{name: timm, args: {{arch: {tagged}}}}}\n")
+        assert load_recipe(ClassifyRecipe, recipe).model.args["arch"] == tagged
+    recipe.write_text("model: {name: timm, args: {arch: tf_efficientnet_lite0.bogus}}\n")
+    with pytest.raises(DlcvError, match=r"model.args.arch.*no pretrained tag 'bogus' of tf_efficientnet_lite0 "
+                                        r"\(its tags: in1k\)"):
+        load_recipe(ClassifyRecipe, recipe)
+    tagged = create_model("timm", num_classes=5, arch="tf_efficientnet_lite0.in1k", weights="efficientnet-lite0")
+    plain = create_model("timm", num_classes=5, arch="tf_efficientnet_lite0", weights="efficientnet-lite0")
+    state = plain.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in tagged.state_dict().items() if not k.startswith("net.classifier"))

@@ -30,9 +30,20 @@ def known_name(name: str, known: bool, library: str) -> str:
 
 
 def _timm_name(name: str) -> str:
-    import timm
+    """Return ``name`` if timm knows it: an architecture, or one with a pretrained tag timm lists (``.in1k``).
 
-    return known_name(name, timm.is_model(name), "timm")
+    Raises:
+        ValueError: if timm knows no such architecture, or no such tag of it; the rule reports it as the error.
+    """
+    import timm
+    from timm.models import split_model_name_tag
+
+    arch, tag = split_model_name_tag(name)
+    known_name(arch, timm.is_model(arch), "timm")
+    if tag and name not in timm.list_pretrained(name):
+        tags = [t.split(".", 1)[1] for t in timm.list_pretrained(arch + ".*")]
+        raise ValueError(f"timm has no pretrained tag {tag!r} of {arch} (its tags: {', '.join(tags) or 'none'})")
+    return name
 
 
 def _torchvision_name(name: str) -> str:

@@ -133,9 +133,12 @@ def offline_weights(weights: str | None, arch: str, target: dict) -> dict | None
     """
     if weights not in EFFICIENTNET_LITE:
         return None
+    from timm.models import split_model_name_tag
+
     expected = EFFICIENTNET_LITE[weights][2]
-    if arch != expected:
-        raise DlcvError(f"weights {weights!r} fit arch {expected}, not {arch!r}")
+    base, tag = split_model_name_tag(arch)
+    if base != expected or tag not in ("", "in1k"):  # timm's in1k tag of these is the same TF ImageNet training
+        raise DlcvError(f"weights {weights!r} fit arch {expected} (or {expected}.in1k), not {arch!r}")
     return efficientnet_lite_state(weights, target)
 
 
