@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -58,6 +59,15 @@ def test_predict_with_an_ensemble_averages_the_best_checkpoints(capsys, tmp_path
     expect_error(capsys, r"--ensemble 9: .*top holds 3 checkpoint\(s\); train with train\.save_top_k >= 9",
                  "classify", "predict", "--checkpoint", top3_run / "best.ckpt",
                  "--images", p1_data / "val_50", "--output", tmp_path / "f.csv", "--ensemble", "9")
+    stray = top3_run / "top" / "copy.ckpt"  # a file the user put there: one line, not a traceback
+    shutil.copy(paths[0], stray)
+    try:
+        expect_error(capsys, r"copy\.ckpt: not a checkpoint dlcv kept \(its name does not end with -SCORE\); move it "
+                             r"out of .*top for --ensemble", "classify", "predict", "--checkpoint",
+                     top3_run / "best.ckpt", "--images", p1_data / "val_50", "--output", tmp_path / "g.csv",
+                     "--ensemble", "3")
+    finally:
+        stray.unlink()
 
 
 @pytest.mark.parametrize("tta", ["none", "flip", "flip_shift"])

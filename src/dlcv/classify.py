@@ -178,8 +178,14 @@ def ensemble_checkpoints(checkpoint: str | os.PathLike, count: int) -> list[Path
     if len(found) < count:
         raise DlcvError(f"--ensemble {count}: {top} holds {len(found)} checkpoint(s); train with "
                         f"train.save_top_k >= {count}")
-    # File names end with the monitored validation accuracy: higher is better.
-    return sorted(found, key=lambda p: float(p.stem.rsplit("-", 1)[-1]), reverse=True)[:count]
+    scores = {}
+    for path in found:  # the names end with the monitored accuracy: higher is better
+        try:
+            scores[path] = float(path.stem.rsplit("-", 1)[-1])
+        except ValueError:
+            raise DlcvError(f"{path}: not a checkpoint dlcv kept (its name does not end with -SCORE); move it out "
+                            f"of {top} for --ensemble") from None
+    return sorted(found, key=scores.__getitem__, reverse=True)[:count]
 
 
 def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: str | os.PathLike,

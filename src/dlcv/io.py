@@ -328,7 +328,7 @@ def read_json(path: Path) -> dict:
         DlcvError: the file cannot be read, is not JSON, or holds no JSON object (naming ``path``).
     """
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DlcvError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict):

@@ -87,5 +87,6 @@ class SegmentationTask(BaseTask):
         fv = {"folder": str(data.final.folder), "mean_iou": mean_iou(matrix),
               "iou": [float(v) for v in class_iou(matrix)]}
         summary["final_validation"] = fv
-        return (f"{fv['folder']} mIoU of the best checkpoint (512x512, tta {self.recipe.train.tta}): "
+        height, width = data.final.y.shape[-2:]
+        return (f"{fv['folder']} mIoU of the best checkpoint ({width}x{height}, tta {self.recipe.train.tta}): "
                 f"{fv['mean_iou']:.4f} (not used for any choice)")
