@@ -316,8 +316,8 @@ def test_the_report_says_which_linked_and_hidden_runs_it_left_out(capsys, tmp_pa
     shutil.copytree(trained_run, runs / ".hidden")
     code, out, err = run_cli(capsys, "report", "--runs", runs, "--output", tmp_path / "report", "--no-pdf")
     assert code == 0, err
-    assert "note: left out " + str(runs / ".hidden") + ": hidden (its name starts with a dot), not searched" in out
-    assert "note: left out " + str(runs / "linked") + ": a link, not searched; give it as --runs to report it" in out
+    assert "note: left out runs/.hidden: hidden (its name starts with a dot), not searched" in out
+    assert "note: left out runs/linked: a link, not searched; give it as --runs to report it" in out
 
 
 def test_a_chromium_that_fails_keeps_the_page_and_says_so(capsys, tmp_path, trained_run, monkeypatch):

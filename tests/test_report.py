@@ -120,6 +120,14 @@ def test_a_report_of_both_problems_has_both_sections_and_their_figures(both_repo
     assert len(page.images) == len(figures)
     markdown = (both_report / "report.md").read_text()
     assert all(f"(figures/{name})" in markdown for name in figures)
+    # Nothing of the machine: the runs are named from their folder, no absolute path, user or host name.
+    import getpass
+    import socket
+
+    for text in (markdown, (both_report / "index.html").read_text()):
+        assert str(both_report.parent) not in text and "/tmp/" not in text and "under runs/" in text
+        assert f"/{getpass.getuser()}/" not in text
+        assert len(socket.gethostname()) < 8 or socket.gethostname() not in text
 
 
 def test_the_tables_hold_the_runs_numbers(both_report, plotted_run, seg_run):

@@ -78,7 +78,8 @@ def build_report(runs: str | os.PathLike, output: str | os.PathLike, print_line=
 def _byline(found: list, runs: Path, answers) -> str:
     """Return the line under the title: the student (when the answers name one), the runs read and when."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    meta = (f"Built by dlcv report from {len(found)} run(s) under {runs} on {stamp}. Every number is read "
+    meta = (f"Built by dlcv report from {len(found)} run(s) under {runs.resolve().name or 'the root'}/ on {stamp}. "
+            "Every number is read "
             "from the runs' metrics.csv, summary.json and recipe.yaml.")
     if answers is not None and (answers.name or answers.student_id):
         who = " ".join(filter(None, (answers.name, f"({answers.student_id})" if answers.student_id else "")))
