@@ -21,6 +21,19 @@ def test_the_template_holds_each_of_the_years_questions_in_order(capsys, tmp_pat
     assert "name: " in (tmp_path / "a.md").read_text() and "dlcv places here:" in (tmp_path / "a.md").read_text()
 
 
+MARKDOWN_ANSWER = """**FCN32s** has:
+
+- VGG16's convolutions,
+- a 1x1 classifier, up-sampled 32x ([the paper](https://arxiv.org/abs/1411.4038)).
+
+| layer | stride |
+|---|---|
+| pool5 | 32 |
+
+`nn.ConvTranspose2d` is not used. <script>alert(1)</script> and [a trap](javascript:alert(1)).
+"""
+
+
 def test_answers_go_under_their_questions_with_the_name_on_top(capsys, tmp_path, trained_run):
     runs = tmp_path / "runs"
     copy_run(trained_run, runs)
@@ -31,21 +44,29 @@ def test_answers_go_under_their_questions_with_the_name_on_top(capsys, tmp_path,
     text = text.replace("## P1.2 Report the accuracy of model A and model B on the validation set.\n",
                         "## P1.2 Report the accuracy of model A and model B on the validation set.\n\n"
                         "Model A reaches its accuracy early.\n\n模型 B 較好。\n")
+    heading = next(line for line in text.splitlines() if line.startswith("## P2.1 "))
+    text = text.replace(heading + "\n", heading + "\n\n" + MARKDOWN_ANSWER)
     (tmp_path / "a.md").write_text(text)
     code, out, err = run_cli(capsys, "report", "--runs", runs, "--output", tmp_path / "report", "--year", 2022,
                              "--answers", tmp_path / "a.md", "--no-pdf")
     assert code == 0, err
-    assert "answers: 1 of the 2022 report's 10 questions answered; left empty: P1.1, P1.3" in out
+    assert "answers: 2 of the 2022 report's 10 questions answered; left empty: P1.1, P1.3" in out
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "王小明 (r12345678). Built by dlcv report" in markdown
     question = markdown.index("### P1.2 Report the accuracy")
     assert markdown.index("Model A reaches its accuracy early.") > question
     assert markdown.index("模型 B 較好。") > question
-    assert markdown.index("### P1.3") > markdown.index("模型 B 較好。")  # the answer under its own question
+    assert "### P1.3" not in markdown and markdown.count("P1.3 Report the implementation details") == 1
+    assert markdown.rindex("Not answered yet: P1.1 ") > markdown.index("模型 B 較好。")  # listed once, at the end
     assert markdown.index("### P1.2") > markdown.index("## Problem 1: image classification")
     assert "### P2.1" in markdown.split("## Answers to the questions without runs here")[1]  # no segmentation run
+    assert MARKDOWN_ANSWER.strip() in markdown  # report.md keeps the answer's Markdown as written
     page = (tmp_path / "report" / "index.html").read_text()
     assert "王小明 (r12345678)" in page and "模型 B 較好。" in page
+    answer = page.split('<div class="answer">')[2].split("</div>")[0]
+    assert "<strong>FCN32s</strong>" in answer and "<li>VGG16's" in answer and "<table>" in answer
+    assert "<code>" in answer and "&lt;script&gt;" in answer and "<script>" not in page
+    assert "javascript:" not in page and "<a href=\"https://arxiv.org/abs/1411.4038\">" in answer
 
 
 def test_a_question_the_year_does_not_have_is_refused_and_nothing_is_written(capsys, tmp_path, trained_run):

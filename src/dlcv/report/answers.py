@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.errors import DlcvError
-from dlcv.report.document import Heading, Section, Text
+from dlcv.report.document import Heading, Markdown, Section, Text
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,10 @@ def read_answers(path: str | Path, year: int) -> Answers:
 
 
 def place_answers(sections: list, year: int, answers: Answers) -> list:
-    """Append each question of ``year`` and its answer to the end of the section it belongs to.
+    """Append each answered question of ``year`` and its answer (Markdown) to the end of the section it belongs to.
 
-    The questions of a section the report lacks go to a last section, so that no answer is dropped.
+    The questions of a section the report lacks go to a last section, so that no answer is dropped; the questions
+    not answered yet are listed once, in a note at the end, not in the body.
 
     Args:
         sections: the report's sections; their blocks are appended to.
@@ -175,10 +176,16 @@ def place_answers(sections: list, year: int, answers: Answers) -> list:
     """
     by_anchor = {s.anchor: s for s in sections}
     rest = Section("Answers to the questions without runs here", "answers")
+    unanswered = []
     for q in questions(year):
+        answer = answers.by_key.get(q.key, "").strip()
+        if not answer:
+            unanswered.append(q)
+            continue
         section = by_anchor.get(q.section, rest)
-        section.blocks.append(Heading(f"{q.key} {q.text}", 3))
-        answer = answers.by_key.get(q.key, "")
-        paragraphs = [p.strip() for p in re.split(r"\n\s*\n", answer) if p.strip()]
-        section.blocks += [Text(p) for p in paragraphs] or [Text("(no answer yet)", note=True)]
-    return sections + ([rest] if rest.blocks else [])
+        section.blocks += [Heading(f"{q.key} {q.text}", 3), Markdown(answer)]
+    placed = sections + ([rest] if rest.blocks else [])
+    if unanswered and placed:
+        placed[-1].blocks.append(Text("Not answered yet: " + "; ".join(f"{q.key} {q.text}" for q in unanswered),
+                                      note=True))
+    return placed

@@ -1,4 +1,5 @@
-"""The report as plain blocks (headings, text, tables, figures), written as self-contained HTML and as Markdown."""
+"""The report as plain blocks (headings, text, tables, figures, answers), written as self-contained HTML and as
+Markdown."""
 
 from __future__ import annotations
 
@@ -34,6 +35,40 @@ class Text:
 
     text: str
     note: bool = False  # smaller, grey: where a number comes from, what it cannot be compared with
+
+
+@dataclass
+class Markdown:
+    """The student's words as Markdown: rendered in the page (raw HTML shown as text), kept as is in report.md."""
+
+    text: str
+
+
+SAFE_LINKS = ("http://", "https://", "mailto:", "#")  # where a link in an answer may point; others lose their link
+
+
+def markdown_html(text: str) -> str:
+    """Render ``text`` (an answer) as HTML with Python-Markdown: tables, fenced code, lists and emphasis.
+
+    Raw HTML is not passed through but shown as text, and a link or image whose address is not http(s), mailto or
+    an anchor (``javascript:``) is kept as its text, so that nothing in an answer runs when the page is opened.
+    """
+    import markdown
+    from markdown.treeprocessors import Treeprocessor
+
+    class DropUnsafeLinks(Treeprocessor):
+        def run(self, root):
+            for element in root.iter():
+                for attribute in ("href", "src"):
+                    value = element.get(attribute)
+                    if value is not None and not value.strip().lower().startswith(SAFE_LINKS):
+                        del element.attrib[attribute]
+
+    md = markdown.Markdown(extensions=["tables", "fenced_code", "sane_lists"])
+    md.preprocessors.deregister("html_block")  # raw HTML blocks become text
+    md.inlinePatterns.deregister("html")  # and so do inline tags
+    md.treeprocessors.register(DropUnsafeLinks(md), "drop_unsafe_links", 0)
+    return md.convert(text)
 
 
 @dataclass
@@ -109,6 +144,9 @@ tbody tr:hover { background: #fafbfc; }
 .swatch { display: inline-block; width: 14px; height: 14px; border: 1px solid #777; vertical-align: -2px;
   margin-right: 6px; border-radius: 2px; }
 figure { margin: 12px 0 22px; }
+.answer pre { background: var(--band); padding: 8px 10px; overflow-x: auto; border-radius: 4px; }
+.answer code { font-family: ui-monospace, monospace; font-size: 13px; }
+.answer table td, .answer table th { border: 1px solid var(--rule); padding: 3px 8px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); border-radius: 4px; display: block; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; max-width: 90ch; }
 @page { size: A4; margin: 14mm 12mm; }
@@ -174,6 +212,8 @@ def render_html(title: str, meta: str, sections: list[Section]) -> str:
                 parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
             elif isinstance(block, Text):
                 parts.append(f'<p{" class=note" if block.note else ""}>{html.escape(block.text)}</p>')
+            elif isinstance(block, Markdown):
+                parts.append(f'<div class="answer">{markdown_html(block.text)}</div>')
             elif isinstance(block, Table):
                 parts.append(_html_table(block))
             elif isinstance(block, Figure):
@@ -202,6 +242,8 @@ def render_markdown(title: str, meta: str, sections: list[Section], root: Path) 
                 lines += [f"{'#' * block.level} {block.text}", ""]
             elif isinstance(block, Text):
                 lines += [f"_{block.text}_" if block.note else block.text, ""]
+            elif isinstance(block, Markdown):
+                lines += [block.text, ""]
             elif isinstance(block, Table):
                 if block.caption:
                     lines += [f"**{_md_escape(block.caption)}**", ""]
