@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -396,3 +398,52 @@ def test_curves_of_a_run_chosen_on_a_holdout_say_holdout_not_validation():
     labels = [label for panel in relabelled for _, label in panel.columns] + [p.title for p in relabelled]
     assert "holdout mIoU" in labels and not any("validation" in label for label in labels)
     assert split_labels(PANELS, on_validation) == PANELS
+
+
+# --- the students' own scripts: Chinese answers in the PDF ------------------------------------------------
+CHINESE_ANSWERS = "name: 王小明\nstudent_id: r12345678\n\n## P1.2 accuracy\n\n模型 B 的準確率較高。\n"
+
+
+def test_a_chinese_answer_is_drawn_with_an_embedded_font_that_covers_it(capsys, tmp_path, plotted_run):
+    need(CHROMIUM is not None, "a Chromium (Debian's chromium)")
+    need(bool(subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout.strip()),
+         "a font for Chinese (Debian: apt-get install fonts-noto-cjk)")
+    pypdf = need_module("pypdf", "pypdf")
+    copy_run(plotted_run, tmp_path / "runs")
+    (tmp_path / "a.md").write_text(CHINESE_ANSWERS)
+    code, out, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report",
+                             "--year", 2022, "--answers", tmp_path / "a.md")
+    assert code == 0, err
+    assert "no font on this machine covers" not in out
+    reader = pypdf.PdfReader(tmp_path / "report" / "report.pdf")
+    fonts = {str(font["/BaseFont"]) for page in reader.pages
+             for font in (page["/Resources"].get("/Font") or {}).values() if "/BaseFont" in font.get_object()}
+    assert any("CJK" in name or "Noto" in name and "Sans" in name for name in fonts), fonts
+    text = "".join(page.extract_text() for page in reader.pages)
+    assert "模型 B 的準確率較高" in text.replace("\n", "") and "王小明" in text
+
+
+def test_without_a_font_for_the_answers_script_the_report_names_the_package_and_still_writes(capsys, tmp_path,
+                                                                                            monkeypatch, plotted_run):
+    need(CHROMIUM is not None, "a Chromium (Debian's chromium)")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "fc-list").write_text("#!/bin/sh\nexit 0\n")  # fontconfig that knows no font of any language
+    (bin_dir / "fc-list").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    copy_run(plotted_run, tmp_path / "runs")
+    (tmp_path / "a.md").write_text(CHINESE_ANSWERS)
+    code, out, err = run_cli(capsys, "report", "--runs", tmp_path / "runs", "--output", tmp_path / "report",
+                             "--year", 2022, "--answers", tmp_path / "a.md")
+    assert code == 0, err
+    assert ("note: no font on this machine covers the answers' Chinese, so report.pdf shows those characters as "
+            "empty boxes: install one (Debian, Ubuntu and Colab: apt-get install fonts-noto-cjk)") in out
+    assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "report" / "report.pdf").is_file()
+
+
+def test_the_scripts_of_an_answer_are_found_by_their_characters():
+    from dlcv.report.pdf import scripts_in
+
+    assert scripts_in("Model B is better.") == {}
+    assert scripts_in("模型 B 較好。") == {"zh": "Chinese"}
+    assert scripts_in("モデル と 모델") == {"ja": "Japanese", "ko": "Korean"}

@@ -73,7 +73,7 @@ def report(args) -> None:
     """``dlcv report``: write the answers template, or build the report and say where it is."""
     from dlcv.report import build_report
     from dlcv.report.answers import questions, read_answers, template
-    from dlcv.report.pdf import HOW_TO_GET
+    from dlcv.report.pdf import CJK_PACKAGE, HOW_TO_GET, missing_fonts
 
     if (args.answers or args.answers_template) and args.year is None:
         raise DlcvError("--answers and --answers-template go with --year YEAR (each year asks its own questions)")
@@ -100,6 +100,12 @@ def report(args) -> None:
     print(f"open {result['index']} (self-contained); Markdown: {result['markdown']}")
     if result["pdf"]:
         print(f"PDF: {result['pdf']}")
+        written = "" if answers is None else " ".join([answers.name, answers.student_id, *answers.by_key.values()])
+        missing = missing_fonts(written)
+        if missing:
+            print(f"note: no font on this machine covers the answers' {' and '.join(missing)}, so report.pdf shows "
+                  f"those characters as empty boxes: install one (Debian, Ubuntu and Colab: apt-get install "
+                  f"{CJK_PACKAGE}) and run this again")
     elif result["pdf_problem"]:
         print(f"note: no report.pdf: {result['pdf_problem']}; print index.html from any browser, or pass --no-pdf")
     elif not args.no_pdf:

@@ -11,6 +11,10 @@ from dlcv.errors import DlcvError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 HOW_TO_GET = ("install one (Debian/Ubuntu: apt-get install chromium) or name it with DLCV_CHROMIUM=/path/to/chromium")
+# Scripts whose characters the usual Latin fonts lack: (fontconfig language, name, first and last code point).
+SCRIPTS = (("zh", "Chinese", 0x4E00, 0x9FFF), ("zh", "Chinese", 0x3400, 0x4DBF), ("zh", "Chinese", 0x3000, 0x303F),
+           ("zh", "Chinese", 0xFF00, 0xFFEF), ("ja", "Japanese", 0x3040, 0x30FF), ("ko", "Korean", 0xAC00, 0xD7AF))
+CJK_PACKAGE = "fonts-noto-cjk"  # Debian's and Ubuntu's (and Colab's) fonts for Chinese, Japanese and Korean
 
 
 def find_chromium() -> str | None:
@@ -52,3 +56,31 @@ def print_pdf(browser: str, page: Path, pdf: Path, timeout: float = 180.0) -> No
     if not pdf.is_file() or pdf.read_bytes()[:5] != b"%PDF-":
         last = (done.stderr.strip().splitlines() or ["no message"])[-1][:200]
         raise DlcvError(f"{browser}: could not print the report to PDF (exit {done.returncode}: {last})")
+
+
+def scripts_in(text: str) -> dict[str, str]:
+    """Return the scripts of ``SCRIPTS`` that ``text`` uses, as {fontconfig language: name}."""
+    found = {}
+    for char in set(text):
+        point = ord(char)
+        for language, name, first, last in SCRIPTS:
+            if first <= point <= last:
+                found[language] = name
+    return found
+
+
+def missing_fonts(text: str) -> list[str]:
+    """Return the names of the scripts in ``text`` that no font of this machine covers (fontconfig's ``fc-list``).
+
+    Chromium draws a character no font covers as an empty box. Without ``fc-list`` every such script is missing.
+    """
+    missing = []
+    for language, name in sorted(scripts_in(text).items()):
+        try:
+            listed = subprocess.run(["fc-list", f":lang={language}", "family"], capture_output=True, text=True,
+                                    timeout=30, check=False, stdin=subprocess.DEVNULL).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            listed = ""
+        if not listed.strip() and name not in missing:
+            missing.append(name)
+    return missing
