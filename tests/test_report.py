@@ -338,9 +338,13 @@ def test_the_page_renders_in_headless_chromium_with_every_image_and_no_console_e
 def test_the_report_is_printed_to_an_a4_pdf_holding_every_figure_and_section(both_report):
     need(CHROMIUM is not None, "a Chromium (Debian's chromium)")
     pypdf = need_module("pypdf", "pypdf")
+    from dlcv.report.pdf import pdf_pages
+
     reader = pypdf.PdfReader(both_report / "report.pdf")
     page = read_page(both_report / "index.html")
-    assert len(reader.pages) >= 2
+    assert len(reader.pages) >= 2 and pdf_pages(both_report / "report.pdf") == len(reader.pages)
+    first = reader.pages[0].extract_text()
+    assert "DLCV HW1: report" in first and "selection accuracy" in first  # the first section begins on page one
     for pdf_page in reader.pages:  # A4 portrait, in points
         assert (round(float(pdf_page.mediabox.width)), round(float(pdf_page.mediabox.height))) == (595, 842)
     assert sum(len(p.images) for p in reader.pages) == len(page.images) > 0

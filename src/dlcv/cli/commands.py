@@ -73,7 +73,7 @@ def report(args) -> None:
     """``dlcv report``: write the answers template, or build the report and say where it is."""
     from dlcv.report import build_report
     from dlcv.report.answers import questions, read_answers, template
-    from dlcv.report.pdf import CJK_PACKAGE, HOW_TO_GET, missing_fonts
+    from dlcv.report.pdf import CJK_PACKAGE, HOW_TO_GET, missing_fonts, pdf_pages
 
     if (args.answers or args.answers_template) and args.year is None:
         raise DlcvError("--answers and --answers-template go with --year YEAR (each year asks its own questions)")
@@ -99,7 +99,7 @@ def report(args) -> None:
     print(f"report of {len(result['runs'])} run(s) ({', '.join(result['sections'])}) in {result['seconds']:.0f} s")
     print(f"open {result['index']} (self-contained); Markdown: {result['markdown']}")
     if result["pdf"]:
-        print(f"PDF: {result['pdf']}")
+        print(f"PDF: {result['pdf']} ({pdf_pages(result['pdf'])} pages)")
         written = "" if answers is None else " ".join([answers.name, answers.student_id, *answers.by_key.values()])
         missing = missing_fonts(written)
         if missing:

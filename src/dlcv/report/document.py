@@ -154,6 +154,7 @@ figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; max-width: 9
   body { font-size: 11.5px; }
   main { max-width: none; padding: 0; }
   h2 { break-before: page; margin-top: 0; }
+  nav + h2 { break-before: auto; }  /* the first section follows the title and byline on page one */
   h2, h3, h4, p.caption { break-after: avoid; }
   figure, table, tr, .table-wrap { break-inside: avoid; }
   .table-wrap { overflow: visible; }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -84,3 +85,8 @@ def missing_fonts(text: str) -> list[str]:
         if not listed.strip() and name not in missing:
             missing.append(name)
     return missing
+
+
+def pdf_pages(pdf: Path) -> int:
+    """Return the number of pages of a PDF that Chromium printed (its page objects, counted in the file)."""
+    return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf.read_bytes()))
