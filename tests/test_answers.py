@@ -56,7 +56,11 @@ def test_answers_go_under_their_questions_with_the_name_on_top(capsys, tmp_path,
     question = markdown.index("### P1.2 Report the accuracy")
     assert markdown.index("Model A reaches its accuracy early.") > question
     assert markdown.index("模型 B 較好。") > question
-    assert "### P1.3" not in markdown and markdown.count("P1.3 Report the implementation details") == 1
+    # Each question over dlcv's blocks for it, then the answer: P1.3's heading over the run's recipe and curves.
+    p11, p12, p13 = (markdown.index(f"### P1.{i} ") for i in (1, 2, 3))
+    assert p11 < markdown.index("#### Architecture of tiny") < p12 < markdown.index("**Accuracy of each run") < p13
+    assert p13 < markdown.index("#### tiny (model A") < markdown.index("| recipe key | value |")
+    assert "(no answer yet)" not in markdown and markdown.count("Not answered yet: ") == 1
     assert markdown.rindex("Not answered yet: P1.1 ") > markdown.index("模型 B 較好。")  # listed once, at the end
     assert markdown.index("### P1.2") > markdown.index("## Problem 1: image classification")
     assert "### P2.1" in markdown.split("## Answers to the questions without runs here")[1]  # no segmentation run

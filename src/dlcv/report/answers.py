@@ -22,41 +22,49 @@ class Question:
     section: str  # the report's section it belongs to (dlcv.report.sections.SECTIONS)
     text: str
     shows: str  # what dlcv places in that section for it
+    topics: tuple[str, ...] = ()  # the blocks it gathers: those whose topic is one of these, or starts "TOPIC:"
 
 
 CLASSIFY = [
-    ("Draw the network architecture of model A or model B.", "each run's layer table and block diagram"),
-    ("Report the accuracy of model A and model B on the validation set.", "the accuracy table beside the reports'"),
-    ("Report the implementation details of model A.", "each run's recipe table and curves"),
+    ("Draw the network architecture of model A or model B.", "each run's layer table and block diagram",
+     ("architecture",)),
+    ("Report the accuracy of model A and model B on the validation set.", "the accuracy table beside the reports'",
+     ("accuracy",)),
+    ("Report the implementation details of model A.", "each run's recipe table and curves", ("recipe:model_a",)),
     ("Report the alternative model or method in B, and describe its difference from model A.",
-     "model B's recipe and architecture beside model A's"),
+     "model B's recipe and architecture beside model A's", ("recipe:model_b",)),
     ("Visualise the learned visual representations of model A on the validation set by PCA, and briefly explain "
-     "the result.", "the PCA panels with their 10-NN accuracy and silhouette"),
+     "the result.", "the PCA panels with their 10-NN accuracy and silhouette", ("pca",)),
     ("Visualise the learned visual representations of model A on the validation set by t-SNE at three epochs "
-     "(first, middle, last), and briefly explain the result.", "the t-SNE panels at the first, middle and last epoch"),
+     "(first, middle, last), and briefly explain the result.", "the t-SNE panels at the first, middle and last epoch",
+     ("tsne",)),
 ]
 SEGMENT = [
-    ("Draw the network architecture of the VGG16-FCN32s model (model A).", "FCN32s's layer table and diagram"),
+    ("Draw the network architecture of the VGG16-FCN32s model (model A).", "FCN32s's layer table and diagram",
+     ("recipe:fcn32s", "architecture:fcn32s")),
     ("Draw the network architecture of the improved model (model B) and explain how it differs from model A.",
-     "the improved model's layer table and diagram"),
-    ("Report the mIoUs of the two models on the validation set.", "the mIoU table beside the reports'"),
+     "the improved model's layer table and diagram", ("recipe:improved", "architecture:improved")),
+    ("Report the mIoUs of the two models on the validation set.", "the mIoU table beside the reports'",
+     ("accuracy",)),
     ("Show the predicted segmentation masks of three validation images at an early, a middle and the final stage "
-     "of the improved model's training.", "the masks through training"),
+     "of the improved model's training.", "the masks through training", ("masks",)),
 ]
 SSL = [
     ("Describe the implementation details of the self-supervised learning method (method, augmentation, learning "
-     "rate schedule, optimiser, batch size).", "the BYOL recipe and its loss and kNN curves"),
-    ("Complete the table of settings A-E on Office-Home and discuss it.", "the A-E table with the reports'"),
+     "rate schedule, optimiser, batch size).", "the BYOL recipe and its loss and kNN curves", ("recipe:byol",)),
+    ("Complete the table of settings A-E on Office-Home and discuss it.", "the A-E table with the reports'",
+     ("table",)),
 ]
 SAM = [("Run Segment Anything on three validation images; show the resulting images and describe the method used.",
-        "the SAM overlays and, where measured, the refinement's mIoU")]
+        "the SAM overlays and, where measured, the refinement's mIoU", ("sam",))]
 TSNE_C = [("Visualise setting C's second-last layer on the training set by t-SNE at the first and last epochs, and "
-           "explain the result.", "setting C's t-SNE at its first and last snapshot")]
+           "explain the result.", "setting C's t-SNE at its first and last snapshot", ("tsne",))]
 
 
 def _problem(number: int, section: str, items, start: int = 1) -> list[Question]:
-    """Number ``(text, shows)`` items as questions ``P{number}.{start}`` onwards of ``section``."""
-    return [Question(f"P{number}.{i}", section, text, shows) for i, (text, shows) in enumerate(items, start=start)]
+    """Number ``(text, shows, topics)`` items as questions ``P{number}.{start}`` onwards of ``section``."""
+    return [Question(f"P{number}.{i}", section, text, shows, topics)
+            for i, (text, shows, topics) in enumerate(items, start=start)]
 
 
 QUESTIONS = {
@@ -160,14 +168,22 @@ def read_answers(path: str | Path, year: int) -> Answers:
     return Answers(fields.get("name", ""), fields.get("student_id", ""), {k: v.strip() for k, v in by_key.items()})
 
 
-def place_answers(sections: list, year: int, answers: Answers) -> list:
-    """Append each answered question of ``year`` and its answer (Markdown) to the end of the section it belongs to.
+def shows(question: Question, block) -> bool:
+    """Whether ``block`` shows what ``question`` asks about (its topic is one of the question's, or below one)."""
+    topic = getattr(block, "topic", "")
+    return any(topic == t or topic.startswith(t + ":") for t in question.topics)
 
-    The questions of a section the report lacks go to a last section, so that no answer is dropped; the questions
-    not answered yet are listed once, in a note at the end, not in the body.
+
+def place_answers(sections: list, year: int, answers: Answers) -> list:
+    """Put each of ``year``'s questions, in order, over dlcv's blocks for it and then the student's answer.
+
+    In each section the questions come first, each with the blocks that show what it asks about (``shows``) and its
+    answer (Markdown); the section's other blocks follow. A question with neither blocks nor an answer is left out
+    of the body, and every unanswered question is listed once, in a note at the end. The answered questions of a
+    section the report lacks go to a last section, so that no answer is dropped.
 
     Args:
-        sections: the report's sections; their blocks are appended to.
+        sections: the report's sections; their blocks are regrouped.
         year: the report's year.
         answers: the answers read back (``read_answers``).
 
@@ -176,14 +192,23 @@ def place_answers(sections: list, year: int, answers: Answers) -> list:
     """
     by_anchor = {s.anchor: s for s in sections}
     rest = Section("Answers to the questions without runs here", "answers")
+    grouped: dict[str, list] = {s.anchor: [] for s in sections}
     unanswered = []
     for q in questions(year):
         answer = answers.by_key.get(q.key, "").strip()
-        if not answer:
-            unanswered.append(q)
-            continue
-        section = by_anchor.get(q.section, rest)
-        section.blocks += [Heading(f"{q.key} {q.text}", 3), Markdown(answer)]
+        unanswered += [] if answer else [q]
+        section = by_anchor.get(q.section)
+        mine = [] if section is None else [b for b in section.blocks if shows(q, b)]
+        if section is not None:
+            section.blocks = [b for b in section.blocks if not shows(q, b)]
+        for block in mine:  # under the question's heading now
+            if isinstance(block, Heading) and block.level == 3:
+                block.level = 4
+        if mine or answer:
+            blocks = [Heading(f"{q.key} {q.text}", 3), *mine, *([Markdown(answer)] if answer else [])]
+            (grouped[section.anchor] if section is not None else rest.blocks).extend(blocks)
+    for section in sections:
+        section.blocks = grouped[section.anchor] + section.blocks
     placed = sections + ([rest] if rest.blocks else [])
     if unanswered and placed:
         placed[-1].blocks.append(Text("Not answered yet: " + "; ".join(f"{q.key} {q.text}" for q in unanswered),

@@ -15,7 +15,7 @@ from pathlib import Path
 from dlcv.errors import DlcvError
 from dlcv.recipes import number_text
 from dlcv.report.architecture import build_for_run
-from dlcv.report.document import Figure, Heading, Table, Text
+from dlcv.report.document import Figure, Heading, Table, Text, about
 from dlcv.runs import RunFolder
 from dlcv.viz.architecture import plot_block_diagram
 from dlcv.viz.curves import available_panels, plot_curves
@@ -201,7 +201,8 @@ def curves_figure(run: RunFolder, ctx: ReportContext, panels, monitor: str, capt
     return [Figure(path, f"{run.name} per epoch: {caption} (dotted: the epoch of the best checkpoint, by {monitor}).")]
 
 
-def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: str, caption: str) -> list:
+def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: str, caption: str,
+               role: str = "") -> list:
     """Return what a problem's section shows first of each run: heading, recipe, unfinished note, architecture, curves.
 
     Args:
@@ -211,12 +212,15 @@ def run_blocks(run: RunFolder, ctx: ReportContext, title: str, panels, monitor: 
         panels: the curves' panels, as ``curves_figure`` takes them.
         monitor: the metric whose best epoch the curves mark.
         caption: what the curves show.
+        role: the run's role (``model_a``, ``fcn32s``...): its blocks show ``recipe:ROLE`` and
+            ``architecture:ROLE`` (``document.about``).
     """
     blocks = [Heading(f"{run.name} ({title})", 3), recipe_table(run)]
     if not run.finished:
         blocks.append(Text("This run has no summary.json: it is unfinished or was interrupted.", note=True))
-    return [*blocks, *architecture_blocks(run, ctx), Heading(f"Training of {run.name}", 4),
-            *curves_figure(run, ctx, panels, monitor, caption)]
+    return [*about(f"recipe:{role}", blocks), *about(f"architecture:{role}", architecture_blocks(run, ctx)),
+            *about(f"recipe:{role}", [Heading(f"Training of {run.name}", 4),
+                                      *curves_figure(run, ctx, panels, monitor, caption)])]
 
 
 def embedding_figures(run: RunFolder, ctx: ReportContext, methods: str,

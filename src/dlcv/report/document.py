@@ -27,6 +27,7 @@ class Heading:
 
     text: str
     level: int = 3
+    topic: str = ""  # what the block shows, for the question it answers (``report.answers``): "accuracy"...
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Text:
 
     text: str
     note: bool = False  # smaller, grey: where a number comes from, what it cannot be compared with
+    topic: str = ""
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Table:
     caption: str = ""
     digits: int = 4
     marked: frozenset = frozenset()  # indices of rows to stand out (ours, beside the course's)
+    topic: str = ""
 
 
 @dataclass
@@ -88,6 +91,14 @@ class Figure:
 
     path: Path  # a PNG inside the report's figures/ folder
     caption: str
+    topic: str = ""
+
+
+def about(topic: str, blocks: list) -> list:
+    """Return ``blocks``, each marked as showing ``topic`` (``accuracy``, ``recipe:model_a``...)."""
+    for block in blocks:
+        block.topic = topic
+    return blocks
 
 
 @dataclass

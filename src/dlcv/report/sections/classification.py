@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dlcv.models.registry import WEIGHT_ARGS
 from dlcv.report.blocks import ReportContext, embedding_figures, run_blocks
-from dlcv.report.document import Figure, Heading, Section, Table
+from dlcv.report.document import Figure, Heading, Section, Table, about
 from dlcv.report.published import comparison_table, group, range_text
 from dlcv.report.sections.ssl import table_folder
 from dlcv.runs import RunFolder
@@ -60,17 +60,18 @@ def embedding_blocks(run: RunFolder, ctx: ReportContext) -> list:
     folder, metrics = embedding_figures(run, ctx, "pca,tsne")
     rows = [[m["snapshot"], int(m["epoch"]) if m["epoch"] else None, int(m["points"]), int(m["dims"]),
              float(m["knn_acc"]), float(m["silhouette"])] for m in metrics]
-    blocks = [Heading(f"Learned representation of {run.name}", 4),
+    blocks = [Heading(f"Learned representation of {run.name}", 4, topic="pca"),
               Table(["snapshot", "epoch", "images", "dimensions", "10-NN accuracy", "silhouette"], rows,
                     caption="The second-last layer's features on the validation images: leave-one-out 10-NN "
-                            "accuracy and silhouette score (both cosine), in the original feature space")]
+                            "accuracy and silhouette score (both cosine), in the original feature space",
+                    topic="pca")]
     for name, what in (("pca_panels.png", "PCA"), ("tsne_panels.png", "t-SNE")):
         blocks.append(Figure(ctx.copy_figure(folder / name, run, name[:-4]),
                              f"{what} of {run.name}'s second-last layer at the first, middle and last epoch "
-                             "(colour = class; panels aligned so that they can be compared)."))
+                             "(colour = class; panels aligned so that they can be compared).", topic=name[:4]))
     if (folder / "embedding_metrics.png").is_file():
         blocks.append(Figure(ctx.copy_figure(folder / "embedding_metrics.png", run, "embedding_metrics"),
-                             "10-NN accuracy and silhouette over the snapshot epochs."))
+                             "10-NN accuracy and silhouette over the snapshot epochs.", topic="pca"))
     return blocks
 
 
@@ -101,22 +102,22 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
         return None
     mine.sort(key=lambda r: (role(r), r.name))
     section = Section("Problem 1: image classification", "classification")
-    section.blocks += [
+    section.blocks += about("accuracy", [
         Table(["run", "role", "model", "epochs", "selection accuracy", "validation accuracy", "validation top-5",
                "measured on", "course reports (range)"], _accuracy_rows(mine),
               caption="Accuracy of each run's best checkpoint: selection accuracy on the split it was chosen on "
                       "(a holdout of train_50, or the validation folder), validation accuracy on the validation "
                       "folder; the course's numbers are on its 50-class validation set"),
-    ]
+    ])
     course = comparison_table("classification", ("model_a", "model_b"), [r for r in mine if comparable(r)], role,
                               lambda run: validation_accuracy(run)[0], "accuracy",
                               "Beside the course's reports (validation accuracy, 50 classes)")
     if course.marked:
-        section.blocks.append(course)
+        section.blocks += about("accuracy", [course])
     for run in mine:
         ctx.print_line(f"  Problem 1: {run.name}")
         section.blocks += run_blocks(run, ctx, group("classification", role(run))["title"], PANELS, "val_acc",
-                                     "loss and accuracy, training (blue) and validation (orange)")
-        section.blocks += confusion_blocks(run, ctx)
+                                     "loss and accuracy, training (blue) and validation (orange)", role(run))
+        section.blocks += about("accuracy", confusion_blocks(run, ctx))
         section.blocks += embedding_blocks(run, ctx)
     return section

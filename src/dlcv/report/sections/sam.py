@@ -8,7 +8,7 @@ from dlcv.data.masks import CLASS_NAMES, SCORED_CLASSES
 from dlcv.records import Refinement, SamMasks
 from dlcv.report.blocks import ReportContext
 from dlcv.report.discovery import find_outputs
-from dlcv.report.document import Figure, Heading, Section, Table, Text
+from dlcv.report.document import Figure, Heading, Section, Table, Text, about
 from dlcv.runs import RunFolder, read_json
 
 MASKS_SUMMARY = "summary.json"
@@ -77,7 +77,7 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     section = Section("Segment Anything", "sam")
     for folder, summary in masks:
         ctx.print_line(f"  SAM: {folder.name}")
-        section.blocks += masks_blocks(folder, summary, ctx)
+        section.blocks += about("sam", masks_blocks(folder, summary, ctx))
     for folder in refined:
-        section.blocks += refine_blocks(folder)
+        section.blocks += about("sam", refine_blocks(folder))
     return section

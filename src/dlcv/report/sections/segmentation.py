@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dlcv.data.masks import CLASS_COLOURS, CLASS_NAMES, SCORED_CLASSES
 from dlcv.report.blocks import ReportContext, run_blocks
-from dlcv.report.document import Figure, Section, Swatch, Table, Text
+from dlcv.report.document import Figure, Section, Swatch, Table, Text, about
 from dlcv.report.published import comparison_table, group, range_text
 from dlcv.runs import RunFolder
 from dlcv.viz.curves import CurvePanel
@@ -82,20 +82,20 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
         rows.append([run.name, group("segmentation", role(run))["title"], run.model_name,
                      run.summary.epochs or run.metrics[-1]["epoch"], miou, *iou, source,
                      "not comparable (synthetic data)" if run.synthetic else range_text("segmentation", role(run))])
-    section.blocks += [
+    section.blocks += about("accuracy", [
         colour_table(),
         Table(["run", "role", "model", "epochs", "mIoU", *SCORED, "measured on", "course reports (range)"], rows,
               caption="mIoU (classes 0-5 from one pooled confusion matrix, as the course grades it) and per-class IoU"),
         Text("The course's numbers are on its 257 validation tiles; a run on synthetic data (such as the "
              "demo's) is never set beside them.", note=True),
-    ]
-    section.blocks.append(comparison_table("segmentation", ("fcn32s", "improved"), [r for r in mine if not r.synthetic],
+    ])
+    section.blocks += about("accuracy", [comparison_table("segmentation", ("fcn32s", "improved"), [r for r in mine if not r.synthetic],
                                            role, lambda run: validation_scores(run)[0], "mIoU",
-                                           "Beside the course's reports (mIoU)"))
+                                           "Beside the course's reports (mIoU)")])
     for run in mine:
         ctx.print_line(f"  segmentation: {run.name}")
         section.blocks += run_blocks(run, ctx, group("segmentation", role(run))["title"], PANELS, "val_miou",
                                      "loss (training blue, validation orange), mIoU and pixel accuracy, and each "
-                                     "class's validation IoU in its mask colour")
-        section.blocks += progress_blocks(run, ctx)
+                                     "class's validation IoU in its mask colour", role(run))
+        section.blocks += about("masks", progress_blocks(run, ctx))
     return section

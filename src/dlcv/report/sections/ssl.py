@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dlcv.records import SettingsTable
 from dlcv.report.blocks import ReportContext, curves_figure, embedding_figures, recipe_table
-from dlcv.report.document import Figure, Heading, Section, Table, Text
+from dlcv.report.document import Figure, Heading, Section, Table, Text, about
 from dlcv.report.published import published
 from dlcv.runs import RunFolder
 from dlcv.viz.curves import CurvePanel
@@ -80,9 +80,10 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
     section = Section("Self-supervised pre-training and settings A-E", "ssl")
     for run in pretraining:
         ctx.print_line(f"  self-supervised: {run.name}")
-        section.blocks += [Heading(f"{run.name}: BYOL pre-training", 3), recipe_table(run),
-                           *curves_figure(run, ctx, PANELS, "knn_acc", "BYOL loss and the kNN monitor's accuracy")]
+        section.blocks += about("recipe:byol", [
+            Heading(f"{run.name}: BYOL pre-training", 3), recipe_table(run),
+            *curves_figure(run, ctx, PANELS, "knn_acc", "BYOL loss and the kNN monitor's accuracy")])
     for folder in tables:
-        section.blocks += settings_blocks(folder)
-        section.blocks += tsne_blocks(folder, ctx, runs)
+        section.blocks += about("table", settings_blocks(folder))
+        section.blocks += about("tsne", tsne_blocks(folder, ctx, runs))
     return section
