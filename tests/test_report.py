@@ -405,7 +405,20 @@ def test_curves_of_a_run_chosen_on_a_holdout_say_holdout_not_validation():
 
 
 # --- the students' own scripts: Chinese answers in the PDF ------------------------------------------------
-CHINESE_ANSWERS = "name: 王小明\nstudent_id: r12345678\n\n## P1.2 accuracy\n\n模型 B 的準確率較高。\n"
+CHINESE_ANSWERS = """name: 王小明
+student_id: r12345678
+
+## P1.2 accuracy
+
+模型 B 的準確率較高，**model B** wins:
+
+- fine-tuned from ImageNet
+- at 128 pixels
+
+| model | accuracy |
+|---|---|
+| tiny | unscored |
+"""
 
 
 def test_a_chinese_answer_is_drawn_with_an_embedded_font_that_covers_it(capsys, tmp_path, plotted_run):
@@ -425,6 +438,9 @@ def test_a_chinese_answer_is_drawn_with_an_embedded_font_that_covers_it(capsys, 
     assert any("CJK" in name or "Noto" in name and "Sans" in name for name in fonts), fonts
     text = "".join(page.extract_text() for page in reader.pages)
     assert "模型 B 的準確率較高" in text.replace("\n", "") and "王小明" in text
+    assert "model B wins" in text and "**" not in text  # the bold rendered, not its asterisks
+    assert "fine-tuned from ImageNet" in text and "- fine-tuned" not in text  # a list, not a dash
+    assert "unscored" in text and "|---|" not in text  # a table, not its Markdown
 
 
 def test_without_a_font_for_the_answers_script_the_report_names_the_package_and_still_writes(capsys, tmp_path,
