@@ -14,7 +14,7 @@ from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
-from dlcv.models.weights import load_state_file, offline_weights, online
+from dlcv.models.weights import load_state_file, offline_weights, online, timm_source, torchvision_source
 from dlcv.rules import AcceptedValues, NonNegativeInt, ZeroToBelowOne
 
 
@@ -116,7 +116,8 @@ class TimmClassifier(KeepsFrozenStatistics, Classifier):
             net.load_state_dict(offline, strict=False)
         elif weights and weights.lower() == "imagenet":
             net = online(lambda: timm.create_model(arch, pretrained=True, drop_rate=drop_rate,
-                                                   drop_path_rate=drop_path_rate), f"ImageNet weights of {arch!r}")
+                                                   drop_path_rate=drop_path_rate), f"ImageNet weights of {arch!r}",
+                         source=timm_source(arch))
         elif weights:
             head = net.default_cfg.get("classifier", "classifier")
             _load_into(net, load_state_file(weights), weights, (head + ".",))
@@ -160,7 +161,7 @@ class TorchvisionClassifier(Classifier):
             if weights and weights.upper().startswith("IMAGENET"):  # "imagenet" or a torchvision weights name
                 spec = "DEFAULT" if weights.lower() == "imagenet" else weights
                 net = online(lambda: models.get_model(arch, weights=spec), f"weights {weights!r} of {arch!r}",
-                             "could not be had")
+                             "could not be had", source=torchvision_source(arch, spec))
             else:
                 net = models.get_model(arch, weights=None)
                 if weights:

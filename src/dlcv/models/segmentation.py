@@ -18,7 +18,7 @@ from dlcv.errors import DlcvError
 from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.pretrained import TimmName, known_name
 from dlcv.models.registry import register_model
-from dlcv.models.weights import load_state_file, offline_weights, online
+from dlcv.models.weights import load_state_file, offline_weights, online, timm_source, torchvision_source
 from dlcv.rules import AcceptedValues, NonNegativeInt, Width, ZeroToBelowOne, integer
 
 
@@ -132,7 +132,8 @@ def _vgg16_state(weights: str) -> dict:
         from torchvision.models import VGG16_Weights, vgg16
 
         spec = VGG16_Weights.IMAGENET1K_V1 if weights.lower() == "imagenet" else VGG16_Weights[weights]
-        return online(lambda: vgg16(weights=spec).state_dict(), f"weights {weights!r}")
+        return online(lambda: vgg16(weights=spec).state_dict(), f"weights {weights!r}",
+                      source=torchvision_source("vgg16", spec.name))
     return load_state_file(weights)
 
 
@@ -154,7 +155,8 @@ def _deeplabv3(depth: int, num_classes: int, backbone_weights: str | None = None
     name = f"deeplabv3_resnet{depth}"
     if weights:  # a whole segmentation model's weights (e.g. COCO_WITH_VOC_LABELS_V1); heads replaced
         # torchvision refuses aux_loss=False with these weights (they hold the auxiliary head): load it, then drop it.
-        model = online(lambda: get_model(name, weights=weights), f"weights {weights!r}")
+        model = online(lambda: get_model(name, weights=weights), f"weights {weights!r}",
+                       source=torchvision_source(name, weights))
         model.classifier[-1] = nn.Conv2d(model.classifier[-1].in_channels, num_classes, 1)
         model.aux_classifier[-1] = nn.Conv2d(model.aux_classifier[-1].in_channels, num_classes, 1)
         if not aux_loss:
@@ -171,7 +173,8 @@ def _load_resnet_backbone(backbone: nn.Module, weights: str, depth: int) -> None
     if weights.lower() == "imagenet":
         from torchvision.models import get_model
 
-        resnet = online(lambda: get_model(f"resnet{depth}", weights="IMAGENET1K_V1"), f"weights {weights!r}")
+        resnet = online(lambda: get_model(f"resnet{depth}", weights="IMAGENET1K_V1"), f"weights {weights!r}",
+                        source=torchvision_source(f"resnet{depth}", "IMAGENET1K_V1"))
         state = resnet.state_dict()
     else:
         state = load_state_file(weights)
@@ -344,7 +347,8 @@ def _timm_weights(arch: str, weights: str) -> dict:
 
     state = offline_weights(weights, arch, timm.create_model(arch, pretrained=False).state_dict())
     if state is None and weights.lower() == "imagenet":
-        state = online(lambda: timm.create_model(arch, pretrained=True).state_dict(), f"weights {weights!r}")
+        state = online(lambda: timm.create_model(arch, pretrained=True).state_dict(), f"weights {weights!r}",
+                       source=timm_source(arch))
     return state if state is not None else load_state_file(weights)
 
 

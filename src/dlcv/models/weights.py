@@ -167,21 +167,62 @@ def efficientnet_lite_state(name: str, target: dict) -> dict:
     return map_by_order(load_state_file(path), target, str(path))
 
 
-def online(load, what: str, failed: str = "could not be downloaded"):
+def online(load, what: str, failed: str = "could not be downloaded", source: tuple[str, str] | None = None):
     """Call ``load()``, which downloads weights, turning any failure into one line.
 
     Args:
         load: a callable without arguments that downloads and returns the weights or the model.
         what: what is loaded, for the message (``weights 'imagenet'``).
         failed: how it failed, for the message.
+        source: ``(url, where)``: the file to fetch by hand and where to put it, for the message (``timm_source``,
+            ``torchvision_source``); None says only to give a local file.
 
     Returns:
         What ``load()`` returns.
 
     Raises:
-        DlcvError: ``WHAT FAILED (ExceptionType); give a local weights file instead``, on any exception.
+        DlcvError: ``WHAT FAILED (ExceptionType): fetch URL and ...``, on any exception.
     """
     try:
         return load()
     except Exception as exc:  # noqa: BLE001 -- no network, a hub error: any of many types
-        raise DlcvError(f"{what} {failed} ({type(exc).__name__}); give a local weights file instead") from None
+        how = (f"fetch {source[0]} and {source[1]}" if source else "give a local weights file instead")
+        raise DlcvError(f"{what} {failed} ({type(exc).__name__}): {how}") from None
+
+
+def timm_source(arch: str) -> tuple[str, str] | None:
+    """Return where timm downloads ``arch``'s pretrained weights from, and what to do with the file by hand.
+
+    The Hugging Face hub's address honours ``HF_ENDPOINT``, as timm's download does; None where timm has no
+    pretrained weights for ``arch``.
+    """
+    from huggingface_hub import constants
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        url = f"{constants.ENDPOINT}/{cfg.hf_hub_id}/resolve/main/{cfg.hf_hub_filename or 'model.safetensors'}"
+    elif cfg.url:
+        url = cfg.url
+    else:
+        return None
+    return url, "give its path as the weights (model.args.weights: /path/to/file)"
+
+
+def torchvision_source(name: str, weights: str) -> tuple[str, str] | None:
+    """Return the URL of torchvision's ``weights`` of model ``name``, and where torch's hub cache looks for it.
+
+    A file put there is loaded without a download (torch.hub's cache, under ``TORCH_HOME``).
+    """
+    import torch
+    from torchvision.models import get_model_weights
+
+    try:
+        enum = get_model_weights(name)
+        spec = enum.DEFAULT if weights.upper() in ("DEFAULT", "IMAGENET") else enum[weights]
+    except (KeyError, ValueError):
+        return None
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / spec.url.rsplit("/", 1)[-1]
+    return spec.url, f"put it at {cache} (torch's hub cache)"

@@ -89,9 +89,9 @@ def build(runs: list[RunFolder], ctx: ReportContext) -> Section | None:
         Text("The course's numbers are on its 257 validation tiles; a run on synthetic data (such as the "
              "demo's) is never set beside them.", note=True),
     ])
-    section.blocks += about("accuracy", [comparison_table("segmentation", ("fcn32s", "improved"), [r for r in mine if not r.synthetic],
-                                           role, lambda run: validation_scores(run)[0], "mIoU",
-                                           "Beside the course's reports (mIoU)")])
+    course = comparison_table("segmentation", ("fcn32s", "improved"), [r for r in mine if not r.synthetic], role,
+                              lambda run: validation_scores(run)[0], "mIoU", "Beside the course's reports (mIoU)")
+    section.blocks += about("accuracy", [course])
     for run in mine:
         ctx.print_line(f"  segmentation: {run.name}")
         section.blocks += run_blocks(run, ctx, group("segmentation", role(run))["title"], PANELS, "val_miou",

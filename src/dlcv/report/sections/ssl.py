@@ -21,7 +21,8 @@ TSNE_SETTING = "C"
 
 PANELS = [
     CurvePanel("BYOL loss", "loss", (("train_loss", "train"),)),
-    CurvePanel("kNN monitor", "accuracy", (("knn_acc", "kNN accuracy (monitor.k neighbours, validation)"),), unit_range=True),
+    CurvePanel("kNN monitor", "accuracy", (("knn_acc", "kNN accuracy (monitor.k neighbours, validation)"),),
+               unit_range=True),
 ]
 
 

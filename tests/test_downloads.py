@@ -1,0 +1,161 @@
+"""Pretrained weights by download, against a Hugging Face hub served on 127.0.0.1 (``HF_ENDPOINT``), and torchvision's
+weights with no network at all: downloaded once and cached, a broken transfer retried and then named in one line,
+and offline use told in one line which file to fetch and where to put it. Nothing here reaches past 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+from conftest import run_dlcv
+
+ARCH = "test_efficientnet.r160_in1k"  # timm's own tiny test model, whose weights live on the hub
+FILE = ("timm/test_efficientnet.r160_in1k", "model.safetensors")
+
+
+class Hub:
+    """A Hugging Face hub on 127.0.0.1: ``files[(repo, name)]`` served at ``/REPO/resolve/REVISION/NAME``."""
+
+    def __init__(self, files: dict, truncate: bool = False):
+        self.files, self.gets, self.truncate = files, 0, truncate
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def found(self) -> bytes | None:
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if len(parts) < 5 or parts[2] != "resolve":
+                    return None
+                return hub.files.get(("/".join(parts[:2]), "/".join(parts[4:])))
+
+            def head(self, body: bytes | None) -> None:
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", '"' + hashlib.sha256(body).hexdigest() + '"')
+                self.send_header("X-Repo-Commit", "0" * 40)
+                self.end_headers()
+
+            def do_HEAD(self):
+                self.head(self.found())
+
+            def do_GET(self):
+                body = self.found()
+                self.head(body)
+                if body is not None:
+                    hub.gets += 1
+                    self.wfile.write(body[: len(body) // 2] if hub.truncate else body)  # half: a broken transfer
+                    self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def served_weights() -> tuple[bytes, dict]:
+    """The hub's file for ``ARCH`` (random weights, as safetensors) and its state_dict."""
+    import timm
+    from safetensors.torch import save
+
+    state = {k: v.contiguous() for k, v in timm.create_model(ARCH, pretrained=False).state_dict().items()}
+    return save(state), state
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fit(tmp_path, p1_data, arch: str, weights: str, name: str, env: dict, model: str = "timm"):
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(f"name: {name}\ndata: {{batch_size: 16, eval_batch_size: 32}}\n"
+                      f"model: {{name: {model}, args: {{arch: {arch}, weights: {weights}}}}}\n"
+                      "train: {epochs: 1, threads: 1, precision: 32-true}\nembed: {epochs: ''}\n")
+    return run_dlcv("classify", "fit", "--config", recipe, "--data", p1_data, "--runs-dir", tmp_path / "runs",
+                    env=env)
+
+
+@pytest.mark.slow
+def test_imagenet_weights_come_from_the_hub_once_and_are_cached(tmp_path, p1_data, served_weights):
+    body, state = served_weights
+    hub = Hub({FILE: body})
+    try:
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+        first = fit(tmp_path, p1_data, ARCH, "imagenet", "first", env)
+        assert first.returncode == 0, first.stderr[-2000:]
+        second = fit(tmp_path, p1_data, ARCH, "imagenet", "second", env)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert hub.gets == 1  # the second run read the cache
+    finally:
+        hub.close()
+    cached = list((tmp_path / "hf").rglob("model.safetensors"))
+    assert len(cached) == 1 and cached[0].read_bytes() == body
+    check = ("import sys, torch; from dlcv.models import create_model; "
+             f"model = create_model('timm', num_classes=4, arch='{ARCH}', weights='imagenet'); "
+             "torch.save(model.net.state_dict(), sys.argv[1])")
+    done = subprocess.run([sys.executable, "-c", check, str(tmp_path / "loaded.pt")], capture_output=True, text=True,
+                          env={**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]  # offline now: from the cache
+    loaded = torch.load(tmp_path / "loaded.pt", weights_only=True)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("classifier"))
+
+
+def test_a_broken_transfer_is_retried_then_named_in_one_line(tmp_path, p1_data, served_weights):
+    hub = Hub({FILE: served_weights[0]}, truncate=True)
+    try:
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
+        done = fit(tmp_path, p1_data, ARCH, "imagenet", "broken", env)
+    finally:
+        hub.close()
+    assert done.returncode != 0 and hub.gets > 1  # the hub's client resumed before giving up
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == (f"dlcv: error: ImageNet weights of '{ARCH}' could not be downloaded (RemoteProtocolError): "
+                         f"fetch {hub.url}/{FILE[0]}/resolve/main/{FILE[1]} and give its path as the weights "
+                         "(model.args.weights: /path/to/file)"), done.stderr[-1500:]
+    assert "Traceback" not in done.stderr and not (tmp_path / "runs" / "broken").exists()
+
+
+def test_offline_the_hub_weights_are_named_with_the_file_to_fetch(tmp_path, p1_data):
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    done = fit(tmp_path, p1_data, ARCH, "imagenet", "offline",
+               {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"})
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        f"could not be downloaded (LocalEntryNotFoundError): fetch {endpoint}/{FILE[0]}/resolve/main/{FILE[1]} and "
+        "give its path as the weights (model.args.weights: /path/to/file)"), done.stderr[-1500:]
+
+
+def test_offline_torchvision_weights_name_the_url_and_the_cache_path_that_serves_them(tmp_path, p1_data):
+    from torchvision.models import resnet18
+
+    offline = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": f"http://127.0.0.1:{closed_port()}",
+               "HTTPS_PROXY": f"http://127.0.0.1:{closed_port()}", "no_proxy": "", "NO_PROXY": ""}
+    done = fit(tmp_path, p1_data, "resnet18", "imagenet", "tv_offline", offline, model="torchvision")
+    cache = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "could not be had (URLError): fetch https://download.pytorch.org/models/resnet18-f37072fd.pth and put it at "
+        f"{cache} (torch's hub cache)"), done.stderr[-1500:]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(resnet18().state_dict(), cache)  # the file, fetched by hand and put where the line says
+    done = fit(tmp_path, p1_data, "resnet18", "imagenet", "tv_cached", offline, model="torchvision")
+    assert done.returncode == 0, done.stderr[-2000:]
