@@ -159,3 +159,95 @@ def test_offline_torchvision_weights_name_the_url_and_the_cache_path_that_serves
     torch.save(resnet18().state_dict(), cache)  # the file, fetched by hand and put where the line says
     done = fit(tmp_path, p1_data, "resnet18", "imagenet", "tv_cached", offline, model="torchvision")
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+class Files:
+    """Files on 127.0.0.1 at ``/NAME`` (as dl.fbaipublicfiles.com serves SAM's), counting the transfers."""
+
+    def __init__(self, files: dict[str, bytes], truncate: bool = False):
+        self.gets = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                body = files.get(self.path.strip("/"))
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                outer.gets += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if truncate else body)
+                self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def sam_file() -> bytes:
+    import io
+
+    from dlcv.models.sam import build_sam
+
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.save(build_sam("vit_tiny").state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def sam_masks(tmp_path, url: str, output: str, env: dict):
+    from dlcv.data.synth import synth_p2
+
+    images = tmp_path / "p2_data" / "validation"
+    if not images.is_dir():
+        synth_p2(tmp_path, train=1, validation=1, size=64)
+    return run_dlcv("sam", "masks", "--checkpoint", url, "--model", "vit_tiny", "--images", images, "--output",
+                    tmp_path / output, "--set", "generator.points_per_side=4", env=env)
+
+
+def test_a_sam_checkpoint_by_address_is_downloaded_once_with_progress_then_cached(tmp_path, sam_file):
+    files = Files({"segment_anything/sam_vit_tiny.pth": sam_file})
+    env = {"TORCH_HOME": str(tmp_path / "torch")}
+    try:
+        url = f"{files.url}/segment_anything/sam_vit_tiny.pth"
+        first = sam_masks(tmp_path, url, "first", env)
+        assert first.returncode == 0, first.stderr[-1500:]
+        assert "100%" in first.stderr  # torch's progress bar
+        second = sam_masks(tmp_path, url, "second", env)
+        assert second.returncode == 0, second.stderr[-1500:]
+        assert files.gets == 1
+    finally:
+        files.close()
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "sam_vit_tiny.pth"
+    assert cached.read_bytes() == sam_file
+
+
+def test_a_cut_sam_download_is_named_in_one_line_and_leaves_nothing_cached(tmp_path, sam_file):
+    files = Files({"sam_vit_tiny.pth": sam_file}, truncate=True)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "sam_vit_tiny.pth"
+    try:
+        done = sam_masks(tmp_path, f"{files.url}/sam_vit_tiny.pth", "cut", {"TORCH_HOME": str(tmp_path / "torch")})
+    finally:
+        files.close()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"dlcv: error: SAM checkpoint {files.url}/sam_vit_tiny.pth: the download gave no "
+                           "checkpoint (") and line.endswith(f"and put it at {cached} (torch's hub cache), or give its "
+                                                             "path with --checkpoint"), line
+    assert not cached.exists() and not (tmp_path / "cut").exists()
+    offline = f"http://127.0.0.1:{closed_port()}/sam_vit_tiny.pth"
+    done = sam_masks(tmp_path, offline, "offline", {"TORCH_HOME": str(tmp_path / "torch")})
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
+        f"dlcv: error: SAM checkpoint could not be downloaded (URLError): fetch {offline} and put it at {cached} "
+        "(torch's hub cache), or give its path with --checkpoint")

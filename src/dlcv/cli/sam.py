@@ -12,7 +12,9 @@ def add(commands) -> None:
     sam = options.group(commands, "sam", "Segment Anything on the satellite images")
     sam_masks = options.command(sam, "masks", masks,
                                 "SAM's automatic masks: COCO RLE JSON and an overlay per image, a figure")
-    sam_masks.add_argument("--checkpoint", required=True, help="local SAM checkpoint, e.g. sam_vit_b_01ec64.pth")
+    sam_masks.add_argument("--checkpoint", required=True,
+                           help="SAM checkpoint: a file, e.g. sam_vit_b_01ec64.pth, or its http(s) address "
+                                "(downloaded once into torch's hub cache)")
     sam_masks.add_argument("--images", required=True, help="folder of NNNN_sat.jpg images")
     sam_masks.add_argument("--output", required=True, help="folder for the masks (new or empty)")
     sam_masks.add_argument("--only", metavar="ID,ID,...", help="these images of --images alone, e.g. the report's "
@@ -20,7 +22,7 @@ def add(commands) -> None:
     sam_refine = options.command(sam, "refine", refine, "set each SAM region of predicted masks to its majority class")
     sam_refine.add_argument("--predictions", required=True, help="folder of predicted NNNN_mask.png")
     sam_refine.add_argument("--output", required=True, help="folder for the refined masks (new or empty)")
-    sam_refine.add_argument("--checkpoint", help="local SAM checkpoint to run on --images")
+    sam_refine.add_argument("--checkpoint", help="SAM checkpoint (a file or its http(s) address) to run on --images")
     sam_refine.add_argument("--images", help="folder of the NNNN_sat.jpg images the predictions are of")
     sam_refine.add_argument("--sam-masks", help="instead of --checkpoint: the output folder of `dlcv sam masks`")
     sam_refine.add_argument("--labels", help="folder of ground-truth NNNN_mask.png: print the mIoU before and after")

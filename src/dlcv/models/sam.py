@@ -72,11 +72,42 @@ def build_sam(model_type: str):
     return sam_model_registry[model_type](checkpoint=None)
 
 
+def fetch_checkpoint(url: str) -> Path:
+    """Download the SAM checkpoint at ``url`` once into torch's hub cache, with a progress bar, and return its path.
+
+    A file already there is used as it is; a downloaded one is checked by loading it, and removed if it does not load
+    (a transfer cut short).
+
+    Raises:
+        DlcvError: if ``url`` does not name a ``.pth`` file, or the download fails or gives no checkpoint (one line
+            naming the file to fetch by hand and where to put it).
+    """
+    from dlcv.models.weights import online
+
+    name = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    if not name.endswith((".pth", ".pt")) or not name.isprintable():
+        raise DlcvError(f"--checkpoint {url}: not the address of a checkpoint file (NAME.pth)")
+    target = Path(torch.hub.get_dir()) / "checkpoints" / name
+    where = (url, f"put it at {target} (torch's hub cache), or give its path with --checkpoint")
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        online(lambda: torch.hub.download_url_to_file(url, str(target), progress=True), "SAM checkpoint",
+               source=where)
+        try:
+            load_state_file(target)
+        except DlcvError as exc:
+            target.unlink(missing_ok=True)
+            raise DlcvError(f"SAM checkpoint {url}: the download gave no checkpoint ({exc}): fetch {where[0]} and "
+                            f"{where[1]}") from None
+    return target
+
+
 def load_sam(checkpoint: str | os.PathLike, model_type: str):
-    """Load a SAM of ``model_type`` with a local checkpoint's weights, in eval mode; nothing is downloaded.
+    """Load a SAM of ``model_type`` with a checkpoint's weights, in eval mode.
 
     Args:
-        checkpoint: the checkpoint file (segment-anything's ``sam_vit_*.pth``, or a saved ``vit_tiny``).
+        checkpoint: the checkpoint file (segment-anything's ``sam_vit_*.pth``, or a saved ``vit_tiny``), or its
+            http(s) address, downloaded once into torch's hub cache (``fetch_checkpoint``).
         model_type: ``vit_h``, ``vit_l``, ``vit_b``, ``default`` (vit_h) or ``vit_tiny``.
 
     Returns:
@@ -87,14 +118,16 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
             URL), unreadable, or no checkpoint of that type.
     """
     check_sam_type(model_type)
-    path = Path(checkpoint)
+    path = fetch_checkpoint(str(checkpoint)) if str(checkpoint).startswith(("http://", "https://")) else \
+        Path(checkpoint)
     if not path.is_file():
         if model_type == TINY:
             raise DlcvError(f"{path}: no such checkpoint; {TINY} has no published weights (save one from "
                             "dlcv.models.sam.build_sam)")
         name = CHECKPOINT_FILES[model_type]
         raise DlcvError(f"{path}: no such checkpoint; SAM model type {model_type} needs the file {name}, published "
-                        f"at {CHECKPOINT_URL}{name} (download it and pass its path with --checkpoint)")
+                        f"at {CHECKPOINT_URL}{name} (pass that address, or the downloaded file's path, with "
+                        "--checkpoint)")
     state = load_state_file(path)
     model = build_sam(model_type)
     expected = model.state_dict()
