@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +106,9 @@ def test_imagenet_weights_come_from_the_hub_once_and_are_cached(tmp_path, p1_dat
         second = fit(tmp_path, p1_data, ARCH, "imagenet", "second", env)
         assert second.returncode == 0, second.stderr[-2000:]
         assert hub.gets == 1  # the second run read the cache
+        predicted = run_dlcv("classify", "predict", "--checkpoint", tmp_path / "runs" / "second" / "best.ckpt",
+                             "--images", p1_data / "val_50", "--output", tmp_path / "second.csv", env=env)
+        assert predicted.returncode == 0 and hub.gets == 1, predicted.stderr[-1500:]
     finally:
         hub.close()
     cached = list((tmp_path / "hf").rglob("model.safetensors"))
@@ -251,3 +255,19 @@ def test_a_cut_sam_download_is_named_in_one_line_and_leaves_nothing_cached(tmp_p
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
         f"dlcv: error: SAM checkpoint could not be downloaded (URLError): fetch {offline} and put it at {cached} "
         "(torch's hub cache), or give its path with --checkpoint")
+
+
+def test_offline_fcn32s_vgg16_weights_name_their_url_and_cache_path(tmp_path):
+    from dlcv.data.synth import synth_p2
+
+    data = synth_p2(tmp_path, train=2, validation=1, size=64)
+    offline = {"TORCH_HOME": str(tmp_path / "torch"), "https_proxy": f"http://127.0.0.1:{closed_port()}",
+               "HTTPS_PROXY": f"http://127.0.0.1:{closed_port()}", "no_proxy": "", "NO_PROXY": ""}
+    done = run_dlcv("segment", "fit", "--config", "configs/seg/fcn32s.yaml", "--data", data, "--runs-dir",
+                    tmp_path / "runs", "--set", "data.train_size=64", "--set", "data.eval_size=64", env=offline,
+                    cwd=Path(__file__).resolve().parents[1])
+    cache = tmp_path / "torch" / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        f"fetch https://download.pytorch.org/models/vgg16-397923af.pth and put it at {cache} (torch's hub cache)"), \
+        done.stderr[-1500:]
