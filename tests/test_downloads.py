@@ -132,8 +132,9 @@ def test_a_broken_transfer_is_retried_then_named_in_one_line(tmp_path, p1_data, 
         hub.close()
     assert done.returncode != 0 and hub.gets > 1  # the hub's client resumed before giving up
     lines = done.stderr.strip().splitlines()
-    assert lines[-1] == (f"dlcv: error: ImageNet weights of '{ARCH}' could not be downloaded (RemoteProtocolError): "
-                         f"fetch {hub.url}/{FILE[0]}/resolve/main/{FILE[1]} and give its path as the weights "
+    assert lines[-1] == (f"dlcv: error: ImageNet weights of '{ARCH}' could not be downloaded (RemoteProtocolError); "
+                         f"give a local weights file instead: fetch {hub.url}/{FILE[0]}/resolve/main/{FILE[1]} "
+                         "and give its path as the weights "
                          "(model.args.weights: /path/to/file)"), done.stderr[-1500:]
     assert "Traceback" not in done.stderr and not (tmp_path / "runs" / "broken").exists()
 
@@ -144,7 +145,8 @@ def test_offline_the_hub_weights_are_named_with_the_file_to_fetch(tmp_path, p1_d
                {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"})
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith(
-        f"could not be downloaded (LocalEntryNotFoundError): fetch {endpoint}/{FILE[0]}/resolve/main/{FILE[1]} and "
+        f"could not be downloaded (LocalEntryNotFoundError); give a local weights file instead: fetch "
+        f"{endpoint}/{FILE[0]}/resolve/main/{FILE[1]} and "
         "give its path as the weights (model.args.weights: /path/to/file)"), done.stderr[-1500:]
 
 
@@ -157,7 +159,8 @@ def test_offline_torchvision_weights_name_the_url_and_the_cache_path_that_serves
     cache = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith(
-        "could not be had (URLError): fetch https://download.pytorch.org/models/resnet18-f37072fd.pth and put it at "
+        "could not be had (URLError); give a local weights file instead: fetch "
+        "https://download.pytorch.org/models/resnet18-f37072fd.pth and put it at "
         f"{cache} (torch's hub cache)"), done.stderr[-1500:]
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save(resnet18().state_dict(), cache)  # the file, fetched by hand and put where the line says
@@ -253,7 +256,8 @@ def test_a_cut_sam_download_is_named_in_one_line_and_leaves_nothing_cached(tmp_p
     offline = f"http://127.0.0.1:{closed_port()}/sam_vit_tiny.pth"
     done = sam_masks(tmp_path, offline, "offline", {"TORCH_HOME": str(tmp_path / "torch")})
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == (
-        f"dlcv: error: SAM checkpoint could not be downloaded (URLError): fetch {offline} and put it at {cached} "
+        f"dlcv: error: SAM checkpoint could not be downloaded (URLError); give a local weights file instead: fetch "
+        f"{offline} and put it at {cached} "
         "(torch's hub cache), or give its path with --checkpoint")
 
 

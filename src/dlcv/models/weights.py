@@ -181,13 +181,14 @@ def online(load, what: str, failed: str = "could not be downloaded", source: tup
         What ``load()`` returns.
 
     Raises:
-        DlcvError: ``WHAT FAILED (ExceptionType): fetch URL and ...``, on any exception.
+        DlcvError: ``WHAT FAILED (ExceptionType); give a local weights file instead: fetch URL and ...``, on any
+            exception.
     """
     try:
         return load()
     except Exception as exc:  # noqa: BLE001 -- no network, a hub error: any of many types
-        how = (f"fetch {source[0]} and {source[1]}" if source else "give a local weights file instead")
-        raise DlcvError(f"{what} {failed} ({type(exc).__name__}): {how}") from None
+        how = f": fetch {source[0]} and {source[1]}" if source else ""
+        raise DlcvError(f"{what} {failed} ({type(exc).__name__}); give a local weights file instead{how}") from None
 
 
 def timm_source(arch: str) -> tuple[str, str] | None:
