@@ -22,7 +22,20 @@ ARCH = "test_efficientnet.r160_in1k"  # timm's own tiny test model, whose weight
 FILE = ("timm/test_efficientnet.r160_in1k", "model.safetensors")
 
 
-class Hub:
+class Server:
+    """An HTTP server on 127.0.0.1, on a port of its own, in a thread of its own, until ``close``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Hub(Server):
     """A Hugging Face hub on 127.0.0.1: ``files[(repo, name)]`` served at ``/REPO/resolve/REVISION/NAME``."""
 
     def __init__(self, files: dict, truncate: bool = False):
@@ -61,13 +74,7 @@ class Hub:
                     self.wfile.write(body[: len(body) // 2] if hub.truncate else body)  # half: a broken transfer
                     self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +175,7 @@ def test_offline_torchvision_weights_name_the_url_and_the_cache_path_that_serves
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-class Files:
+class Files(Server):
     """Files on 127.0.0.1 at ``/NAME`` (as dl.fbaipublicfiles.com serves SAM's), counting the transfers."""
 
     def __init__(self, files: dict[str, bytes], truncate: bool = False):
@@ -192,13 +199,7 @@ class Files:
                 self.wfile.write(body[: len(body) // 2] if truncate else body)
                 self.close_connection = True
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")
