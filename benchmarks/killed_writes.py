@@ -1,12 +1,16 @@
-"""Why dlcv writes checkpoints through its own ``CheckpointIO``: a process killed while saving, Lightning's way and dlcv's.
+"""Why dlcv writes checkpoints through its own ``CheckpointIO``: a save killed or out of disk, Lightning's and dlcv's.
 
-A child process saves a checkpoint-sized dict (a ``--megabytes`` float32 tensor and a step count) to one path over and
-over, as a run saves ``last.ckpt`` each epoch; the parent kills it with SIGKILL after a random delay (a power cut, the
-OOM killer, a preempted node), then loads the file. Lightning's ``TorchCheckpointIO`` writes the path in place; dlcv's
-``RunCheckpointIO`` writes a temporary file beside it and renames it into place. Printed: of ``--trials`` kills, how
-many left a file that does not load, for each.
+Lightning's ``TorchCheckpointIO`` serialises to memory, then opens the path (emptying it) and writes; dlcv's
+``RunCheckpointIO`` writes a temporary file beside it and renames it into place. Two cases, each printed per writer:
 
-Usage: python benchmarks/killed_writes.py [--trials 20] [--megabytes 200]
+1. killed: a child process saves a checkpoint-sized dict (a ``--megabytes`` float32 tensor) to one path over and over,
+   as a run saves ``last.ckpt`` each epoch; the parent kills it with SIGKILL after a random delay (the OOM killer, a
+   preempted node), then loads the file: how many of ``--trials`` kills left a file that does not load;
+2. out of disk (with ``--small-disk FOLDER``, on a file system with room for one checkpoint of ``--megabytes`` but
+   not for one twice as large, e.g. a 64 MiB tmpfs for 40 MB): a checkpoint is saved, then one twice its size fails for
+   want of space: whether the first still loads.
+
+Usage: python benchmarks/killed_writes.py [--trials 20] [--megabytes 200] [--small-disk FOLDER [--small-megabytes 40]]
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--megabytes", type=int, default=200)
+    parser.add_argument("--small-disk", type=Path, help="a folder on a file system too small for two checkpoints")
+    parser.add_argument("--small-megabytes", type=int, default=40)
     args = parser.parse_args()
     from machine import header
 
@@ -80,7 +86,39 @@ def main() -> int:
             broken = sum(not trial(which, Path(tmp), args.megabytes, d) for d in delays)
         print(f"{which}: {broken} of {args.trials} kills left a checkpoint that does not load "
               f"({args.megabytes} MB, killed after {min(delays):.1f}-{max(delays):.1f} s of saving)", flush=True)
+    if args.small_disk:
+        for which in ("lightning", "dlcv"):
+            print(f"{which}, out of disk: {out_of_disk(which, args.small_disk, args.small_megabytes)}", flush=True)
     return 0
+
+
+def out_of_disk(which: str, folder: Path, megabytes: int) -> str:
+    """Save a checkpoint into ``folder``, then a larger one that does not fit: what became of the first."""
+    import torch
+
+    from dlcv.errors import DlcvError
+
+    path = folder / "last.ckpt"
+    path.unlink(missing_ok=True)
+    if which == "lightning":
+        from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+        writer = TorchCheckpointIO()
+    else:
+        from dlcv.trainer import RunCheckpointIO
+
+        writer = RunCheckpointIO(path)
+    writer.save_checkpoint({"state_dict": {"w": torch.zeros(megabytes * 2**18)}, "global_step": 1}, path)
+    try:
+        writer.save_checkpoint({"state_dict": {"w": torch.zeros(megabytes * 2**18 * 2)}, "global_step": 2}, path)
+        return "the larger save fitted: give a smaller file system"
+    except (OSError, DlcvError) as exc:
+        failed = f"the larger save failed ({type(exc).__name__})"
+    try:
+        step = torch.load(path, weights_only=True)["global_step"]
+        return f"{failed}; the earlier checkpoint loads (step {step})"
+    except Exception as exc:  # noqa: BLE001 -- a truncated file fails in several ways
+        return f"{failed}; the earlier checkpoint is lost ({type(exc).__name__}: {str(exc)[:60]})"
 
 
 if __name__ == "__main__":
