@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import unicodedata
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from conftest import need, need_module, run_cli
 
 from dlcv.report.architecture import trace_model
-from dlcv.report.pdf import find_chromium
+from dlcv.report.pdf import find_chromium, scripts_in
 from dlcv.runs import read_metrics
 
 CHROMIUM = find_chromium()  # the report's own choice: $DLCV_CHROMIUM, else the first Chromium on the PATH
@@ -421,6 +422,16 @@ student_id: r12345678
 """
 
 
+def embedded_fonts(resources) -> list:
+    """Every font of a PDF page's resources, those of its form XObjects included."""
+    resources = resources.get_object() if resources is not None else {}
+    fonts = [font.get_object() for font in (resources.get("/Font") or {}).values()]
+    for form in (resources.get("/XObject") or {}).values():
+        if "/Resources" in form.get_object():
+            fonts += embedded_fonts(form.get_object()["/Resources"])
+    return fonts
+
+
 def test_a_chinese_answer_is_drawn_with_an_embedded_font_that_covers_it(capsys, tmp_path, plotted_run):
     need(CHROMIUM is not None, "a Chromium (Debian's chromium)")
     need(bool(subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout.strip()),
@@ -433,11 +444,15 @@ def test_a_chinese_answer_is_drawn_with_an_embedded_font_that_covers_it(capsys, 
     assert code == 0, err
     assert "no font on this machine covers" not in out
     reader = pypdf.PdfReader(tmp_path / "report" / "report.pdf")
-    fonts = {str(font["/BaseFont"]) for page in reader.pages
-             for font in (page["/Resources"].get("/Font") or {}).values() if "/BaseFont" in font.get_object()}
-    assert any("CJK" in name or "Noto" in name and "Sans" in name for name in fonts), fonts
-    text = "".join(page.extract_text() for page in reader.pages)
-    assert "模型 B 的準確率較高" in text.replace("\n", "") and "王小明" in text
+    fonts = [font for page in reader.pages for font in embedded_fonts(page.get("/Resources"))]
+    # Chromium embeds the CJK font's glyphs as Type 3 fonts: one drawn glyph per character (a missing font would
+    # give them all one box), beside the named Latin fonts
+    glyphs = {name for f in fonts if f.get("/Subtype") == "/Type3" for name in (f.get("/CharProcs") or {})
+              if name != "/g0"}
+    characters = {c for c in CHINESE_ANSWERS if scripts_in(c)}
+    assert len(glyphs) >= len(characters), (sorted(glyphs), sorted(characters))
+    text = unicodedata.normalize("NFKC", "".join(page.extract_text() for page in reader.pages))
+    assert "模型B的準確率較高" in "".join(text.split()) and "王小明" in text  # extraction spaces them unevenly
     assert "model B wins" in text and "**" not in text  # the bold rendered, not its asterisks
     assert "fine-tuned from ImageNet" in text and "- fine-tuned" not in text  # a list, not a dash
     assert "unscored" in text and "|---|" not in text  # a table, not its Markdown
