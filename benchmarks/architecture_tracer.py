@@ -43,7 +43,7 @@ def torchinfo_rows(recipe, device: str, depth: int = 3):
     """torchinfo's summary of the recipe's model built on ``device`` (random weights, as dlcv's table)."""
     side = recipe.input_side()
     with torch.device(device):
-        model = create_model(recipe.model.name, num_classes=recipe.CLASSES or 50, kind=recipe.task,
+        model = create_model(recipe.model.name, num_classes=recipe.CLASSES or 50, task=recipe.task,
                              **rebuild_args(dict(recipe.model.args)))
     stats = summary(model, input_size=(1, 3, side, side), device=device, depth=depth, verbose=0)
     return len(stats.summary_list), stats.total_params

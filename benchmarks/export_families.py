@@ -97,7 +97,7 @@ def families(only: set[str] | None = None, small: bool = False):
         full = SEG_SIDE.get(config.stem, 512) if kind == "segment" else recipe.input_side()
         side = min(64, full) if small else full
         found.append((f"{config.parent.name}/{config.stem}", kind, lambda n=recipe.model.name, a=args, k=kind:
-                      create_model(n, num_classes=7 if k == "segment" else 50, kind=k, **a), side))
+                      create_model(n, num_classes=7 if k == "segment" else 50, task=k, **a), side))
     for name, (library, args, side, kind) in (EXTRA_SMALL if small else EXTRA).items():
         build = (lambda a=args: timm.create_model(**a, num_classes=50)) if library == "timm" else (
             lambda a=args: smp.create_model(**a, classes=7))

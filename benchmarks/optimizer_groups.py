@@ -52,7 +52,7 @@ def main() -> None:
         recipe = load_recipe(RECIPES[task], CONFIGS / name)
         torch.manual_seed(0)
         args = rebuild_args(dict(recipe.model.args))
-        model = create_model(recipe.model.name, num_classes=50, kind="classify", **args)
+        model = create_model(recipe.model.name, num_classes=50, task="classify", **args)
         cfg = recipe.optim
         ours = split(parameter_groups(model, cfg))
         theirs = split(param_groups_weight_decay(model, cfg.weight_decay))

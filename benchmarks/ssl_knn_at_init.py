@@ -37,8 +37,8 @@ from dlcv.recipes import ByolRecipe
 from dlcv.tasks.byol import (
     BYOLTask,
     calibrate_batch_norm,
+    evenly_spaced,
     monitor_knn,
-    spread,
     trunk_features,
 )
 
@@ -68,7 +68,7 @@ def main() -> None:
     untrained = BYOLTask(recipe).backbone
     calibrated = copy.deepcopy(untrained)
     pretraining = torch.from_numpy(np.array(load_resized_stack(list_images(split / "mini" / "train"), side)))
-    calibrate_batch_norm(calibrated, spread(pretraining, 2048), prepare, batch)
+    calibrate_batch_norm(calibrated, evenly_spaced(pretraining, 2048), prepare, batch)
     trunks = {"untrained, unit BN": untrained, "untrained, calibrated BN": calibrated}
     for spec in args.backbone:
         name, _, path = spec.partition("=")
