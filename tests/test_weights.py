@@ -130,8 +130,9 @@ def test_every_pretrained_tag_timm_lists_is_a_model_b_arch_and_the_offline_weigh
         recipe.write_text(f"model: {{name: timm, args: {{arch: {tagged}}}}}\n")
         assert load_recipe(ClassifyRecipe, recipe).model.args["arch"] == tagged
     recipe.write_text("model: {name: timm, args: {arch: tf_efficientnet_lite0.bogus}}\n")
-    with pytest.raises(DlcvError, match=r"model.args.arch.*no pretrained tag 'bogus' of tf_efficientnet_lite0 "
-                                        r"\(its tags: in1k\)"):
+    with pytest.raises(DlcvError, match=r"model.args.arch must be a timm model name .*, got "
+                                        r"'tf_efficientnet_lite0.bogus': not a pretrained tag of "
+                                        r"tf_efficientnet_lite0: timm has no tag 'bogus' \(its tags: in1k\)$"):
         load_recipe(ClassifyRecipe, recipe)
     tagged = create_model("timm", num_classes=5, arch="tf_efficientnet_lite0.in1k", weights="efficientnet-lite0")
     plain = create_model("timm", num_classes=5, arch="tf_efficientnet_lite0", weights="efficientnet-lite0")

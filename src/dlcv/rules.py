@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-__all__ = ["AcceptedValues", "RecipeError", "integer", "number", "list_of", "checked", "describe", "describe_field",
-           "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName",
+__all__ = ["AcceptedValues", "RuleReason", "RecipeError", "integer", "number", "list_of", "checked", "describe",
+           "describe_field", "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName",
            "Folder", "Text", "NonNegativeInt", "PositiveInt", "NonNegativeFloat", "PositiveFloat", "ZeroToOne",
            "ZeroToBelowOne", "AnyNumber",
            "RESNETS", "SAM_TYPES", "crop_padding_error", "MAX_WIDTH", "Width", "MAX_PROCESSES", "STRATEGIES", "FLOAT32",
@@ -29,6 +29,10 @@ class AcceptedValues:
     """What a good value of a type is, in words (``a whole number >= 1``)."""
 
     text: str
+
+
+class RuleReason(ValueError):
+    """A value's refusal whose message the error line adds after the rule (``timm has no tag 'x' ...``)."""
 
 
 class RecipeError(ValueError):

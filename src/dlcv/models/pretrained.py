@@ -15,7 +15,7 @@ from dlcv.models.freezing import KeepsFrozenStatistics, freeze_encoder_stages
 from dlcv.models.registry import register_model
 from dlcv.models.small import Classifier
 from dlcv.models.weights import load_state_file, offline_weights, online, timm_source, torchvision_source
-from dlcv.rules import AcceptedValues, NonNegativeInt, ZeroToBelowOne
+from dlcv.rules import AcceptedValues, NonNegativeInt, RuleReason, ZeroToBelowOne
 
 
 def known_name(name: str, known: bool, library: str) -> str:
@@ -42,7 +42,8 @@ def _timm_name(name: str) -> str:
     known_name(arch, timm.is_model(arch), "timm")
     if tag and name not in timm.list_pretrained(name):
         tags = [t.split(".", 1)[1] for t in timm.list_pretrained(arch + ".*")]
-        raise ValueError(f"timm has no pretrained tag {tag!r} of {arch} (its tags: {', '.join(tags) or 'none'})")
+        raise RuleReason(f"not a pretrained tag of {arch}: timm has no tag {tag!r} (its tags: "
+                         f"{', '.join(tags) or 'none'})")
     return name
 
 

@@ -126,7 +126,7 @@ def check_model_args(name: str, task: str | None, args: dict) -> None:
     """
     from pydantic import ValidationError
 
-    from dlcv.rules import describe_field
+    from dlcv.rules import RuleReason, describe_field
 
     _load_all()
     if name not in _BUILDERS or (task is not None and _TASKS[name] != task):
@@ -140,8 +140,10 @@ def check_model_args(name: str, task: str | None, args: dict) -> None:
         key = str(error["loc"][0]) if error["loc"] else ""
         if error["type"] == "extra_forbidden":
             raise DlcvError(f"model.args.{key} is not an argument of model {name!r}") from None
+        cause = (error.get("ctx") or {}).get("error")
+        why = f": {cause}" if isinstance(cause, RuleReason) else ""
         raise DlcvError(f"model.args.{key} must be {describe_field(schema.model_fields[key])}, got "
-                        f"{shown(args.get(key))}") from None
+                        f"{shown(args.get(key))}{why}") from None
 
 
 TRAINING_COPIES = 4  # float32 weights, their gradients and two optimiser moments (Adam's, AdamW's)
