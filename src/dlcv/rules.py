@@ -17,7 +17,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 __all__ = ["AcceptedValues", "RuleReason", "RecipeError", "integer", "number", "list_of", "checked", "describe",
-           "describe_field", "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration", "FolderName",
+           "describe_field", "MAX_DURATION", "parse_duration", "format_duration", "is_folder_name", "Duration",
+           "FolderName",
            "Folder", "Text", "NonNegativeInt", "PositiveInt", "NonNegativeFloat", "PositiveFloat", "ZeroToOne",
            "ZeroToBelowOne", "AnyNumber",
            "RESNETS", "SAM_TYPES", "crop_padding_error", "MAX_WIDTH", "Width", "MAX_PROCESSES", "STRATEGIES", "FLOAT32",
