@@ -148,8 +148,8 @@ def test_a_broken_transfer_is_retried_then_named_in_one_line(tmp_path, p1_data, 
 
 def test_offline_the_hub_weights_are_named_with_the_file_to_fetch(tmp_path, p1_data):
     endpoint = f"http://127.0.0.1:{closed_port()}"
-    done = fit(tmp_path, p1_data, ARCH, "imagenet", "offline",
-               {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"})
+    done = fit(tmp_path, p1_data, ARCH, "imagenet", "offline",  # offline as the hub's client is told it is
+               {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith(
         f"could not be downloaded (LocalEntryNotFoundError); give a local weights file instead: fetch "
