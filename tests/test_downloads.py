@@ -110,12 +110,9 @@ def test_imagenet_weights_come_from_the_hub_once_and_are_cached(tmp_path, p1_dat
         env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_TELEMETRY": "1"}
         first = fit(tmp_path, p1_data, ARCH, "imagenet", "first", env)
         assert first.returncode == 0, first.stderr[-2000:]
-        second = fit(tmp_path, p1_data, ARCH, "imagenet", "second", env)
-        assert second.returncode == 0, second.stderr[-2000:]
-        assert hub.gets == 1  # the second run read the cache
-        predicted = run_dlcv("classify", "predict", "--checkpoint", tmp_path / "runs" / "second" / "best.ckpt",
-                             "--images", p1_data / "val_50", "--output", tmp_path / "second.csv", env=env)
-        assert predicted.returncode == 0 and hub.gets == 1, predicted.stderr[-1500:]
+        predicted = run_dlcv("classify", "predict", "--checkpoint", tmp_path / "runs" / "first" / "best.ckpt",
+                             "--images", p1_data / "val_50", "--output", tmp_path / "first.csv", env=env)
+        assert predicted.returncode == 0 and hub.gets == 1, predicted.stderr[-1500:]  # no second transfer
     finally:
         hub.close()
     cached = list((tmp_path / "hf").rglob("model.safetensors"))
