@@ -154,8 +154,8 @@ def _quarter_turns(values: torch.Tensor, height: int, width: int) -> torch.Tenso
 def _affine(images: torch.Tensor, op: str, values: torch.Tensor) -> torch.Tensor:
     """Shear, translate or rotate uint8 (N, C, H, W) images by per-image amounts, sampled nearest as ``TF.affine``."""
     n, _, h, w = images.shape
-    if op == "Rotate" and bool(_quarter_turns(values, h, w).any()):
-        exact = _quarter_turns(values, h, w)
+    exact = _quarter_turns(values, h, w) if op == "Rotate" else None
+    if exact is not None and bool(exact.any()):
         out = images.clone()
         for i in torch.nonzero(exact).flatten().tolist():
             out[i] = torch.rot90(images[i], k=int(float(values[i]) % 360) // 90, dims=(-2, -1))

@@ -72,11 +72,14 @@ def build_sam(model_type: str):
     return sam_model_registry[model_type](checkpoint=None)
 
 
-def fetch_checkpoint(url: str) -> Path:
-    """Download the SAM checkpoint at ``url`` once into torch's hub cache, with a progress bar, and return its path.
+def fetch_checkpoint(url: str) -> tuple[Path, dict | None]:
+    """Download the SAM checkpoint at ``url`` once into torch's hub cache, with a progress bar.
 
     A file already there is used as it is; a downloaded one is checked by loading it, and removed if it does not load
     (a transfer cut short).
+
+    Returns:
+        ``(path, state)``: the file, and its state_dict when this call downloaded (and so loaded) it, else None.
 
     Raises:
         DlcvError: if ``url`` does not name a ``.pth`` file, or the download fails or gives no checkpoint (one line
@@ -89,17 +92,16 @@ def fetch_checkpoint(url: str) -> Path:
         raise DlcvError(f"--checkpoint {url}: not the address of a checkpoint file (NAME.pth)")
     target = Path(torch.hub.get_dir()) / "checkpoints" / name
     where = (url, f"put it at {target} (torch's hub cache), or give its path with --checkpoint")
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        online(lambda: torch.hub.download_url_to_file(url, str(target), progress=True), "SAM checkpoint",
-               source=where)
-        try:
-            load_state_file(target)
-        except DlcvError as exc:
-            target.unlink(missing_ok=True)
-            raise DlcvError(f"SAM checkpoint {url}: the download gave no checkpoint ({exc}): fetch {where[0]} and "
-                            f"{where[1]}") from None
-    return target
+    if target.is_file():
+        return target, None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    online(lambda: torch.hub.download_url_to_file(url, str(target), progress=True), "SAM checkpoint", source=where)
+    try:
+        return target, load_state_file(target)
+    except DlcvError as exc:
+        target.unlink(missing_ok=True)
+        raise DlcvError(f"SAM checkpoint {url}: the download gave no checkpoint ({exc}): fetch {where[0]} and "
+                        f"{where[1]}") from None
 
 
 def load_sam(checkpoint: str | os.PathLike, model_type: str):
@@ -118,8 +120,8 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
             URL), unreadable, or no checkpoint of that type.
     """
     check_sam_type(model_type)
-    path = fetch_checkpoint(str(checkpoint)) if str(checkpoint).startswith(("http://", "https://")) else \
-        Path(checkpoint)
+    path, state = fetch_checkpoint(str(checkpoint)) if str(checkpoint).startswith(("http://", "https://")) else \
+        (Path(checkpoint), None)
     if not path.is_file():
         if model_type == TINY:
             raise DlcvError(f"{path}: no such checkpoint; {TINY} has no published weights (save one from "
@@ -128,7 +130,7 @@ def load_sam(checkpoint: str | os.PathLike, model_type: str):
         raise DlcvError(f"{path}: no such checkpoint; SAM model type {model_type} needs the file {name}, published "
                         f"at {CHECKPOINT_URL}{name} (pass that address, or the downloaded file's path, with "
                         "--checkpoint)")
-    state = load_state_file(path)
+    state = state if state is not None else load_state_file(path)  # a fresh download was loaded to check it
     model = build_sam(model_type)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
