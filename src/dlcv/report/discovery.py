@@ -12,7 +12,7 @@ from dlcv.runs import RunFolder
 MAX_DEPTH = 3  # runs/NAME, demo/runs/NAME, experiments/ssl/NAME
 
 
-def shown(folder: Path, root: Path) -> str:
+def from_runs(folder: Path, root: Path) -> str:
     """Name ``folder`` from the folder of runs ``root`` (``runs/p1/x``): the report shows no path of the machine."""
     return (Path(root.name) / folder.relative_to(root)).as_posix() if folder.is_relative_to(root) else folder.name
 
@@ -41,14 +41,14 @@ def find_run_folders(root: Path, left_out: list[str]) -> list[Path]:
             continue
         for name in sorted(dirs):
             try:
-                check_utf8_name(Path(shown(here, root)) / name)  # named from the runs folder, as every note
+                check_utf8_name(Path(from_runs(here, root)) / name)  # named from the runs folder, as every note
             except DlcvError as exc:
                 left_out.append(str(exc))
                 continue
             why = "a link" if (here / name).is_symlink() else "hidden (its name starts with a dot)" \
                 if name.startswith(".") else None
             if why and (here / name / RunFolder.RECIPE).is_file():
-                left_out.append(f"{shown(here / name, root)}: {why}, not searched; give it as --runs to report it")
+                left_out.append(f"{from_runs(here / name, root)}: {why}, not searched; give it as --runs to report it")
         dirs[:] = sorted(d for d in dirs if is_utf8_name(d) and not d.startswith(".") and not (here / d).is_symlink())
     return sorted(found)
 
@@ -81,6 +81,6 @@ def discover_runs(root: str | os.PathLike) -> tuple[list[RunFolder], list[str]]:
             runs.append(run)
         elif not run.summary and not any(other != folder and other.is_relative_to(folder) for other in folders):
             # An untrained run: not a folder of runs (a recipe above runs) nor a command's output (a summary.json).
-            skipped.append(f"{shown(folder, root)}: no {RunFolder.METRICS} yet (not trained, or stopped before its "
+            skipped.append(f"{from_runs(folder, root)}: no {RunFolder.METRICS} yet (not trained, or stopped before its "
                            "first epoch)")
     return runs, skipped
