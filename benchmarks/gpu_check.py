@@ -185,7 +185,7 @@ def byol_recipe_steps(device: torch.device, steps: int = 2, batch: int | None = 
     from dlcv.tasks.optim import build_optimizer
 
     recipe = load_recipe(ByolRecipe, REPO / "configs" / "ssl" / "byol_resnet50.yaml")
-    task = BYOLTask(recipe, monitored=False).to(device).train()
+    task = BYOLTask.from_recipe(recipe, monitored=False).to(device).train()
     optimizer = build_optimizer(task.model, recipe.optim)  # the recipe's, with its state
     batch, size = batch or recipe.data.batch_size, recipe.views.size
     for _ in range(steps):

@@ -88,7 +88,7 @@ def build(path: Path, data: Path, overrides: tuple[str, ...] = ()):
         module = data_module(data / "p2_data", recipe, plan)
         module.prepare()
         plan.begin(module.steps_per_epoch(1), math.ceil(recipe.train.reference_epochs or recipe.train.epochs))
-        return recipe, module, SegmentationTask(recipe, plan)
+        return recipe, module, SegmentationTask.from_recipe(recipe, plan)
     from dlcv.classify import data_module
     from dlcv.tasks.classification import ClassificationTask
 
@@ -96,7 +96,7 @@ def build(path: Path, data: Path, overrides: tuple[str, ...] = ()):
     module = data_module(data / "p1_data", recipe, plan)
     module.prepare()
     plan.begin(module.steps_per_epoch(1), math.ceil(recipe.train.reference_epochs or recipe.train.epochs))
-    return recipe, module, ClassificationTask(recipe, module.num_classes, plan)
+    return recipe, module, ClassificationTask.from_recipe(recipe, plan, num_classes=module.num_classes)
 
 
 def training_batches(module):

@@ -167,7 +167,7 @@ def main():
 
     def make_step():
         torch.manual_seed(0)
-        task = SegmentationTask(recipe).train()
+        task = SegmentationTask.from_recipe(recipe).train()
         model = task.model
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-4)

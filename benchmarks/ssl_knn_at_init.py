@@ -65,7 +65,7 @@ def main() -> None:
             monitors[name] = (x, rows.numpy())
 
     L.seed_everything(seed, workers=True, verbose=False)  # as dlcv ssl pretrain seeds before building
-    untrained = BYOLTask(recipe).backbone
+    untrained = BYOLTask.from_recipe(recipe).backbone
     calibrated = copy.deepcopy(untrained)
     pretraining = torch.from_numpy(np.array(load_resized_stack(list_images(split / "mini" / "train"), side)))
     calibrate_batch_norm(calibrated, evenly_spaced(pretraining, 2048), prepare, batch)

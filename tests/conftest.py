@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,22 @@ progress: {images: ["0001", "0003"]}
 
 
 CLUSTER_SECONDS: list[float] = []
+
+
+HEAVY_MARKS = ("timing", "cluster", "slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Hand the workers the files with the most long tests first (longest processing time first).
+
+    ``--dist loadfile`` keeps a file's tests on one worker, one after another: a long file collected last (by name,
+    ``test_timing.py``) would leave the other worker idle while it runs.
+    """
+    def file_of(item) -> str:
+        return item.nodeid.split("::")[0]
+
+    heavy = Counter(file_of(item) for item in items if any(item.get_closest_marker(m) for m in HEAVY_MARKS))
+    items.sort(key=lambda item: -heavy[file_of(item)])  # stable: each file's own order kept
 
 
 def pytest_runtest_logreport(report):

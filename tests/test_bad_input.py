@@ -72,7 +72,7 @@ def test_predict_with_a_checkpoint_that_is_not_dlcvs(capsys, p1_data, tmp_path):
 
 def test_predict_with_a_checkpoint_of_another_architecture(capsys, trained_run, p1_data, tmp_path):
     ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["recipe"]["model"] = {"name": "cnn3", "args": {}}
+    ckpt["hyper_parameters"]["model"] = {"name": "cnn3", "args": {}}
     other = tmp_path / "other.ckpt"
     torch.save(ckpt, other)
     _expect_error(capsys, r"other\.ckpt: its weights do not fit model 'cnn3'", "classify", "predict",

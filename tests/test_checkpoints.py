@@ -40,6 +40,11 @@ def _write(path, kind: str, task: str) -> None:
         "unknown model": lambda: torch.save(
             {"state_dict": {}, "hyper_parameters": {"recipe": _recipe(task, {"name": "nope", "args": {}}),
                                                     "num_classes": 3}}, path),
+        "task arguments without model": lambda: torch.save(  # today's layout: the task's and the data's hparams
+            {"state_dict": {}, "hyper_parameters": {"task": task, "train": {}, "num_classes": 3},
+             "datamodule_hyper_parameters": {"data": {}}}, path),
+        "another module's hyper-parameters": lambda: torch.save(
+            {"state_dict": {}, "hyper_parameters": {"lr": 0.1, "task": "detect"}}, path),
         "model argument it lacks": lambda: torch.save(
             {"state_dict": {}, "hyper_parameters": {"recipe": _recipe(task, {"name": "dlcv_net" if task == "classify"
                                                                               else "unet_small", "args": {"bogus": 1}}),
@@ -59,6 +64,8 @@ EXPECTED = {
     "list": r"a list, not a dlcv checkpoint",
     "no weights": r"a dlcv checkpoint without its weights",
     "recipe without model": r"recipe lacks its model",
+    "task arguments without model": r"recipe lacks its model",
+    "another module's hyper-parameters": r"a dict, not a dlcv checkpoint \(no recipe inside\)",
     "unknown model": r"its model cannot be rebuilt \(unknown .*model 'nope'",
     "model argument it lacks": r"its model cannot be rebuilt .*bogus",
 }
@@ -108,7 +115,45 @@ def test_each_task_loads_from_its_checkpoint_as_lightning_loads_a_module(request
     kind = {"classify": ClassificationTask, "segment": SegmentationTask}[task_name]
     task = kind.load_from_checkpoint(best, weights_only=True, map_location="cpu").eval()
     model, recipe = load_predictor(best, task_name)
-    assert task.recipe == recipe
+    assert (task.model_config, task.optim_config, task.train_config, task.seed) == (
+        recipe.model, recipe.optim, recipe.train, recipe.seed)
+    saved = torch.load(best, weights_only=True)
+    assert saved["hyper_parameters"]["task"] == task_name and "recipe" not in saved["hyper_parameters"]
+    assert recipe.data.model_dump() == saved["datamodule_hyper_parameters"]["data"]  # the data module's own
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(task(x), model(x), atol=1e-5)
+
+
+def test_a_checkpoint_written_before_tasks_took_typed_arguments_still_predicts(capsys, tmp_path, trained_run, p1_data):
+    """Older checkpoints hold the whole recipe as ``hyper_parameters["recipe"]``: prediction reads them as before."""
+    from dlcv.checkpoints import read_checkpoint
+
+    ckpt = torch.load(trained_run / "best.ckpt", map_location="cpu", weights_only=True)
+    _, recipe = read_checkpoint(trained_run / "best.ckpt", "classify")
+    ckpt["hyper_parameters"] = {"recipe": recipe.model_dump(), "num_classes": ckpt["hyper_parameters"]["num_classes"]}
+    del ckpt["datamodule_hyper_parameters"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    assert read_checkpoint(old, "classify")[1] == recipe
+    new_csv, old_csv = tmp_path / "new.csv", tmp_path / "old.csv"
+    for path, csv in ((trained_run / "best.ckpt", new_csv), (old, old_csv)):
+        assert run_cli(capsys, "classify", "predict", "--checkpoint", path, "--images", p1_data / "val_50",
+                       "--output", csv)[0] == 0
+    assert old_csv.read_text() == new_csv.read_text()
+
+
+def test_a_task_is_built_from_typed_sections_or_their_dicts_and_refuses_a_broken_one():
+    """The tasks take typed arguments with defaults, as torchgeo's do; a bad value is one line naming its key."""
+    from dlcv.errors import DlcvError
+    from dlcv.recipes import ClassifyRecipe, Model, SegmentLoss
+    from dlcv.tasks.classification import ClassificationTask
+    from dlcv.tasks.segmentation import SegmentationTask
+
+    task = ClassificationTask(num_classes=7, model=Model(name="cnn3"))
+    assert task.model(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+    assert task.optim_config == ClassifyRecipe().optim and task.hparams.num_classes == 7
+    assert SegmentationTask(model={"name": "unet_small", "args": {}}, loss=SegmentLoss(name="ce+dice")).hparams.loss[
+        "name"] == "ce+dice"
+    with pytest.raises(DlcvError, match=r"ClassifyRecipe's arguments: optim.lr must be .*got -1"):
+        ClassificationTask(num_classes=7, model=Model(name="cnn3"), optim={"name": "sgd", "lr": -1.0})

@@ -347,7 +347,7 @@ def _with_model(run: Path, spec: dict, path: Path, kind: str) -> Path:
     from dlcv.models.registry import create_model
 
     ckpt = torch.load(run / "best.ckpt", weights_only=False)
-    ckpt["hyper_parameters"]["recipe"]["model"] = spec
+    ckpt["hyper_parameters"]["model"] = spec
     torch.manual_seed(0)
     classes = 7 if kind == "segment" else ckpt["hyper_parameters"]["num_classes"]
     model = create_model(spec["name"], num_classes=classes, task=kind, **spec["args"])

@@ -314,7 +314,7 @@ def test_a_near_tie_gets_float32s_label_from_dlcv_and_the_scripts_and_autocast_o
     assert lowest[j] > 0.05
     tied = tmp_path / "tied.ckpt"
     ckpt = torch.load(trained_run / "best.ckpt", weights_only=False)
-    ckpt["hyper_parameters"]["recipe"]["train"]["precision"] = "bf16-mixed"
+    ckpt["hyper_parameters"]["train"]["precision"] = "bf16-mixed"
     head = ckpt["state_dict"]["model.head.weight"]
     head.zero_()
     head[:, j] = -1.0

@@ -52,7 +52,7 @@ def tiny_task():
 
     recipe = ByolRecipe(model={"arch": "resnet18"}, byol={"hidden_dim": 32, "output_dim": 16},
                         views={"size": 32, "min_scale": 0.3})
-    task = BYOLTask(recipe)
+    task = BYOLTask.from_recipe(recipe)
     task.log = lambda *args, **kwargs: None  # no trainer to log to
     return task, recipe
 
@@ -204,7 +204,7 @@ def test_bf16_byol_steps_at_16_pixel_views_keep_the_trunk_finite():
     torch.manual_seed(0)
     recipe = load_recipe(ByolRecipe, REPO / "configs" / "ssl" / "byol_cpu.yaml")
     views = recipe.views.model_copy(update={"size": 16})
-    task = BYOLTask(recipe, monitored=False)
+    task = BYOLTask.from_recipe(recipe, monitored=False)
     optimiser = torch.optim.SGD(task.model.parameters(), lr=0.06, momentum=0.9)
     images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
     strided = task.model["backbone"].layer4[0].conv1

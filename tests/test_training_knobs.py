@@ -13,7 +13,7 @@ from conftest import REPO, budget_fit, run_cli, wait_parked
 
 from dlcv.config import load_recipe
 from dlcv.errors import DlcvError
-from dlcv.recipes import ClassifyData, ClassifyRecipe
+from dlcv.recipes import ClassifyData, ClassifyRecipe, ClassifyTrain, Model
 
 
 def _recipe(**sections) -> ClassifyRecipe:
@@ -86,14 +86,15 @@ def test_loss_knobs_reach_the_loss():
 
     logits, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
     targets = torch.nn.functional.one_hot(y, 5).float()
-    smooth = ClassificationTask(_recipe(train={"label_smoothing": 0.2}, model={"name": "cnn3", "args": {}}), 5)
+    cnn3 = Model(name="cnn3")  # a task takes its typed sections, as torchgeo's take their arguments
+    smooth = ClassificationTask(num_classes=5, model=cnn3, train=ClassifyTrain(label_smoothing=0.2))
     assert smooth.loss(logits, targets) == pytest.approx(
         torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.2).item(), rel=1e-5)
-    focal = ClassificationTask(_recipe(train={"loss": "focal", "focal_gamma": 0.0, "label_smoothing": 0.0},
-                                       model={"name": "cnn3", "args": {}}), 5)
+    focal = ClassificationTask(num_classes=5, model=cnn3,
+                               train=ClassifyTrain(loss="focal", focal_gamma=0.0, label_smoothing=0.0))
     assert focal.loss(logits, targets) == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
-    focal2 = ClassificationTask(_recipe(train={"loss": "focal", "focal_gamma": 2.0, "label_smoothing": 0.0},
-                                        model={"name": "cnn3", "args": {}}), 5)
+    focal2 = ClassificationTask(num_classes=5, model={"name": "cnn3", "args": {}},  # or their plain dicts
+                                train={"loss": "focal", "focal_gamma": 2.0, "label_smoothing": 0.0})
     assert focal2.loss(logits, targets) < focal.loss(logits, targets)
 
 
@@ -393,7 +394,7 @@ def test_only_last_checkpoint_carries_the_optimiser_and_the_raw_weights_beside_t
     best, last = (torch.load(run / name, weights_only=True) for name in ("best.ckpt", "last.ckpt"))
     (top,) = (torch.load(path, weights_only=True) for path in (run / "top").glob("*.ckpt"))
     assert set(RESUME_ONLY) <= set(last) and not set(RESUME_ONLY) & (set(best) | set(top))
-    assert best["hyper_parameters"]["recipe"]["train"]["ema_decay"] == 0.5
+    assert best["hyper_parameters"]["train"]["ema_decay"] == 0.5 and best["datamodule_hyper_parameters"]["data"]
     for held in (best["state_dict"], top["state_dict"]):  # one epoch: every file holds that epoch's average
         assert held.keys() == last["state_dict"].keys()
         assert all(torch.equal(held[k], last["state_dict"][k]) for k in held)

@@ -9,6 +9,32 @@ from dlcv.data.p1 import MAX_CLASSES
 from dlcv.errors import DlcvError
 
 
+def checkpoint_recipe(ckpt) -> dict | None:
+    """Assemble the plain recipe of a dlcv checkpoint: its task's hyper-parameters and its data module's.
+
+    Args:
+        ckpt: the checkpoint's loaded object.
+
+    Returns:
+        The recipe as a mapping (the task, seed and sections the task and data module saved; the rest at their
+        defaults once validated), or None when ``ckpt`` holds no dlcv task's hyper-parameters. A checkpoint written
+        before tasks took typed arguments holds the whole recipe as ``hyper_parameters["recipe"]``; it is read as is.
+    """
+    from dlcv.recipes import RECIPES
+
+    hyper = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hyper, dict):
+        return None
+    if isinstance(hyper.get("recipe"), dict):
+        return hyper["recipe"]
+    task = hyper.get("task")
+    if task not in RECIPES:
+        return None
+    data = ckpt.get("datamodule_hyper_parameters")
+    saved = {**(data if isinstance(data, dict) else {}), **hyper}
+    return {name: value for name, value in saved.items() if name in RECIPES[task].model_fields}
+
+
 def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
     """Read a dlcv checkpoint of ``task`` without running pickled code, its recipe typed.
 
@@ -17,7 +43,7 @@ def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
         task: the task it must be of (``classify``, ``segment``...), or several.
 
     Returns:
-        ``(checkpoint, recipe)``: the checkpoint's dict and its validated recipe.
+        ``(checkpoint, recipe)``: the checkpoint's dict and its validated recipe (``checkpoint_recipe``'s).
 
     Raises:
         DlcvError: if the file is unreadable, no dlcv checkpoint, of another task, without its weights or recipe
@@ -29,9 +55,8 @@ def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
 
     path, tasks = Path(path), (task,) if isinstance(task, str) else task
     ckpt = safe_load(path, "checkpoint")
-    hyper = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    recipe = hyper.get("recipe") if isinstance(hyper, dict) else None
-    if not isinstance(recipe, dict):
+    recipe = checkpoint_recipe(ckpt)
+    if recipe is None:
         what = "a plain state_dict" if isinstance(ckpt, dict) and ckpt and all(
             hasattr(v, "shape") for v in ckpt.values()) else f"a {type(ckpt).__name__}"
         raise DlcvError(f"{path}: {what}, not a dlcv checkpoint (no recipe inside); train one with "
@@ -40,7 +65,7 @@ def read_checkpoint(path: str | os.PathLike, task: str | tuple[str, ...]):
         raise DlcvError(f"{path}: a {recipe.get('task')!r} checkpoint, not a {' or a '.join(map(repr, tasks))} one")
     if not isinstance(ckpt.get("state_dict"), dict):
         raise DlcvError(f"{path}: a dlcv checkpoint without its weights (no state_dict)")
-    if not all(isinstance(recipe.get(section), dict) for section in ("model", "data", "train")):  # a full dump
+    if not all(isinstance(recipe.get(section), dict) for section in ("model", "data", "train")):
         raise DlcvError(f"{path}: a dlcv checkpoint whose recipe lacks its model, data or train section")
     return ckpt, validated(RECIPES[recipe["task"]], recipe, lambda key: f"{path} (its recipe)")
 

@@ -70,7 +70,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         from dlcv.tasks.classification import ClassificationTask  # torch and Lightning: their import is budgeted
 
         datamodule = run.prepared(data_module(data, run.recipe, run.plan))
-        task = ClassificationTask(run.recipe, datamodule.num_classes, run.plan)
+        task = ClassificationTask.from_recipe(run.recipe, run.plan, num_classes=datamodule.num_classes)
         return run.fit(datamodule, task, _snapshots(run.recipe, datamodule, run.dir, run.plan))
 
 

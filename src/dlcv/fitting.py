@@ -276,7 +276,7 @@ def time_budget(recipe, data, task, plan, started: float, new_budget: bool = Fal
 
 def trained_epochs(trainer, task) -> int | float:
     """Return the epochs trained: whole, or under a budget steps over steps per epoch (the last may be partial)."""
-    if task.recipe.train.budget and task.plan.steps_per_epoch:
+    if task.train_config.budget and task.plan.steps_per_epoch:
         return round(trainer.global_step / task.plan.steps_per_epoch, 2)
     return trainer.current_epoch
 
@@ -290,6 +290,6 @@ def score_best(trainer, task, data, best: Path) -> None:
 
     if data.test_tensors() is None or not best.is_file():
         return
-    ckpt, recipe = read_checkpoint(best, task.recipe.task)
+    ckpt, recipe = read_checkpoint(best, task.hparams.task)
     load_model_weights(task.model, ckpt, best, recipe.model.name)
     trainer.test(task, datamodule=data, verbose=False)

@@ -180,7 +180,7 @@ def fit(config: str | os.PathLike | None, data: str | os.PathLike, runs_dir: str
         from dlcv.tasks.segmentation import SegmentationTask  # torch and Lightning: their import is budgeted
 
         datamodule = run.prepared(data_module(data, run.recipe, run.plan))
-        task = SegmentationTask(run.recipe, run.plan)
+        task = SegmentationTask.from_recipe(run.recipe, run.plan)
         return run.fit(datamodule, task, _progress(run.recipe, datamodule, run.dir, run.plan))
 
 

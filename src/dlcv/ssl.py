@@ -54,7 +54,7 @@ def pretrain(config: str | os.PathLike | None, data: str | os.PathLike, monitor:
         recipe = run.recipe
         datamodule = run.prepared(UnlabelledImages(data, recipe.data, recipe.views, recipe.seed, monitor,
                                                    recipe.monitor.max_bank, run.plan))
-        task = BYOLTask(recipe, monitored=datamodule.monitor is not None, plan=run.plan)
+        task = BYOLTask.from_recipe(recipe, run.plan, monitored=datamodule.monitor is not None)
         callbacks = [KnnAtInit(RunFolder(run.dir).knn_at_init, datamodule)]
         return run.fit(datamodule, task, callbacks, **({} if monitor is not None else unmonitored))
 

@@ -174,11 +174,13 @@ class InMemoryData(L.LightningDataModule):
         """Initialise the data module.
 
         Args:
-            cfg: the recipe's ``data`` section.
+            cfg: the recipe's ``data`` section, saved as the data module's ``data`` hyper-parameter (a checkpoint's
+                ``datamodule_hyper_parameters``).
             seed: seeds the holdout draw and the shuffles.
             plan: the run's plan (its planned epochs); None: an empty ``Plan``.
         """
         super().__init__()
+        self.save_hyperparameters({"data": cfg.model_dump()})
         self.cfg, self.seed = cfg, seed
         self.plan = plan if plan is not None else Plan()  # the run's, for the epochs it plans
         self.train: Split | None = None

@@ -8,6 +8,7 @@ steps. A kNN monitor (validation) scores the online trunk's features on a labell
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +25,9 @@ from torch.optim.swa_utils import update_bn
 from dlcv.io import read_json, write_json
 from dlcv.metrics.embedding import knn_accuracy_against
 from dlcv.models.transfer import export_backbone, resnet_trunk
+from dlcv.plan import Plan
+from dlcv.recipes.schema import Optim, Schedule, Train
+from dlcv.recipes.tasks import Byol, ByolRecipe, Monitor, Trunk
 from dlcv.runtime import inference_device
 from dlcv.tasks.base import BaseTask
 from dlcv.tta import batches
@@ -36,22 +40,39 @@ class BYOLTask(BaseTask):
     ``self.model`` holds the online parts (what the optimiser trains); ``self.target`` their momentum copies.
     """
 
-    def __init__(self, recipe, monitored: bool = True, plan=None):
-        """Build the online and target networks of ``recipe``.
+    RECIPE = ByolRecipe
+
+    def __init__(self, model: Trunk | Mapping | None = None, byol: Byol | Mapping | None = None,
+                 optim: Optim | Mapping | None = None, schedule: Schedule | Mapping | None = None,
+                 train: Train | Mapping | None = None, monitor: Monitor | Mapping | None = None,
+                 monitored: bool = True, seed: int = 0, plan: Plan | None = None):
+        """Build the online and target networks.
 
         Args:
-            recipe: the run's BYOL recipe, or its plain dump from a checkpoint.
+            model: the trunk (``dlcv.recipes.Trunk``); None: a ResNet50.
+            byol: the heads' widths and the target's momentum (``dlcv.recipes.Byol``).
+            optim: the optimiser (``dlcv.recipes.Optim``); None: Adam, as the BYOL recipe's default.
+            schedule: the learning-rate schedule (``dlcv.recipes.Schedule``).
+            train: ``dlcv.recipes.Train``.
+            monitor: the kNN monitor's neighbours (``dlcv.recipes.Monitor``).
             monitored: whether the run has a labelled monitor set; its kNN accuracy then selects checkpoints, else
                 the training loss does.
+            seed: the run's seed.
             plan: the run's ``Plan``; the momentum rises over its steps.
+
+        Each section may also be its plain dict (a checkpoint's hyper-parameters); see ``BaseTask``.
+
+        Raises:
+            DlcvError: if a section breaks a rule.
         """
-        super().__init__(recipe, plan)
+        super().__init__({"model": model, "byol": byol, "optim": optim, "schedule": schedule, "train": train,
+                          "monitor": monitor}, seed, plan, monitored=monitored)
         # With a labelled monitor set the kNN accuracy selects checkpoints; without, the loss.
         self.monitor, self.mode = ("knn_acc", "max") if monitored else ("train_loss", "min")
 
     def configure_models(self) -> None:
-        byol = self.recipe.byol
-        trunk, width = resnet_trunk(self.recipe.model.arch)
+        byol = self.byol_config
+        trunk, width = resnet_trunk(self.model_config.arch)
         trunk = self.channels_last(trunk)
         projection = BYOLProjectionHead(width, byol.hidden_dim, byol.output_dim)
         prediction = BYOLPredictionHead(byol.output_dim, byol.hidden_dim, byol.output_dim)
@@ -70,7 +91,7 @@ class BYOLTask(BaseTask):
         return self.model["backbone"]
 
     def momentum(self) -> float:
-        return cosine_schedule(self.global_step, max(1, self.plan.total_steps), self.recipe.byol.momentum, 1.0)
+        return cosine_schedule(self.global_step, max(1, self.plan.total_steps), self.byol_config.momentum, 1.0)
 
     def online(self, x: torch.Tensor) -> torch.Tensor:
         return self.model["prediction"](self.model["projection"](self.model["backbone"](x)))
@@ -110,7 +131,7 @@ class BYOLTask(BaseTask):
             shares: list = [None] * self.trainer.world_size
             dist.all_gather_object(shares, (features, rows))
             features, rows = np.concatenate([f for f, _ in shares]), np.concatenate([r for _, r in shares])
-        self.log("knn_acc", monitor_knn(features, rows, self.recipe.monitor.k), prog_bar=True)
+        self.log("knn_acc", monitor_knn(features, rows, self.monitor_config.k), prog_bar=True)
 
     def summarize(self, summary: dict, data, run) -> list[str]:
         """Export the trunk as ``backbone.pt``, draw the kNN curve and return the run's closing line.
@@ -118,8 +139,8 @@ class BYOLTask(BaseTask):
         ``summary`` gains the pre-training's numbers (images, final loss, kNN curve); arguments as in
         ``BaseTask.summarize``.
         """
-        arch = self.recipe.model.arch
-        export_backbone(self.backbone, arch, run.backbone, seed=self.recipe.seed)
+        arch = self.model_config.arch
+        export_backbone(self.backbone, arch, run.backbone, seed=self.seed)
         metrics = run.read_metrics()
         curve = [row["knn_acc"] for row in metrics if row.get("knn_acc") is not None]
         losses = [row["train_loss"] for row in metrics if row.get("train_loss") is not None]
@@ -128,7 +149,7 @@ class BYOLTask(BaseTask):
                         "knn_monitor": str(data.monitor) if data.monitor is not None else None,
                         "backbone": str(run.backbone)})
         if curve:
-            summary["knn_figure"] = str(plot_knn_curve(curve, run.path / "knn_curve", self.recipe.name,
+            summary["knn_figure"] = str(plot_knn_curve(curve, run.path / "knn_curve", run.path.name,
                                                        summary["knn_acc_at_init"], monitor_label(Path(data.monitor))))
         knn = f", kNN accuracy {summary['final_knn_acc']:.4f}" if curve else ""
         return [f"pre-training took {summary['fit_seconds'] / 60:.1f} min{knn}; backbone: {run.backbone}"]
@@ -152,7 +173,7 @@ class BYOLTask(BaseTask):
 
         def knn() -> float:
             features = trunk_features(trunk, data.monitor_x, prepare, batch, device)
-            return monitor_knn(features, data.monitor_y.numpy(), self.recipe.monitor.k)
+            return monitor_knn(features, data.monitor_y.numpy(), self.monitor_config.k)
 
         unit_bn = knn()
         calibrate_batch_norm(trunk, evenly_spaced(data.images, calibration_images), prepare, batch, device)

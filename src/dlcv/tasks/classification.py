@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from dlcv.models import create_model
+from dlcv.plan import Plan
+from dlcv.recipes.schema import Model, Optim, Schedule
+from dlcv.recipes.tasks import ClassifyRecipe, ClassifyTrain
 from dlcv.tasks.base import BaseTask
 from dlcv.tta import classify_passes, predict_logits
 
@@ -31,26 +36,40 @@ def soft_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -
 
 
 class ClassificationTask(BaseTask):
-    """A classifier on the recipe's model: soft-target loss (smoothing, focal, mixed batches), accuracy, flip TTA."""
+    """A classifier on a registered model: soft-target loss (smoothing, focal, mixed batches), accuracy, flip TTA."""
 
     monitor, mode = "val_acc", "max"
 
-    def __init__(self, recipe, num_classes: int, plan=None):
-        """Build the recipe's classifier with ``num_classes`` outputs.
+    RECIPE = ClassifyRecipe
+
+    def __init__(self, num_classes: int, model: Model | Mapping | None = None, optim: Optim | Mapping | None = None,
+                 schedule: Schedule | Mapping | None = None, train: ClassifyTrain | Mapping | None = None,
+                 seed: int = 0, plan: Plan | None = None):
+        """Build the ``model`` section's classifier with ``num_classes`` outputs.
 
         Args:
-            recipe: the run's classification recipe, or its plain dump from a checkpoint.
             num_classes: the data set's classes, the head's outputs.
+            model: the model's registered name and arguments (``dlcv.recipes.Model``); None: ``dlcv_net``.
+            optim: the optimiser (``dlcv.recipes.Optim``); None: the classification recipe's default.
+            schedule: the learning-rate schedule (``dlcv.recipes.Schedule``).
+            train: the loss, label smoothing, test-time augmentation and the rest of ``dlcv.recipes.ClassifyTrain``.
+            seed: the run's seed.
             plan: the run's ``Plan``, which the schedules follow.
+
+        Each section may also be its plain dict (a checkpoint's hyper-parameters); see ``BaseTask``.
+
+        Raises:
+            DlcvError: if a section breaks a rule.
         """
-        super().__init__(recipe, plan, num_classes=num_classes)
+        super().__init__({"model": model, "optim": optim, "schedule": schedule, "train": train}, seed, plan,
+                         num_classes=num_classes)
 
     @property
     def num_classes(self) -> int:
         return self.hparams.num_classes
 
     def configure_models(self) -> None:
-        self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=self.num_classes,
+        self.model = self.channels_last(create_model(self.model_config.name, num_classes=self.num_classes,
                                                      task="classify", **self.model_args()))
 
     def configure_metrics(self) -> None:
@@ -60,7 +79,7 @@ class ClassificationTask(BaseTask):
         """
         # No argument checks: each would copy a value to the host every step.
         metrics = {"acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)}
-        if self.recipe.train.top5_accuracy and self.num_classes > 5:
+        if self.train_config.top5_accuracy and self.num_classes > 5:
             metrics["top5_acc"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro", validate_args=False)
         collection = MetricCollection(metrics)
         self.train_metrics = collection.clone(prefix="train_")
@@ -80,7 +99,7 @@ class ClassificationTask(BaseTask):
             init(data.first_inputs(INIT_IMAGES))
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Compute the recipe's loss (cross-entropy or focal, label smoothing applied) against soft targets.
+        """Compute ``train.loss`` (cross-entropy or focal, label smoothing applied) against soft targets.
 
         Args:
             logits: (N, C) logits.
@@ -89,7 +108,7 @@ class ClassificationTask(BaseTask):
         Returns:
             The mean loss over the batch, a scalar.
         """
-        train = self.recipe.train
+        train = self.train_config
         if train.label_smoothing:
             targets = targets * (1 - train.label_smoothing) + train.label_smoothing / targets.shape[1]
         if train.loss == "focal":
@@ -109,15 +128,15 @@ class ClassificationTask(BaseTask):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = predict_logits(self.model, x, self.recipe.train.val_tta)
+        logits = predict_logits(self.model, x, self.train_config.val_tta)
         loss = F.cross_entropy(logits, y)
         self.val_metrics.update(logits, y)
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
         self.log_dict(self.val_metrics, on_epoch=True, prog_bar=True, batch_size=len(y))
 
     def final_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the (N, C) logits of a final-set batch under the recipe's test-time augmentation."""
-        return predict_logits(self.model, x, self.recipe.train.tta)
+        """Return the (N, C) logits of a final-set batch under ``train.tta``, the test-time augmentation."""
+        return predict_logits(self.model, x, self.train_config.tta)
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.final_logits(x).argmax(1)

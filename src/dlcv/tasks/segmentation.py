@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -10,31 +12,49 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from dlcv.data.masks import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES
 from dlcv.metrics.segmentation import class_iou, mean_iou
 from dlcv.models import create_model
+from dlcv.plan import Plan
+from dlcv.recipes.schema import Model, Optim, Schedule
+from dlcv.recipes.tasks import SegmentLoss, SegmentRecipe, SegmentTrain
 from dlcv.tasks.base import BaseTask
 from dlcv.tasks.losses import build_pixel_loss
 from dlcv.tta import SEGMENT_VIEWS, predict_probs
 
 
 class SegmentationTask(BaseTask):
-    """A segmenter on the recipe's model: its pixel loss, the per-epoch mIoU of classes 0-5, TTA by views."""
+    """A segmenter on a registered model: its pixel loss, the per-epoch mIoU of classes 0-5, TTA by views."""
 
     monitor, mode = "val_miou", "max"
 
-    def __init__(self, recipe, plan=None):
-        """Build the recipe's segmenter with ``NUM_CLASSES`` outputs.
+    RECIPE = SegmentRecipe
+
+    def __init__(self, model: Model | Mapping | None = None, loss: SegmentLoss | Mapping | None = None,
+                 optim: Optim | Mapping | None = None, schedule: Schedule | Mapping | None = None,
+                 train: SegmentTrain | Mapping | None = None, seed: int = 0, plan: Plan | None = None):
+        """Build the ``model`` section's segmenter with ``NUM_CLASSES`` outputs.
 
         Args:
-            recipe: the run's segmentation recipe, or its plain dump from a checkpoint.
+            model: the model's registered name and arguments (``dlcv.recipes.Model``); None: ``unet_lite0``.
+            loss: the pixel loss (``dlcv.recipes.SegmentLoss``); None: cross-entropy.
+            optim: the optimiser (``dlcv.recipes.Optim``); None: the segmentation recipe's default.
+            schedule: the learning-rate schedule (``dlcv.recipes.Schedule``).
+            train: the test-time augmentation and the rest of ``dlcv.recipes.SegmentTrain``.
+            seed: the run's seed.
             plan: the run's ``Plan``, which the schedules follow.
+
+        Each section may also be its plain dict (a checkpoint's hyper-parameters); see ``BaseTask``.
+
+        Raises:
+            DlcvError: if a section breaks a rule.
         """
-        super().__init__(recipe, plan, num_classes=NUM_CLASSES)
+        super().__init__({"model": model, "loss": loss, "optim": optim, "schedule": schedule, "train": train}, seed,
+                         plan, num_classes=NUM_CLASSES)
 
     def configure_models(self) -> None:
-        self.model = self.channels_last(create_model(self.recipe.model.name, num_classes=NUM_CLASSES, task="segment",
+        self.model = self.channels_last(create_model(self.model_config.name, num_classes=NUM_CLASSES, task="segment",
                                                      **self.model_args()))
 
     def configure_losses(self) -> None:
-        self.criterion = build_pixel_loss(self.recipe.loss, NUM_CLASSES)
+        self.criterion = build_pixel_loss(self.loss_config, NUM_CLASSES)
 
     def configure_metrics(self) -> None:
         # No argument checks: each would copy a value to the host every step.
@@ -56,14 +76,14 @@ class SegmentationTask(BaseTask):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        probs = predict_probs(self.model, x, tuple(y.shape[-2:]), self.recipe.train.val_tta)
+        probs = predict_probs(self.model, x, tuple(y.shape[-2:]), self.train_config.val_tta)
         loss = F.nll_loss(torch.log(probs.clamp(min=1e-8)), y)
         self.val_confusion.update(probs.argmax(1), y)
         self.log("val_loss", loss, on_epoch=True, sync_dist=True, batch_size=len(y))
 
     def final_predictions(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Predict (N, H, W) classes at the masks' full size under the recipe's test-time augmentation."""
-        return predict_probs(self.model, x, tuple(y.shape[-2:]), self.recipe.train.tta).argmax(1)
+        """Predict (N, H, W) classes at the masks' full size under ``train.tta``, the test-time augmentation."""
+        return predict_probs(self.model, x, tuple(y.shape[-2:]), self.train_config.tta).argmax(1)
 
     def on_validation_epoch_end(self):
         matrix = self.val_confusion.compute()  # summed over processes
@@ -80,7 +100,7 @@ class SegmentationTask(BaseTask):
 
         The final set is the validation folder, scored only when a holdout share of train chose the checkpoint.
         """
-        summary["train_size"], summary["eval_size"] = self.recipe.data.train_size, self.recipe.data.eval_size
+        summary["train_size"], summary["eval_size"] = data.cfg.train_size, data.cfg.eval_size
         matrix = self.final_confusion
         if matrix is None:
             return None
@@ -88,5 +108,5 @@ class SegmentationTask(BaseTask):
               "iou": [float(v) for v in class_iou(matrix)]}
         summary["final_validation"] = fv
         height, width = data.final.y.shape[-2:]
-        return (f"{fv['folder']} mIoU of the best checkpoint ({width}x{height}, tta {self.recipe.train.tta}): "
+        return (f"{fv['folder']} mIoU of the best checkpoint ({width}x{height}, tta {self.train_config.tta}): "
                 f"{fv['mean_iou']:.4f} (not used for any choice)")
