@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_dlcv
+from conftest import need, run_dlcv
 
 ARCH = "test_efficientnet.r160_in1k"  # timm's own tiny test model, whose weights live on the hub
 FILE = ("timm/test_efficientnet.r160_in1k", "model.safetensors")
@@ -127,6 +128,7 @@ def test_imagenet_weights_come_from_the_hub_once_and_are_cached(tmp_path, p1_dat
     assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("classifier"))
 
 
+@pytest.mark.slow
 def test_a_broken_transfer_is_retried_then_named_in_one_line(tmp_path, p1_data, served_weights):
     hub = Hub({FILE: served_weights[0]}, truncate=True)
     try:
@@ -154,6 +156,7 @@ def test_offline_the_hub_weights_are_named_with_the_file_to_fetch(tmp_path, p1_d
         "give its path as the weights (model.args.weights: /path/to/file)"), done.stderr[-1500:]
 
 
+@pytest.mark.slow
 def test_offline_torchvision_weights_name_the_url_and_the_cache_path_that_serves_them(tmp_path, p1_data):
     from torchvision.models import resnet18
 
@@ -170,6 +173,95 @@ def test_offline_torchvision_weights_name_the_url_and_the_cache_path_that_serves
     torch.save(resnet18().state_dict(), cache)  # the file, fetched by hand and put where the line says
     done = fit(tmp_path, p1_data, "resnet18", "imagenet", "tv_cached", offline, model="torchvision")
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+class TlsProxy:
+    """An HTTPS proxy on 127.0.0.1 that answers ``CONNECT HOST:443`` itself, as HOST, with a certificate of a test CA.
+
+    A process that trusts the CA (``SSL_CERT_FILE``) and goes through the proxy (``HTTPS_PROXY``) downloads
+    ``files[path]`` from ``https://HOST/path`` by its own code, unchanged; nothing leaves 127.0.0.1.
+    """
+
+    def __init__(self, folder: Path, host: str, files: dict[str, bytes]):
+        import socketserver
+        import ssl
+
+        self.ca, self.gets = folder / "ca.pem", 0
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*self._certificates(folder, host))
+        proxy = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                if not self.rfile.readline().startswith(f"CONNECT {host}:443 ".encode()):
+                    return
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self.wfile.flush()
+                with context.wrap_socket(self.connection, server_side=True) as tls:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        request += tls.recv(4096)
+                    body = files.get(request.split()[1].decode())
+                    if body is None:
+                        tls.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        return
+                    proxy.gets += 1
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+                                + body)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _certificates(self, folder: Path, host: str) -> tuple[Path, Path]:
+        """Make the test CA (``self.ca``) and HOST's certificate and key, with openssl."""
+        def openssl(*args):
+            subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+        key, csr, cert, names = folder / "host.key", folder / "host.csr", folder / "host.pem", folder / "names.cnf"
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", folder / "ca.key", "-out", self.ca,
+                "-days", "1", "-subj", "/CN=dlcv test CA")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={host}")
+        names.write_text(f"subjectAltName=DNS:{host}\n")
+        openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", folder / "ca.key", "-CAcreateserial",
+                "-out", cert, "-days", "1", "-extfile", names)
+        return cert, key
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_torchvision_downloads_its_weights_itself_and_a_file_failing_its_hash_is_named_and_not_kept(tmp_path, p1_data):
+    """torchvision's own download (torch.hub, its URL, its progress and its hash check) through a proxy on 127.0.0.1
+    that serves download.pytorch.org: bytes whose hash is not the file name's are refused in one line, and the cache
+    keeps nothing."""
+    from torchvision.models import resnet18
+
+    need(shutil.which("openssl") is not None, "openssl")
+    name = "resnet18-f37072fd.pth"
+    (tmp_path / "tls").mkdir()
+    served = tmp_path / "served.pth"
+    torch.save(resnet18().state_dict(), served)  # the right layout, but not the published bytes
+    proxy = TlsProxy(tmp_path / "tls", "download.pytorch.org", {f"/models/{name}": served.read_bytes()})
+    try:
+        env = {"TORCH_HOME": str(tmp_path / "torch"), "SSL_CERT_FILE": str(proxy.ca), "https_proxy": proxy.url,
+               "HTTPS_PROXY": proxy.url, "no_proxy": "", "NO_PROXY": ""}
+        done = fit(tmp_path, p1_data, "resnet18", "imagenet", "tv_served", env, model="torchvision")
+    finally:
+        proxy.close()
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    size = f"{served.stat().st_size / 2**20:.1f}M"  # torch.hub's progress bar counts the file's MiB
+    assert proxy.gets == 1 and "100%" in done.stderr and f"/{size}" in done.stderr, done.stderr[-2000:]
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        f"could not be had (RuntimeError); give a local weights file instead: fetch "
+        f"https://download.pytorch.org/models/{name} and put it at {cache / name} (torch's hub cache)"), \
+        done.stderr[-1500:]
+    assert not cache.is_dir() or not any(cache.iterdir())  # the refused bytes are not kept
 
 
 class Files(Server):
@@ -221,6 +313,7 @@ def sam_masks(tmp_path, url: str, output: str, env: dict):
                     tmp_path / output, "--set", "generator.points_per_side=4", env=env)
 
 
+@pytest.mark.slow
 def test_a_sam_checkpoint_by_address_is_downloaded_once_with_progress_then_cached(tmp_path, sam_file):
     files = Files({"segment_anything/sam_vit_tiny.pth": sam_file})
     env = {"TORCH_HOME": str(tmp_path / "torch")}
@@ -238,6 +331,7 @@ def test_a_sam_checkpoint_by_address_is_downloaded_once_with_progress_then_cache
     assert cached.read_bytes() == sam_file
 
 
+@pytest.mark.slow
 def test_a_cut_sam_download_is_named_in_one_line_and_leaves_nothing_cached(tmp_path, sam_file):
     files = Files({"sam_vit_tiny.pth": sam_file}, truncate=True)
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "sam_vit_tiny.pth"
@@ -259,6 +353,7 @@ def test_a_cut_sam_download_is_named_in_one_line_and_leaves_nothing_cached(tmp_p
         "(torch's hub cache), or give its path with --checkpoint")
 
 
+@pytest.mark.slow
 def test_offline_fcn32s_vgg16_weights_name_their_url_and_cache_path(tmp_path):
     from dlcv.data.synth import synth_p2
 
