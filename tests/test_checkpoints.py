@@ -157,3 +157,5 @@ def test_a_task_is_built_from_typed_sections_or_their_dicts_and_refuses_a_broken
         "name"] == "ce+dice"
     with pytest.raises(DlcvError, match=r"ClassifyRecipe's arguments: optim.lr must be .*got -1"):
         ClassificationTask(num_classes=7, model=Model(name="cnn3"), optim={"name": "sgd", "lr": -1.0})
+    with pytest.raises(DlcvError, match=r"ClassifyRecipe's arguments: model must be "):
+        ClassificationTask(num_classes=7, model="cnn3")  # a name alone, as torchgeo's tasks take: not a section

@@ -38,8 +38,8 @@ def task_sections(recipe_type, sections: Mapping, seed) -> object:
     """
     from dlcv.config import validated
 
-    plain = {name: value.model_dump() if hasattr(value, "model_dump") else dict(value)
-             for name, value in sections.items() if value is not None}
+    plain = {name: value.model_dump() if hasattr(value, "model_dump") else dict(value) if isinstance(value, Mapping)
+             else value for name, value in sections.items() if value is not None}  # anything else: pydantic's error
     return validated(recipe_type, {**plain, "seed": seed}, lambda key: f"{recipe_type.__name__}'s arguments")
 
 
