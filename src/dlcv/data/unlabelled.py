@@ -37,8 +37,8 @@ class UnlabelledImages(InMemoryData):
             plan: the run's plan; None: an empty ``Plan``.
         """
         super().__init__(cfg, seed, plan)
-        if views is not None:  # the data section is saved by ``InMemoryData``; BYOL's views beside it
-            self.save_hyperparameters({"data": cfg.model_dump(), "views": views.model_dump()})
+        if views is not None:  # BYOL's views beside the data section ``InMemoryData`` saved
+            self.save_hyperparameters({**self.hparams, "views": views.model_dump()})
         self.folder, self.views = Path(folder), views
         self.monitor, self.max_bank = monitor, max_bank
         self.images: torch.Tensor | None = None

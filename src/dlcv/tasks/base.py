@@ -95,9 +95,8 @@ class BaseTask(L.LightningModule):
             plan: the run's ``Plan``.
             **extra: the task's other arguments (``num_classes``, ``monitored``).
         """
-        names = [name for name in inspect.signature(cls.__init__).parameters if name in type(recipe).model_fields
-                 and name != "seed"]
-        return cls(**{name: getattr(recipe, name) for name in names}, seed=recipe.seed, plan=plan, **extra)
+        names = [name for name in inspect.signature(cls.__init__).parameters if name in type(recipe).model_fields]
+        return cls(**{name: getattr(recipe, name) for name in names}, plan=plan, **extra)
 
     def configure_models(self) -> None:
         """Build ``self.model`` (what the optimiser trains) from ``self.model_config``."""
