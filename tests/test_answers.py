@@ -17,6 +17,8 @@ def test_the_template_holds_each_of_the_years_questions_in_order(capsys, tmp_pat
     code, out, err = run_cli(capsys, "report", "--year", year, "--answers-template", tmp_path / "a.md")
     assert code == 0, err
     keys = re.findall(r"^## (P\d+\.\d+) ", (tmp_path / "a.md").read_text(), flags=re.M)
+    code, _, err = run_cli(capsys, "report", "--year", year, "--answers-template", tmp_path / "a.md")
+    assert code == 0, err  # dlcv's own template, unchanged: written again
     assert keys == [q.key for q in questions(year)] and len(set(keys)) == len(keys)
     assert "name: " in (tmp_path / "a.md").read_text() and "dlcv places here:" in (tmp_path / "a.md").read_text()
 
@@ -47,6 +49,9 @@ def test_answers_go_under_their_questions_with_the_name_on_top(capsys, tmp_path,
     heading = next(line for line in text.splitlines() if line.startswith("## P2.1 "))
     text = text.replace(heading + "\n", heading + "\n\n" + MARKDOWN_ANSWER)
     (tmp_path / "a.md").write_text(text)
+    expect_error(capsys, r"a\.md: exists and dlcv did not write it; pass --overwrite", "report", "--year", 2022,
+                 "--answers-template", tmp_path / "a.md")  # filled in: the student's now
+    assert (tmp_path / "a.md").read_text() == text
     code, out, err = run_cli(capsys, "report", "--runs", runs, "--output", tmp_path / "report", "--year", 2022,
                              "--answers", tmp_path / "a.md", "--no-pdf")
     assert code == 0, err

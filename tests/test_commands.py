@@ -14,6 +14,7 @@ from conftest import TINY_RECIPE, expect_error, run_cli
 from PIL import Image
 from test_ssl import TINY_BYOL, TINY_FINETUNE
 
+from dlcv.files import written_by_dlcv
 from dlcv.models.registry import list_models
 
 
@@ -149,6 +150,7 @@ def test_ssl_pretrain_finetune_and_export_through_the_command_line(capsys, tmp_p
     code, out, err = run_cli(capsys, "ssl", "export", "--checkpoint", finetuned / "best.ckpt", "--output",
                              tmp_path / "trunk.pt")
     assert code == 0, err
+    assert written_by_dlcv(tmp_path / "trunk.pt")  # listed in its folder's manifest: a rerun may replace it
     trunk = torchvision.models.resnet18()
     state = torch.load(tmp_path / "trunk.pt", map_location="cpu")
     trunk.load_state_dict(state, strict=True)

@@ -13,6 +13,7 @@ import torch
 from conftest import expect_error, run_cli
 
 from dlcv.export import checkpoint_model
+from dlcv.files import written_by_dlcv
 
 
 def _plain(folder):
@@ -43,6 +44,7 @@ def test_a_checkpoint_exports_to_onnx_with_a_dynamic_batch(capsys, tmp_path, req
     run = request.getfixturevalue(which)
     code, out, err = run_cli(capsys, "export", run / "best.ckpt", "--format", "onnx", "--output", tmp_path / "m.onnx")
     assert code == 0, err
+    assert written_by_dlcv(tmp_path / "m.onnx")  # listed in its folder's manifest: a rerun may replace it
     printed = float(out.strip().rsplit(" ", 1)[1])
     model, _, example = checkpoint_model(run / "best.ckpt")
     session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])

@@ -156,6 +156,10 @@ def test_outputs_go_through_a_rename_into_new_or_empty_places_and_a_rerun_replac
     assert rows[0] == ["filename", "label"] and len(rows) == 17
     done = run_script(hand, "hw1_1.sh", images, nested, cwd=tmp_path)  # its own output: replaced
     assert done.returncode == 0, done.stderr
+    copied = tmp_path / "copied"  # copied with new times (a grader's cp -r): the same bytes, still the script's
+    shutil.copytree(nested.parent, copied, copy_function=shutil.copy)
+    done = run_script(hand, "hw1_1.sh", images, copied / "pred.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
     empty = tmp_path / "empty.csv"
     empty.touch()  # an empty file holds nothing to lose (a grader may make the file first)
     assert run_script(hand, "hw1_1.sh", images, empty, cwd=tmp_path).returncode == 0 and empty.stat().st_size
@@ -167,6 +171,11 @@ def test_outputs_go_through_a_rename_into_new_or_empty_places_and_a_rerun_replac
     (given / "notes.txt").write_text("mine")  # a file of the user's beside the masks stays
     assert run_script(hand, "hw1_2.sh", tiles, given, cwd=tmp_path).returncode == 0
     assert (given / "notes.txt").read_text() == "mine"
+    (given / "0001_mask.png").write_bytes(b"touched up")  # a mask edited since: the grader's, never written over
+    _refused(run_script(hand, "hw1_2.sh", tiles, given, cwd=tmp_path),
+             r"0001_mask\.png: was not written by this script, or changed since")
+    assert (given / "0001_mask.png").read_bytes() == b"touched up"
+    (given / "0001_mask.png").unlink()
     new = tmp_path / "deep" / "masks"
     assert run_script(hand, "hw1_2.sh", tiles, new, cwd=tmp_path).returncode == 0
     assert sorted(p.name for p in new.glob("*_mask.png")) == masks

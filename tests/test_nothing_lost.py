@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY_RECIPE, copy_run, expect_error, run_cli
 
-from dlcv.files import written_by_dlcv
-from dlcv.io import FolderLock
+from dlcv.errors import DlcvError
+from dlcv.files import read_manifest, written_by_dlcv
+from dlcv.io import FolderLock, figures_folder
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, str]]:
@@ -77,7 +78,7 @@ def test_a_file_dlcv_wrote_is_replaced_and_a_users_only_with_overwrite(capsys, w
         code, _, err = run_cli(capsys, *_predict(world, p1_data, out))
         assert code == 0, err
     assert written_by_dlcv(out)
-    with open(out, "a") as handle:  # edited in place (an answers template filled in): the mark stays, but it is yours
+    with open(out, "a") as handle:  # edited in place (an answers template filled in): listed, but it is yours
         handle.write("my notes\n")
     expect_error(capsys, r"pred\.csv: exists and dlcv did not write it; pass --overwrite", *_predict(world, p1_data, out))
     assert out.read_text().endswith("my notes\n")
@@ -110,6 +111,68 @@ def test_every_option_that_names_an_output_file_follows_the_one_rule(capsys, wor
     for args in cases:
         expect_error(capsys, r"(exists and dlcv did not write it; pass --overwrite|lies inside the run)", *args)
     assert snapshot(world) == before
+    fresh = world / "fresh"
+    fresh.mkdir()
+    new_names = [fresh / "confusion.png", fresh / "breakdown.csv", fresh / "overlay.png", fresh / "progress"]
+    for args, new in zip(cases, new_names):  # each output dlcv wrote is replaced by the command run again
+        args = (*args[:-1], new)  # (ssl export's rerun: test_commands)
+        for _ in range(2):
+            code, _, err = run_cli(capsys, *args)
+            assert code == 0, err
+    assert sorted(read_manifest(fresh)["files"]) == ["breakdown.csv", "confusion.png", "overlay.png", "progress.pdf",
+                                                       "progress.png"]
+
+
+def test_a_file_is_dlcvs_by_its_folders_manifest_alone_on_any_file_system_and_through_a_copy(
+        capsys, world, p1_data, monkeypatch):
+    for name in ("setxattr", "getxattr"):  # a file system without extended attributes (a USB stick, a network drive)
+        monkeypatch.setattr(os, name, _no_xattr, raising=False)
+    mine = world / "mine"
+    mine.mkdir()
+    out = mine / "pred.csv"
+    for _ in range(2):
+        code, _, err = run_cli(capsys, *_predict(world, p1_data, out))
+        assert code == 0, err
+    manifest = read_manifest(mine)
+    assert manifest["kind"] == "folder of yours"
+    assert manifest["files"] == {"pred.csv": "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest()}
+    copied = world / "copied"
+    shutil.copytree(mine, copied, copy_function=shutil.copy)  # new times, the same bytes: still dlcv's
+    code, _, err = run_cli(capsys, *_predict(world, p1_data, copied / "pred.csv"))
+    assert code == 0, err
+    before = snapshot(world)  # a folder of the user's, where dlcv wrote one file: not a folder dlcv may replace
+    expect_error(capsys, r"mine: holds files of yours, not a plain torch model \(dlcv only wrote some of them",
+                 "export", world / "runs" / "tiny" / "best.ckpt", "--output", mine, "--overwrite")
+    with pytest.raises(DlcvError, match=r"mine: holds files of yours \(dlcv only wrote some of them"):
+        figures_folder(mine)
+    assert snapshot(world) == before
+
+
+def _no_xattr(*args, **kwargs):
+    raise OSError(95, "Operation not supported")
+
+
+def test_two_commands_writing_files_into_one_folder_at_once_both_get_listed(tmp_path):
+    code = """
+import sys
+from pathlib import Path
+from dlcv.files import record_written
+folder, tag = Path(sys.argv[1]), sys.argv[2]
+sys.stdin.readline()  # both start together
+for i in range(60):
+    path = folder / f"{tag}{i}.csv"
+    path.write_text(f"{tag} {i}")
+    record_written(path, "test")
+"""
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), tag], stdin=subprocess.PIPE, text=True)
+               for tag in "ab"]
+    for writer in writers:
+        writer.stdin.write("go\n")
+        writer.stdin.close()
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    listed = read_manifest(tmp_path)["files"]
+    assert sorted(listed) == sorted(f"{t}{i}.csv" for t in "ab" for i in range(60))
+    assert all(written_by_dlcv(tmp_path / name) for name in listed)
 
 
 @pytest.mark.parametrize("ensemble", ["0", "-3"])
@@ -138,7 +201,8 @@ def test_resume_from_a_broken_checkpoint_changes_nothing_and_names_it(capsys, wo
 # --- locks and links ------------------------------------------------------------------------------------------
 HOLD = """
 import sys
-from dlcv.io import FolderLock
+from dlcv.errors import DlcvError
+from dlcv.io import FolderLock, figures_folder
 FolderLock(sys.argv[1], what=sys.argv[2], option="--output").take(create=True)
 print("held", flush=True)
 sys.stdin.readline()
@@ -230,10 +294,17 @@ def test_a_report_written_over_an_earlier_one_keeps_the_files_a_user_added(capsy
     assert (report / "my_notes.md").read_text() == "notes"
     assert (report / "figures" / "my_sketch.png").read_bytes() == b"sketch"
     assert (report / "index.html").is_file()
+    page = (report / "report.md").read_text() + "my edit\n"
+    (report / "report.md").write_text(page)  # a page of dlcv's edited since: the user's now, never written over
+    before = snapshot(tmp_path)
+    expect_error(capsys, r"report/report\.md: not written by dlcv or changed since, and the new report has a",
+                 "report", "--runs", runs, "--output", report, "--no-pdf")
+    assert snapshot(tmp_path) == before
+    (report / "report.md").unlink()
     shutil.rmtree(report / "figures")  # a user's file of the name the report writes: refused, nothing changed
     (report / "figures").write_text("mine")
     before = snapshot(tmp_path)
-    expect_error(capsys, r"report/figures: not written by dlcv, and the new report has a file of that name",
+    expect_error(capsys, r"report/figures: not written by dlcv or changed since, and the new report has a file of",
                  "report", "--runs", runs, "--output", report, "--no-pdf")
     assert snapshot(tmp_path) == before
 

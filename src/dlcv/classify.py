@@ -18,7 +18,7 @@ from dlcv.data.kinds import check_kind
 from dlcv.data.p1 import label_from_filename, parse_label, read_csv_rows
 from dlcv.errors import DlcvError, exception_line, listed
 from dlcv.files import atomic_write, list_images
-from dlcv.io import check_output_file
+from dlcv.io import check_output_file, record_output_file
 from dlcv.metrics.classification import accuracy, confusion_matrix, per_class_accuracy
 from dlcv.recipes import ClassifyRecipe
 from dlcv.runs import RunFolder
@@ -229,6 +229,7 @@ def predict(checkpoint: str | os.PathLike, images: str | os.PathLike, output: st
         writer = csv.writer(handle)
         writer.writerow([id_column, "label"])
         writer.writerows((f.name, int(l)) for f, l in zip(files, labels))
+    record_output_file(output)
     return len(files)
 
 
@@ -309,6 +310,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike,
     if problem is None:
         try:
             plot_confusion(cm, figure, title=f"{predictions.name} vs {labels.name}")
+            record_output_file(figure)
         except DlcvError as exc:
             if chosen:
                 raise

@@ -12,7 +12,7 @@ import torch.fx
 from dlcv.checkpoints import load_predictor
 from dlcv.errors import DlcvError
 from dlcv.files import atomic_path
-from dlcv.io import check_output_file, save_torch, staged_folder
+from dlcv.io import check_output_file, record_output_file, save_torch, staged_folder
 from dlcv.models.weights import load_state_file
 from dlcv.plain_source import DEFAULT_TORCH, batch_generic, model_outputs, other_batch, plain_source, trace
 from dlcv.recipes import RECIPES
@@ -73,6 +73,7 @@ def export_checkpoint(checkpoint, fmt: str, output, overwrite: bool = False, tor
     result = {"output": output, "side": example.shape[-1], "torch": torch_version}
     if fmt == "onnx":
         difference, any_batch = write_onnx(model, example, output, torch_version)
+        record_output_file(output)
         return {**result, "difference": difference, "any_size": False, "batch": None if any_batch else len(example)}
     source, state, any_size, any_batch = plain_source(model, example, torch_version)
     with staged_folder(output, overwrite, inputs=(checkpoint,), kind="plain torch model") as staging:

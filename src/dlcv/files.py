@@ -1,17 +1,19 @@
 """The course's files as dlcv reads and writes them, in a module the hand-in folder ships as it is.
 
 Reading: image folders, satellite tiles by id and CSVs, any image mode decoded faithfully to RGB. Writing: outputs
-checked, written through a temporary file and a rename, and marked. Python 3.6's syntax, the standard library and
-NumPy (Pillow where an image is read): ``dlcv handin`` ships this file, so that the graded scripts find, decode and
-write files exactly as dlcv does.
+checked, written through a temporary file and a rename, and listed in their folder's manifest. Python 3.6's syntax,
+the standard library and NumPy (Pillow where an image is read): ``dlcv handin`` ships this file, so that the graded
+scripts find, decode and write files exactly as dlcv does.
 """
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import re
 import stat
 import tempfile
+import time
 import warnings
 from collections import Counter
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -21,8 +23,8 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SAT_NAME = re.compile(r"^(.+)_sat\.(jpg|jpeg|png)$", re.IGNORECASE)  # a satellite tile; its id before _sat
-MANIFEST = ".dlcv-output"  # the mark of a folder that dlcv wrote whole (JSON: kind, version, time)
-WRITTEN = "user.dlcv"  # the extended attribute that marks a file dlcv wrote
+MANIFEST = ".dlcv-output"  # a folder's record of what dlcv wrote in it (JSON: kind, version, time, files' hashes)
+NAMED_FILES = "folder of yours"  # the manifest kind of a folder dlcv only wrote files named by a user into
 _KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
 
@@ -390,27 +392,114 @@ def check_output_path(path, inputs: Iterable = ()) -> Path:
     return path
 
 
-def _stamp(path) -> bytes:
-    """The size and modification time of ``path``: an edit (an answers file filled in) changes them."""
-    info = os.lstat(path)
-    return f"{info.st_size}:{info.st_mtime_ns}".encode()
+def file_sha256(path) -> str:
+    """The SHA-256 of ``path``'s bytes, as ``"sha256:HEX"``: an edit changes it, a copy keeps it.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(str(path), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
-def mark_written(path) -> None:
-    """Mark ``path`` as dlcv's as it is now (a no-op where the file system has no extended attributes)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setxattr(path, WRITTEN, _stamp(path), follow_symlinks=False)
+def read_manifest(folder) -> Optional[dict]:
+    """The manifest of a folder dlcv wrote (``MANIFEST``), or None (no manifest, or not one of dlcv's)."""
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "kind" in data else None
+
+
+def listed_hashes(manifest: Optional[dict]) -> Dict[str, Optional[str]]:
+    """The files a manifest lists, each with its hash as written (None: an older manifest's bare name)."""
+    files = manifest.get("files") if manifest else None
+    if isinstance(files, dict):
+        return {str(name): sha if isinstance(sha, str) else None for name, sha in files.items()}
+    if isinstance(files, list):
+        return {str(name): None for name in files}
+    return {}
+
+
+def unchanged(folder: Path, name: str, listed: Dict[str, Optional[str]]) -> bool:
+    """Whether ``folder / name`` is listed in ``listed`` and is as dlcv wrote it (its hash, where one is listed)."""
+    if name not in listed:
+        return False
+    try:
+        return listed[name] in (None, file_sha256(folder / name))
+    except OSError:
+        return False
 
 
 def written_by_dlcv(path) -> bool:
-    """Whether ``path`` is as dlcv wrote it: marked, and unchanged since.
+    """Whether ``path`` is a file as dlcv wrote it: listed in its folder's manifest, and unchanged since.
 
-    A copy, an edited file, or a file on a file system without extended attributes is not.
+    An edited file (an answers template filled in), a copy, or a file the manifest does not list is not.
     """
+    path = Path(path)
+    return unchanged(path.parent, path.name, listed_hashes(read_manifest(path.parent)))
+
+
+def write_manifest(folder, kind: str, version: str, files: Optional[Dict[str, Optional[str]]] = None) -> None:
+    """Write ``folder``'s manifest: what it holds (``kind``), dlcv's ``version``, the time, and ``files``' hashes.
+
+    Args:
+        folder: a folder dlcv writes into.
+        kind: what it holds (``run``, ``set of predicted masks``...), which later commands check.
+        version: the dlcv version writing it.
+        files: each file dlcv put there, by its path below ``folder``, with its ``file_sha256`` (None: to be written);
+            None: no list, the whole folder counts as dlcv's.
+    """
+    data = {"kind": kind, "dlcv": version, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if files is not None:
+        data["files"] = files
+    with atomic_write(Path(folder) / MANIFEST) as handle:
+        json.dump(data, handle)
+        handle.write("\n")
+
+
+def file_hashes(folder: Path, names: Iterable[str]) -> Dict[str, str]:
+    """Each of ``names`` below ``folder`` with its ``file_sha256`` now."""
+    return {name: file_sha256(folder / name) for name in sorted(names)}
+
+
+@contextlib.contextmanager
+def manifest_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` itself while its manifest is read and rewritten (none on Windows)."""
     try:
-        return os.getxattr(path, WRITTEN, follow_symlinks=False) == _stamp(path)
-    except (OSError, AttributeError):
-        return False
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError as exc:
+        raise write_error(Path(folder) / MANIFEST, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def record_written(path, version: str) -> None:
+    """Add the file ``path``, as it is now, to its folder's manifest, made (``NAMED_FILES``) where there is none.
+
+    One command at a time rewrites the manifest (``manifest_lock``), so two writing beside each other both count.
+
+    Raises:
+        DlcvError: the manifest could not be written (read-only folder, full disk), naming it.
+    """
+    path = Path(path)
+    with manifest_lock(path.parent):
+        manifest = read_manifest(path.parent) or {"kind": NAMED_FILES, "dlcv": version}
+        files = listed_hashes(manifest)
+        files[path.name] = file_sha256(path)
+        write_manifest(path.parent, manifest["kind"], version, files)
 
 
 def current_umask() -> int:
@@ -422,7 +511,7 @@ def current_umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``, marked and renamed onto it if the block raises nothing.
+    """Yield a temporary path beside ``path``, renamed onto it if the block raises nothing.
 
     On an error the temporary file is removed and ``path`` is left as it was.
 
@@ -441,7 +530,6 @@ def atomic_path(path) -> Iterator[Path]:
     try:
         os.chmod(str(tmp_path), 0o666 & ~current_umask())  # mkstemp makes 0600; outputs get the usual mode
         yield tmp_path
-        mark_written(tmp_path)
         os.replace(str(tmp_path), str(path))
     except OSError as exc:
         if exc.filename not in (None, str(tmp_path), str(path)):
@@ -460,13 +548,3 @@ def atomic_write(path, mode: str = "w", **kwargs) -> Iterator:
     """
     with atomic_path(path) as tmp, open(str(tmp), mode, **kwargs) as handle:
         yield handle
-
-
-def read_manifest(folder) -> Optional[dict]:
-    """The manifest of a folder dlcv wrote (``MANIFEST``), or None (no manifest, or not one of dlcv's)."""
-    path = Path(folder) / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and "kind" in data else None

@@ -1,7 +1,8 @@
 """Write outputs so that nothing is half-written and nothing dlcv did not write is replaced or deleted.
 
-Files go to a temporary name, are renamed into place and marked (``user.dlcv``); a folder a command fills carries a
-manifest, ``.dlcv-output``, and only a folder with one is replaced.
+Files go to a temporary name and are renamed into place. Every folder dlcv writes into carries a manifest,
+``.dlcv-output``, listing what dlcv put there with the SHA-256 of each file as written: only a folder with one is
+replaced, and only a file it lists, unchanged since, is replaced without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import glob
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from dlcv import __version__
 from dlcv.errors import DlcvError
 from dlcv.files import (
     MANIFEST,
+    NAMED_FILES,
     atomic_path,
     atomic_write,
     check_not_an_input,
@@ -27,16 +28,21 @@ from dlcv.files import (
     check_output_path,
     check_parent,
     current_umask,
+    file_hashes,
+    listed_hashes,
     read_manifest,
+    record_written,
     resolved_path,
+    unchanged,
     write_error,
+    write_manifest,
     written_by_dlcv,
 )
 from dlcv.runtime import is_primary_process
 
 FIGURES = "set of figures"  # the manifest kind of a folder that figures are added to file by file
 STAGING, OLD = "dlcv-staging", "dlcv-old"  # ``.NAME.STAGING-PID`` is filled, ``.NAME.OLD-PID`` is being removed
-LOOSE_KINDS = ("demo", FIGURES)  # folders of dlcv's that take files one by one: a named output may go in them
+LOOSE_KINDS = ("demo", FIGURES, NAMED_FILES)  # folders that take files one by one: a named output may go in them
 
 PathLike = str | os.PathLike
 # Errors no check can foresee before a write: full disk or quota, ``ulimit -f``, read-only folder, failing device.
@@ -69,6 +75,15 @@ def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[
     return path
 
 
+def record_output_file(path: PathLike) -> None:
+    """List ``path``, just written where a user named it, in its folder's manifest, so that a rerun may replace it.
+
+    Raises:
+        DlcvError: the manifest could not be written (read-only folder, full disk), naming it.
+    """
+    record_written(path, __version__)
+
+
 # --- output folders ------------------------------------------------------------------------------------
 def mark_folder(folder: PathLike, kind: str, files: list[str] | None = None) -> None:
     """Write the manifest that lets a later command replace ``folder``.
@@ -76,11 +91,10 @@ def mark_folder(folder: PathLike, kind: str, files: list[str] | None = None) -> 
     Args:
         folder: the folder dlcv wrote.
         kind: what it holds (``run``, ``set of predicted masks``...), which later commands check.
-        files: the files dlcv put in it, so that a replacement keeps any other; None: no list, all count as dlcv's.
+        files: the files dlcv put in it (paths below it), listed with their SHA-256 now, so that a replacement
+            keeps any other and any edited since; None: no list, all count as dlcv's.
     """
-    extra = {} if files is None else {"files": files}
-    write_json(Path(folder) / MANIFEST, {"kind": kind, "dlcv": __version__,
-                                         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}, indent=None)
+    write_manifest(folder, kind, __version__, None if files is None else file_hashes(Path(folder), files))
 
 
 def listed_files(folder: Path) -> list[str]:
@@ -90,11 +104,12 @@ def listed_files(folder: Path) -> list[str]:
 
 
 def foreign_files(folder: Path) -> list[str]:
-    """Files of a dlcv folder that its manifest does not list, added by others (none if it lists no files)."""
+    """Files of a dlcv folder that its manifest does not list or that changed since (none if it lists no files)."""
     manifest = read_manifest(folder) if folder.is_dir() else None
-    if manifest is None or not isinstance(manifest.get("files"), list):
+    if manifest is None or "files" not in manifest:
         return []
-    return sorted(set(listed_files(folder)) - set(manifest["files"]))
+    listed = listed_hashes(manifest)
+    return [name for name in listed_files(folder) if not unchanged(folder, name, listed)]
 
 
 def check_output_folder(output: PathLike, kind: str, overwrite: bool = False, inputs: Iterable[PathLike | None] = (),
@@ -131,6 +146,9 @@ def check_output_folder(output: PathLike, kind: str, overwrite: bool = False, in
         if manifest is None:
             raise DlcvError(f"{output}: holds files that dlcv did not write (no {MANIFEST}); choose a new or "
                             "empty folder")
+        if manifest["kind"] == NAMED_FILES:
+            raise DlcvError(f"{output}: holds files of yours, not a {kind} (dlcv only wrote some of them where you "
+                            "named them); choose a new or empty folder")
         if manifest["kind"] != kind:
             raise DlcvError(f"{output}: holds a {manifest['kind']}, not a {kind}; choose another folder")
         if not (overwrite or replaces_same_kind):
@@ -176,6 +194,9 @@ def figures_folder(output: PathLike) -> Path:
         if kind is None and not in_run:
             raise DlcvError(f"{output}: holds files that dlcv did not write (no {MANIFEST}); choose a new or "
                             "empty folder for the figures")
+        if kind == NAMED_FILES:
+            raise DlcvError(f"{output}: holds files of yours (dlcv only wrote some of them where you named them); "
+                            "choose a new or empty folder for the figures")
         if kind not in (None, FIGURES):
             raise DlcvError(f"{output}: already holds a {kind}; choose a new folder for the figures")
     return make_output_folder(output, FIGURES)
@@ -276,12 +297,12 @@ def _staged(output: PathLike, overwrite: bool, inputs: Iterable[PathLike | None]
                 os.replace(output / name, staging / name)
                 taken.append(name)
         written = listed_files(staging)
-        # What someone else put in an earlier folder replaced unasked (a report) moves into the new one.
+        # What someone else put or edited in an earlier folder replaced unasked (a report) moves into the new one.
         added = [] if overwrite else foreign_files(output)
         clash = next((name for name in added if (staging / name).exists()), None)
         if clash:
-            raise DlcvError(f"{output / clash}: not written by dlcv, and the new {kind} has a file of that name; "
-                            "move it away, then run the command again")
+            raise DlcvError(f"{output / clash}: not written by dlcv or changed since, and the new {kind} has a file of "
+                            "that name; move it away, then run the command again")
         for name in added:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(output / name, staging / name)

@@ -30,7 +30,7 @@ from dlcv.data.masks import (
 from dlcv.data.p2 import find_images
 from dlcv.errors import DlcvError
 from dlcv.files import atomic_write, check_one_size, decode_image
-from dlcv.io import check_output_file, figures_folder, staged_folder
+from dlcv.io import check_output_file, figures_folder, record_output_file, staged_folder
 from dlcv.metrics.segmentation import class_iou, code_confusion, codes_to_classes, confusion, mean_iou
 from dlcv.recipes import SegmentRecipe
 from dlcv.runs import RunFolder
@@ -88,6 +88,7 @@ def evaluate(predictions: str | os.PathLike, labels: str | os.PathLike, unmapped
               "unmapped": unmapped_counts, "breakdown": None}
     if breakdown is not None:
         result["breakdown"] = write_breakdown(Path(breakdown), [p[0] for p in pairs], per_image)
+        record_output_file(breakdown)
     return result
 
 
@@ -133,6 +134,7 @@ def overlay(image: str | os.PathLike, mask: str | os.PathLike, output: str | os.
         raise DlcvError(f"{mask_path}: mask is {classes.shape[1]}x{classes.shape[0]} but the image "
                         f"{image_path.name} is {rgb.shape[1]}x{rgb.shape[0]}")
     write_png(output, overlay_image(rgb, classes, alpha))
+    record_output_file(output)
     return output
 
 
@@ -294,4 +296,8 @@ def progress(run: str | os.PathLike, output: str | os.PathLike | None = None, ov
         stem = Path(output).with_suffix("") if Path(output).suffix.lower() in (".png", ".pdf") else Path(output)
         for suffix in (".png", ".pdf"):
             check_output_file(stem.with_name(stem.name + suffix), overwrite, inputs=(run,))
-    return plot_progress(rows, epochs, stem)
+    written = plot_progress(rows, epochs, stem)
+    if output is not None:
+        for path in written:
+            record_output_file(path)
+    return written

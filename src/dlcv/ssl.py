@@ -17,7 +17,7 @@ from dlcv.classify import fit, load_classifier, predict_scores
 from dlcv.config import load_recipe
 from dlcv.data.images import load_resized_stack
 from dlcv.errors import DlcvError
-from dlcv.io import check_output_file
+from dlcv.io import check_output_file, record_output_file
 from dlcv.recipes import SSL_SETTINGS, ByolRecipe, FinetuneRecipe
 from dlcv.runs import RunFolder
 
@@ -122,7 +122,9 @@ def finetune(setting: str, data: str | os.PathLike, backbone: str | os.PathLike 
 
 def export(checkpoint: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
     """``dlcv ssl export``: ``export_trunk`` into a named file (``overwrite``: replace one dlcv did not write)."""
-    return export_trunk(checkpoint, check_output_file(output, overwrite, inputs=(checkpoint,)))
+    written = export_trunk(checkpoint, check_output_file(output, overwrite, inputs=(checkpoint,)))
+    record_output_file(written)
+    return written
 
 
 def export_trunk(checkpoint: str | os.PathLike, output: Path) -> Path:
@@ -167,4 +169,5 @@ def predict(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, images: 
     array = np.asarray(load_resized_stack(rows.files, recipe.data.image_size, use_cache=False))
     labels = predict_scores(model, array, recipe, tta=tta, where=str(images), autocast=autocast).argmax(1).numpy()
     write_office_csv(output, zip(rows.ids, rows.filenames, (int(v) for v in labels)))
+    record_output_file(output)
     return len(rows.ids)

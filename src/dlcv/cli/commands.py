@@ -79,10 +79,11 @@ def report(args) -> None:
         raise DlcvError("--answers and --answers-template go with --year YEAR (each year asks its own questions)")
     if args.answers_template:
         from dlcv.files import atomic_write
-        from dlcv.io import check_output_file
+        from dlcv.io import check_output_file, record_output_file
 
         with atomic_write(check_output_file(args.answers_template, args.overwrite)) as handle:
             handle.write(template(args.year))
+        record_output_file(args.answers_template)
         print(f"wrote {args.answers_template}: the {args.year} report's questions; write your answers under them, "
               f"then: dlcv report --year {args.year} --answers {args.answers_template}")
         return

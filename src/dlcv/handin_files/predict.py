@@ -15,17 +15,14 @@ import contextlib
 import csv
 import functools
 import importlib
-import json
 import os
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from files import (
-    MANIFEST,
     DlcvError,
     SizeMismatch,
     atomic_path,
@@ -37,13 +34,18 @@ from files import (
     current_umask,
     decode_image,
     decode_resized,
+    file_hashes,
     list_images,
+    listed_hashes,
     odd_size_message,
     office_rows,
     read_manifest,
+    record_written,
     resolved_path,
     satellite_tiles,
+    unchanged,
     write_error,
+    write_manifest,
     written_by_dlcv,
 )
 from PIL import Image
@@ -258,10 +260,11 @@ def make_parent(path):
 
 
 def check_output_folder(folder, inputs, names):
-    """Check the mask folder before any work, and return the masks its manifest lists as this script's.
+    """Check the mask folder before any work, and return the masks its manifest lists as this script's, unchanged.
 
-    It may be new, empty, or a set of masks dlcv wrote, whose listed files alone are replaced; it may not be a link, a
-    file or a device, nor be, hold or lie inside an input or this folder's files.
+    It may be new, empty, or a set of masks dlcv wrote, whose listed files alone are replaced (and only as written:
+    a mask edited since is the grader's); it may not be a link, a file or a device, nor be, hold or lie inside an
+    input or this folder's files.
 
     Args:
         folder: the output folder.
@@ -269,7 +272,7 @@ def check_output_folder(folder, inputs, names):
         names: the masks to be written.
 
     Returns:
-        the names the manifest lists, sorted; [] for a new or empty folder.
+        the names the manifest lists that are there as written, sorted; [] for a new or empty folder.
 
     Raises:
         DlcvError: the folder is refused as above, holds files this script did not write, or holds a file of a name to
@@ -286,20 +289,17 @@ def check_output_folder(folder, inputs, names):
     if not folder.is_dir() or not any(folder.iterdir()):
         return []
     manifest = read_manifest(folder)
-    if manifest is None or manifest.get("kind") != MASKS or not isinstance(manifest.get("files"), list):
+    if manifest is None or manifest.get("kind") != MASKS or "files" not in manifest:
         raise DlcvError("{}: holds files this script did not write; give a new or empty folder".format(folder))
-    ours = set(manifest["files"])
+    listed = listed_hashes(manifest)
+    ours = {n for n in listed if (folder / n).exists() and unchanged(folder, n, listed)}
     clash = next((n for n in names if (folder / n).exists() and n not in ours), None)
     if clash is not None:
-        raise DlcvError("{}: was not written by this script; move it away or give a new folder".format(folder / clash))
+        raise DlcvError("{}: was not written by this script, or changed since; move it away or give a new "
+                        "folder".format(folder / clash))
     return sorted(ours)
 
 
-def write_manifest(folder, names):
-    """Write the mask folder's manifest, listing ``names`` as this script's."""
-    with atomic_write(folder / MANIFEST) as handle:
-        json.dump({"kind": MASKS, "dlcv": CONFIG["dlcv"], "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   "files": sorted(names)}, handle)
 
 
 # --- the three tasks -------------------------------------------------------------------------------------
@@ -313,6 +313,7 @@ def predict_folder(folder, output):
         writer = csv.writer(handle)
         writer.writerow([CONFIG["id_column"], "label"])
         writer.writerows((p.name, label) for p, label in zip(files, labels))
+    record_written(output, CONFIG["dlcv"])
 
 
 def predict_csv(table, folder, output):
@@ -327,6 +328,7 @@ def predict_csv(table, folder, output):
         writer = csv.writer(handle)
         writer.writerow(["id", "filename", "label"])
         writer.writerows((r["id"], r["filename"], label) for r, label in zip(rows, labels))
+    record_written(output, CONFIG["dlcv"])
 
 
 def predict_masks(folder, output):
@@ -353,7 +355,7 @@ def predict_masks(folder, output):
             make_parent(output)
             os.mkdir(str(target), 0o777 & ~current_umask())
         else:  # claimed first: a run stopped half-way leaves masks its manifest lists, which a rerun replaces
-            write_manifest(target, set(earlier) | set(names))
+            write_manifest(target, MASKS, CONFIG["dlcv"], dict.fromkeys(set(earlier) | set(names)))
         dev = device()
         step, net = batch_size(dev), load_model(dev)
         with torch.no_grad(), autocast(dev):
@@ -364,7 +366,7 @@ def predict_masks(folder, output):
                 for name, classes in zip(names[i:i + step], probs.argmax(1).cpu().numpy()):
                     with atomic_path(target / name) as tmp:
                         Image.fromarray(COLOURS[classes]).save(str(tmp), format="PNG")
-        write_manifest(target, names)
+        write_manifest(target, MASKS, CONFIG["dlcv"], file_hashes(target, names))
         for stale in set(earlier) - set(names):  # an earlier run's masks of tiles no longer given
             with contextlib.suppress(OSError):
                 (output / stale).unlink()
