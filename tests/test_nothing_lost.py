@@ -159,7 +159,7 @@ from pathlib import Path
 from dlcv.files import record_written
 folder, tag = Path(sys.argv[1]), sys.argv[2]
 sys.stdin.readline()  # both start together
-for i in range(60):
+for i in range(200):
     path = folder / f"{tag}{i}.csv"
     path.write_text(f"{tag} {i}")
     record_written(path, "test")
@@ -171,7 +171,7 @@ for i in range(60):
         writer.stdin.close()
     assert [w.wait(timeout=120) for w in writers] == [0, 0]
     listed = read_manifest(tmp_path)["files"]
-    assert sorted(listed) == sorted(f"{t}{i}.csv" for t in "ab" for i in range(60))
+    assert sorted(listed) == sorted(f"{t}{i}.csv" for t in "ab" for i in range(200))
     assert all(written_by_dlcv(tmp_path / name) for name in listed)
 
 
