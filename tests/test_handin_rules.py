@@ -138,6 +138,10 @@ def test_the_scripts_never_write_over_an_input_their_own_files_or_a_file_they_di
     _refused(run_script(hand, "hw1_1.sh", images, mine, cwd=tmp_path), r"mine: is a folder, expected a file name")
     _refused(run_script(hand, "hw1_2.sh", tiles, mine / "notes.csv", cwd=tmp_path), r"is a regular file, expected a "
              r"folder")
+    (mine / ".dlcv-output").mkdir()  # where the script would list its output: refused before any work
+    _refused(run_script(hand, "hw1_1.sh", images, mine / "new.csv", cwd=tmp_path),
+             r"mine/\.dlcv-output: is a folder, expected a file name")
+    assert not (mine / "new.csv").exists()
     (tmp_path / "link.csv").symlink_to(mine / "notes.csv")
     _refused(run_script(hand, "hw1_1.sh", images, tmp_path / "link.csv", cwd=tmp_path), r"is a link")
     assert (mine / "0000_mask.png").read_bytes() == b"a mask of mine"

@@ -148,6 +148,19 @@ def test_a_file_is_dlcvs_by_its_folders_manifest_alone_on_any_file_system_and_th
     assert snapshot(world) == before
 
 
+@pytest.mark.parametrize("manifest", ["folder", "link"])
+def test_a_manifest_that_is_not_a_file_is_refused_before_any_work(capsys, world, p1_data, manifest):
+    mine = world / "mine"
+    mine.mkdir()
+    if manifest == "folder":
+        (mine / ".dlcv-output").mkdir()
+    else:
+        (mine / ".dlcv-output").symlink_to(world / "runs" / "tiny" / ".dlcv-output")
+    before = snapshot(world)
+    expect_error(capsys, rf"mine/\.dlcv-output: is a {manifest}", *_predict(world, p1_data, mine / "pred.csv"))
+    assert snapshot(world) == before
+
+
 def _no_xattr(*args, **kwargs):
     raise OSError(95, "Operation not supported")
 

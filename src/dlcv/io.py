@@ -65,6 +65,7 @@ def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[
             lies inside a folder dlcv writes whole, or exists without dlcv's mark while ``overwrite`` is off.
     """
     path = check_output_path(path, inputs)
+    check_not_special(path.parent / MANIFEST)  # the manifest that will list it: refused now, not after the work
     for folder in resolved_path(path).parents:  # resolved: a run reached through a link is that run
         kind = (read_manifest(folder) or {}).get("kind")
         if kind is not None and kind not in LOOSE_KINDS:

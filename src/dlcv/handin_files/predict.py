@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from files import (
+    MANIFEST,
     DlcvError,
     SizeMismatch,
     atomic_path,
@@ -239,6 +240,7 @@ def check_output_file(path, inputs):
                 raise DlcvError("{}: the output folder {} is not a folder".format(path, parent))
             break
     check_not_special(path)
+    check_not_special(path.parent / MANIFEST)  # the manifest that will list it: refused now, not after the work
     check_not_an_input(path, inputs)
     if resolved_path(path) in {resolved_path(p) for p in own_files()}:
         raise DlcvError("{}: is one of this hand-in folder's own files; write the output elsewhere".format(path))
