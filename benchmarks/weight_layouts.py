@@ -148,10 +148,14 @@ def dlcv_checkpoint(folder: Path) -> None:
 def main() -> None:
     cases = {fn.__name__: fn for fn in (lite0, vgg16, course_backbone, smp_encoder, sam, dlcv_checkpoint)}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="*", choices=[[], *cases], help="the layouts to try (default: all)")
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=f"the layouts to try, of {', '.join(cases)} (all)")
+    chosen = parser.parse_args().cases or list(cases)
+    unknown = [name for name in chosen if name not in cases]
+    if unknown:
+        parser.error(f"no case {unknown[0]!r}; give some of {', '.join(cases)}")
     header()
     with tempfile.TemporaryDirectory() as tmp:
-        for name in parser.parse_args().cases or cases:
+        for name in chosen:
             cases[name](Path(tmp))
 
 

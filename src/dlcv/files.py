@@ -496,7 +496,7 @@ def record_written(path, version: str) -> None:
     """
     path = Path(path)
     with manifest_lock(path.parent):
-        manifest = read_manifest(path.parent) or {"kind": NAMED_FILES, "dlcv": version}
+        manifest = read_manifest(path.parent) or {"kind": NAMED_FILES}
         files = listed_hashes(manifest)
         files[path.name] = file_sha256(path)
         write_manifest(path.parent, manifest["kind"], version, files)

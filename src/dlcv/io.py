@@ -62,7 +62,8 @@ def check_output_file(path: PathLike, overwrite: bool = False, inputs: Iterable[
 
     Raises:
         DlcvError: ``path`` is refused by ``check_output_path`` (no such folder; a link, folder or device; an input),
-            lies inside a folder dlcv writes whole, or exists without dlcv's mark while ``overwrite`` is off.
+            lies inside a folder dlcv writes whole, its folder's manifest is a link or not a file, or it exists and
+            that manifest does not list it as dlcv wrote it while ``overwrite`` is off.
     """
     path = check_output_path(path, inputs)
     check_not_special(path.parent / MANIFEST)  # the manifest that will list it: refused now, not after the work
