@@ -183,10 +183,11 @@ def course_python() -> Path:
     return DEBIAN_PYTHON
 
 
-def run_script(folder: Path, script: str, *args, cwd: Path, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
+def run_script(folder: Path, script: str, *args, cwd: Path, path: str = "/usr/bin:/bin",
+               env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a hand-in script as the course's machine would: Debian's python3 first on the ``path``, no dlcv, no
-    DLCV_* variables, from another folder."""
-    env = {"PATH": path, "HOME": str(cwd), "LANG": "C.UTF-8"}
+    DLCV_* variables (only those of ``env``), from another folder."""
+    env = {"PATH": path, "HOME": str(cwd), "LANG": "C.UTF-8", **(env or {})}
     return subprocess.run(["bash", str(folder / script), *map(str, args)], capture_output=True, text=True, env=env,
                           cwd=cwd, timeout=600, check=False)
 

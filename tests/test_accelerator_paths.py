@@ -159,3 +159,28 @@ def test_a_half_precision_model_gets_its_batches_in_its_dtype(p1_data):
         data.trainer = SimpleNamespace(precision_plugin=HalfPrecision(precision), training=False)
         x, y = data.on_after_batch_transfer((images, labels), 0)
         assert x.dtype == dtype and y.dtype == labels.dtype
+
+
+def test_bf16_is_native_only_on_bf16_units_that_torch_is_not_held_below(monkeypatch):
+    """``auto`` takes bf16-mixed on a CPU only where torch computes bf16 natively: held below AVX512-BF16 by
+    ``ATEN_CPU_CAPABILITY`` or ``ONEDNN_MAX_CPU_ISA``, bf16 is emulated, several times slower than float32."""
+    from dlcv.runtime import bf16_is_native, cpu_computes_bf16_fast
+
+    epyc, xeon, avx2 = " avx2 avx512f avx512_bf16 avx512_vnni", " avx2 avx512f avx512_bf16 amx_bf16 amx_tile", " avx2"
+    assert bf16_is_native(epyc, {}) and bf16_is_native(xeon, {}) and not bf16_is_native(avx2, {})
+    for native in ({"ATEN_CPU_CAPABILITY": "avx512"}, {"ATEN_CPU_CAPABILITY": ""}, {"ONEDNN_MAX_CPU_ISA": "all"},
+                   {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"},
+                   {"ONEDNN_MAX_CPU_ISA": " avx10_1_512_amx_fp16 "}):
+        assert bf16_is_native(xeon, native), native
+    for held in ({"ATEN_CPU_CAPABILITY": "avx2"}, {"ATEN_CPU_CAPABILITY": "default"},
+                 {"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
+                 {"DNNL_MAX_CPU_ISA": "AVX512_CORE"}, {"ONEDNN_MAX_CPU_ISA": "AVX2_VNNI_2"}):
+        assert not bf16_is_native(epyc, held) and not bf16_is_native(xeon, held), held
+    assert not bf16_is_native(xeon, {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "ALL"})  # oneDNN's own order
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # this process, whatever its CPU
+    cpu_computes_bf16_fast.cache_clear()
+    try:
+        assert resolve_precision("auto", "cpu") == "32-true"
+    finally:
+        monkeypatch.undo()
+        cpu_computes_bf16_fast.cache_clear()

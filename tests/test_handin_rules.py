@@ -308,10 +308,11 @@ def test_the_scripts_run_from_a_folder_of_any_name(tmp_path, hand, p1_data, cour
 
 @pytest.mark.slow
 def test_a_near_tie_gets_float32s_label_from_dlcv_and_the_scripts_and_autocast_only_when_asked(
-        capsys, tmp_path, trained_run, seg_run, p1_data, course_python):
+        capsys, tmp_path, trained_run, seg_run, p1_data, course_python, monkeypatch):
     """Classes 0 and 1 of the head read one feature times 1 and 1 + 1e-3: float32 keeps class 1 ahead on every
     image; bf16 (8 bits of mantissa) rounds both to 1, a tie class 0 wins. dlcv's predict and the hand-in's script
-    both give class 1; ``--autocast`` on a bf16 CPU gives class 0, on both sides alike."""
+    both give class 1; ``--autocast`` on a bf16 CPU gives class 0, on both sides alike, and class 1 again where
+    oneDNN is held below its bf16 instructions (``ONEDNN_MAX_CPU_ISA=AVX2``: bf16 would be emulated)."""
     from dlcv.classify import load_classifier
     from dlcv.data.augment import prepare_batch
     from dlcv.files import list_images
@@ -335,17 +336,26 @@ def test_a_near_tie_gets_float32s_label_from_dlcv_and_the_scripts_and_autocast_o
     if "model.head.bias" in ckpt["state_dict"]:
         ckpt["state_dict"]["model.head.bias"].zero_()
     torch.save(ckpt, tied)
-    for autocast in ((), ("--autocast",)):
-        want = "0" if autocast and cpu_computes_bf16_fast() else "1"
-        out = tmp_path / f"dlcv{len(autocast)}.csv"
-        code, _, err = run_cli(capsys, "classify", "predict", "--checkpoint", tied, "--images", p1_data / "val_50",
-                               "--output", out, *autocast)
-        assert code == 0, err
-        assert {row[1] for row in list(csv.reader(open(out)))[1:]} == {want}
-        hand = tmp_path / f"hand{len(autocast)}"
-        code, _, err = run_cli(capsys, "handin", "--year", 2022, "--output", hand, "--checkpoint", f"p1={tied}",
-                               "--checkpoint", f"seg={seg_run / 'best.ckpt'}", *autocast)
-        assert code == 0, err
-        done = run_script(hand, "hw1_1.sh", p1_data / "val_50", tmp_path / f"hand{len(autocast)}.csv", cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-        assert (tmp_path / f"hand{len(autocast)}.csv").read_text() == out.read_text()
+    try:
+        for autocast, held in (((), False), (("--autocast",), False), (("--autocast",), True)):
+            if held:
+                monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+                cpu_computes_bf16_fast.cache_clear()
+            assert not (held and cpu_computes_bf16_fast())
+            want = "0" if autocast and cpu_computes_bf16_fast() else "1"
+            name = f"{len(autocast)}{'_held' if held else ''}"
+            out = tmp_path / f"dlcv{name}.csv"
+            code, _, err = run_cli(capsys, "classify", "predict", "--checkpoint", tied, "--images",
+                                   p1_data / "val_50", "--output", out, *autocast)
+            assert code == 0, err
+            assert {row[1] for row in list(csv.reader(open(out)))[1:]} == {want}
+            hand = tmp_path / f"hand{name}"
+            code, _, err = run_cli(capsys, "handin", "--year", 2022, "--output", hand, "--checkpoint", f"p1={tied}",
+                                   "--checkpoint", f"seg={seg_run / 'best.ckpt'}", *autocast)
+            assert code == 0, err
+            done = run_script(hand, "hw1_1.sh", p1_data / "val_50", tmp_path / f"hand{name}.csv", cwd=tmp_path,
+                              env={"ONEDNN_MAX_CPU_ISA": "AVX2"} if held else None)
+            assert done.returncode == 0, done.stderr
+            assert (tmp_path / f"hand{name}.csv").read_text() == out.read_text()
+    finally:
+        cpu_computes_bf16_fast.cache_clear()  # read again, from the environment as it is restored

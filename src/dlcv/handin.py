@@ -24,6 +24,7 @@ from dlcv.files import MANIFEST
 from dlcv.io import save_torch, staged_folder
 from dlcv.plain_source import DEFAULT_TORCH, plain_source
 from dlcv.runs import RunFolder
+from dlcv.runtime import ONEDNN_BF16_ISAS
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"  # the clone's scripts/ (the README installs editable)
 CALL = re.compile(r"checkpoint (DLCV_\w+) (\w+) ((?:[^)\\]|\\\n)+)\)")
@@ -133,7 +134,8 @@ def handin(year: int, output: str | os.PathLike, runs: str | os.PathLike = "runs
             exported[name][0]["id_column"] = "image_id"
     files = folder_files(year, calls, exported)
     for config, _, _ in exported.values():
-        config.update({"autocast": autocast, "folder_files": files, "dlcv": __version__})
+        config.update({"autocast": autocast, "onednn_bf16_isas": sorted(ONEDNN_BF16_ISAS), "folder_files": files,
+                       "dlcv": __version__})
     with staged_folder(output, overwrite, inputs=(runs, *needs.values()), kind=KIND) as staging:
         written = write_folder(staging, year, calls, exported, needs, urls)
         return [(name, (staging / name).stat().st_size, str(source)) for name, source in written]

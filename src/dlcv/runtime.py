@@ -144,14 +144,34 @@ def end_process_group() -> None:
         dist.destroy_process_group()
 
 
+# oneDNN's ISA levels (its ONEDNN_MAX_CPU_ISA values) from AVX512_CORE_BF16 up, where it computes bf16 natively
+ONEDNN_BF16_ISAS = frozenset({"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX",
+                              "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16"})
+
+
+def bf16_is_native(cpu_flags: str, environ: dict) -> bool:
+    """Whether torch computes bf16 natively on a CPU with ``cpu_flags`` (``/proc/cpuinfo``) in ``environ``.
+
+    The CPU must have AVX512-BF16 or AMX, and torch must not be held below it: ``ATEN_CPU_CAPABILITY`` (torch's own
+    kernels) under ``avx512``, or ``ONEDNN_MAX_CPU_ISA`` (oneDNN's convolutions and matrix products) under
+    ``AVX512_CORE_BF16``. There bf16 is emulated, several times slower than float32. The hand-in's scripts apply
+    the same rule.
+    """
+    if " avx512_bf16" not in cpu_flags and " amx_bf16" not in cpu_flags:
+        return False
+    aten = (environ.get("ATEN_CPU_CAPABILITY") or "avx512").strip().lower()
+    onednn = (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    return aten == "avx512" and onednn in ONEDNN_BF16_ISAS
+
+
 @functools.cache
 def cpu_computes_bf16_fast() -> bool:
-    """Whether the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX); read once a process."""
+    """Whether this process computes bf16 natively on its CPU (``bf16_is_native``); read once a process."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return bf16_is_native(flags, dict(os.environ))
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
