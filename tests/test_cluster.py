@@ -103,6 +103,8 @@ AccountingStorageType=accounting_storage/none
 PlugStackConfig={root}/plugstack.conf
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+# sbatch --wait polls at 2, 10, 18 s... where the default (300) grows its wait to 32 s: a finished job stays 16 s
+MinJobAge=16
 """
 
 
