@@ -46,7 +46,8 @@ def main() -> int:
 
     key = "budget" if args.kind == "ssl-table" else "train.budget"
     recipe = yaml.safe_load(Path(args.recipe).read_text()) or {}
-    budget = args.budget or (recipe.get("budget") if args.kind == "ssl-table" else (recipe.get("train") or {}).get("budget"))
+    recipe_budget = recipe.get("budget") if args.kind == "ssl-table" else (recipe.get("train") or {}).get("budget")
+    budget = args.budget or recipe_budget
     if budget is None or parse_duration(str(budget)) is None:
         sys.exit(f"{args.recipe}: no {key} (give --budget)")
     seconds = parse_duration(str(budget))
@@ -78,16 +79,17 @@ def main() -> int:
     folder = Path(args.runs_dir) / name
     if args.kind == "ssl-table":
         table = json.loads((folder / "table.json").read_text())
-        print("table: " + "  ".join(f"{r['setting']} {r['accuracy']:.4f} ({r['epochs']} epochs)" for r in table["rows"]))
+        print("table: " + "  ".join(f"{r['setting']} {r['accuracy']:.4f} ({r['epochs']} epochs)"
+                                    for r in table["rows"]))
         return 0
     summary = json.loads((folder / "summary.json").read_text())
     final = summary.get("final_validation") or {}
     score = final.get("accuracy", final.get("mean_iou"))
     score = "-" if score is None else f"{score:.4f}"
+    best = summary.get("best_model_score", summary.get("best_val_acc", summary.get("best_val_miou")))
     print(f"epochs {summary['epochs']} ({summary['budget']['steps']} steps); precision "
           f"{json.loads((folder / 'resolved.json').read_text())['precision']}; best selection score "
-          f"{summary.get('best_model_score', summary.get('best_val_acc', summary.get('best_val_miou'))):.4f}; final {final.get('folder')}: "
-          f"{score}")
+          f"{best:.4f}; final {final.get('folder')}: {score}")
     return 0
 
 

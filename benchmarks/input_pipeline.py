@@ -5,7 +5,8 @@ common way (a PIL-per-sample Dataset with torchvision transforms and a 2-worker 
   (b) training images per second with the CPU recipe's model, against that model's own limit
       (one fixed batch reused, no data work at all), the same training step for all three.
 
-Usage: python benchmarks/input_pipeline.py [--data ../shared/data/hw1_data/p1_data] [--recipe configs/p1/model_a_cpu.yaml]
+Usage: python benchmarks/input_pipeline.py [--data ../shared/data/hw1_data/p1_data]
+       [--recipe configs/p1/model_a_cpu.yaml]
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ def main():
     precision = resolve_precision(str(recipe.train.precision), "cpu")
     files = list_images(Path(args.data) / cfg.train)
     labels = torch.tensor([label_from_filename(f) for f in files])
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {len(files)} images, batch {batch}, precision {precision}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {len(files)} images, batch {batch}, "
+          f"precision {precision}")
 
     start = time.perf_counter()
     load_image_stack(files, use_cache=False)

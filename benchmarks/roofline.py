@@ -9,8 +9,9 @@ In one run, on every core the process may use:
    the counter's own backward count takes a depthwise convolution's gradients as dense, 40 times too many for
    EfficientNet-Lite0), the images a second of its training step, and so the fraction of the peak of its precision
    (bfloat16's for ``bf16-mixed``, float32's otherwise) it reaches;
-3. where an epoch's time goes (augmentation as the recipe's planned epochs switch it, ``train.reference_epochs``): batching, augmentation (and mixing), forward with the loss, backward, optimiser, the
-   weight average, and validation, from ``--steps`` timed steps scaled to the epoch's steps and validation images.
+3. where an epoch's time goes (augmentation as the recipe's planned epochs switch it, ``train.reference_epochs``):
+   batching, augmentation (and mixing), forward with the loss, backward, optimiser, the weight average, and validation,
+   from ``--steps`` timed steps scaled to the epoch's steps and validation images.
 
 The steps run outside Lightning, so its per-step overhead (logging, callbacks, progress) is not in them: the recipe's
 own images a second in ``docs/results.md`` against the step's here says what that overhead costs.

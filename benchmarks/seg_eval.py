@@ -77,7 +77,8 @@ sys.exit(code)
 
 def run(code: str, predictions: str, labels: str) -> tuple[float, int, str]:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, predictions, labels], capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-c", code, predictions, labels], capture_output=True, text=True,
+                          check=False)
     seconds = time.perf_counter() - start
     if done.returncode:
         sys.exit(done.stderr)

@@ -151,7 +151,8 @@ def main():
     retain_freed_memory()  # as `dlcv segment fit` does; the reference's workers, forked later, inherit it
     cfg, batch = recipe.data, recipe.data.batch_size
     pairs = find_pairs(Path(args.data) / cfg.train)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {len(pairs)} pairs, batch {batch}, crops to {cfg.train_size}px")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {len(pairs)} pairs, batch {batch}, "
+          f"crops to {cfg.train_size}px")
     start = time.perf_counter()
     images, masks = load_pairs(pairs, MaskCodec(cfg.unmapped))
     images, masks = torch.from_numpy(np.array(images)), torch.from_numpy(np.array(masks))

@@ -109,7 +109,8 @@ def main() -> int:
             final, final_s = score(args.kind, run.best, val, val, mode, work / f"pred_val_{mode}")
             rows.append((mode, hold, final, hold_s, final_s))
     chosen = max(rows, key=lambda row: row[1])[0]
-    print(f"| tta | holdout ({count} images of train; the choice) | validation (not used) | predict s (holdout, validation) |")
+    print(f"| tta | holdout ({count} images of train; the choice) | validation (not used) "
+          "| predict s (holdout, validation) |")
     print("|---|---|---|---|")
     for mode, hold, final, hold_s, final_s in rows:
         mark = "**" if mode == chosen else ""

@@ -66,8 +66,8 @@ def test_predict_with_a_missing_checkpoint(capsys, p1_data, tmp_path):
 def test_predict_with_a_checkpoint_that_is_not_dlcvs(capsys, p1_data, tmp_path):
     foreign = tmp_path / "resnet.pt"
     torch.save({"conv1.weight": torch.zeros(3)}, foreign)
-    _expect_error(capsys, r"resnet\.pt: a plain state_dict, not a dlcv checkpoint", "classify", "predict", "--checkpoint", foreign,
-                  "--images", p1_data / "val_50", "--output", tmp_path / "p.csv")
+    _expect_error(capsys, r"resnet\.pt: a plain state_dict, not a dlcv checkpoint", "classify", "predict",
+                  "--checkpoint", foreign, "--images", p1_data / "val_50", "--output", tmp_path / "p.csv")
 
 
 def test_predict_with_a_checkpoint_of_another_architecture(capsys, trained_run, p1_data, tmp_path):

@@ -102,7 +102,8 @@ def test_evaluate_does_not_import_torch(p1_data, tmp_path):
     pred = tmp_path / "pred.csv"
     pred.write_text((p1_data / "val_gt.csv").read_text())
     code = ("import sys; from dlcv.cli.main import main; "
-            f"rc = main(['classify', 'evaluate', '--predictions', r'{pred}', '--labels', r'{p1_data / 'val_gt.csv'}']); "
+            f"rc = main(['classify', 'evaluate', '--predictions', r'{pred}', "
+            f"'--labels', r'{p1_data / 'val_gt.csv'}']); "
             "assert rc == 0; assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'heavy import'")
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -125,7 +125,8 @@ def slurm(tmp_path_factory) -> dict:
                                       ctld_port=free_port(), d_port=free_port(), cpus=os.cpu_count()))
     sbin = lambda tool: shutil.which(tool) or f"/usr/sbin/{tool}"
     subprocess.run([sbin("munged"), "--force", f"--key-file={root}/munge.key", f"--socket={root}/munge.socket",
-                    f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"],
+                    f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log",
+                    f"--seed-file={root}/munged.seed"],
                    check=True, timeout=60)  # it returns once it serves
     daemons = []
     try:
@@ -194,8 +195,8 @@ def recipe(tmp_path_factory) -> Path:
 def srun_run(slurm, data, recipe, tmp_path_factory) -> tuple[Path, str]:
     """``srun --ntasks 2`` of ``classify fit``: its run folder and stdout."""
     runs = tmp_path_factory.mktemp("srun")
-    result = subprocess.run(["srun", "--ntasks", "2", *dlcv(*fit_args(data, recipe, runs))], env={**os.environ, **slurm}, cwd=runs,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(["srun", "--ntasks", "2", *dlcv(*fit_args(data, recipe, runs))],
+                            env={**os.environ, **slurm}, cwd=runs, capture_output=True, text=True, timeout=300)
     return runs / "tiny", finished(result)
 
 
@@ -275,8 +276,8 @@ def test_srun_run_whose_rank_was_killed_resumes_to_the_same_metrics(slurm, srun_
                             {**os.environ, **slurm}, tmp_path)
     assert "dlcv: error: process 0 of 2: another process of the run stopped (" in printed and "Traceback" not in printed
     assert steps(tmp_path / "tiny") == 3  # the first epoch's checkpoint
-    resumed = subprocess.run(["srun", "--ntasks", "2", *dlcv(*args, "--resume")], env={**os.environ, **slurm}, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(["srun", "--ntasks", "2", *dlcv(*args, "--resume")], env={**os.environ, **slurm},
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     finished(resumed)
     assert steps(tmp_path / "tiny") == 9
     assert rows(tmp_path / "tiny") == rows(srun_run[0])  # as if never stopped
@@ -301,8 +302,9 @@ def test_two_nodes_whose_rank_was_killed_resume(data, recipe, srun_run, tmp_path
         node0.kill()
         node0.communicate()
     assert node0.returncode == 2
+    cause = err0.split("stopped (", 1)[1].split(")")[0]
     assert err0.strip().splitlines() == [  # rank 0's line, then its launcher's
-        f"dlcv: error: process 0 of 2: another process of the run stopped ({err0.split('stopped (', 1)[1].split(')')[0]}); "
+        f"dlcv: error: process 0 of 2: another process of the run stopped ({cause}); "
         "the same command with --resume goes on from the last checkpoint",
         "dlcv: error: launch: a process ended early (rank 0: exit status 1); with a last.ckpt in its run folder, the "
         "same command with --resume goes on from there"], err0[-3000:]

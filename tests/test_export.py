@@ -85,7 +85,8 @@ def test_the_plain_code_leaves_keywords_at_their_defaults_out(tmp_path):
 
     class Up(torch.nn.Module):
         def forward(self, x):
-            return F.interpolate(x, size=(6, 6), mode="bilinear", align_corners=False) + F.interpolate(x, scale_factor=2)
+            resized = F.interpolate(x, size=(6, 6), mode="bilinear", align_corners=False)
+            return resized + F.interpolate(x, scale_factor=2)
 
     source, state, *_ = plain_source(Up(), torch.rand(1, 2, 3, 3))
     calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)

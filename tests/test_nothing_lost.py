@@ -80,7 +80,8 @@ def test_a_file_dlcv_wrote_is_replaced_and_a_users_only_with_overwrite(capsys, w
     assert written_by_dlcv(out)
     with open(out, "a") as handle:  # edited in place (an answers template filled in): listed, but it is yours
         handle.write("my notes\n")
-    expect_error(capsys, r"pred\.csv: exists and dlcv did not write it; pass --overwrite", *_predict(world, p1_data, out))
+    expect_error(capsys, r"pred\.csv: exists and dlcv did not write it; pass --overwrite",
+                 *_predict(world, p1_data, out))
     assert out.read_text().endswith("my notes\n")
     code, _, err = run_cli(capsys, *_predict(world, p1_data, world / "thesis.tex", "--overwrite"))
     assert code == 0, err

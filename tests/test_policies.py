@@ -72,7 +72,8 @@ def test_shears_shifts_and_turns_equal_torchvision_pixel_for_pixel(size):
 
 
 def test_the_spaces_are_torchvisions():
-    """The operations in torchvision's order (the draws depend on it) and the papers' ranges, as torchvision sets them."""
+    """The operations in torchvision's order (the draws depend on it) and the papers' ranges, as torchvision has
+    them."""
     from dlcv.data.policies import RAND_AUGMENT, TRIVIAL_AUGMENT_WIDE
 
     names = ["Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",

@@ -20,7 +20,8 @@ def library_names(tree: ast.AST) -> dict[str, str]:
             for alias in node.names:
                 if alias.name.split(".")[0] != "dlcv":
                     names[alias.asname or alias.name.split(".")[0]] = alias.name
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and not node.module.startswith("dlcv"):
+        elif (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+              and not node.module.startswith("dlcv")):
             for alias in node.names:
                 names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
     return names

@@ -75,7 +75,8 @@ def finished_run(trained_run, tmp_path) -> tuple[Path, Path]:
 def test_resume_refuses_what_it_would_ignore_and_changes_nothing(finished_run, p1_data, capsys, setting, pattern):
     run, recipe = finished_run
     before = digest(run)
-    expect_error(capsys, pattern, *_fit(recipe, p1_data, run.parent, "--resume", *(("--set", setting) if setting else ())))
+    extra = ("--set", setting) if setting else ()
+    expect_error(capsys, pattern, *_fit(recipe, p1_data, run.parent, "--resume", *extra))
     assert digest(run) == before
 
 

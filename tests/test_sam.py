@@ -208,7 +208,8 @@ def test_refine_from_sam_masks_reports_miou_before_and_after(capsys, tmp_path):
     write_mask(pred_dir / "0000_mask.png", predicted)
     right = np.zeros((16, 16), dtype=bool)
     right[:, 8:] = True
-    records = [{"segmentation": _rle(right), "predicted_iou": 0.93}, {"segmentation": _rle(~right), "predicted_iou": 0.5}]
+    records = [{"segmentation": _rle(right), "predicted_iou": 0.93},
+               {"segmentation": _rle(~right), "predicted_iou": 0.5}]
     (sam_dir / "0000.json").write_text(json.dumps(records))
     code, out, err = run_cli(capsys, "sam", "refine", "--sam-masks", sam_dir, "--predictions", pred_dir,
                              "--labels", truth_dir, "--output", tmp_path / "refined")

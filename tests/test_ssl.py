@@ -400,7 +400,8 @@ def test_transfer_split_overwrite_replaces_an_earlier_split(tmp_path, capsys):
     assert run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", split)[0] == 0
     first = sorted(str(p.relative_to(split)) for p in split.rglob("*"))
     expect_error(capsys, r"split.*--overwrite", "data", "transfer-split", "--p1", p1, "--output", split)
-    code, _, err = run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", split, "--overwrite", "--seed", "1")
+    code, _, err = run_cli(capsys, "data", "transfer-split", "--p1", p1, "--output", split, "--overwrite",
+                           "--seed", "1")
     assert code == 0, err
     assert sorted(str(p.relative_to(split)) for p in split.rglob("*")) == first  # the same files, a new draw
 

@@ -40,7 +40,8 @@ def _lrs(optimizer, scheduler, steps: int) -> list[float]:
     return out
 
 
-@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                      ("adamw", torch.optim.AdamW)])
 def test_optimiser_knobs_reach_the_optimiser(name, cls):
     recipe = _recipe(optim={"name": name, "lr": 0.02, "weight_decay": 0.3, "momentum": 0.8, "betas": [0.8, 0.9]},
                      schedule={"name": "constant"})

@@ -145,8 +145,8 @@ def end_process_group() -> None:
 
 
 # oneDNN's ISA levels (its ONEDNN_MAX_CPU_ISA values) from AVX512_CORE_BF16 up, where it computes bf16 natively
-ONEDNN_BF16_ISAS = frozenset({"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX",
-                              "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16"})
+ONEDNN_BF16_ISAS = frozenset({"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16",
+                              "AVX10_1_512_AMX", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16"})
 
 
 def bf16_is_native(cpu_flags: str, environ: dict) -> bool:

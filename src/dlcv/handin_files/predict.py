@@ -110,7 +110,8 @@ def autocast(device):
     # dlcv's rule (runtime.bf16_is_native): bf16 units, and torch not held below them by ATen's or oneDNN's setting
     aten = (os.environ.get("ATEN_CPU_CAPABILITY") or "avx512").strip().lower()
     onednn = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
-    fast = (" avx512_bf16" in flags or " amx_bf16" in flags) and aten == "avx512" and onednn in CONFIG["onednn_bf16_isas"]
+    units = " avx512_bf16" in flags or " amx_bf16" in flags
+    fast = units and aten == "avx512" and onednn in CONFIG["onednn_bf16_isas"]
     return torch.autocast("cpu", dtype=torch.bfloat16,
                           enabled=fast and (precision.startswith("bf16") or precision == "auto"))
 

@@ -116,7 +116,7 @@ class BaseTask(L.LightningModule):
         """Build the metrics (``self.test_confusion`` for a task scored on a final set)."""
 
     def channels_last(self, model: nn.Module) -> nn.Module:
-        """Return ``model`` in the channels-last layout when ``train.channels_last`` asks for it (faster convolutions)."""
+        """Return ``model`` channels-last when ``train.channels_last`` asks for it (faster convolutions)."""
         return model.to(memory_format=torch.channels_last) if self.train_config.channels_last else model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
