@@ -215,8 +215,7 @@ def test_resume_from_a_broken_checkpoint_changes_nothing_and_names_it(capsys, wo
 # --- locks and links ------------------------------------------------------------------------------------------
 HOLD = """
 import sys
-from dlcv.errors import DlcvError
-from dlcv.io import FolderLock, figures_folder
+from dlcv.io import FolderLock
 FolderLock(sys.argv[1], what=sys.argv[2], option="--output").take(create=True)
 print("held", flush=True)
 sys.stdin.readline()

@@ -298,14 +298,12 @@ def check_output_folder(folder, inputs, names):
     if manifest is None or manifest.get("kind") != MASKS or "files" not in manifest:
         raise DlcvError("{}: holds files this script did not write; give a new or empty folder".format(folder))
     listed = listed_hashes(manifest)
-    ours = {n for n in listed if (folder / n).exists() and unchanged(folder, n, listed)}
+    ours = {n for n in listed if unchanged(folder, n, listed)}  # a missing or unreadable mask is not
     clash = next((n for n in names if (folder / n).exists() and n not in ours), None)
     if clash is not None:
         raise DlcvError("{}: was not written by this script, or changed since; move it away or give a new "
                         "folder".format(folder / clash))
     return sorted(ours)
-
-
 
 
 # --- the three tasks -------------------------------------------------------------------------------------
